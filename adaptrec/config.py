@@ -1,0 +1,141 @@
+"""Recipe schema (pydantic), YAML loading and `--set key=value` overrides, with one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .adapters import AdapterConfig
+from .errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneSection(_Strict):
+    name: str = "embedded:smollm2"  # embedded default, a Hub id, or a local folder
+    quantization: Literal["8bit", "4bit", "none"] = "8bit"  # 8bit: frozen weights in int8 (bitsandbytes)
+
+
+class DataSection(_Strict):
+    train: str  # SPEC of the training cases, e.g. tallrec:movie:train
+    valid: str  # SPEC used for early stopping
+    test: str  # SPEC of the final evaluation
+    shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
+    seed: int = 0  # few-shot sample seed
+    template: Literal["tallrec", "chat"] = "tallrec"  # prompt wrapper
+    max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
+    negatives_per_positive: int = Field(1, ge=1)  # implicit data: sampled No cases per Yes case
+
+
+class TrainingSection(_Strict):
+    lr: float = Field(1e-3, gt=0)  # higher: faster progress on small budgets, less stable
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(4, ge=1)  # prompts per forward; memory grows linearly
+    grad_accum: int = Field(1, ge=1)  # forwards per optimizer step
+    max_steps: int = Field(32, ge=1)  # optimizer steps: the compute budget
+    eval_every: int = Field(8, ge=1)  # validate every N optimizer steps
+    val_limit: int = Field(64, ge=2)  # validation subset size (seeded, label-stratified)
+    patience: int | None = Field(3, ge=1)  # stop after N validations without AUC gain; null: never
+    checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
+    seed: int = 0
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = 1.0
+
+
+class EvaluationSection(_Strict):
+    limit: int | None = Field(200, ge=2)  # seeded, label-stratified test subset; null: the full split
+    seed: int = 0
+    score: Literal["pyes", "tallrec"] = "pyes"  # tallrec: TALLRec's P(Yes)-P(No) over the full vocabulary
+    batch_size: int = Field(8, ge=1)
+
+
+class MethodSection(_Strict):
+    """Reserved for the training methods of later work (joint text loss, distillation, multi-task)."""
+
+    loss: Literal["rec"] = "rec"  # rec: cross-entropy of the Yes/No answer
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # registry name of the adapter
+    domain: str  # the domain this adapter serves
+    backbone: BackboneSection = BackboneSection()
+    adapter: AdapterConfig
+    data: DataSection
+    training: TrainingSection = TrainingSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    method: MethodSection = MethodSection()
+
+
+def _parse_override(item: str, source: str) -> tuple[list[str], object]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"{source}: --set {item!r}: expected key=value, e.g. training.lr=1e-4")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
+    """Set dotted keys (`training.lr=1e-4`); values are read as YAML scalars or lists."""
+    for item in overrides:
+        path, value = _parse_override(item, source)
+        node = raw
+        for part in path[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise ConfigError(f"{source}: --set {item!r}: {part!r} is not a section")
+            node = node[part]
+        node[path[-1]] = value
+    return raw
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A path, or the name of a shipped recipe (`movie-lora` means recipes/movie-lora.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise ConfigError(f"{name_or_path}: no such recipe file (shipped recipes: {known})")
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[Recipe, str]:
+    """Validated recipe and the exact text it came from (with overrides appended as a comment)."""
+    path = resolve_recipe_path(name_or_path)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, overrides or [], str(path))
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: {key}: {err['msg']}{value}{more}") from None
+    if overrides:
+        text += "".join(f"\n# --set {o}" for o in overrides) + "\n"
+    return recipe, text
+
+
+def recipe_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,126 @@
+"""Amazon Arts <-> Office (URLLM's cross-domain split) as positive Cases.
+
+Upstream case rule: every `targets.jsonl` row of the split whose domain is the target domain
+is one case (so the 415 users whose two targets are both Arts give two Arts cases and no
+Office case). History: all the user's items in both domains except the two held-out targets
+(exactly the items before the shared last position P), ordered by `positions`. That
+cross-domain order is a synthetic merge (mostly Arts/Office round-robin), not time: within a
+domain it is upstream's order. All feedback is implicit, so every case is a positive; sample
+negatives with `candidates.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import DataFormatError, DataSpecError
+from ..home import data_root
+from .interaction_log import get_field, read_jsonl
+from .records import Case, HistoryItem
+
+DOMAINS = ("arts", "office")
+SPLITS = ("train", "valid", "test")
+HISTORY_DOMAINS = ("both", "target", "other")
+NOUNS = {"arts": "arts product", "office": "office product"}  # "the target arts product ..."
+FILES = ("items_arts.jsonl", "items_office.jsonl", "interactions.jsonl", "targets.jsonl", "splits.json")
+
+
+@dataclass(frozen=True)
+class _Raw:
+    items: dict[str, dict[str, str]]  # domain -> item_id -> title, in file (id) order
+    events: dict[str, list[tuple[int, str, str]]]  # user_id -> [(position, domain, item_id)], by position
+    targets: list[dict]
+    splits: dict[str, frozenset[str]]
+
+
+def amazon_dir() -> Path:
+    folder = data_root() / "amazon_arts_office"
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataSpecError(f"missing Amazon Arts-Office file {folder / missing[0]}; "
+                            "set $ADAPTREC_DATA to the folder holding amazon_arts_office/")
+    return folder
+
+
+@lru_cache(maxsize=2)
+def _load(folder: Path) -> _Raw:
+    items = {domain: {get_field(obj, "item_id", "id", where): get_field(obj, "title", "str", where)
+                      for where, obj in read_jsonl(folder / f"items_{domain}.jsonl")} for domain in DOMAINS}
+    events: dict[str, list[tuple[int, str, str]]] = {}
+    for where, obj in read_jsonl(folder / "interactions.jsonl"):
+        bought, positions = get_field(obj, "items", "id_list", where), obj.get("positions")
+        if not isinstance(positions, list) or len(positions) != len(bought):
+            raise DataFormatError(f"{where}: key 'positions' must be a list as long as 'items'")
+        domain = get_field(obj, "domain", "str", where)
+        events.setdefault(get_field(obj, "user_id", "id", where), []).extend(
+            (p, domain, item) for p, item in zip(positions, bought))
+    for seq in events.values():
+        seq.sort()
+    targets = [{"user_id": get_field(obj, "user_id", "id", where), "split": get_field(obj, "split", "str", where),
+                "domain": get_field(obj, "domain", "str", where), "item_id": get_field(obj, "item_id", "id", where),
+                "case": get_field(obj, "case", "int", where)} for where, obj in read_jsonl(folder / "targets.jsonl")]
+    splits = {name: frozenset(users) for name, users in json.loads((folder / "splits.json").read_text()).items()}
+    return _Raw(items, events, targets, splits)
+
+
+def _raw() -> _Raw:
+    return _load(amazon_dir())
+
+
+def _text(title: str) -> str:
+    return f'"{title}"'
+
+
+def amazon_items(domain: str) -> dict[str, str]:
+    """`item_id -> prompt text` (the quoted title) for the whole domain catalogue, in id order."""
+    _check(domain)
+    return {item: _text(title) for item, title in _raw().items[domain].items()}
+
+
+def amazon_user_items() -> dict[str, frozenset[str]]:
+    """Every item each user interacted with, any domain, split or role (targets included)."""
+    return {user: frozenset(item for _, _, item in seq) for user, seq in _raw().events.items()}
+
+
+def amazon_popularity(domain: str) -> dict[str, float]:
+    """Interaction counts of the domain's items among TRAIN users, keyed like `Case.target`."""
+    _check(domain)
+    raw = _raw()
+    counts = Counter(_text(raw.items[domain][item]) for user in raw.splits["train"]
+                     for _, d, item in raw.events[user] if d == domain)
+    return {key: float(n) for key, n in counts.items()}
+
+
+def _check(domain: str, split: str = "train", history_domains: str = "both") -> None:
+    if domain not in DOMAINS or split not in SPLITS or history_domains not in HISTORY_DOMAINS:
+        raise DataSpecError(f"Amazon has domains {DOMAINS}, splits {SPLITS}, history_domains {HISTORY_DOMAINS}; "
+                            f"got {domain!r}, {split!r}, {history_domains!r}")
+
+
+def load_amazon(domain: str, split: str, *, history_domains: str = "both", max_history: int | None = None) -> list[Case]:
+    """Positive cases for the `domain` targets of `split` users.
+
+    `history_domains`: "both" (default), "target" (only target-domain history) or "other"
+    (target-domain history hidden: the cold-start view). `max_history` keeps the N most recent.
+    """
+    _check(domain, split, history_domains)
+    raw = _raw()
+    cases = []
+    for t in raw.targets:
+        if t["split"] != split or t["domain"] != domain:
+            continue
+        seq = raw.events[t["user_id"]]
+        last = seq[-1][0]
+        history = [HistoryItem(text=_text(raw.items[d][item]), liked=True, item_id=item, domain=d)
+                   for p, d, item in seq if p < last
+                   and (history_domains == "both" or (d == domain) == (history_domains == "target"))]
+        if max_history is not None:
+            history = history[-max_history:] if max_history > 0 else []
+        cases.append(Case(user_id=t["user_id"], domain=domain, noun=NOUNS[domain], history=tuple(history),
+                          target=_text(raw.items[domain][t["item_id"]]), label=1, target_id=t["item_id"],
+                          meta={"case": t["case"]}))
+    return cases

@@ -1,0 +1,36 @@
+"""A human-readable summary of a SPEC: sample prompts, label balance, history and token lengths."""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import Any, Sequence
+
+from .prompts import render_prompt
+from .spec import load_spec
+
+
+def _stats(values: Sequence[int]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"min {ordered[0]} / median {median(ordered):g} / p95 {p95} / max {ordered[-1]}"
+
+
+def inspect_spec(spec: str, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1) -> str:
+    """Report on `spec`: `n_show` rendered prompts, label balance, history-length stats, and
+    prompt token-length stats (min/median/p95/max) when a `tokenizer` is given."""
+    ds = load_spec(spec)
+    cases = ds.cases
+    lines = [f"{spec}: {len(cases)} cases, {len({c.user_id for c in cases})} users, fingerprint {ds.fingerprint[:12]}"]
+    if not cases:
+        return lines[0]
+    yes = sum(c.label == 1 for c in cases)
+    no = sum(c.label == 0 for c in cases)
+    lines.append(f"labels: {yes} Yes ({yes / len(cases):.1%}), {no} No, {len(cases) - yes - no} unlabelled")
+    lines.append(f"history length: {_stats([len(c.history) for c in cases])}")
+    if tokenizer is not None:
+        lengths = [len(tokenizer.encode(render_prompt(c, template, tokenizer))) for c in cases]
+        lines.append(f"prompt tokens ({template}): {_stats(lengths)}")
+    for case in cases[:n_show]:
+        lines.append(f"--- prompt for user {case.user_id} (label {case.label}) ---")
+        lines.append(render_prompt(case, template, tokenizer))
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""The generic interaction-log format (JSONL) and its item catalogue, turned into Cases TALLRec-style.
+
+Log row: `{"user_id": str, "item_id": str, "domain": str}` plus optionally `label` (0/1) or
+`rating` (number), and `position` (int) or `timestamp` (number). Catalogue row:
+`{"item_id": str, "title": str}` plus optionally `domain`. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from ..errors import DataFormatError, DataSpecError
+from .records import Case, HistoryItem
+
+_ROW_KEYS = {"user_id", "item_id", "domain", "label", "rating", "position", "timestamp"}
+_ITEM_KEYS = {"item_id", "title", "domain"}
+
+
+@dataclass(frozen=True)
+class LogRow:
+    user_id: str
+    item_id: str
+    domain: str
+    label: int | None = None
+    rating: float | None = None
+    position: int | None = None
+    timestamp: float | None = None
+    where: str = field(default="", compare=False)  # "file:line", for error messages
+
+    @property
+    def order(self) -> float | None:
+        return self.position if self.position is not None else self.timestamp
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    title: str
+    domain: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The item as prompts list it: its title in double quotes."""
+        return f'"{self.title}"'
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    """Yield `("file:line", object)` for each non-blank line; bad JSON raises a one-line error."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataSpecError(f"no such file: {path}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{where}: expected a JSON object")
+        yield where, obj
+
+
+def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required: bool = True) -> Any:
+    """`obj[key]` checked against `kind` ("id", "str", "int", "number", "label", "id_list")."""
+    if key not in obj:
+        if required:
+            raise DataFormatError(f"{where}: missing key {key!r}")
+        return None
+    value = obj[key]
+    ok = {
+        "id": lambda v: (isinstance(v, str) and v != "") or (isinstance(v, int) and not isinstance(v, bool)),
+        "str": lambda v: isinstance(v, str) and v != "",
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "label": lambda v: v in (0, 1) and not isinstance(v, bool),
+        "id_list": lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+    }[kind](value)
+    if not ok:
+        want = {"id": "a non-empty string", "str": "a non-empty string", "int": "an integer",
+                "number": "a number", "label": "0 or 1", "id_list": "a list of non-empty strings"}[kind]
+        raise DataFormatError(f"{where}: key {key!r} must be {want}, got {value!r}")
+    return str(value) if kind == "id" else value
+
+
+def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise DataFormatError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def read_log(path: Path) -> list[LogRow]:
+    """Validated log rows in file order. Within one file every row uses the same feedback key
+    (`label`, `rating` or none) and the same order key (`position`, `timestamp` or none)."""
+    rows: list[LogRow] = []
+    kinds: tuple[str | None, str | None] | None = None
+    for where, obj in read_jsonl(path):
+        _check_keys(obj, _ROW_KEYS, where)
+        for a, b in (("label", "rating"), ("position", "timestamp")):
+            if a in obj and b in obj:
+                raise DataFormatError(f"{where}: key {b!r}: give {a!r} or {b!r}, not both")
+        row = LogRow(
+            user_id=get_field(obj, "user_id", "id", where), item_id=get_field(obj, "item_id", "id", where),
+            domain=get_field(obj, "domain", "str", where),
+            label=get_field(obj, "label", "label", where, required=False),
+            rating=get_field(obj, "rating", "number", where, required=False),
+            position=get_field(obj, "position", "int", where, required=False),
+            timestamp=get_field(obj, "timestamp", "number", where, required=False), where=where,
+        )
+        row_kinds = (next((k for k in ("label", "rating") if k in obj), None),
+                     next((k for k in ("position", "timestamp") if k in obj), None))
+        kinds = kinds or row_kinds
+        if row_kinds != kinds:
+            key = next(k for k, a, b in zip(("feedback", "order"), row_kinds, kinds) if a != b)
+            raise DataFormatError(f"{where}: {key} key is {row_kinds} but earlier rows use {kinds}; be consistent")
+        rows.append(row)
+    if not rows:
+        raise DataFormatError(f"{path}: no rows")
+    return rows
+
+
+def read_catalogue(path: Path) -> dict[str, CatalogueItem]:
+    """`item_id -> CatalogueItem` from a catalogue JSONL; duplicate ids are an error."""
+    items: dict[str, CatalogueItem] = {}
+    for where, obj in read_jsonl(path):
+        _check_keys(obj, _ITEM_KEYS, where)
+        item_id = get_field(obj, "item_id", "id", where)
+        if item_id in items:
+            raise DataFormatError(f"{where}: key 'item_id': {item_id!r} appears twice")
+        items[item_id] = CatalogueItem(get_field(obj, "title", "str", where),
+                                       get_field(obj, "domain", "str", where, required=False))
+    return items
+
+
+def _liked(row: LogRow, like_threshold: float) -> int:
+    if row.label is not None:
+        return row.label
+    if row.rating is not None:
+        return int(row.rating > like_threshold)
+    return 1  # implicit feedback: every interaction is a positive
+
+
+def cases_from_log(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem],
+                   history_len: int = 10, like_threshold: float = 3) -> list[Case]:
+    """TALLRec-style sliding windows: for each user (in order of first appearance), rows stably
+    sorted by position/timestamp (else file order), one case per position i >= `history_len`
+    with the previous `history_len` rows as history. Liked = `label == 1`, else
+    `rating > like_threshold`, else (implicit log) always. The target's domain is the case's
+    domain and also its noun in the question, so name domains as singular nouns ("movie")."""
+    per_user: dict[str, list[LogRow]] = {}
+    for row in rows:
+        if row.item_id not in catalogue:
+            raise DataFormatError(f"{row.where}: key 'item_id': {row.item_id!r} is not in the catalogue")
+        per_user.setdefault(row.user_id, []).append(row)
+    cases = []
+    for user, events in per_user.items():
+        if events[0].order is not None:
+            events = sorted(events, key=lambda r: r.order)
+        for i in range(history_len, len(events)):
+            history = tuple(HistoryItem(text=catalogue[r.item_id].text, liked=bool(_liked(r, like_threshold)),
+                                        item_id=r.item_id, domain=r.domain) for r in events[i - history_len:i])
+            target = events[i]
+            cases.append(Case(user_id=user, domain=target.domain, noun=target.domain, history=history,
+                              target=catalogue[target.item_id].text, label=_liked(target, like_threshold),
+                              target_id=target.item_id))
+    return cases
+
+
+def log_popularity(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) -> dict[str, float]:
+    """Interaction counts per item, keyed like `Case.target` (the quoted title)."""
+    counts = Counter(catalogue[r.item_id].text for r in rows if r.item_id in catalogue)
+    return {key: float(n) for key, n in counts.items()}

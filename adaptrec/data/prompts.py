@@ -1,0 +1,108 @@
+"""Prompt templates as data: TALLRec's instruction/input text and the two wrappers around it.
+
+`render_input` is the exact inverse of the TALLRec parser (`tallrec.parse_record`), so
+TALLRec files round-trip byte for byte. The "tallrec" wrapper is upstream's `generate_prompt`
+(`evaluate.py` at SAI990323/TALLRec@c1db29c) byte for byte, including the stray
+`  # noqa: E501` that upstream's triple-quoted f-string leaks into every prompt: TALLRec's
+models were trained and scored on exactly that text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..errors import ConfigError, DataFormatError
+from .records import Case
+
+TEMPLATES = ("tallrec", "chat")
+ANSWERS = {1: "Yes.", 0: "No."}
+
+TALLREC_WRAPPER = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.  # noqa: E501\n"
+    "\n"
+    "### Instruction:\n"
+    "{instruction}\n"
+    "\n"
+    "### Input:\n"
+    "{input}\n"
+    "\n"
+    "### Response:\n"
+)
+
+
+def instruction(noun: str) -> str:
+    """TALLRec's instruction for items of kind `noun` ("movie", "book", ...)."""
+    return (
+        "Given the user's preference and unpreference, identify whether the user will like "
+        f'the target {noun} by answering "Yes." or "No.".'
+    )
+
+
+def render_input(case: Case) -> str:
+    """TALLRec's three-line input: liked items, disliked items (history order), the question."""
+    liked = ", ".join(h.text for h in case.history if h.liked)
+    disliked = ", ".join(h.text for h in case.history if not h.liked)
+    return (
+        f"User Preference: {liked}\n"
+        f"User Unpreference: {disliked}\n"
+        f"Whether the user will like the target {case.noun} {case.target}?"
+    )
+
+
+def _render(case: Case, template: str, tokenizer: Any) -> str:
+    if template == "tallrec":
+        return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=render_input(case))
+    if template == "chat":
+        if tokenizer is None:
+            raise ConfigError("template 'chat' needs a tokenizer with a chat template")
+        content = instruction(case.noun) + "\n\n" + render_input(case)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+    raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+def _n_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer.encode(text))
+
+
+def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int) -> Case:
+    """`case` with the fewest oldest history items dropped so its prompt fits `max_tokens`.
+
+    Binary search over the number dropped (prompt length shrinks as items go). The target and
+    the answer slot are never cut; leave room for the answer tokens in `max_tokens` yourself.
+    """
+    def length(drop: int) -> int:
+        return _n_tokens(tokenizer, _render(replace(case, history=case.history[drop:]), template, tokenizer))
+
+    full = length(0)
+    if full <= max_tokens:
+        return case
+    n = len(case.history)
+    bare = length(n)
+    if bare > max_tokens:
+        raise DataFormatError(
+            f"case of user {case.user_id!r} does not fit max_tokens={max_tokens}: "
+            f"{full} tokens with its {n} history items, {bare} with none"
+        )
+    lo, hi = 0, n  # length(lo) > max_tokens >= length(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if length(mid) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid
+    return replace(case, history=case.history[hi:])
+
+
+def render_prompt(case: Case, template: str = "tallrec", tokenizer: Any = None, max_tokens: int | None = None) -> str:
+    """The full prompt for `case`, ending where the answer ("Yes." / "No.") goes.
+
+    With `tokenizer` and `max_tokens`, the oldest history items are dropped until the prompt
+    is at most `max_tokens` tokens (`len(tokenizer.encode(prompt))`).
+    """
+    if tokenizer is not None and max_tokens is not None:
+        case = truncate_history(case, template, tokenizer, max_tokens)
+    return _render(case, template, tokenizer)

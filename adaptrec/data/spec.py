@@ -1,0 +1,138 @@
+"""Data SPECs: one string naming a dataset split, resolved to labelled Cases (see docs/data.md).
+
+    tallrec:movie|book:train|valid|test      TALLRec's files (there is no book train set)
+    movielens:100k:train|valid|test          TALLRec's movie files rebuilt from MovieLens-100K
+    amazon:arts|office:train|valid|test[:cold]   Amazon Arts<->Office; ":cold" hides target-domain history
+    PATH.json                                a TALLRec-style file
+    PATH.jsonl                               an interaction log, catalogue in items.jsonl beside it
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import DataSpecError
+from ..fingerprint import digest
+from . import amazon, interaction_log, movielens, tallrec
+from .candidates import with_sampled_negatives
+from .records import Case
+
+FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
+SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k:train|valid|test, "
+              "amazon:arts|office:train|valid|test[:cold], PATH.json (TALLRec-style), "
+              "PATH.jsonl (interaction log with items.jsonl beside it)")
+
+
+@dataclass
+class DataSet:
+    """Cases of one SPEC plus what evaluation needs around them.
+
+    `item_popularity` is keyed like `Case.target` and comes from the domain's training data.
+    `catalogues` (domain -> item_id -> prompt text) and `user_items` (user -> every item they
+    touched) are filled for implicit-feedback data only: they feed negative sampling.
+    `fingerprint` hashes the source files and the options, to key score caches.
+    """
+
+    spec: str
+    cases: list[Case]
+    item_popularity: dict[str, float]
+    fingerprint: str
+    catalogues: dict[str, dict[str, str]] = field(default_factory=dict)
+    user_items: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _file_hashes(paths: list[Path]) -> dict[str, str]:
+    out = {}
+    for p in paths:
+        stat = p.stat()
+        out[p.name] = _sha256(p, stat.st_mtime_ns, stat.st_size)
+    return out
+
+
+def _bad(spec: str, why: str) -> DataSpecError:
+    return DataSpecError(f"bad data SPEC {spec!r} ({why}); valid forms: {SPEC_FORMS}")
+
+
+def _tallrec_popularity_file(path: Path) -> Path | None:
+    """TALLRec popularity comes from the sibling train.json, else valid.json (book has no train set)."""
+    return next((p for p in (path.with_name("train.json"), path.with_name("valid.json")) if p.is_file()), None)
+
+
+def _tallrec_file(spec: str, path: Path, cases: list[Case]) -> DataSet:
+    pop_file = _tallrec_popularity_file(path)
+    pop_cases = cases if pop_file == path else tallrec.read_tallrec_json(pop_file) if pop_file else []
+    files = [path] + ([pop_file] if pop_file and pop_file != path else [])
+    return DataSet(spec, cases, tallrec.item_popularity(pop_cases),
+                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
+
+
+def _movielens(spec: str, split: str) -> DataSet:
+    folder = movielens.ml100k_dir()
+    files = [folder / "ml-100k.inter", folder / "ml-100k.item"]
+    return DataSet(spec, movielens.load_movielens(split), tallrec.item_popularity(movielens.load_movielens("train")),
+                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
+
+
+def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed: int) -> DataSet:
+    folder = amazon.amazon_dir()
+    positives = amazon.load_amazon(domain, split, history_domains="other" if cold else "both")
+    catalogues, user_items = {domain: amazon.amazon_items(domain)}, amazon.amazon_user_items()
+    cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / f for f in amazon.FILES]),
+           "negatives_per_positive": negatives, "seed": seed}
+    return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items)
+
+
+def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
+    items_path = path.with_name("items.jsonl")
+    if not items_path.is_file():
+        raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per line)")
+    rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
+    cases = interaction_log.cases_from_log(rows, catalogue)
+    if not cases:
+        raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built")
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([path, items_path])}
+    catalogues: dict[str, dict[str, str]] = {}
+    user_items: dict[str, frozenset[str]] = {}
+    implicit = rows[0].label is None and rows[0].rating is None
+    if implicit:
+        for domain in dict.fromkeys(r.domain for r in rows):
+            catalogues[domain] = {i: it.text for i, it in catalogue.items() if it.domain in (None, domain)}
+        touched: dict[str, set[str]] = {}
+        for row in rows:
+            touched.setdefault(row.user_id, set()).add(row.item_id)
+        user_items = {user: frozenset(items) for user, items in touched.items()}
+        cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
+        key.update(negatives_per_positive=negatives, seed=seed)
+    return DataSet(spec, cases, interaction_log.log_popularity(rows, catalogue), digest(key), catalogues, user_items)
+
+
+def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> DataSet:
+    """Resolve a SPEC. Implicit-feedback data (Amazon, unlabelled logs) gets
+    `negatives_per_positive` sampled label-0 cases after each positive (0: positives only)."""
+    parts = spec.split(":")
+    if spec.endswith(".json") and parts[0] not in ("tallrec", "movielens", "amazon"):
+        path = Path(spec).expanduser()
+        return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
+    if spec.endswith(".jsonl") and parts[0] not in ("tallrec", "movielens", "amazon"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DataSpecError(f"no such interaction log: {path}")
+        return _log(spec, path, negatives_per_positive, seed)
+    if parts[0] == "tallrec" and len(parts) == 3:
+        return _tallrec_file(spec, tallrec.tallrec_path(parts[1], parts[2]), tallrec.load_tallrec(parts[1], parts[2]))
+    if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:
+        return _movielens(spec, parts[2])
+    if parts[0] == "amazon" and len(parts) in (3, 4) and parts[1] in amazon.DOMAINS and parts[2] in amazon.SPLITS:
+        if len(parts) == 4 and parts[3] != "cold":
+            raise _bad(spec, f"unknown view {parts[3]!r}, only 'cold'")
+        return _amazon(spec, parts[1], parts[2], len(parts) == 4, negatives_per_positive, seed)
+    raise _bad(spec, "not recognised")

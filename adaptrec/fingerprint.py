@@ -1,0 +1,38 @@
+"""A base model's identity: an exact fingerprint (weights + quantization) and a family one (shapes + tokenizer)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Match = Literal["exact", "family", "none"]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """`exact` changes with any weight or the quantization; `family` only with architecture, shapes or tokenizer."""
+
+    exact: str
+    family: str
+    base_model: str  # the Hub id or path the weights came from, for model cards and messages
+
+    def match(self, other: "Fingerprint") -> Match:
+        if self.exact == other.exact:
+            return "exact"
+        if self.family == other.family:
+            return "family"
+        return "none"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fingerprint":
+        return cls(exact=d["exact"], family=d["family"], base_model=d.get("base_model", ""))
+
+
+def digest(obj: object) -> str:
+    """sha256 of a JSON-serialisable object in canonical form."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

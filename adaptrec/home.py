@@ -1,0 +1,26 @@
+"""Where adaptrec keeps its state ($ADAPTREC_HOME) and where it finds the shared data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def adaptrec_home() -> Path:
+    """`$ADAPTREC_HOME`, default `~/.cache/adaptrec`; created on first use."""
+    home = Path(os.environ.get("ADAPTREC_HOME") or Path.home() / ".cache" / "adaptrec").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def data_root() -> Path:
+    """`$ADAPTREC_DATA`, else the `shared/data` folder beside the repository checkout."""
+    env = os.environ.get("ADAPTREC_DATA")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "data"

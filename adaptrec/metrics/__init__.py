@@ -1,0 +1,180 @@
+"""Evaluation metrics, named like RecBole's: `auc`, `accuracy`, `log_loss`, `hit@K`, `ndcg@K`, `mrr@K`.
+
+    >>> from adaptrec.metrics import compute_classification
+    >>> res = compute_classification(["auc", "log_loss"], labels, probs, seed=0)
+    >>> res["auc"].format()
+    '0.731 [0.700, 0.760]'
+
+Classification metrics take 0/1 labels and P(yes) scores. Ranking metrics take one row of
+candidate scores per case plus the index of the true item; ties count against the target
+(see `ranking`). Confidence intervals are 95% percentile bootstraps over cases
+(`n_resamples` resamples, deterministic per `seed`; every metric of one call sees the same
+resamples). The `evaluate`-library wrappers live in `adaptrec.metrics.evaluate_modules`
+(not imported here: importing `evaluate` costs seconds).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from .bootstrap import BootstrapCI, bootstrap_ci
+from .classification import accuracy, auc, log_loss
+from .ranking import (
+    hit_at_k,
+    hit_per_case,
+    mrr_at_k,
+    mrr_per_case,
+    ndcg_at_k,
+    ndcg_per_case,
+    ranks,
+)
+
+__all__ = [
+    "MetricValue",
+    "VALID_METRIC_FORMS",
+    "parse_metric_name",
+    "compute_classification",
+    "compute_ranking",
+    "auc",
+    "accuracy",
+    "log_loss",
+    "ranks",
+    "hit_at_k",
+    "ndcg_at_k",
+    "mrr_at_k",
+    "hit_per_case",
+    "ndcg_per_case",
+    "mrr_per_case",
+    "bootstrap_ci",
+    "BootstrapCI",
+]
+
+CLASSIFICATION_METRICS = {"auc": auc, "accuracy": accuracy, "log_loss": log_loss}
+RANKING_METRICS = {"hit": hit_per_case, "ndcg": ndcg_per_case, "mrr": mrr_per_case}
+VALID_METRIC_FORMS = ("auc", "accuracy", "log_loss", "hit@K", "ndcg@K", "mrr@K")
+
+_RANKING_RE = re.compile(r"^(hit|ndcg|mrr)@([0-9]+)$")
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A metric's point estimate, its bootstrap CI (None when not computed) and the case count."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    ci_skipped: int = 0  # bootstrap resamples on which the metric was undefined
+
+    def format(self, digits: int = 3) -> str:
+        """`0.731 [0.700, 0.760]`, or just `0.731` without a CI."""
+        text = f"{self.value:.{digits}f}"
+        if self.ci_low is not None and self.ci_high is not None:
+            text += f" [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
+        return text
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _invalid(name) -> ValueError:
+    return ValueError(
+        f"unknown metric {name!r}; valid forms: {', '.join(VALID_METRIC_FORMS)} "
+        "(K a positive integer, e.g. 'ndcg@10')"
+    )
+
+
+def parse_metric_name(name: str) -> tuple[str, int | None]:
+    """`'NDCG@10'` -> `('ndcg', 10)`, `'auc'` -> `('auc', None)`; case-insensitive.
+
+    Raises ValueError listing the valid forms for anything else.
+    """
+    if not isinstance(name, str):
+        raise _invalid(name)
+    key = name.strip().lower()
+    if key in CLASSIFICATION_METRICS:
+        return key, None
+    m = _RANKING_RE.match(key)
+    if m and int(m.group(2)) >= 1:
+        return m.group(1), int(m.group(2))
+    raise _invalid(name)
+
+
+def _names(names: str | Iterable[str]) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError(f"no metric names given; valid forms: {', '.join(VALID_METRIC_FORMS)}")
+    return names
+
+
+def compute_classification(
+    names: str | Iterable[str],
+    labels,
+    scores,
+    ci: bool = True,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+) -> dict[str, MetricValue]:
+    """Classification metrics of P(yes) `scores` against 0/1 `labels`, keyed by the names given.
+
+    `accuracy` thresholds at 0.5; `log_loss` needs probabilities. Ranking names here raise
+    ValueError pointing to `compute_ranking`.
+    """
+    names = _names(names)
+    parsed = {}
+    for name in names:
+        base, k = parse_metric_name(name)
+        if k is not None:
+            raise ValueError(f"{name!r} is a ranking metric; use compute_ranking for it")
+        parsed[name] = base
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    out: dict[str, MetricValue] = {}
+    for name, base in parsed.items():
+        fn = CLASSIFICATION_METRICS[base]
+        value = fn(y, s)
+        if ci:
+            lo_hi = bootstrap_ci(fn, y, s, n_resamples=n_resamples, alpha=alpha, seed=seed)
+            out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(y), ci_skipped=lo_hi.skipped)
+        else:
+            out[name] = MetricValue(value, n=len(y))
+    return out
+
+
+def compute_ranking(
+    names: str | Iterable[str],
+    score_rows,
+    target_idx,
+    ci: bool = True,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+) -> dict[str, MetricValue]:
+    """`hit@K` / `ndcg@K` / `mrr@K` over candidate lists, keyed by the names given.
+
+    `score_rows`: (n_cases, n_candidates) array or a list of (possibly ragged) score rows;
+    `target_idx[i]`: index of the true item in row i. Ties count against the target.
+    """
+    names = _names(names)
+    parsed = {}
+    for name in names:
+        base, k = parse_metric_name(name)
+        if k is None:
+            raise ValueError(f"{name!r} is a classification metric; use compute_classification for it")
+        parsed[name] = (base, k)
+    r = ranks(score_rows, target_idx)
+    out: dict[str, MetricValue] = {}
+    for name, (base, k) in parsed.items():
+        per_case = RANKING_METRICS[base](r, k)
+        value = float(per_case.mean())
+        if ci:
+            lo_hi = bootstrap_ci(np.mean, per_case, n_resamples=n_resamples, alpha=alpha, seed=seed)
+            out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(r), ci_skipped=lo_hi.skipped)
+        else:
+            out[name] = MetricValue(value, n=len(r))
+    return out

@@ -1,0 +1,108 @@
+"""Percentile bootstrap confidence intervals for any metric of row-aligned arrays."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["BootstrapCI", "bootstrap_ci"]
+
+
+class BootstrapCI(tuple):
+    """`(low, high)` that also carries how the interval was obtained.
+
+    Unpacks like a plain pair; `skipped` counts resamples on which the metric was undefined
+    (it raised ValueError or returned NaN, e.g. a one-class resample for AUC) and
+    `n_resamples` the resamples drawn in total (`n_resamples - skipped` were used).
+    """
+
+    skipped: int
+    n_resamples: int
+
+    def __new__(cls, low: float, high: float, skipped: int = 0, n_resamples: int = 0):
+        obj = super().__new__(cls, (float(low), float(high)))
+        obj.skipped = int(skipped)
+        obj.n_resamples = int(n_resamples)
+        return obj
+
+    @property
+    def low(self) -> float:
+        return self[0]
+
+    @property
+    def high(self) -> float:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"BootstrapCI(low={self[0]!r}, high={self[1]!r}, skipped={self.skipped}, n_resamples={self.n_resamples})"
+
+
+def _rows(a):
+    """An indexable view of `a` by row: an ndarray when possible, else the original sequence."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        arr = np.asarray(a)
+    except ValueError:  # ragged (e.g. candidate lists of different lengths)
+        return list(a)
+    if arr.dtype == object:
+        return list(a)
+    return arr
+
+
+def _take(a, idx: np.ndarray):
+    if isinstance(a, np.ndarray):
+        return a[idx]
+    return [a[i] for i in idx]
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    *arrays,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> BootstrapCI:
+    """Percentile bootstrap CI of `metric_fn(*arrays)`, resampling rows of all arrays jointly.
+
+    Each resample draws n row indices with replacement (numpy `default_rng(seed)`, so the
+    interval is a pure function of the inputs and `seed`) and evaluates
+    `metric_fn(*(a[idx] for a in arrays))`. Resamples where the metric is undefined (it
+    raises ValueError or returns NaN) are skipped and counted in the result's `skipped`.
+    Returns the alpha/2 and 1 - alpha/2 quantiles of the remaining values. Raises ValueError
+    when the arrays differ in length, are empty, or the metric is undefined on every resample.
+    """
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array to resample")
+    if not (isinstance(n_resamples, (int, np.integer)) and n_resamples >= 1):
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    rows = [_rows(a) for a in arrays]
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1:
+        raise ValueError(f"arrays must have the same number of rows, got lengths {[len(r) for r in rows]}")
+    n = lengths.pop()
+    if n == 0:
+        raise ValueError("cannot bootstrap empty arrays")
+
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    skipped = 0
+    for _ in range(int(n_resamples)):
+        idx = rng.integers(0, n, size=n)
+        try:
+            v = float(metric_fn(*(_take(r, idx) for r in rows)))
+        except ValueError:
+            skipped += 1
+            continue
+        if math.isnan(v):
+            skipped += 1
+            continue
+        values.append(v)
+    if not values:
+        raise ValueError(f"the metric was undefined on all {n_resamples} bootstrap resamples")
+    low, high = np.quantile(np.asarray(values), [alpha / 2.0, 1.0 - alpha / 2.0])
+    return BootstrapCI(low, high, skipped=skipped, n_resamples=int(n_resamples))

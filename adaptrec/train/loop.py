@@ -1,0 +1,177 @@
+"""The training loop: Accelerate (devices, precision, gradient accumulation), Yes/No loss, validation,
+early stopping on validation AUC, resumable checkpoints, metrics.jsonl and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..adapters import build_peft_model, tuner_for
+from ..atomic import atomic_dir, write_text
+from ..config import Recipe
+from ..data.records import Case
+from ..errors import ConfigError
+from ..metrics.classification import auc
+from ..scoring import Scorer, last_token_logits, tokenize
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .early_stopping import EarlyStopping
+from .losses import rec_loss
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path  # the best adapter (plain peft layout)
+    steps: int  # optimizer steps taken
+    best_val_auc: float | None
+    best_step: int
+    stopped_early: bool
+
+
+def micro_batches(cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
+    """The `index`-th micro-batch of an endless, per-epoch reshuffled stream (a pure function: resume needs no state)."""
+    per_epoch = max(1, -(-len(cases) // batch_size))
+    epoch, pos = divmod(index, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(len(cases))
+    return [cases[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _trim_metrics(path: Path, up_to_step: int) -> None:
+    """On resume, forget metric lines written after the checkpoint we continue from."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= up_to_step]
+        write_text(path, "".join(r + "\n" for r in rows))
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_adapter(model, dest: Path) -> None:
+    """Replace `dest` with the model's current adapter (safetensors), atomically."""
+    old = dest.with_name(dest.name + ".old")
+    with atomic_dir(dest.with_name(dest.name + ".new")) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+    if dest.exists():
+        dest.rename(old)
+    dest.with_name(dest.name + ".new").rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def validate(scorer: Scorer, cases: Sequence[Case]) -> float:
+    scores = scorer.score(cases)
+    return auc(np.array([c.label for c in cases]), scores)
+
+
+def train(
+    recipe: Recipe,
+    backbone,
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    run_dir: Path,
+    resume: bool = False,
+) -> TrainResult:
+    """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best."""
+    t = recipe.training
+    metrics_path = run_dir / "metrics.jsonl"
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt and not resume:
+        raise ConfigError(f"{run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, or --restart")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
+
+    on_cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=t.grad_accum,
+        cpu=not on_cuda,
+        mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
+    )
+    model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps)
+    tuner = tuner_for(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    tokenizer = backbone.tokenizer
+    scorer = Scorer(
+        unwrapped, tokenizer, model_key="", template=recipe.data.template,
+        max_prompt_tokens=recipe.data.max_prompt_tokens, batch_size=recipe.evaluation.batch_size, progress=False,
+    )
+    stopper = EarlyStopping(recipe.training.patience)
+    step = 0
+    if ckpt:
+        adapter, tuner_state, state = load_checkpoint(ckpt, optimizer, scheduler)
+        with torch.no_grad():
+            for name, p in unwrapped.named_parameters():
+                if name in adapter:
+                    p.copy_(adapter[name])
+        tuner.load_state_tensors(unwrapped, tuner_state)
+        stopper = EarlyStopping(**state["early_stopping"])
+        step = ckpt.step
+        _trim_metrics(metrics_path, step)
+        accelerator.print(f"resuming {run_dir} from step {step}")
+
+    labels_of = lambda cases: torch.tensor([c.label for c in cases], device=accelerator.device)  # noqa: E731
+    world, rank = accelerator.num_processes, accelerator.process_index
+    bar = tqdm(total=t.max_steps, initial=step, desc=f"train {recipe.name}", unit="step", disable=not accelerator.is_main_process)
+    while step < t.max_steps and not stopper.should_stop:
+        model.train()
+        losses = []
+        for micro in range(t.grad_accum):
+            cases = micro_batches(train_cases, t.batch_size * world, t.seed, step * t.grad_accum + micro)[rank::world]
+            with accelerator.accumulate(model):
+                batch = tokenize(tokenizer, scorer.prompts(cases), accelerator.device, recipe.data.template != "chat")
+                loss = rec_loss(last_token_logits(model, batch), labels_of(cases), scorer.yes_id, scorer.no_id)
+                extra = tuner.extra_loss(unwrapped)
+                if extra is not None:
+                    loss = loss + extra
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, t.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    tuner.after_optimizer_step(unwrapped, step)
+                    scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.item())
+        step += 1
+        row = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0]}
+        if step % t.eval_every == 0 or step == t.max_steps:
+            model.eval()
+            row["val_auc"] = validate(scorer, val_cases)
+            if stopper.update(row["val_auc"], step) and accelerator.is_main_process:
+                _save_adapter(unwrapped, run_dir / "best")
+        if accelerator.is_main_process:
+            _append_jsonl(metrics_path, row)
+            if step % t.checkpoint_every == 0 or step == t.max_steps or stopper.should_stop:
+                save_checkpoint(
+                    run_dir, step, _trainable_state(unwrapped), optimizer,
+                    scheduler, tuner.state_tensors(unwrapped), {"early_stopping": stopper.state()},
+                )
+        accelerator.wait_for_everyone()
+        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"val_auc": f"{row['val_auc']:.3f}"} if "val_auc" in row else {}))
+        bar.update(1)
+    bar.close()
+    if accelerator.is_main_process and not (run_dir / "best").exists():
+        _save_adapter(unwrapped, run_dir / "best")
+    accelerator.wait_for_everyone()
+    return TrainResult(
+        run_dir=run_dir, adapter_dir=run_dir / "best", steps=step,
+        best_val_auc=None if stopper.best == float("-inf") else stopper.best, best_step=stopper.best_step,
+        stopped_early=step < t.max_steps,
+    )

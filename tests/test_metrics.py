@@ -1,0 +1,361 @@
+"""Metrics against hand-computed values (arithmetic in comments) and scikit-learn as an oracle."""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss as sk_log_loss
+from sklearn.metrics import roc_auc_score
+
+from adaptrec.metrics import (
+    MetricValue,
+    accuracy,
+    auc,
+    bootstrap_ci,
+    compute_classification,
+    compute_ranking,
+    hit_at_k,
+    log_loss,
+    mrr_at_k,
+    ndcg_at_k,
+    parse_metric_name,
+    ranks,
+)
+
+# ----------------------------------------------------------------------------- classification
+
+
+def test_auc_hand_computed_with_tie():
+    # positives: 0.9, 0.4 ; negatives: 0.1, 0.4
+    # pairs: (0.9>0.1)=1, (0.9>0.4)=1, (0.4>0.1)=1, (0.4 tie 0.4)=0.5 -> 3.5 / 4 = 0.875
+    assert auc([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.4]) == pytest.approx(0.875)
+
+
+def test_auc_extremes_and_constant_scorer():
+    assert auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
+    assert auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.0)
+    # every pair is a tie -> half credit each -> 0.5
+    assert auc([1, 0, 1, 0, 0], [0.7] * 5) == pytest.approx(0.5)
+    # booleans are labels too
+    assert auc(np.array([True, False]), [0.2, 0.1]) == pytest.approx(1.0)
+
+
+def test_auc_single_class_raises_clear_error():
+    with pytest.raises(ValueError, match="only one class"):
+        auc([1, 1, 1], [0.1, 0.5, 0.9])
+    with pytest.raises(ValueError, match="only one class"):
+        auc([0, 0], [0.1, 0.5])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_auc_matches_sklearn_on_random_data_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    y = rng.integers(0, 2, size=n)
+    # rounding to 1 decimal creates many ties; the signal makes AUC far from 0.5
+    s = np.round(rng.normal(size=n) + 0.8 * y, 1)
+    assert auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_accuracy_threshold_is_inclusive():
+    # preds (s >= 0.5): [1, 0, 0, 1] vs labels [1, 0, 1, 0] -> correct T,T,F,F -> 0.5
+    assert accuracy([1, 0, 1, 0], [0.5, 0.49, 0.2, 0.8]) == pytest.approx(0.5)
+    # threshold 0.1: preds [1, 1, 1, 1] -> correct only where label 1 -> 2/4
+    assert accuracy([1, 0, 1, 0], [0.5, 0.49, 0.2, 0.8], threshold=0.1) == pytest.approx(0.5)
+    # threshold 0.9: preds all 0 -> correct where label 0 -> 2/4; with labels [0,0,0,1] -> 3/4
+    assert accuracy([0, 0, 0, 1], [0.5, 0.49, 0.2, 0.8], threshold=0.9) == pytest.approx(0.75)
+
+
+def test_log_loss_hand_computed_and_clipping():
+    # -(ln 0.8 + ln(1 - 0.4)) / 2 = (0.2231436 + 0.5108256) / 2 = 0.3669846
+    assert log_loss([1, 0], [0.8, 0.4]) == pytest.approx(0.3669846, abs=1e-6)
+    # p = 1 for a negative is clipped to 1 - 1e-7: -ln(1e-7) = 16.1181
+    assert log_loss([0], [1.0]) == pytest.approx(-math.log(1e-7), rel=1e-6)
+    assert log_loss([0], [1.0], eps=1e-3) == pytest.approx(-math.log(1e-3), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_log_loss_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=300)
+    p = rng.uniform(0.01, 0.99, size=300)
+    assert log_loss(y, p) == pytest.approx(sk_log_loss(y, p), rel=1e-9)
+
+
+def test_classification_input_validation():
+    with pytest.raises(ValueError, match="probabilities"):
+        log_loss([1, 0], [1.5, 0.2])
+    with pytest.raises(ValueError, match="0/1"):
+        auc([2, 0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="length"):
+        accuracy([1, 0, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        auc([1, 0], [np.nan, 0.2])
+
+
+# ----------------------------------------------------------------------------- ranking
+
+# Hand-made candidate lists (higher score = better), one ragged row:
+#   row 0: [0.1, 0.9, 0.3], target 1 -> nothing above            -> rank 1
+#   row 1: [0.5, 0.2, 0.7], target 0 -> 0.7 above                 -> rank 2
+#   row 2: [0.3, 0.3, 0.3], target 2 -> two ties, pessimistic     -> rank 3
+#   row 3: [0.4, 0.8, 0.4, 0.1], target 0 -> 0.8 above + 1 tie    -> rank 3
+ROWS = [[0.1, 0.9, 0.3], [0.5, 0.2, 0.7], [0.3, 0.3, 0.3], [0.4, 0.8, 0.4, 0.1]]
+TARGETS = [1, 0, 2, 0]
+
+
+def test_ranks_pessimistic_ties_and_ragged_rows():
+    assert ranks(ROWS, TARGETS).tolist() == [1, 2, 3, 3]
+
+
+def test_ranks_same_for_matrix_and_list_input():
+    mat = np.array(ROWS[:3])
+    assert ranks(mat, TARGETS[:3]).tolist() == ranks([list(r) for r in ROWS[:3]], TARGETS[:3]).tolist() == [1, 2, 3]
+
+
+def test_hit_ndcg_mrr_hand_computed():
+    # ranks = [1, 2, 3, 3]
+    assert hit_at_k(ROWS, TARGETS, 1) == pytest.approx(1 / 4)
+    assert hit_at_k(ROWS, TARGETS, 2) == pytest.approx(2 / 4)
+    assert hit_at_k(ROWS, TARGETS, 3) == pytest.approx(4 / 4)
+    # ndcg@2 = (1/log2(2) + 1/log2(3) + 0 + 0) / 4 = (1 + 0.6309298) / 4 = 0.4077324
+    assert ndcg_at_k(ROWS, TARGETS, 2) == pytest.approx(0.4077324, abs=1e-6)
+    # ndcg@3 = (1 + 0.6309298 + 1/log2(4) + 1/log2(4)) / 4 = 2.6309298 / 4 = 0.6577324
+    assert ndcg_at_k(ROWS, TARGETS, 3) == pytest.approx(0.6577324, abs=1e-6)
+    # mrr@2 = (1 + 1/2 + 0 + 0) / 4 = 0.375 ; mrr@3 = (1 + 1/2 + 1/3 + 1/3) / 4 = 0.5416667
+    assert mrr_at_k(ROWS, TARGETS, 2) == pytest.approx(0.375)
+    assert mrr_at_k(ROWS, TARGETS, 3) == pytest.approx(0.5416667, abs=1e-6)
+
+
+def test_constant_scorer_gets_worst_rank_not_best():
+    # 5 candidates all scored 0: pessimistic ties put the target last (rank 5)
+    rows = np.zeros((3, 5))
+    assert ranks(rows, [0, 2, 4]).tolist() == [5, 5, 5]
+    assert hit_at_k(rows, [0, 2, 4], 1) == 0.0
+    assert ndcg_at_k(rows, [0, 2, 4], 4) == 0.0
+    # at k = 5: 1/log2(6) = 0.3868528
+    assert ndcg_at_k(rows, [0, 2, 4], 5) == pytest.approx(0.3868528, abs=1e-6)
+
+
+def test_ranks_match_bruteforce_sort_on_random_integer_scores():
+    rng = np.random.default_rng(7)
+    mat = rng.integers(0, 4, size=(200, 8)).astype(float)  # small range -> many ties
+    tgt = rng.integers(0, 8, size=200)
+    expected = []
+    for row, t in zip(mat, tgt):
+        # sort by score descending; among ties put the target last (pessimistic)
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j == t))
+        expected.append(order.index(t) + 1)
+    assert ranks(mat, tgt).tolist() == expected
+
+
+def test_ranking_input_validation():
+    with pytest.raises(ValueError, match="outside row"):
+        ranks([[0.1, 0.2]], [2])
+    with pytest.raises(ValueError, match="outside row"):
+        ranks([[0.1, 0.2], [0.3, 0.4, 0.5]], [0, -1])
+    with pytest.raises(ValueError, match="one entry per score row"):
+        ranks([[0.1, 0.2]], [0, 1])
+    with pytest.raises(ValueError, match="positive integer"):
+        hit_at_k(ROWS, TARGETS, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        ranks([[np.nan, 0.2]], [1])
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def _signal_data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    s = rng.normal(size=n) + y
+    return y, s
+
+
+def test_bootstrap_ci_contains_point_estimate():
+    y, s = _signal_data(500)
+    low, high = bootstrap_ci(auc, y, s, n_resamples=300)
+    assert low < auc(y, s) < high
+    assert 0.5 < low  # the signal is strong enough that the CI excludes chance
+
+
+def test_bootstrap_is_deterministic_per_seed():
+    y, s = _signal_data(200)
+    a = bootstrap_ci(auc, y, s, n_resamples=200, seed=3)
+    b = bootstrap_ci(auc, y, s, n_resamples=200, seed=3)
+    c = bootstrap_ci(auc, y, s, n_resamples=200, seed=4)
+    assert tuple(a) == tuple(b)
+    assert tuple(a) != tuple(c)
+
+
+def test_bootstrap_ci_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = (rng.random(100) < 0.3).astype(float)
+    big = (rng.random(2000) < 0.3).astype(float)
+    lo_s, hi_s = bootstrap_ci(np.mean, small, n_resamples=500)
+    lo_b, hi_b = bootstrap_ci(np.mean, big, n_resamples=500)
+    # width ~ 1/sqrt(n): expected ratio sqrt(20) ~ 4.5
+    assert (hi_b - lo_b) < 0.5 * (hi_s - lo_s)
+
+
+def test_bootstrap_width_matches_normal_theory():
+    # mean of 2000 Bernoulli(0.3): sd of the mean = sqrt(0.21 / 2000) = 0.010247
+    # 95% width ~ 2 * 1.96 * 0.010247 = 0.04017
+    rng = np.random.default_rng(1)
+    x = (rng.random(2000) < 0.3).astype(float)
+    lo, hi = bootstrap_ci(np.mean, x, n_resamples=1000)
+    expected = 2 * 1.96 * math.sqrt(x.mean() * (1 - x.mean()) / len(x))
+    assert (hi - lo) == pytest.approx(expected, rel=0.15)
+    # a 50% interval is much narrower (z = 0.674 instead of 1.96)
+    lo50, hi50 = bootstrap_ci(np.mean, x, n_resamples=1000, alpha=0.5)
+    assert (hi50 - lo50) == pytest.approx(expected * 0.674 / 1.96, rel=0.2)
+
+
+def test_bootstrap_resamples_rows_jointly():
+    a = np.arange(50)
+    b = [2 * i for i in range(50)]  # a plain list is resampled with the same indices
+
+    def paired(x, y):
+        assert list(np.asarray(y)) == [2 * v for v in x], "rows were not resampled jointly"
+        return float(np.mean(x))
+
+    bootstrap_ci(paired, a, b, n_resamples=20)
+
+
+def test_bootstrap_handles_ragged_rows():
+    rows = [[0.1, 0.9], [0.5, 0.2, 0.7], [0.3, 0.3, 0.3, 0.1]] * 10
+    tgt = [1, 0, 2] * 10
+    low, high = bootstrap_ci(lambda r, t: hit_at_k(r, t, 1), rows, tgt, n_resamples=50)
+    assert 0.0 <= low <= 1 / 3 <= high <= 1.0
+
+
+def test_bootstrap_skips_and_counts_undefined_resamples():
+    # 1 positive in 10: P(resample has no positive) = 0.9^10 ~ 0.35 -> many AUC-undefined resamples
+    y = np.array([1] + [0] * 9)
+    s = np.linspace(1, 0, 10)
+    res = bootstrap_ci(auc, y, s, n_resamples=200)
+    assert 30 < res.skipped < 120
+    assert res.n_resamples == 200
+    lo, hi = res  # still unpacks as a pair
+    assert lo <= hi
+
+    def always_undefined(x):
+        raise ValueError("undefined")
+
+    with pytest.raises(ValueError, match="undefined on all"):
+        bootstrap_ci(always_undefined, y, n_resamples=5)
+
+
+def test_bootstrap_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="same number of rows"):
+        bootstrap_ci(auc, [0, 1, 1], [0.1, 0.2])
+
+
+# ----------------------------------------------------------------------------- named metrics
+
+
+@pytest.mark.parametrize("bad", ["ndcg", "ndcg@0", "ndcg@k", "recall@10", "precision", "hit@-1", "auc@5", ""])
+def test_unknown_metric_names_list_valid_forms(bad):
+    with pytest.raises(ValueError, match=re.escape("hit@K")) as info:
+        parse_metric_name(bad)
+    assert "auc" in str(info.value) and "ndcg@K" in str(info.value)
+
+
+def test_parse_metric_name_forms():
+    assert parse_metric_name("auc") == ("auc", None)
+    assert parse_metric_name("NDCG@10") == ("ndcg", 10)
+    assert parse_metric_name("hit@1") == ("hit", 1)
+    assert parse_metric_name("mrr@250") == ("mrr", 250)
+
+
+def test_metric_value_format():
+    assert MetricValue(0.7314, 0.7, 0.76, n=10).format() == "0.731 [0.700, 0.760]"
+    assert MetricValue(0.7314, n=10).format() == "0.731"
+    assert MetricValue(0.7314, 0.7, 0.76, n=10).format(digits=2) == "0.73 [0.70, 0.76]"
+
+
+def test_compute_classification_values_and_cis():
+    y, s = _signal_data(300)
+    res = compute_classification(["auc", "accuracy", "log_loss"], y, 1 / (1 + np.exp(-s)), n_resamples=200)
+    p = 1 / (1 + np.exp(-s))
+    assert res["auc"].value == pytest.approx(auc(y, p))
+    assert res["accuracy"].value == pytest.approx(accuracy(y, p))
+    assert res["log_loss"].value == pytest.approx(log_loss(y, p))
+    for v in res.values():
+        assert v.n == 300
+        assert v.ci_low < v.value < v.ci_high
+    assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", res["auc"].format())
+    # same seed -> same intervals
+    again = compute_classification("auc", y, p, n_resamples=200)
+    assert again["auc"] == res["auc"]
+
+
+def test_compute_without_ci():
+    res = compute_classification(["auc"], [1, 0, 1, 0], [0.9, 0.1, 0.4, 0.4], ci=False)
+    assert res["auc"] == MetricValue(0.875, None, None, n=4)
+    assert res["auc"].format() == "0.875"
+
+
+def test_compute_ranking_matches_hand_values_and_keeps_given_names():
+    res = compute_ranking(["hit@2", "NDCG@3", "mrr@3"], ROWS * 10, TARGETS * 10, n_resamples=200)
+    assert set(res) == {"hit@2", "NDCG@3", "mrr@3"}
+    assert res["hit@2"].value == pytest.approx(0.5)
+    assert res["NDCG@3"].value == pytest.approx(0.6577324, abs=1e-6)
+    assert res["mrr@3"].value == pytest.approx(0.5416667, abs=1e-6)
+    assert res["hit@2"].n == 40
+    for v in res.values():
+        assert v.ci_low <= v.value <= v.ci_high
+
+
+def test_compute_rejects_wrong_family_and_unknown_names():
+    with pytest.raises(ValueError, match="compute_ranking"):
+        compute_classification(["ndcg@10"], [1, 0], [0.5, 0.4])
+    with pytest.raises(ValueError, match="compute_classification"):
+        compute_ranking(["auc"], ROWS, TARGETS)
+    with pytest.raises(ValueError, match="valid forms"):
+        compute_ranking(["recall@10"], ROWS, TARGETS)
+
+
+# ----------------------------------------------------------------------------- evaluate wrappers
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_evaluate_auc_module_matches_plain_function(tmp_path, no_network):
+    from adaptrec.metrics.evaluate_modules import AdaptrecAUC
+
+    y, s = _signal_data(120)
+    metric = AdaptrecAUC(cache_dir=str(tmp_path))
+    assert metric.compute(predictions=s.tolist(), references=y.tolist()) == {"auc": pytest.approx(auc(y, s))}
+    # streaming with add_batch gives the same answer
+    metric.add_batch(predictions=s[:60].tolist(), references=y[:60].tolist())
+    metric.add_batch(predictions=s[60:].tolist(), references=y[60:].tolist())
+    assert metric.compute()["auc"] == pytest.approx(auc(y, s))
+
+
+def test_evaluate_ranking_module_matches_plain_functions(tmp_path, no_network):
+    from adaptrec.metrics.evaluate_modules import AdaptrecRanking
+
+    metric = AdaptrecRanking(cache_dir=str(tmp_path))
+    out = metric.compute(predictions=ROWS, references=TARGETS, metrics=["hit@2", "ndcg@3", "mrr@3"])
+    assert out == {
+        "hit@2": pytest.approx(hit_at_k(ROWS, TARGETS, 2)),
+        "ndcg@3": pytest.approx(ndcg_at_k(ROWS, TARGETS, 3)),
+        "mrr@3": pytest.approx(mrr_at_k(ROWS, TARGETS, 3)),
+    }
+    assert out["ndcg@3"] == pytest.approx(0.6577324, abs=1e-6)
+    default = metric.compute(predictions=ROWS, references=TARGETS)
+    assert set(default) == {"hit@10", "ndcg@10", "mrr@10"}
+    with pytest.raises(ValueError, match="valid forms"):
+        metric.compute(predictions=ROWS, references=TARGETS, metrics=["recall@5"])

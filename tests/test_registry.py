@@ -1,0 +1,401 @@
+"""The SQLite adapter registry: versions, refs, promotion, removal, gc, verification, atomicity, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from adaptrec import registry as registry_mod
+from adaptrec.adapters import files
+from adaptrec.adapters.files import FamilyMatchWarning
+from adaptrec.errors import FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.registry import AdapterRecord, Registry, parse_ref, schema_version
+
+FP = Fingerprint(exact="e" * 64, family="f" * 64, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+WEIGHT = "base_model.model.q_proj.lora_A.weight"
+
+
+def make_peft_dir(folder: Path, fill: float = 1.0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({WEIGHT: np.full((2, 4), fill, dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    return folder
+
+
+def metric(value, data="movies:test", limit=200):
+    return {"value": value, "data": data, "limit": limit}
+
+
+def reg_one(reg: Registry, src: Path, name="movies-lora", domain="movies", **kw) -> AdapterRecord:
+    args = dict(name=name, domain=domain, kind="trained", adapter_type="lora", adapter_config={"r": 2}, fingerprint=FP)
+    args.update(kw)
+    return reg.register(src, **args)
+
+
+@pytest.fixture
+def reg(tmp_path) -> Registry:
+    return Registry(home=tmp_path / "home")
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    return make_peft_dir(tmp_path / "src")
+
+
+def row_count(reg: Registry) -> int:
+    with sqlite3.connect(reg.db_path) as c:
+        return c.execute("SELECT count(*) FROM adapters").fetchone()[0]
+
+
+# ---------------------------------------------------------------- register / resolve / list / show
+def test_register_stores_row_and_files(reg, src):
+    rec = reg_one(reg, src, recipe_text="adapter: {type: lora}\n", metrics={"auc": metric(0.71)})
+    assert isinstance(rec, AdapterRecord)
+    assert (rec.name, rec.version, rec.ref, rec.kind, rec.domain) == ("movies-lora", 1, "movies-lora:1", "trained", "movies")
+    assert rec.path == reg.home / "adapters" / "movies-lora" / "1"
+    assert (rec.path / "adapter_model.safetensors").is_file() and (rec.path / "adaptrec.json").is_file()
+    assert rec.fingerprint == FP and rec.base_model == FP.base_model
+    assert rec.metrics == {"auc": {"value": 0.71, "data": "movies:test", "limit": 200}}
+    assert rec.recipe_text.startswith("adapter") and len(rec.recipe_hash) == 64
+    assert rec.file_hash == files.file_sha256(rec.path / "adaptrec.json")
+    assert rec.created.endswith("+00:00")
+    meta = json.loads((rec.path / "adaptrec.json").read_text())
+    assert meta["name"] == "movies-lora" and meta["version"] == 1 and meta["base"] == FP.to_dict()
+    with pytest.raises(AttributeError):
+        rec.version = 5  # frozen
+
+
+def test_versions_auto_increment_per_name_and_are_never_reused(reg, src):
+    assert [reg_one(reg, src).version for _ in range(3)] == [1, 2, 3]
+    assert reg_one(reg, src, name="books-lora", domain="books").version == 1
+    reg.remove("movies-lora:3")
+    assert reg_one(reg, src).version == 4
+    assert [r.version for r in reg.list(name="movies-lora")] == [1, 2, 4]
+
+
+def test_resolve_grammar(reg, src):
+    reg_one(reg, src)
+    reg_one(reg, src)
+    assert reg.resolve("movies-lora").version == 2
+    assert reg.resolve("movies-lora:latest").version == 2
+    assert reg.resolve("movies-lora:1").version == 1
+    assert parse_ref("a.b_c+d-1:12") == ("a.b_c+d-1", 12)
+
+
+@pytest.mark.parametrize("ref", ["", "a/b", "../x", "a..b", ".hidden", "a b", "a:0", "a:-1", "a:x", "a:1:2", "a\\b", "a:", "x" * 200])
+def test_bad_refs_raise_registry_error(reg, ref):
+    with pytest.raises(RegistryError, match="bad adapter (ref|name)"):
+        reg.resolve(ref)
+
+
+def test_unknown_refs_say_what_to_do(reg, src):
+    with pytest.raises(RegistryError, match="no adapter named 'ghost'.*registry list"):
+        reg.resolve("ghost")
+    reg_one(reg, src)
+    with pytest.raises(RegistryError, match=r"no version 7 \(it has 1\)"):
+        reg.resolve("movies-lora:7")
+
+
+def test_bad_names_refused_on_register_and_nothing_written(reg, src):
+    for name in ["a/b", "..", "../../etc", "x:1", ""]:
+        with pytest.raises(RegistryError):
+            reg_one(reg, src, name=name)
+    assert row_count(reg) == 0 and not reg.adapters_dir.exists()
+
+
+def test_list_and_show(reg, src):
+    reg_one(reg, src)
+    reg_one(reg, src, name="books-lora", domain="books")
+    reg_one(reg, src)
+    assert [r.ref for r in reg.list()] == ["books-lora:1", "movies-lora:1", "movies-lora:2"]
+    assert [r.ref for r in reg.list(domain="movies")] == ["movies-lora:1", "movies-lora:2"]
+    assert reg.list(domain="nothing") == []
+    reg.promote("movies-lora:1", "movies")
+    shown = reg.show("movies-lora:1")
+    assert shown["ref"] == "movies-lora:1" and shown["promoted_for"] == ["movies"]
+    assert shown["path"] == str(reg.path_for("movies-lora", 1)) and shown["adapter_config"] == {"r": 2}
+    assert reg.show("movies-lora")["promoted_for"] == []
+    json.dumps(shown)  # printable as JSON
+
+
+def test_adapter_config_none_reads_the_folder(reg, src):
+    rec = reg_one(reg, src, adapter_config=None)
+    assert rec.adapter_config == {"peft_type": "LORA", "r": 2}
+
+
+def test_home_defaults_to_adaptrec_home(tmp_path, monkeypatch, src):
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "envhome"))
+    rec = reg_one(Registry(), src)
+    assert (tmp_path / "envhome" / "registry.db").is_file()
+    assert rec.path == tmp_path / "envhome" / "adapters" / "movies-lora" / "1"
+
+
+# ---------------------------------------------------------------- promote / remove / gc
+def test_promote_and_promoted(reg, src):
+    assert reg.promoted("movies") is None
+    reg_one(reg, src)
+    rec = reg.promote("movies-lora", "movies")  # bare name pins the current latest
+    assert rec.ref == "movies-lora:1"
+    reg_one(reg, src)
+    assert reg.promoted("movies").ref == "movies-lora:1"
+    reg.promote("movies-lora:2", "movies")
+    assert reg.promoted("movies").ref == "movies-lora:2"
+    reg.promote("movies-lora:1", "cold-start")
+    assert reg.aliases() == {"cold-start": "movies-lora:1", "movies": "movies-lora:2"}
+    with pytest.raises(RegistryError):
+        reg.promote("ghost", "movies")
+
+
+def test_remove_refuses_promoted_unless_force(reg, src):
+    reg_one(reg, src)
+    rec = reg_one(reg, src)
+    reg.promote(rec.ref, "movies")
+    with pytest.raises(RegistryError, match="promoted for domain.*movies.*force"):
+        reg.remove("movies-lora:2")
+    assert rec.path.is_dir() and reg.resolve("movies-lora:2")
+    removed = reg.remove("movies-lora:2", force=True)
+    assert removed.ref == "movies-lora:2" and not rec.path.exists()
+    assert reg.promoted("movies") is None
+    with pytest.raises(RegistryError, match="no version 2"):
+        reg.resolve("movies-lora:2")
+    assert reg.resolve("movies-lora").version == 1
+
+
+def test_remove_needs_a_version_and_a_known_ref(reg, src):
+    reg_one(reg, src)
+    with pytest.raises(RegistryError, match="movies-lora:<version>"):
+        reg.remove("movies-lora")
+    with pytest.raises(RegistryError, match="no adapter named"):
+        reg.remove("ghost:1")
+    assert reg.remove("movies-lora:latest").ref == "movies-lora:1"
+    assert reg.list() == [] and not (reg.adapters_dir / "movies-lora").exists()
+
+
+def test_gc_removes_orphans_and_stale_tmp_only(reg, src):
+    keep = reg_one(reg, src)
+    orphan = make_peft_dir(reg.adapters_dir / "movies-lora" / "9")
+    orphan_name = make_peft_dir(reg.adapters_dir / "deleted-lora" / "1")
+    stale = make_peft_dir(reg.adapters_dir / "movies-lora" / ".2.abc123.tmp")
+    (reg.adapters_dir / "README.txt").write_text("not ours")
+    removed = reg.gc()
+    assert sorted(removed) == sorted([orphan, orphan_name, stale])
+    assert not orphan.exists() and not stale.exists() and not (reg.adapters_dir / "deleted-lora").exists()
+    assert keep.path.is_dir() and (reg.adapters_dir / "README.txt").exists()
+    reg.load_verified(keep.ref, FP)
+    assert reg.gc() == []
+
+
+# ---------------------------------------------------------------- verification on load
+def test_load_verified_ok_and_tamper_detected(reg, src):
+    rec = reg_one(reg, src)
+    assert reg.load_verified("movies-lora", FP).ref == rec.ref
+    w = rec.path / "adapter_model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+        reg.load_verified(rec.ref, FP)
+
+
+def test_consistently_rewritten_metadata_is_caught_by_row_hash(reg, src):
+    rec = reg_one(reg, src)
+    meta = json.loads((rec.path / "adaptrec.json").read_text())
+    meta["base"]["exact"] = "forged"  # hashes of the other files still match
+    (rec.path / "adaptrec.json").write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="adaptrec.json differs"):
+        reg.load_verified(rec.ref, FP)
+
+
+def test_missing_folder_is_an_integrity_error(reg, src):
+    import shutil
+
+    rec = reg_one(reg, src)
+    shutil.rmtree(rec.path)
+    with pytest.raises(IntegrityError, match="missing"):
+        reg.load_verified(rec.ref, FP)
+
+
+def test_family_match_warns_and_none_match_refuses(reg, src):
+    rec = reg_one(reg, src)
+    requantized = Fingerprint(exact="1" * 64, family=FP.family, base_model="HuggingFaceTB/SmolLM2-135M-Instruct@int8")
+    with pytest.warns(FamilyMatchWarning, match="int8"):
+        assert reg.load_verified(rec.ref, requantized).ref == rec.ref
+    with pytest.raises(FingerprintMismatch, match=r"SmolLM2-135M-Instruct.*gpt2"):
+        reg.load_verified(rec.ref, Fingerprint(exact="2" * 64, family="3" * 64, base_model="gpt2"))
+
+
+# ---------------------------------------------------------------- atomicity
+def test_crash_mid_copy_leaves_no_row_no_folder(reg, src, monkeypatch):
+    real = files._copy_file
+    calls = []
+
+    def crashing_copy(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError("simulated crash mid-copy")
+        real(a, b)
+
+    monkeypatch.setattr(files, "_copy_file", crashing_copy)
+    with pytest.raises(OSError, match="simulated"):
+        reg_one(reg, src)
+    assert len(calls) == 2
+    assert row_count(reg) == 0
+    assert list((reg.adapters_dir / "movies-lora").iterdir()) == []  # no folder, no .tmp
+    monkeypatch.setattr(files, "_copy_file", real)
+    assert reg_one(reg, src).version == 1  # the version was not consumed
+
+
+def test_failure_after_files_written_removes_the_folder(reg, src, monkeypatch):
+    def failing_insert(conn, values):
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    monkeypatch.setattr(Registry, "_insert", staticmethod(failing_insert))
+    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+        reg_one(reg, src)
+    assert row_count(reg) == 0
+    assert not reg.path_for("movies-lora", 1).exists()
+    assert list((reg.adapters_dir / "movies-lora").iterdir()) == []
+
+
+def test_pickle_refused_on_register_leaves_nothing(reg, src):
+    (src / "adapter_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(IntegrityError, match="pickle"):
+        reg_one(reg, src)
+    assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
+
+
+def test_folder_left_by_a_killed_process_is_replaced(reg, src, tmp_path):
+    # a process killed between the rename and the commit leaves a folder with no row
+    leftover = make_peft_dir(reg.path_for("movies-lora", 1), fill=9.0)
+    rec = reg_one(reg, make_peft_dir(tmp_path / "fresh", fill=2.0))
+    assert rec.path == leftover
+    assert load_file(str(rec.path / "adapter_model.safetensors"))[WEIGHT][0, 0] == 2.0
+    reg.load_verified(rec.ref, FP)
+
+
+# ---------------------------------------------------------------- concurrency
+N_PROCS, N_EACH = 3, 4
+
+
+def _register_worker(home: str, src_root: str, wid: int, barrier) -> None:
+    reg = Registry(home=Path(home), timeout=120)
+    barrier.wait()
+    for i in range(N_EACH):
+        tag = wid * 100 + i
+        src = make_peft_dir(Path(src_root) / f"w{wid}-{i}", fill=float(tag))
+        reg_one(reg, src, metrics={"tag": metric(tag)})
+
+
+def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(N_PROCS)
+    home = tmp_path / "home"
+    procs = [
+        ctx.Process(target=_register_worker, args=(str(home), str(tmp_path / "src"), w, barrier)) for w in range(N_PROCS)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0] * N_PROCS
+
+    reg = Registry(home=home)
+    recs = reg.list(name="movies-lora")
+    assert [r.version for r in recs] == list(range(1, N_PROCS * N_EACH + 1))
+    tags = set()
+    for r in recs:
+        reg.load_verified(r.ref, FP)  # every folder intact and matching its row
+        tag = r.metrics["tag"]["value"]
+        assert load_file(str(r.path / "adapter_model.safetensors"))[WEIGHT][0, 0] == float(tag)
+        tags.add(tag)
+    assert tags == {w * 100 + i for w in range(N_PROCS) for i in range(N_EACH)}
+    assert reg.gc() == []
+
+
+# ---------------------------------------------------------------- metadata validation
+def test_metrics_must_carry_their_protocol_and_update_merges(reg, src):
+    with pytest.raises(RegistryError, match="data SPEC"):
+        reg_one(reg, src, metrics={"auc": 0.7})
+    with pytest.raises(RegistryError, match="'data'"):
+        reg_one(reg, src, metrics={"auc": {"value": 0.7, "limit": 10}})
+    with pytest.raises(RegistryError, match="value"):
+        reg_one(reg, src, metrics={"auc": {"value": float("nan"), "data": "movies:test"}})
+    with pytest.raises(RegistryError, match="limit"):
+        reg_one(reg, src, metrics={"auc": {"value": 0.7, "data": "movies:test", "limit": 0}})
+    assert row_count(reg) == 0
+
+    rec = reg_one(reg, src, metrics={"auc": metric(0.7), "ndcg@10": metric(0.3)})
+    new = reg.update_metrics(rec.ref, {"auc": metric(0.75, limit=None), "hit@5": {**metric(0.5), "seed": 0}})
+    assert new.metrics == {
+        "auc": {"value": 0.75, "data": "movies:test", "limit": None},
+        "ndcg@10": metric(0.3),
+        "hit@5": {**metric(0.5), "seed": 0},
+    }
+    assert reg.resolve(rec.ref).metrics == new.metrics
+    reg.load_verified(rec.ref, FP)  # the row update does not touch the files
+
+
+def test_lineage_and_origin_rules(reg, src):
+    a = reg_one(reg, src)
+    b = reg_one(reg, src, name="books-lora", domain="books")
+    with pytest.raises(RegistryError, match="lineage"):
+        reg_one(reg, src, name="mix", domain="cold", kind="composed")
+    with pytest.raises(RegistryError, match="no adapter named 'ghost'"):
+        reg_one(reg, src, name="mix", domain="cold", kind="composed", lineage={"parents": ["ghost:1"], "method": "linear"})
+    with pytest.raises(RegistryError, match="weights"):
+        reg_one(reg, src, name="mix", domain="cold", kind="composed",
+                lineage={"parents": [a.ref, b.ref], "method": "linear", "weights": [1.0]})
+    mix = reg_one(reg, src, name="mix", domain="cold", kind="composed",
+                  lineage={"parents": ["movies-lora", "books-lora:latest"], "method": "linear", "weights": [0.7, 0.3]})
+    assert mix.lineage == {"parents": ["movies-lora:1", "books-lora:1"], "method": "linear", "weights": [0.7, 0.3]}
+
+    with pytest.raises(RegistryError, match="origin"):
+        reg_one(reg, src, name="hub-lora", kind="pulled")
+    pulled = reg_one(reg, src, name="hub-lora", kind="pulled", origin={"repo": "user/adapters", "revision": "a" * 40},
+                     lineage={"parents": ["upstream:3"]})
+    assert pulled.origin["repo"] == "user/adapters" and pulled.lineage["parents"] == ["upstream:3"]
+    with pytest.raises(RegistryError, match="kind"):
+        reg_one(reg, src, kind="merged")
+    with pytest.raises(RegistryError, match="fingerprint"):
+        reg_one(reg, src, fingerprint={"exact": "x"})
+
+
+# ---------------------------------------------------------------- schema
+def test_schema_version_is_set(reg):
+    with sqlite3.connect(reg.db_path) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == schema_version() == len(registry_mod.MIGRATIONS) >= 1
+
+
+def test_an_appended_migration_upgrades_an_existing_registry(tmp_path, src, monkeypatch):
+    home = tmp_path / "home"
+    old = Registry(home=home)
+    rec = reg_one(old, src)
+    before = schema_version()
+
+    def m_next(conn):
+        conn.execute("ALTER TABLE adapters ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
+
+    monkeypatch.setattr(registry_mod, "MIGRATIONS", [*registry_mod.MIGRATIONS, m_next])
+    new = Registry(home=home)
+    Registry(home=home)  # second open: nothing left to apply (m_next would fail if re-run)
+    with sqlite3.connect(home / "registry.db") as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == before + 1
+        cols = [r[1] for r in c.execute("PRAGMA table_info(adapters)")]
+    assert "notes" in cols
+    assert new.resolve(rec.ref) == rec  # existing rows survive and still load
+
+
+def test_newer_schema_is_refused(tmp_path):
+    home = tmp_path / "home"
+    Registry(home=home)
+    with sqlite3.connect(home / "registry.db") as c:
+        c.execute(f"PRAGMA user_version = {schema_version() + 5}")
+    with pytest.raises(RegistryError, match="upgrade adaptrec"):
+        Registry(home=home)
