@@ -29,6 +29,8 @@ _EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 log = logging.getLogger(__name__)
+# bitsandbytes logs a missing optional CPU 4-bit kernel package at import; it is not needed for 8-bit.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 # bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16 on CPU; once is enough.
 warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
 
@@ -149,6 +151,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     if quantization not in QUANTIZATIONS:
         raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     source, base_model = resolve_source(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,12 +164,16 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device.startswith("cuda") and quantization == "none" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(
-        source,
-        dtype=dtype,
-        quantization_config=_quantization_config(quantization),
-        device_map={"": device},
-    )
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            quantization_config=_quantization_config(quantization),
+            device_map={"": device},
+        )
+    finally:
+        hf_logging.enable_progress_bar()
     model.eval()
     model.requires_grad_(False)
     fingerprint = compute_fingerprint(source, base_model, quantization, config, tokenizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -97,3 +98,39 @@ def new_report(dataset: DataSet, cases: Sequence[Case], limit: int | None, seed:
                metric_names: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names))
+
+
+def run_eval(
+    backbone,
+    dataset: DataSet,
+    *,
+    registry=None,
+    adapters: Sequence[str] = (),
+    limit: int | None = 200,
+    seed: int = 0,
+    mode: str = "pyes",
+    template: str = "tallrec",
+    max_prompt_tokens: int | None = 1024,
+    batch_size: int = 8,
+    include_untuned: bool = True,
+    cache=None,
+) -> EvalReport:
+    """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
+    from .adapters.attach import attach, peft_name
+
+    cases = select_cases(dataset, limit, seed)
+    report = new_report(dataset, cases, limit, seed, mode)
+    report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
+    model, records = attach(backbone, registry, adapters) if adapters else (backbone.model, [])
+
+    def scorer(model_key: str) -> Scorer:
+        return Scorer(model, backbone.tokenizer, f"{backbone.fingerprint.exact}:{model_key}", template,
+                      max_prompt_tokens, batch_size, cache)
+
+    if include_untuned:
+        with model.disable_adapter() if records else nullcontext():
+            report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, mode, report.metric_names, seed))
+    for record in records:
+        model.set_adapter(peft_name(record.ref))
+        report.rows.append(llm_row(record.ref, scorer(record.file_hash), cases, mode, report.metric_names, seed))
+    return report

@@ -80,7 +80,7 @@ class Scorer:
         self.last_throughput = 0.0
         keys = [ScoreCache.key(self.model_key, p) for p in prompts]
         out = np.full((len(prompts), 3), np.nan)
-        cached = self.cache.get_many(keys) if self.cache else {}
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
         for i, k in enumerate(keys):
             if k in cached:
@@ -98,7 +98,7 @@ class Scorer:
                 batch = tokenize(self.tokenizer, [prompts[i] for i in idx], device, special)
                 rows = answer_logits(last_token_logits(self.model, batch), self.yes_id, self.no_id).cpu().numpy()
                 out[idx] = rows
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put_many({keys[i]: r for i, r in zip(idx, rows)})
                 bar.update(len(idx))
         self.last_throughput = len(todo) / max(time.perf_counter() - start, 1e-9)

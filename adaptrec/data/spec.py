@@ -127,7 +127,7 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         if not path.is_file():
             raise DataSpecError(f"no such interaction log: {path}")
         return _log(spec, path, negatives_per_positive, seed)
-    if parts[0] == "tallrec" and len(parts) == 3:
+    if parts[0] == "tallrec" and len(parts) == 3 and parts[1] in tallrec.DOMAINS and parts[2] in tallrec.SPLITS:
         return _tallrec_file(spec, tallrec.tallrec_path(parts[1], parts[2]), tallrec.load_tallrec(parts[1], parts[2]))
     if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:
         return _movielens(spec, parts[2])

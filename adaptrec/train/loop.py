@@ -35,6 +35,11 @@ class TrainResult:
     best_val_auc: float | None
     best_step: int
     stopped_early: bool
+    model: torch.nn.Module  # the peft model (adapter weights of the last step)
+
+    def summary(self) -> dict:
+        return {"run_dir": str(self.run_dir), "adapter_dir": str(self.adapter_dir), "steps": self.steps,
+                "best_val_auc": self.best_val_auc, "best_step": self.best_step, "stopped_early": self.stopped_early}
 
 
 def micro_batches(cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
@@ -173,5 +178,5 @@ def train(
     return TrainResult(
         run_dir=run_dir, adapter_dir=run_dir / "best", steps=step,
         best_val_auc=None if stopper.best == float("-inf") else stopper.best, best_step=stopper.best_step,
-        stopped_early=step < t.max_steps,
+        stopped_early=step < t.max_steps, model=unwrapped,
     )

@@ -1,0 +1,28 @@
+"""Attach registered adapters to a loaded backbone, after verifying hashes and the base fingerprint."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from peft import PeftModel
+
+
+def peft_name(ref: str) -> str:
+    """A peft adapter name for a registry ref (peft names are used as module attribute keys)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", ref)
+
+
+def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
+    """Load each ref (verified) into one PeftModel over `backbone.model`; returns the model and the records."""
+    records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+    model = backbone.model
+    for record in records:
+        name = peft_name(record.ref)
+        if isinstance(model, PeftModel):
+            if name not in model.peft_config:
+                model.load_adapter(str(record.path), adapter_name=name, is_trainable=False)
+        else:
+            model = PeftModel.from_pretrained(model, str(record.path), adapter_name=name, is_trainable=False)
+    model.eval()
+    return model, records

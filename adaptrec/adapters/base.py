@@ -1,0 +1,163 @@
+"""The shared interface of the adapter types: one module per type (lora, adalora, prefix), like peft's tuners.
+
+A type module defines a pydantic settings model (`type: Literal[...]` discriminator, `extra="forbid"`) and a
+`Tuner` subclass, and exposes one instance as `TUNER`. This module collects them (`TUNERS`, the discriminated
+union `AdapterConfig`) and builds peft models. Adding a fourth type: write its module and add its name to
+`_TYPE_MODULES` below; nothing else changes.
+
+Training-loop contract (what the trainer does with a `Tuner`):
+
+    peft_model = build_peft_model(backbone.model, settings, total_steps)   # total_steps = optimizer steps
+    tuner = tuner_for(peft_model)
+    for step in range(1, total_steps + 1):                                 # steps count from 1
+        loss = rec_loss(...)
+        extra = tuner.extra_loss(peft_model)                               # None for most types
+        (loss + extra if extra is not None else loss).backward()
+        optimizer.step()
+        tuner.after_optimizer_step(peft_model, step)                       # before zero_grad()
+        optimizer.zero_grad()
+    checkpoint: trainable parameters + optimizer state + tuner.state_tensors(peft_model) (safetensors)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from adaptrec.errors import AdaptrecError, ConfigError
+
+if TYPE_CHECKING:  # peft is imported lazily: `import adaptrec.adapters` stays cheap
+    from peft import PeftConfig, PeftModel
+
+# The adapter type modules, in the order they are listed in errors and docs.
+_TYPE_MODULES: tuple[str, ...] = ("lora", "adalora", "prefix")
+
+
+class AdapterSettings(BaseModel):
+    """Base of every type's settings: unknown keys are errors, and each type has a `type` discriminator."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class Tuner:
+    """What the rest of adaptrec needs from one adapter type. Subclasses set the class attributes."""
+
+    name: ClassVar[str]  # the `type` value in recipes ("lora")
+    settings_cls: ClassVar[type[AdapterSettings]]
+    peft_type: ClassVar[str]  # peft's PeftType value ("LORA")
+
+    def peft_config(self, cfg: AdapterSettings, total_steps: int) -> "PeftConfig":
+        """The peft config (task_type CAUSAL_LM) for `cfg` on a run of `total_steps` optimizer steps."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
+        """Called after `optimizer.step()` and before `zero_grad()`, with the 1-based optimizer step."""
+
+    def extra_loss(self, model: "PeftModel") -> torch.Tensor | None:
+        """A regulariser to add to the training loss (None: nothing to add)."""
+        return None
+
+    def state_tensors(self, model: "PeftModel") -> dict[str, torch.Tensor]:
+        """Non-parameter training state needed for an exact resume (saved as safetensors by the trainer)."""
+        return {}
+
+    def load_state_tensors(self, model: "PeftModel", tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_tensors` returned."""
+        if tensors:
+            raise ConfigError(
+                f"a {self.name} adapter keeps no training state, but the checkpoint holds {len(tensors)} state "
+                f"tensors (e.g. {next(iter(tensors))!r}); it was written for another adapter type"
+            )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _load_types() -> tuple[dict[str, Tuner], Any]:
+    tuners: dict[str, Tuner] = {}
+    for mod in _TYPE_MODULES:
+        tuner = importlib.import_module(f"{__package__}.{mod}").TUNER
+        tuners[tuner.name] = tuner
+    union = Union[tuple(t.settings_cls for t in tuners.values())]  # noqa: UP007 (built at run time)
+    return tuners, Annotated[union, Field(discriminator="type")]
+
+
+def __getattr__(name: str) -> Any:
+    # TUNERS and AdapterConfig are built on first use, so that the type modules (which import this
+    # module) can be imported in any order.
+    if name in ("TUNERS", "AdapterConfig"):
+        tuners, config = _load_types()
+        globals().update(TUNERS=tuners, AdapterConfig=config)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _tuners() -> dict[str, Tuner]:
+    return __getattr__("TUNERS") if "TUNERS" not in globals() else globals()["TUNERS"]
+
+
+def _friendly(e: ValidationError, where: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}.{loc}: {err['msg']}" if loc else f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings:
+    """Validate a recipe's adapter section (a dict with `type`) into that type's settings; ConfigError if bad."""
+    if isinstance(data, AdapterSettings):
+        return data
+    tuners = _tuners()
+    if not isinstance(data, dict) or data.get("type") not in tuners:
+        got = data.get("type") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{where}.type: {got!r} is not an adapter type; expected one of {', '.join(tuners)}")
+    try:
+        return TypeAdapter(__getattr__("AdapterConfig") if "AdapterConfig" not in globals() else globals()["AdapterConfig"]).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(_friendly(e, where)) from None
+
+
+def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int) -> "PeftModel":
+    """Wrap a frozen backbone (`load_backbone(...).model`) with a fresh trainable adapter.
+
+    peft injects the adapter layers into `model` in place: one backbone object carries one such call
+    (load further adapters with `PeftModel.load_adapter`). Only adapter parameters are trainable.
+    For a bitsandbytes 8-bit backbone nothing else is needed: gradients reach the adapters through
+    the int8 layers (bitsandbytes' backward w.r.t. the input), `load_backbone` keeps the
+    non-quantized parameters fp32, and gradient checkpointing stays off (it slows CPU training),
+    so peft's `prepare_model_for_kbit_training` (freeze, fp32 upcast, input-grad hook for
+    checkpointing) would change nothing and is not called.
+    """
+    from peft import PeftModel, get_peft_model
+
+    settings = parse_adapter_settings(cfg)
+    if isinstance(model, PeftModel) or getattr(model, "peft_config", None):
+        raise AdaptrecError("this backbone already carries adapters; load a fresh backbone to train a new adapter")
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ConfigError(f"total_steps must be a positive number of optimizer steps, got {total_steps!r}")
+    tuner = _tuners()[settings.type]
+    peft_config = tuner.peft_config(settings, total_steps)
+    model.requires_grad_(False)
+    try:
+        peft_model = get_peft_model(model, peft_config)
+    except ValueError as e:  # e.g. target modules not found in the model
+        raise ConfigError(f"adapter ({settings.type}) does not fit this backbone: {str(e).splitlines()[0]}") from e
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check target_modules")
+    return peft_model
+
+
+def tuner_for(peft_model: "PeftModel") -> Tuner:
+    """The Tuner of the active adapter of a peft model."""
+    config = peft_model.peft_config[peft_model.active_adapter]
+    ptype = getattr(config.peft_type, "value", config.peft_type)
+    for tuner in _tuners().values():
+        if tuner.peft_type == ptype:
+            return tuner
+    raise ConfigError(f"peft adapter type {ptype} is not supported by adaptrec; expected one of {', '.join(_tuners())}")

@@ -1,0 +1,38 @@
+"""The history JSON that `adaptrec predict --history` reads.
+
+    {"user_id": "u1",                      # optional
+     "noun": "movie",                      # optional; default: the adapter's domain
+     "history": [{"title": "Heat (1995)", "liked": true}, {"title": "Jumanji (1995)", "liked": false}]}
+
+Items are oldest first; `liked` defaults to true (implicit feedback).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataFormatError
+from .records import Case, HistoryItem
+
+
+def read_history_file(path: Path, item: str, domain: str) -> Case:
+    """A one-target Case for `item` from the history file at `path`."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no such history file") from None
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):
+        raise DataFormatError(f'{path}: expected an object with a "history" list')
+    items = []
+    for i, entry in enumerate(obj["history"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
+            raise DataFormatError(f'{path}: history[{i}]: expected {{"title": str, "liked": bool}}')
+        liked = entry.get("liked", True)
+        if not isinstance(liked, bool):
+            raise DataFormatError(f"{path}: history[{i}].liked: expected true or false, got {liked!r}")
+        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=domain))
+    noun = obj.get("noun", domain)
+    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=tuple(items), target=f'"{item}"')

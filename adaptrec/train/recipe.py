@@ -1,0 +1,80 @@
+"""The main job for one recipe: train an adapter, evaluate it beside the baselines, register it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..adapters.files import file_sha256
+from ..atomic import write_json
+from ..backbone import load_backbone
+from ..config import Recipe, recipe_hash
+from ..data.sampling import few_shot, stratified_subset
+from ..data.spec import load_spec
+from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
+from ..home import adaptrec_home
+from ..registry import AdapterRecord, Registry
+from ..score_cache import ScoreCache
+from ..scoring import Scorer
+from .loop import TrainResult, train
+
+
+@dataclass
+class RecipeResult:
+    train: TrainResult
+    report: EvalReport
+    record: AdapterRecord
+
+
+def run_dir_for(recipe: Recipe, text: str) -> Path:
+    return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_hash(text)[:10]}"
+
+
+def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
+    """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
+    run_dir = run_dir_for(recipe, text)
+    if restart and run_dir.exists():
+        shutil.rmtree(run_dir)
+    d, ev = recipe.data, recipe.evaluation
+    train_set = load_spec(d.train, negatives_per_positive=d.negatives_per_positive, seed=d.seed)
+    train_cases = [c for c in train_set.cases if c.label is not None]
+    train_cases = few_shot(train_cases, d.shots, d.seed) if d.shots else train_cases
+    valid = load_spec(d.valid, negatives_per_positive=d.negatives_per_positive, seed=d.seed)
+    val_cases = stratified_subset([c for c in valid.cases if c.label is not None], recipe.training.val_limit, d.seed)
+
+    backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization)
+    result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
+
+    registry = Registry()
+    test = load_spec(d.test, negatives_per_positive=d.negatives_per_positive, seed=ev.seed)
+    cases = select_cases(test, ev.limit, ev.seed)
+    report = new_report(test, cases, ev.limit, ev.seed, ev.score)
+    report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
+    model = result.model
+    model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
+    model.set_adapter("best")
+    model.eval()
+    cache = ScoreCache(adaptrec_home() / "score_cache.db")
+    key = backbone.fingerprint.exact
+
+    def scorer(tag: str) -> Scorer:
+        return Scorer(model, backbone.tokenizer, f"{key}:{tag}", d.template, d.max_prompt_tokens, ev.batch_size, cache)
+
+    with model.disable_adapter():
+        report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, ev.score, report.metric_names, ev.seed))
+    weights_hash = file_sha256(result.adapter_dir / "adapter_model.safetensors")
+    adapter_row = llm_row(recipe.name, scorer(weights_hash), cases, ev.score, report.metric_names, ev.seed)
+    report.rows.append(adapter_row)
+
+    metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": d.test, "limit": ev.limit, "seed": ev.seed,
+                      "score": ev.score} for name, v in adapter_row.metrics.items()}
+    record = registry.register(
+        result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained", adapter_type=recipe.adapter.type,
+        adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=text, metrics=metrics,
+    )
+    adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
+    write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
+                                         "eval": report.to_dict()})
+    return RecipeResult(result, report, record)
+

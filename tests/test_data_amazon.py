@@ -1,0 +1,63 @@
+import json
+from collections import Counter
+
+import pytest
+
+from adaptrec.data.amazon import amazon_items, amazon_popularity, amazon_user_items, load_amazon
+from adaptrec.errors import DataSpecError
+from adaptrec.home import data_root
+
+ROOT = data_root() / "amazon_arts_office"
+pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"no Amazon Arts-Office data under {ROOT}")
+
+
+def raw_lines(name):
+    return [json.loads(line) for line in (ROOT / name).read_text().splitlines()]
+
+
+def test_case_counts_follow_the_upstream_case_rule():
+    # PROVENANCE: test has 950 Office case-1 targets, 50 Arts case-1 and 1000 Arts case-2 targets
+    assert len(load_amazon("office", "test")) == 950
+    assert len(load_amazon("arts", "test")) == 1050
+    cases = load_amazon("arts", "valid")
+    assert {c.meta["case"] for c in cases} == {1, 2}
+    assert all(c.label == 1 and c.noun == "arts product" for c in cases)
+
+
+def test_history_is_every_item_but_the_two_targets_in_position_order():
+    user_rows = [r for r in raw_lines("interactions.jsonl") if r["user_id"] == "8000"]
+    targets = {r["item_id"] for r in raw_lines("targets.jsonl") if r["user_id"] == "8000"}
+    merged = sorted((p, i) for r in user_rows for i, p in zip(r["items"], r["positions"]))
+    expected = [i for p, i in merged if p < merged[-1][0]]
+    case = next(c for c in load_amazon("office", "test") if c.user_id == "8000")
+    assert [h.item_id for h in case.history] == expected
+    assert len(case.history) == len(merged) - 2
+    assert case.target_id in targets and case.target == amazon_items("office")[case.target_id]
+    assert case.history[0].text.startswith('"') and case.history[0].domain == "arts"
+
+
+def test_views_and_max_history():
+    both = load_amazon("office", "test")
+    cold = load_amazon("office", "test", history_domains="other")
+    own = load_amazon("office", "test", history_domains="target")
+    for b, c, o in zip(both, cold, own):
+        assert all(h.domain == "arts" for h in c.history) and all(h.domain == "office" for h in o.history)
+        assert len(c.history) + len(o.history) == len(b.history)
+    short = load_amazon("office", "test", max_history=3)
+    assert all(s.history == b.history[-3:] for s, b in zip(short, both))
+    with pytest.raises(DataSpecError):
+        load_amazon("office", "test", history_domains="all")
+
+
+def test_popularity_counts_train_users_only():
+    train = set(json.loads((ROOT / "splits.json").read_text())["train"])
+    titles = {r["item_id"]: r["title"] for r in raw_lines("items_arts.jsonl")}
+    expected = Counter(f'"{titles[i]}"' for r in raw_lines("interactions.jsonl")
+                       if r["domain"] == "arts" and r["user_id"] in train for i in r["items"])
+    assert amazon_popularity("arts") == {k: float(v) for k, v in expected.items()}
+
+
+def test_user_items_include_targets():
+    items = amazon_user_items()
+    for t in raw_lines("targets.jsonl")[:200]:
+        assert t["item_id"] in items[t["user_id"]]

@@ -1,0 +1,24 @@
+import json
+
+from adaptrec.data.inspect import inspect_spec
+from adaptrec.data.prompts import instruction
+
+
+class WhitespaceTokenizer:
+    def encode(self, text):
+        return text.split()
+
+
+def test_inspect_reports_balance_lengths_and_a_prompt(tmp_path):
+    def rec(out, liked):
+        return {"instruction": instruction("movie"), "output": out,
+                "input": f"User Preference: {liked}\nUser Unpreference: \nWhether the user will like the target movie \"B\"?"}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([rec("Yes.", '"A"'), rec("No.", '"A", "C"'), rec("Yes.", "")]))
+    report = inspect_spec(str(path), tokenizer=WhitespaceTokenizer())
+    assert "3 cases" in report
+    assert "labels: 2 Yes (66.7%), 1 No" in report
+    assert "history length: min 0 / median 1 / p95 2 / max 2" in report
+    assert "prompt tokens (tallrec): min " in report
+    assert report.count("### Response:") == 1
+    assert "prompt tokens" not in inspect_spec(str(path), n_show=2) and inspect_spec(str(path), n_show=2).count("### Response:") == 2

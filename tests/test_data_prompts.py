@@ -1,0 +1,105 @@
+import pytest
+
+from adaptrec.data.prompts import ANSWERS, TEMPLATES, instruction, render_input, render_prompt, truncate_history
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.errors import ConfigError, DataFormatError
+
+
+class WhitespaceTokenizer:
+    """Stand-in tokenizer: one token per whitespace-separated word; counts encode calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, text):
+        self.calls += 1
+        return text.split()
+
+
+def make_case(n_history=3, liked=(True, False, True)):
+    history = tuple(HistoryItem(text=f'"Item {i}"', liked=liked[i % len(liked)]) for i in range(n_history))
+    return Case(user_id="u1", domain="movie", noun="movie", history=history, target='"Target (1999)"', label=1)
+
+
+def test_instruction_is_tallrecs():
+    assert instruction("book") == (
+        "Given the user's preference and unpreference, identify whether the user will like the target book "
+        'by answering "Yes." or "No.".'
+    )
+    assert ANSWERS == {1: "Yes.", 0: "No."}
+    assert TEMPLATES == ("tallrec", "chat")
+
+
+def test_render_input_keeps_history_order_and_empty_lines():
+    case = make_case()
+    assert render_input(case) == (
+        'User Preference: "Item 0", "Item 2"\nUser Unpreference: "Item 1"\n'
+        'Whether the user will like the target movie "Target (1999)"?'
+    )
+    empty = make_case(n_history=2, liked=(True,))
+    assert render_input(empty).split("\n")[1] == "User Unpreference: "
+
+
+def test_tallrec_template_is_upstream_byte_for_byte():
+    # upstream evaluate.py generate_prompt, including the "  # noqa: E501" its f-string leaks
+    expected = (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.  # noqa: E501\n\n"
+        "### Instruction:\n" + instruction("movie") + "\n\n### Input:\n" + render_input(make_case())
+        + "\n\n### Response:\n"
+    )
+    assert render_prompt(make_case()) == expected
+
+
+def test_chat_template_uses_tokenizer():
+    seen = {}
+
+    class ChatTok(WhitespaceTokenizer):
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            seen.update(messages=messages, add_generation_prompt=add_generation_prompt, tokenize=tokenize)
+            return "<user>" + messages[0]["content"] + "<assistant>"
+
+    out = render_prompt(make_case(), "chat", ChatTok())
+    assert seen["messages"] == [{"role": "user", "content": instruction("movie") + "\n\n" + render_input(make_case())}]
+    assert seen["add_generation_prompt"] is True and seen["tokenize"] is False
+    assert out.startswith("<user>Given") and out.endswith("<assistant>")
+    with pytest.raises(ConfigError):
+        render_prompt(make_case(), "chat")
+    with pytest.raises(ConfigError, match="tallrec, chat"):
+        render_prompt(make_case(), "alpaca")
+
+
+def test_truncation_drops_oldest_minimally_with_binary_search():
+    case = make_case(n_history=64)
+    tok = WhitespaceTokenizer()
+    full = len(tok.encode(render_prompt(case)))
+    budget = full - 9  # each item is 2 words + a comma-joined word boundary: needs several drops
+    tok.calls = 0
+    fitted = truncate_history(case, "tallrec", tok, budget)
+    assert tok.calls <= 2 + 7  # full, empty, then log2(64) probes: a linear loop would need more
+    dropped = len(case.history) - len(fitted.history)
+    assert dropped > 0 and fitted.history == case.history[dropped:]  # oldest dropped, order kept
+    assert fitted.target == case.target
+    assert len(tok.encode(render_prompt(fitted))) <= budget
+    one_less = Case(**{**fitted.__dict__, "history": case.history[dropped - 1:]})
+    assert len(tok.encode(render_prompt(one_less))) > budget  # minimal number dropped
+    assert render_prompt(case, tokenizer=tok, max_tokens=budget) == render_prompt(fitted)
+    assert render_prompt(case, tokenizer=tok, max_tokens=full) == render_prompt(case)
+
+
+def test_truncation_fails_clearly_when_nothing_fits():
+    with pytest.raises(DataFormatError, match="'u1'.*max_tokens=5"):
+        render_prompt(make_case(), tokenizer=WhitespaceTokenizer(), max_tokens=5)
+
+
+def test_real_tokenizer_chat_template_and_truncation(smollm2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    case = make_case(n_history=30)
+    chat = render_prompt(case, "chat", tok)
+    assert instruction("movie") + "\n\n" + render_input(case) in chat
+    budget = len(tok.encode(chat)) - 20
+    short = render_prompt(case, "chat", tok, max_tokens=budget)
+    assert len(tok.encode(short)) <= budget
+    assert '"Item 0"' not in short and '"Item 29"' in short and short.endswith(chat[chat.index("?") + 1:])

@@ -1,0 +1,73 @@
+import importlib.util
+import json
+
+import pytest
+
+from adaptrec.data.prompts import instruction
+from adaptrec.data.spec import load_spec
+from adaptrec.data.tallrec import item_popularity, load_tallrec
+from adaptrec.errors import DataSpecError
+from adaptrec.home import data_root
+
+needs_tallrec = pytest.mark.skipif(not (data_root() / "tallrec").is_dir(), reason="no TALLRec data")
+needs_amazon = pytest.mark.skipif(not (data_root() / "amazon_arts_office").is_dir(), reason="no Amazon data")
+
+
+@pytest.mark.parametrize("spec", ["foo", "tallrec:movie", "tallrec:music:test", "movielens:1m:test", "amazon:arts:test:warm", "amazon:games:test"])
+def test_bad_specs_list_the_valid_forms(spec):
+    with pytest.raises(DataSpecError, match=r"bad data SPEC.*valid forms: tallrec:movie\|book"):
+        load_spec(spec)
+
+
+@needs_tallrec
+def test_tallrec_specs_and_book_popularity_from_valid():
+    movie = load_spec("tallrec:movie:test")
+    assert len(movie.cases) == 1000
+    assert movie.item_popularity == item_popularity(load_tallrec("movie", "train"))
+    book = load_spec("tallrec:book:test")
+    assert book.item_popularity == item_popularity(load_tallrec("book", "valid"))
+    # keys take the targets' quoted form, so history counts reach test targets (666 of 2427 do)
+    assert sum(c.target in book.item_popularity for c in book.cases) > 600
+    assert all(k.startswith('""') for k in book.item_popularity)
+    assert load_spec("tallrec:movie:test").fingerprint == movie.fingerprint != book.fingerprint
+    with pytest.raises(DataSpecError, match="book train set is not shipped"):
+        load_spec("tallrec:book:train")
+
+
+@needs_tallrec
+@pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="recbole not installed")
+def test_movielens_spec():
+    ds = load_spec("movielens:100k:test")
+    assert [c.target for c in ds.cases] == [c.target for c in load_spec("tallrec:movie:test").cases]
+
+
+@needs_amazon
+def test_amazon_spec_adds_seeded_negatives():
+    ds = load_spec("amazon:office:test:cold", negatives_per_positive=2, seed=0)
+    assert [c.label for c in ds.cases[:3]] == [1, 0, 0] and len(ds.cases) == 3 * 950
+    assert all(h.domain == "arts" for c in ds.cases for h in c.history)
+    assert set(ds.catalogues) == {"office"} and len(ds.catalogues["office"]) == 19757
+    again = load_spec("amazon:office:test:cold", negatives_per_positive=2, seed=0)
+    assert again.cases == ds.cases and again.fingerprint == ds.fingerprint
+    assert load_spec("amazon:office:test:cold", negatives_per_positive=2, seed=1).fingerprint != ds.fingerprint
+    assert len(load_spec("amazon:office:test", negatives_per_positive=0).cases) == 950
+
+
+def test_path_specs(tmp_path):
+    rec = {"instruction": instruction("movie"), "output": "Yes.",
+           "input": 'User Preference: "A"\nUser Unpreference: \nWhether the user will like the target movie "B"?'}
+    (tmp_path / "train.json").write_text(json.dumps([rec, rec]))
+    (tmp_path / "test.json").write_text(json.dumps([rec]))
+    ds = load_spec(str(tmp_path / "test.json"))
+    assert len(ds.cases) == 1 and ds.item_popularity == {'"A"': 2.0, '"B"': 2.0}  # from train.json
+
+    items = [{"item_id": str(i), "title": f"t{i}", "domain": "movie"} for i in range(40)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    log = [{"user_id": "u", "item_id": str(i), "domain": "movie", "position": i} for i in range(12)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    ds = load_spec(str(tmp_path / "log.jsonl"), negatives_per_positive=1, seed=0)
+    assert [c.label for c in ds.cases] == [1, 0, 1, 0]  # implicit log: 2 windows + sampled negatives
+    assert all(int(c.target_id) >= 12 for c in ds.cases if c.label == 0)
+    (tmp_path / "items.jsonl").unlink()
+    with pytest.raises(DataSpecError, match="items.jsonl"):
+        load_spec(str(tmp_path / "log.jsonl"))

@@ -1,0 +1,91 @@
+"""The one scoring path: answer tokens, batch independence, score modes, the resumable cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.score_cache import ScoreCache
+from adaptrec.scoring import Scorer, answer_token_ids, to_scores
+
+
+def _cases(n: int) -> list[Case]:
+    titles = ["Heat (1995)", "Jumanji (1995)", "Toy Story (1995)", "Casino (1995)", "Fargo (1996)", "Babe (1995)"]
+    out = []
+    for i in range(n):
+        hist = tuple(HistoryItem(f'"{t}"', liked=(i + j) % 3 != 0) for j, t in enumerate(titles[: 1 + i % len(titles)]))
+        out.append(Case(f"u{i}", "movie", "movie", hist, f'"{titles[(i * 5) % len(titles)]}"', label=i % 2))
+    return out
+
+
+def test_answer_tokens_come_from_the_tokenizer(tiny_backbone):
+    tok = tiny_backbone.tokenizer
+    yes, no = answer_token_ids(tok)
+    assert tok.decode([yes]).strip() == "Yes" and tok.decode([no]).strip() == "No"
+
+
+def test_score_does_not_depend_on_batch_mates(tiny_backbone):
+    """Left padding + padding-aware position ids: one prompt alone or in a mixed-length batch scores the same."""
+    cases = _cases(6)
+    alone = [Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", batch_size=1, progress=False).score([c])[0] for c in cases]
+    batched = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", batch_size=6, progress=False).score(cases)
+    assert len({len(p) for p in Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k").prompts(cases)}) > 1
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_scores_follow_input_order_despite_length_sorting(tiny_backbone):
+    cases = _cases(5)
+    s = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", batch_size=2, progress=False)
+    forward = s.score(cases)
+    backward = s.score(cases[::-1])
+    np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
+
+
+def test_score_modes_match_their_definitions(tiny_backbone):
+    s = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", progress=False)
+    cases = _cases(3)
+    logits3 = s.logits_for_prompts(s.prompts(cases))
+    batch = s.prompts(cases[:1])
+    with torch.inference_mode():
+        ids = tiny_backbone.tokenizer(batch, return_tensors="pt")
+        full = tiny_backbone.model(**ids).logits[0, -1].float()
+    probs = torch.softmax(full, -1)
+    # pyes: two-way softmax over the answer logits
+    expected_pyes = torch.softmax(full[[s.yes_id, s.no_id]], -1)[0].item()
+    assert to_scores(logits3, "pyes")[0] == pytest.approx(expected_pyes, abs=1e-5)
+    # tallrec: TALLRec's softmax over [P(Yes), P(No)] taken from the full-vocabulary softmax
+    expected_tallrec = torch.softmax(probs[[s.yes_id, s.no_id]], -1)[0].item()
+    assert to_scores(logits3, "tallrec")[0] == pytest.approx(expected_tallrec, abs=1e-6)
+    with pytest.raises(ValueError, match="score mode"):
+        to_scores(logits3, "bogus")
+
+
+class _CountingModel(torch.nn.Module):
+    """Wraps a model and counts the prompts it is asked to score."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, 0
+
+    def forward(self, **kw):
+        self.seen += kw["input_ids"].shape[0]
+        return self.inner(**kw)
+
+
+def test_score_cache_resumes_an_interrupted_run(tiny_backbone, tmp_path):
+    cases = _cases(6)
+    cache = ScoreCache(tmp_path / "scores.db")
+    counting = _CountingModel(tiny_backbone.model)
+    first = Scorer(counting, tiny_backbone.tokenizer, "fp:adapter", batch_size=2, cache=cache, progress=False)
+    partial = first.score(cases[:4])  # an "interrupted" run got this far
+    assert counting.seen == 4 and len(cache) == 4
+    resumed = Scorer(counting, tiny_backbone.tokenizer, "fp:adapter", batch_size=2,
+                     cache=ScoreCache(tmp_path / "scores.db"), progress=False)
+    full = resumed.score(cases)
+    assert counting.seen == 6  # only the 2 missing prompts ran
+    np.testing.assert_allclose(full[:4], partial)
+    other = Scorer(counting, tiny_backbone.tokenizer, "fp:other-adapter", batch_size=2, cache=cache, progress=False)
+    other.score(cases[:1])
+    assert counting.seen == 7  # another model key never reads these rows
