@@ -71,3 +71,10 @@ def test_path_specs(tmp_path):
     (tmp_path / "items.jsonl").unlink()
     with pytest.raises(DataSpecError, match="items.jsonl"):
         load_spec(str(tmp_path / "log.jsonl"))
+
+
+def test_slices_are_disjoint_and_keyed_apart():
+    whole = load_spec("tallrec:book:valid")
+    head, tail = load_spec("tallrec:book:valid[:1200]"), load_spec("tallrec:book:valid[1200:]")
+    assert head.cases + tail.cases == whole.cases and len(head.cases) == 1200
+    assert len({whole.fingerprint, head.fingerprint, tail.fingerprint}) == 3

@@ -25,7 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adaptrec.errors import AdaptrecError, ConfigError
 
@@ -77,34 +77,37 @@ class Tuner:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-def _load_types() -> tuple[dict[str, Tuner], Any]:
-    tuners: dict[str, Tuner] = {}
-    for mod in _TYPE_MODULES:
-        tuner = importlib.import_module(f"{__package__}.{mod}").TUNER
-        tuners[tuner.name] = tuner
-    union = Union[tuple(t.settings_cls for t in tuners.values())]  # noqa: UP007 (built at run time)
-    return tuners, Annotated[union, Field(discriminator="type")]
+_registry: tuple[dict[str, Tuner], Any] | None = None
+
+
+def _types() -> tuple[dict[str, Tuner], Any]:
+    """(TUNERS, AdapterConfig), built on first use so the type modules (which import this one) load in any order."""
+    global _registry
+    if _registry is None:
+        tuners: dict[str, Tuner] = {}
+        for mod in _TYPE_MODULES:
+            tuner = importlib.import_module(f"{__package__}.{mod}").TUNER
+            tuners[tuner.name] = tuner
+        union = Union[tuple(t.settings_cls for t in tuners.values())]  # noqa: UP007 (built at run time)
+        _registry = (tuners, Annotated[union, Field(discriminator="type")])
+    return _registry
 
 
 def __getattr__(name: str) -> Any:
-    # TUNERS and AdapterConfig are built on first use, so that the type modules (which import this
-    # module) can be imported in any order.
-    if name in ("TUNERS", "AdapterConfig"):
-        tuners, config = _load_types()
-        globals().update(TUNERS=tuners, AdapterConfig=config)
-        return globals()[name]
+    # `TUNERS: dict[str, Tuner]` and `AdapterConfig` (the discriminated union of the settings models)
+    if name == "TUNERS":
+        return _types()[0]
+    if name == "AdapterConfig":
+        return _types()[1]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _tuners() -> dict[str, Tuner]:
-    return __getattr__("TUNERS") if "TUNERS" not in globals() else globals()["TUNERS"]
 
 
 def _friendly(e: ValidationError, where: str) -> str:
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{where}.{loc}: {err['msg']}" if loc else f"{where}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 
 
@@ -112,12 +115,12 @@ def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings
     """Validate a recipe's adapter section (a dict with `type`) into that type's settings; ConfigError if bad."""
     if isinstance(data, AdapterSettings):
         return data
-    tuners = _tuners()
+    tuners = _types()[0]
     if not isinstance(data, dict) or data.get("type") not in tuners:
         got = data.get("type") if isinstance(data, dict) else type(data).__name__
         raise ConfigError(f"{where}.type: {got!r} is not an adapter type; expected one of {', '.join(tuners)}")
     try:
-        return TypeAdapter(__getattr__("AdapterConfig") if "AdapterConfig" not in globals() else globals()["AdapterConfig"]).validate_python(data)
+        return tuners[data["type"]].settings_cls.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_friendly(e, where)) from None
 
@@ -140,7 +143,7 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
         raise AdaptrecError("this backbone already carries adapters; load a fresh backbone to train a new adapter")
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ConfigError(f"total_steps must be a positive number of optimizer steps, got {total_steps!r}")
-    tuner = _tuners()[settings.type]
+    tuner = _types()[0][settings.type]
     peft_config = tuner.peft_config(settings, total_steps)
     model.requires_grad_(False)
     try:
@@ -157,7 +160,7 @@ def tuner_for(peft_model: "PeftModel") -> Tuner:
     """The Tuner of the active adapter of a peft model."""
     config = peft_model.peft_config[peft_model.active_adapter]
     ptype = getattr(config.peft_type, "value", config.peft_type)
-    for tuner in _tuners().values():
+    for tuner in _types()[0].values():
         if tuner.peft_type == ptype:
             return tuner
-    raise ConfigError(f"peft adapter type {ptype} is not supported by adaptrec; expected one of {', '.join(_tuners())}")
+    raise ConfigError(f"peft adapter type {ptype} is not supported by adaptrec; expected one of {', '.join(_types()[0])}")

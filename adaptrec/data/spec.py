@@ -5,12 +5,14 @@
     amazon:arts|office:train|valid|test[:cold]   Amazon Arts<->Office; ":cold" hides target-domain history
     PATH.json                                a TALLRec-style file
     PATH.jsonl                               an interaction log, catalogue in items.jsonl beside it
+    SPEC[start:stop]                         a slice of any of the above (Python slice, no step)
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from .records import Case
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k:train|valid|test, "
               "amazon:arts|office:train|valid|test[:cold], PATH.json (TALLRec-style), "
-              "PATH.jsonl (interaction log with items.jsonl beside it)")
+              "PATH.jsonl (interaction log with items.jsonl beside it), any of them + [start:stop]")
 
 
 @dataclass
@@ -115,9 +117,19 @@ def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
     return DataSet(spec, cases, interaction_log.log_popularity(rows, catalogue), digest(key), catalogues, user_items)
 
 
+_SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+
+
 def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> DataSet:
     """Resolve a SPEC. Implicit-feedback data (Amazon, unlabelled logs) gets
-    `negatives_per_positive` sampled label-0 cases after each positive (0: positives only)."""
+    `negatives_per_positive` sampled label-0 cases after each positive (0: positives only).
+    A trailing `[start:stop]` keeps that slice of the cases (e.g. disjoint train/valid slices of one file)."""
+    sliced = _SLICE_RE.match(spec)
+    if sliced:
+        base = load_spec(sliced["base"], negatives_per_positive=negatives_per_positive, seed=seed)
+        start, stop = int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else None
+        return replace(base, spec=spec, cases=base.cases[start:stop],
+                       fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
     parts = spec.split(":")
     if spec.endswith(".json") and parts[0] not in ("tallrec", "movielens", "amazon"):
         path = Path(spec).expanduser()

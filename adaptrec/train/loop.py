@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..adapters import build_peft_model, tuner_for
+from ..adapters.base import build_peft_model, tuner_for
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
@@ -150,7 +150,7 @@ def train(
                     accelerator.clip_grad_norm_(params, t.max_grad_norm)
                 optimizer.step()
                 if accelerator.sync_gradients:
-                    tuner.after_optimizer_step(unwrapped, step)
+                    tuner.after_optimizer_step(unwrapped, step + 1)  # 1-based optimizer step
                     scheduler.step()
                 optimizer.zero_grad()
             losses.append(loss.item())

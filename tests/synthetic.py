@@ -1,0 +1,22 @@
+"""Small synthetic recommendation cases for fast tests (no shared data needed)."""
+
+from __future__ import annotations
+
+import random
+
+from adaptrec.data.records import Case, HistoryItem
+
+GOOD = ["Heat (1995)", "Fargo (1996)", "Casino (1995)", "Se7en (1995)", "Clerks (1994)", "Ran (1985)"]
+BAD = ["Jumanji (1995)", "Babe (1995)", "Balto (1995)", "Sabrina (1995)", "Dracula (1992)", "Twister (1996)"]
+
+
+def synthetic_cases(n: int, seed: int = 0, domain: str = "movie") -> list[Case]:
+    """Users like the GOOD titles: the label is 1 when the target is one of them."""
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        hist = tuple(HistoryItem(f'"{t}"', liked=t in GOOD) for t in rng.sample(GOOD + BAD, 4))
+        label = i % 2
+        target = rng.choice(GOOD if label else BAD)
+        cases.append(Case(f"u{i}", domain, domain, hist, f'"{target}"', label=label))
+    return cases

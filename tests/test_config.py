@@ -1,0 +1,82 @@
+"""Recipes: every shipped recipe validates; mistakes give one line naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptrec.config import RECIPES_DIR, load_recipe
+from adaptrec.errors import ConfigError
+
+SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
+
+
+def test_the_promised_recipes_ship():
+    names = {p.stem for p in SHIPPED}
+    assert {"movie-lora", "movie-adalora", "movie-prefix", "book-lora", "arts-lora", "office-lora"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_recipes_validate_and_document_themselves(path: Path):
+    recipe, text = load_recipe(str(path))
+    assert recipe.name == path.stem
+    assert text.startswith("#") and "adaptrec train" in text  # header says how to run it
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((RECIPES_DIR / "movie-lora.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, lambda r: r["training"].update(learning_rate=1e-3))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert str(path) in _one_line(e) and "training.learning_rate" in str(e.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = _write(tmp_path, lambda r: r["training"].update(max_steps="many"))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "training.max_steps" in _one_line(e) and "'many'" in str(e.value)
+
+
+def test_unknown_adapter_type(tmp_path):
+    path = _write(tmp_path, lambda r: r["adapter"].update(type="ia3"))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "adapter" in _one_line(e) and "ia3" in str(e.value)
+
+
+def test_missing_recipe_file_lists_shipped_ones(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(tmp_path / "nope.yaml"))
+    assert "movie-lora" in _one_line(e)
+
+
+def test_set_overrides_are_typed_and_recorded():
+    recipe, text = load_recipe("movie-lora", ["training.lr=2e-4", "data.shots=16", "adapter.r=4"])
+    assert recipe.training.lr == pytest.approx(2e-4) and recipe.data.shots == 16 and recipe.adapter.r == 4
+    assert "# --set training.lr=2e-4" in text
+    with pytest.raises(ConfigError, match="key=value"):
+        load_recipe("movie-lora", ["training.lr"])
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntraining: [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "line" in _one_line(e)

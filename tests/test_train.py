@@ -1,0 +1,132 @@
+"""The training loop on the tiny model: it learns, stops early, checkpoints, resumes exactly, runs multi-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adaptrec.errors import ConfigError
+from adaptrec.metrics import log_loss
+from adaptrec.scoring import Scorer
+from adaptrec.train.loop import micro_batches, train
+from adaptrec.train.checkpoint import latest_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import synthetic_cases  # noqa: E402
+from train_worker import tiny_recipe  # noqa: E402
+
+WORKER = Path(__file__).parent / "train_worker.py"
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_log_loss(model, tokenizer, cases) -> float:
+    scores = Scorer(model, tokenizer, "k", progress=False).score(cases)
+    return log_loss(np.array([c.label for c in cases]), scores)
+
+
+def test_loop_learns_and_keeps_the_backbone_frozen(tiny_backbone, tmp_path):
+    before = {k: v.clone() for k, v in tiny_backbone.model.state_dict().items()}
+    # every training label Yes: a working loop must move P(yes) towards 1 on these prompts
+    cases = [replace(c, label=1) for c in synthetic_cases(16)]
+    loss_before = _train_log_loss(tiny_backbone.model, tiny_backbone.tokenizer, cases)
+    recipe = tiny_recipe(str(tiny_backbone.source), 40, eval_every=20, lr=2e-2)
+    result = train(recipe, tiny_backbone, cases, synthetic_cases(8, seed=1), tmp_path / "run")
+    rows = _metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == list(range(1, 41)) and result.steps == 40
+    assert _train_log_loss(result.model, tiny_backbone.tokenizer, cases) < 0.5 * loss_before
+    assert [r["step"] for r in rows if "val_auc" in r] == [20, 40]
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert not list(result.adapter_dir.glob("*.bin"))
+    with result.model.disable_adapter():
+        after = {k.replace(".base_layer", ""): v for k, v in result.model.get_base_model().state_dict().items()
+                 if "lora_" not in k}
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+
+
+def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
+    # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
+    recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)
+    result = train(recipe, tiny_backbone, synthetic_cases(16), synthetic_cases(8, seed=1), tmp_path / "run")
+    assert result.stopped_early and result.steps == 4 and result.best_step == 2
+
+
+def test_existing_checkpoints_need_resume(tiny_backbone, tmp_path):
+    recipe = tiny_recipe(str(tiny_backbone.source), 2)
+    train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    with pytest.raises(ConfigError, match="--resume"):
+        train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+
+
+def test_micro_batches_cover_each_epoch_once():
+    cases = synthetic_cases(10)
+    epoch = [c.user_id for i in range(3) for c in micro_batches(cases, 4, seed=0, index=i)]
+    assert sorted(epoch) == sorted(c.user_id for c in cases)
+    assert micro_batches(cases, 4, 0, 5) == micro_batches(cases, 4, 0, 5)
+
+
+def _run_worker(tiny_model_dir, run_dir, steps, *flags, env=None):
+    return subprocess.Popen([sys.executable, str(WORKER), str(tiny_model_dir), str(run_dir), str(steps), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    steps = 12
+    straight = _run_worker(tiny_model_dir, tmp_path / "straight", steps)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    victim = _run_worker(tiny_model_dir, tmp_path / "killed", steps, "--slow")
+    deadline = time.time() + 300
+    while latest_checkpoint(tmp_path / "killed") is None or latest_checkpoint(tmp_path / "killed").step < 4:
+        assert victim.poll() is None and time.time() < deadline, "worker ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = latest_checkpoint(tmp_path / "killed").step
+    assert killed_at < steps
+
+    resumed = _run_worker(tiny_model_dir, tmp_path / "killed", steps, "--resume")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resuming" in out and f"DONE steps={steps} " in out
+
+    a = load_file(latest_checkpoint(tmp_path / "straight").path / "adapter.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "killed").path / "adapter.safetensors")
+    assert latest_checkpoint(tmp_path / "killed").step == latest_checkpoint(tmp_path / "straight").step == steps
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
+    final_a = load_file(tmp_path / "straight" / "best" / "adapter_model.safetensors")
+    final_b = load_file(tmp_path / "killed" / "best" / "adapter_model.safetensors")
+    for key in final_a:
+        torch.testing.assert_close(final_a[key], final_b[key], rtol=0, atol=1e-7)
+    assert [r["step"] for r in _metrics(tmp_path / "killed")] == list(range(1, steps + 1))
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
+    """Two data-parallel CPU processes (gloo). accelerate 1.x's `--cpu` flag picks its single-process
+    launcher whatever --num_processes says; `--multi_gpu` on a machine without CUDA starts real CPU ranks."""
+    launcher = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(WORKER), str(tiny_model_dir), str(tmp_path / "ddp"), "4"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("DONE steps=4 world=2") == 2  # both ranks took the same number of optimizer steps
+    assert (tmp_path / "ddp" / "best" / "adapter_model.safetensors").is_file()
+    assert [r["step"] for r in _metrics(tmp_path / "ddp")] == [1, 2, 3, 4]  # only rank 0 writes

@@ -1,0 +1,44 @@
+"""Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
+
+usage: python tests/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import adaptrec.train.loop as loop  # noqa: E402
+from adaptrec.backbone import load_backbone  # noqa: E402
+from adaptrec.config import Recipe  # noqa: E402
+from synthetic import synthetic_cases  # noqa: E402
+
+
+def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, **training) -> Recipe:
+    return Recipe.model_validate({
+        "name": "tiny", "domain": "movie",
+        "backbone": {"name": model_dir, "quantization": "none"},
+        "adapter": adapter or {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1},
+        "data": {"train": "x", "valid": "x", "test": "x", "max_prompt_tokens": 256},
+        "training": {"lr": 5e-3, "batch_size": 2, "grad_accum": 2, "max_steps": max_steps, "eval_every": 4,
+                     "val_limit": 8, "checkpoint_every": 2, "patience": None, **training},
+    })
+
+
+def main() -> None:
+    model_dir, run_dir, max_steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    if "--slow" in sys.argv:  # widen the window in which the parent can kill us mid-run
+        save = loop.save_checkpoint
+        loop.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(0.4))[0]
+    backbone = load_backbone(model_dir, "none", device="cpu")
+    result = loop.train(tiny_recipe(model_dir, max_steps), backbone, synthetic_cases(16), synthetic_cases(8, seed=1),
+                        run_dir, resume="--resume" in sys.argv)
+    print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
+
+
+if __name__ == "__main__":
+    main()
