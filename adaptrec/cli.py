@@ -109,10 +109,10 @@ def score(
     bb = load_backbone(backbone, quantization)
     model, key = bb.model, "base"
     if adapter:
-        from .adapters.attach import attach
+        from .adapters.attach import attach, weights_key
 
         model, records = attach(bb, Registry(), [adapter])
-        key = records[0].file_hash
+        key = weights_key(records[0].path)
     scorer = Scorer(model, bb.tokenizer, f"{bb.fingerprint.exact}:{key}", template, 1024, batch_size,
                     ScoreCache(adaptrec_home() / "score_cache.db"))
     logits = scorer.logits_for_prompts(scorer.prompts(cases))
@@ -132,7 +132,7 @@ def predict(
     quantization: str = QuantOpt,
 ) -> None:
     """Print P(yes) that the user with this history likes ITEM."""
-    from .adapters.attach import attach
+    from .adapters.attach import attach, weights_key
     from .backbone import load_backbone
     from .data.history_file import read_history_file
     from .registry import Registry
@@ -143,7 +143,7 @@ def predict(
     case = read_history_file(history, item, record.domain)
     bb = load_backbone(backbone, quantization)
     model, records = attach(bb, registry, [adapter])
-    scorer = Scorer(model, bb.tokenizer, f"{bb.fingerprint.exact}:{records[0].file_hash}", progress=False)
+    scorer = Scorer(model, bb.tokenizer, f"{bb.fingerprint.exact}:{weights_key(records[0].path)}", progress=False)
     typer.echo(f"{float(scorer.score([case])[0]):.4f}")
 
 
@@ -189,13 +189,12 @@ def data_inspect(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="tokenizer for token-length stats (default: embedded)"),
 ) -> None:
     """Show a rendered prompt, token-length stats and the label balance of a SPEC."""
-    from transformers import AutoTokenizer
-
-    from .backbone import EMBEDDED, resolve_source
+    from .backbone import EMBEDDED, load_tokenizer
     from .data.inspect import inspect_spec
+    from .data.spec import load_spec
 
-    source, _ = resolve_source(backbone or EMBEDDED)
-    typer.echo(inspect_spec(spec, AutoTokenizer.from_pretrained(source), template, n_show))
+    dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
+    typer.echo(inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, n_show))
 
 
 @registry_app.command("list")

@@ -116,7 +116,7 @@ def run_eval(
     cache=None,
 ) -> EvalReport:
     """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
-    from .adapters.attach import attach, peft_name
+    from .adapters.attach import attach, peft_name, weights_key
 
     cases = select_cases(dataset, limit, seed)
     report = new_report(dataset, cases, limit, seed, mode)
@@ -132,5 +132,5 @@ def run_eval(
             report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, mode, report.metric_names, seed))
     for record in records:
         model.set_adapter(peft_name(record.ref))
-        report.rows.append(llm_row(record.ref, scorer(record.file_hash), cases, mode, report.metric_names, seed))
+        report.rows.append(llm_row(record.ref, scorer(weights_key(record.path)), cases, mode, report.metric_names, seed))
     return report

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
 from peft import PeftModel
+
+from .files import WEIGHTS_FILE, file_sha256
 
 
 def peft_name(ref: str) -> str:
     """A peft adapter name for a registry ref (peft names are used as module attribute keys)."""
     return re.sub(r"[^A-Za-z0-9_]", "_", ref)
+
+
+def weights_key(adapter_dir: Path) -> str:
+    """Score-cache key of an adapter: the hash of its weights (the same before and after registration)."""
+    return file_sha256(Path(adapter_dir) / WEIGHTS_FILE)
 
 
 def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:

@@ -1,10 +1,11 @@
 """Prefix tuning: learned key/value vectors prepended to every layer's attention cache.
 
-Quirks (peft 0.21): the virtual key/values arrive as `past_key_values`, so
+Quirks: the virtual key/values arrive as `past_key_values`, so
 - an `attention_mask` must be passed (peft prepends ones for the virtual tokens); without it a
   left-padded batch attends to its padding;
-- `position_ids` are shifted by `num_virtual_tokens` inside peft, so `scoring.tokenize`'s
-  padding-free position ids keep a prompt's score independent of its batch-mates (tested);
+- peft >= 0.19 shifts `position_ids` by `num_virtual_tokens`, so `scoring.tokenize`'s padding-free
+  position ids keep a prompt's score independent of its batch-mates (tested); peft < 0.19 drops
+  them with a warning, and scores then shift with the batch's padding;
 - any `past_key_values` the caller passes is overwritten, so KV-cache prefix reuse in serving
   cannot be combined with a prefix adapter.
 """

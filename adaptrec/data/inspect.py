@@ -6,7 +6,7 @@ from statistics import median
 from typing import Any, Sequence
 
 from .prompts import render_prompt
-from .spec import load_spec
+from .spec import DataSet, load_spec
 
 
 def _stats(values: Sequence[int]) -> str:
@@ -15,10 +15,11 @@ def _stats(values: Sequence[int]) -> str:
     return f"min {ordered[0]} / median {median(ordered):g} / p95 {p95} / max {ordered[-1]}"
 
 
-def inspect_spec(spec: str, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1) -> str:
-    """Report on `spec`: `n_show` rendered prompts, label balance, history-length stats, and
-    prompt token-length stats (min/median/p95/max) when a `tokenizer` is given."""
-    ds = load_spec(spec)
+def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1) -> str:
+    """Report on `spec` (a SPEC or an already loaded DataSet): `n_show` rendered prompts, label balance,
+    history-length stats, and prompt token-length stats (min/median/p95/max) when a `tokenizer` is given."""
+    ds = load_spec(spec) if isinstance(spec, str) else spec
+    spec = ds.spec
     cases = ds.cases
     lines = [f"{spec}: {len(cases)} cases, {len({c.user_id for c in cases})} users, fingerprint {ds.fingerprint[:12]}"]
     if not cases:

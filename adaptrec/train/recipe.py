@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import file_sha256
+from ..adapters.attach import weights_key
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, recipe_hash
@@ -63,8 +63,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     with model.disable_adapter():
         report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, ev.score, report.metric_names, ev.seed))
-    weights_hash = file_sha256(result.adapter_dir / "adapter_model.safetensors")
-    adapter_row = llm_row(recipe.name, scorer(weights_hash), cases, ev.score, report.metric_names, ev.seed)
+    adapter_row = llm_row(recipe.name, scorer(weights_key(result.adapter_dir)), cases, ev.score, report.metric_names, ev.seed)
     report.rows.append(adapter_row)
 
     metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": d.test, "limit": ev.limit, "seed": ev.seed,

@@ -1,0 +1,83 @@
+"""The CLI: user mistakes give one line on stderr and exit 2; registry commands work end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save_file
+import torch
+
+from adaptrec.cli import main
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.registry import Registry
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["adaptrec", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("spec", ["tallrec:movie:tset", "amazon:garden:test", "nope.json", "tallrec:book:train"])
+def test_bad_specs_are_one_line_errors(monkeypatch, capsys, spec):
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "data", "inspect", spec)[::2])
+    assert spec.split(":")[0] in line or "nope.json" in line
+
+
+def test_bad_recipe_is_one_line_error(monkeypatch, capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(Path("recipes/movie-lora.yaml").read_text().replace("  lr: 1.0e-3", "  lr: fast"))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "train", str(recipe))[::2])
+    assert str(recipe) in line and "training.lr" in line
+
+
+def test_unknown_adapter_is_one_line_error(monkeypatch, capsys):
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "show", "missing:3")[::2])
+    assert "missing" in line
+
+
+def _fake_adapter(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 4)}, src / "adapter_model.safetensors")
+    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    return src
+
+
+def test_registry_commands(monkeypatch, capsys, tmp_path):
+    fp = Fingerprint("e" * 64, "f" * 64, "org/base")
+    reg = Registry()
+    reg.register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
+                 adapter_config=None, fingerprint=fp, metrics={"auc": {"value": 0.61, "data": "tallrec:movie:test", "limit": 200}})
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", "movie-lora:1", "--domain", "movie")
+    assert code == 0 and "promoted movie-lora:1" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "list")
+    assert "* movie-lora:1" in out and "auc=0.610" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "show", "movie-lora")
+    assert json.loads(out)["metrics"]["auc"]["data"] == "tallrec:movie:test"
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1")[::2])
+    assert "--force" in line or "promoted" in line
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1", "--force")
+    assert code == 0 and reg.list() == []
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point, as a user runs it."""
+    exe = Path(sys.executable).with_name("adaptrec")
+    proc = subprocess.run([str(exe), "eval", "--data", "tallrec:movie:nope"], capture_output=True, text=True,
+                          env={"ADAPTREC_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
