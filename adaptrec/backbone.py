@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -14,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from .adapters.files import file_sha256
 from .atomic import atomic_dir, write_json
 from .errors import BackboneError, MissingOptionalPackage
 from .fingerprint import Fingerprint, digest
@@ -118,18 +118,14 @@ def resolve_source(name: str) -> tuple[Path, str]:
         raise BackboneError(f"backbone {name!r}: cannot fetch from the Hub ({type(e).__name__}); pass a local folder") from e
 
 
-def _file_sha256(path: Path) -> str:
+def _cached_file_sha256(path: Path) -> str:
     """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by (path, size, mtime)."""
     cache_path = adaptrec_home() / "file_hashes.json"
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     if key not in cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        cache[key] = h.hexdigest()
+        cache[key] = file_sha256(path)
         write_json(cache_path, cache)
     return cache[key]
 
@@ -139,7 +135,7 @@ def compute_fingerprint(source: Path, base_model: str, quantization: str, config
     weights = sorted(p for p in source.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
     if not weights:
         raise BackboneError(f"backbone {source}: no weight files (*.safetensors) in the folder")
-    exact = digest({"weights": {p.name: _file_sha256(p) for p in weights}, "quantization": quantization})
+    exact = digest({"weights": {p.name: _cached_file_sha256(p) for p in weights}, "quantization": quantization})
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):

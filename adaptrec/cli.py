@@ -60,13 +60,15 @@ def eval_(
     batch_size: int = typer.Option(8, "--batch-size"),
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
+    candidates: int = typer.Option(0, "--candidates", help="ranking protocol for implicit data: rank each held-out "
+                                   "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
 ) -> None:
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines."""
     from .atomic import write_json
     from .backbone import load_backbone
     from .data.spec import load_spec
-    from .evaluation import run_eval
+    from .evaluation import run_eval, run_rank_eval
     from .home import adaptrec_home
     from .registry import Registry
     from .score_cache import ScoreCache
@@ -74,9 +76,9 @@ def eval_(
     _check_choice("--score", score, ("pyes", "tallrec"))
     dataset = load_spec(data, seed=seed)
     bb = load_backbone(backbone, quantization)
-    report = run_eval(bb, dataset, registry=Registry(), adapters=adapters or [], limit=limit or None, seed=seed,
-                      mode=score, template=template, batch_size=batch_size,
-                      cache=ScoreCache(adaptrec_home() / "score_cache.db"))
+    common = dict(registry=Registry(), adapters=adapters or [], limit=limit or None, seed=seed, mode=score,
+                  template=template, batch_size=batch_size, cache=ScoreCache(adaptrec_home() / "score_cache.db"))
+    report = run_rank_eval(bb, dataset, negatives=candidates, **common) if candidates else run_eval(bb, dataset, **common)
     typer.echo(report.markdown())
     if json_out:
         write_json(json_out, report.to_dict())
@@ -98,23 +100,18 @@ def score(
     from .atomic import write_text
     from .backbone import load_backbone
     from .data.spec import load_spec
-    from .evaluation import select_cases
+    from .evaluation import llm_variants, select_cases
     from .home import adaptrec_home
     from .registry import Registry
     from .score_cache import ScoreCache
-    from .scoring import Scorer, to_scores
+    from .scoring import backbone_scorer, to_scores
 
     dataset = load_spec(data, seed=seed)
     cases = select_cases(dataset, limit, seed) if limit else dataset.cases
     bb = load_backbone(backbone, quantization)
-    model, key = bb.model, "base"
-    if adapter:
-        from .adapters.attach import attach, weights_key
-
-        model, records = attach(bb, Registry(), [adapter])
-        key = weights_key(records[0].path)
-    scorer = Scorer(model, bb.tokenizer, f"{bb.fingerprint.exact}:{key}", template, 1024, batch_size,
-                    ScoreCache(adaptrec_home() / "score_cache.db"))
+    _, key, model = next(llm_variants(bb, Registry(), [adapter] if adapter else [], include_untuned=not adapter))
+    scorer = backbone_scorer(bb, model, key, template=template, batch_size=batch_size,
+                             cache=ScoreCache(adaptrec_home() / "score_cache.db"))
     logits = scorer.logits_for_prompts(scorer.prompts(cases))
     pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
     rows = [{"user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
@@ -132,18 +129,18 @@ def predict(
     quantization: str = QuantOpt,
 ) -> None:
     """Print P(yes) that the user with this history likes ITEM."""
-    from .adapters.attach import attach, weights_key
     from .backbone import load_backbone
     from .data.history_file import read_history_file
+    from .evaluation import llm_variants
     from .registry import Registry
-    from .scoring import Scorer
+    from .scoring import backbone_scorer
 
     registry = Registry()
     record = registry.resolve(adapter)
     case = read_history_file(history, item, record.domain)
     bb = load_backbone(backbone, quantization)
-    model, records = attach(bb, registry, [adapter])
-    scorer = Scorer(model, bb.tokenizer, f"{bb.fingerprint.exact}:{weights_key(records[0].path)}", progress=False)
+    _, key, model = next(llm_variants(bb, registry, [adapter], include_untuned=False))
+    scorer = backbone_scorer(bb, model, key, progress=False)
     typer.echo(f"{float(scorer.score([case])[0]):.4f}")
 
 

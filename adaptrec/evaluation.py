@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .baselines import BASELINES
 from .data.records import Case
 from .data.sampling import stratified_subset
+from .errors import DataSpecError
 from .data.spec import DataSet
-from .metrics import MetricValue, compute_classification
-from .scoring import Scorer
+from .data.candidates import candidate_cases, make_candidate_lists
+from .metrics import MetricValue, compute_classification, compute_ranking
+from .scoring import Scorer, backbone_scorer
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
+RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10", "mrr@10")
 _PROB_METRICS = {"accuracy", "log_loss"}  # need scores that are probabilities
 _PROBABILISTIC_BASELINES = {"like_ratio"}  # popularity is a count share, not a probability
 
@@ -40,9 +43,15 @@ class EvalReport:
     score_mode: str
     metric_names: tuple[str, ...]
     rows: list[EvalRow] = field(default_factory=list)
+    negatives: int | None = None  # ranking protocol: sampled negatives per candidate list
 
     @property
     def protocol(self) -> str:
+        if self.negatives is not None:
+            subset = f"{self.n} users (seed {self.seed})" if self.limit else f"all {self.n} users"
+            return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
+                    f"(never items the user touched), score {self.score_mode}, ties count against the target, "
+                    "95% bootstrap CIs")
         subset = f"seeded label-stratified subset of {self.n} (seed {self.seed})" if self.limit else f"all {self.n} cases"
         return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, 95% bootstrap CIs"
 
@@ -58,7 +67,7 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
-            "score_mode": self.score_mode,
+            "score_mode": self.score_mode, "negatives": self.negatives,
             "rows": [
                 {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s,
                  "metrics": {k: vars(v) for k, v in r.metrics.items()}}
@@ -100,6 +109,19 @@ def new_report(dataset: DataSet, cases: Sequence[Case], limit: int | None, seed:
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names))
 
 
+def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
+    """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters."""
+    from .adapters.attach import attach, peft_name, weights_key
+
+    model, records = attach(backbone, registry, adapters) if adapters else (backbone.model, [])
+    if include_untuned:
+        with model.disable_adapter() if records else nullcontext():
+            yield "backbone (untuned)", "base", model
+    for record in records:
+        model.set_adapter(peft_name(record.ref))
+        yield record.ref, weights_key(record.path), model
+
+
 def run_eval(
     backbone,
     dataset: DataSet,
@@ -109,28 +131,50 @@ def run_eval(
     limit: int | None = 200,
     seed: int = 0,
     mode: str = "pyes",
-    template: str = "tallrec",
-    max_prompt_tokens: int | None = 1024,
-    batch_size: int = 8,
     include_untuned: bool = True,
-    cache=None,
+    **scorer_options,
 ) -> EvalReport:
     """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
-    from .adapters.attach import attach, peft_name, weights_key
-
     cases = select_cases(dataset, limit, seed)
     report = new_report(dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
-    model, records = attach(backbone, registry, adapters) if adapters else (backbone.model, [])
+    for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
+        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
+    return report
 
-    def scorer(model_key: str) -> Scorer:
-        return Scorer(model, backbone.tokenizer, f"{backbone.fingerprint.exact}:{model_key}", template,
-                      max_prompt_tokens, batch_size, cache)
 
-    if include_untuned:
-        with model.disable_adapter() if records else nullcontext():
-            report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, mode, report.metric_names, seed))
-    for record in records:
-        model.set_adapter(peft_name(record.ref))
-        report.rows.append(llm_row(record.ref, scorer(weights_key(record.path)), cases, mode, report.metric_names, seed))
+def run_rank_eval(
+    backbone,
+    dataset: DataSet,
+    *,
+    registry=None,
+    adapters: Sequence[str] = (),
+    limit: int | None = 50,
+    seed: int = 0,
+    negatives: int = 19,
+    mode: str = "pyes",
+    include_untuned: bool = True,
+    **scorer_options,
+) -> EvalReport:
+    """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items."""
+    if not dataset.catalogues:
+        raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
+    positives = [c for c in dataset.cases if c.label == 1 and "negative_of" not in c.meta]
+    if limit and limit < len(positives):
+        positives = [positives[i] for i in sorted(np.random.default_rng(seed).choice(len(positives), limit, replace=False))]
+    lists = make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
+    flat = [c for lst, case in zip(lists, positives) for c in candidate_cases(lst, case, dataset.catalogues)]
+    target_idx = np.array([lst.target_index for lst in lists])
+    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS, negatives=negatives)
+
+    def add(name: str, kind: str, scores: np.ndarray, speed: float | None = None) -> None:
+        rows = scores.reshape(len(lists), negatives + 1)
+        report.rows.append(EvalRow(name, kind, compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed), speed))
+
+    for name, fn in BASELINES.items():
+        add(name, "baseline", fn(flat, dataset.item_popularity))
+    for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
+        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        add(name, "llm", scorer.score(flat, mode), scorer.last_throughput or None)
     return report

@@ -107,3 +107,9 @@ class Scorer:
     def score(self, cases: Sequence[Case], mode: ScoreMode = "pyes") -> np.ndarray:
         """One score per case (higher = more likely "Yes.")."""
         return to_scores(self.logits_for_prompts(self.prompts(cases)), mode)
+
+
+def backbone_scorer(backbone, model: torch.nn.Module | None = None, adapter_key: str = "base", **options) -> Scorer:
+    """A Scorer for `backbone` (or `model`, a peft model over it); cache key = backbone fingerprint + adapter key."""
+    return Scorer(model if model is not None else backbone.model, backbone.tokenizer,
+                  f"{backbone.fingerprint.exact}:{adapter_key}", **options)

@@ -16,7 +16,7 @@ from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from ..scoring import Scorer
+from ..scoring import Scorer, backbone_scorer
 from .loop import TrainResult, train
 
 
@@ -56,10 +56,10 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     model.set_adapter("best")
     model.eval()
     cache = ScoreCache(adaptrec_home() / "score_cache.db")
-    key = backbone.fingerprint.exact
 
     def scorer(tag: str) -> Scorer:
-        return Scorer(model, backbone.tokenizer, f"{key}:{tag}", d.template, d.max_prompt_tokens, ev.batch_size, cache)
+        return backbone_scorer(backbone, model, tag, template=d.template, max_prompt_tokens=d.max_prompt_tokens,
+                               batch_size=ev.batch_size, cache=cache)
 
     with model.disable_adapter():
         report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, ev.score, report.metric_names, ev.seed))
