@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
@@ -65,6 +65,7 @@ class MethodSection(_Strict):
 
 
 class Recipe(_Strict):
+    _source: str = PrivateAttr("recipe")  # the file it was read from, for error messages
     name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # registry name of the adapter
     domain: str  # the domain this adapter serves
     backbone: BackboneSection = BackboneSection()
@@ -128,12 +129,16 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        loc = list(err["loc"])
+        if loc[:1] == ["adapter"] and len(loc) > 2 and loc[1] == (raw.get("adapter") or {}).get("type"):
+            del loc[1]  # pydantic names the union member ("adapter.lora.r"); users wrote "adapter.r"
+        key = ".".join(str(p) for p in loc)
         value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
         more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise ConfigError(f"{path}: {key}: {err['msg']}{value}{more}") from None
     if overrides:
         text += "".join(f"\n# --set {o}" for o in overrides) + "\n"
+    recipe._source = str(path)
     return recipe, text
 
 

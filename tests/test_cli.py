@@ -81,3 +81,8 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([str(exe), "eval", "--data", "tallrec:movie:nope"], capture_output=True, text=True,
                           env={"ADAPTREC_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_missing_data_file_names_recipe_and_key(monkeypatch, capsys):
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "train", "movie-lora", "--set", "data.train=tallrec:book:train")[::2])
+    assert "movie-lora.yaml" in line and "data.train" in line and "book/train.json" in line

@@ -80,3 +80,9 @@ def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_recipe(str(path))
     assert "line" in _one_line(e)
+
+
+def test_adapter_errors_use_the_key_users_wrote():
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", ["adapter.r=0"])
+    assert "adapter.r:" in _one_line(e) and "adapter.lora" not in str(e.value)

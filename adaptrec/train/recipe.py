@@ -11,7 +11,8 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, recipe_hash
 from ..data.sampling import few_shot, stratified_subset
-from ..data.spec import load_spec
+from ..data.spec import DataSet, load_spec
+from ..errors import AdaptrecError, ConfigError
 from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
@@ -31,23 +32,29 @@ def run_dir_for(recipe: Recipe, text: str) -> Path:
     return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_hash(text)[:10]}"
 
 
+def _recipe_spec(recipe: Recipe, key: str, seed: int) -> DataSet:
+    """Load `data.<key>`; a bad SPEC or missing file names the recipe file and the key."""
+    try:
+        return load_spec(getattr(recipe.data, key), negatives_per_positive=recipe.data.negatives_per_positive, seed=seed)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: data.{key}: {e}") from None
+
+
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
     """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
     run_dir = run_dir_for(recipe, text)
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
-    train_set = load_spec(d.train, negatives_per_positive=d.negatives_per_positive, seed=d.seed)
+    train_set, valid, test = (_recipe_spec(recipe, key, ev.seed if key == "test" else d.seed) for key in ("train", "valid", "test"))
     train_cases = [c for c in train_set.cases if c.label is not None]
     train_cases = few_shot(train_cases, d.shots, d.seed) if d.shots else train_cases
-    valid = load_spec(d.valid, negatives_per_positive=d.negatives_per_positive, seed=d.seed)
     val_cases = stratified_subset([c for c in valid.cases if c.label is not None], recipe.training.val_limit, d.seed)
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
     registry = Registry()
-    test = load_spec(d.test, negatives_per_positive=d.negatives_per_positive, seed=ev.seed)
     cases = select_cases(test, ev.limit, ev.seed)
     report = new_report(test, cases, ev.limit, ev.seed, ev.score)
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
