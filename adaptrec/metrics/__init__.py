@@ -146,6 +146,17 @@ def compute_classification(
     return out
 
 
+def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """{name: (base, k)} for ranking metric names; a classification name is a ValueError."""
+    parsed = {}
+    for name in names:
+        base, k = parse_metric_name(name)
+        if k is None:
+            raise ValueError(f"{name!r} is a classification metric (use compute_classification); ranking metrics are hit@K, ndcg@K, mrr@K")
+        parsed[name] = (base, k)
+    return parsed
+
+
 def compute_ranking(
     names: str | Iterable[str],
     score_rows,
@@ -160,13 +171,7 @@ def compute_ranking(
     `score_rows`: (n_cases, n_candidates) array or a list of (possibly ragged) score rows;
     `target_idx[i]`: index of the true item in row i. Ties count against the target.
     """
-    names = _names(names)
-    parsed = {}
-    for name in names:
-        base, k = parse_metric_name(name)
-        if k is None:
-            raise ValueError(f"{name!r} is a classification metric; use compute_classification for it")
-        parsed[name] = (base, k)
+    parsed = parse_ranking_names(_names(names))
     r = ranks(score_rows, target_idx)
     out: dict[str, MetricValue] = {}
     for name, (base, k) in parsed.items():

@@ -23,7 +23,7 @@ import datasets
 import evaluate
 
 from ..home import adaptrec_home
-from . import RANKING_METRICS, parse_metric_name
+from . import RANKING_METRICS, parse_ranking_names
 from .classification import auc
 from .ranking import ranks
 
@@ -89,11 +89,6 @@ class AdaptrecRanking(_OfflineMetric):
         names = list(self.DEFAULT_METRICS) if metrics is None else (
             [metrics] if isinstance(metrics, str) else list(metrics)
         )
-        parsed = {}
-        for name in names:
-            base, k = parse_metric_name(name)
-            if k is None:
-                raise ValueError(f"{name!r} is not a ranking metric; use AdaptrecAUC for 'auc'")
-            parsed[name] = (base, k)
+        parsed = parse_ranking_names(names)
         r = ranks(predictions, references)
         return {name: float(RANKING_METRICS[base](r, k).mean()) for name, (base, k) in parsed.items()}

@@ -131,7 +131,6 @@ def train(
         _trim_metrics(metrics_path, step)
         accelerator.print(f"resuming {run_dir} from step {step}")
 
-    labels_of = lambda cases: torch.tensor([c.label for c in cases], device=accelerator.device)  # noqa: E731
     world, rank = accelerator.num_processes, accelerator.process_index
     bar = tqdm(total=t.max_steps, initial=step, desc=f"train {recipe.name}", unit="step", disable=not accelerator.is_main_process)
     while step < t.max_steps and not stopper.should_stop:
@@ -141,7 +140,8 @@ def train(
             cases = micro_batches(train_cases, t.batch_size * world, t.seed, step * t.grad_accum + micro)[rank::world]
             with accelerator.accumulate(model):
                 batch = tokenize(tokenizer, scorer.prompts(cases), accelerator.device, recipe.data.template != "chat")
-                loss = rec_loss(last_token_logits(model, batch), labels_of(cases), scorer.yes_id, scorer.no_id)
+                labels = torch.tensor([c.label for c in cases], device=accelerator.device)
+                loss = rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id)
                 extra = tuner.extra_loss(unwrapped)
                 if extra is not None:
                     loss = loss + extra
