@@ -102,6 +102,8 @@ def embedded_dir() -> Path:
 
 def resolve_source(name: str) -> tuple[Path, str]:
     """Map a backbone name (embedded alias, local folder or Hub id) to a local folder and its Hub id."""
+    if not name.strip():
+        raise BackboneError(f"backbone name is empty: use {EMBEDDED}, a Hub id (org/name) or a local folder")
     if name == EMBEDDED:
         path = embedded_dir()
         return path, json.loads((path / "adaptrec_source.json").read_text())["base_model"]

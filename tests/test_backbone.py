@@ -47,3 +47,8 @@ def test_bad_backbone_names_are_one_line_errors(tmp_path):
         load_backbone(str(tmp_path / "missing" / "model.gguf"))
     with pytest.raises(BackboneError, match="quantization"):
         load_backbone(str(tmp_path), quantization="3bit")
+
+
+def test_empty_backbone_name_is_refused():
+    with pytest.raises(BackboneError, match="empty"):
+        load_backbone("  ")

@@ -41,6 +41,18 @@ def test_scores_tallrec_prompts_and_caches_them(smollm2_8bit, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+def test_4bit_backbone_scores_too(smollm2_8bit, monkeypatch):
+    """4-bit (bitsandbytes nf4) on this device; same family as the 8-bit load, another exact identity."""
+    from adaptrec.backbone import load_backbone
+    from adaptrec.scoring import backbone_scorer
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(PERSISTENT_HOME))  # reuse the converted weights
+    b4 = load_backbone(quantization="4bit")
+    assert b4.fingerprint.match(smollm2_8bit.fingerprint) == "family"
+    scores = backbone_scorer(b4, progress=False).score(load_spec("tallrec:movie:test").cases[:2])
+    assert np.all((scores > 0) & (scores < 1))
+
+
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ADAPTREC_HOME": str(home)}
     return subprocess.run([str(ADAPTREC), *args], capture_output=True, text=True, env=env, timeout=900)

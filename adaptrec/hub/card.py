@@ -1,0 +1,188 @@
+"""The model card (`README.md`) of a pushed adapter: Hub YAML metadata, then what it is for and how to use it.
+
+Metadata: `base_model` (the backbone's Hub id, when it has one), `library_name: peft`, `pipeline_tag`,
+`tags`, `datasets` (the data sources of the recorded metrics) and `model-index` with every registry
+metric, grouped by the data SPEC it was measured on, its protocol (limit, seed, ...) in `args`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import PurePosixPath
+
+import yaml
+
+from .common import is_repo_id
+
+_SLICE_RE = re.compile(r"\[[^\]]*\]$")
+
+
+def _spec_public(spec: str) -> str:
+    """A SPEC as it may appear in public: a local file path is reduced to its file name."""
+    base = _SLICE_RE.sub("", spec)
+    if base.endswith((".json", ".jsonl")):
+        return PurePosixPath(base.replace("\\", "/")).name + spec[len(base):]
+    return spec
+
+
+def _spec_source(spec: str) -> str:
+    """The data set a SPEC draws from: 'tallrec:movie:test[0:50]' -> 'tallrec:movie'."""
+    public = _SLICE_RE.sub("", _spec_public(spec))
+    if public.endswith((".json", ".jsonl")):
+        return public
+    return ":".join(public.split(":")[:2])
+
+
+def _spec_split(spec: str) -> str | None:
+    parts = _SLICE_RE.sub("", spec).split(":")
+    return parts[2] if len(parts) >= 3 and parts[2] in ("train", "valid", "test") else None
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (str, int, float, bool)) or v is None
+
+
+def _recipe(meta: dict) -> dict:
+    try:
+        parsed = yaml.safe_load(meta.get("recipe") or "") or {}
+    except yaml.YAMLError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def card_metadata(meta: dict) -> dict:
+    """The YAML front matter of the card, as a dict."""
+    name, domain, adapter_type = meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
+    base_model = (meta.get("base") or {}).get("base_model") or ""
+    metrics: dict = meta.get("metrics") or {}
+    data: dict = {}
+    if is_repo_id(base_model):
+        data["base_model"] = base_model
+    data["library_name"] = "peft"
+    data["pipeline_tag"] = "text-generation"
+    tags = ["adaptrec", "peft", adapter_type, "recommendation", "tallrec", f"domain-{re.sub(r'[^a-z0-9-]+', '-', domain.lower()).strip('-')}"]
+    data["tags"] = list(dict.fromkeys(t for t in tags if t))
+    by_spec: dict[str, list[tuple[str, dict]]] = {}
+    for key, m in sorted(metrics.items()):
+        by_spec.setdefault(_spec_public(str(m.get("data", "?"))), []).append((key, m))
+    if by_spec:
+        data["datasets"] = sorted({_spec_source(s) for s in by_spec})
+        results = []
+        for spec, items in by_spec.items():
+            dataset = {"type": _spec_source(spec), "name": spec}
+            if _spec_split(spec):
+                dataset["split"] = _spec_split(spec)
+            rows = []
+            for key, m in items:
+                row = {"type": key, "value": m["value"], "name": key, "verified": False}
+                args = {k: v for k, v in m.items() if k not in ("value", "data") and _scalar(v)}
+                if args:
+                    row["args"] = args
+                rows.append(row)
+            results.append({
+                "task": {"type": "text-classification", "name": f"Recommendation ({domain}): will the user like the item? (P(Yes))"},
+                "dataset": dataset,
+                "metrics": rows,
+            })
+        data["model-index"] = [{"name": name, "results": results}]
+    return data
+
+
+def _example_prompt(domain: str) -> str:
+    from ..data.prompts import render_prompt
+    from ..data.records import Case, HistoryItem
+
+    hist = (HistoryItem('"Liked item A"', True), HistoryItem('"Disliked item B"', False), HistoryItem('"Liked item C"', True))
+    return render_prompt(Case("u", domain, domain, hist, '"Target item"'), "tallrec")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False) -> str:
+    """The full README.md for a pushed adapter (`meta`: the pushed adaptrec.json)."""
+    name, domain, adapter_type = meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
+    base = meta.get("base") or {}
+    base_model = base.get("base_model") or "<the base model's Hub id or folder>"
+    metrics: dict = meta.get("metrics") or {}
+    recipe = _recipe(meta)
+    template = ((recipe.get("data") or {}).get("template")) or "tallrec"
+    front = yaml.safe_dump(card_metadata(meta), sort_keys=False, allow_unicode=True, width=1000)
+    src = f'"{repo_id}", revision="{revision}"' if not mirror else f'"<mirror>/{repo_id}/{revision}"'
+
+    lines = [
+        "---", front.rstrip("\n"), "---", "",
+        f"# {name}: a {adapter_type} adapter for {domain} recommendation",
+        "",
+        f"A `{adapter_type}` adapter (peft) for **{domain}** recommendation, trained with adaptrec on a frozen base model. "
+        "Given a user's liked and disliked items, the model answers whether the user will like a target item "
+        "(\"Yes.\" or \"No.\"); the score is P(Yes) at the answer position (TALLRec's protocol).",
+        "",
+        "## Base model",
+        "",
+        f"- **`{base_model}`**: the adapter only makes sense on top of this base model.",
+        f"- family fingerprint `{base.get('family', '?')}` (architecture, parameter shapes, tokenizer): "
+        "`adaptrec hub pull` refuses the adapter on a backbone of another family.",
+        f"- exact fingerprint `{base.get('exact', '?')}` (the weights and quantization it was trained with): "
+        "on another build of the same family it loads, and scores may shift slightly.",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if metrics:
+        lines += ["| metric | value | data (SPEC) | limit | protocol |", "|---|---|---|---|---|"]
+        for key, m in sorted(metrics.items()):
+            extra = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items() if k not in ("value", "data", "limit") and _scalar(v))
+            lines.append(f"| {key} | {_fmt(m['value'])} | `{_spec_public(str(m.get('data')))}` | {m.get('limit') or 'all'} | {extra or '-'} |")
+        lines += ["", "`limit`: a seeded, label-stratified subset of that many cases (see adaptrec's docs/data.md for SPECs)."]
+    else:
+        lines.append("No metrics were recorded for this adapter.")
+    lines += [
+        "",
+        "## Use it with plain peft",
+        "",
+        "```python",
+        "import torch",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'base_id = "{base_model}"',
+        "tokenizer = AutoTokenizer.from_pretrained(base_id)",
+        "base = AutoModelForCausalLM.from_pretrained(base_id)",
+        f"model = PeftModel.from_pretrained(base, {src}).eval()",
+        "",
+        f"prompt = {json.dumps(_example_prompt(domain))}",
+        "yes = tokenizer(\"Yes.\", add_special_tokens=False).input_ids[0]",
+        "no = tokenizer(\"No.\", add_special_tokens=False).input_ids[0]",
+        "with torch.no_grad():",
+        "    logits = model(**tokenizer(prompt, return_tensors=\"pt\")).logits[0, -1]",
+        "print(\"P(yes) =\", torch.softmax(logits[[yes, no]], dim=0)[0].item())",
+        "```",
+        "",
+    ]
+    if template != "tallrec":
+        lines += [f"This adapter was trained with the `{template}` prompt template: wrap the prompt text the same way.", ""]
+    if adapter_type == "lora":
+        lines += ["The folder is the standard peft LoRA layout (`adapter_config.json`, `adapter_model.safetensors`), "
+                  "which multi-LoRA servers such as vLLM and LoRAX load as is.", ""]
+    pull = f"adaptrec hub pull {repo_id}@{revision}" if not mirror else f"adaptrec hub pull <mirror>/{repo_id}@{revision}"
+    lines += [
+        "## Use it with adaptrec",
+        "",
+        "```bash",
+        f"{pull}        # verifies hashes and the base fingerprint, then registers it",
+        f'adaptrec predict {name} --history history.json --item "Target item"',
+        "```",
+        "",
+        "`adaptrec.json` holds the domain, both fingerprints, the training recipe, the metrics with their data SPECs, "
+        "the lineage and the sha256 of every adapter file.",
+        "",
+    ]
+    lineage = meta.get("lineage")
+    if lineage:
+        lines += ["## Lineage", "", f"`{json.dumps(lineage, sort_keys=True)}`", ""]
+    if meta.get("recipe"):
+        lines += ["## Training recipe", "", "```yaml", meta["recipe"].rstrip("\n"), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""What push and pull share: the Hub endpoint and client, error translation, path and name rules.
+
+Tokens are never handled here: `huggingface_hub` finds them itself (`HF_TOKEN`, then the
+`hf auth login` cache), and adaptrec never prints, logs or writes one. Error messages are built
+from status codes and repo names, and any text taken from an exception is scrubbed of the token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import PurePosixPath
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from ..adapters.files import PICKLE_SUFFIXES
+from ..errors import AdaptrecError
+
+DEFAULT_BRANCH = "main"
+CARD_FILE = "README.md"
+HUB_ONLY_FILES = frozenset({".gitattributes", CARD_FILE})  # in a repo, never part of the adapter
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+_REPO_ID_RE = re.compile(rf"{_PART}/{_PART}")
+_BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+_MIRROR_REV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class HubError(AdaptrecError):
+    """A push or pull failed: the Hub refused (token, permissions, unknown repo) or a repo is unsafe."""
+
+
+def is_repo_id(value: str | None) -> bool:
+    """`org/name` as the Hub spells repo ids (no `..`, no leading `.` or `-`)."""
+    return isinstance(value, str) and bool(_REPO_ID_RE.fullmatch(value)) and ".." not in value
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not is_repo_id(repo_id):
+        raise HubError(f"bad Hub repo {repo_id!r}: write ORG/NAME with letters, digits and . _ -, e.g. 'my-team/movie-lora'")
+    return repo_id
+
+
+def check_branch(revision: str) -> str:
+    if not _BRANCH_RE.fullmatch(revision) or ".." in revision or revision.endswith(("/", ".lock")):
+        raise HubError(f"bad revision {revision!r}: push to a branch name such as 'main' or 'movie-v2'")
+    return revision
+
+
+def check_mirror_revision(revision: str) -> str:
+    if not _MIRROR_REV_RE.fullmatch(revision) or ".." in revision:
+        raise HubError(f"bad mirror revision {revision!r}: use letters, digits and . _ - (a folder name), e.g. 'v2'")
+    return revision
+
+
+def unsafe_path_reason(rel: str) -> str | None:
+    """Why a repo file name could write outside the target folder (None: it is a plain relative path)."""
+    if not isinstance(rel, str) or not rel:
+        return "an empty file name"
+    if "\\" in rel or "\0" in rel or ":" in rel:
+        return "a backslash, colon or NUL in the name"
+    p = PurePosixPath(rel)
+    if p.is_absolute():
+        return "an absolute path"
+    if any(part in ("..", ".", "") for part in rel.split("/")):
+        return "a '..' (or empty) path component"
+    return None
+
+
+def is_pickle_name(rel: str) -> bool:
+    return PurePosixPath(rel).suffix.lower() in PICKLE_SUFFIXES
+
+
+def resolve_endpoint(endpoint: str | None = None) -> str:
+    """`endpoint`, else `$HF_ENDPOINT` read now (huggingface_hub reads it only at import), else the library default."""
+    if endpoint:
+        return endpoint.rstrip("/")
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        return env.rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def public_endpoint(endpoint: str) -> str:
+    """The endpoint without any user:password part, for records and messages."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def hf_api(endpoint: str):
+    from huggingface_hub import HfApi
+
+    from .. import __version__
+
+    return HfApi(endpoint=endpoint, library_name="adaptrec", library_version=__version__)  # token: HF_TOKEN / login cache
+
+
+def _current_token() -> str | None:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # an OIDC exchange failure etc.: treat as no token, the request will say more
+        return None
+
+
+def scrub(text: str) -> str:
+    """`text` with the current token (if any) masked, for anything derived from an exception."""
+    token = _current_token()
+    return text.replace(token, "***") if token else text
+
+
+@contextmanager
+def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub / network failures into one-line `HubError`s that say what to do next."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    RemoteEntryNotFound = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+
+    where = public_endpoint(endpoint)
+    has_token = _current_token() is not None
+    login = "set HF_TOKEN to a valid token or run `hf auth login`"
+    try:
+        yield
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # before the HTTP ones: both are OSErrors
+        raise HubError(f"{what}: cannot reach {where} (offline, or HF_HUB_OFFLINE is set); "
+                       "use an offline mirror folder instead (`--to PATH` / `hub pull PATH`)") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{what}: {repo_id} has no revision {revision!r} at {where}; check the branch, tag or commit") from None
+    except RepositoryNotFoundError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401 and not has_token:
+            raise HubError(f"{what}: {where} wants a token for {repo_id} and none is set; {login}") from None
+        raise HubError(
+            f"{what}: no repo {repo_id} at {where}, or your token cannot see it (private or gated); "
+            f"check the name, or {login} with read access"
+        ) from None
+    except RemoteEntryNotFound:
+        raise HubError(f"{what}: a file listed by {repo_id} is missing at {where}; the repo changed during the pull, retry") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            if has_token:
+                raise HubError(f"{what}: {where} refused the token (401 Unauthorized: invalid or expired); {login}") from None
+            raise HubError(f"{what}: {where} needs a token and none is set; {login}") from None
+        if status == 403:
+            raise HubError(f"{what}: {where} refused {repo_id} (403 Forbidden): the token lacks write access to it; "
+                           "use a token with write permission for that namespace") from None
+        server_msg = e.response.headers.get("X-Error-Message", "") if e.response is not None else ""
+        detail = f" ({scrub(server_msg)[:200]})" if server_msg else ""
+        raise HubError(f"{what}: {where} answered HTTP {status}{detail} for {repo_id}; retry later or check the repo") from None
+    except OSError as e:  # httpx connection errors are OSErrors in huggingface_hub 2.x, as are disk errors
+        raise HubError(f"{what}: cannot talk to {where} ({type(e).__name__}: {scrub(str(e)).splitlines()[0][:200] if str(e) else ''}); "
+                       "check the network and HF_ENDPOINT") from None
+    except Exception as e:
+        if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
+            raise HubError(f"{what}: cannot talk to {where} ({type(e).__name__}); check the network and HF_ENDPOINT") from None
+        raise

@@ -1,0 +1,250 @@
+"""Composing registered adapters: ΔW merging through peft's `add_weighted_adapter`, and score-level mixing.
+
+What each peft method computes (peft 0.21, `tuners/lora/model.py`; checked on a tiny model in
+tests/test_router_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scaling:
+
+* `cat`: stacks wᵢ·sᵢ·Aᵢ and Bᵢ into one adapter of rank Σrᵢ: ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ exactly.
+* `svd`: the same Σ wᵢ ΔWᵢ, then truncated by SVD to `svd_rank` (peft's default: the largest
+  source rank, which is lossy). We default to Σrᵢ, which keeps it exact.
+* `ties_svd`, `dare_linear_svd`, `dare_ties_svd`, `magnitude_prune_svd`: the named merge applied
+  to the ΔWᵢ, then SVD (rank `svd_rank`, same default): true ΔW merging.
+* `linear`, `ties`, `dare_linear`, `dare_ties`, `magnitude_prune`: merge the A's and the B's
+  *separately* (weights √(wᵢsᵢ) on each side), so ΔW = (Σ√(wᵢsᵢ)Bᵢ)(Σ√(wᵢsᵢ)Aᵢ) has cross terms
+  BᵢAⱼ; they need equal ranks in every module and are refused otherwise.
+* `dare_*` draw random masks: the merge runs under `torch.manual_seed(seed)`, so it is reproducible.
+
+AdaLoRA sources are first exported exactly to LoRA (`adapters.export.adalora_to_lora`). Prefix
+adapters have no ΔW: they can only be combined by score-level mixing (`mix`), which averages the
+P(yes) of each adapter, scored one adapter at a time through the one scoring path.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from adaptrec.adapters.attach import peft_name
+from adaptrec.adapters.export import adalora_to_lora
+from adaptrec.data.records import Case
+from adaptrec.errors import AdaptrecError
+
+SEPARATE_AB_METHODS = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+SVD_METHODS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
+MERGE_METHODS = ("cat",) + SVD_METHODS + SEPARATE_AB_METHODS
+MIX = "mix"  # score-level: weighted average of each adapter's P(yes)
+METHODS = MERGE_METHODS + (MIX,)
+_DENSITY_METHODS = tuple(m for m in MERGE_METHODS if m not in ("cat", "svd", "linear"))
+_LORA_TYPES = ("LORA", "ADALORA")
+
+
+class CompositionError(AdaptrecError):
+    """Adapters that cannot be combined this way (method, ranks, adapter types, weights)."""
+
+
+@dataclass(frozen=True)
+class Composition:
+    """How to combine registered adapters: refs, method (a peft merge or `mix`) and one weight per ref."""
+
+    refs: tuple[str, ...]
+    method: str
+    weights: tuple[float, ...]
+    svd_rank: int | None = None  # *svd methods; None: Σ of the source ranks (exact for `svd`)
+    density: float | None = None  # ties/dare/magnitude_prune: share of values kept
+    seed: int = 0  # dare_* masks
+    extra: dict = field(default_factory=dict, compare=False)  # recorded in the lineage (e.g. the weight search)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refs", tuple(self.refs))
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        check_weights(self.method, self.weights, len(self.refs))
+        if self.density is not None and not 0 < self.density <= 1:
+            raise CompositionError(f"density {self.density}: expected a share in (0, 1]")
+        if self.density is None and self.method in _DENSITY_METHODS:
+            object.__setattr__(self, "density", 1.0 if self.method.startswith("magnitude") else 0.5)
+
+    def lineage(self, parents: Sequence[str]) -> dict:
+        """The registry lineage: parents as resolved refs, method, weights and the merge's knobs."""
+        knobs = {"svd_rank": self.svd_rank, "density": self.density, "seed": self.seed}
+        return {"parents": list(parents), "method": self.method, "weights": list(self.weights),
+                **{k: v for k, v in knobs.items() if v is not None}, **self.extra}
+
+
+def check_weights(method: str, weights: Sequence[float], n: int) -> None:
+    """One finite weight per adapter; `mix` needs non-negative weights with a positive sum."""
+    if method not in METHODS:
+        raise CompositionError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if n < 1:
+        raise CompositionError("compose needs at least one adapter")
+    if len(weights) != n or not all(math.isfinite(w) for w in weights):
+        raise CompositionError(f"give {n} finite weights, one per adapter (got {list(weights)})")
+    if method == MIX and (min(weights) < 0 or sum(weights) <= 0):
+        raise CompositionError(f"mix weights must be >= 0 with a positive sum (got {list(weights)})")
+
+
+# ---------------------------------------------------------------- score-level mixing
+def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted average of per-adapter scores: (k, N) scores and k weights -> N scores."""
+    w = np.asarray(weights, dtype=float)
+    check_weights(MIX, list(w), len(component_scores))
+    return w @ np.asarray(component_scores, dtype=float) / w.sum()
+
+
+def _peft_type(record) -> str:
+    return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
+
+
+def detach(model) -> None:
+    """Undo `attach`: LoRA-style layers are removed from the backbone; prompt-learning models leave it untouched."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning:
+        model.unload()
+
+
+def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Case], mode: str = "pyes",
+                     **scorer_options) -> np.ndarray:
+    """(len(refs), len(cases)) scores, each adapter scored alone through the one scoring path.
+
+    Adapters of one peft type share one attachment; types that peft cannot hold together (LoRA
+    and prefix) are attached in turn and detached after use, so the backbone is left as it was.
+    """
+    from adaptrec.evaluation import llm_variants
+    from adaptrec.scoring import backbone_scorer
+
+    types = {ref: _peft_type(registry.resolve(ref)) for ref in refs}
+    rows: dict[str, np.ndarray] = {}
+    for ptype in dict.fromkeys(types.values()):
+        group = list(dict.fromkeys(r for r in refs if types[r] == ptype))
+        model = None
+        try:
+            for ref, (_, key, model) in zip(group, llm_variants(backbone, registry, group, include_untuned=False)):
+                rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
+        finally:
+            if model is not None:
+                detach(model)
+    return np.stack([rows[r] for r in refs])
+
+
+def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",
+                 **scorer_options) -> np.ndarray:
+    """Score-level composition: the weighted average of each adapter's score."""
+    return mix(component_scores(backbone, registry, composition.refs, cases, mode, **scorer_options), composition.weights)
+
+
+# ---------------------------------------------------------------- ΔW merging
+@contextmanager
+def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[object, list, list[str]]]:
+    """Attach the (verified) sources to one PeftModel as LoRA adapters, AdaLoRA ones exported exactly first.
+
+    Yields the model, the records and each source's peft adapter name; detaches them on exit.
+    Prefix adapters are refused.
+    """
+    from peft import PeftModel
+
+    records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+    for record in records:
+        if _peft_type(record) not in _LORA_TYPES:
+            raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
+                                   f"combine it by score-level mixing (--method {MIX})")
+    model, names = backbone.model, []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, record in enumerate(records):
+                name = peft_name(record.ref)
+                folder = record.path if _peft_type(record) == "LORA" else adalora_to_lora(record.path, Path(tmp) / str(i))
+                if isinstance(model, PeftModel):
+                    if name not in model.peft_config:
+                        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                else:
+                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+                names.append(name)
+        model.eval()
+        yield model, records, names
+    finally:
+        detach(model)
+
+
+def _ranks(config) -> tuple[int, dict]:
+    return config.r, dict(config.rank_pattern or {})
+
+
+def _full_rank(model, names: Sequence[str]) -> int:
+    """Σ of the sources' largest ranks, capped at the smallest targeted matrix side (ΔW's rank bound)."""
+    total = sum(max([c.r, *(c.rank_pattern or {}).values()]) for c in (model.peft_config[n] for n in names))
+    from peft.tuners.lora import LoraLayer
+
+    sides = [min(m.in_features, m.out_features) for m in model.modules()
+             if isinstance(m, LoraLayer) and any(n in m.lora_A for n in names)]
+    return min([total, *sides])
+
+
+def merge(model, names: Sequence[str], composition: Composition, new_name: str) -> str:
+    """Add `new_name` = the composition of the attached adapters `names` (peft's add_weighted_adapter)."""
+    method = composition.method
+    if method == MIX:
+        raise CompositionError("mix combines scores, not weights; it cannot be merged into one adapter")
+    if new_name in model.peft_config:
+        raise CompositionError(f"an adapter named {new_name!r} is already attached")
+    if method in SEPARATE_AB_METHODS and len({str(_ranks(model.peft_config[n])) for n in names}) > 1:
+        ranks = ", ".join(f"{n} r={_ranks(model.peft_config[n])[0]}" for n in names)
+        delta_w = "svd" if method == "linear" else f"{method}_svd"
+        raise CompositionError(f"{method} merges A and B separately and needs equal ranks in every module ({ranks}); "
+                               f"use cat, svd or {delta_w}")
+    svd_rank = (composition.svd_rank or _full_rank(model, names)) if method in SVD_METHODS else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(composition.seed)
+        try:
+            model.add_weighted_adapter(list(names), list(composition.weights), new_name, combination_type=method,
+                                       svd_rank=svd_rank, density=composition.density)
+        except (ValueError, TypeError, RuntimeError) as e:
+            if new_name in model.peft_config:
+                model.delete_adapter(new_name)
+            raise CompositionError(f"peft refused the {method} merge: {str(e).splitlines()[0]}") from e
+    return new_name
+
+
+def compose(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None = None):
+    """Merge registered LoRA/AdaLoRA adapters into one and register it (kind `composed`); returns its record."""
+    if composition.method == MIX:
+        raise CompositionError("a score-level mix has no weights file to register; route with it or merge with a ΔW method")
+    with attached_sources(backbone, registry, composition.refs) as (model, records, names), \
+            tempfile.TemporaryDirectory() as tmp:
+        merged = merge(model, names, composition, peft_name(f"{name}+composed"))
+        model.save_pretrained(tmp, selected_adapters=[merged])  # peft writes a named adapter into tmp/<name>/
+        return registry.register(
+            Path(tmp) / merged, name=name, domain=domain, kind="composed", adapter_type="lora", adapter_config=None,
+            fingerprint=backbone.fingerprint, metrics=metrics, lineage=composition.lineage([r.ref for r in records]),
+        )
+
+
+def delta_weights(model, adapter: str) -> dict[str, torch.Tensor]:
+    """ΔW of every module `adapter` touches (scaling included), keyed by module name."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m.get_delta_weight(adapter).detach() for name, m in model.named_modules()
+            if isinstance(m, LoraLayer) and adapter in m.lora_A}
+
+
+def parse_weights(text: str | None, n: int) -> tuple[float, ...]:
+    """`"0.6,0.4"` -> (0.6, 0.4); None -> equal weights 1/n."""
+    if text is None:
+        return (1.0 / n,) * n
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise CompositionError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
+
+
+def split_refs(text: str | Iterable[str]) -> tuple[str, ...]:
+    """`"arts,office:2"` -> ("arts", "office:2")."""
+    refs = tuple(r.strip() for r in (text.split(",") if isinstance(text, str) else text) if r.strip())
+    if not refs:
+        raise CompositionError("--from needs at least one adapter ref, e.g. arts-lora,office-lora")
+    return refs

@@ -1,0 +1,25 @@
+"""Helpers for the router tests: registered adapters with random (non-zero) weights on the tiny Llama."""
+
+from __future__ import annotations
+
+import torch
+
+from adaptrec.adapters import build_peft_model
+from adaptrec.backbone import load_backbone
+
+
+def fresh_backbone(model_dir):
+    return load_backbone(str(model_dir), quantization="none", device="cpu")
+
+
+def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3):
+    """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
+    backbone = fresh_backbone(model_dir)
+    model = build_peft_model(backbone.model, settings, total_steps=10)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return registry.register(model, name=name, domain=domain, kind="trained", adapter_type=settings["type"],
+                             adapter_config=None, fingerprint=backbone.fingerprint)

@@ -1,0 +1,179 @@
+"""Composition on the tiny Llama: what each peft merge computes, refusals, score-level mixing, registration."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from peft.utils import merge_utils
+
+from adaptrec.adapters.attach import attach
+from adaptrec.errors import FingerprintMismatch
+from adaptrec.evaluation import llm_variants
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.registry import Registry
+from adaptrec.router.compose import (
+    Composition, CompositionError, attached_sources, component_scores, compose, delta_weights, merge, mix, mixed_scores,
+)
+from adaptrec.scoring import backbone_scorer
+from router_helpers import fresh_backbone, register_random
+from synthetic import synthetic_cases
+
+LORA4 = {"type": "lora", "r": 4, "alpha": 8}
+LORA2 = {"type": "lora", "r": 2, "alpha": 8}
+
+
+@pytest.fixture
+def registry():
+    return Registry()
+
+
+def _weighted_sum(model, names, weights) -> dict[str, torch.Tensor]:
+    deltas = [delta_weights(model, n) for n in names]
+    return {k: sum(w * d[k] for w, d in zip(weights, deltas)) for k in deltas[0]}
+
+
+def _max_err(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys() and a
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("method", ["cat", "svd", "magnitude_prune_svd"])
+def test_exact_delta_w_merges_reproduce_the_weighted_sum(tiny_model_dir, registry, method):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)  # unequal ranks are fine for ΔW merges
+    weights = (0.7, -0.4)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        merged = merge(model, names, Composition(("a", "b"), method, weights, density=1.0), "m")
+        expected = _weighted_sum(model, names, weights)
+        assert _max_err(delta_weights(model, merged), expected) < 1e-5
+        assert model.peft_config[merged].r == 6  # Σ rᵢ
+
+
+def test_peft_default_svd_rank_truncates(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA4, seed=2)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        merged = merge(model, names, Composition(("a", "b"), "svd", (0.5, 0.5), svd_rank=4), "m")  # peft's default: max rᵢ
+        assert _max_err(delta_weights(model, merged), _weighted_sum(model, names, (0.5, 0.5))) > 1e-3
+
+
+@pytest.mark.parametrize("method, fn", [("linear", "task_arithmetic"), ("ties", "ties"), ("magnitude_prune", "magnitude_prune")])
+def test_separate_ab_methods_merge_a_and_b_separately(tiny_model_dir, registry, method, fn):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA4, seed=2)
+    weights = (0.7, -0.4)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        merged = merge(model, names, Composition(("a", "b"), method, weights, density=0.6), "m")
+        layer = model.base_model.model.model.layers[0].self_attn.q_proj
+        ws = [w * layer.scaling[n] for w, n in zip(weights, names)]  # peft: √|w·s| on both sides, the sign on A
+        wa = torch.tensor([math.copysign(math.sqrt(abs(w)), w) for w in ws])
+        wb = torch.tensor([math.sqrt(abs(w)) for w in ws])
+        extra = {} if fn == "task_arithmetic" else {"density": 0.6}
+        ref_a = getattr(merge_utils, fn)([layer.lora_A[n].weight.data for n in names], wa, **extra)
+        ref_b = getattr(merge_utils, fn)([layer.lora_B[n].weight.data for n in names], wb, **extra)
+        assert torch.allclose(layer.lora_A[merged].weight, ref_a, atol=1e-6)
+        assert torch.allclose(layer.lora_B[merged].weight, ref_b, atol=1e-6)
+        # cross terms BᵢAⱼ: not the weighted ΔW sum
+        assert _max_err(delta_weights(model, merged), _weighted_sum(model, names, weights)) > 1e-3
+
+
+def test_dare_merges_are_seeded(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA4, seed=2)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        out = {}
+        for tag, seed in (("x", 0), ("y", 0), ("z", 1)):
+            out[tag] = delta_weights(model, merge(model, names, Composition(("a", "b"), "dare_linear", (1, 1), seed=seed), tag))
+        assert _max_err(out["x"], out["y"]) == 0 and _max_err(out["x"], out["z"]) > 0
+
+
+def test_unequal_ranks_refused_for_separate_ab_methods(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        for method, hint in (("linear", "svd"), ("ties", "ties_svd")):
+            with pytest.raises(CompositionError) as e:
+                merge(model, names, Composition(("a", "b"), method, (0.5, 0.5)), "m")
+            assert "equal ranks" in _one_line(e) and hint in str(e.value)
+        assert "m" not in model.peft_config
+
+
+def test_adalora_sources_are_exported_then_merged(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "ada", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=3)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
+    ada_model, _ = attach(fresh_backbone(tiny_model_dir), registry, ["ada"])
+    ada_delta = {k: m.get_delta_weight("ada_1").detach()
+                 for k, m in ada_model.named_modules() if hasattr(m, "lora_E") and "ada_1" in m.lora_E}
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["ada", "b"]) as (model, _, names):
+        merged = merge(model, names, Composition(("ada", "b"), "cat", (0.6, 0.4)), "m")
+        b_delta = delta_weights(model, names[1])
+        expected = {k: 0.6 * ada_delta[k] + 0.4 * b_delta[k] for k in b_delta}
+        assert _max_err(delta_weights(model, merged), expected) < 1e-5
+
+
+def test_prefix_cannot_be_merged_but_mixes(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    backbone = fresh_backbone(tiny_model_dir)
+    with pytest.raises(CompositionError) as e:
+        compose(backbone, registry, Composition(("a", "p"), "cat", (0.5, 0.5)), name="x", domain="arts")
+    assert "--method mix" in _one_line(e)
+
+    cases = synthetic_cases(6)
+    backbone = fresh_backbone(tiny_model_dir)
+    untuned = backbone_scorer(backbone, progress=False).score(cases)
+    mixed = mixed_scores(backbone, registry, Composition(("a", "p"), "mix", (0.3, 0.9)), cases, progress=False)
+    alone = []
+    for ref in ("a", "p"):  # each adapter on its own backbone, through the one scoring path
+        bb = fresh_backbone(tiny_model_dir)
+        _, key, model = next(llm_variants(bb, registry, [ref], include_untuned=False))
+        alone.append(backbone_scorer(bb, model, key, progress=False).score(cases))
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
+    np.testing.assert_allclose(mixed, (0.3 * alone[0] + 0.9 * alone[1]) / 1.2, atol=1e-6)
+    # the backbone is left without adapters
+    np.testing.assert_allclose(backbone_scorer(backbone, progress=False).score(cases), untuned, atol=1e-6)
+
+
+def test_mix_is_a_weighted_average_and_checks_weights():
+    scores = np.array([[0.2, 0.8], [0.6, 0.4]])
+    np.testing.assert_allclose(mix(scores, [3, 1]), [0.3, 0.7])
+    for bad in ([1, -1], [0, 0], [1]):
+        with pytest.raises(CompositionError):
+            mix(scores, bad)
+
+
+def test_adapters_of_another_base_family_are_refused(tiny_model_dir, registry, tmp_path):
+    record = register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    src = tmp_path / "foreign"
+    shutil.copytree(record.path, src)
+    registry.register(src, name="foreign", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                      fingerprint=Fingerprint("e" * 64, "f" * 64, "org/other"))
+    with pytest.raises(FingerprintMismatch) as e:
+        with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "foreign"]):
+            pass
+    assert "foreign" in _one_line(e)
+
+
+def test_composed_adapter_is_registered_and_attaches_like_any_adapter(tiny_model_dir, registry):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
+    record = compose(fresh_backbone(tiny_model_dir), registry, Composition(("a", "b"), "cat", (0.6, 0.4)),
+                     name="a+b", domain="office")
+    assert (record.kind, record.domain, record.adapter_type) == ("composed", "office", "lora")
+    assert record.lineage["parents"] == ["a:1", "b:1"]
+    assert (record.lineage["method"], record.lineage["weights"]) == ("cat", [0.6, 0.4])
+
+    model, _ = attach(fresh_backbone(tiny_model_dir), registry, ["a", "b", "a+b"])
+    assert _max_err(delta_weights(model, "a_b_1"), _weighted_sum(model, ["a_1", "b_1"], (0.6, 0.4))) < 1e-5
+    scores = component_scores(fresh_backbone(tiny_model_dir), registry, ["a+b"], synthetic_cases(4), progress=False)
+    assert scores.shape == (1, 4) and np.isfinite(scores).all()
