@@ -86,3 +86,26 @@ def test_console_script_exit_code(tmp_path):
 def test_missing_data_file_names_recipe_and_key(monkeypatch, capsys):
     line = _one_line_error(*run_cli(monkeypatch, capsys, "train", "movie-lora", "--set", "data.train=tallrec:book:train")[::2])
     assert "movie-lora.yaml" in line and "data.train" in line and "book/train.json" in line
+
+
+def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbone, tmp_path):
+    from adaptrec.adapters import build_peft_model
+    from adaptrec.adapters.adalora import AdaLoraSettings
+
+    model = build_peft_model(tiny_backbone.model, AdaLoraSettings(init_r=6, target_r=4, tinit=1, tfinal=1), total_steps=4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_E" in name or "lora_B" in name:
+                p.normal_(0, 0.1)
+    model.save_pretrained(str(tmp_path / "ada"), safe_serialization=True)
+    reg = Registry()
+    reg.register(tmp_path / "ada", name="movie-ada", domain="movie", kind="trained", adapter_type="adalora",
+                 adapter_config=None, fingerprint=tiny_backbone.fingerprint)
+    code, out, err = run_cli(monkeypatch, capsys, "export", "movie-ada", "--to-lora")
+    assert code == 0, err
+    new = reg.resolve("movie-ada-lora")
+    assert new.adapter_type == "lora" and new.kind == "composed"
+    assert new.lineage["parents"] == ["movie-ada:1"] and new.lineage["method"] == "adalora_to_lora"
+    assert json.loads((new.path / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "export", "movie-ada-lora", "--to-lora")[::2])
+    assert "not adalora" in line

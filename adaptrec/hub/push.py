@@ -1,0 +1,150 @@
+"""Push a registered adapter to a Hub repo (`push_to_hub`) or an offline mirror folder (`push_to_mirror`).
+
+Both publish the same files: the peft files (hashes checked against the registry first),
+`adaptrec.json` (the registry's record, with the registry row's current metrics and the sha256 of
+every published file) and a generated model card `README.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..adapters.files import CONFIG_FILE, METADATA_FILE, file_sha256, verify_adapter_dir
+from ..atomic import atomic_dir, write_json, write_text
+from ..errors import IntegrityError
+from ..registry import AdapterRecord, Registry
+from .card import model_card
+from .common import (
+    CARD_FILE,
+    DEFAULT_BRANCH,
+    HubError,
+    check_branch,
+    check_mirror_revision,
+    check_repo_id,
+    hf_api,
+    hub_errors,
+    is_repo_id,
+    public_endpoint,
+    resolve_endpoint,
+)
+
+MIRROR_REFS = "refs.json"  # <mirror>/<repo>/refs.json: {"latest": "<revision folder>"}
+# what adaptrec.json carries from the registered one (plus kind, current metrics, files); `origin` stays home:
+# for an adapter pulled from a mirror it names a local folder
+_PUBLISHED_KEYS = ("name", "version", "domain", "adapter_type", "base", "recipe", "recipe_hash", "lineage", "created")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    ref: str  # the registry ref that was pushed
+    repo: str  # Hub repo id, or the mirror's adapter folder
+    revision: str  # branch (Hub) or revision folder name (mirror)
+    commit: str | None  # the Hub commit sha (None for a mirror)
+    url: str  # where it is
+
+
+def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, mirror: bool = False) -> dict:
+    """Write the published files of `record` into `folder` (empty); return the published adaptrec.json."""
+    meta = verify_adapter_dir(record.path)  # every file matches its sha256
+    if file_sha256(record.path / METADATA_FILE) != record.file_hash:
+        raise IntegrityError(f"{record.path / METADATA_FILE} differs from the copy registered as {record.ref}; re-register the adapter")
+    copied = []
+    for rel in sorted(meta["files"]):
+        if rel == CARD_FILE:  # peft's auto-generated card: replaced by ours
+            continue
+        dst = folder / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(record.path / rel, dst)
+        copied.append(rel)
+    base_model = (meta.get("base") or {}).get("base_model") or ""
+    config_path = folder / CONFIG_FILE
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    # peft records the local folder the backbone was loaded from; a Hub repo should name the Hub id
+    # (AutoPeftModel and multi-LoRA servers read it). The weights are untouched.
+    if is_repo_id(base_model) and isinstance(config, dict) and config.get("base_model_name_or_path") != base_model:
+        config["base_model_name_or_path"] = base_model
+        write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    published = {k: meta.get(k) for k in _PUBLISHED_KEYS}
+    published["kind"] = record.kind
+    published["metrics"] = record.metrics  # the registry row is authoritative (update_metrics)
+    published["format"] = meta.get("format")
+    published["files"] = {rel: file_sha256(folder / rel) for rel in copied}
+    write_json(folder / METADATA_FILE, published)
+    write_text(folder / CARD_FILE, model_card(published, repo_id, revision, mirror=mirror))
+    return published
+
+
+def push_to_hub(
+    ref: str,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    registry: Registry | None = None,
+) -> PushResult:
+    """Create `repo_id` if needed (private if asked) and commit the adapter to branch `revision` (default main).
+
+    The branch ends up holding exactly the published files (plus `.gitattributes`): files left
+    there by an earlier push of another adapter are deleted in the same commit.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    check_repo_id(repo_id)
+    branch = check_branch(revision or DEFAULT_BRANCH)
+    record = (registry or Registry()).resolve(ref)
+    endpoint = resolve_endpoint(endpoint)
+    api = hf_api(endpoint)
+    with tempfile.TemporaryDirectory(prefix="adaptrec-push-") as tmp:
+        folder = Path(tmp)
+        stage(record, folder, repo_id, branch)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        with hub_errors(f"push {record.ref} to {repo_id}", repo_id, endpoint, branch):
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            if branch != DEFAULT_BRANCH:
+                api.create_branch(repo_id, branch=branch, exist_ok=True)
+            existing = api.list_repo_files(repo_id, revision=branch)
+            ops = [CommitOperationDelete(path_in_repo=p) for p in existing if p not in files and p != ".gitattributes"]
+            ops += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in files]
+            info = api.create_commit(
+                repo_id, operations=ops, revision=branch,
+                commit_message=f"adaptrec: {record.ref} ({record.adapter_type} adapter for {record.domain})",
+            )
+    return PushResult(record.ref, repo_id, branch, info.oid, f"{public_endpoint(endpoint)}/{repo_id}")
+
+
+def mirror_repo_dir(mirror: Path, repo: str) -> Path:
+    """`<mirror>/<repo>`: `repo` is `name` or `org/name` (one folder per adapter)."""
+    if not (is_repo_id(repo) or is_repo_id(f"x/{repo}")):
+        raise HubError(f"bad mirror repo {repo!r}: write NAME or ORG/NAME with letters, digits and . _ -")
+    return Path(mirror).expanduser() / repo
+
+
+def push_to_mirror(
+    ref: str,
+    mirror: Path,
+    *,
+    repo: str | None = None,
+    revision: str | None = None,
+    registry: Registry | None = None,
+) -> PushResult:
+    """Write the adapter to `<mirror>/<repo>/<revision>/` (default repo: its name; revision: `v<version>`).
+
+    Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
+    latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
+    """
+    record = (registry or Registry()).resolve(ref)
+    repo = repo or record.name
+    revision = check_mirror_revision(revision or f"v{record.version}")
+    repo_dir = mirror_repo_dir(mirror, repo)
+    dest = repo_dir / revision
+    if dest.exists():
+        raise HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
+    with atomic_dir(dest) as tmp:
+        stage(record, tmp, repo, revision, mirror=True)
+    write_json(repo_dir / MIRROR_REFS, {"latest": revision})
+    return PushResult(record.ref, str(repo_dir), revision, None, str(dest))

@@ -1,0 +1,139 @@
+"""LoraHub-style learned composition weights: gradient-free search (CMA-ES, `cma`) on a few labelled target cases.
+
+The objective is the target log-loss of the composed scores plus `l1` · Σ|wᵢ| (LoraHub's penalty,
+which keeps weights small and sparse). `budget` counts objective evaluations (LoraHub's inference
+steps): each ΔW evaluation merges the sources with peft and scores the k cases; a score-level mix
+scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW merges (LoraHub's),
+[0, 1] for mixes (a weighted average needs non-negative weights; only their ratios matter).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from adaptrec.data.records import Case
+from adaptrec.metrics.classification import log_loss
+
+from .compose import MIX, Composition, CompositionError, attached_sources, component_scores, merge, mix
+
+DEFAULT_BUDGET = 20
+DEFAULT_L1 = 0.05
+MAX_SHOTS = 32
+MERGE_BOUNDS = (-1.5, 1.5)
+MIX_BOUNDS = (0.0, 1.0)
+_SEARCH_ADAPTER = "adaptrec_weight_search"
+
+
+@dataclass
+class SearchResult:
+    """The best weights seen, their target log-loss (without the penalty) and every evaluation."""
+
+    weights: tuple[float, ...]
+    loss: float
+    objective: float
+    trace: list[tuple[tuple[float, ...], float]] = field(default_factory=list)  # (weights, objective)
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.trace)
+
+
+def search_weights(loss: Callable[[np.ndarray], float], n: int, *, budget: int = DEFAULT_BUDGET, l1: float = DEFAULT_L1,
+                   seed: int = 0, bounds: tuple[float, float] = MERGE_BOUNDS, x0: Sequence[float] | None = None) -> SearchResult:
+    """Minimise loss(w) + l1·Σ|w| over w in `bounds`ⁿ with at most `budget` evaluations; seeded and reproducible.
+
+    The start (default: equal weights 1/n) is evaluated first, then CMA-ES generations while the
+    budget allows a whole one; leftover evaluations go to one partial generation.
+    """
+    if n < 2:
+        raise CompositionError("weight search needs at least two adapters")
+    if budget < 1:
+        raise CompositionError(f"budget {budget}: give at least one evaluation")
+    with warnings.catch_warnings():  # cma warns at import that matplotlib (plots only) is missing
+        warnings.simplefilter("ignore")
+        import cma
+
+    lo, hi = bounds
+    start = np.clip(np.full(n, 1.0 / n) if x0 is None else np.asarray(x0, dtype=float), lo, hi)
+    trace: list[tuple[tuple[float, ...], float, float]] = []
+
+    def evaluate(w: np.ndarray) -> float:
+        value = float(loss(w))
+        trace.append((tuple(float(x) for x in w), value, value + l1 * float(np.abs(w).sum())))
+        return trace[-1][2]
+
+    evaluate(start)
+    rng = np.random.default_rng(seed)
+    popsize = max(3, min(4 + int(3 * np.log(n)), budget - 1))
+    es = cma.CMAEvolutionStrategy(start, (hi - lo) / 4, {
+        "bounds": [lo, hi], "popsize": popsize, "seed": float("nan"), "verbose": -9,
+        "randn": lambda *shape: rng.standard_normal(shape),  # no global numpy seeding
+    })
+    while len(trace) + popsize <= budget:
+        xs = es.ask()
+        es.tell(xs, [evaluate(np.asarray(x)) for x in xs])
+    for x in es.ask()[: budget - len(trace)]:
+        evaluate(np.asarray(x))
+    best = min(trace, key=lambda t: t[2])
+    return SearchResult(best[0], best[1], best[2], [(w, obj) for w, _, obj in trace])
+
+
+def mix_loss(scores: np.ndarray, labels: Sequence[int]) -> Callable[[np.ndarray], float]:
+    """Log-loss of the score-level mix of fixed per-adapter scores (k, N); all-zero weights count as equal ones."""
+    y = np.asarray(labels)
+
+    def loss(w: np.ndarray) -> float:
+        w = np.clip(w, 0, None)
+        return log_loss(y, mix(scores, w if w.sum() > 0 else np.ones_like(w)))
+
+    return loss
+
+
+def merge_loss(backbone, model, names: Sequence[str], base: Composition, cases: Sequence[Case],
+               **scorer_options) -> Callable[[np.ndarray], float]:
+    """Log-loss of the ΔW merge of the attached `names` with weights w (merged, scored, then dropped)."""
+    from adaptrec.scoring import backbone_scorer
+
+    labels = np.array([c.label for c in cases])
+    options = {"progress": False, **scorer_options, "cache": None}  # merged weights change at every evaluation
+
+    def loss(w: np.ndarray) -> float:
+        comp = Composition(base.refs, base.method, tuple(w), base.svd_rank, base.density, base.seed)
+        merge(model, names, comp, _SEARCH_ADAPTER)
+        try:
+            model.set_adapter(_SEARCH_ADAPTER)
+            return log_loss(labels, backbone_scorer(backbone, model, _SEARCH_ADAPTER, **options).score(cases))
+        finally:
+            model.delete_adapter(_SEARCH_ADAPTER)
+
+    return loss
+
+
+def search_composition(backbone, registry, refs: Sequence[str], method: str, cases: Sequence[Case], *,
+                       budget: int = DEFAULT_BUDGET, l1: float = DEFAULT_L1, seed: int = 0, svd_rank: int | None = None,
+                       density: float | None = None, data: str | None = None,
+                       **scorer_options) -> tuple[Composition, SearchResult]:
+    """Learn the weights of `refs` combined by `method` from k <= 32 labelled target cases.
+
+    Returns the Composition (its lineage records the search: data, shots, budget, l1, seed, loss)
+    and the search result.
+    """
+    if not 1 <= len(cases) <= MAX_SHOTS or any(c.label is None for c in cases):
+        raise CompositionError(f"weight search takes 1..{MAX_SHOTS} labelled target cases, got {len(cases)}")
+    labels = [c.label for c in cases]
+    base = Composition(tuple(refs), method, (1.0,) * len(refs), svd_rank, density, seed)
+    if method == MIX:
+        scores = component_scores(backbone, registry, refs, cases, **{"progress": False, **scorer_options})
+        result = search_weights(mix_loss(scores, labels), len(refs), budget=budget, l1=l1, seed=seed, bounds=MIX_BOUNDS)
+    else:
+        with attached_sources(backbone, registry, refs) as (model, _, names):
+            loss = merge_loss(backbone, model, names, base, cases, **scorer_options)
+            result = search_weights(loss, len(refs), budget=budget, l1=l1, seed=seed, bounds=MERGE_BOUNDS)
+    search = {"data": data, "shots": len(cases), "budget": budget, "l1": l1, "seed": seed,
+              "log_loss": round(result.loss, 6), "evaluations": result.evaluations}
+    weights = tuple(round(w, 6) for w in result.weights)
+    return Composition(base.refs, method, weights, svd_rank, density, seed, extra={"search": search}), result

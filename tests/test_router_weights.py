@@ -1,0 +1,71 @@
+"""Weight search: finds known optima, respects its budget, is seeded; the ΔW objective is what gets registered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptrec.metrics.classification import log_loss
+from adaptrec.registry import Registry
+from adaptrec.router.compose import Composition, CompositionError, component_scores, compose
+from adaptrec.router.weights import mix_loss, search_composition, search_weights
+from router_helpers import fresh_backbone, register_random
+from synthetic import synthetic_cases
+
+
+def test_search_finds_a_known_optimum_within_budget():
+    target = np.array([0.4, -0.8, 1.1])
+    result = search_weights(lambda w: float(((w - target) ** 2).sum()), 3, budget=80, l1=0.0, seed=0)
+    assert result.evaluations == 80
+    np.testing.assert_allclose(result.weights, target, atol=0.1)
+
+
+def test_search_is_seeded_and_stops_at_the_budget():
+    loss = lambda w: float(np.sin(3 * w).sum() + (w ** 2).sum())  # noqa: E731
+    a, b, c = (search_weights(loss, 2, budget=20, seed=s) for s in (0, 0, 1))
+    assert a.evaluations == b.evaluations == c.evaluations == 20
+    assert a.trace == b.trace and a.trace != c.trace
+    assert all(-1.5 <= x <= 1.5 for w, _ in a.trace for x in w)
+
+
+def test_l1_penalty_zeroes_a_useless_weight():
+    result = search_weights(lambda w: float((w[0] - 1) ** 2), 2, budget=60, l1=0.05, seed=0)
+    assert abs(result.weights[1]) < 0.05 and abs(result.weights[0] - 0.975) < 0.05  # 1 - l1/2
+
+
+def test_mix_search_puts_the_weight_on_the_right_adapter():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 32)
+    right = np.where(labels == 1, 0.85, 0.15) + rng.normal(0, 0.05, 32)
+    wrong = 1 - right
+    noise = rng.uniform(0.3, 0.7, 32)
+    scores = np.stack([wrong, right, noise])
+    result = search_weights(mix_loss(scores, labels), 3, budget=20, seed=0, bounds=(0.0, 1.0))
+    w = np.array(result.weights) / sum(result.weights)
+    assert w[1] > 0.85, w
+    assert result.loss < log_loss(labels, scores.mean(0)) - 0.2
+
+
+def test_merge_search_objective_is_the_registered_composition(tiny_model_dir):
+    registry = Registry()
+    register_random(tiny_model_dir, registry, "a", {"type": "lora", "r": 4}, seed=1, std=0.6)
+    register_random(tiny_model_dir, registry, "b", {"type": "lora", "r": 2}, seed=2, std=0.6)
+    cases = synthetic_cases(8)
+    comp, result = search_composition(fresh_backbone(tiny_model_dir), registry, ["a", "b"], "cat", cases,
+                                      budget=6, seed=0, data="synthetic")
+    assert result.evaluations == 6 and len({w for w, _ in result.trace}) == 6
+    assert comp.extra["search"]["shots"] == 8 and comp.weights == pytest.approx(result.weights, abs=1e-6)
+    record = compose(fresh_backbone(tiny_model_dir), registry, comp, name="a+b", domain="movie")
+    assert record.lineage["search"]["budget"] == 6
+    scores = component_scores(fresh_backbone(tiny_model_dir), registry, [record.ref], cases, progress=False)[0]
+    assert log_loss([c.label for c in cases], scores) == pytest.approx(result.loss, abs=1e-4)
+
+
+def test_search_refuses_too_many_or_unlabelled_shots(tiny_model_dir):
+    registry = Registry()
+    with pytest.raises(CompositionError, match="1..32"):
+        search_composition(None, registry, ["a", "b"], "cat", synthetic_cases(33))
+    with pytest.raises(CompositionError, match="two adapters"):
+        search_weights(lambda w: 0.0, 1)
+    with pytest.raises(CompositionError):
+        Composition(("a", "b"), "mix", (0.5, -0.5))
