@@ -159,23 +159,36 @@ def _quantization_config(quantization: str):
     return None
 
 
-def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str | None = None) -> Backbone:
-    """Load `name` frozen; `quantization` is 8bit (bitsandbytes, default), 4bit or none.
-
-    Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower there) and use bf16 on CUDA.
-    """
+def _describe(name: str, quantization: str):
+    """(source folder, Hub id, config, tokenizer, fingerprint) of a backbone, without loading its weights."""
     if quantization not in QUANTIZATIONS:
         raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoConfig
 
     source, base_model = resolve_source(name)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = load_tokenizer(str(source))
     except (OSError, ValueError) as e:
         raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
+    return source, config, tokenizer, compute_fingerprint(source, base_model, quantization, config, tokenizer)
+
+
+def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fingerprint:
+    """The fingerprint `load_backbone(name, quantization)` would give, without loading the weights."""
+    return _describe(name, quantization)[3]
+
+
+def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str | None = None) -> Backbone:
+    """Load `name` frozen; `quantization` is 8bit (bitsandbytes, default), 4bit or none.
+
+    Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower there) and use bf16 on CUDA.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    source, config, tokenizer, fingerprint = _describe(name, quantization)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") and quantization == "none" else torch.float32
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:
@@ -189,7 +202,6 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
         hf_logging.enable_progress_bar()
     model.eval()
     model.requires_grad_(False)
-    fingerprint = compute_fingerprint(source, base_model, quantization, config, tokenizer)
     return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization, source=source)
 
 

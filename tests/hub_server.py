@@ -114,6 +114,7 @@ class HubServer:
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
     protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers after stop()
+    timeout = 30  # seconds a connection may stay silent before its handler thread gives up
 
     def log_message(self, format, *args) -> None:  # quiet test output
         pass

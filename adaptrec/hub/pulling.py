@@ -1,0 +1,279 @@
+"""Pull an adapter from a Hub repo or an offline mirror folder, verify it, register it as kind "pulled".
+
+Order of checks, each before anything is registered:
+1. the revision is pinned (a Hub branch or tag is resolved to its commit sha once; every file is
+   downloaded at that commit) and the repo's file list is read;
+2. every file name is a plain relative path (no `..`, absolute path, backslash; no symlink in a
+   mirror) and no file is a pickle-format weight file (`.bin .pt .pth .pkl .pickle .ckpt`);
+3. `adaptrec.json` is read: its `files` table (name -> sha256) is the manifest, every name in it
+   passes the same checks and exists in the repo;
+4. the adapter's base fingerprint is compared with the local backbone's by family (an exact match is
+   not expected across machines); another family is refused unless `force`;
+5. only the manifest's files are downloaded, into a temporary folder under $ADAPTREC_HOME/tmp, and
+   each one's sha256 is checked;
+6. `Registry.register(kind="pulled", origin={repo, revision, ...})` writes the registry's own copy.
+Any failure removes the temporary folder, so a failed pull leaves no files and no registry row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..adapters.files import FORMAT_VERSION, METADATA_FILE, REQUIRED_FILES, file_sha256
+from ..errors import FingerprintMismatch, IntegrityError
+from ..fingerprint import Fingerprint
+from ..registry import AdapterRecord, Registry
+from .common import (
+    DEFAULT_BRANCH,
+    HubError,
+    check_branch,
+    check_mirror_revision,
+    hf_api,
+    hub_errors,
+    is_pickle_name,
+    is_repo_id,
+    public_endpoint,
+    resolve_endpoint,
+    unsafe_path_reason,
+)
+from .push import MIRROR_REFS
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    record: AdapterRecord
+    match: str  # the adapter's base vs the local backbone: "exact", "family", or "none" (only with force)
+    origin: dict
+
+
+# ---------------------------------------------------------------- sources
+class _HubSource:
+    def __init__(self, repo_id: str, revision: str | None, endpoint: str | None):
+        self.repo_id = repo_id
+        self.requested = check_branch(revision) if revision else DEFAULT_BRANCH
+        self.endpoint = resolve_endpoint(endpoint)
+        self.commit: str | None = None
+        self.workdir: Path | None = None
+        self.label = f"{repo_id}@{self.requested}"
+
+    def _errors(self):
+        return hub_errors(f"pull {self.label}", self.repo_id, self.endpoint, self.requested)
+
+    def listing(self) -> list[str]:
+        with self._errors():
+            info = hf_api(self.endpoint).model_info(self.repo_id, revision=self.requested)
+        if not info.sha:
+            raise HubError(f"pull {self.label}: {public_endpoint(self.endpoint)} did not say which commit that is; retry")
+        self.commit = info.sha  # pinned: every file below is fetched at this commit
+        self.label = f"{self.repo_id}@{self.commit[:12]}"
+        return [s.rfilename for s in info.siblings or []]
+
+    def fetch(self, rel: str, dest: Path) -> None:
+        from huggingface_hub import hf_hub_download
+
+        from .. import __version__
+
+        with self._errors():
+            path = hf_hub_download(
+                self.repo_id, rel, revision=self.commit, local_dir=self.workdir, endpoint=self.endpoint,
+                library_name="adaptrec", library_version=__version__,
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, dest)
+
+    def origin(self) -> dict:
+        return {"source": "hub", "repo": self.repo_id, "revision": self.commit, "requested": self.requested,
+                "endpoint": public_endpoint(self.endpoint)}
+
+
+class _MirrorSource:
+    def __init__(self, path: Path, revision: str | None):
+        path = Path(path).expanduser()
+        if revision is None and (path / METADATA_FILE).is_file():  # a revision folder itself
+            self.repo_dir, revision = path.parent, path.name
+        else:
+            self.repo_dir = path
+            revision = revision or self._latest()
+        self.revision = check_mirror_revision(revision)
+        self.rev_dir = self.repo_dir / self.revision
+        self.label = f"{self.repo_dir}@{self.revision}"
+        if not self.rev_dir.is_dir() or self.rev_dir.is_symlink():
+            raise HubError(f"mirror {self.repo_dir} has no revision folder {self.revision!r} (it has: {', '.join(self._revisions()) or 'none'})")
+        self.workdir: Path | None = None
+
+    def _revisions(self) -> list[str]:
+        return sorted(p.name for p in self.repo_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.repo_dir.is_dir() else []
+
+    def _latest(self) -> str:
+        refs = self.repo_dir / MIRROR_REFS
+        if refs.is_file():
+            try:
+                latest = json.loads(refs.read_text(encoding="utf-8")).get("latest")
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                latest = None
+            if isinstance(latest, str) and latest:
+                return latest
+        revisions = self._revisions()
+        if len(revisions) == 1:
+            return revisions[0]
+        raise HubError(f"mirror {self.repo_dir}: say which revision to pull, e.g. {self.repo_dir}@{revisions[-1] if revisions else 'v1'} "
+                       f"(it has: {', '.join(revisions) or 'none'})")
+
+    def listing(self) -> list[str]:
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.rev_dir):  # does not follow links
+            for entry in dirnames + filenames:
+                full = Path(dirpath) / entry
+                rel = full.relative_to(self.rev_dir).as_posix()
+                if full.is_symlink():
+                    raise HubError(f"{self.label}: '{rel}' is a symbolic link, which could point outside the folder; "
+                                   "a mirror holds plain files only. Nothing was registered")
+                if entry in filenames:
+                    out.append(rel)
+        return out
+
+    def fetch(self, rel: str, dest: Path) -> None:
+        src = (self.rev_dir / rel).resolve()
+        if self.rev_dir.resolve() not in src.parents:
+            raise HubError(f"{self.label}: '{rel}' resolves outside the revision folder. Nothing was registered")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+    def origin(self) -> dict:
+        return {"source": "mirror", "repo": str(self.repo_dir.resolve()), "revision": self.revision}
+
+
+def _open_source(source: str, endpoint: str | None):
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _MirrorSource(path, None)
+    base, sep, rev = source.rpartition("@")
+    if sep:
+        if not rev or not base:
+            raise HubError(f"{source!r}: write ORG/NAME@REVISION (or PATH@REVISION) with both parts")
+        if Path(base).expanduser().is_dir():
+            return _MirrorSource(Path(base), rev)
+        if is_repo_id(base):
+            return _HubSource(base, rev, endpoint)
+    elif is_repo_id(source):
+        return _HubSource(source, None, endpoint)
+    raise HubError(f"{source!r} is neither a mirror folder nor a Hub repo: write ORG/NAME[@REVISION] or a mirror PATH[@REVISION]")
+
+
+# ---------------------------------------------------------------- checks
+def _check_names(names, label: str, what: str) -> None:
+    for rel in names:
+        reason = unsafe_path_reason(rel)
+        if reason:
+            raise HubError(f"{label}: {what} {rel!r} has {reason}, so it could be written outside the target folder; "
+                           "refusing this repo. Nothing was registered")
+    for rel in names:
+        if is_pickle_name(rel):
+            raise HubError(f"{label}: {what} '{rel}' is a pickle-format file (it can run code when loaded); adaptrec only "
+                           "pulls safetensors adapters: ask the publisher to re-save with safetensors. Nothing was registered")
+
+
+def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"{label}: {METADATA_FILE} is not valid JSON ({e}); ask the publisher to push again") from None
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"{label}: {METADATA_FILE} is not a JSON object; ask the publisher to push again")
+    if isinstance(meta.get("format"), int) and meta["format"] > FORMAT_VERSION:
+        raise HubError(f"{label}: made by a newer adaptrec (format {meta['format']}, this one reads {FORMAT_VERSION}); upgrade adaptrec")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) and _SHA256_RE.fullmatch(v) for v in files.values()):
+        raise IntegrityError(f"{label}: {METADATA_FILE} has no valid 'files' table (name -> sha256); ask the publisher to push again")
+    _check_names(list(files), label, f"{METADATA_FILE} lists")
+    missing = [r for r in REQUIRED_FILES if r not in files]
+    if missing:
+        raise IntegrityError(f"{label}: {METADATA_FILE} does not list {', '.join(missing)}; not a complete peft adapter")
+    absent = sorted(set(files) - set(listing))
+    if absent:
+        raise IntegrityError(f"{label}: {METADATA_FILE} lists {', '.join(absent)}, which the repo does not hold; ask the publisher to push again")
+    base = meta.get("base")
+    if not isinstance(base, dict) or not isinstance(base.get("exact"), str) or not isinstance(base.get("family"), str):
+        raise IntegrityError(f"{label}: {METADATA_FILE} records no base fingerprint (base.exact, base.family)")
+    for key in ("domain", "adapter_type"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise IntegrityError(f"{label}: {METADATA_FILE} has no '{key}'")
+    return meta
+
+
+# ---------------------------------------------------------------- pull
+def pull(
+    source: str,
+    *,
+    name: str | None = None,
+    backbone: str | None = None,
+    quantization: str = "8bit",
+    force: bool = False,
+    endpoint: str | None = None,
+    registry: Registry | None = None,
+    backbone_fp: Fingerprint | None = None,
+) -> PullResult:
+    """Pull `ORG/NAME[@REVISION]` (Hub) or `PATH[@REVISION]` (mirror), verify it, register it as kind "pulled".
+
+    The base check uses `backbone_fp`, else the fingerprint of `backbone` (default: the embedded one)
+    at `quantization`, computed without loading weights. `force` registers an adapter of another
+    base family anyway (every later load still checks the fingerprint and refuses it on this backbone).
+    """
+    from ..backbone import EMBEDDED, backbone_fingerprint
+
+    registry = registry or Registry()
+    src = _open_source(source, endpoint)
+    if name is not None:
+        from ..registry import check_name
+
+        check_name(name)
+    local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
+    tmp_root = registry.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=tmp_root, prefix="pull-") as tmp:
+            work = Path(tmp)
+            src.workdir = work / "download"
+            listing = src.listing()
+            _check_names(listing, src.label, "the repo holds")
+            if METADATA_FILE not in listing:
+                raise HubError(f"{src.label}: no {METADATA_FILE}, so not an adaptrec adapter (a plain peft adapter has no base "
+                               "fingerprint to check); load it with peft directly, or register it with Registry.register")
+            src.fetch(METADATA_FILE, work / METADATA_FILE)
+            meta = _read_manifest(work / METADATA_FILE, listing, src.label)
+            adapter_fp = Fingerprint.from_dict(meta["base"])
+            match = local_fp.match(adapter_fp)
+            if match == "none" and not force:
+                raise FingerprintMismatch(
+                    f"{src.label} was made for base model {adapter_fp.base_model or '?'} (family {adapter_fp.family[:12]}), "
+                    f"not the local backbone {local_fp.base_model or '?'} (family {local_fp.family[:12]}); pull with --backbone "
+                    "set to that model, or pass --force to register it anyway. Nothing was registered"
+                )
+            stage = work / "stage"
+            stage.mkdir()
+            for rel, expected in sorted(meta["files"].items()):
+                src.fetch(rel, stage / rel)
+                if file_sha256(stage / rel) != expected:
+                    raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
+                                         "tampered with); nothing was registered")
+            origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
+                      "adaptrec_json_sha256": file_sha256(work / METADATA_FILE)}
+            record = registry.register(
+                stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
+                adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
+                recipe_text=meta.get("recipe"), metrics=meta.get("metrics"), lineage=meta.get("lineage"), origin=origin,
+            )
+    finally:
+        try:
+            tmp_root.rmdir()  # only when no other pull is using it
+        except OSError:
+            pass
+    return PullResult(record, match, origin)

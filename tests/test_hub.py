@@ -1,0 +1,434 @@
+"""Hub sharing against a local Hub-compatible server (tests/hub_server.py): push, pull, verification, tokens, mirrors.
+
+No internet: every test talks to a stdlib HTTP server on 127.0.0.1 that requires the token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+from synthetic import synthetic_cases  # noqa: E402
+
+from adaptrec.cli import main  # noqa: E402
+from adaptrec.fingerprint import Fingerprint  # noqa: E402
+from adaptrec.registry import Registry  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "hf_TESTtoken0123456789abcdefSECRET"
+FOREIGN_FP = Fingerprint("a" * 64, "b" * 64, "HuggingFaceTB/SmolLM2-135M-Instruct")
+METRICS = {
+    "auc": {"value": 0.6125, "data": "tallrec:movie:test", "limit": 200, "seed": 0},
+    "ndcg@10": {"value": 0.41, "data": "amazon:arts:test[0:50]", "limit": None},
+}
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The local Hub, with HF_ENDPOINT/HF_TOKEN set and no real login cache in reach."""
+    import huggingface_hub.constants as hf_constants
+
+    with HubServer({TOKEN: "alice"}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lora_src(tiny_model_dir, tmp_path_factory):
+    """A non-trivial LoRA adapter on the tiny Llama, saved by peft once: (folder, backbone fingerprint)."""
+    from adaptrec.adapters import build_peft_model
+    from adaptrec.backbone import load_backbone
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ADAPTREC_HOME", str(tmp_path_factory.mktemp("lora-home")))
+    try:
+        bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    finally:
+        mp.undo()
+    model = build_peft_model(bb.model, {"type": "lora", "r": 4}, total_steps=1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: a no-op adapter would pass any score test
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    out = tmp_path_factory.mktemp("lora-src")
+    model.save_pretrained(str(out), safe_serialization=True)
+    return out, bb.fingerprint
+
+
+def _register(lora_src, name="movie-lora", fingerprint=None, metrics=METRICS):
+    src, fp = lora_src
+    return Registry().register(
+        src, name=name, domain="movie", kind="trained", adapter_type="lora", adapter_config=None,
+        fingerprint=fingerprint or fp, recipe_text=(REPO / "recipes" / "movie-lora.yaml").read_text(), metrics=metrics,
+    )
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["adaptrec", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("Failed to load CPU")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _pull_args(tiny_model_dir, *extra: str) -> list[str]:
+    return [*extra, "--backbone", str(tiny_model_dir), "--quantization", "none"]
+
+
+def _assert_nothing_left(before_refs: list[str]) -> None:
+    """No new registry row, no adapter folder beyond the registered ones, no temporary download folder."""
+    reg = Registry()
+    assert [r.ref for r in reg.list()] == before_refs
+    home = reg.home
+    assert not (home / "tmp").exists(), list((home / "tmp").rglob("*"))
+    folders = sorted(p.relative_to(reg.adapters_dir).as_posix() for p in reg.adapters_dir.glob("*/*")) if reg.adapters_dir.exists() else []
+    assert folders == sorted(ref.replace(":", "/") for ref in before_refs)
+
+
+def _tree_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+# ---------------------------------------------------------------- round trip
+def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+    from adaptrec.backbone import load_backbone
+    from adaptrec.evaluation import llm_variants
+    from adaptrec.scoring import backbone_scorer
+
+    original = _register(lora_src)
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-lora", "--repo", "alice/movie-lora", "--private")
+    assert code == 0, err
+    commit = hub.repos["alice/movie-lora"].branches["main"]
+    assert hub.repos["alice/movie-lora"].private and commit in out
+    files = hub.files("alice/movie-lora")
+    assert set(files) == {".gitattributes", "README.md", "adaptrec.json", "adapter_config.json", "adapter_model.safetensors"}
+
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/movie-lora", "--name", "movie-pulled"))
+    assert code == 0, err
+    assert f"alice/movie-lora@{commit} as movie-pulled:1" in out
+    pulled = Registry().resolve("movie-pulled")
+    assert pulled.kind == "pulled" and pulled.domain == "movie" and pulled.adapter_type == "lora"
+    assert pulled.origin["repo"] == "alice/movie-lora" and pulled.origin["revision"] == commit  # pinned to the commit
+    assert pulled.origin["published_as"] == "movie-lora:1" and pulled.origin["source"] == "hub"
+    assert pulled.metrics == original.metrics and pulled.fingerprint == original.fingerprint
+    assert pulled.recipe_text == original.recipe_text
+    weights = "adapter_model.safetensors"
+    assert (pulled.path / weights).read_bytes() == (original.path / weights).read_bytes()  # bit-identical
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    cases = synthetic_cases(8)
+    scores = {}
+    for row, key, model in llm_variants(bb, Registry(), ["movie-lora:1", "movie-pulled:1"], include_untuned=True):
+        scores[row] = backbone_scorer(bb, model, key, progress=False, batch_size=4).score(cases)
+    assert np.array_equal(scores["movie-lora:1"], scores["movie-pulled:1"])
+    assert not np.allclose(scores["movie-lora:1"], scores["backbone (untuned)"])  # the adapter is not a no-op
+
+    # the token is never printed or written: not in the pushed repo, not under ADAPTREC_HOME
+    assert TOKEN not in out + err
+    assert TOKEN.encode() not in b"".join(files.values())
+    assert TOKEN.encode() not in _tree_bytes(Registry().home)
+
+
+def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsys):
+    """A Hub base id goes to base_model (card) and base_model_name_or_path (peft config); metrics come from the registry row."""
+    from adaptrec.hub import push_to_hub
+
+    rec = _register(lora_src, fingerprint=FOREIGN_FP)
+    Registry().update_metrics(rec.ref, {"auc": {"value": 0.7, "data": "tallrec:movie:test", "limit": 500}})
+    res = push_to_hub(rec.ref, "alice/card", revision="main")
+    files = hub.files("alice/card")
+    card = files["README.md"].decode()
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["library_name"] == "peft" and {"adaptrec", "lora", "recommendation"} <= set(meta["tags"])
+    assert meta["datasets"] == ["amazon:arts", "tallrec:movie"]
+    results = {r["dataset"]["name"]: r for r in meta["model-index"][0]["results"]}
+    auc = results["tallrec:movie:test"]["metrics"][0]
+    assert auc["type"] == "auc" and auc["value"] == 0.7 and auc["args"]["limit"] == 500  # the row, not the folder's copy
+    assert results["tallrec:movie:test"]["dataset"]["split"] == "test"
+    assert results["amazon:arts:test[0:50]"]["metrics"][0]["value"] == 0.41
+    assert "| auc | 0.7000 | `tallrec:movie:test` | 500 |" in card
+
+    snippet = card.split("```python\n")[1].split("```")[0]
+    compile(snippet, "snippet", "exec")
+    assert f'PeftModel.from_pretrained(base, "alice/card", revision="main")' in snippet
+    assert 'base_id = "HuggingFaceTB/SmolLM2-135M-Instruct"' in snippet
+
+    published = json.loads(files["adaptrec.json"])
+    assert published["domain"] == "movie" and published["base"] == FOREIGN_FP.to_dict()
+    assert published["metrics"]["auc"]["value"] == 0.7 and published["recipe"].startswith("# movie-lora")
+    assert set(published["files"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    config = json.loads(files["adapter_config.json"])
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert res.commit == hub.repos["alice/card"].branches["main"]
+
+
+def test_plain_peft_loads_the_pushed_repo(hub, lora_src, tiny_model_dir, tmp_path):
+    """peft's own from_pretrained (no endpoint argument) reads the repo through HF_ENDPOINT, in a fresh process."""
+    from adaptrec.hub import push_to_hub
+
+    rec = _register(lora_src)
+    commit = push_to_hub(rec.ref, "alice/plain").commit
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from peft import PeftModel, get_peft_model_state_dict
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r})
+        model = PeftModel.from_pretrained(base, "alice/plain", revision={commit!r})
+        got = get_peft_model_state_dict(model)
+        want = load_file({str(rec.path / "adapter_model.safetensors")!r})
+        assert set(got) == set(want), (sorted(got)[:3], sorted(want)[:3])
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        print("OK", len(want))
+        # the model card's usage snippet, run as written (its base_id is the tiny model's folder here)
+        from huggingface_hub import hf_hub_download
+        card = open(hf_hub_download("alice/plain", "README.md", revision={commit!r})).read()
+        exec(card.split("```python\\n")[1].split("```")[0])
+    """)
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "peft_hf_home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    assert int(proc.stdout.split("OK")[1].split()[0]) > 0
+    snippet_p = float(proc.stdout.split("P(yes) =")[1].split()[0])
+
+    from adaptrec.backbone import load_backbone
+    from adaptrec.evaluation import llm_variants
+    from adaptrec.hub.card import _example_prompt
+    from adaptrec.scoring import backbone_scorer, to_scores
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    _, key, model = next(llm_variants(bb, Registry(), [rec.ref], include_untuned=False))
+    logits = backbone_scorer(bb, model, key, progress=False).logits_for_prompts([_example_prompt("movie")])
+    assert snippet_p == pytest.approx(float(to_scores(logits, "pyes")[0]), abs=1e-5)  # plain peft = adaptrec's score
+
+
+# ---------------------------------------------------------------- refusals
+def _tamper(files: dict[str, bytes], case: str) -> dict[str, bytes]:
+    files = dict(files)
+    if case == "pickle":
+        files["adapter_model.bin"] = b"\x80\x04\x95pickled"
+    elif case == "dotdot":
+        files["../escape.txt"] = b"outside"
+    elif case == "manifest-dotdot":
+        meta = json.loads(files["adaptrec.json"])
+        meta["files"]["../../escape.safetensors"] = "0" * 64
+        files["adaptrec.json"] = json.dumps(meta).encode()
+    elif case == "pickle-in-manifest":
+        meta = json.loads(files["adaptrec.json"])
+        meta["files"]["extra.pt"] = "0" * 64
+        files["adaptrec.json"] = json.dumps(meta).encode()
+        files["extra.pt"] = b"x"
+    elif case == "tampered-weights":
+        w = bytearray(files["adapter_model.safetensors"])
+        w[-1] ^= 0xFF
+        files["adapter_model.safetensors"] = bytes(w)
+    return files
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("pickle", "pickle-format"),
+    ("dotdot", "outside the target folder"),
+    ("manifest-dotdot", "outside the target folder"),
+    ("pickle-in-manifest", "pickle-format"),
+    ("tampered-weights", "sha256"),
+])
+def test_unsafe_repos_are_refused_and_leave_nothing(hub, lora_src, tiny_model_dir, monkeypatch, capsys, case, expect):
+    from adaptrec.hub import push_to_hub
+
+    rec = _register(lora_src)
+    push_to_hub(rec.ref, "alice/good")
+    hub.plant("alice/bad", _tamper(hub.files("alice/good"), case))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/bad"))
+    line = _one_line_error(code, err)
+    assert expect in line and "alice/bad" in line
+    _assert_nothing_left([rec.ref])
+    # the untouched repo still pulls: the refusal is about the repo, not the set-up
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/good"))
+    assert code == 0, err
+
+
+def test_other_family_refused_unless_forced(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+    from adaptrec.errors import FingerprintMismatch
+    from adaptrec.hub import push_to_hub
+
+    rec = _register(lora_src, fingerprint=FOREIGN_FP)
+    push_to_hub(rec.ref, "alice/smollm")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/smollm"))
+    line = _one_line_error(code, err)
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in line and "--force" in line
+    _assert_nothing_left([rec.ref])
+
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/smollm", "--force", "--name", "forced"))
+    assert code == 0, err
+    assert "ANOTHER base family" in out
+    forced = Registry().resolve("forced")
+    assert forced.fingerprint == FOREIGN_FP  # the publisher's base is recorded, never the local one
+    with pytest.raises(FingerprintMismatch):
+        Registry().load_verified("forced", lora_src[1])
+
+
+def test_same_family_other_build_is_accepted(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+    _, fp = lora_src
+    rec = _register(lora_src, fingerprint=Fingerprint("c" * 64, fp.family, "some/other-build"))
+    from adaptrec.hub import push_to_hub
+
+    push_to_hub(rec.ref, "alice/family")
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/family"))
+    assert code == 0, err
+    assert "same base family" in out
+
+
+def test_wrong_or_missing_token_is_refused(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+    rec = _register(lora_src)
+    bad = "hf_WRONGtoken_do_not_print_me"
+    monkeypatch.setenv("HF_TOKEN", bad)
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/tok")
+    line = _one_line_error(code, err)
+    assert "refused the token" in line and "HF_TOKEN" in line
+    assert bad not in out + err and "alice/tok" not in hub.repos
+
+    monkeypatch.delenv("HF_TOKEN")
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/tok")
+    assert "none is set" in _one_line_error(code, err)
+
+    # the `hf auth login` cache (HF_TOKEN_PATH) is used when HF_TOKEN is not set
+    Path(os.environ["HF_HOME"]).mkdir(parents=True, exist_ok=True)
+    Path(os.environ["HF_HOME"], "token").write_text(TOKEN)
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/tok")
+    assert code == 0, err
+    assert TOKEN not in out + err
+    assert all(ok for method, path, ok in hub.requests if "alice/tok" in path and method == "POST" and "commit" in path)
+
+    monkeypatch.setenv("HF_TOKEN", bad)  # pulling with a wrong token: refused, nothing registered
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/tok"))
+    assert "refused the token" in _one_line_error(code, err) and bad not in out + err
+    _assert_nothing_left([rec.ref])
+
+
+def test_revisions_are_pinned(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+    from adaptrec.hub import pull, push_to_hub
+
+    rec = _register(lora_src)
+    first = push_to_hub(rec.ref, "alice/pin", revision="exp")
+    assert first.revision == "exp" and hub.repos["alice/pin"].branches["exp"] == first.commit
+    planted = hub.files("alice/pin", "exp")
+    meta = json.loads(planted["adaptrec.json"])
+    meta["domain"] = "later"  # a later commit on the same branch
+    second = hub.plant("alice/pin", {**planted, "adaptrec.json": json.dumps(meta).encode()}, branch="exp")
+    fp = lora_src[1]
+    by_commit = pull(f"alice/pin@{first.commit}", name="pinned", backbone_fp=fp)
+    by_branch = pull("alice/pin@exp", name="branch", backbone_fp=fp)
+    assert by_commit.record.origin["revision"] == first.commit and by_commit.record.domain == "movie"
+    assert by_branch.record.origin["revision"] == second and by_branch.record.origin["requested"] == "exp"
+    assert by_branch.record.domain == "later"
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/pin@nope"))
+    assert "no revision 'nope'" in _one_line_error(code, err)
+
+
+def test_files_come_from_the_resolved_commit(hub, lora_src, monkeypatch):
+    """The branch moves on between resolving it and downloading: every file still comes from the first commit."""
+    import adaptrec.hub.pulling as pull_mod
+    from adaptrec.hub import pull, push_to_hub
+
+    rec = _register(lora_src)
+    first = push_to_hub(rec.ref, "alice/race").commit
+    files = hub.files("alice/race")
+    meta = json.loads(files["adaptrec.json"])
+    meta["domain"] = "moved"
+    real_listing = pull_mod._HubSource.listing
+
+    def listing_then_push(self):
+        out = real_listing(self)
+        hub.plant("alice/race", {**files, "adaptrec.json": json.dumps(meta).encode()})
+        return out
+
+    monkeypatch.setattr(pull_mod._HubSource, "listing", listing_then_push)
+    res = pull("alice/race", backbone_fp=lora_src[1])
+    assert hub.repos["alice/race"].branches["main"] != first
+    assert res.record.origin["revision"] == first and res.record.domain == "movie"
+
+
+# ---------------------------------------------------------------- offline mirror
+def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    rec = _register(lora_src)
+    mirror = tmp_path / "adapters_hub"
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert code == 0, err
+    rev_dir = mirror / "movie-lora" / "v1"
+    assert {p.name for p in rev_dir.iterdir()} == {"README.md", "adaptrec.json", "adapter_config.json", "adapter_model.safetensors"}
+    assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "v1"}
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert "never overwritten" in _one_line_error(code, err)  # revisions are immutable
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--revision", "v1b")
+    assert code == 0, err
+
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, f"{mirror / 'movie-lora'}@v1", "--name", "from-mirror"))
+    assert code == 0, err
+    pulled = Registry().resolve("from-mirror")
+    assert pulled.kind == "pulled" and pulled.origin["source"] == "mirror" and pulled.origin["revision"] == "v1"
+    assert (pulled.path / "adapter_model.safetensors").read_bytes() == (rec.path / "adapter_model.safetensors").read_bytes()
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(mirror / "movie-lora")))
+    assert code == 0, err
+    assert Registry().resolve("movie-lora").origin["revision"] == "v1b"  # refs.json: the latest push
+
+    before = [r.ref for r in Registry().list()]
+    (rev_dir / "optimizer.pt").write_bytes(b"pickle")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "pickle-format" in _one_line_error(code, err)
+    (rev_dir / "optimizer.pt").unlink()
+    (rev_dir / "link.json").symlink_to(tmp_path / "outside.json")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "symbolic link" in _one_line_error(code, err)
+    _assert_nothing_left(before)
+
+
+def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "not a repo"))
+    assert "neither a mirror folder nor a Hub repo" in _one_line_error(code, err)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", "missing")
+    assert "--repo" in _one_line_error(code, err)
+    rec = _register(lora_src)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "../evil")
+    assert "bad Hub repo" in _one_line_error(code, err)
+
+
+def test_push_refuses_a_modified_adapter_folder(hub, lora_src, monkeypatch, capsys):
+    rec = _register(lora_src)
+    weights = rec.path / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/modified")
+    assert "adapter_model.safetensors" in _one_line_error(code, err)
+    assert "alice/modified" not in hub.repos  # checked before anything is sent
