@@ -17,6 +17,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
+hub_app = typer.Typer(no_args_is_help=True, help="Share adapters on the Hugging Face Hub or an offline mirror folder.")
+app.add_typer(hub_app, name="hub")
 
 BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2, a Hub id or a local folder")
 QuantOpt = typer.Option("8bit", "--quantization", "-q", help="8bit | 4bit | none")
@@ -240,6 +242,211 @@ def registry_gc() -> None:
 
     removed = Registry().gc()
     typer.echo(f"removed {len(removed)} unreferenced folder(s)")
+
+
+@hub_app.command("push")
+def hub_push(
+    adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION]"),
+    repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo ORG/NAME (with --to: the mirror folder name, default NAME)"),
+    to: Optional[Path] = typer.Option(None, "--to", help="write to an offline mirror folder (adapters_hub/ layout) instead of the Hub"),
+    private: bool = typer.Option(False, "--private", help="create the Hub repo private"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch (default main); mirror revision folder (default vVERSION)"),
+) -> None:
+    """Publish an adapter: peft files, adaptrec.json and a model card (token: HF_TOKEN or `hf auth login`)."""
+    from .hub import push_to_hub, push_to_mirror
+
+    if to is not None:
+        if private:
+            raise AdaptrecError("hub push: --private applies to Hub repos; a mirror folder's access is its file permissions")
+        res = push_to_mirror(adapter, to, repo=repo, revision=revision)
+        typer.echo(f"wrote {res.ref} to {res.url}")
+        return
+    if not repo:
+        raise AdaptrecError("hub push: pass --repo ORG/NAME (the Hub repo), or --to PATH for an offline mirror folder")
+    res = push_to_hub(adapter, repo, private=private, revision=revision)
+    typer.echo(f"pushed {res.ref} to {res.url} (branch {res.revision}, commit {res.commit})")
+
+
+@hub_app.command("pull")
+def hub_pull(
+    source: str = typer.Argument(..., help="ORG/NAME[@REVISION] on the Hub, or a mirror PATH[@REVISION]"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name (default: the published name)"),
+    force: bool = typer.Option(False, "--force", help="register even if made for another base-model family"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Download, verify (safetensors only, safe paths, hashes, base family) and register as kind 'pulled'."""
+    from .hub import pull
+
+    res = pull(source, name=name, backbone=backbone, quantization=quantization, force=force)
+    note = {"exact": "", "family": "; same base family as the local backbone, another build: scores may shift slightly",
+            "none": "; made for ANOTHER base family (--force): loads on this backbone will refuse it"}[res.match]
+    typer.echo(f"pulled {res.origin['repo']}@{res.origin['revision']} as {res.record.ref}{note}")
+
+
+ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-level mix of these adapters (comma-separated)")
+ColdWeightsOpt = typer.Option(None, "--cold-weights", help="weights of --cold-mix (default equal)")
+MinHistoryOpt = typer.Option(3, "--min-target-history", help="fewer target-domain interactions than this: cold start")
+
+
+def _route_request(user: str, domain: str, data: Optional[str], history: Optional[Path], min_target_history: int,
+                   cold_mix: Optional[str], cold_weights: Optional[str], fingerprint):
+    """(decision, case, dataset or None) for `route` and `recommend`."""
+    from .data.spec import load_spec
+    from .registry import Registry
+    from .router.compose import MIX, Composition, parse_weights, resolve_sources
+    from .router.policy import RoutePolicy, route, user_case
+
+    dataset = load_spec(data) if data else None
+    case = user_case(user, domain, dataset, history)
+    registry = Registry()
+    cold = None
+    if cold_mix:
+        refs = resolve_sources(registry, cold_mix)
+        cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs)))
+    decision = route(registry, fingerprint, case, RoutePolicy(min_target_history=min_target_history), cold)
+    return decision, case, dataset
+
+
+def _echo_decision(decision) -> None:
+    weights = "" if decision.weights == (1.0,) else f" (score-level weights {', '.join(f'{w:g}' for w in decision.weights)})"
+    typer.echo(f"user {decision.user_id}, domain {decision.domain}: {decision.mode}")
+    typer.echo(f"adapters: {', '.join(decision.adapters)}{weights}; prompt history: {decision.history_domains}")
+    typer.echo(f"reason: {decision.reason}")
+    for warning in decision.warnings:
+        typer.echo(f"warning: {warning}")
+
+
+@app.command("compose")
+def compose_cmd(
+    from_: str = typer.Option(..., "--from", help="adapters (refs, or domains: their promoted adapter), comma-separated"),
+    method: str = typer.Option("cat", "--method", help="cat | svd | ties_svd | dare_linear_svd | dare_ties_svd | "
+                               "magnitude_prune_svd | linear | ties | dare_linear | dare_ties | magnitude_prune | mix"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="one per adapter, e.g. 0.6,0.4 (default equal)"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name of the composed adapter"),
+    domain: Optional[str] = typer.Option(None, "--domain", help="domain it serves (default: the last source's)"),
+    search: bool = typer.Option(False, "--search", help="learn the weights on --shots labelled cases of --data"),
+    data: Optional[str] = typer.Option(None, "--data", help="with --search: the target domain's labelled data SPEC"),
+    shots: int = typer.Option(32, "--shots", help="with --search: labelled target cases (at most 32)"),
+    budget: int = typer.Option(20, "--budget", help="with --search: loss evaluations (LoraHub's inference steps)"),
+    l1: float = typer.Option(0.05, "--l1", help="with --search: L1 penalty on the weights"),
+    seed: int = typer.Option(0, "--seed"),
+    svd_rank: Optional[int] = typer.Option(None, "--svd-rank", help="*svd methods (default: sum of ranks, exact for svd)"),
+    density: Optional[float] = typer.Option(None, "--density", help="ties/dare/magnitude_prune: share of values kept"),
+    promote_cold: bool = typer.Option(False, "--promote-cold", help="serve cold-start users of DOMAIN with it"),
+    into_base: Optional[Path] = typer.Option(None, "--into-base", help="also write a standalone full-precision model "
+                                             "with the composition merged in (safetensors) to this new folder"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
+    from .backbone import load_backbone
+    from .data.sampling import few_shot
+    from .data.spec import load_spec
+    from .registry import Registry
+    from .router.compose import MIX, Composition, compose, merge_into_base, parse_weights, resolve_sources
+    from .router.weights import search_composition
+
+    registry = Registry()
+    refs = resolve_sources(registry, from_)
+    domain = domain or registry.resolve(refs[-1]).domain
+    if method != MIX and not name:
+        raise AdaptrecError("compose: pass --name for the composed adapter's registry entry")
+    if into_base and (method == MIX or into_base.exists()):
+        raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
+    bb = load_backbone(backbone, quantization)
+    if search:
+        if not data:
+            raise AdaptrecError("compose --search: pass --data SPEC with the target domain's labelled cases")
+        cases = few_shot([c for c in load_spec(data, seed=seed).cases if c.label is not None], shots, seed)
+        composition, result = search_composition(bb, registry, refs, method, cases, budget=budget, l1=l1, seed=seed,
+                                                 svd_rank=svd_rank, density=density, data=data)
+        typer.echo(f"searched {result.evaluations} weightings on {len(cases)} shots of {data}: "
+                   f"log-loss {result.loss:.4f} at weights {','.join(f'{w:.4g}' for w in composition.weights)}")
+    else:
+        composition = Composition(refs, method, parse_weights(weights, len(refs)), svd_rank, density, seed)
+    if method == MIX:
+        typer.echo(f"score-level mix (not a weights file): serve it with --cold-mix {','.join(refs)} "
+                   f"--cold-weights {','.join(f'{w:.4g}' for w in composition.weights)}")
+        return
+    record = compose(bb, registry, composition, name=name, domain=domain)
+    typer.echo(f"registered {record.ref} ({method} of {', '.join(refs)}, weights "
+               f"{', '.join(f'{w:.4g}' for w in composition.weights)}) for domain {domain}")
+    if promote_cold:
+        registry.promote(record.ref, f"{domain}:cold")
+        typer.echo(f"promoted {record.ref} for cold-start users of {domain}")
+    if into_base:
+        merge_into_base(backbone, registry, record.ref, into_base)
+        typer.echo(f"wrote {into_base}: full-precision model with {record.ref} merged in (re-quantizing it to 8-bit is lossy)")
+
+
+@app.command("route")
+def route_cmd(
+    user: str = typer.Option(..., "--user"),
+    domain: str = typer.Option(..., "--domain", help="the target domain"),
+    data: Optional[str] = typer.Option(None, "--data", help="a data SPEC holding the user's history"),
+    history: Optional[Path] = typer.Option(None, "--history", help='JSON: {"history": [{"title", "liked", "domain"}, ...]}'),
+    min_target_history: int = MinHistoryOpt,
+    cold_mix: Optional[str] = ColdMixOpt,
+    cold_weights: Optional[str] = ColdWeightsOpt,
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+    json_out: bool = typer.Option(False, "--json", help="print the decision as JSON"),
+) -> None:
+    """Print which adapter(s) serve USER in DOMAIN (warm: the domain's adapter; cold: the composed one) and why."""
+    from .backbone import backbone_fingerprint
+
+    decision, _, _ = _route_request(user, domain, data, history, min_target_history, cold_mix, cold_weights,
+                                    backbone_fingerprint(backbone, quantization))
+    if json_out:
+        _echo_json(decision.to_dict())
+    else:
+        _echo_decision(decision)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user: str = typer.Option(..., "--user"),
+    domain: str = typer.Option(..., "--domain", help="the target domain"),
+    data: str = typer.Option(..., "--data", help="implicit-feedback SPEC: the catalogue (and the user's history)"),
+    history: Optional[Path] = typer.Option(None, "--history", help="the user's history file instead of their case in --data"),
+    candidates: Optional[Path] = typer.Option(None, "--candidates", help="candidates.jsonl (docs/data.md); default: retrieve"),
+    retrieve: int = typer.Option(20, "--retrieve", help="candidates retrieved with MiniLM when no --candidates"),
+    top_k: int = typer.Option(10, "--top-k"),
+    min_target_history: int = MinHistoryOpt,
+    cold_mix: Optional[str] = ColdMixOpt,
+    cold_weights: Optional[str] = ColdWeightsOpt,
+    template: str = typer.Option("tallrec", "--template"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Recommend: retrieve candidates (MiniLM) or read them, re-rank with the routed adapter(s); titles and scores."""
+    from .backbone import load_backbone
+    from .data.candidates import read_candidates
+    from .registry import Registry
+    from .router.retrieval import recommend
+
+    bb = load_backbone(backbone, quantization)
+    decision, case, dataset = _route_request(user, domain, data, history, min_target_history, cold_mix, cold_weights,
+                                             bb.fingerprint)
+    if domain not in dataset.catalogues:
+        raise AdaptrecError(f"{data} has no {domain} catalogue; recommend needs implicit-feedback data (e.g. amazon:{domain}:test)")
+    items = None
+    if candidates:
+        rows = [c for c in read_candidates(candidates) if c.user_id == user and c.domain == domain]
+        if not rows:
+            raise AdaptrecError(f"{candidates}: no candidate list for user {user!r} in domain {domain}")
+        items = list(rows[0].candidates)
+    _echo_decision(decision)
+    result = recommend(bb, Registry(), decision, case, dataset.catalogues[domain], candidates=items,
+                       n_retrieve=retrieve, top_k=top_k, template=template, batch_size=batch_size, progress=False)
+    if result.retrieved is not None and case.target_id is not None:
+        hit = case.target_id in result.retrieved
+        typer.echo(f"retrieval recall@{retrieve}: {int(hit)} (held-out item {case.target_id} {'' if hit else 'not '}retrieved)")
+    for rank, r in enumerate(result.items, 1):
+        sim = "" if r.similarity is None else f"  sim {r.similarity:.3f}"
+        typer.echo(f"{rank:3}. {r.score:.4f}{sim}  {r.title}")
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

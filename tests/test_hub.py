@@ -180,7 +180,7 @@ def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsy
 
     snippet = card.split("```python\n")[1].split("```")[0]
     compile(snippet, "snippet", "exec")
-    assert f'PeftModel.from_pretrained(base, "alice/card", revision="main")' in snippet
+    assert 'PeftModel.from_pretrained(base, "alice/card", revision="main")' in snippet
     assert 'base_id = "HuggingFaceTB/SmolLM2-135M-Instruct"' in snippet
 
     published = json.loads(files["adaptrec.json"])

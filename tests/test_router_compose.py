@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -16,7 +17,7 @@ from adaptrec.evaluation import llm_variants
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 from adaptrec.router.compose import (
-    Composition, CompositionError, attached_sources, component_scores, compose, delta_weights, merge, mix, mixed_scores,
+    Composition, CompositionError, attached_sources, component_scores, compose, delta_weights, merge, merge_into_base, mix, mixed_scores,
 )
 from adaptrec.scoring import backbone_scorer
 from router_helpers import fresh_backbone, register_random
@@ -101,7 +102,7 @@ def test_unequal_ranks_refused_for_separate_ab_methods(tiny_model_dir, registry)
     register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
     register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
     with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
-        for method, hint in (("linear", "svd"), ("ties", "ties_svd")):
+        for method, hint in (("linear", "use cat or svd"), ("ties", "ties_svd")):
             with pytest.raises(CompositionError) as e:
                 merge(model, names, Composition(("a", "b"), method, (0.5, 0.5)), "m")
             assert "equal ranks" in _one_line(e) and hint in str(e.value)
@@ -177,3 +178,18 @@ def test_composed_adapter_is_registered_and_attaches_like_any_adapter(tiny_model
     assert _max_err(delta_weights(model, "a_b_1"), _weighted_sum(model, ["a_1", "b_1"], (0.6, 0.4))) < 1e-5
     scores = component_scores(fresh_backbone(tiny_model_dir), registry, ["a+b"], synthetic_cases(4), progress=False)
     assert scores.shape == (1, 4) and np.isfinite(scores).all()
+
+
+def test_into_base_writes_a_standalone_model_with_the_composition_merged(tiny_model_dir, registry, tmp_path):
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
+    record = compose(fresh_backbone(tiny_model_dir), registry, Composition(("a", "b"), "cat", (0.6, 0.4)),
+                     name="a+b", domain="office")
+    out = merge_into_base(str(tiny_model_dir), registry, record.ref, tmp_path / "merged")
+    assert json.loads((out / "adaptrec_merge.json").read_text())["adapter"] == "a+b:1"
+    cases = synthetic_cases(4)
+    merged = fresh_backbone(out)
+    with_adapter = component_scores(fresh_backbone(tiny_model_dir), registry, [record.ref], cases, progress=False)[0]
+    np.testing.assert_allclose(backbone_scorer(merged, progress=False).score(cases), with_adapter, atol=1e-5)
+    untuned = backbone_scorer(fresh_backbone(tiny_model_dir), progress=False).score(cases)
+    assert not np.allclose(with_adapter, untuned, atol=1e-4)

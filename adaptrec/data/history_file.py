@@ -4,7 +4,8 @@
      "noun": "movie",                      # optional; default: the adapter's domain
      "history": [{"title": "Heat (1995)", "liked": true}, {"title": "Jumanji (1995)", "liked": false}]}
 
-Items are oldest first; `liked` defaults to true (implicit feedback).
+Items are oldest first; `liked` defaults to true (implicit feedback); an item may name its `"domain"`
+(default: the target's), which cross-domain routing uses.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def read_history_file(path: Path, item: str, domain: str) -> Case:
         liked = entry.get("liked", True)
         if not isinstance(liked, bool):
             raise DataFormatError(f"{path}: history[{i}].liked: expected true or false, got {liked!r}")
-        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=domain))
+        item_domain = entry.get("domain", domain)
+        if not isinstance(item_domain, str) or not item_domain:
+            raise DataFormatError(f"{path}: history[{i}].domain: expected a domain name, got {item_domain!r}")
+        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=item_domain))
     noun = obj.get("noun", domain)
     return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=tuple(items), target=f'"{item}"')

@@ -194,9 +194,9 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
         raise CompositionError(f"an adapter named {new_name!r} is already attached")
     if method in SEPARATE_AB_METHODS and len({str(_ranks(model.peft_config[n])) for n in names}) > 1:
         ranks = ", ".join(f"{n} r={_ranks(model.peft_config[n])[0]}" for n in names)
-        delta_w = "svd" if method == "linear" else f"{method}_svd"
+        instead = "cat or svd" if method == "linear" else f"cat, svd or {method}_svd"
         raise CompositionError(f"{method} merges A and B separately and needs equal ranks in every module ({ranks}); "
-                               f"use cat, svd or {delta_w}")
+                               f"use {instead}")
     svd_rank = (composition.svd_rank or _full_rank(model, names)) if method in SVD_METHODS else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(composition.seed)
@@ -207,6 +207,7 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
             if new_name in model.peft_config:
                 model.delete_adapter(new_name)
             raise CompositionError(f"peft refused the {method} merge: {str(e).splitlines()[0]}") from e
+    model.eval()  # peft builds the new adapter's layers (dropout included) in training mode
     return new_name
 
 
@@ -222,6 +223,33 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
             Path(tmp) / merged, name=name, domain=domain, kind="composed", adapter_type="lora", adapter_config=None,
             fingerprint=backbone.fingerprint, metrics=metrics, lineage=composition.lineage([r.ref for r in records]),
         )
+
+
+def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Path:
+    """A standalone model: adapter `ref` merged into the backbone's full-precision source weights (safetensors).
+
+    The weights are loaded unquantized (not dequantized from int8, which would add its rounding), so the
+    adapter's 8-bit fingerprint matches only by family here. Re-quantizing the result to 8-bit is lossy:
+    the merged ΔW is rounded with the base weights. `out_dir` must not exist; it is written atomically.
+    """
+    import warnings
+
+    from adaptrec.adapters.attach import attach
+    from adaptrec.adapters.files import FamilyMatchWarning
+    from adaptrec.atomic import atomic_dir, write_json
+    from adaptrec.backbone import load_backbone
+
+    base = load_backbone(backbone_name, quantization="none", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FamilyMatchWarning)  # expected: the adapter was made on the quantized build
+        model, (record,) = attach(base, registry, [ref])
+    merged = model.merge_and_unload()
+    with atomic_dir(Path(out_dir)) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        base.tokenizer.save_pretrained(tmp)
+        write_json(tmp / "adaptrec_merge.json", {"base_model": base.fingerprint.base_model, "adapter": record.ref,
+                                                 "adapter_base": record.fingerprint.to_dict(), "lineage": record.lineage})
+    return Path(out_dir)
 
 
 def delta_weights(model, adapter: str) -> dict[str, torch.Tensor]:
@@ -242,9 +270,21 @@ def parse_weights(text: str | None, n: int) -> tuple[float, ...]:
         raise CompositionError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
 
 
-def split_refs(text: str | Iterable[str]) -> tuple[str, ...]:
-    """`"arts,office:2"` -> ("arts", "office:2")."""
-    refs = tuple(r.strip() for r in (text.split(",") if isinstance(text, str) else text) if r.strip())
-    if not refs:
-        raise CompositionError("--from needs at least one adapter ref, e.g. arts-lora,office-lora")
-    return refs
+def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
+    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
+    from adaptrec.errors import RegistryError
+
+    items = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
+    if not items:
+        raise CompositionError("--from needs at least one adapter ref or domain, e.g. arts-lora,office-lora")
+    refs = []
+    for item in items:
+        try:
+            refs.append(registry.resolve(item).ref)
+        except RegistryError:
+            promoted = registry.promoted(item)
+            if promoted is None:
+                raise CompositionError(f"{item!r} is neither a registered adapter nor a domain with a promoted adapter; "
+                                       "see `adaptrec registry list`") from None
+            refs.append(promoted.ref)
+    return tuple(refs)

@@ -43,10 +43,10 @@ class SearchResult:
 
 
 def search_weights(loss: Callable[[np.ndarray], float], n: int, *, budget: int = DEFAULT_BUDGET, l1: float = DEFAULT_L1,
-                   seed: int = 0, bounds: tuple[float, float] = MERGE_BOUNDS, x0: Sequence[float] | None = None) -> SearchResult:
+                   seed: int = 0, bounds: tuple[float, float] = MERGE_BOUNDS) -> SearchResult:
     """Minimise loss(w) + l1·Σ|w| over w in `bounds`ⁿ with at most `budget` evaluations; seeded and reproducible.
 
-    The start (default: equal weights 1/n) is evaluated first, then CMA-ES generations while the
+    Equal weights 1/n are evaluated first, then CMA-ES generations while the
     budget allows a whole one; leftover evaluations go to one partial generation.
     """
     if n < 2:
@@ -58,7 +58,7 @@ def search_weights(loss: Callable[[np.ndarray], float], n: int, *, budget: int =
         import cma
 
     lo, hi = bounds
-    start = np.clip(np.full(n, 1.0 / n) if x0 is None else np.asarray(x0, dtype=float), lo, hi)
+    start = np.clip(np.full(n, 1.0 / n), lo, hi)
     trace: list[tuple[tuple[float, ...], float, float]] = []
 
     def evaluate(w: np.ndarray) -> float:

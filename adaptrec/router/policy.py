@@ -1,0 +1,149 @@
+"""Routing: which adapter(s) serve a (user, target domain) request, and why.
+
+* The target domain's adapter is the one promoted for it (`adaptrec registry promote`), provided its
+  base fingerprint matches the loaded backbone: exact, or same family (served with a warning).
+* A user with fewer than `min_target_history` target-domain interactions is **cold**: the prompt
+  shows their whole history (so the other-domain items carry the signal) and the composed adapter
+  serves: an explicit composition if given, else the adapter promoted for `<domain>:cold`, else the
+  newest registered `composed` adapter of the domain. A **warm** user gets the target adapter.
+* Every decision carries a one-sentence reason (and any warnings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from adaptrec.data.history_file import read_history_file
+from adaptrec.data.records import Case
+from adaptrec.errors import AdaptrecError
+
+from .compose import MIX, Composition, component_scores, mix
+
+COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
+
+
+class RouteError(AdaptrecError):
+    """No adapter can serve the request (none promoted, or made for another base model)."""
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    min_target_history: int = 3  # fewer target-domain interactions than this: cold start
+    warm_history: Literal["both", "target"] = "both"  # what a warm user's prompt shows (the shipped adapters train on both)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The adapters that serve one request, how they combine, what the prompt shows, and why."""
+
+    user_id: str
+    domain: str
+    mode: Literal["warm", "cold"]
+    adapters: tuple[str, ...]  # registry refs (name:version)
+    weights: tuple[float, ...]  # score-level weights; (1.0,) for a single (possibly ΔW-composed) adapter
+    history_domains: Literal["both", "target"]
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+    def prompt_case(self, case: Case) -> Case:
+        """`case` with the history this decision puts in the prompt."""
+        if self.history_domains == "both":
+            return case
+        return replace(case, history=tuple(h for h in case.history if _in_domain(h.domain, self.domain)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _in_domain(item_domain: str | None, domain: str) -> bool:
+    return item_domain is None or item_domain == domain  # single-domain data leaves item domains unset
+
+
+def _usable(record, fingerprint, role: str) -> list[str]:
+    """[] for an exact base match, [warning] for a family match; RouteError for another base model."""
+    match = fingerprint.match(record.fingerprint)
+    if match == "none":
+        raise RouteError(f"the {role} adapter {record.ref} was trained on {record.base_model or 'another base model'}, "
+                         f"not the loaded backbone {fingerprint.base_model}; promote one trained on this backbone")
+    if match == "family":
+        return [f"{record.ref} was trained on another build of this base family ({record.base_model}); scores may shift"]
+    return []
+
+
+def target_adapter(registry, domain: str, fingerprint):
+    """The adapter promoted for `domain` and its warnings; RouteError if none can serve this backbone."""
+    record = registry.promoted(domain)
+    if record is None:
+        raise RouteError(f"no adapter is promoted for domain {domain!r}; run `adaptrec registry promote NAME --domain {domain}`")
+    return record, _usable(record, fingerprint, "target")
+
+
+def cold_adapter(registry, domain: str, fingerprint):
+    """The composed adapter for cold users of `domain` (promoted `<domain>:cold`, else the newest composed one), or None."""
+    record = registry.promoted(domain + COLD_SUFFIX)
+    if record is None:
+        composed = [r for r in registry.list(domain=domain) if r.kind == "composed" and fingerprint.match(r.fingerprint) != "none"]
+        record = max(composed, key=lambda r: r.created, default=None)
+    return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
+
+
+def target_history_count(case: Case) -> int:
+    return sum(_in_domain(h.domain, case.domain) for h in case.history)
+
+
+def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy(),
+          cold: Composition | None = None) -> Decision:
+    """Decide warm or cold for `case.user_id` in `case.domain` from the case's history."""
+    domain, n = case.domain, target_history_count(case)
+    others = len(case.history) - n
+    target, warns = target_adapter(registry, domain, fingerprint)
+    if n >= policy.min_target_history:
+        return Decision(case.user_id, domain, "warm", (target.ref,), (1.0,), policy.warm_history,
+                        f"{n} {domain} interactions >= {policy.min_target_history}: the {domain} adapter {target.ref} serves",
+                        tuple(warns))
+    why = f"{n} {domain} interactions < {policy.min_target_history} (cold start): {others} other-domain items go into the prompt"
+    if cold is not None:
+        if cold.method != MIX and len(cold.refs) > 1:
+            raise RouteError(f"register the {cold.method} composition first (`adaptrec compose`) and route with its name")
+        refs = tuple(registry.resolve(r).ref for r in cold.refs)
+        weights = cold.weights if cold.method == MIX else (1.0,)
+        return Decision(case.user_id, domain, "cold", refs, weights, "both",
+                        f"{why} and the given composition ({cold.method} of {', '.join(refs)}) serves", tuple(warns))
+    found = cold_adapter(registry, domain, fingerprint)
+    if found is None:
+        return Decision(case.user_id, domain, "cold", (target.ref,), (1.0,), "both",
+                        f"{why}, but no composed adapter exists for {domain}, so {target.ref} serves", tuple(warns))
+    record, cold_warns = found
+    parents = ", ".join((record.lineage or {}).get("parents", [])) or "?"
+    return Decision(case.user_id, domain, "cold", (record.ref,), (1.0,), "both",
+                    f"{why} and the composed adapter {record.ref} ({parents}) serves", tuple(cold_warns))
+
+
+def decision_scores(backbone, registry, decision: Decision, cases: Sequence[Case], mode: str = "pyes",
+                    **scorer_options) -> np.ndarray:
+    """Scores of `cases` (their prompts built as the decision says) through the one scoring path."""
+    prompt_cases = [decision.prompt_case(c) for c in cases]
+    return mix(component_scores(backbone, registry, decision.adapters, prompt_cases, mode, **scorer_options), decision.weights)
+
+
+def spec_case(dataset, user_id: str, domain: str) -> Case:
+    """The user's first positive `domain` case in a loaded data SPEC."""
+    mine = [c for c in dataset.cases if c.user_id == user_id and c.label == 1 and "negative_of" not in c.meta]
+    for case in mine:
+        if case.domain == domain:
+            return case
+    held = f" (it has {', '.join(sorted({c.domain for c in mine}))} cases)" if mine else ""
+    raise RouteError(f"user {user_id!r} has no positive {domain} case in {dataset.spec}{held}")
+
+
+def user_case(user_id: str, domain: str, dataset=None, history: Path | None = None) -> Case:
+    """The user's history as a Case: from a history file if given, else their case in a loaded SPEC."""
+    if history is not None:
+        return replace(read_history_file(history, "", domain), user_id=user_id)
+    if dataset is not None:
+        return spec_case(dataset, user_id, domain)
+    raise RouteError("pass the user's history: --data SPEC (the user's case in it) or --history FILE")

