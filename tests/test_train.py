@@ -108,12 +108,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     a = load_file(latest_checkpoint(tmp_path / "straight").path / "adapter.safetensors")
     b = load_file(latest_checkpoint(tmp_path / "killed").path / "adapter.safetensors")
     assert latest_checkpoint(tmp_path / "killed").step == latest_checkpoint(tmp_path / "straight").step == steps
+    # Equal up to float summation order: BLAS kernels may pick other code paths for other memory
+    # alignments in a new process (~1e-6 here). A resume that lost optimizer, scheduler or RNG state
+    # differs by ~1e-3 (a few Adam steps of lr 5e-3), far outside this tolerance.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     final_a = load_file(tmp_path / "straight" / "best" / "adapter_model.safetensors")
     final_b = load_file(tmp_path / "killed" / "best" / "adapter_model.safetensors")
     for key in final_a:
-        torch.testing.assert_close(final_a[key], final_b[key], rtol=0, atol=1e-7)
+        torch.testing.assert_close(final_a[key], final_b[key], rtol=1e-4, atol=1e-5)
     assert [r["step"] for r in _metrics(tmp_path / "killed")] == list(range(1, steps + 1))
 
 
