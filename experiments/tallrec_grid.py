@@ -78,7 +78,8 @@ def render() -> str:
                   f"`{first['spec']}`, the same subset for every row; 95% bootstrap CIs (1000 resamples). "
                   f"Training: the recipe `recipes/{RECIPE.get((domain, 'lora'))}.yaml` with the shots/seed/type shown "
                   "(few-shot cases drawn as TALLRec draws them; early stopping on validation AUC). "
-                  f"Machine: {first['machine']}.", ""]
+                  f"Machine: {first['machine']}. The time column is the wall time of train + evaluation and is not a "
+                  "benchmark: these runs shared the 2 cores with other jobs (see docs/performance.md for speed).", ""]
         if domain == "book":
             lines += ["TALLRec's book train set is not available here: shots are drawn from the first 1200 records of "
                       "`book/valid.json`, early stopping uses the rest of that file, the test set is untouched.", ""]
