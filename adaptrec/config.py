@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -58,10 +58,53 @@ class EvaluationSection(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-class MethodSection(_Strict):
-    """Reserved for the training methods of later work (joint text loss, distillation, multi-task)."""
+class PlainSettings(_Strict):
+    """Today's training: cross-entropy of the Yes/No answer (TALLRec)."""
 
-    loss: Literal["rec"] = "rec"  # rec: cross-entropy of the Yes/No answer
+    type: Literal["plain"] = "plain"
+
+
+class JointSettings(_Strict):
+    """L = L_rec + text_weight * L_text (causal-LM loss on the domain's item text)."""
+
+    type: Literal["joint"]
+    rec_loss: Literal["yesno", "pairwise", "listwise"] = "yesno"  # ranking losses compare a user's candidates
+    text_weight: float = Field(0.1, ge=0)  # λ: higher teaches the domain's language more, the preference less
+    text_source: Literal["titles", "attributes"] = "titles"  # attributes: Amazon title + category/brand words
+    text_batch_size: int = Field(4, ge=1)  # item texts per micro-batch for L_text
+
+
+class DistillSettings(_Strict):
+    """KL(teacher || student) at a temperature plus alpha * the hard Yes/No loss."""
+
+    type: Literal["distill"]
+    teacher: str = Field(min_length=1)  # registry ref of the teacher adapter (name or name:version), or "backbone"
+    teacher_data: str = Field(min_length=1)  # SPEC of the teacher's view of the training cases (e.g. full history)
+    temperature: float = Field(2.0, gt=0)  # higher: softer targets, more of the teacher's ranking information
+    alpha: float = Field(0.5, ge=0)  # weight of the hard-label loss
+
+
+class MultitaskSettings(_Strict):
+    """One adapter on several domains; the noun in each prompt's instruction tags its domain."""
+
+    type: Literal["multitask"]
+    extra_train: list[str] = Field(min_length=1)  # SPECs of the other domains' training data (data.shots each)
+    weights: dict[str, Annotated[float, Field(gt=0)]] = {}  # per-domain loss weight (default 1)
+    ratios: dict[str, Annotated[float, Field(gt=0)]] = {}  # per-domain sampling ratio (default: by case count)
+
+
+class BlendSettings(_Strict):
+    """Plain training, then a logistic regression on [logit P(yes), like-ratio, log popularity]."""
+
+    type: Literal["blend"]
+    features: list[Literal["llm", "like_ratio", "popularity"]] = Field(
+        ["llm", "like_ratio", "popularity"], min_length=1)
+    fit_on: Literal["shots", "valid"] = "shots"  # valid: cases the adapter never trained on (less over-confident)
+    l2: float = Field(1.0, ge=0)  # ridge penalty (C = 1/l2): higher shrinks the coefficients towards 0
+
+
+MethodSection = Annotated[
+    PlainSettings | JointSettings | DistillSettings | MultitaskSettings | BlendSettings, Field(discriminator="type")]
 
 
 class Recipe(_Strict):
@@ -73,7 +116,7 @@ class Recipe(_Strict):
     data: DataSection
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()
-    method: MethodSection = MethodSection()
+    method: MethodSection = PlainSettings()
 
 
 def _parse_override(item: str, source: str) -> tuple[list[str], object]:
@@ -130,7 +173,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
     except ValidationError as e:
         err = e.errors()[0]
         loc = list(err["loc"])
-        if loc[:1] == ["adapter"] and len(loc) > 2 and loc[1] == (raw.get("adapter") or {}).get("type"):
+        if loc[:1] in (["adapter"], ["method"]) and len(loc) > 2 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
             del loc[1]  # pydantic names the union member ("adapter.lora.r"); users wrote "adapter.r"
         key = ".".join(str(p) for p in loc)
         value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,10 +21,12 @@ from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError
 from ..metrics.classification import auc
-from ..scoring import Scorer, last_token_logits, tokenize
+from ..scoring import Scorer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
-from .losses import rec_loss
+from .methods import Method, StepContext, build_method, micro_batches
+
+__all__ = ["TrainResult", "micro_batches", "train", "validate"]
 
 
 @dataclass
@@ -36,18 +38,13 @@ class TrainResult:
     best_step: int
     stopped_early: bool
     model: torch.nn.Module  # the peft model (adapter weights of the last step)
+    method_info: dict = field(default_factory=dict)  # what the method recorded (also run_dir/method.json)
+    lineage: dict | None = None  # registry lineage of the adapter (e.g. a distillation teacher)
 
     def summary(self) -> dict:
         return {"run_dir": str(self.run_dir), "adapter_dir": str(self.adapter_dir), "steps": self.steps,
-                "best_val_auc": self.best_val_auc, "best_step": self.best_step, "stopped_early": self.stopped_early}
-
-
-def micro_batches(cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
-    """The `index`-th micro-batch of an endless, per-epoch reshuffled stream (a pure function: resume needs no state)."""
-    per_epoch = max(1, -(-len(cases) // batch_size))
-    epoch, pos = divmod(index, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(len(cases))
-    return [cases[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
+                "best_val_auc": self.best_val_auc, "best_step": self.best_step, "stopped_early": self.stopped_early,
+                "method": self.method_info}
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
@@ -89,8 +86,11 @@ def train(
     val_cases: Sequence[Case],
     run_dir: Path,
     resume: bool = False,
+    method: Method | None = None,
 ) -> TrainResult:
-    """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best."""
+    """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best.
+
+    The loss and the micro-batches come from `method` (default: the one `recipe.method` names)."""
     t = recipe.training
     metrics_path = run_dir / "metrics.jsonl"
     ckpt = latest_checkpoint(run_dir)
@@ -117,6 +117,9 @@ def train(
         unwrapped, tokenizer, model_key="", template=recipe.data.template,
         max_prompt_tokens=recipe.data.max_prompt_tokens, batch_size=recipe.evaluation.batch_size, progress=False,
     )
+    method = method or build_method(recipe, backbone, train_cases)
+    ctx = StepContext(scorer, accelerator.device)
+    method.prepare(unwrapped, ctx, train_cases)
     stopper = EarlyStopping(recipe.training.patience)
     step = 0
     if ckpt:
@@ -137,11 +140,10 @@ def train(
         model.train()
         losses = []
         for micro in range(t.grad_accum):
-            cases = micro_batches(train_cases, t.batch_size * world, t.seed, step * t.grad_accum + micro)[rank::world]
+            index = step * t.grad_accum + micro
+            cases = method.batch(train_cases, t.batch_size * world, t.seed, index)[rank::world]
             with accelerator.accumulate(model):
-                batch = tokenize(tokenizer, scorer.prompts(cases), accelerator.device, recipe.data.template != "chat")
-                labels = torch.tensor([c.label for c in cases], device=accelerator.device)
-                loss = rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id)
+                loss = method.loss(model, cases, ctx, index)
                 extra = tuner.extra_loss(unwrapped)
                 if extra is not None:
                     loss = loss + extra
@@ -175,8 +177,12 @@ def train(
     if accelerator.is_main_process and not (run_dir / "best").exists():
         _save_adapter(unwrapped, run_dir / "best")
     accelerator.wait_for_everyone()
+    model.eval()
+    method_info = method.finish(scorer, train_cases, val_cases, run_dir)
+    if accelerator.is_main_process:
+        write_text(run_dir / "method.json", json.dumps({"method": method.name, **method_info}, indent=1) + "\n")
     return TrainResult(
         run_dir=run_dir, adapter_dir=run_dir / "best", steps=step,
         best_val_auc=None if stopper.best == float("-inf") else stopper.best, best_step=stopper.best_step,
-        stopped_early=step < t.max_steps, model=unwrapped,
+        stopped_early=step < t.max_steps, model=unwrapped, method_info=method_info, lineage=method.lineage(),
     )

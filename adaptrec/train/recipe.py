@@ -19,6 +19,7 @@ from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from ..scoring import Scorer, backbone_scorer
 from .loop import TrainResult, train
+from .methods.features import FeatureBlend, blend_row
 
 
 @dataclass
@@ -70,14 +71,20 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     with model.disable_adapter():
         report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, ev.score, report.metric_names, ev.seed))
-    adapter_row = llm_row(recipe.name, scorer(weights_key(result.adapter_dir)), cases, ev.score, report.metric_names, ev.seed)
+    adapter_scorer = scorer(weights_key(result.adapter_dir))
+    adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
     report.rows.append(adapter_row)
+    blend = result.method_info.get("blend")
+    if blend:  # the `blend` method: the LLM score calibrated with the like-ratio/popularity features
+        report.rows.append(blend_row(f"{recipe.name} + feature blend", FeatureBlend(**blend), adapter_scorer, cases,
+                                     test.item_popularity, report.metric_names, ev.seed))
 
     metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": d.test, "limit": ev.limit, "seed": ev.seed,
                       "score": ev.score} for name, v in adapter_row.metrics.items()}
     record = registry.register(
         result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained", adapter_type=recipe.adapter.type,
         adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=text, metrics=metrics,
+        lineage=result.lineage,
     )
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),

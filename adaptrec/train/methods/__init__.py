@@ -1,0 +1,65 @@
+"""Training methods, one module each, chosen by a recipe's `method.type` (see docs/methods.md)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ...adapters.attach import weights_key
+from ...config import Recipe
+from ...data.records import Case
+from ...data.sampling import few_shot
+from ...data.spec import load_spec
+from ...errors import AdaptrecError, ConfigError
+from ...home import adaptrec_home
+from ...registry import Registry
+from ...score_cache import ScoreCache
+from .base import Method, StepContext, adapter_active, micro_batches
+from .distill import DistillMethod, Teacher, pair_key
+from .features import BlendMethod, FeatureBlend, blend_row
+from .joint import JointMethod, item_texts
+from .multitask import MultitaskMethod
+
+__all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
+           "BlendMethod", "FeatureBlend", "blend_row", "JointMethod", "item_texts", "MultitaskMethod"]
+
+
+def _spec_cases(recipe: Recipe, spec: str, key: str, shots: int | None) -> tuple[list[Case], str, dict]:
+    """Labelled cases of `spec` (few-shot drawn like data.train), its fingerprint and popularity."""
+    try:
+        data = load_spec(spec, negatives_per_positive=recipe.data.negatives_per_positive, seed=recipe.data.seed)
+        cases = [c for c in data.cases if c.label is not None]
+        cases = few_shot(cases, shots, recipe.data.seed) if shots else cases
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: {key}: {e}") from None
+    return cases, data.fingerprint, data.item_popularity
+
+
+def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
+    """The method object `recipe.method` names, with the data and teacher it needs loaded."""
+    cfg = recipe.method
+    if cfg.type == "joint":
+        partners: list[Case] = []
+        if cfg.rec_loss != "yesno":  # complete each shot user's candidate list from the full training split
+            users, have = {c.user_id for c in train_cases}, {pair_key(c) for c in train_cases}
+            partners = [c for c in _spec_cases(recipe, recipe.data.train, "data.train", None)[0]
+                        if c.user_id in users and pair_key(c) not in have]
+        return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
+    if cfg.type == "blend":
+        return BlendMethod(cfg, _spec_cases(recipe, recipe.data.train, "data.train", None)[2])
+    if cfg.type == "multitask":
+        extra = [c for i, spec in enumerate(cfg.extra_train)
+                 for c in _spec_cases(recipe, spec, f"method.extra_train[{i}]", recipe.data.shots)[0]]
+        return MultitaskMethod(extra, cfg.weights, cfg.ratios)
+    if cfg.type == "distill":
+        cases, data_fp, _ = _spec_cases(recipe, cfg.teacher_data, "method.teacher_data", None)
+        if cfg.teacher == "backbone":
+            teacher = Teacher("backbone", None, f"{backbone.fingerprint.exact}:base", cases, data_fp)
+        else:
+            try:
+                record = Registry().load_verified(cfg.teacher, backbone.fingerprint)
+            except AdaptrecError as e:
+                raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
+            teacher = Teacher(record.ref, record.path, f"{backbone.fingerprint.exact}:{weights_key(record.path)}",
+                              cases, data_fp)
+        return DistillMethod(cfg, teacher, ScoreCache(adaptrec_home() / "score_cache.db"))
+    return Method()

@@ -1,0 +1,83 @@
+"""What the training loop needs from a method: micro-batches, a loss, and what to record when done."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from peft import PeftModel
+
+from ...data.records import Case
+from ...scoring import Scorer, last_token_logits, tokenize
+from ..losses import rec_loss
+
+
+def micro_batches(cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
+    """The `index`-th micro-batch of an endless, per-epoch reshuffled stream (a pure function: resume needs no state)."""
+    per_epoch = max(1, -(-len(cases) // batch_size))
+    epoch, pos = divmod(index, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(len(cases))
+    return [cases[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
+
+
+@dataclass
+class StepContext:
+    """The loop's tokenizer, prompt rendering (the scorer's, so training sees the prompts scoring sees) and device."""
+
+    scorer: Scorer
+    device: torch.device
+
+    def answer_logits(self, model: torch.nn.Module, cases: Sequence[Case]) -> torch.Tensor:
+        """(B, vocab) next-token logits at each case's answer slot, with gradients."""
+        special = self.scorer.template != "chat"
+        batch = tokenize(self.scorer.tokenizer, self.scorer.prompts(cases), self.device, special)
+        return last_token_logits(model, batch)
+
+    def labels(self, cases: Sequence[Case]) -> torch.Tensor:
+        return torch.tensor([c.label for c in cases], device=self.device)
+
+
+class Method:
+    """Plain training: the Yes/No cross-entropy on uniformly shuffled micro-batches. Subclasses override parts."""
+
+    name = "plain"
+
+    def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
+        """Called once before the first step (after a resume too); must not touch trainable weights."""
+
+    def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
+        """The `index`-th micro-batch; must be a pure function of its arguments (exact resume)."""
+        return micro_batches(cases, batch_size, seed, index)
+
+    def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
+        return rec_loss(ctx.answer_logits(model, cases), ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id)
+
+    def finish(self, scorer: Scorer, train_cases: Sequence[Case], val_cases: Sequence[Case], run_dir: Path) -> dict:
+        """After training, with `scorer` on the best adapter: JSON-able facts to record (e.g. a fitted blend)."""
+        return {}
+
+    def lineage(self) -> dict | None:
+        """Registry lineage of the trained adapter (e.g. its teacher), or None."""
+        return None
+
+
+@contextmanager
+def adapter_active(model: PeftModel, path: Path | None, name: str) -> Iterator[None]:
+    """Score with the adapter at `path` (None: the bare backbone) instead of the trained one, then make the
+    trained adapter active (and trainable: peft's set_adapter) again and drop the loaded one."""
+    if path is None:
+        with model.disable_adapter():
+            yield
+        return
+    active = model.active_adapter
+    model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+    model.set_adapter(name)
+    try:
+        yield
+    finally:
+        model.set_adapter(active)
+        model.delete_adapter(name)

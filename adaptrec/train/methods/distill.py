@@ -1,0 +1,80 @@
+"""Distillation for cold-start users: a teacher that sees more (e.g. the full cross-domain history) gives soft
+Yes/No probabilities; the student, seeing only a cold-start user's view, learns T²·KL(teacher ‖ student) + α·CE.
+
+Teacher answer logits come from the one scoring path, computed once and cached in the score cache under
+(teacher backbone's exact fingerprint, teacher adapter weights hash, teacher data fingerprint, prompt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ...config import DistillSettings
+from ...data.records import Case
+from ...errors import ConfigError
+from ...score_cache import ScoreCache
+from ...scoring import Scorer
+from ..losses import distill_loss
+from .base import Method, StepContext, adapter_active
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Where the soft labels come from. `path` None: the bare backbone."""
+
+    ref: str  # registry ref, or "backbone"
+    path: Path | None
+    model_key: str  # backbone exact fingerprint + adapter weights hash
+    cases: Sequence[Case]  # the teacher's view of the training cases
+    data_fingerprint: str
+
+
+def pair_key(case: Case) -> tuple:
+    """What identifies the same (user, target, label) in the teacher's and the student's view."""
+    return case.user_id, case.domain, case.target, case.label
+
+
+class DistillMethod(Method):
+    name = "distill"
+
+    def __init__(self, cfg: DistillSettings, teacher: Teacher, cache: ScoreCache):
+        self.cfg, self.teacher, self.cache = cfg, teacher, cache
+        self.margins: dict[tuple, float] = {}
+        self.teacher_forwards = 0  # prompts the teacher actually ran (0 when the cache had them all)
+
+    def cache_key(self) -> str:
+        return f"teacher:{self.teacher.model_key}:{self.teacher.data_fingerprint}"
+
+    def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
+        by_key = {pair_key(c): c for c in self.teacher.cases}
+        missing = [c for c in train_cases if pair_key(c) not in by_key]
+        if missing:
+            m = missing[0]
+            raise ConfigError(f"method.teacher_data: {len(missing)} training cases have no teacher case "
+                              f"(e.g. user {m.user_id!r}, target {m.target}); use the same split with the teacher's view")
+        keys = list(dict.fromkeys(pair_key(c) for c in train_cases))
+        s = ctx.scorer
+        scorer = Scorer(model, s.tokenizer, self.cache_key(), template=s.template, max_prompt_tokens=s.max_prompt_tokens,
+                        batch_size=s.batch_size, cache=self.cache, progress=False)
+        prompts = scorer.prompts([by_key[k] for k in keys])
+        self.teacher_forwards = len(prompts) - len(self.cache.get_many([ScoreCache.key(scorer.model_key, p) for p in prompts]))
+        model.eval()
+        if self.teacher_forwards:
+            with adapter_active(model, self.teacher.path, "distill_teacher"):
+                logits = scorer.logits_for_prompts(prompts)
+        else:
+            logits = scorer.logits_for_prompts(prompts)
+        self.margins = {k: float(row[0] - row[1]) for k, row in zip(keys, logits)}
+
+    def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
+        margin = torch.tensor([self.margins[pair_key(c)] for c in cases], device=ctx.device)
+        return distill_loss(ctx.answer_logits(model, cases), margin, ctx.labels(cases), ctx.scorer.yes_id,
+                            ctx.scorer.no_id, self.cfg.temperature, self.cfg.alpha)
+
+    def lineage(self) -> dict:
+        parents = [] if self.teacher.path is None else [self.teacher.ref]
+        return {"parents": parents, "method": "distill", "teacher": self.teacher.ref,
+                "teacher_data": self.cfg.teacher_data, "temperature": self.cfg.temperature, "alpha": self.cfg.alpha}

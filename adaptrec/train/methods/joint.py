@@ -1,0 +1,94 @@
+"""Joint training: L = L_rec + λ·L_text. L_rec is the Yes/No cross-entropy or a ranking loss over each user's
+candidates; L_text is the causal-LM loss on the domain's item text, so the adapter learns the domain's language."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ...config import JointSettings
+from ...data.interaction_log import get_field, read_jsonl
+from ...data.records import Case
+from ...errors import ConfigError
+from ...home import data_root
+from ...scoring import tokenize
+from ..losses import answer_pair, causal_lm_loss, listwise_loss, pairwise_loss, rec_loss
+from .base import Method, StepContext, micro_batches
+
+
+@lru_cache(maxsize=1)
+def _amazon_attributes(path: Path) -> dict[tuple[str, str], str]:
+    """(domain, item_id) -> the upstream category/brand words of `item_attributes.jsonl`."""
+    return {(get_field(o, "domain", "str", w), get_field(o, "item_id", "id", w)): get_field(o, "attributes", "str", w)
+            for w, o in read_jsonl(path)}
+
+
+def item_texts(cases: Sequence[Case], source: str = "titles") -> list[str]:
+    """The distinct target-domain item texts of `cases` (history and targets), in first-seen order.
+
+    `titles`: the items as prompts show them. `attributes`: each title followed by its Amazon category/brand
+    words (items without attributes keep the bare title)."""
+    seen: dict[tuple[str, str | None], str] = {}
+    for case in cases:
+        items = [(h.text, h.item_id) for h in case.history if h.domain in (None, case.domain)]
+        for text, item_id in items + [(case.target, case.target_id)]:
+            seen.setdefault((case.domain, item_id) if item_id else (case.domain, text), text)
+    if source == "titles":
+        return list(dict.fromkeys(seen.values()))
+    attributes = _amazon_attributes(data_root() / "amazon_arts_office" / "item_attributes.jsonl")
+    return list(dict.fromkeys(f"{text}: {attributes[key]}" if key in attributes else text
+                              for key, text in seen.items()))
+
+
+def _user_groups(cases: Sequence[Case]) -> list[list[Case]]:
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.user_id, []).append(case)
+    return list(groups.values())
+
+
+class JointMethod(Method):
+    """With a ranking `rec_loss`, a micro-batch holds all candidates of `batch_size` users: the training cases
+    plus `partners`, the same users' other candidates (e.g. the sampled negatives the few-shot draw left out)."""
+
+    name = "joint"
+
+    def __init__(self, cfg: JointSettings, texts: Sequence[str], seed: int = 0, partners: Sequence[Case] = ()):
+        self.cfg, self.texts, self.seed, self.partners = cfg, list(texts), seed, list(partners)
+
+    def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
+        if self.cfg.rec_loss != "yesno" and not any(
+                len({c.label for c in g}) == 2 for g in _user_groups([*train_cases, *self.partners])):
+            raise ConfigError(f"method.rec_loss: {self.cfg.rec_loss} ranks a user's candidates, but no training user "
+                              "has both a Yes and a No case (TALLRec files: one case per user); use rec_loss: yesno")
+
+    def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
+        if self.cfg.rec_loss == "yesno":
+            return micro_batches(cases, batch_size, seed, index)
+        groups = _user_groups([*cases, *self.partners])
+        return [c for group in micro_batches(groups, batch_size, seed, index) for c in group]
+
+    def rec(self, logits: torch.Tensor, cases: Sequence[Case], ctx: StepContext) -> torch.Tensor:
+        labels, yes, no = ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id
+        if self.cfg.rec_loss == "yesno":
+            return rec_loss(logits, labels, yes, no)
+        pair = answer_pair(logits, yes, no)
+        margin = pair[:, 1] - pair[:, 0]  # logit P(yes): the score scoring ranks by
+        users = {u: i for i, u in enumerate(dict.fromkeys(c.user_id for c in cases))}
+        groups = torch.tensor([users[c.user_id] for c in cases], device=logits.device)
+        ranking = pairwise_loss if self.cfg.rec_loss == "pairwise" else listwise_loss
+        return ranking(margin, labels, groups)
+
+    def text(self, model: torch.nn.Module, ctx: StepContext, index: int) -> torch.Tensor:
+        texts = micro_batches(self.texts, self.cfg.text_batch_size, self.seed, index)
+        batch = tokenize(ctx.scorer.tokenizer, texts, ctx.device)
+        return causal_lm_loss(model(**batch).logits, batch["input_ids"], batch["attention_mask"])
+
+    def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
+        rec = self.rec(ctx.answer_logits(model, cases), cases, ctx)
+        if self.cfg.text_weight == 0 or not self.texts:
+            return rec
+        return rec + self.cfg.text_weight * self.text(model, ctx, index)

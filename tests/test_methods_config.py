@@ -1,0 +1,56 @@
+"""Recipes select each training method; method keys are validated with one-line errors naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptrec.config import RECIPES_DIR, load_recipe
+from adaptrec.errors import ConfigError
+
+METHOD_RECIPES = {"movie-joint": "joint", "office-joint": "joint", "movie-blend": "blend",
+                  "office-distill": "distill", "arts-office-multitask": "multitask"}
+
+
+@pytest.mark.parametrize("name,kind", METHOD_RECIPES.items())
+def test_each_method_recipe_selects_its_method(name, kind):
+    recipe, text = load_recipe(name)
+    assert recipe.method.type == kind and text.startswith("#") and f"adaptrec train {name}" in text
+
+
+def test_recipes_without_a_method_train_plainly():
+    assert load_recipe("movie-lora")[0].method.type == "plain"
+
+
+def test_method_keys_can_be_overridden():
+    recipe, _ = load_recipe("movie-joint", ["method.text_weight=0.5", "method.rec_loss=pairwise"])
+    assert recipe.method.text_weight == 0.5 and recipe.method.rec_loss == "pairwise"
+
+
+def _write(tmp_path: Path, base: str, method: dict) -> Path:
+    raw = yaml.safe_load((RECIPES_DIR / f"{base}.yaml").read_text())
+    raw["method"] = method
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("method,key", [
+    ({"type": "joint", "lambda": 0.1}, "method.lambda"),  # unknown key (the knob is text_weight)
+    ({"type": "joint", "text_weight": -1}, "method.text_weight"),
+    ({"type": "joint", "rec_loss": "hinge"}, "method.rec_loss"),
+    ({"type": "distill", "teacher": "office-lora"}, "method.teacher_data"),  # missing
+    ({"type": "distill", "teacher": "t", "teacher_data": "x", "temperature": 0}, "method.temperature"),
+    ({"type": "multitask", "extra_train": []}, "method.extra_train"),
+    ({"type": "multitask", "extra_train": ["x"], "ratios": {"arts": 0}}, "method.ratios.arts"),
+    ({"type": "blend", "features": ["age"]}, "method.features.0"),
+    ({"type": "dpo"}, "method"),
+])
+def test_bad_method_keys_name_file_and_key(tmp_path, method, key):
+    path = _write(tmp_path, "movie-lora", method)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: {key}:"), msg

@@ -1,0 +1,292 @@
+"""Each training method end to end on the tiny model through `adaptrec.train.loop.train`, its gradients,
+its micro-batches, and the distillation teacher's score cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+
+from adaptrec.adapters.base import build_peft_model
+from adaptrec.backbone import load_backbone
+from adaptrec.config import BlendSettings, JointSettings, Recipe
+from adaptrec.data.prompts import ANSWERS, instruction, render_input
+from adaptrec.data.tallrec import read_tallrec_json
+from adaptrec.errors import ConfigError
+from adaptrec.registry import Registry
+from adaptrec.scoring import Scorer
+from adaptrec.train.loop import train
+from adaptrec.train.losses import rec_loss
+from adaptrec.metrics import log_loss
+from adaptrec.metrics.classification import auc
+from adaptrec.train.methods import (BlendMethod, FeatureBlend, JointMethod, Method, MultitaskMethod, StepContext,
+                                    blend_row, build_method, item_texts)
+from adaptrec.train.methods.features import feature_matrix
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import synthetic_cases  # noqa: E402
+from train_worker import tiny_recipe  # noqa: E402
+
+
+def _write_tallrec(path: Path, cases) -> Path:
+    """A TALLRec-style file of `cases` (read back, record i is user `{noun}-{stem}-{i}`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"instruction": instruction(c.noun), "input": render_input(c), "output": ANSWERS[c.label]}
+                                for c in cases]))
+    return path
+
+
+def _recipe(model_dir: Path, method: dict, steps: int = 2, train: str = "x", shots: int | None = 64,
+            **training) -> Recipe:
+    raw = tiny_recipe(str(model_dir), steps, **training).model_dump()
+    raw["data"].update(train=train, shots=shots)
+    return Recipe.model_validate({**raw, "method": method})
+
+
+def _fresh(tiny_model_dir: Path):
+    return load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+
+
+def _student(tiny_model_dir: Path):
+    """A fresh tiny backbone wrapped with a fresh LoRA adapter, and the step context the loop would build."""
+    backbone = _fresh(tiny_model_dir)
+    model = build_peft_model(backbone.model, {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0}, total_steps=2)
+    return backbone, model, StepContext(Scorer(model, backbone.tokenizer, "", progress=False), torch.device("cpu"))
+
+
+def _paired(n: int):
+    """Cases where user p{i} has one Yes and one No candidate (ranking losses need both)."""
+    return [replace(c, user_id=f"p{i // 2}") for i, c in enumerate(synthetic_cases(n))]
+
+
+# ---------------------------------------------------------------- gradients reach only the adapter
+
+
+def _methods(cases):
+    return {
+        "plain": Method(),
+        "joint-text": JointMethod(JointSettings(type="joint", text_weight=1.0), item_texts(cases)),
+        "joint-listwise": JointMethod(JointSettings(type="joint", rec_loss="listwise", text_weight=0.5), item_texts(cases)),
+        "multitask": MultitaskMethod([], {"movie": 2.0}, {}),
+    }
+
+
+@pytest.mark.parametrize("kind", ["plain", "joint-text", "joint-listwise", "multitask"])
+def test_gradients_reach_only_adapter_parameters(tiny_model_dir, kind):
+    _, model, ctx = _student(tiny_model_dir)
+    cases = _paired(4)
+    method = _methods(cases)[kind]
+    with torch.no_grad():  # LoRA B starts at zero, which would zero the A gradients
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    method.prepare(model, ctx, cases)
+    method.loss(model, method.batch(cases, 2, 0, 0), ctx, 0).backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    adapter = {n for n, p in model.named_parameters() if "lora_" in n}
+    assert got == adapter
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+
+
+def test_joint_loss_is_rec_plus_lambda_text(tiny_model_dir):
+    _, model, ctx = _student(tiny_model_dir)
+    model.eval()
+    cases = synthetic_cases(4)
+    texts = item_texts(cases)
+    assert texts[0] == cases[0].history[0].text and len(texts) == len(set(texts))
+    plain = JointMethod(JointSettings(type="joint", text_weight=0.0), texts)
+    joint = JointMethod(JointSettings(type="joint", text_weight=0.7), texts)
+    with torch.no_grad():
+        text = joint.text(model, ctx, 3)
+        assert text.item() > 0
+        assert joint.loss(model, cases, ctx, 3).item() == pytest.approx(plain.loss(model, cases, ctx, 3).item()
+                                                                         + 0.7 * text.item(), rel=1e-5)
+
+
+def test_ranking_batches_keep_users_whole_and_are_pure():
+    method = JointMethod(JointSettings(type="joint", rec_loss="pairwise"), [], partners=_paired(8)[1::2])
+    shots = _paired(8)[0::2]  # the few-shot draw kept one candidate per user; partners complete them
+    batch = method.batch(shots, 2, seed=0, index=1)
+    assert len(batch) == 4 and sorted(c.label for c in batch) == [0, 0, 1, 1]
+    assert len({c.user_id for c in batch}) == 2 and batch == method.batch(shots, 2, seed=0, index=1)
+
+
+def test_ranking_loss_refuses_one_case_per_user(tiny_model_dir, tmp_path):
+    backbone = _fresh(tiny_model_dir)
+    data = _write_tallrec(tmp_path / "d" / "train.json", synthetic_cases(8))
+    recipe = _recipe(tiny_model_dir, {"type": "joint", "rec_loss": "listwise"}, train=str(data))
+    with pytest.raises(ConfigError, match="rec_loss"):
+        train(recipe, backbone, synthetic_cases(8), synthetic_cases(4, seed=1), tmp_path / "run")
+
+
+def test_multitask_batches_follow_the_ratios_and_weights_reweight(tiny_model_dir):
+    method = MultitaskMethod(synthetic_cases(40, domain="book"), {"book": 3.0}, {"movie": 0.2, "book": 0.8})
+    drawn = [c.domain for i in range(50) for c in method.batch(synthetic_cases(8), 4, 0, i)]
+    assert 0.1 < drawn.count("movie") / len(drawn) < 0.3
+    assert method.batch(synthetic_cases(8), 4, 0, 7) == method.batch(synthetic_cases(8), 4, 0, 7)
+    _, model, ctx = _student(tiny_model_dir)
+    model.eval()
+    cases = synthetic_cases(2) + synthetic_cases(2, domain="book")
+    with torch.no_grad():
+        logits = ctx.answer_logits(model, cases)
+        w = torch.tensor([1.0, 1.0, 3.0, 3.0])
+        expected = rec_loss(logits, ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id, w)
+        assert method.loss(model, cases, ctx, 0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- end to end through the loop
+
+
+def _run(tiny_model_dir, tmp_path, method: dict, train_cases, obj: Method | None = None, **kw):
+    recipe = _recipe(tiny_model_dir, method, **kw)
+    result = train(recipe, _fresh(tiny_model_dir), train_cases, synthetic_cases(8, seed=1), tmp_path / "run", method=obj)
+    assert result.steps == recipe.training.max_steps and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "method.json").read_text())["method"] == method["type"]
+    return result
+
+
+def test_joint_trains_end_to_end(tiny_model_dir, tmp_path):
+    _run(tiny_model_dir, tmp_path, {"type": "joint", "text_weight": 0.5}, synthetic_cases(8))
+
+
+def test_joint_pairwise_trains_end_to_end(tiny_model_dir, tmp_path):
+    cfg = {"type": "joint", "rec_loss": "pairwise"}
+    result = _run(tiny_model_dir, tmp_path, cfg, _paired(8), obj=JointMethod(JointSettings(**cfg), item_texts(_paired(8))))
+    assert json.loads(result.run_dir.joinpath("metrics.jsonl").read_text().splitlines()[0])["loss"] > 0
+
+
+def test_multitask_trains_end_to_end(tiny_model_dir, tmp_path):
+    books = _write_tallrec(tmp_path / "book" / "train.json", synthetic_cases(8, domain="book"))
+    method = {"type": "multitask", "extra_train": [str(books)], "ratios": {"movie": 0.5, "book": 0.5}}
+    with pytest.raises(ConfigError, match=r"method.extra_train\[0\]: asked for 64 shots"):
+        build_method(_recipe(tiny_model_dir, method), None, synthetic_cases(8))
+    built = build_method(_recipe(tiny_model_dir, method, shots=4), None, synthetic_cases(8))
+    assert {c.domain for c in built.extra} == {"book"} and len(built.extra) == 4
+    _run(tiny_model_dir, tmp_path, method, synthetic_cases(8), shots=4)
+
+
+def test_blend_trains_end_to_end_and_records_itself(tiny_model_dir, tmp_path):
+    data = _write_tallrec(tmp_path / "d" / "train.json", synthetic_cases(16))
+    result = _run(tiny_model_dir, tmp_path, {"type": "blend"}, synthetic_cases(16), train=str(data))
+    info = result.method_info
+    assert FeatureBlend(**info["blend"]).features == ["llm", "like_ratio", "popularity"] and info["fit_cases"] == 16
+    assert json.loads((result.run_dir / "method.json").read_text())["blend"] == info["blend"]
+
+
+def test_blend_is_fitted_with_the_best_adapter_not_the_last_weights(tiny_model_dir, tmp_path):
+    backbone, model, ctx = _student(tiny_model_dir)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "best")
+    with torch.no_grad():  # the last step's weights differ from the best ones
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.5)
+    cases, popularity = synthetic_cases(16), {'"Heat (1995)"': 3.0}
+    info = BlendMethod(BlendSettings(type="blend"), popularity).finish(ctx.scorer, cases, [], tmp_path)
+    best = Scorer(PeftModel.from_pretrained(_fresh(tiny_model_dir).model, str(tmp_path / "best")),
+                  backbone.tokenizer, "", progress=False)
+    logits = best.logits_for_prompts(best.prompts(cases))
+    x = feature_matrix(info["blend"]["features"], logits[:, 0] - logits[:, 1], cases, popularity)
+    refit = FeatureBlend.fit(info["blend"]["features"], x, np.array([c.label for c in cases]), 1.0)
+    np.testing.assert_allclose(refit.coef, info["blend"]["coef"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(refit.score(best, cases, popularity), refit.predict(x), rtol=1e-6)
+    row = blend_row("blend", refit, best, cases, popularity, ["auc", "log_loss"], seed=0)
+    labels = np.array([c.label for c in cases])
+    assert row.metrics["auc"].value == pytest.approx(auc(labels, refit.predict(x)))
+    assert row.metrics["log_loss"].value == pytest.approx(log_loss(labels, refit.predict(x)))
+    assert list(model.peft_config) == ["default"]
+
+
+# ---------------------------------------------------------------- distillation
+
+
+def _cold(cases):
+    return [replace(c, history=c.history[:1]) for c in cases]
+
+
+def _teacher(tiny_model_dir, tmp_path, name: str, seed: int) -> str:
+    result = train(tiny_recipe(str(tiny_model_dir), 2, seed=seed), _fresh(tiny_model_dir), synthetic_cases(8),
+                   synthetic_cases(4, seed=1), tmp_path / f"teacher-{seed}")
+    record = Registry().register(result.adapter_dir, name=name, domain="movie", kind="trained", adapter_type="lora",
+                                 adapter_config=None, fingerprint=_fresh(tiny_model_dir).fingerprint)
+    return record.ref
+
+
+def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_path):
+    cases = synthetic_cases(6)
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", cases)  # teacher sees the whole history
+    student_cases = _cold(read_tallrec_json(full))
+    v1 = _teacher(tiny_model_dir, tmp_path, "teacher", seed=0)
+
+    def prepared(teacher: str):
+        backbone, model, ctx = _student(tiny_model_dir)
+        recipe = _recipe(tiny_model_dir, {"type": "distill", "teacher": teacher, "teacher_data": str(full)})
+        method = build_method(recipe, backbone, student_cases)
+        before = {n: p.requires_grad for n, p in model.named_parameters()}
+        method.prepare(model, ctx, student_cases)
+        assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+        assert model.active_adapter == "default" and list(model.peft_config) == ["default"]
+        return method
+
+    first = prepared(v1)
+    assert first.teacher_forwards == 6
+    # the margins are the teacher adapter's own scores of the full-history prompts
+    ref = Scorer(PeftModel.from_pretrained(_fresh(tiny_model_dir).model, str(Registry().resolve(v1).path)),
+                 _fresh(tiny_model_dir).tokenizer, "", max_prompt_tokens=256, progress=False)
+    teacher_cases = read_tallrec_json(full)
+    logits = ref.logits_for_prompts(ref.prompts(teacher_cases))
+    np.testing.assert_allclose([first.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
+                               logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-5)
+    again = prepared(v1)
+    assert again.teacher_forwards == 0 and again.margins == pytest.approx(first.margins)
+    v2 = _teacher(tiny_model_dir, tmp_path, "teacher", seed=1)  # another teacher: other weights, other key
+    assert prepared(v2).teacher_forwards == 6
+    _write_tallrec(full, cases[:5] + [replace(cases[5], history=cases[5].history[1:])])  # the data changed
+    assert prepared(v1).teacher_forwards == 6
+
+
+def test_distill_trains_end_to_end_and_names_its_teacher(tiny_model_dir, tmp_path):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(8))
+    student_cases = _cold(read_tallrec_json(full))
+    ref = _teacher(tiny_model_dir, tmp_path, "teacher", seed=0)
+    method = {"type": "distill", "teacher": "teacher", "teacher_data": str(full), "temperature": 2.0, "alpha": 0.5}
+    result = _run(tiny_model_dir, tmp_path, method, student_cases)
+    assert result.lineage == {"parents": [ref], "method": "distill", "teacher": ref, "teacher_data": str(full),
+                              "temperature": 2.0, "alpha": 0.5}
+    record = Registry().register(result.adapter_dir, name="student", domain="movie", kind="trained",
+                                 adapter_type="lora", adapter_config=None, fingerprint=_fresh(tiny_model_dir).fingerprint,
+                                 lineage=result.lineage)
+    assert record.lineage["parents"] == [ref]
+
+
+def test_distill_refuses_cases_the_teacher_has_not_seen(tiny_model_dir, tmp_path):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    recipe = _recipe(tiny_model_dir, {"type": "distill", "teacher": "backbone", "teacher_data": str(full)})
+    with pytest.raises(ConfigError, match="teacher_data"):
+        train(recipe, _fresh(tiny_model_dir), synthetic_cases(4), synthetic_cases(4, seed=1), tmp_path / "run")
+
+
+def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_path):
+    """The text micro-batches are a pure function of the step: a resume replays them exactly."""
+    def run(steps: int, run_dir: Path, resume: bool = False):
+        recipe = _recipe(tiny_model_dir, {"type": "joint", "text_weight": 0.5}, steps=steps, scheduler="constant")
+        return train(recipe, _fresh(tiny_model_dir), synthetic_cases(8), synthetic_cases(4, seed=1), run_dir,
+                     resume=resume)
+
+    straight = run(4, tmp_path / "straight").model
+    run(2, tmp_path / "split")
+    resumed = run(4, tmp_path / "split", resume=True).model
+    a = {n: p for n, p in straight.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.named_parameters() if p.requires_grad}
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
