@@ -449,6 +449,35 @@ def recommend_cmd(
         typer.echo(f"{rank:3}. {r.score:.4f}{sim}  {r.title}")
 
 
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable)"),
+    max_resident: int = typer.Option(8, "--max-resident", help="LRU cap on adapters held in memory"),
+    max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens"),
+    max_candidates: int = typer.Option(100, "--max-candidates"),
+    queue_timeout: float = typer.Option(5.0, "--queue-timeout", help="seconds a request may wait before it is refused"),
+    max_batch: int = typer.Option(16, "--max-batch"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
+    template: str = typer.Option("tallrec", "--template"),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Serve every registered adapter over HTTP on one backbone (docs/serving.md); admin token: $ADAPTREC_ADMIN_TOKEN."""
+    from .backbone import load_backbone
+    from .registry import Registry
+    from .serve.app import ServeOptions, serve
+    from .serve.engine import Engine, Limits
+
+    engine = Engine(load_backbone(backbone, quantization), Registry(registry), max_resident=max_resident, template=template,
+                    batch_size=max_batch, limits=Limits(max_prompt_tokens, max_candidates, queue_timeout))
+    for ref in preload or []:
+        engine.load(ref)
+    serve(engine, host, port, ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
+
+
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")

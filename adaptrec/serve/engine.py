@@ -1,0 +1,256 @@
+"""One backbone, many adapters: verified lazy loading, an LRU cap, per-request adapters, mixed batches, limits.
+
+LoRA adapters (AdaLoRA ones exported exactly to LoRA first) live side by side in ONE PeftModel
+over the backbone; every forward names its adapter per row and peft's `LoraLayer._mixed_batch_forward`
+applies each row's adapter, so no request ever calls the global `set_adapter` and rows for different
+adapters share one forward pass. The per-row names reach the LoRA layers through a persistent
+pre-forward hook per layer that reads a context variable set for the duration of one forward: the
+same `adapter_names` kwarg peft's `forward(adapter_names=...)` injects, without re-registering a
+hook on every layer per call (that costs more than peft's `set_adapter` on a 30-layer model).
+Prefix-tuned adapters cannot join that model (peft holds one peft type per model and ignores
+`adapter_names` for them): each gets its own PeftModel over the same (LoRA-injected) backbone and its
+rows run as a separate batch with every LoRA layer told `__base__`. Forwards are not thread-safe:
+one worker runs them (see `app.Worker`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from peft import PeftModel
+
+from adaptrec.adapters.attach import peft_name
+from adaptrec.adapters.export import adalora_to_lora
+from adaptrec.data.prompts import render_prompt
+from adaptrec.data.records import Case
+from adaptrec.errors import AdaptrecError
+from adaptrec.home import adaptrec_home
+from adaptrec.scoring import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
+
+BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
+_ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
+
+
+def _inject_rows(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Pre-forward hook of every LoRA layer: pass this forward's per-row adapter names (if any) to peft."""
+    rows = _ROWS.get()
+    if rows is not None:
+        kwargs["adapter_names"] = rows
+    return args, kwargs
+
+
+@contextmanager
+def adapter_rows(names: Sequence[str]) -> Iterator[None]:
+    """Within this block, row i of every forward through the engine's LoRA layers uses adapter `names[i]`."""
+    token = _ROWS.set(list(names))
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+class ServeError(AdaptrecError):
+    """A request the engine refuses; `status` is the HTTP status the app answers with."""
+
+    status = 400
+
+
+class LimitExceeded(ServeError):
+    status = 413
+
+
+class QueueTimeout(ServeError):
+    status = 503
+
+
+class AdapterNotLoaded(ServeError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_tokens: int = 1024  # a longer prompt is refused, never truncated silently
+    max_candidates: int = 100  # per /recommend request
+    queue_timeout_s: float = 5.0  # waited longer than this in the queue: refused before it runs
+
+
+@dataclass
+class Resident:
+    """A loaded adapter: its registry record, peft name and kind ("lora" or "prefix")."""
+
+    ref: str
+    name: str
+    kind: str
+    record: object
+    model: PeftModel | None = None  # prefix adapters only: their own PeftModel
+    uses: int = 0
+
+    def to_dict(self) -> dict:
+        return {"ref": self.ref, "name": self.name, "kind": self.kind, "domain": self.record.domain, "uses": self.uses}
+
+
+def _peft_type(record) -> str:
+    return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
+
+
+@dataclass
+class Engine:
+    """Scores (adapter, prompt) rows for many registered adapters over one backbone."""
+
+    backbone: object
+    registry: object
+    max_resident: int = 8
+    limits: Limits = field(default_factory=Limits)
+    template: str = "tallrec"
+    batch_size: int = 16
+    _lora: PeftModel | None = field(default=None, init=False)
+    _resident: "OrderedDict[str, Resident]" = field(default_factory=OrderedDict, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _aliases: dict[str, str] = field(default_factory=dict, init=False)  # requested ref -> resolved name:version
+    _hooked: set[int] = field(default_factory=set, init=False)  # ids of LoRA layers carrying `_inject_rows`
+
+    def __post_init__(self) -> None:
+        self.tokenizer = self.backbone.tokenizer
+        self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
+        self.special = self.template != "chat"
+
+    # ------------------------------------------------------------ adapters
+    def load(self, ref: str, refresh: bool = False) -> Resident:
+        """The resident adapter for `ref`, loading it (hash + fingerprint checked) on first use; LRU order updated.
+
+        A bare name is resolved to its latest version when first loaded and then served from memory;
+        `refresh=True` (the admin load) resolves it again, so a newly registered version takes over.
+        """
+        with self._lock:
+            known = self._aliases.get(ref)
+            if known in self._resident and not refresh:
+                self._resident.move_to_end(known)
+                return self._resident[known]
+            record = self.registry.resolve(ref)
+            self._aliases[ref] = record.ref
+            if record.ref in self._resident:
+                self._resident.move_to_end(record.ref)
+                return self._resident[record.ref]
+            record = self.registry.load_verified(record.ref, self.backbone.fingerprint)
+            name, ptype = peft_name(record.ref), _peft_type(record)
+            if (record.adapter_config or {}).get("use_dora"):
+                raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
+            if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
+                raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
+            while len(self._resident) >= self.max_resident:
+                self.unload(next(iter(self._resident)))
+            if ptype in ("LORA", "ADALORA"):
+                folder = record.path if ptype == "LORA" else self._exported(record)
+                if self._lora is None:
+                    self._lora = PeftModel.from_pretrained(self.backbone.model, str(folder), adapter_name=name, is_trainable=False)
+                    self._lora.eval()
+                else:
+                    self._lora.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                self._hook_lora_layers()
+                resident = Resident(record.ref, name, "lora", record)
+            else:
+                model = PeftModel.from_pretrained(self._base(), str(record.path), adapter_name=name, is_trainable=False)
+                resident = Resident(record.ref, name, "prefix", record, model.eval())
+            self._resident[record.ref] = resident
+            return resident
+
+    def _hook_lora_layers(self) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        for module in self._lora.modules():
+            if isinstance(module, LoraLayer) and id(module) not in self._hooked:
+                module.register_forward_pre_hook(_inject_rows, with_kwargs=True)
+                self._hooked.add(id(module))
+
+    def unload(self, ref: str) -> None:
+        with self._lock:
+            key = self._aliases.get(ref, ref)
+            resident = self._resident.pop(key if key in self._resident else self.registry.resolve(ref).ref, None)
+            if resident is None:
+                raise AdapterNotLoaded(f"{ref} is not loaded")
+            if resident.kind == "lora":
+                self._lora.delete_adapter(resident.name)
+
+    def resident(self) -> list[dict]:
+        with self._lock:
+            return [r.to_dict() for r in self._resident.values()]
+
+    def _exported(self, record) -> Path:
+        """The exact LoRA export of an AdaLoRA adapter, cached by the registered version's metadata hash."""
+        out = adaptrec_home() / "serve" / "adalora-as-lora" / record.file_hash
+        return out if out.is_dir() else adalora_to_lora(record.path, out)
+
+    @property
+    def lora_model(self) -> PeftModel | None:
+        """The one PeftModel holding every resident LoRA adapter (None before the first is loaded)."""
+        return self._lora
+
+    def _base(self) -> torch.nn.Module:
+        return self._lora.base_model.model if self._lora is not None else self.backbone.model
+
+    # ------------------------------------------------------------ prompts and limits
+    def prompt(self, case: Case) -> str:
+        """The case's prompt, refused (`LimitExceeded`) when longer than `limits.max_prompt_tokens`."""
+        text = render_prompt(case, self.template, self.tokenizer)
+        n = len(self.tokenizer(text, add_special_tokens=self.special).input_ids)
+        if n > self.limits.max_prompt_tokens:
+            raise LimitExceeded(f"the prompt has {n} tokens, over the limit of {self.limits.max_prompt_tokens}; "
+                                f"send a shorter history")
+        return text
+
+    def check_candidates(self, n: int) -> None:
+        if n < 1:
+            raise ServeError("send at least one candidate")
+        if n > self.limits.max_candidates:
+            raise LimitExceeded(f"{n} candidates, over the limit of {self.limits.max_candidates}; split the request")
+
+    # ------------------------------------------------------------ forwards
+    def forward(self, model: torch.nn.Module, batch: dict, names: Sequence[str]) -> torch.Tensor:
+        """Answer-slot logits of one batch, each row under its own adapter (`names`: peft names or BASE)."""
+        rows = names if model is self._lora else [BASE] * len(names)  # a prefix model's base runs without LoRA
+        with adapter_rows(rows):
+            return last_token_logits(model, batch)
+
+    def logits(self, rows: Sequence[tuple[str, str]]) -> np.ndarray:
+        """(N, 3) answer logits of (adapter ref, prompt) rows: LoRA rows in mixed batches, prefix rows per adapter."""
+        refs = list(dict.fromkeys(ref for ref, _ in rows))
+        if len(refs) > self.max_resident:
+            raise LimitExceeded(f"{len(refs)} adapters in one batch, over the {self.max_resident} that fit resident")
+        with self._lock:
+            residents = {ref: self.load(ref) for ref in refs}
+        groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
+        for i, (ref, _) in enumerate(rows):
+            r = residents[ref]
+            r.uses += 1
+            model = r.model if r.kind == "prefix" else self._lora
+            groups.setdefault(id(model), (model, []))[1].append(i)
+        out = np.full((len(rows), 3), np.nan)
+        with torch.inference_mode():
+            for model, idx in groups.values():
+                for b in range(0, len(idx), self.batch_size):
+                    chunk = idx[b : b + self.batch_size]
+                    batch = tokenize(self.tokenizer, [rows[i][1] for i in chunk], self.backbone.device, self.special)
+                    names = [residents[rows[i][0]].name for i in chunk]
+                    out[chunk] = answer_logits(self.forward(model, batch, names), self.yes_id, self.no_id).cpu().numpy()
+        return out
+
+    def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
+        """P(yes) per case under `adapter` (a registry ref)."""
+        prompts = [self.prompt(c) for c in cases]
+        return to_scores(self.logits([(adapter, p) for p in prompts]), mode)
+
+
+def wait_or_refuse(enqueued: float, limits: Limits) -> None:
+    """Refuse a queued request that waited past the queue timeout (a CPU forward can't be pre-empted later)."""
+    waited = time.monotonic() - enqueued
+    if waited > limits.queue_timeout_s:
+        raise QueueTimeout(f"the request waited {waited:.1f} s in the queue (limit {limits.queue_timeout_s} s); retry later")

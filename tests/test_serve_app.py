@@ -1,0 +1,115 @@
+"""The HTTP server through a real uvicorn process with the tiny model: endpoints, admin, errors, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from adaptrec.router.compose import component_scores
+from router_helpers import fresh_backbone
+from serve_helpers import candidates, make_registry, user_case
+from serve_server import TOKEN, Server
+
+
+@pytest.fixture(scope="module")
+def home(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("app-home")
+    make_registry(tiny_model_dir, home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, home):
+    srv = Server(tiny_model_dir, home, "--max-candidates", "8", "--max-prompt-tokens", "300")
+    yield srv
+    srv.stop()
+
+
+def _body(case, **extra) -> dict:
+    history = [{"text": h.text, "liked": h.liked, "domain": h.domain} for h in case.history]
+    return {"user_id": case.user_id, "domain": case.domain, "noun": case.noun, "history": history, **extra}
+
+
+def test_score_and_recommend_agree_with_the_plain_scorer(tiny_model_dir, home, server):
+    from adaptrec.registry import Registry
+
+    user = user_case(5)
+    cands = candidates(user, 6)
+    targets = [c.target for c in cands]
+    plain = component_scores(fresh_backbone(tiny_model_dir), Registry(home), ["arts-lora", "office-lora"], cands,
+                             progress=False)
+    status, routed = server.request("POST", "/v1/score", _body(user, items=targets))
+    assert status == 200 and routed["adapters"] == ["arts-lora:1"] and "arts" in routed["reason"]
+    np.testing.assert_allclose(routed["scores"], plain[0], atol=1e-4)
+    status, other = server.request("POST", "/v1/score", _body(user, items=targets, adapter="office-lora"))
+    np.testing.assert_allclose(other["scores"], plain[1], atol=1e-4)
+    status, rec = server.request("POST", "/v1/recommend", _body(user, candidates=targets, k=3))
+    assert status == 200 and len(rec["items"]) == 3
+    expected = np.argsort(-plain[0], kind="stable")[:3]
+    assert [r["item"] for r in rec["items"]] == [targets[i] for i in expected]
+    np.testing.assert_allclose([r["score"] for r in rec["items"]], plain[0][expected], atol=1e-4)
+
+
+def test_adapters_health_metrics_and_openapi(server):
+    server.request("POST", "/v1/score", _body(user_case(2), items=['"x"']))
+    status, adapters = server.request("GET", "/v1/adapters")
+    assert status == 200 and "arts-lora:1" in [r["ref"] for r in adapters["resident"]]
+    assert set(adapters["registered"]) >= {"arts-lora:1", "office-lora:1", "ada:1", "pre:1"}
+    assert server.request("GET", "/healthz") == (200, {"status": "ok", "resident": len(adapters["resident"])})
+    status, text = server.request("GET", "/metrics")
+    assert status == 200
+    assert 'adaptrec_requests_total{path="/v1/score",status="200"}' in text
+    assert "adaptrec_request_seconds_bucket" in text and "adaptrec_batch_rows_count" in text
+    assert f"adaptrec_adapters_resident {len(adapters['resident'])}" in text
+    status, schema = server.request("GET", "/openapi.json")
+    assert {"/v1/score", "/v1/recommend", "/v1/adapters/load"} <= set(schema["paths"])
+
+
+def test_admin_needs_the_bearer_token(server):
+    for token in (None, "wrong"):
+        status, body = server.request("POST", "/v1/adapters/load", {"ref": "ada"}, token=token)
+        assert status == 401 and "Bearer" in body["error"]["message"]
+    assert "ada:1" not in [r["ref"] for r in server.request("GET", "/v1/adapters")[1]["resident"]]
+    status, body = server.request("POST", "/v1/adapters/load", {"ref": "ada"}, token=TOKEN)
+    assert status == 200 and body["loaded"]["ref"] == "ada:1"
+    assert server.request("POST", "/v1/adapters/unload", {"ref": "ada"}, token=TOKEN)[0] == 200
+    status, body = server.request("POST", "/v1/adapters/unload", {"ref": "ada"}, token=TOKEN)
+    assert status == 404 and "not loaded" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("body, raw, status, words", [
+    (None, b"{not json", 422, "malformed"),
+    ({"domain": "arts"}, None, 422, "items"),
+    ({"domain": "arts", "items": ['"x"'] * 9}, None, 413, "9 candidates"),
+    ({"domain": "arts", "items": ['"x"'], "history": [{"text": f'"Item {i}"'} for i in range(60)]}, None, 413, "tokens"),
+    ({"domain": "arts", "items": ['"x"'], "adapter": "missing"}, None, 404, "missing"),
+    ({"domain": "garden", "items": ['"x"']}, None, 404, "no adapter is promoted"),
+])
+def test_bad_requests_get_json_4xx_and_the_server_keeps_serving(server, body, raw, status, words):
+    got, payload = server.request("POST", "/v1/score", body, raw=raw)
+    assert got == status and words in payload["error"]["message"]
+    assert server.request("POST", "/v1/score", _body(user_case(2), items=['"x"']))[0] == 200
+
+
+def test_graceful_shutdown_finishes_accepted_requests(tiny_model_dir, home):
+    srv = Server(tiny_model_dir, home, "--max-wait-ms", "800")  # requests sit in the batching window
+    results: list[int] = []
+
+    def call(i: int) -> None:
+        results.append(srv.request("POST", "/v1/score", _body(user_case(2 + i), items=['"x"', '"y"']))[0])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(60)
+    out = srv.stop()
+    assert results == [200] * 6, out
+    assert "Application shutdown complete" in out  # uvicorn then re-raises SIGTERM: exit status -15
+    assert srv.proc.returncode in (0, -signal.SIGTERM)

@@ -1,0 +1,109 @@
+"""The serving engine: path agreement with the plain Scorer, per-request adapters, LRU, refusals, limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptrec.errors import FingerprintMismatch, IntegrityError
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.router.compose import component_scores
+from adaptrec.scoring import to_scores
+from adaptrec.serve.engine import Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
+from router_helpers import fresh_backbone
+from serve_helpers import ADAPTERS, candidates, make_registry, user_case
+
+REFS = list(ADAPTERS)
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_model_dir, tmp_path_factory):
+    return make_registry(tiny_model_dir, tmp_path_factory.mktemp("serve-home"))
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return [user_case(n) for n in (2, 4, 7)] + candidates(user_case(3, "office"), 2)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model_dir, registry, cases):
+    """(adapter, case) scores through the plain Scorer, each adapter attached alone (router.compose)."""
+    return component_scores(fresh_backbone(tiny_model_dir), registry, REFS, cases, progress=False)
+
+
+def test_per_request_and_mixed_batches_agree_with_the_plain_scorer(tiny_model_dir, registry, cases, plain):
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, batch_size=4)
+    per_request = np.stack([engine.score(cases, ref) for ref in REFS])
+    np.testing.assert_allclose(per_request, plain, atol=1e-4)
+    # every row of one batch under another adapter (LoRA, LoRA on other modules, exported AdaLoRA, prefix)
+    rows = [(REFS[(i + j) % len(REFS)], j) for j in range(len(cases)) for i in range(len(REFS))]
+    mixed = to_scores(engine.logits([(ref, engine.prompt(cases[j])) for ref, j in rows]))
+    np.testing.assert_allclose(mixed, [plain[REFS.index(ref), j] for ref, j in rows], atol=1e-4)
+    spread = np.ptp(plain, axis=0)  # the adapters really differ, so a row scored under the wrong one would fail
+    assert spread.min() > 1e-3
+
+
+def test_requests_never_touch_the_global_active_adapter(tiny_model_dir, registry, cases, plain, monkeypatch):
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    for ref in REFS:
+        engine.load(ref)
+    model = engine.lora_model
+    active = model.active_adapter
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("set_adapter called while serving")
+
+    monkeypatch.setattr(model, "set_adapter", forbidden)
+    monkeypatch.setattr(model.base_model, "set_adapter", forbidden)
+    for ref in ["office-lora", "arts-lora", "ada", "office-lora"]:
+        np.testing.assert_allclose(engine.score(cases[:2], ref), plain[REFS.index(ref), :2], atol=1e-4)
+    assert model.active_adapter == active
+
+
+def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases, plain):
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=2)
+    engine.score(cases[:1], "arts-lora")
+    engine.score(cases[:1], "office-lora")
+    engine.score(cases[:1], "arts-lora")  # now office-lora is the least recently used
+    engine.score(cases[:1], "ada")
+    assert [r["ref"] for r in engine.resident()] == ["arts-lora:1", "ada:1"]
+    assert "office-lora_1" not in engine.lora_model.peft_config  # its weights left the model
+    np.testing.assert_allclose(engine.score(cases, "office-lora"), plain[1], atol=1e-4)  # reloaded on use
+    with pytest.raises(LimitExceeded, match="adapters in one batch"):
+        engine.logits([(ref, engine.prompt(cases[0])) for ref in REFS[:3]])
+
+
+def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_model_dir, registry, cases, plain, tmp_path):
+    from adaptrec.registry import Registry
+
+    reg = Registry(tmp_path / "home2")
+    good = registry.resolve("arts-lora")
+    reg.register(good.path, name="good", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                 fingerprint=good.fingerprint)
+    bad = reg.register(good.path, name="bad", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                       fingerprint=good.fingerprint)
+    reg.register(good.path, name="alien", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                 fingerprint=Fingerprint("c" * 64, "b" * 64, "org/other"))
+    weights = bad.path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    engine = Engine(fresh_backbone(tiny_model_dir), reg)
+    np.testing.assert_allclose(engine.score(cases, "good"), plain[0], atol=1e-4)
+    with pytest.raises(IntegrityError):
+        engine.score(cases, "bad")
+    with pytest.raises(FingerprintMismatch):
+        engine.score(cases, "alien")
+    assert [r["ref"] for r in engine.resident()] == ["good:1"]
+    np.testing.assert_allclose(engine.score(cases, "good"), plain[0], atol=1e-4)
+
+
+def test_over_limit_requests_are_refused_with_a_clear_error(tiny_model_dir, registry, cases, plain):
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, limits=Limits(max_prompt_tokens=130, max_candidates=3,
+                                                                             queue_timeout_s=0.5))
+    with pytest.raises(LimitExceeded, match="over the limit of 130"):
+        engine.score([user_case(40)], "arts-lora")
+    with pytest.raises(LimitExceeded, match="4 candidates, over the limit of 3"):
+        engine.check_candidates(4)
+    with pytest.raises(QueueTimeout, match="waited"):
+        wait_or_refuse(enqueued=0.0, limits=engine.limits)
+    np.testing.assert_allclose(engine.score(cases[:1], "arts-lora"), plain[0, :1], atol=1e-4)
