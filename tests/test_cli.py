@@ -11,17 +11,9 @@ import pytest
 from safetensors.torch import save_file
 import torch
 
-from adaptrec.cli import main
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["adaptrec", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
+from cli_runner import run_cli
 
 
 def _one_line_error(code: int, err: str) -> str:

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from adaptrec.cli import main
 from adaptrec.registry import Registry
+from cli_runner import run_cli
 from router_helpers import register_random
 
 ARTS = ["acrylic paint set", "watercolor brushes", "oil pastels", "canvas panels", "sketch pencils", "gouache tubes",
         "palette knives", "easel stand", "charcoal sticks", "fine liners", "drawing pad", "masking fluid"]
 OFFICE = ["ballpoint pens", "heavy stapler", "paper clips", "desk tray", "printer paper", "sticky notes",
           "binder rings", "desk lamp", "label maker", "file folders", "tape dispenser", "whiteboard"]
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["adaptrec", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
 
 
 @pytest.fixture
