@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
+from .fingerprint import text_digest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -185,5 +185,4 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
     return recipe, text
 
 
-def recipe_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+recipe_hash = text_digest

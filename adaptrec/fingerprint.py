@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 Match = Literal["exact", "family", "none"]
@@ -36,3 +37,17 @@ class Fingerprint:
 def digest(obj: object) -> str:
     """sha256 of a JSON-serialisable object in canonical form."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """sha256 of a text (UTF-8), e.g. a recipe's exact YAML."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -12,7 +12,6 @@ checks the base-model fingerprint. See docs/registry.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -26,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from adaptrec.adapters.files import METADATA_FILE, file_sha256, check_base, verify_adapter_dir, write_adapter_dir
 from adaptrec.errors import IntegrityError, RegistryError
-from adaptrec.fingerprint import Fingerprint
+from adaptrec.fingerprint import Fingerprint, text_digest
 from adaptrec.home import adaptrec_home
 
 KINDS = ("trained", "composed", "pulled")
@@ -370,7 +369,7 @@ class Registry:
             raise RegistryError("a pulled adapter needs origin={'repo': <hub repo>, 'revision': <commit sha>}")
         if recipe_text is not None and not isinstance(recipe_text, str):
             raise RegistryError("recipe_text must be the recipe's YAML text (a str) or None")
-        recipe_hash = hashlib.sha256(recipe_text.encode("utf-8")).hexdigest() if recipe_text is not None else None
+        recipe_hash = text_digest(recipe_text) if recipe_text is not None else None
 
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")  # the write lock: held from version allocation to commit

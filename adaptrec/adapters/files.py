@@ -12,7 +12,6 @@ Folders are written atomically (temporary sibling, then one rename) and every lo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from typing import Any, Callable, Union
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError
-from adaptrec.fingerprint import Fingerprint
+from adaptrec.fingerprint import Fingerprint, file_sha256
 
 METADATA_FILE = "adaptrec.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -41,15 +40,6 @@ Source = Union[str, os.PathLike, Callable[[Path], Any], Any]
 
 class FamilyMatchWarning(UserWarning):
     """An adapter made for another build of the same base family (e.g. other quantization) is loaded."""
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_pickle(path: Path) -> bool:

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DataSpecError
-from ..fingerprint import digest
+from ..fingerprint import digest, file_sha256
 from . import amazon, interaction_log, movielens, tallrec
 from .candidates import with_sampled_negatives
 from .records import Case
@@ -48,7 +47,8 @@ class DataSet:
 
 @lru_cache(maxsize=64)
 def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """`file_sha256`, remembered per process while the file's mtime and size stay the same."""
+    return file_sha256(path)
 
 
 def _file_hashes(paths: list[Path]) -> dict[str, str]:
