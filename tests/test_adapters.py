@@ -30,6 +30,21 @@ PROMPTS = [
 ]
 LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 1, 0])
 AD_MARKERS = ("lora_", "prompt_encoder")
+# (quantization, int8 backend): fp32, bitsandbytes int8, and adaptrec's CPU int8 kernel
+LOADS = pytest.mark.parametrize("quantization,backend", [("none", None), ("8bit", "bitsandbytes"), ("8bit", "torch")],
+                                ids=["fp32", "bnb-int8", "torch-int8"])
+
+
+def assert_frozen_int8(model, backend: str) -> None:
+    """The decoder's projections hold int8 weights under the chosen backend."""
+    import bitsandbytes as bnb
+
+    from adaptrec.int8_cpu import Int8Linear
+
+    q_proj = model.model.layers[0].self_attn.q_proj
+    q_proj = getattr(q_proj, "base_layer", q_proj)
+    assert isinstance(q_proj, bnb.nn.Linear8bitLt if backend == "bitsandbytes" else Int8Linear)
+    assert q_proj.weight.dtype == torch.int8
 
 
 def rec_loss(model, batch, yes: int, no: int) -> torch.Tensor:
@@ -96,12 +111,12 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("quantization", ["none", "8bit"])
+@LOADS
 @pytest.mark.parametrize("kind", list(SETTINGS))
-def test_training_changes_only_the_adapter(tiny_model_dir, kind, quantization):
-    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu")
+def test_training_changes_only_the_adapter(tiny_model_dir, kind, quantization, backend):
+    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu", int8_backend=backend)
     if quantization == "8bit":
-        assert bb.model.is_loaded_in_8bit
+        assert_frozen_int8(bb.model, backend)
     settings, lr = SETTINGS[kind]
     before_base = base_state(bb.model)
     model = build_peft_model(bb.model, settings, total_steps=12)
@@ -124,8 +139,9 @@ def test_training_changes_only_the_adapter(tiny_model_dir, kind, quantization):
     assert not changed
 
 
-def test_gradients_reach_every_adapter_through_int8_layers(tiny_model_dir):
-    bb = load_backbone(str(tiny_model_dir), quantization="8bit", device="cpu")
+@pytest.mark.parametrize("backend", ["bitsandbytes", "torch"])
+def test_gradients_reach_every_adapter_through_int8_layers(tiny_model_dir, backend):
+    bb = load_backbone(str(tiny_model_dir), quantization="8bit", device="cpu", int8_backend=backend)
     model = build_peft_model(bb.model, LoraSettings(dropout=0.0), total_steps=1)
     model.train()
     yes, no = answer_token_ids(bb.tokenizer)
@@ -282,12 +298,12 @@ def test_state_tensors_of_stateless_types(tiny_backbone):
         tuner.load_state_tensors(model, {"ipt/x": torch.zeros(1)})
 
 
-@pytest.mark.parametrize("quantization", ["none", "8bit"])
-def test_adalora_export_to_lora_is_exact(tiny_model_dir, tmp_path, quantization):
+@LOADS
+def test_adalora_export_to_lora_is_exact(tiny_model_dir, tmp_path, quantization, backend):
     from peft import PeftModel
 
     settings = AdaLoraSettings(init_r=12, target_r=8, tinit=1, tfinal=2, dropout=0.1)
-    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu")
+    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu", int8_backend=backend)
     model = build_peft_model(bb.model, settings, total_steps=8)
     train(model, bb.tokenizer, steps=8, lr=5e-2)
     model.eval()
@@ -308,7 +324,7 @@ def test_adalora_export_to_lora_is_exact(tiny_model_dir, tmp_path, quantization)
         ranks = {m: cfg["rank_pattern"].get(m, cfg["r"]) for m in cfg["target_modules"]}
         assert sum(ranks.values()) == settings.target_r * 4  # the pruned ranks were dropped
         assert min(ranks.values()) < settings.init_r
-        lora = PeftModel.from_pretrained(load_backbone(str(tiny_model_dir), quantization, "cpu").model, str(out))
+        lora = PeftModel.from_pretrained(load_backbone(str(tiny_model_dir), quantization, "cpu", backend).model, str(out))
         lora.eval()
         with torch.no_grad():
             got = last_token_logits(lora, batch)
@@ -324,10 +340,10 @@ def test_export_refuses_non_adalora(tiny_backbone, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("quantization", ["none", "8bit"])
-def test_prefix_scoring_is_batch_invariant(tiny_model_dir, quantization):
+@LOADS
+def test_prefix_scoring_is_batch_invariant(tiny_model_dir, quantization, backend):
     """scoring.tokenize's attention mask + position ids work with peft's prefix model (virtual kv in the cache)."""
-    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu")
+    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu", int8_backend=backend)
     model = build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=10), total_steps=1)
     with torch.no_grad():
         torch.nn.init.normal_(model.prompt_encoder["default"].embedding.weight, std=1.0)

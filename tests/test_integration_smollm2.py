@@ -23,17 +23,18 @@ ADAPTREC = Path(sys.executable).with_name("adaptrec")
 
 
 def test_embedded_backbone_is_8bit_and_identified(smollm2_8bit):
-    import bitsandbytes as bnb
+    from adaptrec.int8_cpu import Int8Linear
 
     assert smollm2_8bit.fingerprint.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert isinstance(smollm2_8bit.model.model.layers[0].self_attn.q_proj, bnb.nn.Linear8bitLt)
+    assert smollm2_8bit.backend == "torch-int8"  # the CPU default; bitsandbytes on CUDA
+    assert isinstance(smollm2_8bit.model.model.layers[0].self_attn.q_proj, Int8Linear)
     assert not any(p.requires_grad for p in smollm2_8bit.model.parameters())
 
 
 def test_scores_tallrec_prompts_and_caches_them(smollm2_8bit, tmp_path):
     cases = select_cases(load_spec("tallrec:movie:test"), 8, seed=0)
     cache = ScoreCache(tmp_path / "scores.db")
-    scorer = Scorer(smollm2_8bit.model, smollm2_8bit.tokenizer, smollm2_8bit.fingerprint.exact, cache=cache, progress=False)
+    scorer = Scorer(smollm2_8bit.model, smollm2_8bit.tokenizer, smollm2_8bit.score_key, cache=cache, progress=False)
     first = scorer.score(cases)
     assert np.all((first > 0) & (first < 1)) and len(set(np.round(first, 6))) > 1
     again = scorer.score(cases)

@@ -16,9 +16,15 @@ from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 REFS = list(ADAPTERS)
 
 
+@pytest.fixture(scope="module", params=["none", "8bit"])
+def quantization(request) -> str:
+    """fp32, and the CPU int8 backend (per-token activation scales: paths agree there too)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def registry(tiny_model_dir, tmp_path_factory):
-    return make_registry(tiny_model_dir, tmp_path_factory.mktemp("serve-home"))
+def registry(tiny_model_dir, tmp_path_factory, quantization):
+    return make_registry(tiny_model_dir, tmp_path_factory.mktemp("serve-home"), quantization)
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +33,13 @@ def cases():
 
 
 @pytest.fixture(scope="module")
-def plain(tiny_model_dir, registry, cases):
+def plain(tiny_model_dir, registry, cases, quantization):
     """(adapter, case) scores through the plain Scorer, each adapter attached alone (router.compose)."""
-    return component_scores(fresh_backbone(tiny_model_dir), registry, REFS, cases, progress=False)
+    return component_scores(fresh_backbone(tiny_model_dir, quantization), registry, REFS, cases, progress=False)
 
 
-def test_per_request_and_mixed_batches_agree_with_the_plain_scorer(tiny_model_dir, registry, cases, plain):
-    engine = Engine(fresh_backbone(tiny_model_dir), registry, batch_size=4)
+def test_per_request_and_mixed_batches_agree_with_the_plain_scorer(tiny_model_dir, registry, cases, plain, quantization):
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, batch_size=4)
     per_request = np.stack([engine.score(cases, ref) for ref in REFS])
     np.testing.assert_allclose(per_request, plain, atol=1e-4)
     # every row of one batch under another adapter (LoRA, LoRA on other modules, exported AdaLoRA, prefix)
@@ -44,8 +50,8 @@ def test_per_request_and_mixed_batches_agree_with_the_plain_scorer(tiny_model_di
     assert spread.min() > 1e-3
 
 
-def test_requests_never_touch_the_global_active_adapter(tiny_model_dir, registry, cases, plain, monkeypatch):
-    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+def test_requests_never_touch_the_global_active_adapter(tiny_model_dir, registry, cases, plain, monkeypatch, quantization):
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
     for ref in REFS:
         engine.load(ref)
     model = engine.lora_model
@@ -61,8 +67,8 @@ def test_requests_never_touch_the_global_active_adapter(tiny_model_dir, registry
     assert model.active_adapter == active
 
 
-def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases, plain):
-    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=2)
+def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases, plain, quantization):
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, max_resident=2)
     engine.score(cases[:1], "arts-lora")
     engine.score(cases[:1], "office-lora")
     engine.score(cases[:1], "arts-lora")  # now office-lora is the least recently used
@@ -74,7 +80,7 @@ def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases,
         engine.logits([(ref, engine.prompt(cases[0])) for ref in REFS[:3]])
 
 
-def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_model_dir, registry, cases, plain, tmp_path):
+def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_model_dir, registry, cases, plain, tmp_path, quantization):
     from adaptrec.registry import Registry
 
     reg = Registry(tmp_path / "home2")
@@ -87,7 +93,7 @@ def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_
                  fingerprint=Fingerprint("c" * 64, "b" * 64, "org/other"))
     weights = bad.path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
-    engine = Engine(fresh_backbone(tiny_model_dir), reg)
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), reg)
     np.testing.assert_allclose(engine.score(cases, "good"), plain[0], atol=1e-4)
     with pytest.raises(IntegrityError):
         engine.score(cases, "bad")
@@ -97,8 +103,8 @@ def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_
     np.testing.assert_allclose(engine.score(cases, "good"), plain[0], atol=1e-4)
 
 
-def test_over_limit_requests_are_refused_with_a_clear_error(tiny_model_dir, registry, cases, plain):
-    engine = Engine(fresh_backbone(tiny_model_dir), registry, limits=Limits(max_prompt_tokens=130, max_candidates=3,
+def test_over_limit_requests_are_refused_with_a_clear_error(tiny_model_dir, registry, cases, plain, quantization):
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_prompt_tokens=130, max_candidates=3,
                                                                              queue_timeout_s=0.5))
     with pytest.raises(LimitExceeded, match="over the limit of 130"):
         engine.score([user_case(40)], "arts-lora")

@@ -18,18 +18,25 @@ def test_common_prefix_leaves_every_sequence_a_token():
     assert common_prefix_length([[7, 1], [8, 1]]) == 0
 
 
+@pytest.fixture(scope="module", params=["none", "8bit"])
+def quantization(request) -> str:
+    """fp32, and the CPU int8 backend (per-token activation scales: the cached prefix agrees there too)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir, tmp_path_factory):
-    registry = make_registry(tiny_model_dir, tmp_path_factory.mktemp("prefix-home"))
+def setup(tiny_model_dir, tmp_path_factory, quantization):
+    registry = make_registry(tiny_model_dir, tmp_path_factory.mktemp("prefix-home"), quantization)
     user = user_case(9)
     cands = candidates(user, 7)
-    plain = component_scores(fresh_backbone(tiny_model_dir), registry, ["arts-lora", "office-lora", "pre"], cands, progress=False)
+    plain = component_scores(fresh_backbone(tiny_model_dir, quantization), registry, ["arts-lora", "office-lora", "pre"],
+                             cands, progress=False)
     return registry, user, cands, plain
 
 
-def test_prefix_cached_ranking_agrees_with_full_prompts(tiny_model_dir, setup):
+def test_prefix_cached_ranking_agrees_with_full_prompts(tiny_model_dir, setup, quantization):
     registry, user, cands, plain = setup
-    engine = Engine(fresh_backbone(tiny_model_dir), registry, batch_size=3)  # 7 candidates: 3 suffix batches
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, batch_size=3)  # 7 candidates: 3 suffix batches
     ranker = PrefixRanker(engine)
     targets = [c.target for c in cands]
     first = ranker.rank(user, targets, "arts-lora")
@@ -42,15 +49,15 @@ def test_prefix_cached_ranking_agrees_with_full_prompts(tiny_model_dir, setup):
     assert ranker.prefix_runs == 2
 
 
-def test_prefix_tuned_adapters_take_the_plain_path(tiny_model_dir, setup):
+def test_prefix_tuned_adapters_take_the_plain_path(tiny_model_dir, setup, quantization):
     registry, user, cands, plain = setup
-    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir), registry))
+    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir, quantization), registry))
     np.testing.assert_allclose(ranker.rank(user, [c.target for c in cands], "pre"), plain[2], atol=1e-4)
     assert ranker.prefix_runs == 0
 
 
-def test_candidate_limit(tiny_model_dir, setup):
+def test_candidate_limit(tiny_model_dir, setup, quantization):
     registry, user, _, _ = setup
-    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir), registry, limits=Limits(max_candidates=2)))
+    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_candidates=2)))
     with pytest.raises(LimitExceeded, match="3 candidates"):
         ranker.rank(user, ['"a"', '"b"', '"c"'], "arts-lora")

@@ -52,7 +52,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     train_cases = few_shot(train_cases, d.shots, d.seed) if d.shots else train_cases
     val_cases = stratified_subset([c for c in valid.cases if c.label is not None], recipe.training.val_limit, d.seed)
 
-    backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization)
+    backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
     registry = Registry()

@@ -53,13 +53,13 @@ def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Metho
     if cfg.type == "distill":
         cases, data_fp, _ = _spec_cases(recipe, cfg.teacher_data, "method.teacher_data", None)
         if cfg.teacher == "backbone":
-            teacher = Teacher("backbone", None, f"{backbone.fingerprint.exact}:base", cases, data_fp)
+            teacher = Teacher("backbone", None, f"{backbone.score_key}:base", cases, data_fp)
         else:
             try:
                 record = Registry().load_verified(cfg.teacher, backbone.fingerprint)
             except AdaptrecError as e:
                 raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
-            teacher = Teacher(record.ref, record.path, f"{backbone.fingerprint.exact}:{weights_key(record.path)}",
+            teacher = Teacher(record.ref, record.path, f"{backbone.score_key}:{weights_key(record.path)}",
                               cases, data_fp)
         return DistillMethod(cfg, teacher, ScoreCache(adaptrec_home() / "score_cache.db"))
     return Method()

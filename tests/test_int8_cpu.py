@@ -1,0 +1,102 @@
+"""The CPU int8 backend: accuracy of one layer, row independence, input gradients, peft wrapping, backend choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import Linear as LoraLinear
+
+from adaptrec.backbone import INT8_BACKEND_ENV, load_backbone, resolve_backend
+from adaptrec.errors import BackboneError
+from adaptrec.int8_cpu import Int8Linear, quantize_linears
+
+
+@pytest.fixture()
+def layer_pair() -> tuple[torch.nn.Linear, Int8Linear]:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    return linear, Int8Linear(linear)
+
+
+def test_int8_linear_is_close_to_fp32_and_stores_int8(layer_pair):
+    linear, q = layer_pair
+    assert q.weight.dtype == torch.int8 and q.weight.shape == linear.weight.shape
+    assert not any(True for _ in q.parameters())  # frozen: buffers only
+    x = torch.randn(3, 5, 64)
+    ref, got = linear(x), q(x)
+    assert got.shape == ref.shape
+    rel = (got - ref).norm() / ref.norm()
+    assert 1e-5 < rel < 0.02  # really quantized, and close
+
+
+def test_each_row_is_quantized_on_its_own(layer_pair):
+    """Per-token activation scales: a row's output never depends on the other rows (batch-mates, padding)."""
+    _, q = layer_pair
+    x = torch.randn(6, 64)
+    x[2] *= 1000  # an outlier token would wreck a per-tensor scale for every row
+    together = q(x)
+    alone = torch.cat([q(x[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, alone, atol=0, rtol=0)
+
+
+def test_input_gradient_uses_the_dequantized_weight(layer_pair):
+    _, q = layer_pair
+    x = torch.randn(4, 64, requires_grad=True)
+    g = torch.randn(4, 48)
+    (q(x) * g).sum().backward()
+    torch.testing.assert_close(x.grad, g @ q.dequantized_weight())
+
+
+def test_peft_lora_wraps_int8_linears_and_trains_only_the_adapter():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2), torch.nn.LayerNorm(2))
+    assert quantize_linears(model, skip=()) == 2
+    model.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["0", "2"]))
+    assert isinstance(peft_model.base_model.model[0], LoraLinear)
+    assert isinstance(peft_model.base_model.model[0].base_layer, Int8Linear)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    x, y = torch.randn(32, 16), torch.randint(0, 2, (32,))
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(peft_model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+    after = peft_model.get_base_model().state_dict()
+    for k, v in before.items():
+        key = next(a for a in after if a.replace(".base_layer", "") == k)
+        assert torch.equal(after[key], v), k
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.delenv(INT8_BACKEND_ENV, raising=False)
+    assert resolve_backend("8bit", "cpu") == "torch-int8"
+    assert resolve_backend("8bit", "cuda") == "bitsandbytes"
+    assert resolve_backend("8bit", "cpu", "bitsandbytes") == "bitsandbytes"
+    assert resolve_backend("4bit", "cpu") == "bitsandbytes"
+    assert resolve_backend("none", "cpu") == "fp32" and resolve_backend("none", "cuda:0") == "bf16"
+    monkeypatch.setenv(INT8_BACKEND_ENV, "bitsandbytes")
+    assert resolve_backend("8bit", "cpu") == "bitsandbytes"
+    monkeypatch.setenv(INT8_BACKEND_ENV, "fbgemm")
+    with pytest.raises(BackboneError, match="int8 backend 'fbgemm'"):
+        resolve_backend("8bit", "cpu")
+    with pytest.raises(BackboneError, match="CPU only"):
+        resolve_backend("8bit", "cuda", "torch")
+
+
+def test_8bit_load_on_cpu_uses_int8_linears_and_keeps_the_fingerprint(tiny_model_dir, monkeypatch):
+    monkeypatch.delenv(INT8_BACKEND_ENV, raising=False)
+    fast = load_backbone(str(tiny_model_dir), "8bit", device="cpu")
+    bnb = load_backbone(str(tiny_model_dir), "8bit", device="cpu", int8_backend="bitsandbytes")
+    assert fast.backend == "torch-int8" and bnb.backend == "bitsandbytes"
+    layer = fast.model.model.layers[0]
+    assert all(isinstance(m, Int8Linear) for m in (layer.self_attn.q_proj, layer.mlp.down_proj))
+    assert type(fast.model.lm_head) is torch.nn.Linear  # the output embedding stays fp32
+    # same int8 weights, so adapters move between backends; scores are cached apart
+    assert fast.fingerprint == bnb.fingerprint
+    assert fast.score_key != bnb.score_key == bnb.fingerprint.exact
