@@ -449,6 +449,51 @@ def recommend_cmd(
         typer.echo(f"{rank:3}. {r.score:.4f}{sim}  {r.title}")
 
 
+@app.command("eval-transfer")
+def eval_transfer_cmd(
+    directions: str = typer.Option("arts:office,office:arts", "--directions", help="SOURCE:TARGET pairs, comma-separated"),
+    users: int = typer.Option(200, "--users", help="seeded subset of target-domain test users"),
+    negatives: int = typer.Option(19, "--negatives", help="sampled negatives per held-out item"),
+    shots: str = typer.Option("16,32", "--shots", help="few-shot target adapters; the largest (<= 32) feeds the weight search"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training.max_steps of every trained adapter (default: the recipes')"),
+    search_budget: int = typer.Option(20, "--search-budget", help="CMA-ES loss evaluations per composition"),
+    methods: str = typer.Option("cat,ties_svd,mix", "--methods", help="composition methods"),
+    max_prompt_tokens: int = typer.Option(320, "--max-prompt-tokens", help="evaluation prompts drop their oldest history beyond this"),
+    seed: int = typer.Option(0, "--seed"),
+    set_: Optional[List[str]] = SetOpt,
+    batch_size: int = typer.Option(20, "--batch-size"),
+    out: Path = typer.Option(Path("docs/cross_domain.md"), "--out", help="the rendered report"),
+    json_out: Path = typer.Option(Path("experiments/results/cross_domain.json"), "--json-out"),
+    render_only: bool = typer.Option(False, "--render-only", help="re-render --out from --json-out; score nothing"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """The Arts↔Office transfer matrix (docs/cross_domain.md): untuned, baselines, source, few-shot target,
+    compositions and cold-start routing, each ranked with bootstrap CIs. State: $ADAPTREC_HOME (registry, score cache)."""
+    from .atomic import write_json, write_text
+    from .transfer import TransferConfig, TransferError, check_config, check_rows, command_line, parse_directions, \
+        render, run_transfer
+
+    if render_only:
+        if not json_out.is_file():
+            raise TransferError(f"--render-only: no {json_out}; run eval-transfer without it first")
+        doc = json.loads(json_out.read_text())
+    else:
+        try:
+            shot_counts = tuple(int(x) for x in shots.split(","))
+        except ValueError:
+            raise TransferError(f"--shots {shots!r}: expected comma-separated integers, e.g. 16,32") from None
+        cfg = TransferConfig(parse_directions(directions), users, negatives, shot_counts, steps, search_budget,
+                             max_prompt_tokens, seed, tuple(m.strip() for m in methods.split(",") if m.strip()),
+                             backbone, quantization, tuple(set_ or []), batch_size)
+        check_config(cfg)
+        doc = run_transfer(cfg, command_line(sys.argv[1:]), log=typer.echo)
+        write_json(json_out, doc)
+    check_rows(doc)
+    write_text(out, render(doc))
+    typer.echo(f"wrote {out} and {json_out}" if not render_only else f"re-rendered {out} from {json_out}")
+
+
 @app.command("serve")
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host"),

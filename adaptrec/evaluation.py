@@ -13,7 +13,7 @@ from .data.records import Case
 from .data.sampling import stratified_subset
 from .errors import DataSpecError
 from .data.spec import DataSet
-from .data.candidates import candidate_cases, make_candidate_lists
+from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .scoring import Scorer, backbone_scorer
 
@@ -144,6 +144,14 @@ def run_eval(
     return report
 
 
+def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -> tuple[list[Case], list[CandidateList]]:
+    """The ranking protocol's users: a seeded subset of `limit` positives and their seeded candidate lists."""
+    positives = [c for c in dataset.cases if c.label == 1 and "negative_of" not in c.meta]
+    if limit and limit < len(positives):
+        positives = [positives[i] for i in sorted(np.random.default_rng(seed).choice(len(positives), limit, replace=False))]
+    return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
+
+
 def run_rank_eval(
     backbone,
     dataset: DataSet,
@@ -160,10 +168,7 @@ def run_rank_eval(
     """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items."""
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
-    positives = [c for c in dataset.cases if c.label == 1 and "negative_of" not in c.meta]
-    if limit and limit < len(positives):
-        positives = [positives[i] for i in sorted(np.random.default_rng(seed).choice(len(positives), limit, replace=False))]
-    lists = make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
+    positives, lists = rank_lists(dataset, limit, seed, negatives)
     flat = [c for lst, case in zip(lists, positives) for c in candidate_cases(lst, case, dataset.catalogues)]
     target_idx = np.array([lst.target_index for lst in lists])
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS, negatives=negatives)

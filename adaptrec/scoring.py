@@ -27,12 +27,16 @@ def answer_token_ids(tokenizer) -> tuple[int, int]:
     return yes, no
 
 
-def tokenize(tokenizer, prompts: Sequence[str], device: torch.device, add_special_tokens: bool = True) -> dict:
-    """Left-padded batch with position ids that ignore padding (so a score never depends on its batch-mates)."""
-    batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    mask = batch["attention_mask"]
-    batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+def pad_ids(tokenizer, ids: Sequence[Sequence[int]], device: torch.device) -> dict:
+    """Left-padded batch of token ids with position ids that ignore padding (so a score never depends on its batch-mates)."""
+    batch = tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt")
+    batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def tokenize(tokenizer, prompts: Sequence[str], device: torch.device, add_special_tokens: bool = True) -> dict:
+    """`pad_ids` of the prompts' tokens."""
+    return pad_ids(tokenizer, tokenizer(list(prompts), add_special_tokens=add_special_tokens).input_ids, device)
 
 
 def last_token_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -87,15 +91,15 @@ class Scorer:
                 out[i] = cached[k]
         if not todo:
             return out
-        lengths = {i: len(self.tokenizer(prompts[i], add_special_tokens=False).input_ids) for i in todo}
-        todo.sort(key=lengths.__getitem__)
-        device = next(self.model.parameters()).device
         special = self.template != "chat"  # a rendered chat template already holds its special tokens
+        ids = dict(zip(todo, self.tokenizer([prompts[i] for i in todo], add_special_tokens=special).input_ids))
+        todo.sort(key=lambda i: len(ids[i]))  # length-sorted batches waste little on padding
+        device = next(self.model.parameters()).device
         start = time.perf_counter()
         with torch.inference_mode(), tqdm(total=len(todo), desc="scoring", unit="prompt", disable=not self.progress) as bar:
             for b in range(0, len(todo), self.batch_size):
                 idx = todo[b : b + self.batch_size]
-                batch = tokenize(self.tokenizer, [prompts[i] for i in idx], device, special)
+                batch = pad_ids(self.tokenizer, [ids[i] for i in idx], device)
                 rows = answer_logits(last_token_logits(self.model, batch), self.yes_id, self.no_id).cpu().numpy()
                 out[idx] = rows
                 if self.cache is not None:

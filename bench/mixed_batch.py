@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report  # noqa: E402
+from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.scoring import last_token_logits, tokenize  # noqa: E402
@@ -63,7 +63,8 @@ def main() -> None:
     ours = throughput(mixed, batches, repeats)
     tokens = [len(backbone.tokenizer(p).input_ids) for p in prompts]
     report("mixed_batch", {
-        "config": {"backbone": args.backbone, "quantization": args.quantization, "batch_size": args.batch_size,
+        "config": {"backbone": args.backbone, "quantization": args.quantization,
+                   "backend": backend(args.quantization), "batch_size": args.batch_size,
                    "adapters": 4, "adapter": QV, "data": f"amazon:office:test, first {len(prompts)} cases",
                    "mean_prompt_tokens": sum(tokens) / len(tokens), "repeats": repeats},
         "single_adapter_prompts_per_s": base, "mixed_4_adapter_prompts_per_s": ours,

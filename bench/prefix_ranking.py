@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report  # noqa: E402
+from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.serve.engine import Engine, Limits  # noqa: E402
@@ -56,7 +56,8 @@ def main() -> None:
         prompt_tokens.append(float(np.mean([len(x) for x in ids])))
         prefix_tokens.append(common_prefix_length(ids))
     report("prefix_ranking", {
-        "config": {"backbone": args.backbone, "quantization": args.quantization, "candidates": args.candidates,
+        "config": {"backbone": args.backbone, "quantization": args.quantization,
+                   "backend": backend(args.quantization), "candidates": args.candidates,
                    "users": len(users), "batch_size": args.batch_size, "adapter": QV,
                    "data": "amazon:office:test, users with >= 20 history items",
                    "mean_prompt_tokens": float(np.mean(prompt_tokens)), "mean_prefix_tokens": float(np.mean(prefix_tokens))},

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report  # noqa: E402
+from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.serve.engine import Engine  # noqa: E402
@@ -134,7 +134,8 @@ def main() -> None:
     ok = [lat for lat, s in zip(latencies, statuses) if s == 200]
     served_rps = len(ok) / wall
     report("serve_load", {
-        "config": {"backbone": args.backbone, "quantization": args.quantization, "clients": args.clients,
+        "config": {"backbone": args.backbone, "quantization": args.quantization,
+                   "backend": backend(args.quantization), "clients": args.clients,
                    "requests": len(statuses), "seconds_cap": args.seconds, "items_per_request": 2, "adapters": 4,
                    "adapter": QV, "data": "amazon:office:test", "server": "127.0.0.1, max-batch 8, max-wait 10 ms"},
         "p50_s": float(np.percentile(ok, 50)) if ok else None, "p99_s": float(np.percentile(ok, 99)) if ok else None,

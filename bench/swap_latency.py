@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report  # noqa: E402
+from common import backend, report  # noqa: E402
 from serve_setup import ALL, QV, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.serve.engine import Engine, adapter_rows  # noqa: E402
@@ -57,7 +57,8 @@ def main() -> None:
     repeats = 20 if args.quick else 200
     rows = [measure(backbone, registry, QV, "qv", repeats), measure(backbone, registry, ALL, "all", repeats)]
     report("swap_latency", {
-        "config": {"backbone": args.backbone, "quantization": args.quantization, "adapters": 4, "repeats": repeats},
+        "config": {"backbone": args.backbone, "quantization": args.quantization,
+                   "backend": backend(args.quantization), "adapters": 4, "repeats": repeats},
         "rows": rows, "ratio": min(r["speedup"] for r in rows), "target_ratio": 15.0, "target_engine_switch_ms": 1.0,
     })
 

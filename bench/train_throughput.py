@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report  # noqa: E402
+from common import backend, report  # noqa: E402
 
 from adaptrec.backbone import EMBEDDED, load_backbone  # noqa: E402
 from adaptrec.config import Recipe  # noqa: E402
@@ -100,7 +100,8 @@ def main() -> None:
     base = run_trainer(args, cases)
     report("train_throughput", {
         "config": {"steps": args.steps, "batch_size": args.batch_size, "backbone": args.backbone,
-                   "quantization": args.quantization, "adapter": LORA, "data": "tallrec:movie:train, 64 shots, seed 0"},
+                   "quantization": args.quantization,
+                   "backend": backend(args.quantization), "adapter": LORA, "data": "tallrec:movie:train, 64 shots, seed 0"},
         "adaptrec": ours, "transformers_trainer": base,
         "ratio_tokens_per_s": ours["tokens_per_s"] / base["tokens_per_s"], "target_ratio": 1.0,
     })

@@ -96,11 +96,14 @@ def target_history_count(case: Case) -> int:
 
 
 def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy(),
-          cold: Composition | None = None) -> Decision:
-    """Decide warm or cold for `case.user_id` in `case.domain` from the case's history."""
+          cold: Composition | None = None, target=None) -> Decision:
+    """Decide warm or cold for `case.user_id` in `case.domain` from the case's history.
+
+    `target`: the domain's adapter record (default: the one promoted for the domain)."""
     domain, n = case.domain, target_history_count(case)
     others = len(case.history) - n
-    target, warns = target_adapter(registry, domain, fingerprint)
+    target, warns = (target, _usable(target, fingerprint, "target")) if target is not None else \
+        target_adapter(registry, domain, fingerprint)
     if n >= policy.min_target_history:
         return Decision(case.user_id, domain, "warm", (target.ref,), (1.0,), policy.warm_history,
                         f"{n} {domain} interactions >= {policy.min_target_history}: the {domain} adapter {target.ref} serves",

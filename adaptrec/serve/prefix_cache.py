@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from adaptrec.data.records import Case
 from adaptrec.scoring import ScoreMode, answer_logits, to_scores
 
-from .engine import Engine, adapter_rows
+from .engine import BASE, Engine, Resident, adapter_rows
 
 
 def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
@@ -52,10 +52,11 @@ class PrefixRanker:
         return to_scores(self.logits(adapter, prompts), mode)
 
     def logits(self, adapter: str, prompts: Sequence[str]) -> np.ndarray:
-        """(N, 3) answer logits of `prompts` under `adapter`; prefix adapters go through the plain path."""
+        """(N, 3) answer logits of `prompts` under `adapter` (`BASE`: the untuned backbone); prefix adapters
+        go through the plain path."""
         engine = self.engine
         with engine._lock:
-            resident = engine.load(adapter)
+            resident = Resident(BASE, BASE, "lora", None) if adapter == BASE else engine.load(adapter)
         if resident.kind != "lora" or len(prompts) < 2:
             return engine.logits([(adapter, p) for p in prompts])
         ids = [engine.tokenizer(p, add_special_tokens=engine.special).input_ids for p in prompts]
@@ -71,6 +72,10 @@ class PrefixRanker:
                 out[b : b + len(chunk)] = self._suffixes(resident.name, cache, n, [x[n:] for x in chunk])
         return out
 
+    def _model(self) -> torch.nn.Module:
+        """The engine's LoRA model, or the bare backbone before any LoRA adapter is loaded (untuned rows)."""
+        return self.engine.lora_model if self.engine.lora_model is not None else self.engine.backbone.model
+
     def _prefix_cache(self, name: str, prefix: list[int]) -> DynamicCache:
         key = (name, hashlib.sha256(np.asarray(prefix, dtype=np.int64).tobytes()).hexdigest())
         if key in self._caches:
@@ -78,7 +83,7 @@ class PrefixRanker:
             return self._caches[key]
         device = self.engine.backbone.device
         with torch.inference_mode(), adapter_rows([name]):
-            out = self.engine.lora_model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+            out = self._model()(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
         self.prefix_runs += 1
         self._caches[key] = out.cache
         while len(self._caches) > self.max_cached:
@@ -96,6 +101,6 @@ class PrefixRanker:
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(suffixes))
         with adapter_rows([name] * len(suffixes)):
-            logits = engine.lora_model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+            logits = self._model()(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                                        use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
         return answer_logits(logits, engine.yes_id, engine.no_id).cpu().numpy()

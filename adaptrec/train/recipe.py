@@ -11,6 +11,7 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, recipe_hash
 from ..data.sampling import few_shot, stratified_subset
+from ..data.records import Case
 from ..data.spec import DataSet, load_spec
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
@@ -41,15 +42,21 @@ def _recipe_spec(recipe: Recipe, key: str, seed: int) -> DataSet:
         raise ConfigError(f"{recipe._source}: data.{key}: {e}") from None
 
 
+def training_cases(recipe: Recipe) -> list[Case]:
+    """The labelled cases `recipe` trains on: its train SPEC, few-shot sampled (TALLRec's draw) when `data.shots` is set."""
+    d = recipe.data
+    cases = [c for c in _recipe_spec(recipe, "train", d.seed).cases if c.label is not None]
+    return few_shot(cases, d.shots, d.seed) if d.shots else cases
+
+
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
     """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
     run_dir = run_dir_for(recipe, text)
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
-    train_set, valid, test = (_recipe_spec(recipe, key, ev.seed if key == "test" else d.seed) for key in ("train", "valid", "test"))
-    train_cases = [c for c in train_set.cases if c.label is not None]
-    train_cases = few_shot(train_cases, d.shots, d.seed) if d.shots else train_cases
+    train_cases = training_cases(recipe)
+    valid, test = (_recipe_spec(recipe, key, ev.seed if key == "test" else d.seed) for key in ("valid", "test"))
     val_cases = stratified_subset([c for c in valid.cases if c.label is not None], recipe.training.val_limit, d.seed)
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
