@@ -34,8 +34,6 @@ _EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 log = logging.getLogger(__name__)
-# bitsandbytes logs a missing optional CPU 4-bit kernel package at import; it is not needed for 8-bit.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 # bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16 on CPU; once is enough.
 warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
 

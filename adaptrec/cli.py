@@ -21,7 +21,8 @@ hub_app = typer.Typer(no_args_is_help=True, help="Share adapters on the Hugging 
 app.add_typer(hub_app, name="hub")
 
 BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2, a Hub id or a local folder")
-QuantOpt = typer.Option("8bit", "--quantization", "-q", help="8bit | 4bit | none")
+QuantOpt = typer.Option("8bit", "--quantization", "-q",
+                        help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
 
 

@@ -1,10 +1,14 @@
-"""The fast 8-bit CPU backend: frozen linears in int8 run by fbgemm's dynamic-int8 matmul, peft-wrappable.
+"""The fast 8-bit CPU backend: frozen linears in int8 run by torch's int8 matmul, peft-wrappable.
 
-torch's `quantize_dynamic` is 1.6x fp32 on CPU where bitsandbytes int8 is 0.6x, but its modules are not
-`nn.Linear`, have no backward and so cannot carry peft LoRA layers. `Int8Linear` is an `nn.Linear` whose
-frozen weight is stored as per-output-channel int8 (the same op `quantize_dynamic` runs), whose forward
-is differentiable with respect to its input (backward multiplies by the dequantized weight), so peft
-wraps it like any linear and LoRA trains and serves on top. CPU only: on CUDA bitsandbytes is the backend.
+torch's `quantize_dynamic` is ~1.7x fp32 on CPU where bitsandbytes int8 is ~0.7x, but its modules are
+not `nn.Linear`, have no backward, so cannot carry peft LoRA layers, and quantize activations with
+one scale per tensor: one outlier token (SmolLM2 has them) wrecks every row of the batch and makes
+a prompt's score depend on its batch-mates. `Int8Linear` is an `nn.Linear` whose frozen weight is
+int8 with per-output-channel scales (as bitsandbytes stores it) and whose activations are quantized
+per row (per token), then multiplied by `torch._int_mm` (int8 x int8 -> int32). Rows never affect
+each other, the forward is differentiable with respect to its input (backward multiplies by the
+dequantized weight), so peft wraps it like any linear and LoRA trains and serves on top.
+CPU only: on CUDA bitsandbytes is the backend. Measured in bench/quant_backends.py.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from torch import nn
 SKIP_MODULES: tuple[str, ...] = ("lm_head",)
 
 
-def _int8_matmul(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """x (rows, in) fp32 @ weight.T (int8, per-output-channel scales), activations quantized per row (per token)."""
-    scale = x.abs().amax(dim=1, keepdim=True).div_(127.0).clamp_(min=1e-12)
-    xq = torch.div(x, scale).round_().to(torch.int8)
-    return torch._int_mm(xq, weight.t()).float().mul_(scale).mul_(weight_scale)
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row (per token) of a 2-D fp32 tensor, and the (rows, 1) scales."""
+    high, low = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)  # faster than abs() or aminmax on CPU
+    scale = torch.maximum(high, low.neg_()).div_(127.0).clamp_(min=1e-12)
+    return torch.div(x, scale).round_().to(torch.int8), scale
 
 
 class _Int8Linear(torch.autograd.Function):
@@ -29,7 +33,8 @@ class _Int8Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Int8Linear") -> torch.Tensor:
         ctx.layer = layer
-        y = _int8_matmul(x.float(), layer.weight, layer.weight_scale)
+        xq, scale = quantize_rows(x.float())
+        y = torch._int_mm(xq, layer.weight.t()).float().mul_(scale).mul_(layer.weight_scale)
         if layer.bias is not None:
             y.add_(layer.bias)
         return y.to(x.dtype)

@@ -359,3 +359,18 @@ def test_evaluate_ranking_module_matches_plain_functions(tmp_path, no_network):
     assert set(default) == {"hit@10", "ndcg@10", "mrr@10"}
     with pytest.raises(ValueError, match="valid forms"):
         metric.compute(predictions=ROWS, references=TARGETS, metrics=["recall@5"])
+
+
+def test_paired_difference_is_the_metric_gap_with_a_paired_ci():
+    from adaptrec.metrics import auc, paired_difference
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    noise = rng.normal(size=300)
+    a = labels + noise  # a better scorer...
+    b = labels + noise + rng.normal(scale=0.5, size=300)  # ...and the same one with extra noise
+    d = paired_difference("auc", labels, a, b)
+    assert d.value == pytest.approx(auc(labels, a) - auc(labels, b))
+    assert 0 < d.ci_low < d.value < d.ci_high  # clearly positive: pairing removes the shared noise
+    same = paired_difference("auc", labels, a, a)
+    assert same.value == same.ci_low == same.ci_high == 0.0

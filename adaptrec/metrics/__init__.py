@@ -39,6 +39,7 @@ __all__ = [
     "parse_metric_name",
     "compute_classification",
     "compute_ranking",
+    "paired_difference",
     "auc",
     "accuracy",
     "log_loss",
@@ -144,6 +145,19 @@ def compute_classification(
         else:
             out[name] = MetricValue(value, n=len(y))
     return out
+
+
+def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_resamples: int = 1000,
+                      alpha: float = 0.05) -> MetricValue:
+    """metric(a) - metric(b) on the same cases, with a paired bootstrap CI (both scored on each resample).
+
+    Pairing removes the case-sampling noise the two rows share, so a difference can be clear while the
+    rows' own CIs overlap.
+    """
+    fn = CLASSIFICATION_METRICS[parse_metric_name(name)[0]]
+    y, a, b = np.asarray(labels), np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    ci = bootstrap_ci(lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, n_resamples=n_resamples, alpha=alpha, seed=seed)
+    return MetricValue(fn(y, a) - fn(y, b), ci.low, ci.high, n=len(y), ci_skipped=ci.skipped)
 
 
 def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:
