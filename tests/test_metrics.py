@@ -368,7 +368,7 @@ def test_paired_difference_is_the_metric_gap_with_a_paired_ci():
     labels = rng.integers(0, 2, 300)
     noise = rng.normal(size=300)
     a = labels + noise  # a better scorer...
-    b = labels + noise + rng.normal(scale=0.5, size=300)  # ...and the same one with extra noise
+    b = labels + noise + rng.normal(scale=2.0, size=300)  # ...and the same one with much extra noise
     d = paired_difference("auc", labels, a, b)
     assert d.value == pytest.approx(auc(labels, a) - auc(labels, b))
     assert 0 < d.ci_low < d.value < d.ci_high  # clearly positive: pairing removes the shared noise
