@@ -16,7 +16,7 @@ result is a JSON document; `render` turns it into docs/cross_domain.md and is a 
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -343,6 +343,10 @@ def evaluate(scorer: ListScorer, registry, cfg: TransferConfig, plan: Plan, log:
                      idx, seed))
     rows.append(_row("cold:target", "f", f"cold: target {plan.target_refs[k]} alone",
                      llm([plan.target_refs[k]], [1.0], cold_lists, "cold target"), idx, seed))
+    # naive serving: the target adapter with the target-domain history only, which a cold user lacks
+    bare = [[replace(c, history=tuple(h for h in c.history if h.domain == target)) for c in cases] for cases in cold_lists]
+    rows.append(_row("cold:target-only", "f", f"cold: target {plan.target_refs[k]} alone, target-domain history only",
+                     llm([plan.target_refs[k]], [1.0], bare, "cold target-only"), idx, seed))
     routed = [[decision.prompt_case(c) for c in cases] for cases in cold_lists]
     rows.append(_row("cold:routed", "f", f"cold: routed ({', '.join(decision.adapters)})",
                      llm(decision.adapters, decision.weights, routed, "cold routed"), idx, seed,
@@ -400,8 +404,9 @@ def verdicts(direction: dict) -> list[str]:
            f"alone and the {k}-shot target adapter at equal target data: {_beats(best, singles)}."]
     for role in sorted(r for r in rows if r.startswith("composed:") and r != f"composed:{direction['best_composition']}"):
         out.append(f"Composition {role.split(':')[1]}: {_beats(rows[role], singles)}.")
-    out.append(f"Cold-start routing beats the {k}-shot target adapter alone on cold users: "
-               f"{_beats(rows['cold:routed'], [rows['cold:target']])}.")
+    naive = [rows[r] for r in ("cold:target", "cold:target-only") if r in rows]
+    out.append(f"Cold-start routing beats the {k}-shot target adapter alone on cold users (same prompt; and "
+               f"the prompt of target-domain history only): {_beats(rows['cold:routed'], naive)}.")
     return out
 
 

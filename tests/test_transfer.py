@@ -12,7 +12,7 @@ from adaptrec.transfer import render, user_auc, verdicts
 from cli_runner import run_cli
 
 ROLES = ["untuned", "baseline:like_ratio", "baseline:popularity", "source", "target:4", "target:8",
-         "composed:cat", "composed:ties_svd", "composed:mix", "cold:untuned", "cold:target", "cold:routed"]
+         "composed:cat", "composed:ties_svd", "composed:mix", "cold:untuned", "cold:target", "cold:target-only", "cold:routed"]
 
 
 def write_amazon(root) -> None:
@@ -84,7 +84,8 @@ def _row(role, value, low, high):
 
 def _direction(comp: float, cold: float) -> dict:
     rows = [_row("source", 0.6, 0.55, 0.65), _row("target:32", 0.62, 0.57, 0.67), _row("composed:cat", comp, comp - 0.02, comp + 0.02),
-            _row("composed:mix", 0.5, 0.45, 0.55), _row("cold:target", 0.55, 0.5, 0.6), _row("cold:routed", cold, cold - 0.1, cold + 0.1)]
+            _row("composed:mix", 0.5, 0.45, 0.55), _row("cold:target", 0.55, 0.5, 0.6), _row("cold:target-only", 0.5, 0.45, 0.55),
+            _row("cold:routed", cold, cold - 0.1, cold + 0.1)]
     return {"rows": rows, "shots": 32, "best_composition": "cat"}
 
 
@@ -92,10 +93,10 @@ def test_verdicts_follow_the_numbers():
     yes = verdicts(_direction(comp=0.9, cold=0.7))
     assert "at equal target data: **yes**" in yes[0] and "CIs separated" in yes[0]
     assert "Composition mix: **no**" in yes[1]
-    assert "cold users: **yes**" in yes[2] and "not significant" in yes[2]
+    assert "only): **yes**" in yes[2] and "not significant" in yes[2]
     no = verdicts(_direction(comp=0.61, cold=0.5))  # beats the source, not the 32-shot target adapter
     assert "at equal target data: **no** (auc 0.610 vs 0.600 (source); 0.610 vs 0.620 (target:32))" in no[0]
-    assert "cold users: **no**" in no[2]
+    assert "only): **no**" in no[2]
 
 
 def test_user_auc_counts_ties_half():
