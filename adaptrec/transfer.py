@@ -111,21 +111,6 @@ def recipe_overrides(cfg: TransferConfig, recipe_name: str, shots: int | None) -
     return sets
 
 
-def trained_adapter(registry, fingerprint, recipe_name: str, sets: Sequence[str], log: Log):
-    """The registered adapter of this exact recipe text on this backbone, trained (run_recipe) if there is none."""
-    from .config import load_recipe, recipe_hash
-    from .train.recipe import run_recipe
-
-    recipe, text = load_recipe(recipe_name, list(sets))
-    digest = recipe_hash(text)
-    for record in reversed(registry.list(name=recipe.name)):
-        if record.recipe_hash == digest and fingerprint.match(record.fingerprint) == "exact":
-            log(f"  reusing {record.ref} (same recipe hash)")
-            return record
-    log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")
-    return run_recipe(recipe, text, resume=True).record
-
-
 def target_shots(recipe_name: str, sets: Sequence[str]) -> tuple[str, list[Case]]:
     """The target recipe's data SPEC and the exact few-shot draw `run_recipe` trains on."""
     from .config import load_recipe
@@ -193,10 +178,12 @@ class Plan:
 
 def prepare(bb, registry, cache, cfg: TransferConfig, source: str, target: str, log: Log) -> Plan:
     """Train or reuse (c) and (d), then search and register (e)."""
+    from .train.recipe import train_or_reuse
+
     log(f"[{source}→{target}] adapters")
     fp = bb.fingerprint
-    src = trained_adapter(registry, fp, f"{source}-lora", recipe_overrides(cfg, f"{source}-lora", None), log).ref
-    tgt = {k: trained_adapter(registry, fp, f"{target}-lora", recipe_overrides(cfg, f"{target}-lora", k), log).ref
+    src = train_or_reuse(registry, fp, f"{source}-lora", recipe_overrides(cfg, f"{source}-lora", None), log).ref
+    tgt = {k: train_or_reuse(registry, fp, f"{target}-lora", recipe_overrides(cfg, f"{target}-lora", k), log).ref
            for k in cfg.shots}
     k = max(cfg.shots)
     data, shots = target_shots(f"{target}-lora", recipe_overrides(cfg, f"{target}-lora", k))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from ..adapters.attach import weights_key
 from ..atomic import write_json
@@ -98,3 +99,18 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
                                          "eval": report.to_dict()})
     return RecipeResult(result, report, record)
 
+
+
+def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequence[str],
+                   log: Callable[[str], None] = print) -> AdapterRecord:
+    """The registered adapter of this exact recipe text on this backbone, trained (`run_recipe`) if there is none."""
+    from ..config import load_recipe
+
+    recipe, text = load_recipe(recipe_name, list(sets))
+    digest = recipe_hash(text)
+    for record in reversed(registry.list(name=recipe.name)):
+        if record.recipe_hash == digest and fingerprint.match(record.fingerprint) == "exact":
+            log(f"  reusing {record.ref} (same recipe hash)")
+            return record
+    log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")
+    return run_recipe(recipe, text, resume=True).record
