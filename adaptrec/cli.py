@@ -351,7 +351,7 @@ def compose_cmd(
     registry = Registry()
     refs = resolve_sources(registry, from_)
     domain = domain or registry.resolve(refs[-1]).domain
-    if method != MIX and not name:
+    if not name:
         raise AdaptrecError("compose: pass --name for the composed adapter's registry entry")
     if into_base and (method == MIX or into_base.exists()):
         raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
@@ -366,10 +366,6 @@ def compose_cmd(
                    f"log-loss {result.loss:.4f} at weights {','.join(f'{w:.4g}' for w in composition.weights)}")
     else:
         composition = Composition(refs, method, parse_weights(weights, len(refs)), svd_rank, density, seed)
-    if method == MIX:
-        typer.echo(f"score-level mix (not a weights file): serve it with --cold-mix {','.join(refs)} "
-                   f"--cold-weights {','.join(f'{w:.4g}' for w in composition.weights)}")
-        return
     record = compose(bb, registry, composition, name=name, domain=domain)
     typer.echo(f"registered {record.ref} ({method} of {', '.join(refs)}, weights "
                f"{', '.join(f'{w:.4g}' for w in composition.weights)}) for domain {domain}")

@@ -135,12 +135,23 @@ def run_eval(
     **scorer_options,
 ) -> EvalReport:
     """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
+    from .router.compose import as_mix, detach, mixed_scores
+
     cases = select_cases(dataset, limit, seed)
     report = new_report(dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
-    for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
+    mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
+    with_weights = [ref for ref in adapters if mixes[ref] is None]
+    for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):
         scorer = backbone_scorer(backbone, model, key, **scorer_options)
         report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
+    if with_weights and any(mixes.values()):
+        detach(model)  # the mixes' sources attach on their own
+    labels = np.array([c.label for c in cases])
+    for ref, composition in mixes.items():
+        if composition is not None:  # a registered score-level mix: the weighted average of its sources
+            scores = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
+            report.rows.append(_row(registry.resolve(ref).ref, "llm", labels, scores, report.metric_names, seed))
     return report
 
 

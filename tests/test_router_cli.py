@@ -74,9 +74,12 @@ def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):
     search = registry.resolve("learned").lineage["search"]
     assert (search["data"], search["shots"], search["budget"]) == (log, 4, 4)
     assert registry.promoted("office:cold").ref == "learned:1"
-    code, out, _ = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "mix", "--search",
-                           "--data", log, "--shots", "4", "--budget", "4", *bb)
-    assert code == 0 and "--cold-mix arts-lora:1,office-lora:1 --cold-weights" in out
+    code, out, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "mix", "--search",
+                             "--data", log, "--shots", "4", "--budget", "4", "--name", "mixed", *bb)
+    assert code == 0 and "registered mixed:1 (mix of arts-lora:1, office-lora:1" in out, err
+    mixed = registry.resolve("mixed")
+    assert (mixed.kind, mixed.adapter_type, mixed.lineage["search"]["shots"]) == ("composed", "mix", 4)
+    assert mixed.adapter_config["sources"] == ["arts-lora:1", "office-lora:1"]
 
 
 def test_route_from_a_history_file_and_an_explicit_mix(monkeypatch, capsys, setup, tmp_path):

@@ -145,6 +145,38 @@ def test_prefix_cannot_be_merged_but_mixes(tiny_model_dir, registry):
     np.testing.assert_allclose(backbone_scorer(backbone, progress=False).score(cases), untuned, atol=1e-6)
 
 
+def test_a_registered_mix_is_scored_routed_and_refused_by_attach(tiny_model_dir, registry):
+    from adaptrec.adapters.files import verify_adapter_dir
+    from adaptrec.data.records import Case
+    from adaptrec.data.spec import DataSet
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.evaluation import run_eval
+    from adaptrec.router.policy import route
+
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
+    composition = Composition(("a", "p"), "mix", (0.3, 0.9))
+    record = compose(fresh_backbone(tiny_model_dir), registry, composition, name="a+p", domain="arts")
+    assert (record.kind, record.adapter_type, record.lineage["parents"]) == ("composed", "mix", ["a:1", "p:1"])
+    assert sorted(verify_adapter_dir(record.path)["files"]) == ["mix.json"]  # hash-verified like weights
+
+    cases = synthetic_cases(6)
+    expected = mixed_scores(fresh_backbone(tiny_model_dir), registry, composition, cases, progress=False)
+    from adaptrec.metrics import auc
+
+    report = run_eval(fresh_backbone(tiny_model_dir), DataSet("synthetic", cases, {}, "x"), registry=registry,
+                      adapters=["a", "a+p"], limit=None, progress=False)
+    assert [r.name for r in report.rows][-2:] == ["a:1", "a+p:1"]
+    assert report.rows[-1].metrics["auc"].value == pytest.approx(auc([c.label for c in cases], expected))
+
+    registry.promote("a+p", "arts:cold")
+    registry.promote("a", "arts")
+    cold = route(registry, fresh_backbone(tiny_model_dir).fingerprint, Case("u", "arts", "arts product", (), '"T"'))
+    assert (cold.mode, cold.adapters, cold.weights) == ("cold", ("a:1", "p:1"), (0.3, 0.9))
+    with pytest.raises(AdaptrecError, match="a\\+p:1 is a score-level mix of a:1, p:1"):
+        attach(fresh_backbone(tiny_model_dir), registry, ["a+p"])
+
+
 def test_mix_is_a_weighted_average_and_checks_weights():
     scores = np.array([[0.2, 0.8], [0.6, 0.4]])
     np.testing.assert_allclose(mix(scores, [3, 1]), [0.3, 0.7])

@@ -8,7 +8,8 @@ from typing import Sequence
 
 from peft import PeftModel
 
-from .files import WEIGHTS_FILE, file_sha256
+from ..errors import AdaptrecError
+from .files import MIX_TYPE, WEIGHTS_FILE, file_sha256
 
 
 def peft_name(ref: str) -> str:
@@ -24,6 +25,11 @@ def weights_key(adapter_dir: Path) -> str:
 def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     """Load each ref (verified) into one PeftModel over `backbone.model`; returns the model and the records."""
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+    for record in records:
+        if record.adapter_type == MIX_TYPE:
+            sources = ", ".join((record.adapter_config or {}).get("sources", []))
+            raise AdaptrecError(f"{record.ref} is a score-level mix of {sources}: it has no weights to attach; "
+                                "eval, route and serve score it as the weighted average of its sources")
     model = backbone.model
     for record in records:
         name = peft_name(record.ref)

@@ -28,6 +28,13 @@ METADATA_FILE = "adaptrec.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE)
+MIX_FILE = "mix.json"  # a score-level mix has no weights: its sources and their weights
+MIX_TYPE = "mix"
+
+
+def required_files(adapter_type: str | None) -> tuple[str, ...]:
+    """Files an adapter folder must hold: peft's two, or the mix spec of a score-level mix."""
+    return (MIX_FILE,) if adapter_type == MIX_TYPE else REQUIRED_FILES
 FORMAT_VERSION = 1
 # weight formats that unpickle (and so can run code) on load
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
@@ -152,13 +159,15 @@ def write_adapter_dir(src_dir_or_writer: Source, dest: Path, metadata: dict) -> 
         for rel in rels:
             if _is_pickle(Path(rel)):
                 _refuse_pickle(rel, dest)
-        missing = [r for r in REQUIRED_FILES if r not in rels]
+        required = required_files(metadata.get("adapter_type"))
+        missing = [r for r in required if r not in rels]
         if missing:
             raise IntegrityError(
                 f"adapter source lacks {', '.join(missing)}; an adapter folder needs "
-                f"{' and '.join(REQUIRED_FILES)} (peft's save_pretrained writes both)"
+                f"{' and '.join(required)} (peft's save_pretrained writes both)"
             )
-        _check_safetensors(tmp / WEIGHTS_FILE, WEIGHTS_FILE)
+        if WEIGHTS_FILE in rels:
+            _check_safetensors(tmp / WEIGHTS_FILE, WEIGHTS_FILE)
         files = {}
         for rel in rels:
             if src_dir is None:  # files we copied are already fsynced
@@ -212,7 +221,7 @@ def verify_adapter_dir(path: Path) -> dict:
             raise IntegrityError(f"{path}: file '{rel}' is missing; restore the adapter from its source")
         if file_sha256(f) != expected:
             raise IntegrityError(f"{path}: file '{rel}' does not match its recorded sha256 (corrupted or modified); restore the adapter from its source")
-    for rel in REQUIRED_FILES:
+    for rel in required_files(meta.get("adapter_type")):
         if rel not in listed:
             raise IntegrityError(f"{path}: '{rel}' is missing; restore the adapter from its source")
     return meta

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import FORMAT_VERSION, METADATA_FILE, REQUIRED_FILES, file_sha256
+from ..adapters.files import FORMAT_VERSION, METADATA_FILE, file_sha256, required_files
 from ..errors import FingerprintMismatch, IntegrityError
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
@@ -194,7 +194,7 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     if not isinstance(files, dict) or not all(isinstance(v, str) and _SHA256_RE.fullmatch(v) for v in files.values()):
         raise IntegrityError(f"{label}: {METADATA_FILE} has no valid 'files' table (name -> sha256); ask the publisher to push again")
     _check_names(list(files), label, f"{METADATA_FILE} lists")
-    missing = [r for r in REQUIRED_FILES if r not in files]
+    missing = [r for r in required_files(meta.get("adapter_type")) if r not in files]
     if missing:
         raise IntegrityError(f"{label}: {METADATA_FILE} does not list {', '.join(missing)}; not a complete peft adapter")
     absent = sorted(set(files) - set(listing))

@@ -212,9 +212,12 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
 
 
 def compose(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None = None):
-    """Merge registered LoRA/AdaLoRA adapters into one and register it (kind `composed`); returns its record."""
+    """Merge registered LoRA/AdaLoRA adapters into one and register it (kind `composed`); returns its record.
+
+    A score-level `mix` is registered too, as a folder holding only `mix.json` (sources and weights):
+    eval, routing and serving expand it into its sources (`as_mix`)."""
     if composition.method == MIX:
-        raise CompositionError("a score-level mix has no weights file to register; route with it or merge with a ΔW method")
+        return _register_mix(backbone, registry, composition, name=name, domain=domain, metrics=metrics)
     with attached_sources(backbone, registry, composition.refs) as (model, records, names), \
             tempfile.TemporaryDirectory() as tmp:
         merged = merge(model, names, composition, peft_name(f"{name}+composed"))
@@ -223,6 +226,30 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
             Path(tmp) / merged, name=name, domain=domain, kind="composed", adapter_type="lora", adapter_config=None,
             fingerprint=backbone.fingerprint, metrics=metrics, lineage=composition.lineage([r.ref for r in records]),
         )
+
+
+def _register_mix(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None):
+    from adaptrec.adapters.files import MIX_FILE, MIX_TYPE
+    from adaptrec.atomic import write_json
+
+    records = [registry.load_verified(r, backbone.fingerprint) for r in composition.refs]
+    nested = [r.ref for r in records if r.adapter_type == MIX_TYPE]
+    if nested:
+        raise CompositionError(f"{', '.join(nested)} is itself a mix: mix its sources instead")
+    spec = {"sources": [r.ref for r in records], "weights": list(composition.weights)}
+    return registry.register(lambda folder: write_json(Path(folder) / MIX_FILE, spec), name=name, domain=domain,
+                             kind="composed", adapter_type=MIX_TYPE, adapter_config=spec, fingerprint=backbone.fingerprint,
+                             metrics=metrics, lineage=composition.lineage(spec["sources"]))
+
+
+def as_mix(record) -> Composition | None:
+    """The score-level composition a registered `mix` entry stands for; None for an adapter with weights."""
+    from adaptrec.adapters.files import MIX_TYPE
+
+    if record.adapter_type != MIX_TYPE:
+        return None
+    config = record.adapter_config or {}
+    return Composition(tuple(config["sources"]), MIX, tuple(config["weights"]))
 
 
 def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 
-from .compose import MIX, Composition, component_scores, mix
+from .compose import MIX, Composition, as_mix, component_scores, mix
 
 COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
 
@@ -91,6 +91,12 @@ def cold_adapter(registry, domain: str, fingerprint):
     return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
 
 
+def serving(record) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """(refs, score weights) that serve a record: a registered mix expands into its sources."""
+    composition = as_mix(record)
+    return (composition.refs, composition.weights) if composition else ((record.ref,), (1.0,))
+
+
 def target_history_count(case: Case) -> int:
     return sum(_in_domain(h.domain, case.domain) for h in case.history)
 
@@ -105,7 +111,7 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
     target, warns = (target, _usable(target, fingerprint, "target")) if target is not None else \
         target_adapter(registry, domain, fingerprint)
     if n >= policy.min_target_history:
-        return Decision(case.user_id, domain, "warm", (target.ref,), (1.0,), policy.warm_history,
+        return Decision(case.user_id, domain, "warm", *serving(target), policy.warm_history,
                         f"{n} {domain} interactions >= {policy.min_target_history}: the {domain} adapter {target.ref} serves",
                         tuple(warns))
     why = f"{n} {domain} interactions < {policy.min_target_history} (cold start): {others} other-domain items go into the prompt"
@@ -118,11 +124,11 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
                         f"{why} and the given composition ({cold.method} of {', '.join(refs)}) serves", tuple(warns))
     found = cold_adapter(registry, domain, fingerprint)
     if found is None:
-        return Decision(case.user_id, domain, "cold", (target.ref,), (1.0,), "both",
+        return Decision(case.user_id, domain, "cold", *serving(target), "both",
                         f"{why}, but no composed adapter exists for {domain}, so {target.ref} serves", tuple(warns))
     record, cold_warns = found
     parents = ", ".join((record.lineage or {}).get("parents", [])) or "?"
-    return Decision(case.user_id, domain, "cold", (record.ref,), (1.0,), "both",
+    return Decision(case.user_id, domain, "cold", *serving(record), "both",
                     f"{why} and the composed adapter {record.ref} ({parents}) serves", tuple(cold_warns))
 
 

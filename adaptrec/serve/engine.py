@@ -29,6 +29,7 @@ import torch
 from peft import PeftModel
 
 from adaptrec.adapters.attach import peft_name
+from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.data.prompts import render_prompt
 from adaptrec.data.records import Case
@@ -142,6 +143,9 @@ class Engine:
                 return self._resident[record.ref]
             record = self.registry.load_verified(record.ref, self.backbone.fingerprint)
             name, ptype = peft_name(record.ref), _peft_type(record)
+            if record.adapter_type == MIX_TYPE:
+                raise ServeError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
+                                 "score its sources (or request its domain: the router expands a promoted mix)")
             if (record.adapter_config or {}).get("use_dora"):
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
