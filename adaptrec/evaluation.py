@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .baselines import BASELINES
+from .data.prompts import shared_history
 from .data.records import Case
 from .data.sampling import stratified_subset
 from .errors import DataSpecError
@@ -180,7 +181,9 @@ def run_rank_eval(
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
     positives, lists = rank_lists(dataset, limit, seed, negatives)
-    flat = [c for lst, case in zip(lists, positives) for c in candidate_cases(lst, case, dataset.catalogues)]
+    template, max_tokens = scorer_options.get("template", "tallrec"), scorer_options.get("max_prompt_tokens", 1024)
+    flat = [c for lst, case in zip(lists, positives)  # one history per user: the same for all their candidates
+            for c in shared_history(candidate_cases(lst, case, dataset.catalogues), template, backbone.tokenizer, max_tokens)]
     target_idx = np.array([lst.target_index for lst in lists])
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS, negatives=negatives)
 

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data.candidates import candidate_cases
+from .data.prompts import shared_history
 from .data.records import Case
 from .errors import AdaptrecError
 from .metrics import bootstrap_ci, compute_ranking
@@ -219,7 +220,8 @@ class ListScorer:
         """(users, candidates, 3) answer logits; each user's list is cached as soon as it is scored."""
         model_key, out = self.model_key(ref), []
         for cases in tqdm(lists, desc=desc, unit="user", leave=False):
-            prompts = self.render.prompts(cases)
+            prompts = self.render.prompts(shared_history(cases, self.render.template, self.bb.tokenizer,
+                                                         self.render.max_prompt_tokens))
             keys = [ScoreCache.key(model_key, p) for p in prompts]
             found = self.cache.get_many(keys)
             if len(found) == len(keys):

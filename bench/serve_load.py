@@ -20,8 +20,8 @@ import sys
 import threading
 import time
 import urllib.error
-from dataclasses import replace
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -103,3 +103,23 @@ def test_real_tokenizer_chat_template_and_truncation(smollm2_tokenizer_dir):
     short = render_prompt(case, "chat", tok, max_tokens=budget)
     assert len(tok.encode(short)) <= budget
     assert '"Item 0"' not in short and '"Item 29"' in short and short.endswith(chat[chat.index("?") + 1:])
+
+
+def test_shared_history_gives_every_candidate_the_history_that_fits_the_longest():
+    from dataclasses import replace
+
+    from adaptrec.data.prompts import shared_history
+
+    tok = WhitespaceTokenizer()
+    history = tuple(HistoryItem(f'"Item number {i}"', liked=i % 2 == 0) for i in range(30))
+    short = Case("u", "movie", "movie", history, '"A"')
+    long = replace(short, target='"' + "A very long candidate title " * 6 + '"')
+    budget = len(tok.encode(render_prompt(short))) - 40
+    cut = shared_history([short, long], "tallrec", tok, budget)
+    assert cut[0].history == cut[1].history and 0 < len(cut[0].history) < len(history)
+    assert cut[0].history == history[-len(cut[0].history):]  # the newest items stay
+    assert all(len(tok.encode(render_prompt(c))) <= budget for c in cut)
+    # on their own, the short candidate would keep more history than the long one
+    alone = [render_prompt(c, "tallrec", tok, budget) for c in (short, long)]
+    assert alone[0].count("Item number") > alone[1].count("Item number")
+    assert shared_history([short], "tallrec", tok, None) == [short]

@@ -10,7 +10,7 @@ models were trained and scored on exactly that text.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import ConfigError, DataFormatError
 from .records import Case
@@ -95,6 +95,19 @@ def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int)
         else:
             lo = mid
     return replace(case, history=case.history[hi:])
+
+
+def shared_history(cases: Sequence[Case], template: str, tokenizer: Any, max_tokens: int | None) -> list[Case]:
+    """One user's candidate cases cut to ONE history: the newest items that fit beside the longest candidate.
+
+    Truncating each prompt on its own would give candidates with longer titles less history (an
+    unequal comparison) and prompts that no longer share their history prefix (no KV reuse).
+    """
+    if not cases or max_tokens is None:
+        return list(cases)
+    longest = max(cases, key=lambda c: _n_tokens(tokenizer, _render(c, template, tokenizer)))
+    kept = truncate_history(longest, template, tokenizer, max_tokens).history
+    return [replace(c, history=kept) for c in cases]
 
 
 def render_prompt(case: Case, template: str = "tallrec", tokenizer: Any = None, max_tokens: int | None = None) -> str:
