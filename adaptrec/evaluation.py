@@ -193,7 +193,8 @@ def run_rank_eval(
 
     for name, fn in BASELINES.items():
         add(name, "baseline", fn(flat, dataset.item_popularity))
+    fitted = {**scorer_options, "max_prompt_tokens": None}  # shared_history fitted the prompts already
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
-        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        scorer = backbone_scorer(backbone, model, key, **fitted)
         add(name, "llm", scorer.score(flat, mode), scorer.last_throughput or None)
     return report

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data.candidates import candidate_cases
-from .data.prompts import shared_history
+from .data.prompts import render_prompt, shared_history
 from .data.records import Case
 from .errors import AdaptrecError
 from .metrics import bootstrap_ci, compute_ranking
@@ -195,17 +195,16 @@ def prepare(bb, registry, cache, cfg: TransferConfig, source: str, target: str, 
 # ---------------------------------------------------------------- scoring candidate lists
 class ListScorer:
     """Answer logits of candidate lists under one adapter (or `BASE`): the score cache first, shared-prefix
-    forwards (`PrefixRanker`) for the rest; prompts are rendered as `scoring.Scorer` renders them."""
+    forwards (`PrefixRanker`) for the rest; each user's candidates share one history (`shared_history`)."""
 
     def __init__(self, bb, registry, cache: ScoreCache, cfg: TransferConfig):
-        from .scoring import Scorer
         from .serve.engine import Engine, Limits
         from .serve.prefix_cache import PrefixRanker
 
-        big = 10**9  # the prompts are capped by `render_prompt`, not refused
+        big = 10**9  # the prompts are fitted by `shared_history`, not refused
         self.engine = Engine(bb, registry, template=cfg.template, batch_size=cfg.batch_size, limits=Limits(big, big))
         self.ranker = PrefixRanker(self.engine)
-        self.render = Scorer(bb.model, bb.tokenizer, "", cfg.template, cfg.max_prompt_tokens, progress=False)
+        self.template, self.max_prompt_tokens = cfg.template, cfg.max_prompt_tokens
         self.bb, self.registry, self.cache = bb, registry, cache
         self.fresh = self.cached = 0
 
@@ -220,8 +219,8 @@ class ListScorer:
         """(users, candidates, 3) answer logits; each user's list is cached as soon as it is scored."""
         model_key, out = self.model_key(ref), []
         for cases in tqdm(lists, desc=desc, unit="user", leave=False):
-            prompts = self.render.prompts(shared_history(cases, self.render.template, self.bb.tokenizer,
-                                                         self.render.max_prompt_tokens))
+            shared = shared_history(cases, self.template, self.bb.tokenizer, self.max_prompt_tokens)
+            prompts = [render_prompt(c, self.template, self.bb.tokenizer) for c in shared]  # already fitted
             keys = [ScoreCache.key(model_key, p) for p in prompts]
             found = self.cache.get_many(keys)
             if len(found) == len(keys):

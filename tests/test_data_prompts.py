@@ -123,3 +123,7 @@ def test_shared_history_gives_every_candidate_the_history_that_fits_the_longest(
     alone = [render_prompt(c, "tallrec", tok, budget) for c in (short, long)]
     assert alone[0].count("Item number") > alone[1].count("Item number")
     assert shared_history([short], "tallrec", tok, None) == [short]
+    # a candidate that cannot fit even alone gets no history; the others keep theirs
+    huge = replace(short, target='"' + "word " * budget + '"')
+    cut = shared_history([short, huge], "tallrec", tok, budget)
+    assert cut[1].history == () and len(cut[0].history) > 0

@@ -101,13 +101,22 @@ def shared_history(cases: Sequence[Case], template: str, tokenizer: Any, max_tok
     """One user's candidate cases cut to ONE history: the newest items that fit beside the longest candidate.
 
     Truncating each prompt on its own would give candidates with longer titles less history (an
-    unequal comparison) and prompts that no longer share their history prefix (no KV reuse).
+    unequal comparison) and prompts that no longer share their history prefix (no KV reuse). A
+    candidate whose prompt exceeds `max_tokens` even without history (a keyword-stuffed catalogue
+    title) gets no history and goes over the budget, rather than costing the others their history.
     """
     if not cases or max_tokens is None:
         return list(cases)
-    longest = max(cases, key=lambda c: _n_tokens(tokenizer, _render(c, template, tokenizer)))
+
+    def length(c: Case, history: tuple = ()) -> int:
+        return _n_tokens(tokenizer, _render(replace(c, history=history), template, tokenizer))
+
+    fitting = [c for c in cases if length(c) <= max_tokens]
+    if not fitting:
+        return [replace(c, history=()) for c in cases]
+    longest = max(fitting, key=lambda c: length(c, c.history))
     kept = truncate_history(longest, template, tokenizer, max_tokens).history
-    return [replace(c, history=kept) for c in cases]
+    return [replace(c, history=kept if c in fitting else ()) for c in cases]
 
 
 def render_prompt(case: Case, template: str = "tallrec", tokenizer: Any = None, max_tokens: int | None = None) -> str:
