@@ -432,3 +432,18 @@ def test_push_refuses_a_modified_adapter_folder(hub, lora_src, monkeypatch, caps
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/modified")
     assert "adapter_model.safetensors" in _one_line_error(code, err)
     assert "alice/modified" not in hub.repos  # checked before anything is sent
+
+
+def test_push_refuses_a_score_level_mix(hub, lora_src, monkeypatch, capsys, tmp_path):
+    from adaptrec.atomic import write_json
+
+    source = _register(lora_src)
+    spec = {"sources": [source.ref], "weights": [1.0]}
+    mixed = Registry().register(lambda d: write_json(Path(d) / "mix.json", spec), name="movie-mix", domain="movie",
+                                kind="composed", adapter_type="mix", adapter_config=spec, fingerprint=lora_src[1],
+                                lineage={"parents": [source.ref], "method": "mix", "weights": [1.0]})
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--repo", "alice/mix")
+    assert "score-level mix of movie-lora:1" in _one_line_error(code, err)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--to", str(tmp_path / "mirror"))
+    assert "push its sources" in _one_line_error(code, err)
+    assert "alice/mix" not in hub.repos

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import CONFIG_FILE, METADATA_FILE, file_sha256, verify_adapter_dir
+from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, verify_adapter_dir
 from ..atomic import atomic_dir, write_json, write_text
 from ..errors import IntegrityError
 from ..registry import AdapterRecord, Registry
@@ -49,6 +49,9 @@ class PushResult:
 
 def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, mirror: bool = False) -> dict:
     """Write the published files of `record` into `folder` (empty); return the published adaptrec.json."""
+    if record.adapter_type == MIX_TYPE:  # its sources live in this registry only: nothing to load elsewhere
+        raise HubError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
+                       "push its sources, and register the mix again where they are pulled")
     meta = verify_adapter_dir(record.path)  # every file matches its sha256
     if file_sha256(record.path / METADATA_FILE) != record.file_hash:
         raise IntegrityError(f"{record.path / METADATA_FILE} differs from the copy registered as {record.ref}; re-register the adapter")
