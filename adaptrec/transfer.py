@@ -395,6 +395,11 @@ def verdicts(direction: dict) -> list[str]:
     naive = [rows[r] for r in ("cold:target", "cold:target-only") if r in rows]
     out.append(f"Cold-start routing beats the {k}-shot target adapter alone on cold users (same prompt; and "
                f"the prompt of target-domain history only): {_beats(rows['cold:routed'], naive)}.")
+    baselines = [r for role, r in rows.items() if role.startswith("baseline:")]
+    llms = [r for r in direction["rows"] if r["group"] in ("a", "c", "d", "e") and not r["role"].startswith("baseline:")]
+    if baselines and llms:
+        best_llm, best_base = max(llms, key=_value), max(baselines, key=_value)
+        out.append(f"The best LLM row beats the best non-LLM baseline: {_beats(best_llm, [best_base])}.")
     return out
 
 

@@ -143,3 +143,13 @@ def test_list_scorer_matches_the_scoring_path_and_caches(tiny_model_dir, tmp_pat
     assert scorer.fresh == 20 and scorer.cached == 20
     scorer.cache = ScoreCache(tmp_path / "c2.db")  # untuned again, now through the LoRA model's `__base__` rows
     np.testing.assert_allclose(scorer.scores([BASE], [1.0], lists, "t").ravel(), plain_base, atol=1e-4)
+
+
+def test_verdict_compares_the_best_llm_row_with_the_best_baseline():
+    d = _direction(comp=0.7, cold=0.6)
+    for r in d["rows"]:
+        r["group"] = "e" if r["role"].startswith("composed:") else "c"
+    d["rows"].append({**_row("baseline:popularity", 0.78, 0.7, 0.85), "group": "b"})
+    assert "non-LLM baseline: **no** (auc 0.700 vs 0.780" in verdicts(d)[-1]
+    d["rows"][-1] = {**_row("baseline:popularity", 0.6, 0.55, 0.65), "group": "b"}
+    assert "non-LLM baseline: **yes**" in verdicts(d)[-1]
