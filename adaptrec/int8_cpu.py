@@ -69,7 +69,7 @@ class Int8Linear(nn.Linear):
 def quantize_linears(model: nn.Module, skip: tuple[str, ...] = SKIP_MODULES) -> int:
     """Replace every `nn.Linear` of `model` (except names ending in `skip`) by an `Int8Linear`; returns the count."""
     targets = [(name, m) for name, m in model.named_modules()
-               if type(m) is nn.Linear and not name.split(".")[-1] in skip]
+               if type(m) is nn.Linear and name.split(".")[-1] not in skip]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear(module))
