@@ -88,9 +88,10 @@ def _table(reports: list[dict]) -> list[str]:
             elif plain_auc is None:
                 verdict = "?"
             else:
-                above = auc["value"] > plain_auc["value"]
+                gap = auc["value"] - plain_auc["value"]
                 apart = auc["ci_low"] > plain_auc["ci_high"] or auc["ci_high"] < plain_auc["ci_low"]
-                verdict = ("above" if above else "below") + (", CIs apart" if apart else ", CIs overlap")
+                side = "same" if abs(gap) < 5e-4 else "above" if gap > 0 else "below"
+                verdict = side + (", CIs apart" if apart else ", CIs overlap" if side != "same" else "")
             steps = rep.get("train", {}).get("steps", "–")
             lines.append(f"| {r['name']} | {method} | {_fmt(auc)} | {steps} | {verdict} |")
     return lines
