@@ -194,6 +194,11 @@ def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fi
     return _describe(name, quantization)[3]
 
 
+def default_device() -> str:
+    """Where a load goes when no device is named: CUDA when present, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_backend(quantization: str, device: str, int8_backend: str | None = None) -> str:
     """The kernels a load will use: bitsandbytes | torch-int8 (8bit), bitsandbytes (4bit), bf16 | fp32 (none)."""
     choice = int8_backend or os.environ.get(INT8_BACKEND_ENV) or "auto"
@@ -221,7 +226,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     from transformers.utils import logging as hf_logging
 
     source, config, tokenizer, fingerprint = _describe(name, quantization)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     backend = resolve_backend(quantization, device, int8_backend)
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:

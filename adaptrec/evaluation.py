@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -181,7 +181,9 @@ def run_rank_eval(
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
     positives, lists = rank_lists(dataset, limit, seed, negatives)
-    template, max_tokens = scorer_options.get("template", "tallrec"), scorer_options.get("max_prompt_tokens", 1024)
+    defaults = {f.name: f.default for f in fields(Scorer)}  # the prompts the scorer would render
+    template = scorer_options.get("template", defaults["template"])
+    max_tokens = scorer_options.get("max_prompt_tokens", defaults["max_prompt_tokens"])
     flat = [c for lst, case in zip(lists, positives)  # one history per user: the same for all their candidates
             for c in shared_history(candidate_cases(lst, case, dataset.catalogues), template, backbone.tokenizer, max_tokens)]
     target_idx = np.array([lst.target_index for lst in lists])

@@ -7,16 +7,14 @@ import platform
 from pathlib import Path
 
 from adaptrec.atomic import write_json
-from adaptrec.backbone import environment_summary, resolve_backend
+from adaptrec.backbone import default_device, environment_summary, resolve_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def backend(quantization: str) -> str:
     """The kernels a default load of `quantization` runs on this machine (bitsandbytes, torch-int8, fp32...)."""
-    import torch
-
-    return resolve_backend(quantization, "cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_backend(quantization, default_device())
 
 
 def report(name: str, payload: dict) -> Path:

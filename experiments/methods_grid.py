@@ -133,10 +133,10 @@ def main() -> None:
         import torch
 
         from adaptrec.atomic import write_json
-        from adaptrec.backbone import resolve_backend
+        from adaptrec.backbone import default_device, resolve_backend
 
         results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"groups": {}}
-        results["backend"] = resolve_backend("8bit", "cpu")
+        results["backend"] = resolve_backend("8bit", default_device())
         results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
         for group in args.groups.split(","):
             plain_name, methods, sets = GROUPS[group]

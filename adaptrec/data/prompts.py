@@ -111,12 +111,15 @@ def shared_history(cases: Sequence[Case], template: str, tokenizer: Any, max_tok
     def length(c: Case, history: tuple = ()) -> int:
         return _n_tokens(tokenizer, _render(replace(c, history=history), template, tokenizer))
 
-    fitting = [c for c in cases if length(c) <= max_tokens]
-    if not fitting:
+    full = [length(c, c.history) for c in cases]
+    if max(full) <= max_tokens:  # the usual case: every prompt fits whole
+        return list(cases)
+    fits = [length(c) <= max_tokens for c in cases]
+    if not any(fits):
         return [replace(c, history=()) for c in cases]
-    longest = max(fitting, key=lambda c: length(c, c.history))
-    kept = truncate_history(longest, template, tokenizer, max_tokens).history
-    return [replace(c, history=kept if c in fitting else ()) for c in cases]
+    longest = max((i for i, ok in enumerate(fits) if ok), key=full.__getitem__)
+    kept = truncate_history(cases[longest], template, tokenizer, max_tokens).history
+    return [replace(c, history=kept if ok else ()) for c, ok in zip(cases, fits)]
 
 
 def render_prompt(case: Case, template: str = "tallrec", tokenizer: Any = None, max_tokens: int | None = None) -> str:
