@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
-from .fingerprint import text_digest
+from .fingerprint import digest, text_digest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -157,19 +157,17 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     raise ConfigError(f"{name_or_path}: no such recipe file (shipped recipes: {known})")
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[Recipe, str]:
-    """Validated recipe and the exact text it came from (with overrides appended as a comment)."""
-    path = resolve_recipe_path(name_or_path)
-    text = path.read_text()
+def _validate(text: str, overrides: list[str], source: str) -> Recipe:
+    """The recipe that YAML `text` with `overrides` applied describes; one-line ConfigError otherwise."""
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"{source}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    raw = apply_overrides(raw, overrides or [], str(path))
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, overrides, source)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
@@ -180,11 +178,33 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
         key = ".".join(str(p) for p in loc)
         value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
         more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{path}: {key}: {err['msg']}{value}{more}") from None
+        raise ConfigError(f"{source}: {key}: {err['msg']}{value}{more}") from None
+    recipe._source = source
+    return recipe
+
+
+_SET_PREFIX = "# --set "
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[Recipe, str]:
+    """Validated recipe and the exact text it came from (with overrides appended as `# --set` comment lines)."""
+    path = resolve_recipe_path(name_or_path)
+    text = path.read_text()
+    recipe = _validate(text, overrides or [], str(path))
     if overrides:
-        text += "".join(f"\n# --set {o}" for o in overrides) + "\n"
-    recipe._source = str(path)
+        text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"
     return recipe, text
+
+
+def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:
+    """The recipe a text from `load_recipe` (e.g. a registry row's `recipe_text`) describes, overrides included."""
+    overrides = [line[len(_SET_PREFIX):] for line in text.splitlines() if line.startswith(_SET_PREFIX)]
+    return _validate(text, overrides, source)
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    """sha256 of the recipe's settings: equal for texts that differ only in comments, layout or key order."""
+    return digest(recipe.model_dump(mode="json"))
 
 
 recipe_hash = text_digest

@@ -157,10 +157,13 @@ def run_eval(
 
 
 def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -> tuple[list[Case], list[CandidateList]]:
-    """The ranking protocol's users: a seeded subset of `limit` positives and their seeded candidate lists."""
+    """The ranking protocol's users: a seeded subset of `limit` positives and their seeded candidate lists.
+
+    Subsets are nested (the first `limit` of one seeded permutation), so a larger run extends a smaller one and
+    the score cache reuses every list already scored."""
     positives = [c for c in dataset.cases if c.label == 1 and "negative_of" not in c.meta]
     if limit and limit < len(positives):
-        positives = [positives[i] for i in sorted(np.random.default_rng(seed).choice(len(positives), limit, replace=False))]
+        positives = [positives[i] for i in sorted(np.random.default_rng(seed).permutation(len(positives))[:limit])]
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
 
 

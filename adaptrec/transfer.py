@@ -2,7 +2,7 @@
 
 Per direction, a seeded subset of target-domain test users is ranked over 1 held-out item + N sampled
 negatives (`evaluation.rank_lists`). Rows: (a) the untuned backbone, (b) like-ratio / popularity,
-(c) the source adapter (its recipe, reused from the registry when the recipe hash matches), (d) few-shot
+(c) the source adapter (its recipe, reused from the registry when the recipe settings match), (d) few-shot
 target adapters (the target recipe with `data.shots` overridden), (e) source + the largest-shot target
 adapter composed with CMA-ES weights learned on the SAME target shots (`cat`, `ties_svd` registered as
 `composed`; `mix` at score level), (f) the cold slice (`:cold`, target history hidden): untuned, the

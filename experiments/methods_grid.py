@@ -38,7 +38,7 @@ def recipe_report(name: str, sets: list[str]) -> dict:
     from adaptrec.train.recipe import run_dir_for, run_recipe
 
     recipe, text = load_recipe(name, sets)
-    path = run_dir_for(recipe, text) / "report.json"
+    path = run_dir_for(recipe) / "report.json"
     if not path.is_file():
         run_recipe(recipe, text, resume=True)
     return {"recipe": name, "sets": sets, "method": recipe.method.type, "test": recipe.data.test,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptrec.config import RECIPES_DIR, load_recipe
+from adaptrec.config import RECIPES_DIR, load_recipe, recipe_digest, recipe_from_text
 from adaptrec.errors import ConfigError
 
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
@@ -86,3 +86,15 @@ def test_adapter_errors_use_the_key_users_wrote():
     with pytest.raises(ConfigError) as e:
         load_recipe("movie-lora", ["adapter.r=0"])
     assert "adapter.r:" in _one_line(e) and "adapter.lora" not in str(e.value)
+
+
+def test_recipe_digest_ignores_comments_and_keeps_overrides(tmp_path):
+    """Editing a comment keeps the run folder and registry reuse; a changed setting or override does not."""
+    recipe, text = load_recipe("movie-lora", ["data.shots=16"])
+    edited = tmp_path / "movie-lora.yaml"
+    edited.write_text("# a new comment\n" + (RECIPES_DIR / "movie-lora.yaml").read_text().replace("# rank", "# the rank"))
+    same, _ = load_recipe(str(edited), ["data.shots=16"])
+    assert recipe_digest(same) == recipe_digest(recipe)
+    assert recipe_digest(recipe_from_text(text)) == recipe_digest(recipe)  # a registry row's text, overrides included
+    assert recipe_digest(load_recipe("movie-lora", ["data.shots=32"])[0]) != recipe_digest(recipe)
+    assert recipe_digest(load_recipe("movie-lora")[0]) != recipe_digest(recipe)

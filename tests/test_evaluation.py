@@ -10,7 +10,7 @@ import pytest
 
 from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
-from adaptrec.evaluation import run_eval, run_rank_eval
+from adaptrec.evaluation import rank_lists, run_eval, run_rank_eval
 from adaptrec.metrics import auc
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,3 +46,11 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
 def test_ranking_needs_implicit_data(tiny_backbone):
     with pytest.raises(DataSpecError, match="implicit"):
         run_rank_eval(tiny_backbone, load_spec("tallrec:movie:test"), limit=2)
+
+
+def test_rank_lists_are_nested_so_a_larger_run_extends_a_smaller_one():
+    ds = load_spec("amazon:office:test")
+    _, small = rank_lists(ds, 5, seed=3, negatives=4)
+    _, large = rank_lists(ds, 20, seed=3, negatives=4)
+    assert set(small) <= set(large)  # same users, same targets, same sampled candidates
+    assert rank_lists(ds, 5, seed=4, negatives=4)[1] != small

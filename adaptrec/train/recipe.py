@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from ..adapters.attach import weights_key
 from ..atomic import write_json
 from ..backbone import load_backbone
-from ..config import Recipe, recipe_hash
+from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import few_shot, stratified_subset
 from ..data.records import Case
 from ..data.spec import DataSet, load_spec
@@ -31,8 +31,9 @@ class RecipeResult:
     record: AdapterRecord
 
 
-def run_dir_for(recipe: Recipe, text: str) -> Path:
-    return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_hash(text)[:10]}"
+def run_dir_for(recipe: Recipe) -> Path:
+    """The run folder of these settings (comments and layout of the recipe file do not change it)."""
+    return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_digest(recipe)[:10]}"
 
 
 def _recipe_spec(recipe: Recipe, key: str, seed: int) -> DataSet:
@@ -52,7 +53,7 @@ def training_cases(recipe: Recipe) -> list[Case]:
 
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
     """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
-    run_dir = run_dir_for(recipe, text)
+    run_dir = run_dir_for(recipe)
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
@@ -103,14 +104,13 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequence[str],
                    log: Callable[[str], None] = print) -> AdapterRecord:
-    """The registered adapter of this exact recipe text on this backbone, trained (`run_recipe`) if there is none."""
-    from ..config import load_recipe
-
+    """The registered adapter trained with these recipe settings on this backbone, trained (`run_recipe`) if there is none."""
     recipe, text = load_recipe(recipe_name, list(sets))
-    digest = recipe_hash(text)
+    digest = recipe_digest(recipe)
     for record in reversed(registry.list(name=recipe.name)):
-        if record.recipe_hash == digest and fingerprint.match(record.fingerprint) == "exact":
-            log(f"  reusing {record.ref} (same recipe hash)")
+        if (record.recipe_text and fingerprint.match(record.fingerprint) == "exact"
+                and recipe_digest(recipe_from_text(record.recipe_text)) == digest):
+            log(f"  reusing {record.ref} (same recipe settings)")
             return record
     log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")
     return run_recipe(recipe, text, resume=True).record
