@@ -59,7 +59,7 @@ def eval_(
     limit: Optional[int] = typer.Option(200, "--limit", help="seeded, label-stratified subset size; 0: all cases"),
     seed: int = typer.Option(0, "--seed"),
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
-    template: str = typer.Option("tallrec", "--template", help="tallrec | chat"),
+    template: str = typer.Option("tallrec", "--template", help="tallrec | chat | tallrec-stats | chat-stats"),
     batch_size: int = typer.Option(8, "--batch-size"),
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,

@@ -32,7 +32,8 @@ class DataSection(_Strict):
     test: str  # SPEC of the final evaluation
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
     seed: int = 0  # few-shot sample seed
-    template: Literal["tallrec", "chat"] = "tallrec"  # prompt wrapper
+    # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
+    template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
     negatives_per_positive: int = Field(1, ge=1)  # implicit data: sampled No cases per Yes case
 

@@ -25,7 +25,7 @@ DOC = HERE.parent / "docs" / "methods.md"
 START, END = "<!-- methods-grid:start -->", "<!-- methods-grid:end -->"
 # group -> (plain recipe, method recipes, --set overrides shared by all of them)
 GROUPS = {
-    "movie": ("movie-lora", ["movie-joint", "movie-blend"], []),
+    "movie": ("movie-lora", ["movie-joint", "movie-blend", "movie-stats"], []),
     # the eval-transfer run's settings, so its registered office-lora is the plain row
     "office": ("office-lora", ["arts-office-multitask", "office-distill"],
                ["data.max_prompt_tokens=320", "evaluation.limit=100"]),
@@ -41,7 +41,8 @@ def recipe_report(name: str, sets: list[str]) -> dict:
     path = run_dir_for(recipe) / "report.json"
     if not path.is_file():
         run_recipe(recipe, text, resume=True)
-    return {"recipe": name, "sets": sets, "method": recipe.method.type, "test": recipe.data.test,
+    return {"recipe": name, "sets": sets, "method": recipe.method.type, "template": recipe.data.template,
+            "test": recipe.data.test,
             **json.loads(path.read_text())}
 
 
@@ -82,6 +83,8 @@ def _table(reports: list[dict]) -> list[str]:
                 continue
             auc = r["metrics"]["auc"]
             method = rep.get("method", "plain")
+            template = rep.get("template", "tallrec")
+            label = method if template == "tallrec" else f"{method}, `{template}` prompt"
             if plain_auc is None and method == "plain":
                 plain_auc = auc
                 verdict = "–"
@@ -93,7 +96,7 @@ def _table(reports: list[dict]) -> list[str]:
                 side = "same" if abs(gap) < 5e-4 else "above" if gap > 0 else "below"
                 verdict = side + (", CIs apart" if apart else ", CIs overlap" if side != "same" else "")
             steps = rep.get("train", {}).get("steps", "–")
-            lines.append(f"| {r['name']} | {method} | {_fmt(auc)} | {steps} | {verdict} |")
+            lines.append(f"| {r['name']} | {label} | {_fmt(auc)} | {steps} | {verdict} |")
     return lines
 
 

@@ -27,7 +27,7 @@ def test_instruction_is_tallrecs():
         'by answering "Yes." or "No.".'
     )
     assert ANSWERS == {1: "Yes.", 0: "No."}
-    assert TEMPLATES == ("tallrec", "chat")
+    assert TEMPLATES == ("tallrec", "chat", "tallrec-stats", "chat-stats")
 
 
 def test_render_input_keeps_history_order_and_empty_lines():
@@ -38,6 +38,21 @@ def test_render_input_keeps_history_order_and_empty_lines():
     )
     empty = make_case(n_history=2, liked=(True,))
     assert render_input(empty).split("\n")[1] == "User Unpreference: "
+
+
+def test_stats_templates_state_the_like_ratio_of_the_shown_history():
+    case = make_case(n_history=3)  # liked, disliked, liked
+    lines = render_prompt(case, "tallrec-stats").split("\n")
+    assert lines[lines.index('User Unpreference: "Item 1"') + 1] == "User Statistics: liked 2 of the 3 items above (67%)"
+    assert render_prompt(case, "tallrec-stats").replace("User Statistics: liked 2 of the 3 items above (67%)\n", "") \
+        == render_prompt(case)
+    assert "User Statistics: no history" in render_input(make_case(n_history=0), stats=True)
+    tok = WhitespaceTokenizer()
+    cut = truncate_history(make_case(n_history=6, liked=(False, True)), "tallrec-stats", tok, max_tokens=80)
+    assert 0 < len(cut.history) < 6  # truncation counts the statistics line, which then describes what is left
+    shown = render_prompt(cut, "tallrec-stats")
+    n_liked = sum(h.liked for h in cut.history)
+    assert f"liked {n_liked} of the {len(cut.history)} items above" in shown
 
 
 def test_tallrec_template_is_upstream_byte_for_byte():

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from ..errors import ConfigError, DataFormatError
 from .records import Case
 
-TEMPLATES = ("tallrec", "chat")
+# "-stats": the input also states the history's like-ratio (the signal the like-ratio baseline ranks by)
+TEMPLATES = ("tallrec", "chat", "tallrec-stats", "chat-stats")
 ANSWERS = {1: "Yes.", 0: "No."}
 
 TALLREC_WRAPPER = (
@@ -40,28 +41,35 @@ def instruction(noun: str) -> str:
     )
 
 
-def render_input(case: Case) -> str:
-    """TALLRec's three-line input: liked items, disliked items (history order), the question."""
-    liked = ", ".join(h.text for h in case.history if h.liked)
-    disliked = ", ".join(h.text for h in case.history if not h.liked)
-    return (
-        f"User Preference: {liked}\n"
-        f"User Unpreference: {disliked}\n"
-        f"Whether the user will like the target {case.noun} {case.target}?"
-    )
+def render_input(case: Case, stats: bool = False) -> str:
+    """TALLRec's three-line input: liked items, disliked items (history order), the question.
+
+    With `stats`, a line between the lists and the question states how many of the listed items the user
+    liked, as a count and a percentage (the like-ratio heuristic's feature, spelled out for the model).
+    """
+    liked = [h.text for h in case.history if h.liked]
+    disliked = [h.text for h in case.history if not h.liked]
+    lines = [f"User Preference: {', '.join(liked)}", f"User Unpreference: {', '.join(disliked)}"]
+    if stats:
+        n = len(case.history)
+        lines.append(f"User Statistics: liked {len(liked)} of the {n} items above ({round(100 * len(liked) / n)}%)"
+                     if n else "User Statistics: no history")
+    lines.append(f"Whether the user will like the target {case.noun} {case.target}?")
+    return "\n".join(lines)
 
 
 def _render(case: Case, template: str, tokenizer: Any) -> str:
-    if template == "tallrec":
-        return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=render_input(case))
-    if template == "chat":
-        if tokenizer is None:
-            raise ConfigError("template 'chat' needs a tokenizer with a chat template")
-        content = instruction(case.noun) + "\n\n" + render_input(case)
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
-    raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    wrapper, _, variant = template.partition("-")
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    text = render_input(case, stats=variant == "stats")
+    if wrapper == "tallrec":
+        return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=text)
+    if tokenizer is None:
+        raise ConfigError(f"template {template!r} needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction(case.noun) + "\n\n" + text}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def _n_tokens(tokenizer: Any, text: str) -> int:
