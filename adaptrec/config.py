@@ -83,6 +83,8 @@ class DistillSettings(_Strict):
     type: Literal["distill"]
     teacher: str = Field(min_length=1)  # registry ref of the teacher adapter (name or name:version), or "backbone"
     teacher_data: str = Field(min_length=1)  # SPEC of the teacher's view of the training cases (e.g. full history)
+    # teacher's backbone (embedded:gemma3-270m, Hub id, folder), quantized like the student's; null: the student's
+    teacher_backbone: str | None = Field(None, min_length=1)
     temperature: float = Field(2.0, gt=0)  # higher: softer targets, more of the teacher's ranking information
     alpha: float = Field(0.5, ge=0)  # weight of the hard-label loss
 

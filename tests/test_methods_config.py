@@ -43,6 +43,7 @@ def _write(tmp_path: Path, base: str, method: dict) -> Path:
     ({"type": "joint", "rec_loss": "hinge"}, "method.rec_loss"),
     ({"type": "distill", "teacher": "office-lora"}, "method.teacher_data"),  # missing
     ({"type": "distill", "teacher": "t", "teacher_data": "x", "temperature": 0}, "method.temperature"),
+    ({"type": "distill", "teacher": "t", "teacher_data": "x", "teacher_backbone": ""}, "method.teacher_backbone"),
     ({"type": "multitask", "extra_train": []}, "method.extra_train"),
     ({"type": "multitask", "extra_train": ["x"], "ratios": {"arts": 0}}, "method.ratios.arts"),
     ({"type": "blend", "features": ["age"]}, "method.features.0"),

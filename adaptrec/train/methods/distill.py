@@ -2,23 +2,39 @@
 Yes/No probabilities; the student, seeing only a cold-start user's view, learns T²·KL(teacher ‖ student) + α·CE.
 
 Teacher answer logits come from the one scoring path, computed once and cached in the score cache under
-(teacher backbone's exact fingerprint, teacher adapter weights hash, teacher data fingerprint, prompt)."""
+(teacher backbone's exact fingerprint, teacher adapter weights hash, teacher data fingerprint, prompt). The
+teacher runs on the student's backbone, or on another one loaded for the scoring and freed before training."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from peft import PeftModel
 
+from ...backbone import load_backbone, load_tokenizer
 from ...config import DistillSettings
 from ...data.records import Case
 from ...errors import ConfigError
+from ...fingerprint import Fingerprint
 from ...score_cache import ScoreCache
 from ...scoring import Scorer
 from ..losses import distill_loss
 from .base import Method, StepContext, adapter_active
+
+
+@dataclass(frozen=True)
+class TeacherBackbone:
+    """A teacher backbone other than the student's: what `load_backbone` needs, and its fingerprint."""
+
+    name: str
+    quantization: str
+    int8_backend: str | None
+    fingerprint: Fingerprint
 
 
 @dataclass(frozen=True)
@@ -27,9 +43,10 @@ class Teacher:
 
     ref: str  # registry ref, or "backbone"
     path: Path | None
-    model_key: str  # backbone exact fingerprint + adapter weights hash
+    model_key: str  # backbone score key + adapter weights hash
     cases: Sequence[Case]  # the teacher's view of the training cases
     data_fingerprint: str
+    backbone: TeacherBackbone | None = None  # None: the student's backbone
 
 
 def pair_key(case: Case) -> tuple:
@@ -48,6 +65,21 @@ class DistillMethod(Method):
     def cache_key(self) -> str:
         return f"teacher:{self.teacher.model_key}:{self.teacher.data_fingerprint}"
 
+    def _scorer(self, model: torch.nn.Module, tokenizer, ctx: StepContext) -> Scorer:
+        """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings."""
+        s = ctx.scorer
+        return Scorer(model, tokenizer, self.cache_key(), template=s.template, max_prompt_tokens=s.max_prompt_tokens,
+                      batch_size=s.batch_size, cache=self.cache, progress=False)
+
+    def _other_backbone_logits(self, prompts: list[str], ctx: StepContext) -> np.ndarray:
+        """Score `prompts` on the teacher's own backbone (with its adapter, if any); the model is dropped on return."""
+        other = self.teacher.backbone
+        backbone = load_backbone(other.name, other.quantization, str(ctx.device), other.int8_backend)
+        model = backbone.model if self.teacher.path is None else PeftModel.from_pretrained(
+            backbone.model, str(self.teacher.path), is_trainable=False)
+        model.eval()
+        return self._scorer(model, backbone.tokenizer, ctx).logits_for_prompts(prompts)
+
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
         by_key = {pair_key(c): c for c in self.teacher.cases}
         missing = [c for c in train_cases if pair_key(c) not in by_key]
@@ -56,17 +88,20 @@ class DistillMethod(Method):
             raise ConfigError(f"method.teacher_data: {len(missing)} training cases have no teacher case "
                               f"(e.g. user {m.user_id!r}, target {m.target}); use the same split with the teacher's view")
         keys = list(dict.fromkeys(pair_key(c) for c in train_cases))
-        s = ctx.scorer
-        scorer = Scorer(model, s.tokenizer, self.cache_key(), template=s.template, max_prompt_tokens=s.max_prompt_tokens,
-                        batch_size=s.batch_size, cache=self.cache, progress=False)
+        other = self.teacher.backbone
+        # on another backbone this scorer only renders prompts and reads cached rows: the student never scores
+        scorer = self._scorer(model, ctx.scorer.tokenizer if other is None else load_tokenizer(other.name), ctx)
         prompts = scorer.prompts([by_key[k] for k in keys])
         self.teacher_forwards = len(prompts) - len(self.cache.get_many([ScoreCache.key(scorer.model_key, p) for p in prompts]))
         model.eval()
-        if self.teacher_forwards:
+        if not self.teacher_forwards:
+            logits = scorer.logits_for_prompts(prompts)
+        elif other is None:
             with adapter_active(model, self.teacher.path, "distill_teacher"):
                 logits = scorer.logits_for_prompts(prompts)
         else:
-            logits = scorer.logits_for_prompts(prompts)
+            logits = self._other_backbone_logits(prompts, ctx)
+            gc.collect()  # the teacher backbone is freed before training starts
         self.margins = {k: float(row[0] - row[1]) for k, row in zip(keys, logits)}
 
     def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
@@ -76,5 +111,9 @@ class DistillMethod(Method):
 
     def lineage(self) -> dict:
         parents = [] if self.teacher.path is None else [self.teacher.ref]
+        other = self.teacher.backbone
+        teacher_backbone = None if other is None else {
+            "name": other.name, "base_model": other.fingerprint.base_model, "fingerprint": other.fingerprint.exact}
         return {"parents": parents, "method": "distill", "teacher": self.teacher.ref,
-                "teacher_data": self.cfg.teacher_data, "temperature": self.cfg.temperature, "alpha": self.cfg.alpha}
+                "teacher_backbone": teacher_backbone, "teacher_data": self.cfg.teacher_data,
+                "temperature": self.cfg.temperature, "alpha": self.cfg.alpha}
