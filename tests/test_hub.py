@@ -447,3 +447,42 @@ def test_push_refuses_a_score_level_mix(hub, lora_src, monkeypatch, capsys, tmp_
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--to", str(tmp_path / "mirror"))
     assert "push its sources" in _one_line_error(code, err)
     assert "alice/mix" not in hub.repos
+
+
+def test_models_derived_from_gemma_carry_its_terms_and_notice(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """A student distilled from Gemma, and a composition of it, are Model Derivatives (Gemma Terms §1.1(e)):
+    pushing either publishes the terms and the NOTICE §3.1 asks for; without the terms at hand, no push."""
+    from adaptrec.backbone import EmbeddedModel
+    from adaptrec.hub.push import NOTICE_FILE
+
+    terms = tmp_path / "GEMMA_TERMS.html"
+    terms.write_text("<html>Gemma Terms of Use</html>")
+    monkeypatch.setattr(EmbeddedModel, "terms_file", lambda self: terms if "gemma" in self.hub_id else None)
+    plain = _register(lora_src, name="movie-plain")
+    teacher_backbone = {"name": "embedded:gemma3-270m", "base_model": "google/gemma-3-270m", "fingerprint": "c" * 64}
+    src, fp = lora_src
+    student = Registry().register(
+        src, name="movie-student", domain="movie", kind="trained", adapter_type="lora", adapter_config=None,
+        fingerprint=fp, lineage={"parents": [], "method": "distill", "teacher": "backbone",
+                                 "teacher_backbone": teacher_backbone})
+    composed = Registry().register(
+        src, name="movie-composed", domain="movie", kind="composed", adapter_type="lora", adapter_config=None,
+        fingerprint=fp, lineage={"parents": [student.ref, plain.ref], "method": "cat", "weights": [0.5, 0.5]})
+    mirror = tmp_path / "mirror"
+    for rec in (student, composed):
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+        assert code == 0, err
+        folder = mirror / rec.name / "v1"
+        assert (folder / NOTICE_FILE).read_text() == (
+            "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n")
+        assert (folder / "GEMMA_TERMS.html").read_bytes() == terms.read_bytes()
+        assert "## Licence" in (folder / "README.md").read_text()
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, f"{mirror / 'movie-student'}@v1",
+                                                                           "--name", "pulled-student"))
+    assert code == 0, err  # the extra licence files do not stop a pull; the lineage still names the teacher
+    assert Registry().resolve("pulled-student").lineage["teacher_backbone"] == teacher_backbone
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", plain.ref, "--to", str(mirror))
+    assert code == 0 and not (mirror / "movie-plain" / "v1" / NOTICE_FILE).exists()  # nothing Gemma in its lineage
+    monkeypatch.setattr(EmbeddedModel, "terms_file", lambda self: None)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", student.ref, "--to", str(mirror), "--revision", "v2")
+    assert "make install-gemma" in _one_line_error(code, err) and not (mirror / "movie-student" / "v2").exists()

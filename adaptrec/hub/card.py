@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import PurePosixPath
+from typing import Sequence
 
 import yaml
 
@@ -101,8 +102,9 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False) -> str:
-    """The full README.md for a pushed adapter (`meta`: the pushed adaptrec.json)."""
+def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False, licences: Sequence[str] = ()) -> str:
+    """The full README.md for a pushed adapter (`meta`: the pushed adaptrec.json; `licences`: base-model terms
+    that reach it, whose texts and NOTICE are published beside it)."""
     name, domain, adapter_type = meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
     base = meta.get("base") or {}
     base_model = base.get("base_model") or "<the base model's Hub id or folder>"
@@ -180,6 +182,9 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False)
         "the lineage and the sha256 of every adapter file.",
         "",
     ]
+    if licences:
+        lines += ["## Licence", "", "This adapter derives from " + ", ".join(licences) + " (its base model, a distillation "
+                  "teacher, or a parent's). Those terms apply to it: their text and `NOTICE` are published with it.", ""]
     lineage = meta.get("lineage")
     if lineage:
         lines += ["## Lineage", "", f"`{json.dumps(lineage, sort_keys=True)}`", ""]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, verify_adapter_dir
 from ..atomic import atomic_dir, write_json, write_text
-from ..errors import IntegrityError
+from ..backbone import EMBEDDED_MODELS
+from ..errors import AdaptrecError, IntegrityError
 from ..registry import AdapterRecord, Registry
 from .card import model_card
 from .common import (
@@ -38,6 +39,49 @@ MIRROR_REFS = "refs.json"  # <mirror>/<repo>/refs.json: {"latest": "<revision fo
 _PUBLISHED_KEYS = ("name", "version", "domain", "adapter_type", "base", "recipe", "recipe_hash", "lineage", "created")
 
 
+NOTICE_FILE = "NOTICE"
+
+
+def derived_from(record: AdapterRecord, registry: Registry) -> set[str]:
+    """Base models whose licence reaches this adapter: its own base, its distillation teacher's backbone, and
+    those of its parents (compositions, teachers), transitively through the registry."""
+    bases: set[str] = set()
+    seen: set[str] = set()
+    todo = [record]
+    while todo:
+        rec = todo.pop()
+        seen.add(rec.ref)
+        lineage = rec.lineage or {}
+        bases.update(b for b in (rec.fingerprint.base_model, (lineage.get("teacher_backbone") or {}).get("base_model")) if b)
+        for ref in lineage.get("parents", []):
+            if ref not in seen:
+                try:
+                    todo.append(registry.resolve(ref))
+                except AdaptrecError:  # a removed parent: its own lineage is gone with it
+                    seen.add(ref)
+    return bases
+
+
+def stage_licences(record: AdapterRecord, registry: Registry, folder: Path) -> list[str]:
+    """Write the licence texts and NOTICE that models derived from a licensed embedded backbone must carry.
+
+    Gemma's terms (§3.1) require a copy of the terms and a NOTICE with every Distribution of a Model Derivative,
+    which includes a student distilled from Gemma's outputs; returns the names of the licences written."""
+    bases = derived_from(record, registry)
+    names, notices = [], []
+    for model in (m for m in EMBEDDED_MODELS.values() if m.terms and m.hub_id in bases):
+        terms = model.terms_file()
+        if terms is None:
+            raise HubError(f"{record.ref} derives from {model.hub_id}, whose terms must go with it, and the wheel that "
+                           f"holds them ({model.wheel}) is not installed: run {model.install}")
+        shutil.copyfile(terms, folder / terms.name)
+        names.append(f"{model.hub_id} ({terms.name})")
+        notices.append(model.notice)
+    if notices:
+        write_text(folder / NOTICE_FILE, "\n".join(notices) + "\n")
+    return names
+
+
 @dataclass(frozen=True)
 class PushResult:
     ref: str  # the registry ref that was pushed
@@ -47,7 +91,8 @@ class PushResult:
     url: str  # where it is
 
 
-def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, mirror: bool = False) -> dict:
+def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, registry: Registry,
+          mirror: bool = False) -> dict:
     """Write the published files of `record` into `folder` (empty); return the published adaptrec.json."""
     if record.adapter_type == MIX_TYPE:  # its sources live in this registry only: nothing to load elsewhere
         raise HubError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
@@ -77,7 +122,8 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, m
     published["format"] = meta.get("format")
     published["files"] = {rel: file_sha256(folder / rel) for rel in copied}
     write_json(folder / METADATA_FILE, published)
-    write_text(folder / CARD_FILE, model_card(published, repo_id, revision, mirror=mirror))
+    licences = stage_licences(record, registry, folder)
+    write_text(folder / CARD_FILE, model_card(published, repo_id, revision, mirror=mirror, licences=licences))
     return published
 
 
@@ -99,12 +145,13 @@ def push_to_hub(
 
     check_repo_id(repo_id)
     branch = check_branch(revision or DEFAULT_BRANCH)
-    record = (registry or Registry()).resolve(ref)
+    registry = registry or Registry()
+    record = registry.resolve(ref)
     endpoint = resolve_endpoint(endpoint)
     api = hf_api(endpoint)
     with tempfile.TemporaryDirectory(prefix="adaptrec-push-") as tmp:
         folder = Path(tmp)
-        stage(record, folder, repo_id, branch)
+        stage(record, folder, repo_id, branch, registry=registry)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         with hub_errors(f"push {record.ref} to {repo_id}", repo_id, endpoint, branch):
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
@@ -140,7 +187,8 @@ def push_to_mirror(
     Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
     """
-    record = (registry or Registry()).resolve(ref)
+    registry = registry or Registry()
+    record = registry.resolve(ref)
     repo = repo or record.name
     revision = check_mirror_revision(revision or f"v{record.version}")
     repo_dir = mirror_repo_dir(mirror, repo)
@@ -148,6 +196,6 @@ def push_to_mirror(
     if dest.exists():
         raise HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
     with atomic_dir(dest) as tmp:
-        stage(record, tmp, repo, revision, mirror=True)
+        stage(record, tmp, repo, revision, registry=registry, mirror=True)
     write_json(repo_dir / MIRROR_REFS, {"latest": revision})
     return PushResult(record.ref, str(repo_dir), revision, None, str(dest))
