@@ -27,7 +27,7 @@ START, END = "<!-- methods-grid:start -->", "<!-- methods-grid:end -->"
 GROUPS = {
     "movie": ("movie-lora", ["movie-joint", "movie-blend", "movie-stats"], []),
     # the eval-transfer run's settings, so its registered office-lora is the plain row
-    "office": ("office-lora", ["arts-office-multitask", "office-distill"],
+    "office": ("office-lora", ["office-joint", "office-blend", "arts-office-multitask", "office-distill"],
                ["data.max_prompt_tokens=320", "evaluation.limit=100"]),
 }
 
