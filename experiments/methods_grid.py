@@ -25,7 +25,7 @@ DOC = HERE.parent / "docs" / "methods.md"
 START, END = "<!-- methods-grid:start -->", "<!-- methods-grid:end -->"
 # group -> (plain recipe, method recipes, --set overrides shared by all of them)
 GROUPS = {
-    "movie": ("movie-lora", ["movie-joint", "movie-blend", "movie-stats"], []),
+    "movie": ("movie-lora", ["movie-joint", "movie-blend", "movie-stats", "movie-book-multitask"], []),
     # the eval-transfer run's settings, so its registered office-lora is the plain row
     "office": ("office-lora", ["office-joint", "office-blend", "arts-office-multitask", "office-distill"],
                ["data.max_prompt_tokens=320", "evaluation.limit=100"]),
