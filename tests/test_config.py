@@ -98,3 +98,14 @@ def test_recipe_digest_ignores_comments_and_keeps_overrides(tmp_path):
     assert recipe_digest(recipe_from_text(text)) == recipe_digest(recipe)  # a registry row's text, overrides included
     assert recipe_digest(load_recipe("movie-lora", ["data.shots=32"])[0]) != recipe_digest(recipe)
     assert recipe_digest(load_recipe("movie-lora")[0]) != recipe_digest(recipe)
+
+
+def test_reuse_skips_registry_rows_whose_recipe_no_longer_validates():
+    from types import SimpleNamespace
+
+    from adaptrec.train.recipe import _settings
+
+    recipe, text = load_recipe("movie-lora", ["data.shots=16"])
+    assert _settings(SimpleNamespace(recipe_text=text, ref="movie-lora:1")) == recipe_digest(recipe)
+    old_schema = text.replace("training:", "removed_section: 1\ntraining:", 1)
+    assert _settings(SimpleNamespace(recipe_text=old_schema, ref="movie-lora:2")) is None

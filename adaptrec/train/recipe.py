@@ -102,14 +102,21 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 
 
+def _settings(record: AdapterRecord) -> str | None:
+    """The settings digest of the recipe a registered adapter was trained with; None if that text no longer validates."""
+    try:
+        return recipe_digest(recipe_from_text(record.recipe_text, record.ref))
+    except ConfigError:  # written for an older schema: not the same settings
+        return None
+
+
 def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequence[str],
                    log: Callable[[str], None] = print) -> AdapterRecord:
     """The registered adapter trained with these recipe settings on this backbone, trained (`run_recipe`) if there is none."""
     recipe, text = load_recipe(recipe_name, list(sets))
     digest = recipe_digest(recipe)
     for record in reversed(registry.list(name=recipe.name)):
-        if (record.recipe_text and fingerprint.match(record.fingerprint) == "exact"
-                and recipe_digest(recipe_from_text(record.recipe_text)) == digest):
+        if record.recipe_text and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == digest:
             log(f"  reusing {record.ref} (same recipe settings)")
             return record
     log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")
