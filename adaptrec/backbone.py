@@ -44,12 +44,19 @@ class EmbeddedModel:
     terms: str | None = None  # licence text in the wheel that must go with any shared model derived from it
     notice: str | None = None  # the NOTICE text that licence requires with it
 
+    def package_dir(self) -> Path | None:
+        """The installed wheel's package folder, found without importing it (None: not installed)."""
+        spec = importlib.util.find_spec(self.wheel)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(list(spec.submodule_search_locations)[0])
+
     def terms_file(self) -> Path | None:
         """The licence text's path in the installed wheel (None: no such file, or the wheel is not installed)."""
-        spec = importlib.util.find_spec(self.wheel)
-        if self.terms is None or spec is None or not spec.submodule_search_locations:
+        package = self.package_dir()
+        if self.terms is None or package is None:
             return None
-        path = Path(list(spec.submodule_search_locations)[0]) / self.terms
+        path = package / self.terms
         return path if path.is_file() else None
 
 
@@ -120,11 +127,11 @@ def _missing(name: str) -> MissingOptionalPackage:
 def _gguf_folder(name: str) -> Iterator[Path]:
     """A folder holding the embedded model's GGUF: the wheel's own, or a temporary one it is assembled into."""
     model = _embedded(name)
-    spec = importlib.util.find_spec(model.wheel)
-    if spec is None or not spec.submodule_search_locations:
+    package = model.package_dir()
+    if package is None:
         raise _missing(name)
     if not model.assembled:
-        yield Path(list(spec.submodule_search_locations)[0])
+        yield package
         return
     with tempfile.TemporaryDirectory(dir=adaptrec_home(), prefix=".gguf-") as tmp:
         try:  # the wheel's assemble() joins its part wheels' chunks and checks the sha256
