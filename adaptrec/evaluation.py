@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Iterator, Sequence
 
@@ -111,16 +110,31 @@ def new_report(dataset: DataSet, cases: Sequence[Case], limit: int | None, seed:
 
 
 def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
-    """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters."""
-    from .adapters.attach import attach, peft_name, weights_key
+    """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters.
 
-    model, records = attach(backbone, registry, adapters) if adapters else (backbone.model, [])
-    if include_untuned:
-        with model.disable_adapter() if records else nullcontext():
-            yield "backbone (untuned)", "base", model
-    for record in records:
-        model.set_adapter(peft_name(record.ref))
-        yield record.ref, weights_key(record.path), model
+    One peft model holds one adapter type, so adapters are attached one type at a time (in order of first
+    appearance), each type's group detached before the next; the last group stays attached, as a single type's does.
+    """
+    from .adapters.attach import attach, peft_name, peft_type, weights_key
+    from .router.compose import detach
+
+    groups: dict[str, list[str]] = {}
+    for ref in adapters:
+        groups.setdefault(peft_type(registry.resolve(ref)), []).append(ref)
+    model = None
+    for group in groups.values():
+        if model is not None:
+            detach(model)
+        model, records = attach(backbone, registry, group)
+        if include_untuned:
+            include_untuned = False
+            with model.disable_adapter():
+                yield "backbone (untuned)", "base", model
+        for record in records:
+            model.set_adapter(peft_name(record.ref))
+            yield record.ref, weights_key(record.path), model
+    if include_untuned:  # no adapters
+        yield "backbone (untuned)", "base", backbone.model
 
 
 def run_eval(

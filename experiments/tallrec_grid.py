@@ -18,6 +18,7 @@ Runs use their own $ADAPTREC_HOME (default experiments/home) so they never touch
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -85,9 +86,15 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
     }
 
 
+@functools.cache
+def _backbone():
+    from adaptrec.backbone import load_backbone
+
+    return load_backbone(quantization="8bit", int8_backend=GRID_BACKEND)
+
+
 def _llm_scores(refs: list[str], cases) -> dict[str, np.ndarray]:
     """P(yes) of the untuned backbone ("base") and of each registered adapter on `cases`, through the score cache."""
-    from adaptrec.backbone import load_backbone
     from adaptrec.evaluation import llm_variants
     from adaptrec.home import adaptrec_home
     from adaptrec.registry import Registry
@@ -95,8 +102,7 @@ def _llm_scores(refs: list[str], cases) -> dict[str, np.ndarray]:
     from adaptrec.score_cache import ScoreCache
     from adaptrec.scoring import backbone_scorer
 
-    backbone = load_backbone(quantization="8bit", int8_backend=GRID_BACKEND)
-    cache, out = ScoreCache(adaptrec_home() / "score_cache.db"), {}
+    backbone, cache, out = _backbone(), ScoreCache(adaptrec_home() / "score_cache.db"), {}
     for name, key, model in llm_variants(backbone, Registry(), refs):
         out["base" if key == "base" else name] = backbone_scorer(backbone, model, key, cache=cache,
                                                                  max_prompt_tokens=512).score(cases)
@@ -118,13 +124,15 @@ def add_paired_differences(rows: list[dict]) -> None:
 
 
 def best_runs(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """Per (domain, type): at the shot count with the best mean validation AUC, the run with the best validation AUC."""
+    """Per (domain, type): at the shot count with the best mean validation AUC, the run with the best validation AUC
+    (ties: fewer shots, lower seed)."""
     out = {}
     for key in sorted({(r["domain"], r["type"]) for r in rows}):
         mine = [r for r in rows if (r["domain"], r["type"]) == key and r["best_val_auc"] is not None]
         by_shots = {s: [r["best_val_auc"] for r in mine if r["shots"] == s] for s in {r["shots"] for r in mine}}
-        shots = max(by_shots, key=lambda s: sum(by_shots[s]) / len(by_shots[s]))
-        out[key] = max((r for r in mine if r["shots"] == shots), key=lambda r: r["best_val_auc"])
+        shots = max(sorted(by_shots), key=lambda s: sum(by_shots[s]) / len(by_shots[s]))  # a tie: fewer shots
+        out[key] = max(sorted((r for r in mine if r["shots"] == shots), key=lambda r: r["seed"]),
+                       key=lambda r: r["best_val_auc"])
     return out
 
 
@@ -146,6 +154,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         labels = [c.label for c in cases]
         scores = _llm_scores([r["record"] for r in picks], cases)
         entry = {"spec": picks[0]["spec"], "n": len(cases), "backend": GRID_BACKEND,
+                 "selected_from": sorted({r["seed"] for r in rows if r["domain"] == domain}),
                  "baselines": {row.name: vars(row.metrics["auc"]) for row in baseline_rows(dataset, cases, ["auc"], 0)},
                  "untuned": vars(compute_classification(["auc"], labels, scores["base"], seed=0)["auc"]), "adapters": []}
         for r in picks:
@@ -222,7 +231,9 @@ def _render_full_test() -> list[str]:
              "the untuned backbone and the baselines (`--full-test`; scores through the score cache). 95% bootstrap CIs.", ""]
     for domain, e in full.items():
         untuned = e["untuned"]
+        seeds = ", ".join(map(str, e["selected_from"]))
         lines += [f"### {domain}: `{e['spec']}`, all {e['n']} cases", "",
+                  f"Picked from the runs of few-shot seeds {seeds}.", "",
                   "| model | test AUC | above untuned, CIs apart | AUC − untuned, paired 95% CI | vs like-ratio |",
                   "|---|---:|:---:|---:|:---:|",
                   f"| like-ratio baseline (no LLM) | {_fmt(e['baselines']['like_ratio'])} | – | – | – |",

@@ -145,6 +145,41 @@ def test_prefix_cannot_be_merged_but_mixes(tiny_model_dir, registry):
     np.testing.assert_allclose(backbone_scorer(backbone, progress=False).score(cases), untuned, atol=1e-6)
 
 
+def test_eval_rows_of_every_adapter_type_on_one_backbone(tiny_model_dir, registry):
+    """peft holds one adapter type per model: llm_variants attaches LoRA, AdaLoRA and prefix in turn."""
+    from adaptrec.data.spec import DataSet
+    from adaptrec.evaluation import run_eval
+    from adaptrec.metrics import auc
+
+    register_random(tiny_model_dir, registry, "l", LORA4, seed=1, std=0.05)
+    register_random(tiny_model_dir, registry, "ada", {"type": "adalora", "init_r": 4, "target_r": 2, "tinit": 1,
+                                                      "tfinal": 1}, seed=2, std=0.05)
+    register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
+    register_random(tiny_model_dir, registry, "l2", LORA2, seed=3, std=0.05)
+    cases = synthetic_cases(8)
+    labels = np.array([c.label for c in cases])
+    alone = {}
+    for ref in ("l", "ada", "p", "l2"):  # each adapter on its own backbone
+        bb = fresh_backbone(tiny_model_dir)
+        _, key, model = next(llm_variants(bb, registry, [ref], include_untuned=False))
+        alone[ref] = backbone_scorer(bb, model, key, progress=False).score(cases)
+    backbone = fresh_backbone(tiny_model_dir)
+    untuned = backbone_scorer(backbone, progress=False).score(cases)
+
+    report = run_eval(backbone, DataSet("synthetic", cases, {}, "fp"), registry=registry, adapters=["l", "ada", "p", "l2"],
+                      limit=None, progress=False)
+    assert [r.name for r in report.rows[2:]] == ["backbone (untuned)", "l:1", "l2:1", "ada:1", "p:1"]
+    assert report.rows[2].metrics["auc"].value == pytest.approx(auc(labels, untuned))
+    for row in report.rows[3:]:
+        assert row.metrics["auc"].value == pytest.approx(auc(labels, alone[row.name.split(":")[0]]))
+    scores = component_scores(backbone, registry, ["p", "l", "ada", "l"], cases, progress=False)
+    for got, ref in zip(scores, ["p", "l", "ada", "l"]):
+        np.testing.assert_allclose(got, alone[ref], atol=1e-6)
+    assert not np.allclose(alone["l"], alone["ada"], atol=1e-3) and not np.allclose(alone["l"], alone["p"], atol=1e-3)
+    # the backbone is left without adapters
+    np.testing.assert_allclose(backbone_scorer(backbone, progress=False).score(cases), untuned, atol=1e-6)
+
+
 def test_a_registered_mix_is_scored_routed_and_refused_by_attach(tiny_model_dir, registry):
     from adaptrec.adapters.files import verify_adapter_dir
     from adaptrec.data.records import Case

@@ -17,6 +17,11 @@ def peft_name(ref: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", ref)
 
 
+def peft_type(record) -> str:
+    """The peft type of a registered adapter (LORA, ADALORA, PREFIX_TUNING, …): one peft model holds one type."""
+    return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
+
+
 def weights_key(adapter_dir: Path) -> str:
     """Score-cache key of an adapter: the hash of its weights (the same before and after registration)."""
     return file_sha256(Path(adapter_dir) / WEIGHTS_FILE)

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from adaptrec.adapters.attach import peft_name
+from adaptrec.adapters.attach import peft_name, peft_type
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
@@ -96,10 +96,6 @@ def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     return w @ np.asarray(component_scores, dtype=float) / w.sum()
 
 
-def _peft_type(record) -> str:
-    return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
-
-
 def detach(model) -> None:
     """Undo `attach`: LoRA-style layers are removed from the backbone; prompt-learning models leave it untouched."""
     from peft import PeftModel
@@ -112,24 +108,21 @@ def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Ca
                      **scorer_options) -> np.ndarray:
     """(len(refs), len(cases)) scores, each adapter scored alone through the one scoring path.
 
-    Adapters of one peft type share one attachment; types that peft cannot hold together (LoRA
-    and prefix) are attached in turn and detached after use, so the backbone is left as it was.
+    `llm_variants` attaches types that peft cannot hold together (LoRA and prefix) in turn; everything
+    is detached after use, so the backbone is left as it was.
     """
     from adaptrec.evaluation import llm_variants
     from adaptrec.scoring import backbone_scorer
 
-    types = {ref: _peft_type(registry.resolve(ref)) for ref in refs}
     rows: dict[str, np.ndarray] = {}
-    for ptype in dict.fromkeys(types.values()):
-        group = list(dict.fromkeys(r for r in refs if types[r] == ptype))
-        model = None
-        try:
-            for ref, (_, key, model) in zip(group, llm_variants(backbone, registry, group, include_untuned=False)):
-                rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
-        finally:
-            if model is not None:
-                detach(model)
-    return np.stack([rows[r] for r in refs])
+    model = None
+    try:
+        for ref, key, model in llm_variants(backbone, registry, list(dict.fromkeys(refs)), include_untuned=False):
+            rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
+    finally:
+        if model is not None:
+            detach(model)
+    return np.stack([rows[registry.resolve(r).ref] for r in refs])
 
 
 def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",
@@ -150,7 +143,7 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
 
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
     for record in records:
-        if _peft_type(record) not in _LORA_TYPES:
+        if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
                                    f"combine it by score-level mixing (--method {MIX})")
     model, names = backbone.model, []
@@ -158,7 +151,7 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         with tempfile.TemporaryDirectory() as tmp:
             for i, record in enumerate(records):
                 name = peft_name(record.ref)
-                folder = record.path if _peft_type(record) == "LORA" else adalora_to_lora(record.path, Path(tmp) / str(i))
+                folder = record.path if peft_type(record) == "LORA" else adalora_to_lora(record.path, Path(tmp) / str(i))
                 if isinstance(model, PeftModel):
                     if name not in model.peft_config:
                         model.load_adapter(str(folder), adapter_name=name, is_trainable=False)

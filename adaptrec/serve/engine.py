@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from adaptrec.adapters.attach import peft_name
+from adaptrec.adapters.attach import peft_name, peft_type
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.data.prompts import render_prompt
@@ -99,10 +99,6 @@ class Resident:
         return {"ref": self.ref, "name": self.name, "kind": self.kind, "domain": self.record.domain, "uses": self.uses}
 
 
-def _peft_type(record) -> str:
-    return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
-
-
 @dataclass
 class Engine:
     """Scores (adapter, prompt) rows for many registered adapters over one backbone."""
@@ -142,7 +138,7 @@ class Engine:
                 self._resident.move_to_end(record.ref)
                 return self._resident[record.ref]
             record = self.registry.load_verified(record.ref, self.backbone.fingerprint)
-            name, ptype = peft_name(record.ref), _peft_type(record)
+            name, ptype = peft_name(record.ref), peft_type(record)
             if record.adapter_type == MIX_TYPE:
                 raise ServeError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
                                  "score its sources (or request its domain: the router expands a promoted mix)")
