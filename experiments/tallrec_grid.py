@@ -38,6 +38,7 @@ TALLREC_LLAMA7B = {("movie", 16): 67.24, ("movie", 64): 67.48, ("movie", 256): 7
 # adaptrec's CPU int8 kernel (the default on CPU, 2.2x bitsandbytes there); rows of other backends stay in the
 # JSONL (tagged `backend`) but are not mixed into the tables.
 GRID_BACKEND = "torch"
+BUDGET = 24  # optimizer steps of every grid run; `--budget N` adds longer runs, shown apart
 RECIPE = {("movie", "lora"): "movie-lora", ("movie", "adalora"): "movie-adalora", ("movie", "prefix"): "movie-prefix",
           ("book", "lora"): "book-lora"}
 
@@ -46,9 +47,12 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def _done() -> list[dict]:
-    """The grid rows measured on GRID_BACKEND (rows from before the `backend` tag ran on bitsandbytes)."""
-    return [r for r in _read(RESULTS) if r.get("backend", "bitsandbytes") == GRID_BACKEND]
+def _done(budget: int | None = BUDGET) -> list[dict]:
+    """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget (None: other budgets)."""
+    rows = [r for r in _read(RESULTS) if r.get("backend", "bitsandbytes") == GRID_BACKEND]
+    if budget is None:
+        return [r for r in rows if r.get("budget", BUDGET) != BUDGET]
+    return [r for r in rows if r.get("budget", BUDGET) == budget]
 
 
 def _append(path: Path, row: dict) -> None:
@@ -56,7 +60,8 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra: tuple[str, ...] = ()) -> dict:
+def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra: tuple[str, ...] = (),
+        budget: int = BUDGET) -> dict:
     from adaptrec.config import load_recipe
     from adaptrec.train.recipe import run_recipe
 
@@ -70,6 +75,9 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
 
         movie = yaml.safe_load((HERE.parent / "recipes" / f"movie-{adapter_type}.yaml").read_text())
         overrides += [f"adapter={json.dumps(movie['adapter'])}", f"training.lr={movie['training']['lr']}"]
+    if budget != BUDGET:  # validation and checkpoints every budget/8 steps, early stopping after 3 without gain
+        overrides += [f"training.max_steps={budget}", f"training.eval_every={budget // 8}",
+                      f"training.checkpoint_every={budget // 8}", "training.patience=3"]
     recipe, text = load_recipe(recipe_name, overrides)
     start = time.perf_counter()
     result = run_recipe(recipe, text, resume=True)  # a killed grid resumes its half-trained run
@@ -77,7 +85,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
     adapter_row = result.report.rows[-1]
     return {
         "domain": domain, "type": adapter_type, "shots": shots, "seed": seed, "limit": limit, "backend": GRID_BACKEND,
-        "lr": recipe.training.lr,
+        "lr": recipe.training.lr, "budget": budget,
         "spec": recipe.data.test, "steps": result.train.steps, "best_val_auc": result.train.best_val_auc,
         "seconds": round(time.perf_counter() - start, 1), "record": result.record.ref,
         "auc": vars(adapter_row.metrics["auc"]),
@@ -137,7 +145,8 @@ def best_runs(rows: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def full_test(rows: list[dict], domains: list[str]) -> None:
-    """Score each domain's best run per adapter type and the untuned backbone on the whole test set."""
+    """Score each domain's best run per adapter type, every longer-budget run and the untuned backbone on the whole
+    test set."""
     from adaptrec.atomic import write_json
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import baseline_rows, select_cases
@@ -146,7 +155,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
     out = json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
     best = best_runs(rows)
     for domain in domains:
-        picks = [r for (d, _), r in best.items() if d == domain]
+        picks = [r for (d, _), r in best.items() if d == domain] + [r for r in _done(None) if r["domain"] == domain]
         if not picks:
             continue
         dataset = load_spec(picks[0]["spec"])
@@ -154,13 +163,14 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         labels = [c.label for c in cases]
         scores = _llm_scores([r["record"] for r in picks], cases)
         entry = {"spec": picks[0]["spec"], "n": len(cases), "backend": GRID_BACKEND,
-                 "selected_from": sorted({r["seed"] for r in rows if r["domain"] == domain}),
+                 "selected_from": {"runs": sum(r["domain"] == domain for r in rows),
+                                   "seeds": sorted({r["seed"] for r in rows if r["domain"] == domain})},
                  "baselines": {row.name: vars(row.metrics["auc"]) for row in baseline_rows(dataset, cases, ["auc"], 0)},
                  "untuned": vars(compute_classification(["auc"], labels, scores["base"], seed=0)["auc"]), "adapters": []}
         for r in picks:
             s = scores[r["record"]]
             entry["adapters"].append({
-                "record": r["record"], "type": r["type"], "shots": r["shots"], "seed": r["seed"],
+                "record": r["record"], "type": r["type"], "shots": r["shots"], "seed": r["seed"], "budget": r["budget"],
                 "best_val_auc": r["best_val_auc"], "auc": vars(compute_classification(["auc"], labels, s, seed=0)["auc"]),
                 "paired_vs_untuned": vars(paired_difference("auc", labels, s, scores["base"]))})
         out[domain] = entry
@@ -228,12 +238,14 @@ def _render_full_test() -> list[str]:
     lines = ["## Whole test sets", "",
              "For each domain and adapter type, the run picked on validation alone (the shot count with the best mean "
              "validation AUC, then its seed with the best validation AUC), scored on every case of the test set beside "
-             "the untuned backbone and the baselines (`--full-test`; scores through the score cache). 95% bootstrap CIs.", ""]
+             "the untuned backbone and the baselines (`--full-test`; scores through the score cache), plus every run of a "
+             "longer step budget. 95% bootstrap CIs.", ""]
     for domain, e in full.items():
         untuned = e["untuned"]
-        seeds = ", ".join(map(str, e["selected_from"]))
+        pool = e["selected_from"]
         lines += [f"### {domain}: `{e['spec']}`, all {e['n']} cases", "",
-                  f"Picked from the runs of few-shot seeds {seeds}.", "",
+                  f"Picked on validation among the {pool['runs']} {BUDGET}-step runs then measured (few-shot seeds "
+                  f"{', '.join(map(str, pool['seeds']))}).", "",
                   "| model | test AUC | above untuned, CIs apart | AUC − untuned, paired 95% CI | vs like-ratio |",
                   "|---|---:|:---:|---:|:---:|",
                   f"| like-ratio baseline (no LLM) | {_fmt(e['baselines']['like_ratio'])} | – | – | – |",
@@ -242,10 +254,26 @@ def _render_full_test() -> list[str]:
         like = e["baselines"]["like_ratio"]["value"]
         for a in e["adapters"]:
             apart = "yes" if a["auc"]["ci_low"] > untuned["ci_high"] else "no"
-            lines.append(f"| SmolLM2 + {a['type']}, {a['shots']} shots, seed {a['seed']} (`{a['record']}`) | {_fmt(a['auc'])} | "
+            budget = "" if a.get("budget", BUDGET) == BUDGET else f", {a['budget']}-step budget"
+            lines.append(f"| SmolLM2 + {a['type']}, {a['shots']} shots, seed {a['seed']}{budget} (`{a['record']}`) | {_fmt(a['auc'])} | "
                          f"{apart} | {_fmt(a['paired_vs_untuned'])} | {'above' if a['auc']['value'] > like else 'below'} |")
         lines.append("")
     return lines
+
+
+def _render_longer(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Longer budgets", "",
+             "The same recipes with a larger optimizer-step budget (`--budget N`: validation and checkpoints every N/8 "
+             "steps, early stopping after 3 validations without gain), on the same 200-case test subsets.", "",
+             "| model | shots | seed | step budget | steps run | test AUC | AUC − untuned, paired 95% CI | best val AUC "
+             "| time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["domain"], r["type"], r["shots"], r["budget"], r["seed"])):
+        paired = _fmt(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
+        lines.append(f"| {r['domain']}: SmolLM2 + {r['type']} | {r['shots']} | {r['seed']} | {r['budget']} | {r['steps']} | "
+                     f"{_fmt(r['auc'])} | {paired} | {r['best_val_auc']:.3f} | {r['seconds']:.0f} |")
+    return lines + [""]
 
 
 def render() -> str:
@@ -288,6 +316,7 @@ def render() -> str:
             lines.append(f"| SmolLM2 + {r['type']} | {r['shots']} | {r['seed']} | {_fmt(r['auc'])} | {apart} | {paired} | "
                          f"{vs_like} | {val} | {r['steps']} | {r['seconds']:.0f} |")
         lines.append("")
+    lines += _render_longer(_done(None))
     lines += _render_full_test()
     n_like = sum(r["auc"]["value"] > r["baselines"]["like_ratio"]["value"] for r in rows)
     n_apart = sum(r["auc"]["ci_low"] > r["baselines"]["backbone"]["ci_high"] for r in rows)
@@ -309,6 +338,7 @@ def main() -> None:
     p.add_argument("--shots", default="64")
     p.add_argument("--seeds", default="0")
     p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--budget", type=int, default=BUDGET, help="optimizer steps per grid run (other than 24: shown apart)")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--paired", action="store_true", help="add paired AUC differences vs untuned (from the score cache)")
     p.add_argument("--select-lr", action="append", default=[], metavar="TYPE=LR,LR",
@@ -322,13 +352,13 @@ def main() -> None:
     domains = args.domains.split(",")
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
-        done = {(r["domain"], r["type"], r["shots"], r["seed"], r["limit"]) for r in _done()}
+        done = {(r["domain"], r["type"], r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
         for domain in domains if args.types else ():
             for adapter_type in args.types.split(","):
                 for shots in map(int, args.shots.split(",")):
                     for seed in map(int, args.seeds.split(",")):
                         if (domain, adapter_type, shots, seed, args.limit) not in done:
-                            _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit))
+                            _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit, budget=args.budget))
                             DOC.write_text(render())
         if args.paired:
             rows = _read(RESULTS)
