@@ -108,7 +108,7 @@ def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Ca
                      **scorer_options) -> np.ndarray:
     """(len(refs), len(cases)) scores, each adapter scored alone through the one scoring path.
 
-    `llm_variants` attaches types that peft cannot hold together (LoRA and prefix) in turn; everything
+    `llm_variants` attaches types that peft cannot hold together (LoRA, AdaLoRA, prefix) in turn; everything
     is detached after use, so the backbone is left as it was.
     """
     from adaptrec.evaluation import llm_variants
