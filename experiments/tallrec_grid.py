@@ -47,9 +47,27 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def _ours(row: dict) -> bool:
+    """Measured on GRID_BACKEND (untagged grid rows ran on bitsandbytes)."""
+    return row.get("backend", "bitsandbytes") == GRID_BACKEND
+
+
+def _full_results() -> dict:
+    """The whole-test-set entries per domain (`--full-test`), all backends."""
+    return json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
+
+
+@functools.cache
+def _movie_recipe(adapter_type: str) -> dict:
+    """recipes/movie-<type>.yaml as data: its adapter section and lr serve every domain's runs of that type."""
+    import yaml
+
+    return yaml.safe_load((HERE.parent / "recipes" / f"movie-{adapter_type}.yaml").read_text())
+
+
 def _done(budget: int | None = BUDGET) -> list[dict]:
     """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget (None: other budgets)."""
-    rows = [r for r in _read(RESULTS) if r.get("backend", "bitsandbytes") == GRID_BACKEND]
+    rows = [r for r in _read(RESULTS) if _ours(r)]
     if budget is None:
         return [r for r in rows if r.get("budget", BUDGET) != BUDGET]
     return [r for r in rows if r.get("budget", BUDGET) == budget]
@@ -71,9 +89,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
     overrides = [f"data.shots={shots}", f"data.seed={seed}", f"evaluation.limit={limit}", f"name={domain}-{adapter_type}",
                  f"backbone.int8_backend={GRID_BACKEND}", *extra]
     if (domain, adapter_type) not in RECIPE:
-        import yaml
-
-        movie = yaml.safe_load((HERE.parent / "recipes" / f"movie-{adapter_type}.yaml").read_text())
+        movie = _movie_recipe(adapter_type)
         overrides += [f"adapter={json.dumps(movie['adapter'])}", f"training.lr={movie['training']['lr']}"]
     if budget != BUDGET:  # validation and checkpoints every budget/8 steps, early stopping after 3 without gain
         overrides += [f"training.max_steps={budget}", f"training.eval_every={budget // 8}",
@@ -152,7 +168,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
     from adaptrec.evaluation import baseline_rows, select_cases
     from adaptrec.metrics import compute_classification, paired_difference
 
-    out = json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
+    out = _full_results()
     best = best_runs(rows)
     for domain in domains:
         picks = [r for (d, _), r in best.items() if d == domain] + [r for r in _done(None) if r["domain"] == domain]
@@ -179,7 +195,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
 
 def select_lr(candidates: list[str], limit: int) -> None:
     """Train movie, 64 shots, seed 0 at each candidate lr of each type; the rows record validation (and test) AUC."""
-    done = {(r["type"], r["lr"]) for r in _read(LR_RESULTS) if r["backend"] == GRID_BACKEND}
+    done = {(r["type"], r["lr"]) for r in _read(LR_RESULTS) if _ours(r)}
     for item in candidates:
         adapter_type, _, lrs = item.partition("=")
         for lr in map(float, lrs.split(",")):
@@ -191,14 +207,8 @@ def _fmt(m: dict) -> str:
     return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
 
 
-def _recipe_lr(adapter_type: str) -> float:
-    import yaml
-
-    return float(yaml.safe_load((HERE.parent / "recipes" / f"movie-{adapter_type}.yaml").read_text())["training"]["lr"])
-
-
 def _render_lr_selection() -> list[str]:
-    rows = [r for r in _read(LR_RESULTS) if r["backend"] == GRID_BACKEND]
+    rows = [r for r in _read(LR_RESULTS) if _ours(r)]
     if not rows:
         return []
     lines = ["## Learning rates", "",
@@ -209,7 +219,7 @@ def _render_lr_selection() -> list[str]:
              "seed; the test AUC is shown for completeness, it played no part in the choice.", "",
              "| type | lr | best val AUC | test AUC (200 cases) | in the recipe |", "|---|---:|---:|---:|:---:|"]
     for r in sorted(rows, key=lambda r: (r["type"], r["lr"])):
-        chosen = "yes" if r["lr"] == _recipe_lr(r["type"]) else ""
+        chosen = "yes" if r["lr"] == float(_movie_recipe(r["type"])["training"]["lr"]) else ""
         lines.append(f"| {r['type']} | {r['lr']:g} | {r['best_val_auc']:.3f} | {_fmt(r['auc'])} | {chosen} |")
     return lines + [""]
 
@@ -231,8 +241,7 @@ def _render_summary(mine: list[dict], domain: str) -> list[str]:
 
 
 def _render_full_test() -> list[str]:
-    full = json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
-    full = {d: e for d, e in full.items() if e["backend"] == GRID_BACKEND}
+    full = {d: e for d, e in _full_results().items() if _ours(e)}
     if not full:
         return []
     lines = ["## Whole test sets", "",
@@ -330,8 +339,7 @@ def render() -> str:
                for t in sorted({r["type"] for r in rows})}
     gains = ", ".join(f"{t} {sum(v) / len(v):+.3f} ({len(v)} runs)" for t, v in by_type.items())
     optimism = [r["best_val_auc"] - r["auc"]["value"] for r in rows if r["best_val_auc"] is not None]
-    full = json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
-    whole = [(d, a, e["untuned"]) for d, e in sorted(full.items()) if e["backend"] == GRID_BACKEND for a in e["adapters"]]
+    whole = [(d, a, e["untuned"]) for d, e in sorted(_full_results().items()) if _ours(e) for a in e["adapters"]]
     apart = [f"{d} {a['type']} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
              if a["auc"]["ci_low"] > u["ci_high"]]
     paired_whole = sum(a["paired_vs_untuned"]["ci_low"] > 0 for _, a, _ in whole)
@@ -391,7 +399,7 @@ def main() -> None:
                             DOC.write_text(render())
         if args.paired:
             rows = _read(RESULTS)
-            add_paired_differences([r for r in rows if r.get("backend", "bitsandbytes") == GRID_BACKEND])
+            add_paired_differences([r for r in rows if _ours(r)])
             write_text(RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
         if args.full_test:
             full_test(_done(), domains)
