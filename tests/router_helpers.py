@@ -8,6 +8,11 @@ from adaptrec.adapters import build_peft_model
 from adaptrec.backbone import load_backbone
 
 
+def device_atol(cpu_atol: float) -> float:
+    """Tolerance against a `fresh_backbone` reference for code that picks its own device (bf16 on CUDA)."""
+    return 2e-3 if torch.cuda.is_available() else cpu_atol
+
+
 def fresh_backbone(model_dir, quantization: str = "none"):
     return load_backbone(str(model_dir), quantization=quantization, device="cpu")
 

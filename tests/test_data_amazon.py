@@ -6,9 +6,10 @@ import pytest
 from adaptrec.data.amazon import amazon_items, amazon_popularity, amazon_user_items, load_amazon
 from adaptrec.errors import DataSpecError
 from adaptrec.home import data_root
+from data_markers import needs_amazon
 
 ROOT = data_root() / "amazon_arts_office"
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"no Amazon Arts-Office data under {ROOT}")
+pytestmark = needs_amazon
 
 
 def raw_lines(name):

@@ -7,10 +7,8 @@ from adaptrec.data.prompts import instruction
 from adaptrec.data.spec import load_spec
 from adaptrec.data.tallrec import item_popularity, load_tallrec
 from adaptrec.errors import DataSpecError
-from adaptrec.home import data_root
+from data_markers import needs_amazon, needs_tallrec
 
-needs_tallrec = pytest.mark.skipif(not (data_root() / "tallrec").is_dir(), reason="no TALLRec data")
-needs_amazon = pytest.mark.skipif(not (data_root() / "amazon_arts_office").is_dir(), reason="no Amazon data")
 
 
 @pytest.mark.parametrize("spec", ["foo", "tallrec:movie", "tallrec:music:test", "movielens:1m:test", "amazon:arts:test:warm", "amazon:games:test"])
@@ -73,6 +71,7 @@ def test_path_specs(tmp_path):
         load_spec(str(tmp_path / "log.jsonl"))
 
 
+@needs_tallrec
 def test_slices_are_disjoint_and_keyed_apart():
     whole = load_spec("tallrec:book:valid")
     head, tail = load_spec("tallrec:book:valid[:1200]"), load_spec("tallrec:book:valid[1200:]")

@@ -5,17 +5,16 @@ import pytest
 from adaptrec.data.prompts import instruction, render_input
 from adaptrec.data.tallrec import item_popularity, load_tallrec, parse_record, read_tallrec_json, split_items, tallrec_path
 from adaptrec.errors import DataFormatError, DataSpecError
-from adaptrec.home import data_root
+from data_markers import needs_tallrec
 
 FILES = [("movie", "train"), ("movie", "valid"), ("movie", "test"), ("book", "valid"), ("book", "test")]
-needs_data = pytest.mark.skipif(not (data_root() / "tallrec").is_dir(), reason=f"no TALLRec data under {data_root()}")
 
 
 def record(inp, out="Yes.", noun="book"):
     return {"instruction": instruction(noun), "input": inp, "output": out}
 
 
-@needs_data
+@needs_tallrec
 @pytest.mark.parametrize("domain,split", FILES)
 def test_every_shipped_record_round_trips(domain, split):
     records = json.loads(tallrec_path(domain, split).read_text())

@@ -12,10 +12,12 @@ from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
 from adaptrec.evaluation import rank_lists, run_eval, run_rank_eval
 from adaptrec.metrics import auc
+from data_markers import needs_amazon, needs_tallrec
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@needs_tallrec
 def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     ds = load_spec("tallrec:movie:test")
     report = run_eval(tiny_backbone, ds, limit=12, seed=3, progress=False)
@@ -33,6 +35,7 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     assert "seeded label-stratified subset of 12 (seed 3)" in md and "| like_ratio |" in md
 
 
+@needs_amazon
 def test_ranking_table_for_implicit_data(tiny_backbone):
     ds = load_spec("amazon:office:test")
     report = run_rank_eval(tiny_backbone, ds, limit=3, seed=0, negatives=4, progress=False)
@@ -43,11 +46,13 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
     assert "1 held-out item + 4 sampled negatives" in report.markdown()
 
 
+@needs_tallrec
 def test_ranking_needs_implicit_data(tiny_backbone):
     with pytest.raises(DataSpecError, match="implicit"):
         run_rank_eval(tiny_backbone, load_spec("tallrec:movie:test"), limit=2)
 
 
+@needs_amazon
 def test_rank_lists_are_nested_so_a_larger_run_extends_a_smaller_one():
     ds = load_spec("amazon:office:test")
     _, small = rank_lists(ds, 5, seed=3, negatives=4)

@@ -32,6 +32,7 @@ from adaptrec.train.methods.features import feature_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import PERSISTENT_HOME  # noqa: E402
+from router_helpers import device_atol  # noqa: E402
 from synthetic import synthetic_cases  # noqa: E402
 from train_worker import tiny_recipe  # noqa: E402
 
@@ -338,7 +339,7 @@ def test_distill_from_another_backbone_trains_caches_and_names_it(tiny_model_dir
     result = _run(tiny_model_dir, tmp_path, recipe.method.model_dump(), student_cases, obj=first)
     assert first.teacher_forwards == 8 and first.teacher.model_key == f"{teacher.fingerprint.exact}:base"
     np.testing.assert_allclose([first.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
-                               _teacher_margins(other_model_dir, teacher_cases), rtol=1e-4, atol=1e-5)
+                               _teacher_margins(other_model_dir, teacher_cases), rtol=1e-4, atol=device_atol(1e-5))
     assert result.lineage["teacher_backbone"] == {"name": str(other_model_dir), "base_model": str(other_model_dir),
                                                   "fingerprint": teacher.fingerprint.exact}
     assert result.lineage["parents"] == [] and result.lineage["teacher"] == "backbone"
@@ -369,7 +370,7 @@ def test_distill_teacher_adapter_must_match_the_teacher_backbone(tiny_model_dir,
     method.prepare(model, ctx, student_cases)
     np.testing.assert_allclose([method.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
                                _teacher_margins(other_model_dir, teacher_cases, Registry().resolve(ref).path),
-                               rtol=1e-4, atol=1e-5)
+                               rtol=1e-4, atol=device_atol(1e-5))
     assert method.lineage()["parents"] == [ref] and list(model.peft_config) == ["default"]
     with pytest.raises(ConfigError, match="method.teacher:"):  # on the student's backbone it is another model
         build_method(_recipe(tiny_model_dir, {"type": "distill", "teacher": ref, "teacher_data": str(full)}),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adaptrec.router.compose import component_scores
-from router_helpers import fresh_backbone
+from router_helpers import device_atol, fresh_backbone
 from serve_helpers import candidates, make_registry, user_case
 from serve_server import TOKEN, Server
 
@@ -44,14 +44,17 @@ def test_score_and_recommend_agree_with_the_plain_scorer(tiny_model_dir, home, s
                              progress=False)
     status, routed = server.request("POST", "/v1/score", _body(user, items=targets))
     assert status == 200 and routed["adapters"] == ["arts-lora:1"] and "arts" in routed["reason"]
-    np.testing.assert_allclose(routed["scores"], plain[0], atol=1e-4)
+    np.testing.assert_allclose(routed["scores"], plain[0], atol=device_atol(1e-4))
     status, other = server.request("POST", "/v1/score", _body(user, items=targets, adapter="office-lora"))
-    np.testing.assert_allclose(other["scores"], plain[1], atol=1e-4)
+    np.testing.assert_allclose(other["scores"], plain[1], atol=device_atol(1e-4))
     status, rec = server.request("POST", "/v1/recommend", _body(user, candidates=targets, k=3))
     assert status == 200 and len(rec["items"]) == 3
-    expected = np.argsort(-plain[0], kind="stable")[:3]
-    assert [r["item"] for r in rec["items"]] == [targets[i] for i in expected]
-    np.testing.assert_allclose([r["score"] for r in rec["items"]], plain[0][expected], atol=1e-4)
+    top = [targets.index(r["item"]) for r in rec["items"]]
+    scores = [r["score"] for r in rec["items"]]
+    np.testing.assert_allclose(scores, plain[0][top], atol=device_atol(1e-4))
+    assert scores == sorted(scores, reverse=True)
+    # the best three of the reference (near-ties may swap under bf16 on CUDA)
+    assert plain[0][top].min() >= np.delete(plain[0], top).max() - device_atol(0)
 
 
 def test_adapters_health_metrics_and_openapi(server):

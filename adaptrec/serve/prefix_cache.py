@@ -20,11 +20,16 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from adaptrec.data.records import Case
 from adaptrec.scoring import ScoreMode, answer_logits, to_scores
 
 from .engine import BASE, Engine, Resident, adapter_rows
+
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward kwarg and output field).
+CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
@@ -85,10 +90,10 @@ class PrefixRanker:
         with torch.inference_mode(), adapter_rows([name]):
             out = self._model()(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
         self.prefix_runs += 1
-        self._caches[key] = out.cache
+        self._caches[key] = cache = getattr(out, CACHE_KEY)
         while len(self._caches) > self.max_cached:
             self._caches.popitem(last=False)
-        return out.cache
+        return cache
 
     def _suffixes(self, name: str, prefix_cache: DynamicCache, n: int, suffixes: list[list[int]]) -> np.ndarray:
         engine, device = self.engine, self.engine.backbone.device
@@ -101,6 +106,6 @@ class PrefixRanker:
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(suffixes))
         with adapter_rows([name] * len(suffixes)):
-            logits = self._model()(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                                       use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            logits = self._model()(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=True, logits_to_keep=1, **{CACHE_KEY: cache}).logits[:, -1, :].float()
         return answer_logits(logits, engine.yes_id, engine.no_id).cpu().numpy()
