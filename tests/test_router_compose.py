@@ -122,6 +122,22 @@ def test_adalora_sources_are_exported_then_merged(tiny_model_dir, registry):
         assert _max_err(delta_weights(model, merged), expected) < 1e-5
 
 
+def test_attach_silences_only_adaloras_missing_ranknum(tiny_model_dir, registry):
+    """peft warns that AdaLoRA's unsaved `ranknum` is missing on every load; other missing keys still warn."""
+    import warnings
+
+    from adaptrec.adapters.attach import quiet_adalora_ranknum
+
+    # peft filters the missing keys by its "lora_" prefix, which a name like movie-adalora -> movie_adalora_1 holds
+    register_random(tiny_model_dir, registry, "movie-adalora", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attach(fresh_backbone(tiny_model_dir), registry, ["movie-adalora"])
+    assert not [w for w in caught if "missing adapter keys" in str(w.message)]
+    with pytest.warns(UserWarning, match="lora_A"), quiet_adalora_ranknum():
+        warnings.warn("Found missing adapter keys while loading the checkpoint: ['x.ranknum.a', 'x.lora_A.a'].")
+
+
 def test_prefix_cannot_be_merged_but_mixes(tiny_model_dir, registry):
     register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
     register_random(tiny_model_dir, registry, "a", LORA4, seed=1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from peft import PeftModel
 
@@ -27,6 +29,23 @@ def weights_key(adapter_dir: Path) -> str:
     return file_sha256(Path(adapter_dir) / WEIGHTS_FILE)
 
 
+@contextmanager
+def quiet_adalora_ranknum() -> Iterator[None]:
+    """Drop peft's load warning when the only missing keys are AdaLoRA's `ranknum`.
+
+    peft saves AdaLoRA without `ranknum` (a constant it rebuilds as init_r), and on load warns that it is
+    missing whenever the adapter's name holds "lora_" (e.g. movie-adalora); any other missing key still warns.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        keys = re.findall(r"'([^']+)'", text) if text.startswith("Found missing adapter keys") else []
+        if not (keys and all(".ranknum." in k for k in keys)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     """Load each ref (verified) into one PeftModel over `backbone.model`; returns the model and the records."""
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
@@ -38,10 +57,11 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     model = backbone.model
     for record in records:
         name = peft_name(record.ref)
-        if isinstance(model, PeftModel):
-            if name not in model.peft_config:
-                model.load_adapter(str(record.path), adapter_name=name, is_trainable=False)
-        else:
-            model = PeftModel.from_pretrained(model, str(record.path), adapter_name=name, is_trainable=False)
+        with quiet_adalora_ranknum():
+            if isinstance(model, PeftModel):
+                if name not in model.peft_config:
+                    model.load_adapter(str(record.path), adapter_name=name, is_trainable=False)
+            else:
+                model = PeftModel.from_pretrained(model, str(record.path), adapter_name=name, is_trainable=False)
     model.eval()
     return model, records
