@@ -46,6 +46,16 @@ def quiet_adalora_ranknum() -> Iterator[None]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+def load_peft(model, folder: Path | str, name: str) -> PeftModel:
+    """`model` with adapter `name` loaded from `folder` (a bare model is wrapped in a new PeftModel first)."""
+    with quiet_adalora_ranknum():
+        if not isinstance(model, PeftModel):
+            return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+        if name not in model.peft_config:
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        return model
+
+
 def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     """Load each ref (verified) into one PeftModel over `backbone.model`; returns the model and the records."""
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
@@ -56,12 +66,6 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
                                 "eval, route and serve score it as the weighted average of its sources")
     model = backbone.model
     for record in records:
-        name = peft_name(record.ref)
-        with quiet_adalora_ranknum():
-            if isinstance(model, PeftModel):
-                if name not in model.peft_config:
-                    model.load_adapter(str(record.path), adapter_name=name, is_trainable=False)
-            else:
-                model = PeftModel.from_pretrained(model, str(record.path), adapter_name=name, is_trainable=False)
+        model = load_peft(model, record.path, peft_name(record.ref))
     model.eval()
     return model, records

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from adaptrec.adapters.attach import peft_name, peft_type
+from adaptrec.adapters.attach import load_peft, peft_name, peft_type
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
@@ -139,8 +139,6 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
     Yields the model, the records and each source's peft adapter name; detaches them on exit.
     Prefix adapters are refused.
     """
-    from peft import PeftModel
-
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
     for record in records:
         if peft_type(record) not in _LORA_TYPES:
@@ -152,11 +150,7 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
             for i, record in enumerate(records):
                 name = peft_name(record.ref)
                 folder = record.path if peft_type(record) == "LORA" else adalora_to_lora(record.path, Path(tmp) / str(i))
-                if isinstance(model, PeftModel):
-                    if name not in model.peft_config:
-                        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
-                else:
-                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+                model = load_peft(model, folder, name)
                 names.append(name)
         model.eval()
         yield model, records, names

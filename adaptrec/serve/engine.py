@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from adaptrec.adapters.attach import peft_name, peft_type
+from adaptrec.adapters.attach import load_peft, peft_name, peft_type
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.data.prompts import render_prompt
@@ -150,15 +150,11 @@ class Engine:
                 self.unload(next(iter(self._resident)))
             if ptype in ("LORA", "ADALORA"):
                 folder = record.path if ptype == "LORA" else self._exported(record)
-                if self._lora is None:
-                    self._lora = PeftModel.from_pretrained(self.backbone.model, str(folder), adapter_name=name, is_trainable=False)
-                    self._lora.eval()
-                else:
-                    self._lora.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
                 self._hook_lora_layers()
                 resident = Resident(record.ref, name, "lora", record)
             else:
-                model = PeftModel.from_pretrained(self._base(), str(record.path), adapter_name=name, is_trainable=False)
+                model = load_peft(self._base(), record.path, name)
                 resident = Resident(record.ref, name, "prefix", record, model.eval())
             self._resident[record.ref] = resident
             return resident
