@@ -47,6 +47,13 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def _kind(row: dict) -> str:
+    """The adapter type as the tables show it: prefix runs without a recorded `init` predate `init: text` (random init)."""
+    if row["type"] == "prefix" and row.get("init", "random") != "text":
+        return "prefix (random init)"
+    return row["type"]
+
+
 def _ours(row: dict) -> bool:
     """Measured on GRID_BACKEND (untagged grid rows ran on bitsandbytes)."""
     return row.get("backend", "bitsandbytes") == GRID_BACKEND
@@ -101,7 +108,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
     adapter_row = result.report.rows[-1]
     return {
         "domain": domain, "type": adapter_type, "shots": shots, "seed": seed, "limit": limit, "backend": GRID_BACKEND,
-        "lr": recipe.training.lr, "budget": budget,
+        "lr": recipe.training.lr, "budget": budget, "init": getattr(recipe.adapter, "init", None),
         "spec": recipe.data.test, "steps": result.train.steps, "best_val_auc": result.train.best_val_auc,
         "seconds": round(time.perf_counter() - start, 1), "record": result.record.ref,
         "auc": vars(adapter_row.metrics["auc"]),
@@ -151,8 +158,8 @@ def best_runs(rows: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (domain, type): at the shot count with the best mean validation AUC, the run with the best validation AUC
     (ties: fewer shots, lower seed)."""
     out = {}
-    for key in sorted({(r["domain"], r["type"]) for r in rows}):
-        mine = [r for r in rows if (r["domain"], r["type"]) == key and r["best_val_auc"] is not None]
+    for key in sorted({(r["domain"], _kind(r)) for r in rows}):
+        mine = [r for r in rows if (r["domain"], _kind(r)) == key and r["best_val_auc"] is not None]
         by_shots = {s: [r["best_val_auc"] for r in mine if r["shots"] == s] for s in {r["shots"] for r in mine}}
         shots = max(sorted(by_shots), key=lambda s: sum(by_shots[s]) / len(by_shots[s]))  # a tie: fewer shots
         out[key] = max(sorted((r for r in mine if r["shots"] == shots), key=lambda r: r["seed"]),
@@ -186,7 +193,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         for r in picks:
             s = scores[r["record"]]
             entry["adapters"].append({
-                "record": r["record"], "type": r["type"], "shots": r["shots"], "seed": r["seed"], "budget": r.get("budget", BUDGET),
+                "record": r["record"], "type": r["type"], "init": r.get("init"), "shots": r["shots"], "seed": r["seed"], "budget": r.get("budget", BUDGET),
                 "best_val_auc": r["best_val_auc"], "auc": vars(compute_classification(["auc"], labels, s, seed=0)["auc"]),
                 "paired_vs_untuned": vars(paired_difference("auc", labels, s, scores["base"]))})
         out[domain] = entry
@@ -195,11 +202,11 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
 
 def select_lr(candidates: list[str], limit: int) -> None:
     """Train movie, 64 shots, seed 0 at each candidate lr of each type; the rows record validation (and test) AUC."""
-    done = {(r["type"], r["lr"]) for r in _read(LR_RESULTS) if _ours(r)}
+    done = {(_kind(r), r["lr"]) for r in _read(LR_RESULTS) if _ours(r)}
     for item in candidates:
         adapter_type, _, lrs = item.partition("=")
         for lr in map(float, lrs.split(",")):
-            if (adapter_type, lr) not in done:
+            if (adapter_type, lr) not in done:  # rows of a type's earlier settings carry another _kind
                 _append(LR_RESULTS, run("movie", adapter_type, 64, 0, limit, (f"training.lr={lr}",)))
 
 
@@ -218,18 +225,19 @@ def _render_lr_selection() -> list[str]:
              "`tallrec:movie:valid`) on the movie, 64-shot, seed-0 run and then used for every domain, shot count and "
              "seed; the test AUC is shown for completeness, it played no part in the choice.", "",
              "| type | lr | best val AUC | test AUC (200 cases) | in the recipe |", "|---|---:|---:|---:|:---:|"]
-    for r in sorted(rows, key=lambda r: (r["type"], r["lr"])):
-        chosen = "yes" if r["lr"] == float(_movie_recipe(r["type"])["training"]["lr"]) else ""
-        lines.append(f"| {r['type']} | {r['lr']:g} | {r['best_val_auc']:.3f} | {_fmt(r['auc'])} | {chosen} |")
+    for r in sorted(rows, key=lambda r: (_kind(r), r["lr"])):
+        current = _kind(r) == r["type"]  # run with the recipe's present adapter settings
+        chosen = "yes" if current and r["lr"] == float(_movie_recipe(r["type"])["training"]["lr"]) else ""
+        lines.append(f"| {_kind(r)} | {r['lr']:g} | {r['best_val_auc']:.3f} | {_fmt(r['auc'])} | {chosen} |")
     return lines + [""]
 
 
 def _render_summary(mine: list[dict], domain: str) -> list[str]:
     lines = ["| type | shots | seeds | mean test AUC | min – max | mean best val AUC | TALLRec LLaMA-7B (published) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for adapter_type in sorted({r["type"] for r in mine}):
+    for adapter_type in sorted({_kind(r) for r in mine}):
         for shots in (16, 64, 256):
-            runs = [r for r in mine if r["type"] == adapter_type and r["shots"] == shots]
+            runs = [r for r in mine if _kind(r) == adapter_type and r["shots"] == shots]
             if not runs:
                 continue
             test = [r["auc"]["value"] for r in runs]
@@ -264,7 +272,7 @@ def _render_full_test() -> list[str]:
         for a in e["adapters"]:
             apart = "yes" if a["auc"]["ci_low"] > untuned["ci_high"] else "no"
             budget = "" if a.get("budget", BUDGET) == BUDGET else f", {a['budget']}-step budget"
-            lines.append(f"| SmolLM2 + {a['type']}, {a['shots']} shots, seed {a['seed']}{budget} (`{a['record']}`) | {_fmt(a['auc'])} | "
+            lines.append(f"| SmolLM2 + {_kind(a)}, {a['shots']} shots, seed {a['seed']}{budget} (`{a['record']}`) | {_fmt(a['auc'])} | "
                          f"{apart} | {_fmt(a['paired_vs_untuned'])} | {'above' if a['auc']['value'] > like else 'below'} |")
         lines.append("")
     return lines
@@ -278,9 +286,9 @@ def _render_longer(rows: list[dict]) -> list[str]:
              "steps, early stopping after 3 validations without gain), on the same 200-case test subsets.", "",
              "| model | shots | seed | step budget | steps run | test AUC | AUC − untuned, paired 95% CI | best val AUC "
              "| time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["domain"], r["type"], r["shots"], r["budget"], r["seed"])):
+    for r in sorted(rows, key=lambda r: (r["domain"], _kind(r), r["shots"], r["budget"], r["seed"])):
         paired = _fmt(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
-        lines.append(f"| {r['domain']}: SmolLM2 + {r['type']} | {r['shots']} | {r['seed']} | {r['budget']} | {r['steps']} | "
+        lines.append(f"| {r['domain']}: SmolLM2 + {_kind(r)} | {r['shots']} | {r['seed']} | {r['budget']} | {r['steps']} | "
                      f"{_fmt(r['auc'])} | {paired} | {r['best_val_auc']:.3f} | {r['seconds']:.0f} |")
     return lines + [""]
 
@@ -318,13 +326,13 @@ def render() -> str:
                             ("backbone", "untuned 8-bit SmolLM2")):
             lines.append(f"| {label} | – | – | {_fmt(first['baselines'][name])} | – | – | – | – | – | – |")
         untuned, like = first["baselines"]["backbone"], first["baselines"]["like_ratio"]
-        for r in sorted(mine, key=lambda r: (r["type"], r["shots"], r["seed"])):
+        for r in sorted(mine, key=lambda r: (_kind(r), r["shots"], r["seed"])):
             val = f"{r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else "–"
             apart = "yes" if r["auc"]["ci_low"] > untuned["ci_high"] else "no"
             vs_like = "above" if r["auc"]["value"] > like["value"] else "below"
             paired = _fmt(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
             took = "reused" if r["seconds"] < 10 else f"{r['seconds']:.0f}"  # trained earlier, re-evaluated from the cache
-            lines.append(f"| SmolLM2 + {r['type']} | {r['shots']} | {r['seed']} | {_fmt(r['auc'])} | {apart} | {paired} | "
+            lines.append(f"| SmolLM2 + {_kind(r)} | {r['shots']} | {r['seed']} | {_fmt(r['auc'])} | {apart} | {paired} | "
                          f"{vs_like} | {val} | {r['steps']} | {took} |")
         lines.append("")
     lines += _render_longer(_done(None))
@@ -335,12 +343,12 @@ def render() -> str:
     n_apart = sum(r["auc"]["ci_low"] > r["baselines"]["backbone"]["ci_high"] for r in rows)
     paired = [r for r in rows if "paired_vs_untuned" in r]
     n_paired = sum(r["paired_vs_untuned"]["ci_low"] > 0 for r in paired)
-    by_type = {t: [r["auc"]["value"] - r["baselines"]["backbone"]["value"] for r in rows if r["type"] == t]
-               for t in sorted({r["type"] for r in rows})}
+    by_type = {t: [r["auc"]["value"] - r["baselines"]["backbone"]["value"] for r in rows if _kind(r) == t]
+               for t in sorted({_kind(r) for r in rows})}
     gains = ", ".join(f"{t} {sum(v) / len(v):+.3f} ({len(v)} runs)" for t, v in by_type.items())
     optimism = [r["best_val_auc"] - r["auc"]["value"] for r in rows if r["best_val_auc"] is not None]
     whole = [(d, a, e["untuned"]) for d, e in sorted(_full_results().items()) if _ours(e) for a in e["adapters"]]
-    apart = [f"{d} {a['type']} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
+    apart = [f"{d} {_kind(a)} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
              if a["auc"]["ci_low"] > u["ci_high"]]
     paired_whole = sum(a["paired_vs_untuned"]["ci_low"] > 0 for _, a, _ in whole)
     lines += ["## Reading these numbers", "",
@@ -393,7 +401,7 @@ def main() -> None:
     domains = args.domains.split(",")
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
-        done = {(r["domain"], r["type"], r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
+        done = {(r["domain"], _kind(r), r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
         for domain in domains if args.types else ():
             for adapter_type in args.types.split(","):
                 for shots in map(int, args.shots.split(",")):

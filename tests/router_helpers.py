@@ -21,7 +21,7 @@ def register_random(model_dir, registry, name: str, settings: dict, seed: int, d
                     quantization: str = "none"):
     """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
     backbone = fresh_backbone(model_dir, quantization)
-    model = build_peft_model(backbone.model, settings, total_steps=10)
+    model = build_peft_model(backbone.model, settings, total_steps=10, tokenizer=backbone.tokenizer)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, p in model.named_parameters():

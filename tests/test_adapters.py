@@ -15,7 +15,7 @@ from adaptrec.adapters.lora import LoraSettings
 from adaptrec.adapters.prefix import PrefixSettings
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError, ConfigError
-from adaptrec.scoring import answer_token_ids, last_token_logits, tokenize
+from adaptrec.scoring import answer_token_ids, last_token_logits, pad_ids, tokenize
 
 CPU = torch.device("cpu")
 PROMPTS = [
@@ -107,7 +107,7 @@ def expected_trainable(config, settings) -> int:
 SETTINGS = {
     "lora": (LoraSettings(), 2e-2),
     "adalora": (AdaLoraSettings(), 5e-2),
-    "prefix": (PrefixSettings(), 1e-1),
+    "prefix": (PrefixSettings(), 3e-1),
 }
 
 
@@ -119,7 +119,7 @@ def test_training_changes_only_the_adapter(tiny_model_dir, kind, quantization, b
         assert_frozen_int8(bb.model, backend)
     settings, lr = SETTINGS[kind]
     before_base = base_state(bb.model)
-    model = build_peft_model(bb.model, settings, total_steps=12)
+    model = build_peft_model(bb.model, settings, total_steps=12, tokenizer=bb.tokenizer)
     assert tuner_for(model) is TUNERS[kind]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all(any(m in n for m in AD_MARKERS) for n in names)
@@ -163,6 +163,8 @@ def test_bad_settings_raise():
         AdaLoraSettings(tinit=2.5)
     with pytest.raises(ValidationError):
         PrefixSettings(encoder_hidden_size=64)  # without prefix_projection
+    with pytest.raises(ValidationError, match="init: random"):
+        PrefixSettings(prefix_projection=True)  # the MLP's output cannot be set to given activations
     for bad, where in [
         ({"type": "lora", "r": 0}, "adapter.r"),
         ({"type": "lora", "alpha": 16, "bogus": 1}, "adapter.bogus"),
@@ -344,7 +346,7 @@ def test_export_refuses_non_adalora(tiny_backbone, tmp_path):
 def test_prefix_scoring_is_batch_invariant(tiny_model_dir, quantization, backend):
     """scoring.tokenize's attention mask + position ids work with peft's prefix model (virtual kv in the cache)."""
     bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu", int8_backend=backend)
-    model = build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=10), total_steps=1)
+    model = build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=10, init="random"), total_steps=1)
     with torch.no_grad():
         torch.nn.init.normal_(model.prompt_encoder["default"].embedding.weight, std=1.0)
     model.eval()
@@ -358,3 +360,28 @@ def test_prefix_scoring_is_batch_invariant(tiny_model_dir, quantization, backend
             plain = last_token_logits(model, batch)
     assert (together - plain).abs().max() > 1e-3  # the prefix is attended to
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+@LOADS
+def test_prefix_text_init_continues_the_backbone_on_init_text(tiny_model_dir, quantization, backend):
+    """init: text — a fresh prefix adapter scores each prompt as the backbone scores init_text's first tokens + the prompt."""
+    bb = load_backbone(str(tiny_model_dir), quantization=quantization, device="cpu", int8_backend=backend)
+    settings = PrefixSettings(num_virtual_tokens=6, init_text="The user rates films; answer Yes or No for the next one.")
+    head = bb.tokenizer(settings.init_text).input_ids[:6]
+    prompts = [PROMPTS[0], PROMPTS[3], PROMPTS[6]]  # different lengths: left padding on both sides
+    with torch.no_grad():
+        expected = last_token_logits(bb.model, pad_ids(bb.tokenizer, [head + bb.tokenizer(p).input_ids for p in prompts], CPU))
+        plain = last_token_logits(bb.model, tokenize(bb.tokenizer, prompts, CPU))
+        model = build_peft_model(bb.model, settings, total_steps=1, tokenizer=bb.tokenizer)
+        model.eval()
+        got = last_token_logits(model, tokenize(bb.tokenizer, prompts, CPU))
+    assert (expected - plain).abs().max() > 1e-2  # the prefix is attended to
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_prefix_text_init_errors(tiny_backbone):
+    with pytest.raises(AdaptrecError, match="needs the backbone's tokenizer"):
+        build_peft_model(tiny_backbone.model, PrefixSettings(), total_steps=1)
+    bb = load_backbone(str(tiny_backbone.source), "none", "cpu")
+    with pytest.raises(ConfigError, match=r"adapter.init_text: \d+ tokens, fewer than adapter.num_virtual_tokens \(40\)"):
+        build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=40, init_text="Too short."), total_steps=1, tokenizer=bb.tokenizer)

@@ -54,6 +54,9 @@ class Tuner:
         """The peft config (task_type CAUSAL_LM) for `cfg` on a run of `total_steps` optimizer steps."""
         raise NotImplementedError
 
+    def initialise(self, model: "PeftModel", cfg: AdapterSettings, tokenizer) -> None:
+        """Set the fresh adapter's starting weights where peft's own initialisation does not suit (default: keep it)."""
+
     def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
         """Called after `optimizer.step()` and before `zero_grad()`, with the 1-based optimizer step."""
 
@@ -125,8 +128,10 @@ def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings
         raise ConfigError(_friendly(e, where)) from None
 
 
-def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int) -> "PeftModel":
+def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int, tokenizer=None) -> "PeftModel":
     """Wrap a frozen backbone (`load_backbone(...).model`) with a fresh trainable adapter.
+
+    `tokenizer` (the backbone's) is needed by types that start from the backbone's activations (prefix, `init: text`).
 
     peft injects the adapter layers into `model` in place: one backbone object carries one such call
     (load further adapters with `PeftModel.load_adapter`). Only adapter parameters are trainable.
@@ -153,6 +158,7 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check target_modules")
+    tuner.initialise(peft_model, settings, tokenizer)
     return peft_model
 
 

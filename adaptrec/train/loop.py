@@ -105,7 +105,7 @@ def train(
         cpu=not on_cuda,
         mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
     )
-    model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps)
+    model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps, tokenizer=backbone.tokenizer)
     tuner = tuner_for(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
