@@ -385,3 +385,6 @@ def test_prefix_text_init_errors(tiny_backbone):
     bb = load_backbone(str(tiny_backbone.source), "none", "cpu")
     with pytest.raises(ConfigError, match=r"adapter.init_text: \d+ tokens, fewer than adapter.num_virtual_tokens \(40\)"):
         build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=40, init_text="Too short."), total_steps=1, tokenizer=bb.tokenizer)
+    model = build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=4, init="random"), total_steps=1)
+    with pytest.raises(ConfigError, match="does not fit this backbone's key/value cache"):  # a cache unlike peft's layout
+        TUNERS["prefix"].initialise(model, PrefixSettings(num_virtual_tokens=5), bb.tokenizer)

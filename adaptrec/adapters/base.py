@@ -7,7 +7,8 @@ union `AdapterConfig`) and builds peft models. Adding a fourth type: write its m
 
 Training-loop contract (what the trainer does with a `Tuner`):
 
-    peft_model = build_peft_model(backbone.model, settings, total_steps)   # total_steps = optimizer steps
+    peft_model = build_peft_model(backbone.model, settings, total_steps, backbone.tokenizer)
+    # total_steps = optimizer steps; build_peft_model calls tuner.initialise(peft_model, settings, tokenizer)
     tuner = tuner_for(peft_model)
     for step in range(1, total_steps + 1):                                 # steps count from 1
         loss = rec_loss(...)

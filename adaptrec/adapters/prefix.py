@@ -82,12 +82,20 @@ class PrefixTuner(Tuner):
             raise ConfigError(f"adapter.init_text: {len(ids)} tokens, fewer than adapter.num_virtual_tokens ({n})")
         embedding = model.prompt_encoder[model.active_adapter].embedding.weight  # (n, layers * 2 * kv width)
         base = model.get_base_model()
+        was_training = base.training
+        base.eval()  # no dropout in the activations we copy
         with torch.no_grad():
             out = base(input_ids=torch.tensor([ids[:n]], device=base.device), use_cache=True)
-            cache = out.past_key_values if hasattr(out, "past_key_values") else out.cache
-            # peft reads row t as (layer, key|value, kv head, head dim) and hands the model the same rotated keys
-            kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])  # (L, 2, H, n, d)
+        base.train(was_training)
+        cache = getattr(out, "cache", None)  # transformers >= 5.24; `past_key_values` before
+        layers = (cache if cache is not None else out.past_key_values).layers
+        shapes = {(tuple(layer.keys.shape), tuple(layer.values.shape)) for layer in layers}
+        if len(shapes) != 1 or len(layers) * 2 * layers[0].keys[0].numel() != embedding.numel():
+            raise ConfigError(f"adapter.init: text does not fit this backbone's key/value cache (shapes {sorted(shapes)}, "
+                              f"prefix {tuple(embedding.shape)}); use adapter.init: random")
+        # peft reads row t as (layer, key|value, kv head, head dim) and hands the model the same rotated keys
+        kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in layers])  # (L, 2, H, n, d)
+        with torch.no_grad():
             embedding.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(embedding))
-
 
 TUNER = PrefixTuner()
