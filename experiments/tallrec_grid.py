@@ -87,6 +87,14 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _step_overrides(budget: int) -> list[str]:
+    """The grid's step protocol, whatever a recipe ships: the 24-step grid validates and checkpoints every 8 steps with
+    patience 2 (the LoRA recipes' own settings); other budgets every budget/8 steps with patience 3."""
+    every, patience = (8, 2) if budget == BUDGET else (budget // 8, 3)
+    return [f"training.max_steps={budget}", f"training.eval_every={every}", f"training.checkpoint_every={every}",
+            f"training.patience={patience}"]
+
+
 def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra: tuple[str, ...] = (),
         budget: int = BUDGET) -> dict:
     from adaptrec.config import load_recipe
@@ -100,9 +108,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
     if (domain, adapter_type) not in RECIPE:
         movie = _movie_recipe(adapter_type)
         overrides += [f"adapter={json.dumps(movie['adapter'])}", f"training.lr={movie['training']['lr']}"]
-    if budget != BUDGET:  # validation and checkpoints every budget/8 steps, early stopping after 3 without gain
-        overrides += [f"training.max_steps={budget}", f"training.eval_every={budget // 8}",
-                      f"training.checkpoint_every={budget // 8}", "training.patience=3"]
+    overrides += _step_overrides(budget)
     recipe, text = load_recipe(recipe_name, overrides)
     start = time.perf_counter()
     result = run_recipe(recipe, text, resume=True)  # a killed grid resumes its half-trained run
@@ -314,7 +320,8 @@ def render() -> str:
                   f"Training: the recipe `recipes/{RECIPE.get((domain, 'lora'))}.yaml` with the shots/seed/type shown "
                   "(few-shot cases drawn as TALLRec draws them; early stopping on validation AUC; the AdaLoRA and prefix "
                   "rows take the adapter section and learning rate of `recipes/movie-adalora.yaml` / "
-                  "`recipes/movie-prefix.yaml`). "
+                  "`recipes/movie-prefix.yaml`; the step budget, validation every 8 steps and patience 2 are the grid's, "
+                  "whatever a recipe ships). "
                   f"Machine: {first['machine']}. The time column is the wall time of train + evaluation and is not a "
                   "benchmark (see docs/performance.md for speed); \"reused\": the run was trained by the learning-rate "
                   "selection above and only re-evaluated here.", ""]
@@ -376,13 +383,15 @@ def render() -> str:
               "validation are picked with a lot of noise.",
               "- Prefix tuning from peft's random N(0, 1) start (the \"prefix (random init)\" rows) puts 10 key/value "
               "pairs per layer that the frozen model never produces in front of every prompt; each layer attends to them "
-              "from the first step, and those runs stayed at or below the untuned backbone, 96 steps included. Started "
+              "from the first step, and those runs stayed level with or below the untuned backbone, 96 steps included. Started "
               "from the backbone's own key/values on an instruction sentence (`init: text`, now the default; "
-              "docs/adapters.md) the untrained adapter scores like the backbone reading that sentence first, so training "
-              "only has to add signal: "
-              + (f"its mean gain at 24 steps is {sum(by_type['prefix']) / len(by_type['prefix']):+.3f}, and " if "prefix" in by_type else "")
-              + "its 96-step runs are above the untuned backbone on both whole test sets. Like LoRA's, its first limit "
-              "is the step budget.",
+              "docs/adapters.md) the untrained adapter scores like the backbone reading that sentence first. "
+              + (f"That did not help at 24 steps (mean gain {sum(by_type['prefix']) / len(by_type['prefix']):+.3f}; the "
+                 f"random start's {sum(by_type['prefix (random init)']) / len(by_type['prefix (random init)']):+.3f}): in "
+                 "those steps it passes through a phase that ranks users against their like-ratio (docs/adapters.md "
+                 "measures it). " if {"prefix", "prefix (random init)"} <= set(by_type) else "")
+              + "At 96 steps it is above the untuned backbone on both whole test sets, where the random start was not: "
+              "more than LoRA, prefix tuning needs the longer budget.",
               ""]
     return "\n".join(lines) + "\n"
 
