@@ -176,12 +176,13 @@ def _validate(text: str, overrides: list[str], source: str) -> Recipe:
     except ValidationError as e:
         err = e.errors()[0]
         loc = list(err["loc"])
-        if loc[:1] in (["adapter"], ["method"]) and len(loc) > 2 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
-            del loc[1]  # pydantic names the union member ("adapter.lora.r"); users wrote "adapter.r"
+        if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
+            del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
         key = ".".join(str(p) for p in loc)
         value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
         more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {key}: {err['msg']}{value}{more}") from None
+        msg = err["msg"].removeprefix("Value error, ")  # a validator's own message
+        raise ConfigError(f"{source}: {key}: {msg}{value}{more}") from None
     recipe._source = source
     return recipe
 

@@ -86,6 +86,10 @@ def test_adapter_errors_use_the_key_users_wrote():
     with pytest.raises(ConfigError) as e:
         load_recipe("movie-lora", ["adapter.r=0"])
     assert "adapter.r:" in _one_line(e) and "adapter.lora" not in str(e.value)
+    with pytest.raises(ConfigError) as e:  # a settings-wide check: the section, and the validator's own words
+        load_recipe("movie-prefix", ["adapter.prefix_projection=true"])
+    assert _one_line(e).endswith("movie-prefix.yaml: adapter: init: text sets the virtual key/values directly; "
+                                 "with prefix_projection: true use init: random")
 
 
 def test_recipe_digest_ignores_comments_and_keeps_overrides(tmp_path):

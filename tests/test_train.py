@@ -66,6 +66,14 @@ def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     assert result.stopped_early and result.steps == 4 and result.best_step == 2
 
 
+def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tmp_path):
+    recipe = tiny_recipe(str(tiny_backbone.source), 2, adapter={"type": "prefix", "init_text": "Hi"})
+    recipe._source = "recipes/tiny.yaml"
+    with pytest.raises(ConfigError, match=r"^recipes/tiny.yaml: adapter.init_text: 1 tokens, fewer than adapter.num_virtual_tokens \(10\)$"):
+        train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_existing_checkpoints_need_resume(tiny_backbone, tmp_path):
     recipe = tiny_recipe(str(tiny_backbone.source), 2)
     train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")

@@ -105,7 +105,10 @@ def train(
         cpu=not on_cuda,
         mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
     )
-    model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps, tokenizer=backbone.tokenizer)
+    try:  # settings that only this backbone can refute (target modules, init_text's length)
+        model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps, tokenizer=backbone.tokenizer)
+    except ConfigError as e:
+        raise ConfigError(f"{recipe._source}: {e}") from None
     tuner = tuner_for(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
