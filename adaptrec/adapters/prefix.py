@@ -10,7 +10,7 @@ Quirks: the virtual key/values arrive as `past_key_values`, so
   cannot be combined with a prefix adapter.
 
 Initialisation: peft starts the virtual key/values at N(0, 1), far from anything the frozen model
-produces, so a fresh prefix corrupts every layer's attention and few steps cannot undo it. With
+produces, so a fresh prefix perturbs every layer's attention before it has learned anything. With
 `init: text` (the default) they start as the backbone's own keys/values for the first
 `num_virtual_tokens` tokens of `init_text` (Li & Liang, 2021): the untrained adapter then scores a
 prompt exactly as the backbone scores `init_text`'s tokens followed by the prompt.
