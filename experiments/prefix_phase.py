@@ -21,8 +21,10 @@ OUT = HERE / "results" / "prefix_phase.json"
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Spearman's rho with tied values sharing their mean rank (labels and like-ratios tie a lot)."""
+    from scipy.stats import spearmanr  # scipy comes with scikit-learn
+
+    return float(spearmanr(a, b).statistic)
 
 
 def main() -> None:
