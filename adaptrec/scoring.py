@@ -9,10 +9,14 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .data.prompts import render_prompt
 from .data.records import Case
 from .score_cache import ScoreCache
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward kwarg and output field).
+CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 ScoreMode = Literal["pyes", "tallrec"]
 SCORE_MODES: tuple[str, ...] = ("pyes", "tallrec")

@@ -74,6 +74,8 @@ class PrefixTuner(Tuner):
         """With `init: text`, set the virtual key/values to the backbone's own on `init_text`'s first tokens."""
         if cfg.init != "text":
             return
+        from adaptrec.scoring import CACHE_KEY  # imports transformers: keep validating recipes cheap
+
         if tokenizer is None:
             raise AdaptrecError("prefix init: text needs the backbone's tokenizer (build_peft_model(..., tokenizer=...))")
         ids = tokenizer(cfg.init_text).input_ids  # with the special tokens a prompt starts with
@@ -87,8 +89,7 @@ class PrefixTuner(Tuner):
         with torch.no_grad():
             out = base(input_ids=torch.tensor([ids[:n]], device=base.device), use_cache=True)
         base.train(was_training)
-        cache = getattr(out, "cache", None)  # transformers >= 5.24; `past_key_values` before
-        layers = (cache if cache is not None else out.past_key_values).layers
+        layers = getattr(out, CACHE_KEY).layers
         shapes = {(tuple(layer.keys.shape), tuple(layer.values.shape)) for layer in layers}
         if len(shapes) != 1 or len(layers) * 2 * layers[0].keys[0].numel() != embedding.numel():
             raise ConfigError(f"adapter.init: text does not fit this backbone's key/value cache (shapes {sorted(shapes)}, "

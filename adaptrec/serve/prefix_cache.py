@@ -20,16 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers import DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from adaptrec.data.records import Case
-from adaptrec.scoring import ScoreMode, answer_logits, to_scores
+from adaptrec.scoring import CACHE_KEY, ScoreMode, answer_logits, to_scores
 
 from .engine import BASE, Engine, Resident, adapter_rows
-
-
-# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward kwarg and output field).
-CACHE_KEY = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
