@@ -16,7 +16,7 @@ from typing import Iterator, Literal
 
 import torch
 
-from .adapters.files import file_sha256
+from .fingerprint import file_sha256
 from .atomic import atomic_dir, write_json
 from .errors import BackboneError, MissingOptionalPackage
 from .fingerprint import Fingerprint, digest

@@ -72,7 +72,6 @@ def eval_(
     from .backbone import load_backbone
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
-    from .home import adaptrec_home
     from .registry import Registry
     from .score_cache import ScoreCache
 
@@ -80,7 +79,7 @@ def eval_(
     dataset = load_spec(data, seed=seed)
     bb = load_backbone(backbone, quantization)
     common = dict(registry=Registry(), adapters=adapters or [], limit=limit or None, seed=seed, mode=score,
-                  template=template, batch_size=batch_size, cache=ScoreCache(adaptrec_home() / "score_cache.db"))
+                  template=template, batch_size=batch_size, cache=ScoreCache.default())
     report = run_rank_eval(bb, dataset, negatives=candidates, **common) if candidates else run_eval(bb, dataset, **common)
     typer.echo(report.markdown())
     if json_out:
@@ -103,18 +102,19 @@ def score(
     from .atomic import write_text
     from .backbone import load_backbone
     from .data.spec import load_spec
-    from .evaluation import llm_variants, select_cases
-    from .home import adaptrec_home
+    from adaptrec.scoring.variants import llm_variants
+    from adaptrec.evaluation import select_cases
     from .registry import Registry
     from .score_cache import ScoreCache
-    from .scoring import backbone_scorer, to_scores
+    from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.scoring.logits import to_scores
 
     dataset = load_spec(data, seed=seed)
     cases = select_cases(dataset, limit, seed) if limit else dataset.cases
     bb = load_backbone(backbone, quantization)
     _, key, model = next(llm_variants(bb, Registry(), [adapter] if adapter else [], include_untuned=not adapter))
     scorer = backbone_scorer(bb, model, key, template=template, batch_size=batch_size,
-                             cache=ScoreCache(adaptrec_home() / "score_cache.db"))
+                             cache=ScoreCache.default())
     logits = scorer.logits_for_prompts(scorer.prompts(cases))
     pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
     rows = [{"user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
@@ -134,9 +134,9 @@ def predict(
     """Print P(yes) that the user with this history likes ITEM."""
     from .backbone import load_backbone
     from .data.history_file import read_history_file
-    from .evaluation import llm_variants
+    from adaptrec.scoring.variants import llm_variants
     from .registry import Registry
-    from .scoring import backbone_scorer
+    from adaptrec.scoring.core import backbone_scorer
 
     registry = Registry()
     record = registry.resolve(adapter)
@@ -295,7 +295,8 @@ def _route_request(user: str, domain: str, data: Optional[str], history: Optiona
     """(decision, case, dataset or None) for `route` and `recommend`."""
     from .data.spec import load_spec
     from .registry import Registry
-    from .router.compose import MIX, Composition, parse_weights, resolve_sources
+    from adaptrec.adapters.merge import MIX, Composition, parse_weights
+    from adaptrec.router.policy import resolve_sources
     from .router.policy import RoutePolicy, route, user_case
 
     dataset = load_spec(data) if data else None
@@ -345,7 +346,8 @@ def compose_cmd(
     from .data.sampling import few_shot
     from .data.spec import load_spec
     from .registry import Registry
-    from .router.compose import MIX, Composition, compose, merge_into_base, parse_weights, resolve_sources
+    from adaptrec.adapters.merge import MIX, Composition, compose, merge_into_base, parse_weights
+    from adaptrec.router.policy import resolve_sources
     from .router.weights import search_composition
 
     registry = Registry()
@@ -444,51 +446,6 @@ def recommend_cmd(
     for rank, r in enumerate(result.items, 1):
         sim = "" if r.similarity is None else f"  sim {r.similarity:.3f}"
         typer.echo(f"{rank:3}. {r.score:.4f}{sim}  {r.title}")
-
-
-@app.command("eval-transfer")
-def eval_transfer_cmd(
-    directions: str = typer.Option("arts:office,office:arts", "--directions", help="SOURCE:TARGET pairs, comma-separated"),
-    users: int = typer.Option(200, "--users", help="seeded subset of target-domain test users"),
-    negatives: int = typer.Option(19, "--negatives", help="sampled negatives per held-out item"),
-    shots: str = typer.Option("16,32", "--shots", help="few-shot target adapters; the largest (<= 32) feeds the weight search"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training.max_steps of every trained adapter (default: the recipes')"),
-    search_budget: int = typer.Option(20, "--search-budget", help="CMA-ES loss evaluations per composition"),
-    methods: str = typer.Option("cat,ties_svd,mix", "--methods", help="composition methods"),
-    max_prompt_tokens: int = typer.Option(320, "--max-prompt-tokens", help="evaluation prompts drop their oldest history beyond this"),
-    seed: int = typer.Option(0, "--seed"),
-    set_: Optional[List[str]] = SetOpt,
-    batch_size: int = typer.Option(20, "--batch-size"),
-    out: Path = typer.Option(Path("docs/cross_domain.md"), "--out", help="the rendered report"),
-    json_out: Path = typer.Option(Path("experiments/results/cross_domain.json"), "--json-out"),
-    render_only: bool = typer.Option(False, "--render-only", help="re-render --out from --json-out; score nothing"),
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
-) -> None:
-    """The Arts↔Office transfer matrix (docs/cross_domain.md): untuned, baselines, source, few-shot target,
-    compositions and cold-start routing, each ranked with bootstrap CIs. State: $ADAPTREC_HOME (registry, score cache)."""
-    from .atomic import write_json, write_text
-    from .transfer import TransferConfig, TransferError, check_config, check_rows, command_line, parse_directions, \
-        render, run_transfer
-
-    if render_only:
-        if not json_out.is_file():
-            raise TransferError(f"--render-only: no {json_out}; run eval-transfer without it first")
-        doc = json.loads(json_out.read_text())
-    else:
-        try:
-            shot_counts = tuple(int(x) for x in shots.split(","))
-        except ValueError:
-            raise TransferError(f"--shots {shots!r}: expected comma-separated integers, e.g. 16,32") from None
-        cfg = TransferConfig(parse_directions(directions), users, negatives, shot_counts, steps, search_budget,
-                             max_prompt_tokens, seed, tuple(m.strip() for m in methods.split(",") if m.strip()),
-                             backbone, quantization, tuple(set_ or []), batch_size)
-        check_config(cfg)
-        doc = run_transfer(cfg, command_line(sys.argv[1:]), log=typer.echo)
-        write_json(json_out, doc)
-    check_rows(doc)
-    write_text(out, render(doc))
-    typer.echo(f"wrote {out} and {json_out}" if not render_only else f"re-rendered {out} from {json_out}")
 
 
 @app.command("serve")

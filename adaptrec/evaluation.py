@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
+from .adapters.attach import detach
+from .adapters.merge import as_mix
 from .baselines import BASELINES
-from .data.prompts import shared_history
+from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
 from .data.records import Case
 from .data.sampling import stratified_subset
-from .errors import DataSpecError
 from .data.spec import DataSet
-from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
+from .errors import DataSpecError
 from .metrics import MetricValue, compute_classification, compute_ranking
-from .scoring import Scorer, backbone_scorer
+from .scoring.core import Scorer, backbone_scorer
+from .scoring.variants import llm_variants, mixed_scores
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10", "mrr@10")
@@ -109,34 +111,6 @@ def new_report(dataset: DataSet, cases: Sequence[Case], limit: int | None, seed:
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names))
 
 
-def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
-    """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters.
-
-    One peft model holds one adapter type, so adapters are attached one type at a time (in order of first
-    appearance), each type's group detached before the next; the last group stays attached, as a single type's does.
-    """
-    from .adapters.attach import attach, peft_name, peft_type, weights_key
-    from .router.compose import detach
-
-    groups: dict[str, list[str]] = {}
-    for ref in adapters:
-        groups.setdefault(peft_type(registry.resolve(ref)), []).append(ref)
-    model = None
-    for group in groups.values():
-        if model is not None:
-            detach(model)
-        model, records = attach(backbone, registry, group)
-        if include_untuned:
-            include_untuned = False
-            with model.disable_adapter():
-                yield "backbone (untuned)", "base", model
-        for record in records:
-            model.set_adapter(peft_name(record.ref))
-            yield record.ref, weights_key(record.path), model
-    if include_untuned:  # no adapters
-        yield "backbone (untuned)", "base", backbone.model
-
-
 def run_eval(
     backbone,
     dataset: DataSet,
@@ -150,8 +124,6 @@ def run_eval(
     **scorer_options,
 ) -> EvalReport:
     """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
-    from .router.compose import as_mix, detach, mixed_scores
-
     cases = select_cases(dataset, limit, seed)
     report = new_report(dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
@@ -198,22 +170,16 @@ def run_rank_eval(
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
     positives, lists = rank_lists(dataset, limit, seed, negatives)
-    defaults = {f.name: f.default for f in fields(Scorer)}  # the prompts the scorer would render
-    template = scorer_options.get("template", defaults["template"])
-    max_tokens = scorer_options.get("max_prompt_tokens", defaults["max_prompt_tokens"])
-    flat = [c for lst, case in zip(lists, positives)  # one history per user: the same for all their candidates
-            for c in shared_history(candidate_cases(lst, case, dataset.catalogues), template, backbone.tokenizer, max_tokens)]
+    candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS, negatives=negatives)
 
-    def add(name: str, kind: str, scores: np.ndarray, speed: float | None = None) -> None:
-        rows = scores.reshape(len(lists), negatives + 1)
+    def add(name: str, kind: str, rows: np.ndarray, speed: float | None = None) -> None:
         report.rows.append(EvalRow(name, kind, compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed), speed))
 
     for name, fn in BASELINES.items():
-        add(name, "baseline", fn(flat, dataset.item_popularity))
-    fitted = {**scorer_options, "max_prompt_tokens": None}  # shared_history fitted the prompts already
+        add(name, "baseline", np.stack([fn(cases, dataset.item_popularity) for cases in candidates]))
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
-        scorer = backbone_scorer(backbone, model, key, **fitted)
-        add(name, "llm", scorer.score(flat, mode), scorer.last_throughput or None)
+        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        add(name, "llm", np.stack(scorer.score_lists(candidates, mode)), scorer.last_throughput or None)
     return report

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .home import adaptrec_home
+
+FILE_NAME = "score_cache.db"
+
 
 class ScoreCache:
     def __init__(self, path: Path):
@@ -19,6 +23,11 @@ class ScoreCache:
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answer_logits (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+
+    @classmethod
+    def default(cls) -> "ScoreCache":
+        """The shared cache of this `$ADAPTREC_HOME`."""
+        return cls(adaptrec_home() / FILE_NAME)
 
     @staticmethod
     def key(model_key: str, prompt: str) -> str:

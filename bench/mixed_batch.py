@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
-from adaptrec.scoring import last_token_logits, tokenize  # noqa: E402
+from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
 from adaptrec.serve.engine import Engine  # noqa: E402
 
 

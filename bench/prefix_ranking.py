@@ -1,10 +1,10 @@
 """Shared-prefix ranking at C candidates: the history prefix run once per (user, adapter) vs C full prompts.
 
-Data: amazon:office test users with at least 20 history items (cross-domain arts + office histories,
-the Amazon-length prompts the issue asks for); candidates are other users' target items. Baseline:
-the engine's plain path, C full prompts in batches. Ours: `PrefixRanker`, one prefix forward then
-C suffixes from copies of its KV cache. One LoRA adapter (r=8, q_proj + v_proj, random weights).
-A fresh ranker per user, so every prefix is computed (no reuse across repeats). Also reports the
+Data: amazon:office test users with at least 20 history items (cross-domain arts + office histories:
+Amazon-length prompts); candidates are other users' target items. Baseline: the engine's plain path,
+C full prompts in batches. Ours: `Engine.rank` (`scoring.prefix.PrefixRanker`), one prefix forward
+then C suffixes from copies of its KV cache. One LoRA adapter (r=8, q_proj + v_proj, random weights).
+Every user has a new history, so every prefix is computed (no reuse across users). Also reports the
 largest score difference between the two paths.
 
     python bench/prefix_ranking.py [--quick] [--candidates 20] [--backbone PATH --quantization none]
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
+from adaptrec.scoring.prefix import common_prefix_length  # noqa: E402
 from adaptrec.serve.engine import Engine, Limits  # noqa: E402
-from adaptrec.serve.prefix_cache import PrefixRanker, common_prefix_length  # noqa: E402
 
 
 def main() -> None:
@@ -47,9 +47,8 @@ def main() -> None:
         start = time.perf_counter()  # both paths: render, check the limits, tokenize, forward
         full = engine.score([replace(user, target=t) for t in cands], ref)
         full_s += time.perf_counter() - start
-        ranker = PrefixRanker(engine)
         start = time.perf_counter()
-        cached = ranker.rank(user, cands, ref)
+        cached = engine.rank(user, cands, ref)
         prefix_s += time.perf_counter() - start
         diffs.append(float(np.abs(full - cached).max()))
         ids = [backbone.tokenizer(engine.prompt(replace(user, target=t))).input_ids for t in cands]

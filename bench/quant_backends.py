@@ -36,7 +36,8 @@ from adaptrec.data.spec import load_spec  # noqa: E402
 from adaptrec.evaluation import select_cases  # noqa: E402
 from adaptrec.metrics import auc, bootstrap_ci  # noqa: E402
 from adaptrec.registry import Registry  # noqa: E402
-from adaptrec.scoring import Scorer, last_token_logits, tokenize  # noqa: E402
+from adaptrec.scoring.core import Scorer
+from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
 
 
 def quantize_dynamic_backbone(fp32: Backbone) -> Backbone:

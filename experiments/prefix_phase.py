@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
-from tallrec_grid import HERE, RESULTS, _backbone, _kind, _llm_scores, _ours, _read
+from report import EXPERIMENTS, read_jsonl, table
+from tallrec_grid import RESULTS, adapter_kind, grid_backbone, llm_scores, on_grid_backend
 
-OUT = HERE / "results" / "prefix_phase.json"
+OUT = EXPERIMENTS / "results" / "prefix_phase.json"
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -31,23 +32,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domain", default="movie")
     args = p.parse_args()
-    os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
+    os.environ.setdefault("ADAPTREC_HOME", str(EXPERIMENTS / "home"))
     from adaptrec.atomic import write_json
     from adaptrec.baselines import like_ratio_scores
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import select_cases
     from adaptrec.metrics.classification import auc
-    from adaptrec.scoring import backbone_scorer
+    from adaptrec.scoring.core import backbone_scorer
 
-    runs = [r for r in _read(RESULTS) if _ours(r) and r["domain"] == args.domain and _kind(r) == "prefix"]
+    runs = [r for r in read_jsonl(RESULTS)
+            if on_grid_backend(r) and r["domain"] == args.domain and adapter_kind(r) == "prefix"]
     if not runs:
         raise SystemExit(f"no text-init prefix runs for {args.domain} in {RESULTS}")
     cases = select_cases(load_spec(runs[0]["spec"]), runs[0]["limit"], seed=0)
     labels = np.array([c.label for c in cases])
-    scorer = backbone_scorer(_backbone(), max_prompt_tokens=512, progress=False)
+    scorer = backbone_scorer(grid_backbone(), max_prompt_tokens=512, progress=False)
     lengths = np.array([len(scorer.tokenizer(x).input_ids) for x in scorer.prompts(cases)], dtype=float)
     like = like_ratio_scores(cases)
-    scores = _llm_scores([r["record"] for r in runs], cases)
+    scores = llm_scores([r["record"] for r in runs], cases)
 
     def describe(name: str, s: np.ndarray, **extra) -> dict:
         return {"name": name, **extra, "auc": auc(labels, s), "rho_length": _spearman(s, lengths),
@@ -58,14 +60,11 @@ def main() -> None:
     for r in sorted(runs, key=lambda r: (r["budget"], r["shots"], r["seed"])):
         rows.append(describe(r["record"], scores[r["record"]], shots=r["shots"], seed=r["seed"], budget=r["budget"]))
     write_json(OUT, {"domain": args.domain, "spec": runs[0]["spec"], "n": len(cases), "rows": rows})
-    print("| scores | shots | seed | steps | AUC | ρ(score, prompt tokens) | ρ(score, like-ratio) | mean P(yes) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        cells = [r.get("shots", "–"), r.get("seed", "–"), r.get("budget", "–")]
-        auc_cell = f"{r['auc']:.3f}" if "auc" in r else "–"
-        mean = f"{r['mean_pyes']:.3f}" if "mean_pyes" in r else "–"
-        print(f"| {r['name']} | {' | '.join(map(str, cells))} | {auc_cell} | {r['rho_length']:+.3f} | "
-              f"{r['rho_like_ratio']:+.3f} | {mean} |")
+    cells = [[r["name"], r.get("shots", "–"), r.get("seed", "–"), r.get("budget", "–"),
+              f"{r['auc']:.3f}" if "auc" in r else "–", f"{r['rho_length']:+.3f}", f"{r['rho_like_ratio']:+.3f}",
+              f"{r['mean_pyes']:.3f}" if "mean_pyes" in r else "–"] for r in rows]
+    print("\n".join(table(["scores", "shots", "seed", "steps", "AUC", "ρ(score, prompt tokens)", "ρ(score, like-ratio)",
+                           "mean P(yes)"], "lrrrrrrr", cells)))
 
 
 if __name__ == "__main__":

@@ -39,14 +39,13 @@ def main() -> None:
     from adaptrec.backbone import EMBEDDED, environment_summary, load_backbone
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import select_cases
-    from adaptrec.home import adaptrec_home
     from adaptrec.metrics import compute_classification, paired_difference
     from adaptrec.registry import Registry
-    from adaptrec.router.compose import merge_into_base
+    from adaptrec.adapters.merge import merge_into_base
     from adaptrec.score_cache import ScoreCache
-    from adaptrec.scoring import backbone_scorer
+    from adaptrec.scoring.core import backbone_scorer
 
-    registry, cache = Registry(), ScoreCache(adaptrec_home() / "score_cache.db")
+    registry, cache = Registry(), ScoreCache.default()
     cases = select_cases(load_spec(args.spec), args.limit, seed=0)
     labels = [c.label for c in cases]
     record = registry.resolve(args.adapter)

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from report import banner, cell, read_json, read_jsonl, table
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tallrec_grid.jsonl"
 LR_RESULTS = HERE / "results" / "tallrec_lr_selection.jsonl"
-FULL_RESULTS = HERE / "results" / "tallrec_full_test.json"
+FULL_RESULTS = HERE / "results" / "tallrec_full_test.json"  # whole-test-set entries per domain, all backends
 DOC = HERE.parent / "docs" / "results.md"
 # Table 1 of TALLRec's README (LLaMA-7B, AUC x 100), quoted in ../shared/data/tallrec/PROVENANCE.md
 TALLREC_LLAMA7B = {("movie", 16): 67.24, ("movie", 64): 67.48, ("movie", 256): 71.98,
@@ -39,29 +41,22 @@ TALLREC_LLAMA7B = {("movie", 16): 67.24, ("movie", 64): 67.48, ("movie", 256): 7
 # JSONL (tagged `backend`) but are not mixed into the tables.
 GRID_BACKEND = "torch"
 BUDGET = 24  # optimizer steps of every grid run; `--budget N` adds longer runs, shown apart
+BASELINE_LABELS = {"like_ratio": "like-ratio baseline (no LLM)", "popularity": "popularity baseline (no LLM)",
+                   "backbone": "untuned 8-bit SmolLM2"}
 RECIPE = {("movie", "lora"): "movie-lora", ("movie", "adalora"): "movie-adalora", ("movie", "prefix"): "movie-prefix",
           ("book", "lora"): "book-lora"}
 
 
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def _kind(row: dict) -> str:
+def adapter_kind(row: dict) -> str:
     """The adapter type as the tables show it: prefix runs without a recorded `init` predate `init: text` (random init)."""
     if row["type"] == "prefix" and row.get("init", "random") != "text":
         return "prefix (random init)"
     return row["type"]
 
 
-def _ours(row: dict) -> bool:
+def on_grid_backend(row: dict) -> bool:
     """Measured on GRID_BACKEND (untagged grid rows ran on bitsandbytes)."""
     return row.get("backend", "bitsandbytes") == GRID_BACKEND
-
-
-def _full_results() -> dict:
-    """The whole-test-set entries per domain (`--full-test`), all backends."""
-    return json.loads(FULL_RESULTS.read_text()) if FULL_RESULTS.is_file() else {}
 
 
 @functools.cache
@@ -74,12 +69,12 @@ def _movie_recipe(adapter_type: str) -> dict:
 
 def _done(budget: int = BUDGET) -> list[dict]:
     """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget."""
-    return [r for r in _read(RESULTS) if _ours(r) and r.get("budget", BUDGET) == budget]
+    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) == budget]
 
 
 def _longer() -> list[dict]:
     """The rows measured on GRID_BACKEND with a budget other than the grid's (`--budget N`), shown apart."""
-    return [r for r in _read(RESULTS) if _ours(r) and r.get("budget", BUDGET) != BUDGET]
+    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) != BUDGET]
 
 
 def _append(path: Path, row: dict) -> None:
@@ -126,22 +121,22 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
 
 
 @functools.cache
-def _backbone():
+def grid_backbone():
+    """The grid's 8-bit backbone on GRID_BACKEND, loaded once."""
     from adaptrec.backbone import load_backbone
 
     return load_backbone(quantization="8bit", int8_backend=GRID_BACKEND)
 
 
-def _llm_scores(refs: list[str], cases) -> dict[str, np.ndarray]:
+def llm_scores(refs: list[str], cases) -> dict[str, np.ndarray]:
     """P(yes) of the untuned backbone ("base") and of each registered adapter on `cases`, through the score cache."""
-    from adaptrec.evaluation import llm_variants
-    from adaptrec.home import adaptrec_home
+    from adaptrec.scoring.variants import llm_variants
     from adaptrec.registry import Registry
-    from adaptrec.router.compose import detach
+    from adaptrec.adapters.attach import detach
     from adaptrec.score_cache import ScoreCache
-    from adaptrec.scoring import backbone_scorer
+    from adaptrec.scoring.core import backbone_scorer
 
-    backbone, cache, out = _backbone(), ScoreCache(adaptrec_home() / "score_cache.db"), {}
+    backbone, cache, out = grid_backbone(), ScoreCache.default(), {}
     for name, key, model in llm_variants(backbone, Registry(), refs):
         out["base" if key == "base" else name] = backbone_scorer(backbone, model, key, cache=cache,
                                                                  max_prompt_tokens=512).score(cases)
@@ -158,7 +153,7 @@ def add_paired_differences(rows: list[dict]) -> None:
 
     for r in (r for r in rows if "paired_vs_untuned" not in r):
         cases = select_cases(load_spec(r["spec"]), r["limit"], seed=0)
-        scores = _llm_scores([r["record"]], cases)
+        scores = llm_scores([r["record"]], cases)
         r["paired_vs_untuned"] = vars(paired_difference("auc", [c.label for c in cases], scores[r["record"]], scores["base"]))
 
 
@@ -166,8 +161,8 @@ def best_runs(rows: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (domain, type): at the shot count with the best mean validation AUC, the run with the best validation AUC
     (ties: fewer shots, lower seed)."""
     out = {}
-    for key in sorted({(r["domain"], _kind(r)) for r in rows}):
-        mine = [r for r in rows if (r["domain"], _kind(r)) == key and r["best_val_auc"] is not None]
+    for key in sorted({(r["domain"], adapter_kind(r)) for r in rows}):
+        mine = [r for r in rows if (r["domain"], adapter_kind(r)) == key and r["best_val_auc"] is not None]
         by_shots = {s: [r["best_val_auc"] for r in mine if r["shots"] == s] for s in {r["shots"] for r in mine}}
         shots = max(sorted(by_shots), key=lambda s: sum(by_shots[s]) / len(by_shots[s]))  # a tie: fewer shots
         out[key] = max(sorted((r for r in mine if r["shots"] == shots), key=lambda r: r["seed"]),
@@ -183,7 +178,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
     from adaptrec.evaluation import baseline_rows, select_cases
     from adaptrec.metrics import compute_classification, paired_difference
 
-    out = _full_results()
+    out = read_json(FULL_RESULTS)
     best = best_runs(rows)
     for domain in domains:
         picks = [r for (d, _), r in best.items() if d == domain] + [r for r in _longer() if r["domain"] == domain]
@@ -192,7 +187,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         dataset = load_spec(picks[0]["spec"])
         cases = select_cases(dataset, None, seed=0)
         labels = [c.label for c in cases]
-        scores = _llm_scores([r["record"] for r in picks], cases)
+        scores = llm_scores([r["record"] for r in picks], cases)
         entry = {"spec": picks[0]["spec"], "n": len(cases), "backend": GRID_BACKEND,
                  "selected_from": {"runs": sum(r["domain"] == domain for r in rows),
                                    "seeds": sorted({r["seed"] for r in rows if r["domain"] == domain})},
@@ -210,20 +205,16 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
 
 def select_lr(candidates: list[str], limit: int) -> None:
     """Train movie, 64 shots, seed 0 at each candidate lr of each type; the rows record validation (and test) AUC."""
-    done = {(_kind(r), r["lr"]) for r in _read(LR_RESULTS) if _ours(r)}
+    done = {(adapter_kind(r), r["lr"]) for r in read_jsonl(LR_RESULTS) if on_grid_backend(r)}
     for item in candidates:
         adapter_type, _, lrs = item.partition("=")
         for lr in map(float, lrs.split(",")):
-            if (adapter_type, lr) not in done:  # rows of a type's earlier settings carry another _kind
+            if (adapter_type, lr) not in done:  # rows of a type's earlier settings carry another adapter_kind
                 _append(LR_RESULTS, run("movie", adapter_type, 64, 0, limit, (f"training.lr={lr}",)))
 
 
-def _fmt(m: dict) -> str:
-    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-
-
 def _render_lr_selection() -> list[str]:
-    rows = [r for r in _read(LR_RESULTS) if _ours(r)]
+    rows = [r for r in read_jsonl(LR_RESULTS) if on_grid_backend(r)]
     if not rows:
         return []
     lines = ["## Learning rates", "",
@@ -232,33 +223,50 @@ def _render_lr_selection() -> list[str]:
              "leave the update P·diag(E)·Q tiny), nor did prefix tuning at 1e-2 on the earlier bitsandbytes grid. Prefix "
              "tuning's lr was chosen twice: for its random start (those rows are kept, labelled) and again for `init: text`. Each type's learning rate was chosen by validation AUC (48 cases of "
              "`tallrec:movie:valid`) on the movie, 64-shot, seed-0 run and then used for every domain, shot count and "
-             "seed; the test AUC is shown for completeness, it played no part in the choice.", "",
-             "| type | lr | best val AUC | test AUC (200 cases) | in the recipe |", "|---|---:|---:|---:|:---:|"]
-    for r in sorted(rows, key=lambda r: (_kind(r), r["lr"])):
-        current = _kind(r) == r["type"]  # run with the recipe's present adapter settings
+             "seed; the test AUC is shown for completeness, it played no part in the choice.", ""]
+    cells = []
+    for r in sorted(rows, key=lambda r: (adapter_kind(r), r["lr"])):
+        current = adapter_kind(r) == r["type"]  # run with the recipe's present adapter settings
         chosen = "yes" if current and r["lr"] == float(_movie_recipe(r["type"])["training"]["lr"]) else ""
-        lines.append(f"| {_kind(r)} | {r['lr']:g} | {r['best_val_auc']:.3f} | {_fmt(r['auc'])} | {chosen} |")
-    return lines + [""]
+        cells.append([adapter_kind(r), f"{r['lr']:g}", f"{r['best_val_auc']:.3f}", cell(r["auc"]), chosen])
+    return lines + table(["type", "lr", "best val AUC", "test AUC (200 cases)", "in the recipe"], "lrrrc", cells) + [""]
 
 
 def _render_summary(mine: list[dict], domain: str) -> list[str]:
-    lines = ["| type | shots | seeds | mean test AUC | min – max | mean best val AUC | TALLRec LLaMA-7B (published) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for adapter_type in sorted({_kind(r) for r in mine}):
+    rows = []
+    for adapter_type in sorted({adapter_kind(r) for r in mine}):
         for shots in (16, 64, 256):
-            runs = [r for r in mine if _kind(r) == adapter_type and r["shots"] == shots]
+            runs = [r for r in mine if adapter_kind(r) == adapter_type and r["shots"] == shots]
             if not runs:
                 continue
             test = [r["auc"]["value"] for r in runs]
             val = [r["best_val_auc"] for r in runs if r["best_val_auc"] is not None]
             mean_val = f"{sum(val) / len(val):.3f}" if val else "–"
-            lines.append(f"| {adapter_type} | {shots} | {len(runs)} | {sum(test) / len(test):.3f} | {min(test):.3f} – "
-                         f"{max(test):.3f} | {mean_val} | {TALLREC_LLAMA7B[(domain, shots)] / 100:.3f} |")
-    return lines + [""]
+            rows.append([adapter_type, shots, len(runs), f"{sum(test) / len(test):.3f}",
+                         f"{min(test):.3f} – {max(test):.3f}", mean_val, f"{TALLREC_LLAMA7B[(domain, shots)] / 100:.3f}"])
+    return table(["type", "shots", "seeds", "mean test AUC", "min – max", "mean best val AUC",
+                  "TALLRec LLaMA-7B (published)"], "lrrrrrr", rows) + [""]
+
+
+def _render_runs(mine: list[dict]) -> list[str]:
+    """One domain's grid runs, after its baselines and the untuned backbone (all on the same test subset)."""
+    baselines = mine[0]["baselines"]
+    rows = [[label, "–", "–", cell(baselines[name]), *["–"] * 6] for name, label in BASELINE_LABELS.items()]
+    untuned, like = baselines["backbone"], baselines["like_ratio"]
+    for r in sorted(mine, key=lambda r: (adapter_kind(r), r["shots"], r["seed"])):
+        val = f"{r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else "–"
+        apart = "yes" if r["auc"]["ci_low"] > untuned["ci_high"] else "no"
+        vs_like = "above" if r["auc"]["value"] > like["value"] else "below"
+        paired = cell(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
+        took = "reused" if r["seconds"] < 10 else f"{r['seconds']:.0f}"  # trained earlier, re-evaluated from the cache
+        rows.append([f"SmolLM2 + {adapter_kind(r)}", r["shots"], r["seed"], cell(r["auc"]), apart, paired, vs_like, val,
+                     r["steps"], took])
+    return table(["model", "shots", "seed", "test AUC", "above untuned, CIs apart", "AUC − untuned, paired 95% CI",
+                  "vs like-ratio", "best val AUC", "steps", "time (s)"], "lrrrcrcrrr", rows) + [""]
 
 
 def _render_full_test() -> list[str]:
-    full = {d: e for d, e in _full_results().items() if _ours(e)}
+    full = {d: e for d, e in read_json(FULL_RESULTS).items() if on_grid_backend(e)}
     if not full:
         return []
     lines = ["## Whole test sets", "",
@@ -271,19 +279,18 @@ def _render_full_test() -> list[str]:
         pool = e["selected_from"]
         lines += [f"### {domain}: `{e['spec']}`, all {e['n']} cases", "",
                   f"Picked on validation among the {pool['runs']} {BUDGET}-step runs then measured (few-shot seeds "
-                  f"{', '.join(map(str, pool['seeds']))}).", "",
-                  "| model | test AUC | above untuned, CIs apart | AUC − untuned, paired 95% CI | vs like-ratio |",
-                  "|---|---:|:---:|---:|:---:|",
-                  f"| like-ratio baseline (no LLM) | {_fmt(e['baselines']['like_ratio'])} | – | – | – |",
-                  f"| popularity baseline (no LLM) | {_fmt(e['baselines']['popularity'])} | – | – | – |",
-                  f"| untuned 8-bit SmolLM2 | {_fmt(untuned)} | – | – | – |"]
+                  f"{', '.join(map(str, pool['seeds']))}).", ""]
+        baselines = {**e["baselines"], "backbone": untuned}
+        rows = [[label, cell(baselines[name]), "–", "–", "–"] for name, label in BASELINE_LABELS.items()]
         like = e["baselines"]["like_ratio"]["value"]
         for a in e["adapters"]:
             apart = "yes" if a["auc"]["ci_low"] > untuned["ci_high"] else "no"
             budget = "" if a.get("budget", BUDGET) == BUDGET else f", {a['budget']}-step budget"
-            lines.append(f"| SmolLM2 + {_kind(a)}, {a['shots']} shots, seed {a['seed']}{budget} (`{a['record']}`) | {_fmt(a['auc'])} | "
-                         f"{apart} | {_fmt(a['paired_vs_untuned'])} | {'above' if a['auc']['value'] > like else 'below'} |")
-        lines.append("")
+            vs_like = "above" if a["auc"]["value"] > like else "below"
+            rows.append([f"SmolLM2 + {adapter_kind(a)}, {a['shots']} shots, seed {a['seed']}{budget} (`{a['record']}`)",
+                         cell(a["auc"]), apart, cell(a["paired_vs_untuned"]), vs_like])
+        lines += table(["model", "test AUC", "above untuned, CIs apart", "AUC − untuned, paired 95% CI", "vs like-ratio"],
+                       "lrcrc", rows) + [""]
     return lines
 
 
@@ -292,21 +299,21 @@ def _render_longer(rows: list[dict]) -> list[str]:
         return []
     lines = ["## Longer budgets", "",
              "The same recipes with a larger optimizer-step budget (`--budget N`: validation and checkpoints every N/8 "
-             "steps, early stopping after 3 validations without gain), on the same 200-case test subsets.", "",
-             "| model | shots | seed | step budget | steps run | test AUC | AUC − untuned, paired 95% CI | best val AUC "
-             "| time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["domain"], _kind(r), r["shots"], r["budget"], r["seed"])):
-        paired = _fmt(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
-        lines.append(f"| {r['domain']}: SmolLM2 + {_kind(r)} | {r['shots']} | {r['seed']} | {r['budget']} | {r['steps']} | "
-                     f"{_fmt(r['auc'])} | {paired} | {r['best_val_auc']:.3f} | {r['seconds']:.0f} |")
-    return lines + [""]
+             "steps, early stopping after 3 validations without gain), on the same 200-case test subsets.", ""]
+    cells = []
+    for r in sorted(rows, key=lambda r: (r["domain"], adapter_kind(r), r["shots"], r["budget"], r["seed"])):
+        paired = cell(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
+        cells.append([f"{r['domain']}: SmolLM2 + {adapter_kind(r)}", r["shots"], r["seed"], r["budget"], r["steps"],
+                      cell(r["auc"]), paired, f"{r['best_val_auc']:.3f}", f"{r['seconds']:.0f}"])
+    return lines + table(["model", "shots", "seed", "step budget", "steps run", "test AUC", "AUC − untuned, paired 95% CI",
+                          "best val AUC", "time (s)"], "lrrrrrrrr", cells) + [""]
 
 
 def render() -> str:
     rows = _done()
     lines = ["# Results", "",
-             "Generated by `python experiments/tallrec_grid.py` from `experiments/results/tallrec_*.json*`; do not",
-             "edit by hand. Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
+             banner("python experiments/tallrec_grid.py --render-only", [RESULTS, LR_RESULTS, FULL_RESULTS]), "",
+             "Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
              "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart).", ""]
     lines += _render_lr_selection()
     for domain in ("movie", "book"):
@@ -328,23 +335,7 @@ def render() -> str:
         if domain == "book":
             lines += ["TALLRec's book train set is not available here: shots are drawn from the first 1200 records of "
                       "`book/valid.json`, early stopping uses the rest of that file, the test set is untouched.", ""]
-        lines += _render_summary(mine, domain)
-        lines += ["| model | shots | seed | test AUC | above untuned, CIs apart | AUC − untuned, paired 95% CI | vs like-ratio "
-                  "| best val AUC | steps | time (s) |",
-                  "|---|---:|---:|---:|:---:|---:|:---:|---:|---:|---:|"]
-        for name, label in (("like_ratio", "like-ratio baseline (no LLM)"), ("popularity", "popularity baseline (no LLM)"),
-                            ("backbone", "untuned 8-bit SmolLM2")):
-            lines.append(f"| {label} | – | – | {_fmt(first['baselines'][name])} | – | – | – | – | – | – |")
-        untuned, like = first["baselines"]["backbone"], first["baselines"]["like_ratio"]
-        for r in sorted(mine, key=lambda r: (_kind(r), r["shots"], r["seed"])):
-            val = f"{r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else "–"
-            apart = "yes" if r["auc"]["ci_low"] > untuned["ci_high"] else "no"
-            vs_like = "above" if r["auc"]["value"] > like["value"] else "below"
-            paired = _fmt(r["paired_vs_untuned"]) if "paired_vs_untuned" in r else "–"
-            took = "reused" if r["seconds"] < 10 else f"{r['seconds']:.0f}"  # trained earlier, re-evaluated from the cache
-            lines.append(f"| SmolLM2 + {_kind(r)} | {r['shots']} | {r['seed']} | {_fmt(r['auc'])} | {apart} | {paired} | "
-                         f"{vs_like} | {val} | {r['steps']} | {took} |")
-        lines.append("")
+        lines += _render_summary(mine, domain) + _render_runs(mine)
     lines += _render_longer(_longer())
     lines += _render_full_test()
     if not rows:
@@ -353,12 +344,13 @@ def render() -> str:
     n_apart = sum(r["auc"]["ci_low"] > r["baselines"]["backbone"]["ci_high"] for r in rows)
     paired = [r for r in rows if "paired_vs_untuned" in r]
     n_paired = sum(r["paired_vs_untuned"]["ci_low"] > 0 for r in paired)
-    by_type = {t: [r["auc"]["value"] - r["baselines"]["backbone"]["value"] for r in rows if _kind(r) == t]
-               for t in sorted({_kind(r) for r in rows})}
+    by_type = {t: [r["auc"]["value"] - r["baselines"]["backbone"]["value"] for r in rows if adapter_kind(r) == t]
+               for t in sorted({adapter_kind(r) for r in rows})}
     gains = ", ".join(f"{t} {sum(v) / len(v):+.3f} ({len(v)} runs)" for t, v in by_type.items())
     optimism = [r["best_val_auc"] - r["auc"]["value"] for r in rows if r["best_val_auc"] is not None]
-    whole = [(d, a, e["untuned"]) for d, e in sorted(_full_results().items()) if _ours(e) for a in e["adapters"]]
-    apart = [f"{d} {_kind(a)} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
+    whole = [(d, a, e["untuned"]) for d, e in sorted(read_json(FULL_RESULTS).items()) if on_grid_backend(e)
+             for a in e["adapters"]]
+    apart = [f"{d} {adapter_kind(a)} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
              if a["auc"]["ci_low"] > u["ci_high"]]
     paired_whole = sum(a["paired_vs_untuned"]["ci_low"] > 0 for _, a, _ in whole)
     lines += ["## Reading these numbers", "",
@@ -417,21 +409,21 @@ def main() -> None:
     domains = args.domains.split(",")
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
-        done = {(r["domain"], _kind(r), r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
+        done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
         for domain in domains if args.types else ():
             for adapter_type in args.types.split(","):
                 for shots in map(int, args.shots.split(",")):
                     for seed in map(int, args.seeds.split(",")):
                         if (domain, adapter_type, shots, seed, args.limit) not in done:
                             _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit, budget=args.budget))
-                            DOC.write_text(render())
+                            write_text(DOC, render())
         if args.paired:
-            rows = _read(RESULTS)
-            add_paired_differences([r for r in rows if _ours(r)])
+            rows = read_jsonl(RESULTS)
+            add_paired_differences([r for r in rows if on_grid_backend(r)])
             write_text(RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
         if args.full_test:
             full_test(_done(), domains)
-    DOC.write_text(render())
+    write_text(DOC, render())
     print(DOC.read_text())
 
 

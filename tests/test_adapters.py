@@ -15,7 +15,7 @@ from adaptrec.adapters.lora import LoraSettings
 from adaptrec.adapters.prefix import PrefixSettings
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError, ConfigError
-from adaptrec.scoring import answer_token_ids, last_token_logits, pad_ids, tokenize
+from adaptrec.scoring.logits import answer_token_ids, last_token_logits, pad_ids, tokenize
 
 CPU = torch.device("cpu")
 PROMPTS = [

@@ -14,7 +14,7 @@ import pytest
 from adaptrec.data.spec import load_spec
 from adaptrec.evaluation import select_cases
 from adaptrec.score_cache import ScoreCache
-from adaptrec.scoring import Scorer
+from adaptrec.scoring.core import Scorer
 
 from conftest import PERSISTENT_HOME
 
@@ -45,7 +45,7 @@ def test_scores_tallrec_prompts_and_caches_them(smollm2_8bit, tmp_path):
 def test_4bit_backbone_scores_too(smollm2_8bit, monkeypatch):
     """4-bit (bitsandbytes nf4) on this device; same family as the 8-bit load, another exact identity."""
     from adaptrec.backbone import load_backbone
-    from adaptrec.scoring import backbone_scorer
+    from adaptrec.scoring.core import backbone_scorer
 
     monkeypatch.setenv("ADAPTREC_HOME", str(PERSISTENT_HOME))  # reuse the converted weights
     b4 = load_backbone(quantization="4bit")

@@ -21,7 +21,7 @@ from adaptrec.data.prompts import ANSWERS, instruction, render_input, render_pro
 from adaptrec.data.tallrec import read_tallrec_json
 from adaptrec.errors import ConfigError
 from adaptrec.registry import Registry
-from adaptrec.scoring import Scorer
+from adaptrec.scoring.core import Scorer
 from adaptrec.train.loop import train
 from adaptrec.train.losses import rec_loss
 from adaptrec.metrics import log_loss

@@ -13,13 +13,12 @@ from peft.utils import merge_utils
 
 from adaptrec.adapters.attach import attach
 from adaptrec.errors import FingerprintMismatch
-from adaptrec.evaluation import llm_variants
+from adaptrec.scoring.variants import llm_variants
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-from adaptrec.router.compose import (
-    Composition, CompositionError, attached_sources, component_scores, compose, delta_weights, merge, merge_into_base, mix, mixed_scores,
-)
-from adaptrec.scoring import backbone_scorer
+from adaptrec.adapters.merge import Composition, CompositionError, attached_sources, compose, delta_weights, merge, merge_into_base
+from adaptrec.scoring.variants import component_scores, mix, mixed_scores
+from adaptrec.scoring.core import backbone_scorer
 from router_helpers import fresh_backbone, register_random
 from synthetic import synthetic_cases
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-from adaptrec.router.compose import Composition
+from adaptrec.adapters.merge import Composition
 from adaptrec.data.history_file import read_history_file
 from adaptrec.router.policy import RouteError, RoutePolicy, route
 

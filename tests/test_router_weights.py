@@ -7,7 +7,8 @@ import pytest
 
 from adaptrec.metrics.classification import log_loss
 from adaptrec.registry import Registry
-from adaptrec.router.compose import Composition, CompositionError, component_scores, compose
+from adaptrec.adapters.merge import Composition, CompositionError, compose
+from adaptrec.scoring.variants import component_scores
 from adaptrec.router.weights import mix_loss, search_composition, search_weights
 from router_helpers import fresh_backbone, register_random
 from synthetic import synthetic_cases

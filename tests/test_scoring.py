@@ -8,7 +8,8 @@ import torch
 
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.score_cache import ScoreCache
-from adaptrec.scoring import Scorer, answer_token_ids, to_scores
+from adaptrec.scoring.core import Scorer
+from adaptrec.scoring.logits import answer_token_ids, to_scores
 
 
 def _cases(n: int) -> list[Case]:

@@ -7,8 +7,8 @@ import pytest
 
 from adaptrec.errors import FingerprintMismatch, IntegrityError
 from adaptrec.fingerprint import Fingerprint
-from adaptrec.router.compose import component_scores
-from adaptrec.scoring import to_scores
+from adaptrec.scoring.variants import component_scores
+from adaptrec.scoring.logits import to_scores
 from adaptrec.serve.engine import Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
 from router_helpers import fresh_backbone
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case

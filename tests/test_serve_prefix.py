@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptrec.router.compose import component_scores
+from adaptrec.scoring.prefix import common_prefix_length
+from adaptrec.scoring.variants import component_scores
 from adaptrec.serve.engine import Engine, LimitExceeded, Limits
-from adaptrec.serve.prefix_cache import PrefixRanker, common_prefix_length
 from router_helpers import fresh_backbone
 from serve_helpers import candidates, make_registry, user_case
 
@@ -37,27 +37,27 @@ def setup(tiny_model_dir, tmp_path_factory, quantization):
 def test_prefix_cached_ranking_agrees_with_full_prompts(tiny_model_dir, setup, quantization):
     registry, user, cands, plain = setup
     engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, batch_size=3)  # 7 candidates: 3 suffix batches
-    ranker = PrefixRanker(engine)
+    ranker = engine.ranker
     targets = [c.target for c in cands]
-    first = ranker.rank(user, targets, "arts-lora")
+    first = engine.rank(user, targets, "arts-lora")
     np.testing.assert_allclose(first, plain[0], atol=1e-4)
     assert np.ptp(plain[0]) > 1e-4  # candidates really score differently
-    np.testing.assert_allclose(ranker.rank(user, targets, "office-lora"), plain[1], atol=1e-4)
+    np.testing.assert_allclose(engine.rank(user, targets, "office-lora"), plain[1], atol=1e-4)
     assert ranker.prefix_runs == 2  # one prefix per (user, adapter)
-    again = ranker.rank(user, targets[::-1], "arts-lora")  # the cached prefix was copied, never extended in place
+    again = engine.rank(user, targets[::-1], "arts-lora")  # the cached prefix was copied, never extended in place
     np.testing.assert_allclose(again, first[::-1], atol=1e-6)
     assert ranker.prefix_runs == 2
 
 
 def test_prefix_tuned_adapters_take_the_plain_path(tiny_model_dir, setup, quantization):
     registry, user, cands, plain = setup
-    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir, quantization), registry))
-    np.testing.assert_allclose(ranker.rank(user, [c.target for c in cands], "pre"), plain[2], atol=1e-4)
-    assert ranker.prefix_runs == 0
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
+    np.testing.assert_allclose(engine.rank(user, [c.target for c in cands], "pre"), plain[2], atol=1e-4)
+    assert engine.ranker.prefix_runs == 0
 
 
 def test_candidate_limit(tiny_model_dir, setup, quantization):
     registry, user, _, _ = setup
-    ranker = PrefixRanker(Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_candidates=2)))
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_candidates=2))
     with pytest.raises(LimitExceeded, match="3 candidates"):
-        ranker.rank(user, ['"a"', '"b"', '"c"'], "arts-lora")
+        engine.rank(user, ['"a"', '"b"', '"c"'], "arts-lora")

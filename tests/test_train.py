@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from adaptrec.errors import ConfigError
 from adaptrec.metrics import log_loss
-from adaptrec.scoring import Scorer
+from adaptrec.scoring.core import Scorer
 from adaptrec.train.loop import micro_batches, train
 from adaptrec.train.checkpoint import latest_checkpoint
 

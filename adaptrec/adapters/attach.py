@@ -1,4 +1,4 @@
-"""Attach registered adapters to a loaded backbone, after verifying hashes and the base fingerprint."""
+"""Attach registered adapters to a loaded backbone (after verifying hashes and the base fingerprint), and detach them."""
 
 from __future__ import annotations
 
@@ -69,3 +69,9 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
         model = load_peft(model, record.path, peft_name(record.ref))
     model.eval()
     return model, records
+
+
+def detach(model) -> None:
+    """Undo `attach`: LoRA-style layers are removed from the backbone; prompt-learning models leave it untouched."""
+    if isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning:
+        model.unload()

@@ -22,6 +22,7 @@ __all__ = [
     "hit_per_case",
     "ndcg_per_case",
     "mrr_per_case",
+    "user_auc",
 ]
 
 
@@ -112,3 +113,16 @@ def ndcg_at_k(score_rows, target_idx, k: int) -> float:
 def mrr_at_k(score_rows, target_idx, k: int) -> float:
     """Mean reciprocal rank truncated at K."""
     return float(mrr_per_case(ranks(score_rows, target_idx), k).mean())
+
+
+def user_auc(score_rows: np.ndarray, target_idx) -> np.ndarray:
+    """Per-row AUC of the target against the other candidates: share of them scored below it, ties counted half.
+
+    Unlike the rank metrics, ties split evenly here (AUC's usual convention), so a constant scorer gets 0.5."""
+    rows = _as_matrix(score_rows)
+    idx = np.asarray(target_idx)
+    pos = rows[np.arange(len(rows)), idx][:, None]
+    mask = np.ones_like(rows, dtype=bool)
+    mask[np.arange(len(rows)), idx] = False
+    below = ((rows < pos) + 0.5 * (rows == pos)) * mask
+    return below.sum(axis=1) / mask.sum(axis=1)

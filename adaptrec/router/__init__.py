@@ -1,6 +1,7 @@
 """The router: which adapters serve a request, combined how and with what weights, and why.
 
-`compose` (ΔW merging via peft, score-level mixing), `weights` (gradient-free weight search),
-`policy` (domain routing, warm/cold decision with a reason), `retrieval` (MiniLM candidates).
+`policy` (domain routing, warm/cold decision with a reason), `weights` (gradient-free weight search
+for a composition), `retrieval` (MiniLM candidates). The compositions themselves (ΔW merges, `mix`
+entries) live in `adapters.merge`; their scores come from `scoring.variants`.
 See docs/router.md.
 """

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, RegistryError
 
-from .compose import MIX, Composition, as_mix, component_scores, mix
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix
+from adaptrec.scoring.variants import component_scores, mix
 
 COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
 
@@ -156,3 +157,21 @@ def user_case(user_id: str, domain: str, dataset=None, history: Path | None = No
     if dataset is not None:
         return spec_case(dataset, user_id, domain)
     raise RouteError("pass the user's history: --data SPEC (the user's case in it) or --history FILE")
+
+
+def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
+    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
+    items = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
+    if not items:
+        raise CompositionError("--from needs at least one adapter ref or domain, e.g. arts-lora,office-lora")
+    refs = []
+    for item in items:
+        try:
+            refs.append(registry.resolve(item).ref)
+        except RegistryError:
+            promoted = registry.promoted(item)
+            if promoted is None:
+                raise CompositionError(f"{item!r} is neither a registered adapter nor a domain with a promoted adapter; "
+                                       "see `adaptrec registry list`") from None
+            refs.append(promoted.ref)
+    return tuple(refs)

@@ -18,7 +18,9 @@ import numpy as np
 from adaptrec.data.records import Case
 from adaptrec.metrics.classification import log_loss
 
-from .compose import MIX, Composition, CompositionError, attached_sources, component_scores, merge, mix
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, merge
+from adaptrec.scoring.core import backbone_scorer
+from adaptrec.scoring.variants import component_scores, mix
 
 DEFAULT_BUDGET = 20
 DEFAULT_L1 = 0.05
@@ -96,7 +98,6 @@ def mix_loss(scores: np.ndarray, labels: Sequence[int]) -> Callable[[np.ndarray]
 def merge_loss(backbone, model, names: Sequence[str], base: Composition, cases: Sequence[Case],
                **scorer_options) -> Callable[[np.ndarray], float]:
     """Log-loss of the ΔW merge of the attached `names` with weights w (merged, scored, then dropped)."""
-    from adaptrec.scoring import backbone_scorer
 
     labels = np.array([c.label for c in cases])
     options = {"progress": False, **scorer_options, "cache": None}  # merged weights change at every evaluation

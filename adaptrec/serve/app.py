@@ -26,12 +26,11 @@ from pydantic import BaseModel, Field
 
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
-from adaptrec.router.compose import mix
+from adaptrec.scoring.variants import mix
 from adaptrec.router.policy import Decision, RouteError, route
-from adaptrec.scoring import to_scores
+from adaptrec.scoring.logits import to_scores
 
 from .engine import Engine, ServeError, wait_or_refuse
-from .prefix_cache import PrefixRanker
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
 _STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryError: 404, RouteError: 404}
@@ -238,7 +237,6 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 def create_app(engine: Engine, options: ServeOptions = ServeOptions()) -> FastAPI:
     metrics = Metrics()
-    ranker = PrefixRanker(engine)
     token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
     state: dict[str, Any] = {}
 
@@ -306,7 +304,7 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions()) -> FastAP
         engine.check_candidates(len(req.candidates))
         decision, case = plan(req, req.candidates[0])
         rows = await state["worker"].submit(
-            call=lambda: [ranker.rank(case, req.candidates, ref, req.mode) for ref in decision.adapters])
+            call=lambda: [engine.rank(case, req.candidates, ref, req.mode) for ref in decision.adapters])
         scores = mix(np.stack(rows), decision.weights)
         order = np.argsort(-scores, kind="stable")[: req.k]
         return {"items": [{"item": req.candidates[i], "score": float(scores[i])} for i in order],

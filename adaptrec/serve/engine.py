@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,7 +35,8 @@ from adaptrec.data.prompts import render_prompt
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
-from adaptrec.scoring import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
+from adaptrec.scoring.logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
+from adaptrec.scoring.prefix import PrefixRanker
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -119,6 +120,7 @@ class Engine:
         self.tokenizer = self.backbone.tokenizer
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
         self.special = self.template != "chat"
+        self.ranker = PrefixRanker(self.tokenizer, self.batch_size, self.special)
 
     # ------------------------------------------------------------ adapters
     def load(self, ref: str, refresh: bool = False) -> Resident:
@@ -243,6 +245,24 @@ class Engine:
         """P(yes) per case under `adapter` (a registry ref)."""
         prompts = [self.prompt(c) for c in cases]
         return to_scores(self.logits([(adapter, p) for p in prompts]), mode)
+
+    def rank(self, case: Case, candidates: Sequence[str], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
+        """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`."""
+        self.check_candidates(len(candidates))
+        prompts = [self.prompt(replace(case, target=c)) for c in candidates]
+        return to_scores(self.shared_prefix_logits(adapter, prompts), mode)
+
+    def shared_prefix_logits(self, adapter: str, prompts: Sequence[str]) -> np.ndarray:
+        """(N, 3) answer logits of prompts sharing one history under `adapter` (`BASE`: the untuned backbone):
+        the history runs once (`PrefixRanker`); prefix-tuned adapters and unshared prompts take the plain path."""
+        with self._lock:
+            resident = Resident(BASE, BASE, "lora", None) if adapter == BASE else self.load(adapter)
+        ids, n = self.ranker.split(prompts) if resident.kind == "lora" else ([], 0)
+        if n == 0:
+            return self.logits([(adapter, p) for p in prompts])
+        resident.uses += len(prompts)
+        model = self._lora if self._lora is not None else self.backbone.model  # the bare backbone before any LoRA
+        return self.ranker.logits(model, resident.name, ids, n, rows=lambda k: adapter_rows([resident.name] * k))
 
 
 def wait_or_refuse(enqueued: float, limits: Limits) -> None:

@@ -21,7 +21,7 @@ from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError
 from ..metrics.classification import auc
-from ..scoring import Scorer
+from adaptrec.scoring.core import Scorer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
 from .methods import Method, StepContext, build_method, micro_batches

@@ -19,7 +19,8 @@ from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from ..scoring import Scorer, backbone_scorer
+from adaptrec.scoring.core import Scorer, backbone_scorer
+from adaptrec.scoring.variants import UNTUNED
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
 
@@ -72,14 +73,14 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
     model.set_adapter("best")
     model.eval()
-    cache = ScoreCache(adaptrec_home() / "score_cache.db")
+    cache = ScoreCache.default()
 
     def scorer(tag: str) -> Scorer:
         return backbone_scorer(backbone, model, tag, template=d.template, max_prompt_tokens=d.max_prompt_tokens,
                                batch_size=ev.batch_size, cache=cache)
 
     with model.disable_adapter():
-        report.rows.append(llm_row("backbone (untuned)", scorer("base"), cases, ev.score, report.metric_names, ev.seed))
+        report.rows.append(llm_row(UNTUNED, scorer("base"), cases, ev.score, report.metric_names, ev.seed))
     adapter_scorer = scorer(weights_key(result.adapter_dir))
     adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
     report.rows.append(adapter_row)

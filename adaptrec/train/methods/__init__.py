@@ -11,7 +11,6 @@ from ...data.records import Case
 from ...data.sampling import few_shot
 from ...data.spec import load_spec
 from ...errors import AdaptrecError, ConfigError
-from ...home import adaptrec_home
 from ...registry import Registry
 from ...score_cache import ScoreCache
 from .base import Method, StepContext, adapter_active, micro_batches
@@ -86,5 +85,5 @@ def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Metho
                  for c in _spec_cases(recipe, spec, f"method.extra_train[{i}]", recipe.data.shots)[0]]
         return MultitaskMethod(extra, cfg.weights, cfg.ratios)
     if cfg.type == "distill":
-        return DistillMethod(cfg, _teacher(recipe, backbone), ScoreCache(adaptrec_home() / "score_cache.db"))
+        return DistillMethod(cfg, _teacher(recipe, backbone), ScoreCache.default())
     return Method()

@@ -12,7 +12,8 @@ import torch
 from peft import PeftModel
 
 from ...data.records import Case
-from ...scoring import Scorer, last_token_logits, tokenize
+from ...scoring.core import Scorer
+from ...scoring.logits import last_token_logits, tokenize
 from ..losses import rec_loss
 
 

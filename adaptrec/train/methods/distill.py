@@ -22,7 +22,7 @@ from ...data.records import Case
 from ...errors import ConfigError
 from ...fingerprint import Fingerprint
 from ...score_cache import ScoreCache
-from ...scoring import Scorer
+from ...scoring.core import Scorer
 from ..losses import distill_loss
 from .base import Method, StepContext, adapter_active
 

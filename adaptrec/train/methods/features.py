@@ -18,7 +18,7 @@ from ...data.records import Case
 from ...evaluation import EvalRow
 from ...metrics import compute_classification
 from ...metrics.classification import auc
-from ...scoring import Scorer
+from ...scoring.core import Scorer
 from .base import Method, adapter_active
 
 

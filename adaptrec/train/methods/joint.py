@@ -14,7 +14,7 @@ from ...data.interaction_log import get_field, read_jsonl
 from ...data.records import Case
 from ...errors import ConfigError
 from ...home import data_root
-from ...scoring import tokenize
+from ...scoring.logits import tokenize
 from ..losses import answer_pair, causal_lm_loss, listwise_loss, pairwise_loss, rec_loss
 from .base import Method, StepContext, micro_batches
 

@@ -1,4 +1,4 @@
-"""Composing registered adapters: ΔW merging through peft's `add_weighted_adapter`, and score-level mixing.
+"""Composing registered adapters: ΔW merging through peft's `add_weighted_adapter`, merging into the base.
 
 What each peft method computes (peft 0.21, `tuners/lora/model.py`; checked on a tiny model in
 tests/test_router_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scaling:
@@ -13,27 +13,31 @@ tests/test_router_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scali
   BᵢAⱼ; they need equal ranks in every module and are refused otherwise.
 * `dare_*` draw random masks: the merge runs under `torch.manual_seed(seed)`, so it is reproducible.
 
-AdaLoRA sources are first exported exactly to LoRA (`adapters.export.adalora_to_lora`). Prefix
-adapters have no ΔW: they can only be combined by score-level mixing (`mix`), which averages the
-P(yes) of each adapter, scored one adapter at a time through the one scoring path.
+AdaLoRA sources are first exported exactly to LoRA (`export.adalora_to_lora`). Prefix adapters
+have no ΔW: they can only be combined by score-level mixing (`mix`), registered as a folder holding
+only `mix.json` (`as_mix` reads it back); `scoring.variants` computes a mix's scores.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
-import numpy as np
 import torch
+from peft.tuners.lora import LoraLayer
 
-from adaptrec.adapters.attach import load_peft, peft_name, peft_type
-from adaptrec.adapters.export import adalora_to_lora
-from adaptrec.data.records import Case
+from adaptrec.atomic import atomic_dir, write_json
+from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError
+
+from .attach import attach, detach, load_peft, peft_name, peft_type
+from .export import adalora_to_lora
+from .files import MIX_FILE, MIX_TYPE, FamilyMatchWarning
 
 SEPARATE_AB_METHODS = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 SVD_METHODS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
@@ -88,49 +92,6 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
         raise CompositionError(f"mix weights must be >= 0 with a positive sum (got {list(weights)})")
 
 
-# ---------------------------------------------------------------- score-level mixing
-def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """Weighted average of per-adapter scores: (k, N) scores and k weights -> N scores."""
-    w = np.asarray(weights, dtype=float)
-    check_weights(MIX, list(w), len(component_scores))
-    return w @ np.asarray(component_scores, dtype=float) / w.sum()
-
-
-def detach(model) -> None:
-    """Undo `attach`: LoRA-style layers are removed from the backbone; prompt-learning models leave it untouched."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning:
-        model.unload()
-
-
-def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Case], mode: str = "pyes",
-                     **scorer_options) -> np.ndarray:
-    """(len(refs), len(cases)) scores, each adapter scored alone through the one scoring path.
-
-    `llm_variants` attaches types that peft cannot hold together (LoRA, AdaLoRA, prefix) in turn; everything
-    is detached after use, so the backbone is left as it was.
-    """
-    from adaptrec.evaluation import llm_variants
-    from adaptrec.scoring import backbone_scorer
-
-    rows: dict[str, np.ndarray] = {}
-    model = None
-    try:
-        for ref, key, model in llm_variants(backbone, registry, list(dict.fromkeys(refs)), include_untuned=False):
-            rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
-    finally:
-        if model is not None:
-            detach(model)
-    return np.stack([rows[registry.resolve(r).ref] for r in refs])
-
-
-def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",
-                 **scorer_options) -> np.ndarray:
-    """Score-level composition: the weighted average of each adapter's score."""
-    return mix(component_scores(backbone, registry, composition.refs, cases, mode, **scorer_options), composition.weights)
-
-
 # ---------------------------------------------------------------- ΔW merging
 @contextmanager
 def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[object, list, list[str]]]:
@@ -165,8 +126,6 @@ def _ranks(config) -> tuple[int, dict]:
 def _full_rank(model, names: Sequence[str]) -> int:
     """Σ of the sources' largest ranks, capped at the smallest targeted matrix side (ΔW's rank bound)."""
     total = sum(max([c.r, *(c.rank_pattern or {}).values()]) for c in (model.peft_config[n] for n in names))
-    from peft.tuners.lora import LoraLayer
-
     sides = [min(m.in_features, m.out_features) for m in model.modules()
              if isinstance(m, LoraLayer) and any(n in m.lora_A for n in names)]
     return min([total, *sides])
@@ -216,9 +175,6 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
 
 
 def _register_mix(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None):
-    from adaptrec.adapters.files import MIX_FILE, MIX_TYPE
-    from adaptrec.atomic import write_json
-
     records = [registry.load_verified(r, backbone.fingerprint) for r in composition.refs]
     nested = [r.ref for r in records if r.adapter_type == MIX_TYPE]
     if nested:
@@ -231,8 +187,6 @@ def _register_mix(backbone, registry, composition: Composition, *, name: str, do
 
 def as_mix(record) -> Composition | None:
     """The score-level composition a registered `mix` entry stands for; None for an adapter with weights."""
-    from adaptrec.adapters.files import MIX_TYPE
-
     if record.adapter_type != MIX_TYPE:
         return None
     config = record.adapter_config or {}
@@ -246,13 +200,6 @@ def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Pa
     adapter's 8-bit fingerprint matches only by family here. Re-quantizing the result to 8-bit is lossy:
     the merged ΔW is rounded with the base weights. `out_dir` must not exist; it is written atomically.
     """
-    import warnings
-
-    from adaptrec.adapters.attach import attach
-    from adaptrec.adapters.files import FamilyMatchWarning
-    from adaptrec.atomic import atomic_dir, write_json
-    from adaptrec.backbone import load_backbone
-
     base = load_backbone(backbone_name, quantization="none", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FamilyMatchWarning)  # expected: the adapter was made on the quantized build
@@ -268,8 +215,6 @@ def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Pa
 
 def delta_weights(model, adapter: str) -> dict[str, torch.Tensor]:
     """ΔW of every module `adapter` touches (scaling included), keyed by module name."""
-    from peft.tuners.lora import LoraLayer
-
     return {name: m.get_delta_weight(adapter).detach() for name, m in model.named_modules()
             if isinstance(m, LoraLayer) and adapter in m.lora_A}
 
@@ -282,23 +227,3 @@ def parse_weights(text: str | None, n: int) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
         raise CompositionError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
-
-
-def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
-    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
-    from adaptrec.errors import RegistryError
-
-    items = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
-    if not items:
-        raise CompositionError("--from needs at least one adapter ref or domain, e.g. arts-lora,office-lora")
-    refs = []
-    for item in items:
-        try:
-            refs.append(registry.resolve(item).ref)
-        except RegistryError:
-            promoted = registry.promoted(item)
-            if promoted is None:
-                raise CompositionError(f"{item!r} is neither a registered adapter nor a domain with a promoted adapter; "
-                                       "see `adaptrec registry list`") from None
-            refs.append(promoted.ref)
-    return tuple(refs)

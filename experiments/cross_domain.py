@@ -1,4 +1,4 @@
-"""The cross-domain transfer experiment (issue 5): Amazon Arts↔Office, source → target, rows a–f.
+"""The cross-domain transfer experiment: Amazon Arts↔Office, source → target, rows a–f.
 
 Per direction, a seeded subset of target-domain test users is ranked over 1 held-out item + N sampled
 negatives (`evaluation.rank_lists`). Rows: (a) the untuned backbone, (b) like-ratio / popularity,
@@ -8,27 +8,55 @@ adapter composed with CMA-ES weights learned on the SAME target shots (`cat`, `t
 `composed`; `mix` at score level), (f) the cold slice (`:cold`, target history hidden): untuned, the
 target adapter alone, and the router's cold-start decision with the composition of lowest search loss.
 
-Every LLM score is an answer-logit row in the SQLite score cache (same keys as `scoring.Scorer`); the
-forwards run through `serve.prefix_cache.PrefixRanker` (one history prefix per user and adapter). The
-result is a JSON document; `render` turns it into docs/cross_domain.md and is a pure function of it.
+Every LLM score comes from `Scorer.score_lists` on the shared-prefix path (one history prefix per user
+and adapter) through the SQLite score cache. The result is a JSON document; `render` turns it into
+docs/cross_domain.md and is a pure function of it.
+
+    python experiments/cross_domain.py --users 200 --negatives 19      # writes the JSON, then the page
+    python experiments/cross_domain.py --render-only                   # re-renders the page from the JSON
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import shlex
+import sys
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .data.candidates import candidate_cases
-from .data.prompts import render_prompt, shared_history
-from .data.records import Case
-from .errors import AdaptrecError
-from .metrics import bootstrap_ci, compute_ranking
-from .metrics.bootstrap import BootstrapCI
-from .score_cache import ScoreCache
+from adaptrec.adapters.attach import attach, detach, weights_key
+from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
+from adaptrec.atomic import write_json, write_text
+from adaptrec.backbone import environment_summary, load_backbone
+from adaptrec.baselines import BASELINES
+from adaptrec.config import load_recipe
+from adaptrec.data.candidates import candidate_cases
+from adaptrec.data.records import Case
+from adaptrec.data.spec import load_spec
+from adaptrec.errors import AdaptrecError
+from adaptrec.evaluation import rank_lists
+from adaptrec.metrics import bootstrap_ci, compute_ranking
+from adaptrec.metrics.bootstrap import BootstrapCI
+from adaptrec.metrics.ranking import user_auc
+from adaptrec.registry import Registry
+from adaptrec.router.policy import route
+from adaptrec.router.weights import DEFAULT_L1, MAX_SHOTS, search_composition
+from adaptrec.score_cache import ScoreCache
+from adaptrec.scoring.core import backbone_scorer
+from adaptrec.scoring.logits import to_scores
+from adaptrec.scoring.variants import mix
+from adaptrec.train.recipe import train_or_reuse, training_cases
+
+from report import banner, cell, table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS_JSON = HERE / "results" / "cross_domain.json"  # the page's source (its banner names this file)
+BASE = "__base__"  # the untuned backbone's ref in rows and plans
 
 DOMAINS = ("arts", "office")
 RANK_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10")
@@ -78,9 +106,6 @@ def parse_directions(text: str) -> tuple[tuple[str, str], ...]:
 
 def check_config(cfg: TransferConfig) -> None:
     """Refuse options the experiment cannot run, before anything is loaded."""
-    from .router.compose import METHODS
-    from .router.weights import MAX_SHOTS
-
     if not cfg.shots or min(cfg.shots) < 1:
         raise TransferError(f"--shots {cfg.shots}: give positive shot counts, e.g. 16,32")
     if max(cfg.shots) > MAX_SHOTS:
@@ -96,8 +121,6 @@ def check_config(cfg: TransferConfig) -> None:
 # ---------------------------------------------------------------- adapters (train / reuse / compose)
 def recipe_overrides(cfg: TransferConfig, recipe_name: str, shots: int | None) -> list[str]:
     """`--set` overrides of a recipe: backbone (when it differs), step budget, shots (+ a matching name)."""
-    from .config import load_recipe
-
     base, _ = load_recipe(recipe_name)
     sets = []
     if base.backbone.name != cfg.backbone:
@@ -114,9 +137,6 @@ def recipe_overrides(cfg: TransferConfig, recipe_name: str, shots: int | None) -
 
 def target_shots(recipe_name: str, sets: Sequence[str]) -> tuple[str, list[Case]]:
     """The target recipe's data SPEC and the exact few-shot draw `run_recipe` trains on."""
-    from .config import load_recipe
-    from .train.recipe import training_cases
-
     recipe, _ = load_recipe(recipe_name, list(sets))
     return recipe.data.train, training_cases(recipe)
 
@@ -143,9 +163,6 @@ class Composed:
 def composition(bb, registry, cache, cfg: TransferConfig, refs: tuple[str, str], target: str,
                 data: str, shots: list[Case], method: str, log: Log) -> Composed:
     """Source + target composed by `method`, weights searched on `shots`; ΔW ones registered (or reused)."""
-    from .router.compose import MIX, compose
-    from .router.weights import DEFAULT_L1, search_composition
-
     search = {"data": data, "shots": len(shots), "budget": cfg.search_budget, "l1": DEFAULT_L1, "seed": cfg.seed}
     name = f"{refs[0].split(':')[0]}+{refs[1].split(':')[0]}-{method}".replace("_", "-")
     if method != MIX:
@@ -179,8 +196,6 @@ class Plan:
 
 def prepare(bb, registry, cache, cfg: TransferConfig, source: str, target: str, log: Log) -> Plan:
     """Train or reuse (c) and (d), then search and register (e)."""
-    from .train.recipe import train_or_reuse
-
     log(f"[{source}→{target}] adapters")
     fp = bb.fingerprint
     src = train_or_reuse(registry, fp, f"{source}-lora", recipe_overrides(cfg, f"{source}-lora", None), log).ref
@@ -193,65 +208,39 @@ def prepare(bb, registry, cache, cfg: TransferConfig, source: str, target: str, 
 
 
 # ---------------------------------------------------------------- scoring candidate lists
-class ListScorer:
-    """Answer logits of candidate lists under one adapter (or `BASE`): the score cache first, shared-prefix
-    forwards (`PrefixRanker`) for the rest; each user's candidates share one history (`shared_history`)."""
+class ListScores:
+    """P(yes) of candidate lists under registered adapters (or `BASE`), through `Scorer.score_lists` on the
+    shared-prefix path with the score cache; each user's candidates share one history."""
 
     def __init__(self, bb, registry, cache: ScoreCache, cfg: TransferConfig):
-        from .serve.engine import Engine, Limits
-        from .serve.prefix_cache import PrefixRanker
-
-        big = 10**9  # the prompts are fitted by `shared_history`, not refused
-        self.engine = Engine(bb, registry, template=cfg.template, batch_size=cfg.batch_size, limits=Limits(big, big))
-        self.ranker = PrefixRanker(self.engine)
-        self.template, self.max_prompt_tokens = cfg.template, cfg.max_prompt_tokens
-        self.bb, self.registry, self.cache = bb, registry, cache
+        self.bb, self.registry, self.cache, self.cfg = bb, registry, cache, cfg
         self.fresh = self.cached = 0
 
-    def model_key(self, ref: str) -> str:
-        from .adapters.attach import weights_key
-        from .serve.engine import BASE
-
-        key = "base" if ref == BASE else weights_key(self.registry.resolve(ref).path)
-        return f"{self.bb.score_key}:{key}"
-
-    def logits(self, ref: str, lists: Sequence[Sequence[Case]], desc: str) -> np.ndarray:
+    def logits(self, ref: str, lists: Sequence[Sequence[Case]]) -> np.ndarray:
         """(users, candidates, 3) answer logits; each user's list is cached as soon as it is scored."""
-        model_key, out = self.model_key(ref), []
-        for cases in tqdm(lists, desc=desc, unit="user", leave=False):
-            shared = shared_history(cases, self.template, self.bb.tokenizer, self.max_prompt_tokens)
-            prompts = [render_prompt(c, self.template, self.bb.tokenizer) for c in shared]  # already fitted
-            keys = [ScoreCache.key(model_key, p) for p in prompts]
-            found = self.cache.get_many(keys)
-            if len(found) == len(keys):
-                self.cached += len(keys)
-                out.append(np.stack([found[k] for k in keys]))
-                continue
-            rows = self.ranker.logits(ref, prompts)
-            self.cache.put_many(dict(zip(keys, rows)))
-            self.fresh += len(keys)
-            out.append(rows)
-        return np.stack(out)
+        if ref == BASE:
+            return self._run(self.bb.model, "base", lists)
+        model, (record,) = attach(self.bb, self.registry, [ref])
+        try:
+            return self._run(model, weights_key(record.path), lists)
+        finally:
+            detach(model)
 
-    def scores(self, refs: Sequence[str], weights: Sequence[float], lists, desc: str) -> np.ndarray:
+    def _run(self, model, key: str, lists: Sequence[Sequence[Case]]) -> np.ndarray:
+        cfg = self.cfg
+        scorer = backbone_scorer(self.bb, model, key, template=cfg.template, max_prompt_tokens=cfg.max_prompt_tokens,
+                                 batch_size=cfg.batch_size, cache=self.cache)
+        rows = np.stack(scorer.list_logits(lists, shared_prefix=True))
+        self.fresh, self.cached = self.fresh + scorer.fresh, self.cached + scorer.cached
+        return rows
+
+    def scores(self, refs: Sequence[str], weights: Sequence[float], lists) -> np.ndarray:
         """(users, candidates) P(yes), a score-level mix when several refs are given."""
-        from .router.compose import mix
-        from .scoring import to_scores
-
-        parts = [to_scores(self.logits(r, lists, desc).reshape(-1, 3)) for r in refs]
+        parts = [to_scores(self.logits(r, lists).reshape(-1, 3)) for r in refs]
         return mix(np.stack(parts), weights).reshape(len(lists), -1) if len(refs) > 1 else parts[0].reshape(len(lists), -1)
 
 
 # ---------------------------------------------------------------- metrics
-def user_auc(rows: np.ndarray, target_idx: np.ndarray) -> np.ndarray:
-    """Per-user AUC of the positive against its negatives: share of negatives scored below it, ties half."""
-    pos = rows[np.arange(len(rows)), target_idx][:, None]
-    mask = np.ones_like(rows, dtype=bool)
-    mask[np.arange(len(rows)), target_idx] = False
-    below = ((rows < pos) + 0.5 * (rows == pos)) * mask
-    return below.sum(axis=1) / mask.sum(axis=1)
-
-
 def metrics(rows: np.ndarray, target_idx: np.ndarray, seed: int) -> dict[str, dict]:
     """AUC, HR@1/5/10, NDCG@10 with 95% bootstrap CIs over users."""
     per_user = user_auc(rows, target_idx)
@@ -269,9 +258,6 @@ def _row(role: str, group: str, name: str, rows: np.ndarray, target_idx: np.ndar
 # ---------------------------------------------------------------- one direction
 def _slices(cfg: TransferConfig, target: str):
     """(warm positives, cold positives of the same users, candidate lists, catalogues, popularity)."""
-    from .data.spec import load_spec
-    from .evaluation import rank_lists
-
     warm = load_spec(f"amazon:{target}:test", seed=cfg.seed)
     cold = {(c.user_id, c.target_id): c for c in load_spec(f"amazon:{target}:test:cold", seed=cfg.seed).cases
             if c.label == 1 and "negative_of" not in c.meta}
@@ -281,9 +267,6 @@ def _slices(cfg: TransferConfig, target: str):
 
 def _cold_decision(registry, bb, plan: Plan, cold_cases: Sequence[Case]):
     """The router's decision for the cold users: the composition of lowest search loss, the target adapter otherwise."""
-    from .router.compose import MIX, Composition
-    from .router.policy import route
-
     best = min(plan.compositions, key=lambda c: c.loss)
     cold = Composition(best.refs, MIX, best.weights) if best.method == MIX else Composition((best.ref,), best.method, (1.0,))
     target = registry.resolve(plan.target_refs[max(plan.target_refs)])
@@ -294,11 +277,8 @@ def _cold_decision(registry, bb, plan: Plan, cold_cases: Sequence[Case]):
     return best, decision
 
 
-def evaluate(scorer: ListScorer, registry, cfg: TransferConfig, plan: Plan, log: Log) -> dict:
+def evaluate(scorer: ListScores, registry, cfg: TransferConfig, plan: Plan, log: Log) -> dict:
     """Rows a–f of one direction, with the routing decision."""
-    from .baselines import BASELINES
-    from .serve.engine import BASE
-
     source, target = plan.source, plan.target
     log(f"[{source}→{target}] ranking {cfg.users} {target} users × {cfg.negatives + 1} candidates")
     positives, cold_cases, lists, warm = _slices(cfg, target)
@@ -310,7 +290,8 @@ def evaluate(scorer: ListScorer, registry, cfg: TransferConfig, plan: Plan, log:
     n, seed = len(lists), cfg.seed
 
     def llm(refs, weights, slice_lists, what):
-        return scorer.scores(refs, weights, slice_lists, f"{source}→{target} {what}")
+        log(f"  scoring {what}")
+        return scorer.scores(refs, weights, slice_lists)
 
     rows = [_row("untuned", "a", "backbone (untuned)", llm([BASE], [1.0], warm_lists, "untuned"), idx, seed)]
     rows += [_row(f"baseline:{name}", "b", name, fn(flat, warm.item_popularity).reshape(n, -1), idx, seed)
@@ -347,15 +328,11 @@ def evaluate(scorer: ListScorer, registry, cfg: TransferConfig, plan: Plan, log:
 # ---------------------------------------------------------------- the whole experiment
 def run_transfer(cfg: TransferConfig, command: str, log: Log = print) -> dict:
     """Train/reuse, compose and score every direction; returns the JSON document `render` reads."""
-    from .backbone import environment_summary, load_backbone
-    from .home import adaptrec_home
-    from .registry import Registry
-
     check_config(cfg)
     bb = load_backbone(cfg.backbone, cfg.quantization)
-    registry, cache = Registry(), ScoreCache(adaptrec_home() / "score_cache.db")
+    registry, cache = Registry(), ScoreCache.default()
     plans = [prepare(bb, registry, cache, cfg, s, t, log) for s, t in cfg.directions]
-    scorer = ListScorer(bb, registry, cache, cfg)  # after every attach/detach: the engine keeps its PeftModel
+    scorer = ListScores(bb, registry, cache, cfg)
     directions = [evaluate(scorer, registry, cfg, plan, log) for plan in plans]
     protocol = {**asdict(cfg), "directions": [list(d) for d in cfg.directions], "environment": environment_summary(),
                 "base_model": bb.fingerprint.base_model, "score_key": bb.score_key, "command": command,
@@ -404,12 +381,8 @@ def verdicts(direction: dict) -> list[str]:
 
 
 def _table(direction: dict) -> list[str]:
-    head = "| | row | " + " | ".join(METRICS) + " |"
-    lines = [head, "|---|---|" + "---:|" * len(METRICS)]
-    for r in direction["rows"]:
-        cells = [f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" for m in (r["metrics"][x] for x in METRICS)]
-        lines.append(f"| {r['group']} | {r['name']} | " + " | ".join(cells) + " |")
-    return lines
+    rows = [[r["group"], r["name"], *(cell(r["metrics"][m]) for m in METRICS)] for r in direction["rows"]]
+    return table(["", "row", *METRICS], "ll" + "r" * len(METRICS), rows)
 
 
 def render(doc: dict) -> str:
@@ -420,7 +393,7 @@ def render(doc: dict) -> str:
                                                          if r["group"] != "b") for d in doc["directions"])
     lines = [
         "# Cross-domain transfer: Amazon Arts ↔ Office", "",
-        "Generated by `adaptrec eval-transfer` from its JSON (re-render with `--render-only`); do not edit by hand.", "",
+        banner("python experiments/cross_domain.py --render-only", [RESULTS_JSON]), "",
         "## Protocol", "",
         f"* Data: target-domain test users (`amazon:<target>:test`), a seeded subset of {p['users']} (seed {p['seed']}), "
         f"each ranking 1 held-out item + {p['negatives']} sampled negatives (never items the user touched; "
@@ -446,7 +419,7 @@ def render(doc: dict) -> str:
 
 
 def command_line(argv: Sequence[str]) -> str:
-    return "adaptrec " + shlex.join(list(argv))
+    return "python experiments/cross_domain.py " + shlex.join(list(argv))
 
 
 def check_rows(doc: dict) -> None:
@@ -457,3 +430,63 @@ def check_rows(doc: dict) -> None:
         if need - roles:
             raise TransferError(f"{d['source']}→{d['target']}: the JSON lacks rows {', '.join(sorted(need - roles))}")
 
+
+# ---------------------------------------------------------------- command line
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--directions", default="arts:office,office:arts", help="SOURCE:TARGET pairs, comma-separated")
+    ap.add_argument("--users", type=int, default=200, help="seeded subset of target-domain test users")
+    ap.add_argument("--negatives", type=int, default=19, help="sampled negatives per held-out item")
+    ap.add_argument("--shots", default="16,32", help="few-shot target adapters; the largest (<= 32) feeds the weight search")
+    ap.add_argument("--steps", type=int, default=None, help="training.max_steps of every trained adapter (default: the recipes')")
+    ap.add_argument("--search-budget", type=int, default=20, help="CMA-ES loss evaluations per composition")
+    ap.add_argument("--methods", default="cat,ties_svd,mix", help="composition methods")
+    ap.add_argument("--max-prompt-tokens", type=int, default=320, help="prompts drop their oldest history beyond this")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override key=value (repeatable)")
+    ap.add_argument("--batch-size", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "cross_domain.md", help="the rendered report")
+    ap.add_argument("--json-out", type=Path, default=RESULTS_JSON)
+    ap.add_argument("--render-only", action="store_true", help="re-render --out from --json-out; score nothing")
+    ap.add_argument("--backbone", default="embedded:smollm2")
+    ap.add_argument("-q", "--quantization", default="8bit")
+    return ap.parse_args(list(argv))
+
+
+def config_from(args: argparse.Namespace) -> TransferConfig:
+    """The experiment's settings from parsed options, refused (TransferError) before anything loads."""
+    try:
+        shots = tuple(int(x) for x in args.shots.split(","))
+    except ValueError:
+        raise TransferError(f"--shots {args.shots!r}: expected comma-separated integers, e.g. 16,32") from None
+    cfg = TransferConfig(parse_directions(args.directions), args.users, args.negatives, shots, args.steps,
+                         args.search_budget, args.max_prompt_tokens, args.seed,
+                         tuple(m.strip() for m in args.methods.split(",") if m.strip()), args.backbone,
+                         args.quantization, tuple(args.sets), args.batch_size)
+    check_config(cfg)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run (or re-render) the experiment; a bad option is one `error:` line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        if args.render_only:
+            if not args.json_out.is_file():
+                raise TransferError(f"--render-only: no {args.json_out}; run without it first")
+            doc = json.loads(args.json_out.read_text())
+        else:
+            doc = run_transfer(config_from(args), command_line(argv))
+            write_json(args.json_out, doc)
+        check_rows(doc)
+    except AdaptrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_text(args.out, render(doc))
+    print(f"re-rendered {args.out} from {args.json_out}" if args.render_only else f"wrote {args.out} and {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

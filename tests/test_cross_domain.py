@@ -1,4 +1,4 @@
-"""`adaptrec eval-transfer` on the tiny Llama and a synthetic Amazon Arts↔Office folder."""
+"""experiments/cross_domain.py on the tiny Llama and a synthetic Amazon Arts↔Office folder."""
 
 from __future__ import annotations
 
@@ -8,8 +8,23 @@ import numpy as np
 import pytest
 from transformers import LlamaForCausalLM
 
-from adaptrec.transfer import render, user_auc, verdicts
-from cli_runner import run_cli
+from adaptrec.metrics.ranking import user_auc
+from adaptrec.registry import Registry
+from adaptrec.score_cache import ScoreCache
+from adaptrec.scoring.core import backbone_scorer
+from adaptrec.scoring.variants import component_scores
+from experiment_modules import cross_domain
+from router_helpers import fresh_backbone, register_random
+from serve_helpers import candidates, user_case
+
+render, verdicts = cross_domain.render, cross_domain.verdicts
+
+
+def run_experiment(capsys, *argv: str) -> tuple[int, str, str]:
+    """`python experiments/cross_domain.py ARGV` in-process: (exit status, stdout, stderr)."""
+    code = cross_domain.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 ROLES = ["untuned", "baseline:like_ratio", "baseline:popularity", "source", "target:4", "target:8",
          "composed:cat", "composed:ties_svd", "composed:mix", "cold:untuned", "cold:target", "cold:target-only", "cold:routed"]
@@ -44,14 +59,14 @@ def args(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTREC_DATA", str(tmp_path / "data"))
     sets = ["data.shots=8", "training.val_limit=4", "training.eval_every=1", "training.batch_size=4",
             "training.grad_accum=1", "evaluation.limit=4", "data.max_prompt_tokens=128"]
-    return ["eval-transfer", "--directions", "arts:office", "--users", "4", "--negatives", "3", "--shots", "4,8",
+    return ["--directions", "arts:office", "--users", "4", "--negatives", "3", "--shots", "4,8",
             "--steps", "1", "--search-budget", "3", "--max-prompt-tokens", "128", "--backbone", str(tiny_model_dir),
             "-q", "none", "--out", str(tmp_path / "cd.md"), "--json-out", str(tmp_path / "cd.json"),
             *[x for s in sets for x in ("--set", s)]]
 
 
 def test_rows_resume_and_render(monkeypatch, capsys, args, tmp_path):
-    code, out, err = run_cli(monkeypatch, capsys, *args)
+    code, out, err = run_experiment(capsys, *args)
     assert code == 0, err
     doc = json.loads((tmp_path / "cd.json").read_text())
     (d,) = doc["directions"]
@@ -59,13 +74,13 @@ def test_rows_resume_and_render(monkeypatch, capsys, args, tmp_path):
     assert d["routing"]["mode"] == "cold" and "cold start" in d["routing"]["reason"]
     assert all(r["metrics"]["auc"]["n"] == 4 for r in d["rows"]) and doc["prompts"]["fresh"] > 0
     page = (tmp_path / "cd.md").read_text()
-    assert page == render(doc) and "## arts → office" in page and "adaptrec eval-transfer --directions" in page
+    assert page == render(doc) and "## arts → office" in page and "python experiments/cross_domain.py --directions" in page
     assert "training arts-lora" in out and "registered arts-lora+office-lora-8shot-cat:1" in out
 
     calls = []
     real = LlamaForCausalLM.forward
     monkeypatch.setattr(LlamaForCausalLM, "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
-    code, out, err = run_cli(monkeypatch, capsys, *args)
+    code, out, err = run_experiment(capsys, *args)
     assert code == 0, err
     again = json.loads((tmp_path / "cd.json").read_text())
     assert calls == [] and again["prompts"]["fresh"] == 0  # adapters reused, every score read from the cache
@@ -73,7 +88,7 @@ def test_rows_resume_and_render(monkeypatch, capsys, args, tmp_path):
     assert again["directions"] == doc["directions"]
 
     (tmp_path / "cd.md").write_text("stale")
-    code, out, _ = run_cli(monkeypatch, capsys, *args, "--render-only")
+    code, out, _ = run_experiment(capsys, *args, "--render-only")
     assert code == 0 and (tmp_path / "cd.md").read_text() == page
 
 
@@ -111,23 +126,14 @@ def test_user_auc_counts_ties_half():
     (["--shots", "a"], "comma-separated integers"),
     (["--methods", "cat,nope"], "--methods"),
 ])
-def test_bad_input_is_one_line(monkeypatch, capsys, extra, needle):
-    code, _, err = run_cli(monkeypatch, capsys, "eval-transfer", *extra)
+def test_bad_input_is_one_line(capsys, extra, needle):
+    code, _, err = run_experiment(capsys, *extra)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err
 
 
-def test_list_scorer_matches_the_scoring_path_and_caches(tiny_model_dir, tmp_path):
+def test_list_scores_match_the_full_prompt_path_and_cache(tiny_model_dir, tmp_path):
     """Untuned and LoRA rows through the shared prefix equal `Scorer`'s full prompts; a second pass is all cache."""
-    from adaptrec.registry import Registry
-    from adaptrec.router.compose import component_scores
-    from adaptrec.score_cache import ScoreCache
-    from adaptrec.scoring import backbone_scorer
-    from adaptrec.serve.engine import BASE
-    from adaptrec.transfer import ListScorer, TransferConfig
-    from router_helpers import fresh_backbone, register_random
-    from serve_helpers import candidates, user_case
-
     registry = Registry()
     register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 4}, seed=1, std=0.6)
     lists = [candidates(user_case(6), 5), candidates(user_case(3), 5)]
@@ -135,14 +141,13 @@ def test_list_scorer_matches_the_scoring_path_and_caches(tiny_model_dir, tmp_pat
     bb = fresh_backbone(tiny_model_dir)
     plain_base = backbone_scorer(bb, progress=False, max_prompt_tokens=320).score(flat)
     plain_lora = component_scores(bb, registry, ["arts-lora"], flat, progress=False, max_prompt_tokens=320)[0]
-    scorer = ListScorer(bb, registry, ScoreCache(tmp_path / "c.db"), TransferConfig(batch_size=3))
-    np.testing.assert_allclose(scorer.scores([BASE], [1.0], lists, "t").ravel(), plain_base, atol=1e-4)
-    np.testing.assert_allclose(scorer.scores(["arts-lora"], [1.0], lists, "t").ravel(), plain_lora, atol=1e-4)
-    assert np.ptp(plain_lora) > 1e-4 and scorer.fresh == 20 and scorer.ranker.prefix_runs == 4
-    scorer.scores(["arts-lora", BASE], [0.5, 0.5], lists, "t")
-    assert scorer.fresh == 20 and scorer.cached == 20
-    scorer.cache = ScoreCache(tmp_path / "c2.db")  # untuned again, now through the LoRA model's `__base__` rows
-    np.testing.assert_allclose(scorer.scores([BASE], [1.0], lists, "t").ravel(), plain_base, atol=1e-4)
+    scores = cross_domain.ListScores(bb, registry, ScoreCache(tmp_path / "c.db"), cross_domain.TransferConfig(batch_size=3))
+    base = cross_domain.BASE
+    np.testing.assert_allclose(scores.scores([base], [1.0], lists).ravel(), plain_base, atol=1e-4)
+    np.testing.assert_allclose(scores.scores(["arts-lora"], [1.0], lists).ravel(), plain_lora, atol=1e-4)
+    assert np.ptp(plain_lora) > 1e-4 and scores.fresh == 20
+    scores.scores(["arts-lora", base], [0.5, 0.5], lists)
+    assert scores.fresh == 20 and scores.cached == 20
 
 
 def test_verdict_compares_the_best_llm_row_with_the_best_baseline():

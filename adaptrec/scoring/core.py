@@ -1,0 +1,130 @@
+"""The one scoring path (eval, experiments, router, serving): prompts -> answer logits -> P(yes), batched and cached."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from adaptrec.data.prompts import render_prompt, shared_history
+from adaptrec.data.records import Case
+from adaptrec.score_cache import ScoreCache
+
+from .logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, pad_ids, to_scores
+from .prefix import PrefixRanker
+
+
+@dataclass
+class Scorer:
+    """Scores cases with `model` (a backbone, or a peft model with its adapter active)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    model_key: str
+    template: str = "tallrec"
+    max_prompt_tokens: int | None = 1024
+    batch_size: int = 8
+    cache: ScoreCache | None = None
+    progress: bool = True
+    last_throughput: float = field(default=0.0, init=False)  # prompts/s of the last uncached forward work
+    fresh: int = field(default=0, init=False)  # prompts scored by a forward so far
+    cached: int = field(default=0, init=False)  # prompts read from the cache so far
+
+    def __post_init__(self) -> None:
+        self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
+
+    def prompts(self, cases: Sequence[Case]) -> list[str]:
+        return [render_prompt(c, self.template, self.tokenizer, self.max_prompt_tokens) for c in cases]
+
+    def logits_for_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """(N, 3) answer logits; cached rows are read, the rest run in length-sorted batches."""
+        self.last_throughput = 0.0
+        keys = [ScoreCache.key(self.model_key, p) for p in prompts]
+        out = np.full((len(prompts), 3), np.nan)
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        todo = [i for i, k in enumerate(keys) if k not in cached]
+        for i, k in enumerate(keys):
+            if k in cached:
+                out[i] = cached[k]
+        self.cached += len(keys) - len(todo)
+        self.fresh += len(todo)
+        if not todo:
+            return out
+        special = self.template != "chat"  # a rendered chat template already holds its special tokens
+        ids = dict(zip(todo, self.tokenizer([prompts[i] for i in todo], add_special_tokens=special).input_ids))
+        todo.sort(key=lambda i: len(ids[i]))  # length-sorted batches waste little on padding
+        device = next(self.model.parameters()).device
+        start = time.perf_counter()
+        with torch.inference_mode(), tqdm(total=len(todo), desc="scoring", unit="prompt", disable=not self.progress) as bar:
+            for b in range(0, len(todo), self.batch_size):
+                idx = todo[b : b + self.batch_size]
+                batch = pad_ids(self.tokenizer, [ids[i] for i in idx], device)
+                rows = answer_logits(last_token_logits(self.model, batch), self.yes_id, self.no_id).cpu().numpy()
+                out[idx] = rows
+                if self.cache is not None:
+                    self.cache.put_many({keys[i]: r for i, r in zip(idx, rows)})
+                bar.update(len(idx))
+        self.last_throughput = len(todo) / max(time.perf_counter() - start, 1e-9)
+        return out
+
+    def score(self, cases: Sequence[Case], mode: ScoreMode = "pyes") -> np.ndarray:
+        """One score per case (higher = more likely "Yes.")."""
+        return to_scores(self.logits_for_prompts(self.prompts(cases)), mode)
+
+    def list_prompts(self, lists: Sequence[Sequence[Case]]) -> list[list[str]]:
+        """Each user's candidate prompts, sharing one history fitted to `max_prompt_tokens` (`shared_history`)."""
+        return [[render_prompt(c, self.template, self.tokenizer)  # fitted already: no second truncation
+                 for c in shared_history(cases, self.template, self.tokenizer, self.max_prompt_tokens)]
+                for cases in lists]
+
+    def list_logits(self, lists: Sequence[Sequence[Case]], shared_prefix: bool = False) -> list[np.ndarray]:
+        """(C, 3) answer logits per candidate list. `shared_prefix`: a list not wholly cached runs through
+        `PrefixRanker` (its history once, then the candidates' suffixes); cached rows are kept, never overwritten."""
+        prompts = self.list_prompts(lists)
+        if not shared_prefix or not self._prefix_capable():
+            flat = self.logits_for_prompts([p for ps in prompts for p in ps])
+            return np.split(flat, np.cumsum([len(ps) for ps in prompts])[:-1])
+        out = []
+        for ps in tqdm(prompts, desc="scoring", unit="user", leave=False, disable=not self.progress):
+            keys = [ScoreCache.key(self.model_key, p) for p in ps]
+            found = self.cache.get_many(keys) if self.cache is not None else {}
+            ids, n = self.ranker.split(ps) if len(found) < len(keys) else ([], 0)
+            if len(found) < len(keys) and n == 0:  # nothing shared: the plain path (it caches and counts)
+                out.append(self.logits_for_prompts(ps))
+                continue
+            self.cached += len(found)
+            if len(found) < len(keys):
+                fresh = {k: r for k, r in zip(keys, self.ranker.logits(self.model, self.model_key, ids, n))
+                         if k not in found}
+                if self.cache is not None:
+                    self.cache.put_many(fresh)
+                self.fresh += len(fresh)
+                found = {**fresh, **found}
+            out.append(np.stack([found[k] for k in keys]))
+        return out
+
+    def score_lists(self, lists: Sequence[Sequence[Case]], mode: ScoreMode = "pyes", shared_prefix: bool = False
+                    ) -> list[np.ndarray]:
+        """One score per candidate of each list (see `list_logits`)."""
+        return [to_scores(rows, mode) for rows in self.list_logits(lists, shared_prefix)]
+
+    @functools.cached_property
+    def ranker(self) -> PrefixRanker:
+        """The shared-prefix ranker over this scorer's model (built on first use)."""
+        return PrefixRanker(self.tokenizer, self.batch_size, self.template != "chat")
+
+    def _prefix_capable(self) -> bool:
+        """False when a prompt-learning adapter (prefix tuning) is active: its virtual tokens own the KV cache."""
+        config = getattr(self.model, "active_peft_config", None)
+        return not getattr(config, "is_prompt_learning", False)
+
+
+def backbone_scorer(backbone, model: torch.nn.Module | None = None, adapter_key: str = "base", **options) -> Scorer:
+    """A Scorer for `backbone` (or `model`, a peft model over it); cache key = backbone score key + adapter key."""
+    return Scorer(model if model is not None else backbone.model, backbone.tokenizer,
+                  f"{backbone.score_key}:{adapter_key}", **options)

@@ -1,0 +1,99 @@
+"""Shared-prefix ranking: one user's C candidate prompts share their history; run it once, score only the suffixes.
+
+The split is by token index: the prompts are tokenized whole and the prefix is their longest common
+token run (at least one token left to each suffix), so a tokenizer merging across the boundary can
+never change a prompt. The prefix's `DynamicCache` is kept per (model key, prefix tokens) in a small
+LRU; transformers appends to a cache in place, so each suffix batch runs on a deep copy expanded to
+its batch size. Suffixes are left-padded: the attention mask is [prefix ones | suffix mask] and the
+suffix position ids continue from the prefix length, ignoring padding (as `logits.tokenize` does).
+Prefix-tuned adapters (virtual tokens in their own cache) cannot use it: callers take the plain path.
+Used by `Scorer.score_lists` (evaluation, experiments) and by the serving engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from adaptrec.compat import CACHE_KEY
+
+from .logits import answer_logits, answer_token_ids
+
+RowsContext = Callable[[int], AbstractContextManager]  # n rows -> a context the model's forward runs in
+
+
+def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix, leaving at least one token in every sequence."""
+    limit = min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == ids[0][n] for x in ids):
+        n += 1
+    return n
+
+
+def no_rows(n: int) -> AbstractContextManager:
+    """The default `RowsContext`: the model's active adapter serves every row."""
+    return nullcontext()
+
+
+class PrefixRanker:
+    """Scores many prompts sharing a prefix under one model, reusing the prefix's KV cache."""
+
+    def __init__(self, tokenizer, batch_size: int = 8, special: bool = True, max_cached: int = 32):
+        self.tokenizer, self.batch_size, self.special, self.max_cached = tokenizer, batch_size, special, max_cached
+        self.yes_id, self.no_id = answer_token_ids(tokenizer)
+        self._caches: OrderedDict[tuple[str, str], DynamicCache] = OrderedDict()
+        self.prefix_runs = 0  # prefix forwards actually run (cache misses)
+
+    def split(self, prompts: Sequence[str]) -> tuple[list[list[int]], int]:
+        """The prompts' token ids and their shared prefix length (0: nothing to share, take the plain path)."""
+        ids = [self.tokenizer(p, add_special_tokens=self.special).input_ids for p in prompts]
+        return ids, common_prefix_length(ids) if len(ids) > 1 else 0
+
+    def logits(self, model: torch.nn.Module, key: str, ids: Sequence[Sequence[int]], n: int,
+               rows: RowsContext = no_rows) -> np.ndarray:
+        """(N, 3) answer logits of token ids sharing their first `n` tokens, under `model` (cached as `key`)."""
+        cache = self._prefix_cache(model, key, list(ids[0][:n]), rows)
+        out = np.empty((len(ids), 3))
+        with torch.inference_mode():
+            for b in range(0, len(ids), self.batch_size):
+                chunk = ids[b : b + self.batch_size]
+                out[b : b + len(chunk)] = self._suffixes(model, cache, n, [list(x[n:]) for x in chunk], rows)
+        return out
+
+    def _prefix_cache(self, model: torch.nn.Module, key: str, prefix: list[int], rows: RowsContext) -> DynamicCache:
+        entry = (key, hashlib.sha256(np.asarray(prefix, dtype=np.int64).tobytes()).hexdigest())
+        if entry in self._caches:
+            self._caches.move_to_end(entry)
+            return self._caches[entry]
+        device = next(model.parameters()).device
+        with torch.inference_mode(), rows(1):
+            out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+        self.prefix_runs += 1
+        self._caches[entry] = cache = getattr(out, CACHE_KEY)
+        while len(self._caches) > self.max_cached:
+            self._caches.popitem(last=False)
+        return cache
+
+    def _suffixes(self, model: torch.nn.Module, prefix_cache: DynamicCache, n: int, suffixes: list[list[int]],
+                  rows: RowsContext) -> np.ndarray:
+        device = next(model.parameters()).device
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=device)
+        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+        mask = torch.cat([torch.ones(len(suffixes), n, dtype=suffix_mask.dtype, device=device), suffix_mask], dim=-1)
+        positions = n + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(suffixes))
+        with rows(len(suffixes)):
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                           use_cache=True, logits_to_keep=1, **{CACHE_KEY: cache}).logits[:, -1, :].float()
+        return answer_logits(logits, self.yes_id, self.no_id).cpu().numpy()

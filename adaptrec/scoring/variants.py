@@ -1,0 +1,72 @@
+"""Which model scores each registered adapter, and score-level mixes of several adapters.
+
+One peft model holds one adapter type (LoRA, AdaLoRA or prefix tuning), so `llm_variants` attaches
+registered adapters one type at a time; a `mix` averages the P(yes) its sources give, each scored
+alone through `Scorer`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from adaptrec.adapters.attach import attach, detach, peft_name, peft_type, weights_key
+from adaptrec.adapters.merge import MIX, Composition, check_weights
+from adaptrec.data.records import Case
+
+from .core import backbone_scorer
+
+UNTUNED = "backbone (untuned)"  # the row name of the backbone without adapters
+
+
+def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
+    """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters.
+
+    Adapters are attached one type at a time (in order of first appearance), each type's group detached
+    before the next; the last group stays attached, as a single type's does.
+    """
+    groups: dict[str, list[str]] = {}
+    for ref in adapters:
+        groups.setdefault(peft_type(registry.resolve(ref)), []).append(ref)
+    model = None
+    for group in groups.values():
+        if model is not None:
+            detach(model)
+        model, records = attach(backbone, registry, group)
+        if include_untuned:
+            include_untuned = False
+            with model.disable_adapter():
+                yield UNTUNED, "base", model
+        for record in records:
+            model.set_adapter(peft_name(record.ref))
+            yield record.ref, weights_key(record.path), model
+    if include_untuned:  # no adapters
+        yield UNTUNED, "base", backbone.model
+
+
+def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted average of per-adapter scores: (k, N) scores and k weights -> N scores."""
+    w = np.asarray(weights, dtype=float)
+    check_weights(MIX, list(w), len(component_scores))
+    return w @ np.asarray(component_scores, dtype=float) / w.sum()
+
+
+def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Case], mode: str = "pyes",
+                     **scorer_options) -> np.ndarray:
+    """(len(refs), len(cases)) scores, each adapter scored alone; everything is detached after use."""
+    rows: dict[str, np.ndarray] = {}
+    model = None
+    try:
+        for ref, key, model in llm_variants(backbone, registry, list(dict.fromkeys(refs)), include_untuned=False):
+            rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
+    finally:
+        if model is not None:
+            detach(model)
+    return np.stack([rows[registry.resolve(r).ref] for r in refs])
+
+
+def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",
+                 **scorer_options) -> np.ndarray:
+    """Score-level composition: the weighted average of each adapter's score."""
+    return mix(component_scores(backbone, registry, composition.refs, cases, mode, **scorer_options), composition.weights)

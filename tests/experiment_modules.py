@@ -1,0 +1,13 @@
+"""The experiment scripts under experiments/ (outside the package), importable by the tests."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+if str(EXPERIMENTS) not in sys.path:
+    sys.path.insert(0, str(EXPERIMENTS))
+
+cross_domain = importlib.import_module("cross_domain")
