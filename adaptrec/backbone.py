@@ -16,12 +16,11 @@ from typing import Iterator, Literal
 
 import torch
 
-from .fingerprint import file_sha256
 from .atomic import atomic_dir, write_json
 from .errors import BackboneError, MissingOptionalPackage
-from .fingerprint import Fingerprint, digest
+from .fingerprint import Fingerprint, digest, file_sha256, text_digest
 from .home import adaptrec_home
-from .int8_cpu import quantize_linears
+from .int8_cpu import KERNEL_VERSION, quantize_linears
 
 Quantization = Literal["8bit", "4bit", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit", "none")
@@ -97,19 +96,53 @@ class Backbone:
 
     @property
     def score_key(self) -> str:
-        """Score-cache key of the untuned model (`base_score_key`)."""
-        return base_score_key(self.fingerprint, self.backend)
+        """Score-cache key of the untuned model (`base_score_key` on this load's backend, device and tokenizer)."""
+        return base_score_key(self.fingerprint, self.backend, self.device.type, tokenizer_digest(self.tokenizer))
+
+    def environment(self) -> dict:
+        """What a report records about the model that produced its scores."""
+        return {"base_model": self.fingerprint.base_model, "quantization": self.quantization, "backend": self.backend,
+                "dtype": str(self.model.dtype).removeprefix("torch."), "device": self.device.type,
+                **library_versions()}
 
 
-def base_score_key(fingerprint: Fingerprint, backend: str) -> str:
-    """Score-cache key of an untuned model: the exact fingerprint, plus the kernel backend when it changes scores.
+def load_dtype(backend: str) -> torch.dtype:
+    """The dtype a backend's weights (other than int8 ones) and activations are loaded in."""
+    return torch.bfloat16 if backend == "bf16" else torch.float32
 
-    Adapters move between 8-bit backends (same int8 weights, so the same fingerprint), but the two
-    int8 kernels round activations differently, so their scores must not share cache rows.
+
+def library_versions() -> dict[str, str]:
+    """The package versions that can change a score."""
+    import peft
+    import transformers
+
+    from . import __version__
+
+    return {"adaptrec": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """Hash of everything the tokenizer does to a prompt (vocabulary, merges, normalizer, special tokens)."""
+    cached = getattr(tokenizer, "_adaptrec_digest", None)
+    if cached is None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+        cached = text_digest(text + json.dumps([tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token]))
+        tokenizer._adaptrec_digest = cached
+    return cached
+
+
+def base_score_key(fingerprint: Fingerprint, backend: str, device: str, tokenizer: str) -> str:
+    """Score-cache key of an untuned model: everything that changes its scores.
+
+    The exact fingerprint (weights + quantization), the kernels (adapters move between 8-bit backends with
+    the same int8 weights, but the kernels round activations differently; adaptrec's int8 kernel version),
+    the device type and dtype, the tokenizer's digest and the library versions.
     """
-    if backend == "torch-int8":
-        return digest({"exact": fingerprint.exact, "backend": backend})
-    return fingerprint.exact
+    return digest({"exact": fingerprint.exact, "backend": backend, "device": device,
+                   "dtype": str(load_dtype(backend)), "tokenizer": tokenizer,
+                   "int8_kernel": KERNEL_VERSION if backend == "torch-int8" else None, **library_versions()})
 
 
 def _embedded(name: str) -> EmbeddedModel:
@@ -304,7 +337,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
-            dtype=torch.bfloat16 if backend == "bf16" else torch.float32,
+            dtype=load_dtype(backend),
             quantization_config=_quantization_config(quantization) if backend == "bitsandbytes" else None,
             device_map={"": device},
         )

@@ -46,6 +46,7 @@ class EvalReport:
     metric_names: tuple[str, ...]
     rows: list[EvalRow] = field(default_factory=list)
     negatives: int | None = None  # ranking protocol: sampled negatives per candidate list
+    environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
 
     @property
     def protocol(self) -> str:
@@ -69,7 +70,7 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
-            "score_mode": self.score_mode, "negatives": self.negatives,
+            "score_mode": self.score_mode, "negatives": self.negatives, "environment": self.environment,
             "rows": [
                 {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s,
                  "metrics": {k: vars(v) for k, v in r.metrics.items()}}
@@ -105,10 +106,11 @@ def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_
     return row
 
 
-def new_report(dataset: DataSet, cases: Sequence[Case], limit: int | None, seed: int, mode: str,
+def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | None, seed: int, mode: str,
                metric_names: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
-    return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names))
+    return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
+                      environment=backbone.environment())
 
 
 def run_eval(
@@ -125,7 +127,7 @@ def run_eval(
 ) -> EvalReport:
     """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
     cases = select_cases(dataset, limit, seed)
-    report = new_report(dataset, cases, limit, seed, mode)
+    report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
     mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
     with_weights = [ref for ref in adapters if mixes[ref] is None]
@@ -172,7 +174,8 @@ def run_rank_eval(
     positives, lists = rank_lists(dataset, limit, seed, negatives)
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
-    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS, negatives=negatives)
+    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS,
+                        negatives=negatives, environment=backbone.environment())
 
     def add(name: str, kind: str, rows: np.ndarray, speed: float | None = None) -> None:
         report.rows.append(EvalRow(name, kind, compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed), speed))

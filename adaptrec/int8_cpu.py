@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+KERNEL_VERSION = 1  # bump when a change here changes the numbers the kernel computes (score-cache keys hold it)
+
 # The output embedding stays fp32 (as bitsandbytes leaves it): it runs on one position per prompt.
 SKIP_MODULES: tuple[str, ...] = ("lm_head",)
 

@@ -1,7 +1,11 @@
 """A resumable SQLite cache of answer logits, so interrupted or split evaluations never recompute.
 
-Keyed by (model key, prompt hash): the model key is the backbone's exact fingerprint plus the adapter's
-file hash, and the prompt text already contains everything the data spec, template and truncation put in it.
+Keyed by sha256(model key, prompt): the model key (built by `scoring.core.Scorer`) holds everything that
+changes a score — the backbone's exact fingerprint, kernels, device, dtype, tokenizer and library versions
+(`backbone.base_score_key`), the adapter's weights and config (`adapters.attach.adapter_key`), the scoring
+path (full prompts or shared prefix) and the scoring code's version — and the prompt text holds what the
+data spec, template and truncation put in it. A row, once written, is never replaced. Rows of the earlier
+format (table `answer_logits`, keyed by fingerprint + weights hash only) are left in the file and never read.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from .home import adaptrec_home
 
 FILE_NAME = "score_cache.db"
+TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
 
 
 class ScoreCache:
@@ -22,7 +27,7 @@ class ScoreCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answer_logits (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
 
     @classmethod
     def default(cls) -> "ScoreCache":
@@ -38,22 +43,22 @@ class ScoreCache:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             rows = self._db.execute(
-                f"SELECT key, yes, no, lse FROM answer_logits WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT key, yes, no, lse FROM {TABLE} WHERE key IN ({','.join('?' * len(chunk))})", chunk
             )
             found.update({k: np.array([y, n, l]) for k, y, n, l in rows})
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        """One transaction per batch: a run killed mid-way keeps every finished batch."""
+        """One transaction per batch: a run killed mid-way keeps every finished batch. Existing rows win."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO answer_logits VALUES (?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO {TABLE} VALUES (?, ?, ?, ?)",
                 [(k, float(v[0]), float(v[1]), float(v[2])) for k, v in items.items()],
             )
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM answer_logits").fetchone()[0]
+        return self._db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import attach, detach, weights_key
+from adaptrec.adapters.attach import attach, detach, adapter_key
 from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
 from adaptrec.atomic import write_json, write_text
 from adaptrec.backbone import environment_summary, load_backbone
@@ -46,7 +46,7 @@ from adaptrec.registry import Registry
 from adaptrec.router.policy import route
 from adaptrec.router.weights import DEFAULT_L1, MAX_SHOTS, search_composition
 from adaptrec.score_cache import ScoreCache
-from adaptrec.scoring.core import backbone_scorer
+from adaptrec.scoring.core import SCORING_VERSION, backbone_scorer
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 from adaptrec.train.recipe import train_or_reuse, training_cases
@@ -57,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_JSON = HERE / "results" / "cross_domain.json"  # the page's source (its banner names this file)
 BASE = "__base__"  # the untuned backbone's ref in rows and plans
+SCORING_CHANGES = {2: "2026-12-04, exact score-cache keys"}  # scoring version -> when and what changed
 
 DOMAINS = ("arts", "office")
 RANK_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10")
@@ -222,7 +223,7 @@ class ListScores:
             return self._run(self.bb.model, "base", lists)
         model, (record,) = attach(self.bb, self.registry, [ref])
         try:
-            return self._run(model, weights_key(record.path), lists)
+            return self._run(model, adapter_key(record.path), lists)
         finally:
             detach(model)
 
@@ -336,7 +337,7 @@ def run_transfer(cfg: TransferConfig, command: str, log: Log = print) -> dict:
     directions = [evaluate(scorer, registry, cfg, plan, log) for plan in plans]
     protocol = {**asdict(cfg), "directions": [list(d) for d in cfg.directions], "environment": environment_summary(),
                 "base_model": bb.fingerprint.base_model, "score_key": bb.score_key, "command": command,
-                "primary": PRIMARY}
+                "primary": PRIMARY, "scoring_version": SCORING_VERSION, "backbone_environment": bb.environment()}
     return {"version": VERSION, "protocol": protocol, "directions": directions,
             "prompts": {"fresh": scorer.fresh, "cached": scorer.cached}}
 
@@ -385,6 +386,17 @@ def _table(direction: dict) -> list[str]:
     return table(["", "row", *METRICS], "ll" + "r" * len(METRICS), rows)
 
 
+def stale_note(protocol: dict) -> list[str]:
+    """A warning paragraph when the JSON was scored by older scoring code than this checkout's."""
+    version = protocol.get("scoring_version", 1)
+    if version >= SCORING_VERSION:
+        return []
+    return [f"**Stale (since {SCORING_CHANGES[SCORING_VERSION]}):** these scores were cached under scoring version "
+            f"{version}, whose cache keys left out the scoring path, the adapter config and the backbone's device, dtype "
+            "and tokenizer; the full-prompt and shared-prefix paths could overwrite each other's rows. Re-run the "
+            "experiment to replace the numbers below.", ""]
+
+
 def render(doc: dict) -> str:
     """docs/cross_domain.md from the JSON document (pure: the same JSON gives the same page)."""
     p = doc["protocol"]
@@ -394,6 +406,7 @@ def render(doc: dict) -> str:
     lines = [
         "# Cross-domain transfer: Amazon Arts ↔ Office", "",
         banner("python experiments/cross_domain.py --render-only", [RESULTS_JSON]), "",
+        *stale_note(p),
         "## Protocol", "",
         f"* Data: target-domain test users (`amazon:<target>:test`), a seeded subset of {p['users']} (seed {p['seed']}), "
         f"each ranking 1 held-out item + {p['negatives']} sampled negatives (never items the user touched; "

@@ -14,6 +14,7 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from pathlib import Path
@@ -34,17 +35,43 @@ GROUPS = {
 
 
 def recipe_report(name: str, sets: list[str]) -> dict:
-    """The run's report.json (train summary + evaluation), running the recipe first if it has none."""
+    """The run's report.json (train summary + evaluation), running the recipe first if it has none.
+
+    A report made under another backend, dtype, device or package version than this run would use is not
+    reused: its scores are not comparable with the rest of the table (`check_environment`)."""
     from adaptrec.config import load_recipe
     from adaptrec.train.recipe import run_dir_for, run_recipe
 
     recipe, text = load_recipe(name, sets)
     path = run_dir_for(recipe) / "report.json"
-    if not path.is_file():
+    if path.is_file():
+        check_environment(path, json.loads(path.read_text())["eval"], current_environment(recipe))
+    else:
         run_recipe(recipe, text, resume=True)
     return {"recipe": name, "sets": sets, "method": recipe.method.type, "template": recipe.data.template,
             "test": recipe.data.test,
             **json.loads(path.read_text())}
+
+
+@functools.cache
+def _environment(name: str, quantization: str) -> dict:
+    from adaptrec.backbone import load_backbone
+
+    return load_backbone(name, quantization).environment()
+
+
+def current_environment(recipe) -> dict:
+    """What a report made now by `recipe` would record (`Backbone.environment`)."""
+    return _environment(recipe.backbone.name, recipe.backbone.quantization)
+
+
+def check_environment(path: Path, report: dict, current: dict) -> None:
+    """Refuse (SystemExit with one line) a stored report whose recorded environment differs from `current`."""
+    recorded = report.get("environment") or {}
+    diff = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
+    if diff:
+        what = ", ".join(f"{k} {old!r} here {new!r}" for k, (old, new) in sorted(diff.items()))
+        raise SystemExit(f"error: {path} was made with {what}; delete its run folder to re-run it here")
 
 
 def plain_on(spec: str, plain: dict) -> dict:

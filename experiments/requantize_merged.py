@@ -33,7 +33,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
 
-    from adaptrec.adapters.attach import attach, weights_key
+    from adaptrec.adapters.attach import attach, adapter_key
     from adaptrec.adapters.files import FamilyMatchWarning
     from adaptrec.atomic import write_json
     from adaptrec.backbone import EMBEDDED, environment_summary, load_backbone
@@ -61,7 +61,7 @@ def main() -> None:
         warnings.simplefilter("ignore", FamilyMatchWarning)
         model, _ = attach(base8, registry, [record.ref])
     served = "8-bit backbone + adapter (served)"
-    scores[served] = backbone_scorer(base8, model, weights_key(record.path), cache=cache).score(cases)
+    scores[served] = backbone_scorer(base8, model, adapter_key(record.path), cache=cache).score(cases)
     rows = {}
     for name, s in scores.items():
         rows[name] = {"auc": vars(compute_classification(["auc"], labels, s)["auc"])}

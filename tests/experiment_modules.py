@@ -11,3 +11,4 @@ if str(EXPERIMENTS) not in sys.path:
     sys.path.insert(0, str(EXPERIMENTS))
 
 cross_domain = importlib.import_module("cross_domain")
+methods_grid = importlib.import_module("methods_grid")

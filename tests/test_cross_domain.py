@@ -158,3 +158,8 @@ def test_verdict_compares_the_best_llm_row_with_the_best_baseline():
     assert "non-LLM baseline: **no** (auc 0.700 vs 0.780" in verdicts(d)[-1]
     d["rows"][-1] = {**_row("baseline:popularity", 0.6, 0.55, 0.65), "group": "b"}
     assert "non-LLM baseline: **yes**" in verdicts(d)[-1]
+
+
+def test_a_page_scored_by_older_scoring_code_says_it_is_stale():
+    assert cross_domain.stale_note({})[0].startswith("**Stale (since")
+    assert cross_domain.stale_note({"scoring_version": cross_domain.SCORING_VERSION}) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from contextlib import contextmanager
@@ -11,7 +12,10 @@ from typing import Iterator, Sequence
 from peft import PeftModel
 
 from ..errors import AdaptrecError
-from .files import MIX_TYPE, WEIGHTS_FILE, file_sha256
+from ..fingerprint import digest
+from .files import CONFIG_FILE, MIX_TYPE, WEIGHTS_FILE, file_sha256
+
+_CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
 
 
 def peft_name(ref: str) -> str:
@@ -24,9 +28,14 @@ def peft_type(record) -> str:
     return str((record.adapter_config or {}).get("peft_type", record.adapter_type)).upper()
 
 
-def weights_key(adapter_dir: Path) -> str:
-    """Score-cache key of an adapter: the hash of its weights (the same before and after registration)."""
-    return file_sha256(Path(adapter_dir) / WEIGHTS_FILE)
+def adapter_key(adapter_dir: Path) -> str:
+    """Score-cache key of an adapter: its weights' hash and its config (rank pattern, alpha, rslora … change
+    scores as much as weights do), the same before and after registration."""
+    folder = Path(adapter_dir)
+    config = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
+    for where in _CONFIG_LOCATIONS:  # where the folder came from, not what it computes
+        config.pop(where, None)
+    return digest({"weights": file_sha256(folder / WEIGHTS_FILE), "config": config})
 
 
 @contextmanager

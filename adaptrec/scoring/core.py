@@ -18,6 +18,13 @@ from adaptrec.score_cache import ScoreCache
 from .logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, pad_ids, to_scores
 from .prefix import PrefixRanker
 
+# Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.
+SCORING_VERSION = 2
+# How a prompt reached the model: whole (`full`) or as a shared history prefix + its suffix (`prefix`). The two
+# agree to ~1e-4 in fp32 but differ by up to ~0.1 in P(yes) on int8 kernels (per-token activation scales see
+# other tokens), so their cached rows are kept apart.
+PATHS = ("full", "prefix")
+
 
 @dataclass
 class Scorer:
@@ -38,13 +45,20 @@ class Scorer:
     def __post_init__(self) -> None:
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
 
+    def cache_keys(self, prompts: Sequence[str], path: str = "full") -> list[str]:
+        """Score-cache keys: the model key, the scoring path and code version, and each prompt."""
+        if path not in PATHS:
+            raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
+        model = f"{self.model_key}:{path}:v{SCORING_VERSION}"
+        return [ScoreCache.key(model, p) for p in prompts]
+
     def prompts(self, cases: Sequence[Case]) -> list[str]:
         return [render_prompt(c, self.template, self.tokenizer, self.max_prompt_tokens) for c in cases]
 
     def logits_for_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """(N, 3) answer logits; cached rows are read, the rest run in length-sorted batches."""
         self.last_throughput = 0.0
-        keys = [ScoreCache.key(self.model_key, p) for p in prompts]
+        keys = self.cache_keys(prompts, "full")
         out = np.full((len(prompts), 3), np.nan)
         cached = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
@@ -91,7 +105,7 @@ class Scorer:
             return np.split(flat, np.cumsum([len(ps) for ps in prompts])[:-1])
         out = []
         for ps in tqdm(prompts, desc="scoring", unit="user", leave=False, disable=not self.progress):
-            keys = [ScoreCache.key(self.model_key, p) for p in ps]
+            keys = self.cache_keys(ps, "prefix")
             found = self.cache.get_many(keys) if self.cache is not None else {}
             ids, n = self.ranker.split(ps) if len(found) < len(keys) else ([], 0)
             if len(found) < len(keys) and n == 0:  # nothing shared: the plain path (it caches and counts)

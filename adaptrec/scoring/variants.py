@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import attach, detach, peft_name, peft_type, weights_key
+from adaptrec.adapters.attach import attach, detach, peft_name, peft_type, adapter_key
 from adaptrec.adapters.merge import MIX, Composition, check_weights
 from adaptrec.data.records import Case
 
@@ -40,7 +40,7 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
                 yield UNTUNED, "base", model
         for record in records:
             model.set_adapter(peft_name(record.ref))
-            yield record.ref, weights_key(record.path), model
+            yield record.ref, adapter_key(record.path), model
     if include_untuned:  # no adapters
         yield UNTUNED, "base", backbone.model
 

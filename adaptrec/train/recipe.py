@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..adapters.attach import weights_key
+from ..adapters.attach import adapter_key
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
@@ -67,7 +67,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     registry = Registry()
     cases = select_cases(test, ev.limit, ev.seed)
-    report = new_report(test, cases, ev.limit, ev.seed, ev.score)
+    report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score)
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
     model = result.model
     model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
@@ -81,7 +81,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     with model.disable_adapter():
         report.rows.append(llm_row(UNTUNED, scorer("base"), cases, ev.score, report.metric_names, ev.seed))
-    adapter_scorer = scorer(weights_key(result.adapter_dir))
+    adapter_scorer = scorer(adapter_key(result.adapter_dir))
     adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
     report.rows.append(adapter_row)
     blend = result.method_info.get("blend")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ...adapters.attach import weights_key
-from ...backbone import backbone_fingerprint, base_score_key, resolve_backend
+from ...adapters.attach import adapter_key
+from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
 from ...data.records import Case
 from ...data.sampling import few_shot
@@ -58,14 +58,15 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
         fingerprint, base_key = backbone.fingerprint, backbone.score_key
     else:
         backend = resolve_backend(other.quantization, str(backbone.device), other.int8_backend)
-        fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend)
+        tokenizer = tokenizer_digest(load_tokenizer(other.name))
+        fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend, backbone.device.type, tokenizer)
     if cfg.teacher == "backbone":
         return Teacher("backbone", None, f"{base_key}:base", cases, data_fp, other)
     try:
         record = Registry().load_verified(cfg.teacher, fingerprint)
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
-    return Teacher(record.ref, record.path, f"{base_key}:{weights_key(record.path)}", cases, data_fp, other)
+    return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, data_fp, other)
 
 
 def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:

@@ -92,7 +92,7 @@ class DistillMethod(Method):
         # on another backbone this scorer only renders prompts and reads cached rows: the student never scores
         scorer = self._scorer(model, ctx.scorer.tokenizer if other is None else load_tokenizer(other.name), ctx)
         prompts = scorer.prompts([by_key[k] for k in keys])
-        self.teacher_forwards = len(prompts) - len(self.cache.get_many([ScoreCache.key(scorer.model_key, p) for p in prompts]))
+        self.teacher_forwards = len(prompts) - len(self.cache.get_many(scorer.cache_keys(prompts)))
         model.eval()
         if not self.teacher_forwards:
             logits = scorer.logits_for_prompts(prompts)

@@ -1,0 +1,86 @@
+"""Score-cache keys hold everything that changes a score: backbone load, adapter weights and config,
+scoring path and code version; rows are never overwritten and rows of the old format are never read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+
+from adaptrec.adapters.attach import adapter_key
+from adaptrec.adapters.files import CONFIG_FILE
+from adaptrec.backbone import base_score_key, load_backbone, tokenizer_digest
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.registry import Registry
+from adaptrec.score_cache import ScoreCache
+from adaptrec.scoring.core import Scorer, backbone_scorer
+from router_helpers import register_random
+
+
+def _lists() -> list[list[Case]]:
+    hist = tuple(HistoryItem(f'"item {i}"', liked=i % 3 != 0) for i in range(5))
+    return [[Case("u1", "movie", "movie", hist, f'"target {j}"', label=int(j == 0)) for j in range(4)]]
+
+
+def test_full_and_prefix_paths_never_share_cached_rows(tiny_backbone, tmp_path):
+    cache = ScoreCache(tmp_path / "c.db")
+    scorer = backbone_scorer(tiny_backbone, cache=cache, progress=False)
+    (prefix,) = scorer.list_logits(_lists(), shared_prefix=True)
+    assert scorer.fresh == 4
+    (full,) = scorer.list_logits(_lists(), shared_prefix=False)
+    assert scorer.fresh == 8 and scorer.cached == 0  # the full path ran its own forwards
+    np.testing.assert_allclose(full, prefix, atol=1e-4)  # fp32: the two paths agree
+    assert len(cache) == 8
+
+
+def test_existing_rows_are_never_replaced(tmp_path):
+    cache = ScoreCache(tmp_path / "c.db")
+    cache.put_many({"k": np.array([1.0, 2.0, 3.0])})
+    cache.put_many({"k": np.array([9.0, 9.0, 9.0]), "j": np.array([4.0, 5.0, 6.0])})
+    found = cache.get_many(["k", "j"])
+    np.testing.assert_array_equal(found["k"], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(found["j"], [4.0, 5.0, 6.0])
+
+
+def test_rows_of_the_old_format_are_never_read(tiny_backbone, tmp_path):
+    """A cache file written before the exact keys (table `answer_logits`) is ignored, not misread."""
+    path = tmp_path / "old.db"
+    scorer = backbone_scorer(tiny_backbone, progress=False)
+    case = _lists()[0][0]
+    old_key = ScoreCache.key(scorer.model_key, scorer.prompts([case])[0])
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE answer_logits (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        db.execute("INSERT INTO answer_logits VALUES (?, 50.0, -50.0, 60.0)", (old_key,))
+    scorer.cache = ScoreCache(path)
+    assert scorer.score([case])[0] < 0.999 and scorer.fresh == 1
+
+
+def test_adapter_key_covers_the_config_not_only_the_weights(tiny_model_dir, tmp_path):
+    record = register_random(tiny_model_dir, Registry(), "a", {"type": "lora", "r": 4}, seed=0)
+    copy = tmp_path / "copy"
+    shutil.copytree(record.path, copy)
+    assert adapter_key(copy) == adapter_key(record.path)
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    (copy / CONFIG_FILE).write_text(json.dumps({**config, "base_model_name_or_path": "/elsewhere"}))
+    assert adapter_key(copy) == adapter_key(record.path)  # where it came from does not change scores
+    for change in ({"lora_alpha": config["lora_alpha"] * 2}, {"use_rslora": True}, {"rank_pattern": {"q_proj": 2}}):
+        (copy / CONFIG_FILE).write_text(json.dumps({**config, **change}))
+        assert adapter_key(copy) != adapter_key(record.path), change
+
+
+def test_backbone_key_holds_device_dtype_backend_and_tokenizer(tiny_model_dir):
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
+    assert bb.score_key == base_score_key(fp, "fp32", "cpu", tok)
+    others = [base_score_key(fp, "bf16", "cuda", tok), base_score_key(fp, "fp32", "cuda", tok),
+              base_score_key(fp, "fp32", "cpu", "another tokenizer")]
+    assert len({bb.score_key, *others}) == 4
+    assert bb.environment()["dtype"] == "float32" and bb.environment()["device"] == "cpu"
+
+
+def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone):
+    scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
+    full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix")
+    assert full != prefix and full != [ScoreCache.key("m", "p")]
