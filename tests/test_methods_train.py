@@ -337,7 +337,7 @@ def test_distill_from_another_backbone_trains_caches_and_names_it(tiny_model_dir
 
     first = build_method(recipe, _fresh(tiny_model_dir), student_cases)
     result = _run(tiny_model_dir, tmp_path, recipe.method.model_dump(), student_cases, obj=first)
-    assert first.teacher_forwards == 8 and first.teacher.model_key == f"{teacher.fingerprint.exact}:base"
+    assert first.teacher_forwards == 8 and first.teacher.model_key == f"{teacher.score_key}:base"
     np.testing.assert_allclose([first.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
                                _teacher_margins(other_model_dir, teacher_cases), rtol=1e-4, atol=device_atol(1e-5))
     assert result.lineage["teacher_backbone"] == {"name": str(other_model_dir), "base_model": str(other_model_dir),
