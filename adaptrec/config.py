@@ -33,7 +33,7 @@ class DataSection(_Strict):
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
     seed: int = 0  # few-shot sample seed
     # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
-    template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats"] = "tallrec"
+    template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
     negatives_per_positive: int = Field(1, ge=1)  # implicit data: sampled No cases per Yes case
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from adaptrec.home import data_root
@@ -9,3 +11,5 @@ from adaptrec.home import data_root
 needs_tallrec = pytest.mark.skipif(not (data_root() / "tallrec").is_dir(), reason=f"no TALLRec data under {data_root()}")
 needs_amazon = pytest.mark.skipif(not (data_root() / "amazon_arts_office").is_dir(),
                                   reason=f"no Amazon Arts-Office data under {data_root()}")
+needs_ml100k = pytest.mark.skipif(importlib.util.find_spec("recbole") is None,
+                                  reason="recbole (MovieLens-100K) not installed (make install)")

@@ -27,10 +27,14 @@ def test_rebuild_is_byte_identical_to_tallrec(tmp_path):
 
 @needs_recbole
 @needs_data
-def test_load_movielens_matches_tallrec_but_keeps_user_ids():
+def test_load_movielens_matches_tallrec_but_keeps_user_and_item_ids():
     ml, tr = movielens.load_movielens("valid"), load_tallrec("movie", "valid")
-    assert [(c.history, c.target, c.label) for c in ml] == [(c.history, c.target, c.label) for c in tr]
+    texts = [([(h.text, h.liked) for h in c.history], c.target, c.label) for c in ml]
+    assert texts == [([(h.text, h.liked) for h in c.history], c.target, c.label) for c in tr]
     assert ml[0].user_id == "ml100k-910" and ml[-1].user_id == "ml100k-934"  # PROVENANCE's user blocks
+    titles = movielens._titles(movielens.ml100k_dir())
+    assert all(f'"{titles[h.item_id]}"' == h.text for c in ml for h in c.history)
+    assert all(f'"{titles[c.target_id]}"' == c.target for c in ml)
 
 
 def test_missing_recbole_says_how_to_install(monkeypatch):

@@ -27,7 +27,7 @@ def test_instruction_is_tallrecs():
         'by answering "Yes." or "No.".'
     )
     assert ANSWERS == {1: "Yes.", 0: "No."}
-    assert TEMPLATES == ("tallrec", "chat", "tallrec-stats", "chat-stats")
+    assert TEMPLATES == ("tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items")
 
 
 def test_render_input_keeps_history_order_and_empty_lines():

@@ -13,9 +13,10 @@ from peft import PeftModel
 
 from ..errors import AdaptrecError
 from ..fingerprint import digest
-from .files import CONFIG_FILE, MIX_TYPE, WEIGHTS_FILE, file_sha256
+from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
 _CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
+COLLAB_TYPE = "collab"  # adapters/collab.py: LoRA files plus item tokens that attach does not load yet
 
 
 def peft_name(ref: str) -> str:
@@ -29,13 +30,16 @@ def peft_type(record) -> str:
 
 
 def adapter_key(adapter_dir: Path) -> str:
-    """Score-cache key of an adapter: its weights' hash and its config (rank pattern, alpha, rslora … change
-    scores as much as weights do), the same before and after registration."""
+    """Score-cache key of an adapter: the hash of every file that computes (weights, a type's extra files) and
+    its config (rank pattern, alpha, rslora … change scores as much as weights do), the same before and after
+    registration."""
     folder = Path(adapter_dir)
     config = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
     for where in _CONFIG_LOCATIONS:  # where the folder came from, not what it computes
         config.pop(where, None)
-    return digest({"weights": file_sha256(folder / WEIGHTS_FILE), "config": config})
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name not in (CONFIG_FILE, METADATA_FILE, "README.md")}
+    return digest({"files": files, "config": config})
 
 
 @contextmanager
@@ -73,6 +77,9 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
             sources = ", ".join((record.adapter_config or {}).get("sources", []))
             raise AdaptrecError(f"{record.ref} is a score-level mix of {sources}: it has no weights to attach; "
                                 "eval, route and serve score it as the weighted average of its sources")
+        if record.adapter_type == COLLAB_TYPE:
+            raise AdaptrecError(f"{record.ref} is a collaborative adapter: eval, routing, serving and the Hub cannot "
+                                "load its item tokens yet; its training run reports its scores (docs/adapters.md)")
     model = backbone.model
     for record in records:
         model = load_peft(model, record.path, peft_name(record.ref))

@@ -2,7 +2,7 @@
 
 A type module defines a pydantic settings model (`type: Literal[...]` discriminator, `extra="forbid"`) and a
 `Tuner` subclass, and exposes one instance as `TUNER`. This module collects them (`TUNERS`, the discriminated
-union `AdapterConfig`) and builds peft models. Adding a fourth type: write its module and add its name to
+union `AdapterConfig`) and builds peft models. Adding a type: write its module and add its name to
 `_TYPE_MODULES` below; nothing else changes.
 
 Training-loop contract (what the trainer does with a `Tuner`):
@@ -18,11 +18,13 @@ Training-loop contract (what the trainer does with a `Tuner`):
         tuner.after_optimizer_step(peft_model, step)                       # before zero_grad()
         optimizer.zero_grad()
     checkpoint: trainable parameters + optimizer state + tuner.state_tensors(peft_model) (safetensors)
+    adapter folder: peft's save_pretrained + tuner.save_extra(peft_model, folder); read back with tuner.load_extra
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
 import torch
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # peft is imported lazily: `import adaptrec.adapters` stays c
     from peft import PeftConfig, PeftModel
 
 # The adapter type modules, in the order they are listed in errors and docs.
-_TYPE_MODULES: tuple[str, ...] = ("lora", "adalora", "prefix")
+_TYPE_MODULES: tuple[str, ...] = ("lora", "adalora", "prefix", "collab")
 
 
 class AdapterSettings(BaseModel):
@@ -64,6 +66,12 @@ class Tuner:
     def extra_loss(self, model: "PeftModel") -> torch.Tensor | None:
         """A regulariser to add to the training loss (None: nothing to add)."""
         return None
+
+    def save_extra(self, model: "PeftModel", folder: Path) -> None:
+        """Write what peft's `save_pretrained` leaves out into the adapter folder (default: nothing)."""
+
+    def load_extra(self, model: "PeftModel", folder: Path, tokenizer) -> None:
+        """Restore what `save_extra` wrote, after peft loaded the adapter from `folder` (default: nothing)."""
 
     def state_tensors(self, model: "PeftModel") -> dict[str, torch.Tensor]:
         """Non-parameter training state needed for an exact resume (saved as safetensors by the trainer)."""
@@ -160,11 +168,15 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     if not trainable:
         raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check target_modules")
     tuner.initialise(peft_model, settings, tokenizer)
+    peft_model.adaptrec_tuner = tuner.name  # several types share a peft type (collab is LoRA to peft)
     return peft_model
 
 
 def tuner_for(peft_model: "PeftModel") -> Tuner:
     """The Tuner of the active adapter of a peft model."""
+    named = getattr(peft_model, "adaptrec_tuner", None)
+    if named is not None:
+        return _types()[0][named]
     config = peft_model.peft_config[peft_model.active_adapter]
     ptype = getattr(config.peft_type, "value", config.peft_type)
     for tuner in _types()[0].values():

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 from ..atomic import write_text
 from ..errors import DataSpecError, MissingOptionalPackage
@@ -30,6 +31,18 @@ N_SAMPLES = 10_000
 class _Sample:
     user: str
     record: dict
+    position: int  # index of the target among the user's time-sorted ratings
+    item_ids: tuple[str, ...]  # the history's MovieLens item ids in the parsed order (liked, then disliked), the target's
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One MovieLens-100K rating as TALLRec labels it (liked = rating > 3), at its place in the user's timeline."""
+
+    user: str
+    item: str
+    liked: bool
+    position: int
 
 
 def ml100k_dir() -> Path:
@@ -57,23 +70,35 @@ def _titles(folder: Path) -> dict[str, str]:
 
 
 @lru_cache(maxsize=2)
-def _samples(folder: Path) -> tuple[_Sample, ...]:
-    titles = _titles(folder)
+def _timelines(folder: Path) -> dict[str, tuple[tuple[str, int, str], ...]]:
+    """Each user's (item, liked, timestamp) ratings, stably sorted by the timestamp string (as upstream)."""
     per_user: dict[str, list[tuple[str, int, str]]] = {}
     for user, item, rating, timestamp in _rows(folder / "ml-100k.inter"):
         per_user.setdefault(user, []).append((item, int(float(rating) > 3), timestamp))
+    return {user: tuple(sorted(events, key=lambda e: e[2])) for user, events in per_user.items()}
+
+
+@lru_cache(maxsize=2)
+def _samples(folder: Path) -> tuple[_Sample, ...]:
+    titles = _titles(folder)
     samples = []
-    for user, events in per_user.items():
-        events = sorted(events, key=lambda e: e[2])  # stable, on the string, as upstream
+    for user, events in _timelines(folder).items():
         for i in range(HISTORY_LEN, len(events)):
             history = tuple(HistoryItem(text=f'"{titles[item]}"', liked=bool(liked))
                             for item, liked, _ in events[i - HISTORY_LEN:i])
             item, label, _ = events[i]
             case = Case(user_id=user, domain="movie", noun="movie", history=history,
                         target=f'"{titles[item]}"', label=label)
+            window = events[i - HISTORY_LEN:i]  # the parser lists liked items first, then disliked ones
+            ids = tuple(e[0] for e in window if e[1]) + tuple(e[0] for e in window if not e[1]) + (item,)
             samples.append(_Sample(user, {"instruction": instruction("movie"), "input": render_input(case),
-                                          "output": ANSWERS[label]}))
+                                          "output": ANSWERS[label]}, i, ids))
     return tuple(samples[-N_SAMPLES:])
+
+
+def load_item_ids() -> list[str]:
+    """Every MovieLens-100K item id, in the order of the GroupLens item file."""
+    return list(_titles(ml100k_dir()))
 
 
 def _split(samples: tuple[_Sample, ...]) -> dict[str, tuple[_Sample, ...]]:
@@ -98,9 +123,32 @@ def write_movielens_tallrec(out_dir: Path) -> list[Path]:
 
 
 def load_movielens(split: str) -> list[Case]:
-    """The rebuilt split through the TALLRec parser; unlike TALLRec's files, the real MovieLens
-    user id is kept (`user_id = "ml100k-{id}"`)."""
+    """The rebuilt split through the TALLRec parser; unlike TALLRec's files, the real MovieLens user id
+    (`user_id = "ml100k-{id}"`) and item ids (`HistoryItem.item_id`, `Case.target_id`: titles repeat) are kept."""
     if split not in SPLITS:
         raise DataSpecError(f"MovieLens splits are {SPLITS}; got {split!r}")
     part = _split(_samples(ml100k_dir()))[split]
-    return [parse_record(s.record, domain="movie", user_id=f"ml100k-{s.user}") for s in part]
+    return [_with_ids(parse_record(s.record, domain="movie", user_id=f"ml100k-{s.user}"), s.item_ids) for s in part]
+
+
+def _with_ids(case: Case, item_ids: tuple[str, ...]) -> Case:
+    history = tuple(replace(h, item_id=i) for h, i in zip(case.history, item_ids))
+    return replace(case, history=history, target_id=item_ids[-1])
+
+
+def training_ratings(held_out: Sequence[str] = ("valid", "test")) -> list[Rating]:
+    """The ML-100K ratings a collaborative encoder may learn from when `held_out` splits are evaluated.
+
+    Every user with a case in a held-out split loses their ratings from the start of their first held-out
+    window on (its history items, its target and everything after), so no held-out (user, item) pair or
+    rating reaches an encoder, and the history a held-out prompt shows is not in it either. All other
+    ratings — the ~90K outside the last 10,000 windows included — are legitimate training interactions.
+    """
+    folder = ml100k_dir()
+    parts = _split(_samples(folder))
+    cut: dict[str, int] = {}
+    for split in held_out:
+        for sample in parts[split]:
+            cut[sample.user] = min(cut.get(sample.user, sample.position), sample.position - HISTORY_LEN)
+    return [Rating(user, item, bool(liked), i) for user, events in _timelines(folder).items()
+            for i, (item, liked, _) in enumerate(events) if i < cut.get(user, len(events))]

@@ -15,8 +15,11 @@ from typing import Any, Sequence
 from ..errors import ConfigError, DataFormatError
 from .records import Case
 
-# "-stats": the input also states the history's like-ratio (the signal the like-ratio baseline ranks by)
-TEMPLATES = ("tallrec", "chat", "tallrec-stats", "chat-stats")
+# "-stats": the input also states the history's like-ratio (the signal the like-ratio baseline ranks by);
+# "-items": every item with an id is followed by its item token (`ITEM_TOKEN`), which a collaborative
+# adapter embeds from its encoder (adapters/collab.py)
+TEMPLATES = ("tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items")
+ITEM_TOKEN = "<item_{}>"
 ANSWERS = {1: "Yes.", 0: "No."}
 
 TALLREC_WRAPPER = (
@@ -41,6 +44,15 @@ def instruction(noun: str) -> str:
     )
 
 
+def with_item_tokens(case: Case) -> Case:
+    """`case` with `ITEM_TOKEN` after every history item and target that carries an item id."""
+    def tagged(text: str, item_id: str | None) -> str:
+        return text if item_id is None else f"{text} {ITEM_TOKEN.format(item_id)}"
+
+    history = tuple(replace(h, text=tagged(h.text, h.item_id)) for h in case.history)
+    return replace(case, history=history, target=tagged(case.target, case.target_id))
+
+
 def render_input(case: Case, stats: bool = False) -> str:
     """TALLRec's three-line input: liked items, disliked items (history order), the question.
 
@@ -62,7 +74,7 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     wrapper, _, variant = template.partition("-")
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
-    text = render_input(case, stats=variant == "stats")
+    text = render_input(with_item_tokens(case) if variant == "items" else case, stats=variant == "stats")
     if wrapper == "tallrec":
         return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=text)
     if tokenizer is None:

@@ -120,11 +120,12 @@ def compute_classification(
     seed: int = 0,
     n_resamples: int = 1000,
     alpha: float = 0.05,
+    clusters=None,
 ) -> dict[str, MetricValue]:
     """Classification metrics of P(yes) `scores` against 0/1 `labels`, keyed by the names given.
 
     `accuracy` thresholds at 0.5; `log_loss` needs probabilities. Ranking names here raise
-    ValueError pointing to `compute_ranking`.
+    ValueError pointing to `compute_ranking`. `clusters` (e.g. user ids): CIs resample users, not cases.
     """
     names = _names(names)
     parsed = {}
@@ -140,7 +141,7 @@ def compute_classification(
         fn = CLASSIFICATION_METRICS[base]
         value = fn(y, s)
         if ci:
-            lo_hi = bootstrap_ci(fn, y, s, n_resamples=n_resamples, alpha=alpha, seed=seed)
+            lo_hi = bootstrap_ci(fn, y, s, n_resamples=n_resamples, alpha=alpha, seed=seed, clusters=clusters)
             out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(y), ci_skipped=lo_hi.skipped)
         else:
             out[name] = MetricValue(value, n=len(y))
@@ -148,15 +149,16 @@ def compute_classification(
 
 
 def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_resamples: int = 1000,
-                      alpha: float = 0.05) -> MetricValue:
+                      alpha: float = 0.05, clusters=None) -> MetricValue:
     """metric(a) - metric(b) on the same cases, with a paired bootstrap CI (both scored on each resample).
 
     Pairing removes the case-sampling noise the two rows share, so a difference can be clear while the
-    rows' own CIs overlap.
+    rows' own CIs overlap. `clusters` (e.g. user ids): resample users, not cases.
     """
     fn = CLASSIFICATION_METRICS[parse_metric_name(name)[0]]
     y, a, b = np.asarray(labels), np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
-    ci = bootstrap_ci(lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, n_resamples=n_resamples, alpha=alpha, seed=seed)
+    ci = bootstrap_ci(lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, n_resamples=n_resamples, alpha=alpha, seed=seed,
+                      clusters=clusters)
     return MetricValue(fn(y, a) - fn(y, b), ci.low, ci.high, n=len(y), ci_skipped=ci.skipped)
 
 

@@ -58,14 +58,31 @@ def _take(a, idx: np.ndarray):
     return [a[i] for i in idx]
 
 
+def _cluster_rows(clusters, n: int) -> list[np.ndarray] | None:
+    """Row indices of each cluster (in order of first appearance); None without clusters."""
+    if clusters is None:
+        return None
+    labels = list(clusters)
+    if len(labels) != n:
+        raise ValueError(f"clusters must give one label per row ({n}), got {len(labels)}")
+    rows: dict = {}
+    for i, c in enumerate(labels):
+        rows.setdefault(c, []).append(i)
+    return [np.asarray(r) for r in rows.values()]
+
+
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays,
     n_resamples: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    clusters=None,
 ) -> BootstrapCI:
     """Percentile bootstrap CI of `metric_fn(*arrays)`, resampling rows of all arrays jointly.
+
+    `clusters` (one label per row, e.g. the user): resample whole clusters with replacement instead of
+    rows, so rows that share a cluster (a user's many cases) count as the one sample they are.
 
     Each resample draws n row indices with replacement (numpy `default_rng(seed)`, so the
     interval is a pure function of the inputs and `seed`) and evaluates
@@ -88,11 +105,15 @@ def bootstrap_ci(
     if n == 0:
         raise ValueError("cannot bootstrap empty arrays")
 
+    groups = _cluster_rows(clusters, n)
     rng = np.random.default_rng(seed)
     values: list[float] = []
     skipped = 0
     for _ in range(int(n_resamples)):
-        idx = rng.integers(0, n, size=n)
+        if groups is None:
+            idx = rng.integers(0, n, size=n)
+        else:
+            idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), size=len(groups))])
         try:
             v = float(metric_fn(*(_take(r, idx) for r in rows)))
         except ValueError:

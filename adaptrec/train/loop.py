@@ -68,6 +68,7 @@ def _save_adapter(model, dest: Path) -> None:
     old = dest.with_name(dest.name + ".old")
     with atomic_dir(dest.with_name(dest.name + ".new")) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        tuner_for(model).save_extra(model, tmp)
     if dest.exists():
         dest.rename(old)
     dest.with_name(dest.name + ".new").rename(dest)

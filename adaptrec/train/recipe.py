@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..adapters.attach import adapter_key
+from ..adapters.base import tuner_for
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
@@ -30,6 +31,7 @@ class RecipeResult:
     train: TrainResult
     report: EvalReport
     record: AdapterRecord
+    backbone: object  # the loaded backbone the adapter was trained on (its tokenizer holds any added tokens)
 
 
 def run_dir_for(recipe: Recipe) -> Path:
@@ -72,15 +74,17 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     model = result.model
     model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
     model.set_adapter("best")
+    tuner_for(model).load_extra(model, result.adapter_dir, backbone.tokenizer)
     model.eval()
     cache = ScoreCache.default()
 
-    def scorer(tag: str) -> Scorer:
-        return backbone_scorer(backbone, model, tag, template=d.template, max_prompt_tokens=d.max_prompt_tokens,
+    def scorer(tag: str, template: str = d.template) -> Scorer:
+        return backbone_scorer(backbone, model, tag, template=template, max_prompt_tokens=d.max_prompt_tokens,
                                batch_size=ev.batch_size, cache=cache)
 
-    with model.disable_adapter():
-        report.rows.append(llm_row(UNTUNED, scorer("base"), cases, ev.score, report.metric_names, ev.seed))
+    with model.disable_adapter():  # the untuned backbone has no item tokens: its prompts name items by title only
+        untuned = scorer("base", d.template.removesuffix("-items"))
+        report.rows.append(llm_row(UNTUNED, untuned, cases, ev.score, report.metric_names, ev.seed))
     adapter_scorer = scorer(adapter_key(result.adapter_dir))
     adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
     report.rows.append(adapter_row)
@@ -99,7 +103,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})
-    return RecipeResult(result, report, record)
+    return RecipeResult(result, report, record, backbone)
 
 
 

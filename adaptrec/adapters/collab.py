@@ -1,0 +1,159 @@
+"""Collaborative adapters: LoRA plus one soft token per item, projected from a collaborative encoder.
+
+CoLLM's and LLaRA's idea on adaptrec's prompts: with the `-items` templates every item that carries an
+id is followed by its item token `<item_ID>` (history and target alike). The tokenizer learns one added
+token per item of the encoder's catalogue, and the backbone's input embedding is wrapped
+(`ItemEmbedding`): ordinary ids read the frozen token table, item ids read the frozen encoder table
+(`cf.mf`, MF with biases on the domain's training ratings) through a small trainable projector into
+the token-embedding space. LoRA (q/v by default) and the projector train together; the encoder table
+never trains. The user side is left to the model: it reads the soft tokens of the user's history.
+
+Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
+`collab.json` (item ids in table order, encoder settings and fingerprint). An item the encoder never saw
+keeps its soft token, projected from a zero vector (the projector's "unknown item" token).
+Quirk: the wrapped embedding belongs to the backbone, so one backbone carries one collaborative adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import Field
+
+from adaptrec.atomic import write_json
+from adaptrec.data.prompts import ITEM_TOKEN
+from adaptrec.errors import ConfigError
+from adaptrec.fingerprint import digest
+
+from .lora import LoraSettings, LoraTuner
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+TABLE_FILE = "collab.safetensors"
+META_FILE = "collab.json"
+ENCODER_DATA = ("movielens:100k",)  # interaction sources the encoder can be trained from
+
+
+class CollabSettings(LoraSettings):
+    type: Literal["collab"] = "collab"  # type: ignore[assignment]
+    encoder_data: Literal["movielens:100k"] = "movielens:100k"  # the domain's ratings (valid/test users cut: no leakage)
+    encoder_dim: int = Field(32, ge=1)  # MF factor size: more = finer item vectors, slower encoder fit
+    encoder_epochs: int = Field(300, ge=1)  # full-batch Adam epochs of the encoder
+    projector_hidden: int = Field(0, ge=0)  # 0: a linear projector; > 0: a 2-layer MLP (CoLLM) of this width
+
+
+class ItemEmbedding(torch.nn.Module):
+    """The backbone's token embedding, extended by item tokens: id >= `first_id` -> projector(table[id - first_id])."""
+
+    def __init__(self, base: torch.nn.Embedding, first_id: int, table: torch.Tensor, hidden: int):
+        super().__init__()
+        self.base, self.first_id = base, first_id
+        self.register_buffer("table", table.float(), persistent=False)
+        dim, width = table.shape[1], base.weight.shape[1]
+        self.projector = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width))
+                          if hidden else torch.nn.Linear(dim, width)).to(base.weight.device)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        is_item = input_ids >= self.first_id
+        out = self.base(input_ids.masked_fill(is_item, 0))
+        if not is_item.any():
+            return out
+        vectors = self.projector(self.table[input_ids[is_item] - self.first_id]).to(out.dtype)
+        out = out.clone()
+        out[is_item] = vectors
+        return out
+
+    @torch.no_grad()
+    def match_scale(self) -> None:
+        """Scale the projector's last layer so item tokens start at the token embeddings' mean norm."""
+        last = self.projector[-1] if isinstance(self.projector, torch.nn.Sequential) else self.projector
+        norm = self.projector(self.table).norm(dim=-1).mean()
+        factor = self.base.weight.float().norm(dim=-1).mean() / norm.clamp(min=1e-8)
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
+
+
+def add_item_tokens(tokenizer, items: list[str]) -> int:
+    """Add one token per item (in table order) to `tokenizer`; returns the first item token's id."""
+    tokens = [ITEM_TOKEN.format(i) for i in items]
+    tokenizer.add_tokens(tokens)
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise ConfigError("the tokenizer already holds other item tokens: load a fresh backbone for this adapter")
+    return ids[0]
+
+
+def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
+    """(item ids, (n, dim) item vectors, encoder record) of the encoder the settings name, fitted now."""
+    # imported here: recipe validation loads every type module and must not read MovieLens or fit anything
+    from adaptrec.cf.mf import MFSettings, train_mf_bias
+    from adaptrec.data.movielens import load_item_ids, training_ratings
+
+    ratings = training_ratings()
+    settings = MFSettings(dim=cfg.encoder_dim, epochs=cfg.encoder_epochs)
+    model = train_mf_bias([r.user for r in ratings], [r.item for r in ratings], [int(r.liked) for r in ratings], settings)
+    items = load_item_ids()
+    table = torch.stack([model.item.weight[model.item_index[i]] if i in model.item_index
+                         else torch.zeros(settings.dim) for i in items]).detach()
+    record = {"kind": "mf-bias", "data": cfg.encoder_data, "settings": vars(settings),
+              "ratings": digest(sorted((r.user, r.item, r.liked) for r in ratings)), "known_items": len(model.item_index)}
+    return items, table, record
+
+
+def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, hidden: int) -> ItemEmbedding:
+    """Wrap `model`'s input embedding with item tokens (added to `tokenizer`); the projector is trainable."""
+    base = model.get_input_embeddings()
+    if isinstance(base, ItemEmbedding):
+        raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
+    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items), table, hidden)
+    model.get_base_model().set_input_embeddings(layer)
+    return layer
+
+
+class CollabTuner(LoraTuner):
+    """LoRA's peft config (peft sees a LoRA adapter), plus the item tokens and their projector."""
+
+    name = "collab"
+    settings_cls = CollabSettings
+
+    def initialise(self, model: "PeftModel", cfg: CollabSettings, tokenizer) -> None:
+        if tokenizer is None:
+            raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
+        items, table, record = encoder_table(cfg)
+        layer = install(model, tokenizer, items, table, cfg.projector_hidden)
+        layer.match_scale()
+        layer.projector.requires_grad_(True)
+        model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden}
+
+    def save_extra(self, model: "PeftModel", folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        layer = model.get_input_embeddings()
+        tensors = {f"projector.{k}": v.detach().cpu().contiguous() for k, v in layer.projector.state_dict().items()}
+        save_file({**tensors, "table": layer.table.cpu().contiguous()}, str(Path(folder) / TABLE_FILE))
+        write_json(Path(folder) / META_FILE, {**model.adaptrec_collab, "token": ITEM_TOKEN})
+
+    def load_extra(self, model: "PeftModel", folder: Path, tokenizer) -> None:
+        """Give `model` the projector (and, on a fresh backbone, the item tokens) saved in `folder`."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(Path(folder) / TABLE_FILE))
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+        layer = model.get_input_embeddings()
+        if not isinstance(layer, ItemEmbedding):
+            layer = install(model, tokenizer, meta["items"], tensors["table"], meta["projector_hidden"])
+        elif not torch.equal(layer.table.cpu(), tensors["table"]):
+            raise ConfigError(f"{folder}: its item table differs from the one this backbone carries; load a fresh backbone")
+        layer.projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
+        model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden")}
+
+
+TUNER = CollabTuner()

@@ -1,0 +1,88 @@
+"""Collaborative encoders and feature models, user-clustered bootstrap, MovieLens ids and leakage rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptrec.cf.features import PRIOR, ItemStats, feature_matrix, fit_feature_model
+from adaptrec.cf.mf import MFSettings, train_mf_bias
+from adaptrec.data.records import Case, HistoryItem
+from adaptrec.metrics import auc, bootstrap_ci, compute_classification
+from data_markers import needs_ml100k
+
+
+def test_clustered_bootstrap_resamples_whole_users():
+    labels, scores = np.array([0, 1, 0, 1, 1, 0]), np.array([0.1, 0.9, 0.2, 0.4, 0.8, 0.6])
+    one_user = bootstrap_ci(auc, labels, scores, clusters=["u"] * 6)
+    assert one_user.low == one_user.high == auc(labels, scores)  # every resample is the same user: no spread
+    by_case = bootstrap_ci(auc, labels, scores)
+    assert by_case.high - by_case.low > 0
+    with pytest.raises(ValueError, match="one label per row"):
+        bootstrap_ci(auc, labels, scores, clusters=["u"])
+
+
+def test_few_users_give_wider_intervals_than_cases():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(8), 50)
+    user_effect = rng.normal(size=8)[users]  # scores share a per-user shift: cases of one user are not independent
+    labels = (rng.random(400) < 0.5).astype(int)
+    scores = labels * 0.3 + user_effect + rng.normal(scale=0.5, size=400)
+    clustered = compute_classification(["auc"], labels, scores, clusters=list(users))["auc"]
+    cases = compute_classification(["auc"], labels, scores)["auc"]
+    assert clustered.ci_high - clustered.ci_low > cases.ci_high - cases.ci_low
+
+
+def test_mf_bias_learns_a_planted_preference_and_scores_unknown_ids():
+    rng = np.random.default_rng(0)
+    taste, kind = rng.integers(0, 2, 60), rng.integers(0, 2, 40)  # users like items of their kind
+    pairs = [(u, i) for u in range(60) for i in range(40) if rng.random() < 0.5]
+    pairs = [pairs[k] for k in rng.permutation(len(pairs))]  # every user and item in both parts
+    train, test = pairs[: int(len(pairs) * 0.8)], pairs[int(len(pairs) * 0.8):]
+    label = {p: int(taste[p[0]] == kind[p[1]]) for p in pairs}
+    model = train_mf_bias([str(u) for u, _ in train], [str(i) for _, i in train], [label[p] for p in train],
+                          MFSettings(dim=8, epochs=200, lr=0.05))
+    scores = model.score([str(u) for u, _ in test], [str(i) for _, i in test])
+    assert auc(np.array([label[p] for p in test]), scores) > 0.9
+    unknown = model.score(["nobody", "nobody"], ["0", "1"])
+    assert np.isfinite(unknown).all() and unknown[0] != unknown[1]  # item biases still apply
+
+
+def _case(user: str, target: str, label: int, liked: list[bool]) -> Case:
+    history = tuple(HistoryItem(f'"h{i}"', liked=x) for i, x in enumerate(liked))
+    return Case(user, "movie", "movie", history, f'"{target}"', label=label, target_id=target)
+
+
+def test_feature_model_leaves_each_case_out_of_its_own_item_statistics():
+    stats = ItemStats.of([("u1", "a", True), ("u2", "b", False), ("u3", "b", True)])
+    own = _case("u1", "a", 1, [True, False])
+    (ratio, rate, pop), = feature_matrix([own], stats, leave_one_out=True)
+    assert ratio == 0.5 and rate == pytest.approx(stats.global_rate) and pop == 0.0  # 'a' has no other rating
+    (_, rate_in, _), = feature_matrix([own], stats)
+    assert rate_in == pytest.approx((1 + PRIOR * stats.global_rate) / (1 + PRIOR))
+    other = _case("u9", "b", 1, [True])  # not a rating in the statistics: nothing to leave out
+    np.testing.assert_allclose(feature_matrix([other], stats, leave_one_out=True), feature_matrix([other], stats))
+
+
+def test_feature_model_ranks_by_item_like_rate():
+    ratings = [(f"u{k}", "good", True) for k in range(20)] + [(f"u{k}", "bad", k < 3) for k in range(20)]
+    stats = ItemStats.of(ratings)
+    train = [_case(f"u{k}", "good", 1, [True, False]) for k in range(20)] + \
+            [_case(f"u{k}", "bad", int(k < 3), [True, False]) for k in range(20)]
+    model = fit_feature_model(train, stats)
+    good, bad = model.score([_case("new", "good", 1, [True]), _case("new", "bad", 0, [True])])
+    assert good > bad
+
+
+@needs_ml100k
+def test_movielens_cases_carry_item_ids_and_encoders_never_see_held_out_pairs():
+    from adaptrec.data.movielens import load_item_ids, load_movielens, training_ratings
+
+    test, valid = load_movielens("test"), load_movielens("valid")
+    assert all(c.target_id and all(h.item_id for h in c.history) for c in test)
+    assert len({c.user_id for c in test}) == 16
+    seen = {(f"ml100k-{r.user}", r.item) for r in training_ratings()}
+    held_out = {(c.user_id, c.target_id) for c in test + valid}
+    shown = {(c.user_id, h.item_id) for c in test + valid for h in c.history}
+    assert not held_out & seen and not shown & seen
+    assert 90_000 < len(seen) < 100_000 and len(load_item_ids()) == 1682

@@ -1,0 +1,119 @@
+"""The collaborative adapter type on the tiny Llama: item tokens, the wrapped embedding, training, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaptrec.adapters.attach import adapter_key
+from adaptrec.adapters.base import build_peft_model, tuner_for
+from adaptrec.adapters.collab import ItemEmbedding
+from adaptrec.backbone import load_backbone
+from adaptrec.data.prompts import render_prompt
+from adaptrec.errors import ConfigError
+from adaptrec.scoring.core import Scorer
+from data_markers import needs_ml100k
+
+pytestmark = needs_ml100k
+SETTINGS = {"type": "collab", "r": 4, "encoder_epochs": 3, "encoder_dim": 8}
+
+
+@pytest.fixture
+def built(tiny_model_dir):
+    from adaptrec.data.movielens import load_movielens
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, SETTINGS, total_steps=2, tokenizer=bb.tokenizer)
+    return bb, model, load_movielens("test")[:6]
+
+
+def test_item_tokens_are_single_tokens_embedded_by_the_projector(built):
+    bb, model, cases = built
+    layer = model.get_input_embeddings()
+    assert isinstance(layer, ItemEmbedding) and tuner_for(model).name == "collab"
+    prompt = render_prompt(cases[0], "tallrec-items", bb.tokenizer)
+    assert f"<item_{cases[0].target_id}>?" in prompt and "<item_" not in render_prompt(cases[0], "tallrec", bb.tokenizer)
+    ids = bb.tokenizer(f"x <item_{cases[0].target_id}>", add_special_tokens=False).input_ids
+    assert ids[-1] >= layer.first_id  # one added token, not text pieces
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("projector" in n for n in trainable) and any("lora_A" in n for n in trainable)
+    assert not layer.base.weight.requires_grad and not layer.table.requires_grad
+    # the item token is the projection of the encoder's vector, at the token embeddings' scale
+    vec = layer(torch.tensor([[ids[-1]]]))[0, 0]
+    row = layer.table[ids[-1] - layer.first_id]
+    torch.testing.assert_close(vec, layer.projector(row))
+    assert 0.5 < float(vec.detach().norm() / layer.base.weight.norm(dim=-1).mean()) < 2.0
+
+
+def test_projector_changes_scores_and_round_trips_through_the_adapter_folder(built, tmp_path):
+    bb, model, cases = built
+    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
+    before = scorer.score(cases)
+    model.save_pretrained(tmp_path)
+    tuner_for(model).save_extra(model, tmp_path)
+    key = adapter_key(tmp_path)
+    with torch.no_grad():
+        model.get_input_embeddings().projector.weight.normal_(std=1.0)
+    changed = scorer.score(cases)
+    assert np.abs(changed - before).max() > 1e-5  # the tiny random model's scores move little, but they move
+    tuner_for(model).load_extra(model, tmp_path, bb.tokenizer)
+    np.testing.assert_allclose(scorer.score(cases), before, atol=1e-6)
+    plain = Scorer(model, bb.tokenizer, "k", template="tallrec", progress=False).score(cases)
+    assert np.abs(plain - before).max() > 1e-5  # the item tokens, not only LoRA, move the scores
+    extra = tmp_path / "collab.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(extra))
+    save_file({**tensors, "projector.bias": tensors["projector.bias"] + 1}, str(extra))
+    assert adapter_key(tmp_path) != key  # the cache key covers the projector, not only the LoRA weights
+
+
+def test_a_fresh_backbone_gets_the_item_tokens_from_the_folder(built, tiny_model_dir, tmp_path):
+    bb, model, cases = built
+    model.save_pretrained(tmp_path)
+    tuner_for(model).save_extra(model, tmp_path)
+    expected = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False).score(cases)
+    from adaptrec.adapters.attach import load_peft
+
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, tmp_path, "collab")
+    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    got = Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items", progress=False).score(cases)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="already carries a collaborative adapter"):
+        from adaptrec.adapters.collab import install
+
+        install(loaded, fresh.tokenizer, ["1"], torch.zeros(1, 8), 0)
+
+
+def test_training_moves_the_projector(tiny_model_dir):
+    from adaptrec.data.movielens import load_movielens
+    from adaptrec.scoring.logits import last_token_logits, tokenize
+    from adaptrec.train.losses import rec_loss
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, SETTINGS, total_steps=2, tokenizer=bb.tokenizer)
+    layer = model.get_input_embeddings()
+    start = layer.projector.weight.detach().clone()
+    cases = load_movielens("train")[:4]
+    scorer = Scorer(model, bb.tokenizer, "", template="tallrec-items", progress=False)
+    batch = tokenize(bb.tokenizer, scorer.prompts(cases), bb.device)
+    labels = torch.tensor([c.label for c in cases])
+    rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    assert not torch.equal(layer.projector.weight, start)
+
+
+def test_attach_refuses_a_registered_collab_adapter_with_one_line(built, tmp_path):
+    from adaptrec.adapters.attach import attach
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.registry import Registry
+
+    bb, model, _ = built
+    registry = Registry()
+    registry.register(model, name="movie-collab", domain="movie", kind="trained", adapter_type="collab",
+                      adapter_config=None, fingerprint=bb.fingerprint)
+    fresh = load_backbone(str(bb.source), quantization="none", device="cpu")
+    with pytest.raises(AdaptrecError, match="collaborative adapter: eval, routing, serving and the Hub cannot"):
+        attach(fresh, registry, ["movie-collab"])
