@@ -99,15 +99,16 @@ def score(
     quantization: str = QuantOpt,
 ) -> None:
     """Write P(yes) (and TALLRec's score) for every case of a SPEC to a JSONL file."""
+    from adaptrec.evaluation import select_cases
+    from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.scoring.logits import to_scores
+    from adaptrec.scoring.variants import llm_variants
+
     from .atomic import write_text
     from .backbone import load_backbone
     from .data.spec import load_spec
-    from adaptrec.scoring.variants import llm_variants
-    from adaptrec.evaluation import select_cases
     from .registry import Registry
     from .score_cache import ScoreCache
-    from adaptrec.scoring.core import backbone_scorer
-    from adaptrec.scoring.logits import to_scores
 
     dataset = load_spec(data, seed=seed)
     cases = select_cases(dataset, limit, seed) if limit else dataset.cases
@@ -132,11 +133,12 @@ def predict(
     quantization: str = QuantOpt,
 ) -> None:
     """Print P(yes) that the user with this history likes ITEM."""
+    from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.scoring.variants import llm_variants
+
     from .backbone import load_backbone
     from .data.history_file import read_history_file
-    from adaptrec.scoring.variants import llm_variants
     from .registry import Registry
-    from adaptrec.scoring.core import backbone_scorer
 
     registry = Registry()
     record = registry.resolve(adapter)
@@ -293,10 +295,11 @@ MinHistoryOpt = typer.Option(3, "--min-target-history", help="fewer target-domai
 def _route_request(user: str, domain: str, data: Optional[str], history: Optional[Path], min_target_history: int,
                    cold_mix: Optional[str], cold_weights: Optional[str], fingerprint):
     """(decision, case, dataset or None) for `route` and `recommend`."""
-    from .data.spec import load_spec
-    from .registry import Registry
     from adaptrec.adapters.merge import MIX, Composition, parse_weights
     from adaptrec.router.policy import resolve_sources
+
+    from .data.spec import load_spec
+    from .registry import Registry
     from .router.policy import RoutePolicy, route, user_case
 
     dataset = load_spec(data) if data else None
@@ -342,12 +345,19 @@ def compose_cmd(
     quantization: str = QuantOpt,
 ) -> None:
     """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
+    from adaptrec.adapters.merge import (
+        MIX,
+        Composition,
+        compose,
+        merge_into_base,
+        parse_weights,
+    )
+    from adaptrec.router.policy import resolve_sources
+
     from .backbone import load_backbone
     from .data.sampling import few_shot
     from .data.spec import load_spec
     from .registry import Registry
-    from adaptrec.adapters.merge import MIX, Composition, compose, merge_into_base, parse_weights
-    from adaptrec.router.policy import resolve_sources
     from .router.weights import search_composition
 
     registry = Registry()

@@ -23,7 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from adaptrec.adapters.files import METADATA_FILE, file_sha256, check_base, verify_adapter_dir, write_adapter_dir
+from adaptrec.adapters.files import (
+    METADATA_FILE,
+    check_base,
+    file_sha256,
+    verify_adapter_dir,
+    write_adapter_dir,
+)
 from adaptrec.errors import IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
 from adaptrec.home import adaptrec_home
@@ -376,6 +382,11 @@ class Registry:
             written, dest = False, None
             try:
                 lineage = self._check_lineage(conn, lineage, kind)
+                clash = conn.execute("SELECT name FROM name_versions WHERE lower(name) = lower(?) AND name != ?",
+                                     (name, name)).fetchone()
+                if clash:  # one folder on a case-insensitive file system
+                    raise RegistryError(f"adapter name {name!r} differs from the registered {clash[0]!r} only in "
+                                        "letter case; pick another name")
                 row = conn.execute("SELECT last_version FROM name_versions WHERE name = ?", (name,)).fetchone()
                 version = (row[0] if row else 0) + 1
                 dest = self.path_for(name, version)

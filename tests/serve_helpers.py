@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from router_helpers import register_random
+
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.registry import Registry
-from router_helpers import register_random
 
 ADAPTERS = {
     "arts-lora": ({"type": "lora", "r": 4}, "arts"),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from data_markers import needs_ml100k
 
 from adaptrec.cf.features import PRIOR, ItemStats, feature_matrix, fit_feature_model
 from adaptrec.cf.mf import MFSettings, train_mf_bias
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.metrics import auc, bootstrap_ci, compute_classification
-from data_markers import needs_ml100k
 
 
 def test_clustered_bootstrap_resamples_whole_users():

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
 import torch
+from cli_runner import run_cli
+from safetensors.torch import save_file
 
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-from cli_runner import run_cli
 
 
 def _one_line_error(code: int, err: str) -> str:

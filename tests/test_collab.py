@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_markers import needs_ml100k
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.base import build_peft_model, tuner_for
@@ -13,7 +14,6 @@ from adaptrec.backbone import load_backbone
 from adaptrec.data.prompts import render_prompt
 from adaptrec.errors import ConfigError
 from adaptrec.scoring.core import Scorer
-from data_markers import needs_ml100k
 
 pytestmark = needs_ml100k
 SETTINGS = {"type": "collab", "r": 4, "encoder_epochs": 3, "encoder_dim": 8}

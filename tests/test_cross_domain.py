@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from experiment_modules import cross_domain
+from router_helpers import fresh_backbone, register_random
+from serve_helpers import candidates, user_case
 from transformers import LlamaForCausalLM
 
 from adaptrec.metrics.ranking import user_auc
@@ -13,9 +16,6 @@ from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import component_scores
-from experiment_modules import cross_domain
-from router_helpers import fresh_backbone, register_random
-from serve_helpers import candidates, user_case
 
 render, verdicts = cross_domain.render, cross_domain.verdicts
 

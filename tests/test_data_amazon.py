@@ -2,11 +2,16 @@ import json
 from collections import Counter
 
 import pytest
+from data_markers import needs_amazon
 
-from adaptrec.data.amazon import amazon_items, amazon_popularity, amazon_user_items, load_amazon
+from adaptrec.data.amazon import (
+    amazon_items,
+    amazon_popularity,
+    amazon_user_items,
+    load_amazon,
+)
 from adaptrec.errors import DataSpecError
 from adaptrec.home import data_root
-from data_markers import needs_amazon
 
 ROOT = data_root() / "amazon_arts_office"
 pytestmark = needs_amazon

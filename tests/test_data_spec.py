@@ -2,13 +2,12 @@ import importlib.util
 import json
 
 import pytest
+from data_markers import needs_amazon, needs_tallrec
 
 from adaptrec.data.prompts import instruction
 from adaptrec.data.spec import load_spec
 from adaptrec.data.tallrec import item_popularity, load_tallrec
 from adaptrec.errors import DataSpecError
-from data_markers import needs_amazon, needs_tallrec
-
 
 
 @pytest.mark.parametrize("spec", ["foo", "tallrec:movie", "tallrec:music:test", "movielens:1m:test", "amazon:arts:test:warm", "amazon:games:test"])

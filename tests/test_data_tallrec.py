@@ -1,11 +1,18 @@
 import json
 
 import pytest
+from data_markers import needs_tallrec
 
 from adaptrec.data.prompts import instruction, render_input
-from adaptrec.data.tallrec import item_popularity, load_tallrec, parse_record, read_tallrec_json, split_items, tallrec_path
+from adaptrec.data.tallrec import (
+    item_popularity,
+    load_tallrec,
+    parse_record,
+    read_tallrec_json,
+    split_items,
+    tallrec_path,
+)
 from adaptrec.errors import DataFormatError, DataSpecError
-from data_markers import needs_tallrec
 
 FILES = [("movie", "train"), ("movie", "valid"), ("movie", "test"), ("book", "valid"), ("book", "test")]
 

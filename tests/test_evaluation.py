@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_markers import needs_amazon, needs_tallrec
 
 from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
 from adaptrec.evaluation import rank_lists, run_eval, run_rank_eval
 from adaptrec.metrics import auc
-from data_markers import needs_amazon, needs_tallrec
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -120,8 +120,8 @@ def _tree_bytes(root: Path) -> bytes:
 # ---------------------------------------------------------------- round trip
 def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
     from adaptrec.backbone import load_backbone
-    from adaptrec.scoring.variants import llm_variants
     from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.scoring.variants import llm_variants
 
     original = _register(lora_src)
     code, out, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-lora", "--repo", "alice/movie-lora", "--private")
@@ -223,10 +223,10 @@ def test_plain_peft_loads_the_pushed_repo(hub, lora_src, tiny_model_dir, tmp_pat
     snippet_p = float(proc.stdout.split("P(yes) =")[1].split()[0])
 
     from adaptrec.backbone import load_backbone
-    from adaptrec.scoring.variants import llm_variants
     from adaptrec.hub.card import _example_prompt
     from adaptrec.scoring.core import backbone_scorer
     from adaptrec.scoring.logits import to_scores
+    from adaptrec.scoring.variants import llm_variants
 
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     _, key, model = next(llm_variants(bb, Registry(), [rec.ref], include_untuned=False))

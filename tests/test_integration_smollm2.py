@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PERSISTENT_HOME
 
 from adaptrec.data.spec import load_spec
 from adaptrec.evaluation import select_cases
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import Scorer
-
-from conftest import PERSISTENT_HOME
 
 pytestmark = pytest.mark.integration
 ADAPTREC = Path(sys.executable).with_name("adaptrec")

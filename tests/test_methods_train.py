@@ -20,14 +20,24 @@ from adaptrec.config import BlendSettings, JointSettings, Recipe
 from adaptrec.data.prompts import ANSWERS, instruction, render_input, render_prompt
 from adaptrec.data.tallrec import read_tallrec_json
 from adaptrec.errors import ConfigError
+from adaptrec.metrics import log_loss
+from adaptrec.metrics.classification import auc
 from adaptrec.registry import Registry
 from adaptrec.scoring.core import Scorer
 from adaptrec.train.loop import train
 from adaptrec.train.losses import rec_loss
-from adaptrec.metrics import log_loss
-from adaptrec.metrics.classification import auc
-from adaptrec.train.methods import (BlendMethod, FeatureBlend, JointMethod, Method, MultitaskMethod, StepContext,
-                                    blend_row, build_method, distill, item_texts)
+from adaptrec.train.methods import (
+    BlendMethod,
+    FeatureBlend,
+    JointMethod,
+    Method,
+    MultitaskMethod,
+    StepContext,
+    blend_row,
+    build_method,
+    distill,
+    item_texts,
+)
 from adaptrec.train.methods.features import feature_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -399,3 +399,22 @@ def test_newer_schema_is_refused(tmp_path):
         c.execute(f"PRAGMA user_version = {schema_version() + 5}")
     with pytest.raises(RegistryError, match="upgrade adaptrec"):
         Registry(home=home)
+
+
+def test_names_differing_only_in_case_are_refused(reg, src):
+    """They would share one folder on a case-insensitive file system."""
+    reg_one(reg, src, name="movies-lora")
+    before = row_count(reg)
+    with pytest.raises(RegistryError, match="only in letter case"):
+        reg_one(reg, src, name="Movies-LoRA")
+    assert row_count(reg) == before and not (reg.adapters_dir / "Movies-LoRA").exists()
+
+
+def test_a_folder_holding_a_symlink_is_refused(reg, src, tmp_path):
+    """Registering would copy whatever the link points to; nothing is written."""
+    (tmp_path / "elsewhere.safetensors").write_bytes((src / "adapter_model.safetensors").read_bytes())
+    (src / "extra.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    before = row_count(reg)
+    with pytest.raises(IntegrityError, match="symbolic link"):
+        reg_one(reg, src)
+    assert row_count(reg) == before

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from adaptrec.registry import Registry
 from cli_runner import run_cli
 from router_helpers import register_random
+
+from adaptrec.registry import Registry
 
 ARTS = ["acrylic paint set", "watercolor brushes", "oil pastels", "canvas panels", "sketch pencils", "gouache tubes",
         "palette knives", "easel stand", "charcoal sticks", "fine liners", "drawing pad", "masking fluid"]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from adaptrec.adapters.merge import Composition
+from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-from adaptrec.adapters.merge import Composition
-from adaptrec.data.history_file import read_history_file
 from adaptrec.router.policy import RouteError, RoutePolicy, route
 
 FP = Fingerprint("e" * 64, "f" * 64, "org/base")

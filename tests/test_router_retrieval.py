@@ -8,12 +8,12 @@ import zlib
 
 import numpy as np
 import pytest
+from router_helpers import fresh_backbone, register_random
 
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.errors import AdaptrecError
 from adaptrec.router.policy import Decision
 from adaptrec.router.retrieval import MiniLMEncoder, Retriever, recommend
-from router_helpers import fresh_backbone, register_random
 
 ARTS = ["acrylic paint set", "watercolor paint brushes", "oil pastels for artists", "canvas panels for painting",
         "sketching pencils set", "gouache paint tubes"]

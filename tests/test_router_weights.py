@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from adaptrec.metrics.classification import log_loss
-from adaptrec.registry import Registry
-from adaptrec.adapters.merge import Composition, CompositionError, compose
-from adaptrec.scoring.variants import component_scores
-from adaptrec.router.weights import mix_loss, search_composition, search_weights
 from router_helpers import fresh_backbone, register_random
 from synthetic import synthetic_cases
+
+from adaptrec.adapters.merge import Composition, CompositionError, compose
+from adaptrec.metrics.classification import log_loss
+from adaptrec.registry import Registry
+from adaptrec.router.weights import mix_loss, search_composition, search_weights
+from adaptrec.scoring.variants import component_scores
 
 
 def test_search_finds_a_known_optimum_within_budget():

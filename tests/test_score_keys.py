@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 
 import numpy as np
+from router_helpers import register_random
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.files import CONFIG_FILE
@@ -16,7 +17,6 @@ from adaptrec.data.records import Case, HistoryItem
 from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import Scorer, backbone_scorer
-from router_helpers import register_random
 
 
 def _lists() -> list[list[Case]]:

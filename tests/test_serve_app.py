@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
-
-from adaptrec.scoring.variants import component_scores
 from router_helpers import device_atol, fresh_backbone
 from serve_helpers import candidates, make_registry, user_case
 from serve_server import TOKEN, Server
+
+from adaptrec.scoring.variants import component_scores
 
 
 @pytest.fixture(scope="module")

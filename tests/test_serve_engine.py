@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from adaptrec.errors import FingerprintMismatch, IntegrityError
-from adaptrec.fingerprint import Fingerprint
-from adaptrec.scoring.variants import component_scores
-from adaptrec.scoring.logits import to_scores
-from adaptrec.serve.engine import Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
 from router_helpers import fresh_backbone
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
+
+from adaptrec.adapters.attach import peft_name
+from adaptrec.errors import FingerprintMismatch, IntegrityError
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.scoring.logits import to_scores
+from adaptrec.scoring.variants import component_scores
+from adaptrec.serve.engine import (
+    Engine,
+    LimitExceeded,
+    Limits,
+    QueueTimeout,
+    wait_or_refuse,
+)
 
 REFS = list(ADAPTERS)
 
@@ -74,7 +81,7 @@ def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases,
     engine.score(cases[:1], "arts-lora")  # now office-lora is the least recently used
     engine.score(cases[:1], "ada")
     assert [r["ref"] for r in engine.resident()] == ["arts-lora:1", "ada:1"]
-    assert "office-lora_1" not in engine.lora_model.peft_config  # its weights left the model
+    assert peft_name("office-lora:1") not in engine.lora_model.peft_config  # its weights left the model
     np.testing.assert_allclose(engine.score(cases, "office-lora"), plain[1], atol=1e-4)  # reloaded on use
     with pytest.raises(LimitExceeded, match="adapters in one batch"):
         engine.logits([(ref, engine.prompt(cases[0])) for ref in REFS[:3]])
@@ -113,3 +120,21 @@ def test_over_limit_requests_are_refused_with_a_clear_error(tiny_model_dir, regi
     with pytest.raises(QueueTimeout, match="waited"):
         wait_or_refuse(enqueued=0.0, limits=engine.limits)
     np.testing.assert_allclose(engine.score(cases[:1], "arts-lora"), plain[0, :1], atol=1e-4)
+
+
+def test_refs_differing_only_in_punctuation_are_served_apart(tiny_model_dir, tmp_path):
+    """movie-lora / movie_lora / movie.lora once shared one peft name in the engine: the second was never loaded."""
+    from router_helpers import register_random
+
+    from adaptrec.registry import Registry
+
+    registry = Registry(tmp_path / "home")
+    refs = ["movie-lora", "movie_lora", "movie.lora"]
+    for seed, ref in enumerate(refs):
+        register_random(tiny_model_dir, registry, ref, {"type": "lora", "r": 4}, seed=seed, std=0.6)
+    cases = candidates(user_case(4), 3)
+    alone = [component_scores(fresh_backbone(tiny_model_dir), registry, [r], cases, progress=False)[0] for r in refs]
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    for ref, expected in zip(refs, alone):
+        np.testing.assert_allclose(engine.score(cases, ref), expected, atol=1e-4)
+    assert np.abs(alone[0] - alone[1]).max() > 1e-5

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from router_helpers import fresh_backbone
+from serve_helpers import candidates, make_registry, user_case
 
 from adaptrec.scoring.prefix import common_prefix_length
 from adaptrec.scoring.variants import component_scores
 from adaptrec.serve.engine import Engine, LimitExceeded, Limits
-from router_helpers import fresh_backbone
-from serve_helpers import candidates, make_registry, user_case
 
 
 def test_common_prefix_leaves_every_sequence_a_token():

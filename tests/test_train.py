@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from adaptrec.errors import ConfigError
 from adaptrec.metrics import log_loss
 from adaptrec.scoring.core import Scorer
-from adaptrec.train.loop import micro_batches, train
 from adaptrec.train.checkpoint import latest_checkpoint
+from adaptrec.train.loop import micro_batches, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import synthetic_cases  # noqa: E402

@@ -12,10 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from synthetic import synthetic_cases  # noqa: E402
+
 import adaptrec.train.loop as loop  # noqa: E402
 from adaptrec.backbone import load_backbone  # noqa: E402
 from adaptrec.config import Recipe  # noqa: E402
-from synthetic import synthetic_cases  # noqa: E402
 
 
 def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, **training) -> Recipe:

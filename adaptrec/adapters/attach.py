@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from peft import PeftModel
 
@@ -20,8 +18,12 @@ COLLAB_TYPE = "collab"  # adapters/collab.py: LoRA files plus item tokens that a
 
 
 def peft_name(ref: str) -> str:
-    """A peft adapter name for a registry ref (peft names are used as module attribute keys)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", ref)
+    """The peft adapter name of a registry ref: `a_` + 12 hex digits of its sha256.
+
+    Injective in practice (`movie-lora:1`, `movie_lora:1` and `movie.lora:1` get three names, so one
+    adapter's weights can never answer for another's) and never holding "lora_", which peft's AdaLoRA
+    missing-key check looks for."""
+    return "a_" + hashlib.sha256(ref.encode()).hexdigest()[:12]
 
 
 def peft_type(record) -> str:
@@ -42,31 +44,13 @@ def adapter_key(adapter_dir: Path) -> str:
     return digest({"files": files, "config": config})
 
 
-@contextmanager
-def quiet_adalora_ranknum() -> Iterator[None]:
-    """Drop peft's load warning when the only missing keys are AdaLoRA's `ranknum`.
-
-    peft saves AdaLoRA without `ranknum` (a constant it rebuilds as init_r), and on load warns that it is
-    missing whenever the adapter's name holds "lora_" (e.g. movie-adalora); any other missing key still warns.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        text = str(w.message)
-        keys = re.findall(r"'([^']+)'", text) if text.startswith("Found missing adapter keys") else []
-        if not (keys and all(".ranknum." in k for k in keys)):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
 def load_peft(model, folder: Path | str, name: str) -> PeftModel:
     """`model` with adapter `name` loaded from `folder` (a bare model is wrapped in a new PeftModel first)."""
-    with quiet_adalora_ranknum():
-        if not isinstance(model, PeftModel):
-            return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
-        if name not in model.peft_config:
-            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
-        return model
+    if not isinstance(model, PeftModel):
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+    if name not in model.peft_config:
+        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+    return model
 
 
 def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:

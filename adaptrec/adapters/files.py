@@ -61,9 +61,13 @@ def _refuse_pickle(rel: str, where: Path) -> None:
 
 
 def _files_in(folder: Path) -> list[str]:
-    """Relative POSIX paths of every file under `folder`, sorted, `adaptrec.json` excluded."""
+    """Relative POSIX paths of every file under `folder`, sorted, `adaptrec.json` excluded; a symbolic link
+    (whose target would be copied from wherever it points) or a special file is an IntegrityError."""
     out = []
     for p in sorted(folder.rglob("*")):
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            kind = "a symbolic link" if p.is_symlink() else "a special file"
+            raise IntegrityError(f"{p}: {kind} in the adapter folder; copy the real file there instead")
         if p.is_file():
             rel = p.relative_to(folder).as_posix()
             if rel != METADATA_FILE:

@@ -74,7 +74,9 @@ class PrefixTuner(Tuner):
         """With `init: text`, set the virtual key/values to the backbone's own on `init_text`'s first tokens."""
         if cfg.init != "text":
             return
-        from adaptrec.compat import CACHE_KEY  # imports transformers: keep validating recipes cheap
+        from adaptrec.compat import (
+            CACHE_KEY,  # imports transformers: keep validating recipes cheap
+        )
 
         if tokenizer is None:
             raise AdaptrecError("prefix init: text needs the backbone's tokenizer (build_peft_model(..., tokenizer=...))")

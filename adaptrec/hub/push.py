@@ -13,7 +13,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, verify_adapter_dir
+from ..adapters.files import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    MIX_TYPE,
+    file_sha256,
+    verify_adapter_dir,
+)
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
 from ..errors import AdaptrecError, IntegrityError

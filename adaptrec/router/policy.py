@@ -17,11 +17,10 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, RegistryError
-
-from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix
 from adaptrec.scoring.variants import component_scores, mix
 
 COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import attach, detach, peft_name, peft_type, adapter_key
+from adaptrec.adapters.attach import adapter_key, attach, detach, peft_name, peft_type
 from adaptrec.adapters.merge import MIX, Composition, check_weights
 from adaptrec.data.records import Case
 

@@ -25,10 +25,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from adaptrec.data.records import Case, HistoryItem
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
-from adaptrec.scoring.variants import mix
+from adaptrec.errors import (
+    AdaptrecError,
+    FingerprintMismatch,
+    IntegrityError,
+    RegistryError,
+)
 from adaptrec.router.policy import Decision, RouteError, route
 from adaptrec.scoring.logits import to_scores
+from adaptrec.scoring.variants import mix
 
 from .engine import Engine, ServeError, wait_or_refuse
 

@@ -15,13 +15,14 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from adaptrec.scoring.core import Scorer
+
 from ..adapters.base import build_peft_model, tuner_for
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError
 from ..metrics.classification import auc
-from adaptrec.scoring.core import Scorer
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
 from .methods import Method, StepContext, build_method, micro_batches

@@ -7,21 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from adaptrec.scoring.core import Scorer, backbone_scorer
+from adaptrec.scoring.variants import UNTUNED
+
 from ..adapters.attach import adapter_key
 from ..adapters.base import tuner_for
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
-from ..data.sampling import few_shot, stratified_subset
 from ..data.records import Case
+from ..data.sampling import few_shot, stratified_subset
 from ..data.spec import DataSet, load_spec
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from adaptrec.scoring.core import Scorer, backbone_scorer
-from adaptrec.scoring.variants import UNTUNED
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
 
