@@ -496,5 +496,5 @@ def main() -> None:
     try:
         app()
     except AdaptrecError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), err=True)
         sys.exit(e.exit_code)

@@ -160,6 +160,19 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     raise ConfigError(f"{name_or_path}: no such recipe file (shipped recipes: {known})")
 
 
+MAX_ERRORS = 5  # a recipe's mistakes named one per line, up to this many
+
+
+def _describe_error(err: dict, raw: dict) -> str:
+    """`key: message (got value)` for one pydantic error, keys spelled as the recipe spells them."""
+    loc = list(err["loc"])
+    if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
+        del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
+    key = ".".join(str(p) for p in loc)
+    value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
+    return f"{key}: {err['msg'].removeprefix('Value error, ')}{value}"  # a validator's own message without pydantic's prefix
+
+
 def _validate(text: str, overrides: list[str], source: str) -> Recipe:
     """The recipe that YAML `text` with `overrides` applied describes; one-line ConfigError otherwise."""
     try:
@@ -174,15 +187,10 @@ def _validate(text: str, overrides: list[str], source: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = list(err["loc"])
-        if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
-            del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
-        key = ".".join(str(p) for p in loc)
-        value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        msg = err["msg"].removeprefix("Value error, ")  # a validator's own message
-        raise ConfigError(f"{source}: {key}: {msg}{value}{more}") from None
+        lines = [f"{source}: {_describe_error(err, raw)}" for err in e.errors()[:MAX_ERRORS]]
+        if len(e.errors()) > MAX_ERRORS:
+            lines[-1] += f" (+{len(e.errors()) - MAX_ERRORS} more)"
+        raise ConfigError("\n".join(lines)) from None
     recipe._source = source
     return recipe
 

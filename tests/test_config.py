@@ -113,3 +113,38 @@ def test_reuse_skips_registry_rows_whose_recipe_no_longer_validates():
     assert _settings(SimpleNamespace(recipe_text=text, ref="movie-lora:1")) == recipe_digest(recipe)
     old_schema = text.replace("training:", "removed_section: 1\ntraining:", 1)
     assert _settings(SimpleNamespace(recipe_text=old_schema, ref="movie-lora:2")) is None
+
+
+def test_several_mistakes_are_each_named_with_key_and_value(tmp_path):
+    """One line per mistake (up to five), never the first one plus a count; an unknown key is always named."""
+    def mutate(r):
+        r["training"].update(max_steps="many", lr=-1, learning_rate=1e-3)
+        r["data"].update(shots=0)
+
+    path = _write(tmp_path, mutate)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    lines = str(e.value).splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"{path}: ") for line in lines)
+    text = str(e.value)
+    for key, value in (("training.max_steps", "'many'"), ("training.lr", "-1"), ("training.learning_rate", "0.001"),
+                       ("data.shots", "0")):
+        assert any(key in line and value in line for line in lines), (key, text)
+    assert "more)" not in text
+
+
+def test_more_than_five_mistakes_name_five_and_count_the_rest(tmp_path):
+    path = _write(tmp_path, lambda r: r["training"].update({f"typo{i}": i for i in range(7)}))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    lines = str(e.value).splitlines()
+    assert len(lines) == 5 and lines[-1].endswith("(+2 more)")
+
+
+def test_the_cli_prefixes_every_line_with_error(tmp_path, monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    path = _write(tmp_path, lambda r: r["training"].update(max_steps="many", learning_rate=1e-3))
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 2
+    assert all(line.startswith("error: ") for line in err.strip().splitlines()) and "Traceback" not in err
