@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
 from .fingerprint import digest, text_digest
+from .userfiles import read_user_text
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -150,10 +151,9 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
 
 def resolve_recipe_path(name_or_path: str) -> Path:
     """A path, or the name of a shipped recipe (`movie-lora` means recipes/movie-lora.yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
+    path, shipped = Path(name_or_path), RECIPES_DIR / f"{name_or_path}.yaml"
+    if path.exists() and not (path.is_dir() and shipped.is_file()):  # a pipe or folder is refused when read
         return path
-    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
     known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
@@ -201,7 +201,7 @@ _SET_PREFIX = "# --set "
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[Recipe, str]:
     """Validated recipe and the exact text it came from (with overrides appended as `# --set` comment lines)."""
     path = resolve_recipe_path(name_or_path)
-    text = path.read_text()
+    text = read_user_text(path, "recipe", ConfigError)
     recipe = _validate(text, overrides or [], str(path))
     if overrides:
         text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"

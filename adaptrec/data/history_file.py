@@ -14,15 +14,15 @@ import json
 from pathlib import Path
 
 from ..errors import DataFormatError
+from ..userfiles import read_user_text
 from .records import Case, HistoryItem
 
 
 def read_history_file(path: Path, item: str, domain: str) -> Case:
     """A one-target Case for `item` from the history file at `path`."""
+    text = read_user_text(path, "history file", DataFormatError)
     try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such history file") from None
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):

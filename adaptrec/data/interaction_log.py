@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
+from ..userfiles import read_user_text
 from .records import Case, HistoryItem
 
 _ROW_KEYS = {"user_id", "item_id", "domain", "label", "rating", "position", "timestamp"}
@@ -50,10 +51,7 @@ class CatalogueItem:
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield `("file:line", object)` for each non-blank line; bad JSON raises a one-line error."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataSpecError(f"no such file: {path}") from None
+    lines = read_user_text(path, "file", DataSpecError).splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -1,0 +1,42 @@
+"""Files a user names that are not UTF-8 text or not regular files: one `error:` line, exit status 2."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from adaptrec.data.candidates import read_candidates
+from adaptrec.data.history_file import read_history_file
+from adaptrec.errors import AdaptrecError
+from cli_runner import run_cli
+
+LATIN1 = "User Preference: caf\xe9".encode("latin-1")
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["latin1", "fifo", "directory"])
+def test_recipes_that_are_not_utf8_files_are_one_error_line(tmp_path, fifo, monkeypatch, capsys, kind):
+    path = {"latin1": tmp_path / "r.yaml", "fifo": fifo, "directory": tmp_path}[kind]
+    if kind == "latin1":
+        path.write_bytes(b"name: caf" + "\xe9".encode("latin-1") + b"\n")
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(path))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert {"latin1": "not UTF-8", "fifo": "not a regular file", "directory": "a directory"}[kind] in lines[0]
+
+
+@pytest.mark.parametrize("reader", [lambda p: read_history_file(p, "Heat (1995)", "movie"), read_candidates])
+def test_history_and_candidate_files_refuse_bad_bytes_and_pipes(tmp_path, fifo, reader):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(LATIN1)
+    with pytest.raises(AdaptrecError, match="not UTF-8 text"):
+        reader(bad)
+    with pytest.raises(AdaptrecError, match="not a regular file"):
+        reader(fifo)  # a FIFO would block a plain read forever
