@@ -1,4 +1,9 @@
-"""Resumable training checkpoints in safetensors + JSON (no pickle): adapter, optimizer, scheduler, RNG."""
+"""Resumable training checkpoints in safetensors + JSON (no pickle): adapter, optimizer, scheduler, RNG.
+
+`checkpoints/step_N` folders are written whole (`atomic_dir`: files and folder fsynced before the rename)
+and ordered by N as a number. Resuming reads the newest one completely before applying anything; an
+unreadable one (a crash, a truncated file) is skipped with one line naming it, and the next older one is used.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir
+from ..errors import AdaptrecError
 
 _PREFIX = "step_"
 
@@ -19,6 +26,33 @@ _PREFIX = "step_"
 class Checkpoint:
     path: Path
     step: int
+
+
+@dataclass
+class CheckpointData:
+    """Everything a checkpoint holds, read and parsed (nothing applied yet)."""
+
+    ckpt: Checkpoint
+    adapter: dict[str, torch.Tensor]
+    tuner: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    rng: dict[str, torch.Tensor]
+    meta: dict
+
+
+class CheckpointError(AdaptrecError):
+    """A checkpoint folder that cannot be read back whole."""
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(_PREFIX):])
+
+
+def checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """The run's checkpoints with a `state.json`, newest (highest step) first."""
+    found = [p for p in (run_dir / "checkpoints").glob(f"{_PREFIX}*")
+             if p.name[len(_PREFIX):].isdigit() and (p / "state.json").is_file()]
+    return [Checkpoint(p, _step_of(p)) for p in sorted(found, key=_step_of, reverse=True)]
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -66,24 +100,46 @@ def save_checkpoint(
         save_file(rng, tmp / "rng.safetensors")
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    for old in sorted(root.glob(f"{_PREFIX}*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoints(run_dir)[keep:]:
+        shutil.rmtree(old.path, ignore_errors=True)
     return final
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The newest complete checkpoint (incomplete ones never get their final name)."""
-    found = sorted(p for p in (run_dir / "checkpoints").glob(f"{_PREFIX}*") if (p / "state.json").is_file())
-    return Checkpoint(found[-1], int(found[-1].name[len(_PREFIX) :])) if found else None
+    """The newest checkpoint (incomplete ones never get their final name)."""
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 
-def load_checkpoint(ckpt: Checkpoint, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict, dict, dict]:
-    """Restore optimizer, scheduler and RNG; return (adapter tensors, tuner tensors, trainer state)."""
-    meta = json.loads((ckpt.path / "state.json").read_text())
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(ckpt.path / "optimizer.safetensors"), meta["optimizer"]))
-    scheduler.load_state_dict(meta["scheduler"])
-    rng = load_file(ckpt.path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return load_file(ckpt.path / "adapter.safetensors"), load_file(ckpt.path / "tuner.safetensors"), meta["trainer"]
+def read_checkpoint(ckpt: Checkpoint) -> CheckpointData:
+    """Read every file of `ckpt`; CheckpointError (naming the folder and the file) if any is missing or corrupt."""
+    def read(name: str, reader):
+        try:
+            return reader(ckpt.path / name)
+        except (OSError, ValueError, SafetensorError) as e:  # JSON and UTF-8 errors are ValueErrors
+            raise CheckpointError(f"{ckpt.path}: {name} is unreadable ({str(e).splitlines()[0][:120]})") from None
+
+    meta = read("state.json", lambda p: json.loads(p.read_text()))
+    if not isinstance(meta, dict) or not {"optimizer", "scheduler", "trainer"} <= meta.keys():
+        raise CheckpointError(f"{ckpt.path}: state.json lacks the optimizer, scheduler or trainer state")
+    t = {k: read(f"{k}.safetensors", load_file) for k in ("adapter", "tuner", "optimizer", "rng")}
+    return CheckpointData(ckpt, t["adapter"], t["tuner"], t["optimizer"], t["rng"], meta)
+
+
+def newest_readable(run_dir: Path, log=print) -> CheckpointData | None:
+    """The newest checkpoint that reads back whole; each unreadable newer one is named in one `log` line."""
+    for ckpt in checkpoints(run_dir):
+        try:
+            return read_checkpoint(ckpt)
+        except CheckpointError as e:
+            log(f"skipping checkpoint: {e}")
+    return None
+
+
+def apply_checkpoint(data: CheckpointData, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """Restore optimizer, scheduler and RNG from what `read_checkpoint` read."""
+    optimizer.load_state_dict(_unflatten_optimizer(data.optimizer, data.meta["optimizer"]))
+    scheduler.load_state_dict(data.meta["scheduler"])
+    torch.set_rng_state(data.rng["torch"])
+    if "cuda" in data.rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(data.rng["cuda"])

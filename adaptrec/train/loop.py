@@ -23,7 +23,7 @@ from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError
 from ..metrics.classification import auc
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import apply_checkpoint, latest_checkpoint, newest_readable, save_checkpoint
 from .early_stopping import EarlyStopping
 from .methods import Method, StepContext, build_method, micro_batches
 
@@ -54,9 +54,20 @@ def _append_jsonl(path: Path, row: dict) -> None:
 
 
 def _trim_metrics(path: Path, up_to_step: int) -> None:
-    """On resume, forget metric lines written after the checkpoint we continue from."""
+    """On resume, forget metric lines written after the checkpoint we continue from, and a last line a crash
+    cut short (it never held a whole row)."""
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= up_to_step]
+        lines = path.read_text(errors="replace").splitlines()
+        rows = []
+        for n, line in enumerate(lines):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines) - 1:
+                    break
+                raise
+            if row["step"] <= up_to_step:
+                rows.append(line)
         write_text(path, "".join(r + "\n" for r in rows))
 
 
@@ -65,14 +76,17 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def _save_adapter(model, dest: Path) -> None:
-    """Replace `dest` with the model's current adapter (safetensors), atomically."""
-    old = dest.with_name(dest.name + ".old")
-    with atomic_dir(dest.with_name(dest.name + ".new")) as tmp:
+    """Replace `dest` with the model's current adapter (safetensors), atomically; `.new`/`.old` folders a crash
+    left behind are cleared first."""
+    old, new = dest.with_name(dest.name + ".old"), dest.with_name(dest.name + ".new")
+    for stale in (old, new):
+        shutil.rmtree(stale, ignore_errors=True)
+    with atomic_dir(new) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tuner_for(model).save_extra(model, tmp)
     if dest.exists():
         dest.rename(old)
-    dest.with_name(dest.name + ".new").rename(dest)
+    new.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -127,15 +141,16 @@ def train(
     method.prepare(unwrapped, ctx, train_cases)
     stopper = EarlyStopping(recipe.training.patience)
     step = 0
-    if ckpt:
-        adapter, tuner_state, state = load_checkpoint(ckpt, optimizer, scheduler)
+    data = newest_readable(run_dir, log=accelerator.print) if ckpt else None
+    if data:
+        apply_checkpoint(data, optimizer, scheduler)
         with torch.no_grad():
             for name, p in unwrapped.named_parameters():
-                if name in adapter:
-                    p.copy_(adapter[name])
-        tuner.load_state_tensors(unwrapped, tuner_state)
-        stopper = EarlyStopping(**state["early_stopping"])
-        step = ckpt.step
+                if name in data.adapter:
+                    p.copy_(data.adapter[name])
+        tuner.load_state_tensors(unwrapped, data.tuner)
+        stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
+        step = data.ckpt.step
         _trim_metrics(metrics_path, step)
         accelerator.print(f"resuming {run_dir} from step {step}")
 

@@ -1,0 +1,76 @@
+"""Checkpoints under faults: numeric step order, fsync before a checkpoint counts, falling back past a corrupt
+newest checkpoint, a truncated metrics line, a stale `best.new` left by a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from adaptrec import atomic
+from adaptrec.train import checkpoint as ck
+from adaptrec.train.loop import _save_adapter, _trim_metrics
+
+
+def _save(run_dir, step: int):
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    adapter = {n: p.detach() for n, p in model.named_parameters()}
+    return ck.save_checkpoint(run_dir, step, adapter, opt, sched, {}, {"early_stopping": {}}), opt, sched
+
+
+def test_steps_order_as_numbers_past_999999(tmp_path):
+    for step in (999_998, 999_999, 1_000_000):
+        _save(tmp_path, step)
+    assert [c.step for c in ck.checkpoints(tmp_path)] == [1_000_000, 999_999]  # the two newest kept
+    assert ck.latest_checkpoint(tmp_path).step == 1_000_000
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
+    _save(tmp_path, 4)
+    newest, opt, sched = _save(tmp_path, 8)
+    (newest / "optimizer.safetensors").write_bytes(b"\x00" * 10)  # a crash mid-write, or a bad disk
+    lines: list[str] = []
+    data = ck.newest_readable(tmp_path, log=lines.append)
+    assert data.ckpt.step == 4 and len(lines) == 1 and "step_000008" in lines[0] and "optimizer" in lines[0]
+    ck.apply_checkpoint(data, opt, sched)
+    (tmp_path / "checkpoints" / "step_000004" / "state.json").write_text("{")
+    assert ck.newest_readable(tmp_path, log=lines.append) is None and len(lines) == 3
+
+
+def test_checkpoint_files_and_folder_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    path, _, _ = _save(tmp_path, 1)
+    names = {os.path.basename(p) for p in synced}
+    assert {"adapter.safetensors", "optimizer.safetensors", "state.json", "rng.safetensors"} <= names
+    assert str(path.parent) in synced  # the rename itself is made durable
+
+
+def test_a_truncated_last_metrics_line_is_dropped_not_fatal(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 1, "loss": 0.7}) + "\n" + json.dumps({"step": 2, "loss": 0.6}) + "\n{\"step\": 3, \"lo")
+    _trim_metrics(path, 5)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+class _FakeModel:
+    adaptrec_tuner = "lora"
+
+    def save_pretrained(self, folder, safe_serialization=True):
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def test_a_stale_best_new_left_by_a_crash_does_not_block_saving(tmp_path):
+    for stale in ("best.new", "best.old"):
+        (tmp_path / stale).mkdir()
+        (tmp_path / stale / "leftover").write_text("x")
+    _save_adapter(_FakeModel(), tmp_path / "best")
+    _save_adapter(_FakeModel(), tmp_path / "best")
+    assert (tmp_path / "best" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert not (tmp_path / "best.new").exists() and not (tmp_path / "best.old").exists()
