@@ -208,8 +208,10 @@ def registry_list(domain: Optional[str] = typer.Option(None, "--domain")) -> Non
     promoted = set(reg.aliases().values())
     for r in reg.list(domain=domain):
         auc = r.metrics.get("auc", {}).get("value")
+        claimed = (r.claimed_metrics or {}).get("auc", {}).get("value")
+        score = f"auc={auc:.3f}" if auc is not None else f"claimed auc={claimed:.3f}" if claimed is not None else "auc=None"
         mark = "*" if r.ref in promoted else " "
-        typer.echo(f"{mark} {r.ref:28} {r.domain:10} {r.kind:9} {r.adapter_type:8} auc={auc if auc is None else f'{auc:.3f}'}  {r.created}")
+        typer.echo(f"{mark} {r.ref:28} {r.domain:10} {r.kind:9} {r.adapter_type:8} {score}  {r.created}")
 
 
 @registry_app.command("show")
@@ -236,6 +238,20 @@ def registry_remove(ref: str, force: bool = typer.Option(False, "--force", help=
 
     record = Registry().remove(ref, force=force)
     typer.echo(f"removed {record.ref}")
+
+
+@registry_app.command("verify")
+def registry_verify() -> None:
+    """Re-hash every registered version and report orphan or unfinished folders (reads only; exit 1 on a problem)."""
+    from .registry import Registry
+
+    reg = Registry()
+    problems = reg.verify()
+    for line in problems:
+        typer.echo(f"problem: {line}", err=True)
+    typer.echo(f"checked {len(reg.list())} version(s): " + (f"{len(problems)} problem(s)" if problems else "all intact"))
+    if problems:
+        raise typer.Exit(1)
 
 
 @registry_app.command("gc")

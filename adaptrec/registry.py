@@ -30,7 +30,7 @@ from adaptrec.adapters.files import (
     verify_adapter_dir,
     write_adapter_dir,
 )
-from adaptrec.errors import IntegrityError, RegistryError
+from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
 from adaptrec.home import adaptrec_home
 
@@ -78,7 +78,13 @@ def _m1_initial(conn: sqlite3.Connection) -> None:
 
 # Migration i (0-based) takes the schema from user_version i to i + 1, inside one transaction.
 # To change the schema, append a function; never edit or reorder the ones already released.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+def _m2_claimed_metrics(conn: sqlite3.Connection) -> None:
+    """A pulled adapter's metrics are its publisher's claim, kept apart from metrics measured here."""
+    conn.execute("ALTER TABLE adapters ADD COLUMN claimed_metrics TEXT")  # JSON, or NULL
+    conn.execute("UPDATE adapters SET claimed_metrics = metrics, metrics = '{}' WHERE kind = 'pulled'")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics]
 
 
 def schema_version() -> int:
@@ -128,6 +134,7 @@ class AdapterRecord:
     file_hash: str
     created: str
     path: Path
+    claimed_metrics: dict | None = None  # a pulled adapter's metrics as its publisher stated them (not measured here)
 
     @property
     def ref(self) -> str:
@@ -144,8 +151,13 @@ class AdapterRecord:
         return d
 
 
-_JSON_COLUMNS = ("adapter_config", "metrics", "lineage", "origin")
+_JSON_COLUMNS = ("adapter_config", "metrics", "lineage", "origin", "claimed_metrics")
 _ROW_FIELDS = tuple(f.name for f in fields(AdapterRecord) if f.name != "path")
+
+
+def _unfinished(path: Path) -> bool:
+    """A `.name.tmp` folder: a write a killed process never renamed into place."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _utc_now() -> str:
@@ -352,6 +364,7 @@ class Registry:
         metrics: dict | None = None,
         lineage: dict | None = None,
         origin: dict | None = None,
+        claimed_metrics: dict | None = None,
     ) -> AdapterRecord:
         """Store a new version of adapter `name` and return its record.
 
@@ -369,6 +382,7 @@ class Registry:
             raise RegistryError("adapter_config must be a dict (peft config.to_dict()) or None to read adapter_config.json")
         fp = _fingerprint(fingerprint)
         metrics = _check_metrics(metrics)
+        claimed_metrics = _check_metrics(claimed_metrics) if claimed_metrics is not None else None
         if origin is not None and not isinstance(origin, dict):
             raise RegistryError("origin must be a mapping such as {'repo': 'user/adapters', 'revision': '<commit>'}")
         if kind == "pulled" and not (origin and origin.get("repo") and origin.get("revision")):
@@ -403,6 +417,7 @@ class Registry:
                     "recipe": recipe_text,
                     "recipe_hash": recipe_hash,
                     "metrics": metrics,
+                    "claimed_metrics": claimed_metrics,
                     "lineage": lineage,
                     "origin": origin,
                     "created": created,
@@ -429,6 +444,7 @@ class Registry:
                     "metrics": _dumps(metrics),
                     "lineage": _dumps(lineage),
                     "origin": _dumps(origin),
+                    "claimed_metrics": _dumps(claimed_metrics),
                     "file_hash": file_sha256(dest / METADATA_FILE),
                     "created": created,
                 }
@@ -511,14 +527,14 @@ class Registry:
         with self._write() as conn:
             rows = {(r[0], r[1]) for r in conn.execute("SELECT name, version FROM adapters")}
             for entry in sorted(self.adapters_dir.iterdir()):
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                if _unfinished(entry):
                     _delete(entry)
                     removed.append(entry)
                     continue
                 if not entry.is_dir() or entry.is_symlink():
                     continue
                 for sub in sorted(entry.iterdir()):
-                    stale_tmp = sub.name.startswith(".") and sub.name.endswith(".tmp")
+                    stale_tmp = _unfinished(sub)
                     orphan = sub.is_dir() and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows
                     if stale_tmp or orphan:
                         _delete(sub)
@@ -528,6 +544,31 @@ class Registry:
                 except OSError:
                     pass
         return removed
+
+    def verify(self) -> list[str]:
+        """Re-hash every registered version and look for folders no row points to; one line per problem found.
+
+        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed).
+        """
+        problems: list[str] = []
+        records = self.list()
+        for rec in records:
+            try:
+                verify_adapter_dir(rec.path)
+                if file_sha256(rec.path / METADATA_FILE) != rec.file_hash:
+                    problems.append(f"{rec.ref}: {METADATA_FILE} differs from the registered copy")
+            except (AdaptrecError, OSError) as e:
+                problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
+        rows = {(r.name, r.version) for r in records}
+        if self.adapters_dir.is_dir():
+            for entry in sorted(self.adapters_dir.iterdir()):
+                inside = sorted(entry.iterdir()) if entry.is_dir() and not entry.is_symlink() and not _unfinished(entry) else []
+                for sub in [entry, *inside]:
+                    if _unfinished(sub):
+                        problems.append(f"{sub}: an unfinished write (remove it with `adaptrec registry gc`)")
+                    elif sub is not entry and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows:
+                        problems.append(f"{sub}: an orphan folder no registry row points to (`adaptrec registry gc`)")
+        return problems
 
     # ------------------------------------------------------------ reading
     def resolve(self, ref: str) -> AdapterRecord:

@@ -138,7 +138,8 @@ def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_m
     assert pulled.kind == "pulled" and pulled.domain == "movie" and pulled.adapter_type == "lora"
     assert pulled.origin["repo"] == "alice/movie-lora" and pulled.origin["revision"] == commit  # pinned to the commit
     assert pulled.origin["published_as"] == "movie-lora:1" and pulled.origin["source"] == "hub"
-    assert pulled.metrics == original.metrics and pulled.fingerprint == original.fingerprint
+    assert original.metrics and pulled.claimed_metrics == original.metrics  # the publisher's claim, kept as such
+    assert pulled.metrics == {} and pulled.fingerprint == original.fingerprint  # nothing measured here yet
     assert pulled.recipe_text == original.recipe_text
     weights = "adapter_model.safetensors"
     assert (pulled.path / weights).read_bytes() == (original.path / weights).read_bytes()  # bit-identical

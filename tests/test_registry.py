@@ -418,3 +418,42 @@ def test_a_folder_holding_a_symlink_is_refused(reg, src, tmp_path):
     with pytest.raises(IntegrityError, match="symbolic link"):
         reg_one(reg, src)
     assert row_count(reg) == before
+
+
+def test_verify_rehashes_every_version_and_reports_orphans(reg, src, monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    a, b = reg_one(reg, src), reg_one(reg, src, name="books-lora")
+    assert reg.verify() == []
+    monkeypatch.setenv("ADAPTREC_HOME", str(reg.home))
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "verify")
+    assert code == 0 and "checked 2 version(s): all intact" in out
+    (b.path / "adapter_model.safetensors").write_bytes(b"tampered")
+    orphan = reg.adapters_dir / "movies-lora" / "7"
+    orphan.mkdir()
+    (reg.adapters_dir / ".half.tmp").mkdir()
+    problems = reg.verify()
+    assert len(problems) == 3
+    assert any(p.startswith("books-lora:1") for p in problems) and any("orphan" in p and "/7" in p for p in problems)
+    assert any("unfinished write" in p for p in problems) and not any(p.startswith(a.ref) for p in problems)
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "verify")
+    assert code == 1 and "3 problem(s)" in out and err.count("problem: ") == 3
+
+
+def test_pulled_metrics_are_claims_and_an_old_registry_moves_them(tmp_path, src):
+    """Schema 1 stored a pulled adapter's published metrics as measured ones; migration 2 moves them to
+    `claimed_metrics`, and later pulls store them there."""
+    home = tmp_path / "old"
+    Registry(home=home)  # create, then roll the file back to schema 1 with a pulled row in the old layout
+    with sqlite3.connect(home / "registry.db") as c:
+        c.execute("ALTER TABLE adapters DROP COLUMN claimed_metrics")
+        c.execute("INSERT INTO adapters (name, version, domain, kind, adapter_type, adapter_config, base_exact, "
+                  "base_family, base_model, metrics, file_hash, created) VALUES ('p', 1, 'movies', 'pulled', 'lora', "
+                  "'{}', 'e', 'f', 'm', ?, 'h', 'now')", (json.dumps({"auc": metric(0.9)}),))
+        c.execute("PRAGMA user_version = 1")
+    record = Registry(home=home).resolve("p:1")
+    assert record.metrics == {} and record.claimed_metrics["auc"]["value"] == 0.9
+    fresh = Registry(home=tmp_path / "new")
+    pulled = reg_one(fresh, src, kind="pulled", origin={"repo": "a/b", "revision": "c" * 40},
+                     claimed_metrics={"auc": metric(0.8)})
+    assert pulled.metrics == {} and pulled.claimed_metrics["auc"]["value"] == 0.8

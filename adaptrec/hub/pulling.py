@@ -269,7 +269,8 @@ def pull(
             record = registry.register(
                 stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
                 adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
-                recipe_text=meta.get("recipe"), metrics=meta.get("metrics"), lineage=meta.get("lineage"), origin=origin,
+                recipe_text=meta.get("recipe"), claimed_metrics=meta.get("metrics") or None, lineage=meta.get("lineage"),
+                origin=origin,
             )
     finally:
         try:
