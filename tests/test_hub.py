@@ -5,8 +5,10 @@ No internet: every test talks to a stdlib HTTP server on 127.0.0.1 that requires
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ from synthetic import synthetic_cases  # noqa: E402
 
 from adaptrec.cli import main  # noqa: E402
 from adaptrec.fingerprint import Fingerprint  # noqa: E402
+from adaptrec.hub import pulling  # noqa: E402
 from adaptrec.registry import Registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -488,3 +491,63 @@ def test_models_derived_from_gemma_carry_its_terms_and_notice(lora_src, tiny_mod
     monkeypatch.setattr(EmbeddedModel, "terms_file", lambda self: None)
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", student.ref, "--to", str(mirror), "--revision", "v2")
     assert "make install-gemma" in _one_line_error(code, err) and not (mirror / "movie-student" / "v2").exists()
+
+
+def _mirror_of(rec, tmp_path, monkeypatch, capsys) -> Path:
+    mirror = tmp_path / "adapters_hub"
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert code == 0, err
+    return mirror / rec.name / "v1"
+
+
+def _relist(rev_dir: Path, extra: dict[str, bytes]) -> None:
+    """Add files to a mirror revision and list them in its adaptrec.json, as a publisher could."""
+    meta = json.loads((rev_dir / "adaptrec.json").read_text())
+    for rel, data in extra.items():
+        (rev_dir / rel).write_bytes(data)
+        meta["files"][rel] = hashlib.sha256(data).hexdigest()
+    (rev_dir / "adaptrec.json").write_text(json.dumps(meta))
+
+
+def test_pull_refuses_files_outside_the_types_allow_list(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """An allow-list of published names per adapter type, not a deny-list of pickle suffixes."""
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    _relist(rev_dir, {"handler.py": b"import os"})
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    line = _one_line_error(code, err)
+    assert "handler.py" in line and "allowed: adapter_model.safetensors" in line
+    _assert_nothing_left(before)
+
+
+def test_pull_refuses_a_mix_and_special_files(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    os.mkfifo(rev_dir / "pipe")  # a plain read would block
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "not a regular file" in _one_line_error(code, err)
+    (rev_dir / "pipe").unlink()
+    meta = json.loads((rev_dir / "adaptrec.json").read_text())
+    (rev_dir / "adaptrec.json").write_text(json.dumps({**meta, "adapter_type": "mix"}))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "score-level mix" in _one_line_error(code, err)
+    _assert_nothing_left(before)
+
+
+def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    weights, manifest = ((rev_dir / f).stat().st_size for f in ("adapter_model.safetensors", "adaptrec.json"))
+    assert weights > manifest + 2
+    copied: list[str] = []
+    monkeypatch.setattr(shutil, "copyfile", lambda src, dst: copied.append(Path(src).name) or Path(dst).write_bytes(Path(src).read_bytes()))
+    monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "1")
+    monkeypatch.setattr(pulling, "MIB", (weights + manifest) // 2)  # 1 "MiB": more than the manifest, less than the weights
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    line = _one_line_error(code, err)
+    assert "adapter_model.safetensors" in line and "limit per file" in line and "nothing was downloaded" in line
+    assert "adapter_model.safetensors" not in copied  # refused from the listing, before any copy
+    monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "x")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "ADAPTREC_PULL_MAX_FILE_MB" in _one_line_error(code, err)
+    _assert_nothing_left(before)

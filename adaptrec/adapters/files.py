@@ -35,6 +35,18 @@ MIX_TYPE = "mix"
 def required_files(adapter_type: str | None) -> tuple[str, ...]:
     """Files an adapter folder must hold: peft's two, or the mix spec of a score-level mix."""
     return (MIX_FILE,) if adapter_type == MIX_TYPE else REQUIRED_FILES
+
+
+# Files a published adapter of each type may carry beside adaptrec.json (a pull refuses any other name).
+PUBLISHED_FILES = {"lora": REQUIRED_FILES, "adalora": REQUIRED_FILES, "prefix": REQUIRED_FILES,
+                   "collab": (*REQUIRED_FILES, "collab.safetensors", "collab.json")}
+CARD_FILES = ("README.md", ".gitattributes")  # the model card and the Hub's own file, never loaded
+
+
+def published_files(adapter_type: str | None) -> tuple[str, ...] | None:
+    """The allow-list of an adapter type's published files; None for a type that cannot be published."""
+    files = PUBLISHED_FILES.get(adapter_type or "")
+    return None if files is None else (*files, METADATA_FILE, *CARD_FILES)
 FORMAT_VERSION = 1
 # weight formats that unpickle (and so can run code) on load
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})

@@ -3,10 +3,12 @@
 Order of checks, each before anything is registered:
 1. the revision is pinned (a Hub branch or tag is resolved to its commit sha once; every file is
    downloaded at that commit) and the repo's file list is read;
-2. every file name is a plain relative path (no `..`, absolute path, backslash; no symlink in a
-   mirror) and no file is a pickle-format weight file (`.bin .pt .pth .pkl .pickle .ckpt`);
-3. `adaptrec.json` is read: its `files` table (name -> sha256) is the manifest, every name in it
-   passes the same checks and exists in the repo;
+2. every file name is a plain relative path (no `..`, absolute path, backslash; no symlink or special
+   file in a mirror) and no file is a pickle-format weight file (`.bin .pt .pth .pkl .pickle .ckpt`);
+3. `adaptrec.json` is read (after its size is checked): its `files` table (name -> sha256) is the
+   manifest; every name in it passes the same checks, is on the adapter type's allow-list
+   (`adapters.files.published_files`; a score-level `mix` is refused) and exists in the repo, and the
+   files' sizes are within `PullLimits` (per file and in total) before any is downloaded;
 4. the adapter's base fingerprint is compared with the local backbone's by family (an exact match is
    not expected across machines); another family is refused unless `force`;
 5. only the manifest's files are downloaded, into a temporary folder under $ADAPTREC_HOME/tmp, and
@@ -21,11 +23,12 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import FORMAT_VERSION, METADATA_FILE, file_sha256, required_files
+from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
 from ..errors import FingerprintMismatch, IntegrityError
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
@@ -45,6 +48,39 @@ from .common import (
 from .push import MIRROR_REFS
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class PullLimits:
+    """Size limits checked before anything is downloaded or copied (env: ADAPTREC_PULL_MAX_FILE_MB, _TOTAL_MB)."""
+
+    max_file_bytes: int = 512 * MIB
+    max_total_bytes: int = 1024 * MIB
+
+    @classmethod
+    def from_env(cls) -> "PullLimits":
+        def mib(var: str, default: int) -> int:
+            text = os.environ.get(var)
+            if text is None:
+                return default
+            if not text.isdigit() or int(text) < 1:
+                raise HubError(f"${var}={text!r}: expected a whole number of MiB, e.g. 512")
+            return int(text) * MIB
+        return cls(mib("ADAPTREC_PULL_MAX_FILE_MB", cls.max_file_bytes), mib("ADAPTREC_PULL_MAX_TOTAL_MB", cls.max_total_bytes))
+
+    def check(self, sizes: dict[str, int | None], label: str) -> None:
+        """Refuse a file or a total over the limits (sizes the source does not tell are checked after download)."""
+        for rel, size in sorted(sizes.items()):
+            if size is not None and size > self.max_file_bytes:
+                raise HubError(f"{label}: '{rel}' is {size / MIB:.1f} MiB, over the {self.max_file_bytes // MIB} MiB limit "
+                               "per file ($ADAPTREC_PULL_MAX_FILE_MB); nothing was downloaded")
+        total = sum(s for s in sizes.values() if s is not None)
+        if total > self.max_total_bytes:
+            raise HubError(f"{label}: the adapter's files are {total / MIB:.1f} MiB, over the {self.max_total_bytes // MIB} "
+                           "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB); nothing was downloaded")
 
 
 @dataclass(frozen=True)
@@ -67,14 +103,15 @@ class _HubSource:
     def _errors(self):
         return hub_errors(f"pull {self.label}", self.repo_id, self.endpoint, self.requested)
 
-    def listing(self) -> list[str]:
+    def listing(self) -> dict[str, int | None]:
+        """{file name: size in bytes, or None when the Hub does not say}."""
         with self._errors():
-            info = hf_api(self.endpoint).model_info(self.repo_id, revision=self.requested)
+            info = hf_api(self.endpoint).model_info(self.repo_id, revision=self.requested, files_metadata=True)
         if not info.sha:
             raise HubError(f"pull {self.label}: {public_endpoint(self.endpoint)} did not say which commit that is; retry")
         self.commit = info.sha  # pinned: every file below is fetched at this commit
         self.label = f"{self.repo_id}@{self.commit[:12]}"
-        return [s.rfilename for s in info.siblings or []]
+        return {s.rfilename: s.size for s in info.siblings or []}
 
     def fetch(self, rel: str, dest: Path) -> None:
         from huggingface_hub import hf_hub_download
@@ -127,8 +164,9 @@ class _MirrorSource:
         raise HubError(f"mirror {self.repo_dir}: say which revision to pull, e.g. {self.repo_dir}@{revisions[-1] if revisions else 'v1'} "
                        f"(it has: {', '.join(revisions) or 'none'})")
 
-    def listing(self) -> list[str]:
-        out = []
+    def listing(self) -> dict[str, int | None]:
+        """{file name: size in bytes}; a link or a special file (FIFO, device, socket) is refused."""
+        out: dict[str, int | None] = {}
         for dirpath, dirnames, filenames in os.walk(self.rev_dir):  # does not follow links
             for entry in dirnames + filenames:
                 full = Path(dirpath) / entry
@@ -137,7 +175,11 @@ class _MirrorSource:
                     raise HubError(f"{self.label}: '{rel}' is a symbolic link, which could point outside the folder; "
                                    "a mirror holds plain files only. Nothing was registered")
                 if entry in filenames:
-                    out.append(rel)
+                    mode = full.lstat().st_mode
+                    if not stat.S_ISREG(mode):
+                        raise HubError(f"{self.label}: '{rel}' is not a regular file (a pipe, device or socket); "
+                                       "a mirror holds plain files only. Nothing was registered")
+                    out[rel] = full.lstat().st_size
         return out
 
     def fetch(self, rel: str, dest: Path) -> None:
@@ -194,6 +236,17 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     if not isinstance(files, dict) or not all(isinstance(v, str) and _SHA256_RE.fullmatch(v) for v in files.values()):
         raise IntegrityError(f"{label}: {METADATA_FILE} has no valid 'files' table (name -> sha256); ask the publisher to push again")
     _check_names(list(files), label, f"{METADATA_FILE} lists")
+    if meta.get("adapter_type") == MIX_TYPE:
+        raise HubError(f"{label}: a score-level mix names adapters of its publisher's registry, which this one does "
+                       "not hold; pull its sources and compose them here (adaptrec compose --method mix)")
+    allowed = published_files(meta.get("adapter_type"))
+    if allowed is None:
+        raise HubError(f"{label}: adapter type {meta.get('adapter_type')!r} cannot be pulled (known: lora, adalora, "
+                       "prefix, collab)")
+    extra = sorted(set(files) - set(allowed))
+    if extra:
+        raise HubError(f"{label}: {METADATA_FILE} lists {', '.join(extra)}, which a {meta['adapter_type']} adapter does not "
+                       f"carry (allowed: {', '.join(allowed)}). Nothing was registered")
     missing = [r for r in required_files(meta.get("adapter_type")) if r not in files]
     if missing:
         raise IntegrityError(f"{label}: {METADATA_FILE} does not list {', '.join(missing)}; not a complete peft adapter")
@@ -220,6 +273,7 @@ def pull(
     endpoint: str | None = None,
     registry: Registry | None = None,
     backbone_fp: Fingerprint | None = None,
+    limits: PullLimits | None = None,
 ) -> PullResult:
     """Pull `ORG/NAME[@REVISION]` (Hub) or `PATH[@REVISION]` (mirror), verify it, register it as kind "pulled".
 
@@ -230,6 +284,7 @@ def pull(
     from ..backbone import EMBEDDED, backbone_fingerprint
 
     registry = registry or Registry()
+    limits = limits or PullLimits.from_env()
     src = _open_source(source, endpoint)
     if name is not None:
         from ..registry import check_name
@@ -242,8 +297,10 @@ def pull(
         with tempfile.TemporaryDirectory(dir=tmp_root, prefix="pull-") as tmp:
             work = Path(tmp)
             src.workdir = work / "download"
-            listing = src.listing()
+            sizes = src.listing()
+            listing = list(sizes)
             _check_names(listing, src.label, "the repo holds")
+            limits.check({METADATA_FILE: sizes.get(METADATA_FILE)}, src.label)
             if METADATA_FILE not in listing:
                 raise HubError(f"{src.label}: no {METADATA_FILE}, so not an adaptrec adapter (a plain peft adapter has no base "
                                "fingerprint to check); load it with peft directly, or register it with Registry.register")
@@ -257,10 +314,12 @@ def pull(
                     f"not the local backbone {local_fp.base_model or '?'} (family {local_fp.family[:12]}); pull with --backbone "
                     "set to that model, or pass --force to register it anyway. Nothing was registered"
                 )
+            limits.check({rel: sizes.get(rel) for rel in meta["files"]}, src.label)
             stage = work / "stage"
             stage.mkdir()
             for rel, expected in sorted(meta["files"].items()):
                 src.fetch(rel, stage / rel)
+                limits.check({rel: (stage / rel).stat().st_size}, src.label)  # sizes the Hub did not tell
                 if file_sha256(stage / rel) != expected:
                     raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
                                          "tampered with); nothing was registered")
