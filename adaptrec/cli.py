@@ -268,21 +268,21 @@ def hub_push(
     adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION]"),
     repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo ORG/NAME (with --to: the mirror folder name, default NAME)"),
     to: Optional[Path] = typer.Option(None, "--to", help="write to an offline mirror folder (adapters_hub/ layout) instead of the Hub"),
-    private: bool = typer.Option(False, "--private", help="create the Hub repo private"),
+    public: bool = typer.Option(False, "--public", help="create the Hub repo public (default: private)"),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch (default main); mirror revision folder (default vVERSION)"),
 ) -> None:
     """Publish an adapter: peft files, adaptrec.json and a model card (token: HF_TOKEN or `hf auth login`)."""
     from .hub import push_to_hub, push_to_mirror
 
     if to is not None:
-        if private:
-            raise AdaptrecError("hub push: --private applies to Hub repos; a mirror folder's access is its file permissions")
+        if public:
+            raise AdaptrecError("hub push: --public applies to Hub repos; a mirror folder's access is its file permissions")
         res = push_to_mirror(adapter, to, repo=repo, revision=revision)
         typer.echo(f"wrote {res.ref} to {res.url}")
         return
     if not repo:
         raise AdaptrecError("hub push: pass --repo ORG/NAME (the Hub repo), or --to PATH for an offline mirror folder")
-    res = push_to_hub(adapter, repo, private=private, revision=revision)
+    res = push_to_hub(adapter, repo, private=not public, revision=revision)
     typer.echo(f"pushed {res.ref} to {res.url} (branch {res.revision}, commit {res.commit})")
 
 

@@ -127,10 +127,10 @@ def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_m
     from adaptrec.scoring.variants import llm_variants
 
     original = _register(lora_src)
-    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-lora", "--repo", "alice/movie-lora", "--private")
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-lora", "--repo", "alice/movie-lora")
     assert code == 0, err
     commit = hub.repos["alice/movie-lora"].branches["main"]
-    assert hub.repos["alice/movie-lora"].private and commit in out
+    assert hub.repos["alice/movie-lora"].private and commit in out  # private unless --public
     files = hub.files("alice/movie-lora")
     assert set(files) == {".gitattributes", "README.md", "adaptrec.json", "adapter_config.json", "adapter_model.safetensors"}
 
@@ -142,7 +142,10 @@ def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_m
     assert pulled.origin["repo"] == "alice/movie-lora" and pulled.origin["revision"] == commit  # pinned to the commit
     assert pulled.origin["published_as"] == "movie-lora:1" and pulled.origin["source"] == "hub"
     assert original.metrics and pulled.claimed_metrics == original.metrics  # the publisher's claim, kept as such
-    assert pulled.metrics == {} and pulled.fingerprint == original.fingerprint  # nothing measured here yet
+    assert pulled.metrics == {}  # nothing measured here yet
+    pulled_fp, original_fp = pulled.fingerprint, original.fingerprint
+    assert (pulled_fp.exact, pulled_fp.family) == (original_fp.exact, original_fp.family)
+    assert pulled_fp.base_model == f"<local>/{Path(original_fp.base_model).name}"  # a local backbone folder stays home
     assert pulled.recipe_text == original.recipe_text
     weights = "adapter_model.safetensors"
     assert (pulled.path / weights).read_bytes() == (original.path / weights).read_bytes()  # bit-identical
@@ -214,9 +217,11 @@ def test_plain_peft_loads_the_pushed_repo(hub, lora_src, tiny_model_dir, tmp_pat
         assert set(got) == set(want), (sorted(got)[:3], sorted(want)[:3])
         assert all(torch.equal(got[k], want[k]) for k in want)
         print("OK", len(want))
-        # the model card's usage snippet, run as written (its base_id is the tiny model's folder here)
+        # the model card's usage snippet, run as written but for its base_id: a local base folder is published
+        # as <local>/<name> (the card carries no local path), so it is pointed back at the tiny model here
         from huggingface_hub import hf_hub_download
         card = open(hf_hub_download("alice/plain", "README.md", revision={commit!r})).read()
+        card = card.replace({"<local>/" + Path(str(tiny_model_dir)).name!r}, {str(tiny_model_dir)!r})
         exec(card.split("```python\\n")[1].split("```")[0])
     """)
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
@@ -551,3 +556,19 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     assert "ADAPTREC_PULL_MAX_FILE_MB" in _one_line_error(code, err)
     _assert_nothing_left(before)
+
+
+def test_the_card_and_adaptrec_json_carry_no_absolute_local_path(lora_src, tiny_model_dir, tmp_path, monkeypatch,
+                                                                  capsys):
+    """The backbone folder, data files and run folders of the publisher's disk stay home; what they were is kept
+    as `<local>/<last part>` (peft's own config keeps a local base folder: AutoPeftModel loads from it)."""
+    src, fp = lora_src
+    recipe = (REPO / "recipes" / "movie-lora.yaml").read_text() + f"\n# --set data.train={tmp_path}/secret/train.json\n"
+    rec = Registry().register(src, name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=fp, recipe_text=recipe, metrics=METRICS,
+                              lineage={"parents": [], "teacher_backbone": {"name": str(tiny_model_dir)}})
+    rev_dir = _mirror_of(rec, tmp_path, monkeypatch, capsys)
+    published = {name: (rev_dir / name).read_text() for name in ("adaptrec.json", "README.md")}
+    for name, text in published.items():
+        assert str(tmp_path) not in text and str(tiny_model_dir) not in text, name
+    assert "<local>/train.json" in published["adaptrec.json"] and "<local>/" in published["README.md"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -168,3 +168,20 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         if type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
             raise HubError(f"{what}: cannot talk to {where} ({type(e).__name__}); check the network and HF_ENDPOINT") from None
         raise
+
+
+# An absolute local path (or ~/…) not inside a URL or a relative path: "/home/me/data/x.json", "~/runs/a".
+_LOCAL_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s'\"`,;()\[\]{}/]+/)*[^\s'\"`,;()\[\]{}/]+")
+
+
+def redact_local_paths(obj):
+    """`obj` (str, or dicts/lists of them) with every absolute local path replaced by `<local>/<its last part>`:
+    a published file must not tell the world how the publisher's disk is laid out."""
+    if isinstance(obj, str):
+        return _LOCAL_PATH.sub(lambda m: f"<local>/{Path(m.group(0).rstrip('/')).name}", obj)
+    if isinstance(obj, dict):
+        return {k: redact_local_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_local_paths(v) for v in obj]
+    return obj
+

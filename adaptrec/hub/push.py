@@ -36,6 +36,7 @@ from .common import (
     hub_errors,
     is_repo_id,
     public_endpoint,
+    redact_local_paths,
     resolve_endpoint,
 )
 
@@ -122,7 +123,9 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     if is_repo_id(base_model) and isinstance(config, dict) and config.get("base_model_name_or_path") != base_model:
         config["base_model_name_or_path"] = base_model
         write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    published = {k: meta.get(k) for k in _PUBLISHED_KEYS}
+    # the card and adaptrec.json are read by people: no local paths (a local base stays in peft's config, which
+    # AutoPeftModel needs to find it on the publisher's own machine)
+    published = redact_local_paths({k: meta.get(k) for k in _PUBLISHED_KEYS})
     published["kind"] = record.kind
     published["metrics"] = record.metrics  # the registry row is authoritative (update_metrics)
     published["format"] = meta.get("format")
@@ -137,7 +140,7 @@ def push_to_hub(
     ref: str,
     repo_id: str,
     *,
-    private: bool = False,
+    private: bool = True,
     revision: str | None = None,
     endpoint: str | None = None,
     registry: Registry | None = None,
