@@ -1,13 +1,6 @@
 import pytest
 
-from adaptrec.data.prompts import (
-    ANSWERS,
-    TEMPLATES,
-    instruction,
-    render_input,
-    render_prompt,
-    truncate_history,
-)
+from adaptrec.data.prompts import ANSWERS, TEMPLATES, instruction, render_input, render_prompt, truncate_history
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.errors import ConfigError, DataFormatError
 

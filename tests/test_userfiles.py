@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from cli_runner import run_cli
 
 from adaptrec.data.candidates import read_candidates
 from adaptrec.data.history_file import read_history_file
 from adaptrec.errors import AdaptrecError
-from cli_runner import run_cli
 
 LATIN1 = "User Preference: caf\xe9".encode("latin-1")
 

@@ -9,14 +9,7 @@ from .candidates import (
     write_candidates,
 )
 from .inspect import inspect_spec
-from .prompts import (
-    ANSWERS,
-    TEMPLATES,
-    instruction,
-    render_input,
-    render_prompt,
-    truncate_history,
-)
+from .prompts import ANSWERS, TEMPLATES, instruction, render_input, render_prompt, truncate_history
 from .records import Case, HistoryItem
 from .sampling import few_shot, stratified_subset
 from .spec import DataSet, load_spec
