@@ -294,6 +294,17 @@ def _describe(name: str, quantization: str):
     return source, config, tokenizer, compute_fingerprint(source, base_model, quantization, config, tokenizer)
 
 
+def backbone_config(name: str = EMBEDDED):
+    """The transformers config of a backbone (its architecture), without loading weights."""
+    from transformers import AutoConfig
+
+    source, _ = resolve_source(name)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
+
+
 def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fingerprint:
     """The fingerprint `load_backbone(name, quantization)` would give, without loading the weights."""
     return _describe(name, quantization)[3]

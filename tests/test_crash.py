@@ -35,7 +35,8 @@ FP = Fingerprint.from_dict({json.dumps(FP.to_dict())})
 
 def _adapter(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"base_model.model.q_proj.lora_A.weight": np.ones((2, 64), dtype=np.float32)},
+    save_file({"base_model.model.q_proj.lora_A.weight": np.ones((2, 64), dtype=np.float32),
+               "base_model.model.q_proj.lora_B.weight": np.ones((64, 2), dtype=np.float32)},
               str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
     return folder

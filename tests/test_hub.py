@@ -169,7 +169,7 @@ def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsy
     from adaptrec.hub import push_to_hub
 
     rec = _register(lora_src, fingerprint=FOREIGN_FP)
-    Registry().update_metrics(rec.ref, {"auc": {"value": 0.7, "data": "tallrec:movie:test", "limit": 500}})
+    Registry().update_metrics(rec.ref, {"auc": {"value": 0.7, "ci": [0.65, 0.75], "data": "tallrec:movie:test", "limit": 500}})
     res = push_to_hub(rec.ref, "alice/card", revision="main")
     files = hub.files("alice/card")
     card = files["README.md"].decode()
@@ -181,9 +181,10 @@ def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsy
     results = {r["dataset"]["name"]: r for r in meta["model-index"][0]["results"]}
     auc = results["tallrec:movie:test"]["metrics"][0]
     assert auc["type"] == "auc" and auc["value"] == 0.7 and auc["args"]["limit"] == 500  # the row, not the folder's copy
+    assert (auc["args"]["ci_low"], auc["args"]["ci_high"]) == (0.65, 0.75)  # the CI travels with the value
     assert results["tallrec:movie:test"]["dataset"]["split"] == "test"
     assert results["amazon:arts:test[0:50]"]["metrics"][0]["value"] == 0.41
-    assert "| auc | 0.7000 | `tallrec:movie:test` | 500 |" in card
+    assert "| auc | 0.7000 [0.6500, 0.7500] | `tallrec:movie:test` | 500 |" in card
 
     snippet = card.split("```python\n")[1].split("```")[0]
     compile(snippet, "snippet", "exec")
@@ -572,3 +573,51 @@ def test_the_card_and_adaptrec_json_carry_no_absolute_local_path(lora_src, tiny_
     for name, text in published.items():
         assert str(tmp_path) not in text and str(tiny_model_dir) not in text, name
     assert "<local>/train.json" in published["adaptrec.json"] and "<local>/" in published["README.md"]
+
+
+def test_adalora_is_published_as_its_exact_lora_export_only(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """LoRA-only loaders (vLLM, LoRAX) cannot read AdaLoRA's SVD form: push refuses and names the export command."""
+    from router_helpers import register_random
+
+    register_random(tiny_model_dir, Registry(), "movie-adalora", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=3)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-adalora", "--to", str(tmp_path / "mirror"))
+    assert "adaptrec export movie-adalora:1 --to-lora" in _one_line_error(code, err)
+    assert not list((tmp_path / "mirror").rglob("adaptrec.json"))  # nothing published
+    code, out, err = run_cli(monkeypatch, capsys, "export", "movie-adalora", "--to-lora")
+    assert code == 0, err
+    exported = out.split()[1] if out.startswith("registered") else "movie-adalora-lora"
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", exported.split(":")[0], "--to", str(tmp_path / "mirror"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("rank", "says r=99"),
+    ("targets", "does not name"),
+    ("shape", "in the base model"),
+    ("peft_type", "peft_type 'PREFIX_TUNING'"),
+])
+def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys,
+                                                         case, expect):
+    """A config that does not match its tensors, or tensors that do not fit the base architecture, are refused
+    (peft would fail mid-forward, or silently ignore the tensors of an untargeted module)."""
+    from safetensors.numpy import load_file, save_file
+
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    config = json.loads((rev_dir / "adapter_config.json").read_text())
+    weights = load_file(str(rev_dir / "adapter_model.safetensors"))
+    if case == "rank":
+        config["r"] = 99
+    elif case == "targets":
+        config["target_modules"] = ["k_proj"]
+    elif case == "peft_type":
+        config["peft_type"] = "PREFIX_TUNING"
+    else:
+        key = next(k for k in weights if "lora_A" in k)
+        weights[key] = np.zeros((weights[key].shape[0], weights[key].shape[1] + 1), dtype=weights[key].dtype)
+    buf = tmp_path / "w.safetensors"
+    save_file(weights, str(buf))
+    _relist(rev_dir, {"adapter_config.json": json.dumps(config).encode(), "adapter_model.safetensors": buf.read_bytes()})
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert expect in _one_line_error(code, err)
+    _assert_nothing_left(before)

@@ -78,6 +78,7 @@ def card_metadata(meta: dict) -> dict:
             for key, m in items:
                 row = {"type": key, "value": m["value"], "name": key, "verified": False}
                 args = {k: v for k, v in m.items() if k not in ("value", "data") and _scalar(v)}
+                args.update(_ci(m))
                 if args:
                     row["args"] = args
                 rows.append(row)
@@ -88,6 +89,14 @@ def card_metadata(meta: dict) -> dict:
             })
         data["model-index"] = [{"name": name, "results": results}]
     return data
+
+
+def _ci(metric: dict) -> dict:
+    """`{"ci_low", "ci_high"}` of a registry metric's 95% CI (`"ci": [low, high]`); empty when it has none."""
+    ci = metric.get("ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+        return {"ci_low": ci[0], "ci_high": ci[1]}
+    return {}
 
 
 def _example_prompt(domain: str) -> str:
@@ -137,7 +146,9 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         lines += ["| metric | value | data (SPEC) | limit | protocol |", "|---|---|---|---|---|"]
         for key, m in sorted(metrics.items()):
             extra = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items() if k not in ("value", "data", "limit") and _scalar(v))
-            lines.append(f"| {key} | {_fmt(m['value'])} | `{_spec_public(str(m.get('data')))}` | {m.get('limit') or 'all'} | {extra or '-'} |")
+            ci = _ci(m)
+            value = f"{_fmt(m['value'])} [{_fmt(ci['ci_low'])}, {_fmt(ci['ci_high'])}]" if ci else _fmt(m["value"])
+            lines.append(f"| {key} | {value} | `{_spec_public(str(m.get('data')))}` | {m.get('limit') or 'all'} | {extra or '-'} |")
         lines += ["", "`limit`: a seeded, label-stratified subset of that many cases (see adaptrec's docs/data.md for SPECs)."]
     else:
         lines.append("No metrics were recorded for this adapter.")

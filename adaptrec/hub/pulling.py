@@ -9,6 +9,8 @@ Order of checks, each before anything is registered:
    manifest; every name in it passes the same checks, is on the adapter type's allow-list
    (`adapters.files.published_files`; a score-level `mix` is refused) and exists in the repo, and the
    files' sizes are within `PullLimits` (per file and in total) before any is downloaded;
+   after download, `adapter_config.json` is checked against the tensors (peft type, target modules,
+   ranks) and the tensors against the base architecture (`adapters.check`, headers only);
 4. the adapter's base fingerprint is compared with the local backbone's by family (an exact match is
    not expected across machines); another family is refused unless `force`;
 5. only the manifest's files are downloaded, into a temporary folder under $ADAPTREC_HOME/tmp, and
@@ -28,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..adapters.check import check_adapter_folder
 from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
 from ..errors import FingerprintMismatch, IntegrityError
 from ..fingerprint import Fingerprint
@@ -281,7 +284,7 @@ def pull(
     at `quantization`, computed without loading weights. `force` registers an adapter of another
     base family anyway (every later load still checks the fingerprint and refuses it on this backbone).
     """
-    from ..backbone import EMBEDDED, backbone_fingerprint
+    from ..backbone import EMBEDDED, backbone_config, backbone_fingerprint
 
     registry = registry or Registry()
     limits = limits or PullLimits.from_env()
@@ -291,6 +294,8 @@ def pull(
 
         check_name(name)
     local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
+    # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
+    base_config = backbone_config(backbone or EMBEDDED) if backbone_fp is None or backbone else None
     tmp_root = registry.home / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     try:
@@ -323,6 +328,7 @@ def pull(
                 if file_sha256(stage / rel) != expected:
                     raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
                                          "tampered with); nothing was registered")
+            check_adapter_folder(stage, meta["adapter_type"], src.label, base_config)
             origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
                       "adaptrec_json_sha256": file_sha256(work / METADATA_FILE)}
             record = registry.register(

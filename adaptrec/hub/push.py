@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..adapters.attach import COLLAB_TYPE
 from ..adapters.files import (
     CONFIG_FILE,
     METADATA_FILE,
@@ -104,6 +105,12 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     if record.adapter_type == MIX_TYPE:  # its sources live in this registry only: nothing to load elsewhere
         raise HubError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
                        "push its sources, and register the mix again where they are pulled")
+    if record.adapter_type == "adalora":  # peft-only loaders (vLLM, LoRAX) read plain LoRA, never AdaLoRA's SVD form
+        raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which every LoRA "
+                       f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export)")
+    if record.adapter_type == COLLAB_TYPE:  # its item tokens need adaptrec; a LoRA-only loader would score without them
+        raise HubError(f"{record.ref} is a collaborative adapter: publishing one is not supported yet (its item tokens "
+                       "and projector need adaptrec, and eval, serving and pull cannot load them yet)")
     meta = verify_adapter_dir(record.path)  # every file matches its sha256
     if file_sha256(record.path / METADATA_FILE) != record.file_hash:
         raise IntegrityError(f"{record.path / METADATA_FILE} differs from the copy registered as {record.ref}; re-register the adapter")

@@ -1,0 +1,102 @@
+"""Static checks of an adapter folder from elsewhere (a Hub pull): its config against its tensors, and both
+against the base model's architecture, reading only safetensors headers and the base config (no weights).
+
+peft would otherwise find a mismatch late (a shape error mid-forward) or never (LoRA tensors for modules the
+config does not target are silently ignored, so the adapter scores as something it is not).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from adaptrec.errors import IntegrityError
+
+from .files import CONFIG_FILE, WEIGHTS_FILE
+
+PEFT_TYPES = {"lora": "LORA", "collab": "LORA", "adalora": "ADALORA", "prefix": "PREFIX_TUNING"}
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def read_config(folder: Path, label: str) -> dict:
+    """adapter_config.json as a dict; IntegrityError naming `label` otherwise."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"{label}: {CONFIG_FILE} is not readable JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise IntegrityError(f"{label}: {CONFIG_FILE} is not a JSON object")
+    return config
+
+
+def tensor_shapes(path: Path, label: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError) as e:
+        raise IntegrityError(f"{label}: {path.name} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def base_linear_shapes(base_config) -> dict[str, tuple[int, int]]:
+    """Module name -> (in_features, out_features) of every linear layer of the base architecture (meta device)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(base_config)
+    return {name: (m.in_features, m.out_features) for name, m in skeleton.named_modules()
+            if isinstance(m, torch.nn.Linear)}
+
+
+def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_config=None) -> None:
+    """IntegrityError (one line naming `label` and the first mismatch) unless the folder's config, tensors and
+    the base architecture (`base_config`, a transformers config; None: skip that part) agree."""
+    config = read_config(folder, label)
+    expected = PEFT_TYPES.get(adapter_type)
+    if expected is not None and config.get("peft_type") != expected:
+        raise IntegrityError(f"{label}: {CONFIG_FILE} says peft_type {config.get('peft_type')!r}, but the adapter is "
+                             f"registered as {adapter_type} ({expected})")
+    if expected not in ("LORA", "ADALORA"):
+        return
+    shapes = tensor_shapes(Path(folder) / WEIGHTS_FILE, label)
+    modules = _lora_modules(shapes, label)
+    targets = config.get("target_modules")
+    linears = base_linear_shapes(base_config) if base_config is not None else None
+    for module, (a, b) in sorted(modules.items()):
+        if isinstance(targets, list) and module.rsplit(".", 1)[-1] not in targets:
+            raise IntegrityError(f"{label}: {WEIGHTS_FILE} holds LoRA tensors for {module}, which target_modules "
+                                 f"{targets} does not name")
+        rank = a[0]
+        if expected == "LORA":
+            want = (config.get("rank_pattern") or {}).get(module.rsplit(".", 1)[-1], config.get("r"))
+            if isinstance(want, int) and want != rank:
+                raise IntegrityError(f"{label}: {module} has rank {rank} in {WEIGHTS_FILE}, {CONFIG_FILE} says r={want}")
+        if b[1] != rank:
+            raise IntegrityError(f"{label}: {module}'s lora_A and lora_B ranks differ ({rank} vs {b[1]})")
+        if linears is not None:
+            if module not in linears:
+                raise IntegrityError(f"{label}: {module} is not a linear layer of the base model")
+            if (a[1], b[0]) != linears[module]:
+                raise IntegrityError(f"{label}: {module} is {linears[module][0]}→{linears[module][1]} in the base model "
+                                     f"but {a[1]}→{b[0]} in {WEIGHTS_FILE}")
+
+
+def _lora_modules(shapes: dict[str, tuple[int, ...]], label: str) -> dict[str, tuple[tuple, tuple]]:
+    """module -> (lora_A shape, lora_B shape); IntegrityError for a half pair or a tensor that is not 2-D."""
+    sides: dict[str, dict[str, tuple]] = {}
+    for key, shape in shapes.items():
+        m = _LORA_KEY.match(key)
+        if m:
+            if len(shape) != 2:
+                raise IntegrityError(f"{label}: {key} has shape {list(shape)}; LoRA matrices are 2-D")
+            sides.setdefault(m["module"], {})[m["side"]] = shape
+    half = sorted(mod for mod, s in sides.items() if len(s) != 2)
+    if half:
+        raise IntegrityError(f"{label}: {half[0]} has only one of lora_A and lora_B in {WEIGHTS_FILE}")
+    if not sides:
+        raise IntegrityError(f"{label}: {WEIGHTS_FILE} holds no LoRA tensors")
+    return {mod: (s["A"], s["B"]) for mod, s in sides.items()}
