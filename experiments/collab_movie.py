@@ -119,6 +119,31 @@ def _diff(m: dict) -> str:
     return cell({"value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]})
 
 
+def _verdict(diff: dict) -> str:
+    if diff["ci_low"] > 0:
+        return "above, CI above 0"
+    if diff["ci_high"] < 0:
+        return "below, CI below 0"
+    return "not resolved, CI spans 0"
+
+
+def verdicts(doc: dict) -> list[str]:
+    """Statements computed from the rows: each adapter against the bar, and what the item tokens add."""
+    rows = {r["name"]: r for r in doc["rows"]}
+    text_only, collab = list(ADAPTERS)
+    encoder = rows["MF with biases (encoder alone)"]["test"]["value"]
+    return [
+        f"* Against the bar ({BAR}, {rows[BAR]['test']['value']:.3f}): "
+        + "; ".join(f"{name} {_verdict(rows[name]['vs_bar'])} ({rows[name]['vs_bar']['value']:+.3f})"
+                    for name in ADAPTERS) + ".",
+        f"* The item tokens over text alone: {_verdict(doc['collab_vs_text'])} "
+        f"({doc['collab_vs_text']['value']:+.3f}); with {doc['protocol']['users']} test users a gain of a few hundredths "
+        "is below what a user-clustered CI can resolve.",
+        f"* The collaborative adapter against its own encoder alone ({encoder:.3f}): "
+        f"{rows[collab]['test']['value'] - encoder:+.3f} (point estimates).",
+    ]
+
+
 def render(doc: dict) -> str:
     """docs/collab.md from the JSON document (pure)."""
     p = doc["protocol"]
@@ -150,6 +175,8 @@ def render(doc: dict) -> str:
         *table(head, "lrrrrrr", body),
         "",
         f"Collaborative adapter − text-only adapter, paired by user: {_diff(gain)}.",
+        "",
+        *verdicts(doc),
         "",
         f"Backbone: {env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
         f"{env.get('device', '?')}, torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, "

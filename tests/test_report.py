@@ -115,3 +115,21 @@ def test_methods_grid_refuses_a_report_made_elsewhere(tmp_path):
         methods_grid.check_environment(tmp_path / "r.json", {"environment": {**here, "device": "cuda"}}, here)
     with pytest.raises(SystemExit, match="backend None"):
         methods_grid.check_environment(tmp_path / "r.json", {}, here)  # made before reports recorded it
+
+
+def test_collab_page_verdicts_follow_the_paired_cis():
+    from experiment_modules import collab_movie as cm
+
+    def row(name, value, vs):
+        return {"name": name, "test": {"value": value, "ci_low": value - 0.05, "ci_high": value + 0.05, "case_ci": [0, 1]},
+                "vs_bar": {"value": vs[0], "ci_low": vs[1], "ci_high": vs[2]}, "valid": {"value": 0.7},
+                "best_val_auc": 0.7}
+    doc = {"protocol": {"test": "t", "cases": 10, "users": 4, "valid_cases": 5, "valid_users": 2, "machine": "m",
+                        "encoder": {"ratings": 1, "feature_weights": [1, 2, 3]}},
+           "rows": [row(cm.BAR, 0.77, (0, 0, 0)), row("MF with biases (encoder alone)", 0.69, (-0.08, -0.1, -0.01)),
+                    row("LoRA, text only", 0.69, (-0.08, -0.13, -0.03)),
+                    row("collab (LoRA + MF item tokens)", 0.80, (0.03, 0.01, 0.06))],
+           "collab_vs_text": {"value": 0.11, "ci_low": -0.01, "ci_high": 0.2}}
+    page = cm.render(doc)
+    assert "LoRA, text only below, CI below 0" in page and "collab (LoRA + MF item tokens) above, CI above 0" in page
+    assert "not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
