@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 TABLE_FILE = "collab.safetensors"
 META_FILE = "collab.json"
-ENCODER_DATA = ("movielens:100k",)  # interaction sources the encoder can be trained from
 
 
 class CollabSettings(LoraSettings):
@@ -52,7 +51,7 @@ class ItemEmbedding(torch.nn.Module):
     def __init__(self, base: torch.nn.Embedding, first_id: int, table: torch.Tensor, hidden: int):
         super().__init__()
         self.base, self.first_id = base, first_id
-        self.register_buffer("table", table.float(), persistent=False)
+        self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
         dim, width = table.shape[1], base.weight.shape[1]
         self.projector = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width))
                           if hidden else torch.nn.Linear(dim, width)).to(base.weight.device)
