@@ -33,6 +33,8 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     assert "log_loss" not in report.rows[1].metrics  # popularity is not a probability
     md = report.markdown()
     assert "seeded label-stratified subset of 12 (seed 3)" in md and "| like_ratio |" in md
+    env = report.to_dict()["environment"]  # what produced the scores travels with them (eval --json, grids)
+    assert (env["backend"], env["dtype"], env["device"]) == ("fp32", "float32", "cpu") and env["adaptrec"]
 
 
 @needs_amazon
