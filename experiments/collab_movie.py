@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 from report import ROOT, banner, cell, read_json, table
+from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.atomic import write_json, write_text
 from adaptrec.baselines import BASELINES
-from adaptrec.cf.features import ItemStats, fit_feature_model
+from adaptrec.cf.features import FeatureModel, ItemStats, feature_matrix, fit_feature_model
 from adaptrec.cf.mf import MFSettings, train_mf_bias
 from adaptrec.config import load_recipe
 from adaptrec.data.movielens import load_movielens, training_ratings
@@ -60,8 +61,8 @@ def metric(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
             "case_ci": [by_case.ci_low, by_case.ci_high]}
 
 
-def classic_rows(train, valid, test) -> tuple[dict[str, dict], dict]:
-    """Scores of the non-LLM rows on valid and test, and what their fit used."""
+def classic_rows(train, valid, test) -> tuple[dict[str, dict], dict, FeatureModel]:
+    """Scores of the non-LLM rows on valid and test, what their fit used, and the fitted feature model."""
     ratings = training_ratings()
     users = [f"ml100k-{r.user}" for r in ratings]
     stats = ItemStats.of(zip(users, (r.item for r in ratings), (r.liked for r in ratings)))
@@ -74,36 +75,49 @@ def classic_rows(train, valid, test) -> tuple[dict[str, dict], dict]:
         rows[BAR] = features.score(cases)
         rows["MF with biases (encoder alone)"] = mf.score([c.user_id for c in cases], [c.target_id for c in cases])
         out[split] = rows
-    return out, {"ratings": len(ratings), "feature_weights": features.model.coef_[0].round(4).tolist()}
+    return out, {"ratings": len(ratings), "feature_weights": features.model.coef_[0].round(4).tolist()}, features
 
 
-def adapter_scores(recipe_name: str, sets: list[str], test) -> tuple[np.ndarray, dict]:
-    """Train (or resume) the adapter through `run_recipe`, then score the whole test set with it (score cache)."""
+def adapter_scores(recipe_name: str, sets: list[str], valid, test) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train (or resume) the adapter through `run_recipe`, then score the whole validation and test sets with it
+    (score cache)."""
     recipe, text = load_recipe(recipe_name, sets)
     start = time.perf_counter()
     result = run_recipe(recipe, text, resume=True)
     scorer = backbone_scorer(result.backbone, result.train.model, adapter_key(result.train.adapter_dir),
                              template=recipe.data.template, max_prompt_tokens=recipe.data.max_prompt_tokens,
                              batch_size=recipe.evaluation.batch_size, cache=ScoreCache.default())
-    scores = scorer.score(test)
+    valid_scores, scores = scorer.score(valid), scorer.score(test)
     info = {"recipe": recipe_name, "sets": sets, "record": result.record.ref, "steps": result.train.steps,
             "best_val_auc": result.train.best_val_auc, "seconds": round(time.perf_counter() - start, 1),
             "environment": result.backbone.environment()}
-    return scores, info
+    return valid_scores, scores, info
+
+
+def stacked(features: FeatureModel, llm_valid: np.ndarray, llm_test: np.ndarray, valid, test,
+            labels_valid: np.ndarray) -> np.ndarray:
+    """The bar's three features plus the adapter's logit, a logistic regression fit on the validation set."""
+    def x(cases, llm):
+        return np.column_stack([feature_matrix(cases, features.stats), np.log(llm / (1 - llm))])
+
+    return LogisticRegression(max_iter=1000).fit(x(valid, llm_valid), labels_valid).predict_proba(x(test, llm_test))[:, 1]
 
 
 def run() -> dict:
     train, valid, test = (load_movielens(s) for s in ("train", "valid", "test"))
     labels = {s: np.array([c.label for c in cases]) for s, cases in (("valid", valid), ("test", test))}
     users = {s: [c.user_id for c in cases] for s, cases in (("valid", valid), ("test", test))}
-    classic, encoder = classic_rows(train, valid, test)
+    classic, encoder, features = classic_rows(train, valid, test)
     rows = [{"name": name, "kind": "classic", "test": metric(labels["test"], s, users["test"]),
              "valid": metric(labels["valid"], classic["valid"][name], users["valid"])}
             for name, s in classic["test"].items()]
     scores = dict(classic["test"])
     for name, (recipe_name, sets) in ADAPTERS.items():
-        scores[name], info = adapter_scores(recipe_name, sets, test)
+        llm_valid, scores[name], info = adapter_scores(recipe_name, sets, valid, test)
         rows.append({"name": name, "kind": "llm", "test": metric(labels["test"], scores[name], users["test"]), **info})
+        both = f"{BAR} + {name} (stacked on validation)"
+        scores[both] = stacked(features, llm_valid, scores[name], valid, test, labels["valid"])
+        rows.append({"name": both, "kind": "stacked", "test": metric(labels["test"], scores[both], users["test"])})
     for row in rows:
         row["vs_bar"] = vars(paired_difference("auc", labels["test"], scores[row["name"]], scores[BAR],
                                                clusters=users["test"]))
@@ -141,6 +155,9 @@ def verdicts(doc: dict) -> list[str]:
         "is below what a user-clustered CI can resolve.",
         f"* The collaborative adapter against its own encoder alone ({encoder:.3f}): "
         f"{rows[collab]['test']['value'] - encoder:+.3f} (point estimates).",
+        *(f"* Does {r['name'].split(' + ', 1)[1].removesuffix(' (stacked on validation)')} add signal to the bar's "
+          f"features? {r['name']}: {_verdict(r['vs_bar'])} ({r['vs_bar']['value']:+.3f})."
+          for r in doc["rows"] if r.get("kind") == "stacked"),
     ]
 
 
@@ -152,7 +169,8 @@ def render(doc: dict) -> str:
     body = []
     for r in doc["rows"]:
         case_ci = "[{:.3f}, {:.3f}]".format(*r["test"]["case_ci"])
-        valid = cell(r["valid"]) if "valid" in r else f"{r['best_val_auc']:.3f} (best, 48 cases)"
+        valid = (cell(r["valid"]) if "valid" in r else f"{r['best_val_auc']:.3f} (best, 48 cases)" if "best_val_auc" in r
+                 else "(fit there)")
         body.append([r["name"], cell(r["test"]), case_ci, "–" if r["name"] == BAR else _diff(r["vs_bar"]), valid,
                      r.get("steps", "–"), r.get("seconds", "–")])
     gain = doc["collab_vs_text"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import PERSISTENT_HOME
+from data_markers import needs_tallrec
 
 from adaptrec.data.spec import load_spec
 from adaptrec.evaluation import select_cases
@@ -30,6 +31,7 @@ def test_embedded_backbone_is_8bit_and_identified(smollm2_8bit):
     assert not any(p.requires_grad for p in smollm2_8bit.model.parameters())
 
 
+@needs_tallrec
 def test_scores_tallrec_prompts_and_caches_them(smollm2_8bit, tmp_path):
     cases = select_cases(load_spec("tallrec:movie:test"), 8, seed=0)
     cache = ScoreCache(tmp_path / "scores.db")
@@ -41,6 +43,7 @@ def test_scores_tallrec_prompts_and_caches_them(smollm2_8bit, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+@needs_tallrec
 def test_4bit_backbone_scores_too(smollm2_8bit, monkeypatch):
     """4-bit (bitsandbytes nf4) on this device; same family as the 8-bit load, another exact identity."""
     from adaptrec.backbone import load_backbone
@@ -58,6 +61,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(ADAPTREC), *args], capture_output=True, text=True, env=env, timeout=900)
 
 
+@needs_tallrec
 def test_train_evaluate_register_predict_end_to_end(smollm2_8bit, tmp_path):
     home = tmp_path / "home"
     (home / "backbones").mkdir(parents=True)

@@ -128,8 +128,11 @@ def test_collab_page_verdicts_follow_the_paired_cis():
                         "encoder": {"ratings": 1, "feature_weights": [1, 2, 3]}},
            "rows": [row(cm.BAR, 0.77, (0, 0, 0)), row("MF with biases (encoder alone)", 0.69, (-0.08, -0.1, -0.01)),
                     row("LoRA, text only", 0.69, (-0.08, -0.13, -0.03)),
-                    row("collab (LoRA + MF item tokens)", 0.80, (0.03, 0.01, 0.06))],
+                    row("collab (LoRA + MF item tokens)", 0.80, (0.03, 0.01, 0.06)),
+                    {**row(f"{cm.BAR} + collab (LoRA + MF item tokens) (stacked on validation)", 0.78, (0.01, -0.01, 0.03)),
+                     "kind": "stacked"}],
            "collab_vs_text": {"value": 0.11, "ci_low": -0.01, "ci_high": 0.2}}
     page = cm.render(doc)
     assert "LoRA, text only below, CI below 0" in page and "collab (LoRA + MF item tokens) above, CI above 0" in page
     assert "not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
+    assert "Does collab (LoRA + MF item tokens) add signal to the bar's features?" in page
