@@ -165,7 +165,7 @@ def render(doc: dict) -> str:
     """docs/collab.md from the JSON document (pure)."""
     p = doc["protocol"]
     head = ["row", "test AUC, user-clustered 95% CI", "case-bootstrap CI (too narrow)", f"− {BAR}, paired, by user",
-            "valid AUC", "steps", "time (s)"]
+            "valid AUC", "steps", "this run (s)"]
     body = []
     for r in doc["rows"]:
         case_ci = "[{:.3f}, {:.3f}]".format(*r["test"]["case_ci"])
@@ -191,6 +191,10 @@ def render(doc: dict) -> str:
         "shots and budget for the text-only one.",
         "",
         *table(head, "lrrrrrr", body),
+        "",
+        "`this run (s)`: the adapter's part of the command's last run — training, its 200-case evaluation and "
+        "scoring the whole validation and test sets when it trains; scoring only what the cache lacks when it resumes "
+        "a finished run.",
         "",
         f"Collaborative adapter − text-only adapter, paired by user: {_diff(gain)}.",
         "",
