@@ -25,12 +25,16 @@ _PROB_METRICS = {"accuracy", "log_loss"}  # need scores that are probabilities
 _PROBABILISTIC_BASELINES = {"like_ratio"}  # popularity is a count share, not a probability
 
 
+NOT_APPLICABLE = "n/a"  # a metric cell of a row that cannot rank these cases
+
+
 @dataclass
 class EvalRow:
     name: str
     kind: str  # "llm" or "baseline"
     metrics: dict[str, MetricValue]
     prompts_per_s: float | None = None
+    note: str | None = None  # why the row has no metrics (e.g. a baseline that scores every candidate alike)
 
 
 @dataclass
@@ -62,17 +66,19 @@ class EvalReport:
         head = "| model | " + " | ".join(self.metric_names) + " | prompts/s |"
         lines = [head, "|---|" + "---:|" * (len(self.metric_names) + 1)]
         for row in self.rows:
-            cells = [row.metrics[m].format() if m in row.metrics else "–" for m in self.metric_names]
+            cells = [row.metrics[m].format() if m in row.metrics else NOT_APPLICABLE if row.note else "–"
+                     for m in self.metric_names]
             speed = f"{row.prompts_per_s:.2f}" if row.prompts_per_s else "–"
             lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {speed} |")
-        return f"Protocol: {self.protocol}\n\n" + "\n".join(lines)
+        notes = [f"{row.name}: {row.note}." for row in self.rows if row.note]
+        return f"Protocol: {self.protocol}\n\n" + "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)
 
     def to_dict(self) -> dict:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
             "score_mode": self.score_mode, "negatives": self.negatives, "environment": self.environment,
             "rows": [
-                {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s,
+                {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s, "note": r.note,
                  "metrics": {k: vars(v) for k, v in r.metrics.items()}}
                 for r in self.rows
             ],
@@ -91,12 +97,22 @@ def _row(name: str, kind: str, labels: np.ndarray, scores: np.ndarray, metric_na
     return EvalRow(name, kind, compute_classification(names, labels, scores, seed=seed))
 
 
+CONSTANT = "not applicable: it gives every candidate the same score (on implicit feedback every history item is liked)"
+
+
+def constant_within(groups: Sequence[np.ndarray]) -> bool:
+    """True when every group of scores (all cases, or each user's candidate list) holds one value: nothing to rank."""
+    return all(np.ptp(g) == 0 for g in groups)
+
+
 def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequence[str], seed: int) -> list[EvalRow]:
     labels = np.array([c.label for c in cases])
-    return [
-        _row(name, "baseline", labels, fn(cases, dataset.item_popularity), metric_names, seed, name in _PROBABILISTIC_BASELINES)
-        for name, fn in BASELINES.items()
-    ]
+    rows = []
+    for name, fn in BASELINES.items():
+        scores = fn(cases, dataset.item_popularity)
+        rows.append(EvalRow(name, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
+                    _row(name, "baseline", labels, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
+    return rows
 
 
 def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_names: Sequence[str], seed: int) -> EvalRow:
@@ -181,7 +197,11 @@ def run_rank_eval(
         report.rows.append(EvalRow(name, kind, compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed), speed))
 
     for name, fn in BASELINES.items():
-        add(name, "baseline", np.stack([fn(cases, dataset.item_popularity) for cases in candidates]))
+        scores = np.stack([fn(cases, dataset.item_popularity) for cases in candidates])
+        if constant_within(scores):
+            report.rows.append(EvalRow(name, "baseline", {}, note=CONSTANT))
+        else:
+            add(name, "baseline", scores)
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
         scorer = backbone_scorer(backbone, model, key, **scorer_options)
         add(name, "llm", np.stack(scorer.score_lists(candidates, mode)), scorer.last_throughput or None)

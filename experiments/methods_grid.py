@@ -96,7 +96,7 @@ def _table(reports: list[dict]) -> list[str]:
     lines = [f"`{first['spec']}`, seeded label-stratified subset of {first['n']} (seed {first['seed']}), score "
              f"{first['score_mode']}, AUC with 95% bootstrap CIs:", ""]
     shared = [r for r in first["rows"] if r["kind"] == "baseline" or r["name"] == "backbone (untuned)"]
-    rows = [[r["name"], "–", cell(r["metrics"]["auc"]), "–", "–"] for r in shared]
+    rows = [[r["name"], "–", cell(r["metrics"]["auc"]) if "auc" in r["metrics"] else "n/a", "–", "–"] for r in shared]
     plain_auc = None
     for rep in reports:
         for r in rep["eval"]["rows"]:

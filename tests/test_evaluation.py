@@ -43,9 +43,9 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
     report = run_rank_eval(tiny_backbone, ds, limit=3, seed=0, negatives=4, progress=False)
     assert report.n == 3 and report.negatives == 4
     assert [r.name for r in report.rows] == ["like_ratio", "popularity", "backbone (untuned)"]
-    hit = report.rows[0].metrics["hit@1"].value
-    assert hit == 0.0  # all-positive histories tie every candidate; ties count against the target
-    assert "1 held-out item + 4 sampled negatives" in report.markdown()
+    # all-positive histories give every candidate one like-ratio: shown as not applicable, not as a worst rank
+    assert report.rows[0].metrics == {} and "not applicable" in report.rows[0].note
+    assert "| like_ratio | n/a |" in report.markdown() and "1 held-out item + 4 sampled negatives" in report.markdown()
 
 
 @needs_tallrec
@@ -61,3 +61,17 @@ def test_rank_lists_are_nested_so_a_larger_run_extends_a_smaller_one():
     _, large = rank_lists(ds, 20, seed=3, negatives=4)
     assert set(small) <= set(large)  # same users, same targets, same sampled candidates
     assert rank_lists(ds, 5, seed=4, negatives=4)[1] != small
+
+
+def test_a_baseline_constant_over_the_cases_is_not_applicable():
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.data.spec import DataSet
+    from adaptrec.evaluation import baseline_rows
+
+    cases = [Case(f"u{i}", "office", "office product", (HistoryItem('"a"'), HistoryItem('"b"')), f'"t{i}"', label=i % 2)
+             for i in range(6)]
+    dataset = DataSet("synthetic", cases, {f'"t{i}"': float(i) for i in range(6)}, "fp")
+    like, popularity = baseline_rows(dataset, cases, ("auc",), seed=0)
+    assert like.metrics == {} and "same score" in like.note  # every history all liked: one value for all
+    assert popularity.metrics["auc"].value == pytest.approx(0.667, abs=1e-3) and popularity.note is None
+
