@@ -69,7 +69,7 @@ Log = Callable[[str], None]
 
 
 class TransferError(AdaptrecError):
-    """Bad eval-transfer options (direction, shots, methods)."""
+    """Bad options of the experiment (direction, shots, methods)."""
 
 
 @dataclass(frozen=True)

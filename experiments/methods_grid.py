@@ -28,7 +28,7 @@ REGION = "methods-grid"  # the region of DOC between its `<!-- methods-grid:star
 # group -> (plain recipe, method recipes, --set overrides shared by all of them)
 GROUPS = {
     "movie": ("movie-lora", ["movie-joint", "movie-blend", "movie-stats", "movie-book-multitask"], []),
-    # the eval-transfer run's settings, so its registered office-lora is the plain row
+    # the cross-domain experiment's settings, so the office-lora it registers is the plain row
     "office": ("office-lora", ["office-joint", "office-blend", "arts-office-multitask", "office-distill"],
                ["data.max_prompt_tokens=320", "evaluation.limit=100"]),
 }

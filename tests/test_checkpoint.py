@@ -74,3 +74,28 @@ def test_a_stale_best_new_left_by_a_crash_does_not_block_saving(tmp_path):
     _save_adapter(_FakeModel(), tmp_path / "best")
     assert (tmp_path / "best" / "adapter_model.safetensors").read_bytes() == b"weights"
     assert not (tmp_path / "best.new").exists() and not (tmp_path / "best.old").exists()
+
+
+def test_a_kill_while_pruning_leaves_no_partial_checkpoint_under_its_name(tmp_path, monkeypatch):
+    """Pruning an old checkpoint file by file under its real name left a folder that looked like a checkpoint
+    but was not whole (found by the crash matrix): a kill mid-delete now leaves only a hidden `.deleting` folder."""
+    for step in (1, 2):
+        _save(tmp_path, step)
+
+    def killed_midway(folder, ignore_errors=False):
+        if not folder.exists():
+            return
+        next(p for p in sorted(folder.iterdir()) if p.is_file()).unlink()
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ck.shutil, "rmtree", killed_midway)
+    try:
+        _save(tmp_path, 3)  # prunes step 1
+    except RuntimeError:
+        pass
+    monkeypatch.undo()
+    for found in ck.checkpoints(tmp_path):
+        ck.read_checkpoint(found)  # everything under a step name is whole
+    assert [c.step for c in ck.checkpoints(tmp_path)] == [3, 2]
+    _save(tmp_path, 4)  # the next save clears the interrupted deletion
+    assert not list((tmp_path / "checkpoints").glob(".*.deleting"))

@@ -8,6 +8,7 @@ unreadable one (a crash, a truncated file) is skipped with one line naming it, a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ def save_checkpoint(
     root = run_dir / "checkpoints"
     final = root / f"{_PREFIX}{step:06d}"
     if final.exists():
-        shutil.rmtree(final)
+        _discard(final)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -101,8 +102,19 @@ def save_checkpoint(
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     for old in checkpoints(run_dir)[keep:]:
-        shutil.rmtree(old.path, ignore_errors=True)
+        _discard(old.path)
+    for leftover in root.glob(".*.deleting"):  # a deletion a kill interrupted
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder without ever leaving part of it under its real name: rename it to a hidden
+    `.step_N.deleting` first (atomic), then remove that."""
+    trash = folder.with_name(f".{folder.name}.deleting")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
