@@ -23,13 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from adaptrec.adapters.files import (
-    METADATA_FILE,
-    check_base,
-    file_sha256,
-    verify_adapter_dir,
-    write_adapter_dir,
-)
+from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, verify_adapter_dir, write_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
 from adaptrec.home import adaptrec_home
@@ -153,6 +147,17 @@ class AdapterRecord:
 
 _JSON_COLUMNS = ("adapter_config", "metrics", "lineage", "origin", "claimed_metrics")
 _ROW_FIELDS = tuple(f.name for f in fields(AdapterRecord) if f.name != "path")
+
+
+def verified_files(rec: AdapterRecord) -> dict:
+    """The metadata of `rec`'s folder after re-hashing every file, `adaptrec.json` against the row included;
+    IntegrityError naming what changed otherwise."""
+    meta = verify_adapter_dir(rec.path)
+    if file_sha256(rec.path / METADATA_FILE) != rec.file_hash:
+        raise IntegrityError(
+            f"{rec.path / METADATA_FILE} differs from the copy registered as {rec.ref}; the folder was modified, re-register the adapter"
+        )
+    return meta
 
 
 def _unfinished(path: Path) -> bool:
@@ -526,24 +531,31 @@ class Registry:
             return removed
         with self._write() as conn:
             rows = {(r[0], r[1]) for r in conn.execute("SELECT name, version FROM adapters")}
-            for entry in sorted(self.adapters_dir.iterdir()):
-                if _unfinished(entry):
-                    _delete(entry)
-                    removed.append(entry)
-                    continue
-                if not entry.is_dir() or entry.is_symlink():
-                    continue
-                for sub in sorted(entry.iterdir()):
-                    stale_tmp = _unfinished(sub)
-                    orphan = sub.is_dir() and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows
-                    if stale_tmp or orphan:
-                        _delete(sub)
-                        removed.append(sub)
+            for path, _ in self._strays(rows):
+                _delete(path)
+                removed.append(path)
+            for entry in self.adapters_dir.iterdir():
                 try:
                     entry.rmdir()  # only succeeds when empty
                 except OSError:
                     pass
         return removed
+
+    def _strays(self, rows: set[tuple[str, int]]) -> list[tuple[Path, str]]:
+        """(folder, why) for every `.tmp` leftover and every version folder none of `rows` points to."""
+        found: list[tuple[Path, str]] = []
+        if not self.adapters_dir.is_dir():
+            return found
+        for entry in sorted(self.adapters_dir.iterdir()):
+            if _unfinished(entry):
+                found.append((entry, "an unfinished write"))
+            elif entry.is_dir() and not entry.is_symlink():
+                for sub in sorted(entry.iterdir()):
+                    if _unfinished(sub):
+                        found.append((sub, "an unfinished write"))
+                    elif sub.is_dir() and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows:
+                        found.append((sub, "an orphan folder no registry row points to"))
+        return found
 
     def verify(self) -> list[str]:
         """Re-hash every registered version and look for folders no row points to; one line per problem found.
@@ -554,21 +566,11 @@ class Registry:
         records = self.list()
         for rec in records:
             try:
-                verify_adapter_dir(rec.path)
-                if file_sha256(rec.path / METADATA_FILE) != rec.file_hash:
-                    problems.append(f"{rec.ref}: {METADATA_FILE} differs from the registered copy")
+                verified_files(rec)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
-        rows = {(r.name, r.version) for r in records}
-        if self.adapters_dir.is_dir():
-            for entry in sorted(self.adapters_dir.iterdir()):
-                inside = sorted(entry.iterdir()) if entry.is_dir() and not entry.is_symlink() and not _unfinished(entry) else []
-                for sub in [entry, *inside]:
-                    if _unfinished(sub):
-                        problems.append(f"{sub}: an unfinished write (remove it with `adaptrec registry gc`)")
-                    elif sub is not entry and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows:
-                        problems.append(f"{sub}: an orphan folder no registry row points to (`adaptrec registry gc`)")
-        return problems
+        strays = self._strays({(r.name, r.version) for r in records})
+        return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
 
     # ------------------------------------------------------------ reading
     def resolve(self, ref: str) -> AdapterRecord:
@@ -583,12 +585,7 @@ class Registry:
         warns `FamilyMatchWarning` when only the base family matches.
         """
         rec = self.resolve(ref)
-        meta = verify_adapter_dir(rec.path)
-        if file_sha256(rec.path / METADATA_FILE) != rec.file_hash:
-            raise IntegrityError(
-                f"{rec.path / METADATA_FILE} differs from the copy registered as {rec.ref}; the folder was modified, re-register the adapter"
-            )
-        check_base(meta, backbone_fp)
+        check_base(verified_files(rec), backbone_fp)
         return rec
 
     def list(self, domain: str | None = None, name: str | None = None) -> list[AdapterRecord]:

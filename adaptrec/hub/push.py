@@ -14,17 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.attach import COLLAB_TYPE
-from ..adapters.files import (
-    CONFIG_FILE,
-    METADATA_FILE,
-    MIX_TYPE,
-    file_sha256,
-    verify_adapter_dir,
-)
+from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
-from ..errors import AdaptrecError, IntegrityError
-from ..registry import AdapterRecord, Registry
+from ..errors import AdaptrecError
+from ..registry import AdapterRecord, Registry, verified_files
 from .card import model_card
 from .common import (
     CARD_FILE,
@@ -111,9 +105,7 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     if record.adapter_type == COLLAB_TYPE:  # its item tokens need adaptrec; a LoRA-only loader would score without them
         raise HubError(f"{record.ref} is a collaborative adapter: publishing one is not supported yet (its item tokens "
                        "and projector need adaptrec, and eval, serving and pull cannot load them yet)")
-    meta = verify_adapter_dir(record.path)  # every file matches its sha256
-    if file_sha256(record.path / METADATA_FILE) != record.file_hash:
-        raise IntegrityError(f"{record.path / METADATA_FILE} differs from the copy registered as {record.ref}; re-register the adapter")
+    meta = verified_files(record)  # every file matches its sha256, adaptrec.json the registry row
     copied = []
     for rel in sorted(meta["files"]):
         if rel == CARD_FILE:  # peft's auto-generated card: replaced by ours
