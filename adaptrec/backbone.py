@@ -283,26 +283,28 @@ def _describe(name: str, quantization: str):
     """(source folder, Hub id, config, tokenizer, fingerprint) of a backbone, without loading its weights."""
     if quantization not in QUANTIZATIONS:
         raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
-    from transformers import AutoConfig
-
     source, base_model = resolve_source(name)
+    config = _config(source, name)
     try:
-        config = AutoConfig.from_pretrained(source)
         tokenizer = load_tokenizer(str(source))
     except (OSError, ValueError) as e:
         raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
     return source, config, tokenizer, compute_fingerprint(source, base_model, quantization, config, tokenizer)
 
 
-def backbone_config(name: str = EMBEDDED):
-    """The transformers config of a backbone (its architecture), without loading weights."""
+def _config(source: Path, name: str):
+    """The transformers config in `source`; a one-line BackboneError naming the backbone otherwise."""
     from transformers import AutoConfig
 
-    source, _ = resolve_source(name)
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
+
+
+def backbone_config(name: str = EMBEDDED):
+    """The transformers config of a backbone (its architecture), without loading weights."""
+    return _config(resolve_source(name)[0], name)
 
 
 def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fingerprint:
