@@ -361,13 +361,7 @@ def compose_cmd(
     quantization: str = QuantOpt,
 ) -> None:
     """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
-    from adaptrec.adapters.merge import (
-        MIX,
-        Composition,
-        compose,
-        merge_into_base,
-        parse_weights,
-    )
+    from adaptrec.adapters.merge import MIX, Composition, compose, merge_into_base, parse_weights
     from adaptrec.router.policy import resolve_sources
 
     from .backbone import load_backbone

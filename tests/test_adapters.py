@@ -9,24 +9,13 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from adaptrec.adapters import (
-    TUNERS,
-    adalora_to_lora,
-    build_peft_model,
-    parse_adapter_settings,
-    tuner_for,
-)
+from adaptrec.adapters import TUNERS, adalora_to_lora, build_peft_model, parse_adapter_settings, tuner_for
 from adaptrec.adapters.adalora import AdaLoraSettings, schedule_steps
 from adaptrec.adapters.lora import LoraSettings
 from adaptrec.adapters.prefix import PrefixSettings
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError, ConfigError
-from adaptrec.scoring.logits import (
-    answer_token_ids,
-    last_token_logits,
-    pad_ids,
-    tokenize,
-)
+from adaptrec.scoring.logits import answer_token_ids, last_token_logits, pad_ids, tokenize
 
 CPU = torch.device("cpu")
 PROMPTS = [

@@ -4,12 +4,7 @@ from collections import Counter
 import pytest
 from data_markers import needs_amazon
 
-from adaptrec.data.amazon import (
-    amazon_items,
-    amazon_popularity,
-    amazon_user_items,
-    load_amazon,
-)
+from adaptrec.data.amazon import amazon_items, amazon_popularity, amazon_user_items, load_amazon
 from adaptrec.errors import DataSpecError
 from adaptrec.home import data_root
 

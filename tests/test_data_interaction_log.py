@@ -2,12 +2,7 @@ import json
 
 import pytest
 
-from adaptrec.data.interaction_log import (
-    cases_from_log,
-    log_popularity,
-    read_catalogue,
-    read_log,
-)
+from adaptrec.data.interaction_log import cases_from_log, log_popularity, read_catalogue, read_log
 from adaptrec.errors import DataFormatError
 
 

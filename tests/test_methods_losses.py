@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptrec.train.losses import (
-    causal_lm_loss,
-    distill_loss,
-    listwise_loss,
-    pairwise_loss,
-    rec_loss,
-)
+from adaptrec.train.losses import causal_lm_loss, distill_loss, listwise_loss, pairwise_loss, rec_loss
 from adaptrec.train.methods.features import FeatureBlend, feature_matrix
 
 YES, NO = 2, 0

@@ -12,13 +12,7 @@ from adaptrec.errors import FingerprintMismatch, IntegrityError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import component_scores
-from adaptrec.serve.engine import (
-    Engine,
-    LimitExceeded,
-    Limits,
-    QueueTimeout,
-    wait_or_refuse,
-)
+from adaptrec.serve.engine import Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
 
 REFS = list(ADAPTERS)
 

@@ -15,13 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.merge import (
-    MIX,
-    Composition,
-    CompositionError,
-    attached_sources,
-    merge,
-)
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, merge
 from adaptrec.data.records import Case
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer

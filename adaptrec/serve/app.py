@@ -25,12 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from adaptrec.data.records import Case, HistoryItem
-from adaptrec.errors import (
-    AdaptrecError,
-    FingerprintMismatch,
-    IntegrityError,
-    RegistryError,
-)
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
 from adaptrec.router.policy import Decision, RouteError, route
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix

@@ -35,14 +35,7 @@ from adaptrec.data.prompts import render_prompt
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
-from adaptrec.scoring.logits import (
-    ScoreMode,
-    answer_logits,
-    answer_token_ids,
-    last_token_logits,
-    to_scores,
-    tokenize,
-)
+from adaptrec.scoring.logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
 from adaptrec.scoring.prefix import PrefixRanker
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`

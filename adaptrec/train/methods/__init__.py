@@ -5,13 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...adapters.attach import adapter_key
-from ...backbone import (
-    backbone_fingerprint,
-    base_score_key,
-    load_tokenizer,
-    resolve_backend,
-    tokenizer_digest,
-)
+from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
 from ...data.records import Case
 from ...data.sampling import few_shot
