@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .fingerprint import digest, text_digest
 from .userfiles import read_user_text
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipped in the wheel
 
 
 class _Strict(BaseModel):
@@ -149,14 +149,19 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     return raw
 
 
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (`adaptrec/recipes/*.yaml`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
-    """A path, or the name of a shipped recipe (`movie-lora` means recipes/movie-lora.yaml)."""
+    """A path, or the name of a shipped recipe (`movie-lora` means the package's recipes/movie-lora.yaml)."""
     path, shipped = Path(name_or_path), RECIPES_DIR / f"{name_or_path}.yaml"
     if path.exists() and not (path.is_dir() and shipped.is_file()):  # a pipe or folder is refused when read
         return path
     if shipped.is_file():
         return shipped
-    known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    known = ", ".join(shipped_recipes())
     raise ConfigError(f"{name_or_path}: no such recipe file (shipped recipes: {known})")
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .adapters.attach import detach
 from .adapters.merge import as_mix
+from .atomic import write_text
 from .baselines import BASELINES
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
 from .data.records import Case
@@ -17,6 +20,7 @@ from .data.spec import DataSet
 from .errors import DataSpecError
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .scoring.core import Scorer, backbone_scorer
+from .scoring.logits import to_scores
 from .scoring.variants import llm_variants, mixed_scores
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
@@ -83,6 +87,21 @@ class EvalReport:
                 for r in self.rows
             ],
         }
+
+
+    def to_pandas(self):
+        """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s."""
+        import pandas as pd  # pandas comes with `datasets`; imported here so the CLI never pays for it
+
+        records = []
+        for r in self.rows:
+            rec = {"model": r.name, "kind": r.kind}
+            for m in self.metric_names:
+                v = r.metrics.get(m)
+                cells = (None, None, None) if v is None else (v.value, v.ci_low, v.ci_high)
+                rec.update(zip((m, f"{m}_low", f"{m}_high"), cells))
+            records.append({**rec, "prompts_per_s": r.prompts_per_s, "note": r.note})
+        return pd.DataFrame.from_records(records)
 
 
 def select_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:
@@ -206,3 +225,24 @@ def run_rank_eval(
         scorer = backbone_scorer(backbone, model, key, **scorer_options)
         add(name, "llm", np.stack(scorer.score_lists(candidates, mode)), scorer.last_throughput or None)
     return report
+
+
+@dataclass(frozen=True)
+class Predictions:
+    path: Path
+    n: int
+    prompts_per_s: float  # uncached forward work
+
+
+def write_predictions(backbone, registry, adapter: str | None, dataset: DataSet, out: Path, *, limit: int | None = None,
+                      seed: int = 0, cache=None, **scorer_options) -> Predictions:
+    """P(yes) and TALLRec's score for every case of `dataset` (a seeded subset with `limit`), as JSONL at `out`."""
+    cases = select_cases(dataset, limit, seed) if limit else dataset.cases
+    _, key, model = next(llm_variants(backbone, registry, [adapter] if adapter else [], include_untuned=not adapter))
+    scorer = backbone_scorer(backbone, model, key, cache=cache, **scorer_options)
+    logits = scorer.logits_for_prompts(scorer.prompts(cases))
+    pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
+    rows = [{"user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
+             "p_yes": float(p), "tallrec_score": float(t)} for c, p, t in zip(cases, pyes, tall)]
+    write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+    return Predictions(Path(out), len(rows), scorer.last_throughput)

@@ -187,7 +187,7 @@ def render(doc: dict) -> str:
         "used. The feature regression (like-ratio, the target's like-rate among those ratings, its log popularity; "
         f"weights {p['encoder']['feature_weights']}) fits on the 8000 training cases, each case's own rating left "
         "out of its target's statistics. Both adapters train on 256 shots for up to 96 steps (validation every 12, "
-        "patience 3), LoRA r 8 on q/v: `recipes/movie-collab.yaml`, and `recipes/movie-lora.yaml` with the same data, "
+        "patience 3), LoRA r 8 on q/v: `adaptrec/recipes/movie-collab.yaml`, and `adaptrec/recipes/movie-lora.yaml` with the same data, "
         "shots and budget for the text-only one.",
         "",
         *table(head, "lrrrrrr", body),

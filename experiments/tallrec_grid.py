@@ -61,10 +61,12 @@ def on_grid_backend(row: dict) -> bool:
 
 @functools.cache
 def _movie_recipe(adapter_type: str) -> dict:
-    """recipes/movie-<type>.yaml as data: its adapter section and lr serve every domain's runs of that type."""
+    """adaptrec/recipes/movie-<type>.yaml as data: its adapter section and lr serve every domain's runs of that type."""
     import yaml
 
-    return yaml.safe_load((HERE.parent / "recipes" / f"movie-{adapter_type}.yaml").read_text())
+    from adaptrec.config import RECIPES_DIR
+
+    return yaml.safe_load((RECIPES_DIR / f"movie-{adapter_type}.yaml").read_text())
 
 
 def _done(budget: int = BUDGET) -> list[dict]:
@@ -324,10 +326,10 @@ def render() -> str:
         lines += [f"## TALLRec {domain}", "",
                   f"Protocol: AUC of P(yes) on a seeded (seed 0), label-stratified subset of {first['limit']} cases of "
                   f"`{first['spec']}`, the same subset for every row; 95% bootstrap CIs (1000 resamples). "
-                  f"Training: the recipe `recipes/{RECIPE.get((domain, 'lora'))}.yaml` with the shots/seed/type shown "
+                  f"Training: the recipe `adaptrec/recipes/{RECIPE.get((domain, 'lora'))}.yaml` with the shots/seed/type shown "
                   "(few-shot cases drawn as TALLRec draws them; early stopping on validation AUC; the AdaLoRA and prefix "
-                  "rows take the adapter section and learning rate of `recipes/movie-adalora.yaml` / "
-                  "`recipes/movie-prefix.yaml`; the step budget, validation every 8 steps and patience 2 are the grid's, "
+                  "rows take the adapter section and learning rate of `adaptrec/recipes/movie-adalora.yaml` / "
+                  "`adaptrec/recipes/movie-prefix.yaml`; the step budget, validation every 8 steps and patience 2 are the grid's, "
                   "whatever a recipe ships). "
                   f"Machine: {first['machine']}. The time column is the wall time of train + evaluation and is not a "
                   "benchmark (see docs/performance.md for speed); \"reused\": the run was trained by the learning-rate "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
+from adaptrec.data.prompts import ANSWERS, instruction, render_input
 from adaptrec.data.records import Case, HistoryItem
 
 GOOD = ["Heat (1995)", "Fargo (1996)", "Casino (1995)", "Se7en (1995)", "Clerks (1994)", "Ran (1985)"]
@@ -20,3 +23,15 @@ def synthetic_cases(n: int, seed: int = 0, domain: str = "movie") -> list[Case]:
         target = rng.choice(GOOD if label else BAD)
         cases.append(Case(f"u{i}", domain, domain, hist, f'"{target}"', label=label))
     return cases
+
+
+def write_tallrec_files(folder: Path, sizes: dict[str, int], domain: str = "movie") -> dict[str, Path]:
+    """TALLRec-format JSON files (`{"instruction", "input", "output"}`) of synthetic cases, one per split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for i, (split, n) in enumerate(sizes.items()):
+        records = [{"instruction": instruction(c.noun), "input": render_input(c), "output": ANSWERS[c.label]}
+                   for c in synthetic_cases(n, seed=i, domain=domain)]
+        paths[split] = folder / f"{split}.json"
+        paths[split].write_text(json.dumps(records))
+    return paths

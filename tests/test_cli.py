@@ -12,6 +12,7 @@ import torch
 from cli_runner import run_cli
 from safetensors.torch import save_file
 
+from adaptrec.config import RECIPES_DIR
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 
@@ -32,7 +33,7 @@ def test_bad_specs_are_one_line_errors(monkeypatch, capsys, spec):
 
 def test_bad_recipe_is_one_line_error(monkeypatch, capsys, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(Path("recipes/movie-lora.yaml").read_text().replace("  lr: 1.0e-3", "  lr: fast"))
+    recipe.write_text((RECIPES_DIR / "movie-lora.yaml").read_text().replace("  lr: 1.0e-3", "  lr: fast"))
     line = _one_line_error(*run_cli(monkeypatch, capsys, "train", str(recipe))[::2])
     assert str(recipe) in line and "training.lr" in line
 

@@ -24,6 +24,7 @@ from hub_server import HubServer  # noqa: E402
 from synthetic import synthetic_cases  # noqa: E402
 
 from adaptrec.cli import main  # noqa: E402
+from adaptrec.config import RECIPES_DIR  # noqa: E402
 from adaptrec.fingerprint import Fingerprint  # noqa: E402
 from adaptrec.hub import pulling  # noqa: E402
 from adaptrec.registry import Registry  # noqa: E402
@@ -80,7 +81,7 @@ def _register(lora_src, name="movie-lora", fingerprint=None, metrics=METRICS):
     src, fp = lora_src
     return Registry().register(
         src, name=name, domain="movie", kind="trained", adapter_type="lora", adapter_config=None,
-        fingerprint=fingerprint or fp, recipe_text=(REPO / "recipes" / "movie-lora.yaml").read_text(), metrics=metrics,
+        fingerprint=fingerprint or fp, recipe_text=(RECIPES_DIR / "movie-lora.yaml").read_text(), metrics=metrics,
     )
 
 
@@ -564,7 +565,7 @@ def test_the_card_and_adaptrec_json_carry_no_absolute_local_path(lora_src, tiny_
     """The backbone folder, data files and run folders of the publisher's disk stay home; what they were is kept
     as `<local>/<last part>` (peft's own config keeps a local base folder: AutoPeftModel loads from it)."""
     src, fp = lora_src
-    recipe = (REPO / "recipes" / "movie-lora.yaml").read_text() + f"\n# --set data.train={tmp_path}/secret/train.json\n"
+    recipe = (RECIPES_DIR / "movie-lora.yaml").read_text() + f"\n# --set data.train={tmp_path}/secret/train.json\n"
     rec = Registry().register(src, name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
                               adapter_config=None, fingerprint=fp, recipe_text=recipe, metrics=METRICS,
                               lineage={"parents": [], "teacher_backbone": {"name": str(tiny_model_dir)}})

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from adaptrec import registry as registry_mod
+import adaptrec.registry as registry_mod
 from adaptrec.adapters import files
 from adaptrec.adapters.files import FamilyMatchWarning
 from adaptrec.errors import FingerprintMismatch, IntegrityError, RegistryError
@@ -382,7 +382,7 @@ def test_an_appended_migration_upgrades_an_existing_registry(tmp_path, src, monk
     def m_next(conn):
         conn.execute("ALTER TABLE adapters ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
 
-    monkeypatch.setattr(registry_mod, "MIGRATIONS", [*registry_mod.MIGRATIONS, m_next])
+    monkeypatch.setattr(registry_mod.schema, "MIGRATIONS", [*registry_mod.MIGRATIONS, m_next])
     new = Registry(home=home)
     Registry(home=home)  # second open: nothing left to apply (m_next would fail if re-run)
     with sqlite3.connect(home / "registry.db") as c:

@@ -132,6 +132,62 @@ def _check_safetensors(path: Path, rel: str) -> None:
         raise IntegrityError(f"'{rel}' is not a safetensors file (bad header); re-save the adapter")
 
 
+def _refuse_pickles(rels: list[str], where: Path) -> None:
+    """Refuse the folder `where` if any of `rels` is a pickle-format file."""
+    for rel in rels:
+        if _is_pickle(Path(rel)):
+            _refuse_pickle(rel, where)
+
+
+def _source_dir(src: Source) -> Path | None:
+    """The source folder (it exists and holds no pickle-format file), or None for a writer or a model."""
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    src_dir = Path(src)
+    if not src_dir.is_dir():
+        raise AdaptrecError(f"adapter source folder {src_dir} does not exist; pass the folder save_pretrained wrote")
+    _refuse_pickles(_files_in(src_dir), src_dir)
+    return src_dir
+
+
+def _fill(tmp: Path, src: Source, src_dir: Path | None) -> None:
+    """Put the peft files into `tmp`: copied from `src_dir`, or written by the model or the writer."""
+    if src_dir is not None:
+        for rel in _files_in(src_dir):
+            _copy_file(src_dir / rel, tmp / rel)
+    elif hasattr(src, "save_pretrained"):
+        src.save_pretrained(str(tmp))
+    elif callable(src):
+        src(tmp)
+    else:
+        raise AdaptrecError(
+            f"cannot write an adapter from {type(src).__name__}; "
+            "pass a folder, a callable writer(folder), or a peft model"
+        )
+
+
+def _hash_written(tmp: Path, dest: Path, adapter_type: str | None, fsync: bool) -> dict[str, str]:
+    """{relpath: sha256} of the files written into `tmp` (fsynced first when `fsync`), after checking them:
+    no pickle-format file, the required files present, the weights a safetensors file."""
+    rels = _files_in(tmp)
+    _refuse_pickles(rels, dest)
+    required = required_files(adapter_type)
+    missing = [r for r in required if r not in rels]
+    if missing:
+        raise IntegrityError(
+            f"adapter source lacks {', '.join(missing)}; an adapter folder needs "
+            f"{' and '.join(required)} (peft's save_pretrained writes both)"
+        )
+    if WEIGHTS_FILE in rels:
+        _check_safetensors(tmp / WEIGHTS_FILE, WEIGHTS_FILE)
+    files = {}
+    for rel in rels:
+        if fsync:
+            _fsync_file(tmp / rel)
+        files[rel] = file_sha256(tmp / rel)
+    return files
+
+
 def write_adapter_dir(src_dir_or_writer: Source, dest: Path, metadata: dict) -> dict:
     """Write an adapter folder at `dest` atomically and return the metadata written (with `files`).
 
@@ -147,48 +203,12 @@ def write_adapter_dir(src_dir_or_writer: Source, dest: Path, metadata: dict) -> 
         json.dumps(metadata)
     except TypeError as e:
         raise AdaptrecError(f"adapter metadata is not JSON-serialisable: {e}") from None
-
-    src_dir: Path | None = None
-    if isinstance(src_dir_or_writer, (str, os.PathLike)):
-        src_dir = Path(src_dir_or_writer)
-        if not src_dir.is_dir():
-            raise AdaptrecError(f"adapter source folder {src_dir} does not exist; pass the folder save_pretrained wrote")
-        for rel in _files_in(src_dir):
-            if _is_pickle(Path(rel)):
-                _refuse_pickle(rel, src_dir)
-
+    src_dir = _source_dir(src_dir_or_writer)
     with atomic_dir(dest) as tmp:
-        if src_dir is not None:
-            for rel in _files_in(src_dir):
-                _copy_file(src_dir / rel, tmp / rel)
-        elif hasattr(src_dir_or_writer, "save_pretrained"):
-            src_dir_or_writer.save_pretrained(str(tmp))
-        elif callable(src_dir_or_writer):
-            src_dir_or_writer(tmp)
-        else:
-            raise AdaptrecError(
-                f"cannot write an adapter from {type(src_dir_or_writer).__name__}; "
-                "pass a folder, a callable writer(folder), or a peft model"
-            )
+        _fill(tmp, src_dir_or_writer, src_dir)
         (tmp / METADATA_FILE).unlink(missing_ok=True)
-        rels = _files_in(tmp)
-        for rel in rels:
-            if _is_pickle(Path(rel)):
-                _refuse_pickle(rel, dest)
-        required = required_files(metadata.get("adapter_type"))
-        missing = [r for r in required if r not in rels]
-        if missing:
-            raise IntegrityError(
-                f"adapter source lacks {', '.join(missing)}; an adapter folder needs "
-                f"{' and '.join(required)} (peft's save_pretrained writes both)"
-            )
-        if WEIGHTS_FILE in rels:
-            _check_safetensors(tmp / WEIGHTS_FILE, WEIGHTS_FILE)
-        files = {}
-        for rel in rels:
-            if src_dir is None:  # files we copied are already fsynced
-                _fsync_file(tmp / rel)
-            files[rel] = file_sha256(tmp / rel)
+        # files copied from a folder are already fsynced
+        files = _hash_written(tmp, dest, metadata.get("adapter_type"), fsync=src_dir is None)
         meta = {**metadata, "format": FORMAT_VERSION, "files": files}
         write_json(tmp / METADATA_FILE, meta)
         _fsync_dir(tmp)
@@ -222,9 +242,7 @@ def verify_adapter_dir(path: Path) -> dict:
     meta = read_metadata(path)
     listed: dict = meta["files"]
     present = _files_in(path)
-    for rel in present:
-        if _is_pickle(Path(rel)):
-            _refuse_pickle(rel, path)
+    _refuse_pickles(present, path)
     for rel in present:
         if rel not in listed:
             raise IntegrityError(f"{path}: file '{rel}' is not listed in {METADATA_FILE}; remove it or re-register the adapter")

@@ -12,10 +12,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence, Union
 
 from ..errors import DataFormatError
 from ..userfiles import read_user_text
 from .records import Case, HistoryItem
+
+HistoryEntry = Union[str, dict, HistoryItem]
+
+
+def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
+    """History items from titles (liked), `{"title", "liked", "domain"}` objects or HistoryItems, oldest first."""
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+        raise DataFormatError(f"{where}: expected a list of items, got {type(entries).__name__}")
+    items = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, HistoryItem):
+            items.append(entry)
+            continue
+        entry = {"title": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
+            raise DataFormatError(f'{where}[{i}]: expected {{"title": str, "liked": bool}}')
+        liked = entry.get("liked", True)
+        if not isinstance(liked, bool):
+            raise DataFormatError(f"{where}[{i}].liked: expected true or false, got {liked!r}")
+        item_domain = entry.get("domain", domain)
+        if not isinstance(item_domain, str) or not item_domain:
+            raise DataFormatError(f"{where}[{i}].domain: expected a domain name, got {item_domain!r}")
+        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=item_domain))
+    return tuple(items)
 
 
 def read_history_file(path: Path, item: str, domain: str) -> Case:
@@ -27,16 +52,6 @@ def read_history_file(path: Path, item: str, domain: str) -> Case:
         raise DataFormatError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):
         raise DataFormatError(f'{path}: expected an object with a "history" list')
-    items = []
-    for i, entry in enumerate(obj["history"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
-            raise DataFormatError(f'{path}: history[{i}]: expected {{"title": str, "liked": bool}}')
-        liked = entry.get("liked", True)
-        if not isinstance(liked, bool):
-            raise DataFormatError(f"{path}: history[{i}].liked: expected true or false, got {liked!r}")
-        item_domain = entry.get("domain", domain)
-        if not isinstance(item_domain, str) or not item_domain:
-            raise DataFormatError(f"{path}: history[{i}].domain: expected a domain name, got {item_domain!r}")
-        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=item_domain))
+    items = parse_history(obj["history"], domain, f"{path}: history")
     noun = obj.get("noun", domain)
-    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=tuple(items), target=f'"{item}"')
+    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items, target=f'"{item}"')

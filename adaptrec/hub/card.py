@@ -52,9 +52,14 @@ def _recipe(meta: dict) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _identity(meta: dict) -> tuple[str, str, str]:
+    """The adapter's name, domain and adapter type, with the card's placeholders for missing ones."""
+    return meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
+
+
 def card_metadata(meta: dict) -> dict:
     """The YAML front matter of the card, as a dict."""
-    name, domain, adapter_type = meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
+    name, domain, adapter_type = _identity(meta)
     base_model = (meta.get("base") or {}).get("base_model") or ""
     metrics: dict = meta.get("metrics") or {}
     data: dict = {}
@@ -111,20 +116,16 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False, licences: Sequence[str] = ()) -> str:
-    """The full README.md for a pushed adapter (`meta`: the pushed adaptrec.json; `licences`: base-model terms
-    that reach it, whose texts and NOTICE are published beside it)."""
-    name, domain, adapter_type = meta.get("name", "adapter"), meta.get("domain", "?"), meta.get("adapter_type", "?")
-    base = meta.get("base") or {}
-    base_model = base.get("base_model") or "<the base model's Hub id or folder>"
-    metrics: dict = meta.get("metrics") or {}
-    recipe = _recipe(meta)
-    template = ((recipe.get("data") or {}).get("template")) or "tallrec"
-    front = yaml.safe_dump(card_metadata(meta), sort_keys=False, allow_unicode=True, width=1000)
-    src = f'"{repo_id}", revision="{revision}"' if not mirror else f'"<mirror>/{repo_id}/{revision}"'
+def _base_model(meta: dict) -> str:
+    """The base model the card names: its Hub id or folder, or a placeholder when none is recorded."""
+    return (meta.get("base") or {}).get("base_model") or "<the base model's Hub id or folder>"
 
-    lines = [
-        "---", front.rstrip("\n"), "---", "",
+
+def _about(meta: dict) -> list[str]:
+    """Title, what the adapter does, and the base model it needs."""
+    name, domain, adapter_type = _identity(meta)
+    base = meta.get("base") or {}
+    return [
         f"# {name}: a {adapter_type} adapter for {domain} recommendation",
         "",
         f"A `{adapter_type}` adapter (peft) for **{domain}** recommendation, trained with adaptrec on a frozen base model. "
@@ -133,27 +134,35 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         "",
         "## Base model",
         "",
-        f"- **`{base_model}`**: the adapter only makes sense on top of this base model.",
+        f"- **`{_base_model(meta)}`**: the adapter only makes sense on top of this base model.",
         f"- family fingerprint `{base.get('family', '?')}` (architecture, parameter shapes, tokenizer): "
         "`adaptrec hub pull` refuses the adapter on a backbone of another family.",
         f"- exact fingerprint `{base.get('exact', '?')}` (the weights and quantization it was trained with): "
         "on another build of the same family it loads, and scores may shift slightly.",
         "",
-        "## Evaluation",
-        "",
     ]
-    if metrics:
-        lines += ["| metric | value | data (SPEC) | limit | protocol |", "|---|---|---|---|---|"]
-        for key, m in sorted(metrics.items()):
-            extra = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items() if k not in ("value", "data", "limit") and _scalar(v))
-            ci = _ci(m)
-            value = f"{_fmt(m['value'])} [{_fmt(ci['ci_low'])}, {_fmt(ci['ci_high'])}]" if ci else _fmt(m["value"])
-            lines.append(f"| {key} | {value} | `{_spec_public(str(m.get('data')))}` | {m.get('limit') or 'all'} | {extra or '-'} |")
-        lines += ["", "`limit`: a seeded, label-stratified subset of that many cases (see adaptrec's docs/data.md for SPECs)."]
-    else:
-        lines.append("No metrics were recorded for this adapter.")
-    lines += [
-        "",
+
+
+def _evaluation(metrics: dict) -> list[str]:
+    """A table of the registry's metrics, each with its data SPEC and protocol."""
+    lines = ["## Evaluation", ""]
+    if not metrics:
+        return [*lines, "No metrics were recorded for this adapter.", ""]
+    lines += ["| metric | value | data (SPEC) | limit | protocol |", "|---|---|---|---|---|"]
+    for key, m in sorted(metrics.items()):
+        extra = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items() if k not in ("value", "data", "limit") and _scalar(v))
+        ci = _ci(m)
+        value = f"{_fmt(m['value'])} [{_fmt(ci['ci_low'])}, {_fmt(ci['ci_high'])}]" if ci else _fmt(m["value"])
+        spec = _spec_public(str(m.get("data")))
+        lines.append(f"| {key} | {value} | `{spec}` | {m.get('limit') or 'all'} | {extra or '-'} |")
+    note = "`limit`: a seeded, label-stratified subset of that many cases (see adaptrec's docs/data.md for SPECs)."
+    return [*lines, "", note, ""]
+
+
+def _peft_usage(meta: dict, src: str) -> list[str]:
+    """A plain-peft snippet that prints P(yes) for an example prompt, then notes on the template and layout."""
+    _, domain, adapter_type = _identity(meta)
+    lines = [
         "## Use it with plain peft",
         "",
         "```python",
@@ -161,7 +170,7 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        f'base_id = "{base_model}"',
+        f'base_id = "{_base_model(meta)}"',
         "tokenizer = AutoTokenizer.from_pretrained(base_id)",
         "base = AutoModelForCausalLM.from_pretrained(base_id)",
         f"model = PeftModel.from_pretrained(base, {src}).eval()",
@@ -175,13 +184,18 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         "```",
         "",
     ]
+    template = ((_recipe(meta).get("data") or {}).get("template")) or "tallrec"
     if template != "tallrec":
         lines += [f"This adapter was trained with the `{template}` prompt template: wrap the prompt text the same way.", ""]
     if adapter_type == "lora":
         lines += ["The folder is the standard peft LoRA layout (`adapter_config.json`, `adapter_model.safetensors`), "
                   "which multi-LoRA servers such as vLLM and LoRAX load as is.", ""]
-    pull = f"adaptrec hub pull {repo_id}@{revision}" if not mirror else f"adaptrec hub pull <mirror>/{repo_id}@{revision}"
-    lines += [
+    return lines
+
+
+def _adaptrec_usage(name: str, pull: str) -> list[str]:
+    """The `adaptrec hub pull` and `adaptrec predict` commands for the adapter."""
+    return [
         "## Use it with adaptrec",
         "",
         "```bash",
@@ -193,6 +207,11 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         "the lineage and the sha256 of every adapter file.",
         "",
     ]
+
+
+def _provenance(meta: dict, licences: Sequence[str]) -> list[str]:
+    """The licences that reach the adapter, its lineage and its training recipe, each when there is one."""
+    lines: list[str] = []
     if licences:
         lines += ["## Licence", "", "This adapter derives from " + ", ".join(licences) + " (its base model, a distillation "
                   "teacher, or a parent's). Those terms apply to it: their text and `NOTICE` are published with it.", ""]
@@ -201,4 +220,21 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         lines += ["## Lineage", "", f"`{json.dumps(lineage, sort_keys=True)}`", ""]
     if meta.get("recipe"):
         lines += ["## Training recipe", "", "```yaml", meta["recipe"].rstrip("\n"), "```", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False, licences: Sequence[str] = ()) -> str:
+    """The full README.md for a pushed adapter (`meta`: the pushed adaptrec.json; `licences`: base-model terms
+    that reach it, whose texts and NOTICE are published beside it)."""
+    front = yaml.safe_dump(card_metadata(meta), sort_keys=False, allow_unicode=True, width=1000)
+    src = f'"{repo_id}", revision="{revision}"' if not mirror else f'"<mirror>/{repo_id}/{revision}"'
+    pull = "adaptrec hub pull " + (f"{repo_id}@{revision}" if not mirror else f"<mirror>/{repo_id}@{revision}")
+    sections = [
+        ["---", front.rstrip("\n"), "---", ""],
+        _about(meta),
+        _evaluation(meta.get("metrics") or {}),
+        _peft_usage(meta, src),
+        _adaptrec_usage(_identity(meta)[0], pull),
+        _provenance(meta, licences),
+    ]
+    return "\n".join(line for section in sections for line in section)

@@ -27,6 +27,8 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +267,70 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     return meta
 
 
+# ---------------------------------------------------------------- pull steps
+@contextmanager
+def _scratch(home: Path) -> Iterator[Path]:
+    """A temporary folder under `home`/tmp, removed on exit; so is tmp itself when no other pull is using it."""
+    tmp_root = home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=tmp_root, prefix="pull-") as tmp:
+            yield Path(tmp)
+    finally:
+        with suppress(OSError):
+            tmp_root.rmdir()
+
+
+def _fetch_manifest(src: _HubSource | _MirrorSource, sizes: dict[str, int | None], limits: PullLimits,
+                    dest: Path) -> dict:
+    """Check the repo's file names, download `adaptrec.json` to `dest` and return it, checked."""
+    listing = list(sizes)
+    _check_names(listing, src.label, "the repo holds")
+    limits.check({METADATA_FILE: sizes.get(METADATA_FILE)}, src.label)
+    if METADATA_FILE not in listing:
+        raise HubError(f"{src.label}: no {METADATA_FILE}, so not an adaptrec adapter (a plain peft adapter has no base "
+                       "fingerprint to check); load it with peft directly, or register it with Registry.register")
+    src.fetch(METADATA_FILE, dest)
+    return _read_manifest(dest, listing, src.label)
+
+
+def _base_match(meta: dict, local_fp: Fingerprint, force: bool, label: str) -> tuple[Fingerprint, str]:
+    """The adapter's base fingerprint and how it matches the local backbone's; another family needs `force`."""
+    adapter_fp = Fingerprint.from_dict(meta["base"])
+    match = local_fp.match(adapter_fp)
+    if match == "none" and not force:
+        raise FingerprintMismatch(
+            f"{label} was made for base model {adapter_fp.base_model or '?'} (family {adapter_fp.family[:12]}), "
+            f"not the local backbone {local_fp.base_model or '?'} (family {local_fp.family[:12]}); "
+            "pull with --backbone set to that model, or pass --force to register it anyway. Nothing was registered"
+        )
+    return adapter_fp, match
+
+
+def _download(src: _HubSource | _MirrorSource, meta: dict, sizes: dict[str, int | None], limits: PullLimits,
+              stage: Path) -> None:
+    """Download the manifest's files into `stage` (a new folder), each within the limits and matching its sha256."""
+    limits.check({rel: sizes.get(rel) for rel in meta["files"]}, src.label)
+    stage.mkdir()
+    for rel, expected in sorted(meta["files"].items()):
+        src.fetch(rel, stage / rel)
+        limits.check({rel: (stage / rel).stat().st_size}, src.label)  # sizes the Hub did not tell
+        if file_sha256(stage / rel) != expected:
+            raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
+                                 "tampered with); nothing was registered")
+
+
+def _register(registry: Registry, stage: Path, meta: dict, name: str | None, adapter_fp: Fingerprint,
+              origin: dict) -> AdapterRecord:
+    """Register the verified `stage` folder as kind "pulled", under `name` or the published one."""
+    return registry.register(
+        stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
+        adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
+        recipe_text=meta.get("recipe"), claimed_metrics=meta.get("metrics") or None, lineage=meta.get("lineage"),
+        origin=origin,
+    )
+
+
 # ---------------------------------------------------------------- pull
 def pull(
     source: str,
@@ -296,50 +362,15 @@ def pull(
     local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
     # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
     base_config = backbone_config(backbone or EMBEDDED) if backbone_fp is None or backbone else None
-    tmp_root = registry.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(dir=tmp_root, prefix="pull-") as tmp:
-            work = Path(tmp)
-            src.workdir = work / "download"
-            sizes = src.listing()
-            listing = list(sizes)
-            _check_names(listing, src.label, "the repo holds")
-            limits.check({METADATA_FILE: sizes.get(METADATA_FILE)}, src.label)
-            if METADATA_FILE not in listing:
-                raise HubError(f"{src.label}: no {METADATA_FILE}, so not an adaptrec adapter (a plain peft adapter has no base "
-                               "fingerprint to check); load it with peft directly, or register it with Registry.register")
-            src.fetch(METADATA_FILE, work / METADATA_FILE)
-            meta = _read_manifest(work / METADATA_FILE, listing, src.label)
-            adapter_fp = Fingerprint.from_dict(meta["base"])
-            match = local_fp.match(adapter_fp)
-            if match == "none" and not force:
-                raise FingerprintMismatch(
-                    f"{src.label} was made for base model {adapter_fp.base_model or '?'} (family {adapter_fp.family[:12]}), "
-                    f"not the local backbone {local_fp.base_model or '?'} (family {local_fp.family[:12]}); pull with --backbone "
-                    "set to that model, or pass --force to register it anyway. Nothing was registered"
-                )
-            limits.check({rel: sizes.get(rel) for rel in meta["files"]}, src.label)
-            stage = work / "stage"
-            stage.mkdir()
-            for rel, expected in sorted(meta["files"].items()):
-                src.fetch(rel, stage / rel)
-                limits.check({rel: (stage / rel).stat().st_size}, src.label)  # sizes the Hub did not tell
-                if file_sha256(stage / rel) != expected:
-                    raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
-                                         "tampered with); nothing was registered")
-            check_adapter_folder(stage, meta["adapter_type"], src.label, base_config)
-            origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
-                      "adaptrec_json_sha256": file_sha256(work / METADATA_FILE)}
-            record = registry.register(
-                stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
-                adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
-                recipe_text=meta.get("recipe"), claimed_metrics=meta.get("metrics") or None, lineage=meta.get("lineage"),
-                origin=origin,
-            )
-    finally:
-        try:
-            tmp_root.rmdir()  # only when no other pull is using it
-        except OSError:
-            pass
+    with _scratch(registry.home) as work:
+        src.workdir = work / "download"
+        sizes = src.listing()
+        meta = _fetch_manifest(src, sizes, limits, work / METADATA_FILE)
+        adapter_fp, match = _base_match(meta, local_fp, force, src.label)
+        stage = work / "stage"
+        _download(src, meta, sizes, limits, stage)
+        check_adapter_folder(stage, meta["adapter_type"], src.label, base_config)
+        origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
+                  "adaptrec_json_sha256": file_sha256(work / METADATA_FILE)}
+        record = _register(registry, stage, meta, name, adapter_fp, origin)
     return PullResult(record, match, origin)

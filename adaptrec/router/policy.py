@@ -17,7 +17,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, parse_weights
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, RegistryError
@@ -174,3 +174,18 @@ def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
                                        "see `adaptrec registry list`") from None
             refs.append(promoted.ref)
     return tuple(refs)
+
+
+def route_user(registry, fingerprint, user_id: str, domain: str, *, dataset=None, history: Path | None = None,
+               policy: RoutePolicy = RoutePolicy(), cold_mix: str | Sequence[str] | None = None,
+               cold_weights: str | None = None) -> tuple[Decision, Case]:
+    """The routing decision for one user (history from a file, else their case in `dataset`) and that case.
+
+    `cold_mix`: serve a cold user a score-level mix of these adapters (refs or domains) instead of the
+    promoted cold-start adapter."""
+    case = user_case(user_id, domain, dataset, history)
+    cold = None
+    if cold_mix:
+        refs = resolve_sources(registry, cold_mix)
+        cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs)))
+    return route(registry, fingerprint, case, policy, cold), case

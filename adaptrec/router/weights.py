@@ -15,11 +15,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, merge
+from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, compose, merge, parse_weights
 from adaptrec.data.records import Case
+from adaptrec.data.sampling import few_shot
+from adaptrec.data.spec import load_spec
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import component_scores, mix
+
+from .policy import resolve_sources
 
 DEFAULT_BUDGET = 20
 DEFAULT_L1 = 0.05
@@ -137,3 +141,35 @@ def search_composition(backbone, registry, refs: Sequence[str], method: str, cas
               "log_loss": round(result.loss, 6), "evaluations": result.evaluations}
     weights = tuple(round(w, 6) for w in result.weights)
     return Composition(base.refs, method, weights, svd_rank, density, seed, extra={"search": search}), result
+
+
+@dataclass(frozen=True)
+class ComposeResult:
+    record: object  # the registered AdapterRecord
+    composition: Composition
+    search: SearchResult | None = None  # the weight search, when weights were learned
+    shots: int = 0  # labelled target cases the search used
+
+
+def search_and_compose(backbone, registry, sources: str | Sequence[str], method: str, *, name: str,
+                       domain: str | None = None, weights: str | Sequence[float] | None = None,
+                       search_data: str | None = None, shots: int = MAX_SHOTS, budget: int = DEFAULT_BUDGET,
+                       l1: float = DEFAULT_L1, seed: int = 0, svd_rank: int | None = None,
+                       density: float | None = None) -> ComposeResult:
+    """Compose `sources` (refs, or domains: their promoted adapter) with given weights, or with weights learned on
+    `shots` labelled cases of `search_data`, and register the result under `name` for `domain` (default: the last
+    source's)."""
+    refs = resolve_sources(registry, sources)
+    domain = domain or registry.resolve(refs[-1]).domain
+    if not name:
+        raise CompositionError("compose: pass a name for the composed adapter's registry entry")
+    if search_data is None:
+        parsed = parse_weights(weights, len(refs)) if weights is None or isinstance(weights, str) else tuple(weights)
+        composition, result, cases = Composition(refs, method, parsed, svd_rank, density, seed), None, []
+    else:
+        labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
+        cases = few_shot(labelled, shots, seed)
+        composition, result = search_composition(backbone, registry, refs, method, cases, budget=budget, l1=l1,
+                                                 seed=seed, svd_rank=svd_rank, density=density, data=search_data)
+    record = compose(backbone, registry, composition, name=name, domain=domain)
+    return ComposeResult(record, composition, result, len(cases))

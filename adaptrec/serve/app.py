@@ -235,10 +235,105 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
 
 
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer every error with the envelope `{"error": {"type", "message"}}` and its HTTP status."""
+
+    @app.exception_handler(AdaptrecError)
+    async def _adaptrec_error(_: Request, e: AdaptrecError) -> JSONResponse:
+        status = getattr(e, "status", None) or next((s for t, s in _STATUS.items() if isinstance(e, t)), 422)
+        return _error(status, str(e), type(e).__name__)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(e).__name__}: {e}", "InternalError")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return _error(422, f"malformed request: {where}", "RequestValidationError")
+
+
+def _plan(engine: Engine, req: UserRequest, target: str) -> tuple[Decision, Case]:
+    """The requested adapter, or the router's decision; and the case with the history the decision shows."""
+    case = req.case(target)
+    if req.adapter is not None:
+        return Decision(req.user_id, req.domain, "warm", (req.adapter,), (1.0,), "both",
+                        f"adapter {req.adapter} requested"), case
+    decision = route(engine.registry, engine.backbone.fingerprint, case)
+    return decision, decision.prompt_case(case)
+
+
+def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any]) -> None:
+    """`/v1/score` and `/v1/recommend`, run on the worker in `state`."""
+
+    @app.post("/v1/score")
+    async def score(req: ScoreRequest) -> dict:
+        """P(yes) of each item for the user, under the requested or routed adapter(s)."""
+        engine.check_candidates(len(req.items))
+        decision, case = _plan(engine, req, req.items[0])
+        prompts = [engine.prompt(replace(case, target=t)) for t in req.items]
+        logits = await state["worker"].submit(rows=[(ref, p) for ref in decision.adapters for p in prompts])
+        per_adapter = to_scores(np.asarray(logits), req.mode).reshape(len(decision.adapters), len(prompts))
+        return {"scores": mix(per_adapter, decision.weights).tolist(), "adapters": list(decision.adapters),
+                "reason": decision.reason}
+
+    @app.post("/v1/recommend")
+    async def recommend(req: RecommendRequest) -> dict:
+        """The top-k candidates by P(yes), scored from one shared history prefix per adapter."""
+        engine.check_candidates(len(req.candidates))
+        decision, case = _plan(engine, req, req.candidates[0])
+        rows = await state["worker"].submit(
+            call=lambda: [engine.rank(case, req.candidates, ref, req.mode) for ref in decision.adapters])
+        scores = mix(np.stack(rows), decision.weights)
+        order = np.argsort(-scores, kind="stable")[: req.k]
+        return {"items": [{"item": req.candidates[i], "score": float(scores[i])} for i in order],
+                "adapters": list(decision.adapters), "reason": decision.reason}
+
+
+def _add_adapter_routes(app: FastAPI, engine: Engine, state: dict[str, Any], token: str | None) -> None:
+    """`/v1/adapters` for anyone; loading and unloading for callers that present the admin `token`."""
+
+    def admin(authorization: str | None = Header(None)) -> None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized(f"admin endpoints need 'Authorization: Bearer <token>' matching ${ADMIN_TOKEN_ENV}")
+
+    @app.get("/v1/adapters")
+    async def adapters() -> dict:
+        return {"resident": engine.resident(), "max_resident": engine.max_resident,
+                "registered": [r.ref for r in engine.registry.list()]}
+
+    @app.post("/v1/adapters/load", dependencies=[Depends(admin)])
+    async def load(req: RefRequest) -> dict:
+        resident = await state["worker"].submit(call=lambda: engine.load(req.ref, refresh=True))
+        return {"loaded": resident.to_dict()}
+
+    @app.post("/v1/adapters/unload", dependencies=[Depends(admin)])
+    async def unload(req: RefRequest) -> dict:
+        await state["worker"].submit(call=lambda: engine.unload(req.ref))
+        return {"unloaded": req.ref}
+
+
+def _add_health_routes(app: FastAPI, engine: Engine, state: dict[str, Any], metrics: Metrics) -> None:
+    """`/healthz` (503 while shutting down) and the Prometheus `/metrics`."""
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        if state.get("closing"):
+            return _error(503, "shutting down", "ShuttingDown")
+        return JSONResponse({"status": "ok", "resident": len(engine.resident())})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        worker = state.get("worker")
+        return metrics.text(len(engine.resident()), worker.queue.qsize() if worker else 0)
+
+
 def create_app(engine: Engine, options: ServeOptions = ServeOptions()) -> FastAPI:
+    """The app over `engine`: its worker starts with the app and drains on shutdown; every request is measured."""
     metrics = Metrics()
     token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {}  # "worker" while the app runs; "closing" once shutdown has begun
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -259,83 +354,10 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions()) -> FastAP
         metrics.record(request.url.path, response.status_code, time.perf_counter() - start)
         return response
 
-    @app.exception_handler(AdaptrecError)
-    async def _adaptrec_error(_: Request, e: AdaptrecError) -> JSONResponse:
-        status = getattr(e, "status", None) or next((s for t, s in _STATUS.items() if isinstance(e, t)), 422)
-        return _error(status, str(e), type(e).__name__)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(e).__name__}: {e}", "InternalError")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
-        where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return _error(422, f"malformed request: {where}", "RequestValidationError")
-
-    def admin(authorization: str | None = Header(None)) -> None:
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized(f"admin endpoints need 'Authorization: Bearer <token>' matching ${ADMIN_TOKEN_ENV}")
-
-    def plan(req: UserRequest, target: str) -> tuple[Decision, Case]:
-        """The requested adapter, or the router's decision; and the case with the history the decision shows."""
-        case = req.case(target)
-        if req.adapter is not None:
-            return Decision(req.user_id, req.domain, "warm", (req.adapter,), (1.0,), "both",
-                            f"adapter {req.adapter} requested"), case
-        decision = route(engine.registry, engine.backbone.fingerprint, case)
-        return decision, decision.prompt_case(case)
-
-    @app.post("/v1/score")
-    async def score(req: ScoreRequest) -> dict:
-        """P(yes) of each item for the user, under the requested or routed adapter(s)."""
-        engine.check_candidates(len(req.items))
-        decision, case = plan(req, req.items[0])
-        prompts = [engine.prompt(replace(case, target=t)) for t in req.items]
-        logits = await state["worker"].submit(rows=[(ref, p) for ref in decision.adapters for p in prompts])
-        per_adapter = to_scores(np.asarray(logits), req.mode).reshape(len(decision.adapters), len(prompts))
-        return {"scores": mix(per_adapter, decision.weights).tolist(), "adapters": list(decision.adapters),
-                "reason": decision.reason}
-
-    @app.post("/v1/recommend")
-    async def recommend(req: RecommendRequest) -> dict:
-        """The top-k candidates by P(yes), scored from one shared history prefix per adapter."""
-        engine.check_candidates(len(req.candidates))
-        decision, case = plan(req, req.candidates[0])
-        rows = await state["worker"].submit(
-            call=lambda: [engine.rank(case, req.candidates, ref, req.mode) for ref in decision.adapters])
-        scores = mix(np.stack(rows), decision.weights)
-        order = np.argsort(-scores, kind="stable")[: req.k]
-        return {"items": [{"item": req.candidates[i], "score": float(scores[i])} for i in order],
-                "adapters": list(decision.adapters), "reason": decision.reason}
-
-    @app.get("/v1/adapters")
-    async def adapters() -> dict:
-        return {"resident": engine.resident(), "max_resident": engine.max_resident,
-                "registered": [r.ref for r in engine.registry.list()]}
-
-    @app.post("/v1/adapters/load", dependencies=[Depends(admin)])
-    async def load(req: RefRequest) -> dict:
-        resident = await state["worker"].submit(call=lambda: engine.load(req.ref, refresh=True))
-        return {"loaded": resident.to_dict()}
-
-    @app.post("/v1/adapters/unload", dependencies=[Depends(admin)])
-    async def unload(req: RefRequest) -> dict:
-        await state["worker"].submit(call=lambda: engine.unload(req.ref))
-        return {"unloaded": req.ref}
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        if state.get("closing"):
-            return _error(503, "shutting down", "ShuttingDown")
-        return JSONResponse({"status": "ok", "resident": len(engine.resident())})
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> str:
-        worker = state.get("worker")
-        return metrics.text(len(engine.resident()), worker.queue.qsize() if worker else 0)
-
+    _add_error_handlers(app)
+    _add_scoring_routes(app, engine, state)
+    _add_adapter_routes(app, engine, state, token)
+    _add_health_routes(app, engine, state, metrics)
     return app
 
 

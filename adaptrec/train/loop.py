@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from transformers import get_scheduler
 
 from adaptrec.scoring.core import Scorer
 
-from ..adapters.base import build_peft_model, tuner_for
+from ..adapters.base import Tuner, build_peft_model, tuner_for
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
@@ -27,7 +27,7 @@ from .checkpoint import apply_checkpoint, latest_checkpoint, newest_readable, sa
 from .early_stopping import EarlyStopping
 from .methods import Method, StepContext, build_method, micro_batches
 
-__all__ = ["TrainResult", "micro_batches", "train", "validate"]
+__all__ = ["TrainResult", "Trainer", "micro_batches", "train", "validate"]
 
 
 @dataclass
@@ -95,6 +95,161 @@ def validate(scorer: Scorer, cases: Sequence[Case]) -> float:
     return auc(np.array([c.label for c in cases]), scores)
 
 
+class Trainer:
+    """One training run in phases: `setup`, `resume`, then `step` and `validate_and_checkpoint` until `done`, and
+    `finish`; `run` drives the steps with a progress bar. Only the main process writes files."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # the peft model as `accelerator.prepare` wrapped it (it runs the forward passes)
+    unwrapped: torch.nn.Module  # the same peft model unwrapped (its parameters are the adapter's)
+    tuner: Tuner
+    params: list[torch.nn.Parameter]  # the trainable ones (gradient clipping)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scorer: Scorer
+    method: Method
+    ctx: StepContext
+
+    def __init__(self, recipe: Recipe, backbone, train_cases: Sequence[Case], val_cases: Sequence[Case],
+                 run_dir: Path) -> None:
+        self.recipe, self.cfg, self.backbone = recipe, recipe.training, backbone
+        self.train_cases, self.val_cases = train_cases, val_cases
+        self.run_dir, self.metrics_path = run_dir, run_dir / "metrics.jsonl"
+        self.global_step = 0  # optimizer steps taken
+        self.stopper = EarlyStopping(self.cfg.patience)
+
+    def setup(self, resume: bool = False, method: Method | None = None) -> None:
+        """Refuse a run folder with checkpoints unless `resume`; seed, then build the accelerator, the peft model,
+        its optimizer and scheduler, the validation scorer and the method (default: the one `recipe.method` names)."""
+        t, recipe = self.cfg, self.recipe
+        if latest_checkpoint(self.run_dir) and not resume:
+            raise ConfigError(f"{self.run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, "
+                              "or --restart")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(t.seed)
+        on_cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=t.grad_accum,
+            cpu=not on_cuda,
+            mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
+        )
+        try:  # settings that only this backbone can refute (target modules, init_text's length)
+            model = build_peft_model(self.backbone.model, recipe.adapter, total_steps=t.max_steps,
+                                     tokenizer=self.backbone.tokenizer)
+        except ConfigError as e:
+            raise ConfigError(f"{recipe._source}: {e}") from None
+        self.tuner = tuner_for(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=t.lr, weight_decay=t.weight_decay)
+        self.scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps,
+                                       num_training_steps=t.max_steps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        self.scorer = Scorer(
+            self.unwrapped, self.backbone.tokenizer, model_key="", template=recipe.data.template,
+            max_prompt_tokens=recipe.data.max_prompt_tokens, batch_size=recipe.evaluation.batch_size, progress=False,
+        )
+        self.method = method or build_method(recipe, self.backbone, self.train_cases)
+        self.ctx = StepContext(self.scorer, self.accelerator.device)
+        self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
+
+    def resume(self) -> None:
+        """Continue from the newest readable checkpoint, if there is one: adapter weights, optimizer, scheduler, RNG,
+        the tuner's and the early stopping's state; metric lines after it are dropped."""
+        data = newest_readable(self.run_dir, log=self.accelerator.print)
+        if data is None:
+            return
+        apply_checkpoint(data, self.optimizer, self.scheduler)
+        with torch.no_grad():
+            for name, p in self.unwrapped.named_parameters():
+                if name in data.adapter:
+                    p.copy_(data.adapter[name])
+        self.tuner.load_state_tensors(self.unwrapped, data.tuner)
+        self.stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
+        self.global_step = data.ckpt.step
+        _trim_metrics(self.metrics_path, self.global_step)
+        self.accelerator.print(f"resuming {self.run_dir} from step {self.global_step}")
+
+    @property
+    def done(self) -> bool:
+        return self.global_step >= self.cfg.max_steps or self.stopper.should_stop
+
+    def step(self) -> dict:
+        """One optimizer step over `grad_accum` micro-batches (each rank takes its share of each); its metrics row."""
+        t, acc = self.cfg, self.accelerator
+        world, rank = acc.num_processes, acc.process_index
+        self.model.train()
+        losses = []
+        for micro in range(t.grad_accum):
+            index = self.global_step * t.grad_accum + micro
+            cases = self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)[rank::world]
+            with acc.accumulate(self.model):
+                loss = self.method.loss(self.model, cases, self.ctx, index)
+                extra = self.tuner.extra_loss(self.unwrapped)
+                if extra is not None:
+                    loss = loss + extra
+                acc.backward(loss)
+                if acc.sync_gradients and t.max_grad_norm:
+                    acc.clip_grad_norm_(self.params, t.max_grad_norm)
+                self.optimizer.step()
+                if acc.sync_gradients:
+                    self.tuner.after_optimizer_step(self.unwrapped, self.global_step + 1)  # 1-based optimizer step
+                    self.scheduler.step()
+                self.optimizer.zero_grad()
+            losses.append(loss.item())
+        self.global_step += 1
+        return {"step": self.global_step, "loss": float(np.mean(losses)), "lr": self.scheduler.get_last_lr()[0]}
+
+    def validate_and_checkpoint(self, row: dict) -> None:
+        """Every `eval_every` steps and at the last: validation AUC into `row`, a new best adapter to run_dir/best.
+        Then `row` to metrics.jsonl and, every `checkpoint_every` steps, at the last and on stopping, a checkpoint."""
+        t, acc, step = self.cfg, self.accelerator, self.global_step
+        if step % t.eval_every == 0 or step == t.max_steps:
+            self.model.eval()
+            row["val_auc"] = validate(self.scorer, self.val_cases)
+            if self.stopper.update(row["val_auc"], step) and acc.is_main_process:
+                _save_adapter(self.unwrapped, self.run_dir / "best")
+        if acc.is_main_process:
+            _append_jsonl(self.metrics_path, row)
+            if step % t.checkpoint_every == 0 or step == t.max_steps or self.stopper.should_stop:
+                save_checkpoint(
+                    self.run_dir, step, _trainable_state(self.unwrapped), self.optimizer, self.scheduler,
+                    self.tuner.state_tensors(self.unwrapped), {"early_stopping": self.stopper.state()},
+                )
+        acc.wait_for_everyone()
+
+    def run(self) -> TrainResult:
+        """Step until `max_steps` or early stopping, with a progress bar (main process only), then `finish`."""
+        bar = tqdm(total=self.cfg.max_steps, initial=self.global_step, desc=f"train {self.recipe.name}", unit="step",
+                   disable=not self.accelerator.is_main_process)
+        while not self.done:
+            row = self.step()
+            self.validate_and_checkpoint(row)
+            val = {"val_auc": f"{row['val_auc']:.3f}"} if "val_auc" in row else {}
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **val)
+            bar.update(1)
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """Keep the last adapter as the best if none was saved, let the method record itself (run_dir/method.json)."""
+        acc, best = self.accelerator, self.run_dir / "best"
+        if acc.is_main_process and not best.exists():
+            _save_adapter(self.unwrapped, best)
+        acc.wait_for_everyone()
+        self.model.eval()
+        info = self.method.finish(self.scorer, self.train_cases, self.val_cases, self.run_dir)
+        if acc.is_main_process:
+            write_text(self.run_dir / "method.json", json.dumps({"method": self.method.name, **info}, indent=1) + "\n")
+        s = self.stopper
+        return TrainResult(
+            run_dir=self.run_dir, adapter_dir=best, steps=self.global_step,
+            best_val_auc=None if s.best == float("-inf") else s.best, best_step=s.best_step,
+            stopped_early=self.global_step < self.cfg.max_steps, model=self.unwrapped, method_info=info,
+            lineage=self.method.lineage(),
+        )
+
+
 def train(
     recipe: Recipe,
     backbone,
@@ -107,102 +262,7 @@ def train(
     """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best.
 
     The loss and the micro-batches come from `method` (default: the one `recipe.method` names)."""
-    t = recipe.training
-    metrics_path = run_dir / "metrics.jsonl"
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt and not resume:
-        raise ConfigError(f"{run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, or --restart")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
-
-    on_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=t.grad_accum,
-        cpu=not on_cuda,
-        mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
-    )
-    try:  # settings that only this backbone can refute (target modules, init_text's length)
-        model = build_peft_model(backbone.model, recipe.adapter, total_steps=t.max_steps, tokenizer=backbone.tokenizer)
-    except ConfigError as e:
-        raise ConfigError(f"{recipe._source}: {e}") from None
-    tuner = tuner_for(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    tokenizer = backbone.tokenizer
-    scorer = Scorer(
-        unwrapped, tokenizer, model_key="", template=recipe.data.template,
-        max_prompt_tokens=recipe.data.max_prompt_tokens, batch_size=recipe.evaluation.batch_size, progress=False,
-    )
-    method = method or build_method(recipe, backbone, train_cases)
-    ctx = StepContext(scorer, accelerator.device)
-    method.prepare(unwrapped, ctx, train_cases)
-    stopper = EarlyStopping(recipe.training.patience)
-    step = 0
-    data = newest_readable(run_dir, log=accelerator.print) if ckpt else None
-    if data:
-        apply_checkpoint(data, optimizer, scheduler)
-        with torch.no_grad():
-            for name, p in unwrapped.named_parameters():
-                if name in data.adapter:
-                    p.copy_(data.adapter[name])
-        tuner.load_state_tensors(unwrapped, data.tuner)
-        stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
-        step = data.ckpt.step
-        _trim_metrics(metrics_path, step)
-        accelerator.print(f"resuming {run_dir} from step {step}")
-
-    world, rank = accelerator.num_processes, accelerator.process_index
-    bar = tqdm(total=t.max_steps, initial=step, desc=f"train {recipe.name}", unit="step", disable=not accelerator.is_main_process)
-    while step < t.max_steps and not stopper.should_stop:
-        model.train()
-        losses = []
-        for micro in range(t.grad_accum):
-            index = step * t.grad_accum + micro
-            cases = method.batch(train_cases, t.batch_size * world, t.seed, index)[rank::world]
-            with accelerator.accumulate(model):
-                loss = method.loss(model, cases, ctx, index)
-                extra = tuner.extra_loss(unwrapped)
-                if extra is not None:
-                    loss = loss + extra
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, t.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    tuner.after_optimizer_step(unwrapped, step + 1)  # 1-based optimizer step
-                    scheduler.step()
-                optimizer.zero_grad()
-            losses.append(loss.item())
-        step += 1
-        row = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0]}
-        if step % t.eval_every == 0 or step == t.max_steps:
-            model.eval()
-            row["val_auc"] = validate(scorer, val_cases)
-            if stopper.update(row["val_auc"], step) and accelerator.is_main_process:
-                _save_adapter(unwrapped, run_dir / "best")
-        if accelerator.is_main_process:
-            _append_jsonl(metrics_path, row)
-            if step % t.checkpoint_every == 0 or step == t.max_steps or stopper.should_stop:
-                save_checkpoint(
-                    run_dir, step, _trainable_state(unwrapped), optimizer,
-                    scheduler, tuner.state_tensors(unwrapped), {"early_stopping": stopper.state()},
-                )
-        accelerator.wait_for_everyone()
-        bar.set_postfix(loss=f"{row['loss']:.4f}", **({"val_auc": f"{row['val_auc']:.3f}"} if "val_auc" in row else {}))
-        bar.update(1)
-    bar.close()
-    if accelerator.is_main_process and not (run_dir / "best").exists():
-        _save_adapter(unwrapped, run_dir / "best")
-    accelerator.wait_for_everyone()
-    model.eval()
-    method_info = method.finish(scorer, train_cases, val_cases, run_dir)
-    if accelerator.is_main_process:
-        write_text(run_dir / "method.json", json.dumps({"method": method.name, **method_info}, indent=1) + "\n")
-    return TrainResult(
-        run_dir=run_dir, adapter_dir=run_dir / "best", steps=step,
-        best_val_auc=None if stopper.best == float("-inf") else stopper.best, best_step=stopper.best_step,
-        stopped_early=step < t.max_steps, model=unwrapped, method_info=method_info, lineage=method.lineage(),
-    )
+    trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir)
+    trainer.setup(resume=resume, method=method)
+    trainer.resume()
+    return trainer.run()

@@ -15,14 +15,13 @@ from ..adapters.base import tuner_for
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
-from ..data.records import Case
-from ..data.sampling import few_shot, stratified_subset
-from ..data.spec import DataSet, load_spec
-from ..errors import AdaptrecError, ConfigError
+from ..data.sampling import stratified_subset
+from ..errors import ConfigError
 from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
+from .cases import recipe_cases, recipe_data, training_cases
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
 
@@ -40,21 +39,6 @@ def run_dir_for(recipe: Recipe) -> Path:
     return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_digest(recipe)[:10]}"
 
 
-def _recipe_spec(recipe: Recipe, key: str, seed: int) -> DataSet:
-    """Load `data.<key>`; a bad SPEC or missing file names the recipe file and the key."""
-    try:
-        return load_spec(getattr(recipe.data, key), negatives_per_positive=recipe.data.negatives_per_positive, seed=seed)
-    except AdaptrecError as e:
-        raise ConfigError(f"{recipe._source}: data.{key}: {e}") from None
-
-
-def training_cases(recipe: Recipe) -> list[Case]:
-    """The labelled cases `recipe` trains on: its train SPEC, few-shot sampled (TALLRec's draw) when `data.shots` is set."""
-    d = recipe.data
-    cases = [c for c in _recipe_spec(recipe, "train", d.seed).cases if c.label is not None]
-    return few_shot(cases, d.shots, d.seed) if d.shots else cases
-
-
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
     """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
     run_dir = run_dir_for(recipe)
@@ -62,8 +46,8 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
-    valid, test = (_recipe_spec(recipe, key, ev.seed if key == "test" else d.seed) for key in ("valid", "test"))
-    val_cases = stratified_subset([c for c in valid.cases if c.label is not None], recipe.training.val_limit, d.seed)
+    val_cases = stratified_subset(recipe_cases(recipe, d.valid, "data.valid")[0], recipe.training.val_limit, d.seed)
+    test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)

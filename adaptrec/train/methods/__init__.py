@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ...adapters.attach import adapter_key
 from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
 from ...data.records import Case
-from ...data.sampling import few_shot
-from ...data.spec import load_spec
 from ...errors import AdaptrecError, ConfigError
 from ...registry import Registry
 from ...score_cache import ScoreCache
+from ..cases import recipe_cases
 from .base import Method, StepContext, adapter_active, micro_batches
 from .distill import DistillMethod, Teacher, TeacherBackbone, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
@@ -22,17 +22,6 @@ from .multitask import MultitaskMethod
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
            "TeacherBackbone", "BlendMethod", "FeatureBlend", "blend_row", "JointMethod", "item_texts",
            "MultitaskMethod"]
-
-
-def _spec_cases(recipe: Recipe, spec: str, key: str, shots: int | None) -> tuple[list[Case], str, dict]:
-    """Labelled cases of `spec` (few-shot drawn like data.train), its fingerprint and popularity."""
-    try:
-        data = load_spec(spec, negatives_per_positive=recipe.data.negatives_per_positive, seed=recipe.data.seed)
-        cases = [c for c in data.cases if c.label is not None]
-        cases = few_shot(cases, shots, recipe.data.seed) if shots else cases
-    except AdaptrecError as e:
-        raise ConfigError(f"{recipe._source}: {key}: {e}") from None
-    return cases, data.fingerprint, data.item_popularity
 
 
 def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
@@ -52,7 +41,8 @@ def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
 def _teacher(recipe: Recipe, backbone) -> Teacher:
     """The distillation teacher: its backbone, its adapter (verified against that backbone) and its view of the data."""
     cfg = recipe.method
-    cases, data_fp, _ = _spec_cases(recipe, cfg.teacher_data, "method.teacher_data", None)
+    cases, data = recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
+    data_fp = data.fingerprint
     other = _teacher_backbone(recipe, backbone)
     if other is None:
         fingerprint, base_key = backbone.fingerprint, backbone.score_key
@@ -69,22 +59,43 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
     return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, data_fp, other)
 
 
+MethodBuilder = Callable[[Recipe, Any, Sequence[Case]], Method]
+
+
+def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
+    return Method()
+
+
+def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod:
+    cfg = recipe.method
+    partners: list[Case] = []
+    if cfg.rec_loss != "yesno":  # complete each shot user's candidate list from the full training split
+        users, have = {c.user_id for c in train_cases}, {pair_key(c) for c in train_cases}
+        partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
+                    if c.user_id in users and pair_key(c) not in have]
+    return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
+
+
+def _blend(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> BlendMethod:
+    return BlendMethod(recipe.method, recipe_cases(recipe, recipe.data.train, "data.train")[1].item_popularity)
+
+
+def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> MultitaskMethod:
+    cfg = recipe.method
+    extra = [c for i, spec in enumerate(cfg.extra_train)
+             for c in recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0]]
+    return MultitaskMethod(extra, cfg.weights, cfg.ratios)
+
+
+def _distill(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> DistillMethod:
+    return DistillMethod(recipe.method, _teacher(recipe, backbone), ScoreCache.default())
+
+
+# `method.type` -> the builder of its method object (config.MethodSection lists the types).
+_METHOD_BUILDERS: dict[str, MethodBuilder] = {
+    "plain": _plain, "joint": _joint, "blend": _blend, "multitask": _multitask, "distill": _distill}
+
+
 def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
     """The method object `recipe.method` names, with the data and teacher it needs loaded."""
-    cfg = recipe.method
-    if cfg.type == "joint":
-        partners: list[Case] = []
-        if cfg.rec_loss != "yesno":  # complete each shot user's candidate list from the full training split
-            users, have = {c.user_id for c in train_cases}, {pair_key(c) for c in train_cases}
-            partners = [c for c in _spec_cases(recipe, recipe.data.train, "data.train", None)[0]
-                        if c.user_id in users and pair_key(c) not in have]
-        return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
-    if cfg.type == "blend":
-        return BlendMethod(cfg, _spec_cases(recipe, recipe.data.train, "data.train", None)[2])
-    if cfg.type == "multitask":
-        extra = [c for i, spec in enumerate(cfg.extra_train)
-                 for c in _spec_cases(recipe, spec, f"method.extra_train[{i}]", recipe.data.shots)[0]]
-        return MultitaskMethod(extra, cfg.weights, cfg.ratios)
-    if cfg.type == "distill":
-        return DistillMethod(cfg, _teacher(recipe, backbone), ScoreCache.default())
-    return Method()
+    return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases)

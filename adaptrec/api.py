@@ -1,0 +1,281 @@
+"""The Python API: everything the `adaptrec` command does, callable from a notebook (the CLI calls these).
+
+    import adaptrec
+    result = adaptrec.train("movie-lora", overrides=["training.max_steps=16"], promote=True)
+    rec = adaptrec.load("movie")            # the adapter promoted for a domain, or NAME[:VERSION]
+    rec.score(["Heat (1995)", {"title": "Jumanji (1995)", "liked": False}], ["Casino (1995)"])
+    rec.rank(history, candidates, k=5)      # [(title, score), ...], best first
+    report = adaptrec.evaluate(["movie-lora"], data="tallrec:movie:test", limit=200)
+    report.to_pandas()
+
+Imports sit inside the functions so that `import adaptrec` and `adaptrec --help` stay fast: torch loads on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from .errors import AdaptrecError
+
+if TYPE_CHECKING:
+    from .data.history_file import HistoryEntry
+    from .evaluation import EvalReport, Predictions
+    from .hub import PullResult, PushResult
+    from .registry import AdapterRecord, Registry
+    from .router.policy import Decision
+    from .router.recommender import Recommender
+    from .router.retrieval import UserRecommendation
+    from .router.weights import ComposeResult
+    from .train.plan import RecipePlan
+    from .train.recipe import RecipeResult
+
+EMBEDDED = "embedded:smollm2"  # the default backbone (`backbone.EMBEDDED`, spelled here to keep imports light)
+SCORE_MODES = ("pyes", "tallrec")
+
+
+def _backbone(name: str, quantization: str):
+    from .backbone import load_backbone
+
+    return load_backbone(name, quantization)
+
+
+def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | None) -> tuple[str, str]:
+    """The backbone to load: as given, else the one the first adapter's recipe trained on, else the embedded default."""
+    if backbone is not None or not refs:
+        return backbone or EMBEDDED, quantization or "8bit"
+    from .config import recipe_from_text
+    from .errors import ConfigError
+    from .router.policy import resolve_sources
+
+    reg = registry()
+    record = reg.resolve(resolve_sources(reg, refs[:1])[0])
+    try:
+        section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
+    except ConfigError:  # a recipe of an older schema: no usable backbone setting
+        section = None
+    return (section.name, quantization or section.quantization) if section else (EMBEDDED, quantization or "8bit")
+
+
+def registry(home: str | Path | None = None) -> Registry:
+    """The adapter registry under `home` (default `$ADAPTREC_HOME`); `adaptrec.registry(home)` does the same."""
+    from .registry import Registry
+
+    return Registry(Path(home) if home is not None else None)
+
+
+def recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    from .config import shipped_recipes
+
+    return shipped_recipes()
+
+
+def recipe_text(name_or_path: str) -> str:
+    """The text of a shipped recipe (by name) or a recipe file."""
+    from .config import resolve_recipe_path
+    from .errors import ConfigError
+    from .userfiles import read_user_text
+
+    return read_user_text(resolve_recipe_path(name_or_path), "recipe", ConfigError)
+
+
+def plan(recipe: str | Path, overrides: Sequence[str] = ()) -> RecipePlan:
+    """What `train` would do, checked without training: the recipe validated, its data and backbone resolved."""
+    from .config import load_recipe
+    from .train.plan import plan_recipe
+
+    return plan_recipe(load_recipe(str(recipe), list(overrides))[0])
+
+
+def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = False, resume: bool = False,
+          restart: bool = False) -> RecipeResult:
+    """Train an adapter from a recipe (a shipped name or a file), evaluate it beside the baselines, register it.
+
+    `overrides`: dotted `key=value` settings (`training.lr=1e-4`); `promote`: make it serve its domain."""
+    from .config import load_recipe
+    from .train.recipe import run_recipe
+
+    parsed, text = load_recipe(str(recipe), list(overrides))
+    result = run_recipe(parsed, text, resume=resume, restart=restart)
+    if promote:
+        registry().promote(result.record.ref, parsed.domain)
+    return result
+
+
+def load(ref: str | None = None, *, backbone: str | None = None, quantization: str | None = None,
+         template: str = "tallrec", batch_size: int = 8, score: str = "pyes") -> Recommender:
+    """A Recommender for a registered adapter (NAME[:VERSION], or a domain: its promoted adapter); None: untuned.
+
+    `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit)."""
+    from .router.recommender import Recommender
+
+    _check_choice("score", score, SCORE_MODES)
+    bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
+    return Recommender(bb, registry(), ref, template=template, batch_size=batch_size, mode=score)
+
+
+def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
+             score: str = "pyes", template: str = "tallrec", batch_size: int = 8, backbone: str | None = None,
+             quantization: str | None = None, cache: bool = True) -> EvalReport:
+    """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
+
+    `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
+    users). `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
+    under `$ADAPTREC_HOME`."""
+    from .data.spec import load_spec
+    from .evaluation import run_eval, run_rank_eval
+    from .score_cache import ScoreCache
+
+    _check_choice("score", score, SCORE_MODES)
+    dataset = load_spec(data, seed=seed)
+    common = dict(registry=registry(), adapters=list(refs), limit=limit or None, seed=seed, mode=score,
+                  template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
+    bb = _backbone(*_made_for(list(refs), backbone, quantization))
+    if candidates:
+        return run_rank_eval(bb, dataset, negatives=candidates, **common)
+    return run_eval(bb, dataset, **common)
+
+
+def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
+                      template: str = "tallrec", batch_size: int = 8, backbone: str = EMBEDDED,
+                      quantization: str = "8bit") -> Predictions:
+    """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), written as JSONL to `out`."""
+    from .data.spec import load_spec
+    from .evaluation import write_predictions as write
+    from .score_cache import ScoreCache
+
+    dataset = load_spec(data, seed=seed)
+    return write(_backbone(backbone, quantization), registry(), ref, dataset, Path(out), limit=limit, seed=seed,
+                 cache=ScoreCache.default(), template=template, batch_size=batch_size)
+
+
+def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, backbone: str | None = None,
+            quantization: str | None = None) -> float:
+    """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item`."""
+    from .data.history_file import read_history_file
+
+    if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
+        case = read_history_file(Path(history), item, registry().resolve(ref).domain)
+        return float(load(ref, backbone=backbone, quantization=quantization).scorer.score([case])[0])
+    return float(load(ref, backbone=backbone, quantization=quantization).score(history, [item])[0])
+
+
+def export_lora(ref: str, name: str | None = None) -> AdapterRecord:
+    """Convert a registered AdaLoRA adapter to an exactly equivalent plain LoRA and register it (NAME-lora)."""
+    from .registry.derive import register_lora_export
+
+    return register_lora_export(registry(), ref, name)
+
+
+def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", weights: str | Sequence[float] | None = None,
+            domain: str | None = None, search_data: str | None = None, shots: int = 32, budget: int = 20,
+            l1: float = 0.05, seed: int = 0, svd_rank: int | None = None, density: float | None = None,
+            promote_cold: bool = False, into_base: Path | None = None, backbone: str = EMBEDDED,
+            quantization: str = "8bit") -> ComposeResult:
+    """Combine adapters (peft ΔW merge, or score-level `mix`) with given weights, or weights learned on `shots`
+    labelled cases of `search_data`; register the result, optionally serve cold users of its domain with it, and
+    optionally write a standalone full-precision model with it merged in (`into_base`)."""
+    from .adapters.merge import MIX, merge_into_base
+    from .router.policy import resolve_sources
+    from .router.weights import search_and_compose
+
+    reg = registry()
+    refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
+    if not name:
+        raise AdaptrecError("compose: pass --name for the composed adapter's registry entry")
+    if into_base and (method == MIX or Path(into_base).exists()):
+        raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
+    result = search_and_compose(_backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
+                                weights=weights, search_data=search_data, shots=shots, budget=budget, l1=l1, seed=seed,
+                                svd_rank=svd_rank, density=density)
+    if promote_cold:
+        reg.promote(result.record.ref, f"{result.record.domain}:cold")
+    if into_base:
+        merge_into_base(backbone, reg, result.record.ref, Path(into_base))
+    return result
+
+
+def route(user: str, domain: str, *, data: str | None = None, history: Path | None = None, min_target_history: int = 3,
+          cold_mix: str | None = None, cold_weights: str | None = None, backbone: str = EMBEDDED,
+          quantization: str = "8bit") -> Decision:
+    """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
+    from .backbone import backbone_fingerprint
+    from .data.spec import load_spec
+    from .router.policy import RoutePolicy, route_user
+
+    dataset = load_spec(data) if data else None
+    decision, _ = route_user(registry(), backbone_fingerprint(backbone, quantization), user, domain, dataset=dataset,
+                             history=history, policy=RoutePolicy(min_target_history=min_target_history),
+                             cold_mix=cold_mix, cold_weights=cold_weights)
+    return decision
+
+
+def recommend(user: str, domain: str, *, data: str, history: Path | None = None, candidates: Path | None = None,
+              retrieve: int = 20, top_k: int = 10, min_target_history: int = 3, cold_mix: str | None = None,
+              cold_weights: str | None = None, template: str = "tallrec", batch_size: int = 8,
+              backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
+    """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank."""
+    from .data.spec import load_spec
+    from .router.policy import RoutePolicy
+    from .router.retrieval import recommend_user
+
+    dataset = load_spec(data)
+    return recommend_user(_backbone(backbone, quantization), registry(), user, domain, dataset, history=history,
+                          candidates_file=candidates, policy=RoutePolicy(min_target_history=min_target_history),
+                          cold_mix=cold_mix, cold_weights=cold_weights, n_retrieve=retrieve, top_k=top_k,
+                          template=template, batch_size=batch_size)
+
+
+def push(ref: str, *, repo: str | None = None, to: Path | None = None, public: bool = False,
+         revision: str | None = None) -> PushResult:
+    """Publish an adapter to the Hub (`repo`, private unless `public`) or to an offline mirror folder (`to`)."""
+    from .hub import push_to_hub, push_to_mirror
+
+    if to is not None:
+        if public:
+            raise AdaptrecError("hub push: --public applies to Hub repos; a mirror folder's access is its file permissions")
+        return push_to_mirror(ref, Path(to), repo=repo, revision=revision)
+    if not repo:
+        raise AdaptrecError("hub push: pass --repo ORG/NAME (the Hub repo), or --to PATH for an offline mirror folder")
+    return push_to_hub(ref, repo, private=not public, revision=revision)
+
+
+def pull(source: str, *, name: str | None = None, force: bool = False, backbone: str = EMBEDDED,
+         quantization: str = "8bit") -> PullResult:
+    """Download from the Hub or a mirror, verify (safetensors only, hashes, base family) and register as `pulled`."""
+    from .hub import pull as hub_pull
+
+    return hub_pull(source, name=name, backbone=backbone, quantization=quantization, force=force)
+
+
+def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbone: str | None = None) -> str:
+    """A rendered prompt, token-length stats and the label balance of a data SPEC."""
+    from .backbone import load_tokenizer
+    from .data.inspect import inspect_spec
+    from .data.spec import load_spec
+
+    dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
+    return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show)
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
+          max_prompt_tokens: int = 1024, max_candidates: int = 100, queue_timeout: float = 5.0, max_batch: int = 16,
+          max_wait_ms: float = 5.0, template: str = "tallrec", registry_home: Path | None = None,
+          backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
+    """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped."""
+    from .serve.app import ServeOptions
+    from .serve.app import serve as run_server
+    from .serve.engine import Engine, Limits
+
+    engine = Engine(_backbone(backbone, quantization), registry(registry_home), max_resident=max_resident,
+                    template=template, batch_size=max_batch,
+                    limits=Limits(max_prompt_tokens, max_candidates, queue_timeout))
+    for ref in preload:
+        engine.load(ref)
+    run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")

@@ -1,0 +1,24 @@
+"""The `adaptrec` command: one module per command group, each command parses, calls one `adaptrec.api` function
+and prints. User errors: one `error:` line each, exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import AdaptrecError
+from . import evaluate, hub, registry, router, serve, train
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Per-domain adapters on one frozen 8-bit LLM for recommendation.")
+for group in (train, evaluate, registry, router, hub, serve):
+    group.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except AdaptrecError as e:
+        typer.echo("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), err=True)
+        sys.exit(e.exit_code)

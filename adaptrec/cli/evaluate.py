@@ -1,0 +1,82 @@
+"""`adaptrec eval`, `score`, `predict` and `data inspect`: measure adapters, write and print predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .. import api
+from ..atomic import write_json
+from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_)
+    app.command()(score)
+    app.command()(predict)
+    app.add_typer(data_app, name="data")
+
+
+def eval_(
+    adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION]; none: the untuned backbone"),
+    data: str = typer.Option(..., "--data", help="data SPEC, e.g. tallrec:movie:test (see docs/data.md)"),
+    limit: Optional[int] = typer.Option(200, "--limit", help="seeded, label-stratified subset size; 0: all cases"),
+    seed: int = SeedOpt,
+    score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
+    template: str = TemplateOpt,
+    batch_size: int = BatchOpt,
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+    candidates: int = typer.Option(0, "--candidates", help="ranking protocol for implicit data: rank each held-out "
+                                   "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+) -> None:
+    """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines."""
+    report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates, score=score,
+                          template=template, batch_size=batch_size, backbone=backbone, quantization=quantization)
+    typer.echo(report.markdown())
+    if json_out:
+        write_json(json_out, report.to_dict())
+
+
+def score(
+    adapter: Optional[str] = typer.Argument(None, help="a registered adapter; none: the untuned backbone"),
+    data: str = typer.Option(..., "--data", help="data SPEC"),
+    out: Path = typer.Option(..., "--out", help="predictions JSONL to write"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    seed: int = SeedOpt,
+    template: str = TemplateOpt,
+    batch_size: int = BatchOpt,
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Write P(yes) (and TALLRec's score) for every case of a SPEC to a JSONL file."""
+    result = api.write_predictions(adapter, data=data, out=out, limit=limit, seed=seed, template=template,
+                                   batch_size=batch_size, backbone=backbone, quantization=quantization)
+    typer.echo(f"wrote {result.n} predictions to {result.path} ({result.prompts_per_s:.2f} prompts/s uncached)")
+
+
+def predict(
+    adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION]"),
+    history: Path = typer.Option(..., "--history", help='JSON: {"history": [{"title": ..., "liked": true}, ...]}'),
+    item: str = typer.Option(..., "--item", help="the target item's title"),
+    backbone: str = BackboneOpt,
+    quantization: str = QuantOpt,
+) -> None:
+    """Print P(yes) that the user with this history likes ITEM."""
+    typer.echo(f"{api.predict(adapter, history, item, backbone=backbone, quantization=quantization):.4f}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    spec: str = typer.Argument(..., help="data SPEC, e.g. tallrec:movie:test"),
+    template: str = TemplateOpt,
+    n_show: int = typer.Option(1, "--show", help="how many rendered prompts to print"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="tokenizer for token-length stats (default: embedded)"),
+) -> None:
+    """Show a rendered prompt, token-length stats and the label balance of a SPEC."""
+    typer.echo(api.inspect_data(spec, template=template, show=n_show, backbone=backbone))

@@ -1,0 +1,21 @@
+"""Options and helpers shared by the command groups."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2 (default), embedded:gemma3-270m "
+                           "(make install-gemma), a Hub id or a local folder")
+QuantOpt = typer.Option("8bit", "--quantization", "-q",
+                        help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
+SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
+TemplateOpt = typer.Option("tallrec", "--template", help="tallrec | chat | tallrec-stats | chat-stats")
+BatchOpt = typer.Option(8, "--batch-size")
+SeedOpt = typer.Option(0, "--seed")
+
+
+def echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+

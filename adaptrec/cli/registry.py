@@ -1,0 +1,82 @@
+"""`adaptrec registry …` and `export`: the adapter registry under $ADAPTREC_HOME."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import api
+from ..errors import AdaptrecError
+from .options import echo_json
+
+registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(registry_app, name="registry")
+    app.command()(export)
+
+
+def _auc_cell(record) -> str:
+    auc = record.metrics.get("auc", {}).get("value")
+    claimed = (record.claimed_metrics or {}).get("auc", {}).get("value")
+    return f"auc={auc:.3f}" if auc is not None else f"claimed auc={claimed:.3f}" if claimed is not None else "auc=None"
+
+
+@registry_app.command("list")
+def registry_list(domain: Optional[str] = typer.Option(None, "--domain")) -> None:
+    """List registered adapters (promoted ones are marked with *)."""
+    reg = api.registry()
+    promoted = set(reg.aliases().values())
+    for r in reg.list(domain=domain):
+        mark = "*" if r.ref in promoted else " "
+        typer.echo(f"{mark} {r.ref:28} {r.domain:10} {r.kind:9} {r.adapter_type:8} {_auc_cell(r)}  {r.created}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str) -> None:
+    """Everything recorded about one adapter version."""
+    echo_json(api.registry().show(ref))
+
+
+@registry_app.command("promote")
+def registry_promote(ref: str, domain: str = typer.Option(..., "--domain")) -> None:
+    """Make REF the adapter that serves DOMAIN (the router's default)."""
+    typer.echo(f"promoted {api.registry().promote(ref, domain).ref} for domain {domain}")
+
+
+@registry_app.command("remove")
+def registry_remove(ref: str, force: bool = typer.Option(False, "--force", help="also remove a promoted adapter")) -> None:
+    """Remove one adapter version (refused for a promoted one unless --force)."""
+    typer.echo(f"removed {api.registry().remove(ref, force=force).ref}")
+
+
+@registry_app.command("verify")
+def registry_verify() -> None:
+    """Re-hash every registered version and report orphan or unfinished folders (reads only; exit 1 on a problem)."""
+    reg = api.registry()
+    problems = reg.verify()
+    for line in problems:
+        typer.echo(f"problem: {line}", err=True)
+    typer.echo(f"checked {len(reg.list())} version(s): " + (f"{len(problems)} problem(s)" if problems else "all intact"))
+    if problems:
+        raise typer.Exit(1)
+
+
+@registry_app.command("gc")
+def registry_gc() -> None:
+    """Delete adapter folders that no registry row points to."""
+    typer.echo(f"removed {len(api.registry().gc())} unreferenced folder(s)")
+
+
+def export(
+    adapter: str = typer.Argument(..., help="a registered AdaLoRA adapter"),
+    to_lora: bool = typer.Option(False, "--to-lora", help="convert AdaLoRA to an exactly equivalent plain LoRA"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name of the result (default: NAME-lora)"),
+) -> None:
+    """Convert a registered AdaLoRA adapter to plain LoRA (exact) and register the result."""
+    if not to_lora:
+        raise AdaptrecError("export: nothing to do; pass --to-lora")
+    record = api.export_lora(adapter, name)
+    typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")

@@ -1,0 +1,57 @@
+"""`adaptrec train`, `demo` and `recipes`: train an adapter from a recipe; list and show the shipped recipes."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from .. import api
+from .options import SetOpt
+
+recipes_app = typer.Typer(no_args_is_help=True, help="The recipes shipped with adaptrec.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(demo)
+    app.add_typer(recipes_app, name="recipes")
+
+
+def train(
+    recipe: str = typer.Argument(..., help="a recipe file, or the name of a shipped one (`adaptrec recipes list`)"),
+    set_: Optional[List[str]] = SetOpt,
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's latest checkpoint"),
+    restart: bool = typer.Option(False, "--restart", help="discard the run's checkpoints and start over"),
+    promote: bool = typer.Option(False, "--promote", help="make the new adapter the one that serves its domain"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate, resolve data and backbone, print the plan; "
+                                 "train nothing"),
+) -> None:
+    """Train an adapter from a recipe, evaluate it beside the baselines, and register it."""
+    if dry_run:
+        typer.echo(api.plan(recipe, set_ or []).describe())
+        return
+    result = api.train(recipe, set_ or [], resume=resume, restart=restart, promote=promote)
+    typer.echo(result.report.markdown())
+    typer.echo(f"\nregistered {result.record.ref} (run folder {result.train.run_dir})")
+    if promote:
+        typer.echo(f"promoted {result.record.ref} for domain {result.record.domain}")
+
+
+def demo(limit: int = typer.Option(200, "--limit", help="test subset size")) -> None:
+    """The main job on the embedded default: train movie-lora (64 shots), evaluate, register and promote."""
+    train(recipe="movie-lora", set_=[f"evaluation.limit={limit}"], resume=False, restart=True, promote=True,
+          dry_run=False)
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """Names of the shipped recipes (`adaptrec train NAME` runs one)."""
+    for name in api.recipes():
+        typer.echo(name)
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="a shipped recipe's name, or a recipe file")) -> None:
+    """Print a recipe (copy it, edit it, and train from the copy)."""
+    typer.echo(api.recipe_text(name), nl=False)

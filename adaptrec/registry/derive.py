@@ -1,0 +1,23 @@
+"""Versions derived from a registered one without training: the exact plain-LoRA export of an AdaLoRA adapter."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..adapters.export import adalora_to_lora
+from ..errors import AdaptrecError
+
+
+def register_lora_export(registry, ref: str, name: str | None = None):
+    """Convert AdaLoRA adapter `ref` to an exactly equivalent plain LoRA; register it as `name` (default NAME-lora)."""
+    record = registry.resolve(ref)
+    if record.adapter_type != "adalora":
+        raise AdaptrecError(f"export --to-lora: {record.ref} is a {record.adapter_type} adapter, not adalora")
+    with tempfile.TemporaryDirectory() as tmp:
+        adalora_to_lora(record.path, Path(tmp) / "lora")
+        return registry.register(
+            Path(tmp) / "lora", name=name or f"{record.name}-lora", domain=record.domain, kind="composed",
+            adapter_type="lora", adapter_config=None, fingerprint=record.fingerprint, recipe_text=record.recipe_text,
+            metrics=record.metrics, lineage={"parents": [record.ref], "method": "adalora_to_lora", "weights": [1.0]},
+        )

@@ -1,0 +1,163 @@
+"""Adapter names, refs and records, and how a record maps to an `adapters` row; no database or file access."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from adaptrec.errors import RegistryError
+from adaptrec.fingerprint import Fingerprint, text_digest
+
+KINDS = ("trained", "composed", "pulled")
+_NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
+_NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a valid adapter name, else raise `RegistryError`."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise RegistryError(f"bad adapter name {name!r}: {_NAME_HELP}")
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """`name` / `name:latest` → (name, None); `name:3` → (name, 3)."""
+    if not isinstance(ref, str) or not ref:
+        raise RegistryError(f"bad adapter ref {ref!r}: write name, name:latest or name:<version>, e.g. 'movies-lora:2'")
+    name, sep, version = ref.partition(":")
+    check_name(name)
+    if not sep or version == "latest":
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise RegistryError(f"bad adapter ref {ref!r}: the version must be a number >= 1 or 'latest', e.g. '{name}:1'")
+    return name, int(version)
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """One registered adapter version (a row of the `adapters` table) and where its folder is."""
+
+    name: str
+    version: int
+    domain: str
+    kind: str
+    adapter_type: str
+    adapter_config: dict
+    base_exact: str
+    base_family: str
+    base_model: str
+    recipe_text: str | None
+    recipe_hash: str | None
+    metrics: dict
+    lineage: dict | None
+    origin: dict | None
+    file_hash: str
+    created: str
+    path: Path
+    claimed_metrics: dict | None = None  # a pulled adapter's metrics as its publisher stated them (not measured here)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(exact=self.base_exact, family=self.base_family, base_model=self.base_model)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["ref"] = self.ref
+        return d
+
+
+_JSON_COLUMNS = ("adapter_config", "metrics", "lineage", "origin", "claimed_metrics")
+_ROW_FIELDS = tuple(f.name for f in fields(AdapterRecord) if f.name != "path")
+
+
+def dumps(obj: Any) -> str | None:
+    """A JSON column's text (keys sorted), or None for None."""
+    return None if obj is None else json.dumps(obj, sort_keys=True)
+
+
+def row_values(record: AdapterRecord) -> dict[str, Any]:
+    """The `adapters` row of `record`: every field but `path`, JSON columns as text."""
+    return {f: dumps(getattr(record, f)) if f in _JSON_COLUMNS else getattr(record, f) for f in _ROW_FIELDS}
+
+
+def row_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """The `AdapterRecord` fields but `path` of an `adapters` row (a column a later migration adds needs a field
+    to show up)."""
+    d = {f: row[f] for f in _ROW_FIELDS}
+    for col in _JSON_COLUMNS:
+        d[col] = json.loads(d[col]) if d[col] is not None else None
+    d["metrics"] = d["metrics"] or {}
+    return d
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration's checked input: what a version's `adaptrec.json` and row hold besides the version, the
+    written files and the time."""
+
+    name: str
+    domain: str
+    kind: str
+    adapter_type: str
+    adapter_config: dict | None  # None: the written folder's adapter_config.json
+    fingerprint: Fingerprint
+    recipe_text: str | None
+    metrics: dict
+    claimed_metrics: dict | None
+    lineage: dict | None
+    origin: dict | None
+
+    @property
+    def recipe_hash(self) -> str | None:
+        return text_digest(self.recipe_text) if self.recipe_text is not None else None
+
+    def metadata(self, version: int, created: str) -> dict:
+        """The `adaptrec.json` content of `version` (`write_adapter_dir` adds `format` and `files`)."""
+        return {
+            "name": self.name,
+            "version": version,
+            "domain": self.domain,
+            "kind": self.kind,
+            "adapter_type": self.adapter_type,
+            "base": self.fingerprint.to_dict(),
+            "recipe": self.recipe_text,
+            "recipe_hash": self.recipe_hash,
+            "metrics": self.metrics,
+            "claimed_metrics": self.claimed_metrics,
+            "lineage": self.lineage,
+            "origin": self.origin,
+            "created": created,
+        }
+
+    def record(self, version: int, created: str, adapter_config: dict, file_hash: str, path: Path) -> AdapterRecord:
+        """The record of `version`, written at `path` with `adaptrec.json` hashing to `file_hash`."""
+        fp = self.fingerprint
+        return AdapterRecord(
+            name=self.name,
+            version=version,
+            domain=self.domain,
+            kind=self.kind,
+            adapter_type=self.adapter_type,
+            adapter_config=adapter_config,
+            base_exact=fp.exact,
+            base_family=fp.family,
+            base_model=fp.base_model,
+            recipe_text=self.recipe_text,
+            recipe_hash=self.recipe_hash,
+            metrics=self.metrics,
+            lineage=self.lineage,
+            origin=self.origin,
+            file_hash=file_hash,
+            created=created,
+            path=path,
+            claimed_metrics=self.claimed_metrics,
+        )

@@ -1,0 +1,384 @@
+"""`Registry`: the SQLite index at `<home>/registry.db` and the adapter folders under `<home>/adapters/`."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
+from adaptrec.errors import AdaptrecError, RegistryError
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.home import adaptrec_home
+
+from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, row_fields, row_values
+from .schema import migrate, schema_version, stored_version
+from .validation import (
+    as_fingerprint,
+    check_domain,
+    check_lineage,
+    check_metrics,
+    check_origin,
+    check_recipe,
+    check_source,
+    check_type,
+    verified_files,
+    written_config,
+)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _unfinished(path: Path) -> bool:
+    """A `.name.tmp` folder: a write a killed process never renamed into place."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class Registry:
+    """The SQLite adapter registry rooted at `home` (default `adaptrec_home()`)."""
+
+    def __init__(self, home: Path | None = None, *, timeout: float = 60.0):
+        self.home = Path(home).expanduser() if home is not None else adaptrec_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / "registry.db"
+        self.adapters_dir = self.home / "adapters"
+        self.timeout = float(timeout)
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.home)!r})"
+
+    # ------------------------------------------------------------ connections
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise RegistryError(f"cannot open {self.db_path} ({e}); check ADAPTREC_HOME and its permissions") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            yield conn
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise RegistryError(
+                    f"the registry at {self.db_path} stayed busy for {self.timeout:g}s "
+                    "(another adaptrec process is writing); retry"
+                ) from None
+            raise
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database's write lock from its first statement."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _migrate(self) -> None:
+        target = schema_version()
+        with self._connect() as conn:
+            current = stored_version(conn)
+            if current == target:
+                return
+            if current > target:
+                raise RegistryError(
+                    f"{self.db_path} has schema version {current}, newer than this adaptrec understands ({target}); "
+                    "upgrade adaptrec"
+                )
+        with self._write() as conn:
+            migrate(conn)  # from the version it has now: another process may have migrated meanwhile
+
+    # ------------------------------------------------------------ helpers
+    def path_for(self, name: str, version: int) -> Path:
+        return self.adapters_dir / check_name(name) / str(int(version))
+
+    def _record(self, row: sqlite3.Row) -> AdapterRecord:
+        d = row_fields(row)
+        return AdapterRecord(**d, path=self.path_for(d["name"], d["version"]))
+
+    def _resolve(self, conn: sqlite3.Connection, ref: str) -> AdapterRecord:
+        name, version = parse_ref(ref)
+        unknown = f"no adapter named '{name}' in {self.home}; see `adaptrec registry list` for the names"
+        if version is None:
+            sql = "SELECT * FROM adapters WHERE name = ? ORDER BY version DESC LIMIT 1"
+            row = conn.execute(sql, (name,)).fetchone()
+            if row is None:
+                raise RegistryError(unknown)
+            return self._record(row)
+        row = conn.execute("SELECT * FROM adapters WHERE name = ? AND version = ?", (name, version)).fetchone()
+        if row is None:
+            sql = "SELECT version FROM adapters WHERE name = ? ORDER BY version"
+            versions = [r[0] for r in conn.execute(sql, (name,))]
+            if not versions:
+                raise RegistryError(unknown)
+            raise RegistryError(
+                f"adapter '{name}' has no version {version} (it has {', '.join(map(str, versions))}); "
+                f"use one of those or '{name}:latest'"
+            )
+        return self._record(row)
+
+    # ------------------------------------------------------------ writing
+    def register(
+        self,
+        src_dir: Any,
+        *,
+        name: str,
+        domain: str,
+        kind: str,
+        adapter_type: str,
+        adapter_config: dict | None,
+        fingerprint: Fingerprint | dict,
+        recipe_text: str | None = None,
+        metrics: dict | None = None,
+        lineage: dict | None = None,
+        origin: dict | None = None,
+        claimed_metrics: dict | None = None,
+    ) -> AdapterRecord:
+        """Store a new version of adapter `name` and return its record.
+
+        `src_dir` is a folder with peft files (or a callable `writer(folder)` / a peft model, see
+        `write_adapter_dir`). `adapter_config=None` reads the folder's adapter_config.json.
+        Everything is checked first; then the version is allocated, the folder written and the row inserted
+        in one transaction, and a failure there leaves neither row nor folder.
+        """
+        check_name(name)
+        check_domain(domain)
+        check_type(kind, adapter_type, adapter_config)
+        entry = Registration(
+            name=name, domain=domain, kind=kind, adapter_type=adapter_type, adapter_config=adapter_config,
+            fingerprint=as_fingerprint(fingerprint), metrics=check_metrics(metrics),
+            claimed_metrics=None if claimed_metrics is None else check_metrics(claimed_metrics),
+            origin=check_origin(origin, kind), recipe_text=check_recipe(recipe_text),
+            lineage=check_lineage(lineage, kind),
+        )
+        check_source(src_dir, adapter_type)
+        folder: Path | None = None  # set once the folder is renamed into place
+        try:
+            with self._write() as conn:  # the write lock: held from version allocation to commit
+                entry, version = self._allocate(conn, entry)
+                created = _utc_now()
+                folder = self._write_folder(src_dir, entry.metadata(version, created), self.path_for(name, version))
+                config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
+                record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
+                self._insert(conn, record)
+        except BaseException:
+            if folder is not None:  # after the rollback: no row points to it
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return self.resolve(record.ref)
+
+    def _allocate(self, conn: sqlite3.Connection, entry: Registration) -> tuple[Registration, int]:
+        """`entry` with its lineage parents resolved, and its version; refuses a name differing from a registered
+        one only in letter case (one folder on a case-insensitive file system)."""
+        if entry.lineage is not None and entry.kind != "pulled":  # a pulled adapter's parents are its publisher's
+            parents = [self._resolve(conn, p).ref for p in entry.lineage["parents"]]
+            entry = replace(entry, lineage={**entry.lineage, "parents": parents})
+        clash = conn.execute("SELECT name FROM name_versions WHERE lower(name) = lower(?) AND name != ?",
+                             (entry.name, entry.name)).fetchone()
+        if clash:
+            raise RegistryError(f"adapter name {entry.name!r} differs from the registered {clash[0]!r} only in "
+                                "letter case; pick another name")
+        row = conn.execute("SELECT last_version FROM name_versions WHERE name = ?", (entry.name,)).fetchone()
+        return entry, (row[0] if row else 0) + 1
+
+    @staticmethod
+    def _write_folder(src_dir: Any, metadata: dict, dest: Path) -> Path:
+        """Write the adapter folder `dest` atomically; the caller holds the write lock."""
+        if dest.exists():  # left by a process killed between rename and commit
+            shutil.rmtree(dest)
+        write_adapter_dir(src_dir, dest, metadata)
+        return dest
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, record: AdapterRecord) -> None:
+        """Insert `record`'s row and make its version the last one allocated for its name."""
+        values = row_values(record)
+        marks = ", ".join("?" * len(values))
+        conn.execute(f"INSERT INTO adapters ({', '.join(values)}) VALUES ({marks})", tuple(values.values()))
+        conn.execute(
+            "INSERT INTO name_versions (name, last_version) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version",
+            (record.name, record.version),
+        )
+
+    def promote(self, ref: str, domain: str) -> AdapterRecord:
+        """Make `ref` the default adapter for `domain` (the router's choice); a bare name pins its latest version."""
+        check_domain(domain)
+        with self._write() as conn:
+            rec = self._resolve(conn, ref)
+            conn.execute(
+                "INSERT INTO aliases (domain, name, version, promoted) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (domain) DO UPDATE SET "
+                "name = excluded.name, version = excluded.version, promoted = excluded.promoted",
+                (domain, rec.name, rec.version, _utc_now()),
+            )
+        return rec
+
+    def remove(self, ref: str, force: bool = False) -> AdapterRecord:
+        """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.
+
+        Refuses an adapter promoted for some domain unless `force`, which also drops those aliases.
+        """
+        if isinstance(ref, str) and ":" not in ref:
+            check_name(ref)
+            raise RegistryError(f"remove deletes one version: write '{ref}:<version>' or '{ref}:latest'")
+        with self._write() as conn:
+            rec = self._resolve(conn, ref)
+            domains = self._promoted_for(conn, rec)
+            if domains and not force:
+                raise RegistryError(
+                    f"{rec.ref} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
+                    "or pass force=True (--force)"
+                )
+            conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (rec.name, rec.version))
+            conn.execute("DELETE FROM adapters WHERE name = ? AND version = ?", (rec.name, rec.version))
+        # after the commit: a crash here leaves an orphan folder, which gc() removes
+        shutil.rmtree(rec.path, ignore_errors=True)
+        try:
+            rec.path.parent.rmdir()
+        except OSError:
+            pass
+        return rec
+
+    def update_metrics(self, ref: str, metrics: dict) -> AdapterRecord:
+        """Merge `metrics` into the row's metrics (same names are replaced); adaptrec.json keeps the
+        registration-time ones."""
+        metrics = check_metrics(metrics)
+        with self._write() as conn:
+            rec = self._resolve(conn, ref)
+            merged = {**rec.metrics, **metrics}
+            conn.execute("UPDATE adapters SET metrics = ? WHERE name = ? AND version = ?",
+                         (dumps(merged), rec.name, rec.version))
+        return self.resolve(rec.ref)
+
+    def gc(self) -> list[Path]:
+        """Delete adapter folders no row points to and leftover `.tmp` folders; return what was deleted.
+
+        Holds the write lock, so no registration is in flight: any `.tmp` folder is from a dead process.
+        """
+        removed: list[Path] = []
+        if not self.adapters_dir.is_dir():
+            return removed
+        with self._write() as conn:
+            rows = {(r[0], r[1]) for r in conn.execute("SELECT name, version FROM adapters")}
+            for path, _ in self._strays(rows):
+                _delete(path)
+                removed.append(path)
+            for entry in self.adapters_dir.iterdir():
+                try:
+                    entry.rmdir()  # only succeeds when empty
+                except OSError:
+                    pass
+        return removed
+
+    def _strays(self, rows: set[tuple[str, int]]) -> list[tuple[Path, str]]:
+        """(folder, why) for every `.tmp` leftover and every version folder none of `rows` points to."""
+        found: list[tuple[Path, str]] = []
+        if not self.adapters_dir.is_dir():
+            return found
+        for entry in sorted(self.adapters_dir.iterdir()):
+            if _unfinished(entry):
+                found.append((entry, "an unfinished write"))
+            elif entry.is_dir() and not entry.is_symlink():
+                for sub in sorted(entry.iterdir()):
+                    if _unfinished(sub):
+                        found.append((sub, "an unfinished write"))
+                    elif sub.is_dir() and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows:
+                        found.append((sub, "an orphan folder no registry row points to"))
+        return found
+
+    def verify(self) -> list[str]:
+        """Re-hash every registered version and look for folders no row points to; one line per problem found.
+
+        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed).
+        """
+        problems: list[str] = []
+        records = self.list()
+        for rec in records:
+            try:
+                verified_files(rec)
+            except (AdaptrecError, OSError) as e:
+                problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
+        strays = self._strays({(r.name, r.version) for r in records})
+        return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
+
+    # ------------------------------------------------------------ reading
+    def resolve(self, ref: str) -> AdapterRecord:
+        """The record for `name`, `name:latest` or `name:<version>`; `RegistryError` if unknown."""
+        with self._connect() as conn:
+            return self._resolve(conn, ref)
+
+    def load_verified(self, ref: str, backbone_fp: Fingerprint) -> AdapterRecord:
+        """Resolve `ref`, recompute its files' hashes and check its base against `backbone_fp`.
+
+        Raises `IntegrityError` (a file changed), `FingerprintMismatch` (other base model);
+        warns `FamilyMatchWarning` when only the base family matches.
+        """
+        rec = self.resolve(ref)
+        check_base(verified_files(rec), backbone_fp)
+        return rec
+
+    def list(self, domain: str | None = None, name: str | None = None) -> list[AdapterRecord]:
+        """All adapter versions, ordered by name then version; optionally of one domain and/or name."""
+        sql, args = "SELECT * FROM adapters", []
+        where = []
+        if domain is not None:
+            where.append("domain = ?")
+            args.append(domain)
+        if name is not None:
+            where.append("name = ?")
+            args.append(check_name(name))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as conn:
+            return [self._record(r) for r in conn.execute(sql + " ORDER BY name, version", args)]
+
+    def show(self, ref: str) -> dict:
+        """The record as a plain dict plus `ref`, `path` and `promoted_for` (domains it is the default of)."""
+        with self._connect() as conn:
+            rec = self._resolve(conn, ref)
+            domains = self._promoted_for(conn, rec)
+        return {**rec.to_dict(), "promoted_for": domains}
+
+    @staticmethod
+    def _promoted_for(conn: sqlite3.Connection, rec: AdapterRecord) -> list[str]:
+        """The domains `rec` is promoted for, sorted."""
+        sql = "SELECT domain FROM aliases WHERE name = ? AND version = ? ORDER BY domain"
+        return [r[0] for r in conn.execute(sql, (rec.name, rec.version))]
+
+    def promoted(self, domain: str) -> AdapterRecord | None:
+        """The adapter promoted for `domain`, or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
+            if row is None:
+                return None
+            return self._resolve(conn, f"{row[0]}:{row[1]}")
+
+    def aliases(self) -> dict[str, str]:
+        """{domain: "name:version"} for every promoted domain."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT domain, name, version FROM aliases ORDER BY domain")
+            return {r[0]: f"{r[1]}:{r[2]}" for r in rows}

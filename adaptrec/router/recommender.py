@@ -1,0 +1,58 @@
+"""One adapter (or the untuned backbone) ready to score and rank items for a user's history, in-process."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from ..adapters.attach import detach
+from ..data.history_file import HistoryEntry, parse_history
+from ..data.records import Case
+from ..scoring.core import Scorer, backbone_scorer
+from ..scoring.logits import ScoreMode
+from ..scoring.variants import llm_variants
+from .policy import resolve_sources
+
+
+class Recommender:
+    """`score(history, items)` and `rank(history, candidates, k)` through the one scoring path.
+
+    `score` runs each (history, item) prompt whole, as `adaptrec eval` does; `rank` runs the shared history
+    once and each candidate's suffix after it, as the server's /v1/recommend does (docs/serving.md).
+    """
+
+    def __init__(self, backbone, registry, ref: str | None = None, *, template: str = "tallrec",
+                 batch_size: int = 8, mode: ScoreMode = "pyes", cache=None):
+        refs = list(resolve_sources(registry, ref)) if ref else []
+        self.record = registry.resolve(refs[0]) if refs else None
+        self.ref, key, self.model = next(llm_variants(backbone, registry, refs, include_untuned=not refs))
+        self.backbone, self.domain, self.mode = backbone, self.record.domain if self.record else "item", mode
+        self.scorer: Scorer = backbone_scorer(backbone, self.model, key, template=template, batch_size=batch_size,
+                                              cache=cache, progress=False)
+
+    def __repr__(self) -> str:
+        return f"Recommender({self.ref!r}, domain={self.domain!r})"
+
+    def cases(self, history: Sequence[HistoryEntry], items: Sequence[str]) -> list[Case]:
+        """One Case per item for this history (titles, or {"title", "liked", "domain"} objects, oldest first)."""
+        base = Case("api", self.domain, self.domain, parse_history(history, self.domain), "")
+        return [replace(base, target=f'"{title}"') for title in items]
+
+    def score(self, history: Sequence[HistoryEntry], items: Sequence[str]) -> np.ndarray:
+        """P(yes) (or the chosen score) that the user with `history` likes each item."""
+        return self.scorer.score(self.cases(history, items), self.mode)
+
+    def rank(self, history: Sequence[HistoryEntry], candidates: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
+        """The `k` best candidates as (title, score), best first."""
+        if not candidates:
+            return []
+        scores = self.scorer.score_lists([self.cases(history, candidates)], self.mode, shared_prefix=True)[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(candidates[i], float(scores[i])) for i in order]
+
+    def close(self) -> None:
+        """Detach the adapter from the backbone (the backbone stays loaded)."""
+        if self.record is not None:
+            detach(self.model)

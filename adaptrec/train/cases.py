@@ -1,0 +1,45 @@
+"""The data a recipe names: a SPEC loaded with the recipe's negatives and seed, its labelled cases few-shot drawn
+like TALLRec; a bad SPEC, a missing file or too few cases is a ConfigError naming the recipe file and the key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..config import Recipe
+from ..data.records import Case
+from ..data.sampling import few_shot
+from ..data.spec import DataSet, load_spec
+from ..errors import AdaptrecError, ConfigError
+
+
+@contextmanager
+def _naming(recipe: Recipe, key: str) -> Iterator[None]:
+    """Turn a data error into a one-line ConfigError naming the recipe file and `key`."""
+    try:
+        yield
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: {key}: {e}") from None
+
+
+def recipe_data(recipe: Recipe, spec: str, key: str, *, seed: int | None = None) -> DataSet:
+    """Load `spec` (the recipe's `key`) with `data.negatives_per_positive` and `seed` (default `data.seed`)."""
+    with _naming(recipe, key):
+        return load_spec(spec, negatives_per_positive=recipe.data.negatives_per_positive,
+                         seed=recipe.data.seed if seed is None else seed)
+
+
+def recipe_cases(recipe: Recipe, spec: str, key: str, *, shots: int | None = None,
+                 seed: int | None = None) -> tuple[list[Case], DataSet]:
+    """The labelled cases of `spec`, few-shot drawn (TALLRec's draw) when `shots` is set, and the data set they come
+    from; `seed` (default `data.seed`) seeds both the load and the draw."""
+    seed = recipe.data.seed if seed is None else seed
+    data = recipe_data(recipe, spec, key, seed=seed)
+    cases = [c for c in data.cases if c.label is not None]
+    with _naming(recipe, key):
+        return (few_shot(cases, shots, seed) if shots else cases), data
+
+
+def training_cases(recipe: Recipe) -> list[Case]:
+    """The labelled cases `recipe` trains on: `data.train`, `data.shots` of them when set."""
+    return recipe_cases(recipe, recipe.data.train, "data.train", shots=recipe.data.shots)[0]

@@ -1,0 +1,56 @@
+"""`adaptrec train --dry-run`: a recipe checked end to end without training — settings, data, backbone, run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backbone import backbone_fingerprint, default_device, resolve_backend
+from ..config import Recipe
+from ..errors import AdaptrecError, ConfigError
+from ..evaluation import select_cases
+from ..fingerprint import Fingerprint
+from .cases import recipe_cases, recipe_data, training_cases
+from .recipe import run_dir_for
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    recipe: Recipe
+    fingerprint: Fingerprint  # the backbone the adapter will be made for
+    backend: str  # the kernels the load will use
+    train_cases: int
+    valid_cases: int  # after the validation subset is drawn
+    test_cases: int  # after the evaluation subset is drawn
+    run_dir: Path
+
+    def describe(self) -> str:
+        r, t = self.recipe, self.recipe.training
+        lines = [
+            f"recipe {r.name} ({r._source}): a {r.adapter.type} adapter for domain {r.domain}, method {r.method.type}",
+            f"backbone {r.backbone.name} ({r.backbone.quantization}, {self.backend}): {self.fingerprint.base_model}, "
+            f"weights {self.fingerprint.exact[:12]}",
+            f"train {r.data.train}: {self.train_cases} labelled cases" + (f" ({r.data.shots} shots)" if r.data.shots else ""),
+            f"valid {r.data.valid}: {self.valid_cases} cases, validated every {t.eval_every} steps",
+            f"test {r.data.test}: {self.test_cases} cases (seed {r.evaluation.seed})",
+            f"training: up to {t.max_steps} steps of {t.batch_size} x {t.grad_accum} prompts, lr {t.lr:g} "
+            f"({t.scheduler}), checkpoint every {t.checkpoint_every}",
+            f"run folder {self.run_dir}",
+            "dry run: nothing trained, nothing registered",
+        ]
+        return "\n".join(lines)
+
+
+def plan_recipe(recipe: Recipe) -> RecipePlan:
+    """Resolve everything `run_recipe` needs before its first step; any problem is a one-line error."""
+    d, ev, b = recipe.data, recipe.evaluation, recipe.backbone
+    train = training_cases(recipe)
+    valid, _ = recipe_cases(recipe, d.valid, "data.valid")
+    test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
+    try:
+        fingerprint = backbone_fingerprint(b.name, b.quantization)
+        backend = resolve_backend(b.quantization, default_device(), b.int8_backend)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: backbone: {e}") from None
+    return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),
+                      len(select_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))

@@ -1,0 +1,86 @@
+"""The Python API: `import adaptrec` stays light, and the README's Python block runs verbatim on the tiny model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import write_tallrec_files  # noqa: E402
+
+import adaptrec  # noqa: E402
+from adaptrec import api  # noqa: E402
+from adaptrec.backbone import EMBEDDED  # noqa: E402
+from adaptrec.config import RECIPES_DIR  # noqa: E402
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_import_adaptrec_loads_no_torch_and_exports_the_api_lazily():
+    code = "import sys, adaptrec; assert 'torch' not in sys.modules, 'torch imported'; print(callable(adaptrec.load))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
+    assert set(adaptrec.__all__) >= {"train", "load", "evaluate", "compose", "registry"}
+    assert api.EMBEDDED == EMBEDDED
+
+
+def _readme_python_block() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1, "the README has one Python block; this test runs it"
+    return blocks[0]
+
+
+def test_the_readme_python_block_runs_verbatim(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    data = write_tallrec_files(tmp_path / "data", {"train": 24, "valid": 16, "test": 48})
+    raw = yaml.safe_load((RECIPES_DIR / "movie-lora.yaml").read_text())
+    raw["backbone"] = {"name": str(tiny_model_dir), "quantization": "none"}
+    raw["data"].update({k: str(v) for k, v in data.items()}, shots=16, max_prompt_tokens=256)
+    raw["training"].update(batch_size=4, grad_accum=1, eval_every=4, val_limit=8, checkpoint_every=4)
+    raw["evaluation"]["limit"] = 40
+    (tmp_path / "my-recipe.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+
+    exec(compile(_readme_python_block(), "README.md", "exec"), {})
+
+    out = capsys.readouterr().out
+    assert "movie-lora" in out and "dry run: nothing trained" in out
+    assert re.search(r"\[\('(Casino|Babe|Ran) \(\d{4}\)', 0\.\d+\), \('", out)  # rank: (title, score) pairs
+    assert "['movie-lora:1']" in out
+    assert adaptrec.registry().promoted("movie").ref == "movie-lora:1"
+
+
+def test_load_defaults_to_the_backbone_the_adapter_was_trained_on(tiny_model_dir, tmp_path, monkeypatch):
+    recipe = yaml.safe_dump({"backbone": {"name": str(tiny_model_dir), "quantization": "none"}})
+    monkeypatch.setattr(api, "registry", lambda home=None: _Registry(recipe))
+    assert api._made_for(["x"], None, None) == (str(tiny_model_dir), "none")
+    assert api._made_for(["x"], None, "8bit") == (str(tiny_model_dir), "8bit")
+    assert api._made_for(["x"], "other", None) == ("other", "8bit")
+    assert api._made_for([], None, None) == (EMBEDDED, "8bit")
+
+
+class _Registry:
+    """Just enough registry for `_made_for`: one record whose recipe names a backbone section only."""
+
+    def __init__(self, recipe_backbone: str):
+        base = (RECIPES_DIR / "movie-lora.yaml").read_text().split("backbone:")[0]
+        rest = (RECIPES_DIR / "movie-lora.yaml").read_text().split("adapter:", 1)[1]
+        self.text = base + recipe_backbone + "adapter:" + rest
+
+    def resolve(self, ref):
+        return type("R", (), {"ref": "x:1", "recipe_text": self.text})()
+
+    def promoted(self, domain):
+        return None
+
+
+def test_subpackages_named_like_api_functions_stay_callable(tmp_path):
+    import adaptrec.registry.store  # noqa: F401  (binds adaptrec.registry to the package)
+    import adaptrec.train.loop  # noqa: F401
+
+    assert callable(adaptrec.train) and adaptrec.train.loop.Trainer
+    assert isinstance(adaptrec.registry(tmp_path / "reg"), adaptrec.registry.Registry)
