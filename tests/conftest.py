@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))  # shared helpers: `from synthetic import ...`
 # Integration tests share one converted SmolLM2 across runs; unit tests get a fresh home each.
 PERSISTENT_HOME = Path(os.environ.get("ADAPTREC_TEST_HOME", REPO / ".adaptrec_home"))
 
@@ -40,12 +42,16 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+TINY_TOKENIZER = Path(__file__).resolve().parent / "helpers" / "tiny_tokenizer"  # helpers/make_tiny_tokenizer.py
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as safetensors."""
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama with the tests' own small tokenizer (SmolLM2's special tokens and chat
+    template), saved as safetensors: unit tests need no model wheel."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

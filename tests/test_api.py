@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 
 import yaml
+from synthetic import write_tallrec_files
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import write_tallrec_files  # noqa: E402
-
-import adaptrec  # noqa: E402
-from adaptrec import api  # noqa: E402
-from adaptrec.backbone import EMBEDDED  # noqa: E402
-from adaptrec.config import RECIPES_DIR  # noqa: E402
+import adaptrec
+from adaptrec import api
+from adaptrec.backbone import EMBEDDED
+from adaptrec.config import RECIPES_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from data_markers import needs_amazon, needs_tallrec
@@ -13,8 +10,6 @@ from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
 from adaptrec.evaluation import rank_lists, run_eval, run_rank_eval
 from adaptrec.metrics import auc
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @needs_tallrec

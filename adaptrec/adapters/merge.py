@@ -1,7 +1,7 @@
 """Composing registered adapters: ΔW merging through peft's `add_weighted_adapter`, merging into the base.
 
 What each peft method computes (peft 0.21, `tuners/lora/model.py`; checked on a tiny model in
-tests/test_router_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scaling:
+tests/router/test_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scaling:
 
 * `cat`: stacks wᵢ·sᵢ·Aᵢ and Bᵢ into one adapter of rank Σrᵢ: ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ exactly.
 * `svd`: the same Σ wᵢ ΔWᵢ, then truncated by SVD to `svd_rank` (peft's default: the largest

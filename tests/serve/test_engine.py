@@ -105,9 +105,9 @@ def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_
 
 
 def test_over_limit_requests_are_refused_with_a_clear_error(tiny_model_dir, registry, cases, plain, quantization):
-    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_prompt_tokens=130, max_candidates=3,
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, limits=Limits(max_prompt_tokens=150, max_candidates=3,
                                                                              queue_timeout_s=0.5))
-    with pytest.raises(LimitExceeded, match="over the limit of 130"):
+    with pytest.raises(LimitExceeded, match="over the limit of 150"):
         engine.score([user_case(40)], "arts-lora")
     with pytest.raises(LimitExceeded, match="4 candidates, over the limit of 3"):
         engine.check_candidates(4)

@@ -107,7 +107,7 @@ def expected_trainable(config, settings) -> int:
 SETTINGS = {
     "lora": (LoraSettings(), 2e-2),
     "adalora": (AdaLoraSettings(), 5e-2),
-    "prefix": (PrefixSettings(), 3e-1),
+    "prefix": (PrefixSettings(), 1.0),
 }
 
 

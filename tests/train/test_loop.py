@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from synthetic import synthetic_cases
+from train_worker import tiny_recipe
 
 from adaptrec.errors import ConfigError
 from adaptrec.metrics import log_loss
@@ -22,11 +24,7 @@ from adaptrec.scoring.core import Scorer
 from adaptrec.train.checkpoint import latest_checkpoint
 from adaptrec.train.loop import micro_batches, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import synthetic_cases  # noqa: E402
-from train_worker import tiny_recipe  # noqa: E402
-
-WORKER = Path(__file__).parent / "train_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "train_worker.py"
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -67,7 +65,7 @@ def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
 
 
 def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tmp_path):
-    recipe = tiny_recipe(str(tiny_backbone.source), 2, adapter={"type": "prefix", "init_text": "Hi"})
+    recipe = tiny_recipe(str(tiny_backbone.source), 2, adapter={"type": "prefix", "init_text": "movie"})
     recipe._source = "recipes/tiny.yaml"
     with pytest.raises(ConfigError, match=r"^recipes/tiny.yaml: adapter.init_text: 1 tokens, fewer than adapter.num_virtual_tokens \(10\)$"):
         train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")

@@ -1,6 +1,6 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
-usage: python tests/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow]
+usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow]
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 import pytest
 
 from adaptrec.data.candidates import (
-    CandidateList, candidate_cases, make_candidate_lists, read_candidates, with_sampled_negatives, write_candidates)
+    CandidateList,
+    candidate_cases,
+    make_candidate_lists,
+    read_candidates,
+    with_sampled_negatives,
+    write_candidates,
+)
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.errors import DataFormatError, DataSpecError
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import PERSISTENT_HOME
 from peft import PeftModel
+from router_helpers import device_atol
+from synthetic import synthetic_cases
+from train_worker import tiny_recipe
 
 from adaptrec.adapters.base import build_peft_model
 from adaptrec.backbone import load_backbone
@@ -39,12 +42,6 @@ from adaptrec.train.methods import (
     item_texts,
 )
 from adaptrec.train.methods.features import feature_matrix
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PERSISTENT_HOME  # noqa: E402
-from router_helpers import device_atol  # noqa: E402
-from synthetic import synthetic_cases  # noqa: E402
-from train_worker import tiny_recipe  # noqa: E402
 
 
 def _write_tallrec(path: Path, cases) -> Path:

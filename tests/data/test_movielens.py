@@ -1,21 +1,16 @@
 import hashlib
-import importlib.util
 
 import pytest
+from data_markers import needs_ml100k, needs_tallrec
 
 from adaptrec.data import movielens
 from adaptrec.data.tallrec import load_tallrec
 from adaptrec.errors import MissingOptionalPackage
 from adaptrec.home import data_root
 
-has_recbole = importlib.util.find_spec("recbole") is not None
-needs_recbole = pytest.mark.skipif(not has_recbole, reason="recbole==1.2.1 not installed (make install)")
-needs_data = pytest.mark.skipif(not (data_root() / "tallrec" / "movie").is_dir(),
-                                reason=f"no TALLRec movie data under {data_root()}")
 
-
-@needs_recbole
-@needs_data
+@needs_ml100k
+@needs_tallrec
 def test_rebuild_is_byte_identical_to_tallrec(tmp_path):
     paths = movielens.write_movielens_tallrec(tmp_path)
     assert sorted(p.name for p in paths) == ["test.json", "train.json", "valid.json"]
@@ -25,8 +20,8 @@ def test_rebuild_is_byte_identical_to_tallrec(tmp_path):
         assert ours == theirs, path.name
 
 
-@needs_recbole
-@needs_data
+@needs_ml100k
+@needs_tallrec
 def test_load_movielens_matches_tallrec_but_keeps_user_and_item_ids():
     ml, tr = movielens.load_movielens("valid"), load_tallrec("movie", "valid")
     texts = [([(h.text, h.liked) for h in c.history], c.target, c.label) for c in ml]

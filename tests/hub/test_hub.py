@@ -1,4 +1,4 @@
-"""Hub sharing against a local Hub-compatible server (tests/hub_server.py): push, pull, verification, tokens, mirrors.
+"""Hub sharing against a local Hub-compatible server (tests/helpers/hub_server.py): push, pull, verification, tokens, mirrors.
 
 No internet: every test talks to a stdlib HTTP server on 127.0.0.1 that requires the token.
 """
@@ -18,18 +18,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hub_server import HubServer
+from synthetic import synthetic_cases
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import HubServer  # noqa: E402
-from synthetic import synthetic_cases  # noqa: E402
+from adaptrec.cli import main
+from adaptrec.config import RECIPES_DIR
+from adaptrec.fingerprint import Fingerprint
+from adaptrec.hub import pulling
+from adaptrec.registry import Registry
 
-from adaptrec.cli import main  # noqa: E402
-from adaptrec.config import RECIPES_DIR  # noqa: E402
-from adaptrec.fingerprint import Fingerprint  # noqa: E402
-from adaptrec.hub import pulling  # noqa: E402
-from adaptrec.registry import Registry  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hf_TESTtoken0123456789abcdefSECRET"
 FOREIGN_FP = Fingerprint("a" * 64, "b" * 64, "HuggingFaceTB/SmolLM2-135M-Instruct")
 METRICS = {
