@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -85,14 +85,17 @@ class Registry:
             conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding the database's write lock from its first statement."""
+    def _write(self, on_abort: Callable[[], None] | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database's write lock from its first statement; on failure `on_abort`
+        runs before the rollback releases the lock (unless SQLite already rolled back a failed COMMIT)."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
+                if on_abort is not None:
+                    on_abort()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -175,19 +178,20 @@ class Registry:
             lineage=check_lineage(lineage, kind),
         )
         check_source(src_dir, adapter_type)
-        folder: Path | None = None  # set once the folder is renamed into place
-        try:
-            with self._write() as conn:  # the write lock: held from version allocation to commit
-                entry, version = self._allocate(conn, entry)
-                created = _utc_now()
-                folder = self._write_folder(src_dir, entry.metadata(version, created), self.path_for(name, version))
-                config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
-                record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
-                self._insert(conn, record)
-        except BaseException:
-            if folder is not None:  # after the rollback: no row points to it
+        written: list[Path] = []  # the folder, once renamed into place
+
+        def remove_written() -> None:  # under the write lock: no other writer can have taken this version yet
+            for folder in written:
                 shutil.rmtree(folder, ignore_errors=True)
-            raise
+
+        with self._write(on_abort=remove_written) as conn:  # the write lock: held from version allocation to commit
+            entry, version = self._allocate(conn, entry)
+            created = _utc_now()
+            written.append(self._write_folder(src_dir, entry.metadata(version, created), self.path_for(name, version)))
+            folder = written[0]
+            config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
+            record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
+            self._insert(conn, record)
         return self.resolve(record.ref)
 
     def _allocate(self, conn: sqlite3.Connection, entry: Registration) -> tuple[Registration, int]:

@@ -264,6 +264,31 @@ def test_failure_after_files_written_removes_the_folder(reg, src, monkeypatch):
     assert list((reg.adapters_dir / "movies-lora").iterdir()) == []
 
 
+def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write_lock(reg, src, monkeypatch):
+    """Removed after the lock is released, the folder could be another writer's: it takes the same version (the
+    failed one allocated nothing) and writes its folder at the same path before this one deletes it."""
+    from adaptrec.registry import store
+
+    def failing_insert(conn, values):
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    def rmtree_checking_the_lock(path, *args, **kwargs):
+        other = sqlite3.connect(reg.db_path, timeout=0, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+        real_rmtree(path, *args, **kwargs)
+
+    real_rmtree = store.shutil.rmtree
+    monkeypatch.setattr(Registry, "_insert", staticmethod(failing_insert))
+    monkeypatch.setattr(store.shutil, "rmtree", rmtree_checking_the_lock)
+    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+        reg_one(reg, src)
+    assert not reg.path_for("movies-lora", 1).exists()
+
+
 def test_pickle_refused_on_register_leaves_nothing(reg, src):
     (src / "adapter_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(IntegrityError, match="pickle"):

@@ -1,0 +1,35 @@
+"""Beyond-accuracy metrics on hand-computed cases (RecBole's definitions)."""
+
+import numpy as np
+import pytest
+
+from adaptrec.metrics.beyond import (activity_buckets, averagepopularity, by_group, diversity, giniindex, itemcoverage,
+                                     top_k)
+
+LISTS = np.array([["a", "b"], ["a", "c"]], dtype=object)
+
+
+def test_itemcoverage_and_averagepopularity():
+    assert itemcoverage(LISTS, 5) == pytest.approx(3 / 5)
+    assert averagepopularity(LISTS, {"a": 10, "b": 2, "c": 4}) == pytest.approx((6 + 7) / 2)
+    assert averagepopularity(np.array([["z", "a"]], dtype=object), {"a": 4}) == pytest.approx(2.0)  # unseen: 0
+
+
+def test_giniindex_is_zero_for_even_exposure_and_maximal_for_one_item():
+    assert giniindex(np.array([["a", "b", "c"]], dtype=object), 3) == pytest.approx(0.0)
+    assert giniindex(np.array([["a"], ["a"]], dtype=object), 4) == pytest.approx(3 / 4)  # (n - 1) / n
+    assert 0 < giniindex(LISTS, 3) < 3 / 4
+
+
+def test_diversity_is_mean_pairwise_cosine_distance():
+    same = {"a": np.array([1.0, 0]), "b": np.array([2.0, 0])}
+    orth = {"a": np.array([1.0, 0]), "b": np.array([0, 3.0]), "c": np.array([-1.0, 0])}
+    assert diversity(np.array([["a", "b"]], dtype=object), same) == pytest.approx(0.0)
+    assert diversity(np.array([["a", "b"]], dtype=object), orth) == pytest.approx(1.0)
+    assert diversity(np.array([["a", "b", "c"]], dtype=object), orth) == pytest.approx((1 + 2 + 1) / 3)
+
+
+def test_top_k_orders_by_score_and_groups_average_per_user_values():
+    assert top_k([["x", "y", "z"]], [np.array([0.1, 0.9, 0.9])], 2).tolist() == [["y", "z"]]
+    assert activity_buckets([1, 5, 19, 20]) == ["<5", "5-19", "5-19", ">=20"]
+    assert by_group(np.array([1.0, 0.0, 0.5]), ["cold", "warm", "cold"]) == {"cold": 0.75, "warm": 0.0}
