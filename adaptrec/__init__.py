@@ -11,7 +11,7 @@ import types
 __version__ = "0.1.0"
 
 _API = ("train", "load", "evaluate", "compose", "registry", "recipes", "recipe_text", "plan", "predict",
-        "write_predictions", "export_lora", "route", "recommend", "push", "pull", "inspect_data")
+        "write_predictions", "export_lora", "export_vllm", "route", "recommend", "push", "pull", "inspect_data", "plot")
 __all__ = ["__version__", *_API]
 
 # bitsandbytes (imported by peft, often before our backbone module) logs a missing optional CPU 4-bit

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 from .errors import AdaptrecError
 
 if TYPE_CHECKING:
+    from .adapters.vllm import VllmExport
     from .data.history_file import HistoryEntry
     from .evaluation import EvalReport, Predictions
     from .hub import PullResult, PushResult
@@ -139,15 +140,34 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
                       template: str = "tallrec", batch_size: int = 8, backbone: str = EMBEDDED,
-                      quantization: str = "8bit") -> Predictions:
-    """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), written as JSONL to `out`."""
+                      quantization: str = "8bit", shard: str | None = None, engine: str = "local",
+                      actors: int | None = None, chunk_size: int | None = None, cache: bool = True) -> Predictions:
+    """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), scored `chunk_size` cases at a
+    time (default 256) and streamed to `out`: JSONL, or Parquet when it ends in `.parquet`; complete or absent.
+
+    `shard` "i/n": only the cases at positions i, i+n, i+2n, ... (the n shards together hold every case once).
+    `engine` "ray": chunks scored on a Ray Data pool of `actors` actors (default one per CPU; `$RAY_ADDRESS` names
+    a cluster; default chunks small enough to give each actor several). The same chunk size gives the same rows
+    on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply."""
+    from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
+    from .batch.ray_engine import ray_predictions, require_ray
     from .data.spec import load_spec
-    from .evaluation import write_predictions as write
     from .score_cache import ScoreCache
 
-    dataset = load_spec(data, seed=seed)
-    return write(_backbone(backbone, quantization), registry(), ref, dataset, Path(out), limit=limit, seed=seed,
-                 cache=ScoreCache.default(), template=template, batch_size=batch_size)
+    _check_choice("engine", engine, ENGINES)
+    part = Shard.parse(shard) if shard is not None else WHOLE
+    if (chunk_size is not None and chunk_size < 1) or (actors is not None and actors < 1):
+        raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
+    if engine == "ray":
+        require_ray()  # missing Ray fails before the data loads
+    cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
+    options = dict(template=template, batch_size=batch_size)
+    if engine == "ray":
+        return ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors, cache=cache,
+                               chunk_size=chunk_size, **options)
+    scorer = adapter_scorer(_backbone(backbone, quantization), registry(), ref,
+                            cache=ScoreCache.default() if cache else None, **options)
+    return stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE)
 
 
 def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, backbone: str | None = None,
@@ -279,3 +299,25 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+
+
+def export_vllm(ref: str, out: str | Path) -> VllmExport:
+    """Write a registered LoRA or AdaLoRA adapter to folder `out` as a LoRA folder vLLM loads (checked against
+    vLLM's loading rules; prefix-tuning and collaborative adapters are refused). See docs/serving.md."""
+    from .registry.derive import write_vllm_export
+
+    return write_vllm_export(registry(), ref, out)
+
+
+def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None, **options) -> Path:
+    """Draw a PNG from result files and return its path (default ./KIND.png): `curves` (run folders or run names),
+    `shots` (the TALLRec grid's JSONL), `transfer` (the cross-domain JSON), `bench` (bench/results JSONs or their
+    folder). `options` go to that kind's `adaptrec.plots.<kind>.from_files` (`title`, …)."""
+    from .plots import FIGURES
+
+    _check_choice("plot", kind, tuple(FIGURES))
+    if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
+        from .scoring.core import SCORING_VERSION
+
+        options.setdefault("current_scoring_version", SCORING_VERSION)
+    return FIGURES[kind]([Path(s) for s in sources], Path(out) if out is not None else Path(f"{kind}.png"), **options)

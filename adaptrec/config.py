@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from accelerate.utils import LoggerType
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
@@ -53,6 +55,27 @@ class TrainingSection(_Strict):
     seed: int = 0
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = 1.0
+    # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
+    report_to: str = "none"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # null: what the accelerate config or env says
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_tracker(cls, value: str) -> str:
+        known = sorted(t.value for t in LoggerType if t is not LoggerType.ALL)
+        if value != "none" and value not in known:
+            raise ValueError(f"expected none or a tracker accelerate supports: {', '.join(known)}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _settings(self, handler: Callable[[TrainingSection], dict]) -> dict:
+        """The settings without `report_to` (where metrics go changes no adapter) and without an unset
+        `mixed_precision`: the settings digest, and so the run folder, stays that of the recipe without them."""
+        data = handler(self)
+        data.pop("report_to")
+        if self.mixed_precision is None:
+            data.pop("mixed_precision")
+        return data
 
 
 class EvaluationSection(_Strict):

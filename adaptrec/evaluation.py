@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +10,6 @@ import numpy as np
 
 from .adapters.attach import detach
 from .adapters.merge import as_mix
-from .atomic import write_text
 from .baselines import BASELINES
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
 from .data.records import Case
@@ -20,7 +18,6 @@ from .data.spec import DataSet
 from .errors import DataSpecError
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .scoring.core import Scorer, backbone_scorer
-from .scoring.logits import to_scores
 from .scoring.variants import llm_variants, mixed_scores
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
@@ -229,20 +226,10 @@ def run_rank_eval(
 
 @dataclass(frozen=True)
 class Predictions:
+    """What a scoring run wrote (`adaptrec score`, `adaptrec.batch`): `n` prediction rows at `path`."""
+
     path: Path
     n: int
-    prompts_per_s: float  # uncached forward work
-
-
-def write_predictions(backbone, registry, adapter: str | None, dataset: DataSet, out: Path, *, limit: int | None = None,
-                      seed: int = 0, cache=None, **scorer_options) -> Predictions:
-    """P(yes) and TALLRec's score for every case of `dataset` (a seeded subset with `limit`), as JSONL at `out`."""
-    cases = select_cases(dataset, limit, seed) if limit else dataset.cases
-    _, key, model = next(llm_variants(backbone, registry, [adapter] if adapter else [], include_untuned=not adapter))
-    scorer = backbone_scorer(backbone, model, key, cache=cache, **scorer_options)
-    logits = scorer.logits_for_prompts(scorer.prompts(cases))
-    pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
-    rows = [{"user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
-             "p_yes": float(p), "tallrec_score": float(t)} for c, p, t in zip(cases, pyes, tall)]
-    write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
-    return Predictions(Path(out), len(rows), scorer.last_throughput)
+    prompts_per_s: float | None  # uncached forward work in this process; None when Ray actors ran the forward
+    rows_per_s: float = 0.0  # rows written per second of wall time, cached rows included
+    cached: int | None = None  # rows read from the score cache; None when not counted (Ray actors)

@@ -407,6 +407,8 @@ def render(doc: dict) -> str:
         "# Cross-domain transfer: Amazon Arts ↔ Office", "",
         banner("python experiments/cross_domain.py --render-only", [RESULTS_JSON]), "",
         *stale_note(p),
+        "![Heat map of every row by metric per direction, against the untuned backbone]"
+        "(figures/cross_domain_heatmap.png)", "",
         "## Protocol", "",
         f"* Data: target-domain test users (`amazon:<target>:test`), a seeded subset of {p['users']} (seed {p['seed']}), "
         f"each ranking 1 held-out item + {p['negatives']} sampled negatives (never items the user touched; "

@@ -6,12 +6,17 @@ docs/cross_domain.md (experiments/cross_domain.py) are rendered through it; docs
 are rendered here from bench/results/*.json, between markers, while its prose stays hand-written:
 
     python experiments/report.py performance
+
+Every figure under docs/figures/ is drawn from the same results (adaptrec.plots) by one command:
+
+    python experiments/report.py figures
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -205,10 +210,84 @@ def performance_regions() -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------------- docs/figures/*.png
+FIGURES = ROOT / "docs" / "figures"
+RUNS = EXPERIMENTS / "home" / "runs"  # not committed: the learning curves are redrawn only where these runs exist
+# legend label -> run name: experiments/collab_movie.py's two 96-step adapters (docs/collab.md)
+CURVE_RUNS = {"LoRA, text only (movie-lora-ml)": "movie-lora-ml",
+              "collab: LoRA + MF item tokens (movie-collab)": "movie-collab"}
+PERFORMANCE_TITLES = {"train-throughput": "Training throughput: adaptrec's loop against transformers.Trainer",
+                      "quant-backends": "Scoring speed of the 8-bit backends on CPU, against fp32",
+                      "serving": "Serving: each path against the baseline of the same run",
+                      "serve-load": "adaptrec serve under concurrent clients, against the engine called directly"}
+
+
+def learning_curves(out: Path) -> str:
+    """docs/training.md's figure, from the newest run folder of each of CURVE_RUNS."""
+    from adaptrec.plots import curves
+
+    folders = {label: sorted(RUNS.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+               for label, name in CURVE_RUNS.items()}
+    if not all(folders.values()):
+        return (f"kept {os.path.relpath(out, ROOT)}: no run folders {', '.join(CURVE_RUNS.values())} under "
+                f"{os.path.relpath(RUNS, ROOT)} (experiments/collab_movie.py trains them)")
+    runs = {label: curves.read_run(paths[-1])[1] for label, paths in folders.items()}
+    curves.plot_curves(
+        runs, out, title="Learning curves on MovieLens-100K: text-only LoRA and the collaborative adapter",
+        subtitle="256 shots of movielens:100k:train, batches of 8, LoRA r 8 on q/v; validation AUC on 48 seeded, "
+                 "label-stratified cases of movielens:100k:valid every 12 steps, patience 3")
+    return f"wrote {os.path.relpath(out, ROOT)} from {', '.join(p[-1].name for p in folders.values())}"
+
+
+def auc_by_shots(out: Path) -> str:
+    """docs/results.md's figure: the grid's rows (its backend and step budget) beside TALLRec's published AUCs."""
+    import tallrec_grid as grid
+
+    from adaptrec.plots import shots
+
+    published: dict[str, dict[int, float]] = {}
+    for (domain, n), auc in grid.TALLREC_LLAMA7B.items():
+        published.setdefault(domain, {})[n] = auc / 100
+    shots.from_files([grid.RESULTS], out, backend=grid.GRID_BACKEND, budget=grid.BUDGET, reference=published,
+                     title="TALLRec grid: test AUC by shots and adapter type, SmolLM2-135M 8-bit")
+    return f"wrote {os.path.relpath(out, ROOT)} from {grid.RESULTS.relative_to(ROOT)}"
+
+
+def cross_domain_heatmap(out: Path) -> str:
+    """docs/cross_domain.md's figure (the heat map flags scores cached by older scoring code, as the page does)."""
+    from adaptrec.api import plot
+
+    source = EXPERIMENTS / "results" / "cross_domain.json"
+    plot("transfer", [source], out, title="Cross-domain transfer, Amazon Arts ↔ Office: every row by metric")
+    return f"wrote {os.path.relpath(out, ROOT)} from {source.relative_to(ROOT)}"
+
+
+def performance_figures() -> list[str]:
+    """A figure per region of docs/performance.md, from the same bench/results JSONs as its table."""
+    from adaptrec.plots import bench
+
+    lines = []
+    for name, (benches, _) in PERFORMANCE_REGIONS.items():
+        out = FIGURES / f"performance_{name.replace('-', '_')}.png"
+        bench.from_files([BENCH_RESULTS / f"{b}.json" for b in benches], out, title=PERFORMANCE_TITLES[name])
+        lines.append(f"wrote {os.path.relpath(out, ROOT)} from {', '.join(f'{b}.json' for b in benches)}")
+    return lines
+
+
+def figures() -> list[str]:
+    """Redraw every figure under docs/figures/; a line per figure saying what was written (or kept, and why)."""
+    return [learning_curves(FIGURES / "learning_curves.png"), auc_by_shots(FIGURES / "tallrec_auc_by_shots.png"),
+            cross_domain_heatmap(FIGURES / "cross_domain_heatmap.png"), *performance_figures()]
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description="Re-render a result page's generated regions from the results JSON.")
-    p.add_argument("page", choices=["performance"], help="performance: docs/performance.md from bench/results/*.json")
-    p.parse_args()
+    p = argparse.ArgumentParser(description="Re-render a result page's generated regions, or the figures, from the "
+                                "results JSON.")
+    p.add_argument("page", choices=["performance", "figures"],
+                   help="performance: docs/performance.md from bench/results/*.json; figures: docs/figures/*.png")
+    if p.parse_args().page == "figures":
+        print("\n".join(figures()))
+        return
     write_regions(PERFORMANCE, performance_regions())
     print(f"re-rendered {PERFORMANCE.relative_to(ROOT)} from {BENCH_RESULTS.relative_to(ROOT)}/*.json")
 

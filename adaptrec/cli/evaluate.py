@@ -46,18 +46,30 @@ def eval_(
 def score(
     adapter: Optional[str] = typer.Argument(None, help="a registered adapter; none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC"),
-    out: Path = typer.Option(..., "--out", help="predictions JSONL to write"),
+    out: Path = typer.Option(..., "--out", help="predictions to write: JSONL, or Parquet when it ends in .parquet"),
     limit: Optional[int] = typer.Option(None, "--limit"),
     seed: int = SeedOpt,
     template: str = TemplateOpt,
     batch_size: int = BatchOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: only the cases at positions I, I+N, I+2N, ... "
+                                        "(the N shards together hold every case once)"),
+    engine: str = typer.Option("local", "--engine", help="local (this process) | ray (a Ray Data actor pool; "
+                               "$RAY_ADDRESS names a cluster)"),
+    actors: Optional[int] = typer.Option(None, "--actors", help="--engine ray: actors, each with its own backbone "
+                                         "(default: one per CPU)"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="cases scored, then written, at a time "
+                                             "(default 256; --engine ray: less, to give each actor several chunks)"),
 ) -> None:
-    """Write P(yes) (and TALLRec's score) for every case of a SPEC to a JSONL file."""
+    """Write P(yes) (and TALLRec's score) for every case of a SPEC, streamed chunk by chunk to JSONL or Parquet."""
     result = api.write_predictions(adapter, data=data, out=out, limit=limit, seed=seed, template=template,
-                                   batch_size=batch_size, backbone=backbone, quantization=quantization)
-    typer.echo(f"wrote {result.n} predictions to {result.path} ({result.prompts_per_s:.2f} prompts/s uncached)")
+                                   batch_size=batch_size, backbone=backbone, quantization=quantization, shard=shard,
+                                   engine=engine, actors=actors, chunk_size=chunk_size)
+    speed = f"{result.rows_per_s:.2f} rows/s"
+    if result.prompts_per_s is not None:
+        speed += f", {result.prompts_per_s:.2f} prompts/s uncached, {result.cached} from the score cache"
+    typer.echo(f"wrote {result.n} predictions to {result.path} ({speed})")
 
 
 def predict(

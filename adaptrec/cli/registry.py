@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -71,12 +72,22 @@ def registry_gc() -> None:
 
 
 def export(
-    adapter: str = typer.Argument(..., help="a registered AdaLoRA adapter"),
-    to_lora: bool = typer.Option(False, "--to-lora", help="convert AdaLoRA to an exactly equivalent plain LoRA"),
-    name: Optional[str] = typer.Option(None, "--name", help="registry name of the result (default: NAME-lora)"),
+    adapter: str = typer.Argument(..., help="a registered adapter: AdaLoRA (--to-lora), LoRA or AdaLoRA (--to vllm)"),
+    to_lora: bool = typer.Option(False, "--to-lora", help="register the exact plain-LoRA form of an AdaLoRA adapter"),
+    to: Optional[str] = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
 ) -> None:
-    """Convert a registered AdaLoRA adapter to plain LoRA (exact) and register the result."""
-    if not to_lora:
-        raise AdaptrecError("export: nothing to do; pass --to-lora")
-    record = api.export_lora(adapter, name)
-    typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")
+    """Convert a registered adapter: AdaLoRA to an exact plain LoRA in the registry (--to-lora), or a LoRA folder
+    that vLLM loads (--to vllm --out DIR; see docs/serving.md)."""
+    if to is None:
+        if not to_lora:
+            raise AdaptrecError("export: nothing to do; pass --to-lora, or --to vllm --out DIR")
+        record = api.export_lora(adapter, name)
+        typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")
+        return
+    if to != "vllm" or to_lora or out is None:
+        raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora")
+    result = api.export_vllm(adapter, out)
+    typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "
+               f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}")

@@ -2,7 +2,8 @@
 both built from positive (implicit-feedback) cases.
 
 `candidates.jsonl`: one object per line, `{"user_id", "domain", "target_id", "candidates":
-[item ids, target included, no repeats], "history": [item ids, oldest first] (optional)}`.
+[item ids, target included, no repeats], "history": [item ids, oldest first] (optional)}`; or a
+`.parquet` file with these columns.
 Negatives come from `sample_negatives` with a generator private to each case (seed, user,
 target), so a case's list does not change when other cases are added or dropped.
 """
@@ -16,7 +17,7 @@ from typing import AbstractSet, Iterable, Mapping
 
 from ..atomic import write_text
 from ..errors import DataFormatError, DataSpecError
-from .interaction_log import get_field, read_jsonl
+from .interaction_log import get_field, read_records
 from .negatives import case_rng, sample_negatives
 from .records import Case
 
@@ -105,9 +106,9 @@ def write_candidates(path: Path, lists: Iterable[CandidateList]) -> None:
 
 
 def read_candidates(path: Path) -> list[CandidateList]:
-    """Read and validate `candidates.jsonl`; errors name the file, line and key."""
+    """Read and validate `candidates.jsonl` (or a `.parquet` file); errors name the file, line (row) and key."""
     lists = []
-    for where, obj in read_jsonl(path):
+    for where, obj in read_records(path):
         unknown = sorted(set(obj) - _KEYS)
         if unknown:
             raise DataFormatError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")

@@ -1,8 +1,9 @@
-"""The generic interaction-log format (JSONL) and its item catalogue, turned into Cases TALLRec-style.
+"""The generic interaction-log format (JSONL or Parquet) and its item catalogue, turned into Cases TALLRec-style.
 
 Log row: `{"user_id": str, "item_id": str, "domain": str}` plus optionally `label` (0/1) or
 `rating` (number), and `position` (int) or `timestamp` (number). Catalogue row:
-`{"item_id": str, "title": str}` plus optionally `domain`. See docs/data.md.
+`{"item_id": str, "title": str}` plus optionally `domain`. A Parquet file has these as columns (a null cell
+is a missing key). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -65,6 +66,30 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
         yield where, obj
 
 
+def read_parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """Yield `("file:row N", object)` for each row of a Parquet file (read with pyarrow), null cells left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataSpecError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataFormatError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    n = 0
+    for batch in table.to_batches():
+        for obj in batch.to_pylist():
+            n += 1
+            yield f"{path}:row {n}", {k: v for k, v in obj.items() if v is not None}
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """`read_parquet_rows` for a `.parquet` file, else `read_jsonl`."""
+    return read_parquet_rows(path) if Path(path).suffix == ".parquet" else read_jsonl(path)
+
+
 def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required: bool = True) -> Any:
     """`obj[key]` checked against `kind` ("id", "str", "int", "number", "label", "id_list")."""
     if key not in obj:
@@ -98,7 +123,7 @@ def read_log(path: Path) -> list[LogRow]:
     (`label`, `rating` or none) and the same order key (`position`, `timestamp` or none)."""
     rows: list[LogRow] = []
     kinds: tuple[str | None, str | None] | None = None
-    for where, obj in read_jsonl(path):
+    for where, obj in read_records(path):
         _check_keys(obj, _ROW_KEYS, where)
         for a, b in (("label", "rating"), ("position", "timestamp")):
             if a in obj and b in obj:
@@ -124,9 +149,9 @@ def read_log(path: Path) -> list[LogRow]:
 
 
 def read_catalogue(path: Path) -> dict[str, CatalogueItem]:
-    """`item_id -> CatalogueItem` from a catalogue JSONL; duplicate ids are an error."""
+    """`item_id -> CatalogueItem` from a catalogue (JSONL or Parquet); duplicate ids are an error."""
     items: dict[str, CatalogueItem] = {}
-    for where, obj in read_jsonl(path):
+    for where, obj in read_records(path):
         _check_keys(obj, _ITEM_KEYS, where)
         item_id = get_field(obj, "item_id", "id", where)
         if item_id in items:

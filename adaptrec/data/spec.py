@@ -4,7 +4,7 @@
     movielens:100k:train|valid|test          TALLRec's movie files rebuilt from MovieLens-100K
     amazon:arts|office:train|valid|test[:cold]   Amazon Arts<->Office; ":cold" hides target-domain history
     PATH.json                                a TALLRec-style file
-    PATH.jsonl                               an interaction log, catalogue in items.jsonl beside it
+    PATH.jsonl | PATH.parquet                an interaction log, catalogue in items.jsonl | items.parquet beside it
     SPEC[start:stop]                         a slice of any of the above (Python slice, no step)
 """
 
@@ -24,7 +24,7 @@ from .records import Case
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k:train|valid|test, "
               "amazon:arts|office:train|valid|test[:cold], PATH.json (TALLRec-style), "
-              "PATH.jsonl (interaction log with items.jsonl beside it), any of them + [start:stop]")
+              "PATH.jsonl|.parquet (interaction log with items.jsonl|.parquet beside it), any of them + [start:stop]")
 
 
 @dataclass
@@ -94,9 +94,9 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
 
 
 def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
-    items_path = path.with_name("items.jsonl")
+    items_path = path.with_name("items" + path.suffix)  # items.jsonl beside a .jsonl log, items.parquet beside .parquet
     if not items_path.is_file():
-        raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per line)")
+        raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per row)")
     rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
     cases = interaction_log.cases_from_log(rows, catalogue)
     if not cases:
@@ -134,7 +134,7 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
     if spec.endswith(".json") and parts[0] not in ("tallrec", "movielens", "amazon"):
         path = Path(spec).expanduser()
         return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
-    if spec.endswith(".jsonl") and parts[0] not in ("tallrec", "movielens", "amazon"):
+    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in ("tallrec", "movielens", "amazon"):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise DataSpecError(f"no such interaction log: {path}")

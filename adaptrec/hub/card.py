@@ -1,8 +1,10 @@
 """The model card (`README.md`) of a pushed adapter: Hub YAML metadata, then what it is for and how to use it.
 
 Metadata: `base_model` (the backbone's Hub id, when it has one), `library_name: peft`, `pipeline_tag`,
-`tags`, `datasets` (the data sources of the recorded metrics) and `model-index` with every registry
-metric, grouped by the data SPEC it was measured on, its protocol (limit, seed, ...) in `args`.
+`tags` and `model-index` with every registry metric, grouped by the data SPEC it was measured on, its protocol
+(limit, seed, ...) in `args`, under the same task type as `pipeline_tag`. There is no `datasets` key: the Hub
+reads it as Hub dataset ids, and adaptrec's SPECs (`tallrec:movie`, ...) are not; no Hub dataset is known to hold
+these splits as adaptrec reads them. The body's Data section says what each source is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ import yaml
 from .common import is_repo_id
 
 _SLICE_RE = re.compile(r"\[[^\]]*\]$")
+PIPELINE_TAG = "text-generation"  # a causal LM answering "Yes."/"No."; the model-index task type says the same
+# What each data source of a SPEC is (docs/data.md), for the card's Data section
+_AMAZON = "Amazon Arts <-> Office, URLLM's cross-domain split: implicit feedback with sampled negatives"
+_SOURCES = {
+    "tallrec:movie": "TALLRec's movie files: MovieLens-100K ratings as Yes/No prompts (github.com/SAI990323/TALLRec)",
+    "tallrec:book": "TALLRec's book files: Book-Crossing ratings as Yes/No prompts (github.com/SAI990323/TALLRec)",
+    "movielens:100k": "TALLRec's movie prompts rebuilt from MovieLens-100K (GroupLens), with real user and item ids",
+    "amazon:arts": _AMAZON,
+    "amazon:office": _AMAZON,
+}
 
 
 def _spec_public(spec: str) -> str:
@@ -66,14 +78,13 @@ def card_metadata(meta: dict) -> dict:
     if is_repo_id(base_model):
         data["base_model"] = base_model
     data["library_name"] = "peft"
-    data["pipeline_tag"] = "text-generation"
+    data["pipeline_tag"] = PIPELINE_TAG
     tags = ["adaptrec", "peft", adapter_type, "recommendation", "tallrec", f"domain-{re.sub(r'[^a-z0-9-]+', '-', domain.lower()).strip('-')}"]
     data["tags"] = list(dict.fromkeys(t for t in tags if t))
     by_spec: dict[str, list[tuple[str, dict]]] = {}
     for key, m in sorted(metrics.items()):
         by_spec.setdefault(_spec_public(str(m.get("data", "?"))), []).append((key, m))
     if by_spec:
-        data["datasets"] = sorted({_spec_source(s) for s in by_spec})
         results = []
         for spec, items in by_spec.items():
             dataset = {"type": _spec_source(spec), "name": spec}
@@ -87,8 +98,9 @@ def card_metadata(meta: dict) -> dict:
                 if args:
                     row["args"] = args
                 rows.append(row)
+            task = f"Recommendation ({domain}): will the user like the item? (P(Yes))"
             results.append({
-                "task": {"type": "text-classification", "name": f"Recommendation ({domain}): will the user like the item? (P(Yes))"},
+                "task": {"type": PIPELINE_TAG, "name": task},
                 "dataset": dataset,
                 "metrics": rows,
             })
@@ -102,6 +114,21 @@ def _ci(metric: dict) -> dict:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
         return {"ci_low": ci[0], "ci_high": ci[1]}
     return {}
+
+
+def _data(metrics: dict) -> list[str]:
+    """What each data source of the metrics is (local files by name only)."""
+    sources = sorted({_spec_source(str(m.get("data", "?"))) for m in metrics.values()})
+    if not sources:
+        return []
+    lines = ["## Data", ""]
+    for source in sources:
+        if source.endswith((".json", ".jsonl")):
+            what = f"the publisher's own {'interaction log' if source.endswith('.jsonl') else 'TALLRec-style file'}"
+        else:
+            what = _SOURCES.get(source, "an adaptrec data source")
+        lines.append(f"- `{source}`: {what}")
+    return [*lines, "", "The data SPECs are adaptrec's names (docs/data.md), not Hub dataset ids.", ""]
 
 
 def _example_prompt(domain: str) -> str:
@@ -233,6 +260,7 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         ["---", front.rstrip("\n"), "---", ""],
         _about(meta),
         _evaluation(meta.get("metrics") or {}),
+        _data(meta.get("metrics") or {}),
         _peft_usage(meta, src),
         _adaptrec_usage(_identity(meta)[0], pull),
         _provenance(meta, licences),

@@ -10,7 +10,7 @@ candidate scores per case plus the index of the true item; ties count against th
 (see `ranking`). Confidence intervals are 95% percentile bootstraps over cases
 (`n_resamples` resamples, deterministic per `seed`; every metric of one call sees the same
 resamples). The `evaluate`-library wrappers live in `adaptrec.metrics.evaluate_modules`
-(not imported here: importing `evaluate` costs seconds).
+(not imported here: importing `evaluate` costs seconds, and it is the optional extra `metrics`).
 """
 
 from __future__ import annotations

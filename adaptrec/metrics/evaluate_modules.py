@@ -15,17 +15,26 @@ Values equal the plain functions in `adaptrec.metrics` (same tie rules). `add_ba
 as in any evaluate metric. By default the modules keep their buffer in memory
 (`keep_in_memory=True`); evaluate still creates an empty folder under `cache_dir`, which
 defaults to `$ADAPTREC_HOME/evaluate` rather than the Hugging Face cache.
+
+`evaluate` is the optional extra `metrics` (`pip install adaptrec[metrics]`); without it importing this module
+raises `MissingOptionalPackage`. Nothing else in adaptrec imports it.
 """
 
 from __future__ import annotations
 
 import datasets
-import evaluate
 
+from ..errors import MissingOptionalPackage
 from ..home import adaptrec_home
 from . import RANKING_METRICS, parse_ranking_names
 from .classification import auc
 from .ranking import ranks
+
+try:
+    import evaluate
+except ImportError:
+    raise MissingOptionalPackage("adaptrec.metrics.evaluate_modules needs the evaluate package: "
+                                 "run `pip install adaptrec[metrics]`") from None
 
 __all__ = ["AdaptrecAUC", "AdaptrecRanking"]
 

@@ -1,4 +1,5 @@
-"""Versions derived from a registered one without training: the exact plain-LoRA export of an AdaLoRA adapter."""
+"""What is derived from a registered version without training: the exact plain-LoRA export of an AdaLoRA adapter
+(registered), and a folder vLLM loads (written outside the registry)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import tempfile
 from pathlib import Path
 
 from ..adapters.export import adalora_to_lora
+from ..adapters.vllm import VllmExport, export_vllm_lora
 from ..errors import AdaptrecError
+from .validation import verified_files
 
 
 def register_lora_export(registry, ref: str, name: str | None = None):
@@ -21,3 +24,10 @@ def register_lora_export(registry, ref: str, name: str | None = None):
             adapter_type="lora", adapter_config=None, fingerprint=record.fingerprint, recipe_text=record.recipe_text,
             metrics=record.metrics, lineage={"parents": [record.ref], "method": "adalora_to_lora", "weights": [1.0]},
         )
+
+
+def write_vllm_export(registry, ref: str, out: str | Path) -> VllmExport:
+    """Write registered adapter `ref` (its files re-hashed first) to folder `out` as a LoRA folder vLLM loads."""
+    record = registry.resolve(ref)
+    verified_files(record)
+    return export_vllm_lora(record.path, record.adapter_type, out, label=record.ref)

@@ -3,6 +3,10 @@
 `checkpoints/step_N` folders are written whole (`atomic_dir`: files and folder fsynced before the rename)
 and ordered by N as a number. Resuming reads the newest one completely before applying anything; an
 unreadable one (a crash, a truncated file) is skipped with one line naming it, and the next older one is used.
+
+A sharded optimizer (DeepSpeed, FSDP) has no whole state dict on any one process: its checkpoints hold
+Accelerate's `save_state` folder (each rank's shards, in Accelerate's format) in place of the adapter,
+optimizer and RNG files, written whole in the same way.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, fsync_dir, fsync_tree
 from ..errors import AdaptrecError
 
 _PREFIX = "step_"
+ACCELERATE_STATE = "accelerate"  # the subfolder `Accelerator.save_state` writes, and the `format` in its state.json
+SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)  # optimizer state split across ranks
 
 
 @dataclass
@@ -39,6 +47,7 @@ class CheckpointData:
     optimizer: dict[str, torch.Tensor]
     rng: dict[str, torch.Tensor]
     meta: dict
+    state_dir: Path | None = None  # Accelerate's save_state folder (sharded optimizers; adapter/optimizer/rng empty)
 
 
 class CheckpointError(AdaptrecError):
@@ -86,8 +95,7 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write `checkpoints/step_N` atomically, then drop all but the newest `keep`."""
-    root = run_dir / "checkpoints"
-    final = root / f"{_PREFIX}{step:06d}"
+    final = _step_dir(run_dir, step)
     if final.exists():
         _discard(final)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
@@ -101,11 +109,60 @@ def save_checkpoint(
         save_file(rng, tmp / "rng.safetensors")
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    _prune(run_dir, keep)
+    return final
+
+
+def sharded(accelerator: Accelerator) -> bool:
+    """Whether `accelerator` splits the optimizer state across ranks, so checkpoints go through `save_state`."""
+    return accelerator.distributed_type in SHARDED
+
+
+def save_accelerate_checkpoint(
+    accelerator: Accelerator,
+    run_dir: Path,
+    step: int,
+    scheduler,
+    tuner_state: dict[str, torch.Tensor],
+    trainer_state: dict,
+    keep: int = 2,
+) -> Path:
+    """`save_checkpoint` for sharded optimizers, called on every rank: each writes its shards with
+    `accelerator.save_state` into one hidden `.step_N.tmp` folder; the main process adds the tuner, scheduler and
+    trainer state, fsyncs it all, renames it to `checkpoints/step_N` and prunes."""
+    final = _step_dir(run_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")  # one name that every rank knows
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # a save a kill interrupted
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / ACCELERATE_STATE))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tuner_state.items()}, tmp / "tuner.safetensors")
+        meta = {"step": step, "format": ACCELERATE_STATE, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        fsync_tree(tmp)
+        if final.exists():
+            _discard(final)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+        _prune(run_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _step_dir(run_dir: Path, step: int) -> Path:
+    """The folder of step `step`'s checkpoint."""
+    return run_dir / "checkpoints" / f"{_PREFIX}{step:06d}"
+
+
+def _prune(run_dir: Path, keep: int) -> None:
+    """Drop all but the newest `keep` checkpoints, and what a kill left of an earlier deletion."""
     for old in checkpoints(run_dir)[keep:]:
         _discard(old.path)
-    for leftover in root.glob(".*.deleting"):  # a deletion a kill interrupted
+    for leftover in (run_dir / "checkpoints").glob(".*.deleting"):
         shutil.rmtree(leftover, ignore_errors=True)
-    return final
 
 
 def _discard(folder: Path) -> None:
@@ -132,8 +189,15 @@ def read_checkpoint(ckpt: Checkpoint) -> CheckpointData:
             raise CheckpointError(f"{ckpt.path}: {name} is unreadable ({str(e).splitlines()[0][:120]})") from None
 
     meta = read("state.json", lambda p: json.loads(p.read_text()))
-    if not isinstance(meta, dict) or not {"optimizer", "scheduler", "trainer"} <= meta.keys():
+    accelerate = isinstance(meta, dict) and meta.get("format") == ACCELERATE_STATE
+    needed = {"scheduler", "trainer"} if accelerate else {"optimizer", "scheduler", "trainer"}
+    if not isinstance(meta, dict) or not needed <= meta.keys():
         raise CheckpointError(f"{ckpt.path}: state.json lacks the optimizer, scheduler or trainer state")
+    if accelerate:
+        state_dir = ckpt.path / ACCELERATE_STATE
+        if not state_dir.is_dir() or not any(state_dir.iterdir()):
+            raise CheckpointError(f"{ckpt.path}: {ACCELERATE_STATE}/ is missing or empty")
+        return CheckpointData(ckpt, {}, read("tuner.safetensors", load_file), {}, {}, meta, state_dir)
     t = {k: read(f"{k}.safetensors", load_file) for k in ("adapter", "tuner", "optimizer", "rng")}
     return CheckpointData(ckpt, t["adapter"], t["tuner"], t["optimizer"], t["rng"], meta)
 

@@ -1,5 +1,5 @@
-"""The training loop: Accelerate (devices, precision, gradient accumulation), Yes/No loss, validation,
-early stopping on validation AUC, resumable checkpoints, metrics.jsonl and a progress bar."""
+"""The training loop: Accelerate (devices, precision, gradient accumulation, experiment trackers), Yes/No loss,
+validation, early stopping on validation AUC, resumable checkpoints, metrics.jsonl and a progress bar."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.tracking import get_available_trackers
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -21,9 +22,17 @@ from ..adapters.base import Tuner, build_peft_model, tuner_for
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingOptionalPackage
 from ..metrics.classification import auc
-from .checkpoint import apply_checkpoint, latest_checkpoint, newest_readable, save_checkpoint
+from .checkpoint import (
+    CheckpointData,
+    apply_checkpoint,
+    latest_checkpoint,
+    newest_readable,
+    save_accelerate_checkpoint,
+    save_checkpoint,
+    sharded,
+)
 from .early_stopping import EarlyStopping
 from .methods import Method, StepContext, build_method, micro_batches
 
@@ -95,9 +104,34 @@ def validate(scorer: Scorer, cases: Sequence[Case]) -> float:
     return auc(np.array([c.label for c in cases]), scores)
 
 
+def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
+    """The run's Accelerator: CPU without CUDA; the recipe's `mixed_precision`, or when null what the accelerate
+    config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`, its package checked
+    first (accelerate would drop a missing one without a word)."""
+    t = recipe.training
+    if t.report_to != "none" and t.report_to not in {str(tracker) for tracker in get_available_trackers()}:
+        raise MissingOptionalPackage(f"{recipe._source}: training.report_to: {t.report_to} is not installed "
+                                     f"(pip install {t.report_to})")
+    return Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
+                       mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
+                       project_dir=run_dir)
+
+
+def _flat_settings(settings: dict, prefix: str = "") -> dict[str, str | int | float | bool | None]:
+    """Nested settings as `section.key` scalars, lists as JSON text: the form trackers take as hyperparameters."""
+    flat: dict[str, str | int | float | bool | None] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
 class Trainer:
     """One training run in phases: `setup`, `resume`, then `step` and `validate_and_checkpoint` until `done`, and
-    `finish`; `run` drives the steps with a progress bar. Only the main process writes files."""
+    `finish`; `run` drives the steps with a progress bar. Only the main process writes files, except that with a
+    sharded optimizer every rank writes its part of each checkpoint."""
 
     accelerator: Accelerator
     model: torch.nn.Module  # the peft model as `accelerator.prepare` wrapped it (it runs the forward passes)
@@ -119,20 +153,16 @@ class Trainer:
         self.stopper = EarlyStopping(self.cfg.patience)
 
     def setup(self, resume: bool = False, method: Method | None = None) -> None:
-        """Refuse a run folder with checkpoints unless `resume`; seed, then build the accelerator, the peft model,
-        its optimizer and scheduler, the validation scorer and the method (default: the one `recipe.method` names)."""
+        """Refuse a run folder with checkpoints unless `resume`; build the accelerator (a missing tracker package
+        stops here), seed, then build the peft model, its optimizer and scheduler, the validation scorer and the
+        method (default: the one `recipe.method` names)."""
         t, recipe = self.cfg, self.recipe
         if latest_checkpoint(self.run_dir) and not resume:
             raise ConfigError(f"{self.run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, "
                               "or --restart")
+        self.accelerator = _build_accelerator(recipe, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)
-        on_cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=t.grad_accum,
-            cpu=not on_cuda,
-            mixed_precision="bf16" if on_cuda and recipe.backbone.quantization == "none" else "no",
-        )
         try:  # settings that only this backbone can refute (target modules, init_text's length)
             model = build_peft_model(self.backbone.model, recipe.adapter, total_steps=t.max_steps,
                                      tokenizer=self.backbone.tokenizer)
@@ -159,16 +189,41 @@ class Trainer:
         data = newest_readable(self.run_dir, log=self.accelerator.print)
         if data is None:
             return
-        apply_checkpoint(data, self.optimizer, self.scheduler)
-        with torch.no_grad():
-            for name, p in self.unwrapped.named_parameters():
-                if name in data.adapter:
-                    p.copy_(data.adapter[name])
+        if sharded(self.accelerator) != (data.state_dir is not None):
+            kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
+            raise ConfigError(f"{data.ckpt.path}: written by {kind} run: resume it under the same accelerate "
+                              "setup, or pass --restart")
+        if data.state_dir is not None:
+            self.accelerator.load_state(str(data.state_dir))  # model (adapter included), optimizer shards, RNG
+            self.scheduler.load_state_dict(data.meta["scheduler"])
+        else:
+            self._load_adapter_and_optimizer(data)
         self.tuner.load_state_tensors(self.unwrapped, data.tuner)
         self.stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
         self.global_step = data.ckpt.step
         _trim_metrics(self.metrics_path, self.global_step)
         self.accelerator.print(f"resuming {self.run_dir} from step {self.global_step}")
+
+    def _load_adapter_and_optimizer(self, data: CheckpointData) -> None:
+        """Apply a safetensors checkpoint: optimizer, scheduler and RNG, then the adapter weights by name."""
+        apply_checkpoint(data, self.optimizer, self.scheduler)
+        with torch.no_grad():
+            for name, p in self.unwrapped.named_parameters():
+                if name in data.adapter:
+                    p.copy_(data.adapter[name])
+
+    def start_tracking(self) -> None:
+        """Open the tracker run (named after the recipe, its settings as the config); a TensorBoard log hides what an
+        earlier attempt logged after the step this one starts from, as metrics.jsonl drops those lines."""
+        self.accelerator.init_trackers(self.recipe.name, config=_flat_settings(self.recipe.model_dump(mode="json")),
+                                       init_kwargs={"tensorboard": {"purge_step": self.global_step + 1}})
+
+    def end_tracking(self) -> None:
+        """Finish the tracker runs (files flushed and closed); a second call does nothing. Unlike
+        `Accelerator.end_training` this keeps the process group, so a launched process can train another adapter."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers.clear()
 
     @property
     def done(self) -> bool:
@@ -211,28 +266,43 @@ class Trainer:
                 _save_adapter(self.unwrapped, self.run_dir / "best")
         if acc.is_main_process:
             _append_jsonl(self.metrics_path, row)
-            if step % t.checkpoint_every == 0 or step == t.max_steps or self.stopper.should_stop:
-                save_checkpoint(
-                    self.run_dir, step, _trainable_state(self.unwrapped), self.optimizer, self.scheduler,
-                    self.tuner.state_tensors(self.unwrapped), {"early_stopping": self.stopper.state()},
-                )
+            acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
+        if step % t.checkpoint_every == 0 or step == t.max_steps or self.stopper.should_stop:
+            self.checkpoint()
         acc.wait_for_everyone()
 
+    def checkpoint(self) -> None:
+        """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
+        Accelerate's `save_state`; otherwise the main process writes the safetensors format."""
+        acc, state = self.accelerator, {"early_stopping": self.stopper.state()}
+        if sharded(acc):
+            save_accelerate_checkpoint(acc, self.run_dir, self.global_step, self.scheduler,
+                                       self.tuner.state_tensors(self.unwrapped), state)
+        elif acc.is_main_process:
+            save_checkpoint(self.run_dir, self.global_step, _trainable_state(self.unwrapped), self.optimizer,
+                            self.scheduler, self.tuner.state_tensors(self.unwrapped), state)
+
     def run(self) -> TrainResult:
-        """Step until `max_steps` or early stopping, with a progress bar (main process only), then `finish`."""
-        bar = tqdm(total=self.cfg.max_steps, initial=self.global_step, desc=f"train {self.recipe.name}", unit="step",
-                   disable=not self.accelerator.is_main_process)
-        while not self.done:
-            row = self.step()
-            self.validate_and_checkpoint(row)
-            val = {"val_auc": f"{row['val_auc']:.3f}"} if "val_auc" in row else {}
-            bar.set_postfix(loss=f"{row['loss']:.4f}", **val)
-            bar.update(1)
-        bar.close()
-        return self.finish()
+        """Start tracking, step until `max_steps` or early stopping with a progress bar (main process only), then
+        `finish`; the tracker runs are ended also when this fails."""
+        self.start_tracking()
+        try:
+            bar = tqdm(total=self.cfg.max_steps, initial=self.global_step, desc=f"train {self.recipe.name}",
+                       unit="step", disable=not self.accelerator.is_main_process)
+            while not self.done:
+                row = self.step()
+                self.validate_and_checkpoint(row)
+                val = {"val_auc": f"{row['val_auc']:.3f}"} if "val_auc" in row else {}
+                bar.set_postfix(loss=f"{row['loss']:.4f}", **val)
+                bar.update(1)
+            bar.close()
+            return self.finish()
+        finally:
+            self.end_tracking()
 
     def finish(self) -> TrainResult:
-        """Keep the last adapter as the best if none was saved, let the method record itself (run_dir/method.json)."""
+        """Keep the last adapter as the best if none was saved, let the method record itself (run_dir/method.json),
+        end tracking."""
         acc, best = self.accelerator, self.run_dir / "best"
         if acc.is_main_process and not best.exists():
             _save_adapter(self.unwrapped, best)
@@ -241,6 +311,7 @@ class Trainer:
         info = self.method.finish(self.scorer, self.train_cases, self.val_cases, self.run_dir)
         if acc.is_main_process:
             write_text(self.run_dir / "method.json", json.dumps({"method": self.method.name, **info}, indent=1) + "\n")
+        self.end_tracking()
         s = self.stopper
         return TrainResult(
             run_dir=self.run_dir, adapter_dir=best, steps=self.global_step,

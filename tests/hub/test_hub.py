@@ -176,8 +176,14 @@ def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsy
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert meta["library_name"] == "peft" and {"adaptrec", "lora", "recommendation"} <= set(meta["tags"])
-    assert meta["datasets"] == ["amazon:arts", "tallrec:movie"]
+    assert "datasets" not in meta  # the Hub reads it as Hub dataset ids, which adaptrec's SPECs are not
     results = {r["dataset"]["name"]: r for r in meta["model-index"][0]["results"]}
+    assert {r["task"]["type"] for r in results.values()} == {meta["pipeline_tag"]} == {"text-generation"}
+    data = card.split("## Data\n\n")[1].split("\n\n")[0].splitlines()
+    assert data == ["- `amazon:arts`: Amazon Arts <-> Office, URLLM's cross-domain split: implicit feedback with "
+                    "sampled negatives",
+                    "- `tallrec:movie`: TALLRec's movie files: MovieLens-100K ratings as Yes/No prompts "
+                    "(github.com/SAI990323/TALLRec)"]
     auc = results["tallrec:movie:test"]["metrics"][0]
     assert auc["type"] == "auc" and auc["value"] == 0.7 and auc["args"]["limit"] == 500  # the row, not the folder's copy
     assert (auc["args"]["ci_low"], auc["args"]["ci_high"]) == (0.65, 0.75)  # the CI travels with the value

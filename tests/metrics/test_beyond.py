@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from adaptrec.metrics.beyond import (activity_buckets, averagepopularity, by_group, diversity, giniindex, itemcoverage,
-                                     top_k)
+from adaptrec.metrics.beyond import (
+    activity_buckets,
+    averagepopularity,
+    by_group,
+    diversity,
+    giniindex,
+    itemcoverage,
+    top_k,
+)
 
 LISTS = np.array([["a", "b"], ["a", "c"]], dtype=object)
 

@@ -333,6 +333,7 @@ def no_network(monkeypatch):
 
 
 def test_evaluate_auc_module_matches_plain_function(tmp_path, no_network):
+    pytest.importorskip("evaluate")  # the optional extra `metrics`
     from adaptrec.metrics.evaluate_modules import AdaptrecAUC
 
     y, s = _signal_data(120)
@@ -345,6 +346,7 @@ def test_evaluate_auc_module_matches_plain_function(tmp_path, no_network):
 
 
 def test_evaluate_ranking_module_matches_plain_functions(tmp_path, no_network):
+    pytest.importorskip("evaluate")  # the optional extra `metrics`
     from adaptrec.metrics.evaluate_modules import AdaptrecRanking
 
     metric = AdaptrecRanking(cache_dir=str(tmp_path))

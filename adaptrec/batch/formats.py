@@ -1,0 +1,78 @@
+"""Prediction files, JSONL or Parquet (by the `.parquet` suffix), written chunk by chunk to a temporary sibling
+and renamed into place when complete: a crash never leaves a half file under the final name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import fsync_dir
+
+SCHEMA = pa.schema([("case", pa.int64()), ("user_id", pa.string()), ("domain", pa.string()), ("target", pa.string()),
+                    ("label", pa.int64()), ("p_yes", pa.float64()), ("tallrec_score", pa.float64())])
+FIELDS = tuple(SCHEMA.names)  # the keys of every prediction row, in file order
+
+
+def is_parquet(path: Path) -> bool:
+    return Path(path).suffix == ".parquet"
+
+
+def partial_path(path: Path) -> Path:
+    """Where rows go until the file is complete (a rerun overwrites what a crashed run left there)."""
+    return path.with_name(f".{path.name}.partial")
+
+
+class PredictionWriter:
+    """`with PredictionWriter(path) as w: w.write(rows)`: rows appended (and flushed) per call; on a clean exit
+    the file is fsynced and renamed onto `path`, on an exception the partial file is removed."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.n = 0
+        self._tmp = partial_path(self.path)
+        self._file = None
+        self._parquet: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> PredictionWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._tmp, "wb")
+        if is_parquet(self.path):
+            self._parquet = pq.ParquetWriter(self._file, SCHEMA)
+        return self
+
+    def write(self, rows: Sequence[dict]) -> None:
+        """Append rows (dicts with the `FIELDS` keys); Parquet: one row group per call."""
+        if self._parquet is not None:
+            self._parquet.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMA))
+        else:
+            self._file.write("".join(json.dumps({k: r[k] for k in FIELDS}) + "\n" for r in rows).encode())
+        self._file.flush()
+        self.n += len(rows)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+            if kind is None:
+                os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+        if kind is not None:
+            self._tmp.unlink(missing_ok=True)
+            return
+        os.replace(self._tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """The rows of a prediction file (JSONL or Parquet), in file order."""
+    path = Path(path)
+    if is_parquet(path):
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

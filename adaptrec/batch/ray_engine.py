@@ -1,0 +1,106 @@
+"""Scoring on a Ray Data actor pool: `map_batches` with a callable class whose actors each load the backbone and the
+adapter once (one torch thread each) and score whole chunks of cases, cut as the local engine cuts them, so both
+engines put the same prompts in the same batches and write the same rows; the driver streams the scored rows into
+one output file (JSONL or Parquet) through `PredictionWriter`.
+
+`ray.init(address=$RAY_ADDRESS)`: unset, a local Ray on every core of this machine; set, that cluster. The
+driver builds the cases (`load_spec`); actors need adaptrec installed and, at `ADAPTREC_HOME`, the registry
+that holds the adapter (a shared folder on a cluster).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+import pyarrow as pa
+import torch
+
+from ..backbone import load_backbone
+from ..data.records import Case
+from ..errors import MissingOptionalPackage
+from ..evaluation import Predictions
+from ..registry import Registry
+from ..score_cache import ScoreCache
+from .formats import SCHEMA, PredictionWriter
+from .stream import CHUNK_SIZE, adapter_scorer, prediction_rows
+
+CHUNKS_PER_ACTOR = 4  # the automatic chunk size gives each actor about this many chunks, to keep all busy
+
+
+def require_ray() -> ModuleType:
+    """The `ray` module, or a one-line error naming the extra that installs it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (ray without its `data` extra lacks it)
+    except ImportError:
+        raise MissingOptionalPackage("--engine ray needs Ray Data: pip install 'adaptrec[ray]'") from None
+    return ray
+
+
+class ScoreActor:
+    """One Ray actor: the backbone with the adapter active, scoring pickled chunks of (position, case) pairs."""
+
+    def __init__(self, backbone: str, quantization: str, home: str, adapter: str | None, cache: bool,
+                 scorer_options: dict):
+        os.environ["ADAPTREC_HOME"] = home  # the driver's registry, score cache and converted backbones
+        torch.set_num_threads(1)
+        self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
+                                     cache=ScoreCache.default() if cache else None, progress=False, **scorer_options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        for blob in batch["chunk"].to_pylist():
+            chunk = pickle.loads(blob)
+            rows += prediction_rows(chunk, self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk])))
+        return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _init_ray(ray: ModuleType) -> bool:
+    """Connect to `$RAY_ADDRESS` (or start a local Ray) unless connected already; True if this call did."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=os.environ.get("RAY_ADDRESS"))
+    return True
+
+
+def ray_predictions(backbone: str, quantization: str, registry: Registry, adapter: str | None,
+                    cases: Sequence[tuple[int, Case]], out: Path, *, actors: int | None = None, cache: bool = True,
+                    chunk_size: int | None = None, **scorer_options) -> Predictions:
+    """Score (position, case) pairs on `actors` Ray actors (default: one per CPU Ray sees) and write them to `out`
+    in case order. `chunk_size`: cases per unit of work (default: `CHUNK_SIZE`, smaller when needed
+    for about `CHUNKS_PER_ACTOR` chunks per actor). A Ray started here is shut down at the end; one already running is
+    left as it was."""
+    ray = require_ray()
+    if adapter:
+        registry.resolve(adapter)  # an unknown ref fails here, before any actor starts
+    if not cases:  # e.g. a shard past the last case: an empty file, no Ray needed
+        with PredictionWriter(Path(out)):
+            return Predictions(Path(out), 0, None)
+    started = _init_ray(ray)
+    context = ray.data.DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    try:
+        context.execution_options.preserve_order = True  # rows come back in case order, as the local engine's
+        actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        chunk_size = chunk_size or max(1, min(CHUNK_SIZE, math.ceil(len(cases) / (actors * CHUNKS_PER_ACTOR))))
+        start = time.perf_counter()
+        chunks = [{"chunk": pickle.dumps(cases[b : b + chunk_size])} for b in range(0, len(cases), chunk_size)]
+        pool = ray.data.ActorPoolStrategy(size=min(actors, len(chunks)))  # an actor per chunk at most
+        setup = dict(backbone=backbone, quantization=quantization, home=str(registry.home), adapter=adapter,
+                     cache=cache, scorer_options=scorer_options)
+        scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
+            ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
+        with PredictionWriter(Path(out)) as writer:
+            for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+                writer.write(table.to_pylist())
+        return Predictions(Path(out), writer.n, None, rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9))
+    finally:
+        context.execution_options.preserve_order = preserve
+        if started:
+            ray.shutdown()

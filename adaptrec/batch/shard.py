@@ -1,0 +1,47 @@
+"""`--shard i/n`: a deterministic partition of the cases to score, by position modulo n."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+from ..data.records import Case
+from ..data.spec import DataSet
+from ..errors import AdaptrecError
+from ..evaluation import select_cases
+
+T = TypeVar("T")
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the cases whose position in the case list is `index` modulo `count`.
+
+    Positions, not user ids, decide, so shards differ in size by at most one case; together the `count`
+    shards hold every case exactly once."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`"i/n"` with 0 <= i < n; anything else is a one-line error."""
+        match = _SHARD_RE.match(text)
+        if not match or int(match[2]) == 0 or int(match[1]) >= int(match[2]):
+            raise AdaptrecError(f"--shard {text!r}: expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4)")
+        return cls(int(match[1]), int(match[2]))
+
+    def take(self, items: Sequence[T]) -> list[tuple[int, T]]:
+        """(position, item) of this shard's items, in order."""
+        return [(i, items[i]) for i in range(self.index, len(items), self.count)]
+
+
+WHOLE = Shard(0, 1)
+
+
+def batch_cases(dataset: DataSet, limit: int | None, seed: int, shard: Shard = WHOLE) -> list[tuple[int, Case]]:
+    """(position, case) to score: every case of `dataset`, or its seeded subset of `limit` (`select_cases`),
+    then this shard's part of them. The position is the case's place in that list (the `case` output field)."""
+    return shard.take(select_cases(dataset, limit, seed) if limit else dataset.cases)

@@ -1,0 +1,56 @@
+"""One process: cases scored chunk by chunk, each chunk's rows appended to the output as soon as it is scored.
+
+Memory stays bounded by the chunk (prompts, token ids, rows); scores go through the score cache as they are made,
+so a rerun after a crash reads every finished batch back instead of recomputing it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.records import Case
+from ..evaluation import Predictions
+from ..scoring.core import Scorer, backbone_scorer
+from ..scoring.logits import to_scores
+from ..scoring.variants import llm_variants
+from .formats import PredictionWriter
+
+CHUNK_SIZE = 256  # cases per chunk: scored, then written
+
+
+def adapter_scorer(backbone, registry, adapter: str | None, **scorer_options) -> Scorer:
+    """A Scorer with `adapter` (a registry ref) active on `backbone`; None: the untuned backbone."""
+    refs = [adapter] if adapter else []
+    _, key, model = next(llm_variants(backbone, registry, refs, include_untuned=not adapter))
+    return backbone_scorer(backbone, model, key, **scorer_options)
+
+
+def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> list[dict]:
+    """One output row per (position, case): its identity, label, P(yes) and TALLRec's score."""
+    pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
+    return [{"case": i, "user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
+             "p_yes": float(p), "tallrec_score": float(t)} for (i, c), p, t in zip(chunk, pyes, tall)]
+
+
+def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: Path,
+                       chunk_size: int = CHUNK_SIZE) -> Predictions:
+    """Score `cases` ((position, case) pairs) `chunk_size` at a time, appending each chunk's rows to `out`."""
+    start, forward_s = time.perf_counter(), 0.0
+    fresh0, cached0 = scorer.fresh, scorer.cached
+    scorer.progress = False  # one bar over all chunks instead of one per chunk
+    with PredictionWriter(Path(out)) as writer, tqdm(total=len(cases), desc="scoring", unit="case") as bar:
+        for b in range(0, len(cases), chunk_size):
+            chunk = cases[b : b + chunk_size]
+            before = scorer.fresh
+            logits = scorer.logits_for_prompts(scorer.prompts([c for _, c in chunk]))
+            if scorer.last_throughput:
+                forward_s += (scorer.fresh - before) / scorer.last_throughput
+            writer.write(prediction_rows(chunk, logits))
+            bar.update(len(chunk))
+    fresh = scorer.fresh - fresh0
+    return Predictions(Path(out), writer.n, fresh / forward_s if forward_s else 0.0,
+                       rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9), cached=scorer.cached - cached0)

@@ -1,0 +1,171 @@
+"""Latency and throughput bars from bench/results/*.json: a panel per measurement, adaptrec beside the baseline of
+the same run, with the benchmark's target as a dashed line."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .inputs import ResultFileError, fields_of, load_json
+from .style import COLORS, new_figure, save_png, styled
+
+WHAT = "benchmark result"
+TITLE_CHARS = 72  # a panel title's line beside the category labels
+BACKEND_NAMES = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "adaptrec int8",
+                 "quantize_dynamic": "quantize_dynamic"}
+
+
+@dataclass(frozen=True)
+class BarPanel:
+    """One measurement: a value per category and series (None: not measured) in `unit`; one unnamed series
+    ("") draws no legend."""
+
+    title: str
+    unit: str
+    categories: tuple[str, ...]
+    series: Mapping[str, tuple[float | None, ...]]
+    target: float | None = None
+    target_label: str = ""
+    log: bool = False
+
+    @property
+    def bars(self) -> int:
+        return sum(v is not None for values in self.series.values() for v in values)
+
+
+def _train_throughput(r: dict) -> list[BarPanel]:
+    c, trainer, ratio = r["config"], r["transformers_trainer"]["tokens_per_s"], r["target_ratio"]
+    return [BarPanel(f"Training, {c['steps']} steps of batch {c['batch_size']} on {c['data']}",
+                     "prompt tokens/s, higher is better", ("adaptrec loop", "transformers Trainer"),
+                     {"": (r["adaptrec"]["tokens_per_s"], trainer)}, trainer * ratio, f"target: ≥ {ratio:g}× Trainer")]
+
+
+def _quant_backends(r: dict) -> list[BarPanel]:
+    b, c, ratio = r["backends"], r["config"], r["target_ratio"]
+    series = {label: tuple(b[name][kind]["prompts_per_s"] if kind in b[name] else None for name in BACKEND_NAMES)
+              for kind, label in (("bare", "bare backbone"), ("lora", "with LoRA"))}
+    return [BarPanel(f"Scoring {c['timed_prompts']} prompts (mean {c['mean_prompt_tokens']:.0f} tokens), batches of "
+                     f"{c['batch_size']}, median of {c['repeats']} repeats", "prompts/s, higher is better",
+                     tuple(BACKEND_NAMES.values()), series, b["fp32"]["lora"]["prompts_per_s"] * ratio,
+                     f"target, adaptrec int8 with LoRA: ≥ {ratio:g}× fp32")]
+
+
+def _swap_latency(r: dict) -> list[BarPanel]:
+    rows, limit = r["rows"], r["target_engine_switch_ms"]
+    targets = tuple("/".join(t.removesuffix("_proj") for t in row["targets"]) + " targets" for row in rows)
+    series = {"peft set_adapter": tuple(row["peft_set_adapter_ms"] for row in rows),
+              "adaptrec engine": tuple(row["engine_switch_ms"] for row in rows)}
+    return [BarPanel(f"Switching among {r['config']['adapters']} adapters",
+                     "ms per switch (log scale), lower is better", targets, series, limit, f"target: ≤ {limit:g} ms",
+                     log=True)]
+
+
+def _mixed_batch(r: dict) -> list[BarPanel]:
+    c, single, ratio = r["config"], r["single_adapter_prompts_per_s"], r["target_ratio"]
+    return [BarPanel(f"A batch of {c['batch_size']} ({c['data']}) on one adapter or mixed over {c['adapters']}",
+                     "prompts/s, higher is better", ("one adapter", f"{c['adapters']} adapters mixed"),
+                     {"": (single, r["mixed_4_adapter_prompts_per_s"])}, single * ratio,
+                     f"target: ≥ {ratio:g}× one adapter")]
+
+
+def _prefix_ranking(r: dict) -> list[BarPanel]:
+    c, full, ratio = r["config"], r["full_prompts_s"], r["target_ratio"]
+    return [BarPanel(f"Ranking {c['candidates']} candidates for each of {c['users']} users ({c['data']})",
+                     "seconds, lower is better", ("full prompts", "shared history prefix"),
+                     {"": (full, r["shared_prefix_s"])}, full / ratio,
+                     f"target: ≥ {ratio:g}× faster than full prompts")]
+
+
+def _serve_load(r: dict) -> list[BarPanel]:
+    c, direct, ratio = r["config"], r["direct_sequential_requests_per_s"], r["target_ratio"]
+    return [BarPanel(f"HTTP serving: {c['requests']} requests from {c['clients']} clients at once, "
+                     f"{r['errors']} errors",
+                     "requests/s, higher is better", ("adaptrec serve", "engine called directly, one at a time"),
+                     {"": (r["served_requests_per_s"], direct)}, direct * ratio, f"target: ≥ {ratio:g}× direct"),
+            BarPanel("Latency of a served request", "seconds, lower is better", ("p50", "p99"),
+                     {"": (r["p50_s"], r["p99_s"])})]
+
+
+PANELS: dict[str, Callable[[dict], list[BarPanel]]] = {
+    "train_throughput": _train_throughput, "quant_backends": _quant_backends, "swap_latency": _swap_latency,
+    "mixed_batch": _mixed_batch, "prefix_ranking": _prefix_ranking, "serve_load": _serve_load}
+
+
+def machine_line(m: Mapping) -> str:
+    """`2 CPU cores, torch 2.13.0+cpu, 2 threads`, led by the GPU and processor when recorded."""
+    return ", ".join(str(p) for p in (m.get("cuda"), m.get("processor"), f"{m['cpu_count']} CPU cores",
+                                      f"torch {m['torch']}", f"{m['threads']} threads") if p)
+
+
+def read_bench(sources: Sequence[Path]) -> tuple[list[BarPanel], list[str], list[str]]:
+    """(the panels of the benchmark JSONs `sources` names, the machines they ran on, the files of a folder skipped
+    because their benchmark has no bars here); a file named itself must have bars."""
+    named = [(Path(s), False) for s in sources if not Path(s).is_dir()]
+    found = [(f, True) for s in sources if Path(s).is_dir() for f in sorted(Path(s).glob("*.json"))]
+    panels, machines, skipped = [], [], []
+    for path, in_folder in named + found:
+        doc = load_json(path, WHAT)
+        with fields_of(path, WHAT):
+            draw = PANELS.get(doc["benchmark"])
+            if draw is not None:
+                panels += draw(doc)
+                machines.append(machine_line(doc["machine"]))
+        if draw is None and not in_folder:
+            raise ResultFileError(f"{path}: benchmark {doc['benchmark']!r} has no bars to draw "
+                                  f"(known: {', '.join(PANELS)})")
+        if draw is None:
+            skipped.append(path.name)
+    if not panels:
+        raise ResultFileError(f"no {WHAT} with bars to draw in {', '.join(map(str, sources))}")
+    return panels, list(dict.fromkeys(machines)), skipped
+
+
+def _bars(ax: Axes, panel: BarPanel) -> None:
+    """Horizontal bars, a group per category, each labelled with its value."""
+    height = 0.8 / len(panel.series)
+    for k, (name, values) in enumerate(panel.series.items()):
+        shown = [(i + (k - (len(panel.series) - 1) / 2) * height, v) for i, v in enumerate(values) if v is not None]
+        bars = ax.barh(*zip(*shown), height=0.9 * height, color=COLORS[k % len(COLORS)], label=name or "_values")
+        ax.bar_label(bars, fmt="%.3g", padding=2, fontsize=7)
+    if panel.target is not None:
+        ax.axvline(panel.target, color="black", ls="--", lw=1.1, label=panel.target_label)
+    ax.set_yticks(range(len(panel.categories)), panel.categories)
+    ax.invert_yaxis()
+    ax.set_xscale("log" if panel.log else "linear")
+    ax.margins(x=0.12)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(panel.unit)
+    labelled = len(ax.get_legend_handles_labels()[0])
+    if labelled:  # a row between the title and the bars
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=labelled, fontsize=7, borderaxespad=0.1)
+    ax.set_title(textwrap.fill(panel.title, TITLE_CHARS), loc="left", pad=14 if labelled else 6)
+
+
+@styled
+def plot_bench(panels: Sequence[BarPanel], out: Path, *, title: str | None = None, subtitle: str = "",
+               caption: str = "") -> Figure:
+    """The panels stacked, each as tall as its bars need."""
+    heights = [0.8 + 0.2 * p.bars + 0.1 * len(p.categories) + 0.15 * (p.target is not None or len(p.series) > 1)
+               for p in panels]
+    fig, axes = new_figure(1.1 + sum(heights), len(panels), 1, gridspec_kw={"height_ratios": heights},
+                           title=title or "Benchmarks: adaptrec against the baseline of the same run",
+                           subtitle=subtitle, caption=caption)
+    for ax, panel in zip(axes[:, 0], panels):
+        _bars(ax, panel)
+    save_png(fig, out)
+    return fig
+
+
+def from_files(sources: Sequence[Path], out: Path, *, title: str | None = None, subtitle: str = "") -> Path:
+    """Bars of the benchmark JSONs `sources` (files or folders of them) into the PNG `out`."""
+    panels, machines, skipped = read_bench(sources)
+    caption = (f"Measured on {'; '.join(machines)}. Each bar: the value the benchmark recorded; dashed: its target "
+               "(a ratio to the same run's baseline, or a limit)."
+               + (f" Not drawn (no bars for their benchmark): {', '.join(skipped)}." if skipped else ""))
+    plot_bench(panels, out, title=title, subtitle=subtitle, caption=caption)
+    return out

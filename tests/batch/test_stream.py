@@ -1,0 +1,104 @@
+"""`adaptrec score` / `write_predictions` on one process: chunked streaming, shards, Parquet, crash safety."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from batch_helpers import N_CASES, data_file, engine_options, reference_scores, row_ids, row_scores
+from cli_runner import run_cli
+from router_helpers import device_atol
+
+import adaptrec
+from adaptrec.batch import FIELDS, read_predictions
+from adaptrec.batch.formats import partial_path
+from adaptrec.data.spec import load_spec
+from adaptrec.scoring.core import Scorer
+
+
+def test_streamed_chunks_equal_the_unchunked_scores(tiny_model_dir, tmp_path):
+    data = data_file(tmp_path)
+    out = tmp_path / "pred.jsonl"
+    result = adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
+    rows = read_predictions(out)
+    cases = load_spec(data).cases
+    assert result.n == N_CASES and result.cached == 0 and result.prompts_per_s > 0
+    assert [tuple(r) for r in rows] == [FIELDS] * N_CASES
+    assert [(r["case"], r["user_id"], r["target"], r["label"]) for r in rows] == \
+        [(i, c.user_id, c.target, c.label) for i, c in enumerate(cases)]
+    np.testing.assert_allclose(row_scores(rows), reference_scores(tiny_model_dir, data), atol=device_atol(1e-5))
+    assert not partial_path(out).exists()
+
+
+def test_shards_together_are_the_whole(tiny_model_dir, tmp_path):
+    data = data_file(tmp_path)
+    opts = dict(data=data, cache=False, chunk_size=3, **engine_options(tiny_model_dir))
+    whole = read_predictions(adaptrec.write_predictions(None, out=tmp_path / "all.jsonl", **opts).path)
+    parts = [read_predictions(adaptrec.write_predictions(None, out=tmp_path / f"{i}.jsonl", shard=f"{i}/2",
+                                                         **opts).path) for i in range(2)]
+    assert [r["case"] for r in parts[0]] == list(range(0, N_CASES, 2))
+    assert [r["case"] for r in parts[1]] == list(range(1, N_CASES, 2))
+    merged = sorted(parts[0] + parts[1], key=lambda r: r["case"])
+    assert row_ids(merged) == row_ids(whole)
+    np.testing.assert_allclose(row_scores(merged), row_scores(whole), atol=device_atol(1e-5))
+
+
+def test_parquet_output_round_trips(monkeypatch, capsys, tiny_model_dir, tmp_path):
+    data = data_file(tmp_path)
+    common = ["score", "--data", data, "--backbone", str(tiny_model_dir), "-q", "none", "--chunk-size", "5"]
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "p.jsonl"))
+    assert code == 0, err
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "p.parquet"))
+    assert code == 0 and f"wrote {N_CASES} predictions" in out and f"{N_CASES} from the score cache" in out, err
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 3  # one per chunk
+    assert read_predictions(tmp_path / "p.parquet") == read_predictions(tmp_path / "p.jsonl")
+
+
+def test_a_crash_leaves_no_file_and_a_rerun_reads_the_cache(monkeypatch, tiny_model_dir, tmp_path):
+    data = data_file(tmp_path)
+    out = tmp_path / "pred.parquet"
+    original, calls = Scorer.logits_for_prompts, []
+
+    def fail_on_second_chunk(self, prompts):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return original(self, prompts)
+
+    monkeypatch.setattr(Scorer, "logits_for_prompts", fail_on_second_chunk)
+    with pytest.raises(RuntimeError):
+        adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
+    assert not out.exists() and not partial_path(out).exists()
+    monkeypatch.setattr(Scorer, "logits_for_prompts", original)
+    result = adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
+    assert result.n == N_CASES and result.cached == 4  # the first chunk came from the cache
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2"])
+def test_bad_shard_is_one_line_error(monkeypatch, capsys, tmp_path, shard):
+    data = data_file(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data, "--out", str(tmp_path / "p.jsonl"),
+                           "--shard", shard)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --shard"), err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_ray_engine_without_ray_names_the_extra(monkeypatch, capsys, tmp_path):
+    data = data_file(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data, "--out", str(tmp_path / "p.jsonl"),
+                           "--engine", "ray")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "pip install 'adaptrec[ray]'" in lines[0], err
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_shard_past_the_last_case_writes_an_empty_file(tiny_model_dir, tmp_path, engine):
+    """No case, no forward: the Ray engine writes the empty file without starting Ray."""
+    out = tmp_path / "empty.parquet"
+    result = adaptrec.write_predictions(None, data=data_file(tmp_path), out=out, shard=f"{N_CASES}/{N_CASES + 1}",
+                                        engine=engine, **engine_options(tiny_model_dir))
+    assert result.n == 0 and read_predictions(out) == []

@@ -1,0 +1,37 @@
+"""The model card's metadata and Data section, built from an adaptrec.json alone (no Hub)."""
+
+from __future__ import annotations
+
+import yaml
+
+from adaptrec.hub.card import card_metadata, model_card
+
+META = {
+    "name": "movie-lora", "domain": "movie", "adapter_type": "lora",
+    "base": {"exact": "e" * 64, "family": "f" * 64, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "metrics": {"auc": {"value": 0.6, "data": "/home/me/data/valid.json[0:100]", "limit": None},
+                "ndcg@10": {"value": 0.4, "data": "movielens:100k:test", "limit": 50},
+                "hit@10": {"value": 0.5, "data": "/home/me/logs/events.jsonl", "limit": None}},
+}
+
+
+def test_no_datasets_key_and_the_task_type_is_the_pipeline_tag():
+    meta = card_metadata(META)
+    assert "datasets" not in meta
+    tasks = {r["task"]["type"] for r in meta["model-index"][0]["results"]}
+    assert tasks == {meta["pipeline_tag"]}
+
+
+def test_the_data_section_says_what_each_source_is_without_local_paths():
+    card = model_card(META, "alice/movie-lora", "main")
+    assert yaml.safe_load(card.split("---\n")[1])["pipeline_tag"] == "text-generation"
+    data = card.split("## Data\n\n")[1].split("\n\n")[0].splitlines()
+    assert data == ["- `events.jsonl`: the publisher's own interaction log",
+                    "- `movielens:100k`: TALLRec's movie prompts rebuilt from MovieLens-100K (GroupLens), with real "
+                    "user and item ids",
+                    "- `valid.json`: the publisher's own TALLRec-style file"]
+    assert "/home/me" not in card
+
+
+def test_no_metrics_no_data_section():
+    assert "## Data" not in model_card({**META, "metrics": {}}, "alice/movie-lora", "main")

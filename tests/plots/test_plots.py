@@ -1,0 +1,220 @@
+"""adaptrec.plots and `adaptrec plot`: each figure from synthetic data is a PNG with the expected series and bars;
+the readers pick the right rows; a missing or malformed file is one `error:` line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_runner import run_cli
+from matplotlib.container import BarContainer, ErrorbarContainer
+
+from adaptrec.plots import bench, curves, shots, transfer
+from adaptrec.plots.inputs import ResultFileError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(PNG) and len(data) > len(PNG)
+
+
+def _labels(ax) -> list[str]:
+    return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def _headings(fig) -> list[str]:
+    """The titles of a figure and of its nested subfigures (style.new_figure's heading lines)."""
+    return [fig.get_suptitle(), *(h for sub in fig.subfigs for h in _headings(sub))]
+
+
+def _metric(value: float, half: float = 0.05) -> dict:
+    return {"value": value, "ci_low": value - half, "ci_high": value + half, "n": 200}
+
+
+def _steps(n: int, every: int, start: float) -> list[dict]:
+    return [{"step": s, "loss": start / s, "lr": 1e-3, **({"val_auc": 0.5 + s / 100} if s % every == 0 else {})}
+            for s in range(1, n + 1)]
+
+
+def _run_folder(root: Path, name: str, rows: list[dict]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _grid_row(domain: str, kind: str, shots_: int, seed: int, **extra) -> dict:
+    return {"domain": domain, "type": kind, "shots": shots_, "seed": seed, "spec": f"tallrec:{domain}:test",
+            "limit": 200, "auc": _metric(0.5 + shots_ / 1000 + seed / 100), "backend": "torch", "budget": 24,
+            "baselines": {"backbone": _metric(0.52), "like_ratio": _metric(0.72), "popularity": _metric(0.62)}, **extra}
+
+
+def _direction(source: str, target: str) -> dict:
+    roles = [("a", "untuned", 0.5), ("b", "baseline:popularity", 0.8), ("d", "target:32", 0.55)]
+    return {"source": source, "target": target, "spec": f"amazon:{target}:test", "users": 200,
+            "rows": [{"group": g, "role": role, "name": role,
+                      "metrics": {m: _metric(v, 0.03) for m in transfer.METRICS}} for g, role, v in roles]}
+
+
+def test_learning_curves_draw_a_loss_and_a_validation_series_per_run(tmp_path):
+    runs = {"a-123": _steps(24, 8, 0.9), "b-456": _steps(16, 4, 0.7)}
+    fig = curves.plot_curves(runs, tmp_path / "c.png")
+    loss_ax, val_ax = fig.axes
+    assert _is_png(tmp_path / "c.png")
+    assert _labels(loss_ax) == _labels(val_ax) == ["a-123", "b-456"]
+    assert [len(line.get_xdata()) for line in val_ax.get_lines() if line.get_label() == "a-123"] == [3]
+    stars = [line for line in val_ax.get_lines() if line.get_marker() == "*"]
+    assert [(s.get_xdata()[0], s.get_ydata()[0]) for s in stars] == [(24, 0.74), (16, 0.66)]
+
+
+def test_auc_by_shots_draws_a_line_and_error_bars_per_adapter_type(tmp_path):
+    runs = [{**_grid_row(d, k, n, s), "kind": k} for d in ("movie", "book") for k in ("lora", "prefix")
+            for n in (16, 64, 256) for s in (0, 1, 2)]
+    fig = shots.plot_shots(runs, tmp_path / "s.png", reference={"movie": {16: 0.67, 64: 0.67, 256: 0.72}})
+    assert _is_png(tmp_path / "s.png")
+    movie, book = fig.axes
+    for ax in (movie, book):
+        assert [line for line in _labels(ax) if line in ("lora", "prefix")] == ["lora", "prefix"]
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == 2 and all(len(c.lines[0].get_xdata()) == 9 for c in bars)  # 3 shots x 3 seeds each
+    assert "TALLRec LLaMA-7B (published)" in _labels(movie) and "TALLRec LLaMA-7B (published)" not in _labels(book)
+
+
+def test_cross_domain_heatmap_has_a_cell_per_row_and_metric_and_shows_the_warning(tmp_path):
+    fig = transfer.plot_transfer([_direction("arts", "office"), _direction("office", "arts")], tmp_path / "t.png",
+                                 warning="Stale: scored by older code.")
+    assert _is_png(tmp_path / "t.png")
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 2 and all(im.get_array().shape == (3, len(transfer.METRICS)) for im in images)
+    assert images[0].get_array()[1, 0] == pytest.approx(0.3)  # popularity's AUC minus the untuned backbone's
+    texts = [t.get_text() for ax in fig.axes[:2] for t in ax.texts]
+    assert "0.80*" in texts and "0.55" in texts  # * where the CIs do not overlap
+    assert "⚠ Stale: scored by older code." in _headings(fig)
+
+
+def test_bench_bars_skip_what_was_not_measured(tmp_path):
+    panels = [bench.BarPanel("speed", "prompts/s", ("fp32", "int8"), {"bare": (4.0, 6.0), "lora": (3.9, None)},
+                             target=5.0, target_label="target"),
+              bench.BarPanel("switch", "ms (log scale)", ("q/v",), {"": (0.002,)}, log=True)]
+    fig = bench.plot_bench(panels, tmp_path / "b.png")
+    assert _is_png(tmp_path / "b.png")
+    counts = [sum(len(c) for c in ax.containers if isinstance(c, BarContainer)) for ax in fig.axes]
+    assert counts == [3, 1] and fig.axes[1].get_xscale() == "log"
+
+
+def test_the_same_data_gives_the_same_png(tmp_path):
+    runs = {"a": _steps(8, 4, 0.9)}
+    curves.plot_curves(runs, tmp_path / "1.png")
+    curves.plot_curves(runs, tmp_path / "2.png")
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+def test_grid_reader_takes_the_most_common_backend_and_budget_and_names_random_prefix_runs(tmp_path):
+    rows = [_grid_row("movie", "lora", 16, s) for s in range(3)] + [
+        _grid_row("movie", "prefix", 16, 0, init="text"), _grid_row("movie", "prefix", 16, 1),
+        {k: v for k, v in _grid_row("movie", "lora", 64, 0).items() if k not in ("backend", "budget")}]
+    path = tmp_path / "grid.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs, chosen = shots.read_grid(path)
+    assert chosen == {"backend": "torch", "budget": 24} and len(runs) == 5
+    assert sorted({r["kind"] for r in runs}) == ["lora", "prefix", "prefix (random init)"]
+    old, chosen = shots.read_grid(path, backend="bitsandbytes")  # rows without the fields predate them
+    assert chosen == {"backend": "bitsandbytes", "budget": 24} and [r["shots"] for r in old] == [64]
+    with pytest.raises(ResultFileError, match="budget 96"):
+        shots.read_grid(path, budget=96)
+
+
+def test_transfer_scores_of_an_older_scoring_version_get_the_stale_warning(monkeypatch, tmp_path):
+    path = tmp_path / "cross.json"
+    path.write_text(json.dumps({"protocol": {"negatives": 19}, "directions": [_direction("arts", "office")]}))
+    directions, info = transfer.read_transfer(path)
+    assert info == {"negatives": 19, "scoring_version": 1} and len(directions[0]["rows"]) == 3  # unrecorded: 1
+    drawn = []
+    monkeypatch.setattr(transfer, "plot_transfer", lambda directions, out, **kw: drawn.append(kw["warning"]))
+    for current in (1, 2):
+        transfer.from_files([path], tmp_path / "t.png", current_scoring_version=current)
+    assert drawn[0] == "" and drawn[1].startswith("Stale: these scores were cached under scoring version 1;")
+
+
+def test_api_plot_flags_transfer_figures_against_this_checkout_scoring_version(monkeypatch, tmp_path):
+    from adaptrec import api, plots
+    from adaptrec.scoring.core import SCORING_VERSION
+
+    calls = []
+    monkeypatch.setitem(plots.FIGURES, "transfer", lambda sources, out, **kw: calls.append((sources, out, kw)) or out)
+    assert api.plot("transfer", ["r.json"]) == Path("transfer.png")
+    assert calls == [([Path("r.json")], Path("transfer.png"), {"current_scoring_version": SCORING_VERSION})]
+
+
+def test_bench_reader_skips_other_benchmarks_in_a_folder_but_not_a_named_file(tmp_path):
+    machine = {"cpu_count": 2, "cuda": None, "processor": "", "threads": 2, "torch": "2.13.0+cpu"}
+    (tmp_path / "mixed_batch.json").write_text(json.dumps({
+        "benchmark": "mixed_batch", "machine": machine, "config": {"batch_size": 8, "adapters": 4, "data": "d"},
+        "single_adapter_prompts_per_s": 0.7, "mixed_4_adapter_prompts_per_s": 0.8, "target_ratio": 0.9}))
+    (tmp_path / "other.json").write_text(json.dumps({"benchmark": "other", "machine": machine}))
+    panels, machines, skipped = bench.read_bench([tmp_path])
+    assert [p.bars for p in panels] == [2] and machines == ["2 CPU cores, torch 2.13.0+cpu, 2 threads"]
+    assert skipped == ["other.json"]
+    with pytest.raises(ResultFileError, match="'other' has no bars"):
+        bench.read_bench([tmp_path / "other.json"])
+
+
+def test_plots_import_no_torch():
+    code = "import sys, adaptrec.plots; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
+
+
+def test_cli_draws_a_run_folder_and_finds_a_run_by_name(monkeypatch, capsys, tmp_path):
+    _run_folder(tmp_path / "home" / "runs", "movie-lora-0123456789", _steps(24, 8, 0.9))
+    out = tmp_path / "curves.png"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "plot", "curves", "movie-lora", "--out", str(out))
+    assert code == 0 and stdout.strip() == str(out) and _is_png(out)
+
+
+def _one_error_line(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind, content, match", [
+    ("transfer", None, "no such cross-domain result"),
+    ("transfer", "{not json", "is not JSON"),
+    ("bench", json.dumps({"benchmark": "mixed_batch", "machine": {}}), "lacks the field"),
+    ("shots", json.dumps({"domain": "movie"}) + "\n", "lacks the field 'type'"),
+])
+def test_cli_missing_or_malformed_file_is_one_error_line(monkeypatch, capsys, tmp_path, kind, content, match):
+    path = tmp_path / "result.json"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = run_cli(monkeypatch, capsys, "plot", kind, str(path), "--out", str(tmp_path / "x.png"))
+    assert match in _one_error_line(code, err)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_run_folder_with_a_bad_metrics_line_is_one_error_line(monkeypatch, capsys, tmp_path):
+    folder = _run_folder(tmp_path, "r-1", [{"step": 1, "loss": 0.5}, {"step": 2}])
+    code, _, err = run_cli(monkeypatch, capsys, "plot", "curves", str(folder), "--out", str(tmp_path / "x.png"))
+    assert "metrics.jsonl" in _one_error_line(code, err) and "'loss'" in err
+
+
+def test_report_figures_redraws_every_docs_figure_and_keeps_the_curves_without_their_runs(monkeypatch, tmp_path):
+    """`python experiments/report.py figures` from the committed results (the run folders are not committed)."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import report
+
+    if not (ROOT / "experiments" / "results" / "cross_domain.json").is_file():
+        pytest.skip("the committed results are not in this checkout")
+    monkeypatch.setattr(report, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(report, "RUNS", tmp_path / "runs")
+    lines = report.figures()
+    assert lines[0].startswith("kept ") and all(line.startswith("wrote ") for line in lines[1:])
+    drawn = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert drawn == sorted(p.name for p in (ROOT / "docs" / "figures").glob("*.png") if p.name != "learning_curves.png")
+    assert all(_is_png(tmp_path / "figures" / name) for name in drawn)

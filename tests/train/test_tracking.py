@@ -1,0 +1,118 @@
+"""Experiment tracking (`training.report_to`) and precision (`training.mixed_precision`) from the recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from accelerate.state import AcceleratorState
+from synthetic import synthetic_cases
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from train_worker import tiny_recipe
+
+from adaptrec.backbone import load_backbone
+from adaptrec.config import load_recipe
+from adaptrec.errors import ConfigError, MissingOptionalPackage
+from adaptrec.train import loop
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) pairs per tag, as TensorBoard shows them (a resumed log's purged steps left out)."""
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _hparams(folder: Path) -> dict:
+    """The hyperparameters of the first hparams event file below `folder`."""
+    log = next(p.parent for p in sorted(folder.rglob("events.out.tfevents.*")) if p.parent != folder)
+    events = EventAccumulator(str(log))
+    events.Reload()
+    info = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in info.session_start_info.hparams.items()}
+
+
+def _assert_logged_like_metrics(logged: dict, rows: list[dict]) -> None:
+    for key in ("loss", "lr", "val_auc"):
+        expected = [(r["step"], r[key]) for r in rows if key in r]
+        assert [step for step, _ in logged[key]] == [step for step, _ in expected], key
+        for (_, got), (_, want) in zip(logged[key], expected):
+            assert got == pytest.approx(want, rel=1e-6, abs=1e-9), key  # TensorBoard stores float32
+
+
+def test_tensorboard_logs_the_metrics_jsonl_numbers_and_the_settings(tiny_backbone, tmp_path):
+    recipe = tiny_recipe(str(tiny_backbone.source), 4, eval_every=2, report_to="tensorboard")
+    train = synthetic_cases(8)
+    loop.train(recipe, tiny_backbone, train, synthetic_cases(8, seed=1), tmp_path / "run")
+    _assert_logged_like_metrics(_scalars(tmp_path / "run" / "tiny"), _metrics(tmp_path / "run"))
+    hparams = _hparams(tmp_path / "run" / "tiny")
+    settings = loop._flat_settings(recipe.model_dump(mode="json"))
+    assert settings["training.lr"] == 5e-3 and settings["adapter.r"] == 4 and "report_to" not in str(settings)
+    assert hparams == {k: v for k, v in settings.items() if v is not None}  # TensorBoard keeps no nulls
+
+
+def test_a_resumed_run_logs_each_step_once(tiny_model_dir, tmp_path):
+    """The steps after the checkpoint a run resumes from are logged again; TensorBoard shows only the new ones,
+    as metrics.jsonl keeps only the new lines."""
+    recipe = tiny_recipe(str(tiny_model_dir), 4, eval_every=2, report_to="tensorboard")
+    run_dir, cases = tmp_path / "run", synthetic_cases(8)
+    loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "step_000004")  # as if killed after step 4's metrics, before its checkpoint
+    loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir, resume=True)
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    _assert_logged_like_metrics(_scalars(run_dir / "tiny"), rows)
+
+
+def test_a_missing_tracker_package_stops_before_training(tiny_backbone, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "get_available_trackers", list)
+    recipe = tiny_recipe(str(tiny_backbone.source), 2, report_to="wandb")
+    with pytest.raises(MissingOptionalPackage, match=r"^recipe: training.report_to: wandb is not installed") as e:
+        loop.train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["tb", "all"])
+def test_an_unknown_tracker_is_one_line_naming_the_key(value):
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [f"training.report_to={value}"])
+    message = str(e.value)
+    assert "\n" not in message and "training.report_to: " in message and "tensorboard" in message
+
+
+def test_tracking_and_an_unset_precision_leave_the_settings_digest_alone():
+    plain = load_recipe("movie-lora")[0].model_dump(mode="json")
+    assert load_recipe("movie-lora", ["training.report_to=tensorboard"])[0].model_dump(mode="json") == plain
+    assert load_recipe("movie-lora", ["training.mixed_precision=null"])[0].model_dump(mode="json") == plain
+    assert load_recipe("movie-lora", ["training.mixed_precision=bf16"])[0].model_dump(mode="json") != plain
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one precision per process: start from none, and leave none for the next test."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("env, setting, expected", [
+    ("bf16", None, "bf16"),  # null: the accelerate config or environment decides
+    (None, None, "no"),
+    ("bf16", "no", "no"),  # a recipe value wins
+    (None, "bf16", "bf16"),
+])
+def test_mixed_precision_comes_from_the_recipe_or_accelerate(env, setting, expected, monkeypatch, tmp_path,
+                                                            fresh_accelerate_state):
+    if env is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env)
+    recipe = tiny_recipe("unused", 2, mixed_precision=setting)
+    assert loop._build_accelerator(recipe, tmp_path).mixed_precision == expected
