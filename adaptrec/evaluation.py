@@ -17,11 +17,14 @@ from .data.sampling import stratified_subset
 from .data.spec import DataSet
 from .errors import DataSpecError
 from .metrics import MetricValue, compute_classification, compute_ranking
+from .metrics.beyond import averagepopularity, giniindex, itemcoverage, top_k
 from .scoring.core import Scorer, backbone_scorer
 from .scoring.variants import llm_variants, mixed_scores
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10", "mrr@10")
+# RecBole's beyond-accuracy names, over each row's top 10 of its candidate lists (system-level: no CIs)
+BEYOND_METRICS = ("itemcoverage@10", "averagepopularity@10", "giniindex@10")
 _PROB_METRICS = {"accuracy", "log_loss"}  # need scores that are probabilities
 _PROBABILISTIC_BASELINES = {"like_ratio"}  # popularity is a count share, not a probability
 
@@ -187,6 +190,19 @@ def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
 
 
+def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates: Sequence[Sequence[Case]],
+                    rows: np.ndarray, k: int = 10) -> dict[str, MetricValue]:
+    """`BEYOND_METRICS` of one row's scores: its top `k` of every candidate list against the lists' catalogues.
+    Popularity is the data set's (a training-interaction share; RecBole counts interactions)."""
+    top = top_k([lst.candidates for lst in lists], rows, k)
+    size = sum(len(dataset.catalogues[d]) for d in {lst.domain for lst in lists})
+    popularity = {c.target_id: dataset.item_popularity.get(c.target, 0.0) for cases in candidates for c in cases}
+    n = len(lists)
+    return {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
+            f"averagepopularity@{k}": MetricValue(averagepopularity(top, popularity), n=n),
+            f"giniindex@{k}": MetricValue(giniindex(top, size), n=n)}
+
+
 def run_rank_eval(
     backbone,
     dataset: DataSet,
@@ -206,11 +222,13 @@ def run_rank_eval(
     positives, lists = rank_lists(dataset, limit, seed, negatives)
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
-    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, RANKING_METRICS,
-                        negatives=negatives, environment=backbone.environment())
+    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode,
+                        RANKING_METRICS + BEYOND_METRICS, negatives=negatives, environment=backbone.environment())
 
     def add(name: str, kind: str, rows: np.ndarray, speed: float | None = None) -> None:
-        report.rows.append(EvalRow(name, kind, compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed), speed))
+        metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed)
+        metrics.update(beyond_accuracy(dataset, lists, candidates, rows))
+        report.rows.append(EvalRow(name, kind, metrics, speed))
 
     for name, fn in BASELINES.items():
         scores = np.stack([fn(cases, dataset.item_popularity) for cases in candidates])

@@ -41,6 +41,29 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
     # all-positive histories give every candidate one like-ratio: shown as not applicable, not as a worst rank
     assert report.rows[0].metrics == {} and "not applicable" in report.rows[0].note
     assert "| like_ratio | n/a |" in report.markdown() and "1 held-out item + 4 sampled negatives" in report.markdown()
+    pop, llm = report.rows[1].metrics, report.rows[2].metrics  # beyond accuracy: top 10 of each 5-item list
+    assert pop["itemcoverage@10"].value == llm["itemcoverage@10"].value  # both show every candidate
+    assert 0 < pop["itemcoverage@10"].value <= 15 / len(ds.catalogues["office"])
+    assert 0 <= pop["giniindex@10"].value < 1 and pop["averagepopularity@10"].ci_low is None
+
+
+def test_beyond_accuracy_of_a_ranking_row():
+    from adaptrec.data.candidates import CandidateList
+    from adaptrec.data.records import Case
+    from adaptrec.data.spec import DataSet
+    from adaptrec.evaluation import beyond_accuracy
+
+    catalogue = {str(i): f'"item {i}"' for i in range(10)}
+    popularity = {f'"item {i}"': i / 45 for i in range(10)}
+    ds = DataSet("x", [], popularity, "fp", {"office": catalogue}, {})
+    lists = [CandidateList(f"u{u}", "office", "0", ("0", "1", "2", "3"), None) for u in range(2)]
+    cases = [[Case(lst.user_id, "office", "office product", (), catalogue[i], target_id=i) for i in lst.candidates]
+             for lst in lists]
+    rows = np.array([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.8, 0.0]])  # top 2: (0, 1) and (0, 2)
+    got = beyond_accuracy(ds, lists, cases, rows, k=2)
+    assert got["itemcoverage@2"].value == pytest.approx(3 / 10)
+    assert got["averagepopularity@2"].value == pytest.approx(((0 + 1) / 2 + (0 + 2) / 2) / 2 / 45)
+    assert got["giniindex@2"].value == pytest.approx(np.sum((2 * np.arange(8, 11) - 11) * np.array([1, 1, 2])) / 4 / 10)
 
 
 @needs_tallrec
