@@ -296,11 +296,6 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
 
 
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")
-
-
 def export_vllm(ref: str, out: str | Path) -> VllmExport:
     """Write a registered LoRA or AdaLoRA adapter to folder `out` as a LoRA folder vLLM loads (checked against
     vLLM's loading rules; prefix-tuning and collaborative adapters are refused). See docs/serving.md."""
@@ -321,3 +316,8 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
 
         options.setdefault("current_scoring_version", SCORING_VERSION)
     return FIGURES[kind]([Path(s) for s in sources], Path(out) if out is not None else Path(f"{kind}.png"), **options)
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")
