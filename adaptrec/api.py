@@ -117,12 +117,13 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
 
 
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
-             score: str = "pyes", template: str = "tallrec", batch_size: int = 8, backbone: str | None = None,
-             quantization: str | None = None, cache: bool = True) -> EvalReport:
+             candidates_file: Path | None = None, score: str = "pyes", template: str = "tallrec", batch_size: int = 8,
+             backbone: str | None = None, quantization: str | None = None, cache: bool = True) -> EvalReport:
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
-    users). `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
+    users); `candidates_file`: rank each held-out item among the candidates a file gives instead (docs/data.md).
+    `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
     under `$ADAPTREC_HOME`."""
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
@@ -133,8 +134,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     common = dict(registry=registry(), adapters=list(refs), limit=limit or None, seed=seed, mode=score,
                   template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
-    if candidates:
-        return run_rank_eval(bb, dataset, negatives=candidates, **common)
+    if candidates or candidates_file:
+        return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file, **common)
     return run_eval(bb, dataset, **common)
 
 

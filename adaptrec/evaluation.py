@@ -11,7 +11,7 @@ import numpy as np
 from .adapters.attach import detach
 from .adapters.merge import as_mix
 from .baselines import BASELINES
-from .data.candidates import CandidateList, candidate_cases, make_candidate_lists
+from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
 from .data.records import Case
 from .data.sampling import stratified_subset
 from .data.spec import DataSet
@@ -53,11 +53,16 @@ class EvalReport:
     score_mode: str
     metric_names: tuple[str, ...]
     rows: list[EvalRow] = field(default_factory=list)
-    negatives: int | None = None  # ranking protocol: sampled negatives per candidate list
+    negatives: int | None = None  # ranking protocol: sampled negatives per candidate list (at most, from a file)
+    candidates_file: str | None = None  # ranking protocol: the file the candidate lists came from, if any
     environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
 
     @property
     def protocol(self) -> str:
+        if self.candidates_file is not None:
+            return (f"{self.spec}, {self.n} users, each ranking its held-out item among the candidates of "
+                    f"`{self.candidates_file}` (up to {self.negatives + 1}), score {self.score_mode}, ties count "
+                    "against the target, 95% bootstrap CIs")
         if self.negatives is not None:
             subset = f"{self.n} users (seed {self.seed})" if self.limit else f"all {self.n} users"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
@@ -190,6 +195,24 @@ def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
 
 
+def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple[list[Case], list[CandidateList]]:
+    """Candidate lists read from a file (docs/data.md; as LLMRank and RecBole publish them), each joined to the
+    data set's held-out case of its user, domain and target (for the history); the first `limit` lists."""
+    held_out = {(c.user_id, c.domain, c.target_id): c for c in dataset.cases
+                if c.label == 1 and "negative_of" not in c.meta}
+    lists = read_candidates(path)[:limit] if limit else read_candidates(path)
+    missing = [lst for lst in lists if (lst.user_id, lst.domain, lst.target_id) not in held_out]
+    if missing:
+        m = missing[0]
+        raise DataSpecError(f"{path}: {len(missing)} list(s) match no held-out case of {dataset.spec}, e.g. user "
+                            f"{m.user_id!r}, domain {m.domain}, target {m.target_id!r}")
+    unknown = {i for lst in lists for i in lst.candidates} - {i for d in {lst.domain for lst in lists}
+                                                              for i in dataset.catalogues.get(d, {})}
+    if unknown:
+        raise DataSpecError(f"{path}: {len(unknown)} candidate item(s) not in the catalogue, e.g. {sorted(unknown)[0]!r}")
+    return [held_out[(lst.user_id, lst.domain, lst.target_id)] for lst in lists], lists
+
+
 def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates: Sequence[Sequence[Case]],
                     rows: np.ndarray, k: int = 10) -> dict[str, MetricValue]:
     """`BEYOND_METRICS` of one row's scores: its top `k` of every candidate list against the lists' catalogues.
@@ -214,31 +237,38 @@ def run_rank_eval(
     negatives: int = 19,
     mode: str = "pyes",
     include_untuned: bool = True,
+    candidates_file: Path | None = None,
     **scorer_options,
 ) -> EvalReport:
-    """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items."""
+    """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items, or among the
+    candidates a file gives (`candidates_file`: then `limit` takes its first lists)."""
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
-    positives, lists = rank_lists(dataset, limit, seed, negatives)
+    if candidates_file is not None:
+        positives, lists = given_lists(dataset, Path(candidates_file), limit)
+        negatives = max(len(lst.candidates) for lst in lists) - 1
+    else:
+        positives, lists = rank_lists(dataset, limit, seed, negatives)
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode,
-                        RANKING_METRICS + BEYOND_METRICS, negatives=negatives, environment=backbone.environment())
+                        RANKING_METRICS + BEYOND_METRICS, negatives=negatives, environment=backbone.environment(),
+                        candidates_file=None if candidates_file is None else Path(candidates_file).name)
 
-    def add(name: str, kind: str, rows: np.ndarray, speed: float | None = None) -> None:
+    def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None) -> None:
         metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed)
         metrics.update(beyond_accuracy(dataset, lists, candidates, rows))
         report.rows.append(EvalRow(name, kind, metrics, speed))
 
     for name, fn in BASELINES.items():
-        scores = np.stack([fn(cases, dataset.item_popularity) for cases in candidates])
+        scores = [np.asarray(fn(cases, dataset.item_popularity)) for cases in candidates]
         if constant_within(scores):
             report.rows.append(EvalRow(name, "baseline", {}, note=CONSTANT))
         else:
             add(name, "baseline", scores)
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
         scorer = backbone_scorer(backbone, model, key, **scorer_options)
-        add(name, "llm", np.stack(scorer.score_lists(candidates, mode)), scorer.last_throughput or None)
+        add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)
     return report
 
 

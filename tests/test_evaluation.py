@@ -93,3 +93,27 @@ def test_a_baseline_constant_over_the_cases_is_not_applicable():
     assert like.metrics == {} and "same score" in like.note  # every history all liked: one value for all
     assert popularity.metrics["auc"].value == pytest.approx(0.667, abs=1e-3) and popularity.note is None
 
+
+
+def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from(tiny_backbone, tmp_path):
+    import json
+
+    from adaptrec.data.candidates import write_candidates
+
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
+                                                  for i in range(30)))
+    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": "movie", "position": i}
+            for u in range(4) for i in range(12)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_spec(str(tmp_path / "log.jsonl"))
+    sampled = run_rank_eval(tiny_backbone, ds, limit=3, seed=1, negatives=5, progress=False)
+    write_candidates(tmp_path / "candidates.jsonl", rank_lists(ds, 3, 1, 5)[1])
+    given = run_rank_eval(tiny_backbone, ds, limit=None, seed=1, candidates_file=tmp_path / "candidates.jsonl",
+                          progress=False)
+    assert [r.metrics for r in given.rows] == [r.metrics for r in sampled.rows]
+    assert "`candidates.jsonl` (up to 6)" in given.markdown()
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"user_id": "nobody", "domain": "movie", "target_id": "1",
+                                                    "candidates": ["1", "2"]}) + "\n")
+    with pytest.raises(DataSpecError, match=r"bad\.jsonl: 1 list\(s\) match no held-out case"):
+        run_rank_eval(tiny_backbone, ds, candidates_file=tmp_path / "bad.jsonl", progress=False)

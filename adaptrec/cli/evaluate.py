@@ -33,11 +33,14 @@ def eval_(
     quantization: str = QuantOpt,
     candidates: int = typer.Option(0, "--candidates", help="ranking protocol for implicit data: rank each held-out "
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
+    candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
+                                                   "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
 ) -> None:
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines."""
-    report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates, score=score,
-                          template=template, batch_size=batch_size, backbone=backbone, quantization=quantization)
+    report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
+                          candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
+                          backbone=backbone, quantization=quantization)
     typer.echo(report.markdown())
     if json_out:
         write_json(json_out, report.to_dict())

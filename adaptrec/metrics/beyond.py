@@ -3,7 +3,7 @@ intra-list diversity and accuracy per user group.
 
 RecBole's own classes need its config and data objects (and its logging dependencies, which `make install`
 leaves out), so the formulas are restated here on plain arrays; tests pin them on hand-computed cases.
-`top_items` is a (users, K) array of item ids, best first.
+`top_items` holds each user's recommended item ids, best first (a (users, K) array, or lists of up to K items).
 """
 
 from __future__ import annotations
@@ -14,29 +14,31 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
-def itemcoverage(top_items: np.ndarray, num_items: int) -> float:
+TopItems = Sequence[Sequence[str]]
+
+
+def itemcoverage(top_items: TopItems, num_items: int) -> float:
     """RecBole ItemCoverage@K: distinct recommended items / catalogue size."""
-    return len(np.unique(np.asarray(top_items))) / num_items
+    return len({i for row in top_items for i in row}) / num_items
 
 
-def averagepopularity(top_items: np.ndarray, counts: Mapping[str, float]) -> float:
+def averagepopularity(top_items: TopItems, counts: Mapping[str, float]) -> float:
     """RecBole AveragePopularity@K: mean over users of the mean training interaction count of their K items."""
-    pop = np.vectorize(lambda i: counts.get(i, 0.0), otypes=[float])(np.asarray(top_items, dtype=object))
-    return float(pop.mean(axis=1).mean())
+    return float(np.mean([np.mean([counts.get(i, 0.0) for i in row]) for row in top_items]))
 
 
-def giniindex(top_items: np.ndarray, num_items: int) -> float:
+def giniindex(top_items: TopItems, num_items: int) -> float:
     """RecBole GiniIndex@K of item exposure across all lists (items never recommended count as zero); 0 = even."""
-    exposure = np.sort(np.array(list(Counter(np.asarray(top_items).ravel().tolist()).values()), dtype=float))
+    exposure = np.sort(np.array(list(Counter(i for row in top_items for i in row).values()), dtype=float))
     rank = np.arange(num_items - len(exposure) + 1, num_items + 1)
     return float(np.sum((2 * rank - num_items - 1) * exposure) / exposure.sum() / num_items)
 
 
-def diversity(top_items: np.ndarray, embeddings: Mapping[str, np.ndarray]) -> float:
+def diversity(top_items: TopItems, embeddings: Mapping[str, np.ndarray]) -> float:
     """Intra-list distance: mean pairwise cosine distance (1 - cos) of each list's item embeddings, averaged
     over users (Ziegler et al. 2005). Lists shorter than 2 items are skipped."""
     values = []
-    for row in np.asarray(top_items):
+    for row in top_items:
         vecs = np.stack([embeddings[i] for i in row]).astype(float)
         if len(vecs) < 2:
             continue
@@ -47,10 +49,9 @@ def diversity(top_items: np.ndarray, embeddings: Mapping[str, np.ndarray]) -> fl
     return float(np.mean(values)) if values else float("nan")
 
 
-def top_k(candidates: Sequence[Sequence[str]], scores: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """(users, k) item ids: each candidate list ordered by score (stable on ties), cut to `k`."""
-    return np.array([[c[j] for j in np.argsort(-np.asarray(s), kind="stable")[:k]]
-                     for c, s in zip(candidates, scores)], dtype=object)
+def top_k(candidates: Sequence[Sequence[str]], scores: Sequence[np.ndarray], k: int) -> list[list[str]]:
+    """Each candidate list ordered by score (stable on ties), cut to `k` items."""
+    return [[c[j] for j in np.argsort(-np.asarray(s), kind="stable")[:k]] for c, s in zip(candidates, scores)]
 
 
 def by_group(values: np.ndarray, groups: Sequence[str]) -> dict[str, float]:

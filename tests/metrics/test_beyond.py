@@ -37,6 +37,6 @@ def test_diversity_is_mean_pairwise_cosine_distance():
 
 
 def test_top_k_orders_by_score_and_groups_average_per_user_values():
-    assert top_k([["x", "y", "z"]], [np.array([0.1, 0.9, 0.9])], 2).tolist() == [["y", "z"]]
+    assert top_k([["x", "y", "z"]], [np.array([0.1, 0.9, 0.9])], 2) == [["y", "z"]]
     assert activity_buckets([1, 5, 19, 20]) == ["<5", "5-19", "5-19", ">=20"]
     assert by_group(np.array([1.0, 0.0, 0.5]), ["cold", "warm", "cold"]) == {"cold": 0.75, "warm": 0.0}
