@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, read_json, write_regions
+from report import ROOT, banner, render_region
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "batch_gap.json"
@@ -65,11 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.render_only:
         write_json(RESULTS, run(args.cases, args.batch_size))
-    doc = read_json(RESULTS)
-    if not doc:
-        raise SystemExit(f"error: {RESULTS}: no results yet; run without --render-only first")
-    write_regions(DOC, {REGION: render(doc)})
-    print(render(doc))
+    render_region(RESULTS, DOC, REGION, render)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, read_json, table, write_regions
+from report import ROOT, banner, render_region, table
 
 from adaptrec.atomic import write_json
 from adaptrec.backbone import load_backbone
@@ -85,11 +85,7 @@ def main() -> None:
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
     if not args.render_only:
         write_json(RESULTS, run(args.users, args.negatives, args.adapter, args.max_prompt_tokens))
-    doc = read_json(RESULTS)
-    if not doc:
-        raise SystemExit(f"error: {RESULTS}: no results yet; run without --render-only first")
-    write_regions(DOC, {REGION: render(doc)})
-    print(render(doc))
+    render_region(RESULTS, DOC, REGION, render)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,16 @@ def write_regions(path: Path, bodies: dict[str, str]) -> None:
     write_text(path, text)
 
 
+def render_region(results: Path, page: Path, region: str, render: Callable[[dict], str]) -> None:
+    """Render the result document at `results` into `region` of `page` and print it; one error line without it."""
+    doc = read_json(results)
+    if not doc:
+        raise SystemExit(f"error: {results}: no results yet; run without --render-only first")
+    text = render(doc)
+    write_regions(page, {region: text})
+    print(text)
+
+
 # ---------------------------------------------------------------- docs/performance.md
 BACKENDS = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "adaptrec int8",
             "quantize_dynamic": "`quantize_dynamic`"}
