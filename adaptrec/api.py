@@ -281,20 +281,24 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
-          max_prompt_tokens: int = 1024, max_candidates: int = 100, queue_timeout: float = 5.0, max_batch: int = 16,
-          max_wait_ms: float = 5.0, template: str = "tallrec", registry_home: Path | None = None,
-          backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
-    """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped."""
+          limits: "Limits | None" = None, max_batch: int | None = None, max_padding: float = 0.1,
+          max_wait_ms: float = 0.0, allow_any_adapter: bool = False, template: str = "tallrec",
+          registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
+    """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
+    `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator."""
     from .serve.app import ServeOptions
     from .serve.app import serve as run_server
     from .serve.engine import Engine, Limits
 
-    engine = Engine(_backbone(backbone, quantization), registry(registry_home), max_resident=max_resident,
-                    template=template, batch_size=max_batch,
-                    limits=Limits(max_prompt_tokens, max_candidates, queue_timeout))
+    model = _backbone(backbone, quantization)
+    engine = Engine(model, registry(registry_home), max_resident=max_resident, template=template,
+                    limits=limits or Limits())
     for ref in preload:
-        engine.load(ref)
-    run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms))
+        engine.preload(ref)
+    if max_batch is None:
+        max_batch = 1 if str(model.device).startswith("cpu") else 16
+    run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
+                                                allow_any_adapter=allow_any_adapter))
 
 
 def export_vllm(ref: str, out: str | Path) -> VllmExport:

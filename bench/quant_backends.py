@@ -3,6 +3,9 @@
 Backends, all loaded from the same weights in one run: fp32 (the baseline of every ratio), bitsandbytes
 int8, adaptrec's torch int8 kernel (`adaptrec/int8_cpu.py`, the CPU default) and torch's
 `quantize_dynamic` (decoder linears; its modules take no LoRA, so it has bare-backbone numbers only).
+torchao row: `quantize_(decoder, Int8DynamicActivationInt8WeightConfig())` on the fp32 load (per-token int8
+activations, per-channel int8 weights, as adaptrec's kernel), with LoRA by peft's `TorchaoLoraLinear`; an
+optional package (`pip install torchao==0.18.0`): without it, or if peft refuses, the row records why in `skipped`.
 Speed: TALLRec movie test prompts in batches of `--batch-size`, inference mode, logits at the last
 position, each backend timed in turn within every repeat (so drift hits them alike); median of repeats.
 Agreement: P(yes) on a seeded `--limit` subset of tallrec:movie:test, bare and with the adapter,
@@ -39,6 +42,13 @@ from adaptrec.registry import Registry  # noqa: E402
 from adaptrec.scoring.core import Scorer
 from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
 
+try:
+    import torchao
+except ImportError:
+    torchao = None
+# peft warns once per wrapped linear that merge() needs the requantizing config; the bench never merges
+warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
+
 
 def quantize_dynamic_backbone(fp32: Backbone) -> Backbone:
     """torch's own dynamic int8 on the decoder linears of a copy of `fp32` (the output embedding stays fp32)."""
@@ -49,10 +59,25 @@ def quantize_dynamic_backbone(fp32: Backbone) -> Backbone:
     return Backbone(model, fp32.tokenizer, fp32.fingerprint, "8bit", fp32.source, backend="quantize_dynamic")
 
 
+def torchao_backbone(fp32: Backbone) -> Backbone:
+    """torchao's int8 dynamic-activation / int8-weight on the decoder linears of `fp32` (in place; lm_head stays fp32)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantize_(fp32.model.model, Int8DynamicActivationInt8WeightConfig())
+    return Backbone(fp32.model, fp32.tokenizer, fp32.fingerprint, "8bit", fp32.source, backend="torchao")
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor; a tensor subclass (torchao's Int8Tensor) counts the inner tensors it holds."""
+    if hasattr(t, "__tensor_flatten__"):
+        return sum(tensor_bytes(getattr(t, name)) for name in t.__tensor_flatten__()[0])
+    return t.numel() * t.element_size()
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes held by the decoder layers (parameters, buffers and fbgemm's packed weights)."""
     layers = model.get_base_model().model.layers if hasattr(model, "get_base_model") else model.model.layers
-    total = sum(t.numel() * t.element_size() for t in [*layers.parameters(), *layers.buffers()])
+    total = sum(map(tensor_bytes, [*layers.parameters(), *layers.buffers()]))
     for m in layers.modules():  # quantize_dynamic keeps its int8 weights outside parameters and buffers
         if type(m).__name__ == "LinearPackedParams":
             total += m._weight_bias()[0].numel()
@@ -95,6 +120,11 @@ def main() -> None:
         "bitsandbytes": lambda: load_backbone(args.backbone, "8bit", device="cpu", int8_backend="bitsandbytes"),
         "torch-int8": lambda: load_backbone(args.backbone, "8bit", device="cpu", int8_backend="torch"),
     }
+    skipped: dict[str, dict[str, str]] = {}  # backend -> variant -> why it has no numbers
+    if torchao is None:
+        skipped["torchao"] = {"bare": "torchao not installed", "lora": "torchao not installed"}
+    else:
+        loaders["torchao"] = lambda: torchao_backbone(load_backbone(args.backbone, "none", device="cpu"))
     backbones = {name: load() for name, load in loaders.items()}
     fp32 = backbones["fp32"]
     backbones["quantize_dynamic"] = quantize_dynamic_backbone(fp32)
@@ -108,7 +138,12 @@ def main() -> None:
     # attaching injects LoRA layers into the model it wraps: the "lora" variants get their own load
     models = {name: {"bare": bb.model} for name, bb in backbones.items()}
     for name, load in loaders.items():
-        models[name]["lora"] = adapter_model(load(), registry, ref)
+        try:
+            models[name]["lora"] = adapter_model(load(), registry, ref)
+        except Exception as e:  # peft refusing LoRA on torchao's linears is a result; elsewhere a bug
+            if name != "torchao":
+                raise
+            skipped["torchao"] = {"lora": f"{type(e).__name__}: {e}"}
 
     spec = load_spec("tallrec:movie:test")
     prompts = Scorer(fp32.model, fp32.tokenizer, "unused").prompts(spec.cases[: args.batch_size * args.batches])
@@ -139,11 +174,14 @@ def main() -> None:
                 "mean_abs_diff_vs_fp32": float(np.abs(s - ref_scores[kind]).mean()),
             }
         results[name] = {"decoder_weight_mb": weight_bytes(variants["bare"]) / 2**20, **rows}
+    for name, variants in skipped.items():
+        results.setdefault(name, {}).update({kind: {"skipped": why} for kind, why in variants.items()})
     tokens = [len(fp32.tokenizer(p).input_ids) for p in prompts]
     report("quant_backends", {
         "config": {"backbone": args.backbone, "batch_size": args.batch_size, "timed_prompts": len(prompts),
                    "mean_prompt_tokens": sum(tokens) / len(tokens), "repeats": args.repeats,
-                   "adapter": args.adapter or f"random {QV}", "agreement_data": f"tallrec:movie:test, {args.limit} seeded cases"},
+                   "adapter": args.adapter or f"random {QV}", "agreement_data": f"tallrec:movie:test, {args.limit} seeded cases",
+                   "torchao": torchao.__version__ if torchao else None},
         "backends": results,
         "ratio": results["torch-int8"]["lora"]["speed_ratio_vs_fp32"], "target_ratio": 1.5,
     })

@@ -18,20 +18,33 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable)"),
+    preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable); "
+                                                "anonymous requests may name these and promoted ones"),
+    allow_any_adapter: bool = typer.Option(False, "--allow-any-adapter", help="let anonymous requests name any "
+                                           "registered adapter"),
     max_resident: int = typer.Option(8, "--max-resident", help="LRU cap on adapters held in memory"),
     max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens"),
-    max_candidates: int = typer.Option(100, "--max-candidates"),
+    max_candidates: int = typer.Option(100, "--max-candidates", help="items per /v1/score, candidates per /v1/recommend"),
+    max_history: int = typer.Option(200, "--max-history", help="history items per request"),
+    max_text_chars: int = typer.Option(2000, "--max-text-chars", help="characters in any one string of a request"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="request bodies over this get 413 unread"),
+    prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", help="bytes of shared-prefix KV caches kept"),
     queue_timeout: float = typer.Option(5.0, "--queue-timeout", help="seconds a request may wait before it is refused"),
-    max_batch: int = typer.Option(16, "--max-batch"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="rows merged across requests (default: 1 on "
+                                            "CPU, 16 on an accelerator)"),
+    max_padding: float = typer.Option(0.1, "--max-padding", help="largest padding share a merged batch may have"),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="how long a request waits for others to merge with"),
     template: str = TemplateOpt,
     registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
 ) -> None:
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); admin token: $ADAPTREC_ADMIN_TOKEN."""
-    api.serve(host=host, port=port, preload=preload or [], max_resident=max_resident,
-              max_prompt_tokens=max_prompt_tokens, max_candidates=max_candidates, queue_timeout=queue_timeout,
-              max_batch=max_batch, max_wait_ms=max_wait_ms, template=template, registry_home=registry,
-              backbone=backbone, quantization=quantization)
+    from ..serve.engine import Limits
+
+    limits = Limits(max_prompt_tokens, max_candidates, queue_timeout, max_body_bytes, max_history, max_text_chars,
+                    prefix_cache_mb << 20)
+    api.serve(host=host, port=port, preload=preload or [], max_resident=max_resident, limits=limits,
+              max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
+              allow_any_adapter=allow_any_adapter, template=template, registry_home=registry, backbone=backbone,
+              quantization=quantization)

@@ -3,7 +3,7 @@
 The split is by token index: the prompts are tokenized whole and the prefix is their longest common
 token run (at least one token left to each suffix), so a tokenizer merging across the boundary can
 never change a prompt. The prefix's `DynamicCache` is kept per (model key, prefix tokens) in a small
-LRU; transformers appends to a cache in place, so each suffix batch runs on a deep copy expanded to
+LRU bounded in entries and in bytes; transformers appends to a cache in place, so each suffix batch runs on a deep copy expanded to
 its batch size. Suffixes are left-padded: the attention mask is [prefix ones | suffix mask] and the
 suffix position ids continue from the prefix length, ignoring padding (as `logits.tokenize` does).
 Prefix-tuned adapters (virtual tokens in their own cache) cannot use it: callers take the plain path.
@@ -38,6 +38,12 @@ def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def cache_bytes(cache: DynamicCache) -> int:
+    """Bytes of every key and value tensor a KV cache holds."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+               if isinstance(t, torch.Tensor))
+
+
 def no_rows(n: int) -> AbstractContextManager:
     """The default `RowsContext`: the model's active adapter serves every row."""
     return nullcontext()
@@ -46,11 +52,23 @@ def no_rows(n: int) -> AbstractContextManager:
 class PrefixRanker:
     """Scores many prompts sharing a prefix under one model, reusing the prefix's KV cache."""
 
-    def __init__(self, tokenizer, batch_size: int = 8, special: bool = True, max_cached: int = 32):
+    def __init__(self, tokenizer, batch_size: int = 8, special: bool = True, max_cached: int = 32,
+                 max_bytes: int = 256 << 20):
         self.tokenizer, self.batch_size, self.special, self.max_cached = tokenizer, batch_size, special, max_cached
+        self.max_bytes = max_bytes
         self.yes_id, self.no_id = answer_token_ids(tokenizer)
-        self._caches: OrderedDict[tuple[str, str], DynamicCache] = OrderedDict()
+        self._caches: OrderedDict[tuple[str, str], tuple[DynamicCache, int]] = OrderedDict()
         self.prefix_runs = 0  # prefix forwards actually run (cache misses)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the kept prefix caches."""
+        return sum(size for _, size in self._caches.values())
+
+    def forget(self, key: str) -> None:
+        """Drop every prefix cache kept for model key `key` (an adapter being unloaded)."""
+        for entry in [e for e in self._caches if e[0] == key]:
+            del self._caches[entry]
 
     def split(self, prompts: Sequence[str]) -> tuple[list[list[int]], int]:
         """The prompts' token ids and their shared prefix length (0: nothing to share, take the plain path)."""
@@ -72,14 +90,15 @@ class PrefixRanker:
         entry = (key, hashlib.sha256(np.asarray(prefix, dtype=np.int64).tobytes()).hexdigest())
         if entry in self._caches:
             self._caches.move_to_end(entry)
-            return self._caches[entry]
+            return self._caches[entry][0]
         device = next(model.parameters()).device
         with torch.inference_mode(), rows(1):
             out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
         self.prefix_runs += 1
-        self._caches[entry] = cache = getattr(out, CACHE_KEY)
-        while len(self._caches) > self.max_cached:
-            self._caches.popitem(last=False)
+        cache = getattr(out, CACHE_KEY)
+        self._caches[entry] = (cache, cache_bytes(cache))
+        while self._caches and (len(self._caches) > self.max_cached or self.cached_bytes > self.max_bytes):
+            self._caches.popitem(last=False)  # an entry alone over the byte cap is used once, then dropped
         return cache
 
     def _suffixes(self, model: torch.nn.Module, prefix_cache: DynamicCache, n: int, suffixes: list[list[int]],

@@ -36,7 +36,7 @@ from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
 from adaptrec.scoring.logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
-from adaptrec.scoring.prefix import PrefixRanker
+from adaptrec.scoring.prefix import PrefixRanker, common_prefix_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -78,11 +78,35 @@ class AdapterNotLoaded(ServeError):
     status = 404
 
 
+class AdapterLoadFailed(ServeError):
+    status = 409
+
+
+class NonFiniteScores(ServeError):
+    status = 500
+
+
 @dataclass(frozen=True)
 class Limits:
+    """What one request may ask for; everything but the token count is checked before any work is queued."""
+
     max_prompt_tokens: int = 1024  # a longer prompt is refused, never truncated silently
-    max_candidates: int = 100  # per /recommend request
+    max_candidates: int = 100  # items per /v1/score, candidates per /v1/recommend
     queue_timeout_s: float = 5.0  # waited longer than this in the queue: refused before it runs
+    max_body_bytes: int = 1 << 20  # request bodies over this are refused (413) before they are parsed
+    max_history: int = 200  # history items per request
+    max_text_chars: int = 2000  # any one string: an item's text, a user id, a domain, an adapter ref
+    prefix_cache_bytes: int = 256 << 20  # shared-prefix KV caches kept for reuse (a 1,024-token fp32 entry ≈ 47 MB)
+
+    def check_sizes(self, strings: Sequence[str], history: int, items: int) -> None:
+        """`LimitExceeded` (413) naming the first limit a request's sizes break."""
+        if items > self.max_candidates:
+            raise LimitExceeded(f"{items} candidates, over the limit of {self.max_candidates}; split the request")
+        if history > self.max_history:
+            raise LimitExceeded(f"{history} history items, over the limit of {self.max_history}; send the latest ones")
+        longest = max((len(s) for s in strings), default=0)
+        if longest > self.max_text_chars:
+            raise LimitExceeded(f"a string of {longest} characters, over the limit of {self.max_text_chars}")
 
 
 @dataclass
@@ -115,12 +139,16 @@ class Engine:
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
     _aliases: dict[str, str] = field(default_factory=dict, init=False)  # requested ref -> resolved name:version
     _hooked: set[int] = field(default_factory=set, init=False)  # ids of LoRA layers carrying `_inject_rows`
+    _snapshot: tuple[Resident, ...] = field(default=(), init=False)  # what `resident()` reads without the lock
+    loads: int = field(default=0, init=False)  # adapters loaded from disk so far
+    preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
 
     def __post_init__(self) -> None:
         self.tokenizer = self.backbone.tokenizer
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
         self.special = self.template != "chat"
-        self.ranker = PrefixRanker(self.tokenizer, self.batch_size, self.special)
+        self.ranker = PrefixRanker(self.tokenizer, self.batch_size, self.special,
+                                   max_bytes=self.limits.prefix_cache_bytes)
 
     # ------------------------------------------------------------ adapters
     def load(self, ref: str, refresh: bool = False) -> Resident:
@@ -150,16 +178,46 @@ class Engine:
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
             while len(self._resident) >= self.max_resident:
                 self.unload(next(iter(self._resident)))
-            if ptype in ("LORA", "ADALORA"):
-                folder = record.path if ptype == "LORA" else self._exported(record)
-                self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
-                self._hook_lora_layers()
-                resident = Resident(record.ref, name, "lora", record)
-            else:
-                model = load_peft(self._base(), record.path, name)
-                resident = Resident(record.ref, name, "prefix", record, model.eval())
+            try:
+                resident = self._attach(record, name, ptype)
+            except Exception as e:
+                self._discard(name)
+                raise AdapterLoadFailed(f"loading {record.ref} failed ({type(e).__name__}); it was rolled back and "
+                                        "nothing of it serves") from e
             self._resident[record.ref] = resident
+            self.loads += 1
+            self._publish()
             return resident
+
+    def preload(self, ref: str) -> Resident:
+        """Load `ref` afresh (its latest version for a bare name) and let anonymous requests name it."""
+        resident = self.load(ref, refresh=True)
+        self.preloaded.add(resident.ref)
+        return resident
+
+    def _attach(self, record, name: str, ptype: str) -> Resident:
+        """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix)."""
+        if ptype in ("LORA", "ADALORA"):
+            folder = record.path if ptype == "LORA" else self._exported(record)
+            self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
+            self._hook_lora_layers()
+            return Resident(record.ref, name, "lora", record)
+        return Resident(record.ref, name, "prefix", record, load_peft(self._base(), record.path, name).eval())
+
+    def _discard(self, name: str) -> None:
+        """Remove whatever a failed load of peft adapter `name` left behind (layers and config)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        root = self._lora if self._lora is not None else self.backbone.model
+        for module in root.modules():
+            if isinstance(module, BaseTunerLayer) and name in module._get_available_adapters():
+                module.delete_adapter(name)
+        if self._lora is not None:
+            self._lora.peft_config.pop(name, None)
+
+    def _publish(self) -> None:
+        """Refresh the snapshot `resident()` reads (health and metrics never take the engine lock)."""
+        self._snapshot = tuple(self._resident.values())
 
     def _hook_lora_layers(self) -> None:
         from peft.tuners.lora import LoraLayer
@@ -177,10 +235,13 @@ class Engine:
                 raise AdapterNotLoaded(f"{ref} is not loaded")
             if resident.kind == "lora":
                 self._lora.delete_adapter(resident.name)
+            self.ranker.forget(resident.name)
+            self.preloaded.discard(resident.ref)
+            self._publish()
 
     def resident(self) -> list[dict]:
-        with self._lock:
-            return [r.to_dict() for r in self._resident.values()]
+        """The resident adapters, LRU first, as of the last load or unload (lock-free)."""
+        return [r.to_dict() for r in self._snapshot]
 
     def _exported(self, record) -> Path:
         """The exact LoRA export of an AdaLoRA adapter, cached by the registered version's metadata hash."""
@@ -198,12 +259,16 @@ class Engine:
     # ------------------------------------------------------------ prompts and limits
     def prompt(self, case: Case) -> str:
         """The case's prompt, refused (`LimitExceeded`) when longer than `limits.max_prompt_tokens`."""
+        return self.measured_prompt(case)[0]
+
+    def measured_prompt(self, case: Case) -> tuple[str, list[int]]:
+        """The case's prompt and its token ids (refused over `limits.max_prompt_tokens`)."""
         text = render_prompt(case, self.template, self.tokenizer)
-        n = len(self.tokenizer(text, add_special_tokens=self.special).input_ids)
-        if n > self.limits.max_prompt_tokens:
-            raise LimitExceeded(f"the prompt has {n} tokens, over the limit of {self.limits.max_prompt_tokens}; "
+        ids = self.tokenizer(text, add_special_tokens=self.special).input_ids
+        if len(ids) > self.limits.max_prompt_tokens:
+            raise LimitExceeded(f"the prompt has {len(ids)} tokens, over the limit of {self.limits.max_prompt_tokens}; "
                                 f"send a shorter history")
-        return text
+        return text, ids
 
     def check_candidates(self, n: int) -> None:
         if n < 1:
@@ -242,27 +307,43 @@ class Engine:
         return out
 
     def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
-        """P(yes) per case under `adapter` (a registry ref)."""
+        """P(yes) per case under `adapter` (a registry ref), full prompts."""
         prompts = [self.prompt(c) for c in cases]
-        return to_scores(self.logits([(adapter, p) for p in prompts]), mode)
+        return finite(to_scores(self.logits([(adapter, p) for p in prompts]), mode), adapter)
 
     def rank(self, case: Case, candidates: Sequence[str], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
-        """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`."""
+        """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`: the
+        shared-prefix path (one history forward per adapter) that `/v1/score` and `/v1/recommend` use."""
         self.check_candidates(len(candidates))
         prompts = [self.prompt(replace(case, target=c)) for c in candidates]
-        return to_scores(self.shared_prefix_logits(adapter, prompts), mode)
+        return finite(to_scores(self.shared_prefix_logits(adapter, prompts), mode), adapter)
 
-    def shared_prefix_logits(self, adapter: str, prompts: Sequence[str]) -> np.ndarray:
+    def shared_prefix_logits(self, adapter: str, prompts: Sequence[str],
+                             ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """(N, 3) answer logits of prompts sharing one history under `adapter` (`BASE`: the untuned backbone):
-        the history runs once (`PrefixRanker`); prefix-tuned adapters and unshared prompts take the plain path."""
+        the history runs once (`PrefixRanker`); prefix-tuned adapters and unshared prompts take the plain path.
+        `ids`: the prompts' token ids when the caller has them already."""
         with self._lock:
             resident = Resident(BASE, BASE, "lora", None) if adapter == BASE else self.load(adapter)
-        ids, n = self.ranker.split(prompts) if resident.kind == "lora" else ([], 0)
+        if resident.kind != "lora":
+            ids, n = [], 0
+        elif ids is None:
+            ids, n = self.ranker.split(prompts)
+        else:
+            n = common_prefix_length(ids) if len(ids) > 1 else 0
         if n == 0:
             return self.logits([(adapter, p) for p in prompts])
         resident.uses += len(prompts)
         model = self._lora if self._lora is not None else self.backbone.model  # the bare backbone before any LoRA
         return self.ranker.logits(model, resident.name, ids, n, rows=lambda k: adapter_rows([resident.name] * k))
+
+
+def finite(scores: np.ndarray, adapter: str) -> np.ndarray:
+    """`scores`, or `NonFiniteScores` naming the adapter when any is NaN or infinite."""
+    if not np.isfinite(scores).all():
+        raise NonFiniteScores(f"adapter {adapter} gave non-finite scores (NaN or inf) for this request; "
+                              "its weights are broken: unload or replace it")
+    return scores
 
 
 def wait_or_refuse(enqueued: float, limits: Limits) -> None:

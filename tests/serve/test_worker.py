@@ -1,4 +1,4 @@
-"""The app's worker: dynamic batching merges waiting requests, a request that waited too long never runs."""
+"""The app's worker: merging only when it pays, one bad job never fails another, a request that waited too long never runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from adaptrec.serve.app import Metrics, QueueFull, Worker
+from adaptrec.errors import RegistryError
 from adaptrec.serve.engine import Limits, QueueTimeout
+from adaptrec.serve.metrics import Metrics
+from adaptrec.serve.worker import QueueFull, Worker
 
 
 class FakeEngine:
@@ -19,6 +21,11 @@ class FakeEngine:
         self.limits = Limits(queue_timeout_s=queue_timeout_s)
         self.max_resident = max_resident
         self.batches: list[list[tuple[str, str]]] = []
+        self.missing: set[str] = set()
+
+    def load(self, ref):
+        if ref in self.missing:
+            raise RegistryError(f"no adapter named {ref!r}")
 
     def logits(self, rows):
         self.batches.append(list(rows))
@@ -29,13 +36,22 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+def _worker(engine, max_batch=16, max_wait_ms=50.0, queue_size=8, max_padding=0.5) -> Worker:
+    return Worker(engine, Metrics(lambda: 0, lambda: 0, lambda: 0), max_batch, max_wait_ms, queue_size, max_padding)
+
+
+def _rows(*pairs, tokens=10):
+    return {"rows": list(pairs), "tokens": [tokens] * len(pairs)}
+
+
 def test_waiting_requests_share_one_batch_and_get_their_own_rows():
     engine = FakeEngine()
 
     async def go():
-        worker = Worker(engine, Metrics(), max_batch=16, max_wait_ms=50, queue_size=8)
+        worker = _worker(engine)
         worker.start()
-        results = await asyncio.gather(worker.submit(rows=[("a", "p1")]), worker.submit(rows=[("b", "p2"), ("c", "p3")]))
+        results = await asyncio.gather(worker.submit(**_rows(("a", "p1"))),
+                                       worker.submit(**_rows(("b", "p2"), ("c", "p3"))))
         await worker.stop()
         return results, worker.metrics
 
@@ -43,16 +59,52 @@ def test_waiting_requests_share_one_batch_and_get_their_own_rows():
     assert engine.batches == [[("a", "p1"), ("b", "p2"), ("c", "p3")]]  # one forward for both requests
     np.testing.assert_array_equal(first, [[0, 1, 2]])
     np.testing.assert_array_equal(second, [[3, 4, 5], [6, 7, 8]])
-    assert metrics.batch_rows.n == 1 and metrics.batch_rows.total == 3
+    assert metrics.registry.get_sample_value("adaptrec_batch_rows_count") == 1
+    assert metrics.registry.get_sample_value("adaptrec_batch_rows_sum") == 3
+
+
+def test_requests_merge_only_under_the_padding_cap_and_the_row_cap():
+    engine = FakeEngine()
+
+    async def go(max_batch):
+        worker = _worker(engine, max_batch=max_batch, max_padding=0.1)
+        worker.start()
+        await asyncio.gather(worker.submit(**_rows(("a", "short"), tokens=100)),
+                             worker.submit(**_rows(("a", "long"), tokens=200)),  # 25% padding beside "short"
+                             worker.submit(**_rows(("a", "long too"), tokens=190)))  # 2.5% beside "long"
+        await worker.stop()
+
+    _run(go(16))
+    assert engine.batches == [[("a", "short")], [("a", "long"), ("a", "long too")]]
+    engine.batches.clear()
+    _run(go(1))  # one row per batch: every request runs alone
+    assert [len(b) for b in engine.batches] == [1, 1, 1]
+
+
+def test_a_request_naming_a_missing_adapter_fails_alone():
+    engine = FakeEngine()
+    engine.missing = {"gone"}
+
+    async def go():
+        worker = _worker(engine)
+        worker.start()
+        good, bad = await asyncio.gather(worker.submit(**_rows(("a", "p"))), worker.submit(**_rows(("gone", "q"))),
+                                         return_exceptions=True)
+        await worker.stop()
+        return good, bad
+
+    good, bad = _run(go())
+    assert isinstance(bad, RegistryError) and good.shape == (1, 3)
+    assert engine.batches == [[("a", "p")]]
 
 
 def test_a_batch_never_holds_more_adapters_than_fit_resident():
     engine = FakeEngine(max_resident=2)
 
     async def go():
-        worker = Worker(engine, Metrics(), max_batch=16, max_wait_ms=50, queue_size=8)
+        worker = _worker(engine)
         worker.start()
-        await asyncio.gather(*(worker.submit(rows=[(ref, "p")]) for ref in "abac"))
+        await asyncio.gather(*(worker.submit(**_rows((ref, "p"))) for ref in "abac"))
         await worker.stop()
 
     _run(go())
@@ -63,15 +115,15 @@ def test_a_request_that_waited_past_the_timeout_is_refused_before_it_runs():
     engine = FakeEngine(queue_timeout_s=0.2)
 
     async def go():
-        worker = Worker(engine, Metrics(), max_batch=16, max_wait_ms=1, queue_size=8)
+        worker = _worker(engine, max_wait_ms=1)
         worker.start()
         slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.5)))  # occupies the worker
         await asyncio.sleep(0.05)
-        late = asyncio.ensure_future(worker.submit(rows=[("a", "p")]))
+        late = asyncio.ensure_future(worker.submit(**_rows(("a", "p"))))
         await slow
         with pytest.raises(QueueTimeout, match="waited"):
             await late
-        fresh = await worker.submit(rows=[("a", "q")])  # the worker keeps serving
+        fresh = await worker.submit(**_rows(("a", "q")))  # the worker keeps serving
         await worker.stop()
         return fresh
 
@@ -81,11 +133,11 @@ def test_a_request_that_waited_past_the_timeout_is_refused_before_it_runs():
 
 def test_a_full_queue_refuses_at_once():
     async def go():
-        worker = Worker(FakeEngine(), Metrics(), max_batch=1, max_wait_ms=1, queue_size=1)  # not started: nothing drains
-        first = asyncio.ensure_future(worker.submit(rows=[("a", "p")]))
+        worker = _worker(FakeEngine(), max_batch=1, max_wait_ms=1, queue_size=1)  # not started: nothing drains
+        first = asyncio.ensure_future(worker.submit(**_rows(("a", "p"))))
         await asyncio.sleep(0)
         with pytest.raises(QueueFull, match="full"):
-            await worker.submit(rows=[("a", "q")])
+            await worker.submit(**_rows(("a", "q")))
         first.cancel()
 
     _run(go())

@@ -1,0 +1,55 @@
+"""Every error the app answers, in one envelope `{"error": {"type", "message"}}`, with no paths or internals."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.router.policy import RouteError
+
+log = logging.getLogger("adaptrec.serve")
+_STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryError: 404, RouteError: 404}
+_PATH = re.compile(r"(?<![\w$])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
+_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
+
+
+def error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
+
+
+def scrub(message: str, homes: tuple[Path, ...]) -> str:
+    """`message` with the registry home written `$ADAPTREC_HOME` and any other absolute path as `<path>`."""
+    for home in homes:
+        message = message.replace(str(home), "$ADAPTREC_HOME")
+    return _PATH.sub("<path>", message)
+
+
+def add_error_handlers(app: FastAPI, homes: tuple[Path, ...]) -> None:
+    """Answer adaptrec errors, validation errors, unknown routes and crashes with the envelope."""
+
+    @app.exception_handler(AdaptrecError)
+    async def _adaptrec_error(_: Request, e: AdaptrecError) -> JSONResponse:
+        status = getattr(e, "status", None) or next((s for t, s in _STATUS.items() if isinstance(e, t)), 422)
+        return error(status, scrub(str(e), homes), type(e).__name__)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return error(422, f"malformed request: {where}", "RequestValidationError")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException) -> JSONResponse:
+        message = "no such endpoint" if e.status_code == 404 else f"{request.method} is not allowed here"
+        return error(e.status_code, message, _HTTP_KINDS.get(e.status_code, "HTTPError"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error(500, "internal error; the server log has the details", "InternalError")

@@ -1,0 +1,83 @@
+"""What every request passes before the app sees its body: the admin token, then the body-size cap.
+
+A pure ASGI middleware (not FastAPI dependencies): FastAPI reads and parses the JSON body before it
+runs any dependency, so a dependency could neither answer 401 before a malformed body's 422 nor stop
+a 20 MB body from being read and parsed on the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Awaitable, Callable
+
+ADMIN_KEY = "adaptrec.admin"  # scope key: True when the request carried the admin token
+Scope = dict
+ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+
+
+def bearer(header: str | None) -> str | None:
+    """The credentials of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def is_admin(header: str | None, token: str | None) -> bool:
+    """Whether the header presents `token` (constant-time compare); no configured token admits nobody."""
+    given = bearer(header)
+    return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+async def send_error(send: Callable, status: int, kind: str, message: str) -> None:
+    """Answer with the `{"error": {...}}` envelope straight from the ASGI layer."""
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Admin paths need the Bearer token (401 before the body is read); bodies over `max_bytes` get 413 unread."""
+
+    def __init__(self, app: ASGIApp, token: str | None, admin_paths: frozenset[str], max_bytes: int):
+        self.app, self.admin_paths, self.max_bytes = app, admin_paths, max_bytes
+        self.token = token.strip() if token else None
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        scope[ADMIN_KEY] = is_admin(headers.get("authorization"), self.token)
+        if scope["path"] in self.admin_paths and not scope[ADMIN_KEY]:
+            return await send_error(send, 401, "Unauthorized", "admin endpoints need 'Authorization: Bearer <token>' "
+                                    "matching $ADAPTREC_ADMIN_TOKEN (unset: admin endpoints are off)")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(send, int(declared))
+        body, more = b"", True
+        while more:  # buffered up to the cap, then replayed: the app never sees a partial body
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._too_large(send, len(body))
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _too_large(self, send: Callable, size: int) -> None:
+        await send_error(send, 413, "LimitExceeded",
+                         f"the request body has {size} bytes, over the limit of {self.max_bytes}")
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()  # after the body: wait for the client's disconnect as usual
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -1,0 +1,48 @@
+"""The server's Prometheus metrics (prometheus_client, one registry per app), labelled by route template."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+
+UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def route_of(request: Request) -> str:
+    """The matched route's template (`/v1/score`), or `UNMATCHED`: labels never carry a raw request path."""
+    route = request.scope.get("route")
+    return getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+
+
+class Metrics:
+    """Request counts and latency by route and status class, batch sizes, residency, queue depth, adapter loads."""
+
+    def __init__(self, resident: Callable[[], int], queued: Callable[[], int], loads: Callable[[], int]):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("adaptrec_requests", "HTTP requests answered", ["method", "route", "status"],
+                                registry=self.registry)
+        self.server_errors = Counter("adaptrec_server_errors", "HTTP answers with a 5xx status", ["route"],
+                                     registry=self.registry)
+        self.latency = Histogram("adaptrec_request_seconds", "Time to answer", ["route"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.batch_rows = Histogram("adaptrec_batch_rows", "Rows per forward batch", buckets=BATCH_BUCKETS,
+                                    registry=self.registry)
+        Gauge("adaptrec_adapters_resident", "Adapters held in memory", registry=self.registry).set_function(resident)
+        Gauge("adaptrec_queue_depth", "Jobs waiting for the forward thread", registry=self.registry).set_function(queued)
+        Gauge("adaptrec_adapter_loads", "Adapters loaded from disk since start (monotonic)",
+              registry=self.registry).set_function(loads)
+
+    def record(self, request: Request, status: int, seconds: float) -> None:
+        route = route_of(request)
+        method = request.method if route != UNMATCHED else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if status >= 500:
+            self.server_errors.labels(route).inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""One scoring request from body to answer: check sizes, plan (route, render, tokenize), run, mix.
+
+The app runs `plan` on its preparation thread and `Plan.run` (or its rows, merged) on the forward
+thread; `answer_directly` is the same work in-process, one request at a time, the baseline of
+`bench/serve_load.py`. Which path a plan's forward takes: several targets under LoRA-type adapters
+share their history prefix (`Engine.shared_prefix_logits`, as `/v1/recommend` always does); one
+target, or a prefix-tuned adapter, runs full prompts (`Engine.logits`), mergeable with other requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from adaptrec.adapters.attach import peft_type
+from adaptrec.router.policy import Decision, route
+from adaptrec.scoring.logits import to_scores
+from adaptrec.scoring.variants import mix
+
+from .engine import Engine, ServeError, finite
+from .schemas import ScoreRequest, Target, UserRequest, text_of
+
+
+class Forbidden(ServeError):
+    status = 403
+
+
+def check_sizes(engine: Engine, req: UserRequest, targets: list[str | Target]) -> None:
+    """Every size limit but the token count (`LimitExceeded`, 413): cheap enough for the event loop."""
+    engine.limits.check_sizes(req.strings(targets), len(req.history), len(targets))
+
+
+def check_access(engine: Engine, ref: str, admin: bool, allow_any: bool) -> None:
+    """Anonymous requests may name promoted adapters (as of now) and preloaded ones; `Forbidden` otherwise."""
+    if admin or allow_any:
+        return
+    record = engine.registry.resolve(ref)
+    if record.ref not in engine.preloaded and record.ref not in engine.registry.aliases().values():
+        raise Forbidden(f"adapter {ref} is neither promoted nor preloaded; anonymous requests may name only those "
+                        "(an admin can preload it, or start the server with --allow-any-adapter)")
+
+
+@dataclass
+class Plan:
+    """A request routed and rendered: the adapters to run, their weights, and the prompts with token ids."""
+
+    decision: Decision
+    prompts: list[str]
+    ids: list[list[int]]
+    mode: str
+    shared: bool  # the shared-prefix path (else full prompts, one row per (adapter, prompt))
+
+    @property
+    def rows(self) -> list[tuple[str, str]]:
+        return [(ref, p) for ref in self.decision.adapters for p in self.prompts]
+
+    @property
+    def tokens(self) -> list[int]:
+        return [len(x) for _ in self.decision.adapters for x in self.ids]
+
+    def run(self, engine: Engine) -> np.ndarray:
+        """(adapters × prompts) answer logits, on the shared-prefix path."""
+        return np.stack([engine.shared_prefix_logits(ref, self.prompts, self.ids) for ref in self.decision.adapters])
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """The mixed P(yes) per prompt from (adapters × prompts × 3) or (rows × 3) logits; non-finite refused."""
+        per_adapter = to_scores(np.asarray(logits).reshape(-1, 3), self.mode)
+        per_adapter = per_adapter.reshape(len(self.decision.adapters), len(self.prompts))
+        return finite(mix(per_adapter, self.decision.weights), ", ".join(self.decision.adapters))
+
+
+def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: bool, allow_any: bool) -> Plan:
+    """Route (or take the requested adapter), render and tokenize one prompt per target."""
+    case = req.case(targets[0])
+    if req.adapter is not None:
+        check_access(engine, req.adapter, admin, allow_any)
+        decision = Decision(req.user_id, req.domain, "warm", (req.adapter,), (1.0,), "both",
+                            f"adapter {req.adapter} requested")
+    else:
+        decision = route(engine.registry, engine.backbone.fingerprint, case)
+        case = decision.prompt_case(case)
+    measured = [engine.measured_prompt(replace(case, target=text_of(t))) for t in targets]
+    shared = len(targets) > 1 and all(peft_type(engine.registry.resolve(r)) != "PREFIX_TUNING"
+                                      for r in decision.adapters)
+    return Plan(decision, [m[0] for m in measured], [m[1] for m in measured], req.mode, shared)
+
+
+def score_answer(p: Plan, scores: np.ndarray) -> dict:
+    return {"scores": scores.tolist(), "adapters": list(p.decision.adapters), "reason": p.decision.reason}
+
+
+def recommend_answer(p: Plan, scores: np.ndarray, candidates: list[str | Target], k: int) -> dict:
+    order = np.argsort(-scores, kind="stable")[:k]
+    items = [{"item": text_of(candidates[i]), "score": float(scores[i]),
+              "item_id": None if isinstance(candidates[i], str) else candidates[i].item_id} for i in order]
+    return {"items": items, "adapters": list(p.decision.adapters), "reason": p.decision.reason}
+
+
+def answer_directly(engine: Engine, req: ScoreRequest) -> dict:
+    """`/v1/score`'s answer computed in-process, one request at a time (no HTTP, no queue, no batching)."""
+    check_sizes(engine, req, req.items)
+    p = plan(engine, req, req.items, admin=True, allow_any=True)
+    logits = p.run(engine) if p.shared else engine.logits(p.rows)
+    return score_answer(p, p.scores(logits))

@@ -1,0 +1,93 @@
+"""The JSON bodies of the HTTP API (pydantic models; FastAPI turns them into the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from adaptrec.data.records import Case, HistoryItem
+
+
+class Item(BaseModel):
+    text: str = Field(..., description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'")
+    liked: bool = True
+    domain: str | None = None
+    item_id: str | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+
+
+class Target(BaseModel):
+    text: str = Field(..., description="the item as the prompt lists it")
+    item_id: str | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+
+
+class UserRequest(BaseModel):
+    user_id: str = "anonymous"
+    domain: str = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
+    noun: str = Field("item", description="the item kind named in the prompt ('movie', 'book', ...)")
+    history: list[Item] = Field(default_factory=list, description="oldest first")
+    adapter: str | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
+                                                   "promoted or preloaded adapters only")
+    mode: Literal["pyes", "tallrec"] = "pyes"
+
+    def case(self, target: str | Target) -> Case:
+        history = tuple(HistoryItem(h.text, h.liked, h.item_id, h.domain) for h in self.history)
+        text, item_id = (target, None) if isinstance(target, str) else (target.text, target.item_id)
+        return Case(self.user_id, self.domain, self.noun, history, text, target_id=item_id)
+
+    def strings(self, targets: list[str | Target]) -> list[str]:
+        """Every free-text field (with the `targets`), for the length limit."""
+        texts = [self.user_id, self.domain, self.noun, self.adapter or ""]
+        texts += [s for h in self.history for s in (h.text, h.domain or "", h.item_id or "")]
+        texts += [s for t in targets for s in ((t,) if isinstance(t, str) else (t.text, t.item_id or ""))]
+        return texts
+
+
+class ScoreRequest(UserRequest):
+    items: list[str | Target] = Field(..., min_length=1, description="target items to score: texts, or "
+                                                                     "{text, item_id} objects")
+
+
+class RecommendRequest(UserRequest):
+    candidates: list[str | Target] = Field(..., min_length=1)
+    k: int = Field(10, ge=1)
+
+
+def text_of(target: str | Target) -> str:
+    return target if isinstance(target, str) else target.text
+
+
+class RefRequest(BaseModel):
+    ref: str = Field(..., max_length=200)
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float]
+    adapters: list[str]
+    reason: str
+
+
+class Ranked(BaseModel):
+    item: str
+    score: float
+    item_id: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    items: list[Ranked]
+    adapters: list[str]
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": {"type", "message"}}` (no paths, no stack traces)."""
+
+    error: ErrorDetail
+
+
+ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422, 500, 503)}

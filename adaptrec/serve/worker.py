@@ -1,0 +1,166 @@
+"""The one thread that runs model work, fed by a bounded queue; plus the thread that prepares requests.
+
+Forwards are not thread-safe, so every forward, adapter load and unload runs on ONE forward thread.
+Requests are prepared (routed, rendered, tokenized, length-checked) on a second thread, so neither
+the event loop nor the forward thread waits on that. Single-prompt jobs waiting together may merge
+into one batch, but only when that pays: at most `max_batch` rows, adapters that fit resident, and
+padding under `max_padding` of the batch's tokens (padded attention runs on a slower kernel on CPU,
+and 8-bit scores depend on batch-mates: docs/serving.md). Each job's adapters are loaded on their
+own first, so a job naming a broken adapter fails alone; every other job is a callable run alone.
+A full queue answers 503 at once; a job that waited past the queue timeout is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .engine import Engine, ServeError, wait_or_refuse
+from .metrics import Metrics
+
+
+class QueueFull(ServeError):
+    status = 503
+
+
+@dataclass
+class Job:
+    """Score rows (mergeable with other row jobs) or a callable run alone on the forward thread."""
+
+    future: asyncio.Future
+    rows: list[tuple[str, str]] | None = None  # (adapter ref, prompt)
+    tokens: list[int] | None = None  # each row's prompt length
+    call: Callable[[], Any] | None = None
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def refs(self) -> set[str]:
+        return {ref for ref, _ in self.rows or ()}
+
+
+def padding_share(jobs: Sequence[Job]) -> float:
+    """The share of a merged batch's token slots that would be padding."""
+    lengths = [n for j in jobs for n in j.tokens]
+    return 1 - sum(lengths) / (len(lengths) * max(lengths))
+
+
+def forward_rows(engine: Engine, jobs: Sequence[Job]) -> list[Any]:
+    """Each job's (rows, 3) logits, or the exception that job alone failed with; the others share one batch."""
+    out: list[Any] = [None] * len(jobs)
+    live = []
+    for i, job in enumerate(jobs):
+        try:
+            for ref in job.refs:
+                engine.load(ref)
+            live.append(i)
+        except Exception as e:  # noqa: BLE001 - this job's answer
+            out[i] = e
+    rows = [r for i in live for r in jobs[i].rows]
+    try:
+        logits = engine.logits(rows) if rows else np.empty((0, 3))
+    except Exception as e:  # noqa: BLE001 - every job of the batch gets it
+        return [e if i in live else o for i, o in enumerate(out)]
+    start = 0
+    for i in live:
+        out[i], start = logits[start : start + len(jobs[i].rows)], start + len(jobs[i].rows)
+    return out
+
+
+class Worker:
+    def __init__(self, engine: Engine, metrics: Metrics, max_batch: int, max_wait_ms: float, queue_size: int,
+                 max_padding: float):
+        self.engine, self.metrics = engine, metrics
+        self.max_batch, self.max_wait, self.max_padding = max_batch, max_wait_ms / 1000, max_padding
+        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=queue_size)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-forward")
+        self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-prepare")
+        self.task: asyncio.Task | None = None
+
+    async def prepare(self, fn: Callable[[], Any]) -> Any:
+        """Run request preparation (routing, rendering, tokenizing) off the event loop and the forward thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.prep, fn)
+
+    async def submit(self, rows: list[tuple[str, str]] | None = None, tokens: list[int] | None = None,
+                     call: Callable[[], Any] | None = None) -> Any:
+        job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise QueueFull(f"the server queue is full ({self.queue.maxsize} jobs); retry later") from None
+        return await job.future
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish every queued job, then stop."""
+        await self.queue.put(None)
+        if self.task is not None:
+            await self.task
+        self.pool.shutdown(wait=True)
+        self.prep.shutdown(wait=True)
+
+    async def _loop(self) -> None:
+        pending: Job | None = None
+        while True:
+            job = pending or await self.queue.get()
+            pending = None
+            if job is None:
+                return
+            if not self._admit(job):
+                continue
+            if job.call is not None:
+                await self._run([job], lambda: [job.call()])
+                continue
+            batch, pending = await self._gather(job)
+            self.metrics.batch_rows.observe(sum(len(j.rows) for j in batch))
+            await self._run(batch, lambda: forward_rows(self.engine, batch))
+
+    async def _gather(self, first: Job) -> tuple[list[Job], Job | None]:
+        """`first` and the row jobs that arrive within `max_wait` and merge under the limits; the job that
+        stopped the gathering (it runs next, on its own) or None."""
+        loop = asyncio.get_running_loop()
+        batch, deadline = [first], loop.time() + self.max_wait
+        while sum(len(j.rows) for j in batch) < self.max_batch:
+            try:
+                nxt = await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return batch, None
+            if nxt is None or nxt.call is not None or not self._fits(batch, nxt):
+                return batch, nxt
+            if self._admit(nxt):
+                batch.append(nxt)
+        return batch, None
+
+    def _fits(self, batch: list[Job], job: Job) -> bool:
+        merged = [*batch, job]
+        return (sum(len(j.rows) for j in merged) <= self.max_batch
+                and len(set().union(*(j.refs for j in merged))) <= self.engine.max_resident
+                and padding_share(merged) <= self.max_padding)
+
+    def _admit(self, job: Job) -> bool:
+        try:
+            wait_or_refuse(job.enqueued, self.engine.limits)
+            return True
+        except ServeError as e:
+            job.future.set_exception(e)
+            return False
+
+    async def _run(self, jobs: list[Job], fn: Callable[[], list[Any]]) -> None:
+        """Run `fn` on the forward thread; hand job i the i-th answer (an exception fails that job only)."""
+        try:
+            answers = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting requests
+            answers = [e] * len(jobs)
+        for job, answer in zip(jobs, answers):
+            if job.future.done():  # a client that went away cancelled its future
+                continue
+            if isinstance(answer, Exception):
+                job.future.set_exception(answer)
+            else:
+                job.future.set_result(answer)
