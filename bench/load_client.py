@@ -37,8 +37,7 @@ def start_server(args, home: Path, port: int, extra_flags: Sequence[str] = ()) -
     The server's stderr goes to a temporary file whose tail is raised with the error if start-up fails.
     """
     cmd = [sys.executable, "-c", "from adaptrec.cli import main; main()", "serve", "--backbone", args.backbone,
-           "--quantization", args.quantization, "--port", str(port), "--max-batch", "8", "--max-wait-ms", "10",
-           "--queue-timeout", "60", "--registry", str(home), *extra_flags]
+           "--quantization", args.quantization, "--port", str(port), "--queue-timeout", "60", "--registry", str(home), *extra_flags]
     with tempfile.TemporaryFile() as log:  # the child keeps its own handle on the (unlinked) file
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 300

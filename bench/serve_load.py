@@ -1,27 +1,24 @@
-"""HTTP load: concurrent clients against `adaptrec serve` on 127.0.0.1, vs the engine called directly.
+"""HTTP load: concurrent clients against `adaptrec serve` on 127.0.0.1, vs the same requests answered in-process.
 
-Starts the server as a subprocess on a free 127.0.0.1 port with a throwaway registry of 4 random
-LoRA adapters (r=8, q_proj + v_proj), then runs `--clients` threads that each send /v1/score
-requests (one amazon:office case, 2 items, a random one of the 4 adapters) until `--requests` in all
-or `--seconds` have passed. Baseline, in the same run: the same requests through `Engine.score`
-in-process, one at a time (also capped by `--seconds`). Reports p50/p99 latency, requests/s, errors
-and the ratio of served to direct requests/s (dynamic batching should lift it above 1 with several
-clients).
+A throwaway registry of 4 random LoRA adapters (r 8, q_proj + v_proj), preloaded by the server (a
+subprocess on a free 127.0.0.1 port, default options). A plan: `--requests` /v1/score requests, each
+one amazon:office test case (Amazon-length cross-domain history) with 2 items, adapters mixed
+round-robin. The baseline: the same requests answered directly (`serve.plans.answer_directly`, the
+work `/v1/score` does, in-process, one request at a time). The two alternate chunk by chunk (a chunk
+of 2 × clients requests answered directly, then served), so both see the same machine: this
+2-core VM's speed drifts by 20-30% within minutes. Per repeat, two fresh plans (no case is sent
+twice, so no run reuses a prefix cache another filled): plan A against `--clients` asyncio httpx
+clients (throughput), plan B against 1 client (latency). Bounded by `--requests` and `--seconds`.
 
-    python bench/serve_load.py [--quick] [--clients 4] [--requests 40] [--seconds 60] [--backbone PATH --quantization none]
+    python bench/serve_load.py [--quick] [--clients 4] [--requests 24] [--repeats 3] [--seconds 120]
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
+import asyncio
+import statistics
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +26,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import backend, report  # noqa: E402
+from load_client import free_port, run_load, start_server, stop_server  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.serve.engine import Engine  # noqa: E402
+from adaptrec.serve.plans import answer_directly  # noqa: E402
+from adaptrec.serve.schemas import ScoreRequest  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+WARM_UP = 8  # requests each side answers before timing: a fresh process runs its first forwards slower
 
 
 def body(case, adapter: str) -> dict:
@@ -46,101 +43,80 @@ def body(case, adapter: str) -> dict:
             "items": [case.target, '"a generic item"'], "adapter": adapter}
 
 
-def post(url: str, payload: dict) -> int:
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+def direct(engine: Engine, bodies: list[dict]) -> list[float]:
+    """Seconds per request, answered in-process one at a time."""
+    out = []
+    for b in bodies:
+        t = time.perf_counter()
+        answer_directly(engine, ScoreRequest(**b))
+        out.append(time.perf_counter() - t)
+    return out
 
 
-def start_server(args, home: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "from adaptrec.cli import main; main()", "serve", "--backbone", args.backbone,
-           "--quantization", args.quantization, "--port", str(port), "--max-batch", "8", "--max-wait-ms", "10",
-           "--queue-timeout", "60", "--registry", str(home)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited during start-up")
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("the server did not start in 300 s")
+def compare(engine: Engine, url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
+    """Direct and served, alternating by chunks of 2 × `clients` requests, until done or `seconds` have passed."""
+    chunk, start = 2 * clients, time.perf_counter()
+    direct_s, served_s, sent, errors, latencies = 0.0, 0.0, 0, 0, []
+    for i in range(0, len(bodies), chunk):
+        if time.perf_counter() - start > seconds:
+            break
+        part = bodies[i : i + chunk]
+        direct_s += sum(direct(engine, part))
+        result = asyncio.run(run_load(url, [("/v1/score", b) for b in part], clients, seconds))
+        served_s += result.wall_s
+        sent, errors, latencies = sent + result.sent, errors + result.errors, latencies + result.ok()
+    ok = sent - errors
+    return {"requests": sent, "errors": errors, "direct_requests_per_s": sent / direct_s,
+            "served_requests_per_s": ok / served_s, "direct_mean_s": direct_s / sent,
+            "served_mean_s": float(np.mean(latencies)) if latencies else None,
+            "served_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+            "served_p99_s": float(np.percentile(latencies, 99)) if latencies else None}
+
+
+def one_repeat(engine: Engine, url: str, plan_a: list[dict], plan_b: list[dict], args) -> dict:
+    many, one = compare(engine, url, plan_a, args.clients, args.seconds), compare(engine, url, plan_b, 1, args.seconds)
+    return {f"{args.clients}_clients": many, "1_client": one,
+            "throughput_ratio": many["served_requests_per_s"] / many["direct_requests_per_s"],
+            "latency_ratio_1_client": one["served_mean_s"] / one["direct_mean_s"] if one["served_mean_s"] else None}
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--requests", type=int, default=40)
-    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--requests", type=int, default=24)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=120.0)
     args = p.parse_args()
     if args.quick:
-        args.requests, args.seconds = min(args.requests, 12), min(args.seconds, 20.0)
+        args.requests, args.repeats, args.seconds = min(args.requests, 8), 1, min(args.seconds, 30.0)
     backbone, registry = backbone_and_registry(args)
     refs = random_adapters(backbone, registry, 4, QV)
-    cases = amazon_cases(args.requests)
-    plan = [(cases[i % len(cases)], refs[i % len(refs)]) for i in range(args.requests)]
-
+    n, warm = args.requests, WARM_UP
+    bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(amazon_cases(n * 2 * args.repeats + warm))]
+    warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     engine = Engine(backbone, registry)
-    engine.score([plan[0][0]], plan[0][1])  # warm-up
-    start, done = time.perf_counter(), 0
-    for case, ref in plan:  # bounded like the served run: by count and by --seconds
-        if time.perf_counter() - start > args.seconds:
-            break
-        engine.score([case, replace(case, target='"a generic item"')], ref)
-        done += 1
-    direct_rps = done / (time.perf_counter() - start)
-
+    for ref in refs:  # loaded before timing, as the server preloads them
+        engine.load(ref)
+    direct(engine, warm_up)
     port = free_port()
-    proc = start_server(args, registry.home, port)
-    url = f"http://127.0.0.1:{port}/v1/score"
-    latencies: list[float] = []
-    statuses: list[int] = []
-    lock, queue = threading.Lock(), list(plan)
-    deadline = time.monotonic() + args.seconds
-
-    def client() -> None:
-        while time.monotonic() < deadline:
-            with lock:
-                if not queue:
-                    return
-                case, ref = queue.pop()
-            t = time.perf_counter()
-            status = post(url, body(case, ref))
-            with lock:
-                latencies.append(time.perf_counter() - t)
-                statuses.append(status)
-
+    proc = start_server(args, registry.home, port, [flag for ref in refs for flag in ("--preload", ref)])
+    url = f"http://127.0.0.1:{port}"
     try:
-        post(url, body(*plan[0]))  # warm-up
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
+        asyncio.run(run_load(url, [("/v1/score", b) for b in warm_up], 1, 600))
+        repeats = [one_repeat(engine, url, plans[2 * r], plans[2 * r + 1], args) for r in range(args.repeats)]
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    ok = [lat for lat, s in zip(latencies, statuses) if s == 200]
-    served_rps = len(ok) / wall
+        stop_server(proc)
+    ratios = [r["throughput_ratio"] for r in repeats]
+    latency = [r["latency_ratio_1_client"] for r in repeats]
     report("serve_load", {
         "config": {"backbone": args.backbone, "quantization": args.quantization,
-                   "backend": backend(args.quantization), "clients": args.clients,
-                   "requests": len(statuses), "seconds_cap": args.seconds, "items_per_request": 2, "adapters": 4,
-                   "adapter": QV, "data": "amazon:office:test", "server": "127.0.0.1, max-batch 8, max-wait 10 ms"},
-        "p50_s": float(np.percentile(ok, 50)) if ok else None, "p99_s": float(np.percentile(ok, 99)) if ok else None,
-        "served_requests_per_s": served_rps, "errors": sum(s != 200 for s in statuses),
-        "direct_sequential_requests_per_s": direct_rps, "ratio": served_rps / direct_rps, "target_ratio": 1.0,
+                   "backend": backend(args.quantization), "clients": args.clients, "requests": args.requests,
+                   "repeats": args.repeats, "seconds_cap": args.seconds, "items_per_request": 2, "adapters": 4,
+                   "adapter": QV, "data": "amazon:office:test, a fresh slice per run", "server": "127.0.0.1, default options, 4 preloaded",
+                   "client": "asyncio httpx"},
+        "repeats": repeats, "throughput_ratios": ratios, "median_throughput_ratio": statistics.median(ratios),
+        "min_throughput_ratio": min(ratios), "latency_ratios_1_client": latency,
+        "target": {"min_throughput_ratio": 0.95, "median_throughput_ratio": 1.0, "max_latency_ratio_1_client": 1.1},
     })
 
 

@@ -1,6 +1,7 @@
 """The one thread that runs model work, fed by a bounded queue; plus the thread that prepares requests.
 
-Forwards are not thread-safe, so every forward, adapter load and unload runs on ONE forward thread.
+Forwards are not thread-safe, so every forward, adapter load and unload runs on ONE forward thread
+(`adaptrec serve` makes it the main thread: `CallingThreadExecutor`).
 Requests are prepared (routed, rendered, tokenized, length-checked) on a second thread, so neither
 the event loop nor the forward thread waits on that. Single-prompt jobs waiting together may merge
 into one batch, but only when that pays: at most `max_batch` rows, adapters that fit resident, and
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -71,13 +73,49 @@ def forward_rows(engine: Engine, jobs: Sequence[Job]) -> list[Any]:
     return out
 
 
+class CallingThreadExecutor(Executor):
+    """Runs submitted calls on whichever thread calls `run` (the process's main thread, in `adaptrec serve`).
+
+    Why not a worker thread: once a second thread runs torch ops, OpenMP keeps a second thread team and
+    every forward in the process got 30-50% slower on this 2-core machine (measured); the main thread
+    loaded the backbone, so forwards stay there and uvicorn's event loop moves to a thread instead.
+    """
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue = SimpleQueue()
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._calls.put(None)  # `run` returns once the calls before it are done
+
+    def run(self) -> None:
+        """Run calls until `shutdown` (waking every 0.5 s so the calling thread's signal handlers run)."""
+        while True:
+            try:
+                item = self._calls.get(timeout=0.5)
+            except Empty:
+                continue
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # noqa: BLE001 - the caller's
+                    future.set_exception(e)
+
+
 class Worker:
     def __init__(self, engine: Engine, metrics: Metrics, max_batch: int, max_wait_ms: float, queue_size: int,
-                 max_padding: float):
+                 max_padding: float, executor: Executor | None = None):
         self.engine, self.metrics = engine, metrics
         self.max_batch, self.max_wait, self.max_padding = max_batch, max_wait_ms / 1000, max_padding
         self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=queue_size)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-forward")
+        self.pool = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-forward")
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-prepare")
         self.task: asyncio.Task | None = None
 
