@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +30,29 @@ from common import backend, report  # noqa: E402
 from load_client import free_port, run_load, start_server, stop_server  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
-from adaptrec.serve.engine import Engine  # noqa: E402
+from adaptrec.serve.engine import Engine, LimitExceeded  # noqa: E402
 from adaptrec.serve.plans import answer_directly  # noqa: E402
 from adaptrec.serve.schemas import ScoreRequest  # noqa: E402
 
 
+GENERIC = '"a generic item"'  # every request's second item
 WARM_UP = 8  # requests each side answers before timing: a fresh process runs its first forwards slower
 
 
 def body(case, adapter: str) -> dict:
     history = [{"text": h.text, "liked": h.liked, "domain": h.domain} for h in case.history]
     return {"user_id": case.user_id, "domain": case.domain, "noun": case.noun, "history": history,
-            "items": [case.target, '"a generic item"'], "adapter": adapter}
+            "items": [case.target, GENERIC], "adapter": adapter}
+
+
+def fits(engine: Engine, case) -> bool:
+    """Whether the case's prompt is within the server's token limit (the few longer Amazon histories are skipped)."""
+    try:
+        engine.measured_prompt(case)
+        engine.measured_prompt(replace(case, target=GENERIC))
+        return True
+    except LimitExceeded:
+        return False
 
 
 def direct(engine: Engine, bodies: list[dict]) -> list[float]:
@@ -92,9 +104,10 @@ def main() -> None:
     backbone, registry = backbone_and_registry(args)
     refs = random_adapters(backbone, registry, 4, QV)
     n, warm = args.requests, WARM_UP
-    bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(amazon_cases(n * 2 * args.repeats + warm))]
-    warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     engine = Engine(backbone, registry)
+    cases = [c for c in amazon_cases(2 * (n * 2 * args.repeats + warm)) if fits(engine, c)][: n * 2 * args.repeats + warm]
+    bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(cases)]
+    warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     for ref in refs:  # loaded before timing, as the server preloads them
         engine.load(ref)
     direct(engine, warm_up)
@@ -112,7 +125,7 @@ def main() -> None:
         "config": {"backbone": args.backbone, "quantization": args.quantization,
                    "backend": backend(args.quantization), "clients": args.clients, "requests": args.requests,
                    "repeats": args.repeats, "seconds_cap": args.seconds, "items_per_request": 2, "adapters": 4,
-                   "adapter": QV, "data": "amazon:office:test, a fresh slice per run", "server": "127.0.0.1, default options, 4 preloaded",
+                   "adapter": QV, "data": "amazon:office:test (prompts within 1,024 tokens), a fresh slice per run", "server": "127.0.0.1, default options, 4 preloaded",
                    "client": "asyncio httpx"},
         "repeats": repeats, "throughput_ratios": ratios, "median_throughput_ratio": statistics.median(ratios),
         "min_throughput_ratio": min(ratios), "latency_ratios_1_client": latency,

@@ -102,7 +102,7 @@ def render_region(results: Path, page: Path, region: str, render: Callable[[dict
 
 # ---------------------------------------------------------------- docs/performance.md
 BACKENDS = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "adaptrec int8",
-            "quantize_dynamic": "`quantize_dynamic`"}
+            "torchao": "torchao int8", "quantize_dynamic": "`quantize_dynamic`"}
 
 
 def hardware(result: dict) -> str:
@@ -142,21 +142,54 @@ def train_throughput(r: dict) -> list[str]:
                  "lrrr", [row])
 
 
-def quant_backends(r: dict) -> list[str]:
-    """bench/quant_backends.py: a row per backend, bare and with the adapter: speed, × fp32, AUC, agreement with fp32."""
+def num(v: float | None, spec: str = ".2f", unit: str = "") -> str:
+    """`v` formatted by `spec`, then `unit`; `—` where it was not measured (None)."""
+    return "—" if v is None else f"{v:{spec}}{unit}"
+
+
+def verdict(ok: bool | None) -> str:
+    """`met`, `missed`, or `not measured` (None)."""
+    return "not measured" if ok is None else "met" if ok else "missed"
+
+
+def skipped_reason(why: str, chars: int = 100) -> str:
+    """A backend's `skipped` reason as one table cell: one line, pipes escaped, at most `chars` characters."""
+    text = " ".join(str(why).split())
+    text = text if len(text) <= chars else text[: chars - 1] + "…"
+    return "skipped: " + text.replace("|", "\\|")
+
+
+def quant_rows(r: dict, name: str) -> list[list[str]]:
+    """The rows of one backend: a row per variant measured; `skipped: reason` where the benchmark skipped it (one
+    row when every variant was skipped for the same reason); none when the backend is not in the JSON."""
+    b = r["backends"].get(name, {})
+    variants = [(k, a) for k, a in (("bare", "none"), ("lora", f"`{r['config']['adapter']}`")) if k in b]
+    reasons = {b[k]["skipped"] for k, _ in variants if "skipped" in b[k]}
+    if variants and len(reasons) == 1 and all("skipped" in b[k] for k, _ in variants):
+        return [[BACKENDS[name], "—", "—", skipped_reason(reasons.pop()), "—", "—", "—"]]
+    weights = num(b.get("decoder_weight_mb"), ".0f", " MB")
     rows = []
-    for name in ("fp32", "bitsandbytes", "torch-int8", "quantize_dynamic"):
-        b = r["backends"][name]
-        for kind, adapter in (("bare", "none"), ("lora", f"`{r['config']['adapter']}`")):
-            if kind not in b:
-                continue
-            v = b[kind]
-            diff = "—" if name == "fp32" else f"{v['mean_abs_diff_vs_fp32']:.3f} / {v['max_abs_diff_vs_fp32']:.3f}"
-            auc = cell({"value": v["auc"], "ci_low": v["auc_ci"][0], "ci_high": v["auc_ci"][1]})
-            rows.append([BACKENDS[name], adapter, f"{b['decoder_weight_mb']:.0f} MB", f"{v['prompts_per_s']:.2f}",
-                         f"{v['speed_ratio_vs_fp32']:.2f}", auc, diff])
-    return table(["backend", "adapter", "decoder weights", "prompts/s", "× fp32", "AUC",
-                  "mean / max \\|ΔP(yes)\\| vs fp32"], "llrrrrr", rows)
+    for kind, adapter in variants:
+        v = b[kind]
+        if "skipped" in v:
+            rows.append([BACKENDS[name], adapter, weights, skipped_reason(v["skipped"]), "—", "—", "—"])
+            continue
+        diff = "—" if name == "fp32" else f"{v['mean_abs_diff_vs_fp32']:.3f} / {v['max_abs_diff_vs_fp32']:.3f}"
+        auc = cell({"value": v["auc"], "ci_low": v["auc_ci"][0], "ci_high": v["auc_ci"][1]})
+        rows.append([BACKENDS[name], adapter, weights, f"{v['prompts_per_s']:.2f}", f"{v['speed_ratio_vs_fp32']:.2f}",
+                     auc, diff])
+    return rows
+
+
+def quant_backends(r: dict) -> list[str]:
+    """bench/quant_backends.py: a row per backend, bare and with the adapter: speed, × fp32, AUC, agreement with fp32
+    (torchao's rows only where the JSON has them, `skipped: reason` where the run skipped them)."""
+    rows = [row for name in ("fp32", "bitsandbytes", "torch-int8", "torchao", "quantize_dynamic")
+            for row in quant_rows(r, name)]
+    lines = table(["backend", "adapter", "decoder weights", "prompts/s", "× fp32", "AUC",
+                   "mean / max \\|ΔP(yes)\\| vs fp32"], "llrrrrr", rows)
+    version = r["config"].get("torchao")
+    return [*lines, "", f"torchao {version}."] if version and "torchao" in r["backends"] else lines
 
 
 def switch_rows(r: dict) -> list[list[str]]:
@@ -192,13 +225,90 @@ def serving(swap: dict, mixed: dict, prefix: dict) -> list[str]:
     return table(["benchmark", "backbone", "baseline (same run)", "adaptrec", "ratio", "target"], "lllrrr", rows)
 
 
+def serve_load_summary(r: dict) -> str:
+    """The line under serve_load's table: the backbone and plan size, then each ratio against its target."""
+    c, t = r["config"], r["target"]
+    median, low = r["median_throughput_ratio"], r["min_throughput_ratio"]
+    latency = [x for x in r["latency_ratios_1_client"] if x is not None]
+    worst = max(latency) if latency else None
+    cap = t["max_latency_ratio_1_client"]
+    return (f"{backbone(r)}; {c['requests']} requests per plan, {len(r['repeats'])} repeats. Throughput ratio: "
+            f"median {median:.2f} (target ≥ {t['median_throughput_ratio']:g}, "
+            f"{verdict(median >= t['median_throughput_ratio'])}), min {low:.2f} (target ≥ {t['min_throughput_ratio']:g}, "
+            f"{verdict(low >= t['min_throughput_ratio'])}); 1-client latency ratio: max {num(worst)} (target ≤ {cap:g}, "
+            f"{verdict(None if worst is None else worst <= cap)}).")
+
+
 def serve_load(r: dict) -> list[str]:
-    """bench/serve_load.py: `adaptrec serve` under concurrent clients vs the engine called directly."""
-    c = r["config"]
-    row = [backbone(r), f"{r['served_requests_per_s']:.2f}", f"{r['p50_s']:.1f} s / {r['p99_s']:.1f} s",
-           f"{r['errors']} of {c['requests']}", f"{r['direct_sequential_requests_per_s']:.2f}", f"{r['ratio']:.2f}"]
-    return table(["backbone", "served req/s", "p50 / p99 latency", "errors", "direct sequential req/s",
-                  f"ratio (target ≥ {r['target_ratio']:g})"], "lrrrrr", [row])
+    """bench/serve_load.py: per repeat, `adaptrec serve` under N clients (throughput) and under 1 (latency) against
+    the same requests answered in-process, then the ratios against their targets."""
+    n = r["config"]["clients"]
+    rows = []
+    for i, rep in enumerate(r["repeats"], 1):
+        many, one = rep[f"{n}_clients"], rep["1_client"]
+        rows.append([i, num(many["direct_requests_per_s"]), num(many["served_requests_per_s"]),
+                     num(rep["throughput_ratio"]),
+                     f"{num(many['served_p50_s'], '.2f', ' s')} / {num(many['served_p99_s'], '.2f', ' s')}",
+                     num(one["direct_mean_s"], ".2f", " s"), num(one["served_mean_s"], ".2f", " s"),
+                     num(rep["latency_ratio_1_client"]),
+                     f"{many['errors']} of {many['requests']} / {one['errors']} of {one['requests']}"])
+    lines = table(["repeat", "direct req/s", f"served req/s, {n} clients", "throughput ratio", "served p50 / p99",
+                   "1 client: direct mean", "served mean", "latency ratio", f"errors ({n} clients / 1)"],
+                  "rrrrrrrrr", rows)
+    return [*lines, "", serve_load_summary(r)]
+
+
+def many_adapters_runs(r: dict) -> list[list[str]]:
+    """many_adapters' two served runs: one adapter, then Zipf over all of them (loads and hot set simulated)."""
+    c, one, zipf = r["config"], r["one_adapter"], r["many_adapters"]
+    rss = [f"{num(x['server_rss_mb_start'], '.0f')} → {num(x['server_rss_mb_end'], '.0f')} MB" for x in (one, zipf)]
+    loads = f"{num(zipf['adapter_loads_per_s_simulated'])} ({zipf['adapter_loads_simulated']} loads)"
+    what = (f"Zipf α {c['alpha']:g} over {c['adapters']} adapters ({zipf['distinct_adapters']} distinct sent), "
+            f"LRU of {c['resident_cap']}")
+    return [["one adapter", num(one["requests_per_s"]), "1.00",
+             f"{num(one['p50_s'], '.2f', ' s')} / {num(one['p99_s'], '.2f', ' s')}", f"{one['errors']} of {one['sent']}",
+             "—", "—", rss[0]],
+            [what, num(zipf["requests_per_s"]), num(r["ratio"]),
+             f"{num(zipf['p50_s'], '.2f', ' s')} / {num(zipf['p99_s'], '.2f', ' s')}",
+             f"{zipf['errors']} of {zipf['sent']}", loads, num(zipf["hot_set_fraction_simulated"]), rss[1]]]
+
+
+def many_adapters(r: dict) -> list[str]:
+    """bench/many_adapters.py: throughput with Zipf-distributed adapters against one adapter, and what registering,
+    loading and unloading an adapter costs."""
+    ratio, target = r["ratio"], r["target_ratio"]
+    runs = table(["run", "served req/s", f"× one adapter (target ≥ {target:g})", "p50 / p99", "errors",
+                  "adapter loads/s (simulated)", "hot-set fraction (simulated)", "server RSS start → end"],
+                 "lrrrrrrr", many_adapters_runs(r))
+    e, check = r["engine_load"], r["many_adapters"]["lru_simulation_check"]
+    costs = table(["per adapter", "mean", "median", "over"], "lrrl", [
+        ["`Registry.register`", f"{r['registration_ms_per_adapter']:.1f} ms", "—",
+         f"{r['config']['adapters']} adapters, {r['registration_s']:.1f} s in all"],
+        *([what, f"{e[key]['mean']:.1f} ms", f"{e[key]['median']:.1f} ms", f"{e['adapters']} adapters"]
+          for what, key in (("`Engine.load` (verify + attach)", "load_ms"),
+                            ("hash + fingerprint check alone", "verify_ms"), ("`Engine.unload`", "unload_ms")))])
+    summary = (f"{backbone(r)}. Zipf / one adapter: {num(ratio)} (target ≥ {target:g}, "
+               f"{verdict(None if ratio is None else ratio >= target)}). Simulated LRU check: "
+               f"{check['matching_simulated']} of the {check['server_resident']} adapters resident on the server at "
+               "the end are in the simulated resident set.")
+    return [*runs, "", *costs, "", summary]
+
+
+def serve_soak(r: dict) -> list[str]:
+    """bench/serve_soak.py: what a mixed load with adapter churn and a restart midway got back, and each server's
+    RSS at its start and end."""
+    errors = ", ".join(f"{s}: {n}" for s, n in r["by_status"].items() if str(s) != "200")
+    restarts = f"{r['restarts']} restart" + ("" if r["restarts"] == 1 else "s")
+    rows = [["run", f"{r['seconds']:.0f} s, {r['clients']} clients, {restarts}, {backbone(r)}"],
+            ["answered 200", f"{r['served']} ({r['served_after_restart']} after the restart)"],
+            ["error answers, by status", f"{r['clear_errors']}" + (f" ({errors})" if errors else "")],
+            ["of which 5xx", r["server_errors"]],
+            ["refused (the restart gap: never accepted)", r["refused"]],
+            ["dropped (accepted, never answered; goal 0)", r["dropped"]],
+            ["error answers without the `{\"error\": ...}` envelope (goal 0)", r["unenveloped"]],
+            *([f"server {s['server']} RSS, start → end", f"{num(s.get('start'), '.0f')} → {num(s.get('end'), '.0f')} MB"]
+              for s in r["server_rss_mb"])]
+    return table(["", "result"], "ll", rows)
 
 
 # region of docs/performance.md -> (the bench/results JSONs it reads, in argument order; its table)
@@ -207,13 +317,28 @@ PERFORMANCE_REGIONS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]]
     "quant-backends": (("quant_backends",), quant_backends),
     "serving": (("swap_latency", "mixed_batch", "prefix_ranking"), serving),
     "serve-load": (("serve_load",), serve_load),
+    "many-adapters": (("many_adapters",), many_adapters),
+    "serve-soak": (("serve_soak",), serve_soak),
 }
 
 
-def performance_regions() -> dict[str, str]:
-    """Each region of docs/performance.md: the banner, the hardware, then its table from bench/results/*.json."""
+def missing_results() -> dict[str, list[Path]]:
+    """Each region of PERFORMANCE_REGIONS that lacks a bench/results JSON it reads -> those files."""
     out = {}
+    for name, (benches, _) in PERFORMANCE_REGIONS.items():
+        missing = [p for b in benches if not (p := BENCH_RESULTS / f"{b}.json").is_file()]
+        if missing:
+            out[name] = missing
+    return out
+
+
+def performance_regions() -> dict[str, str]:
+    """Each region of docs/performance.md: the banner, the hardware, then its table from bench/results/*.json; a
+    region missing a JSON (missing_results) is left out, so the page keeps what it has there."""
+    out, missing = {}, missing_results()
     for name, (benches, render) in PERFORMANCE_REGIONS.items():
+        if name in missing:
+            continue
         paths = [BENCH_RESULTS / f"{b}.json" for b in benches]
         data = {p.name: json.loads(p.read_text()) for p in paths}
         out[name] = "\n".join([banner(PERFORMANCE_COMMAND, paths), "", hardware_line(data), "", *render(*data.values())])
@@ -229,7 +354,9 @@ CURVE_RUNS = {"LoRA, text only (movie-lora-ml)": "movie-lora-ml",
 PERFORMANCE_TITLES = {"train-throughput": "Training throughput: adaptrec's loop against transformers.Trainer",
                       "quant-backends": "Scoring speed of the 8-bit backends on CPU, against fp32",
                       "serving": "Serving: each path against the baseline of the same run",
-                      "serve-load": "adaptrec serve under concurrent clients, against the engine called directly"}
+                      "serve-load": "adaptrec serve under concurrent clients, against the engine called directly",
+                      "many-adapters": "Many adapters: Zipf-distributed adapters against one, and per-adapter costs",
+                      "serve-soak": "Soak: mixed load with adapter churn and a restart midway"}
 
 
 def learning_curves(out: Path) -> str:
@@ -273,12 +400,19 @@ def cross_domain_heatmap(out: Path) -> str:
 
 
 def performance_figures() -> list[str]:
-    """A figure per region of docs/performance.md, from the same bench/results JSONs as its table."""
+    """A figure per region of docs/performance.md that has bars (adaptrec.plots.bench.PANELS), from the same
+    bench/results JSONs as its table; a region missing a JSON keeps its figure, and says so."""
     from adaptrec.plots import bench
 
-    lines = []
+    lines, missing = [], missing_results()
     for name, (benches, _) in PERFORMANCE_REGIONS.items():
+        if not all(b in bench.PANELS for b in benches):
+            continue  # a table only (serve-soak)
         out = FIGURES / f"performance_{name.replace('-', '_')}.png"
+        if name in missing:
+            lines.append(f"kept {os.path.relpath(out, ROOT)}: no {', '.join(p.name for p in missing[name])} under "
+                         f"{os.path.relpath(BENCH_RESULTS, ROOT)} yet")
+            continue
         bench.from_files([BENCH_RESULTS / f"{b}.json" for b in benches], out, title=PERFORMANCE_TITLES[name])
         lines.append(f"wrote {os.path.relpath(out, ROOT)} from {', '.join(f'{b}.json' for b in benches)}")
     return lines
@@ -298,6 +432,9 @@ def main() -> None:
     if p.parse_args().page == "figures":
         print("\n".join(figures()))
         return
+    for name, paths in missing_results().items():
+        print(f"kept region {name} of {PERFORMANCE.relative_to(ROOT)} as it is: no "
+              f"{', '.join(str(p.relative_to(ROOT)) for p in paths)} yet")
     write_regions(PERFORMANCE, performance_regions())
     print(f"re-rendered {PERFORMANCE.relative_to(ROOT)} from {BENCH_RESULTS.relative_to(ROOT)}/*.json")
 

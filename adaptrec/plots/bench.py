@@ -3,6 +3,7 @@ the same run, with the benchmark's target as a dashed line."""
 
 from __future__ import annotations
 
+import statistics
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from .inputs import ResultFileError, fields_of, load_json
 from .style import COLORS, new_figure, save_png, styled
@@ -17,7 +19,7 @@ from .style import COLORS, new_figure, save_png, styled
 WHAT = "benchmark result"
 TITLE_CHARS = 72  # a panel title's line beside the category labels
 BACKEND_NAMES = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "adaptrec int8",
-                 "quantize_dynamic": "quantize_dynamic"}
+                 "torchao": "torchao int8", "quantize_dynamic": "quantize_dynamic"}
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,20 @@ def _train_throughput(r: dict) -> list[BarPanel]:
                      {"": (r["adaptrec"]["tokens_per_s"], trainer)}, trainer * ratio, f"target: ≥ {ratio:g}× Trainer")]
 
 
+def _prompts_per_s(backend: Mapping, kind: str) -> float | None:
+    """A backend variant's speed; None where it was not measured or the benchmark skipped it."""
+    v = backend.get(kind)
+    return None if v is None or "skipped" in v else v["prompts_per_s"]
+
+
 def _quant_backends(r: dict) -> list[BarPanel]:
     b, c, ratio = r["backends"], r["config"], r["target_ratio"]
-    series = {label: tuple(b[name][kind]["prompts_per_s"] if kind in b[name] else None for name in BACKEND_NAMES)
+    names = [n for n in BACKEND_NAMES if n in b and any(_prompts_per_s(b[n], k) is not None for k in ("bare", "lora"))]
+    series = {label: tuple(_prompts_per_s(b[name], kind) for name in names)
               for kind, label in (("bare", "bare backbone"), ("lora", "with LoRA"))}
     return [BarPanel(f"Scoring {c['timed_prompts']} prompts (mean {c['mean_prompt_tokens']:.0f} tokens), batches of "
                      f"{c['batch_size']}, median of {c['repeats']} repeats", "prompts/s, higher is better",
-                     tuple(BACKEND_NAMES.values()), series, b["fp32"]["lora"]["prompts_per_s"] * ratio,
+                     tuple(BACKEND_NAMES[n] for n in names), series, b["fp32"]["lora"]["prompts_per_s"] * ratio,
                      f"target, adaptrec int8 with LoRA: ≥ {ratio:g}× fp32")]
 
 
@@ -81,19 +90,52 @@ def _prefix_ranking(r: dict) -> list[BarPanel]:
                      f"target: ≥ {ratio:g}× faster than full prompts")]
 
 
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the measured values; None where none was measured."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
 def _serve_load(r: dict) -> list[BarPanel]:
-    c, direct, ratio = r["config"], r["direct_sequential_requests_per_s"], r["target_ratio"]
-    return [BarPanel(f"HTTP serving: {c['requests']} requests from {c['clients']} clients at once, "
-                     f"{r['errors']} errors",
-                     "requests/s, higher is better", ("adaptrec serve", "engine called directly, one at a time"),
-                     {"": (r["served_requests_per_s"], direct)}, direct * ratio, f"target: ≥ {ratio:g}× direct"),
-            BarPanel("Latency of a served request", "seconds, lower is better", ("p50", "p99"),
-                     {"": (r["p50_s"], r["p99_s"])})]
+    c, t, repeats = r["config"], r["target"], r["repeats"]
+    many = [rep[f"{c['clients']}_clients"] for rep in repeats]
+    one = [rep["1_client"] for rep in repeats]
+    labels = tuple(f"repeat {i}" for i in range(1, len(repeats) + 1))
+    low, cap = t["min_throughput_ratio"], t["max_latency_ratio_1_client"]
+    direct_rps, direct_s = _median([m["direct_requests_per_s"] for m in many]), _median([o["direct_mean_s"] for o in one])
+    return [BarPanel(f"Throughput: {c['requests']} requests a repeat from {c['clients']} clients at once, "
+                     f"{sum(m['errors'] for m in many)} errors", "requests/s, higher is better", labels,
+                     {"engine called directly": tuple(m["direct_requests_per_s"] for m in many),
+                      "adaptrec serve": tuple(m["served_requests_per_s"] for m in many)},
+                     None if direct_rps is None else direct_rps * low, f"target: ≥ {low:g}× direct (median)"),
+            BarPanel(f"Latency, one client: {c['requests']} requests a repeat, {sum(o['errors'] for o in one)} errors",
+                     "mean seconds per request, lower is better", labels,
+                     {"engine called directly": tuple(o["direct_mean_s"] for o in one),
+                      "adaptrec serve": tuple(o["served_mean_s"] for o in one)},
+                     None if direct_s is None else direct_s * cap, f"target: ≤ {cap:g}× direct (median)")]
+
+
+def _many_adapters(r: dict) -> list[BarPanel]:
+    c, one, zipf, e, ratio = r["config"], r["one_adapter"], r["many_adapters"], r["engine_load"], r["target_ratio"]
+    runs = ("one adapter", f"Zipf α {c['alpha']:g}, {c['adapters']} adapters, LRU {c['resident_cap']}")
+    return [BarPanel(f"Throughput: {c['requests']} requests from {c['clients']} clients, naming one adapter or "
+                     f"{zipf['distinct_adapters']} distinct ones", "requests/s, higher is better", runs,
+                     {"": (one["requests_per_s"], zipf["requests_per_s"])}, one["requests_per_s"] * ratio,
+                     f"target: ≥ {ratio:g}× one adapter"),
+            BarPanel("Latency of a served request", "seconds, lower is better", runs,
+                     {"p50": (one["p50_s"], zipf["p50_s"]), "p99": (one["p99_s"], zipf["p99_s"])}),
+            BarPanel(f"Per adapter: registering (mean of {c['adapters']}), loading and unloading (mean of "
+                     f"{e['adapters']})", "ms per adapter (log scale), lower is better",
+                     ("Registry.register", "Engine.load (verify + attach)", "hash + fingerprint check alone",
+                      "Engine.unload"),
+                     {"": (r["registration_ms_per_adapter"], e["load_ms"]["mean"], e["verify_ms"]["mean"],
+                           e["unload_ms"]["mean"])}, log=True)]
 
 
 PANELS: dict[str, Callable[[dict], list[BarPanel]]] = {
     "train_throughput": _train_throughput, "quant_backends": _quant_backends, "swap_latency": _swap_latency,
-    "mixed_batch": _mixed_batch, "prefix_ranking": _prefix_ranking, "serve_load": _serve_load}
+    "mixed_batch": _mixed_batch, "prefix_ranking": _prefix_ranking, "serve_load": _serve_load,
+    "many_adapters": _many_adapters}  # serve_soak: a table only (docs/performance.md)
 
 
 def machine_line(m: Mapping) -> str:
@@ -130,6 +172,8 @@ def _bars(ax: Axes, panel: BarPanel) -> None:
     height = 0.8 / len(panel.series)
     for k, (name, values) in enumerate(panel.series.items()):
         shown = [(i + (k - (len(panel.series) - 1) / 2) * height, v) for i, v in enumerate(values) if v is not None]
+        if not shown:  # a series with nothing measured keeps its colour, draws no bars
+            continue
         bars = ax.barh(*zip(*shown), height=0.9 * height, color=COLORS[k % len(COLORS)], label=name or "_values")
         ax.bar_label(bars, fmt="%.3g", padding=2, fontsize=7)
     if panel.target is not None:
@@ -137,6 +181,8 @@ def _bars(ax: Axes, panel: BarPanel) -> None:
     ax.set_yticks(range(len(panel.categories)), panel.categories)
     ax.invert_yaxis()
     ax.set_xscale("log" if panel.log else "linear")
+    if panel.log:  # within a decade or two matplotlib labels the minor ticks too, over one another
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.12)
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(panel.unit)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.security import HTTPBearer
 
 from adaptrec.home import adaptrec_home
@@ -101,9 +102,9 @@ def _add_health_routes(app: FastAPI, engine: Engine, state: dict[str, Any], metr
             return error(503, "shutting down", "ShuttingDown")
         return JSONResponse({"status": "ok", "resident": len(engine.resident())})
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor: Executor | None = None) -> FastAPI:
@@ -173,8 +174,8 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: Se
         finally:
             forwards.shutdown()  # also when uvicorn could not start: the main thread must not wait forever
 
-    def stop(signum: int, _frame) -> None:
-        server.force_exit = server.should_exit  # a second signal: stop without waiting
+    def stop(signum: int, _frame) -> None:  # as uvicorn's own handler: a second Ctrl-C stops without waiting
+        server.force_exit = server.force_exit or (server.should_exit and signum == signal.SIGINT)
         server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):

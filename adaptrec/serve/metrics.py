@@ -6,6 +6,7 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
+from starlette.routing import Match
 
 UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -15,6 +16,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 def route_of(request: Request) -> str:
     """The matched route's template (`/v1/score`), or `UNMATCHED`: labels never carry a raw request path."""
     route = request.scope.get("route")
+    if route is None:  # Starlette's own routes (/openapi.json, /docs) leave no "route" in the scope
+        route = next((r for r in request.app.routes if r.matches(request.scope)[0] == Match.FULL), None)
     return getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
 
 

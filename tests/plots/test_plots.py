@@ -214,7 +214,103 @@ def test_report_figures_redraws_every_docs_figure_and_keeps_the_curves_without_t
     monkeypatch.setattr(report, "FIGURES", tmp_path / "figures")
     monkeypatch.setattr(report, "RUNS", tmp_path / "runs")
     lines = report.figures()
-    assert lines[0].startswith("kept ") and all(line.startswith("wrote ") for line in lines[1:])
+    kept = {Path(line.split()[1].rstrip(":")).name for line in lines[1:] if line.startswith("kept ")}  # no JSON yet
+    assert lines[0].startswith("kept ") and all(line.startswith(("wrote ", "kept ")) for line in lines[1:])
+    assert kept == {f"performance_{name.replace('-', '_')}.png" for name in report.missing_results()} - {
+        "performance_serve_soak.png"}  # serve-soak: a table only
     drawn = sorted(p.name for p in (tmp_path / "figures").iterdir())
-    assert drawn == sorted(p.name for p in (ROOT / "docs" / "figures").glob("*.png") if p.name != "learning_curves.png")
+    assert drawn == sorted(p.name for p in (ROOT / "docs" / "figures").glob("*.png")
+                           if p.name != "learning_curves.png" and p.name not in kept)
     assert all(_is_png(tmp_path / "figures" / name) for name in drawn)
+
+
+# ---------------------------------------------------------------- synthetic bench/results documents
+MACHINE = {"cpu_count": 2, "cuda": None, "processor": "", "threads": 2, "torch": "2.13.0+cpu"}
+
+
+def _load_run(direct: float, served: float | None) -> dict:
+    return {"requests": 8, "errors": 0 if served else 8, "direct_requests_per_s": direct,
+            "served_requests_per_s": served or 0.0, "direct_mean_s": 1 / direct, "served_mean_s": served and 1 / served,
+            "served_p50_s": served and 0.4, "served_p99_s": served and 1.2}
+
+
+def _serve_load_doc() -> dict:
+    """bench/serve_load.py's shape: 3 repeats with 4 clients; the last repeat's 1-client run answered nothing."""
+    repeats = [{"4_clients": _load_run(d, s), "1_client": _load_run(2.0, one)}
+               for d, s, one in ((3.0, 3.1, 1.9), (2.0, 2.2, 2.0), (4.0, 3.8, None))]
+    return {"benchmark": "serve_load", "machine": MACHINE,
+            "config": {"backbone": "b", "clients": 4, "requests": 8, "repeats": 3}, "repeats": repeats,
+            "target": {"min_throughput_ratio": 0.95, "median_throughput_ratio": 1.0, "max_latency_ratio_1_client": 1.1}}
+
+
+def _many_adapters_doc() -> dict:
+    run = {"requests_per_s": 2.0, "p50_s": 1.5, "p99_s": 3.0, "sent": 12, "errors": 0}
+    return {"benchmark": "many_adapters", "machine": MACHINE,
+            "config": {"adapters": 1000, "resident_cap": 16, "alpha": 1.0, "clients": 4, "requests": 12},
+            "registration_ms_per_adapter": 50.0, "one_adapter": run,
+            "many_adapters": {**run, "requests_per_s": 1.7, "distinct_adapters": 9},
+            "engine_load": {"adapters": 20, "load_ms": {"mean": 30.0}, "verify_ms": {"mean": 12.0},
+                            "unload_ms": {"mean": 0.2}}, "ratio": 0.85, "target_ratio": 0.8}
+
+
+def _quant_doc(torchao: dict | None) -> dict:
+    variant = {"prompts_per_s": 4.0}
+    backends = {n: {"bare": variant, "lora": variant} for n in ("fp32", "bitsandbytes", "torch-int8")}
+    backends["quantize_dynamic"] = {"bare": variant}
+    if torchao is not None:
+        backends["torchao"] = torchao
+    return {"benchmark": "quant_backends", "backends": backends, "target_ratio": 1.5,
+            "config": {"timed_prompts": 16, "mean_prompt_tokens": 229.0, "batch_size": 8, "repeats": 3}}
+
+
+def _bar_counts(fig) -> list[int]:
+    return [sum(len(c) for c in ax.containers if isinstance(c, BarContainer)) for ax in fig.axes]
+
+
+def test_serve_load_panels_draw_direct_and_served_per_repeat_against_the_targets(tmp_path):
+    throughput, latency = bench.PANELS["serve_load"](_serve_load_doc())
+    assert throughput.categories == latency.categories == ("repeat 1", "repeat 2", "repeat 3")
+    assert list(throughput.series.values()) == [(3.0, 2.0, 4.0), (3.1, 2.2, 3.8)]
+    assert throughput.target == pytest.approx(3.0 * 0.95) and latency.target == pytest.approx(0.5 * 1.1)
+    assert list(latency.series.values())[1] == (pytest.approx(1 / 1.9), 0.5, None)
+    fig = bench.plot_bench([throughput, latency], tmp_path / "s.png")
+    assert _is_png(tmp_path / "s.png") and _bar_counts(fig) == [6, 5]
+
+
+def test_many_adapters_panels_draw_throughput_latency_and_log_scale_costs(tmp_path):
+    panels = bench.PANELS["many_adapters"](_many_adapters_doc())
+    assert [p.bars for p in panels] == [2, 4, 4] and panels[0].target == pytest.approx(1.6)
+    assert panels[2].log and panels[2].series[""] == (50.0, 30.0, 12.0, 0.2)
+    fig = bench.plot_bench(panels, tmp_path / "m.png")
+    assert _is_png(tmp_path / "m.png") and fig.axes[2].get_xscale() == "log"
+
+
+@pytest.mark.parametrize("torchao, categories, lora", [
+    (None, 4, (4.0, 4.0, 4.0, None)),
+    ({"bare": {"prompts_per_s": 6.0}, "lora": {"prompts_per_s": 5.5}}, 5, (4.0, 4.0, 4.0, 5.5, None)),
+    ({"bare": {"prompts_per_s": 6.0}, "lora": {"skipped": "peft refused"}}, 5, (4.0, 4.0, 4.0, None, None)),
+    ({"bare": {"skipped": "torchao not installed"}, "lora": {"skipped": "torchao not installed"}}, 4,
+     (4.0, 4.0, 4.0, None)),
+])
+def test_quant_backends_panel_draws_torchao_only_where_measured(torchao, categories, lora):
+    (panel,) = bench.PANELS["quant_backends"](_quant_doc(torchao))
+    assert len(panel.categories) == categories and ("torchao int8" in panel.categories) == (categories == 5)
+    assert panel.series["with LoRA"] == lora
+
+
+def test_report_performance_figures_keep_missing_results_and_skip_table_only_regions(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "serve_load.json").write_text(json.dumps(_serve_load_doc()))
+    (results / "serve_soak.json").write_text(json.dumps({"benchmark": "serve_soak", "machine": MACHINE}))
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report, "BENCH_RESULTS", results)
+    monkeypatch.setattr(report, "FIGURES", tmp_path / "figures")
+    lines = report.performance_figures()
+    assert "wrote figures/performance_serve_load.png from serve_load.json" in lines
+    assert "kept figures/performance_many_adapters.png: no many_adapters.json under results yet" in lines
+    assert not any("serve_soak" in line for line in lines)
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["performance_serve_load.png"]

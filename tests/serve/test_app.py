@@ -126,3 +126,37 @@ def test_graceful_shutdown_finishes_accepted_requests(tiny_model_dir, home):
     assert results == [200] * 6, out
     assert "Application shutdown complete" in out  # uvicorn then re-raises SIGTERM: exit status -15
     assert srv.proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_a_request_naming_a_missing_adapter_never_fails_a_good_one_beside_it(tiny_model_dir, home):
+    srv = Server(tiny_model_dir, home, "--max-batch", "16", "--max-wait-ms", "300")  # merging allowed and likely
+    try:
+        results: dict[str, tuple] = {}
+        good, bad = _body(user_case(3), items=['"x"']), _body(user_case(3), items=['"y"'], adapter="missing")
+        threads = [threading.Thread(target=lambda k=k, b=b: results.__setitem__(k, srv.request("POST", "/v1/score", b)))
+                   for k, b in (("good", good), ("bad", bad))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        srv.stop()
+    assert results["good"][0] == 200 and len(results["good"][1]["scores"]) == 1
+    assert results["bad"][0] == 404 and "missing" in results["bad"][1]["error"]["message"]
+
+
+def test_an_oversized_body_is_refused_from_its_header_before_it_arrives(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        start = time.perf_counter()
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 21800000\r\n\r\n" + b"{" * 1000)  # 21.8 MB announced, 1 KB sent
+        reply = sock.recv(65536)
+        waited = time.perf_counter() - start
+        while not reply.rstrip().endswith(b"}"):  # the body may come in a second packet
+            reply += sock.recv(65536)
+        head = reply.decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413") and '"LimitExceeded"' in head
+    assert waited < 0.5  # measured well under 100 ms; the bound leaves room for a loaded CI machine
+    assert server.request("GET", "/healthz")[0] == 200

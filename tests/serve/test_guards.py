@@ -1,0 +1,192 @@
+"""What one request may do to the server: limits before work, auth before parsing, adapter access, one error
+envelope without paths, a scrape that stays valid, health that never waits on the engine, rolled-back loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from router_helpers import fresh_backbone
+from serve_helpers import make_registry, user_case
+
+from adaptrec.adapters.attach import peft_name
+from adaptrec.registry import Registry
+from adaptrec.serve.app import ServeOptions, create_app
+from adaptrec.serve.engine import AdapterLoadFailed, Engine, Limits
+
+TOKEN = "guard-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+LIMITS = Limits(max_candidates=8, max_body_bytes=20_000, max_history=30, max_text_chars=200,
+                prefix_cache_bytes=1 << 20)
+
+
+@pytest.fixture(scope="module")
+def home(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("guards-home")
+    make_registry(tiny_model_dir, home)
+    return home
+
+
+@pytest.fixture()
+def engine(tiny_model_dir, home):
+    return Engine(fresh_backbone(tiny_model_dir), Registry(home), limits=LIMITS)
+
+
+def client(engine: Engine, **options) -> TestClient:
+    return TestClient(create_app(engine, ServeOptions(**{"admin_token": TOKEN, **options})), raise_server_exceptions=False)
+
+
+def body(**extra) -> dict:
+    case = user_case(3)
+    history = [{"text": h.text, "liked": h.liked, "domain": h.domain} for h in case.history]
+    return {"domain": "arts", "noun": case.noun, "history": history, "items": ['"x"', '"y"'], **extra}
+
+
+def envelope(response, status: int, kind: str | None = None) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"type", "message"} and (kind is None or error["type"] == kind)
+    return error["message"]
+
+
+@pytest.mark.parametrize("payload, words", [
+    ({"items": ['"x"'] * 9}, "9 candidates"),
+    ({"history": [{"text": f'"I{i}"'} for i in range(31)]}, "31 history items"),
+    ({"user_id": "u" * 201}, "201 characters"),
+    ({"items": [{"text": '"x"', "item_id": "i" * 201}]}, "201 characters"),
+])
+def test_oversized_requests_get_413_before_any_rendering(engine, monkeypatch, payload, words):
+    monkeypatch.setattr(engine, "measured_prompt", lambda case: pytest.fail("rendered an oversized request"))
+    with client(engine) as c:
+        start = time.perf_counter()
+        assert words in envelope(c.post("/v1/score", json=body(**payload)), 413, "LimitExceeded")
+        assert time.perf_counter() - start < 0.5
+
+
+def test_a_body_over_the_byte_cap_is_refused_unread(engine):
+    with client(engine) as c:
+        big = body(history=[{"text": '"' + "z" * 150 + '"'}] * 200)  # ~32 KB, over the 20 KB cap
+        assert "over the limit of 20000" in envelope(c.post("/v1/score", json=big), 413, "LimitExceeded")
+        assert c.get("/healthz").status_code == 200
+
+
+def test_admin_auth_is_bearer_only_and_comes_before_the_body(engine):
+    with client(engine, admin_token=f"  {TOKEN}\n") as c:  # the configured token is stripped
+        for header in (TOKEN, f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"):
+            envelope(c.post("/v1/adapters/load", json={"ref": "ada"}, headers={"Authorization": header}), 401)
+        envelope(c.post("/v1/adapters/load", content=b"{not json"), 401, "Unauthorized")  # not 422
+        envelope(c.post("/v1/adapters/load", content=b"{not json", headers=ADMIN), 422)
+        ok = c.post("/v1/adapters/load", json={"ref": "ada"}, headers={"Authorization": f"bEaReR   {TOKEN}  "})
+        assert ok.status_code == 200 and ok.json()["loaded"]["ref"] == "ada:1"
+
+
+def test_without_a_configured_token_admin_endpoints_refuse_everyone(engine, monkeypatch):
+    monkeypatch.delenv("ADAPTREC_ADMIN_TOKEN", raising=False)
+    with client(engine, admin_token="") as c:
+        for headers in ({}, {"Authorization": "Bearer "}, ADMIN):
+            envelope(c.post("/v1/adapters/load", json={"ref": "ada"}, headers=headers), 401)
+
+
+def test_anonymous_requests_may_name_promoted_or_preloaded_adapters_only(engine, home):
+    with client(engine) as c:
+        assert "neither promoted nor preloaded" in envelope(c.post("/v1/score", json=body(adapter="ada")), 403)
+        assert c.post("/v1/score", json=body(adapter="ada"), headers=ADMIN).status_code == 200  # the admin may
+        assert c.post("/v1/score", json=body(adapter="arts-lora")).status_code == 200  # promoted
+        assert c.post("/v1/adapters/load", json={"ref": "ada"}, headers=ADMIN).status_code == 200
+        assert c.post("/v1/score", json=body(adapter="ada")).status_code == 200  # preloaded
+        envelope(c.post("/v1/score", json=body(adapter="pre")), 403)
+        Registry(home).promote("pre", "garden")  # a promotion made while the server runs counts at once
+        assert c.post("/v1/score", json=body(adapter="pre")).status_code == 200
+    with client(engine, allow_any_adapter=True) as c:
+        assert c.post("/v1/score", json=body(adapter="office-lora:1")).status_code == 200
+
+
+def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
+    with client(engine) as c:
+        assert envelope(c.get("/nope"), 404, "NotFound") == "no such endpoint"
+        envelope(c.get("/v1/score"), 405, "MethodNotAllowed")
+        message = envelope(c.post("/v1/score", json=body(adapter="missing")), 404)
+        assert "missing" in message and str(home) not in message and "/tmp" not in message
+        monkeypatch.setattr(engine, "measured_prompt", lambda case: {}["boom"])
+        message = envelope(c.post("/v1/score", json=body()), 500, "InternalError")
+        assert "boom" not in message and "KeyError" not in message and "Traceback" not in message
+
+
+def test_non_finite_scores_are_a_clear_error(engine, monkeypatch):
+    monkeypatch.setattr(engine, "shared_prefix_logits", lambda adapter, prompts, ids=None: np.full((len(prompts), 3), np.nan))
+    with client(engine) as c:
+        assert "non-finite" in envelope(c.post("/v1/score", json=body()), 500, "NonFiniteScores")
+
+
+def test_the_scrape_stays_valid_for_any_request_path(engine):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with client(engine) as c:
+        for path in ('/a%22b', '/a"b', "/x%5Cy", "/%0Aevil 1", "/v1/score/../../etc"):
+            c.get(path)
+        c.post("/v1/score", json=body())
+        text = c.get("/metrics").text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "adaptrec_requests_total"]
+    routes = {s.labels["route"] for s in samples}
+    assert routes == {"<unmatched>", "/v1/score"}  # every unknown path in one series
+    assert sum(s.value for s in samples if s.labels["route"] == "<unmatched>") == 5
+
+
+def test_health_and_metrics_never_wait_on_an_adapter_load(engine, monkeypatch):
+    attach = engine._attach
+
+    def slow_attach(*args):
+        time.sleep(1.5)
+        return attach(*args)
+
+    monkeypatch.setattr(engine, "_attach", slow_attach)
+    with client(engine) as c:
+        loading = threading.Thread(target=c.post, args=("/v1/adapters/load",), kwargs={"json": {"ref": "ada"},
+                                                                                     "headers": ADMIN})
+        loading.start()
+        time.sleep(0.3)  # the load holds the engine lock now
+        start = time.perf_counter()
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+        waited = time.perf_counter() - start
+        loading.join()
+    assert waited < 0.5
+
+
+def test_a_failed_load_is_rolled_back_and_a_retry_serves_the_real_weights(engine, monkeypatch):
+    import peft.peft_model
+
+    engine.load("arts-lora")  # the shared LoRA model exists: the next load goes through load_adapter
+    case = user_case(3)
+    real = engine.score([case], "office-lora")  # loads it, then unloads it again below
+    engine.unload("office-lora")
+    monkeypatch.setattr(peft.peft_model, "set_peft_model_state_dict", lambda *a, **k: 1 / 0)
+    with pytest.raises(AdapterLoadFailed, match="rolled back"):
+        engine.load("office-lora")
+    assert peft_name("office-lora:1") not in engine.lora_model.peft_config
+    assert [r["ref"] for r in engine.resident()] == ["arts-lora:1"]
+    monkeypatch.undo()
+    np.testing.assert_allclose(engine.score([case], "office-lora"), real, atol=1e-6)
+
+
+def test_prefix_caches_are_bounded_in_bytes_and_freed_on_unload(engine):
+    for n in range(3, 9):
+        user = user_case(n)
+        engine.rank(user, ['"a"', '"b"'], "arts-lora")
+        assert engine.ranker.cached_bytes <= LIMITS.prefix_cache_bytes
+    assert engine.ranker.cached_bytes > 0
+    engine.unload("arts-lora")
+    assert engine.ranker.cached_bytes == 0
+
+
+def test_items_may_carry_ids(engine):
+    with client(engine) as c:
+        plain = c.post("/v1/score", json=body()).json()["scores"]
+        with_ids = c.post("/v1/score", json=body(items=[{"text": '"x"', "item_id": "m1"}, '"y"'],
+                                                 history=[{"text": '"h"', "item_id": "m0"}]))
+        assert with_ids.status_code == 200 and len(with_ids.json()["scores"]) == 2
+        ranked = c.post("/v1/recommend", json=body(candidates=[{"text": '"x"', "item_id": "m1"}, '"y"'], k=2)).json()
+    assert {r["item"]: r["item_id"] for r in ranked["items"]} == {'"x"': "m1", '"y"': None}
+    assert len(plain) == 2
