@@ -142,3 +142,16 @@ async def run_load(url_base: str, plan: Sequence[tuple[str, dict]], clients: int
         await asyncio.gather(*(_worker(client, queue, deadline, out) for _ in range(clients)))
         out.wall_s = time.perf_counter() - start
     return out
+
+
+def seconds_to_413(port: int, announced: int = 21_800_000) -> float:
+    """Seconds from sending a request that announces `announced` body bytes (1 KB of it sent) to the 413 status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        start = time.perf_counter()
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % announced + b"{" * 1000)
+        status = sock.recv(64)
+        seconds = time.perf_counter() - start
+    if not status.startswith(b"HTTP/1.1 413"):
+        raise RuntimeError(f"expected 413, got {status!r}")
+    return seconds

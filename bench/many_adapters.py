@@ -5,12 +5,11 @@ in a throwaway registry, from ONE peft model whose LoRA weights are overwritten 
 goes through `Registry.register`: file hashes and base fingerprint recorded). Times `Engine.load` (hash verify +
 attach) and `Engine.unload` in-process over ~20 adapters. Then starts `adaptrec serve --max-resident
 --resident` and sends /v1/score requests (one amazon:office case, 2 items each) from `--clients` asyncio clients:
-first every request naming ONE adapter, then the same requests naming adapters drawn from Zipf(`--alpha`)
-(seeded). The server exposes no load counter, so adapter loads and the hot-set fraction come from an LRU of
-`--resident` simulated over the sent request order (labelled `_simulated`); its final resident set is checked
-against the server's /v1/adapters. The registry folder is removed at the end.
+first every request naming ONE adapter, then — after the admin preloaded the hot set, the `--resident` most
+popular adapters — the same requests naming adapters drawn from Zipf(`--alpha`) (seeded). Adapter loads come
+from the server's own counter (`adaptrec_adapter_loads` in /metrics). The registry folder is removed at the end.
 
-    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 16] [--alpha 1.0] [--clients 4] [--requests 200] [--seconds 120] [--backbone PATH --quantization none]
+    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 64] [--alpha 1.0] [--clients 4] [--requests 200] [--seconds 120] [--backbone PATH --quantization none]
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +31,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import backend, report  # noqa: E402
-from load_client import LoadResult, free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
-from serve_load import body  # noqa: E402
+from load_client import free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
+from serve_load import body, within_limit  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser  # noqa: E402
 
 from adaptrec.adapters import build_peft_model  # noqa: E402
@@ -42,6 +40,7 @@ from adaptrec.registry import Registry  # noqa: E402
 from adaptrec.serve.engine import Engine  # noqa: E402
 
 ALLOW_ANY = "--allow-any-adapter"
+TOKEN = "many-adapters-bench"
 
 
 def register_fast(backbone, registry: Registry, n: int, settings: dict, prefix: str = "many") -> list[str]:
@@ -97,22 +96,6 @@ def zipf_order(n_adapters: int, n_requests: int, alpha: float, seed: int = 0) ->
     return np.random.default_rng(seed).choice(n_adapters, size=n_requests, p=p / p.sum())
 
 
-def simulate_lru(order: Sequence[str], cap: int, warm: Sequence[str] = ()) -> tuple[int, int, list[str]]:
-    """(misses, hits, final resident list) of an LRU of `cap` adapters serving `order`, starting with `warm`."""
-    lru: OrderedDict[str, None] = OrderedDict((r, None) for r in warm)
-    misses = hits = 0
-    for ref in order:
-        if ref in lru:
-            hits += 1
-            lru.move_to_end(ref)
-            continue
-        misses += 1
-        lru[ref] = None
-        while len(lru) > cap:
-            lru.popitem(last=False)
-    return misses, hits, list(lru)
-
-
 def allow_any_flag() -> list[str]:
     """[ALLOW_ANY] if this `adaptrec serve` knows the flag (per its --help), else []."""
     cmd = [sys.executable, "-c", "from adaptrec.cli import main; main()", "serve", "--help"]
@@ -121,46 +104,55 @@ def allow_any_flag() -> list[str]:
     return [ALLOW_ANY] if ALLOW_ANY in out.stdout + out.stderr else []
 
 
-def measured_run(base: str, pid: int, plan: list[tuple[str, dict]], args) -> tuple[LoadResult, dict]:
-    """One load run and its summary, with the server's RSS before and after."""
-    rss_start = server_rss_mb(pid)
-    result = asyncio.run(run_load(base, plan, args.clients, args.seconds))
-    return result, {"requests_per_s": result.ok_rps, "p50_s": result.p50, "p99_s": result.p99, "sent": result.sent,
-                    "errors": result.errors, "wall_s": result.wall_s, "server_rss_mb_start": rss_start,
-                    "server_rss_mb_end": server_rss_mb(pid)}
+def adapter_loads(client: httpx.Client) -> int:
+    """The server's count of adapters loaded from disk since it started (`adaptrec_adapter_loads` in /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return int(next(f.samples[0].value for f in families if f.name == "adaptrec_adapter_loads"))
+
+
+def measured_run(client: httpx.Client, pid: int, plan: list[tuple[str, dict]], args) -> dict:
+    """One load run: throughput, latency, errors, adapter loads (the server's own count) and RSS before and after."""
+    rss_start, loads_start = server_rss_mb(pid), adapter_loads(client)
+    result = asyncio.run(run_load(str(client.base_url).rstrip("/"), plan, args.clients, args.seconds))
+    loads = adapter_loads(client) - loads_start
+    return {"requests_per_s": result.ok_rps, "p50_s": result.p50, "p99_s": result.p99, "sent": result.sent,
+            "errors": result.errors, "wall_s": result.wall_s, "adapter_loads": loads,
+            "adapter_loads_per_s": loads / result.wall_s if result.wall_s else None,
+            "resident_hit_fraction": 1 - loads / result.sent if result.sent else None,
+            "server_rss_mb_start": rss_start, "server_rss_mb_end": server_rss_mb(pid)}
 
 
 def served_runs(args, home: Path, refs: list[str], cases: list, order: np.ndarray, flags: list[str]) -> dict:
-    """Start the server, warm it up, run ONE adapter then the Zipf mix over the same cases; simulate the LRU."""
+    """Start the server; ONE adapter's run, then the hot set (the `--resident` most popular adapters) preloaded
+    by the admin, then the Zipf mix over the same cases."""
+    os.environ["ADAPTREC_ADMIN_TOKEN"] = TOKEN
     port = free_port()
     proc = start_server(args, home, port, ["--max-resident", str(args.resident), *flags])
-    base = f"http://127.0.0.1:{port}"
     plan_one = [("/v1/score", body(cases[i % len(cases)], refs[0])) for i in range(len(order))]
     plan_many = [("/v1/score", body(cases[i % len(cases)], refs[k])) for i, k in enumerate(order)]
     try:
-        warm = asyncio.run(run_load(base, plan_one[:1], 1, 300))
-        if warm.statuses != [200]:
-            raise RuntimeError(f"the warm-up request answered {warm.statuses}")
-        _, one = measured_run(base, proc.pid, plan_one, args)
-        many_result, many = measured_run(base, proc.pid, plan_many, args)
-        with httpx.Client(base_url=base, trust_env=False, timeout=60) as client:
-            server_resident = [r["ref"] for r in client.get("/v1/adapters").json()["resident"]]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300) as client:
+            if client.post("/v1/score", json=plan_one[0][1]).status_code != 200:
+                raise RuntimeError("the warm-up request failed")
+            one = measured_run(client, proc.pid, plan_one, args)
+            for ref in reversed(refs[: args.resident]):  # the most popular last: the LRU keeps it longest
+                client.post("/v1/adapters/load", json={"ref": ref}, headers={"Authorization": f"Bearer {TOKEN}"})
+            many = measured_run(client, proc.pid, plan_many, args)
     finally:
         stop_server(proc)
-    sent = [refs[k] for k in order[: many_result.sent]]
-    misses, hits, final = simulate_lru(sent, args.resident, warm=[refs[0]])
-    many.update({"distinct_adapters": len(set(sent)), "adapter_loads_simulated": misses,
-                 "adapter_loads_per_s_simulated": misses / many_result.wall_s if many_result.wall_s else None,
-                 "hot_set_fraction_simulated": hits / len(sent) if sent else None,
-                 "lru_simulation_check": {"server_resident": len(server_resident),
-                                          "matching_simulated": len(set(server_resident) & set(final))}})
+    sent = [refs[k] for k in order[: many["sent"]]]
+    many["distinct_adapters"] = len(set(sent))
+    many["requests_to_hot_set"] = sum(k < args.resident for k in order[: many["sent"]]) / max(many["sent"], 1)
     return {"one_adapter": one, "many_adapters": many}
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--adapters", type=int, default=1000)
-    p.add_argument("--resident", type=int, default=16, help="the server's LRU cap (--max-resident)")
+    p.add_argument("--resident", type=int, default=64, help="the server's LRU cap (--max-resident); this many of the "
+                   "most popular adapters are preloaded before the Zipf run")
     p.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent of adapter popularity")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--requests", type=int, default=200, help="per run")
@@ -176,7 +168,9 @@ def main() -> None:
         load_costs = engine_load_costs(backbone, registry, refs, k=min(20, args.adapters - 1))
         flags = allow_any_flag()
         order = zipf_order(args.adapters, args.requests, args.alpha)
-        runs = served_runs(args, registry.home, refs, amazon_cases(args.requests), order, flags)
+        engine = Engine(backbone, registry)
+        cases = [c for c in amazon_cases(2 * args.requests) if within_limit(engine, c)][: args.requests]
+        runs = served_runs(args, registry.home, refs, cases, order, flags)
     finally:
         shutil.rmtree(registry.home, ignore_errors=True)
     one, many = runs["one_adapter"]["requests_per_s"], runs["many_adapters"]["requests_per_s"]
@@ -184,8 +178,8 @@ def main() -> None:
         "config": {"backbone": args.backbone, "quantization": args.quantization,
                    "backend": backend(args.quantization), "adapters": args.adapters, "resident_cap": args.resident,
                    "alpha": args.alpha, "clients": args.clients, "requests": args.requests,
-                   "seconds_cap": args.seconds, "items_per_request": 2, "adapter": QV, "data": "amazon:office:test",
-                   "server": "127.0.0.1, max-batch 8, max-wait 10 ms", "server_flags": flags,
+                   "seconds_cap": args.seconds, "items_per_request": 2, "adapter": QV, "data": "amazon:office:test (prompts within 1,024 tokens)",
+                   "server": "127.0.0.1, default options, the hot set preloaded", "server_flags": flags,
                    "baseline_adapter": refs[0]},
         "registration_s": registration_s, "registration_ms_per_adapter": registration_s / args.adapters * 1000,
         "engine_load": load_costs, **runs,

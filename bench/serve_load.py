@@ -27,13 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import backend, report  # noqa: E402
-from load_client import free_port, run_load, start_server, stop_server  # noqa: E402
+from load_client import free_port, run_load, seconds_to_413, start_server, stop_server  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.serve.engine import Engine, LimitExceeded  # noqa: E402
 from adaptrec.serve.plans import answer_directly  # noqa: E402
 from adaptrec.serve.schemas import ScoreRequest  # noqa: E402
-
 
 GENERIC = '"a generic item"'  # every request's second item
 WARM_UP = 8  # requests each side answers before timing: a fresh process runs its first forwards slower
@@ -45,7 +44,7 @@ def body(case, adapter: str) -> dict:
             "items": [case.target, GENERIC], "adapter": adapter}
 
 
-def fits(engine: Engine, case) -> bool:
+def within_limit(engine: Engine, case) -> bool:
     """Whether the case's prompt is within the server's token limit (the few longer Amazon histories are skipped)."""
     try:
         engine.measured_prompt(case)
@@ -105,7 +104,7 @@ def main() -> None:
     refs = random_adapters(backbone, registry, 4, QV)
     n, warm = args.requests, WARM_UP
     engine = Engine(backbone, registry)
-    cases = [c for c in amazon_cases(2 * (n * 2 * args.repeats + warm)) if fits(engine, c)][: n * 2 * args.repeats + warm]
+    cases = [c for c in amazon_cases(2 * (n * 2 * args.repeats + warm)) if within_limit(engine, c)][: n * 2 * args.repeats + warm]
     bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(cases)]
     warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     for ref in refs:  # loaded before timing, as the server preloads them
@@ -117,6 +116,7 @@ def main() -> None:
     try:
         asyncio.run(run_load(url, [("/v1/score", b) for b in warm_up], 1, 600))
         repeats = [one_repeat(engine, url, plans[2 * r], plans[2 * r + 1], args) for r in range(args.repeats)]
+        refuse_s = sorted(seconds_to_413(port) for _ in range(5))
     finally:
         stop_server(proc)
     ratios = [r["throughput_ratio"] for r in repeats]
@@ -129,6 +129,7 @@ def main() -> None:
                    "client": "asyncio httpx"},
         "repeats": repeats, "throughput_ratios": ratios, "median_throughput_ratio": statistics.median(ratios),
         "min_throughput_ratio": min(ratios), "latency_ratios_1_client": latency,
+        "oversized_body_413_s": {"announced_bytes": 21_800_000, "median": refuse_s[2], "max": refuse_s[-1]},
         "target": {"min_throughput_ratio": 0.95, "median_throughput_ratio": 1.0, "max_latency_ratio_1_client": 1.1},
     })
 

@@ -117,7 +117,7 @@ def _serve_load(r: dict) -> list[BarPanel]:
 
 def _many_adapters(r: dict) -> list[BarPanel]:
     c, one, zipf, e, ratio = r["config"], r["one_adapter"], r["many_adapters"], r["engine_load"], r["target_ratio"]
-    runs = ("one adapter", f"Zipf α {c['alpha']:g}, {c['adapters']} adapters, LRU {c['resident_cap']}")
+    runs = ("one adapter", f"Zipf α {c['alpha']:g}, {c['adapters']} adapters, {c['resident_cap']} resident")
     return [BarPanel(f"Throughput: {c['requests']} requests from {c['clients']} clients, naming one adapter or "
                      f"{zipf['distinct_adapters']} distinct ones", "requests/s, higher is better", runs,
                      {"": (one["requests_per_s"], zipf["requests_per_s"])}, one["requests_per_s"] * ratio,

@@ -21,8 +21,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from adaptrec.home import adaptrec_home
 
@@ -32,7 +32,7 @@ from .envelope import add_error_handlers, error
 from .guards import ADMIN_KEY, Guard
 from .metrics import Metrics
 from .schemas import ERRORS, RecommendRequest, RecommendResponse, RefRequest, ScoreRequest, ScoreResponse
-from .worker import CallingThreadExecutor, Worker
+from .worker import CallingThreadExecutor, Worker, background_priority
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
 ADMIN_PATHS = frozenset({"/v1/adapters/load", "/v1/adapters/unload"})
@@ -169,6 +169,7 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: Se
                                           log_level="info", timeout_graceful_shutdown=30))
 
     def run_server() -> None:
+        background_priority()
         try:
             server.run()
         finally:

@@ -27,8 +27,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 
-from adaptrec.adapters.attach import load_peft, peft_name, peft_type
+from adaptrec.adapters.attach import attach_beside, load_peft, lora_structure, peft_name, peft_type
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import render_prompt
@@ -139,6 +140,7 @@ class Engine:
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
     _aliases: dict[str, str] = field(default_factory=dict, init=False)  # requested ref -> resolved name:version
     _hooked: set[int] = field(default_factory=set, init=False)  # ids of LoRA layers carrying `_inject_rows`
+    _layers: dict[str, dict] = field(default_factory=dict, init=False)  # LoRA structure -> {path: LoraLayer}
     _snapshot: tuple[Resident, ...] = field(default=(), init=False)  # what `resident()` reads without the lock
     loads: int = field(default=0, init=False)  # adapters loaded from disk so far
     preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
@@ -196,13 +198,20 @@ class Engine:
         return resident
 
     def _attach(self, record, name: str, ptype: str) -> Resident:
-        """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix)."""
-        if ptype in ("LORA", "ADALORA"):
-            folder = record.path if ptype == "LORA" else self._exported(record)
+        """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix).
+        A LoRA adapter shaped like one loaded before goes in layer by layer (`attach_beside`), others through peft."""
+        if ptype not in ("LORA", "ADALORA"):
+            return Resident(record.ref, name, "prefix", record, load_peft(self._base(), record.path, name).eval())
+        folder = record.path if ptype == "LORA" else self._exported(record)
+        structure = lora_structure(folder)
+        if structure in self._layers:
+            attach_beside(self._lora, self._layers[structure], folder, name)
+        else:
             self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
             self._hook_lora_layers()
-            return Resident(record.ref, name, "lora", record)
-        return Resident(record.ref, name, "prefix", record, load_peft(self._base(), record.path, name).eval())
+            self._layers[structure] = {path: m for path, m in self._lora.named_modules()
+                                       if isinstance(m, LoraLayer) and name in m.lora_A}
+        return Resident(record.ref, name, "lora", record)
 
     def _discard(self, name: str) -> None:
         """Remove whatever a failed load of peft adapter `name` left behind (layers and config)."""
@@ -220,8 +229,6 @@ class Engine:
         self._snapshot = tuple(self._resident.values())
 
     def _hook_lora_layers(self) -> None:
-        from peft.tuners.lora import LoraLayer
-
         for module in self._lora.modules():
             if isinstance(module, LoraLayer) and id(module) not in self._hooked:
                 module.register_forward_pre_hook(_inject_rows, with_kwargs=True)

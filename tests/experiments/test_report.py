@@ -134,10 +134,10 @@ def serve_load_doc() -> dict:
 def many_adapters_doc() -> dict:
     """bench/many_adapters.py's report() payload."""
     run = {"requests_per_s": 2.0, "p50_s": 1.5, "p99_s": 3.0, "sent": 12, "errors": 0, "wall_s": 6.0,
-           "server_rss_mb_start": 900.0, "server_rss_mb_end": 910.4}
-    zipf = {**run, "requests_per_s": 1.7, "p99_s": 4.0, "distinct_adapters": 9, "adapter_loads_simulated": 9,
-            "adapter_loads_per_s_simulated": 1.5, "hot_set_fraction_simulated": 0.25,
-            "lru_simulation_check": {"server_resident": 8, "matching_simulated": 8}}
+           "server_rss_mb_start": 900.0, "server_rss_mb_end": 910.4, "adapter_loads": 0, "adapter_loads_per_s": 0.0,
+           "resident_hit_fraction": 1.0}
+    zipf = {**run, "requests_per_s": 1.7, "p99_s": 4.0, "distinct_adapters": 9, "adapter_loads": 9,
+            "adapter_loads_per_s": 1.5, "resident_hit_fraction": 0.25, "requests_to_hot_set": 0.5}
     stats = {"mean": 30.0, "median": 28.0}
     return {"benchmark": "many_adapters", "machine": MACHINE,
             "config": {**CONFIG, "adapters": 1000, "resident_cap": 16, "alpha": 1.0, "clients": 4, "requests": 12},
@@ -182,27 +182,27 @@ def _rows(lines: list[str], first: str) -> list[list[str]]:
 def test_serve_load_table_has_a_row_per_repeat_and_the_ratios_against_their_targets():
     lines = report.serve_load(serve_load_doc())
     assert "served req/s, 2 clients" in lines[0] and "errors (2 clients / 1)" in lines[0]
-    assert _rows(lines, "1") == [["1", "3.00", "3.10", "1.03", "0.40 s / 1.25 s", "0.50 s", "0.53 s", "1.05",
+    assert _rows(lines, "1") == [["1", "3.00", "3.10", "1.033", "0.40 s / 1.25 s", "0.50 s", "0.53 s", "1.053",
                                   "0 of 8 / 0 of 8"]]
-    assert _rows(lines, "2") == [["2", "3.00", "2.70", "0.90", "0.40 s / 1.25 s", "0.50 s", "—", "—",
+    assert _rows(lines, "2") == [["2", "3.00", "2.70", "0.900", "0.40 s / 1.25 s", "0.50 s", "—", "—",
                                   "1 of 8 / 8 of 8"]]
     assert lines[-1] == ("`embedded:smollm2` 8bit (adaptrec int8); 8 requests per plan, 2 repeats. Throughput ratio: "
-                         "median 0.97 (target ≥ 1, missed), min 0.90 (target ≥ 0.95, missed); 1-client latency "
-                         "ratio: max 1.05 (target ≤ 1.1, met).")
+                         "median 0.967 (target ≥ 1, missed), min 0.900 (target ≥ 0.95, missed); 1-client latency "
+                         "ratio: max 1.053 (target ≤ 1.1, met).")
 
 
-def test_many_adapters_table_labels_the_simulated_columns_and_lists_the_per_adapter_costs():
+def test_many_adapters_table_shows_the_server_counted_loads_and_lists_the_per_adapter_costs():
     lines = report.many_adapters(many_adapters_doc())
-    assert "adapter loads/s (simulated)" in lines[0] and "hot-set fraction (simulated)" in lines[0]
+    assert "adapter loads (server count)" in lines[0] and "requests served by a resident adapter" in lines[0]
     assert "× one adapter (target ≥ 0.8)" in lines[0]
-    assert _rows(lines, "one adapter") == [["one adapter", "2.00", "1.00", "1.50 s / 3.00 s", "0 of 12", "—", "—",
+    assert _rows(lines, "one adapter") == [["one adapter", "2.00", "1.00", "1.50 s / 3.00 s", "0 of 12", "0", "—",
                                             "900 → 910 MB"]]
     zipf = [c for c in (line.split(" | ") for line in lines) if "Zipf α 1 over 1000 adapters" in c[0]]
-    assert zipf[0][1:] == ["1.70", "0.85", "1.50 s / 4.00 s", "0 of 12", "1.50 (9 loads)", "0.25", "900 → 910 MB |"]
+    assert zipf[0][1:] == ["1.70", "0.85", "1.50 s / 4.00 s", "0 of 12", "9 (1.50/s)", "0.25", "900 → 910 MB |"]
     assert _rows(lines, "`Engine.load` (verify + attach)") == [["`Engine.load` (verify + attach)", "30.0 ms", "28.0 ms",
                                                                 "20 adapters"]]
     assert _rows(lines, "`Registry.register`")[0][3] == "1000 adapters, 50.0 s in all"
-    assert "Zipf / one adapter: 0.85 (target ≥ 0.8, met)" in lines[-1] and "8 of the 8 adapters" in lines[-1]
+    assert "Zipf / one adapter: 0.85 (target ≥ 0.8, met)" in lines[-1] and "0.50 of the Zipf requests" in lines[-1]
 
 
 def test_serve_soak_table_counts_each_outcome_and_each_server_rss():

@@ -132,3 +132,30 @@ def test_refs_differing_only_in_punctuation_are_served_apart(tiny_model_dir, tmp
     for ref, expected in zip(refs, alone):
         np.testing.assert_allclose(engine.score(cases, ref), expected, atol=1e-4)
     assert np.abs(alone[0] - alone[1]).max() > 1e-5
+
+
+def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tiny_model_dir, tmp_path, monkeypatch):
+    """The layer-by-layer load of an adapter shaped like a resident one (dropout 0.05 included: it must be off)
+    scores as peft's own load does, before and after the first adapter of that shape is evicted."""
+    import adaptrec.serve.engine as engine_module
+    from adaptrec.registry import Registry
+    from router_helpers import register_random
+
+    registry = Registry(tmp_path / "home")
+    settings = {"type": "lora", "r": 4, "dropout": 0.05}
+    refs = [register_random(tiny_model_dir, registry, f"twin-{i}", settings, seed=20 + i).ref for i in range(3)]
+    cases = [user_case(n) for n in (2, 5)]
+    plain = component_scores(fresh_backbone(tiny_model_dir), registry, refs, cases, progress=False)
+    beside, real = [], engine_module.attach_beside
+
+    def spy(model, layers, folder, name):
+        beside.append(name)
+        return real(model, layers, folder, name)
+
+    monkeypatch.setattr(engine_module, "attach_beside", spy)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=2)
+    for _ in range(2):
+        for i, ref in enumerate(refs):
+            np.testing.assert_allclose(engine.score(cases, ref), plain[i], atol=1e-5)
+    assert len(beside) == 5  # all but the very first load went in layer by layer (the LRU of 2 evicts as it goes)
+    assert np.ptp(plain, axis=0).min() > 1e-3  # the twins really differ
