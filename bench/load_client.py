@@ -31,15 +31,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, home: Path, port: int, extra_flags: Sequence[str] = ()) -> subprocess.Popen:
+def start_server(args, home: Path, port: int, extra_flags: Sequence[str] = (), log: Path | None = None
+                 ) -> subprocess.Popen:
     """`adaptrec serve` on 127.0.0.1:`port` over registry `home` (args: backbone, quantization), once /healthz answers.
 
-    The server's stderr goes to a temporary file whose tail is raised with the error if start-up fails.
+    The server's stderr goes to `log` (appended) or a temporary file; its tail is raised if start-up fails.
     """
     cmd = [sys.executable, "-c", "from adaptrec.cli import main; main()", "serve", "--backbone", args.backbone,
-           "--quantization", args.quantization, "--port", str(port), "--queue-timeout", "60", "--registry", str(home), *extra_flags]
-    with tempfile.TemporaryFile() as log:  # the child keeps its own handle on the (unlinked) file
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+           "--quantization", args.quantization, "--port", str(port), "--queue-timeout", "60", "--registry", str(home),
+           *extra_flags]
+    with open(log, "a+b") if log else tempfile.TemporaryFile() as out:  # the child keeps its own handle
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=out)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -47,8 +49,8 @@ def start_server(args, home: Path, port: int, extra_flags: Sequence[str] = ()) -
                     return proc
             except OSError:
                 if proc.poll() is not None:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-2000:]
+                    out.seek(0)
+                    tail = out.read().decode(errors="replace")[-2000:]
                     raise RuntimeError(f"the server exited during start-up:\n{tail}") from None
                 time.sleep(0.5)
     stop_server(proc)

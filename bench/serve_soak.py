@@ -17,6 +17,7 @@ import asyncio
 import os
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -114,13 +115,13 @@ async def churn(url: str, refs: list[str], registry, deadline: float, seed: int)
                 pass  # the restart gap
 
 
-async def restart_midway(args, registry, port: int, procs: list, seconds: float, tally: Tally) -> None:
+async def restart_midway(args, registry, port: int, procs: list, seconds: float, tally: Tally, log: Path) -> None:
     """At half time: SIGTERM the server (it finishes what it accepted), then start a new one on the same port."""
     await asyncio.sleep(seconds / 2)
     tally.rss_mb[-1]["end"] = server_rss_mb(procs[-1].pid)
     await asyncio.to_thread(stop_server, procs[-1])
     tally.served_before_restart = tally.statuses.get(200, 0)
-    procs.append(await asyncio.to_thread(start_server, args, registry.home, port))
+    procs.append(await asyncio.to_thread(start_server, args, registry.home, port, (), log))
     tally.rss_mb.append({"server": 2, "start": server_rss_mb(procs[-1].pid)})
 
 
@@ -128,15 +129,15 @@ def soak(args, registry, refs: list[str], cases: list, seconds: float, clients: 
     """Run the soak against a server over `registry` for `seconds`, restarting it at half time."""
     os.environ["ADAPTREC_ADMIN_TOKEN"] = TOKEN
     port, tally, start = free_port(), Tally(), time.perf_counter()
-    url = f"http://127.0.0.1:{port}"
-    procs = [start_server(args, registry.home, port)]
+    url, log = f"http://127.0.0.1:{port}", Path(tempfile.mkdtemp(prefix="adaptrec-soak-")) / "server.log"
+    procs = [start_server(args, registry.home, port, (), log)]
     tally.rss_mb.append({"server": 1, "start": server_rss_mb(procs[0].pid)})
 
     async def run() -> None:
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(client(url, cases, refs, deadline, tally, seed) for seed in range(clients)),
                              churn(url, refs, registry, deadline, seed=99),
-                             restart_midway(args, registry, port, procs, seconds, tally))
+                             restart_midway(args, registry, port, procs, seconds, tally, log))
 
     try:
         asyncio.run(run())
@@ -144,7 +145,17 @@ def soak(args, registry, refs: list[str], cases: list, seconds: float, clients: 
     finally:
         stop_server(procs[-1])
     return {**tally.to_dict(), "seconds": time.perf_counter() - start, "clients": clients,
-            "restarts": len(procs) - 1}
+            "restarts": len(procs) - 1, "internal_errors": internal_errors(log)}
+
+
+def internal_errors(log: Path) -> list[str]:
+    """The last line (the exception) of each traceback the servers logged for a 500, from their stderr."""
+    lines, found = log.read_text(errors="replace").splitlines(), []
+    for i, line in enumerate(lines):
+        if "internal error on" in line:
+            tail = next((x for x in lines[i + 1 :] if x and not x.startswith((" ", "Traceback"))), line)
+            found.append(f"{line.strip()} -> {tail.strip()}")
+    return found
 
 
 def main() -> None:

@@ -307,6 +307,7 @@ def serve_soak(r: dict) -> list[str]:
             ["refused (the restart gap: never accepted)", r["refused"]],
             ["dropped (accepted, never answered; goal 0)", r["dropped"]],
             ["error answers without the `{\"error\": ...}` envelope (goal 0)", r["unenveloped"]],
+            *([["5xx causes, from the servers' logs", "; ".join(r["internal_errors"])]] if r.get("internal_errors") else []),
             *([f"server {s['server']} RSS, start → end", f"{num(s.get('start'), '.0f')} → {num(s.get('end'), '.0f')} MB"]
               for s in r["server_rss_mb"])]
     return table(["", "result"], "ll", rows)

@@ -211,7 +211,14 @@ class Engine:
             self._hook_lora_layers()
             self._layers[structure] = {path: m for path, m in self._lora.named_modules()
                                        if isinstance(m, LoraLayer) and name in m.lora_A}
+        self._keep_active_adapter_valid()
         return Resident(record.ref, name, "lora", record)
+
+    def _keep_active_adapter_valid(self) -> None:
+        """Point the LoRA model's "active" adapter at a loaded one. peft leaves a deleted adapter active once the
+        last one is gone, and `PeftModel.forward` looks up its config (rows name their own adapters anyway)."""
+        if self._lora is not None and self._lora.peft_config and self._lora.active_adapter not in self._lora.peft_config:
+            self._lora.active_adapter = self._lora.base_model.active_adapter = next(iter(self._lora.peft_config))
 
     def _discard(self, name: str) -> None:
         """Remove whatever a failed load of peft adapter `name` left behind (layers and config)."""
@@ -242,6 +249,7 @@ class Engine:
                 raise AdapterNotLoaded(f"{ref} is not loaded")
             if resident.kind == "lora":
                 self._lora.delete_adapter(resident.name)
+                self._keep_active_adapter_valid()
             self.ranker.forget(resident.name)
             self.preloaded.discard(resident.ref)
             self._publish()
@@ -341,7 +349,7 @@ class Engine:
         if n == 0:
             return self.logits([(adapter, p) for p in prompts])
         resident.uses += len(prompts)
-        model = self._lora if self._lora is not None else self.backbone.model  # the bare backbone before any LoRA
+        model = self._lora if self._lora is not None and self._lora.peft_config else self._base()  # no LoRA loaded
         return self.ranker.logits(model, resident.name, ids, n, rows=lambda k: adapter_rows([resident.name] * k))
 
 

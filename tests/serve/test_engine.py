@@ -159,3 +159,37 @@ def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tin
             np.testing.assert_allclose(engine.score(cases, ref), plain[i], atol=1e-5)
     assert len(beside) == 5  # all but the very first load went in layer by layer (the LRU of 2 evicts as it goes)
     assert np.ptp(plain, axis=0).min() > 1e-3  # the twins really differ
+
+
+def test_loads_and_unloads_in_any_order_keep_every_score(tiny_model_dir, tmp_path):
+    """Once its last adapter was unloaded, peft kept a deleted adapter "active" and the next forward raised
+    KeyError (seen as 500s in the soak); any order of loads, unloads and scores must keep serving exact scores."""
+    import random
+
+    from adaptrec.registry import Registry
+    from adaptrec.serve.engine import AdapterNotLoaded
+    from router_helpers import register_random
+
+    registry = Registry(tmp_path / "home")
+    refs = [register_random(tiny_model_dir, registry, f"churn-{i}", {"type": "lora", "r": 4}, seed=40 + i).ref
+            for i in range(3)]
+    refs.append(register_random(tiny_model_dir, registry, "other", {"type": "lora", "r": 2,
+                                                                   "target_modules": ["q_proj", "o_proj"]}, seed=50).ref)
+    case = user_case(3)
+    plain = component_scores(fresh_backbone(tiny_model_dir), registry, refs, [case], progress=False)[:, 0]
+    engine, rng = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=3), random.Random(0)
+    for ref in refs:  # every adapter loaded, then all unloaded: the state the soak hit
+        engine.load(ref)
+    for ref in refs[1:]:
+        engine.unload(ref)
+    for _ in range(150):
+        i, op = rng.randrange(len(refs)), rng.choice(["load", "unload", "score", "score"])
+        if op == "load":
+            engine.preload(refs[i])
+        elif op == "unload":
+            try:
+                engine.unload(refs[i])
+            except AdapterNotLoaded:
+                pass
+        else:
+            np.testing.assert_allclose(engine.score([case], refs[i]), [plain[i]], atol=1e-5)
