@@ -5,7 +5,8 @@ a mix of routed and named /v1/score, /v1/recommend and bad requests (a missing a
 request, an unpromoted adapter) to 127.0.0.1, one connection per request; a churn task preloads and
 unloads adapters and re-promotes domains every 2 s; at half time the server gets SIGTERM (it
 finishes what it accepted) and a new one starts on the same port while the clients keep sending. Every answer must be 200 or a `{"error": ...}` envelope; a
-request whose connection was refused (the restart gap) was never accepted; one accepted but never
+request whose connection was refused, or closed unread by the stopping server (uvicorn closes idle
+connections when it stops), during the restart gap was never accepted; one accepted but never
 answered is `dropped` (the goal: none). Reports counts by status, RSS of each server at start and end.
 
     python bench/serve_soak.py [--seconds 600] [--backbone PATH --quantization none]
@@ -37,7 +38,9 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 class Tally:
     statuses: Counter = field(default_factory=Counter)
     refused: int = 0  # connection refused: never accepted (the restart gap)
+    closed_unread: int = 0  # the stopping server closed the connection before reading the request (restart gap)
     dropped: int = 0  # accepted, never answered
+    restarting: bool = False  # between the SIGTERM and the new server's first health answer
     unenveloped: int = 0  # an error answer without the {"error": ...} envelope
     rss_mb: list = field(default_factory=list)
     served_before_restart: int | None = None
@@ -48,6 +51,7 @@ class Tally:
         return {"served": served, "served_after_restart": served - (self.served_before_restart or 0),
                 "clear_errors": errors, "by_status": dict(sorted(self.statuses.items())),
                 "server_errors": sum(n for s, n in self.statuses.items() if s >= 500), "refused": self.refused,
+                "closed_unread_at_shutdown": self.closed_unread,
                 "dropped": self.dropped, "unenveloped": self.unenveloped, "server_rss_mb": self.rss_mb}
 
 
@@ -81,6 +85,12 @@ async def client(url: str, cases: list, refs: list[str], deadline: float, tally:
             except httpx.ConnectError:
                 tally.refused += 1
                 await asyncio.sleep(0.2)
+                continue
+            except httpx.RemoteProtocolError:  # "disconnected without sending a response"
+                if tally.restarting:  # uvicorn closes idle connections when it stops, before reading a request
+                    tally.closed_unread += 1
+                else:
+                    tally.dropped += 1
                 continue
             except httpx.TransportError:
                 tally.dropped += 1
@@ -119,9 +129,11 @@ async def restart_midway(args, registry, port: int, procs: list, seconds: float,
     """At half time: SIGTERM the server (it finishes what it accepted), then start a new one on the same port."""
     await asyncio.sleep(seconds / 2)
     tally.rss_mb[-1]["end"] = server_rss_mb(procs[-1].pid)
+    tally.restarting = True
     await asyncio.to_thread(stop_server, procs[-1])
     tally.served_before_restart = tally.statuses.get(200, 0)
     procs.append(await asyncio.to_thread(start_server, args, registry.home, port, (), log))
+    tally.restarting = False
     tally.rss_mb.append({"server": 2, "start": server_rss_mb(procs[-1].pid)})
 
 

@@ -305,6 +305,8 @@ def serve_soak(r: dict) -> list[str]:
             ["error answers, by status", f"{r['clear_errors']}" + (f" ({errors})" if errors else "")],
             ["of which 5xx", r["server_errors"]],
             ["refused (the restart gap: never accepted)", r["refused"]],
+            *([["closed unread by the stopping server (the restart gap: never accepted)", r["closed_unread_at_shutdown"]]]
+              if "closed_unread_at_shutdown" in r else []),
             ["dropped (accepted, never answered; goal 0)", r["dropped"]],
             ["error answers without the `{\"error\": ...}` envelope (goal 0)", r["unenveloped"]],
             *([["5xx causes, from the servers' logs", "; ".join(r["internal_errors"])]] if r.get("internal_errors") else []),

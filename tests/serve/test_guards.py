@@ -139,7 +139,7 @@ def test_health_and_metrics_never_wait_on_an_adapter_load(engine, monkeypatch):
     attach = engine._attach
 
     def slow_attach(*args):
-        time.sleep(1.5)
+        time.sleep(1.0)
         return attach(*args)
 
     monkeypatch.setattr(engine, "_attach", slow_attach)
@@ -147,7 +147,7 @@ def test_health_and_metrics_never_wait_on_an_adapter_load(engine, monkeypatch):
         loading = threading.Thread(target=c.post, args=("/v1/adapters/load",), kwargs={"json": {"ref": "ada"},
                                                                                      "headers": ADMIN})
         loading.start()
-        time.sleep(0.3)  # the load holds the engine lock now
+        time.sleep(0.2)  # the load holds the engine lock now
         start = time.perf_counter()
         assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
         waited = time.perf_counter() - start
@@ -155,18 +155,34 @@ def test_health_and_metrics_never_wait_on_an_adapter_load(engine, monkeypatch):
     assert waited < 0.5
 
 
-def test_a_failed_load_is_rolled_back_and_a_retry_serves_the_real_weights(engine, monkeypatch):
+def test_a_failed_load_is_rolled_back_and_a_retry_serves_the_real_weights(engine, tiny_model_dir, home, monkeypatch):
+    """Both load paths: peft's (the first adapter of its shape) and layer by layer (a shape seen before)."""
     import peft.peft_model
 
-    engine.load("arts-lora")  # the shared LoRA model exists: the next load goes through load_adapter
-    case = user_case(3)
-    real = engine.score([case], "office-lora")  # loads it, then unloads it again below
-    engine.unload("office-lora")
+    import adaptrec.serve.engine as engine_module
+
+    case, name = user_case(3), peft_name("office-lora:1")
+    real = Engine(fresh_backbone(tiny_model_dir), Registry(home)).score([case], "office-lora")
+    engine.load("arts-lora")  # the shared LoRA model exists: office-lora (another shape) goes through load_adapter
     monkeypatch.setattr(peft.peft_model, "set_peft_model_state_dict", lambda *a, **k: 1 / 0)
     with pytest.raises(AdapterLoadFailed, match="rolled back"):
         engine.load("office-lora")
-    assert peft_name("office-lora:1") not in engine.lora_model.peft_config
-    assert [r["ref"] for r in engine.resident()] == ["arts-lora:1"]
+    assert name not in engine.lora_model.peft_config and [r["ref"] for r in engine.resident()] == ["arts-lora:1"]
+    monkeypatch.undo()
+    np.testing.assert_allclose(engine.score([case], "office-lora"), real, atol=1e-6)  # not the zero-initialised B
+
+    engine.unload("office-lora")  # its shape is known now: the next load goes in layer by layer
+    beside = engine_module.attach_beside
+
+    def fails_half_way(*args):
+        beside(*args)
+        raise RuntimeError("disk error")
+
+    monkeypatch.setattr(engine_module, "attach_beside", fails_half_way)
+    with pytest.raises(AdapterLoadFailed, match="rolled back"):
+        engine.load("office-lora")
+    leftovers = [m for m in engine.lora_model.modules() if name in getattr(m, "lora_A", {})]
+    assert name not in engine.lora_model.peft_config and not leftovers
     monkeypatch.undo()
     np.testing.assert_allclose(engine.score([case], "office-lora"), real, atol=1e-6)
 
