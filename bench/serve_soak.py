@@ -41,6 +41,7 @@ class Tally:
     closed_unread: int = 0  # the stopping server closed the connection before reading the request (restart gap)
     dropped: int = 0  # accepted, never answered
     restarting: bool = False  # between the SIGTERM and the new server's first health answer
+    transport_errors: Counter = field(default_factory=Counter)  # "<httpx error>, <restart gap | serving>" -> count
     unenveloped: int = 0  # an error answer without the {"error": ...} envelope
     rss_mb: list = field(default_factory=list)
     served_before_restart: int | None = None
@@ -51,7 +52,7 @@ class Tally:
         return {"served": served, "served_after_restart": served - (self.served_before_restart or 0),
                 "clear_errors": errors, "by_status": dict(sorted(self.statuses.items())),
                 "server_errors": sum(n for s, n in self.statuses.items() if s >= 500), "refused": self.refused,
-                "closed_unread_at_shutdown": self.closed_unread,
+                "closed_unread_at_shutdown": self.closed_unread, "transport_errors": dict(self.transport_errors),
                 "dropped": self.dropped, "unenveloped": self.unenveloped, "server_rss_mb": self.rss_mb}
 
 
@@ -86,14 +87,12 @@ async def client(url: str, cases: list, refs: list[str], deadline: float, tally:
                 tally.refused += 1
                 await asyncio.sleep(0.2)
                 continue
-            except httpx.RemoteProtocolError:  # "disconnected without sending a response"
-                if tally.restarting:  # uvicorn closes idle connections when it stops, before reading a request
+            except httpx.TransportError as e:  # closed without an answer
+                tally.transport_errors[f"{type(e).__name__}, {'restart gap' if tally.restarting else 'serving'}"] += 1
+                if tally.restarting:  # a stopping uvicorn closes the connections it has not read a request from
                     tally.closed_unread += 1
                 else:
                     tally.dropped += 1
-                continue
-            except httpx.TransportError:
-                tally.dropped += 1
                 continue
             tally.statuses[response.status_code] += 1
             if response.status_code != 200 and "error" not in _json(response):
