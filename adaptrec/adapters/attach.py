@@ -66,7 +66,7 @@ def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str)
     """Add the LoRA adapter in `folder` to `model` as `name`, layer by layer, beside an adapter of the same
     `lora_structure` that holds exactly `layers` ({module path: LoraLayer}). Own code, not `load_adapter`:
     peft walks every module once per target module, so its load grows with the adapters already loaded
-    (0.15 s with one, 0.85 s with 64 resident on SmolLM2 q/v); this touches only the adapter's own layers."""
+    (bench/many_adapters.py); this touches only the adapter's own layers."""
     from peft import LoraConfig
     from safetensors.torch import load_file
 

@@ -150,7 +150,7 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
 
 def one_malloc_arena() -> None:
     """Make every thread allocate from glibc's main arena (no-op elsewhere). With a per-thread arena (glibc's
-    default) forwards on the worker thread ran ~8-10% slower than the same forwards on the main thread."""
+    default) forwards on a worker thread ran slower than the same forwards on the main thread in probes."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
     except (OSError, AttributeError):

@@ -89,8 +89,8 @@ class CallingThreadExecutor(Executor):
     """Runs submitted calls on whichever thread calls `run` (the process's main thread, in `adaptrec serve`).
 
     Why not a worker thread: once a second thread runs torch ops, OpenMP keeps a second thread team and
-    every forward in the process got 30-50% slower on this 2-core machine (measured); the main thread
-    loaded the backbone, so forwards stay there and uvicorn's event loop moves to a thread instead.
+    every forward in the process ran a third to a half slower in probes on a 2-core machine; the main
+    thread loaded the backbone, so forwards stay there and uvicorn's event loop moves to a thread instead.
     """
 
     def __init__(self) -> None:
