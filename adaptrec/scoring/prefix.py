@@ -38,6 +38,11 @@ def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def shared_length(ids: Sequence[Sequence[int]]) -> int:
+    """The prefix length token-id sequences can share: 0 (take the plain path) for fewer than two."""
+    return common_prefix_length(ids) if len(ids) > 1 else 0
+
+
 def cache_bytes(cache: DynamicCache) -> int:
     """Bytes of every key and value tensor a KV cache holds."""
     return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
@@ -73,7 +78,7 @@ class PrefixRanker:
     def split(self, prompts: Sequence[str]) -> tuple[list[list[int]], int]:
         """The prompts' token ids and their shared prefix length (0: nothing to share, take the plain path)."""
         ids = [self.tokenizer(p, add_special_tokens=self.special).input_ids for p in prompts]
-        return ids, common_prefix_length(ids) if len(ids) > 1 else 0
+        return ids, shared_length(ids)
 
     def logits(self, model: torch.nn.Module, key: str, ids: Sequence[Sequence[int]], n: int,
                rows: RowsContext = no_rows) -> np.ndarray:

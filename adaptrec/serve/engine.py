@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from adaptrec.adapters.attach import attach_beside, load_peft, lora_structure, peft_name, peft_type
 from adaptrec.adapters.export import adalora_to_lora
@@ -37,7 +38,7 @@ from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
 from adaptrec.scoring.logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
-from adaptrec.scoring.prefix import PrefixRanker, common_prefix_length
+from adaptrec.scoring.prefix import PrefixRanker, shared_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -222,8 +223,6 @@ class Engine:
 
     def _discard(self, name: str) -> None:
         """Remove whatever a failed load of peft adapter `name` left behind (layers and config)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
         root = self._lora if self._lora is not None else self.backbone.model
         for module in root.modules():
             if isinstance(module, BaseTunerLayer) and name in module._get_available_adapters():
@@ -288,8 +287,7 @@ class Engine:
     def check_candidates(self, n: int) -> None:
         if n < 1:
             raise ServeError("send at least one candidate")
-        if n > self.limits.max_candidates:
-            raise LimitExceeded(f"{n} candidates, over the limit of {self.limits.max_candidates}; split the request")
+        self.limits.check_sizes((), 0, n)
 
     # ------------------------------------------------------------ forwards
     def forward(self, model: torch.nn.Module, batch: dict, names: Sequence[str]) -> torch.Tensor:
@@ -345,7 +343,7 @@ class Engine:
         elif ids is None:
             ids, n = self.ranker.split(prompts)
         else:
-            n = common_prefix_length(ids) if len(ids) > 1 else 0
+            n = shared_length(ids)
         if n == 0:
             return self.logits([(adapter, p) for p in prompts])
         resident.uses += len(prompts)

@@ -60,7 +60,9 @@ class Plan:
         return [len(x) for _ in self.decision.adapters for x in self.ids]
 
     def run(self, engine: Engine) -> np.ndarray:
-        """(adapters × prompts) answer logits, on the shared-prefix path."""
+        """The answer logits on the plan's path: shared prefix per adapter, or its full-prompt `rows` in one call."""
+        if not self.shared:
+            return engine.logits(self.rows)
         return np.stack([engine.shared_prefix_logits(ref, self.prompts, self.ids) for ref in self.decision.adapters])
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
@@ -101,5 +103,4 @@ def answer_directly(engine: Engine, req: ScoreRequest) -> dict:
     """`/v1/score`'s answer computed in-process, one request at a time (no HTTP, no queue, no batching)."""
     check_sizes(engine, req, req.items)
     p = plan(engine, req, req.items, admin=True, allow_any=True)
-    logits = p.run(engine) if p.shared else engine.logits(p.rows)
-    return score_answer(p, p.scores(logits))
+    return score_answer(p, p.scores(p.run(engine)))
