@@ -282,7 +282,8 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
           limits: "Limits | None" = None, max_batch: int | None = None, max_padding: float = 0.1,
-          max_wait_ms: float = 0.0, allow_any_adapter: bool = False, template: str = "tallrec",
+          max_wait_ms: float = 0.0, allow_any_adapter: bool = False, request_log: bool = True,
+          exploration: dict[str, float] | None = None, template: str = "tallrec",
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
     `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator."""
@@ -298,7 +299,25 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     if max_batch is None:
         max_batch = 1 if str(model.device).startswith("cpu") else 16
     run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
-                                                allow_any_adapter=allow_any_adapter))
+                                                allow_any_adapter=allow_any_adapter, request_log=request_log,
+                                                exploration=exploration or {}))
+
+
+def parse_exploration(items: Sequence[str]) -> dict[str, float]:
+    """`["movie=0.1", ...]` -> {"movie": 0.1}; a one-line error for anything else."""
+    from .errors import ConfigError
+
+    out = {}
+    for item in items:
+        domain, sep, value = item.partition("=")
+        try:
+            epsilon = float(value)
+        except ValueError:
+            epsilon = -1.0
+        if not sep or not domain or not 0 <= epsilon <= 1:
+            raise ConfigError(f"--explore {item!r}: expected DOMAIN=EPSILON with EPSILON in [0, 1], e.g. movie=0.1")
+        out[domain] = epsilon
+    return out
 
 
 def export_vllm(ref: str, out: str | Path) -> VllmExport:

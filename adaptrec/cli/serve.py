@@ -34,6 +34,10 @@ def serve(
                                             "CPU, 16 on an accelerator)"),
     max_padding: float = typer.Option(0.1, "--max-padding", help="largest padding share a merged batch may have"),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="how long a request waits for others to merge with"),
+    request_log: bool = typer.Option(True, "--request-log/--no-request-log", help="log each answer with a request_id "
+                                     "in $ADAPTREC_HOME/online.db and accept POST /v1/feedback"),
+    explore: Optional[List[str]] = typer.Option(None, "--explore", help="DOMAIN=EPSILON: share of /v1/recommend "
+                                                "slots filled by ε-greedy exploration (repeatable; default: none)"),
     template: str = TemplateOpt,
     registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
     backbone: str = BackboneOpt,
@@ -46,5 +50,6 @@ def serve(
                     prefix_cache_mb << 20)
     api.serve(host=host, port=port, preload=preload or [], max_resident=max_resident, limits=limits,
               max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
-              allow_any_adapter=allow_any_adapter, template=template, registry_home=registry, backbone=backbone,
+              allow_any_adapter=allow_any_adapter, request_log=request_log, exploration=api.parse_exploration(explore or []),
+              template=template, registry_home=registry, backbone=backbone,
               quantization=quantization)

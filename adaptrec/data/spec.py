@@ -3,6 +3,7 @@
     tallrec:movie|book:train|valid|test      TALLRec's files (there is no book train set)
     movielens:100k:train|valid|test          TALLRec's movie files rebuilt from MovieLens-100K
     amazon:arts|office:train|valid|test[:cold]   Amazon Arts<->Office; ":cold" hides target-domain history
+    feedback:DOMAIN[:SINCE]                  served requests' feedback in $ADAPTREC_HOME/online.db (SINCE: Unix seconds)
     PATH.json                                a TALLRec-style file
     PATH.jsonl | PATH.parquet                an interaction log, catalogue in items.jsonl | items.parquet beside it
     SPEC[start:stop]                         a slice of any of the above (Python slice, no step)
@@ -18,12 +19,13 @@ from pathlib import Path
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256
 from . import amazon, interaction_log, movielens, tallrec
+from .online_log import OnlineLog
 from .candidates import with_sampled_negatives
 from .records import Case
 
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k:train|valid|test, "
-              "amazon:arts|office:train|valid|test[:cold], PATH.json (TALLRec-style), "
+              "amazon:arts|office:train|valid|test[:cold], feedback:DOMAIN[:SINCE] (Unix seconds), PATH.json (TALLRec-style), "
               "PATH.jsonl|.parquet (interaction log with items.jsonl|.parquet beside it), any of them + [start:stop]")
 
 
@@ -117,6 +119,23 @@ def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
     return DataSet(spec, cases, interaction_log.log_popularity(rows, catalogue), digest(key), catalogues, user_items)
 
 
+def _feedback(spec: str, parts: list[str]) -> DataSet:
+    """`feedback:DOMAIN[:SINCE]`: the domain's logged feedback; DOMAIN has no ':', SINCE is a number."""
+    since = None
+    if len(parts) == 3:
+        try:
+            since = float(parts[2])
+        except ValueError:
+            raise _bad(spec, f"SINCE must be Unix seconds, got {parts[2]!r}") from None
+    if not parts[1]:
+        raise _bad(spec, "no domain")
+    cases = OnlineLog().cases(parts[1], since)
+    key = {"v": FORMAT_VERSION, "spec": spec,
+           "events": digest([[c.meta["request_id"], c.target, c.label, c.meta["time"]] for c in cases])}
+    return DataSet(spec, cases, tallrec.item_popularity(cases), digest(key))
+
+
+SCHEMES = ("tallrec", "movielens", "amazon", "feedback")
 _SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 
 
@@ -131,14 +150,16 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         return replace(base, spec=spec, cases=base.cases[start:stop],
                        fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
     parts = spec.split(":")
-    if spec.endswith(".json") and parts[0] not in ("tallrec", "movielens", "amazon"):
+    if spec.endswith(".json") and parts[0] not in SCHEMES:
         path = Path(spec).expanduser()
         return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
-    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in ("tallrec", "movielens", "amazon"):
+    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in SCHEMES:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise DataSpecError(f"no such interaction log: {path}")
         return _log(spec, path, negatives_per_positive, seed)
+    if parts[0] == "feedback" and len(parts) in (2, 3):
+        return _feedback(spec, parts)
     if parts[0] == "tallrec" and len(parts) == 3 and parts[1] in tallrec.DOMAINS and parts[2] in tallrec.SPLITS:
         return _tallrec_file(spec, tallrec.tallrec_path(parts[1], parts[2]), tallrec.load_tallrec(parts[1], parts[2]))
     if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:

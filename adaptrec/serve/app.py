@@ -16,7 +16,8 @@ import threading
 import time
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -26,12 +27,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from adaptrec.home import adaptrec_home
 
+from adaptrec.data.online_log import OnlineLog
+
 from . import plans
 from .engine import Engine, ServeError
 from .envelope import add_error_handlers, error
 from .guards import ADMIN_KEY, Guard
 from .metrics import Metrics
-from .schemas import ERRORS, RecommendRequest, RecommendResponse, RefRequest, ScoreRequest, ScoreResponse
+from .explore import greedy
+from .online import RequestLogger
+from .schemas import (
+    ERRORS,
+    FeedbackRequest,
+    FeedbackResponse,
+    RecommendRequest,
+    RecommendResponse,
+    RefRequest,
+    ScoreRequest,
+    ScoreResponse,
+)
 from .worker import CallingThreadExecutor, Worker, background_priority
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
@@ -46,10 +60,16 @@ class ServeOptions:
     queue_size: int = 64  # jobs waiting; more are refused with 503
     admin_token: str | None = None  # default: $ADAPTREC_ADMIN_TOKEN; unset: admin endpoints refuse everyone
     allow_any_adapter: bool = False  # let anonymous requests name any registered adapter
+    request_log: bool = True  # log each answer and accept feedback on it (data/online_log.py)
+    online_log: Path | None = None  # default: $ADAPTREC_HOME/online.db
+    exploration: dict[str, float] = field(default_factory=dict)  # domain -> ε of /v1/recommend's slots
+    exploration_seed: int | None = None
 
 
-def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions) -> None:
-    """`/v1/score` and `/v1/recommend`: sizes checked here, planned on the preparation thread, run on the worker."""
+def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,
+                        metrics: Metrics, logger: RequestLogger | None) -> None:
+    """`/v1/score` and `/v1/recommend`: sizes checked here, planned on the preparation thread, run on the worker,
+    logged (with a `request_id`) on the preparation thread."""
 
     async def scores(request: Request, req, targets) -> tuple[plans.Plan, Any]:
         plans.check_sizes(engine, req, targets)
@@ -57,20 +77,42 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         admin = request.scope.get(ADMIN_KEY, False)
         p = await worker.prepare(lambda: plans.plan(engine, req, targets, admin, options.allow_any_adapter))
         if p.shared:
-            return p, p.scores(await worker.submit(call=lambda: p.run(engine)))
-        return p, p.scores(await worker.submit(rows=p.rows, tokens=p.tokens))
+            s = p.scores(await worker.submit(call=lambda: p.run(engine)))
+        else:
+            s = p.scores(await worker.submit(rows=p.rows, tokens=p.tokens))
+        return p, s
+
+    async def logged(endpoint: str, req, p: plans.Plan, targets, s, slate=None) -> str | None:
+        """Observe the scores and log the answer, off the event loop; the request id (None when not logging)."""
+        def work() -> str | None:
+            metrics.observe_scores(req.domain, s)
+            return logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
+        return await state["worker"].prepare(work)
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
     async def score(req: ScoreRequest, request: Request) -> dict:
         """P(yes) of each item for the user, under the requested or routed adapter(s)."""
         p, s = await scores(request, req, req.items)
-        return plans.score_answer(p, s)
+        return {"request_id": await logged("score", req, p, req.items, s), **plans.score_answer(p, s)}
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS)
     async def recommend(req: RecommendRequest, request: Request) -> dict:
-        """The top-k candidates by P(yes), scored from one shared history prefix per adapter."""
+        """The top-k candidates by P(yes) (some slots explored when the domain explores), scored from one shared
+        history prefix per adapter."""
         p, s = await scores(request, req, req.candidates)
-        return plans.recommend_answer(p, s, req.candidates, req.k)
+        slate = logger.slate(req.domain, s, req.k) if logger is not None else greedy(s, req.k)
+        return {"request_id": await logged("recommend", req, p, req.candidates, s, slate),
+                **plans.recommend_answer(p, s, req.candidates, slate)}
+
+    if logger is None:
+        return
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
+    async def feedback(req: FeedbackRequest) -> dict:
+        """A label or event for one item of a logged request; answered only once it is on disk."""
+        seq = await state["worker"].prepare(lambda: logger.log.add_feedback(req.request_id, req.item, req.label,
+                                                                            req.event))
+        return {"request_id": req.request_id, "seq": seq}
 
 
 def _add_adapter_routes(app: FastAPI, engine: Engine, state: dict[str, Any]) -> None:
@@ -129,7 +171,10 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
                   lifespan=lifespan)
 
     add_error_handlers(app, (adaptrec_home(), engine.registry.home))
-    _add_scoring_routes(app, engine, state, options)
+    logger = RequestLogger(OnlineLog(options.online_log), options.exploration, options.exploration_seed) \
+        if options.request_log else None
+    metrics.known_domains = lambda: engine.registry.aliases().keys()
+    _add_scoring_routes(app, engine, state, options, metrics, logger)
     _add_adapter_routes(app, engine, state)
     _add_health_routes(app, engine, state, metrics)
     app.add_middleware(Guard, token=token, admin_paths=ADMIN_PATHS, max_bytes=engine.limits.max_body_bytes)

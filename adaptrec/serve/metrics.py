@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -11,6 +11,8 @@ from starlette.routing import Match
 UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
+OTHER_DOMAIN = "<other>"  # domains without a promoted adapter share one series: a label never grows unbounded
 
 
 def route_of(request: Request) -> str:
@@ -34,6 +36,9 @@ class Metrics:
                                  registry=self.registry)
         self.batch_rows = Histogram("adaptrec_batch_rows", "Rows per forward batch", buckets=BATCH_BUCKETS,
                                     registry=self.registry)
+        self.pyes = Histogram("adaptrec_pyes", "Scores answered (P(yes)), by domain", ["domain"],
+                              buckets=SCORE_BUCKETS, registry=self.registry)
+        self.known_domains: Callable[[], Iterable[str]] = lambda: ()
         Gauge("adaptrec_adapters_resident", "Adapters held in memory", registry=self.registry).set_function(resident)
         Gauge("adaptrec_queue_depth", "Jobs waiting for the forward thread", registry=self.registry).set_function(queued)
         Gauge("adaptrec_adapter_loads", "Adapters loaded from disk since start (monotonic)",
@@ -46,6 +51,12 @@ class Metrics:
         self.latency.labels(route).observe(seconds)
         if status >= 500:
             self.server_errors.labels(route).inc()
+
+    def observe_scores(self, domain: str, scores: Iterable[float]) -> None:
+        """Feed the P(yes) histogram of `domain` (drift shows in its shape); unknown domains go to `OTHER_DOMAIN`."""
+        series = self.pyes.labels(domain if domain in self.known_domains() else OTHER_DOMAIN)
+        for value in scores:
+            series.observe(float(value))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
 from .engine import Engine, ServeError, finite
+from .explore import Slate
 from .schemas import ScoreRequest, Target, UserRequest, text_of
 
 
@@ -92,10 +93,11 @@ def score_answer(p: Plan, scores: np.ndarray) -> dict:
     return {"scores": scores.tolist(), "adapters": list(p.decision.adapters), "reason": p.decision.reason}
 
 
-def recommend_answer(p: Plan, scores: np.ndarray, candidates: list[str | Target], k: int) -> dict:
-    order = np.argsort(-scores, kind="stable")[:k]
-    items = [{"item": text_of(candidates[i]), "score": float(scores[i]),
-              "item_id": None if isinstance(candidates[i], str) else candidates[i].item_id} for i in order]
+def recommend_answer(p: Plan, scores: np.ndarray, candidates: list[str | Target], slate: Slate) -> dict:
+    """The slate's candidates in slot order, each with its score and whether exploration put it there."""
+    items = [{"item": text_of(candidates[i]), "score": float(scores[i]), "explored": explored,
+              "item_id": None if isinstance(candidates[i], str) else candidates[i].item_id}
+             for i, explored in zip(slate.order, slate.explored)]
     return {"items": items, "adapters": list(p.decision.adapters), "reason": p.decision.reason}
 
 

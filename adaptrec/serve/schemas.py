@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from adaptrec.data.online_log import EVENTS
 from adaptrec.data.records import Case, HistoryItem
 
 
@@ -62,6 +63,7 @@ class RefRequest(BaseModel):
 
 
 class ScoreResponse(BaseModel):
+    request_id: str | None = Field(None, description="the logged request, for `/v1/feedback` (null: logging is off)")
     scores: list[float]
     adapters: list[str]
     reason: str
@@ -71,12 +73,26 @@ class Ranked(BaseModel):
     item: str
     score: float
     item_id: str | None = None
+    explored: bool = Field(False, description="put in its slot by exploration, not by its rank")
 
 
 class RecommendResponse(BaseModel):
+    request_id: str | None = Field(None, description="the logged request, for `/v1/feedback` (null: logging is off)")
     items: list[Ranked]
     adapters: list[str]
     reason: str
+
+
+class FeedbackRequest(BaseModel):
+    request_id: str = Field(..., max_length=64, description="from the `/v1/score` or `/v1/recommend` answer")
+    item: str = Field(..., description="one of the request's items: its text or item_id")
+    label: Literal[0, 1] | None = Field(None, description="1: liked, 0: not; or give `event` instead")
+    event: Literal[EVENTS] | None = Field(None, description="click, like, purchase: 1; dislike, skip: 0")
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    seq: int = Field(..., description="the event's place in the log; acknowledged only once it is on disk")
 
 
 class ErrorDetail(BaseModel):

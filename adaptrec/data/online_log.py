@@ -1,0 +1,191 @@
+"""The online log: each served request (its id, user, history, items with scores, the adapters that answered and
+which items were explored with what propensity) and the feedback that joins to it, per domain, in one SQLite
+database in WAL mode (`$ADAPTREC_HOME/online.db`).
+
+SQLite rather than an append-only file of our own: WAL gives concurrent readers during writes, transactions make a
+request and its feedback consistent, and `synchronous=FULL` makes a committed event survive a killed process and a
+power cut. Feedback is acknowledged only after its transaction commits (`add_feedback` returns).
+
+Read back as data, `feedback:DOMAIN[:SINCE]` (see `data/spec.py`) is every (request, item) pair with feedback,
+the last event winning, as labelled Cases in the order the feedback arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import AdaptrecError
+from ..home import adaptrec_home
+from .records import Case, HistoryItem
+
+POSITIVE_EVENTS = ("click", "like", "purchase")  # label 1
+NEGATIVE_EVENTS = ("dislike", "skip")  # label 0
+EVENTS = POSITIVE_EVENTS + NEGATIVE_EVENTS
+
+
+class UnknownRequest(AdaptrecError):
+    """Feedback named a request id the log does not hold."""
+
+    status = 404
+
+
+class BadFeedback(AdaptrecError):
+    """A feedback event that cannot join to its request (wrong item, no label)."""
+
+    status = 422
+
+
+@dataclass(frozen=True)
+class LoggedItem:
+    """One item of a logged request: what was shown, its score, and whether exploration put it there."""
+
+    text: str
+    item_id: str | None = None
+    score: float | None = None
+    explored: bool = False
+    propensity: float = 1.0  # probability the item was shown in its slot under the logging policy
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    request_id: str
+    domain: str
+    user_id: str
+    noun: str
+    history: tuple[HistoryItem, ...]
+    items: tuple[LoggedItem, ...]
+    adapters: tuple[str, ...]
+    endpoint: str
+    created: float
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS requests (
+        request_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, noun TEXT NOT NULL,
+        history TEXT NOT NULL, items TEXT NOT NULL, adapters TEXT NOT NULL, endpoint TEXT NOT NULL,
+        created REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS requests_domain ON requests (domain, created)",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL REFERENCES requests (request_id),
+        item INTEGER NOT NULL, label INTEGER NOT NULL CHECK (label IN (0, 1)), event TEXT,
+        created REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)",
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def label_of(label: int | None, event: str | None) -> int:
+    """The 0/1 label of a feedback event: `label` itself, or what `event` means; exactly one must be given."""
+    if (label is None) == (event is None):
+        raise BadFeedback("feedback needs exactly one of label (0 or 1) or event "
+                          f"({', '.join(POSITIVE_EVENTS)}: 1; {', '.join(NEGATIVE_EVENTS)}: 0)")
+    if event is not None:
+        if event not in EVENTS:
+            raise BadFeedback(f"event: unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+        return int(event in POSITIVE_EVENTS)
+    if label not in (0, 1):
+        raise BadFeedback(f"label: expected 0 or 1, got {label!r}")
+    return int(label)
+
+
+class OnlineLog:
+    """The request and feedback log of `$ADAPTREC_HOME/online.db` (or `path`); safe to share across threads."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path is not None else adaptrec_home() / "online.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
+        with self._lock, self._db:
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def log_request(self, domain: str, user_id: str, noun: str, history: Sequence[HistoryItem],
+                    items: Sequence[LoggedItem], adapters: Sequence[str], endpoint: str,
+                    request_id: str | None = None, created: float | None = None) -> str:
+        """Record one answered request; returns its id (a new UUID unless given)."""
+        request_id = request_id or new_request_id()
+        row = (request_id, domain, user_id, noun,
+               json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
+               json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity] for i in items]),
+               json.dumps(list(adapters)), endpoint, time.time() if created is None else created)
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return request_id
+
+    def request(self, request_id: str) -> LoggedRequest:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise UnknownRequest(f"request_id: no logged request {request_id[:64]!r}")
+        return _request(row)
+
+    def add_feedback(self, request_id: str, item: str, label: int | None = None, event: str | None = None,
+                     created: float | None = None) -> int:
+        """Record feedback on `item` (its text or item id) of a logged request, durably; returns its sequence number.
+        `UnknownRequest` for an unknown id, `BadFeedback` for an item the request did not hold or a bad label."""
+        value = label_of(label, event)
+        logged = self.request(request_id)
+        index = next((n for n, i in enumerate(logged.items) if item in (i.text, i.item_id)), None)
+        if index is None:
+            raise BadFeedback(f"item: {item[:200]!r} is not one of the items of request {request_id}")
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
+                (request_id, index, value, event, time.time() if created is None else created))
+        return int(cursor.lastrowid)
+
+    def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
+        """Labelled Cases of `domain`'s feedback (created in [since, until)), the last event per (request, item)
+        winning, in order of that event. `meta` holds the request id, event time, score, explored and propensity."""
+        query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f JOIN requests r USING (request_id) "
+                 "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
+        with self._lock:
+            rows = self._db.execute(query, (domain, -1.0 if since is None else since,
+                                            float("inf") if until is None else until)).fetchall()
+        last: dict[tuple[str, int], tuple] = {}
+        for row in rows:
+            last.pop((row[0], row[9]), None)  # re-insert: the order is that of the last event
+            last[(row[0], row[9])] = row
+        return [_case(row) for row in last.values()]
+
+    def requests(self, domain: str, since: float | None = None, until: float | None = None) -> list[LoggedRequest]:
+        """`domain`'s logged requests created in [since, until), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM requests WHERE domain = ? AND created >= ? AND created < ? ORDER BY created",
+                (domain, -1.0 if since is None else since, float("inf") if until is None else until)).fetchall()
+        return [_request(row) for row in rows]
+
+
+def _request(row: tuple) -> LoggedRequest:
+    request_id, domain, user_id, noun, history, items, adapters, endpoint, created = row[:9]
+    return LoggedRequest(request_id, domain, user_id, noun,
+                         tuple(HistoryItem(t, bool(liked), i, d) for t, liked, i, d in json.loads(history)),
+                         tuple(LoggedItem(*i) for i in json.loads(items)), tuple(json.loads(adapters)), endpoint,
+                         created)
+
+
+def _case(row: tuple) -> Case:
+    logged = _request(row)
+    index, label, at = row[9], row[10], row[11]
+    item = logged.items[index]
+    return Case(logged.user_id, logged.domain, logged.noun, logged.history, item.text, label, item.item_id,
+                meta={"request_id": logged.request_id, "time": at, "score": item.score, "explored": item.explored,
+                      "propensity": item.propensity, "adapters": logged.adapters})

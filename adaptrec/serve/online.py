@@ -1,0 +1,41 @@
+"""The serving half of the online loop: logging each answer with a `request_id` (`data.online_log`), with the
+slate exploration (`explore.py`) chose for `/v1/recommend`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from adaptrec.data.online_log import LoggedItem, OnlineLog
+
+from .explore import Slate, epsilon_greedy
+from .plans import Plan
+from .schemas import Target, UserRequest, text_of
+
+
+@dataclass
+class RequestLogger:
+    """Logs answers to `log` and feeds the per-domain P(yes) histogram; `exploration`: domain -> ε."""
+
+    log: OnlineLog
+    exploration: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def slate(self, domain: str, scores: np.ndarray, k: int) -> Slate:
+        return epsilon_greedy(scores, k, self.exploration.get(domain, 0.0), self.rng)
+
+    def record(self, endpoint: str, req: UserRequest, p: Plan, targets: Sequence[str | Target], scores: np.ndarray,
+               slate: Slate | None = None) -> str:
+        """Log one answer (for `/v1/recommend`, the items of its `slate` in slot order); returns its request id."""
+        shown = slate or Slate(list(range(len(targets))), [False] * len(targets), [1.0] * len(targets))
+        items = [LoggedItem(text_of(targets[i]), None if isinstance(targets[i], str) else targets[i].item_id,
+                            float(scores[i]), explored, propensity)
+                 for i, explored, propensity in zip(shown.order, shown.explored, shown.propensity)]
+        history = [h for h in req.case(targets[0]).history]
+        return self.log.log_request(req.domain, req.user_id, req.noun, history, items, p.decision.adapters, endpoint)

@@ -1,0 +1,131 @@
+"""The serving half of the online loop: request ids, the request log, feedback joined to it, exploration, the
+P(yes) histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from router_helpers import fresh_backbone
+from serve_helpers import make_registry, user_case
+
+from adaptrec.data.online_log import OnlineLog
+from adaptrec.data.spec import load_spec
+from adaptrec.errors import DataSpecError
+from adaptrec.registry import Registry
+from adaptrec.serve.app import ServeOptions, create_app
+from adaptrec.serve.engine import Engine
+from adaptrec.serve.explore import epsilon_greedy
+
+
+@pytest.fixture(scope="module")
+def home(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("online-home")
+    make_registry(tiny_model_dir, home)
+    return home
+
+
+@pytest.fixture()
+def app_client(tiny_model_dir, home, monkeypatch):
+    monkeypatch.setenv("ADAPTREC_HOME", str(home))
+    engine = Engine(fresh_backbone(tiny_model_dir), Registry(home))
+
+    def make(**options) -> TestClient:
+        return TestClient(create_app(engine, ServeOptions(**options)), raise_server_exceptions=False)
+    return make
+
+
+def body(**extra) -> dict:
+    case = user_case(3)
+    history = [{"text": h.text, "liked": h.liked, "domain": h.domain} for h in case.history]
+    return {"user_id": "u7", "domain": "arts", "noun": case.noun, "history": history, **extra}
+
+
+def test_feedback_joins_its_request_and_reads_back_as_cases(app_client, home):
+    with app_client() as c:
+        r = c.post("/v1/score", json=body(items=['"x"', {"text": '"y"', "item_id": "i-y"}]))
+        assert r.status_code == 200
+        rid = r.json()["request_id"]
+        assert c.post("/v1/feedback", json={"request_id": rid, "item": "i-y", "event": "click"}).status_code == 200
+        assert c.post("/v1/feedback", json={"request_id": rid, "item": '"x"', "label": 1}).status_code == 200
+        last = c.post("/v1/feedback", json={"request_id": rid, "item": '"x"', "event": "skip"})  # the last event wins
+        assert last.status_code == 200 and last.json()["seq"] > 0
+    cases = [c for c in load_spec("feedback:arts").cases if c.meta["request_id"] == rid]
+    assert [(c.target, c.target_id, c.label) for c in cases] == [('"y"', "i-y", 1), ('"x"', None, 0)]
+    assert cases[0].user_id == "u7" and [h.text for h in cases[0].history] == [h.text for h in user_case(3).history]
+    assert cases[0].meta["adapters"] == ("arts-lora:1",)
+    assert cases[0].meta["score"] == pytest.approx(r.json()["scores"][1])
+    future = load_spec(f"feedback:arts:{cases[-1].meta['time'] + 1}")
+    assert not [c for c in future.cases if c.meta["request_id"] == rid]
+
+
+@pytest.mark.parametrize("feedback, status, names", [
+    ({"item": '"x"', "label": 1}, 404, "request_id"),
+    ({"item": '"nope"', "label": 1}, 422, "item"),
+    ({"item": '"x"'}, 422, "label"),
+    ({"item": '"x"', "label": 1, "event": "click"}, 422, "event"),
+    ({"item": '"x"', "event": "stare"}, 422, "event"),
+    ({"item": '"x"', "label": 2}, 422, "label"),
+])
+def test_bad_feedback_is_refused_in_the_envelope(app_client, feedback, status, names):
+    with app_client() as c:
+        rid = c.post("/v1/score", json=body(items=['"x"'])).json()["request_id"]
+        if status == 404:
+            rid = "0" * 32
+        r = c.post("/v1/feedback", json={"request_id": rid, **feedback})
+    assert r.status_code == status
+    assert names in r.json()["error"]["message"]
+
+
+def test_without_the_request_log_there_is_no_id_and_no_feedback_endpoint(app_client):
+    with app_client(request_log=False) as c:
+        assert c.post("/v1/score", json=body(items=['"x"'])).json()["request_id"] is None
+        assert c.post("/v1/feedback", json={"request_id": "a", "item": "b", "label": 1}).status_code == 404
+
+
+def test_exploration_logs_what_it_explored_with_its_propensity(app_client, home):
+    cands = [f'"c{i}"' for i in range(6)]
+    with app_client(exploration={"arts": 1.0}, exploration_seed=3) as c:
+        r = c.post("/v1/recommend", json=body(candidates=cands, k=3)).json()
+        greedy = c.post("/v1/score", json=body(items=cands)).json()["scores"]
+    best_first = sorted(range(6), key=lambda i: -greedy[i])
+    assert any(item["explored"] for item in r["items"])
+    logged = OnlineLog(home / "online.db").request(r["request_id"])
+    assert [i.text for i in logged.items] == [item["item"] for item in r["items"]]
+    assert [i.explored for i in logged.items] == [item["explored"] for item in r["items"]]
+    first = logged.items[0]
+    assert first.propensity == pytest.approx(1 / 6)  # ε = 1: uniform over the 6 candidates
+    assert first.explored == (first.text != cands[best_first[0]])
+
+
+def test_epsilon_greedy_propensities_match_the_draw_frequencies():
+    scores, eps, rng = np.array([0.9, 0.5, 0.1, 0.7]), 0.3, np.random.default_rng(0)
+    counts, props = np.zeros(4), {}
+    for _ in range(4000):
+        slate = epsilon_greedy(scores, 2, eps, rng)
+        counts[slate.order[0]] += 1
+        props[slate.order[0]] = slate.propensity[0]
+    assert sum(props.values()) == pytest.approx(1.0)
+    np.testing.assert_allclose(counts / counts.sum(), [props[i] for i in range(4)], atol=0.03)
+    assert epsilon_greedy(scores, 3, 0.0, rng).order == [0, 3, 1]
+
+
+def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with app_client() as c:
+        c.post("/v1/score", json=body(items=['"x"', '"y"']))
+        c.post("/v1/score", json=body(domain="made-up-1", adapter="arts-lora", items=['"x"']))
+        c.post("/v1/score", json=body(domain="made-up-2", adapter="arts-lora", items=['"x"']))
+        text = c.get("/metrics").text
+    counts = {s.labels["domain"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "adaptrec_pyes_count"}
+    assert counts == {"arts": 2, "<other>": 2}
+
+
+def test_the_feedback_spec_grammar():
+    with pytest.raises(DataSpecError, match="SINCE must be Unix seconds"):
+        load_spec("feedback:arts:yesterday")
+    with pytest.raises(DataSpecError, match="no domain"):
+        load_spec("feedback:")
+    assert load_spec("feedback:nothing-logged").cases == []
