@@ -13,8 +13,9 @@ Imports sit inside the functions so that `import adaptrec` and `adaptrec --help`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import AdaptrecError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .data.history_file import HistoryEntry
     from .evaluation import EvalReport, Predictions
     from .hub import PullResult, PushResult
+    from .online.gate import GateResult
     from .registry import AdapterRecord, Registry
     from .router.policy import Decision
     from .router.recommender import Recommender
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .router.weights import ComposeResult
     from .train.plan import RecipePlan
     from .train.recipe import RecipeResult
+    from .train.update import UpdateResult
 
 EMBEDDED = "embedded:smollm2"  # the default backbone (`backbone.EMBEDDED`, spelled here to keep imports light)
 SCORE_MODES = ("pyes", "tallrec")
@@ -137,6 +140,36 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     if candidates or candidates_file:
         return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file, **common)
     return run_eval(bb, dataset, **common)
+
+
+def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,
+           overrides: Sequence[str] = ()) -> UpdateResult:
+    """Continual update (docs/online.md): warm-start from `ref`, train on `data` plus a `replay` share of its original
+    training data for `steps` steps, register the next version of its name with lineage `updated_from`."""
+    from .train.update import update_adapter
+
+    return update_adapter(ref, data, replay=replay, steps=steps, overrides=overrides, registry=registry())
+
+
+def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin: float = 0.005,
+                      limit: int | None = None, seed: int = 0, cache: bool = True) -> GateResult:
+    """The promotion gate (docs/online.md): score `ref` and the champion of `domain` (default: `ref`'s domain) on the
+    same cases of `data` (a seeded `limit` of them), promote `ref` when the paired user-clustered test passes,
+    record the decision either way."""
+    from .config import recipe_from_text
+    from .data.spec import load_spec
+    from .evaluation import select_cases
+    from .online.gate import gate
+    from .score_cache import ScoreCache
+
+    reg = registry()
+    record = reg.resolve(ref)
+    recipe = recipe_from_text(record.recipe_text, record.ref) if record.recipe_text else None
+    options = {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens} if recipe else {}
+    cases = select_cases(load_spec(data, seed=seed), limit, seed)
+    bb = _backbone(*_made_for([record.ref], None, None))
+    return gate(bb, reg, record.ref, domain or record.domain, cases, data, margin, seed,
+                cache=ScoreCache.default() if cache else None, **options)
 
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
@@ -281,7 +314,7 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
-          limits: "Limits | None" = None, max_batch: int | None = None, max_padding: float = 0.1,
+          limits: Limits | None = None, max_batch: int | None = None, max_padding: float = 0.1,
           max_wait_ms: float = 0.0, allow_any_adapter: bool = False, request_log: bool = True,
           exploration: dict[str, float] | None = None, template: str = "tallrec",
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:

@@ -8,11 +8,11 @@ import sys
 import typer
 
 from ..errors import AdaptrecError
-from . import evaluate, hub, plot, registry, router, serve, train
+from . import evaluate, hub, online, plot, registry, router, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Per-domain adapters on one frozen 8-bit LLM for recommendation.")
-for group in (train, evaluate, registry, router, hub, serve, plot):
+for group in (train, online, evaluate, registry, router, hub, serve, plot):
     group.register(app)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,7 +25,7 @@ def _auc_cell(record) -> str:
 
 
 @registry_app.command("list")
-def registry_list(domain: Optional[str] = typer.Option(None, "--domain")) -> None:
+def registry_list(domain: str | None = typer.Option(None, "--domain")) -> None:
     """List registered adapters (promoted ones are marked with *)."""
     reg = api.registry()
     promoted = set(reg.aliases().values())
@@ -42,9 +41,47 @@ def registry_show(ref: str) -> None:
 
 
 @registry_app.command("promote")
-def registry_promote(ref: str, domain: str = typer.Option(..., "--domain")) -> None:
-    """Make REF the adapter that serves DOMAIN (the router's default)."""
-    typer.echo(f"promoted {api.registry().promote(ref, domain).ref} for domain {domain}")
+def registry_promote(
+    ref: str,
+    domain: str | None = typer.Option(None, "--domain", help="default: REF's own domain"),
+    if_better: bool = typer.Option(False, "--if-better", help="promote only if REF passes the gate against the "
+                                   "domain's champion on --data (docs/online.md)"),
+    data: str | None = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
+    margin: float = typer.Option(0.005, "--margin", help="non-inferiority margin in AUC (0: superiority)"),
+    limit: int | None = typer.Option(None, "--limit", help="a seeded, label-stratified subset of --data"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Make REF the adapter that serves its domain (the router's default); with --if-better only if it passes the
+    gate. Every decision is recorded: `adaptrec registry history DOMAIN`."""
+    if if_better:
+        if data is None:
+            raise typer.BadParameter("--if-better needs --data SPEC (the recent cases to compare on)")
+        result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed)
+        typer.echo(result.summary())
+        raise typer.Exit(0 if result.promoted else 1)
+    reg = api.registry()
+    record = reg.resolve(ref)
+    typer.echo(f"promoted {reg.promote(record.ref, domain or record.domain).ref} for domain {domain or record.domain}")
+
+
+@registry_app.command("history")
+def registry_history(domain: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every champion decision of DOMAIN, oldest first: promotions, refused challengers, rollbacks."""
+    decisions = api.registry().history(domain)
+    if as_json:
+        echo_json([d.to_dict() for d in decisions])
+        return
+    for d in decisions:
+        e = d.evidence
+        test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] on {e['cases']} cases, {e['test']}" \
+            if "diff" in e else ""
+        typer.echo(f"{d.seq:4} {d.at}  {d.action:8} {d.ref:24} (was {d.previous or '-'}) by {d.by}{test}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(domain: str) -> None:
+    """Restore DOMAIN's previous champion (repeat to go further back)."""
+    typer.echo(f"rolled back {domain}: {api.registry().rollback(domain).ref} serves it again")
 
 
 @registry_app.command("remove")
@@ -74,9 +111,9 @@ def registry_gc() -> None:
 def export(
     adapter: str = typer.Argument(..., help="a registered adapter: AdaLoRA (--to-lora), LoRA or AdaLoRA (--to vllm)"),
     to_lora: bool = typer.Option(False, "--to-lora", help="register the exact plain-LoRA form of an AdaLoRA adapter"),
-    to: Optional[str] = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
-    out: Optional[Path] = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
-    name: Optional[str] = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
+    to: str | None = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
+    out: Path | None = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
+    name: str | None = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
 ) -> None:
     """Convert a registered adapter: AdaLoRA to an exact plain LoRA in the registry (--to-lora), or a LoRA folder
     that vLLM loads (--to vllm --out DIR; see docs/serving.md)."""

@@ -54,8 +54,25 @@ def _m2_claimed_metrics(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE adapters SET claimed_metrics = metrics, metrics = '{}' WHERE kind = 'pulled'")
 
 
+def _m3_promotion_audit(conn: sqlite3.Connection) -> None:
+    """Every champion decision of a domain (promotion, refused challenger, rollback), oldest first."""
+    conn.execute(
+        """CREATE TABLE decisions (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            domain    TEXT NOT NULL,
+            action    TEXT NOT NULL CHECK (action IN ('promote', 'refuse', 'rollback')),
+            ref       TEXT NOT NULL,     -- the adapter promoted, refused, or restored
+            previous  TEXT,              -- the champion before (NULL: none)
+            evidence  TEXT NOT NULL,     -- JSON: the test, metric, values, CI, data, cases ({} for a plain promote)
+            by_whom   TEXT NOT NULL,
+            at        TEXT NOT NULL      -- UTC ISO 8601
+        )"""
+    )
+    conn.execute("CREATE INDEX decisions_domain ON decisions (domain, seq)")
+
+
 # Append only: a new migration goes at the end.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics, _m3_promotion_audit]
 
 
 def schema_version() -> int:

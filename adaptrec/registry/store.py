@@ -16,6 +16,7 @@ from adaptrec.errors import AdaptrecError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 
+from . import audit
 from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, row_fields, row_values
 from .schema import migrate, schema_version, stored_version
 from .validation import (
@@ -228,18 +229,56 @@ class Registry:
             (record.name, record.version),
         )
 
-    def promote(self, ref: str, domain: str) -> AdapterRecord:
-        """Make `ref` the default adapter for `domain` (the router's choice); a bare name pins its latest version."""
+    def promote(self, ref: str, domain: str, evidence: dict | None = None) -> AdapterRecord:
+        """Make `ref` the default adapter for `domain` (the router's choice); a bare name pins its latest version.
+        The decision, with `evidence` (e.g. the gate's test), goes to the domain's audit trail."""
         check_domain(domain)
         with self._write() as conn:
             rec = self._resolve(conn, ref)
-            conn.execute(
-                "INSERT INTO aliases (domain, name, version, promoted) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (domain) DO UPDATE SET "
-                "name = excluded.name, version = excluded.version, promoted = excluded.promoted",
-                (domain, rec.name, rec.version, _utc_now()),
-            )
+            self._set_alias(conn, domain, rec, "promote", evidence or {})
         return rec
+
+    def _set_alias(self, conn: sqlite3.Connection, domain: str, rec: AdapterRecord, action: str, evidence: dict) -> None:
+        now = _utc_now()
+        previous = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
+        conn.execute(
+            "INSERT INTO aliases (domain, name, version, promoted) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (domain) DO UPDATE SET "
+            "name = excluded.name, version = excluded.version, promoted = excluded.promoted",
+            (domain, rec.name, rec.version, now),
+        )
+        audit.append(conn, domain, action, rec.ref, f"{previous[0]}:{previous[1]}" if previous else None, evidence, now)
+
+    def refuse(self, ref: str, domain: str, evidence: dict) -> AdapterRecord:
+        """Record that `ref` was not promoted for `domain`, and why (the champion stays)."""
+        check_domain(domain)
+        with self._write() as conn:
+            rec = self._resolve(conn, ref)
+            row = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
+            audit.append(conn, domain, "refuse", rec.ref, f"{row[0]}:{row[1]}" if row else None, evidence, _utc_now())
+        return rec
+
+    def rollback(self, domain: str) -> AdapterRecord:
+        """Restore the champion `domain` had before the current one (skipping versions removed since)."""
+        check_domain(domain)
+        with self._write() as conn:
+            stack = audit.champions(audit.history(conn, domain))
+            current, skipped = stack.pop() if stack else None, []
+            while stack:
+                try:
+                    rec = self._resolve(conn, stack[-1])
+                except RegistryError:
+                    skipped.append(stack.pop())
+                    continue
+                self._set_alias(conn, domain, rec, "rollback", {"rolled_back": current, "skipped": skipped})
+                return rec
+        raise RegistryError(f"domain {domain!r} has no earlier champion to roll back to "
+                            "(see `adaptrec registry history`)")
+
+    def history(self, domain: str) -> list[audit.Decision]:
+        """Every champion decision of `domain`, oldest first."""
+        with self._connect() as conn:
+            return audit.history(conn, domain)
 
     def remove(self, ref: str, force: bool = False) -> AdapterRecord:
         """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.

@@ -18,7 +18,7 @@ from transformers import get_scheduler
 
 from adaptrec.scoring.core import Scorer
 
-from ..adapters.base import Tuner, build_peft_model, tuner_for
+from ..adapters.base import Tuner, build_peft_model, tuner_for, warm_start
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
@@ -152,10 +152,10 @@ class Trainer:
         self.global_step = 0  # optimizer steps taken
         self.stopper = EarlyStopping(self.cfg.patience)
 
-    def setup(self, resume: bool = False, method: Method | None = None) -> None:
+    def setup(self, resume: bool = False, method: Method | None = None, init_from: Path | None = None) -> None:
         """Refuse a run folder with checkpoints unless `resume`; build the accelerator (a missing tracker package
-        stops here), seed, then build the peft model, its optimizer and scheduler, the validation scorer and the
-        method (default: the one `recipe.method` names)."""
+        stops here), seed, then build the peft model (its weights from the adapter folder `init_from` when given),
+        its optimizer and scheduler, the validation scorer and the method (default: the one `recipe.method` names)."""
         t, recipe = self.cfg, self.recipe
         if latest_checkpoint(self.run_dir) and not resume:
             raise ConfigError(f"{self.run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, "
@@ -168,6 +168,8 @@ class Trainer:
                                      tokenizer=self.backbone.tokenizer)
         except ConfigError as e:
             raise ConfigError(f"{recipe._source}: {e}") from None
+        if init_from is not None:
+            warm_start(model, init_from, self.backbone.tokenizer)
         self.tuner = tuner_for(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=t.lr, weight_decay=t.weight_decay)
@@ -329,11 +331,13 @@ def train(
     run_dir: Path,
     resume: bool = False,
     method: Method | None = None,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best.
 
-    The loss and the micro-batches come from `method` (default: the one `recipe.method` names)."""
+    The loss and the micro-batches come from `method` (default: the one `recipe.method` names); `init_from`: an
+    adapter folder to start from (a continual update) instead of the tuner's initialisation."""
     trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir)
-    trainer.setup(resume=resume, method=method)
+    trainer.setup(resume=resume, method=method, init_from=init_from)
     trainer.resume()
     return trainer.run()

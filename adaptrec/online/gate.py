@@ -1,0 +1,86 @@
+"""The promotion gate: a challenger replaces a domain's champion only when a paired, user-clustered test on the same
+recent cases says it is not worse than the champion by more than a margin; every decision goes to the audit trail.
+
+The test is named for what it is: with `margin` > 0 it is a non-inferiority test (the challenger may be slightly
+worse and still pass), with `margin` = 0 a superiority test. The decision compares the lower end of a 95% bootstrap
+CI of AUC(challenger) − AUC(champion), resampling users (a user's cases move together), with −margin. The CI's
+half-width is recorded as the smallest difference the window can resolve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from adaptrec.data.records import Case
+from adaptrec.metrics import paired_difference
+from adaptrec.metrics.classification import auc
+from adaptrec.registry import AdapterRecord, Registry
+from adaptrec.scoring.variants import component_scores
+
+from ..errors import ConfigError
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class GateResult:
+    promoted: bool
+    challenger: str
+    champion: str | None
+    evidence: dict
+
+    def summary(self) -> str:
+        e = self.evidence
+        verdict = "promoted" if self.promoted else "not promoted"
+        if self.champion is None:
+            return f"{verdict} {self.challenger}: {e['reason']}"
+        return (f"{verdict} {self.challenger} over {self.champion}: {e['test']} on {e['cases']} cases of "
+                f"{e['users']} users, AUC {e['challenger_auc']:.4f} vs {e['champion_auc']:.4f}, "
+                f"difference {e['diff']:+.4f} [95% CI {e['ci_low']:+.4f}, {e['ci_high']:+.4f}], "
+                f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}")
+
+
+def describe_test(margin: float) -> str:
+    return (f"non-inferiority (margin {margin:g})" if margin > 0 else "superiority") + \
+        ": lower 95% bound of the user-clustered paired bootstrap AUC difference"
+
+
+def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champion: np.ndarray, margin: float,
+           seed: int = 0, n_resamples: int = 1000) -> dict:
+    """The gate's evidence for scores of the same cases; `promote` is the decision."""
+    diff = paired_difference("auc", labels, challenger, champion, seed=seed, n_resamples=n_resamples, alpha=ALPHA,
+                             clusters=users)
+    return {"test": describe_test(margin), "metric": "auc", "margin": margin, "cases": len(labels),
+            "users": len(set(users)), "challenger_auc": auc(labels, challenger),
+            "champion_auc": auc(labels, champion), "diff": diff.value, "ci_low": diff.ci_low,
+            "ci_high": diff.ci_high, "resolution": (diff.ci_high - diff.ci_low) / 2,
+            "promote": bool(diff.ci_low > -margin)}
+
+
+def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
+         margin: float = 0.005, seed: int = 0, **scorer_options) -> GateResult:
+    """Score challenger and champion on `cases` (labelled, from SPEC `data`), decide, and record the decision:
+    promote (the new champion) or refuse (the champion stays). A domain without a champion takes the challenger."""
+    if margin < 0:
+        raise ConfigError(f"--margin {margin}: expected a margin >= 0")
+    record: AdapterRecord = registry.resolve(challenger)
+    champion = registry.promoted(domain)
+    if champion is None:
+        evidence = {"test": "none", "reason": f"domain {domain!r} had no champion", "data": data}
+        registry.promote(record.ref, domain, evidence=evidence)
+        return GateResult(True, record.ref, None, evidence)
+    if champion.ref == record.ref:
+        raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
+    labelled = [c for c in cases if c.label is not None]
+    labels = np.array([c.label for c in labelled])
+    if len(set(labels.tolist())) < 2:
+        raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
+    scores = component_scores(backbone, registry, [record.ref, champion.ref], labelled, **scorer_options)
+    evidence = {**decide(labels, [c.user_id for c in labelled], scores[0], scores[1], margin, seed), "data": data}
+    if evidence["promote"]:
+        registry.promote(record.ref, domain, evidence=evidence)
+    else:
+        registry.refuse(record.ref, domain, evidence)
+    return GateResult(evidence["promote"], record.ref, champion.ref, evidence)

@@ -1,0 +1,64 @@
+"""The audit trail of a domain's champion: every promotion, refused challenger and rollback, with its evidence.
+
+Rollback replays the trail as a stack (a promotion pushes, a rollback pops), so repeated rollbacks walk back
+through earlier champions rather than flip between the last two.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+
+ACTIONS = ("promote", "refuse", "rollback")
+
+
+@dataclass(frozen=True)
+class Decision:
+    seq: int
+    domain: str
+    action: str
+    ref: str
+    previous: str | None
+    evidence: dict = field(default_factory=dict)
+    by: str = ""
+    at: str = ""
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "domain": self.domain, "action": self.action, "ref": self.ref,
+                "previous": self.previous, "evidence": self.evidence, "by": self.by, "at": self.at}
+
+
+def who() -> str:
+    """Who decides: $ADAPTREC_USER, else the login name."""
+    try:
+        return os.environ.get("ADAPTREC_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "unknown"
+
+
+def append(conn: sqlite3.Connection, domain: str, action: str, ref: str, previous: str | None, evidence: dict,
+           at: str) -> None:
+    conn.execute("INSERT INTO decisions (domain, action, ref, previous, evidence, by_whom, at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (domain, action, ref, previous, json.dumps(evidence), who(), at))
+
+
+def history(conn: sqlite3.Connection, domain: str) -> list[Decision]:
+    rows = conn.execute("SELECT seq, domain, action, ref, previous, evidence, by_whom, at FROM decisions "
+                        "WHERE domain = ? ORDER BY seq", (domain,)).fetchall()
+    return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+
+
+def champions(decisions: list[Decision]) -> list[str]:
+    """The champion stack the trail leaves, current champion last (a champion from before the trail first)."""
+    stack: list[str] = []
+    for d in decisions:
+        if d.action == "promote":
+            if not stack and d.previous:
+                stack.append(d.previous)
+            stack.append(d.ref)
+        elif d.action == "rollback":
+            del stack[len(stack) - 1 - len(d.evidence.get("skipped", ())):]  # the champion, and removed ones skipped
+    return stack

@@ -1,0 +1,135 @@
+"""Continual update (warm start, replay, lineage) and the promotion gate (paired user-clustered test, audit trail)
+on the tiny Llama; the CLI faces of both."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from cli_runner import run_cli
+from synthetic import synthetic_cases, write_tallrec_files
+from train_worker import tiny_recipe
+
+from adaptrec.config import load_recipe
+from adaptrec.data.online_log import LoggedItem, OnlineLog
+from adaptrec.errors import ConfigError
+from adaptrec.online.gate import decide
+from adaptrec.registry import Registry
+from adaptrec.train.recipe import run_recipe, train_or_reuse
+from adaptrec.train.update import replay_mix, update_adapter
+
+
+def log_feedback(cases, log: OnlineLog | None = None, t0: float = 1000.0) -> None:
+    """Log each case as a served request and its label as feedback (at times t0, t0 + 1, ...)."""
+    log = log or OnlineLog()
+    for n, c in enumerate(cases):
+        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [LoggedItem(c.target)], ["tiny:1"], "score",
+                              created=t0 + n)
+        log.add_feedback(rid, c.target, label=c.label, created=t0 + n)
+
+
+@pytest.fixture
+def trained(tiny_model_dir, tmp_path):
+    """`tiny:1`, trained from a recipe file over synthetic TALLRec files, and the recipe's path."""
+    files = write_tallrec_files(tmp_path / "data", {"train": 16, "valid": 8, "test": 8})
+    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2).model_dump(mode="json")
+    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
+    recipe["evaluation"] = {"limit": None, "batch_size": 4}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    parsed, text = load_recipe(str(path))
+    return run_recipe(parsed, text).record, path
+
+
+def test_replay_mix_keeps_the_share_and_is_seeded():
+    new, old = synthetic_cases(40), synthetic_cases(100, seed=9)
+    mixed, n_old = replay_mix(new, old, 0.2, seed=1)
+    assert n_old == 10 and len(mixed) == 50 and sum(c in old for c in mixed) == 10
+    assert replay_mix(new, old, 0.2, seed=1)[0] == mixed
+    assert replay_mix(new, old[:3], 0.5, seed=1)[1] == 3  # never more than the old data holds
+    assert replay_mix(new, old, 0.0, seed=1)[1] == 0
+    with pytest.raises(ConfigError, match="--replay"):
+        replay_mix(new, old, 1.0, seed=1)
+
+
+def test_update_warm_starts_registers_the_next_version_with_lineage(trained, tiny_model_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    parent, recipe_path = trained
+    log_feedback(synthetic_cases(12, seed=5))
+    seen = {}
+    import adaptrec.train.update as update_mod
+
+    real_train = update_mod.train
+
+    def spy(recipe, backbone, cases, val, run_dir, **kw):
+        seen.update(cases=list(cases), init_from=kw["init_from"], steps=recipe.training.max_steps)
+        return real_train(recipe, backbone, cases, val, run_dir, **kw)
+
+    monkeypatch.setattr(update_mod, "train", spy)
+    result = update_adapter(parent.ref, "feedback:movie", replay=0.25, steps=1, overrides=["training.lr=1e-9"])
+    record = result.record
+    assert record.ref == "tiny:2" and record.domain == parent.domain
+    assert record.lineage["updated_from"] == "tiny:1" and record.lineage["parents"] == ["tiny:1"]
+    assert record.lineage["window"] == {"cases": 12, "since": 1000.0, "until": 1011.0}
+    assert record.lineage["replay_cases"] == 4 and result.new_cases == 12 and len(seen["cases"]) == 16
+    assert seen["init_from"] == parent.path and seen["steps"] == 1
+    before = load_file(str(parent.path / "adapter_model.safetensors"))
+    after = load_file(str(record.path / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:  # one step at lr 1e-9 from the parent's weights: the parent's weights, not a fresh start
+        np.testing.assert_allclose(after[k].numpy(), before[k].numpy(), atol=1e-5)
+    assert any(np.abs(before[k].numpy()).max() > 1e-3 for k in before if "lora_B" in k)  # trained, not all zero
+    # the recipe would train from scratch, not reuse an updated version whose recipe text it shares
+    assert train_or_reuse(Registry(), record.fingerprint, str(recipe_path), []).ref != "tiny:2"
+
+
+def test_update_refuses_what_it_cannot_do(trained):
+    parent, _ = trained
+    with pytest.raises(ConfigError, match="no labelled cases"):
+        update_adapter(parent.ref, "feedback:movie")
+
+
+def test_decide_names_its_test_and_resolves_what_it_can():
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 200)
+    users = [f"u{i // 4}" for i in range(400)]
+    champion = labels * 0.5 + rng.normal(0, 0.5, 400)
+    better = labels * 1.5 + rng.normal(0, 0.5, 400)
+    worse = labels * 0.1 + rng.normal(0, 0.5, 400)
+    up = decide(labels, users, better, champion, margin=0.005)
+    assert up["promote"] and up["ci_low"] > 0 and up["test"].startswith("non-inferiority (margin 0.005)")
+    assert up["users"] == 100 and up["cases"] == 400 and 0 < up["resolution"] < 0.1
+    assert not decide(labels, users, worse, champion, margin=0.005)["promote"]
+    same = decide(labels, users, champion, champion, margin=0.0)
+    assert same["test"].startswith("superiority") and not same["promote"]  # equal is not better
+    assert decide(labels, users, champion, champion, margin=0.01)["promote"]  # but it is not worse
+
+
+def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained, monkeypatch, capsys, tmp_path):
+    parent, _ = trained
+    registry = Registry()
+    log_feedback(synthetic_cases(24, seed=7))
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
+                           "feedback:movie")
+    assert code == 0 and "had no champion" in out
+    challenger = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1).record
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
+                           "feedback:movie", "--margin", "0.5")
+    assert code == 0 and "non-inferiority (margin 0.5)" in out and "on 24 cases of 24 users" in out
+    assert registry.promoted("movie").ref == challenger.ref
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
+                           "feedback:movie", "--margin", "0")
+    assert code == 1 and out.startswith("not promoted tiny:1 over tiny:2: superiority")  # equal or worse: refused
+    assert registry.promoted("movie").ref == challenger.ref
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "history", "movie", "--json")
+    trail = json.loads(out)
+    assert [(d["action"], d["ref"]) for d in trail] == [("promote", "tiny:1"), ("promote", "tiny:2"),
+                                                       ("refuse", "tiny:1")]
+    assert trail[1]["evidence"]["data"] == "feedback:movie" and trail[1]["evidence"]["cases"] == 24
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
+    assert code == 0 and "tiny:1 serves it again" in out and registry.promoted("movie").ref == "tiny:1"
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
+    assert code == 2 and err.startswith("error: domain 'movie' has no earlier champion")

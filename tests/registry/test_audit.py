@@ -1,0 +1,60 @@
+"""The champion audit trail: every promotion, refusal and rollback recorded; rollback walks back through champions."""
+
+from __future__ import annotations
+
+import pytest
+from test_registry import reg_one
+
+from adaptrec.errors import RegistryError
+from adaptrec.registry import Registry
+
+
+@pytest.fixture
+def reg(tmp_path) -> Registry:
+    return Registry(tmp_path / "home")
+
+
+@pytest.fixture
+def versions(reg, tmp_path):
+    from test_registry import make_peft_dir
+
+    src = make_peft_dir(tmp_path / "src")
+    return [reg_one(reg, src).ref for _ in range(3)]
+
+
+def test_every_decision_is_recorded_with_its_evidence(reg, versions, monkeypatch):
+    monkeypatch.setenv("ADAPTREC_USER", "alice")
+    v1, v2, v3 = versions
+    reg.promote(v1, "movies")
+    reg.promote(v2, "movies", evidence={"test": "non-inferiority", "diff": 0.01})
+    reg.refuse(v3, "movies", {"test": "non-inferiority", "diff": -0.2})
+    trail = reg.history("movies")
+    assert [(d.action, d.ref, d.previous) for d in trail] == [
+        ("promote", v1, None), ("promote", v2, v1), ("refuse", v3, v2)]
+    assert trail[1].evidence == {"test": "non-inferiority", "diff": 0.01}
+    assert {d.by for d in trail} == {"alice"} and all(d.at for d in trail)
+    assert reg.promoted("movies").ref == v2  # a refusal leaves the champion
+    assert reg.history("books") == []
+
+
+def test_rollback_walks_back_through_earlier_champions(reg, versions):
+    v1, v2, v3 = versions
+    for v in versions:
+        reg.promote(v, "movies")
+    assert reg.rollback("movies").ref == v2
+    assert reg.rollback("movies").ref == v1  # not back to v3
+    assert reg.promoted("movies").ref == v1
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback("movies")
+    assert [d.action for d in reg.history("movies")] == ["promote"] * 3 + ["rollback"] * 2
+
+
+def test_rollback_skips_a_removed_champion_and_remembers_it(reg, versions):
+    v1, v2, v3 = versions
+    for v in versions:
+        reg.promote(v, "movies")
+    reg.remove(v2)
+    assert reg.rollback("movies").ref == v1
+    assert reg.history("movies")[-1].evidence == {"rolled_back": v3, "skipped": [v2]}
+    reg.promote(v3, "movies")
+    assert reg.rollback("movies").ref == v1
