@@ -13,9 +13,8 @@ Imports sit inside the functions so that `import adaptrec` and `adaptrec --help`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import AdaptrecError
 
@@ -152,11 +151,11 @@ def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None
 
 
 def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin: float = 0.005,
-                      limit: int | None = None, seed: int = 0, cache: bool = True) -> GateResult:
+                      limit: int | None = None, seed: int = 0, cache: bool = True, backbone: str | None = None,
+                      quantization: str | None = None) -> GateResult:
     """The promotion gate (docs/online.md): score `ref` and the champion of `domain` (default: `ref`'s domain) on the
     same cases of `data` (a seeded `limit` of them), promote `ref` when the paired user-clustered test passes,
     record the decision either way."""
-    from .config import recipe_from_text
     from .data.spec import load_spec
     from .evaluation import select_cases
     from .online.gate import gate
@@ -164,12 +163,45 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
 
     reg = registry()
     record = reg.resolve(ref)
-    recipe = recipe_from_text(record.recipe_text, record.ref) if record.recipe_text else None
-    options = {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens} if recipe else {}
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
-    bb = _backbone(*_made_for([record.ref], None, None))
+    bb = _backbone(*_made_for([record.ref], backbone, quantization))
     return gate(bb, reg, record.ref, domain or record.domain, cases, data, margin, seed,
-                cache=ScoreCache.default() if cache else None, **options)
+                cache=ScoreCache.default() if cache else None, **_scoring_options(reg, record.ref))
+
+
+def drift(domain: str, *, before: str, after: str, adapter: str | None = None, limit: int | None = None,
+          seed: int = 0, cache: bool = True, plot: str | Path | None = None, backbone: str | None = None,
+          quantization: str | None = None) -> dict:
+    """Compare two windows (SPECs) of `domain` under its champion (or `adapter`): score distribution (PSI, KS),
+    calibration (reliability, ECE), and AUC beside the like-ratio and popularity rows (docs/online.md); `plot`: also
+    draw them to this PNG."""
+    from .data.spec import load_spec
+    from .evaluation import select_cases
+    from .online.drift import drift as compare_windows
+    from .score_cache import ScoreCache
+
+    reg = registry()
+    ref = adapter or getattr(reg.promoted(domain), "ref", None)
+    windows = [select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)]
+    bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
+    report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
+                             **_scoring_options(reg, ref))
+    if plot is not None:
+        from .plots.drift import plot_drift
+
+        plot_drift(report, Path(plot))
+    return report
+
+
+def _scoring_options(reg: Registry, ref: str | None) -> dict:
+    """The prompt template and length the adapter `ref` was trained with (none for an adapter without a recipe)."""
+    from .config import recipe_from_text
+
+    record = reg.resolve(ref) if ref else None
+    if record is None or not record.recipe_text:
+        return {}
+    recipe = recipe_from_text(record.recipe_text, record.ref)
+    return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
 
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
@@ -314,7 +346,7 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
-          limits: Limits | None = None, max_batch: int | None = None, max_padding: float = 0.1,
+          limits: "Limits | None" = None, max_batch: int | None = None, max_padding: float = 0.1,
           max_wait_ms: float = 0.0, allow_any_adapter: bool = False, request_log: bool = True,
           exploration: dict[str, float] | None = None, template: str = "tallrec",
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:

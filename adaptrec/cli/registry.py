@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from .. import api
 from ..errors import AdaptrecError
-from .options import echo_json
+from .options import MadeForBackboneOpt, MadeForQuantOpt, echo_json
 
 registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
 
@@ -25,7 +26,7 @@ def _auc_cell(record) -> str:
 
 
 @registry_app.command("list")
-def registry_list(domain: str | None = typer.Option(None, "--domain")) -> None:
+def registry_list(domain: Optional[str] = typer.Option(None, "--domain")) -> None:
     """List registered adapters (promoted ones are marked with *)."""
     reg = api.registry()
     promoted = set(reg.aliases().values())
@@ -43,20 +44,23 @@ def registry_show(ref: str) -> None:
 @registry_app.command("promote")
 def registry_promote(
     ref: str,
-    domain: str | None = typer.Option(None, "--domain", help="default: REF's own domain"),
+    domain: Optional[str] = typer.Option(None, "--domain", help="default: REF's own domain"),
     if_better: bool = typer.Option(False, "--if-better", help="promote only if REF passes the gate against the "
                                    "domain's champion on --data (docs/online.md)"),
-    data: str | None = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
+    data: Optional[str] = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
     margin: float = typer.Option(0.005, "--margin", help="non-inferiority margin in AUC (0: superiority)"),
-    limit: int | None = typer.Option(None, "--limit", help="a seeded, label-stratified subset of --data"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="a seeded, label-stratified subset of --data"),
     seed: int = typer.Option(0, "--seed"),
+    backbone: Optional[str] = MadeForBackboneOpt,
+    quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:
     """Make REF the adapter that serves its domain (the router's default); with --if-better only if it passes the
     gate. Every decision is recorded: `adaptrec registry history DOMAIN`."""
     if if_better:
         if data is None:
             raise typer.BadParameter("--if-better needs --data SPEC (the recent cases to compare on)")
-        result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed)
+        result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed,
+                                       backbone=backbone, quantization=quantization)
         typer.echo(result.summary())
         raise typer.Exit(0 if result.promoted else 1)
     reg = api.registry()
@@ -111,9 +115,9 @@ def registry_gc() -> None:
 def export(
     adapter: str = typer.Argument(..., help="a registered adapter: AdaLoRA (--to-lora), LoRA or AdaLoRA (--to vllm)"),
     to_lora: bool = typer.Option(False, "--to-lora", help="register the exact plain-LoRA form of an AdaLoRA adapter"),
-    to: str | None = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
-    out: Path | None = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
-    name: str | None = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
+    to: Optional[str] = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
 ) -> None:
     """Convert a registered adapter: AdaLoRA to an exact plain LoRA in the registry (--to-lora), or a LoRA folder
     that vLLM loads (--to vllm --out DIR; see docs/serving.md)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -17,7 +18,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    preload: list[str] | None = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable); "
+    preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable); "
                                                 "anonymous requests may name these and promoted ones"),
     allow_any_adapter: bool = typer.Option(False, "--allow-any-adapter", help="let anonymous requests name any "
                                            "registered adapter"),
@@ -29,16 +30,16 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="request bodies over this get 413 unread"),
     prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", help="bytes of shared-prefix KV caches kept"),
     queue_timeout: float = typer.Option(5.0, "--queue-timeout", help="seconds a request may wait before it is refused"),
-    max_batch: int | None = typer.Option(None, "--max-batch", help="rows merged across requests (default: 1 on "
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="rows merged across requests (default: 1 on "
                                             "CPU, 16 on an accelerator)"),
     max_padding: float = typer.Option(0.1, "--max-padding", help="largest padding share a merged batch may have"),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="how long a request waits for others to merge with"),
     request_log: bool = typer.Option(True, "--request-log/--no-request-log", help="log each answer with a request_id "
                                      "in $ADAPTREC_HOME/online.db and accept POST /v1/feedback"),
-    explore: list[str] | None = typer.Option(None, "--explore", help="DOMAIN=EPSILON: share of /v1/recommend "
+    explore: Optional[List[str]] = typer.Option(None, "--explore", help="DOMAIN=EPSILON: share of /v1/recommend "
                                                 "slots filled by ε-greedy exploration (repeatable; default: none)"),
     template: str = TemplateOpt,
-    registry: Path | None = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
 ) -> None:

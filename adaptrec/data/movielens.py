@@ -152,3 +152,20 @@ def training_ratings(held_out: Sequence[str] = ("valid", "test")) -> list[Rating
             cut[sample.user] = min(cut.get(sample.user, sample.position), sample.position - HISTORY_LEN)
     return [Rating(user, item, bool(liked), i) for user, events in _timelines(folder).items()
             for i, (item, liked, _) in enumerate(events) if i < cut.get(user, len(events))]
+
+
+def timed_cases() -> list[tuple[int, Case]]:
+    """Every ML-100K position with 10 earlier ratings as a labelled Case (history oldest first, item ids kept), with
+    the target rating's Unix timestamp; oldest first. For time-window studies (the online replay simulation):
+    unlike TALLRec's files, all ~99K positions, not only the last 10,000."""
+    folder = ml100k_dir()
+    titles, out = _titles(folder), []
+    for user, events in _timelines(folder).items():
+        for i in range(HISTORY_LEN, len(events)):
+            history = tuple(HistoryItem(f'"{titles[item]}"', bool(liked), item)
+                            for item, liked, _ in events[i - HISTORY_LEN:i])
+            item, label, timestamp = events[i]
+            out.append((int(timestamp), Case(f"ml100k-{user}", "movie", "movie", history, f'"{titles[item]}"', label,
+                                             item)))
+    out.sort(key=lambda tc: tc[0])
+    return out

@@ -8,11 +8,12 @@ Each module draws one kind from plain data (`plot_*`: lists and dicts, returns t
     shots     test AUC against shots per adapter type, from the TALLRec grid's JSONL
     transfer  the cross-domain matrix as a heat map, from the cross-domain experiment's JSON
     bench     latency and throughput bars from bench/results/*.json
+    drift     two windows' reliability curves and AUCs, from `adaptrec drift --json`'s report
 """
 
 from __future__ import annotations
 
-from . import bench, curves, shots, transfer
+from . import bench, curves, drift, shots, transfer
 
 FIGURES = {"curves": curves.from_files, "shots": shots.from_files, "transfer": transfer.from_files,
-           "bench": bench.from_files}
+           "bench": bench.from_files, "drift": drift.from_files}

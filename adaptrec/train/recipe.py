@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from adaptrec.scoring.core import Scorer, backbone_scorer
 from adaptrec.scoring.variants import UNTUNED
@@ -108,7 +108,8 @@ def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequ
     digest = recipe_digest(recipe)
     for record in reversed(registry.list(name=recipe.name)):
         updated = (record.lineage or {}).get("method") == UPDATE  # its recipe text names data it never trained on
-        if record.recipe_text and not updated and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == digest:
+        if (record.recipe_text and not updated and fingerprint.match(record.fingerprint) == "exact"
+                and _settings(record) == digest):
             log(f"  reusing {record.ref} (same recipe settings)")
             return record
     log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")

@@ -1,0 +1,55 @@
+"""Comparing score distributions and calibration between windows: PSI, the two-sample KS test, reliability curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EDGES = np.linspace(0.0, 1.0, 11)  # ten equal-width bins over [0, 1] (scores are probabilities)
+
+
+def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    counts = np.histogram(np.clip(scores, edges[0], edges[-1]), bins=edges)[0].astype(float)
+    shares = counts / max(counts.sum(), 1.0)
+    return np.clip(shares, eps, None)  # an empty bin would make the log infinite
+
+
+def psi(before, after, edges: np.ndarray = EDGES) -> float:
+    """Population stability index of `after` against `before` over fixed bins: sum (a − b) · ln(a / b).
+    Rules of thumb: < 0.1 stable, 0.1–0.25 a moderate shift, > 0.25 a large one."""
+    b, a = _shares(np.asarray(before, float), edges), _shares(np.asarray(after, float), edges)
+    return float(np.sum((a - b) * np.log(a / b)))
+
+
+def ks(before, after) -> tuple[float, float]:
+    """The two-sample Kolmogorov–Smirnov statistic and its p-value (scipy)."""
+    from scipy.stats import ks_2samp
+
+    result = ks_2samp(np.asarray(before, float), np.asarray(after, float))
+    return float(result.statistic), float(result.pvalue)
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per score bin with cases: mean score, observed like rate, case count; and the expected calibration error."""
+
+    mean_score: list[float]
+    like_rate: list[float]
+    count: list[int]
+    ece: float
+
+
+def reliability(labels, scores, edges: np.ndarray = EDGES) -> Reliability:
+    """The reliability curve over fixed bins and ECE = Σ (n_bin / n) · |like rate − mean score|."""
+    y, s = np.asarray(labels, float), np.clip(np.asarray(scores, float), edges[0], edges[-1])
+    bins = np.clip(np.digitize(s, edges[1:-1]), 0, len(edges) - 2)
+    mean, rate, count, ece = [], [], [], 0.0
+    for b in range(len(edges) - 1):
+        mask = bins == b
+        if mask.any():
+            mean.append(float(s[mask].mean()))
+            rate.append(float(y[mask].mean()))
+            count.append(int(mask.sum()))
+            ece += mask.sum() / len(s) * abs(rate[-1] - mean[-1])
+    return Reliability(mean, rate, count, float(ece))

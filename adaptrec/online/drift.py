@@ -1,0 +1,77 @@
+"""Drift between two windows of a domain: how the champion's scores moved (PSI, KS), whether they stayed calibrated
+(reliability curves, ECE), and whether the adapter still beats the non-LLM rows (AUC per window)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from adaptrec.baselines import like_ratio_scores, popularity_scores
+from adaptrec.data.records import Case
+from adaptrec.data.tallrec import item_popularity
+from adaptrec.metrics import compute_classification
+from adaptrec.metrics.calibration import ks, psi, reliability
+from adaptrec.registry import Registry
+from adaptrec.scoring.variants import component_scores
+
+from ..errors import ConfigError
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
+    m = compute_classification(["auc"], labels, scores, clusters=users)["auc"]
+    return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
+
+
+def window_report(labels: np.ndarray, users: list[str], scores: np.ndarray, baselines: dict[str, np.ndarray]) -> dict:
+    """One window: size, mean score, like rate, reliability, and AUC (user-clustered CI) of the adapter and each
+    baseline row."""
+    curve = reliability(labels, scores)
+    return {"cases": int(len(labels)), "users": len(set(users)), "mean_score": float(np.mean(scores)),
+            "like_rate": float(np.mean(labels)), "reliability": asdict(curve),
+            "auc": {"adapter": _auc(labels, scores, users),
+                    **{name: _auc(labels, s, users) for name, s in baselines.items()}}}
+
+
+def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: np.ndarray) -> dict:
+    statistic, p_value = ks(scores_before, scores_after)
+    return {"psi": psi(scores_before, scores_after), "ks": statistic, "ks_p": p_value,
+            "ece_change": after["reliability"]["ece"] - before["reliability"]["ece"],
+            "auc_change": after["auc"]["adapter"]["value"] - before["auc"]["adapter"]["value"]}
+
+
+def drift(backbone, registry: Registry, domain: str, before: list[Case], after: list[Case], adapter: str | None = None,
+          **scorer_options) -> dict:
+    """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity is counted
+    over the `before` window (what was known then) for both."""
+    ref = adapter or getattr(registry.promoted(domain), "ref", None)
+    if ref is None:
+        raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with --adapter")
+    windows = {}
+    for name, cases in (("before", before), ("after", after)):
+        labelled = [c for c in cases if c.label is not None]
+        if len({c.label for c in labelled}) < 2:
+            raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
+        windows[name] = labelled
+    popularity = item_popularity(windows["before"])
+    report, raw = {"adapter": registry.resolve(ref).ref, "domain": domain}, {}
+    for name, cases in windows.items():
+        labels, users = np.array([c.label for c in cases]), [c.user_id for c in cases]
+        raw[name] = component_scores(backbone, registry, [ref], cases, **scorer_options)[0]
+        baselines = {"like-ratio": like_ratio_scores(cases, popularity), "popularity": popularity_scores(cases, popularity)}
+        report[name] = window_report(labels, users, raw[name], baselines)
+    report["change"] = compare(report["before"], report["after"], raw["before"], raw["after"])
+    return report
+
+
+def summary(report: dict) -> str:
+    """The report as a few lines of text."""
+    c = report["change"]
+    lines = [f"drift of {report['domain']} ({report['adapter']}): PSI {c['psi']:.3f}, KS {c['ks']:.3f} "
+             f"(p {c['ks_p']:.3g}), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
+    for name in ("before", "after"):
+        w = report[name]
+        rows = ", ".join(f"{row} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" for row, m in w["auc"].items())
+        lines.append(f"  {name}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
+                     f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Drift statistics (PSI, KS, reliability/ECE) and `adaptrec drift` on the tiny Llama, with its figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+from serve_helpers import make_registry
+from synthetic import synthetic_cases
+from test_update_and_gate import log_feedback
+
+from adaptrec.metrics.calibration import ks, psi, reliability
+
+
+def test_psi_and_ks_see_a_shift_and_not_its_absence():
+    rng = np.random.default_rng(0)
+    a, b, shifted = rng.beta(2, 5, 2000), rng.beta(2, 5, 2000), rng.beta(5, 2, 2000)
+    assert psi(a, b) < 0.05 < 0.25 < psi(a, shifted)
+    assert ks(a, b)[1] > 0.01 and ks(a, shifted)[1] < 1e-6
+
+
+def test_reliability_and_ece():
+    labels = np.array([0, 0, 1, 1, 1, 0, 1, 1])
+    scores = np.array([0.05, 0.05, 0.95, 0.95, 0.55, 0.55, 0.55, 0.55])
+    curve = reliability(labels, scores)
+    assert curve.count == [2, 4, 2] and curve.like_rate == [0.0, 0.75, 1.0]
+    assert curve.ece == pytest.approx((2 * 0.05 + 4 * 0.2 + 2 * 0.05) / 8)
+    assert reliability(labels, labels.astype(float)).ece == 0.0
+
+
+def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import os
+
+    make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
+    log_feedback(synthetic_cases(20, seed=1, domain="arts"), t0=1000)
+    log_feedback(synthetic_cases(20, seed=2, domain="arts"), t0=2000)
+    before, after = "feedback:arts[0:20]", "feedback:arts:2000"
+    tiny = ("--backbone", str(tiny_model_dir), "-q", "none")
+    code, out, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny, "--json",
+                             "--plot", str(tmp_path / "drift.png"))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["adapter"] == "arts-lora:1" and report["before"]["cases"] == report["after"]["cases"] == 20
+    assert set(report["after"]["auc"]) == {"adapter", "like-ratio", "popularity"}
+    assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1
+    assert (tmp_path / "drift.png").stat().st_size > 10_000
+    code, out, _ = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny)
+    assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and "before: 20 cases" in out
+    code, _, err = run_cli(monkeypatch, capsys, "drift", "books", "--before", before, "--after", after, *tiny)
+    assert code == 2 and "no promoted adapter" in err
