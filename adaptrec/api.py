@@ -348,7 +348,7 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,
           limits: "Limits | None" = None, max_batch: int | None = None, max_padding: float = 0.1,
           max_wait_ms: float = 0.0, allow_any_adapter: bool = False, request_log: bool = True,
-          exploration: dict[str, float] | None = None, template: str = "tallrec",
+          exploration: dict[str, float] | None = None, watch_promotions: float = 1.0, template: str = "tallrec",
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
     `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator."""
@@ -365,7 +365,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
         max_batch = 1 if str(model.device).startswith("cpu") else 16
     run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
                                                 allow_any_adapter=allow_any_adapter, request_log=request_log,
-                                                exploration=exploration or {}))
+                                                exploration=exploration or {}, watch_promotions=watch_promotions))
 
 
 def parse_exploration(items: Sequence[str]) -> dict[str, float]:

@@ -59,7 +59,8 @@ def draw_windows() -> list[dict]:
         picked = sorted(random.Random(SEED + w).sample(range(len(chunk)), WINDOW + GATE))
         gate = set(random.Random(SEED + 100 + w).sample(picked, GATE))
         out.append({"start": chunk[0][0], "end": chunk[-1][0],
-                    "cases": [chunk[i] for i in picked if i not in gate], "gate": [chunk[i] for i in picked if i in gate]})
+                    "cases": [chunk[i] for i in picked if i not in gate],
+                    "gate": [chunk[i] for i in picked if i in gate]})
     return out
 
 
@@ -122,7 +123,8 @@ class Scoring:
         from adaptrec.registry import Registry
         from adaptrec.score_cache import ScoreCache
 
-        self.backbone, self.registry, self.cache = load_backbone("embedded:smollm2", "8bit"), Registry(), ScoreCache.default()
+        self.backbone = load_backbone("embedded:smollm2", "8bit")
+        self.registry, self.cache = Registry(), ScoreCache.default()
 
     def scores(self, refs: list[str], cases) -> dict[str, np.ndarray]:
         from adaptrec.scoring.variants import component_scores
@@ -169,7 +171,8 @@ def run(resume_doc: dict | None) -> dict:
     cases = [[c for _, c in w["cases"]] for w in windows]
     gates = [[c for _, c in w["gate"]] for w in windows]
     doc = resume_doc or {
-        "protocol": {"windows": [{"start": w["start"], "end": w["end"], "cases": WINDOW, "gate": GATE} for w in windows],
+        "protocol": {"windows": [{"start": w["start"], "end": w["end"], "cases": WINDOW, "gate": GATE}
+                                 for w in windows],
                      "steps": STEPS, "replay": REPLAY, "margin": MARGIN, "seed": SEED, "recipe": "movie-lora",
                      "sets": BASE_SETS, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "command": COMMAND},
@@ -280,7 +283,8 @@ def render(doc: dict) -> str:
     first = steps[0]["updates"]["static"]
     env = p["environment"]
     lines = [
-        banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke run: {RESULTS})", "",
+        banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
+        "",
         f"Machine: {p['machine']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
         f"`{env['base_model']}` {env['quantization']} ({env['backend']}, {env['dtype']}), "
         f"transformers {env['transformers']}, peft {env['peft']}. "

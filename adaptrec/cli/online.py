@@ -33,7 +33,8 @@ def update(
 
 def drift(
     domain: str = typer.Argument(..., help="the domain whose champion is compared across the two windows"),
-    before: str = typer.Option(..., "--before", help="SPEC of the earlier window, e.g. feedback:movie:1733000000[0:300]"),
+    before: str = typer.Option(..., "--before", help="SPEC of the earlier window, e.g. "
+                               "feedback:movie:1733000000[0:300]"),
     after: str = typer.Option(..., "--after", help="SPEC of the later window"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
     limit: Optional[int] = typer.Option(None, "--limit", help="a seeded, label-stratified subset of each window"),

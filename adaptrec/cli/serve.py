@@ -38,6 +38,8 @@ def serve(
                                      "in $ADAPTREC_HOME/online.db and accept POST /v1/feedback"),
     explore: Optional[List[str]] = typer.Option(None, "--explore", help="DOMAIN=EPSILON: share of /v1/recommend "
                                                 "slots filled by ε-greedy exploration (repeatable; default: none)"),
+    watch_promotions: float = typer.Option(1.0, "--watch-promotions", help="seconds between checks for a new "
+                                           "champion, which is loaded before routing switches to it (0: off)"),
     template: str = TemplateOpt,
     registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME)"),
     backbone: str = BackboneOpt,
@@ -51,5 +53,6 @@ def serve(
     api.serve(host=host, port=port, preload=preload or [], max_resident=max_resident, limits=limits,
               max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
               allow_any_adapter=allow_any_adapter, request_log=request_log, exploration=api.parse_exploration(explore or []),
+              watch_promotions=watch_promotions,
               template=template, registry_home=registry, backbone=backbone,
               quantization=quantization)

@@ -154,7 +154,8 @@ class OnlineLog:
     def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
         """Labelled Cases of `domain`'s feedback (created in [since, until)), the last event per (request, item)
         winning, in order of that event. `meta` holds the request id, event time, score, explored and propensity."""
-        query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f JOIN requests r USING (request_id) "
+        query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f "
+                 "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
         with self._lock:
             rows = self._db.execute(query, (domain, -1.0 if since is None else since,

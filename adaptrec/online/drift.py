@@ -58,7 +58,8 @@ def drift(backbone, registry: Registry, domain: str, before: list[Case], after: 
     for name, cases in windows.items():
         labels, users = np.array([c.label for c in cases]), [c.user_id for c in cases]
         raw[name] = component_scores(backbone, registry, [ref], cases, **scorer_options)[0]
-        baselines = {"like-ratio": like_ratio_scores(cases, popularity), "popularity": popularity_scores(cases, popularity)}
+        baselines = {"like-ratio": like_ratio_scores(cases, popularity),
+                     "popularity": popularity_scores(cases, popularity)}
         report[name] = window_report(labels, users, raw[name], baselines)
     report["change"] = compare(report["before"], report["after"], raw["before"], raw["after"])
     return report
@@ -71,7 +72,8 @@ def summary(report: dict) -> str:
              f"(p {c['ks_p']:.3g}), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
     for name in ("before", "after"):
         w = report[name]
-        rows = ", ".join(f"{row} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" for row, m in w["auc"].items())
+        rows = ", ".join(f"{row} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                         for row, m in w["auc"].items())
         lines.append(f"  {name}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
                      f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ in-flight requests finish, then the worker drains.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -36,6 +37,7 @@ from .guards import ADMIN_KEY, Guard
 from .metrics import Metrics
 from .explore import greedy
 from .online import RequestLogger
+from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
     ERRORS,
     FeedbackRequest,
@@ -64,6 +66,7 @@ class ServeOptions:
     online_log: Path | None = None  # default: $ADAPTREC_HOME/online.db
     exploration: dict[str, float] = field(default_factory=dict)  # domain -> ε of /v1/recommend's slots
     exploration_seed: int | None = None
+    watch_promotions: float = 1.0  # seconds between polls for new champions to pre-warm and switch to (0: off)
 
 
 def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,
@@ -156,6 +159,10 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].queue.qsize() if "worker" in state else 0,
                       lambda: engine.loads)
     token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    watcher = None
+    if options.watch_promotions > 0:
+        engine.routing = ServedRegistry(engine.registry)
+        watcher = PromotionWatcher(engine.routing)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -163,8 +170,14 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
                         options.max_padding, executor)
         worker.start()
         state["worker"] = worker
+        watching = None
+        if watcher is not None:
+            await worker.prepare(watcher.start)
+            watching = asyncio.create_task(watcher.run(engine, worker, options.watch_promotions))
         yield
         state["closing"] = True
+        if watching is not None:
+            watching.cancel()
         await worker.stop()
 
     app = FastAPI(title="adaptrec", summary="Per-domain adapters on one frozen LLM: P(yes) scores and rankings",

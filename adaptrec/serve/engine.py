@@ -145,8 +145,10 @@ class Engine:
     _snapshot: tuple[Resident, ...] = field(default=(), init=False)  # what `resident()` reads without the lock
     loads: int = field(default=0, init=False)  # adapters loaded from disk so far
     preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
+    routing: object = field(default=None, init=False)  # what routing reads the champions from (`promotions.py`)
 
     def __post_init__(self) -> None:
+        self.routing = self.registry
         self.tokenizer = self.backbone.tokenizer
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
         self.special = self.template != "chat"

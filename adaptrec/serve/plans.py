@@ -37,7 +37,8 @@ def check_access(engine: Engine, ref: str, admin: bool, allow_any: bool) -> None
     if admin or allow_any:
         return
     record = engine.registry.resolve(ref)
-    if record.ref not in engine.preloaded and record.ref not in engine.registry.aliases().values():
+    if record.ref not in engine.preloaded and record.ref not in engine.routing.aliases().values() \
+            and record.ref not in engine.registry.aliases().values():
         raise Forbidden(f"adapter {ref} is neither promoted nor preloaded; anonymous requests may name only those "
                         "(an admin can preload it, or start the server with --allow-any-adapter)")
 
@@ -81,7 +82,7 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
         decision = Decision(req.user_id, req.domain, "warm", (req.adapter,), (1.0,), "both",
                             f"adapter {req.adapter} requested")
     else:
-        decision = route(engine.registry, engine.backbone.fingerprint, case)
+        decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)
     measured = [engine.measured_prompt(replace(case, target=text_of(t))) for t in targets]
     shared = len(targets) > 1 and all(peft_type(engine.registry.resolve(r)) != "PREFIX_TUNING"

@@ -38,8 +38,8 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     log_feedback(synthetic_cases(20, seed=2, domain="arts"), t0=2000)
     before, after = "feedback:arts[0:20]", "feedback:arts:2000"
     tiny = ("--backbone", str(tiny_model_dir), "-q", "none")
-    code, out, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny, "--json",
-                             "--plot", str(tmp_path / "drift.png"))
+    code, out, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny,
+                             "--json", "--plot", str(tmp_path / "drift.png"))
     assert code == 0, err
     report = json.loads(out)
     assert report["adapter"] == "arts-lora:1" and report["before"]["cases"] == report["after"]["cases"] == 20

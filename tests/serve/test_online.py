@@ -129,3 +129,21 @@ def test_the_feedback_spec_grammar():
     with pytest.raises(DataSpecError, match="no domain"):
         load_spec("feedback:")
     assert load_spec("feedback:nothing-logged").cases == []
+
+
+def test_a_new_champion_that_will_not_load_is_not_switched_to(app_client, home, tiny_model_dir):
+    import time
+
+    from router_helpers import register_random
+
+    registry = Registry(home)
+    broken = register_random(tiny_model_dir, registry, "arts-next", {"type": "lora", "r": 4}, seed=9, domain="arts")
+    (broken.path / "adapter_model.safetensors").write_bytes(b"tampered")
+    with app_client(watch_promotions=0.05) as c:
+        assert c.post("/v1/score", json=body(items=['"x"'])).json()["adapters"] == ["arts-lora:1"]
+        registry.promote(broken.ref, "arts")
+        time.sleep(0.5)  # several polls: the load fails, routing stays
+        r = c.post("/v1/score", json=body(items=['"x"']))
+        assert r.status_code == 200 and r.json()["adapters"] == ["arts-lora:1"]
+        registry.promote("arts-lora:1", "arts")
+    assert registry.promoted("arts").ref == "arts-lora:1"
