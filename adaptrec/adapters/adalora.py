@@ -144,6 +144,22 @@ class AdaLoraTuner(Tuner):
             return None
         return weight * (regu_loss / num_param)
 
+    def saved_to_fresh(self, saved: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A saved AdaLoRA adapter keeps only its unpruned ranks (peft resizes by `rank_pattern`); a fresh one has
+        `init_r`. Each saved A (r, d_in), E (r, 1), B (d_out, r) goes into the leading ranks of the fresh one, the
+        rest zero: E = 0 is exactly what pruning leaves, and `ranknum` stays `init_r` in both (adapters/export.py),
+        so the warm-started layer computes the saved adapter's function and training may revive pruned ranks."""
+        out = {}
+        for key, tensor in saved.items():
+            target = fresh.get(key)
+            if target is not None and target.shape != tensor.shape and tensor.dim() == target.dim() == 2 \
+                    and all(s <= t for s, t in zip(tensor.shape, target.shape)):
+                padded = torch.zeros_like(target)
+                padded[: tensor.shape[0], : tensor.shape[1]] = tensor
+                tensor = padded
+            out[key] = tensor
+        return out
+
     def state_tensors(self, model) -> dict[str, torch.Tensor]:
         ada = _adalora_model(model)
         alloc = ada.rankallocator

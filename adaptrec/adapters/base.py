@@ -73,6 +73,11 @@ class Tuner:
     def load_extra(self, model: "PeftModel", folder: Path, tokenizer) -> None:
         """Restore what `save_extra` wrote, after peft loaded the adapter from `folder` (default: nothing)."""
 
+    def saved_to_fresh(self, saved: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A saved adapter's tensors in the shapes of a freshly built one of the same settings (`fresh`: its peft state
+        dict), for a warm start (default: as saved)."""
+        return saved
+
     def state_tensors(self, model: "PeftModel") -> dict[str, torch.Tensor]:
         """Non-parameter training state needed for an exact resume (saved as safetensors by the trainer)."""
         return {}
@@ -188,10 +193,12 @@ def tuner_for(peft_model: "PeftModel") -> Tuner:
 def warm_start(peft_model: "PeftModel", folder: Path, tokenizer) -> None:
     """Start the trainable adapter of `peft_model` from the weights saved in `folder` (same type and settings):
     peft's own state-dict loader for its tensors, the tuner's `load_extra` for the rest."""
-    from peft import set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    result = set_peft_model_state_dict(peft_model, load_file(str(Path(folder) / "adapter_model.safetensors")))
+    saved = load_file(str(Path(folder) / "adapter_model.safetensors"))
+    saved = tuner_for(peft_model).saved_to_fresh(saved, get_peft_model_state_dict(peft_model))
+    result = set_peft_model_state_dict(peft_model, saved)
     missing = [k for k in result.missing_keys if "lora_" in k or "prompt_encoder" in k]
     if result.unexpected_keys or missing:
         raise ConfigError(f"{folder}: its weights do not fit the adapter its recipe builds "

@@ -133,3 +133,42 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
     assert code == 0 and "tiny:1 serves it again" in out and registry.promoted("movie").ref == "tiny:1"
     code, _, err = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 2 and err.startswith("error: domain 'movie' has no earlier champion")
+
+
+def test_an_adalora_adapter_updates_from_its_own_weights(tiny_model_dir, tmp_path):
+    """A saved AdaLoRA adapter keeps only its unpruned ranks; warm-started into a fresh init_r model it computes the
+    same function, and an update of it trains and registers."""
+    import torch
+    from router_helpers import fresh_backbone
+
+    from adaptrec.adapters.attach import load_peft
+    from adaptrec.adapters.base import build_peft_model, warm_start
+    from adaptrec.adapters.export import adalora_to_lora
+    from adaptrec.scoring.logits import tokenize
+
+    files = write_tallrec_files(tmp_path / "data", {"train": 16, "valid": 8, "test": 8})
+    settings = {"type": "adalora", "init_r": 4, "target_r": 2}
+    recipe = tiny_recipe(str(tiny_model_dir), 4, adapter=settings, eval_every=4).model_dump(mode="json")
+    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
+    recipe["evaluation"] = {"limit": None, "batch_size": 4}
+    path = tmp_path / "ada.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    parent = run_recipe(*load_recipe(str(path))).record
+    assert json.loads((parent.path / "adapter_config.json").read_text())["rank_pattern"]  # pruned when saved
+
+    def logits(model, tokenizer):
+        batch = tokenize(tokenizer, ["a prompt about movies", "another one"], torch.device("cpu"))
+        with torch.no_grad():
+            return model(**batch).logits[:, -1]
+
+    saved_bb, fresh_bb = fresh_backbone(tiny_model_dir), fresh_backbone(tiny_model_dir)
+    exported = adalora_to_lora(parent.path, tmp_path / "as-lora")  # the saved function, exactly (adapters/export.py)
+    expected = logits(load_peft(saved_bb.model, exported, "p").eval(), saved_bb.tokenizer)
+    warm = build_peft_model(fresh_bb.model, settings, total_steps=4, tokenizer=fresh_bb.tokenizer)
+    warm_start(warm, parent.path, fresh_bb.tokenizer)
+    torch.testing.assert_close(logits(warm.eval(), fresh_bb.tokenizer), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(expected, logits(fresh_backbone(tiny_model_dir).model, fresh_bb.tokenizer))
+
+    log_feedback(synthetic_cases(8, seed=5))
+    child = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=4).record
+    assert child.adapter_type == "adalora" and child.lineage["updated_from"] == parent.ref
