@@ -44,13 +44,15 @@ class BadFeedback(AdaptrecError):
 
 @dataclass(frozen=True)
 class LoggedItem:
-    """One item of a logged request: what was shown, its score, and whether exploration put it there."""
+    """One item of a logged request: its score, the slot it was shown in (None: a candidate not shown), whether
+    exploration put it there and the probability the logging policy had of putting it there."""
 
     text: str
     item_id: str | None = None
     score: float | None = None
     explored: bool = False
-    propensity: float = 1.0  # probability the item was shown in its slot under the logging policy
+    propensity: float | None = 1.0
+    slot: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class OnlineLog:
         request_id = request_id or new_request_id()
         row = (request_id, domain, user_id, noun,
                json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
-               json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity] for i in items]),
+               json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot] for i in items]),
                json.dumps(list(adapters)), endpoint, time.time() if created is None else created)
         with self._lock, self._db:
             self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -189,4 +191,4 @@ def _case(row: tuple) -> Case:
     item = logged.items[index]
     return Case(logged.user_id, logged.domain, logged.noun, logged.history, item.text, label, item.item_id,
                 meta={"request_id": logged.request_id, "time": at, "score": item.score, "explored": item.explored,
-                      "propensity": item.propensity, "adapters": logged.adapters})
+                      "propensity": item.propensity, "slot": item.slot, "adapters": logged.adapters})

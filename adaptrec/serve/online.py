@@ -32,10 +32,13 @@ class RequestLogger:
 
     def record(self, endpoint: str, req: UserRequest, p: Plan, targets: Sequence[str | Target], scores: np.ndarray,
                slate: Slate | None = None) -> str:
-        """Log one answer (for `/v1/recommend`, the items of its `slate` in slot order); returns its request id."""
+        """Log one answer: every target in request order with its score; `/v1/score` shows them all (slot = its
+        place), `/v1/recommend` its `slate` (slot, explored, propensity; candidates not shown have no slot)."""
         shown = slate or Slate(list(range(len(targets))), [False] * len(targets), [1.0] * len(targets))
-        items = [LoggedItem(text_of(targets[i]), None if isinstance(targets[i], str) else targets[i].item_id,
-                            float(scores[i]), explored, propensity)
-                 for i, explored, propensity in zip(shown.order, shown.explored, shown.propensity)]
-        history = [h for h in req.case(targets[0]).history]
+        shown_as = {i: (explored, propensity, slot)  # LoggedItem's last three fields
+                    for slot, (i, explored, propensity) in enumerate(zip(shown.order, shown.explored, shown.propensity))}
+        items = [LoggedItem(text_of(t), None if isinstance(t, str) else t.item_id, float(scores[i]),
+                            *shown_as.get(i, (False, None, None)))
+                 for i, t in enumerate(targets)]
+        history = list(req.case(targets[0]).history)
         return self.log.log_request(req.domain, req.user_id, req.noun, history, items, p.decision.adapters, endpoint)

@@ -91,9 +91,13 @@ def test_exploration_logs_what_it_explored_with_its_propensity(app_client, home)
     best_first = sorted(range(6), key=lambda i: -greedy[i])
     assert any(item["explored"] for item in r["items"])
     logged = OnlineLog(home / "online.db").request(r["request_id"])
-    assert [i.text for i in logged.items] == [item["item"] for item in r["items"]]
-    assert [i.explored for i in logged.items] == [item["explored"] for item in r["items"]]
-    first = logged.items[0]
+    assert [i.text for i in logged.items] == cands  # every candidate, shown or not, with its score
+    np.testing.assert_allclose([i.score for i in logged.items], greedy, atol=1e-6)
+    shown = sorted((i for i in logged.items if i.slot is not None), key=lambda i: i.slot)
+    assert [i.text for i in shown] == [item["item"] for item in r["items"]]
+    assert [i.explored for i in shown] == [item["explored"] for item in r["items"]]
+    assert all(i.propensity is None and not i.explored for i in logged.items if i.slot is None)
+    first = shown[0]
     assert first.propensity == pytest.approx(1 / 6)  # ε = 1: uniform over the 6 candidates
     assert first.explored == (first.text != cands[best_first[0]])
 
