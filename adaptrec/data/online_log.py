@@ -3,8 +3,10 @@ which items were explored with what propensity) and the feedback that joins to i
 database in WAL mode (`$ADAPTREC_HOME/online.db`).
 
 SQLite rather than an append-only file of our own: WAL gives concurrent readers during writes, transactions make a
-request and its feedback consistent, and `synchronous=FULL` makes a committed event survive a killed process and a
-power cut. Feedback is acknowledged only after its transaction commits (`add_feedback` returns).
+request and its feedback consistent. Every commit survives a killed process (it is in the WAL file); a feedback
+event's commit also survives a power cut (`synchronous=FULL` fsyncs the WAL, and with it every request logged
+before). Requests commit without that fsync (`NORMAL`), so logging costs a served request no disk flush.
+Feedback is acknowledged only after its transaction commits (`add_feedback` returns).
 
 Read back as data, `feedback:DOMAIN[:SINCE]` (see `data/spec.py`) is every (request, item) pair with feedback,
 the last event winning, as labelled Cases in the order the feedback arrived.
@@ -109,7 +111,6 @@ class OnlineLog:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
         with self._lock, self._db:
             for statement in _SCHEMA:
                 self._db.execute(statement)
@@ -127,8 +128,10 @@ class OnlineLog:
                json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
                json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot] for i in items]),
                json.dumps(list(adapters)), endpoint, time.time() if created is None else created)
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")  # in the WAL now, on disk with the next feedback's fsync
+            with self._db:
+                self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         return request_id
 
     def request(self, request_id: str) -> LoggedRequest:
@@ -147,10 +150,12 @@ class OnlineLog:
         index = next((n for n, i in enumerate(logged.items) if item in (i.text, i.item_id)), None)
         if index is None:
             raise BadFeedback(f"item: {item[:200]!r} is not one of the items of request {request_id}")
-        with self._lock, self._db:
-            cursor = self._db.execute(
-                "INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
-                (request_id, index, value, event, time.time() if created is None else created))
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")  # on disk (the WAL fsynced) before this returns
+            with self._db:
+                cursor = self._db.execute(
+                    "INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
+                    (request_id, index, value, event, time.time() if created is None else created))
         return int(cursor.lastrowid)
 
     def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
