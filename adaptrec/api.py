@@ -166,7 +166,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
     bb = _backbone(*_made_for([record.ref], backbone, quantization))
     return gate(bb, reg, record.ref, domain or record.domain, cases, data, margin, seed,
-                cache=ScoreCache.default() if cache else None, **_scoring_options(reg, record.ref))
+                options=lambda r: _scoring_options(reg, r), cache=ScoreCache.default() if cache else None)
 
 
 def drift(domain: str, *, before: str, after: str, adapter: str | None = None, limit: int | None = None,

@@ -19,6 +19,8 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +38,10 @@ class UnknownRequest(AdaptrecError):
     """Feedback named a request id the log does not hold."""
 
     status = 404
+
+
+class OnlineLogError(AdaptrecError):
+    """The log database cannot be opened or written (permissions, a full disk, a locked file)."""
 
 
 class BadFeedback(AdaptrecError):
@@ -107,13 +113,27 @@ class OnlineLog:
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path is not None else adaptrec_home() / "online.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock, self._db:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 self._db.execute(statement)
+        except (OSError, sqlite3.Error) as e:
+            raise OnlineLogError(f"cannot open the request log {self.path} ({e}); check $ADAPTREC_HOME") from None
+
+    @contextmanager
+    def _sql(self, synchronous: str | None = None) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock (with `synchronous` set for the statements that follow); a database error
+        becomes one `OnlineLogError` line."""
+        with self._lock:
+            try:
+                if synchronous:
+                    self._db.execute(f"PRAGMA synchronous={synchronous}")
+                yield self._db
+            except sqlite3.Error as e:
+                raise OnlineLogError(f"the request log {self.path}: {e}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -128,15 +148,13 @@ class OnlineLog:
                json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
                json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot] for i in items]),
                json.dumps(list(adapters)), endpoint, time.time() if created is None else created)
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")  # in the WAL now, on disk with the next feedback's fsync
-            with self._db:
-                self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        with self._sql("NORMAL") as db:  # in the WAL now, on disk with the next feedback's fsync
+            db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         return request_id
 
     def request(self, request_id: str) -> LoggedRequest:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        with self._sql() as db:
+            row = db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         if row is None:
             raise UnknownRequest(f"request_id: no logged request {request_id[:64]!r}")
         return _request(row)
@@ -144,18 +162,16 @@ class OnlineLog:
     def add_feedback(self, request_id: str, item: str, label: int | None = None, event: str | None = None,
                      created: float | None = None) -> int:
         """Record feedback on `item` (its text or item id) of a logged request, durably; returns its sequence number.
-        `UnknownRequest` for an unknown id, `BadFeedback` for an item the request did not hold or a bad label."""
+        `UnknownRequest` for an unknown id, `BadFeedback` for an item the request did not show or a bad label."""
         value = label_of(label, event)
         logged = self.request(request_id)
-        index = next((n for n, i in enumerate(logged.items) if item in (i.text, i.item_id)), None)
+        index = next((n for n, i in enumerate(logged.items) if i.slot is not None and item in (i.text, i.item_id)),
+                     None)
         if index is None:
-            raise BadFeedback(f"item: {item[:200]!r} is not one of the items of request {request_id}")
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=FULL")  # on disk (the WAL fsynced) before this returns
-            with self._db:
-                cursor = self._db.execute(
-                    "INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
-                    (request_id, index, value, event, time.time() if created is None else created))
+            raise BadFeedback(f"item: {item[:200]!r} is not one of the items request {request_id} showed")
+        with self._sql("FULL") as db:  # on disk (the WAL fsynced) before this returns
+            cursor = db.execute("INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
+                                (request_id, index, value, event, time.time() if created is None else created))
         return int(cursor.lastrowid)
 
     def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
@@ -164,8 +180,8 @@ class OnlineLog:
         query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f "
                  "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
-        with self._lock:
-            rows = self._db.execute(query, (domain, -1.0 if since is None else since,
+        with self._sql() as db:
+            rows = db.execute(query, (domain, -1.0 if since is None else since,
                                             float("inf") if until is None else until)).fetchall()
         last: dict[tuple[str, int], tuple] = {}
         for row in rows:
@@ -175,8 +191,8 @@ class OnlineLog:
 
     def requests(self, domain: str, since: float | None = None, until: float | None = None) -> list[LoggedRequest]:
         """`domain`'s logged requests created in [since, until), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._sql() as db:
+            rows = db.execute(
                 "SELECT * FROM requests WHERE domain = ? AND created >= ? AND created < ? ORDER BY created",
                 (domain, -1.0 if since is None else since, float("inf") if until is None else until)).fetchall()
         return [_request(row) for row in rows]

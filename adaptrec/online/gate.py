@@ -9,6 +9,7 @@ half-width is recorded as the smallest difference the window can resolve.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from adaptrec.scoring.variants import component_scores
 from ..errors import ConfigError
 
 ALPHA = 0.05
+MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,49 @@ def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champio
             "promote": bool(diff.ci_low > -margin)}
 
 
+def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
+    """How many of `cases` fall in the window of events `record` was updated on (its lineage's since..until)."""
+    window = (record.lineage or {}).get("window", {})
+    if "until" not in window:
+        return 0
+    return sum(window["since"] <= c.meta["time"] <= window["until"] for c in cases if "time" in c.meta)
+
+
 def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
-         margin: float = 0.005, seed: int = 0, **scorer_options) -> GateResult:
-    """Score challenger and champion on `cases` (labelled, from SPEC `data`), decide, and record the decision:
-    promote (the new champion) or refuse (the champion stays). A domain without a champion takes the challenger."""
+         margin: float = 0.005, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
+         **scorer_options) -> GateResult:
+    """Score challenger and champion on `cases` (labelled, from SPEC `data`), each with its own prompt settings
+    (`options(ref)`), decide, and record the decision: promote (the new champion) or refuse (the champion stays).
+    A domain without a champion takes the challenger. Refused before scoring: cases the challenger was updated on,
+    fewer than `MIN_USERS` users or one class only. The decision is recorded only if the champion is still the one
+    scored (`RegistryError` otherwise)."""
     if margin < 0:
         raise ConfigError(f"--margin {margin}: expected a margin >= 0")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
     if champion is None:
         evidence = {"test": "none", "reason": f"domain {domain!r} had no champion", "data": data}
-        registry.promote(record.ref, domain, evidence=evidence)
+        registry.promote(record.ref, domain, evidence=evidence, expect=None)
         return GateResult(True, record.ref, None, evidence)
     if champion.ref == record.ref:
         raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
     labelled = [c for c in cases if c.label is not None]
-    labels = np.array([c.label for c in labelled])
+    seen = trained_on(record, labelled)
+    if seen:
+        raise ConfigError(f"--data {data}: {seen} of its cases are events {record.ref} was trained on "
+                          f"(lineage window until {record.lineage['window']['until']}); gate on later feedback, "
+                          "e.g. feedback:DOMAIN:SINCE with SINCE after that")
+    labels, users = np.array([c.label for c in labelled]), [c.user_id for c in labelled]
     if len(set(labels.tolist())) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
-    scores = component_scores(backbone, registry, [record.ref, champion.ref], labelled, **scorer_options)
-    evidence = {**decide(labels, [c.user_id for c in labelled], scores[0], scores[1], margin, seed), "data": data}
+    if len(set(users)) < MIN_USERS:
+        raise ConfigError(f"--data {data}: {len(set(users))} users; the gate's user-clustered test needs at least "
+                          f"{MIN_USERS}")
+    scores = [component_scores(backbone, registry, [ref], labelled, **{**scorer_options, **options(ref)})[0]
+              for ref in (record.ref, champion.ref)]
+    evidence = {**decide(labels, users, scores[0], scores[1], margin, seed), "data": data}
     if evidence["promote"]:
-        registry.promote(record.ref, domain, evidence=evidence)
+        registry.promote(record.ref, domain, evidence=evidence, expect=champion.ref)
     else:
-        registry.refuse(record.ref, domain, evidence)
+        registry.refuse(record.ref, domain, evidence, expect=champion.ref)
     return GateResult(evidence["promote"], record.ref, champion.ref, evidence)

@@ -58,7 +58,8 @@ def champions(decisions: list[Decision]) -> list[str]:
         if d.action == "promote":
             if not stack and d.previous:
                 stack.append(d.previous)
-            stack.append(d.ref)
+            if not stack or stack[-1] != d.ref:  # promoting the champion again changes nothing
+                stack.append(d.ref)
         elif d.action == "rollback":
             del stack[len(stack) - 1 - len(d.evidence.get("skipped", ())):]  # the champion, and removed ones skipped
     return stack

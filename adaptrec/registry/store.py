@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
@@ -229,33 +230,45 @@ class Registry:
             (record.name, record.version),
         )
 
-    def promote(self, ref: str, domain: str, evidence: dict | None = None) -> AdapterRecord:
+    def promote(self, ref: str, domain: str, evidence: dict | None = None,
+                expect: str | None | EllipsisType = ...) -> AdapterRecord:
         """Make `ref` the default adapter for `domain` (the router's choice); a bare name pins its latest version.
-        The decision, with `evidence` (e.g. the gate's test), goes to the domain's audit trail."""
+        The decision, with `evidence` (e.g. the gate's test), goes to the domain's audit trail. `expect`: the
+        champion the decision was made against (None: none); if another one serves by now, nothing is written."""
         check_domain(domain)
         with self._write() as conn:
             rec = self._resolve(conn, ref)
+            self._check_champion(conn, domain, expect)
             self._set_alias(conn, domain, rec, "promote", evidence or {})
         return rec
 
+    @staticmethod
+    def _champion(conn: sqlite3.Connection, domain: str) -> str | None:
+        row = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
+        return f"{row[0]}:{row[1]}" if row else None
+
+    def _check_champion(self, conn: sqlite3.Connection, domain: str, expect: str | None | EllipsisType) -> None:
+        if expect is not ... and self._champion(conn, domain) != expect:
+            raise RegistryError(f"the champion of {domain!r} changed to {self._champion(conn, domain)} while this "
+                                f"decision was made against {expect}; nothing recorded, run the gate again")
+
     def _set_alias(self, conn: sqlite3.Connection, domain: str, rec: AdapterRecord, action: str, evidence: dict) -> None:
-        now = _utc_now()
-        previous = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
+        now, previous = _utc_now(), self._champion(conn, domain)
         conn.execute(
             "INSERT INTO aliases (domain, name, version, promoted) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (domain) DO UPDATE SET "
             "name = excluded.name, version = excluded.version, promoted = excluded.promoted",
             (domain, rec.name, rec.version, now),
         )
-        audit.append(conn, domain, action, rec.ref, f"{previous[0]}:{previous[1]}" if previous else None, evidence, now)
+        audit.append(conn, domain, action, rec.ref, previous, evidence, now)
 
-    def refuse(self, ref: str, domain: str, evidence: dict) -> AdapterRecord:
-        """Record that `ref` was not promoted for `domain`, and why (the champion stays)."""
+    def refuse(self, ref: str, domain: str, evidence: dict, expect: str | None | EllipsisType = ...) -> AdapterRecord:
+        """Record that `ref` was not promoted for `domain`, and why (the champion stays); `expect` as for `promote`."""
         check_domain(domain)
         with self._write() as conn:
             rec = self._resolve(conn, ref)
-            row = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
-            audit.append(conn, domain, "refuse", rec.ref, f"{row[0]}:{row[1]}" if row else None, evidence, _utc_now())
+            self._check_champion(conn, domain, expect)
+            audit.append(conn, domain, "refuse", rec.ref, self._champion(conn, domain), evidence, _utc_now())
         return rec
 
     def rollback(self, domain: str) -> AdapterRecord:

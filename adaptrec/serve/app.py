@@ -70,7 +70,7 @@ class ServeOptions:
 
 
 def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,
-                        metrics: Metrics, logger: RequestLogger | None) -> None:
+                        metrics: Metrics, logger: RequestLogger | None, watcher: PromotionWatcher | None) -> None:
     """`/v1/score` and `/v1/recommend`: sizes checked here, planned on the preparation thread, run on the worker,
     logged (with a `request_id`) on the preparation thread."""
 
@@ -79,11 +79,15 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         worker: Worker = state["worker"]
         admin = request.scope.get(ADMIN_KEY, False)
         p = await worker.prepare(lambda: plans.plan(engine, req, targets, admin, options.allow_any_adapter))
-        if p.shared:
-            s = p.scores(await worker.submit(call=lambda: p.run(engine)))
-        else:
-            s = p.scores(await worker.submit(rows=p.rows, tokens=p.tokens))
-        return p, s
+        if watcher is not None:  # the adapters this request was routed to are in flight until it is answered
+            watcher.hold(p.decision.adapters)
+        try:
+            if p.shared:
+                return p, p.scores(await worker.submit(call=lambda: p.run(engine)))
+            return p, p.scores(await worker.submit(rows=p.rows, tokens=p.tokens))
+        finally:
+            if watcher is not None:
+                watcher.release(p.decision.adapters)
 
     async def logged(endpoint: str, req, p: plans.Plan, targets, s, slate=None) -> str | None:
         """Observe the scores and log the answer, off the event loop; the request id (None when not logging)."""
@@ -113,8 +117,8 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
     async def feedback(req: FeedbackRequest) -> dict:
         """A label or event for one item of a logged request; answered only once it is on disk."""
-        seq = await state["worker"].prepare(lambda: logger.log.add_feedback(req.request_id, req.item, req.label,
-                                                                            req.event))
+        # a thread of its own, not the preparation thread: the event's fsync must not delay planning
+        seq = await asyncio.to_thread(logger.log.add_feedback, req.request_id, req.item, req.label, req.event)
         return {"request_id": req.request_id, "seq": seq}
 
 
@@ -186,8 +190,9 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     add_error_handlers(app, (adaptrec_home(), engine.registry.home))
     logger = RequestLogger(OnlineLog(options.online_log), options.exploration, options.exploration_seed) \
         if options.request_log else None
-    metrics.known_domains = lambda: engine.registry.aliases().keys()
-    _add_scoring_routes(app, engine, state, options, metrics, logger)
+    metrics.known_domains = (lambda: engine.routing.served) if watcher is not None else engine.registry.aliases
+    app.state.promotions = watcher
+    _add_scoring_routes(app, engine, state, options, metrics, logger, watcher)
     _add_adapter_routes(app, engine, state)
     _add_health_routes(app, engine, state, metrics)
     app.add_middleware(Guard, token=token, admin_paths=ADMIN_PATHS, max_bytes=engine.limits.max_body_bytes)

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.requests import Request
 from starlette.routing import Match
 
+from adaptrec.errors import AdaptrecError
+
 UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -54,7 +56,11 @@ class Metrics:
 
     def observe_scores(self, domain: str, scores: Iterable[float]) -> None:
         """Feed the P(yes) histogram of `domain` (drift shows in its shape); unknown domains go to `OTHER_DOMAIN`."""
-        series = self.pyes.labels(domain if domain in self.known_domains() else OTHER_DOMAIN)
+        try:
+            known = domain in self.known_domains()
+        except AdaptrecError:  # a busy registry must not fail an answer already scored
+            known = False
+        series = self.pyes.labels(domain if known else OTHER_DOMAIN)
         for value in scores:
             series.observe(float(value))
 

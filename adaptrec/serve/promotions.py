@@ -1,22 +1,29 @@
 """A promotion reaches serving without a restart, warm: the server routes each domain to the version it last switched
-to; a poll of the registry's aliases finds a new champion, loads it on the forward thread (pre-warm), then switches
-routing to it, then queues the old version's unload behind the requests already queued for it (the drain).
+to; a poll of the registry's aliases finds a new champion, loads it on the forward thread (pre-warm; a promoted
+score-level mix: its sources), then switches routing to it; the old version is unloaded once no request routed to
+it is still in flight (the drain).
 
-A domain the server has not switched yet (first promoted after start) routes straight to the registry's alias, so a
-fresh promotion serves at once, loaded on first use. A new champion that fails to load is not switched to: the old one
-keeps serving, and the failure is logged once.
+Until the first poll after a domain's first promotion, that domain routes straight to the registry's alias (loaded on
+first use), so a fresh promotion serves at once. A new champion that cannot load (corrupt files, another base model,
+a failed load) is not switched to: the old one keeps serving, and the failure is logged once. A poll that fails for a
+passing reason (a busy registry, a full queue) is logged and retried at the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.router.policy import serving
+
+from .engine import AdapterLoadFailed, ServeError
 
 log = logging.getLogger("adaptrec.serve")
+NOT_SERVABLE = (AdapterLoadFailed, IntegrityError, FingerprintMismatch, RegistryError)  # retrying will not help
 
 
 @dataclass
@@ -47,41 +54,77 @@ class Switch:
 
 @dataclass
 class PromotionWatcher:
-    """Finds changed aliases; `run` pre-warms, switches and drains each one (see the module docstring)."""
+    """Finds changed aliases and pre-warms, switches and drains each one (see the module docstring). Requests
+    `hold` the adapters they were routed to while in flight; the event loop runs both, so counts never race."""
 
     routing: ServedRegistry
-    failed: set[str] = field(default_factory=set)  # champions that would not load: not retried
+    failed: set[str] = field(default_factory=set)  # champions that cannot load: not retried
+    draining: set[str] = field(default_factory=set)  # old champions to unload once nothing holds them
+    in_flight: Counter = field(default_factory=Counter)
     switches: int = 0
 
     def start(self) -> None:
         """Serve the champions of now (loaded on first use)."""
         self.routing.served.update(self.routing.registry.aliases())
 
+    def hold(self, refs: Sequence[str]) -> None:
+        self.in_flight.update(refs)
+
+    def release(self, refs: Sequence[str]) -> None:
+        self.in_flight.subtract(refs)
+
     def changes(self) -> list[Switch]:
         current = self.routing.registry.aliases()
         return [Switch(domain, self.routing.served.get(domain), ref) for domain, ref in current.items()
-                if domain in self.routing.served and self.routing.served[domain] != ref and ref not in self.failed]
+                if self.routing.served.get(domain) != ref and ref not in self.failed]
 
     async def run(self, engine, worker, interval: float) -> None:
-        """Poll every `interval` seconds until cancelled."""
+        """Poll every `interval` seconds until cancelled; a failed poll is logged and the next one retries."""
         while True:
             await asyncio.sleep(interval)
-            for switch in await worker.prepare(self.changes):
-                await self.apply(engine, worker, switch)
+            try:
+                for switch in await worker.prepare(self.changes):
+                    await self.apply(engine, worker, switch)
+                await self.drain(engine, worker)
+            except AdaptrecError as e:
+                log.warning("checking for new champions failed (%s); retrying in %g s", e, interval)
 
     async def apply(self, engine, worker, switch: Switch) -> None:
+        """Pre-warm `switch.new` (a mix: its sources), then route to it; the old version starts draining."""
+        def prewarm() -> None:
+            for ref in serving(engine.registry.resolve(switch.new))[0]:
+                engine.load(ref)
+
         try:
-            await worker.submit(call=lambda: engine.load(switch.new))  # pre-warm on the forward thread
-        except AdaptrecError as e:
+            await worker.submit(call=prewarm)
+        except NOT_SERVABLE as e:
             self.failed.add(switch.new)
-            log.warning("not switching %s to %s, which failed to load (%s); %s keeps serving", switch.domain,
-                        switch.new, e, switch.old)
+            log.warning("not switching %s to %s, which cannot serve (%s); %s keeps serving", switch.domain,
+                        switch.new, e, switch.old or "the registry's alias")
             return
         self.routing.served[switch.domain] = switch.new
         self.switches += 1
-        old = switch.old
-        if old is not None and old not in self.routing.served.values() and old not in engine.preloaded:
-            try:  # queued behind every job already waiting, those routed to the old version included
-                await worker.submit(call=lambda: engine.unload(old))
-            except AdaptrecError:  # evicted meanwhile (LRU) or never loaded: nothing to drain
+        if switch.old is not None:
+            self.draining.add(switch.old)
+
+    async def drain(self, engine, worker) -> None:
+        """Unload each draining version's adapters (a mix: its sources) that nothing holds, serves or preloaded."""
+        if not self.draining:
+            return
+
+        def idle() -> list[str]:
+            adapters = lambda ref: serving(engine.registry.resolve(ref))[0]  # noqa: E731
+            kept = {a for ref in self.routing.served.values() for a in adapters(ref)} | engine.preloaded
+            out = []
+            for old in sorted(self.draining):
+                sources = adapters(old)
+                if all(self.in_flight[a] <= 0 for a in sources):
+                    self.draining.discard(old)
+                    out += [a for a in sources if a not in kept]
+            return out
+
+        for ref in await worker.prepare(idle):
+            try:
+                await worker.submit(call=lambda ref=ref: engine.unload(ref))
+            except ServeError:  # evicted meanwhile (LRU) or never loaded: nothing to unload
                 pass

@@ -50,15 +50,18 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                    overrides: Sequence[str] = (), registry: Registry | None = None) -> UpdateResult:
     """Warm-start from `ref`'s weights, train on `data`'s labelled cases plus a `replay` share of `ref`'s original
     training cases for `steps` optimizer steps (default: its recipe's), register the next version of its name."""
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: expected at least 1 optimizer step")
     registry = registry or Registry()
     parent = registry.resolve(ref)
     if not parent.recipe_text:
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
-    sets = [*overrides, *([f"training.max_steps={steps}"] if steps else [])]
+    sets = [*overrides, *([f"training.max_steps={steps}"] if steps is not None else [])]
     text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
     recipe: Recipe = recipe_from_text(text, parent.ref)
-    new = [c for c in recipe_data(recipe, data, "--data").cases if c.label is not None]
+    dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
+    new = [c for c in dataset.cases if c.label is not None]
     if not new:
         raise ConfigError(f"--data {data}: no labelled cases to update on")
     mixed, n_old = replay_mix(new, training_cases(recipe) if replay else [], replay, recipe.training.seed)
@@ -67,7 +70,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     registry.load_verified(parent.ref, backbone.fingerprint)
-    key = digest({"parent": parent.ref, "data": recipe_data(recipe, data, "--data").fingerprint, "replay": replay,
+    key = digest({"parent": parent.ref, "data": dataset.fingerprint, "replay": replay,
                   "settings": recipe.model_dump(mode="json")})
     run_dir = adaptrec_home() / "runs" / f"{parent.name}-update-{key[:10]}"
     result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path)

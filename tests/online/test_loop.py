@@ -65,18 +65,20 @@ def test_the_loop_end_to_end_under_load(trained, tiny_model_dir, monkeypatch):  
     api.registry().promote(parent.ref, "movie")
     server = Server(tiny_model_dir, home, "--watch-promotions", "0.2")
     try:
-        ids = serve_and_feed(server, synthetic_cases(24, seed=3))
+        ids = serve_and_feed(server, synthetic_cases(24, seed=3))  # the window the update trains on
         assert len(set(ids)) == 24 and len(load_spec("feedback:movie").cases) == 24
         load = Load(server)
         try:
             challenger = api.update(parent.ref, data="feedback:movie", replay=0.2, steps=2).record
-            gate = api.promote_if_better(challenger.ref, data="feedback:movie", margin=0.5)
+            since = challenger.lineage["window"]["until"] + 1e-3
+            serve_and_feed(server, synthetic_cases(24, seed=4))  # the recent window the gate compares on
+            gate = api.promote_if_better(challenger.ref, data=f"feedback:movie:{since}", margin=0.5)
             assert gate.promoted and gate.evidence["cases"] == 24, gate.summary()
             promoted_at = time.monotonic()
             deadline = promoted_at + 60
             while time.monotonic() < deadline and not any(a[2] == [challenger.ref] for a in load.answers):
                 time.sleep(0.1)
-            time.sleep(0.5)
+            time.sleep(1.0)
         finally:
             load.stop()
         assert server.proc.poll() is None  # the same process throughout: no restart

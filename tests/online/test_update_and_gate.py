@@ -14,7 +14,7 @@ from train_worker import tiny_recipe
 
 from adaptrec.config import load_recipe
 from adaptrec.data.online_log import LoggedItem, OnlineLog
-from adaptrec.errors import ConfigError
+from adaptrec.errors import ConfigError, RegistryError
 from adaptrec.online.gate import decide
 from adaptrec.registry import Registry
 from adaptrec.train.recipe import run_recipe, train_or_reuse
@@ -111,28 +111,61 @@ def test_decide_names_its_test_and_resolves_what_it_can():
 def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained, monkeypatch, capsys, tmp_path):
     parent, _ = trained
     registry = Registry()
-    log_feedback(synthetic_cases(24, seed=7))
-    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
-                           "feedback:movie")
+    log_feedback(synthetic_cases(24, seed=7), t0=1000)  # what the update trains on
+    log_feedback(synthetic_cases(24, seed=8), t0=5000)  # what the gate compares on
+    recent = "feedback:movie:5000"
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data", recent)
     assert code == 0 and "had no champion" in out
-    challenger = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1).record
+    challenger = update_adapter(parent.ref, "feedback:movie[0:24]", replay=0.0, steps=1).record
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
+                           "feedback:movie")
+    assert code == 2 and "24 of its cases are events tiny:2 was trained on" in err  # never gate on training data
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
-                           "feedback:movie", "--margin", "0.5")
+                           recent, "--margin", "0.5")
     assert code == 0 and "non-inferiority (margin 0.5)" in out and "on 24 cases of 24 users" in out
     assert registry.promoted("movie").ref == challenger.ref
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
-                           "feedback:movie", "--margin", "0")
+                           recent, "--margin", "0")
     assert code == 1 and out.startswith("not promoted tiny:1 over tiny:2: superiority")  # equal or worse: refused
     assert registry.promoted("movie").ref == challenger.ref
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
+                           f"{recent}[0:6]")
+    assert code == 2 and "6 users; the gate's user-clustered test needs at least 10" in err
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "history", "movie", "--json")
     trail = json.loads(out)
     assert [(d["action"], d["ref"]) for d in trail] == [("promote", "tiny:1"), ("promote", "tiny:2"),
                                                        ("refuse", "tiny:1")]
-    assert trail[1]["evidence"]["data"] == "feedback:movie" and trail[1]["evidence"]["cases"] == 24
+    assert trail[1]["evidence"]["data"] == recent and trail[1]["evidence"]["cases"] == 24
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 0 and "tiny:1 serves it again" in out and registry.promoted("movie").ref == "tiny:1"
     code, _, err = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 2 and err.startswith("error: domain 'movie' has no earlier champion")
+
+
+def test_a_decision_against_a_champion_that_changed_meanwhile_is_not_recorded(trained, tiny_model_dir, monkeypatch):
+    import adaptrec.online.gate as gate_mod
+
+    parent, _ = trained
+    registry = Registry()
+    log_feedback(synthetic_cases(24, seed=7), t0=1000)
+    challenger = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1).record
+    third = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1, overrides=["training.seed=1"]).record
+    registry.promote(parent.ref, "movie")
+    real = gate_mod.component_scores
+
+    def scored_while_someone_promotes(*args, **kwargs):
+        if registry.promoted("movie").ref != third.ref:
+            registry.promote(third.ref, "movie")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gate_mod, "component_scores", scored_while_someone_promotes)
+    from router_helpers import fresh_backbone
+
+    with pytest.raises(RegistryError, match="changed to tiny:3 while this decision was made against tiny:1"):
+        gate_mod.gate(fresh_backbone(tiny_model_dir), registry, challenger.ref, "movie",
+                      synthetic_cases(24, seed=9), "synthetic", margin=1.0)
+    assert registry.promoted("movie").ref == third.ref
+    assert [d.action for d in registry.history("movie")] == ["promote", "promote"]
 
 
 def test_an_adalora_adapter_updates_from_its_own_weights(tiny_model_dir, tmp_path):

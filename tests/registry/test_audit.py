@@ -58,3 +58,22 @@ def test_rollback_skips_a_removed_champion_and_remembers_it(reg, versions):
     assert reg.history("movies")[-1].evidence == {"rolled_back": v3, "skipped": [v2]}
     reg.promote(v3, "movies")
     assert reg.rollback("movies").ref == v1
+
+
+def test_promoting_the_champion_again_does_not_stack_it(reg, versions):
+    v1, v2, _ = versions
+    reg.promote(v1, "movies")
+    reg.promote(v2, "movies")
+    reg.promote(v2, "movies")
+    assert reg.rollback("movies").ref == v1
+
+
+def test_a_decision_names_the_champion_it_was_made_against(reg, versions):
+    v1, v2, v3 = versions
+    reg.promote(v1, "movies")
+    with pytest.raises(RegistryError, match="changed to"):
+        reg.promote(v2, "movies", expect=v3)
+    with pytest.raises(RegistryError, match="changed to"):
+        reg.refuse(v2, "movies", {}, expect=None)
+    reg.promote(v2, "movies", expect=v1)
+    assert [d.ref for d in reg.history("movies")] == [v1, v2]

@@ -97,6 +97,10 @@ def test_exploration_logs_what_it_explored_with_its_propensity(app_client, home)
     assert [i.text for i in shown] == [item["item"] for item in r["items"]]
     assert [i.explored for i in shown] == [item["explored"] for item in r["items"]]
     assert all(i.propensity is None and not i.explored for i in logged.items if i.slot is None)
+    hidden = next(i.text for i in logged.items if i.slot is None)
+    with app_client() as c:  # feedback is for what was shown
+        r = c.post("/v1/feedback", json={"request_id": logged.request_id, "item": hidden, "label": 1})
+    assert r.status_code == 422 and "showed" in r.json()["error"]["message"]
     first = shown[0]
     assert first.propensity == pytest.approx(1 / 6)  # ε = 1: uniform over the 6 candidates
     assert first.explored == (first.text != cands[best_first[0]])
@@ -146,7 +150,10 @@ def test_a_new_champion_that_will_not_load_is_not_switched_to(app_client, home, 
     with app_client(watch_promotions=0.05) as c:
         assert c.post("/v1/score", json=body(items=['"x"'])).json()["adapters"] == ["arts-lora:1"]
         registry.promote(broken.ref, "arts")
-        time.sleep(0.5)  # several polls: the load fails, routing stays
+        deadline = time.monotonic() + 10
+        while broken.ref not in c.app.state.promotions.failed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broken.ref in c.app.state.promotions.failed  # tried, failed to load, not switched to
         r = c.post("/v1/score", json=body(items=['"x"']))
         assert r.status_code == 200 and r.json()["adapters"] == ["arts-lora:1"]
         registry.promote("arts-lora:1", "arts")
