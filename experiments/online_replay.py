@@ -265,6 +265,34 @@ def figure(doc: dict, out: Path) -> None:
     draw()
 
 
+def _resolved(d: dict) -> str:
+    return "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not resolved"
+
+
+def verdicts(steps: list[dict]) -> list[str]:
+    """What the windows say, computed from the paired differences: against static, and against the better
+    non-LLM row."""
+    later = steps[1:]
+    lines = []
+    for row in list(ROWS)[1:]:
+        calls = [_resolved(s["scored"]["auc"][row]["vs_static"]) for s in later]
+        mean = np.mean([s["scored"]["auc"][row]["vs_static"]["value"] for s in later])
+        lines.append(f"* {row} vs static: mean difference {mean:+.3f} over {len(later)} windows; the paired CI is "
+                     f"above 0 in {calls.count('above')}, below in {calls.count('below')}, spans 0 in "
+                     f"{calls.count('not resolved')}.")
+    gates = [u["gate"] for s in later for u in s["updates"].values()]
+    lines.append(f"* The gate's {later[0]['updates'][next(iter(later[0]['updates']))]['gate']['cases']}-case windows "
+                 f"resolve about ±{np.mean([g['resolution'] for g in gates]):.3f} AUC (mean CI half-width); "
+                 f"{sum(g['promoted'] for g in gates)} of {len(gates)} challengers were promoted.")
+    for row in ROWS:
+        bars = [s["scored"]["auc"][row]["vs_bar"] for s in later]
+        calls = [_resolved(b) for b in bars]
+        lines.append(f"* {row} vs the better non-LLM row of each window ({', '.join(b['row'] for b in bars)}): "
+                     f"{', '.join(format(b['value'], '+.3f') for b in bars)}; above in {calls.count('above')}, below in "
+                     f"{calls.count('below')}, not resolved in {calls.count('not resolved')}.")
+    return lines
+
+
 def render(doc: dict) -> str:
     p, steps = doc["protocol"], doc["steps"]
     head = ["window", *ROWS, "like-ratio", "popularity"]
@@ -285,7 +313,7 @@ def render(doc: dict) -> str:
     lines = [
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
         "",
-        f"Machine: {p['machine']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
+        f"Machine: {p['machine']}, adaptrec {env['adaptrec']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
         f"`{env['base_model']}` {env['quantization']} ({env['backend']}, {env['dtype']}), "
         f"transformers {env['transformers']}, peft {env['peft']}. "
         f"The window-0 adapter took {first['cpu_s']:.0f} CPU s ({first['wall_s']:.0f} s wall) with its 16-case "
@@ -301,6 +329,7 @@ def render(doc: dict) -> str:
         "Each row against static on the same window (paired, user-clustered): " + "; ".join(
             f"{row}: " + ", ".join(f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in ds)
             for row, ds in vs_static.items()) + ".", "",
+        *verdicts(steps), "",
         "![AUC per window and on window 0](figures/online_replay.png)",
     ]
     return "\n".join(lines)
