@@ -239,8 +239,8 @@ def figure(doc: dict, out: Path) -> None:
         later = doc["steps"][1:]
         fig, axes = new_figure(
             3.4, 1, 2, title="Online updates on MovieLens-100K by time",
-            subtitle=f"{WINDOW} cases a window, each row's champion scores the window before training on it; "
-                     f"{STEPS} steps an update", caption="Bars: user-clustered 95% CIs. Left: AUC on each new window "
+            subtitle=f"{doc['protocol']['windows'][0]['cases']} cases a window, each row's champion scores the window "
+                     f"before training on it; {doc['protocol']['steps']} steps an update", caption="Bars: user-clustered 95% CIs. Left: AUC on each new window "
                      "(prequential). Right: AUC on window 0's held-out gate cases after each window's update "
                      "(forgetting); dotted: chance.")
         for ax, key, steps, xs in ((axes[0][0], "scored", later, [s["window"] for s in later]),

@@ -422,10 +422,19 @@ def performance_figures() -> list[str]:
     return lines
 
 
+def online_replay_figure(out: Path) -> str:
+    """docs/online.md's figure, from the replay simulation's JSON."""
+    import online_replay
+
+    online_replay.figure(read_json(online_replay.RESULTS), out)
+    return f"wrote {os.path.relpath(out, ROOT)} from {online_replay.RESULTS.relative_to(ROOT)}"
+
+
 def figures() -> list[str]:
     """Redraw every figure under docs/figures/; a line per figure saying what was written (or kept, and why)."""
     return [learning_curves(FIGURES / "learning_curves.png"), auc_by_shots(FIGURES / "tallrec_auc_by_shots.png"),
-            cross_domain_heatmap(FIGURES / "cross_domain_heatmap.png"), *performance_figures()]
+            cross_domain_heatmap(FIGURES / "cross_domain_heatmap.png"), online_replay_figure(FIGURES / "online_replay.png"),
+            *performance_figures()]
 
 
 def main() -> None:
