@@ -117,3 +117,27 @@ def test_attach_refuses_a_registered_collab_adapter_with_one_line(built, tmp_pat
     fresh = load_backbone(str(bb.source), quantization="none", device="cpu")
     with pytest.raises(AdaptrecError, match="collaborative adapter: eval, routing, serving and the Hub cannot"):
         attach(fresh, registry, ["movie-collab"])
+
+
+def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, tmp_path):
+    """A continual update of a collaborative adapter starts from its saved LoRA and projector, not a fresh one."""
+    from adaptrec.adapters.base import warm_start
+
+    bb, model, cases = built
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tuner_for(model).save_extra(model, tmp_path)
+    fresh_bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    fresh = build_peft_model(fresh_bb.model, SETTINGS, total_steps=2, tokenizer=fresh_bb.tokenizer)
+    prompts = [render_prompt(c, "tallrec-items", bb.tokenizer) for c in cases]
+
+    def scores(m, tokenizer):
+        return Scorer(m.eval(), tokenizer, "k", template="tallrec-items", progress=False).logits_for_prompts(prompts)
+
+    saved = scores(model, bb.tokenizer)
+    assert not np.allclose(scores(fresh, fresh_bb.tokenizer), saved, atol=1e-4)
+    warm_start(fresh, tmp_path, fresh_bb.tokenizer)
+    np.testing.assert_allclose(scores(fresh, fresh_bb.tokenizer), saved, atol=1e-5)
