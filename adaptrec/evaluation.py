@@ -17,14 +17,28 @@ from .data.sampling import stratified_subset
 from .data.spec import DataSet
 from .errors import DataSpecError
 from .metrics import MetricValue, compute_classification, compute_ranking
-from .metrics.beyond import averagepopularity, giniindex, itemcoverage, top_k
+from .metrics.beyond import (
+    activity_buckets,
+    averagepopularity,
+    diversity,
+    giniindex,
+    group_gap,
+    group_means,
+    itemcoverage,
+    top_k,
+)
+from .metrics.ranking import ndcg_per_case, ranks
 from .scoring.core import Scorer, backbone_scorer
 from .scoring.variants import llm_variants, mixed_scores
+from .text_encoder import TextEncoder, catalogue_embeddings
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10", "mrr@10")
 # RecBole's beyond-accuracy names, over each row's top 10 of its candidate lists (system-level: no CIs)
 BEYOND_METRICS = ("itemcoverage@10", "averagepopularity@10", "giniindex@10")
+DIVERSITY = "diversity@10"  # intra-list distance of the top 10 on MiniLM title embeddings (with an item encoder)
+GROUP_METRIC = "ndcg@10"  # the accuracy reported per user group
+COLD_GAP = f"{GROUP_METRIC} cold−warm"
 _PROB_METRICS = {"accuracy", "log_loss"}  # need scores that are probabilities
 _PROBABILISTIC_BASELINES = {"like_ratio"}  # popularity is a count share, not a probability
 
@@ -214,16 +228,47 @@ def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple
 
 
 def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates: Sequence[Sequence[Case]],
-                    rows: np.ndarray, k: int = 10) -> dict[str, MetricValue]:
-    """`BEYOND_METRICS` of one row's scores: its top `k` of every candidate list against the lists' catalogues.
-    Popularity is the data set's (a training-interaction share; RecBole counts interactions)."""
+                    rows: np.ndarray, k: int = 10, embeddings: dict[str, np.ndarray] | None = None,
+                    ) -> dict[str, MetricValue]:
+    """`BEYOND_METRICS` of one row's scores: its top `k` of every candidate list against the lists' catalogues,
+    and with item `embeddings` the intra-list diversity. Popularity is the data set's (a training-interaction
+    share; RecBole counts interactions)."""
     top = top_k([lst.candidates for lst in lists], rows, k)
     size = sum(len(dataset.catalogues[d]) for d in {lst.domain for lst in lists})
     popularity = {c.target_id: dataset.item_popularity.get(c.target, 0.0) for cases in candidates for c in cases}
     n = len(lists)
-    return {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
-            f"averagepopularity@{k}": MetricValue(averagepopularity(top, popularity), n=n),
-            f"giniindex@{k}": MetricValue(giniindex(top, size), n=n)}
+    out = {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
+           f"averagepopularity@{k}": MetricValue(averagepopularity(top, popularity), n=n),
+           f"giniindex@{k}": MetricValue(giniindex(top, size), n=n)}
+    if embeddings is not None:
+        out[f"diversity@{k}"] = MetricValue(diversity(top, embeddings), n=n)
+    return out
+
+
+def user_groups(cases: Sequence[Case]) -> dict[str, np.ndarray]:
+    """Masks of the users (one held-out case each) by history length (`history <5`, `5-19`, `>=20`) and by whether
+    the history holds any item of the target domain (`warm`) or none (`cold`; items without a domain count as the
+    target's)."""
+    buckets = np.array(activity_buckets([len(c.history) for c in cases]))
+    warm = np.array([any(h.domain in (None, c.domain) for h in c.history) for c in cases], dtype=bool)
+    groups = {f"history {b}": buckets == b for b in dict.fromkeys(buckets.tolist())}
+    return {**groups, "cold": ~warm, "warm": warm}
+
+
+def group_metrics(rows: Sequence[np.ndarray], target_idx: np.ndarray, groups: dict[str, np.ndarray],
+                  users: Sequence[str], seed: int) -> dict[str, MetricValue]:
+    """`GROUP_METRIC` per user group (CIs over users) and the cold − warm gap (when both groups have users)."""
+    per_case = ndcg_per_case(ranks(rows, target_idx), int(GROUP_METRIC.split("@")[1]))
+    out = {f"{GROUP_METRIC} ({g})": v for g, v in group_means(per_case, groups, users, seed).items()}
+    gap = group_gap(per_case, groups["cold"], groups["warm"], users, seed)
+    return out if gap is None else {**out, COLD_GAP: gap}
+
+
+def item_embeddings(dataset: DataSet, lists: Sequence[CandidateList], encoder: TextEncoder) -> dict[str, np.ndarray]:
+    """Title embeddings of every candidate item (cached per catalogue slice), keyed by item id."""
+    by_id = {i: dataset.catalogues[lst.domain][i] for lst in lists for i in lst.candidates}
+    ids = sorted(by_id)
+    return dict(zip(ids, catalogue_embeddings([by_id[i] for i in ids], encoder)))
 
 
 def run_rank_eval(
@@ -238,10 +283,12 @@ def run_rank_eval(
     mode: str = "pyes",
     include_untuned: bool = True,
     candidates_file: Path | None = None,
+    item_encoder: TextEncoder | None = None,
     **scorer_options,
 ) -> EvalReport:
     """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items, or among the
-    candidates a file gives (`candidates_file`: then `limit` takes its first lists)."""
+    candidates a file gives (`candidates_file`: then `limit` takes its first lists). Every row also gets the
+    beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group."""
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
     if candidates_file is not None:
@@ -251,13 +298,19 @@ def run_rank_eval(
         positives, lists = rank_lists(dataset, limit, seed, negatives)
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
-    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode,
-                        RANKING_METRICS + BEYOND_METRICS, negatives=negatives, environment=backbone.environment(),
+    embeddings = item_embeddings(dataset, lists, item_encoder) if item_encoder is not None else None
+    groups, users = user_groups(positives), [lst.user_id for lst in lists]
+    group_names = [f"{GROUP_METRIC} ({g})" for g, mask in groups.items() if mask.any()]
+    group_names += [COLD_GAP] if groups["cold"].any() and groups["warm"].any() else []
+    names = RANKING_METRICS + BEYOND_METRICS + ((DIVERSITY,) if embeddings else ()) + tuple(group_names)
+    report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
+                        environment=backbone.environment(),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None) -> None:
         metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed)
-        metrics.update(beyond_accuracy(dataset, lists, candidates, rows))
+        metrics.update(beyond_accuracy(dataset, lists, candidates, rows, embeddings=embeddings))
+        metrics.update(group_metrics(rows, target_idx, groups, users, seed))
         report.rows.append(EvalRow(name, kind, metrics, speed))
 
     for name, fn in BASELINES.items():

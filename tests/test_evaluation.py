@@ -117,3 +117,56 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
                                                     "candidates": ["1", "2"]}) + "\n")
     with pytest.raises(DataSpecError, match=r"bad\.jsonl: 1 list\(s\) match no held-out case"):
         run_rank_eval(tiny_backbone, ds, candidates_file=tmp_path / "bad.jsonl", progress=False)
+
+
+class HashEncoder:
+    """A deterministic stand-in for MiniLM: one unit vector per title."""
+
+    name = "hash-encoder"
+
+    def encode(self, texts):
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
+        return np.array([r / np.linalg.norm(r) for r in rows], dtype=np.float32)
+
+
+@needs_amazon
+def test_ranking_rows_carry_diversity_and_ndcg_per_user_group(tiny_backbone):
+    from adaptrec.evaluation import COLD_GAP, DIVERSITY
+
+    ds = load_spec("amazon:office:test")
+    report = run_rank_eval(tiny_backbone, ds, limit=8, seed=0, negatives=4, progress=False,
+                           item_encoder=HashEncoder())
+    assert DIVERSITY in report.metric_names and any(n.startswith("ndcg@10 (history ") for n in report.metric_names)
+    for row in report.rows[1:]:
+        assert 0 < row.metrics[DIVERSITY].value <= 2
+        groups = [n for n in report.metric_names if n.startswith("ndcg@10 (history ")]
+        n_by_group = sum(row.metrics[g].n for g in groups)
+        assert n_by_group == report.n  # every user in exactly one activity bucket
+        assert sum(row.metrics[g].n for g in ("ndcg@10 (warm)", "ndcg@10 (cold)") if g in row.metrics) == report.n
+        if COLD_GAP in report.metric_names:
+            gap = row.metrics[COLD_GAP]
+            assert gap.value == pytest.approx(row.metrics["ndcg@10 (cold)"].value - row.metrics["ndcg@10 (warm)"].value)
+    assert DIVERSITY in report.markdown()
+
+
+def test_user_groups_and_their_means():
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.evaluation import user_groups
+    from adaptrec.metrics.beyond import group_gap, group_means
+
+    def case(n_target: int, n_other: int) -> Case:
+        history = tuple(HistoryItem(f'"t{i}"', domain="office") for i in range(n_target)) + tuple(
+            HistoryItem(f'"o{i}"', domain="arts") for i in range(n_other))
+        return Case("u", "office", "office product", history, '"x"')
+
+    groups = user_groups([case(0, 3), case(2, 4), case(10, 12), case(0, 0)])
+    assert groups["cold"].tolist() == [True, False, False, True]
+    assert groups["history <5"].tolist() == [True, False, False, True]
+    assert groups["history 5-19"].tolist() == [False, True, False, False]
+    assert groups["history >=20"].tolist() == [False, False, True, False]
+    values = np.array([1.0, 0.0, 0.5, 0.0])
+    means = group_means(values, {"cold": groups["cold"], "none": np.zeros(4, bool)}, clusters=list("abcd"))
+    assert list(means) == ["cold"] and means["cold"].value == 0.5 and means["cold"].n == 2
+    gap = group_gap(values, groups["cold"], groups["warm"], clusters=list("abcd"))
+    assert gap.value == pytest.approx(0.5 - 0.25) and gap.ci_low <= gap.value <= gap.ci_high
+    assert group_gap(values, groups["cold"], np.zeros(4, bool)) is None

