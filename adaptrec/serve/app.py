@@ -1,4 +1,4 @@
-"""The HTTP face of the engine (FastAPI under uvicorn): score, recommend, adapters, health, metrics, admin.
+"""The HTTP face of the engine (FastAPI under uvicorn): score, recommend, feedback, adapters, health, metrics, admin.
 
 A request passes the `guards.Guard` (admin token, body-size cap) before its body is parsed; its other
 sizes are checked on the event loop; it is routed, rendered and tokenized on the preparation thread
@@ -26,9 +26,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from adaptrec.home import adaptrec_home
-
 from adaptrec.data.online_log import OnlineLog
+from adaptrec.home import adaptrec_home
 
 from . import plans
 from .engine import Engine, ServeError
