@@ -95,16 +95,19 @@ def train_fresh(name: str, train_spec: str, valid_spec: str):
     sets = BASE_SETS + [f"name={name}", f"domain={ROWS['static']}", f"data.train={train_spec}",
                         f"data.valid={valid_spec}", f"data.test={valid_spec}"]
     recipe, text = load_recipe("movie-lora", sets)
-    cpu, wall = time.process_time(), time.perf_counter()
-    record = run_recipe(recipe, text, resume=True).record
-    return record.ref, time.process_time() - cpu, time.perf_counter() - wall
+    return timed(lambda: run_recipe(recipe, text, resume=True).record.ref)
 
 
 def update(champion: str, spec: str, replay: float):
     from adaptrec import api
 
+    return timed(lambda: api.update(champion, data=spec, replay=replay, steps=STEPS).record.ref)
+
+
+def timed(train_one) -> tuple[str, float, float]:
+    """The ref `train_one()` registers, with the CPU seconds (all threads) and wall seconds it took."""
     cpu, wall = time.process_time(), time.perf_counter()
-    ref = api.update(champion, data=spec, replay=replay, steps=STEPS).record.ref
+    ref = train_one()
     return ref, time.process_time() - cpu, time.perf_counter() - wall
 
 

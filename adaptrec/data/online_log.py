@@ -90,10 +90,6 @@ _SCHEMA = (
 )
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
 def label_of(label: int | None, event: str | None) -> int:
     """The 0/1 label of a feedback event: `label` itself, or what `event` means; exactly one must be given."""
     if (label is None) == (event is None):
@@ -135,15 +131,11 @@ class OnlineLog:
             except sqlite3.Error as e:
                 raise OnlineLogError(f"the request log {self.path}: {e}") from None
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
     def log_request(self, domain: str, user_id: str, noun: str, history: Sequence[HistoryItem],
                     items: Sequence[LoggedItem], adapters: Sequence[str], endpoint: str,
                     request_id: str | None = None, created: float | None = None) -> str:
         """Record one answered request; returns its id (a new UUID unless given)."""
-        request_id = request_id or new_request_id()
+        request_id = request_id or uuid.uuid4().hex
         row = (request_id, domain, user_id, noun,
                json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
                json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot] for i in items]),
@@ -181,8 +173,7 @@ class OnlineLog:
                  "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
         with self._sql() as db:
-            rows = db.execute(query, (domain, -1.0 if since is None else since,
-                                            float("inf") if until is None else until)).fetchall()
+            rows = db.execute(query, (domain, *_bounds(since, until))).fetchall()
         last: dict[tuple[str, int], tuple] = {}
         for row in rows:
             last.pop((row[0], row[9]), None)  # re-insert: the order is that of the last event
@@ -194,8 +185,13 @@ class OnlineLog:
         with self._sql() as db:
             rows = db.execute(
                 "SELECT * FROM requests WHERE domain = ? AND created >= ? AND created < ? ORDER BY created",
-                (domain, -1.0 if since is None else since, float("inf") if until is None else until)).fetchall()
+                (domain, *_bounds(since, until))).fetchall()
         return [_request(row) for row in rows]
+
+
+def _bounds(since: float | None, until: float | None) -> tuple[float, float]:
+    """[since, until) with open ends made explicit (Unix seconds)."""
+    return (-1.0 if since is None else since, float("inf") if until is None else until)
 
 
 def _request(row: tuple) -> LoggedRequest:

@@ -12,9 +12,6 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 
-ACTIONS = ("promote", "refuse", "rollback")
-
-
 @dataclass(frozen=True)
 class Decision:
     seq: int

@@ -428,10 +428,8 @@ class Registry:
     def promoted(self, domain: str) -> AdapterRecord | None:
         """The adapter promoted for `domain`, or None."""
         with self._connect() as conn:
-            row = conn.execute("SELECT name, version FROM aliases WHERE domain = ?", (domain,)).fetchone()
-            if row is None:
-                return None
-            return self._resolve(conn, f"{row[0]}:{row[1]}")
+            ref = self._champion(conn, domain)
+            return None if ref is None else self._resolve(conn, ref)
 
     def aliases(self) -> dict[str, str]:
         """{domain: "name:version"} for every promoted domain."""

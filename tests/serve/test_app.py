@@ -9,17 +9,10 @@ import time
 import numpy as np
 import pytest
 from router_helpers import device_atol, fresh_backbone
-from serve_helpers import candidates, make_registry, user_case
+from serve_helpers import candidates, user_case
 from serve_server import TOKEN, Server
 
 from adaptrec.scoring.variants import component_scores
-
-
-@pytest.fixture(scope="module")
-def home(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("app-home")
-    make_registry(tiny_model_dir, home)
-    return home
 
 
 @pytest.fixture(scope="module")

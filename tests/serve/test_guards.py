@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from router_helpers import fresh_backbone
-from serve_helpers import make_registry, user_case
+from serve_helpers import user_case
 
 from adaptrec.adapters.attach import peft_name
 from adaptrec.registry import Registry
@@ -21,13 +21,6 @@ TOKEN = "guard-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 LIMITS = Limits(max_candidates=8, max_body_bytes=20_000, max_history=30, max_text_chars=200,
                 prefix_cache_bytes=1 << 20)
-
-
-@pytest.fixture(scope="module")
-def home(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("guards-home")
-    make_registry(tiny_model_dir, home)
-    return home
 
 
 @pytest.fixture()

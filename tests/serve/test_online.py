@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from router_helpers import fresh_backbone
-from serve_helpers import make_registry, user_case
+from serve_helpers import user_case
 
 from adaptrec.data.online_log import OnlineLog
 from adaptrec.data.spec import load_spec
@@ -16,13 +16,6 @@ from adaptrec.registry import Registry
 from adaptrec.serve.app import ServeOptions, create_app
 from adaptrec.serve.engine import Engine
 from adaptrec.serve.explore import epsilon_greedy
-
-
-@pytest.fixture(scope="module")
-def home(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("online-home")
-    make_registry(tiny_model_dir, home)
-    return home
 
 
 @pytest.fixture()
