@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))  # shared helpers: `from synthetic import ...`
-# Integration tests share one converted SmolLM2 across runs; unit tests get a fresh home each.
-PERSISTENT_HOME = Path(os.environ.get("ADAPTREC_TEST_HOME", REPO / ".adaptrec_home"))
+from persistent_home import PERSISTENT_HOME
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PERSISTENT_HOME
 from data_markers import needs_tallrec
+from persistent_home import PERSISTENT_HOME
 
 from adaptrec.data.spec import load_spec
 from adaptrec.evaluation import select_cases

@@ -11,7 +11,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from conftest import PERSISTENT_HOME
+from persistent_home import PERSISTENT_HOME
 from synthetic import write_tallrec_files
 
 from adaptrec.config import RECIPES_DIR

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PERSISTENT_HOME
 from peft import PeftModel
+from persistent_home import PERSISTENT_HOME
 from router_helpers import device_atol
 from synthetic import synthetic_cases
 from train_worker import tiny_recipe
