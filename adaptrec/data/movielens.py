@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..atomic import write_text
 from ..errors import DataSpecError, MissingOptionalPackage
+from .leave_one_out import Event
 from .prompts import ANSWERS, instruction, render_input
 from .records import Case, HistoryItem
 from .tallrec import SPLITS, parse_record
@@ -169,3 +170,15 @@ def timed_cases() -> list[tuple[int, Case]]:
                                              item)))
     out.sort(key=lambda tc: tc[0])
     return out
+
+
+def loo_timelines() -> dict[str, tuple[Event, ...]]:
+    """Every ML-100K user's ratings in time order as leave-one-out events (`ml100k-{id}` users; liked = rating > 3,
+    shown in prompts; every rating counts as an interaction for ranking)."""
+    return {f"ml100k-{user}": tuple(Event(item, bool(liked)) for item, liked, _ in events)
+            for user, events in _timelines(ml100k_dir()).items()}
+
+
+def item_texts() -> dict[str, str]:
+    """MovieLens item id -> the title as prompts show it (in double quotes)."""
+    return {item: f'"{title}"' for item, title in _titles(ml100k_dir()).items()}

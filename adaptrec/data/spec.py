@@ -2,6 +2,7 @@
 
     tallrec:movie|book:train|valid|test      TALLRec's files (there is no book train set)
     movielens:100k:train|valid|test          TALLRec's movie files rebuilt from MovieLens-100K
+    movielens:100k:loo:train|valid|test      MovieLens-100K leave-one-out (implicit: sampled negatives)
     amazon:arts|office:train|valid|test[:cold]   Amazon Arts<->Office; ":cold" hides target-domain history
     feedback:DOMAIN[:SINCE]                  served requests' feedback in $ADAPTREC_HOME/online.db (SINCE: Unix seconds)
     PATH.json                                a TALLRec-style file
@@ -12,19 +13,20 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256
-from . import amazon, interaction_log, movielens, tallrec
+from . import amazon, interaction_log, leave_one_out, movielens, tallrec
 from .online_log import OnlineLog
 from .candidates import with_sampled_negatives
 from .records import Case
 
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
-SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k:train|valid|test, "
+SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|valid|test, "
               "amazon:arts|office:train|valid|test[:cold], feedback:DOMAIN[:SINCE] (Unix seconds), PATH.json (TALLRec-style), "
               "PATH.jsonl|.parquet (interaction log with items.jsonl|.parquet beside it), any of them + [start:stop]")
 
@@ -83,6 +85,19 @@ def _movielens(spec: str, split: str) -> DataSet:
     files = [folder / "ml-100k.inter", folder / "ml-100k.item"]
     return DataSet(spec, movielens.load_movielens(split), tallrec.item_popularity(movielens.load_movielens("train")),
                    digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
+
+
+def _movielens_loo(spec: str, part: str, negatives: int, seed: int) -> DataSet:
+    folder = movielens.ml100k_dir()
+    timelines, texts = movielens.loo_timelines(), movielens.item_texts()
+    positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie")
+    catalogues = {"movie": texts}
+    user_items = {user: frozenset(e.item for e in events) for user, events in timelines.items()}
+    popularity = Counter(texts[item] for _, item, _ in leave_one_out.train_interactions(timelines))
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"]),
+           "negatives_per_positive": negatives, "seed": seed}
+    cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
+    return DataSet(spec, cases, {k: float(v) for k, v in popularity.items()}, digest(key), catalogues, user_items)
 
 
 def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed: int) -> DataSet:
@@ -164,6 +179,8 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         return _tallrec_file(spec, tallrec.tallrec_path(parts[1], parts[2]), tallrec.load_tallrec(parts[1], parts[2]))
     if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:
         return _movielens(spec, parts[2])
+    if parts[0] == "movielens" and len(parts) == 4 and parts[1:3] == ["100k", "loo"] and parts[3] in leave_one_out.PARTS:
+        return _movielens_loo(spec, parts[3], negatives_per_positive, seed)
     if parts[0] == "amazon" and len(parts) in (3, 4) and parts[1] in amazon.DOMAINS and parts[2] in amazon.SPLITS:
         if len(parts) == 4 and parts[3] != "cold":
             raise _bad(spec, f"unknown view {parts[3]!r}, only 'cold'")

@@ -1,0 +1,45 @@
+"""BPR-MF and ALS on implicit interactions, fitted by the `implicit` library (its Cython CPU kernels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import FactorEncoder, Interactions, need
+
+
+@dataclass(frozen=True)
+class BPRSettings:
+    factors: int = 64  # implicit adds one more column: the item bias
+    lr: float = 0.05
+    regularization: float = 0.01
+    iterations: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ALSSettings:
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0  # confidence of an observed interaction: 1 + alpha
+    iterations: int = 15
+    seed: int = 0
+
+
+def fit_bpr(data: Interactions, settings: BPRSettings = BPRSettings()) -> FactorEncoder:
+    """Bayesian personalised ranking (Rendle et al. 2009); the item table's last column is the item bias."""
+    implicit_bpr = need("implicit.cpu.bpr")
+    model = implicit_bpr.BayesianPersonalizedRanking(
+        factors=settings.factors, learning_rate=settings.lr, regularization=settings.regularization,
+        iterations=settings.iterations, random_state=settings.seed, num_threads=1)
+    model.fit(data.csr(), show_progress=False)
+    return FactorEncoder("bpr", data.users, data.items, model.user_factors, model.item_factors)
+
+
+def fit_als(data: Interactions, settings: ALSSettings = ALSSettings()) -> FactorEncoder:
+    """Weighted alternating least squares (Hu, Koren and Volinsky 2008)."""
+    implicit_als = need("implicit.cpu.als")
+    model = implicit_als.AlternatingLeastSquares(
+        factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
+        iterations=settings.iterations, random_state=settings.seed, num_threads=1)
+    model.fit(data.csr(), show_progress=False)
+    return FactorEncoder("als", data.users, data.items, model.user_factors, model.item_factors)

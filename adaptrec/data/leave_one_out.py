@@ -1,0 +1,62 @@
+"""The leave-one-out protocol of sequential recommendation (SASRec, BERT4Rec, RecBole's `LS` split).
+
+Per user, interactions in time order: the last one is the test target, the second last the validation
+target, everything before is training. Every test and validation case shows up to `history_len` items
+just before its target (the validation target is in the test case's history, as in the field), so a
+user with 3 interactions already has one case of each split — unlike sliding 10-item windows, which
+skip every user with fewer than 11. Training cases are the training prefix's own positions (each with
+at least one earlier item). Collaborative encoders learn from `train_interactions` only: no valid or
+test (user, item) pair reaches them (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from .records import Case, HistoryItem
+
+PARTS = ("train", "valid", "test")
+HISTORY_LEN = 10  # the prompt length of TALLRec's windows; encoders see the whole training prefix
+
+
+@dataclass(frozen=True)
+class Event:
+    item: str
+    liked: bool = True  # implicit data: every interaction
+
+
+def split_timelines(timelines: Mapping[str, Sequence[Event]]) -> dict[str, dict[str, list[Event]]]:
+    """`{part: {user: events}}`: test/valid hold the whole timeline up to and with their target; train the prefix.
+    Users with fewer than 3 interactions have training events only."""
+    out: dict[str, dict[str, list[Event]]] = {part: {} for part in PARTS}
+    for user, events in timelines.items():
+        events = list(events)
+        cut = len(events) - 2 if len(events) >= 3 else len(events)
+        out["train"][user] = events[:cut]
+        if cut < len(events):
+            out["valid"][user] = events[:-1]
+            out["test"][user] = events
+    return out
+
+
+def train_interactions(timelines: Mapping[str, Sequence[Event]]) -> list[tuple[str, str, bool]]:
+    """(user, item, liked) of every training interaction, users in timeline order: what encoders may learn from."""
+    return [(user, e.item, e.liked) for user, events in split_timelines(timelines)["train"].items() for e in events]
+
+
+def loo_cases(timelines: Mapping[str, Sequence[Event]], part: str, text: Callable[[str], str], domain: str,
+              history_len: int = HISTORY_LEN) -> list[Case]:
+    """Positive cases of `part` (label 1, `target_id` set; history oldest first, at most `history_len` items).
+    `text(item_id)` is the item as prompts show it."""
+    if part not in PARTS:
+        raise ValueError(f"leave-one-out parts are {PARTS}; got {part!r}")
+
+    def case(user: str, events: Sequence[Event], i: int) -> Case:
+        history = tuple(HistoryItem(text(e.item), e.liked, e.item, domain) for e in events[max(0, i - history_len):i])
+        return Case(user, domain, domain, history, text(events[i].item), 1, events[i].item)
+
+    by_user = split_timelines(timelines)[part]
+    if part != "train":
+        return [case(user, events, len(events) - 1) for user, events in by_user.items()]
+    return [case(user, events, i) for user, events in by_user.items() for i in range(1, len(events))]
