@@ -4,7 +4,7 @@ CoLLM's and LLaRA's idea on adaptrec's prompts: with the `-items` templates ever
 id is followed by its item token `<item_ID>` (history and target alike). The tokenizer learns one added
 token per item of the encoder's catalogue, and the backbone's input embedding is wrapped
 (`ItemEmbedding`): ordinary ids read the frozen token table, item ids read the frozen encoder table
-(`cf.mf`, MF with biases on the domain's training ratings) through a small trainable projector into
+(`cf.fit`: MF with biases, BPR, ALS, LightGCN or SASRec on the domain's training interactions) through a small trainable projector into
 the token-embedding space. LoRA (q/v by default) and the projector train together; the encoder table
 never trains. The user side is left to the model: it reads the soft tokens of the user's history.
 
@@ -24,9 +24,9 @@ import torch
 from pydantic import Field
 
 from adaptrec.atomic import write_json
+from adaptrec.cf.fit import Kind, Source
 from adaptrec.data.prompts import ITEM_TOKEN
 from adaptrec.errors import ConfigError
-from adaptrec.fingerprint import digest
 
 from .lora import LoraSettings, LoraTuner
 
@@ -39,9 +39,10 @@ META_FILE = "collab.json"
 
 class CollabSettings(LoraSettings):
     type: Literal["collab"] = "collab"  # type: ignore[assignment]
-    encoder_data: Literal["movielens:100k"] = "movielens:100k"  # the domain's ratings (valid/test users cut: no leakage)
-    encoder_dim: int = Field(32, ge=1)  # MF factor size: more = finer item vectors, slower encoder fit
-    encoder_epochs: int = Field(300, ge=1)  # full-batch Adam epochs of the encoder
+    encoder: Kind = "mf-bias"  # mf-bias: explicit like/dislike labels; bpr, als, lightgcn, sasrec: implicit interactions
+    encoder_data: Source = "movielens:100k"  # the training interactions (cf/fit.py: held-out pairs never reach them)
+    encoder_dim: int | None = Field(None, ge=1)  # item vector size (None: the encoder's default, 32 for MF, 64 else)
+    encoder_epochs: int | None = Field(None, ge=1)  # epochs (iterations for BPR/ALS); None: the encoder's default
     projector_hidden: int = Field(0, ge=0)  # 0: a linear projector; > 0: a 2-layer MLP (CoLLM) of this width
 
 
@@ -92,19 +93,11 @@ def add_item_tokens(tokenizer, items: list[str]) -> int:
 
 def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
     """(item ids, (n, dim) item vectors, encoder record) of the encoder the settings name, fitted now."""
-    # imported here: recipe validation loads every type module and must not read MovieLens or fit anything
-    from adaptrec.cf.mf import MFSettings, train_mf_bias
-    from adaptrec.data.movielens import load_item_ids, training_ratings
+    # imported here: recipe validation loads every type module and must not read data or fit anything
+    from adaptrec.cf.fit import fit_encoder
 
-    ratings = training_ratings()
-    settings = MFSettings(dim=cfg.encoder_dim, epochs=cfg.encoder_epochs)
-    model = train_mf_bias([r.user for r in ratings], [r.item for r in ratings], [int(r.liked) for r in ratings], settings)
-    items = load_item_ids()
-    table = torch.stack([model.item.weight[model.item_index[i]] if i in model.item_index
-                         else torch.zeros(settings.dim) for i in items]).detach()
-    record = {"kind": "mf-bias", "data": cfg.encoder_data, "settings": vars(settings),
-              "ratings": digest(sorted((r.user, r.item, r.liked) for r in ratings)), "known_items": len(model.item_index)}
-    return items, table, record
+    fitted = fit_encoder(cfg.encoder, cfg.encoder_data, cfg.encoder_dim, cfg.encoder_epochs)
+    return fitted.items, torch.from_numpy(fitted.table), fitted.record
 
 
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, hidden: int) -> ItemEmbedding:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from threadpoolctl import threadpool_limits
+
 from .base import FactorEncoder, Interactions, need
 
 
+# Defaults: the best of a small grid on MovieLens-100K leave-one-out validation NDCG@10 (1 + 99 sampled).
 @dataclass(frozen=True)
 class BPRSettings:
-    factors: int = 64  # implicit adds one more column: the item bias
-    lr: float = 0.05
+    factors: int = 32  # implicit adds one more column: the item bias
+    lr: float = 0.01
     regularization: float = 0.01
-    iterations: int = 200
+    iterations: int = 100
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class ALSSettings:
-    factors: int = 64
-    regularization: float = 0.05
+    factors: int = 32
+    regularization: float = 0.01
     alpha: float = 2.0  # confidence of an observed interaction: 1 + alpha
     iterations: int = 15
     seed: int = 0
@@ -38,8 +41,9 @@ def fit_bpr(data: Interactions, settings: BPRSettings = BPRSettings()) -> Factor
 def fit_als(data: Interactions, settings: ALSSettings = ALSSettings()) -> FactorEncoder:
     """Weighted alternating least squares (Hu, Koren and Volinsky 2008)."""
     implicit_als = need("implicit.cpu.als")
-    model = implicit_als.AlternatingLeastSquares(
-        factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
-        iterations=settings.iterations, random_state=settings.seed, num_threads=1)
-    model.fit(data.csr(), show_progress=False)
+    with threadpool_limits(1, "blas"):  # implicit's advice: its own loop beats a threaded BLAS inside it
+        model = implicit_als.AlternatingLeastSquares(
+            factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
+            iterations=settings.iterations, random_state=settings.seed, num_threads=1)
+        model.fit(data.csr(), show_progress=False)
     return FactorEncoder("als", data.users, data.items, model.user_factors, model.item_factors)

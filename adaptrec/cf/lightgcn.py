@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-
 import numpy as np
 import torch
 

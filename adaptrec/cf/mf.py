@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .base import FactorEncoder
+
 
 @dataclass(frozen=True)
 class MFSettings:
@@ -57,6 +59,12 @@ class MFBias(torch.nn.Module):
         logit = (self.bias + self.user_bias(uc).squeeze(-1) * known_u + self.item_bias(ic).squeeze(-1) * known_i
                  + (self.user(uc) * self.item(ic)).sum(-1) * known_u * known_i)
         return torch.sigmoid(logit).numpy()
+
+    def as_encoder(self) -> "FactorEncoder":
+        """The ranking view: a user's order of items needs only the factors and the item biases."""
+        w = {k: v.detach().numpy() for k, v in self.state_dict().items()}
+        return FactorEncoder("mf-bias", list(self.user_index), list(self.item_index), w["user.weight"],
+                             w["item.weight"], w["item_bias.weight"][:, 0])
 
 
 def train_mf_bias(users: Sequence[str], items: Sequence[str], labels: Sequence[int],

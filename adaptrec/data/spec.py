@@ -21,8 +21,8 @@ from pathlib import Path
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256
 from . import amazon, interaction_log, leave_one_out, movielens, tallrec
-from .online_log import OnlineLog
 from .candidates import with_sampled_negatives
+from .online_log import OnlineLog
 from .records import Case
 
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches

@@ -13,3 +13,4 @@ if str(EXPERIMENTS) not in sys.path:
 cross_domain = importlib.import_module("cross_domain")
 methods_grid = importlib.import_module("methods_grid")
 collab_movie = importlib.import_module("collab_movie")
+ml100k_loo = importlib.import_module("ml100k_loo")

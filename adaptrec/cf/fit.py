@@ -1,0 +1,94 @@
+"""Fit a named encoder on a named interaction source: the one entry point the collaborative adapter and the
+experiments use, so an encoder's training data is always the leakage-checked set of its source.
+
+Sources (`SOURCES`):
+    movielens:100k        ML-100K ratings left after TALLRec movie's valid/test users are cut from their first
+                          held-out window on (`data.movielens.training_ratings`); labels: liked = rating > 3
+    movielens:100k:loo    ML-100K leave-one-out: every user's interactions but the last two (`data.leave_one_out`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+import numpy as np
+
+from adaptrec.errors import ConfigError
+from adaptrec.fingerprint import digest
+
+from .base import Encoder, Interactions
+
+Source = Literal["movielens:100k", "movielens:100k:loo"]
+Kind = Literal["mf-bias", "bpr", "als", "lightgcn", "sasrec"]
+SOURCES: tuple[str, ...] = Source.__args__
+KINDS: tuple[str, ...] = Kind.__args__
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """A source's training interactions (user, item, liked) in time order per user, and its whole catalogue."""
+
+    rows: list[tuple[str, str, bool]]
+    items: list[str]
+
+    @property
+    def fingerprint(self) -> str:
+        return digest(sorted(self.rows))
+
+
+def source_ratings(source: str) -> Ratings:
+    """The training interactions of `source` (no held-out pair among them)."""
+    from adaptrec.data import leave_one_out, movielens
+
+    if source == "movielens:100k":
+        rows = [(r.user, r.item, r.liked) for r in movielens.training_ratings()]
+    elif source == "movielens:100k:loo":
+        rows = leave_one_out.train_interactions(movielens.loo_timelines())
+    else:
+        raise ConfigError(f"unknown encoder data {source!r}; known: {', '.join(SOURCES)}")
+    return Ratings(rows, movielens.load_item_ids())
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """An encoder, its item table in catalogue order (zeros for items it never saw) and its record."""
+
+    encoder: Encoder
+    items: list[str]
+    table: np.ndarray
+    record: dict
+
+
+def _settings(cls, dim: int | None, epochs: int | None, seed: int):
+    """The encoder's settings with `dim`/`epochs` mapped onto its own knob names (None keeps its default)."""
+    names = {f.name for f in fields(cls)}
+    size = next(n for n in ("dim", "factors") if n in names)
+    length = next(n for n in ("epochs", "iterations") if n in names)
+    given = {size: dim, length: epochs, "seed": seed}
+    return replace(cls(), **{k: v for k, v in given.items() if v is not None})
+
+
+def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | None = None, seed: int = 0) -> Fitted:
+    """Fit encoder `kind` on `source`'s training interactions; `dim`/`epochs` override its defaults."""
+    from . import implicit_mf, lightgcn, mf, sasrec
+
+    builders = {"mf-bias": (mf.MFSettings, None),
+                "bpr": (implicit_mf.BPRSettings, implicit_mf.fit_bpr), "als": (implicit_mf.ALSSettings, implicit_mf.fit_als),
+                "lightgcn": (lightgcn.LightGCNSettings, lightgcn.fit_lightgcn),
+                "sasrec": (sasrec.SASRecSettings, sasrec.fit_sasrec)}
+    if kind not in builders:
+        raise ConfigError(f"unknown encoder {kind!r}; known: {', '.join(KINDS)}")
+    cls, fit = builders[kind]
+    settings = _settings(cls, dim, epochs, seed)
+    ratings = source_ratings(source)
+    if fit is None:  # MF with biases learns the like/dislike labels, the others the interactions
+        encoder = mf.train_mf_bias(*zip(*[(u, i, int(liked)) for u, i, liked in ratings.rows]), settings).as_encoder()
+    else:
+        encoder = fit(Interactions.of([(u, i) for u, i, _ in ratings.rows]), settings)
+    known = encoder.item_index
+    width = encoder.item_table.shape[1]
+    table = np.stack([encoder.item_table[known[i]] if i in known else np.zeros(width, np.float32) for i in ratings.items])
+    record = {"kind": kind, "data": source, "settings": vars(settings), "ratings": ratings.fingerprint,
+              "known_items": len(known)}
+    return Fitted(encoder, ratings.items, table.astype(np.float32), record)

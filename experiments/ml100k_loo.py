@@ -1,0 +1,329 @@
+"""MovieLens-100K leave-one-out: the arena where collaborative signal is known to exist.
+
+943 users; each user's last interaction is the test target, the second last the validation target, everything
+before trains the encoders (`data.leave_one_out`). Rows:
+
+* the classic encoders alone — popularity, BPR and ALS (implicit), LightGCN (torch_geometric), SASRec — on
+  1 + 99 sampled candidates (HR@10, NDCG@10, per-user AUC) and on the full catalogue (HR@10, NDCG@10,
+  coverage/average popularity/Gini of the top 10), every user;
+* the collaborative adapter (`ml100k-collab`: LoRA + item tokens from the encoder best on validation NDCG@10,
+  256 shots) re-ranking that encoder's top K sampled candidates, on a seeded subset of test users (an LLM
+  prompt per candidate: ~K prompts per user), and the encoder's score stacked with the adapter's logit
+  (a logistic regression fit on validation users' top K);
+* paired differences against the best encoder on the same users. One case per user, so a user bootstrap.
+
+    python experiments/ml100k_loo.py                 # fit, train (or resume) the adapter, re-rank, write the page
+    python experiments/ml100k_loo.py --render-only   # re-render docs/leave_one_out.md from the JSON
+    python experiments/ml100k_loo.py --smoke DIR     # the whole path in minutes (tiny encoders, 2 steps, 3 users)
+
+Runs in $ADAPTREC_HOME (default experiments/home).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from report import ROOT, banner, cell, read_json, table
+from sklearn.linear_model import LogisticRegression
+
+from adaptrec.adapters.attach import adapter_key
+from adaptrec.atomic import write_json, write_text
+from adaptrec.cf.base import Interactions, PopularityEncoder
+from adaptrec.cf.evaluate import full_ranks
+from adaptrec.cf.fit import fit_encoder
+from adaptrec.config import load_recipe
+from adaptrec.data import leave_one_out, movielens
+from adaptrec.data.candidates import candidate_cases, make_candidate_lists
+from adaptrec.metrics.beyond import averagepopularity, giniindex, itemcoverage
+from adaptrec.metrics.bootstrap import bootstrap_ci
+from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks, user_auc
+from adaptrec.score_cache import ScoreCache
+from adaptrec.scoring.core import backbone_scorer
+from adaptrec.train.recipe import run_recipe
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "ml100k_loo.json"
+DOC = ROOT / "docs" / "leave_one_out.md"
+COMMAND = "python experiments/ml100k_loo.py"
+ENCODERS = ("bpr", "als", "lightgcn", "sasrec")
+RECIPE = "ml100k-collab"
+
+
+@dataclass(frozen=True)
+class Plan:
+    negatives: int = 99
+    rerank_k: int = 20  # the LLM re-orders the best encoder's top K of the sampled list
+    test_users: int = 300  # seeded subset of test users the LLM scores (K prompts each)
+    valid_users: int = 100  # validation users whose top K fit the stacked row
+    encoder_epochs: int | None = None  # None: each encoder's default
+    sets: tuple[str, ...] = ()  # recipe overrides
+    seed: int = 0
+
+
+SMOKE = Plan(negatives=19, rerank_k=4, test_users=3, valid_users=4, encoder_epochs=2,
+             sets=("training.max_steps=2", "training.eval_every=1", "training.val_limit=4", "evaluation.limit=4",
+                   "data.shots=4", "training.checkpoint_every=1", "name=ml100k-collab-smoke", "adapter.encoder_epochs=2"))
+
+
+def mean_ci(values: np.ndarray, seed: int) -> dict:
+    """Mean with a 95% bootstrap CI over users (one value per user)."""
+    ci = bootstrap_ci(np.mean, values, seed=seed)
+    return {"value": float(values.mean()), "ci_low": ci.low, "ci_high": ci.high, "n": len(values)}
+
+
+class Arena:
+    """One split's cases, 1 + N sampled lists, full histories and the items each user has seen."""
+
+    def __init__(self, part: str, plan: Plan):
+        timelines, self.texts = movielens.loo_timelines(), movielens.item_texts()
+        self.cases = leave_one_out.loo_cases(timelines, part, self.texts.__getitem__, "movie")
+        touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
+        self.lists = make_candidate_lists(self.cases, {"movie": self.texts}, touched, plan.negatives, plan.seed)
+        before = leave_one_out.split_timelines(timelines)[part]
+        self.histories = {u: [e.item for e in events[:-1]] for u, events in before.items()}
+        self.users = [c.user_id for c in self.cases]
+
+    def subset(self, n: int, seed: int) -> list[int]:
+        """Indices of a seeded subset of n users (all when n >= their number)."""
+        return sorted(np.random.default_rng(seed).permutation(len(self.cases))[:n].tolist())
+
+
+def ranking_metrics(sampled: np.ndarray, auc: np.ndarray | None, full: np.ndarray | None, seed: int) -> dict:
+    out = {"sampled_hr@10": mean_ci(hit_per_case(sampled, 10), seed),
+           "sampled_ndcg@10": mean_ci(ndcg_per_case(sampled, 10), seed)}
+    if auc is not None:
+        out["user_auc"] = mean_ci(auc, seed)
+    if full is not None:
+        out["full_hr@10"] = mean_ci(hit_per_case(full, 10), seed)
+        out["full_ndcg@10"] = mean_ci(ndcg_per_case(full, 10), seed)
+    return out
+
+
+def encoder_row(name: str, encoder, arena: Arena, counts: dict[str, float], seed: int) -> dict:
+    """Every metric of one encoder on every user of `arena`, with its per-user sampled scores kept for re-ranking."""
+    rows = encoder.score_lists(arena.users, [arena.histories[u] for u in arena.users], [c.candidates for c in arena.lists])
+    target = np.array([c.target_index for c in arena.lists])
+    sampled = ranks(rows, target)
+    full = full_ranks(encoder, arena.users, [c.target_id for c in arena.lists], arena.histories,
+                      {u: set(h) for u, h in arena.histories.items()})
+    catalogue = encoder.score_catalogue(arena.users, [arena.histories[u] for u in arena.users])
+    for n, user in enumerate(arena.users):  # top 10 of the unseen items, as the full ranking counts them
+        catalogue[n, [encoder.item_index[i] for i in arena.histories[user] if i in encoder.item_index]] = -np.inf
+    top = [[encoder.items[j] for j in np.argsort(-row, kind="stable")[:10]] for row in catalogue]
+    n_items = len(encoder.items)
+    beyond = {"coverage@10": itemcoverage(top, n_items), "averagepopularity@10": averagepopularity(top, counts),
+              "gini@10": giniindex(top, n_items)}
+    return {"name": name, "kind": "encoder", "metrics": ranking_metrics(sampled, user_auc(rows, target), full, seed),
+            "beyond_full": beyond, "per_user_ndcg": ndcg_per_case(sampled, 10).tolist(),
+            "scores": [r.tolist() for r in rows]}
+
+
+def fit_all(plan: Plan) -> dict:
+    """Every encoder, fitted on the leave-one-out training interactions, with its fit time."""
+    timelines = movielens.loo_timelines()
+    data = Interactions.of([(u, i) for u, i, _ in leave_one_out.train_interactions(timelines)],
+                           items=list(movielens.item_texts()))
+    out = {"popularity": (PopularityEncoder(data), 0.0)}
+    for kind in ENCODERS:
+        start = time.perf_counter()
+        out[kind] = (fit_encoder(kind, "movielens:100k:loo", epochs=plan.encoder_epochs, seed=plan.seed).encoder,
+                     round(time.perf_counter() - start, 1))
+    return out
+
+
+def rerank(scores: list[np.ndarray], idx: list[int], k: int) -> list[list[int]]:
+    """For each chosen user, the candidate positions of the encoder's top k."""
+    return [list(np.argsort(-scores[i], kind="stable")[:k]) for i in idx]
+
+
+def reranked_ranks(base: list[np.ndarray], new: list[np.ndarray], tops: list[list[int]], targets: list[int]) -> np.ndarray:
+    """Target rank when the top k are re-ordered by `new` (ties against the target) and the rest keep `base`'s order."""
+    out = []
+    for b, n, top, t in zip(base, new, tops, targets):
+        if t in top:
+            mine = n[top.index(t)]
+            out.append(int((n >= mine).sum()))
+        else:
+            out.append(int(ranks([b], [t])[0]))
+    return np.array(out)
+
+
+def llm_scores(scorer, arena: Arena, idx: list[int], tops: list[list[int]]) -> list[np.ndarray]:
+    """P(Yes) of each top-k candidate (score cache), per chosen user."""
+    cases = []
+    for i, top in zip(idx, tops):
+        lst = arena.lists[i]
+        every = candidate_cases(lst, arena.cases[i], {"movie": arena.texts})
+        cases.extend(every[j] for j in top)
+    flat = scorer.score(cases)
+    return [flat[n * len(top):(n + 1) * len(top)] for n, top in enumerate(tops)]
+
+
+def _stack_x(enc: list[np.ndarray], llm: list[np.ndarray]) -> np.ndarray:
+    """Per candidate: the encoder score and the LLM logit, each standardised within the user's top k."""
+    def z(v):
+        v = np.asarray(v, float)
+        return (v - v.mean()) / (v.std() + 1e-9)
+
+    return np.column_stack([np.concatenate([z(e) for e in enc]),
+                            np.concatenate([z(np.log(p / (1 - p + 1e-12) + 1e-12)) for p in llm])])
+
+
+def adapter_rows(plan: Plan, best: str, valid: Arena, test: Arena, enc_valid: list, enc_test: list, seed: int) -> tuple[list[dict], list[int]]:
+    """Train (or resume) the collab adapter on `best`'s item vectors; re-rank and stack on the chosen users."""
+    recipe, text = load_recipe(RECIPE, [f"adapter.encoder={best}", *plan.sets])
+    start = time.perf_counter()
+    result = run_recipe(recipe, text, resume=True)
+    trained = round(time.perf_counter() - start, 1)
+    scorer = backbone_scorer(result.backbone, result.train.model, adapter_key(result.train.adapter_dir),
+                             template=recipe.data.template, max_prompt_tokens=recipe.data.max_prompt_tokens,
+                             batch_size=recipe.evaluation.batch_size, cache=ScoreCache.default())
+    k = plan.rerank_k
+    vi, ti = valid.subset(plan.valid_users, seed), test.subset(plan.test_users, seed)
+    v_tops, t_tops = rerank(enc_valid, vi, k), rerank(enc_test, ti, k)
+    start = time.perf_counter()
+    v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
+    scored = round(time.perf_counter() - start, 1)
+    v_enc, t_enc = [enc_valid[i][top] for i, top in zip(vi, v_tops)], [enc_test[i][top] for i, top in zip(ti, t_tops)]
+    labels = np.concatenate([[int(j == valid.lists[i].target_index) for j in top] for i, top in zip(vi, v_tops)])
+    stack = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm), labels)
+    stacked = stack.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
+    cuts = np.cumsum([0] + [len(t) for t in t_tops])
+    stacked_rows = [stacked[a:b] for a, b in pairwise(cuts)]
+    targets = [test.lists[i].target_index for i in ti]
+    base = [enc_test[i] for i in ti]
+    info = {"recipe": RECIPE, "encoder": best, "record": result.record.ref, "steps": result.train.steps,
+            "best_val_auc": result.train.best_val_auc, "train_seconds": trained, "score_seconds": scored,
+            "prompts": int(sum(len(t) for t in v_tops) + sum(len(t) for t in t_tops)),
+            "stack_weights": [round(float(w), 4) for w in stack.coef_[0]],
+            "environment": result.backbone.environment()}
+    out = []
+    for name, new in ((f"collab adapter re-ranks {best}'s top {k}", t_llm),
+                      (f"{best} + collab adapter (stacked on validation)", stacked_rows)):
+        r = reranked_ranks(base, new, t_tops, targets)
+        out.append({"name": name, "kind": "llm", "users": len(ti), "metrics": ranking_metrics(r, None, None, seed),
+                    "per_user_ndcg": ndcg_per_case(r, 10).tolist(), **info})
+    return out, ti
+
+
+def paired(a: list[float], b: list[float], seed: int) -> dict:
+    diff = np.asarray(a) - np.asarray(b)
+    ci = bootstrap_ci(np.mean, diff, seed=seed)
+    return {"value": float(diff.mean()), "ci_low": ci.low, "ci_high": ci.high, "n": len(diff)}
+
+
+def run(plan: Plan) -> dict:
+    valid, test = Arena("valid", plan), Arena("test", plan)
+    encoders = fit_all(plan)
+    counts = dict(zip(encoders["popularity"][0].items, encoders["popularity"][0].counts.tolist()))
+    rows, valid_rows = [], {}
+    for name, (encoder, seconds) in encoders.items():
+        valid_rows[name] = encoder_row(name, encoder, valid, counts, plan.seed)
+        row = encoder_row(name, encoder, test, counts, plan.seed)
+        row["fit_seconds"], row["valid"] = seconds, valid_rows[name]["metrics"]
+        rows.append(row)
+    best = max(ENCODERS + ("popularity",), key=lambda n: valid_rows[n]["metrics"]["sampled_ndcg@10"]["value"])
+    best_row = next(r for r in rows if r["name"] == best)
+    enc_valid = [np.asarray(s) for s in valid_rows[best]["scores"]]
+    enc_test = [np.asarray(s) for s in best_row["scores"]]
+    llm_rows, ti = adapter_rows(plan, best, valid, test, enc_valid, enc_test, plan.seed)
+    best_on_subset = [best_row["per_user_ndcg"][i] for i in ti]
+    for row in llm_rows:
+        row["vs_best"] = paired(row["per_user_ndcg"], best_on_subset, plan.seed)
+        row["best_on_same_users"] = mean_ci(np.asarray(best_on_subset), plan.seed)
+    for row in rows:
+        row.pop("scores")
+    others = [r for r in rows if r["name"] != best]
+    for row in others:
+        row["vs_best"] = paired(row["per_user_ndcg"], best_row["per_user_ndcg"], plan.seed)
+    return {"protocol": {"data": "movielens:100k:loo", "users": len(test.cases), "negatives": plan.negatives,
+                         "rerank_k": plan.rerank_k, "llm_test_users": len(ti), "llm_valid_users": plan.valid_users,
+                         "seed": plan.seed, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                         "command": COMMAND},
+            "rows": rows + llm_rows}
+
+
+def _diff(d: dict) -> str:
+    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def verdicts(doc: dict) -> list[str]:
+    best = doc["protocol"]["best"]
+    out = []
+    for row in doc["rows"]:
+        if row["kind"] != "llm":
+            continue
+        d = row["vs_best"]
+        where = ("above, CI above 0" if d["ci_low"] > 0 else "below, CI below 0" if d["ci_high"] < 0
+                 else "not resolved, CI spans 0")
+        out.append(f"* {row['name']} against {best} alone on the same {row['users']} users (sampled NDCG@10): "
+                   f"{where} ({_diff(d)}).")
+    return out
+
+
+def render(doc: dict) -> str:
+    p = doc["protocol"]
+    n = p["negatives"]
+    metric_names = ("sampled_hr@10", "sampled_ndcg@10", "user_auc", "full_hr@10", "full_ndcg@10")
+    enc = [r for r in doc["rows"] if r["kind"] == "encoder"]
+    llm = [r for r in doc["rows"] if r["kind"] == "llm"]
+    lines = [
+        "# MovieLens-100K leave-one-out", "",
+        banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})", "",
+        f"{p['users']} users; each one's last interaction is the test target, its second last the validation "
+        f"target, the rest trains the encoders. Sampled: the target among {p['negatives']} movies the user never "
+        "rated (seeded per user); full: among every movie the user has not rated before the target. "
+        "95% CIs bootstrap users (one case each). Machine: " + p["machine"] + ".", "",
+        "## Encoders alone (every user)", "",
+        *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", "per-user AUC", "HR@10 (full)", "NDCG@10 (full)",
+                "coverage@10", "avg. popularity@10", "Gini@10", f"valid NDCG@10 (1+{n})", "fit s"], "lrrrrrrrrrr",
+               [[r["name"], *(cell(r["metrics"][m]) for m in metric_names),
+                 f"{r['beyond_full']['coverage@10']:.3f}", f"{r['beyond_full']['averagepopularity@10']:.1f}",
+                 f"{r['beyond_full']['gini@10']:.3f}", cell(r["valid"]["sampled_ndcg@10"]), r["fit_seconds"]]
+                for r in enc]), "",
+        f"The best on validation NDCG@10 is **{p['best']}**; the collaborative adapter uses its item vectors.", "",
+        f"## The collaborative adapter re-ranking {p['best']}'s top {p['rerank_k']} ({p['llm_test_users']} seeded test users)", "",
+        *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", f"{p['best']} alone, same users", "paired NDCG@10 diff",
+                "steps", "prompts scored", "train s", "score s"], "lrrrrrrrr",
+               [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
+                 cell(r["best_on_same_users"]), _diff(r["vs_best"]), r["steps"], r["prompts"], r["train_seconds"],
+                 r["score_seconds"]] for r in llm]), "",
+        *verdicts(doc), "",
+    ]
+    if llm:
+        lines += [f"Stacked weights (encoder, adapter logit; each standardised within a user's top {p['rerank_k']}): "
+                  f"{llm[0]['stack_weights']}. Adapter `{llm[0]['record']}`; "
+                  + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    global RESULTS, DOC
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--smoke", type=Path, metavar="DIR", help="tiny encoders, 2 steps, 3 users; writes into DIR")
+    args = parser.parse_args()
+    plan = Plan()
+    if args.smoke:
+        plan, RESULTS, DOC = SMOKE, args.smoke / "ml100k_loo.json", args.smoke / "leave_one_out.md"
+        os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
+    os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
+    if not args.render_only:
+        write_json(RESULTS, run(plan))
+    doc = read_json(RESULTS)
+    if not doc:
+        sys.exit(f"no results at {RESULTS}: run without --render-only first")
+    write_text(DOC, render(doc))
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

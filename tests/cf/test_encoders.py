@@ -1,0 +1,79 @@
+"""The implicit-feedback encoders learn a planted structure; fold-in, unknown items and the full-catalogue ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptrec.cf.base import FactorEncoder, Interactions, PopularityEncoder
+from adaptrec.cf.evaluate import full_ranks
+from adaptrec.cf.fit import _settings, fit_encoder
+from adaptrec.cf.implicit_mf import ALSSettings, BPRSettings, fit_als, fit_bpr
+from adaptrec.cf.lightgcn import LightGCNSettings, fit_lightgcn
+from adaptrec.cf.mf import MFSettings
+from adaptrec.cf.sasrec import SASRecSettings, fit_sasrec
+from adaptrec.errors import ConfigError
+
+pytest.importorskip("implicit")
+pytest.importorskip("torch_geometric")
+
+
+def _two_tastes(seed: int = 0) -> tuple[Interactions, dict[str, int], dict[str, int]]:
+    """60 users of two tastes, each touching 8 of the 20 items of their taste's half of a 40-item catalogue."""
+    rng = np.random.default_rng(seed)
+    taste = {f"u{u}": u % 2 for u in range(60)}
+    side = {f"i{i}": i % 2 for i in range(40)}
+    pairs = [(u, f"i{2 * j + t}") for u, t in taste.items() for j in rng.choice(20, 8, replace=False)]
+    return Interactions.of(pairs, items=list(side)), taste, side
+
+
+@pytest.mark.parametrize("fit", [
+    lambda d: fit_bpr(d, BPRSettings(factors=8, lr=0.05, iterations=100)),
+    lambda d: fit_als(d, ALSSettings(factors=8, iterations=10)),
+    lambda d: fit_lightgcn(d, LightGCNSettings(dim=16, epochs=30, batch_size=128, lr=0.02)),
+], ids=["bpr", "als", "lightgcn"])
+def test_factor_encoders_rank_the_users_taste_first(fit):
+    data, taste, side = _two_tastes()
+    encoder = fit(data)
+    users = list(taste)
+    scores = encoder.score_catalogue(users, [[]] * len(users))
+    own = np.array([[side[i] == taste[u] for i in encoder.items] for u in users])
+    assert scores[own].mean() > scores[~own].mean()
+    top = np.argsort(-scores, axis=1)[:, :5]
+    assert np.take_along_axis(own, top, axis=1).mean() > 0.9  # random: 0.5
+
+
+def test_sasrec_learns_what_comes_next():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for u in range(40):  # every sequence walks the catalogue in order from a random start
+        start = int(rng.integers(0, 12))
+        pairs += [(f"u{u}", f"i{(start + k) % 12}") for k in range(10)]
+    encoder = fit_sasrec(Interactions.of(pairs), SASRecSettings(dim=16, max_len=8, epochs=60, dropout=0.0, lr=5e-3, batch_size=16))
+    histories = [[f"i{(s + k) % 12}" for k in range(5)] for s in range(12)]
+    best = encoder.score_catalogue(["new"] * 12, histories).argmax(axis=1)
+    expected = [encoder.item_index[f"i{(s + 5) % 12}"] for s in range(12)]
+    assert (best == np.array(expected)).mean() >= 0.75
+
+
+def test_unseen_users_fold_in_and_unknown_items_rank_last():
+    encoder = FactorEncoder("toy", ["u"], ["a", "b"], np.array([[1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert encoder.score_catalogue(["stranger"], [["b"]]).argmax() == 1  # the mean of b's vector prefers b
+    assert encoder.score_catalogue(["u"], [["b"]]).argmax() == 0  # a known user keeps their own vector
+    (row,) = encoder.score_lists(["u"], [[]], [["zzz", "b", "a"]])
+    assert row.argmin() == 0 and row.argmax() == 2
+
+
+def test_full_ranks_skip_what_the_user_has_seen():
+    data = Interactions.of([("u", "a"), ("v", "a"), ("v", "b"), ("w", "a"), ("w", "b"), ("w", "c")], items=list("abcd"))
+    pop = PopularityEncoder(data)  # counts a 3, b 2, c 1, d 0
+    assert full_ranks(pop, ["u", "u"], ["c", "d"], {"u": ["a"]}, {"u": {"a"}}).tolist() == [2, 3]
+    assert full_ranks(pop, ["u"], ["a"], {"u": ["a"]}, {"u": {"a"}}).tolist() == [1]  # a target is never skipped
+
+
+def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():
+    assert _settings(MFSettings, 8, 5, 1) == MFSettings(dim=8, epochs=5, seed=1)
+    assert _settings(BPRSettings, 8, 5, 0) == BPRSettings(factors=8, iterations=5)
+    assert _settings(ALSSettings, None, None, 0) == ALSSettings()
+    with pytest.raises(ConfigError, match="unknown encoder 'svd'"):
+        fit_encoder("svd", "movielens:100k:loo")

@@ -1,0 +1,24 @@
+"""experiments/ml100k_loo.py: re-ranking the encoder's top K and the verdict lines."""
+
+from __future__ import annotations
+
+import numpy as np
+from experiment_modules import ml100k_loo
+
+
+def test_reranking_reorders_the_top_k_and_keeps_the_rest():
+    base = [np.array([5.0, 4.0, 3.0, 2.0, 1.0])] * 3
+    tops = ml100k_loo.rerank(base, [0, 1, 2], 3)
+    assert tops[0] == [0, 1, 2]
+    new = [np.array([0.1, 0.2, 0.9])] * 3  # the LLM prefers the encoder's third item
+    ranks = ml100k_loo.reranked_ranks(base, new, tops, [2, 0, 4])
+    assert ranks.tolist() == [1, 3, 5]  # moved up, moved down, outside the top 3: the encoder's rank
+
+
+def test_verdicts_name_the_side_of_zero():
+    doc = {"protocol": {"best": "als"}, "rows": [
+        {"kind": "encoder", "name": "bpr"},
+        {"kind": "llm", "name": "up", "users": 9, "vs_best": {"value": 0.05, "ci_low": 0.01, "ci_high": 0.09}},
+        {"kind": "llm", "name": "flat", "users": 9, "vs_best": {"value": 0.0, "ci_low": -0.02, "ci_high": 0.02}}]}
+    lines = ml100k_loo.verdicts(doc)
+    assert "above, CI above 0" in lines[0] and "not resolved" in lines[1] and len(lines) == 2
