@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .hub import PullResult, PushResult
     from .online.gate import GateResult
     from .registry import AdapterRecord, Registry
+    from .registry.encoders import EncoderRecord
     from .router.policy import Decision
     from .router.recommender import Recommender
     from .router.retrieval import UserRecommendation
@@ -140,6 +141,18 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
                              item_encoder=_item_encoder(), **common)
     return run_eval(bb, dataset, **common)
+
+
+def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None = None, epochs: int | None = None,
+             seed: int = 0) -> EncoderRecord:
+    """Fit a collaborative encoder on `data`'s training interactions (cf/fit.py), measure it alone on the source's
+    validation part, and register it as the next version of `name` (default `KIND-SOURCE`, `:` as `-`)."""
+    from .cf.evaluate import validation_metrics
+    from .cf.fit import WINDOWS, fit_encoder
+
+    fitted = fit_encoder(kind, data, dim, epochs, seed)
+    name = name or f"{kind}-{data.replace(':', '-')}"
+    return registry().register_encoder(name, fitted, WINDOWS[data], validation_metrics(fitted.encoder, data, seed))
 
 
 def _item_encoder():

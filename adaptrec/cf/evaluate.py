@@ -31,3 +31,27 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
         row[[index[i] for i in seen.get(user, ()) if i in index and i != target]] = -np.inf
         out[n] = int((row >= row[index[target]]).sum()) if target in index else len(row)
     return out
+
+
+def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
+    """The encoder alone on its source's validation part: HR@10 and NDCG@10 of each user's validation target among
+    99 sampled unseen items (leave-one-out), or AUC on TALLRec movie's validation windows (`movielens:100k`)."""
+    from adaptrec.data import leave_one_out, movielens
+    from adaptrec.data.candidates import make_candidate_lists
+    from adaptrec.metrics.classification import auc
+    from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case
+
+    if source == "movielens:100k":
+        cases = movielens.load_movielens("valid")
+        scores = [row[0] for row in encoder.score_lists([c.user_id for c in cases],
+                                                        [[h.item_id for h in c.history] for c in cases],
+                                                        [[c.target_id] for c in cases])]
+        return {"auc": auc([c.label for c in cases], scores), "cases": len(cases), "data": "movielens:100k:valid"}
+    timelines, texts = movielens.loo_timelines(), movielens.item_texts()
+    cases = leave_one_out.loo_cases(timelines, "valid", texts.__getitem__, "movie")
+    touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
+    lists = make_candidate_lists(cases, {"movie": texts}, touched, 99, seed)
+    histories = {u: [e.item for e in events[:-1]] for u, events in leave_one_out.split_timelines(timelines)["valid"].items()}
+    r = sampled_ranks(encoder, lists, histories)
+    return {"hr@10": float(hit_per_case(r, 10).mean()), "ndcg@10": float(ndcg_per_case(r, 10).mean()),
+            "users": len(lists), "data": "movielens:100k:loo:valid (1 + 99 sampled)"}

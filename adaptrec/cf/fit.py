@@ -2,7 +2,7 @@
 experiments use, so an encoder's training data is always the leakage-checked set of its source.
 
 Sources (`SOURCES`):
-    movielens:100k        ML-100K ratings left after TALLRec movie's valid/test users are cut from their first
+    movielens:100k        ML-100K ratings (users `ml100k-ID`) left after TALLRec movie's valid/test users are cut from their first
                           held-out window on (`data.movielens.training_ratings`); labels: liked = rating > 3
     movielens:100k:loo    ML-100K leave-one-out: every user's interactions but the last two (`data.leave_one_out`)
 """
@@ -25,6 +25,10 @@ SOURCES: tuple[str, ...] = Source.__args__
 KINDS: tuple[str, ...] = Kind.__args__
 
 
+WINDOWS = {"movielens:100k": "ML-100K ratings before each TALLRec valid/test user's first held-out window",
+           "movielens:100k:loo": "every ML-100K user's ratings but the last two"}
+
+
 @dataclass(frozen=True)
 class Ratings:
     """A source's training interactions (user, item, liked) in time order per user, and its whole catalogue."""
@@ -41,8 +45,8 @@ def source_ratings(source: str) -> Ratings:
     """The training interactions of `source` (no held-out pair among them)."""
     from adaptrec.data import leave_one_out, movielens
 
-    if source == "movielens:100k":
-        rows = [(r.user, r.item, r.liked) for r in movielens.training_ratings()]
+    if source == "movielens:100k":  # users spelled as the cases spell them
+        rows = [(f"ml100k-{r.user}", r.item, r.liked) for r in movielens.training_ratings()]
     elif source == "movielens:100k:loo":
         rows = leave_one_out.train_interactions(movielens.loo_timelines())
     else:

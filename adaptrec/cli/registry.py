@@ -82,6 +82,19 @@ def registry_history(domain: str, as_json: bool = typer.Option(False, "--json"))
         typer.echo(f"{d.seq:4} {d.at}  {d.action:8} {d.ref:24} (was {d.previous or '-'}) by {d.by}{test}")
 
 
+@registry_app.command("encoders")
+def registry_encoders(name: Optional[str] = typer.Option(None, "--name"),
+                      as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered collaborative encoders (`adaptrec train-cf`), newest version first."""
+    records = api.registry().encoders(name)
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+        return
+    for r in records:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in r.metrics.items() if isinstance(v, float))
+        typer.echo(f"{r.ref:28} {r.kind:9} {r.data:20} {r.created_at}  {shown}")
+
+
 @registry_app.command("rollback")
 def registry_rollback(domain: str) -> None:
     """Restore DOMAIN's previous champion (repeat to go further back)."""

@@ -1,4 +1,5 @@
-"""`adaptrec train`, `demo` and `recipes`: train an adapter from a recipe; list and show the shipped recipes."""
+"""`adaptrec train`, `train-cf`, `demo` and `recipes`: train an adapter from a recipe or a collaborative encoder;
+list and show the shipped recipes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ recipes_app = typer.Typer(no_args_is_help=True, help="The recipes shipped with a
 
 def register(app: typer.Typer) -> None:
     app.command()(train)
+    app.command("train-cf")(train_cf)
     app.command()(demo)
     app.add_typer(recipes_app, name="recipes")
 
@@ -36,6 +38,20 @@ def train(
     typer.echo(f"\nregistered {result.record.ref} (run folder {result.train.run_dir})")
     if promote:
         typer.echo(f"promoted {result.record.ref} for domain {result.record.domain}")
+
+
+def train_cf(
+    kind: str = typer.Argument(..., help="mf-bias, bpr, als, lightgcn or sasrec"),
+    data: str = typer.Option(..., "--data", help="interaction source: movielens:100k or movielens:100k:loo"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name (default KIND-SOURCE)"),
+    dim: Optional[int] = typer.Option(None, "--dim", min=1, help="vector size (default: the encoder's)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fit a collaborative encoder on a source's training interactions, measure it on validation, register it."""
+    record = api.train_cf(kind, data=data, name=name, dim=dim, epochs=epochs, seed=seed)
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.metrics.items())
+    typer.echo(f"registered encoder {record.ref} ({record.kind} on {record.data}: {record.window}); {shown}")
 
 
 def demo(limit: int = typer.Option(200, "--limit", help="test subset size")) -> None:

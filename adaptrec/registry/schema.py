@@ -71,8 +71,28 @@ def _m3_promotion_audit(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX decisions_domain ON decisions (domain, seq)")
 
 
+def _m4_encoders(conn: sqlite3.Connection) -> None:
+    """Collaborative encoders, registered apart from adapters (registry/encoders.py)."""
+    conn.execute(
+        """CREATE TABLE encoders (
+            name             TEXT    NOT NULL,
+            version          INTEGER NOT NULL CHECK (version >= 1),
+            kind             TEXT    NOT NULL,
+            data             TEXT    NOT NULL,  -- the interaction source
+            data_fingerprint TEXT    NOT NULL,  -- digest of its training interactions
+            window           TEXT    NOT NULL,  -- which interactions, in words
+            settings         TEXT    NOT NULL,  -- JSON
+            metrics          TEXT    NOT NULL,  -- JSON, on the source's validation part
+            files            TEXT    NOT NULL,  -- JSON: file name -> sha256
+            created_at       TEXT    NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+
+
 # Append only: a new migration goes at the end.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics, _m3_promotion_audit]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics, _m3_promotion_audit,
+                                                          _m4_encoders]
 
 
 def schema_version() -> int:

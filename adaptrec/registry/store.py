@@ -13,11 +13,18 @@ from types import EllipsisType
 from typing import Any
 
 from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
-from adaptrec.errors import AdaptrecError, RegistryError
+from adaptrec.atomic import atomic_dir
+from adaptrec.cf.base import Encoder
+from adaptrec.cf.files import FILES as ENCODER_FILES
+from adaptrec.cf.files import load_encoder, save_encoder
+from adaptrec.cf.fit import Fitted
+from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 
 from . import audit
+from . import encoders as encoder_rows
+from .encoders import EncoderRecord
 from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, row_fields, row_values
 from .schema import migrate, schema_version, stored_version
 from .validation import (
@@ -292,6 +299,43 @@ class Registry:
         """Every champion decision of `domain`, oldest first."""
         with self._connect() as conn:
             return audit.history(conn, domain)
+
+    # ------------------------------------------------------------ collaborative encoders
+    def register_encoder(self, name: str, fitted: Fitted, window: str, metrics: dict) -> EncoderRecord:
+        """Store a fitted encoder as the next version of `name` (files first, atomically; the row commits last)."""
+        check_name(name)
+        with self._write() as conn:
+            (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
+            dest = self.home / "encoders" / name / str(last + 1)
+            if dest.exists():  # a folder no row points to: a write that died before its row committed
+                _delete(dest)
+            with atomic_dir(dest) as tmp:
+                save_encoder(fitted.encoder, tmp, fitted.record["settings"])
+                files = {f: file_sha256(tmp / f) for f in ENCODER_FILES}
+            record = EncoderRecord(name, last + 1, fitted.encoder.kind, fitted.record["data"], fitted.record["ratings"],
+                                   window, fitted.record["settings"], metrics, files, _utc_now(), dest)
+            encoder_rows.insert(conn, record)
+        return record
+
+    def encoders(self, name: str | None = None) -> list[EncoderRecord]:
+        """Registered encoders (of `name`), newest version first within each name."""
+        with self._connect() as conn:
+            found = encoder_rows.rows(conn, name)
+        return [EncoderRecord(**r, path=self.home / "encoders" / r["name"] / str(r["version"])) for r in found]
+
+    def load_encoder(self, ref: str) -> tuple[Encoder, EncoderRecord]:
+        """The encoder `name[:version]` (latest by default), its files' hashes checked against its row."""
+        name, version = parse_ref(ref)
+        found = [r for r in self.encoders(name) if version is None or r.version == version]
+        if not found:
+            raise RegistryError(f"no encoder {ref!r} in {self.home}; see `adaptrec registry encoders`")
+        record = found[0]
+        for file, sha in record.files.items():
+            path = record.path / file
+            if not path.is_file() or file_sha256(path) != sha:
+                raise IntegrityError(f"{path} is missing or differs from what was registered as encoder {record.ref}; "
+                                     "train it again with `adaptrec train-cf`")
+        return load_encoder(record.path), record
 
     def remove(self, ref: str, force: bool = False) -> AdapterRecord:
         """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.

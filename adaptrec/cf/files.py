@@ -1,0 +1,62 @@
+"""An encoder as files: `encoder.safetensors` (its tensors) and `encoder.json` (kind, ids in table order,
+settings). Safetensors only, so loading an encoder never runs pickled code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptrec.atomic import write_json
+from adaptrec.errors import IntegrityError
+
+from .base import Encoder, FactorEncoder, PopularityEncoder
+from .sasrec import SASRecEncoder, SASRecNet, SASRecSettings
+
+TENSORS, META = "encoder.safetensors", "encoder.json"
+FILES = (TENSORS, META)
+
+
+def save_encoder(encoder: Encoder, folder: Path, settings: dict) -> None:
+    """Write `encoder` into `folder` (which exists); `settings` are the ones it was fitted with."""
+    from safetensors.torch import save_file
+
+    meta = {"kind": encoder.kind, "items": encoder.items, "settings": settings}
+    if isinstance(encoder, FactorEncoder):
+        users = sorted(encoder.user_index, key=encoder.user_index.get)
+        tensors = {"user_table": encoder.user_table, "item_table": encoder.item_table, "item_bias": encoder.item_bias}
+        meta["users"] = users
+    elif isinstance(encoder, PopularityEncoder):
+        tensors = {"counts": encoder.counts}
+    elif isinstance(encoder, SASRecEncoder):
+        tensors = {f"net.{k}": v.detach().numpy() for k, v in encoder.net.state_dict().items()}
+    else:
+        raise TypeError(f"no file format for {type(encoder).__name__}")
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, str(Path(folder) / TENSORS))
+    write_json(Path(folder) / META, meta)
+
+
+def load_encoder(folder: Path) -> Encoder:
+    """The encoder saved in `folder` (hashes are the caller's to verify)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / META).read_text())
+        tensors = load_file(str(folder / TENSORS))
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{folder}: not a readable encoder ({e})") from None
+    kind = meta["kind"]
+    if kind == "popularity":
+        encoder = PopularityEncoder.__new__(PopularityEncoder)
+        encoder.items, encoder.counts = meta["items"], tensors["counts"].numpy()
+        return encoder
+    if kind == "sasrec":
+        settings = SASRecSettings(**meta["settings"])
+        net = SASRecNet(len(meta["items"]), settings)
+        net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
+        return SASRecEncoder(meta["items"], net, settings.max_len)
+    return FactorEncoder(kind, meta["users"], meta["items"], tensors["user_table"].numpy(),
+                         tensors["item_table"].numpy(), tensors["item_bias"].numpy())

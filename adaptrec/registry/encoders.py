@@ -1,0 +1,56 @@
+"""Registered collaborative encoders: one row per (name, version) in the `encoders` table and a folder of
+safetensors under `<home>/encoders/<name>/<version>/`, its files' sha256 recorded and checked on load."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EncoderRecord:
+    name: str
+    version: int
+    kind: str  # mf-bias, bpr, als, lightgcn, sasrec, popularity
+    data: str  # the interaction source it learned from (cf/fit.py SOURCES)
+    data_fingerprint: str  # digest of those training interactions
+    window: str  # which interactions of the source, in words
+    settings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # measured on the source's validation part
+    files: dict = field(default_factory=dict)  # file name -> sha256
+    created_at: str = ""
+    path: Path | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict:
+        return {"ref": self.ref, "kind": self.kind, "data": self.data, "data_fingerprint": self.data_fingerprint,
+                "window": self.window, "settings": self.settings, "metrics": self.metrics, "created_at": self.created_at}
+
+
+COLUMNS = ("name", "version", "kind", "data", "data_fingerprint", "window", "settings", "metrics", "files", "created_at")
+_JSON = ("settings", "metrics", "files")
+
+
+def insert(conn: sqlite3.Connection, record: EncoderRecord) -> None:
+    values = [json.dumps(getattr(record, c)) if c in _JSON else getattr(record, c) for c in COLUMNS]
+    conn.execute(f"INSERT INTO encoders ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
+
+
+def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None = None) -> list[dict]:
+    """Matching rows as dicts (JSON columns parsed), newest version first."""
+    where, args = [], []
+    for column, value in (("name", name), ("version", version)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM encoders" + (f" WHERE {' AND '.join(where)}" if where else "")
+    out = []
+    for row in conn.execute(sql + " ORDER BY name, version DESC", args).fetchall():
+        d = dict(zip(COLUMNS, row))
+        out.append({k: json.loads(v) if k in _JSON else v for k, v in d.items()})
+    return out
