@@ -28,8 +28,8 @@ from .metrics.beyond import (
     top_k,
 )
 from .metrics.ranking import ndcg_per_case, ranks
-from .scoring.core import Scorer, backbone_scorer
-from .scoring.variants import llm_variants, mixed_scores
+from .scoring.core import Scorer
+from .scoring.variants import llm_variants, mixed_scores, variant_scorer
 from .text_encoder import TextEncoder, catalogue_embeddings
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
@@ -186,7 +186,7 @@ def run_eval(
     mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
     with_weights = [ref for ref in adapters if mixes[ref] is None]
     for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):
-        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
         report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
     if with_weights and any(mixes.values()):
         detach(model)  # the mixes' sources attach on their own
@@ -320,7 +320,7 @@ def run_rank_eval(
         else:
             add(name, "baseline", scores)
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
-        scorer = backbone_scorer(backbone, model, key, **scorer_options)
+        scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
         add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)
     return report
 

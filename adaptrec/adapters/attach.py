@@ -12,11 +12,12 @@ from peft import PeftModel
 
 from ..errors import AdaptrecError
 from ..fingerprint import digest
+from .collab import TUNER as COLLAB_TUNER
 from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
 _CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
 _NOT_STRUCTURE = (*_CONFIG_LOCATIONS, "peft_version")  # config keys two same-shaped LoRA adapters may differ in
-COLLAB_TYPE = "collab"  # adapters/collab.py: LoRA files plus item tokens that attach does not load yet
+COLLAB_TYPE = "collab"  # adapters/collab.py: LoRA files plus item tokens, which wrap the backbone's input embedding
 
 
 def peft_name(ref: str) -> str:
@@ -94,12 +95,15 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
             sources = ", ".join((record.adapter_config or {}).get("sources", []))
             raise AdaptrecError(f"{record.ref} is a score-level mix of {sources}: it has no weights to attach; "
                                 "eval, route and serve score it as the weighted average of its sources")
-        if record.adapter_type == COLLAB_TYPE:
-            raise AdaptrecError(f"{record.ref} is a collaborative adapter: eval, routing, serving and the Hub cannot "
-                                "load its item tokens yet; its training run reports its scores (docs/adapters.md)")
+    collab = [r.ref for r in records if r.adapter_type == COLLAB_TYPE]
+    if len(collab) > 1:
+        raise AdaptrecError(f"{', '.join(collab)} are collaborative adapters: their item tokens wrap the backbone's "
+                            "one input embedding, so load one per backbone (one per eval run)")
     model = backbone.model
     for record in records:
         model = load_peft(model, record.path, peft_name(record.ref))
+        if record.adapter_type == COLLAB_TYPE:
+            COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer)
     model.eval()
     return model, records
 

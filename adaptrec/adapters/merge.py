@@ -35,7 +35,7 @@ from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError
 
-from .attach import attach, detach, load_peft, peft_name, peft_type
+from .attach import COLLAB_TYPE, attach, detach, load_peft, peft_name, peft_type
 from .export import adalora_to_lora
 from .files import MIX_FILE, MIX_TYPE, FamilyMatchWarning
 
@@ -105,6 +105,9 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
                                    f"combine it by score-level mixing (--method {MIX})")
+        if record.adapter_type == COLLAB_TYPE:
+            raise CompositionError(f"{record.ref} is a collaborative adapter: a merged LoRA would lose its item "
+                                   f"tokens; combine it by score-level mixing (--method {MIX})")
     model, names = backbone.model, []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +203,9 @@ def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Pa
     adapter's 8-bit fingerprint matches only by family here. Re-quantizing the result to 8-bit is lossy:
     the merged ΔW is rounded with the base weights. `out_dir` must not exist; it is written atomically.
     """
+    if registry.resolve(ref).adapter_type == COLLAB_TYPE:
+        raise CompositionError(f"{ref} is a collaborative adapter: its item tokens and projector wrap the input "
+                               "embedding, which a merged standalone model cannot hold")
     base = load_backbone(backbone_name, quantization="none", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FamilyMatchWarning)  # expected: the adapter was made on the quantized build

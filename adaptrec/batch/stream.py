@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from ..data.records import Case
 from ..evaluation import Predictions
-from ..scoring.core import Scorer, backbone_scorer
+from ..scoring.core import Scorer
 from ..scoring.logits import to_scores
-from ..scoring.variants import llm_variants
+from ..scoring.variants import llm_variants, variant_scorer
 from .formats import PredictionWriter
 
 CHUNK_SIZE = 256  # cases per chunk: scored, then written
@@ -25,8 +25,8 @@ CHUNK_SIZE = 256  # cases per chunk: scored, then written
 def adapter_scorer(backbone, registry, adapter: str | None, **scorer_options) -> Scorer:
     """A Scorer with `adapter` (a registry ref) active on `backbone`; None: the untuned backbone."""
     refs = [adapter] if adapter else []
-    _, key, model = next(llm_variants(backbone, registry, refs, include_untuned=not adapter))
-    return backbone_scorer(backbone, model, key, **scorer_options)
+    name, key, model = next(llm_variants(backbone, registry, refs, include_untuned=not adapter))
+    return variant_scorer(backbone, registry, name, key, model, **scorer_options)
 
 
 def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> list[dict]:

@@ -10,9 +10,9 @@ import numpy as np
 from ..adapters.attach import detach
 from ..data.history_file import HistoryEntry, parse_history
 from ..data.records import Case
-from ..scoring.core import Scorer, backbone_scorer
+from ..scoring.core import Scorer
 from ..scoring.logits import ScoreMode
-from ..scoring.variants import llm_variants
+from ..scoring.variants import llm_variants, variant_scorer
 from .policy import resolve_sources
 
 
@@ -29,8 +29,8 @@ class Recommender:
         self.record = registry.resolve(refs[0]) if refs else None
         self.ref, key, self.model = next(llm_variants(backbone, registry, refs, include_untuned=not refs))
         self.backbone, self.domain, self.mode = backbone, self.record.domain if self.record else "item", mode
-        self.scorer: Scorer = backbone_scorer(backbone, self.model, key, template=template, batch_size=batch_size,
-                                              cache=cache, progress=False)
+        self.scorer: Scorer = variant_scorer(backbone, registry, self.ref, key, self.model, template=template,
+                                             batch_size=batch_size, cache=cache, progress=False)
 
     def __repr__(self) -> str:
         return f"Recommender({self.ref!r}, domain={self.domain!r})"

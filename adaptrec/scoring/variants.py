@@ -11,11 +11,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import adapter_key, attach, detach, peft_name, peft_type
+from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, detach, peft_name, peft_type
 from adaptrec.adapters.merge import MIX, Composition, check_weights
 from adaptrec.data.records import Case
 
-from .core import backbone_scorer
+from .core import Scorer, backbone_scorer
 
 UNTUNED = "backbone (untuned)"  # the row name of the backbone without adapters
 
@@ -45,6 +45,14 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
         yield UNTUNED, "base", backbone.model
 
 
+def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:
+    """The Scorer of one `llm_variants` row. A collaborative adapter reads its item tokens, so its prompts take the
+    `-items` form of the template (`tallrec` -> `tallrec-items`); every other row keeps the template as given."""
+    if name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE:
+        options = {**options, "template": options.get("template", "tallrec").split("-")[0] + "-items"}
+    return backbone_scorer(backbone, model, key, **options)
+
+
 def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """Weighted average of per-adapter scores: (k, N) scores and k weights -> N scores."""
     w = np.asarray(weights, dtype=float)
@@ -59,7 +67,7 @@ def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Ca
     model = None
     try:
         for ref, key, model in llm_variants(backbone, registry, list(dict.fromkeys(refs)), include_untuned=False):
-            rows[ref] = backbone_scorer(backbone, model, key, **scorer_options).score(cases, mode)
+            rows[ref] = variant_scorer(backbone, registry, ref, key, model, **scorer_options).score(cases, mode)
     finally:
         if model is not None:
             detach(model)

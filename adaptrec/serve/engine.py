@@ -30,7 +30,7 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from adaptrec.adapters.attach import attach_beside, load_peft, lora_structure, peft_name, peft_type
+from adaptrec.adapters.attach import COLLAB_TYPE, attach_beside, load_peft, lora_structure, peft_name, peft_type
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import render_prompt
@@ -179,6 +179,9 @@ class Engine:
                                  "score its sources (or request its domain: the router expands a promoted mix)")
             if (record.adapter_config or {}).get("use_dora"):
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
+            if record.adapter_type == COLLAB_TYPE:  # peft sees LoRA: served as one, it would answer without its item tokens
+                raise ServeError(f"{record.ref} is a collaborative adapter; the engine does not serve its item tokens yet "
+                                 "(score it with `adaptrec eval` or `adaptrec score`)")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
             while len(self._resident) >= self.max_resident:

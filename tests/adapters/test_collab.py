@@ -105,18 +105,54 @@ def test_training_moves_the_projector(tiny_model_dir):
     assert not torch.equal(layer.projector.weight, start)
 
 
-def test_attach_refuses_a_registered_collab_adapter_with_one_line(built, tmp_path):
-    from adaptrec.adapters.attach import attach
-    from adaptrec.errors import AdaptrecError
+def _registered(built, name: str = "movie-collab"):
     from adaptrec.registry import Registry
 
     bb, model, _ = built
     registry = Registry()
-    registry.register(model, name="movie-collab", domain="movie", kind="trained", adapter_type="collab",
-                      adapter_config=None, fingerprint=bb.fingerprint)
+    registry.register(lambda folder: _save(model, folder), name=name, domain="movie", kind="trained",
+                      adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
+    return registry
+
+
+def _save(model, folder) -> None:
+    model.save_pretrained(folder)
+    tuner_for(model).save_extra(model, folder)
+
+
+def test_eval_scores_a_registered_collab_adapter_with_its_item_tokens(built):
+    """Eval, the router's recommender and batch scoring load the projector and read the `-items` prompts."""
+    from adaptrec.scoring.variants import UNTUNED, llm_variants, variant_scorer
+
+    bb, model, cases = built
+    expected = Scorer(model.eval(), bb.tokenizer, "k", template="tallrec-items", progress=False).score(cases)
+    registry = _registered(built)
     fresh = load_backbone(str(bb.source), quantization="none", device="cpu")
-    with pytest.raises(AdaptrecError, match="collaborative adapter: eval, routing, serving and the Hub cannot"):
-        attach(fresh, registry, ["movie-collab"])
+    rows = {}
+    for name, key, variant in llm_variants(fresh, registry, ["movie-collab"]):
+        scorer = variant_scorer(fresh, registry, name, key, variant, template="tallrec", progress=False)
+        rows[name] = (scorer.template, scorer.score(cases))
+    assert rows["movie-collab:1"][0] == "tallrec-items" and rows[UNTUNED][0] == "tallrec"
+    np.testing.assert_allclose(rows["movie-collab:1"][1], expected, atol=1e-5)
+
+
+def test_one_collab_adapter_per_backbone_and_none_served_or_merged(built, tiny_model_dir):
+    from adaptrec.adapters.attach import attach
+    from adaptrec.adapters.merge import Composition, CompositionError, compose
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.serve.engine import Engine, ServeError
+
+    registry = _registered(built)
+    bb = built[0]
+    registry.register(lambda folder: _save(built[1], folder), name="other-collab", domain="movie", kind="trained",
+                      adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    with pytest.raises(AdaptrecError, match="load one per backbone"):
+        attach(fresh, registry, ["movie-collab", "other-collab"])
+    with pytest.raises(ServeError, match="does not serve its item tokens"):
+        Engine(fresh, registry).load("movie-collab")
+    with pytest.raises(CompositionError, match="would lose its item tokens"):
+        compose(fresh, registry, Composition(("movie-collab", "other-collab"), "cat", (0.5, 0.5)), name="m", domain="movie")
 
 
 def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, tmp_path):

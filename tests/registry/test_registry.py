@@ -473,6 +473,7 @@ def test_pulled_metrics_are_claims_and_an_old_registry_moves_them(tmp_path, src)
     with sqlite3.connect(home / "registry.db") as c:
         c.execute("ALTER TABLE adapters DROP COLUMN claimed_metrics")
         c.execute("DROP TABLE decisions")  # migration 3's
+        c.execute("DROP TABLE encoders")  # migration 4's
         c.execute("INSERT INTO adapters (name, version, domain, kind, adapter_type, adapter_config, base_exact, "
                   "base_family, base_model, metrics, file_hash, created) VALUES ('p', 1, 'movies', 'pulled', 'lora', "
                   "'{}', 'e', 'f', 'm', ?, 'h', 'now')", (json.dumps({"auc": metric(0.9)}),))
