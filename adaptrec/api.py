@@ -121,20 +121,28 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
 
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
              candidates_file: Path | None = None, score: str = "pyes", template: str = "tallrec", batch_size: int = 8,
-             backbone: str | None = None, quantization: str | None = None, cache: bool = True) -> EvalReport:
+             backbone: str | None = None, quantization: str | None = None, cache: bool = True,
+             encoders: Sequence[str] = ()) -> EvalReport:
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
     users); `candidates_file`: rank each held-out item among the candidates a file gives instead (docs/data.md).
     `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
-    under `$ADAPTREC_HOME`."""
+    under `$ADAPTREC_HOME`. `encoders`: registered collaborative encoders (`adaptrec train-cf`) to add as rows; each
+    must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data)."""
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
     from .score_cache import ScoreCache
 
     _check_choice("score", score, SCORE_MODES)
+    reg = registry()
+    loaded = {}
+    for ref in encoders:  # checked before any data or backbone loads
+        encoder, record = reg.load_encoder(ref)
+        _check_encoder_source(record.data, data)
+        loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
-    common = dict(registry=registry(), adapters=list(refs), limit=limit or None, seed=seed, mode=score,
+    common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
                   template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
@@ -153,6 +161,14 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     fitted = fit_encoder(kind, data, dim, epochs, seed)
     name = name or f"{kind}-{data.replace(':', '-')}"
     return registry().register_encoder(name, fitted, WINDOWS[data], validation_metrics(fitted.encoder, data, seed))
+
+
+def _check_encoder_source(source: str, spec: str) -> None:
+    """An encoder scores only the splits of the source it learned from (`movielens:100k:loo` -> `movielens:100k:loo:test`)."""
+    base = spec.split("[", 1)[0].rsplit(":", 1)[0]
+    if base != source:
+        raise AdaptrecError(f"the encoder learned from {source}; it scores only that source's splits "
+                            f"({source}:valid|test), not {spec} (its held-out pairs may be in the encoder's training data)")
 
 
 def _item_encoder():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .adapters.attach import detach
 from .adapters.merge import as_mix
 from .baselines import BASELINES
+from .cf.base import Encoder
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
 from .data.records import Case
 from .data.sampling import stratified_subset
@@ -153,6 +154,13 @@ def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequenc
     return rows
 
 
+def encoder_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
+    """A collaborative encoder's score of each case's target for its user and history (items without ids: below all)."""
+    rows = encoder.score_lists([c.user_id for c in cases], [[h.item_id for h in c.history if h.item_id] for c in cases],
+                               [[c.target_id or ""] for c in cases])
+    return np.array([r[0] for r in rows])
+
+
 def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_names: Sequence[str], seed: int) -> EvalRow:
     labels = np.array([c.label for c in cases])
     row = _row(name, "llm", labels, scorer.score(cases, mode), metric_names, seed)
@@ -177,12 +185,18 @@ def run_eval(
     seed: int = 0,
     mode: str = "pyes",
     include_untuned: bool = True,
+    encoders: Mapping[str, Encoder] | None = None,
     **scorer_options,
 ) -> EvalReport:
-    """Baselines, the untuned backbone and each adapter, all on the same seeded subset."""
+    """Baselines, registered `encoders` (name -> encoder), the untuned backbone and each adapter, all on the same
+    seeded subset."""
     cases = select_cases(dataset, limit, seed)
     report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
+    labels = np.array([c.label for c in cases])
+    for name, encoder in (encoders or {}).items():
+        report.rows.append(_row(name, "baseline", labels, encoder_scores(encoder, cases), report.metric_names, seed,
+                                probabilistic=False))
     mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
     with_weights = [ref for ref in adapters if mixes[ref] is None]
     for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):
@@ -190,7 +204,6 @@ def run_eval(
         report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
     if with_weights and any(mixes.values()):
         detach(model)  # the mixes' sources attach on their own
-    labels = np.array([c.label for c in cases])
     for ref, composition in mixes.items():
         if composition is not None:  # a registered score-level mix: the weighted average of its sources
             scores = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
@@ -284,6 +297,7 @@ def run_rank_eval(
     include_untuned: bool = True,
     candidates_file: Path | None = None,
     item_encoder: TextEncoder | None = None,
+    encoders: Mapping[str, Encoder] | None = None,
     **scorer_options,
 ) -> EvalReport:
     """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items, or among the
@@ -319,6 +333,8 @@ def run_rank_eval(
             report.rows.append(EvalRow(name, "baseline", {}, note=CONSTANT))
         else:
             add(name, "baseline", scores)
+    for name, encoder in (encoders or {}).items():
+        add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates])
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
         scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
         add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)

@@ -36,11 +36,13 @@ def eval_(
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+    encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="a registered collaborative encoder "
+                                                "(`adaptrec train-cf`) to add as a row; repeatable"),
 ) -> None:
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines."""
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
-                          backbone=backbone, quantization=quantization)
+                          backbone=backbone, quantization=quantization, encoders=encoder or [])
     typer.echo(report.markdown())
     if json_out:
         write_json(json_out, report.to_dict())

@@ -72,3 +72,20 @@ def test_train_cf_registers_a_measured_encoder(tmp_path, monkeypatch, capsys):
     assert row["settings"]["factors"] == 8 and row["metrics"]["users"] == 943 and row["window"].startswith("every")
     code, _, err = run_cli(monkeypatch, capsys, "train-cf", "svd", "--data", "movielens:100k:loo")
     assert code == 2 and err.strip() == "error: unknown encoder 'svd'; known: mf-bias, bpr, als, lightgcn, sasrec"
+
+
+@needs_ml100k
+def test_a_registered_encoder_is_a_row_of_eval_reports_on_its_own_source_only(tmp_path, tiny_model_dir, monkeypatch):
+    import adaptrec
+    from adaptrec.errors import AdaptrecError
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+    record = adaptrec.api.train_cf("als", data="movielens:100k:loo", dim=8, epochs=2)
+    common = dict(backbone=str(tiny_model_dir), quantization="none", cache=False, encoders=[record.ref])
+    ranked = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9, **common)
+    labelled = adaptrec.evaluate(data="movielens:100k:loo:test", limit=24, **common)
+    for report, metric in ((ranked, "ndcg@10"), (labelled, "auc")):
+        row = next(r for r in report.rows if r.name == f"encoder {record.ref}")
+        assert 0 <= row.metrics[metric].value <= 1 and "log_loss" not in row.metrics  # scores, not probabilities
+    with pytest.raises(AdaptrecError, match="scores only that source's splits"):
+        adaptrec.evaluate(data="movielens:100k:test", **common)
