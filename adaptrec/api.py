@@ -164,11 +164,12 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
 
 
 def _check_encoder_source(source: str, spec: str) -> None:
-    """An encoder scores only the splits of the source it learned from (`movielens:100k:loo` -> `movielens:100k:loo:test`)."""
-    base = spec.split("[", 1)[0].rsplit(":", 1)[0]
-    if base != source:
-        raise AdaptrecError(f"the encoder learned from {source}; it scores only that source's splits "
-                            f"({source}:valid|test), not {spec} (its held-out pairs may be in the encoder's training data)")
+    """An encoder scores only the held-out splits of the source it learned from (`cf.fit.HELD_OUT`)."""
+    from .cf.fit import HELD_OUT, scores_spec
+
+    if not scores_spec(source, spec):
+        raise AdaptrecError(f"the encoder learned from {source}; it scores only that source's held-out splits "
+                            f"({HELD_OUT[source]}), not {spec} (its pairs may be in the encoder's training data)")
 
 
 def _item_encoder():

@@ -33,13 +33,21 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
     return out
 
 
+def _ranked(encoder: Encoder, lists: Sequence[CandidateList], histories: Mapping[str, Sequence[str]], data: str) -> dict:
+    from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case
+
+    r = sampled_ranks(encoder, lists, histories)
+    return {"hr@10": float(hit_per_case(r, 10).mean()), "ndcg@10": float(ndcg_per_case(r, 10).mean()),
+            "users": len(lists), "data": data}
+
+
 def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
-    """The encoder alone on its source's validation part: HR@10 and NDCG@10 of each user's validation target among
-    99 sampled unseen items (leave-one-out), or AUC on TALLRec movie's validation windows (`movielens:100k`)."""
-    from adaptrec.data import leave_one_out, movielens
+    """The encoder alone on its source's validation part: AUC on TALLRec movie's validation windows
+    (`movielens:100k`), else HR@10 and NDCG@10 of each validation target among sampled unseen items (99 for
+    leave-one-out; 19 for Amazon, per domain)."""
+    from adaptrec.data import amazon, leave_one_out, movielens
     from adaptrec.data.candidates import make_candidate_lists
     from adaptrec.metrics.classification import auc
-    from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case
 
     if source == "movielens:100k":
         cases = movielens.load_movielens("valid")
@@ -47,11 +55,17 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
                                                         [[h.item_id for h in c.history] for c in cases],
                                                         [[c.target_id] for c in cases])]
         return {"auc": auc([c.label for c in cases], scores), "cases": len(cases), "data": "movielens:100k:valid"}
+    if source == "amazon":
+        out = {}
+        for domain in amazon.DOMAINS:
+            cases = amazon.load_amazon(domain, "valid")
+            lists = make_candidate_lists(cases, {domain: amazon.amazon_items(domain)}, amazon.amazon_user_items(), 19, seed)
+            histories = {c.user_id: [h.item_id for h in c.history] for c in cases}
+            out.update({f"{domain} {k}": v for k, v in _ranked(encoder, lists, histories, "").items() if k != "data"})
+        return {**out, "data": "amazon:arts|office:valid (1 + 19 sampled)"}
     timelines, texts = movielens.loo_timelines(), movielens.item_texts()
     cases = leave_one_out.loo_cases(timelines, "valid", texts.__getitem__, "movie")
     touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
     lists = make_candidate_lists(cases, {"movie": texts}, touched, 99, seed)
     histories = {u: [e.item for e in events[:-1]] for u, events in leave_one_out.split_timelines(timelines)["valid"].items()}
-    r = sampled_ranks(encoder, lists, histories)
-    return {"hr@10": float(hit_per_case(r, 10).mean()), "ndcg@10": float(ndcg_per_case(r, 10).mean()),
-            "users": len(lists), "data": "movielens:100k:loo:valid (1 + 99 sampled)"}
+    return _ranked(encoder, lists, histories, "movielens:100k:loo:valid (1 + 99 sampled)")

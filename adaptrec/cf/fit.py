@@ -5,10 +5,13 @@ Sources (`SOURCES`):
     movielens:100k        ML-100K ratings (users `ml100k-ID`) left after TALLRec movie's valid/test users are cut from their first
                           held-out window on (`data.movielens.training_ratings`); labels: liked = rating > 3
     movielens:100k:loo    ML-100K leave-one-out: every user's interactions but the last two (`data.leave_one_out`)
+    amazon                Amazon Arts<->Office: every interaction of the train-split users, both domains (one
+                          catalogue: item ids are disjoint); valid and test users are unseen, folded in from history
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
@@ -19,14 +22,22 @@ from adaptrec.fingerprint import digest
 
 from .base import Encoder, Interactions
 
-Source = Literal["movielens:100k", "movielens:100k:loo"]
+Source = Literal["movielens:100k", "movielens:100k:loo", "amazon"]
 Kind = Literal["mf-bias", "bpr", "als", "lightgcn", "sasrec"]
 SOURCES: tuple[str, ...] = Source.__args__
 KINDS: tuple[str, ...] = Kind.__args__
 
 
 WINDOWS = {"movielens:100k": "ML-100K ratings before each TALLRec valid/test user's first held-out window",
-           "movielens:100k:loo": "every ML-100K user's ratings but the last two"}
+           "movielens:100k:loo": "every ML-100K user's ratings but the last two",
+           "amazon": "every interaction of Amazon Arts-Office train users, both domains"}
+HELD_OUT = {"movielens:100k": r"movielens:100k:(valid|test)", "movielens:100k:loo": r"movielens:100k:loo:(valid|test)",
+            "amazon": r"amazon:(arts|office):(valid|test)(:cold)?"}  # the SPECs an encoder of each source may score
+
+
+def scores_spec(source: str, spec: str) -> bool:
+    """True when `spec` (a slice of it too) is a held-out split of `source`: its pairs are outside the encoder's data."""
+    return re.fullmatch(HELD_OUT[source], spec.split("[", 1)[0]) is not None
 
 
 @dataclass(frozen=True)
@@ -43,12 +54,15 @@ class Ratings:
 
 def source_ratings(source: str) -> Ratings:
     """The training interactions of `source` (no held-out pair among them)."""
-    from adaptrec.data import leave_one_out, movielens
+    from adaptrec.data import amazon, leave_one_out, movielens
 
     if source == "movielens:100k":  # users spelled as the cases spell them
         rows = [(f"ml100k-{r.user}", r.item, r.liked) for r in movielens.training_ratings()]
     elif source == "movielens:100k:loo":
         rows = leave_one_out.train_interactions(movielens.loo_timelines())
+    elif source == "amazon":
+        rows = amazon.train_interactions()
+        return Ratings(rows, [i for domain in amazon.DOMAINS for i in amazon.amazon_items(domain)])
     else:
         raise ConfigError(f"unknown encoder data {source!r}; known: {', '.join(SOURCES)}")
     return Ratings(rows, movielens.load_item_ids())

@@ -86,6 +86,13 @@ def amazon_user_items() -> dict[str, frozenset[str]]:
     return {user: frozenset(item for _, _, item in seq) for user, seq in _raw().events.items()}
 
 
+def train_interactions() -> list[tuple[str, str, bool]]:
+    """(user, item, True) of every interaction of the train-split users, both domains, each user's in position order:
+    what a collaborative encoder may learn from (valid and test users' interactions never are)."""
+    raw = _raw()
+    return [(user, item, True) for user in sorted(raw.splits["train"]) for _, _, item in raw.events[user]]
+
+
 def amazon_popularity(domain: str) -> dict[str, float]:
     """Interaction counts of the domain's items among TRAIN users, keyed like `Case.target`."""
     _check(domain)

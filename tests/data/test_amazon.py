@@ -62,3 +62,11 @@ def test_user_items_include_targets():
     items = amazon_user_items()
     for t in raw_lines("targets.jsonl")[:200]:
         assert t["item_id"] in items[t["user_id"]]
+
+
+def test_encoders_learn_from_train_users_only():
+    from adaptrec.data.amazon import _raw, train_interactions
+
+    users = {u for u, _, _ in train_interactions()}
+    raw = _raw()
+    assert users == set(raw.splits["train"]) and not users & (raw.splits["valid"] | raw.splits["test"])

@@ -87,5 +87,14 @@ def test_a_registered_encoder_is_a_row_of_eval_reports_on_its_own_source_only(tm
     for report, metric in ((ranked, "ndcg@10"), (labelled, "auc")):
         row = next(r for r in report.rows if r.name == f"encoder {record.ref}")
         assert 0 <= row.metrics[metric].value <= 1 and "log_loss" not in row.metrics  # scores, not probabilities
-    with pytest.raises(AdaptrecError, match="scores only that source's splits"):
+    with pytest.raises(AdaptrecError, match="scores only that source's held-out splits"):
         adaptrec.evaluate(data="movielens:100k:test", **common)
+
+
+def test_an_encoder_scores_only_its_sources_held_out_splits():
+    from adaptrec.cf.fit import scores_spec
+
+    assert scores_spec("movielens:100k:loo", "movielens:100k:loo:test[0:50]")
+    assert scores_spec("amazon", "amazon:office:test:cold") and scores_spec("movielens:100k", "movielens:100k:valid")
+    assert not scores_spec("movielens:100k", "movielens:100k:loo:test")  # the other protocol's test pairs are training
+    assert not scores_spec("movielens:100k:loo", "movielens:100k:loo:train") and not scores_spec("amazon", "tallrec:movie:test")
