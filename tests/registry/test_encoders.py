@@ -98,3 +98,13 @@ def test_an_encoder_scores_only_its_sources_held_out_splits():
     assert scores_spec("amazon", "amazon:office:test:cold") and scores_spec("movielens:100k", "movielens:100k:valid")
     assert not scores_spec("movielens:100k", "movielens:100k:loo:test")  # the other protocol's test pairs are training
     assert not scores_spec("movielens:100k:loo", "movielens:100k:loo:train") and not scores_spec("amazon", "tallrec:movie:test")
+
+
+@needs_ml100k
+def test_an_mf_bias_encoder_is_measured_by_auc_on_tallrec_movie_validation(tmp_path, monkeypatch):
+    import adaptrec
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+    record = adaptrec.api.train_cf("mf-bias", data="movielens:100k", dim=4, epochs=3, name="mf")
+    assert record.ref == "mf:1" and record.metrics["cases"] == 1000 and 0 < record.metrics["auc"] < 1
+    assert record.window.startswith("ML-100K ratings before")
