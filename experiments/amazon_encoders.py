@@ -69,7 +69,8 @@ def run(seed: int = 0) -> dict:
         for view_name, view in VIEWS.items():
             test, valid = arena(domain, "test", view, seed), arena(domain, "valid", view, seed)
             rows = [{"name": name, "fit_seconds": seconds, "test": measure(encoder, *test, seed),
-                     "valid_ndcg@10": measure(encoder, *valid, seed)["ndcg@10"]} for name, (encoder, seconds) in encoders.items()]
+                     "valid_ndcg@10": measure(encoder, *valid, seed)["ndcg@10"]}
+                    for name, (encoder, seconds) in encoders.items()]
             best = max(rows, key=lambda r: r["valid_ndcg@10"]["value"])
             pop = next(r for r in rows if r["name"] == "popularity")
             for row in rows:
