@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 import yaml
 from accelerate.utils import LoggerType
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError
@@ -147,6 +148,13 @@ class Recipe(_Strict):
     evaluation: EvaluationSection = EvaluationSection()
     method: MethodSection = PlainSettings()
 
+    @model_validator(mode="after")
+    def _collab_reads_item_tokens(self) -> "Recipe":
+        if self.adapter.type == "collab" and not self.data.template.endswith("-items"):
+            raise ValueError(f"data.template {self.data.template!r}: a collab adapter reads item tokens, so use "
+                             "tallrec-items or chat-items")
+        return self
+
 
 def _parse_override(item: str, source: str) -> tuple[list[str], object]:
     key, sep, value = item.partition("=")
@@ -198,7 +206,8 @@ def _describe_error(err: dict, raw: dict) -> str:
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
     value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
-    return f"{key}: {err['msg'].removeprefix('Value error, ')}{value}"  # a validator's own message without pydantic's prefix
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix
 
 
 def _validate(text: str, overrides: list[str], source: str) -> Recipe:

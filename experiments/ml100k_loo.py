@@ -210,7 +210,7 @@ def trained(plan: Plan, best: str, encoder, hard: bool, seed: int) -> tuple:
     start = time.perf_counter()
     if hard:
         train_users = sorted(u for u, ev in leave_one_out.split_timelines(movielens.loo_timelines())["train"].items()
-                             if len(ev) >= 2)
+                             if len(ev) >= 3)  # a target, and a history before it
         pick = np.random.default_rng(seed).permutation(len(train_users))
         n_train, n_valid = recipe.data.shots // 2, recipe.training.val_limit // 2
         train_cases = hard_cases(encoder, "train", [train_users[i] for i in pick[:n_train]], plan.rerank_k, seed)

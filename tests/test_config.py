@@ -148,3 +148,11 @@ def test_the_cli_prefixes_every_line_with_error(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "train", str(path))
     assert code == 2 and len(err.strip().splitlines()) == 2
     assert all(line.startswith("error: ") for line in err.strip().splitlines()) and "Traceback" not in err
+
+
+def test_a_collab_adapter_must_read_item_tokens():
+    with pytest.raises(ConfigError) as e:
+        load_recipe("ml100k-collab", ["data.template=tallrec"])
+    assert str(e.value).endswith("data.template 'tallrec': a collab adapter reads item tokens, so use tallrec-items "
+                                 "or chat-items")
+    assert load_recipe("ml100k-collab", ["data.template=chat-items"])[0].data.template == "chat-items"

@@ -41,7 +41,7 @@ class CollabSettings(LoraSettings):
     type: Literal["collab"] = "collab"  # type: ignore[assignment]
     encoder: Kind = "mf-bias"  # mf-bias: explicit like/dislike labels; bpr, als, lightgcn, sasrec: implicit interactions
     encoder_data: Source = "movielens:100k"  # the training interactions (cf/fit.py: held-out pairs never reach them)
-    encoder_dim: int | None = Field(None, ge=1)  # item vector size (None: the encoder's default, 32 for MF, 64 else)
+    encoder_dim: int | None = Field(None, ge=1)  # item vector size (None: the encoder's default, cf/)
     encoder_epochs: int | None = Field(None, ge=1)  # epochs (iterations for BPR/ALS); None: the encoder's default
     projector_hidden: int = Field(0, ge=0)  # 0: a linear projector; > 0: a 2-layer MLP (CoLLM) of this width
 

@@ -96,14 +96,19 @@ class PopularityEncoder(Encoder):
 
 
 class FactorEncoder(Encoder):
-    """score(u, i) = user_vector(u) · item_vector(i) + item_bias(i); unseen users folded in from their history."""
+    """score(u, i) = bias + user_bias(u) + user_vector(u) · item_vector(i) + item_bias(i); an unseen user is folded
+    in from their history (no user bias of their own). The biases other than the item's never change a user's
+    order; they make scores comparable across users (a pooled AUC)."""
 
     def __init__(self, kind: str, users: Sequence[str], items: Sequence[str], user_table: np.ndarray,
-                 item_table: np.ndarray, item_bias: np.ndarray | None = None):
+                 item_table: np.ndarray, item_bias: np.ndarray | None = None, user_bias: np.ndarray | None = None,
+                 bias: float = 0.0):
         self.kind, self.items = kind, list(items)
         self.user_index = {u: k for k, u in enumerate(users)}
         self.user_table, self.item_table = np.asarray(user_table, np.float32), np.asarray(item_table, np.float32)
         self.item_bias = np.zeros(len(self.items), np.float32) if item_bias is None else np.asarray(item_bias, np.float32)
+        self.user_bias = np.zeros(len(users), np.float32) if user_bias is None else np.asarray(user_bias, np.float32)
+        self.bias = float(bias)
 
     def user_vectors(self, users: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
         out = np.zeros((len(users), self.item_table.shape[1]), np.float32)
@@ -117,4 +122,5 @@ class FactorEncoder(Encoder):
         return out
 
     def score_catalogue(self, users, histories) -> np.ndarray:
-        return self.user_vectors(users, histories) @ self.item_table.T + self.item_bias
+        own = np.array([self.user_bias[self.user_index[u]] if u in self.user_index else 0.0 for u in users], np.float32)
+        return self.user_vectors(users, histories) @ self.item_table.T + self.item_bias + own[:, None] + self.bias

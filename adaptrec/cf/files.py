@@ -17,6 +17,7 @@ from .sasrec import SASRecEncoder, SASRecNet, SASRecSettings
 
 TENSORS, META = "encoder.safetensors", "encoder.json"
 FILES = (TENSORS, META)
+KINDS = ("mf-bias", "bpr", "als", "lightgcn", "sasrec", "popularity")
 
 
 def save_encoder(encoder: Encoder, folder: Path, settings: dict) -> None:
@@ -26,7 +27,8 @@ def save_encoder(encoder: Encoder, folder: Path, settings: dict) -> None:
     meta = {"kind": encoder.kind, "items": encoder.items, "settings": settings}
     if isinstance(encoder, FactorEncoder):
         users = sorted(encoder.user_index, key=encoder.user_index.get)
-        tensors = {"user_table": encoder.user_table, "item_table": encoder.item_table, "item_bias": encoder.item_bias}
+        tensors = {"user_table": encoder.user_table, "item_table": encoder.item_table, "item_bias": encoder.item_bias,
+                   "user_bias": encoder.user_bias, "bias": np.array([encoder.bias], np.float32)}
         meta["users"] = users
     elif isinstance(encoder, PopularityEncoder):
         tensors = {"counts": encoder.counts}
@@ -48,7 +50,9 @@ def load_encoder(folder: Path) -> Encoder:
         tensors = load_file(str(folder / TENSORS))
     except (OSError, ValueError) as e:
         raise IntegrityError(f"{folder}: not a readable encoder ({e})") from None
-    kind = meta["kind"]
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise IntegrityError(f"{folder / META}: unknown encoder kind {kind!r}")
     if kind == "popularity":
         encoder = PopularityEncoder.__new__(PopularityEncoder)
         encoder.items, encoder.counts = meta["items"], tensors["counts"].numpy()
@@ -59,4 +63,5 @@ def load_encoder(folder: Path) -> Encoder:
         net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
         return SASRecEncoder(meta["items"], net, settings.max_len)
     return FactorEncoder(kind, meta["users"], meta["items"], tensors["user_table"].numpy(),
-                         tensors["item_table"].numpy(), tensors["item_bias"].numpy())
+                         tensors["item_table"].numpy(), tensors["item_bias"].numpy(), tensors["user_bias"].numpy(),
+                         float(tensors["bias"][0]))

@@ -97,6 +97,9 @@ def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | No
                 "sasrec": (sasrec.SASRecSettings, sasrec.fit_sasrec)}
     if kind not in builders:
         raise ConfigError(f"unknown encoder {kind!r}; known: {', '.join(KINDS)}")
+    if kind == "mf-bias" and source == "amazon":
+        raise ConfigError("mf-bias learns like/dislike labels; amazon holds implicit interactions only (every one "
+                          "a like): use bpr, als, lightgcn or sasrec")
     cls, fit = builders[kind]
     settings = _settings(cls, dim, epochs, seed)
     ratings = source_ratings(source)

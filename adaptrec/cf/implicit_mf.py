@@ -29,13 +29,15 @@ class ALSSettings:
 
 
 def fit_bpr(data: Interactions, settings: BPRSettings = BPRSettings()) -> FactorEncoder:
-    """Bayesian personalised ranking (Rendle et al. 2009); the item table's last column is the item bias."""
+    """Bayesian personalised ranking (Rendle et al. 2009). `implicit` keeps the item bias as the factors' last column
+    (and a constant 1 as the users'); it is split off into the item bias, so a folded-in user weighs it by 1 too."""
     implicit_bpr = need("implicit.cpu.bpr")
     model = implicit_bpr.BayesianPersonalizedRanking(
         factors=settings.factors, learning_rate=settings.lr, regularization=settings.regularization,
         iterations=settings.iterations, random_state=settings.seed, num_threads=1)
     model.fit(data.csr(), show_progress=False)
-    return FactorEncoder("bpr", data.users, data.items, model.user_factors, model.item_factors)
+    return FactorEncoder("bpr", data.users, data.items, model.user_factors[:, :-1], model.item_factors[:, :-1],
+                         model.item_factors[:, -1])
 
 
 def fit_als(data: Interactions, settings: ALSSettings = ALSSettings()) -> FactorEncoder:

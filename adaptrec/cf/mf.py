@@ -61,10 +61,11 @@ class MFBias(torch.nn.Module):
         return torch.sigmoid(logit).numpy()
 
     def as_encoder(self) -> "FactorEncoder":
-        """The ranking view: a user's order of items needs only the factors and the item biases."""
+        """The same logits as a FactorEncoder (factors, both biases, the global bias)."""
         w = {k: v.detach().numpy() for k, v in self.state_dict().items()}
         return FactorEncoder("mf-bias", list(self.user_index), list(self.item_index), w["user.weight"],
-                             w["item.weight"], w["item_bias.weight"][:, 0])
+                             w["item.weight"], w["item_bias.weight"][:, 0], w["user_bias.weight"][:, 0],
+                             float(w["bias"]))
 
 
 def train_mf_bias(users: Sequence[str], items: Sequence[str], labels: Sequence[int],

@@ -42,7 +42,7 @@ def train(
 
 def train_cf(
     kind: str = typer.Argument(..., help="mf-bias, bpr, als, lightgcn or sasrec"),
-    data: str = typer.Option(..., "--data", help="interaction source: movielens:100k or movielens:100k:loo"),
+    data: str = typer.Option(..., "--data", help="interaction source: movielens:100k, movielens:100k:loo or amazon"),
     name: Optional[str] = typer.Option(None, "--name", help="registry name (default KIND-SOURCE)"),
     dim: Optional[int] = typer.Option(None, "--dim", min=1, help="vector size (default: the encoder's)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als"),

@@ -304,11 +304,18 @@ class Registry:
     def register_encoder(self, name: str, fitted: Fitted, window: str, metrics: dict) -> EncoderRecord:
         """Store a fitted encoder as the next version of `name` (files first, atomically; the row commits last)."""
         check_name(name)
-        with self._write() as conn:
+        folder: list[Path] = []  # set once the version is allocated
+
+        def remove_written() -> None:  # under the write lock: no folder is left without its row
+            for path in folder:
+                _delete(path)
+
+        with self._write(on_abort=remove_written) as conn:
             (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
             dest = self.home / "encoders" / name / str(last + 1)
-            if dest.exists():  # a folder no row points to: a write that died before its row committed
+            if dest.exists():  # a folder no row points to: a process killed before its row committed
                 _delete(dest)
+            folder.append(dest)
             with atomic_dir(dest) as tmp:
                 save_encoder(fitted.encoder, tmp, fitted.record["settings"])
                 files = {f: file_sha256(tmp / f) for f in ENCODER_FILES}

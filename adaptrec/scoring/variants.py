@@ -47,7 +47,8 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
 
 def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:
     """The Scorer of one `llm_variants` row. A collaborative adapter reads its item tokens, so its prompts take the
-    `-items` form of the template (`tallrec` -> `tallrec-items`); every other row keeps the template as given."""
+    `-items` form of the template's wrapper (`tallrec` and `tallrec-stats` -> `tallrec-items`: a prompt carries
+    item tokens or history statistics, not both); every other row keeps the template as given."""
     if name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE:
         options = {**options, "template": options.get("template", "tallrec").split("-")[0] + "-items"}
     return backbone_scorer(backbone, model, key, **options)

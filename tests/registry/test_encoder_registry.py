@@ -108,3 +108,30 @@ def test_an_mf_bias_encoder_is_measured_by_auc_on_tallrec_movie_validation(tmp_p
     record = adaptrec.api.train_cf("mf-bias", data="movielens:100k", dim=4, epochs=3, name="mf")
     assert record.ref == "mf:1" and record.metrics["cases"] == 1000 and 0 < record.metrics["auc"] < 1
     assert record.window.startswith("ML-100K ratings before")
+
+
+def test_a_failed_registration_leaves_no_folder(tmp_path, monkeypatch):
+    from adaptrec.registry import encoders as rows
+
+    reg = Registry(home=tmp_path / "home")
+
+    def refuse(conn, record):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(rows, "insert", refuse)
+    with pytest.raises(RuntimeError):
+        reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    assert not (tmp_path / "home" / "encoders" / "pop" / "1").exists() and reg.encoders() == []
+
+
+def test_bpr_folds_in_an_unseen_user_with_the_item_bias_weighed_as_for_known_users():
+    from adaptrec.cf.implicit_mf import BPRSettings, fit_bpr
+
+    encoder = fit_bpr(DATA, BPRSettings(factors=4, iterations=20))
+    known = encoder.user_table[encoder.user_index["u3"]]
+    # a stranger whose fold-in equals u3's vector gets u3's scores: the bias column is not averaged into the factors
+    encoder.user_index["twin"] = len(encoder.user_table)
+    encoder.user_table = np.vstack([encoder.user_table, known])
+    encoder.user_bias = np.append(encoder.user_bias, 0.0)
+    np.testing.assert_allclose(encoder.score_catalogue(["twin"], [[]]), encoder.score_catalogue(["u3"], [[]]))
+    assert encoder.item_table.shape[1] == 4 and np.ptp(encoder.item_bias) > 0
