@@ -8,8 +8,16 @@ from typing import Annotated, Literal
 
 import yaml
 from accelerate.utils import LoggerType
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .adapters.base import AdapterConfig
 from .errors import ConfigError

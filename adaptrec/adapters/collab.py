@@ -3,9 +3,9 @@
 CoLLM's and LLaRA's idea on adaptrec's prompts: with the `-items` templates every item that carries an
 id is followed by its item token `<item_ID>` (history and target alike). The tokenizer learns one added
 token per item of the encoder's catalogue, and the backbone's input embedding is wrapped
-(`ItemEmbedding`): ordinary ids read the frozen token table, item ids read the frozen encoder table
-(`cf.fit`: MF with biases, BPR, ALS, LightGCN or SASRec on the domain's training interactions) through a small trainable projector into
-the token-embedding space. LoRA (q/v by default) and the projector train together; the encoder table
+(`ItemEmbedding`): ordinary ids read the frozen token table, item ids read the frozen encoder table (`cf.fit`:
+MF with biases, BPR, ALS, LightGCN or SASRec on the domain's training interactions) through a small trainable
+projector into the token-embedding space. LoRA (q/v by default) and the projector train together; the encoder table
 never trains. The user side is left to the model: it reads the soft tokens of the user's history.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
@@ -39,7 +39,7 @@ META_FILE = "collab.json"
 
 class CollabSettings(LoraSettings):
     type: Literal["collab"] = "collab"  # type: ignore[assignment]
-    encoder: Kind = "mf-bias"  # mf-bias: explicit like/dislike labels; bpr, als, lightgcn, sasrec: implicit interactions
+    encoder: Kind = "mf-bias"  # mf-bias: like/dislike labels; bpr, als, lightgcn, sasrec: implicit interactions
     encoder_data: Source = "movielens:100k"  # the training interactions (cf/fit.py: held-out pairs never reach them)
     encoder_dim: int | None = Field(None, ge=1)  # item vector size (None: the encoder's default, cf/)
     encoder_epochs: int | None = Field(None, ge=1)  # epochs (iterations for BPR/ALS); None: the encoder's default

@@ -22,7 +22,8 @@ def need(module: str, extra: str = "cf"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingOptionalPackage(f"{module} is not installed: `pip install adaptrec[{extra}]` (or `make install`)") from None
+        raise MissingOptionalPackage(f"{module} is not installed: `pip install adaptrec[{extra}]` "
+                                     "(or `make install`)") from None
 
 
 @dataclass
@@ -106,7 +107,7 @@ class FactorEncoder(Encoder):
         self.kind, self.items = kind, list(items)
         self.user_index = {u: k for k, u in enumerate(users)}
         self.user_table, self.item_table = np.asarray(user_table, np.float32), np.asarray(item_table, np.float32)
-        self.item_bias = np.zeros(len(self.items), np.float32) if item_bias is None else np.asarray(item_bias, np.float32)
+        self.item_bias = np.asarray(np.zeros(len(self.items)) if item_bias is None else item_bias, np.float32)
         self.user_bias = np.zeros(len(users), np.float32) if user_bias is None else np.asarray(user_bias, np.float32)
         self.bias = float(bias)
 

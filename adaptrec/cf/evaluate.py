@@ -12,7 +12,8 @@ from adaptrec.metrics.ranking import ranks
 from .base import Encoder
 
 
-def sampled_ranks(encoder: Encoder, lists: Sequence[CandidateList], histories: Mapping[str, Sequence[str]]) -> np.ndarray:
+def sampled_ranks(encoder: Encoder, lists: Sequence[CandidateList],
+                  histories: Mapping[str, Sequence[str]]) -> np.ndarray:
     """1-based rank of each list's target among its candidates (ties against the target)."""
     users = [c.user_id for c in lists]
     rows = encoder.score_lists(users, [histories[u] for u in users], [c.candidates for c in lists])
@@ -33,7 +34,8 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
     return out
 
 
-def _ranked(encoder: Encoder, lists: Sequence[CandidateList], histories: Mapping[str, Sequence[str]], data: str) -> dict:
+def _ranked(encoder: Encoder, lists: Sequence[CandidateList], histories: Mapping[str, Sequence[str]],
+            data: str) -> dict:
     from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case
 
     r = sampled_ranks(encoder, lists, histories)
@@ -59,7 +61,8 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
         out = {}
         for domain in amazon.DOMAINS:
             cases = amazon.load_amazon(domain, "valid")
-            lists = make_candidate_lists(cases, {domain: amazon.amazon_items(domain)}, amazon.amazon_user_items(), 19, seed)
+            catalogue = {domain: amazon.amazon_items(domain)}
+            lists = make_candidate_lists(cases, catalogue, amazon.amazon_user_items(), 19, seed)
             histories = {c.user_id: [h.item_id for h in c.history] for c in cases}
             out.update({f"{domain} {k}": v for k, v in _ranked(encoder, lists, histories, "").items() if k != "data"})
         return {**out, "data": "amazon:arts|office:valid (1 + 19 sampled)"}
@@ -67,5 +70,6 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
     cases = leave_one_out.loo_cases(timelines, "valid", texts.__getitem__, "movie")
     touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
     lists = make_candidate_lists(cases, {"movie": texts}, touched, 99, seed)
-    histories = {u: [e.item for e in events[:-1]] for u, events in leave_one_out.split_timelines(timelines)["valid"].items()}
+    before = leave_one_out.split_timelines(timelines)["valid"]
+    histories = {u: [e.item for e in events[:-1]] for u, events in before.items()}
     return _ranked(encoder, lists, histories, "movielens:100k:loo:valid (1 + 99 sampled)")

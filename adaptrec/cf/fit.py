@@ -2,8 +2,8 @@
 experiments use, so an encoder's training data is always the leakage-checked set of its source.
 
 Sources (`SOURCES`):
-    movielens:100k        ML-100K ratings (users `ml100k-ID`) left after TALLRec movie's valid/test users are cut from their first
-                          held-out window on (`data.movielens.training_ratings`); labels: liked = rating > 3
+    movielens:100k        ML-100K ratings (users `ml100k-ID`) left after TALLRec movie's valid/test users are cut
+                          from their first held-out window on (`data.movielens.training_ratings`); liked = rating > 3
     movielens:100k:loo    ML-100K leave-one-out: every user's interactions but the last two (`data.leave_one_out`)
     amazon                Amazon Arts<->Office: every interaction of the train-split users, both domains (one
                           catalogue: item ids are disjoint); valid and test users are unseen, folded in from history
@@ -36,7 +36,7 @@ HELD_OUT = {"movielens:100k": r"movielens:100k:(valid|test)", "movielens:100k:lo
 
 
 def scores_spec(source: str, spec: str) -> bool:
-    """True when `spec` (a slice of it too) is a held-out split of `source`: its pairs are outside the encoder's data."""
+    """True when `spec` (or a slice of it) is a held-out split of `source`: its pairs are outside the encoder's data."""
     return re.fullmatch(HELD_OUT[source], spec.split("[", 1)[0]) is not None
 
 
@@ -92,7 +92,8 @@ def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | No
     from . import implicit_mf, lightgcn, mf, sasrec
 
     builders = {"mf-bias": (mf.MFSettings, None),
-                "bpr": (implicit_mf.BPRSettings, implicit_mf.fit_bpr), "als": (implicit_mf.ALSSettings, implicit_mf.fit_als),
+                "bpr": (implicit_mf.BPRSettings, implicit_mf.fit_bpr),
+                "als": (implicit_mf.ALSSettings, implicit_mf.fit_als),
                 "lightgcn": (lightgcn.LightGCNSettings, lightgcn.fit_lightgcn),
                 "sasrec": (sasrec.SASRecSettings, sasrec.fit_sasrec)}
     if kind not in builders:
@@ -109,7 +110,8 @@ def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | No
         encoder = fit(Interactions.of([(u, i) for u, i, _ in ratings.rows]), settings)
     known = encoder.item_index
     width = encoder.item_table.shape[1]
-    table = np.stack([encoder.item_table[known[i]] if i in known else np.zeros(width, np.float32) for i in ratings.items])
+    table = np.stack([encoder.item_table[known[i]] if i in known else np.zeros(width, np.float32)
+                      for i in ratings.items])
     record = {"kind": kind, "data": source, "settings": vars(settings), "ratings": ratings.fingerprint,
               "known_items": len(known)}
     return Fitted(encoder, ratings.items, table.astype(np.float32), record)

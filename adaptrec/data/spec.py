@@ -94,7 +94,8 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int) -> DataSet:
     catalogues = {"movie": texts}
     user_items = {user: frozenset(e.item for e in events) for user, events in timelines.items()}
     popularity = Counter(texts[item] for _, item, _ in leave_one_out.train_interactions(timelines))
-    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"]),
+    files = _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"])
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": files,
            "negatives_per_positive": negatives, "seed": seed}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     return DataSet(spec, cases, {k: float(v) for k, v in popularity.items()}, digest(key), catalogues, user_items)
@@ -179,7 +180,7 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         return _tallrec_file(spec, tallrec.tallrec_path(parts[1], parts[2]), tallrec.load_tallrec(parts[1], parts[2]))
     if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:
         return _movielens(spec, parts[2])
-    if parts[0] == "movielens" and len(parts) == 4 and parts[1:3] == ["100k", "loo"] and parts[3] in leave_one_out.PARTS:
+    if parts[:3] == ["movielens", "100k", "loo"] and len(parts) == 4 and parts[3] in leave_one_out.PARTS:
         return _movielens_loo(spec, parts[3], negatives_per_positive, seed)
     if parts[0] == "amazon" and len(parts) in (3, 4) and parts[1] in amazon.DOMAINS and parts[2] in amazon.SPLITS:
         if len(parts) == 4 and parts[3] != "cold":

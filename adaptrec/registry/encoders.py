@@ -29,10 +29,12 @@ class EncoderRecord:
 
     def to_dict(self) -> dict:
         return {"ref": self.ref, "kind": self.kind, "data": self.data, "data_fingerprint": self.data_fingerprint,
-                "window": self.window, "settings": self.settings, "metrics": self.metrics, "created_at": self.created_at}
+                "window": self.window, "settings": self.settings, "metrics": self.metrics,
+                "created_at": self.created_at}
 
 
-COLUMNS = ("name", "version", "kind", "data", "data_fingerprint", "window", "settings", "metrics", "files", "created_at")
+COLUMNS = ("name", "version", "kind", "data", "data_fingerprint", "window", "settings", "metrics", "files",
+           "created_at")
 _JSON = ("settings", "metrics", "files")
 
 

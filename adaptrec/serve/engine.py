@@ -179,9 +179,9 @@ class Engine:
                                  "score its sources (or request its domain: the router expands a promoted mix)")
             if (record.adapter_config or {}).get("use_dora"):
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
-            if record.adapter_type == COLLAB_TYPE:  # peft sees LoRA: served as one, it would answer without its item tokens
-                raise ServeError(f"{record.ref} is a collaborative adapter; the engine does not serve its item tokens yet "
-                                 "(score it with `adaptrec eval` or `adaptrec score`)")
+            if record.adapter_type == COLLAB_TYPE:  # peft sees LoRA: served as one, it would answer without item tokens
+                raise ServeError(f"{record.ref} is a collaborative adapter; the engine does not serve its item tokens "
+                                 "yet (score it with `adaptrec eval` or `adaptrec score`)")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
             while len(self._resident) >= self.max_resident:

@@ -152,7 +152,8 @@ def test_one_collab_adapter_per_backbone_and_none_served_or_merged(built, tiny_m
     with pytest.raises(ServeError, match="does not serve its item tokens"):
         Engine(fresh, registry).load("movie-collab")
     with pytest.raises(CompositionError, match="would lose its item tokens"):
-        compose(fresh, registry, Composition(("movie-collab", "other-collab"), "cat", (0.5, 0.5)), name="m", domain="movie")
+        compose(fresh, registry, Composition(("movie-collab", "other-collab"), "cat", (0.5, 0.5)), name="m",
+                domain="movie")
 
 
 def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, tmp_path):

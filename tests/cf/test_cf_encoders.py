@@ -49,7 +49,8 @@ def test_sasrec_learns_what_comes_next():
     for u in range(40):  # every sequence walks the catalogue in order from a random start
         start = int(rng.integers(0, 12))
         pairs += [(f"u{u}", f"i{(start + k) % 12}") for k in range(10)]
-    encoder = fit_sasrec(Interactions.of(pairs), SASRecSettings(dim=16, max_len=8, epochs=60, dropout=0.0, lr=5e-3, batch_size=16))
+    settings = SASRecSettings(dim=16, max_len=8, epochs=60, dropout=0.0, lr=5e-3, batch_size=16)
+    encoder = fit_sasrec(Interactions.of(pairs), settings)
     histories = [[f"i{(s + k) % 12}" for k in range(5)] for s in range(12)]
     best = encoder.score_catalogue(["new"] * 12, histories).argmax(axis=1)
     expected = [encoder.item_index[f"i{(s + 5) % 12}"] for s in range(12)]
