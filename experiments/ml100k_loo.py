@@ -351,7 +351,9 @@ def render(doc: dict) -> str:
         "with random negatives, 256 shots of the training positions each paired with one sampled unseen movie "
         "(`ml100k-collab` as shipped); with hard negatives, 128 users' last training item each paired with one of "
         f"the encoder's top {p['rerank_k']} unseen movies for that history, the candidates re-ranking has to reject "
-        "(validated on 24 validation users' pairs of the same kind).", "",
+        "(validated on 24 validation users' pairs of the same kind). Train s and score s are the wall time of the "
+        "invocation that wrote the results: a resumed run and cached scores take less than the first (the "
+        "recipe's header gives its first run's cost).", "",
         *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", f"{p['best']} alone, same users", "paired NDCG@10 diff",
                 "best val AUC", "steps", "prompts scored", "train s", "score s"], "lrrrrrrrrr",
                [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
