@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from ml100k_loo import mean_ci, paired
-from report import ROOT, banner, cell, read_json, table
+from report import ROOT, banner, cell, run_and_render, table
 
-from adaptrec.atomic import write_json, write_text
 from adaptrec.cf.base import Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.data import amazon
@@ -113,13 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
-    if not args.render_only:
-        write_json(RESULTS, run())
-    doc = read_json(RESULTS)
-    if not doc:
-        sys.exit(f"no results at {RESULTS}: run without --render-only first")
-    write_text(DOC, render(doc))
-    print(f"wrote {DOC}")
+    run_and_render(RESULTS, DOC, render, None if args.render_only else run)
 
 
 if __name__ == "__main__":

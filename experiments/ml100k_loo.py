@@ -24,26 +24,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, read_json, table
+from report import ROOT, banner, cell, run_and_render, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.base import tuner_for
-from adaptrec.atomic import write_json, write_text
 from adaptrec.backbone import load_backbone
 from adaptrec.cf.base import Interactions, PopularityEncoder
-from adaptrec.cf.evaluate import full_ranks
+from adaptrec.cf.evaluate import full_ranks, movielens_loo_lists
 from adaptrec.cf.fit import fit_encoder
 from adaptrec.config import load_recipe
 from adaptrec.data import leave_one_out, movielens
-from adaptrec.data.candidates import candidate_cases, make_candidate_lists
+from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.records import Case
 from adaptrec.metrics.beyond import averagepopularity, giniindex, itemcoverage
 from adaptrec.metrics.bootstrap import bootstrap_ci
@@ -88,12 +86,8 @@ class Arena:
     """One split's cases, 1 + N sampled lists, full histories and the items each user has seen."""
 
     def __init__(self, part: str, plan: Plan):
-        timelines, self.texts = movielens.loo_timelines(), movielens.item_texts()
-        self.cases = leave_one_out.loo_cases(timelines, part, self.texts.__getitem__, "movie")
-        touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
-        self.lists = make_candidate_lists(self.cases, {"movie": self.texts}, touched, plan.negatives, plan.seed)
-        before = leave_one_out.split_timelines(timelines)[part]
-        self.histories = {u: [e.item for e in events[:-1]] for u, events in before.items()}
+        self.texts = movielens.item_texts()
+        self.cases, self.lists, self.histories = movielens_loo_lists(part, plan.negatives, plan.seed)
         self.users = [c.user_id for c in self.cases]
 
     def subset(self, n: int, seed: int) -> list[int]:
@@ -380,13 +374,7 @@ def main() -> None:
         plan, RESULTS, DOC = SMOKE, args.smoke / "ml100k_loo.json", args.smoke / "leave_one_out.md"
         os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
-    if not args.render_only:
-        write_json(RESULTS, run(plan))
-    doc = read_json(RESULTS)
-    if not doc:
-        sys.exit(f"no results at {RESULTS}: run without --render-only first")
-    write_text(DOC, render(doc))
-    print(f"wrote {DOC}")
+    run_and_render(RESULTS, DOC, render, None if args.render_only else lambda: run(plan))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from adaptrec.atomic import write_text
+from adaptrec.atomic import write_json, write_text
 from adaptrec.metrics import MetricValue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,18 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 
 
 # ---------------------------------------------------------------- writing pages
+def run_and_render(results: Path, page: Path, render: Callable[[dict], str],
+                   run: Callable[[], dict] | None) -> None:
+    """An experiment's main job: write `run()`'s results (None: re-render only), then the page rendered from them."""
+    if run is not None:
+        write_json(results, run())
+    doc = read_json(results)
+    if not doc:
+        sys.exit(f"no results at {results}: run without --render-only first")
+    write_text(page, render(doc))
+    print(f"wrote {page}")
+
+
 def splice(text: str, name: str, body: str) -> str:
     """`text` with what lies between `<!-- name:start -->` and `<!-- name:end -->` replaced by `body`, a blank
     line on either side."""

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from adaptrec.data.candidates import CandidateList
+from adaptrec.data.records import Case
 from adaptrec.metrics.ranking import ranks
 
 from .base import Encoder
@@ -47,7 +48,7 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
     """The encoder alone on its source's validation part: AUC on TALLRec movie's validation windows
     (`movielens:100k`), else HR@10 and NDCG@10 of each validation target among sampled unseen items (99 for
     leave-one-out; 19 for Amazon, per domain)."""
-    from adaptrec.data import amazon, leave_one_out, movielens
+    from adaptrec.data import amazon, movielens
     from adaptrec.data.candidates import make_candidate_lists
     from adaptrec.metrics.classification import auc
 
@@ -66,10 +67,19 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
             histories = {c.user_id: [h.item_id for h in c.history] for c in cases}
             out.update({f"{domain} {k}": v for k, v in _ranked(encoder, lists, histories, "").items() if k != "data"})
         return {**out, "data": "amazon:arts|office:valid (1 + 19 sampled)"}
-    timelines, texts = movielens.loo_timelines(), movielens.item_texts()
-    cases = leave_one_out.loo_cases(timelines, "valid", texts.__getitem__, "movie")
-    touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
-    lists = make_candidate_lists(cases, {"movie": texts}, touched, 99, seed)
-    before = leave_one_out.split_timelines(timelines)["valid"]
-    histories = {u: [e.item for e in events[:-1]] for u, events in before.items()}
+    _, lists, histories = movielens_loo_lists("valid", 99, seed)
     return _ranked(encoder, lists, histories, "movielens:100k:loo:valid (1 + 99 sampled)")
+
+
+def movielens_loo_lists(part: str, negatives: int, seed: int) -> tuple[list[Case], list[CandidateList], dict]:
+    """MovieLens-100K leave-one-out `part` ("valid" or "test"): its positive cases, each with 1 + `negatives`
+    sampled movies the user never rated, and every user's whole history before the target (what encoders read)."""
+    from adaptrec.data import leave_one_out, movielens
+    from adaptrec.data.candidates import make_candidate_lists
+
+    timelines, texts = movielens.loo_timelines(), movielens.item_texts()
+    cases = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie")
+    touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
+    lists = make_candidate_lists(cases, {"movie": texts}, touched, negatives, seed)
+    before = leave_one_out.split_timelines(timelines)[part]
+    return cases, lists, {u: [e.item for e in events[:-1]] for u, events in before.items()}
