@@ -49,9 +49,12 @@ def random_adapters(backbone, registry: Registry, n: int, settings: dict, prefix
     return refs
 
 
-def amazon_cases(n: int, min_history: int = 0) -> list:
-    """`n` test cases of amazon:office (cross-domain histories: arts + office items), longest-history first if asked."""
+def amazon_cases(n: int, min_history: int = 0, distinct_users: bool = False) -> list:
+    """`n` test cases of amazon:office (cross-domain histories: arts + office items), in file order: each user's
+    held-out item, then its sampled negative (same history), unless `distinct_users` keeps one case per user."""
     cases = load_spec("amazon:office:test").cases
     if min_history:
         cases = [c for c in cases if len(c.history) >= min_history]
+    if distinct_users:
+        cases = list({c.user_id: c for c in reversed(cases)}.values())[::-1]
     return cases[:n]

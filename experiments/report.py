@@ -69,6 +69,21 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 
 
 # ---------------------------------------------------------------- writing pages
+def experiment_args(doc: str, plan: object, smoke: object, results: Path, page: Path,
+                    home: Path) -> tuple[bool, object, Path, Path]:
+    """Parse an experiment's `--render-only` / `--smoke DIR`: (render only, plan, results file, page). `--smoke`
+    swaps in the smoke plan and writes results, page and $ADAPTREC_HOME into DIR; the home defaults to `home`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--smoke", type=Path, metavar="DIR", help="the whole path in minutes; writes into DIR")
+    args = parser.parse_args()
+    if args.smoke:
+        plan, results, page = smoke, args.smoke / results.name, args.smoke / page.name
+        os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
+    os.environ.setdefault("ADAPTREC_HOME", str(home))
+    return args.render_only, plan, results, page
+
+
 def run_and_render(results: Path, page: Path, render: Callable[[dict], str],
                    run: Callable[[], dict] | None) -> None:
     """An experiment's main job: write `run()`'s results (None: re-render only), then the page rendered from them."""
@@ -301,7 +316,9 @@ def many_adapters(r: dict) -> list[str]:
          f"{r['config']['adapters']} adapters, {r['registration_s']:.1f} s in all"],
         *([what, f"{e[key]['mean']:.1f} ms", f"{e[key]['median']:.1f} ms", f"{e['adapters']} adapters"]
           for what, key in (("`Engine.load` (verify + attach)", "load_ms"),
-                            ("hash + fingerprint check alone", "verify_ms"), ("`Engine.unload`", "unload_ms")))])
+                            ("`Engine.load` at a full cap (evicts, loads into the slot)", "load_at_cap_ms"),
+                            ("hash + fingerprint check alone", "verify_ms"), ("`Engine.unload`", "unload_ms"))
+          if key in e)])
     summary = (f"{backbone(r)}. Zipf / one adapter: {num(ratio)} (target ≥ {target:g}, "
                f"{verdict(None if ratio is None else ratio >= target)}); "
                f"{num(zipf['requests_to_hot_set'])} of the Zipf requests named a hot-set adapter.")

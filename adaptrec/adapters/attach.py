@@ -63,11 +63,8 @@ def lora_structure(folder: Path | str) -> str:
     return digest({k: v for k, v in config.items() if k not in _NOT_STRUCTURE})
 
 
-def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str) -> None:
-    """Add the LoRA adapter in `folder` to `model` as `name`, layer by layer, beside an adapter of the same
-    `lora_structure` that holds exactly `layers` ({module path: LoraLayer}). Own code, not `load_adapter`:
-    peft walks every module once per target module, so its load grows with the adapters already loaded
-    (bench/many_adapters.py); this touches only the adapter's own layers."""
+def _lora_weights(folder: Path | str, layers: dict):
+    """The LoRA config and weights in `folder`, checked to fill exactly `layers` ({module path: LoraLayer})."""
     from peft import LoraConfig
     from safetensors.torch import load_file
 
@@ -76,6 +73,15 @@ def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str)
     expected = {f"{path}.lora_{ab}.weight" for path in layers for ab in "AB"}
     if set(state) != expected:
         raise AdaptrecError(f"{folder}: its weights do not match the layers of its LoRA config")
+    return config, state
+
+
+def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str) -> None:
+    """Add the LoRA adapter in `folder` to `model` as `name`, layer by layer, beside an adapter of the same
+    `lora_structure` that holds exactly `layers` ({module path: LoraLayer}). Own code, not `load_adapter`:
+    peft walks every module once per target module, so its load grows with the adapters already loaded
+    (bench/many_adapters.py); this touches only the adapter's own layers."""
+    config, state = _lora_weights(folder, layers)
     for path, layer in layers.items():
         layer.update_layer(name, config.r, lora_alpha=config.lora_alpha, target_name=path, config=config)
         for ab in "AB":
@@ -84,6 +90,31 @@ def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str)
             modules = getattr(layer, attr, None)
             if isinstance(modules, torch.nn.ModuleDict) and name in modules:
                 modules[name].eval()  # new modules start in training mode: dropout would be live
+    model.peft_config[name] = config
+
+
+def attach_in_place(model: PeftModel, layers: dict, folder: Path | str, old: str, name: str) -> None:
+    """Put the LoRA adapter in `folder` into the tensors of evicted adapter `old` (same `lora_structure`, holding
+    exactly `layers`) and call it `name`: every per-adapter entry of each layer is renamed and the weights copied
+    in, nothing is created or deleted. S-LoRA's fixed pool of adapter slots, kept inside peft's layers: peft's
+    own `update_layer` and `delete_adapter` walk every resident adapter, so a load-and-evict grew with the cap."""
+    config, state = _lora_weights(folder, layers)
+    for path, layer in layers.items():
+        for ab in "AB":
+            if getattr(layer, f"lora_{ab}")[old].weight.shape != state[f"{path}.lora_{ab}.weight"].shape:
+                raise AdaptrecError(f"{folder}: its weights do not fit the slot of the same-shaped adapter")
+    for path, layer in layers.items():
+        for attr in (*layer.adapter_layer_names, *layer.other_param_names, "frozen_peft_weight_names"):
+            entries = getattr(layer, attr, None)
+            if isinstance(entries, (dict, torch.nn.Module)) and old in entries:
+                entries[name] = entries.pop(old)
+        if layer._active_adapter == old:
+            layer._active_adapter = name
+        elif isinstance(layer._active_adapter, list):
+            layer._active_adapter = [name if a == old else a for a in layer._active_adapter]
+        for ab in "AB":
+            getattr(layer, f"lora_{ab}")[name].weight.data.copy_(state[f"{path}.lora_{ab}.weight"])
+    model.peft_config.pop(old, None)
     model.peft_config[name] = config
 
 

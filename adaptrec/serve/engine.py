@@ -7,6 +7,9 @@ adapters share one forward pass. The per-row names reach the LoRA layers through
 pre-forward hook per layer that reads a context variable set for the duration of one forward: the
 same `adapter_names` kwarg peft's `forward(adapter_names=...)` injects, without re-registering a
 hook on every layer per call (that costs more than peft's `set_adapter` on a 30-layer model).
+At the residency cap the least recently used LoRA adapter's layers become the slot the next adapter of the
+same shape is copied into (`attach_in_place`, S-LoRA's fixed pool of adapter memory), so loading with
+eviction costs the same whatever the cap (bench/many_adapters.py).
 Prefix-tuned adapters cannot join that model (peft holds one peft type per model and ignores
 `adapter_names` for them): each gets its own PeftModel over the same (LoRA-injected) backbone and its
 rows run as a separate batch with every LoRA layer told `__base__`. Forwards are not thread-safe:
@@ -30,7 +33,15 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from adaptrec.adapters.attach import COLLAB_TYPE, attach_beside, load_peft, lora_structure, peft_name, peft_type
+from adaptrec.adapters.attach import (
+    COLLAB_TYPE,
+    attach_beside,
+    attach_in_place,
+    load_peft,
+    lora_structure,
+    peft_name,
+    peft_type,
+)
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import render_prompt
@@ -120,6 +131,7 @@ class Resident:
     kind: str
     record: object
     model: PeftModel | None = None  # prefix adapters only: their own PeftModel
+    structure: str | None = None  # LoRA adapters only: their `lora_structure`
     uses: int = 0
 
     def to_dict(self) -> dict:
@@ -142,6 +154,7 @@ class Engine:
     _aliases: dict[str, str] = field(default_factory=dict, init=False)  # requested ref -> resolved name:version
     _hooked: set[int] = field(default_factory=set, init=False)  # ids of LoRA layers carrying `_inject_rows`
     _layers: dict[str, dict] = field(default_factory=dict, init=False)  # LoRA structure -> {path: LoraLayer}
+    _slots: dict[str, list[str]] = field(default_factory=dict, init=False)  # structure -> evicted names, layers kept
     _snapshot: tuple[Resident, ...] = field(default=(), init=False)  # what `resident()` reads without the lock
     loads: int = field(default=0, init=False)  # adapters loaded from disk so far
     preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
@@ -184,14 +197,16 @@ class Engine:
                                  "yet (score it with `adaptrec eval` or `adaptrec score`)")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
-            while len(self._resident) >= self.max_resident:
-                self.unload(next(iter(self._resident)))
+            while len(self._resident) >= self.max_resident:  # the LRU's LoRA layers stay as a slot to load into
+                self._evict(next(iter(self._resident.values())), keep_slot=True)
             try:
                 resident = self._attach(record, name, ptype)
             except Exception as e:
                 self._discard(name)
                 raise AdapterLoadFailed(f"loading {record.ref} failed ({type(e).__name__}); it was rolled back and "
                                         "nothing of it serves") from e
+            finally:
+                self._free_slots()
             self._resident[record.ref] = resident
             self.loads += 1
             self._publish()
@@ -205,12 +220,16 @@ class Engine:
 
     def _attach(self, record, name: str, ptype: str) -> Resident:
         """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix).
-        A LoRA adapter shaped like one loaded before goes in layer by layer (`attach_beside`), others through peft."""
+        A LoRA adapter shaped like one loaded before goes into the slot of an evicted one of that shape
+        (`attach_in_place`) or else layer by layer (`attach_beside`); others go through peft."""
         if ptype not in ("LORA", "ADALORA"):
             return Resident(record.ref, name, "prefix", record, load_peft(self._base(), record.path, name).eval())
         folder = record.path if ptype == "LORA" else self._exported(record)
         structure = lora_structure(folder)
-        if structure in self._layers:
+        if self._slots.get(structure):
+            attach_in_place(self._lora, self._layers[structure], folder, self._slots[structure][-1], name)
+            self._slots[structure].pop()  # taken only once filled: a failed load leaves it for `_free_slots`
+        elif structure in self._layers:
             attach_beside(self._lora, self._layers[structure], folder, name)
         else:
             self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
@@ -218,7 +237,7 @@ class Engine:
             self._layers[structure] = {path: m for path, m in self._lora.named_modules()
                                        if isinstance(m, LoraLayer) and name in m.lora_A}
         self._keep_active_adapter_valid()
-        return Resident(record.ref, name, "lora", record)
+        return Resident(record.ref, name, "lora", record, structure=structure)
 
     def _keep_active_adapter_valid(self) -> None:
         """Point the LoRA model's "active" adapter at a loaded one. peft leaves a deleted adapter active once the
@@ -248,15 +267,34 @@ class Engine:
     def unload(self, ref: str) -> None:
         with self._lock:
             key = self._aliases.get(ref, ref)
-            resident = self._resident.pop(key if key in self._resident else self.registry.resolve(ref).ref, None)
+            resident = self._resident.get(key if key in self._resident else self.registry.resolve(ref).ref)
             if resident is None:
                 raise AdapterNotLoaded(f"{ref} is not loaded")
-            if resident.kind == "lora":
-                self._lora.delete_adapter(resident.name)
-                self._keep_active_adapter_valid()
-            self.ranker.forget(resident.name)
-            self.preloaded.discard(resident.ref)
-            self._publish()
+            self._evict(resident, keep_slot=False)
+
+    def _evict(self, resident: Resident, keep_slot: bool) -> None:
+        """Stop serving `resident`; its LoRA layers are deleted, or kept as a slot the next load of that shape fills."""
+        del self._resident[resident.ref]
+        if resident.kind == "lora" and keep_slot:
+            self._slots.setdefault(resident.structure, []).append(resident.name)
+        elif resident.kind == "lora":
+            self._delete_lora(resident.name)
+        self.ranker.forget(resident.name)
+        self.preloaded.discard(resident.ref)
+        self._publish()
+
+    def _free_slots(self) -> None:
+        """Delete the layers of evicted adapters that no load took (a prefix adapter or a new shape came in)."""
+        for names in self._slots.values():
+            while names:
+                self._delete_lora(names.pop())
+
+    def _delete_lora(self, name: str) -> None:
+        if name in self._lora.peft_config:
+            self._lora.delete_adapter(name)
+        else:  # a failed load into its slot renamed part of it
+            self._discard(name)
+        self._keep_active_adapter_valid()
 
     def resident(self) -> list[dict]:
         """The resident adapters, LRU first, as of the last load or unload (lock-free)."""

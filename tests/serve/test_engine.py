@@ -135,30 +135,67 @@ def test_refs_differing_only_in_punctuation_are_served_apart(tiny_model_dir, tmp
 
 
 def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tiny_model_dir, tmp_path, monkeypatch):
-    """The layer-by-layer load of an adapter shaped like a resident one (dropout 0.05 included: it must be off)
-    scores as peft's own load does, before and after the first adapter of that shape is evicted."""
+    """The layer-by-layer load of an adapter shaped like a resident one (dropout 0.05 included: it must be off),
+    and the load into an evicted one's slot, score as peft's own load does."""
+    from router_helpers import register_random
+
     import adaptrec.serve.engine as engine_module
     from adaptrec.registry import Registry
-    from router_helpers import register_random
 
     registry = Registry(tmp_path / "home")
     settings = {"type": "lora", "r": 4, "dropout": 0.05}
     refs = [register_random(tiny_model_dir, registry, f"twin-{i}", settings, seed=20 + i).ref for i in range(3)]
     cases = [user_case(n) for n in (2, 5)]
     plain = component_scores(fresh_backbone(tiny_model_dir), registry, refs, cases, progress=False)
-    beside, real = [], engine_module.attach_beside
-
-    def spy(model, layers, folder, name):
-        beside.append(name)
-        return real(model, layers, folder, name)
-
-    monkeypatch.setattr(engine_module, "attach_beside", spy)
+    paths = []
+    for spied in ("attach_beside", "attach_in_place"):
+        real = getattr(engine_module, spied)
+        monkeypatch.setattr(engine_module, spied, lambda *a, real=real, spied=spied: (paths.append(spied), real(*a))[1])
     engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=2)
     for _ in range(2):
         for i, ref in enumerate(refs):
             np.testing.assert_allclose(engine.score(cases, ref), plain[i], atol=1e-5)
-    assert len(beside) == 5  # all but the very first load went in layer by layer (the LRU of 2 evicts as it goes)
+    # the first load goes through peft, the second beside it; from then on the LRU of 2 evicts and each load
+    # takes the evicted adapter's slot
+    assert paths == ["attach_beside"] + ["attach_in_place"] * 4
+    assert len(engine.lora_model.peft_config) == 2
     assert np.ptp(plain, axis=0).min() > 1e-3  # the twins really differ
+
+
+def test_a_failed_load_into_a_slot_is_rolled_back(tiny_model_dir, tmp_path, monkeypatch):
+    """A load that fails half way through the evicted adapter's slot leaves neither adapter behind; the next
+    loads serve exact scores."""
+    from router_helpers import register_random
+
+    import adaptrec.serve.engine as engine_module
+    from adaptrec.registry import Registry
+    from adaptrec.serve.engine import AdapterLoadFailed
+
+    registry = Registry(tmp_path / "home")
+    refs = [register_random(tiny_model_dir, registry, f"slot-{i}", {"type": "lora", "r": 4}, seed=60 + i).ref
+            for i in range(3)]
+    case = user_case(3)
+    plain = component_scores(fresh_backbone(tiny_model_dir), registry, refs, [case], progress=False)[:, 0]
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=2)
+    engine.load(refs[0])
+    engine.load(refs[1])
+
+    def fails_half_way(model, layers, folder, old, name):  # the first layer's entries renamed, then an error
+        for layer in list(layers.values())[:1]:
+            for attr in ("lora_A", "lora_B", "scaling"):
+                getattr(layer, attr)[name] = getattr(layer, attr).pop(old)
+        raise RuntimeError("disk error")
+
+    monkeypatch.setattr(engine_module, "attach_in_place", fails_half_way)
+    with pytest.raises(AdapterLoadFailed, match="rolled back"):
+        engine.load(refs[2])
+    monkeypatch.undo()
+    leftovers = [m for m in engine.lora_model.modules()
+                 if set(getattr(m, "lora_A", {})) - {peft_name(refs[1])}]
+    assert [r["ref"] for r in engine.resident()] == [refs[1]] and not leftovers
+    assert set(engine.lora_model.peft_config) == {peft_name(refs[1])}
+    for i in (2, 0, 1):
+        np.testing.assert_allclose(engine.score([case], refs[i]), [plain[i]], atol=1e-5)
 
 
 def test_loads_and_unloads_in_any_order_keep_every_score(tiny_model_dir, tmp_path):
@@ -166,9 +203,10 @@ def test_loads_and_unloads_in_any_order_keep_every_score(tiny_model_dir, tmp_pat
     KeyError (seen as 500s in the soak); any order of loads, unloads and scores must keep serving exact scores."""
     import random
 
+    from router_helpers import register_random
+
     from adaptrec.registry import Registry
     from adaptrec.serve.engine import AdapterNotLoaded
-    from router_helpers import register_random
 
     registry = Registry(tmp_path / "home")
     refs = [register_random(tiny_model_dir, registry, f"churn-{i}", {"type": "lora", "r": 4}, seed=40 + i).ref
