@@ -87,9 +87,12 @@ def _settings(cls, dim: int | None, epochs: int | None, seed: int):
     return replace(cls(), **{k: v for k, v in given.items() if v is not None})
 
 
-def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | None = None, seed: int = 0) -> Fitted:
-    """Fit encoder `kind` on `source`'s training interactions; `dim`/`epochs` override its defaults."""
+def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | None = None, seed: int = 0,
+                cache: bool = True) -> Fitted:
+    """Fit encoder `kind` on `source`'s training interactions; `dim`/`epochs` override its defaults. With `cache`,
+    a fit made before with the same settings, interactions and code is loaded instead (`cf/cache.py`)."""
     from . import implicit_mf, lightgcn, mf, sasrec
+    from .cache import cached_fit, fit_key
 
     builders = {"mf-bias": (mf.MFSettings, None),
                 "bpr": (implicit_mf.BPRSettings, implicit_mf.fit_bpr),
@@ -104,10 +107,14 @@ def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | No
     cls, fit = builders[kind]
     settings = _settings(cls, dim, epochs, seed)
     ratings = source_ratings(source)
-    if fit is None:  # MF with biases learns the like/dislike labels, the others the interactions
-        encoder = mf.train_mf_bias(*zip(*[(u, i, int(liked)) for u, i, liked in ratings.rows]), settings).as_encoder()
-    else:
-        encoder = fit(Interactions.of([(u, i) for u, i, _ in ratings.rows]), settings)
+
+    def fitted() -> Encoder:  # MF with biases learns the like/dislike labels, the others the interactions
+        if fit is None:
+            return mf.train_mf_bias(*zip(*[(u, i, int(liked)) for u, i, liked in ratings.rows]), settings).as_encoder()
+        return fit(Interactions.of([(u, i) for u, i, _ in ratings.rows]), settings)
+
+    key = fit_key(kind, vars(settings), ratings.fingerprint)
+    encoder = cached_fit(key, vars(settings), fitted) if cache else fitted()
     known = encoder.item_index
     width = encoder.item_table.shape[1]
     table = np.stack([encoder.item_table[known[i]] if i in known else np.zeros(width, np.float32)

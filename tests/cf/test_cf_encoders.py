@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,36 @@ def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():
     assert _settings(ALSSettings, None, None, 0) == ALSSettings()
     with pytest.raises(ConfigError, match="unknown encoder 'svd'"):
         fit_encoder("svd", "movielens:100k:loo")
+
+
+def test_a_fit_is_kept_and_loaded_again_with_its_scores(monkeypatch):
+    """fit_encoder keeps each fit under a key of kind, settings, interactions and code: the same call loads it
+    (the fit does not run), other settings or interactions fit anew, a damaged entry is fitted again."""
+    import adaptrec.cf.fit as fit_module
+    from adaptrec.cf import implicit_mf
+    from adaptrec.cf.fit import Ratings
+    from adaptrec.home import adaptrec_home
+
+    data, _, _ = _two_tastes()
+    rows = [(data.users[u], data.items[i], True) for u, i in zip(data.user_idx, data.item_idx)]
+    monkeypatch.setattr(fit_module, "source_ratings", lambda source: Ratings(rows, list(data.items)))
+    calls, real = [], implicit_mf.fit_bpr
+    monkeypatch.setattr(implicit_mf, "fit_bpr", lambda *a: (calls.append(1), real(*a))[1])
+    first = fit_encoder("bpr", "movielens:100k", dim=8, epochs=20)
+    again = fit_encoder("bpr", "movielens:100k", dim=8, epochs=20)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.table, again.table)
+    np.testing.assert_allclose(again.encoder.score_lists(["u0"], [["i0"]], [["i2", "i3"]]),
+                               first.encoder.score_lists(["u0"], [["i0"]], [["i2", "i3"]]))
+    fit_encoder("bpr", "movielens:100k", dim=8, epochs=20, seed=1)
+    assert len(calls) == 2
+    (entry,) = [p for p in (adaptrec_home() / "cache" / "encoders").iterdir()
+                if json.loads((p / "encoder.json").read_text())["settings"]["seed"] == 0]
+    (entry / "encoder.safetensors").write_bytes(b"damaged")
+    np.testing.assert_array_equal(fit_encoder("bpr", "movielens:100k", dim=8, epochs=20).table, first.table)
+    assert len(calls) == 3
+    monkeypatch.setattr(fit_module, "source_ratings", lambda source: Ratings(rows[:-1], list(data.items)))
+    fit_encoder("bpr", "movielens:100k", dim=8, epochs=20)
+    assert len(calls) == 4
+    fit_encoder("bpr", "movielens:100k", dim=8, epochs=20, cache=False)
+    assert len(calls) == 5

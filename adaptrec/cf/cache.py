@@ -1,0 +1,64 @@
+"""Fitted encoders kept on disk under `$ADAPTREC_HOME/cache/encoders/<key>/`, keyed by everything that determines
+a fit: its kind, its settings (seed included), the fingerprint of its training interactions and the source code
+of the modules that fit it. The collaborative adapter's recipe, an experiment's baseline rows and `train-cf`
+then share one fit: LightGCN on Amazon takes minutes here, loading its files milliseconds. Own code, not
+`functools.cache` or joblib's Memory: the entry is the registry's safetensors format, its hashes checked on load,
+written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from adaptrec.atomic import atomic_dir, write_json
+from adaptrec.errors import IntegrityError
+from adaptrec.fingerprint import digest
+from adaptrec.home import adaptrec_home
+
+from .base import Encoder
+from .files import FILES, load_encoder, save_encoder
+
+HASHES = "hashes.json"
+_CODE = ("base.py", "fit.py", "files.py", "implicit_mf.py", "lightgcn.py", "mf.py", "sasrec.py")
+
+
+def fit_key(kind: str, settings: dict, ratings: str) -> str:
+    """The cache key of fitting `kind` with `settings` on interactions of fingerprint `ratings`."""
+    here = Path(__file__).parent
+    code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE}
+    return digest({"kind": kind, "settings": settings, "ratings": ratings, "code": code})
+
+
+def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
+    """The encoder kept under `key`, or `fit()` kept there now. A damaged entry is fitted again."""
+    folder = adaptrec_home() / "cache" / "encoders" / key
+    if folder.is_dir():
+        try:
+            return _load(folder)
+        except IntegrityError:
+            shutil.rmtree(folder, ignore_errors=True)
+    encoder = fit()
+    try:
+        with atomic_dir(folder) as tmp:
+            save_encoder(encoder, tmp, settings)
+            write_json(tmp / HASHES, {name: _sha256(tmp / name) for name in FILES})
+    except OSError:  # another process kept the same fit first, or the home is read-only: the fit stands
+        pass
+    return encoder
+
+
+def _load(folder: Path) -> Encoder:
+    try:
+        hashes = json.loads((folder / HASHES).read_text())
+    except (OSError, ValueError):
+        raise IntegrityError(f"{folder}: no readable {HASHES}") from None
+    if any(not (folder / name).is_file() or _sha256(folder / name) != hashes.get(name) for name in FILES):
+        raise IntegrityError(f"{folder}: its files differ from their recorded hashes")
+    return load_encoder(folder)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
