@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
 from ..userfiles import read_user_text
+from .leave_one_out import Event
 from .records import Case, HistoryItem
 
 _ROW_KEYS = {"user_id", "item_id", "domain", "label", "rating", "position", "timestamp"}
@@ -176,15 +177,8 @@ def cases_from_log(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem
     with the previous `history_len` rows as history. Liked = `label == 1`, else
     `rating > like_threshold`, else (implicit log) always. The target's domain is the case's
     domain and also its noun in the question, so name domains as singular nouns ("movie")."""
-    per_user: dict[str, list[LogRow]] = {}
-    for row in rows:
-        if row.item_id not in catalogue:
-            raise DataFormatError(f"{row.where}: key 'item_id': {row.item_id!r} is not in the catalogue")
-        per_user.setdefault(row.user_id, []).append(row)
     cases = []
-    for user, events in per_user.items():
-        if events[0].order is not None:
-            events = sorted(events, key=lambda r: r.order)
+    for user, events in _per_user(rows, catalogue).items():
         for i in range(history_len, len(events)):
             history = tuple(HistoryItem(text=catalogue[r.item_id].text, liked=bool(_liked(r, like_threshold)),
                                         item_id=r.item_id, domain=r.domain) for r in events[i - history_len:i])
@@ -193,6 +187,25 @@ def cases_from_log(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem
                               target=catalogue[target.item_id].text, label=_liked(target, like_threshold),
                               target_id=target.item_id))
     return cases
+
+
+def log_timelines(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem],
+                  like_threshold: float = 3) -> dict[str, tuple[Event, ...]]:
+    """Each user's interactions in order as leave-one-out events (`data.leave_one_out`; liked as in
+    `cases_from_log`, each event keeping its row's domain)."""
+    return {user: tuple(Event(r.item_id, bool(_liked(r, like_threshold)), r.domain) for r in events)
+            for user, events in _per_user(rows, catalogue).items()}
+
+
+def _per_user(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) -> dict[str, list[LogRow]]:
+    """Rows per user (in order of first appearance), stably sorted by position/timestamp when the log has them."""
+    per_user: dict[str, list[LogRow]] = {}
+    for row in rows:
+        if row.item_id not in catalogue:
+            raise DataFormatError(f"{row.where}: key 'item_id': {row.item_id!r} is not in the catalogue")
+        per_user.setdefault(row.user_id, []).append(row)
+    return {user: sorted(events, key=lambda r: r.order) if events[0].order is not None else events
+            for user, events in per_user.items()}
 
 
 def log_popularity(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) -> dict[str, float]:

@@ -24,6 +24,7 @@ HISTORY_LEN = 10  # the prompt length of TALLRec's windows; encoders see the who
 class Event:
     item: str
     liked: bool = True  # implicit data: every interaction
+    domain: str | None = None  # None: the domain `loo_cases` is given (one-domain data)
 
 
 def split_timelines(timelines: Mapping[str, Sequence[Event]]) -> dict[str, dict[str, list[Event]]]:
@@ -48,13 +49,15 @@ def train_interactions(timelines: Mapping[str, Sequence[Event]]) -> list[tuple[s
 def loo_cases(timelines: Mapping[str, Sequence[Event]], part: str, text: Callable[[str], str], domain: str,
               history_len: int = HISTORY_LEN) -> list[Case]:
     """Positive cases of `part` (label 1, `target_id` set; history oldest first, at most `history_len` items).
-    `text(item_id)` is the item as prompts show it."""
+    `text(item_id)` is the item as prompts show it; an event's own domain, when it has one, overrides `domain`."""
     if part not in PARTS:
         raise ValueError(f"leave-one-out parts are {PARTS}; got {part!r}")
 
     def case(user: str, events: Sequence[Event], i: int) -> Case:
-        history = tuple(HistoryItem(text(e.item), e.liked, e.item, domain) for e in events[max(0, i - history_len):i])
-        return Case(user, domain, domain, history, text(events[i].item), 1, events[i].item)
+        history = tuple(HistoryItem(text(e.item), e.liked, e.item, e.domain or domain)
+                        for e in events[max(0, i - history_len):i])
+        target = events[i].domain or domain
+        return Case(user, target, target, history, text(events[i].item), 1, events[i].item)
 
     by_user = split_timelines(timelines)[part]
     if part != "train":

@@ -7,6 +7,7 @@
     feedback:DOMAIN[:SINCE]                  served requests' feedback in $ADAPTREC_HOME/online.db (SINCE: Unix seconds)
     PATH.json                                a TALLRec-style file
     PATH.jsonl | PATH.parquet                an interaction log, catalogue in items.jsonl | items.parquet beside it
+    PATH.jsonl|.parquet:loo:train|valid|test the log's leave-one-out parts (implicit: sampled negatives)
     SPEC[start:stop]                         a slice of any of the above (Python slice, no step)
 """
 
@@ -28,7 +29,8 @@ from .records import Case
 FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|valid|test, "
               "amazon:arts|office:train|valid|test[:cold], feedback:DOMAIN[:SINCE] (Unix seconds), PATH.json (TALLRec-style), "
-              "PATH.jsonl|.parquet (interaction log with items.jsonl|.parquet beside it), any of them + [start:stop]")
+              "PATH.jsonl|.parquet[:loo:train|valid|test] (interaction log with items.jsonl|.parquet beside it; sliding "
+              "windows, or leave-one-out), any of them + [start:stop]")
 
 
 @dataclass
@@ -111,18 +113,29 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items)
 
 
-def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
+def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None) -> DataSet:
+    """An interaction log's sliding windows, or its leave-one-out `part` (every interaction a positive)."""
+    if not path.is_file():
+        raise DataSpecError(f"no such interaction log: {path}")
     items_path = path.with_name("items" + path.suffix)  # items.jsonl beside a .jsonl log, items.parquet beside .parquet
     if not items_path.is_file():
         raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per row)")
     rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
-    cases = interaction_log.cases_from_log(rows, catalogue)
+    popularity = interaction_log.log_popularity(rows, catalogue)
+    if part is None:
+        cases = interaction_log.cases_from_log(rows, catalogue)
+    else:  # popularity from the training interactions only: no valid or test target counts
+        timelines = interaction_log.log_timelines(rows, catalogue)
+        cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain)
+        popularity = {k: float(n) for k, n in Counter(catalogue[item].text for _, item, _ in
+                                                       leave_one_out.train_interactions(timelines)).items()}
     if not cases:
-        raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built")
+        raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built" if part is None
+                            else f"{path}: no user has 3 interactions, so leave-one-out has no {part} case")
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([path, items_path])}
     catalogues: dict[str, dict[str, str]] = {}
     user_items: dict[str, frozenset[str]] = {}
-    implicit = rows[0].label is None and rows[0].rating is None
+    implicit = part is not None or (rows[0].label is None and rows[0].rating is None)
     if implicit:
         for domain in dict.fromkeys(r.domain for r in rows):
             catalogues[domain] = {i: it.text for i, it in catalogue.items() if it.domain in (None, domain)}
@@ -132,7 +145,7 @@ def _log(spec: str, path: Path, negatives: int, seed: int) -> DataSet:
         user_items = {user: frozenset(items) for user, items in touched.items()}
         cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
         key.update(negatives_per_positive=negatives, seed=seed)
-    return DataSet(spec, cases, interaction_log.log_popularity(rows, catalogue), digest(key), catalogues, user_items)
+    return DataSet(spec, cases, popularity, digest(key), catalogues, user_items)
 
 
 def _feedback(spec: str, parts: list[str]) -> DataSet:
@@ -153,6 +166,7 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
 
 SCHEMES = ("tallrec", "movielens", "amazon", "feedback")
 _SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+_LOO_LOG_RE = re.compile(r"^(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|valid|test)$")
 
 
 def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> DataSet:
@@ -170,10 +184,10 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         path = Path(spec).expanduser()
         return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
     if spec.endswith((".jsonl", ".parquet")) and parts[0] not in SCHEMES:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise DataSpecError(f"no such interaction log: {path}")
-        return _log(spec, path, negatives_per_positive, seed)
+        return _log(spec, Path(spec).expanduser(), negatives_per_positive, seed)
+    loo_log = _LOO_LOG_RE.match(spec)
+    if loo_log and parts[0] not in SCHEMES:
+        return _log(spec, Path(loo_log["path"]).expanduser(), negatives_per_positive, seed, loo_log["part"])
     if parts[0] == "feedback" and len(parts) in (2, 3):
         return _feedback(spec, parts)
     if parts[0] == "tallrec" and len(parts) == 3 and parts[1] in tallrec.DOMAINS and parts[2] in tallrec.SPLITS:

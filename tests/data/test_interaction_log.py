@@ -61,3 +61,31 @@ def test_catalogue_errors(tmp_path, catalogue):
     rows = read_log(write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": "77", "domain": "movie"}]))
     with pytest.raises(DataFormatError, match=r"log\.jsonl:1: key 'item_id': '77' is not in the catalogue"):
         cases_from_log(rows, catalogue)
+
+
+def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_case(tmp_path, catalogue):
+    """`PATH.jsonl:loo:PART`: per user the last interaction is the test target, the second last the validation
+    target; short users still get cases (sliding 10-item windows give none here); popularity and the training
+    part never hold a held-out pair; each case keeps its target's domain."""
+    from adaptrec.data.spec import load_spec
+    from adaptrec.errors import DataSpecError
+
+    rows = [{"user_id": u, "item_id": str(i), "domain": "book" if i == 8 else "movie", "position": k}
+            for u, items in (("a", [0, 1, 2, 8]), ("b", [3, 4, 5]), ("c", [6, 7])) for k, i in enumerate(items)]
+    log = write_jsonl(tmp_path / "log.jsonl", rows)
+    write_jsonl(tmp_path / "items.jsonl", [{"item_id": str(i), "title": f"film {i}"} for i in range(10)])
+    test = load_spec(f"{log}:loo:test", negatives_per_positive=1, seed=0)
+    positives = [c for c in test.cases if c.label == 1]
+    assert [(c.user_id, c.target_id, c.domain) for c in positives] == [("a", "8", "book"), ("b", "5", "movie")]
+    assert [h.item_id for h in positives[0].history] == ["0", "1", "2"] and len(test.cases) == 4
+    valid = [c for c in load_spec(f"{log}:loo:valid").cases if c.label == 1]
+    assert [(c.user_id, c.target_id) for c in valid] == [("a", "2"), ("b", "4")]
+    train = load_spec(f"{log}:loo:train", negatives_per_positive=0)
+    held_out = {(c.user_id, c.target_id) for c in positives + valid}
+    assert not held_out & {(c.user_id, c.target_id) for c in train.cases}
+    assert not held_out & {(c.user_id, h.item_id) for c in train.cases for h in c.history}
+    assert set(test.item_popularity) == {f'"film {i}"' for i in (0, 1, 3, 6, 7)}  # training interactions only
+    with pytest.raises(DataSpecError, match="no user has more than 10"):
+        load_spec(str(log))
+    with pytest.raises(DataSpecError, match="not recognised"):
+        load_spec(f"{log}:loo:holdout")
