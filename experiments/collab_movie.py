@@ -15,19 +15,16 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, read_json, table
+from report import ROOT, banner, cell, experiment_args, run_and_render, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
-from adaptrec.atomic import write_json, write_text
 from adaptrec.baselines import BASELINES
 from adaptrec.cf.features import FeatureModel, ItemStats, feature_matrix, fit_feature_model
 from adaptrec.cf.mf import MFSettings, train_mf_bias
@@ -208,17 +205,8 @@ def render(doc: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--render-only", action="store_true")
-    args = ap.parse_args()
-    os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
-    if not args.render_only:
-        write_json(RESULTS, run())
-    doc = read_json(RESULTS)
-    if not doc:
-        sys.exit(f"error: {RESULTS}: no results yet; run without --render-only first")
-    write_text(DOC, render(doc))
-    print(DOC.read_text())
+    render_only = experiment_args(__doc__, None, None, RESULTS, DOC, HERE / "home")[0]
+    run_and_render(RESULTS, DOC, render, None if render_only else run)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -30,7 +29,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, run_and_render, table
+from report import ROOT, banner, cell, experiment_args, run_and_render, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -365,16 +364,8 @@ def render(doc: dict) -> str:
 
 def main() -> None:
     global RESULTS, DOC
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--smoke", type=Path, metavar="DIR", help="tiny encoders, 2 steps, 3 users; writes into DIR")
-    args = parser.parse_args()
-    plan = Plan()
-    if args.smoke:
-        plan, RESULTS, DOC = SMOKE, args.smoke / "ml100k_loo.json", args.smoke / "leave_one_out.md"
-        os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
-    os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
-    run_and_render(RESULTS, DOC, render, None if args.render_only else lambda: run(plan))
+    render_only, plan, RESULTS, DOC = experiment_args(__doc__, Plan(), SMOKE, RESULTS, DOC, HERE / "home")
+    run_and_render(RESULTS, DOC, render, None if render_only else lambda: run(plan))
 
 
 if __name__ == "__main__":

@@ -72,12 +72,14 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 def experiment_args(doc: str, plan: object, smoke: object, results: Path, page: Path,
                     home: Path) -> tuple[bool, object, Path, Path]:
     """Parse an experiment's `--render-only` / `--smoke DIR`: (render only, plan, results file, page). `--smoke`
-    swaps in the smoke plan and writes results, page and $ADAPTREC_HOME into DIR; the home defaults to `home`."""
+    (offered when there is a `smoke` plan) swaps it in and writes results, page and $ADAPTREC_HOME into DIR;
+    the home defaults to `home`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--smoke", type=Path, metavar="DIR", help="the whole path in minutes; writes into DIR")
+    if smoke is not None:
+        parser.add_argument("--smoke", type=Path, metavar="DIR", help="the whole path in minutes; writes into DIR")
     args = parser.parse_args()
-    if args.smoke:
+    if getattr(args, "smoke", None):
         plan, results, page = smoke, args.smoke / results.name, args.smoke / page.name
         os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
     os.environ.setdefault("ADAPTREC_HOME", str(home))
