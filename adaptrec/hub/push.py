@@ -13,7 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.attach import COLLAB_TYPE
 from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
@@ -102,9 +101,6 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     if record.adapter_type == "adalora":  # peft-only loaders (vLLM, LoRAX) read plain LoRA, never AdaLoRA's SVD form
         raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which every LoRA "
                        f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export)")
-    if record.adapter_type == COLLAB_TYPE:  # its item tokens need adaptrec; a LoRA-only loader would score without them
-        raise HubError(f"{record.ref} is a collaborative adapter: publishing one is not supported yet (its item tokens "
-                       "and projector need adaptrec, and eval, serving and pull cannot load them yet)")
     meta = verified_files(record)  # every file matches its sha256, adaptrec.json the registry row
     copied = []
     for rel in sorted(meta["files"]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,26 @@ def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, 
     assert not np.allclose(scores(fresh, fresh_bb.tokenizer), saved, atol=1e-4)
     warm_start(fresh, tmp_path, fresh_bb.tokenizer)
     np.testing.assert_allclose(scores(fresh, fresh_bb.tokenizer), saved, atol=1e-5)
+
+
+def test_a_collab_adapter_travels_through_a_mirror_and_scores_the_same(built, tiny_model_dir, tmp_path):
+    """Push publishes the item table and projector beside the LoRA files and the card says LoRA-only loaders
+    miss them; pull verifies and registers them, and eval on a fresh backbone scores as the original."""
+    from adaptrec.hub import pull, push_to_mirror
+    from adaptrec.registry import Registry
+    from adaptrec.scoring.variants import UNTUNED, llm_variants, variant_scorer
+
+    bb, model, cases = built
+    expected = Scorer(model.eval(), bb.tokenizer, "k", template="tallrec-items", progress=False).score(cases)
+    pushed = push_to_mirror("movie-collab", tmp_path / "mirror", registry=_registered(built))
+    folder = Path(pushed.url)
+    assert {"collab.safetensors", "collab.json"} <= {p.name for p in folder.iterdir()}
+    assert "LoRA part only" in (folder / "README.md").read_text()
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    mine = Registry(tmp_path / "other-home")
+    record = pull(f"{tmp_path / 'mirror' / 'movie-collab'}", name="pulled-collab", registry=mine,
+                  backbone_fp=fresh.fingerprint).record
+    assert record.adapter_type == "collab"
+    (name, key, variant), = [v for v in llm_variants(fresh, mine, ["pulled-collab"]) if v[0] != UNTUNED]
+    got = variant_scorer(fresh, mine, name, key, variant, template="tallrec", progress=False).score(cases)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
