@@ -5,8 +5,10 @@ id is followed by its item token `<item_ID>` (history and target alike). The tok
 token per item of the encoder's catalogue, and the backbone's input embedding is wrapped
 (`ItemEmbedding`): ordinary ids read the frozen token table, item ids read the frozen encoder table (`cf.fit`:
 MF with biases, BPR, ALS, LightGCN or SASRec on the domain's training interactions) through a small trainable
-projector into the token-embedding space. LoRA (q/v by default) and the projector train together; the encoder table
-never trains. The user side is left to the model: it reads the soft tokens of the user's history.
+projector into the token-embedding space. LoRA (q/v by default) and the projector train together (joint), or the
+projector alone for the first `projector_steps`, then both (staged; CoLLM stages the other way round: LoRA on text
+first, then the projector alone); the encoder table never trains.
+The user side is left to the model: it reads the soft tokens of the user's history.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
 `collab.json` (item ids in table order, encoder settings and fingerprint). An item the encoder never saw
@@ -44,6 +46,8 @@ class CollabSettings(LoraSettings):
     encoder_dim: int | None = Field(None, ge=1)  # item vector size (None: the encoder's default, cf/)
     encoder_epochs: int | None = Field(None, ge=1)  # epochs (iterations for BPR/ALS); None: the encoder's default
     projector_hidden: int = Field(0, ge=0)  # 0: a linear projector; > 0: a 2-layer MLP (CoLLM) of this width
+    projector_steps: int = Field(0, ge=0)  # staged: the first N optimizer steps train the projector alone (LoRA
+    # frozen), then both; 0: both from the start (joint)
 
 
 class ItemEmbedding(torch.nn.Module):
@@ -100,6 +104,21 @@ def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
     return fitted.items, torch.from_numpy(fitted.table), fitted.record
 
 
+def _freeze_lora(model: "PeftModel", steps: int) -> None:
+    """Zero the LoRA gradients until `steps` optimizer steps are done (the projector trains alone meanwhile).
+    Gradient hooks, not `requires_grad`: the optimizer is built once over every trainable parameter. With zero
+    gradients AdamW leaves them and their moments at zero (weight decay, if set, still applies)."""
+    stage = {"done": 0, "until": steps}
+    model.adaptrec_collab_stage = stage
+
+    def gate(grad: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(grad) if stage["done"] < stage["until"] else grad
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_" in name:
+            param.register_hook(gate)
+
+
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, hidden: int) -> ItemEmbedding:
     """Wrap `model`'s input embedding with item tokens (added to `tokenizer`); the projector is trainable."""
     base = model.get_input_embeddings()
@@ -124,6 +143,25 @@ class CollabTuner(LoraTuner):
         layer.match_scale()
         layer.projector.requires_grad_(True)
         model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden}
+        if cfg.projector_steps:
+            _freeze_lora(model, cfg.projector_steps)
+
+    def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
+        stage = getattr(model, "adaptrec_collab_stage", None)
+        if stage is not None:
+            stage["done"] = step
+
+    def state_tensors(self, model: "PeftModel") -> dict[str, torch.Tensor]:
+        stage = getattr(model, "adaptrec_collab_stage", None)
+        return {} if stage is None else {"collab.steps_done": torch.tensor(stage["done"])}
+
+    def load_state_tensors(self, model: "PeftModel", tensors: dict[str, torch.Tensor]) -> None:
+        stage = getattr(model, "adaptrec_collab_stage", None)
+        if set(tensors) != ({"collab.steps_done"} if stage is not None else set()):
+            raise ConfigError(f"the checkpoint's tuner state {sorted(tensors)} does not match this collab adapter's "
+                              "settings (adapter.projector_steps changed?)")
+        if stage is not None:
+            stage["done"] = int(tensors["collab.steps_done"])
 
     def save_extra(self, model: "PeftModel", folder: Path) -> None:
         from safetensors.torch import save_file

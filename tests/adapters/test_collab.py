@@ -203,3 +203,35 @@ def test_a_collab_adapter_travels_through_a_mirror_and_scores_the_same(built, ti
     (name, key, variant), = [v for v in llm_variants(fresh, mine, ["pulled-collab"]) if v[0] != UNTUNED]
     got = variant_scorer(fresh, mine, name, key, variant, template="tallrec", progress=False).score(cases)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_stage(tiny_model_dir):
+    """`projector_steps: 2`: LoRA gets zero gradients until two optimizer steps are done, the projector gets its
+    own from the start; the steps done travel with the checkpoint's tuner state."""
+    from adaptrec.data.movielens import load_movielens
+    from adaptrec.scoring.logits import last_token_logits, tokenize
+    from adaptrec.train.losses import rec_loss
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, {**SETTINGS, "projector_steps": 2}, total_steps=4, tokenizer=bb.tokenizer)
+    tuner = tuner_for(model)
+    cases = load_movielens("train")[:4]
+    scorer = Scorer(model, bb.tokenizer, "", template="tallrec-items", progress=False)
+    batch = tokenize(bb.tokenizer, scorer.prompts(cases), bb.device)
+    labels = torch.tensor([c.label for c in cases])
+
+    def grads() -> tuple[float, float]:
+        model.zero_grad()
+        rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id).backward()
+        lora = sum(float(p.grad.abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
+        return lora, float(model.get_input_embeddings().projector.weight.grad.abs().sum())
+
+    lora, projector = grads()
+    assert lora == 0 and projector > 0
+    tuner.after_optimizer_step(model, 1)
+    assert grads()[0] == 0
+    assert tuner.state_tensors(model) == {"collab.steps_done": torch.tensor(1)}
+    tuner.load_state_tensors(model, {"collab.steps_done": torch.tensor(2)})  # a resume after the stage
+    assert grads()[0] > 0
+    with pytest.raises(ConfigError, match="projector_steps changed"):
+        tuner.load_state_tensors(model, {})
