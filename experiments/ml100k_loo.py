@@ -29,7 +29,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, experiment_args, run_and_render, table
+from report import ROOT, banner, cell, experiment_args, run_and_render, side_of_zero, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -310,10 +310,8 @@ def verdicts(doc: dict) -> list[str]:
         if row["kind"] != "llm":
             continue
         d = row["vs_best"]
-        where = ("above, CI above 0" if d["ci_low"] > 0 else "below, CI below 0" if d["ci_high"] < 0
-                 else "not resolved, CI spans 0")
         out.append(f"* {row['name']} against {best} alone on the same {row['users']} users (sampled NDCG@10): "
-                   f"{where} ({_diff(d)}).")
+                   f"{side_of_zero(d)} ({_diff(d)}).")
     return out
 
 

@@ -69,6 +69,12 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 
 
 # ---------------------------------------------------------------- writing pages
+def side_of_zero(d: dict) -> str:
+    """Where a paired difference's CI lies: above 0, below 0, or across it."""
+    return ("above, CI above 0" if d["ci_low"] > 0 else "below, CI below 0" if d["ci_high"] < 0
+            else "not resolved, CI spans 0")
+
+
 def experiment_args(doc: str, plan: object, smoke: object, results: Path, page: Path,
                     home: Path) -> tuple[bool, object, Path, Path]:
     """Parse an experiment's `--render-only` / `--smoke DIR`: (render only, plan, results file, page). `--smoke`
