@@ -1,0 +1,27 @@
+"""experiments/amazon_collab.py: one case per user in the scored subset, and the verdict lines."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from experiment_modules import amazon_collab
+
+
+def test_the_subset_takes_each_user_once_and_is_seeded():
+    cases = [SimpleNamespace(user_id=u) for u in ["a", "a", "b", "c", "c", "d", "e"]]
+    picked = amazon_collab.one_per_user(cases, 4, seed=0)
+    assert len({cases[i].user_id for i in picked}) == 4 and picked == sorted(picked)
+    assert picked == amazon_collab.one_per_user(cases, 4, seed=0)
+    assert sorted(amazon_collab.one_per_user(cases, 10, seed=1)) == [0, 2, 3, 5, 6]  # each user's first case
+
+
+def test_verdicts_compare_the_adapter_with_the_encoder_and_popularity():
+    def row(name, low, high):
+        d = {"value": (low + high) / 2, "ci_low": low, "ci_high": high}
+        return {"name": name, "vs_encoder": d, "vs_popularity": d}
+
+    doc = {"protocol": {"encoder": "lightgcn"},
+           "blocks": [{"domain": "office", "view": "other", "rows": [row("lightgcn", 0, 0),
+                                                                    row("collab adapter (joint)", -0.2, -0.1)]}]}
+    lines = amazon_collab.verdicts(doc)
+    assert len(lines) == 2 and "Office, cold" in lines[0] and "collab adapter (joint) against lightgcn alone: below, CI below 0" in lines[0]
