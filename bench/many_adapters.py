@@ -63,20 +63,22 @@ def register_fast(backbone, registry: Registry, n: int, settings: dict, prefix: 
     return refs
 
 
-def engine_load_costs(backbone, registry: Registry, refs: Sequence[str], k: int = 20) -> dict:
+def engine_load_costs(backbone, registry: Registry, refs: Sequence[str], k: int = 20, cap: int = 64) -> dict:
     """Mean/median ms of `Engine.load` (verify + attach; no eviction) and `Engine.unload` over `k` adapters after
     one warm-up load, of the hash + fingerprint check alone (`Registry.load_verified`), and of `Engine.load` at a
-    full cap of `k` (each load evicts the LRU adapter and takes its slot)."""
-    engine = Engine(backbone, registry, max_resident=k + 2)
+    full cap of `cap` adapters (the server's: each load evicts the LRU adapter), over `k` loads."""
+    engine = Engine(backbone, registry, max_resident=cap)
     engine.load(refs[0])  # the first load wraps the backbone in its PeftModel: not representative
     sample = list(refs[1 : k + 1])
     load_ms = _timed(engine.load, sample)
     verify_ms = _timed(lambda ref: registry.load_verified(ref, backbone.fingerprint), sample)
-    engine.max_resident = len(engine.resident())  # full: every further load evicts one
-    evicting = list(refs[k + 1 : 2 * k + 1])
-    at_cap_ms = _timed(engine.load, evicting)
-    unload_ms = _timed(engine.unload, evicting)
-    return {"adapters": len(sample), "load_ms": _stats(load_ms), "verify_ms": _stats(verify_ms),
+    unload_ms = _timed(engine.unload, sample)
+    for ref in refs[1:cap]:  # full
+        engine.load(ref)
+    at_cap_ms = _timed(engine.load, list(refs[cap : cap + k]))
+    for resident in engine.resident():
+        engine.unload(resident["ref"])
+    return {"adapters": len(sample), "cap": cap, "load_ms": _stats(load_ms), "verify_ms": _stats(verify_ms),
             "unload_ms": _stats(unload_ms), "load_at_cap_ms": _stats(at_cap_ms)}
 
 
@@ -169,7 +171,8 @@ def main() -> None:
         start = time.perf_counter()
         refs = register_fast(backbone, registry, args.adapters, QV)
         registration_s = time.perf_counter() - start
-        load_costs = engine_load_costs(backbone, registry, refs, k=min(20, (args.adapters - 1) // 2))
+        k = min(20, (args.adapters - 1) // 3)
+        load_costs = engine_load_costs(backbone, registry, refs, k=k, cap=min(args.resident, args.adapters - k))
         flags = allow_any_flag()
         order = zipf_order(args.adapters, args.requests, args.alpha)
         engine = Engine(backbone, registry)

@@ -324,7 +324,7 @@ def many_adapters(r: dict) -> list[str]:
          f"{r['config']['adapters']} adapters, {r['registration_s']:.1f} s in all"],
         *([what, f"{e[key]['mean']:.1f} ms", f"{e[key]['median']:.1f} ms", f"{e['adapters']} adapters"]
           for what, key in (("`Engine.load` (verify + attach)", "load_ms"),
-                            ("`Engine.load` at a full cap (evicts, loads into the slot)", "load_at_cap_ms"),
+                            (f"`Engine.load` at a full cap of {e.get('cap')} (evicts one)", "load_at_cap_ms"),
                             ("hash + fingerprint check alone", "verify_ms"), ("`Engine.unload`", "unload_ms"))
           if key in e)])
     summary = (f"{backbone(r)}. Zipf / one adapter: {num(ratio)} (target ≥ {target:g}, "
