@@ -6,8 +6,10 @@ with `--set` lines for arts: LoRA + LightGCN item tokens, 256 shots) re-orders L
 of test users, one case per user (an LLM prompt per candidate). The same in the cold view, where the target
 domain's history is hidden: LightGCN folds the user in from the other domain's items and the adapter reads those
 items with their tokens. Office also trains a staged variant (the projector alone for its first steps, then
-LoRA too). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, and what a re-ranker at
-chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap users.
+LoRA too). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
+text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
+re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
+users.
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
     python experiments/amazon_collab.py                 # train (or resume) both adapters, re-rank, write the page
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
@@ -32,14 +34,17 @@ from ml100k_loo import _diff, mean_ci, paired, reranked_ranks
 from report import ROOT, banner, cell, experiment_args, run_and_render, side_of_zero, table
 
 from adaptrec.adapters.attach import adapter_key
+from adaptrec.backbone import EMBEDDED, load_backbone
 from adaptrec.cf.base import Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.config import load_recipe
 from adaptrec.data import amazon
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks
+from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import backbone_scorer
+from adaptrec.scoring.variants import llm_variants, variant_scorer
 from adaptrec.train.recipe import run_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +67,7 @@ class Plan:
     sets: tuple[str, ...] = ()  # recipe overrides
     staged: tuple[str, ...] = ("office",)  # directions that also train the staged variant
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
+    text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
     seed: int = 0
 
 
@@ -101,31 +107,59 @@ def llm_scores(scorer, cases: list, lists: list, domain: str, tops: list[list[in
     return [flat[a:b] for a, b in pairwise(cuts)]
 
 
-def view_block(domain: str, view: str, encoders: dict, scorers: dict, plan: Plan) -> dict:
-    """Popularity, the encoder and each adapter's re-ranking on the same seeded test users of one view."""
-    all_cases, all_lists = arena(domain, "test", view, plan.seed)
-    idx = one_per_user(all_cases, plan.users, plan.seed)
-    cases, lists = [all_cases[i] for i in idx], [all_lists[i] for i in idx]
-    targets = [lst.target_index for lst in lists]
-    scored = {name: enc.score_lists([c.user_id for c in cases], [[h.item_id for h in c.history] for c in cases],
-                                    [lst.candidates for lst in lists]) for name, enc in encoders.items()}
-    rank_of = {name: ranks(rows, np.array(targets)) for name, rows in scored.items()}
-    base = [np.asarray(r) for r in scored[plan.encoder]]
-    tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in base]
-    start = time.perf_counter()
-    for name, scorer in scorers.items():
-        rank_of[name] = reranked_ranks(base, llm_scores(scorer, cases, lists, domain, tops), tops, targets)
-    seconds = round(time.perf_counter() - start, 1)
-    ndcg = {name: ndcg_per_case(r, 10) for name, r in rank_of.items()}
-    # what a re-ranker at chance gets: the target, when in the top K, equally likely at each of its K places
-    chance = float(np.mean(1 / np.log2(np.arange(2, plan.rerank_k + 2))))
-    ndcg[RANDOM_ROW] = np.asarray(rank_of[plan.encoder] <= plan.rerank_k, float) * chance
-    rank_of[RANDOM_ROW] = rank_of[plan.encoder]  # the same hits
-    rows = [{"name": name, "hr@10": mean_ci(hit_per_case(r, 10), plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
-             "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
-             "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed)} for name, r in rank_of.items()]
-    return {"domain": domain, "view": view, "users": len(cases), "prompts": len(scorers) * int(sum(map(len, tops))),
-            "score_seconds": seconds, "rows": rows}
+class View:
+    """One direction and view: the seeded test users, the encoders' ranks on them and the encoder's top K."""
+
+    def __init__(self, domain: str, view: str, encoders: dict, plan: Plan):
+        self.domain, self.view, self.plan = domain, view, plan
+        all_cases, all_lists = arena(domain, "test", view, plan.seed)
+        idx = one_per_user(all_cases, plan.users, plan.seed)
+        self.cases, self.lists = [all_cases[i] for i in idx], [all_lists[i] for i in idx]
+        self.targets = [lst.target_index for lst in self.lists]
+        scored = {name: enc.score_lists([c.user_id for c in self.cases],
+                                        [[h.item_id for h in c.history] for c in self.cases],
+                                        [lst.candidates for lst in self.lists]) for name, enc in encoders.items()}
+        self.rank_of = {name: ranks(rows, np.array(self.targets)) for name, rows in scored.items()}
+        self.base = [np.asarray(r) for r in scored[plan.encoder]]
+        self.tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in self.base]
+        self.prompts, self.seconds = 0, 0.0
+
+    def rerank(self, name: str, scorer) -> None:
+        """Row `name`: `scorer`'s P(Yes) re-orders the encoder's top K."""
+        start = time.perf_counter()
+        new = llm_scores(scorer, self.cases, self.lists, self.domain, self.tops)
+        self.rank_of[name] = reranked_ranks(self.base, new, self.tops, self.targets)
+        self.prompts += int(sum(map(len, self.tops)))
+        self.seconds += time.perf_counter() - start
+
+    def block(self) -> dict:
+        """Every row's HR/NDCG@10 and paired NDCG@10 differences, plus a re-ranker at chance."""
+        plan, encoder = self.plan, self.rank_of[self.plan.encoder]
+        ndcg = {name: ndcg_per_case(r, 10) for name, r in self.rank_of.items()}
+        # a re-ranker at chance: the target, when in the top K, equally likely at each of its K places
+        chance = float(np.mean(1 / np.log2(np.arange(plan.rerank_k) + 2)))
+        ndcg[RANDOM_ROW] = np.asarray(encoder <= plan.rerank_k, float) * chance
+        hits = {name: hit_per_case(r, 10) for name, r in self.rank_of.items()} | {RANDOM_ROW: hit_per_case(encoder, 10)}
+        rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
+                 "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
+                 "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed)} for name in ndcg]
+        return {"domain": self.domain, "view": self.view, "users": len(self.cases), "prompts": self.prompts,
+                "score_seconds": round(self.seconds, 1), "rows": rows}
+
+
+def text_only(domain: str, views: list[View], plan: Plan) -> None:
+    """The cold view's text-only rows: the untuned backbone and the domain's registered text-only LoRA adapters
+    (titles only, no item tokens), re-ranking the same top K."""
+    registry = Registry()
+    registered = {record.name for record in registry.list()}
+    refs = [ref for ref in plan.text_only.get(domain, ()) if ref in registered]
+    backbone = load_backbone(EMBEDDED, "8bit")
+    for name, key, model in llm_variants(backbone, registry, refs):
+        scorer = variant_scorer(backbone, registry, name, key, model, template="tallrec", max_prompt_tokens=384,
+                                cache=ScoreCache.default())
+        for view in views:
+            if view.view == "other":
+                view.rerank(f"{name} (text only)", scorer)
 
 
 def run(plan: Plan) -> dict:
@@ -141,11 +175,14 @@ def run(plan: Plan) -> dict:
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     blocks, adapters = [], {}
     for domain in DIRECTIONS:
-        scorers = {}
+        views = [View(domain, view, encoders, plan) for view in VIEWS.values()]
         for staged in (False, True) if domain in plan.staged else (False,):
             row = ADAPTER_ROWS[staged]
-            scorers[row], adapters[f"{domain}, {row}"] = trained(domain, plan, staged)
-        blocks += [view_block(domain, view, encoders, scorers, plan) for view in VIEWS.values()]
+            scorer, adapters[f"{domain}, {row}"] = trained(domain, plan, staged)
+            for view in views:
+                view.rerank(row, scorer)
+        text_only(domain, views, plan)
+        blocks += [view.block() for view in views]
     return {"protocol": protocol, "adapters": adapters, "blocks": blocks}
 
 
@@ -177,7 +214,9 @@ def render(doc: dict) -> str:
              f"the other rows score the same users. Re-ordering the top {p['rerank_k']} leaves HR@10 as {enc}'s; "
              f"a re-ranker at chance gets the last row's NDCG@10 ({enc}'s hits, each at a random place of the top "
              f"{p['rerank_k']}). "
-             "Cold: the target domain's history is hidden (encoder and prompt see the other domain's items only). "
+             "Cold: the target domain's history is hidden (encoder and prompt see the other domain's items only); "
+             "there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where one is "
+             "registered) read the same prompts without item tokens and re-rank the same top 10. "
              "95% CIs and paired differences bootstrap users. Machine: " + p["machine"] + ".", "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
