@@ -104,7 +104,7 @@ def attach_in_place(model: PeftModel, layers: dict, folder: Path | str, old: str
             if getattr(layer, f"lora_{ab}")[old].weight.shape != state[f"{path}.lora_{ab}.weight"].shape:
                 raise AdaptrecError(f"{folder}: its weights do not fit the slot of the same-shaped adapter")
     for path, layer in layers.items():
-        for attr in (*layer.adapter_layer_names, *layer.other_param_names, "frozen_peft_weight_names"):
+        for attr in (*layer.adapter_layer_names, *layer.other_param_names, "frozen_peft_weight_names", "lora_variant"):
             entries = getattr(layer, attr, None)
             if isinstance(entries, (dict, torch.nn.Module)) and old in entries:
                 entries[name] = entries.pop(old)

@@ -105,18 +105,20 @@ def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
 
 
 def _freeze_lora(model: "PeftModel", steps: int) -> None:
-    """Zero the LoRA gradients until `steps` optimizer steps are done (the projector trains alone meanwhile).
-    Gradient hooks, not `requires_grad`: the optimizer is built once over every trainable parameter. With zero
-    gradients AdamW leaves them and their moments at zero (weight decay, if set, still applies)."""
+    """Drop the LoRA gradients until `steps` optimizer steps are done (the projector trains alone meanwhile).
+    A post-accumulate hook sets them to None, so AdamW takes no step for LoRA and keeps no moments: its first
+    real step is a fresh Adam step. Not `requires_grad`: the optimizer and checkpoints are built once over every
+    trainable parameter. The learning-rate schedule runs on (a warmup is spent in the first stage)."""
     stage = {"done": 0, "until": steps}
     model.adaptrec_collab_stage = stage
 
-    def gate(grad: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(grad) if stage["done"] < stage["until"] else grad
+    def drop(param: torch.Tensor) -> None:
+        if stage["done"] < stage["until"]:
+            param.grad = None
 
     for name, param in model.named_parameters():
         if param.requires_grad and "lora_" in name:
-            param.register_hook(gate)
+            param.register_post_accumulate_grad_hook(drop)
 
 
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, hidden: int) -> ItemEmbedding:

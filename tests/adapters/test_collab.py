@@ -206,8 +206,9 @@ def test_a_collab_adapter_travels_through_a_mirror_and_scores_the_same(built, ti
 
 
 def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_stage(tiny_model_dir):
-    """`projector_steps: 2`: LoRA gets zero gradients until two optimizer steps are done, the projector gets its
-    own from the start; the steps done travel with the checkpoint's tuner state."""
+    """`projector_steps: 2`: LoRA gets no gradients (None: AdamW neither steps nor keeps moments for it) until two
+    optimizer steps are done, the projector gets its own from the start; the steps done travel with the
+    checkpoint's tuner state."""
     from adaptrec.data.movielens import load_movielens
     from adaptrec.scoring.logits import last_token_logits, tokenize
     from adaptrec.train.losses import rec_loss
@@ -223,11 +224,16 @@ def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_sta
     def grads() -> tuple[float, float]:
         model.zero_grad()
         rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id).backward()
-        lora = sum(float(p.grad.abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
+        lora = sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0
+                   for n, p in model.named_parameters() if "lora_B" in n)
+        assert (lora == 0) == all(p.grad is None for n, p in model.named_parameters() if "lora_" in n)
         return lora, float(model.get_input_embeddings().projector.weight.grad.abs().sum())
 
     lora, projector = grads()
     assert lora == 0 and projector > 0
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer.step()
+    assert not any(optimizer.state.get(p) for n, p in model.named_parameters() if "lora_" in n)  # no Adam step taken
     tuner.after_optimizer_step(model, 1)
     assert grads()[0] == 0
     assert tuner.state_tensors(model) == {"collab.steps_done": torch.tensor(1)}
