@@ -1,9 +1,9 @@
 """Fitted encoders kept on disk under `$ADAPTREC_HOME/cache/encoders/<key>/`, keyed by everything that determines
-a fit: its kind, its settings (seed included), the fingerprint of its training interactions and the source code
-of the modules that fit it. The collaborative adapter's recipe, an experiment's baseline rows and `train-cf`
-then share one fit: LightGCN on Amazon takes minutes here, loading its files milliseconds. Own code, not
-`functools.cache` or joblib's Memory: the entry is the registry's safetensors format, its hashes checked on load,
-written atomically."""
+a fit: its kind, its settings (seed included), its training interactions in their order and the catalogue, the
+source code of the modules that fit it and the versions of the libraries they call. The collaborative adapter's
+recipe, an experiment's baseline rows and `train-cf` then share one fit: LightGCN on Amazon takes minutes here,
+loading its files milliseconds. Own code, not `functools.cache` or joblib's Memory: the entry is the registry's
+safetensors format, its hashes checked on load, written atomically."""
 
 from __future__ import annotations
 
@@ -23,13 +23,24 @@ from .files import FILES, load_encoder, save_encoder
 
 HASHES = "hashes.json"
 _CODE = ("base.py", "fit.py", "files.py", "implicit_mf.py", "lightgcn.py", "mf.py", "sasrec.py")
+_LIBRARIES = ("torch", "numpy", "scipy", "implicit", "torch_geometric")
 
 
-def fit_key(kind: str, settings: dict, ratings: str) -> str:
-    """The cache key of fitting `kind` with `settings` on interactions of fingerprint `ratings`."""
+def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
+    """The cache key of fitting `kind` with `settings` on training `rows` (in their order: SASRec reads each
+    user's sequence, the others index users and items as they come) over catalogue `items`."""
+    from importlib.metadata import PackageNotFoundError, version
+
     here = Path(__file__).parent
     code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE}
-    return digest({"kind": kind, "settings": settings, "ratings": ratings, "code": code})
+    libraries = {}
+    for package in _LIBRARIES:
+        try:
+            libraries[package] = version(package)
+        except PackageNotFoundError:
+            libraries[package] = None
+    return digest({"kind": kind, "settings": settings, "rows": digest([list(r) for r in rows]), "items": digest(items),
+                   "code": code, "libraries": libraries})
 
 
 def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:

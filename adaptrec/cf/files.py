@@ -59,7 +59,8 @@ def load_encoder(folder: Path) -> Encoder:
         return encoder
     if kind == "sasrec":
         settings = SASRecSettings(**meta["settings"])
-        net = SASRecNet(len(meta["items"]), settings)
+        with torch.random.fork_rng():  # its random initialisation is overwritten: leave the caller's RNG as it was
+            net = SASRecNet(len(meta["items"]), settings)
         net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
         return SASRecEncoder(meta["items"], net, settings.max_len)
     return FactorEncoder(kind, meta["users"], meta["items"], tensors["user_table"].numpy(),

@@ -113,7 +113,7 @@ def fit_encoder(kind: str, source: str, dim: int | None = None, epochs: int | No
             return mf.train_mf_bias(*zip(*[(u, i, int(liked)) for u, i, liked in ratings.rows]), settings).as_encoder()
         return fit(Interactions.of([(u, i) for u, i, _ in ratings.rows]), settings)
 
-    key = fit_key(kind, vars(settings), ratings.fingerprint)
+    key = fit_key(kind, vars(settings), ratings.rows, ratings.items)
     encoder = cached_fit(key, vars(settings), fitted) if cache else fitted()
     known = encoder.item_index
     width = encoder.item_table.shape[1]

@@ -113,3 +113,19 @@ def test_a_fit_is_kept_and_loaded_again_with_its_scores(monkeypatch):
     assert len(calls) == 4
     fit_encoder("bpr", "movielens:100k", dim=8, epochs=20, cache=False)
     assert len(calls) == 5
+
+
+def test_loading_a_kept_sasrec_leaves_the_callers_random_state_alone(tmp_path):
+    """A cache hit must not consume torch's global RNG where a fit (inside fork_rng) does not."""
+    import torch
+
+    from adaptrec.cf.files import load_encoder, save_encoder
+
+    data, _, _ = _two_tastes()
+    settings = SASRecSettings(dim=8, epochs=1, max_len=4)
+    save_encoder(fit_sasrec(data, settings), tmp_path, vars(settings))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_encoder(tmp_path)
+    assert torch.equal(torch.rand(3), expected)
