@@ -24,6 +24,8 @@ from .files import FILES, load_encoder, save_encoder
 HASHES = "hashes.json"
 _CODE = ("base.py", "fit.py", "files.py", "implicit_mf.py", "lightgcn.py", "mf.py", "sasrec.py")
 _LIBRARIES = ("torch", "numpy", "scipy", "implicit", "torch_geometric")
+# read once, when the fitting modules are loaded: the code this process runs, even if the files change under it
+_CODE_DIGESTS = {name: hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest() for name in _CODE}
 
 
 def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
@@ -31,8 +33,6 @@ def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
     user's sequence, the others index users and items as they come) over catalogue `items`."""
     from importlib.metadata import PackageNotFoundError, version
 
-    here = Path(__file__).parent
-    code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE}
     libraries = {}
     for package in _LIBRARIES:
         try:
@@ -40,7 +40,7 @@ def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
         except PackageNotFoundError:
             libraries[package] = None
     return digest({"kind": kind, "settings": settings, "rows": digest([list(r) for r in rows]), "items": digest(items),
-                   "code": code, "libraries": libraries})
+                   "code": _CODE_DIGESTS, "libraries": libraries})
 
 
 def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
