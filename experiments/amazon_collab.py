@@ -220,7 +220,7 @@ def render(doc: dict) -> str:
              "95% CIs and paired differences bootstrap users. Machine: " + p["machine"] + ".", "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
-              "held at zero), then both; joint: both from the start."), "",
+              "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start."), "",
              *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]
