@@ -19,7 +19,7 @@ from adaptrec.fingerprint import digest
 from adaptrec.home import adaptrec_home
 
 from .base import Encoder
-from .files import FILES, load_encoder, save_encoder
+from .files import file_hashes, load_checked, save_encoder
 
 HASHES = "hashes.json"
 _CODE = ("base.py", "fit.py", "files.py", "implicit_mf.py", "lightgcn.py", "mf.py", "sasrec.py")
@@ -48,28 +48,14 @@ def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
     folder = adaptrec_home() / "cache" / "encoders" / key
     if folder.is_dir():
         try:
-            return _load(folder)
-        except IntegrityError:
+            return load_checked(folder, json.loads((folder / HASHES).read_text()), "the fit kept in the cache")
+        except (IntegrityError, OSError, ValueError):  # damaged: files or their hashes unreadable or changed
             shutil.rmtree(folder, ignore_errors=True)
     encoder = fit()
     try:
         with atomic_dir(folder) as tmp:
             save_encoder(encoder, tmp, settings)
-            write_json(tmp / HASHES, {name: _sha256(tmp / name) for name in FILES})
+            write_json(tmp / HASHES, file_hashes(tmp))
     except OSError:  # another process kept the same fit first, or the home is read-only: the fit stands
         pass
     return encoder
-
-
-def _load(folder: Path) -> Encoder:
-    try:
-        hashes = json.loads((folder / HASHES).read_text())
-    except (OSError, ValueError):
-        raise IntegrityError(f"{folder}: no readable {HASHES}") from None
-    if any(not (folder / name).is_file() or _sha256(folder / name) != hashes.get(name) for name in FILES):
-        raise IntegrityError(f"{folder}: its files differ from their recorded hashes")
-    return load_encoder(folder)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from adaptrec.atomic import write_json
 from adaptrec.errors import IntegrityError
+from adaptrec.fingerprint import file_sha256
 
 from .base import Encoder, FactorEncoder, PopularityEncoder
 from .sasrec import SASRecEncoder, SASRecNet, SASRecSettings
@@ -38,6 +40,21 @@ def save_encoder(encoder: Encoder, folder: Path, settings: dict) -> None:
         raise TypeError(f"no file format for {type(encoder).__name__}")
     save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, str(Path(folder) / TENSORS))
     write_json(Path(folder) / META, meta)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of each of an encoder's files in `folder`."""
+    return {name: file_sha256(Path(folder) / name) for name in FILES}
+
+
+def load_checked(folder: Path, hashes: Mapping[str, str], what: str) -> Encoder:
+    """`load_encoder` after each file's sha256 is checked against `hashes`: `IntegrityError` naming the first file
+    that is missing or differs from `what`."""
+    for name in FILES:
+        path = Path(folder) / name
+        if not path.is_file() or file_sha256(path) != hashes.get(name):
+            raise IntegrityError(f"{path} is missing or differs from {what}")
+    return load_encoder(folder)
 
 
 def load_encoder(folder: Path) -> Encoder:

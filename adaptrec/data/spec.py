@@ -121,9 +121,9 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
     if not items_path.is_file():
         raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per row)")
     rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
-    popularity = interaction_log.log_popularity(rows, catalogue)
     if part is None:
         cases = interaction_log.cases_from_log(rows, catalogue)
+        popularity = interaction_log.log_popularity(rows, catalogue)
     else:  # popularity from the training interactions only: no valid or test target counts
         timelines = interaction_log.log_timelines(rows, catalogue)
         cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain)

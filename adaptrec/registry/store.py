@@ -15,10 +15,9 @@ from typing import Any
 from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
-from adaptrec.cf.files import FILES as ENCODER_FILES
-from adaptrec.cf.files import load_encoder, save_encoder
+from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import Fitted
-from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
+from adaptrec.errors import AdaptrecError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 
@@ -318,7 +317,7 @@ class Registry:
             folder.append(dest)
             with atomic_dir(dest) as tmp:
                 save_encoder(fitted.encoder, tmp, fitted.record["settings"])
-                files = {f: file_sha256(tmp / f) for f in ENCODER_FILES}
+                files = file_hashes(tmp)
             record = EncoderRecord(name, last + 1, fitted.encoder.kind, fitted.record["data"], fitted.record["ratings"],
                                    window, fitted.record["settings"], metrics, files, _utc_now(), dest)
             encoder_rows.insert(conn, record)
@@ -337,12 +336,8 @@ class Registry:
         if not found:
             raise RegistryError(f"no encoder {ref!r} in {self.home}; see `adaptrec registry encoders`")
         record = found[0]
-        for file, sha in record.files.items():
-            path = record.path / file
-            if not path.is_file() or file_sha256(path) != sha:
-                raise IntegrityError(f"{path} is missing or differs from what was registered as encoder {record.ref}; "
-                                     "train it again with `adaptrec train-cf`")
-        return load_encoder(record.path), record
+        what = f"what was registered as encoder {record.ref}; train it again with `adaptrec train-cf`"
+        return load_checked(record.path, record.files, what), record
 
     def remove(self, ref: str, force: bool = False) -> AdapterRecord:
         """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.
