@@ -77,14 +77,14 @@ class EvalReport:
         if self.candidates_file is not None:
             return (f"{self.spec}, {self.n} users, each ranking its held-out item among the candidates of "
                     f"`{self.candidates_file}` (up to {self.negatives + 1}), score {self.score_mode}, ties count "
-                    "against the target, 95% bootstrap CIs")
+                    "against the target, 95% bootstrap CIs over users")
         if self.negatives is not None:
             subset = f"{self.n} users (seed {self.seed})" if self.limit else f"all {self.n} users"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
                     f"(never items the user touched), score {self.score_mode}, ties count against the target, "
-                    "95% bootstrap CIs")
+                    "95% bootstrap CIs over users")
         subset = f"seeded label-stratified subset of {self.n} (seed {self.seed})" if self.limit else f"all {self.n} cases"
-        return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, 95% bootstrap CIs"
+        return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, 95% bootstrap CIs over users"
 
     def markdown(self) -> str:
         head = "| model | " + " | ".join(self.metric_names) + " | prompts/s |"
@@ -130,10 +130,13 @@ def select_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:
     return stratified_subset(cases, limit, seed) if limit else cases
 
 
-def _row(name: str, kind: str, labels: np.ndarray, scores: np.ndarray, metric_names: Sequence[str], seed: int,
-         probabilistic: bool = True) -> EvalRow:
+def case_row(name: str, kind: str, cases: Sequence[Case], scores: np.ndarray, metric_names: Sequence[str], seed: int,
+             probabilistic: bool = True) -> EvalRow:
+    """A labelled report's row: each metric with a CI that resamples users (a user's cases move together)."""
     names = [m for m in metric_names if probabilistic or m not in _PROB_METRICS]
-    return EvalRow(name, kind, compute_classification(names, labels, scores, seed=seed))
+    labels = np.array([c.label for c in cases])
+    return EvalRow(name, kind, compute_classification(names, labels, scores, seed=seed,
+                                                      clusters=[c.user_id for c in cases]))
 
 
 CONSTANT = "not applicable: it gives every candidate the same score (on implicit feedback every history item is liked)"
@@ -145,12 +148,11 @@ def constant_within(groups: Sequence[np.ndarray]) -> bool:
 
 
 def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequence[str], seed: int) -> list[EvalRow]:
-    labels = np.array([c.label for c in cases])
     rows = []
     for name, fn in BASELINES.items():
         scores = fn(cases, dataset.item_popularity)
         rows.append(EvalRow(name, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
-                    _row(name, "baseline", labels, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
+                    case_row(name, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
     return rows
 
 
@@ -162,8 +164,7 @@ def encoder_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
 
 
 def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_names: Sequence[str], seed: int) -> EvalRow:
-    labels = np.array([c.label for c in cases])
-    row = _row(name, "llm", labels, scorer.score(cases, mode), metric_names, seed)
+    row = case_row(name, "llm", cases, scorer.score(cases, mode), metric_names, seed)
     row.prompts_per_s = scorer.last_throughput or None
     return row
 
@@ -193,10 +194,9 @@ def run_eval(
     cases = select_cases(dataset, limit, seed)
     report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
-    labels = np.array([c.label for c in cases])
     for name, encoder in (encoders or {}).items():
-        report.rows.append(_row(name, "baseline", labels, encoder_scores(encoder, cases), report.metric_names, seed,
-                                probabilistic=False))
+        report.rows.append(case_row(name, "baseline", cases, encoder_scores(encoder, cases), report.metric_names, seed,
+                                    probabilistic=False))
     mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
     with_weights = [ref for ref in adapters if mixes[ref] is None]
     for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):
@@ -207,7 +207,7 @@ def run_eval(
     for ref, composition in mixes.items():
         if composition is not None:  # a registered score-level mix: the weighted average of its sources
             scores = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
-            report.rows.append(_row(registry.resolve(ref).ref, "llm", labels, scores, report.metric_names, seed))
+            report.rows.append(case_row(registry.resolve(ref).ref, "llm", cases, scores, report.metric_names, seed))
     return report
 
 
@@ -322,7 +322,7 @@ def run_rank_eval(
                         candidates_file=None if candidates_file is None else Path(candidates_file).name)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None) -> None:
-        metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed)
+        metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed, clusters=users)
         metrics.update(beyond_accuracy(dataset, lists, candidates, rows, embeddings=embeddings))
         metrics.update(group_metrics(rows, target_idx, groups, users, seed))
         report.rows.append(EvalRow(name, kind, metrics, speed))

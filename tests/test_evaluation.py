@@ -189,3 +189,24 @@ def test_a_logs_leave_one_out_test_part_ranks_every_user_with_three_interactions
     assert all(not (set(lst.candidates) - {lst.target_id}) & touched[lst.user_id] for lst in lists)
     report = run_rank_eval(tiny_backbone, ds, limit=None, seed=0, negatives=5, progress=False)
     assert any("ndcg@10" in r.metrics for r in report.rows)
+
+
+def test_report_rows_resample_users_not_cases():
+    """Two users with 30 cases each: a user's cases move together in the bootstrap, so the CI is wider than a case
+    bootstrap's (which would treat 60 cases from 2 users as 60 independent draws)."""
+    from adaptrec.data.records import Case
+    from adaptrec.evaluation import case_row
+    from adaptrec.metrics import compute_classification, compute_ranking
+
+    rng = np.random.default_rng(0)
+    cases = [Case(f"u{i // 30}", "d", "item", (), f"t{i}", label=int(rng.integers(2))) for i in range(60)]
+    labels = np.array([c.label for c in cases])
+    scores = labels * (np.arange(60) < 30) + rng.random(60)  # user 0 separates perfectly, user 1 at chance
+    row = case_row("m", "llm", cases, scores, ["auc"], seed=0).metrics["auc"]
+    by_case = compute_classification(["auc"], labels, scores, seed=0)["auc"]
+    assert row.value == by_case.value and row.ci_high - row.ci_low > 1.5 * (by_case.ci_high - by_case.ci_low)
+    rows = [np.r_[1.0 if i < 30 else rng.random(), rng.random(4)] for i in range(60)]
+    users = [c.user_id for c in cases]
+    clustered = compute_ranking(["ndcg@3"], rows, np.zeros(60, int), seed=0, clusters=users)["ndcg@3"]
+    plain = compute_ranking(["ndcg@3"], rows, np.zeros(60, int), seed=0)["ndcg@3"]
+    assert clustered.ci_high - clustered.ci_low > 1.5 * (plain.ci_high - plain.ci_low)

@@ -134,7 +134,7 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     for record in records:
         model = load_peft(model, record.path, peft_name(record.ref))
         if record.adapter_type == COLLAB_TYPE:
-            COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer)
+            COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer, peft_name(record.ref))
     model.eval()
     return model, records
 

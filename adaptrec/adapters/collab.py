@@ -11,9 +11,11 @@ first, then the projector alone); the encoder table never trains.
 The user side is left to the model: it reads the soft tokens of the user's history.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
-`collab.json` (item ids in table order, encoder settings and fingerprint). An item the encoder never saw
-keeps its soft token, projected from a zero vector (the projector's "unknown item" token).
-Quirk: the wrapped embedding belongs to the backbone, so one backbone carries one collaborative adapter.
+`collab.json` (item ids in table order, encoder settings and fingerprint). A catalogue item the encoder never
+saw in training keeps its soft token, projected from a zero vector; an id outside the catalogue has no token, and
+its item keeps its title alone (`data.prompts.with_item_tokens`).
+The wrapped embedding belongs to the backbone: one backbone carries one item table, with one projector per
+adapter over it (training and eval load one adapter; the serving engine several, each row through its own).
 """
 
 from __future__ import annotations
@@ -51,33 +53,54 @@ class CollabSettings(LoraSettings):
 
 
 class ItemEmbedding(torch.nn.Module):
-    """The backbone's token embedding, extended by item tokens: id >= `first_id` -> projector(table[id - first_id])."""
+    """The backbone's token embedding, extended by item tokens: id >= `first_id` -> projector(table[id - first_id]).
 
-    def __init__(self, base: torch.nn.Embedding, first_id: int, table: torch.Tensor, hidden: int):
+    One projector per adapter over the one item table (the serving engine holds several adapters of one encoder);
+    `adapter_names` (one per row, as peft's mixed batches take them) picks each row's projector, else the `active`
+    one serves every row. A row whose adapter has no projector reads its item tokens as the placeholder token 0."""
+
+    def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor):
         super().__init__()
-        self.base, self.first_id = base, first_id
+        self.base, self.first_id, self.items = base, first_id, tuple(items)
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
-        dim, width = table.shape[1], base.weight.shape[1]
-        self.projector = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width))
-                          if hidden else torch.nn.Linear(dim, width)).to(base.weight.device)
+        self.projectors = torch.nn.ModuleDict()
+        self.active = ""
+
+    def add_projector(self, name: str, hidden: int) -> torch.nn.Module:
+        """A fresh projector for adapter `name` (a linear map, or a 2-layer MLP of width `hidden`), made active."""
+        dim, width = self.table.shape[1], self.base.weight.shape[1]
+        self.projectors[name] = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(),
+                                                     torch.nn.Linear(hidden, width))
+                                 if hidden else torch.nn.Linear(dim, width)).to(self.base.weight.device)
+        self.active = name
+        return self.projectors[name]
+
+    @property
+    def projector(self) -> torch.nn.Module:
+        return self.projectors[self.active]
 
     @property
     def weight(self) -> torch.Tensor:
         return self.base.weight
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
         is_item = input_ids >= self.first_id
         out = self.base(input_ids.masked_fill(is_item, 0))
         if not is_item.any():
             return out
-        vectors = self.projector(self.table[input_ids[is_item] - self.first_id]).to(out.dtype)
         out = out.clone()
-        out[is_item] = vectors
+        names = adapter_names if adapter_names is not None else [self.active] * len(input_ids)
+        for name in dict.fromkeys(names):
+            if name not in self.projectors:
+                continue
+            rows = torch.tensor([n == name for n in names], device=input_ids.device)
+            where = is_item & rows[:, None]
+            out[where] = self.projectors[name](self.table[input_ids[where] - self.first_id]).to(out.dtype)
         return out
 
     @torch.no_grad()
     def match_scale(self) -> None:
-        """Scale the projector's last layer so item tokens start at the token embeddings' mean norm."""
+        """Scale the active projector's last layer so item tokens start at the token embeddings' mean norm."""
         last = self.projector[-1] if isinstance(self.projector, torch.nn.Sequential) else self.projector
         norm = self.projector(self.table).norm(dim=-1).mean()
         factor = self.base.weight.float().norm(dim=-1).mean() / norm.clamp(min=1e-8)
@@ -121,14 +144,35 @@ def _freeze_lora(model: "PeftModel", steps: int) -> None:
             param.register_post_accumulate_grad_hook(drop)
 
 
-def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, hidden: int) -> ItemEmbedding:
-    """Wrap `model`'s input embedding with item tokens (added to `tokenizer`); the projector is trainable."""
+def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor) -> ItemEmbedding:
+    """Wrap `model`'s input embedding with item tokens (added to `tokenizer`), with no projector yet."""
     base = model.get_input_embeddings()
     if isinstance(base, ItemEmbedding):
         raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
-    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items), table, hidden)
+    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items), items, table)
     model.get_base_model().set_input_embeddings(layer)
     return layer
+
+
+def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / TABLE_FILE)), json.loads((Path(folder) / META_FILE).read_text())
+
+
+def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | None = None) -> None:
+    """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors)."""
+    tensors, meta = saved or _read(folder)
+    if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
+        raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
+                          "encoder's); serve it from another backbone")
+
+
+def encoder_of(folder: Path) -> dict | None:
+    """The encoder record (kind, data, settings, `ratings` fingerprint) a collab adapter folder was built on; None
+    for other adapters."""
+    meta = Path(folder) / META_FILE
+    return json.loads(meta.read_text())["encoder"] if meta.is_file() else None
 
 
 class CollabTuner(LoraTuner):
@@ -141,7 +185,8 @@ class CollabTuner(LoraTuner):
         if tokenizer is None:
             raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
         items, table, record = encoder_table(cfg)
-        layer = install(model, tokenizer, items, table, cfg.projector_hidden)
+        layer = install(model, tokenizer, items, table)
+        layer.add_projector(model.active_adapter, cfg.projector_hidden)
         layer.match_scale()
         layer.projector.requires_grad_(True)
         model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden}
@@ -173,18 +218,18 @@ class CollabTuner(LoraTuner):
         save_file({**tensors, "table": layer.table.cpu().contiguous()}, str(Path(folder) / TABLE_FILE))
         write_json(Path(folder) / META_FILE, {**model.adaptrec_collab, "token": ITEM_TOKEN})
 
-    def load_extra(self, model: "PeftModel", folder: Path, tokenizer) -> None:
-        """Give `model` the projector (and, on a fresh backbone, the item tokens) saved in `folder`."""
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(Path(folder) / TABLE_FILE))
-        meta = json.loads((Path(folder) / META_FILE).read_text())
+    def load_extra(self, model: "PeftModel", folder: Path, tokenizer, name: str | None = None) -> None:
+        """Give `model` the projector saved in `folder` as adapter `name`'s (default: the active adapter's; loaded
+        into it in place when it has one), and on a fresh backbone the item tokens."""
+        tensors, meta = _read(folder)
         layer = model.get_input_embeddings()
         if not isinstance(layer, ItemEmbedding):
-            layer = install(model, tokenizer, meta["items"], tensors["table"], meta["projector_hidden"])
-        elif not torch.equal(layer.table.cpu(), tensors["table"]):
-            raise ConfigError(f"{folder}: its item table differs from the one this backbone carries; load a fresh backbone")
-        layer.projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
+            layer = install(model, tokenizer, meta["items"], tensors["table"])
+        check_table(layer, folder, (tensors, meta))
+        name = name or model.active_adapter
+        projector = layer.projectors[name] if name in layer.projectors else layer.add_projector(name, meta["projector_hidden"])
+        layer.active = name
+        projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
         model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden")}
 
 

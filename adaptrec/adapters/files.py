@@ -32,14 +32,19 @@ MIX_FILE = "mix.json"  # a score-level mix has no weights: its sources and their
 MIX_TYPE = "mix"
 
 
+COLLAB_FILES = ("collab.safetensors", "collab.json")  # adapters/collab.py: the item table, projector and id map
+
+
 def required_files(adapter_type: str | None) -> tuple[str, ...]:
-    """Files an adapter folder must hold: peft's two, or the mix spec of a score-level mix."""
-    return (MIX_FILE,) if adapter_type == MIX_TYPE else REQUIRED_FILES
+    """Files an adapter folder must hold: peft's two (with a collaborative adapter's own), or a mix's spec."""
+    if adapter_type == MIX_TYPE:
+        return (MIX_FILE,)
+    return (*REQUIRED_FILES, *COLLAB_FILES) if adapter_type == "collab" else REQUIRED_FILES
 
 
 # Files a published adapter of each type may carry beside adaptrec.json (a pull refuses any other name).
 PUBLISHED_FILES = {"lora": REQUIRED_FILES, "adalora": REQUIRED_FILES, "prefix": REQUIRED_FILES,
-                   "collab": (*REQUIRED_FILES, "collab.safetensors", "collab.json")}
+                   "collab": (*REQUIRED_FILES, *COLLAB_FILES)}
 CARD_FILES = ("README.md", ".gitattributes")  # the model card and the Hub's own file, never loaded
 
 
@@ -157,6 +162,10 @@ def _fill(tmp: Path, src: Source, src_dir: Path | None) -> None:
             _copy_file(src_dir / rel, tmp / rel)
     elif hasattr(src, "save_pretrained"):
         src.save_pretrained(str(tmp))
+        if getattr(src, "adaptrec_tuner", None):  # a type's own files beside peft's (a collab adapter's item table)
+            from .base import tuner_for
+
+            tuner_for(src).save_extra(src, tmp)
     elif callable(src):
         src(tmp)
     else:
@@ -176,7 +185,7 @@ def _hash_written(tmp: Path, dest: Path, adapter_type: str | None, fsync: bool) 
     if missing:
         raise IntegrityError(
             f"adapter source lacks {', '.join(missing)}; an adapter folder needs "
-            f"{' and '.join(required)} (peft's save_pretrained writes both)"
+            f"{', '.join(required)} (peft's save_pretrained writes the first two)"
         )
     if WEIGHTS_FILE in rels:
         _check_safetensors(tmp / WEIGHTS_FILE, WEIGHTS_FILE)

@@ -44,13 +44,35 @@ def instruction(noun: str) -> str:
     )
 
 
-def with_item_tokens(case: Case) -> Case:
-    """`case` with `ITEM_TOKEN` after every history item and target that carries an item id."""
+def has_item_token(tokenizer: Any, item_id: str) -> bool:
+    """Whether `tokenizer` holds the item token of `item_id` (a collaborative adapter added it; `None`: assume so)."""
+    if tokenizer is None:
+        return True
+    token_id = tokenizer.convert_tokens_to_ids(ITEM_TOKEN.format(item_id))
+    return token_id is not None and token_id != tokenizer.unk_token_id
+
+
+def unknown_items(case: Case, tokenizer: Any) -> list[str]:
+    """The item ids of `case` (history, then target) that `tokenizer` holds no item token for."""
+    ids = [h.item_id for h in case.history] + [case.target_id]
+    return [i for i in dict.fromkeys(ids) if i is not None and not has_item_token(tokenizer, i)]
+
+
+def with_item_tokens(case: Case, tokenizer: Any = None) -> Case:
+    """`case` with `ITEM_TOKEN` after every history item and target whose id has a token in `tokenizer`; an item
+    the encoder never listed keeps its title alone (as text its token would only be noise)."""
     def tagged(text: str, item_id: str | None) -> str:
-        return text if item_id is None else f"{text} {ITEM_TOKEN.format(item_id)}"
+        known = item_id is not None and has_item_token(tokenizer, item_id)
+        return f"{text} {ITEM_TOKEN.format(item_id)}" if known else text
 
     history = tuple(replace(h, text=tagged(h.text, h.item_id)) for h in case.history)
     return replace(case, history=history, target=tagged(case.target, case.target_id))
+
+
+def items_template(template: str) -> str:
+    """The `-items` form of a template's wrapper (`tallrec`, `tallrec-stats` -> `tallrec-items`): a prompt carries
+    item tokens or history statistics, not both."""
+    return template.split("-")[0] + "-items"
 
 
 def render_input(case: Case, stats: bool = False) -> str:
@@ -74,7 +96,7 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     wrapper, _, variant = template.partition("-")
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
-    text = render_input(with_item_tokens(case) if variant == "items" else case, stats=variant == "stats")
+    text = render_input(with_item_tokens(case, tokenizer) if variant == "items" else case, stats=variant == "stats")
     if wrapper == "tallrec":
         return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=text)
     if tokenizer is None:

@@ -181,11 +181,13 @@ def compute_ranking(
     seed: int = 0,
     n_resamples: int = 1000,
     alpha: float = 0.05,
+    clusters=None,
 ) -> dict[str, MetricValue]:
     """`hit@K` / `ndcg@K` / `mrr@K` over candidate lists, keyed by the names given.
 
     `score_rows`: (n_cases, n_candidates) array or a list of (possibly ragged) score rows;
-    `target_idx[i]`: index of the true item in row i. Ties count against the target.
+    `target_idx[i]`: index of the true item in row i. Ties count against the target. `clusters` (the lists'
+    user ids): CIs resample users, not lists.
     """
     parsed = parse_ranking_names(_names(names))
     r = ranks(score_rows, target_idx)
@@ -194,7 +196,7 @@ def compute_ranking(
         per_case = RANKING_METRICS[base](r, k)
         value = float(per_case.mean())
         if ci:
-            lo_hi = bootstrap_ci(np.mean, per_case, n_resamples=n_resamples, alpha=alpha, seed=seed)
+            lo_hi = bootstrap_ci(np.mean, per_case, n_resamples=n_resamples, alpha=alpha, seed=seed, clusters=clusters)
             out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(r), ci_skipped=lo_hi.skipped)
         else:
             out[name] = MetricValue(value, n=len(r))

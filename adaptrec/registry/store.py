@@ -329,6 +329,11 @@ class Registry:
             found = encoder_rows.rows(conn, name)
         return [EncoderRecord(**r, path=self.home / "encoders" / r["name"] / str(r["version"])) for r in found]
 
+    def matching_encoders(self, kind: str, data_fingerprint: str, settings: dict) -> list[str]:
+        """Refs of the registered encoders of this kind and settings fitted on exactly these interactions."""
+        return [r.ref for r in self.encoders()
+                if (r.kind, r.data_fingerprint, r.settings) == (kind, data_fingerprint, settings)]
+
     def load_encoder(self, ref: str) -> tuple[Encoder, EncoderRecord]:
         """The encoder `name[:version]` (latest by default), its files' hashes checked against its row."""
         name, version = parse_ref(ref)

@@ -146,7 +146,7 @@ def check_source(src: Any, adapter_type: str) -> None:
         missing = [rel for rel in required if not (folder / rel).is_file()]
         if missing:
             raise IntegrityError(f"adapter source {folder} lacks {', '.join(missing)}; an adapter folder needs "
-                                 f"{' and '.join(required)} (peft's save_pretrained writes both)")
+                                 f"{', '.join(required)} (peft's save_pretrained writes the first two)")
     elif not (hasattr(src, "save_pretrained") or callable(src)):
         raise AdaptrecError(f"cannot write an adapter from {type(src).__name__}; "
                             "pass a folder, a callable writer(folder), or a peft model")

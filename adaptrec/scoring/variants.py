@@ -13,6 +13,7 @@ import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, detach, peft_name, peft_type
 from adaptrec.adapters.merge import MIX, Composition, check_weights
+from adaptrec.data.prompts import items_template
 from adaptrec.data.records import Case
 
 from .core import Scorer, backbone_scorer
@@ -47,10 +48,9 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
 
 def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:
     """The Scorer of one `llm_variants` row. A collaborative adapter reads its item tokens, so its prompts take the
-    `-items` form of the template's wrapper (`tallrec` and `tallrec-stats` -> `tallrec-items`: a prompt carries
-    item tokens or history statistics, not both); every other row keeps the template as given."""
+    `items_template` form of the template; every other row keeps the template as given."""
     if name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE:
-        options = {**options, "template": options.get("template", "tallrec").split("-")[0] + "-items"}
+        options = {**options, "template": items_template(options.get("template", "tallrec"))}
     return backbone_scorer(backbone, model, key, **options)
 
 

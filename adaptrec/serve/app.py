@@ -77,7 +77,13 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         plans.check_sizes(engine, req, targets)
         worker: Worker = state["worker"]
         admin = request.scope.get(ADMIN_KEY, False)
-        p = await worker.prepare(lambda: plans.plan(engine, req, targets, admin, options.allow_any_adapter))
+        def make() -> plans.Plan:
+            return plans.plan(engine, req, targets, admin, options.allow_any_adapter)
+
+        p = await worker.prepare(make)
+        if p.waiting:  # a collaborative adapter's item tokens join the tokenizer as it loads, on the forward thread
+            await worker.submit(call=lambda: engine.load(p.waiting[0]))
+            p = await worker.prepare(make)
         if watcher is not None:  # the adapters this request was routed to are in flight until it is answered
             watcher.hold(p.decision.adapters)
         try:

@@ -10,6 +10,10 @@ hook on every layer per call (that costs more than peft's `set_adapter` on a 30-
 At the residency cap the least recently used LoRA adapter's layers become the slot the next adapter of the
 same shape is copied into (`attach_in_place`, S-LoRA's fixed pool of adapter memory), so loading with
 eviction costs the same whatever the cap (bench/many_adapters.py).
+A collaborative adapter is a LoRA adapter here plus its projector in the backbone's item-token embedding
+(`adapters.collab.ItemEmbedding`, one item table per engine, one projector per adapter, picked per row by the
+same hook); its prompts take the `-items` template, and its item tokens join the tokenizer with the first such
+load, on the forward thread (`plans.plan` asks for that load before it renders).
 Prefix-tuned adapters cannot join that model (peft holds one peft type per model and ignores
 `adapter_names` for them): each gets its own PeftModel over the same (LoRA-injected) backbone and its
 rows run as a separate batch with every LoRA layer told `__base__`. Forwards are not thread-safe:
@@ -44,7 +48,9 @@ from adaptrec.adapters.attach import (
 )
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
-from adaptrec.data.prompts import render_prompt
+from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
+from adaptrec.adapters.collab import ItemEmbedding, check_table
+from adaptrec.data.prompts import items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
@@ -192,18 +198,21 @@ class Engine:
                                  "score its sources (or request its domain: the router expands a promoted mix)")
             if (record.adapter_config or {}).get("use_dora"):
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
-            if record.adapter_type == COLLAB_TYPE:  # peft sees LoRA: served as one, it would answer without item tokens
-                raise ServeError(f"{record.ref} is a collaborative adapter; the engine does not serve its item tokens "
-                                 "yet (score it with `adaptrec eval` or `adaptrec score`)")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
+            if record.adapter_type == COLLAB_TYPE and self.items is not None:
+                try:
+                    check_table(self.items, record.path)
+                except AdaptrecError as e:  # before anything is evicted for it
+                    raise AdapterLoadFailed(f"{record.ref} cannot load: {e}") from e
             while len(self._resident) >= self.max_resident:  # the LRU's LoRA layers stay as a slot to load into
                 self._evict(next(iter(self._resident.values())), keep_slot=True)
             try:
                 resident = self._attach(record, name, ptype)
             except Exception as e:
                 self._discard(name)
-                raise AdapterLoadFailed(f"loading {record.ref} failed ({type(e).__name__}); it was rolled back and "
+                why = str(e) if isinstance(e, AdaptrecError) else type(e).__name__
+                raise AdapterLoadFailed(f"loading {record.ref} failed ({why}); it was rolled back and "
                                         "nothing of it serves") from e
             finally:
                 self._free_slots()
@@ -237,6 +246,9 @@ class Engine:
             self._layers[structure] = {path: m for path, m in self._lora.named_modules()
                                        if isinstance(m, LoraLayer) and name in m.lora_A}
         self._keep_active_adapter_valid()
+        if record.adapter_type == COLLAB_TYPE:
+            COLLAB_TUNER.load_extra(self._lora, record.path, self.tokenizer, name)
+            self._hook(self.items)
         return Resident(record.ref, name, "lora", record, structure=structure)
 
     def _keep_active_adapter_valid(self) -> None:
@@ -246,13 +258,18 @@ class Engine:
             self._lora.active_adapter = self._lora.base_model.active_adapter = next(iter(self._lora.peft_config))
 
     def _discard(self, name: str) -> None:
-        """Remove whatever a failed load of peft adapter `name` left behind (layers and config)."""
+        """Remove whatever a failed load of peft adapter `name` left behind (layers, config, projector)."""
         root = self._lora if self._lora is not None else self.backbone.model
         for module in root.modules():
             if isinstance(module, BaseTunerLayer) and name in module._get_available_adapters():
                 module.delete_adapter(name)
         if self._lora is not None:
             self._lora.peft_config.pop(name, None)
+        self._drop_projector(name)
+
+    def _drop_projector(self, name: str) -> None:
+        if self.items is not None and name in self.items.projectors:
+            del self.items.projectors[name]
 
     def _publish(self) -> None:
         """Refresh the snapshot `resident()` reads (health and metrics never take the engine lock)."""
@@ -260,9 +277,20 @@ class Engine:
 
     def _hook_lora_layers(self) -> None:
         for module in self._lora.modules():
-            if isinstance(module, LoraLayer) and id(module) not in self._hooked:
-                module.register_forward_pre_hook(_inject_rows, with_kwargs=True)
-                self._hooked.add(id(module))
+            if isinstance(module, LoraLayer):
+                self._hook(module)
+
+    def _hook(self, module: torch.nn.Module) -> None:
+        """Give `module` (a LoRA layer, the item embedding) each forward's per-row adapter names, once."""
+        if id(module) not in self._hooked:
+            module.register_forward_pre_hook(_inject_rows, with_kwargs=True)
+            self._hooked.add(id(module))
+
+    @property
+    def items(self) -> ItemEmbedding | None:
+        """The backbone's item-token embedding, once a collaborative adapter has been loaded."""
+        layer = self.backbone.model.get_input_embeddings()
+        return layer if isinstance(layer, ItemEmbedding) else None
 
     def unload(self, ref: str) -> None:
         with self._lock:
@@ -275,6 +303,7 @@ class Engine:
     def _evict(self, resident: Resident, keep_slot: bool) -> None:
         """Stop serving `resident`; its LoRA layers are deleted, or kept as a slot the next load of that shape fills."""
         del self._resident[resident.ref]
+        self._drop_projector(resident.name)
         if resident.kind == "lora" and keep_slot:
             self._slots.setdefault(resident.structure, []).append(resident.name)
         elif resident.kind == "lora":
@@ -314,18 +343,29 @@ class Engine:
         return self._lora.base_model.model if self._lora is not None else self.backbone.model
 
     # ------------------------------------------------------------ prompts and limits
-    def prompt(self, case: Case) -> str:
-        """The case's prompt, refused (`LimitExceeded`) when longer than `limits.max_prompt_tokens`."""
-        return self.measured_prompt(case)[0]
+    def template_of(self, record) -> str:
+        """The template a registered adapter reads: the `-items` form of the engine's for a collaborative one."""
+        return items_template(self.template) if record.adapter_type == COLLAB_TYPE else self.template
 
-    def measured_prompt(self, case: Case) -> tuple[str, list[int]]:
-        """The case's prompt and its token ids (refused over `limits.max_prompt_tokens`)."""
-        text = render_prompt(case, self.template, self.tokenizer)
-        ids = self.tokenizer(text, add_special_tokens=self.special).input_ids
+    def prompt(self, case: Case, template: str | None = None) -> str:
+        """The case's prompt, refused (`LimitExceeded`) when longer than `limits.max_prompt_tokens`."""
+        return self.measured_prompt(case, template)[0]
+
+    def measured_prompt(self, case: Case, template: str | None = None) -> tuple[str, list[int]]:
+        """The case's prompt (the engine's template unless given) and its token ids (refused over
+        `limits.max_prompt_tokens`). Under the lock: a collaborative adapter's load adds tokens to the tokenizer."""
+        with self._lock:
+            text = render_prompt(case, template or self.template, self.tokenizer)
+            ids = self.tokenizer(text, add_special_tokens=self.special).input_ids
         if len(ids) > self.limits.max_prompt_tokens:
             raise LimitExceeded(f"the prompt has {len(ids)} tokens, over the limit of {self.limits.max_prompt_tokens}; "
                                 f"send a shorter history")
         return text, ids
+
+    def unknown_items(self, cases: Sequence[Case]) -> list[str]:
+        """The item ids of `cases` the engine's item table lacks: their items are scored by their text alone."""
+        with self._lock:
+            return list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.tokenizer)))
 
     def check_candidates(self, n: int) -> None:
         if n < 1:
@@ -364,14 +404,16 @@ class Engine:
 
     def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) per case under `adapter` (a registry ref), full prompts."""
-        prompts = [self.prompt(c) for c in cases]
+        template = self.template_of(self.load(adapter).record)
+        prompts = [self.prompt(c, template) for c in cases]
         return finite(to_scores(self.logits([(adapter, p) for p in prompts]), mode), adapter)
 
     def rank(self, case: Case, candidates: Sequence[str], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`: the
         shared-prefix path (one history forward per adapter) that `/v1/score` and `/v1/recommend` use."""
         self.check_candidates(len(candidates))
-        prompts = [self.prompt(replace(case, target=c)) for c in candidates]
+        template = self.template_of(self.load(adapter).record)
+        prompts = [self.prompt(replace(case, target=c), template) for c in candidates]
         return finite(to_scores(self.shared_prefix_logits(adapter, prompts), mode), adapter)
 
     def shared_prefix_logits(self, adapter: str, prompts: Sequence[str],

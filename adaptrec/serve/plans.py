@@ -9,18 +9,18 @@ target, or a prefix-tuned adapter, runs full prompts (`Engine.logits`), mergeabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from adaptrec.adapters.attach import peft_type
+from adaptrec.adapters.attach import COLLAB_TYPE, peft_type
 from adaptrec.router.policy import Decision, route
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
 from .engine import Engine, ServeError, finite
 from .explore import Slate
-from .schemas import ScoreRequest, Target, UserRequest, text_of
+from .schemas import ScoreRequest, Target, UserRequest, id_of, text_of
 
 
 class Forbidden(ServeError):
@@ -45,37 +45,43 @@ def check_access(engine: Engine, ref: str, admin: bool, allow_any: bool) -> None
 
 @dataclass
 class Plan:
-    """A request routed and rendered: the adapters to run, their weights, and the prompts with token ids."""
+    """A request routed and rendered: the adapters to run, their weights, and each adapter's prompts with token
+    ids (a collaborative adapter reads the `-items` template, the others the engine's)."""
 
     decision: Decision
-    prompts: list[str]
-    ids: list[list[int]]
+    prompts: dict[str, list[str]]  # adapter ref -> one prompt per target
+    ids: dict[str, list[list[int]]]
     mode: str
     shared: bool  # the shared-prefix path (else full prompts, one row per (adapter, prompt))
+    unknown: list[str] = field(default_factory=list)  # item ids a collaborative adapter has no token for
+    waiting: tuple[str, ...] = ()  # collaborative adapters to load before rendering (`Engine.items` is not there)
 
     @property
     def rows(self) -> list[tuple[str, str]]:
-        return [(ref, p) for ref in self.decision.adapters for p in self.prompts]
+        return [(ref, p) for ref in self.decision.adapters for p in self.prompts[ref]]
 
     @property
     def tokens(self) -> list[int]:
-        return [len(x) for _ in self.decision.adapters for x in self.ids]
+        return [len(x) for ref in self.decision.adapters for x in self.ids[ref]]
 
     def run(self, engine: Engine) -> np.ndarray:
         """The answer logits on the plan's path: shared prefix per adapter, or its full-prompt `rows` in one call."""
         if not self.shared:
             return engine.logits(self.rows)
-        return np.stack([engine.shared_prefix_logits(ref, self.prompts, self.ids) for ref in self.decision.adapters])
+        return np.stack([engine.shared_prefix_logits(ref, self.prompts[ref], self.ids[ref])
+                         for ref in self.decision.adapters])
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         """The mixed P(yes) per prompt from (adapters × prompts × 3) or (rows × 3) logits; non-finite refused."""
         per_adapter = to_scores(np.asarray(logits).reshape(-1, 3), self.mode)
-        per_adapter = per_adapter.reshape(len(self.decision.adapters), len(self.prompts))
+        per_adapter = per_adapter.reshape(len(self.decision.adapters), -1)
         return finite(mix(per_adapter, self.decision.weights), ", ".join(self.decision.adapters))
 
 
 def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: bool, allow_any: bool) -> Plan:
-    """Route (or take the requested adapter), render and tokenize one prompt per target."""
+    """Route (or take the requested adapter), render and tokenize one prompt per target and adapter template.
+    A collaborative adapter's item tokens join the tokenizer when the first one loads (on the forward thread):
+    until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
         check_access(engine, req.adapter, admin, allow_any)
@@ -84,14 +90,26 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)
-    measured = [engine.measured_prompt(replace(case, target=text_of(t))) for t in targets]
-    shared = len(targets) > 1 and all(peft_type(engine.registry.resolve(r)) != "PREFIX_TUNING"
-                                      for r in decision.adapters)
-    return Plan(decision, [m[0] for m in measured], [m[1] for m in measured], req.mode, shared)
+    records = {ref: engine.registry.resolve(ref) for ref in decision.adapters}
+    collab = [ref for ref, r in records.items() if r.adapter_type == COLLAB_TYPE]
+    if collab and engine.items is None:
+        return Plan(decision, {}, {}, req.mode, False, waiting=tuple(collab))
+    cases = [replace(case, target=text_of(t), target_id=id_of(t)) for t in targets]
+    templates = {ref: engine.template_of(r) for ref, r in records.items()}
+    measured = {t: [engine.measured_prompt(c, t) for c in cases] for t in set(templates.values())}
+    shared = len(targets) > 1 and all(peft_type(r) != "PREFIX_TUNING" for r in records.values())
+    return Plan(decision, {ref: [m[0] for m in measured[t]] for ref, t in templates.items()},
+                {ref: [m[1] for m in measured[t]] for ref, t in templates.items()}, req.mode, shared,
+                unknown=engine.unknown_items(cases) if collab else [])
+
+
+def _said(p: Plan) -> dict:
+    """What every answer says of its plan: the adapters, the routing reason, items scored by their text alone."""
+    return {"adapters": list(p.decision.adapters), "reason": p.decision.reason, "unknown_items": p.unknown}
 
 
 def score_answer(p: Plan, scores: np.ndarray) -> dict:
-    return {"scores": scores.tolist(), "adapters": list(p.decision.adapters), "reason": p.decision.reason}
+    return {"scores": scores.tolist(), **_said(p)}
 
 
 def recommend_answer(p: Plan, scores: np.ndarray, candidates: list[str | Target], slate: Slate) -> dict:
@@ -99,11 +117,14 @@ def recommend_answer(p: Plan, scores: np.ndarray, candidates: list[str | Target]
     items = [{"item": text_of(candidates[i]), "score": float(scores[i]), "explored": explored,
               "item_id": None if isinstance(candidates[i], str) else candidates[i].item_id}
              for i, explored in zip(slate.order, slate.explored)]
-    return {"items": items, "adapters": list(p.decision.adapters), "reason": p.decision.reason}
+    return {"items": items, **_said(p)}
 
 
 def answer_directly(engine: Engine, req: ScoreRequest) -> dict:
     """`/v1/score`'s answer computed in-process, one request at a time (no HTTP, no queue, no batching)."""
     check_sizes(engine, req, req.items)
     p = plan(engine, req, req.items, admin=True, allow_any=True)
+    if p.waiting:
+        engine.load(p.waiting[0])
+        p = plan(engine, req, req.items, admin=True, allow_any=True)
     return score_answer(p, p.scores(p.run(engine)))

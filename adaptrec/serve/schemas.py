@@ -33,8 +33,7 @@ class UserRequest(BaseModel):
 
     def case(self, target: str | Target) -> Case:
         history = tuple(HistoryItem(h.text, h.liked, h.item_id, h.domain) for h in self.history)
-        text, item_id = (target, None) if isinstance(target, str) else (target.text, target.item_id)
-        return Case(self.user_id, self.domain, self.noun, history, text, target_id=item_id)
+        return Case(self.user_id, self.domain, self.noun, history, text_of(target), target_id=id_of(target))
 
     def strings(self, targets: list[str | Target]) -> list[str]:
         """Every free-text field (with the `targets`), for the length limit."""
@@ -58,6 +57,10 @@ def text_of(target: str | Target) -> str:
     return target if isinstance(target, str) else target.text
 
 
+def id_of(target: str | Target) -> str | None:
+    return None if isinstance(target, str) else target.item_id
+
+
 class RefRequest(BaseModel):
     ref: str = Field(..., max_length=200)
 
@@ -67,6 +70,8 @@ class ScoreResponse(BaseModel):
     scores: list[float]
     adapters: list[str]
     reason: str
+    unknown_items: list[str] = Field(default_factory=list, description="item ids a collaborative adapter's encoder "
+                                     "does not know: those items were scored by their text alone")
 
 
 class Ranked(BaseModel):
@@ -81,6 +86,8 @@ class RecommendResponse(BaseModel):
     items: list[Ranked]
     adapters: list[str]
     reason: str
+    unknown_items: list[str] = Field(default_factory=list, description="item ids a collaborative adapter's encoder "
+                                     "does not know: those items were scored by their text alone")
 
 
 class FeedbackRequest(BaseModel):

@@ -12,6 +12,7 @@ from adaptrec.scoring.variants import UNTUNED
 
 from ..adapters.attach import adapter_key
 from ..adapters.base import tuner_for
+from ..adapters.collab import encoder_of
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
@@ -84,13 +85,25 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     record = registry.register(
         result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained", adapter_type=recipe.adapter.type,
         adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=text, metrics=metrics,
-        lineage=result.lineage,
+        lineage=with_encoder(result.lineage, result.adapter_dir, registry),
     )
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})
     return RecipeResult(result, report, record, backbone)
 
+
+
+def with_encoder(lineage: dict | None, adapter_dir: Path, registry: Registry) -> dict | None:
+    """`lineage`, naming the collaborative encoder a collab adapter was built on: its kind, data, settings and
+    data fingerprint, and the registered encoders (`adaptrec train-cf`) that are that very fit."""
+    encoder = encoder_of(adapter_dir)
+    if encoder is None:
+        return lineage
+    registered = registry.matching_encoders(encoder["kind"], encoder["ratings"], encoder["settings"])
+    named = {"kind": encoder["kind"], "data": encoder["data"], "settings": encoder["settings"],
+             "data_fingerprint": encoder["ratings"], "registered": registered}
+    return {**(lineage or {}), "encoder": named}
 
 
 def _settings(record: AdapterRecord) -> str | None:

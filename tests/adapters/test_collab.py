@@ -86,7 +86,7 @@ def test_a_fresh_backbone_gets_the_item_tokens_from_the_folder(built, tiny_model
     with pytest.raises(ConfigError, match="already carries a collaborative adapter"):
         from adaptrec.adapters.collab import install
 
-        install(loaded, fresh.tokenizer, ["1"], torch.zeros(1, 8), 0)
+        install(loaded, fresh.tokenizer, ["1"], torch.zeros(1, 8))
 
 
 def test_training_moves_the_projector(tiny_model_dir):
@@ -138,11 +138,11 @@ def test_eval_scores_a_registered_collab_adapter_with_its_item_tokens(built):
     np.testing.assert_allclose(rows["movie-collab:1"][1], expected, atol=1e-5)
 
 
-def test_one_collab_adapter_per_backbone_and_none_served_or_merged(built, tiny_model_dir):
+def test_one_collab_adapter_per_eval_backbone_and_none_merged(built, tiny_model_dir):
+    """(The serving engine holds several over one item table: tests/serve/test_collab_serving.py.)"""
     from adaptrec.adapters.attach import attach
     from adaptrec.adapters.merge import Composition, CompositionError, compose
     from adaptrec.errors import AdaptrecError
-    from adaptrec.serve.engine import Engine, ServeError
 
     registry = _registered(built)
     bb = built[0]
@@ -151,8 +151,6 @@ def test_one_collab_adapter_per_backbone_and_none_served_or_merged(built, tiny_m
     fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     with pytest.raises(AdaptrecError, match="load one per backbone"):
         attach(fresh, registry, ["movie-collab", "other-collab"])
-    with pytest.raises(ServeError, match="does not serve its item tokens"):
-        Engine(fresh, registry).load("movie-collab")
     with pytest.raises(CompositionError, match="would lose its item tokens"):
         compose(fresh, registry, Composition(("movie-collab", "other-collab"), "cat", (0.5, 0.5)), name="m",
                 domain="movie")
@@ -241,3 +239,42 @@ def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_sta
     assert grads()[0] > 0
     with pytest.raises(ConfigError, match="projector_steps changed"):
         tuner.load_state_tensors(model, {})
+
+
+def test_registering_a_collab_model_writes_its_item_table_and_a_folder_without_it_is_refused(built, tmp_path):
+    """A collab peft model registered as an object keeps its projector and item table (it used to lose them, and
+    the adapter failed only when loaded); a folder lacking them is refused at registration."""
+    from adaptrec.errors import IntegrityError
+    from adaptrec.registry import Registry
+
+    bb, model, _ = built
+    registry = Registry()
+    record = registry.register(model, name="by-object", domain="movie", kind="trained", adapter_type="collab",
+                               adapter_config=None, fingerprint=bb.fingerprint)
+    assert {"collab.safetensors", "collab.json"} <= {p.name for p in record.path.iterdir()}
+    model.save_pretrained(tmp_path)  # peft's files only
+    with pytest.raises(IntegrityError, match="lacks collab.safetensors, collab.json"):
+        registry.register(tmp_path, name="no-table", domain="movie", kind="trained", adapter_type="collab",
+                          adapter_config=None, fingerprint=bb.fingerprint)
+
+
+def test_the_lineage_of_a_collab_adapter_names_its_encoder_and_the_registered_fit(built, tmp_path):
+    from adaptrec.cf.fit import fit_encoder
+    from adaptrec.registry import Registry
+    from adaptrec.train.recipe import with_encoder
+
+    bb, model, _ = built
+    _save(model, tmp_path)
+    registry = Registry()
+    assert with_encoder({"method": "sft"}, tmp_path, registry)["encoder"]["registered"] == []
+    registry.register_encoder("mf", fit_encoder("mf-bias", "movielens:100k", 8, 3), "test", {})
+    registry.register_encoder("mf-other", fit_encoder("mf-bias", "movielens:100k", 8, 2), "test", {})
+    lineage = with_encoder({"method": "sft"}, tmp_path, registry)
+    assert lineage["method"] == "sft" and lineage["encoder"]["kind"] == "mf-bias"
+    assert lineage["encoder"]["registered"] == ["mf:1"]  # the same fit; other epochs are another encoder
+    record = registry.register(tmp_path, name="lin", domain="movie", kind="trained", adapter_type="collab",
+                               adapter_config=None, fingerprint=bb.fingerprint, lineage=lineage)
+    assert registry.resolve(record.ref).lineage["encoder"]["registered"] == ["mf:1"]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert with_encoder(None, plain, registry) is None

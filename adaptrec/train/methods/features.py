@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ...config import BlendSettings
 from ...data.records import Case
-from ...evaluation import EvalRow
+from ...evaluation import EvalRow, case_row
 from ...metrics import compute_classification
 from ...metrics.classification import auc
 from ...scoring.core import Scorer
@@ -67,9 +67,7 @@ class FeatureBlend:
 def blend_row(name: str, blend: FeatureBlend, scorer: Scorer, cases: Sequence[Case], popularity: Mapping[str, float],
               metric_names: Sequence[str], seed: int) -> EvalRow:
     """An evaluation-table row for the blended score (popularity: the test DataSet's, from its training split)."""
-    labels = np.array([c.label for c in cases])
-    return EvalRow(name, "llm", compute_classification(list(metric_names), labels, blend.score(scorer, cases, popularity),
-                                                       seed=seed))
+    return case_row(name, "llm", cases, blend.score(scorer, cases, popularity), metric_names, seed)
 
 
 class BlendMethod(Method):

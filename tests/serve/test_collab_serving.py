@@ -1,0 +1,127 @@
+"""Serving collaborative adapters: item tokens through the engine's mixed batches and shared prefixes, one item
+table per engine with a projector per adapter, and items the encoder does not know scored by their titles."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from data_markers import needs_ml100k
+from router_helpers import fresh_backbone, register_random
+
+from adaptrec.registry import Registry
+from adaptrec.serve.engine import AdapterLoadFailed, Engine
+from adaptrec.serve.plans import answer_directly
+from adaptrec.serve.schemas import ScoreRequest
+
+pytestmark = needs_ml100k
+COLLAB = {"type": "collab", "r": 4, "encoder_epochs": 3, "encoder_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    """Two collab adapters over one item table (other projectors and LoRA), one over another table, one LoRA."""
+    from adaptrec.data.movielens import load_movielens
+
+    home = tmp_path_factory.mktemp("collab-serve")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTREC_HOME", str(home))  # the encoder cache: the two adapters of one table share its fit
+        registry = Registry(home)
+        register_random(tiny_model_dir, registry, "collab-a", COLLAB, seed=1, domain="movie", std=0.2)
+        register_random(tiny_model_dir, registry, "collab-b", COLLAB, seed=2, domain="movie", std=0.2)
+        register_random(tiny_model_dir, registry, "collab-other", {**COLLAB, "encoder_epochs": 2}, seed=3,
+                        domain="movie", std=0.2)
+        register_random(tiny_model_dir, registry, "plain", {"type": "lora", "r": 4}, seed=4, domain="movie", std=0.2)
+        registry.promote("collab-a", "movie")
+    cases = [c for c in load_movielens("test") if c.target_id is not None][:4]
+    return home, cases
+
+
+def _eval_scores(tiny_model_dir, registry, ref: str, cases) -> np.ndarray:
+    """What `adaptrec eval` scores: the adapter alone on a fresh backbone, `-items` prompts for a collab one."""
+    from adaptrec.scoring.variants import llm_variants, variant_scorer
+
+    backbone = fresh_backbone(tiny_model_dir)
+    (name, key, model), = list(llm_variants(backbone, registry, [ref], include_untuned=False))
+    return variant_scorer(backbone, registry, name, key, model, template="tallrec", progress=False).score(cases)
+
+
+def test_the_engine_scores_collab_adapters_as_eval_does_in_mixed_batches_and_shared_prefixes(setup, tiny_model_dir):
+    home, cases = setup
+    registry = Registry(home)
+    expected = {ref: _eval_scores(tiny_model_dir, registry, ref, cases) for ref in ("collab-a", "collab-b", "plain")}
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    engine.load("collab-a")  # its item tokens join the tokenizer: prompts render them from now on
+    rows = [(ref, engine.prompt(c, engine.template_of(registry.resolve(ref)))) for ref in expected for c in cases]
+    assert "<item_" in rows[0][1] and "<item_" not in rows[-1][1]
+    logits = engine.logits(rows)  # one batch: two projectors and a plain LoRA, each row through its own
+    from adaptrec.scoring.logits import to_scores
+
+    got = to_scores(logits, "pyes").reshape(3, len(cases))
+    for i, ref in enumerate(expected):
+        np.testing.assert_allclose(got[i], expected[ref], atol=1e-5, err_msg=ref)
+    assert np.abs(expected["collab-a"] - expected["collab-b"]).max() > 1e-4  # the projectors differ
+    user = cases[0]
+    targets = [replace(user, target=c.target, target_id=c.target_id) for c in cases]
+    ranked = engine.rank(user, [c.target for c in cases], "collab-a")  # shared prefix, targets without ids
+    assert ranked.shape == (len(cases),)
+    shared = engine.shared_prefix_logits("collab-a", [engine.prompt(t, "tallrec-items") for t in targets])
+    np.testing.assert_allclose(to_scores(shared, "pyes"),
+                               _eval_scores(tiny_model_dir, registry, "collab-a", targets), atol=1e-4)
+
+
+def test_another_item_table_is_refused_and_eviction_drops_the_projector(setup, tiny_model_dir):
+    home, cases = setup
+    registry = Registry(home)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=1)
+    before = engine.score(cases, "collab-a")
+    with pytest.raises(AdapterLoadFailed, match="item table differs"):
+        engine.load("collab-other")
+    assert [r["ref"] for r in engine.resident()] == ["collab-a:1"]
+    engine.load("plain")  # evicts collab-a: its LoRA slot stays, its projector goes
+    assert set(engine.items.projectors) == set()
+    np.testing.assert_allclose(engine.score(cases, "collab-a"), before, atol=1e-6)
+
+
+def test_an_unknown_item_id_is_scored_by_its_title_and_the_answer_says_so(setup, tiny_model_dir):
+    home, cases = setup
+    registry = Registry(home)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    case = cases[0]
+    history = [{"text": h.text, "liked": h.liked, "item_id": h.item_id} for h in case.history]
+    body = {"domain": "movie", "noun": "movie", "history": history, "adapter": "collab-a"}
+    known = {"text": case.target, "item_id": case.target_id}
+    answer = answer_directly(engine, ScoreRequest(**body, items=[known, {"text": case.target, "item_id": "no-such"},
+                                                                 case.target]))
+    assert answer["unknown_items"] == ["no-such"]
+    assert answer["scores"][1] == pytest.approx(answer["scores"][2], abs=1e-6)  # the title alone, as with no id
+    assert answer["scores"][0] != pytest.approx(answer["scores"][1], abs=1e-6)
+    plain = answer_directly(engine, ScoreRequest(**{**body, "adapter": "plain"}, items=[known]))
+    assert plain["unknown_items"] == []
+
+
+def test_the_app_loads_a_collab_adapter_before_rendering_and_recommends_with_its_item_tokens(setup, tiny_model_dir):
+    """The first request routed to a (promoted) collab adapter waits for its load on the forward thread, then
+    renders `-items` prompts: the same scores as the engine's own shared-prefix ranking."""
+    from fastapi.testclient import TestClient
+
+    from adaptrec.serve.app import ServeOptions, create_app
+
+    home, cases = setup
+    case = cases[0]
+    engine = Engine(fresh_backbone(tiny_model_dir), Registry(home))
+    history = [{"text": h.text, "liked": h.liked, "item_id": h.item_id} for h in case.history]
+    targets = [{"text": c.target, "item_id": c.target_id} for c in cases]
+    body = {"domain": "movie", "noun": "movie", "history": history, "candidates": targets, "k": 2}
+    with TestClient(create_app(engine, ServeOptions(request_log=False, watch_promotions=0)), raise_server_exceptions=False) as client:
+        answer = client.post("/v1/recommend", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["adapters"] == ["collab-a:1"]
+    expected = engine.shared_prefix_logits(
+        "collab-a", [engine.prompt(replace(case, target=c.target, target_id=c.target_id), "tallrec-items") for c in cases])
+    from adaptrec.scoring.logits import to_scores
+
+    best = np.sort(to_scores(expected, "pyes"))[::-1][:2]
+    np.testing.assert_allclose([r["score"] for r in answer.json()["items"]], best, atol=1e-5)
+    assert answer.json()["unknown_items"] == []
