@@ -48,6 +48,19 @@ class DataSection(_Strict):
     template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
     negatives_per_positive: int = Field(1, ge=1)  # implicit data: sampled No cases per Yes case
+    # how interaction data becomes cases (data/spec.py `with_protocol`): leave_one_out (per user: last item test,
+    # second last valid) or sliding (TALLRec's 10-item windows); null: as each SPEC says
+    protocol: Literal["leave_one_out", "sliding"] | None = None
+    history_len: int | None = Field(None, ge=1)  # at most this many latest history items per case; null: 10
+
+    @model_serializer(mode="wrap")
+    def _settings(self, handler: Callable[[DataSection], dict]) -> dict:
+        """The settings without an unset `protocol` or `history_len`: the digest of a recipe without them stays."""
+        data = handler(self)
+        for key in ("protocol", "history_len"):
+            if getattr(self, key) is None:
+                data.pop(key)
+        return data
 
 
 class TrainingSection(_Strict):

@@ -89,10 +89,10 @@ def _movielens(spec: str, split: str) -> DataSet:
                    digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
 
 
-def _movielens_loo(spec: str, part: str, negatives: int, seed: int) -> DataSet:
+def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len: int) -> DataSet:
     folder = movielens.ml100k_dir()
     timelines, texts = movielens.loo_timelines(), movielens.item_texts()
-    positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie")
+    positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie", history_len)
     catalogues = {"movie": texts}
     user_items = {user: frozenset(e.item for e in events) for user, events in timelines.items()}
     popularity = Counter(texts[item] for _, item, _ in leave_one_out.train_interactions(timelines))
@@ -113,7 +113,8 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items)
 
 
-def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None) -> DataSet:
+def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None,
+         history_len: int = leave_one_out.HISTORY_LEN) -> DataSet:
     """An interaction log's sliding windows, or its leave-one-out `part` (every interaction a positive)."""
     if not path.is_file():
         raise DataSpecError(f"no such interaction log: {path}")
@@ -126,7 +127,8 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         popularity = interaction_log.log_popularity(rows, catalogue)
     else:  # popularity from the training interactions only: no valid or test target counts
         timelines = interaction_log.log_timelines(rows, catalogue)
-        cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain)
+        cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain,
+                                        history_len)
         popularity = {k: float(n) for k, n in Counter(catalogue[item].text for _, item, _ in
                                                        leave_one_out.train_interactions(timelines)).items()}
     if not cases:
@@ -169,13 +171,57 @@ _SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 _LOO_LOG_RE = re.compile(r"^(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|valid|test)$")
 
 
-def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> DataSet:
-    """Resolve a SPEC. Implicit-feedback data (Amazon, unlabelled logs) gets
-    `negatives_per_positive` sampled label-0 cases after each positive (0: positives only).
-    A trailing `[start:stop]` keeps that slice of the cases (e.g. disjoint train/valid slices of one file)."""
+PROTOCOLS = ("leave_one_out", "sliding")
+
+
+def is_leave_one_out(spec: str) -> bool:
+    base = _SLICE_RE.match(spec)
+    parts = (base["base"] if base else spec).split(":")
+    return parts[:3] == ["movielens", "100k", "loo"] or (len(parts) >= 3 and parts[-2] == "loo")
+
+
+def with_protocol(spec: str, protocol: str | None, part: str | None = None) -> str:
+    """`spec` in the form `protocol` asks for: `leave_one_out` turns `movielens:100k:PART` and an interaction log
+    (`PATH.jsonl`, then `part` names train, valid or test) into their `:loo:` SPECs; `sliding` keeps windowed
+    SPECs and refuses leave-one-out ones; None keeps `spec`. Fixed-split data (TALLRec files, Amazon) has no
+    leave-one-out form: `DataSpecError`."""
+    if protocol is None or (protocol == "leave_one_out") == is_leave_one_out(spec):
+        return spec
+    if protocol not in PROTOCOLS:
+        raise _bad(spec, f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "sliding":
+        raise _bad(spec, "a leave-one-out SPEC, but the protocol is sliding")
     sliced = _SLICE_RE.match(spec)
     if sliced:
-        base = load_spec(sliced["base"], negatives_per_positive=negatives_per_positive, seed=seed)
+        return with_protocol(sliced["base"], protocol, part) + spec[len(sliced["base"]):]
+    parts = spec.split(":")
+    if parts[:2] == ["movielens", "100k"] and len(parts) == 3 and parts[2] in leave_one_out.PARTS:
+        return f"movielens:100k:loo:{parts[2]}"
+    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in SCHEMES:
+        if part not in leave_one_out.PARTS:
+            raise _bad(spec, f"name its leave-one-out part: {spec}:loo:train|valid|test")
+        return f"{spec}:loo:{part}"
+    raise _bad(spec, "its splits are fixed, so it has no leave-one-out form (that is for movielens:100k and "
+                     "interaction logs)")
+
+
+def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, history_len: int | None = None) -> DataSet:
+    """Resolve a SPEC. Implicit-feedback data (Amazon, unlabelled logs) gets
+    `negatives_per_positive` sampled label-0 cases after each positive (0: positives only).
+    A trailing `[start:stop]` keeps that slice of the cases (e.g. disjoint train/valid slices of one file).
+    `history_len`: each case keeps at most that many latest history items (leave-one-out cases are built with
+    that many; windowed data holds 10 at most)."""
+    if history_len is not None:
+        base = _load(spec, negatives_per_positive, seed, history_len)
+        cases = [replace(c, history=c.history[-history_len:]) for c in base.cases]
+        return replace(base, cases=cases, fingerprint=digest({"base": base.fingerprint, "history_len": history_len}))
+    return _load(spec, negatives_per_positive, seed, leave_one_out.HISTORY_LEN)
+
+
+def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -> DataSet:
+    sliced = _SLICE_RE.match(spec)
+    if sliced:
+        base = _load(sliced["base"], negatives_per_positive, seed, history_len)
         start, stop = int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else None
         return replace(base, spec=spec, cases=base.cases[start:stop],
                        fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
@@ -187,7 +233,8 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
         return _log(spec, Path(spec).expanduser(), negatives_per_positive, seed)
     loo_log = _LOO_LOG_RE.match(spec)
     if loo_log and parts[0] not in SCHEMES:
-        return _log(spec, Path(loo_log["path"]).expanduser(), negatives_per_positive, seed, loo_log["part"])
+        return _log(spec, Path(loo_log["path"]).expanduser(), negatives_per_positive, seed, loo_log["part"],
+                    history_len)
     if parts[0] == "feedback" and len(parts) in (2, 3):
         return _feedback(spec, parts)
     if parts[0] == "tallrec" and len(parts) == 3 and parts[1] in tallrec.DOMAINS and parts[2] in tallrec.SPLITS:
@@ -195,7 +242,7 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0) -> D
     if parts[0] == "movielens" and len(parts) == 3 and parts[1] == "100k" and parts[2] in tallrec.SPLITS:
         return _movielens(spec, parts[2])
     if parts[:3] == ["movielens", "100k", "loo"] and len(parts) == 4 and parts[3] in leave_one_out.PARTS:
-        return _movielens_loo(spec, parts[3], negatives_per_positive, seed)
+        return _movielens_loo(spec, parts[3], negatives_per_positive, seed, history_len)
     if parts[0] == "amazon" and len(parts) in (3, 4) and parts[1] in amazon.DOMAINS and parts[2] in amazon.SPLITS:
         if len(parts) == 4 and parts[3] != "cold":
             raise _bad(spec, f"unknown view {parts[3]!r}, only 'cold'")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from ..config import Recipe
 from ..data.records import Case
 from ..data.sampling import few_shot
-from ..data.spec import DataSet, load_spec
+from ..data.spec import DataSet, load_spec, with_protocol
 from ..errors import AdaptrecError, ConfigError
 
 
@@ -23,10 +23,13 @@ def _naming(recipe: Recipe, key: str) -> Iterator[None]:
 
 
 def recipe_data(recipe: Recipe, spec: str, key: str, *, seed: int | None = None) -> DataSet:
-    """Load `spec` (the recipe's `key`) with `data.negatives_per_positive` and `seed` (default `data.seed`)."""
+    """Load `spec` (the recipe's `key`) in the form `data.protocol` asks for (a log's leave-one-out part named by
+    `data.train|valid|test`), with `data.history_len`, `data.negatives_per_positive` and `seed` (default `data.seed`)."""
+    d = recipe.data
     with _naming(recipe, key):
-        return load_spec(spec, negatives_per_positive=recipe.data.negatives_per_positive,
-                         seed=recipe.data.seed if seed is None else seed)
+        spec = with_protocol(spec, d.protocol, key.removeprefix("data.") if key.startswith("data.") else None)
+        return load_spec(spec, negatives_per_positive=d.negatives_per_positive, seed=d.seed if seed is None else seed,
+                         history_len=d.history_len)
 
 
 def recipe_cases(recipe: Recipe, spec: str, key: str, *, shots: int | None = None,

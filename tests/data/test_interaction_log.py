@@ -89,3 +89,51 @@ def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_
         load_spec(str(log))
     with pytest.raises(DataSpecError, match="not recognised"):
         load_spec(f"{log}:loo:holdout")
+
+
+def test_recipe_protocol_and_history_len_turn_a_log_into_its_leave_one_out_parts(tmp_path):
+    """`data.protocol: leave_one_out` reads a log recipe's train/valid/test keys as the log's leave-one-out parts,
+    `data.history_len` cuts every case's history; without the keys a recipe's settings digest is unchanged."""
+    from adaptrec.config import load_recipe, recipe_digest
+    from adaptrec.errors import ConfigError
+    from adaptrec.train.cases import recipe_data
+
+    rows = [{"user_id": u, "item_id": str(i), "domain": "movie", "position": k}
+            for u, items in (("a", [0, 1, 2, 3, 4, 5]), ("b", [6, 7, 8])) for k, i in enumerate(items)]
+    log = write_jsonl(tmp_path / "log.jsonl", rows)
+    write_jsonl(tmp_path / "items.jsonl", [{"item_id": str(i), "title": f"film {i}"} for i in range(10)])
+    data = [f"data.train={log}", f"data.valid={log}", f"data.test={log}"]
+    plain, _ = load_recipe("movie-lora", data)
+    recipe, _ = load_recipe("movie-lora", [*data, "data.protocol=leave_one_out", "data.history_len=2"])
+    test = recipe_data(recipe, recipe.data.test, "data.test")
+    assert test.spec == f"{log}:loo:test"
+    assert [(c.user_id, c.target_id, [h.item_id for h in c.history]) for c in test.cases if c.label == 1] == \
+        [("a", "5", ["3", "4"]), ("b", "8", ["6", "7"])]
+    assert recipe_data(recipe, recipe.data.valid, "data.valid").spec == f"{log}:loo:valid"
+    assert "protocol" not in plain.model_dump()["data"] and recipe_digest(plain) != recipe_digest(recipe)
+    with pytest.raises(ConfigError, match="no user has more than 10"):  # the log's sliding windows, as before
+        recipe_data(plain, plain.data.test, "data.test")
+    sliding, _ = load_recipe("movie-lora", [*data, "data.protocol=sliding", f"data.test={log}:loo:test"])
+    with pytest.raises(ConfigError, match="data.test: .*leave-one-out SPEC, but the protocol is sliding"):
+        recipe_data(sliding, sliding.data.test, "data.test")
+
+
+@pytest.mark.parametrize("spec, protocol, part, expected", [
+    ("movielens:100k:test", "leave_one_out", None, "movielens:100k:loo:test"),
+    ("movielens:100k:loo:valid", "leave_one_out", "test", "movielens:100k:loo:valid"),
+    ("movielens:100k:train[0:50]", "leave_one_out", None, "movielens:100k:loo:train[0:50]"),
+    ("log.jsonl", "leave_one_out", "valid", "log.jsonl:loo:valid"),
+    ("tallrec:movie:test", "sliding", None, "tallrec:movie:test"),
+    ("amazon:office:test", None, None, "amazon:office:test"),
+    ("amazon:office:test", "leave_one_out", None, "its splits are fixed"),
+    ("log.jsonl", "leave_one_out", None, "name its leave-one-out part"),
+])
+def test_with_protocol(spec, protocol, part, expected):
+    from adaptrec.data.spec import with_protocol
+    from adaptrec.errors import DataSpecError
+
+    if expected.startswith(("its", "name")):
+        with pytest.raises(DataSpecError, match=expected):
+            with_protocol(spec, protocol, part)
+    else:
+        assert with_protocol(spec, protocol, part) == expected
