@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+import collab_goals
 from report import banner, cell, read_json, read_jsonl, table
 
 HERE = Path(__file__).resolve().parent
@@ -314,7 +315,8 @@ def _render_longer(rows: list[dict]) -> list[str]:
 def render() -> str:
     rows = _done()
     lines = ["# Results", "",
-             banner("python experiments/tallrec_grid.py --render-only", [RESULTS, LR_RESULTS, FULL_RESULTS]), "",
+             banner("python experiments/tallrec_grid.py --render-only",
+                    [RESULTS, LR_RESULTS, FULL_RESULTS, *collab_goals.SOURCES]), "",
              "Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
              "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart).", "",
              "![Test AUC by shots per adapter type with 95% CIs, the baselines and TALLRec's published AUCs]"
@@ -343,6 +345,7 @@ def render() -> str:
         lines += _render_summary(mine, domain) + _render_runs(mine)
     lines += _render_longer(_longer())
     lines += _render_full_test()
+    lines += collab_goals.render()
     if not rows:
         return "\n".join(lines) + "\n"
     n_like = sum(r["auc"]["value"] > r["baselines"]["like_ratio"]["value"] for r in rows)

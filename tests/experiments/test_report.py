@@ -85,6 +85,29 @@ def test_results_page_is_the_render_of_the_committed_results():
     assert tallrec_grid.render() == tallrec_grid.DOC.read_text()
 
 
+def test_the_goals_table_puts_each_arenas_bar_beside_the_adapter_and_counts_what_is_above_it(monkeypatch):
+    """One row per arena (ML-100K, Amazon's four views, TALLRec movie) from the committed results; the verdict line
+    counts the arenas whose paired CI is above 0, so a new result changes it."""
+    import collab_goals
+
+    _need(*collab_goals.SOURCES)
+    lines = collab_goals.render()
+    rows = [line for line in lines if line.startswith("| ") and "docs/" in line]
+    assert len(rows) == 6 and "sasrec 0.407" in rows[0] and "feature regression 0.767" in rows[-1]
+    assert any(line.startswith("The adapter is above its bar, CI above 0, in 0 of 6 arenas. What") for line in lines)
+    read = collab_goals.read_json
+
+    def better(path):
+        doc = read(path)
+        if path == collab_goals.SOURCES[0]:
+            next(r for r in doc["rows"] if r["kind"] == "llm")["vs_best"] = {"value": 0.05, "ci_low": 0.01,
+                                                                             "ci_high": 0.09}
+        return doc
+
+    monkeypatch.setattr(collab_goals, "read_json", better)
+    assert "The adapter is above its bar, CI above 0, in 1 of 6 arenas." in collab_goals.render()
+
+
 def test_methods_page_region_is_the_render_of_the_committed_results():
     import methods_grid
 
