@@ -122,14 +122,15 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
              candidates_file: Path | None = None, score: str = "pyes", template: str = "tallrec", batch_size: int = 8,
              backbone: str | None = None, quantization: str | None = None, cache: bool = True,
-             encoders: Sequence[str] = ()) -> EvalReport:
+             encoders: Sequence[str] | None = None) -> EvalReport:
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
     users); `candidates_file`: rank each held-out item among the candidates a file gives instead (docs/data.md).
     `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
     under `$ADAPTREC_HOME`. `encoders`: registered collaborative encoders (`adaptrec train-cf`) to add as rows; each
-    must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data)."""
+    must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data).
+    None: the latest version of every registered encoder that may score the SPEC; (): none."""
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
     from .score_cache import ScoreCache
@@ -137,6 +138,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     _check_choice("score", score, SCORE_MODES)
     reg = registry()
     loaded = {}
+    if encoders is None:
+        encoders = [r.ref for r in reg.encoders_for(data)]
     for ref in encoders:  # checked before any data or backbone loads
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)

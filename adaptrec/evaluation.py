@@ -163,6 +163,13 @@ def encoder_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
     return np.array([r[0] for r in rows])
 
 
+def encoder_rows(encoders: Mapping[str, Encoder], cases: Sequence[Case], metric_names: Sequence[str],
+                 seed: int) -> list[EvalRow]:
+    """A labelled report's row per collaborative encoder (name -> encoder), scoring each case alone."""
+    return [case_row(name, "baseline", cases, encoder_scores(encoder, cases), metric_names, seed, probabilistic=False)
+            for name, encoder in encoders.items()]
+
+
 def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_names: Sequence[str], seed: int) -> EvalRow:
     row = case_row(name, "llm", cases, scorer.score(cases, mode), metric_names, seed)
     row.prompts_per_s = scorer.last_throughput or None
@@ -194,9 +201,7 @@ def run_eval(
     cases = select_cases(dataset, limit, seed)
     report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
-    for name, encoder in (encoders or {}).items():
-        report.rows.append(case_row(name, "baseline", cases, encoder_scores(encoder, cases), report.metric_names, seed,
-                                    probabilistic=False))
+    report.rows.extend(encoder_rows(encoders or {}, cases, report.metric_names, seed))
     mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
     with_weights = [ref for ref in adapters if mixes[ref] is None]
     for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):

@@ -37,12 +37,15 @@ def eval_(
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
     encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="a registered collaborative encoder "
-                                                "(`adaptrec train-cf`) to add as a row; repeatable"),
+                                                "(`adaptrec train-cf`) to add as a row; repeatable (default: every "
+                                                "registered encoder that may score the SPEC)"),
+    no_encoders: bool = typer.Option(False, "--no-encoders", help="no collaborative encoder rows"),
 ) -> None:
-    """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines."""
+    """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines and the
+    registered collaborative encoders."""
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
-                          backbone=backbone, quantization=quantization, encoders=encoder or [])
+                          backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder)
     typer.echo(report.markdown())
     if json_out:
         write_json(json_out, report.to_dict())

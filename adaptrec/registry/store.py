@@ -16,7 +16,7 @@ from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, writ
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
-from adaptrec.cf.fit import Fitted
+from adaptrec.cf.fit import Fitted, scores_spec
 from adaptrec.errors import AdaptrecError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
@@ -328,6 +328,13 @@ class Registry:
         with self._connect() as conn:
             found = encoder_rows.rows(conn, name)
         return [EncoderRecord(**r, path=self.home / "encoders" / r["name"] / str(r["version"])) for r in found]
+
+    def encoders_for(self, spec: str) -> list[EncoderRecord]:
+        """The latest version of each registered encoder that may score `spec`: a held-out split of its source."""
+        latest: dict[str, EncoderRecord] = {}
+        for record in self.encoders():  # newest version first within each name
+            latest.setdefault(record.name, record)
+        return [r for r in latest.values() if scores_spec(r.data, spec)]
 
     def matching_encoders(self, kind: str, data_fingerprint: str, settings: dict) -> list[str]:
         """Refs of the registered encoders of this kind and settings fitted on exactly these interactions."""

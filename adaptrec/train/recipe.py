@@ -18,7 +18,7 @@ from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import stratified_subset
 from ..errors import ConfigError
-from ..evaluation import EvalReport, baseline_rows, llm_row, new_report, select_cases
+from ..evaluation import EvalReport, baseline_rows, encoder_rows, llm_row, new_report, select_cases
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
@@ -58,6 +58,8 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     cases = select_cases(test, ev.limit, ev.seed)
     report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score)
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
+    encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(d.test)}
+    report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))
     model = result.model
     model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
     model.set_adapter("best")

@@ -75,7 +75,7 @@ def test_train_cf_registers_a_measured_encoder(tmp_path, monkeypatch, capsys):
 
 
 @needs_ml100k
-def test_a_registered_encoder_is_a_row_of_eval_reports_on_its_own_source_only(tmp_path, tiny_model_dir, monkeypatch):
+def test_registered_encoders_are_rows_of_eval_reports_on_their_own_source_only(tmp_path, tiny_model_dir, monkeypatch):
     import adaptrec
     from adaptrec.errors import AdaptrecError
 
@@ -89,6 +89,15 @@ def test_a_registered_encoder_is_a_row_of_eval_reports_on_its_own_source_only(tm
         assert 0 <= row.metrics[metric].value <= 1 and "log_loss" not in row.metrics  # scores, not probabilities
     with pytest.raises(AdaptrecError, match="scores only that source's held-out splits"):
         adaptrec.evaluate(data="movielens:100k:test", **common)
+    adaptrec.api.train_cf("als", data="movielens:100k:loo", dim=8, epochs=2)  # a second version: the latest counts
+    by_default = {**common, "encoders": None}
+    names = [r.name for r in adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9,
+                                               **by_default).rows]
+    assert names.count("encoder als-movielens-100k-loo:2") == 1 and f"encoder {record.ref}" not in names
+    other = adaptrec.evaluate(data="movielens:100k:test", limit=12, **by_default)  # another source: no encoder row
+    assert not [r for r in other.rows if r.name.startswith("encoder")]
+    none = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, **{**common, "encoders": []})
+    assert not [r for r in none.rows if r.name.startswith("encoder")]
 
 
 def test_an_encoder_scores_only_its_sources_held_out_splits():
