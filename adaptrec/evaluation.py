@@ -12,6 +12,8 @@ from .adapters.attach import detach
 from .adapters.merge import as_mix
 from .baselines import BASELINES
 from .cf.base import Encoder
+from .cf.features import TRAINING_CASES, source_feature_model
+from .cf.fit import scores_spec
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
 from .data.records import Case
 from .data.sampling import stratified_subset
@@ -139,6 +141,7 @@ def case_row(name: str, kind: str, cases: Sequence[Case], scores: np.ndarray, me
                                                       clusters=[c.user_id for c in cases]))
 
 
+FEATURE_ROW = "feature regression"  # cf/features.py: the bar on TALLRec movie
 CONSTANT = "not applicable: it gives every candidate the same score (on implicit feedback every history item is liked)"
 
 
@@ -148,11 +151,17 @@ def constant_within(groups: Sequence[np.ndarray]) -> bool:
 
 
 def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequence[str], seed: int) -> list[EvalRow]:
+    """like-ratio and popularity; on a held-out split of a labelled source with item ids (`cf.features`), the
+    feature regression too (like-ratio, the target's like-rate and popularity among the training ratings)."""
     rows = []
     for name, fn in BASELINES.items():
         scores = fn(cases, dataset.item_popularity)
         rows.append(EvalRow(name, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
                     case_row(name, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
+    for source in TRAINING_CASES:
+        if scores_spec(source, dataset.spec):
+            rows.append(case_row(FEATURE_ROW, "baseline", cases, source_feature_model(source).score(cases),
+                                 metric_names, seed))
     return rows
 
 

@@ -26,10 +26,11 @@ from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.baselines import BASELINES
-from adaptrec.cf.features import FeatureModel, ItemStats, feature_matrix, fit_feature_model
+from adaptrec.cf.features import FeatureModel, feature_matrix, source_feature_model
+from adaptrec.cf.fit import source_ratings
 from adaptrec.cf.mf import MFSettings, train_mf_bias
 from adaptrec.config import load_recipe
-from adaptrec.data.movielens import load_movielens, training_ratings
+from adaptrec.data.movielens import load_movielens
 from adaptrec.data.tallrec import item_popularity
 from adaptrec.metrics import compute_classification, paired_difference
 from adaptrec.score_cache import ScoreCache
@@ -60,11 +61,10 @@ def metric(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
 
 def classic_rows(train, valid, test) -> tuple[dict[str, dict], dict, FeatureModel]:
     """Scores of the non-LLM rows on valid and test, what their fit used, and the fitted feature model."""
-    ratings = training_ratings()
-    users = [f"ml100k-{r.user}" for r in ratings]
-    stats = ItemStats.of(zip(users, (r.item for r in ratings), (r.liked for r in ratings)))
-    features = fit_feature_model(train, stats)
-    mf = train_mf_bias(users, [r.item for r in ratings], [int(r.liked) for r in ratings], MFSettings())
+    ratings = source_ratings("movielens:100k").rows  # users spelled as the cases spell them
+    features = source_feature_model("movielens:100k")  # fitted on `train`, the source's training cases
+    mf = train_mf_bias([u for u, _, _ in ratings], [i for _, i, _ in ratings], [int(x) for _, _, x in ratings],
+                       MFSettings())
     popularity = item_popularity(train)
     out = {}
     for split, cases in (("valid", valid), ("test", test)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_markers import needs_amazon, needs_tallrec
+from data_markers import needs_amazon, needs_ml100k, needs_tallrec
 
 from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
@@ -210,3 +210,21 @@ def test_report_rows_resample_users_not_cases():
     clustered = compute_ranking(["ndcg@3"], rows, np.zeros(60, int), seed=0, clusters=users)["ndcg@3"]
     plain = compute_ranking(["ndcg@3"], rows, np.zeros(60, int), seed=0)["ndcg@3"]
     assert clustered.ci_high - clustered.ci_low > 1.5 * (plain.ci_high - plain.ci_low)
+
+
+@needs_ml100k
+@needs_tallrec
+def test_labelled_movielens_reports_carry_the_feature_regression_row(tiny_backbone):
+    """The bar on TALLRec movie is a row of every report on a held-out split of ML-100K's labelled cases; a split
+    without item ids (TALLRec's own files) has no such row."""
+    from adaptrec.cf.features import source_feature_model
+    from adaptrec.evaluation import FEATURE_ROW, select_cases
+
+    ds = load_spec("movielens:100k:test")
+    report = run_eval(tiny_backbone, ds, limit=40, seed=0, include_untuned=False, progress=False)
+    row = next(r for r in report.rows if r.name == FEATURE_ROW)
+    cases = select_cases(ds, 40, 0)
+    expected = auc(np.array([c.label for c in cases]), source_feature_model("movielens:100k").score(cases))
+    assert row.metrics["auc"].value == pytest.approx(expected) and 0.5 < expected < 1
+    assert FEATURE_ROW not in [r.name for r in run_eval(tiny_backbone, load_spec("tallrec:movie:test"), limit=12,
+                                                        include_untuned=False, progress=False).rows]

@@ -8,6 +8,7 @@ that contains its label.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -19,6 +20,7 @@ from adaptrec.data.records import Case
 
 FEATURES = ("like_ratio", "item_like_rate", "log_popularity")
 PRIOR = 2.0  # pseudo-ratings pulling a rarely rated item's like-rate to the global rate
+TRAINING_CASES = {"movielens:100k": "movielens:100k:train"}  # labelled sources: the cases the regression fits on
 
 
 @dataclass
@@ -78,3 +80,15 @@ def fit_feature_model(train: Sequence[Case], stats: ItemStats) -> FeatureModel:
     x = feature_matrix(train, stats, leave_one_out=True)
     y = np.asarray([c.label for c in train])
     return FeatureModel(stats, LogisticRegression(C=1.0, max_iter=1000).fit(x, y))
+
+
+@functools.cache
+def source_feature_model(source: str) -> FeatureModel:
+    """The regression of a labelled source (`TRAINING_CASES`): item statistics from the source's training ratings
+    (`cf.fit.source_ratings`: no held-out pair among them), fitted on its labelled training cases."""
+    from adaptrec.data.spec import load_spec
+
+    from .fit import source_ratings
+
+    train = [c for c in load_spec(TRAINING_CASES[source]).cases if c.label is not None]
+    return fit_feature_model(train, ItemStats.of(source_ratings(source).rows))
