@@ -156,8 +156,9 @@ def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequenc
     rows = []
     for name, fn in BASELINES.items():
         scores = fn(cases, dataset.item_popularity)
-        rows.append(EvalRow(name, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
-                    case_row(name, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
+        label = f"{name} (transductive)" if dataset.transductive and name == "popularity" else name
+        rows.append(EvalRow(label, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
+                    case_row(label, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
     for source in TRAINING_CASES:
         if scores_spec(source, dataset.spec):
             rows.append(case_row(FEATURE_ROW, "baseline", cases, source_feature_model(source).score(cases),

@@ -228,3 +228,12 @@ def test_labelled_movielens_reports_carry_the_feature_regression_row(tiny_backbo
     assert row.metrics["auc"].value == pytest.approx(expected) and 0.5 < expected < 1
     assert FEATURE_ROW not in [r.name for r in run_eval(tiny_backbone, load_spec("tallrec:movie:test"), limit=12,
                                                         include_untuned=False, progress=False).rows]
+
+
+@needs_tallrec
+def test_popularity_counted_from_the_evaluated_file_itself_is_labelled_transductive(tiny_backbone):
+    """Book has no train set: its valid file counts its own targets (labelled), its test reads valid (not)."""
+    names = [r.name for r in run_eval(tiny_backbone, load_spec("tallrec:book:valid[1200:]"), limit=12,
+                                      include_untuned=False, progress=False).rows]
+    assert names == ["like_ratio", "popularity (transductive)"]
+    assert not load_spec("tallrec:book:test").transductive

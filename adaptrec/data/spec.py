@@ -40,7 +40,9 @@ class DataSet:
     `item_popularity` is keyed like `Case.target` and comes from the domain's training data.
     `catalogues` (domain -> item_id -> prompt text) and `user_items` (user -> every item they
     touched) are filled for implicit-feedback data only: they feed negative sampling.
-    `fingerprint` hashes the source files and the options, to key score caches.
+    `fingerprint` hashes the source files and the options, to key score caches. `transductive`: the popularity
+    counts come from the split's own cases (a TALLRec file with no train or valid sibling before it, e.g. book's
+    valid.json), so a row that reads them is labelled transductive.
     """
 
     spec: str
@@ -49,6 +51,7 @@ class DataSet:
     fingerprint: str
     catalogues: dict[str, dict[str, str]] = field(default_factory=dict)
     user_items: dict[str, frozenset[str]] = field(default_factory=dict)
+    transductive: bool = False
 
 
 @lru_cache(maxsize=64)
@@ -79,7 +82,7 @@ def _tallrec_file(spec: str, path: Path, cases: list[Case]) -> DataSet:
     pop_cases = cases if pop_file == path else tallrec.read_tallrec_json(pop_file) if pop_file else []
     files = [path] + ([pop_file] if pop_file and pop_file != path else [])
     return DataSet(spec, cases, tallrec.item_popularity(pop_cases),
-                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
+                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}), transductive=pop_file == path)
 
 
 def _movielens(spec: str, split: str) -> DataSet:
