@@ -282,15 +282,17 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     return stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE)
 
 
-def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, backbone: str | None = None,
-            quantization: str | None = None) -> float:
-    """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item`."""
+def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | None = None,
+            backbone: str | None = None, quantization: str | None = None) -> float:
+    """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
+    `item_id`: a collaborative adapter embeds it)."""
     from .data.history_file import read_history_file
 
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
-        case = read_history_file(Path(history), item, registry().resolve(ref).domain)
+        case = read_history_file(Path(history), item, registry().resolve(ref).domain, item_id)
         return float(load(ref, backbone=backbone, quantization=quantization).scorer.score([case])[0])
-    return float(load(ref, backbone=backbone, quantization=quantization).score(history, [item])[0])
+    target = item if item_id is None else {"title": item, "item_id": item_id}
+    return float(load(ref, backbone=backbone, quantization=quantization).score(history, [target])[0])
 
 
 def export_lora(ref: str, name: str | None = None) -> AdapterRecord:

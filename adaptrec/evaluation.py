@@ -73,20 +73,28 @@ class EvalReport:
     negatives: int | None = None  # ranking protocol: sampled negatives per candidate list (at most, from a file)
     candidates_file: str | None = None  # ranking protocol: the file the candidate lists came from, if any
     environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
+    users: int | None = None  # distinct users among the cases: the CIs resample them
+
+    @property
+    def ci_text(self) -> str:
+        """How the CIs were drawn: users move with all their cases; data naming no users has one user per case."""
+        if self.users is not None and self.users < self.n:
+            return f"95% bootstrap CIs over users ({self.users})"
+        return "95% bootstrap CIs (one case per user)"
 
     @property
     def protocol(self) -> str:
         if self.candidates_file is not None:
             return (f"{self.spec}, {self.n} users, each ranking its held-out item among the candidates of "
                     f"`{self.candidates_file}` (up to {self.negatives + 1}), score {self.score_mode}, ties count "
-                    "against the target, 95% bootstrap CIs over users")
+                    f"against the target, {self.ci_text}")
         if self.negatives is not None:
             subset = f"{self.n} users (seed {self.seed})" if self.limit else f"all {self.n} users"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
                     f"(never items the user touched), score {self.score_mode}, ties count against the target, "
-                    "95% bootstrap CIs over users")
+                    f"{self.ci_text}")
         subset = f"seeded label-stratified subset of {self.n} (seed {self.seed})" if self.limit else f"all {self.n} cases"
-        return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, 95% bootstrap CIs over users"
+        return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, {self.ci_text}"
 
     def markdown(self) -> str:
         head = "| model | " + " | ".join(self.metric_names) + " | prompts/s |"
@@ -102,7 +110,8 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
-            "score_mode": self.score_mode, "negatives": self.negatives, "environment": self.environment,
+            "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
+            "environment": self.environment,
             "rows": [
                 {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s, "note": r.note,
                  "metrics": {k: vars(v) for k, v in r.metrics.items()}}
@@ -190,7 +199,7 @@ def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | N
                metric_names: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
-                      environment=backbone.environment())
+                      environment=backbone.environment(), users=len({c.user_id for c in cases}))
 
 
 def run_eval(
@@ -333,7 +342,7 @@ def run_rank_eval(
     group_names += [COLD_GAP] if groups["cold"].any() and groups["warm"].any() else []
     names = RANKING_METRICS + BEYOND_METRICS + ((DIVERSITY,) if embeddings else ()) + tuple(group_names)
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
-                        environment=backbone.environment(),
+                        environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None) -> None:

@@ -75,9 +75,9 @@ SMOKE = Plan(negatives=19, rerank_k=4, test_users=3, valid_users=4, encoder_epoc
                    "adapter.encoder_epochs=2"))
 
 
-def mean_ci(values: np.ndarray, seed: int) -> dict:
-    """Mean with a 95% bootstrap CI over users (one value per user)."""
-    ci = bootstrap_ci(np.mean, values, seed=seed)
+def mean_ci(values: np.ndarray, seed: int, users: list[str] | None = None) -> dict:
+    """Mean with a 95% bootstrap CI over users (one value per user, or `users` naming each value's user)."""
+    ci = bootstrap_ci(np.mean, values, seed=seed, clusters=users)
     return {"value": float(values.mean()), "ci_low": ci.low, "ci_high": ci.high, "n": len(values)}
 
 
@@ -262,9 +262,10 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
     return out, ti
 
 
-def paired(a: list[float], b: list[float], seed: int) -> dict:
+def paired(a: list[float], b: list[float], seed: int, users: list[str] | None = None) -> dict:
+    """Mean of a − b with a 95% bootstrap CI over users (one pair per user, or `users` naming each pair's user)."""
     diff = np.asarray(a) - np.asarray(b)
-    ci = bootstrap_ci(np.mean, diff, seed=seed)
+    ci = bootstrap_ci(np.mean, diff, seed=seed, clusters=users)
     return {"value": float(diff.mean()), "ci_low": ci.low, "ci_high": ci.high, "n": len(diff)}
 
 

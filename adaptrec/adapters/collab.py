@@ -52,6 +52,15 @@ class CollabSettings(LoraSettings):
     # frozen), then both; 0: both from the start (joint)
 
 
+def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn.Module:
+    """Encoder vectors of size `dim` into the token-embedding space of `token_weight`: a linear map, or a 2-layer
+    MLP of width `hidden` (CoLLM)."""
+    width = token_weight.shape[1]
+    layers = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width))
+              if hidden else torch.nn.Linear(dim, width))
+    return layers.to(token_weight.device)
+
+
 class ItemEmbedding(torch.nn.Module):
     """The backbone's token embedding, extended by item tokens: id >= `first_id` -> projector(table[id - first_id]).
 
@@ -66,12 +75,9 @@ class ItemEmbedding(torch.nn.Module):
         self.projectors = torch.nn.ModuleDict()
         self.active = ""
 
-    def add_projector(self, name: str, hidden: int) -> torch.nn.Module:
-        """A fresh projector for adapter `name` (a linear map, or a 2-layer MLP of width `hidden`), made active."""
-        dim, width = self.table.shape[1], self.base.weight.shape[1]
-        self.projectors[name] = (torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(),
-                                                     torch.nn.Linear(hidden, width))
-                                 if hidden else torch.nn.Linear(dim, width)).to(self.base.weight.device)
+    def add_projector(self, name: str, hidden: int, projector: torch.nn.Module | None = None) -> torch.nn.Module:
+        """`projector` (default: a fresh one) as adapter `name`'s, made active."""
+        self.projectors[name] = projector or new_projector(self.table.shape[1], self.base.weight, hidden)
         self.active = name
         return self.projectors[name]
 
@@ -165,7 +171,7 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     tensors, meta = saved or _read(folder)
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
-                          "encoder's); serve it from another backbone")
+                          "encoder's); load it on a fresh backbone (or another server)")
 
 
 def encoder_of(folder: Path) -> dict | None:
@@ -223,13 +229,19 @@ class CollabTuner(LoraTuner):
         into it in place when it has one), and on a fresh backbone the item tokens."""
         tensors, meta = _read(folder)
         layer = model.get_input_embeddings()
+        token_weight = layer.weight
+        projector = new_projector(tensors["table"].shape[1], token_weight, meta["projector_hidden"])
+        projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
+        # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
             layer = install(model, tokenizer, meta["items"], tensors["table"])
         check_table(layer, folder, (tensors, meta))
         name = name or model.active_adapter
-        projector = layer.projectors[name] if name in layer.projectors else layer.add_projector(name, meta["projector_hidden"])
-        layer.active = name
-        projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
+        if name in layer.projectors:  # in place: an optimizer may hold the trainable projector's parameters
+            layer.projectors[name].load_state_dict(projector.state_dict())
+            layer.active = name
+        else:
+            layer.add_projector(name, meta["projector_hidden"], projector)
         model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden")}
 
 

@@ -8,7 +8,6 @@ that contains its label.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -82,7 +81,6 @@ def fit_feature_model(train: Sequence[Case], stats: ItemStats) -> FeatureModel:
     return FeatureModel(stats, LogisticRegression(C=1.0, max_iter=1000).fit(x, y))
 
 
-@functools.cache
 def source_feature_model(source: str) -> FeatureModel:
     """The regression of a labelled source (`TRAINING_CASES`): item statistics from the source's training ratings
     (`cf.fit.source_ratings`: no held-out pair among them), fitted on its labelled training cases."""

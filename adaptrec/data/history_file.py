@@ -5,7 +5,8 @@
      "history": [{"title": "Heat (1995)", "liked": true}, {"title": "Jumanji (1995)", "liked": false}]}
 
 Items are oldest first; `liked` defaults to true (implicit feedback); an item may name its `"domain"`
-(default: the target's), which cross-domain routing uses.
+(default: the target's), which cross-domain routing uses, and its catalogue `"item_id"`, which a
+collaborative adapter embeds (an id its encoder does not know leaves the item to its title).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ HistoryEntry = Union[str, dict, HistoryItem]
 
 
 def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
-    """History items from titles (liked), `{"title", "liked", "domain"}` objects or HistoryItems, oldest first."""
+    """History items from titles (liked), `{"title", "liked", "domain", "item_id"}` objects or HistoryItems, oldest
+    first."""
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
         raise DataFormatError(f"{where}: expected a list of items, got {type(entries).__name__}")
     items = []
@@ -39,12 +41,15 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
         item_domain = entry.get("domain", domain)
         if not isinstance(item_domain, str) or not item_domain:
             raise DataFormatError(f"{where}[{i}].domain: expected a domain name, got {item_domain!r}")
-        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, domain=item_domain))
+        item_id = entry.get("item_id")
+        if item_id is not None and (not isinstance(item_id, str) or not item_id):
+            raise DataFormatError(f"{where}[{i}].item_id: expected a catalogue id string, got {item_id!r}")
+        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, item_id=item_id, domain=item_domain))
     return tuple(items)
 
 
-def read_history_file(path: Path, item: str, domain: str) -> Case:
-    """A one-target Case for `item` from the history file at `path`."""
+def read_history_file(path: Path, item: str, domain: str, item_id: str | None = None) -> Case:
+    """A one-target Case for `item` (catalogue id `item_id`, if given) from the history file at `path`."""
     text = read_user_text(path, "history file", DataFormatError)
     try:
         obj = json.loads(text)
@@ -54,4 +59,5 @@ def read_history_file(path: Path, item: str, domain: str) -> Case:
         raise DataFormatError(f'{path}: expected an object with a "history" list')
     items = parse_history(obj["history"], domain, f"{path}: history")
     noun = obj.get("noun", domain)
-    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items, target=f'"{item}"')
+    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items,
+                target=f'"{item}"', target_id=item_id)

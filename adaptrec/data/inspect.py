@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from statistics import median
 from typing import Any, Sequence
 
-from .prompts import render_prompt
+from .prompts import ITEM_TOKEN, render_prompt
 from .spec import DataSet, load_spec
 
 
@@ -28,6 +29,10 @@ def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "ta
     no = sum(c.label == 0 for c in cases)
     lines.append(f"labels: {yes} Yes ({yes / len(cases):.1%}), {no} No, {len(cases) - yes - no} unlabelled")
     lines.append(f"history length: {_stats([len(c.history) for c in cases])}")
+    if tokenizer is not None and template.endswith("-items"):  # the tokens a collab adapter adds: one per item id
+        tokenizer = copy.deepcopy(tokenizer)
+        ids = {i for c in cases for i in (c.target_id, *(h.item_id for h in c.history)) if i is not None}
+        tokenizer.add_tokens([ITEM_TOKEN.format(i) for i in sorted(ids)])
     if tokenizer is not None:
         lengths = [len(tokenizer.encode(render_prompt(c, template, tokenizer))) for c in cases]
         lines.append(f"prompt tokens ({template}): {_stats(lengths)}")

@@ -82,7 +82,8 @@ def _tallrec_file(spec: str, path: Path, cases: list[Case]) -> DataSet:
     pop_cases = cases if pop_file == path else tallrec.read_tallrec_json(pop_file) if pop_file else []
     files = [path] + ([pop_file] if pop_file and pop_file != path else [])
     return DataSet(spec, cases, tallrec.item_popularity(pop_cases),
-                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}), transductive=pop_file == path)
+                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}),
+                   transductive=pop_file == path)
 
 
 def _movielens(spec: str, split: str) -> DataSet:

@@ -226,16 +226,19 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
     return lines
 
 
-def _adaptrec_usage(name: str, pull: str) -> list[str]:
-    """The `adaptrec hub pull` and `adaptrec predict` commands for the adapter."""
+def _adaptrec_usage(name: str, pull: str, adapter_type: str | None = None) -> list[str]:
+    """The `adaptrec hub pull` and `adaptrec predict` commands for the adapter (with item ids for a collab one)."""
+    ids = adapter_type == "collab"
     return [
         "## Use it with adaptrec",
         "",
         "```bash",
         f"{pull}        # verifies hashes and the base fingerprint, then registers it",
-        f'adaptrec predict {name} --history history.json --item "Target item"',
+        f'adaptrec predict {name} --history history.json --item "Target item"' + (" --item-id ITEM_ID" if ids else ""),
         "```",
         "",
+        *(['Give each history item its catalogue id (`{"title": ..., "liked": true, "item_id": ...}`): an id the '
+           "encoder does not know leaves the item to its title.", ""] if ids else []),
         "`adaptrec.json` holds the domain, both fingerprints, the training recipe, the metrics with their data SPECs, "
         "the lineage and the sha256 of every adapter file.",
         "",
@@ -268,7 +271,7 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
         _evaluation(meta.get("metrics") or {}),
         _data(meta.get("metrics") or {}),
         _peft_usage(meta, src),
-        _adaptrec_usage(_identity(meta)[0], pull),
+        _adaptrec_usage(_identity(meta)[0], pull, meta.get("adapter_type")),
         _provenance(meta, licences),
     ]
     return "\n".join(line for section in sections for line in section)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 
 from ..adapters.attach import detach
 from ..data.history_file import HistoryEntry, parse_history
 from ..data.records import Case
+from ..errors import DataFormatError
 from ..scoring.core import Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
 from .policy import resolve_sources
+
+Item = Union[str, dict]  # a title, or {"title": ..., "item_id": ...}
+
+
+def _title(item: Item) -> str:
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict) or not isinstance(item.get("title"), str):
+        raise DataFormatError(f'an item is a title or {{"title": str, "item_id": str}}, got {item!r}')
+    return item["title"]
 
 
 class Recommender:
@@ -35,22 +46,24 @@ class Recommender:
     def __repr__(self) -> str:
         return f"Recommender({self.ref!r}, domain={self.domain!r})"
 
-    def cases(self, history: Sequence[HistoryEntry], items: Sequence[str]) -> list[Case]:
-        """One Case per item for this history (titles, or {"title", "liked", "domain"} objects, oldest first)."""
+    def cases(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> list[Case]:
+        """One Case per item (a title, or {"title", "item_id"}) for this history (titles, or {"title", "liked",
+        "domain", "item_id"} objects, oldest first)."""
         base = Case("api", self.domain, self.domain, parse_history(history, self.domain), "")
-        return [replace(base, target=f'"{title}"') for title in items]
+        return [replace(base, target=f'"{_title(item)}"',
+                        target_id=None if isinstance(item, str) else item.get("item_id")) for item in items]
 
-    def score(self, history: Sequence[HistoryEntry], items: Sequence[str]) -> np.ndarray:
+    def score(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> np.ndarray:
         """P(yes) (or the chosen score) that the user with `history` likes each item."""
         return self.scorer.score(self.cases(history, items), self.mode)
 
-    def rank(self, history: Sequence[HistoryEntry], candidates: Sequence[str], k: int = 10) -> list[tuple[str, float]]:
+    def rank(self, history: Sequence[HistoryEntry], candidates: Sequence[Item], k: int = 10) -> list[tuple[str, float]]:
         """The `k` best candidates as (title, score), best first."""
         if not candidates:
             return []
         scores = self.scorer.score_lists([self.cases(history, candidates)], self.mode, shared_prefix=True)[0]
         order = np.argsort(-scores, kind="stable")[:k]
-        return [(candidates[i], float(scores[i])) for i in order]
+        return [(_title(candidates[i]), float(scores[i])) for i in order]
 
     def close(self) -> None:
         """Detach the adapter from the backbone (the backbone stays loaded)."""

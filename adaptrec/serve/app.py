@@ -83,7 +83,7 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         p = await worker.prepare(make)
         if p.waiting:  # a collaborative adapter's item tokens join the tokenizer as it loads, on the forward thread
             await worker.submit(call=lambda: engine.load(p.waiting[0]))
-            p = await worker.prepare(make)
+            p = plans.after_load(await worker.prepare(make))
         if watcher is not None:  # the adapters this request was routed to are in flight until it is answered
             watcher.hold(p.decision.adapters)
         try:

@@ -221,6 +221,15 @@ class Engine:
             self._publish()
             return resident
 
+    def record_for(self, ref: str):
+        """The registry record `ref` is served by: the version pinned at its first load while it is resident, else
+        the one a load would resolve now (its latest, for a bare name)."""
+        with self._lock:
+            known = self._aliases.get(ref)
+            if known in self._resident:
+                return self._resident[known].record
+        return self.registry.resolve(ref)
+
     def preload(self, ref: str) -> Resident:
         """Load `ref` afresh (its latest version for a bare name) and let anonymous requests name it."""
         resident = self.load(ref, refresh=True)

@@ -18,7 +18,7 @@ from adaptrec.router.policy import Decision, route
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
-from .engine import Engine, ServeError, finite
+from .engine import AdapterLoadFailed, Engine, ServeError, finite
 from .explore import Slate
 from .schemas import ScoreRequest, Target, UserRequest, id_of, text_of
 
@@ -90,7 +90,7 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)
-    records = {ref: engine.registry.resolve(ref) for ref in decision.adapters}
+    records = {ref: engine.record_for(ref) for ref in decision.adapters}
     collab = [ref for ref, r in records.items() if r.adapter_type == COLLAB_TYPE]
     if collab and engine.items is None:
         return Plan(decision, {}, {}, req.mode, False, waiting=tuple(collab))
@@ -101,6 +101,13 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     return Plan(decision, {ref: [m[0] for m in measured[t]] for ref, t in templates.items()},
                 {ref: [m[1] for m in measured[t]] for ref, t in templates.items()}, req.mode, shared,
                 unknown=engine.unknown_items(cases) if collab else [])
+
+
+def after_load(p: Plan) -> Plan:
+    """The plan made after loading what an earlier one waited for: refused (409) if it still waits."""
+    if p.waiting:
+        raise AdapterLoadFailed(f"{p.waiting[0]} loaded without its item tokens in place; retry the request")
+    return p
 
 
 def _said(p: Plan) -> dict:
@@ -126,5 +133,5 @@ def answer_directly(engine: Engine, req: ScoreRequest) -> dict:
     p = plan(engine, req, req.items, admin=True, allow_any=True)
     if p.waiting:
         engine.load(p.waiting[0])
-        p = plan(engine, req, req.items, admin=True, allow_any=True)
+        p = after_load(plan(engine, req, req.items, admin=True, allow_any=True))
     return score_answer(p, p.scores(p.run(engine)))

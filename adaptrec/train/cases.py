@@ -23,11 +23,13 @@ def _naming(recipe: Recipe, key: str) -> Iterator[None]:
 
 
 def recipe_data(recipe: Recipe, spec: str, key: str, *, seed: int | None = None) -> DataSet:
-    """Load `spec` (the recipe's `key`) in the form `data.protocol` asks for (a log's leave-one-out part named by
-    `data.train|valid|test`), with `data.history_len`, `data.negatives_per_positive` and `seed` (default `data.seed`)."""
+    """Load `spec` (the recipe's `key`; `data.train|valid|test` in the form `data.protocol` asks for, a log's
+    leave-one-out part named by the key), with `data.history_len`, `data.negatives_per_positive` and `seed`
+    (default `data.seed`)."""
     d = recipe.data
     with _naming(recipe, key):
-        spec = with_protocol(spec, d.protocol, key.removeprefix("data.") if key.startswith("data.") else None)
+        if key in ("data.train", "data.valid", "data.test"):  # not --data, teacher or extra data: those stay as given
+            spec = with_protocol(spec, d.protocol, key.removeprefix("data."))
         return load_spec(spec, negatives_per_positive=d.negatives_per_positive, seed=d.seed if seed is None else seed,
                          history_len=d.history_len)
 

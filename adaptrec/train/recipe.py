@@ -12,7 +12,6 @@ from adaptrec.scoring.variants import UNTUNED
 
 from ..adapters.attach import adapter_key
 from ..adapters.base import tuner_for
-from ..adapters.collab import encoder_of
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
@@ -23,6 +22,7 @@ from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from .cases import recipe_cases, recipe_data, training_cases
+from .lineage import with_encoder
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE
@@ -50,15 +50,15 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     train_cases = training_cases(recipe)
     val_cases = stratified_subset(recipe_cases(recipe, d.valid, "data.valid")[0], recipe.training.val_limit, d.seed)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
+    registry = Registry()  # the encoder rows of the report: loaded (hashes checked) before any training
+    encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(test.spec)}
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
-    registry = Registry()
     cases = select_cases(test, ev.limit, ev.seed)
     report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score)
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
-    encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(d.test)}
     report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))
     model = result.model
     model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
@@ -82,8 +82,8 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
         report.rows.append(blend_row(f"{recipe.name} + feature blend", FeatureBlend(**blend), adapter_scorer, cases,
                                      test.item_popularity, report.metric_names, ev.seed))
 
-    metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": d.test, "limit": ev.limit, "seed": ev.seed,
-                      "score": ev.score} for name, v in adapter_row.metrics.items()}
+    metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": test.spec, "limit": ev.limit,
+                      "seed": ev.seed, "score": ev.score} for name, v in adapter_row.metrics.items()}
     record = registry.register(
         result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained", adapter_type=recipe.adapter.type,
         adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=text, metrics=metrics,
@@ -94,18 +94,6 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
                                          "eval": report.to_dict()})
     return RecipeResult(result, report, record, backbone)
 
-
-
-def with_encoder(lineage: dict | None, adapter_dir: Path, registry: Registry) -> dict | None:
-    """`lineage`, naming the collaborative encoder a collab adapter was built on: its kind, data, settings and
-    data fingerprint, and the registered encoders (`adaptrec train-cf`) that are that very fit."""
-    encoder = encoder_of(adapter_dir)
-    if encoder is None:
-        return lineage
-    registered = registry.matching_encoders(encoder["kind"], encoder["ratings"], encoder["settings"])
-    named = {"kind": encoder["kind"], "data": encoder["data"], "settings": encoder["settings"],
-             "data_fingerprint": encoder["ratings"], "registered": registered}
-    return {**(lineage or {}), "encoder": named}
 
 
 def _settings(record: AdapterRecord) -> str | None:

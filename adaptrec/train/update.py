@@ -16,6 +16,7 @@ from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from .cases import recipe_cases, recipe_data, training_cases
+from .lineage import with_encoder
 from .loop import TrainResult, train
 
 UPDATE = "update"  # the lineage method of an updated version
@@ -78,5 +79,6 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps}
     record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
                                adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
-                               recipe_text=text, metrics={}, lineage=lineage)
+                               recipe_text=text, metrics={},
+                               lineage=with_encoder(lineage, result.adapter_dir, registry))
     return UpdateResult(record, result, len(new), n_old)

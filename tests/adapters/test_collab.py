@@ -192,7 +192,8 @@ def test_a_collab_adapter_travels_through_a_mirror_and_scores_the_same(built, ti
     pushed = push_to_mirror("movie-collab", tmp_path / "mirror", registry=_registered(built))
     folder = Path(pushed.url)
     assert {"collab.safetensors", "collab.json"} <= {p.name for p in folder.iterdir()}
-    assert "LoRA part only" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "LoRA part only" in card and "--item-id ITEM_ID" in card
     fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     mine = Registry(tmp_path / "other-home")
     record = pull(f"{tmp_path / 'mirror' / 'movie-collab'}", name="pulled-collab", registry=mine,
@@ -261,7 +262,7 @@ def test_registering_a_collab_model_writes_its_item_table_and_a_folder_without_i
 def test_the_lineage_of_a_collab_adapter_names_its_encoder_and_the_registered_fit(built, tmp_path):
     from adaptrec.cf.fit import fit_encoder
     from adaptrec.registry import Registry
-    from adaptrec.train.recipe import with_encoder
+    from adaptrec.train.lineage import with_encoder
 
     bb, model, _ = built
     _save(model, tmp_path)
@@ -278,3 +279,32 @@ def test_the_lineage_of_a_collab_adapter_names_its_encoder_and_the_registered_fi
     plain = tmp_path / "plain"
     plain.mkdir()
     assert with_encoder(None, plain, registry) is None
+
+
+def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(built, tiny_model_dir, tmp_path):
+    """`adaptrec predict --item-id` and history items' "item_id" reach a collab adapter's prompt as item tokens;
+    the Python API takes {"title", "item_id"} items the same way."""
+    import json
+
+    import adaptrec
+    from adaptrec import api
+    from adaptrec.errors import DataFormatError
+
+    bb, model, cases = built
+    _registered(built)
+    case = cases[0]
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps({"history": [{"title": h.text.strip('"'), "liked": h.liked, "item_id": h.item_id}
+                                               for h in case.history]}))
+    title = case.target.strip('"')
+    common = dict(backbone=str(tiny_model_dir), quantization="none")
+    with_id = api.predict("movie-collab", history, title, item_id=case.target_id, **common)
+    without = api.predict("movie-collab", history, title, **common)
+    assert with_id != pytest.approx(without, abs=1e-6)
+    recommender = adaptrec.load("movie-collab", **common)
+    items = [{"title": title, "item_id": case.target_id}, title]
+    np.testing.assert_allclose(recommender.score(json.loads(history.read_text())["history"], items),
+                               [with_id, without], atol=1e-5)
+    history.write_text(json.dumps({"history": [{"title": "x", "item_id": 7}]}))
+    with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id string, got 7"):
+        api.predict("movie-collab", history, title, **common)

@@ -22,3 +22,19 @@ def test_inspect_reports_balance_lengths_and_a_prompt(tmp_path):
     assert "prompt tokens (tallrec): min " in report
     assert report.count("### Response:") == 1
     assert "prompt tokens" not in inspect_spec(str(path), n_show=2) and inspect_spec(str(path), n_show=2).count("### Response:") == 2
+
+
+def test_inspecting_an_items_template_shows_the_item_tokens_a_collab_adapter_adds():
+    """A fresh tokenizer has no item tokens (prompts would drop them); inspection adds them to a copy."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.data.spec import DataSet
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parents[1] / "helpers" / "tiny_tokenizer"))
+    case = Case("u", "movie", "movie", (HistoryItem('"A"', True, "17"),), '"B"', 1, "42")
+    report = inspect_spec(DataSet("x", [case], {}, "f"), tokenizer=tokenizer, template="tallrec-items")
+    assert '"A" <item_17>' in report and '"B" <item_42>?' in report
+    assert "<item_17>" not in tokenizer.get_vocab()  # the caller's tokenizer is left alone

@@ -110,6 +110,7 @@ def test_recipe_protocol_and_history_len_turn_a_log_into_its_leave_one_out_parts
     assert [(c.user_id, c.target_id, [h.item_id for h in c.history]) for c in test.cases if c.label == 1] == \
         [("a", "5", ["3", "4"]), ("b", "8", ["6", "7"])]
     assert recipe_data(recipe, recipe.data.valid, "data.valid").spec == f"{log}:loo:valid"
+    assert recipe_data(recipe, f"{log}:loo:train", "--data").spec == f"{log}:loo:train"  # other keys: as given
     assert "protocol" not in plain.model_dump()["data"] and recipe_digest(plain) != recipe_digest(recipe)
     with pytest.raises(ConfigError, match="no user has more than 10"):  # the log's sliding windows, as before
         recipe_data(plain, plain.data.test, "data.test")

@@ -114,14 +114,54 @@ def test_the_app_loads_a_collab_adapter_before_rendering_and_recommends_with_its
     history = [{"text": h.text, "liked": h.liked, "item_id": h.item_id} for h in case.history]
     targets = [{"text": c.target, "item_id": c.target_id} for c in cases]
     body = {"domain": "movie", "noun": "movie", "history": history, "candidates": targets, "k": 2}
-    with TestClient(create_app(engine, ServeOptions(request_log=False, watch_promotions=0)), raise_server_exceptions=False) as client:
+    app = create_app(engine, ServeOptions(request_log=False, watch_promotions=0))
+    with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.post("/v1/recommend", json=body)
     assert answer.status_code == 200, answer.text
     assert answer.json()["adapters"] == ["collab-a:1"]
-    expected = engine.shared_prefix_logits(
-        "collab-a", [engine.prompt(replace(case, target=c.target, target_id=c.target_id), "tallrec-items") for c in cases])
+    prompts = [engine.prompt(replace(case, target=c.target, target_id=c.target_id), "tallrec-items") for c in cases]
+    expected = engine.shared_prefix_logits("collab-a", prompts)
     from adaptrec.scoring.logits import to_scores
 
     best = np.sort(to_scores(expected, "pyes"))[::-1][:2]
     np.testing.assert_allclose([r["score"] for r in answer.json()["items"]], best, atol=1e-5)
     assert answer.json()["unknown_items"] == []
+
+
+def test_a_plan_reads_the_version_the_engine_serves_and_a_failed_first_load_leaves_no_item_table(
+        setup, tiny_model_dir, tmp_path):
+    """A bare name pinned to a plain LoRA version renders plain prompts even after a collab version is registered
+    under it; a collab adapter whose projector does not fit its files fails to load and leaves the engine without
+    an item table (the next collab adapter installs its own)."""
+    import json
+
+    from adaptrec.serve.plans import plan
+
+    home, cases = setup
+    registry = Registry(home)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    register_random(tiny_model_dir, registry, "pinned", {"type": "lora", "r": 4}, seed=5, domain="movie", std=0.2)
+    engine.load("pinned")
+    source = registry.resolve("collab-a").path
+    registry.register(source, name="pinned", domain="movie", kind="trained", adapter_type="collab",
+                      adapter_config=None, fingerprint=engine.backbone.fingerprint)
+    case = cases[0]
+    req = ScoreRequest(domain="movie", noun="movie", adapter="pinned", items=[{"text": case.target,
+                                                                               "item_id": case.target_id}],
+                       history=[{"text": h.text, "item_id": h.item_id} for h in case.history])
+    p = plan(engine, req, req.items, admin=True, allow_any=True)
+    assert not p.waiting and "<item_" not in p.prompts["pinned"][0]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in source.iterdir():
+        if f.name != "adaptrec.json":
+            (broken / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((broken / "collab.json").read_text())
+    (broken / "collab.json").write_text(json.dumps({**meta, "projector_hidden": 16}))  # weights are linear
+    registry.register(broken, name="broken", domain="movie", kind="trained", adapter_type="collab",
+                      adapter_config=None, fingerprint=engine.backbone.fingerprint)
+    with pytest.raises(AdapterLoadFailed, match="broken:1"):
+        engine.load("broken")
+    assert engine.items is None
+    np.testing.assert_allclose(engine.score(cases, "collab-other"),
+                               _eval_scores(tiny_model_dir, registry, "collab-other", cases), atol=1e-5)

@@ -16,7 +16,6 @@ from sklearn.linear_model import LogisticRegression
 from ...config import BlendSettings
 from ...data.records import Case
 from ...evaluation import EvalRow, case_row
-from ...metrics import compute_classification
 from ...metrics.classification import auc
 from ...scoring.core import Scorer
 from .base import Method, adapter_active
