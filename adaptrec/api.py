@@ -122,7 +122,7 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
              candidates_file: Path | None = None, score: str = "pyes", template: str = "tallrec", batch_size: int = 8,
              backbone: str | None = None, quantization: str | None = None, cache: bool = True,
-             encoders: Sequence[str] | None = None) -> EvalReport:
+             encoders: Sequence[str] | None = None, full_catalogue: bool = False) -> EvalReport:
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
@@ -130,7 +130,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
     under `$ADAPTREC_HOME`. `encoders`: registered collaborative encoders (`adaptrec train-cf`) to add as rows; each
     must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data).
-    None: the latest version of every registered encoder that may score the SPEC; (): none."""
+    None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
+    encoder rows also rank each held-out item among every item of their catalogue (ranking protocol only)."""
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
     from .score_cache import ScoreCache
@@ -140,6 +141,9 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     loaded = {}
     if encoders is None:
         encoders = [r.ref for r in reg.encoders_for(data)]
+    if full_catalogue and not ((candidates or candidates_file) and encoders):
+        raise AdaptrecError("--full-catalogue ranks encoder rows: use it with --candidates N or --candidates-file, "
+                            "and a registered encoder (`adaptrec train-cf`) that may score this SPEC")
     for ref in encoders:  # checked before any data or backbone loads
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)
@@ -150,7 +154,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
         return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
-                             item_encoder=_item_encoder(), **common)
+                             item_encoder=_item_encoder(), full_catalogue=full_catalogue, **common)
     return run_eval(bb, dataset, **common)
 
 

@@ -12,6 +12,7 @@ from .adapters.attach import detach
 from .adapters.merge import as_mix
 from .baselines import BASELINES
 from .cf.base import Encoder
+from .cf.evaluate import full_ranks
 from .cf.features import TRAINING_CASES, source_feature_model
 from .cf.fit import scores_spec
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
@@ -30,7 +31,7 @@ from .metrics.beyond import (
     itemcoverage,
     top_k,
 )
-from .metrics.ranking import ndcg_per_case, ranks
+from .metrics.ranking import hit_per_case, ndcg_per_case, ranks
 from .scoring.core import Scorer
 from .scoring.variants import llm_variants, mixed_scores, variant_scorer
 from .text_encoder import TextEncoder, catalogue_embeddings
@@ -42,6 +43,8 @@ BEYOND_METRICS = ("itemcoverage@10", "averagepopularity@10", "giniindex@10")
 DIVERSITY = "diversity@10"  # intra-list distance of the top 10 on MiniLM title embeddings (with an item encoder)
 GROUP_METRIC = "ndcg@10"  # the accuracy reported per user group
 COLD_GAP = f"{GROUP_METRIC} cold−warm"
+# RecBole's full sort, for encoder rows only: the held-out item among every catalogue item the user has not touched
+FULL_METRICS = ("full_hit@10", "full_ndcg@10")
 _PROB_METRICS = {"accuracy", "log_loss"}  # need scores that are probabilities
 _PROBABILISTIC_BASELINES = {"like_ratio"}  # popularity is a count share, not a probability
 
@@ -282,6 +285,19 @@ def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates
     return out
 
 
+def full_catalogue_metrics(encoder: Encoder, positives: Sequence[Case], dataset: DataSet,
+                           seed: int) -> dict[str, MetricValue]:
+    """`FULL_METRICS` of an encoder: each held-out item's rank among every item of its catalogue the user has not
+    touched (`DataSet.user_items`), CIs over users."""
+    users = [c.user_id for c in positives]
+    r = full_ranks(encoder, users, [c.target_id or "" for c in positives],
+                   [[h.item_id for h in c.history if h.item_id] for c in positives],
+                   [dataset.user_items.get(u, frozenset()) for u in users])
+    everyone = {"all": np.ones(len(r), dtype=bool)}
+    return {name: group_means(per_case(r, 10), everyone, users, seed)["all"]
+            for name, per_case in zip(FULL_METRICS, (hit_per_case, ndcg_per_case))}
+
+
 def user_groups(cases: Sequence[Case]) -> dict[str, np.ndarray]:
     """Masks of the users (one held-out case each) by history length (`history <5`, `5-19`, `>=20`) and by whether
     the history holds any item of the target domain (`warm`) or none (`cold`; items without a domain count as the
@@ -322,11 +338,13 @@ def run_rank_eval(
     candidates_file: Path | None = None,
     item_encoder: TextEncoder | None = None,
     encoders: Mapping[str, Encoder] | None = None,
+    full_catalogue: bool = False,
     **scorer_options,
 ) -> EvalReport:
     """Ranking protocol for implicit data: each user's held-out item among `negatives` sampled items, or among the
     candidates a file gives (`candidates_file`: then `limit` takes its first lists). Every row also gets the
-    beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group."""
+    beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group; with
+    `full_catalogue`, encoder rows also rank each held-out item in their whole catalogue (`FULL_METRICS`)."""
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
     if candidates_file is not None:
@@ -341,12 +359,15 @@ def run_rank_eval(
     group_names = [f"{GROUP_METRIC} ({g})" for g, mask in groups.items() if mask.any()]
     group_names += [COLD_GAP] if groups["cold"].any() and groups["warm"].any() else []
     names = RANKING_METRICS + BEYOND_METRICS + ((DIVERSITY,) if embeddings else ()) + tuple(group_names)
+    names += FULL_METRICS if full_catalogue and encoders else ()
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name)
 
-    def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None) -> None:
+    def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
+            full: Mapping[str, MetricValue] | None = None) -> None:
         metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed, clusters=users)
+        metrics.update(full or {})
         metrics.update(beyond_accuracy(dataset, lists, candidates, rows, embeddings=embeddings))
         metrics.update(group_metrics(rows, target_idx, groups, users, seed))
         report.rows.append(EvalRow(name, kind, metrics, speed))
@@ -358,7 +379,8 @@ def run_rank_eval(
         else:
             add(name, "baseline", scores)
     for name, encoder in (encoders or {}).items():
-        add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates])
+        add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates],
+            full=full_catalogue_metrics(encoder, positives, dataset, seed) if full_catalogue else None)
     for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
         scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
         add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)

@@ -111,8 +111,7 @@ def encoder_row(name: str, encoder, arena: Arena, counts: dict[str, float], seed
     rows = encoder.score_lists(arena.users, histories, [c.candidates for c in arena.lists])
     target = np.array([c.target_index for c in arena.lists])
     sampled = ranks(rows, target)
-    full = full_ranks(encoder, arena.users, [c.target_id for c in arena.lists], arena.histories,
-                      {u: set(h) for u, h in arena.histories.items()})
+    full = full_ranks(encoder, arena.users, [c.target_id for c in arena.lists], histories, histories)
     catalogue = encoder.score_catalogue(arena.users, [arena.histories[u] for u in arena.users])
     for n, user in enumerate(arena.users):  # top 10 of the unseen items, as the full ranking counts them
         catalogue[n, [encoder.item_index[i] for i in arena.histories[user] if i in encoder.item_index]] = -np.inf

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,16 +21,17 @@ def sampled_ranks(encoder: Encoder, lists: Sequence[CandidateList],
     return ranks(rows, np.array([c.target_index for c in lists]))
 
 
-def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], histories: Mapping[str, Sequence[str]],
-               seen: Mapping[str, set[str]]) -> np.ndarray:
-    """1-based rank of each user's target among every catalogue item the user has not interacted with before
-    (`seen`: the user's earlier items, excluded as RecBole's full sort does); ties count against the target."""
-    scores = encoder.score_catalogue(users, [histories[u] for u in users]).astype(np.float64)
+def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], histories: Sequence[Sequence[str]],
+               seen: Sequence[Iterable[str]]) -> np.ndarray:
+    """1-based rank of each case's target (user `users[n]`, folded in from `histories[n]` when unknown) among every
+    catalogue item but `seen[n]` (the user's other items, excluded as RecBole's full sort does); ties count against
+    the target."""
+    scores = encoder.score_catalogue(list(users), [list(h) for h in histories]).astype(np.float64)
     index = encoder.item_index
     out = np.empty(len(users), dtype=np.int64)
-    for n, (user, target) in enumerate(zip(users, targets)):
+    for n, target in enumerate(targets):
         row = scores[n].copy()
-        row[[index[i] for i in seen.get(user, ()) if i in index and i != target]] = -np.inf
+        row[[index[i] for i in seen[n] if i in index and i != target]] = -np.inf
         out[n] = int((row >= row[index[target]]).sum()) if target in index else len(row)
     return out
 

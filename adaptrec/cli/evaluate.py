@@ -40,12 +40,15 @@ def eval_(
                                                 "(`adaptrec train-cf`) to add as a row; repeatable (default: every "
                                                 "registered encoder that may score the SPEC)"),
     no_encoders: bool = typer.Option(False, "--no-encoders", help="no collaborative encoder rows"),
+    full_catalogue: bool = typer.Option(False, "--full-catalogue", help="encoder rows also rank each held-out item "
+                                        "among every item of their catalogue (full_hit@10, full_ndcg@10)"),
 ) -> None:
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines and the
     registered collaborative encoders."""
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
-                          backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder)
+                          backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder,
+                          full_catalogue=full_catalogue)
     typer.echo(report.markdown())
     if json_out:
         write_json(json_out, report.to_dict())

@@ -70,8 +70,8 @@ def test_unseen_users_fold_in_and_unknown_items_rank_last():
 def test_full_ranks_skip_what_the_user_has_seen():
     data = Interactions.of([("u", "a"), ("v", "a"), ("v", "b"), ("w", "a"), ("w", "b"), ("w", "c")], items=list("abcd"))
     pop = PopularityEncoder(data)  # counts a 3, b 2, c 1, d 0
-    assert full_ranks(pop, ["u", "u"], ["c", "d"], {"u": ["a"]}, {"u": {"a"}}).tolist() == [2, 3]
-    assert full_ranks(pop, ["u"], ["a"], {"u": ["a"]}, {"u": {"a"}}).tolist() == [1]  # a target is never skipped
+    assert full_ranks(pop, ["u", "u"], ["c", "d"], [["a"], ["a"]], [{"a"}, {"a"}]).tolist() == [2, 3]
+    assert full_ranks(pop, ["u"], ["a"], [["a"]], [{"a"}]).tolist() == [1]  # a target is never skipped
 
 
 def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():

@@ -89,6 +89,22 @@ def test_registered_encoders_are_rows_of_eval_reports_on_their_own_source_only(t
         assert 0 <= row.metrics[metric].value <= 1 and "log_loss" not in row.metrics  # scores, not probabilities
     with pytest.raises(AdaptrecError, match="scores only that source's held-out splits"):
         adaptrec.evaluate(data="movielens:100k:test", **common)
+    full = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9, full_catalogue=True, **common)
+    row = next(r for r in full.rows if r.name == f"encoder {record.ref}")
+    untuned = next(r for r in full.rows if r.kind == "llm")
+    assert "full_ndcg@10" not in untuned.metrics and row.metrics["full_hit@10"].n == 12
+    from adaptrec.cf.evaluate import full_ranks
+    from adaptrec.data.spec import load_spec
+    from adaptrec.evaluation import rank_lists
+
+    ds = load_spec("movielens:100k:loo:test")
+    positives, _ = rank_lists(ds, 12, 0, 9)
+    encoder = Registry().load_encoder(record.ref)[0]
+    r = full_ranks(encoder, [c.user_id for c in positives], [c.target_id for c in positives],
+                   [[h.item_id for h in c.history] for c in positives], [ds.user_items[c.user_id] for c in positives])
+    assert row.metrics["full_hit@10"].value == pytest.approx(float(np.mean(r <= 10)))
+    with pytest.raises(AdaptrecError, match="--full-catalogue ranks encoder rows"):
+        adaptrec.evaluate(data="movielens:100k:loo:test", full_catalogue=True, **common)
     adaptrec.api.train_cf("als", data="movielens:100k:loo", dim=8, epochs=2)  # a second version: the latest counts
     by_default = {**common, "encoders": None}
     names = [r.name for r in adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9,
