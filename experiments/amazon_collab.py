@@ -6,7 +6,8 @@ with `--set` lines for arts: LoRA + LightGCN item tokens, 256 shots) re-orders L
 of test users, one case per user (an LLM prompt per candidate). The same in the cold view, where the target
 domain's history is hidden: LightGCN folds the user in from the other domain's items and the adapter reads those
 items with their tokens. Office also trains a staged variant (the projector alone for its first steps, then
-LoRA too). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
+LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
+the history items' LightGCN vectors: LightGCN's own fold-in of an unseen user, next to the target's token). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
 text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users.
@@ -52,7 +53,8 @@ RESULTS = HERE / "results" / "amazon_collab.json"
 DOC = ROOT / "docs" / "amazon_collab.md"
 COMMAND = "python experiments/amazon_collab.py"
 RECIPE = "office-collab"
-ADAPTER_ROWS = {False: "collab adapter (joint)", True: "collab adapter (staged)"}
+ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (staged)",
+                "user token": "collab adapter (joint, user token)"}
 RANDOM_ROW = "top K re-ordered at random (expected)"
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
                                      "data.valid=amazon:arts:valid", "data.test=amazon:arts:test")}
@@ -65,7 +67,8 @@ class Plan:
     encoder: str = "lightgcn"  # the recipe's encoder: the best alone on validation (docs/amazon_encoders.md)
     encoder_epochs: int | None = None  # None: the encoder's default (the recipe's)
     sets: tuple[str, ...] = ()  # recipe overrides
-    staged: tuple[str, ...] = ("office",)  # directions that also train the staged variant
+    variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token"),
+                                                    "arts": ("joint",)})  # the adapters each direction trains
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
     seed: int = 0
@@ -82,12 +85,14 @@ def one_per_user(cases: list, n: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(sorted(first))[:n].tolist())
 
 
-def trained(domain: str, plan: Plan, staged: bool):
-    """(scorer, info) of the direction's collab adapter, joint or staged: the recipe run (resumed when its run
-    folder exists)."""
-    name = f"{domain}-collab" + ("-staged" if staged else "") + ("-smoke" if plan.sets else "")
-    variant = (f"adapter.projector_steps={plan.projector_steps}",) if staged else ()
-    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *plan.sets, *variant, f"name={name}"])
+def trained(domain: str, plan: Plan, variant: str):
+    """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
+    (resumed when its run folder exists)."""
+    suffix = {"joint": "", "staged": "-staged", "user token": "-user"}[variant]
+    name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
+    sets = {"joint": (), "staged": (f"adapter.projector_steps={plan.projector_steps}",),
+            "user token": ("adapter.user_token=true",)}[variant]
+    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *plan.sets, *sets, f"name={name}"])
     start = time.perf_counter()
     done = run_recipe(recipe, text, resume=True)
     scorer = backbone_scorer(done.backbone, done.train.model, adapter_key(done.train.adapter_dir),
@@ -176,9 +181,9 @@ def run(plan: Plan) -> dict:
     blocks, adapters = [], {}
     for domain in DIRECTIONS:
         views = [View(domain, view, encoders, plan) for view in VIEWS.values()]
-        for staged in (False, True) if domain in plan.staged else (False,):
-            row = ADAPTER_ROWS[staged]
-            scorer, adapters[f"{domain}, {row}"] = trained(domain, plan, staged)
+        for variant in plan.variants[domain]:
+            row = ADAPTER_ROWS[variant]
+            scorer, adapters[f"{domain}, {row}"] = trained(domain, plan, variant)
             for view in views:
                 view.rerank(row, scorer)
         text_only(domain, views, plan)
@@ -220,7 +225,9 @@ def render(doc: dict) -> str:
              "95% CIs and paired differences bootstrap users. Machine: " + p["machine"] + ".", "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
-              "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start."), "",
+              "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start. "
+              "User token: joint, and the question names the user by one more soft token (\"Whether the user <user> "
+              "will like ...\"), the projected mean of the history items' encoder vectors."), "",
              *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]

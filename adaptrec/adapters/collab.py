@@ -8,7 +8,9 @@ MF with biases, BPR, ALS, LightGCN or SASRec on the domain's training interactio
 projector into the token-embedding space. LoRA (q/v by default) and the projector train together (joint), or the
 projector alone for the first `projector_steps`, then both (staged; CoLLM stages the other way round: LoRA on text
 first, then the projector alone); the encoder table never trains.
-The user side is left to the model: it reads the soft tokens of the user's history.
+The user side is the soft tokens of the user's history, which the model reads; with `user_token: true` also one
+user token in the question ("Whether the user <user> will like ..."), projected from the mean of the history items'
+encoder vectors (the encoder's own fold-in of an unseen user) by the same projector.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
 `collab.json` (item ids in table order, encoder settings and fingerprint). A catalogue item the encoder never
@@ -25,11 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
-from adaptrec.data.prompts import ITEM_TOKEN
+from adaptrec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from adaptrec.errors import ConfigError
 
 from .lora import LoraSettings, LoraTuner
@@ -50,6 +52,16 @@ class CollabSettings(LoraSettings):
     projector_hidden: int = Field(0, ge=0)  # 0: a linear projector; > 0: a 2-layer MLP (CoLLM) of this width
     projector_steps: int = Field(0, ge=0)  # staged: the first N optimizer steps train the projector alone (LoRA
     # frozen), then both; 0: both from the start (joint)
+    user_token: bool = False  # true: the question names the user by a soft token, the projected mean of the
+    # history items' encoder vectors (the encoder's own fold-in of an unseen user), next to the target's token
+
+    @model_serializer(mode="wrap")
+    def _settings(self, handler) -> dict:
+        """Without an unset `user_token`: the settings digest of a recipe without it stays."""
+        data = handler(self)
+        if not self.user_token:
+            data.pop("user_token")
+        return data
 
 
 def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn.Module:
@@ -62,15 +74,18 @@ def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn
 
 
 class ItemEmbedding(torch.nn.Module):
-    """The backbone's token embedding, extended by item tokens: id >= `first_id` -> projector(table[id - first_id]).
+    """The backbone's token embedding, extended by item tokens: item k's token -> projector(table[k]); with
+    `user_token`, one more token right after them -> projector(mean of the table rows of the item tokens before it
+    in its row), the user as the encoder folds in an unseen one.
 
     One projector per adapter over the one item table (the serving engine holds several adapters of one encoder);
     `adapter_names` (one per row, as peft's mixed batches take them) picks each row's projector, else the `active`
-    one serves every row. A row whose adapter has no projector reads its item tokens as the placeholder token 0."""
+    one serves every row. A row whose adapter has no projector reads these tokens as the placeholder token 0."""
 
-    def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor):
+    def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor,
+                 user_token: bool = False):
         super().__init__()
-        self.base, self.first_id, self.items = base, first_id, tuple(items)
+        self.base, self.first_id, self.items, self.user_token = base, first_id, tuple(items), user_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
         self.projectors = torch.nn.ModuleDict()
         self.active = ""
@@ -90,18 +105,26 @@ class ItemEmbedding(torch.nn.Module):
         return self.base.weight
 
     def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
-        is_item = input_ids >= self.first_id
-        out = self.base(input_ids.masked_fill(is_item, 0))
-        if not is_item.any():
+        user_id = self.first_id + len(self.items)
+        is_item = (input_ids >= self.first_id) & (input_ids < user_id)
+        is_user = input_ids == user_id if self.user_token else torch.zeros_like(is_item)
+        soft = is_item | is_user
+        out = self.base(input_ids.masked_fill(soft, 0))
+        if not soft.any():
             return out
+        vectors = self.table.new_zeros((*input_ids.shape, self.table.shape[1]))
+        vectors[is_item] = self.table[input_ids[is_item] - self.first_id]
+        if is_user.any():  # the mean of the item vectors up to each position (the user token adds none)
+            seen = is_item.cumsum(dim=1).clamp(min=1).unsqueeze(-1)
+            vectors[is_user] = (vectors.cumsum(dim=1) / seen)[is_user]
         out = out.clone()
         names = adapter_names if adapter_names is not None else [self.active] * len(input_ids)
         for name in dict.fromkeys(names):
             if name not in self.projectors:
                 continue
             rows = torch.tensor([n == name for n in names], device=input_ids.device)
-            where = is_item & rows[:, None]
-            out[where] = self.projectors[name](self.table[input_ids[where] - self.first_id]).to(out.dtype)
+            where = soft & rows[:, None]
+            out[where] = self.projectors[name](vectors[where]).to(out.dtype)
         return out
 
     @torch.no_grad()
@@ -114,9 +137,10 @@ class ItemEmbedding(torch.nn.Module):
         last.bias.mul_(factor)
 
 
-def add_item_tokens(tokenizer, items: list[str]) -> int:
-    """Add one token per item (in table order) to `tokenizer`; returns the first item token's id."""
-    tokens = [ITEM_TOKEN.format(i) for i in items]
+def add_item_tokens(tokenizer, items: list[str], user_token: bool = False) -> int:
+    """Add one token per item (in table order), then the user token if asked, to `tokenizer`; returns the first
+    item token's id."""
+    tokens = [ITEM_TOKEN.format(i) for i in items] + ([USER_TOKEN] if user_token else [])
     tokenizer.add_tokens(tokens)
     ids = tokenizer.convert_tokens_to_ids(tokens)
     if ids != list(range(ids[0], ids[0] + len(ids))):
@@ -150,12 +174,13 @@ def _freeze_lora(model: "PeftModel", steps: int) -> None:
             param.register_post_accumulate_grad_hook(drop)
 
 
-def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor) -> ItemEmbedding:
-    """Wrap `model`'s input embedding with item tokens (added to `tokenizer`), with no projector yet."""
+def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor,
+            user_token: bool = False) -> ItemEmbedding:
+    """Wrap `model`'s input embedding with item tokens (and the user token; added to `tokenizer`), no projector yet."""
     base = model.get_input_embeddings()
     if isinstance(base, ItemEmbedding):
         raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
-    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items), items, table)
+    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items, user_token), items, table, user_token)
     model.get_base_model().set_input_embeddings(layer)
     return layer
 
@@ -167,9 +192,11 @@ def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | None = None) -> None:
-    """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors)."""
+    """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors,
+    the user token or not: prompts render it for every adapter of the backbone)."""
     tensors, meta = saved or _read(folder)
-    if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
+    if layer.items != tuple(meta["items"]) or layer.user_token != meta.get("user_token", False) \
+            or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's); load it on a fresh backbone (or another server)")
 
@@ -191,11 +218,12 @@ class CollabTuner(LoraTuner):
         if tokenizer is None:
             raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
         items, table, record = encoder_table(cfg)
-        layer = install(model, tokenizer, items, table)
+        layer = install(model, tokenizer, items, table, cfg.user_token)
         layer.add_projector(model.active_adapter, cfg.projector_hidden)
         layer.match_scale()
         layer.projector.requires_grad_(True)
-        model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden}
+        model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden,
+                                 **({"user_token": True} if cfg.user_token else {})}
         if cfg.projector_steps:
             _freeze_lora(model, cfg.projector_steps)
 
@@ -234,7 +262,7 @@ class CollabTuner(LoraTuner):
         projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
-            layer = install(model, tokenizer, meta["items"], tensors["table"])
+            layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False))
         check_table(layer, folder, (tensors, meta))
         name = name or model.active_adapter
         if name in layer.projectors:  # in place: an optimizer may hold the trainable projector's parameters
@@ -242,7 +270,7 @@ class CollabTuner(LoraTuner):
             layer.active = name
         else:
             layer.add_projector(name, meta["projector_hidden"], projector)
-        model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden")}
+        model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden", "user_token") if k in meta}
 
 
 TUNER = CollabTuner()

@@ -17,9 +17,10 @@ from .records import Case
 
 # "-stats": the input also states the history's like-ratio (the signal the like-ratio baseline ranks by);
 # "-items": every item with an id is followed by its item token (`ITEM_TOKEN`), which a collaborative
-# adapter embeds from its encoder (adapters/collab.py)
+# adapter embeds from its encoder (adapters/collab.py); with a user token in the tokenizer, the question names it
 TEMPLATES = ("tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items")
 ITEM_TOKEN = "<item_{}>"
+USER_TOKEN = "<user>"  # a collaborative adapter's user token (`adapter.user_token`): embedded from the history's items
 ANSWERS = {1: "Yes.", 0: "No."}
 
 TALLREC_WRAPPER = (
@@ -44,12 +45,16 @@ def instruction(noun: str) -> str:
     )
 
 
-def has_item_token(tokenizer: Any, item_id: str) -> bool:
-    """Whether `tokenizer` holds the item token of `item_id` (a collaborative adapter added it; `None`: assume so)."""
+def has_token(tokenizer: Any, token: str) -> bool:
+    """Whether `tokenizer` holds `token` as one token (a collaborative adapter added it; `None`: assume so)."""
     if tokenizer is None:
         return True
-    token_id = tokenizer.convert_tokens_to_ids(ITEM_TOKEN.format(item_id))
+    token_id = tokenizer.convert_tokens_to_ids(token)
     return token_id is not None and token_id != tokenizer.unk_token_id
+
+
+def has_item_token(tokenizer: Any, item_id: str) -> bool:
+    return has_token(tokenizer, ITEM_TOKEN.format(item_id))
 
 
 def unknown_items(case: Case, tokenizer: Any) -> list[str]:
@@ -75,11 +80,12 @@ def items_template(template: str) -> str:
     return template.split("-")[0] + "-items"
 
 
-def render_input(case: Case, stats: bool = False) -> str:
+def render_input(case: Case, stats: bool = False, user_token: bool = False) -> str:
     """TALLRec's three-line input: liked items, disliked items (history order), the question.
 
     With `stats`, a line between the lists and the question states how many of the listed items the user
     liked, as a count and a percentage (the like-ratio heuristic's feature, spelled out for the model).
+    With `user_token`, the question names the user by `USER_TOKEN` ("Whether the user <user> will like ...").
     """
     liked = [h.text for h in case.history if h.liked]
     disliked = [h.text for h in case.history if not h.liked]
@@ -88,7 +94,8 @@ def render_input(case: Case, stats: bool = False) -> str:
         n = len(case.history)
         lines.append(f"User Statistics: liked {len(liked)} of the {n} items above ({round(100 * len(liked) / n)}%)"
                      if n else "User Statistics: no history")
-    lines.append(f"Whether the user will like the target {case.noun} {case.target}?")
+    user = f"the user {USER_TOKEN}" if user_token else "the user"
+    lines.append(f"Whether {user} will like the target {case.noun} {case.target}?")
     return "\n".join(lines)
 
 
@@ -96,7 +103,9 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     wrapper, _, variant = template.partition("-")
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
-    text = render_input(with_item_tokens(case, tokenizer) if variant == "items" else case, stats=variant == "stats")
+    items = variant == "items"
+    text = render_input(with_item_tokens(case, tokenizer) if items else case, stats=variant == "stats",
+                        user_token=items and tokenizer is not None and has_token(tokenizer, USER_TOKEN))
     if wrapper == "tallrec":
         return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=text)
     if tokenizer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,42 @@ def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(buil
     history.write_text(json.dumps({"history": [{"title": "x", "item_id": 7}]}))
     with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id string, got 7"):
         api.predict("movie-collab", history, title, **common)
+
+
+def test_a_user_token_is_the_projected_mean_of_the_history_items_and_survives_save_load_and_shared_prefixes(
+        tiny_model_dir, tmp_path):
+    """`user_token: true`: the question names the user by one soft token, the projection of the mean encoder vector
+    of the item tokens before it in its row; it sits in the shared history prefix, so prefix ranking agrees with
+    full prompts; a fresh backbone gets it back from the folder; without the setting no prompt carries it."""
+    from adaptrec.adapters.attach import load_peft
+    from adaptrec.data.movielens import load_movielens
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, {**SETTINGS, "user_token": True}, total_steps=2, tokenizer=bb.tokenizer).eval()
+    case = next(c for c in load_movielens("test") if c.target_id is not None)
+    prompt = render_prompt(case, "tallrec-items", bb.tokenizer)
+    assert "Whether the user <user> will like" in prompt
+    layer = model.get_input_embeddings()
+    ids = torch.tensor([bb.tokenizer(prompt).input_ids])
+    user_id = bb.tokenizer.convert_tokens_to_ids("<user>")
+    at = int((ids[0] == user_id).nonzero())
+    before = ids[0, :at]
+    items = before[(before >= layer.first_id) & (before < user_id)] - layer.first_id
+    assert len(items) == len(case.history)
+    torch.testing.assert_close(layer(ids)[0, at], layer.projector(layer.table[items].mean(dim=0)))
+    cases = [case, *[replace(case, target=c.target, target_id=c.target_id) for c in load_movielens("test")[1:4]]]
+    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
+    full = scorer.score(cases)
+    np.testing.assert_allclose(scorer.score_lists([cases], shared_prefix=True)[0], full, atol=1e-4)
+    model.save_pretrained(tmp_path)
+    tuner_for(model).save_extra(model, tmp_path)
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, tmp_path, "collab")
+    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    np.testing.assert_allclose(Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items",
+                                      progress=False).score(cases), full, atol=1e-5)
+    plain = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    build_peft_model(plain.model, SETTINGS, total_steps=2, tokenizer=plain.tokenizer)
+    assert "<user>" not in render_prompt(case, "tallrec-items", plain.tokenizer)
+    with pytest.raises(ConfigError, match="item table differs"):  # one layout per backbone: prompts render it
+        tuner_for(model).load_extra(plain.model, tmp_path, plain.tokenizer, "other")
