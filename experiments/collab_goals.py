@@ -48,6 +48,19 @@ def _amazon(doc: dict) -> list[Arena]:
     return arenas
 
 
+def _variants(doc: dict) -> list[str]:
+    """A line per Amazon view where other collab variants than the joint one re-ranked the same users."""
+    lines = []
+    for block in doc["blocks"]:
+        others = [r for r in block["rows"] if r["name"].startswith("collab adapter") and r["name"] != JOINT]
+        if others:
+            view = "cold" if block["view"] == "other" else "warm"
+            cells = ", ".join(f"{r['name'].removeprefix('collab adapter ')} {r['ndcg@10']['value']:.3f} "
+                              f"({_diff(r['vs_encoder'])} against the encoder)" for r in others)
+            lines.append(f"- Amazon {block['domain'].title()}, {view}: {cells}.")
+    return lines
+
+
 def _movie(doc: dict) -> list[Arena]:
     rows = {r["name"]: r for r in doc["rows"]}
     bar, encoder = rows["feature regression"], rows["MF with biases (encoder alone)"]
@@ -75,6 +88,9 @@ def render() -> list[str]:
              "| page |", "|---|---|---:|---|---|---|",
              *("| " + " | ".join(cells) + " |" for cells, _ in arenas), "",
              f"The adapter is above its bar, CI above 0, in {above} of {len(arenas)} arenas."]
+    variants = _variants(amazon)
+    if variants:
+        lines[-1:-1] = ["Other variants of the Amazon adapter on the same users (NDCG@10):", "", *variants, ""]
     if not above:
         lines[-1] += (" What the pages found missing: with at most 256 labelled prompts and 24–96 steps the 135M "
                       "backbone does not learn to read the item tokens as well as the encoder that made them.")
