@@ -287,12 +287,18 @@ def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates
 
 def full_catalogue_metrics(encoder: Encoder, positives: Sequence[Case], dataset: DataSet,
                            seed: int) -> dict[str, MetricValue]:
-    """`FULL_METRICS` of an encoder: each held-out item's rank among every item of its catalogue the user has not
-    touched (`DataSet.user_items`), CIs over users."""
+    """`FULL_METRICS` of an encoder: each held-out item's rank among every item of the target's domain the user has
+    not touched (`DataSet.user_items`: the items its sampled negatives avoid too), CIs over users."""
+    if any(c.target_id is None for c in positives):
+        raise DataSpecError(f"{dataset.spec}: the full-catalogue sort needs every held-out item's id")
     users = [c.user_id for c in positives]
-    r = full_ranks(encoder, users, [c.target_id or "" for c in positives],
-                   [[h.item_id for h in c.history if h.item_id] for c in positives],
-                   [dataset.user_items.get(u, frozenset()) for u in users])
+    r = np.empty(len(positives), dtype=np.int64)
+    for domain in dict.fromkeys(c.domain for c in positives):  # each domain's cases among that domain's items
+        idx = [n for n, c in enumerate(positives) if c.domain == domain]
+        r[idx] = full_ranks(encoder, [users[n] for n in idx], [positives[n].target_id for n in idx],
+                            [[h.item_id for h in positives[n].history if h.item_id] for n in idx],
+                            [dataset.user_items.get(users[n], frozenset()) for n in idx],
+                            dataset.catalogues.get(domain))
     everyone = {"all": np.ones(len(r), dtype=bool)}
     return {name: group_means(per_case(r, 10), everyone, users, seed)["all"]
             for name, per_case in zip(FULL_METRICS, (hit_per_case, ndcg_per_case))}

@@ -7,13 +7,13 @@ of test users, one case per user (an LLM prompt per candidate). The same in the 
 domain's history is hidden: LightGCN folds the user in from the other domain's items and the adapter reads those
 items with their tokens. Office also trains a staged variant (the projector alone for its first steps, then
 LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
-the history items' LightGCN vectors: LightGCN's own fold-in of an unseen user, next to the target's token). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
+the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
 text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users.
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
-    python experiments/amazon_collab.py                 # train (or resume) both adapters, re-rank, write the page
+    python experiments/amazon_collab.py                 # train (or resume) the adapters, re-rank, write the page
     python experiments/amazon_collab.py --render-only   # re-render docs/amazon_collab.md from the JSON
     python experiments/amazon_collab.py --smoke DIR     # the whole path in minutes (tiny encoder, 2 steps, 3 users)
 

@@ -10,7 +10,7 @@ projector alone for the first `projector_steps`, then both (staged; CoLLM stages
 first, then the projector alone); the encoder table never trains.
 The user side is the soft tokens of the user's history, which the model reads; with `user_token: true` also one
 user token in the question ("Whether the user <user> will like ..."), projected from the mean of the history items'
-encoder vectors (the encoder's own fold-in of an unseen user) by the same projector.
+encoder vectors (those the encoder saw: how the factor encoders fold in an unseen user) by the same projector.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
 `collab.json` (item ids in table order, encoder settings and fingerprint). A catalogue item the encoder never
@@ -31,7 +31,7 @@ from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
-from adaptrec.data.prompts import ITEM_TOKEN, USER_TOKEN
+from adaptrec.data.prompts import ITEM_TOKEN, USER_TOKEN, has_token
 from adaptrec.errors import ConfigError
 
 from .lora import LoraSettings, LoraTuner
@@ -53,7 +53,7 @@ class CollabSettings(LoraSettings):
     projector_steps: int = Field(0, ge=0)  # staged: the first N optimizer steps train the projector alone (LoRA
     # frozen), then both; 0: both from the start (joint)
     user_token: bool = False  # true: the question names the user by a soft token, the projected mean of the
-    # history items' encoder vectors (the encoder's own fold-in of an unseen user), next to the target's token
+    # history items' encoder vectors (how the factor encoders fold in an unseen user), next to the target's token
 
     @model_serializer(mode="wrap")
     def _settings(self, handler) -> dict:
@@ -75,8 +75,9 @@ def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn
 
 class ItemEmbedding(torch.nn.Module):
     """The backbone's token embedding, extended by item tokens: item k's token -> projector(table[k]); with
-    `user_token`, one more token right after them -> projector(mean of the table rows of the item tokens before it
-    in its row), the user as the encoder folds in an unseen one.
+    `user_token`, one more token right after them -> projector(mean of the table rows of the known items (those
+    the encoder saw in training: non-zero rows) before it in its row), the user as the factor encoders fold in an
+    unseen one.
 
     One projector per adapter over the one item table (the serving engine holds several adapters of one encoder);
     `adapter_names` (one per row, as peft's mixed batches take them) picks each row's projector, else the `active`
@@ -87,6 +88,7 @@ class ItemEmbedding(torch.nn.Module):
         super().__init__()
         self.base, self.first_id, self.items, self.user_token = base, first_id, tuple(items), user_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
+        self.register_buffer("known", self.table.abs().sum(dim=1) > 0, persistent=False)  # zero rows: never seen
         self.projectors = torch.nn.ModuleDict()
         self.active = ""
 
@@ -114,8 +116,10 @@ class ItemEmbedding(torch.nn.Module):
             return out
         vectors = self.table.new_zeros((*input_ids.shape, self.table.shape[1]))
         vectors[is_item] = self.table[input_ids[is_item] - self.first_id]
-        if is_user.any():  # the mean of the item vectors up to each position (the user token adds none)
-            seen = is_item.cumsum(dim=1).clamp(min=1).unsqueeze(-1)
+        if is_user.any():  # the mean of the known items' vectors up to each position (the user token adds none)
+            known = torch.zeros_like(is_item)
+            known[is_item] = self.known[input_ids[is_item] - self.first_id]
+            seen = known.cumsum(dim=1).clamp(min=1).unsqueeze(-1)
             vectors[is_user] = (vectors.cumsum(dim=1) / seen)[is_user]
         out = out.clone()
         names = adapter_names if adapter_names is not None else [self.active] * len(input_ids)
@@ -141,6 +145,9 @@ def add_item_tokens(tokenizer, items: list[str], user_token: bool = False) -> in
     """Add one token per item (in table order), then the user token if asked, to `tokenizer`; returns the first
     item token's id."""
     tokens = [ITEM_TOKEN.format(i) for i in items] + ([USER_TOKEN] if user_token else [])
+    held = next((t for t in tokens if has_token(tokenizer, t)), None)
+    if held is not None:  # refused before the tokenizer changes
+        raise ConfigError(f"the tokenizer already holds {held}: load a fresh backbone for this adapter")
     tokenizer.add_tokens(tokens)
     ids = tokenizer.convert_tokens_to_ids(tokens)
     if ids != list(range(ids[0], ids[0] + len(ids))):
@@ -195,10 +202,13 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors,
     the user token or not: prompts render it for every adapter of the backbone)."""
     tensors, meta = saved or _read(folder)
-    if layer.items != tuple(meta["items"]) or layer.user_token != meta.get("user_token", False) \
-            or not torch.equal(layer.table.cpu(), tensors["table"]):
+    if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's); load it on a fresh backbone (or another server)")
+    if layer.user_token != meta.get("user_token", False):
+        raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get('user_token') else 'has no'} a user token, "
+                          "unlike the adapter whose item tokens this backbone carries (prompts render one layout); "
+                          "load it on a fresh backbone (or another server)")
 
 
 def encoder_of(folder: Path) -> dict | None:

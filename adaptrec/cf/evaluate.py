@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,12 +22,16 @@ def sampled_ranks(encoder: Encoder, lists: Sequence[CandidateList],
 
 
 def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], histories: Sequence[Sequence[str]],
-               seen: Sequence[Iterable[str]]) -> np.ndarray:
+               seen: Sequence[Iterable[str]], catalogue: Collection[str] | None = None) -> np.ndarray:
     """1-based rank of each case's target (user `users[n]`, folded in from `histories[n]` when unknown) among every
-    catalogue item but `seen[n]` (the user's other items, excluded as RecBole's full sort does); ties count against
-    the target."""
+    item of `catalogue` (default: the encoder's) but `seen[n]` (items the user touched, excluded as RecBole's full
+    sort excludes the training ones); ties count against the target."""
     scores = encoder.score_catalogue(list(users), [list(h) for h in histories]).astype(np.float64)
     index = encoder.item_index
+    if catalogue is not None:  # e.g. one domain's items of a two-domain encoder
+        outside = np.ones(len(index), dtype=bool)
+        outside[[index[i] for i in catalogue if i in index]] = False
+        scores[:, outside] = -np.inf
     out = np.empty(len(users), dtype=np.int64)
     for n, target in enumerate(targets):
         row = scores[n].copy()

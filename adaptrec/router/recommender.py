@@ -22,7 +22,8 @@ Item = Union[str, dict]  # a title, or {"title": ..., "item_id": ...}
 def _title(item: Item) -> str:
     if isinstance(item, str):
         return item
-    if not isinstance(item, dict) or not isinstance(item.get("title"), str):
+    if not isinstance(item, dict) or not isinstance(item.get("title"), str) \
+            or not isinstance(item.get("item_id", ""), str):
         raise DataFormatError(f'an item is a title or {{"title": str, "item_id": str}}, got {item!r}')
     return item["title"]
 

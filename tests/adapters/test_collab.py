@@ -346,5 +346,25 @@ def test_a_user_token_is_the_projected_mean_of_the_history_items_and_survives_sa
     plain = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     build_peft_model(plain.model, SETTINGS, total_steps=2, tokenizer=plain.tokenizer)
     assert "<user>" not in render_prompt(case, "tallrec-items", plain.tokenizer)
-    with pytest.raises(ConfigError, match="item table differs"):  # one layout per backbone: prompts render it
+    with pytest.raises(ConfigError, match="reads a user token, unlike the adapter"):  # one layout per backbone
         tuner_for(model).load_extra(plain.model, tmp_path, plain.tokenizer, "other")
+    from adaptrec.config import load_recipe, recipe_digest
+
+    unset, with_false = (load_recipe("movie-collab", sets)[0] for sets in ([], ["adapter.user_token=false"]))
+    assert recipe_digest(unset) == recipe_digest(with_false)  # a recipe without the key keeps its run folder
+
+
+def test_the_user_token_averages_only_the_items_the_encoder_saw_in_each_rows_own_history():
+    """Rows of one batch with other histories (one of them holding an item the encoder never saw: a zero row) each
+    get the mean of their own known items, as the factor encoders fold in an unseen user."""
+    torch.manual_seed(0)
+    table = torch.randn(5, 3)
+    table[2] = 0  # an item the encoder never saw
+    layer = ItemEmbedding(torch.nn.Embedding(10, 4), 10, [str(i) for i in range(5)], table, user_token=True)
+    projector = layer.add_projector("a", 0)
+    user = 15
+    out = layer(torch.tensor([[5, 11, 13, user, 14], [10, 12, 6, user, 7]]))
+    torch.testing.assert_close(out[0, 3], projector(table[[1, 3]].mean(dim=0)))
+    torch.testing.assert_close(out[1, 3], projector(table[0]))  # the unseen item does not count
+    torch.testing.assert_close(out[0, 4], projector(table[4]))  # after the user token: an item again
+    torch.testing.assert_close(out[1, 2], layer.base(torch.tensor(6)))  # ordinary tokens read the token table

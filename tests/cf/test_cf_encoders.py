@@ -72,6 +72,8 @@ def test_full_ranks_skip_what_the_user_has_seen():
     pop = PopularityEncoder(data)  # counts a 3, b 2, c 1, d 0
     assert full_ranks(pop, ["u", "u"], ["c", "d"], [["a"], ["a"]], [{"a"}, {"a"}]).tolist() == [2, 3]
     assert full_ranks(pop, ["u"], ["a"], [["a"]], [{"a"}]).tolist() == [1]  # a target is never skipped
+    # one domain's items of a two-domain encoder: a and b (another domain) do not compete
+    assert full_ranks(pop, ["u"], ["d"], [["a"]], [set()], catalogue={"c", "d"}).tolist() == [2]
 
 
 def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():
