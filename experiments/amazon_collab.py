@@ -7,8 +7,8 @@ of test users, one case per user (an LLM prompt per candidate). The same in the 
 domain's history is hidden: LightGCN folds the user in from the other domain's items and the adapter reads those
 items with their tokens. Office also trains a staged variant (the projector alone for its first steps, then
 LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
-the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token). Rows on the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also
-text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
+the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token). Rows on
+the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users.
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from amazon_encoders import VIEWS, arena
 from ml100k_loo import _diff, mean_ci, paired, reranked_ranks
-from report import ROOT, banner, cell, experiment_args, run_and_render, side_of_zero, table
+from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.backbone import EMBEDDED, load_backbone
@@ -243,11 +244,5 @@ def render(doc: dict) -> str:
                       ""])
 
 
-def main() -> None:
-    global RESULTS, DOC
-    render_only, plan, RESULTS, DOC = experiment_args(__doc__, Plan(), SMOKE, RESULTS, DOC, HERE / "home")
-    run_and_render(RESULTS, DOC, render, None if render_only else lambda: run(plan))
-
-
 if __name__ == "__main__":
-    main()
+    experiment_main(sys.modules[__name__])

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, experiment_args, run_and_render, table
+from report import ROOT, banner, cell, experiment_main, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -204,10 +205,5 @@ def render(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    render_only = experiment_args(__doc__, None, None, RESULTS, DOC, HERE / "home")[0]
-    run_and_render(RESULTS, DOC, render, None if render_only else run)
-
-
 if __name__ == "__main__":
-    main()
+    experiment_main(sys.modules[__name__])

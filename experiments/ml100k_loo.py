@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, experiment_args, run_and_render, side_of_zero, table
+from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -360,11 +361,5 @@ def render(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    global RESULTS, DOC
-    render_only, plan, RESULTS, DOC = experiment_args(__doc__, Plan(), SMOKE, RESULTS, DOC, HERE / "home")
-    run_and_render(RESULTS, DOC, render, None if render_only else lambda: run(plan))
-
-
 if __name__ == "__main__":
-    main()
+    experiment_main(sys.modules[__name__])

@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 from adaptrec.atomic import write_json, write_text
 from adaptrec.metrics import MetricValue
@@ -75,21 +76,24 @@ def side_of_zero(d: dict) -> str:
             else "not resolved, CI spans 0")
 
 
-def experiment_args(doc: str, plan: object, smoke: object, results: Path, page: Path,
-                    home: Path) -> tuple[bool, object, Path, Path]:
-    """Parse an experiment's `--render-only` / `--smoke DIR`: (render only, plan, results file, page). `--smoke`
-    (offered when there is a `smoke` plan) swaps it in and writes results, page and $ADAPTREC_HOME into DIR;
-    the home defaults to `home`."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def experiment_main(module: ModuleType) -> None:
+    """An experiment's `main`: parse `--render-only` (and `--smoke DIR` when the module has a `SMOKE` plan), then
+    `run_and_render` its `run` (given the plan: `Plan()`, or `SMOKE`) and `render`. `--smoke` writes results, page
+    and $ADAPTREC_HOME into DIR, rebinding the module's `RESULTS` and `DOC` (its `render` names them in its
+    banner); the home defaults to the module's `HERE / "home"`."""
+    smoke = getattr(module, "SMOKE", None)
+    parser = argparse.ArgumentParser(description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render-only", action="store_true")
     if smoke is not None:
         parser.add_argument("--smoke", type=Path, metavar="DIR", help="the whole path in minutes; writes into DIR")
     args = parser.parse_args()
+    plan = module.Plan() if smoke is not None else None
     if getattr(args, "smoke", None):
-        plan, results, page = smoke, args.smoke / results.name, args.smoke / page.name
+        plan, module.RESULTS, module.DOC = smoke, args.smoke / module.RESULTS.name, args.smoke / module.DOC.name
         os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
-    os.environ.setdefault("ADAPTREC_HOME", str(home))
-    return args.render_only, plan, results, page
+    os.environ.setdefault("ADAPTREC_HOME", str(module.HERE / "home"))
+    run = None if args.render_only else module.run if plan is None else lambda: module.run(plan)
+    run_and_render(module.RESULTS, module.DOC, module.render, run)
 
 
 def run_and_render(results: Path, page: Path, render: Callable[[dict], str],

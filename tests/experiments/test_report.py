@@ -4,6 +4,7 @@ committed results (no model is loaded)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -314,3 +315,31 @@ def test_collab_page_verdicts_follow_the_paired_cis():
     assert "LoRA, text only below, CI below 0" in page and "collab (LoRA + MF item tokens) above, CI above 0" in page
     assert "not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
     assert "Does collab (LoRA + MF item tokens) add signal to the bar's features?" in page
+
+
+def test_experiment_main_runs_the_plan_or_the_smoke_plan_and_writes_where_it_says(tmp_path, monkeypatch):
+    """`--smoke DIR` runs the SMOKE plan with results, page and $ADAPTREC_HOME in DIR (the module's RESULTS and DOC
+    rebound); `--render-only` re-renders without running."""
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class Plan:
+        size: int = 100
+
+    module = types.SimpleNamespace(__doc__="an experiment", Plan=Plan, SMOKE=Plan(size=2), HERE=tmp_path,
+                                   RESULTS=tmp_path / "r.json", DOC=tmp_path / "page.md",
+                                   run=lambda plan: {"size": plan.size}, render=lambda doc: f"size {doc['size']}\n")
+    monkeypatch.delenv("ADAPTREC_HOME", raising=False)
+    monkeypatch.setattr(sys, "argv", ["x.py", "--smoke", str(tmp_path / "smoke")])
+    report.experiment_main(module)
+    assert (tmp_path / "smoke" / "page.md").read_text() == "size 2\n" and module.RESULTS == tmp_path / "smoke" / "r.json"
+    assert os.environ["ADAPTREC_HOME"] == str(tmp_path / "smoke" / "home")
+    module.RESULTS, module.DOC = tmp_path / "r.json", tmp_path / "page.md"
+    monkeypatch.setattr(sys, "argv", ["x.py"])
+    report.experiment_main(module)
+    assert module.DOC.read_text() == "size 100\n"
+    module.run = None  # never called when re-rendering
+    monkeypatch.setattr(sys, "argv", ["x.py", "--render-only"])
+    report.experiment_main(module)
+    assert module.DOC.read_text() == "size 100\n"
