@@ -92,9 +92,9 @@ class ItemEmbedding(torch.nn.Module):
         self.projectors = torch.nn.ModuleDict()
         self.active = ""
 
-    def add_projector(self, name: str, hidden: int, projector: torch.nn.Module | None = None) -> torch.nn.Module:
-        """`projector` (default: a fresh one) as adapter `name`'s, made active."""
-        self.projectors[name] = projector or new_projector(self.table.shape[1], self.base.weight, hidden)
+    def add_projector(self, name: str, hidden: int) -> torch.nn.Module:
+        """A fresh projector (`new_projector`) as adapter `name`'s, made active."""
+        self.projectors[name] = new_projector(self.table.shape[1], self.base.weight, hidden)
         self.active = name
         return self.projectors[name]
 
@@ -267,8 +267,7 @@ class CollabTuner(LoraTuner):
         into it in place when it has one), and on a fresh backbone the item tokens."""
         tensors, meta = _read(folder)
         layer = model.get_input_embeddings()
-        token_weight = layer.weight
-        projector = new_projector(tensors["table"].shape[1], token_weight, meta["projector_hidden"])
+        projector = new_projector(tensors["table"].shape[1], layer.weight, meta["projector_hidden"])
         projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
@@ -277,9 +276,9 @@ class CollabTuner(LoraTuner):
         name = name or model.active_adapter
         if name in layer.projectors:  # in place: an optimizer may hold the trainable projector's parameters
             layer.projectors[name].load_state_dict(projector.state_dict())
-            layer.active = name
         else:
-            layer.add_projector(name, meta["projector_hidden"], projector)
+            layer.projectors[name] = projector
+        layer.active = name
         model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden", "user_token") if k in meta}
 
 
