@@ -7,7 +7,9 @@ of test users, one case per user (an LLM prompt per candidate). The same in the 
 domain's history is hidden: LightGCN folds the user in from the other domain's items and the adapter reads those
 items with their tokens. Office also trains a staged variant (the projector alone for its first steps, then
 LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
-the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token). Rows on
+the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token); Office and
+Arts also train a match-token variant (one soft token after the target's, from that mean times the target's vector:
+LightGCN's score of the pair, element by element). Rows on
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users.
@@ -55,7 +57,7 @@ DOC = ROOT / "docs" / "amazon_collab.md"
 COMMAND = "python experiments/amazon_collab.py"
 RECIPE = "office-collab"
 ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (staged)",
-                "user token": "collab adapter (joint, user token)"}
+                "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)"}
 RANDOM_ROW = "top K re-ordered at random (expected)"
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
                                      "data.valid=amazon:arts:valid", "data.test=amazon:arts:test")}
@@ -68,8 +70,8 @@ class Plan:
     encoder: str = "lightgcn"  # the recipe's encoder: the best alone on validation (docs/amazon_encoders.md)
     encoder_epochs: int | None = None  # None: the encoder's default (the recipe's)
     sets: tuple[str, ...] = ()  # recipe overrides
-    variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token"),
-                                                    "arts": ("joint",)})  # the adapters each direction trains
+    variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token", "match token"),
+                                                    "arts": ("joint", "match token")})  # the adapters each trains
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
     seed: int = 0
@@ -89,10 +91,10 @@ def one_per_user(cases: list, n: int, seed: int) -> list[int]:
 def trained(domain: str, plan: Plan, variant: str):
     """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
     (resumed when its run folder exists)."""
-    suffix = {"joint": "", "staged": "-staged", "user token": "-user"}[variant]
+    suffix = {"joint": "", "staged": "-staged", "user token": "-user", "match token": "-match"}[variant]
     name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
     sets = {"joint": (), "staged": (f"adapter.projector_steps={plan.projector_steps}",),
-            "user token": ("adapter.user_token=true",)}[variant]
+            "user token": ("adapter.user_token=true",), "match token": ("adapter.match_token=true",)}[variant]
     recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *plan.sets, *sets, f"name={name}"])
     start = time.perf_counter()
     done = run_recipe(recipe, text, resume=True)
@@ -228,7 +230,10 @@ def render(doc: dict) -> str:
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
               "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start. "
               "User token: joint, and the question names the user by one more soft token (\"Whether the user <user> "
-              "will like ...\"), the projected mean of the history items' encoder vectors."), "",
+              "will like ...\"), the projected mean of the history items' encoder vectors. Match token: joint, and "
+              "one more soft token after the target's, that mean times the target's vector element by element (its "
+              "sum is the encoder's score) through a linear matcher that starts as a lean toward \"Yes\" in "
+              "proportion to that score."), "",
              *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]

@@ -11,8 +11,12 @@ first, then the projector alone); the encoder table never trains.
 The user side is the soft tokens of the user's history, which the model reads; with `user_token: true` also one
 user token in the question ("Whether the user <user> will like ..."), projected from the mean of the history items'
 encoder vectors (those the encoder saw: how the factor encoders fold in an unseen user) by the same projector.
+With `match_token: true` the target's item token is followed by a match token `<match>`, embedded from the
+element-wise product of that user vector and the target's vector by a second, linear projector (the "matcher"):
+the product's sum is the factor encoder's score, so one token hands the model the encoder's judgement of the pair
+(it starts as a lean along the "Yes" - "No" token direction in proportion to that score, `init_matcher`).
 
-Files beside peft's (safetensors only): `collab.safetensors` (projector weights and the item table),
+Files beside peft's (safetensors only): `collab.safetensors` (projector and matcher weights, the item table),
 `collab.json` (item ids in table order, encoder settings and fingerprint). A catalogue item the encoder never
 saw in training keeps its soft token, projected from a zero vector; an id outside the catalogue has no token, and
 its item keeps its title alone (`data.prompts.with_item_tokens`).
@@ -23,15 +27,16 @@ adapter over it (training and eval load one adapter; the serving engine several,
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import torch
 from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
-from adaptrec.data.prompts import ITEM_TOKEN, USER_TOKEN, has_token
+from adaptrec.data.prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, answer_token_ids, has_token
 from adaptrec.errors import ConfigError
 
 from .lora import LoraSettings, LoraTuner
@@ -54,13 +59,16 @@ class CollabSettings(LoraSettings):
     # frozen), then both; 0: both from the start (joint)
     user_token: bool = False  # true: the question names the user by a soft token, the projected mean of the
     # history items' encoder vectors (how the factor encoders fold in an unseen user), next to the target's token
+    match_token: bool = False  # true: a soft token after the target's, the history's mean vector times the target's
+    # (element-wise; it sums to the factor encoder's score) through a linear matcher
 
     @model_serializer(mode="wrap")
     def _settings(self, handler) -> dict:
-        """Without an unset `user_token`: the settings digest of a recipe without it stays."""
+        """Without unset `user_token`/`match_token`: the settings digest of a recipe without them stays."""
         data = handler(self)
-        if not self.user_token:
-            data.pop("user_token")
+        for key in ("user_token", "match_token"):
+            if not getattr(self, key):
+                data.pop(key)
         return data
 
 
@@ -73,62 +81,127 @@ def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn
     return layers.to(token_weight.device)
 
 
+@torch.no_grad()
+def init_matcher(matcher: torch.nn.Linear, table: torch.Tensor, token_weight: torch.Tensor, yes_no: tuple[int, int],
+                 seed: int = 0) -> None:
+    """Start the matcher as a lean along the "Yes" - "No" token direction, in proportion to the encoder's score
+    (the sum of its input), from the mean token embedding: scores one standard deviation apart (over random pairs of
+    table rows, a stand-in for user x item) sit one mean token norm apart."""
+    weight = token_weight.float()
+    direction = weight[yes_no[0]] - weight[yes_no[1]]
+    rows = torch.randint(len(table), (2, 512), generator=torch.Generator().manual_seed(seed))
+    spread = (table[rows[0]] * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8)
+    scale = weight.norm(dim=-1).mean() / spread / direction.norm().clamp(min=1e-8)
+    matcher.weight.copy_((direction * scale)[:, None].expand_as(matcher.weight))
+    matcher.bias.copy_(weight.mean(dim=0))
+
+
 class ItemEmbedding(torch.nn.Module):
     """The backbone's token embedding, extended by item tokens: item k's token -> projector(table[k]); with
     `user_token`, one more token right after them -> projector(mean of the table rows of the known items (those
     the encoder saw in training: non-zero rows) before it in its row), the user as the factor encoders fold in an
-    unseen one.
+    unseen one; with `match_token`, one more -> matcher(mean of the known items before the last item token before
+    it, times that item's row), the encoder's view of the user and the target.
 
     One projector per adapter over the one item table (the serving engine holds several adapters of one encoder);
     `adapter_names` (one per row, as peft's mixed batches take them) picks each row's projector, else the `active`
-    one serves every row. A row whose adapter has no projector reads these tokens as the placeholder token 0."""
+    one serves every row (the matchers alike). A row whose adapter has no projector reads these tokens as the
+    placeholder token 0.
+
+    A forward inside `after(prefix)` embeds its ids as continuing `prefix` (the shared-prefix ranker's suffixes):
+    a match token in the suffix reads the history items in the prefix."""
 
     def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor,
-                 user_token: bool = False):
+                 user_token: bool = False, match_token: bool = False):
         super().__init__()
-        self.base, self.first_id, self.items, self.user_token = base, first_id, tuple(items), user_token
+        self.base, self.first_id, self.items = base, first_id, tuple(items)
+        self.user_token, self.match_token = user_token, match_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
         self.register_buffer("known", self.table.abs().sum(dim=1) > 0, persistent=False)  # zero rows: never seen
         self.projectors = torch.nn.ModuleDict()
+        self.matchers = torch.nn.ModuleDict()
         self.active = ""
+        self.prefix: torch.Tensor | None = None
 
     def add_projector(self, name: str, hidden: int) -> torch.nn.Module:
-        """A fresh projector (`new_projector`) as adapter `name`'s, made active."""
+        """A fresh projector (`new_projector`), and with `match_token` a fresh linear matcher, as adapter `name`'s,
+        made active."""
         self.projectors[name] = new_projector(self.table.shape[1], self.base.weight, hidden)
+        if self.match_token:
+            self.matchers[name] = new_projector(self.table.shape[1], self.base.weight, 0)
         self.active = name
         return self.projectors[name]
+
+    def drop(self, name: str) -> None:
+        """Forget adapter `name`'s projector and matcher (it is being unloaded)."""
+        for modules in (self.projectors, self.matchers):
+            if name in modules:
+                del modules[name]
 
     @property
     def projector(self) -> torch.nn.Module:
         return self.projectors[self.active]
 
     @property
+    def matcher(self) -> torch.nn.Module:
+        return self.matchers[self.active]
+
+    @property
     def weight(self) -> torch.Tensor:
         return self.base.weight
 
-    def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
+    @contextmanager
+    def after(self, prefix: Sequence[int]) -> Iterator[None]:
+        """Forwards inside embed their ids as continuing the token ids `prefix`."""
+        self.prefix = torch.tensor([list(prefix)], device=self.table.device)
+        try:
+            yield
+        finally:
+            self.prefix = None
+
+    def soft_vectors(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(projected, matched, vectors) of token ids `ids` (B, L): the positions the projector embeds (item and user
+        tokens), those the matcher embeds (match tokens), and each one's encoder-space vector."""
         user_id = self.first_id + len(self.items)
-        is_item = (input_ids >= self.first_id) & (input_ids < user_id)
-        is_user = input_ids == user_id if self.user_token else torch.zeros_like(is_item)
-        soft = is_item | is_user
+        match_id = user_id + int(self.user_token)
+        is_item = (ids >= self.first_id) & (ids < user_id)
+        is_user = ids == user_id if self.user_token else torch.zeros_like(is_item)
+        is_match = ids == match_id if self.match_token else torch.zeros_like(is_item)
+        items = self.table.new_zeros((*ids.shape, self.table.shape[1]))
+        items[is_item] = self.table[ids[is_item] - self.first_id]  # unseen items: zero rows, so sums skip them
+        vectors = items.clone()
+        if is_user.any() or is_match.any():
+            known = torch.zeros_like(is_item)
+            known[is_item] = self.known[ids[is_item] - self.first_id]
+            total, seen = items.cumsum(dim=1), known.cumsum(dim=1)
+            # the user token: the mean of the known items up to it (it adds none itself)
+            vectors[is_user] = (total / seen.clamp(min=1).unsqueeze(-1))[is_user]
+            if is_match.any():  # the last item before it (the target) times the mean of the known items before that
+                places = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+                last = torch.where(is_item, places, -1).cummax(dim=1).values
+                row, col = is_match.nonzero(as_tuple=True)
+                at = last[row, col].clamp(min=0)
+                target = items[row, at] * (last[row, col] >= 0).unsqueeze(-1)
+                before = total[row, at] - target
+                count = (seen[row, at] - known[row, at].long()).clamp(min=1).unsqueeze(-1)
+                vectors[row, col] = before / count * target
+        return is_item | is_user, is_match, vectors
+
+    def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
+        n = 0 if self.prefix is None else self.prefix.shape[1]
+        ids = input_ids if not n else torch.cat([self.prefix.expand(len(input_ids), -1), input_ids], dim=1)
+        projected, matched, vectors = (t[:, n:] for t in self.soft_vectors(ids))
+        soft = projected | matched
         out = self.base(input_ids.masked_fill(soft, 0))
         if not soft.any():
             return out
-        vectors = self.table.new_zeros((*input_ids.shape, self.table.shape[1]))
-        vectors[is_item] = self.table[input_ids[is_item] - self.first_id]
-        if is_user.any():  # the mean of the known items' vectors up to each position (the user token adds none)
-            known = torch.zeros_like(is_item)
-            known[is_item] = self.known[input_ids[is_item] - self.first_id]
-            seen = known.cumsum(dim=1).clamp(min=1).unsqueeze(-1)
-            vectors[is_user] = (vectors.cumsum(dim=1) / seen)[is_user]
         out = out.clone()
         names = adapter_names if adapter_names is not None else [self.active] * len(input_ids)
         for name in dict.fromkeys(names):
-            if name not in self.projectors:
-                continue
-            rows = torch.tensor([n == name for n in names], device=input_ids.device)
-            where = soft & rows[:, None]
-            out[where] = self.projectors[name](vectors[where]).to(out.dtype)
+            rows = torch.tensor([n == name for n in names], device=input_ids.device)[:, None]
+            for where, modules in ((projected & rows, self.projectors), (matched & rows, self.matchers)):
+                if name in modules and where.any():
+                    out[where] = modules[name](vectors[where]).to(out.dtype)
         return out
 
     @torch.no_grad()
@@ -141,10 +214,11 @@ class ItemEmbedding(torch.nn.Module):
         last.bias.mul_(factor)
 
 
-def add_item_tokens(tokenizer, items: list[str], user_token: bool = False) -> int:
-    """Add one token per item (in table order), then the user token if asked, to `tokenizer`; returns the first
-    item token's id."""
-    tokens = [ITEM_TOKEN.format(i) for i in items] + ([USER_TOKEN] if user_token else [])
+def add_item_tokens(tokenizer, items: list[str], user_token: bool = False, match_token: bool = False) -> int:
+    """Add one token per item (in table order), then the user token and the match token if asked, to `tokenizer`;
+    returns the first item token's id."""
+    tokens = ([ITEM_TOKEN.format(i) for i in items] + ([USER_TOKEN] if user_token else [])
+              + ([MATCH_TOKEN] if match_token else []))
     held = next((t for t in tokens if has_token(tokenizer, t)), None)
     if held is not None:  # refused before the tokenizer changes
         raise ConfigError(f"the tokenizer already holds {held}: load a fresh backbone for this adapter")
@@ -181,13 +255,15 @@ def _freeze_lora(model: "PeftModel", steps: int) -> None:
             param.register_post_accumulate_grad_hook(drop)
 
 
-def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor,
-            user_token: bool = False) -> ItemEmbedding:
-    """Wrap `model`'s input embedding with item tokens (and the user token; added to `tokenizer`), no projector yet."""
+def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, user_token: bool = False,
+            match_token: bool = False) -> ItemEmbedding:
+    """Wrap `model`'s input embedding with item tokens (and the user and match tokens; added to `tokenizer`), no
+    projector yet."""
     base = model.get_input_embeddings()
     if isinstance(base, ItemEmbedding):
         raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
-    layer = ItemEmbedding(base, add_item_tokens(tokenizer, items, user_token), items, table, user_token)
+    first = add_item_tokens(tokenizer, items, user_token, match_token)
+    layer = ItemEmbedding(base, first, items, table, user_token, match_token)
     model.get_base_model().set_input_embeddings(layer)
     return layer
 
@@ -205,10 +281,11 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's); load it on a fresh backbone (or another server)")
-    if layer.user_token != meta.get("user_token", False):
-        raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get('user_token') else 'has no'} a user token, "
-                          "unlike the adapter whose item tokens this backbone carries (prompts render one layout); "
-                          "load it on a fresh backbone (or another server)")
+    for token in ("user_token", "match_token"):
+        if getattr(layer, token) != meta.get(token, False):
+            raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "
+                              f"{token.replace('_', ' ')}, unlike the adapter whose item tokens this backbone carries "
+                              "(prompts render one layout); load it on a fresh backbone (or another server)")
 
 
 def encoder_of(folder: Path) -> dict | None:
@@ -228,12 +305,15 @@ class CollabTuner(LoraTuner):
         if tokenizer is None:
             raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
         items, table, record = encoder_table(cfg)
-        layer = install(model, tokenizer, items, table, cfg.user_token)
+        layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token)
         layer.add_projector(model.active_adapter, cfg.projector_hidden)
         layer.match_scale()
         layer.projector.requires_grad_(True)
+        if cfg.match_token:
+            init_matcher(layer.matcher, layer.table, layer.weight, answer_token_ids(tokenizer))
+            layer.matcher.requires_grad_(True)
         model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden,
-                                 **({"user_token": True} if cfg.user_token else {})}
+                                 **{k: True for k in ("user_token", "match_token") if getattr(cfg, k)}}
         if cfg.projector_steps:
             _freeze_lora(model, cfg.projector_steps)
 
@@ -258,28 +338,38 @@ class CollabTuner(LoraTuner):
         from safetensors.torch import save_file
 
         layer = model.get_input_embeddings()
-        tensors = {f"projector.{k}": v.detach().cpu().contiguous() for k, v in layer.projector.state_dict().items()}
+        parts = {"projector": layer.projector, **({"matcher": layer.matcher} if layer.match_token else {})}
+        tensors = {f"{part}.{k}": v.detach().cpu().contiguous()
+                   for part, module in parts.items() for k, v in module.state_dict().items()}
         save_file({**tensors, "table": layer.table.cpu().contiguous()}, str(Path(folder) / TABLE_FILE))
         write_json(Path(folder) / META_FILE, {**model.adaptrec_collab, "token": ITEM_TOKEN})
 
     def load_extra(self, model: "PeftModel", folder: Path, tokenizer, name: str | None = None) -> None:
-        """Give `model` the projector saved in `folder` as adapter `name`'s (default: the active adapter's; loaded
-        into it in place when it has one), and on a fresh backbone the item tokens."""
+        """Give `model` the projector (and matcher) saved in `folder` as adapter `name`'s (default: the active
+        adapter's; loaded into them in place when it has them), and on a fresh backbone the item tokens."""
         tensors, meta = _read(folder)
         layer = model.get_input_embeddings()
-        projector = new_projector(tensors["table"].shape[1], layer.weight, meta["projector_hidden"])
-        projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k != "table"})
+        dim = tensors["table"].shape[1]
+        loaded = {"projector": new_projector(dim, layer.weight, meta["projector_hidden"]),
+                  **({"matcher": new_projector(dim, layer.weight, 0)} if meta.get("match_token") else {})}
+        for part, module in loaded.items():
+            module.load_state_dict({k.removeprefix(f"{part}."): v for k, v in tensors.items()
+                                    if k.startswith(f"{part}.")})
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
-            layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False))
+            layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False),
+                            meta.get("match_token", False))
         check_table(layer, folder, (tensors, meta))
         name = name or model.active_adapter
-        if name in layer.projectors:  # in place: an optimizer may hold the trainable projector's parameters
-            layer.projectors[name].load_state_dict(projector.state_dict())
-        else:
-            layer.projectors[name] = projector
+        for part, module in loaded.items():
+            held = {"projector": layer.projectors, "matcher": layer.matchers}[part]
+            if name in held:  # in place: an optimizer may hold the trainable modules' parameters
+                held[name].load_state_dict(module.state_dict())
+            else:
+                held[name] = module
         layer.active = name
-        model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden", "user_token") if k in meta}
+        model.adaptrec_collab = {k: meta[k] for k in ("items", "encoder", "projector_hidden", "user_token",
+                                                      "match_token") if k in meta}
 
 
 TUNER = CollabTuner()

@@ -9,6 +9,7 @@ models were trained and scored on exactly that text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -21,6 +22,8 @@ from .records import Case
 TEMPLATES = ("tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items")
 ITEM_TOKEN = "<item_{}>"
 USER_TOKEN = "<user>"  # a collaborative adapter's user token (`adapter.user_token`): embedded from the history's items
+MATCH_TOKEN = "<match>"  # after the target's item token (`adapter.match_token`): embedded from history x target
+SOFT_TEXT = re.compile(r"<(?:item_[^<>]*|user|match)>")  # text a soft token may be spelled as
 ANSWERS = {1: "Yes.", 0: "No."}
 
 TALLREC_WRAPPER = (
@@ -45,6 +48,14 @@ def instruction(noun: str) -> str:
     )
 
 
+def answer_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """Token ids that start the answers "Yes." and "No." (read from the tokenizer, never hard-coded)."""
+    yes, no = (tokenizer(ANSWERS[label], add_special_tokens=False).input_ids[0] for label in (1, 0))
+    if yes == no:
+        raise ValueError("the tokenizer maps 'Yes.' and 'No.' to the same first token")
+    return yes, no
+
+
 def has_token(tokenizer: Any, token: str) -> bool:
     """Whether `tokenizer` holds `token` as one token (a collaborative adapter added it; `None`: assume so)."""
     if tokenizer is None:
@@ -64,14 +75,27 @@ def unknown_items(case: Case, tokenizer: Any) -> list[str]:
 
 
 def with_item_tokens(case: Case, tokenizer: Any = None) -> Case:
-    """`case` with `ITEM_TOKEN` after every history item and target whose id has a token in `tokenizer`; an item
-    the encoder never listed keeps its title alone (as text its token would only be noise)."""
-    def tagged(text: str, item_id: str | None) -> str:
-        known = item_id is not None and has_item_token(tokenizer, item_id)
-        return f"{text} {ITEM_TOKEN.format(item_id)}" if known else text
+    """`case` with `ITEM_TOKEN` after every history item and target whose id has a token in `tokenizer`, and
+    `MATCH_TOKEN` after the target's when `tokenizer` holds it; an item the encoder never listed keeps its title
+    alone (as text its token would only be noise)."""
+    def tagged(text: str, item_id: str | None, match: bool = False) -> str:
+        if item_id is None or not has_item_token(tokenizer, item_id):
+            return text
+        return f"{text} {ITEM_TOKEN.format(item_id)}" + (f" {MATCH_TOKEN}" if match else "")
 
     history = tuple(replace(h, text=tagged(h.text, h.item_id)) for h in case.history)
-    return replace(case, history=history, target=tagged(case.target, case.target_id))
+    match = tokenizer is not None and has_token(tokenizer, MATCH_TOKEN)
+    return replace(case, history=history, target=tagged(case.target, case.target_id, match))
+
+
+def defused(case: Case, tokenizer: Any) -> Case:
+    """`case` with every title's spelling of a soft token `tokenizer` holds broken ("<user>" -> "< user>"): a
+    title's text never turns into an item, user or match token."""
+    def plain(text: str) -> str:
+        return SOFT_TEXT.sub(lambda m: "< " + m[0][1:] if has_token(tokenizer, m[0]) else m[0], text)
+
+    history = tuple(replace(h, text=plain(h.text)) for h in case.history)
+    return replace(case, history=history, target=plain(case.target))
 
 
 def items_template(template: str) -> str:
@@ -104,6 +128,7 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
     items = variant == "items"
+    case = defused(case, tokenizer) if tokenizer is not None else case
     text = render_input(with_item_tokens(case, tokenizer) if items else case, stats=variant == "stats",
                         user_token=items and tokenizer is not None and has_token(tokenizer, USER_TOKEN))
     if wrapper == "tallrec":

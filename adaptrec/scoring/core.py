@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptrec.data.prompts import render_prompt, shared_history
+from adaptrec.data.prompts import answer_token_ids, render_prompt, shared_history
 from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
-from .logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, pad_ids, to_scores
+from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
 from .prefix import PrefixRanker
 
 # Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.

@@ -11,15 +11,6 @@ ScoreMode = Literal["pyes", "tallrec"]
 SCORE_MODES: tuple[str, ...] = ("pyes", "tallrec")
 
 
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """Token ids that start the answers "Yes." and "No." (read from the tokenizer, never hard-coded)."""
-    yes = tokenizer("Yes.", add_special_tokens=False).input_ids[0]
-    no = tokenizer("No.", add_special_tokens=False).input_ids[0]
-    if yes == no:
-        raise ValueError("the tokenizer maps 'Yes.' and 'No.' to the same first token")
-    return yes, no
-
-
 def pad_ids(tokenizer, ids: Sequence[Sequence[int]], device: torch.device) -> dict:
     """Left-padded batch of token ids with position ids that ignore padding (so a score never depends on its batch-mates)."""
     batch = tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt")

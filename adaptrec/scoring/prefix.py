@@ -7,6 +7,8 @@ LRU bounded in entries and in bytes; transformers appends to a cache in place, s
 its batch size. Suffixes are left-padded: the attention mask is [prefix ones | suffix mask] and the
 suffix position ids continue from the prefix length, ignoring padding (as `logits.tokenize` does).
 Prefix-tuned adapters (virtual tokens in their own cache) cannot use it: callers take the plain path.
+An input embedding with an `after(prefix)` context (a collab adapter's) embeds the suffixes as continuing
+the prefix: a soft token in the suffix may read the history items before it.
 Used by `Scorer.score_lists` (evaluation, experiments) and by the serving engine.
 """
 
@@ -23,8 +25,9 @@ import torch
 from transformers import DynamicCache
 
 from adaptrec.compat import CACHE_KEY
+from adaptrec.data.prompts import answer_token_ids
 
-from .logits import answer_logits, answer_token_ids
+from .logits import answer_logits
 
 RowsContext = Callable[[int], AbstractContextManager]  # n rows -> a context the model's forward runs in
 
@@ -83,12 +86,13 @@ class PrefixRanker:
     def logits(self, model: torch.nn.Module, key: str, ids: Sequence[Sequence[int]], n: int,
                rows: RowsContext = no_rows) -> np.ndarray:
         """(N, 3) answer logits of token ids sharing their first `n` tokens, under `model` (cached as `key`)."""
-        cache = self._prefix_cache(model, key, list(ids[0][:n]), rows)
+        prefix = list(ids[0][:n])
+        cache = self._prefix_cache(model, key, prefix, rows)
         out = np.empty((len(ids), 3))
         with torch.inference_mode():
             for b in range(0, len(ids), self.batch_size):
                 chunk = ids[b : b + self.batch_size]
-                out[b : b + len(chunk)] = self._suffixes(model, cache, n, [list(x[n:]) for x in chunk], rows)
+                out[b : b + len(chunk)] = self._suffixes(model, cache, prefix, [list(x[n:]) for x in chunk], rows)
         return out
 
     def _prefix_cache(self, model: torch.nn.Module, key: str, prefix: list[int], rows: RowsContext) -> DynamicCache:
@@ -106,18 +110,21 @@ class PrefixRanker:
             self._caches.popitem(last=False)  # an entry alone over the byte cap is used once, then dropped
         return cache
 
-    def _suffixes(self, model: torch.nn.Module, prefix_cache: DynamicCache, n: int, suffixes: list[list[int]],
-                  rows: RowsContext) -> np.ndarray:
+    def _suffixes(self, model: torch.nn.Module, prefix_cache: DynamicCache, prefix: list[int],
+                  suffixes: list[list[int]], rows: RowsContext) -> np.ndarray:
         device = next(model.parameters()).device
         width = max(len(s) for s in suffixes)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=device)
         suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+        n = len(prefix)
         mask = torch.cat([torch.ones(len(suffixes), n, dtype=suffix_mask.dtype, device=device), suffix_mask], dim=-1)
         positions = n + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(suffixes))
-        with rows(len(suffixes)):
+        embedding = model.get_input_embeddings()  # a collab adapter's embeds the suffix as continuing the prefix
+        continuing = embedding.after(prefix) if hasattr(embedding, "after") else nullcontext()
+        with rows(len(suffixes)), continuing:
             logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                            use_cache=True, logits_to_keep=1, **{CACHE_KEY: cache}).logits[:, -1, :].float()
         return answer_logits(logits, self.yes_id, self.no_id).cpu().numpy()

@@ -46,15 +46,15 @@ from adaptrec.adapters.attach import (
     peft_name,
     peft_type,
 )
-from adaptrec.adapters.export import adalora_to_lora
-from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
 from adaptrec.adapters.collab import ItemEmbedding, check_table
-from adaptrec.data.prompts import items_template, render_prompt, unknown_items
+from adaptrec.adapters.export import adalora_to_lora
+from adaptrec.adapters.files import MIX_TYPE
+from adaptrec.data.prompts import answer_token_ids, items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.home import adaptrec_home
-from adaptrec.scoring.logits import ScoreMode, answer_logits, answer_token_ids, last_token_logits, to_scores, tokenize
+from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
 from adaptrec.scoring.prefix import PrefixRanker, shared_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
@@ -277,8 +277,8 @@ class Engine:
         self._drop_projector(name)
 
     def _drop_projector(self, name: str) -> None:
-        if self.items is not None and name in self.items.projectors:
-            del self.items.projectors[name]
+        if self.items is not None:
+            self.items.drop(name)
 
     def _publish(self) -> None:
         """Refresh the snapshot `resident()` reads (health and metrics never take the engine lock)."""

@@ -368,3 +368,90 @@ def test_the_user_token_averages_only_the_items_the_encoder_saw_in_each_rows_own
     torch.testing.assert_close(out[1, 3], projector(table[0]))  # the unseen item does not count
     torch.testing.assert_close(out[0, 4], projector(table[4]))  # after the user token: an item again
     torch.testing.assert_close(out[1, 2], layer.base(torch.tensor(6)))  # ordinary tokens read the token table
+
+
+def test_a_match_token_is_the_matcher_of_the_history_mean_times_the_target_also_after_a_shared_prefix():
+    """`match_token`: the token after the target's item token embeds (mean of the known items before the target)
+    x (the target's row) through the matcher; a suffix embedded `after` its prefix gets what the whole row gets."""
+    torch.manual_seed(0)
+    table = torch.randn(5, 3)
+    table[2] = 0  # an item the encoder never saw
+    layer = ItemEmbedding(torch.nn.Embedding(10, 4), 10, [str(i) for i in range(5)], table, match_token=True)
+    layer.add_projector("a", 0)
+    match = 15
+    rows = torch.tensor([[5, 11, 12, 13, 6, 14, match], [10, 6, 7, 8, 9, 13, match]])
+    out = layer(rows)
+    torch.testing.assert_close(out[0, 6], layer.matcher(table[[1, 3]].mean(dim=0) * table[4]))
+    torch.testing.assert_close(out[1, 6], layer.matcher(table[0] * table[3]))
+    torch.testing.assert_close(out[0, 5], layer.projector(table[4]))  # the target's own token is an item token
+    with layer.after(rows[0, :4].tolist()):
+        torch.testing.assert_close(layer(rows[:1, 4:]), out[:1, 4:])
+    assert layer.prefix is None
+    lone = layer(torch.tensor([[6, match]]))  # no item before it: the matcher of zeros
+    torch.testing.assert_close(lone[0, 1], layer.matcher(torch.zeros(3)))
+
+
+def test_the_matcher_starts_as_a_lean_toward_yes_in_proportion_to_the_encoders_score(tiny_model_dir):
+    from adaptrec.adapters.collab import init_matcher, new_projector
+    from adaptrec.data.prompts import answer_token_ids
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    weight = bb.model.get_input_embeddings().weight
+    matcher = new_projector(4, weight, 0)
+    table = torch.randn(20, 4)
+    yes, no = answer_token_ids(bb.tokenizer)
+    init_matcher(matcher, table, weight, (yes, no))
+    x = table[0] * table[1]
+    with torch.no_grad():
+        lean = matcher(x) - matcher(torch.zeros(4))
+    direction = (weight[yes] - weight[no]).float()
+    torch.testing.assert_close(lean, direction * (lean @ direction) / direction.dot(direction))  # along yes - no
+    assert float(lean @ direction) * float(x.sum()) > 0  # toward "Yes" for a positive score
+
+
+def test_match_token_adapters_render_score_save_load_and_refuse_another_layout(tiny_model_dir, tmp_path):
+    """The match token follows the target's item token only (none for a target the encoder does not list);
+    shared-prefix ranking agrees with full prompts (the serving tests pin that the suffix reads the prefix's
+    history: this tiny model barely feels one token); a fresh backbone gets it back from the folder; an adapter
+    without it is refused on that backbone; the digest of a recipe without the key stays."""
+    from adaptrec.adapters.attach import load_peft
+    from adaptrec.data.movielens import load_movielens
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, {**SETTINGS, "match_token": True}, total_steps=2, tokenizer=bb.tokenizer).eval()
+    case = next(c for c in load_movielens("test") if c.target_id is not None)
+    prompt = render_prompt(case, "tallrec-items", bb.tokenizer)
+    assert prompt.count("<match>") == 1 and f"<item_{case.target_id}> <match>?" in prompt
+    assert "<match>" not in render_prompt(replace(case, target_id="no-such-item"), "tallrec-items", bb.tokenizer)
+    cases = [case, *[replace(case, target=c.target, target_id=c.target_id) for c in load_movielens("test")[1:4]]]
+    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
+    full = scorer.score(cases)
+    np.testing.assert_allclose(scorer.score_lists([cases], shared_prefix=True)[0], full, atol=1e-4)
+    model.save_pretrained(tmp_path)
+    tuner_for(model).save_extra(model, tmp_path)
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, tmp_path, "collab")
+    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    np.testing.assert_allclose(Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items",
+                                      progress=False).score(cases), full, atol=1e-5)
+    plain = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    build_peft_model(plain.model, SETTINGS, total_steps=2, tokenizer=plain.tokenizer)
+    with pytest.raises(ConfigError, match="reads a match token, unlike the adapter"):
+        tuner_for(model).load_extra(plain.model, tmp_path, plain.tokenizer, "other")
+    from adaptrec.config import load_recipe, recipe_digest
+
+    unset, with_false = (load_recipe("movie-collab", sets)[0] for sets in ([], ["adapter.match_token=false"]))
+    assert recipe_digest(unset) == recipe_digest(with_false)
+
+
+def test_a_title_spelling_a_soft_token_stays_text(built):
+    """A catalogue title that spells an item, user or match token the tokenizer holds never becomes that token."""
+    bb, _, cases = built
+    case = cases[0]
+    used = {h.item_id for h in case.history} | {case.target_id}
+    other = next(i for i in bb.model.get_input_embeddings().items if i not in used)
+    case = replace(case, target=f"Pens <item_{other}> <match>")
+    for template in ("tallrec-items", "tallrec"):
+        ids = bb.tokenizer(render_prompt(case, template, bb.tokenizer)).input_ids
+        assert bb.tokenizer.convert_tokens_to_ids(f"<item_{other}>") not in ids
+    assert f"Pens < item_{other}> <match>" in render_prompt(case, "tallrec", bb.tokenizer)  # no match token held

@@ -14,8 +14,9 @@ from adaptrec.adapters.adalora import AdaLoraSettings, schedule_steps
 from adaptrec.adapters.lora import LoraSettings
 from adaptrec.adapters.prefix import PrefixSettings
 from adaptrec.backbone import load_backbone
+from adaptrec.data.prompts import answer_token_ids
 from adaptrec.errors import AdaptrecError, ConfigError
-from adaptrec.scoring.logits import answer_token_ids, last_token_logits, pad_ids, tokenize
+from adaptrec.scoring.logits import last_token_logits, pad_ids, tokenize
 
 CPU = torch.device("cpu")
 PROMPTS = [

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from adaptrec.data.prompts import answer_token_ids
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import Scorer
-from adaptrec.scoring.logits import answer_token_ids, to_scores
+from adaptrec.scoring.logits import to_scores
 
 
 def _cases(n: int) -> list[Case]:

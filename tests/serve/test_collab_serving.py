@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from data_markers import needs_ml100k
 from router_helpers import fresh_backbone, register_random
 
@@ -165,3 +166,33 @@ def test_a_plan_reads_the_version_the_engine_serves_and_a_failed_first_load_leav
     assert engine.items is None
     np.testing.assert_allclose(engine.score(cases, "collab-other"),
                                _eval_scores(tiny_model_dir, registry, "collab-other", cases), atol=1e-5)
+
+
+def test_a_match_token_adapter_serves_as_eval_scores_it_and_eviction_drops_its_matcher(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    """The match token sits in the suffix of a shared-prefix ranking and reads the history in the prefix."""
+    from adaptrec.data.movielens import load_movielens
+    from adaptrec.scoring.logits import to_scores
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path))
+    registry = Registry(tmp_path)
+    register_random(tiny_model_dir, registry, "matched", {**COLLAB, "match_token": True}, seed=5, domain="movie",
+                    std=0.2)
+    register_random(tiny_model_dir, registry, "plain", {"type": "lora", "r": 4}, seed=4, domain="movie", std=0.2)
+    user = next(c for c in load_movielens("test") if c.target_id is not None)
+    targets = [replace(user, target=c.target, target_id=c.target_id) for c in load_movielens("test")[:4]
+               if c.target_id is not None]
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=1)
+    engine.load("matched")
+    prompts = [engine.prompt(t, "tallrec-items") for t in targets]
+    assert all(p.count("<match>") == 1 for p in prompts)
+    expected = _eval_scores(tiny_model_dir, registry, "matched", targets)
+    np.testing.assert_allclose(to_scores(engine.shared_prefix_logits("matched", prompts), "pyes"), expected, atol=1e-4)
+    np.testing.assert_allclose(engine.score(targets, "matched"), expected, atol=1e-5)
+    with torch.no_grad():  # a matcher that reads the history loudly: a suffix cut off from it would score otherwise
+        engine.items.matchers[engine.load("matched").name].weight.mul_(1e5)  # its inputs are ~1e-5 here
+    loud = engine.score(targets, "matched")
+    assert np.abs(loud - expected).max() > 1e-3
+    np.testing.assert_allclose(to_scores(engine.shared_prefix_logits("matched", prompts), "pyes"), loud, atol=1e-4)
+    engine.load("plain")
+    assert set(engine.items.projectors) == set(engine.items.matchers) == set()
