@@ -195,10 +195,17 @@ def hard_cases(encoder, part: str, users: list[str], k: int, seed: int) -> list[
     return out
 
 
-def trained(plan: Plan, best: str, encoder, hard: bool, seed: int) -> tuple:
-    """(scorer, info) of the collab adapter on `best`'s item vectors: the recipe as shipped (random negatives,
-    `run_recipe`), or trained on 128 users' hard-negative pairs (validated on 24 validation users' pairs)."""
-    sets = [f"adapter.encoder={best}", *plan.sets] + ([f"name={RECIPE}-hard"] if hard else [])
+VARIANTS = {"random negatives": (), "hard negatives": (f"name={RECIPE}-hard",),
+            "match token": (f"name={RECIPE}-match", "adapter.match_token=true")}  # name: recipe overrides
+
+
+def trained(plan: Plan, best: str, encoder, variant: str, seed: int) -> tuple:
+    """(scorer, info) of the collab adapter on `best`'s item vectors in `variant` (a `VARIANTS` key): the recipe
+    as shipped (random negatives, `run_recipe`), with the match token, or trained on 128 users' hard-negative pairs
+    (validated on 24 validation users' pairs)."""
+    hard = variant == "hard negatives"
+    smoke = [f"{s}-smoke" if s.startswith("name=") else s for s in VARIANTS[variant]] if plan.sets else VARIANTS[variant]
+    sets = [f"adapter.encoder={best}", *plan.sets, *smoke]
     recipe, text = load_recipe(RECIPE, sets)
     start = time.perf_counter()
     if hard:
@@ -226,7 +233,7 @@ def trained(plan: Plan, best: str, encoder, hard: bool, seed: int) -> tuple:
                              max_prompt_tokens=recipe.data.max_prompt_tokens, batch_size=recipe.evaluation.batch_size,
                              cache=ScoreCache.default())
     negatives = "hard: one of the encoder's top K" if hard else "random: one sampled unseen movie"
-    info = {"recipe": RECIPE, "negatives": negatives,
+    info = {"recipe": RECIPE, "negatives": negatives, "match_token": variant == "match token",
             "encoder": best, "record": record, "steps": result.steps, "best_val_auc": result.best_val_auc,
             "train_seconds": round(time.perf_counter() - start, 1), "environment": backbone.environment()}
     return scorer, info
@@ -242,8 +249,8 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
     labels = np.concatenate([[int(j == valid.lists[i].target_index) for j in top] for i, top in zip(vi, v_tops)])
     targets, base = [test.lists[i].target_index for i in ti], [enc_test[i] for i in ti]
     out = []
-    for hard in (False, True):
-        scorer, info = trained(plan, best, encoder, hard, seed)
+    for variant in VARIANTS:
+        scorer, info = trained(plan, best, encoder, variant, seed)
         start = time.perf_counter()
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
         info["score_seconds"] = round(time.perf_counter() - start, 1)
@@ -252,7 +259,6 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
         stacked = stack.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
         cuts = np.cumsum([0] + [len(t) for t in t_tops])
         info["stack_weights"] = [round(float(w), 4) for w in stack.coef_[0]]
-        variant = "hard negatives" if hard else "random negatives"
         for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
                           (f"{best} + collab adapter ({variant}), stacked on validation",
                            [stacked[a:b] for a, b in pairwise(cuts)])):
@@ -339,9 +345,10 @@ def render(doc: dict) -> str:
         f"The best on validation NDCG@10 is **{p['best']}**; the collaborative adapter uses its item vectors.", "",
         f"## The collaborative adapter re-ranking {p['best']}'s top {p['rerank_k']} "
         f"({p['llm_test_users']} seeded test users)", "",
-        "Both adapters train 256 labelled prompts (the recipe's budget, up to 96 steps, validation AUC every 12): "
+        "Each adapter trains 256 labelled prompts (the recipe's budget, up to 96 steps, validation AUC every 12): "
         "with random negatives, 256 shots of the training positions each paired with one sampled unseen movie "
-        "(`ml100k-collab` as shipped); with hard negatives, 128 users' last training item each paired with one of "
+        "(`ml100k-collab` as shipped); with the match token, the same, plus one soft token after the target's, "
+        "the mean of the history items' vectors times the target's (docs/adapters.md); with hard negatives, 128 users' last training item each paired with one of "
         f"the encoder's top {p['rerank_k']} unseen movies for that history, the candidates re-ranking has to reject "
         "(validated on 24 validation users' pairs of the same kind). Train s and score s are the wall time of the "
         "invocation that wrote the results: a resumed run and cached scores take less than the first (the "
@@ -354,7 +361,8 @@ def render(doc: dict) -> str:
         *verdicts(doc), "",
     ]
     for r in llm[::2]:
-        lines += [f"* {r['negatives']}: stacked weights (encoder, adapter logit; each standardised within a user's "
+        variant = f"{r['negatives']}{', match token' if r.get('match_token') else ''}"
+        lines += [f"* {variant}: stacked weights (encoder, adapter logit; each standardised within a user's "
                   f"top {p['rerank_k']}) {r['stack_weights']}; adapter {r['record']}."]
     if llm:
         lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items()) + ".", ""]
