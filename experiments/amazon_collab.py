@@ -59,6 +59,7 @@ RECIPE = "office-collab"
 ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (staged)",
                 "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)"}
 RANDOM_ROW = "top K re-ordered at random (expected)"
+TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
                                      "data.valid=amazon:arts:valid", "data.test=amazon:arts:test")}
 
@@ -148,9 +149,12 @@ class View:
         chance = float(np.mean(1 / np.log2(np.arange(plan.rerank_k) + 2)))
         ndcg[RANDOM_ROW] = np.asarray(encoder <= plan.rerank_k, float) * chance
         hits = {name: hit_per_case(r, 10) for name, r in self.rank_of.items()} | {RANDOM_ROW: hit_per_case(encoder, 10)}
+        text = [name for name in ndcg if name.endswith(TEXT_ONLY)]
         rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
                  "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
-                 "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed)} for name in ndcg]
+                 "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed),
+                 **({"vs_text_only": {t: paired(ndcg[name], ndcg[t], plan.seed) for t in text}}
+                    if name in ADAPTER_ROWS.values() and text else {})} for name in ndcg]
         return {"domain": self.domain, "view": self.view, "users": len(self.cases), "prompts": self.prompts,
                 "score_seconds": round(self.seconds, 1), "rows": rows}
 
@@ -167,7 +171,7 @@ def text_only(domain: str, views: list[View], plan: Plan) -> None:
                                 cache=ScoreCache.default())
         for view in views:
             if view.view == "other":
-                view.rerank(f"{name} (text only)", scorer)
+                view.rerank(name + TEXT_ONLY, scorer)
 
 
 def run(plan: Plan) -> dict:
@@ -199,10 +203,11 @@ def verdicts(doc: dict) -> list[str]:
     out = []
     for block in doc["blocks"]:
         for row in (r for r in block["rows"] if r["name"] in ADAPTER_ROWS.values()):
-            for against, key in ((enc, "vs_encoder"), ("popularity", "vs_popularity")):
-                d = row[key]
-                out.append(f"* {block['domain'].title()}, {_view_name(block['view'])}: the {row['name']} against "
-                           f"{against} alone: {side_of_zero(d)} ({_diff(d)}).")
+            against = [(f"{enc} alone", row["vs_encoder"]), ("popularity alone", row["vs_popularity"]),
+                       *((f"the text-only {name.removesuffix(TEXT_ONLY)}", d)
+                         for name, d in row.get("vs_text_only", {}).items())]
+            out += [f"* {block['domain'].title()}, {_view_name(block['view'])}: the {row['name']} against {name}: "
+                    f"{side_of_zero(d)} ({_diff(d)})." for name, d in against]
     return out
 
 

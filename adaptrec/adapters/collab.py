@@ -68,7 +68,7 @@ class CollabSettings(LoraSettings):
         data = handler(self)
         for key in ("user_token", "match_token"):
             if not getattr(self, key):
-                data.pop(key)
+                data.pop(key, None)
         return data
 
 
@@ -188,17 +188,17 @@ class ItemEmbedding(torch.nn.Module):
         return is_item | is_user, is_match, vectors
 
     def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
-        n = 0 if self.prefix is None else self.prefix.shape[1]
-        ids = input_ids if not n else torch.cat([self.prefix.expand(len(input_ids), -1), input_ids], dim=1)
-        projected, matched, vectors = (t[:, n:] for t in self.soft_vectors(ids))
+        if not (input_ids >= self.first_id).any():  # no soft token: the token table alone
+            return self.base(input_ids)
+        cut = 0 if self.prefix is None else self.prefix.shape[1]
+        ids = input_ids if not cut else torch.cat(
+            [self.prefix.to(input_ids.device).expand(len(input_ids), -1), input_ids], dim=1)
+        projected, matched, vectors = (t[:, cut:] for t in self.soft_vectors(ids))
         soft = projected | matched
-        out = self.base(input_ids.masked_fill(soft, 0))
-        if not soft.any():
-            return out
-        out = out.clone()
+        out = self.base(input_ids.masked_fill(soft, 0)).clone()
         names = adapter_names if adapter_names is not None else [self.active] * len(input_ids)
         for name in dict.fromkeys(names):
-            rows = torch.tensor([n == name for n in names], device=input_ids.device)[:, None]
+            rows = torch.tensor([row == name for row in names], device=input_ids.device)[:, None]
             for where, modules in ((projected & rows, self.projectors), (matched & rows, self.matchers)):
                 if name in modules and where.any():
                     out[where] = modules[name](vectors[where]).to(out.dtype)

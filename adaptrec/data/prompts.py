@@ -88,11 +88,11 @@ def with_item_tokens(case: Case, tokenizer: Any = None) -> Case:
     return replace(case, history=history, target=tagged(case.target, case.target_id, match))
 
 
-def defused(case: Case, tokenizer: Any) -> Case:
-    """`case` with every title's spelling of a soft token `tokenizer` holds broken ("<user>" -> "< user>"): a
-    title's text never turns into an item, user or match token."""
+def defused(case: Case) -> Case:
+    """`case` with every title's spelling of a soft token broken ("<user>" -> "< user>"): a title's text never
+    turns into an item, user or match token, and renders alike whatever tokens a tokenizer holds."""
     def plain(text: str) -> str:
-        return SOFT_TEXT.sub(lambda m: "< " + m[0][1:] if has_token(tokenizer, m[0]) else m[0], text)
+        return SOFT_TEXT.sub(lambda m: "< " + m[0][1:], text)
 
     history = tuple(replace(h, text=plain(h.text)) for h in case.history)
     return replace(case, history=history, target=plain(case.target))
@@ -128,7 +128,7 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     if template not in TEMPLATES:
         raise ConfigError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
     items = variant == "items"
-    case = defused(case, tokenizer) if tokenizer is not None else case
+    case = defused(case)
     text = render_input(with_item_tokens(case, tokenizer) if items else case, stats=variant == "stats",
                         user_token=items and tokenizer is not None and has_token(tokenizer, USER_TOKEN))
     if wrapper == "tallrec":
