@@ -25,3 +25,25 @@ def test_verdicts_compare_the_adapter_with_the_encoder_and_popularity():
                                                                     row("collab adapter (joint)", -0.2, -0.1)]}]}
     lines = amazon_collab.verdicts(doc)
     assert len(lines) == 2 and "Office, cold" in lines[0] and "collab adapter (joint) against lightgcn alone: below, CI below 0" in lines[0]
+
+
+def test_cold_verdicts_also_compare_the_adapter_with_the_text_only_rerankers():
+    d = {"value": 0.08, "ci_low": 0.03, "ci_high": 0.13}
+    adapter = {"name": "collab adapter (joint, match token)", "vs_encoder": d, "vs_popularity": d,
+               "vs_text_only": {"office-lora:1 (text only)": d}}
+    doc = {"protocol": {"encoder": "lightgcn"}, "blocks": [{"domain": "office", "view": "other", "rows": [adapter]}]}
+    lines = amazon_collab.verdicts(doc)
+    assert len(lines) == 3
+    assert lines[2] == ("* Office, cold (other domain only): the collab adapter (joint, match token) against the "
+                        "text-only office-lora:1: above, CI above 0 (+0.080 [+0.030, +0.130]).")
+
+
+def test_the_goals_pick_each_directions_variant_on_validation_auc():
+    import collab_goals
+
+    doc = {"adapters": {"office, collab adapter (joint)": {"best_val_auc": 0.6},
+                        "office, collab adapter (joint, match token)": {"best_val_auc": 0.7},
+                        "arts, collab adapter (joint)": {"best_val_auc": 0.65},
+                        "arts, collab adapter (joint, match token)": {"best_val_auc": 0.62}}}
+    assert collab_goals.picked(doc, "office") == "collab adapter (joint, match token)"
+    assert collab_goals.picked(doc, "arts") == "collab adapter (joint)"

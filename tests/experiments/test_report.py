@@ -100,9 +100,10 @@ def test_the_goals_table_puts_each_arenas_bar_beside_the_adapter_and_counts_what
 
     def better(path):
         doc = read(path)
-        if path == collab_goals.SOURCES[0]:
-            next(r for r in doc["rows"] if r["kind"] == "llm")["vs_best"] = {"value": 0.05, "ci_low": 0.01,
-                                                                             "ci_high": 0.09}
+        if path == collab_goals.SOURCES[0]:  # whichever variant validation picks
+            for r in doc["rows"]:
+                if r["kind"] == "llm":
+                    r["vs_best"] = {"value": 0.05, "ci_low": 0.01, "ci_high": 0.09}
         return doc
 
     monkeypatch.setattr(collab_goals, "read_json", better)
