@@ -238,7 +238,8 @@ def render(doc: dict) -> str:
               "will like ...\"), the projected mean of the history items' encoder vectors. Match token: joint, and "
               "one more soft token after the target's, that mean times the target's vector element by element (its "
               "sum is the encoder's score) through a linear matcher that starts as a lean toward \"Yes\" in "
-              "proportion to that score."), "",
+              "proportion to that score. Train s is the wall time of the invocation that wrote the results: a resumed "
+              "run takes less than its first."), "",
              *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]

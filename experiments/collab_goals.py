@@ -23,13 +23,19 @@ def _variant(name: str) -> str:
     return name.partition(f"{ADAPTER} (")[2].partition(")")[0]
 
 
+def _rerankers(doc: dict) -> tuple[dict, list[dict]]:
+    """The MovieLens-100K re-ranker rows: the one picked on validation AUC among those validated on random
+    negatives (hard ones validate on harder pairs), and the others."""
+    rows = [r for r in doc["rows"] if r["kind"] == "llm" and "stacked" not in r["name"]]
+    picked = max((r for r in rows if r["negatives"].startswith("random")), key=lambda r: r["best_val_auc"])
+    return picked, [r for r in rows if r is not picked]
+
+
 def _ml100k(doc: dict) -> list[Arena]:
     p = doc["protocol"]
-    llm = [r for r in doc["rows"] if r["kind"] == "llm"]
-    # picked on validation AUC among the adapters validated on random negatives (hard ones validate on harder pairs)
-    adapter = max((r for r in llm if "stacked" not in r["name"] and r["negatives"].startswith("random")),
-                  key=lambda r: r["best_val_auc"])
-    stacked = next(r for r in llm if "stacked" in r["name"] and _variant(r["name"]) == _variant(adapter["name"]))
+    adapter = _rerankers(doc)[0]
+    stacked = next(r for r in doc["rows"] if r["kind"] == "llm" and "stacked" in r["name"]
+                   and _variant(r["name"]) == _variant(adapter["name"]))
     best = adapter["best_on_same_users"]["value"]
     cells = (f"MovieLens-100K leave-one-out, {adapter['users']} test users, 1 + {p['negatives']} sampled",
              f"{p['best']} {best:.3f}",
@@ -91,6 +97,14 @@ def _variants(doc: dict) -> list[str]:
     return lines
 
 
+def _ml100k_variants(doc: dict) -> list[str]:
+    """A line with the MovieLens-100K re-rankers other than the picked one, on the same users."""
+    others = _rerankers(doc)[1]
+    cells = ", ".join(f"({_variant(r['name'])}) {r['metrics']['sampled_ndcg@10']['value']:.3f} "
+                      f"({_diff(r['vs_best'])} against the encoder)" for r in others)
+    return [f"- MovieLens-100K: {cells}."] if others else []
+
+
 def _movie(doc: dict) -> list[Arena]:
     rows = {r["name"]: r for r in doc["rows"]}
     bar, encoder = rows["feature regression"], rows["MF with biases (encoder alone)"]
@@ -120,9 +134,9 @@ def render() -> list[str]:
              "| page |", "|---|---|---:|---|---|---|",
              *("| " + " | ".join(cells) + " |" for cells, _ in arenas), "",
              f"The adapter is above its bar, CI above 0, in {above} of {len(arenas)} arenas."]
-    variants, cold = _variants(amazon), _cold(amazon)
+    variants, cold = [*_ml100k_variants(ml100k), *_variants(amazon)], _cold(amazon)
     if variants:
-        lines[-1:-1] = ["Other variants of the Amazon adapter on the same users (NDCG@10):", "", *variants, ""]
+        lines[-1:-1] = ["Other variants of the adapter on the same users (NDCG@10):", "", *variants, ""]
     if cold:
         lines[-1:-1] = ["Cold users against the text-only re-rankers of the same top 10 (paired NDCG@10):", "",
                         *cold, ""]

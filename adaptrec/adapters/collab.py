@@ -27,9 +27,10 @@ adapter over it (training and eval load one adapter; the serving engine several,
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_serializer
