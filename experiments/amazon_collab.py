@@ -9,7 +9,7 @@ items with their tokens. Office also trains a staged variant (the projector alon
 LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
 the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token); Office and
 Arts also train a match-token variant (one soft token after the target's, from that mean times the target's vector:
-LightGCN's score of the pair, element by element). Rows on
+LightGCN's score of the pair, element by element), also for up to 96 steps (three passes over the 256 shots). Rows on
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users.
@@ -57,7 +57,8 @@ DOC = ROOT / "docs" / "amazon_collab.md"
 COMMAND = "python experiments/amazon_collab.py"
 RECIPE = "office-collab"
 ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (staged)",
-                "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)"}
+                "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)",
+                "match token, 96 steps": "collab adapter (joint, match token, 96 steps)"}
 RANDOM_ROW = "top K re-ordered at random (expected)"
 TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
@@ -71,8 +72,9 @@ class Plan:
     encoder: str = "lightgcn"  # the recipe's encoder: the best alone on validation (docs/amazon_encoders.md)
     encoder_epochs: int | None = None  # None: the encoder's default (the recipe's)
     sets: tuple[str, ...] = ()  # recipe overrides
-    variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token", "match token"),
-                                                    "arts": ("joint", "match token")})  # the adapters each trains
+    variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token", "match token",
+                                                               "match token, 96 steps"),
+                                                    "arts": ("joint", "match token", "match token, 96 steps")})
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
     seed: int = 0
@@ -92,11 +94,13 @@ def one_per_user(cases: list, n: int, seed: int) -> list[int]:
 def trained(domain: str, plan: Plan, variant: str):
     """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
     (resumed when its run folder exists)."""
-    suffix = {"joint": "", "staged": "-staged", "user token": "-user", "match token": "-match"}[variant]
+    suffix = {"joint": "", "staged": "-staged", "user token": "-user", "match token": "-match",
+              "match token, 96 steps": "-match96"}[variant]
     name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
     sets = {"joint": (), "staged": (f"adapter.projector_steps={plan.projector_steps}",),
-            "user token": ("adapter.user_token=true",), "match token": ("adapter.match_token=true",)}[variant]
-    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *plan.sets, *sets, f"name={name}"])
+            "user token": ("adapter.user_token=true",), "match token": ("adapter.match_token=true",),
+            "match token, 96 steps": ("adapter.match_token=true", "training.max_steps=96")}[variant]
+    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])  # smoke: its steps
     start = time.perf_counter()
     done = run_recipe(recipe, text, resume=True)
     scorer = backbone_scorer(done.backbone, done.train.model, adapter_key(done.train.adapter_dir),

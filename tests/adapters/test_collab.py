@@ -311,12 +311,31 @@ def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(buil
         api.predict("movie-collab", history, title, **common)
 
 
+def _prefix_and_reload_agree(model, tokenizer, case, model_dir, folder: Path):
+    """Scores of `case`'s user for four targets: shared-prefix ranking as full prompts, and a fresh backbone loading
+    the saved adapter from `folder` alike; returns the loaded model."""
+    from adaptrec.adapters.attach import load_peft
+    from adaptrec.data.movielens import load_movielens
+
+    cases = [case, *[replace(case, target=c.target, target_id=c.target_id) for c in load_movielens("test")[1:4]]]
+    scorer = Scorer(model, tokenizer, "k", template="tallrec-items", progress=False)
+    full = scorer.score(cases)
+    np.testing.assert_allclose(scorer.score_lists([cases], shared_prefix=True)[0], full, atol=1e-4)
+    model.save_pretrained(folder)
+    tuner_for(model).save_extra(model, folder)
+    fresh = load_backbone(str(model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, folder, "collab")
+    tuner_for(model).load_extra(loaded, folder, fresh.tokenizer)
+    np.testing.assert_allclose(Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items",
+                                      progress=False).score(cases), full, atol=1e-5)
+    return loaded
+
+
 def test_a_user_token_is_the_projected_mean_of_the_history_items_and_survives_save_load_and_shared_prefixes(
         tiny_model_dir, tmp_path):
     """`user_token: true`: the question names the user by one soft token, the projection of the mean encoder vector
     of the item tokens before it in its row; it sits in the shared history prefix, so prefix ranking agrees with
     full prompts; a fresh backbone gets it back from the folder; without the setting no prompt carries it."""
-    from adaptrec.adapters.attach import load_peft
     from adaptrec.data.movielens import load_movielens
 
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
@@ -332,17 +351,7 @@ def test_a_user_token_is_the_projected_mean_of_the_history_items_and_survives_sa
     items = before[(before >= layer.first_id) & (before < user_id)] - layer.first_id
     assert len(items) == len(case.history)
     torch.testing.assert_close(layer(ids)[0, at], layer.projector(layer.table[items].mean(dim=0)))
-    cases = [case, *[replace(case, target=c.target, target_id=c.target_id) for c in load_movielens("test")[1:4]]]
-    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
-    full = scorer.score(cases)
-    np.testing.assert_allclose(scorer.score_lists([cases], shared_prefix=True)[0], full, atol=1e-4)
-    model.save_pretrained(tmp_path)
-    tuner_for(model).save_extra(model, tmp_path)
-    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
-    loaded = load_peft(fresh.model, tmp_path, "collab")
-    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
-    np.testing.assert_allclose(Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items",
-                                      progress=False).score(cases), full, atol=1e-5)
+    _prefix_and_reload_agree(model, bb.tokenizer, case, tiny_model_dir, tmp_path)
     plain = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     build_peft_model(plain.model, SETTINGS, total_steps=2, tokenizer=plain.tokenizer)
     assert "<user>" not in render_prompt(case, "tallrec-items", plain.tokenizer)
@@ -431,7 +440,6 @@ def test_match_token_adapters_render_score_save_load_and_refuse_another_layout(t
     shared-prefix ranking agrees with full prompts (the serving tests pin that the suffix reads the prefix's
     history: this tiny model barely feels one token); a fresh backbone gets it back from the folder; an adapter
     without it is refused on that backbone; the digest of a recipe without the key stays."""
-    from adaptrec.adapters.attach import load_peft
     from adaptrec.data.movielens import load_movielens
 
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
@@ -440,20 +448,10 @@ def test_match_token_adapters_render_score_save_load_and_refuse_another_layout(t
     prompt = render_prompt(case, "tallrec-items", bb.tokenizer)
     assert prompt.count("<match>") == 1 and f"<item_{case.target_id}> <match>?" in prompt
     assert "<match>" not in render_prompt(replace(case, target_id="no-such-item"), "tallrec-items", bb.tokenizer)
-    cases = [case, *[replace(case, target=c.target, target_id=c.target_id) for c in load_movielens("test")[1:4]]]
-    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
-    full = scorer.score(cases)
-    np.testing.assert_allclose(scorer.score_lists([cases], shared_prefix=True)[0], full, atol=1e-4)
-    model.save_pretrained(tmp_path)
-    tuner_for(model).save_extra(model, tmp_path)
-    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
-    loaded = load_peft(fresh.model, tmp_path, "collab")
-    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    loaded = _prefix_and_reload_agree(model, bb.tokenizer, case, tiny_model_dir, tmp_path)
     saved = model.get_input_embeddings().matcher.state_dict()
     for key, value in loaded.get_input_embeddings().matcher.state_dict().items():
         torch.testing.assert_close(value, saved[key])
-    np.testing.assert_allclose(Scorer(loaded, fresh.tokenizer, "k", template="tallrec-items",
-                                      progress=False).score(cases), full, atol=1e-5)
     plain = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     build_peft_model(plain.model, SETTINGS, total_steps=2, tokenizer=plain.tokenizer)
     with pytest.raises(ConfigError, match="reads a match token, unlike the adapter"):
