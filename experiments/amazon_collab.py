@@ -100,7 +100,7 @@ def trained(domain: str, plan: Plan, variant: str):
     sets = {"joint": (), "staged": (f"adapter.projector_steps={plan.projector_steps}",),
             "user token": ("adapter.user_token=true",), "match token": ("adapter.match_token=true",),
             "match token, 96 steps": ("adapter.match_token=true", "training.max_steps=96")}[variant]
-    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])  # smoke: its steps
+    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])  # a plan's (smoke) steps win
     start = time.perf_counter()
     done = run_recipe(recipe, text, resume=True)
     scorer = backbone_scorer(done.backbone, done.train.model, adapter_key(done.train.adapter_dir),
