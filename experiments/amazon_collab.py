@@ -94,13 +94,16 @@ def one_per_user(cases: list, n: int, seed: int) -> list[int]:
 def trained(domain: str, plan: Plan, variant: str):
     """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
     (resumed when its run folder exists)."""
-    suffix = {"joint": "", "staged": "-staged", "user token": "-user", "match token": "-match",
-              "match token, 96 steps": "-match96"}[variant]
+    suffix, sets = {  # the run name's suffix and the recipe overrides
+        "joint": ("", ()),
+        "staged": ("-staged", (f"adapter.projector_steps={plan.projector_steps}",)),
+        "user token": ("-user", ("adapter.user_token=true",)),
+        "match token": ("-match", ("adapter.match_token=true",)),
+        "match token, 96 steps": ("-match96", ("adapter.match_token=true", "training.max_steps=96")),
+    }[variant]
     name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
-    sets = {"joint": (), "staged": (f"adapter.projector_steps={plan.projector_steps}",),
-            "user token": ("adapter.user_token=true",), "match token": ("adapter.match_token=true",),
-            "match token, 96 steps": ("adapter.match_token=true", "training.max_steps=96")}[variant]
-    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])  # a plan's (smoke) steps win
+    # the plan's overrides after the variant's: a smoke plan's steps win
+    recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])
     start = time.perf_counter()
     done = run_recipe(recipe, text, resume=True)
     scorer = backbone_scorer(done.backbone, done.train.model, adapter_key(done.train.adapter_dir),
