@@ -269,7 +269,8 @@ def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor
     return layer
 
 
-def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def read_saved(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of `collab.safetensors` and the metadata a collab adapter folder holds."""
     from safetensors.torch import load_file
 
     return load_file(str(Path(folder) / TABLE_FILE)), json.loads((Path(folder) / META_FILE).read_text())
@@ -278,7 +279,7 @@ def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | None = None) -> None:
     """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors,
     the user token or not: prompts render it for every adapter of the backbone)."""
-    tensors, meta = saved or _read(folder)
+    tensors, meta = saved or read_saved(folder)
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's); load it on a fresh backbone (or another server)")
@@ -345,10 +346,12 @@ class CollabTuner(LoraTuner):
         save_file({**tensors, "table": layer.table.cpu().contiguous()}, str(Path(folder) / TABLE_FILE))
         write_json(Path(folder) / META_FILE, {**model.adaptrec_collab, "token": ITEM_TOKEN})
 
-    def load_extra(self, model: "PeftModel", folder: Path, tokenizer, name: str | None = None) -> None:
-        """Give `model` the projector (and matcher) saved in `folder` as adapter `name`'s (default: the active
-        adapter's; loaded into them in place when it has them), and on a fresh backbone the item tokens."""
-        tensors, meta = _read(folder)
+    def load_extra(self, model: "PeftModel", folder: Path, tokenizer, name: str | None = None,
+                   saved: tuple[dict, dict] | None = None) -> None:
+        """Give `model` the projector (and matcher) saved in `folder` (`saved`: its `read_saved`, read already) as
+        adapter `name`'s (default: the active adapter's; loaded into them in place when it has them), and on a fresh
+        backbone the item tokens."""
+        tensors, meta = saved or read_saved(folder)
         layer = model.get_input_embeddings()
         dim = tensors["table"].shape[1]
         loaded = {"projector": new_projector(dim, layer.weight, meta["projector_hidden"]),

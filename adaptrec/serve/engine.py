@@ -47,7 +47,7 @@ from adaptrec.adapters.attach import (
     peft_type,
 )
 from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
-from adaptrec.adapters.collab import ItemEmbedding, check_table
+from adaptrec.adapters.collab import ItemEmbedding, check_table, read_saved
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import answer_token_ids, items_template, render_prompt, unknown_items
@@ -200,15 +200,16 @@ class Engine:
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
-            if record.adapter_type == COLLAB_TYPE and self.items is not None:
+            saved = read_saved(record.path) if record.adapter_type == COLLAB_TYPE else None
+            if saved is not None and self.items is not None:
                 try:
-                    check_table(self.items, record.path)
+                    check_table(self.items, record.path, saved)
                 except AdaptrecError as e:  # before anything is evicted for it
                     raise AdapterLoadFailed(f"{record.ref} cannot load: {e}") from e
             while len(self._resident) >= self.max_resident:  # the LRU's LoRA layers stay as a slot to load into
                 self._evict(next(iter(self._resident.values())), keep_slot=True)
             try:
-                resident = self._attach(record, name, ptype)
+                resident = self._attach(record, name, ptype, saved)
             except Exception as e:
                 self._discard(name)
                 why = str(e) if isinstance(e, AdaptrecError) else type(e).__name__
@@ -236,8 +237,9 @@ class Engine:
         self.preloaded.add(resident.ref)
         return resident
 
-    def _attach(self, record, name: str, ptype: str) -> Resident:
-        """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix).
+    def _attach(self, record, name: str, ptype: str, saved: tuple[dict, dict] | None = None) -> Resident:
+        """Put a verified adapter's weights into the LoRA model (LoRA, AdaLoRA) or its own model (prefix); a collab
+        adapter's projector and item table come from `saved` (its `read_saved`).
         A LoRA adapter shaped like one loaded before goes into the slot of an evicted one of that shape
         (`attach_in_place`) or else layer by layer (`attach_beside`); others go through peft."""
         if ptype not in ("LORA", "ADALORA"):
@@ -256,7 +258,7 @@ class Engine:
                                        if isinstance(m, LoraLayer) and name in m.lora_A}
         self._keep_active_adapter_valid()
         if record.adapter_type == COLLAB_TYPE:
-            COLLAB_TUNER.load_extra(self._lora, record.path, self.tokenizer, name)
+            COLLAB_TUNER.load_extra(self._lora, record.path, self.tokenizer, name, saved)
             self._hook(self.items)
         return Resident(record.ref, name, "lora", record, structure=structure)
 

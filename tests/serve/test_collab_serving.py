@@ -85,6 +85,19 @@ def test_another_item_table_is_refused_and_eviction_drops_the_projector(setup, t
     np.testing.assert_allclose(engine.score(cases, "collab-a"), before, atol=1e-6)
 
 
+def test_loading_a_collab_adapter_beside_another_reads_its_table_file_once(setup, tiny_model_dir, monkeypatch):
+    import safetensors.torch
+
+    home, _ = setup
+    engine = Engine(fresh_backbone(tiny_model_dir), Registry(home))
+    engine.load("collab-a")  # the engine now carries an item table: the next load checks against it
+    reads, load_file = [], safetensors.torch.load_file
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda path, *a, **k: reads.append(path) or load_file(path, *a, **k))
+    engine.load("collab-b")
+    assert [p for p in reads if p.endswith("collab.safetensors")] == [str(Registry(home).resolve("collab-b").path
+                                                                          / "collab.safetensors")]
+
+
 def test_an_unknown_item_id_is_scored_by_its_title_and_the_answer_says_so(setup, tiny_model_dir):
     home, cases = setup
     registry = Registry(home)
