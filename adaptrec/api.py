@@ -387,14 +387,16 @@ def pull(source: str, *, name: str | None = None, force: bool = False, backbone:
     return hub_pull(source, name=name, backbone=backbone, quantization=quantization, force=force)
 
 
-def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbone: str | None = None) -> str:
-    """A rendered prompt, token-length stats and the label balance of a data SPEC."""
+def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbone: str | None = None,
+                 user_token: bool = False, match_token: bool = False) -> str:
+    """A rendered prompt, token-length stats and the label balance of a data SPEC (`user_token`, `match_token`: as
+    a collab adapter with those settings renders it)."""
     from .backbone import load_tokenizer
     from .data.inspect import inspect_spec
     from .data.spec import load_spec
 
     dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
-    return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show)
+    return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show, user_token, match_token)
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] = (), max_resident: int = 8,

@@ -104,6 +104,9 @@ def data_inspect(
     template: str = TemplateOpt,
     n_show: int = typer.Option(1, "--show", help="how many rendered prompts to print"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="tokenizer for token-length stats (default: embedded)"),
+    user_token: bool = typer.Option(False, "--user-token", help="-items templates: render a collab adapter's <user> token"),
+    match_token: bool = typer.Option(False, "--match-token", help="-items templates: render a collab adapter's <match> token"),
 ) -> None:
     """Show a rendered prompt, token-length stats and the label balance of a SPEC."""
-    typer.echo(api.inspect_data(spec, template=template, show=n_show, backbone=backbone))
+    typer.echo(api.inspect_data(spec, template=template, show=n_show, backbone=backbone, user_token=user_token,
+                                match_token=match_token))

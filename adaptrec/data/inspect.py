@@ -6,7 +6,8 @@ import copy
 from statistics import median
 from typing import Any, Sequence
 
-from .prompts import ITEM_TOKEN, render_prompt
+from ..errors import ConfigError
+from .prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, render_prompt
 from .spec import DataSet, load_spec
 
 
@@ -16,9 +17,14 @@ def _stats(values: Sequence[int]) -> str:
     return f"min {ordered[0]} / median {median(ordered):g} / p95 {p95} / max {ordered[-1]}"
 
 
-def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1) -> str:
+def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1,
+                 user_token: bool = False, match_token: bool = False) -> str:
     """Report on `spec` (a SPEC or an already loaded DataSet): `n_show` rendered prompts, label balance,
-    history-length stats, and prompt token-length stats (min/median/p95/max) when a `tokenizer` is given."""
+    history-length stats, and prompt token-length stats (min/median/p95/max) when a `tokenizer` is given. An
+    `-items` template renders the soft tokens a collab adapter adds: one per item id, and `<user>` / `<match>`
+    with `user_token` / `match_token` (the adapter settings of those names)."""
+    if (user_token or match_token) and not template.endswith("-items"):
+        raise ConfigError(f"the user and match tokens belong to collab adapters: use an -items template, not {template!r}")
     ds = load_spec(spec) if isinstance(spec, str) else spec
     spec = ds.spec
     cases = ds.cases
@@ -32,7 +38,8 @@ def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "ta
     if tokenizer is not None and template.endswith("-items"):  # the tokens a collab adapter adds: one per item id
         tokenizer = copy.deepcopy(tokenizer)
         ids = {i for c in cases for i in (c.target_id, *(h.item_id for h in c.history)) if i is not None}
-        tokenizer.add_tokens([ITEM_TOKEN.format(i) for i in sorted(ids)])
+        tokenizer.add_tokens([ITEM_TOKEN.format(i) for i in sorted(ids)]
+                             + [USER_TOKEN] * user_token + [MATCH_TOKEN] * match_token)
     if tokenizer is not None:
         lengths = [len(tokenizer.encode(render_prompt(c, template, tokenizer))) for c in cases]
         lines.append(f"prompt tokens ({template}): {_stats(lengths)}")

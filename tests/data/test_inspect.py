@@ -38,3 +38,22 @@ def test_inspecting_an_items_template_shows_the_item_tokens_a_collab_adapter_add
     report = inspect_spec(DataSet("x", [case], {}, "f"), tokenizer=tokenizer, template="tallrec-items")
     assert '"A" <item_17>' in report and '"B" <item_42>?' in report
     assert "<item_17>" not in tokenizer.get_vocab()  # the caller's tokenizer is left alone
+
+
+def test_inspecting_shows_the_user_and_match_tokens_when_asked():
+    from pathlib import Path
+
+    import pytest
+    from transformers import AutoTokenizer
+
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.data.spec import DataSet
+    from adaptrec.errors import ConfigError
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parents[1] / "helpers" / "tiny_tokenizer"))
+    data = DataSet("x", [Case("u", "movie", "movie", (HistoryItem('"A"', True, "17"),), '"B"', 1, "42")], {}, "f")
+    report = inspect_spec(data, tokenizer=tokenizer, template="tallrec-items", user_token=True, match_token=True)
+    assert "the user <user> will like" in report and '"B" <item_42> <match>?' in report
+    assert "<user>" not in inspect_spec(data, tokenizer=tokenizer, template="tallrec-items")
+    with pytest.raises(ConfigError, match="-items template"):
+        inspect_spec(data, tokenizer=tokenizer, template="tallrec", match_token=True)
