@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import stratified_subset
-from ..errors import ConfigError
+from ..errors import AdaptrecError, ConfigError
 from ..evaluation import EvalReport, baseline_rows, encoder_rows, llm_row, new_report, select_cases
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
@@ -42,7 +43,8 @@ def run_dir_for(recipe: Recipe) -> Path:
 
 
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
-    """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register."""
+    """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register; resuming
+    a finished run keeps the version it registered."""
     run_dir = run_dir_for(recipe)
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -84,16 +86,29 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": test.spec, "limit": ev.limit,
                       "seed": ev.seed, "score": ev.score} for name, v in adapter_row.metrics.items()}
-    record = registry.register(
-        result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained", adapter_type=recipe.adapter.type,
-        adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=text, metrics=metrics,
-        lineage=with_encoder(result.lineage, result.adapter_dir, registry),
-    )
+    record = (finished if resume and (finished := _registered(registry, run_dir, recipe, backbone.fingerprint))
+              else registry.register(
+                  result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
+                  adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
+                  recipe_text=text, metrics=metrics, lineage=with_encoder(result.lineage, result.adapter_dir, registry)))
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})
     return RecipeResult(result, report, record, backbone)
 
+
+
+def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint) -> AdapterRecord | None:
+    """The record a finished run in `run_dir` registered (its report.json, written last, names it), while it is
+    still registered with these settings for this exact backbone: resuming that run trains nothing new, so it
+    registers no new version."""
+    report = run_dir / "report.json"
+    try:
+        record = registry.resolve(json.loads(report.read_text())["record"])
+    except (OSError, ValueError, KeyError, AdaptrecError):  # no finished run, or its record is gone
+        return None
+    same = fingerprint.match(record.fingerprint) == "exact" and _settings(record) == recipe_digest(recipe)
+    return record if same else None
 
 
 def _settings(record: AdapterRecord) -> str | None:
