@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -71,10 +71,6 @@ class MiniLMEncoder:
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 
 
-def _title(prompt_text: str) -> str:
-    return prompt_text.strip('"')
-
-
 def title_of(prompt_text: str) -> str:
     """An item as the prompt lists it ('"Heat (1995)"') without its quotes: what gets embedded."""
     return prompt_text.strip('"')
@@ -92,3 +88,13 @@ def catalogue_embeddings(texts: Sequence[str], encoder: TextEncoder, cache: bool
     if cache:
         write_bytes(path, save({"embeddings": matrix}))
     return matrix
+
+
+def title_vectors(items: Mapping[str, str]) -> dict[str, np.ndarray] | None:
+    """MiniLM embeddings of a catalogue's titles (`item_id -> prompt text`; cached on disk), keyed by item id; None
+    without the MiniLM wheel (a report then leaves its diversity column out)."""
+    try:
+        minilm_dir()
+    except MissingOptionalPackage:
+        return None
+    return dict(zip(items, catalogue_embeddings(list(items.values()), MiniLMEncoder())))

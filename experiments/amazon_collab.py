@@ -12,7 +12,8 @@ Arts also train a match-token variant (one soft token after the target's, from t
 LightGCN's score of the pair, element by element), also for up to 96 steps (three passes over the 256 shots). Rows on
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
-users.
+users. For Office, the variant with the best validation AUC then re-ranks for every test user in both views, alone
+and stacked with LightGCN's score (a logistic regression fit on validation users' top K).
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
     python experiments/amazon_collab.py                 # train (or resume) the adapters, re-rank, write the page
@@ -24,6 +25,7 @@ Runs in $ADAPTREC_HOME (default experiments/home), whose encoder cache shares Li
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -34,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from amazon_encoders import VIEWS, arena
-from ml100k_loo import _diff, mean_ci, paired, reranked_ranks
+from collab_goals import picked
+from ml100k_loo import _diff, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
 from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 
 from adaptrec.adapters.attach import adapter_key
@@ -44,11 +47,14 @@ from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.config import load_recipe
 from adaptrec.data import amazon
 from adaptrec.data.candidates import candidate_cases
+from adaptrec.evaluation import user_groups
+from adaptrec.metrics.beyond import averagepopularity, diversity, giniindex, group_gap, group_means, itemcoverage
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks
 from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import llm_variants, variant_scorer
+from adaptrec.text_encoder import title_vectors
 from adaptrec.train.recipe import run_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -77,16 +83,20 @@ class Plan:
                                                     "arts": ("joint", "match token", "match token, 96 steps")})
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
+    final: tuple[str, ...] = ("office", "arts")  # directions whose picked variant also re-ranks for every test user
+    final_users: int | None = None  # None: every test user (one case each)
+    valid_users: int = 100  # validation users per view whose top K fit the stacked row
     seed: int = 0
 
 
-SMOKE = Plan(rerank_k=3, users=3, encoder_epochs=2, projector_steps=1,
+SMOKE = Plan(rerank_k=3, users=3, encoder_epochs=2, projector_steps=1, final_users=4, valid_users=4,
              sets=("training.max_steps=2", "training.warmup_steps=0", "training.eval_every=1", "training.val_limit=4",
                    "evaluation.limit=4", "data.shots=4", "training.checkpoint_every=1", "adapter.encoder_epochs=2"))
 
 
-def one_per_user(cases: list, n: int, seed: int) -> list[int]:
-    """Indices of a seeded subset of `n` cases, no two of one user (a user with two targets counts once)."""
+def one_per_user(cases: list, n: int | None, seed: int) -> list[int]:
+    """Indices of a seeded subset of `n` cases (None: every user), no two of one user (a user with two targets
+    counts once); a larger `n` keeps the users of a smaller one."""
     first = list({c.user_id: i for i, c in reversed(list(enumerate(cases)))}.values())
     return sorted(np.random.default_rng(seed).permutation(sorted(first))[:n].tolist())
 
@@ -123,30 +133,82 @@ def llm_scores(scorer, cases: list, lists: list, domain: str, tops: list[list[in
     return [flat[a:b] for a, b in pairwise(cuts)]
 
 
-class View:
-    """One direction and view: the seeded test users, the encoders' ranks on them and the encoder's top K."""
+BEYOND_COLUMNS = {"coverage": "coverage", "averagepopularity": "avg. popularity", "gini": "Gini",
+                  "diversity": "diversity"}  # metric: column head
+BEYOND_K = 5  # re-ordering the top 10 keeps every top-10 set as the encoder's: the top 5 shows what a re-ranker moves
 
-    def __init__(self, domain: str, view: str, encoders: dict, plan: Plan):
+
+@functools.cache
+def domain_vectors(domain: str) -> dict[str, np.ndarray] | None:
+    """MiniLM embeddings of the domain's titles, keyed by item id (None without MiniLM's wheel)."""
+    return title_vectors(amazon.amazon_items(domain))
+
+
+class View:
+    """One direction, view and split: seeded users, the encoders' ranks on them and the encoder's top K."""
+
+    def __init__(self, domain: str, view: str, encoders: dict, plan: Plan, users: int | None, split: str = "test"):
         self.domain, self.view, self.plan = domain, view, plan
-        all_cases, all_lists = arena(domain, "test", view, plan.seed)
-        idx = one_per_user(all_cases, plan.users, plan.seed)
+        all_cases, all_lists = arena(domain, split, view, plan.seed)
+        idx = one_per_user(all_cases, users, plan.seed)
         self.cases, self.lists = [all_cases[i] for i in idx], [all_lists[i] for i in idx]
         self.targets = [lst.target_index for lst in self.lists]
         scored = {name: enc.score_lists([c.user_id for c in self.cases],
                                         [[h.item_id for h in c.history] for c in self.cases],
                                         [lst.candidates for lst in self.lists]) for name, enc in encoders.items()}
         self.rank_of = {name: ranks(rows, np.array(self.targets)) for name, rows in scored.items()}
+        self.order = {name: [np.argsort(-r, kind="stable")[:10] for r in rows] for name, rows in scored.items()}
+        self.counts = dict(zip(encoders["popularity"].items, encoders["popularity"].counts.tolist()))
         self.base = [np.asarray(r) for r in scored[plan.encoder]]
         self.tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in self.base]
-        self.prompts, self.seconds = 0, 0.0
+        self.prompts, self.seconds, self.llm, self.stacks = 0, 0.0, {}, {}
 
     def rerank(self, name: str, scorer) -> None:
         """Row `name`: `scorer`'s P(Yes) re-orders the encoder's top K."""
         start = time.perf_counter()
-        new = llm_scores(scorer, self.cases, self.lists, self.domain, self.tops)
-        self.rank_of[name] = reranked_ranks(self.base, new, self.tops, self.targets)
+        self.llm[name] = llm_scores(scorer, self.cases, self.lists, self.domain, self.tops)
+        self._reordered(name, self.llm[name])
         self.prompts += int(sum(map(len, self.tops)))
         self.seconds += time.perf_counter() - start
+
+    def _reordered(self, name: str, scores: list[np.ndarray]) -> None:
+        """Row `name`: the encoder's top K re-ordered by `scores` (one array per user), the rest as the encoder's."""
+        self.rank_of[name] = reranked_ranks(self.base, scores, self.tops, self.targets)
+        self.order[name] = [np.concatenate([np.asarray(top)[np.argsort(-np.asarray(v), kind="stable")],
+                                            [j for j in np.argsort(-b, kind="stable") if j not in top]])[:10]
+                            for top, v, b in zip(self.tops, scores, self.base)]
+
+    def top_scores(self) -> list[np.ndarray]:
+        """The encoder's scores of each user's top K."""
+        return [b[top] for b, top in zip(self.base, self.tops)]
+
+    def stack(self, name: str, valid: View) -> None:
+        """Row "<encoder> + `name`, stacked on validation": a logistic regression on the encoder's score and row
+        `name`'s logit (`stack_scores`), fit on `valid`'s top K, re-orders the top K."""
+        labels = np.concatenate([[int(j == t) for j in top] for top, t in zip(valid.tops, valid.targets)])
+        scores, weights = stack_scores(valid.top_scores(), valid.llm[name], labels, self.top_scores(), self.llm[name])
+        stacked = f"{self.plan.encoder} + {name}, stacked on validation"
+        self._reordered(stacked, scores)
+        self.stacks[stacked] = {"weights": weights, "valid_users": len(valid.cases)}
+
+    def beyond(self, name: str) -> dict[str, float]:
+        """RecBole's beyond-accuracy metrics of row `name`'s top `BEYOND_K` (against the domain's catalogue; item
+        popularity: training interaction counts), and the intra-list diversity of MiniLM title embeddings."""
+        top = [[lst.candidates[j] for j in o[:BEYOND_K]] for lst, o in zip(self.lists, self.order[name])]
+        size, k = len(amazon.amazon_items(self.domain)), BEYOND_K
+        out = {f"coverage@{k}": itemcoverage(top, size), f"averagepopularity@{k}": averagepopularity(top, self.counts),
+               f"gini@{k}": giniindex(top, size)}
+        vectors = domain_vectors(self.domain)
+        return out if vectors is None else {**out, f"diversity@{k}": diversity(top, vectors)}
+
+    def groups(self, per_user: np.ndarray) -> dict[str, dict]:
+        """NDCG@10 per user group (history length buckets; cold and warm where both occur) and the cold − warm gap."""
+        groups, users = user_groups(self.cases), [c.user_id for c in self.cases]
+        if not groups["cold"].any() or not groups["warm"].any():  # one of them is every user
+            groups = {g: m for g, m in groups.items() if g not in ("cold", "warm")}
+        out = {g: as_dict(v) for g, v in group_means(per_user, groups, users, self.plan.seed).items()}
+        gap = group_gap(per_user, groups["cold"], groups["warm"], users, self.plan.seed) if "cold" in groups else None
+        return out if gap is None else {**out, "cold − warm": as_dict(gap)}
 
     def block(self) -> dict:
         """Every row's HR/NDCG@10 and paired NDCG@10 differences, plus a re-ranker at chance."""
@@ -161,9 +223,11 @@ class View:
                  "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
                  "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed),
                  **({"vs_text_only": {t: paired(ndcg[name], ndcg[t], plan.seed) for t in text}}
-                    if name in ADAPTER_ROWS.values() and text else {})} for name in ndcg]
+                    if name in ADAPTER_ROWS.values() and text else {}),
+                 **({"beyond": self.beyond(name)} if name in self.order else {}),
+                 "groups": self.groups(ndcg[name])} for name in ndcg]
         return {"domain": self.domain, "view": self.view, "users": len(self.cases), "prompts": self.prompts,
-                "score_seconds": round(self.seconds, 1), "rows": rows}
+                "score_seconds": round(self.seconds, 1), "rows": rows, "stacks": self.stacks}
 
 
 def text_only(domain: str, views: list[View], plan: Plan) -> None:
@@ -188,13 +252,14 @@ def run(plan: Plan) -> dict:
     encoders = {"popularity": PopularityEncoder(Interactions.of([(u, i) for u, i, _ in ratings.rows], ratings.items)),
                 plan.encoder: encoder.encoder}
     protocol = {"data": "amazon", "negatives": 19, "rerank_k": plan.rerank_k, "users": plan.users,
+                "final": list(plan.final), "valid_users": plan.valid_users,
                 "projector_steps": plan.projector_steps,
                 "encoder": plan.encoder, "encoder_record": encoder.record, "seed": plan.seed, "command": COMMAND,
                 "encoder_seconds": round(time.perf_counter() - start, 1),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     blocks, adapters = [], {}
     for domain in DIRECTIONS:
-        views = [View(domain, view, encoders, plan) for view in VIEWS.values()]
+        views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]
         for variant in plan.variants[domain]:
             row = ADAPTER_ROWS[variant]
             scorer, adapters[f"{domain}, {row}"] = trained(domain, plan, variant)
@@ -202,24 +267,62 @@ def run(plan: Plan) -> dict:
                 view.rerank(row, scorer)
         text_only(domain, views, plan)
         blocks += [view.block() for view in views]
+        if domain in plan.final:
+            row = picked({"adapters": adapters}, domain)
+            blocks += final(domain, plan, encoders, next(v for v, r in ADAPTER_ROWS.items() if r == row))
     return {"protocol": protocol, "adapters": adapters, "blocks": blocks}
+
+
+def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
+    """Per view, the blocks of `variant` (the picked one) on every test user (`plan.final_users`), with its score
+    stacked with the encoder's on `plan.valid_users` validation users."""
+    scorer, _ = trained(domain, plan, variant)
+    row, out = ADAPTER_ROWS[variant], []
+    for view in VIEWS.values():
+        valid = View(domain, view, encoders, plan, plan.valid_users, "valid")
+        test = View(domain, view, encoders, plan, plan.final_users)
+        valid.rerank(row, scorer)
+        test.rerank(row, scorer)
+        test.stack(row, valid)
+        out.append({**test.block(), "final": True, "valid_prompts": valid.prompts})
+    return out
 
 
 def verdicts(doc: dict) -> list[str]:
     enc = doc["protocol"]["encoder"]
     out = []
     for block in doc["blocks"]:
-        for row in (r for r in block["rows"] if r["name"] in ADAPTER_ROWS.values()):
+        llm = {*ADAPTER_ROWS.values(), *block.get("stacks", {})}
+        for row in (r for r in block["rows"] if r["name"] in llm):
             against = [(f"{enc} alone", row["vs_encoder"]), ("popularity alone", row["vs_popularity"]),
                        *((f"the text-only {name.removesuffix(TEXT_ONLY)}", d)
                          for name, d in row.get("vs_text_only", {}).items())]
-            out += [f"* {block['domain'].title()}, {_view_name(block['view'])}: the {row['name']} against {name}: "
-                    f"{side_of_zero(d)} ({_diff(d)})." for name, d in against]
+            where = f"{block['domain'].title()}, {_view_name(block['view'])}, {block['users']} users"
+            out += [f"* {where}: the {row['name']} against {name}: {side_of_zero(d)} ({_diff(d)})."
+                    for name, d in against]
     return out
 
 
 def _view_name(view: str) -> str:
     return next(name for name, v in VIEWS.items() if v == view)
+
+
+def beyond_table(block: dict) -> list[str]:
+    """Each row's beyond-accuracy metrics of its top `BEYOND_K` and NDCG@10 per user group (n: the group's users);
+    none for results written before these columns."""
+    rows = [r for r in block["rows"] if "groups" in r]
+    if not rows:
+        return []
+    found = {m for r in rows for m in r.get("beyond", {})}
+    metrics = [m for m in (f"{name}@{BEYOND_K}" for name in BEYOND_COLUMNS) if m in found]
+    groups = group_order(rows[0]["groups"])
+    sizes = {g: rows[0]["groups"][g]["n"] for g in groups}
+    head = ["row", *(BEYOND_COLUMNS[m.partition("@")[0]] + "@" + m.partition("@")[2] for m in metrics), *(f"NDCG@10, {g}" + ("" if g == "cold − warm" else f" (n={sizes[g]})") for g in groups)]
+    body = [[r["name"], *(f"{r['beyond'][m]:.{1 if m.startswith('average') else 3}f}" if m in r.get("beyond", {})
+                          else "–" for m in metrics),
+             *(f"{r['groups'][g]['value']:+.3f} [{r['groups'][g]['ci_low']:+.3f}, {r['groups'][g]['ci_high']:+.3f}]"
+               if g == "cold − warm" else f"{r['groups'][g]['value']:.3f}" for g in groups)] for r in rows]
+    return table(head, "l" + "r" * (len(head) - 1), body)
 
 
 def render(doc: dict) -> str:
@@ -236,8 +339,16 @@ def render(doc: dict) -> str:
              f"{p['rerank_k']}). "
              "Cold: the target domain's history is hidden (encoder and prompt see the other domain's items only); "
              "there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where one is "
-             "registered) read the same prompts without item tokens and re-rank the same top 10. "
-             "95% CIs and paired differences bootstrap users. Machine: " + p["machine"] + ".", "",
+             f"registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}. "
+             f"In the last sections ({', '.join(d.title() for d in p.get('final', ()))}) the variant with the best "
+             "validation AUC re-ranks for every test user, alone and stacked with the encoder's score (a logistic "
+             "regression on the two, fit on validation users' top K). "
+             "95% CIs and paired differences bootstrap users. Under each table, RecBole's beyond-accuracy metrics "
+             f"of each row's top {BEYOND_K} (re-ordering the top {p['rerank_k']} leaves every top-{p['rerank_k']} "
+             "set as the encoder's): item coverage and Gini index against the domain's catalogue, average "
+             "popularity in training interactions, intra-list diversity of MiniLM title embeddings (1 − cosine); "
+             "and NDCG@10 per user group: history length, and cold (no target-domain item in the history) against "
+             "warm where both occur. Machine: " + p["machine"] + ".", "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
               "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start. "
@@ -251,12 +362,18 @@ def render(doc: dict) -> str:
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]
     for block in doc["blocks"]:
-        lines += [f"## {block['domain'].title()} targets, {_view_name(block['view'])} ({block['users']} test users)",
+        every = " (every test user: the picked adapter)" if block.get("final") else ""
+        lines += [f"## {block['domain'].title()} targets, {_view_name(block['view'])}, {block['users']} test "
+                  f"users{every}",
                   "",
                   *table(["row", "HR@10", "NDCG@10", f"NDCG@10 − {enc} (paired)", "NDCG@10 − popularity (paired)"],
                          "lrrrr", [[r["name"], cell(r["hr@10"]), cell(r["ndcg@10"]), _diff(r["vs_encoder"]),
                                     _diff(r["vs_popularity"])] for r in block["rows"]]), "",
-                  f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less).", ""]
+                  *beyond_table(block), "",
+                  f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less).",
+                  *(f"{name}: weights (encoder, adapter logit; each standardised within a user's top "
+                    f"{p['rerank_k']}) {s['weights']}, fit on {s['valid_users']} validation users."
+                    for name, s in block.get("stacks", {}).items()), ""]
     env = next(iter(doc["adapters"].values()))["environment"]
     return "\n".join([*lines, *verdicts(doc), "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
                       ""])

@@ -54,10 +54,26 @@ def picked(doc: dict, domain: str) -> str:
     return max(names, key=lambda n: doc["adapters"][f"{domain}, {n}"]["best_val_auc"])
 
 
+def _sampled(doc: dict) -> list[dict]:
+    """The Amazon blocks where every variant re-ranked the same seeded users (not the picked one's every-user
+    blocks)."""
+    return [b for b in doc["blocks"] if not b.get("final")]
+
+
+def _arena_blocks(doc: dict) -> list[dict]:
+    """Per Amazon direction and view, the block with the most users: every test user's where there is one."""
+    most = {}
+    for block in doc["blocks"]:
+        key = (block["domain"], block["view"])
+        if key not in most or block["users"] > most[key]["users"]:
+            most[key] = block
+    return list(most.values())
+
+
 def _amazon(doc: dict) -> list[Arena]:
     arenas = []
     encoder = doc["protocol"]["encoder"]
-    for block in doc["blocks"]:
+    for block in _arena_blocks(doc):
         rows = {r["name"]: r for r in block["rows"]}
         best = max(("popularity", encoder), key=lambda n: rows[n]["ndcg@10"]["value"])
         name = picked(doc, block["domain"])
@@ -68,7 +84,9 @@ def _amazon(doc: dict) -> list[Arena]:
                  f"{doc['protocol']['negatives']} sampled", f"{best} {rows[best]['ndcg@10']['value']:.3f}",
                  f"{adapter['ndcg@10']['value']:.3f} ({name.removeprefix(ADAPTER + ' (').removesuffix(')')})",
                  f"{_diff(vs_best)} ({side_of_zero(vs_best)})",
-                 f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})", "docs/amazon_collab.md")
+                 f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
+                 + "".join(f"; stacked with it: {_diff(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
+                           for s in block.get("stacks", {})), "docs/amazon_collab.md")
         arenas.append((cells, vs_best))
     return arenas
 
@@ -76,26 +94,27 @@ def _amazon(doc: dict) -> list[Arena]:
 def _cold(doc: dict) -> list[str]:
     """A line per cold Amazon view: the picked adapter against the text-only re-rankers of the same prompts."""
     lines = []
-    for block in (b for b in doc["blocks"] if b["view"] == "other"):
+    for block in (b for b in _sampled(doc) if b["view"] == "other"):
         row = next(r for r in block["rows"] if r["name"] == picked(doc, block["domain"]))
         cells = ", ".join(f"{name.removesuffix(' (text only)')} {_diff(d)} ({side_of_zero(d)})"
                           for name, d in row.get("vs_text_only", {}).items())
         if cells:
-            lines.append(f"- Amazon {block['domain'].title()}, cold: {row['name']} against {cells}.")
+            lines.append(f"- Amazon {block['domain'].title()}, cold, {block['users']} users: {row['name']} against "
+                         f"{cells}.")
     return lines
 
 
 def _variants(doc: dict) -> list[str]:
     """A line per Amazon view where other collab variants than the picked one re-ranked the same users."""
     lines = []
-    for block in doc["blocks"]:
+    for block in _sampled(doc):
         chosen = picked(doc, block["domain"])
         others = [r for r in block["rows"] if r["name"].startswith(ADAPTER) and r["name"] != chosen]
         if others:
             view = "cold" if block["view"] == "other" else "warm"
             cells = ", ".join(f"{r['name'].removeprefix('collab adapter ')} {r['ndcg@10']['value']:.3f} "
                               f"({_diff(r['vs_encoder'])} against the encoder)" for r in others)
-            lines.append(f"- Amazon {block['domain'].title()}, {view}: {cells}.")
+            lines.append(f"- Amazon {block['domain'].title()}, {view}, {block['users']} users: {cells}.")
     return lines
 
 
@@ -143,7 +162,7 @@ def render() -> list[str]:
     lines[-1] += "."
     variants, cold = [*_ml100k_variants(ml100k), *_variants(amazon)], _cold(amazon)
     if variants:
-        lines[-1:-1] = ["Other variants of the adapter on the same users (NDCG@10):", "", *variants, ""]
+        lines[-1:-1] = ["Other variants of the adapter, each on the same users as the picked one (NDCG@10):", "", *variants, ""]
     if cold:
         lines[-1:-1] = ["Cold users against the text-only re-rankers of the same top 10 (paired NDCG@10):", "",
                         *cold, ""]

@@ -21,12 +21,12 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
 import time
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +43,12 @@ from adaptrec.config import load_recipe
 from adaptrec.data import leave_one_out, movielens
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.records import Case
-from adaptrec.metrics.beyond import averagepopularity, giniindex, itemcoverage
+from adaptrec.metrics.beyond import activity_buckets, averagepopularity, diversity, giniindex, group_means, itemcoverage
 from adaptrec.metrics.bootstrap import bootstrap_ci
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks, user_auc
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import backbone_scorer
+from adaptrec.text_encoder import title_vectors
 from adaptrec.train.loop import train
 from adaptrec.train.recipe import run_dir_for, run_recipe
 
@@ -106,6 +107,29 @@ def ranking_metrics(sampled: np.ndarray, auc: np.ndarray | None, full: np.ndarra
     return out
 
 
+ACTIVITY_EDGES = (50, 150)  # every MovieLens-100K user rated 20+ movies: the default edges (5, 20) make one group
+
+
+def as_dict(v) -> dict:
+    """A `MetricValue` as the results JSON holds it."""
+    return {"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high, "n": v.n}
+
+
+def activity_groups(arena: Arena, idx: list[int], per_user: np.ndarray, seed: int) -> dict[str, dict]:
+    """Mean of `per_user` (one value per user of `idx`) per activity bucket: how many movies the user rated before
+    the target (`ACTIVITY_EDGES`), CIs over users."""
+    lengths = [len(arena.histories[arena.users[i]]) for i in idx]
+    buckets = np.array(activity_buckets(lengths, ACTIVITY_EDGES))
+    masks = {f"history {b}": buckets == b for b in activity_buckets([0, *ACTIVITY_EDGES], ACTIVITY_EDGES)}
+    return {g: as_dict(v) for g, v in group_means(per_user, masks, None, seed).items()}
+
+
+@functools.cache
+def movie_vectors() -> dict[str, np.ndarray] | None:
+    """MiniLM embeddings of the movie titles, keyed by item id (None without MiniLM's wheel)."""
+    return title_vectors(movielens.item_texts())
+
+
 def encoder_row(name: str, encoder, arena: Arena, counts: dict[str, float], seed: int) -> dict:
     """Every metric of one encoder on every user of `arena`, with its per-user sampled scores kept for re-ranking."""
     histories = [arena.histories[u] for u in arena.users]
@@ -120,8 +144,12 @@ def encoder_row(name: str, encoder, arena: Arena, counts: dict[str, float], seed
     n_items = len(encoder.items)
     beyond = {"coverage@10": itemcoverage(top, n_items), "averagepopularity@10": averagepopularity(top, counts),
               "gini@10": giniindex(top, n_items)}
+    if movie_vectors() is not None:
+        beyond["diversity@10"] = diversity(top, movie_vectors())
+    per_user = ndcg_per_case(sampled, 10)
     return {"name": name, "kind": "encoder", "metrics": ranking_metrics(sampled, user_auc(rows, target), full, seed),
-            "beyond_full": beyond, "per_user_ndcg": ndcg_per_case(sampled, 10).tolist(),
+            "beyond_full": beyond, "per_user_ndcg": per_user.tolist(),
+            "groups": activity_groups(arena, list(range(len(arena.users))), per_user, seed),
             "scores": [r.tolist() for r in rows]}
 
 
@@ -175,6 +203,16 @@ def _stack_x(enc: list[np.ndarray], llm: list[np.ndarray]) -> np.ndarray:
 
     return np.column_stack([np.concatenate([z(e) for e in enc]),
                             np.concatenate([z(np.log(p / (1 - p + 1e-12) + 1e-12)) for p in llm])])
+
+
+def stack_scores(v_enc: list[np.ndarray], v_llm: list[np.ndarray], labels: np.ndarray, t_enc: list[np.ndarray],
+                 t_llm: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+    """Per test user, a logistic regression's P(target) over its top k from the encoder's score and the LLM's logit
+    (`_stack_x`), fit on the validation users' top k (`labels`: 1 where the candidate is the target); and its
+    weights."""
+    model = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm), labels)
+    flat = model.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
+    return np.split(flat, np.cumsum([len(t) for t in t_enc])[:-1]), [round(float(w), 4) for w in model.coef_[0]]
 
 
 def hard_cases(encoder, part: str, users: list[str], k: int, seed: int) -> list[Case]:
@@ -254,16 +292,13 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
         info["score_seconds"] = round(time.perf_counter() - start, 1)
         info["prompts"] = int(sum(len(t) for t in v_tops) + sum(len(t) for t in t_tops))
-        stack = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm), labels)
-        stacked = stack.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
-        cuts = np.cumsum([0] + [len(t) for t in t_tops])
-        info["stack_weights"] = [round(float(w), 4) for w in stack.coef_[0]]
+        stacked, info["stack_weights"] = stack_scores(v_enc, v_llm, labels, t_enc, t_llm)
         for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
-                          (f"{best} + collab adapter ({variant}), stacked on validation",
-                           [stacked[a:b] for a, b in pairwise(cuts)])):
+                          (f"{best} + collab adapter ({variant}), stacked on validation", stacked)):
             r = reranked_ranks(base, new, t_tops, targets)
             out.append({"name": name, "kind": "llm", "users": len(ti), "metrics": ranking_metrics(r, None, None, seed),
-                        "per_user_ndcg": ndcg_per_case(r, 10).tolist(), **info})
+                        "per_user_ndcg": ndcg_per_case(r, 10).tolist(),
+                        "groups": activity_groups(test, ti, ndcg_per_case(r, 10), seed), **info})
     return out, ti
 
 
@@ -293,6 +328,7 @@ def run(plan: Plan) -> dict:
     for row in llm_rows:
         row["vs_best"] = paired(row["per_user_ndcg"], best_on_subset, plan.seed)
         row["best_on_same_users"] = mean_ci(np.asarray(best_on_subset), plan.seed)
+        row["best_groups"] = activity_groups(test, ti, np.asarray(best_on_subset), plan.seed)
     for row in rows:
         row.pop("scores")
     others = [r for r in rows if r["name"] != best]
@@ -321,11 +357,35 @@ def verdicts(doc: dict) -> list[str]:
     return out
 
 
+def group_order(names) -> list[str]:
+    """User-group names in reading order (the results JSON sorts keys): history buckets by their lower edge, then
+    cold, warm and their gap."""
+    def key(name: str) -> tuple:
+        bucket = name.removeprefix("history ")
+        if bucket == name:
+            return (1, ["cold", "warm", "cold − warm"].index(name))
+        return (0, -1 if bucket.startswith("<") else int(bucket.removeprefix(">=").split("-")[0]))
+
+    return sorted(names, key=key)
+
+
+def group_table(caption: str, rows: list[tuple[str, dict | None]]) -> list[str]:
+    """`caption` and a table of each row's value per user group (n: the group's users); nothing for results
+    written before the groups."""
+    if not rows or any(g is None for _, g in rows):
+        return []
+    groups = rows[0][1]
+    order = group_order(groups)
+    return [caption, "", *table(["row", *(f"{g} (n={groups[g]['n']})" for g in order)], "l" + "r" * len(order),
+                                [[name, *(cell(g[k]) for k in order)] for name, g in rows]), ""]
+
+
 def render(doc: dict) -> str:
     p = doc["protocol"]
     n = p["negatives"]
     metric_names = ("sampled_hr@10", "sampled_ndcg@10", "user_auc", "full_hr@10", "full_ndcg@10")
     enc = [r for r in doc["rows"] if r["kind"] == "encoder"]
+    diverse = all("diversity@10" in r["beyond_full"] for r in enc)
     llm = [r for r in doc["rows"] if r["kind"] == "llm"]
     lines = [
         "# MovieLens-100K leave-one-out", "",
@@ -336,11 +396,18 @@ def render(doc: dict) -> str:
         "95% CIs bootstrap users (one case each). Machine: " + p["machine"] + ".", "",
         "## Encoders alone (every user)", "",
         *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", "per-user AUC", "HR@10 (full)", "NDCG@10 (full)",
-                "coverage@10", "avg. popularity@10", "Gini@10", f"valid NDCG@10 (1+{n})", "fit s"], "lrrrrrrrrrr",
+                "coverage@10", "avg. popularity@10", "Gini@10", *(["diversity@10"] if diverse else []),
+                f"valid NDCG@10 (1+{n})", "fit s"], "l" + "r" * (10 + diverse),
                [[r["name"], *(cell(r["metrics"][m]) for m in metric_names),
                  f"{r['beyond_full']['coverage@10']:.3f}", f"{r['beyond_full']['averagepopularity@10']:.1f}",
-                 f"{r['beyond_full']['gini@10']:.3f}", cell(r["valid"]["sampled_ndcg@10"]), r["fit_seconds"]]
-                for r in enc]), "",
+                 f"{r['beyond_full']['gini@10']:.3f}",
+                 *([f"{r['beyond_full']['diversity@10']:.3f}"] if diverse else []),
+                 cell(r["valid"]["sampled_ndcg@10"]), r["fit_seconds"]] for r in enc]), "",
+        *(["The beyond-accuracy columns describe each encoder's top 10 of the full catalogue (item popularity: "
+           "training interactions; diversity: 1 − cosine of MiniLM title embeddings, within a list).", ""]
+          if diverse else []),
+        *group_table(f"NDCG@10 (1+{n}) by how many movies the user rated before the target (every user):",
+                     [(r["name"], r.get("groups")) for r in enc]),
         f"The best on validation NDCG@10 is **{p['best']}**; the collaborative adapter uses its item vectors.", "",
         f"## The collaborative adapter re-ranking {p['best']}'s top {p['rerank_k']} "
         f"({p['llm_test_users']} seeded test users)", "",
@@ -357,6 +424,10 @@ def render(doc: dict) -> str:
                [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
                  cell(r["best_on_same_users"]), _diff(r["vs_best"]), f"{r['best_val_auc']:.3f}", r["steps"],
                  r["prompts"], r["train_seconds"], r["score_seconds"]] for r in llm]), "",
+        *group_table(f"NDCG@10 (1+{n}) by how many movies the user rated before the target (the same "
+                     f"{p['llm_test_users']} users):",
+                     [(f"{p['best']} alone", llm[0].get("best_groups") if llm else None),
+                      *((r["name"], r.get("groups")) for r in llm)]),
         *verdicts(doc), "",
     ]
     for r in llm[::2]:

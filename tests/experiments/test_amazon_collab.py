@@ -21,21 +21,33 @@ def test_verdicts_compare_the_adapter_with_the_encoder_and_popularity():
         return {"name": name, "vs_encoder": d, "vs_popularity": d}
 
     doc = {"protocol": {"encoder": "lightgcn"},
-           "blocks": [{"domain": "office", "view": "other", "rows": [row("lightgcn", 0, 0),
+           "blocks": [{"domain": "office", "view": "other", "users": 3, "rows": [row("lightgcn", 0, 0),
                                                                     row("collab adapter (joint)", -0.2, -0.1)]}]}
     lines = amazon_collab.verdicts(doc)
-    assert len(lines) == 2 and "Office, cold" in lines[0] and "collab adapter (joint) against lightgcn alone: below, CI below 0" in lines[0]
+    assert len(lines) == 2 and "Office, cold (other domain only), 3 users" in lines[0]
+    assert "collab adapter (joint) against lightgcn alone: below, CI below 0" in lines[0]
 
 
 def test_cold_verdicts_also_compare_the_adapter_with_the_text_only_rerankers():
     d = {"value": 0.08, "ci_low": 0.03, "ci_high": 0.13}
     adapter = {"name": "collab adapter (joint, match token)", "vs_encoder": d, "vs_popularity": d,
                "vs_text_only": {"office-lora:1 (text only)": d}}
-    doc = {"protocol": {"encoder": "lightgcn"}, "blocks": [{"domain": "office", "view": "other", "rows": [adapter]}]}
+    doc = {"protocol": {"encoder": "lightgcn"},
+           "blocks": [{"domain": "office", "view": "other", "users": 100, "rows": [adapter]}]}
     lines = amazon_collab.verdicts(doc)
     assert len(lines) == 3
-    assert lines[2] == ("* Office, cold (other domain only): the collab adapter (joint, match token) against the "
+    assert lines[2] == ("* Office, cold (other domain only), 100 users: the collab adapter (joint, match token) against the "
                         "text-only office-lora:1: above, CI above 0 (+0.080 [+0.030, +0.130]).")
+
+
+def test_verdicts_cover_the_stacked_rows_of_a_block():
+    d = {"value": 0.01, "ci_low": -0.01, "ci_high": 0.03}
+    stacked = "lightgcn + collab adapter (joint), stacked on validation"
+    rows = [{"name": n, "vs_encoder": d, "vs_popularity": d} for n in ("lightgcn", "collab adapter (joint)", stacked)]
+    doc = {"protocol": {"encoder": "lightgcn"}, "blocks": [{"domain": "office", "view": "both", "users": 950,
+                                                            "rows": rows, "stacks": {stacked: {}}}]}
+    lines = amazon_collab.verdicts(doc)
+    assert len(lines) == 4 and lines[2].startswith(f"* Office, full history, 950 users: the {stacked} against lightgcn")
 
 
 def test_the_goals_pick_each_directions_variant_on_validation_auc():

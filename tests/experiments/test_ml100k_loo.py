@@ -22,3 +22,22 @@ def test_verdicts_name_the_side_of_zero():
         {"kind": "llm", "name": "flat", "users": 9, "vs_best": {"value": 0.0, "ci_low": -0.02, "ci_high": 0.02}}]}
     lines = ml100k_loo.verdicts(doc)
     assert "above, CI above 0" in lines[0] and "not resolved" in lines[1] and len(lines) == 2
+
+
+def test_the_stack_leans_on_the_score_that_finds_the_target_on_validation():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, size=40)
+    v_llm = [np.where(np.arange(5) == t, 0.9, 0.1) + rng.uniform(0, 0.05, 5) for t in targets]  # finds the target
+    v_enc = [rng.normal(size=5) for _ in targets]  # noise
+    labels = np.concatenate([(np.arange(5) == t).astype(int) for t in targets])
+    t_enc, t_llm = [np.array([3.0, 2.0, 1.0])], [np.array([0.1, 0.2, 0.9])]
+    scores, weights = ml100k_loo.stack_scores(v_enc, v_llm, labels, t_enc, t_llm)
+    assert weights[1] > abs(weights[0]) and len(scores) == 1 and int(np.argmax(scores[0])) == 2
+
+
+def test_user_groups_read_in_bucket_order_whatever_order_the_json_keeps():
+    names = ["cold", "cold − warm", "history 5-19", "history <5", "history >=20", "warm"]
+    assert ml100k_loo.group_order(names) == ["history <5", "history 5-19", "history >=20", "cold", "warm",
+                                             "cold − warm"]
+    assert ml100k_loo.group_order(["history 50-149", "history <50", "history >=150"]) == [
+        "history <50", "history 50-149", "history >=150"]
