@@ -135,6 +135,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     from .data.spec import load_spec
     from .evaluation import run_eval, run_rank_eval
     from .score_cache import ScoreCache
+    from .text_encoder import minilm_if_installed
 
     _check_choice("score", score, SCORE_MODES)
     reg = registry()
@@ -154,7 +155,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
         return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
-                             item_encoder=_item_encoder(), full_catalogue=full_catalogue, **common)
+                             item_encoder=minilm_if_installed(), full_catalogue=full_catalogue, **common)
     return run_eval(bb, dataset, **common)
 
 
@@ -177,18 +178,6 @@ def _check_encoder_source(source: str, spec: str) -> None:
     if not scores_spec(source, spec):
         raise AdaptrecError(f"the encoder learned from {source}; it scores only that source's held-out splits "
                             f"({HELD_OUT[source]}), not {spec} (its pairs may be in the encoder's training data)")
-
-
-def _item_encoder():
-    """MiniLM for the diversity column of ranking reports; None (no column) without its wheel."""
-    from .errors import MissingOptionalPackage
-    from .text_encoder import MiniLMEncoder, minilm_dir
-
-    try:
-        minilm_dir()
-    except MissingOptionalPackage:
-        return None
-    return MiniLMEncoder()
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,
@@ -392,9 +381,10 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
     """A rendered prompt, token-length stats and the label balance of a data SPEC (`user_token`, `match_token`: as
     a collab adapter with those settings renders it)."""
     from .backbone import load_tokenizer
-    from .data.inspect import inspect_spec
+    from .data.inspect import check_soft_tokens, inspect_spec
     from .data.spec import load_spec
 
+    check_soft_tokens(template, user_token, match_token)
     dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
     return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show, user_token, match_token)
 

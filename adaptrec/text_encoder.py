@@ -90,11 +90,17 @@ def catalogue_embeddings(texts: Sequence[str], encoder: TextEncoder, cache: bool
     return matrix
 
 
-def title_vectors(items: Mapping[str, str]) -> dict[str, np.ndarray] | None:
-    """MiniLM embeddings of a catalogue's titles (`item_id -> prompt text`; cached on disk), keyed by item id; None
-    without the MiniLM wheel (a report then leaves its diversity column out)."""
+def minilm_if_installed() -> MiniLMEncoder | None:
+    """MiniLM, or None without its wheel (a report then leaves its diversity column out)."""
     try:
         minilm_dir()
     except MissingOptionalPackage:
         return None
-    return dict(zip(items, catalogue_embeddings(list(items.values()), MiniLMEncoder())))
+    return MiniLMEncoder()
+
+
+def title_vectors(items: Mapping[str, str]) -> dict[str, np.ndarray] | None:
+    """MiniLM embeddings of a catalogue's titles (`item_id -> prompt text`; cached on disk), keyed by item id; None
+    without the MiniLM wheel."""
+    encoder = minilm_if_installed()
+    return None if encoder is None else dict(zip(items, catalogue_embeddings(list(items.values()), encoder)))

@@ -12,8 +12,9 @@ Arts also train a match-token variant (one soft token after the target's, from t
 LightGCN's score of the pair, element by element), also for up to 96 steps (three passes over the 256 shots). Rows on
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
-users. For Office, the variant with the best validation AUC then re-ranks for every test user in both views, alone
-and stacked with LightGCN's score (a logistic regression fit on validation users' top K).
+users. For each direction of the plan's `final`, the variant with the best validation AUC then re-ranks for every
+test user in both views, alone and stacked with LightGCN's score (a logistic regression fit on validation users'
+top K).
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
     python experiments/amazon_collab.py                 # train (or resume) the adapters, re-rank, write the page
@@ -185,11 +186,13 @@ class View:
     def stack(self, name: str, valid: View) -> None:
         """Row "<encoder> + `name`, stacked on validation": a logistic regression on the encoder's score and row
         `name`'s logit (`stack_scores`), fit on `valid`'s top K, re-orders the top K."""
-        labels = np.concatenate([[int(j == t) for j in top] for top, t in zip(valid.tops, valid.targets)])
-        scores, weights = stack_scores(valid.top_scores(), valid.llm[name], labels, self.top_scores(), self.llm[name])
+        fit = stack_scores(valid.top_scores(), valid.llm[name], valid.tops, valid.targets, self.top_scores(),
+                           self.llm[name])
+        if fit is None:  # no validation target in a top K (a tiny smoke run): no row
+            return
         stacked = f"{self.plan.encoder} + {name}, stacked on validation"
-        self._reordered(stacked, scores)
-        self.stacks[stacked] = {"weights": weights, "valid_users": len(valid.cases)}
+        self._reordered(stacked, fit[0])
+        self.stacks[stacked] = {"weights": fit[1], "valid_users": len(valid.cases)}
 
     def beyond(self, name: str) -> dict[str, float]:
         """RecBole's beyond-accuracy metrics of row `name`'s top `BEYOND_K` (against the domain's catalogue; item
@@ -308,8 +311,8 @@ def _view_name(view: str) -> str:
 
 
 def beyond_table(block: dict) -> list[str]:
-    """Each row's beyond-accuracy metrics of its top `BEYOND_K` and NDCG@10 per user group (n: the group's users);
-    none for results written before these columns."""
+    """Each row's beyond-accuracy metrics of its top `BEYOND_K` and NDCG@10 per user group (n: the group's users),
+    and a blank line; nothing for results written before these columns."""
     rows = [r for r in block["rows"] if "groups" in r]
     if not rows:
         return []
@@ -322,7 +325,35 @@ def beyond_table(block: dict) -> list[str]:
                           else "–" for m in metrics),
              *(f"{r['groups'][g]['value']:+.3f} [{r['groups'][g]['ci_low']:+.3f}, {r['groups'][g]['ci_high']:+.3f}]"
                if g == "cold − warm" else f"{r['groups'][g]['value']:.3f}" for g in groups)] for r in rows]
-    return table(head, "l" + "r" * (len(head) - 1), body)
+    return [*table(head, "l" + "r" * (len(head) - 1), body), ""]
+
+
+def intro(doc: dict) -> str:
+    """The page's protocol paragraph (the sentences on every-user sections and on the beyond-accuracy and group
+    tables only where the results hold them)."""
+    p, enc = doc["protocol"], doc["protocol"]["encoder"]
+    parts = [
+        f"{enc} learns from the 8000 train users' interactions (both domains, one catalogue); test users are "
+        "unseen, folded in from their history. Each test user's target among 19 sampled unseen items of the "
+        f"target domain. The collaborative adapter (`{RECIPE}`; arts: the same recipe with the arts SPECs) "
+        f"re-orders {enc}'s top {p['rerank_k']} for {p['users']} seeded test users per view, one case per user; "
+        f"the other rows score the same users. Re-ordering the top {p['rerank_k']} leaves HR@10 as {enc}'s; "
+        f"a re-ranker at chance gets the last row's NDCG@10 ({enc}'s hits, each at a random place of the top "
+        f"{p['rerank_k']}). Cold: the target domain's history is hidden (encoder and prompt see the other domain's "
+        "items only); there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where "
+        f"one is registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}."]
+    if any(b.get("final") for b in doc["blocks"]):
+        parts.append("In the sections marked \"every test user\" the variant with the best validation AUC re-ranks "
+                     "for every test user, alone and stacked with the encoder's score (a logistic regression on the "
+                     f"two, fit on {p['valid_users']} validation users' top {p['rerank_k']}).")
+    parts.append("95% CIs and paired differences bootstrap users.")
+    if any("groups" in r for b in doc["blocks"] for r in b["rows"]):
+        parts.append(f"Under each table, RecBole's beyond-accuracy metrics of each row's top {BEYOND_K} (re-ordering "
+                     f"the top {p['rerank_k']} leaves every top-{p['rerank_k']} set as the encoder's): item coverage "
+                     "and Gini index against the domain's catalogue, average popularity in training interactions, "
+                     "intra-list diversity of MiniLM title embeddings (1 − cosine); and NDCG@10 per user group: "
+                     "history length, and cold (no target-domain item in the history) against warm where both occur.")
+    return " ".join([*parts, f"Machine: {p['machine']}."])
 
 
 def render(doc: dict) -> str:
@@ -330,25 +361,7 @@ def render(doc: dict) -> str:
     lines = ["# Amazon Arts↔Office: the collaborative adapter against the encoders", "",
              banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
              "",
-             f"{enc} learns from the 8000 train users' interactions (both domains, one catalogue); test users are "
-             "unseen, folded in from their history. Each test user's target among 19 sampled unseen items of the "
-             f"target domain. The collaborative adapter (`{RECIPE}`; arts: the same recipe with the arts SPECs) "
-             f"re-orders {enc}'s top {p['rerank_k']} for {p['users']} seeded test users per view, one case per user; "
-             f"the other rows score the same users. Re-ordering the top {p['rerank_k']} leaves HR@10 as {enc}'s; "
-             f"a re-ranker at chance gets the last row's NDCG@10 ({enc}'s hits, each at a random place of the top "
-             f"{p['rerank_k']}). "
-             "Cold: the target domain's history is hidden (encoder and prompt see the other domain's items only); "
-             "there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where one is "
-             f"registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}. "
-             f"In the last sections ({', '.join(d.title() for d in p.get('final', ()))}) the variant with the best "
-             "validation AUC re-ranks for every test user, alone and stacked with the encoder's score (a logistic "
-             "regression on the two, fit on validation users' top K). "
-             "95% CIs and paired differences bootstrap users. Under each table, RecBole's beyond-accuracy metrics "
-             f"of each row's top {BEYOND_K} (re-ordering the top {p['rerank_k']} leaves every top-{p['rerank_k']} "
-             "set as the encoder's): item coverage and Gini index against the domain's catalogue, average "
-             "popularity in training interactions, intra-list diversity of MiniLM title embeddings (1 − cosine); "
-             "and NDCG@10 per user group: history length, and cold (no target-domain item in the history) against "
-             "warm where both occur. Machine: " + p["machine"] + ".", "",
+             intro(doc), "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "
               "dropped, so AdamW neither steps nor keeps moments for it), then both; joint: both from the start. "
@@ -369,8 +382,10 @@ def render(doc: dict) -> str:
                   *table(["row", "HR@10", "NDCG@10", f"NDCG@10 − {enc} (paired)", "NDCG@10 − popularity (paired)"],
                          "lrrrr", [[r["name"], cell(r["hr@10"]), cell(r["ndcg@10"]), _diff(r["vs_encoder"]),
                                     _diff(r["vs_popularity"])] for r in block["rows"]]), "",
-                  *beyond_table(block), "",
-                  f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less).",
+                  *beyond_table(block),
+                  f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less)"
+                  + (f", and {block['valid_prompts']} validation prompts for the stack." if "valid_prompts" in block
+                     else "."),
                   *(f"{name}: weights (encoder, adapter logit; each standardised within a user's top "
                     f"{p['rerank_k']}) {s['weights']}, fit on {s['valid_users']} validation users."
                     for name, s in block.get("stacks", {}).items()), ""]

@@ -51,7 +51,7 @@ def _ml100k(doc: dict) -> list[Arena]:
 def picked(doc: dict, domain: str) -> str:
     """The row name of `domain`'s Amazon adapter variant with the best validation AUC (picked before any test)."""
     names = [k.removeprefix(f"{domain}, ") for k in doc["adapters"] if k.startswith(f"{domain}, ")]
-    return max(names, key=lambda n: doc["adapters"][f"{domain}, {n}"]["best_val_auc"])
+    return max(names, key=lambda n: doc["adapters"][f"{domain}, {n}"]["best_val_auc"] or -1.0)  # None: never validated
 
 
 def _sampled(doc: dict) -> list[dict]:
@@ -65,7 +65,7 @@ def _arena_blocks(doc: dict) -> list[dict]:
     most = {}
     for block in doc["blocks"]:
         key = (block["domain"], block["view"])
-        if key not in most or block["users"] > most[key]["users"]:
+        if key not in most or block["users"] >= most[key]["users"]:  # a tie: the later, every-user block
             most[key] = block
     return list(most.values())
 
@@ -162,7 +162,8 @@ def render() -> list[str]:
     lines[-1] += "."
     variants, cold = [*_ml100k_variants(ml100k), *_variants(amazon)], _cold(amazon)
     if variants:
-        lines[-1:-1] = ["Other variants of the adapter, each on the same users as the picked one (NDCG@10):", "", *variants, ""]
+        lines[-1:-1] = ["Other variants of the adapter, on the seeded users every variant re-ranked (NDCG@10):", "",
+                        *variants, ""]
     if cold:
         lines[-1:-1] = ["Cold users against the text-only re-rankers of the same top 10 (paired NDCG@10):", "",
                         *cold, ""]

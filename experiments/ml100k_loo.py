@@ -205,11 +205,14 @@ def _stack_x(enc: list[np.ndarray], llm: list[np.ndarray]) -> np.ndarray:
                             np.concatenate([z(np.log(p / (1 - p + 1e-12) + 1e-12)) for p in llm])])
 
 
-def stack_scores(v_enc: list[np.ndarray], v_llm: list[np.ndarray], labels: np.ndarray, t_enc: list[np.ndarray],
-                 t_llm: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+def stack_scores(v_enc: list[np.ndarray], v_llm: list[np.ndarray], v_tops: list, v_targets: list[int],
+                 t_enc: list[np.ndarray], t_llm: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]] | None:
     """Per test user, a logistic regression's P(target) over its top k from the encoder's score and the LLM's logit
-    (`_stack_x`), fit on the validation users' top k (`labels`: 1 where the candidate is the target); and its
-    weights."""
+    (`_stack_x`), fit on the validation users' top k (`v_tops`: candidate indices; label 1 where the candidate is
+    the user's `v_targets` entry); and its weights. None when no validation target made a top k (nothing to fit)."""
+    labels = np.concatenate([[int(j == t) for j in top] for top, t in zip(v_tops, v_targets)])
+    if labels.min() == labels.max():
+        return None
     model = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm), labels)
     flat = model.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
     return np.split(flat, np.cumsum([len(t) for t in t_enc])[:-1]), [round(float(w), 4) for w in model.coef_[0]]
@@ -283,7 +286,6 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
     vi, ti = valid.subset(plan.valid_users, seed), test.subset(plan.test_users, seed)
     v_tops, t_tops = rerank(enc_valid, vi, k), rerank(enc_test, ti, k)
     v_enc, t_enc = [enc_valid[i][top] for i, top in zip(vi, v_tops)], [enc_test[i][top] for i, top in zip(ti, t_tops)]
-    labels = np.concatenate([[int(j == valid.lists[i].target_index) for j in top] for i, top in zip(vi, v_tops)])
     targets, base = [test.lists[i].target_index for i in ti], [enc_test[i] for i in ti]
     out = []
     for variant in VARIANTS:
@@ -292,7 +294,8 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
         info["score_seconds"] = round(time.perf_counter() - start, 1)
         info["prompts"] = int(sum(len(t) for t in v_tops) + sum(len(t) for t in t_tops))
-        stacked, info["stack_weights"] = stack_scores(v_enc, v_llm, labels, t_enc, t_llm)
+        stacked, info["stack_weights"] = stack_scores(v_enc, v_llm, v_tops, [valid.lists[i].target_index for i in vi],
+                                                      t_enc, t_llm)  # 100 validation users: some target is in a top k
         for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
                           (f"{best} + collab adapter ({variant}), stacked on validation", stacked)):
             r = reranked_ranks(base, new, t_tops, targets)

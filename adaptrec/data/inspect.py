@@ -17,14 +17,20 @@ def _stats(values: Sequence[int]) -> str:
     return f"min {ordered[0]} / median {median(ordered):g} / p95 {p95} / max {ordered[-1]}"
 
 
+def check_soft_tokens(template: str, user_token: bool, match_token: bool) -> None:
+    """`ConfigError` when the user or match token is asked for with a template that renders no soft tokens."""
+    if (user_token or match_token) and not template.endswith("-items"):
+        raise ConfigError("the user and match tokens belong to collab adapters: use an -items template, "
+                          f"not {template!r}")
+
+
 def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "tallrec", n_show: int = 1,
                  user_token: bool = False, match_token: bool = False) -> str:
     """Report on `spec` (a SPEC or an already loaded DataSet): `n_show` rendered prompts, label balance,
     history-length stats, and prompt token-length stats (min/median/p95/max) when a `tokenizer` is given. An
     `-items` template renders the soft tokens a collab adapter adds: one per item id, and `<user>` / `<match>`
     with `user_token` / `match_token` (the adapter settings of those names)."""
-    if (user_token or match_token) and not template.endswith("-items"):
-        raise ConfigError(f"the user and match tokens belong to collab adapters: use an -items template, not {template!r}")
+    check_soft_tokens(template, user_token, match_token)
     ds = load_spec(spec) if isinstance(spec, str) else spec
     spec = ds.spec
     cases = ds.cases

@@ -200,12 +200,15 @@ class Engine:
                 raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
-            saved = read_saved(record.path) if record.adapter_type == COLLAB_TYPE else None
-            if saved is not None and self.items is not None:
-                try:
-                    check_table(self.items, record.path, saved)
-                except AdaptrecError as e:  # before anything is evicted for it
-                    raise AdapterLoadFailed(f"{record.ref} cannot load: {e}") from e
+            saved = None
+            if record.adapter_type == COLLAB_TYPE:
+                try:  # before anything is evicted for it
+                    saved = read_saved(record.path)
+                    if self.items is not None:
+                        check_table(self.items, record.path, saved)
+                except Exception as e:
+                    why = e if isinstance(e, AdaptrecError) else f"its collab files are unreadable ({type(e).__name__})"
+                    raise AdapterLoadFailed(f"{record.ref} cannot load: {why}") from e
             while len(self._resident) >= self.max_resident:  # the LRU's LoRA layers stay as a slot to load into
                 self._evict(next(iter(self._resident.values())), keep_slot=True)
             try:

@@ -86,11 +86,13 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
     metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": test.spec, "limit": ev.limit,
                       "seed": ev.seed, "score": ev.score} for name, v in adapter_row.metrics.items()}
-    record = (finished if resume and (finished := _registered(registry, run_dir, recipe, backbone.fingerprint))
+    finished = _registered(registry, run_dir, recipe, backbone.fingerprint, result.adapter_dir) if resume else None
+    record = (finished if finished is not None
               else registry.register(
                   result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
                   adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
-                  recipe_text=text, metrics=metrics, lineage=with_encoder(result.lineage, result.adapter_dir, registry)))
+                  recipe_text=text, metrics=metrics,
+                  lineage=with_encoder(result.lineage, result.adapter_dir, registry)))
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})
@@ -98,17 +100,24 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 
 
-def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint) -> AdapterRecord | None:
+def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, adapter_dir: Path
+                ) -> AdapterRecord | None:
     """The record a finished run in `run_dir` registered (its report.json, written last, names it), while it is
-    still registered with these settings for this exact backbone: resuming that run trains nothing new, so it
-    registers no new version."""
-    report = run_dir / "report.json"
+    still registered, trained with these settings for this exact backbone, and holds the files of `adapter_dir`
+    (the run's best adapter now): resuming a finished run trains nothing new, so it registers no new version."""
     try:
-        record = registry.resolve(json.loads(report.read_text())["record"])
-    except (OSError, ValueError, KeyError, AdaptrecError):  # no finished run, or its record is gone
+        record = registry.resolve(json.loads((run_dir / "report.json").read_text())["record"])
+    except (OSError, ValueError, KeyError, TypeError, AdaptrecError):  # no finished run, or its record is gone
         return None
-    same = fingerprint.match(record.fingerprint) == "exact" and _settings(record) == recipe_digest(recipe)
+    same = (record.name == recipe.name and record.kind == "trained" and not _updated(record)
+            and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == recipe_digest(recipe)
+            and adapter_key(record.path) == adapter_key(adapter_dir))
     return record if same else None
+
+
+def _updated(record: AdapterRecord) -> bool:
+    """Whether `record` came from a continual update (its recipe text names data it never trained on)."""
+    return (record.lineage or {}).get("method") == UPDATE
 
 
 def _settings(record: AdapterRecord) -> str | None:
@@ -125,8 +134,7 @@ def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequ
     recipe, text = load_recipe(recipe_name, list(sets))
     digest = recipe_digest(recipe)
     for record in reversed(registry.list(name=recipe.name)):
-        updated = (record.lineage or {}).get("method") == UPDATE  # its recipe text names data it never trained on
-        if (record.recipe_text and not updated and fingerprint.match(record.fingerprint) == "exact"
+        if (record.recipe_text and not _updated(record) and fingerprint.match(record.fingerprint) == "exact"
                 and _settings(record) == digest):
             log(f"  reusing {record.ref} (same recipe settings)")
             return record

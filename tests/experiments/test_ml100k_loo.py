@@ -29,10 +29,12 @@ def test_the_stack_leans_on_the_score_that_finds_the_target_on_validation():
     targets = rng.integers(0, 5, size=40)
     v_llm = [np.where(np.arange(5) == t, 0.9, 0.1) + rng.uniform(0, 0.05, 5) for t in targets]  # finds the target
     v_enc = [rng.normal(size=5) for _ in targets]  # noise
-    labels = np.concatenate([(np.arange(5) == t).astype(int) for t in targets])
+    tops = [np.arange(5)] * len(targets)
     t_enc, t_llm = [np.array([3.0, 2.0, 1.0])], [np.array([0.1, 0.2, 0.9])]
-    scores, weights = ml100k_loo.stack_scores(v_enc, v_llm, labels, t_enc, t_llm)
+    scores, weights = ml100k_loo.stack_scores(v_enc, v_llm, tops, list(targets), t_enc, t_llm)
     assert weights[1] > abs(weights[0]) and len(scores) == 1 and int(np.argmax(scores[0])) == 2
+    # no validation target in any top k: nothing to fit
+    assert ml100k_loo.stack_scores(v_enc, v_llm, tops, [7] * len(targets), t_enc, t_llm) is None
 
 
 def test_user_groups_read_in_bucket_order_whatever_order_the_json_keeps():

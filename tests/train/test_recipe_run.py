@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 from synthetic import write_tallrec_files
 from train_worker import tiny_recipe
@@ -23,4 +25,7 @@ def test_resuming_a_finished_run_registers_no_new_version(tiny_model_dir, tmp_pa
     again = run_recipe(parsed, text, resume=True)
     assert again.record.ref == first.ref and again.report.rows[-1].name.startswith(first.ref)
     assert [r.ref for r in Registry().list(name=first.name)] == [first.ref]
-    assert run_recipe(parsed, text, restart=True).record.version == first.version + 1
+    config = again.train.adapter_dir / "adapter_config.json"  # the run's best adapter now differs from the record's
+    config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 3}))
+    assert run_recipe(parsed, text, resume=True).record.version == first.version + 1
+    assert run_recipe(parsed, text, restart=True).record.version == first.version + 2
