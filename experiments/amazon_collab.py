@@ -48,6 +48,7 @@ from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.config import load_recipe
 from adaptrec.data import amazon
 from adaptrec.data.candidates import candidate_cases
+from adaptrec.errors import DataFormatError
 from adaptrec.evaluation import user_groups
 from adaptrec.metrics.beyond import averagepopularity, diversity, giniindex, group_gap, group_means, itemcoverage
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks
@@ -125,11 +126,30 @@ def trained(domain: str, plan: Plan, variant: str):
     return scorer, info
 
 
+@functools.cache
+def catalogue(domain: str) -> dict[str, str]:
+    """`amazon.amazon_items(domain)`, built once."""
+    return amazon.amazon_items(domain)
+
+
+def top_cases(case, lst, domain: str, top: list[int]) -> list:
+    """The user's cases of its top-K candidates, in `top`'s order."""
+    every = candidate_cases(lst, case, {domain: catalogue(domain)})
+    return [every[j] for j in top]
+
+
+def renders(scorer, cases: list) -> bool:
+    """Whether `scorer` can render every case within its prompt budget (a title can overflow it alone)."""
+    try:
+        scorer.prompts(cases)
+    except DataFormatError:
+        return False
+    return True
+
+
 def llm_scores(scorer, cases: list, lists: list, domain: str, tops: list[list[int]]) -> list[np.ndarray]:
     """P(Yes) of each user's top-K candidates (score cache)."""
-    texts = {domain: amazon.amazon_items(domain)}
-    flat = scorer.score([candidate_cases(lst, case, texts)[j] for case, lst, top in zip(cases, lists, tops)
-                         for j in top])
+    flat = scorer.score([c for case, lst, top in zip(cases, lists, tops) for c in top_cases(case, lst, domain, top)])
     cuts = np.cumsum([0] + [len(t) for t in tops])
     return [flat[a:b] for a, b in pairwise(cuts)]
 
@@ -142,17 +162,32 @@ BEYOND_K = 5  # re-ordering the top 10 keeps every top-10 set as the encoder's: 
 @functools.cache
 def domain_vectors(domain: str) -> dict[str, np.ndarray] | None:
     """MiniLM embeddings of the domain's titles, keyed by item id (None without MiniLM's wheel)."""
-    return title_vectors(amazon.amazon_items(domain))
+    return title_vectors(catalogue(domain))
 
 
 class View:
     """One direction, view and split: seeded users, the encoders' ranks on them and the encoder's top K."""
 
-    def __init__(self, domain: str, view: str, encoders: dict, plan: Plan, users: int | None, split: str = "test"):
+    def __init__(self, domain: str, view: str, encoders: dict, plan: Plan, users: int | None, split: str = "test",
+                 scorer=None):
+        """`scorer`: keep only the users whose every top-K prompt it can render (`renders`), counted in
+        `self.dropped`."""
         self.domain, self.view, self.plan = domain, view, plan
         all_cases, all_lists = arena(domain, split, view, plan.seed)
         idx = one_per_user(all_cases, users, plan.seed)
-        self.cases, self.lists = [all_cases[i] for i in idx], [all_lists[i] for i in idx]
+        self._rank([all_cases[i] for i in idx], [all_lists[i] for i in idx], encoders)
+        self.dropped = 0
+        if scorer is not None:
+            keep = [n for n, (c, lst, top) in enumerate(zip(self.cases, self.lists, self.tops))
+                    if renders(scorer, top_cases(c, lst, domain, top))]
+            self.dropped = len(self.cases) - len(keep)
+            self._rank([self.cases[n] for n in keep], [self.lists[n] for n in keep], encoders)
+        self.prompts, self.seconds, self.llm, self.stacks = 0, 0.0, {}, {}
+
+    def _rank(self, cases: list, lists: list, encoders: dict) -> None:
+        """These users' cases and lists, each encoder's ranks and top 10 on them, and the re-ranked encoder's top K."""
+        plan = self.plan
+        self.cases, self.lists = cases, lists
         self.targets = [lst.target_index for lst in self.lists]
         scored = {name: enc.score_lists([c.user_id for c in self.cases],
                                         [[h.item_id for h in c.history] for c in self.cases],
@@ -162,7 +197,6 @@ class View:
         self.counts = dict(zip(encoders["popularity"].items, encoders["popularity"].counts.tolist()))
         self.base = [np.asarray(r) for r in scored[plan.encoder]]
         self.tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in self.base]
-        self.prompts, self.seconds, self.llm, self.stacks = 0, 0.0, {}, {}
 
     def rerank(self, name: str, scorer) -> None:
         """Row `name`: `scorer`'s P(Yes) re-orders the encoder's top K."""
@@ -198,7 +232,7 @@ class View:
         """RecBole's beyond-accuracy metrics of row `name`'s top `BEYOND_K` (against the domain's catalogue; item
         popularity: training interaction counts), and the intra-list diversity of MiniLM title embeddings."""
         top = [[lst.candidates[j] for j in o[:BEYOND_K]] for lst, o in zip(self.lists, self.order[name])]
-        size, k = len(amazon.amazon_items(self.domain)), BEYOND_K
+        size, k = len(catalogue(self.domain)), BEYOND_K
         out = {f"coverage@{k}": itemcoverage(top, size), f"averagepopularity@{k}": averagepopularity(top, self.counts),
                f"gini@{k}": giniindex(top, size)}
         vectors = domain_vectors(self.domain)
@@ -282,12 +316,13 @@ def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
     scorer, _ = trained(domain, plan, variant)
     row, out = ADAPTER_ROWS[variant], []
     for view in VIEWS.values():
-        valid = View(domain, view, encoders, plan, plan.valid_users, "valid")
-        test = View(domain, view, encoders, plan, plan.final_users)
+        valid = View(domain, view, encoders, plan, plan.valid_users, "valid", scorer)
+        test = View(domain, view, encoders, plan, plan.final_users, scorer=scorer)
         valid.rerank(row, scorer)
         test.rerank(row, scorer)
         test.stack(row, valid)
-        out.append({**test.block(), "final": True, "valid_prompts": valid.prompts})
+        out.append({**test.block(), "final": True, "valid_prompts": valid.prompts, "dropped": test.dropped,
+                    "valid_dropped": valid.dropped})
     return out
 
 
@@ -386,6 +421,9 @@ def render(doc: dict) -> str:
                   f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less)"
                   + (f", and {block['valid_prompts']} validation prompts for the stack." if "valid_prompts" in block
                      else "."),
+                  *([f"Left out: {block['dropped']} test and {block['valid_dropped']} validation users, whose top "
+                     f"{p['rerank_k']} holds an item whose title alone overflows the adapter's prompt budget."]
+                    if block.get("dropped") or block.get("valid_dropped") else []),
                   *(f"{name}: weights (encoder, adapter logit; each standardised within a user's top "
                     f"{p['rerank_k']}) {s['weights']}, fit on {s['valid_users']} validation users."
                     for name, s in block.get("stacks", {}).items()), ""]

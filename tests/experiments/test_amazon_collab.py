@@ -59,3 +59,16 @@ def test_the_goals_pick_each_directions_variant_on_validation_auc():
                         "arts, collab adapter (joint, match token)": {"best_val_auc": 0.62}}}
     assert collab_goals.picked(doc, "office") == "collab adapter (joint, match token)"
     assert collab_goals.picked(doc, "arts") == "collab adapter (joint)"
+
+
+def test_a_user_whose_prompt_cannot_fit_is_told_apart():
+    from adaptrec.errors import DataFormatError
+
+    class Scorer:
+        def prompts(self, cases):
+            if any(len(c) > 5 for c in cases):
+                raise DataFormatError("does not fit max_tokens")
+            return list(cases)
+
+    assert amazon_collab.renders(Scorer(), ["short", "ok"])
+    assert not amazon_collab.renders(Scorer(), ["short", "a title far too long"])
