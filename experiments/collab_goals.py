@@ -91,6 +91,12 @@ def _amazon(doc: dict) -> list[Arena]:
     return arenas
 
 
+def _stacked(doc: dict) -> list[tuple[str, dict]]:
+    """(view, paired difference against the encoder) of each stacked row in the arena blocks."""
+    return [(f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
+            for b in _arena_blocks(doc) for r in b["rows"] if r["name"] in b.get("stacks", {})]
+
+
 def _cold(doc: dict) -> list[str]:
     """A line per cold Amazon view: the picked adapter against the text-only re-rankers of the same prompts."""
     lines = []
@@ -170,7 +176,13 @@ def render() -> list[str]:
     if not above:
         lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone does not "
                       "learn to read the item tokens as well as the encoder that made them")
-        if level and all("match token" in c[2] for c in level):
+        stacked = _stacked(amazon)
+        if stacked and all(d["ci_low"] <= 0 for _, d in stacked):
+            lines[-1] += ("; stacked with its encoder (a logistic regression fit on validation users) the adapter's "
+                          "score changes nothing resolvable where every test user was scored ("
+                          + ", ".join(f"{where} {_diff(d)}" for where, d in stacked)
+                          + "): the LLM reads the encoder's judgement and adds no signal the encoder lacks")
+        elif level and all("match token" in c[2] for c in level):
             lines[-1] += ("; where it is level, it was handed the encoder's view of each pair in one soft token (the "
                           "match token): the LLM reads the encoder's judgement and adds nothing resolvable to it")
         lines[-1] += "."

@@ -72,3 +72,16 @@ def test_a_user_whose_prompt_cannot_fit_is_told_apart():
 
     assert amazon_collab.renders(Scorer(), ["short", "ok"])
     assert not amazon_collab.renders(Scorer(), ["short", "a title far too long"])
+
+
+def test_the_goals_read_each_view_from_its_block_with_the_most_users():
+    import collab_goals
+
+    d = {"value": -0.001, "ci_low": -0.002, "ci_high": 0.0}
+    sampled = {"domain": "office", "view": "both", "users": 100, "rows": []}
+    every = {"domain": "office", "view": "both", "users": 950, "final": True, "stacks": {"stacked": {}},
+             "rows": [{"name": "stacked", "vs_encoder": d}]}
+    doc = {"blocks": [sampled, every, {"domain": "arts", "view": "other", "users": 100, "rows": []}]}
+    assert [b["users"] for b in collab_goals._arena_blocks(doc)] == [950, 100]
+    assert collab_goals._sampled(doc) == [sampled, doc["blocks"][2]]
+    assert collab_goals._stacked(doc) == [("Amazon Office warm", d)]
