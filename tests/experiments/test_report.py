@@ -312,10 +312,11 @@ def test_collab_page_verdicts_follow_the_paired_cis():
                     row("collab (LoRA + MF item tokens)", 0.80, (0.03, 0.01, 0.06)),
                     {**row(f"{cm.BAR} + collab (LoRA + MF item tokens) (stacked on validation)", 0.78, (0.01, -0.01, 0.03)),
                      "kind": "stacked"}],
-           "collab_vs_text": {"value": 0.11, "ci_low": -0.01, "ci_high": 0.2}}
+           "collab_vs_text": {"collab (LoRA + MF item tokens)": {"value": 0.11, "ci_low": -0.01, "ci_high": 0.2}}}
     page = cm.render(doc)
     assert "LoRA, text only below, CI below 0" in page and "collab (LoRA + MF item tokens) above, CI above 0" in page
-    assert "not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
+    assert "collab (LoRA + MF item tokens) not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
+    assert "collab, match token" not in page  # a variant the results lack gets no verdict
     assert "Does collab (LoRA + MF item tokens) add signal to the bar's features?" in page
 
 
