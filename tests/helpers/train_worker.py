@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import synthetic_cases  # noqa: E402
+from synthetic import synthetic_cases, write_tallrec_files  # noqa: E402
 
 import adaptrec.train.loop as loop  # noqa: E402
 from adaptrec.backbone import load_backbone  # noqa: E402
@@ -28,6 +28,21 @@ def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, **t
         "training": {"lr": 5e-3, "batch_size": 2, "grad_accum": 2, "max_steps": max_steps, "eval_every": 4,
                      "val_limit": 8, "checkpoint_every": 2, "patience": None, **training},
     })
+
+
+def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[str, int], name: str = "tiny",
+                     adapter: dict | None = None, **training) -> Path:
+    """A recipe file in `folder` for `tiny_recipe` over synthetic TALLRec files of `sizes` (every shot, the whole
+    test split evaluated)."""
+    import yaml
+
+    files = write_tallrec_files(folder / "data", sizes)
+    recipe = tiny_recipe(model_dir, max_steps, adapter, **training).model_dump(mode="json")
+    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
+    recipe["evaluation"] = {"limit": None, "batch_size": 4}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
 
 
 def main() -> None:

@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 from cli_runner import run_cli
-from synthetic import synthetic_cases, write_tallrec_files
-from train_worker import tiny_recipe
+from synthetic import synthetic_cases
+from train_worker import tiny_recipe_file
 
 from adaptrec.config import load_recipe
 from adaptrec.data.online_log import LoggedItem, OnlineLog
@@ -33,12 +32,7 @@ def log_feedback(cases, log: OnlineLog | None = None, t0: float = 1000.0) -> Non
 @pytest.fixture
 def trained(tiny_model_dir, tmp_path):
     """`tiny:1`, trained from a recipe file over synthetic TALLRec files, and the recipe's path."""
-    files = write_tallrec_files(tmp_path / "data", {"train": 16, "valid": 8, "test": 8})
-    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2).model_dump(mode="json")
-    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
-    recipe["evaluation"] = {"limit": None, "batch_size": 4}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
     parsed, text = load_recipe(str(path))
     return run_recipe(parsed, text).record, path
 
@@ -179,13 +173,9 @@ def test_an_adalora_adapter_updates_from_its_own_weights(tiny_model_dir, tmp_pat
     from adaptrec.adapters.export import adalora_to_lora
     from adaptrec.scoring.logits import tokenize
 
-    files = write_tallrec_files(tmp_path / "data", {"train": 16, "valid": 8, "test": 8})
     settings = {"type": "adalora", "init_r": 4, "target_r": 2}
-    recipe = tiny_recipe(str(tiny_model_dir), 4, adapter=settings, eval_every=4).model_dump(mode="json")
-    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
-    recipe["evaluation"] = {"limit": None, "batch_size": 4}
-    path = tmp_path / "ada.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 4, {"train": 16, "valid": 8, "test": 8}, name="ada",
+                            adapter=settings, eval_every=4)
     parent = run_recipe(*load_recipe(str(path))).record
     assert json.loads((parent.path / "adapter_config.json").read_text())["rank_pattern"]  # pruned when saved
 

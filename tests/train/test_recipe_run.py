@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import yaml
-from synthetic import write_tallrec_files
-from train_worker import tiny_recipe
+from train_worker import tiny_recipe_file
 
 from adaptrec.config import load_recipe
 from adaptrec.registry import Registry
@@ -14,12 +12,7 @@ from adaptrec.train.recipe import run_recipe
 
 
 def test_resuming_a_finished_run_registers_no_new_version(tiny_model_dir, tmp_path):
-    files = write_tallrec_files(tmp_path / "data", {"train": 8, "valid": 4, "test": 4})
-    recipe = tiny_recipe(str(tiny_model_dir), 1, eval_every=1).model_dump(mode="json")
-    recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
-    recipe["evaluation"] = {"limit": None, "batch_size": 4}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 1, {"train": 8, "valid": 4, "test": 4}, eval_every=1)
     parsed, text = load_recipe(str(path))
     first = run_recipe(parsed, text, resume=True).record
     again = run_recipe(parsed, text, resume=True)
