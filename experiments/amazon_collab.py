@@ -13,8 +13,8 @@ LightGCN's score of the pair, element by element), also for up to 96 steps (thre
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users. For each direction of the plan's `final`, the variant with the best validation AUC then re-ranks for every
-test user in both views, alone and stacked with LightGCN's score (a logistic regression fit on validation users'
-top K).
+test user (whose prompts fit the budget) in both views, alone and stacked with LightGCN's score (a logistic
+regression fit on validation users' top K).
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
     python experiments/amazon_collab.py                 # train (or resume) the adapters, re-rank, write the page
@@ -85,9 +85,9 @@ class Plan:
                                                     "arts": ("joint", "match token", "match token, 96 steps")})
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
-    final: tuple[str, ...] = ("office",)  # directions whose picked variant also re-ranks for every test user
+    final: tuple[str, ...] = ("office",)  # directions whose picked variant also re-ranks every test user
     final_users: int | None = None  # None: every test user (one case each)
-    valid_users: int = 100  # validation users per view whose top K fit the stacked row
+    valid_users: int = 100  # validation users drawn per view to fit the stacked row (those whose prompts fit)
     seed: int = 0
 
 
@@ -311,8 +311,8 @@ def run(plan: Plan) -> dict:
 
 
 def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
-    """Per view, the blocks of `variant` (the picked one) on every test user (`plan.final_users`), with its score
-    stacked with the encoder's on `plan.valid_users` validation users."""
+    """Per view, the blocks of `variant` (the picked one) on every test user (`plan.final_users`) whose prompts fit,
+    with its score stacked with the encoder's on `plan.valid_users` validation users (those whose prompts fit)."""
     scorer, _ = trained(domain, plan, variant)
     row, out = ADAPTER_ROWS[variant], []
     for view in VIEWS.values():
@@ -379,8 +379,9 @@ def intro(doc: dict) -> str:
         f"one is registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}."]
     if any(b.get("final") for b in doc["blocks"]):
         parts.append("In the sections marked \"every test user\" the variant with the best validation AUC re-ranks "
-                     "for every test user, alone and stacked with the encoder's score (a logistic regression on the "
-                     f"two, fit on {p['valid_users']} validation users' top {p['rerank_k']}).")
+                     "for every test user (whose prompts fit the adapter's budget), alone and stacked with the "
+                     "encoder's score (a logistic regression on the two, fit on "
+                     f"{p['valid_users']} validation users' top {p['rerank_k']}).")
     parts.append("95% CIs and paired differences bootstrap users.")
     if any("groups" in r for b in doc["blocks"] for r in b["rows"]):
         parts.append(f"Under each table, RecBole's beyond-accuracy metrics of each row's top {BEYOND_K} (re-ordering "
@@ -410,7 +411,8 @@ def render(doc: dict) -> str:
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]
     for block in doc["blocks"]:
-        every = " (every test user: the picked adapter)" if block.get("final") else ""
+        every = (f" (every test user{' whose prompts fit' if block.get('dropped') else ''}: the picked adapter)"
+                 if block.get("final") else "")
         lines += [f"## {block['domain'].title()} targets, {_view_name(block['view'])}, {block['users']} test "
                   f"users{every}",
                   "",

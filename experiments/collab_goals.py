@@ -152,7 +152,8 @@ def _movie(doc: dict) -> list[Arena]:
     bar, encoder = rows["feature regression"], rows["MF with biases (encoder alone)"]
     adapter = _movie_adapters(doc)[0]
     gap = adapter["test"]["value"] - encoder["test"]["value"]
-    variant = f" ({adapter['name'].removeprefix('collab, ')})" if adapter["name"].startswith("collab, ") else ""
+    variant = f" ({adapter['name'].removeprefix('collab, ')})" if adapter["name"].startswith("collab, ") else \
+        " (item tokens)"
     cells = (f"TALLRec movie test, {doc['protocol']['cases']} cases of {doc['protocol']['users']} users, AUC",
              f"feature regression {bar['test']['value']:.3f}", f"{adapter['test']['value']:.3f}{variant}",
              f"{_diff(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
@@ -170,7 +171,7 @@ def render() -> list[str]:
              "one soft token per item from a collaborative encoder, docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "
              "variant (in brackets) with the best validation AUC: on Amazon each direction's, on MovieLens among "
-             "those validated on random negatives. Differences are paired "
+             "those validated on random negatives, on TALLRec movie among its collab variants. Differences are paired "
              "on the same users, 95% CIs resample users. Each arena's page has the protocol, every row and what was "
              "tried.", "",
              "| arena | best non-LLM row | collab adapter | adapter − best non-LLM row | adapter − its own encoder "
@@ -193,11 +194,11 @@ def render() -> list[str]:
         lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone does not "
                       "learn to read the item tokens as well as the encoder that made them")
         stacked = _stacked(amazon)
-        if stacked and all(d["ci_low"] <= 0 for _, d in stacked):
+        if stacked and all(d["ci_low"] <= 0 <= d["ci_high"] for _, d in stacked):
             lines[-1] += ("; stacked with its encoder (a logistic regression fit on validation users) the adapter's "
-                          "score changes nothing resolvable where every test user was scored ("
+                          "score changes nothing these CIs resolve on every test user whose prompts fit ("
                           + ", ".join(f"{where} {_diff(d)}" for where, d in stacked)
-                          + "): the LLM reads the encoder's judgement and adds no signal the encoder lacks")
+                          + "): the LLM reads the encoder's judgement and adds nothing resolvable to it")
         elif level and all("match token" in c[2] for c in level):
             lines[-1] += ("; where it is level, it was handed the encoder's view of each pair in one soft token (the "
                           "match token): the LLM reads the encoder's judgement and adds nothing resolvable to it")

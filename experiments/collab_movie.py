@@ -1,13 +1,13 @@
 """Collaborative signal on TALLRec movie: the classic rows (like-ratio, popularity, the feature regression,
-MF with biases) against a text-only LoRA adapter and a collaborative adapter (LoRA + item tokens from the
-MF encoder) at the same budget, on the whole test set with user-clustered CIs.
+MF with biases) against a text-only LoRA adapter and collaborative adapters (LoRA + item tokens from the
+MF encoder; with and without the match token) at the same budget, on the whole test set with user-clustered CIs.
 
 The test set has 1000 cases from only 16 users, so every CI and paired difference bootstraps users
 (`clusters=`): a case bootstrap would be far too narrow. Encoders and feature tables learn from the ML-100K
 ratings with every validation and test user cut from their first held-out window on
 (`data.movielens.training_ratings`); LLM adapters train on ≤ 256 labelled shots of the train split.
 
-    python experiments/collab_movie.py                  # train (or resume) both adapters, score, write the page
+    python experiments/collab_movie.py                  # train (or resume) the adapters, score, write the page
     python experiments/collab_movie.py --render-only    # re-render docs/collab.md from the JSON
 
 Runs in $ADAPTREC_HOME (default experiments/home).
@@ -198,7 +198,7 @@ def render(doc: dict) -> str:
         "scoring the whole validation and test sets when it trains; scoring only what the cache lacks when it resumes "
         "a finished run.",
         "",
-        "Collaborative adapter − text-only adapter, paired by user: "
+        "Each collaborative adapter − the text-only adapter, paired by user: "
         + "; ".join(f"{name} {_diff(d)}" for name, d in doc["collab_vs_text"].items()) + ".",
         "",
         *verdicts(doc),

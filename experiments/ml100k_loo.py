@@ -155,7 +155,8 @@ def encoder_row(name: str, encoder, arena: Arena, counts: dict[str, float], seed
 
 def fit_all(plan: Plan) -> dict:
     """Every encoder, fitted on the leave-one-out training interactions, with its fit time (a fresh fit, never the
-    encoder cache's copy: the page reports the time; the fits are seeded, so they equal the cached ones)."""
+    encoder cache's copy, whose time the page would report instead; the fits are seeded, and a re-run reproduced
+    every encoder row and re-ranked the same candidates)."""
     timelines = movielens.loo_timelines()
     data = Interactions.of([(u, i) for u, i, _ in leave_one_out.train_interactions(timelines)],
                            items=list(movielens.item_texts()))

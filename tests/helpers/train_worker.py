@@ -30,7 +30,7 @@ def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, **t
     })
 
 
-def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[str, int], name: str = "tiny",
+def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[str, int], filename: str = "tiny",
                      adapter: dict | None = None, **training) -> Path:
     """A recipe file in `folder` for `tiny_recipe` over synthetic TALLRec files of `sizes` (every shot, the whole
     test split evaluated)."""
@@ -40,7 +40,7 @@ def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[s
     recipe = tiny_recipe(model_dir, max_steps, adapter, **training).model_dump(mode="json")
     recipe["data"].update(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]), shots=None)
     recipe["evaluation"] = {"limit": None, "batch_size": 4}
-    path = folder / f"{name}.yaml"
+    path = folder / f"{filename}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
 

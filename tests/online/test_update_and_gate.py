@@ -174,7 +174,7 @@ def test_an_adalora_adapter_updates_from_its_own_weights(tiny_model_dir, tmp_pat
     from adaptrec.scoring.logits import tokenize
 
     settings = {"type": "adalora", "init_r": 4, "target_r": 2}
-    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 4, {"train": 16, "valid": 8, "test": 8}, name="ada",
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 4, {"train": 16, "valid": 8, "test": 8}, filename="ada",
                             adapter=settings, eval_every=4)
     parent = run_recipe(*load_recipe(str(path))).record
     assert json.loads((parent.path / "adapter_config.json").read_text())["rank_pattern"]  # pruned when saved
