@@ -173,6 +173,7 @@ class View:
         """`scorer`: keep only the users whose every top-K prompt it can render (`renders`), counted in
         `self.dropped`."""
         self.domain, self.view, self.plan = domain, view, plan
+        self.counts = dict(zip(encoders["popularity"].items, encoders["popularity"].counts.tolist()))
         all_cases, all_lists = arena(domain, split, view, plan.seed)
         idx = one_per_user(all_cases, users, plan.seed)
         self._rank([all_cases[i] for i in idx], [all_lists[i] for i in idx], encoders)
@@ -194,7 +195,6 @@ class View:
                                         [lst.candidates for lst in self.lists]) for name, enc in encoders.items()}
         self.rank_of = {name: ranks(rows, np.array(self.targets)) for name, rows in scored.items()}
         self.order = {name: [np.argsort(-r, kind="stable")[:10] for r in rows] for name, rows in scored.items()}
-        self.counts = dict(zip(encoders["popularity"].items, encoders["popularity"].counts.tolist()))
         self.base = [np.asarray(r) for r in scored[plan.encoder]]
         self.tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in self.base]
 
@@ -355,7 +355,8 @@ def beyond_table(block: dict) -> list[str]:
     metrics = [m for m in (f"{name}@{BEYOND_K}" for name in BEYOND_COLUMNS) if m in found]
     groups = group_order(rows[0]["groups"])
     sizes = {g: rows[0]["groups"][g]["n"] for g in groups}
-    head = ["row", *(BEYOND_COLUMNS[m.partition("@")[0]] + "@" + m.partition("@")[2] for m in metrics), *(f"NDCG@10, {g}" + ("" if g == "cold − warm" else f" (n={sizes[g]})") for g in groups)]
+    head = ["row", *(BEYOND_COLUMNS[m.partition("@")[0]] + "@" + m.partition("@")[2] for m in metrics),
+            *(f"NDCG@10, {g}" + ("" if g == "cold − warm" else f" (n={sizes[g]})") for g in groups)]
     body = [[r["name"], *(f"{r['beyond'][m]:.{1 if m.startswith('average') else 3}f}" if m in r.get("beyond", {})
                           else "–" for m in metrics),
              *(f"{r['groups'][g]['value']:+.3f} [{r['groups'][g]['ci_low']:+.3f}, {r['groups'][g]['ci_high']:+.3f}]"

@@ -301,9 +301,10 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
         for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
                           (f"{best} + collab adapter ({variant}), stacked on validation", stacked)):
             r = reranked_ranks(base, new, t_tops, targets)
+            per_user = ndcg_per_case(r, 10)
             out.append({"name": name, "kind": "llm", "users": len(ti), "metrics": ranking_metrics(r, None, None, seed),
-                        "per_user_ndcg": ndcg_per_case(r, 10).tolist(),
-                        "groups": activity_groups(test, ti, ndcg_per_case(r, 10), seed), **info})
+                        "per_user_ndcg": per_user.tolist(), "groups": activity_groups(test, ti, per_user, seed),
+                        **info})
     return out, ti
 
 
