@@ -85,7 +85,7 @@ class Plan:
                                                     "arts": ("joint", "match token", "match token, 96 steps")})
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
-    final: tuple[str, ...] = ("office",)  # directions whose picked variant also re-ranks every test user
+    final: tuple[str, ...] = ("office", "arts")  # directions whose picked variant also re-ranks every test user
     final_users: int | None = None  # None: every test user (one case each)
     valid_users: int = 100  # validation users drawn per view to fit the stacked row (those whose prompts fit)
     seed: int = 0

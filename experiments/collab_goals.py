@@ -25,23 +25,34 @@ def _variant(name: str) -> str:
     return name.partition(f"{ADAPTER} (")[2].partition(")")[0]
 
 
+def picked_reranker(rows: list[dict]) -> dict:
+    """The MovieLens-100K re-ranker row (not stacked, not on every user) with the best validation AUC among the
+    variants validated on random negatives (hard ones validate on harder pairs, whose AUC does not compare)."""
+    return max((r for r in rows if r["kind"] == "llm" and "stacked" not in r["name"] and not r.get("final")
+                and r["negatives"].startswith("random")), key=lambda r: r["best_val_auc"])
+
+
 def _rerankers(doc: dict) -> tuple[dict, list[dict]]:
-    """The MovieLens-100K re-ranker rows: the one picked on validation AUC among those validated on random
-    negatives (hard ones validate on harder pairs), and the others."""
-    rows = [r for r in doc["rows"] if r["kind"] == "llm" and "stacked" not in r["name"]]
-    picked = max((r for r in rows if r["negatives"].startswith("random")), key=lambda r: r["best_val_auc"])
+    """The MovieLens-100K re-ranker rows on the users every variant scored: the picked one (`picked_reranker`),
+    and the others."""
+    picked = picked_reranker(doc["rows"])
+    rows = [r for r in doc["rows"] if r["kind"] == "llm" and "stacked" not in r["name"] and not r.get("final")]
     return picked, [r for r in rows if r is not picked]
 
 
 def _ml100k(doc: dict) -> list[Arena]:
+    """The picked re-ranker and its stacked row: on every test user when the results have that, else on the users
+    every variant scored."""
     p = doc["protocol"]
-    adapter = _rerankers(doc)[0]
-    stacked = next(r for r in doc["rows"] if r["kind"] == "llm" and "stacked" in r["name"]
-                   and _variant(r["name"]) == _variant(adapter["name"]))
+    variant = _variant(_rerankers(doc)[0]["name"])
+    final = any(r.get("final") for r in doc["rows"])
+    adapter, stacked = (next(r for r in doc["rows"] if r["kind"] == "llm" and bool(r.get("final")) == final
+                             and _variant(r["name"]) == variant and ("stacked" in r["name"]) == s)
+                        for s in (False, True))
     best = adapter["best_on_same_users"]["value"]
     cells = (f"MovieLens-100K leave-one-out, {adapter['users']} test users, 1 + {p['negatives']} sampled",
              f"{p['best']} {best:.3f}",
-             f"{adapter['metrics']['sampled_ndcg@10']['value']:.3f} ({_variant(adapter['name'])})",
+             f"{adapter['metrics']['sampled_ndcg@10']['value']:.3f} ({variant})",
              f"{_diff(adapter['vs_best'])} ({side_of_zero(adapter['vs_best'])})",
              f"the same row ({p['best']} is its encoder); stacked with it: {_diff(stacked['vs_best'])}",
              "docs/leave_one_out.md")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from collab_goals import picked_reranker
 from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 from sklearn.linear_model import LogisticRegression
 
@@ -64,14 +65,15 @@ RECIPE = "ml100k-collab"
 class Plan:
     negatives: int = 99
     rerank_k: int = 20  # the LLM re-orders the best encoder's top K of the sampled list
-    test_users: int = 300  # seeded subset of test users the LLM scores (K prompts each)
+    test_users: int = 300  # seeded subset of test users every variant re-ranks (K prompts each)
+    final_users: int | None = None  # test users the variant picked on validation then re-ranks (None: every one)
     valid_users: int = 100  # validation users whose top K fit the stacked row
     encoder_epochs: int | None = None  # None: each encoder's default
     sets: tuple[str, ...] = ()  # recipe overrides
     seed: int = 0
 
 
-SMOKE = Plan(negatives=19, rerank_k=4, test_users=3, valid_users=4, encoder_epochs=2,
+SMOKE = Plan(negatives=19, rerank_k=4, test_users=3, final_users=5, valid_users=4, encoder_epochs=2,
              sets=("training.max_steps=2", "training.warmup_steps=0", "training.eval_every=1", "training.val_limit=4",
                    "evaluation.limit=4", "data.shots=4", "training.checkpoint_every=1", "name=ml100k-collab-smoke",
                    "adapter.encoder_epochs=2"))
@@ -91,8 +93,9 @@ class Arena:
         self.cases, self.lists, self.histories = movielens_loo_lists(part, plan.negatives, plan.seed)
         self.users = [c.user_id for c in self.cases]
 
-    def subset(self, n: int, seed: int) -> list[int]:
-        """Indices of a seeded subset of n users (all when n >= their number)."""
+    def subset(self, n: int | None, seed: int) -> list[int]:
+        """Indices of a seeded subset of n users (all when n is None or >= their number); a larger n keeps the
+        users of a smaller one."""
         return sorted(np.random.default_rng(seed).permutation(len(self.cases))[:n].tolist())
 
 
@@ -282,15 +285,19 @@ def trained(plan: Plan, best: str, encoder, variant: str, seed: int) -> tuple:
 
 
 def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_valid: list, enc_test: list,
-                 seed: int) -> tuple[list[dict], list[int]]:
-    """For each training variant: re-rank `best`'s top K on the chosen users, and stack the two scores."""
+                 best_ndcg: list[float], variants: tuple[str, ...], n_test: int | None, seed: int) -> list[dict]:
+    """For each of `variants`: re-rank `best`'s top K on `n_test` seeded test users, stack the two scores, and pair
+    both rows with `best` alone (`best_ndcg`: its NDCG@10 per test user) on the same users."""
     k = plan.rerank_k
-    vi, ti = valid.subset(plan.valid_users, seed), test.subset(plan.test_users, seed)
+    vi, ti = valid.subset(plan.valid_users, seed), test.subset(n_test, seed)
     v_tops, t_tops = rerank(enc_valid, vi, k), rerank(enc_test, ti, k)
     v_enc, t_enc = [enc_valid[i][top] for i, top in zip(vi, v_tops)], [enc_test[i][top] for i, top in zip(ti, t_tops)]
     targets, base = [test.lists[i].target_index for i in ti], [enc_test[i] for i in ti]
+    best_here = np.asarray([best_ndcg[i] for i in ti])
+    paired_with_best = {"best_on_same_users": mean_ci(best_here, seed),
+                        "best_groups": activity_groups(test, ti, best_here, seed)}
     out = []
-    for variant in VARIANTS:
+    for variant in variants:
         scorer, info = trained(plan, best, encoder, variant, seed)
         start = time.perf_counter()
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
@@ -302,10 +309,11 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
                           (f"{best} + collab adapter ({variant}), stacked on validation", stacked)):
             r = reranked_ranks(base, new, t_tops, targets)
             per_user = ndcg_per_case(r, 10)
-            out.append({"name": name, "kind": "llm", "users": len(ti), "metrics": ranking_metrics(r, None, None, seed),
-                        "per_user_ndcg": per_user.tolist(), "groups": activity_groups(test, ti, per_user, seed),
-                        **info})
-    return out, ti
+            out.append({"name": name, "kind": "llm", "variant": variant, "users": len(ti),
+                        "metrics": ranking_metrics(r, None, None, seed), "per_user_ndcg": per_user.tolist(),
+                        "groups": activity_groups(test, ti, per_user, seed),
+                        "vs_best": paired(per_user, best_here, seed), **paired_with_best, **info})
+    return out
 
 
 def paired(a: list[float], b: list[float], seed: int, users: list[str] | None = None) -> dict:
@@ -329,22 +337,22 @@ def run(plan: Plan) -> dict:
     best_row = next(r for r in rows if r["name"] == best)
     enc_valid = [np.asarray(s) for s in valid_rows[best]["scores"]]
     enc_test = [np.asarray(s) for s in best_row["scores"]]
-    llm_rows, ti = adapter_rows(plan, best, encoders[best][0], valid, test, enc_valid, enc_test, plan.seed)
-    best_on_subset = [best_row["per_user_ndcg"][i] for i in ti]
-    for row in llm_rows:
-        row["vs_best"] = paired(row["per_user_ndcg"], best_on_subset, plan.seed)
-        row["best_on_same_users"] = mean_ci(np.asarray(best_on_subset), plan.seed)
-        row["best_groups"] = activity_groups(test, ti, np.asarray(best_on_subset), plan.seed)
+    args = (plan, best, encoders[best][0], valid, test, enc_valid, enc_test, best_row["per_user_ndcg"])
+    llm_rows = adapter_rows(*args, tuple(VARIANTS), plan.test_users, plan.seed)
+    final_rows = adapter_rows(*args, (picked_reranker(llm_rows)["variant"],), plan.final_users, plan.seed)
+    for row in final_rows:
+        row["final"] = True
     for row in rows:
         row.pop("scores")
     others = [r for r in rows if r["name"] != best]
     for row in others:
         row["vs_best"] = paired(row["per_user_ndcg"], best_row["per_user_ndcg"], plan.seed)
     return {"protocol": {"data": "movielens:100k:loo", "users": len(test.cases), "negatives": plan.negatives,
-                         "rerank_k": plan.rerank_k, "llm_test_users": len(ti), "llm_valid_users": plan.valid_users,
+                         "rerank_k": plan.rerank_k, "llm_test_users": llm_rows[0]["users"],
+                         "llm_final_users": final_rows[0]["users"], "llm_valid_users": plan.valid_users,
                          "seed": plan.seed, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                          "command": COMMAND},
-            "rows": rows + llm_rows}
+            "rows": rows + llm_rows + final_rows}
 
 
 def _diff(d: dict) -> str:
@@ -386,6 +394,28 @@ def group_table(caption: str, rows: list[tuple[str, dict | None]]) -> list[str]:
                                 [[name, *(cell(g[k]) for k in order)] for name, g in rows]), ""]
 
 
+def _llm_rows(p: dict, llm: list[dict]) -> list[str]:
+    """The table of re-ranker and stacked rows (pairs of rows on the same users), their NDCG@10 per activity group,
+    verdicts and stack weights."""
+    n = p["negatives"]
+    lines = [*table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", f"{p['best']} alone, same users",
+                     "paired NDCG@10 diff", "best val AUC", "steps", "prompts scored", "train s", "score s"],
+                    "lrrrrrrrrr",
+                    [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
+                      cell(r["best_on_same_users"]), _diff(r["vs_best"]), f"{r['best_val_auc']:.3f}", r["steps"],
+                      r["prompts"], r["train_seconds"], r["score_seconds"]] for r in llm]), "",
+             *group_table(f"NDCG@10 (1+{n}) by how many movies the user rated before the target (the same "
+                          f"{llm[0]['users'] if llm else 0} users):",
+                          [(f"{p['best']} alone", llm[0].get("best_groups") if llm else None),
+                           *((r["name"], r.get("groups")) for r in llm)]),
+             *verdicts({"protocol": p, "rows": llm}), ""]
+    for r in llm[::2]:
+        variant = f"{r['negatives']}{', match token' if r.get('match_token') else ''}"
+        lines += [f"* {variant}: stacked weights (encoder, adapter logit; each standardised within a user's "
+                  f"top {p['rerank_k']}) {r['stack_weights']}; adapter {r['record']}."]
+    return [*lines, ""]
+
+
 def render(doc: dict) -> str:
     p = doc["protocol"]
     n = p["negatives"]
@@ -420,28 +450,21 @@ def render(doc: dict) -> str:
         "Each adapter trains 256 labelled prompts (the recipe's budget, up to 96 steps, validation AUC every 12): "
         "with random negatives, 256 shots of the training positions each paired with one sampled unseen movie "
         "(`ml100k-collab` as shipped); with the match token, the same, plus one soft token after the target's, "
-        "the mean of the history items' vectors times the target's (docs/adapters.md); with hard negatives, 128 users' last training item each paired with one of "
-        f"the encoder's top {p['rerank_k']} unseen movies for that history, the candidates re-ranking has to reject "
-        "(validated on 24 validation users' pairs of the same kind). Train s and score s are the wall time of the "
-        "invocation that wrote the results: a resumed run and cached scores take less than the first (the "
-        "recipe's header gives its first run's cost).", "",
-        *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", f"{p['best']} alone, same users", "paired NDCG@10 diff",
-                "best val AUC", "steps", "prompts scored", "train s", "score s"], "lrrrrrrrrr",
-               [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
-                 cell(r["best_on_same_users"]), _diff(r["vs_best"]), f"{r['best_val_auc']:.3f}", r["steps"],
-                 r["prompts"], r["train_seconds"], r["score_seconds"]] for r in llm]), "",
-        *group_table(f"NDCG@10 (1+{n}) by how many movies the user rated before the target (the same "
-                     f"{p['llm_test_users']} users):",
-                     [(f"{p['best']} alone", llm[0].get("best_groups") if llm else None),
-                      *((r["name"], r.get("groups")) for r in llm)]),
-        *verdicts(doc), "",
+        "the mean of the history items' vectors times the target's (docs/adapters.md); with hard negatives, 128 "
+        f"users' last training item each paired with one of the encoder's top {p['rerank_k']} unseen movies for "
+        "that history, the candidates re-ranking has to reject (validated on 24 validation users' pairs of the same "
+        "kind). Train s and score s are the wall time of the invocation that wrote the results: a resumed run and "
+        "cached scores take less than the first (the recipe's header gives its first run's cost).", "",
+        *_llm_rows(p, [r for r in llm if not r.get("final")]),
     ]
-    for r in llm[::2]:
-        variant = f"{r['negatives']}{', match token' if r.get('match_token') else ''}"
-        lines += [f"* {variant}: stacked weights (encoder, adapter logit; each standardised within a user's "
-                  f"top {p['rerank_k']}) {r['stack_weights']}; adapter {r['record']}."]
+    final = [r for r in llm if r.get("final")]
+    if final:
+        lines += [f"## The picked adapter on {p['llm_final_users']} test users", "",
+                  "The variant with the best validation AUC among those validated on random negatives (hard "
+                  "negatives validate on harder pairs) re-ranks them; the stacked row's regression is "
+                  f"fit on the same {p['llm_valid_users']} validation users.", "", *_llm_rows(p, final)]
     if llm:
-        lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items()) + ".", ""]
+        lines += ["Environment: " + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items()) + ".", ""]
     return "\n".join(lines)
 
 

@@ -43,3 +43,31 @@ def test_user_groups_read_in_bucket_order_whatever_order_the_json_keeps():
                                              "cold − warm"]
     assert ml100k_loo.group_order(["history 50-149", "history <50", "history >=150"]) == [
         "history <50", "history 50-149", "history >=150"]
+
+
+def _row(variant: str, auc: float, users: int, negatives: str = "random", stacked: bool = False,
+         final: bool = False) -> dict:
+    name = (f"sasrec + collab adapter ({variant}), stacked on validation" if stacked
+            else f"collab adapter ({variant}) re-ranks sasrec's top 20")
+    diff = {"value": -0.1 * users, "ci_low": -0.2, "ci_high": -0.05}
+    return {"kind": "llm", "name": name, "negatives": negatives, "best_val_auc": auc, "users": users,
+            "vs_best": diff, "best_on_same_users": {"value": 0.4}, "metrics": {"sampled_ndcg@10": {"value": 0.3}},
+            **({"final": True} if final else {})}
+
+
+def test_the_goals_read_the_picked_variant_on_every_user_when_the_results_have_it():
+    import collab_goals
+
+    rows = [_row("random negatives", 0.66, 3), _row("random negatives", 0.66, 3, stacked=True),
+            _row("hard negatives", 0.9, 3, negatives="hard"), _row("hard negatives", 0.9, 3, "hard", stacked=True),
+            _row("match token", 0.70, 3), _row("match token", 0.70, 3, stacked=True)]
+    # hard negatives validate on harder pairs: their AUC is not compared
+    assert collab_goals.picked_reranker(rows)["name"] == "collab adapter (match token) re-ranks sasrec's top 20"
+    doc = {"protocol": {"negatives": 99, "best": "sasrec"}, "rows": rows}
+    assert collab_goals._ml100k(doc)[0][0][0].startswith("MovieLens-100K leave-one-out, 3 test users")
+    final = [_row("match token", 0.99, 9, final=True), _row("match token", 0.99, 9, stacked=True, final=True)]
+    doc["rows"] = rows + final
+    cells, diff = collab_goals._ml100k(doc)[0]
+    assert cells[0].startswith("MovieLens-100K leave-one-out, 9 test users") and diff is final[0]["vs_best"]
+    assert collab_goals.picked_reranker(doc["rows"]) is rows[4]  # the final rows never pick
+    assert [r["name"] for r in collab_goals._rerankers(doc)[1]] == [rows[0]["name"], rows[2]["name"]]
