@@ -25,30 +25,39 @@ def _variant(name: str) -> str:
     return name.partition(f"{ADAPTER} (")[2].partition(")")[0]
 
 
+def _reranker_rows(rows: list[dict]) -> list[dict]:
+    """The MovieLens-100K re-ranker rows (not stacked) on the users every variant scored (not the final ones)."""
+    return [r for r in rows if r["kind"] == "llm" and "stacked" not in r["name"] and not r.get("final")]
+
+
 def picked_reranker(rows: list[dict]) -> dict:
-    """The MovieLens-100K re-ranker row (not stacked, not on every user) with the best validation AUC among the
-    variants validated on random negatives (hard ones validate on harder pairs, whose AUC does not compare)."""
-    return max((r for r in rows if r["kind"] == "llm" and "stacked" not in r["name"] and not r.get("final")
-                and r["negatives"].startswith("random")), key=lambda r: r["best_val_auc"])
+    """The MovieLens-100K re-ranker row (`_reranker_rows`) with the best validation AUC among the variants validated
+    on random negatives (hard ones validate on harder pairs, whose AUC does not compare)."""
+    return max((r for r in _reranker_rows(rows) if r["negatives"].startswith("random")),
+               key=lambda r: r["best_val_auc"] or -1.0)  # None: never validated
 
 
 def _rerankers(doc: dict) -> tuple[dict, list[dict]]:
-    """The MovieLens-100K re-ranker rows on the users every variant scored: the picked one (`picked_reranker`),
-    and the others."""
+    """The MovieLens-100K re-ranker rows on the users every variant scored: the picked one, and the others."""
     picked = picked_reranker(doc["rows"])
-    rows = [r for r in doc["rows"] if r["kind"] == "llm" and "stacked" not in r["name"] and not r.get("final")]
-    return picked, [r for r in rows if r is not picked]
+    return picked, [r for r in _reranker_rows(doc["rows"]) if r is not picked]
 
 
-def _ml100k(doc: dict) -> list[Arena]:
-    """The picked re-ranker and its stacked row: on every test user when the results have that, else on the users
-    every variant scored."""
-    p = doc["protocol"]
-    variant = _variant(_rerankers(doc)[0]["name"])
+def _ml100k_picked(doc: dict) -> tuple[dict, dict, bool]:
+    """The picked variant's re-ranker and stacked rows: on every test user when the results have that (True), else
+    on the users every variant scored (False)."""
+    variant = _variant(picked_reranker(doc["rows"])["name"])
     final = any(r.get("final") for r in doc["rows"])
     adapter, stacked = (next(r for r in doc["rows"] if r["kind"] == "llm" and bool(r.get("final")) == final
                              and _variant(r["name"]) == variant and ("stacked" in r["name"]) == s)
                         for s in (False, True))
+    return adapter, stacked, final
+
+
+def _ml100k(doc: dict) -> list[Arena]:
+    p = doc["protocol"]
+    adapter, stacked, _ = _ml100k_picked(doc)
+    variant = _variant(adapter["name"])
     best = adapter["best_on_same_users"]["value"]
     cells = (f"MovieLens-100K leave-one-out, {adapter['users']} test users, 1 + {p['negatives']} sampled",
              f"{p['best']} {best:.3f}",
@@ -102,10 +111,13 @@ def _amazon(doc: dict) -> list[Arena]:
     return arenas
 
 
-def _stacked(doc: dict) -> list[tuple[str, dict]]:
-    """(view, paired difference against the encoder) of each stacked row in the arena blocks."""
-    return [(f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
-            for b in _arena_blocks(doc) for r in b["rows"] if r["name"] in b.get("stacks", {})]
+def _stacked(ml100k: dict, amazon: dict) -> list[tuple[str, dict]]:
+    """(arena, paired difference against the encoder) of each stacked row scored on every test user: MovieLens-100K's
+    when its results have the final rows, and those in the Amazon arena blocks."""
+    _, stacked, final = _ml100k_picked(ml100k)
+    return [*([("MovieLens-100K", stacked["vs_best"])] if final else []),
+            *((f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
+              for b in _arena_blocks(amazon) for r in b["rows"] if r["name"] in b.get("stacks", {}))]
 
 
 def _cold(doc: dict) -> list[str]:
@@ -204,7 +216,7 @@ def render() -> list[str]:
     if not above:
         lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone does not "
                       "learn to read the item tokens as well as the encoder that made them")
-        stacked = _stacked(amazon)
+        stacked = _stacked(ml100k, amazon)
         if stacked and all(d["ci_low"] <= 0 <= d["ci_high"] for _, d in stacked):
             lines[-1] += ("; stacked with its encoder (a logistic regression fit on validation users) the adapter's "
                           "score changes nothing these CIs resolve on every test user whose prompts fit ("

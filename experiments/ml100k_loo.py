@@ -7,14 +7,16 @@ before trains the encoders (`data.leave_one_out`). Rows:
   1 + 99 sampled candidates (HR@10, NDCG@10, per-user AUC) and on the full catalogue (HR@10, NDCG@10,
   coverage/average popularity/Gini of the top 10), every user;
 * the collaborative adapter (`ml100k-collab`: LoRA + item tokens from the encoder best on validation NDCG@10,
-  256 shots) re-ranking that encoder's top K sampled candidates, on a seeded subset of test users (an LLM
-  prompt per candidate: ~K prompts per user), and the encoder's score stacked with the adapter's logit
-  (a logistic regression fit on validation users' top K);
+  256 shots; three training variants) re-ranking that encoder's top K sampled candidates, on a seeded subset of
+  test users (an LLM prompt per candidate: ~K prompts per user), and the encoder's score stacked with the
+  adapter's logit (a logistic regression fit on validation users' top K);
+* the variant picked on validation (`collab_goals.picked_reranker`) re-ranking every test user (`Plan.final_users`),
+  stacked likewise;
 * paired differences against the best encoder on the same users. One case per user, so a user bootstrap.
 
     python experiments/ml100k_loo.py                 # fit, train (or resume) the adapter, re-rank, write the page
     python experiments/ml100k_loo.py --render-only   # re-render docs/leave_one_out.md from the JSON
-    python experiments/ml100k_loo.py --smoke DIR     # the whole path in minutes (tiny encoders, 2 steps, 3 users)
+    python experiments/ml100k_loo.py --smoke DIR     # the whole path in minutes (tiny encoders, 2 steps, 3 then 5 users)
 
 Runs in $ADAPTREC_HOME (default experiments/home).
 """

@@ -118,7 +118,7 @@ SHIPPED_DIGESTS = {
 
 
 def test_the_shipped_recipes_keep_their_settings_digests():
-    digests = {path.stem: recipe_digest(load_recipe(path.stem)[0])[:10] for path in sorted(RECIPES_DIR.glob("*.yaml"))}
+    digests = {path.stem: recipe_digest(load_recipe(path.stem)[0])[:10] for path in SHIPPED}
     assert digests == SHIPPED_DIGESTS
 
 

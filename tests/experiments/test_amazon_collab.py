@@ -84,4 +84,8 @@ def test_the_goals_read_each_view_from_its_block_with_the_most_users():
     doc = {"blocks": [sampled, every, {"domain": "arts", "view": "other", "users": 100, "rows": []}]}
     assert [b["users"] for b in collab_goals._arena_blocks(doc)] == [950, 100]
     assert collab_goals._sampled(doc) == [sampled, doc["blocks"][2]]
-    assert collab_goals._stacked(doc) == [("Amazon Office warm", d)]
+    ml100k = {"rows": [{"kind": "llm", "name": "collab adapter (m) re-ranks sasrec's top 20", "negatives": "random",
+                        "best_val_auc": 0.6},
+                       {"kind": "llm", "name": "sasrec + collab adapter (m), stacked on validation",
+                        "negatives": "random", "best_val_auc": 0.6}]}  # no rows on every test user
+    assert collab_goals._stacked(ml100k, doc) == [("Amazon Office warm", d)]

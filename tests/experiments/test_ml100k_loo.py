@@ -70,4 +70,7 @@ def test_the_goals_read_the_picked_variant_on_every_user_when_the_results_have_i
     cells, diff = collab_goals._ml100k(doc)[0]
     assert cells[0].startswith("MovieLens-100K leave-one-out, 9 test users") and diff is final[0]["vs_best"]
     assert collab_goals.picked_reranker(doc["rows"]) is rows[4]  # the final rows never pick
+    assert collab_goals._stacked(doc, {"blocks": []}) == [("MovieLens-100K", final[1]["vs_best"])]
     assert [r["name"] for r in collab_goals._rerankers(doc)[1]] == [rows[0]["name"], rows[2]["name"]]
+    rows[4]["best_val_auc"] = None  # never validated: never picked
+    assert collab_goals.picked_reranker(rows) is rows[0]
