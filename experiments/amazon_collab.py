@@ -14,7 +14,8 @@ the same users: popularity, LightGCN alone, each adapter's re-ranking, in the co
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users. For each direction of the plan's `final`, the variant with the best validation AUC then re-ranks for every
 test user (whose prompts fit the budget) in both views, alone and stacked with LightGCN's score (a logistic
-regression fit on validation users' top K).
+regression fit on validation users' top K). A content row ranks by MiniLM title embeddings alone (with MiniLM's
+wheel), and in those sections is stacked with LightGCN the same way: what titles add to the encoder without an LLM.
 Re-ordering the top K of 20 leaves HR@K unchanged by construction.
 
     python experiments/amazon_collab.py                 # train (or resume) the adapters, re-rank, write the page
@@ -37,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 from amazon_encoders import VIEWS, arena
-from collab_goals import picked
+from collab_goals import CONTENT, picked
 from ml100k_loo import _diff, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
 from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.backbone import EMBEDDED, load_backbone
-from adaptrec.cf.base import Interactions, PopularityEncoder
+from adaptrec.cf.base import FactorEncoder, Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.config import load_recipe
 from adaptrec.data import amazon
@@ -165,6 +166,18 @@ def domain_vectors(domain: str) -> dict[str, np.ndarray] | None:
     return title_vectors(catalogue(domain))
 
 
+def content_encoder() -> FactorEncoder | None:
+    """Titles alone as an encoder: an item's MiniLM title embedding (both domains) against the mean of the user's
+    history items' (cosine up to the mean's norm); None without MiniLM's wheel. Stacked with LightGCN it measures
+    the content signal a title-reading re-ranker could add to the encoder."""
+    arts, office = domain_vectors("arts"), domain_vectors("office")
+    if arts is None or office is None:
+        return None
+    vectors = arts | office  # the domains' item ids are disjoint
+    table = np.stack(list(vectors.values()))
+    return FactorEncoder(CONTENT, [], list(vectors), np.zeros((0, table.shape[1])), table)
+
+
 class View:
     """One direction, view and split: seeded users, the encoders' ranks on them and the encoder's top K."""
 
@@ -195,7 +208,8 @@ class View:
                                         [lst.candidates for lst in self.lists]) for name, enc in encoders.items()}
         self.rank_of = {name: ranks(rows, np.array(self.targets)) for name, rows in scored.items()}
         self.order = {name: [np.argsort(-r, kind="stable")[:10] for r in rows] for name, rows in scored.items()}
-        self.base = [np.asarray(r) for r in scored[plan.encoder]]
+        self.scored = {name: [np.asarray(r) for r in rows] for name, rows in scored.items()}
+        self.base = self.scored[plan.encoder]
         self.tops = [list(np.argsort(-r, kind="stable")[: plan.rerank_k]) for r in self.base]
 
     def rerank(self, name: str, scorer) -> None:
@@ -213,20 +227,25 @@ class View:
                                             [j for j in np.argsort(-b, kind="stable") if j not in top]])[:10]
                             for top, v, b in zip(self.tops, scores, self.base)]
 
-    def top_scores(self) -> list[np.ndarray]:
-        """The encoder's scores of each user's top K."""
-        return [b[top] for b, top in zip(self.base, self.tops)]
+    def top_scores(self, name: str) -> list[np.ndarray]:
+        """Row `name`'s scores of each user's top K: an LLM row's P(Yes), or an encoder's scores."""
+        if name in self.llm:
+            return self.llm[name]
+        return [s[top] for s, top in zip(self.scored[name], self.tops)]
 
     def stack(self, name: str, valid: View) -> None:
         """Row "<encoder> + `name`, stacked on validation": a logistic regression on the encoder's score and row
-        `name`'s logit (`stack_scores`), fit on `valid`'s top K, re-orders the top K."""
-        fit = stack_scores(valid.top_scores(), valid.llm[name], valid.tops, valid.targets, self.top_scores(),
-                           self.llm[name])
+        `name`'s (an LLM row's logit, another encoder's score as it is; `stack_scores`), fit on `valid`'s top K,
+        re-orders the top K."""
+        enc = self.plan.encoder
+        fit = stack_scores(valid.top_scores(enc), valid.top_scores(name), valid.tops, valid.targets,
+                           self.top_scores(enc), self.top_scores(name), logit=name in self.llm)
         if fit is None:  # no validation target in a top K (a tiny smoke run): no row
             return
         stacked = f"{self.plan.encoder} + {name}, stacked on validation"
         self._reordered(stacked, fit[0])
-        self.stacks[stacked] = {"weights": fit[1], "valid_users": len(valid.cases)}
+        self.stacks[stacked] = {"weights": fit[1], "valid_users": len(valid.cases),
+                                "second": "adapter logit" if name in self.llm else f"{name} score"}
 
     def beyond(self, name: str) -> dict[str, float]:
         """RecBole's beyond-accuracy metrics of row `name`'s top `BEYOND_K` (against the domain's catalogue; item
@@ -259,6 +278,7 @@ class View:
         rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
                  "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
                  "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed),
+                 **({"vs_content": paired(ndcg[name], ndcg[CONTENT], plan.seed)} if CONTENT in ndcg else {}),
                  **({"vs_text_only": {t: paired(ndcg[name], ndcg[t], plan.seed) for t in text}}
                     if name in ADAPTER_ROWS.values() and text else {}),
                  **({"beyond": self.beyond(name)} if name in self.order else {}),
@@ -288,6 +308,9 @@ def run(plan: Plan) -> dict:
     encoder = fit_encoder(plan.encoder, "amazon", epochs=plan.encoder_epochs, seed=plan.seed)
     encoders = {"popularity": PopularityEncoder(Interactions.of([(u, i) for u, i, _ in ratings.rows], ratings.items)),
                 plan.encoder: encoder.encoder}
+    content = content_encoder()
+    if content is not None:
+        encoders[CONTENT] = content
     protocol = {"data": "amazon", "negatives": 19, "rerank_k": plan.rerank_k, "users": plan.users,
                 "final": list(plan.final), "valid_users": plan.valid_users,
                 "projector_steps": plan.projector_steps,
@@ -312,7 +335,8 @@ def run(plan: Plan) -> dict:
 
 def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
     """Per view, the blocks of `variant` (the picked one) on every test user (`plan.final_users`) whose prompts fit,
-    with its score stacked with the encoder's on `plan.valid_users` validation users (those whose prompts fit)."""
+    with its score, and the content row's where there is one, stacked with the encoder's on `plan.valid_users`
+    validation users (those whose prompts fit)."""
     scorer, _ = trained(domain, plan, variant)
     row, out = ADAPTER_ROWS[variant], []
     for view in VIEWS.values():
@@ -320,7 +344,8 @@ def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
         test = View(domain, view, encoders, plan, plan.final_users, scorer=scorer)
         valid.rerank(row, scorer)
         test.rerank(row, scorer)
-        test.stack(row, valid)
+        for stacked in (row, *([CONTENT] if CONTENT in encoders else [])):
+            test.stack(stacked, valid)
         out.append({**test.block(), "final": True, "valid_prompts": valid.prompts, "dropped": test.dropped,
                     "valid_dropped": valid.dropped})
     return out
@@ -378,11 +403,17 @@ def intro(doc: dict) -> str:
         f"{p['rerank_k']}). Cold: the target domain's history is hidden (encoder and prompt see the other domain's "
         "items only); there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where "
         f"one is registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}."]
+    content = any(r["name"] == CONTENT for b in doc["blocks"] for r in b["rows"])
+    if content:
+        parts.append(f"The {CONTENT} row ranks by the titles alone: the item's MiniLM title embedding against the "
+                     "mean of the history items' (both domains), no LLM.")
     if any(b.get("final") for b in doc["blocks"]):
         parts.append("In the sections marked \"every test user\" the variant with the best validation AUC re-ranks "
                      "for every test user (whose prompts fit the adapter's budget), alone and stacked with the "
                      "encoder's score (a logistic regression on the two, fit on "
-                     f"{p['valid_users']} validation users' top {p['rerank_k']}).")
+                     f"{p['valid_users']} validation users' top {p['rerank_k']})"
+                     + (f"; {CONTENT} is stacked with the encoder the same way: the content signal a re-ranker "
+                        "reading titles could add to the encoder." if content else "."))
     parts.append("95% CIs and paired differences bootstrap users.")
     if any("groups" in r for b in doc["blocks"] for r in b["rows"]):
         parts.append(f"Under each table, RecBole's beyond-accuracy metrics of each row's top {BEYOND_K} (re-ordering "
@@ -427,8 +458,8 @@ def render(doc: dict) -> str:
                   *([f"Left out: {block['dropped']} test and {block['valid_dropped']} validation users, whose top "
                      f"{p['rerank_k']} holds an item whose title alone overflows the adapter's prompt budget."]
                     if block.get("dropped") or block.get("valid_dropped") else []),
-                  *(f"{name}: weights (encoder, adapter logit; each standardised within a user's top "
-                    f"{p['rerank_k']}) {s['weights']}, fit on {s['valid_users']} validation users."
+                  *(f"{name}: weights (encoder, {s.get('second', 'adapter logit')}; each standardised within a "
+                    f"user's top {p['rerank_k']}) {s['weights']}, fit on {s['valid_users']} validation users."
                     for name, s in block.get("stacks", {}).items()), ""]
     env = next(iter(doc["adapters"].values()))["environment"]
     return "\n".join([*lines, *verdicts(doc), "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",

@@ -11,6 +11,7 @@ from report import ROOT, read_json, side_of_zero
 RESULTS = ROOT / "experiments" / "results"
 SOURCES = (RESULTS / "ml100k_loo.json", RESULTS / "amazon_collab.json", RESULTS / "collab_movie.json")
 ADAPTER = "collab adapter"  # the prefix of the Amazon adapter rows' names
+CONTENT = "minilm titles"  # the Amazon content row (titles alone, through MiniLM): a non-LLM row
 
 
 Arena = tuple[tuple[str, ...], dict]  # the table cells, and the paired difference against the bar
@@ -95,10 +96,11 @@ def _amazon(doc: dict) -> list[Arena]:
     encoder = doc["protocol"]["encoder"]
     for block in _arena_blocks(doc):
         rows = {r["name"]: r for r in block["rows"]}
-        best = max(("popularity", encoder), key=lambda n: rows[n]["ndcg@10"]["value"])
+        against = {"popularity": "vs_popularity", encoder: "vs_encoder", CONTENT: "vs_content"}  # row: its key
+        best = max((n for n in against if n in rows), key=lambda n: rows[n]["ndcg@10"]["value"])
         name = picked(doc, block["domain"])
         adapter = rows[name]
-        vs_best = adapter["vs_encoder" if best == encoder else "vs_popularity"]
+        vs_best = adapter[against[best]]
         view = "cold (other-domain history only)" if block["view"] == "other" else "warm"
         cells = (f"Amazon {block['domain'].title()}, {view}, {block['users']} test users, 1 + "
                  f"{doc['protocol']['negatives']} sampled", f"{best} {rows[best]['ndcg@10']['value']:.3f}",
@@ -106,7 +108,7 @@ def _amazon(doc: dict) -> list[Arena]:
                  f"{_diff(vs_best)} ({side_of_zero(vs_best)})",
                  f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
                  + "".join(f"; stacked with it: {_diff(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
-                           for s in block.get("stacks", {})), "docs/amazon_collab.md")
+                           for s in block.get("stacks", {}) if ADAPTER in s), "docs/amazon_collab.md")
         arenas.append((cells, vs_best))
     return arenas
 
@@ -117,7 +119,8 @@ def _stacked(ml100k: dict, amazon: dict) -> list[tuple[str, dict]]:
     _, stacked, final = _ml100k_picked(ml100k)
     return [*([("MovieLens-100K", stacked["vs_best"])] if final else []),
             *((f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
-              for b in _arena_blocks(amazon) for r in b["rows"] if r["name"] in b.get("stacks", {}))]
+              for b in _arena_blocks(amazon) for r in b["rows"] if r["name"] in b.get("stacks", {})
+              and ADAPTER in r["name"])]
 
 
 def _cold(doc: dict) -> list[str]:

@@ -202,26 +202,29 @@ def llm_scores(scorer, arena: Arena, idx: list[int], tops: list[list[int]]) -> l
     return [flat[n * len(top):(n + 1) * len(top)] for n, top in enumerate(tops)]
 
 
-def _stack_x(enc: list[np.ndarray], llm: list[np.ndarray]) -> np.ndarray:
-    """Per candidate: the encoder score and the LLM logit, each standardised within the user's top k."""
+def _stack_x(enc: list[np.ndarray], llm: list[np.ndarray], logit: bool = True) -> np.ndarray:
+    """Per candidate: the encoder score and the LLM logit (`logit`; else `llm` holds another score as it is), each
+    standardised within the user's top k."""
     def z(v):
         v = np.asarray(v, float)
         return (v - v.mean()) / (v.std() + 1e-9)
 
     return np.column_stack([np.concatenate([z(e) for e in enc]),
-                            np.concatenate([z(np.log(p / (1 - p + 1e-12) + 1e-12)) for p in llm])])
+                            np.concatenate([z(np.log(p / (1 - p + 1e-12) + 1e-12) if logit else p) for p in llm])])
 
 
 def stack_scores(v_enc: list[np.ndarray], v_llm: list[np.ndarray], v_tops: list, v_targets: list[int],
-                 t_enc: list[np.ndarray], t_llm: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]] | None:
+                 t_enc: list[np.ndarray], t_llm: list[np.ndarray],
+                 logit: bool = True) -> tuple[list[np.ndarray], list[float]] | None:
     """Per test user, a logistic regression's P(target) over its top k from the encoder's score and the LLM's logit
-    (`_stack_x`), fit on the validation users' top k (`v_tops`: candidate indices; label 1 where the candidate is
-    the user's `v_targets` entry); and its weights. None when no validation target made a top k (nothing to fit)."""
+    (`_stack_x`; `logit` False: a second score as it is), fit on the validation users' top k (`v_tops`: candidate
+    indices; label 1 where the candidate is the user's `v_targets` entry); and its weights. None when no validation
+    target made a top k (nothing to fit)."""
     labels = np.concatenate([[int(j == t) for j in top] for top, t in zip(v_tops, v_targets)])
     if labels.min() == labels.max():
         return None
-    model = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm), labels)
-    flat = model.predict_proba(_stack_x(t_enc, t_llm))[:, 1]
+    model = LogisticRegression(max_iter=1000).fit(_stack_x(v_enc, v_llm, logit), labels)
+    flat = model.predict_proba(_stack_x(t_enc, t_llm, logit))[:, 1]
     return np.split(flat, np.cumsum([len(t) for t in t_enc])[:-1]), [round(float(w), 4) for w in model.coef_[0]]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 from experiment_modules import amazon_collab
 
 
@@ -79,8 +80,9 @@ def test_the_goals_read_each_view_from_its_block_with_the_most_users():
 
     d = {"value": -0.001, "ci_low": -0.002, "ci_high": 0.0}
     sampled = {"domain": "office", "view": "both", "users": 100, "rows": []}
-    every = {"domain": "office", "view": "both", "users": 950, "final": True, "stacks": {"stacked": {}},
-             "rows": [{"name": "stacked", "vs_encoder": d}]}
+    stacked, content = "lightgcn + collab adapter (m), stacked on validation", "lightgcn + minilm titles, stacked"
+    every = {"domain": "office", "view": "both", "users": 950, "final": True, "stacks": {stacked: {}, content: {}},
+             "rows": [{"name": stacked, "vs_encoder": d}, {"name": content, "vs_encoder": {"value": 1.0}}]}
     doc = {"blocks": [sampled, every, {"domain": "arts", "view": "other", "users": 100, "rows": []}]}
     assert [b["users"] for b in collab_goals._arena_blocks(doc)] == [950, 100]
     assert collab_goals._sampled(doc) == [sampled, doc["blocks"][2]]
@@ -88,4 +90,35 @@ def test_the_goals_read_each_view_from_its_block_with_the_most_users():
                         "best_val_auc": 0.6},
                        {"kind": "llm", "name": "sasrec + collab adapter (m), stacked on validation",
                         "negatives": "random", "best_val_auc": 0.6}]}  # no rows on every test user
-    assert collab_goals._stacked(ml100k, doc) == [("Amazon Office warm", d)]
+    assert collab_goals._stacked(ml100k, doc) == [("Amazon Office warm", d)]  # the adapter's stacks only
+
+
+def test_the_content_row_ranks_first_the_item_whose_title_is_like_the_history(monkeypatch):
+    vectors = {"arts": {"a1": [1.0, 0.0], "a2": [0.0, 1.0]}, "office": {"o1": [0.9, 0.1], "o2": [0.0, 1.0]}}
+    monkeypatch.setattr(amazon_collab, "domain_vectors",
+                        lambda d: {k: np.asarray(v, np.float32) for k, v in vectors[d].items()})
+    encoder = amazon_collab.content_encoder()
+    (scores,) = encoder.score_lists(["an unseen user"], [["a1"]], [["o2", "o1", "unknown"]])
+    assert scores.argmax() == 1 and scores[2] < scores[:2].min()  # an id without a title vector scores lowest
+    monkeypatch.setattr(amazon_collab, "domain_vectors", lambda d: None)  # no MiniLM wheel: no content row
+    assert amazon_collab.content_encoder() is None
+
+
+def test_the_goals_bar_is_the_best_non_llm_row_the_content_row_included():
+    import collab_goals
+
+    def row(name, ndcg, **against):
+        return {"name": name, "ndcg@10": {"value": ndcg}, **against}
+
+    diff = {k: {"value": v, "ci_low": v - 0.01, "ci_high": v + 0.01} for k, v in
+            {"vs_encoder": -0.02, "vs_popularity": 0.05, "vs_content": -0.04}.items()}
+    adapter = "collab adapter (m)"
+    block = {"domain": "office", "view": "both", "users": 9, "rows": [
+        row("popularity", 0.5), row("lightgcn", 0.58), row("minilm titles", 0.6), row(adapter, 0.56, **diff)]}
+    doc = {"protocol": {"encoder": "lightgcn", "negatives": 19}, "blocks": [block],
+           "adapters": {f"office, {adapter}": {"best_val_auc": 0.7}}}
+    (cells, vs_best), = collab_goals._amazon(doc)
+    assert cells[1] == "minilm titles 0.600" and vs_best is diff["vs_content"]
+    block["rows"][2] = row("minilm titles", 0.4)
+    (cells, vs_best), = collab_goals._amazon(doc)
+    assert cells[1] == "lightgcn 0.580" and vs_best is diff["vs_encoder"]

@@ -74,3 +74,14 @@ def test_the_goals_read_the_picked_variant_on_every_user_when_the_results_have_i
     assert [r["name"] for r in collab_goals._rerankers(doc)[1]] == [rows[0]["name"], rows[2]["name"]]
     rows[4]["best_val_auc"] = None  # never validated: never picked
     assert collab_goals.picked_reranker(rows) is rows[0]
+
+
+def test_a_second_score_stacks_as_it_is_when_it_is_no_probability():
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 5, size=40)
+    v_second = [np.where(np.arange(5) == t, 0.5, -0.5) + rng.uniform(0, 0.05, 5) for t in targets]  # cosines
+    v_enc = [rng.normal(size=5) for _ in targets]
+    tops = [np.arange(5)] * len(targets)
+    scores, weights = ml100k_loo.stack_scores(v_enc, v_second, tops, list(targets), [np.array([3.0, 2.0, 1.0])],
+                                              [np.array([-0.5, -0.4, 0.5])], logit=False)
+    assert np.isfinite(scores[0]).all() and weights[1] > abs(weights[0]) and int(np.argmax(scores[0])) == 2
