@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from amazon_encoders import VIEWS, arena
-from collab_goals import CONTENT, picked
+from collab_goals import CONTENT, content_rows, picked, stack_row
 from ml100k_loo import _diff, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
 from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 
@@ -242,7 +242,7 @@ class View:
                            self.top_scores(enc), self.top_scores(name), logit=name in self.llm)
         if fit is None:  # no validation target in a top K (a tiny smoke run): no row
             return
-        stacked = f"{self.plan.encoder} + {name}, stacked on validation"
+        stacked = stack_row(self.plan.encoder, name)
         self._reordered(stacked, fit[0])
         self.stacks[stacked] = {"weights": fit[1], "valid_users": len(valid.cases),
                                 "second": "adapter logit" if name in self.llm else f"{name} score"}
@@ -275,10 +275,11 @@ class View:
         ndcg[RANDOM_ROW] = np.asarray(encoder <= plan.rerank_k, float) * chance
         hits = {name: hit_per_case(r, 10) for name, r in self.rank_of.items()} | {RANDOM_ROW: hit_per_case(encoder, 10)}
         text = [name for name in ndcg if name.endswith(TEXT_ONLY)]
+        content = [name for name in content_rows(plan.encoder) if name in ndcg]  # non-LLM rows beyond the two
         rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
                  "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
                  "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed),
-                 **({"vs_content": paired(ndcg[name], ndcg[CONTENT], plan.seed)} if CONTENT in ndcg else {}),
+                 **({"vs_non_llm": {c: paired(ndcg[name], ndcg[c], plan.seed) for c in content}} if content else {}),
                  **({"vs_text_only": {t: paired(ndcg[name], ndcg[t], plan.seed) for t in text}}
                     if name in ADAPTER_ROWS.values() and text else {}),
                  **({"beyond": self.beyond(name)} if name in self.order else {}),

@@ -14,6 +14,17 @@ ADAPTER = "collab adapter"  # the prefix of the Amazon adapter rows' names
 CONTENT = "minilm titles"  # the Amazon content row (titles alone, through MiniLM): a non-LLM row
 
 
+def stack_row(encoder: str, name: str) -> str:
+    """The name of the row stacking `encoder`'s score with row `name`'s (fit on validation)."""
+    return f"{encoder} + {name}, stacked on validation"
+
+
+def content_rows(encoder: str) -> tuple[str, str]:
+    """The Amazon non-LLM rows besides popularity and the encoder: the content row, and it stacked with the
+    encoder."""
+    return CONTENT, stack_row(encoder, CONTENT)
+
+
 Arena = tuple[tuple[str, ...], dict]  # the table cells, and the paired difference against the bar
 
 
@@ -96,11 +107,12 @@ def _amazon(doc: dict) -> list[Arena]:
     encoder = doc["protocol"]["encoder"]
     for block in _arena_blocks(doc):
         rows = {r["name"]: r for r in block["rows"]}
-        against = {"popularity": "vs_popularity", encoder: "vs_encoder", CONTENT: "vs_content"}  # row: its key
-        best = max((n for n in against if n in rows), key=lambda n: rows[n]["ndcg@10"]["value"])
         name = picked(doc, block["domain"])
         adapter = rows[name]
-        vs_best = adapter[against[best]]
+        against = {"popularity": adapter["vs_popularity"], encoder: adapter["vs_encoder"],
+                   **adapter.get("vs_non_llm", {})}  # every non-LLM row of the block: the adapter against it
+        best = max(against, key=lambda n: rows[n]["ndcg@10"]["value"])
+        vs_best = against[best]
         view = "cold (other-domain history only)" if block["view"] == "other" else "warm"
         cells = (f"Amazon {block['domain'].title()}, {view}, {block['users']} test users, 1 + "
                  f"{doc['protocol']['negatives']} sampled", f"{best} {rows[best]['ndcg@10']['value']:.3f}",
@@ -113,14 +125,32 @@ def _amazon(doc: dict) -> list[Arena]:
     return arenas
 
 
+def _block_stacks(amazon: dict, adapter: bool) -> list[tuple[str, dict]]:
+    """(arena, paired difference against the encoder) of the stacked rows in the Amazon arena blocks: the adapter's
+    (`adapter`), else the content row's."""
+    return [(f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
+            for b in _arena_blocks(amazon) for r in b["rows"]
+            if r["name"] in b.get("stacks", {}) and (ADAPTER in r["name"]) == adapter]
+
+
 def _stacked(ml100k: dict, amazon: dict) -> list[tuple[str, dict]]:
-    """(arena, paired difference against the encoder) of each stacked row scored on every test user: MovieLens-100K's
-    when its results have the final rows, and those in the Amazon arena blocks."""
+    """(arena, paired difference against the encoder) of each adapter's stacked row scored on every test user:
+    MovieLens-100K's when its results have the final rows, and those in the Amazon arena blocks."""
     _, stacked, final = _ml100k_picked(ml100k)
-    return [*([("MovieLens-100K", stacked["vs_best"])] if final else []),
-            *((f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
-              for b in _arena_blocks(amazon) for r in b["rows"] if r["name"] in b.get("stacks", {})
-              and ADAPTER in r["name"])]
+    return [*([("MovieLens-100K", stacked["vs_best"])] if final else []), *_block_stacks(amazon, adapter=True)]
+
+
+def _content(amazon: dict) -> str:
+    """A clause on the content row stacked with the encoder (titles through MiniLM, no LLM): whether the titles
+    carry signal the encoder lacks; empty for results without it."""
+    stacks = _block_stacks(amazon, adapter=False)
+    if not stacks:
+        return ""
+    above = [where for where, d in stacks if d["ci_low"] > 0]
+    return ("; the titles alone (MiniLM title embeddings, no LLM) stacked with the encoder the same way: "
+            + ", ".join(f"{where} {_diff(d)}" for where, d in stacks)
+            + (f": in {', '.join(above)} the titles carry signal the encoder lacks, and the adapter does not pass it on"
+               if above else ": the titles add nothing resolvable either"))
 
 
 def _cold(doc: dict) -> list[str]:
@@ -193,8 +223,9 @@ def render() -> list[str]:
     arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
     above = sum(d["ci_low"] > 0 for _, d in arenas)
     lines = ["## Collaborative signal: the goals", "",
-             "The bar in each arena is its best non-LLM row on the same users; the collaborative adapter (LoRA plus "
-             "one soft token per item from a collaborative encoder, docs/adapters.md) re-ranks that encoder's top "
+             "The bar in each arena is its best non-LLM row on the same users (on Amazon these include the titles "
+             "through MiniLM, alone and stacked with LightGCN); the collaborative adapter (LoRA plus one soft token "
+             "per item from a collaborative encoder, docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "
              "variant (in brackets) with the best validation AUC: on Amazon each direction's, on MovieLens among "
              "those validated on random negatives, on TALLRec movie among its collab variants. Differences are paired "
@@ -224,7 +255,8 @@ def render() -> list[str]:
             lines[-1] += ("; stacked with its encoder (a logistic regression fit on validation users) the adapter's "
                           "score changes nothing these CIs resolve on every test user whose prompts fit ("
                           + ", ".join(f"{where} {_diff(d)}" for where, d in stacked)
-                          + "): the LLM reads the encoder's judgement and adds nothing resolvable to it")
+                          + "): the LLM reads the encoder's judgement and adds nothing resolvable to it"
+                          + _content(amazon))
         elif level and all("match token" in c[2] for c in level):
             lines[-1] += ("; where it is level, it was handed the encoder's view of each pair in one soft token (the "
                           "match token): the LLM reads the encoder's judgement and adds nothing resolvable to it")

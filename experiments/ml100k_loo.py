@@ -16,7 +16,7 @@ before trains the encoders (`data.leave_one_out`). Rows:
 
     python experiments/ml100k_loo.py                 # fit, train (or resume) the adapter, re-rank, write the page
     python experiments/ml100k_loo.py --render-only   # re-render docs/leave_one_out.md from the JSON
-    python experiments/ml100k_loo.py --smoke DIR     # the whole path in minutes (tiny encoders, 2 steps, 3 then 5 users)
+    python experiments/ml100k_loo.py --smoke DIR     # the whole path in minutes (tiny encoders, 2 steps, 3-5 users)
 
 Runs in $ADAPTREC_HOME (default experiments/home).
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from collab_goals import picked_reranker
+from collab_goals import picked_reranker, stack_row
 from report import ROOT, banner, cell, experiment_main, side_of_zero, table
 from sklearn.linear_model import LogisticRegression
 
@@ -311,7 +311,7 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
         stacked, info["stack_weights"] = stack_scores(v_enc, v_llm, v_tops, [valid.lists[i].target_index for i in vi],
                                                       t_enc, t_llm)  # 100 validation users: some target is in a top k
         for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
-                          (f"{best} + collab adapter ({variant}), stacked on validation", stacked)):
+                          (stack_row(best, f"collab adapter ({variant})"), stacked)):
             r = reranked_ranks(base, new, t_tops, targets)
             per_user = ndcg_per_case(r, 10)
             out.append({"name": name, "kind": "llm", "variant": variant, "users": len(ti),

@@ -110,15 +110,31 @@ def test_the_goals_bar_is_the_best_non_llm_row_the_content_row_included():
     def row(name, ndcg, **against):
         return {"name": name, "ndcg@10": {"value": ndcg}, **against}
 
-    diff = {k: {"value": v, "ci_low": v - 0.01, "ci_high": v + 0.01} for k, v in
-            {"vs_encoder": -0.02, "vs_popularity": 0.05, "vs_content": -0.04}.items()}
-    adapter = "collab adapter (m)"
+    def diff(v):
+        return {"value": v, "ci_low": v - 0.01, "ci_high": v + 0.01}
+
+    adapter, stacked = "collab adapter (m)", "lightgcn + minilm titles, stacked on validation"
+    vs = {"minilm titles": diff(-0.01), stacked: diff(-0.04)}
     block = {"domain": "office", "view": "both", "users": 9, "rows": [
-        row("popularity", 0.5), row("lightgcn", 0.58), row("minilm titles", 0.6), row(adapter, 0.56, **diff)]}
+        row("popularity", 0.5), row("lightgcn", 0.58), row("minilm titles", 0.4), row(stacked, 0.6),
+        row(adapter, 0.56, vs_encoder=diff(-0.02), vs_popularity=diff(0.05), vs_non_llm=vs)]}
     doc = {"protocol": {"encoder": "lightgcn", "negatives": 19}, "blocks": [block],
            "adapters": {f"office, {adapter}": {"best_val_auc": 0.7}}}
     (cells, vs_best), = collab_goals._amazon(doc)
-    assert cells[1] == "minilm titles 0.600" and vs_best is diff["vs_content"]
-    block["rows"][2] = row("minilm titles", 0.4)
+    assert cells[1] == f"{stacked} 0.600" and vs_best is vs[stacked]  # the content row stacked with the encoder
+    block["rows"][3] = row(stacked, 0.55)
     (cells, vs_best), = collab_goals._amazon(doc)
-    assert cells[1] == "lightgcn 0.580" and vs_best is diff["vs_encoder"]
+    assert cells[1] == "lightgcn 0.580" and vs_best is block["rows"][4]["vs_encoder"]
+
+
+def test_the_goals_say_whether_the_titles_carry_signal_the_encoder_lacks():
+    import collab_goals
+
+    above, level = {"value": 0.009, "ci_low": 0.001, "ci_high": 0.017}, {"value": 0.0, "ci_low": -0.01, "ci_high": 0.01}
+    content = "lightgcn + minilm titles, stacked on validation"
+    doc = {"blocks": [{"domain": d, "view": "both", "users": 9, "stacks": {content: {}},
+                       "rows": [{"name": content, "vs_encoder": v}]} for d, v in (("arts", above), ("office", level))]}
+    assert "in Amazon Arts warm the titles carry signal the encoder lacks" in collab_goals._content(doc)
+    doc["blocks"][0]["rows"][0]["vs_encoder"] = level
+    assert collab_goals._content(doc).endswith("the titles add nothing resolvable either")
+    assert collab_goals._content({"blocks": []}) == ""
