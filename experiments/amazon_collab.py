@@ -279,7 +279,8 @@ class View:
         rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),
                  "vs_encoder": paired(ndcg[name], ndcg[plan.encoder], plan.seed),
                  "vs_popularity": paired(ndcg[name], ndcg["popularity"], plan.seed),
-                 **({"vs_non_llm": {c: paired(ndcg[name], ndcg[c], plan.seed) for c in content}} if content else {}),
+                 **({"vs_non_llm": {c: paired(ndcg[name], ndcg[c], plan.seed) for c in content}}
+                    if name in ADAPTER_ROWS.values() and content else {}),
                  **({"vs_text_only": {t: paired(ndcg[name], ndcg[t], plan.seed) for t in text}}
                     if name in ADAPTER_ROWS.values() and text else {}),
                  **({"beyond": self.beyond(name)} if name in self.order else {}),
@@ -356,11 +357,12 @@ def verdicts(doc: dict) -> list[str]:
     enc = doc["protocol"]["encoder"]
     out = []
     for block in doc["blocks"]:
-        llm = {*ADAPTER_ROWS.values(), *block.get("stacks", {})}
-        for row in (r for r in block["rows"] if r["name"] in llm):
+        judged = {*ADAPTER_ROWS.values(), *block.get("stacks", {})}  # the adapters, and each stacked row
+        for row in (r for r in block["rows"] if r["name"] in judged):
             against = [(f"{enc} alone", row["vs_encoder"]), ("popularity alone", row["vs_popularity"]),
                        *((f"the text-only {name.removesuffix(TEXT_ONLY)}", d)
-                         for name, d in row.get("vs_text_only", {}).items())]
+                         for name, d in row.get("vs_text_only", {}).items()),
+                       *((name, d) for name, d in row.get("vs_non_llm", {}).items())]
             where = f"{block['domain'].title()}, {_view_name(block['view'])}, {block['users']} users"
             out += [f"* {where}: the {row['name']} against {name}: {side_of_zero(d)} ({_diff(d)})."
                     for name, d in against]

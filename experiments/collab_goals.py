@@ -125,11 +125,15 @@ def _amazon(doc: dict) -> list[Arena]:
     return arenas
 
 
+def _label(block: dict) -> str:
+    """"Amazon Office warm", "Amazon Arts cold": a block's direction and view."""
+    return f"Amazon {block['domain'].title()} {'cold' if block['view'] == 'other' else 'warm'}"
+
+
 def _block_stacks(amazon: dict, adapter: bool) -> list[tuple[str, dict]]:
     """(arena, paired difference against the encoder) of the stacked rows in the Amazon arena blocks: the adapter's
     (`adapter`), else the content row's."""
-    return [(f"Amazon {b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}", r["vs_encoder"])
-            for b in _arena_blocks(amazon) for r in b["rows"]
+    return [(_label(b), r["vs_encoder"]) for b in _arena_blocks(amazon) for r in b["rows"]
             if r["name"] in b.get("stacks", {}) and (ADAPTER in r["name"]) == adapter]
 
 
@@ -146,10 +150,12 @@ def _content(amazon: dict) -> str:
     stacks = _block_stacks(amazon, adapter=False)
     if not stacks:
         return ""
-    above = [where for where, d in stacks if d["ci_low"] > 0]
+    above = [(where, d) for where, d in stacks if d["ci_low"] > 0]
     return ("; the titles alone (MiniLM title embeddings, no LLM) stacked with the encoder the same way: "
             + ", ".join(f"{where} {_diff(d)}" for where, d in stacks)
-            + (f": in {', '.join(above)} the titles carry signal the encoder lacks, and the adapter does not pass it on"
+            + (f": in {len(above)} of {len(stacks)} views ("
+               + ", ".join(f"{where}, CI lower bound {d['ci_low']:+.4f}" for where, d in above)
+               + ") the titles carry signal the encoder lacks, and the adapter does not pass it on"
                if above else ": the titles add nothing resolvable either"))
 
 
@@ -223,9 +229,12 @@ def render() -> list[str]:
     arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
     above = sum(d["ci_low"] > 0 for _, d in arenas)
     lines = ["## Collaborative signal: the goals", "",
-             "The bar in each arena is its best non-LLM row on the same users (on Amazon these include the titles "
-             "through MiniLM, alone and stacked with LightGCN); the collaborative adapter (LoRA plus one soft token "
-             "per item from a collaborative encoder, docs/adapters.md) re-ranks that encoder's top "
+             "The bar in each arena is its best non-LLM row on the same users (the highest point estimate, whether "
+             "or not its lead over the others is resolved"
+             + (f"; on Amazon the rows include the titles through MiniLM, alone and stacked with "
+                f"{amazon['protocol']['encoder']}" if _block_stacks(amazon, adapter=False) else "")
+             + "); the collaborative adapter (LoRA plus one soft token per item from a collaborative encoder, "
+             "docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "
              "variant (in brackets) with the best validation AUC: on Amazon each direction's, on MovieLens among "
              "those validated on random negatives, on TALLRec movie among its collab variants. Differences are paired "
