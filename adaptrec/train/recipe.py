@@ -109,15 +109,17 @@ def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, 
         record = registry.resolve(json.loads((run_dir / "report.json").read_text())["record"])
     except (OSError, ValueError, KeyError, TypeError, AdaptrecError):  # no finished run, or its record is gone
         return None
-    same = (record.name == recipe.name and record.kind == "trained" and not _updated(record)
-            and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == recipe_digest(recipe)
+    same = (record.name == recipe.name and record.kind == "trained"
+            and _trained_with(record, recipe_digest(recipe), fingerprint)
             and adapter_key(record.path) == adapter_key(adapter_dir))
     return record if same else None
 
 
-def _updated(record: AdapterRecord) -> bool:
-    """Whether `record` came from a continual update (its recipe text names data it never trained on)."""
-    return (record.lineage or {}).get("method") == UPDATE
+def _trained_with(record: AdapterRecord, digest: str, fingerprint) -> bool:
+    """Whether `record` was trained from a recipe with settings `digest` on exactly this backbone, and not by a
+    continual update (whose recipe text names data it never trained on)."""
+    return (bool(record.recipe_text) and (record.lineage or {}).get("method") != UPDATE
+            and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == digest)
 
 
 def _settings(record: AdapterRecord) -> str | None:
@@ -134,8 +136,7 @@ def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequ
     recipe, text = load_recipe(recipe_name, list(sets))
     digest = recipe_digest(recipe)
     for record in reversed(registry.list(name=recipe.name)):
-        if (record.recipe_text and not _updated(record) and fingerprint.match(record.fingerprint) == "exact"
-                and _settings(record) == digest):
+        if _trained_with(record, digest, fingerprint):
             log(f"  reusing {record.ref} (same recipe settings)")
             return record
     log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")
