@@ -9,7 +9,8 @@ items with their tokens. Office also trains a staged variant (the projector alon
 LoRA too) and a user-token variant (the question names the user by one more soft token, the projected mean of
 the history items' LightGCN vectors, as LightGCN folds in an unseen user, next to the target's token); Office and
 Arts also train a match-token variant (one soft token after the target's, from that mean times the target's vector:
-LightGCN's score of the pair, element by element), also for up to 96 steps (three passes over the 256 shots). Rows on
+LightGCN's score of the pair, element by element), also for up to 96 steps (three passes over the 256 shots); Arts
+also one whose item vectors continue with their MiniLM title embeddings (`adapter.content: titles`). Rows on
 the same users: popularity, LightGCN alone, each adapter's re-ranking, in the cold view also text-only re-rankers (the untuned backbone; the domain's text-only LoRA adapter when registered), and what a
 re-ranker at chance gets (LightGCN's top K in random order, in expectation); paired NDCG@10 differences bootstrap
 users. For each direction of the plan's `final`, the variant with the best validation AUC then re-ranks for every
@@ -67,7 +68,8 @@ COMMAND = "python experiments/amazon_collab.py"
 RECIPE = "office-collab"
 ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (staged)",
                 "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)",
-                "match token, 96 steps": "collab adapter (joint, match token, 96 steps)"}
+                "match token, 96 steps": "collab adapter (joint, match token, 96 steps)",
+                "match token + titles, 96 steps": "collab adapter (joint, match token, titles, 96 steps)"}
 RANDOM_ROW = "top K re-ordered at random (expected)"
 TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
@@ -83,7 +85,8 @@ class Plan:
     sets: tuple[str, ...] = ()  # recipe overrides
     variants: dict = field(default_factory=lambda: {"office": ("joint", "staged", "user token", "match token",
                                                                "match token, 96 steps"),
-                                                    "arts": ("joint", "match token", "match token, 96 steps")})
+                                                    "arts": ("joint", "match token", "match token, 96 steps",
+                                                             "match token + titles, 96 steps")})
     projector_steps: int = 16  # the staged variant's projector-only steps (of the recipe's 32)
     text_only: dict = field(default_factory=lambda: {"office": ("office-lora",), "arts": ("arts-lora",)})  # if registered
     final: tuple[str, ...] = ("office", "arts")  # directions whose picked variant also re-ranks every test user
@@ -113,6 +116,8 @@ def trained(domain: str, plan: Plan, variant: str):
         "user token": ("-user", ("adapter.user_token=true",)),
         "match token": ("-match", ("adapter.match_token=true",)),
         "match token, 96 steps": ("-match96", ("adapter.match_token=true", "training.max_steps=96")),
+        "match token + titles, 96 steps": ("-match96-titles", ("adapter.match_token=true", "adapter.content=titles",
+                                                               "training.max_steps=96")),
     }[variant]
     name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
     # the plan's overrides after the variant's: a smoke plan's steps win
@@ -322,25 +327,27 @@ def run(plan: Plan) -> dict:
     blocks, adapters = [], {}
     for domain in DIRECTIONS:
         views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]
+        scorers = {}
         for variant in plan.variants[domain]:
+            if "titles" in variant and content is None:
+                continue  # it reads MiniLM title embeddings, as the content row does
             row = ADAPTER_ROWS[variant]
-            scorer, adapters[f"{domain}, {row}"] = trained(domain, plan, variant)
+            scorers[row], adapters[f"{domain}, {row}"] = trained(domain, plan, variant)
             for view in views:
-                view.rerank(row, scorer)
+                view.rerank(row, scorers[row])
         text_only(domain, views, plan)
         blocks += [view.block() for view in views]
         if domain in plan.final:
             row = picked({"adapters": adapters}, domain)
-            blocks += final(domain, plan, encoders, next(v for v, r in ADAPTER_ROWS.items() if r == row))
+            blocks += final(domain, plan, encoders, row, scorers[row])
     return {"protocol": protocol, "adapters": adapters, "blocks": blocks}
 
 
-def final(domain: str, plan: Plan, encoders: dict, variant: str) -> list[dict]:
-    """Per view, the blocks of `variant` (the picked one) on every test user (`plan.final_users`) whose prompts fit,
-    with its score, and the content row's where there is one, stacked with the encoder's on `plan.valid_users`
-    validation users (those whose prompts fit)."""
-    scorer, _ = trained(domain, plan, variant)
-    row, out = ADAPTER_ROWS[variant], []
+def final(domain: str, plan: Plan, encoders: dict, row: str, scorer) -> list[dict]:
+    """Per view, the blocks of adapter row `row` (the picked one; `scorer` scores with it) on every test user
+    (`plan.final_users`) whose prompts fit, with its score, and the content row's where there is one, stacked with
+    the encoder's on `plan.valid_users` validation users (those whose prompts fit)."""
+    out = []
     for view in VIEWS.values():
         valid = View(domain, view, encoders, plan, plan.valid_users, "valid", scorer)
         test = View(domain, view, encoders, plan, plan.final_users, scorer=scorer)
@@ -440,8 +447,10 @@ def render(doc: dict) -> str:
               "will like ...\"), the projected mean of the history items' encoder vectors. Match token: joint, and "
               "one more soft token after the target's, that mean times the target's vector element by element (its "
               "sum is the encoder's score) through a linear matcher that starts as a lean toward \"Yes\" in "
-              "proportion to that score. Train s is the wall time of the invocation that wrote the results: a resumed "
-              "run takes less than its first."), "",
+              "proportion to that score." + (" Titles: each item's encoder vector continues with its MiniLM title "
+              "embedding, in the item tokens and in the match token's product; the matcher's title columns start at "
+              "zero." if any("titles" in a for a in doc["adapters"]) else "") + " Train s is the wall time of the "
+              "invocation that wrote the results: a resumed run takes less than its first."), "",
              *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
                     [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
                      for d, a in doc["adapters"].items()]), ""]

@@ -289,10 +289,11 @@ def trained(plan: Plan, best: str, encoder, variant: str, seed: int) -> tuple:
     return scorer, info
 
 
-def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_valid: list, enc_test: list,
-                 best_ndcg: list[float], variants: tuple[str, ...], n_test: int | None, seed: int) -> list[dict]:
-    """For each of `variants`: re-rank `best`'s top K on `n_test` seeded test users, stack the two scores, and pair
-    both rows with `best` alone (`best_ndcg`: its NDCG@10 per test user) on the same users."""
+def adapter_rows(plan: Plan, best: str, valid: Arena, test: Arena, enc_valid: list, enc_test: list,
+                 best_ndcg: list[float], adapters: dict[str, tuple], n_test: int | None, seed: int) -> list[dict]:
+    """For each variant of `adapters` (variant -> `trained`'s (scorer, info)): re-rank `best`'s top K on `n_test`
+    seeded test users, stack the two scores, and pair both rows with `best` alone (`best_ndcg`: its NDCG@10 per
+    test user) on the same users."""
     k = plan.rerank_k
     vi, ti = valid.subset(plan.valid_users, seed), test.subset(n_test, seed)
     v_tops, t_tops = rerank(enc_valid, vi, k), rerank(enc_test, ti, k)
@@ -302,8 +303,8 @@ def adapter_rows(plan: Plan, best: str, encoder, valid: Arena, test: Arena, enc_
     paired_with_best = {"best_on_same_users": mean_ci(best_here, seed),
                         "best_groups": activity_groups(test, ti, best_here, seed)}
     out = []
-    for variant in variants:
-        scorer, info = trained(plan, best, encoder, variant, seed)
+    for variant, (scorer, trained_info) in adapters.items():
+        info = dict(trained_info)
         start = time.perf_counter()
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
         info["score_seconds"] = round(time.perf_counter() - start, 1)
@@ -342,9 +343,11 @@ def run(plan: Plan) -> dict:
     best_row = next(r for r in rows if r["name"] == best)
     enc_valid = [np.asarray(s) for s in valid_rows[best]["scores"]]
     enc_test = [np.asarray(s) for s in best_row["scores"]]
-    args = (plan, best, encoders[best][0], valid, test, enc_valid, enc_test, best_row["per_user_ndcg"])
-    llm_rows = adapter_rows(*args, tuple(VARIANTS), plan.test_users, plan.seed)
-    final_rows = adapter_rows(*args, (picked_reranker(llm_rows)["variant"],), plan.final_users, plan.seed)
+    args = (plan, best, valid, test, enc_valid, enc_test, best_row["per_user_ndcg"])
+    adapters = {variant: trained(plan, best, encoders[best][0], variant, plan.seed) for variant in VARIANTS}
+    llm_rows = adapter_rows(*args, adapters, plan.test_users, plan.seed)
+    pick = picked_reranker(llm_rows)["variant"]
+    final_rows = adapter_rows(*args, {pick: adapters[pick]}, plan.final_users, plan.seed)
     for row in final_rows:
         row["final"] = True
     for row in rows:

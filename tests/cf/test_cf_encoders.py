@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from data_markers import needs_amazon, needs_ml100k
 
 from adaptrec.cf.base import FactorEncoder, Interactions, PopularityEncoder
 from adaptrec.cf.evaluate import full_ranks
-from adaptrec.cf.fit import _settings, fit_encoder
+from adaptrec.cf.fit import _settings, fit_encoder, source_ratings, source_titles
 from adaptrec.cf.implicit_mf import ALSSettings, BPRSettings, fit_als, fit_bpr
 from adaptrec.cf.lightgcn import LightGCNSettings, fit_lightgcn
 from adaptrec.cf.mf import MFSettings
@@ -82,6 +83,16 @@ def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():
     assert _settings(ALSSettings, None, None, 0) == ALSSettings()
     with pytest.raises(ConfigError, match="unknown encoder 'svd'"):
         fit_encoder("svd", "movielens:100k:loo")
+
+
+@pytest.mark.parametrize("source", [pytest.param("movielens:100k", marks=needs_ml100k),
+                                    pytest.param("amazon", marks=needs_amazon)])
+def test_each_source_titles_its_whole_catalogue(source):
+    titles = source_titles(source)
+    assert list(titles) == source_ratings(source).items
+    assert all(text.startswith('"') for text in titles.values())  # as prompts quote them
+    with pytest.raises(ConfigError, match="unknown encoder data 'nope'"):
+        source_titles("nope")
 
 
 def test_a_fit_is_kept_and_loaded_again_with_its_scores(monkeypatch):
