@@ -255,7 +255,7 @@ def add_item_tokens(tokenizer, items: list[str], user_token: bool = False, match
 
 def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
     """MiniLM embeddings of `source`'s catalogue titles by item id (cached on disk), and a digest of the titles."""
-    from adaptrec.cf.fit import source_titles
+    from adaptrec.cf.titles import source_titles
     from adaptrec.text_encoder import title_vectors
 
     titles = source_titles(source)

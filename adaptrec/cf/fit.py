@@ -68,17 +68,6 @@ def source_ratings(source: str) -> Ratings:
     return Ratings(rows, movielens.load_item_ids())
 
 
-def source_titles(source: str) -> dict[str, str]:
-    """`item_id -> prompt text` (the quoted title) of every item of `source`'s catalogue."""
-    from adaptrec.data import amazon, movielens
-
-    if source == "amazon":
-        return {i: t for domain in amazon.DOMAINS for i, t in amazon.amazon_items(domain).items()}
-    if source not in SOURCES:
-        raise ConfigError(f"unknown encoder data {source!r}; known: {', '.join(SOURCES)}")
-    return movielens.item_texts()
-
-
 @dataclass(frozen=True)
 class Fitted:
     """An encoder, its item table in catalogue order (zeros for items it never saw) and its record."""

@@ -10,7 +10,8 @@ from data_markers import needs_amazon, needs_ml100k
 
 from adaptrec.cf.base import FactorEncoder, Interactions, PopularityEncoder
 from adaptrec.cf.evaluate import full_ranks
-from adaptrec.cf.fit import _settings, fit_encoder, source_ratings, source_titles
+from adaptrec.cf.fit import _settings, fit_encoder, source_ratings
+from adaptrec.cf.titles import source_titles
 from adaptrec.cf.implicit_mf import ALSSettings, BPRSettings, fit_als, fit_bpr
 from adaptrec.cf.lightgcn import LightGCNSettings, fit_lightgcn
 from adaptrec.cf.mf import MFSettings
