@@ -155,8 +155,25 @@ def _content(amazon: dict) -> str:
             + ", ".join(f"{where} {_diff(d)}" for where, d in stacks)
             + (f": in {len(above)} of {len(stacks)} views ("
                + ", ".join(f"{where}, CI lower bound {d['ci_low']:+.4f}" for where, d in above)
-               + ") the titles carry signal the encoder lacks, and the adapter does not pass it on"
+               + ") the titles carry signal the encoder lacks, and the adapter does not pass it on" + _titled(amazon)
                if above else ": the titles add nothing resolvable either"))
+
+
+def _titled(amazon: dict) -> str:
+    """A clause on the adapter variants whose item vectors carry the titles: their NDCG@10 against the picked
+    variant's on the same users; empty for results without one."""
+    found = []
+    for block in _sampled(amazon):
+        rows = {r["name"]: r for r in block["rows"]}
+        titled = [name for name in rows if name.startswith(ADAPTER) and "titles" in name]
+        chosen = picked(amazon, block["domain"]) if titled else None
+        found += [(block, rows[name], rows[chosen]) for name in titled if name != chosen]
+    if not found:
+        return ""
+    return (", nor does the variant whose item vectors also carry them (" + "; ".join(
+        f"{b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}, {b['users']} users: NDCG@10 "
+        f"{row['ndcg@10']['value']:.3f} against the picked variant's {pick['ndcg@10']['value']:.3f}"
+        for b, row, pick in found) + "; validation keeps the picked one)")
 
 
 def _cold(doc: dict) -> list[str]:

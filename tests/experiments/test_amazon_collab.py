@@ -136,6 +136,14 @@ def test_the_goals_say_whether_the_titles_carry_signal_the_encoder_lacks():
                        "rows": [{"name": content, "vs_encoder": v}]} for d, v in (("arts", above), ("office", level))]}
     assert ("in 1 of 2 views (Amazon Arts warm, CI lower bound +0.0010) the titles carry signal the encoder lacks"
             in collab_goals._content(doc))
+    assert collab_goals._content(doc).endswith("does not pass it on")  # no adapter variant reads the titles
+    picked, titled = "collab adapter (match token)", "collab adapter (match token, titles)"
+    doc["adapters"] = {f"arts, {picked}": {"best_val_auc": 0.75}, f"arts, {titled}": {"best_val_auc": 0.72}}
+    doc["blocks"][0]["rows"] += [{"name": picked, "ndcg@10": {"value": 0.53}},
+                                 {"name": titled, "ndcg@10": {"value": 0.44}}]
+    assert collab_goals._content(doc).endswith(
+        "nor does the variant whose item vectors also carry them (Arts warm, 9 users: NDCG@10 0.440 against the "
+        "picked variant's 0.530; validation keeps the picked one)")
     doc["blocks"][0]["rows"][0]["vs_encoder"] = level
     assert collab_goals._content(doc).endswith("the titles add nothing resolvable either")
     assert collab_goals._content({"blocks": []}) == ""
