@@ -70,6 +70,7 @@ ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (st
                 "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)",
                 "match token, 96 steps": "collab adapter (joint, match token, 96 steps)",
                 "match token + titles, 96 steps": "collab adapter (joint, match token, titles, 96 steps)"}
+READS_TITLES = {"match token + titles, 96 steps"}  # the variants whose item vectors carry MiniLM title embeddings
 RANDOM_ROW = "top K re-ordered at random (expected)"
 TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
@@ -127,8 +128,10 @@ def trained(domain: str, plan: Plan, variant: str):
     scorer = backbone_scorer(done.backbone, done.train.model, adapter_key(done.train.adapter_dir),
                              template=recipe.data.template, max_prompt_tokens=recipe.data.max_prompt_tokens,
                              batch_size=recipe.evaluation.batch_size, cache=ScoreCache.default())
-    info = {"record": done.record.ref, "steps": done.train.steps, "best_val_auc": done.train.best_val_auc,
-            "train_seconds": round(time.perf_counter() - start, 1), "environment": done.backbone.environment()}
+    info = {"record": done.record.ref, "steps": done.train.steps, "best_step": done.train.best_step,
+            "best_val_auc": done.train.best_val_auc, "train_seconds": round(time.perf_counter() - start, 1),
+            "environment": done.backbone.environment(),
+            **({"content": recipe.adapter.content} if recipe.adapter.content else {})}  # the item vectors' titles
     return scorer, info
 
 
@@ -329,7 +332,7 @@ def run(plan: Plan) -> dict:
         views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]
         scorers = {}
         for variant in plan.variants[domain]:
-            if "titles" in variant and content is None:
+            if variant in READS_TITLES and content is None:
                 continue  # it reads MiniLM title embeddings, as the content row does
             row = ADAPTER_ROWS[variant]
             scorers[row], adapters[f"{domain}, {row}"] = trained(domain, plan, variant)
@@ -449,11 +452,13 @@ def render(doc: dict) -> str:
               "sum is the encoder's score) through a linear matcher that starts as a lean toward \"Yes\" in "
               "proportion to that score." + (" Titles: each item's encoder vector continues with its MiniLM title "
               "embedding, in the item tokens and in the match token's product; the matcher's title columns start at "
-              "zero." if any("titles" in a for a in doc["adapters"]) else "") + " Train s is the wall time of the "
-              "invocation that wrote the results: a resumed run takes less than its first."), "",
-             *table(["direction, training", "adapter", "steps", "best val AUC", "train s"], "llrrr",
-                    [[d, a["record"], a["steps"], f"{a['best_val_auc']:.3f}", a["train_seconds"]]
-                     for d, a in doc["adapters"].items()]), ""]
+              "zero." if any(a.get("content") for a in doc["adapters"].values()) else "") + " N steps in a name: the "
+              "step budget; steps: those run before early stopping stopped it; best step: the validation whose "
+              "checkpoint re-ranks. Train s is the wall time of the invocation that wrote the results: a resumed run "
+              "takes less than its first."), "",
+             *table(["direction, training", "adapter", "steps", "best step", "best val AUC", "train s"], "llrrrr",
+                    [[d, a["record"], a["steps"], a.get("best_step", "–"), f"{a['best_val_auc']:.3f}",
+                      a["train_seconds"]] for d, a in doc["adapters"].items()]), ""]
     for block in doc["blocks"]:
         every = (f" (every test user{' whose prompts fit' if block.get('dropped') else ''}: the picked adapter)"
                  if block.get("final") else "")

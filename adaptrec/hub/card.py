@@ -219,10 +219,12 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
                   "which multi-LoRA servers such as vLLM and LoRAX load as is.", ""]
     if adapter_type == "collab":
         lines += ["**A collaborative adapter:** besides its LoRA weights it carries one soft token per item "
-                  "(`collab.safetensors`: the collaborative encoder's item table, its rows continued by the items' title "
-                  "embeddings when the recipe sets `adapter.content`, and the projector into the token-embedding space; `collab.json`: the item ids). Plain peft, vLLM and LoRAX load the LoRA part "
-                  "only and score without the item tokens, which is not what was measured: load it with adaptrec "
-                  "(below), which puts the tokens after each item that carries an id (the `-items` templates).", ""]
+                  "(`collab.safetensors`: the collaborative encoder's item table, its rows continued by the items' "
+                  "title embeddings when the recipe sets `adapter.content`, and the projector into the "
+                  "token-embedding space; `collab.json`: the item ids and the encoder's record). Plain peft, vLLM "
+                  "and LoRAX load the LoRA part only and score without the item tokens, which is not what was "
+                  "measured: load it with adaptrec (below), which puts the tokens after each item that carries an id "
+                  "(the `-items` templates).", ""]
     return lines
 
 

@@ -400,18 +400,21 @@ def test_a_match_token_is_the_matcher_of_the_history_mean_times_the_target_also_
     torch.testing.assert_close(lone[0, 1], layer.matcher(torch.zeros(3)))
 
 
-def test_with_a_titles_part_each_part_averages_over_the_items_it_knows():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_with_a_titles_part_each_part_averages_over_the_items_it_knows(device):
     """Item 2 has no encoder vector but a title, item 3 an encoder vector but no title: the user and match tokens'
     encoder part averages items 1 and 3, their title part items 1 and 2."""
     torch.manual_seed(0)
     table = torch.randn(5, 5)  # 3 encoder columns, then 2 title columns
     table[2, :3] = 0
     table[3, 3:] = 0
-    layer = ItemEmbedding(torch.nn.Embedding(10, 4), 10, [str(i) for i in range(5)], table, user_token=True,
-                          match_token=True, encoder_dims=3)
+    layer = ItemEmbedding(torch.nn.Embedding(10, 4).to(device), 10, [str(i) for i in range(5)], table,
+                          user_token=True, match_token=True, encoder_dims=3)
     layer.add_projector("a", 0)
     user, match = 15, 16
-    out = layer(torch.tensor([[11, 12, 13, user, 14, match]]))
+    out = layer(torch.tensor([[11, 12, 13, user, 14, match]], device=device))
+    table = table.to(device)
     mean = torch.cat([table[[1, 3], :3].mean(dim=0), table[[1, 2], 3:].mean(dim=0)])
     torch.testing.assert_close(out[0, 3], layer.projector(mean))
     torch.testing.assert_close(out[0, 5], layer.matcher(mean * table[4]))
