@@ -453,8 +453,8 @@ def render(doc: dict) -> str:
               "proportion to that score." + (" Titles: each item's encoder vector continues with its MiniLM title "
               "embedding, in the item tokens and in the match token's product; the matcher's title columns start at "
               "zero." if any(a.get("content") for a in doc["adapters"].values()) else "") + " N steps in a name: the "
-              "step budget; steps: those run before early stopping stopped it; best step: the validation whose "
-              "checkpoint re-ranks. Train s is the wall time of the invocation that wrote the results: a resumed run "
+              "step budget; steps: those run (early stopping may end a run before its budget); best step: the "
+              "validation whose checkpoint re-ranks. Train s is the wall time of the invocation that wrote the results: a resumed run "
               "takes less than its first."), "",
              *table(["direction, training", "adapter", "steps", "best step", "best val AUC", "train s"], "llrrrr",
                     [[d, a["record"], a["steps"], a.get("best_step", "–"), f"{a['best_val_auc']:.3f}",
