@@ -148,7 +148,8 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     `tokenizer` (the backbone's) is needed by types that start from the backbone's activations (prefix, `init: text`).
 
     peft injects the adapter layers into `model` in place: one backbone object carries one such call
-    (load further adapters with `PeftModel.load_adapter`). Only adapter parameters are trainable.
+    (load further adapters with `PeftModel.load_adapter`); a start that fails (the tuner's `initialise`) takes the
+    injected layers back out, so the backbone stays usable. Only adapter parameters are trainable.
     For a bitsandbytes 8-bit backbone nothing else is needed: gradients reach the adapters through
     the int8 layers (bitsandbytes' backward w.r.t. the input), `load_backbone` keeps the
     non-quantized parameters fp32, and gradient checkpointing stays off (it slows CPU training),
@@ -172,7 +173,13 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check target_modules")
-    tuner.initialise(peft_model, settings, tokenizer)
+    try:
+        tuner.initialise(peft_model, settings, tokenizer)
+    except BaseException:  # e.g. a missing wheel: leave the backbone without the injected layers, reusable
+        unload = getattr(peft_model.base_model, "unload", None)  # prompt learning injects none: no unload
+        if callable(unload):
+            unload()
+        raise
     peft_model.adaptrec_tuner = tuner.name  # several types share a peft type (collab is LoRA to peft)
     return peft_model
 

@@ -545,3 +545,4 @@ def test_a_title_spelling_a_soft_token_stays_text(built):
         ids = bb.tokenizer(render_prompt(case, template, bb.tokenizer)).input_ids
         assert bb.tokenizer.convert_tokens_to_ids(f"<item_{other}>") not in ids
     assert f"Pens < item_{other}> < match>" in render_prompt(case, "tallrec", None)  # alike with any tokenizer
+

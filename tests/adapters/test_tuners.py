@@ -189,6 +189,27 @@ def test_build_refuses_bad_targets_schedules_and_reuse(tiny_backbone):
         build_peft_model(tiny_backbone.model, {"type": "lora"}, total_steps=5)
 
 
+@pytest.mark.parametrize("kind", ["lora", "adalora", "prefix"])
+def test_a_failed_start_leaves_the_backbone_reusable(tiny_model_dir, monkeypatch, kind):
+    """A tuner whose start fails after peft wrapped the backbone takes its layers back out: the backbone scores as
+    before and takes another adapter."""
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        before = bb.model(ids).logits
+
+    def fails(*args, **kwargs):
+        raise ConfigError("the start failed")
+
+    monkeypatch.setattr(type(TUNERS[kind]), "initialise", fails)
+    with pytest.raises(ConfigError, match="the start failed"):
+        build_peft_model(bb.model, {"type": kind}, total_steps=5, tokenizer=bb.tokenizer)
+    monkeypatch.undo()
+    with torch.no_grad():
+        torch.testing.assert_close(bb.model(ids).logits, before)
+    build_peft_model(bb.model, {"type": "lora"}, total_steps=5)
+
+
 def test_adalora_schedule_fractions_and_steps():
     assert schedule_steps(AdaLoraSettings(tinit=0.1, tfinal=0.2, deltaT=0.05), 100) == {"tinit": 10, "tfinal": 20, "deltaT": 5}
     assert schedule_steps(AdaLoraSettings(tinit=3, tfinal=4.0, deltaT=2), 100) == {"tinit": 3, "tfinal": 4, "deltaT": 2}
