@@ -5,12 +5,15 @@ adapter, paired on the same users (CIs resample users). Read from the results of
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import NamedTuple
 
 from report import ROOT, read_json, side_of_zero
 
 RESULTS = ROOT / "experiments" / "results"
 SOURCES = (RESULTS / "ml100k_loo.json", RESULTS / "amazon_collab.json", RESULTS / "collab_movie.json")
 ADAPTER = "collab adapter"  # the prefix of the Amazon adapter rows' names
+FIGURE = "figures/collab_goals.png"  # under docs/
 CONTENT = "minilm titles"  # the Amazon content row (titles alone, through MiniLM): a non-LLM row
 
 
@@ -25,7 +28,12 @@ def content_rows(encoder: str) -> tuple[str, str]:
     return CONTENT, stack_row(encoder, CONTENT)
 
 
-Arena = tuple[tuple[str, ...], dict]  # the table cells, and the paired difference against the bar
+class Arena(NamedTuple):
+    cells: tuple[str, ...]  # the goals table's row
+    vs_best: dict  # the adapter against the bar, paired
+    name: str  # short, for the figure
+    stacked: dict | None  # the adapter's score stacked with its encoder (TALLRec movie: the bar's features) against
+    # that row alone, paired; None where not measured
 
 
 def _diff(d: dict) -> str:
@@ -77,7 +85,7 @@ def _ml100k(doc: dict) -> list[Arena]:
              f"{_diff(adapter['vs_best'])} ({side_of_zero(adapter['vs_best'])})",
              f"the same row ({p['best']} is its encoder); stacked with it: {_diff(stacked['vs_best'])}",
              "docs/leave_one_out.md")
-    return [(cells, adapter["vs_best"])]
+    return [Arena(cells, adapter["vs_best"], "MovieLens-100K", stacked["vs_best"])]
 
 
 def picked(doc: dict, domain: str) -> str:
@@ -121,7 +129,8 @@ def _amazon(doc: dict) -> list[Arena]:
                  f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
                  + "".join(f"; stacked with it: {_diff(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
                            for s in block.get("stacks", {}) if ADAPTER in s), "docs/amazon_collab.md")
-        arenas.append((cells, vs_best))
+        stack = next((rows[s]["vs_encoder"] for s in block.get("stacks", {}) if ADAPTER in s), None)
+        arenas.append(Arena(cells, vs_best, _label(block).removeprefix("Amazon "), stack))
     return arenas
 
 
@@ -239,14 +248,48 @@ def _movie(doc: dict) -> list[Arena]:
              f"feature regression {bar['test']['value']:.3f}", f"{adapter['test']['value']:.3f}{variant}",
              f"{_diff(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
              f"{gap:+.3f} (point estimates; MF with biases {encoder['test']['value']:.3f})", "docs/collab.md")
-    return [(cells, adapter["vs_bar"])]
+    stacked = rows.get(f"feature regression + {adapter['name']} (stacked on validation)")
+    return [Arena(cells, adapter["vs_bar"], "TALLRec movie", stacked and stacked["vs_bar"])]
+
+
+def figure(out: Path) -> None:
+    """The goals as a forest plot: per arena the adapter against its bar, and its score stacked with its encoder
+    against the encoder alone (TALLRec movie: with the bar's features, against the bar), paired 95% CIs."""
+    from adaptrec.plots.style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
+
+    ml100k, amazon, movie = (read_json(s) for s in SOURCES)
+    arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
+
+    @styled
+    def draw() -> None:
+        fig, axes = new_figure(
+            0.4 * len(arenas) + 1.9, title="Collaborative-signal adapters against the best non-LLM row",
+            subtitle="Each arena's picked adapter, paired with the other row on the same users: NDCG@10 (TALLRec "
+                     "movie: AUC)",
+            caption="Bars: 95% CIs resampling users; dotted: no difference. Stacked: a logistic regression on the "
+                    "adapter's score and its encoder's (TALLRec movie: the bar's features), fit on validation users, "
+                    "against that encoder (the bar) alone.")
+        ax, ys = axes[0][0], list(range(len(arenas)))[::-1]  # the table's first arena on top
+        for i, (label, diff) in enumerate((("adapter − the best non-LLM row", lambda a: a.vs_best),
+                                          ("stacked with its encoder − the encoder", lambda a: a.stacked))):
+            marks = [(y + (0.15 if i == 0 else -0.15), diff(a)) for y, a in zip(ys, arenas) if diff(a)]
+            ax.errorbar([d["value"] for _, d in marks], [y for y, _ in marks],
+                        xerr=[[d["value"] - d["ci_low"] for _, d in marks], [d["ci_high"] - d["value"] for _, d in marks]],
+                        fmt="os"[i], ms=4, capsize=2, lw=1.1, color=COLORS[i], label=label)
+        ax.axvline(0, color=NEUTRAL, lw=0.8, ls=":")
+        ax.set_yticks(ys, [a.name for a in arenas])
+        ax.set_xlabel("paired difference")
+        legend_below(axes, ncols=2)
+        save_png(fig, out)
+
+    draw()
 
 
 def render() -> list[str]:
     """The goals section of docs/results.md."""
     ml100k, amazon, movie = (read_json(s) for s in SOURCES)
     arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
-    above = sum(d["ci_low"] > 0 for _, d in arenas)
+    above = sum(a.vs_best["ci_low"] > 0 for a in arenas)
     lines = ["## Collaborative signal: the goals", "",
              "The bar in each arena is its best non-LLM row on the same users (the highest point estimate, whether "
              "or not its lead over the others is resolved"
@@ -259,11 +302,14 @@ def render() -> list[str]:
              "those validated on random negatives, on TALLRec movie among its collab variants. Differences are paired "
              "on the same users, 95% CIs resample users. Each arena's page has the protocol, every row and what was "
              "tried.", "",
+             f"![Forest plot per arena: the adapter minus the best non-LLM row, and its score stacked with its encoder "
+             f"minus the encoder, with 95% CIs]({FIGURE})", "",
+             "The figure: `python experiments/report.py figures`.", "",
              "| arena | best non-LLM row | collab adapter | adapter − best non-LLM row | adapter − its own encoder "
              "| page |", "|---|---|---:|---|---|---|",
-             *("| " + " | ".join(cells) + " |" for cells, _ in arenas), "",
+             *("| " + " | ".join(a.cells) + " |" for a in arenas), "",
              f"The adapter is above its bar, CI above 0, in {above} of {len(arenas)} arenas"]
-    level = [cells for cells, d in arenas if d["ci_low"] <= 0 <= d["ci_high"]]
+    level = [a.cells for a in arenas if a.vs_best["ci_low"] <= 0 <= a.vs_best["ci_high"]]
     if level:
         lines[-1] += (f"; level with it (CI spans 0) in {len(level)}: "
                       + "; ".join(f"{re.split(r', [0-9]+ test', c[0])[0]}: {c[2]}" for c in level))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -405,12 +406,18 @@ PERFORMANCE_TITLES = {"train-throughput": "Training throughput: adaptrec's loop 
                       "serve-soak": "Soak: mixed load with adapter churn and a restart midway"}
 
 
+def run_folders(name: str) -> list[Path]:
+    """The run folders under RUNS of recipe name `name` (`<name>-<digest>`, not those of `<name>-match` and the
+    like), oldest first."""
+    return sorted((p for p in RUNS.glob(f"{name}-*") if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{10}}", p.name)),
+                  key=lambda p: p.stat().st_mtime)
+
+
 def learning_curves(out: Path) -> str:
     """docs/training.md's figure, from the newest run folder of each of CURVE_RUNS."""
     from adaptrec.plots import curves
 
-    folders = {label: sorted(RUNS.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
-               for label, name in CURVE_RUNS.items()}
+    folders = {label: run_folders(name) for label, name in CURVE_RUNS.items()}
     if not all(folders.values()):
         return (f"kept {os.path.relpath(out, ROOT)}: no run folders {', '.join(CURVE_RUNS.values())} under "
                 f"{os.path.relpath(RUNS, ROOT)} (experiments/collab_movie.py trains them)")
@@ -472,11 +479,20 @@ def online_replay_figure(out: Path) -> str:
     return f"wrote {os.path.relpath(out, ROOT)} from {online_replay.RESULTS.relative_to(ROOT)}"
 
 
+def goals_figure() -> str:
+    """docs/results.md's collaborative-signal goals as a forest plot, from the three experiments' JSON."""
+    import collab_goals
+
+    out = FIGURES / Path(collab_goals.FIGURE).name
+    collab_goals.figure(out)
+    return f"wrote {os.path.relpath(out, ROOT)} from {', '.join(s.name for s in collab_goals.SOURCES)}"
+
+
 def figures() -> list[str]:
     """Redraw every figure under docs/figures/; a line per figure saying what was written (or kept, and why)."""
     return [learning_curves(FIGURES / "learning_curves.png"), auc_by_shots(FIGURES / "tallrec_auc_by_shots.png"),
             cross_domain_heatmap(FIGURES / "cross_domain_heatmap.png"), online_replay_figure(FIGURES / "online_replay.png"),
-            *performance_figures()]
+            goals_figure(), *performance_figures()]
 
 
 def main() -> None:

@@ -120,10 +120,10 @@ def test_the_goals_bar_is_the_best_non_llm_row_the_content_row_included():
         row(adapter, 0.56, vs_encoder=diff(-0.02), vs_popularity=diff(0.05), vs_non_llm=vs)]}
     doc = {"protocol": {"encoder": "lightgcn", "negatives": 19}, "blocks": [block],
            "adapters": {f"office, {adapter}": {"best_val_auc": 0.7}}}
-    (cells, vs_best), = collab_goals._amazon(doc)
+    (cells, vs_best, _, _), = collab_goals._amazon(doc)
     assert cells[1] == f"{stacked} 0.600" and vs_best is vs[stacked]  # the content row stacked with the encoder
     block["rows"][3] = row(stacked, 0.55)
-    (cells, vs_best), = collab_goals._amazon(doc)
+    (cells, vs_best, _, _), = collab_goals._amazon(doc)
     assert cells[1] == "lightgcn 0.580" and vs_best is block["rows"][4]["vs_encoder"]
 
 

@@ -4,6 +4,7 @@ the readers pick the right rows; a missing or malformed file is one `error:` lin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,19 @@ def test_report_figures_redraws_every_docs_figure_and_keeps_the_curves_without_t
     assert drawn == sorted(p.name for p in (ROOT / "docs" / "figures").glob("*.png")
                            if p.name != "learning_curves.png" and p.name not in kept)
     assert all(_is_png(tmp_path / "figures" / name) for name in drawn)
+
+
+def test_the_curves_read_a_recipes_own_run_folders_not_a_longer_names(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import report
+
+    monkeypatch.setattr(report, "RUNS", tmp_path)
+    for i, name in enumerate(("movie-collab-0123456789", "movie-collab-match-abcdef0123", "movie-collab-aaaaaaaaaa")):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (i, i))
+    os.utime(tmp_path / "movie-collab-match-abcdef0123", (9, 9))  # the newest folder is another recipe's
+    assert [p.name for p in report.run_folders("movie-collab")] == ["movie-collab-0123456789",
+                                                                    "movie-collab-aaaaaaaaaa"]
 
 
 # ---------------------------------------------------------------- synthetic bench/results documents
