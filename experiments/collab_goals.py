@@ -1,6 +1,7 @@
 """The collaborative-signal goals on one table: in each arena, the best non-LLM row against the collaborative
 adapter, paired on the same users (CIs resample users). Read from the results of `ml100k_loo.py`,
-`amazon_collab.py` and `collab_movie.py`; rendered into docs/results.md by `tallrec_grid.py --render-only`."""
+`amazon_collab.py` and `collab_movie.py`; rendered into docs/results.md by `tallrec_grid.py --render-only`, its
+figure by `report.py figures`."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def _amazon(doc: dict) -> list[Arena]:
                  f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
                  + "".join(f"; stacked with it: {_diff(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
                            for s in block.get("stacks", {}) if ADAPTER in s), "docs/amazon_collab.md")
-        stack = next((rows[s]["vs_encoder"] for s in block.get("stacks", {}) if ADAPTER in s), None)
+        stack = rows.get(stack_row(encoder, name), {}).get("vs_encoder")  # the picked adapter's, every-user blocks
         arenas.append(Arena(cells, vs_best, _label(block).removeprefix("Amazon "), stack))
     return arenas
 
@@ -249,7 +250,7 @@ def _movie(doc: dict) -> list[Arena]:
              f"{_diff(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
              f"{gap:+.3f} (point estimates; MF with biases {encoder['test']['value']:.3f})", "docs/collab.md")
     stacked = rows.get(f"feature regression + {adapter['name']} (stacked on validation)")
-    return [Arena(cells, adapter["vs_bar"], "TALLRec movie", stacked and stacked["vs_bar"])]
+    return [Arena(cells, adapter["vs_bar"], "TALLRec movie (AUC)", stacked and stacked["vs_bar"])]
 
 
 def figure(out: Path) -> None:
@@ -271,15 +272,16 @@ def figure(out: Path) -> None:
                     "against that encoder (the bar) alone.")
         ax, ys = axes[0][0], list(range(len(arenas)))[::-1]  # the table's first arena on top
         for i, (label, diff) in enumerate((("adapter − the best non-LLM row", lambda a: a.vs_best),
-                                          ("stacked with its encoder − the encoder", lambda a: a.stacked))):
+                                          ("adapter stacked with its encoder − the encoder (TALLRec movie: with "
+                                           "the bar's features − the bar)", lambda a: a.stacked))):
             marks = [(y + (0.15 if i == 0 else -0.15), diff(a)) for y, a in zip(ys, arenas) if diff(a)]
             ax.errorbar([d["value"] for _, d in marks], [y for y, _ in marks],
                         xerr=[[d["value"] - d["ci_low"] for _, d in marks], [d["ci_high"] - d["value"] for _, d in marks]],
                         fmt="os"[i], ms=4, capsize=2, lw=1.1, color=COLORS[i], label=label)
         ax.axvline(0, color=NEUTRAL, lw=0.8, ls=":")
         ax.set_yticks(ys, [a.name for a in arenas])
-        ax.set_xlabel("paired difference")
-        legend_below(axes, ncols=2)
+        ax.set_xlabel("paired difference (NDCG@10; TALLRec movie: AUC)")
+        legend_below(axes, ncols=1)
         save_png(fig, out)
 
     draw()
@@ -303,7 +305,7 @@ def render() -> list[str]:
              "on the same users, 95% CIs resample users. Each arena's page has the protocol, every row and what was "
              "tried.", "",
              f"![Forest plot per arena: the adapter minus the best non-LLM row, and its score stacked with its encoder "
-             f"minus the encoder, with 95% CIs]({FIGURE})", "",
+             f"(TALLRec movie: the bar's features) minus that row alone, with 95% CIs]({FIGURE})", "",
              "The figure: `python experiments/report.py figures`.", "",
              "| arena | best non-LLM row | collab adapter | adapter − best non-LLM row | adapter − its own encoder "
              "| page |", "|---|---|---:|---|---|---|",

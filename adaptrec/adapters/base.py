@@ -149,7 +149,8 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
 
     peft injects the adapter layers into `model` in place: one backbone object carries one such call
     (load further adapters with `PeftModel.load_adapter`); a start that fails (the tuner's `initialise`) takes the
-    injected layers back out, so the backbone stays usable. Only adapter parameters are trainable.
+    injected layers back out, so the backbone stays usable (a collab start that failed after adding its item tokens
+    leaves them in the tokenizer, which refuses another collab adapter). Only adapter parameters are trainable.
     For a bitsandbytes 8-bit backbone nothing else is needed: gradients reach the adapters through
     the int8 layers (bitsandbytes' backward w.r.t. the input), `load_backbone` keeps the
     non-quantized parameters fp32, and gradient checkpointing stays off (it slows CPU training),
@@ -170,15 +171,14 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
         peft_model = get_peft_model(model, peft_config)
     except ValueError as e:  # e.g. target modules not found in the model
         raise ConfigError(f"adapter ({settings.type}) does not fit this backbone: {str(e).splitlines()[0]}") from e
-    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check target_modules")
     try:
+        if not any(p.requires_grad for p in peft_model.parameters()):
+            raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check "
+                              "target_modules")
         tuner.initialise(peft_model, settings, tokenizer)
     except BaseException:  # e.g. a missing wheel: leave the backbone without the injected layers, reusable
-        unload = getattr(peft_model.base_model, "unload", None)  # prompt learning injects none: no unload
-        if callable(unload):
-            unload()
+        if not peft_config.is_prompt_learning:  # prompt learning injects no layers
+            peft_model.base_model.unload()
         raise
     peft_model.adaptrec_tuner = tuner.name  # several types share a peft type (collab is LoRA to peft)
     return peft_model

@@ -371,13 +371,18 @@ class CollabTuner(LoraTuner):
             raise ConfigError("a collab adapter needs the backbone's tokenizer (to add its item tokens)")
         items, table, record = encoder_table(cfg)
         dims = encoder_dims(table, record)
+        yes_no = answer_token_ids(tokenizer) if cfg.match_token else None  # checked before the backbone changes
         layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token, dims)
-        layer.add_projector(model.active_adapter, cfg.projector_hidden)
-        layer.match_scale()
-        layer.projector.requires_grad_(True)
-        if cfg.match_token:
-            init_matcher(layer.matcher, layer.table, layer.weight, answer_token_ids(tokenizer), dims)
-            layer.matcher.requires_grad_(True)
+        try:
+            layer.add_projector(model.active_adapter, cfg.projector_hidden)
+            layer.match_scale()
+            layer.projector.requires_grad_(True)
+            if yes_no is not None:
+                init_matcher(layer.matcher, layer.table, layer.weight, yes_no, dims)
+                layer.matcher.requires_grad_(True)
+        except BaseException:  # the backbone's own embedding back (the tokenizer keeps the item tokens)
+            model.get_base_model().set_input_embeddings(layer.base)
+            raise
         model.adaptrec_collab = {"items": items, "encoder": record, "projector_hidden": cfg.projector_hidden,
                                  **{k: True for k in ("user_token", "match_token") if getattr(cfg, k)}}
         if cfg.projector_steps:

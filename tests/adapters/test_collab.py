@@ -494,6 +494,20 @@ def test_title_vectors_continue_each_items_row_on_the_encoders_scale_and_the_mat
     torch.testing.assert_close(loaded.get_input_embeddings().table, layer.table)
 
 
+def test_a_collab_start_failing_after_its_item_tokens_gives_the_backbone_its_embedding_back(tiny_model_dir,
+                                                                                           monkeypatch):
+    def fails(*args, **kwargs):
+        raise RuntimeError("the matcher failed")
+
+    monkeypatch.setattr("adaptrec.adapters.collab.init_matcher", fails)
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    embedding = bb.model.get_input_embeddings()
+    with pytest.raises(RuntimeError, match="the matcher failed"):
+        build_peft_model(bb.model, {**SETTINGS, "match_token": True}, total_steps=2, tokenizer=bb.tokenizer)
+    assert bb.model.get_input_embeddings() is embedding
+    build_peft_model(bb.model, {"type": "lora", "r": 4}, total_steps=2)
+
+
 def test_titles_without_minilms_wheel_or_without_titles_are_refused_in_one_line(tiny_model_dir, monkeypatch):
     from adaptrec.errors import MissingOptionalPackage
 
@@ -545,4 +559,3 @@ def test_a_title_spelling_a_soft_token_stays_text(built):
         ids = bb.tokenizer(render_prompt(case, template, bb.tokenizer)).input_ids
         assert bb.tokenizer.convert_tokens_to_ids(f"<item_{other}>") not in ids
     assert f"Pens < item_{other}> < match>" in render_prompt(case, "tallrec", None)  # alike with any tokenizer
-

@@ -205,6 +205,10 @@ def test_a_failed_start_leaves_the_backbone_reusable(tiny_model_dir, monkeypatch
     with pytest.raises(ConfigError, match="the start failed"):
         build_peft_model(bb.model, {"type": kind}, total_steps=5, tokenizer=bb.tokenizer)
     monkeypatch.undo()
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    assert not hasattr(bb.model, "peft_config")
+    assert not any(isinstance(m, BaseTunerLayer) for m in bb.model.modules())
     with torch.no_grad():
         torch.testing.assert_close(bb.model(ids).logits, before)
     build_peft_model(bb.model, {"type": "lora"}, total_steps=5)
