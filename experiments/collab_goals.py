@@ -253,13 +253,18 @@ def _movie(doc: dict) -> list[Arena]:
     return [Arena(cells, adapter["vs_bar"], "TALLRec movie (AUC)", stacked and stacked["vs_bar"])]
 
 
+def _goals() -> tuple[dict, dict, dict, list[Arena]]:
+    """The three experiments' results (MovieLens-100K, Amazon, TALLRec movie) and their arenas, in table order."""
+    ml100k, amazon, movie = (read_json(s) for s in SOURCES)
+    return ml100k, amazon, movie, [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
+
+
 def figure(out: Path) -> None:
     """The goals as a forest plot: per arena the adapter against its bar, and its score stacked with its encoder
     against the encoder alone (TALLRec movie: with the bar's features, against the bar), paired 95% CIs."""
     from adaptrec.plots.style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
 
-    ml100k, amazon, movie = (read_json(s) for s in SOURCES)
-    arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
+    *_, arenas = _goals()
 
     @styled
     def draw() -> None:
@@ -289,8 +294,7 @@ def figure(out: Path) -> None:
 
 def render() -> list[str]:
     """The goals section of docs/results.md."""
-    ml100k, amazon, movie = (read_json(s) for s in SOURCES)
-    arenas = [*_ml100k(ml100k), *_amazon(amazon), *_movie(movie)]
+    ml100k, amazon, movie, arenas = _goals()
     above = sum(a.vs_best["ci_low"] > 0 for a in arenas)
     lines = ["## Collaborative signal: the goals", "",
              "The bar in each arena is its best non-LLM row on the same users (the highest point estimate, whether "

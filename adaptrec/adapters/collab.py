@@ -340,7 +340,8 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     tensors, meta = saved or read_saved(folder)
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
-                          "encoder's, or with titles where it has none or the other way round); load it on a fresh backbone (or another server)")
+                          "encoder's, or with titles where it has none or the other way round); load it on a fresh "
+                          "backbone (or another server)")
     for token in ("user_token", "match_token"):
         if getattr(layer, token) != meta.get(token, False):
             raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "
