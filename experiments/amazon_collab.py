@@ -70,7 +70,7 @@ ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (st
                 "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)",
                 "match token, 96 steps": "collab adapter (joint, match token, 96 steps)",
                 "match token + titles, 96 steps": "collab adapter (joint, match token, titles, 96 steps)"}
-READS_TITLES = {"match token + titles, 96 steps"}  # the variants whose item vectors carry MiniLM title embeddings
+TITLES = "adapter.content=titles"  # the override whose item vectors carry MiniLM title embeddings
 RANDOM_ROW = "top K re-ordered at random (expected)"
 TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
@@ -108,18 +108,23 @@ def one_per_user(cases: list, n: int | None, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(sorted(first))[:n].tolist())
 
 
-def trained(domain: str, plan: Plan, variant: str):
-    """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
-    (resumed when its run folder exists)."""
-    suffix, sets = {  # the run name's suffix and the recipe overrides
+def variant_sets(variant: str, plan: Plan) -> tuple[str, tuple[str, ...]]:
+    """The run name's suffix and the recipe overrides of `variant` (an `ADAPTER_ROWS` key)."""
+    return {
         "joint": ("", ()),
         "staged": ("-staged", (f"adapter.projector_steps={plan.projector_steps}",)),
         "user token": ("-user", ("adapter.user_token=true",)),
         "match token": ("-match", ("adapter.match_token=true",)),
         "match token, 96 steps": ("-match96", ("adapter.match_token=true", "training.max_steps=96")),
-        "match token + titles, 96 steps": ("-match96-titles", ("adapter.match_token=true", "adapter.content=titles",
+        "match token + titles, 96 steps": ("-match96-titles", ("adapter.match_token=true", TITLES,
                                                                "training.max_steps=96")),
     }[variant]
+
+
+def trained(domain: str, plan: Plan, variant: str):
+    """(scorer, info) of the direction's collab adapter in `variant` (an `ADAPTER_ROWS` key): the recipe run
+    (resumed when its run folder exists)."""
+    suffix, sets = variant_sets(variant, plan)
     name = f"{domain}-collab{suffix}" + ("-smoke" if plan.sets else "")
     # the plan's overrides after the variant's: a smoke plan's steps win
     recipe, text = load_recipe(RECIPE, [*DIRECTIONS[domain], *sets, *plan.sets, f"name={name}"])
@@ -332,7 +337,7 @@ def run(plan: Plan) -> dict:
         views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]
         scorers = {}
         for variant in plan.variants[domain]:
-            if variant in READS_TITLES and content is None:
+            if TITLES in variant_sets(variant, plan)[1] and content is None:
                 continue  # it reads MiniLM title embeddings, as the content row does
             row = ADAPTER_ROWS[variant]
             scorers[row], adapters[f"{domain}, {row}"] = trained(domain, plan, variant)

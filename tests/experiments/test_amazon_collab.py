@@ -16,6 +16,14 @@ def test_the_subset_takes_each_user_once_and_is_seeded():
     assert sorted(amazon_collab.one_per_user(cases, 10, seed=1)) == [0, 2, 3, 5, 6]  # each user's first case
 
 
+def test_each_variant_has_its_own_run_and_only_the_titled_one_reads_titles():
+    plan = amazon_collab.Plan()
+    sets = {v: amazon_collab.variant_sets(v, plan) for v in amazon_collab.ADAPTER_ROWS}
+    assert len({suffix for suffix, _ in sets.values()}) == len(sets)  # each variant its own run folder
+    assert [v for v, (_, s) in sets.items() if amazon_collab.TITLES in s] == ["match token + titles, 96 steps"]
+    assert f"adapter.projector_steps={plan.projector_steps}" in sets["staged"][1]
+
+
 def test_verdicts_compare_the_adapter_with_the_encoder_and_popularity():
     def row(name, low, high):
         d = {"value": (low + high) / 2, "ci_low": low, "ci_high": high}
