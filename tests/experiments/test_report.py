@@ -318,6 +318,53 @@ def test_collab_page_verdicts_follow_the_paired_cis():
     assert "collab (LoRA + MF item tokens) not resolved, CI spans 0 (+0.110)" in page and page == cm.render(doc)
     assert "collab, match token" not in page  # a variant the results lack gets no verdict
     assert "Does collab (LoRA + MF item tokens) add signal to the bar's features?" in page
+    assert "Gemma" not in page and "Machine: m." in page  # no row records its backbone here, no second one ran
+
+    gemma = f"{cm.ON_GEMMA}collab (LoRA + MF item tokens)"
+    doc["rows"].append({**row(gemma, 0.72, (-0.05, -0.09, -0.01)), "environment": {"base_model": "google/gemma-3-270m"}})
+    doc["rows"][3]["environment"] = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    doc["gemma_vs_smollm2"] = {gemma: {"value": -0.08, "ci_low": -0.12, "ci_high": -0.03}}
+    page = cm.render(doc)
+    assert "Each − its SmolLM2 twin, paired by user: collab (LoRA + MF item tokens) -0.080 [-0.120, -0.030] " \
+           "(below, CI below 0)." in page
+    assert "Backbones: HuggingFaceTB/SmolLM2-135M-Instruct (" in page and "; google/gemma-3-270m (" in page
+
+
+def test_collab_movie_pairs_each_row_with_its_backbones_text_only_row_and_skips_gemma_without_its_wheel(monkeypatch):
+    from experiment_modules import collab_movie as cm
+
+    gemma = f"{cm.ON_GEMMA}collab (LoRA + MF item tokens)"
+    assert cm.text_twin(gemma) == f"{cm.ON_GEMMA}{cm.TEXT_ONLY}" and cm.text_twin("collab, match token") == cm.TEXT_ONLY
+    assert gemma in cm.COLLAB and cm.TEXT_ONLY not in cm.COLLAB and f"{cm.ON_GEMMA}{cm.TEXT_ONLY}" not in cm.COLLAB
+    monkeypatch.setattr(type(cm.EMBEDDED_MODELS[cm.GEMMA]), "package_dir", lambda self: None)
+    assert list(cm.runnable()) == [name for name in cm.ADAPTERS if not name.startswith(cm.ON_GEMMA)]
+    monkeypatch.setattr(type(cm.EMBEDDED_MODELS[cm.GEMMA]), "package_dir", lambda self: "here")
+    assert list(cm.runnable()) == list(cm.ADAPTERS)
+
+
+def test_goals_name_the_backbone_of_the_picked_movie_adapter_and_compare_the_second_backbone():
+    import collab_goals
+
+    def row(name, value, val_auc, recipe="movie-collab"):
+        return {"name": name, "kind": "llm", "recipe": recipe, "best_val_auc": val_auc, "test": {"value": value},
+                "vs_bar": {"value": value - 0.77, "ci_low": value - 0.8, "ci_high": value - 0.74}}
+
+    doc = {"protocol": {"cases": 10, "users": 4},
+           "rows": [{"name": "feature regression", "kind": "classic", "test": {"value": 0.77}},
+                    {"name": "MF with biases (encoder alone)", "kind": "classic", "test": {"value": 0.69}},
+                    row("collab (LoRA + MF item tokens)", 0.70, 0.70), row("collab, match token", 0.66, 0.65),
+                    row("Gemma-3-270M: collab (LoRA + MF item tokens)", 0.72, 0.75)],
+           "gemma_vs_smollm2": {"Gemma-3-270M: collab (LoRA + MF item tokens)":
+                                {"value": 0.02, "ci_low": -0.01, "ci_high": 0.05}}}
+    (cells, *_), = collab_goals._movie(doc)
+    assert cells[2] == "0.720 (item tokens, Gemma-3-270M)"
+    doc["rows"][-1]["best_val_auc"] = 0.6
+    assert collab_goals._movie(doc)[0].cells[2] == "0.700 (item tokens)"
+    doc["rows"][-1]["best_val_auc"], doc["rows"][3]["best_val_auc"] = 0.6, 0.8
+    assert collab_goals._movie(doc)[0].cells[2] == "0.660 (match token)"
+    assert collab_goals._second_backbone(doc).endswith(
+        "paired by user: collab (LoRA + MF item tokens) +0.020 [-0.010, +0.050] (not resolved, CI spans 0).")
+    assert collab_goals._second_backbone({"rows": []}) == ""
 
 
 def test_experiment_main_runs_the_plan_or_the_smoke_plan_and_writes_where_it_says(tmp_path, monkeypatch):
