@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from amazon_encoders import VIEWS, arena
 from collab_goals import CONTENT, content_rows, picked, stack_row
-from ml100k_loo import _diff, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
-from report import ROOT, banner, cell, experiment_main, side_of_zero, table
+from ml100k_loo import as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
+from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.backbone import EMBEDDED, load_backbone
@@ -379,7 +379,7 @@ def verdicts(doc: dict) -> list[str]:
                          for name, d in row.get("vs_text_only", {}).items()),
                        *((name, d) for name, d in row.get("vs_non_llm", {}).items())]
             where = f"{block['domain'].title()}, {_view_name(block['view'])}, {block['users']} users"
-            out += [f"* {where}: the {row['name']} against {name}: {side_of_zero(d)} ({_diff(d)})."
+            out += [f"* {where}: the {row['name']} against {name}: {side_of_zero(d)} ({signed(d)})."
                     for name, d in against]
     return out
 
@@ -471,8 +471,8 @@ def render(doc: dict) -> str:
                   f"users{every}",
                   "",
                   *table(["row", "HR@10", "NDCG@10", f"NDCG@10 − {enc} (paired)", "NDCG@10 − popularity (paired)"],
-                         "lrrrr", [[r["name"], cell(r["hr@10"]), cell(r["ndcg@10"]), _diff(r["vs_encoder"]),
-                                    _diff(r["vs_popularity"])] for r in block["rows"]]), "",
+                         "lrrrr", [[r["name"], cell(r["hr@10"]), cell(r["ndcg@10"]), signed(r["vs_encoder"]),
+                                    signed(r["vs_popularity"])] for r in block["rows"]]), "",
                   *beyond_table(block),
                   f"{block['prompts']} prompts scored in {block['score_seconds']} s (cached scores take less)"
                   + (f", and {block['valid_prompts']} validation prompts for the stack." if "valid_prompts" in block

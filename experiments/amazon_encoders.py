@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from ml100k_loo import mean_ci, paired
-from report import ROOT, banner, cell, run_and_render, table
+from report import ROOT, banner, cell, run_and_render, signed, table
 
 from adaptrec.cf.base import Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
@@ -86,10 +86,6 @@ def run(seed: int = 0) -> dict:
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores"}, "blocks": blocks}
 
 
-def _diff(d: dict) -> str:
-    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-
-
 def render(doc: dict) -> str:
     lines = ["# Amazon Arts↔Office: collaborative encoders alone", "",
              banner(f"{COMMAND} --render-only", [RESULTS]), "",
@@ -104,7 +100,7 @@ def render(doc: dict) -> str:
                   *table(["row", "HR@10", "NDCG@10", "per-user AUC", "NDCG@10 − popularity (paired)", "valid NDCG@10",
                           "fit s"], "lrrrrrr",
                          [[r["name"], cell(r["test"]["hr@10"]), cell(r["test"]["ndcg@10"]), cell(r["test"]["user_auc"]),
-                           _diff(r["vs_popularity"]) if r["name"] != "popularity" else "–", cell(r["valid_ndcg@10"]),
+                           signed(r["vs_popularity"]) if r["name"] != "popularity" else "–", cell(r["valid_ndcg@10"]),
                            r["fit_seconds"]] for r in block["rows"]]), "",
                   f"Best on validation NDCG@10: **{block['best_on_valid']}**.", ""]
     return "\n".join(lines)

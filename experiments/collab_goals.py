@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from report import ROOT, read_json, side_of_zero
+from collab_movie import second_backbone
+from report import ROOT, read_json, side_of_zero, signed
 
 RESULTS = ROOT / "experiments" / "results"
 SOURCES = (RESULTS / "ml100k_loo.json", RESULTS / "amazon_collab.json", RESULTS / "collab_movie.json")
@@ -35,10 +36,6 @@ class Arena(NamedTuple):
     name: str  # short, for the figure
     stacked: dict | None  # the adapter's score stacked with its encoder (TALLRec movie: the bar's features) against
     # that row alone, paired; None where not measured
-
-
-def _diff(d: dict) -> str:
-    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
 
 def _variant(name: str) -> str:
@@ -83,8 +80,8 @@ def _ml100k(doc: dict) -> list[Arena]:
     cells = (f"MovieLens-100K leave-one-out, {adapter['users']} test users, 1 + {p['negatives']} sampled",
              f"{p['best']} {best:.3f}",
              f"{adapter['metrics']['sampled_ndcg@10']['value']:.3f} ({variant})",
-             f"{_diff(adapter['vs_best'])} ({side_of_zero(adapter['vs_best'])})",
-             f"the same row ({p['best']} is its encoder); stacked with it: {_diff(stacked['vs_best'])}",
+             f"{signed(adapter['vs_best'])} ({side_of_zero(adapter['vs_best'])})",
+             f"the same row ({p['best']} is its encoder); stacked with it: {signed(stacked['vs_best'])}",
              "docs/leave_one_out.md")
     return [Arena(cells, adapter["vs_best"], "MovieLens-100K", stacked["vs_best"])]
 
@@ -126,9 +123,9 @@ def _amazon(doc: dict) -> list[Arena]:
         cells = (f"Amazon {block['domain'].title()}, {view}, {block['users']} test users, 1 + "
                  f"{doc['protocol']['negatives']} sampled", f"{best} {rows[best]['ndcg@10']['value']:.3f}",
                  f"{adapter['ndcg@10']['value']:.3f} ({name.removeprefix(ADAPTER + ' (').removesuffix(')')})",
-                 f"{_diff(vs_best)} ({side_of_zero(vs_best)})",
-                 f"{_diff(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
-                 + "".join(f"; stacked with it: {_diff(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
+                 f"{signed(vs_best)} ({side_of_zero(vs_best)})",
+                 f"{signed(adapter['vs_encoder'])} ({side_of_zero(adapter['vs_encoder'])})"
+                 + "".join(f"; stacked with it: {signed(rows[s]['vs_encoder'])} ({side_of_zero(rows[s]['vs_encoder'])})"
                            for s in block.get("stacks", {}) if ADAPTER in s), "docs/amazon_collab.md")
         stack = rows.get(stack_row(encoder, name), {}).get("vs_encoder")  # the picked adapter's, every-user blocks
         arenas.append(Arena(cells, vs_best, _label(block).removeprefix("Amazon "), stack))
@@ -163,7 +160,7 @@ def _content(amazon: dict) -> str:
         return ""
     above = [(where, d) for where, d in stacks if d["ci_low"] > 0]
     return ("; the titles alone (MiniLM title embeddings, no LLM) stacked with the encoder the same way: "
-            + ", ".join(f"{where} {_diff(d)}" for where, d in stacks)
+            + ", ".join(f"{where} {signed(d)}" for where, d in stacks)
             + (f": in {len(above)} of {len(stacks)} views ("
                + ", ".join(f"{where}, CI lower bound {d['ci_low']:+.4f}" for where, d in above)
                + ") the titles carry signal the encoder lacks, and the picked adapter does not pass it on"
@@ -180,9 +177,9 @@ def _titled(amazon: dict, views: set[str]) -> str:
         info = {n: amazon["adapters"].get(f"{block['domain']}, {n}", {}) for n in rows}
         titled = [n for n in rows if info[n].get("content") == "titles"]
         chosen = picked(amazon, block["domain"]) if titled else None
-        parts += [f"{_label(block)}, {block['users']} users, against the encoder: {_diff(rows[n]['vs_encoder'])}, "
+        parts += [f"{_label(block)}, {block['users']} users, against the encoder: {signed(rows[n]['vs_encoder'])}, "
                   f"its best validation at step {info[n].get('best_step', '?')}; the picked variant, best at step "
-                  f"{info[chosen].get('best_step', '?')}: {_diff(rows[chosen]['vs_encoder'])}"
+                  f"{info[chosen].get('best_step', '?')}: {signed(rows[chosen]['vs_encoder'])}"
                   for n in titled if n != chosen and chosen in rows]
     return (", nor does the variant whose item vectors also carry them (" + "; ".join(parts)
             + "; validation keeps the picked one)") if parts else ""
@@ -193,7 +190,7 @@ def _cold(doc: dict) -> list[str]:
     lines = []
     for block in (b for b in _sampled(doc) if b["view"] == "other"):
         row = next(r for r in block["rows"] if r["name"] == picked(doc, block["domain"]))
-        cells = ", ".join(f"{name.removesuffix(' (text only)')} {_diff(d)} ({side_of_zero(d)})"
+        cells = ", ".join(f"{name.removesuffix(' (text only)')} {signed(d)} ({side_of_zero(d)})"
                           for name, d in row.get("vs_text_only", {}).items())
         if cells:
             lines.append(f"- Amazon {block['domain'].title()}, cold, {block['users']} users: {row['name']} against "
@@ -210,7 +207,7 @@ def _variants(doc: dict) -> list[str]:
         if others:
             view = "cold" if block["view"] == "other" else "warm"
             cells = ", ".join(f"{r['name'].removeprefix('collab adapter ')} {r['ndcg@10']['value']:.3f} "
-                              f"({_diff(r['vs_encoder'])} against the encoder)" for r in others)
+                              f"({signed(r['vs_encoder'])} against the encoder)" for r in others)
             lines.append(f"- Amazon {block['domain'].title()}, {view}, {block['users']} users: {cells}.")
     return lines
 
@@ -219,7 +216,7 @@ def _ml100k_variants(doc: dict) -> list[str]:
     """A line with the MovieLens-100K re-rankers other than the picked one, on the same users."""
     others = _rerankers(doc)[1]
     cells = ", ".join(f"({_variant(r['name'])}) {r['metrics']['sampled_ndcg@10']['value']:.3f} "
-                      f"({_diff(r['vs_best'])} against the encoder)" for r in others)
+                      f"({signed(r['vs_best'])} against the encoder)" for r in others)
     return [f"- MovieLens-100K: {cells}."] if others else []
 
 
@@ -233,7 +230,7 @@ def _movie_adapters(doc: dict) -> tuple[dict, list[dict]]:
 def _movie_variants(doc: dict) -> list[str]:
     """A line with the TALLRec movie collab rows other than the picked one (test AUC)."""
     others = _movie_adapters(doc)[1]
-    cells = ", ".join(f"{r['name']} {r['test']['value']:.3f} ({_diff(r['vs_bar'])} against the bar, AUC)"
+    cells = ", ".join(f"{r['name']} {r['test']['value']:.3f} ({signed(r['vs_bar'])} against the bar, AUC)"
                       for r in others)
     return [f"- TALLRec movie: {cells}."] if others else []
 
@@ -248,7 +245,7 @@ def _movie(doc: dict) -> list[Arena]:
                                f", {backbone}" if backbone else "")
     cells = (f"TALLRec movie test, {doc['protocol']['cases']} cases of {doc['protocol']['users']} users, AUC",
              f"feature regression {bar['test']['value']:.3f}", f"{adapter['test']['value']:.3f}{variant}",
-             f"{_diff(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
+             f"{signed(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
              f"{gap:+.3f} (point estimates; MF with biases {encoder['test']['value']:.3f})", "docs/collab.md")
     stacked = rows.get(f"feature regression + {adapter['name']} (stacked on validation)")
     return [Arena(cells, adapter["vs_bar"], "TALLRec movie (AUC)", stacked and stacked["vs_bar"])]
@@ -306,7 +303,8 @@ def render() -> list[str]:
              "docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "
              "variant (in brackets) with the best validation AUC: on Amazon each direction's, on MovieLens among "
-             "those validated on random negatives, on TALLRec movie among its collab variants. Differences are paired "
+             "those validated on random negatives, on TALLRec movie among its collab variants"
+             + (" on either backbone" if movie.get("gemma_vs_smollm2") else "") + ". Differences are paired "
              "on the same users, 95% CIs resample users. Each arena's page has the protocol, every row and what was "
              "tried.", "",
              f"![Forest plot per arena: the adapter minus the best non-LLM row, and its score stacked with its encoder "
@@ -329,13 +327,14 @@ def render() -> list[str]:
         lines[-1:-1] = ["Cold users against the text-only re-rankers of the same top 10 (paired NDCG@10):", "",
                         *cold, ""]
     if not above:
-        lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone does not "
-                      "learn to read the item tokens as well as the encoder that made them")
+        lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone"
+                      + (" (on TALLRec movie also Gemma-3-270M)" if movie.get("gemma_vs_smollm2") else "")
+                      + " does not learn to read the item tokens as well as the encoder that made them")
         stacked = _stacked(ml100k, amazon)
         if stacked and all(d["ci_low"] <= 0 <= d["ci_high"] for _, d in stacked):
             lines[-1] += ("; stacked with its encoder (a logistic regression fit on validation users) the adapter's "
                           "score changes nothing these CIs resolve on every test user whose prompts fit ("
-                          + ", ".join(f"{where} {_diff(d)}" for where, d in stacked)
+                          + ", ".join(f"{where} {signed(d)}" for where, d in stacked)
                           + "): the LLM reads the encoder's judgement and adds nothing resolvable to it"
                           + _content(amazon))
         elif level and all("match token" in c[2] for c in level):
@@ -349,10 +348,6 @@ def render() -> list[str]:
 
 def _second_backbone(movie: dict) -> str:
     """A sentence on the TALLRec movie rows run again on a second backbone, against SmolLM2's ("" without them)."""
-    diffs = movie.get("gemma_vs_smollm2", {})
-    if not diffs:
-        return ""
+    pairs = second_backbone(movie)
     return (" The same recipes there on a second backbone of about the same transformer size trained on more text "
-            "(Gemma-3-270M), against SmolLM2's, paired by user: "
-            + "; ".join(f"{name.rpartition(': ')[2]} {_diff(d)} ({side_of_zero(d)})" for name, d in diffs.items())
-            + ".")
+            f"(Gemma-3-270M), against SmolLM2's, paired by user: {pairs}." if pairs else "")

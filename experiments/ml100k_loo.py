@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import picked_reranker, stack_row
-from report import ROOT, banner, cell, experiment_main, side_of_zero, table
+from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -363,10 +363,6 @@ def run(plan: Plan) -> dict:
             "rows": rows + llm_rows + final_rows}
 
 
-def _diff(d: dict) -> str:
-    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-
-
 def verdicts(doc: dict) -> list[str]:
     best = doc["protocol"]["best"]
     out = []
@@ -375,7 +371,7 @@ def verdicts(doc: dict) -> list[str]:
             continue
         d = row["vs_best"]
         out.append(f"* {row['name']} against {best} alone on the same {row['users']} users (sampled NDCG@10): "
-                   f"{side_of_zero(d)} ({_diff(d)}).")
+                   f"{side_of_zero(d)} ({signed(d)}).")
     return out
 
 
@@ -410,7 +406,7 @@ def _llm_rows(p: dict, llm: list[dict]) -> list[str]:
                      "paired NDCG@10 diff", "best val AUC", "steps", "prompts scored", "train s", "score s"],
                     "lrrrrrrrrr",
                     [[r["name"], cell(r["metrics"]["sampled_hr@10"]), cell(r["metrics"]["sampled_ndcg@10"]),
-                      cell(r["best_on_same_users"]), _diff(r["vs_best"]), f"{r['best_val_auc']:.3f}", r["steps"],
+                      cell(r["best_on_same_users"]), signed(r["vs_best"]), f"{r['best_val_auc']:.3f}", r["steps"],
                       r["prompts"], r["train_seconds"], r["score_seconds"]] for r in llm]), "",
              *group_table(f"NDCG@10 (1+{n}) by how many movies the user rated before the target (the same "
                           f"{llm[0]['users'] if llm else 0} users):",

@@ -71,6 +71,11 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 
 
 # ---------------------------------------------------------------- writing pages
+def signed(d: dict) -> str:
+    """A paired difference with its CI, signs shown: "+0.012 [-0.004, +0.030]"."""
+    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
 def side_of_zero(d: dict) -> str:
     """Where a paired difference's CI lies: above 0, below 0, or across it."""
     return ("above, CI above 0" if d["ci_low"] > 0 else "below, CI below 0" if d["ci_high"] < 0

@@ -174,6 +174,12 @@ class ItemEmbedding(torch.nn.Module):
     def weight(self) -> torch.Tensor:
         return self.base.weight
 
+    @property
+    def token_vectors(self) -> torch.Tensor:
+        """The token embeddings as the model reads them: Gemma's embedding multiplies its table by `embed_scale`
+        (sqrt of its width) in forward, and soft tokens must start on that scale."""
+        return self.base.weight * getattr(self.base, "embed_scale", 1.0)
+
     @contextmanager
     def after(self, prefix: Sequence[int]) -> Iterator[None]:
         """Forwards inside embed their ids as continuing the token ids `prefix`."""
@@ -233,7 +239,7 @@ class ItemEmbedding(torch.nn.Module):
         """Scale the active projector's last layer so item tokens start at the token embeddings' mean norm."""
         last = self.projector[-1] if isinstance(self.projector, torch.nn.Sequential) else self.projector
         norm = self.projector(self.table).norm(dim=-1).mean()
-        factor = self.base.weight.float().norm(dim=-1).mean() / norm.clamp(min=1e-8)
+        factor = self.token_vectors.float().norm(dim=-1).mean() / norm.clamp(min=1e-8)
         last.weight.mul_(factor)
         last.bias.mul_(factor)
 
@@ -379,7 +385,7 @@ class CollabTuner(LoraTuner):
             layer.match_scale()
             layer.projector.requires_grad_(True)
             if yes_no is not None:
-                init_matcher(layer.matcher, layer.table, layer.weight, yes_no, dims)
+                init_matcher(layer.matcher, layer.table, layer.token_vectors, yes_no, dims)
                 layer.matcher.requires_grad_(True)
         except BaseException:  # the backbone's own embedding back (the tokenizer keeps the item tokens)
             model.get_base_model().set_input_embeddings(layer.base)

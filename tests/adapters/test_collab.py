@@ -455,6 +455,27 @@ def test_the_matcher_starts_as_a_lean_toward_yes_in_proportion_to_the_encoders_s
     assert float(lean @ direction) * float(x.sum()) > 0  # toward "Yes" for a positive score
 
 
+def test_soft_tokens_start_on_the_scale_at_which_the_model_reads_its_token_embeddings():
+    """Gemma's embedding multiplies its table by sqrt(width) in forward: item tokens start at the norm of the token
+    vectors it reads, and the matcher leans from those, not from the raw table."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
+
+    from adaptrec.adapters.collab import init_matcher
+
+    torch.manual_seed(0)
+    base = Gemma3TextScaledWordEmbedding(10, 16, padding_idx=0, embed_scale=16 ** 0.5)
+    layer = ItemEmbedding(base, 10, ["a", "b", "c"], torch.randn(3, 5), match_token=True)
+    layer.add_projector("x", 0)
+    layer.match_scale()
+    with torch.no_grad():
+        read = base(torch.arange(10))
+        items = layer(torch.tensor([[10, 11, 12]]))[0]
+        init_matcher(layer.matcher, layer.table, layer.token_vectors, (1, 2))
+    torch.testing.assert_close(layer.token_vectors, read)
+    torch.testing.assert_close(items.norm(dim=-1).mean(), read.norm(dim=-1).mean())
+    torch.testing.assert_close(layer.matcher.bias, read.mean(dim=0))
+
+
 def _random_titles(items) -> dict[str, np.ndarray]:
     """A stand-in for MiniLM: a seeded unit vector of size 6 per item."""
     rng = np.random.default_rng(0)

@@ -321,7 +321,8 @@ def test_collab_page_verdicts_follow_the_paired_cis():
     assert "Gemma" not in page and "Machine: m." in page  # no row records its backbone here, no second one ran
 
     gemma = f"{cm.ON_GEMMA}collab (LoRA + MF item tokens)"
-    doc["rows"].append({**row(gemma, 0.72, (-0.05, -0.09, -0.01)), "environment": {"base_model": "google/gemma-3-270m"}})
+    doc["rows"].append({**row(gemma, 0.72, (-0.05, -0.09, -0.01)),
+                        "environment": {"base_model": "google/gemma-3-270m"}})
     doc["rows"][3]["environment"] = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     doc["gemma_vs_smollm2"] = {gemma: {"value": -0.08, "ci_low": -0.12, "ci_high": -0.03}}
     page = cm.render(doc)
