@@ -70,7 +70,7 @@ ADAPTER_ROWS = {"joint": "collab adapter (joint)", "staged": "collab adapter (st
                 "user token": "collab adapter (joint, user token)", "match token": "collab adapter (joint, match token)",
                 "match token, 96 steps": "collab adapter (joint, match token, 96 steps)",
                 "match token + titles, 96 steps": "collab adapter (joint, match token, titles, 96 steps)"}
-TITLES = "adapter.content=titles"  # the override whose item vectors carry MiniLM title embeddings
+TITLES_OVERRIDE = "adapter.content=titles"  # the override whose item vectors carry MiniLM title embeddings
 RANDOM_ROW = "top K re-ordered at random (expected)"
 TEXT_ONLY = " (text only)"  # the suffix of the cold view's text-only rows
 DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.train=amazon:arts:train",
@@ -116,7 +116,7 @@ def variant_sets(variant: str, plan: Plan) -> tuple[str, tuple[str, ...]]:
         "user token": ("-user", ("adapter.user_token=true",)),
         "match token": ("-match", ("adapter.match_token=true",)),
         "match token, 96 steps": ("-match96", ("adapter.match_token=true", "training.max_steps=96")),
-        "match token + titles, 96 steps": ("-match96-titles", ("adapter.match_token=true", TITLES,
+        "match token + titles, 96 steps": ("-match96-titles", ("adapter.match_token=true", TITLES_OVERRIDE,
                                                                "training.max_steps=96")),
     }[variant]
 
@@ -337,7 +337,7 @@ def run(plan: Plan) -> dict:
         views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]
         scorers = {}
         for variant in plan.variants[domain]:
-            if TITLES in variant_sets(variant, plan)[1] and content is None:
+            if TITLES_OVERRIDE in variant_sets(variant, plan)[1] and content is None:
                 continue  # it reads MiniLM title embeddings, as the content row does
             row = ADAPTER_ROWS[variant]
             scorers[row], adapters[f"{domain}, {row}"] = trained(domain, plan, variant)

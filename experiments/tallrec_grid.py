@@ -318,7 +318,8 @@ def render() -> str:
              banner("python experiments/tallrec_grid.py --render-only",
                     [RESULTS, LR_RESULTS, FULL_RESULTS, *collab_goals.SOURCES]), "",
              "Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
-             "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart).", "",
+             "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart); the goals'",
+             "TALLRec movie adapters also run on Gemma-3-270M (docs/collab.md).", "",
              "![Test AUC by shots per adapter type with 95% CIs, the baselines and TALLRec's published AUCs]"
              "(figures/tallrec_auc_by_shots.png)", "",
              "The figure: `python experiments/report.py figures`.", ""]

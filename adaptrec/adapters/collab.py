@@ -97,18 +97,19 @@ def pair_spread(table: torch.Tensor, seed: int = 0) -> float:
 
 @torch.no_grad()
 def init_matcher(matcher: torch.nn.Linear, table: torch.Tensor, token_weight: torch.Tensor, yes_no: tuple[int, int],
-                 dims: int | None = None) -> None:
+                 dims: int | None = None, embed_scale: float = 1.0) -> None:
     """Start the matcher as a lean along the "Yes" - "No" token direction, in proportion to the encoder's score
     (the sum of its input's first `dims` columns, default all), from the mean token embedding: scores one standard
     deviation apart (`pair_spread`) sit one mean token norm apart. Columns past `dims` (an item's title part) start
-    at zero: the shots teach the matcher what they add."""
+    at zero: the shots teach the matcher what they add. `embed_scale`: what the embedding multiplies `token_weight`
+    by in forward (`ItemEmbedding.embed_scale`)."""
     weight = token_weight.float()
-    direction = weight[yes_no[0]] - weight[yes_no[1]]
+    direction = (weight[yes_no[0]] - weight[yes_no[1]]) * embed_scale
     dims = table.shape[1] if dims is None else dims
-    scale = weight.norm(dim=-1).mean() / pair_spread(table[:, :dims]) / direction.norm().clamp(min=1e-8)
+    scale = weight.norm(dim=-1).mean() * embed_scale / pair_spread(table[:, :dims]) / direction.norm().clamp(min=1e-8)
     matcher.weight.zero_()
     matcher.weight[:, :dims] = (direction * scale)[:, None]
-    matcher.bias.copy_(weight.mean(dim=0))
+    matcher.bias.copy_(weight.mean(dim=0) * embed_scale)
 
 
 class ItemEmbedding(torch.nn.Module):
@@ -175,10 +176,10 @@ class ItemEmbedding(torch.nn.Module):
         return self.base.weight
 
     @property
-    def token_vectors(self) -> torch.Tensor:
-        """The token embeddings as the model reads them: Gemma's embedding multiplies its table by `embed_scale`
-        (sqrt of its width) in forward, and soft tokens must start on that scale."""
-        return self.base.weight * getattr(self.base, "embed_scale", 1.0)
+    def embed_scale(self) -> float:
+        """What the token embedding multiplies its table by in forward (Gemma: sqrt of its width; else 1): soft
+        tokens start on the scale the model reads, not the table's."""
+        return float(getattr(self.base, "embed_scale", 1.0))
 
     @contextmanager
     def after(self, prefix: Sequence[int]) -> Iterator[None]:
@@ -239,7 +240,7 @@ class ItemEmbedding(torch.nn.Module):
         """Scale the active projector's last layer so item tokens start at the token embeddings' mean norm."""
         last = self.projector[-1] if isinstance(self.projector, torch.nn.Sequential) else self.projector
         norm = self.projector(self.table).norm(dim=-1).mean()
-        factor = self.token_vectors.float().norm(dim=-1).mean() / norm.clamp(min=1e-8)
+        factor = self.base.weight.float().norm(dim=-1).mean() * self.embed_scale / norm.clamp(min=1e-8)
         last.weight.mul_(factor)
         last.bias.mul_(factor)
 
@@ -385,7 +386,7 @@ class CollabTuner(LoraTuner):
             layer.match_scale()
             layer.projector.requires_grad_(True)
             if yes_no is not None:
-                init_matcher(layer.matcher, layer.table, layer.token_vectors, yes_no, dims)
+                init_matcher(layer.matcher, layer.table, layer.weight, yes_no, dims, layer.embed_scale)
                 layer.matcher.requires_grad_(True)
         except BaseException:  # the backbone's own embedding back (the tokenizer keeps the item tokens)
             model.get_base_model().set_input_embeddings(layer.base)

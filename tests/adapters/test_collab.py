@@ -460,7 +460,7 @@ def test_soft_tokens_start_on_the_scale_at_which_the_model_reads_its_token_embed
     vectors it reads, and the matcher leans from those, not from the raw table."""
     from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
 
-    from adaptrec.adapters.collab import init_matcher
+    from adaptrec.adapters.collab import init_matcher, pair_spread
 
     torch.manual_seed(0)
     base = Gemma3TextScaledWordEmbedding(10, 16, padding_idx=0, embed_scale=16 ** 0.5)
@@ -470,10 +470,14 @@ def test_soft_tokens_start_on_the_scale_at_which_the_model_reads_its_token_embed
     with torch.no_grad():
         read = base(torch.arange(10))
         items = layer(torch.tensor([[10, 11, 12]]))[0]
-        init_matcher(layer.matcher, layer.table, layer.token_vectors, (1, 2))
-    torch.testing.assert_close(layer.token_vectors, read)
+        init_matcher(layer.matcher, layer.table, layer.weight, (1, 2), embed_scale=layer.embed_scale)
+        spread = pair_spread(layer.table)  # a score one standard deviation from 0 sits one mean token norm away
+        lean = layer.matcher(torch.full((5,), spread / 5)) - layer.matcher(torch.zeros(5))
     torch.testing.assert_close(items.norm(dim=-1).mean(), read.norm(dim=-1).mean())
     torch.testing.assert_close(layer.matcher.bias, read.mean(dim=0))
+    direction = read[1] - read[2]
+    torch.testing.assert_close(lean, direction * (lean @ direction) / direction.dot(direction))  # along yes - no
+    torch.testing.assert_close(lean.norm(), read.norm(dim=-1).mean())
 
 
 def _random_titles(items) -> dict[str, np.ndarray]:

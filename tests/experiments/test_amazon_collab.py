@@ -20,7 +20,8 @@ def test_each_variant_has_its_own_run_and_only_the_titled_one_reads_titles():
     plan = amazon_collab.Plan()
     sets = {v: amazon_collab.variant_sets(v, plan) for v in amazon_collab.ADAPTER_ROWS}
     assert len({suffix for suffix, _ in sets.values()}) == len(sets)  # each variant its own run folder
-    assert [v for v, (_, s) in sets.items() if amazon_collab.TITLES in s] == ["match token + titles, 96 steps"]
+    titled = [v for v, (_, s) in sets.items() if amazon_collab.TITLES_OVERRIDE in s]
+    assert titled == ["match token + titles, 96 steps"]
     assert f"adapter.projector_steps={plan.projector_steps}" in sets["staged"][1]
 
 
