@@ -189,7 +189,6 @@ def _backbone_lines(doc: dict) -> list[str]:
             + second_backbone(doc) + "."]
 
 
-
 def _environments(envs: dict[str, dict], machine: str) -> str:
     """The line naming each backbone's environment (keyed by base model) and the machine."""
     backbones = [f"{env.get('base_model', '?')} ({env.get('quantization', '?')}, {env.get('backend', '?')}, "
