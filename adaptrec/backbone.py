@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -137,12 +138,14 @@ def base_score_key(fingerprint: Fingerprint, backend: str, device: str, tokenize
     """Score-cache key of an untuned model: everything that changes its scores.
 
     The exact fingerprint (weights + quantization), the kernels (adapters move between 8-bit backends with
-    the same int8 weights, but the kernels round activations differently; adaptrec's int8 kernel version),
-    the device type and dtype, the tokenizer's digest and the library versions.
+    the same int8 weights, but the kernels round activations differently; adaptrec's int8 kernel version, or
+    bitsandbytes' version, whose kernels run that backend), the device type and dtype, the tokenizer's digest and
+    the library versions.
     """
+    kernels = {"bitsandbytes": importlib.metadata.version("bitsandbytes")} if backend == "bitsandbytes" else {}
     return digest({"exact": fingerprint.exact, "backend": backend, "device": device,
                    "dtype": str(load_dtype(backend)), "tokenizer": tokenizer,
-                   "int8_kernel": KERNEL_VERSION if backend == "torch-int8" else None, **library_versions()})
+                   "int8_kernel": KERNEL_VERSION if backend == "torch-int8" else None, **library_versions(), **kernels})
 
 
 def _embedded(name: str) -> EmbeddedModel:

@@ -35,5 +35,9 @@ class RegistryError(AdaptrecError):
     """A registry lookup or update failed (unknown adapter, refused removal, ...)."""
 
 
+class RegistryBusy(RegistryError):
+    """The registry stayed locked by another process's write past the timeout: a retry may succeed."""
+
+
 class IntegrityError(AdaptrecError):
     """A stored file does not match its recorded hash."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import AdaptrecError
 from .home import adaptrec_home
 
 FILE_NAME = "score_cache.db"
@@ -25,9 +26,13 @@ TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
 class ScoreCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        try:
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        except sqlite3.Error as e:
+            raise AdaptrecError(f"cannot use the score cache {path} ({e}); delete it (scores are recomputed) or "
+                                "check its permissions") from None
 
     @classmethod
     def default(cls) -> "ScoreCache":

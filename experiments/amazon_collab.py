@@ -202,13 +202,15 @@ class View:
         self.counts = dict(zip(encoders["popularity"].items, encoders["popularity"].counts.tolist()))
         all_cases, all_lists = arena(domain, split, view, plan.seed)
         idx = one_per_user(all_cases, users, plan.seed)
-        self._rank([all_cases[i] for i in idx], [all_lists[i] for i in idx], encoders)
+        cases, lists = [all_cases[i] for i in idx], [all_lists[i] for i in idx]
         self.dropped = 0
-        if scorer is not None:
-            keep = [n for n, (c, lst, top) in enumerate(zip(self.cases, self.lists, self.tops))
+        if scorer is not None:  # the re-ranked encoder's top K decides who stays; the rest rank the kept users
+            self._rank(cases, lists, {plan.encoder: encoders[plan.encoder]})
+            keep = [n for n, (c, lst, top) in enumerate(zip(cases, lists, self.tops))
                     if renders(scorer, top_cases(c, lst, domain, top))]
-            self.dropped = len(self.cases) - len(keep)
-            self._rank([self.cases[n] for n in keep], [self.lists[n] for n in keep], encoders)
+            self.dropped = len(cases) - len(keep)
+            cases, lists = [cases[n] for n in keep], [lists[n] for n in keep]
+        self._rank(cases, lists, encoders)
         self.prompts, self.seconds, self.llm, self.stacks = 0, 0.0, {}, {}
 
     def _rank(self, cases: list, lists: list, encoders: dict) -> None:

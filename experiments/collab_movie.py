@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import ON_GEMMA, SECOND_BACKBONE, in_row_order, second_backbone
-from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
+from report import ROOT, banner, cell, experiment_main, read_json, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -70,9 +70,13 @@ def text_twin(name: str) -> str:
 
 
 def runnable() -> dict[str, tuple[str, list[str]]]:
-    """`ADAPTERS` less the Gemma rows when its wheels are not installed (`make install-gemma`)."""
+    """`ADAPTERS` less the Gemma rows when its wheels are not installed (`make install-gemma`); an error instead
+    when the results already hold Gemma rows, which this run would drop."""
     if EMBEDDED_MODELS[GEMMA].package_dir() is not None:
         return dict(ADAPTERS)
+    if any(row["name"].startswith(ON_GEMMA) for row in read_json(RESULTS).get("rows", [])):
+        sys.exit(f"{RESULTS} holds {SECOND_BACKBONE} rows this run cannot reproduce: its wheels are not installed "
+                 "(`make install-gemma`)")
     print(f"the {SECOND_BACKBONE} rows are skipped: its wheels are not installed (`make install-gemma`)")
     return {name: spec for name, spec in ADAPTERS.items() if not name.startswith(ON_GEMMA)}
 

@@ -32,7 +32,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     check_name(name)
     if not sep or version == "latest":
         return name, None
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:  # not '²', a digit int() refuses
         raise RegistryError(f"bad adapter ref {ref!r}: the version must be a number >= 1 or 'latest', e.g. '{name}:1'")
     return name, int(version)
 

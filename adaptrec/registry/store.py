@@ -17,7 +17,7 @@ from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import Fitted, scores_spec
-from adaptrec.errors import AdaptrecError, RegistryError
+from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 
@@ -84,11 +84,15 @@ class Registry:
             yield conn
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                raise RegistryError(
+                raise RegistryBusy(
                     f"the registry at {self.db_path} stayed busy for {self.timeout:g}s "
                     "(another adaptrec process is writing); retry"
                 ) from None
-            raise
+            raise RegistryError(f"the registry database {self.db_path} cannot be used ({e}); check ADAPTREC_HOME "
+                                "and its permissions") from None
+        except sqlite3.DatabaseError as e:  # not a database, or a damaged one
+            raise RegistryError(f"{self.db_path} is not a readable registry database ({e}); restore it from a copy "
+                                "or point ADAPTREC_HOME elsewhere") from None
         finally:
             conn.close()
 
@@ -310,6 +314,11 @@ class Registry:
                 _delete(path)
 
         with self._write(on_abort=remove_written) as conn:
+            clash = conn.execute("SELECT name FROM encoders WHERE lower(name) = lower(?) AND name != ?",
+                                 (name, name)).fetchone()
+            if clash:  # one folder on a case-insensitive file system: writing it would delete the other's files
+                raise RegistryError(f"encoder name {name!r} differs from the registered {clash[0]!r} only in letter "
+                                    "case; pick another name")
             (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
             dest = self.home / "encoders" / name / str(last + 1)
             if dest.exists():  # a folder no row points to: a process killed before its row committed

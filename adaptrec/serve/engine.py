@@ -52,7 +52,7 @@ from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import answer_token_ids, items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.home import adaptrec_home
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
 from adaptrec.scoring.prefix import PrefixRanker, shared_length
@@ -167,6 +167,8 @@ class Engine:
     routing: object = field(default=None, init=False)  # what routing reads the champions from (`promotions.py`)
 
     def __post_init__(self) -> None:
+        if self.max_resident < 1:
+            raise ConfigError(f"max_resident must be at least 1 (got {self.max_resident}): one adapter has to fit")
         self.routing = self.registry
         self.tokenizer = self.backbone.tokenizer
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
@@ -323,7 +325,8 @@ class Engine:
         elif resident.kind == "lora":
             self._delete_lora(resident.name)
         self.ranker.forget(resident.name)
-        self.preloaded.discard(resident.ref)
+        if not keep_slot:  # an LRU eviction keeps it preloaded: it loads again on its next request
+            self.preloaded.discard(resident.ref)
         self._publish()
 
     def _free_slots(self) -> None:

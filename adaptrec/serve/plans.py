@@ -36,7 +36,7 @@ def check_access(engine: Engine, ref: str, admin: bool, allow_any: bool) -> None
     """Anonymous requests may name promoted adapters (as of now) and preloaded ones; `Forbidden` otherwise."""
     if admin or allow_any:
         return
-    record = engine.registry.resolve(ref)
+    record = engine.record_for(ref)  # the version the engine serves: a bare name stays pinned while resident
     if record.ref not in engine.preloaded and record.ref not in engine.routing.aliases().values() \
             and record.ref not in engine.registry.aliases().values():
         raise Forbidden(f"adapter {ref} is neither promoted nor preloaded; anonymous requests may name only those "

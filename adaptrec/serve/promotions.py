@@ -17,13 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryBusy, RegistryError
 from adaptrec.router.policy import serving
 
-from .engine import AdapterLoadFailed, ServeError
+from .engine import QueueTimeout, ServeError
+from .worker import QueueFull
 
 log = logging.getLogger("adaptrec.serve")
-NOT_SERVABLE = (AdapterLoadFailed, IntegrityError, FingerprintMismatch, RegistryError)  # retrying will not help
+PASSING = (QueueFull, QueueTimeout, RegistryBusy)  # a busy server or registry: the next poll retries
+# a version the engine refuses (a failed load, a DoRA or unsupported type), corrupt files, another base model, or a
+# version removed meanwhile: retrying will not help
+NOT_SERVABLE = (ServeError, IntegrityError, FingerprintMismatch, RegistryError)
 
 
 @dataclass
@@ -85,9 +89,12 @@ class PromotionWatcher:
             try:
                 for switch in await worker.prepare(self.changes):
                     await self.apply(engine, worker, switch)
+            except AdaptrecError as e:  # a passing failure: what was not switched is found again next poll
+                log.warning("checking for new champions failed (%s); retrying in %g s", e, interval)
+            try:
                 await self.drain(engine, worker)
             except AdaptrecError as e:
-                log.warning("checking for new champions failed (%s); retrying in %g s", e, interval)
+                log.warning("unloading old champions failed (%s); retrying in %g s", e, interval)
 
     async def apply(self, engine, worker, switch: Switch) -> None:
         """Pre-warm `switch.new` (a mix: its sources), then route to it; the old version starts draining."""
@@ -97,6 +104,8 @@ class PromotionWatcher:
 
         try:
             await worker.submit(call=prewarm)
+        except PASSING:
+            raise
         except NOT_SERVABLE as e:
             self.failed.add(switch.new)
             log.warning("not switching %s to %s, which cannot serve (%s); %s keeps serving", switch.domain,
@@ -112,8 +121,13 @@ class PromotionWatcher:
         if not self.draining:
             return
 
+        def adapters(ref: str) -> tuple[str, ...]:
+            try:
+                return serving(engine.registry.resolve(ref))[0]
+            except RegistryError:  # removed from the registry meanwhile: unload what is resident under its ref
+                return (ref,)
+
         def idle() -> list[str]:
-            adapters = lambda ref: serving(engine.registry.resolve(ref))[0]  # noqa: E731
             kept = {a for ref in self.routing.served.values() for a in adapters(ref)} | engine.preloaded
             out = []
             for old in sorted(self.draining):
@@ -126,5 +140,5 @@ class PromotionWatcher:
         for ref in await worker.prepare(idle):
             try:
                 await worker.submit(call=lambda ref=ref: engine.unload(ref))
-            except ServeError:  # evicted meanwhile (LRU) or never loaded: nothing to unload
+            except (ServeError, RegistryError):  # evicted meanwhile (LRU), never loaded, or removed: nothing to unload
                 pass

@@ -178,10 +178,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         batch, deadline = [first], loop.time() + self.max_wait
         while sum(len(j.rows) for j in batch) < self.max_batch:
-            try:
-                nxt = await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
-                return batch, None
+            try:  # what already waits merges even at max_wait 0 (wait_for(..., 0) would not take it before 3.12)
+                nxt = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return batch, None
+                try:
+                    nxt = await asyncio.wait_for(self.queue.get(), left)
+                except asyncio.TimeoutError:
+                    return batch, None
             if nxt is None or nxt.call is not None or not self._fits(batch, nxt):
                 return batch, nxt
             if self._admit(nxt):
@@ -195,6 +201,9 @@ class Worker:
                 and padding_share(merged) <= self.max_padding)
 
     def _admit(self, job: Job) -> bool:
+        """Whether `job` runs: not if its client went away (its future cancelled) or it waited past the timeout."""
+        if job.future.done():
+            return False
         try:
             wait_or_refuse(job.enqueued, self.engine.limits)
             return True

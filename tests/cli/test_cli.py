@@ -102,3 +102,21 @@ def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbo
     assert json.loads((new.path / "adapter_config.json").read_text())["peft_type"] == "LORA"
     line = _one_line_error(*run_cli(monkeypatch, capsys, "export", "movie-ada-lora", "--to-lora")[::2])
     assert "not adalora" in line
+
+
+def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, capsys, tiny_backbone, tmp_path):
+    from adaptrec.adapters import build_peft_model
+    from adaptrec.adapters.adalora import AdaLoraSettings
+
+    model = build_peft_model(tiny_backbone.model, AdaLoraSettings(init_r=6, target_r=4, tinit=1, tfinal=1), total_steps=4)
+    model.save_pretrained(str(tmp_path / "ada"), safe_serialization=True)
+    reg = Registry()
+    rec = reg.register(tmp_path / "ada", name="movie-ada", domain="movie", kind="trained", adapter_type="adalora",
+                       adapter_config=None, fingerprint=tiny_backbone.fingerprint)
+    weights = rec.path / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # still a readable safetensors file, but not the registered one
+    weights.write_bytes(bytes(data))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "export", "movie-ada", "--to-lora")[::2])
+    assert "adapter_model.safetensors" in line
+    assert reg.list(name="movie-ada-lora") == []

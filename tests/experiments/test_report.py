@@ -331,14 +331,20 @@ def test_collab_page_verdicts_follow_the_paired_cis():
     assert "Backbones: HuggingFaceTB/SmolLM2-135M-Instruct (" in page and "; google/gemma-3-270m (" in page
 
 
-def test_collab_movie_pairs_each_row_with_its_backbones_text_only_row_and_skips_gemma_without_its_wheel(monkeypatch):
+def test_collab_movie_pairs_each_row_with_its_backbones_text_only_row_and_skips_gemma_without_its_wheel(
+        monkeypatch, tmp_path):
     from experiment_modules import collab_movie as cm
 
     gemma = f"{cm.ON_GEMMA}collab (LoRA + MF item tokens)"
     assert cm.text_twin(gemma) == f"{cm.ON_GEMMA}{cm.TEXT_ONLY}" and cm.text_twin("collab, match token") == cm.TEXT_ONLY
     assert gemma in cm.COLLAB and cm.TEXT_ONLY not in cm.COLLAB and f"{cm.ON_GEMMA}{cm.TEXT_ONLY}" not in cm.COLLAB
     monkeypatch.setattr(type(cm.EMBEDDED_MODELS[cm.GEMMA]), "package_dir", lambda self: None)
+    monkeypatch.setattr(cm, "RESULTS", tmp_path / "collab_movie.json")
     assert list(cm.runnable()) == [name for name in cm.ADAPTERS if not name.startswith(cm.ON_GEMMA)]
+    # results that hold Gemma rows are not silently rewritten without them
+    cm.RESULTS.write_text(json.dumps({"rows": [{"name": cm.TEXT_ONLY}, {"name": gemma}]}))
+    with pytest.raises(SystemExit, match="holds Gemma-3-270M rows this run cannot reproduce"):
+        cm.runnable()
     monkeypatch.setattr(type(cm.EMBEDDED_MODELS[cm.GEMMA]), "package_dir", lambda self: "here")
     assert list(cm.runnable()) == list(cm.ADAPTERS)
 

@@ -136,6 +136,15 @@ def test_an_mf_bias_encoder_is_measured_by_auc_on_tallrec_movie_validation(tmp_p
     assert record.window.startswith("ML-100K ratings before")
 
 
+def test_an_encoder_name_differing_only_in_letter_case_is_refused(tmp_path):
+    """On a case-insensitive file system `ALS:1` is `als:1`'s folder: registering it would delete those files."""
+    reg = Registry(tmp_path)
+    first = reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    with pytest.raises(RegistryError, match="only in letter case"):
+        reg.register_encoder("POP", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    assert [r.name for r in reg.encoders()] == ["pop"] and first.path.is_dir()
+
+
 def test_a_failed_registration_leaves_no_folder(tmp_path, monkeypatch):
     from adaptrec.registry import encoders as rows
 

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 import adaptrec.registry as registry_mod
 from adaptrec.adapters import files
 from adaptrec.adapters.files import FamilyMatchWarning
-from adaptrec.errors import FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import AdapterRecord, Registry, parse_ref, schema_version
 
@@ -89,7 +89,8 @@ def test_resolve_grammar(reg, src):
     assert parse_ref("a.b_c+d-1:12") == ("a.b_c+d-1", 12)
 
 
-@pytest.mark.parametrize("ref", ["", "a/b", "../x", "a..b", ".hidden", "a b", "a:0", "a:-1", "a:x", "a:1:2", "a\\b", "a:", "x" * 200])
+@pytest.mark.parametrize("ref", ["", "a/b", "../x", "a..b", ".hidden", "a b", "a:0", "a:-1", "a:x", "a:1:2", "a\\b", "a:",
+                                 "x" * 200, "a:²", "a:١"])  # digits int() refuses, or reads as another number
 def test_bad_refs_raise_registry_error(reg, ref):
     with pytest.raises(RegistryError, match="bad adapter (ref|name)"):
         reg.resolve(ref)
@@ -257,11 +258,29 @@ def test_failure_after_files_written_removes_the_folder(reg, src, monkeypatch):
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
     monkeypatch.setattr(Registry, "_insert", staticmethod(failing_insert))
-    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+    with pytest.raises(RegistryError, match="simulated"):  # one line naming the database, not sqlite's traceback
         reg_one(reg, src)
     assert row_count(reg) == 0
     assert not reg.path_for("movies-lora", 1).exists()
     assert list((reg.adapters_dir / "movies-lora").iterdir()) == []
+
+
+@pytest.mark.parametrize("what", ["registry", "score cache"])
+def test_a_damaged_database_is_one_line_naming_it(tmp_path, monkeypatch, capsys, what):
+    from cli_runner import run_cli
+
+    from adaptrec.score_cache import ScoreCache
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path))
+    if what == "registry":
+        (tmp_path / "registry.db").write_text("not a database, " * 100)
+        code, _, err = run_cli(monkeypatch, capsys, "registry", "list")
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert "registry.db is not a readable registry database" in err
+    else:
+        (tmp_path / "score_cache.db").write_text("not a database, " * 100)
+        with pytest.raises(AdaptrecError, match="cannot use the score cache .*score_cache.db"):
+            ScoreCache.default()
 
 
 def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write_lock(reg, src, monkeypatch):
@@ -284,7 +303,7 @@ def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write
     real_rmtree = store.shutil.rmtree
     monkeypatch.setattr(Registry, "_insert", staticmethod(failing_insert))
     monkeypatch.setattr(store.shutil, "rmtree", rmtree_checking_the_lock)
-    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+    with pytest.raises(RegistryError, match="simulated"):
         reg_one(reg, src)
     assert not reg.path_for("movies-lora", 1).exists()
 

@@ -80,6 +80,19 @@ def test_backbone_key_holds_device_dtype_backend_and_tokenizer(tiny_model_dir):
     assert bb.environment()["dtype"] == "float32" and bb.environment()["device"] == "cpu"
 
 
+def test_the_bitsandbytes_key_holds_its_version_and_no_other_backend_key_reads_it(tiny_model_dir, monkeypatch):
+    import importlib.metadata
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
+    before = {b: base_score_key(fp, b, "cuda", tok) for b in ("bitsandbytes", "torch-int8", "fp32")}
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda p: "9.9.9" if p == "bitsandbytes" else real(p))
+    after = {b: base_score_key(fp, b, "cuda", tok) for b in before}
+    assert after["bitsandbytes"] != before["bitsandbytes"]  # its kernels compute that backend's scores
+    assert after["torch-int8"] == before["torch-int8"] and after["fp32"] == before["fp32"]
+
+
 def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone):
     scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
     full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix")

@@ -8,7 +8,7 @@ from router_helpers import fresh_backbone
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 
 from adaptrec.adapters.attach import peft_name
-from adaptrec.errors import FingerprintMismatch, IntegrityError
+from adaptrec.errors import ConfigError, FingerprintMismatch, IntegrityError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import component_scores
@@ -79,6 +79,22 @@ def test_lru_cap_evicts_the_least_recently_used(tiny_model_dir, registry, cases,
     np.testing.assert_allclose(engine.score(cases, "office-lora"), plain[1], atol=1e-4)  # reloaded on use
     with pytest.raises(LimitExceeded, match="adapters in one batch"):
         engine.logits([(ref, engine.prompt(cases[0])) for ref in REFS[:3]])
+
+
+def test_an_lru_eviction_keeps_an_adapter_preloaded(tiny_model_dir, registry, quantization):
+    """Anonymous requests may name a preloaded adapter whatever else the traffic loaded; an explicit unload ends it."""
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, max_resident=1)
+    engine.preload("ada")
+    engine.load("arts-lora")  # evicts ada:1 (LRU)
+    assert [r["ref"] for r in engine.resident()] == ["arts-lora:1"] and "ada:1" in engine.preloaded
+    engine.preload("ada")
+    engine.unload("ada:1")
+    assert "ada:1" not in engine.preloaded
+
+
+def test_an_engine_holds_at_least_one_adapter(tiny_model_dir, registry):
+    with pytest.raises(ConfigError, match="max_resident must be at least 1"):
+        Engine(fresh_backbone(tiny_model_dir), registry, max_resident=0)
 
 
 def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_model_dir, registry, cases, plain, tmp_path, quantization):

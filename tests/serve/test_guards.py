@@ -97,6 +97,25 @@ def test_anonymous_requests_may_name_promoted_or_preloaded_adapters_only(engine,
         assert c.post("/v1/score", json=body(adapter="office-lora:1")).status_code == 200
 
 
+def test_access_is_checked_against_the_version_the_engine_serves(tiny_model_dir, tmp_path):
+    """A bare name stays pinned to its resident version: a newer, unpromoted version neither locks anonymous
+    requests out of the promoted one they are served, nor lets them reach an unpromoted one."""
+    from router_helpers import register_random
+    from serve_helpers import make_registry
+
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, limits=LIMITS)
+    with client(engine) as c:
+        assert c.post("/v1/score", json=body(adapter="arts-lora")).status_code == 200
+        register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 4}, seed=11)  # not promoted
+        assert c.post("/v1/score", json=body(adapter="arts-lora")).status_code == 200
+        assert engine.record_for("arts-lora").ref == "arts-lora:1"  # the promoted version it was served
+        assert c.post("/v1/score", json=body(adapter="ada"), headers=ADMIN).status_code == 200  # ada:1 resident
+        register_random(tiny_model_dir, registry, "ada", {"type": "lora", "r": 4}, seed=12, domain="garden")
+        registry.promote("ada:2", "garden")
+        envelope(c.post("/v1/score", json=body(adapter="ada")), 403)  # it would be served the unpromoted ada:1
+
+
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
     with client(engine) as c:
         assert envelope(c.get("/nope"), 404, "NotFound") == "no such endpoint"

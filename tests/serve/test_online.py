@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from router_helpers import fresh_backbone
 from serve_helpers import user_case
 
-from adaptrec.data.online_log import OnlineLog
+from adaptrec.data.online_log import OnlineLog, OnlineLogError
 from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
 from adaptrec.registry import Registry
@@ -68,6 +68,19 @@ def test_bad_feedback_is_refused_in_the_envelope(app_client, feedback, status, n
         r = c.post("/v1/feedback", json={"request_id": rid, **feedback})
     assert r.status_code == status
     assert names in r.json()["error"]["message"]
+
+
+def test_a_request_log_that_cannot_be_written_is_the_servers_trouble(app_client, monkeypatch):
+    """503 (retry later), counted as a server error; not 422, which tells the client its request was wrong."""
+    def full_disk(*args, **kwargs):
+        raise OnlineLogError("cannot write the request log (database or disk is full)")
+
+    with app_client() as c:
+        rid = c.post("/v1/score", json=body(items=['"x"'])).json()["request_id"]
+        monkeypatch.setattr(OnlineLog, "add_feedback", full_disk)
+        r = c.post("/v1/feedback", json={"request_id": rid, "item": '"x"', "label": 1})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "OnlineLogError"
+        assert 'adaptrec_server_errors_total{route="/v1/feedback"} 1.0' in c.get("/metrics").text
 
 
 def test_without_the_request_log_there_is_no_id_and_no_feedback_endpoint(app_client):

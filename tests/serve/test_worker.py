@@ -141,3 +141,39 @@ def test_a_full_queue_refuses_at_once():
         first.cancel()
 
     _run(go())
+
+
+def test_jobs_already_waiting_merge_at_max_wait_zero():
+    """The default `--max-wait-ms 0` waits for nothing new but still merges what queued behind a running job."""
+    engine = FakeEngine()
+
+    async def go():
+        worker = _worker(engine, max_wait_ms=0)
+        worker.start()
+        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))  # occupies the worker
+        await asyncio.sleep(0.05)
+        await asyncio.gather(slow, *(worker.submit(**_rows((ref, "p"))) for ref in "abcd"))
+        await worker.stop()
+
+    _run(go())
+    assert engine.batches == [[(ref, "p") for ref in "abcd"]]
+
+
+def test_a_cancelled_request_that_waited_past_the_timeout_does_not_stop_the_worker():
+    """A client gone away (its future cancelled) and then timed out in the queue is skipped, not refused twice."""
+    engine = FakeEngine(queue_timeout_s=0.1)
+
+    async def go():
+        worker = _worker(engine, max_wait_ms=1)
+        worker.start()
+        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(worker.submit(**_rows(("a", "p"))))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await slow
+        fresh = await asyncio.wait_for(worker.submit(**_rows(("a", "q"))), 2)
+        await worker.stop()
+        return fresh
+
+    assert _run(go()).shape == (1, 3) and engine.batches == [[("a", "q")]]

@@ -1,0 +1,87 @@
+"""The promotion watcher on a fake registry, engine and worker: one champion that cannot serve, or an old version
+removed while it drains, never holds up the other domains."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from adaptrec.errors import RegistryBusy, RegistryError
+from adaptrec.serve.engine import ServeError
+from adaptrec.serve.promotions import PromotionWatcher, ServedRegistry
+
+
+class FakeRegistry:
+    def __init__(self, aliases: dict[str, str]):
+        self.current, self.removed = dict(aliases), set()
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self.current)
+
+    def resolve(self, ref: str):
+        if ref in self.removed:
+            raise RegistryError(f"no adapter {ref}")
+        return SimpleNamespace(ref=ref, adapter_type="lora", adapter_config={})
+
+
+class FakeEngine:
+    def __init__(self, registry: FakeRegistry, refuse: dict[str, Exception]):
+        self.registry, self.refuse, self.preloaded = registry, refuse, set()
+        self.resident: set[str] = set()
+
+    def load(self, ref: str) -> None:
+        if ref in self.refuse:
+            raise self.refuse[ref]
+        self.resident.add(ref)
+
+    def unload(self, ref: str) -> None:
+        self.resident.discard(ref)
+
+
+class InlineWorker:
+    async def prepare(self, fn):
+        return fn()
+
+    async def submit(self, call):
+        return call()
+
+
+def _polls(registry: FakeRegistry, refuse: dict[str, Exception], promote: dict[str, str], removed=()):
+    """Serve `registry`'s champions, then promote `promote` (and remove `removed`), and let the watcher poll."""
+    engine = FakeEngine(registry, refuse)
+    engine.resident = set(registry.current.values())
+    watcher = PromotionWatcher(ServedRegistry(registry))
+    watcher.start()
+    registry.current.update(promote)
+    registry.removed |= set(removed)
+
+    async def go():
+        task = asyncio.create_task(watcher.run(engine, InlineWorker(), 0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(go())
+    return watcher, engine
+
+
+def test_a_champion_the_engine_refuses_is_not_retried_and_other_domains_switch():
+    registry = FakeRegistry({"books": "books-lora:1", "movie": "movie-lora:1"})
+    dora = ServeError("books-dora:1 is a DoRA adapter: peft cannot batch DoRA per row")
+    watcher, engine = _polls(registry, {"books-dora:1": dora}, {"books": "books-dora:1", "movie": "movie-lora:2"})
+    assert watcher.routing.served == {"books": "books-lora:1", "movie": "movie-lora:2"}
+    assert watcher.failed == {"books-dora:1"} and watcher.switches == 1
+    assert engine.resident == {"books-lora:1", "movie-lora:2"}  # the old movie version drained
+
+
+def test_a_busy_registry_is_retried_not_marked_failed():
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    busy = {"movie-lora:2": RegistryBusy("the registry stayed busy")}
+    watcher, _ = _polls(registry, busy, {"movie": "movie-lora:2"})
+    assert watcher.failed == set() and watcher.routing.served == {"movie": "movie-lora:1"}
+
+
+def test_an_old_version_removed_while_it_drains_is_unloaded():
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"}, removed=["movie-lora:1"])
+    assert watcher.routing.served == {"movie": "movie-lora:2"} and watcher.draining == set()
+    assert engine.resident == {"movie-lora:2"}
