@@ -133,7 +133,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
     encoder rows also rank each held-out item among every item of their catalogue (ranking protocol only)."""
     from .data.spec import load_spec
-    from .evaluation import run_eval, run_rank_eval
+    from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
     from .score_cache import ScoreCache
     from .text_encoder import minilm_if_installed
 
@@ -150,6 +150,10 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         _check_encoder_source(record.data, data)
         loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
+    if candidates or candidates_file:  # the data is checked before the backbone loads
+        ranked_users(dataset, limit or None, seed, candidates, candidates_file)
+    else:
+        labelled_cases(dataset, limit or None, seed)
     common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
                   template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
     bb = _backbone(*_made_for(list(refs), backbone, quantization))

@@ -260,6 +260,10 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
     """Validated recipe and the exact text it came from (with overrides appended as `# --set` comment lines)."""
     path = resolve_recipe_path(name_or_path)
     text = read_user_text(path, "recipe", ConfigError)
+    reserved = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith(_SET_PREFIX)), None)
+    if reserved is not None:  # `recipe_from_text` would read it back as an override
+        raise ConfigError(f"{path} line {reserved}: comments starting {_SET_PREFIX.strip()!r} are where adaptrec "
+                          "records --set overrides; reword it")
     recipe = _validate(text, overrides or [], str(path))
     if overrides:
         text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"

@@ -114,6 +114,7 @@ class EvalReport:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
+            "candidates_file": self.candidates_file, "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
                 {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s, "note": r.note,
@@ -142,6 +143,16 @@ def select_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:
     """The evaluation subset: seeded and label-stratified, so every configuration sees the same cases."""
     cases = [c for c in dataset.cases if c.label is not None]
     return stratified_subset(cases, limit, seed) if limit else cases
+
+
+def labelled_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:
+    """`select_cases`, refused (DataSpecError) when AUC cannot be measured on it: no cases, or one label only."""
+    cases = select_cases(dataset, limit, seed)
+    labels = {c.label for c in cases}
+    if len(labels) < 2:
+        what = "no labelled cases" if not cases else f"all {len(cases)} cases labelled {labels.pop()}"
+        raise DataSpecError(f"{dataset.spec}: {what} (limit {limit}); AUC needs liked and disliked cases")
+    return cases
 
 
 def case_row(name: str, kind: str, cases: Sequence[Case], scores: np.ndarray, metric_names: Sequence[str], seed: int,
@@ -220,7 +231,7 @@ def run_eval(
 ) -> EvalReport:
     """Baselines, registered `encoders` (name -> encoder), the untuned backbone and each adapter, all on the same
     seeded subset."""
-    cases = select_cases(dataset, limit, seed)
+    cases = labelled_cases(dataset, limit, seed)
     report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
     report.rows.extend(encoder_rows(encoders or {}, cases, report.metric_names, seed))
@@ -249,6 +260,21 @@ def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
 
 
+def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
+                 candidates_file: Path | None = None) -> tuple[list[Case], list[CandidateList]]:
+    """The ranking protocol's held-out cases and candidate lists (`rank_lists`, or `given_lists` from
+    `candidates_file`); DataSpecError when the data has no catalogue or no held-out item to rank."""
+    if not dataset.catalogues:
+        raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
+    if candidates_file is not None:
+        positives, lists = given_lists(dataset, Path(candidates_file), limit)
+    else:
+        positives, lists = rank_lists(dataset, limit, seed, negatives)
+    if not lists:
+        raise DataSpecError(f"{dataset.spec}: no held-out item to rank (limit {limit})")
+    return positives, lists
+
+
 def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple[list[Case], list[CandidateList]]:
     """Candidate lists read from a file (docs/data.md; as LLMRank and RecBole publish them), each joined to the
     data set's held-out case of its user, domain and target (for the history); the first `limit` lists."""
@@ -260,9 +286,8 @@ def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple
         m = missing[0]
         raise DataSpecError(f"{path}: {len(missing)} list(s) match no held-out case of {dataset.spec}, e.g. user "
                             f"{m.user_id!r}, domain {m.domain}, target {m.target_id!r}")
-    unknown = {i for lst in lists for i in lst.candidates} - {i for d in {lst.domain for lst in lists}
-                                                              for i in dataset.catalogues.get(d, {})}
-    if unknown:
+    unknown = {i for lst in lists for i in lst.candidates if i not in dataset.catalogues.get(lst.domain, {})}
+    if unknown:  # each list against its own domain's catalogue
         raise DataSpecError(f"{path}: {len(unknown)} candidate item(s) not in the catalogue, e.g. {sorted(unknown)[0]!r}")
     return [held_out[(lst.user_id, lst.domain, lst.target_id)] for lst in lists], lists
 
@@ -351,13 +376,9 @@ def run_rank_eval(
     candidates a file gives (`candidates_file`: then `limit` takes its first lists). Every row also gets the
     beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group; with
     `full_catalogue`, encoder rows also rank each held-out item in their whole catalogue (`FULL_METRICS`)."""
-    if not dataset.catalogues:
-        raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
+    positives, lists = ranked_users(dataset, limit, seed, negatives, candidates_file)
     if candidates_file is not None:
-        positives, lists = given_lists(dataset, Path(candidates_file), limit)
         negatives = max(len(lst.candidates) for lst in lists) - 1
-    else:
-        positives, lists = rank_lists(dataset, limit, seed, negatives)
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
     embeddings = item_embeddings(dataset, lists, item_encoder) if item_encoder is not None else None

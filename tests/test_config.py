@@ -74,6 +74,15 @@ def test_set_overrides_are_typed_and_recorded():
         load_recipe("movie-lora", ["training.lr"])
 
 
+def test_a_comment_that_reads_as_a_recorded_override_is_refused(tmp_path):
+    """Read back from a registry row, `# --set training.max_steps=96` would change the settings the file trained."""
+    path = tmp_path / "mine.yaml"
+    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text() + "# --set training.max_steps=96\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "mine.yaml line" in _one_line(e) and "reword it" in str(e.value)
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ntraining: [unclosed\n")

@@ -112,11 +112,52 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
                           progress=False)
     assert [r.metrics for r in given.rows] == [r.metrics for r in sampled.rows]
     assert "`candidates.jsonl` (up to 6)" in given.markdown()
+    assert given.to_dict()["candidates_file"] == "candidates.jsonl" and sampled.to_dict()["candidates_file"] is None
+    assert given.to_dict()["metric_names"] == list(given.metric_names)
 
     (tmp_path / "bad.jsonl").write_text(json.dumps({"user_id": "nobody", "domain": "movie", "target_id": "1",
                                                     "candidates": ["1", "2"]}) + "\n")
     with pytest.raises(DataSpecError, match=r"bad\.jsonl: 1 list\(s\) match no held-out case"):
         run_rank_eval(tiny_backbone, ds, candidates_file=tmp_path / "bad.jsonl", progress=False)
+
+
+def test_each_given_list_is_checked_against_its_own_domains_catalogue(tmp_path):
+    import json
+
+    from adaptrec.evaluation import given_lists
+
+    items = [{"item_id": f"m{i}", "title": f"film {i}", "domain": "movie"} for i in range(6)]
+    items += [{"item_id": f"b{i}", "title": f"book {i}", "domain": "book"} for i in range(6)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    timelines = {"u": ["m0", "m1", "b0", "b1", "b2"], "v": ["m3", "m4", "m5"]}
+    rows = [{"user_id": u, "item_id": i, "domain": "book" if i[0] == "b" else "movie", "position": k}
+            for u, seq in timelines.items() for k, i in enumerate(seq)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_spec(f"{tmp_path / 'log.jsonl'}:loo:test")
+    lists = [{"user_id": "v", "domain": "movie", "target_id": "m5", "candidates": ["m5", "m0"]},
+             {"user_id": "u", "domain": "book", "target_id": "b2", "candidates": ["b2", "m4"]}]  # a movie among books
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lists))
+    with pytest.raises(DataSpecError, match=r"1 candidate item\(s\) not in the catalogue, e\.g\. 'm4'"):
+        given_lists(ds, tmp_path / "c.jsonl")
+
+
+@pytest.mark.parametrize("spec, kwargs, match", [
+    pytest.param("tallrec:movie:test[5:5]", {}, "no labelled cases", marks=needs_tallrec),
+    pytest.param("tallrec:movie:test", {"limit": 1}, "all 1 cases labelled", marks=needs_tallrec),
+    pytest.param("amazon:office:test", {"candidates_file": "empty"}, "no candidate lists", marks=needs_amazon),
+])
+def test_data_nothing_can_be_measured_on_is_refused_before_the_backbone_loads(tmp_path, monkeypatch, spec, kwargs,
+                                                                             match):
+    from adaptrec import api
+    from adaptrec.errors import AdaptrecError
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path))
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    if "candidates_file" in kwargs:
+        (tmp_path / "empty.jsonl").write_text("")
+        kwargs = {"candidates_file": tmp_path / "empty.jsonl"}
+    with pytest.raises(AdaptrecError, match=match):
+        api.evaluate(data=spec, **kwargs)
 
 
 class HashEncoder:

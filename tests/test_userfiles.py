@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -40,3 +41,26 @@ def test_history_and_candidate_files_refuse_bad_bytes_and_pipes(tmp_path, fifo, 
         reader(bad)
     with pytest.raises(AdaptrecError, match="not a regular file"):
         reader(fifo)  # a FIFO would block a plain read forever
+
+
+@pytest.mark.parametrize("kind", ["latin1", "fifo", "directory", "number input", "list output"])
+def test_tallrec_files_that_are_not_utf8_text_records_are_one_error_line(tmp_path, monkeypatch, capsys, kind):
+    from adaptrec.data.prompts import instruction
+
+    path = tmp_path / "cases.json"
+    record = {"instruction": instruction("movie"), "input": "User Preference: \nUser Unpreference: \n"
+              "Whether the user will like the target movie \"Heat (1995)\"?", "output": "Yes."}
+    if kind == "latin1":
+        path.write_bytes(LATIN1)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        key, value = ("input", 5) if kind == "number input" else ("output", ["Yes."])
+        path.write_text(json.dumps([{**record, key: value}]))
+    code, _, err = run_cli(monkeypatch, capsys, "data", "inspect", str(path))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert {"latin1": "not UTF-8", "fifo": "not a regular file", "directory": "a directory",
+            "number input": "'input' is int, expected text", "list output": "'output' is list"}[kind] in lines[0]

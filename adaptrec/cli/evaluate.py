@@ -24,14 +24,16 @@ def register(app: typer.Typer) -> None:
 def eval_(
     adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION]; none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC, e.g. tallrec:movie:test (see docs/data.md)"),
-    limit: Optional[int] = typer.Option(200, "--limit", help="seeded, label-stratified subset size; 0: all cases"),
+    limit: Optional[int] = typer.Option(200, "--limit", min=0,
+                                        help="seeded, label-stratified subset size; 0: all cases"),
     seed: int = SeedOpt,
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
     template: str = TemplateOpt,
     batch_size: int = BatchOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
-    candidates: int = typer.Option(0, "--candidates", help="ranking protocol for implicit data: rank each held-out "
+    candidates: int = typer.Option(0, "--candidates", min=0,
+                                   help="ranking protocol for implicit data: rank each held-out "
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
@@ -58,7 +60,7 @@ def score(
     adapter: Optional[str] = typer.Argument(None, help="a registered adapter; none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC"),
     out: Path = typer.Option(..., "--out", help="predictions to write: JSONL, or Parquet when it ends in .parquet"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0),
     seed: int = SeedOpt,
     template: str = TemplateOpt,
     batch_size: int = BatchOpt,
@@ -68,9 +70,10 @@ def score(
                                         "(the N shards together hold every case once)"),
     engine: str = typer.Option("local", "--engine", help="local (this process) | ray (a Ray Data actor pool; "
                                "$RAY_ADDRESS names a cluster)"),
-    actors: Optional[int] = typer.Option(None, "--actors", help="--engine ray: actors, each with its own backbone "
+    actors: Optional[int] = typer.Option(None, "--actors", min=1,
+                                         help="--engine ray: actors, each with its own backbone "
                                          "(default: one per CPU)"),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="cases scored, then written, at a time "
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="cases scored, then written, at a time "
                                              "(default 256; --engine ray: less, to give each actor several chunks)"),
 ) -> None:
     """Write P(yes) (and TALLRec's score) for every case of a SPEC, streamed chunk by chunk to JSONL or Parquet."""
@@ -102,7 +105,7 @@ def predict(
 def data_inspect(
     spec: str = typer.Argument(..., help="data SPEC, e.g. tallrec:movie:test"),
     template: str = TemplateOpt,
-    n_show: int = typer.Option(1, "--show", help="how many rendered prompts to print"),
+    n_show: int = typer.Option(1, "--show", min=0, help="how many rendered prompts to print"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="tokenizer for token-length stats (default: embedded)"),
     user_token: bool = typer.Option(False, "--user-token", help="-items templates: render a collab adapter's <user> token"),
     match_token: bool = typer.Option(False, "--match-token", help="-items templates: render a collab adapter's <match> token"),

@@ -21,7 +21,7 @@ def update(
     data: str = typer.Option(..., "--data", help="SPEC of the new labelled cases, e.g. feedback:movie:1733300000"),
     replay: float = typer.Option(0.2, "--replay", help="share of the training mix drawn from REF's original "
                                  "training data (0: none)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: REF's recipe's)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="optimizer steps (default: REF's recipe's)"),
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Warm-start from REF, train on --data mixed with replay, register the next version of REF's name."""
@@ -37,7 +37,8 @@ def drift(
                                "feedback:movie:1733000000[0:300]"),
     after: str = typer.Option(..., "--after", help="SPEC of the later window"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="a seeded, label-stratified subset of each window"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0,
+                                        help="a seeded, label-stratified subset of each window"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the score histograms and reliability curves "

@@ -49,7 +49,7 @@ def registry_promote(
                                    "domain's champion on --data (docs/online.md)"),
     data: Optional[str] = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
     margin: float = typer.Option(0.005, "--margin", help="non-inferiority margin in AUC (0: superiority)"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="a seeded, label-stratified subset of --data"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset of --data"),
     seed: int = typer.Option(0, "--seed"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,

@@ -17,20 +17,24 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
     preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable); "
                                                 "anonymous requests may name these and promoted ones"),
     allow_any_adapter: bool = typer.Option(False, "--allow-any-adapter", help="let anonymous requests name any "
                                            "registered adapter"),
-    max_resident: int = typer.Option(8, "--max-resident", help="LRU cap on adapters held in memory"),
-    max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens"),
-    max_candidates: int = typer.Option(100, "--max-candidates", help="items per /v1/score, candidates per /v1/recommend"),
-    max_history: int = typer.Option(200, "--max-history", help="history items per request"),
-    max_text_chars: int = typer.Option(2000, "--max-text-chars", help="characters in any one string of a request"),
-    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="request bodies over this get 413 unread"),
-    prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", help="bytes of shared-prefix KV caches kept"),
+    max_resident: int = typer.Option(8, "--max-resident", min=1, help="LRU cap on adapters held in memory"),
+    max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", min=1),
+    max_candidates: int = typer.Option(100, "--max-candidates", min=1,
+                                       help="items per /v1/score, candidates per /v1/recommend"),
+    max_history: int = typer.Option(200, "--max-history", min=0, help="history items per request"),
+    max_text_chars: int = typer.Option(2000, "--max-text-chars", min=1,
+                                       help="characters in any one string of a request"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1,
+                                       help="request bodies over this get 413 unread"),
+    prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", min=0, help="bytes of shared-prefix KV caches kept"),
     queue_timeout: float = typer.Option(5.0, "--queue-timeout", help="seconds a request may wait before it is refused"),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="rows merged across requests (default: 1 on "
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1,
+                                            help="rows merged across requests (default: 1 on "
                                             "CPU, 16 on an accelerator)"),
     max_padding: float = typer.Option(0.1, "--max-padding", help="largest padding share a merged batch may have"),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="how long a request waits for others to merge with"),

@@ -121,4 +121,6 @@ def read_candidates(path: Path) -> list[CandidateList]:
             raise DataFormatError(f"{where}: key 'candidates' repeats an item")
         lists.append(CandidateList(get_field(obj, "user_id", "str", where), get_field(obj, "domain", "str", where),
                                    target, tuple(candidates), None if history is None else tuple(history)))
+    if not lists:
+        raise DataFormatError(f"{path}: no candidate lists (the file has no rows)")
     return lists

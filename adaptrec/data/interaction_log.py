@@ -203,6 +203,10 @@ def _per_user(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) ->
     for row in rows:
         if row.item_id not in catalogue:
             raise DataFormatError(f"{row.where}: key 'item_id': {row.item_id!r} is not in the catalogue")
+        listed = catalogue[row.item_id].domain
+        if listed not in (None, row.domain):  # the row's domain catalogue would not hold the item
+            raise DataFormatError(f"{row.where}: key 'domain': {row.domain!r}, but the catalogue lists item "
+                                  f"{row.item_id!r} in domain {listed!r}")
         per_user.setdefault(row.user_id, []).append(row)
     return {user: sorted(events, key=lambda r: r.order) if events[0].order is not None else events
             for user, events in per_user.items()}

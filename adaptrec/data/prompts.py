@@ -123,6 +123,12 @@ def render_input(case: Case, stats: bool = False, user_token: bool = False) -> s
     return "\n".join(lines)
 
 
+def adds_special_tokens(template: str) -> bool:
+    """Whether tokenizing a `template` prompt adds the tokenizer's special tokens (a BOS): not for the chat
+    wrappers, whose rendered chat template already holds them."""
+    return not template.startswith("chat")
+
+
 def _render(case: Case, template: str, tokenizer: Any) -> str:
     wrapper, _, variant = template.partition("-")
     if template not in TEMPLATES:

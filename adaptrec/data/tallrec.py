@@ -15,6 +15,7 @@ from typing import Iterable
 
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
+from ..userfiles import read_user_text
 from .prompts import ANSWERS, instruction
 from .records import Case, HistoryItem
 
@@ -72,6 +73,9 @@ def parse_record(record: dict, *, domain: str, user_id: str) -> Case:
         text, answer, instr = record["input"], record["output"], record["instruction"]
     except (KeyError, TypeError) as exc:
         raise DataFormatError(f"record {user_id}: missing key {exc}") from None
+    for key, value in (("input", text), ("output", answer), ("instruction", instr)):
+        if not isinstance(value, str):
+            raise DataFormatError(f"record {user_id}: {key!r} is {type(value).__name__}, expected text")
     m = _INPUT.fullmatch(text)
     if m is None:
         raise DataFormatError(f"record {user_id}: 'input' is not TALLRec's three-line form")
@@ -93,9 +97,7 @@ def read_tallrec_json(path: Path, *, domain: str | None = None, prefix: str | No
     """
     path = Path(path)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataSpecError(f"no such file: {path}") from None
+        records = json.loads(read_user_text(path, "TALLRec file", DataSpecError))
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not JSON ({exc})") from None
     if not isinstance(records, list) or not records:

@@ -122,7 +122,7 @@ def user_auc(score_rows: np.ndarray, target_idx) -> np.ndarray:
     rows = _as_matrix(score_rows)
     idx = np.asarray(target_idx)
     pos = rows[np.arange(len(rows)), idx][:, None]
-    mask = np.ones_like(rows, dtype=bool)
+    mask = ~np.isnan(rows)  # a shorter row's NaN padding is no candidate
     mask[np.arange(len(rows)), idx] = False
     below = ((rows < pos) + 0.5 * (rows == pos)) * mask
     return below.sum(axis=1) / mask.sum(axis=1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptrec.data.prompts import answer_token_ids, render_prompt, shared_history
+from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, render_prompt, shared_history
 from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
@@ -50,6 +50,8 @@ class Scorer:
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
         model = f"{self.model_key}:{path}:v{SCORING_VERSION}"
+        if self.template in ("chat-stats", "chat-items"):  # once tokenized with a second BOS: those rows stay unread
+            model += ":chat-bos"
         return [ScoreCache.key(model, p) for p in prompts]
 
     def prompts(self, cases: Sequence[Case]) -> list[str]:
@@ -69,7 +71,7 @@ class Scorer:
         self.fresh += len(todo)
         if not todo:
             return out
-        special = self.template != "chat"  # a rendered chat template already holds its special tokens
+        special = adds_special_tokens(self.template)
         ids = dict(zip(todo, self.tokenizer([prompts[i] for i in todo], add_special_tokens=special).input_ids))
         todo.sort(key=lambda i: len(ids[i]))  # length-sorted batches waste little on padding
         device = next(self.model.parameters()).device
@@ -130,7 +132,7 @@ class Scorer:
     @functools.cached_property
     def ranker(self) -> PrefixRanker:
         """The shared-prefix ranker over this scorer's model (built on first use)."""
-        return PrefixRanker(self.tokenizer, self.batch_size, self.template != "chat")
+        return PrefixRanker(self.tokenizer, self.batch_size, adds_special_tokens(self.template))
 
     def _prefix_capable(self) -> bool:
         """False when a prompt-learning adapter (prefix tuning) is active: its virtual tokens own the KV cache."""

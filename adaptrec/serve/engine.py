@@ -50,7 +50,7 @@ from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
 from adaptrec.adapters.collab import ItemEmbedding, check_table, read_saved
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
-from adaptrec.data.prompts import answer_token_ids, items_template, render_prompt, unknown_items
+from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.home import adaptrec_home
@@ -172,7 +172,7 @@ class Engine:
         self.routing = self.registry
         self.tokenizer = self.backbone.tokenizer
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
-        self.special = self.template != "chat"
+        self.special = adds_special_tokens(self.template)
         self.ranker = PrefixRanker(self.tokenizer, self.batch_size, self.special,
                                    max_bytes=self.limits.prefix_cache_bytes)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..backbone import backbone_fingerprint, default_device, resolve_backend
 from ..config import Recipe
 from ..errors import AdaptrecError, ConfigError
-from ..evaluation import select_cases
+from ..evaluation import labelled_cases
 from ..fingerprint import Fingerprint
 from .cases import recipe_cases, recipe_data, training_cases
 from .recipe import run_dir_for
@@ -53,4 +53,4 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
     return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),
-                      len(select_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))
+                      len(labelled_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))

@@ -18,7 +18,7 @@ from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import stratified_subset
 from ..errors import AdaptrecError, ConfigError
-from ..evaluation import EvalReport, baseline_rows, encoder_rows, llm_row, new_report, select_cases
+from ..evaluation import EvalReport, baseline_rows, encoder_rows, labelled_cases, llm_row, new_report
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
@@ -52,13 +52,13 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     train_cases = training_cases(recipe)
     val_cases = stratified_subset(recipe_cases(recipe, d.valid, "data.valid")[0], recipe.training.val_limit, d.seed)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
+    cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
     registry = Registry()  # the encoder rows of the report: loaded (hashes checked) before any training
     encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(test.spec)}
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
-    cases = select_cases(test, ev.limit, ev.seed)
     report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score)
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
     report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))

@@ -120,3 +120,14 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     line = _one_line_error(*run_cli(monkeypatch, capsys, "export", "movie-ada", "--to-lora")[::2])
     assert "adapter_model.safetensors" in line
     assert reg.list(name="movie-ada-lora") == []
+
+
+@pytest.mark.parametrize("args, option", [
+    (["score", "--data", "tallrec:movie:test", "--out", "p.jsonl", "--limit", "-1"], "--limit"),
+    (["eval", "--data", "amazon:office:test", "--candidates", "-3"], "--candidates"),
+    (["eval", "--data", "tallrec:movie:test", "--batch-size", "0"], "--batch-size"),
+    (["serve", "--max-resident", "0"], "--max-resident"),
+])
+def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and f"Invalid value for '{option}'" in err and "Traceback" not in err

@@ -61,6 +61,11 @@ def test_catalogue_errors(tmp_path, catalogue):
     rows = read_log(write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": "77", "domain": "movie"}]))
     with pytest.raises(DataFormatError, match=r"log\.jsonl:1: key 'item_id': '77' is not in the catalogue"):
         cases_from_log(rows, catalogue)
+    books = read_catalogue(write_jsonl(tmp_path / "books.jsonl", [{"item_id": "1", "title": "x", "domain": "book"}]))
+    rows = read_log(write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": "1", "domain": "movie"}]))
+    with pytest.raises(DataFormatError, match=r"log\.jsonl:1: key 'domain': 'movie', but the catalogue lists item "
+                                              r"'1' in domain 'book'"):
+        cases_from_log(rows, books)
 
 
 def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_case(tmp_path, catalogue):

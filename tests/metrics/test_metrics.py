@@ -376,3 +376,9 @@ def test_paired_difference_is_the_metric_gap_with_a_paired_ci():
     assert 0 < d.ci_low < d.value < d.ci_high  # clearly positive: pairing removes the shared noise
     same = paired_difference("auc", labels, a, a)
     assert same.value == same.ci_low == same.ci_high == 0.0
+
+
+def test_user_auc_of_rows_of_different_lengths_counts_only_each_rows_candidates():
+    from adaptrec.metrics.ranking import user_auc
+
+    np.testing.assert_allclose(user_auc([[0.5, 0.1], [0.5, 0.1, 0.9]], [0, 0]), [1.0, 0.5])

@@ -91,3 +91,31 @@ def test_score_cache_resumes_an_interrupted_run(tiny_backbone, tmp_path):
     other = Scorer(counting, tiny_backbone.tokenizer, "fp:other-adapter", batch_size=2, cache=cache, progress=False)
     other.score(cases[:1])
     assert counting.seen == 7  # another model key never reads these rows
+
+
+class SpyTokenizer:
+    """The tiny tokenizer, recording whether each tokenizing call added special tokens."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.added = tokenizer, []
+
+    def __call__(self, *args, add_special_tokens=True, **kwargs):
+        self.added.append(add_special_tokens)
+        return self.tokenizer(*args, add_special_tokens=add_special_tokens, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("template, added", [("tallrec", True), ("tallrec-stats", True), ("chat", False),
+                                             ("chat-stats", False)])
+def test_a_rendered_chat_template_is_tokenized_without_a_second_bos(tiny_backbone, template, added):
+    """Its text already starts with the model's special tokens; a tokenizer that adds a BOS (Gemma's) would
+    prepend another."""
+    spy = SpyTokenizer(tiny_backbone.tokenizer)
+    scorer = Scorer(tiny_backbone.model, spy, "k", template=template, progress=False)
+    ranker = scorer.ranker
+    spy.added.clear()  # the answer tokens' lookups
+    scorer.score(_cases(2))
+    ranker.split(scorer.prompts(_cases(2)))  # the shared-prefix path
+    assert spy.added and set(spy.added) == {added}

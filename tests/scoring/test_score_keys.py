@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from types import SimpleNamespace
 
 import numpy as np
 from router_helpers import register_random
@@ -16,7 +17,7 @@ from adaptrec.backbone import base_score_key, load_backbone, tokenizer_digest
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
-from adaptrec.scoring.core import Scorer, backbone_scorer
+from adaptrec.scoring.core import SCORING_VERSION, Scorer, backbone_scorer
 
 
 def _lists() -> list[list[Case]]:
@@ -97,3 +98,14 @@ def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone):
     scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
     full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix")
     assert full != prefix and full != [ScoreCache.key("m", "p")]
+
+
+def test_chat_variant_rows_scored_with_a_second_bos_are_never_read():
+    """chat-stats and chat-items prompts were once tokenized with the tokenizer's BOS added to the chat template's
+    own; their rows moved to new keys, while the other templates' rows keep theirs."""
+    def key(template: str) -> list[str]:
+        return Scorer.cache_keys(SimpleNamespace(model_key="m", template=template), ["p"])
+
+    old = [ScoreCache.key(f"m:full:v{SCORING_VERSION}", "p")]
+    assert key("tallrec") == key("chat") == key("tallrec-items") == old
+    assert key("chat-stats") != old and key("chat-items") != old

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from ...data.prompts import adds_special_tokens
 from ...data.records import Case
 from ...scoring.core import Scorer
 from ...scoring.logits import last_token_logits, tokenize
@@ -34,8 +35,8 @@ class StepContext:
 
     def answer_logits(self, model: torch.nn.Module, cases: Sequence[Case]) -> torch.Tensor:
         """(B, vocab) next-token logits at each case's answer slot, with gradients."""
-        special = self.scorer.template != "chat"
-        batch = tokenize(self.scorer.tokenizer, self.scorer.prompts(cases), self.device, special)
+        batch = tokenize(self.scorer.tokenizer, self.scorer.prompts(cases), self.device,
+                         adds_special_tokens(self.scorer.template))
         return last_token_logits(model, batch)
 
     def labels(self, cases: Sequence[Case]) -> torch.Tensor:
