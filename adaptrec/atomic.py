@@ -5,18 +5,38 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 
+def umask() -> int:
+    """The process's umask: read from /proc where there is one, since setting it to read it races other threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new one, never half."""
+    """Replace `path` with `data` so that readers see the old file or the new one, never half. The file gets the
+    replaced one's mode, or a new file's under the umask (not the temporary file's owner-only mode)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -57,14 +77,29 @@ def fsync_tree(folder: Path) -> None:
         fsync_dir(d)
 
 
+def temp_dir_in(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new temporary folder in `parent`, made first if missing, and again if another process removed it (empty)
+    between the two steps."""
+    tries = 3
+    while True:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
+        except FileNotFoundError:
+            tries -= 1
+            if not tries:
+                raise
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success fsync its contents and rename it to `final` (which must not exist
-    yet), then fsync the parent: once this returns, the folder is complete on disk."""
+    yet), then fsync the parent: once this returns, the folder is complete on disk. It gets a new folder's mode
+    under the umask, so a shared home or mirror stays readable to whom the umask lets read it."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = temp_dir_in(final.parent, f".{final.name}.", ".tmp")
     try:
+        os.chmod(tmp, 0o777 & ~umask())
         yield tmp
         fsync_tree(tmp)
         os.rename(tmp, final)

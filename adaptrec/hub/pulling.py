@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from ..adapters.check import check_adapter_folder
 from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
+from ..atomic import temp_dir_in
 from ..errors import FingerprintMismatch, IntegrityError
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
@@ -159,7 +159,10 @@ class _MirrorSource:
         if refs.is_file():
             try:
                 latest = json.loads(refs.read_text(encoding="utf-8")).get("latest")
-            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            except PermissionError:
+                raise HubError(f"mirror {self.repo_dir}: {MIRROR_REFS} is not readable; ask its publisher for read "
+                               "access") from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 latest = None
             if isinstance(latest, str) and latest:
                 return latest
@@ -259,8 +262,10 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     if absent:
         raise IntegrityError(f"{label}: {METADATA_FILE} lists {', '.join(absent)}, which the repo does not hold; ask the publisher to push again")
     base = meta.get("base")
-    if not isinstance(base, dict) or not isinstance(base.get("exact"), str) or not isinstance(base.get("family"), str):
-        raise IntegrityError(f"{label}: {METADATA_FILE} records no base fingerprint (base.exact, base.family)")
+    if not isinstance(base, dict) or not all(isinstance(base.get(k), str) and base[k] for k in ("exact", "family")) \
+            or not isinstance(base.get("base_model", ""), str):
+        raise IntegrityError(f"{label}: {METADATA_FILE} records no base fingerprint (base.exact and base.family as "
+                             "text, base.base_model text if given)")
     for key in ("domain", "adapter_type"):
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise IntegrityError(f"{label}: {METADATA_FILE} has no '{key}'")
@@ -272,11 +277,11 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
 def _scratch(home: Path) -> Iterator[Path]:
     """A temporary folder under `home`/tmp, removed on exit; so is tmp itself when no other pull is using it."""
     tmp_root = home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_in(tmp_root, "pull-")  # another pull may remove the empty tmp_root at any time
     try:
-        with tempfile.TemporaryDirectory(dir=tmp_root, prefix="pull-") as tmp:
-            yield Path(tmp)
+        yield tmp
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         with suppress(OSError):
             tmp_root.rmdir()
 

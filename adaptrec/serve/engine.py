@@ -22,6 +22,7 @@ one worker runs them (see `app.Worker`).
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -53,7 +54,6 @@ from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
-from adaptrec.home import adaptrec_home
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
 from adaptrec.scoring.prefix import PrefixRanker, shared_length
 
@@ -77,6 +77,17 @@ def adapter_rows(names: Sequence[str]) -> Iterator[None]:
         yield
     finally:
         _ROWS.reset(token)
+
+
+@contextmanager
+def _lora_folder(record, ptype: str) -> Iterator[Path]:
+    """The folder a LoRA-shaped adapter loads from: its own (files verified on load), or for AdaLoRA its exact LoRA
+    export, made from those verified files for this load alone, so no stored export can go stale or be altered."""
+    if ptype == "LORA":
+        yield record.path
+        return
+    with tempfile.TemporaryDirectory(prefix="adalora-as-lora-") as tmp:
+        yield adalora_to_lora(record.path, Path(tmp) / "lora")
 
 
 class ServeError(AdaptrecError):
@@ -249,18 +260,19 @@ class Engine:
         (`attach_in_place`) or else layer by layer (`attach_beside`); others go through peft."""
         if ptype not in ("LORA", "ADALORA"):
             return Resident(record.ref, name, "prefix", record, load_peft(self._base(), record.path, name).eval())
-        folder = record.path if ptype == "LORA" else self._exported(record)
-        structure = lora_structure(folder)
-        if self._slots.get(structure):
-            attach_in_place(self._lora, self._layers[structure], folder, self._slots[structure][-1], name)
-            self._slots[structure].pop()  # taken only once filled: a failed load leaves it for `_free_slots`
-        elif structure in self._layers:
-            attach_beside(self._lora, self._layers[structure], folder, name)
-        else:
-            self._lora = load_peft(self._lora if self._lora is not None else self.backbone.model, folder, name).eval()
-            self._hook_lora_layers()
-            self._layers[structure] = {path: m for path, m in self._lora.named_modules()
-                                       if isinstance(m, LoraLayer) and name in m.lora_A}
+        with _lora_folder(record, ptype) as folder:
+            structure = lora_structure(folder)
+            if self._slots.get(structure):
+                attach_in_place(self._lora, self._layers[structure], folder, self._slots[structure][-1], name)
+                self._slots[structure].pop()  # taken only once filled: a failed load leaves it for `_free_slots`
+            elif structure in self._layers:
+                attach_beside(self._lora, self._layers[structure], folder, name)
+            else:
+                base = self._lora if self._lora is not None else self.backbone.model
+                self._lora = load_peft(base, folder, name).eval()
+                self._hook_lora_layers()
+                self._layers[structure] = {path: m for path, m in self._lora.named_modules()
+                                           if isinstance(m, LoraLayer) and name in m.lora_A}
         self._keep_active_adapter_valid()
         if record.adapter_type == COLLAB_TYPE:
             COLLAB_TUNER.load_extra(self._lora, record.path, self.tokenizer, name, saved)
@@ -345,11 +357,6 @@ class Engine:
     def resident(self) -> list[dict]:
         """The resident adapters, LRU first, as of the last load or unload (lock-free)."""
         return [r.to_dict() for r in self._snapshot]
-
-    def _exported(self, record) -> Path:
-        """The exact LoRA export of an AdaLoRA adapter, cached by the registered version's metadata hash."""
-        out = adaptrec_home() / "serve" / "adalora-as-lora" / record.file_hash
-        return out if out.is_dir() else adalora_to_lora(record.path, out)
 
     @property
     def lora_model(self) -> PeftModel | None:

@@ -545,6 +545,40 @@ def test_pull_refuses_a_mix_and_special_files(lora_src, tiny_model_dir, tmp_path
     _assert_nothing_left(before)
 
 
+def test_pull_refuses_a_base_model_that_is_not_text_and_names_an_unreadable_refs_file(
+        lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    meta = json.loads((rev_dir / "adaptrec.json").read_text())
+    (rev_dir / "adaptrec.json").write_text(json.dumps({**meta, "base": {**meta["base"], "base_model": ["x"]}}))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "records no base fingerprint" in _one_line_error(code, err)
+    _assert_nothing_left(before)
+
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied"))
+                        if self.name == "refs.json" else real(self, *a, **k))  # root reads any file: simulate
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir.parent)))
+    assert "refs.json is not readable" in _one_line_error(code, err)
+
+
+def test_a_pull_whose_scratch_root_another_pull_just_removed_makes_it_again(tmp_path, monkeypatch):
+    import tempfile
+
+    real, calls = tempfile.mkdtemp, []
+
+    def raced(*args, dir, **kwargs):
+        calls.append(dir)
+        if len(calls) == 1:  # the other pull's clean-up runs between our mkdir and mkdtemp
+            Path(dir).rmdir()
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", raced)
+    with pulling._scratch(tmp_path) as scratch:
+        assert scratch.is_dir() and scratch.parent == tmp_path / "tmp"
+    assert len(calls) == 2 and not (tmp_path / "tmp").exists()
+
+
 def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
     rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
     before = [r.ref for r in Registry().list()]

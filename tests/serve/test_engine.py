@@ -92,6 +92,15 @@ def test_an_lru_eviction_keeps_an_adapter_preloaded(tiny_model_dir, registry, qu
     assert "ada:1" not in engine.preloaded
 
 
+def test_an_adalora_adapter_is_served_from_its_verified_files_not_a_stored_export(tiny_model_dir, registry, cases,
+                                                                                  plain, quantization):
+    from adaptrec.home import adaptrec_home
+
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
+    np.testing.assert_allclose(engine.score(cases, "ada"), plain[REFS.index("ada")], atol=1e-4)
+    assert not list(adaptrec_home().rglob("*adalora-as-lora*"))  # nothing left that a later load would trust
+
+
 def test_an_engine_holds_at_least_one_adapter(tiny_model_dir, registry):
     with pytest.raises(ConfigError, match="max_resident must be at least 1"):
         Engine(fresh_backbone(tiny_model_dir), registry, max_resident=0)

@@ -1,0 +1,39 @@
+"""Atomic writes leave files and folders with the modes a plain write would give them (a shared home or Hub mirror
+stays readable to the group the umask lets read it), not the temporary files' owner-only ones."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from adaptrec.atomic import atomic_dir, umask, write_json, write_text
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_new_files_and_folders_get_the_umasks_modes(tmp_path, umask_022):
+    assert umask() == 0o022
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "folder") as tmp:
+        write_text(tmp / "inside.txt", "y")
+    assert _mode(tmp_path / "a.json") == 0o644 and _mode(tmp_path / "folder") == 0o755
+    assert _mode(tmp_path / "folder" / "inside.txt") == 0o644
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask_022):
+    path = tmp_path / "secret.json"
+    write_json(path, {"token": 1})
+    path.chmod(0o600)
+    write_json(path, {"token": 2})
+    assert _mode(path) == 0o600 and path.read_text().strip().endswith("}")
