@@ -18,7 +18,21 @@ from adaptrec.errors import IntegrityError
 from .files import CONFIG_FILE, WEIGHTS_FILE
 
 PEFT_TYPES = {"lora": "LORA", "collab": "LORA", "adalora": "ADALORA", "prefix": "PREFIX_TUNING"}
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?\.weight$")
+# a LoRA weight (`….lora_A.weight`, or `….lora_A.<adapter>.weight`), or AdaLoRA's parameter (`….lora_A`, no `.weight`)
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?(?:\.weight)?$")
+
+
+def pattern_value(pattern: dict, module: str, default):
+    """peft's `get_pattern_key` rule: the first key that matches the module name's end at a '.' boundary."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def targets_module(targets: list[str], module: str) -> bool:
+    """peft's rule for a list of target_modules: a key equal to the module name or ending it at a '.' boundary."""
+    return any(module == t or module.endswith(f".{t}") for t in targets)
 
 
 def read_config(folder: Path, label: str) -> dict:
@@ -67,12 +81,12 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
     targets = config.get("target_modules")
     linears = base_linear_shapes(base_config) if base_config is not None else None
     for module, (a, b) in sorted(modules.items()):
-        if isinstance(targets, list) and module.rsplit(".", 1)[-1] not in targets:
+        if isinstance(targets, list) and not targets_module(targets, module):
             raise IntegrityError(f"{label}: {WEIGHTS_FILE} holds LoRA tensors for {module}, which target_modules "
                                  f"{targets} does not name")
         rank = a[0]
         if expected == "LORA":
-            want = (config.get("rank_pattern") or {}).get(module.rsplit(".", 1)[-1], config.get("r"))
+            want = pattern_value(config.get("rank_pattern") or {}, module, config.get("r"))
             if isinstance(want, int) and want != rank:
                 raise IntegrityError(f"{label}: {module} has rank {rank} in {WEIGHTS_FILE}, {CONFIG_FILE} says r={want}")
         if b[1] != rank:

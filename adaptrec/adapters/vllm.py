@@ -44,7 +44,7 @@ from pathlib import Path
 from adaptrec.atomic import atomic_dir
 from adaptrec.errors import AdaptrecError, IntegrityError
 
-from .check import read_config, tensor_shapes
+from .check import pattern_value, read_config, tensor_shapes
 from .export import adalora_to_lora
 from .files import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
@@ -162,14 +162,6 @@ def check_vllm_lora(folder: str | os.PathLike, *, max_lora_rank: int = VLLM_MAX_
     return problems + _config_problems(config, max_lora_rank) + _tensor_problems(shapes, config.get("r"), modules)
 
 
-def _pattern_value(pattern: dict, module: str, default):
-    """peft's `get_pattern_key` rule: the first key that matches the module name's end at a '.' boundary."""
-    for key, value in pattern.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
 def _fold_patterns(src: Path, dst: Path) -> None:
     """Write `src` (a LoRA folder with rank_pattern/alpha_pattern) to `dst` with one rank and scaling 1: each
     module's lora_B takes its own peft scaling, and lower ranks get zero rows in lora_A and zero columns in lora_B."""
@@ -188,8 +180,8 @@ def _fold_patterns(src: Path, dst: Path) -> None:
         if m["side"] == "A":
             out[key] = torch.cat([t, t.new_zeros(rank - k, t.shape[1])])
             continue
-        r = _pattern_value(config.get("rank_pattern") or {}, m["module"], config["r"])
-        alpha = _pattern_value(config.get("alpha_pattern") or {}, m["module"], config["lora_alpha"])
+        r = pattern_value(config.get("rank_pattern") or {}, m["module"], config["r"])
+        alpha = pattern_value(config.get("alpha_pattern") or {}, m["module"], config["lora_alpha"])
         scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
         out[key] = torch.cat([t * scale, t.new_zeros(t.shape[0], rank - k)], dim=1).contiguous()
     config.update(r=rank, lora_alpha=rank, use_rslora=False, rank_pattern={}, alpha_pattern={})

@@ -10,7 +10,7 @@ scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -130,9 +130,13 @@ def search_composition(backbone, registry, refs: Sequence[str], method: str, cas
         raise CompositionError(f"weight search takes 1..{MAX_SHOTS} labelled target cases, got {len(cases)}")
     labels = [c.label for c in cases]
     base = Composition(tuple(refs), method, (1.0,) * len(refs), svd_rank, density, seed)
-    if method == MIX:
+    if method == MIX:  # its scores depend on the weights' ratios only: a penalty on their size would pick the scale
+        l1 = 0.0
         scores = component_scores(backbone, registry, refs, cases, **{"progress": False, **scorer_options})
         result = search_weights(mix_loss(scores, labels), len(refs), budget=budget, l1=l1, seed=seed, bounds=MIX_BOUNDS)
+        w = np.clip(result.weights, 0, None)  # stored as shares, as `mix_loss` reads them (all zero: equal ones)
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
+        result = replace(result, weights=tuple(float(x) for x in w))
     else:
         with attached_sources(backbone, registry, refs) as (model, _, names):
             loss = merge_loss(backbone, model, names, base, cases, **scorer_options)

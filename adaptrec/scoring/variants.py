@@ -1,8 +1,8 @@
 """Which model scores each registered adapter, and score-level mixes of several adapters.
 
-One peft model holds one adapter type (LoRA, AdaLoRA or prefix tuning), so `llm_variants` attaches
-registered adapters one type at a time; a `mix` averages the P(yes) its sources give, each scored
-alone through `Scorer`.
+One peft model holds one adapter type (LoRA, AdaLoRA or prefix tuning) and one collaborative item table,
+so `llm_variants` attaches registered adapters one type (one collaborative adapter) at a time; a `mix`
+averages the P(yes) its sources give, each scored alone through `Scorer`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, detach, peft_name, peft_type
-from adaptrec.adapters.merge import MIX, Composition, check_weights
+from adaptrec.adapters.merge import MIX, Composition, as_mix, check_weights
 from adaptrec.data.prompts import items_template
 from adaptrec.data.records import Case
 
@@ -28,8 +28,9 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
     before the next; the last group stays attached, as a single type's does.
     """
     groups: dict[str, list[str]] = {}
-    for ref in adapters:
-        groups.setdefault(peft_type(registry.resolve(ref)), []).append(ref)
+    for ref in adapters:  # a collaborative adapter brings its own item table: one per attach
+        record = registry.resolve(ref)
+        groups.setdefault(ref if record.adapter_type == COLLAB_TYPE else peft_type(record), []).append(ref)
     model = None
     for group in groups.values():
         if model is not None:
@@ -63,16 +64,23 @@ def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 
 def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Case], mode: str = "pyes",
                      **scorer_options) -> np.ndarray:
-    """(len(refs), len(cases)) scores, each adapter scored alone; everything is detached after use."""
+    """(len(refs), len(cases)) scores, each adapter scored alone (a registered mix: its sources' `mix`); everything is
+    detached after use."""
+    records = {ref: registry.resolve(ref) for ref in refs}
+    mixes = {record.ref: as_mix(record) for record in records.values()}
     rows: dict[str, np.ndarray] = {}
     model = None
     try:
-        for ref, key, model in llm_variants(backbone, registry, list(dict.fromkeys(refs)), include_untuned=False):
+        plain = [ref for ref, composition in mixes.items() if composition is None]
+        for ref, key, model in llm_variants(backbone, registry, plain, include_untuned=False):
             rows[ref] = variant_scorer(backbone, registry, ref, key, model, **scorer_options).score(cases, mode)
     finally:
         if model is not None:
             detach(model)
-    return np.stack([rows[registry.resolve(r).ref] for r in refs])
+    for ref, composition in mixes.items():
+        if composition is not None:
+            rows[ref] = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
+    return np.stack([rows[records[r].ref] for r in refs])
 
 
 def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",

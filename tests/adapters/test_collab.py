@@ -155,6 +155,17 @@ def test_one_collab_adapter_per_eval_backbone_and_none_merged(built, tiny_model_
     with pytest.raises(CompositionError, match="would lose its item tokens"):
         compose(fresh, registry, Composition(("movie-collab", "other-collab"), "cat", (0.5, 0.5)), name="m",
                 domain="movie")
+    # the score-level mix the merge error points to: each scored alone, then averaged, alone or registered
+    from adaptrec.scoring.variants import component_scores, mixed_scores
+
+    cases = built[2]
+    alone = component_scores(fresh, registry, ["movie-collab", "other-collab"], cases, progress=False)
+    mixture = Composition(("movie-collab", "other-collab"), "mix", (0.25, 0.75))
+    compose(fresh, registry, mixture, name="both", domain="movie")
+    np.testing.assert_allclose(component_scores(fresh, registry, ["both"], cases, progress=False)[0],
+                               mixed_scores(fresh, registry, mixture, cases, progress=False), atol=1e-6)
+    np.testing.assert_allclose(mixed_scores(fresh, registry, mixture, cases, progress=False),
+                               0.25 * alone[0] + 0.75 * alone[1], atol=1e-6)
 
 
 def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, tmp_path):

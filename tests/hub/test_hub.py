@@ -627,6 +627,30 @@ def test_adalora_is_published_as_its_exact_lora_export_only(tiny_model_dir, tmp_
     exported = out.split()[1] if out.startswith("registered") else "movie-adalora-lora"
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", exported.split(":")[0], "--to", str(tmp_path / "mirror"))
     assert code == 0, err
+    # its target_modules and rank_pattern name whole module paths, as peft matches them: the pull accepts them
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(
+        tiny_model_dir, str(tmp_path / "mirror" / "movie-adalora-lora"), "--name", "pulled-export"))
+    assert code == 0, err
+
+
+def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(tiny_model_dir, tmp_path):
+    from router_helpers import register_random
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig
+
+    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.adapters.export import adalora_to_lora
+
+    record = register_random(tiny_model_dir, Registry(), "ada", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=3)
+    base = AutoConfig.from_pretrained(tiny_model_dir)
+    check_adapter_folder(record.path, "adalora", "ada", base)  # `….lora_A` parameters, no `.weight`
+    pruned = tmp_path / "pruned"
+    shutil.copytree(record.path, pruned)
+    tensors = load_file(str(pruned / "adapter_model.safetensors"))
+    first = sorted(k for k in tensors if k.endswith("lora_E"))[0]
+    tensors[first][0] = 0.0  # one rank of one module pruned: the export gives that module rank 3 in rank_pattern
+    save_file(tensors, str(pruned / "adapter_model.safetensors"))
+    check_adapter_folder(adalora_to_lora(pruned, tmp_path / "export"), "lora", "export", base)
 
 
 @pytest.mark.parametrize("case, expect", [

@@ -47,6 +47,22 @@ def test_mix_search_puts_the_weight_on_the_right_adapter():
     assert result.loss < log_loss(labels, scores.mean(0)) - 0.2
 
 
+def test_a_mix_search_is_not_charged_for_the_weights_scale(monkeypatch):
+    """A mix's scores depend on the weights' ratios only: the search keeps the best loss it saw and stores shares."""
+    from adaptrec.router import weights
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 32)
+    a = np.clip(np.where(labels == 1, 0.6, 0.4) + rng.normal(0, 0.15, 32), 0.01, 0.99)
+    b = np.clip(0.5 + rng.normal(0, 0.15, 32), 0.01, 0.99)
+    monkeypatch.setattr(weights, "component_scores", lambda *args, **kwargs: np.stack([a, b]))
+    cases = [c.__class__(**{**vars(c), "label": int(y)}) for c, y in zip(synthetic_cases(32), labels)]
+    comp, result = search_composition(None, None, ["a", "b"], "mix", cases, budget=20, seed=4)
+    assert result.loss == min(loss for _, loss in result.trace)  # no penalty: the objective is the loss
+    assert result.loss <= mix_loss(np.stack([a, b]), labels)(np.array([0.5, 0.5]))
+    assert sum(comp.weights) == pytest.approx(1.0) and comp.extra["search"]["l1"] == 0.0
+
+
 def test_merge_search_objective_is_the_registered_composition(tiny_model_dir):
     registry = Registry()
     register_random(tiny_model_dir, registry, "a", {"type": "lora", "r": 4}, seed=1, std=0.6)
