@@ -448,6 +448,8 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
     from .plots import FIGURES
 
     _check_choice("plot", kind, tuple(FIGURES))
+    if not sources:
+        raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
     if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
         from .scoring.core import SCORING_VERSION
 

@@ -332,6 +332,8 @@ def resolve_backend(quantization: str, device: str, int8_backend: str | None = N
         return "bitsandbytes"
     if cuda:
         raise BackboneError("int8 backend 'torch' runs on CPU only; use bitsandbytes (or auto) on CUDA")
+    if device.split(":")[0] != "cpu":
+        raise BackboneError(f"adaptrec's int8 kernel runs on CPU only, not {device}; use --quantization none there")
     return "torch-int8"
 
 

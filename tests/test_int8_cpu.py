@@ -87,6 +87,9 @@ def test_backend_choice(monkeypatch):
         resolve_backend("8bit", "cpu")
     with pytest.raises(BackboneError, match="CPU only"):
         resolve_backend("8bit", "cuda", "torch")
+    monkeypatch.delenv(INT8_BACKEND_ENV)
+    with pytest.raises(BackboneError, match="CPU only, not mps"):  # refused at load, not at the first forward
+        resolve_backend("8bit", "mps")
 
 
 def test_8bit_load_on_cpu_uses_int8_linears_and_keeps_the_fingerprint(tiny_model_dir, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .inputs import ResultFileError, fields_of, load_json
-from .style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
+from .style import COLORS, NEUTRAL, ci_yerr, legend_below, new_figure, save_png, styled
 
 WHAT = "drift report"
 
@@ -37,7 +37,7 @@ def plot_drift(report: dict, out: Path) -> Figure:
         m = [report[w]["auc"][row] for w in windows]
         xs = [k + (i - len(rows) / 2) * 0.08 for k in range(len(windows))]
         auc_ax.errorbar(xs, [v["value"] for v in m],
-                        yerr=[[v["value"] - v["ci_low"] for v in m], [v["ci_high"] - v["value"] for v in m]],
+                        yerr=ci_yerr(*([v[k] for v in m] for k in ("value", "ci_low", "ci_high"))),
                         color=COLORS[2 + i] if row == "adapter" else NEUTRAL, marker="osD"[i % 3], capsize=2,
                         ls="-" if row == "adapter" else "--", label=row)
     auc_ax.axhline(0.5, color=NEUTRAL, lw=0.8, ls=":")

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .inputs import ResultFileError, fields_of, load_jsonl, metric_value
-from .style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
+from .style import COLORS, NEUTRAL, ci_yerr, legend_below, new_figure, save_png, styled
 
 UNTAGGED = ("bitsandbytes", 24)  # backend and step budget of the rows written before either was recorded
 KIND_STEP, SEED_STEP = 0.16, 0.04  # horizontal offsets that keep the types and seeds at one shot count apart
@@ -54,7 +54,7 @@ def _panel(ax: Axes, runs: Sequence[Mapping], kinds: Sequence[str], reference: M
         x = [centre[r["shots"]] + (seeds.index(r["seed"]) - (len(seeds) - 1) / 2) * SEED_STEP for r in mine]
         auc = np.array([[r["auc"]["value"], r["auc"]["ci_low"], r["auc"]["ci_high"]] for r in mine]).reshape(-1, 3)
         color = COLORS[i % len(COLORS)]
-        ax.errorbar(x, auc[:, 0], yerr=[auc[:, 0] - auc[:, 1], auc[:, 2] - auc[:, 0]], fmt="o", ms=3, color=color,
+        ax.errorbar(x, auc[:, 0], yerr=ci_yerr(auc[:, 0], auc[:, 1], auc[:, 2]), fmt="o", ms=3, color=color,
                     elinewidth=0.9, alpha=0.8)
         means = [(centre[s], np.mean([r["auc"]["value"] for r in mine if r["shots"] == s])) for s in shots
                  if any(r["shots"] == s for r in mine)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -68,6 +69,14 @@ def legend_below(axes: Any, ncols: int = 4) -> None:
     if handles:
         axes.flat[0].get_figure(root=False).legend(handles.values(), handles.keys(), loc="outside lower center",
                                                    ncols=min(ncols, len(handles)))
+
+
+def ci_yerr(values, lows, highs) -> list:
+    """errorbar's `yerr` for point estimates and their CI bounds; a bound on the wrong side of its estimate (a
+    percentile bootstrap can give one) draws no bar there rather than making matplotlib refuse the figure."""
+    values = np.asarray(values, dtype=float)
+    return [np.clip(values - np.asarray(lows, dtype=float), 0, None),
+            np.clip(np.asarray(highs, dtype=float) - values, 0, None)]
 
 
 def wrap(text: str) -> str:

@@ -63,8 +63,9 @@ class Retriever:
         return [(self.ids[i], float(sims[i])) for _, i in zip(range(n), order)]
 
     def recall(self, cases: Sequence[Case], n: int) -> float:
-        """Recall@n of the retrieval stage: the share of cases whose held-out target is retrieved."""
-        cases = [c for c in cases if c.target_id is not None]
+        """Recall@n of the retrieval stage: the share of held-out positives whose target is retrieved (a sampled
+        negative's target is a random item, not something to recall)."""
+        cases = [c for c in cases if c.target_id is not None and c.label == 1 and "negative_of" not in c.meta]
         if not cases:
             raise AdaptrecError("retrieval recall needs cases with a held-out target_id (implicit-feedback data)")
         return float(np.mean([c.target_id in {i for i, _ in self.retrieve(c, n)} for c in cases]))

@@ -121,7 +121,7 @@ class Scorer:
                     self.cache.put_many(fresh)
                 self.fresh += len(fresh)
                 found = {**fresh, **found}
-            out.append(np.stack([found[k] for k in keys]))
+            out.append(np.stack([found[k] for k in keys]) if keys else np.empty((0, 3)))
         return out
 
     def score_lists(self, lists: Sequence[Sequence[Case]], mode: ScoreMode = "pyes", shared_prefix: bool = False

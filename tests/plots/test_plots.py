@@ -87,6 +87,18 @@ def test_auc_by_shots_draws_a_line_and_error_bars_per_adapter_type(tmp_path):
     assert "TALLRec LLaMA-7B (published)" in _labels(movie) and "TALLRec LLaMA-7B (published)" not in _labels(book)
 
 
+def test_a_ci_on_the_wrong_side_of_its_estimate_draws_no_bar_there_and_no_sources_is_one_error(tmp_path):
+    """A percentile bootstrap can give a CI that misses its point estimate; matplotlib refuses negative error bars."""
+    from adaptrec import api
+    from adaptrec.errors import AdaptrecError
+
+    run = {**_grid_row("movie", "lora", 16, 0), "kind": "lora", "auc": {"value": 0.5, "ci_low": 0.55, "ci_high": 0.6}}
+    fig = shots.plot_shots([run], tmp_path / "s.png", reference={})
+    assert _is_png(tmp_path / "s.png") and fig.axes
+    with pytest.raises(AdaptrecError, match="name at least one result file"):
+        api.plot("curves", [], tmp_path / "c.png")
+
+
 def test_cross_domain_heatmap_has_a_cell_per_row_and_metric_and_shows_the_warning(tmp_path):
     fig = transfer.plot_transfer([_direction("arts", "office"), _direction("office", "arts")], tmp_path / "t.png",
                                  warning="Stale: scored by older code.")

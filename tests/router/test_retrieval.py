@@ -64,6 +64,18 @@ def test_catalogue_embeddings_are_cached():
     np.testing.assert_array_equal(a.matrix, b.matrix)
 
 
+def test_recall_counts_held_out_positives_not_their_sampled_negatives():
+    from dataclasses import replace
+
+    retriever = Retriever(CATALOGUE, HashEncoder())
+    case = _case(["i0", "i1"])
+    hit = retriever.retrieve(case, 1)[0][0]
+    miss = [i for i, _ in retriever.retrieve(case, len(CATALOGUE))][-1]
+    positive = replace(case, target=CATALOGUE[hit], target_id=hit)
+    negative = replace(case, target=CATALOGUE[miss], target_id=miss, label=0, meta={"negative_of": 0})
+    assert retriever.recall([positive, negative], 1) == 1.0
+
+
 @needs_minilm
 def test_minilm_ranks_by_similarity_and_reports_recall():
     retriever = Retriever(CATALOGUE, MiniLMEncoder())

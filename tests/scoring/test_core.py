@@ -119,3 +119,10 @@ def test_a_rendered_chat_template_is_tokenized_without_a_second_bos(tiny_backbon
     scorer.score(_cases(2))
     ranker.split(scorer.prompts(_cases(2)))  # the shared-prefix path
     assert spy.added and set(spy.added) == {added}
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_an_empty_candidate_list_scores_as_an_empty_row(tiny_backbone, shared_prefix):
+    scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", progress=False)
+    empty, full = scorer.score_lists([[], _cases(2)], shared_prefix=shared_prefix)
+    assert empty.shape == (0,) and full.shape == (2,)
