@@ -205,7 +205,13 @@ def warm_start(peft_model: "PeftModel", folder: Path, tokenizer) -> None:
 
     saved = load_file(str(Path(folder) / "adapter_model.safetensors"))
     saved = tuner_for(peft_model).saved_to_fresh(saved, get_peft_model_state_dict(peft_model))
-    result = set_peft_model_state_dict(peft_model, saved)
+    try:
+        result = set_peft_model_state_dict(peft_model, saved)
+    except RuntimeError as e:  # a tensor of another shape
+        why = str(e).strip().splitlines()[-1].strip()
+        if getattr(peft_model.peft_config[peft_model.active_adapter], "prefix_projection", False):
+            why += "; prefix tuning with prefix_projection saves only the projected prefix, not the MLP it trains"
+        raise ConfigError(f"{folder}: its weights do not fit the adapter its recipe builds ({why})") from None
     missing = [k for k in result.missing_keys if "lora_" in k or "prompt_encoder" in k]
     if result.unexpected_keys or missing:
         raise ConfigError(f"{folder}: its weights do not fit the adapter its recipe builds "

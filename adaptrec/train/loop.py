@@ -84,9 +84,21 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _recovered(dest: Path) -> bool:
+    """Whether adapter folder `dest` exists, once a crash between `_save_adapter`'s two renames is undone: its `.new`
+    (complete: `atomic_dir` made it) or else its `.old` takes the name back."""
+    if not dest.exists():
+        for done in (dest.with_name(dest.name + ".new"), dest.with_name(dest.name + ".old")):
+            if done.is_dir():
+                done.rename(dest)
+                break
+    return dest.exists()
+
+
 def _save_adapter(model, dest: Path) -> None:
     """Replace `dest` with the model's current adapter (safetensors), atomically; `.new`/`.old` folders a crash
-    left behind are cleared first."""
+    left behind are cleared first (`_recovered`)."""
+    _recovered(dest)
     old, new = dest.with_name(dest.name + ".old"), dest.with_name(dest.name + ".new")
     for stale in (old, new):
         shutil.rmtree(stale, ignore_errors=True)
@@ -187,9 +199,10 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the newest readable checkpoint, if there is one: adapter weights, optimizer, scheduler, RNG,
-        the tuner's and the early stopping's state; metric lines after it are dropped."""
+        the tuner's and the early stopping's state; metric lines after it (without one: every line) are dropped."""
         data = newest_readable(self.run_dir, log=self.accelerator.print)
-        if data is None:
+        if data is None:  # from step 0: rows an attempt stopped before its first checkpoint wrote are dropped
+            _trim_metrics(self.metrics_path, 0)
             return
         if sharded(self.accelerator) != (data.state_dir is not None):
             kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
@@ -306,7 +319,7 @@ class Trainer:
         """Keep the last adapter as the best if none was saved, let the method record itself (run_dir/method.json),
         end tracking."""
         acc, best = self.accelerator, self.run_dir / "best"
-        if acc.is_main_process and not best.exists():
+        if acc.is_main_process and not _recovered(best):
             _save_adapter(self.unwrapped, best)
         acc.wait_for_everyone()
         self.model.eval()

@@ -595,3 +595,27 @@ def test_a_title_spelling_a_soft_token_stays_text(built):
         ids = bb.tokenizer(render_prompt(case, template, bb.tokenizer)).input_ids
         assert bb.tokenizer.convert_tokens_to_ids(f"<item_{other}>") not in ids
     assert f"Pens < item_{other}> < match>" in render_prompt(case, "tallrec", None)  # alike with any tokenizer
+
+
+def test_another_saved_collab_adapter_scores_with_its_own_projector_then_the_trained_one_is_back(built, tmp_path):
+    """What a blend fit on the best step and a same-backbone distillation teacher read (`adapter_active`)."""
+    from adaptrec.errors import ConfigError
+    from adaptrec.train.methods.base import adapter_active
+
+    bb, model, cases = built
+    scorer = Scorer(model, bb.tokenizer, "k", template="tallrec-items", progress=False)
+    _save(model, tmp_path / "best")
+    saved = scorer.score(cases)
+    with torch.no_grad():
+        model.get_input_embeddings().projector.weight.normal_(std=1.0)  # training moved on after the best step
+    live = scorer.score(cases)
+    with adapter_active(model, tmp_path / "best", "best"):
+        np.testing.assert_allclose(scorer.score(cases), saved, atol=1e-5)
+    np.testing.assert_allclose(scorer.score(cases), live, atol=1e-5)
+    assert model.get_input_embeddings().active == model.active_adapter and "best" not in model.peft_config
+
+    plain = load_backbone(str(bb.source), quantization="none", device="cpu")
+    lora = build_peft_model(plain.model, {"type": "lora", "r": 4}, total_steps=2, tokenizer=plain.tokenizer)
+    with pytest.raises(ConfigError, match="item tokens this model does not read"):
+        with adapter_active(lora, tmp_path / "best", "teacher"):
+            pass

@@ -414,3 +414,16 @@ def test_prefix_text_init_errors(tiny_backbone):
     model = build_peft_model(bb.model, PrefixSettings(num_virtual_tokens=4, init="random"), total_steps=1)
     with pytest.raises(ConfigError, match="does not fit this backbone's key/value cache"):  # a cache unlike peft's layout
         TUNERS["prefix"].initialise(model, PrefixSettings(num_virtual_tokens=5), bb.tokenizer)
+
+
+def test_a_prefix_adapter_trained_through_its_projection_cannot_warm_start_and_says_why(tiny_model_dir, tmp_path):
+    """peft saves the projected prefix (n, layers·2·kv), not the (n, width) embedding the projection MLP reads."""
+    from adaptrec.adapters.base import warm_start
+
+    settings = {"type": "prefix", "prefix_projection": True, "init": "random", "num_virtual_tokens": 3}
+    trained = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    build_peft_model(trained.model, settings, total_steps=4, tokenizer=trained.tokenizer).save_pretrained(tmp_path)
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = build_peft_model(fresh.model, settings, total_steps=4, tokenizer=fresh.tokenizer)
+    with pytest.raises(ConfigError, match="saves only the projected prefix"):
+        warm_start(model, tmp_path, fresh.tokenizer)

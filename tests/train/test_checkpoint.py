@@ -76,6 +76,18 @@ def test_a_stale_best_new_left_by_a_crash_does_not_block_saving(tmp_path):
     assert not (tmp_path / "best.new").exists() and not (tmp_path / "best.old").exists()
 
 
+def test_a_crash_between_the_renames_keeps_the_new_best_adapter(tmp_path):
+    """Killed after `best` moved to `best.old` and before `best.new` took its name: the complete new one is the
+    best, not lost (finish would otherwise save the last step's adapter under a best_step it does not hold)."""
+    from adaptrec.train.loop import _recovered
+
+    for folder, data in (("best.old", b"older"), ("best.new", b"newer")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "adapter_model.safetensors").write_bytes(data)
+    assert _recovered(tmp_path / "best")
+    assert (tmp_path / "best" / "adapter_model.safetensors").read_bytes() == b"newer"
+
+
 def test_a_kill_while_pruning_leaves_no_partial_checkpoint_under_its_name(tmp_path, monkeypatch):
     """Pruning an old checkpoint file by file under its real name left a folder that looked like a checkpoint
     but was not whole (found by the crash matrix): a kill mid-delete now leaves only a hidden `.deleting` folder."""

@@ -57,6 +57,16 @@ def test_loop_learns_and_keeps_the_backbone_frozen(tiny_backbone, tmp_path):
         torch.testing.assert_close(after[key].to(value.device), value, rtol=0, atol=0)  # train() may move it to CUDA
 
 
+def test_a_run_restarted_before_its_first_checkpoint_logs_each_step_once(tiny_backbone, tmp_path):
+    """An attempt killed before its first checkpoint left metric rows; the new run starts at step 1 again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    recipe = tiny_recipe(str(tiny_backbone.source), 2, eval_every=2)
+    train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), run)
+    assert [r["step"] for r in _metrics(run)] == [1, 2] and all(r["loss"] != 9.0 for r in _metrics(run))
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
     recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)

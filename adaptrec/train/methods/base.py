@@ -11,8 +11,11 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from ...adapters.collab import TABLE_FILE, ItemEmbedding
+from ...adapters.collab import TUNER as COLLAB_TUNER
 from ...data.prompts import adds_special_tokens
 from ...data.records import Case
+from ...errors import ConfigError
 from ...scoring.core import Scorer
 from ...scoring.logits import last_token_logits, tokenize
 from ..losses import rec_loss
@@ -70,16 +73,27 @@ class Method:
 @contextmanager
 def adapter_active(model: PeftModel, path: Path | None, name: str) -> Iterator[None]:
     """Score with the adapter at `path` (None: the bare backbone) instead of the trained one, then make the
-    trained adapter active (and trainable: peft's set_adapter) again and drop the loaded one."""
+    trained adapter active (and trainable: peft's set_adapter) again and drop the loaded one. A collaborative
+    adapter brings its projector (and matcher) too, over the model's own item table."""
     if path is None:
         with model.disable_adapter():
             yield
         return
+    layer = model.get_input_embeddings()
+    extras = (Path(path) / TABLE_FILE).is_file()
+    if extras and not isinstance(layer, ItemEmbedding):
+        raise ConfigError(f"{path} is a collaborative adapter: its scores need item tokens this model does not read")
     active = model.active_adapter
+    active_items, meta = (layer.active, model.adaptrec_collab) if extras else ("", None)
     model.load_adapter(str(path), adapter_name=name, is_trainable=False)
     model.set_adapter(name)
     try:
+        if extras:  # `check_table` refuses one made over another item table
+            COLLAB_TUNER.load_extra(model, Path(path), None, name)
         yield
     finally:
         model.set_adapter(active)
         model.delete_adapter(name)
+        if extras:
+            layer.active, model.adaptrec_collab = active_items, meta
+            layer.drop(name)
