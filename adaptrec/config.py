@@ -81,6 +81,12 @@ class TrainingSection(_Strict):
     report_to: str = "none"
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # null: what the accelerate config or env says
 
+    @model_validator(mode="after")
+    def _warmup_has_a_schedule(self) -> TrainingSection:
+        if self.scheduler == "constant" and self.warmup_steps:  # transformers' constant schedule ignores warmup
+            raise ValueError("warmup_steps needs scheduler linear or cosine; constant ignores it")
+        return self
+
     @field_validator("report_to")
     @classmethod
     def _known_tracker(cls, value: str) -> str:

@@ -53,6 +53,13 @@ def test_wrong_type_names_key_and_value(tmp_path):
     assert "training.max_steps" in _one_line(e) and "'many'" in str(e.value)
 
 
+def test_warmup_under_a_constant_schedule_is_refused_not_ignored(tmp_path):
+    path = _write(tmp_path, lambda r: r["training"].update(scheduler="constant", warmup_steps=4))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "warmup_steps needs scheduler linear or cosine" in _one_line(e)
+
+
 def test_unknown_adapter_type(tmp_path):
     path = _write(tmp_path, lambda r: r["adapter"].update(type="ia3"))
     with pytest.raises(ConfigError) as e:

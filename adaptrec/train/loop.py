@@ -213,6 +213,8 @@ class Trainer:
             self.scheduler.load_state_dict(data.meta["scheduler"])
         else:
             self._load_adapter_and_optimizer(data)
+            if "grad_scaler" in data.meta["trainer"] and self.accelerator.scaler is not None:
+                self.accelerator.scaler.load_state_dict(data.meta["trainer"]["grad_scaler"])
         self.tuner.load_state_tensors(self.unwrapped, data.tuner)
         self.stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
         self.global_step = data.ckpt.step
@@ -252,7 +254,8 @@ class Trainer:
         losses = []
         for micro in range(t.grad_accum):
             index = self.global_step * t.grad_accum + micro
-            cases = self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)[rank::world]
+            drawn = self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)
+            cases = self.method.share(drawn, rank, world)
             with acc.accumulate(self.model):
                 loss = self.method.loss(self.model, cases, self.ctx, index)
                 extra = self.tuner.extra_loss(self.unwrapped)
@@ -262,7 +265,7 @@ class Trainer:
                 if acc.sync_gradients and t.max_grad_norm:
                     acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()
-                if acc.sync_gradients:
+                if acc.sync_gradients and not acc.optimizer_step_was_skipped:  # fp16: inf gradients skip a step
                     self.tuner.after_optimizer_step(self.unwrapped, self.global_step + 1)  # 1-based optimizer step
                     self.scheduler.step()
                 self.optimizer.zero_grad()
@@ -290,6 +293,8 @@ class Trainer:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
         Accelerate's `save_state`; otherwise the main process writes the safetensors format."""
         acc, state = self.accelerator, {"early_stopping": self.stopper.state()}
+        if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
+            state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):
             save_accelerate_checkpoint(acc, self.run_dir, self.global_step, self.scheduler,
                                        self.tuner.state_tensors(self.unwrapped), state)

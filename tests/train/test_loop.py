@@ -67,6 +67,27 @@ def test_a_run_restarted_before_its_first_checkpoint_logs_each_step_once(tiny_ba
     assert [r["step"] for r in _metrics(run)] == [1, 2] and all(r["loss"] != 9.0 for r in _metrics(run))
 
 
+def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):
+    """Reset to its initial scale, a resumed fp16 run would skip steps the uninterrupted one took."""
+    from router_helpers import fresh_backbone
+
+    from adaptrec.train.loop import Trainer
+
+    def trainer(init_scale: float) -> Trainer:
+        recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
+        made = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1),
+                       tmp_path / "run")
+        made.setup(resume=True)
+        made.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)  # as fp16 on CUDA has one
+        return made
+
+    first = trainer(512.0)
+    first.checkpoint()
+    second = trainer(65536.0)
+    second.resume()
+    assert second.accelerator.scaler.get_scale() == 512.0
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
     recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)

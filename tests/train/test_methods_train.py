@@ -125,6 +125,9 @@ def test_ranking_batches_keep_users_whole_and_are_pure():
     batch = method.batch(shots, 2, seed=0, index=1)
     assert len(batch) == 4 and sorted(c.label for c in batch) == [0, 0, 1, 1]
     assert len({c.user_id for c in batch}) == 2 and batch == method.batch(shots, 2, seed=0, index=1)
+    shares = [method.share(batch, r, 2) for r in (0, 1)]  # under two processes: one whole user each
+    assert all(len({c.user_id for c in s}) == 1 and sorted(c.label for c in s) == [0, 1] for s in shares)
+    assert {c.user_id for s in shares for c in s} == {c.user_id for c in batch}
 
 
 def test_ranking_loss_refuses_one_case_per_user(tiny_model_dir, tmp_path):
@@ -440,3 +443,17 @@ def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_
     assert a.keys() == b.keys() and a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_every_process_gets_a_share_of_each_micro_batch_and_ranking_shares_keep_users_whole():
+    """An epoch's short last batch still gives each of the processes a case (an empty forward would stall the
+    others' gradient sync); with a ranking loss a user's candidates stay on one process, or no pair forms."""
+    from adaptrec.train.methods.base import Method, shard
+
+    cases = synthetic_cases(9)
+    method = Method()
+    for index in range(6):
+        drawn = method.batch(cases, 8, 0, index)
+        parts = [method.share(drawn, r, 2) for r in (0, 1)]
+        assert all(parts) and {id(c) for p in parts for c in p} == {id(c) for c in drawn}
+    assert shard(list("abc"), 0, 1) == list("abc") and shard(["a"], 1, 2) == ["a"] and shard([], 0, 2) == []

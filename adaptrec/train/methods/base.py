@@ -29,6 +29,13 @@ def micro_batches(cases: Sequence[Case], batch_size: int, seed: int, index: int)
     return [cases[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
 
 
+def shard(items: Sequence, rank: int, world: int) -> list:
+    """Rank `rank`'s part of `items`: every `world`-th from `rank` (all of them in one process). Fewer items than
+    processes (an epoch's short last batch) are cycled, so that no rank runs an empty forward while the others wait
+    for its gradients."""
+    return [items[i % len(items)] for i in range(rank, max(len(items), world), world)] if items else []
+
+
 @dataclass
 class StepContext:
     """The loop's tokenizer, prompt rendering (the scorer's, so training sees the prompts scoring sees) and device."""
@@ -57,6 +64,10 @@ class Method:
     def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
         """The `index`-th micro-batch; must be a pure function of its arguments (exact resume)."""
         return micro_batches(cases, batch_size, seed, index)
+
+    def share(self, batch: list[Case], rank: int, world: int) -> list[Case]:
+        """This process's part of a micro-batch drawn for all `world` processes (`shard`)."""
+        return shard(batch, rank, world)
 
     def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
         return rec_loss(ctx.answer_logits(model, cases), ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id)

@@ -16,7 +16,7 @@ from ...errors import ConfigError
 from ...home import data_root
 from ...scoring.logits import tokenize
 from ..losses import answer_pair, causal_lm_loss, listwise_loss, pairwise_loss, rec_loss
-from .base import Method, StepContext, micro_batches
+from .base import Method, StepContext, micro_batches, shard
 
 
 @lru_cache(maxsize=1)
@@ -70,6 +70,12 @@ class JointMethod(Method):
             return micro_batches(cases, batch_size, seed, index)
         groups = _user_groups([*cases, *self.partners])
         return [c for group in micro_batches(groups, batch_size, seed, index) for c in group]
+
+    def share(self, batch: list[Case], rank: int, world: int) -> list[Case]:
+        """With a ranking loss, whole users: a user's candidates split across processes would form no pairs."""
+        if self.cfg.rec_loss == "yesno":
+            return shard(batch, rank, world)
+        return [c for group in shard(_user_groups(batch), rank, world) for c in group]
 
     def rec(self, logits: torch.Tensor, cases: Sequence[Case], ctx: StepContext) -> torch.Tensor:
         labels, yes, no = ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id
