@@ -397,6 +397,18 @@ def stale_note(protocol: dict) -> list[str]:
             "experiment to replace the numbers below.", ""]
 
 
+def mix_stale_note(doc: dict) -> list[str]:
+    """A warning paragraph when a mix's weights came from the search that charged for their scale (they do not sum
+    to 1: today's search has no penalty and stores shares)."""
+    old = [r["name"] for d in doc["directions"] for r in d["rows"]
+           if r["role"] == "composed:mix" and abs(sum(r["weights"]) - 1) > 1e-3]
+    if not old:
+        return []
+    return [f"**Stale:** the weights of {', '.join(old)} were searched with an L1 penalty on their size, which a "
+            "score-level mix ignores (only their ratios score), so the search could keep a worse ratio; the search "
+            "no longer charges for it (docs/router.md). Re-run the experiment to replace those rows.", ""]
+
+
 def render(doc: dict) -> str:
     """docs/cross_domain.md from the JSON document (pure: the same JSON gives the same page)."""
     p = doc["protocol"]
@@ -407,6 +419,7 @@ def render(doc: dict) -> str:
         "# Cross-domain transfer: Amazon Arts ↔ Office", "",
         banner("python experiments/cross_domain.py --render-only", [RESULTS_JSON]), "",
         *stale_note(p),
+        *mix_stale_note(doc),
         "![Heat map of every row by metric per direction, against the untuned backbone]"
         "(figures/cross_domain_heatmap.png)", "",
         "## Protocol", "",

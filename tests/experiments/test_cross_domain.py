@@ -163,3 +163,11 @@ def test_verdict_compares_the_best_llm_row_with_the_best_baseline():
 def test_a_page_scored_by_older_scoring_code_says_it_is_stale():
     assert cross_domain.stale_note({})[0].startswith("**Stale (since")
     assert cross_domain.stale_note({"scoring_version": cross_domain.SCORING_VERSION}) == []
+
+
+def test_a_mix_searched_with_the_old_penalty_on_its_scale_is_marked_stale():
+    def doc(weights):
+        return {"directions": [{"rows": [{"role": "composed:mix", "name": "mix of a, b", "weights": weights}]}]}
+
+    assert "mix of a, b were searched with an L1 penalty" in cross_domain.mix_stale_note(doc([0.25, 0.53]))[0]
+    assert cross_domain.mix_stale_note(doc([0.3, 0.7])) == []
