@@ -265,7 +265,8 @@ def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
     """The ranking protocol's held-out cases and candidate lists (`rank_lists`, or `given_lists` from
     `candidates_file`); DataSpecError when the data has no catalogue or no held-out item to rank."""
     if not dataset.catalogues:
-        raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue (e.g. amazon:office:test)")
+        raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue "
+                            "(e.g. amazon:office:test)")
     if candidates_file is not None:
         positives, lists = given_lists(dataset, Path(candidates_file), limit)
     else:

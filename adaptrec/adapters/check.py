@@ -18,7 +18,7 @@ from adaptrec.errors import IntegrityError
 from .files import CONFIG_FILE, WEIGHTS_FILE
 
 PEFT_TYPES = {"lora": "LORA", "collab": "LORA", "adalora": "ADALORA", "prefix": "PREFIX_TUNING"}
-# a LoRA weight (`….lora_A.weight`, or `….lora_A.<adapter>.weight`), or AdaLoRA's parameter (`….lora_A`, no `.weight`)
+# a LoRA weight (`….lora_A.weight`, `….lora_A.<adapter>.weight`) or AdaLoRA's parameter (`….lora_A`)
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?(?:\.weight)?$")
 
 

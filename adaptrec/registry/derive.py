@@ -13,7 +13,8 @@ from .validation import verified_files
 
 
 def register_lora_export(registry, ref: str, name: str | None = None):
-    """Convert AdaLoRA adapter `ref` (its files re-hashed first) to an exactly equivalent plain LoRA; register it as `name` (default NAME-lora)."""
+    """Convert AdaLoRA adapter `ref` (its files re-hashed first) to an exactly equivalent plain LoRA; register it as
+    `name` (default NAME-lora)."""
     record = registry.resolve(ref)
     if record.adapter_type != "adalora":
         raise AdaptrecError(f"export --to-lora: {record.ref} is a {record.adapter_type} adapter, not adalora")

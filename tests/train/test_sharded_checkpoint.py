@@ -33,6 +33,8 @@ class _StubTuner:
 class _StubAccelerator:
     """What `Trainer.checkpoint` and `save_accelerate_checkpoint` use of an Accelerator; save_state writes one file."""
 
+    scaler = None  # no fp16 loss scaling
+
     def __init__(self, kind: DistributedType, main: bool = True) -> None:
         self.distributed_type, self.is_main_process = kind, main
 
