@@ -39,5 +39,9 @@ class RegistryBusy(RegistryError):
     """The registry stayed locked by another process's write past the timeout: a retry may succeed."""
 
 
+class RegistryUnavailable(AdaptrecError):
+    """The registry database cannot be opened or read (permissions, a disk error, a file that is no database)."""
+
+
 class IntegrityError(AdaptrecError):
     """A stored file does not match its recorded hash."""

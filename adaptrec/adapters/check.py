@@ -19,7 +19,8 @@ from .files import CONFIG_FILE, WEIGHTS_FILE
 
 PEFT_TYPES = {"lora": "LORA", "collab": "LORA", "adalora": "ADALORA", "prefix": "PREFIX_TUNING"}
 # a LoRA weight (`….lora_A.weight`, `….lora_A.<adapter>.weight`) or AdaLoRA's parameter (`….lora_A`)
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?(?:\.weight)?$")
+_LORA_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.(?!bias$)[^.]+)?(?:\.weight)?$")  # not lora_bias
 
 
 def pattern_value(pattern: dict, module: str, default):

@@ -17,7 +17,7 @@ from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import Fitted, scores_spec
-from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError
+from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError, RegistryUnavailable
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 
@@ -56,6 +56,15 @@ def _delete(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _refuse_case_clash(conn: sqlite3.Connection, table: str, name: str, what: str) -> None:
+    """RegistryError for a `what` name differing from one in `table` only in letter case: one folder on a
+    case-insensitive file system."""
+    clash = conn.execute(f"SELECT name FROM {table} WHERE lower(name) = lower(?) AND name != ?", (name, name)).fetchone()
+    if clash:
+        raise RegistryError(f"{what} name {name!r} differs from the registered {clash[0]!r} only in letter case; "
+                            "pick another name")
+
+
 class Registry:
     """The SQLite adapter registry rooted at `home` (default `adaptrec_home()`)."""
 
@@ -76,7 +85,7 @@ class Registry:
         try:
             conn = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
         except sqlite3.Error as e:
-            raise RegistryError(f"cannot open {self.db_path} ({e}); check ADAPTREC_HOME and its permissions") from None
+            raise RegistryUnavailable(f"cannot open {self.db_path} ({e}); check ADAPTREC_HOME and its permissions") from None
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
@@ -88,11 +97,13 @@ class Registry:
                     f"the registry at {self.db_path} stayed busy for {self.timeout:g}s "
                     "(another adaptrec process is writing); retry"
                 ) from None
-            raise RegistryError(f"the registry database {self.db_path} cannot be used ({e}); check ADAPTREC_HOME "
-                                "and its permissions") from None
+            raise RegistryUnavailable(f"the registry database {self.db_path} cannot be used ({e}); check "
+                                      "ADAPTREC_HOME and its permissions") from None
+        except sqlite3.IntegrityError:  # a constraint this code broke: not the file's fault
+            raise
         except sqlite3.DatabaseError as e:  # not a database, or a damaged one
-            raise RegistryError(f"{self.db_path} is not a readable registry database ({e}); restore it from a copy "
-                                "or point ADAPTREC_HOME elsewhere") from None
+            raise RegistryUnavailable(f"{self.db_path} is not a readable registry database ({e}); restore it from a "
+                                      "copy or point ADAPTREC_HOME elsewhere") from None
         finally:
             conn.close()
 
@@ -212,11 +223,7 @@ class Registry:
         if entry.lineage is not None and entry.kind != "pulled":  # a pulled adapter's parents are its publisher's
             parents = [self._resolve(conn, p).ref for p in entry.lineage["parents"]]
             entry = replace(entry, lineage={**entry.lineage, "parents": parents})
-        clash = conn.execute("SELECT name FROM name_versions WHERE lower(name) = lower(?) AND name != ?",
-                             (entry.name, entry.name)).fetchone()
-        if clash:
-            raise RegistryError(f"adapter name {entry.name!r} differs from the registered {clash[0]!r} only in "
-                                "letter case; pick another name")
+        _refuse_case_clash(conn, "name_versions", entry.name, "adapter")
         row = conn.execute("SELECT last_version FROM name_versions WHERE name = ?", (entry.name,)).fetchone()
         return entry, (row[0] if row else 0) + 1
 
@@ -314,11 +321,7 @@ class Registry:
                 _delete(path)
 
         with self._write(on_abort=remove_written) as conn:
-            clash = conn.execute("SELECT name FROM encoders WHERE lower(name) = lower(?) AND name != ?",
-                                 (name, name)).fetchone()
-            if clash:  # one folder on a case-insensitive file system: writing it would delete the other's files
-                raise RegistryError(f"encoder name {name!r} differs from the registered {clash[0]!r} only in letter "
-                                    "case; pick another name")
+            _refuse_case_clash(conn, "encoders", name, "encoder")  # writing it would delete the other's files
             (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
             dest = self.home / "encoders" / name / str(last + 1)
             if dest.exists():  # a folder no row points to: a process killed before its row committed

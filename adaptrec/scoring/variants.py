@@ -24,8 +24,8 @@ UNTUNED = "backbone (untuned)"  # the row name of the backbone without adapters
 def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
     """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters.
 
-    Adapters are attached one type at a time (in order of first appearance), each type's group detached
-    before the next; the last group stays attached, as a single type's does.
+    Adapters are attached one type at a time (each collaborative adapter alone; in order of first appearance), each
+    group detached before the next; the last group stays attached, as a single type's does.
     """
     groups: dict[str, list[str]] = {}
     for ref in adapters:  # a collaborative adapter brings its own item table: one per attach

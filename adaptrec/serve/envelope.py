@@ -12,12 +12,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from adaptrec.data.online_log import OnlineLogError
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError, RegistryUnavailable
 from adaptrec.router.policy import RouteError
 
 log = logging.getLogger("adaptrec.serve")
 _STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryError: 404, RouteError: 404,
-           OnlineLogError: 503}  # the request log cannot be written: the server's trouble, worth a retry
+           OnlineLogError: 503, RegistryUnavailable: 503}  # the server's storage: its trouble, worth a retry
 _PATH = re.compile(r"(?<![\w$])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 

@@ -17,14 +17,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryBusy, RegistryError
+from adaptrec.errors import (AdaptrecError, FingerprintMismatch, IntegrityError, RegistryBusy, RegistryError,
+                             RegistryUnavailable)
 from adaptrec.router.policy import serving
 
 from .engine import QueueTimeout, ServeError
 from .worker import QueueFull
 
 log = logging.getLogger("adaptrec.serve")
-PASSING = (QueueFull, QueueTimeout, RegistryBusy)  # a busy server or registry: the next poll retries
+PASSING = (QueueFull, QueueTimeout, RegistryBusy, RegistryUnavailable)  # the next poll retries
 # a version the engine refuses (a failed load, a DoRA or unsupported type), corrupt files, another base model, or a
 # version removed meanwhile: retrying will not help
 NOT_SERVABLE = (ServeError, IntegrityError, FingerprintMismatch, RegistryError)
@@ -124,6 +125,8 @@ class PromotionWatcher:
         def adapters(ref: str) -> tuple[str, ...]:
             try:
                 return serving(engine.registry.resolve(ref))[0]
+            except RegistryBusy:  # not an answer: the next poll asks again
+                raise
             except RegistryError:  # removed from the registry meanwhile: unload what is resident under its ref
                 return (ref,)
 

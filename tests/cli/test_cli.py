@@ -81,19 +81,24 @@ def test_missing_data_file_names_recipe_and_key(monkeypatch, capsys):
     assert "movie-lora.yaml" in line and "data.train" in line and "book/train.json" in line
 
 
-def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbone, tmp_path):
+def _registered_adalora(backbone, folder: Path):
+    """An AdaLoRA adapter with nonzero ranks, registered as movie-ada."""
     from adaptrec.adapters import build_peft_model
     from adaptrec.adapters.adalora import AdaLoraSettings
 
-    model = build_peft_model(tiny_backbone.model, AdaLoraSettings(init_r=6, target_r=4, tinit=1, tfinal=1), total_steps=4)
+    model = build_peft_model(backbone.model, AdaLoraSettings(init_r=6, target_r=4, tinit=1, tfinal=1), total_steps=4)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_E" in name or "lora_B" in name:
                 p.normal_(0, 0.1)
-    model.save_pretrained(str(tmp_path / "ada"), safe_serialization=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return Registry().register(folder, name="movie-ada", domain="movie", kind="trained", adapter_type="adalora",
+                               adapter_config=None, fingerprint=backbone.fingerprint)
+
+
+def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbone, tmp_path):
+    _registered_adalora(tiny_backbone, tmp_path / "ada")
     reg = Registry()
-    reg.register(tmp_path / "ada", name="movie-ada", domain="movie", kind="trained", adapter_type="adalora",
-                 adapter_config=None, fingerprint=tiny_backbone.fingerprint)
     code, out, err = run_cli(monkeypatch, capsys, "export", "movie-ada", "--to-lora")
     assert code == 0, err
     new = reg.resolve("movie-ada-lora")
@@ -105,14 +110,7 @@ def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbo
 
 
 def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, capsys, tiny_backbone, tmp_path):
-    from adaptrec.adapters import build_peft_model
-    from adaptrec.adapters.adalora import AdaLoraSettings
-
-    model = build_peft_model(tiny_backbone.model, AdaLoraSettings(init_r=6, target_r=4, tinit=1, tfinal=1), total_steps=4)
-    model.save_pretrained(str(tmp_path / "ada"), safe_serialization=True)
-    reg = Registry()
-    rec = reg.register(tmp_path / "ada", name="movie-ada", domain="movie", kind="trained", adapter_type="adalora",
-                       adapter_config=None, fingerprint=tiny_backbone.fingerprint)
+    rec, reg = _registered_adalora(tiny_backbone, tmp_path / "ada"), Registry()
     weights = rec.path / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # still a readable safetensors file, but not the registered one

@@ -638,7 +638,7 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig
 
-    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.adapters.check import _lora_modules, check_adapter_folder
     from adaptrec.adapters.export import adalora_to_lora
 
     record = register_random(tiny_model_dir, Registry(), "ada", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=3)
@@ -651,6 +651,8 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     tensors[first][0] = 0.0  # one rank of one module pruned: the export gives that module rank 3 in rank_pattern
     save_file(tensors, str(pruned / "adapter_model.safetensors"))
     check_adapter_folder(adalora_to_lora(pruned, tmp_path / "export"), "lora", "export", base)
+    lora_bias = {"m.lora_A.weight": (2, 4), "m.lora_B.weight": (4, 2), "m.lora_B.bias": (4,)}  # peft's lora_bias
+    assert _lora_modules(lora_bias, "x") == {"m": ((2, 4), (4, 2))}
 
 
 @pytest.mark.parametrize("case, expect", [

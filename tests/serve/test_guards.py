@@ -116,6 +116,18 @@ def test_access_is_checked_against_the_version_the_engine_serves(tiny_model_dir,
         envelope(c.post("/v1/score", json=body(adapter="ada")), 403)  # it would be served the unpromoted ada:1
 
 
+def test_a_registry_that_cannot_be_read_is_the_servers_trouble_not_a_missing_adapter(engine, monkeypatch):
+    from adaptrec.errors import RegistryUnavailable
+
+    def unreadable(ref):
+        raise RegistryUnavailable("the registry database cannot be used (disk I/O error)")
+
+    with client(engine) as c:
+        monkeypatch.setattr(engine.registry, "resolve", unreadable)
+        assert "disk I/O error" in envelope(c.post("/v1/score", json=body(adapter="ada"), headers=ADMIN), 503,
+                                            "RegistryUnavailable")
+
+
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
     with client(engine) as c:
         assert envelope(c.get("/nope"), 404, "NotFound") == "no such endpoint"

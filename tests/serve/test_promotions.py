@@ -80,6 +80,20 @@ def test_a_busy_registry_is_retried_not_marked_failed():
     assert watcher.failed == set() and watcher.routing.served == {"movie": "movie-lora:1"}
 
 
+def test_a_busy_registry_while_draining_is_asked_again_not_read_as_a_removal():
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    real, busy = registry.resolve, {"on": True}
+
+    def resolve(ref):
+        if ref == "movie-lora:1" and busy["on"]:
+            raise RegistryBusy("the registry stayed busy")
+        return real(ref)
+
+    registry.resolve = resolve
+    watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"})
+    assert watcher.draining == {"movie-lora:1"} and "movie-lora:1" in engine.resident  # kept for the next poll
+
+
 def test_an_old_version_removed_while_it_drains_is_unloaded():
     registry = FakeRegistry({"movie": "movie-lora:1"})
     watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"}, removed=["movie-lora:1"])

@@ -88,6 +88,23 @@ def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):
     assert second.accelerator.scaler.get_scale() == 512.0
 
 
+def test_a_step_the_fp16_scaler_skipped_moves_neither_the_schedule_nor_the_tuner(tiny_backbone, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_backbone.source), 2, eval_every=2, adapter={"type": "adalora", "init_r": 4,
+                                                                              "target_r": 2})
+    trainer = Trainer(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    trainer.setup()
+    tuner_steps: list[int] = []
+    monkeypatch.setattr(trainer.tuner, "after_optimizer_step", lambda model, step: tuner_steps.append(step))
+    monkeypatch.setattr(Accelerator, "optimizer_step_was_skipped", property(lambda self: True))  # inf gradients
+    before = trainer.scheduler.last_epoch
+    trainer.step()
+    assert trainer.scheduler.last_epoch == before and tuner_steps == []
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
     recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)

@@ -74,7 +74,7 @@ class JointMethod(Method):
     def share(self, batch: list[Case], rank: int, world: int) -> list[Case]:
         """With a ranking loss, whole users: a user's candidates split across processes would form no pairs."""
         if self.cfg.rec_loss == "yesno":
-            return shard(batch, rank, world)
+            return super().share(batch, rank, world)
         return [c for group in shard(_user_groups(batch), rank, world) for c in group]
 
     def rec(self, logits: torch.Tensor, cases: Sequence[Case], ctx: StepContext) -> torch.Tensor:
