@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import platform
 from pathlib import Path
 
 from adaptrec.atomic import write_json
-from adaptrec.backbone import default_device, environment_summary, resolve_backend
+from adaptrec.backbone import default_device, environment_summary, library_versions, load_dtype, resolve_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
+OPTIONAL = ("bitsandbytes", "torchao", "ray", "accelerate")  # recorded when installed: some benchmarks run on them
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (0 or fewer would time nothing, or fail deep inside the run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
+    return value
 
 
 def backend(quantization: str) -> str:
@@ -17,9 +31,37 @@ def backend(quantization: str) -> str:
     return resolve_backend(quantization, default_device())
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def software() -> dict[str, str]:
+    """The versions of the packages that can change a benchmark's numbers."""
+    optional = {}
+    for package in OPTIONAL:
+        try:
+            optional[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {**library_versions(), **optional}
+
+
 def report(name: str, payload: dict) -> Path:
-    """Print the payload and write it to bench/results/<name>.json with the machine it ran on."""
-    payload = {"benchmark": name, "machine": {**environment_summary(), "processor": platform.processor()}, **payload}
+    """Print the payload and write it to bench/results/<name>.json with the machine, device, dtype and package
+    versions it ran on (the dtype from `config.backend`, which every benchmark names)."""
+    config = payload.get("config", {})
+    if "backend" not in config:
+        raise ValueError(f"bench {name}: config names no backend, so its results could not say what ran")
+    machine = {**environment_summary(), "cpu": cpu_model(), "arch": platform.machine(), "device": default_device()}
+    payload = {"benchmark": name, "machine": machine, "software": software(),
+               "dtype": str(load_dtype(config["backend"])).removeprefix("torch."), **payload}
     out = RESULTS / f"{name}.json"
     write_json(out, payload)
     print(json.dumps(payload, indent=2))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, report  # noqa: E402
+from common import backend, positive_int, report  # noqa: E402
 from load_client import free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
 from serve_load import body, within_limit  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser  # noqa: E402
@@ -156,12 +156,12 @@ def served_runs(args, home: Path, refs: list[str], cases: list, order: np.ndarra
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--adapters", type=int, default=1000)
-    p.add_argument("--resident", type=int, default=64, help="the server's LRU cap (--max-resident); this many of the "
+    p.add_argument("--adapters", type=positive_int, default=1000)
+    p.add_argument("--resident", type=positive_int, default=64, help="the server's LRU cap (--max-resident); this many of the "
                    "most popular adapters are preloaded before the Zipf run")
     p.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent of adapter popularity")
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--requests", type=int, default=200, help="per run")
+    p.add_argument("--clients", type=positive_int, default=4)
+    p.add_argument("--requests", type=positive_int, default=200, help="per run")
     p.add_argument("--seconds", type=float, default=120.0, help="cap per run")
     args = p.parse_args()
     if args.quick:

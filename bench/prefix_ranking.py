@@ -4,8 +4,8 @@ Data: amazon:office test users with at least 20 history items (cross-domain arts
 Amazon-length prompts); candidates are other users' target items. Baseline: the engine's plain path,
 C full prompts in batches. Ours: `Engine.rank` (`scoring.prefix.PrefixRanker`), one prefix forward
 then C suffixes from copies of its KV cache. One LoRA adapter (r=8, q_proj + v_proj, random weights).
-Every user has a new history, so every prefix is computed (no reuse across users). Also reports the
-largest score difference between the two paths.
+One case per user, each with its own history, so every prefix is computed (no reuse across users; the count of
+prefix forwards is recorded and checked). Also reports the largest score difference between the two paths.
 
     python bench/prefix_ranking.py [--quick] [--candidates 20] [--backbone PATH --quantization none]
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, report  # noqa: E402
+from common import backend, positive_int, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.scoring.prefix import common_prefix_length  # noqa: E402
@@ -30,14 +30,14 @@ from adaptrec.serve.engine import Engine, Limits  # noqa: E402
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--candidates", type=int, default=20)
-    p.add_argument("--users", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--candidates", type=positive_int, default=20)
+    p.add_argument("--users", type=positive_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     args = p.parse_args()
     backbone, registry = backbone_and_registry(args)
     (ref,) = random_adapters(backbone, registry, 1, QV)
     engine = Engine(backbone, registry, batch_size=args.batch_size, limits=Limits(max_prompt_tokens=2048))
-    users = amazon_cases(1 if args.quick else args.users, min_history=20)
+    users = amazon_cases(1 if args.quick else args.users, min_history=20, distinct_users=True)
     pool = [c.target for c in amazon_cases(200)]
     full_s = prefix_s = 0.0
     diffs, prompt_tokens, prefix_tokens = [], [], []
@@ -54,12 +54,15 @@ def main() -> None:
         ids = [backbone.tokenizer(engine.prompt(replace(user, target=t))).input_ids for t in cands]
         prompt_tokens.append(float(np.mean([len(x) for x in ids])))
         prefix_tokens.append(common_prefix_length(ids))
+    if engine.ranker.prefix_runs != len(users):  # each user's prefix computed once: no reuse inflates the ratio
+        raise SystemExit(f"{engine.ranker.prefix_runs} prefix forwards for {len(users)} users: a prefix was reused")
     report("prefix_ranking", {
         "config": {"backbone": args.backbone, "quantization": args.quantization,
                    "backend": backend(args.quantization), "candidates": args.candidates,
                    "users": len(users), "batch_size": args.batch_size, "adapter": QV,
                    "data": "amazon:office:test, users with >= 20 history items",
                    "mean_prompt_tokens": float(np.mean(prompt_tokens)), "mean_prefix_tokens": float(np.mean(prefix_tokens))},
+        "prefix_forwards": engine.ranker.prefix_runs,
         "full_prompts_s": full_s, "shared_prefix_s": prefix_s, "max_abs_score_diff": max(diffs),
         "ratio": full_s / prefix_s, "target_ratio": 5.0,
     })

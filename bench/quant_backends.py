@@ -178,7 +178,8 @@ def main() -> None:
         results.setdefault(name, {}).update({kind: {"skipped": why} for kind, why in variants.items()})
     tokens = [len(fp32.tokenizer(p).input_ids) for p in prompts]
     report("quant_backends", {
-        "config": {"backbone": args.backbone, "batch_size": args.batch_size, "timed_prompts": len(prompts),
+        "config": {"backbone": args.backbone, "backend": "torch-int8",  # the ratio's; every backend's row is below
+                   "batch_size": args.batch_size, "timed_prompts": len(prompts),
                    "mean_prompt_tokens": sum(tokens) / len(tokens), "repeats": args.repeats,
                    "adapter": args.adapter or f"random {QV}", "agreement_data": f"tallrec:movie:test, {args.limit} seeded cases",
                    "torchao": torchao.__version__ if torchao else None},

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, report  # noqa: E402
+from common import backend, positive_int, report  # noqa: E402
 from load_client import free_port, run_load, seconds_to_413, start_server, stop_server  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
@@ -93,9 +93,9 @@ def one_repeat(engine: Engine, url: str, plan_a: list[dict], plan_b: list[dict],
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--requests", type=int, default=24)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--clients", type=positive_int, default=4)
+    p.add_argument("--requests", type=positive_int, default=24)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--seconds", type=float, default=120.0)
     args = p.parse_args()
     if args.quick:
@@ -105,6 +105,9 @@ def main() -> None:
     n, warm = args.requests, WARM_UP
     engine = Engine(backbone, registry)
     cases = [c for c in amazon_cases(2 * (n * 2 * args.repeats + warm)) if within_limit(engine, c)][: n * 2 * args.repeats + warm]
+    if len(cases) < n * 2 * args.repeats + warm:  # a short plan would time fewer requests than the config records
+        raise SystemExit(f"only {len(cases)} amazon:office test cases fit the prompt limit; lower --requests or "
+                         f"--repeats (they need {n * 2 * args.repeats + warm})")
     bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(cases)]
     warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     for ref in refs:  # loaded before timing, as the server preloads them

@@ -154,7 +154,8 @@ BACKENDS = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "
 def hardware(result: dict) -> str:
     """The machine a benchmark JSON records: `2 CPU cores, torch 2.13.0+cpu, 2 threads` (GPU, CPU model if any)."""
     m = result["machine"]
-    parts = [m["cuda"], m["processor"], f"{m['cpu_count']} CPU cores", f"torch {m['torch']}", f"{m['threads']} threads"]
+    parts = [m["cuda"], m.get("cpu", m.get("processor")), f"{m['cpu_count']} CPU cores", f"torch {m['torch']}",
+             f"{m['threads']} threads"]
     return ", ".join(p for p in parts if p)
 
 

@@ -1,0 +1,31 @@
+"""bench/common.py: every results file says what ran (machine, device, dtype, package versions); counts are >= 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import common  # noqa: E402
+
+
+def test_a_results_file_records_the_machine_device_dtype_and_package_versions(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    doc = json.loads(common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 1.0}).read_text())
+    assert {"cpu", "arch", "device", "torch", "threads", "cpu_count"} <= set(doc["machine"])
+    assert {"adaptrec", "torch", "transformers", "peft"} <= set(doc["software"]) and doc["dtype"] == "float32"
+    with pytest.raises(ValueError, match="names no backend"):
+        common.report("y", {"config": {}})
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_counts_are_at_least_one():
+    assert common.positive_int("3") == 3
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.positive_int(bad)
