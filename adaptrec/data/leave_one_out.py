@@ -28,13 +28,15 @@ class Event:
 
 
 def split_timelines(timelines: Mapping[str, Sequence[Event]]) -> dict[str, dict[str, list[Event]]]:
-    """`{part: {user: events}}`: test/valid hold the whole timeline up to and with their target; train the prefix.
-    Users with fewer than 3 interactions have training events only."""
+    """`{part: {user: events}}`: test/valid hold the whole timeline up to and with their target; train the prefix,
+    less any earlier interaction with a held-out target (a log with repeats would otherwise train on the very
+    (user, item) pair it tests). Users with fewer than 3 interactions have training events only."""
     out: dict[str, dict[str, list[Event]]] = {part: {} for part in PARTS}
     for user, events in timelines.items():
         events = list(events)
         cut = len(events) - 2 if len(events) >= 3 else len(events)
-        out["train"][user] = events[:cut]
+        held_out = {e.item for e in events[cut:]}
+        out["train"][user] = [e for e in events[:cut] if e.item not in held_out]
         if cut < len(events):
             out["valid"][user] = events[:-1]
             out["test"][user] = events

@@ -90,7 +90,8 @@ def _movielens(spec: str, split: str) -> DataSet:
     folder = movielens.ml100k_dir()
     files = [folder / "ml-100k.inter", folder / "ml-100k.item"]
     return DataSet(spec, movielens.load_movielens(split), tallrec.item_popularity(movielens.load_movielens("train")),
-                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}))
+                   digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}),
+                   transductive=split == "train")  # the train split's popularity counts its own targets
 
 
 def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len: int) -> DataSet:
@@ -151,7 +152,8 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         user_items = {user: frozenset(items) for user, items in touched.items()}
         cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
         key.update(negatives_per_positive=negatives, seed=seed)
-    return DataSet(spec, cases, popularity, digest(key), catalogues, user_items)
+    return DataSet(spec, cases, popularity, digest(key), catalogues, user_items,
+                   transductive=part is None)  # a sliding window's popularity counts every row, its targets too
 
 
 def _feedback(spec: str, parts: list[str]) -> DataSet:
@@ -167,7 +169,7 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
     cases = OnlineLog().cases(parts[1], since)
     key = {"v": FORMAT_VERSION, "spec": spec,
            "events": digest([[c.meta["request_id"], c.target, c.label, c.meta["time"]] for c in cases])}
-    return DataSet(spec, cases, tallrec.item_popularity(cases), digest(key))
+    return DataSet(spec, cases, tallrec.item_popularity(cases), digest(key), transductive=True)  # counts its targets
 
 
 SCHEMES = ("tallrec", "movielens", "amazon", "feedback")
@@ -216,10 +218,25 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, hist
     `history_len`: each case keeps at most that many latest history items (leave-one-out cases are built with
     that many; windowed data holds 10 at most)."""
     if history_len is not None:
+        if history_len < 1:
+            raise DataSpecError(f"{spec}: history_len {history_len}: keep at least 1 history item")
+        if _liked_first(spec):
+            raise DataSpecError(f"{spec}: history_len keeps the latest history items, and TALLRec-style cases list "
+                                "every liked item before every disliked one (their order in time is not recorded)")
         base = _load(spec, negatives_per_positive, seed, history_len)
         cases = [replace(c, history=c.history[-history_len:]) for c in base.cases]
         return replace(base, cases=cases, fingerprint=digest({"base": base.fingerprint, "history_len": history_len}))
     return _load(spec, negatives_per_positive, seed, leave_one_out.HISTORY_LEN)
+
+
+def _liked_first(spec: str) -> bool:
+    """Whether `spec` names TALLRec-style cases (TALLRec files, a PATH.json, movielens:100k's windows)."""
+    sliced = _SLICE_RE.match(spec)
+    base = sliced["base"] if sliced else spec
+    parts = base.split(":")
+    if parts[0] in SCHEMES:
+        return parts[0] == "tallrec" or (parts[:2] == ["movielens", "100k"] and parts[2:3] != ["loo"])
+    return base.endswith(".json")
 
 
 def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -> DataSet:

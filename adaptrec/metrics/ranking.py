@@ -50,8 +50,8 @@ def _as_matrix(score_rows) -> np.ndarray:
     return mat
 
 
-def ranks(score_rows, target_idx) -> np.ndarray:
-    """1-based rank of each target among its candidates, ties counted against the target."""
+def _matrix_and_targets(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]:
+    """The score matrix (`_as_matrix`) and the checked integer target indices, one inside each row."""
     mat = _as_matrix(score_rows)
     tgt = np.asarray(target_idx)
     if tgt.ndim != 1 or tgt.shape[0] != mat.shape[0]:
@@ -69,6 +69,12 @@ def ranks(score_rows, target_idx) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"target_idx[{i}] = {int(tgt[i])} is outside row {i} of length {int(row_len[i])}")
+    return mat, tgt
+
+
+def ranks(score_rows, target_idx) -> np.ndarray:
+    """1-based rank of each target among its candidates, ties counted against the target."""
+    mat, tgt = _matrix_and_targets(score_rows, target_idx)
     target_scores = mat[np.arange(mat.shape[0]), tgt][:, None]
     # >= counts the target itself once (and every tied candidate), so it is already 1-based.
     return (mat >= target_scores).sum(axis=1).astype(np.int64)
@@ -119,10 +125,11 @@ def user_auc(score_rows: np.ndarray, target_idx) -> np.ndarray:
     """Per-row AUC of the target against the other candidates: share of them scored below it, ties counted half.
 
     Unlike the rank metrics, ties split evenly here (AUC's usual convention), so a constant scorer gets 0.5."""
-    rows = _as_matrix(score_rows)
-    idx = np.asarray(target_idx)
+    rows, idx = _matrix_and_targets(score_rows, target_idx)
     pos = rows[np.arange(len(rows)), idx][:, None]
     mask = ~np.isnan(rows)  # a shorter row's NaN padding is no candidate
     mask[np.arange(len(rows)), idx] = False
+    if not mask.any(axis=1).all():
+        raise ValueError(f"row {int(np.flatnonzero(~mask.any(axis=1))[0])} holds the target alone: no AUC")
     below = ((rows < pos) + 0.5 * (rows == pos)) * mask
     return below.sum(axis=1) / mask.sum(axis=1)

@@ -32,9 +32,13 @@ def test_training_cases_walk_the_training_prefix_only():
         loo_cases(TIMELINES, "dev", str, "movie")
 
 
-def test_no_held_out_pair_reaches_the_encoders():
-    held_out = {(c.user_id, c.target_id) for part in ("valid", "test") for c in loo_cases(TIMELINES, part, str, "m")}
-    assert held_out and not held_out & {(u, i) for u, i, _ in train_interactions(TIMELINES)}
+@pytest.mark.parametrize("timelines", [TIMELINES, {"r": [Event("a"), Event("b"), Event("a"), Event("c"), Event("a")]}],
+                         ids=["distinct", "repeats"])
+def test_no_held_out_pair_reaches_the_encoders_or_the_shots(timelines):
+    """A log with repeats: the user's earlier interactions with a held-out item are not trained on."""
+    held_out = {(c.user_id, c.target_id) for part in ("valid", "test") for c in loo_cases(timelines, part, str, "m")}
+    assert held_out and not held_out & {(u, i) for u, i, _ in train_interactions(timelines)}
+    assert not held_out & {(c.user_id, c.target_id) for c in loo_cases(timelines, "train", str, "m")}
 
 
 @needs_ml100k

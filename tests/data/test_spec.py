@@ -36,6 +36,7 @@ def test_tallrec_specs_and_book_popularity_from_valid():
 def test_movielens_spec():
     ds = load_spec("movielens:100k:test")
     assert [c.target for c in ds.cases] == [c.target for c in load_spec("tallrec:movie:test").cases]
+    assert load_spec("movielens:100k:train").transductive and not ds.transductive  # train counts its own targets
 
 
 @needs_amazon
@@ -76,3 +77,27 @@ def test_slices_are_disjoint_and_keyed_apart():
     head, tail = load_spec("tallrec:book:valid[:1200]"), load_spec("tallrec:book:valid[1200:]")
     assert head.cases + tail.cases == whole.cases and len(head.cases) == 1200
     assert len({whole.fingerprint, head.fingerprint, tail.fingerprint}) == 3
+
+
+def test_history_len_is_refused_where_the_latest_items_are_unknown(tmp_path):
+    """TALLRec-style cases list every like before every dislike: `history[-N:]` would keep dislikes, not the
+    latest items."""
+    rec = {"instruction": instruction("movie"), "output": "Yes.",
+           "input": 'User Preference: "A", "B", "C"\nUser Unpreference: "D", "E"\nWhether the user will like the '
+                    'target movie "T"?'}
+    (tmp_path / "test.json").write_text(json.dumps([rec]))
+    for spec in (str(tmp_path / "test.json"), f"{tmp_path / 'test.json'}[0:1]", "tallrec:movie:test",
+                 "movielens:100k:train"):
+        with pytest.raises(DataSpecError, match="list every liked item before every disliked one"):
+            load_spec(spec, history_len=2)
+    with pytest.raises(DataSpecError, match="keep at least 1"):
+        load_spec(str(tmp_path / "test.json"), history_len=0)
+
+
+def test_popularity_counted_from_the_cases_themselves_is_labelled_transductive(tmp_path):
+    items = [{"item_id": str(i), "title": f"film {i}"} for i in range(14)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    rows = [{"user_id": "u", "item_id": str(i), "domain": "movie", "position": i} for i in range(12)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_spec(str(tmp_path / "log.jsonl")).transductive  # its windows' targets are rows it counts
+    assert not load_spec(f"{tmp_path / 'log.jsonl'}:loo:test").transductive  # training interactions only

@@ -382,3 +382,7 @@ def test_user_auc_of_rows_of_different_lengths_counts_only_each_rows_candidates(
     from adaptrec.metrics.ranking import user_auc
 
     np.testing.assert_allclose(user_auc([[0.5, 0.1], [0.5, 0.1, 0.9]], [0, 0]), [1.0, 0.5])
+    with pytest.raises(ValueError, match="outside row 1"):  # the padding of a shorter row is no target
+        user_auc([[0.5, 0.1, 0.9], [0.7, 0.2]], [1, 2])
+    with pytest.raises(ValueError, match="target alone"):
+        user_auc([[0.5], [0.5, 0.1]], [0, 0])

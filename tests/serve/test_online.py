@@ -43,7 +43,9 @@ def test_feedback_joins_its_request_and_reads_back_as_cases(app_client, home):
         assert c.post("/v1/feedback", json={"request_id": rid, "item": '"x"', "label": 1}).status_code == 200
         last = c.post("/v1/feedback", json={"request_id": rid, "item": '"x"', "event": "skip"})  # the last event wins
         assert last.status_code == 200 and last.json()["seq"] > 0
-    cases = [c for c in load_spec("feedback:arts").cases if c.meta["request_id"] == rid]
+    feedback = load_spec("feedback:arts")
+    assert feedback.transductive  # its popularity counts the very targets it holds
+    cases = [c for c in feedback.cases if c.meta["request_id"] == rid]
     assert [(c.target, c.target_id, c.label) for c in cases] == [('"y"', "i-y", 1), ('"x"', None, 0)]
     assert cases[0].user_id == "u7" and [h.text for h in cases[0].history] == [h.text for h in user_case(3).history]
     assert cases[0].meta["adapters"] == ("arts-lora:1",)
