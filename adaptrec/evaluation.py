@@ -254,7 +254,7 @@ def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -
 
     Subsets are nested (the first `limit` of one seeded permutation), so a larger run extends a smaller one and
     the score cache reuses every list already scored."""
-    positives = [c for c in dataset.cases if c.label == 1 and "negative_of" not in c.meta]
+    positives = [c for c in dataset.cases if c.held_out_positive]
     if limit and limit < len(positives):
         positives = [positives[i] for i in sorted(np.random.default_rng(seed).permutation(len(positives))[:limit])]
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
@@ -279,8 +279,7 @@ def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
 def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple[list[Case], list[CandidateList]]:
     """Candidate lists read from a file (docs/data.md; as LLMRank and RecBole publish them), each joined to the
     data set's held-out case of its user, domain and target (for the history); the first `limit` lists."""
-    held_out = {(c.user_id, c.domain, c.target_id): c for c in dataset.cases
-                if c.label == 1 and "negative_of" not in c.meta}
+    held_out = {(c.user_id, c.domain, c.target_id): c for c in dataset.cases if c.held_out_positive}
     lists = read_candidates(path)[:limit] if limit else read_candidates(path)
     missing = [lst for lst in lists if (lst.user_id, lst.domain, lst.target_id) not in held_out]
     if missing:

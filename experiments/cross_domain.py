@@ -261,7 +261,7 @@ def _slices(cfg: TransferConfig, target: str):
     """(warm positives, cold positives of the same users, candidate lists, catalogues, popularity)."""
     warm = load_spec(f"amazon:{target}:test", seed=cfg.seed)
     cold = {(c.user_id, c.target_id): c for c in load_spec(f"amazon:{target}:test:cold", seed=cfg.seed).cases
-            if c.label == 1 and "negative_of" not in c.meta}
+            if c.held_out_positive}
     positives, lists = rank_lists(warm, cfg.users, cfg.seed, cfg.negatives)
     return positives, [cold[(c.user_id, c.target_id)] for c in positives], lists, warm
 

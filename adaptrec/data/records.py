@@ -34,6 +34,11 @@ class Case:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def held_out_positive(self) -> bool:
+        """A positive the data holds out, not a sampled negative copy of one (`meta["negative_of"]`)."""
+        return self.label == 1 and "negative_of" not in self.meta
+
+    @property
     def like_ratio(self) -> float | None:
         """Share of liked items in the history; None when the history is empty."""
         if not self.history:

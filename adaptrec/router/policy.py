@@ -141,7 +141,7 @@ def decision_scores(backbone, registry, decision: Decision, cases: Sequence[Case
 
 def spec_case(dataset, user_id: str, domain: str) -> Case:
     """The user's first positive `domain` case in a loaded data SPEC."""
-    mine = [c for c in dataset.cases if c.user_id == user_id and c.label == 1 and "negative_of" not in c.meta]
+    mine = [c for c in dataset.cases if c.user_id == user_id and c.held_out_positive]
     for case in mine:
         if case.domain == domain:
             return case

@@ -65,7 +65,7 @@ class Retriever:
     def recall(self, cases: Sequence[Case], n: int) -> float:
         """Recall@n of the retrieval stage: the share of held-out positives whose target is retrieved (a sampled
         negative's target is a random item, not something to recall)."""
-        cases = [c for c in cases if c.target_id is not None and c.label == 1 and "negative_of" not in c.meta]
+        cases = [c for c in cases if c.target_id is not None and c.held_out_positive]
         if not cases:
             raise AdaptrecError("retrieval recall needs cases with a held-out target_id (implicit-feedback data)")
         return float(np.mean([c.target_id in {i for i, _ in self.retrieve(c, n)} for c in cases]))
