@@ -292,18 +292,16 @@ def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple
     return [held_out[(lst.user_id, lst.domain, lst.target_id)] for lst in lists], lists
 
 
-def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], candidates: Sequence[Sequence[Case]],
-                    rows: np.ndarray, k: int = 10, embeddings: dict[str, np.ndarray] | None = None,
-                    ) -> dict[str, MetricValue]:
+def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], rows: np.ndarray, k: int = 10,
+                    embeddings: dict[str, np.ndarray] | None = None) -> dict[str, MetricValue]:
     """`BEYOND_METRICS` of one row's scores: its top `k` of every candidate list against the lists' catalogues,
-    and with item `embeddings` the intra-list diversity. Popularity is the data set's (a training-interaction
-    share; RecBole counts interactions)."""
+    and with item `embeddings` the intra-list diversity. Popularity is each item id's training interaction count
+    (`DataSet.item_counts`, as RecBole counts them)."""
     top = top_k([lst.candidates for lst in lists], rows, k)
     size = sum(len(dataset.catalogues[d]) for d in {lst.domain for lst in lists})
-    popularity = {c.target_id: dataset.item_popularity.get(c.target, 0.0) for cases in candidates for c in cases}
     n = len(lists)
     out = {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
-           f"averagepopularity@{k}": MetricValue(averagepopularity(top, popularity), n=n),
+           f"averagepopularity@{k}": MetricValue(averagepopularity(top, dataset.item_counts), n=n),
            f"giniindex@{k}": MetricValue(giniindex(top, size), n=n)}
     if embeddings is not None:
         out[f"diversity@{k}"] = MetricValue(diversity(top, embeddings), n=n)
@@ -395,7 +393,7 @@ def run_rank_eval(
             full: Mapping[str, MetricValue] | None = None) -> None:
         metrics = compute_ranking(RANKING_METRICS, rows, target_idx, seed=seed, clusters=users)
         metrics.update(full or {})
-        metrics.update(beyond_accuracy(dataset, lists, candidates, rows, embeddings=embeddings))
+        metrics.update(beyond_accuracy(dataset, lists, rows, embeddings=embeddings))
         metrics.update(group_metrics(rows, target_idx, groups, users, seed))
         report.rows.append(EvalRow(name, kind, metrics, speed))
 

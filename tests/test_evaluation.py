@@ -49,18 +49,17 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
 
 def test_beyond_accuracy_of_a_ranking_row():
     from adaptrec.data.candidates import CandidateList
-    from adaptrec.data.records import Case
     from adaptrec.data.spec import DataSet
     from adaptrec.evaluation import beyond_accuracy
 
     catalogue = {str(i): f'"item {i}"' for i in range(10)}
-    popularity = {f'"item {i}"': i / 45 for i in range(10)}
-    ds = DataSet("x", [], popularity, "fp", {"office": catalogue}, {})
+    catalogue["1"] = catalogue["2"]  # two items share a title: popularity counts each item id, not the title
+    counts = {str(i): i / 45 for i in range(10)}
+    title_counts = {f'"item {i}"': (1 + 2) / 45 if i == 2 else i / 45 for i in range(10) if i != 1}
+    ds = DataSet("x", [], title_counts, "fp", {"office": catalogue}, {}, item_counts=counts)
     lists = [CandidateList(f"u{u}", "office", "0", ("0", "1", "2", "3"), None) for u in range(2)]
-    cases = [[Case(lst.user_id, "office", "office product", (), catalogue[i], target_id=i) for i in lst.candidates]
-             for lst in lists]
     rows = np.array([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.8, 0.0]])  # top 2: (0, 1) and (0, 2)
-    got = beyond_accuracy(ds, lists, cases, rows, k=2)
+    got = beyond_accuracy(ds, lists, rows, k=2)
     assert got["itemcoverage@2"].value == pytest.approx(3 / 10)
     assert got["averagepopularity@2"].value == pytest.approx(((0 + 1) / 2 + (0 + 2) / 2) / 2 / 45)
     assert got["giniindex@2"].value == pytest.approx(np.sum((2 * np.arange(8, 11) - 11) * np.array([1, 1, 2])) / 4 / 10)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
-from .interaction_log import get_field, read_jsonl
+from .interaction_log import get_field, read_jsonl, text_counts
 from .records import Case, HistoryItem
 
 DOMAINS = ("arts", "office")
@@ -93,13 +93,17 @@ def train_interactions() -> list[tuple[str, str, bool]]:
     return [(user, item, True) for user in sorted(raw.splits["train"]) for _, _, item in raw.events[user]]
 
 
-def amazon_popularity(domain: str) -> dict[str, float]:
-    """Interaction counts of the domain's items among TRAIN users, keyed like `Case.target`."""
+def amazon_item_counts(domain: str) -> Counter[str]:
+    """Interaction counts of the domain's items among TRAIN users, keyed by item id."""
     _check(domain)
     raw = _raw()
-    counts = Counter(_text(raw.items[domain][item]) for user in raw.splits["train"]
-                     for _, d, item in raw.events[user] if d == domain)
-    return {key: float(n) for key, n in counts.items()}
+    return Counter(item for user in raw.splits["train"] for _, d, item in raw.events[user] if d == domain)
+
+
+def amazon_popularity(domain: str) -> dict[str, float]:
+    """`amazon_item_counts` keyed like `Case.target` (items sharing a title share its count)."""
+    items = _raw().items[domain]
+    return text_counts(amazon_item_counts(domain), lambda item: _text(items[item]))
 
 
 def _check(domain: str, split: str = "train", history_domains: str = "both") -> None:

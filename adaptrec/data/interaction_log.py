@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
 from ..userfiles import read_user_text
@@ -212,7 +212,15 @@ def _per_user(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) ->
             for user, events in per_user.items()}
 
 
-def log_popularity(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) -> dict[str, float]:
-    """Interaction counts per item, keyed like `Case.target` (the quoted title)."""
-    counts = Counter(catalogue[r.item_id].text for r in rows if r.item_id in catalogue)
-    return {key: float(n) for key, n in counts.items()}
+def text_counts(counts: Mapping[str, int], text: Callable[[str], str]) -> dict[str, float]:
+    """Per-item-id `counts` summed per prompt text `text(item_id)`: popularity keyed like `Case.target`."""
+    out: Counter[str] = Counter()
+    for item, n in counts.items():
+        out[text(item)] += n
+    return {key: float(n) for key, n in out.items()}
+
+
+def log_item_counts(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem]) -> Counter[str]:
+    """Interaction counts per catalogued item id."""
+    return Counter(r.item_id for r in rows if r.item_id in catalogue)
+

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256
@@ -37,7 +38,8 @@ SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|v
 class DataSet:
     """Cases of one SPEC plus what evaluation needs around them.
 
-    `item_popularity` is keyed like `Case.target` and comes from the domain's training data.
+    `item_popularity` is keyed like `Case.target` and comes from the domain's training data; `item_counts` holds the
+    same training interaction counts per item id, where items have ids (items sharing a title keep their own count).
     `catalogues` (domain -> item_id -> prompt text) and `user_items` (user -> every item they
     touched) are filled for implicit-feedback data only: they feed negative sampling.
     `fingerprint` hashes the source files and the options, to key score caches. `transductive`: the popularity
@@ -52,6 +54,7 @@ class DataSet:
     catalogues: dict[str, dict[str, str]] = field(default_factory=dict)
     user_items: dict[str, frozenset[str]] = field(default_factory=dict)
     transductive: bool = False
+    item_counts: dict[str, float] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=64)
@@ -66,6 +69,10 @@ def _file_hashes(paths: list[Path]) -> dict[str, str]:
         stat = p.stat()
         out[p.name] = _sha256(p, stat.st_mtime_ns, stat.st_size)
     return out
+
+
+def _floats(counts: Mapping[str, int]) -> dict[str, float]:
+    return {key: float(n) for key, n in counts.items()}
 
 
 def _bad(spec: str, why: str) -> DataSpecError:
@@ -100,12 +107,13 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
     positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie", history_len)
     catalogues = {"movie": texts}
     user_items = {user: frozenset(e.item for e in events) for user, events in timelines.items()}
-    popularity = Counter(texts[item] for _, item, _ in leave_one_out.train_interactions(timelines))
+    counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
     files = _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"])
     key = {"v": FORMAT_VERSION, "spec": spec, "files": files,
            "negatives_per_positive": negatives, "seed": seed}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
-    return DataSet(spec, cases, {k: float(v) for k, v in popularity.items()}, digest(key), catalogues, user_items)
+    return DataSet(spec, cases, interaction_log.text_counts(counts, texts.__getitem__), digest(key), catalogues,
+                   user_items, item_counts=_floats(counts))
 
 
 def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed: int) -> DataSet:
@@ -115,7 +123,8 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / f for f in amazon.FILES]),
            "negatives_per_positive": negatives, "seed": seed}
-    return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items)
+    return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items,
+                   item_counts=_floats(amazon.amazon_item_counts(domain)))
 
 
 def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None,
@@ -129,13 +138,13 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
     rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
     if part is None:
         cases = interaction_log.cases_from_log(rows, catalogue)
-        popularity = interaction_log.log_popularity(rows, catalogue)
+        counts = interaction_log.log_item_counts(rows, catalogue)
     else:  # popularity from the training interactions only: no valid or test target counts
         timelines = interaction_log.log_timelines(rows, catalogue)
         cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain,
                                         history_len)
-        popularity = {k: float(n) for k, n in Counter(catalogue[item].text for _, item, _ in
-                                                       leave_one_out.train_interactions(timelines)).items()}
+        counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
+    popularity = interaction_log.text_counts(counts, lambda item: catalogue[item].text)
     if not cases:
         raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built" if part is None
                             else f"{path}: no user has 3 interactions, so leave-one-out has no {part} case")
@@ -153,7 +162,8 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
         key.update(negatives_per_positive=negatives, seed=seed)
     return DataSet(spec, cases, popularity, digest(key), catalogues, user_items,
-                   transductive=part is None)  # a sliding window's popularity counts every row, its targets too
+                   transductive=part is None,  # a sliding window's popularity counts every row, its targets too
+                   item_counts=_floats(counts))
 
 
 def _feedback(spec: str, parts: list[str]) -> DataSet:

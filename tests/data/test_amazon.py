@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 from data_markers import needs_amazon
 
-from adaptrec.data.amazon import amazon_items, amazon_popularity, amazon_user_items, load_amazon
+from adaptrec.data.amazon import amazon_item_counts, amazon_items, amazon_popularity, amazon_user_items, load_amazon
 from adaptrec.errors import DataSpecError
 from adaptrec.home import data_root
 
@@ -56,6 +56,9 @@ def test_popularity_counts_train_users_only():
     expected = Counter(f'"{titles[i]}"' for r in raw_lines("interactions.jsonl")
                        if r["domain"] == "arts" and r["user_id"] in train for i in r["items"])
     assert amazon_popularity("arts") == {k: float(v) for k, v in expected.items()}
+    ids = Counter(i for r in raw_lines("interactions.jsonl") if r["domain"] == "arts" and r["user_id"] in train
+                  for i in r["items"])
+    assert amazon_item_counts("arts") == ids
 
 
 def test_user_items_include_targets():

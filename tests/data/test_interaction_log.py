@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adaptrec.data.interaction_log import cases_from_log, log_popularity, read_catalogue, read_log
+from adaptrec.data.interaction_log import cases_from_log, log_item_counts, read_catalogue, read_log, text_counts
 from adaptrec.errors import DataFormatError
 
 
@@ -37,7 +37,8 @@ def test_labels_position_and_implicit_rows(tmp_path, catalogue):
     rows = read_log(write_jsonl(tmp_path / "i.jsonl", implicit))
     cases = cases_from_log(rows, catalogue, history_len=2)
     assert [h.item_id for h in cases[0].history] == ["3", "1"] and cases[0].label == 1  # file order kept
-    assert log_popularity(rows, catalogue) == {'"film 3"': 1.0, '"film 1"': 1.0, '"film 2"': 1.0}
+    assert text_counts(log_item_counts(rows, catalogue), lambda i: catalogue[i].text) == {
+        '"film 3"': 1.0, '"film 1"': 1.0, '"film 2"': 1.0}
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -90,6 +91,7 @@ def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_
     assert not held_out & {(c.user_id, c.target_id) for c in train.cases}
     assert not held_out & {(c.user_id, h.item_id) for c in train.cases for h in c.history}
     assert set(test.item_popularity) == {f'"film {i}"' for i in (0, 1, 3, 6, 7)}  # training interactions only
+    assert test.item_counts == {i: 1.0 for i in ("0", "1", "3", "6", "7")}  # the same, per item id
     with pytest.raises(DataSpecError, match="no user has more than 10"):
         load_spec(str(log))
     with pytest.raises(DataSpecError, match="not recognised"):
