@@ -328,10 +328,10 @@ def full_catalogue_metrics(encoder: Encoder, positives: Sequence[Case], dataset:
 
 
 def user_groups(cases: Sequence[Case]) -> dict[str, np.ndarray]:
-    """Masks of the users (one held-out case each) by history length (`history <5`, `5-19`, `>=20`) and by whether
-    the history holds any item of the target domain (`warm`) or none (`cold`; items without a domain count as the
-    target's)."""
-    buckets = np.array(activity_buckets([len(c.history) for c in cases]))
+    """Masks of the users (one held-out case each) by activity (`Case.activity`, the interactions before the target,
+    however many the prompt shows: `history <5`, `5-19`, `>=20`) and by whether the history holds any item of the
+    target domain (`warm`) or none (`cold`; items without a domain count as the target's)."""
+    buckets = np.array(activity_buckets([c.activity for c in cases]))
     warm = np.array([any(h.domain in (None, c.domain) for h in c.history) for c in cases], dtype=bool)
     groups = {f"history {b}": buckets == b for b in dict.fromkeys(buckets.tolist())}
     return {**groups, "cold": ~warm, "warm": warm}

@@ -212,6 +212,18 @@ def test_user_groups_and_their_means():
     assert group_gap(values, groups["cold"], np.zeros(4, bool)) is None
 
 
+def test_user_groups_bucket_by_activity_not_by_the_cut_history():
+    """A leave-one-out prompt shows at most `history_len` items; the user's bucket counts every earlier one."""
+    from adaptrec.data.leave_one_out import Event, loo_cases
+    from adaptrec.evaluation import user_groups
+
+    timelines = {"busy": [Event(str(i)) for i in range(30)], "new": [Event(str(i)) for i in range(4)]}
+    cases = loo_cases(timelines, "test", str, "movie", history_len=10)
+    assert [len(c.history) for c in cases] == [10, 3] and [c.activity for c in cases] == [29, 3]
+    groups = user_groups(cases)
+    assert groups["history >=20"].tolist() == [True, False] and groups["history <5"].tolist() == [False, True]
+
+
 def test_a_logs_leave_one_out_test_part_ranks_every_user_with_three_interactions(tiny_backbone, tmp_path):
     """`eval --data log.jsonl:loo:test --candidates N`: one list per user with 3+ interactions (sliding 10-item
     windows give none here), each target among N items the user never touched."""

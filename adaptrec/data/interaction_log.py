@@ -185,7 +185,7 @@ def cases_from_log(rows: Iterable[LogRow], catalogue: Mapping[str, CatalogueItem
             target = events[i]
             cases.append(Case(user_id=user, domain=target.domain, noun=target.domain, history=history,
                               target=catalogue[target.item_id].text, label=_liked(target, like_threshold),
-                              target_id=target.item_id))
+                              target_id=target.item_id, meta={"activity": i}))
     return cases
 
 

@@ -59,7 +59,7 @@ def loo_cases(timelines: Mapping[str, Sequence[Event]], part: str, text: Callabl
         history = tuple(HistoryItem(text(e.item), e.liked, e.item, e.domain or domain)
                         for e in events[max(0, i - history_len):i])
         target = events[i].domain or domain
-        return Case(user, target, target, history, text(events[i].item), 1, events[i].item)
+        return Case(user, target, target, history, text(events[i].item), 1, events[i].item, meta={"activity": i})
 
     by_user = split_timelines(timelines)[part]
     if part != "train":

@@ -39,6 +39,12 @@ class Case:
         return self.label == 1 and "negative_of" not in self.meta
 
     @property
+    def activity(self) -> int:
+        """How many interactions the user had before the target: `meta["activity"]` where the history was cut to
+        its latest items, else the history's length."""
+        return self.meta.get("activity", len(self.history))
+
+    @property
     def like_ratio(self) -> float | None:
         """Share of liked items in the history; None when the history is empty."""
         if not self.history:
