@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import AdaptrecError
+from .errors import AdaptrecError, ConfigError
 
 if TYPE_CHECKING:
     from .adapters.vllm import VllmExport
@@ -49,7 +49,6 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
     if backbone is not None or not refs:
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
-    from .errors import ConfigError
     from .router.policy import resolve_sources
 
     reg = registry()
@@ -78,7 +77,6 @@ def recipes() -> list[str]:
 def recipe_text(name_or_path: str) -> str:
     """The text of a shipped recipe (by name) or a recipe file."""
     from .config import resolve_recipe_path
-    from .errors import ConfigError
     from .userfiles import read_user_text
 
     return read_user_text(resolve_recipe_path(name_or_path), "recipe", ConfigError)
@@ -223,6 +221,8 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
+    if plot is not None and not Path(plot).parent.is_dir():  # before scoring, not after
+        raise ConfigError(f"--plot {plot}: no folder {Path(plot).parent}")
     reg = registry()
     ref = adapter or getattr(reg.promoted(domain), "ref", None)
     windows = [select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)]
@@ -418,7 +418,6 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 
 def parse_exploration(items: Sequence[str]) -> dict[str, float]:
     """`["movie=0.1", ...]` -> {"movie": 0.1}; a one-line error for anything else."""
-    from .errors import ConfigError
 
     out = {}
     for item in items:

@@ -69,11 +69,11 @@ def log_windows(windows: list[dict]) -> None:
     from adaptrec.data.online_log import LoggedItem, OnlineLog
 
     log = OnlineLog()
-    expected = {LOG: WINDOWS * WINDOW, GATE_LOG: WINDOWS * GATE}
-    have = {d: len(log.requests(d)) for d in expected}
+    expected = {LOG: (WINDOWS * WINDOW,) * 2, GATE_LOG: (WINDOWS * GATE,) * 2}
+    have = {d: (len(log.requests(d)), len(log.cases(d))) for d in expected}  # requests, and their feedback
     if have == expected:
         return
-    if any(have.values()):
+    if any(any(n) for n in have.values()):
         sys.exit(f"error: {log.path} holds a partial log ({have}); remove it and run again")
     for w in windows:
         for domain, key in ((LOG, "cases"), (GATE_LOG, "gate")):
@@ -194,6 +194,9 @@ def run(resume_doc: dict | None) -> dict:
         write(doc)
     for t in range(len(doc["steps"]), WINDOWS):
         champions = dict(doc["steps"][-1]["champions"])
+        for row, domain in ROWS.items():  # a run stopped mid-window may have promoted since the last write: undo it
+            if scoring.registry.promoted(domain).ref != champions[row]:
+                scoring.registry.promote(champions[row], domain, evidence={"reason": "resumed from the results file"})
         seen = [c for w in cases[:t] for c in w]
         step = {"window": t, "served_by": dict(champions),
                 "scored": score_window(scoring, champions, cases[t], item_popularity(seen)), "updates": {}}
@@ -235,7 +238,7 @@ MARKERS = {"like-ratio": "s", "popularity": "^"}  # the non-LLM rows: grey, dash
 
 
 def figure(doc: dict, out: Path) -> None:
-    from adaptrec.plots.style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
+    from adaptrec.plots.style import COLORS, NEUTRAL, ci_yerr, legend_below, new_figure, save_png, styled
 
     @styled
     def draw() -> None:
@@ -254,7 +257,7 @@ def figure(doc: dict, out: Path) -> None:
                 off = (i - len(rows) / 2) * 0.05
                 color = COLORS[i] if row in ROWS else NEUTRAL
                 ax.errorbar([x + off for x in xs], [v["value"] for v in m],
-                            yerr=[[v["value"] - v["ci_low"] for v in m], [v["ci_high"] - v["value"] for v in m]],
+                            yerr=ci_yerr(*([v[k] for v in m] for k in ("value", "ci_low", "ci_high"))),
                             color=color, marker=MARKERS.get(row, "o"), ms=3.5, lw=1.2, capsize=2, label=row,
                             ls=MARKERS.get(row) and "--" or "-", alpha=0.9)
             ax.axhline(0.5, color=NEUTRAL, lw=0.8, ls=":")

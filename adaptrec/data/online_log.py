@@ -207,5 +207,6 @@ def _case(row: tuple) -> Case:
     index, label, at = row[9], row[10], row[11]
     item = logged.items[index]
     return Case(logged.user_id, logged.domain, logged.noun, logged.history, item.text, label, item.item_id,
-                meta={"request_id": logged.request_id, "time": at, "score": item.score, "explored": item.explored,
+                meta={"request_id": logged.request_id, "event": f"{logged.request_id}/{index}", "time": at,
+                      "score": item.score, "explored": item.explored,
                       "propensity": item.propensity, "slot": item.slot, "adapters": logged.adapters})

@@ -130,11 +130,12 @@ def load_tallrec(domain: str, split: str) -> list[Case]:
     return read_tallrec_json(path, domain=domain, prefix=f"{domain}-{split}")
 
 
-def item_popularity(cases: Iterable[Case]) -> dict[str, float]:
-    """How often each item occurs (as history item or target), keyed like `Case.target`."""
+def item_popularity(cases: Iterable[Case], targets: bool = True) -> dict[str, float]:
+    """How often each item occurs (as history item or, with `targets`, as target), keyed like `Case.target`."""
     counts: Counter[str] = Counter()
     for case in cases:
         wrapped = case.target.startswith('""')
-        counts[case.target] += 1
+        if targets:
+            counts[case.target] += 1
         counts.update(f'"{h.text}"' if wrapped else h.text for h in case.history)
     return {key: float(n) for key, n in counts.items()}

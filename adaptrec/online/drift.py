@@ -42,8 +42,9 @@ def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: 
 
 def drift(backbone, registry: Registry, domain: str, before: list[Case], after: list[Case], adapter: str | None = None,
           **scorer_options) -> dict:
-    """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity is counted
-    over the `before` window (what was known then) for both."""
+    """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity counts the
+    `before` window's history items (what its users had seen), for both windows: no case's own target counts
+    towards its score."""
     ref = adapter or getattr(registry.promoted(domain), "ref", None)
     if ref is None:
         raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with --adapter")
@@ -53,7 +54,7 @@ def drift(backbone, registry: Registry, domain: str, before: list[Case], after: 
         if len({c.label for c in labelled}) < 2:
             raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
         windows[name] = labelled
-    popularity = item_popularity(windows["before"])
+    popularity = item_popularity(windows["before"], targets=False)
     report, raw = {"adapter": registry.resolve(ref).ref, "domain": domain}, {}
     for name, cases in windows.items():
         labels, users = np.array([c.label for c in cases]), [c.user_id for c in cases]

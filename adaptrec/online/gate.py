@@ -9,6 +9,7 @@ half-width is recorded as the smallest difference the window can resolve.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,10 +63,13 @@ def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champio
 
 
 def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
-    """How many of `cases` fall in the window of events `record` was updated on (its lineage's since..until)."""
+    """How many of `cases` are logged events `record` (or a version it was updated from) was trained on: by
+    (request, item) pair from its lineage's `events`; a version registered before lineages listed them, by its
+    lineage window's time range."""
+    events = record.trained_events
     window = (record.lineage or {}).get("window", {})
-    if "until" not in window:
-        return 0
+    if events or "until" not in window:
+        return sum(c.meta.get("event") in events for c in cases)
     return sum(window["since"] <= c.meta["time"] <= window["until"] for c in cases if "time" in c.meta)
 
 
@@ -77,8 +81,8 @@ def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list
     A domain without a champion takes the challenger. Refused before scoring: cases the challenger was updated on,
     fewer than `MIN_USERS` users or one class only. The decision is recorded only if the champion is still the one
     scored (`RegistryError` otherwise)."""
-    if margin < 0:
-        raise ConfigError(f"--margin {margin}: expected a margin >= 0")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"--margin {margin}: expected a finite margin >= 0")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
     if champion is None:
@@ -90,9 +94,9 @@ def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list
     labelled = [c for c in cases if c.label is not None]
     seen = trained_on(record, labelled)
     if seen:
-        raise ConfigError(f"--data {data}: {seen} of its cases are events {record.ref} was trained on "
-                          f"(lineage window until {record.lineage['window']['until']}); gate on later feedback, "
-                          "e.g. feedback:DOMAIN:SINCE with SINCE after that")
+        raise ConfigError(f"--data {data}: {seen} of its cases are events {record.ref} was trained on (its lineage "
+                          "lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE after its "
+                          "lineage window")
     labels, users = np.array([c.label for c in labelled]), [c.user_id for c in labelled]
     if len(set(labels.tolist())) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")

@@ -68,6 +68,12 @@ class AdapterRecord:
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(exact=self.base_exact, family=self.base_family, base_model=self.base_model)
 
+    @property
+    def trained_events(self) -> set[str]:
+        """The logged feedback events (`Case.meta["event"]`) this version, and every version it was updated from,
+        was trained on: its lineage's cumulative `events`."""
+        return set((self.lineage or {}).get("events", []))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["path"] = str(self.path)

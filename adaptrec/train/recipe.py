@@ -23,7 +23,7 @@ from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from .cases import recipe_cases, recipe_data, training_cases
-from .lineage import with_encoder
+from .lineage import with_encoder, with_events
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE
@@ -92,7 +92,7 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
                   result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
                   adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
                   recipe_text=text, metrics=metrics,
-                  lineage=with_encoder(result.lineage, result.adapter_dir, registry)))
+                  lineage=with_encoder(with_events(result.lineage, train_cases), result.adapter_dir, registry)))
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})

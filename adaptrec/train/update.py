@@ -3,23 +3,28 @@ replay share of its original training data, registered as the next version of it
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..adapters.attach import adapter_key
+from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, recipe_from_text
 from ..data.records import Case
 from ..data.sampling import stratified_subset
-from ..errors import ConfigError, RegistryError
+from ..errors import AdaptrecError, ConfigError, RegistryError
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from .cases import recipe_cases, recipe_data, training_cases
-from .lineage import with_encoder
+from .lineage import event_keys, with_encoder, with_events
 from .loop import TrainResult, train
 
 UPDATE = "update"  # the lineage method of an updated version
+REGISTERED = "registered.json"  # in a finished update's run folder: the version it registered
 
 
 @dataclass
@@ -47,6 +52,20 @@ def _window(cases: Sequence[Case]) -> dict:
     return {"cases": len(cases), **({"since": min(times), "until": max(times)} if times else {})}
 
 
+def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
+    """The replay pool: `parent`'s training data, without feedback events it never saw (a recipe trained on an
+    open-ended `feedback:` SPEC reads more of the log now than it trained on)."""
+    seen = parent.trained_events
+    return [c for c in cases if "event" not in c.meta or c.meta["event"] in seen]
+
+
+def _logged_by(cases: Sequence[Case], new: Sequence[Case]) -> list[Case]:
+    """Validation `cases` without feedback logged after the newest of the `new` cases: checkpoints are not picked on
+    events the update could not have seen (the window a gate compares on comes later)."""
+    until = max((c.meta["time"] for c in new if "time" in c.meta), default=None)
+    return [c for c in cases if until is None or c.meta.get("time", until) <= until]
+
+
 def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None = None,
                    overrides: Sequence[str] = (), registry: Registry | None = None) -> UpdateResult:
     """Warm-start from `ref`'s weights, train on `data`'s labelled cases plus a `replay` share of `ref`'s original
@@ -65,20 +84,38 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     new = [c for c in dataset.cases if c.label is not None]
     if not new:
         raise ConfigError(f"--data {data}: no labelled cases to update on")
-    mixed, n_old = replay_mix(new, training_cases(recipe) if replay else [], replay, recipe.training.seed)
-    val = stratified_subset(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], recipe.training.val_limit,
-                            recipe.data.seed)
+    old = _seen_before(training_cases(recipe), parent) if replay else []
+    mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
+    val = stratified_subset(_logged_by(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new),
+                            recipe.training.val_limit, recipe.data.seed)
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     registry.load_verified(parent.ref, backbone.fingerprint)
     key = digest({"parent": parent.ref, "data": dataset.fingerprint, "replay": replay,
-                  "settings": recipe.model_dump(mode="json")})
+                  "settings": recipe.model_dump(mode="json"), "replayed": event_keys(old), "valid": event_keys(val)})
     run_dir = adaptrec_home() / "runs" / f"{parent.name}-update-{key[:10]}"
     result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path)
-    lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
-               "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps}
-    record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
-                               adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
-                               recipe_text=text, metrics={},
-                               lineage=with_encoder(lineage, result.adapter_dir, registry))
+    record = _registered(registry, run_dir, parent, result.adapter_dir)
+    if record is None:
+        lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
+                   "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps}
+        record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
+                                   adapter_type=recipe.adapter.type, adapter_config=None,
+                                   fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
+                                   lineage=with_encoder(with_events(lineage, mixed, parent), result.adapter_dir,
+                                                        registry))
+        write_json(run_dir / REGISTERED, {"record": record.ref})
     return UpdateResult(record, result, len(new), n_old)
+
+
+def _registered(registry: Registry, run_dir: Path, parent: AdapterRecord, adapter_dir: Path) -> AdapterRecord | None:
+    """The version this finished run registered before (named in its `REGISTERED` file), while it is still
+    registered, updated from `parent` and holds the run's adapter files: running the same update again registers no
+    duplicate version."""
+    try:
+        record = registry.resolve(json.loads((run_dir / REGISTERED).read_text())["record"])
+    except (OSError, ValueError, KeyError, TypeError, AdaptrecError):  # not registered yet, or removed since
+        return None
+    same = ((record.lineage or {}).get("updated_from") == parent.ref
+            and adapter_key(record.path) == adapter_key(adapter_dir))
+    return record if same else None

@@ -50,3 +50,6 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and "before: 20 cases" in out
     code, _, err = run_cli(monkeypatch, capsys, "drift", "books", "--before", before, "--after", after, *tiny)
     assert code == 2 and "no promoted adapter" in err
+    code, _, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny,
+                           "--plot", str(tmp_path / "missing" / "drift.png"))
+    assert code == 2 and "--plot" in err and "no folder" in err  # refused before scoring, not after

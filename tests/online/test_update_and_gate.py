@@ -15,6 +15,7 @@ from adaptrec.config import load_recipe
 from adaptrec.data.online_log import LoggedItem, OnlineLog
 from adaptrec.errors import ConfigError, RegistryError
 from adaptrec.online.gate import decide
+from adaptrec.data.spec import load_spec
 from adaptrec.registry import Registry
 from adaptrec.train.recipe import run_recipe, train_or_reuse
 from adaptrec.train.update import replay_mix, update_adapter
@@ -78,6 +79,46 @@ def test_update_warm_starts_registers_the_next_version_with_lineage(trained, tin
     assert any(np.abs(before[k].numpy()).max() > 1e-3 for k in before if "lora_B" in k)  # trained, not all zero
     # the recipe would train from scratch, not reuse an updated version whose recipe text it shares
     assert train_or_reuse(Registry(), record.fingerprint, str(recipe_path), []).ref != "tiny:2"
+    # the same update again (e.g. a resumed script) finds its finished run and registers no duplicate version
+    versions = len(Registry().list(name="tiny"))
+    again = update_adapter(parent.ref, "feedback:movie", replay=0.25, steps=1, overrides=["training.lr=1e-9"])
+    assert again.record.ref == "tiny:2" and len(Registry().list(name="tiny")) == versions
+
+
+def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update_or_its_gate(
+        tiny_model_dir, tmp_path, monkeypatch):
+    """A recipe trained on open-ended feedback lists the events it saw; an update replays and validates on those
+    only (not on feedback logged since, such as a later gate window), its lineage adds its own, and the gate refuses
+    any of them, a re-labelled one included, whatever its time."""
+    import adaptrec.train.update as update_mod
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+    log = OnlineLog()
+    log_feedback(synthetic_cases(12, seed=5), log, t0=1000)
+    root = run_recipe(*load_recipe(str(path), ["data.train=feedback:movie", "data.valid=feedback:movie"])).record
+    assert len(root.trained_events) == 12
+    log_feedback(synthetic_cases(12, seed=6), log, t0=3000)  # the update's data
+    log_feedback(synthetic_cases(24, seed=7), log, t0=5000)  # logged before the update runs: the gate's window
+    seen = {}
+    real_train = update_mod.train
+
+    def spy(recipe, backbone, cases, val, run_dir, **kw):
+        seen.update(cases=list(cases), val=list(val))
+        return real_train(recipe, backbone, cases, val, run_dir, **kw)
+
+    monkeypatch.setattr(update_mod, "train", spy)
+    child = update_adapter(root.ref, "feedback:movie:3000[0:12]", replay=0.5, steps=1).record
+    assert sorted({c.meta["time"] // 1000 for c in seen["cases"]}) == [1, 3]  # replayed: only what the root saw
+    assert max(c.meta["time"] for c in seen["val"]) < 5000
+    assert child.trained_events > root.trained_events and len(child.trained_events) == 24
+    Registry().promote(root.ref, "movie")
+    from adaptrec.online.gate import trained_on
+
+    gate_window = load_spec("feedback:movie:5000").cases
+    assert trained_on(child, gate_window) == 0 and trained_on(child, load_spec("feedback:movie").cases) == 24
+    relabelled = next(c for c in load_spec("feedback:movie:3000[0:12]").cases)
+    log.add_feedback(relabelled.meta["request_id"], relabelled.target, label=1 - relabelled.label, created=6000)
+    assert trained_on(child, load_spec("feedback:movie:5000").cases) == 1  # its newest event is after the window
 
 
 def test_update_refuses_what_it_cannot_do(trained):
@@ -195,3 +236,11 @@ def test_an_adalora_adapter_updates_from_its_own_weights(tiny_model_dir, tmp_pat
     log_feedback(synthetic_cases(8, seed=5))
     child = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=4).record
     assert child.adapter_type == "adalora" and child.lineage["updated_from"] == parent.ref
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -0.1])
+def test_the_gate_refuses_a_margin_that_is_not_a_finite_number_at_least_zero(margin):
+    from adaptrec.online.gate import gate
+
+    with pytest.raises(ConfigError, match="expected a finite margin >= 0"):  # nan would refuse every challenger,
+        gate(None, Registry(), "tiny:1", "movie", [], "synthetic", margin=margin)  # inf promote every one
