@@ -11,7 +11,8 @@ import types
 __version__ = "0.1.0"
 
 _API = ("train", "load", "evaluate", "compose", "registry", "recipes", "recipe_text", "plan", "predict",
-        "write_predictions", "export_lora", "export_vllm", "route", "recommend", "push", "pull", "inspect_data", "plot")
+        "write_predictions", "export_lora", "export_vllm", "route", "recommend", "push", "pull", "inspect_data", "plot",
+        "train_cf", "update", "promote_if_better", "drift", "serve")
 __all__ = ["__version__", *_API]
 
 # bitsandbytes (imported by peft, often before our backbone module) logs a missing optional CPU 4-bit
@@ -29,7 +30,7 @@ class CallablePackage(types.ModuleType):
 
 
 def __getattr__(name: str):
-    if name in ("train", "registry"):  # subpackages that are also API functions (see CallablePackage)
+    if name in ("train", "registry", "serve"):  # subpackages that are also API functions (see CallablePackage)
         return importlib.import_module(f".{name}", __name__)
     if name in _API:  # PEP 562 lazy export; the root package itself stays below every layer that imports it
         return getattr(importlib.import_module(".api", __name__), name)

@@ -26,6 +26,20 @@ def test_import_adaptrec_loads_no_torch_and_exports_the_api_lazily():
     assert api.EMBEDDED == EMBEDDED
 
 
+def test_every_public_api_function_is_exported_and_subpackages_named_like_one_call_it(monkeypatch):
+    """The README says each command has its `adaptrec.X`; `serve`, like `train`, is also a subpackage."""
+    import inspect
+
+    public = {n for n, f in inspect.getmembers(api, inspect.isfunction) if f.__module__ == api.__name__
+              and not n.startswith("_")} - {"parse_exploration"}  # a helper of `serve`'s option, not a command
+    assert public <= set(adaptrec.__all__), public - set(adaptrec.__all__)
+    monkeypatch.setattr(api, "serve", lambda *a, **k: ("served", a, k))
+    assert adaptrec.serve("x:1", port=1) == ("served", ("x:1",), {"port": 1})
+    from adaptrec.serve import Engine  # still a package
+
+    assert Engine.__name__ == "Engine"
+
+
 def _readme_python_block() -> str:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) == 1, "the README has one Python block; this test runs it"

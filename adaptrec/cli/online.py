@@ -37,8 +37,8 @@ def drift(
                                "feedback:movie:1733000000[0:300]"),
     after: str = typer.Option(..., "--after", help="SPEC of the later window"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1,
-                                        help="a seeded, label-stratified subset of each window"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0,
+                                        help="a seeded, label-stratified subset of each window; 0: all cases"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the score histograms and reliability curves "

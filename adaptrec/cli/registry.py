@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import api
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, ConfigError
 from .options import MadeForBackboneOpt, MadeForQuantOpt, echo_json
 
 registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
@@ -49,7 +49,7 @@ def registry_promote(
                                    "domain's champion on --data (docs/online.md)"),
     data: Optional[str] = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
     margin: float = typer.Option(0.005, "--margin", help="non-inferiority margin in AUC (0: superiority)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset of --data"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset of --data; 0: all cases"),
     seed: int = typer.Option(0, "--seed"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
@@ -58,7 +58,7 @@ def registry_promote(
     gate. Every decision is recorded: `adaptrec registry history DOMAIN`."""
     if if_better:
         if data is None:
-            raise typer.BadParameter("--if-better needs --data SPEC (the recent cases to compare on)")
+            raise ConfigError("--if-better needs --data SPEC (the recent cases to compare on)")
         result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed,
                                        backbone=backbone, quantization=quantization)
         typer.echo(result.summary())

@@ -11,7 +11,8 @@ and checks the base-model fingerprint. See docs/registry.md.
 
 Modules: `schema` (tables and the append-only migrations), `records` (names, refs, `AdapterRecord`),
 `validation` (checks of input and of a version's files), `store` (`Registry`), `derive` (versions made from a
-registered one without training: the exact LoRA export of an AdaLoRA adapter).
+registered one without training: the exact LoRA export of an AdaLoRA adapter), `audit` (the champion decisions and
+rollback), `encoders` (registered collaborative encoders).
 
 `adaptrec.registry(home)` (the Python API) names this package: calling the package opens a Registry.
 """

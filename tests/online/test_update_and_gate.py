@@ -244,3 +244,8 @@ def test_the_gate_refuses_a_margin_that_is_not_a_finite_number_at_least_zero(mar
 
     with pytest.raises(ConfigError, match="expected a finite margin >= 0"):  # nan would refuse every challenger,
         gate(None, Registry(), "tiny:1", "movie", [], "synthetic", margin=margin)  # inf promote every one
+
+
+def test_if_better_without_data_is_one_error_line(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", "tiny:1", "--if-better")
+    assert code == 2 and err == "error: --if-better needs --data SPEC (the recent cases to compare on)\n"
