@@ -5,11 +5,12 @@ in a throwaway registry, from ONE peft model whose LoRA weights are overwritten 
 goes through `Registry.register`: file hashes and base fingerprint recorded). Times `Engine.load` (hash verify +
 attach) and `Engine.unload` in-process over ~20 adapters. Then starts `adaptrec serve --max-resident
 --resident` and sends /v1/score requests (one amazon:office case per user, 2 items each) from `--clients` asyncio
-clients: first every request naming ONE adapter, then — after the admin preloaded the hot set, the `--resident` most
-popular adapters — the same requests naming adapters drawn from Zipf(`--alpha`) (seeded). Adapter loads come
+clients, after a warm-up and the admin preloading the hot set (the `--resident` most popular adapters): every request
+naming ONE adapter, and the same requests naming adapters drawn from Zipf(`--alpha`) (seeded), in `--blocks`
+interleaved blocks per arm (ABBA order: neither arm is always the warmer one). Adapter loads come
 from the server's own counter (`adaptrec_adapter_loads` in /metrics). The registry folder is removed at the end.
 
-    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 64] [--alpha 1.0] [--clients 4] [--requests 200] [--seconds 120] [--backbone PATH --quantization none]
+    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 64] [--alpha 1.0] [--clients 4] [--requests 200] [--seconds 300] [--blocks 4] [--backbone PATH --quantization none]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import backend, positive_int, report  # noqa: E402
-from load_client import free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
+from load_client import LoadResult, free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
 from serve_load import body, within_limit  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser  # noqa: E402
 
@@ -41,6 +42,7 @@ from adaptrec.serve.engine import Engine  # noqa: E402
 
 ALLOW_ANY = "--allow-any-adapter"
 TOKEN = "many-adapters-bench"
+WARMUP = 4  # requests before the measured blocks, on cases of their own
 
 
 def register_fast(backbone, registry: Registry, n: int, settings: dict, prefix: str = "many") -> list[str]:
@@ -118,40 +120,71 @@ def adapter_loads(client: httpx.Client) -> int:
     return int(next(f.samples[0].value for f in families if f.name == "adaptrec_adapter_loads"))
 
 
-def measured_run(client: httpx.Client, pid: int, plan: list[tuple[str, dict]], args) -> dict:
-    """One load run: throughput, latency, errors, adapter loads (the server's own count) and RSS before and after."""
-    rss_start, loads_start = server_rss_mb(pid), adapter_loads(client)
-    result = asyncio.run(run_load(str(client.base_url).rstrip("/"), plan, args.clients, args.seconds))
-    loads = adapter_loads(client) - loads_start
-    return {"requests_per_s": result.ok_rps, "p50_s": result.p50, "p99_s": result.p99, "sent": result.sent,
-            "errors": result.errors, "wall_s": result.wall_s, "adapter_loads": loads,
-            "adapter_loads_per_s": loads / result.wall_s if result.wall_s else None,
-            "resident_hit_fraction": 1 - loads / result.sent if result.sent else None,
-            "server_rss_mb_start": rss_start, "server_rss_mb_end": server_rss_mb(pid)}
+def measured_blocks(client: httpx.Client, pid: int, plans: dict[str, list], blocks: int, args) -> dict:
+    """Each arm's plan cut into `blocks` runs, the arms taking turns in ABBA order (A B, B A, ...) so neither is
+    always the warmer one; per arm: throughput over its summed wall time, latency, errors, adapter loads (the
+    server's own count), RSS before its first block and after its last, and each block's throughput."""
+    arms, n = list(plans), len(next(iter(plans.values())))
+    cuts = np.linspace(0, n, blocks + 1).astype(int)
+    merged = {arm: LoadResult() for arm in arms}
+    loads, per_block = dict.fromkeys(arms, 0), {arm: [] for arm in arms}
+    rss_start: dict[str, float] = {}
+    for b in range(blocks):
+        for arm in (arms if b % 2 == 0 else arms[::-1]):
+            rss_start.setdefault(arm, server_rss_mb(pid))
+            before = adapter_loads(client)
+            part = plans[arm][cuts[b]:cuts[b + 1]]
+            result = asyncio.run(run_load(str(client.base_url).rstrip("/"), part, args.clients,
+                                          args.seconds / blocks))
+            loads[arm] += adapter_loads(client) - before
+            merged[arm].latencies += result.latencies
+            merged[arm].statuses += result.statuses
+            merged[arm].wall_s += result.wall_s
+            per_block[arm].append(result.ok_rps)
+    rss_end = server_rss_mb(pid)
+    out = {}
+    for arm, r in merged.items():
+        out[arm] = {"requests_per_s": r.ok_rps, "p50_s": r.p50, "p99_s": r.p99, "sent": r.sent, "errors": r.errors,
+                    "wall_s": r.wall_s, "adapter_loads": loads[arm],
+                    "adapter_loads_per_s": loads[arm] / r.wall_s if r.wall_s else None,
+                    "resident_hit_fraction": 1 - loads[arm] / r.sent if r.sent else None,
+                    "server_rss_mb_start": rss_start[arm], "server_rss_mb_end": rss_end,
+                    "block_requests_per_s": per_block[arm]}
+    return out
 
 
-def served_runs(args, home: Path, refs: list[str], cases: list, order: np.ndarray, flags: list[str]) -> dict:
-    """Start the server; ONE adapter's run, then the hot set (the `--resident` most popular adapters) preloaded
-    by the admin, then the Zipf mix over the same cases."""
+def preload(client: httpx.Client, refs: Sequence[str]) -> None:
+    """The admin loads `refs` in order (the last stays longest in the LRU); any refusal stops the bench."""
+    for ref in refs:
+        r = client.post("/v1/adapters/load", json={"ref": ref}, headers={"Authorization": f"Bearer {TOKEN}"})
+        if r.status_code != 200:
+            raise RuntimeError(f"preloading {ref} answered {r.status_code}: {r.text[:200]}")
+
+
+def served_runs(args, home: Path, refs: list[str], cases: list, warmup: list, order: np.ndarray, flags: list[str]
+                ) -> dict:
+    """Start the server; warm it up on `WARMUP` requests, preload the hot set (the `--resident` most popular
+    adapters, ONE adapter's among them), then run the one-adapter and the Zipf requests over the same cases in
+    interleaved ABBA blocks."""
     os.environ["ADAPTREC_ADMIN_TOKEN"] = TOKEN
     port = free_port()
     proc = start_server(args, home, port, ["--max-resident", str(args.resident), *flags])
-    plan_one = [("/v1/score", body(cases[i % len(cases)], refs[0])) for i in range(len(order))]
-    plan_many = [("/v1/score", body(cases[i % len(cases)], refs[k])) for i, k in enumerate(order)]
+    plans = {"one_adapter": [("/v1/score", body(cases[i % len(cases)], refs[0])) for i in range(len(order))],
+             "many_adapters": [("/v1/score", body(cases[i % len(cases)], refs[k])) for i, k in enumerate(order)]}
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300) as client:
-            if client.post("/v1/score", json=plan_one[0][1]).status_code != 200:
-                raise RuntimeError("the warm-up request failed")
-            one = measured_run(client, proc.pid, plan_one, args)
-            for ref in reversed(refs[: args.resident]):  # the most popular last: the LRU keeps it longest
-                client.post("/v1/adapters/load", json={"ref": ref}, headers={"Authorization": f"Bearer {TOKEN}"})
-            many = measured_run(client, proc.pid, plan_many, args)
+            for case in warmup:  # other users than the measured ones: no prefix cache carries over
+                if client.post("/v1/score", json=body(case, refs[0])).status_code != 200:
+                    raise RuntimeError("a warm-up request failed")
+            preload(client, list(reversed(refs[: args.resident])))  # the most popular last
+            runs = measured_blocks(client, proc.pid, plans, args.blocks, args)
     finally:
         stop_server(proc)
+    many = runs["many_adapters"]
     sent = [refs[k] for k in order[: many["sent"]]]
     many["distinct_adapters"] = len(set(sent))
     many["requests_to_hot_set"] = sum(k < args.resident for k in order[: many["sent"]]) / max(many["sent"], 1)
-    return {"one_adapter": one, "many_adapters": many}
+    return runs
 
 
 def main() -> None:
@@ -161,8 +194,9 @@ def main() -> None:
                    "most popular adapters are preloaded before the Zipf run")
     p.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent of adapter popularity")
     p.add_argument("--clients", type=positive_int, default=4)
-    p.add_argument("--requests", type=positive_int, default=200, help="per run")
-    p.add_argument("--seconds", type=float, default=120.0, help="cap per run")
+    p.add_argument("--requests", type=positive_int, default=200, help="per arm")
+    p.add_argument("--seconds", type=float, default=300.0, help="cap per arm (split over its blocks)")
+    p.add_argument("--blocks", type=positive_int, default=4, help="interleaved blocks per arm (ABBA order)")
     args = p.parse_args()
     if args.quick:
         args.requests, args.seconds = min(args.requests, 12), min(args.seconds, 20.0)
@@ -178,9 +212,11 @@ def main() -> None:
         engine = Engine(backbone, registry)
         # one case per user: two cases of one user share their history, and the one-adapter run would reuse its
         # prefix cache where the Zipf run (another adapter each time) cannot
-        cases = [c for c in amazon_cases(2 * args.requests, distinct_users=True) if within_limit(engine, c)]
-        cases = cases[: args.requests]
-        runs = served_runs(args, registry.home, refs, cases, order, flags)
+        cases = [c for c in amazon_cases(2 * args.requests + WARMUP, distinct_users=True) if within_limit(engine, c)]
+        if len(cases) < args.requests + WARMUP:
+            raise SystemExit(f"error: {len(cases)} usable cases, fewer than --requests {args.requests} + {WARMUP}")
+        cases, warmup = cases[: args.requests], cases[-WARMUP:]
+        runs = served_runs(args, registry.home, refs, cases, warmup, order, flags)
     finally:
         shutil.rmtree(registry.home, ignore_errors=True)
     one, many = runs["one_adapter"]["requests_per_s"], runs["many_adapters"]["requests_per_s"]
@@ -188,13 +224,16 @@ def main() -> None:
         "config": {"backbone": args.backbone, "quantization": args.quantization,
                    "backend": backend(args.quantization), "adapters": args.adapters, "resident_cap": args.resident,
                    "alpha": args.alpha, "clients": args.clients, "requests": args.requests,
-                   "seconds_cap": args.seconds, "items_per_request": 2, "adapter": QV,
+                   "seconds_cap": args.seconds, "blocks": args.blocks, "order": "ABBA", "warmup_requests": WARMUP,
+                   "items_per_request": 2, "adapter": QV,
                    "data": "amazon:office:test, one case per user (prompts within 1,024 tokens)",
                    "server": "127.0.0.1, default options, the hot set preloaded", "server_flags": flags,
                    "baseline_adapter": refs[0]},
         "registration_s": registration_s, "registration_ms_per_adapter": registration_s / args.adapters * 1000,
         "engine_load": load_costs, **runs,
         "ratio": many / one if one else None, "target_ratio": 0.8,
+        "block_ratios": [m / o if o else None for m, o in zip(runs["many_adapters"]["block_requests_per_s"],
+                                                              runs["one_adapter"]["block_requests_per_s"])],
     })
 
 

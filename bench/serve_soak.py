@@ -4,10 +4,12 @@ A registry of 4 random LoRA adapters (2 promoted, 2 not) on the backbone; 3 asyn
 a mix of routed and named /v1/score, /v1/recommend and bad requests (a missing adapter, an oversized
 request, an unpromoted adapter) to 127.0.0.1, one connection per request; a churn task preloads and
 unloads adapters and re-promotes domains every 2 s; at half time the server gets SIGTERM (it
-finishes what it accepted) and a new one starts on the same port while the clients keep sending. Every answer must be 200 or a `{"error": ...}` envelope; a
-request whose connection was refused, or closed unread by the stopping server (uvicorn closes idle
-connections when it stops), during the restart gap was never accepted; one accepted but never
-answered is `dropped` (the goal: none). Reports counts by status, RSS of each server at start and end.
+finishes what it accepted) and a new one starts on the same port while the clients keep sending. Every answer must be
+200 or a `{"error": ...}` envelope; a request whose connection was refused, or one sent after the SIGTERM and closed
+unread by the stopping server (uvicorn closes connections it has not read a request from), was never accepted; any
+other request closed without an answer, one sent before the SIGTERM included, is `dropped` (the goal: none; counting
+every request sent before the SIGTERM as accepted is the strict reading). Reports counts by status, RSS of each
+server at start and end.
 
     python bench/serve_soak.py [--seconds 600] [--backbone PATH --quantization none]
 """
@@ -38,13 +40,17 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 class Tally:
     statuses: Counter = field(default_factory=Counter)
     refused: int = 0  # connection refused: never accepted (the restart gap)
-    closed_unread: int = 0  # the stopping server closed the connection before reading the request (restart gap)
-    dropped: int = 0  # accepted, never answered
-    restarting: bool = False  # between the SIGTERM and the new server's first health answer
-    transport_errors: Counter = field(default_factory=Counter)  # "<httpx error>, <restart gap | serving>" -> count
+    closed_unread: int = 0  # sent after the SIGTERM, closed by the stopping server before it read the request
+    dropped: int = 0  # sent before the SIGTERM or to a serving server, never answered
+    gap: tuple[float, float] | None = None  # monotonic times of the SIGTERM and the new server's first health answer
+    transport_errors: Counter = field(default_factory=Counter)  # "<httpx error>, <sent in the restart gap | serving>" -> count
     unenveloped: int = 0  # an error answer without the {"error": ...} envelope
     rss_mb: list = field(default_factory=list)
     served_before_restart: int | None = None
+
+    def in_gap(self, sent: float) -> bool:
+        """Whether a request sent at monotonic time `sent` went out between the SIGTERM and the new server."""
+        return self.gap is not None and self.gap[0] <= sent < self.gap[1]
 
     def to_dict(self) -> dict:
         served = self.statuses.get(200, 0)
@@ -81,6 +87,7 @@ async def client(url: str, cases: list, refs: list[str], deadline: float, tally:
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, trust_env=False) as http:
         while time.monotonic() < deadline:
             path, payload = requests_mix(cases, refs, rng)
+            sent = time.monotonic()
             try:
                 response = await http.post(path, json=payload)
             except httpx.ConnectError:
@@ -88,8 +95,9 @@ async def client(url: str, cases: list, refs: list[str], deadline: float, tally:
                 await asyncio.sleep(0.2)
                 continue
             except httpx.TransportError as e:  # closed without an answer
-                tally.transport_errors[f"{type(e).__name__}, {'restart gap' if tally.restarting else 'serving'}"] += 1
-                if tally.restarting:  # a stopping uvicorn closes the connections it has not read a request from
+                unread = tally.in_gap(sent)  # a stopping uvicorn closes the connections it has not read from
+                tally.transport_errors[f"{type(e).__name__}, {'sent in the restart gap' if unread else 'serving'}"] += 1
+                if unread:
                     tally.closed_unread += 1
                 else:
                     tally.dropped += 1
@@ -128,11 +136,11 @@ async def restart_midway(args, registry, port: int, procs: list, seconds: float,
     """At half time: SIGTERM the server (it finishes what it accepted), then start a new one on the same port."""
     await asyncio.sleep(seconds / 2)
     tally.rss_mb[-1]["end"] = server_rss_mb(procs[-1].pid)
-    tally.restarting = True
+    tally.gap = (time.monotonic(), float("inf"))
     await asyncio.to_thread(stop_server, procs[-1])
     tally.served_before_restart = tally.statuses.get(200, 0)
     procs.append(await asyncio.to_thread(start_server, args, registry.home, port, (), log))
-    tally.restarting = False
+    tally.gap = (tally.gap[0], time.monotonic())
     tally.rss_mb.append({"server": 2, "start": server_rss_mb(procs[-1].pid)})
 
 

@@ -80,8 +80,8 @@ def run(seed: int = 0) -> dict:
             for row in rows:
                 row["test"].pop("per_user_ndcg")
                 row["test"].pop("users")
-            blocks.append({"domain": domain, "view": view_name, "users": len(test[0]), "best_on_valid": best["name"],
-                           "rows": rows})
+            blocks.append({"domain": domain, "view": view_name, "cases": len(test[0]),
+                           "users": len({c.user_id for c in test[0]}), "best_on_valid": best["name"], "rows": rows})
     return {"protocol": {"data": "amazon", "negatives": 19, "seed": seed, "command": COMMAND,
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores"}, "blocks": blocks}
 
@@ -96,7 +96,8 @@ def render(doc: dict) -> str:
              "both in the domain moves as one. Machine: "
              f"{doc['protocol']['machine']}.", ""]
     for block in doc["blocks"]:
-        lines += [f"## {block['domain'].title()} targets, {block['view']} ({block['users']} test users)", "",
+        lines += [f"## {block['domain'].title()} targets, {block['view']} ({block['cases']} cases of {block['users']} "
+                  "test users)", "",
                   *table(["row", "HR@10", "NDCG@10", "per-user AUC", "NDCG@10 − popularity (paired)", "valid NDCG@10",
                           "fit s"], "lrrrrrr",
                          [[r["name"], cell(r["test"]["hr@10"]), cell(r["test"]["ndcg@10"]), cell(r["test"]["user_auc"]),

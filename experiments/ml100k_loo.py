@@ -457,7 +457,11 @@ def render(doc: dict) -> str:
         "the mean of the history items' vectors times the target's (docs/adapters.md); with hard negatives, 128 "
         f"users' last training item each paired with one of the encoder's top {p['rerank_k']} unseen movies for "
         "that history, the candidates re-ranking has to reject (validated on 24 validation users' pairs of the same "
-        "kind). Train s and score s are the wall time of the invocation that wrote the results: a resumed run and "
+        "kind). \"Unseen\" means never in the user's whole timeline, as for the test lists, so a movie the user "
+        "rates later (the validation or test target) is never a training negative: for random negatives that "
+        "rarely matters, for hard negatives (often the very movies re-ranking must place) it keeps the future out "
+        "of the No side (RecBole samples training negatives from the training interactions only). "
+        "Train s and score s are the wall time of the invocation that wrote the results: a resumed run and "
         "cached scores take less than the first (the recipe's header gives its first run's cost).", "",
         *_llm_rows(p, [r for r in llm if not r.get("final")]),
     ]

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -309,7 +310,7 @@ def serve_load(r: dict) -> list[str]:
 
 
 def many_adapters_runs(r: dict) -> list[list[str]]:
-    """many_adapters' two served runs: one adapter, then Zipf over all of them with the hot set preloaded."""
+    """many_adapters' two served arms: one adapter, and Zipf over all of them with the hot set preloaded."""
     c, one, zipf = r["config"], r["one_adapter"], r["many_adapters"]
     rss = [f"{num(x['server_rss_mb_start'], '.0f')} → {num(x['server_rss_mb_end'], '.0f')} MB" for x in (one, zipf)]
     what = (f"Zipf α {c['alpha']:g} over {c['adapters']} adapters ({zipf['distinct_adapters']} distinct sent), "
@@ -338,9 +339,13 @@ def many_adapters(r: dict) -> list[str]:
                             (f"`Engine.load` at a full cap of {e.get('cap')} (evicts one)", "load_at_cap_ms"),
                             ("hash + fingerprint check alone", "verify_ms"), ("`Engine.unload`", "unload_ms"))
           if key in e)])
+    blocks = [b for b in r.get("block_ratios", []) if b is not None]
+    interleaved = (f" The two arms ran in {len(blocks)} interleaved blocks each ({r['config'].get('order', 'ABBA')} "
+                   f"order, after {r['config'].get('warmup_requests', 0)} warm-up requests); the blocks' ratios: "
+                   f"{', '.join(num(b) for b in blocks)} (median {num(statistics.median(blocks))})." if blocks else "")
     summary = (f"{backbone(r)}. Zipf / one adapter: {num(ratio)} (target ≥ {target:g}, "
                f"{verdict(None if ratio is None else ratio >= target)}); "
-               f"{num(zipf['requests_to_hot_set'])} of the Zipf requests named a hot-set adapter.")
+               f"{num(zipf['requests_to_hot_set'])} of the Zipf requests named a hot-set adapter.{interleaved}")
     return [*runs, "", *costs, "", summary]
 
 
@@ -354,9 +359,9 @@ def serve_soak(r: dict) -> list[str]:
             ["error answers, by status", f"{r['clear_errors']}" + (f" ({errors})" if errors else "")],
             ["of which 5xx", r["server_errors"]],
             ["refused (the restart gap: never accepted)", r["refused"]],
-            *([["closed unread by the stopping server (the restart gap: never accepted)", r["closed_unread_at_shutdown"]]]
-              if "closed_unread_at_shutdown" in r else []),
-            ["dropped (accepted, never answered; goal 0)", r["dropped"]],
+            *([["sent after the SIGTERM, closed unread by the stopping server (never accepted)",
+                r["closed_unread_at_shutdown"]]] if "closed_unread_at_shutdown" in r else []),
+            ["dropped (sent before the SIGTERM or to a serving server, never answered; goal 0)", r["dropped"]],
             ["error answers without the `{\"error\": ...}` envelope (goal 0)", r["unenveloped"]],
             *([["5xx causes, from the servers' logs", "; ".join(r["internal_errors"])]] if r.get("internal_errors") else []),
             *([f"server {s['server']} RSS, start → end", f"{num(s.get('start'), '.0f')} → {num(s.get('end'), '.0f')} MB"]

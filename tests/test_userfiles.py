@@ -35,12 +35,14 @@ def test_recipes_that_are_not_utf8_files_are_one_error_line(tmp_path, fifo, monk
 
 @pytest.mark.parametrize("reader", [lambda p: read_history_file(p, "Heat (1995)", "movie"), read_candidates])
 def test_history_and_candidate_files_refuse_bad_bytes_and_pipes(tmp_path, fifo, reader):
-    bad = tmp_path / "bad.json"
+    """Each refusal is an AdaptrecError (the CLI's one `error:` line, exit status 2) that names the file."""
+    bad, folder = tmp_path / "bad.json", tmp_path / "folder.json"
     bad.write_bytes(LATIN1)
-    with pytest.raises(AdaptrecError, match="not UTF-8 text"):
-        reader(bad)
-    with pytest.raises(AdaptrecError, match="not a regular file"):
-        reader(fifo)  # a FIFO would block a plain read forever
+    folder.mkdir()
+    for path, why in ((bad, "not UTF-8 text"), (fifo, "not a regular file"), (folder, "a directory")):
+        with pytest.raises(AdaptrecError, match=why) as refused:
+            reader(path)  # a FIFO would block a plain read forever
+        assert str(path) in str(refused.value) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("kind", ["latin1", "fifo", "directory", "number input", "list output"])

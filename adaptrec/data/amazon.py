@@ -129,7 +129,7 @@ def load_amazon(domain: str, split: str, *, history_domains: str = "both", max_h
         history = [HistoryItem(text=_text(raw.items[d][item]), liked=True, item_id=item, domain=d)
                    for p, d, item in seq if p < last
                    and (history_domains == "both" or (d == domain) == (history_domains == "target"))]
-        activity = len(history)
+        activity = sum(p < last for p, _, _ in seq)  # every earlier interaction, the hidden domain's too
         if max_history is not None:
             history = history[-max_history:] if max_history > 0 else []
         cases.append(Case(user_id=t["user_id"], domain=domain, noun=NOUNS[domain], history=tuple(history),

@@ -151,13 +151,14 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
 
 
 def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int) -> Case:
-    """`case` with the fewest oldest history items dropped so its prompt fits `max_tokens`.
+    """`case` with the fewest oldest history items dropped so its prompt fits `max_tokens` (`Case.without_oldest`:
+    a TALLRec-style history loses them from both lists in proportion).
 
     Binary search over the number dropped (prompt length shrinks as items go). The target and
     the answer slot are never cut; leave room for the answer tokens in `max_tokens` yourself.
     """
     def length(drop: int) -> int:
-        return _n_tokens(tokenizer, _render(replace(case, history=case.history[drop:]), template, tokenizer))
+        return _n_tokens(tokenizer, _render(case.without_oldest(drop), template, tokenizer))
 
     full = length(0)
     if full <= max_tokens:
@@ -176,7 +177,7 @@ def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int)
             hi = mid
         else:
             lo = mid
-    return replace(case, history=case.history[hi:])
+    return case.without_oldest(hi)
 
 
 def shared_history(cases: Sequence[Case], template: str, tokenizer: Any, max_tokens: int | None) -> list[Case]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -15,11 +15,16 @@ class HistoryItem:
     domain: str | None = None
 
 
+LIKED_FIRST = "liked_first"  # Case.meta key: a TALLRec-style history, liked items listed before disliked ones
+
+
 @dataclass(frozen=True)
 class Case:
     """A user's history and one target item; `label` is 1 (Yes), 0 (No) or None (unknown).
 
-    `history` is oldest first. `target` is the target exactly as it appears in the question
+    `history` is oldest first, except in TALLRec-style cases (`meta[LIKED_FIRST]`): every liked item, then every
+    disliked one, each list in file order, their order in time unknown. `target` is the target exactly as it
+    appears in the question
     (TALLRec's book files wrap it in an extra pair of quotes; that quirk lives in `target`).
     `noun` names the item kind in the instruction ("movie", "book", "arts product", ...).
     """
@@ -37,6 +42,19 @@ class Case:
     def held_out_positive(self) -> bool:
         """A positive the data holds out, not a sampled negative copy of one (`meta["negative_of"]`)."""
         return self.label == 1 and "negative_of" not in self.meta
+
+    def without_oldest(self, drop: int) -> "Case":
+        """This case with `drop` history items fewer: the oldest; in a TALLRec-style history the first of each list,
+        in proportion to the lists' lengths, so the share of liked items stays (which of them is oldest is
+        unknown)."""
+        history = self.history
+        if not self.meta.get(LIKED_FIRST) or drop <= 0:
+            return replace(self, history=history[max(drop, 0):])
+        liked = sum(h.liked for h in history)
+        from_liked = min(liked, round(drop * liked / len(history)))
+        from_disliked = min(len(history) - liked, drop - from_liked)
+        from_liked = min(liked, drop - from_disliked)  # the other list takes what one cannot give
+        return replace(self, history=history[from_liked:liked] + history[liked + from_disliked:])
 
     @property
     def activity(self) -> int:

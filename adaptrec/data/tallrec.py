@@ -17,7 +17,7 @@ from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
 from ..userfiles import read_user_text
 from .prompts import ANSWERS, instruction
-from .records import Case, HistoryItem
+from .records import LIKED_FIRST, Case, HistoryItem
 
 DOMAINS = ("movie", "book")
 SPLITS = ("train", "valid", "test")
@@ -87,7 +87,7 @@ def parse_record(record: dict, *, domain: str, user_id: str) -> Case:
     history = [HistoryItem(text=t, liked=True, domain=domain) for t in split_items(m["liked"])]
     history += [HistoryItem(text=t, liked=False, domain=domain) for t in split_items(m["disliked"])]
     return Case(user_id=user_id, domain=domain, noun=noun, history=tuple(history),
-                target=m["target"], label=_LABELS[answer])
+                target=m["target"], label=_LABELS[answer], meta={LIKED_FIRST: True})
 
 
 def read_tallrec_json(path: Path, *, domain: str | None = None, prefix: str | None = None) -> list[Case]:

@@ -45,11 +45,14 @@ class Scorer:
     def __post_init__(self) -> None:
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
 
-    def cache_keys(self, prompts: Sequence[str], path: str = "full") -> list[str]:
-        """Score-cache keys: the model key, the scoring path and code version, and each prompt."""
+    def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None) -> list[str]:
+        """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
+        the shared-prefix length in tokens, which can move a score slightly in 8-bit), and each prompt."""
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
-        model = f"{self.model_key}:{path}:v{SCORING_VERSION}"
+        if (path == "prefix") != (split is not None):
+            raise ValueError("the prefix path's keys need its split point, the full path's take none")
+        model = f"{self.model_key}:{path}:v{SCORING_VERSION}" + (f":split{split}" if split is not None else "")
         if self.template in ("chat-stats", "chat-items"):  # once tokenized with a second BOS: those rows stay unread
             model += ":chat-bos"
         return [ScoreCache.key(model, p) for p in prompts]
@@ -107,12 +110,12 @@ class Scorer:
             return np.split(flat, np.cumsum([len(ps) for ps in prompts])[:-1])
         out = []
         for ps in tqdm(prompts, desc="scoring", unit="user", leave=False, disable=not self.progress):
-            keys = self.cache_keys(ps, "prefix")
-            found = self.cache.get_many(keys) if self.cache is not None else {}
-            ids, n = self.ranker.split(ps) if len(found) < len(keys) else ([], 0)
-            if len(found) < len(keys) and n == 0:  # nothing shared: the plain path (it caches and counts)
+            ids, n = self.ranker.split(ps)  # where the prompts split depends on the whole list: it keys the rows
+            if n == 0:  # nothing shared: the plain path (it caches and counts)
                 out.append(self.logits_for_prompts(ps))
                 continue
+            keys = self.cache_keys(ps, "prefix", split=n)
+            found = self.cache.get_many(keys) if self.cache is not None else {}
             self.cached += len(found)
             if len(found) < len(keys):
                 fresh = {k: r for k, r in zip(keys, self.ranker.logits(self.model, self.model_key, ids, n))
@@ -121,7 +124,7 @@ class Scorer:
                     self.cache.put_many(fresh)
                 self.fresh += len(fresh)
                 found = {**fresh, **found}
-            out.append(np.stack([found[k] for k in keys]) if keys else np.empty((0, 3)))
+            out.append(np.stack([found[k] for k in keys]))
         return out
 
     def score_lists(self, lists: Sequence[Sequence[Case]], mode: ScoreMode = "pyes", shared_prefix: bool = False

@@ -46,6 +46,7 @@ def test_views_and_max_history():
         assert len(c.history) + len(o.history) == len(b.history)
     short = load_amazon("office", "test", max_history=3)
     assert all(s.history == b.history[-3:] for s, b in zip(short, both))
+    assert [c.activity for c in cold] == [c.activity for c in short] == [len(b.history) for b in both]
     with pytest.raises(DataSpecError):
         load_amazon("office", "test", history_domains="all")
 

@@ -102,6 +102,24 @@ def test_truncation_drops_oldest_minimally_with_binary_search():
     assert render_prompt(case, tokenizer=tok, max_tokens=full) == render_prompt(case)
 
 
+def test_a_tallrec_style_history_is_cut_from_both_lists_keeping_its_like_share():
+    """TALLRec lists every liked item before every disliked one and does not record when: cutting the oldest
+    items would cut only likes, and move the like-ratio the prompt states."""
+    from adaptrec.data.records import LIKED_FIRST
+
+    liked, disliked = [HistoryItem(f'"L{i}"', True) for i in range(12)], [HistoryItem(f'"D{i}"', False) for i in range(4)]
+    case = Case("u1", "movie", "movie", tuple(liked + disliked), '"T"', 1, meta={LIKED_FIRST: True})
+    cut = case.without_oldest(8)
+    assert cut.history == tuple(liked[6:] + disliked[2:]) and cut.like_ratio == case.like_ratio
+    assert case.without_oldest(16).history == () and case.without_oldest(0) == case
+    plain = Case("u1", "movie", "movie", tuple(liked + disliked), '"T"', 1)  # time-ordered: the oldest go
+    assert plain.without_oldest(8).history == tuple(liked[8:] + disliked)
+    tok = WhitespaceTokenizer()
+    budget = len(tok.encode(render_prompt(case))) - 9
+    fitted = truncate_history(case, "tallrec", tok, budget)
+    assert 0 < len(fitted.history) < 16 and abs(fitted.like_ratio - case.like_ratio) <= 0.1
+
+
 def test_truncation_fails_clearly_when_nothing_fits():
     with pytest.raises(DataFormatError, match="'u1'.*max_tokens=5"):
         render_prompt(make_case(), tokenizer=WhitespaceTokenizer(), max_tokens=5)

@@ -86,6 +86,7 @@ def test_read_file_infers_domain_and_popularity_normalises_book_quirk(tmp_path):
     assert [c.user_id for c in cases] == ["book-mine-0", "book-mine-1"] and cases[0].domain == "book"
     assert item_popularity(cases) == {'""U" written by B"': 2.0, '""T" written by A"': 2.0}
     assert item_popularity(cases, targets=False) == {'""U" written by B"': 1.0, '""T" written by A"': 1.0}
+    assert all(c.meta["liked_first"] for c in cases)  # truncation keeps both lists' shares
     path.write_text("[]")
     with pytest.raises(DataFormatError, match="non-empty"):
         read_tallrec_json(path)

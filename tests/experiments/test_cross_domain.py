@@ -73,8 +73,10 @@ def test_rows_resume_and_render(monkeypatch, capsys, args, tmp_path):
     assert [r["role"] for r in d["rows"]] == ROLES
     assert d["routing"]["mode"] == "cold" and "cold start" in d["routing"]["reason"]
     assert all(r["metrics"]["auc"]["n"] == 4 for r in d["rows"]) and doc["prompts"]["fresh"] > 0
+    assert d["lists"] == 4 and d["users"] == 4  # one list per user here; CIs resample users
     page = (tmp_path / "cd.md").read_text()
     assert page == render(doc) and "## arts → office" in page and "python experiments/cross_domain.py --directions" in page
+    assert "4 held-out items of 4 users" in page and "over users (a user's lists move together)" in page
     assert "training arts-lora" in out and "registered arts-lora+office-lora-8shot-cat:1" in out
 
     calls = []
@@ -108,7 +110,7 @@ def test_verdicts_follow_the_numbers():
     yes = verdicts(_direction(comp=0.9, cold=0.7))
     assert "at equal target data: **yes**" in yes[0] and "CIs separated" in yes[0]
     assert "Composition mix: **no**" in yes[1]
-    assert "only): **yes**" in yes[2] and "not significant" in yes[2]
+    assert "only): **not resolved**" in yes[2] and "higher point estimate, CIs overlap" in yes[2]
     no = verdicts(_direction(comp=0.61, cold=0.5))  # beats the source, not the 32-shot target adapter
     assert "at equal target data: **no** (auc 0.610 vs 0.600 (source); 0.610 vs 0.620 (target:32))" in no[0]
     assert "only): **no**" in no[2]

@@ -229,13 +229,17 @@ def test_many_adapters_table_shows_the_server_counted_loads_and_lists_the_per_ad
                                                                 "20 adapters"]]
     assert _rows(lines, "`Registry.register`")[0][3] == "1000 adapters, 50.0 s in all"
     assert "Zipf / one adapter: 0.85 (target ≥ 0.8, met)" in lines[-1] and "0.50 of the Zipf requests" in lines[-1]
+    doc = many_adapters_doc()
+    doc["config"].update(order="ABBA", warmup_requests=4)
+    assert ("2 interleaved blocks each (ABBA order, after 4 warm-up requests); the blocks' ratios: 0.80, 0.90 "
+            "(median 0.85)") in report.many_adapters({**doc, "block_ratios": [0.8, 0.9]})[-1]
 
 
 def test_serve_soak_table_counts_each_outcome_and_each_server_rss():
     lines = report.serve_soak(serve_soak_doc())
     assert _rows(lines, "answered 200") == [["answered 200", "120 (50 after the restart)"]]
     assert _rows(lines, "error answers, by status") == [["error answers, by status", "30 (403: 10, 404: 12, 413: 8)"]]
-    assert _rows(lines, "dropped (accepted, never answered; goal 0)")[0][1] == "0"
+    assert _rows(lines, "dropped (sent before the SIGTERM or to a serving server, never answered; goal 0)")[0][1] == "0"
     assert _rows(lines, "server 1 RSS, start → end")[0][1] == "800 → 850 MB"
     assert _rows(lines, "server 2 RSS, start → end")[0][1] == "— → — MB"
 

@@ -595,6 +595,13 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "x")
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     assert "ADAPTREC_PULL_MAX_FILE_MB" in _one_line_error(code, err)
+    monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "2")  # every file within the per-file limit, their sum not
+    monkeypatch.setenv("ADAPTREC_PULL_MAX_TOTAL_MB", "2")
+    monkeypatch.setattr(pulling, "MIB", weights // 2 + 1)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    line = _one_line_error(code, err)
+    assert "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB)" in line and "nothing was downloaded" in line
+    assert copied == []  # no file of any pull above was copied
     _assert_nothing_left(before)
 
 

@@ -154,7 +154,7 @@ def test_a_failed_registration_leaves_no_folder(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(rows, "insert", refuse)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk full"):
         reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
     assert not (tmp_path / "home" / "encoders" / "pop" / "1").exists() and reg.encoders() == []
 

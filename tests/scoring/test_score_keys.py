@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,6 +35,23 @@ def test_full_and_prefix_paths_never_share_cached_rows(tiny_backbone, tmp_path):
     assert scorer.fresh == 8 and scorer.cached == 0  # the full path ran its own forwards
     np.testing.assert_allclose(full, prefix, atol=1e-4)  # fp32: the two paths agree
     assert len(cache) == 8
+
+
+def test_a_prompt_ranked_in_another_list_with_another_split_point_is_scored_again(tiny_backbone, tmp_path):
+    """The prefix path splits a list's prompts where they stop sharing tokens, so the same prompt splits elsewhere
+    among other candidates (and can score slightly differently in 8-bit): its rows are keyed by the split."""
+    cache = ScoreCache(tmp_path / "c.db")
+    scorer = backbone_scorer(tiny_backbone, cache=cache, progress=False)
+    (base,) = _lists()
+    alike = [base[0], replace(base[1], target=base[0].target[:-2] + 'x"')]  # shares the target's first tokens
+    splits = [scorer.ranker.split(scorer.list_prompts([lst])[0])[1] for lst in (base[:2], alike)]
+    assert splits[0] < splits[1]
+    scorer.list_logits([base[:2]], shared_prefix=True)
+    scorer.list_logits([alike], shared_prefix=True)
+    assert scorer.fresh == 4 and scorer.cached == 0  # base[0] twice: once per split point
+    scorer.list_logits([alike], shared_prefix=True)
+    assert scorer.fresh == 4 and scorer.cached == 2  # the same list again: read back
+    assert scorer.cache_keys(["p"], "prefix", split=3) != scorer.cache_keys(["p"], "prefix", split=4)
 
 
 def test_existing_rows_are_never_replaced(tmp_path):
@@ -78,6 +96,21 @@ def test_backbone_key_holds_device_dtype_backend_and_tokenizer(tiny_model_dir):
     others = [base_score_key(fp, "bf16", "cuda", tok), base_score_key(fp, "fp32", "cuda", tok),
               base_score_key(fp, "fp32", "cpu", "another tokenizer")]
     assert len({bb.score_key, *others}) == 4
+
+
+def test_backbone_key_holds_the_int8_kernel_and_library_versions(tiny_model_dir, monkeypatch):
+    import transformers
+
+    import adaptrec.backbone as backbone_mod
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
+    int8, fp32 = base_score_key(fp, "torch-int8", "cpu", tok), base_score_key(fp, "fp32", "cpu", tok)
+    monkeypatch.setattr(backbone_mod, "KERNEL_VERSION", backbone_mod.KERNEL_VERSION + 1)
+    assert base_score_key(fp, "torch-int8", "cpu", tok) != int8  # a kernel change re-keys its rows
+    assert base_score_key(fp, "fp32", "cpu", tok) == fp32  # and only those
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")
+    assert base_score_key(fp, "fp32", "cpu", tok) != fp32
     assert bb.environment()["dtype"] == "float32" and bb.environment()["device"] == "cpu"
 
 
@@ -96,7 +129,7 @@ def test_the_bitsandbytes_key_holds_its_version_and_no_other_backend_key_reads_i
 
 def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone):
     scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
-    full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix")
+    full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix", split=3)
     assert full != prefix and full != [ScoreCache.key("m", "p")]
 
 

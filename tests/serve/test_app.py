@@ -142,14 +142,11 @@ def test_an_oversized_body_is_refused_from_its_header_before_it_arrives(server):
     import socket
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        start = time.perf_counter()
         sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 21800000\r\n\r\n" + b"{" * 1000)  # 21.8 MB announced, 1 KB sent
-        reply = sock.recv(65536)
-        waited = time.perf_counter() - start
+        reply = sock.recv(65536)  # a server waiting for the body would time this socket out instead
         while not reply.rstrip().endswith(b"}"):  # the body may come in a second packet
             reply += sock.recv(65536)
         head = reply.decode(errors="replace")
     assert head.startswith("HTTP/1.1 413") and '"LimitExceeded"' in head
-    assert waited < 0.5  # measured well under 100 ms; the bound leaves room for a loaded CI machine
     assert server.request("GET", "/healthz")[0] == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 
 from adaptrec import atomic
@@ -43,13 +44,16 @@ def test_a_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
 
 
 def test_checkpoint_files_and_folder_are_fsynced_before_the_rename(tmp_path, monkeypatch):
-    synced: list[str] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(atomic.os, "fsync",
+                        lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(atomic.os, "rename", lambda a, b: events.append(("rename", str(b))) or real_rename(a, b))
     path, _, _ = _save(tmp_path, 1)
-    names = {os.path.basename(p) for p in synced}
-    assert {"adapter.safetensors", "optimizer.safetensors", "state.json", "rng.safetensors"} <= names
-    assert str(path.parent) in synced  # the rename itself is made durable
+    moved = events.index(("rename", str(path)))
+    before = {os.path.basename(p) for what, p in events[:moved] if what == "fsync"}
+    assert {"adapter.safetensors", "optimizer.safetensors", "state.json", "rng.safetensors"} <= before
+    assert ("fsync", str(path.parent)) in events[moved + 1:]  # then the rename itself is made durable
 
 
 def test_a_truncated_last_metrics_line_is_dropped_not_fatal(tmp_path):
@@ -101,11 +105,10 @@ def test_a_kill_while_pruning_leaves_no_partial_checkpoint_under_its_name(tmp_pa
         raise RuntimeError("killed")
 
     monkeypatch.setattr(ck.shutil, "rmtree", killed_midway)
-    try:
+    with pytest.raises(RuntimeError, match="killed"):
         _save(tmp_path, 3)  # prunes step 1
-    except RuntimeError:
-        pass
     monkeypatch.undo()
+    assert (tmp_path / "checkpoints" / ".step_000001.deleting").is_dir()  # the kill hit the hidden copy
     for found in ck.checkpoints(tmp_path):
         ck.read_checkpoint(found)  # everything under a step name is whole
     assert [c.step for c in ck.checkpoints(tmp_path)] == [3, 2]

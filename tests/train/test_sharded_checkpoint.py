@@ -106,7 +106,7 @@ def test_an_interrupted_accelerate_save_leaves_no_checkpoint_and_the_next_save_w
             super().save_state(output_dir)
             raise RuntimeError("killed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="killed"):
         ck.save_accelerate_checkpoint(Killed(DistributedType.FSDP), tmp_path, 2, _scheduler(), {}, {})
     assert ck.checkpoints(tmp_path) == []
     ck.save_accelerate_checkpoint(_StubAccelerator(DistributedType.FSDP), tmp_path, 2, _scheduler(), {}, {})
