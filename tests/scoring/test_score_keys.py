@@ -43,7 +43,7 @@ def test_a_prompt_ranked_in_another_list_with_another_split_point_is_scored_agai
     cache = ScoreCache(tmp_path / "c.db")
     scorer = backbone_scorer(tiny_backbone, cache=cache, progress=False)
     (base,) = _lists()
-    alike = [base[0], replace(base[1], target=base[0].target[:-2] + 'x"')]  # shares the target's first tokens
+    alike = [base[0], replace(base[1], target=base[0].target[:-1] + ' and more"')]  # shares all of base[0]'s title
     splits = [scorer.ranker.split(scorer.list_prompts([lst])[0])[1] for lst in (base[:2], alike)]
     assert splits[0] < splits[1]
     scorer.list_logits([base[:2]], shared_prefix=True)
