@@ -108,7 +108,7 @@ class SpyTokenizer:
 
 
 @pytest.mark.parametrize("template, added", [("tallrec", True), ("tallrec-stats", True), ("chat", False),
-                                             ("chat-stats", False)])
+                                             ("chat-stats", False), ("chat-items", False)])
 def test_a_rendered_chat_template_is_tokenized_without_a_second_bos(tiny_backbone, template, added):
     """Its text already starts with the model's special tokens; a tokenizer that adds a BOS (Gemma's) would
     prepend another."""
