@@ -46,6 +46,7 @@ from adaptrec.config import load_recipe
 from adaptrec.data import leave_one_out, movielens
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.records import Case
+from adaptrec.data.spec import NEGATIVES_AVOID
 from adaptrec.metrics.beyond import activity_buckets, averagepopularity, diversity, giniindex, group_means, itemcoverage
 from adaptrec.metrics.bootstrap import bootstrap_ci
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks, user_auc
@@ -230,22 +231,30 @@ def stack_scores(v_enc: list[np.ndarray], v_llm: list[np.ndarray], v_tops: list,
 
 def hard_cases(encoder, part: str, users: list[str], k: int, seed: int) -> list[Case]:
     """Per user: the positive of `part` (train: the training prefix's last item) and one negative drawn from the
-    encoder's top k items the user never touched for that history, the kind of candidate re-ranking must reject."""
+    encoder's top k items the user had not touched by then (`leave_one_out.seen_items`), the kind of candidate
+    re-ranking must reject."""
     timelines, texts = movielens.loo_timelines(), movielens.item_texts()
-    prefixes = leave_one_out.split_timelines(timelines)[part]
+    prefixes, seen = leave_one_out.split_timelines(timelines)[part], leave_one_out.seen_items(timelines, part)
     rng = np.random.default_rng(seed)
     out = []
     for user in users:
         events = prefixes[user]
         (case,) = leave_one_out.loo_cases({user: events}, "test", texts.__getitem__, "movie")  # last item = target
         scores = encoder.score_catalogue([user], [[e.item for e in events[:-1]]])[0]
-        touched = {encoder.item_index[e.item] for e in timelines[user] if e.item in encoder.item_index}
+        touched = {encoder.item_index[i] for i in seen[user] if i in encoder.item_index}
         top = [j for j in np.argsort(-scores, kind="stable") if j not in touched][:k]
         item = encoder.items[int(rng.choice(top))]
         out += [case, replace(case, target=texts[item], target_id=item, label=0)]
     return out
 
 
+UNSEEN_NOW = ("\"Unseen\" means not rated by the end of that part (training: the training prefix), so a movie "
+              "the user rates later can be a training or validation negative, as RecBole samples them.")
+UNSEEN_AS_RUN = ("\"Unseen\" meant, in this run, never in the user's whole timeline, so a movie the user rates "
+                 "later (the validation or test target) was never a training or validation negative: for random "
+                 "negatives that rarely matters, for hard negatives (often the very movies re-ranking must place) it "
+                 "kept the future out of the No side. The code now samples them from what the user had rated by "
+                 "then, as RecBole does; a re-run refreshes these rows.")
 VARIANTS = {"random negatives": (), "hard negatives": (f"name={RECIPE}-hard",),
             "match token": (f"name={RECIPE}-match", "adapter.match_token=true")}  # name: recipe overrides
 
@@ -359,7 +368,7 @@ def run(plan: Plan) -> dict:
                          "rerank_k": plan.rerank_k, "llm_test_users": llm_rows[0]["users"],
                          "llm_final_users": final_rows[0]["users"], "llm_valid_users": plan.valid_users,
                          "seed": plan.seed, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                         "command": COMMAND},
+                         "command": COMMAND, "negatives_avoid": NEGATIVES_AVOID},
             "rows": rows + llm_rows + final_rows}
 
 
@@ -457,10 +466,7 @@ def render(doc: dict) -> str:
         "the mean of the history items' vectors times the target's (docs/adapters.md); with hard negatives, 128 "
         f"users' last training item each paired with one of the encoder's top {p['rerank_k']} unseen movies for "
         "that history, the candidates re-ranking has to reject (validated on 24 validation users' pairs of the same "
-        "kind). \"Unseen\" means never in the user's whole timeline, as for the test lists, so a movie the user "
-        "rates later (the validation or test target) is never a training negative: for random negatives that "
-        "rarely matters, for hard negatives (often the very movies re-ranking must place) it keeps the future out "
-        "of the No side (RecBole samples training negatives from the training interactions only). "
+        "kind). " + (UNSEEN_NOW if p.get("negatives_avoid") == NEGATIVES_AVOID else UNSEEN_AS_RUN) + " "
         "Train s and score s are the wall time of the invocation that wrote the results: a resumed run and "
         "cached scores take less than the first (the recipe's header gives its first run's cost).", "",
         *_llm_rows(p, [r for r in llm if not r.get("final")]),

@@ -78,13 +78,13 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
 
 def movielens_loo_lists(part: str, negatives: int, seed: int) -> tuple[list[Case], list[CandidateList], dict]:
     """MovieLens-100K leave-one-out `part` ("valid" or "test"): its positive cases, each with 1 + `negatives`
-    sampled movies the user never rated, and every user's whole history before the target (what encoders read)."""
+    sampled movies the user had not rated by then (`leave_one_out.seen_items`), and every user's whole history before
+    the target (what encoders read)."""
     from adaptrec.data import leave_one_out, movielens
     from adaptrec.data.candidates import make_candidate_lists
 
     timelines, texts = movielens.loo_timelines(), movielens.item_texts()
     cases = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie")
-    touched = {u: frozenset(e.item for e in events) for u, events in timelines.items()}
-    lists = make_candidate_lists(cases, {"movie": texts}, touched, negatives, seed)
+    lists = make_candidate_lists(cases, {"movie": texts}, leave_one_out.seen_items(timelines, part), negatives, seed)
     before = leave_one_out.split_timelines(timelines)[part]
     return cases, lists, {u: [e.item for e in events[:-1]] for u, events in before.items()}

@@ -34,12 +34,32 @@ def split_timelines(timelines: Mapping[str, Sequence[Event]]) -> dict[str, dict[
     out: dict[str, dict[str, list[Event]]] = {part: {} for part in PARTS}
     for user, events in timelines.items():
         events = list(events)
-        cut = len(events) - 2 if len(events) >= 3 else len(events)
+        cut = _train_end(events)
         held_out = {e.item for e in events[cut:]}
         out["train"][user] = [e for e in events[:cut] if e.item not in held_out]
         if cut < len(events):
             out["valid"][user] = events[:-1]
             out["test"][user] = events
+    return out
+
+
+def _train_end(events: Sequence[Event]) -> int:
+    """Where a timeline's training prefix ends: before its last two interactions (valid, test), or at its end for
+    a user with fewer than 3."""
+    return len(events) - 2 if len(events) >= 3 else len(events)
+
+
+def seen_items(timelines: Mapping[str, Sequence[Event]], part: str) -> dict[str, frozenset[str]]:
+    """Every item each user had interacted with by the end of `part` (its own target included; test: the whole
+    timeline): what that part's sampled negatives avoid, so no negative is drawn knowing a later interaction (as
+    RecBole samples training negatives from the training interactions only)."""
+    if part not in PARTS:
+        raise ValueError(f"leave-one-out parts are {PARTS}; got {part!r}")
+    out = {}
+    for user, events in timelines.items():
+        cut = _train_end(events)
+        end = {"train": cut, "valid": min(cut + 1, len(events)), "test": len(events)}[part]
+        out[user] = frozenset(e.item for e in events[:end])
     return out
 
 

@@ -34,6 +34,9 @@ SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|v
               "windows, or leave-one-out), any of them + [start:stop]")
 
 
+NEGATIVES_AVOID = "seen by the part's end"  # leave-one-out negatives (`leave_one_out.seen_items`); in cache keys
+
+
 @dataclass
 class DataSet:
     """Cases of one SPEC plus what evaluation needs around them.
@@ -41,7 +44,8 @@ class DataSet:
     `item_popularity` is keyed like `Case.target` and comes from the domain's training data; `item_counts` holds the
     same training interaction counts per item id, where items have ids (items sharing a title keep their own count).
     `catalogues` (domain -> item_id -> prompt text) and `user_items` (user -> every item they
-    touched) are filled for implicit-feedback data only: they feed negative sampling.
+    touched; on leave-one-out parts, by the end of that part: `leave_one_out.seen_items`) are filled for
+    implicit-feedback data only: they feed negative sampling.
     `fingerprint` hashes the source files and the options, to key score caches. `transductive`: the popularity
     counts come from the split's own cases (a TALLRec file with no train or valid sibling before it, e.g. book's
     valid.json), so a row that reads them is labelled transductive.
@@ -106,11 +110,11 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
     timelines, texts = movielens.loo_timelines(), movielens.item_texts()
     positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie", history_len)
     catalogues = {"movie": texts}
-    user_items = {user: frozenset(e.item for e in events) for user, events in timelines.items()}
+    user_items = leave_one_out.seen_items(timelines, part)
     counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
     files = _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"])
     key = {"v": FORMAT_VERSION, "spec": spec, "files": files,
-           "negatives_per_positive": negatives, "seed": seed}
+           "negatives_per_positive": negatives, "seed": seed, "negatives_avoid": NEGATIVES_AVOID}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     return DataSet(spec, cases, interaction_log.text_counts(counts, texts.__getitem__), digest(key), catalogues,
                    user_items, item_counts=_floats(counts))
@@ -155,10 +159,14 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
     if implicit:
         for domain in dict.fromkeys(r.domain for r in rows):
             catalogues[domain] = {i: it.text for i, it in catalogue.items() if it.domain in (None, domain)}
-        touched: dict[str, set[str]] = {}
-        for row in rows:
-            touched.setdefault(row.user_id, set()).add(row.item_id)
-        user_items = {user: frozenset(items) for user, items in touched.items()}
+        if part is None:
+            touched: dict[str, set[str]] = {}
+            for row in rows:
+                touched.setdefault(row.user_id, set()).add(row.item_id)
+            user_items = {user: frozenset(items) for user, items in touched.items()}
+        else:
+            user_items = leave_one_out.seen_items(timelines, part)
+            key.update(negatives_avoid=NEGATIVES_AVOID)
         cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
         key.update(negatives_per_positive=negatives, seed=seed)
     return DataSet(spec, cases, popularity, digest(key), catalogues, user_items,

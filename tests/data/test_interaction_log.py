@@ -92,6 +92,13 @@ def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_
     assert not held_out & {(c.user_id, h.item_id) for c in train.cases for h in c.history}
     assert set(test.item_popularity) == {f'"film {i}"' for i in (0, 1, 3, 6, 7)}  # training interactions only
     assert test.item_counts == {i: 1.0 for i in ("0", "1", "3", "6", "7")}  # the same, per item id
+    # negatives avoid what the user had touched by the end of the part, not what comes later
+    wide = load_spec(f"{log}:loo:train", negatives_per_positive=8, seed=0)
+    train_negatives = {c.target_id for c in wide.cases if c.user_id == "a" and not c.held_out_positive}
+    assert {"2", "8"} <= train_negatives  # a's later (valid, test) targets can be a training "No"
+    assert not train_negatives & {"0", "1"} and wide.user_items["a"] == {"0", "1"}
+    assert load_spec(f"{log}:loo:valid").user_items["a"] == {"0", "1", "2"}
+    assert load_spec(f"{log}:loo:test").user_items["a"] == {"0", "1", "2", "8"}
     with pytest.raises(DataSpecError, match="no user has more than 10"):
         load_spec(str(log))
     with pytest.raises(DataSpecError, match="not recognised"):
