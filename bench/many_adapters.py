@@ -10,7 +10,8 @@ naming ONE adapter, and the same requests naming adapters drawn from Zipf(`--alp
 interleaved blocks per arm (ABBA order: neither arm is always the warmer one). Adapter loads come
 from the server's own counter (`adaptrec_adapter_loads` in /metrics). The registry folder is removed at the end.
 
-    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 64] [--alpha 1.0] [--clients 4] [--requests 200] [--seconds 300] [--blocks 4] [--backbone PATH --quantization none]
+    python bench/many_adapters.py [--quick] [--adapters 1000] [--resident 64] [--alpha 1.0] [--clients 4]
+        [--requests 200] [--seconds 300] [--blocks 4] [--backbone PATH --quantization none]
 """
 
 from __future__ import annotations

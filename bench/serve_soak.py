@@ -43,7 +43,7 @@ class Tally:
     closed_unread: int = 0  # sent after the SIGTERM, closed by the stopping server before it read the request
     dropped: int = 0  # sent before the SIGTERM or to a serving server, never answered
     gap: tuple[float, float] | None = None  # monotonic times of the SIGTERM and the new server's first health answer
-    transport_errors: Counter = field(default_factory=Counter)  # "<httpx error>, <sent in the restart gap | serving>" -> count
+    transport_errors: Counter = field(default_factory=Counter)  # "<error>, <sent in the restart gap | serving>": n
     unenveloped: int = 0  # an error answer without the {"error": ...} envelope
     rss_mb: list = field(default_factory=list)
     served_before_restart: int | None = None

@@ -303,7 +303,8 @@ def render() -> list[str]:
              "not its lead over the others is resolved (a pick on test favours the bar, not the adapter"
              + (f"; the rows include the titles through MiniLM, alone and stacked with "
                 f"{amazon['protocol']['encoder']}" if _block_stacks(amazon, adapter=False) else "")
-             + "), on TALLRec movie the feature regression; the collaborative adapter (LoRA plus one soft token per item from a collaborative encoder, "
+             + "), on TALLRec movie the feature regression; the collaborative adapter (LoRA plus one soft token per "
+             "item from a collaborative encoder, "
              "docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "
              "variant (in brackets) with the best validation AUC: on Amazon each direction's, on MovieLens among "

@@ -306,8 +306,8 @@ def evaluate(scorer: ListScores, registry, cfg: TransferConfig, plan: Plan, log:
     for comp in plan.compositions:
         refs, weights = ((comp.ref,), (1.0,)) if comp.ref else (comp.refs, comp.weights)
         label = f"composed {comp.method} ({comp.ref})" if comp.ref else f"mix of {', '.join(comp.refs)}"
-        rows.append(_row(f"composed:{comp.method}", "e", label, llm(refs, weights, warm_lists, comp.method), idx, seed, users,
-                         adapters=list(refs), weights=list(comp.weights), search_loss=comp.loss))
+        rows.append(_row(f"composed:{comp.method}", "e", label, llm(refs, weights, warm_lists, comp.method), idx,
+                         seed, users, adapters=list(refs), weights=list(comp.weights), search_loss=comp.loss))
     k = max(plan.target_refs)
     best, decision = _cold_decision(registry, scorer.bb, plan, cold_cases)
     rows.append(_row("cold:untuned", "f", "cold: backbone (untuned)", llm([BASE], [1.0], cold_lists, "cold untuned"),
@@ -322,8 +322,9 @@ def evaluate(scorer: ListScores, registry, cfg: TransferConfig, plan: Plan, log:
     rows.append(_row("cold:routed", "f", f"cold: routed ({', '.join(decision.adapters)})",
                      llm(decision.adapters, decision.weights, routed, "cold routed"), idx, seed, users,
                      adapters=list(decision.adapters), weights=list(decision.weights)))
-    return {"source": source, "target": target, "spec": warm.spec, "cold_spec": f"{warm.spec}:cold", "users": len(set(users)),
-            "lists": n, "shots": k, "best_composition": best.method, "routing": {"reason": decision.reason, "mode": decision.mode},
+    return {"source": source, "target": target, "spec": warm.spec, "cold_spec": f"{warm.spec}:cold",
+            "users": len(set(users)), "lists": n, "shots": k, "best_composition": best.method,
+            "routing": {"reason": decision.reason, "mode": decision.mode},
             "rows": rows}
 
 

@@ -107,7 +107,8 @@ def test_a_tallrec_style_history_is_cut_from_both_lists_keeping_its_like_share()
     items would cut only likes, and move the like-ratio the prompt states."""
     from adaptrec.data.records import LIKED_FIRST
 
-    liked, disliked = [HistoryItem(f'"L{i}"', True) for i in range(12)], [HistoryItem(f'"D{i}"', False) for i in range(4)]
+    liked = [HistoryItem(f'"L{i}"', True) for i in range(12)]
+    disliked = [HistoryItem(f'"D{i}"', False) for i in range(4)]
     case = Case("u1", "movie", "movie", tuple(liked + disliked), '"T"', 1, meta={LIKED_FIRST: True})
     cut = case.without_oldest(8)
     assert cut.history == tuple(liked[6:] + disliked[2:]) and cut.like_ratio == case.like_ratio
