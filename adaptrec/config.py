@@ -123,7 +123,7 @@ class JointSettings(_Strict):
     """L = L_rec + text_weight * L_text (causal-LM loss on the domain's item text)."""
 
     type: Literal["joint"]
-    rec_loss: Literal["yesno", "pairwise", "listwise"] = "yesno"  # ranking losses compare a user's candidates
+    rec_loss: Literal["yesno", "pairwise", "listwise"] = "yesno"  # ranking losses compare a query's candidates
     text_weight: float = Field(0.1, ge=0)  # λ: higher teaches the domain's language more, the preference less
     text_source: Literal["titles", "attributes"] = "titles"  # attributes: Amazon title + category/brand words
     text_batch_size: int = Field(4, ge=1)  # item texts per micro-batch for L_text

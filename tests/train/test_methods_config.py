@@ -55,3 +55,22 @@ def test_bad_method_keys_name_file_and_key(tmp_path, method, key):
         load_recipe(str(path))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{path}: {key}:"), msg
+
+
+def test_a_ranking_loss_ranks_each_query_not_all_of_a_users_cases():
+    """A user with two training positions has two queries (histories): their candidates form separate groups, a
+    micro-batch of one query holds that query's candidates only, and partners complete only the shots' queries."""
+    from adaptrec.config import JointSettings
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.train.methods.joint import JointMethod, query_key
+
+    def query(history: str, target: str) -> list[Case]:
+        h = (HistoryItem(f'"{history}"'),)
+        return [Case("u", "office", "office product", h, f'"{target}"', 1),
+                Case("u", "office", "office product", h, '"other"', 0, meta={"negative_of": target})]
+
+    first, second = query("a", "p1"), query("b", "p2")
+    method = JointMethod(JointSettings(type="joint", rec_loss="pairwise"), [], partners=second[1:])
+    for index in range(4):
+        batch = method.batch(first + second[:1], 1, seed=0, index=index)
+        assert len({query_key(c) for c in batch}) == 1 and len(batch) == 2  # one query, both its candidates

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from adaptrec.data.records import Case, HistoryItem
 from adaptrec.train.losses import causal_lm_loss, distill_loss, listwise_loss, pairwise_loss, rec_loss
 from adaptrec.train.methods.features import FeatureBlend, feature_matrix
 
@@ -84,7 +85,6 @@ def test_distill_loss_is_t2_kl_plus_alpha_hard():
 
 
 def test_feature_blend_learns_the_feature_that_carries_the_label():
-    from adaptrec.data.records import Case, HistoryItem
 
     rng = np.random.default_rng(0)
     cases, labels = [], []
@@ -102,3 +102,16 @@ def test_feature_blend_learns_the_feature_that_carries_the_label():
     direct = 1 / (1 + np.exp(-(blend.intercept + ((x - blend.mean) / blend.std) @ np.array(blend.coef))))
     np.testing.assert_allclose(blend.predict(x), direct)
     assert FeatureBlend(**blend.to_dict()) == blend
+
+
+def test_blend_features_of_shots_leave_their_own_event_out_of_the_popularity():
+    """A positive shot is an event the training popularity counts and a sampled negative is none: fitted as they
+    are, "count 0" would mean No, which no test case (another user's target) follows."""
+    hist = (HistoryItem('"m"'),)
+    positive = Case("u", "office", "office product", hist, '"t"', label=1)
+    negative = Case("u", "office", "office product", hist, '"t"', label=0, meta={"negative_of": "x"})
+    pop = {'"t"': 3.0}
+    x = feature_matrix(["popularity"], np.zeros(2), [positive, negative], pop, leave_one_out=True)
+    assert x[:, 0].tolist() == pytest.approx([math.log(3), math.log(4)])
+    assert feature_matrix(["popularity"], np.zeros(2), [positive, negative], pop)[:, 0].tolist() == pytest.approx(
+        [math.log(4)] * 2)  # scoring test cases: the counts as they are

@@ -71,8 +71,9 @@ def _student(tiny_model_dir: Path):
 
 
 def _paired(n: int):
-    """Cases where user p{i} has one Yes and one No candidate (ranking losses need both)."""
-    return [replace(c, user_id=f"p{i // 2}") for i, c in enumerate(synthetic_cases(n))]
+    """Cases where user p{i} has one Yes and one No candidate for one history (ranking losses need both)."""
+    cases = synthetic_cases(n)
+    return [replace(c, user_id=f"p{i // 2}", history=cases[i - i % 2].history) for i, c in enumerate(cases)]
 
 
 # ---------------------------------------------------------------- gradients reach only the adapter
@@ -208,7 +209,7 @@ def test_blend_is_fitted_with_the_best_adapter_not_the_last_weights(tiny_model_d
     best = Scorer(PeftModel.from_pretrained(_fresh(tiny_model_dir).model, str(tmp_path / "best")),
                   backbone.tokenizer, "", progress=False)
     logits = best.logits_for_prompts(best.prompts(cases))
-    x = feature_matrix(info["blend"]["features"], logits[:, 0] - logits[:, 1], cases, popularity)
+    x = feature_matrix(info["blend"]["features"], logits[:, 0] - logits[:, 1], cases, popularity, leave_one_out=True)
     refit = FeatureBlend.fit(info["blend"]["features"], x, np.array([c.label for c in cases]), 1.0)
     np.testing.assert_allclose(refit.coef, info["blend"]["coef"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(refit.score(best, cases, popularity), refit.predict(x), rtol=1e-6)

@@ -16,7 +16,7 @@ from ..cases import recipe_cases
 from .base import Method, StepContext, adapter_active, micro_batches
 from .distill import DistillMethod, Teacher, TeacherBackbone, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
-from .joint import JointMethod, item_texts
+from .joint import JointMethod, item_texts, query_key
 from .multitask import MultitaskMethod
 
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
@@ -69,10 +69,10 @@ def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
 def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod:
     cfg = recipe.method
     partners: list[Case] = []
-    if cfg.rec_loss != "yesno":  # complete each shot user's candidate list from the full training split
-        users, have = {c.user_id for c in train_cases}, {pair_key(c) for c in train_cases}
+    if cfg.rec_loss != "yesno":  # complete each shot query's candidate list from the full training split
+        queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
         partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
-                    if c.user_id in users and pair_key(c) not in have]
+                    if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 

@@ -22,13 +22,19 @@ from .base import Method, adapter_active
 
 
 def feature_matrix(features: Sequence[str], llm_logit: np.ndarray, cases: Sequence[Case],
-                   popularity: Mapping[str, float]) -> np.ndarray:
+                   popularity: Mapping[str, float], leave_one_out: bool = False) -> np.ndarray:
     """(N, len(features)) raw features: `llm` = Yes logit - No logit, `like_ratio` (0.5 without history),
-    `popularity` = log(1 + count of the target in the training split)."""
+    `popularity` = log(1 + count of the target in the training split). `leave_one_out`: the cases are events of that
+    split, so each one's own occurrence (not a sampled negative's) is left out of its count; otherwise a positive
+    shot would count itself and a sampled negative never, which no test case does."""
+    def count(c: Case) -> float:
+        own = 1.0 if leave_one_out and "negative_of" not in c.meta else 0.0
+        return max(popularity.get(c.target, 0.0) - own, 0.0)
+
     columns = {
         "llm": lambda: np.asarray(llm_logit, dtype=np.float64),
         "like_ratio": lambda: np.array([0.5 if c.like_ratio is None else c.like_ratio for c in cases]),
-        "popularity": lambda: np.log1p([popularity.get(c.target, 0.0) for c in cases]),
+        "popularity": lambda: np.log1p([count(c) for c in cases]),
     }
     return np.stack([columns[f]() for f in features], axis=1)
 
@@ -84,7 +90,8 @@ class BlendMethod(Method):
             return {"blend": None, "why": f"the {self.cfg.fit_on} cases hold one label only"}
         with adapter_active(scorer.model, run_dir / "best", "blend_best"):
             logits = scorer.logits_for_prompts(scorer.prompts(fit_cases))
-        x = feature_matrix(self.cfg.features, logits[:, 0] - logits[:, 1], fit_cases, self.popularity)
+        x = feature_matrix(self.cfg.features, logits[:, 0] - logits[:, 1], fit_cases, self.popularity,
+                           leave_one_out=self.cfg.fit_on == "shots")  # the shots are events the popularity counts
         blend = FeatureBlend.fit(self.cfg.features, x, y, self.cfg.l2)
         return {"blend": blend.to_dict(), "fit_on": self.cfg.fit_on, "fit_cases": len(fit_cases),
                 "fit_auc": auc(y, blend.predict(x))}

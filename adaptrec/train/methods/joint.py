@@ -1,5 +1,5 @@
-"""Joint training: L = L_rec + λ·L_text. L_rec is the Yes/No cross-entropy or a ranking loss over each user's
-candidates; L_text is the causal-LM loss on the domain's item text, so the adapter learns the domain's language."""
+"""Joint training: L = L_rec + λ·L_text. L_rec is the Yes/No cross-entropy or a ranking loss over each query's
+candidates (one user's history: a held-out item and its sampled negatives); L_text is the causal-LM loss on the domain's item text, so the adapter learns the domain's language."""
 
 from __future__ import annotations
 
@@ -43,16 +43,22 @@ def item_texts(cases: Sequence[Case], source: str = "titles") -> list[str]:
                               for key, text in seen.items()))
 
 
-def _user_groups(cases: Sequence[Case]) -> list[list[Case]]:
-    groups: dict[str, list[Case]] = {}
+def query_key(case: Case) -> tuple:
+    """One ranking query: a user's history in one domain (a held-out item and its sampled negatives share it; a user
+    with several training positions has one query per position)."""
+    return case.user_id, case.domain, case.history
+
+
+def _query_groups(cases: Sequence[Case]) -> list[list[Case]]:
+    groups: dict[tuple, list[Case]] = {}
     for case in cases:
-        groups.setdefault(case.user_id, []).append(case)
+        groups.setdefault(query_key(case), []).append(case)
     return list(groups.values())
 
 
 class JointMethod(Method):
-    """With a ranking `rec_loss`, a micro-batch holds all candidates of `batch_size` users: the training cases
-    plus `partners`, the same users' other candidates (e.g. the sampled negatives the few-shot draw left out)."""
+    """With a ranking `rec_loss`, a micro-batch holds all candidates of `batch_size` queries: the training cases
+    plus `partners`, the same queries' other candidates (e.g. the sampled negatives the few-shot draw left out)."""
 
     name = "joint"
 
@@ -61,21 +67,22 @@ class JointMethod(Method):
 
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
         if self.cfg.rec_loss != "yesno" and not any(
-                len({c.label for c in g}) == 2 for g in _user_groups([*train_cases, *self.partners])):
-            raise ConfigError(f"method.rec_loss: {self.cfg.rec_loss} ranks a user's candidates, but no training user "
-                              "has both a Yes and a No case (TALLRec files: one case per user); use rec_loss: yesno")
+                len({c.label for c in g}) == 2 for g in _query_groups([*train_cases, *self.partners])):
+            raise ConfigError(f"method.rec_loss: {self.cfg.rec_loss} ranks a query's candidates, but no training "
+                              "history has both a Yes and a No case (TALLRec files: one case per user); use "
+                              "rec_loss: yesno")
 
     def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
         if self.cfg.rec_loss == "yesno":
             return micro_batches(cases, batch_size, seed, index)
-        groups = _user_groups([*cases, *self.partners])
+        groups = _query_groups([*cases, *self.partners])
         return [c for group in micro_batches(groups, batch_size, seed, index) for c in group]
 
     def share(self, batch: list[Case], rank: int, world: int) -> list[Case]:
-        """With a ranking loss, whole users: a user's candidates split across processes would form no pairs."""
+        """With a ranking loss, whole queries: a query's candidates split across processes would form no pairs."""
         if self.cfg.rec_loss == "yesno":
             return super().share(batch, rank, world)
-        return [c for group in shard(_user_groups(batch), rank, world) for c in group]
+        return [c for group in shard(_query_groups(batch), rank, world) for c in group]
 
     def rec(self, logits: torch.Tensor, cases: Sequence[Case], ctx: StepContext) -> torch.Tensor:
         labels, yes, no = ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id
@@ -83,8 +90,8 @@ class JointMethod(Method):
             return rec_loss(logits, labels, yes, no)
         pair = answer_pair(logits, yes, no)
         margin = pair[:, 1] - pair[:, 0]  # logit P(yes): the score scoring ranks by
-        users = {u: i for i, u in enumerate(dict.fromkeys(c.user_id for c in cases))}
-        groups = torch.tensor([users[c.user_id] for c in cases], device=logits.device)
+        queries = {q: i for i, q in enumerate(dict.fromkeys(query_key(c) for c in cases))}
+        groups = torch.tensor([queries[query_key(c)] for c in cases], device=logits.device)
         ranking = pairwise_loss if self.cfg.rec_loss == "pairwise" else listwise_loss
         return ranking(margin, labels, groups)
 
