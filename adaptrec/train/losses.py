@@ -15,11 +15,10 @@ def rec_loss(logits: torch.Tensor, labels: torch.Tensor, yes_id: int, no_id: int
              weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the Yes/No answer: softmax over the two answer tokens (the quantity scoring reports).
 
-    With `weights`, the weighted mean sum(w_i * ce_i) / sum(w_i) (per-domain loss weights)."""
+    With `weights`, mean(w_i * ce_i): a case's weight scales its share of the gradient whatever the rest of the
+    micro-batch holds (normalising by sum(w_i) would cancel the weights of a one-domain micro-batch)."""
     ce = F.cross_entropy(answer_pair(logits, yes_id, no_id), labels.long(), reduction="none")
-    if weights is None:
-        return ce.mean()
-    return (weights * ce).sum() / weights.sum()
+    return ce.mean() if weights is None else (weights * ce).mean()
 
 
 def _groups(labels: torch.Tensor, groups: torch.Tensor) -> list[torch.Tensor]:

@@ -152,6 +152,24 @@ def test_multitask_batches_follow_the_ratios_and_weights_reweight(tiny_model_dir
         w = torch.tensor([1.0, 1.0, 3.0, 3.0])
         expected = rec_loss(logits, ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id, w)
         assert method.loss(model, cases, ctx, 0).item() == pytest.approx(expected.item(), rel=1e-5)
+        method.prepare(model, ctx, synthetic_cases(8))  # a drawn case weighs 0.2 * 1 + 0.8 * 3 on average
+        assert method.scale == pytest.approx(2.6)
+        assert method.loss(model, cases, ctx, 0).item() == pytest.approx(expected.item() / 2.6, rel=1e-5)
+        # a micro-batch of one domain keeps its weight (a sum(w)-normalised loss cancelled it there)
+        books, movies = cases[2:], cases[:2]
+        ratio = method.loss(model, books, ctx, 0) / method.loss(model, movies, ctx, 0)
+        ce = [rec_loss(ctx.answer_logits(model, part), ctx.labels(part), ctx.scorer.yes_id, ctx.scorer.no_id)
+              for part in (books, movies)]
+        assert ratio.item() == pytest.approx(3.0 * (ce[0] / ce[1]).item(), rel=1e-4)
+
+
+def test_multitask_refuses_weights_or_ratios_of_domains_it_does_not_train(tiny_model_dir, tmp_path):
+    books = _write_tallrec(tmp_path / "book" / "train.json", synthetic_cases(8, domain="book"))
+    for method, match in (({"weights": {"Book": 2.0}}, r"method.weights: Book is no domain"),
+                          ({"ratios": {"book": 0.5}}, r"method.ratios: give a ratio for every domain")):
+        recipe = _recipe(tiny_model_dir, {"type": "multitask", "extra_train": [str(books)], **method}, shots=4)
+        with pytest.raises(ConfigError, match=match):
+            build_method(recipe, None, synthetic_cases(8))
 
 
 # ---------------------------------------------------------------- end to end through the loop

@@ -84,6 +84,14 @@ def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Multita
     cfg = recipe.method
     extra = [c for i, spec in enumerate(cfg.extra_train)
              for c in recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0]]
+    domains = sorted({c.domain for c in [*train_cases, *extra]})
+    for key, given in (("weights", cfg.weights), ("ratios", cfg.ratios)):
+        unknown = sorted(set(given) - set(domains))
+        if unknown:
+            raise ConfigError(f"method.{key}: {', '.join(unknown)} is no domain of the training data "
+                              f"({', '.join(domains)})")
+    if cfg.ratios and set(cfg.ratios) != set(domains):  # a ratio beside a case-count share would mix units
+        raise ConfigError(f"method.ratios: give a ratio for every domain ({', '.join(domains)}) or none")
     return MultitaskMethod(extra, cfg.weights, cfg.ratios)
 
 
