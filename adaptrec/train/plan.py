@@ -1,4 +1,5 @@
-"""`adaptrec train --dry-run`: a recipe checked end to end without training — settings, data, backbone, run folder."""
+"""`adaptrec train --dry-run`: a recipe checked end to end without training — settings, data, backbone, the
+method's data and teacher, run folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
 from ..fingerprint import Fingerprint
 from .cases import recipe_cases, recipe_data, training_cases
+from .methods import check_method
 from .recipe import run_dir_for
 
 
@@ -52,5 +54,6 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         backend = resolve_backend(b.quantization, default_device(), b.int8_backend)
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
+    check_method(recipe, train, fingerprint)
     return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),
                       len(labelled_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))

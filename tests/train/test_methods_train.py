@@ -22,7 +22,7 @@ from adaptrec.backbone import load_backbone
 from adaptrec.config import BlendSettings, JointSettings, Recipe
 from adaptrec.data.prompts import ANSWERS, instruction, render_input, render_prompt
 from adaptrec.data.tallrec import read_tallrec_json
-from adaptrec.errors import ConfigError
+from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.metrics import log_loss
 from adaptrec.metrics.classification import auc
 from adaptrec.registry import Registry
@@ -476,3 +476,23 @@ def test_every_process_gets_a_share_of_each_micro_batch_and_ranking_shares_keep_
         parts = [method.share(drawn, r, 2) for r in (0, 1)]
         assert all(parts) and {id(c) for p in parts for c in p} == {id(c) for c in drawn}
     assert shard(list("abc"), 0, 1) == list("abc") and shard(["a"], 1, 2) == ["a"] and shard([], 0, 2) == []
+
+
+def test_a_dry_run_checks_the_methods_data_and_teacher_without_a_backbone(tiny_model_dir, tmp_path):
+    """`train --dry-run` (check_method) refuses what building the method would refuse after the backbone loaded."""
+    from adaptrec.train.methods import check_method
+
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(6))
+    fingerprint = _fresh(tiny_model_dir).fingerprint
+    unregistered = _recipe(tiny_model_dir, {"type": "distill", "teacher": "nobody:1", "teacher_data": str(full)})
+    with pytest.raises(ConfigError, match="method.teacher"):
+        check_method(unregistered, synthetic_cases(6), fingerprint)
+    bad_data = _recipe(tiny_model_dir, {"type": "distill", "teacher": "backbone",
+                                        "teacher_data": str(tmp_path / "no.json")})
+    with pytest.raises(AdaptrecError, match="no.json"):
+        check_method(bad_data, synthetic_cases(6), fingerprint)
+    check_method(_recipe(tiny_model_dir, {"type": "distill", "teacher": _teacher(tiny_model_dir, tmp_path, "t", 0),
+                                          "teacher_data": str(full)}), synthetic_cases(6), fingerprint)
+    attributes = _recipe(tiny_model_dir, {"type": "joint", "text_source": "attributes"}, train="tallrec:movie:train")
+    with pytest.raises(ConfigError, match="text_source: attributes are the Amazon"):
+        check_method(attributes, synthetic_cases(6), fingerprint)

@@ -38,6 +38,14 @@ def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
     return TeacherBackbone(name, b.quantization, b.int8_backend, fingerprint)
 
 
+def _teacher_record(recipe: Recipe, fingerprint):
+    """`method.teacher`'s registered adapter, verified against the backbone `fingerprint` it must be made for."""
+    try:
+        return Registry().load_verified(recipe.method.teacher, fingerprint)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
+
+
 def _teacher(recipe: Recipe, backbone) -> Teacher:
     """The distillation teacher: its backbone, its adapter (verified against that backbone) and its view of the data."""
     cfg = recipe.method
@@ -52,10 +60,7 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
         fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend, backbone.device.type, tokenizer)
     if cfg.teacher == "backbone":
         return Teacher("backbone", None, f"{base_key}:base", cases, data_fp, other)
-    try:
-        record = Registry().load_verified(cfg.teacher, fingerprint)
-    except AdaptrecError as e:
-        raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
+    record = _teacher_record(recipe, fingerprint)
     return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, data_fp, other)
 
 
@@ -68,6 +73,9 @@ def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
 
 def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod:
     cfg = recipe.method
+    if cfg.text_source == "attributes" and not recipe.data.train.startswith("amazon:"):
+        raise ConfigError(f"{recipe._source}: method.text_source: attributes are the Amazon items' category and "
+                          f"brand words; data.train is {recipe.data.train} (use text_source: titles)")
     partners: list[Case] = []
     if cfg.rec_loss != "yesno":  # complete each shot query's candidate list from the full training split
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
@@ -107,3 +115,20 @@ _METHOD_BUILDERS: dict[str, MethodBuilder] = {
 def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
     """The method object `recipe.method` names, with the data and teacher it needs loaded."""
     return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases)
+
+
+def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> None:
+    """What `build_method` loads, checked without loading a backbone (`train --dry-run`): the method's data, and a
+    distillation teacher registered and made for its backbone (`fingerprint`: the student's)."""
+    cfg = recipe.method
+    if cfg.type != "distill":  # the other builders need no backbone
+        _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
+        return
+    recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
+    if cfg.teacher_backbone is not None:
+        try:
+            fingerprint = backbone_fingerprint(cfg.teacher_backbone, recipe.backbone.quantization)
+        except AdaptrecError as e:
+            raise ConfigError(f"{recipe._source}: method.teacher_backbone: {e}") from None
+    if cfg.teacher != "backbone":
+        _teacher_record(recipe, fingerprint)
