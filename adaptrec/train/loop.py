@@ -247,21 +247,25 @@ class Trainer:
         return self.global_step >= self.cfg.max_steps or self.stopper.should_stop
 
     def step(self) -> dict:
-        """One optimizer step over `grad_accum` micro-batches (each rank takes its share of each); its metrics row."""
+        """One optimizer step over `grad_accum` micro-batches (each rank takes its share of each); its metrics row.
+        Each micro-batch's mean loss counts in proportion to its cases, so an epoch's short last micro-batch does not
+        weigh its cases more than a full one's."""
         t, acc = self.cfg, self.accelerator
         world, rank = acc.num_processes, acc.process_index
         self.model.train()
         losses = []
-        for micro in range(t.grad_accum):
-            index = self.global_step * t.grad_accum + micro
-            drawn = self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)
-            cases = self.method.share(drawn, rank, world)
+        first = self.global_step * t.grad_accum
+        window = [self.method.share(self.method.batch(self.train_cases, t.batch_size * world, t.seed, index),
+                                    rank, world) for index in range(first, first + t.grad_accum)]
+        total = sum(map(len, window))
+        for micro, cases in enumerate(window):
+            index = first + micro
             with acc.accumulate(self.model):
                 loss = self.method.loss(self.model, cases, self.ctx, index)
                 extra = self.tuner.extra_loss(self.unwrapped)
                 if extra is not None:
                     loss = loss + extra
-                acc.backward(loss)
+                acc.backward(loss * (len(cases) * t.grad_accum / total))  # accelerate divides by grad_accum
                 if acc.sync_gradients and t.max_grad_norm:
                     acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()
@@ -269,9 +273,9 @@ class Trainer:
                     self.tuner.after_optimizer_step(self.unwrapped, self.global_step + 1)  # 1-based optimizer step
                     self.scheduler.step()
                 self.optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(loss.item() * len(cases))
         self.global_step += 1
-        return {"step": self.global_step, "loss": float(np.mean(losses)), "lr": self.scheduler.get_last_lr()[0]}
+        return {"step": self.global_step, "loss": sum(losses) / total, "lr": self.scheduler.get_last_lr()[0]}
 
     def validate_and_checkpoint(self, row: dict) -> None:
         """Every `eval_every` steps and at the last: validation AUC into `row`, a new best adapter to run_dir/best.

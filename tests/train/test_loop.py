@@ -105,6 +105,33 @@ def test_a_step_the_fp16_scaler_skipped_moves_neither_the_schedule_nor_the_tuner
     assert trainer.scheduler.last_epoch == before and tuner_steps == []
 
 
+def test_a_short_micro_batch_weighs_its_cases_like_a_full_ones(tiny_backbone, tmp_path, monkeypatch):
+    """6 shots in micro-batches of 4: each epoch ends on a batch of 2. Over an accumulation window of (4, 2) each
+    micro-batch's mean loss enters in proportion to its cases, so every case counts the same."""
+    from accelerate import Accelerator
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_backbone.source), 1, batch_size=4, grad_accum=2, eval_every=1)
+    trainer = Trainer(recipe, tiny_backbone, synthetic_cases(6), synthetic_cases(8, seed=1), tmp_path / "run")
+    trainer.setup()
+    sizes, means, given = [], [], []
+    real_loss, real_backward = trainer.method.loss, Accelerator.backward
+
+    def loss(model, cases, ctx, index):
+        value = real_loss(model, cases, ctx, index)
+        sizes.append(len(cases))
+        means.append(value.item())
+        return value
+
+    monkeypatch.setattr(trainer.method, "loss", loss)
+    monkeypatch.setattr(Accelerator, "backward", lambda self, x, **kw: given.append(x.item()) or real_backward(self, x))
+    row = trainer.step()
+    assert sizes == [4, 2]
+    assert given == pytest.approx([means[0] * 4 * 2 / 6, means[1] * 2 * 2 / 6], rel=1e-6)
+    assert row["loss"] == pytest.approx((means[0] * 4 + means[1] * 2) / 6, rel=1e-6)  # the mean over the 6 cases
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
     recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)
