@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from adaptrec.scoring.core import Scorer
+from adaptrec.scoring.logits import ScoreMode
 
 from ..adapters.base import Tuner, build_peft_model, tuner_for, warm_start
 from ..atomic import atomic_dir, write_text
@@ -111,9 +112,10 @@ def _save_adapter(model, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def validate(scorer: Scorer, cases: Sequence[Case]) -> float:
-    scores = scorer.score(cases)
-    return auc(np.array([c.label for c in cases]), scores)
+def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") -> float:
+    """AUC of `cases` under the score the recipe reports (`evaluation.score`), so the adapter kept as best is
+    picked on the score its evaluation shows."""
+    return auc(np.array([c.label for c in cases]), scorer.score(cases, mode))
 
 
 def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
@@ -283,7 +285,7 @@ class Trainer:
         t, acc, step = self.cfg, self.accelerator, self.global_step
         if step % t.eval_every == 0 or step == t.max_steps:
             self.model.eval()
-            row["val_auc"] = validate(self.scorer, self.val_cases)
+            row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score)
             if self.stopper.update(row["val_auc"], step) and acc.is_main_process:
                 _save_adapter(self.unwrapped, self.run_dir / "best")
         if acc.is_main_process:

@@ -132,6 +132,19 @@ def test_a_short_micro_batch_weighs_its_cases_like_a_full_ones(tiny_backbone, tm
     assert row["loss"] == pytest.approx((means[0] * 4 + means[1] * 2) / 6, rel=1e-6)  # the mean over the 6 cases
 
 
+def test_validation_picks_the_best_adapter_on_the_score_the_recipe_reports(tiny_backbone, tmp_path, monkeypatch):
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_backbone.source), 1, eval_every=1)
+    recipe = recipe.model_copy(update={"evaluation": recipe.evaluation.model_copy(update={"score": "tallrec"})})
+    trainer = Trainer(recipe, tiny_backbone, synthetic_cases(4), synthetic_cases(8, seed=1), tmp_path / "run")
+    trainer.setup()
+    modes, real = [], trainer.scorer.score
+    monkeypatch.setattr(trainer.scorer, "score", lambda cases, mode="pyes": modes.append(mode) or real(cases, mode))
+    trainer.validate_and_checkpoint(trainer.step())
+    assert modes == ["tallrec"]
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
     # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
     recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)
