@@ -25,7 +25,8 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
                seen: Sequence[Iterable[str]], catalogue: Collection[str] | None = None) -> np.ndarray:
     """1-based rank of each case's target (user `users[n]`, folded in from `histories[n]` when unknown) among every
     item of `catalogue` (default: the encoder's) but `seen[n]` (items the user touched, excluded as RecBole's full
-    sort excludes the training ones); ties count against the target."""
+    sort excludes the training ones); ties count against the target. A target the encoder does not know ranks below
+    every eligible item; a non-finite target score is refused."""
     scores = encoder.score_catalogue(list(users), [list(h) for h in histories]).astype(np.float64)
     index = encoder.item_index
     if catalogue is not None:  # e.g. one domain's items of a two-domain encoder
@@ -36,7 +37,12 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
     for n, target in enumerate(targets):
         row = scores[n].copy()
         row[[index[i] for i in seen[n] if i in index and i != target]] = -np.inf
-        out[n] = int((row >= row[index[target]]).sum()) if target in index else len(row)
+        if target not in index:
+            out[n] = int(np.isfinite(row).sum()) + 1
+            continue
+        if not np.isfinite(row[index[target]]):
+            raise ValueError(f"encoder {encoder.kind}: a non-finite score for target {target!r} of user {users[n]!r}")
+        out[n] = int((row >= row[index[target]]).sum())
     return out
 
 

@@ -127,13 +127,7 @@ def compute_classification(
     `accuracy` thresholds at 0.5; `log_loss` needs probabilities. Ranking names here raise
     ValueError pointing to `compute_ranking`. `clusters` (e.g. user ids): CIs resample users, not cases.
     """
-    names = _names(names)
-    parsed = {}
-    for name in names:
-        base, k = parse_metric_name(name)
-        if k is not None:
-            raise ValueError(f"{name!r} is a ranking metric; use compute_ranking for it")
-        parsed[name] = base
+    parsed = {name: _classification_base(name) for name in _names(names)}
     y = np.asarray(labels)
     s = np.asarray(scores, dtype=np.float64)
     out: dict[str, MetricValue] = {}
@@ -148,6 +142,14 @@ def compute_classification(
     return out
 
 
+def _classification_base(name: str) -> str:
+    """The base of a classification metric name; a ranking name is a ValueError pointing to compute_ranking."""
+    base, k = parse_metric_name(name)
+    if k is not None:
+        raise ValueError(f"{name!r} is a ranking metric; use compute_ranking for it")
+    return base
+
+
 def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_resamples: int = 1000,
                       alpha: float = 0.05, clusters=None) -> MetricValue:
     """metric(a) - metric(b) on the same cases, with a paired bootstrap CI (both scored on each resample).
@@ -155,11 +157,12 @@ def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_re
     Pairing removes the case-sampling noise the two rows share, so a difference can be clear while the
     rows' own CIs overlap. `clusters` (e.g. user ids): resample users, not cases.
     """
-    fn = CLASSIFICATION_METRICS[parse_metric_name(name)[0]]
+    fn = CLASSIFICATION_METRICS[_classification_base(name)]
     y, a, b = np.asarray(labels), np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    value = fn(y, a) - fn(y, b)  # first: bad input is the metric's own clear error, not the bootstrap's
     ci = bootstrap_ci(lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, n_resamples=n_resamples, alpha=alpha, seed=seed,
                       clusters=clusters)
-    return MetricValue(fn(y, a) - fn(y, b), ci.low, ci.high, n=len(y), ci_skipped=ci.skipped)
+    return MetricValue(value, ci.low, ci.high, n=len(y), ci_skipped=ci.skipped)
 
 
 def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:

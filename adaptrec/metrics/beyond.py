@@ -83,7 +83,8 @@ def group_means(per_case: np.ndarray, groups: Mapping[str, np.ndarray], clusters
         if mask.any():
             ci = bootstrap_ci(np.mean, values[mask], seed=seed, n_resamples=n_resamples,
                               clusters=None if clusters is None else np.asarray(clusters)[mask])
-            out[name] = MetricValue(float(values[mask].mean()), ci.low, ci.high, n=int(mask.sum()))
+            out[name] = MetricValue(float(values[mask].mean()), ci.low, ci.high, n=int(mask.sum()),
+                                    ci_skipped=ci.skipped)
     return out
 
 
@@ -104,4 +105,5 @@ def group_gap(per_case: np.ndarray, first: np.ndarray, second: np.ndarray, clust
         return v[a_].mean() - v[b_].mean()
 
     ci = bootstrap_ci(gap, values, a, b, seed=seed, n_resamples=n_resamples, clusters=clusters)
-    return MetricValue(float(values[a].mean() - values[b].mean()), ci.low, ci.high, n=int(len(values)))
+    return MetricValue(float(values[a].mean() - values[b].mean()), ci.low, ci.high, n=int(len(values)),
+                       ci_skipped=ci.skipped)  # resamples missing a group are skipped: the report says how many

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EDGES = np.linspace(0.0, 1.0, 11)  # ten equal-width bins over [0, 1] (scores are probabilities)
+EDGES = np.arange(11) / 10  # ten equal-width bins over [0, 1], edges exactly k/10 (linspace gives 0.30000000000000004)
 
 
 def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndarray:

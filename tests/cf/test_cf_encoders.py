@@ -76,6 +76,8 @@ def test_full_ranks_skip_what_the_user_has_seen():
     assert full_ranks(pop, ["u"], ["a"], [["a"]], [{"a"}]).tolist() == [1]  # a target is never skipped
     # one domain's items of a two-domain encoder: a and b (another domain) do not compete
     assert full_ranks(pop, ["u"], ["d"], [["a"]], [set()], catalogue={"c", "d"}).tolist() == [2]
+    # an item the encoder never saw ranks below every eligible one (b, c, d here: a was seen), not below all four
+    assert full_ranks(pop, ["u"], ["zzz"], [["a"]], [{"a"}]).tolist() == [4]
 
 
 def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():

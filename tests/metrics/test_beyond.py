@@ -9,6 +9,7 @@ from adaptrec.metrics.beyond import (
     by_group,
     diversity,
     giniindex,
+    group_gap,
     itemcoverage,
     top_k,
 )
@@ -40,3 +41,11 @@ def test_top_k_orders_by_score_and_groups_average_per_user_values():
     assert top_k([["x", "y", "z"]], [np.array([0.1, 0.9, 0.9])], 2) == [["y", "z"]]
     assert activity_buckets([1, 5, 19, 20]) == ["<5", "5-19", "5-19", ">=20"]
     assert by_group(np.array([1.0, 0.0, 0.5]), ["cold", "warm", "cold"]) == {"cold": 0.75, "warm": 0.0}
+
+
+def test_the_gap_reports_the_resamples_it_had_to_skip():
+    """A resample without a cold user has no gap; the CI comes from the others, and the report says how many."""
+    values = np.array([1.0] + [0.0] * 49)
+    cold = np.arange(50) == 0
+    gap = group_gap(values, cold, ~cold, clusters=[f"u{i}" for i in range(50)])
+    assert gap.value == 1.0 and gap.ci_skipped > 100

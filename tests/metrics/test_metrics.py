@@ -378,6 +378,15 @@ def test_paired_difference_is_the_metric_gap_with_a_paired_ci():
     assert same.value == same.ci_low == same.ci_high == 0.0
 
 
+def test_paired_difference_refuses_what_it_cannot_compute_in_the_metrics_own_words():
+    from adaptrec.metrics import paired_difference
+
+    with pytest.raises(ValueError, match="'hit@10' is a ranking metric"):
+        paired_difference("hit@10", [0, 1], [0.1, 0.9], [0.2, 0.8])
+    with pytest.raises(ValueError, match="class"):  # one class: AUC's own message, not the bootstrap's
+        paired_difference("auc", [1, 1, 1], [0.1, 0.5, 0.9], [0.2, 0.4, 0.8])
+
+
 def test_user_auc_of_rows_of_different_lengths_counts_only_each_rows_candidates():
     from adaptrec.metrics.ranking import user_auc
 

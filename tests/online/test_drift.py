@@ -28,6 +28,9 @@ def test_reliability_and_ece():
     assert curve.count == [2, 4, 2] and curve.like_rate == [0.0, 0.75, 1.0]
     assert curve.ece == pytest.approx((2 * 0.05 + 4 * 0.2 + 2 * 0.05) / 8)
     assert reliability(labels, labels.astype(float)).ece == 0.0
+    # a score on a bin edge opens the bin above it, at 0.3, 0.6 and 0.7 too (linspace put those edges a hair high)
+    edges = reliability(np.array([0, 1, 0, 1, 0, 1]), np.array([0.2, 0.3, 0.6, 0.7, 0.8, 0.9]))
+    assert edges.count == [1, 1, 1, 1, 1, 1]
 
 
 def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path, monkeypatch, capsys):
