@@ -124,11 +124,12 @@ def adapter_loads(client: httpx.Client) -> int:
 def measured_blocks(client: httpx.Client, pid: int, plans: dict[str, list], blocks: int, args) -> dict:
     """Each arm's plan cut into `blocks` runs, the arms taking turns in ABBA order (A B, B A, ...) so neither is
     always the warmer one; per arm: throughput over its summed wall time, latency, errors, adapter loads (the
-    server's own count), RSS before its first block and after its last, and each block's throughput."""
+    server's own count), RSS before its first block and after the last block of either arm, each block's throughput,
+    and (`sent_index`) which requests of its plan went out, a block cut short by its time cap sending fewer."""
     arms, n = list(plans), len(next(iter(plans.values())))
     cuts = np.linspace(0, n, blocks + 1).astype(int)
     merged = {arm: LoadResult() for arm in arms}
-    loads, per_block = dict.fromkeys(arms, 0), {arm: [] for arm in arms}
+    loads, per_block, sent = dict.fromkeys(arms, 0), {arm: [] for arm in arms}, {arm: [] for arm in arms}
     rss_start: dict[str, float] = {}
     for b in range(blocks):
         for arm in (arms if b % 2 == 0 else arms[::-1]):
@@ -142,6 +143,7 @@ def measured_blocks(client: httpx.Client, pid: int, plans: dict[str, list], bloc
             merged[arm].statuses += result.statuses
             merged[arm].wall_s += result.wall_s
             per_block[arm].append(result.ok_rps)
+            sent[arm] += range(cuts[b], cuts[b] + result.sent)  # run_load sends each part in plan order
     rss_end = server_rss_mb(pid)
     out = {}
     for arm, r in merged.items():
@@ -150,7 +152,7 @@ def measured_blocks(client: httpx.Client, pid: int, plans: dict[str, list], bloc
                     "adapter_loads_per_s": loads[arm] / r.wall_s if r.wall_s else None,
                     "resident_hit_fraction": 1 - loads[arm] / r.sent if r.sent else None,
                     "server_rss_mb_start": rss_start[arm], "server_rss_mb_end": rss_end,
-                    "block_requests_per_s": per_block[arm]}
+                    "block_requests_per_s": per_block[arm], "sent_index": sent[arm]}
     return out
 
 
@@ -181,10 +183,11 @@ def served_runs(args, home: Path, refs: list[str], cases: list, warmup: list, or
             runs = measured_blocks(client, proc.pid, plans, args.blocks, args)
     finally:
         stop_server(proc)
-    many = runs["many_adapters"]
-    sent = [refs[k] for k in order[: many["sent"]]]
-    many["distinct_adapters"] = len(set(sent))
-    many["requests_to_hot_set"] = sum(k < args.resident for k in order[: many["sent"]]) / max(many["sent"], 1)
+    for run in runs.values():
+        picked = order[run.pop("sent_index")]
+        if run is runs["many_adapters"]:
+            run["distinct_adapters"] = len(set(picked.tolist()))
+            run["requests_to_hot_set"] = float(np.mean(picked < args.resident)) if len(picked) else 0.0
     return runs
 
 

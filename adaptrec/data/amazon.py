@@ -102,6 +102,7 @@ def amazon_item_counts(domain: str) -> Counter[str]:
 
 def amazon_popularity(domain: str) -> dict[str, float]:
     """`amazon_item_counts` keyed like `Case.target` (items sharing a title share its count)."""
+    _check(domain)
     items = _raw().items[domain]
     return text_counts(amazon_item_counts(domain), lambda item: _text(items[item]))
 

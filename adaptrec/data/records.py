@@ -48,7 +48,7 @@ class Case:
         in proportion to the lists' lengths, so the share of liked items stays (which of them is oldest is
         unknown)."""
         history = self.history
-        if not self.meta.get(LIKED_FIRST) or drop <= 0:
+        if not self.meta.get(LIKED_FIRST) or drop <= 0 or not history:
             return replace(self, history=history[max(drop, 0):])
         liked = sum(h.liked for h in history)
         from_liked = min(liked, round(drop * liked / len(history)))

@@ -64,13 +64,16 @@ def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champio
 
 def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
     """How many of `cases` are logged events `record` (or a version it was updated from) was trained on: by
-    (request, item) pair from its lineage's `events`; a version registered before lineages listed them, by its
-    lineage window's time range."""
-    events = record.trained_events
-    window = (record.lineage or {}).get("window", {})
-    if events or "until" not in window:
-        return sum(c.meta.get("event") in events for c in cases)
-    return sum(window["since"] <= c.meta["time"] <= window["until"] for c in cases if "time" in c.meta)
+    (request, item) pair from its lineage's `events`; for versions registered before lineages listed them, by
+    their lineage windows' time ranges (its own, or those passed on as `earlier_windows`)."""
+    lineage, events = record.lineage or {}, record.trained_events
+    windows = [*lineage.get("earlier_windows", []), *([] if events else [lineage.get("window", {})])]
+    windows = [w for w in windows if "until" in w]
+
+    def seen(c: Case) -> bool:
+        return c.meta.get("event") in events or ("time" in c.meta and any(
+            w["since"] <= c.meta["time"] <= w["until"] for w in windows))
+    return sum(seen(c) for c in cases)
 
 
 def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,

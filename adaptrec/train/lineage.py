@@ -31,9 +31,22 @@ def event_keys(cases: Sequence[Case]) -> list[str]:
 
 
 def with_events(lineage: dict | None, cases: Sequence[Case], parent: AdapterRecord | None = None) -> dict | None:
-    """`lineage`, listing the logged feedback events among the training `cases` and those the `parent` it was
-    updated from had seen (when there are any), so the gate and later updates can tell them apart from events the
-    adapter never saw. The list is cumulative: it survives the removal of an earlier version."""
-    events = sorted(set(event_keys(cases)) | parent.trained_events) if parent else event_keys(cases)
-    return {**(lineage or {}), "events": events} if events else lineage
+    """`lineage`, listing the logged feedback events among the training `cases`, those it lists already and those
+    the `parent` it was updated from had seen (when there are any), so the gate and later updates can tell them
+    apart from events the adapter never saw. The list is cumulative: it survives the removal of an earlier version.
+    A parent registered before lineages listed events passes on its time window instead (`earlier_windows`)."""
+    lineage = dict(lineage or {})
+    events = set(event_keys(cases)) | set(lineage.get("events", []))
+    if parent is not None:
+        events |= parent.trained_events
+        earlier = list((parent.lineage or {}).get("earlier_windows", []))
+        window = (parent.lineage or {}).get("window", {})
+        if not parent.trained_events and "until" in window:
+            earlier.append(window)
+        if earlier:
+            lineage["earlier_windows"] = earlier
+    lineage.pop("events", None)
+    if events:
+        lineage["events"] = sorted(events)
+    return lineage or None
 

@@ -35,6 +35,7 @@ from .checkpoint import (
     sharded,
 )
 from .early_stopping import EarlyStopping
+from .lineage import with_events
 from .methods import Method, StepContext, build_method, micro_batches
 
 __all__ = ["TrainResult", "Trainer", "micro_batches", "train", "validate"]
@@ -343,7 +344,7 @@ class Trainer:
             run_dir=self.run_dir, adapter_dir=best, steps=self.global_step,
             best_val_auc=None if s.best == float("-inf") else s.best, best_step=s.best_step,
             stopped_early=self.global_step < self.cfg.max_steps, model=self.unwrapped, method_info=info,
-            lineage=self.method.lineage(),
+            lineage=with_events(self.method.lineage(), self.method.own_cases()),
         )
 
 

@@ -17,8 +17,10 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import stratified_subset
+from ..data.spec import NEGATIVES_AVOID, is_leave_one_out, with_protocol
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import EvalReport, baseline_rows, encoder_rows, labelled_cases, llm_row, new_report
+from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
@@ -38,8 +40,13 @@ class RecipeResult:
 
 
 def run_dir_for(recipe: Recipe) -> Path:
-    """The run folder of these settings (comments and layout of the recipe file do not change it)."""
-    return adaptrec_home() / "runs" / f"{recipe.name}-{recipe_digest(recipe)[:10]}"
+    """The run folder of these settings (comments and layout of the recipe file do not change it). Leave-one-out
+    training data also keys it by how its negatives are drawn (`NEGATIVES_AVOID`), so a run begun under the earlier
+    rule is neither resumed nor reused under this one."""
+    key = recipe_digest(recipe)
+    if is_leave_one_out(with_protocol(recipe.data.train, recipe.data.protocol, "train")):
+        key = digest({"settings": key, "negatives_avoid": NEGATIVES_AVOID})
+    return adaptrec_home() / "runs" / f"{recipe.name}-{key[:10]}"
 
 
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:

@@ -54,9 +54,12 @@ def _window(cases: Sequence[Case]) -> dict:
 
 def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
     """The replay pool: `parent`'s training data, without feedback events it never saw (a recipe trained on an
-    open-ended `feedback:` SPEC reads more of the log now than it trained on)."""
-    seen = parent.trained_events
-    return [c for c in cases if "event" not in c.meta or c.meta["event"] in seen]
+    open-ended `feedback:` SPEC reads more of the log now than it trained on). A parent registered before lineages
+    listed events bounds them by its lineage window's end instead, when it has one."""
+    seen, until = parent.trained_events, (parent.lineage or {}).get("window", {}).get("until")
+    if not seen and until is not None:
+        return [c for c in cases if "time" not in c.meta or c.meta["time"] <= until]
+    return [c for c in cases if "event" not in c.meta or not seen or c.meta["event"] in seen]
 
 
 def _logged_by(cases: Sequence[Case], new: Sequence[Case]) -> list[Case]:
@@ -98,7 +101,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     record = _registered(registry, run_dir, parent, result.adapter_dir)
     if record is None:
         lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
-                   "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps}
+                   "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
+                   "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
         record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
                                    adapter_type=recipe.adapter.type, adapter_config=None,
                                    fingerprint=backbone.fingerprint, recipe_text=text, metrics={},

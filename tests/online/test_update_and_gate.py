@@ -249,3 +249,25 @@ def test_the_gate_refuses_a_margin_that_is_not_a_finite_number_at_least_zero(mar
 def test_if_better_without_data_is_one_error_line(monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", "tiny:1", "--if-better")
     assert code == 2 and err == "error: --if-better needs --data SPEC (the recent cases to compare on)\n"
+
+
+def test_versions_registered_before_lineages_listed_events_keep_their_windows():
+    """A parent with a lineage window but no events bounds its replay by the window, and passes the window on, so
+    the gate of its updates still refuses what it trained on."""
+    from types import SimpleNamespace
+
+    from adaptrec.data.records import Case
+    from adaptrec.online.gate import trained_on
+    from adaptrec.train.lineage import with_events
+    from adaptrec.train.update import _seen_before
+
+    def logged(n: int, time: float) -> Case:
+        return Case("u", "movie", "movie", (), f'"m{n}"', 1, meta={"event": f"r{n}/0", "time": time})
+
+    old = SimpleNamespace(lineage={"window": {"cases": 2, "since": 100.0, "until": 200.0}}, trained_events=set())
+    cases = [logged(0, 150.0), logged(1, 250.0)]
+    assert _seen_before(cases, old) == cases[:1]  # not the event logged after it trained
+    child = with_events({"updated_from": "old:1"}, [logged(2, 300.0)], old)
+    assert child["events"] == ["r2/0"] and child["earlier_windows"] == [old.lineage["window"]]
+    record = SimpleNamespace(lineage=child, trained_events=set(child["events"]))
+    assert trained_on(record, [logged(0, 150.0), logged(2, 300.0), logged(3, 400.0)]) == 2

@@ -74,3 +74,10 @@ def test_a_ranking_loss_ranks_each_query_not_all_of_a_users_cases():
     for index in range(4):
         batch = method.batch(first + second[:1], 1, seed=0, index=index)
         assert len({query_key(c) for c in batch}) == 1 and len(batch) == 2  # one query, both its candidates
+    # the partners are trained on too: their logged events go into the lineage beside the shots'
+    from dataclasses import replace
+
+    from adaptrec.train.lineage import with_events
+
+    logged = JointMethod(method.cfg, [], partners=[replace(second[1], meta={"event": "r1/1"})])
+    assert with_events(None, logged.own_cases()) == {"events": ["r1/1"]}

@@ -22,3 +22,14 @@ def test_resuming_a_finished_run_registers_no_new_version(tiny_model_dir, tmp_pa
     config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 3}))
     assert run_recipe(parsed, text, resume=True).record.version == first.version + 1
     assert run_recipe(parsed, text, restart=True).record.version == first.version + 2
+
+
+def test_leave_one_out_runs_are_keyed_by_how_their_negatives_are_drawn():
+    """A run begun when leave-one-out negatives avoided the whole timeline is neither resumed nor reused now."""
+    from adaptrec.config import load_recipe, recipe_digest
+    from adaptrec.train.recipe import run_dir_for
+
+    movie, _ = load_recipe("movie-lora")
+    assert run_dir_for(movie).name == f"movie-lora-{recipe_digest(movie)[:10]}"  # other data keep their folders
+    loo, _ = load_recipe("movie-lora", ["data.train=movielens:100k:loo:train"])
+    assert run_dir_for(loo).name != f"movie-lora-{recipe_digest(loo)[:10]}"

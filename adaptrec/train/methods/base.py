@@ -80,6 +80,11 @@ class Method:
         """Registry lineage of the trained adapter (e.g. its teacher), or None."""
         return None
 
+    def own_cases(self) -> Sequence[Case]:
+        """Cases the method trains on besides the loop's (a ranking loss's partners, other domains): their logged
+        feedback events go into the lineage with the loop's."""
+        return ()
+
 
 @contextmanager
 def adapter_active(model: PeftModel, path: Path | None, name: str) -> Iterator[None]:

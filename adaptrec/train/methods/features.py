@@ -25,8 +25,9 @@ def feature_matrix(features: Sequence[str], llm_logit: np.ndarray, cases: Sequen
                    popularity: Mapping[str, float], leave_one_out: bool = False) -> np.ndarray:
     """(N, len(features)) raw features: `llm` = Yes logit - No logit, `like_ratio` (0.5 without history),
     `popularity` = log(1 + count of the target in the training split). `leave_one_out`: the cases are events of that
-    split, so each one's own occurrence (not a sampled negative's) is left out of its count; otherwise a positive
-    shot would count itself and a sampled negative never, which no test case does."""
+    split, so each one's own occurrence as a target (not a sampled negative's) is left out of its count; otherwise a
+    positive shot would count itself and a sampled negative never, which no test case does. (Where the split also
+    counts the same event again, as history in later windows, those counts stay.)"""
     def count(c: Case) -> float:
         own = 1.0 if leave_one_out and "negative_of" not in c.meta else 0.0
         return max(popularity.get(c.target, 0.0) - own, 0.0)

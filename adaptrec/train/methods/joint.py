@@ -1,5 +1,6 @@
 """Joint training: L = L_rec + λ·L_text. L_rec is the Yes/No cross-entropy or a ranking loss over each query's
-candidates (one user's history: a held-out item and its sampled negatives); L_text is the causal-LM loss on the domain's item text, so the adapter learns the domain's language."""
+candidates (one user's history: a held-out item and its sampled negatives); L_text is the causal-LM loss on the
+domain's item text, so the adapter learns the domain's language."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ class JointMethod(Method):
             return micro_batches(cases, batch_size, seed, index)
         groups = _query_groups([*cases, *self.partners])
         return [c for group in micro_batches(groups, batch_size, seed, index) for c in group]
+
+    def own_cases(self) -> Sequence[Case]:
+        return self.partners
 
     def share(self, batch: list[Case], rank: int, world: int) -> list[Case]:
         """With a ranking loss, whole queries: a query's candidates split across processes would form no pairs."""

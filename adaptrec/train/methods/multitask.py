@@ -27,6 +27,9 @@ class MultitaskMethod(Method):
         self.extra, self.weights, self.ratios = list(extra_cases), dict(weights), dict(ratios)
         self.scale = 1.0  # set by `prepare`: the mean weight of a drawn case
 
+    def own_cases(self) -> Sequence[Case]:
+        return self.extra
+
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
         self.scale = self.mean_weight(self.by_domain(train_cases))
 
