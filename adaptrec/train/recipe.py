@@ -44,9 +44,14 @@ def run_dir_for(recipe: Recipe) -> Path:
     training data also keys it by how its negatives are drawn (`NEGATIVES_AVOID`), so a run begun under the earlier
     rule is neither resumed nor reused under this one."""
     key = recipe_digest(recipe)
-    if is_leave_one_out(with_protocol(recipe.data.train, recipe.data.protocol, "train")):
+    if _leave_one_out(recipe):
         key = digest({"settings": key, "negatives_avoid": NEGATIVES_AVOID})
     return adaptrec_home() / "runs" / f"{recipe.name}-{key[:10]}"
+
+
+def _leave_one_out(recipe: Recipe) -> bool:
+    """Whether `recipe` trains on leave-one-out data, whose negatives were once drawn under another rule."""
+    return is_leave_one_out(with_protocol(recipe.data.train, recipe.data.protocol, "train"))
 
 
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:
@@ -141,9 +146,10 @@ def train_or_reuse(registry: Registry, fingerprint, recipe_name: str, sets: Sequ
                    log: Callable[[str], None] = print) -> AdapterRecord:
     """The registered adapter trained with these recipe settings on this backbone, trained (`run_recipe`) if there is none."""
     recipe, text = load_recipe(recipe_name, list(sets))
-    digest = recipe_digest(recipe)
-    for record in reversed(registry.list(name=recipe.name)):
-        if _trained_with(record, digest, fingerprint):
+    settings = recipe_digest(recipe)
+    # on leave-one-out data the settings do not say how negatives were drawn: only the run folder's version is reused
+    for record in [] if _leave_one_out(recipe) else reversed(registry.list(name=recipe.name)):
+        if _trained_with(record, settings, fingerprint):
             log(f"  reusing {record.ref} (same recipe settings)")
             return record
     log(f"  training {recipe.name} ({recipe.data.shots} shots, {recipe.training.max_steps} steps)")

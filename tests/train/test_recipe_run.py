@@ -33,3 +33,18 @@ def test_leave_one_out_runs_are_keyed_by_how_their_negatives_are_drawn():
     assert run_dir_for(movie).name == f"movie-lora-{recipe_digest(movie)[:10]}"  # other data keep their folders
     loo, _ = load_recipe("movie-lora", ["data.train=movielens:100k:loo:train"])
     assert run_dir_for(loo).name != f"movie-lora-{recipe_digest(loo)[:10]}"
+
+
+def test_leave_one_out_recipes_reuse_only_their_run_folders_version(monkeypatch):
+    """A registered adapter with the same settings may have drawn its negatives under the earlier rule."""
+    from types import SimpleNamespace
+
+    import adaptrec.train.recipe as recipe_mod
+
+    found = SimpleNamespace(ref="movie-lora:1")
+    registry = SimpleNamespace(list=lambda name: [found])
+    monkeypatch.setattr(recipe_mod, "_trained_with", lambda record, settings, fingerprint: True)
+    monkeypatch.setattr(recipe_mod, "run_recipe", lambda recipe, text, resume: SimpleNamespace(record="trained"))
+    assert recipe_mod.train_or_reuse(registry, None, "movie-lora", [], log=lambda line: None) is found
+    loo = ["data.train=movielens:100k:loo:train"]
+    assert recipe_mod.train_or_reuse(registry, None, "movie-lora", loo, log=lambda line: None) == "trained"
