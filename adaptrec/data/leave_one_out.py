@@ -6,7 +6,8 @@ just before its target (the validation target is in the test case's history, as 
 user with 3 interactions already has one case of each split — unlike sliding 10-item windows, which
 skip every user with fewer than 11. Training cases are the training prefix's own positions (each with
 at least one earlier item). Collaborative encoders learn from `train_interactions` only: no valid or
-test (user, item) pair reaches them (tested).
+test (user, item) pair reaches them (tested); sampled negatives avoid `seen_items`, what the user had touched by
+the end of their part, so no later interaction shapes them either.
 """
 
 from __future__ import annotations
