@@ -102,9 +102,9 @@ def amazon_item_counts(domain: str) -> Counter[str]:
 
 def amazon_popularity(domain: str) -> dict[str, float]:
     """`amazon_item_counts` keyed like `Case.target` (items sharing a title share its count)."""
-    _check(domain)
+    counts = amazon_item_counts(domain)  # checks `domain` before its catalogue is read
     items = _raw().items[domain]
-    return text_counts(amazon_item_counts(domain), lambda item: _text(items[item]))
+    return text_counts(counts, lambda item: _text(items[item]))
 
 
 def _check(domain: str, split: str = "train", history_domains: str = "both") -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.sampling import stratified_subset
 from ..data.spec import NEGATIVES_AVOID, is_leave_one_out, with_protocol
-from ..errors import AdaptrecError, ConfigError
+from ..errors import ConfigError
 from ..evaluation import EvalReport, baseline_rows, encoder_rows, labelled_cases, llm_row, new_report
 from ..fingerprint import digest
 from ..home import adaptrec_home
@@ -28,7 +27,7 @@ from .cases import recipe_cases, recipe_data, training_cases
 from .lineage import with_encoder, with_events
 from .loop import TrainResult, train
 from .methods.features import FeatureBlend, blend_row
-from .update import UPDATE
+from .update import UPDATE, recorded_version
 
 
 @dataclass
@@ -117,9 +116,8 @@ def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, 
     """The record a finished run in `run_dir` registered (its report.json, written last, names it), while it is
     still registered, trained with these settings for this exact backbone, and holds the files of `adapter_dir`
     (the run's best adapter now): resuming a finished run trains nothing new, so it registers no new version."""
-    try:
-        record = registry.resolve(json.loads((run_dir / "report.json").read_text())["record"])
-    except (OSError, ValueError, KeyError, TypeError, AdaptrecError):  # no finished run, or its record is gone
+    record = recorded_version(registry, run_dir / "report.json")
+    if record is None:
         return None
     same = (record.name == recipe.name and record.kind == "trained"
             and _trained_with(record, recipe_digest(recipe), fingerprint)

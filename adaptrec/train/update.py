@@ -112,13 +112,21 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     return UpdateResult(record, result, len(new), n_old)
 
 
+def recorded_version(registry: Registry, path: Path) -> AdapterRecord | None:
+    """The version a finished run's JSON file `path` names (`{"record": ref}`), while it is still registered; None
+    when the run has not finished or the version was removed since."""
+    try:
+        return registry.resolve(json.loads(path.read_text())["record"])
+    except (OSError, ValueError, KeyError, TypeError, AdaptrecError):
+        return None
+
+
 def _registered(registry: Registry, run_dir: Path, parent: AdapterRecord, adapter_dir: Path) -> AdapterRecord | None:
     """The version this finished run registered before (named in its `REGISTERED` file), while it is still
     registered, updated from `parent` and holds the run's adapter files: running the same update again registers no
     duplicate version."""
-    try:
-        record = registry.resolve(json.loads((run_dir / REGISTERED).read_text())["record"])
-    except (OSError, ValueError, KeyError, TypeError, AdaptrecError):  # not registered yet, or removed since
+    record = recorded_version(registry, run_dir / REGISTERED)
+    if record is None:
         return None
     same = ((record.lineage or {}).get("updated_from") == parent.ref
             and adapter_key(record.path) == adapter_key(adapter_dir))

@@ -24,16 +24,21 @@ __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_me
            "MultitaskMethod"]
 
 
+def _teacher_fingerprint(recipe: Recipe):
+    """`method.teacher_backbone`'s fingerprint, quantized like the student's backbone; None when none is named."""
+    if recipe.method.teacher_backbone is None:
+        return None
+    try:
+        return backbone_fingerprint(recipe.method.teacher_backbone, recipe.backbone.quantization)
+    except AdaptrecError as e:
+        raise ConfigError(f"{recipe._source}: method.teacher_backbone: {e}") from None
+
+
 def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
     """`method.teacher_backbone`, fingerprinted like the student's backbone; None when it is the student's."""
     name, b = recipe.method.teacher_backbone, recipe.backbone
-    if name is None:
-        return None
-    try:
-        fingerprint = backbone_fingerprint(name, b.quantization)
-    except AdaptrecError as e:
-        raise ConfigError(f"{recipe._source}: method.teacher_backbone: {e}") from None
-    if fingerprint.exact == backbone.fingerprint.exact:  # the student's own weights: score in the student's model
+    fingerprint = _teacher_fingerprint(recipe)
+    if fingerprint is None or fingerprint.exact == backbone.fingerprint.exact:  # none, or the student's own weights
         return None
     return TeacherBackbone(name, b.quantization, b.int8_backend, fingerprint)
 
@@ -125,10 +130,6 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> No
         _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
         return
     recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
-    if cfg.teacher_backbone is not None:
-        try:
-            fingerprint = backbone_fingerprint(cfg.teacher_backbone, recipe.backbone.quantization)
-        except AdaptrecError as e:
-            raise ConfigError(f"{recipe._source}: method.teacher_backbone: {e}") from None
+    teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
-        _teacher_record(recipe, fingerprint)
+        _teacher_record(recipe, teacher_fingerprint or fingerprint)
