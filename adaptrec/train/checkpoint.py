@@ -1,5 +1,8 @@
 """Resumable training checkpoints in safetensors + JSON (no pickle): adapter, optimizer, scheduler, RNG.
 
+The RNG file holds every rank's generator states (`gathered_rng`), so each rank of a data-parallel run resumes its
+own dropout stream.
+
 `checkpoints/step_N` folders are written whole (`atomic_dir`: files and folder fsynced before the rename)
 and ordered by N as a number. Resuming reads the newest one completely before applying anything; an
 unreadable one (a crash, a truncated file) is skipped with one line naming it, and the next older one is used.
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, gather_object
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -84,6 +87,27 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _rank_suffix(rank: int) -> str:
+    """The suffix of rank `rank`'s keys in the RNG file: none for rank 0 (and a single process), `.rankN` else."""
+    return "" if rank == 0 else f".rank{rank}"
+
+
+def rng_state(rank: int = 0) -> dict[str, torch.Tensor]:
+    """This process's torch (and CUDA) generator states, keyed as rank `rank`'s in the RNG file."""
+    suffix = _rank_suffix(rank)
+    rng = {f"torch{suffix}": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng[f"cuda{suffix}"] = torch.cuda.get_rng_state()
+    return rng
+
+
+def gathered_rng(accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    """Every rank's generator states in one dict (a collective: call it on every rank)."""
+    if accelerator.num_processes == 1:
+        return rng_state()
+    return {k: v for part in gather_object([rng_state(accelerator.process_index)]) for k, v in part.items()}
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -93,15 +117,15 @@ def save_checkpoint(
     tuner_state: dict[str, torch.Tensor],
     trainer_state: dict,
     keep: int = 2,
+    rng: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write `checkpoints/step_N` atomically, then drop all but the newest `keep`."""
+    """Write `checkpoints/step_N` atomically, then drop all but the newest `keep`. `rng`: every rank's generator
+    states (`gathered_rng`); default this process's."""
     final = _step_dir(run_dir, step)
     if final.exists():
         _discard(final)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
+    rng = rng_state() if rng is None else rng
     with atomic_dir(final) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, tmp / "adapter.safetensors")
         save_file(opt_tensors, tmp / "optimizer.safetensors")
@@ -212,10 +236,13 @@ def newest_readable(run_dir: Path, log=print) -> CheckpointData | None:
     return None
 
 
-def apply_checkpoint(data: CheckpointData, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    """Restore optimizer, scheduler and RNG from what `read_checkpoint` read."""
+def apply_checkpoint(data: CheckpointData, optimizer: torch.optim.Optimizer, scheduler, rank: int = 0) -> None:
+    """Restore optimizer, scheduler and rank `rank`'s RNG from what `read_checkpoint` read (rank 0's where the
+    checkpoint has none for `rank`: it was written by fewer processes)."""
     optimizer.load_state_dict(_unflatten_optimizer(data.optimizer, data.meta["optimizer"]))
     scheduler.load_state_dict(data.meta["scheduler"])
-    torch.set_rng_state(data.rng["torch"])
-    if "cuda" in data.rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(data.rng["cuda"])
+    suffix = _rank_suffix(rank)
+    torch.set_rng_state(data.rng.get(f"torch{suffix}", data.rng["torch"]))
+    cuda = data.rng.get(f"cuda{suffix}", data.rng.get("cuda"))
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)

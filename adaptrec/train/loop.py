@@ -28,6 +28,7 @@ from ..metrics.classification import auc
 from .checkpoint import (
     CheckpointData,
     apply_checkpoint,
+    gathered_rng,
     latest_checkpoint,
     newest_readable,
     save_accelerate_checkpoint,
@@ -226,7 +227,7 @@ class Trainer:
 
     def _load_adapter_and_optimizer(self, data: CheckpointData) -> None:
         """Apply a safetensors checkpoint: optimizer, scheduler and RNG, then the adapter weights by name."""
-        apply_checkpoint(data, self.optimizer, self.scheduler)
+        apply_checkpoint(data, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         with torch.no_grad():
             for name, p in self.unwrapped.named_parameters():
                 if name in data.adapter:
@@ -298,16 +299,18 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
-        Accelerate's `save_state`; otherwise the main process writes the safetensors format."""
+        Accelerate's `save_state`; otherwise the main process writes the safetensors format, with every rank's RNG."""
         acc, state = self.accelerator, {"early_stopping": self.stopper.state()}
         if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
             state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):
             save_accelerate_checkpoint(acc, self.run_dir, self.global_step, self.scheduler,
                                        self.tuner.state_tensors(self.unwrapped), state)
-        elif acc.is_main_process:
-            save_checkpoint(self.run_dir, self.global_step, _trainable_state(self.unwrapped), self.optimizer,
-                            self.scheduler, self.tuner.state_tensors(self.unwrapped), state)
+        else:
+            rng = gathered_rng(acc)  # every rank's, so each resumes its own dropout stream
+            if acc.is_main_process:
+                save_checkpoint(self.run_dir, self.global_step, _trainable_state(self.unwrapped), self.optimizer,
+                                self.scheduler, self.tuner.state_tensors(self.unwrapped), state, rng=rng)
 
     def run(self) -> TrainResult:
         """Start tracking, step until `max_steps` or early stopping with a progress bar (main process only), then

@@ -1,6 +1,8 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
-usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow]
+usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
+
+--stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,8 +53,20 @@ def main() -> None:
     if "--slow" in sys.argv:  # widen the window in which the parent can kill us mid-run
         save = loop.save_checkpoint
         loop.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(0.4))[0]
+    if "--stop-at" in sys.argv:
+        stop_at, checkpoint = int(sys.argv[sys.argv.index("--stop-at") + 1]), loop.Trainer.checkpoint
+
+        def checkpoint_then_stop(self: loop.Trainer) -> None:
+            checkpoint(self)
+            if self.global_step == stop_at:
+                self.accelerator.wait_for_everyone()  # rank 0 has written it
+                print("STOPPED", flush=True)
+                os._exit(0)
+        loop.Trainer.checkpoint = checkpoint_then_stop
     backbone = load_backbone(model_dir, "none", device="cpu")
-    result = loop.train(tiny_recipe(model_dir, max_steps), backbone, synthetic_cases(16), synthetic_cases(8, seed=1),
+    # histories of 1-4 items: two ranks' batches differ in shape, so their dropout draws move their RNGs apart
+    train_cases = [replace(c, history=c.history[:1 + i % 4]) for i, c in enumerate(synthetic_cases(16))]
+    result = loop.train(tiny_recipe(model_dir, max_steps), backbone, train_cases, synthetic_cases(8, seed=1),
                         run_dir, resume="--resume" in sys.argv)
     print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
 

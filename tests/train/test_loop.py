@@ -214,16 +214,33 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     assert [r["step"] for r in _metrics(tmp_path / "killed")] == list(range(1, steps + 1))
 
 
-def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
-    """Two data-parallel CPU processes (gloo). accelerate 1.x's `--cpu` flag picks its single-process
-    launcher whatever --num_processes says; `--multi_gpu` on a machine without CUDA starts real CPU ranks."""
+def _launch_two_cpu_ranks(tiny_model_dir, run_dir, steps, *flags) -> str:
+    """`accelerate launch` of the worker on two data-parallel CPU processes (gloo); their stdout. accelerate 1.x's
+    `--cpu` flag picks its single-process launcher whatever --num_processes says; `--multi_gpu` on a machine
+    without CUDA starts real CPU ranks."""
     launcher = Path(sys.executable).with_name("accelerate")
     proc = subprocess.run(
         [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(WORKER), str(tiny_model_dir), str(tmp_path / "ddp"), "4"],
+         "--dynamo_backend", "no", str(WORKER), str(tiny_model_dir), str(run_dir), str(steps), *flags],
         capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("DONE steps=4 world=2") == 2  # both ranks took the same number of optimizer steps
+    return proc.stdout
+
+
+def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_model_dir, tmp_path):
+    """Two ranks train 4 steps straight; two more stop after step 2's checkpoint and resume: the same adapter, which
+    needs each rank's own dropout stream back (rank 0's on both ranks drifts ~1e-3)."""
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "ddp", 4)
+    assert out.count("DONE steps=4 world=2") == 2  # both ranks took the same number of optimizer steps
     assert (tmp_path / "ddp" / "best" / "adapter_model.safetensors").is_file()
     assert [r["step"] for r in _metrics(tmp_path / "ddp")] == [1, 2, 3, 4]  # only rank 0 writes
+
+    assert _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "cut", 4, "--stop-at", "2").count("STOPPED") == 2
+    assert latest_checkpoint(tmp_path / "cut").step == 2
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "cut", 4, "--resume")
+    assert out.count("DONE steps=4 world=2") == 2
+    a = load_file(latest_checkpoint(tmp_path / "ddp").path / "adapter.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "cut").path / "adapter.safetensors")
+    for key in a:  # the tolerance of the single-process resume test
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)

@@ -34,6 +34,7 @@ class _StubAccelerator:
     """What `Trainer.checkpoint` and `save_accelerate_checkpoint` use of an Accelerator; save_state writes one file."""
 
     scaler = None  # no fp16 loss scaling
+    num_processes, process_index = 1, 0  # gathering the RNG states needs no collective
 
     def __init__(self, kind: DistributedType, main: bool = True) -> None:
         self.distributed_type, self.is_main_process = kind, main
