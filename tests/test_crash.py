@@ -85,6 +85,7 @@ def test_kill_during_register_remove_and_gc(tmp_path):
     """
     _kill_during(code, tmp_path / "home", seed=1)
     reg = _registry_intact(tmp_path / "home")
+    assert reg.list(), "no register finished in the time given: lengthen the delays"
     for rec in reg.list():
         reg.load_verified(rec.ref, FP)  # every visible version loads whole
 
