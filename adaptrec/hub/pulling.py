@@ -234,10 +234,14 @@ def _check_names(names, label: str, what: str) -> None:
 def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"{label}: {METADATA_FILE} is not valid JSON ({e}); ask the publisher to push again") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int past Python's digit limit, deep nesting
+        reason = str(e).splitlines()[0][:120] if str(e) else "nested too deeply"
+        raise IntegrityError(f"{label}: {METADATA_FILE} is not valid JSON ({reason}); ask the publisher to push again") from None
     if not isinstance(meta, dict):
         raise IntegrityError(f"{label}: {METADATA_FILE} is not a JSON object; ask the publisher to push again")
+    for key in ("domain", "adapter_type"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise IntegrityError(f"{label}: {METADATA_FILE} has no '{key}'")
     if isinstance(meta.get("format"), int) and meta["format"] > FORMAT_VERSION:
         raise HubError(f"{label}: made by a newer adaptrec (format {meta['format']}, this one reads {FORMAT_VERSION}); upgrade adaptrec")
     files = meta.get("files")
@@ -266,9 +270,6 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
             or not isinstance(base.get("base_model", ""), str):
         raise IntegrityError(f"{label}: {METADATA_FILE} records no base fingerprint (base.exact and base.family as "
                              "text, base.base_model text if given)")
-    for key in ("domain", "adapter_type"):
-        if not isinstance(meta.get(key), str) or not meta[key]:
-            raise IntegrityError(f"{label}: {METADATA_FILE} has no '{key}'")
     return meta
 
 

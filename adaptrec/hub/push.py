@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
+from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, published_files
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
 from ..errors import AdaptrecError
@@ -102,9 +102,12 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
         raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which every LoRA "
                        f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export)")
     meta = verified_files(record)  # every file matches its sha256, adaptrec.json the registry row
+    allowed = published_files(record.adapter_type)
+    if allowed is None:
+        raise HubError(f"{record.ref}: a {record.adapter_type} adapter cannot be published")
     copied = []
     for rel in sorted(meta["files"]):
-        if rel == CARD_FILE:  # peft's auto-generated card: replaced by ours
+        if rel == CARD_FILE or rel not in allowed:  # peft's card (ours replaces it); notes and training args stay home
             continue
         dst = folder / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,7 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     # AutoPeftModel needs to find it on the publisher's own machine)
     published = redact_local_paths({k: meta.get(k) for k in _PUBLISHED_KEYS})
     published["kind"] = record.kind
-    published["metrics"] = record.metrics  # the registry row is authoritative (update_metrics)
+    published["metrics"] = redact_local_paths(record.metrics)  # the registry row is authoritative (update_metrics)
     published["format"] = meta.get("format")
     published["files"] = {rel: file_sha256(folder / rel) for rel in copied}
     write_json(folder / METADATA_FILE, published)

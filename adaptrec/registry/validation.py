@@ -18,6 +18,16 @@ from .records import KINDS, AdapterRecord, parse_ref
 _LINEAGE_HELP = "{'parents': ['name:version', ...], 'method': ..., 'weights': [...]}"
 
 
+def _finite_number(x: Any) -> bool:
+    """A real number (not a bool) that is finite as a float: a 400-digit int overflows one."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def check_domain(domain: str) -> str:
     """`domain` if it is a short printable name."""
     if not isinstance(domain, str) or not domain.strip() or len(domain) > 200 or not domain.isprintable():
@@ -40,7 +50,7 @@ def check_metrics(metrics: dict | None) -> dict:
             raise RegistryError(f"metric '{key}' must record its value with the data SPEC and limit it was measured "
                                 f"on, e.g. {example}")
         value, data, limit = m.get("value"), m.get("data"), m.get("limit")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite_number(value):
             raise RegistryError(f"metric '{key}' needs a finite numeric 'value', e.g. {example}")
         if not isinstance(data, str) or not data:
             raise RegistryError(f"metric '{key}' needs 'data': the data SPEC it was measured on, e.g. {example}")
@@ -104,7 +114,7 @@ def _check_weights(weights: Any, n_parents: int) -> None:
     if (
         not isinstance(weights, list)
         or len(weights) != n_parents
-        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights)
+        or not all(map(_finite_number, weights))
     ):
         raise RegistryError(f"lineage 'weights' must be {n_parents} finite numbers, one per parent")
 

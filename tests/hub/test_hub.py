@@ -545,6 +545,24 @@ def test_pull_refuses_a_mix_and_special_files(lora_src, tiny_model_dir, tmp_path
     _assert_nothing_left(before)
 
 
+@pytest.mark.parametrize("edit, named", [
+    (lambda meta: json.dumps({**meta, "adapter_type": {"x": 1}}), "has no 'adapter_type'"),
+    (lambda meta: json.dumps({**meta, "metrics": {"auc": {"value": 10 ** 400, "data": "tallrec:movie:test"}}}),
+     "finite numeric 'value'"),
+    (lambda meta: json.dumps(meta)[:-1] + ', "format": ' + "9" * 5000 + "}", "not valid JSON"),
+    (lambda meta: json.dumps(meta)[:-1] + ', "metrics": ' + "[" * 50000 + "]" * 50000 + "}", "not valid JSON"),
+], ids=["type-not-text", "huge-metric", "huge-int", "deep-nesting"])
+def test_a_manifest_python_cannot_take_as_it_is_gets_one_line(edit, named, lora_src, tiny_model_dir, tmp_path,
+                                                               monkeypatch, capsys):
+    """Manifests that made `json`, `math.isfinite` or a dict lookup raise (was: a traceback)."""
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    before = [r.ref for r in Registry().list()]
+    (rev_dir / "adaptrec.json").write_text(edit(json.loads((rev_dir / "adaptrec.json").read_text())))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert named in _one_line_error(code, err)
+    _assert_nothing_left(before)
+
+
 def test_pull_refuses_a_base_model_that_is_not_text_and_names_an_unreadable_refs_file(
         lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
     rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
@@ -611,14 +629,33 @@ def test_the_card_and_adaptrec_json_carry_no_absolute_local_path(lora_src, tiny_
     as `<local>/<last part>` (peft's own config keeps a local base folder: AutoPeftModel loads from it)."""
     src, fp = lora_src
     recipe = (RECIPES_DIR / "movie-lora.yaml").read_text() + f"\n# --set data.train={tmp_path}/secret/train.json\n"
+    metrics = {**METRICS, "auc": {**METRICS["auc"], "data": f"{tmp_path}/secret/test.json", "run": str(tmp_path / "run")}}
     rec = Registry().register(src, name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
-                              adapter_config=None, fingerprint=fp, recipe_text=recipe, metrics=METRICS,
+                              adapter_config=None, fingerprint=fp, recipe_text=recipe, metrics=metrics,
                               lineage={"parents": [], "teacher_backbone": {"name": str(tiny_model_dir)}})
     rev_dir = _mirror_of(rec, tmp_path, monkeypatch, capsys)
     published = {name: (rev_dir / name).read_text() for name in ("adaptrec.json", "README.md")}
     for name, text in published.items():
         assert str(tmp_path) not in text and str(tiny_model_dir) not in text, name
     assert "<local>/train.json" in published["adaptrec.json"] and "<local>/" in published["README.md"]
+
+
+def test_files_a_pull_would_refuse_stay_home(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """An adapter folder registered with notes and training arguments beside peft's files: the push publishes only
+    what its type's pull accepts, so the pull succeeds (was: published, then refused by every pull)."""
+    src, fp = lora_src
+    folder = tmp_path / "with-notes"
+    shutil.copytree(src, folder)
+    (folder / "notes.txt").write_text("tried r=8 first\n")
+    (folder / "training_args.json").write_text("{}")
+    rec = Registry().register(folder, name="noted", domain="movie", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=fp)
+    rev_dir = _mirror_of(rec, tmp_path, monkeypatch, capsys)
+    assert not (rev_dir / "notes.txt").exists() and not (rev_dir / "training_args.json").exists()
+    assert set(json.loads((rev_dir / "adaptrec.json").read_text())["files"]) == {"adapter_model.safetensors",
+                                                                                 "adapter_config.json"}
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir), "--name", "p"))
+    assert code == 0, err
 
 
 def test_adalora_is_published_as_its_exact_lora_export_only(tiny_model_dir, tmp_path, monkeypatch, capsys):
