@@ -110,12 +110,14 @@ def registry_remove(ref: str, force: bool = typer.Option(False, "--force", help=
 
 @registry_app.command("verify")
 def registry_verify() -> None:
-    """Re-hash every registered version and report orphan or unfinished folders (reads only; exit 1 on a problem)."""
+    """Re-hash every registered adapter and encoder version and report orphan or unfinished folders (reads only;
+    exit 1 on a problem)."""
     reg = api.registry()
     problems = reg.verify()
     for line in problems:
         typer.echo(f"problem: {line}", err=True)
-    typer.echo(f"checked {len(reg.list())} version(s): " + (f"{len(problems)} problem(s)" if problems else "all intact"))
+    typer.echo(f"checked {len(reg.list())} version(s) and {len(reg.encoders())} encoder(s): "
+               + (f"{len(problems)} problem(s)" if problems else "all intact"))
     if problems:
         raise typer.Exit(1)
 

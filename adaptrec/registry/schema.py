@@ -90,9 +90,30 @@ def _m4_encoders(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m5_remove_decisions(conn: sqlite3.Connection) -> None:
+    """A forced removal of a domain's champion is a decision too: `decisions.action` may be 'remove' (SQLite cannot
+    change a CHECK in place, so the table is rebuilt, rows and sequence numbers kept)."""
+    conn.execute(
+        """CREATE TABLE decisions_new (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            domain    TEXT NOT NULL,
+            action    TEXT NOT NULL CHECK (action IN ('promote', 'refuse', 'rollback', 'remove')),
+            ref       TEXT NOT NULL,     -- the adapter promoted, refused, restored or removed
+            previous  TEXT,              -- the champion before (NULL: none)
+            evidence  TEXT NOT NULL,     -- JSON: the test, metric, values, CI, data, cases ({} for a plain promote)
+            by_whom   TEXT NOT NULL,
+            at        TEXT NOT NULL      -- UTC ISO 8601
+        )"""
+    )
+    conn.execute("INSERT INTO decisions_new SELECT * FROM decisions")
+    conn.execute("DROP TABLE decisions")
+    conn.execute("ALTER TABLE decisions_new RENAME TO decisions")
+    conn.execute("CREATE INDEX decisions_domain ON decisions (domain, seq)")
+
+
 # Append only: a new migration goes at the end.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_claimed_metrics, _m3_promotion_audit,
-                                                          _m4_encoders]
+                                                          _m4_encoders, _m5_remove_decisions]
 
 
 def schema_version() -> int:

@@ -49,6 +49,12 @@ def _unfinished(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
+def _load_encoder_checked(record: EncoderRecord) -> Encoder:
+    """The encoder `record` names, its files' hashes checked against its row."""
+    what = f"what was registered as encoder {record.ref}; train it again with `adaptrec train-cf`"
+    return load_checked(record.path, record.files, what)
+
+
 def _delete(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -73,6 +79,7 @@ class Registry:
         self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / "registry.db"
         self.adapters_dir = self.home / "adapters"
+        self.encoders_dir = self.home / "encoders"
         self.timeout = float(timeout)
         self._migrate()
 
@@ -323,7 +330,7 @@ class Registry:
         with self._write(on_abort=remove_written) as conn:
             _refuse_case_clash(conn, "encoders", name, "encoder")  # writing it would delete the other's files
             (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
-            dest = self.home / "encoders" / name / str(last + 1)
+            dest = self.encoders_dir / name / str(last + 1)
             if dest.exists():  # a folder no row points to: a process killed before its row committed
                 _delete(dest)
             folder.append(dest)
@@ -339,7 +346,7 @@ class Registry:
         """Registered encoders (of `name`), newest version first within each name."""
         with self._connect() as conn:
             found = encoder_rows.rows(conn, name)
-        return [EncoderRecord(**r, path=self.home / "encoders" / r["name"] / str(r["version"])) for r in found]
+        return [EncoderRecord(**r, path=self.encoders_dir / r["name"] / str(r["version"])) for r in found]
 
     def encoders_for(self, spec: str) -> list[EncoderRecord]:
         """The latest version of each registered encoder that may score `spec`: a held-out split of its source."""
@@ -360,13 +367,13 @@ class Registry:
         if not found:
             raise RegistryError(f"no encoder {ref!r} in {self.home}; see `adaptrec registry encoders`")
         record = found[0]
-        what = f"what was registered as encoder {record.ref}; train it again with `adaptrec train-cf`"
-        return load_checked(record.path, record.files, what), record
+        return _load_encoder_checked(record), record
 
     def remove(self, ref: str, force: bool = False) -> AdapterRecord:
         """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.
 
-        Refuses an adapter promoted for some domain unless `force`, which also drops those aliases.
+        Refuses an adapter promoted for some domain unless `force`, which also drops those aliases and records a
+        `remove` decision in each domain's trail (the champion it leaves without one).
         """
         if isinstance(ref, str) and ":" not in ref:
             check_name(ref)
@@ -379,6 +386,9 @@ class Registry:
                     f"{rec.ref} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
                     "or pass force=True (--force)"
                 )
+            now = _utc_now()
+            for domain in domains:
+                audit.append(conn, domain, "remove", rec.ref, rec.ref, {"forced": True}, now)
             conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (rec.name, rec.version))
             conn.execute("DELETE FROM adapters WHERE name = ? AND version = ?", (rec.name, rec.version))
         # after the commit: a crash here leaves an orphan folder, which gc() removes
@@ -401,54 +411,61 @@ class Registry:
         return self.resolve(rec.ref)
 
     def gc(self) -> list[Path]:
-        """Delete adapter folders no row points to and leftover `.tmp` folders; return what was deleted.
+        """Delete adapter and encoder folders no row points to and leftover `.tmp` folders; return what was deleted.
 
         Holds the write lock, so no registration is in flight: any `.tmp` folder is from a dead process.
         """
         removed: list[Path] = []
-        if not self.adapters_dir.is_dir():
-            return removed
         with self._write() as conn:
-            rows = {(r[0], r[1]) for r in conn.execute("SELECT name, version FROM adapters")}
-            for path, _ in self._strays(rows):
+            for path, _ in self._strays(conn):
                 _delete(path)
                 removed.append(path)
-            for entry in self.adapters_dir.iterdir():
-                try:
-                    entry.rmdir()  # only succeeds when empty
-                except OSError:
-                    pass
+            for root in (self.adapters_dir, self.encoders_dir):
+                for entry in root.iterdir() if root.is_dir() else ():
+                    try:
+                        entry.rmdir()  # only succeeds when empty
+                    except OSError:
+                        pass
         return removed
 
-    def _strays(self, rows: set[tuple[str, int]]) -> list[tuple[Path, str]]:
-        """(folder, why) for every `.tmp` leftover and every version folder none of `rows` points to."""
+    def _strays(self, conn: sqlite3.Connection) -> list[tuple[Path, str]]:
+        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder no row points to;
+        `conn` holds the write lock, so no registration is between its folder's rename and its row's commit."""
         found: list[tuple[Path, str]] = []
-        if not self.adapters_dir.is_dir():
-            return found
-        for entry in sorted(self.adapters_dir.iterdir()):
-            if _unfinished(entry):
-                found.append((entry, "an unfinished write"))
-            elif entry.is_dir() and not entry.is_symlink():
-                for sub in sorted(entry.iterdir()):
-                    if _unfinished(sub):
-                        found.append((sub, "an unfinished write"))
-                    elif sub.is_dir() and sub.name.isdigit() and (entry.name, int(sub.name)) not in rows:
-                        found.append((sub, "an orphan folder no registry row points to"))
+        for root, table in ((self.adapters_dir, "adapters"), (self.encoders_dir, "encoders")):
+            rows = {(r[0], r[1]) for r in conn.execute(f"SELECT name, version FROM {table}")}
+            for entry in sorted(root.iterdir()) if root.is_dir() else ():
+                if _unfinished(entry):
+                    found.append((entry, "an unfinished write"))
+                elif entry.is_dir() and not entry.is_symlink():
+                    for sub in sorted(entry.iterdir()):
+                        if _unfinished(sub):
+                            found.append((sub, "an unfinished write"))
+                        elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit() \
+                                and (entry.name, int(sub.name)) not in rows:
+                            found.append((sub, "an orphan folder no registry row points to"))
         return found
 
     def verify(self) -> list[str]:
-        """Re-hash every registered version and look for folders no row points to; one line per problem found.
+        """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per
+        problem found.
 
-        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed).
+        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed); the
+        folder scan waits for registrations in flight, so a version registered meanwhile is no orphan.
         """
         problems: list[str] = []
-        records = self.list()
-        for rec in records:
+        for rec in self.list():
             try:
                 verified_files(rec)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
-        strays = self._strays({(r.name, r.version) for r in records})
+        for enc in self.encoders():
+            try:
+                _load_encoder_checked(enc)
+            except (AdaptrecError, OSError) as e:
+                problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
+        with self._write() as conn:
+            strays = self._strays(conn)
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
 
     # ------------------------------------------------------------ reading

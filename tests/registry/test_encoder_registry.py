@@ -61,6 +61,21 @@ def test_versions_and_tampering(tmp_path):
         reg.load_encoder("nope")
 
 
+def test_verify_and_gc_cover_encoders(tmp_path):
+    """Encoders get the adapters' checks: verify re-hashes them, gc removes what a killed `train-cf` left (was:
+    "all intact", and the leftovers stayed)."""
+    reg = Registry(home=tmp_path / "home")
+    first = reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    assert reg.verify() == []
+    unfinished, orphan = reg.encoders_dir / "pop" / ".2.abc.tmp", reg.encoders_dir / "pop" / "7"
+    unfinished.mkdir()
+    orphan.mkdir()
+    (first.path / "encoder.safetensors").write_bytes(b"not what was registered")
+    problems = reg.verify()
+    assert len(problems) == 3 and problems[0].startswith("encoder pop:1: ")
+    assert sorted(reg.gc()) == sorted([unfinished, orphan]) and first.path.is_dir()
+
+
 @needs_ml100k
 def test_train_cf_registers_a_measured_encoder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))

@@ -164,6 +164,9 @@ def test_remove_refuses_promoted_unless_force(reg, src):
     removed = reg.remove("movies-lora:2", force=True)
     assert removed.ref == "movies-lora:2" and not rec.path.exists()
     assert reg.promoted("movies") is None
+    last = reg.history("movies")[-1]  # the trail says the champion went (was: it still ended at the promotion)
+    assert (last.action, last.ref, last.previous, last.evidence) == ("remove", "movies-lora:2", "movies-lora:2",
+                                                                     {"forced": True})
     with pytest.raises(RegistryError, match="no version 2"):
         reg.resolve("movies-lora:2")
     assert reg.resolve("movies-lora").version == 1
@@ -191,6 +194,29 @@ def test_gc_removes_orphans_and_stale_tmp_only(reg, src):
     assert keep.path.is_dir() and (reg.adapters_dir / "README.txt").exists()
     reg.load_verified(keep.ref, FP)
     assert reg.gc() == []
+
+
+def test_gc_and_verify_pass_over_a_folder_named_with_a_non_ascii_digit(reg, src):
+    """`'²'.isdigit()` is true and `int('²')` raises (was: a ValueError from gc and verify)."""
+    keep = reg_one(reg, src)
+    odd = reg.adapters_dir / "movies-lora" / "²"
+    odd.mkdir()
+    assert reg.verify() == [] and reg.gc() == [] and odd.is_dir() and keep.path.is_dir()
+
+
+def test_verify_waits_for_a_registration_in_flight(reg, src, monkeypatch):
+    """A version registered while verify re-hashes the others is no orphan (was: its rows were read before)."""
+    from adaptrec.registry import store
+
+    reg_one(reg, src)
+    real, registered = store.verified_files, []
+
+    def hash_then_register(rec):
+        if not registered:
+            registered.append(reg_one(Registry(home=reg.home), src))
+        return real(rec)
+    monkeypatch.setattr(store, "verified_files", hash_then_register)
+    assert reg.verify() == [] and registered[0].ref == "movies-lora:2"
 
 
 # ---------------------------------------------------------------- verification on load
@@ -471,7 +497,7 @@ def test_verify_rehashes_every_version_and_reports_orphans(reg, src, monkeypatch
     assert reg.verify() == []
     monkeypatch.setenv("ADAPTREC_HOME", str(reg.home))
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "verify")
-    assert code == 0 and "checked 2 version(s): all intact" in out
+    assert code == 0 and "checked 2 version(s) and 0 encoder(s): all intact" in out
     (b.path / "adapter_model.safetensors").write_bytes(b"tampered")
     orphan = reg.adapters_dir / "movies-lora" / "7"
     orphan.mkdir()
@@ -482,6 +508,27 @@ def test_verify_rehashes_every_version_and_reports_orphans(reg, src, monkeypatch
     assert any("unfinished write" in p for p in problems) and not any(p.startswith(a.ref) for p in problems)
     code, out, err = run_cli(monkeypatch, capsys, "registry", "verify")
     assert code == 1 and "3 problem(s)" in out and err.count("problem: ") == 3
+
+
+def test_a_schema_4_trail_moves_whole_and_then_records_removals(tmp_path, src):
+    """Migration 5 rebuilds `decisions` so that a forced removal can be recorded: rows and numbering are kept."""
+    from adaptrec.registry import schema
+
+    home = tmp_path / "old"
+    reg = Registry(home=home)
+    rec = reg_one(reg, src)
+    with sqlite3.connect(home / "registry.db") as c:  # roll back to schema 4 with a two-decision trail
+        c.execute("DROP TABLE decisions")
+        schema._m3_promotion_audit(c)
+        for action in ("promote", "refuse"):
+            c.execute("INSERT INTO decisions (domain, action, ref, previous, evidence, by_whom, at) "
+                      "VALUES ('movies', ?, ?, NULL, '{}', 'me', 'then')", (action, rec.ref))
+        c.execute("INSERT INTO aliases VALUES ('movies', ?, ?, 'then')", (rec.name, rec.version))
+        c.execute("PRAGMA user_version = 4")
+    reg = Registry(home=home)
+    assert [(d.seq, d.action) for d in reg.history("movies")] == [(1, "promote"), (2, "refuse")]
+    reg.remove(rec.ref, force=True)
+    assert [(d.seq, d.action) for d in reg.history("movies")][-1] == (3, "remove")
 
 
 def test_pulled_metrics_are_claims_and_an_old_registry_moves_them(tmp_path, src):
