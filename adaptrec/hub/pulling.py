@@ -270,6 +270,9 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
             or not isinstance(base.get("base_model", ""), str):
         raise IntegrityError(f"{label}: {METADATA_FILE} records no base fingerprint (base.exact and base.family as "
                              "text, base.base_model text if given)")
+    derived = meta.setdefault("derived_from", [])  # a manifest pushed before it was published: none listed
+    if not isinstance(derived, list) or not all(isinstance(b, str) for b in derived):
+        raise IntegrityError(f"{label}: {METADATA_FILE}'s 'derived_from' is not a list of base model names")
     return meta
 
 
@@ -377,6 +380,6 @@ def pull(
         _download(src, meta, sizes, limits, stage)
         check_adapter_folder(stage, meta["adapter_type"], src.label, base_config)
         origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
-                  "adaptrec_json_sha256": file_sha256(work / METADATA_FILE)}
+                  "adaptrec_json_sha256": file_sha256(work / METADATA_FILE), "derived_from": meta["derived_from"]}
         record = _register(registry, stage, meta, name, adapter_fp, origin)
     return PullResult(record, match, origin)

@@ -45,7 +45,9 @@ NOTICE_FILE = "NOTICE"
 
 def derived_from(record: AdapterRecord, registry: Registry) -> set[str]:
     """Base models whose licence reaches this adapter: its own base, its distillation teacher's backbone, and
-    those of its parents (compositions, teachers), transitively through the registry."""
+    those of its parents (compositions, teachers), transitively through the registry. A pulled adapter's parents
+    are its publisher's refs, not this registry's: its publisher's list (`derived_from` in adaptrec.json, kept in
+    its origin) stands for them."""
     bases: set[str] = set()
     seen: set[str] = set()
     todo = [record]
@@ -54,6 +56,9 @@ def derived_from(record: AdapterRecord, registry: Registry) -> set[str]:
         seen.add(rec.ref)
         lineage = rec.lineage or {}
         bases.update(b for b in (rec.fingerprint.base_model, (lineage.get("teacher_backbone") or {}).get("base_model")) if b)
+        if rec.kind == "pulled":
+            bases.update((rec.origin or {}).get("derived_from", []))
+            continue
         for ref in lineage.get("parents", []):
             if ref not in seen:
                 try:
@@ -127,6 +132,7 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     published["kind"] = record.kind
     published["metrics"] = redact_local_paths(record.metrics)  # the registry row is authoritative (update_metrics)
     published["format"] = meta.get("format")
+    published["derived_from"] = redact_local_paths(sorted(derived_from(record, registry)))  # licences, for re-pushes
     published["files"] = {rel: file_sha256(folder / rel) for rel in copied}
     write_json(folder / METADATA_FILE, published)
     licences = stage_licences(record, registry, folder)

@@ -497,6 +497,16 @@ def test_models_derived_from_gemma_carry_its_terms_and_notice(lora_src, tiny_mod
                                                                            "--name", "pulled-student"))
     assert code == 0, err  # the extra licence files do not stop a pull; the lineage still names the teacher
     assert Registry().resolve("pulled-student").lineage["teacher_backbone"] == teacher_backbone
+    # pulled elsewhere and pushed again: the composition's parents are not in that registry, its licences go along
+    # (was: its parents looked up there, not found, and the terms left out)
+    publisher_home = os.environ["ADAPTREC_HOME"]
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "consumer"))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, f"{mirror / 'movie-composed'}@v1"))
+    assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-composed", "--to", str(tmp_path / "again"))
+    assert code == 0, err
+    assert (tmp_path / "again" / "movie-composed" / "v1" / NOTICE_FILE).is_file()
+    monkeypatch.setenv("ADAPTREC_HOME", publisher_home)
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", plain.ref, "--to", str(mirror))
     assert code == 0 and not (mirror / "movie-plain" / "v1" / NOTICE_FILE).exists()  # nothing Gemma in its lineage
     monkeypatch.setattr(EmbeddedModel, "terms_file", lambda self: None)
