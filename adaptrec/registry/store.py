@@ -75,7 +75,7 @@ class Registry:
     """The SQLite adapter registry rooted at `home` (default `adaptrec_home()`)."""
 
     def __init__(self, home: Path | None = None, *, timeout: float = 60.0):
-        self.home = Path(home).expanduser() if home is not None else adaptrec_home()
+        self.home = (Path(home).expanduser() if home is not None else adaptrec_home()).absolute()
         self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / "registry.db"
         self.adapters_dir = self.home / "adapters"

@@ -321,12 +321,17 @@ class Engine:
         return layer if isinstance(layer, ItemEmbedding) else None
 
     def unload(self, ref: str) -> None:
+        """Stop serving `ref` and end its preload (also when the LRU has already evicted it)."""
         with self._lock:
             key = self._aliases.get(ref, ref)
-            resident = self._resident.get(key if key in self._resident else self.registry.resolve(ref).ref)
-            if resident is None:
+            if key not in self._resident and key not in self.preloaded:
+                key = self.registry.resolve(ref).ref
+            if key in self._resident:
+                self._evict(self._resident[key], keep_slot=False)
+            elif key in self.preloaded:  # evicted by the LRU, still open to anonymous callers until now
+                self.preloaded.discard(key)
+            else:
                 raise AdapterNotLoaded(f"{ref} is not loaded")
-            self._evict(resident, keep_slot=False)
 
     def _evict(self, resident: Resident, keep_slot: bool) -> None:
         """Stop serving `resident`; its LoRA layers are deleted, or kept as a slot the next load of that shape fills."""

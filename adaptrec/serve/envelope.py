@@ -12,12 +12,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from adaptrec.data.online_log import OnlineLogError
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, IntegrityError, RegistryError, RegistryUnavailable
+from adaptrec.errors import (
+    AdaptrecError,
+    FingerprintMismatch,
+    IntegrityError,
+    RegistryBusy,
+    RegistryError,
+    RegistryUnavailable,
+)
 from adaptrec.router.policy import RouteError
 
 log = logging.getLogger("adaptrec.serve")
-_STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryError: 404, RouteError: 404,
-           OnlineLogError: 503, RegistryUnavailable: 503}  # the server's storage: its trouble, worth a retry
+# the first class an error is an instance of decides (RegistryBusy before RegistryError); the server's storage
+# (503) is its trouble, worth a retry
+_STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryBusy: 503, RegistryError: 404, RouteError: 404,
+           OnlineLogError: 503, RegistryUnavailable: 503}
 _PATH = re.compile(r"(?<![\w$])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 
@@ -27,9 +36,10 @@ def error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 def scrub(message: str, homes: tuple[Path, ...]) -> str:
-    """`message` with the registry home written `$ADAPTREC_HOME` and any other absolute path as `<path>`."""
+    """`message` with the registry home written `$ADAPTREC_HOME` and any other absolute path as `<path>` (a relative
+    home is matched as the absolute path it stands for, never as a bare substring of the words)."""
     for home in homes:
-        message = message.replace(str(home), "$ADAPTREC_HOME")
+        message = message.replace(str(Path(home).absolute()), "$ADAPTREC_HOME")
     return _PATH.sub("<path>", message)
 
 
@@ -48,6 +58,8 @@ def add_error_handlers(app: FastAPI, homes: tuple[Path, ...]) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException) -> JSONResponse:
+        if e.status_code == 400:  # FastAPI could not parse the body (bytes that are not UTF-8)
+            return error(422, "malformed request: the body is not UTF-8 JSON", "RequestValidationError")
         message = "no such endpoint" if e.status_code == 404 else f"{request.method} is not allowed here"
         return error(e.status_code, message, _HTTP_KINDS.get(e.status_code, "HTTPError"))
 

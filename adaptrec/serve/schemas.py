@@ -2,32 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from adaptrec.data.online_log import EVENTS
 from adaptrec.data.records import Case, HistoryItem
 
 
+def _encodable(s: str) -> str:
+    """`s`, unless it holds a lone UTF-16 surrogate (JSON's "\\ud800"), which no tokenizer or database takes."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text") from None
+    return s
+
+
+Text = Annotated[str, AfterValidator(_encodable)]  # every string a request carries
+
+
 class Item(BaseModel):
-    text: str = Field(..., description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'")
+    text: Text = Field(..., description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'")
     liked: bool = True
-    domain: str | None = None
-    item_id: str | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+    domain: Text | None = None
+    item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
 
 class Target(BaseModel):
-    text: str = Field(..., description="the item as the prompt lists it")
-    item_id: str | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+    text: Text = Field(..., description="the item as the prompt lists it")
+    item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
 
 class UserRequest(BaseModel):
-    user_id: str = "anonymous"
-    domain: str = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
-    noun: str = Field("item", description="the item kind named in the prompt ('movie', 'book', ...)")
+    user_id: Text = "anonymous"
+    domain: Text = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
+    noun: Text = Field("item", description="the item kind named in the prompt ('movie', 'book', ...)")
     history: list[Item] = Field(default_factory=list, description="oldest first")
-    adapter: str | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
+    adapter: Text | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
                                                    "promoted or preloaded adapters only")
     mode: Literal["pyes", "tallrec"] = "pyes"
 
@@ -44,12 +56,12 @@ class UserRequest(BaseModel):
 
 
 class ScoreRequest(UserRequest):
-    items: list[str | Target] = Field(..., min_length=1, description="target items to score: texts, or "
+    items: list[Text | Target] = Field(..., min_length=1, description="target items to score: texts, or "
                                                                      "{text, item_id} objects")
 
 
 class RecommendRequest(UserRequest):
-    candidates: list[str | Target] = Field(..., min_length=1)
+    candidates: list[Text | Target] = Field(..., min_length=1)
     k: int = Field(10, ge=1)
 
 
@@ -62,7 +74,7 @@ def id_of(target: str | Target) -> str | None:
 
 
 class RefRequest(BaseModel):
-    ref: str = Field(..., max_length=200)
+    ref: Text = Field(..., max_length=200)
 
 
 class ScoreResponse(BaseModel):
@@ -91,8 +103,8 @@ class RecommendResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    request_id: str = Field(..., max_length=64, description="from the `/v1/score` or `/v1/recommend` answer")
-    item: str = Field(..., description="one of the request's items: its text or item_id")
+    request_id: Text = Field(..., max_length=64, description="from the `/v1/score` or `/v1/recommend` answer")
+    item: Text = Field(..., description="one of the request's items: its text or item_id")
     label: Literal[0, 1] | None = Field(None, description="1: liked, 0: not; or give `event` instead")
     event: Literal[EVENTS] | None = Field(None, description="click, like, purchase: 1; dislike, skip: 0")
 

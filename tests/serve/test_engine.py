@@ -12,7 +12,7 @@ from adaptrec.errors import ConfigError, FingerprintMismatch, IntegrityError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import component_scores
-from adaptrec.serve.engine import Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
+from adaptrec.serve.engine import AdapterNotLoaded, Engine, LimitExceeded, Limits, QueueTimeout, wait_or_refuse
 
 REFS = list(ADAPTERS)
 
@@ -87,9 +87,13 @@ def test_an_lru_eviction_keeps_an_adapter_preloaded(tiny_model_dir, registry, qu
     engine.preload("ada")
     engine.load("arts-lora")  # evicts ada:1 (LRU)
     assert [r["ref"] for r in engine.resident()] == ["arts-lora:1"] and "ada:1" in engine.preloaded
+    engine.unload("ada")  # evicted, still preloaded: the unload ends that (was: "ada is not loaded", preload kept)
+    assert "ada:1" not in engine.preloaded
     engine.preload("ada")
     engine.unload("ada:1")
     assert "ada:1" not in engine.preloaded
+    with pytest.raises(AdapterNotLoaded, match="ada:1 is not loaded"):
+        engine.unload("ada:1")
 
 
 def test_an_adalora_adapter_is_served_from_its_verified_files_not_a_stored_export(tiny_model_dir, registry, cases,
@@ -231,7 +235,6 @@ def test_loads_and_unloads_in_any_order_keep_every_score(tiny_model_dir, tmp_pat
     from router_helpers import register_random
 
     from adaptrec.registry import Registry
-    from adaptrec.serve.engine import AdapterNotLoaded
 
     registry = Registry(tmp_path / "home")
     refs = [register_random(tiny_model_dir, registry, f"churn-{i}", {"type": "lora", "r": 4}, seed=40 + i).ref

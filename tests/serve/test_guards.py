@@ -4,6 +4,7 @@ envelope without paths, a scrape that stays valid, health that never waits on th
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,43 @@ def test_a_registry_that_cannot_be_read_is_the_servers_trouble_not_a_missing_ada
         monkeypatch.setattr(engine.registry, "resolve", unreadable)
         assert "disk I/O error" in envelope(c.post("/v1/score", json=body(adapter="ada"), headers=ADMIN), 503,
                                             "RegistryUnavailable")
+
+
+def test_a_busy_registry_is_the_servers_trouble_too(engine, monkeypatch):
+    """`RegistryBusy` is a `RegistryError`: it answered 404, as if the adapter did not exist."""
+    from adaptrec.errors import RegistryBusy
+
+    def locked(ref):
+        raise RegistryBusy("the registry stayed locked by another process; retry")
+
+    with client(engine) as c:
+        monkeypatch.setattr(engine.registry, "resolve", locked)
+        envelope(c.post("/v1/score", json=body(adapter="ada"), headers=ADMIN), 503, "RegistryBusy")
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"domain": "arts", "items": ["\\ud800"]}',
+    b'{"domain": "\\udfff", "items": ["x"]}',
+    b'{"domain": "arts", "user_id": "\\ud800", "items": ["x"]}',
+    b'{"domain": "arts", "history": [{"text": "\\ud83d"}], "items": ["x"]}',
+    b'{"domain": "\xff", "items": ["x"]}',
+], ids=["item", "domain", "user", "history", "not-utf8"])
+def test_text_that_is_not_unicode_text_is_the_clients_error(engine, raw):
+    """Lone surrogates reached the tokenizer and sqlite (was: 500); bytes that are not UTF-8 got 400 "POST is not
+    allowed here"."""
+    with client(engine) as c:
+        message = envelope(c.post("/v1/score", content=raw, headers={"content-type": "application/json"}), 422,
+                           "RequestValidationError")
+    assert "surrogate" in message or "not UTF-8" in message
+
+
+def test_a_relative_home_is_scrubbed_as_a_path_not_as_letters(tmp_path, monkeypatch):
+    from adaptrec.serve.envelope import scrub
+
+    monkeypatch.chdir(tmp_path)
+    message = "no adapter is promoted for domain 'garden'"
+    assert scrub(message, (Path("a"),)) == message and scrub(message, (Path("."),)) == message
+    assert scrub(f"{tmp_path}/a/adapters/x/1 is damaged", (Path("a"),)) == "$ADAPTREC_HOME/adapters/x/1 is damaged"
 
 
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
