@@ -400,13 +400,15 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
     `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator."""
+    from .data.prompts import TEMPLATES
     from .serve.app import ServeOptions
     from .serve.app import serve as run_server
     from .serve.engine import Engine, Limits
 
+    _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
+    reg = registry(registry_home)
     model = _backbone(backbone, quantization)
-    engine = Engine(model, registry(registry_home), max_resident=max_resident, template=template,
-                    limits=limits or Limits())
+    engine = Engine(model, reg, max_resident=max_resident, template=template, limits=limits or Limits())
     for ref in preload:
         engine.preload(ref)
     if max_batch is None:

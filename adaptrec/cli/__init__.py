@@ -22,3 +22,6 @@ def main() -> None:
     except AdaptrecError as e:
         typer.echo("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the file system refused (a home under a file, a full disk, no permission): one line
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)

@@ -129,3 +129,21 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
 def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and f"Invalid value for '{option}'" in err and "Traceback" not in err
+
+
+def test_a_home_that_cannot_be_made_is_one_line(monkeypatch, capsys, tmp_path):
+    """`$ADAPTREC_HOME` under a file: the file system's refusal in one line (was: a NotADirectoryError traceback)."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "file" / "home"))
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "list")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "Not a directory" in lines[0], err
+
+
+def test_serve_refuses_an_unknown_template_before_the_backbone_loads(monkeypatch, capsys):
+    """(was: it served, and refused every request with 422)"""
+    import adaptrec.api
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "serve", "--template", "bogus")[::2])
+    assert "template 'bogus'" in line and "tallrec" in line
