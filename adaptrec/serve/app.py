@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
@@ -95,10 +96,14 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
                 watcher.release(p.decision.adapters)
 
     async def logged(endpoint: str, req, p: plans.Plan, targets, s, slate=None) -> str | None:
-        """Observe the scores and log the answer, off the event loop; the request id (None when not logging)."""
+        """Log the answer, then observe the P(yes) it answers (a recommendation's shown slate; TALLRec-mode scores
+        are another scale), off the event loop; the request id (None when not logging). A request whose logging
+        fails is not observed: it gets an error, not these scores."""
         def work() -> str | None:
-            metrics.observe_scores(req.domain, s)
-            return logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
+            request_id = logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
+            if req.mode == "pyes":
+                metrics.observe_scores(req.domain, s if slate is None else np.asarray(s)[slate.order])
+            return request_id
         return await state["worker"].prepare(work)
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
