@@ -409,19 +409,25 @@ class Engine:
             return last_token_logits(model, batch)
 
     def logits(self, rows: Sequence[tuple[str, str]]) -> np.ndarray:
-        """(N, 3) answer logits of (adapter ref, prompt) rows: LoRA rows in mixed batches, prefix rows per adapter."""
+        """(N, 3) answer logits of (adapter ref, prompt) rows: LoRA rows in mixed batches, prefix rows per adapter;
+        rows of more adapters than fit resident (a mix of many sources) a resident-full of adapters at a time."""
         refs = list(dict.fromkeys(ref for ref, _ in rows))
-        if len(refs) > self.max_resident:
-            raise LimitExceeded(f"{len(refs)} adapters in one batch, over the {self.max_resident} that fit resident")
+        out = np.full((len(rows), 3), np.nan)
+        for g in range(0, len(refs), self.max_resident):
+            wave = set(refs[g : g + self.max_resident])
+            self._logits_into(out, rows, [i for i, (ref, _) in enumerate(rows) if ref in wave])
+        return out
+
+    def _logits_into(self, out: np.ndarray, rows: Sequence[tuple[str, str]], idx: Sequence[int]) -> None:
+        """`out[idx]`: the answer logits of rows `idx`, whose adapters all fit resident at once."""
         with self._lock:
-            residents = {ref: self.load(ref) for ref in refs}
+            residents = {ref: self.load(ref) for ref in dict.fromkeys(rows[i][0] for i in idx)}
         groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
-        for i, (ref, _) in enumerate(rows):
-            r = residents[ref]
+        for i in idx:
+            r = residents[rows[i][0]]
             r.uses += 1
             model = r.model if r.kind == "prefix" else self._lora
             groups.setdefault(id(model), (model, []))[1].append(i)
-        out = np.full((len(rows), 3), np.nan)
         with torch.inference_mode():
             for model, idx in groups.values():
                 for b in range(0, len(idx), self.batch_size):
@@ -429,7 +435,6 @@ class Engine:
                     batch = tokenize(self.tokenizer, [rows[i][1] for i in chunk], self.backbone.device, self.special)
                     names = [residents[rows[i][0]].name for i in chunk]
                     out[chunk] = answer_logits(self.forward(model, batch, names), self.yes_id, self.no_id).cpu().numpy()
-        return out
 
     def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) per case under `adapter` (a registry ref), full prompts."""
