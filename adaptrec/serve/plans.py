@@ -85,8 +85,8 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     case = req.case(targets[0])
     if req.adapter is not None:
         check_access(engine, req.adapter, admin, allow_any)
-        decision = Decision(req.user_id, req.domain, "warm", (req.adapter,), (1.0,), "both",
-                            f"adapter {req.adapter} requested")
+        ref = engine.record_for(req.adapter).ref  # the version served: the answer, the log and promotions name it
+        decision = Decision(req.user_id, req.domain, "warm", (ref,), (1.0,), "both", f"adapter {ref} requested")
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)

@@ -33,6 +33,9 @@ class QueueFull(ServeError):
     status = 503
 
 
+_STOP = object()  # queued by `stop`: the worker ends once it reaches it
+
+
 @dataclass
 class Job:
     """Score rows (mergeable with other row jobs) or a callable run alone on the forward thread."""
@@ -126,7 +129,7 @@ class Worker:
                  max_padding: float, executor: Executor | None = None):
         self.engine, self.metrics = engine, metrics
         self.max_batch, self.max_wait, self.max_padding = max_batch, max_wait_ms / 1000, max_padding
-        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[Job | object] = asyncio.Queue(maxsize=queue_size)  # jobs, then `_STOP`
         self.pool = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-forward")
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-prepare",
                                        initializer=background_priority)
@@ -150,18 +153,18 @@ class Worker:
 
     async def stop(self) -> None:
         """Finish every queued job, then stop."""
-        await self.queue.put(None)
+        await self.queue.put(_STOP)
         if self.task is not None:
             await self.task
         self.pool.shutdown(wait=True)
         self.prep.shutdown(wait=True)
 
     async def _loop(self) -> None:
-        pending: Job | None = None
+        pending: Job | object | None = None
         while True:
             job = pending or await self.queue.get()
             pending = None
-            if job is None:
+            if job is _STOP:
                 return
             if not self._admit(job):
                 continue
@@ -172,9 +175,9 @@ class Worker:
             self.metrics.batch_rows.observe(sum(len(j.rows) for j in batch))
             await self._run(batch, partial(forward_rows, self.engine, batch))
 
-    async def _gather(self, first: Job) -> tuple[list[Job], Job | None]:
-        """`first` and the row jobs that arrive within `max_wait` and merge under the limits; the job that
-        stopped the gathering (it runs next, on its own) or None."""
+    async def _gather(self, first: Job) -> tuple[list[Job], Job | object | None]:
+        """`first` and the row jobs that arrive within `max_wait` and merge under the limits; the job (or the stop)
+        that ended the gathering, which comes next, or None."""
         loop = asyncio.get_running_loop()
         batch, deadline = [first], loop.time() + self.max_wait
         while sum(len(j.rows) for j in batch) < self.max_batch:
@@ -188,7 +191,7 @@ class Worker:
                     nxt = await asyncio.wait_for(self.queue.get(), left)
                 except asyncio.TimeoutError:
                     return batch, None
-            if nxt is None or nxt.call is not None or not self._fits(batch, nxt):
+            if nxt is _STOP or nxt.call is not None or not self._fits(batch, nxt):
                 return batch, nxt
             if self._admit(nxt):
                 batch.append(nxt)

@@ -50,6 +50,7 @@ def test_score_and_recommend_agree_with_the_plain_scorer(tiny_model_dir, home, s
     np.testing.assert_allclose(routed["scores"], plain[0], atol=device_atol(1e-4))
     status, other = server.request("POST", "/v1/score", _body(user, items=targets, adapter="office-lora"))
     np.testing.assert_allclose(other["scores"], plain[1], atol=device_atol(1e-4))
+    assert other["adapters"] == ["office-lora:1"]  # the version that answered (was: the name as requested)
     status, rec = server.request("POST", "/v1/recommend", _body(user, candidates=targets, k=3))
     assert status == 200 and len(rec["items"]) == 3
     top = [targets.index(r["item"]) for r in rec["items"]]

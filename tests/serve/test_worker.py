@@ -177,3 +177,19 @@ def test_a_cancelled_request_that_waited_past_the_timeout_does_not_stop_the_work
         return fresh
 
     assert _run(go()).shape == (1, 3) and engine.batches == [[("a", "q")]]
+
+
+def test_a_stop_that_arrives_while_a_batch_gathers_still_stops_the_worker():
+    """The stop was taken as "nothing more to merge" and dropped, so `stop()` waited forever."""
+    engine = FakeEngine()
+
+    async def go():
+        worker = _worker(engine, max_wait_ms=300.0)
+        worker.start()
+        answer = asyncio.ensure_future(worker.submit(**_rows(("a", "p1"))))
+        await asyncio.sleep(0.05)  # the worker now gathers company for it
+        await asyncio.wait_for(worker.stop(), 5)
+        return await answer
+
+    np.testing.assert_array_equal(_run(go()), [[0, 1, 2]])
+    assert engine.batches == [[("a", "p1")]]
