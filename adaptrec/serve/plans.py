@@ -85,7 +85,7 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     case = req.case(targets[0])
     if req.adapter is not None:
         check_access(engine, req.adapter, admin, allow_any)
-        ref = engine.record_for(req.adapter).ref  # the version served: the answer, the log and promotions name it
+        ref = engine.pin(req.adapter)  # the version served: the answer, the log and promotions name it
         decision = Decision(req.user_id, req.domain, "warm", (ref,), (1.0,), "both", f"adapter {ref} requested")
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)

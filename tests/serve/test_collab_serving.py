@@ -164,7 +164,7 @@ def test_a_plan_reads_the_version_the_engine_serves_and_a_failed_first_load_leav
                                                                                "item_id": case.target_id}],
                        history=[{"text": h.text, "item_id": h.item_id} for h in case.history])
     p = plan(engine, req, req.items, admin=True, allow_any=True)
-    assert not p.waiting and "<item_" not in p.prompts["pinned"][0]
+    assert not p.waiting and "<item_" not in p.prompts["pinned:1"][0]
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in source.iterdir():
