@@ -32,10 +32,10 @@ from adaptrec.home import adaptrec_home
 
 from . import plans
 from .engine import Engine, ServeError
-from .envelope import add_error_handlers, error
+from .envelope import add_error_handlers
+from .explore import greedy
 from .guards import ADMIN_KEY, Guard
 from .metrics import Metrics
-from .explore import greedy
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
@@ -152,13 +152,12 @@ def _add_adapter_routes(app: FastAPI, engine: Engine, state: dict[str, Any]) -> 
         return {"unloaded": req.ref}
 
 
-def _add_health_routes(app: FastAPI, engine: Engine, state: dict[str, Any], metrics: Metrics) -> None:
-    """`/healthz` (503 while shutting down) and the Prometheus `/metrics`; neither waits on the engine."""
+def _add_health_routes(app: FastAPI, engine: Engine, metrics: Metrics) -> None:
+    """`/healthz` and the Prometheus `/metrics`; neither waits on the engine. A server shutting down stops accepting
+    connections (uvicorn), which is what a health check sees."""
 
-    @app.get("/healthz", responses=ERRORS)
+    @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        if state.get("closing"):
-            return error(503, "shutting down", "ShuttingDown")
         return JSONResponse({"status": "ok", "resident": len(engine.resident())})
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -169,7 +168,7 @@ def _add_health_routes(app: FastAPI, engine: Engine, state: dict[str, Any], metr
 def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor: Executor | None = None) -> FastAPI:
     """The app over `engine`: its worker starts with the app and drains on shutdown; every request is measured.
     `executor`: where forwards run (default: one thread of their own)."""
-    state: dict[str, Any] = {}  # "worker" while the app runs; "closing" once shutdown has begun
+    state: dict[str, Any] = {}  # "worker" while the app runs
     metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].queue.qsize() if "worker" in state else 0,
                       lambda: engine.loads)
     token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
@@ -189,7 +188,6 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
             await worker.prepare(watcher.start)
             watching = asyncio.create_task(watcher.run(engine, worker, options.watch_promotions))
         yield
-        state["closing"] = True
         if watching is not None:
             watching.cancel()
         await worker.stop()
@@ -204,7 +202,7 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     app.state.promotions = watcher
     _add_scoring_routes(app, engine, state, options, metrics, logger, watcher)
     _add_adapter_routes(app, engine, state)
-    _add_health_routes(app, engine, state, metrics)
+    _add_health_routes(app, engine, metrics)
     app.add_middleware(Guard, token=token, admin_paths=ADMIN_PATHS, max_bytes=engine.limits.max_body_bytes)
 
     @app.middleware("http")  # added last: outermost, so it also counts the Guard's 401 and 413 answers

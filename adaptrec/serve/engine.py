@@ -421,16 +421,16 @@ class Engine:
         refs = list(dict.fromkeys(ref for ref, _ in rows))
         out = np.full((len(rows), 3), np.nan)
         for g in range(0, len(refs), self.max_resident):
-            wave = set(refs[g : g + self.max_resident])
-            self._logits_into(out, rows, [i for i, (ref, _) in enumerate(rows) if ref in wave])
+            fit = set(refs[g : g + self.max_resident])
+            self._logits_into(out, rows, [i for i, (ref, _) in enumerate(rows) if ref in fit])
         return out
 
-    def _logits_into(self, out: np.ndarray, rows: Sequence[tuple[str, str]], idx: Sequence[int]) -> None:
-        """`out[idx]`: the answer logits of rows `idx`, whose adapters all fit resident at once."""
+    def _logits_into(self, out: np.ndarray, rows: Sequence[tuple[str, str]], wave: Sequence[int]) -> None:
+        """`out[wave]`: the answer logits of rows `wave`, whose adapters all fit resident at once."""
         with self._lock:
-            residents = {ref: self.load(ref) for ref in dict.fromkeys(rows[i][0] for i in idx)}
+            residents = {ref: self.load(ref) for ref in dict.fromkeys(rows[i][0] for i in wave)}
         groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
-        for i in idx:
+        for i in wave:
             r = residents[rows[i][0]]
             r.uses += 1
             model = r.model if r.kind == "prefix" else self._lora
