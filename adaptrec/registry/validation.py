@@ -171,12 +171,15 @@ def written_config(folder: Path, src: Any) -> dict:
 
 
 def verified_files(rec: AdapterRecord) -> dict:
-    """The metadata of `rec`'s folder after re-hashing every file, `adaptrec.json` against the row included;
-    IntegrityError naming what changed otherwise."""
-    meta = verify_adapter_dir(rec.path)
-    if file_sha256(rec.path / METADATA_FILE) != rec.file_hash:
+    """The metadata of `rec`'s folder after re-hashing every file, `adaptrec.json` against the row first (a forged
+    one never decides which files are read); IntegrityError naming what changed otherwise."""
+    try:
+        registered = file_sha256(rec.path / METADATA_FILE) == rec.file_hash
+    except OSError:
+        registered = False
+    if not registered:
         raise IntegrityError(
-            f"{rec.path / METADATA_FILE} differs from the copy registered as {rec.ref}; the folder was modified, "
-            "re-register the adapter"
+            f"{rec.path / METADATA_FILE} is missing or differs from the copy registered as {rec.ref}; the folder was "
+            "modified, re-register the adapter"
         )
-    return meta
+    return verify_adapter_dir(rec.path)

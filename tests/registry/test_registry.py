@@ -236,7 +236,11 @@ def test_consistently_rewritten_metadata_is_caught_by_row_hash(reg, src):
     meta = json.loads((rec.path / "adaptrec.json").read_text())
     meta["base"]["exact"] = "forged"  # hashes of the other files still match
     (rec.path / "adaptrec.json").write_text(json.dumps(meta))
-    with pytest.raises(IntegrityError, match="adaptrec.json differs"):
+    with pytest.raises(IntegrityError, match="adaptrec.json is missing or differs"):
+        reg.load_verified(rec.ref, FP)
+    meta["files"]["../../elsewhere/big.bin"] = "0" * 64  # a forged list is refused before it is read
+    (rec.path / "adaptrec.json").write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="adaptrec.json is missing or differs"):
         reg.load_verified(rec.ref, FP)
 
 
