@@ -1,13 +1,16 @@
-"""Reading a file a user named (recipe, history, interaction log, candidates): a regular file, UTF-8 text.
+"""Reading a file a user named (recipe, history, interaction log, candidates): a regular file, UTF-8 text, JSON.
 
 A directory, FIFO, device or socket would block or fail deep inside a parser; bytes that are not UTF-8
-would raise a UnicodeDecodeError. Both become one-line errors of the caller's kind, naming the file.
+would raise a UnicodeDecodeError; JSON that `json` cannot take raises a ValueError or RecursionError. Each
+becomes one-line errors of the caller's kind, naming the file.
 """
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
+from typing import Any
 
 from .errors import AdaptrecError
 
@@ -30,3 +33,26 @@ def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = Ada
         raise error(f"{path}: the {what} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_json(text: str, where: str, error: type[AdaptrecError] = AdaptrecError) -> Any:
+    """`json.loads(text)`; invalid JSON, NaN or Infinity, a number past Python's digit limit and nesting past the
+    recursion limit are each one `error` line naming `where`."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise error(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # json.JSONDecodeError is one
+        reason = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e).splitlines()[0][:120]
+        raise error(f"{where}: not valid JSON ({reason})") from None
+
+
+def check_keys(obj: dict, allowed: set[str], where: str, error: type[AdaptrecError] = AdaptrecError) -> None:
+    """One `error` line naming the first key of `obj` outside `allowed`: in a user's file, usually a typo."""
+    unknown = sorted(set(obj) - allowed, key=str)
+    if unknown:
+        raise error(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")

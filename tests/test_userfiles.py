@@ -10,6 +10,8 @@ from cli_runner import run_cli
 
 from adaptrec.data.candidates import read_candidates
 from adaptrec.data.history_file import read_history_file
+from adaptrec.data.interaction_log import read_log
+from adaptrec.data.tallrec import read_tallrec_json
 from adaptrec.errors import AdaptrecError
 
 LATIN1 = "User Preference: caf\xe9".encode("latin-1")
@@ -66,3 +68,32 @@ def test_tallrec_files_that_are_not_utf8_text_records_are_one_error_line(tmp_pat
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
     assert {"latin1": "not UTF-8", "fifo": "not a regular file", "directory": "a directory",
             "number input": "'input' is int, expected text", "list output": "'output' is list"}[kind] in lines[0]
+
+
+HUGE, DEEP = '{"user_id": ' + "1" * 5000 + "}", "[" * 50000 + "]" * 50000
+
+
+@pytest.mark.parametrize("text", [HUGE, DEEP], ids=["5000-digit number", "50000 nested lists"])
+@pytest.mark.parametrize("reader", [lambda p: read_history_file(p, "Heat (1995)", "movie"), read_candidates,
+                                    read_log, read_tallrec_json],
+                         ids=["history", "candidates", "log", "tallrec"])
+def test_json_that_python_cannot_take_as_it_is_is_one_error_line(tmp_path, reader, text):
+    """(was: a ValueError or RecursionError traceback)"""
+    path = tmp_path / "user.json"
+    path.write_text(text)
+    with pytest.raises(AdaptrecError, match="not valid JSON") as refused:
+        reader(path)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("obj, named", [
+    ({"history": [{"title": "Heat (1995)", "like": False}]}, "history[0]: unknown key 'like'"),
+    ({"history": [], "nun": "movie"}, "unknown key 'nun'"),
+    ({"history": [], "noun": ["x"]}, "noun: expected the item kind as text"),
+])
+def test_a_history_file_refuses_typos_and_a_noun_that_is_not_text(tmp_path, obj, named):
+    """A typo'd `liked` left the item liked; a list noun was rendered into the prompt."""
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(AdaptrecError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        read_history_file(path, "Heat (1995)", "movie")

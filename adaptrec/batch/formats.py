@@ -1,8 +1,10 @@
 """Prediction files, JSONL or Parquet (by the `.parquet` suffix), written chunk by chunk to a temporary sibling
-and renamed into place when complete: a crash never leaves a half file under the final name."""
+and renamed into place when complete: a crash never leaves a half file under the final name. The sibling is locked
+while a run writes it, so a second run with the same output is refused instead of mixing its rows in."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -13,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import fsync_dir
+from ..errors import AdaptrecError
 
 SCHEMA = pa.schema([("case", pa.int64()), ("user_id", pa.string()), ("domain", pa.string()), ("target", pa.string()),
                     ("label", pa.int64()), ("p_yes", pa.float64()), ("tallrec_score", pa.float64())])
@@ -41,7 +44,14 @@ class PredictionWriter:
 
     def __enter__(self) -> PredictionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._tmp, "wb")
+        self._file = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o644), "wb")  # no O_TRUNC before the lock
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when a crashed writer's process ends
+        except BlockingIOError:
+            self._file.close()
+            raise AdaptrecError(f"{self.path}: another run is writing this output now; give each run its own --out") \
+                from None
+        self._file.truncate(0)  # what a crashed run left
         if is_parquet(self.path):
             self._parquet = pq.ParquetWriter(self._file, SCHEMA)
         return self

@@ -6,20 +6,22 @@
 
 Items are oldest first; `liked` defaults to true (implicit feedback); an item may name its `"domain"`
 (default: the target's), which cross-domain routing uses, and its catalogue `"item_id"`, which a
-collaborative adapter embeds (an id its encoder does not know leaves the item to its title).
+collaborative adapter embeds (an id its encoder does not know leaves the item to its title). Any other key is
+refused, at the top or in an item: a typo such as `"like": false` would leave the item liked.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence, Union
 
 from ..errors import DataFormatError
-from ..userfiles import read_user_text
+from ..userfiles import check_keys, parse_json, read_user_text
 from .records import Case, HistoryItem
 
 HistoryEntry = Union[str, dict, HistoryItem]
+_ITEM_KEYS = {"title", "liked", "domain", "item_id"}
+_FILE_KEYS = {"user_id", "noun", "history"}
 
 
 def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
@@ -35,6 +37,7 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
         entry = {"title": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
             raise DataFormatError(f'{where}[{i}]: expected {{"title": str, "liked": bool}}')
+        check_keys(entry, _ITEM_KEYS, f"{where}[{i}]", DataFormatError)  # a typo ("like": false) would leave the item liked
         liked = entry.get("liked", True)
         if not isinstance(liked, bool):
             raise DataFormatError(f"{where}[{i}].liked: expected true or false, got {liked!r}")
@@ -50,14 +53,13 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
 
 def read_history_file(path: Path, item: str, domain: str, item_id: str | None = None) -> Case:
     """A one-target Case for `item` (catalogue id `item_id`, if given) from the history file at `path`."""
-    text = read_user_text(path, "history file", DataFormatError)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    obj = parse_json(read_user_text(path, "history file", DataFormatError), str(path), DataFormatError)
     if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):
         raise DataFormatError(f'{path}: expected an object with a "history" list')
+    check_keys(obj, _FILE_KEYS, str(path), DataFormatError)
     items = parse_history(obj["history"], domain, f"{path}: history")
     noun = obj.get("noun", domain)
+    if not isinstance(noun, str) or not noun.strip():
+        raise DataFormatError(f"{path}: noun: expected the item kind as text (e.g. \"movie\"), got {noun!r}")
     return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items,
                 target=f'"{item}"', target_id=item_id)

@@ -8,14 +8,14 @@ is a missing key). See docs/data.md.
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
-from ..userfiles import read_user_text
+from ..userfiles import check_keys, parse_json, read_user_text
 from .leave_one_out import Event
 from .records import Case, HistoryItem
 
@@ -58,10 +58,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
         if not line.strip():
             continue
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{where}: not JSON ({exc.msg})") from None
+        obj = parse_json(line, where, DataFormatError)
         if not isinstance(obj, dict):
             raise DataFormatError(f"{where}: expected a JSON object")
         yield where, obj
@@ -102,21 +99,15 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
         "id": lambda v: (isinstance(v, str) and v != "") or (isinstance(v, int) and not isinstance(v, bool)),
         "str": lambda v: isinstance(v, str) and v != "",
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
         "label": lambda v: v in (0, 1) and not isinstance(v, bool),
         "id_list": lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
     }[kind](value)
     if not ok:
         want = {"id": "a non-empty string", "str": "a non-empty string", "int": "an integer",
-                "number": "a number", "label": "0 or 1", "id_list": "a list of non-empty strings"}[kind]
+                "number": "a finite number", "label": "0 or 1", "id_list": "a list of non-empty strings"}[kind]
         raise DataFormatError(f"{where}: key {key!r} must be {want}, got {value!r}")
     return str(value) if kind == "id" else value
-
-
-def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise DataFormatError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
 
 
 def read_log(path: Path) -> list[LogRow]:
@@ -125,7 +116,7 @@ def read_log(path: Path) -> list[LogRow]:
     rows: list[LogRow] = []
     kinds: tuple[str | None, str | None] | None = None
     for where, obj in read_records(path):
-        _check_keys(obj, _ROW_KEYS, where)
+        check_keys(obj, _ROW_KEYS, where, DataFormatError)
         for a, b in (("label", "rating"), ("position", "timestamp")):
             if a in obj and b in obj:
                 raise DataFormatError(f"{where}: key {b!r}: give {a!r} or {b!r}, not both")
@@ -153,7 +144,7 @@ def read_catalogue(path: Path) -> dict[str, CatalogueItem]:
     """`item_id -> CatalogueItem` from a catalogue (JSONL or Parquet); duplicate ids are an error."""
     items: dict[str, CatalogueItem] = {}
     for where, obj in read_records(path):
-        _check_keys(obj, _ITEM_KEYS, where)
+        check_keys(obj, _ITEM_KEYS, where, DataFormatError)
         item_id = get_field(obj, "item_id", "id", where)
         if item_id in items:
             raise DataFormatError(f"{where}: key 'item_id': {item_id!r} appears twice")

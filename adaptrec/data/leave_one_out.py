@@ -3,8 +3,8 @@
 Per user, interactions in time order: the last one is the test target, the second last the validation
 target, everything before is training. Every test and validation case shows up to `history_len` items
 just before its target (the validation target is in the test case's history, as in the field), so a
-user with 3 interactions already has one case of each split — unlike sliding 10-item windows, which
-skip every user with fewer than 11. Training cases are the training prefix's own positions (each with
+user with 3 interactions already has a validation and a test case (a training case needs 4) — unlike sliding
+10-item windows, which skip every user with fewer than 11. Training cases are the training prefix's own positions (each with
 at least one earlier item). Collaborative encoders learn from `train_interactions` only: no valid or
 test (user, item) pair reaches them (tested); sampled negatives avoid `seen_items`, what the user had touched by
 the end of their part, so no later interaction shapes them either.

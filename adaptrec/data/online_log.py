@@ -153,14 +153,20 @@ class OnlineLog:
 
     def add_feedback(self, request_id: str, item: str, label: int | None = None, event: str | None = None,
                      created: float | None = None) -> int:
-        """Record feedback on `item` (its text or item id) of a logged request, durably; returns its sequence number.
-        `UnknownRequest` for an unknown id, `BadFeedback` for an item the request did not show or a bad label."""
+        """Record feedback on `item` (its item id, else its text) of a logged request, durably; returns its sequence
+        number. `UnknownRequest` for an unknown id, `BadFeedback` for an item the request did not show, one it
+        showed twice (two titles alike: send the item id) or a bad label."""
         value = label_of(label, event)
         logged = self.request(request_id)
-        index = next((n for n, i in enumerate(logged.items) if i.slot is not None and item in (i.text, i.item_id)),
-                     None)
-        if index is None:
+        shown = [n for n, i in enumerate(logged.items) if i.slot is not None]
+        matches = [n for n in shown if item == logged.items[n].item_id] or \
+                  [n for n in shown if item == logged.items[n].text]
+        if not matches:
             raise BadFeedback(f"item: {item[:200]!r} is not one of the items request {request_id} showed")
+        if len(matches) > 1:
+            raise BadFeedback(f"item: request {request_id} showed {item[:200]!r} in {len(matches)} slots; send the "
+                              "item_id of the one the feedback is about")
+        index = matches[0]
         with self._sql("FULL") as db:  # on disk (the WAL fsynced) before this returns
             cursor = db.execute("INSERT INTO feedback (request_id, item, label, event, created) VALUES (?, ?, ?, ?, ?)",
                                 (request_id, index, value, event, time.time() if created is None else created))

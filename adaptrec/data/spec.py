@@ -117,7 +117,8 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
            "negatives_per_positive": negatives, "seed": seed, "negatives_avoid": NEGATIVES_AVOID}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     return DataSet(spec, cases, interaction_log.text_counts(counts, texts.__getitem__), digest(key), catalogues,
-                   user_items, item_counts=_floats(counts))
+                   user_items, transductive=part == "train",  # the training interactions hold its own targets
+                   item_counts=_floats(counts))
 
 
 def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed: int) -> DataSet:
@@ -128,6 +129,7 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / f for f in amazon.FILES]),
            "negatives_per_positive": negatives, "seed": seed}
     return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items,
+                   transductive=split == "train",  # the training users' interactions hold its own targets
                    item_counts=_floats(amazon.amazon_item_counts(domain)))
 
 
@@ -151,7 +153,8 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
     popularity = interaction_log.text_counts(counts, lambda item: catalogue[item].text)
     if not cases:
         raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built" if part is None
-                            else f"{path}: no user has 3 interactions, so leave-one-out has no {part} case")
+                            else f"{path}: no user has {4 if part == 'train' else 3} interactions, so leave-one-out has "
+                                 f"no {part} case")
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([path, items_path])}
     catalogues: dict[str, dict[str, str]] = {}
     user_items: dict[str, frozenset[str]] = {}
@@ -170,7 +173,7 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         cases = with_sampled_negatives(cases, catalogues, user_items, negatives, seed)
         key.update(negatives_per_positive=negatives, seed=seed)
     return DataSet(spec, cases, popularity, digest(key), catalogues, user_items,
-                   transductive=part is None,  # a sliding window's popularity counts every row, its targets too
+                   transductive=part in (None, "train"),  # popularity counts these cases' own targets
                    item_counts=_floats(counts))
 
 
@@ -178,10 +181,9 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
     """`feedback:DOMAIN[:SINCE]`: the domain's logged feedback; DOMAIN has no ':', SINCE is a number."""
     since = None
     if len(parts) == 3:
-        try:
-            since = float(parts[2])
-        except ValueError:
-            raise _bad(spec, f"SINCE must be Unix seconds, got {parts[2]!r}") from None
+        if not re.fullmatch(r"\d+(\.\d+)?", parts[2]):  # float() would take nan, inf and 1_5_0
+            raise _bad(spec, f"SINCE must be Unix seconds, got {parts[2]!r}")
+        since = float(parts[2])
     if not parts[1]:
         raise _bad(spec, "no domain")
     cases = OnlineLog().cases(parts[1], since)

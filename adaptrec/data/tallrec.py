@@ -7,7 +7,6 @@ The parser is exact: `render_input(parse_record(r)) == r["input"]` and
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Iterable
 
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
-from ..userfiles import read_user_text
+from ..userfiles import parse_json, read_user_text
 from .prompts import ANSWERS, instruction
 from .records import LIKED_FIRST, Case, HistoryItem
 
@@ -96,10 +95,7 @@ def read_tallrec_json(path: Path, *, domain: str | None = None, prefix: str | No
     `domain` defaults to the noun in the first record's instruction.
     """
     path = Path(path)
-    try:
-        records = json.loads(read_user_text(path, "TALLRec file", DataSpecError))
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not JSON ({exc})") from None
+    records = parse_json(read_user_text(path, "TALLRec file", DataSpecError), str(path), DataFormatError)
     if not isinstance(records, list) or not records:
         raise DataFormatError(f"{path}: expected a non-empty JSON array of TALLRec records")
     if domain is None:

@@ -102,3 +102,20 @@ def test_a_shard_past_the_last_case_writes_an_empty_file(tiny_model_dir, tmp_pat
     result = adaptrec.write_predictions(None, data=data_file(tmp_path), out=out, shard=f"{N_CASES}/{N_CASES + 1}",
                                         engine=engine, **engine_options(tiny_model_dir))
     assert result.n == 0 and read_predictions(out) == []
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.parquet"])
+def test_a_second_writer_of_the_same_output_is_refused_while_the_first_writes(tmp_path, name):
+    """Both wrote one `.partial` file: the first to finish renamed a mix of their rows into place."""
+    from adaptrec.batch.formats import PredictionWriter, read_predictions
+    from adaptrec.errors import AdaptrecError
+
+    out = tmp_path / name
+    partial_path(out).write_bytes(b"left by a crashed run")
+    row = {"case": 0, "user_id": "u", "domain": "d", "target": "t", "label": 1, "p_yes": 0.5, "tallrec_score": 0.5}
+    with PredictionWriter(out) as first:
+        first.write([row])
+        with pytest.raises(AdaptrecError, match="another run is writing this output"), PredictionWriter(out):
+            pass
+        first.write([{**row, "case": 1}])
+    assert [r["case"] for r in read_predictions(out)] == [0, 1] and not partial_path(out).exists()

@@ -55,7 +55,7 @@ def test_round_trip_through_jsonl(tmp_path):
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1", "1"]}', r":2: key 'candidates' repeats"),
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": [1]}', r":2: key 'candidates' must be"),
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1"], "score": 1}', r":2: unknown key 'score'"),
-    ('{"user_id": "u",', r":2: not JSON"),
+    ('{"user_id": "u",', r":2: not valid JSON"),
 ])
 def test_read_errors_name_file_line_and_key(tmp_path, line, match):
     path = tmp_path / "c.jsonl"

@@ -44,7 +44,7 @@ def test_labels_position_and_implicit_rows(tmp_path, catalogue):
 @pytest.mark.parametrize("bad,match", [
     ({"item_id": "1", "domain": "movie"}, r"log\.jsonl:2: missing key 'user_id'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "label": 2}, r":2: key 'label' must be 0 or 1"),
-    ({"user_id": "a", "item_id": "1", "domain": "movie", "rating": "5"}, r":2: key 'rating' must be a number"),
+    ({"user_id": "a", "item_id": "1", "domain": "movie", "rating": "5"}, r":2: key 'rating' must be a finite number"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "label": 1, "rating": 5}, r":2: key 'rating': give 'label'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "stars": 5}, r":2: unknown key 'stars'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "position": 1}, r":2: order key"),
@@ -103,6 +103,10 @@ def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_
         load_spec(str(log))
     with pytest.raises(DataSpecError, match="not recognised"):
         load_spec(f"{log}:loo:holdout")
+    short = write_jsonl(tmp_path / "short.jsonl", [r for r in rows if r["user_id"] == "b"])  # 3 interactions
+    assert [c.target_id for c in load_spec(f"{short}:loo:valid").cases if c.label == 1] == ["4"]
+    with pytest.raises(DataSpecError, match="no user has 4 interactions, so leave-one-out has no train case"):
+        load_spec(f"{short}:loo:train")  # (was: "no user has 3", which b has)
 
 
 def test_recipe_protocol_and_history_len_turn_a_log_into_its_leave_one_out_parts(tmp_path):
@@ -152,3 +156,24 @@ def test_with_protocol(spec, protocol, part, expected):
             with_protocol(spec, protocol, part)
     else:
         assert with_protocol(spec, protocol, part) == expected
+
+
+@pytest.mark.parametrize("key", ["timestamp", "rating"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_log_number_json_does_not_allow_is_refused(tmp_path, key, value):
+    """`json` reads NaN and Infinity: a NaN timestamp put a user's latest item into the test history (its sort key
+    compares false both ways); a NaN rating read as disliked."""
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"user_id": "a", "item_id": "0", "domain": "movie", "%s": 1}\n'
+                    '{"user_id": "a", "item_id": "1", "domain": "movie", "%s": %s}\n' % (key, key, value))
+    with pytest.raises(DataFormatError, match=rf"log\.jsonl:2: not valid JSON \({value} is not a number JSON allows"):
+        read_log(path)
+
+
+def test_a_parquet_log_with_a_nan_timestamp_is_refused(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"user_id": ["a", "a"], "item_id": ["0", "1"], "domain": ["movie"] * 2,
+                             "timestamp": [1.0, float("nan")]}), path)
+    with pytest.raises(DataFormatError, match=r"log\.parquet:row 2: key 'timestamp' must be a finite number"):
+        read_log(path)

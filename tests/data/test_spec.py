@@ -2,7 +2,7 @@ import importlib.util
 import json
 
 import pytest
-from data_markers import needs_amazon, needs_tallrec
+from data_markers import needs_amazon, needs_ml100k, needs_tallrec
 
 from adaptrec.data.prompts import instruction
 from adaptrec.data.spec import load_spec
@@ -101,3 +101,13 @@ def test_popularity_counted_from_the_cases_themselves_is_labelled_transductive(t
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_spec(str(tmp_path / "log.jsonl")).transductive  # its windows' targets are rows it counts
     assert not load_spec(f"{tmp_path / 'log.jsonl'}:loo:test").transductive  # training interactions only
+    assert load_spec(f"{tmp_path / 'log.jsonl'}:loo:train").transductive  # which hold these cases' targets (was: not)
+
+
+@needs_amazon
+@needs_ml100k
+def test_train_parts_count_their_own_targets_in_popularity():
+    """(was: labelled plain popularity, as if it had not seen the labels it ranks)"""
+    assert load_spec("amazon:office:train").transductive and not load_spec("amazon:office:test").transductive
+    assert load_spec("movielens:100k:loo:train").transductive
+    assert not load_spec("movielens:100k:loo:valid").transductive

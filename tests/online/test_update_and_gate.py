@@ -271,3 +271,16 @@ def test_versions_registered_before_lineages_listed_events_keep_their_windows():
     assert child["events"] == ["r2/0"] and child["earlier_windows"] == [old.lineage["window"]]
     record = SimpleNamespace(lineage=child, trained_events=set(child["events"]))
     assert trained_on(record, [logged(0, 150.0), logged(2, 300.0), logged(3, 400.0)]) == 2
+
+
+def test_feedback_by_a_title_two_shown_items_share_is_refused(tmp_path):
+    """Amazon catalogues repeat titles: feedback by title went to the first of them (was: labelled the wrong item)."""
+    from adaptrec.data.online_log import BadFeedback
+
+    log = OnlineLog(tmp_path / "online.db")
+    rid = log.log_request("office", "u", "office product", (), [LoggedItem('"pens"', "101", slot=0),
+                                                                LoggedItem('"pens"', "202", slot=1)], ["a:1"], "recommend")
+    with pytest.raises(BadFeedback, match="in 2 slots; send the item_id"):
+        log.add_feedback(rid, '"pens"', event="click")
+    log.add_feedback(rid, "202", event="click")
+    assert [(c.target_id, c.label) for c in log.cases("office")] == [("202", 1)]

@@ -149,8 +149,9 @@ def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_clien
 
 
 def test_the_feedback_spec_grammar():
-    with pytest.raises(DataSpecError, match="SINCE must be Unix seconds"):
-        load_spec("feedback:arts:yesterday")
+    for since in ("yesterday", "nan", "inf", "1_5_0", "-5"):  # float() took the middle three (nan, inf: no cases)
+        with pytest.raises(DataSpecError, match="SINCE must be Unix seconds"):
+            load_spec(f"feedback:arts:{since}")
     with pytest.raises(DataSpecError, match="no domain"):
         load_spec("feedback:")
     assert load_spec("feedback:nothing-logged").cases == []
