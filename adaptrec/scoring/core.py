@@ -16,7 +16,7 @@ from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
 from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
-from .prefix import PrefixRanker
+from .prefix import PrefixRanker, unpadded
 
 # Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.
 SCORING_VERSION = 2
@@ -45,14 +45,18 @@ class Scorer:
     def __post_init__(self) -> None:
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
 
-    def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None) -> list[str]:
+    def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None,
+                   unpadded: bool = False) -> list[str]:
         """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
-        the shared-prefix length in tokens, which can move a score slightly in 8-bit), and each prompt."""
+        the shared-prefix length in tokens, which can move a score slightly in 8-bit, and whether its suffixes batched
+        by length, `prefix.unpadded`), and each prompt."""
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
         if (path == "prefix") != (split is not None):
             raise ValueError("the prefix path's keys need its split point, the full path's take none")
         model = f"{self.model_key}:{path}:v{SCORING_VERSION}" + (f":split{split}" if split is not None else "")
+        if unpadded:  # rows scored before suffixes batched by length depended on their batch-mates: never read them
+            model += ":unpadded"
         if self.template in ("chat-stats", "chat-items"):  # once tokenized with a second BOS: those rows stay unread
             model += ":chat-bos"
         return [ScoreCache.key(model, p) for p in prompts]
@@ -114,7 +118,7 @@ class Scorer:
             if n == 0:  # nothing shared: the plain path (it caches and counts)
                 out.append(self.logits_for_prompts(ps))
                 continue
-            keys = self.cache_keys(ps, "prefix", split=n)
+            keys = self.cache_keys(ps, "prefix", split=n, unpadded=unpadded(self.model, ids))
             found = self.cache.get_many(keys) if self.cache is not None else {}
             self.cached += len(found)
             if len(found) < len(keys):

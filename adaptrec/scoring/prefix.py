@@ -5,7 +5,9 @@ token run (at least one token left to each suffix), so a tokenizer merging acros
 never change a prompt. The prefix's `DynamicCache` is kept per (model key, prefix tokens) in a small
 LRU bounded in entries and in bytes; transformers appends to a cache in place, so each suffix batch runs on a deep copy expanded to
 its batch size. Suffixes are left-padded: the attention mask is [prefix ones | suffix mask] and the
-suffix position ids continue from the prefix length, ignoring padding (as `logits.tokenize` does).
+suffix position ids continue from the prefix length, ignoring padding (as `logits.tokenize` does). A model with
+sliding-window layers (Gemma-3) builds their window from cache slots, padding included: where the prompts outgrow the
+window, suffixes batch only with suffixes of their own length (no padding), so every row scores as it would alone.
 Prefix-tuned adapters (virtual tokens in their own cache) cannot use it: callers take the plain path.
 An input embedding with an `after(prefix)` context (a collab adapter's) embeds the suffixes as continuing
 the prefix: a soft token in the suffix may read the history items before it.
@@ -44,6 +46,23 @@ def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
 def shared_length(ids: Sequence[Sequence[int]]) -> int:
     """The prefix length token-id sequences can share: 0 (take the plain path) for fewer than two."""
     return common_prefix_length(ids) if len(ids) > 1 else 0
+
+
+def sliding_window(model: torch.nn.Module) -> int | None:
+    """The window of a model whose layers (some or all) attend to their last W tokens only; None for full attention."""
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window, layer_types = getattr(config, "sliding_window", None), getattr(config, "layer_types", None)
+    if not window or getattr(config, "use_sliding_window", True) is False \
+            or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
+
+
+def unpadded(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> bool:
+    """Whether these prompts' suffixes must batch by length (`PrefixRanker.logits`): they outgrow a sliding window."""
+    window = sliding_window(model)
+    return window is not None and max(map(len, ids)) > window
 
 
 def cache_bytes(cache: DynamicCache) -> int:
@@ -85,14 +104,22 @@ class PrefixRanker:
 
     def logits(self, model: torch.nn.Module, key: str, ids: Sequence[Sequence[int]], n: int,
                rows: RowsContext = no_rows) -> np.ndarray:
-        """(N, 3) answer logits of token ids sharing their first `n` tokens, under `model` (cached as `key`)."""
+        """(N, 3) answer logits of token ids sharing their first `n` tokens, under `model` (cached as `key`); suffixes
+        batch by length where padding would shift a sliding window (`unpadded`)."""
         prefix = list(ids[0][:n])
         cache = self._prefix_cache(model, key, prefix, rows)
+        groups = [list(range(len(ids)))]
+        if unpadded(model, ids):
+            by_length: dict[int, list[int]] = {}
+            for i, x in enumerate(ids):
+                by_length.setdefault(len(x), []).append(i)
+            groups = list(by_length.values())
         out = np.empty((len(ids), 3))
         with torch.inference_mode():
-            for b in range(0, len(ids), self.batch_size):
-                chunk = ids[b : b + self.batch_size]
-                out[b : b + len(chunk)] = self._suffixes(model, cache, prefix, [list(x[n:]) for x in chunk], rows)
+            for group in groups:
+                for b in range(0, len(group), self.batch_size):
+                    idx = group[b : b + self.batch_size]
+                    out[idx] = self._suffixes(model, cache, prefix, [list(ids[i][n:]) for i in idx], rows)
         return out
 
     def _prefix_cache(self, model: torch.nn.Module, key: str, prefix: list[int], rows: RowsContext) -> DynamicCache:

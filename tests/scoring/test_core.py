@@ -126,3 +126,29 @@ def test_an_empty_candidate_list_scores_as_an_empty_row(tiny_backbone, shared_pr
     scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", progress=False)
     empty, full = scorer.score_lists([[], _cases(2)], shared_prefix=shared_prefix)
     assert empty.shape == (0,) and full.shape == (2,)
+
+
+def test_the_shared_prefix_path_matches_the_full_one_past_a_sliding_window(tiny_model_dir, tmp_path):
+    """Gemma-3's sliding-window layers build their window from cache slots: left padding between the cached history
+    and a shorter suffix cost that suffix real tokens (was: 0.02 off the full path), and the row depended on its
+    batch-mates. Suffixes now batch by length once the prompts outgrow the window, under their own cache key."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"  # as `load_backbone` sets it
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, max_position_embeddings=1024)).eval()
+    history = tuple(HistoryItem(f'"Film number {i} ({1980 + i})"', liked=i % 3 > 0) for i in range(12))
+    titles = ['"A"', '"A much longer title of a film (1999)"', '"Medium title (2001)"']
+    lst = [Case("u", "movie", "movie", history, t, label=1) for t in titles]
+    cache = ScoreCache(tmp_path / "scores.db")
+    scorer = Scorer(model, tok, "gemma-tiny", max_prompt_tokens=None, cache=cache, batch_size=8)
+    shared = scorer.score_lists([lst], shared_prefix=True)[0]
+    np.testing.assert_allclose(shared, Scorer(model, tok, "gemma-tiny", max_prompt_tokens=None).score_lists([lst])[0],
+                               atol=1e-5)
+    ids, n = scorer.ranker.split(scorer.list_prompts([lst])[0])
+    assert max(map(len, ids)) > 16 and cache.get_many(scorer.cache_keys(scorer.list_prompts([lst])[0], "prefix",
+                                                                         split=n, unpadded=True))
