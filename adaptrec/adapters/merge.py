@@ -108,6 +108,10 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         if record.adapter_type == COLLAB_TYPE:
             raise CompositionError(f"{record.ref} is a collaborative adapter: a merged LoRA would lose its item "
                                    f"tokens; combine it by score-level mixing (--method {MIX})")
+        extra = [k for k in ("use_dora", "lora_bias") if (record.adapter_config or {}).get(k)]
+        if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes and LoRA's bias would be dropped
+            raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
+                                   f"score-level mixing (--method {MIX})")
     model, names = backbone.model, []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -156,6 +160,12 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
             if new_name in model.peft_config:
                 model.delete_adapter(new_name)
             raise CompositionError(f"peft refused the {method} merge: {str(e).splitlines()[0]}") from e
+    config = model.peft_config[new_name]
+    if config.use_rslora:  # copied from the first source: the merged A·B already carry every source's scaling
+        config.use_rslora = False
+        for module in model.modules():
+            if isinstance(module, LoraLayer) and new_name in module.scaling:
+                module.scaling[new_name] = config.lora_alpha / module.r[new_name]
     model.eval()  # peft builds the new adapter's layers (dropout included) in training mode
     return new_name
 
