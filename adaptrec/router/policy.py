@@ -87,7 +87,7 @@ def cold_adapter(registry, domain: str, fingerprint):
     record = registry.promoted(domain + COLD_SUFFIX)
     if record is None:
         composed = [r for r in registry.list(domain=domain) if r.kind == "composed" and fingerprint.match(r.fingerprint) != "none"]
-        record = max(composed, key=lambda r: r.created, default=None)
+        record = max(composed, key=lambda r: (r.created, r.version), default=None)  # a second's timestamps: tie-break
     return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
 
 
@@ -108,24 +108,31 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
     `target`: the domain's adapter record (default: the one promoted for the domain)."""
     domain, n = case.domain, target_history_count(case)
     others = len(case.history) - n
-    target, warns = (target, _usable(target, fingerprint, "target")) if target is not None else \
-        target_adapter(registry, domain, fingerprint)
+
+    def domain_adapter():  # needed by warm users, and by cold ones only when nothing composed serves them
+        return (target, _usable(target, fingerprint, "target")) if target is not None else \
+            target_adapter(registry, domain, fingerprint)
+
     if n >= policy.min_target_history:
-        return Decision(case.user_id, domain, "warm", *serving(target), policy.warm_history,
-                        f"{n} {domain} interactions >= {policy.min_target_history}: the {domain} adapter {target.ref} serves",
+        record, warns = domain_adapter()
+        return Decision(case.user_id, domain, "warm", *serving(record), policy.warm_history,
+                        f"{n} {domain} interactions >= {policy.min_target_history}: the {domain} adapter {record.ref} serves",
                         tuple(warns))
     why = f"{n} {domain} interactions < {policy.min_target_history} (cold start): {others} other-domain items go into the prompt"
     if cold is not None:
         if cold.method != MIX and len(cold.refs) > 1:
             raise RouteError(f"register the {cold.method} composition first (`adaptrec compose`) and route with its name")
-        refs = tuple(registry.resolve(r).ref for r in cold.refs)
+        records = [registry.resolve(r) for r in cold.refs]
+        warns = [w for r in records for w in _usable(r, fingerprint, "cold-start")]
+        refs = tuple(r.ref for r in records)
         weights = cold.weights if cold.method == MIX else (1.0,)
         return Decision(case.user_id, domain, "cold", refs, weights, "both",
                         f"{why} and the given composition ({cold.method} of {', '.join(refs)}) serves", tuple(warns))
     found = cold_adapter(registry, domain, fingerprint)
     if found is None:
-        return Decision(case.user_id, domain, "cold", *serving(target), "both",
-                        f"{why}, but no composed adapter exists for {domain}, so {target.ref} serves", tuple(warns))
+        record, warns = domain_adapter()
+        return Decision(case.user_id, domain, "cold", *serving(record), "both",
+                        f"{why}, but no composed adapter exists for {domain}, so {record.ref} serves", tuple(warns))
     record, cold_warns = found
     parents = ", ".join((record.lineage or {}).get("parents", [])) or "?"
     return Decision(case.user_id, domain, "cold", *serving(record), "both",

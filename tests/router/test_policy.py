@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -75,6 +76,41 @@ def test_cold_user_without_a_composed_adapter_falls_back_and_says_so(registry):
 def test_cold_user_with_an_explicit_score_level_mix(registry):
     d = route(registry, FP, _case(0, 3), cold=Composition(("arts-lora", "office-lora"), "mix", (0.7, 0.3)))
     assert d.adapters == ("arts-lora:1", "office-lora:1") and d.weights == (0.7, 0.3) and "mix" in d.reason
+
+
+def test_a_cold_user_of_a_domain_without_its_own_adapter_is_served_by_a_composition(registry):
+    """New-domain transfer: nothing promoted for garden, but a given mix or a promoted garden:cold adapter serves its
+    cold users (was: "no adapter is promoted for domain 'garden'" before the cold branch was reached)."""
+    garden = Case("u1", "garden", "garden product", (HistoryItem('"a0"', domain="arts"),), '"x"')
+    d = route(registry, FP, garden, cold=Composition(("arts-lora",), "mix", (1.0,)))
+    assert (d.mode, d.adapters) == ("cold", ("arts-lora:1",))
+    registry.register(registry.src, name="garden-cold", domain="garden", kind="composed", adapter_type="lora",
+                      adapter_config=None, fingerprint=FP, lineage={"parents": ["arts-lora"], "method": "cat"})
+    registry.promote("garden-cold", "garden:cold")
+    assert route(registry, FP, garden).adapters == ("garden-cold:1",)
+    with pytest.raises(RouteError, match="registry promote"):  # a warm garden user needs garden's own adapter
+        route(registry, FP, replace(garden, history=(HistoryItem('"g"', domain="garden"),) * 3))
+
+
+def test_an_explicit_cold_mix_is_checked_against_the_backbone(registry):
+    """(was: any base accepted, and the target adapter's warnings shown instead of the mix's)"""
+    registry.register(registry.src, name="foreign", domain="arts", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=OTHER)
+    registry.register(registry.src, name="cousin", domain="arts", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=SAME_FAMILY)
+    with pytest.raises(RouteError, match="cold-start adapter foreign:1"):
+        route(registry, FP, _case(0, 3), cold=Composition(("foreign",), "mix", (1.0,)))
+    d = route(registry, FP, _case(0, 3), cold=Composition(("cousin",), "mix", (1.0,)))
+    assert len(d.warnings) == 1 and d.warnings[0].startswith("cousin:1 was trained on another build")
+
+
+def test_the_newest_of_two_compositions_registered_in_one_second_serves(registry, monkeypatch):
+    from adaptrec.registry import store
+
+    monkeypatch.setattr(store, "_utc_now", lambda: "2026-01-01T00:00:00Z")
+    _compose_record(registry, "zz-comp")
+    _compose_record(registry, "zz-comp")
+    assert route(registry, FP, _case(0, 3)).adapters == ("zz-comp:2",)  # (was: zz-comp:1, the first of a tie)
 
 
 def test_warm_history_target_hides_other_domains(registry):
