@@ -141,9 +141,11 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
 
 def decision_scores(backbone, registry, decision: Decision, cases: Sequence[Case], mode: str = "pyes",
                     **scorer_options) -> np.ndarray:
-    """Scores of `cases` (their prompts built as the decision says) through the one scoring path."""
+    """Scores of one user's candidates `cases` (their prompts built as the decision says, one history shared by all,
+    as every ranking path fits it) through the one scoring path."""
     prompt_cases = [decision.prompt_case(c) for c in cases]
-    return mix(component_scores(backbone, registry, decision.adapters, prompt_cases, mode, **scorer_options), decision.weights)
+    return mix(component_scores(backbone, registry, decision.adapters, prompt_cases, mode, one_list=True,
+                                **scorer_options), decision.weights)
 
 
 def spec_case(dataset, user_id: str, domain: str) -> Case:

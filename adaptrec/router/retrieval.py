@@ -33,6 +33,9 @@ class Retriever:
         self.ids = list(catalogue)
         self.texts = [catalogue[i] for i in self.ids]
         self.row = {text: i for i, text in enumerate(self.texts)}
+        self.ids_of: dict[str, list[str]] = {}  # a title -> every catalogue id that has it (catalogues repeat titles)
+        for item_id, text in zip(self.ids, self.texts):
+            self.ids_of.setdefault(text, []).append(item_id)
         self.matrix = self._catalogue_matrix(cache)
         self._memo: dict[str, np.ndarray] = {}
 
@@ -47,9 +50,10 @@ class Retriever:
         return self._memo[text]
 
     def seen(self, case: Case) -> set[str]:
-        """Catalogue ids of the history: by item id, and by text for histories without ids."""
+        """Catalogue ids of the history: its item ids, and every id of a title it holds (a second listing of an item
+        the user has is no recommendation)."""
         ids = {h.item_id for h in case.history if h.item_id is not None}
-        return ids | {self.ids[self.row[h.text]] for h in case.history if h.text in self.row}
+        return ids | {i for h in case.history for i in self.ids_of.get(h.text, ())}
 
     def retrieve(self, case: Case, n: int) -> list[tuple[str, float]]:
         """The `n` most similar unseen items as (item id, cosine similarity), best first."""

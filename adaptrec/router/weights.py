@@ -9,6 +9,7 @@ scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW 
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -163,6 +164,9 @@ def search_and_compose(backbone, registry, sources: str | Sequence[str], method:
     """Compose `sources` (refs, or domains: their promoted adapter) with given weights, or with weights learned on
     `shots` labelled cases of `search_data`, and register the result under `name` for `domain` (default: the last
     source's)."""
+    if search_data is not None and "test" in re.sub(r"\[\d*:\d*\]$", "", search_data).split(":"):
+        raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
+                               "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)
     domain = domain or registry.resolve(refs[-1]).domain
     if not name:

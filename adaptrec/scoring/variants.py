@@ -63,9 +63,10 @@ def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 
 
 def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Case], mode: str = "pyes",
-                     **scorer_options) -> np.ndarray:
+                     one_list: bool = False, **scorer_options) -> np.ndarray:
     """(len(refs), len(cases)) scores, each adapter scored alone (a registered mix: its sources' `mix`); everything is
-    detached after use."""
+    detached after use. `one_list`: `cases` are one user's candidates, sharing one history fitted to the prompt cap
+    (`Scorer.score_lists`, as every ranking path fits them) rather than each truncated on its own."""
     records = {ref: registry.resolve(ref) for ref in refs}
     mixes = {record.ref: as_mix(record) for record in records.values()}
     rows: dict[str, np.ndarray] = {}
@@ -73,17 +74,19 @@ def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Ca
     try:
         plain = [ref for ref, composition in mixes.items() if composition is None]
         for ref, key, model in llm_variants(backbone, registry, plain, include_untuned=False):
-            rows[ref] = variant_scorer(backbone, registry, ref, key, model, **scorer_options).score(cases, mode)
+            scorer = variant_scorer(backbone, registry, ref, key, model, **scorer_options)
+            rows[ref] = scorer.score_lists([cases], mode)[0] if one_list else scorer.score(cases, mode)
     finally:
         if model is not None:
             detach(model)
     for ref, composition in mixes.items():
         if composition is not None:
-            rows[ref] = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
+            rows[ref] = mixed_scores(backbone, registry, composition, cases, mode, one_list, **scorer_options)
     return np.stack([rows[records[r].ref] for r in refs])
 
 
 def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",
-                 **scorer_options) -> np.ndarray:
-    """Score-level composition: the weighted average of each adapter's score."""
-    return mix(component_scores(backbone, registry, composition.refs, cases, mode, **scorer_options), composition.weights)
+                 one_list: bool = False, **scorer_options) -> np.ndarray:
+    """Score-level composition: the weighted average of each adapter's score (`one_list` as `component_scores`)."""
+    return mix(component_scores(backbone, registry, composition.refs, cases, mode, one_list, **scorer_options),
+               composition.weights)

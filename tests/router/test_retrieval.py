@@ -105,3 +105,32 @@ def test_recommend_retrieves_then_reranks_with_the_decision(tiny_model_dir, monk
     assert {r.item_id for r in given} == {"i2", "i9"} and all(r.similarity is None for r in given)
     with pytest.raises(AdaptrecError, match="not in the arts catalogue"):
         recommend(None, registry, decision, case, CATALOGUE, candidates=["nope"])
+
+
+def test_recommend_shows_every_candidate_the_same_history_under_the_prompt_cap(tiny_model_dir, monkeypatch):
+    """Under the cap, a long candidate title cost its own prompt history items the others kept (was: each candidate
+    truncated on its own, unlike eval, experiments and serving)."""
+    from adaptrec.registry import Registry
+    from adaptrec.scoring.core import Scorer
+
+    registry = Registry()
+    record = register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 2}, seed=1)
+    decision = Decision("u", "arts", "warm", (record.ref,), (1.0,), "both", "test")
+    catalogue = {**CATALOGUE, "long": '"' + "a very long title of an arts product, " * 6 + '"'}
+    seen: list[str] = []
+    real = Scorer.logits_for_prompts
+    monkeypatch.setattr(Scorer, "logits_for_prompts", lambda self, prompts: (seen.extend(prompts), real(self, prompts))[1])
+    recommend(fresh_backbone(tiny_model_dir), registry, decision, _case([f"i{n}" for n in range(12)]), catalogue,
+              candidates=["i0", "long"], max_prompt_tokens=200, progress=False)
+    histories = {p.split("Whether the user")[0] for p in seen}
+    assert len(seen) == 2 and len(histories) == 1
+
+
+def test_a_title_listed_under_two_ids_is_seen_under_both():
+    """(was: only the title's last id was excluded, so the user's own item came back under its other id)"""
+    catalogue = {"i1": '"ballpoint pens black"', "i2": '"ballpoint pens black"', "i3": '"heavy duty stapler"'}
+    retriever = Retriever(catalogue, HashEncoder())
+    for history in ((HistoryItem('"ballpoint pens black"', domain="office"),),
+                    (HistoryItem('"ballpoint pens black"', item_id="i2", domain="office"),)):
+        case = Case("u", "office", "office product", history, '""')
+        assert [i for i, _ in retriever.retrieve(case, 3)] == ["i3"]

@@ -86,3 +86,13 @@ def test_search_refuses_too_many_or_unlabelled_shots(tiny_model_dir):
         search_weights(lambda w: 0.0, 1)
     with pytest.raises(CompositionError):
         Composition(("a", "b"), "mix", (0.5, -0.5))
+
+
+@pytest.mark.parametrize("spec", ["amazon:office:test", "amazon:office:test:cold", "tallrec:movie:test[0:50]"])
+def test_weights_are_never_searched_on_a_test_split(spec):
+    """(was: searched and only recorded in the lineage)"""
+    from adaptrec.router.weights import search_and_compose
+
+    registry = Registry()
+    with pytest.raises(CompositionError, match="keep the test split for the evaluation"):
+        search_and_compose(None, registry, [], "cat", name="x", domain="office", search_data=spec)
