@@ -20,12 +20,11 @@ from pathlib import Path
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
 from .interaction_log import get_field, read_jsonl, text_counts
-from .records import Case, HistoryItem
+from .records import NOUNS, Case, HistoryItem
 
 DOMAINS = ("arts", "office")
 SPLITS = ("train", "valid", "test")
 HISTORY_DOMAINS = ("both", "target", "other")
-NOUNS = {"arts": "arts product", "office": "office product"}  # "the target arts product ..."
 FILES = ("items_arts.jsonl", "items_office.jsonl", "interactions.jsonl", "targets.jsonl", "splits.json")
 
 

@@ -1,7 +1,7 @@
 """The history JSON that `adaptrec predict --history` reads.
 
     {"user_id": "u1",                      # optional
-     "noun": "movie",                      # optional; default: the adapter's domain
+     "noun": "movie",                      # optional; default: the domain's (`records.default_noun`)
      "history": [{"title": "Heat (1995)", "liked": true}, {"title": "Jumanji (1995)", "liked": false}]}
 
 Items are oldest first; `liked` defaults to true (implicit feedback); an item may name its `"domain"`
@@ -17,7 +17,7 @@ from typing import Sequence, Union
 
 from ..errors import DataFormatError
 from ..userfiles import check_keys, parse_json, read_user_text
-from .records import Case, HistoryItem
+from .records import Case, HistoryItem, default_noun
 
 HistoryEntry = Union[str, dict, HistoryItem]
 _ITEM_KEYS = {"title", "liked", "domain", "item_id"}
@@ -58,7 +58,7 @@ def read_history_file(path: Path, item: str, domain: str, item_id: str | None = 
         raise DataFormatError(f'{path}: expected an object with a "history" list')
     check_keys(obj, _FILE_KEYS, str(path), DataFormatError)
     items = parse_history(obj["history"], domain, f"{path}: history")
-    noun = obj.get("noun", domain)
+    noun = obj.get("noun", default_noun(domain))
     if not isinstance(noun, str) or not noun.strip():
         raise DataFormatError(f"{path}: noun: expected the item kind as text (e.g. \"movie\"), got {noun!r}")
     return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items,

@@ -16,6 +16,13 @@ class HistoryItem:
 
 
 LIKED_FIRST = "liked_first"  # Case.meta key: a TALLRec-style history, liked items listed before disliked ones
+NOUNS = {"arts": "arts product", "office": "office product"}  # the shipped Amazon domains' item kinds
+
+
+def default_noun(domain: str) -> str:
+    """The item kind prompts name for `domain` when a request gives none: what its shipped data set's cases (and so
+    its adapters) use ("office product"), else the domain itself ("movie")."""
+    return NOUNS.get(domain, domain)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..adapters.attach import detach
 from ..data.history_file import HistoryEntry, parse_history
-from ..data.records import Case
+from ..data.records import Case, default_noun
 from ..errors import DataFormatError
 from ..scoring.core import Scorer
 from ..scoring.logits import ScoreMode
@@ -50,7 +50,7 @@ class Recommender:
     def cases(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> list[Case]:
         """One Case per item (a title, or {"title", "item_id"}) for this history (titles, or {"title", "liked",
         "domain", "item_id"} objects, oldest first)."""
-        base = Case("api", self.domain, self.domain, parse_history(history, self.domain), "")
+        base = Case("api", self.domain, default_noun(self.domain), parse_history(history, self.domain), "")
         return [replace(base, target=f'"{_title(item)}"',
                         target_id=None if isinstance(item, str) else item.get("item_id")) for item in items]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from adaptrec.data.online_log import EVENTS
-from adaptrec.data.records import Case, HistoryItem
+from adaptrec.data.records import Case, HistoryItem, default_noun
 
 
 def _encodable(s: str) -> str:
@@ -37,11 +37,17 @@ class Target(BaseModel):
 class UserRequest(BaseModel):
     user_id: Text = "anonymous"
     domain: Text = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
-    noun: Text = Field("item", description="the item kind named in the prompt ('movie', 'book', ...)")
+    noun: Text = Field("", description="the item kind named in the prompt ('movie', 'office product', ...); default: "
+                                       "the domain's, as its shipped data names it (`records.default_noun`)")
     history: list[Item] = Field(default_factory=list, description="oldest first")
     adapter: Text | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
                                                    "promoted or preloaded adapters only")
     mode: Literal["pyes", "tallrec"] = "pyes"
+
+    @model_validator(mode="after")
+    def _noun_of_the_domain(self) -> UserRequest:
+        self.noun = self.noun or default_noun(self.domain)
+        return self
 
     def case(self, target: str | Target) -> Case:
         history = tuple(HistoryItem(h.text, h.liked, h.item_id, h.domain) for h in self.history)

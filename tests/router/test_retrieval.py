@@ -134,3 +134,23 @@ def test_a_title_listed_under_two_ids_is_seen_under_both():
                     (HistoryItem('"ballpoint pens black"', item_id="i2", domain="office"),)):
         case = Case("u", "office", "office product", history, '""')
         assert [i for i, _ in retriever.retrieve(case, 3)] == ["i3"]
+
+
+def test_prompts_name_the_item_kind_a_domains_adapters_trained_on(tiny_model_dir, tmp_path, monkeypatch):
+    """Amazon adapters train on "the target office product"; the Python API and history files named "office", the
+    server "item" (was: three defaults, none of them the trained one)."""
+    import json
+
+    from adaptrec.data.history_file import read_history_file
+    from adaptrec.registry import Registry
+    from adaptrec.router.recommender import Recommender
+    from adaptrec.serve.schemas import ScoreRequest
+
+    registry = Registry()
+    register_random(tiny_model_dir, registry, "office-lora", {"type": "lora", "r": 2}, seed=1, domain="office")
+    recommender = Recommender(fresh_backbone(tiny_model_dir), registry, "office-lora")
+    assert recommender.cases(["Stapler"], ["Pens"])[0].noun == "office product"
+    (tmp_path / "h.json").write_text(json.dumps({"history": ["Stapler"]}))
+    assert read_history_file(tmp_path / "h.json", "Pens", "office").noun == "office product"
+    assert ScoreRequest(domain="office", items=["x"]).noun == "office product"
+    assert ScoreRequest(domain="movie", noun="film", items=["x"]).noun == "film"  # given: kept
