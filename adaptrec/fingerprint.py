@@ -20,11 +20,11 @@ class Fingerprint:
     base_model: str  # the Hub id or path the weights came from, for model cards and messages
 
     def match(self, other: "Fingerprint") -> Match:
-        if self.exact == other.exact:
-            return "exact"
-        if self.family == other.family:
-            return "family"
-        return "none"
+        """"exact": the same weights, quantization and family; "family": another build of the same family; else
+        "none" (the same weights under another vocabulary or architecture are another model)."""
+        if self.family != other.family:
+            return "none"
+        return "exact" if self.exact == other.exact else "family"
 
     def to_dict(self) -> dict:
         return asdict(self)

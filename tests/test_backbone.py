@@ -43,6 +43,15 @@ def test_family_fingerprint_follows_shapes(tiny_model_dir, tmp_path):
     assert a.match(b) == "none"
 
 
+def test_the_same_weights_under_another_vocabulary_are_another_model():
+    """(was: "exact", since the exact fingerprint was compared first, so `check_base` let such adapters through)"""
+    from adaptrec.fingerprint import Fingerprint
+
+    assert Fingerprint("e", "f1", "").match(Fingerprint("e", "f2", "")) == "none"
+    assert Fingerprint("e", "f", "").match(Fingerprint("e", "f", "")) == "exact"
+    assert Fingerprint("e", "f", "").match(Fingerprint("d", "f", "")) == "family"
+
+
 def test_bad_backbone_names_are_one_line_errors(tmp_path):
     with pytest.raises(BackboneError, match="no such folder"):
         load_backbone(str(tmp_path / "missing" / "model.gguf"))
