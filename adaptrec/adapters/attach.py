@@ -13,6 +13,7 @@ from peft import PeftModel
 from ..errors import AdaptrecError
 from ..fingerprint import digest
 from .collab import TUNER as COLLAB_TUNER
+from .collab import uninstall
 from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
 _CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
@@ -131,15 +132,21 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
         raise AdaptrecError(f"{', '.join(collab)} are collaborative adapters: their item tokens wrap the backbone's "
                             "one input embedding, so load one per backbone (one per eval run)")
     model = backbone.model
-    for record in records:
-        model = load_peft(model, record.path, peft_name(record.ref))
-        if record.adapter_type == COLLAB_TYPE:
-            COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer, peft_name(record.ref))
+    try:
+        for record in records:
+            model = load_peft(model, record.path, peft_name(record.ref))
+            if record.adapter_type == COLLAB_TYPE:
+                COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer, peft_name(record.ref))
+    except BaseException:  # the backbone as it was: no layers of a half-attached set left to score with
+        detach(model)
+        raise
     model.eval()
     return model, records
 
 
 def detach(model) -> None:
-    """Undo `attach`: LoRA-style layers are removed from the backbone; prompt-learning models leave it untouched."""
+    """Undo `attach`: LoRA-style layers are removed from the backbone, and a collaborative adapter's item-token
+    embedding; prompt-learning models leave it untouched."""
     if isinstance(model, PeftModel) and not model.peft_config[model.active_adapter].is_prompt_learning:
+        uninstall(model.get_base_model())
         model.unload()

@@ -245,19 +245,36 @@ class ItemEmbedding(torch.nn.Module):
         last.bias.mul_(factor)
 
 
+def _is_collab_token(token: str) -> bool:
+    return token in (USER_TOKEN, MATCH_TOKEN) or (token.startswith(ITEM_TOKEN[:6]) and token.endswith(">"))
+
+
 def add_item_tokens(tokenizer, items: list[str], user_token: bool = False, match_token: bool = False) -> int:
     """Add one token per item (in table order), then the user token and the match token if asked, to `tokenizer`;
-    returns the first item token's id."""
+    returns the first item token's id. A tokenizer that holds exactly these tokens in this order (an earlier adapter
+    of the same layout was detached) is used as it is; one holding any other item tokens is refused unchanged,
+    since prompts render every token it holds."""
     tokens = ([ITEM_TOKEN.format(i) for i in items] + ([USER_TOKEN] if user_token else [])
               + ([MATCH_TOKEN] if match_token else []))
-    held = next((t for t in tokens if has_token(tokenizer, t)), None)
-    if held is not None:  # refused before the tokenizer changes
-        raise ConfigError(f"the tokenizer already holds {held}: load a fresh backbone for this adapter")
-    tokenizer.add_tokens(tokens)
+    held = {t for t in tokenizer.get_added_vocab() if _is_collab_token(t)}
+    if held and held != set(tokens):
+        raise ConfigError(f"the tokenizer holds another collaborative adapter's {len(held)} item tokens: load a fresh "
+                          "backbone for this adapter")
+    if not held:
+        tokenizer.add_tokens(tokens)
     ids = tokenizer.convert_tokens_to_ids(tokens)
     if ids != list(range(ids[0], ids[0] + len(ids))):
-        raise ConfigError("the tokenizer already holds other item tokens: load a fresh backbone for this adapter")
+        raise ConfigError("the tokenizer holds these item tokens in another order: load a fresh backbone for this "
+                          "adapter")
     return ids[0]
+
+
+def uninstall(model) -> None:
+    """Give `model` back the input embedding an `install` wrapped (its item tokens stay in the tokenizer, where an
+    adapter of the same layout finds them)."""
+    layer = model.get_input_embeddings()
+    if isinstance(layer, ItemEmbedding):
+        model.set_input_embeddings(layer.base)
 
 
 def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
@@ -429,6 +446,9 @@ class CollabTuner(LoraTuner):
         adapter `name`'s (default: the active adapter's; loaded into them in place when it has them), and on a fresh
         backbone the item tokens."""
         tensors, meta = saved or read_saved(folder)
+        if len(meta["items"]) != tensors["table"].shape[0] or len(set(meta["items"])) != len(meta["items"]):
+            raise ConfigError(f"{folder}: collab.json lists {len(meta['items'])} item ids ({len(set(meta['items']))} "
+                              f"distinct) for an item table of {tensors['table'].shape[0]} rows")
         layer = model.get_input_embeddings()
         dim = tensors["table"].shape[1]
         loaded = {"projector": new_projector(dim, layer.weight, meta["projector_hidden"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,6 +168,66 @@ def test_one_collab_adapter_per_eval_backbone_and_none_merged(built, tiny_model_
                                mixed_scores(fresh, registry, mixture, cases, progress=False), atol=1e-6)
     np.testing.assert_allclose(mixed_scores(fresh, registry, mixture, cases, progress=False),
                                0.25 * alone[0] + 0.75 * alone[1], atol=1e-6)
+
+
+def _with_table(model, folder, scale: float = 2.0, items: list[str] | None = None) -> None:
+    """`_save`, then another encoder's table (the saved one scaled) and, if given, another id list."""
+    from safetensors.torch import load_file, save_file
+
+    _save(model, folder)
+    tensors = load_file(str(folder / "collab.safetensors"))
+    save_file({**tensors, "table": tensors["table"] * scale}, str(folder / "collab.safetensors"))
+    if items is not None:
+        meta = json.loads((folder / "collab.json").read_text())
+        (folder / "collab.json").write_text(json.dumps({**meta, "items": items}))
+
+
+def test_collab_adapters_of_different_tables_score_one_after_another(built, tiny_model_dir):
+    """`detach` gives the backbone its own embedding back, so the next collaborative adapter of the same item ids
+    installs its table (was: refused, "its item table differs", after the first had scored); another id list is
+    refused before the backbone changes, and a failed attach leaves no LoRA layer behind."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from adaptrec.adapters.attach import attach
+    from adaptrec.scoring.variants import component_scores
+
+    bb, model, cases = built
+    registry = _registered(built)
+    registry.register(lambda folder: _with_table(model, folder), name="bpr-collab", domain="movie", kind="trained",
+                      adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
+    fresh = lambda: load_backbone(str(tiny_model_dir), quantization="none", device="cpu")  # noqa: E731
+    together = component_scores(fresh(), registry, ["movie-collab", "bpr-collab"], cases, progress=False)
+    alone = [component_scores(fresh(), registry, [ref], cases, progress=False)[0] for ref in ("movie-collab", "bpr-collab")]
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-6)
+    assert not np.allclose(alone[0], alone[1])
+
+    items = json.loads((registry.resolve("movie-collab").path / "collab.json").read_text())["items"]
+    registry.register(lambda folder: _with_table(model, folder, 1.0, [f"x{i}" for i in items]), name="other-ids",
+                      domain="movie", kind="trained", adapter_type="collab", adapter_config=None,
+                      fingerprint=bb.fingerprint)
+    backbone = fresh()
+    component_scores(backbone, registry, ["movie-collab"], cases, progress=False)
+    size = len(backbone.tokenizer)
+    with pytest.raises(ConfigError, match="another collaborative adapter's"):
+        attach(backbone, registry, ["other-ids"])
+    assert len(backbone.tokenizer) == size and not isinstance(backbone.model.get_input_embeddings(), ItemEmbedding)
+    assert not any(isinstance(m, BaseTunerLayer) for m in backbone.model.modules())
+
+
+def test_an_id_map_that_does_not_fit_its_table_is_refused_before_the_backbone_changes(built, tiny_model_dir):
+    from adaptrec.adapters.attach import attach
+
+    bb, model, _ = built
+    registry = _registered(built)
+    items = json.loads((registry.resolve("movie-collab").path / "collab.json").read_text())["items"]
+    for name, bad in (("short", items[:-1]), ("twice", [items[0], *items[:-1]])):
+        registry.register(lambda folder, bad=bad: _with_table(model, folder, 1.0, bad), name=name, domain="movie",
+                          kind="trained", adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
+        backbone = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+        size = len(backbone.tokenizer)
+        with pytest.raises(ConfigError, match="item ids"):
+            attach(backbone, registry, [name])
+        assert len(backbone.tokenizer) == size  # (was: a crash in the forward, or tokens added before the refusal)
 
 
 def test_a_warm_start_takes_the_saved_projector_and_lora(built, tiny_model_dir, tmp_path):
