@@ -82,9 +82,13 @@ def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str)
     `lora_structure` that holds exactly `layers` ({module path: LoraLayer}). Own code, not `load_adapter`:
     peft walks every module once per target module, so its load grows with the adapters already loaded
     (bench/many_adapters.py); this touches only the adapter's own layers."""
+    from peft.utils.other import get_pattern_key
+
     config, state = _lora_weights(folder, layers)
     for path, layer in layers.items():
-        layer.update_layer(name, config.r, lora_alpha=config.lora_alpha, target_name=path, config=config)
+        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern, path), config.r)  # as peft's own load
+        alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern, path), config.lora_alpha)
+        layer.update_layer(name, r, lora_alpha=alpha, target_name=path, config=config)
         for ab in "AB":
             getattr(layer, f"lora_{ab}")[name].weight.data.copy_(state[f"{path}.lora_{ab}.weight"])
         for attr in (*layer.adapter_layer_names, *layer.other_param_names):
