@@ -103,3 +103,21 @@ def test_8bit_load_on_cpu_uses_int8_linears_and_keeps_the_fingerprint(tiny_model
     # same int8 weights, so adapters move between backends; scores are cached apart
     assert fast.fingerprint == bnb.fingerprint
     assert fast.score_key != bnb.score_key
+
+
+def test_a_dora_adapter_is_refused_on_the_int8_kernel(tiny_model_dir, tmp_path):
+    """DoRA's weight norm reads the base weight, which the int8 kernel keeps as raw codes (was: 0.27 off in logits)."""
+    from adaptrec.adapters.attach import attach, detach
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.registry import Registry
+
+    fp32 = load_backbone(str(tiny_model_dir), "none", device="cpu")
+    registry = Registry(tmp_path / "home")
+    model = get_peft_model(fp32.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], use_dora=True))
+    registry.register(model, name="dora", domain="movie", kind="trained", adapter_type="lora", adapter_config=None,
+                      fingerprint=fp32.fingerprint)
+    model.unload()
+    detach(attach(load_backbone(str(tiny_model_dir), "none", device="cpu"), registry, ["dora"])[0])
+    int8 = load_backbone(str(tiny_model_dir), "8bit", device="cpu")
+    with pytest.raises(AdaptrecError, match="DoRA adapter.*--quantization none"):
+        attach(int8, registry, ["dora"])

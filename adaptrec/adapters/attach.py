@@ -131,6 +131,10 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
             sources = ", ".join((record.adapter_config or {}).get("sources", []))
             raise AdaptrecError(f"{record.ref} is a score-level mix of {sources}: it has no weights to attach; "
                                 "eval, route and serve score it as the weighted average of its sources")
+    dora = next((r.ref for r in records if (r.adapter_config or {}).get("use_dora")), None)
+    if dora is not None and getattr(backbone, "backend", None) == "torch-int8":
+        raise AdaptrecError(f"{dora} is a DoRA adapter: its weight norm reads the base weights, which adaptrec's CPU "
+                            "int8 kernel keeps as raw codes; load the backbone with --quantization none (or on CUDA)")
     collab = [r.ref for r in records if r.adapter_type == COLLAB_TYPE]
     if len(collab) > 1:
         raise AdaptrecError(f"{', '.join(collab)} are collaborative adapters: their item tokens wrap the backbone's "
