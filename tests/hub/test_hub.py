@@ -714,6 +714,7 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     ("targets", "does not name"),
     ("shape", "in the base model"),
     ("peft_type", "peft_type 'PREFIX_TUNING'"),
+    ("missing", "holds no tensors for it"),  # peft would fill the layer afresh at every load (was: accepted)
 ])
 def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys,
                                                          case, expect):
@@ -731,6 +732,9 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
         config["target_modules"] = ["k_proj"]
     elif case == "peft_type":
         config["peft_type"] = "PREFIX_TUNING"
+    elif case == "missing":
+        layer = next(k for k in weights if "lora_A" in k).split(".lora_A")[0]
+        weights = {k: v for k, v in weights.items() if not k.startswith(layer + ".")}
     else:
         key = next(k for k in weights if "lora_A" in k)
         weights[key] = np.zeros((weights[key].shape[0], weights[key].shape[1] + 1), dtype=weights[key].dtype)
