@@ -137,10 +137,10 @@ def tokenizer_digest(tokenizer) -> str:
 def base_score_key(fingerprint: Fingerprint, backend: str, device: str, tokenizer: str) -> str:
     """Score-cache key of an untuned model: everything that changes its scores.
 
-    The exact fingerprint (weights + quantization), the kernels (adapters move between 8-bit backends with
-    the same int8 weights, but the kernels round activations differently; adaptrec's int8 kernel version, or
-    bitsandbytes' version, whose kernels run that backend), the device type and dtype, the tokenizer's digest and
-    the library versions.
+    The exact fingerprint (weights + quantization), the kernels (adapters move between the 8-bit backends, one
+    fingerprint for the same fp32 weights and row-wise absmax int8 quantization, though the two round a few codes
+    apart, ~1 in 100, and their activations differently; adaptrec's int8 kernel version, or bitsandbytes' version,
+    whose kernels run that backend), the device type and dtype, the tokenizer's digest and the library versions.
     """
     kernels = {"bitsandbytes": importlib.metadata.version("bitsandbytes")} if backend == "bitsandbytes" else {}
     return digest({"exact": fingerprint.exact, "backend": backend, "device": device,
