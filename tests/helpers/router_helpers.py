@@ -29,3 +29,19 @@ def register_random(model_dir, registry, name: str, settings: dict, seed: int, d
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     return registry.register(model, name=name, domain=domain, kind="trained", adapter_type=settings["type"],
                              adapter_config=None, fingerprint=backbone.fingerprint)
+
+
+def register_peft(model_dir, registry, name: str, seed: int, domain: str = "arts", **lora):
+    """A random LoRA on q/v built with peft's own options (rsLoRA, DoRA, rank and alpha patterns: a pulled adapter
+    may carry any of them), registered."""
+    from peft import LoraConfig, get_peft_model
+
+    backbone = fresh_backbone(model_dir)
+    model = get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return registry.register(model, name=name, domain=domain, kind="trained", adapter_type="lora", adapter_config=None,
+                             fingerprint=backbone.fingerprint)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from peft.utils import merge_utils
-from router_helpers import fresh_backbone, register_random
+from router_helpers import fresh_backbone, register_peft, register_random
 from synthetic import synthetic_cases
 
 from adaptrec.adapters.attach import attach, peft_name
@@ -66,25 +66,10 @@ def test_exact_delta_w_merges_reproduce_the_weighted_sum(tiny_model_dir, registr
         assert model.peft_config[merged].r == 6  # Σ rᵢ
 
 
-def _register_peft(tiny_model_dir, registry, name: str, seed: int, **lora) -> None:
-    """A random LoRA built with peft's own options (a pulled adapter may carry any of them), registered."""
-    from peft import LoraConfig, get_peft_model
-
-    backbone = fresh_backbone(tiny_model_dir)
-    model = get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    registry.register(model, name=name, domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
-                      fingerprint=backbone.fingerprint)
-
-
 @pytest.mark.parametrize("method", ["cat", "svd"])
 def test_an_rslora_source_merges_to_the_weighted_sum(tiny_model_dir, registry, method):
     """peft copies the first source's `use_rslora` into the merged config: its scale became √(Σr) (was: ×√6 here)."""
-    _register_peft(tiny_model_dir, registry, "a", 1, r=4, lora_alpha=8, use_rslora=True)
+    register_peft(tiny_model_dir, registry, "a", 1, r=4, lora_alpha=8, use_rslora=True)
     register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
     weights = (0.7, -0.4)
     with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
@@ -94,7 +79,7 @@ def test_an_rslora_source_merges_to_the_weighted_sum(tiny_model_dir, registry, m
 
 
 def test_a_dora_source_has_no_delta_w_to_merge(tiny_model_dir, registry):
-    _register_peft(tiny_model_dir, registry, "d", 1, r=4, lora_alpha=8, use_dora=True)
+    register_peft(tiny_model_dir, registry, "d", 1, r=4, lora_alpha=8, use_dora=True)
     with pytest.raises(CompositionError, match="use_dora"), \
             attached_sources(fresh_backbone(tiny_model_dir), registry, ["d"]):
         pass

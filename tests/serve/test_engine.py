@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from router_helpers import fresh_backbone
+from router_helpers import fresh_backbone, register_peft
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 
 from adaptrec.adapters.attach import peft_name
@@ -165,21 +164,6 @@ def test_refs_differing_only_in_punctuation_are_served_apart(tiny_model_dir, tmp
     assert np.abs(alone[0] - alone[1]).max() > 1e-5
 
 
-def _register_peft_twin(tiny_model_dir, registry, name: str, seed: int, **lora):
-    """A random LoRA built with peft's own options (rank and alpha patterns: a pulled adapter may carry them)."""
-    from peft import LoraConfig, get_peft_model
-
-    backbone = fresh_backbone(tiny_model_dir)
-    model = get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return registry.register(model, name=name, domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
-                             fingerprint=backbone.fingerprint)
-
-
 @pytest.mark.parametrize("patterns", [{}, {"alpha_pattern": {"v_proj": 32}}, {"rank_pattern": {"v_proj": 2}}],
                          ids=["plain", "alpha-pattern", "rank-pattern"])
 def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tiny_model_dir, tmp_path, monkeypatch,
@@ -191,7 +175,7 @@ def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tin
     from adaptrec.registry import Registry
 
     registry = Registry(tmp_path / "home")
-    refs = [_register_peft_twin(tiny_model_dir, registry, f"twin-{i}", 20 + i, r=4, lora_alpha=8, lora_dropout=0.05,
+    refs = [register_peft(tiny_model_dir, registry, f"twin-{i}", 20 + i, r=4, lora_alpha=8, lora_dropout=0.05,
                                 **patterns).ref for i in range(3)]
     cases = [user_case(n) for n in (2, 5)]
     plain = component_scores(fresh_backbone(tiny_model_dir), registry, refs, cases, progress=False)
