@@ -8,6 +8,7 @@ becomes one-line errors of the caller's kind, naming the file.
 from __future__ import annotations
 
 import json
+import math
 import stat
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,19 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is past the float range")
+    return value
+
+
 def parse_json(text: str, where: str, error: type[AdaptrecError] = AdaptrecError) -> Any:
-    """`json.loads(text)`; invalid JSON, NaN or Infinity, a number past Python's digit limit and nesting past the
-    recursion limit are each one `error` line naming `where`."""
+    """`json.loads(text)`; invalid JSON, NaN or Infinity (written so, or a number past the float range such as 1e999),
+    a number past Python's digit limit and nesting past the recursion limit are each one `error` line naming
+    `where`."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise error(f"{where}: not valid JSON (nested too deeply)") from None
     except ValueError as e:  # json.JSONDecodeError is one

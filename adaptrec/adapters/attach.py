@@ -146,10 +146,26 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
             if record.adapter_type == COLLAB_TYPE:
                 COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer, peft_name(record.ref))
     except BaseException:  # the backbone as it was: no layers of a half-attached set left to score with
-        detach(model)
+        if isinstance(model, PeftModel):
+            detach(model)
+        else:  # the first load failed after peft injected its layers into the backbone
+            _strip_tuner_layers(backbone.model)
         raise
     model.eval()
     return model, records
+
+
+def _strip_tuner_layers(module: torch.nn.Module) -> None:
+    """Put back the base layer of every peft layer in `module`, and drop the config peft left on it."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, BaseTunerLayer):
+            setattr(module, name, child.get_base_layer())
+        else:
+            _strip_tuner_layers(child)
+    if hasattr(module, "peft_config"):
+        del module.peft_config
 
 
 def detach(model) -> None:

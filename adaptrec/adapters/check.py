@@ -98,7 +98,8 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
             if (a[1], b[0]) != linears[module]:
                 raise IntegrityError(f"{label}: {module} is {linears[module][0]}→{linears[module][1]} in the base model "
                                      f"but {a[1]}→{b[0]} in {WEIGHTS_FILE}")
-    narrowed = any(config.get(k) for k in ("layers_to_transform", "layers_pattern", "exclude_modules"))
+    narrowed = any(config.get(k) not in (None, [], "") for k in ("layers_to_transform", "layers_pattern",
+                                                                 "exclude_modules"))  # layers_to_transform: 0 narrows
     if linears is not None and isinstance(targets, list) and not narrowed:
         bare = sorted(m for m in linears if targets_module(targets, m) and m not in modules)
         if bare:  # peft would give these layers fresh (with init_lora_weights false: random) weights at every load

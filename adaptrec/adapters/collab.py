@@ -40,7 +40,7 @@ from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
-from adaptrec.data.prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, answer_token_ids, has_token
+from adaptrec.data.prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, answer_token_ids
 from adaptrec.errors import ConfigError, MissingOptionalPackage
 from adaptrec.fingerprint import digest
 
@@ -246,7 +246,7 @@ class ItemEmbedding(torch.nn.Module):
 
 
 def _is_collab_token(token: str) -> bool:
-    return token in (USER_TOKEN, MATCH_TOKEN) or (token.startswith(ITEM_TOKEN[:6]) and token.endswith(">"))
+    return token in (USER_TOKEN, MATCH_TOKEN) or (token.startswith(ITEM_TOKEN.split("{")[0]) and token.endswith(">"))
 
 
 def add_item_tokens(tokenizer, items: list[str], user_token: bool = False, match_token: bool = False) -> int:
@@ -443,7 +443,7 @@ class CollabTuner(LoraTuner):
     def load_extra(self, model: "PeftModel", folder: Path, tokenizer, name: str | None = None,
                    saved: tuple[dict, dict] | None = None) -> None:
         """Give `model` the projector (and matcher) saved in `folder` (`saved`: its `read_saved`, read already) as
-        adapter `name`'s (default: the active adapter's; loaded into them in place when it has them), and on a fresh
+        adapter `name`'s (default: the active adapter's; loaded into them in place when it has them), and on a
         backbone the item tokens."""
         tensors, meta = saved or read_saved(folder)
         if len(meta["items"]) != tensors["table"].shape[0] or len(set(meta["items"])) != len(meta["items"]):

@@ -46,14 +46,19 @@ class PredictionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o644), "wb")  # no O_TRUNC before the lock
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when a crashed writer's process ends
-        except BlockingIOError:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when a crashed writer's process ends
+                current = os.stat(self._tmp).st_ino
+            except (BlockingIOError, FileNotFoundError):
+                current = None
+            if current != os.fstat(self._file.fileno()).st_ino:  # locked, or renamed away by its writer meanwhile
+                raise AdaptrecError(f"{self.path}: another run is writing this output now; give each run its own --out")
+            self._file.truncate(0)  # what a crashed run left
+            if is_parquet(self.path):
+                self._parquet = pq.ParquetWriter(self._file, SCHEMA)
+        except BaseException:
             self._file.close()
-            raise AdaptrecError(f"{self.path}: another run is writing this output now; give each run its own --out") \
-                from None
-        self._file.truncate(0)  # what a crashed run left
-        if is_parquet(self.path):
-            self._parquet = pq.ParquetWriter(self._file, SCHEMA)
+            raise
         return self
 
     def write(self, rows: Sequence[dict]) -> None:
@@ -66,18 +71,18 @@ class PredictionWriter:
         self.n += len(rows)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
+        try:  # renamed or removed while still locked: no second run can take the file in between
             if self._parquet is not None:
                 self._parquet.close()
             if kind is None:
                 os.fsync(self._file.fileno())
+                os.replace(self._tmp, self.path)
         finally:
+            if kind is not None:
+                self._tmp.unlink(missing_ok=True)
             self._file.close()
-        if kind is not None:
-            self._tmp.unlink(missing_ok=True)
-            return
-        os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
+        if kind is None:
+            fsync_dir(self.path.parent)
 
 
 def read_predictions(path: Path) -> list[dict]:

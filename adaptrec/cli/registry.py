@@ -71,7 +71,7 @@ def registry_promote(
 
 @registry_app.command("history")
 def registry_history(domain: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every champion decision of DOMAIN, oldest first: promotions, refused challengers, rollbacks."""
+    """Every champion decision of DOMAIN, oldest first: promotions, refused challengers, rollbacks, forced removals."""
     decisions = api.registry().history(domain)
     if as_json:
         echo_json([d.to_dict() for d in decisions])

@@ -37,6 +37,7 @@ from ..atomic import temp_dir_in
 from ..errors import FingerprintMismatch, IntegrityError
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
+from ..userfiles import parse_json
 from .common import (
     DEFAULT_BRANCH,
     HubError,
@@ -233,17 +234,18 @@ def _check_names(names, label: str, what: str) -> None:
 
 def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int past Python's digit limit, deep nesting
-        reason = str(e).splitlines()[0][:120] if str(e) else "nested too deeply"
-        raise IntegrityError(f"{label}: {METADATA_FILE} is not valid JSON ({reason}); ask the publisher to push again") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise IntegrityError(f"{label}: {METADATA_FILE} is not UTF-8 text (byte {e.start}); ask the publisher to push "
+                             "again") from None
+    meta = parse_json(text, f"{label}: {METADATA_FILE}", IntegrityError)
     if not isinstance(meta, dict):
         raise IntegrityError(f"{label}: {METADATA_FILE} is not a JSON object; ask the publisher to push again")
+    if isinstance(meta.get("format"), int) and meta["format"] > FORMAT_VERSION:
+        raise HubError(f"{label}: made by a newer adaptrec (format {meta['format']}, this one reads {FORMAT_VERSION}); upgrade adaptrec")
     for key in ("domain", "adapter_type"):
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise IntegrityError(f"{label}: {METADATA_FILE} has no '{key}'")
-    if isinstance(meta.get("format"), int) and meta["format"] > FORMAT_VERSION:
-        raise HubError(f"{label}: made by a newer adaptrec (format {meta['format']}, this one reads {FORMAT_VERSION}); upgrade adaptrec")
     files = meta.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) and _SHA256_RE.fullmatch(v) for v in files.values()):
         raise IntegrityError(f"{label}: {METADATA_FILE} has no valid 'files' table (name -> sha256); ask the publisher to push again")

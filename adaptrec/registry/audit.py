@@ -1,7 +1,9 @@
-"""The audit trail of a domain's champion: every promotion, refused challenger and rollback, with its evidence.
+"""The audit trail of a domain's champion: every promotion, refused challenger, rollback and forced removal, with
+its evidence.
 
-Rollback replays the trail as a stack (a promotion pushes, a rollback pops), so repeated rollbacks walk back
-through earlier champions rather than flip between the last two.
+Rollback replays the trail as a stack (a promotion pushes, a rollback pops; a removal leaves the stack, so the next
+rollback restores the champion before the removed one), so repeated rollbacks walk back through earlier champions
+rather than flip between the last two.
 """
 
 from __future__ import annotations

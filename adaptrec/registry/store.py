@@ -41,7 +41,10 @@ from .validation import (
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders registrations within a second
+
+
+ORPHAN = "an orphan folder no registry row points to"
 
 
 def _unfinished(path: Path) -> bool:
@@ -417,7 +420,7 @@ class Registry:
         """
         removed: list[Path] = []
         with self._write() as conn:
-            for path, _ in self._strays(conn):
+            for path, _ in self._strays(self._versions(conn)):
                 _delete(path)
                 removed.append(path)
             for root in (self.adapters_dir, self.encoders_dir):
@@ -428,12 +431,18 @@ class Registry:
                         pass
         return removed
 
-    def _strays(self, conn: sqlite3.Connection) -> list[tuple[Path, str]]:
-        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder no row points to;
-        `conn` holds the write lock, so no registration is between its folder's rename and its row's commit."""
+    @staticmethod
+    def _versions(conn: sqlite3.Connection) -> dict[str, set[tuple[str, int]]]:
+        """The (name, version) of every adapter and encoder row, by table."""
+        return {table: {(r[0], r[1]) for r in conn.execute(f"SELECT name, version FROM {table}")}
+                for table in ("adapters", "encoders")}
+
+    def _strays(self, versions: dict[str, set[tuple[str, int]]]) -> list[tuple[Path, str]]:
+        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder none of `versions`
+        (`_versions`) points to."""
         found: list[tuple[Path, str]] = []
         for root, table in ((self.adapters_dir, "adapters"), (self.encoders_dir, "encoders")):
-            rows = {(r[0], r[1]) for r in conn.execute(f"SELECT name, version FROM {table}")}
+            rows = versions[table]
             for entry in sorted(root.iterdir()) if root.is_dir() else ():
                 if _unfinished(entry):
                     found.append((entry, "an unfinished write"))
@@ -443,15 +452,15 @@ class Registry:
                             found.append((sub, "an unfinished write"))
                         elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit() \
                                 and (entry.name, int(sub.name)) not in rows:
-                            found.append((sub, "an orphan folder no registry row points to"))
+                            found.append((sub, ORPHAN))
         return found
 
     def verify(self) -> list[str]:
         """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per
         problem found.
 
-        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed); the
-        folder scan waits for registrations in flight, so a version registered meanwhile is no orphan.
+        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed); rows
+        are read again after the folder scan, so a version registered while it ran is no orphan.
         """
         problems: list[str] = []
         for rec in self.list():
@@ -464,8 +473,13 @@ class Registry:
                 _load_encoder_checked(enc)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
-        with self._write() as conn:
-            strays = self._strays(conn)
+        with self._connect() as conn:
+            strays = self._strays(self._versions(conn))
+        if strays:  # a registration that committed during the scan: its folder is no orphan
+            with self._connect() as conn:
+                versions = self._versions(conn)
+            strays = [(p, why) for p, why in strays if why != ORPHAN or (p.parent.name, int(p.name))
+                      not in versions["adapters" if p.parent.parent == self.adapters_dir else "encoders"]]
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
 
     # ------------------------------------------------------------ reading

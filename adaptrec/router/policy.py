@@ -87,7 +87,7 @@ def cold_adapter(registry, domain: str, fingerprint):
     record = registry.promoted(domain + COLD_SUFFIX)
     if record is None:
         composed = [r for r in registry.list(domain=domain) if r.kind == "composed" and fingerprint.match(r.fingerprint) != "none"]
-        record = max(composed, key=lambda r: (r.created, r.version), default=None)  # a second's timestamps: tie-break
+        record = max(composed, key=lambda r: r.created, default=None)  # registration times, to the microsecond
     return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
 
 

@@ -46,7 +46,7 @@ class Scorer:
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
 
     def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None,
-                   unpadded: bool = False) -> list[str]:
+                   by_length: bool = False) -> list[str]:
         """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
         the shared-prefix length in tokens, which can move a score slightly in 8-bit, and whether its suffixes batched
         by length, `prefix.unpadded`), and each prompt."""
@@ -55,7 +55,7 @@ class Scorer:
         if (path == "prefix") != (split is not None):
             raise ValueError("the prefix path's keys need its split point, the full path's take none")
         model = f"{self.model_key}:{path}:v{SCORING_VERSION}" + (f":split{split}" if split is not None else "")
-        if unpadded:  # rows scored before suffixes batched by length depended on their batch-mates: never read them
+        if by_length:  # rows scored before suffixes batched by length depended on their batch-mates: never read them
             model += ":unpadded"
         if self.template in ("chat-stats", "chat-items"):  # once tokenized with a second BOS: those rows stay unread
             model += ":chat-bos"
@@ -118,7 +118,7 @@ class Scorer:
             if n == 0:  # nothing shared: the plain path (it caches and counts)
                 out.append(self.logits_for_prompts(ps))
                 continue
-            keys = self.cache_keys(ps, "prefix", split=n, unpadded=unpadded(self.model, ids))
+            keys = self.cache_keys(ps, "prefix", split=n, by_length=unpadded(self.model, ids))
             found = self.cache.get_many(keys) if self.cache is not None else {}
             self.cached += len(found)
             if len(found) < len(keys):

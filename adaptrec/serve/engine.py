@@ -248,11 +248,13 @@ class Engine:
         return self.registry.resolve(ref)
 
     def pin(self, ref: str) -> str:
-        """The version `ref` is served by (`record_for`), kept for it as its load keeps it: a request that names a
-        bare name is answered, logged and loaded under that version."""
+        """The version `ref` is served by (`record_for`, which reads the registry outside the engine lock), kept for
+        it as its load keeps it: a request that names a bare name is checked, answered, logged and loaded under that
+        version."""
+        served = self.record_for(ref).ref
         with self._lock:
-            self._aliases[ref] = self.record_for(ref).ref
-            return self._aliases[ref]
+            self._aliases[ref] = served
+        return served
 
     def preload(self, ref: str) -> Resident:
         """Load `ref` afresh (its latest version for a bare name) and let anonymous requests name it."""

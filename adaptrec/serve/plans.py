@@ -84,8 +84,8 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
-        check_access(engine, req.adapter, admin, allow_any)
-        ref = engine.pin(req.adapter)  # the version served: the answer, the log and promotions name it
+        ref = engine.pin(req.adapter)  # the version served: the access check, answer, log and promotions name it
+        check_access(engine, ref, admin, allow_any)
         decision = Decision(req.user_id, req.domain, "warm", (ref,), (1.0,), "both", f"adapter {ref} requested")
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,7 +194,8 @@ def test_collab_adapters_of_different_tables_score_one_after_another(built, tiny
     registry = _registered(built)
     registry.register(lambda folder: _with_table(model, folder), name="bpr-collab", domain="movie", kind="trained",
                       adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
-    fresh = lambda: load_backbone(str(tiny_model_dir), quantization="none", device="cpu")  # noqa: E731
+    def fresh():
+        return load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
     together = component_scores(fresh(), registry, ["movie-collab", "bpr-collab"], cases, progress=False)
     alone = [component_scores(fresh(), registry, [ref], cases, progress=False)[0] for ref in ("movie-collab", "bpr-collab")]
     np.testing.assert_allclose(together, np.stack(alone), atol=1e-6)
@@ -681,3 +681,23 @@ def test_another_saved_collab_adapter_scores_with_its_own_projector_then_the_tra
     with pytest.raises(ConfigError, match="item tokens this model does not read"):
         with adapter_active(lora, tmp_path / "best", "teacher"):
             pass
+
+
+def test_a_first_adapter_that_fails_to_load_leaves_the_backbone_as_it_was(built, tiny_model_dir, monkeypatch):
+    """peft injects its layers before it loads the weights: a failure there left them in the backbone (was: the
+    untuned row then scored with random LoRA layers, and no adapter could be built on it)."""
+    import peft.peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from adaptrec.adapters.attach import attach
+
+    registry = _registered(built)
+    backbone = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a truncated weights file")
+    monkeypatch.setattr(peft.peft_model, "set_peft_model_state_dict", broken)
+    with pytest.raises(RuntimeError, match="truncated"):
+        attach(backbone, registry, ["movie-collab"])
+    assert not any(isinstance(m, BaseTunerLayer) for m in backbone.model.modules())
+    assert not hasattr(backbone.model, "peft_config")

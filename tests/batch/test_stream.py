@@ -107,7 +107,7 @@ def test_a_shard_past_the_last_case_writes_an_empty_file(tiny_model_dir, tmp_pat
 @pytest.mark.parametrize("name", ["p.jsonl", "p.parquet"])
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_writes(tmp_path, name):
     """Both wrote one `.partial` file: the first to finish renamed a mix of their rows into place."""
-    from adaptrec.batch.formats import PredictionWriter, read_predictions
+    from adaptrec.batch.formats import PredictionWriter
     from adaptrec.errors import AdaptrecError
 
     out = tmp_path / name

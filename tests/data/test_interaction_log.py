@@ -164,8 +164,8 @@ def test_a_log_number_json_does_not_allow_is_refused(tmp_path, key, value):
     """`json` reads NaN and Infinity: a NaN timestamp put a user's latest item into the test history (its sort key
     compares false both ways); a NaN rating read as disliked."""
     path = tmp_path / "log.jsonl"
-    path.write_text('{"user_id": "a", "item_id": "0", "domain": "movie", "%s": 1}\n'
-                    '{"user_id": "a", "item_id": "1", "domain": "movie", "%s": %s}\n' % (key, key, value))
+    path.write_text(f'{{"user_id": "a", "item_id": "0", "domain": "movie", "{key}": 1}}\n'
+                    f'{{"user_id": "a", "item_id": "1", "domain": "movie", "{key}": {value}}}\n')
     with pytest.raises(DataFormatError, match=rf"log\.jsonl:2: not valid JSON \({value} is not a number JSON allows"):
         read_log(path)
 

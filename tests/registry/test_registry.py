@@ -204,8 +204,8 @@ def test_gc_and_verify_pass_over_a_folder_named_with_a_non_ascii_digit(reg, src)
     assert reg.verify() == [] and reg.gc() == [] and odd.is_dir() and keep.path.is_dir()
 
 
-def test_verify_waits_for_a_registration_in_flight(reg, src, monkeypatch):
-    """A version registered while verify re-hashes the others is no orphan (was: its rows were read before)."""
+def test_verify_reports_no_orphan_for_a_version_registered_while_it_runs(reg, src, monkeypatch):
+    """A version registered while verify re-hashes the others is no orphan (was: the rows were read before)."""
     from adaptrec.registry import store
 
     reg_one(reg, src)

@@ -151,4 +151,4 @@ def test_the_shared_prefix_path_matches_the_full_one_past_a_sliding_window(tiny_
                                atol=1e-5)
     ids, n = scorer.ranker.split(scorer.list_prompts([lst])[0])
     assert max(map(len, ids)) > 16 and cache.get_many(scorer.cache_keys(scorer.list_prompts([lst])[0], "prefix",
-                                                                         split=n, unpadded=True))
+                                                                         split=n, by_length=True))
