@@ -17,16 +17,21 @@ def fresh_backbone(model_dir, quantization: str = "none"):
     return load_backbone(str(model_dir), quantization=quantization, device="cpu")
 
 
-def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3,
-                    quantization: str = "none"):
-    """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
-    backbone = fresh_backbone(model_dir, quantization)
-    model = build_peft_model(backbone.model, settings, total_steps=10, tokenizer=backbone.tokenizer)
+def _random(model, seed: int, std: float):
+    """`model` with every trainable parameter seeded noise of scale `std`."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, p in model.named_parameters():
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3,
+                    quantization: str = "none"):
+    """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
+    backbone = fresh_backbone(model_dir, quantization)
+    model = _random(build_peft_model(backbone.model, settings, total_steps=10, tokenizer=backbone.tokenizer), seed, std)
     return registry.register(model, name=name, domain=domain, kind="trained", adapter_type=settings["type"],
                              adapter_config=None, fingerprint=backbone.fingerprint)
 
@@ -37,11 +42,6 @@ def register_peft(model_dir, registry, name: str, seed: int, domain: str = "arts
     from peft import LoraConfig, get_peft_model
 
     backbone = fresh_backbone(model_dir)
-    model = get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    model = _random(get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora)), seed, 0.3)
     return registry.register(model, name=name, domain=domain, kind="trained", adapter_type="lora", adapter_config=None,
                              fingerprint=backbone.fingerprint)
