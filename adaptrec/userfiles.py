@@ -36,6 +36,16 @@ def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = Ada
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
+def finite_number(x: Any) -> bool:
+    """A real number (not a bool) that is finite as a float: a 400-digit int overflows one."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 

@@ -8,14 +8,13 @@ is a missing key). See docs/data.md.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
-from ..userfiles import check_keys, parse_json, read_user_text
+from ..userfiles import check_keys, finite_number, parse_json, read_user_text
 from .leave_one_out import Event
 from .records import Case, HistoryItem
 
@@ -99,7 +98,7 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
         "id": lambda v: (isinstance(v, str) and v != "") or (isinstance(v, int) and not isinstance(v, bool)),
         "str": lambda v: isinstance(v, str) and v != "",
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "number": finite_number,
         "label": lambda v: v in (0, 1) and not isinstance(v, bool),
         "id_list": lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
     }[kind](value)

@@ -4,7 +4,6 @@ and of a registered version's files."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,20 +11,11 @@ from typing import Any
 from adaptrec.adapters.files import CONFIG_FILE, METADATA_FILE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
+from adaptrec.userfiles import finite_number
 
 from .records import KINDS, AdapterRecord, parse_ref
 
 _LINEAGE_HELP = "{'parents': ['name:version', ...], 'method': ..., 'weights': [...]}"
-
-
-def _finite_number(x: Any) -> bool:
-    """A real number (not a bool) that is finite as a float: a 400-digit int overflows one."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:
-        return False
 
 
 def check_domain(domain: str) -> str:
@@ -50,7 +40,7 @@ def check_metrics(metrics: dict | None) -> dict:
             raise RegistryError(f"metric '{key}' must record its value with the data SPEC and limit it was measured "
                                 f"on, e.g. {example}")
         value, data, limit = m.get("value"), m.get("data"), m.get("limit")
-        if not _finite_number(value):
+        if not finite_number(value):
             raise RegistryError(f"metric '{key}' needs a finite numeric 'value', e.g. {example}")
         if not isinstance(data, str) or not data:
             raise RegistryError(f"metric '{key}' needs 'data': the data SPEC it was measured on, e.g. {example}")
@@ -114,7 +104,7 @@ def _check_weights(weights: Any, n_parents: int) -> None:
     if (
         not isinstance(weights, list)
         or len(weights) != n_parents
-        or not all(map(_finite_number, weights))
+        or not all(map(finite_number, weights))
     ):
         raise RegistryError(f"lineage 'weights' must be {n_parents} finite numbers, one per parent")
 

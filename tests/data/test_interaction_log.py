@@ -45,6 +45,7 @@ def test_labels_position_and_implicit_rows(tmp_path, catalogue):
     ({"item_id": "1", "domain": "movie"}, r"log\.jsonl:2: missing key 'user_id'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "label": 2}, r":2: key 'label' must be 0 or 1"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "rating": "5"}, r":2: key 'rating' must be a finite number"),
+    ({"user_id": "a", "item_id": "1", "domain": "movie", "timestamp": 10 ** 400}, r":2: key 'timestamp' must be a finite"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "label": 1, "rating": 5}, r":2: key 'rating': give 'label'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "stars": 5}, r":2: unknown key 'stars'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "position": 1}, r":2: order key"),
