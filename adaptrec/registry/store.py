@@ -44,9 +44,6 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders registrations within a second
 
 
-ORPHAN = "an orphan folder no registry row points to"
-
-
 def _unfinished(path: Path) -> bool:
     """A `.name.tmp` folder: a write a killed process never renamed into place."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
@@ -420,7 +417,7 @@ class Registry:
         """
         removed: list[Path] = []
         with self._write() as conn:
-            for path, _ in self._strays(self._versions(conn)):
+            for path, _ in self._strays(lambda: self._versions(conn)):
                 _delete(path)
                 removed.append(path)
             for root in (self.adapters_dir, self.encoders_dir):
@@ -437,12 +434,13 @@ class Registry:
         return {table: {(r[0], r[1]) for r in conn.execute(f"SELECT name, version FROM {table}")}
                 for table in ("adapters", "encoders")}
 
-    def _strays(self, versions: dict[str, set[tuple[str, int]]]) -> list[tuple[Path, str]]:
-        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder none of `versions`
-        (`_versions`) points to."""
+    def _strays(self, versions: Callable[[], dict[str, set[tuple[str, int]]]]) -> list[tuple[Path, str]]:
+        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder no row points to.
+        `versions` (`_versions`) is read after the folders are listed: a registration renames its folder into place
+        before its row commits, so one that finished during the listing is no orphan."""
         found: list[tuple[Path, str]] = []
+        versioned: list[tuple[str, Path]] = []  # (table, version folder)
         for root, table in ((self.adapters_dir, "adapters"), (self.encoders_dir, "encoders")):
-            rows = versions[table]
             for entry in sorted(root.iterdir()) if root.is_dir() else ():
                 if _unfinished(entry):
                     found.append((entry, "an unfinished write"))
@@ -450,17 +448,18 @@ class Registry:
                     for sub in sorted(entry.iterdir()):
                         if _unfinished(sub):
                             found.append((sub, "an unfinished write"))
-                        elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit() \
-                                and (entry.name, int(sub.name)) not in rows:
-                            found.append((sub, ORPHAN))
-        return found
+                        elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit():
+                            versioned.append((table, sub))
+        rows = versions()
+        return found + [(sub, "an orphan folder no registry row points to") for table, sub in versioned
+                        if (sub.parent.name, int(sub.name)) not in rows[table]]
 
     def verify(self) -> list[str]:
         """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per
         problem found.
 
         Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed); rows
-        are read again after the folder scan, so a version registered while it ran is no orphan.
+        are read after the folder listing (`_strays`), so a version registered while it ran is no orphan.
         """
         problems: list[str] = []
         for rec in self.list():
@@ -473,13 +472,11 @@ class Registry:
                 _load_encoder_checked(enc)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
-        with self._connect() as conn:
-            strays = self._strays(self._versions(conn))
-        if strays:  # a registration that committed during the scan: its folder is no orphan
+        def versions() -> dict[str, set[tuple[str, int]]]:
             with self._connect() as conn:
-                versions = self._versions(conn)
-            strays = [(p, why) for p, why in strays if why != ORPHAN or (p.parent.name, int(p.name))
-                      not in versions["adapters" if p.parent.parent == self.adapters_dir else "encoders"]]
+                return self._versions(conn)
+
+        strays = self._strays(versions)
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
 
     # ------------------------------------------------------------ reading
