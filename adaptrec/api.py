@@ -260,13 +260,17 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply."""
     from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
+    from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .score_cache import ScoreCache
 
     _check_choice("engine", engine, ENGINES)
+    _check_choice("template", template, TEMPLATES)  # before the backbone loads, in this process or in actors
     part = Shard.parse(shard) if shard is not None else WHOLE
     if (chunk_size is not None and chunk_size < 1) or (actors is not None and actors < 1):
         raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
+    if actors is not None and engine != "ray":
+        raise AdaptrecError(f"--actors {actors}: only --engine ray runs actors (this run's engine is {engine})")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)

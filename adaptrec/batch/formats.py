@@ -23,7 +23,7 @@ FIELDS = tuple(SCHEMA.names)  # the keys of every prediction row, in file order
 
 
 def is_parquet(path: Path) -> bool:
-    return Path(path).suffix == ".parquet"
+    return Path(path).suffix.lower() == ".parquet"
 
 
 def partial_path(path: Path) -> Path:
@@ -43,6 +43,8 @@ class PredictionWriter:
         self._parquet: pq.ParquetWriter | None = None
 
     def __enter__(self) -> PredictionWriter:
+        if self.path.is_dir():  # refused now, not at the rename after every case is scored
+            raise AdaptrecError(f"{self.path}: is a folder; --out names the prediction file to write")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o644), "wb")  # no O_TRUNC before the lock
         try:
@@ -71,14 +73,16 @@ class PredictionWriter:
         self.n += len(rows)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        renamed = False
         try:  # renamed or removed while still locked: no second run can take the file in between
             if self._parquet is not None:
                 self._parquet.close()
             if kind is None:
                 os.fsync(self._file.fileno())
                 os.replace(self._tmp, self.path)
+                renamed = True
         finally:
-            if kind is not None:
+            if not renamed:  # an error in the rows, or in closing and renaming them: no partial file is left
                 self._tmp.unlink(missing_ok=True)
             self._file.close()
         if kind is None:

@@ -21,9 +21,9 @@ from typing import Sequence
 import pyarrow as pa
 import torch
 
-from ..backbone import load_backbone
+from ..backbone import backbone_fingerprint, load_backbone
 from ..data.records import Case
-from ..errors import MissingOptionalPackage
+from ..errors import AdaptrecError, MissingOptionalPackage
 from ..evaluation import Predictions
 from ..registry import Registry
 from ..score_cache import ScoreCache
@@ -43,22 +43,47 @@ def require_ray() -> ModuleType:
     return ray
 
 
+ACTOR_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))  # rows, or one row naming the actor's AdaptrecError
+
+
 class ScoreActor:
-    """One Ray actor: the backbone with the adapter active, scoring pickled chunks of (position, case) pairs."""
+    """One Ray actor: the backbone with the adapter active, scoring pickled chunks of (position, case) pairs.
+
+    An `AdaptrecError` (in setting up or scoring) comes back as a row with its message in `error`: raised, Ray
+    would wrap it in its own exceptions (with a remote traceback) and lose its type on the way to the driver."""
 
     def __init__(self, backbone: str, quantization: str, home: str, adapter: str | None, cache: bool,
                  scorer_options: dict):
         os.environ["ADAPTREC_HOME"] = home  # the driver's registry, score cache and converted backbones
         torch.set_num_threads(1)
-        self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
-                                     cache=ScoreCache.default() if cache else None, progress=False, **scorer_options)
+        self.failure: str | None = None
+        try:
+            self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
+                                         cache=ScoreCache.default() if cache else None, progress=False,
+                                         **scorer_options)
+        except AdaptrecError as e:
+            self.failure = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
-        for blob in batch["chunk"].to_pylist():
-            chunk = pickle.loads(blob)
-            rows += prediction_rows(chunk, self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk])))
-        return pa.Table.from_pylist(rows, schema=SCHEMA)
+        try:
+            for blob in batch["chunk"].to_pylist() if self.failure is None else ():
+                chunk = pickle.loads(blob)
+                logits = self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk]))
+                rows += prediction_rows(chunk, logits)
+        except AdaptrecError as e:
+            self.failure = str(e)
+        if self.failure is not None:
+            rows = [{"error": self.failure}]
+        return pa.Table.from_pylist(rows, schema=ACTOR_SCHEMA)
+
+
+def checked_rows(table: pa.Table) -> list[dict]:
+    """The prediction rows of an actor's table; the actor's error, raised here, if it sent one."""
+    failures = [e for e in table.column("error").to_pylist() if e is not None]
+    if failures:
+        raise AdaptrecError(failures[0])
+    return table.drop_columns(["error"]).to_pylist()
 
 
 def _init_ray(ray: ModuleType) -> bool:
@@ -77,8 +102,9 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
     for about `CHUNKS_PER_ACTOR` chunks per actor). A Ray started here is shut down at the end; one already running is
     left as it was."""
     ray = require_ray()
-    if adapter:
-        registry.resolve(adapter)  # an unknown ref fails here, before any actor starts
+    fingerprint = backbone_fingerprint(backbone, quantization)  # a bad backbone fails here, before any actor starts
+    if adapter:  # so do an unknown ref, changed files and another base; every actor loads this exact version
+        adapter = registry.load_verified(adapter, fingerprint).ref
     if not cases:  # e.g. a shard past the last case: an empty file, no Ray needed
         with PredictionWriter(Path(out)):
             return Predictions(Path(out), 0, None)
@@ -98,7 +124,7 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
         with PredictionWriter(Path(out)) as writer:
             for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-                writer.write(table.to_pylist())
+                writer.write(checked_rows(table))
         return Predictions(Path(out), writer.n, None, rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9))
     finally:
         context.execution_options.preserve_order = preserve

@@ -75,11 +75,13 @@ def score(
                                          "(default: one per CPU)"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="cases scored, then written, at a time "
                                              "(default 256; --engine ray: less, to give each actor several chunks)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the score cache (e.g. Ray "
+                                  "actors on a network file system, where SQLite's WAL mode does not work)"),
 ) -> None:
     """Write P(yes) (and TALLRec's score) for every case of a SPEC, streamed chunk by chunk to JSONL or Parquet."""
     result = api.write_predictions(adapter, data=data, out=out, limit=limit, seed=seed, template=template,
                                    batch_size=batch_size, backbone=backbone, quantization=quantization, shard=shard,
-                                   engine=engine, actors=actors, chunk_size=chunk_size)
+                                   engine=engine, actors=actors, chunk_size=chunk_size, cache=not no_cache)
     speed = f"{result.rows_per_s:.2f} rows/s"
     if result.prompts_per_s is not None:
         speed += f", {result.prompts_per_s:.2f} prompts/s uncached, {result.cached} from the score cache"

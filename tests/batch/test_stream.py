@@ -119,3 +119,52 @@ def test_a_second_writer_of_the_same_output_is_refused_while_the_first_writes(tm
             pass
         first.write([{**row, "case": 1}])
     assert [r["case"] for r in read_predictions(out)] == [0, 1] and not partial_path(out).exists()
+
+
+ROW = {"case": 0, "user_id": "u", "domain": "d", "target": "t", "label": 1, "p_yes": 0.5, "tallrec_score": 0.5}
+
+
+def test_an_output_that_is_a_folder_is_refused_before_scoring(tmp_path):
+    from adaptrec.batch.formats import PredictionWriter
+    from adaptrec.errors import AdaptrecError
+
+    (tmp_path / "p.jsonl").mkdir()
+    with pytest.raises(AdaptrecError, match="is a folder"), PredictionWriter(tmp_path / "p.jsonl"):
+        pytest.fail("rows were written before the rename could fail")
+    assert not partial_path(tmp_path / "p.jsonl").exists()
+
+
+def test_a_failed_rename_leaves_no_partial_file(monkeypatch, tmp_path):
+    from adaptrec.batch import formats
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    out = tmp_path / "p.jsonl"
+    monkeypatch.setattr(formats.os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"), formats.PredictionWriter(out) as writer:
+        writer.write([ROW])
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_an_upper_case_parquet_suffix_writes_parquet(tmp_path):
+    from adaptrec.batch.formats import PredictionWriter
+
+    with PredictionWriter(tmp_path / "p.PARQUET") as writer:
+        writer.write([ROW])
+    assert pq.read_table(tmp_path / "p.PARQUET").to_pylist() == [ROW]
+
+
+def test_actors_without_the_ray_engine_are_refused(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data_file(tmp_path), "--out",
+                           str(tmp_path / "p.jsonl"), "--actors", "8")
+    assert code == 2 and err.strip() == "error: --actors 8: only --engine ray runs actors (this run's engine is local)"
+
+
+def test_no_cache_neither_reads_nor_writes_the_score_cache(monkeypatch, capsys, tiny_model_dir, tmp_path):
+    common = ["score", "--data", data_file(tmp_path), "--backbone", str(tiny_model_dir), "-q", "none"]
+    for name in ("a.jsonl", "b.jsonl"):
+        code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / name), "--no-cache")
+        assert code == 0 and "0 from the score cache" in out, err
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "c.jsonl"))
+    assert code == 0 and "0 from the score cache" in out, err  # the --no-cache runs wrote nothing there
