@@ -28,7 +28,22 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipp
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `lr: .inf` passed gt=0 and trained on NaN
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last copy silently, so a
+    second `training:` section reset the first one's keys to their defaults)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 class BackboneSection(_Strict):
@@ -76,7 +91,7 @@ class TrainingSection(_Strict):
     checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
     seed: int = 0
     weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = Field(1.0, gt=0)  # null: no clipping (a negative norm reversed the gradients)
     # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
     report_to: str = "none"
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # null: what the accelerate config or env says
@@ -86,6 +101,11 @@ class TrainingSection(_Strict):
         if self.scheduler == "constant" and self.warmup_steps:  # transformers' constant schedule ignores warmup
             raise ValueError("warmup_steps needs scheduler linear or cosine; constant ignores it")
         return self
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        return "no" if value is False else value  # YAML reads an unquoted `no` as false
 
     @field_validator("report_to")
     @classmethod
@@ -240,7 +260,7 @@ def _describe_error(err: dict, raw: dict) -> str:
 def _validate(text: str, overrides: list[str], source: str) -> Recipe:
     """The recipe that YAML `text` with `overrides` applied describes; one-line ConfigError otherwise."""
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

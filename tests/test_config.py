@@ -190,3 +190,39 @@ def test_a_collab_adapter_must_read_item_tokens():
     assert str(e.value).endswith("data.template 'tallrec': a collab adapter reads item tokens, so use tallrec-items "
                                  "or chat-items")
     assert load_recipe("ml100k-collab", ["data.template=chat-items"])[0].data.template == "chat-items"
+
+
+@pytest.mark.parametrize("setting, key", [("training.lr=.inf", "training.lr"), ("training.weight_decay=.nan",
+                                          "training.weight_decay"), ("adapter.dropout=.nan", "adapter.dropout")])
+def test_non_finite_numbers_are_refused(setting, key):
+    """`lr: .inf` passed `gt=0` and trained on NaN."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [setting])
+    assert f"{key}: Input should be a finite number" in _one_line(e)
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_gradient_norm_must_be_positive(value):
+    """A negative `max_grad_norm` flipped every gradient's sign: the adapter trained to raise the loss."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [f"training.max_grad_norm={value}"])
+    assert "training.max_grad_norm: Input should be greater than 0" in _one_line(e)
+    assert load_recipe("movie-lora", ["training.max_grad_norm=null"])[0].training.max_grad_norm is None
+
+
+def test_an_unquoted_no_precision_is_no(tmp_path):
+    """YAML reads `mixed_precision: no` as false, which the Literal refused."""
+    assert load_recipe("movie-lora", ["training.mixed_precision=no"])[0].training.mixed_precision == "no"
+    path = tmp_path / "r.yaml"
+    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text().replace("  seed: 0\n\nevaluation",
+                                                                           "  seed: 0\n  mixed_precision: no\n\nevaluation"))
+    assert load_recipe(str(path))[0].training.mixed_precision == "no"
+
+
+def test_a_repeated_section_is_refused_not_merged(tmp_path):
+    """PyYAML keeps the last copy: a second `training:` reset the first one's keys to their defaults."""
+    path = tmp_path / "r.yaml"
+    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text() + "training:\n  lr: 2.0e-4\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert "r.yaml line" in _one_line(e) and "key 'training' appears twice" in str(e.value)

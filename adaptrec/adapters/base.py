@@ -42,7 +42,7 @@ _TYPE_MODULES: tuple[str, ...] = ("lora", "adalora", "prefix", "collab")
 class AdapterSettings(BaseModel):
     """Base of every type's settings: unknown keys are errors, and each type has a `type` discriminator."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str
 
 

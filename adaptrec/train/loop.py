@@ -120,17 +120,26 @@ def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") ->
     return auc(np.array([c.label for c in cases]), scorer.score(cases, mode))
 
 
-def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
-    """The run's Accelerator: CPU without CUDA; the recipe's `mixed_precision`, or when null what the accelerate
-    config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`, its package checked
-    first (accelerate would drop a missing one without a word)."""
+def check_tracker(recipe: Recipe) -> None:
+    """A one-line error if the recipe's `report_to` tracker is not installed (accelerate would drop it silently)."""
     t = recipe.training
     if t.report_to != "none" and t.report_to not in {str(tracker) for tracker in get_available_trackers()}:
         raise MissingOptionalPackage(f"{recipe._source}: training.report_to: {t.report_to} is not installed "
                                      f"(pip install {t.report_to})")
-    return Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
-                       mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
-                       project_dir=run_dir)
+
+
+def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
+    """The run's Accelerator: CPU without CUDA; the recipe's `mixed_precision`, or when null what the accelerate
+    config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`."""
+    t = recipe.training
+    check_tracker(recipe)
+    try:
+        return Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
+                           mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
+                           project_dir=run_dir)
+    except ValueError as e:  # e.g. bf16 on a GPU without it, or another precision than this process's first run's
+        raise ConfigError(f"{recipe._source}: training.mixed_precision {t.mixed_precision}: "
+                          f"{str(e).splitlines()[0]}") from None
 
 
 def _flat_settings(settings: dict, prefix: str = "") -> dict[str, str | int | float | bool | None]:

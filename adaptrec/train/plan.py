@@ -1,5 +1,5 @@
 """`adaptrec train --dry-run`: a recipe checked end to end without training — settings, data, backbone, the
-method's data and teacher, run folder."""
+method's data and teacher, the tracker, run folder."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
 from ..fingerprint import Fingerprint
 from .cases import recipe_cases, recipe_data, training_cases
+from .loop import check_tracker
 from .methods import check_method
 from .recipe import run_dir_for
 
@@ -55,5 +56,6 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
     check_method(recipe, train, fingerprint)
+    check_tracker(recipe)
     return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),
                       len(labelled_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))

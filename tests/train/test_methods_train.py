@@ -20,6 +20,7 @@ from train_worker import tiny_recipe
 from adaptrec.adapters.base import build_peft_model
 from adaptrec.backbone import load_backbone
 from adaptrec.config import BlendSettings, JointSettings, Recipe
+from adaptrec.data.spec import load_spec
 from adaptrec.data.prompts import ANSWERS, instruction, render_input, render_prompt
 from adaptrec.data.tallrec import read_tallrec_json
 from adaptrec.errors import AdaptrecError, ConfigError
@@ -491,8 +492,35 @@ def test_a_dry_run_checks_the_methods_data_and_teacher_without_a_backbone(tiny_m
                                         "teacher_data": str(tmp_path / "no.json")})
     with pytest.raises(AdaptrecError, match="no.json"):
         check_method(bad_data, synthetic_cases(6), fingerprint)
+    train = load_spec(str(full)).cases  # the teacher's file itself: every training case has its teacher case
     check_method(_recipe(tiny_model_dir, {"type": "distill", "teacher": _teacher(tiny_model_dir, tmp_path, "t", 0),
-                                          "teacher_data": str(full)}), synthetic_cases(6), fingerprint)
+                                          "teacher_data": str(full)}), train, fingerprint)
     attributes = _recipe(tiny_model_dir, {"type": "joint", "text_source": "attributes"}, train="tallrec:movie:train")
     with pytest.raises(ConfigError, match="text_source: attributes are the Amazon"):
         check_method(attributes, synthetic_cases(6), fingerprint)
+
+
+def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path, monkeypatch):
+    """A ranking loss without a ranked query, a teacher file missing training pairs and an uninstalled tracker
+    were refused only after the backbone loaded: the dry run printed a plan for them."""
+    from adaptrec.train import loop
+    from adaptrec.train.plan import plan_recipe
+
+    data = str(_write_tallrec(tmp_path / "d" / "train.json", synthetic_cases(6)))  # one case per user
+
+    def recipe(method: dict, report_to: str = "none") -> Recipe:
+        made = _recipe(tiny_model_dir, method, train=data, shots=None)
+        made.data.valid = made.data.test = data
+        made.training.report_to = report_to  # the settings `_recipe` copies leave the tracker out
+        made._source = "mine.yaml"
+        return made
+
+    with pytest.raises(ConfigError, match=r"^mine.yaml: method.rec_loss: pairwise ranks"):
+        plan_recipe(recipe({"type": "joint", "rec_loss": "pairwise"}))
+    fewer = str(_write_tallrec(tmp_path / "t" / "train.json", synthetic_cases(3)))
+    with pytest.raises(ConfigError, match="^mine.yaml: method.teacher_data: 3 training cases have no teacher case"):
+        plan_recipe(recipe({"type": "distill", "teacher": "backbone", "teacher_data": fewer}))
+    plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
+    monkeypatch.setattr(loop, "get_available_trackers", list)
+    with pytest.raises(AdaptrecError, match="^mine.yaml: training.report_to: tensorboard is not installed"):
+        plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))

@@ -116,3 +116,12 @@ def test_mixed_precision_comes_from_the_recipe_or_accelerate(env, setting, expec
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env)
     recipe = tiny_recipe("unused", 2, mixed_precision=setting)
     assert loop._build_accelerator(recipe, tmp_path).mixed_precision == expected
+
+
+def test_a_precision_accelerate_refuses_is_one_line_naming_the_key(fresh_accelerate_state, tmp_path, monkeypatch,
+                                                                  tiny_model_dir):
+    """Accelerate's ValueError (bf16 on a GPU without it; a second precision in one process) was a traceback."""
+    loop._build_accelerator(tiny_recipe(str(tiny_model_dir), 2, mixed_precision="no"), tmp_path)
+    with pytest.raises(ConfigError) as e:  # this process's accelerate state already holds "no"
+        loop._build_accelerator(tiny_recipe(str(tiny_model_dir), 2, mixed_precision="bf16"), tmp_path)
+    assert "\n" not in str(e.value) and str(e.value).startswith("recipe: training.mixed_precision bf16: ")

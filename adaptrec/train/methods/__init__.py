@@ -14,9 +14,9 @@ from ...registry import Registry
 from ...score_cache import ScoreCache
 from ..cases import recipe_cases
 from .base import Method, StepContext, adapter_active, micro_batches
-from .distill import DistillMethod, Teacher, TeacherBackbone, pair_key
+from .distill import DistillMethod, Teacher, TeacherBackbone, check_teacher_pairs, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
-from .joint import JointMethod, item_texts, query_key
+from .joint import JointMethod, has_ranked_query, item_texts, query_key
 from .multitask import MultitaskMethod
 
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
@@ -86,6 +86,10 @@ def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
         partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
                     if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
+        if not has_ranked_query([*train_cases, *partners]):
+            raise ConfigError(f"{recipe._source}: method.rec_loss: {cfg.rec_loss} ranks a query's candidates, but "
+                              "no training history has both a Yes and a No case (TALLRec files: one case per user); "
+                              "use rec_loss: yesno")
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 
@@ -101,10 +105,11 @@ def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Multita
     for key, given in (("weights", cfg.weights), ("ratios", cfg.ratios)):
         unknown = sorted(set(given) - set(domains))
         if unknown:
-            raise ConfigError(f"method.{key}: {', '.join(unknown)} is no domain of the training data "
+            raise ConfigError(f"{recipe._source}: method.{key}: {', '.join(unknown)} is no domain of the training data "
                               f"({', '.join(domains)})")
     if cfg.ratios and set(cfg.ratios) != set(domains):  # a ratio beside a case-count share would mix units
-        raise ConfigError(f"method.ratios: give a ratio for every domain ({', '.join(domains)}) or none")
+        raise ConfigError(f"{recipe._source}: method.ratios: give a ratio for every domain ({', '.join(domains)}) "
+                          "or none")
     return MultitaskMethod(extra, cfg.weights, cfg.ratios)
 
 
@@ -129,7 +134,8 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> No
     if cfg.type != "distill":  # the other builders need no backbone
         _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
         return
-    recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
+    check_teacher_pairs(recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")[0], train_cases,
+                        recipe._source)
     teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
         _teacher_record(recipe, teacher_fingerprint or fingerprint)

@@ -54,6 +54,16 @@ def pair_key(case: Case) -> tuple:
     return case.user_id, case.domain, case.target, case.label
 
 
+def check_teacher_pairs(teacher_cases: Sequence[Case], train_cases: Sequence[Case], source: str = "") -> None:
+    """ConfigError unless every training case has its teacher case (same user, history and target)."""
+    have = {pair_key(c) for c in teacher_cases}
+    missing = [c for c in train_cases if pair_key(c) not in have]
+    if missing:
+        m, where = missing[0], f"{source}: " if source else ""
+        raise ConfigError(f"{where}method.teacher_data: {len(missing)} training cases have no teacher case "
+                          f"(e.g. user {m.user_id!r}, target {m.target}); use the same split with the teacher's view")
+
+
 class DistillMethod(Method):
     name = "distill"
 
@@ -81,12 +91,8 @@ class DistillMethod(Method):
         return self._scorer(model, backbone.tokenizer, ctx).logits_for_prompts(prompts)
 
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
+        check_teacher_pairs(self.teacher.cases, train_cases)
         by_key = {pair_key(c): c for c in self.teacher.cases}
-        missing = [c for c in train_cases if pair_key(c) not in by_key]
-        if missing:
-            m = missing[0]
-            raise ConfigError(f"method.teacher_data: {len(missing)} training cases have no teacher case "
-                              f"(e.g. user {m.user_id!r}, target {m.target}); use the same split with the teacher's view")
         keys = list(dict.fromkeys(pair_key(c) for c in train_cases))
         other = self.teacher.backbone
         # on another backbone this scorer only renders prompts and reads cached rows: the student never scores
