@@ -3,9 +3,11 @@ validation, early stopping on validation AUC, resumable checkpoints, metrics.jso
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def _append_jsonl(path: Path, row: dict) -> None:
 
 def _trim_metrics(path: Path, up_to_step: int) -> None:
     """On resume, forget metric lines written after the checkpoint we continue from, and a last line a crash
-    cut short (it never held a whole row)."""
+    cut short (it never held a whole row); any other unreadable line is one error naming it."""
     if path.is_file():
         lines = path.read_text(errors="replace").splitlines()
         rows = []
@@ -77,10 +79,30 @@ def _trim_metrics(path: Path, up_to_step: int) -> None:
             except json.JSONDecodeError:
                 if n == len(lines) - 1:
                     break
-                raise
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ConfigError(f"{path} line {n + 1}: not a metrics row with a step; fix or remove the line, "
+                                  "or pass --restart")
             if row["step"] <= up_to_step:
                 rows.append(line)
         write_text(path, "".join(r + "\n" for r in rows))
+
+
+@contextmanager
+def _run_folder_held(run_dir: Path, main_process: bool) -> Iterator[None]:
+    """Hold `run_dir` (the main process locks `.train.lock` in it; the lock goes with the process) while a run
+    trains there; a one-line error if another run holds it (both would append to one metrics file, race on
+    `best/` and register twice)."""
+    if not main_process:
+        yield
+        return
+    with open(run_dir / ".train.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir}: another run is training in this folder now; wait for it to finish, or "
+                              "give this one other settings") from None
+        yield
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
@@ -217,6 +239,10 @@ class Trainer:
         if data is None:  # from step 0: rows an attempt stopped before its first checkpoint wrote are dropped
             _trim_metrics(self.metrics_path, 0)
             return
+        saved = data.meta["trainer"].get("num_processes", self.accelerator.num_processes)  # absent: older format
+        if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
+            raise ConfigError(f"{data.ckpt.path}: written by a run of {saved} processes, this one has "
+                              f"{self.accelerator.num_processes}: resume it with as many, or pass --restart")
         if sharded(self.accelerator) != (data.state_dir is not None):
             kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
             raise ConfigError(f"{data.ckpt.path}: written by {kind} run: resume it under the same accelerate "
@@ -267,6 +293,7 @@ class Trainer:
         world, rank = acc.num_processes, acc.process_index
         self.model.train()
         losses = []
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step trains at (after it, the scheduler has moved on)
         first = self.global_step * t.grad_accum
         window = [self.method.share(self.method.batch(self.train_cases, t.batch_size * world, t.seed, index),
                                     rank, world) for index in range(first, first + t.grad_accum)]
@@ -288,7 +315,7 @@ class Trainer:
                 self.optimizer.zero_grad()
             losses.append(loss.item() * len(cases))
         self.global_step += 1
-        return {"step": self.global_step, "loss": sum(losses) / total, "lr": self.scheduler.get_last_lr()[0]}
+        return {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
 
     def validate_and_checkpoint(self, row: dict) -> None:
         """Every `eval_every` steps and at the last: validation AUC into `row`, a new best adapter to run_dir/best.
@@ -309,7 +336,8 @@ class Trainer:
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
         Accelerate's `save_state`; otherwise the main process writes the safetensors format, with every rank's RNG."""
-        acc, state = self.accelerator, {"early_stopping": self.stopper.state()}
+        acc = self.accelerator
+        state = {"early_stopping": self.stopper.state(), "num_processes": acc.num_processes}
         if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
             state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):
@@ -376,5 +404,6 @@ def train(
     adapter folder to start from (a continual update) instead of the tuner's initialisation."""
     trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir)
     trainer.setup(resume=resume, method=method, init_from=init_from)
-    trainer.resume()
-    return trainer.run()
+    with _run_folder_held(run_dir, trainer.accelerator.is_main_process):
+        trainer.resume()
+        return trainer.run()

@@ -67,6 +67,59 @@ def test_a_run_restarted_before_its_first_checkpoint_logs_each_step_once(tiny_ba
     assert [r["step"] for r in _metrics(run)] == [1, 2] and all(r["loss"] != 9.0 for r in _metrics(run))
 
 
+@pytest.mark.parametrize("bad", ["{not json", json.dumps({"loss": 1.0}), json.dumps([1, 2])])
+def test_an_unreadable_metrics_line_before_the_last_is_one_line(tiny_backbone, tmp_path, bad):
+    """Only a last line a crash cut short is dropped; another bad line was a JSONDecodeError or KeyError traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(f"{bad}\n" + json.dumps({"step": 1, "loss": 9.0}) + "\n")
+    with pytest.raises(ConfigError, match=r"metrics.jsonl line 1: not a metrics row with a step") as e:
+        train(tiny_recipe(str(tiny_backbone.source), 2), tiny_backbone, synthetic_cases(8), synthetic_cases(8), run)
+    assert "\n" not in str(e.value)
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(tiny_backbone, tmp_path):
+    """Read after the scheduler stepped, step 1 of a warm-up was logged at the full rate (it trained at 0)."""
+    recipe = tiny_recipe(str(tiny_backbone.source), 3, scheduler="linear", warmup_steps=2, lr=4e-3, eval_every=3)
+    train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    assert [r["lr"] for r in _metrics(tmp_path / "run")] == pytest.approx([0.0, 2e-3, 4e-3])
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_one_trains(tiny_model_dir, tmp_path):
+    """Both appended to one metrics file, raced on best/ and registered two versions."""
+    import fcntl
+
+    from router_helpers import fresh_backbone
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = tiny_recipe(str(tiny_model_dir), 2)
+    with open(run / ".train.lock", "a") as held:  # as the other run holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another run is training in this folder now"):
+            train(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1), run)
+    assert not (run / "metrics.jsonl").exists()
+    train(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1), run)  # released
+
+
+def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_path, monkeypatch):
+    """Micro-batches are batch_size x processes: resumed in one process, a two-process run halved its batch."""
+    from accelerate import Accelerator
+    from router_helpers import fresh_backbone
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
+    first = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    first.setup()
+    first.checkpoint()
+    second = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    second.setup(resume=True)
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    with pytest.raises(ConfigError, match="written by a run of 1 processes, this one has 2"):
+        second.resume()
+
+
 def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):
     """Reset to its initial scale, a resumed fp16 run would skip steps the uninterrupted one took."""
     from router_helpers import fresh_backbone
