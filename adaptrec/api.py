@@ -199,15 +199,16 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     record the decision either way."""
     from .data.spec import load_spec
     from .evaluation import select_cases
-    from .online.gate import gate
+    from .online.gate import plan_gate, run_gate
     from .score_cache import ScoreCache
 
     reg = registry()
     record = reg.resolve(ref)
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
-    bb = _backbone(*_made_for([record.ref], backbone, quantization))
-    return gate(bb, reg, record.ref, domain or record.domain, cases, data, margin, seed,
-                options=lambda r: _scoring_options(reg, r), cache=ScoreCache.default() if cache else None)
+    plan = plan_gate(reg, record.ref, domain or record.domain, cases, data, margin, limit)  # refusals: no model load
+    bb = _backbone(*_made_for([record.ref], backbone, quantization)) if plan.champion is not None else None
+    return run_gate(bb, reg, plan, seed, options=lambda r: _scoring_options(reg, r),
+                    cache=ScoreCache.default() if cache else None)
 
 
 def drift(domain: str, *, before: str, after: str, adapter: str | None = None, limit: int | None = None,
@@ -218,15 +219,16 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     draw them to this PNG."""
     from .data.spec import load_spec
     from .evaluation import select_cases
+    from .online.drift import champion_ref, labelled_windows
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
-    if plot is not None and not Path(plot).parent.is_dir():  # before scoring, not after
-        raise ConfigError(f"--plot {plot}: no folder {Path(plot).parent}")
+    if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
+        raise ConfigError(f"--plot {plot}: expected a PNG file to write in an existing folder")
     reg = registry()
-    ref = adapter or getattr(reg.promoted(domain), "ref", None)
-    windows = [select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)]
-    bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
+    ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
+    windows = labelled_windows(*(select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)))
+    bb = _backbone(*_made_for([ref], backbone, quantization))
     report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
                              **_scoring_options(reg, ref))
     if plot is not None:

@@ -15,6 +15,7 @@ the last event winning, as labelled Cases in the order the feedback arrived.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -197,7 +198,7 @@ class OnlineLog:
 
 def _bounds(since: float | None, until: float | None) -> tuple[float, float]:
     """[since, until) with open ends made explicit (Unix seconds)."""
-    return (-1.0 if since is None else since, float("inf") if until is None else until)
+    return (-math.inf if since is None else since, math.inf if until is None else until)
 
 
 def _request(row: tuple) -> LoggedRequest:

@@ -40,22 +40,34 @@ def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: 
             "auc_change": after["auc"]["adapter"]["value"] - before["auc"]["adapter"]["value"]}
 
 
+def champion_ref(registry: Registry, domain: str, adapter: str | None = None) -> str:
+    """The exact `name:version` drift scores with: `adapter` resolved once, else the domain's champion."""
+    record = registry.resolve(adapter) if adapter else registry.promoted(domain)
+    if record is None:
+        raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with --adapter")
+    return record.ref
+
+
+def labelled_windows(before: list[Case], after: list[Case]) -> tuple[list[Case], list[Case]]:
+    """Each window's labelled cases; a one-line error for a window without both classes."""
+    windows = []
+    for name, cases in (("before", before), ("after", after)):
+        labelled = [c for c in cases if c.label is not None]
+        if len({c.label for c in labelled}) < 2:
+            raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
+        windows.append(labelled)
+    return windows[0], windows[1]
+
+
 def drift(backbone, registry: Registry, domain: str, before: list[Case], after: list[Case], adapter: str | None = None,
           **scorer_options) -> dict:
     """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity counts the
     `before` window's history items (what its users had seen), for both windows: no case's own target counts
     towards its score."""
-    ref = adapter or getattr(registry.promoted(domain), "ref", None)
-    if ref is None:
-        raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with --adapter")
-    windows = {}
-    for name, cases in (("before", before), ("after", after)):
-        labelled = [c for c in cases if c.label is not None]
-        if len({c.label for c in labelled}) < 2:
-            raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
-        windows[name] = labelled
+    ref = champion_ref(registry, domain, adapter)
+    windows = dict(zip(("before", "after"), labelled_windows(before, after)))
     popularity = item_popularity(windows["before"], targets=False)
-    report, raw = {"adapter": registry.resolve(ref).ref, "domain": domain}, {}
+    report, raw = {"adapter": ref, "domain": domain}, {}
     for name, cases in windows.items():
         labels, users = np.array([c.label for c in cases]), [c.user_id for c in cases]
         raw[name] = component_scores(backbone, registry, [ref], cases, **scorer_options)[0]

@@ -10,8 +10,10 @@ half-width is recorded as the smallest difference the window can resolve.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +23,8 @@ from adaptrec.metrics.classification import auc
 from adaptrec.registry import AdapterRecord, Registry
 from adaptrec.scoring.variants import component_scores
 
-from ..errors import ConfigError
+from ..config import recipe_from_text
+from ..errors import ConfigError, RegistryError
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
@@ -76,41 +79,114 @@ def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
     return sum(seen(c) for c in cases)
 
 
-def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
-         margin: float = 0.005, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
-         **scorer_options) -> GateResult:
-    """Score challenger and champion on `cases` (labelled, from SPEC `data`), each with its own prompt settings
-    (`options(ref)`), decide, and record the decision: promote (the new champion) or refuse (the champion stays).
-    A domain without a champion takes the challenger. Refused before scoring: cases the challenger was updated on,
-    fewer than `MIN_USERS` users or one class only. The decision is recorded only if the champion is still the one
-    scored (`RegistryError` otherwise)."""
+_SLICE = re.compile(r"\[-?\d*:-?\d*\]$")
+
+
+def _unsliced(spec: str) -> str:
+    """A SPEC without its `[start:stop]` slice, a data file in it named by its absolute path."""
+    spec = _SLICE.sub("", spec.strip())
+    head, sep, tail = spec.partition(":")
+    return str(Path(head).resolve()) + sep + tail if Path(head).suffix in (".json", ".jsonl", ".parquet") else spec
+
+
+def trained_specs(registry: Registry, record: AdapterRecord) -> set[str]:
+    """The data SPECs (slices dropped) `record` and the versions it was updated from trained on: each recipe's
+    `data.train` and each update's `data`; `feedback:` SPECs are left to the exact per-event check."""
+    specs, current, visited = set(), record, set()
+    while current is not None and current.ref not in visited:
+        visited.add(current.ref)
+        lineage = current.lineage or {}
+        found = [lineage.get("data")]
+        if current.recipe_text:
+            try:
+                found.append(recipe_from_text(current.recipe_text, current.ref).data.train)
+            except ConfigError:  # a recipe of an older schema: its update data still counts
+                pass
+        specs |= {_unsliced(f) for f in found if isinstance(f, str) and not f.startswith("feedback:")}
+        parent = lineage.get("updated_from")
+        try:
+            current = registry.resolve(parent) if parent else None
+        except RegistryError:  # removed since: the chain stops there
+            current = None
+    return specs
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """A gate decision checked and ready to score: the challenger, the champion (None: it is promoted unscored)
+    and the labelled cases, from SPEC `data` (a seeded `limit` of it)."""
+
+    challenger: AdapterRecord
+    champion: AdapterRecord | None
+    domain: str
+    cases: list[Case]
+    data: str
+    margin: float
+    limit: int | None = None
+
+    @property
+    def source(self) -> dict:
+        """Where the cases came from, for the evidence: enough to draw the same cases again."""
+        return {"data": self.data, **({"limit": self.limit} if self.limit is not None else {})}
+
+
+def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
+              margin: float = 0.005, limit: int | None = None) -> GatePlan:
+    """Everything the gate refuses, checked before any model loads: a margin that is not a finite number >= 0, a
+    challenger that already is the champion, data it (or a version it was updated from) trained on, logged events
+    it was updated on, fewer than `MIN_USERS` users or one class only. A domain without a champion needs none."""
     if not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"--margin {margin}: expected a finite margin >= 0")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
+    labelled = [c for c in cases if c.label is not None]
+    plan = GatePlan(record, champion, domain, labelled, data, margin, limit)
     if champion is None:
-        evidence = {"test": "none", "reason": f"domain {domain!r} had no champion", "data": data}
-        registry.promote(record.ref, domain, evidence=evidence, expect=None)
-        return GateResult(True, record.ref, None, evidence)
+        return plan
     if champion.ref == record.ref:
         raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
-    labelled = [c for c in cases if c.label is not None]
+    if _unsliced(data) in trained_specs(registry, record):
+        raise ConfigError(f"--data {data}: {record.ref} (or a version it was updated from) was trained on this data; "
+                          "gate on data it never saw: a held-out split, or feedback logged after it")
     seen = trained_on(record, labelled)
     if seen:
         raise ConfigError(f"--data {data}: {seen} of its cases are events {record.ref} was trained on (its lineage "
                           "lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE after its "
                           "lineage window")
-    labels, users = np.array([c.label for c in labelled]), [c.user_id for c in labelled]
-    if len(set(labels.tolist())) < 2:
+    users = {c.user_id for c in labelled}
+    if len({c.label for c in labelled}) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
-    if len(set(users)) < MIN_USERS:
-        raise ConfigError(f"--data {data}: {len(set(users))} users; the gate's user-clustered test needs at least "
+    if len(users) < MIN_USERS:
+        raise ConfigError(f"--data {data}: {len(users)} users; the gate's user-clustered test needs at least "
                           f"{MIN_USERS}")
-    scores = [component_scores(backbone, registry, [ref], labelled, **{**scorer_options, **options(ref)})[0]
+    return plan
+
+
+def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
+             options: Callable[[str], dict] = lambda ref: {}, **scorer_options) -> GateResult:
+    """Score challenger and champion on the plan's cases, each with its own prompt settings (`options(ref)`),
+    decide, and record the decision: promote (the new champion) or refuse (the champion stays); without a champion
+    the challenger is promoted (no backbone needed). The decision is recorded only if the champion is still the
+    one scored (`RegistryError` otherwise)."""
+    record, champion, domain = plan.challenger, plan.champion, plan.domain
+    if champion is None:
+        evidence = {"test": "none", "reason": f"domain {domain!r} had no champion", **plan.source}
+        registry.promote(record.ref, domain, evidence=evidence, expect=None)
+        return GateResult(True, record.ref, None, evidence)
+    labels, users = np.array([c.label for c in plan.cases]), [c.user_id for c in plan.cases]
+    scores = [component_scores(backbone, registry, [ref], plan.cases, **{**scorer_options, **options(ref)})[0]
               for ref in (record.ref, champion.ref)]
-    evidence = {**decide(labels, users, scores[0], scores[1], margin, seed), "data": data}
+    evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed), **plan.source, "seed": seed}
     if evidence["promote"]:
         registry.promote(record.ref, domain, evidence=evidence, expect=champion.ref)
     else:
         registry.refuse(record.ref, domain, evidence, expect=champion.ref)
     return GateResult(evidence["promote"], record.ref, champion.ref, evidence)
+
+
+def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
+         margin: float = 0.005, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
+         **scorer_options) -> GateResult:
+    """`plan_gate`, then `run_gate` on `backbone`: one call where the backbone is loaded already."""
+    return run_gate(backbone, registry, plan_gate(registry, challenger, domain, cases, data, margin), seed, options,
+                    **scorer_options)

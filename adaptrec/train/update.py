@@ -108,7 +108,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                                    fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
                                    lineage=with_encoder(with_events(lineage, mixed, parent), result.adapter_dir,
                                                         registry))
-        write_json(run_dir / REGISTERED, {"record": record.ref})
+    write_json(run_dir / REGISTERED, {"record": record.ref})
     return UpdateResult(record, result, len(new), n_old)
 
 
@@ -122,12 +122,11 @@ def recorded_version(registry: Registry, path: Path) -> AdapterRecord | None:
 
 
 def _registered(registry: Registry, run_dir: Path, parent: AdapterRecord, adapter_dir: Path) -> AdapterRecord | None:
-    """The version this finished run registered before (named in its `REGISTERED` file), while it is still
-    registered, updated from `parent` and holds the run's adapter files: running the same update again registers no
-    duplicate version."""
-    record = recorded_version(registry, run_dir / REGISTERED)
-    if record is None:
-        return None
-    same = ((record.lineage or {}).get("updated_from") == parent.ref
-            and adapter_key(record.path) == adapter_key(adapter_dir))
-    return record if same else None
+    """The version this finished run registered before, while it is still registered, updated from `parent` and
+    holds the run's adapter files: the one its `REGISTERED` file names, else (a crash between registering and
+    writing that file) any such version of the name. Running the same update again registers no duplicate."""
+    named = recorded_version(registry, run_dir / REGISTERED)
+    candidates = [named] if named is not None else registry.list(name=parent.name)
+    key = adapter_key(adapter_dir)
+    return next((r for r in candidates if (r.lineage or {}).get("updated_from") == parent.ref
+                 and adapter_key(r.path) == key), None)

@@ -55,4 +55,33 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     assert code == 2 and "no promoted adapter" in err
     code, _, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny,
                            "--plot", str(tmp_path / "missing" / "drift.png"))
-    assert code == 2 and "--plot" in err and "no folder" in err  # refused before scoring, not after
+    assert code == 2 and "--plot" in err and "existing folder" in err  # refused before scoring, not after
+
+
+def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_dir, tmp_path, monkeypatch):
+    """A missing champion, a one-class window or a folder as --plot loaded the backbone first (or failed after
+    scoring); a bare --adapter name was resolved per window, so an update registered meanwhile scored one of them."""
+    import os
+
+    import adaptrec
+    import adaptrec.online.drift as drift_mod
+    from adaptrec.errors import ConfigError
+
+    make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
+    log_feedback(synthetic_cases(20, seed=1, domain="arts"), t0=1000)
+    windows = dict(before="feedback:arts[0:10]", after="feedback:arts[10:20]")
+    real_backbone = adaptrec.api._backbone
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
+    with pytest.raises(ConfigError, match="no promoted adapter"):
+        adaptrec.drift("books", **windows)
+    with pytest.raises(ConfigError, match="--after: drift needs labelled cases of both classes"):
+        adaptrec.drift("arts", before=windows["before"], after="feedback:arts[0:1]")
+    with pytest.raises(ConfigError, match="--plot"):
+        adaptrec.drift("arts", **windows, plot=tmp_path)
+    monkeypatch.setattr(adaptrec.api, "_backbone", real_backbone)
+    scored = []
+    real_scores = drift_mod.component_scores
+    monkeypatch.setattr(drift_mod, "component_scores", lambda bb, reg, refs, *a, **k: scored.append(refs) or
+                        real_scores(bb, reg, refs, *a, **k))
+    report = adaptrec.drift("arts", **windows, adapter="arts-lora", backbone=str(tiny_model_dir), quantization="none")
+    assert scored == [["arts-lora:1"], ["arts-lora:1"]] and report["adapter"] == "arts-lora:1"

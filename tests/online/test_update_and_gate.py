@@ -177,6 +177,55 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
     assert code == 2 and err.startswith("error: domain 'movie' has no earlier champion")
 
 
+def test_the_gate_refuses_data_the_challenger_or_its_parents_trained_on(trained, monkeypatch, capsys, tmp_path):
+    """Only logged feedback events were checked: gating on the recipe's own training file (or a slice of it, or an
+    update's data) scored the challenger on cases it trained on and promoted it."""
+    parent, recipe_path = trained
+    train_file = load_recipe(str(recipe_path))[0].data.train
+    log_feedback(synthetic_cases(24, seed=7), t0=1000)
+    challenger = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1).record
+    Registry().promote(parent.ref, "movie")
+    relative = f"{train_file}[0:12]".replace(str(tmp_path), ".")
+    monkeypatch.chdir(tmp_path)
+    for data in (train_file, relative):  # the parent's recipe trained on the whole file
+        code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
+                               data)
+        assert code == 2 and f"--data {data}: tiny:2 (or a version it was updated from) was trained on this" in err
+    assert [d.action for d in Registry().history("movie")] == ["promote"]  # nothing decided
+
+
+def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
+    """Every refusal is decided on the registry and the data; the first promotion needs no model either."""
+    import adaptrec
+
+    parent, _ = trained
+    log_feedback(synthetic_cases(24, seed=8), t0=5000)
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
+    result = adaptrec.promote_if_better(parent.ref, data="feedback:movie", limit=20, seed=3)
+    assert result.promoted and result.evidence == {"test": "none", "reason": "domain 'movie' had no champion",
+                                                   "data": "feedback:movie", "limit": 20}
+    with pytest.raises(ConfigError, match="already the champion"):
+        adaptrec.promote_if_better(parent.ref, data="feedback:movie")
+    challenger = update_adapter(parent.ref, "feedback:movie[0:4]", replay=0.0, steps=1).record
+    with pytest.raises(ConfigError, match="4 of its cases are events"):
+        adaptrec.promote_if_better(challenger.ref, data="feedback:movie")
+    with pytest.raises(ConfigError, match="6 users"):
+        adaptrec.promote_if_better(challenger.ref, data="feedback:movie[4:10]")
+
+
+def test_an_update_killed_before_it_recorded_its_version_registers_no_second_one(trained):
+    """The run folder's `registered.json` is written after the version is registered: a kill in between made the
+    rerun register a duplicate."""
+    from adaptrec.train.update import REGISTERED
+
+    parent, _ = trained
+    log_feedback(synthetic_cases(12, seed=5))
+    first = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1)
+    (first.train.run_dir / REGISTERED).unlink()  # as if killed right after registering
+    again = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1)
+    assert again.record.ref == first.record.ref and [r.version for r in Registry().list(name="tiny")] == [1, 2]
+
+
 def test_a_decision_against_a_champion_that_changed_meanwhile_is_not_recorded(trained, tiny_model_dir, monkeypatch):
     import adaptrec.online.gate as gate_mod
 
@@ -284,3 +333,9 @@ def test_feedback_by_a_title_two_shown_items_share_is_refused(tmp_path):
         log.add_feedback(rid, '"pens"', event="click")
     log.add_feedback(rid, "202", event="click")
     assert [(c.target_id, c.label) for c in log.cases("office")] == [("202", 1)]
+
+
+def test_feedback_from_any_time_is_in_an_open_ended_spec():
+    """An open start was -1.0: feedback stamped earlier (the Python API takes any `created`) dropped out."""
+    log_feedback(synthetic_cases(3, seed=2), t0=-10.0)
+    assert len(OnlineLog().cases("movie")) == 3 and len(load_spec("feedback:movie").cases) == 3
