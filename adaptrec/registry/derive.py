@@ -9,6 +9,7 @@ from pathlib import Path
 from ..adapters.export import adalora_to_lora
 from ..adapters.vllm import VllmExport, export_vllm_lora
 from ..errors import AdaptrecError
+from .records import EXPORT_METHODS
 from .validation import verified_files
 
 
@@ -24,7 +25,7 @@ def register_lora_export(registry, ref: str, name: str | None = None):
         return registry.register(
             Path(tmp) / "lora", name=name or f"{record.name}-lora", domain=record.domain, kind="composed",
             adapter_type="lora", adapter_config=None, fingerprint=record.fingerprint, recipe_text=record.recipe_text,
-            metrics=record.metrics, lineage={"parents": [record.ref], "method": "adalora_to_lora", "weights": [1.0]},
+            metrics=record.metrics, lineage={"parents": [record.ref], "method": EXPORT_METHODS[0], "weights": [1.0]},
         )
 
 

@@ -13,6 +13,7 @@ from adaptrec.errors import RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
 
 KINDS = ("trained", "composed", "pulled")
+EXPORT_METHODS = ("adalora_to_lora",)  # lineage methods of a `composed` row that re-expresses one adapter exactly
 _NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
 _NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
 
@@ -67,6 +68,11 @@ class AdapterRecord:
     @property
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(exact=self.base_exact, family=self.base_family, base_model=self.base_model)
+
+    @property
+    def is_composition(self) -> bool:
+        """A `composed` row that combines adapters (not an exact export of one, which is also kind `composed`)."""
+        return self.kind == "composed" and (self.lineage or {}).get("method") not in EXPORT_METHODS
 
     @property
     def trained_events(self) -> set[str]:

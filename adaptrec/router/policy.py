@@ -83,10 +83,12 @@ def target_adapter(registry, domain: str, fingerprint):
 
 
 def cold_adapter(registry, domain: str, fingerprint):
-    """The composed adapter for cold users of `domain` (promoted `<domain>:cold`, else the newest composed one), or None."""
+    """The composed adapter for cold users of `domain` (promoted `<domain>:cold`, else the newest composition: not an
+    exact export of one adapter), or None."""
     record = registry.promoted(domain + COLD_SUFFIX)
     if record is None:
-        composed = [r for r in registry.list(domain=domain) if r.kind == "composed" and fingerprint.match(r.fingerprint) != "none"]
+        composed = [r for r in registry.list(domain=domain)
+                    if r.is_composition and fingerprint.match(r.fingerprint) != "none"]
         record = max(composed, key=lambda r: r.created, default=None)  # registration times, to the microsecond
     return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
 

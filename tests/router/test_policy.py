@@ -126,6 +126,15 @@ def test_fingerprints_family_warns_other_refused(registry):
         route(registry, FP, Case("u", "garden", "garden product", (), '"x"'))
 
 
+def test_an_adalora_export_is_no_composition_for_cold_users(registry):
+    """`export --to-lora` registers kind `composed` too; as the newest one it served every cold user."""
+    _compose_record(registry, "arts+office")
+    registry.register(registry.src, name="office-adalora-lora", domain="office", kind="composed",
+                      adapter_type="lora", adapter_config=None, fingerprint=FP,
+                      lineage={"parents": ["office-lora:1"], "method": "adalora_to_lora", "weights": [1.0]})
+    assert route(registry, FP, _case(1, 5)).adapters == ("arts+office:1",)
+
+
 def test_cold_lookup_skips_composed_adapters_of_another_base(registry):
     _compose_record(registry, "foreign-mix", fp=OTHER)
     d = route(registry, FP, _case(0, 2))
