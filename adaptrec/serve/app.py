@@ -72,7 +72,7 @@ class ServeOptions:
 def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,
                         metrics: Metrics, logger: RequestLogger | None, watcher: PromotionWatcher | None) -> None:
     """`/v1/score` and `/v1/recommend`: sizes checked here, planned on the preparation thread, run on the worker,
-    logged (with a `request_id`) on the preparation thread."""
+    logged (with a `request_id`) on a thread of its own."""
 
     async def scores(request: Request, req, targets) -> tuple[plans.Plan, Any]:
         plans.check_sizes(engine, req, targets)
@@ -97,14 +97,15 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
 
     async def logged(endpoint: str, req, p: plans.Plan, targets, s, slate=None) -> str | None:
         """Log the answer, then observe the P(yes) it answers (a recommendation's shown slate; TALLRec-mode scores
-        are another scale), off the event loop; the request id (None when not logging). A request whose logging
-        fails is not observed: it gets an error, not these scores."""
+        are another scale), off the event loop and off the preparation thread (the log may wait for a feedback
+        event's fsync; the next request's planning must not); the request id (None when not logging). A request
+        whose logging fails is not observed: it gets an error, not these scores."""
         def work() -> str | None:
             request_id = logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
             if req.mode == "pyes":
                 metrics.observe_scores(req.domain, s if slate is None else np.asarray(s)[slate.order])
             return request_id
-        return await state["worker"].prepare(work)
+        return await asyncio.to_thread(work)
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
     async def score(req: ScoreRequest, request: Request) -> dict:

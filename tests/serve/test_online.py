@@ -3,6 +3,8 @@ P(yes) histogram."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -70,6 +72,43 @@ def test_bad_feedback_is_refused_in_the_envelope(app_client, feedback, status, n
         r = c.post("/v1/feedback", json={"request_id": rid, **feedback})
     assert r.status_code == status
     assert names in r.json()["error"]["message"]
+
+
+def test_a_busy_request_log_does_not_hold_up_planning_the_next_request(app_client, monkeypatch):
+    """While the log waits (a feedback event's fsync holds it), the next request is still planned and scored:
+    logging ran on the one preparation thread, so every request queued behind the wait."""
+    import threading
+
+    from adaptrec.serve import plans
+
+    entered, release, planned = threading.Event(), threading.Event(), []
+    real_log, real_plan = OnlineLog.log_request, plans.plan
+
+    def slow_log(self, *args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnlineLog, "log_request", slow_log)
+    monkeypatch.setattr(plans, "plan", lambda *a, **k: planned.append(1) or real_plan(*a, **k))
+    with app_client() as c:
+        answers = []
+
+        def send() -> None:
+            answers.append(c.post("/v1/score", json=body(items=['"x"'])).status_code)
+        first = threading.Thread(target=send)
+        first.start()
+        assert entered.wait(30)  # the first answer is being logged, and the log is busy
+        second = threading.Thread(target=send)
+        second.start()
+        deadline = time.monotonic() + 10
+        while len(planned) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        planned_while_busy = len(planned)
+        release.set()
+        first.join(30)
+        second.join(30)
+    assert planned_while_busy == 2 and answers == [200, 200]
 
 
 def test_a_request_log_that_cannot_be_written_is_the_servers_trouble(app_client, monkeypatch):
