@@ -142,6 +142,35 @@ def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings
         raise ConfigError(_friendly(e, where)) from None
 
 
+def _injected(model: torch.nn.Module, settings: AdapterSettings, peft_config) -> "PeftModel":
+    """`model` with peft's layers for `peft_config` injected; a ConfigError naming the mismatch if the settings do
+    not fit it (target modules it lacks, nothing left to train)."""
+    from peft import get_peft_model
+
+    try:
+        peft_model = get_peft_model(model, peft_config)
+    except ValueError as e:  # e.g. target modules not found in the model
+        raise ConfigError(f"adapter ({settings.type}) does not fit this backbone: {str(e).splitlines()[0]}") from e
+    if not any(p.requires_grad for p in peft_model.parameters()):
+        if not peft_config.is_prompt_learning:
+            peft_model.base_model.unload()
+        raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check "
+                          "target_modules")
+    return peft_model
+
+
+def check_fits(cfg: AdapterSettings | dict, config, total_steps: int) -> None:
+    """What `build_peft_model` refuses for a backbone of transformers `config` (target modules it lacks, nothing to
+    train), found on a weightless copy (meta device: no memory, no weights read), for `train --dry-run`."""
+    from transformers import AutoModelForCausalLM
+
+    settings = parse_adapter_settings(cfg)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    skeleton.requires_grad_(False)
+    _injected(skeleton, settings, _types()[0][settings.type].peft_config(settings, total_steps))
+
+
 def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_steps: int, tokenizer=None) -> "PeftModel":
     """Wrap a frozen backbone (`load_backbone(...).model`) with a fresh trainable adapter.
 
@@ -157,7 +186,7 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     so peft's `prepare_model_for_kbit_training` (freeze, fp32 upcast, input-grad hook for
     checkpointing) would change nothing and is not called.
     """
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel
 
     settings = parse_adapter_settings(cfg)
     if isinstance(model, PeftModel) or getattr(model, "peft_config", None):
@@ -167,14 +196,8 @@ def build_peft_model(model: torch.nn.Module, cfg: AdapterSettings | dict, total_
     tuner = _types()[0][settings.type]
     peft_config = tuner.peft_config(settings, total_steps)
     model.requires_grad_(False)
+    peft_model = _injected(model, settings, peft_config)
     try:
-        peft_model = get_peft_model(model, peft_config)
-    except ValueError as e:  # e.g. target modules not found in the model
-        raise ConfigError(f"adapter ({settings.type}) does not fit this backbone: {str(e).splitlines()[0]}") from e
-    try:
-        if not any(p.requires_grad for p in peft_model.parameters()):
-            raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check "
-                              "target_modules")
         tuner.initialise(peft_model, settings, tokenizer)
     except BaseException:  # e.g. a missing wheel: leave the backbone without the injected layers, reusable
         if not peft_config.is_prompt_learning:  # prompt learning injects no layers

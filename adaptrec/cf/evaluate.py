@@ -28,6 +28,8 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
     sort excludes the training ones); ties count against the target. A target the encoder does not know ranks below
     every eligible item; a non-finite target score is refused."""
     scores = encoder.score_catalogue(list(users), [list(h) for h in histories]).astype(np.float64)
+    if np.isnan(scores).any():  # a NaN is never >= the target's score: it would rank the target too high
+        raise ValueError(f"encoder {encoder.kind}: NaN scores in the catalogue ranking")
     index = encoder.item_index
     if catalogue is not None:  # e.g. one domain's items of a two-domain encoder
         outside = np.ones(len(index), dtype=bool)
@@ -38,7 +40,7 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
         row = scores[n].copy()
         row[[index[i] for i in seen[n] if i in index and i != target]] = -np.inf
         if target not in index:
-            out[n] = int(np.isfinite(row).sum()) + 1
+            out[n] = int((row > -np.inf).sum()) + 1  # below every eligible item, +inf scored ones included
             continue
         if not np.isfinite(row[index[target]]):
             raise ValueError(f"encoder {encoder.kind}: a non-finite score for target {target!r} of user {users[n]!r}")

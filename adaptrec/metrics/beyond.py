@@ -22,7 +22,15 @@ TopItems = Sequence[Sequence[str]]
 
 def itemcoverage(top_items: TopItems, num_items: int) -> float:
     """RecBole ItemCoverage@K: distinct recommended items / catalogue size."""
-    return len({i for row in top_items for i in row}) / num_items
+    return _distinct(top_items, num_items) / num_items
+
+
+def _distinct(top_items: TopItems, num_items: int) -> int:
+    """How many distinct items the lists recommend; ValueError if more than the catalogue holds."""
+    n = len({i for row in top_items for i in row})
+    if n > num_items:
+        raise ValueError(f"the lists recommend {n} distinct items, more than the catalogue's {num_items}")
+    return n
 
 
 def averagepopularity(top_items: TopItems, counts: Mapping[str, float]) -> float:
@@ -32,6 +40,7 @@ def averagepopularity(top_items: TopItems, counts: Mapping[str, float]) -> float
 
 def giniindex(top_items: TopItems, num_items: int) -> float:
     """RecBole GiniIndex@K of item exposure across all lists (items never recommended count as zero); 0 = even."""
+    _distinct(top_items, num_items)
     exposure = np.sort(np.array(list(Counter(i for row in top_items for i in row).values()), dtype=float))
     rank = np.arange(num_items - len(exposure) + 1, num_items + 1)
     return float(np.sum((2 * rank - num_items - 1) * exposure) / exposure.sum() / num_items)
@@ -45,7 +54,10 @@ def diversity(top_items: TopItems, embeddings: Mapping[str, np.ndarray]) -> floa
         vecs = np.stack([embeddings[i] for i in row]).astype(float)
         if len(vecs) < 2:
             continue
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        if not norms.all():
+            raise ValueError(f"diversity: an item of {list(row)[:5]} has a zero-length embedding (no direction)")
+        vecs /= norms
         sim = vecs @ vecs.T
         k = len(vecs)
         values.append(1.0 - (sim.sum() - k) / (k * (k - 1)))

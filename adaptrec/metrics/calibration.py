@@ -6,10 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .classification import probabilities
+
 EDGES = np.arange(11) / 10  # ten equal-width bins over [0, 1], edges exactly k/10 (linspace gives 0.30000000000000004)
 
 
 def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    if scores.size == 0 or np.isnan(scores).any():  # np.histogram drops NaN without a word
+        raise ValueError("PSI needs scores in both windows, none of them NaN")
     counts = np.histogram(np.clip(scores, edges[0], edges[-1]), bins=edges)[0].astype(float)
     shares = counts / max(counts.sum(), 1.0)
     return np.clip(shares, eps, None)  # an empty bin would make the log infinite
@@ -41,8 +45,9 @@ class Reliability:
 
 
 def reliability(labels, scores, edges: np.ndarray = EDGES) -> Reliability:
-    """The reliability curve over fixed bins and ECE = Σ (n_bin / n) · |like rate − mean score|."""
-    y, s = np.asarray(labels, float), np.clip(np.asarray(scores, float), edges[0], edges[-1])
+    """The reliability curve over fixed bins and ECE = Σ (n_bin / n) · |like rate − mean score|; labels 0/1 and
+    probabilities in [0, 1] (logits would clip to the end bins and read as calibrated)."""
+    y, s = probabilities(labels, scores)
     bins = np.clip(np.digitize(s, edges[1:-1]), 0, len(edges) - 2)
     mean, rate, count, ece = [], [], [], 0.0
     for b in range(len(edges) - 1):

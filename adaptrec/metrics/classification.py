@@ -34,6 +34,14 @@ def _validate(labels, scores, what: str = "scores") -> tuple[np.ndarray, np.ndar
     return y_num.astype(np.int64), s
 
 
+def probabilities(labels, probs, what: str = "calibration") -> tuple[np.ndarray, np.ndarray]:
+    """Validated 0/1 labels and probabilities in [0, 1] (ValueError naming `what` otherwise: P(yes), not logits)."""
+    y, p = _validate(labels, probs, what="probs")
+    if (p < 0).any() or (p > 1).any():
+        raise ValueError(f"{what} needs probabilities in [0, 1]; got min {p.min():.4g}, max {p.max():.4g}")
+    return y, p
+
+
 def auc(labels, scores) -> float:
     """Area under the ROC curve (Mann-Whitney U / (n_pos * n_neg)).
 
@@ -69,11 +77,7 @@ def log_loss(labels, probs, eps: float = 1e-7) -> float:
 
     Probabilities outside [0, 1] raise ValueError (pass P(yes), not logits).
     """
-    y, p = _validate(labels, probs, what="probs")
-    if (p < 0).any() or (p > 1).any():
-        raise ValueError(
-            f"log_loss needs probabilities in [0, 1]; got min {p.min():.4g}, max {p.max():.4g}"
-        )
+    y, p = probabilities(labels, probs, "log_loss")
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}")
     p = np.clip(p, eps, 1.0 - eps)

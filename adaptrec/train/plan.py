@@ -1,12 +1,13 @@
 """`adaptrec train --dry-run`: a recipe checked end to end without training — settings, data, backbone, the
-method's data and teacher, the tracker, run folder."""
+adapter's fit to the backbone, method's data and teacher, the tracker, run folder."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backbone import backbone_fingerprint, default_device, resolve_backend
+from ..adapters.base import check_fits
+from ..backbone import backbone_config, backbone_fingerprint, default_device, resolve_backend
 from ..config import Recipe
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
@@ -55,6 +56,10 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         backend = resolve_backend(b.quantization, default_device(), b.int8_backend)
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
+    try:  # target modules the backbone lacks: found on a weightless copy of it
+        check_fits(recipe.adapter, backbone_config(b.name), recipe.training.max_steps)
+    except ConfigError as e:
+        raise ConfigError(f"{recipe._source}: {e}") from None
     check_method(recipe, train, fingerprint)
     check_tracker(recipe)
     return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),

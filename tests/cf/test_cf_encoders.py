@@ -80,6 +80,16 @@ def test_full_ranks_skip_what_the_user_has_seen():
     assert full_ranks(pop, ["u"], ["zzz"], [["a"]], [{"a"}]).tolist() == [4]
 
 
+def test_full_ranks_refuse_nan_and_count_infinite_scores_above_an_unknown_target():
+    """NaN is never >= the target's score, so NaN-scored items ranked the target too high; an unknown target ranked
+    above items scored +inf."""
+    encoder = FactorEncoder("toy", ["u"], ["a", "b", "c"], np.array([[1.0]]), np.array([[np.nan], [0.5], [0.1]]))
+    with pytest.raises(ValueError, match="NaN scores"):
+        full_ranks(encoder, ["u"], ["c"], [[]], [set()])
+    encoder = FactorEncoder("toy", ["u"], ["a", "b", "c"], np.array([[1.0]]), np.array([[np.inf], [0.5], [0.1]]))
+    assert full_ranks(encoder, ["u"], ["zzz"], [[]], [set()]).tolist() == [4]
+
+
 def test_fit_encoder_maps_size_and_length_onto_each_encoders_knobs():
     assert _settings(MFSettings, 8, 5, 1) == MFSettings(dim=8, epochs=5, seed=1)
     assert _settings(BPRSettings, 8, 5, 0) == BPRSettings(factors=8, iterations=5)

@@ -49,3 +49,17 @@ def test_the_gap_reports_the_resamples_it_had_to_skip():
     cold = np.arange(50) == 0
     gap = group_gap(values, cold, ~cold, clusters=[f"u{i}" for i in range(50)])
     assert gap.value == 1.0 and gap.ci_skipped > 100
+
+
+def test_more_distinct_items_than_the_catalogue_is_refused():
+    """Gini came out negative (-0.5) and coverage above 1 for lists naming more items than `num_items`."""
+    with pytest.raises(ValueError, match="3 distinct items, more than the catalogue's 2"):
+        giniindex([["a", "b", "c"]], 2)
+    with pytest.raises(ValueError, match="more than the catalogue"):
+        itemcoverage([["a", "b", "c"]], 2)
+
+
+def test_a_zero_length_embedding_is_refused_not_nan():
+    """One zero vector turned the whole diversity into NaN."""
+    with pytest.raises(ValueError, match="zero-length embedding"):
+        diversity([["a", "b"]], {"a": np.zeros(3), "b": np.ones(3)})

@@ -33,6 +33,21 @@ def test_reliability_and_ece():
     assert edges.count == [1, 1, 1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("labels, scores, match", [([1, 0], [3.0, -2.0], "probabilities in"),  # logits: "ECE 0"
+                                                   ([5, 0], [0.9, 0.1], "labels must be 0/1"),  # ECE 2.1
+                                                   ([], [], "no examples")])  # ECE 0 on nothing
+def test_reliability_refuses_what_is_not_a_probability_of_a_label(labels, scores, match):
+    with pytest.raises(ValueError, match=match):
+        reliability(labels, scores)
+
+
+@pytest.mark.parametrize("before, after", [([0.5, 0.5, np.nan, np.nan], [0.5, 0.5]), ([], [0.5])])
+def test_psi_refuses_nan_and_empty_windows(before, after):
+    """np.histogram dropped the NaN (PSI 0.0, "stable"); an empty window scored 9.21."""
+    with pytest.raises(ValueError, match="PSI needs scores"):
+        psi(before, after)
+
+
 def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import os
 

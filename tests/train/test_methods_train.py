@@ -501,8 +501,8 @@ def test_a_dry_run_checks_the_methods_data_and_teacher_without_a_backbone(tiny_m
 
 
 def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path, monkeypatch):
-    """A ranking loss without a ranked query, a teacher file missing training pairs and an uninstalled tracker
-    were refused only after the backbone loaded: the dry run printed a plan for them."""
+    """A ranking loss without a ranked query, a teacher file missing training pairs, target modules the backbone
+    lacks and an uninstalled tracker were refused only after the backbone loaded: the dry run printed a plan."""
     from adaptrec.train import loop
     from adaptrec.train.plan import plan_recipe
 
@@ -521,6 +521,10 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     with pytest.raises(ConfigError, match="^mine.yaml: method.teacher_data: 3 training cases have no teacher case"):
         plan_recipe(recipe({"type": "distill", "teacher": "backbone", "teacher_data": fewer}))
     plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
+    misspelt = recipe({"type": "plain"})
+    misspelt.adapter.target_modules = ["q_projj"]
+    with pytest.raises(ConfigError, match=r"^mine.yaml: adapter \(lora\) does not fit this backbone: .*q_projj"):
+        plan_recipe(misspelt)
     monkeypatch.setattr(loop, "get_available_trackers", list)
     with pytest.raises(AdaptrecError, match="^mine.yaml: training.report_to: tensorboard is not installed"):
         plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
