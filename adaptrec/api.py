@@ -323,7 +323,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
         raise AdaptrecError("compose: pass --name for the composed adapter's registry entry")
     if into_base and (method == MIX or Path(into_base).exists()):
         raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
-    result = search_and_compose(_backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
+    result = search_and_compose(lambda: _backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
                                 weights=weights, search_data=search_data, shots=shots, budget=budget, l1=l1, seed=seed,
                                 svd_rank=svd_rank, density=density)
     if promote_cold:
@@ -339,8 +339,10 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
-    from .router.policy import RoutePolicy, route_user
+    from .router.policy import NO_HISTORY, RouteError, RoutePolicy, route_user
 
+    if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
+        raise RouteError(NO_HISTORY)
     dataset = load_spec(data) if data else None
     decision, _ = route_user(registry(), backbone_fingerprint(backbone, quantization), user, domain, dataset=dataset,
                              history=history, policy=RoutePolicy(min_target_history=min_target_history),
@@ -353,12 +355,16 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
               cold_weights: str | None = None, template: str = "tallrec", batch_size: int = 8,
               backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
     """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank."""
+    from .backbone import backbone_fingerprint
+    from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .router.policy import RoutePolicy
     from .router.retrieval import recommend_user
 
+    _check_choice("template", template, TEMPLATES)
     dataset = load_spec(data)
-    return recommend_user(_backbone(backbone, quantization), registry(), user, domain, dataset, history=history,
+    return recommend_user(lambda: _backbone(backbone, quantization), backbone_fingerprint(backbone, quantization),
+                          registry(), user, domain, dataset, history=history,
                           candidates_file=candidates, policy=RoutePolicy(min_target_history=min_target_history),
                           cold_mix=cold_mix, cold_weights=cold_weights, n_retrieve=retrieve, top_k=top_k,
                           template=template, batch_size=batch_size)
@@ -457,11 +463,15 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
     _check_choice("plot", kind, tuple(FIGURES))
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
+    target = Path(out) if out is not None else Path(f"{kind}.png")
+    if target.is_dir() or any(p.exists() and not p.is_dir() for p in target.parents):
+        raise AdaptrecError(f"--out {target}: expected a PNG file to write, in a folder (it names a folder, or a "
+                            "file stands where its folder should be)")
     if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
         from .scoring.core import SCORING_VERSION
 
         options.setdefault("current_scoring_version", SCORING_VERSION)
-    return FIGURES[kind]([Path(s) for s in sources], Path(out) if out is not None else Path(f"{kind}.png"), **options)
+    return FIGURES[kind]([Path(s) for s in sources], target, **options)
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -48,25 +48,33 @@ def registry_promote(
     if_better: bool = typer.Option(False, "--if-better", help="promote only if REF passes the gate against the "
                                    "domain's champion on --data (docs/online.md)"),
     data: Optional[str] = typer.Option(None, "--data", help="SPEC of the recent cases the gate compares on"),
-    margin: float = typer.Option(0.005, "--margin", help="non-inferiority margin in AUC (0: superiority)"),
+    margin: Optional[float] = typer.Option(None, "--margin", help="non-inferiority margin in AUC (0: superiority; "
+                                           "default 0.005)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
                                         help="a seeded, label-stratified subset of --data; 0: all cases"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="the subset's and the bootstrap's seed (default 0)"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:
     """Make REF the adapter that serves its domain (the router's default); with --if-better only if it passes the
     gate. Every decision is recorded: `adaptrec registry history DOMAIN`."""
+    gate_options = {"--data": data, "--margin": margin, "--limit": limit, "--seed": seed, "--backbone": backbone,
+                    "--quantization": quantization}
     if if_better:
         if data is None:
             raise ConfigError("--if-better needs --data SPEC (the recent cases to compare on)")
-        result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed,
-                                       backbone=backbone, quantization=quantization)
+        result = api.promote_if_better(ref, data=data, domain=domain, margin=0.005 if margin is None else margin,
+                                       limit=limit, seed=seed or 0, backbone=backbone, quantization=quantization)
         typer.echo(result.summary())
         raise typer.Exit(0 if result.promoted else 1)
+    given = [option for option, value in gate_options.items() if value is not None]
+    if given:  # without --if-better nothing reads them: REF would be promoted ungated
+        raise ConfigError(f"{', '.join(given)}: only the gate reads {'these' if len(given) > 1 else 'this'}; add "
+                          "--if-better, or drop them to promote unconditionally")
     reg = api.registry()
     record = reg.resolve(ref)
-    typer.echo(f"promoted {reg.promote(record.ref, domain or record.domain).ref} for domain {domain or record.domain}")
+    target = record.domain if domain is None else domain
+    typer.echo(f"promoted {reg.promote(record.ref, target).ref} for domain {target}")
 
 
 @registry_app.command("history")
@@ -76,6 +84,8 @@ def registry_history(domain: str, as_json: bool = typer.Option(False, "--json"))
     if as_json:
         echo_json([d.to_dict() for d in decisions])
         return
+    if not decisions:
+        typer.echo(f"no decisions recorded for domain {domain!r}")
     for d in decisions:
         e = d.evidence
         test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] on {e['cases']} cases, {e['test']}" \
@@ -140,11 +150,13 @@ def export(
     if to is None:
         if not to_lora:
             raise AdaptrecError("export: nothing to do; pass --to-lora, or --to vllm --out DIR")
+        if out is not None:
+            raise AdaptrecError(f"export --to-lora --out {out}: --to-lora registers its result; --out goes with --to")
         record = api.export_lora(adapter, name)
         typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")
         return
-    if to != "vllm" or to_lora or out is None:
-        raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora")
+    if to != "vllm" or to_lora or out is None or name is not None:
+        raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora and --name")
     result = api.export_vllm(adapter, out)
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "
                f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}")

@@ -13,7 +13,8 @@ from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt, echo
 
 ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-level mix of these adapters (comma-separated)")
 ColdWeightsOpt = typer.Option(None, "--cold-weights", help="weights of --cold-mix (default equal)")
-MinHistoryOpt = typer.Option(3, "--min-target-history", help="fewer target-domain interactions than this: cold start")
+MinHistoryOpt = typer.Option(3, "--min-target-history", min=0,
+                             help="fewer target-domain interactions than this: cold start")
 UserOpt = typer.Option(..., "--user")
 DomainOpt = typer.Option(..., "--domain", help="the target domain")
 
@@ -33,11 +34,11 @@ def compose(
     method: str = typer.Option("cat", "--method", help="cat | svd | ties_svd | dare_linear_svd | dare_ties_svd | "
                                "magnitude_prune_svd | linear | ties | dare_linear | dare_ties | magnitude_prune | mix"),
     weights: Optional[str] = typer.Option(None, "--weights", help="one per adapter, e.g. 0.6,0.4 (default equal)"),
-    name: Optional[str] = typer.Option(None, "--name", help="registry name of the composed adapter"),
+    name: Optional[str] = typer.Option(None, "--name", help="registry name of the composed adapter (required)"),
     domain: Optional[str] = typer.Option(None, "--domain", help="domain it serves (default: the last source's)"),
     search: bool = typer.Option(False, "--search", help="learn the weights on --shots labelled cases of --data"),
     data: Optional[str] = typer.Option(None, "--data", help="with --search: the target domain's labelled data SPEC"),
-    shots: int = typer.Option(32, "--shots", min=1, help="with --search: labelled target cases (at most 32)"),
+    shots: int = typer.Option(32, "--shots", min=1, max=32, help="with --search: labelled target cases (at most 32)"),
     budget: int = typer.Option(20, "--budget", min=1,
                                help="with --search: loss evaluations (LoraHub's inference steps)"),
     l1: float = typer.Option(0.05, "--l1",
@@ -55,6 +56,9 @@ def compose(
     """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
     if search and not data:
         raise AdaptrecError("compose --search: pass --data SPEC with the target domain's labelled cases")
+    if data and not search:
+        raise AdaptrecError(f"compose --data {data}: only the weight search reads it; add --search, or drop --data "
+                            "to compose with --weights")
     res = api.compose(from_, name=name or "", method=method, weights=weights, domain=domain,
                       search_data=data if search else None, shots=shots, budget=budget, l1=l1, seed=seed,
                       svd_rank=svd_rank, density=density, promote_cold=promote_cold, into_base=into_base,

@@ -203,6 +203,8 @@ class _MirrorSource:
 
 
 def _open_source(source: str, endpoint: str | None):
+    if not source.strip():  # Path("") is the current folder
+        raise HubError("hub pull: give ORG/NAME[@REVISION] (a Hub repo) or the PATH of a mirror folder")
     path = Path(source).expanduser()
     if path.is_dir():
         return _MirrorSource(path, None)

@@ -200,6 +200,8 @@ def push_to_mirror(
     Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
     """
+    if mirror.exists() and not mirror.is_dir():
+        raise HubError(f"--to {mirror}: is a file; name the mirror folder (created if missing)")
     registry = registry or Registry()
     record = registry.resolve(ref)
     repo = repo or record.name

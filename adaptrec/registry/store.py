@@ -314,6 +314,7 @@ class Registry:
 
     def history(self, domain: str) -> list[audit.Decision]:
         """Every champion decision of `domain`, oldest first."""
+        check_domain(domain)
         with self._connect() as conn:
             return audit.history(conn, domain)
 

@@ -160,13 +160,16 @@ def spec_case(dataset, user_id: str, domain: str) -> Case:
     raise RouteError(f"user {user_id!r} has no positive {domain} case in {dataset.spec}{held}")
 
 
+NO_HISTORY = "pass the user's history: --data SPEC (the user's case in it) or --history FILE"
+
+
 def user_case(user_id: str, domain: str, dataset=None, history: Path | None = None) -> Case:
     """The user's history as a Case: from a history file if given, else their case in a loaded SPEC."""
     if history is not None:
         return replace(read_history_file(history, "", domain), user_id=user_id)
     if dataset is not None:
         return spec_case(dataset, user_id, domain)
-    raise RouteError("pass the user's history: --data SPEC (the user's case in it) or --history FILE")
+    raise RouteError(NO_HISTORY)
 
 
 def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:

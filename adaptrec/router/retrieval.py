@@ -8,6 +8,7 @@ Stage two scores each candidate with the routing decision through the one scorin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -129,17 +130,19 @@ class UserRecommendation:
         return self.case.target_id in self.result.retrieved
 
 
-def recommend_user(backbone, registry, user_id: str, domain: str, dataset, *, history: Path | None = None,
-                   candidates_file: Path | None = None, policy: RoutePolicy = RoutePolicy(),
-                   cold_mix: str | None = None, cold_weights: str | None = None, n_retrieve: int = 20,
-                   top_k: int = 10, **scorer_options) -> UserRecommendation:
-    """Route the user, take their listed candidates (or retrieve them from `dataset`'s `domain` catalogue), re-rank."""
+def recommend_user(load: Callable[[], object], fingerprint, registry, user_id: str, domain: str, dataset, *,
+                   history: Path | None = None, candidates_file: Path | None = None,
+                   policy: RoutePolicy = RoutePolicy(), cold_mix: str | None = None, cold_weights: str | None = None,
+                   n_retrieve: int = 20, top_k: int = 10, **scorer_options) -> UserRecommendation:
+    """Route the user, take their listed candidates (or retrieve them from `dataset`'s `domain` catalogue), re-rank.
+    `load` returns the backbone (of `fingerprint`); it is called once the catalogue, the routing, the history and
+    the candidates file are checked, so a mistake in any costs no model load."""
     if domain not in dataset.catalogues:
         raise AdaptrecError(f"{dataset.spec} has no {domain} catalogue; recommending needs implicit-feedback data "
                             f"(e.g. amazon:{domain}:test)")
-    decision, case = route_user(registry, backbone.fingerprint, user_id, domain, dataset=dataset, history=history,
+    decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
                                 policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
     items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
-    result = recommend(backbone, registry, decision, case, dataset.catalogues[domain], candidates=items,
+    result = recommend(load(), registry, decision, case, dataset.catalogues[domain], candidates=items,
                        n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
     return UserRecommendation(decision, case, result)

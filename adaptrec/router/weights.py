@@ -156,14 +156,15 @@ class ComposeResult:
     shots: int = 0  # labelled target cases the search used
 
 
-def search_and_compose(backbone, registry, sources: str | Sequence[str], method: str, *, name: str,
+def search_and_compose(load: Callable[[], object], registry, sources: str | Sequence[str], method: str, *, name: str,
                        domain: str | None = None, weights: str | Sequence[float] | None = None,
                        search_data: str | None = None, shots: int = MAX_SHOTS, budget: int = DEFAULT_BUDGET,
                        l1: float = DEFAULT_L1, seed: int = 0, svd_rank: int | None = None,
                        density: float | None = None) -> ComposeResult:
     """Compose `sources` (refs, or domains: their promoted adapter) with given weights, or with weights learned on
     `shots` labelled cases of `search_data`, and register the result under `name` for `domain` (default: the last
-    source's)."""
+    source's). `load` returns the backbone; it is called only once every input is checked (names, weights, method,
+    density, shots, the data and its split), so a mistake costs no model load."""
     if search_data is not None and "test" in re.sub(r"\[\d*:\d*\]$", "", search_data).split(":"):
         raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
                                "split, and keep the test split for the evaluation")
@@ -174,9 +175,16 @@ def search_and_compose(backbone, registry, sources: str | Sequence[str], method:
     if search_data is None:
         parsed = parse_weights(weights, len(refs)) if weights is None or isinstance(weights, str) else tuple(weights)
         composition, result, cases = Composition(refs, method, parsed, svd_rank, density, seed), None, []
+        backbone = load()
     else:
+        if weights is not None:
+            raise CompositionError("compose: --weights are given or searched (--search), not both")
+        if not 1 <= shots <= MAX_SHOTS:
+            raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
+        Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method and density, checked now
         labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
         cases = few_shot(labelled, shots, seed)
+        backbone = load()
         composition, result = search_composition(backbone, registry, refs, method, cases, budget=budget, l1=l1,
                                                  seed=seed, svd_rank=svd_rank, density=density, data=search_data)
     record = compose(backbone, registry, composition, name=name, domain=domain)

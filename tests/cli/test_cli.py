@@ -147,3 +147,43 @@ def test_serve_refuses_an_unknown_template_before_the_backbone_loads(monkeypatch
     monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
     line = _one_line_error(*run_cli(monkeypatch, capsys, "serve", "--template", "bogus")[::2])
     assert "template 'bogus'" in line and "tallrec" in line
+
+
+def test_gate_options_without_if_better_are_refused_not_ignored(monkeypatch, capsys, tmp_path):
+    """`promote REF --data S --margin M` without --if-better promoted REF ungated, ignoring both."""
+    reg = Registry()
+    reg.register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
+                 adapter_config=None, fingerprint=Fingerprint("e" * 64, "f" * 64, "org/base"))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "promote", "movie-lora", "--data",
+                                    "feedback:movie", "--margin", "0")[::2])
+    assert "--data, --margin: only the gate reads these; add --if-better" in line and reg.promoted("movie") is None
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "promote", "movie-lora", "--domain", "")[::2])
+    assert "bad domain ''" in line and reg.promoted("movie") is None  # was: promoted for its own domain
+
+
+def test_history_checks_its_domain_and_says_when_there_is_none(monkeypatch, capsys):
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "history", "")[::2])
+    assert "bad domain ''" in line
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "history", "garden")
+    assert code == 0 and out.strip() == "no decisions recorded for domain 'garden'"
+
+
+def test_flags_the_command_would_ignore_are_refused(monkeypatch, capsys, tmp_path):
+    for args, needle in ((["export", "x", "--to-lora", "--out", str(tmp_path / "o")], "--out goes with --to"),
+                         (["export", "x", "--to", "vllm", "--out", str(tmp_path / "o"), "--name", "n"],
+                          "without --to-lora and --name")):
+        assert needle in _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
+
+
+def test_output_paths_of_the_wrong_kind_are_named_before_any_work(monkeypatch, capsys, tmp_path):
+    """`plot -o FOLDER` and `hub push --to FILE` failed with errno text naming an internal temp file (exit 1);
+    `hub pull ''` read the current folder as a mirror."""
+    (tmp_path / "afile").write_text("x")
+    bench = Path(__file__).resolve().parents[2] / "bench" / "results" / "swap_latency.json"
+    for out in (tmp_path, tmp_path / "afile" / "x.png"):
+        line = _one_line_error(*run_cli(monkeypatch, capsys, "plot", "bench", str(bench), "-o", str(out))[::2])
+        assert f"--out {out}: expected a PNG file" in line
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "hub", "push", "x", "--to", str(tmp_path / "afile"))[::2])
+    assert "is a file" in line
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "hub", "pull", "")[::2])
+    assert "give ORG/NAME[@REVISION]" in line

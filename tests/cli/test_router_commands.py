@@ -65,6 +65,33 @@ def test_compose_errors_are_one_line(monkeypatch, capsys, setup):
     assert code == 2 and "neither a registered adapter nor a domain" in err
 
 
+def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatch, capsys, setup, tmp_path):
+    """The weight search's split, shot count, weights and method, a missing history and a bad template or
+    catalogue were refused only after the model loaded (route: after converting it)."""
+    import adaptrec
+    from adaptrec import backbone as backbone_mod
+
+    _, log, bb = setup
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
+    search = ["compose", "--from", "arts-lora,office-lora", "--name", "x", "--search"]
+    for args, needle in (([*search, "--data", "amazon:office:test"], "keep the test split"),
+                         ([*search, "--data", log, "--weights", "1,1"], "not both"),
+                         ([*search, "--data", log, "--method", "nope"], "expected one of"),
+                         ([*search, "--data", log, "--density", "2", "--method", "ties"], "density 2.0"),
+                         (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
+                          "template 'x'"),
+                         (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue")):
+        code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0], err
+    code, _, err = run_cli(monkeypatch, capsys, *search, "--data", log, "--shots", "40", *bb)
+    assert code == 2 and "--shots" in err  # a usage error: at most 32
+    monkeypatch.setattr(backbone_mod, "backbone_fingerprint", lambda *a: pytest.fail("the backbone was converted"))
+    code, _, err = run_cli(monkeypatch, capsys, "route", "--user", "u1", "--domain", "office")
+    assert code == 2 and "pass the user's history" in err
+
+
 def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):
     registry, log, bb = setup
     code, out, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "cat", "--search",
