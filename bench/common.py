@@ -6,6 +6,8 @@ import argparse
 import importlib.metadata
 import json
 import platform
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 from adaptrec.atomic import write_json
@@ -53,14 +55,31 @@ def software() -> dict[str, str]:
     return {**library_versions(), **optional}
 
 
+def code_version() -> dict:
+    """When, and on which commit of this checkout (and whether it had uncommitted changes), a result was measured:
+    what tells a number from before a change from one after it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit,
+            "git_dirty": None if status is None else bool(status)}
+
+
 def report(name: str, payload: dict) -> Path:
     """Print the payload and write it to bench/results/<name>.json with the machine, device, dtype and package
-    versions it ran on (the dtype from `config.backend`, which every benchmark names)."""
+    versions it ran on (the dtype from `config.backend`, which every benchmark names), when and on which commit."""
     config = payload.get("config", {})
     if "backend" not in config:
         raise ValueError(f"bench {name}: config names no backend, so its results could not say what ran")
     machine = {**environment_summary(), "cpu": cpu_model(), "arch": platform.machine(), "device": default_device()}
-    payload = {"benchmark": name, "machine": machine, "software": software(),
+    payload = {"benchmark": name, **code_version(), "machine": machine, "software": software(),
                "dtype": str(load_dtype(config["backend"])).removeprefix("torch."), **payload}
     out = RESULTS / f"{name}.json"
     write_json(out, payload)

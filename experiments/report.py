@@ -153,10 +153,16 @@ BACKENDS = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "
 
 
 def hardware(result: dict) -> str:
-    """The machine a benchmark JSON records: `2 CPU cores, torch 2.13.0+cpu, 2 threads` (GPU, CPU model if any)."""
-    m = result["machine"]
+    """The machine and code a benchmark JSON records: `2 CPU cores, torch 2.13.0+cpu, 2 threads, cpu, float32,
+    adaptrec 0.1.0, measured 2026-12-06 at 1a2b3c4d` (GPU, CPU model if any); a field the file lacks says so."""
+    m, sw = result["machine"], result.get("software", result.get("versions", {}))
+    commit = result.get("git_commit")
     parts = [m["cuda"], m.get("cpu", m.get("processor")), f"{m['cpu_count']} CPU cores", f"torch {m['torch']}",
-             f"{m['threads']} threads"]
+             f"{m['threads']} threads", m.get("device", "device not recorded"),
+             result.get("dtype", "dtype not recorded"),
+             f"adaptrec {sw['adaptrec']}" if "adaptrec" in sw else "adaptrec version not recorded",
+             f"measured {result['measured_at'][:10]}" if "measured_at" in result else "date not recorded",
+             f"at {commit[:8]}{' (uncommitted changes)' if result.get('git_dirty') else ''}" if commit else None]
     return ", ".join(p for p in parts if p)
 
 

@@ -19,6 +19,8 @@ def test_a_results_file_records_the_machine_device_dtype_and_package_versions(tm
     doc = json.loads(common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 1.0}).read_text())
     assert {"cpu", "arch", "device", "torch", "threads", "cpu_count"} <= set(doc["machine"])
     assert {"adaptrec", "torch", "transformers", "peft"} <= set(doc["software"]) and doc["dtype"] == "float32"
+    # when, and on which commit: "Measured <date>" in the docs is checkable, and a number predating a change shows
+    assert doc["measured_at"][:2] == "20" and len(doc["git_commit"]) == 40 and isinstance(doc["git_dirty"], bool)
     with pytest.raises(ValueError, match="names no backend"):
         common.report("y", {"config": {}})
     assert not (tmp_path / "y.json").exists()
