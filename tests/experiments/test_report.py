@@ -59,12 +59,24 @@ def test_write_regions_writes_the_page_or_names_it_when_markers_are_missing(tmp_
 
 
 def test_hardware_line_names_the_benchmarks_only_when_machines_differ():
-    cpu = {"machine": {"cpu_count": 2, "threads": 2, "torch": "2.13.0+cpu", "cuda": None, "processor": ""}}
-    gpu = {"machine": {**cpu["machine"], "cuda": "NVIDIA H200", "processor": "x86_64"}}
-    assert report.hardware_line({"a.json": cpu, "b.json": cpu}) == "Hardware: 2 CPU cores, torch 2.13.0+cpu, 2 threads."
+    run = {"dtype": "float32", "software": {"adaptrec": "0.1.0"}, "measured_at": "2026-12-06T08:00:00+00:00",
+           "git_commit": "1a2b3c4d5e" + "0" * 30, "git_dirty": False}
+    cpu = {**run, "machine": {"cpu_count": 2, "threads": 2, "torch": "2.13.0+cpu", "cuda": None, "processor": "",
+                              "device": "cpu"}}
+    gpu = {**run, "machine": {**cpu["machine"], "cuda": "NVIDIA H200", "processor": "x86_64", "device": "cuda"}}
+    tail = "float32, adaptrec 0.1.0, measured 2026-12-06 at 1a2b3c4d"
+    assert report.hardware_line({"a.json": cpu, "b.json": cpu}) == \
+        f"Hardware: 2 CPU cores, torch 2.13.0+cpu, 2 threads, cpu, {tail}."
     assert report.hardware_line({"a.json": cpu, "b.json": gpu}) == (
-        "Hardware: 2 CPU cores, torch 2.13.0+cpu, 2 threads (`a.json`); "
-        "NVIDIA H200, x86_64, 2 CPU cores, torch 2.13.0+cpu, 2 threads (`b.json`).")
+        f"Hardware: 2 CPU cores, torch 2.13.0+cpu, 2 threads, cpu, {tail} (`a.json`); "
+        f"NVIDIA H200, x86_64, 2 CPU cores, torch 2.13.0+cpu, 2 threads, cuda, {tail} (`b.json`).")
+
+
+def test_a_results_file_without_the_environment_fields_says_so():
+    """Files from before the fields were recorded rendered like complete ones."""
+    old = {"machine": {"cpu_count": 2, "threads": 2, "torch": "2.13.0+cpu", "cuda": None}}
+    assert report.hardware(old) == ("2 CPU cores, torch 2.13.0+cpu, 2 threads, device not recorded, dtype not "
+                                    "recorded, adaptrec version not recorded, date not recorded")
 
 
 def test_backbone_names_the_backend_or_says_it_was_not_recorded():
