@@ -161,9 +161,9 @@ def hardware(result: dict) -> str:
              f"{m['threads']} threads", m.get("device", "device not recorded"),
              result.get("dtype", "dtype not recorded"),
              f"adaptrec {sw['adaptrec']}" if "adaptrec" in sw else "adaptrec version not recorded",
-             f"measured {result['measured_at'][:10]}" if "measured_at" in result else "date not recorded",
-             f"at {commit[:8]}{' (uncommitted changes)' if result.get('git_dirty') else ''}" if commit else None]
-    return ", ".join(p for p in parts if p)
+             f"measured {result['measured_at'][:10]}" if "measured_at" in result else "date not recorded"]
+    at = f" at {commit[:8]}{' (uncommitted changes)' if result.get('git_dirty') else ''}" if commit else ""
+    return ", ".join(p for p in parts if p) + at
 
 
 def hardware_line(results: dict[str, dict]) -> str:
