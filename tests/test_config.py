@@ -81,13 +81,19 @@ def test_set_overrides_are_typed_and_recorded():
         load_recipe("movie-lora", ["training.lr"])
 
 
-def test_a_comment_that_reads_as_a_recorded_override_is_refused(tmp_path):
-    """Read back from a registry row, `# --set training.max_steps=96` would change the settings the file trained."""
+def _refusal_of_movie_lora_plus(tmp_path: Path, tail: str) -> str:
+    """The one-line error for the shipped movie-lora recipe with `tail` appended, as `mine.yaml`."""
     path = tmp_path / "mine.yaml"
-    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text() + "# --set training.max_steps=96\n")
+    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text() + tail)
     with pytest.raises(ConfigError) as e:
         load_recipe(str(path))
-    assert "mine.yaml line" in _one_line(e) and "reword it" in str(e.value)
+    return _one_line(e)
+
+
+def test_a_comment_that_reads_as_a_recorded_override_is_refused(tmp_path):
+    """Read back from a registry row, `# --set training.max_steps=96` would change the settings the file trained."""
+    line = _refusal_of_movie_lora_plus(tmp_path, "# --set training.max_steps=96\n")
+    assert "mine.yaml line" in line and "reword it" in line
 
 
 def test_bad_yaml_names_the_line(tmp_path):
@@ -221,8 +227,5 @@ def test_an_unquoted_no_precision_is_no(tmp_path):
 
 def test_a_repeated_section_is_refused_not_merged(tmp_path):
     """PyYAML keeps the last copy: a second `training:` reset the first one's keys to their defaults."""
-    path = tmp_path / "r.yaml"
-    path.write_text((RECIPES_DIR / "movie-lora.yaml").read_text() + "training:\n  lr: 2.0e-4\n")
-    with pytest.raises(ConfigError) as e:
-        load_recipe(str(path))
-    assert "r.yaml line" in _one_line(e) and "key 'training' appears twice" in str(e.value)
+    line = _refusal_of_movie_lora_plus(tmp_path, "training:\n  lr: 2.0e-4\n")
+    assert "mine.yaml line" in line and "key 'training' appears twice" in line
