@@ -36,9 +36,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     second `training:` section reset the first one's keys to their defaults)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
+        seen = set()  # keys written in this mapping; those a `<<: *anchor` merge brings may be overridden
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a name, not a list or mapping",
+                                                        key_node.start_mark)
+            key = self.construct_object(key_node)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
                                                         key_node.start_mark)
@@ -91,7 +96,7 @@ class TrainingSection(_Strict):
     checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
     seed: int = 0
     weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)  # null: no clipping (a negative norm reversed the gradients)
+    max_grad_norm: float | None = Field(1.0, ge=0)  # 0 or null: no clipping (a negative norm reversed the gradients)
     # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
     report_to: str = "none"
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # null: what the accelerate config or env says

@@ -46,17 +46,16 @@ def measure(backbone, registry, settings: dict, tag: str, repeats: int, request_
     model = engine.lora_model
     names = [engine.load(r).name for r in refs]
     prompts = [engine.prompt(c) for c in amazon_cases(REQUEST_BATCH)]
-    tokens = tokenize(backbone.tokenizer, prompts, backbone.device)
 
     def engine_switch(ref: str) -> None:
         name = engine.load(ref).name
         with adapter_rows([name] * 8):
             pass
 
-    def peft_request(name: str) -> None:
+    def peft_request(name: str) -> None:  # tokenizing inside, as the engine does, with the engine's special tokens
         model.set_adapter(name)
         with torch.inference_mode():
-            last_token_logits(model, tokens)
+            last_token_logits(model, tokenize(backbone.tokenizer, prompts, backbone.device, engine.special))
 
     def engine_request(ref: str) -> None:
         engine.logits([(ref, p) for p in prompts])

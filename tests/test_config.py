@@ -207,13 +207,14 @@ def test_non_finite_numbers_are_refused(setting, key):
     assert f"{key}: Input should be a finite number" in _one_line(e)
 
 
-@pytest.mark.parametrize("value", ["-1", "0"])
-def test_a_gradient_norm_must_be_positive(value):
-    """A negative `max_grad_norm` flipped every gradient's sign: the adapter trained to raise the loss."""
+def test_a_gradient_norm_may_not_be_negative():
+    """A negative `max_grad_norm` flipped every gradient's sign: the adapter trained to raise the loss. 0 and null
+    turn clipping off, as they did (a recipe stored with 0 still reads)."""
     with pytest.raises(ConfigError) as e:
-        load_recipe("movie-lora", [f"training.max_grad_norm={value}"])
-    assert "training.max_grad_norm: Input should be greater than 0" in _one_line(e)
-    assert load_recipe("movie-lora", ["training.max_grad_norm=null"])[0].training.max_grad_norm is None
+        load_recipe("movie-lora", ["training.max_grad_norm=-1"])
+    assert "training.max_grad_norm: Input should be greater than or equal to 0" in _one_line(e)
+    for off in ("0", "null"):
+        assert not load_recipe("movie-lora", [f"training.max_grad_norm={off}"])[0].training.max_grad_norm
 
 
 def test_an_unquoted_no_precision_is_no(tmp_path):
@@ -229,3 +230,17 @@ def test_a_repeated_section_is_refused_not_merged(tmp_path):
     """PyYAML keeps the last copy: a second `training:` reset the first one's keys to their defaults."""
     line = _refusal_of_movie_lora_plus(tmp_path, "training:\n  lr: 2.0e-4\n")
     assert "mine.yaml line" in line and "key 'training' appears twice" in line
+    line = _refusal_of_movie_lora_plus(tmp_path, "[lr]: 1\n")
+    assert "mine.yaml line" in line and "a key must be a name" in line
+
+
+def test_anchors_and_merge_keys_still_read_with_overrides():
+    """The repeated-key check counts written keys only: a key a `<<: *anchor` merge brings may be overridden, as
+    PyYAML's safe loader allows."""
+    from adaptrec.config import _UniqueKeyLoader
+
+    text = "a: &base\n  lr: 1\n  seed: 3\nb:\n  <<: *base\n  lr: 2\n"
+    assert yaml.load(text, Loader=_UniqueKeyLoader) == yaml.safe_load(text) == \
+        {"a": {"lr": 1, "seed": 3}, "b": {"lr": 2, "seed": 3}}
+    with pytest.raises(yaml.YAMLError, match="key 'lr' appears twice"):
+        yaml.load("b:\n  lr: 1\n  lr: 2\n", Loader=_UniqueKeyLoader)

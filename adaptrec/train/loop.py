@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.tracking import get_available_trackers
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -89,19 +89,21 @@ def _trim_metrics(path: Path, up_to_step: int) -> None:
 
 
 @contextmanager
-def _run_folder_held(run_dir: Path, main_process: bool) -> Iterator[None]:
-    """Hold `run_dir` (the main process locks `.train.lock` in it; the lock goes with the process) while a run
-    trains there; a one-line error if another run holds it (both would append to one metrics file, race on
-    `best/` and register twice)."""
-    if not main_process:
+def run_folder_held(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one run, from before `--restart` clears it to after its version is registered: the main
+    process locks `<run_dir>.lock` beside the folder (so clearing the folder cannot drop the lock; the lock goes
+    with the process). A one-line error if another run holds it: both would clear, append to one metrics file,
+    race on `best/` and register twice."""
+    if not PartialState().is_main_process:
         yield
         return
-    with open(run_dir / ".train.lock", "a") as lock:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"{run_dir}: another run is training in this folder now; wait for it to finish, or "
-                              "give this one other settings") from None
+            raise ConfigError(f"{run_dir}: another run is using this folder now; wait for it to finish, or give "
+                              "this one other settings") from None
         yield
 
 
@@ -160,8 +162,8 @@ def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
                            mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
                            project_dir=run_dir)
     except ValueError as e:  # e.g. bf16 on a GPU without it, or another precision than this process's first run's
-        raise ConfigError(f"{recipe._source}: training.mixed_precision {t.mixed_precision}: "
-                          f"{str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{recipe._source}: accelerate refused this run's setup (training.mixed_precision "
+                          f"{t.mixed_precision}): {str(e).splitlines()[0]}") from None
 
 
 def _flat_settings(settings: dict, prefix: str = "") -> dict[str, str | int | float | bool | None]:
@@ -404,6 +406,5 @@ def train(
     adapter folder to start from (a continual update) instead of the tuner's initialisation."""
     trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir)
     trainer.setup(resume=resume, method=method, init_from=init_from)
-    with _run_folder_held(run_dir, trainer.accelerator.is_main_process):
-        trainer.resume()
-        return trainer.run()
+    trainer.resume()
+    return trainer.run()

@@ -25,7 +25,7 @@ from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from .cases import recipe_cases, recipe_data, training_cases
 from .lineage import with_encoder, with_events
-from .loop import TrainResult, train
+from .loop import TrainResult, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE, recorded_version
 
@@ -57,6 +57,11 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
     """Train per `recipe`, evaluate on its test subset (untuned backbone and baselines beside it), register; resuming
     a finished run keeps the version it registered."""
     run_dir = run_dir_for(recipe)
+    with run_folder_held(run_dir):
+        return _run_recipe(recipe, text, run_dir, resume, restart)
+
+
+def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart: bool) -> RecipeResult:
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation

@@ -21,7 +21,7 @@ from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from .cases import recipe_cases, recipe_data, training_cases
 from .lineage import event_keys, with_encoder, with_events
-from .loop import TrainResult, train
+from .loop import TrainResult, run_folder_held, train
 
 UPDATE = "update"  # the lineage method of an updated version
 REGISTERED = "registered.json"  # in a finished update's run folder: the version it registered
@@ -97,18 +97,19 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     key = digest({"parent": parent.ref, "data": dataset.fingerprint, "replay": replay,
                   "settings": recipe.model_dump(mode="json"), "replayed": event_keys(old), "valid": event_keys(val)})
     run_dir = adaptrec_home() / "runs" / f"{parent.name}-update-{key[:10]}"
-    result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path)
-    record = _registered(registry, run_dir, parent, result.adapter_dir)
-    if record is None:
-        lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
-                   "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
-                   "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
-        record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
-                                   adapter_type=recipe.adapter.type, adapter_config=None,
-                                   fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
-                                   lineage=with_encoder(with_events(lineage, mixed, parent), result.adapter_dir,
-                                                        registry))
-    write_json(run_dir / REGISTERED, {"record": record.ref})
+    with run_folder_held(run_dir):  # through registering: a second run of the same update waits its turn
+        result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path)
+        record = _registered(registry, run_dir, parent, result.adapter_dir)
+        if record is None:
+            lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
+                       "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
+                       "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
+            record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
+                                       adapter_type=recipe.adapter.type, adapter_config=None,
+                                       fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
+                                       lineage=with_encoder(with_events(lineage, mixed, parent), result.adapter_dir,
+                                                            registry))
+        write_json(run_dir / REGISTERED, {"record": record.ref})
     return UpdateResult(record, result, len(new), n_old)
 
 

@@ -85,21 +85,28 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(tiny_backbone, tmp_pa
     assert [r["lr"] for r in _metrics(tmp_path / "run")] == pytest.approx([0.0, 2e-3, 4e-3])
 
 
-def test_a_second_run_in_the_same_folder_is_refused_while_one_trains(tiny_model_dir, tmp_path):
-    """Both appended to one metrics file, raced on best/ and registered two versions."""
+def test_a_second_run_in_the_same_folder_is_refused_while_one_runs(tiny_model_dir, tmp_path):
+    """Both appended to one metrics file, raced on best/ and registered two versions; `--restart` deleted the other
+    run's folder (and a lock kept inside it)."""
     import fcntl
 
-    from router_helpers import fresh_backbone
+    from train_worker import tiny_recipe_file
 
-    run = tmp_path / "run"
-    run.mkdir()
-    recipe = tiny_recipe(str(tiny_model_dir), 2)
-    with open(run / ".train.lock", "a") as held:  # as the other run holds it
+    from adaptrec.config import load_recipe
+    from adaptrec.registry import Registry
+    from adaptrec.train.recipe import run_dir_for, run_recipe
+
+    recipe, text = load_recipe(str(tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 8, "valid": 4,
+                                                                                       "test": 4})))
+    run_dir = run_dir_for(recipe)
+    run_dir.mkdir(parents=True)
+    (run_dir / "theirs").write_text("the other run's files")
+    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as held:  # as the other run holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(ConfigError, match="another run is training in this folder now"):
-            train(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1), run)
-    assert not (run / "metrics.jsonl").exists()
-    train(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1), run)  # released
+        with pytest.raises(ConfigError, match="another run is using this folder now"):
+            run_recipe(recipe, text, restart=True)
+    assert (run_dir / "theirs").exists() and Registry().list() == []
+    assert run_recipe(recipe, text, restart=True).record.ref == "tiny:1"  # released: it runs
 
 
 def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_path, monkeypatch):

@@ -500,6 +500,14 @@ def test_a_dry_run_checks_the_methods_data_and_teacher_without_a_backbone(tiny_m
         check_method(attributes, synthetic_cases(6), fingerprint)
 
 
+def test_a_ranking_method_built_by_hand_still_needs_a_ranked_query():
+    """The recipe builder checks it; a JointMethod passed to `train` directly is checked as it prepares."""
+    method = JointMethod(JointSettings(type="joint", rec_loss="pairwise"), [])
+    with pytest.raises(ConfigError, match="method.rec_loss: pairwise ranks a query's candidates"):
+        method.prepare(None, None, synthetic_cases(6))
+    method.prepare(None, None, _paired(6))
+
+
 def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path, monkeypatch):
     """A ranking loss without a ranked query, a teacher file missing training pairs, target modules the backbone
     lacks and an uninstalled tracker were refused only after the backbone loaded: the dry run printed a plan."""

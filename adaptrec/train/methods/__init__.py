@@ -16,7 +16,7 @@ from ..cases import recipe_cases
 from .base import Method, StepContext, adapter_active, micro_batches
 from .distill import DistillMethod, Teacher, TeacherBackbone, check_teacher_pairs, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
-from .joint import JointMethod, has_ranked_query, item_texts, query_key
+from .joint import RANKED_QUERY_NEEDED, JointMethod, has_ranked_query, item_texts, query_key
 from .multitask import MultitaskMethod
 
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
@@ -86,10 +86,8 @@ def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
         partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
                     if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
-        if not has_ranked_query([*train_cases, *partners]):
-            raise ConfigError(f"{recipe._source}: method.rec_loss: {cfg.rec_loss} ranks a query's candidates, but "
-                              "no training history has both a Yes and a No case (TALLRec files: one case per user); "
-                              "use rec_loss: yesno")
+        if not has_ranked_query([*train_cases, *partners]):  # checked again in `prepare`, for methods built by hand
+            raise ConfigError(f"{recipe._source}: {RANKED_QUERY_NEEDED.format(rec_loss=cfg.rec_loss)}")
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 

@@ -13,6 +13,7 @@ import torch
 from ...config import JointSettings
 from ...data.interaction_log import get_field, read_jsonl
 from ...data.records import Case
+from ...errors import ConfigError
 from ...home import data_root
 from ...scoring.logits import tokenize
 from ..losses import answer_pair, causal_lm_loss, listwise_loss, pairwise_loss, rec_loss
@@ -49,6 +50,10 @@ def query_key(case: Case) -> tuple:
     return case.user_id, case.domain, case.history
 
 
+RANKED_QUERY_NEEDED = ("method.rec_loss: {rec_loss} ranks a query's candidates, but no training history has both a Yes "
+                       "and a No case (TALLRec files: one case per user); use rec_loss: yesno")
+
+
 def has_ranked_query(cases: Sequence[Case]) -> bool:
     """Whether some query (user and history) among `cases` has both a Yes and a No candidate to rank."""
     return any(len({c.label for c in g}) == 2 for g in _query_groups(cases))
@@ -69,6 +74,10 @@ class JointMethod(Method):
 
     def __init__(self, cfg: JointSettings, texts: Sequence[str], seed: int = 0, partners: Sequence[Case] = ()):
         self.cfg, self.texts, self.seed, self.partners = cfg, list(texts), seed, list(partners)
+
+    def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
+        if self.cfg.rec_loss != "yesno" and not has_ranked_query([*train_cases, *self.partners]):
+            raise ConfigError(RANKED_QUERY_NEEDED.format(rec_loss=self.cfg.rec_loss))
 
     def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
         if self.cfg.rec_loss == "yesno":
