@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -195,6 +196,14 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
 SCHEMES = ("tallrec", "movielens", "amazon", "feedback")
 _SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 _LOO_LOG_RE = re.compile(r"^(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|valid|test)$")
+
+
+def split_slice(spec: str) -> tuple[str, int, float]:
+    """(base SPEC, start, stop) of `spec`'s `[start:stop]` slice, open ends as 0 and inf; the whole: (spec, 0, inf)."""
+    sliced = _SLICE_RE.match(spec)
+    if sliced is None:
+        return spec, 0, math.inf
+    return sliced["base"], int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
 
 
 PROTOCOLS = ("leave_one_out", "sliding")

@@ -10,7 +10,6 @@ half-width is recorded as the smallest difference the window can resolve.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from adaptrec.registry import AdapterRecord, Registry
 from adaptrec.scoring.variants import component_scores
 
 from ..config import recipe_from_text
-from ..errors import ConfigError, RegistryError
+from ..data.spec import split_slice, with_protocol
+from ..errors import AdaptrecError, ConfigError, RegistryError
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
@@ -79,36 +79,44 @@ def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
     return sum(seen(c) for c in cases)
 
 
-_SLICE = re.compile(r"\[-?\d*:-?\d*\]$")
+def _spec_range(spec: str) -> tuple[str, int, float]:
+    """(base SPEC, start, stop) with a data file in the base named by its absolute path (`~` expanded)."""
+    base, start, stop = split_slice(spec.strip())
+    head, sep, tail = base.partition(":")
+    if Path(head).suffix in (".json", ".jsonl", ".parquet"):
+        base = str(Path(head).expanduser().resolve()) + sep + tail
+    return base, start, stop
 
 
-def _unsliced(spec: str) -> str:
-    """A SPEC without its `[start:stop]` slice, a data file in it named by its absolute path."""
-    spec = _SLICE.sub("", spec.strip())
-    head, sep, tail = spec.partition(":")
-    return str(Path(head).resolve()) + sep + tail if Path(head).suffix in (".json", ".jsonl", ".parquet") else spec
-
-
-def trained_specs(registry: Registry, record: AdapterRecord) -> set[str]:
-    """The data SPECs (slices dropped) `record` and the versions it was updated from trained on: each recipe's
-    `data.train` and each update's `data`; `feedback:` SPECs are left to the exact per-event check."""
-    specs, current, visited = set(), record, set()
+def trained_specs(registry: Registry, record: AdapterRecord) -> list[tuple[str, int, float]]:
+    """The data (`_spec_range`s) `record` and the versions it was updated from trained on: each recipe's
+    `data.train` in its protocol's form and its `method.extra_train`, and each update's `data`; `feedback:` SPECs
+    are left to the exact per-event check."""
+    specs, current, visited = [], record, set()
     while current is not None and current.ref not in visited:
         visited.add(current.ref)
         lineage = current.lineage or {}
         found = [lineage.get("data")]
         if current.recipe_text:
             try:
-                found.append(recipe_from_text(current.recipe_text, current.ref).data.train)
-            except ConfigError:  # a recipe of an older schema: its update data still counts
+                recipe = recipe_from_text(current.recipe_text, current.ref)
+                found += [with_protocol(recipe.data.train, recipe.data.protocol, "train"),
+                          *getattr(recipe.method, "extra_train", [])]
+            except AdaptrecError:  # a recipe of an older schema: its update data still counts
                 pass
-        specs |= {_unsliced(f) for f in found if isinstance(f, str) and not f.startswith("feedback:")}
+        specs += [_spec_range(f) for f in found if isinstance(f, str) and not f.startswith("feedback:")]
         parent = lineage.get("updated_from")
         try:
             current = registry.resolve(parent) if parent else None
         except RegistryError:  # removed since: the chain stops there
             current = None
     return specs
+
+
+def _overlaps(data: str, trained: list[tuple[str, int, float]]) -> bool:
+    """Whether `data` shares cases with any of `trained`: the same base SPEC and overlapping slices."""
+    base, start, stop = _spec_range(data)
+    return any(b == base and max(start, s) < min(stop, e) for b, s, e in trained)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         return plan
     if champion.ref == record.ref:
         raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
-    if _unsliced(data) in trained_specs(registry, record):
+    if _overlaps(data, trained_specs(registry, record)):
         raise ConfigError(f"--data {data}: {record.ref} (or a version it was updated from) was trained on this data; "
                           "gate on data it never saw: a held-out split, or feedback logged after it")
     seen = trained_on(record, labelled)

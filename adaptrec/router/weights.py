@@ -9,7 +9,6 @@ scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW 
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, compose, merge, parse_weights
 from adaptrec.data.records import Case
 from adaptrec.data.sampling import few_shot
-from adaptrec.data.spec import load_spec
+from adaptrec.data.spec import load_spec, split_slice
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import component_scores, mix
@@ -165,7 +164,7 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     `shots` labelled cases of `search_data`, and register the result under `name` for `domain` (default: the last
     source's). `load` returns the backbone; it is called only once every input is checked (names, weights, method,
     density, shots, the data and its split), so a mistake costs no model load."""
-    if search_data is not None and "test" in re.sub(r"\[\d*:\d*\]$", "", search_data).split(":"):
+    if search_data is not None and "test" in split_slice(search_data)[0].split(":"):
         raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
                                "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)

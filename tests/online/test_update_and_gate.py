@@ -194,6 +194,17 @@ def test_the_gate_refuses_data_the_challenger_or_its_parents_trained_on(trained,
     assert [d.action for d in Registry().history("movie")] == ["promote"]  # nothing decided
 
 
+def test_the_training_data_check_compares_slices_and_protocols():
+    """A disjoint slice of the training SPEC is held-out data (book: shots from valid[:1200], selection on
+    valid[1200:]); a log trained through `protocol: leave_one_out` trained on its `:loo:train` part."""
+    from adaptrec.online.gate import _overlaps, _spec_range
+
+    trained = [_spec_range("tallrec:book:valid[:1200]"), _spec_range("~/logs/x.jsonl:loo:train")]
+    assert not _overlaps("tallrec:book:valid[1200:]", trained)
+    assert _overlaps("tallrec:book:valid[1000:1300]", trained) and _overlaps("tallrec:book:valid", trained)
+    assert _overlaps("~/logs/x.jsonl:loo:train[5:9]", trained) and not _overlaps("~/logs/x.jsonl:loo:valid", trained)
+
+
 def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
     """Every refusal is decided on the registry and the data; the first promotion needs no model either."""
     import adaptrec
