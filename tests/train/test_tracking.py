@@ -124,4 +124,5 @@ def test_a_precision_accelerate_refuses_is_one_line_naming_the_key(fresh_acceler
     loop._build_accelerator(tiny_recipe(str(tiny_model_dir), 2, mixed_precision="no"), tmp_path)
     with pytest.raises(ConfigError) as e:  # this process's accelerate state already holds "no"
         loop._build_accelerator(tiny_recipe(str(tiny_model_dir), 2, mixed_precision="bf16"), tmp_path)
-    assert "\n" not in str(e.value) and str(e.value).startswith("recipe: training.mixed_precision bf16: ")
+    assert "\n" not in str(e.value) and str(e.value).startswith(
+        "recipe: accelerate refused this run's setup (training.mixed_precision bf16): ")
