@@ -232,7 +232,10 @@ class Trainer:
         )
         self.method = method or build_method(recipe, self.backbone, self.train_cases)
         self.ctx = StepContext(self.scorer, self.accelerator.device)
-        self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
+        try:  # the method's checks of its data (a ranking loss's queries, a teacher's cases)
+            self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
+        except ConfigError as e:
+            raise ConfigError(f"{recipe._source}: {e}") from None
 
     def resume(self) -> None:
         """Continue from the newest readable checkpoint, if there is one: adapter weights, optimizer, scheduler, RNG,

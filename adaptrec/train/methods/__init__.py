@@ -16,7 +16,7 @@ from ..cases import recipe_cases
 from .base import Method, StepContext, adapter_active, micro_batches
 from .distill import DistillMethod, Teacher, TeacherBackbone, check_teacher_pairs, pair_key
 from .features import BlendMethod, FeatureBlend, blend_row
-from .joint import RANKED_QUERY_NEEDED, JointMethod, has_ranked_query, item_texts, query_key
+from .joint import JointMethod, item_texts, query_key
 from .multitask import MultitaskMethod
 
 __all__ = ["Method", "StepContext", "adapter_active", "micro_batches", "build_method", "DistillMethod", "Teacher",
@@ -86,8 +86,6 @@ def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
         partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
                     if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
-        if not has_ranked_query([*train_cases, *partners]):  # checked again in `prepare`, for methods built by hand
-            raise ConfigError(f"{recipe._source}: {RANKED_QUERY_NEEDED.format(rec_loss=cfg.rec_loss)}")
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 
@@ -129,8 +127,12 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> No
     """What `build_method` loads, checked without loading a backbone (`train --dry-run`): the method's data, and a
     distillation teacher registered and made for its backbone (`fingerprint`: the student's)."""
     cfg = recipe.method
-    if cfg.type != "distill":  # the other builders need no backbone
-        _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
+    if cfg.type != "distill":  # the other builders, and their `prepare`, need no backbone
+        method = _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
+        try:
+            method.prepare(None, None, train_cases)
+        except ConfigError as e:
+            raise ConfigError(f"{recipe._source}: {e}") from None
         return
     check_teacher_pairs(recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")[0], train_cases,
                         recipe._source)

@@ -50,15 +50,6 @@ def query_key(case: Case) -> tuple:
     return case.user_id, case.domain, case.history
 
 
-RANKED_QUERY_NEEDED = ("method.rec_loss: {rec_loss} ranks a query's candidates, but no training history has both a Yes "
-                       "and a No case (TALLRec files: one case per user); use rec_loss: yesno")
-
-
-def has_ranked_query(cases: Sequence[Case]) -> bool:
-    """Whether some query (user and history) among `cases` has both a Yes and a No candidate to rank."""
-    return any(len({c.label for c in g}) == 2 for g in _query_groups(cases))
-
-
 def _query_groups(cases: Sequence[Case]) -> list[list[Case]]:
     groups: dict[tuple, list[Case]] = {}
     for case in cases:
@@ -76,8 +67,11 @@ class JointMethod(Method):
         self.cfg, self.texts, self.seed, self.partners = cfg, list(texts), seed, list(partners)
 
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
-        if self.cfg.rec_loss != "yesno" and not has_ranked_query([*train_cases, *self.partners]):
-            raise ConfigError(RANKED_QUERY_NEEDED.format(rec_loss=self.cfg.rec_loss))
+        if self.cfg.rec_loss != "yesno" and not any(
+                len({c.label for c in g}) == 2 for g in _query_groups([*train_cases, *self.partners])):
+            raise ConfigError(f"method.rec_loss: {self.cfg.rec_loss} ranks a query's candidates, but no training "
+                              "history has both a Yes and a No case (TALLRec files: one case per user); use "
+                              "rec_loss: yesno")
 
     def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
         if self.cfg.rec_loss == "yesno":
