@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .bootstrap import BootstrapCI, bootstrap_ci
+from .bootstrap import BootstrapCI, bootstrap_ci, resampling_units
 from .classification import accuracy, auc, log_loss
 from .ranking import (
     hit_at_k,
@@ -52,6 +52,7 @@ __all__ = [
     "mrr_per_case",
     "bootstrap_ci",
     "BootstrapCI",
+    "estimate",
 ]
 
 CLASSIFICATION_METRICS = {"auc": auc, "accuracy": accuracy, "log_loss": log_loss}
@@ -80,6 +81,19 @@ class MetricValue:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def estimate(value: float, metric_fn, *arrays, ci: bool = True, clusters=None, **bootstrap) -> MetricValue:
+    """`value` with the bootstrap CI of `metric_fn` over `arrays` (`bootstrap`: `seed`, `n_resamples`, `alpha`).
+
+    No CI without `ci`, or with fewer than 2 clusters (users; rows without clusters): one resamples to
+    itself, so its interval would have zero width and read as certainty.
+    """
+    n = len(arrays[0])
+    if not ci or resampling_units(n, clusters) < 2:
+        return MetricValue(float(value), n=n)
+    lo_hi = bootstrap_ci(metric_fn, *arrays, clusters=clusters, **bootstrap)
+    return MetricValue(float(value), lo_hi.low, lo_hi.high, n=n, ci_skipped=lo_hi.skipped)
 
 
 def _invalid(name) -> ValueError:
@@ -133,12 +147,8 @@ def compute_classification(
     out: dict[str, MetricValue] = {}
     for name, base in parsed.items():
         fn = CLASSIFICATION_METRICS[base]
-        value = fn(y, s)
-        if ci:
-            lo_hi = bootstrap_ci(fn, y, s, n_resamples=n_resamples, alpha=alpha, seed=seed, clusters=clusters)
-            out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(y), ci_skipped=lo_hi.skipped)
-        else:
-            out[name] = MetricValue(value, n=len(y))
+        out[name] = estimate(fn(y, s), fn, y, s, ci=ci, clusters=clusters, n_resamples=n_resamples, alpha=alpha,
+                             seed=seed)
     return out
 
 
@@ -160,9 +170,8 @@ def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_re
     fn = CLASSIFICATION_METRICS[_classification_base(name)]
     y, a, b = np.asarray(labels), np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
     value = fn(y, a) - fn(y, b)  # first: bad input is the metric's own clear error, not the bootstrap's
-    ci = bootstrap_ci(lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, n_resamples=n_resamples, alpha=alpha, seed=seed,
-                      clusters=clusters)
-    return MetricValue(value, ci.low, ci.high, n=len(y), ci_skipped=ci.skipped)
+    return estimate(value, lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, clusters=clusters,
+                    n_resamples=n_resamples, alpha=alpha, seed=seed)
 
 
 def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:
@@ -197,10 +206,6 @@ def compute_ranking(
     out: dict[str, MetricValue] = {}
     for name, (base, k) in parsed.items():
         per_case = RANKING_METRICS[base](r, k)
-        value = float(per_case.mean())
-        if ci:
-            lo_hi = bootstrap_ci(np.mean, per_case, n_resamples=n_resamples, alpha=alpha, seed=seed, clusters=clusters)
-            out[name] = MetricValue(value, lo_hi.low, lo_hi.high, n=len(r), ci_skipped=lo_hi.skipped)
-        else:
-            out[name] = MetricValue(value, n=len(r))
+        out[name] = estimate(per_case.mean(), np.mean, per_case, ci=ci, clusters=clusters, n_resamples=n_resamples,
+                             alpha=alpha, seed=seed)
     return out

@@ -85,18 +85,15 @@ def group_means(per_case: np.ndarray, groups: Mapping[str, np.ndarray], clusters
                 n_resamples: int = 1000) -> dict[str, "MetricValue"]:
     """Mean of a per-case metric within each group (boolean masks), with bootstrap CIs over `clusters` (users);
     groups without cases are left out."""
-    from . import MetricValue
-    from .bootstrap import bootstrap_ci
+    from . import estimate
 
     values = np.asarray(per_case, dtype=float)
     out = {}
     for name, mask in groups.items():
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            ci = bootstrap_ci(np.mean, values[mask], seed=seed, n_resamples=n_resamples,
-                              clusters=None if clusters is None else np.asarray(clusters)[mask])
-            out[name] = MetricValue(float(values[mask].mean()), ci.low, ci.high, n=int(mask.sum()),
-                                    ci_skipped=ci.skipped)
+            out[name] = estimate(values[mask].mean(), np.mean, values[mask], seed=seed, n_resamples=n_resamples,
+                                 clusters=None if clusters is None else np.asarray(clusters)[mask])
     return out
 
 
@@ -104,8 +101,7 @@ def group_gap(per_case: np.ndarray, first: np.ndarray, second: np.ndarray, clust
               n_resamples: int = 1000) -> "MetricValue | None":
     """mean(first) − mean(second) of a per-case metric (e.g. cold − warm), with a bootstrap CI resampling clusters;
     None unless both groups have cases."""
-    from . import MetricValue
-    from .bootstrap import bootstrap_ci
+    from . import estimate
 
     values, a, b = np.asarray(per_case, dtype=float), np.asarray(first, bool), np.asarray(second, bool)
     if not a.any() or not b.any():
@@ -116,6 +112,6 @@ def group_gap(per_case: np.ndarray, first: np.ndarray, second: np.ndarray, clust
             raise ValueError("a resample without one of the groups")
         return v[a_].mean() - v[b_].mean()
 
-    ci = bootstrap_ci(gap, values, a, b, seed=seed, n_resamples=n_resamples, clusters=clusters)
-    return MetricValue(float(values[a].mean() - values[b].mean()), ci.low, ci.high, n=int(len(values)),
-                       ci_skipped=ci.skipped)  # resamples missing a group are skipped: the report says how many
+    # resamples missing a group are skipped: the report says how many
+    return estimate(values[a].mean() - values[b].mean(), gap, values, a, b, seed=seed, n_resamples=n_resamples,
+                    clusters=clusters)

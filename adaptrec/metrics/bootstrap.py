@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["BootstrapCI", "bootstrap_ci"]
+__all__ = ["BootstrapCI", "bootstrap_ci", "resampling_units"]
 
 
 class BootstrapCI(tuple):
@@ -71,6 +71,11 @@ def _cluster_rows(clusters, n: int) -> list[np.ndarray] | None:
     return [np.asarray(r) for r in rows.values()]
 
 
+def resampling_units(n: int, clusters=None) -> int:
+    """What a bootstrap of `n` rows resamples: the distinct clusters (users) when given, else the rows."""
+    return n if clusters is None else len(set(clusters))
+
+
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays,
@@ -89,7 +94,9 @@ def bootstrap_ci(
     `metric_fn(*(a[idx] for a in arrays))`. Resamples where the metric is undefined (it
     raises ValueError or returns NaN) are skipped and counted in the result's `skipped`.
     Returns the alpha/2 and 1 - alpha/2 quantiles of the remaining values. Raises ValueError
-    when the arrays differ in length, are empty, or the metric is undefined on every resample.
+    when the arrays differ in length, are empty, hold fewer than 2 clusters (or rows, without clusters: one
+    resamples to itself, a zero-width interval that would read as certainty), or the metric is undefined on
+    every resample.
     """
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array to resample")
@@ -106,6 +113,10 @@ def bootstrap_ci(
         raise ValueError("cannot bootstrap empty arrays")
 
     groups = _cluster_rows(clusters, n)
+    units = n if groups is None else len(groups)
+    if units < 2:
+        raise ValueError(f"a bootstrap CI needs at least 2 {'clusters' if groups else 'rows'} to resample, got 1: "
+                         "every resample would be the same sample")
     rng = np.random.default_rng(seed)
     values: list[float] = []
     skipped = 0

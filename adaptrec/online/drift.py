@@ -10,7 +10,7 @@ import numpy as np
 from adaptrec.baselines import like_ratio_scores, popularity_scores
 from adaptrec.data.records import Case
 from adaptrec.data.tallrec import item_popularity
-from adaptrec.metrics import compute_classification
+from adaptrec.metrics import MetricValue, compute_classification
 from adaptrec.metrics.calibration import ks, psi, reliability
 from adaptrec.registry import Registry
 from adaptrec.scoring.variants import component_scores
@@ -85,8 +85,7 @@ def summary(report: dict) -> str:
              f"(p {c['ks_p']:.3g}), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
     for name in ("before", "after"):
         w = report[name]
-        rows = ", ".join(f"{row} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-                         for row, m in w["auc"].items())
+        rows = ", ".join(f"{row} {MetricValue(**m).format()}" for row, m in w["auc"].items())
         lines.append(f"  {name}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
                      f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from adaptrec.metrics.beyond import (
     diversity,
     giniindex,
     group_gap,
+    group_means,
     itemcoverage,
     top_k,
 )
@@ -63,3 +64,13 @@ def test_a_zero_length_embedding_is_refused_not_nan():
     """One zero vector turned the whole diversity into NaN."""
     with pytest.raises(ValueError, match="zero-length embedding"):
         diversity([["a", "b"]], {"a": np.zeros(3), "b": np.ones(3)})
+
+
+def test_a_group_of_one_user_has_its_mean_without_a_ci():
+    """One user resamples to itself: no interval rather than a zero-width one that reads as certainty."""
+    values = np.array([1.0, 0.0, 1.0, 0.5])
+    users = ["u1", "u1", "u2", "u3"]
+    groups = {"one": np.array([True, True, False, False]), "two": np.array([False, True, True, True])}
+    means = group_means(values, groups, clusters=users)
+    assert means["one"].value == 0.5 and means["one"].ci_low is None and means["one"].n == 2
+    assert means["two"].ci_low is not None

@@ -22,6 +22,7 @@ from adaptrec.metrics import (
     log_loss,
     mrr_at_k,
     ndcg_at_k,
+    paired_difference,
     parse_metric_name,
     ranks,
 )
@@ -248,6 +249,27 @@ def test_bootstrap_skips_and_counts_undefined_resamples():
 
     with pytest.raises(ValueError, match="undefined on all"):
         bootstrap_ci(always_undefined, y, n_resamples=5)
+
+
+def test_bootstrap_refuses_one_cluster_or_row_instead_of_a_zero_width_interval():
+    y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.4, 0.3])
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        bootstrap_ci(auc, y, s, clusters=["u1"] * 4)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        bootstrap_ci(np.mean, [0.5])
+    assert bootstrap_ci(auc, y, s, clusters=["u1", "u1", "u2", "u2"], n_resamples=50).n_resamples == 50
+
+
+def test_metrics_of_one_user_or_case_carry_no_ci():
+    one_user = compute_classification(["auc"], [0, 1, 0, 1], [0.1, 0.9, 0.4, 0.3], clusters=["u1"] * 4)["auc"]
+    assert one_user.value == pytest.approx(0.75) and one_user.ci_low is None and one_user.ci_high is None
+    assert one_user.format() == "0.750"
+    one_case = compute_ranking(["hit@1"], [[0.9, 0.1]], [0])["hit@1"]
+    assert one_case.value == 1.0 and one_case.ci_low is None
+    gap = paired_difference("auc", [0, 1, 0, 1], [0.1, 0.9, 0.4, 0.3], [0.9, 0.1, 0.4, 0.3], clusters=["u1"] * 4)
+    assert gap.value == pytest.approx(0.75 - 0.0) and gap.ci_low is None
+    two_users = compute_classification(["auc"], [0, 1, 0, 1], [0.1, 0.9, 0.4, 0.3], clusters=["u1", "u1", "u2", "u2"])
+    assert two_users["auc"].ci_low is not None
 
 
 def test_bootstrap_rejects_mismatched_lengths():

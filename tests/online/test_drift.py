@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from cli_runner import run_cli
 from serve_helpers import make_registry
-from synthetic import synthetic_cases
-from test_update_and_gate import log_feedback
+from synthetic import log_feedback, synthetic_cases
 
 from adaptrec.metrics.calibration import ks, psi, reliability
 
@@ -100,3 +99,15 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
                         real_scores(bb, reg, refs, *a, **k))
     report = adaptrec.drift("arts", **windows, adapter="arts-lora", backbone=str(tiny_model_dir), quantization="none")
     assert scored == [["arts-lora:1"], ["arts-lora:1"]] and report["adapter"] == "arts-lora:1"
+
+
+def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():
+    """One user's window has no user-clustered CI; the text shows the AUC alone instead of failing on None."""
+    from adaptrec.online.drift import summary, window_report
+
+    labels, scores = np.array([0, 1, 0, 1]), np.array([0.2, 0.8, 0.3, 0.6])
+    window = window_report(labels, ["u1"] * 4, scores, {"popularity": np.array([0.5, 0.4, 0.6, 0.5])})
+    assert window["auc"]["adapter"] == {"value": 1.0, "ci_low": None, "ci_high": None}
+    report = {"adapter": "arts-lora:1", "domain": "arts", "before": window, "after": window,
+              "change": {"psi": 0.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0, "auc_change": 0.0}}
+    assert "AUC adapter 1.000, popularity 0.125" in summary(report)
