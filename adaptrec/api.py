@@ -110,9 +110,10 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     """A Recommender for a registered adapter (NAME[:VERSION], or a domain: its promoted adapter); None: untuned.
 
     `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit)."""
-    from .router.recommender import Recommender
+    from .router.recommender import Recommender, one_source
 
     _check_choice("score", score, SCORE_MODES)
+    one_source(registry(), ref)  # a wrong or multiple ref: refused before the backbone loads
     bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
     return Recommender(bb, registry(), ref, template=template, batch_size=batch_size, mode=score)
 
@@ -206,9 +207,10 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     record = reg.resolve(ref)
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
     plan = plan_gate(reg, record.ref, domain or record.domain, cases, data, margin, limit)  # refusals: no model load
+    # read before the backbone loads; a first promotion scores nothing and needs none
+    options = {r.ref: _scoring_options(reg, r.ref) for r in (plan.challenger, plan.champion)} if plan.champion else {}
     bb = _backbone(*_made_for([record.ref], backbone, quantization)) if plan.champion is not None else None
-    return run_gate(bb, reg, plan, seed, options=lambda r: _scoring_options(reg, r),
-                    cache=ScoreCache.default() if cache else None)
+    return run_gate(bb, reg, plan, seed, options=options.__getitem__, cache=ScoreCache.default() if cache else None)
 
 
 def drift(domain: str, *, before: str, after: str, adapter: str | None = None, limit: int | None = None,
@@ -228,9 +230,10 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     windows = labelled_windows(*(select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)))
+    options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))
     report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
-                             **_scoring_options(reg, ref))
+                             **options)
     if plot is not None:
         from .plots.drift import plot_drift
 
@@ -239,13 +242,18 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
 
 
 def _scoring_options(reg: Registry, ref: str | None) -> dict:
-    """The prompt template and length the adapter `ref` was trained with (none for an adapter without a recipe)."""
+    """The prompt template and length the adapter `ref` was trained with (none for an adapter without a recipe);
+    called before a backbone loads, so a stored recipe that no longer validates is refused without that wait."""
     from .config import recipe_from_text
 
     record = reg.resolve(ref) if ref else None
     if record is None or not record.recipe_text:
         return {}
-    recipe = recipe_from_text(record.recipe_text, record.ref)
+    try:
+        recipe = recipe_from_text(record.recipe_text, record.ref)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (the recipe stored with the adapter no longer validates, so the prompt template it "
+                          "was trained with is unknown)") from None
     return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
 
 
@@ -339,10 +347,11 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
-    from .router.policy import NO_HISTORY, RouteError, RoutePolicy, route_user
+    from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
 
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
         raise RouteError(NO_HISTORY)
+    check_cold_options(cold_mix, cold_weights)
     dataset = load_spec(data) if data else None
     decision, _ = route_user(registry(), backbone_fingerprint(backbone, quantization), user, domain, dataset=dataset,
                              history=history, policy=RoutePolicy(min_target_history=min_target_history),
@@ -358,10 +367,11 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
-    from .router.policy import RoutePolicy
+    from .router.policy import RoutePolicy, check_cold_options
     from .router.retrieval import recommend_user
 
     _check_choice("template", template, TEMPLATES)
+    check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
     dataset = load_spec(data)
     return recommend_user(lambda: _backbone(backbone, quantization), backbone_fingerprint(backbone, quantization),
                           registry(), user, domain, dataset, history=history,

@@ -79,19 +79,21 @@ def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
     return sum(seen(c) for c in cases)
 
 
-def _spec_range(spec: str) -> tuple[str, int, float]:
-    """(base SPEC, start, stop) with a data file in the base named by its absolute path (`~` expanded)."""
+def _spec_range(spec: str, workdir: str | None = None) -> tuple[str, int, float]:
+    """(base SPEC, start, stop) with a data file in the base named by its absolute path (`~` expanded; a relative
+    one resolved against `workdir`, default the current one)."""
     base, start, stop = split_slice(spec.strip())
     head, sep, tail = base.partition(":")
     if Path(head).suffix in (".json", ".jsonl", ".parquet"):
-        base = str(Path(head).expanduser().resolve()) + sep + tail
+        base = str((Path(workdir or ".") / Path(head).expanduser()).resolve()) + sep + tail
     return base, start, stop
 
 
 def trained_specs(registry: Registry, record: AdapterRecord) -> list[tuple[str, int, float]]:
     """The data (`_spec_range`s) `record` and the versions it was updated from trained on: each recipe's
-    `data.train` in its protocol's form and its `method.extra_train`, and each update's `data`; `feedback:` SPECs
-    are left to the exact per-event check."""
+    `data.train` in its protocol's form and its `method.extra_train`, and each update's `data`, relative files read
+    from the folder it trained in (its lineage's `workdir`); `feedback:` SPECs are left to the exact per-event
+    check."""
     specs, current, visited = [], record, set()
     while current is not None and current.ref not in visited:
         visited.add(current.ref)
@@ -104,7 +106,8 @@ def trained_specs(registry: Registry, record: AdapterRecord) -> list[tuple[str, 
                           *getattr(recipe.method, "extra_train", [])]
             except AdaptrecError:  # a recipe of an older schema: its update data still counts
                 pass
-        specs += [_spec_range(f) for f in found if isinstance(f, str) and not f.startswith("feedback:")]
+        specs += [_spec_range(f, lineage.get("workdir")) for f in found
+                  if isinstance(f, str) and not f.startswith("feedback:")]
         parent = lineage.get("updated_from")
         try:
             current = registry.resolve(parent) if parent else None

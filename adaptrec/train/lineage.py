@@ -25,6 +25,12 @@ def with_encoder(lineage: dict | None, adapter_dir: Path, registry: Registry) ->
     return {**(lineage or {}), "encoder": named}
 
 
+def with_workdir(lineage: dict | None) -> dict:
+    """`lineage`, naming the working directory the run read its data from: relative data paths in its recipe and
+    lineage resolve against it, wherever the gate that checks them later runs."""
+    return {**(lineage or {}), "workdir": str(Path.cwd())}
+
+
 def event_keys(cases: Sequence[Case]) -> list[str]:
     """The logged (request, item) pairs among `cases` (`meta["event"]` of `feedback:` cases), sorted, once each."""
     return sorted({c.meta["event"] for c in cases if "event" in c.meta})

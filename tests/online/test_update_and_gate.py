@@ -4,11 +4,12 @@ on the tiny Llama; the CLI faces of both."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_runner import run_cli
-from synthetic import synthetic_cases
+from synthetic import log_feedback, synthetic_cases
 from train_worker import tiny_recipe_file
 
 from adaptrec.config import load_recipe
@@ -19,15 +20,6 @@ from adaptrec.data.spec import load_spec
 from adaptrec.registry import Registry
 from adaptrec.train.recipe import run_recipe, train_or_reuse
 from adaptrec.train.update import replay_mix, update_adapter
-
-
-def log_feedback(cases, log: OnlineLog | None = None, t0: float = 1000.0) -> None:
-    """Log each case as a served request and its label as feedback (at times t0, t0 + 1, ...)."""
-    log = log or OnlineLog()
-    for n, c in enumerate(cases):
-        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [LoggedItem(c.target)], ["tiny:1"], "score",
-                              created=t0 + n)
-        log.add_feedback(rid, c.target, label=c.label, created=t0 + n)
 
 
 @pytest.fixture
@@ -350,3 +342,43 @@ def test_feedback_from_any_time_is_in_an_open_ended_spec():
     """An open start was -1.0: feedback stamped earlier (the Python API takes any `created`) dropped out."""
     log_feedback(synthetic_cases(3, seed=2), t0=-10.0)
     assert len(OnlineLog().cases("movie")) == 3 and len(load_spec("feedback:movie").cases) == 3
+
+
+def test_a_stored_recipe_that_no_longer_validates_is_refused_before_any_model_loads(trained, monkeypatch):
+    """The gate and drift read the prompt settings from each adapter's stored recipe; they read them after the
+    backbone had loaded, so a recipe the current rules refuse (here a repeated key) cost a model load first."""
+    import adaptrec
+
+    parent, _ = trained
+    registry = Registry()
+    registry.promote(parent.ref, "movie")
+    old = registry.register(parent.path, name="old-schema", domain="movie", kind="trained", adapter_type="lora",
+                            adapter_config=None, fingerprint=parent.fingerprint,
+                            recipe_text=parent.recipe_text + "\nname: again\n")
+    log_feedback(synthetic_cases(24, seed=8), t0=5000)
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
+    with pytest.raises(ConfigError, match="old-schema:1 line .*appears twice.*no longer validates"):
+        adaptrec.promote_if_better(old.ref, data="feedback:movie")
+    with pytest.raises(ConfigError, match="old-schema:1 line .*appears twice.*no longer validates"):
+        adaptrec.drift("movie", before="feedback:movie[0:12]", after="feedback:movie[12:24]", adapter=old.ref)
+
+
+def test_relative_training_files_are_read_from_the_folder_the_adapter_trained_in(tiny_model_dir, tmp_path,
+                                                                                 monkeypatch):
+    """A recipe's relative `data.train` was resolved against the gate's working directory: gating from another
+    folder on the very file it trained on (named by its absolute path) was not refused."""
+    from adaptrec.online.gate import _overlaps, trained_specs
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+    train_file = load_recipe(str(path))[0].data.train
+    path.write_text(path.read_text().replace(str(tmp_path / "data"), "data"))
+    monkeypatch.chdir(tmp_path)
+    record = run_recipe(*load_recipe(str(path))).record
+    assert load_recipe(str(path))[0].data.train.startswith("data/")
+    assert record.lineage["workdir"] == str(tmp_path.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    trained = trained_specs(Registry(), record)
+    assert _overlaps(train_file, trained) and _overlaps(f"{train_file}[0:4]", trained)
+    assert not _overlaps(Path(train_file).relative_to(tmp_path).as_posix(), trained)  # here: another file
