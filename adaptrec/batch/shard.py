@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
 from ..data.records import Case
-from ..data.spec import DataSet
+from ..data.spec import DataSet, split_slice
 from ..errors import AdaptrecError
 from ..evaluation import select_cases
 
@@ -43,5 +43,12 @@ WHOLE = Shard(0, 1)
 
 def batch_cases(dataset: DataSet, limit: int | None, seed: int, shard: Shard = WHOLE) -> list[tuple[int, Case]]:
     """(position, case) to score: every case of `dataset`, or its seeded subset of `limit` (`select_cases`),
-    then this shard's part of them. The position is the case's place in that list (the `case` output field)."""
+    then this shard's part of them. The position is the case's place in that list (the `case` output field).
+    A feedback log still growing (no slice end, or fewer cases than its slice spans) is refused for a shard: the
+    shards' runs would split different case lists."""
+    base, start, stop = split_slice(dataset.spec)
+    if shard != WHOLE and base.startswith("feedback:") and len(dataset.cases) < stop - start:
+        window = f"{base}[{start}:{start + len(dataset.cases)}]"
+        raise AdaptrecError(f"--shard over {dataset.spec}: the feedback log grows between the shards' runs, so they "
+                            f"would split different case lists; name a full window, e.g. {window}")
     return shard.take(select_cases(dataset, limit, seed) if limit else dataset.cases)

@@ -168,3 +168,24 @@ def test_no_cache_neither_reads_nor_writes_the_score_cache(monkeypatch, capsys, 
         assert code == 0 and "0 from the score cache" in out, err
     code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "c.jsonl"))
     assert code == 0 and "0 from the score cache" in out, err  # the --no-cache runs wrote nothing there
+
+
+def test_a_shard_of_a_growing_feedback_log_is_refused(monkeypatch, capsys, tmp_path):
+    """Shards of `feedback:DOMAIN` ran at different times over a log that had grown meanwhile: each split its own
+    case list, so together they missed cases. A full window (`[0:N]` with N cases logged) is fixed."""
+    from synthetic import log_feedback, synthetic_cases
+
+    from adaptrec.batch import Shard, batch_cases
+
+    log_feedback(synthetic_cases(6, seed=1))
+    for spec in ("feedback:movie", "feedback:movie:1000", "feedback:movie[0:10]"):
+        code, _, err = run_cli(monkeypatch, capsys, "score", "--data", spec, "--out", str(tmp_path / "p.jsonl"),
+                               "--shard", "0/2")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "grows between the shards' runs" in lines[0], err
+    assert "e.g. feedback:movie[0:6]" in lines[0]
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", "feedback:movie[2:10]", "--out",
+                           str(tmp_path / "p.jsonl"), "--shard", "0/2")
+    assert code == 2 and "e.g. feedback:movie[2:6]" in err  # the window it named, as far as it is logged
+    assert [i for i, _ in batch_cases(load_spec("feedback:movie[0:6]"), None, 0, Shard(1, 2))] == [1, 3, 5]
+    assert len(batch_cases(load_spec("feedback:movie"), None, 0)) == 6  # unsharded: whatever is logged now
