@@ -362,7 +362,10 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     finally:
         hf_logging.enable_progress_bar()
     if backend == "torch-int8":
-        quantize_linears(model)
+        try:
+            quantize_linears(model)
+        except ValueError as e:
+            raise BackboneError(f"backbone {name!r}: {e}") from None
     model.eval()
     model.requires_grad_(False)
     return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization,

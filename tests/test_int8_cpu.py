@@ -122,3 +122,21 @@ def test_a_dora_adapter_is_refused_on_the_int8_kernel(tiny_model_dir, tmp_path):
     int8 = load_backbone(str(tiny_model_dir), "8bit", device="cpu")
     with pytest.raises(AdaptrecError, match="DoRA adapter.*--quantization none"):
         attach(int8, registry, ["dora"])
+
+
+def test_a_gpt2_style_model_is_refused_by_the_int8_kernel_instead_of_running_in_fp32(tiny_model_dir, tmp_path,
+                                                                                        monkeypatch):
+    """GPT-2's projections are `Conv1D`, not `nn.Linear`: the kernel quantized nothing and the model ran in fp32
+    under an 8-bit label (and fingerprint)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from adaptrec.errors import BackboneError
+
+    monkeypatch.delenv(INT8_BACKEND_ENV, raising=False)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(
+        tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(BackboneError, match=r"Conv1D projections \(GPT-2 style, e.g. transformer.h.0.attn.c_attn\)"):
+        load_backbone(str(tmp_path), "8bit", device="cpu")
+    assert load_backbone(str(tmp_path), "none", device="cpu").backend == "fp32"
