@@ -7,13 +7,13 @@ config does not target are silently ignored, so the adapter scores as something 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
 from adaptrec.errors import IntegrityError
+from adaptrec.userfiles import parse_json
 
 from .files import CONFIG_FILE, WEIGHTS_FILE
 
@@ -31,6 +31,20 @@ def pattern_value(pattern: dict, module: str, default):
     return default
 
 
+def _check_rank_pattern(config: dict, label: str) -> dict:
+    """The config's `rank_pattern` ({} when absent): a mapping of regular expressions, as peft reads it."""
+    pattern = config.get("rank_pattern") or {}
+    if not isinstance(pattern, dict):
+        raise IntegrityError(f"{label}: {CONFIG_FILE} rank_pattern must be a mapping of module patterns to ranks")
+    for key in pattern:
+        try:
+            re.compile(rf"(.*\.)?({key})$")  # as `pattern_value` (and peft) match it
+        except re.error as e:
+            raise IntegrityError(f"{label}: {CONFIG_FILE} rank_pattern key {key!r} is not a regular expression "
+                                 f"({e})") from None
+    return pattern
+
+
 def targets_module(targets: list[str], module: str) -> bool:
     """peft's rule for a list of target_modules: a key equal to the module name or ending it at a '.' boundary."""
     return any(module == t or module.endswith(f".{t}") for t in targets)
@@ -39,9 +53,10 @@ def targets_module(targets: list[str], module: str) -> bool:
 def read_config(folder: Path, label: str) -> dict:
     """adapter_config.json as a dict; IntegrityError naming `label` otherwise."""
     try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = (Path(folder) / CONFIG_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise IntegrityError(f"{label}: {CONFIG_FILE} is not readable JSON ({str(e).splitlines()[0]})") from None
+    config = parse_json(text, f"{label}: {CONFIG_FILE}", IntegrityError)
     if not isinstance(config, dict):
         raise IntegrityError(f"{label}: {CONFIG_FILE} is not a JSON object")
     return config
@@ -87,7 +102,7 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
                                  f"{targets} does not name")
         rank = a[0]
         if expected == "LORA":
-            want = pattern_value(config.get("rank_pattern") or {}, module, config.get("r"))
+            want = pattern_value(_check_rank_pattern(config, label), module, config.get("r"))
             if isinstance(want, int) and want != rank:
                 raise IntegrityError(f"{label}: {module} has rank {rank} in {WEIGHTS_FILE}, {CONFIG_FILE} says r={want}")
         if b[1] != rank:

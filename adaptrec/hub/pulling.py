@@ -72,21 +72,22 @@ class PullLimits:
             text = os.environ.get(var)
             if text is None:
                 return default
-            if not text.isdigit() or int(text) < 1:
+            if not (text.isascii() and text.isdigit()) or int(text) < 1:  # isdigit alone takes '²', int() does not
                 raise HubError(f"${var}={text!r}: expected a whole number of MiB, e.g. 512")
             return int(text) * MIB
         return cls(mib("ADAPTREC_PULL_MAX_FILE_MB", cls.max_file_bytes), mib("ADAPTREC_PULL_MAX_TOTAL_MB", cls.max_total_bytes))
 
-    def check(self, sizes: dict[str, int | None], label: str) -> None:
-        """Refuse a file or a total over the limits (sizes the source does not tell are checked after download)."""
+    def check(self, sizes: dict[str, int | None], label: str, outcome: str = "nothing was downloaded") -> None:
+        """Refuse a file or a total over the limits (sizes the source does not tell are checked after download,
+        with `outcome` saying what became of the files)."""
         for rel, size in sorted(sizes.items()):
             if size is not None and size > self.max_file_bytes:
                 raise HubError(f"{label}: '{rel}' is {size / MIB:.1f} MiB, over the {self.max_file_bytes // MIB} MiB limit "
-                               "per file ($ADAPTREC_PULL_MAX_FILE_MB); nothing was downloaded")
+                               f"per file ($ADAPTREC_PULL_MAX_FILE_MB); {outcome}")
         total = sum(s for s in sizes.values() if s is not None)
         if total > self.max_total_bytes:
             raise HubError(f"{label}: the adapter's files are {total / MIB:.1f} MiB, over the {self.max_total_bytes // MIB} "
-                           "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB); nothing was downloaded")
+                           f"MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB); {outcome}")
 
 
 @dataclass(frozen=True)
@@ -282,9 +283,9 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
 
 # ---------------------------------------------------------------- pull steps
 @contextmanager
-def _scratch(home: Path) -> Iterator[Path]:
-    """A temporary folder under `home`/tmp, removed on exit; so is tmp itself when no other pull is using it."""
-    tmp_root = home / "tmp"
+def _scratch(tmp_root: Path) -> Iterator[Path]:
+    """A temporary folder in `tmp_root` (`Registry.scratch_dir`), removed on exit; so is `tmp_root` itself when no
+    other pull is using it. A killed pull's folder is left to `registry gc`."""
     tmp = temp_dir_in(tmp_root, "pull-")  # another pull may remove the empty tmp_root at any time
     try:
         yield tmp
@@ -304,6 +305,7 @@ def _fetch_manifest(src: _HubSource | _MirrorSource, sizes: dict[str, int | None
         raise HubError(f"{src.label}: no {METADATA_FILE}, so not an adaptrec adapter (a plain peft adapter has no base "
                        "fingerprint to check); load it with peft directly, or register it with Registry.register")
     src.fetch(METADATA_FILE, dest)
+    limits.check({METADATA_FILE: dest.stat().st_size}, src.label, "nothing was registered")  # a size not told
     return _read_manifest(dest, listing, src.label)
 
 
@@ -325,9 +327,11 @@ def _download(src: _HubSource | _MirrorSource, meta: dict, sizes: dict[str, int 
     """Download the manifest's files into `stage` (a new folder), each within the limits and matching its sha256."""
     limits.check({rel: sizes.get(rel) for rel in meta["files"]}, src.label)
     stage.mkdir()
+    fetched: dict[str, int | None] = {}
     for rel, expected in sorted(meta["files"].items()):
         src.fetch(rel, stage / rel)
-        limits.check({rel: (stage / rel).stat().st_size}, src.label)  # sizes the Hub did not tell
+        fetched[rel] = (stage / rel).stat().st_size
+        limits.check(fetched, src.label, "nothing was registered")  # sizes the Hub did not tell, and their sum
         if file_sha256(stage / rel) != expected:
             raise IntegrityError(f"{src.label}: '{rel}' does not match the sha256 in {METADATA_FILE} (corrupted or "
                                  "tampered with); nothing was registered")
@@ -375,14 +379,15 @@ def pull(
     local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
     # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
     base_config = backbone_config(backbone or EMBEDDED) if backbone_fp is None or backbone else None
-    with _scratch(registry.home) as work:
+    with _scratch(registry.scratch_dir) as work:
         src.workdir = work / "download"
         sizes = src.listing()
         meta = _fetch_manifest(src, sizes, limits, work / METADATA_FILE)
         adapter_fp, match = _base_match(meta, local_fp, force, src.label)
         stage = work / "stage"
         _download(src, meta, sizes, limits, stage)
-        check_adapter_folder(stage, meta["adapter_type"], src.label, base_config)
+        # a forced adapter of another family fits its own base, not this one: config against tensors only
+        check_adapter_folder(stage, meta["adapter_type"], src.label, None if match == "none" else base_config)
         origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
                   "adaptrec_json_sha256": file_sha256(work / METADATA_FILE), "derived_from": meta["derived_from"]}
         record = _register(registry, stage, meta, name, adapter_fp, origin)

@@ -7,6 +7,7 @@ every published file) and a generated model card `README.md`.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, 
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
 from ..errors import AdaptrecError
+from ..fingerprint import text_digest
 from ..registry import AdapterRecord, Registry, verified_files
 from .card import model_card
 from .common import (
@@ -129,6 +131,8 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     # the card and adaptrec.json are read by people: no local paths (a local base stays in peft's config, which
     # AutoPeftModel needs to find it on the publisher's own machine)
     published = redact_local_paths({k: meta.get(k) for k in _PUBLISHED_KEYS})
+    if isinstance(published["recipe"], str):  # the hash of the text published, not of the one before redaction
+        published["recipe_hash"] = text_digest(published["recipe"])
     published["kind"] = record.kind
     published["metrics"] = redact_local_paths(record.metrics)  # the registry row is authoritative (update_metrics)
     published["format"] = meta.get("format")
@@ -208,9 +212,15 @@ def push_to_mirror(
     revision = check_mirror_revision(revision or f"v{record.version}")
     repo_dir = mirror_repo_dir(mirror, repo)
     dest = repo_dir / revision
+    taken = HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
     if dest.exists():
-        raise HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
-    with atomic_dir(dest) as tmp:
-        stage(record, tmp, repo, revision, registry=registry, mirror=True)
+        raise taken
+    try:
+        with atomic_dir(dest) as tmp:
+            stage(record, tmp, repo, revision, registry=registry, mirror=True)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():  # another push of it renamed first
+            raise taken from None
+        raise
     write_json(repo_dir / MIRROR_REFS, {"latest": revision})
     return PushResult(record.ref, str(repo_dir), revision, None, str(dest))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +45,9 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders registrations within a second
 
 
+STALE_SCRATCH_S = 24 * 3600  # a work folder under `Registry.scratch_dir` this old is from a killed process
+
+
 def _unfinished(path: Path) -> bool:
     """A `.name.tmp` folder: a write a killed process never renamed into place."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
@@ -80,6 +84,7 @@ class Registry:
         self.db_path = self.home / "registry.db"
         self.adapters_dir = self.home / "adapters"
         self.encoders_dir = self.home / "encoders"
+        self.scratch_dir = self.home / "tmp"  # in-flight work (a pull's download), removed when it ends
         self.timeout = float(timeout)
         self._migrate()
 
@@ -451,6 +456,11 @@ class Registry:
                             found.append((sub, "an unfinished write"))
                         elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit():
                             versioned.append((table, sub))
+        now = time.time()
+        for entry in sorted(self.scratch_dir.iterdir()) if self.scratch_dir.is_dir() else ():
+            with suppress(OSError):  # its own work just removed it
+                if now - entry.lstat().st_mtime > STALE_SCRATCH_S:
+                    found.append((entry, "a work folder a killed process left (a pull's download)"))
         rows = versions()
         return found + [(sub, "an orphan folder no registry row points to") for table, sub in versioned
                         if (sub.parent.name, int(sub.name)) not in rows[table]]

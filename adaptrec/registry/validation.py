@@ -11,7 +11,7 @@ from typing import Any
 from adaptrec.adapters.files import CONFIG_FILE, METADATA_FILE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
-from adaptrec.userfiles import finite_number
+from adaptrec.userfiles import finite_number, parse_json
 
 from .records import KINDS, AdapterRecord, parse_ref
 
@@ -90,11 +90,33 @@ def check_lineage(lineage: dict | None, kind: str) -> dict | None:
             raise RegistryError("a composed adapter needs lineage 'method' "
                                 "(how the parents were combined, e.g. 'linear')")
     _check_weights(lineage.get("weights"), len(parents))
+    _check_read_keys(lineage)
     try:
         json.dumps(lineage)
     except TypeError:
         raise RegistryError("lineage holds values that are not JSON-serialisable") from None
     return {**lineage, "parents": parents}
+
+
+def _check_read_keys(lineage: dict) -> None:
+    """The shape of the lineage keys other commands read (the gate, updates, pushes, cards): a pulled adapter's
+    lineage is its publisher's file, so a wrong type would fail later, far from its cause."""
+    def window(w: Any) -> bool:  # the gate reads both bounds of a window with either
+        if not isinstance(w, dict):
+            return False
+        bounds = ("since", "until") if "until" in w or "since" in w else ()
+        return all(isinstance(w.get(k), (int, float)) and not isinstance(w.get(k), bool) for k in bounds)
+
+    shapes = {"events": (lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v), "a list of event keys"),
+              "teacher_backbone": (lambda v: v is None or (isinstance(v, dict)
+                                                           and isinstance(v.get("base_model", ""), str)),
+                                   "a mapping with a 'base_model' string"),
+              "window": (window, "a mapping with numeric 'since' and 'until'"),
+              "earlier_windows": (lambda v: isinstance(v, list) and all(map(window, v)), "a list of windows"),
+              **{k: (lambda v: isinstance(v, str), "a string") for k in ("updated_from", "data", "workdir")}}
+    for key, (fits, expected) in shapes.items():
+        if key in lineage and not fits(lineage[key]):
+            raise RegistryError(f"lineage {key!r} must be {expected}, got {type(lineage[key]).__name__}")
 
 
 def _check_weights(weights: Any, n_parents: int) -> None:
@@ -155,9 +177,10 @@ def check_source(src: Any, adapter_type: str) -> None:
 def written_config(folder: Path, src: Any) -> dict:
     """The peft config in the adapter folder just written from `src`."""
     try:
-        return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"adapter_config.json of {src} is not valid JSON ({e}); re-save the adapter") from None
+        text = (folder / CONFIG_FILE).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise IntegrityError(f"adapter_config.json of {src} is not UTF-8 ({e}); re-save the adapter") from None
+    return parse_json(text, f"adapter_config.json of {src} (re-save the adapter)", IntegrityError)
 
 
 def verified_files(rec: AdapterRecord) -> dict:

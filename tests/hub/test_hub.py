@@ -294,7 +294,9 @@ def test_unsafe_repos_are_refused_and_leave_nothing(hub, lora_src, tiny_model_di
     assert code == 0, err
 
 
-def test_other_family_refused_unless_forced(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
+def test_other_family_refused_unless_forced(hub, lora_src, tiny_model_dir, monkeypatch, capsys, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     from adaptrec.errors import FingerprintMismatch
     from adaptrec.hub import push_to_hub
 
@@ -312,6 +314,17 @@ def test_other_family_refused_unless_forced(hub, lora_src, tiny_model_dir, monke
     assert forced.fingerprint == FOREIGN_FP  # the publisher's base is recorded, never the local one
     with pytest.raises(FingerprintMismatch):
         Registry().load_verified("forced", lora_src[1])
+
+    # an adapter of a model with other layer shapes: its tensors fit its own base, which is not here to check them
+    # against (was: refused by the local base's shapes, so --force could never register one)
+    wide = tmp_path / "wide"
+    shutil.copytree(lora_src[0], wide)
+    tensors = {k: torch.cat([v, v], dim=1 if "lora_A" in k else 0)
+               for k, v in load_file(wide / "adapter_model.safetensors").items()}
+    save_file(tensors, wide / "adapter_model.safetensors")
+    push_to_hub(_register((wide, FOREIGN_FP), name="wide").ref, "alice/wide")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/wide", "--force"))
+    assert code == 0, err
 
 
 def test_same_family_other_build_is_accepted(hub, lora_src, tiny_model_dir, monkeypatch, capsys):
@@ -427,6 +440,21 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     assert "symbolic link" in _one_line_error(code, err)
     _assert_nothing_left(before)
+
+
+def test_two_pushes_of_one_mirror_revision_at_once_give_the_second_one_line(lora_src, tmp_path, monkeypatch, capsys):
+    """Both passed the exists check; the second's rename failed with a raw OS error (ENOTEMPTY), exit 1."""
+    from adaptrec.hub import push
+
+    rec, mirror, real = _register(lora_src), tmp_path / "mirror", push.stage
+
+    def raced(record, folder, repo, revision, **kwargs):  # the other push renames its folder meanwhile
+        real(record, folder, repo, revision, **kwargs)
+        shutil.copytree(folder, mirror / repo / revision)
+    monkeypatch.setattr(push, "stage", raced)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert "never overwritten" in _one_line_error(code, err)
+    assert [p.name for p in (mirror / "movie-lora").iterdir()] == ["v1"]  # the other push's folder, no leftovers
 
 
 def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -561,10 +589,16 @@ def test_pull_refuses_a_mix_and_special_files(lora_src, tiny_model_dir, tmp_path
      "finite numeric 'value'"),
     (lambda meta: json.dumps(meta)[:-1] + ', "format": ' + "9" * 5000 + "}", "not valid JSON"),
     (lambda meta: json.dumps(meta)[:-1] + ', "metrics": ' + "[" * 50000 + "]" * 50000 + "}", "not valid JSON"),
-], ids=["type-not-text", "huge-metric", "huge-int", "deep-nesting"])
+    (lambda meta: json.dumps({**meta, "lineage": {"parents": [], "events": 5}}), "lineage 'events' must be a list"),
+    (lambda meta: json.dumps({**meta, "lineage": {"parents": [], "teacher_backbone": "x"}}),
+     "lineage 'teacher_backbone' must be a mapping"),
+    (lambda meta: json.dumps({**meta, "lineage": {"parents": [], "window": {"since": "0"}}}),
+     "lineage 'window' must be a mapping with numeric"),
+], ids=["type-not-text", "huge-metric", "huge-int", "deep-nesting", "events", "teacher", "window"])
 def test_a_manifest_python_cannot_take_as_it_is_gets_one_line(edit, named, lora_src, tiny_model_dir, tmp_path,
                                                                monkeypatch, capsys):
-    """Manifests that made `json`, `math.isfinite` or a dict lookup raise (was: a traceback)."""
+    """Manifests that made `json`, `math.isfinite` or a dict lookup raise (was: a traceback), and lineages that
+    pulled, then made a later push, model card or gate raise."""
     rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
     before = [r.ref for r in Registry().list()]
     (rev_dir / "adaptrec.json").write_text(edit(json.loads((rev_dir / "adaptrec.json").read_text())))
@@ -602,7 +636,7 @@ def test_a_pull_whose_scratch_root_another_pull_just_removed_makes_it_again(tmp_
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkdtemp", raced)
-    with pulling._scratch(tmp_path) as scratch:
+    with pulling._scratch(tmp_path / "tmp") as scratch:
         assert scratch.is_dir() and scratch.parent == tmp_path / "tmp"
     assert len(calls) == 2 and not (tmp_path / "tmp").exists()
 
@@ -620,9 +654,10 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     line = _one_line_error(code, err)
     assert "adapter_model.safetensors" in line and "limit per file" in line and "nothing was downloaded" in line
     assert "adapter_model.safetensors" not in copied  # refused from the listing, before any copy
-    monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "x")
-    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
-    assert "ADAPTREC_PULL_MAX_FILE_MB" in _one_line_error(code, err)
+    for text in ("x", "²"):  # '²' passed isdigit, then int() raised a traceback
+        monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", text)
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+        assert "ADAPTREC_PULL_MAX_FILE_MB" in _one_line_error(code, err)
     monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "2")  # every file within the per-file limit, their sum not
     monkeypatch.setenv("ADAPTREC_PULL_MAX_TOTAL_MB", "2")
     monkeypatch.setattr(pulling, "MIB", weights // 2 + 1)
@@ -630,6 +665,11 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     line = _one_line_error(code, err)
     assert "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB)" in line and "nothing was downloaded" in line
     assert set(copied) == {"adaptrec.json"}  # only the manifest that lists the sizes was read, by every pull above
+    # a source that tells no sizes: the sum is checked as the files arrive (was: each file alone)
+    monkeypatch.setattr(pulling._MirrorSource, "listing", lambda self: dict.fromkeys(os.listdir(self.rev_dir)))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    line = _one_line_error(code, err)
+    assert "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB)" in line and "nothing was registered" in line
     _assert_nothing_left(before)
 
 
@@ -648,6 +688,8 @@ def test_the_card_and_adaptrec_json_carry_no_absolute_local_path(lora_src, tiny_
     for name, text in published.items():
         assert str(tmp_path) not in text and str(tiny_model_dir) not in text, name
     assert "<local>/train.json" in published["adaptrec.json"] and "<local>/" in published["README.md"]
+    meta = json.loads(published["adaptrec.json"])  # the hash is of the text published (was: of the unredacted one)
+    assert meta["recipe_hash"] == hashlib.sha256(meta["recipe"].encode()).hexdigest() != rec.recipe_hash
 
 
 def test_files_a_pull_would_refuse_stay_home(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -715,6 +757,9 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     ("shape", "in the base model"),
     ("peft_type", "peft_type 'PREFIX_TUNING'"),
     ("missing", "holds no tensors for it"),  # peft would fill the layer afresh at every load (was: accepted)
+    ("pattern", "rank_pattern key '(' is not a regular expression"),  # was: re.error's traceback
+    ("pattern-list", "rank_pattern must be a mapping"),  # was: AttributeError's traceback
+    ("huge-int", "adapter_config.json: not valid JSON"),  # was: ValueError's traceback
 ])
 def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys,
                                                          case, expect):
@@ -732,15 +777,20 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
         config["target_modules"] = ["k_proj"]
     elif case == "peft_type":
         config["peft_type"] = "PREFIX_TUNING"
+    elif case == "pattern":
+        config["rank_pattern"] = {"(": 8}
+    elif case == "pattern-list":
+        config["rank_pattern"] = [8]
     elif case == "missing":
         layer = next(k for k in weights if "lora_A" in k).split(".lora_A")[0]
         weights = {k: v for k, v in weights.items() if not k.startswith(layer + ".")}
-    else:
+    elif case == "shape":
         key = next(k for k in weights if "lora_A" in k)
         weights[key] = np.zeros((weights[key].shape[0], weights[key].shape[1] + 1), dtype=weights[key].dtype)
     buf = tmp_path / "w.safetensors"
     save_file(weights, str(buf))
-    _relist(rev_dir, {"adapter_config.json": json.dumps(config).encode(), "adapter_model.safetensors": buf.read_bytes()})
+    text = json.dumps(config)[:-1] + ', "x": ' + "9" * 5000 + "}" if case == "huge-int" else json.dumps(config)
+    _relist(rev_dir, {"adapter_config.json": text.encode(), "adapter_model.safetensors": buf.read_bytes()})
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     assert expect in _one_line_error(code, err)
     _assert_nothing_left(before)

@@ -196,6 +196,25 @@ def test_gc_removes_orphans_and_stale_tmp_only(reg, src):
     assert reg.gc() == []
 
 
+def test_a_killed_pulls_download_is_reported_and_removed_once_stale(reg, src):
+    """A pull killed mid-download left `$ADAPTREC_HOME/tmp/pull-*` (up to the pull's size limit) that neither
+    `verify` nor `gc` ever looked at; a pull still running (a fresh folder) is left alone."""
+    import os
+    import time
+
+    from adaptrec.registry.store import STALE_SCRATCH_S
+
+    killed, running = reg.scratch_dir / "pull-abc", reg.scratch_dir / "pull-def"
+    for folder in (killed, running):
+        (folder / "download").mkdir(parents=True)
+        (folder / "download" / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    old = time.time() - STALE_SCRATCH_S - 60
+    os.utime(killed, (old, old))
+    assert [line for line in reg.verify() if "pull-" in line] == \
+        [f"{killed}: a work folder a killed process left (a pull's download) (remove it with `adaptrec registry gc`)"]
+    assert reg.gc() == [killed] and not killed.exists() and running.is_dir()
+
+
 def test_gc_and_verify_pass_over_a_folder_named_with_a_non_ascii_digit(reg, src):
     """`'²'.isdigit()` is true and `int('²')` raises (was: a ValueError from gc and verify)."""
     keep = reg_one(reg, src)
