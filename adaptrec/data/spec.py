@@ -185,6 +185,8 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
         if not re.fullmatch(r"\d+(\.\d+)?", parts[2]):  # float() would take nan, inf and 1_5_0
             raise _bad(spec, f"SINCE must be Unix seconds, got {parts[2]!r}")
         since = float(parts[2])
+        if not math.isfinite(since):  # 400 digits read as inf
+            raise _bad(spec, f"SINCE {parts[2][:20]}...: past any time")
     if not parts[1]:
         raise _bad(spec, "no domain")
     cases = OnlineLog().cases(parts[1], since)
@@ -199,19 +201,24 @@ _LOO_LOG_RE = re.compile(r"^(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|v
 
 
 def split_slice(spec: str) -> tuple[str, int, float]:
-    """(base SPEC, start, stop) of `spec`'s `[start:stop]` slice, open ends as 0 and inf; the whole: (spec, 0, inf)."""
+    """(base SPEC, start, stop) of `spec`'s `[start:stop]` slice, open ends as 0 and inf; the whole: (spec, 0, inf).
+    A slice of a slice is refused: every reader of a SPEC (the gate's overlap check, the history rule) sees one."""
     sliced = _SLICE_RE.match(spec)
     if sliced is None:
         return spec, 0, math.inf
-    return sliced["base"], int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
+    if _SLICE_RE.match(sliced["base"]):
+        raise _bad(spec, "one [start:stop] slice per SPEC; write the cases it keeps as a single slice")
+    try:
+        return sliced["base"], int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
+    except ValueError:  # past Python's digit limit for int()
+        raise _bad(spec, "a slice bound too long to be a case position") from None
 
 
 PROTOCOLS = ("leave_one_out", "sliding")
 
 
 def is_leave_one_out(spec: str) -> bool:
-    base = _SLICE_RE.match(spec)
-    parts = (base["base"] if base else spec).split(":")
+    parts = split_slice(spec)[0].split(":")
     return parts[:3] == ["movielens", "100k", "loo"] or (len(parts) >= 3 and parts[-2] == "loo")
 
 
@@ -260,8 +267,7 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, hist
 
 def _liked_first(spec: str) -> bool:
     """Whether `spec` names TALLRec-style cases (TALLRec files, a PATH.json, movielens:100k's windows)."""
-    sliced = _SLICE_RE.match(spec)
-    base = sliced["base"] if sliced else spec
+    base = split_slice(spec)[0]
     parts = base.split(":")
     if parts[0] in SCHEMES:
         return parts[0] == "tallrec" or (parts[:2] == ["movielens", "100k"] and parts[2:3] != ["loo"])
@@ -269,10 +275,10 @@ def _liked_first(spec: str) -> bool:
 
 
 def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -> DataSet:
-    sliced = _SLICE_RE.match(spec)
-    if sliced:
-        base = _load(sliced["base"], negatives_per_positive, seed, history_len)
-        start, stop = int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else None
+    whole, start, end = split_slice(spec)
+    if whole != spec:
+        base = _load(whole, negatives_per_positive, seed, history_len)
+        stop = None if end == math.inf else int(end)
         return replace(base, spec=spec, cases=base.cases[start:stop],
                        fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
     parts = spec.split(":")

@@ -190,6 +190,12 @@ def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(refs)
 
 
+def check_cold_options(cold_mix, cold_weights: str | None) -> None:
+    """`cold_weights` weigh a `cold_mix`: without one they would be dropped without a word."""
+    if cold_weights and not cold_mix:
+        raise RouteError(f"--cold-weights {cold_weights}: they weigh a --cold-mix, and none is given")
+
+
 def route_user(registry, fingerprint, user_id: str, domain: str, *, dataset=None, history: Path | None = None,
                policy: RoutePolicy = RoutePolicy(), cold_mix: str | Sequence[str] | None = None,
                cold_weights: str | None = None) -> tuple[Decision, Case]:
@@ -197,6 +203,7 @@ def route_user(registry, fingerprint, user_id: str, domain: str, *, dataset=None
 
     `cold_mix`: serve a cold user a score-level mix of these adapters (refs or domains) instead of the
     promoted cold-start adapter."""
+    check_cold_options(cold_mix, cold_weights)
     case = user_case(user_id, domain, dataset, history)
     cold = None
     if cold_mix:

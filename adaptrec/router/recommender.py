@@ -14,7 +14,7 @@ from ..errors import DataFormatError
 from ..scoring.core import Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
-from .policy import resolve_sources
+from .policy import RouteError, resolve_sources
 
 Item = Union[str, dict]  # a title, or {"title": ..., "item_id": ...}
 
@@ -28,6 +28,16 @@ def _title(item: Item) -> str:
     return item["title"]
 
 
+def one_source(registry, ref: str | None) -> str | None:
+    """The one adapter `ref` names (NAME[:VERSION], or a domain: its promoted adapter); None for none. Several,
+    comma-separated, are refused: a Recommender scores with one adapter (a mix is composed first)."""
+    refs = list(resolve_sources(registry, ref)) if ref else []
+    if len(refs) > 1:
+        raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: compose them first "
+                         "(adaptrec compose --method mix) and load the composition")
+    return refs[0] if refs else None
+
+
 class Recommender:
     """`score(history, items)` and `rank(history, candidates, k)` through the one scoring path.
 
@@ -37,8 +47,9 @@ class Recommender:
 
     def __init__(self, backbone, registry, ref: str | None = None, *, template: str = "tallrec",
                  batch_size: int = 8, mode: ScoreMode = "pyes", cache=None):
-        refs = list(resolve_sources(registry, ref)) if ref else []
-        self.record = registry.resolve(refs[0]) if refs else None
+        source = one_source(registry, ref)
+        refs = [source] if source else []
+        self.record = registry.resolve(source) if source else None
         self.ref, key, self.model = next(llm_variants(backbone, registry, refs, include_untuned=not refs))
         self.backbone, self.domain, self.mode = backbone, self.record.domain if self.record else "item", mode
         self.scorer: Scorer = variant_scorer(backbone, registry, self.ref, key, self.model, template=template,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -155,6 +156,12 @@ class ComposeResult:
     shots: int = 0  # labelled target cases the search used
 
 
+def _names_a_test_split(spec: str) -> bool:
+    """Whether `spec` (slice aside) names a test split: a `:test` part, or a file named test (TALLRec's test.json)."""
+    parts = split_slice(spec)[0].split(":")
+    return "test" in parts or Path(parts[0]).stem == "test"
+
+
 def search_and_compose(load: Callable[[], object], registry, sources: str | Sequence[str], method: str, *, name: str,
                        domain: str | None = None, weights: str | Sequence[float] | None = None,
                        search_data: str | None = None, shots: int = MAX_SHOTS, budget: int = DEFAULT_BUDGET,
@@ -164,7 +171,7 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     `shots` labelled cases of `search_data`, and register the result under `name` for `domain` (default: the last
     source's). `load` returns the backbone; it is called only once every input is checked (names, weights, method,
     density, shots, the data and its split), so a mistake costs no model load."""
-    if search_data is not None and "test" in split_slice(search_data)[0].split(":"):
+    if search_data is not None and _names_a_test_split(search_data):
         raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
                                "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)

@@ -121,6 +121,9 @@ def test_route_from_a_history_file_and_an_explicit_mix(monkeypatch, capsys, setu
     assert "warm" in out and "1 office interactions >= 1" in out
     code, _, err = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", *bb)
     assert code == 2 and "error: pass the user's history" in err
+    code, out, err = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", "--history",
+                             str(history), "--cold-weights", "0.7,0.3", *bb)  # was: the weights silently dropped
+    assert code == 2 and "error: --cold-weights 0.7,0.3: they weigh a --cold-mix, and none is given" in err, out
 
 
 def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup, tmp_path):

@@ -16,6 +16,16 @@ def test_bad_specs_list_the_valid_forms(spec):
         load_spec(spec)
 
 
+@pytest.mark.parametrize("spec, why", [
+    ("x.json[0:100][0:50]", "one \\[start:stop\\] slice per SPEC"),  # was: loaded, but read as one slice elsewhere
+    ("x.json[" + "9" * 5000 + ":]", "slice bound too long"),  # was: int()'s ValueError traceback
+    ("feedback:movie:" + "9" * 400, "past any time"),  # was: float() gave inf, and no case came back
+])
+def test_specs_python_would_misread_are_refused(spec, why):
+    with pytest.raises(DataSpecError, match=why):
+        load_spec(spec)
+
+
 @needs_tallrec
 def test_tallrec_specs_and_book_popularity_from_valid():
     movie = load_spec("tallrec:movie:test")

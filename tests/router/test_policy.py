@@ -146,3 +146,12 @@ def test_history_file_items_may_name_their_domain(tmp_path):
     path.write_text(json.dumps({"user_id": "u9", "history": [{"title": "Pen"}, {"title": "Paint", "domain": "arts"}]}))
     case = read_history_file(path, "", "office")
     assert case.user_id == "u9" and [h.domain for h in case.history] == ["office", "arts"]
+
+
+def test_a_recommender_of_several_adapters_is_refused_before_the_backbone_loads(registry, monkeypatch):
+    """`load("arts,office")` attached both and scored with the first alone, under its name."""
+    import adaptrec
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    with pytest.raises(RouteError, match="'arts,office' names 2 adapters; a Recommender scores with one"):
+        adaptrec.load("arts,office")

@@ -88,7 +88,8 @@ def test_search_refuses_too_many_or_unlabelled_shots(tiny_model_dir):
         Composition(("a", "b"), "mix", (0.5, -0.5))
 
 
-@pytest.mark.parametrize("spec", ["amazon:office:test", "amazon:office:test:cold", "tallrec:movie:test[0:50]"])
+@pytest.mark.parametrize("spec", ["amazon:office:test", "amazon:office:test:cold", "tallrec:movie:test[0:50]",
+                                  "../shared/data/tallrec/movie/test.json", "~/data/test.json[0:32]"])
 def test_weights_are_never_searched_on_a_test_split(spec):
     """(was: searched and only recorded in the lineage)"""
     from adaptrec.router.weights import search_and_compose
@@ -96,3 +97,13 @@ def test_weights_are_never_searched_on_a_test_split(spec):
     registry = Registry()
     with pytest.raises(CompositionError, match="keep the test split for the evaluation"):
         search_and_compose(None, registry, [], "cat", name="x", domain="office", search_data=spec)
+
+
+def test_a_test_split_behind_two_slices_is_refused_too():
+    """`amazon:office:test[:][0:32]` passed the guard, which looked past one slice only (was: searched on test)."""
+    from adaptrec.errors import DataSpecError
+    from adaptrec.router.weights import search_and_compose
+
+    with pytest.raises(DataSpecError, match="one \\[start:stop\\] slice per SPEC"):
+        search_and_compose(None, Registry(), [], "cat", name="x", domain="office",
+                           search_data="amazon:office:test[:][0:32]")
