@@ -35,7 +35,7 @@ from .engine import Engine, ServeError
 from .envelope import add_error_handlers
 from .explore import greedy
 from .guards import ADMIN_KEY, Guard
-from .metrics import Metrics
+from .metrics import OTHER_DOMAIN, Metrics
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
@@ -48,7 +48,7 @@ from .schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from .worker import CallingThreadExecutor, Worker, background_priority
+from .worker import CallingThreadExecutor, QueueFull, Worker, background_priority
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
 ADMIN_PATHS = frozenset({"/v1/adapters/load", "/v1/adapters/unload"})
@@ -76,6 +76,15 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
 
     async def scores(request: Request, req, targets) -> tuple[plans.Plan, Any]:
         plans.check_sizes(engine, req, targets)
+        if state["admitted"] >= options.queue_size:  # before planning: an overload costs no routing or tokenizing
+            raise QueueFull(f"the server holds {options.queue_size} requests already; retry later")
+        state["admitted"] += 1  # the event loop's own counter: requests from arrival to answer
+        try:
+            return await admitted(request, req, targets, time.monotonic())
+        finally:
+            state["admitted"] -= 1
+
+    async def admitted(request: Request, req, targets, arrived: float) -> tuple[plans.Plan, Any]:
         worker: Worker = state["worker"]
         admin = request.scope.get(ADMIN_KEY, False)
         def make() -> plans.Plan:
@@ -83,14 +92,14 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
 
         p = await worker.prepare(make)
         if p.waiting:  # a collaborative adapter's item tokens join the tokenizer as it loads, on the forward thread
-            await worker.submit(call=lambda: engine.load(p.waiting[0]))
-            p = plans.after_load(await worker.prepare(make))
+            await worker.submit(call=lambda: engine.load(p.waiting[0]), since=arrived)
+            p, arrived = plans.after_load(await worker.prepare(make)), time.monotonic()  # the load was no queueing
         if watcher is not None:  # the adapters this request was routed to are in flight until it is answered
             watcher.hold(p.decision.adapters)
-        try:
+        try:  # the queue timeout counts from arrival: time spent waiting to be planned is waiting too
             if p.shared:
-                return p, p.scores(await worker.submit(call=lambda: p.run(engine)))
-            return p, p.scores(await worker.submit(rows=p.rows, tokens=p.tokens))
+                return p, p.scores(await worker.submit(call=lambda: p.run(engine), since=arrived))
+            return p, p.scores(await worker.submit(rows=p.rows, tokens=p.tokens, since=arrived))
         finally:
             if watcher is not None:
                 watcher.release(p.decision.adapters)
@@ -102,8 +111,9 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         whose logging fails is not observed: it gets an error, not these scores."""
         def work() -> str | None:
             request_id = logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
-            if req.mode == "pyes":
-                metrics.observe_scores(req.domain, s if slate is None else np.asarray(s)[slate.order])
+            if req.mode == "pyes":  # a named adapter (a challenger, say) is not the domain's own: `<other>`
+                metrics.observe_scores(req.domain if req.adapter is None else OTHER_DOMAIN,
+                                       s if slate is None else np.asarray(s)[slate.order])
             return request_id
         return await asyncio.to_thread(work)
 
@@ -169,7 +179,7 @@ def _add_health_routes(app: FastAPI, engine: Engine, metrics: Metrics) -> None:
 def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor: Executor | None = None) -> FastAPI:
     """The app over `engine`: its worker starts with the app and drains on shutdown; every request is measured.
     `executor`: where forwards run (default: one thread of their own)."""
-    state: dict[str, Any] = {}  # "worker" while the app runs
+    state: dict[str, Any] = {"admitted": 0}  # "worker" while the app runs; scoring requests between arrival and answer
     metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].queue.qsize() if "worker" in state else 0,
                       lambda: engine.loads)
     token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)

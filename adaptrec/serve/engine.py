@@ -54,6 +54,7 @@ from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, items_template, render_prompt, unknown_items
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
+from adaptrec.registry import parse_ref
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
 from adaptrec.scoring.prefix import PrefixRanker, shared_length
 
@@ -93,7 +94,13 @@ def _lora_folder(record, ptype: str) -> Iterator[Path]:
 class ServeError(AdaptrecError):
     """A request the engine refuses; `status` is the HTTP status the app answers with."""
 
-    status = 400
+    status = 422
+
+
+class Unservable(ServeError):
+    """An adapter this engine cannot serve (a score-level mix as one adapter, DoRA, an unsupported type)."""
+
+    status = 409
 
 
 class LimitExceeded(ServeError):
@@ -114,6 +121,13 @@ class AdapterLoadFailed(ServeError):
 
 class NonFiniteScores(ServeError):
     status = 500
+
+
+def _alias(ref: str) -> str:
+    """The key `ref` is remembered under: one per registered name or version however it is spelt (`x:01` is
+    `x:1`; `x:latest` is `x`), so the aliases a client can add are bounded by the registry. A bad ref: RegistryError."""
+    name, version = parse_ref(ref)
+    return name if version is None else f"{name}:{version}"
 
 
 @dataclass(frozen=True)
@@ -195,24 +209,26 @@ class Engine:
         `refresh=True` (the admin load) resolves it again, so a newly registered version takes over.
         """
         with self._lock:
-            known = self._aliases.get(ref)
+            known = self._aliases.get(_alias(ref))
             if known in self._resident and not refresh:
                 self._resident.move_to_end(known)
                 return self._resident[known]
             record = self.registry.resolve(ref)
-            self._aliases[ref] = record.ref
+            self._aliases[_alias(ref)] = record.ref
             if record.ref in self._resident:
                 self._resident.move_to_end(record.ref)
                 return self._resident[record.ref]
             record = self.registry.load_verified(record.ref, self.backbone.fingerprint)
             name, ptype = peft_name(record.ref), peft_type(record)
             if record.adapter_type == MIX_TYPE:
-                raise ServeError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
-                                 "score its sources (or request its domain: the router expands a promoted mix)")
+                raise Unservable(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
+                                 "load its sources (a request naming the mix or its domain is served by them)")
             if (record.adapter_config or {}).get("use_dora"):
-                raise ServeError(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the backbone instead")
+                raise Unservable(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the "
+                                 "backbone instead")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
-                raise ServeError(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA and prefix tuning")
+                raise Unservable(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA "
+                                 "and prefix tuning")
             saved = None
             if record.adapter_type == COLLAB_TYPE:
                 try:  # before anything is evicted for it
@@ -242,7 +258,7 @@ class Engine:
         """The registry record `ref` is served by: the version pinned at its first load while it is resident, else
         the one a load would resolve now (its latest, for a bare name)."""
         with self._lock:
-            known = self._aliases.get(ref)
+            known = self._aliases.get(_alias(ref))
             if known in self._resident:
                 return self._resident[known].record
         return self.registry.resolve(ref)
@@ -253,7 +269,7 @@ class Engine:
         version."""
         served = self.record_for(ref).ref
         with self._lock:
-            self._aliases[ref] = served
+            self._aliases[_alias(ref)] = served
         return served
 
     def preload(self, ref: str) -> Resident:
@@ -332,7 +348,7 @@ class Engine:
     def unload(self, ref: str) -> None:
         """Stop serving `ref` and end its preload (also when the LRU has already evicted it)."""
         with self._lock:
-            key = self._aliases.get(ref, ref)
+            key = self._aliases.get(_alias(ref), ref)
             if key not in self._resident and key not in self.preloaded:
                 key = self.registry.resolve(ref).ref
             if key in self._resident:

@@ -31,8 +31,8 @@ _PATH = re.compile(r"(?<![\w$])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 
 
-def error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
+def error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}}, headers=headers)
 
 
 def scrub(message: str, homes: tuple[Path, ...]) -> str:
@@ -61,7 +61,8 @@ def add_error_handlers(app: FastAPI, homes: tuple[Path, ...]) -> None:
         if e.status_code == 400:  # FastAPI could not parse the body (bytes that are not UTF-8)
             return error(422, "malformed request: the body is not UTF-8 JSON", "RequestValidationError")
         message = "no such endpoint" if e.status_code == 404 else f"{request.method} is not allowed here"
-        return error(e.status_code, message, _HTTP_KINDS.get(e.status_code, "HTTPError"))
+        return error(e.status_code, message, _HTTP_KINDS.get(e.status_code, "HTTPError"),
+                     e.headers)  # a 405's `Allow`, which RFC 9110 requires
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception) -> JSONResponse:

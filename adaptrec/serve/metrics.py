@@ -14,6 +14,7 @@ UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever t
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other token: `other`
 OTHER_DOMAIN = "<other>"  # domains without a promoted adapter share one series: a label never grows unbounded
 
 
@@ -48,7 +49,7 @@ class Metrics:
 
     def record(self, request: Request, status: int, seconds: float) -> None:
         route = route_of(request)
-        method = request.method if route != UNMATCHED else "other"
+        method = request.method if route != UNMATCHED and request.method in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
         if status >= 500:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, peft_type
-from adaptrec.router.policy import Decision, route
+from adaptrec.router.policy import Decision, route, serving
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
@@ -84,9 +84,10 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
-        ref = engine.pin(req.adapter)  # the version served: the access check, answer, log and promotions name it
+        ref = engine.pin(req.adapter)  # the version asked for: checked for access, then served (a mix: by its sources)
         check_access(engine, ref, admin, allow_any)
-        decision = Decision(req.user_id, req.domain, "warm", (ref,), (1.0,), "both", f"adapter {ref} requested")
+        refs, weights = serving(engine.record_for(ref))  # a score-level mix: its sources, as routing serves one
+        decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested")
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)

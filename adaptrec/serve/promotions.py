@@ -54,7 +54,7 @@ class ServedRegistry:
 class Switch:
     domain: str
     old: str | None
-    new: str
+    new: str | None  # None: the domain lost its champion (`registry remove --force`); it is routed as unpromoted
 
 
 @dataclass
@@ -81,7 +81,8 @@ class PromotionWatcher:
     def changes(self) -> list[Switch]:
         current = self.routing.registry.aliases()
         return [Switch(domain, self.routing.served.get(domain), ref) for domain, ref in current.items()
-                if self.routing.served.get(domain) != ref and ref not in self.failed]
+                if self.routing.served.get(domain) != ref and ref not in self.failed] + \
+            [Switch(domain, ref, None) for domain, ref in self.routing.served.items() if domain not in current]
 
     async def run(self, engine, worker, interval: float) -> None:
         """Poll every `interval` seconds until cancelled; a failed poll is logged and the next one retries."""
@@ -98,7 +99,14 @@ class PromotionWatcher:
                 log.warning("unloading old champions failed (%s); retrying in %g s", e, interval)
 
     async def apply(self, engine, worker, switch: Switch) -> None:
-        """Pre-warm `switch.new` (a mix: its sources), then route to it; the old version starts draining."""
+        """Pre-warm `switch.new` (a mix: its sources), then route to it; the old version starts draining. A domain
+        without a champion any more stops routing to the old one at once."""
+        if switch.new is None:
+            del self.routing.served[switch.domain]
+            self.draining.add(switch.old)
+            log.info("%s has no champion any more; %s drains", switch.domain, switch.old)
+            return
+
         def prewarm() -> None:
             for ref in serving(engine.registry.resolve(switch.new))[0]:
                 engine.load(ref)

@@ -140,8 +140,12 @@ class Worker:
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn)
 
     async def submit(self, rows: list[tuple[str, str]] | None = None, tokens: list[int] | None = None,
-                     call: Callable[[], Any] | None = None) -> Any:
+                     call: Callable[[], Any] | None = None, since: float | None = None) -> Any:
+        """Queue a job and await its result; `since` (`time.monotonic()`, default now): when its request arrived,
+        from which the queue timeout counts."""
         job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
+        if since is not None:
+            job.enqueued = since
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:

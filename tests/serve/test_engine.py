@@ -97,6 +97,17 @@ def test_an_lru_eviction_keeps_an_adapter_preloaded(tiny_model_dir, registry, qu
         engine.unload("ada:1")
 
 
+def test_spellings_of_one_ref_share_one_alias(tiny_model_dir, registry, quantization):
+    """Every spelling a client sent (`arts-lora:01`, `:001`, ...) was kept as an alias for good, before the access
+    check: memory grew with each request. Now one alias per name or version; unknown refs add none."""
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
+    for spelling in ("arts-lora:1", "arts-lora:01", "arts-lora:" + "0" * 50 + "1", "arts-lora", "arts-lora:latest"):
+        assert engine.pin(spelling) == "arts-lora:1"
+    with pytest.raises(Exception, match="no-such"):
+        engine.pin("no-such:1")
+    assert engine._aliases == {"arts-lora:1": "arts-lora:1", "arts-lora": "arts-lora:1"}
+
+
 def test_an_adalora_adapter_is_served_from_its_verified_files_not_a_stored_export(tiny_model_dir, registry, cases,
                                                                                   plain, quantization):
     from adaptrec.home import adaptrec_home

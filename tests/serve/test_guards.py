@@ -4,6 +4,8 @@ envelope without paths, a scrape that stays valid, health that never waits on th
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +168,9 @@ def test_a_relative_home_is_scrubbed_as_a_path_not_as_letters(tmp_path, monkeypa
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
     with client(engine) as c:
         assert envelope(c.get("/nope"), 404, "NotFound") == "no such endpoint"
-        envelope(c.get("/v1/score"), 405, "MethodNotAllowed")
+        wrong_method = c.get("/v1/score")
+        envelope(wrong_method, 405, "MethodNotAllowed")
+        assert wrong_method.headers["allow"] == "POST"  # RFC 9110 (was: dropped by the envelope)
         message = envelope(c.post("/v1/score", json=body(adapter="missing")), 404)
         assert "missing" in message and str(home) not in message and "/tmp" not in message
         monkeypatch.setattr(engine, "measured_prompt", lambda case: {}["boom"])
@@ -193,6 +197,19 @@ def test_the_scrape_stays_valid_for_any_request_path(engine):
     routes = {s.labels["route"] for s in samples}
     assert routes == {"<unmatched>", "/v1/score"}  # every unknown path in one series
     assert sum(s.value for s in samples if s.labels["route"] == "<unmatched>") == 5
+
+
+def test_made_up_methods_share_one_label(engine):
+    """Any token is a method to the HTTP parser, and a known path kept it as a label: one series per method."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with client(engine) as c:
+        for n in range(3):
+            c.request(f"M{n}", "/v1/score")
+        text = c.get("/metrics").text
+    methods = {s.labels["method"] for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "adaptrec_requests_total" and s.labels["route"] == "/v1/score"}
+    assert methods == {"other"}
 
 
 def test_health_and_metrics_never_wait_on_an_adapter_load(engine, monkeypatch):
@@ -276,3 +293,52 @@ def test_items_may_carry_ids(engine):
         ranked = c.post("/v1/recommend", json=body(candidates=[{"text": '"x"', "item_id": "m1"}, '"y"'], k=2)).json()
     assert {r["item"]: r["item_id"] for r in ranked["items"]} == {'"x"': "m1", '"y"': None}
     assert len(plain) == 2
+
+
+def test_a_request_naming_a_score_level_mix_is_served_by_its_sources(tiny_model_dir, tmp_path):
+    """A named mix reached `Engine.load` as one adapter and was refused with 400, a status neither the docs nor the
+    OpenAPI list; routing already served a promoted mix by its sources. The admin load of a mix is a 409."""
+    from serve_helpers import make_registry
+
+    from adaptrec.adapters.merge import Composition, compose
+
+    registry = make_registry(tiny_model_dir, tmp_path)
+    backbone = fresh_backbone(tiny_model_dir)
+    blend = compose(backbone, registry, Composition(("arts-lora", "office-lora"), "mix", (0.25, 0.75)), name="blend",
+                    domain="arts")
+    with client(Engine(backbone, registry, limits=LIMITS)) as c:
+        answer = c.post("/v1/score", json=body(adapter=blend.ref), headers=ADMIN)
+        assert answer.status_code == 200 and answer.json()["adapters"] == ["arts-lora:1", "office-lora:1"], answer.text
+        arts, office = (np.array(c.post("/v1/score", json=body(adapter=a), headers=ADMIN).json()["scores"])
+                        for a in ("arts-lora", "office-lora"))
+        np.testing.assert_allclose(answer.json()["scores"], 0.25 * arts + 0.75 * office, atol=1e-6)
+        assert "load its sources" in envelope(c.post("/v1/adapters/load", json={"ref": blend.ref}, headers=ADMIN),
+                                              409, "Unservable")
+
+
+def test_requests_past_the_queue_size_are_refused_before_they_are_planned(engine, monkeypatch):
+    """Requests waited for the one preparation thread without bound (no 503 until after planning, memory growing
+    with each), and their queue timeout counted only from after planning."""
+    from adaptrec.serve import plans
+
+    planning, release, answers = threading.Event(), threading.Event(), []
+    real = plans.plan
+
+    def slow(*args, **kwargs):
+        planning.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plans, "plan", slow)
+    with client(engine, queue_size=1) as c:
+        first = threading.Thread(target=lambda: answers.append(c.post("/v1/score", json=body())))
+        first.start()
+        assert planning.wait(30)
+        planning.clear()
+        assert "holds 1 requests already" in envelope(c.post("/v1/score", json=body()), 503, "QueueFull")
+        assert not planning.is_set()  # refused before it was planned
+        engine.limits = replace(engine.limits, queue_timeout_s=0.3)
+        time.sleep(0.5)  # the first waits longer than that to be planned, then none in the queue
+        release.set()
+        first.join(30)
+    assert "waited" in envelope(answers[0], 503, "QueueTimeout")

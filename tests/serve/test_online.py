@@ -167,7 +167,7 @@ def test_epsilon_greedy_propensities_match_the_draw_frequencies():
 
 def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_client, monkeypatch):
     """Only P(yes) answered counts: a recommendation's shown slate, not TALLRec-mode scores, nor the scores of a
-    request that failed after scoring (was: all three counted)."""
+    request that failed after scoring (was: all three counted); a request naming its adapter goes to `<other>`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     def full_disk(*args, **kwargs):
@@ -177,6 +177,7 @@ def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_clien
         c.post("/v1/score", json=body(items=['"x"', '"y"']))
         c.post("/v1/score", json=body(domain="made-up-1", adapter="arts-lora", items=['"x"']))
         c.post("/v1/score", json=body(domain="made-up-2", adapter="arts-lora", items=['"x"']))
+        c.post("/v1/score", json=body(adapter="arts-lora", items=['"x"']))  # named, not routed: was counted as arts
         c.post("/v1/recommend", json=body(candidates=['"x"', '"y"', '"z"'], k=1))
         assert c.post("/v1/score", json=body(items=['"x"'], mode="tallrec")).status_code == 200
         monkeypatch.setattr(OnlineLog, "log_request", full_disk)
@@ -184,7 +185,7 @@ def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_clien
         text = c.get("/metrics").text
     counts = {s.labels["domain"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "adaptrec_pyes_count"}
-    assert counts == {"arts": 3, "<other>": 2}
+    assert counts == {"arts": 3, "<other>": 3}
 
 
 def test_the_feedback_spec_grammar():

@@ -99,3 +99,26 @@ def test_an_old_version_removed_while_it_drains_is_unloaded():
     watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"}, removed=["movie-lora:1"])
     assert watcher.routing.served == {"movie": "movie-lora:2"} and watcher.draining == set()
     assert engine.resident == {"movie-lora:2"}
+
+
+def test_a_champion_removed_by_force_stops_being_routed_to_and_drains():
+    """`registry remove X:2 --force` drops the alias; the server kept routing the domain to X:2 (404 for every
+    request, never drained) instead of answering it as a domain without a champion."""
+    registry = FakeRegistry({"movie": "movie-lora:1", "books": "books-lora:1"})
+    engine = FakeEngine(registry, {})
+    engine.resident = {"movie-lora:1", "books-lora:1"}
+    watcher = PromotionWatcher(ServedRegistry(registry))
+    watcher.start()
+    del registry.current["movie"]
+    registry.removed.add("movie-lora:1")
+
+    async def go():
+        for switch in watcher.changes():
+            await watcher.apply(engine, InlineWorker(), switch)
+        await watcher.drain(engine, InlineWorker())
+
+    asyncio.run(go())
+    assert watcher.routing.served == {"books": "books-lora:1"} and watcher.draining == set()
+    assert engine.resident == {"books-lora:1"}
+    registry.promoted = lambda domain: None
+    assert watcher.routing.promoted("movie") is None  # routed as unpromoted: a RouteError, not a 404
