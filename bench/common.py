@@ -57,7 +57,8 @@ def software() -> dict[str, str]:
 
 def code_version() -> dict:
     """When, and on which commit of this checkout (and whether it had uncommitted changes), a result was measured:
-    what tells a number from before a change from one after it."""
+    what tells a number from before a change from one after it. Changes to results and docs do not count: a
+    benchmark run after another has that one's result file to commit, not different code."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str | None:
@@ -67,7 +68,8 @@ def code_version() -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results", ":(exclude)docs")
     return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit,
             "git_dirty": None if status is None else bool(status)}
 

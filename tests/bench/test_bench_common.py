@@ -31,3 +31,30 @@ def test_counts_are_at_least_one():
     for bad in ("0", "-2", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             common.positive_int(bad)
+
+
+def test_only_code_changes_make_a_result_dirty(tmp_path):
+    """A benchmark run after another found that one's result file uncommitted and marked its own result dirty,
+    though the code was the commit's."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for rel in ("bench/common.py", "bench/results/x.json", "docs/a.md", "adaptrec_code.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("0\n")
+    shutil.copy(common.__file__, tmp_path / "bench" / "common.py")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    spec = importlib.util.spec_from_file_location("copied_common", tmp_path / "bench" / "common.py")
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    (tmp_path / "bench/results/x.json").write_text("1\n")
+    (tmp_path / "docs/a.md").write_text("1\n")
+    assert copied.code_version()["git_dirty"] is False
+    (tmp_path / "adaptrec_code.py").write_text("1\n")
+    assert copied.code_version()["git_dirty"] is True
