@@ -8,8 +8,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .adapters.attach import detach
-from .adapters.merge import as_mix
 from .baselines import BASELINES
 from .cf.base import Encoder
 from .cf.evaluate import full_ranks
@@ -33,7 +31,7 @@ from .metrics.beyond import (
 )
 from .metrics.ranking import hit_per_case, ndcg_per_case, ranks
 from .scoring.core import Scorer
-from .scoring.variants import llm_variants, mixed_scores, variant_scorer
+from .scoring.variants import mixed_lists, mixed_scores, variant_rows
 from .text_encoder import TextEncoder, catalogue_embeddings
 
 DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
@@ -235,17 +233,12 @@ def run_eval(
     report = new_report(backbone, dataset, cases, limit, seed, mode)
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
     report.rows.extend(encoder_rows(encoders or {}, cases, report.metric_names, seed))
-    mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
-    with_weights = [ref for ref in adapters if mixes[ref] is None]
-    for name, key, model in llm_variants(backbone, registry, with_weights, include_untuned):
-        scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
-        report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
-    if with_weights and any(mixes.values()):
-        detach(model)  # the mixes' sources attach on their own
-    for ref, composition in mixes.items():
-        if composition is not None:  # a registered score-level mix: the weighted average of its sources
+    for name, scorer, composition in variant_rows(backbone, registry, adapters, include_untuned, **scorer_options):
+        if composition is None:
+            report.rows.append(llm_row(name, scorer, cases, mode, report.metric_names, seed))
+        else:  # a registered score-level mix: the weighted average of its sources
             scores = mixed_scores(backbone, registry, composition, cases, mode, **scorer_options)
-            report.rows.append(case_row(registry.resolve(ref).ref, "llm", cases, scores, report.metric_names, seed))
+            report.rows.append(case_row(name, "llm", cases, scores, report.metric_names, seed))
     return report
 
 
@@ -406,9 +399,11 @@ def run_rank_eval(
     for name, encoder in (encoders or {}).items():
         add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates],
             full=full_catalogue_metrics(encoder, positives, dataset, seed) if full_catalogue else None)
-    for name, key, model in llm_variants(backbone, registry, adapters, include_untuned):
-        scorer = variant_scorer(backbone, registry, name, key, model, **scorer_options)
-        add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)
+    for name, scorer, composition in variant_rows(backbone, registry, adapters, include_untuned, **scorer_options):
+        if composition is None:
+            add(name, "llm", scorer.score_lists(candidates, mode), scorer.last_throughput or None)
+        else:  # a registered score-level mix: each list's scores are its sources' weighted average
+            add(name, "llm", mixed_lists(backbone, registry, composition, candidates, mode, **scorer_options))
     return report
 
 

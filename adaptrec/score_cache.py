@@ -50,16 +50,18 @@ class ScoreCache:
             rows = self._db.execute(
                 f"SELECT key, yes, no, lse FROM {TABLE} WHERE key IN ({','.join('?' * len(chunk))})", chunk
             )
-            found.update({k: np.array([y, n, l]) for k, y, n, l in rows})
-        return found
+            found.update({k: np.array([y, n, l], dtype=float) for k, y, n, l in rows if None not in (y, n, l)})
+        return found  # a row without a number (SQLite stores NaN as NULL, as older versions wrote them) is recomputed
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        """One transaction per batch: a run killed mid-way keeps every finished batch. Existing rows win."""
+        """One transaction per batch: a run killed mid-way keeps every finished batch. Existing rows win. Rows that
+        are not finite are not kept: a broken run's NaN would answer every rerun."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 f"INSERT OR IGNORE INTO {TABLE} VALUES (?, ?, ?, ?)",
-                [(k, float(v[0]), float(v[1]), float(v[2])) for k, v in items.items()],
+                [(k, float(v[0]), float(v[1]), float(v[2])) for k, v in items.items()
+                 if np.all(np.isfinite(np.asarray(v, dtype=float)))],
             )
 
     def __len__(self) -> int:

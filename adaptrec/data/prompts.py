@@ -49,8 +49,17 @@ def instruction(noun: str) -> str:
 
 
 def answer_token_ids(tokenizer: Any) -> tuple[int, int]:
-    """Token ids that start the answers "Yes." and "No." (read from the tokenizer, never hard-coded)."""
-    yes, no = (tokenizer(ANSWERS[label], add_special_tokens=False).input_ids[0] for label in (1, 0))
+    """Token ids that start the answers "Yes." and "No." as they follow a prompt, which ends in a newline (read from
+    the tokenizer, never hard-coded): a SentencePiece tokenizer that marks a word starting a text (Llama's `▁Yes`)
+    writes the answer after a newline without that mark (`Yes`, TALLRec's id)."""
+    newline = tokenizer("\n", add_special_tokens=False).input_ids
+
+    def first(answer: str) -> int:
+        ids = tokenizer("\n" + answer, add_special_tokens=False).input_ids
+        return ids[len(newline)] if ids[:len(newline)] == newline and len(ids) > len(newline) else \
+            tokenizer(answer, add_special_tokens=False).input_ids[0]
+
+    yes, no = first(ANSWERS[1]), first(ANSWERS[0])
     if yes == no:
         raise ValueError("the tokenizer maps 'Yes.' and 'No.' to the same first token")
     return yes, no
@@ -102,6 +111,12 @@ def items_template(template: str) -> str:
     """The `-items` form of a template's wrapper (`tallrec`, `tallrec-stats` -> `tallrec-items`): a prompt carries
     item tokens or history statistics, not both."""
     return template.split("-")[0] + "-items"
+
+
+def plain_template(template: str) -> str:
+    """The form of a template without item tokens (`tallrec-items` -> `tallrec`), for a model without an item table:
+    the untuned backbone, plain adapters, a distillation teacher."""
+    return template.removesuffix("-items")
 
 
 def render_input(case: Case, stats: bool = False, user_token: bool = False) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, detach, peft_name, peft_type
 from adaptrec.adapters.merge import MIX, Composition, as_mix, check_weights
-from adaptrec.data.prompts import items_template
+from adaptrec.data.prompts import items_template, plain_template
 from adaptrec.data.records import Case
 
 from .core import Scorer, backbone_scorer
@@ -49,10 +49,41 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
 
 def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:
     """The Scorer of one `llm_variants` row. A collaborative adapter reads its item tokens, so its prompts take the
-    `items_template` form of the template; every other row keeps the template as given."""
-    if name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE:
-        options = {**options, "template": items_template(options.get("template", "tallrec"))}
+    `items_template` form of the template; every other row its `plain_template` form (under a collaborative
+    adapter's item table, item tokens would reach the untuned row and plain adapters through its projector)."""
+    template = options.get("template", "tallrec")
+    collab = name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE
+    options = {**options, "template": items_template(template) if collab else plain_template(template)}
     return backbone_scorer(backbone, model, key, **options)
+
+
+def variant_rows(backbone, registry, adapters: Sequence[str], include_untuned: bool = True,
+                 **scorer_options) -> Iterator[tuple[str, Scorer | None, Composition | None]]:
+    """(row name, Scorer, None) of the untuned backbone and each adapter with weights, then (ref, None, Composition)
+    of each registered score-level mix, whose sources the caller scores; the adapters are detached before the mixes
+    come, so the backbone is left as it was given."""
+    mixes = {ref: as_mix(registry.resolve(ref)) for ref in adapters}
+    model = None
+    try:
+        for name, key, model in llm_variants(backbone, registry, [r for r in adapters if mixes[r] is None],
+                                             include_untuned):
+            yield name, variant_scorer(backbone, registry, name, key, model, **scorer_options), None
+    finally:
+        if model is not None:
+            detach(model)
+    for ref, composition in mixes.items():
+        if composition is not None:
+            yield registry.resolve(ref).ref, None, composition
+
+
+def mixed_lists(backbone, registry, composition: Composition, lists: Sequence[Sequence[Case]], mode: str = "pyes",
+                **scorer_options) -> list[np.ndarray]:
+    """A score-level composition over candidate lists: each source scores every list (`Scorer.score_lists`, one
+    attach per source), then each list's scores are mixed."""
+    sources = {name: scorer.score_lists(lists, mode)
+               for name, scorer, _ in variant_rows(backbone, registry, composition.refs, False, **scorer_options)}
+    return [mix(np.stack([sources[ref][i] for ref in composition.refs]), composition.weights)
+            for i in range(len(lists))]
 
 
 def mix(component_scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
@@ -67,22 +98,15 @@ def component_scores(backbone, registry, refs: Sequence[str], cases: Sequence[Ca
     """(len(refs), len(cases)) scores, each adapter scored alone (a registered mix: its sources' `mix`); everything is
     detached after use. `one_list`: `cases` are one user's candidates, sharing one history fitted to the prompt cap
     (`Scorer.score_lists`, as every ranking path fits them) rather than each truncated on its own."""
-    records = {ref: registry.resolve(ref) for ref in refs}
-    mixes = {record.ref: as_mix(record) for record in records.values()}
+    resolved = {ref: registry.resolve(ref).ref for ref in refs}
     rows: dict[str, np.ndarray] = {}
-    model = None
-    try:
-        plain = [ref for ref, composition in mixes.items() if composition is None]
-        for ref, key, model in llm_variants(backbone, registry, plain, include_untuned=False):
-            scorer = variant_scorer(backbone, registry, ref, key, model, **scorer_options)
-            rows[ref] = scorer.score_lists([cases], mode)[0] if one_list else scorer.score(cases, mode)
-    finally:
-        if model is not None:
-            detach(model)
-    for ref, composition in mixes.items():
+    for name, scorer, composition in variant_rows(backbone, registry, list(dict.fromkeys(resolved.values())), False,
+                                                  **scorer_options):
         if composition is not None:
-            rows[ref] = mixed_scores(backbone, registry, composition, cases, mode, one_list, **scorer_options)
-    return np.stack([rows[records[r].ref] for r in refs])
+            rows[name] = mixed_scores(backbone, registry, composition, cases, mode, one_list, **scorer_options)
+        else:
+            rows[name] = scorer.score_lists([cases], mode)[0] if one_list else scorer.score(cases, mode)
+    return np.stack([rows[resolved[r]] for r in refs])
 
 
 def mixed_scores(backbone, registry, composition: Composition, cases: Sequence[Case], mode: str = "pyes",

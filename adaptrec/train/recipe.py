@@ -15,6 +15,7 @@ from ..adapters.base import tuner_for
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
+from ..data.prompts import plain_template
 from ..data.sampling import stratified_subset
 from ..data.spec import NEGATIVES_AVOID, is_leave_one_out, with_protocol
 from ..errors import ConfigError
@@ -90,7 +91,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
                                batch_size=ev.batch_size, cache=cache)
 
     with model.disable_adapter():  # the untuned backbone has no item tokens: its prompts name items by title only
-        untuned = scorer("base", d.template.removesuffix("-items"))
+        untuned = scorer("base", plain_template(d.template))
         report.rows.append(llm_row(UNTUNED, untuned, cases, ev.score, report.metric_names, ev.seed))
     adapter_scorer = scorer(adapter_key(result.adapter_dir))
     adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)

@@ -140,6 +140,28 @@ def test_eval_scores_a_registered_collab_adapter_with_its_item_tokens(built):
     np.testing.assert_allclose(rows["movie-collab:1"][1], expected, atol=1e-5)
 
 
+def test_asked_for_the_items_template_only_the_collab_adapter_reads_item_tokens(built, tiny_model_dir):
+    """`eval --template tallrec-items`: the untuned row rendered item tokens and embedded them through the collab
+    adapter's projector (cached as the untuned backbone's rows), and a LoRA row attached after it read item-token
+    ids its bare embedding lacks."""
+    from router_helpers import register_random
+
+    from adaptrec.scoring.variants import UNTUNED, variant_rows
+
+    bb, _, cases = built
+    registry = _registered(built)
+    register_random(tiny_model_dir, registry, "plain", {"type": "lora", "r": 2}, seed=3)
+    fresh = load_backbone(str(bb.source), quantization="none", device="cpu")
+    rows = {name: (scorer.template, scorer.score(cases)) for name, scorer, _ in
+            variant_rows(fresh, registry, ["movie-collab", "plain"], template="tallrec-items", progress=False)}
+    assert {name: t for name, (t, _) in rows.items()} == {UNTUNED: "tallrec", "movie-collab:1": "tallrec-items",
+                                                           "plain:1": "tallrec"}
+    untouched = load_backbone(str(bb.source), quantization="none", device="cpu")
+    np.testing.assert_allclose(rows[UNTUNED][1], Scorer(untouched.model, untouched.tokenizer, "k", template="tallrec",
+                                                        progress=False).score(cases), atol=1e-5)
+    assert not any("lora_" in name for name, _ in fresh.model.named_modules())  # detached after the last row
+
+
 def test_one_collab_adapter_per_eval_backbone_and_none_merged(built, tiny_model_dir):
     """(The serving engine holds several over one item table: tests/serve/test_collab_serving.py.)"""
     from adaptrec.adapters.attach import attach

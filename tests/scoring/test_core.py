@@ -28,6 +28,20 @@ def test_answer_tokens_come_from_the_tokenizer(tiny_backbone):
     assert tok.decode([yes]).strip() == "Yes" and tok.decode([no]).strip() == "No"
 
 
+def test_answer_tokens_are_those_that_follow_the_prompts_newline():
+    """A Llama-style SentencePiece tokenizer marks a word that starts a text (`▁Yes`) but not one after a newline
+    (`Yes`, the token TALLRec scores); the answer tokens were read from "Yes." alone, so the marked ones."""
+    from types import SimpleNamespace
+
+    # ids: ▁Yes 1, . 2, ▁ 3, <0x0A> 4, Yes 5, ▁No 6, No 7 (a text starting with a newline gets a bare ▁ first)
+    pieces = {"Yes.": [1, 2], "No.": [6, 2], "\n": [3, 4], "\nYes.": [3, 4, 5, 2], "\nNo.": [3, 4, 7, 2]}
+
+    def llama_like(text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(input_ids=pieces[text])
+
+    assert answer_token_ids(llama_like) == (5, 7)
+
+
 def test_score_does_not_depend_on_batch_mates(tiny_backbone):
     """Left padding + padding-aware position ids: one prompt alone or in a mixed-length batch scores the same."""
     cases = _cases(6)

@@ -17,7 +17,7 @@ from adaptrec.adapters.files import CONFIG_FILE
 from adaptrec.backbone import base_score_key, load_backbone, tokenizer_digest
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.registry import Registry
-from adaptrec.score_cache import ScoreCache
+from adaptrec.score_cache import TABLE, ScoreCache
 from adaptrec.scoring.core import SCORING_VERSION, Scorer, backbone_scorer
 
 
@@ -61,6 +61,18 @@ def test_existing_rows_are_never_replaced(tmp_path):
     found = cache.get_many(["k", "j"])
     np.testing.assert_array_equal(found["k"], [1.0, 2.0, 3.0])
     np.testing.assert_array_equal(found["j"], [4.0, 5.0, 6.0])
+
+
+def test_a_score_that_is_no_number_is_never_kept_nor_read(tmp_path):
+    """SQLite stores NaN as NULL: the row came back as [None, no, lse], a NaN on every rerun (or a TypeError on the
+    shared-prefix path), and as rows are never replaced only deleting the cache helped."""
+    cache = ScoreCache(tmp_path / "c.db")
+    cache.put_many({"nan": np.array([np.nan, 2.0, 3.0]), "inf": np.array([1.0, np.inf, 3.0]),
+                    "ok": np.array([1.0, 2.0, 3.0])})
+    assert set(cache.get_many(["nan", "inf", "ok"])) == {"ok"} and len(cache) == 1
+    cache._db.execute(f"INSERT INTO {TABLE} VALUES ('old', NULL, 2.0, 3.0)")  # as an older version wrote one
+    assert "old" not in cache.get_many(["old"])
+    assert cache.get_many(["ok"])["ok"].dtype == np.float64
 
 
 def test_rows_of_the_old_format_are_never_read(tiny_backbone, tmp_path):

@@ -18,6 +18,7 @@ from peft import PeftModel
 
 from ...backbone import load_backbone, load_tokenizer
 from ...config import DistillSettings
+from ...data.prompts import plain_template
 from ...data.records import Case
 from ...errors import ConfigError
 from ...fingerprint import Fingerprint
@@ -76,9 +77,11 @@ class DistillMethod(Method):
         return f"teacher:{self.teacher.model_key}:{self.teacher.data_fingerprint}"
 
     def _scorer(self, model: torch.nn.Module, tokenizer, ctx: StepContext) -> Scorer:
-        """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings."""
+        """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings without item
+        tokens (a collaborative student's projector is not the teacher's)."""
         s = ctx.scorer
-        return Scorer(model, tokenizer, self.cache_key(), template=s.template, max_prompt_tokens=s.max_prompt_tokens,
+        return Scorer(model, tokenizer, self.cache_key(), template=plain_template(s.template),
+                      max_prompt_tokens=s.max_prompt_tokens,
                       batch_size=s.batch_size, cache=self.cache, progress=False)
 
     def _other_backbone_logits(self, prompts: list[str], ctx: StepContext) -> np.ndarray:
