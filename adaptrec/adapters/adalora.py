@@ -148,7 +148,8 @@ class AdaLoraTuner(Tuner):
         """A saved AdaLoRA adapter keeps only its unpruned ranks (peft resizes by `rank_pattern`); a fresh one has
         `init_r`. Each saved A (r, d_in), E (r, 1), B (d_out, r) goes into the leading ranks of the fresh one, the
         rest zero: E = 0 is exactly what pruning leaves, and `ranknum` stays `init_r` in both (adapters/export.py),
-        so the warm-started layer computes the saved adapter's function and training may revive pruned ranks."""
+        so the warm-started layer computes the saved adapter's function. The padded ranks (A, E, B all zero) get
+        zero gradients, so an update keeps or prunes ranks but never revives a pruned one."""
         out = {}
         for key, tensor in saved.items():
             target = fresh.get(key)

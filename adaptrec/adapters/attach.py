@@ -149,13 +149,13 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
         if isinstance(model, PeftModel):
             detach(model)
         else:  # the first load failed after peft injected its layers into the backbone
-            _strip_tuner_layers(backbone.model)
+            strip_tuner_layers(backbone.model)
         raise
     model.eval()
     return model, records
 
 
-def _strip_tuner_layers(module: torch.nn.Module) -> None:
+def strip_tuner_layers(module: torch.nn.Module) -> None:
     """Put back the base layer of every peft layer in `module`, and drop the config peft left on it."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -163,7 +163,7 @@ def _strip_tuner_layers(module: torch.nn.Module) -> None:
         if isinstance(child, BaseTunerLayer):
             setattr(module, name, child.get_base_layer())
         else:
-            _strip_tuner_layers(child)
+            strip_tuner_layers(child)
     if hasattr(module, "peft_config"):
         del module.peft_config
 

@@ -23,6 +23,16 @@ _LORA_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>[AB])(?:\.(?!bias$)[^.]+)?(?:\.weight)?$")  # not lora_bias
 
 
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")  # peft rewrites the base weights as it loads these
+
+
+def changes_base_weights(config: dict) -> bool:
+    """Whether loading an adapter of this config rewrites the base model's weights (PiSSA, OLoRA, CorDA, LoftQ
+    initialisation): detaching it leaves them rewritten, and every other row would score on a changed base."""
+    init = config.get("init_lora_weights", True)
+    return isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INITS)
+
+
 def pattern_value(pattern: dict, module: str, default):
     """peft's `get_pattern_key` rule: the first key that matches the module name's end at a '.' boundary."""
     for key, value in pattern.items():

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError
 
-from .attach import COLLAB_TYPE, attach, detach, load_peft, peft_name, peft_type
+from .attach import COLLAB_TYPE, attach, detach, load_peft, peft_name, peft_type, strip_tuner_layers
 from .export import adalora_to_lora
 from .files import MIX_FILE, MIX_TYPE, FamilyMatchWarning
 
@@ -108,8 +109,10 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         if record.adapter_type == COLLAB_TYPE:
             raise CompositionError(f"{record.ref} is a collaborative adapter: a merged LoRA would lose its item "
                                    f"tokens; combine it by score-level mixing (--method {MIX})")
-        extra = [k for k in ("use_dora", "lora_bias") if (record.adapter_config or {}).get(k)]
-        if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes and LoRA's bias would be dropped
+        config = record.adapter_config or {}
+        extra = [k for k in ("use_dora", "lora_bias", "modules_to_save") if config.get(k)]
+        extra += ["bias"] if config.get("bias", "none") != "none" else []
+        if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes, biases and whole modules are dropped
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
                                    f"score-level mixing (--method {MIX})")
     model, names = backbone.model, []
@@ -123,7 +126,10 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         model.eval()
         yield model, records, names
     finally:
-        detach(model)
+        if isinstance(model, PeftModel):
+            detach(model)
+        else:  # the first load failed after peft injected its layers into the backbone
+            strip_tuner_layers(backbone.model)
 
 
 def _ranks(config) -> tuple[int, dict]:
@@ -145,6 +151,12 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
         raise CompositionError("mix combines scores, not weights; it cannot be merged into one adapter")
     if new_name in model.peft_config:
         raise CompositionError(f"an adapter named {new_name!r} is already attached")
+    patterned = [n for n in names if model.peft_config[n].rank_pattern]
+    if patterned and (len(names) == 1 or method in SEPARATE_AB_METHODS):
+        raise CompositionError(f"{patterned[0]} has per-module ranks (rank_pattern); peft merges "
+                               f"{'one source linearly' if len(names) == 1 else f'{method} A and B separately'} and "
+                               "saves the result under one rank, so it would not load again; compose two or more "
+                               "sources with cat or svd")
     if method in SEPARATE_AB_METHODS and len({str(_ranks(model.peft_config[n])) for n in names}) > 1:
         ranks = ", ".join(f"{n} r={_ranks(model.peft_config[n])[0]}" for n in names)
         instead = "cat or svd" if method == "linear" else f"cat, svd or {method}_svd"

@@ -44,7 +44,7 @@ from pathlib import Path
 from adaptrec.atomic import atomic_dir
 from adaptrec.errors import AdaptrecError, IntegrityError
 
-from .check import pattern_value, read_config, tensor_shapes
+from .check import changes_base_weights, pattern_value, read_config, tensor_shapes
 from .export import adalora_to_lora
 from .files import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
@@ -53,7 +53,6 @@ VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # LoRA-capable linear layers of vLLM's Llama-family models (SmolLM2, Llama, Qwen2, Gemma), packed layers expanded
 LLAMA_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
-_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
 _REFUSED = {
     "prefix": "a prefix-tuning adapter: vLLM loads LoRA adapters only (lora_A/lora_B tensors); prefix tuning's "
               "virtual key/values have no vLLM loader",
@@ -103,7 +102,7 @@ def _config_problems(config: dict, max_lora_rank: int) -> list[str]:
         ("bias", config.get("bias", "none") != "none", f"{config.get('bias')!r}; adapter bias is not supported"),
         ("lora_bias", bool(config.get("lora_bias")), "vLLM does not support LoRA bias"),
         ("layer_replication", bool(config.get("layer_replication")), "vLLM does not support layer_replication"),
-        ("init_lora_weights", isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS),
+        ("init_lora_weights", changes_base_weights(config),
          f"{init!r} changes the base weights when peft loads the adapter; vLLM serves the base as is"),
     ]
     problems += [f"{name}: {why}" for name, bad, why in checks if bad]

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+from adaptrec.adapters.check import changes_base_weights
 from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
@@ -225,6 +226,11 @@ class Registry:
             written.append(self._write_folder(src_dir, entry.metadata(version, created), self.path_for(name, version)))
             folder = written[0]
             config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
+            if changes_base_weights(config):
+                raise RegistryError(f"{name}: init_lora_weights {config['init_lora_weights']!r} makes peft rewrite the "
+                                    "base model's weights whenever the adapter loads, and detaching it does not undo "
+                                    "that; convert it to a plain LoRA first (peft's "
+                                    "path_initial_model_for_weight_conversion)")
             record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
             self._insert(conn, record)
         return self.resolve(record.ref)

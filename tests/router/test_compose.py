@@ -272,6 +272,38 @@ def test_a_registered_mix_is_scored_routed_and_refused_by_attach(tiny_model_dir,
         attach(fresh_backbone(tiny_model_dir), registry, ["a+p"])
 
 
+def test_a_registered_mix_ranks_candidate_lists_and_eval_leaves_the_backbone_bare(tiny_model_dir, registry, tmp_path):
+    """The ranking eval handed a mix to `attach` ("is a score-level mix"), after the baselines had run; an eval of
+    plain adapters left its last group attached to the backbone, which a later untuned row scored with."""
+    from adaptrec.data.candidates import candidate_cases
+    from adaptrec.data.spec import load_spec
+    from adaptrec.evaluation import rank_lists, run_rank_eval
+    from adaptrec.scoring.variants import mixed_lists
+
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
+    composition = Composition(("a:1", "p:1"), "mix", (0.3, 0.9))
+    compose(fresh_backbone(tiny_model_dir), registry, composition, name="a+p", domain="arts")
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
+                                                  for i in range(30)))
+    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": "arts", "position": i}
+            for u in range(4) for i in range(12)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_spec(str(tmp_path / "log.jsonl"))
+    backbone = fresh_backbone(tiny_model_dir)
+    report = run_rank_eval(backbone, dataset, registry=registry, adapters=["a", "a+p"], limit=3, negatives=4,
+                           progress=False)
+    assert [r.name for r in report.rows][-2:] == ["a:1", "a+p:1"] and report.rows[-1].metrics
+    assert not any("lora_" in name for name, _ in backbone.model.named_modules())  # was: a:1's layers stayed
+    positives, candidate_lists = rank_lists(dataset, 3, 0, 4)
+    lists = [candidate_cases(cl, case, dataset.catalogues) for cl, case in zip(candidate_lists, positives)]
+    expected = [mixed_scores(fresh_backbone(tiny_model_dir), registry, composition, cases, one_list=True,
+                             progress=False) for cases in lists]
+    got = mixed_lists(fresh_backbone(tiny_model_dir), registry, composition, lists, progress=False)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, atol=1e-6)
+
+
 def test_mix_is_a_weighted_average_and_checks_weights():
     scores = np.array([[0.2, 0.8], [0.6, 0.4]])
     np.testing.assert_allclose(mix(scores, [3, 1]), [0.3, 0.7])
@@ -321,3 +353,52 @@ def test_into_base_writes_a_standalone_model_with_the_composition_merged(tiny_mo
     np.testing.assert_allclose(backbone_scorer(merged, progress=False).score(cases), with_adapter, atol=1e-5)
     untuned = backbone_scorer(fresh_backbone(tiny_model_dir), progress=False).score(cases)
     assert not np.allclose(with_adapter, untuned, atol=1e-4)
+
+
+def test_what_a_delta_w_merge_would_drop_or_save_unloadable_is_refused(tiny_model_dir, registry):
+    """Compose copied the base module for `modules_to_save` and dropped biases; one source (or a linear merge) with
+    per-module ranks was saved under one rank, which no later load could read."""
+    register_peft(tiny_model_dir, registry, "head", seed=1, modules_to_save=["lm_head"])
+    register_peft(tiny_model_dir, registry, "biased", seed=2, bias="lora_only")
+    register_peft(tiny_model_dir, registry, "plain", seed=3, r=4)
+    register_peft(tiny_model_dir, registry, "patterned", seed=4, r=4, rank_pattern={"v_proj": 2})
+    backbone = fresh_backbone(tiny_model_dir)
+    for refs, method, why in ((("head", "plain"), "cat", "head:1 has modules_to_save"),
+                              (("biased", "plain"), "cat", "biased:1 has bias"),
+                              (("patterned",), "cat", "merges one source linearly"),
+                              (("patterned", "plain"), "linear", "merges linear A and B separately")):
+        with pytest.raises(CompositionError, match=why):
+            compose(backbone, registry, Composition(refs, method, (1.0,) * len(refs)), name="x", domain="arts")
+    assert "x" not in {r.name for r in registry.list()}
+    assert not any("lora_" in name for name, _ in backbone.model.named_modules())
+
+
+def test_a_first_source_that_fails_half_loaded_leaves_no_layers_behind(tiny_model_dir, registry, monkeypatch):
+    """peft injected its layers, then the load failed: the model was still the bare backbone, so the detach did
+    nothing and the layers stayed in it."""
+    from peft import PeftModel
+
+    from adaptrec.adapters import merge as merge_module
+
+    register_peft(tiny_model_dir, registry, "plain", seed=3, r=4)
+
+    def half_loaded(model, folder, name):
+        PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(merge_module, "load_peft", half_loaded)
+    backbone = fresh_backbone(tiny_model_dir)
+    with pytest.raises(RuntimeError, match="disk"):
+        with merge_module.attached_sources(backbone, registry, ["plain"]):
+            pass
+    assert not any("lora_" in name for name, _ in backbone.model.named_modules())
+
+
+def test_an_adapter_whose_load_rewrites_the_base_weights_is_never_registered(tiny_model_dir, registry):
+    """A PiSSA-initialised config makes peft rewrite the base weights at every load, and detaching does not undo
+    it: every later row (the untuned backbone included) scored on a changed base."""
+    from adaptrec.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="init_lora_weights 'pissa' makes peft rewrite the base"):
+        register_peft(tiny_model_dir, registry, "pissa", seed=1, init_lora_weights="pissa")
+    assert registry.list() == [] and not (registry.adapters_dir / "pissa" / "1").exists()
