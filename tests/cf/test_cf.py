@@ -14,8 +14,10 @@ from adaptrec.metrics import auc, bootstrap_ci, compute_classification
 
 def test_clustered_bootstrap_resamples_whole_users():
     labels, scores = np.array([0, 1, 0, 1, 1, 0]), np.array([0.1, 0.9, 0.2, 0.4, 0.8, 0.6])
-    one_user = bootstrap_ci(auc, labels, scores, clusters=["u"] * 6)
-    assert one_user.low == one_user.high == auc(labels, scores)  # every resample is the same user: no spread
+    with pytest.raises(ValueError, match="at least 2 clusters"):  # every resample would be the same user
+        bootstrap_ci(auc, labels, scores, clusters=["u"] * 6)
+    two_users = bootstrap_ci(auc, labels, scores, clusters=["u", "u", "u", "v", "v", "v"])
+    assert two_users.low <= auc(labels, scores) <= two_users.high
     by_case = bootstrap_ci(auc, labels, scores)
     assert by_case.high - by_case.low > 0
     with pytest.raises(ValueError, match="one label per row"):
