@@ -158,6 +158,9 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         if status == 403:
             raise HubError(f"{what}: {where} refused {repo_id} (403 Forbidden): the token lacks write access to it; "
                            "use a token with write permission for that namespace") from None
+        if status == 412:  # create_commit's parent_commit is no longer the branch head
+            raise HubError(f"{what}: another commit reached {repo_id}@{revision} while this one was prepared; "
+                           "nothing was committed, push again") from None
         server_msg = e.response.headers.get("X-Error-Message", "") if e.response is not None else ""
         detail = f" ({scrub(server_msg)[:200]})" if server_msg else ""
         raise HubError(f"{what}: {where} answered HTTP {status}{detail} for {repo_id}; retry later or check the repo") from None

@@ -174,11 +174,12 @@ def push_to_hub(
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
             if branch != DEFAULT_BRANCH:
                 api.create_branch(repo_id, branch=branch, exist_ok=True)
-            existing = api.list_repo_files(repo_id, revision=branch)
+            head = api.repo_info(repo_id, revision=branch).sha  # the files to delete are this commit's
+            existing = api.list_repo_files(repo_id, revision=head)
             ops = [CommitOperationDelete(path_in_repo=p) for p in existing if p not in files and p != ".gitattributes"]
             ops += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in files]
-            info = api.create_commit(
-                repo_id, operations=ops, revision=branch,
+            info = api.create_commit(  # refused (412) if another commit landed since: its files would be left over
+                repo_id, operations=ops, revision=branch, parent_commit=head,
                 commit_message=f"adaptrec: {record.ref} ({record.adapter_type} adapter for {record.domain})",
             )
     return PushResult(record.ref, repo_id, branch, info.oid, f"{public_endpoint(endpoint)}/{repo_id}")

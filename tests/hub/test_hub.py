@@ -163,6 +163,27 @@ def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_m
     assert TOKEN.encode() not in _tree_bytes(Registry().home)
 
 
+def test_a_commit_landing_during_a_push_is_never_left_half_replaced(hub, lora_src, monkeypatch, capsys):
+    """The push listed the branch's files to delete and committed without a parent: a commit landing in between
+    kept its files beside the pushed adapter. Now the commit names its parent, and the race is one line."""
+    from huggingface_hub import HfApi
+
+    rec = _register(lora_src)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/movie")
+    assert code == 0, err
+    real = HfApi.list_repo_files
+
+    def raced(self, repo_id, **kwargs):  # another client commits right after the push read the head
+        files = real(self, repo_id, **kwargs)
+        hub.plant(repo_id, {"collab.safetensors": b"from another push"}, replace=False)
+        return files
+    monkeypatch.setattr(HfApi, "list_repo_files", raced)
+    newer = _register(lora_src)  # version 2: its adaptrec.json differs, so the commit is not empty
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", newer.ref, "--repo", "alice/movie")
+    assert "another commit reached alice/movie@main" in _one_line_error(code, err)
+    assert hub.files("alice/movie")["collab.safetensors"] == b"from another push"  # its commit stands, untouched
+
+
 def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsys):
     """A Hub base id goes to base_model (card) and base_model_name_or_path (peft config); metrics come from the registry row."""
     from adaptrec.hub import push_to_hub
