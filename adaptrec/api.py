@@ -106,14 +106,20 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
 
 
 def load(ref: str | None = None, *, backbone: str | None = None, quantization: str | None = None,
-         template: str = "tallrec", batch_size: int = 8, score: str = "pyes") -> Recommender:
+         template: str | None = None, batch_size: int = 8, score: str = "pyes") -> Recommender:
     """A Recommender for a registered adapter (NAME[:VERSION], or a domain: its promoted adapter); None: untuned.
 
-    `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit)."""
+    `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit),
+    `template` to the one it was trained with (else `tallrec`)."""
+    from .data.prompts import TEMPLATES
     from .router.recommender import Recommender, one_source
 
     _check_choice("score", score, SCORE_MODES)
-    one_source(registry(), ref)  # a wrong or multiple ref: refused before the backbone loads
+    _at_least(batch_size=(batch_size, 1))
+    reg = registry()
+    source = one_source(reg, ref)  # a wrong or multiple ref: refused before the backbone loads
+    template = template or _scoring_options(reg, source).get("template", "tallrec")
+    _check_choice("template", template, TEMPLATES)
     bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
     return Recommender(bb, registry(), ref, template=template, batch_size=batch_size, mode=score)
 
@@ -131,13 +137,18 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data).
     None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
     encoder rows also rank each held-out item among every item of their catalogue (ranking protocol only)."""
+    from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
+    from .router.policy import resolve_sources
     from .score_cache import ScoreCache
     from .text_encoder import minilm_if_installed
 
     _check_choice("score", score, SCORE_MODES)
+    _check_choice("template", template, TEMPLATES)
+    _at_least(limit=(limit, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
     reg = registry()
+    refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
     loaded = {}
     if encoders is None:
         encoders = [r.ref for r in reg.encoders_for(data)]
@@ -168,9 +179,15 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     validation part, and register it as the next version of `name` (default `KIND-SOURCE`, `:` as `-`)."""
     from .cf.evaluate import validation_metrics
     from .cf.fit import WINDOWS, fit_encoder
+    from .registry import check_name
 
-    fitted = fit_encoder(kind, data, dim, epochs, seed)
     name = name or f"{kind}-{data.replace(':', '-')}"
+    check_name(name)  # before the fit, not after minutes of it
+    _at_least(seed=(seed, 0))
+    if kind == "sasrec" and data == "movielens:100k":
+        raise ConfigError("sasrec reads a history in time order, and movielens:100k's cases list every liked item "
+                          "before every disliked one; fit it on movielens:100k:loo")
+    fitted = fit_encoder(kind, data, dim, epochs, seed)
     return registry().register_encoder(name, fitted, WINDOWS[data], validation_metrics(fitted.encoder, data, seed))
 
 
@@ -203,6 +220,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     from .online.gate import plan_gate, run_gate
     from .score_cache import ScoreCache
 
+    _at_least(limit=(limit, 0))
     reg = registry()
     record = reg.resolve(ref)
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
@@ -227,6 +245,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
 
     if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
         raise ConfigError(f"--plot {plot}: expected a PNG file to write in an existing folder")
+    _at_least(limit=(limit, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     windows = labelled_windows(*(select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)))
@@ -272,6 +291,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
+    from .router.recommender import one_source
     from .score_cache import ScoreCache
 
     _check_choice("engine", engine, ENGINES)
@@ -281,8 +301,13 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
     if actors is not None and engine != "ray":
         raise AdaptrecError(f"--actors {actors}: only --engine ray runs actors (this run's engine is {engine})")
+    _at_least(limit=(limit, 0), batch_size=(batch_size, 1))
+    if Path(out).is_dir():
+        raise AdaptrecError(f"--out {out}: a folder; name the JSONL or Parquet file to write")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
+    else:
+        one_source(registry(), ref)  # the Ray driver checks the adapter itself
     cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
     options = dict(template=template, batch_size=batch_size)
     if engine == "ray":
@@ -294,16 +319,21 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
 
 
 def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | None = None,
-            backbone: str | None = None, quantization: str | None = None) -> float:
+            template: str | None = None, backbone: str | None = None, quantization: str | None = None) -> float:
     """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
-    `item_id`: a collaborative adapter embeds it)."""
-    from .data.history_file import read_history_file
+    `item_id`: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
+    from .data.history_file import parse_history, read_history_file
+    from .router.recommender import one_source
 
+    reg = registry()
+    domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
+    options = dict(template=template, backbone=backbone, quantization=quantization)
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
-        case = read_history_file(Path(history), item, registry().resolve(ref).domain, item_id)
-        return float(load(ref, backbone=backbone, quantization=quantization).scorer.score([case])[0])
+        case = read_history_file(Path(history), item, domain, item_id)
+        return float(load(ref, **options).scorer.score([case])[0])
+    parse_history(history, domain)  # refused before the backbone loads
     target = item if item_id is None else {"title": item, "item_id": item_id}
-    return float(load(ref, backbone=backbone, quantization=quantization).score(history, [target])[0])
+    return float(load(ref, **options).score(history, [target])[0])
 
 
 def export_lora(ref: str, name: str | None = None) -> AdapterRecord:
@@ -371,6 +401,7 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .router.retrieval import recommend_user
 
     _check_choice("template", template, TEMPLATES)
+    _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
     dataset = load_spec(data)
     return recommend_user(lambda: _backbone(backbone, quantization), backbone_fingerprint(backbone, quantization),
@@ -428,7 +459,10 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     from .serve.engine import Engine, Limits
 
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
+    _at_least(max_resident=(max_resident, 1))
     reg = registry(registry_home)
+    for ref in preload:
+        reg.resolve(ref)  # a misspelt preload: refused before the backbone loads
     model = _backbone(backbone, quantization)
     engine = Engine(model, reg, max_resident=max_resident, template=template, limits=limits or Limits())
     for ref in preload:
@@ -482,6 +516,13 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
 
         options.setdefault("current_scoring_version", SCORING_VERSION)
     return FIGURES[kind]([Path(s) for s in sources], target, **options)
+
+
+def _at_least(**values: tuple[int | None, int]) -> None:
+    """One AdaptrecError line for the first count that is not an integer >= its minimum (None: not given)."""
+    for name, (value, low) in values.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise AdaptrecError(f"{name} {value!r}: expected an integer >= {low}")
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -46,7 +46,7 @@ def train_cf(
     name: Optional[str] = typer.Option(None, "--name", help="registry name (default KIND-SOURCE)"),
     dim: Optional[int] = typer.Option(None, "--dim", min=1, help="vector size (default: the encoder's)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Fit a collaborative encoder on a source's training interactions, measure it on validation, register it."""
     record = api.train_cf(kind, data=data, name=name, dim=dim, epochs=epochs, seed=seed)

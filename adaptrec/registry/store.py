@@ -18,7 +18,7 @@ from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, writ
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
-from adaptrec.cf.fit import Fitted, scores_spec
+from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
 from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError, RegistryUnavailable
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
@@ -365,7 +365,8 @@ class Registry:
         latest: dict[str, EncoderRecord] = {}
         for record in self.encoders():  # newest version first within each name
             latest.setdefault(record.name, record)
-        return [r for r in latest.values() if scores_spec(r.data, spec)]
+        return [r for r in latest.values() if r.data in SOURCES and scores_spec(r.data, spec)]  # a row of
+        # another version's sources is no encoder of this one
 
     def matching_encoders(self, kind: str, data_fingerprint: str, settings: dict) -> list[str]:
         """Refs of the registered encoders of this kind and settings fitted on exactly these interactions."""

@@ -1,0 +1,82 @@
+"""The Python API refuses bad input before any model loads (as the CLI does), and reads an adapter's own prompt
+template when none is given."""
+
+from __future__ import annotations
+
+import pytest
+from serve_helpers import make_registry
+
+import adaptrec
+from adaptrec import api
+from adaptrec.config import RECIPES_DIR
+from adaptrec.errors import AdaptrecError
+
+
+@pytest.fixture
+def no_backbone(tiny_model_dir, monkeypatch):
+    """The serving adapters registered under `$ADAPTREC_HOME`; loading a backbone or fitting an encoder fails the
+    test."""
+    import os
+
+    import adaptrec.cf.fit
+
+    registry = make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("a backbone loaded before the refusal"))
+    monkeypatch.setattr(adaptrec.cf.fit, "fit_encoder", lambda *a: pytest.fail("an encoder was fitted first"))
+    return registry
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: adaptrec.load("arts-lora", template="bogus"), "template 'bogus'"),
+    (lambda: adaptrec.load("arts-lora", batch_size=0), "batch_size 0"),
+    (lambda: adaptrec.evaluate(["arts-lora", "typo"], data="tallrec:movie:test"), "typo"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", limit=-5), "limit -5"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", candidates=-3), "candidates -3"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template 'bogus'"),
+    (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=-1), "seed -1"),
+    (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
+    (lambda: adaptrec.serve(preload=["typo"]), "typo"),
+    (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
+])
+def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
+    """Each was refused after the backbone loaded (or never: a negative limit dropped users, a negative batch size
+    scored nothing), or after minutes of fitting (`train_cf`'s name)."""
+    with pytest.raises(AdaptrecError, match=words):
+        call()
+
+
+def test_write_predictions_checks_the_adapter_and_the_output_before_the_backbone(no_backbone, tmp_path):
+    with pytest.raises(AdaptrecError, match="typo"):
+        adaptrec.write_predictions("typo", data="tallrec:movie:test", out=tmp_path / "p.jsonl")
+    with pytest.raises(AdaptrecError, match="a folder"):
+        adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path)
+
+
+def test_load_scores_with_the_template_the_adapter_was_trained_with(tiny_model_dir, tmp_path):
+    """`load` (and so `predict`) defaulted to `tallrec` whatever the adapter trained on: a `tallrec-stats` adapter
+    was scored on prompts it never saw."""
+    import os
+
+    registry = make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
+    arts = registry.resolve("arts-lora")
+    registry.register(arts.path, name="stats", domain="movie", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=arts.fingerprint,
+                      recipe_text=(RECIPES_DIR / "movie-stats.yaml").read_text())
+    tiny = dict(backbone=str(tiny_model_dir), quantization="none")
+    assert adaptrec.load("stats", **tiny).scorer.template == "tallrec-stats"
+    assert adaptrec.load("stats", template="tallrec", **tiny).scorer.template == "tallrec"
+    assert adaptrec.load("arts-lora", **tiny).scorer.template == "tallrec"  # no recipe: the default
+
+
+def test_an_encoder_row_of_an_unknown_source_is_no_encoder_of_any_spec(tmp_path):
+    """A row naming a source this version does not know made every `eval` fail with a KeyError traceback."""
+    from types import SimpleNamespace
+
+    from adaptrec.registry import Registry
+
+    registry = Registry(tmp_path)
+    rows = [SimpleNamespace(name="old", data="movielens:1m"), SimpleNamespace(name="ok", data="movielens:100k:loo")]
+    registry.encoders = lambda: rows
+    assert [r.name for r in registry.encoders_for("movielens:100k:loo:test")] == ["ok"]
