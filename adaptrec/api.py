@@ -327,7 +327,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
 
     reg = registry()
     domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
-    options = dict(template=template, backbone=backbone, quantization=quantization)
+    options = {"template": template, "backbone": backbone, "quantization": quantization}
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
         case = read_history_file(Path(history), item, domain, item_id)
         return float(load(ref, **options).scorer.score([case])[0])

@@ -64,7 +64,7 @@ def test_load_scores_with_the_template_the_adapter_was_trained_with(tiny_model_d
     registry.register(arts.path, name="stats", domain="movie", kind="trained", adapter_type="lora",
                       adapter_config=None, fingerprint=arts.fingerprint,
                       recipe_text=(RECIPES_DIR / "movie-stats.yaml").read_text())
-    tiny = dict(backbone=str(tiny_model_dir), quantization="none")
+    tiny = {"backbone": str(tiny_model_dir), "quantization": "none"}
     assert adaptrec.load("stats", **tiny).scorer.template == "tallrec-stats"
     assert adaptrec.load("stats", template="tallrec", **tiny).scorer.template == "tallrec"
     assert adaptrec.load("arts-lora", **tiny).scorer.template == "tallrec"  # no recipe: the default

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from data_markers import needs_amazon, needs_ml100k, needs_tallrec
+from synthetic import write_film_log
 
 from adaptrec.data.spec import load_spec
 from adaptrec.errors import DataSpecError
@@ -99,12 +100,7 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
 
     from adaptrec.data.candidates import write_candidates
 
-    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
-                                                  for i in range(30)))
-    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": "movie", "position": i}
-            for u in range(4) for i in range(12)]
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds = load_spec(str(tmp_path / "log.jsonl"))
+    ds = load_spec(str(write_film_log(tmp_path, "movie", [12] * 4)[0]))
     sampled = run_rank_eval(tiny_backbone, ds, limit=3, seed=1, negatives=5, progress=False)
     write_candidates(tmp_path / "candidates.jsonl", rank_lists(ds, 3, 1, 5)[1])
     given = run_rank_eval(tiny_backbone, ds, limit=None, seed=1, candidates_file=tmp_path / "candidates.jsonl",
@@ -227,14 +223,8 @@ def test_user_groups_bucket_by_activity_not_by_the_cut_history():
 def test_a_logs_leave_one_out_test_part_ranks_every_user_with_three_interactions(tiny_backbone, tmp_path):
     """`eval --data log.jsonl:loo:test --candidates N`: one list per user with 3+ interactions (sliding 10-item
     windows give none here), each target among N items the user never touched."""
-    import json
-
-    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
-                                                  for i in range(30)))
-    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": "movie", "position": i}
-            for u in range(5) for i in range(3 + u % 2)]
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds = load_spec(f"{tmp_path / 'log.jsonl'}:loo:test")
+    log, rows = write_film_log(tmp_path, "movie", [3 + u % 2 for u in range(5)])
+    ds = load_spec(f"{log}:loo:test")
     positives, lists = rank_lists(ds, None, seed=0, negatives=5)
     assert len(lists) == 5 and all(len(lst.candidates) == 6 for lst in lists)
     touched = {u: {r["item_id"] for r in rows if r["user_id"] == u} for u in {r["user_id"] for r in rows}}

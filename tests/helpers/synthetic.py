@@ -47,3 +47,14 @@ def log_feedback(cases, log=None, t0: float = 1000.0) -> None:
         rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [LoggedItem(c.target)], ["tiny:1"], "score",
                               created=t0 + n)
         log.add_feedback(rid, c.target, label=c.label, created=t0 + n)
+
+
+def write_film_log(folder: Path, domain: str, lengths) -> tuple[Path, list[dict]]:
+    """An interaction log of users `u0, u1, ...` with `lengths[u]` interactions each over a 30-film catalogue
+    (`items.jsonl` beside it): the log's path and its rows."""
+    (folder / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
+                                                for i in range(30)))
+    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": domain, "position": i}
+            for u, n in enumerate(lengths) for i in range(n)]
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "log.jsonl", rows

@@ -11,7 +11,7 @@ import pytest
 import torch
 from peft.utils import merge_utils
 from router_helpers import fresh_backbone, register_peft, register_random
-from synthetic import synthetic_cases
+from synthetic import synthetic_cases, write_film_log
 
 from adaptrec.adapters.attach import attach, peft_name
 from adaptrec.adapters.merge import (
@@ -284,12 +284,7 @@ def test_a_registered_mix_ranks_candidate_lists_and_eval_leaves_the_backbone_bar
     register_random(tiny_model_dir, registry, "p", {"type": "prefix", "num_virtual_tokens": 3}, seed=4)
     composition = Composition(("a:1", "p:1"), "mix", (0.3, 0.9))
     compose(fresh_backbone(tiny_model_dir), registry, composition, name="a+p", domain="arts")
-    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"film {i}"}) + "\n"
-                                                  for i in range(30)))
-    rows = [{"user_id": f"u{u}", "item_id": str((u * 7 + i) % 30), "domain": "arts", "position": i}
-            for u in range(4) for i in range(12)]
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    dataset = load_spec(str(tmp_path / "log.jsonl"))
+    dataset = load_spec(str(write_film_log(tmp_path, "arts", [12] * 4)[0]))
     backbone = fresh_backbone(tiny_model_dir)
     report = run_rank_eval(backbone, dataset, registry=registry, adapters=["a", "a+p"], limit=3, negatives=4,
                            progress=False)
@@ -388,9 +383,8 @@ def test_a_first_source_that_fails_half_loaded_leaves_no_layers_behind(tiny_mode
 
     monkeypatch.setattr(merge_module, "load_peft", half_loaded)
     backbone = fresh_backbone(tiny_model_dir)
-    with pytest.raises(RuntimeError, match="disk"):
-        with merge_module.attached_sources(backbone, registry, ["plain"]):
-            pass
+    with pytest.raises(RuntimeError, match="disk"), merge_module.attached_sources(backbone, registry, ["plain"]):
+        pass
     assert not any("lora_" in name for name, _ in backbone.model.named_modules())
 
 
