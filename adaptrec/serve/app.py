@@ -261,11 +261,14 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: Se
         server.force_exit = server.force_exit or (server.should_exit and signum == signal.SIGINT)
         server.should_exit = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-    thread = threading.Thread(target=run_server, name="adaptrec-http")
-    thread.start()
-    forwards.run()
-    thread.join()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        thread = threading.Thread(target=run_server, name="adaptrec-http")
+        thread.start()
+        forwards.run()
+        thread.join()
+    finally:  # a REPL or notebook that called `adaptrec.serve` gets its own Ctrl-C back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise ServeError(f"the server could not start on {host}:{port} (see the log above)")

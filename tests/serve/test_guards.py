@@ -342,3 +342,21 @@ def test_requests_past_the_queue_size_are_refused_before_they_are_planned(engine
         release.set()
         first.join(30)
     assert "waited" in envelope(answers[0], 503, "QueueTimeout")
+
+
+def test_serve_gives_back_the_callers_signal_handlers(engine):
+    """`adaptrec.serve` from a REPL or notebook left its SIGINT/SIGTERM handlers installed after it returned: a
+    later Ctrl-C only asked the dead server to stop."""
+    import signal
+    import socket
+
+    from adaptrec.serve.app import serve
+    from adaptrec.serve.engine import ServeError
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with socket.socket() as taken:  # the port is in use: uvicorn cannot start, and serve returns at once
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ServeError, match="could not start"):
+            serve(engine, port=taken.getsockname()[1])
+    assert {sig: signal.getsignal(sig) for sig in before} == before
