@@ -63,7 +63,28 @@ def _load(folder: Path) -> _Raw:
                 "domain": get_field(obj, "domain", "str", where), "item_id": get_field(obj, "item_id", "id", where),
                 "case": get_field(obj, "case", "int", where)} for where, obj in read_jsonl(folder / "targets.jsonl")]
     splits = {name: frozenset(users) for name, users in json.loads((folder / "splits.json").read_text()).items()}
+    _check_splits(splits, targets, events, folder)
     return _Raw(items, events, targets, splits)
+
+
+def _check_splits(splits: dict[str, frozenset[str]], targets: list[dict], events: dict, folder: Path) -> None:
+    """The split lists and the targets agree: encoders learn from the train users, cases come from the targets, so a
+    test user listed under train would put test targets into encoder training."""
+    where = folder / "splits.json"
+    owner: dict[str, str] = {}
+    for name in SPLITS:
+        if name not in splits:
+            raise DataFormatError(f"{where}: no {name!r} list of users")
+        for user in sorted(splits[name]):
+            if user in owner:
+                raise DataFormatError(f"{where}: user {user!r} is in both {owner[user]!r} and {name!r}")
+            if user not in events:
+                raise DataFormatError(f"{where}: {name} user {user!r} has no interactions")
+            owner[user] = name
+    stray = next((t for t in targets if owner.get(t["user_id"]) != t["split"]), None)
+    if stray is not None:
+        raise DataFormatError(f"{folder / 'targets.jsonl'}: a {stray['split']} target of user {stray['user_id']!r}, "
+                              f"whom splits.json lists under {owner.get(stray['user_id'])!r}")
 
 
 def _raw() -> _Raw:

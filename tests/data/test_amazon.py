@@ -74,3 +74,24 @@ def test_encoders_learn_from_train_users_only():
     users = {u for u, _, _ in train_interactions()}
     raw = _raw()
     assert users == set(raw.splits["train"]) and not users & (raw.splits["valid"] | raw.splits["test"])
+
+
+def test_split_lists_and_targets_that_disagree_are_refused(tmp_path):
+    """Encoders learn from splits.json's train users and cases come from targets.jsonl's split field: a test user
+    also listed under train put test targets into encoder training, unchecked."""
+    import shutil
+
+    from adaptrec.data.amazon import _load
+    from adaptrec.errors import DataFormatError
+
+    folder = tmp_path / "amazon_arts_office"
+    shutil.copytree(ROOT, folder)
+    splits = json.loads((ROOT / "splits.json").read_text())
+    test_user = sorted(splits["test"])[0]
+    (folder / "splits.json").write_text(json.dumps({**splits, "train": [*splits["train"], test_user]}))
+    with pytest.raises(DataFormatError, match=f"user '{test_user}' is in both 'train' and 'test'"):
+        _load(folder)
+    moved = {**splits, "train": [*splits["train"], test_user], "test": [u for u in splits["test"] if u != test_user]}
+    (folder / "splits.json").write_text(json.dumps(moved))
+    with pytest.raises(DataFormatError, match=f"a test target of user '{test_user}', whom splits.json lists under 'train'"):
+        _load(folder)
