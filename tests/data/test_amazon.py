@@ -87,7 +87,7 @@ def test_split_lists_and_targets_that_disagree_are_refused(tmp_path):
     folder = tmp_path / "amazon_arts_office"
     shutil.copytree(ROOT, folder)
     splits = json.loads((ROOT / "splits.json").read_text())
-    test_user = sorted(splits["test"])[0]
+    test_user = min(splits["test"])
     (folder / "splits.json").write_text(json.dumps({**splits, "train": [*splits["train"], test_user]}))
     with pytest.raises(DataFormatError, match=f"user '{test_user}' is in both 'train' and 'test'"):
         _load(folder)
