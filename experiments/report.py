@@ -192,8 +192,12 @@ def train_throughput(r: dict) -> list[str]:
     """bench/train_throughput.py: adaptrec's training loop vs `transformers.Trainer`, prompt tokens/s."""
     row = [backbone(r), f"{r['adaptrec']['tokens_per_s']:.1f}", f"{r['transformers_trainer']['tokens_per_s']:.1f}",
            f"{r['ratio_tokens_per_s']:.2f}"]
-    return table(["backbone", "adaptrec tokens/s", "Trainer tokens/s", f"ratio (target ≥ {r['target_ratio']:g})"],
-                 "lrrr", [row])
+    lines = table(["backbone", "adaptrec tokens/s", "Trainer tokens/s", f"ratio (target ≥ {r['target_ratio']:g})"],
+                  "lrrr", [row])
+    if "ratios" in r:  # runs with repeats: the row is the repeat of the median ratio
+        lines += ["", f"The repeat with the median ratio of {len(r['ratios'])} run in turns (ABBA); every repeat's "
+                      f"ratio: {', '.join(f'{x:.2f}' for x in r['ratios'])}."]
+    return lines
 
 
 def num(v: float | None, spec: str = ".2f", unit: str = "") -> str:
