@@ -195,8 +195,8 @@ def train_throughput(r: dict) -> list[str]:
     lines = table(["backbone", "adaptrec tokens/s", "Trainer tokens/s", f"ratio (target ≥ {r['target_ratio']:g})"],
                   "lrrr", [row])
     if "ratios" in r:  # runs with repeats: the row is the repeat of the median ratio
-        lines += ["", f"The repeat with the median ratio of {len(r['ratios'])} run in turns (ABBA); every repeat's "
-                      f"ratio: {', '.join(f'{x:.2f}' for x in r['ratios'])}."]
+        ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
+        lines += ["", f"The repeat with the median ratio of {len(r['ratios'])} run in turns (ABBA); each ratio: {ratios}."]
     return lines
 
 
