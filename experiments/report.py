@@ -386,10 +386,24 @@ def serve_soak(r: dict) -> list[str]:
     return table(["", "result"], "ll", rows)
 
 
+def batch_ray(r: dict) -> list[str]:
+    """bench/batch_ray.py: `adaptrec score` in one process against the Ray engine, rows/s and score agreement."""
+    rows = [[("single process" + (" (baseline)" if row["ratio"] == 1.0 and row["threads"] == 2 else ""))
+             if row["engine"] != "ray" else f"Ray, {row['actors']} actor{'s' if row['actors'] != 1 else ''}",
+             row["threads"], f"{row['seconds']:.1f} s", f"{row['rows_per_s']:.2f}", f"{row['ratio']:.2f}",
+             "—" if row["ratio"] == 1.0 and row["engine"] != "ray" else f"{row['max_abs_p_yes_diff']:.3g}"]
+            for row in r["rows"]]
+    lines = table(["engine", "threads per process", "wall time", "rows/s", "× single process",
+                   "max \\|ΔP(yes)\\| vs single process"], "lrrrrr", rows)
+    return lines + ["", f"`ray.init` {r['ray_init_s']:.1f} s (once, timed apart); a backbone load "
+                        f"{r['backbone_load_s']:.1f} s; {r['config']['data']}, chunks of {r['config']['chunk_size']}."]
+
+
 # region of docs/performance.md -> (the bench/results JSONs it reads, in argument order; its table)
 PERFORMANCE_REGIONS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "train-throughput": (("train_throughput",), train_throughput),
     "quant-backends": (("quant_backends",), quant_backends),
+    "batch-ray": (("batch_ray",), batch_ray),
     "serving": (("swap_latency", "mixed_batch", "prefix_ranking"), serving),
     "serve-load": (("serve_load",), serve_load),
     "many-adapters": (("many_adapters",), many_adapters),

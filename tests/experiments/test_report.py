@@ -416,3 +416,17 @@ def test_experiment_main_runs_the_plan_or_the_smoke_plan_and_writes_where_it_say
     monkeypatch.setattr(sys, "argv", ["x.py", "--render-only"])
     report.experiment_main(module)
     assert module.DOC.read_text() == "size 100\n"
+
+
+def test_the_batch_scoring_table_is_rendered_from_its_results():
+    """The Ray table was copied by hand from the JSON (and so could drift from it)."""
+    rows = [{"engine": "single process", "threads": 2, "seconds": 18.0, "rows_per_s": 5.56, "ratio": 1.0,
+             "max_abs_p_yes_diff": 0.0, "actors": None},
+            {"engine": "ray", "threads": 1, "seconds": 30.5, "rows_per_s": 3.27, "ratio": 0.588,
+             "max_abs_p_yes_diff": 0.0, "actors": 2}]
+    doc = {"rows": rows, "ray_init_s": 2.86, "backbone_load_s": 1.03,
+           "config": {"data": "tallrec:movie:test, 100 cases", "chunk_size": 32}}
+    lines = report.batch_ray(doc)
+    assert lines[2] == "| single process (baseline) | 2 | 18.0 s | 5.56 | 1.00 | — |"
+    assert lines[3] == "| Ray, 2 actors | 1 | 30.5 s | 3.27 | 0.59 | 0 |"
+    assert "`ray.init` 2.9 s" in lines[-1] and "chunks of 32" in lines[-1]
