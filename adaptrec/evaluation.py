@@ -14,6 +14,7 @@ from .cf.evaluate import full_ranks
 from .cf.features import TRAINING_CASES, source_feature_model
 from .cf.fit import scores_spec
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
+from .data.leave_one_out import ENCODER_HISTORY
 from .data.records import Case
 from .data.sampling import stratified_subset
 from .data.spec import DataSet
@@ -187,9 +188,15 @@ def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequenc
     return rows
 
 
+def encoder_history(case: Case) -> list[str]:
+    """The item ids an encoder reads for `case`: a leave-one-out case's whole earlier timeline (its prompt shows the
+    latest items only), else its history's ids."""
+    return list(case.meta.get(ENCODER_HISTORY) or [h.item_id for h in case.history if h.item_id])
+
+
 def encoder_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
     """A collaborative encoder's score of each case's target for its user and history (items without ids: below all)."""
-    rows = encoder.score_lists([c.user_id for c in cases], [[h.item_id for h in c.history if h.item_id] for c in cases],
+    rows = encoder.score_lists([c.user_id for c in cases], [encoder_history(c) for c in cases],
                                [[c.target_id or ""] for c in cases])
     return np.array([r[0] for r in rows])
 
@@ -312,7 +319,7 @@ def full_catalogue_metrics(encoder: Encoder, positives: Sequence[Case], dataset:
     for domain in dict.fromkeys(c.domain for c in positives):  # each domain's cases among that domain's items
         idx = [n for n, c in enumerate(positives) if c.domain == domain]
         r[idx] = full_ranks(encoder, [users[n] for n in idx], [positives[n].target_id for n in idx],
-                            [[h.item_id for h in positives[n].history if h.item_id] for n in idx],
+                            [encoder_history(positives[n]) for n in idx],
                             [dataset.user_items.get(users[n], frozenset()) for n in idx],
                             dataset.catalogues.get(domain))
     everyone = {"all": np.ones(len(r), dtype=bool)}

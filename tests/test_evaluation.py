@@ -279,3 +279,24 @@ def test_popularity_counted_from_the_evaluated_file_itself_is_labelled_transduct
                                       include_untuned=False, progress=False).rows]
     assert names == ["like_ratio", "popularity (transductive)"]
     assert not load_spec("tallrec:book:test").transductive
+
+
+def test_encoders_read_a_held_out_users_whole_timeline_not_the_prompts_latest_items(tmp_path):
+    """Eval rows gave encoders the prompt's history (the latest 10 items on leave-one-out), while their validation
+    metric read the whole earlier timeline: SASRec was understated in every eval report."""
+    from adaptrec.evaluation import encoder_scores
+
+    log, _ = write_film_log(tmp_path, "movie", [15, 15])
+    cases = load_spec(f"{log}:loo:test").cases
+    read = []
+
+    class Recording:
+        def score_lists(self, users, histories, candidates):
+            read.extend(histories)
+            return [[0.0] for _ in users]
+
+    encoder_scores(Recording(), cases)
+    positives = [c for c in cases if c.held_out_positive]
+    assert all(len(c.history) == 10 for c in positives)
+    assert [len(h) for h in read[:1]] == [14]  # every item before the test target, oldest first
+    assert read[0][-10:] == [h.item_id for h in positives[0].history]

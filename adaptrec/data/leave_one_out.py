@@ -19,6 +19,7 @@ from .records import Case, HistoryItem
 
 PARTS = ("train", "valid", "test")
 HISTORY_LEN = 10  # the prompt length of TALLRec's windows; encoders see the whole training prefix
+ENCODER_HISTORY = "encoder_history"  # a held-out case's meta key: every item id before its target, oldest first
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,11 @@ def loo_cases(timelines: Mapping[str, Sequence[Event]], part: str, text: Callabl
         history = tuple(HistoryItem(text(e.item), e.liked, e.item, e.domain or domain)
                         for e in events[max(0, i - history_len):i])
         target = events[i].domain or domain
-        return Case(user, target, target, history, text(events[i].item), 1, events[i].item, meta={"activity": i})
+        # a held-out case also keeps the whole earlier timeline: what an encoder reads (the prompt shows the latest)
+        meta = {"activity": i}
+        if part != "train":
+            meta[ENCODER_HISTORY] = tuple(e.item for e in events[:i])
+        return Case(user, target, target, history, text(events[i].item), 1, events[i].item, meta=meta)
 
     by_user = split_timelines(timelines)[part]
     if part != "train":
