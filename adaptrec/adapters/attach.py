@@ -146,16 +146,22 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
             if record.adapter_type == COLLAB_TYPE:
                 COLLAB_TUNER.load_extra(model, record.path, backbone.tokenizer, peft_name(record.ref))
     except BaseException:  # the backbone as it was: no layers of a half-attached set left to score with
-        if isinstance(model, PeftModel):
-            detach(model)
-        else:  # the first load failed after peft injected its layers into the backbone
-            strip_tuner_layers(backbone.model)
+        restore(backbone, model)
         raise
     model.eval()
     return model, records
 
 
-def strip_tuner_layers(module: torch.nn.Module) -> None:
+def restore(backbone, model) -> None:
+    """The backbone as it was before loads into `model` (what `load_peft` returned last, or the bare backbone model
+    when the first load failed after peft injected its layers into it)."""
+    if isinstance(model, PeftModel):
+        detach(model)
+    else:
+        _strip_tuner_layers(backbone.model)
+
+
+def _strip_tuner_layers(module: torch.nn.Module) -> None:
     """Put back the base layer of every peft layer in `module`, and drop the config peft left on it."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -163,7 +169,7 @@ def strip_tuner_layers(module: torch.nn.Module) -> None:
         if isinstance(child, BaseTunerLayer):
             setattr(module, name, child.get_base_layer())
         else:
-            strip_tuner_layers(child)
+            _strip_tuner_layers(child)
     if hasattr(module, "peft_config"):
         del module.peft_config
 

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError
 
-from .attach import COLLAB_TYPE, attach, detach, load_peft, peft_name, peft_type, strip_tuner_layers
+from .attach import COLLAB_TYPE, attach, load_peft, peft_name, peft_type, restore
 from .export import adalora_to_lora
 from .files import MIX_FILE, MIX_TYPE, FamilyMatchWarning
 
@@ -126,10 +125,7 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         model.eval()
         yield model, records, names
     finally:
-        if isinstance(model, PeftModel):
-            detach(model)
-        else:  # the first load failed after peft injected its layers into the backbone
-            strip_tuner_layers(backbone.model)
+        restore(backbone, model)
 
 
 def _ranks(config) -> tuple[int, dict]:

@@ -56,3 +56,10 @@ def with_events(lineage: dict | None, cases: Sequence[Case], parent: AdapterReco
         lineage["events"] = sorted(events)
     return lineage or None
 
+
+
+def registered_lineage(lineage: dict | None, cases: Sequence[Case], adapter_dir: Path, registry: Registry,
+                       parent: AdapterRecord | None = None) -> dict:
+    """The lineage a trained (or updated: `parent`) adapter is registered with: the method's own, with the working
+    directory, the logged events among its training `cases` and its collaborative encoder."""
+    return with_encoder(with_events(with_workdir(lineage), cases, parent), adapter_dir, registry)

@@ -25,7 +25,7 @@ from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from .cases import recipe_cases, recipe_data, training_cases
-from .lineage import with_encoder, with_events, with_workdir
+from .lineage import registered_lineage
 from .loop import TrainResult, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE, recorded_version
@@ -109,8 +109,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
                   result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
                   adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
                   recipe_text=text, metrics=metrics,
-                  lineage=with_encoder(with_events(with_workdir(result.lineage), train_cases), result.adapter_dir,
-                                       registry)))
+                  lineage=registered_lineage(result.lineage, train_cases, result.adapter_dir, registry)))
     adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
     write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                          "eval": report.to_dict()})

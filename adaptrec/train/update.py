@@ -20,7 +20,7 @@ from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from .cases import recipe_cases, recipe_data, training_cases
-from .lineage import event_keys, with_encoder, with_events, with_workdir
+from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, run_folder_held, train
 
 UPDATE = "update"  # the lineage method of an updated version
@@ -107,8 +107,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
             record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
                                        adapter_type=recipe.adapter.type, adapter_config=None,
                                        fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
-                                       lineage=with_encoder(with_events(with_workdir(lineage), mixed, parent),
-                                                            result.adapter_dir, registry))
+                                       lineage=registered_lineage(lineage, mixed, result.adapter_dir, registry,
+                                                                  parent))
         write_json(run_dir / REGISTERED, {"record": record.ref})
     return UpdateResult(record, result, len(new), n_old)
 
