@@ -7,7 +7,10 @@ config does not target are silently ignored, so the adapter scores as something 
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -41,18 +44,45 @@ def pattern_value(pattern: dict, module: str, default):
     return default
 
 
-def _check_rank_pattern(config: dict, label: str) -> dict:
-    """The config's `rank_pattern` ({} when absent): a mapping of regular expressions, as peft reads it."""
-    pattern = config.get("rank_pattern") or {}
-    if not isinstance(pattern, dict):
-        raise IntegrityError(f"{label}: {CONFIG_FILE} rank_pattern must be a mapping of module patterns to ranks")
-    for key in pattern:
-        try:
-            re.compile(rf"(.*\.)?({key})$")  # as `pattern_value` (and peft) match it
-        except re.error as e:
-            raise IntegrityError(f"{label}: {CONFIG_FILE} rank_pattern key {key!r} is not a regular expression "
-                                 f"({e})") from None
-    return pattern
+PATTERN_MATCH_S = 5.0  # peft's matches of every pattern key against every module, all together
+# peft's own rule, run in a child: no timeout reaches inside `re`'s C loop off the main thread
+_MATCH_ALL = """import json, re, sys
+job = json.load(sys.stdin)
+for key in job["keys"]:
+    for name in job["names"]:
+        re.match(rf"(.*\\.)?({key})$", name)
+    print(flush=True)
+"""
+
+
+def _check_patterns(config: dict, label: str, modules: list[str]) -> None:
+    """IntegrityError unless `rank_pattern` and `alpha_pattern` are absent or mappings of regular expressions that
+    peft matches against `modules` (as it will at every load) within PATTERN_MATCH_S: Python's backtracking `re`
+    can take hours on a key like `(\\w+\\.?)+x`, and a pull must not hang on what it checks."""
+    keys: list[tuple[str, str]] = []
+    for name in ("rank_pattern", "alpha_pattern"):
+        pattern = config.get(name) or {}
+        if not isinstance(pattern, dict):
+            raise IntegrityError(f"{label}: {CONFIG_FILE} {name} must be a mapping of module patterns to ranks")
+        for key in pattern:
+            try:
+                re.compile(rf"(.*\.)?({key})$")  # as `pattern_value` (and peft) match it
+            except (re.error, RecursionError) as e:
+                raise IntegrityError(f"{label}: {CONFIG_FILE} {name} key {key[:80]!r} is not a regular expression "
+                                     f"({str(e) or type(e).__name__})") from None
+            keys.append((name, key))
+    if not keys:
+        return
+    job = json.dumps({"keys": [k for _, k in keys], "names": modules})
+    try:
+        subprocess.run([sys.executable, "-c", _MATCH_ALL], input=job, capture_output=True, text=True, check=True,
+                       timeout=PATTERN_MATCH_S)
+    except subprocess.TimeoutExpired as e:  # the child printed a line per key it finished
+        name, key = keys[min(len((e.stdout or b"").splitlines()), len(keys) - 1)]
+        raise IntegrityError(f"{label}: {CONFIG_FILE} {name} key {key[:80]!r} takes peft's match over "
+                             f"{PATTERN_MATCH_S:g} s on this model's module names (a backtracking pattern)") from None
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise IntegrityError(f"{label}: could not check {CONFIG_FILE}'s module patterns ({e})") from None
 
 
 def targets_module(targets: list[str], module: str) -> bool:
@@ -106,13 +136,14 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
     modules = _lora_modules(shapes, label)
     targets = config.get("target_modules")
     linears = base_linear_shapes(base_config) if base_config is not None else None
+    _check_patterns(config, label, sorted(set(modules) | set(linears or ())))
     for module, (a, b) in sorted(modules.items()):
         if isinstance(targets, list) and not targets_module(targets, module):
             raise IntegrityError(f"{label}: {WEIGHTS_FILE} holds LoRA tensors for {module}, which target_modules "
                                  f"{targets} does not name")
         rank = a[0]
         if expected == "LORA":
-            want = pattern_value(_check_rank_pattern(config, label), module, config.get("r"))
+            want = pattern_value(config.get("rank_pattern") or {}, module, config.get("r"))
             if isinstance(want, int) and want != rank:
                 raise IntegrityError(f"{label}: {module} has rank {rank} in {WEIGHTS_FILE}, {CONFIG_FILE} says r={want}")
         if b[1] != rank:

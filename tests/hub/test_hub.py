@@ -780,6 +780,8 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     ("missing", "holds no tensors for it"),  # peft would fill the layer afresh at every load (was: accepted)
     ("pattern", "rank_pattern key '(' is not a regular expression"),  # was: re.error's traceback
     ("pattern-list", "rank_pattern must be a mapping"),  # was: AttributeError's traceback
+    ("pattern-deep", "alpha_pattern key '((((("),  # was: RecursionError's traceback
+    ("pattern-slow", "takes peft's match over 0.5 s"),  # was: the pull hung in `re` for hours
     ("huge-int", "adapter_config.json: not valid JSON"),  # was: ValueError's traceback
 ])
 def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys,
@@ -802,6 +804,11 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
         config["rank_pattern"] = {"(": 8}
     elif case == "pattern-list":
         config["rank_pattern"] = [8]
+    elif case == "pattern-deep":
+        config["alpha_pattern"] = {"(" * 5000 + ")" * 5000: 8}
+    elif case == "pattern-slow":
+        monkeypatch.setattr("adaptrec.adapters.check.PATTERN_MATCH_S", 0.5, raising=False)
+        config["rank_pattern"] = {"q_proj": config["r"], r"(\w*\.?\w*)+x": 8}  # exponential: hours per module
     elif case == "missing":
         layer = next(k for k in weights if "lora_A" in k).split(".lora_A")[0]
         weights = {k: v for k, v in weights.items() if not k.startswith(layer + ".")}
