@@ -146,7 +146,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
 
     _check_choice("score", score, SCORE_MODES)
     _check_choice("template", template, TEMPLATES)
-    _at_least(limit=(limit, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
+    _at_least(limit=(limit, 0), seed=(seed, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
     loaded = {}
@@ -220,7 +220,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     from .online.gate import plan_gate, run_gate
     from .score_cache import ScoreCache
 
-    _at_least(limit=(limit, 0))
+    _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     record = reg.resolve(ref)
     cases = select_cases(load_spec(data, seed=seed), limit, seed)
@@ -245,7 +245,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
 
     if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
         raise ConfigError(f"--plot {plot}: expected a PNG file to write in an existing folder")
-    _at_least(limit=(limit, 0))
+    _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     windows = labelled_windows(*(select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)))
@@ -301,7 +301,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
     if actors is not None and engine != "ray":
         raise AdaptrecError(f"--actors {actors}: only --engine ray runs actors (this run's engine is {engine})")
-    _at_least(limit=(limit, 0), batch_size=(batch_size, 1))
+    _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
     if Path(out).is_dir():
         raise AdaptrecError(f"--out {out}: a folder; name the JSONL or Parquet file to write")
     if engine == "ray":
@@ -355,6 +355,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     from .router.policy import resolve_sources
     from .router.weights import search_and_compose
 
+    _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
     if not name:

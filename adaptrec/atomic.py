@@ -26,8 +26,9 @@ def umask() -> int:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new one, never half. The file gets the
-    replaced one's mode, or a new file's under the umask (not the temporary file's owner-only mode)."""
+    """Replace `path` with `data` so that readers see the old file or the new one, never half, and the new one
+    survives a power loss once this returns. The file gets the replaced one's mode, or a new file's under the umask
+    (not the temporary file's owner-only mode)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -36,12 +37,13 @@ def write_bytes(path: Path, data: bytes) -> None:
         mode = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # owns the descriptor from here: closed on any error below
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

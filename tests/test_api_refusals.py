@@ -32,6 +32,9 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.evaluate(["arts-lora", "typo"], data="tallrec:movie:test"), "typo"),
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", limit=-5), "limit -5"),
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", candidates=-3), "candidates -3"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", seed=-1), "seed -1"),  # was: numpy's
+    (lambda: adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out="p.jsonl", seed=-2), "seed -2"),
+    (lambda: adaptrec.compose("arts-lora", name="c", weights="1", seed=-3), "seed -3"),
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template 'bogus'"),
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),

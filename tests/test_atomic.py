@@ -37,3 +37,28 @@ def test_a_replaced_file_keeps_its_mode(tmp_path, umask_022):
     path.chmod(0o600)
     write_json(path, {"token": 2})
     assert _mode(path) == 0o600 and path.read_text().strip().endswith("}")
+
+
+def test_a_written_file_is_renamed_then_its_folder_synced(tmp_path, monkeypatch):
+    """The rename is made durable (was: no fsync of the folder, so a power loss could undo a finished write)."""
+    import adaptrec.atomic as atomic
+
+    calls = []
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b, _r=os.replace: (calls.append("replace"), _r(a, b)))
+    monkeypatch.setattr(atomic, "fsync_dir", lambda p: calls.append(("fsync_dir", p)))
+    write_text(tmp_path / "a.txt", "x")
+    assert calls == ["replace", ("fsync_dir", tmp_path)]
+
+
+def test_a_failed_write_closes_its_descriptor_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """(was: an error in fchmod leaked mkstemp's descriptor)"""
+    import adaptrec.atomic as atomic
+
+    def refuse(fd, mode):
+        raise PermissionError("no chmod here")
+
+    monkeypatch.setattr(atomic.os, "fchmod", refuse)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(PermissionError):
+        write_text(tmp_path / "a.txt", "x")
+    assert set(os.listdir("/proc/self/fd")) <= before and not list(tmp_path.iterdir())

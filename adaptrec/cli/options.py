@@ -16,7 +16,7 @@ SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set tra
 TemplateOpt = typer.Option("tallrec", "--template",
                            help="tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items")
 BatchOpt = typer.Option(8, "--batch-size", min=1)
-SeedOpt = typer.Option(0, "--seed")
+SeedOpt = typer.Option(0, "--seed", min=0)
 
 
 def echo_json(obj) -> None:
