@@ -73,7 +73,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         assembled=True, terms="data/GEMMA_TERMS.html",
         notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"),
 }
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# A name ending so is a file path, not a Hub id (ids may hold dots: Qwen/Qwen2.5-0.5B-Instruct).
+_FILE_SUFFIXES = {".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".ckpt", ".h5", ".onnx", ".zip", ".gz"}
 
 log = logging.getLogger(__name__)
 # bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16 on CPU; once is enough.
@@ -233,7 +234,9 @@ def resolve_source(name: str) -> tuple[Path, str]:
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve(), name
-    if path.suffix or name.startswith((".", "/")) or name.count("/") != 1:
+    if path.exists():
+        raise BackboneError(f"backbone {name!r} is a file: pass the folder that holds the model")
+    if path.suffix.lower() in _FILE_SUFFIXES or name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise BackboneError(f"backbone {name!r}: no such folder, and not a Hub id of the form org/name")
     from huggingface_hub import snapshot_download
 
@@ -256,15 +259,21 @@ def _cached_file_sha256(path: Path) -> str:
 
 
 def compute_fingerprint(source: Path, base_model: str, quantization: str, config, tokenizer) -> Fingerprint:
-    """Exact: hash of the weight files + quantization. Family: architecture, parameter shapes, vocabulary."""
-    weights = sorted(p for p in source.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    """Exact: hash of the weight files transformers loads (its safetensors files, or failing those its
+    `pytorch_model*.bin`; not a trainer's `optimizer.pt` or `training_args.bin` beside them) + quantization.
+    Family: architecture, parameter shapes, vocabulary."""
+    weights = sorted(source.glob("*.safetensors")) or sorted(source.glob("pytorch_model*.bin"))
     if not weights:
-        raise BackboneError(f"backbone {source}: no weight files (*.safetensors) in the folder")
+        raise BackboneError(f"backbone {source}: no weight files (*.safetensors or pytorch_model*.bin) in the folder")
     exact = digest({"weights": {p.name: _cached_file_sha256(p) for p in weights}, "quantization": quantization})
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except ValueError as e:  # transformers: "Unrecognized configuration class …" for a model with no causal LM head
+        raise BackboneError(f"backbone {source}: {config.model_type} is not a causal language model "
+                            f"({str(e).splitlines()[0][:120]})") from None
     shapes = [(n, list(p.shape)) for n, p in skeleton.named_parameters()]
     vocab = sorted(tokenizer.get_vocab().items())
     family = digest({"architectures": config.architectures, "model_type": config.model_type, "shapes": shapes, "vocab": digest(vocab)})

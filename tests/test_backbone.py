@@ -59,6 +59,51 @@ def test_bad_backbone_names_are_one_line_errors(tmp_path):
         load_backbone(str(tmp_path), quantization="3bit")
 
 
+def test_hub_ids_may_hold_dots_and_files_are_named_as_files(tmp_path, monkeypatch):
+    """(was: `Qwen/Qwen2.5-0.5B-Instruct`, `meta-llama/Llama-3.2-1B` refused as "not a Hub id", a dot read as a file
+    extension)"""
+    import huggingface_hub
+
+    from adaptrec.backbone import resolve_source
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name: str(tmp_path / name.replace("/", "--")))
+    for hub_id in ("Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.2-1B", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        assert resolve_source(hub_id) == (tmp_path / hub_id.replace("/", "--"), hub_id)
+    with pytest.raises(BackboneError, match="no such folder"):
+        resolve_source("models/smollm2.gguf")
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(BackboneError, match="is a file: pass the folder"):
+        resolve_source(str(tmp_path / "weights.safetensors"))
+
+
+def test_the_exact_fingerprint_reads_only_the_weights_transformers_loads(tiny_model_dir, tmp_path):
+    """A trainer's files beside the weights leave the identity alone (was: every *.bin/*.pt/*.pth was hashed, so
+    deleting `optimizer.pt` turned every adapter's exact match into a family match)."""
+    from adaptrec.backbone import backbone_fingerprint
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    before = backbone_fingerprint(str(folder), "none")
+    torch.save({"step": 1}, folder / "training_args.bin")
+    torch.save({"state": {}}, folder / "optimizer.pt")
+    torch.save({"rng": 1}, folder / "rng_state.pth")
+    assert backbone_fingerprint(str(folder), "none") == before
+
+
+def test_a_model_with_no_causal_lm_head_is_a_one_line_error(tiny_model_dir, tmp_path):
+    """(was: transformers' "Unrecognized configuration class" traceback)"""
+    from transformers import T5Config
+
+    from adaptrec.backbone import backbone_fingerprint
+
+    folder = tmp_path / "t5"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "config.json").unlink()
+    T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8).save_pretrained(folder)  # encoder-decoder
+    with pytest.raises(BackboneError, match="t5 is not a causal language model"):
+        backbone_fingerprint(str(folder), "none")
+
+
 def test_empty_backbone_name_is_refused():
     with pytest.raises(BackboneError, match="empty"):
         load_backbone("  ")
