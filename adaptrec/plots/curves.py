@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
@@ -41,9 +42,14 @@ def read_run(source: Path, metric: str = METRIC) -> tuple[str, list[dict]]:
     path = run_folder(source) / "metrics.jsonl"
     rows = load_jsonl(path, "metrics log")
     with fields_of(path, "metrics log"):
-        steps = [{"step": int(r["step"]), "loss": float(r["loss"]),
-                  **({metric: float(r[metric])} if metric in r else {})} for r in rows]
+        steps = [{"step": int(r["step"]), "loss": _number(r["loss"]),
+                  **({metric: _number(r[metric])} if metric in r else {})} for r in rows]
     return path.parent.name, steps
+
+
+def _number(value) -> float:
+    """A logged number; null (a diverged, non-finite loss) as NaN, which the figure leaves as a gap."""
+    return math.nan if value is None else float(value)
 
 
 def _trailing_mean(values: Sequence[float], window: int) -> np.ndarray:
@@ -89,6 +95,9 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping]], out: Path, *, metric: str
 def from_files(sources: Sequence[Path], out: Path, *, metric: str = METRIC, title: str | None = None,
                subtitle: str = "") -> Path:
     """Learning curves of the run folders `sources` into the PNG `out`."""
-    runs = dict(read_run(s, metric) for s in sources)
+    runs: dict[str, list[dict]] = {}
+    for source in sources:
+        name, steps = read_run(source, metric)
+        runs[str(run_folder(source)) if name in runs else name] = steps  # two folders of one name: both drawn
     plot_curves(runs, out, metric=metric, title=title, subtitle=subtitle)
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from ..data.interaction_log import read_jsonl
 from ..errors import AdaptrecError
-from ..userfiles import read_user_text
+from ..userfiles import parse_json, read_user_text
 
 
 class ResultFileError(AdaptrecError):
@@ -19,10 +18,7 @@ class ResultFileError(AdaptrecError):
 
 def load_json(path: Path, what: str) -> Any:
     """The JSON document in `path` (`what` names the file in errors); read its fields under `fields_of`."""
-    try:
-        return json.loads(read_user_text(path, what, ResultFileError))
-    except json.JSONDecodeError as e:
-        raise ResultFileError(f"{path}: the {what} is not JSON ({e.msg}, line {e.lineno})") from None
+    return parse_json(read_user_text(path, what, ResultFileError), f"{path}: the {what}", ResultFileError)
 
 
 def load_jsonl(path: Path, what: str) -> list[dict]:

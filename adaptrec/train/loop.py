@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,8 +64,10 @@ class TrainResult:
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
+    """Append `row`, a non-finite number (a diverged loss) written as null: the line stays JSON any reader takes."""
+    row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
     with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(row, allow_nan=False) + "\n")
 
 
 def _trim_metrics(path: Path, up_to_step: int) -> None:

@@ -198,7 +198,8 @@ def _one_error_line(code: int, err: str) -> str:
 
 @pytest.mark.parametrize("kind, content, match", [
     ("transfer", None, "no such cross-domain result"),
-    ("transfer", "{not json", "is not JSON"),
+    ("transfer", "{not json", "not valid JSON"),
+    ("transfer", "[" * 100_000 + "]" * 100_000, "nested too deeply"),  # was: RecursionError's traceback
     ("bench", json.dumps({"benchmark": "mixed_batch", "machine": {}}), "lacks the field"),
     ("shots", json.dumps({"domain": "movie"}) + "\n", "lacks the field 'type'"),
 ])
@@ -215,6 +216,30 @@ def test_cli_run_folder_with_a_bad_metrics_line_is_one_error_line(monkeypatch, c
     folder = _run_folder(tmp_path, "r-1", [{"step": 1, "loss": 0.5}, {"step": 2}])
     code, _, err = run_cli(monkeypatch, capsys, "plot", "curves", str(folder), "--out", str(tmp_path / "x.png"))
     assert "metrics.jsonl" in _one_error_line(code, err) and "'loss'" in err
+
+
+def test_a_diverged_run_is_logged_as_json_and_drawn_with_a_gap(monkeypatch, capsys, tmp_path):
+    """(was: the trainer wrote `NaN`, which the curves reader refuses: the run one most wants to see was not drawn)"""
+    from adaptrec.train.loop import _append_jsonl
+
+    folder = tmp_path / "diverged-1"
+    folder.mkdir()
+    for row in ({"step": 1, "loss": 0.7, "lr": 1e-3}, {"step": 2, "loss": float("nan"), "lr": 1e-3}):
+        _append_jsonl(folder / "metrics.jsonl", row)
+    assert "NaN" not in (folder / "metrics.jsonl").read_text()
+    assert curves.read_run(folder)[1][1]["loss"] != curves.read_run(folder)[1][1]["loss"]  # NaN again
+    code, _, err = run_cli(monkeypatch, capsys, "plot", "curves", str(folder), "--out", str(tmp_path / "x.png"))
+    assert code == 0, err
+
+
+def test_two_run_folders_of_one_name_are_both_drawn(monkeypatch, tmp_path):
+    """(was: keyed by the folder's name, the second replaced the first without a word)"""
+    first = _run_folder(tmp_path / "a", "movie-lora-1", _steps(8, 4, 0.9))
+    second = _run_folder(tmp_path / "b", "movie-lora-1", _steps(8, 4, 0.8))
+    drawn = {}
+    monkeypatch.setattr(curves, "plot_curves", lambda runs, out, **kw: drawn.update(runs))
+    curves.from_files([first, second], tmp_path / "c.png")
+    assert list(drawn) == ["movie-lora-1", str(second)]
 
 
 def test_report_figures_redraws_every_docs_figure_and_keeps_the_curves_without_their_runs(monkeypatch, tmp_path):
