@@ -63,7 +63,7 @@ class DataSection(_Strict):
     valid: str  # SPEC used for early stopping
     test: str  # SPEC of the final evaluation
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
-    seed: int = 0  # few-shot sample seed
+    seed: int = Field(0, ge=0)  # few-shot sample seed
     # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
     template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
@@ -94,7 +94,7 @@ class TrainingSection(_Strict):
     val_limit: int = Field(64, ge=2)  # validation subset size (seeded, label-stratified)
     patience: int | None = Field(3, ge=1)  # stop after N validations without AUC gain; null: never
     checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, ge=0)  # 0 or null: no clipping (a negative norm reversed the gradients)
     # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
@@ -105,6 +105,9 @@ class TrainingSection(_Strict):
     def _warmup_has_a_schedule(self) -> TrainingSection:
         if self.scheduler == "constant" and self.warmup_steps:  # transformers' constant schedule ignores warmup
             raise ValueError("warmup_steps needs scheduler linear or cosine; constant ignores it")
+        if self.warmup_steps and self.max_steps == 1:  # the schedule's learning rate is 0 at step 0
+            raise ValueError("warmup_steps gives the first optimizer step learning rate 0, and max_steps 1 has no "
+                             "other: the adapter would not train; set warmup_steps 0")
         return self
 
     @field_validator("mixed_precision", mode="before")
@@ -133,7 +136,7 @@ class TrainingSection(_Strict):
 
 class EvaluationSection(_Strict):
     limit: int | None = Field(200, ge=2)  # seeded, label-stratified test subset; null: the full split
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     score: Literal["pyes", "tallrec"] = "pyes"  # tallrec: TALLRec's P(Yes)-P(No) over the full vocabulary
     batch_size: int = Field(8, ge=1)
 

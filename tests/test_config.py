@@ -217,6 +217,24 @@ def test_a_gradient_norm_may_not_be_negative():
         assert not load_recipe("movie-lora", [f"training.max_grad_norm={off}"])[0].training.max_grad_norm
 
 
+@pytest.mark.parametrize("key", ["data.seed", "training.seed", "evaluation.seed"])
+def test_a_negative_seed_is_refused(key):
+    """(was: accepted, then numpy's traceback: at the few-shot draw, at the first step or at the report)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [f"{key}=-1"])
+    assert f"{key}: Input should be greater than or equal to 0" in _one_line(e)
+
+
+def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
+    """The schedule's first step has learning rate 0 (was: `max_steps 1` with the shipped `warmup_steps 2` trained
+    nothing and registered the untrained adapter)."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", ["training.max_steps=1"])
+    assert "set warmup_steps 0" in _one_line(e)
+    assert load_recipe("movie-lora", ["training.max_steps=1", "training.warmup_steps=0"])
+    assert load_recipe("movie-lora", ["training.max_steps=2"])  # the second step learns
+
+
 def test_an_unquoted_no_precision_is_no(tmp_path):
     """YAML reads `mixed_precision: no` as false, which the Literal refused."""
     assert load_recipe("movie-lora", ["training.mixed_precision=no"])[0].training.mixed_precision == "no"

@@ -3,12 +3,12 @@ like TALLRec; a bad SPEC, a missing file or too few cases is a ConfigError namin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ..config import Recipe
 from ..data.records import Case
-from ..data.sampling import few_shot
+from ..data.sampling import few_shot, stratified_subset
 from ..data.spec import DataSet, load_spec, with_protocol
 from ..errors import AdaptrecError, ConfigError
 
@@ -46,5 +46,22 @@ def recipe_cases(recipe: Recipe, spec: str, key: str, *, shots: int | None = Non
 
 
 def training_cases(recipe: Recipe) -> list[Case]:
-    """The labelled cases `recipe` trains on: `data.train`, `data.shots` of them when set."""
-    return recipe_cases(recipe, recipe.data.train, "data.train", shots=recipe.data.shots)[0]
+    """The labelled cases `recipe` trains on: `data.train`, `data.shots` of them when set; none is a ConfigError."""
+    cases = recipe_cases(recipe, recipe.data.train, "data.train", shots=recipe.data.shots)[0]
+    if not cases:
+        raise ConfigError(f"{recipe._source}: data.train: {recipe.data.train} has no labelled cases to train on")
+    return cases
+
+
+def validation_cases(recipe: Recipe, cases: Sequence[Case] | None = None) -> list[Case]:
+    """The seeded, label-stratified `training.val_limit` subset of `cases` (default: `data.valid`'s labelled
+    cases) that early stopping reads; a ConfigError unless it holds both labels, since AUC needs them."""
+    if cases is None:
+        cases = recipe_cases(recipe, recipe.data.valid, "data.valid")[0]
+    subset = stratified_subset(cases, recipe.training.val_limit, recipe.data.seed)
+    labels = {c.label for c in subset}
+    if len(labels) < 2:
+        what = "no labelled cases" if not subset else f"all {len(subset)} cases labelled {labels.pop()}"
+        raise ConfigError(f"{recipe._source}: data.valid: the validation subset of {recipe.data.valid} (training."
+                          f"val_limit {recipe.training.val_limit}) has {what}; AUC needs liked and disliked cases")
+    return subset

@@ -12,7 +12,7 @@ from ..config import Recipe
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
 from ..fingerprint import Fingerprint
-from .cases import recipe_cases, recipe_data, training_cases
+from .cases import recipe_data, training_cases, validation_cases
 from .loop import check_tracker
 from .methods import check_method
 from .recipe import run_dir_for
@@ -49,7 +49,7 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     """Resolve everything `run_recipe` needs before its first step; any problem is a one-line error."""
     d, ev, b = recipe.data, recipe.evaluation, recipe.backbone
     train = training_cases(recipe)
-    valid, _ = recipe_cases(recipe, d.valid, "data.valid")
+    valid = validation_cases(recipe)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     try:
         fingerprint = backbone_fingerprint(b.name, b.quantization)
@@ -62,5 +62,5 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         raise ConfigError(f"{recipe._source}: {e}") from None
     check_method(recipe, train, fingerprint)
     check_tracker(recipe)
-    return RecipePlan(recipe, fingerprint, backend, len(train), min(len(valid), recipe.training.val_limit),
+    return RecipePlan(recipe, fingerprint, backend, len(train), len(valid),
                       len(labelled_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))

@@ -16,7 +16,6 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
 from ..data.prompts import plain_template
-from ..data.sampling import stratified_subset
 from ..data.spec import NEGATIVES_AVOID, is_leave_one_out, with_protocol
 from ..errors import ConfigError
 from ..evaluation import EvalReport, baseline_rows, encoder_rows, labelled_cases, llm_row, new_report
@@ -24,7 +23,7 @@ from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from .cases import recipe_cases, recipe_data, training_cases
+from .cases import recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
 from .loop import TrainResult, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
@@ -67,7 +66,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
-    val_cases = stratified_subset(recipe_cases(recipe, d.valid, "data.valid")[0], recipe.training.val_limit, d.seed)
+    val_cases = validation_cases(recipe)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
     registry = Registry()  # the encoder rows of the report: loaded (hashes checked) before any training

@@ -14,12 +14,11 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, recipe_from_text
 from ..data.records import Case
-from ..data.sampling import stratified_subset
 from ..errors import AdaptrecError, ConfigError, RegistryError
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
-from .cases import recipe_cases, recipe_data, training_cases
+from .cases import recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, run_folder_held, train
 
@@ -81,6 +80,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
     sets = [*overrides, *([f"training.max_steps={steps}"] if steps is not None else [])]
+    if steps == 1 and not any(s.startswith("training.warmup_steps=") for s in overrides):
+        sets.append("training.warmup_steps=0")  # a warm-up's first step has learning rate 0: one step would train none
     text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
     recipe: Recipe = recipe_from_text(text, parent.ref)
     dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
@@ -89,8 +90,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         raise ConfigError(f"--data {data}: no labelled cases to update on")
     old = _seen_before(training_cases(recipe), parent) if replay else []
     mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
-    val = stratified_subset(_logged_by(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new),
-                            recipe.training.val_limit, recipe.data.seed)
+    val = validation_cases(recipe, _logged_by(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new))
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     registry.load_verified(parent.ref, backbone.fingerprint)

@@ -382,3 +382,19 @@ def test_relative_training_files_are_read_from_the_folder_the_adapter_trained_in
     trained = trained_specs(Registry(), record)
     assert _overlaps(train_file, trained) and _overlaps(f"{train_file}[0:4]", trained)
     assert not _overlaps(Path(train_file).relative_to(tmp_path).as_posix(), trained)  # here: another file
+
+
+def test_a_one_step_update_of_a_warmed_up_recipe_trains(tiny_model_dir, tmp_path):
+    """A warm-up's first step has learning rate 0 (was: `--steps 1` of a recipe with warm-up registered the
+    parent's exact weights as a new version)."""
+    from safetensors.torch import load_file
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2,
+                            warmup_steps=2)
+    parent = run_recipe(*load_recipe(str(path))).record
+    log_feedback(synthetic_cases(12, seed=5))
+    child = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1).record
+    before = load_file(str(parent.path / "adapter_model.safetensors"))
+    after = load_file(str(child.path / "adapter_model.safetensors"))
+    assert any(not np.allclose(after[k].numpy(), before[k].numpy()) for k in before)
+    assert "# --set training.warmup_steps=0" in child.recipe_text  # the stored recipe says so

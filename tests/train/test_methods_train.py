@@ -536,3 +536,27 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     monkeypatch.setattr(loop, "get_available_trackers", list)
     with pytest.raises(AdaptrecError, match="^mine.yaml: training.report_to: tensorboard is not installed"):
         plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
+
+
+def test_a_dry_run_refuses_an_empty_training_set_and_a_validation_subset_of_one_label(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch):
+    """(was: a clean plan, then an IndexError at the first step, or `auc`'s ValueError after the first steps)"""
+    from adaptrec.train import recipe as recipe_module
+    from adaptrec.train.plan import plan_recipe
+
+    data = str(_write_tallrec(tmp_path / "d" / "train.json", synthetic_cases(6)))
+    liked = str(_write_tallrec(tmp_path / "v" / "valid.json", [c for c in synthetic_cases(12) if c.label]))
+
+    def recipe(train: str, valid: str) -> Recipe:
+        made = _recipe(tiny_model_dir, {"type": "plain"}, train=train, shots=None)
+        made.data.valid, made.data.test, made._source = valid, data, "mine.yaml"
+        return made
+
+    with pytest.raises(ConfigError, match=r"^mine.yaml: data.train: .*\[0:0\] has no labelled cases to train on"):
+        plan_recipe(recipe(f"{data}[0:0]", data))
+    one_label = recipe(data, liked)
+    with pytest.raises(ConfigError, match=r"^mine.yaml: data.valid: the validation subset .* all 6 cases labelled 1"):
+        plan_recipe(one_label)
+    monkeypatch.setattr(recipe_module, "load_backbone", lambda *a, **k: pytest.fail("the backbone loaded first"))
+    with pytest.raises(ConfigError, match="data.valid"):
+        recipe_module.run_recipe(one_label, "text")
