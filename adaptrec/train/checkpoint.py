@@ -133,7 +133,7 @@ def save_checkpoint(
         save_file(rng, tmp / "rng.safetensors")
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    _prune(run_dir, keep)
+    _prune(run_dir, keep, step)
     return final
 
 
@@ -171,7 +171,7 @@ def save_accelerate_checkpoint(
             _discard(final)
         os.rename(tmp, final)
         fsync_dir(final.parent)
-        _prune(run_dir, keep)
+        _prune(run_dir, keep, step)
     accelerator.wait_for_everyone()
     return final
 
@@ -181,9 +181,12 @@ def _step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"{_PREFIX}{step:06d}"
 
 
-def _prune(run_dir: Path, keep: int) -> None:
-    """Drop all but the newest `keep` checkpoints, and what a kill left of an earlier deletion."""
-    for old in checkpoints(run_dir)[keep:]:
+def _prune(run_dir: Path, keep: int, step: int) -> None:
+    """After saving `step`: drop every checkpoint past it (from an attempt this run did not resume from, so
+    unreadable or stale), all but the newest `keep` others, and what a kill left of an earlier deletion."""
+    found = checkpoints(run_dir)
+    past = [c for c in found if c.step > step]
+    for old in past + [c for c in found if c.step <= step][keep:]:
         _discard(old.path)
     for leftover in (run_dir / "checkpoints").glob(".*.deleting"):
         shutil.rmtree(leftover, ignore_errors=True)

@@ -43,6 +43,17 @@ def test_a_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
     assert ck.newest_readable(tmp_path, log=lines.append) is None and len(lines) == 3
 
 
+def test_a_run_resumed_before_unreadable_checkpoints_keeps_its_own(tmp_path):
+    """(was: the two highest steps were kept, readable or not, so the resumed run's step 8 was deleted as it was
+    written, and a second crash restarted from step 0)"""
+    for step in (16, 24):
+        (_save(tmp_path, step)[0] / "adapter.safetensors").write_bytes(b"garbage")  # a bad disk
+    assert ck.newest_readable(tmp_path, log=lambda line: None) is None  # the run restarts from step 0
+    _save(tmp_path, 8)
+    assert [c.step for c in ck.checkpoints(tmp_path)] == [8]
+    assert ck.newest_readable(tmp_path, log=lambda line: None).ckpt.step == 8
+
+
 def test_checkpoint_files_and_folder_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
     real_fsync, real_rename = os.fsync, os.rename
