@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError, MissingOptionalPackage
+from ..fingerprint import digest
 from ..metrics.classification import auc
 from .checkpoint import (
     CheckpointData,
@@ -251,6 +253,10 @@ class Trainer:
         if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
             raise ConfigError(f"{data.ckpt.path}: written by a run of {saved} processes, this one has "
                               f"{self.accelerator.num_processes}: resume it with as many, or pass --restart")
+        if data.meta["trainer"].get("cases", self.cases_digest) != self.cases_digest:  # absent: older format
+            raise ConfigError(f"{data.ckpt.path}: written by a run over other training or validation cases (has "
+                              f"{self.recipe.data.train} or {self.recipe.data.valid} changed since?): the remaining "
+                              "steps would read other batches; pass --restart")
         if sharded(self.accelerator) != (data.state_dir is not None):
             kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
             raise ConfigError(f"{data.ckpt.path}: written by {kind} run: resume it under the same accelerate "
@@ -341,11 +347,18 @@ class Trainer:
             self.checkpoint()
         acc.wait_for_everyone()
 
+    @cached_property
+    def cases_digest(self) -> str:
+        """sha256 of the training and validation cases in order: a resumed run must step through the same batches."""
+        return digest([[c.user_id, c.domain, c.noun, [[h.text, h.liked, h.item_id, h.domain] for h in c.history],
+                        c.target, c.label, c.target_id] for c in (*self.train_cases, *self.val_cases)])
+
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
         Accelerate's `save_state`; otherwise the main process writes the safetensors format, with every rank's RNG."""
         acc = self.accelerator
-        state = {"early_stopping": self.stopper.state(), "num_processes": acc.num_processes}
+        state = {"early_stopping": self.stopper.state(), "num_processes": acc.num_processes,
+                 "cases": self.cases_digest}
         if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
             state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):

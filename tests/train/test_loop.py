@@ -127,6 +127,26 @@ def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_p
         second.resume()
 
 
+def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path):
+    """(was: resumed over whatever the SPEC held now, e.g. a feedback log that grew meanwhile: the remaining steps
+    read other batches, mixing two data sets, unlike the uninterrupted run it claims to equal)"""
+    from router_helpers import fresh_backbone
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
+    first = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    first.setup()
+    first.checkpoint()
+    same = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    same.setup(resume=True)
+    same.resume()
+    grown = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(9), synthetic_cases(8), tmp_path / "run")
+    grown.setup(resume=True)
+    with pytest.raises(ConfigError, match="other training or validation cases .* pass --restart"):
+        grown.resume()
+
+
 def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):
     """Reset to its initial scale, a resumed fp16 run would skip steps the uninterrupted one took."""
     from router_helpers import fresh_backbone
