@@ -175,7 +175,9 @@ class OnlineLog:
 
     def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
         """Labelled Cases of `domain`'s feedback (created in [since, until)), the last event per (request, item)
-        winning, in order of that event. `meta` holds the request id, event time, score, explored and propensity."""
+        winning, in order of each pair's first event: a re-label changes a pair's label, not its place, so a full
+        `[start:stop]` window keeps its cases. `meta` holds the request id, event time, score, explored and
+        propensity."""
         query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f "
                  "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
@@ -183,8 +185,7 @@ class OnlineLog:
             rows = db.execute(query, (domain, *_bounds(since, until))).fetchall()
         last: dict[tuple[str, int], tuple] = {}
         for row in rows:
-            last.pop((row[0], row[9]), None)  # re-insert: the order is that of the last event
-            last[(row[0], row[9])] = row
+            last[(row[0], row[9])] = row  # a dict keeps a key where it was first inserted
         return [_case(row) for row in last.values()]
 
     def requests(self, domain: str, since: float | None = None, until: float | None = None) -> list[LoggedRequest]:

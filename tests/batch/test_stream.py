@@ -189,3 +189,21 @@ def test_a_shard_of_a_growing_feedback_log_is_refused(monkeypatch, capsys, tmp_p
     assert code == 2 and "e.g. feedback:movie[2:6]" in err  # the window it named, as far as it is logged
     assert [i for i, _ in batch_cases(load_spec("feedback:movie[0:6]"), None, 0, Shard(1, 2))] == [1, 3, 5]
     assert len(batch_cases(load_spec("feedback:movie"), None, 0)) == 6  # unsharded: whatever is logged now
+
+
+def test_a_re_label_between_the_shards_runs_keeps_every_case_of_a_full_window_once():
+    """(was: a re-label moved its pair to the end of the log, so the window `[0:4]` shifted between the shards'
+    runs: one case twice, two lost, one from outside the window)"""
+    from synthetic import log_feedback, synthetic_cases
+
+    from adaptrec.batch import Shard, batch_cases
+    from adaptrec.data.online_log import OnlineLog
+
+    log_feedback(synthetic_cases(6, seed=1))
+    window = [c.meta["event"] for c in load_spec("feedback:movie[0:4]").cases]
+    first = batch_cases(load_spec("feedback:movie[0:4]"), None, 0, Shard(0, 2))
+    relabelled = first[0][1]
+    OnlineLog().add_feedback(relabelled.meta["request_id"], relabelled.target, label=1 - relabelled.label)
+    second = batch_cases(load_spec("feedback:movie[0:4]"), None, 0, Shard(1, 2))
+    assert sorted(c.meta["event"] for _, c in first + second) == sorted(window)
+    assert load_spec("feedback:movie[0:1]").cases[0].label == 1 - relabelled.label  # the latest label wins
