@@ -306,8 +306,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         raise AdaptrecError(f"--out {out}: a folder; name the JSONL or Parquet file to write")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
-    else:
-        one_source(registry(), ref)  # the Ray driver checks the adapter itself
+    ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
     options = dict(template=template, batch_size=batch_size)
     if engine == "ray":

@@ -207,3 +207,19 @@ def test_a_re_label_between_the_shards_runs_keeps_every_case_of_a_full_window_on
     second = batch_cases(load_spec("feedback:movie[0:4]"), None, 0, Shard(1, 2))
     assert sorted(c.meta["event"] for _, c in first + second) == sorted(window)
     assert load_spec("feedback:movie[0:1]").cases[0].label == 1 - relabelled.label  # the latest label wins
+
+
+def test_a_domain_scores_with_its_champion(tiny_model_dir, tmp_path):
+    """`score DOMAIN`, as `eval` and `load` take it (was: accepted by the early check, then "no adapter named
+    'movie'" after the backbone loaded)."""
+    from router_helpers import register_random
+
+    from adaptrec.registry import Registry
+
+    registry = Registry()
+    record = register_random(tiny_model_dir, registry, "m-lora", {"type": "lora", "r": 2}, seed=1, domain="movie")
+    registry.promote(record.ref, "movie")
+    data, opts = data_file(tmp_path), engine_options(tiny_model_dir)
+    by_domain = read_predictions(adaptrec.write_predictions("movie", data=data, out=tmp_path / "d.jsonl", **opts).path)
+    by_ref = read_predictions(adaptrec.write_predictions(record.ref, data=data, out=tmp_path / "r.jsonl", **opts).path)
+    assert row_scores(by_domain).tolist() == row_scores(by_ref).tolist()
