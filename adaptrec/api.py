@@ -460,6 +460,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
     _at_least(max_resident=(max_resident, 1))
+    if exploration and not request_log:  # the server would rank greedily and say nothing
+        raise AdaptrecError(f"--explore {', '.join(exploration)}: exploration logs each shown item's propensity for "
+                            "its feedback, so it needs the request log; drop --no-request-log")
     reg = registry(registry_home)
     for ref in preload:
         reg.resolve(ref)  # a misspelt preload: refused before the backbone loads

@@ -42,6 +42,7 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
+    (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
 ])
 def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     """Each was refused after the backbone loaded (or never: a negative limit dropped users, a negative batch size

@@ -57,7 +57,8 @@ def eval_(
 
 
 def score(
-    adapter: Optional[str] = typer.Argument(None, help="a registered adapter (NAME[:VERSION]) or a domain (its champion); none: the untuned backbone"),
+    adapter: Optional[str] = typer.Argument(
+        None, help="a registered adapter (NAME[:VERSION]) or a domain (its champion); none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC"),
     out: Path = typer.Option(..., "--out", help="predictions to write: JSONL, or Parquet when it ends in .parquet"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset; 0: all cases"),

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import MadeForBackboneOpt, MadeForQuantOpt, SetOpt, echo_json
+from .options import MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, SetOpt, echo_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,10 +39,10 @@ def drift(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
                                         help="a seeded, label-stratified subset of each window; 0: all cases"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = SeedOpt,
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the score histograms and reliability curves "
-                                        "to this PNG"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the reliability curves and the AUC of "
+                                        "each window to this PNG"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:

@@ -52,7 +52,7 @@ def registry_promote(
                                            "default 0.005)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
                                         help="a seeded, label-stratified subset of --data; 0: all cases"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="the subset's and the bootstrap's seed (default 0)"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="the subset's and the bootstrap's seed (default 0)"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:

@@ -126,6 +126,7 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     (["eval", "--data", "tallrec:movie:test", "--batch-size", "0"], "--batch-size"),
     (["serve", "--max-resident", "0"], "--max-resident"),
     (["eval", "--data", "tallrec:movie:test", "--seed", "-1"], "--seed"),  # was: numpy's traceback
+    (["drift", "movie", "--before", "feedback:movie", "--after", "feedback:movie", "--seed", "-1"], "--seed"),
 ])
 def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
     code, _, err = run_cli(monkeypatch, capsys, *args)
