@@ -60,7 +60,8 @@ class Switch:
 @dataclass
 class PromotionWatcher:
     """Finds changed aliases and pre-warms, switches and drains each one (see the module docstring). Requests
-    `hold` the adapters they were routed to while in flight; the event loop runs both, so counts never race."""
+    `hold` the adapters they were routed to while in flight; holds, releases and the drain's count all run on the
+    event loop, so counts never race."""
 
     routing: ServedRegistry
     failed: set[str] = field(default_factory=set)  # champions that cannot load: not retried
@@ -138,17 +139,19 @@ class PromotionWatcher:
             except RegistryError:  # removed from the registry meanwhile: unload what is resident under its ref
                 return (ref,)
 
-        def idle() -> list[str]:
+        def resolved() -> tuple[set[str], dict[str, tuple[str, ...]]]:  # registry reads: off the event loop
             kept = {a for ref in self.routing.served.values() for a in adapters(ref)} | engine.preloaded
-            out = []
-            for old in sorted(self.draining):
-                sources = adapters(old)
-                if all(self.in_flight[a] <= 0 for a in sources):
-                    self.draining.discard(old)
-                    out += [a for a in sources if a not in kept]
-            return out
+            return kept, {old: adapters(old) for old in sorted(self.draining)}
 
-        for ref in await worker.prepare(idle):
+        kept, sources_of = await worker.prepare(resolved)
+        # Counted here, on the event loop, where requests hold what they were routed to: a request planned on the
+        # preparation thread before `resolved` woke first and holds its adapters by now.
+        idle = []
+        for old, sources in sources_of.items():
+            if old in self.draining and all(self.in_flight[a] <= 0 for a in sources):
+                self.draining.discard(old)
+                idle += [a for a in sources if a not in kept]
+        for ref in idle:
             try:
                 await worker.submit(call=lambda ref=ref: engine.unload(ref))
             except (ServeError, RegistryError):  # evicted meanwhile (LRU), never loaded, or removed: nothing to unload

@@ -122,3 +122,50 @@ def test_a_champion_removed_by_force_stops_being_routed_to_and_drains():
     assert engine.resident == {"books-lora:1"}
     registry.promoted = lambda domain: None
     assert watcher.routing.promoted("movie") is None  # routed as unpromoted: a RouteError, not a 404
+
+
+def test_a_request_routed_to_the_old_version_just_before_the_drain_keeps_it_loaded():
+    """Planning runs on the preparation thread and the request holds its adapters on the event loop once planned
+    (was: the drain counted what was in flight on that thread too, right after the plan and before the hold, and
+    unloaded the version the request was about to score with)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    class ThreadWorker(InlineWorker):  # as the server's Worker: one preparation thread
+        prep = ThreadPoolExecutor(1)
+
+        async def prepare(self, fn):
+            return await asyncio.get_running_loop().run_in_executor(self.prep, fn)
+
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    engine, worker = FakeEngine(registry, {}), ThreadWorker()
+    engine.resident = {"movie-lora:1"}
+    watcher = PromotionWatcher(ServedRegistry(registry))
+    watcher.start()
+    registry.current["movie"] = "movie-lora:2"
+    queued = threading.Event()
+
+    def plan() -> list[str]:  # routed to the old version just before the switch
+        queued.wait(5)
+        return ["movie-lora:1"]
+
+    async def request() -> None:
+        adapters = await worker.prepare(plan)
+        watcher.hold(adapters)
+        await asyncio.sleep(0.05)  # scoring
+        watcher.release(adapters)
+
+    async def go() -> None:
+        asked = asyncio.create_task(request())
+        for switch in watcher.changes():
+            await watcher.apply(engine, worker, switch)
+        draining = asyncio.create_task(watcher.drain(engine, worker))
+        await asyncio.sleep(0.02)  # the drain's registry reads wait behind the plan on the one thread
+        queued.set()
+        await draining
+        assert "movie-lora:1" in engine.resident and watcher.draining == {"movie-lora:1"}
+        await asked
+        await watcher.drain(engine, worker)
+
+    asyncio.run(go())
+    assert engine.resident == {"movie-lora:2"} and watcher.draining == set()
