@@ -452,7 +452,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
           exploration: dict[str, float] | None = None, watch_promotions: float = 1.0, template: str = "tallrec",
           registry_home: Path | None = None, backbone: str = EMBEDDED, quantization: str = "8bit") -> None:
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
-    `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator."""
+    `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator. The process keeps
+    glibc's malloc on one arena afterwards (`serve.app.one_malloc_arena`; glibc cannot read the old setting back)."""
     from .data.prompts import TEMPLATES
     from .serve.app import ServeOptions
     from .serve.app import serve as run_server
