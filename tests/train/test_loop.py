@@ -109,19 +109,26 @@ def test_a_second_run_in_the_same_folder_is_refused_while_one_runs(tiny_model_di
     assert run_recipe(recipe, text, restart=True).record.ref == "tiny:1"  # released: it runs
 
 
-def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_path, monkeypatch):
-    """Micro-batches are batch_size x processes: resumed in one process, a two-process run halved its batch."""
-    from accelerate import Accelerator
+def _checkpointed_then_resumed(model_dir, run_dir, train_cases: int = 8):
+    """A tiny run's step-0 checkpoint, and a second trainer over `train_cases` cases set up to resume it."""
     from router_helpers import fresh_backbone
 
     from adaptrec.train.loop import Trainer
 
-    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
-    first = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    recipe = tiny_recipe(str(model_dir), 2, eval_every=2)
+    first = Trainer(recipe, fresh_backbone(model_dir), synthetic_cases(8), synthetic_cases(8), run_dir)
     first.setup()
     first.checkpoint()
-    second = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
+    second = Trainer(recipe, fresh_backbone(model_dir), synthetic_cases(train_cases), synthetic_cases(8), run_dir)
     second.setup(resume=True)
+    return second
+
+
+def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_path, monkeypatch):
+    """Micro-batches are batch_size x processes: resumed in one process, a two-process run halved its batch."""
+    from accelerate import Accelerator
+
+    second = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "run")
     monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
     with pytest.raises(ConfigError, match="written by a run of 1 processes, this one has 2"):
         second.resume()
@@ -130,19 +137,8 @@ def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_p
 def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path):
     """(was: resumed over whatever the SPEC held now, e.g. a feedback log that grew meanwhile: the remaining steps
     read other batches, mixing two data sets, unlike the uninterrupted run it claims to equal)"""
-    from router_helpers import fresh_backbone
-
-    from adaptrec.train.loop import Trainer
-
-    recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
-    first = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
-    first.setup()
-    first.checkpoint()
-    same = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path / "run")
-    same.setup(resume=True)
-    same.resume()
-    grown = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(9), synthetic_cases(8), tmp_path / "run")
-    grown.setup(resume=True)
+    _checkpointed_then_resumed(tiny_model_dir, tmp_path / "same").resume()
+    grown = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "grown", train_cases=9)
     with pytest.raises(ConfigError, match="other training or validation cases .* pass --restart"):
         grown.resume()
 
