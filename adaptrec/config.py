@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -308,6 +308,15 @@ def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:
     """The recipe a text from `load_recipe` (e.g. a registry row's `recipe_text`) describes, overrides included."""
     overrides = [line[len(_SET_PREFIX):] for line in text.splitlines() if line.startswith(_SET_PREFIX)]
     return _validate(text, overrides, source)
+
+
+def step_budget(steps: int, overrides: Sequence[str] = ()) -> list[str]:
+    """`--set` items for a budget of `steps` optimizer steps: `training.max_steps`, and for one step also
+    `training.warmup_steps=0` unless `overrides` sets it (a warm-up's first step has learning rate 0)."""
+    sets = [f"training.max_steps={steps}"]
+    if steps == 1 and not any(s.startswith("training.warmup_steps=") for s in overrides):
+        sets.append("training.warmup_steps=0")
+    return sets
 
 
 def recipe_digest(recipe: Recipe) -> str:

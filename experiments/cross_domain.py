@@ -33,7 +33,7 @@ from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
 from adaptrec.atomic import write_json, write_text
 from adaptrec.backbone import environment_summary, load_backbone
 from adaptrec.baselines import BASELINES
-from adaptrec.config import load_recipe
+from adaptrec.config import load_recipe, step_budget
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.records import Case
 from adaptrec.data.spec import load_spec
@@ -130,7 +130,7 @@ def recipe_overrides(cfg: TransferConfig, recipe_name: str, shots: int | None) -
         sets.append(f"backbone.quantization={cfg.quantization}")
     sets += list(cfg.overrides)
     if cfg.steps is not None:
-        sets.append(f"training.max_steps={cfg.steps}")
+        sets += step_budget(cfg.steps, cfg.overrides)
     if shots is not None:
         sets += [f"data.shots={shots}", f"name={base.name}-{shots}shot"]
     return sets

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..adapters.attach import adapter_key
 from ..atomic import write_json
 from ..backbone import load_backbone
-from ..config import Recipe, recipe_from_text
+from ..config import Recipe, recipe_from_text, step_budget
 from ..data.records import Case
 from ..errors import AdaptrecError, ConfigError, RegistryError
 from ..fingerprint import digest
@@ -79,9 +79,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     if not parent.recipe_text:
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
-    sets = [*overrides, *([f"training.max_steps={steps}"] if steps is not None else [])]
-    if steps == 1 and not any(s.startswith("training.warmup_steps=") for s in overrides):
-        sets.append("training.warmup_steps=0")  # a warm-up's first step has learning rate 0: one step would train none
+    sets = [*overrides, *(step_budget(steps, overrides) if steps is not None else [])]
     text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
     recipe: Recipe = recipe_from_text(text, parent.ref)
     dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
