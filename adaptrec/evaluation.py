@@ -79,19 +79,26 @@ class EvalReport:
 
     @property
     def ci_text(self) -> str:
-        """How the CIs were drawn: users move with all their cases; data naming no users has one user per case."""
+        """How the CIs were drawn: users move with all their cases; data naming no users resamples its cases."""
         if self.users is not None and self.users < self.n:
             return f"95% bootstrap CIs over users ({self.users})"
-        return "95% bootstrap CIs (one case per user)"
+        return "95% bootstrap CIs over cases (each case its own user: the data names no two cases' user as one)"
+
+    @property
+    def ranked(self) -> str:
+        """Who ranks (ranking protocol): a list per user, or more held-out items (lists, averaged alike) than users."""
+        if self.users is None or self.users == self.n:
+            return f"{self.n} users"
+        return f"{self.n} held-out items of {self.users} users"
 
     @property
     def protocol(self) -> str:
         if self.candidates_file is not None:
-            return (f"{self.spec}, {self.n} users, each ranking its held-out item among the candidates of "
+            return (f"{self.spec}, {self.ranked}, each ranking its held-out item among the candidates of "
                     f"`{self.candidates_file}` (up to {self.negatives + 1}), score {self.score_mode}, ties count "
                     f"against the target, {self.ci_text}")
         if self.negatives is not None:
-            subset = f"{self.n} users (seed {self.seed})" if self.limit else f"all {self.n} users"
+            subset = f"{self.ranked} (seed {self.seed})" if self.limit else f"all {self.ranked}"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
                     f"(never items the user touched), score {self.score_mode}, ties count against the target, "
                     f"{self.ci_text}")
@@ -172,13 +179,19 @@ def constant_within(groups: Sequence[np.ndarray]) -> bool:
     return all(np.ptp(g) == 0 for g in groups)
 
 
+def baseline_name(name: str, dataset: DataSet) -> str:
+    """A baseline's row name: popularity counted from interactions that hold the evaluated targets themselves is
+    labelled transductive (it reads the answers)."""
+    return f"{name} (transductive)" if dataset.transductive and name == "popularity" else name
+
+
 def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequence[str], seed: int) -> list[EvalRow]:
     """like-ratio and popularity; on a held-out split of a labelled source with item ids (`cf.features`), the
     feature regression too (like-ratio, the target's like-rate and popularity among the training ratings)."""
     rows = []
     for name, fn in BASELINES.items():
         scores = fn(cases, dataset.item_popularity)
-        label = f"{name} (transductive)" if dataset.transductive and name == "popularity" else name
+        label = baseline_name(name, dataset)
         rows.append(EvalRow(label, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
                     case_row(label, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
     for source in TRAINING_CASES:
@@ -400,9 +413,9 @@ def run_rank_eval(
     for name, fn in BASELINES.items():
         scores = [np.asarray(fn(cases, dataset.item_popularity)) for cases in candidates]
         if constant_within(scores):
-            report.rows.append(EvalRow(name, "baseline", {}, note=CONSTANT))
+            report.rows.append(EvalRow(baseline_name(name, dataset), "baseline", {}, note=CONSTANT))
         else:
-            add(name, "baseline", scores)
+            add(baseline_name(name, dataset), "baseline", scores)
     for name, encoder in (encoders or {}).items():
         add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates],
             full=full_catalogue_metrics(encoder, positives, dataset, seed) if full_catalogue else None)

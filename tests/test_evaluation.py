@@ -233,6 +233,18 @@ def test_a_logs_leave_one_out_test_part_ranks_every_user_with_three_interactions
     assert any("ndcg@10" in r.metrics for r in report.rows)
 
 
+def test_a_ranking_over_a_whole_log_labels_its_popularity_transductive(tiny_backbone, tmp_path):
+    """A log's sliding windows rank targets whose own interactions popularity counts (was: a plain "popularity" row,
+    as on a held-out split, in the ranking protocol; the labelled protocol already said so)."""
+    log, _ = write_film_log(tmp_path, "movie", [15, 15])
+    names = [r.name for r in run_rank_eval(tiny_backbone, load_spec(str(log)), limit=None, seed=0, negatives=3,
+                                           include_untuned=False, progress=False).rows]
+    assert "popularity (transductive)" in names
+    held_out = run_rank_eval(tiny_backbone, load_spec(f"{log}:loo:test"), limit=None, seed=0, negatives=3,
+                             include_untuned=False, progress=False)
+    assert "popularity" in [r.name for r in held_out.rows]
+
+
 def test_report_rows_resample_users_not_cases():
     """Two users with 30 cases each: a user's cases move together in the bootstrap, so the CI is wider than a case
     bootstrap's (which would treat 60 cases from 2 users as 60 independent draws)."""
@@ -300,3 +312,15 @@ def test_encoders_read_a_held_out_users_whole_timeline_not_the_prompts_latest_it
     assert all(len(c.history) == 10 for c in positives)
     assert [len(h) for h in read[:1]] == [14]  # every item before the test target, oldest first
     assert read[0][-10:] == [h.item_id for h in positives[0].history]
+
+
+def test_a_ranking_protocol_counts_held_out_items_and_users_apart():
+    """(was: "all 1050 users" for 1050 lists of 1000 users: a user with two targets is two lists, averaged alike)"""
+    from adaptrec.evaluation import EvalReport
+
+    def protocol(n: int, users: int) -> str:
+        return EvalReport("amazon:arts:test", n, None, 0, 0.05, "pyes", ("ndcg@10",), negatives=19,
+                          users=users).protocol
+
+    assert "all 1050 held-out items of 1000 users, each ranking" in protocol(1050, 1000)
+    assert "all 1000 users, each ranking" in protocol(1000, 1000)

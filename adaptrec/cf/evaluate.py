@@ -54,7 +54,7 @@ def _ranked(encoder: Encoder, lists: Sequence[CandidateList], histories: Mapping
 
     r = sampled_ranks(encoder, lists, histories)
     return {"hr@10": float(hit_per_case(r, 10).mean()), "ndcg@10": float(ndcg_per_case(r, 10).mean()),
-            "users": len(lists), "data": data}
+            "users": len({lst.user_id for lst in lists}), "lists": len(lists), "data": data}
 
 
 def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:

@@ -88,3 +88,20 @@ def test_movielens_cases_carry_item_ids_and_encoders_never_see_held_out_pairs():
     shown = {(c.user_id, h.item_id) for c in test + valid for h in c.history}
     assert not held_out & seen and not shown & seen
     assert 90_000 < len(seen) < 100_000 and len(load_item_ids()) == 1682
+
+
+def test_an_encoders_validation_counts_users_and_their_lists_apart():
+    """(was: "users" counted candidate lists, so a user with two held-out items counted twice)"""
+    import numpy as np
+
+    from adaptrec.cf.evaluate import _ranked
+    from adaptrec.data.candidates import CandidateList
+
+    class Stub:
+        def score_lists(self, users, histories, candidates):
+            return [np.arange(len(c), dtype=float)[::-1] for c in candidates]  # the first candidate scores highest
+
+    lists = [CandidateList("u1", "arts", "a", ("a", "b")), CandidateList("u1", "arts", "c", ("d", "c")),
+             CandidateList("u2", "arts", "e", ("e", "f"))]
+    out = _ranked(Stub(), lists, {"u1": [], "u2": []}, "")
+    assert out["users"] == 2 and out["lists"] == 3 and out["hr@10"] == 1.0
