@@ -74,13 +74,15 @@ def code_version() -> dict:
             "git_dirty": None if status is None else bool(status)}
 
 
-def report(name: str, payload: dict) -> Path:
+def report(name: str, payload: dict, device: str | None = None) -> Path:
     """Print the payload and write it to bench/results/<name>.json with the machine, device, dtype and package
-    versions it ran on (the dtype from `config.backend`, which every benchmark names), when and on which commit."""
+    versions it ran on (the dtype from `config.backend`, which every benchmark names), when and on which commit.
+    `device`: where it ran, for a benchmark that pins one (default: where a load goes when none is named)."""
     config = payload.get("config", {})
     if "backend" not in config:
         raise ValueError(f"bench {name}: config names no backend, so its results could not say what ran")
-    machine = {**environment_summary(), "cpu": cpu_model(), "arch": platform.machine(), "device": default_device()}
+    machine = {**environment_summary(), "cpu": cpu_model(), "arch": platform.machine(),
+               "device": device or default_device()}
     payload = {"benchmark": name, **code_version(), "machine": machine, "software": software(),
                "dtype": str(load_dtype(config["backend"])).removeprefix("torch."), **payload}
     out = RESULTS / f"{name}.json"

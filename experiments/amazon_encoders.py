@@ -83,7 +83,24 @@ def run(seed: int = 0) -> dict:
             blocks.append({"domain": domain, "view": view_name, "cases": len(test[0]),
                            "users": len({c.user_id for c in test[0]}), "best_on_valid": best["name"], "rows": rows})
     return {"protocol": {"data": "amazon", "negatives": 19, "seed": seed, "command": COMMAND,
-                         "machine": f"{platform.machine()}, {os.cpu_count()} cores"}, "blocks": blocks}
+                         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "environment": _environment()},
+            "blocks": blocks}
+
+
+def _environment() -> dict:
+    """What fitted and scored the encoders: device, dtype (float32 tables) and the packages that compute them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from adaptrec.backbone import environment_summary
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {**environment_summary(), "device": "cpu", "dtype": "float32", "adaptrec": installed("adaptrec"),
+            "implicit": installed("implicit"), "torch_geometric": installed("torch_geometric")}
 
 
 def render(doc: dict) -> str:

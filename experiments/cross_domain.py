@@ -480,7 +480,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--search-budget", type=int, default=20, help="CMA-ES loss evaluations per composition")
     ap.add_argument("--methods", default="cat,ties_svd,mix", help="composition methods")
     ap.add_argument("--max-prompt-tokens", type=int, default=320, help="prompts drop their oldest history beyond this")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the test subset's, negatives', weight search's and bootstrap's seed; adapters train with their "
+                         "recipes' seeds (--set data.seed=N --set training.seed=N changes those)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override key=value (repeatable)")
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "cross_domain.md", help="the rendered report")

@@ -120,12 +120,25 @@ def _table(reports: list[dict]) -> list[str]:
     return lines + table(["model", "method", "AUC", "steps", "vs plain LoRA"], "llrrc", rows)
 
 
+def _run_on(results: dict, group: str) -> dict:
+    """The backend and machine a group's reports ran on (results from before groups recorded their own: the
+    file's one, stamped by the last run)."""
+    return results.get("run_on", {}).get(group) or {"backend": results["backend"], "machine": results["machine"]}
+
+
+def _backbone_line(run_on: dict) -> str:
+    return f"Backbone: embedded SmolLM2-135M-Instruct, 8-bit ({run_on['backend']}), {run_on['machine']}."
+
+
 def render(results: dict) -> str:
     """The methods-grid region of DOC: the banner, the backbone, then each group's tables per test SPEC."""
-    lines = [banner("python experiments/methods_grid.py --render-only", [RESULTS]), "",
-             f"Backbone: embedded SmolLM2-135M-Instruct, 8-bit ({results['backend']}), {results['machine']}.", ""]
+    runs = {group: _run_on(results, group) for group in results["groups"]}
+    shared = len({tuple(r.items()) for r in runs.values()}) == 1
+    lines = [banner("python experiments/methods_grid.py --render-only", [RESULTS]), ""]
+    if shared:
+        lines += [_backbone_line(next(iter(runs.values()))), ""]
     for group, reports in results["groups"].items():
-        lines += [f"### {group}", ""]
+        lines += [f"### {group}", ""] + ([] if shared else [_backbone_line(runs[group]), ""])
         by_spec: dict[str, list[dict]] = {}
         for rep in reports:
             by_spec.setdefault(rep["test"], []).append(rep)
@@ -148,10 +161,11 @@ def main() -> None:
         from adaptrec.atomic import write_json
         from adaptrec.backbone import default_device, resolve_backend
 
-        results = {"groups": {}, **read_json(RESULTS)}
-        results["backend"] = resolve_backend("8bit", default_device())
-        results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+        results = {"groups": {}, "run_on": {}, **read_json(RESULTS)}
+        run_on = {"backend": resolve_backend("8bit", default_device()),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
         for group in args.groups.split(","):
+            results.setdefault("run_on", {})[group] = run_on  # this run's groups only: the others keep theirs
             plain_name, methods, sets = GROUPS[group]
             plain = recipe_report(plain_name, sets)
             reports = [plain]

@@ -165,6 +165,18 @@ def score_window(scoring: Scoring, champions: dict[str, str], cases, popularity)
     return {"cases": len(cases), "users": len(set(users)), "auc": out}
 
 
+RESUMED_SETTINGS = ("windows", "steps", "replay", "margin", "seed", "recipe", "sets")
+
+
+def check_resumable(done: dict, now: dict) -> None:
+    """SystemExit (one line) unless a results file's finished windows ran with this run's settings: the later
+    windows would be trained or gated otherwise, under the file's protocol."""
+    changed = [k for k in RESUMED_SETTINGS if done.get(k) != now[k]]
+    if changed:
+        raise SystemExit(f"{RESULTS}: its finished windows ran with other {', '.join(changed)}; move the file away "
+                         "to start over")
+
+
 def run(resume_doc: dict | None) -> dict:
     from adaptrec.backbone import environment_summary
     from adaptrec.data.tallrec import item_popularity
@@ -173,13 +185,12 @@ def run(resume_doc: dict | None) -> dict:
     log_windows(windows)
     cases = [[c for _, c in w["cases"]] for w in windows]
     gates = [[c for _, c in w["gate"]] for w in windows]
-    doc = resume_doc or {
-        "protocol": {"windows": [{"start": w["start"], "end": w["end"], "cases": WINDOW, "gate": GATE}
-                                 for w in windows],
-                     "steps": STEPS, "replay": REPLAY, "margin": MARGIN, "seed": SEED, "recipe": "movie-lora",
-                     "sets": BASE_SETS, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                     "command": COMMAND},
-        "steps": []}
+    protocol = {"windows": [{"start": w["start"], "end": w["end"], "cases": WINDOW, "gate": GATE} for w in windows],
+                "steps": STEPS, "replay": REPLAY, "margin": MARGIN, "seed": SEED, "recipe": "movie-lora",
+                "sets": BASE_SETS, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND}
+    if resume_doc is not None:
+        check_resumable(resume_doc["protocol"], protocol)
+    doc = resume_doc or {"protocol": protocol, "steps": []}
     scoring = Scoring()
     doc["protocol"]["environment"] = {**scoring.backbone.environment(), **environment_summary()}
     if not doc["steps"]:

@@ -69,7 +69,7 @@ def main() -> None:
             rows[name]["auc_minus_served"] = vars(paired_difference("auc", labels, s, scores[served]))
             rows[name]["mean_abs_score_diff_vs_served"] = float(abs(s - scores[served]).mean())
     doc = {"adapter": record.ref, "spec": args.spec, "limit": args.limit, "backend": base8.backend,
-           "environment": environment_summary(), "rows": rows}
+           "environment": {**base8.environment(), **environment_summary()}, "rows": rows}
     write_json(OUT, doc)
     print(json.dumps(doc, indent=2))
 

@@ -64,6 +64,16 @@ def on_grid_backend(row: dict) -> bool:
 
 
 @functools.cache
+def _recipe_lr(domain: str, adapter_type: str) -> float:
+    """The learning rate a grid run of this domain and type trains at: its recipe's (`RECIPE`), else movie's."""
+    import yaml
+
+    from adaptrec.config import RECIPES_DIR
+
+    name = RECIPE.get((domain, adapter_type), f"movie-{adapter_type}")
+    return float(yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())["training"]["lr"])
+
+
 def _movie_recipe(adapter_type: str) -> dict:
     """adaptrec/recipes/movie-<type>.yaml as data: its adapter section and lr serve every domain's runs of that type."""
     import yaml
@@ -123,6 +133,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
         "auc": vars(adapter_row.metrics["auc"]),
         "baselines": {name: vars(rows[name].metrics["auc"]) for name in ("like_ratio", "popularity", "backbone")},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}",
+        "environment": result.report.environment,
     }
 
 
@@ -180,6 +191,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
     """Score each domain's best run per adapter type, every longer-budget run and the untuned backbone on the whole
     test set."""
     from adaptrec.atomic import write_json
+    from adaptrec.backbone import environment_summary
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import baseline_rows, select_cases
     from adaptrec.metrics import compute_classification, paired_difference
@@ -195,6 +207,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         labels = [c.label for c in cases]
         scores = llm_scores([r["record"] for r in picks], cases)
         entry = {"spec": picks[0]["spec"], "n": len(cases), "backend": GRID_BACKEND,
+                 "environment": {**grid_backbone().environment(), **environment_summary()},
                  "selected_from": {"runs": sum(r["domain"] == domain for r in rows),
                                    "seeds": sorted({r["seed"] for r in rows if r["domain"] == domain})},
                  "baselines": {row.name: vars(row.metrics["auc"]) for row in baseline_rows(dataset, cases, ["auc"], 0)},
@@ -423,12 +436,14 @@ def main() -> None:
     domains = args.domains.split(",")
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
-        done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
+        # a run at the recipe's present lr (`--select-lr` may have moved it) is done; one at an earlier lr is not
+        done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"], r["lr"]) for r in _done(args.budget)}
         for domain in domains if args.types else ():
             for adapter_type in args.types.split(","):
+                lr = _recipe_lr(domain, adapter_type)
                 for shots in map(int, args.shots.split(",")):
                     for seed in map(int, args.seeds.split(",")):
-                        if (domain, adapter_type, shots, seed, args.limit) not in done:
+                        if (domain, adapter_type, shots, seed, args.limit, lr) not in done:
                             _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit, budget=args.budget))
                             write_text(DOC, render())
         if args.paired:

@@ -26,6 +26,15 @@ def test_a_results_file_records_the_machine_device_dtype_and_package_versions(tm
     assert not (tmp_path / "y.json").exists()
 
 
+def test_a_benchmark_that_pins_its_device_records_that_device(tmp_path, monkeypatch, capsys):
+    """(was: `default_device()`, so CPU-only kernels timed on a GPU host were recorded as run on cuda)"""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "default_device", lambda: "cuda")
+    pinned = json.loads(common.report("x", {"config": {"backend": "torch-int8"}}, device="cpu").read_text())
+    assert pinned["machine"]["device"] == "cpu"
+    assert json.loads(common.report("y", {"config": {"backend": "torch-int8"}}).read_text())["machine"]["device"] == "cuda"
+
+
 def test_counts_are_at_least_one():
     assert common.positive_int("3") == 3
     for bad in ("0", "-2", "x"):

@@ -1,0 +1,16 @@
+"""experiments/online_replay.py: a results file resumes only under the settings its finished windows ran with."""
+
+from __future__ import annotations
+
+import pytest
+from experiment_modules import online_replay
+
+
+def test_a_results_file_resumes_only_under_its_own_settings():
+    """(was: resumed whatever the constants said now, so windows trained under two step budgets shared one table
+    whose protocol named the first)"""
+    done = {"windows": [{"start": 0}], "steps": 32, "replay": 0.2, "margin": 0.005, "seed": 0, "recipe": "movie-lora",
+            "sets": ["training.max_steps=32"], "machine": "elsewhere"}
+    online_replay.check_resumable(done, {**done, "machine": "here"})  # where it runs is not a setting
+    with pytest.raises(SystemExit, match="other steps, sets; move the file away"):
+        online_replay.check_resumable(done, {**done, "steps": 16, "sets": ["training.max_steps=16"]})
