@@ -20,8 +20,9 @@ $(BIN)/python:
 
 # torch first and pinned: 2.13.0 resolves to the local CPU wheel on a machine without CUDA (checked),
 # never an unpinned multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	@$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+		|| $(BIN)/pip install torch==2.13.0
 	@command -v nvidia-smi >/dev/null 2>&1 || $(BIN)/python -c "import torch,sys; sys.exit('a CUDA torch build on a machine without CUDA: rm -rf .venv and rerun' if torch.version.cuda else 0)"
 	$(BIN)/pip install --quiet -e ".[test,ray,metrics,cf]"
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)

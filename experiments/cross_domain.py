@@ -446,7 +446,7 @@ def render(doc: dict) -> str:
         f"* Prompts: `{p['template']}` template, capped at {p['max_prompt_tokens']} tokens (oldest history dropped); "
         f"score P(yes). {prompts} scored prompts in all (cached in the score cache).",
         f"* Backbone: {p['base_model']} ({p['quantization']}, score key `{p['score_key']}`); hardware: {env}.",
-        f"* Command: `{p['command']}`",
+        f"* Command: {_command(p['command'])}",
     ]
     for d in doc["directions"]:
         lines += ["", f"## {d['source']} → {d['target']}", "",
@@ -454,6 +454,16 @@ def render(doc: dict) -> str:
                    f"{d['users']} held-out items") + f" of `{d['spec']}`; cold routing: {d['routing']['reason']}.", ""]
         lines += _table(d) + [""] + [f"* {v}" for v in verdicts(d)]
     return "\n".join(lines) + "\n"
+
+
+RETIRED_COMMAND = "adaptrec eval-transfer "  # this experiment's former CLI command, which took the same options
+
+
+def _command(command: str) -> str:
+    """The recorded command, and the one that runs it today where it names the retired CLI command."""
+    if command.startswith(RETIRED_COMMAND):
+        return f"`{command}` as run; today `python experiments/cross_domain.py {command.removeprefix(RETIRED_COMMAND)}`"
+    return f"`{command}`"
 
 
 def command_line(argv: Sequence[str]) -> str:
