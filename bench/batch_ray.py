@@ -64,6 +64,7 @@ def main() -> None:
     load_backbone(args.backbone, args.quantization)  # converts an embedded backbone once, before any timing
     load_s = time.perf_counter() - start
     threads = torch.get_num_threads()
+    timed_run(out / "warm.jsonl", **{**options, "limit": 8})  # untimed: the first forward and the data's hash
     base = timed_run(out / "local.jsonl", **options)
     torch.set_num_threads(1)
     rows = [row("single process", None, threads, *base, base),
