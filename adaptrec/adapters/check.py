@@ -44,44 +44,80 @@ def pattern_value(pattern: dict, module: str, default):
     return default
 
 
-PATTERN_MATCH_S = 5.0  # peft's matches of every pattern key against every module, all together
-# peft's own rule, run in a child: no timeout reaches inside `re`'s C loop off the main thread
+PATTERN_MATCH_S = 5.0  # peft's matches of every pattern against every module name, all together
+# How peft matches each config field that holds regular expressions against module names (peft 0.21
+# `get_pattern_key`, `check_target_module_exists`): (re function, the regex around one pattern `p`).
+_PEFT_MATCHES = {"rank_pattern": ("match", r"(.*\.)?({p})$"), "alpha_pattern": ("match", r"(.*\.)?({p})$"),
+                 "target_modules": ("fullmatch", "{p}"), "exclude_modules": ("fullmatch", "{p}"),
+                 "modules_to_save": ("match", r"(^|.*\.){p}($|\..*)"),
+                 "layers_pattern": ("match", r"(?:^|.*?\.){p}\.(?P<idx>\d+)\.")}
+# Run in a child (isolated, no site packages: nothing of the caller's folder shadows `re`), since no timeout
+# reaches inside `re`'s C loop off the main thread; a line when ready, then one per pattern finished.
 _MATCH_ALL = """import json, re, sys
+print(flush=True)
 job = json.load(sys.stdin)
-for key in job["keys"]:
+for how, regex in job["patterns"]:
+    match = getattr(re, how)
     for name in job["names"]:
-        re.match(rf"(.*\\.)?({key})$", name)
+        match(regex, name)
     print(flush=True)
 """
 
 
+def _field_patterns(config: dict, label: str) -> list[tuple[str, str]]:
+    """(field, pattern) of every regular expression in the config that peft matches against module names: the
+    keys of `rank_pattern`/`alpha_pattern`, `target_modules`/`exclude_modules` given as one string, each
+    `modules_to_save` entry and `layers_pattern`."""
+    out = []
+    for field in ("rank_pattern", "alpha_pattern"):
+        value = config.get(field) or {}
+        if not isinstance(value, dict):
+            raise IntegrityError(f"{label}: {CONFIG_FILE} {field} must be a mapping of module patterns to ranks")
+        out += [(f"{field} key", key) for key in value]
+    for field in ("target_modules", "exclude_modules"):
+        if isinstance(config.get(field), str):  # a list names modules; one string is a regular expression
+            out.append((field, config[field]))
+    for field in ("modules_to_save", "layers_pattern"):
+        value = config.get(field) or []
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise IntegrityError(f"{label}: {CONFIG_FILE} {field} must be a string or a list of strings")
+        out += [(field, item) for item in items]
+    return out
+
+
 def _check_patterns(config: dict, label: str, modules: list[str]) -> None:
-    """IntegrityError unless `rank_pattern` and `alpha_pattern` are absent or mappings of regular expressions that
-    peft matches against `modules` (as it will at every load) within PATTERN_MATCH_S: Python's backtracking `re`
-    can take hours on a key like `(\\w+\\.?)+x`, and a pull must not hang on what it checks."""
-    keys: list[tuple[str, str]] = []
-    for name in ("rank_pattern", "alpha_pattern"):
-        pattern = config.get(name) or {}
-        if not isinstance(pattern, dict):
-            raise IntegrityError(f"{label}: {CONFIG_FILE} {name} must be a mapping of module patterns to ranks")
-        for key in pattern:
-            try:
-                re.compile(rf"(.*\.)?({key})$")  # as `pattern_value` (and peft) match it
-            except (re.error, RecursionError) as e:
-                raise IntegrityError(f"{label}: {CONFIG_FILE} {name} key {key[:80]!r} is not a regular expression "
-                                     f"({str(e) or type(e).__name__})") from None
-            keys.append((name, key))
-    if not keys:
+    """IntegrityError unless every regular expression of the config (`_field_patterns`) compiles, and peft's
+    matches of them against `modules` (as at every load) end within PATTERN_MATCH_S: Python's backtracking `re`
+    can take hours on a pattern like `(\\w+\\.?)+x`, and a pull must not hang on what it checks."""
+    patterns = []
+    for field, pattern in _field_patterns(config, label):
+        how, around = _PEFT_MATCHES[field.removesuffix(" key")]
+        regex = around.replace("{p}", pattern)
+        try:
+            re.compile(regex)
+        except (re.error, RecursionError) as e:
+            raise IntegrityError(f"{label}: {CONFIG_FILE} {field} {pattern[:80]!r} is not a regular expression "
+                                 f"({str(e) or type(e).__name__})") from None
+        patterns.append((field, pattern, how, regex))
+    if not patterns:
         return
-    job = json.dumps({"keys": [k for _, k in keys], "names": modules})
+    job = json.dumps({"patterns": [(how, regex) for _, _, how, regex in patterns], "names": modules})
     try:
-        subprocess.run([sys.executable, "-c", _MATCH_ALL], input=job, capture_output=True, text=True, check=True,
-                       timeout=PATTERN_MATCH_S)
-    except subprocess.TimeoutExpired as e:  # the child printed a line per key it finished
-        name, key = keys[min(len((e.stdout or b"").splitlines()), len(keys) - 1)]
-        raise IntegrityError(f"{label}: {CONFIG_FILE} {name} key {key[:80]!r} takes peft's match over "
+        subprocess.run([sys.executable, "-I", "-S", "-c", _MATCH_ALL], input=job, capture_output=True, text=True,
+                       check=True, timeout=PATTERN_MATCH_S)
+    except subprocess.TimeoutExpired as e:
+        done = len((e.stdout or b"").splitlines()) - 1  # the first line says the child is ready
+        if done < 0:
+            raise IntegrityError(f"{label}: could not check {CONFIG_FILE}'s module patterns: the checking process "
+                                 f"did not start within {PATTERN_MATCH_S:g} s") from None
+        field, pattern = patterns[min(done, len(patterns) - 1)][:2]
+        raise IntegrityError(f"{label}: {CONFIG_FILE} {field} {pattern[:80]!r} takes peft's match over "
                              f"{PATTERN_MATCH_S:g} s on this model's module names (a backtracking pattern)") from None
-    except (OSError, subprocess.CalledProcessError) as e:
+    except subprocess.CalledProcessError as e:
+        why = (e.stderr or "").strip().splitlines()[-1:] or [f"exit status {e.returncode}"]
+        raise IntegrityError(f"{label}: could not check {CONFIG_FILE}'s module patterns ({why[0][:200]})") from None
+    except OSError as e:
         raise IntegrityError(f"{label}: could not check {CONFIG_FILE}'s module patterns ({e})") from None
 
 
@@ -111,15 +147,17 @@ def tensor_shapes(path: Path, label: str) -> dict[str, tuple[int, ...]]:
         raise IntegrityError(f"{label}: {path.name} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def base_linear_shapes(base_config) -> dict[str, tuple[int, int]]:
-    """Module name -> (in_features, out_features) of every linear layer of the base architecture (meta device)."""
+def base_modules(base_config) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """Every module name of the base architecture (built on the meta device: no weights), and (in_features,
+    out_features) of each linear layer by name."""
     import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(base_config)
-    return {name: (m.in_features, m.out_features) for name, m in skeleton.named_modules()
-            if isinstance(m, torch.nn.Linear)}
+    named = [(name, m) for name, m in skeleton.named_modules() if name]
+    return [name for name, _ in named], {name: (m.in_features, m.out_features) for name, m in named
+                                         if isinstance(m, torch.nn.Linear)}
 
 
 def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_config=None) -> None:
@@ -135,8 +173,8 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
     shapes = tensor_shapes(Path(folder) / WEIGHTS_FILE, label)
     modules = _lora_modules(shapes, label)
     targets = config.get("target_modules")
-    linears = base_linear_shapes(base_config) if base_config is not None else None
-    _check_patterns(config, label, sorted(set(modules) | set(linears or ())))
+    names, linears = base_modules(base_config) if base_config is not None else ([], None)
+    _check_patterns(config, label, sorted(set(modules) | set(names)))
     for module, (a, b) in sorted(modules.items()):
         if isinstance(targets, list) and not targets_module(targets, module):
             raise IntegrityError(f"{label}: {WEIGHTS_FILE} holds LoRA tensors for {module}, which target_modules "

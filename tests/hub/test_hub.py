@@ -772,6 +772,9 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     assert _lora_modules(lora_bias, "x") == {"m": ((2, 4), (4, 2))}
 
 
+SLOW = r"(\w*\.?\w*)+x"  # exponential in Python's `re`: hours per module name
+
+
 @pytest.mark.parametrize("case, expect", [
     ("rank", "says r=99"),
     ("targets", "does not name"),
@@ -781,7 +784,10 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     ("pattern", "rank_pattern key '(' is not a regular expression"),  # was: re.error's traceback
     ("pattern-list", "rank_pattern must be a mapping"),  # was: AttributeError's traceback
     ("pattern-deep", "alpha_pattern key '((((("),  # was: RecursionError's traceback
-    ("pattern-slow", "takes peft's match over 0.5 s"),  # was: the pull hung in `re` for hours
+    ("pattern-slow", f"rank_pattern key {SLOW!r} takes peft's match over 0.5 s"),  # was: the pull hung for hours
+    ("targets-slow", f"target_modules {SLOW!r} takes peft's match over 0.5 s"),  # peft's fullmatch of one string
+    ("save-slow", f"modules_to_save {SLOW!r} takes peft's match over 0.5 s"),
+    ("layers-not-regex", "layers_pattern '(' is not a regular expression"),
     ("huge-int", "adapter_config.json: not valid JSON"),  # was: ValueError's traceback
 ])
 def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys,
@@ -806,9 +812,16 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
         config["rank_pattern"] = [8]
     elif case == "pattern-deep":
         config["alpha_pattern"] = {"(" * 5000 + ")" * 5000: 8}
-    elif case == "pattern-slow":
+    elif case.endswith("-slow"):
         monkeypatch.setattr("adaptrec.adapters.check.PATTERN_MATCH_S", 0.5, raising=False)
-        config["rank_pattern"] = {"q_proj": config["r"], r"(\w*\.?\w*)+x": 8}  # exponential: hours per module
+        if case == "pattern-slow":
+            config["rank_pattern"] = {"q_proj": config["r"], SLOW: 8}  # the harmless key first: the slow one is named
+        elif case == "targets-slow":
+            config["target_modules"] = SLOW
+        else:
+            config["modules_to_save"] = ["lm_head", SLOW]
+    elif case == "layers-not-regex":
+        config["layers_pattern"] = "("
     elif case == "missing":
         layer = next(k for k in weights if "lora_A" in k).split(".lora_A")[0]
         weights = {k: v for k, v in weights.items() if not k.startswith(layer + ".")}
