@@ -105,9 +105,6 @@ class TrainingSection(_Strict):
     def _warmup_has_a_schedule(self) -> TrainingSection:
         if self.scheduler == "constant" and self.warmup_steps:  # transformers' constant schedule ignores warmup
             raise ValueError("warmup_steps needs scheduler linear or cosine; constant ignores it")
-        if self.warmup_steps and self.max_steps == 1:  # the schedule's learning rate is 0 at step 0
-            raise ValueError("warmup_steps gives the first optimizer step learning rate 0, and max_steps 1 has no "
-                             "other: the adapter would not train; set warmup_steps 0")
         return self
 
     @field_validator("mixed_precision", mode="before")
@@ -299,9 +296,20 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
         raise ConfigError(f"{path} line {reserved}: comments starting {_SET_PREFIX.strip()!r} are where adaptrec "
                           "records --set overrides; reword it")
     recipe = _validate(text, overrides or [], str(path))
+    check_trainable(recipe)
     if overrides:
         text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"
     return recipe, text
+
+
+def check_trainable(recipe: Recipe) -> None:
+    """ConfigError for settings that would train nothing: a warm-up gives the first optimizer step learning rate 0,
+    so with one step there is no other. Checked where a run starts (`load_recipe`, `update`), not on stored texts:
+    versions registered before the check still load."""
+    t = recipe.training
+    if t.warmup_steps and t.max_steps == 1:
+        raise ConfigError(f"{recipe._source}: training: warmup_steps gives the first optimizer step learning rate 0, "
+                          "and max_steps 1 has no other: the adapter would not train; set warmup_steps 0")
 
 
 def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:

@@ -233,6 +233,8 @@ def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
     assert "set warmup_steps 0" in _one_line(e)
     assert load_recipe("movie-lora", ["training.max_steps=1", "training.warmup_steps=0"])
     assert load_recipe("movie-lora", ["training.max_steps=2"])  # the second step learns
+    _, text = load_recipe("movie-lora")  # a version registered before the check, e.g. by `update --steps 1`
+    assert recipe_from_text(text + "# --set training.max_steps=1\n").training.max_steps == 1  # still loads
 
 
 def test_an_unquoted_no_precision_is_no(tmp_path):
