@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import get_available_trackers
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -253,7 +254,10 @@ class Trainer:
         if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
             raise ConfigError(f"{data.ckpt.path}: written by a run of {saved} processes, this one has "
                               f"{self.accelerator.num_processes}: resume it with as many, or pass --restart")
-        if data.meta["trainer"].get("cases", self.cases_digest) != self.cases_digest:  # absent: older format
+        same = [data.meta["trainer"].get("cases", self.cases_digest) == self.cases_digest]  # absent: older format
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(same)  # the main process's answer: every rank stops, or none (none waits forever)
+        if not same[0]:
             raise ConfigError(f"{data.ckpt.path}: written by a run over other training or validation cases (has "
                               f"{self.recipe.data.train} or {self.recipe.data.valid} changed since?): the remaining "
                               "steps would read other batches; pass --restart")
@@ -349,9 +353,11 @@ class Trainer:
 
     @cached_property
     def cases_digest(self) -> str:
-        """sha256 of the training and validation cases in order: a resumed run must step through the same batches."""
+        """sha256 of the training, validation and method's own cases (a ranking loss's partners, other domains'
+        data) in order: a resumed run must step through the same batches. Read after `setup` built the method."""
+        cases = (*self.train_cases, *self.val_cases, *self.method.own_cases())
         return digest([[c.user_id, c.domain, c.noun, [[h.text, h.liked, h.item_id, h.domain] for h in c.history],
-                        c.target, c.label, c.target_id] for c in (*self.train_cases, *self.val_cases)])
+                        c.target, c.label, c.target_id] for c in cases])
 
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through

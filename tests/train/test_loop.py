@@ -141,6 +141,10 @@ def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path)
     grown = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "grown", train_cases=9)
     with pytest.raises(ConfigError, match="other training or validation cases .* pass --restart"):
         grown.resume()
+    extra = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "extra")
+    extra.method.own_cases = lambda: synthetic_cases(3)  # e.g. a multi-task run's other domain, logged meanwhile
+    with pytest.raises(ConfigError, match="other training or validation cases"):
+        extra.resume()
 
 
 def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):

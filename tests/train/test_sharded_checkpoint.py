@@ -23,6 +23,7 @@ from adaptrec.errors import ConfigError
 from adaptrec.train import checkpoint as ck
 from adaptrec.train import loop
 from adaptrec.train.early_stopping import EarlyStopping
+from adaptrec.train.methods.base import Method
 
 
 class _StubTuner:
@@ -72,6 +73,7 @@ def test_the_checkpoint_writer_follows_the_distributed_type(kind, main, writer, 
     trainer.scheduler = _scheduler()
     trainer.optimizer = trainer.scheduler.optimizer
     trainer.stopper = EarlyStopping(None)
+    trainer.method = Method()  # the plain method: its own cases (none) go into the checkpoint's digest
     trainer.checkpoint()
     assert calls == ([writer] if writer else [])
 
