@@ -22,6 +22,7 @@ from .errors import BackboneError, MissingOptionalPackage
 from .fingerprint import Fingerprint, digest, file_sha256, text_digest
 from .home import adaptrec_home
 from .int8_cpu import KERNEL_VERSION, quantize_linears
+from .userfiles import parse_json, read_user_text
 
 Quantization = Literal["8bit", "4bit", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit", "none")
@@ -258,13 +259,33 @@ def _cached_file_sha256(path: Path) -> str:
     return cache[key]
 
 
+_WEIGHT_FILES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch_model.bin.index.json",
+                                                                          "pytorch_model.bin"))
+
+
+def loaded_weight_files(source: Path) -> list[Path]:
+    """The files transformers loads the weights from, in its order of preference: the shards a
+    `model.safetensors.index.json` maps, else `model.safetensors`, else the same for `pytorch_model.bin`. Nothing
+    else in the folder (an `optimizer.pt`, a `consolidated.safetensors` copy, an adapter) is the model."""
+    for index, single in _WEIGHT_FILES:
+        if (source / index).is_file():
+            doc = parse_json(read_user_text(source / index, "weight index", BackboneError),
+                             f"backbone {source}: {index}", BackboneError)
+            shards = sorted(set(doc.get("weight_map", {}).values())) if isinstance(doc, dict) else []
+            if not shards or not all(isinstance(n, str) and n == Path(n).name and (source / n).is_file()
+                                     for n in shards):
+                raise BackboneError(f"backbone {source}: {index} maps no shards, or names one missing from the folder")
+            return [source / n for n in shards]
+        if (source / single).is_file():
+            return [source / single]
+    raise BackboneError(f"backbone {source}: no weight files (model.safetensors, pytorch_model.bin or a sharded "
+                        "index of either) in the folder")
+
+
 def compute_fingerprint(source: Path, base_model: str, quantization: str, config, tokenizer) -> Fingerprint:
-    """Exact: hash of the weight files transformers loads (its safetensors files, or failing those its
-    `pytorch_model*.bin`; not a trainer's `optimizer.pt` or `training_args.bin` beside them) + quantization.
+    """Exact: hash of the weight files transformers loads (`loaded_weight_files`) + quantization.
     Family: architecture, parameter shapes, vocabulary."""
-    weights = sorted(source.glob("*.safetensors")) or sorted(source.glob("pytorch_model*.bin"))
-    if not weights:
-        raise BackboneError(f"backbone {source}: no weight files (*.safetensors or pytorch_model*.bin) in the folder")
+    weights = loaded_weight_files(source)
     exact = digest({"weights": {p.name: _cached_file_sha256(p) for p in weights}, "quantization": quantization})
     from transformers import AutoModelForCausalLM
 

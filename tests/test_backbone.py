@@ -87,7 +87,24 @@ def test_the_exact_fingerprint_reads_only_the_weights_transformers_loads(tiny_mo
     torch.save({"step": 1}, folder / "training_args.bin")
     torch.save({"state": {}}, folder / "optimizer.pt")
     torch.save({"rng": 1}, folder / "rng_state.pth")
+    shutil.copy(folder / "model.safetensors", folder / "consolidated.safetensors")  # a second copy some repos ship
+    (folder / "adapter_model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:64])
     assert backbone_fingerprint(str(folder), "none") == before
+
+
+def test_a_sharded_backbone_is_identified_by_the_shards_its_index_maps(tiny_model_dir, tmp_path):
+    from adaptrec.backbone import backbone_fingerprint, loaded_weight_files
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(tiny_model_dir, sharded)
+    (sharded / "model.safetensors").unlink()
+    LlamaForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(sharded, max_shard_size="20KB")
+    shards = loaded_weight_files(sharded)
+    assert len(shards) > 1 and all(p.name.startswith("model-0") for p in shards)
+    assert backbone_fingerprint(str(sharded), "none").family == backbone_fingerprint(str(tiny_model_dir), "none").family
+    shards[0].unlink()
+    with pytest.raises(BackboneError, match="names one missing"):
+        backbone_fingerprint(str(sharded), "none")
 
 
 def test_a_model_with_no_causal_lm_head_is_a_one_line_error(tiny_model_dir, tmp_path):
