@@ -9,7 +9,7 @@ before). Requests commit without that fsync (`NORMAL`), so logging costs a serve
 Feedback is acknowledged only after its transaction commits (`add_feedback` returns).
 
 Read back as data, `feedback:DOMAIN[:SINCE]` (see `data/spec.py`) is every (request, item) pair with feedback,
-the last event winning, as labelled Cases in the order the feedback arrived.
+the last event's label winning, as labelled Cases in the order of each pair's first event.
 """
 
 from __future__ import annotations

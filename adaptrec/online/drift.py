@@ -49,7 +49,10 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
 
 
 def labelled_windows(before: list[Case], after: list[Case]) -> tuple[list[Case], list[Case]]:
-    """Each window's labelled cases; a one-line error for a window without both classes."""
+    """Each window's labelled cases, a feedback pair the after window holds (re-labelled since) counted there only;
+    a one-line error for a window without both classes."""
+    later = {c.meta["event"] for c in after if "event" in c.meta}
+    before = [c for c in before if c.meta.get("event") not in later]  # its label is the after window's
     windows = []
     for name, cases in (("before", before), ("after", after)):
         labelled = [c for c in cases if c.label is not None]

@@ -111,3 +111,19 @@ def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():
     report = {"adapter": "arts-lora:1", "domain": "arts", "before": window, "after": window,
               "change": {"psi": 0.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0, "auc_change": 0.0}}
     assert "AUC adapter 1.000, popularity 0.125" in summary(report)
+
+
+def test_a_pair_re_labelled_after_the_before_window_counts_in_the_after_window_only():
+    """Feedback cases keep their first event's place with their latest label: a pair labelled in `[0:N]` and
+    re-labelled after SINCE was in both windows, its new label counted as "before" too."""
+    from adaptrec.data.online_log import OnlineLog
+    from adaptrec.data.spec import load_spec
+    from adaptrec.online.drift import labelled_windows
+
+    log_feedback(synthetic_cases(8, seed=1), t0=1000)
+    first = load_spec("feedback:movie[0:8]").cases[0]
+    OnlineLog().add_feedback(first.meta["request_id"], first.target, label=1 - first.label, created=5000)
+    log_feedback(synthetic_cases(8, seed=2), t0=5001)
+    before, after = labelled_windows(load_spec("feedback:movie[0:8]").cases, load_spec("feedback:movie:5000").cases)
+    assert first.meta["event"] in {c.meta["event"] for c in after}
+    assert first.meta["event"] not in {c.meta["event"] for c in before} and len(before) == 7
