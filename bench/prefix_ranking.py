@@ -42,7 +42,9 @@ def main() -> None:
     full_s = prefix_s = 0.0
     diffs, prompt_tokens, prefix_tokens = [], [], []
     timed_users = {u.user_id for u in users}
-    warm = next(c for c in amazon_cases(200, min_history=20) if c.user_id not in timed_users)
+    warm = next((c for c in amazon_cases(200, min_history=20) if c.user_id not in timed_users), None)
+    if warm is None:
+        raise SystemExit(f"--users {args.users}: no user with >= 20 history items is left to warm up on; take fewer")
     engine.logits([(ref, engine.prompt(warm))])  # warm-up of both paths (loads the adapter) on a user not timed
     engine.rank(warm, pool[:2], ref)
     warm_runs = engine.ranker.prefix_runs

@@ -361,7 +361,9 @@ def main() -> None:
     if args.smoke:
         global WINDOW, GATE, STEPS, RESULTS, DOC, FIGURE, BASE_SETS
         WINDOW, GATE, STEPS = 12, 12, 1
-        BASE_SETS = [s.replace("=32", "=1").replace("=8", "=1") for s in BASE_SETS] + ["training.warmup_steps=0"]
+        from adaptrec.config import step_budget
+
+        BASE_SETS = [*step_budget(STEPS), *(s.replace("=32", "=1").replace("=8", "=1") for s in BASE_SETS[1:])]
         RESULTS, DOC, FIGURE = args.smoke / "online_replay.json", args.smoke / "online.md", args.smoke / "online.png"
         DOC.write_text("<!-- online-replay:start -->\n<!-- online-replay:end -->\n")
     if not args.render_only:

@@ -64,23 +64,23 @@ def on_grid_backend(row: dict) -> bool:
 
 
 @functools.cache
-def _recipe_lr(domain: str, adapter_type: str) -> float:
-    """The learning rate a grid run of this domain and type trains at: its recipe's (`RECIPE`), else movie's."""
+def _shipped_recipe(name: str) -> dict:
+    """adaptrec/recipes/<name>.yaml as data."""
     import yaml
 
     from adaptrec.config import RECIPES_DIR
 
-    name = RECIPE.get((domain, adapter_type), f"movie-{adapter_type}")
-    return float(yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())["training"]["lr"])
+    return yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
 
 
 def _movie_recipe(adapter_type: str) -> dict:
     """adaptrec/recipes/movie-<type>.yaml as data: its adapter section and lr serve every domain's runs of that type."""
-    import yaml
+    return _shipped_recipe(f"movie-{adapter_type}")
 
-    from adaptrec.config import RECIPES_DIR
 
-    return yaml.safe_load((RECIPES_DIR / f"movie-{adapter_type}.yaml").read_text())
+def _recipe_lr(domain: str, adapter_type: str) -> float:
+    """The learning rate a grid run of this domain and type trains at (`run`): its recipe's (`RECIPE`), else movie's."""
+    return float(_shipped_recipe(RECIPE.get((domain, adapter_type), f"movie-{adapter_type}"))["training"]["lr"])
 
 
 def _done(budget: int = BUDGET) -> list[dict]:
