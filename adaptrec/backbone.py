@@ -271,7 +271,8 @@ def loaded_weight_files(source: Path) -> list[Path]:
         if (source / index).is_file():
             doc = parse_json(read_user_text(source / index, "weight index", BackboneError),
                              f"backbone {source}: {index}", BackboneError)
-            shards = sorted(set(doc.get("weight_map", {}).values())) if isinstance(doc, dict) else []
+            weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
             if not shards or not all(isinstance(n, str) and n == Path(n).name and (source / n).is_file()
                                      for n in shards):
                 raise BackboneError(f"backbone {source}: {index} maps no shards, or names one missing from the folder")

@@ -105,6 +105,9 @@ def test_a_sharded_backbone_is_identified_by_the_shards_its_index_maps(tiny_mode
     shards[0].unlink()
     with pytest.raises(BackboneError, match="names one missing"):
         backbone_fingerprint(str(sharded), "none")
+    (sharded / "model.safetensors.index.json").write_text('{"weight_map": ["a list"]}')  # was: AttributeError
+    with pytest.raises(BackboneError, match="maps no shards"):
+        backbone_fingerprint(str(sharded), "none")
 
 
 def test_a_model_with_no_causal_lm_head_is_a_one_line_error(tiny_model_dir, tmp_path):
