@@ -82,7 +82,7 @@ class EvalReport:
         """How the CIs were drawn: users move with all their cases; data naming no users resamples its cases."""
         if self.users is not None and self.users < self.n:
             return f"95% bootstrap CIs over users ({self.users})"
-        return "95% bootstrap CIs over cases (each case its own user: the data names no two cases' user as one)"
+        return "95% bootstrap CIs over cases (the data names no user with more than one case)"
 
     @property
     def ranked(self) -> str:
