@@ -207,6 +207,23 @@ class Recipe(_Strict):
                              "tallrec-items or chat-items")
         return self
 
+    @model_validator(mode="after")
+    def _collab_encoder_never_saw_valid_or_test(self) -> "Recipe":
+        """A collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
+        held-out splits of that source, or their pairs would be in the encoder's training data."""
+        if self.adapter.type != "collab":
+            return self
+        from .cf.fit import HELD_OUT, scores_spec
+        from .data.spec import with_protocol
+
+        source = self.adapter.encoder_data
+        for part in ("valid", "test"):
+            spec = with_protocol(getattr(self.data, part), self.data.protocol, part)
+            if not scores_spec(source, spec):
+                raise ValueError(f"data.{part} {spec!r} is not held out of adapter.encoder_data {source!r} (its "
+                                 f"held-out SPECs match {HELD_OUT[source]}): its pairs would train the encoder")
+        return self
+
 
 def _parse_override(item: str, source: str) -> tuple[list[str], object]:
     key, sep, value = item.partition("=")

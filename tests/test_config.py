@@ -237,6 +237,15 @@ def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
     assert recipe_from_text(text + "# --set training.max_steps=1\n").training.max_steps == 1  # still loads
 
 
+@pytest.mark.parametrize("recipe, source", [("ml100k-collab", "movielens:100k"), ("movie-collab", "movielens:100k:loo")])
+def test_a_collab_adapter_is_refused_an_encoder_whose_data_holds_its_valid_or_test_pairs(recipe, source):
+    """(was: accepted; 914 of the 943 leave-one-out test pairs, or 968 of the 1000 TALLRec-window ones, were in the
+    encoder's training data)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe(recipe, [f"adapter.encoder_data={source}"])
+    assert f"is not held out of adapter.encoder_data '{source}'" in _one_line(e)
+
+
 def test_an_unquoted_no_precision_is_no(tmp_path):
     """YAML reads `mixed_precision: no` as false, which the Literal refused."""
     assert load_recipe("movie-lora", ["training.mixed_precision=no"])[0].training.mixed_precision == "no"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from data_markers import needs_ml100k
@@ -88,6 +90,29 @@ def test_movielens_cases_carry_item_ids_and_encoders_never_see_held_out_pairs():
     shown = {(c.user_id, h.item_id) for c in test + valid for h in c.history}
     assert not held_out & seen and not shown & seen
     assert 90_000 < len(seen) < 100_000 and len(load_item_ids()) == 1682
+
+
+HELD_OUT_SPECS = {"movielens:100k": ["movielens:100k:valid", "movielens:100k:test"],
+                  "movielens:100k:loo": ["movielens:100k:loo:valid", "movielens:100k:loo:test"],
+                  "amazon": [f"amazon:{d}:{p}" for d in ("arts", "office") for p in ("valid", "test")]}
+
+
+@pytest.mark.parametrize("source", list(HELD_OUT_SPECS))
+def test_no_held_out_pair_reaches_the_data_every_encoder_is_fitted_on(source):
+    """At the one entry point every encoder is fitted through (`fit_encoder` reads `source_ratings`): no (user,
+    item) pair of the source's valid or test cases, held-out item or sampled negative, is among its rows."""
+    from adaptrec.cf.fit import HELD_OUT, SOURCES, scores_spec, source_ratings
+    from adaptrec.data.spec import load_spec
+    from adaptrec.home import data_root
+
+    if source == "amazon" and not (data_root() / "amazon_arts_office").is_dir():
+        pytest.skip(f"no Amazon Arts-Office data under {data_root()}")
+    if source.startswith("movielens") and importlib.util.find_spec("recbole") is None:
+        pytest.skip("recbole (MovieLens-100K) not installed")
+    assert set(HELD_OUT_SPECS) == set(SOURCES) and all(scores_spec(source, s) for s in HELD_OUT_SPECS[source])
+    rows = {(user, item) for user, item, _ in source_ratings(source).rows}
+    held_out = {(c.user_id, c.target_id) for spec in HELD_OUT_SPECS[source] for c in load_spec(spec).cases}
+    assert rows and held_out and not rows & held_out, HELD_OUT[source]
 
 
 def test_an_encoders_validation_counts_users_and_their_lists_apart():
