@@ -68,8 +68,12 @@ class Composition:
         object.__setattr__(self, "refs", tuple(self.refs))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         check_weights(self.method, self.weights, len(self.refs))
-        if self.density is not None and not 0 < self.density <= 1:
-            raise CompositionError(f"density {self.density}: expected a share in (0, 1]")
+        if self.svd_rank is not None and (self.method not in SVD_METHODS or self.svd_rank < 1):
+            raise CompositionError(f"--svd-rank {self.svd_rank}: a rank of at least 1, for {', '.join(SVD_METHODS)} "
+                                   f"(this method is {self.method})")
+        if self.density is not None and (self.method not in _DENSITY_METHODS or not 0 < self.density <= 1):
+            raise CompositionError(f"--density {self.density}: a share in (0, 1], for {', '.join(_DENSITY_METHODS)} "
+                                   f"(this method is {self.method})")
         if self.density is None and self.method in _DENSITY_METHODS:
             object.__setattr__(self, "density", 1.0 if self.method.startswith("magnitude") else 0.5)
 
@@ -132,12 +136,12 @@ def _ranks(config) -> tuple[int, dict]:
     return config.r, dict(config.rank_pattern or {})
 
 
-def _full_rank(model, names: Sequence[str]) -> int:
-    """Σ of the sources' largest ranks, capped at the smallest targeted matrix side (ΔW's rank bound)."""
+def _rank_bounds(model, names: Sequence[str]) -> tuple[int, int]:
+    """(Σ of the sources' largest ranks, the smallest targeted matrix side): ΔW's rank is at most either."""
     total = sum(max([c.r, *(c.rank_pattern or {}).values()]) for c in (model.peft_config[n] for n in names))
     sides = [min(m.in_features, m.out_features) for m in model.modules()
              if isinstance(m, LoraLayer) and any(n in m.lora_A for n in names)]
-    return min([total, *sides])
+    return total, min(sides, default=total)
 
 
 def merge(model, names: Sequence[str], composition: Composition, new_name: str) -> str:
@@ -158,7 +162,13 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
         instead = "cat or svd" if method == "linear" else f"cat, svd or {method}_svd"
         raise CompositionError(f"{method} merges A and B separately and needs equal ranks in every module ({ranks}); "
                                f"use {instead}")
-    svd_rank = (composition.svd_rank or _full_rank(model, names)) if method in SVD_METHODS else None
+    svd_rank = None
+    if method in SVD_METHODS:
+        total, side = _rank_bounds(model, names)
+        if composition.svd_rank is not None and composition.svd_rank > side:  # peft slices the factors to the side
+            raise CompositionError(f"--svd-rank {composition.svd_rank}: above the smallest targeted matrix side "
+                                   f"({side}), so the saved adapter would not load again; use at most {side}")
+        svd_rank = composition.svd_rank or min(total, side)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(composition.seed)
         try:
@@ -189,9 +199,12 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
             tempfile.TemporaryDirectory() as tmp:
         merged = merge(model, names, composition, peft_name(f"{name}+composed"))
         model.save_pretrained(tmp, selected_adapters=[merged])  # peft writes a named adapter into tmp/<name>/
+        lineage = composition.lineage([r.ref for r in records])
+        if composition.method in SVD_METHODS:  # the rank applied, the default one included
+            lineage["svd_rank"] = model.peft_config[merged].r
         return registry.register(
             Path(tmp) / merged, name=name, domain=domain, kind="composed", adapter_type="lora", adapter_config=None,
-            fingerprint=backbone.fingerprint, metrics=metrics, lineage=composition.lineage([r.ref for r in records]),
+            fingerprint=backbone.fingerprint, metrics=metrics, lineage=lineage,
         )
 
 

@@ -8,6 +8,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from ..adapters.attach import detach
+from ..adapters.files import MIX_TYPE
 from ..data.history_file import HistoryEntry, parse_history
 from ..data.records import Case, default_noun
 from ..errors import DataFormatError
@@ -33,8 +34,11 @@ def one_source(registry, ref: str | None) -> str | None:
     comma-separated, are refused: a Recommender scores with one adapter (a mix is composed first)."""
     refs = list(resolve_sources(registry, ref)) if ref else []
     if len(refs) > 1:
-        raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: compose them first "
-                         "(adaptrec compose --method mix) and load the composition")
+        raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: merge them first "
+                         "(adaptrec compose --method cat) and load the composition")
+    if refs and registry.resolve(refs[0]).adapter_type == MIX_TYPE:
+        raise RouteError(f"{refs[0]} is a score-level mix; a Recommender scores with one adapter: merge its sources "
+                         "(adaptrec compose --method cat) and load that")
     return refs[0] if refs else None
 
 

@@ -48,6 +48,24 @@ def _max_err(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+def test_merge_knobs_are_refused_where_they_do_nothing_and_an_svd_rank_past_the_layers(tiny_model_dir, registry):
+    """(was: `cat` with `--svd-rank 2 --density 0.3` recorded both in its lineage though neither applied; an
+    `--svd-rank` above the smallest layer side registered an adapter whose config rank its tensors could not have,
+    which never loaded again)"""
+    for method, knobs in (("cat", {"svd_rank": 2}), ("cat", {"density": 0.3}), ("svd", {"density": 0.5}),
+                          ("linear", {"density": 0.5}), ("svd", {"svd_rank": 0})):
+        with pytest.raises(CompositionError, match="--svd-rank|--density"):
+            Composition(("a", "b"), method, (0.5, 0.5), **knobs)
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    register_random(tiny_model_dir, registry, "b", LORA2, seed=2)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        with pytest.raises(CompositionError, match="above the smallest targeted matrix side"):
+            merge(model, names, Composition(("a", "b"), "svd", (0.5, 0.5), svd_rank=1000), "m")
+    record = compose(fresh_backbone(tiny_model_dir), registry, Composition(("a", "b"), "svd", (0.5, 0.5)),
+                     name="c", domain="arts")
+    assert record.lineage["svd_rank"] == 6 and "density" not in record.lineage  # the rank applied: Σ rᵢ
+
+
 def _one_line(e: pytest.ExceptionInfo) -> str:
     msg = str(e.value)
     assert msg and "\n" not in msg
@@ -60,7 +78,8 @@ def test_exact_delta_w_merges_reproduce_the_weighted_sum(tiny_model_dir, registr
     register_random(tiny_model_dir, registry, "b", LORA2, seed=2)  # unequal ranks are fine for ΔW merges
     weights = (0.7, -0.4)
     with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
-        merged = merge(model, names, Composition(("a", "b"), method, weights, density=1.0), "m")
+        density = 1.0 if method.startswith("magnitude") else None  # keep every value: the sum stays exact
+        merged = merge(model, names, Composition(("a", "b"), method, weights, density=density), "m")
         expected = _weighted_sum(model, names, weights)
         assert _max_err(delta_weights(model, merged), expected) < 1e-5
         assert model.peft_config[merged].r == 6  # Σ rᵢ
@@ -99,7 +118,8 @@ def test_separate_ab_methods_merge_a_and_b_separately(tiny_model_dir, registry, 
     register_random(tiny_model_dir, registry, "b", LORA4, seed=2)
     weights = (0.7, -0.4)
     with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
-        merged = merge(model, names, Composition(("a", "b"), method, weights, density=0.6), "m")
+        density = None if method == "linear" else 0.6  # linear keeps every value
+        merged = merge(model, names, Composition(("a", "b"), method, weights, density=density), "m")
         layer = model.base_model.model.model.layers[0].self_attn.q_proj
         ws = [w * layer.scaling[n] for w, n in zip(weights, names)]  # peft: √|w·s| on both sides, the sign on A
         wa = torch.tensor([math.copysign(math.sqrt(abs(w)), w) for w in ws])

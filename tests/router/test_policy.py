@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -149,9 +150,17 @@ def test_history_file_items_may_name_their_domain(tmp_path):
 
 
 def test_a_recommender_of_several_adapters_is_refused_before_the_backbone_loads(registry, monkeypatch):
-    """`load("arts,office")` attached both and scored with the first alone, under its name."""
+    """`load("arts,office")` attached both and scored with the first alone, under its name; a registered mix (what
+    the refusal once suggested composing) loaded the backbone, then failed: it has no weights to attach."""
     import adaptrec
+    from adaptrec import api
 
-    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
-    with pytest.raises(RouteError, match="'arts,office' names 2 adapters; a Recommender scores with one"):
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    with pytest.raises(RouteError, match="'arts,office' names 2 adapters; .* --method cat"):
         adaptrec.load("arts,office")
+    mix = registry.register(lambda folder: (Path(folder) / "mix.json").write_text("{}"), name="mixy", domain="arts",
+                            kind="composed", adapter_type="mix", fingerprint=FP,
+                            adapter_config={"sources": ["arts-lora:1", "office-lora:1"], "weights": [0.5, 0.5]},
+                            lineage={"parents": ["arts-lora:1", "office-lora:1"], "method": "mix", "weights": [0.5, 0.5]})
+    with pytest.raises(RouteError, match="mixy:1 is a score-level mix"):
+        adaptrec.load(mix.ref)
