@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from adaptrec.data.candidates import read_candidates
+from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of
@@ -51,9 +52,10 @@ class Retriever:
         return self._memo[text]
 
     def seen(self, case: Case) -> set[str]:
-        """Catalogue ids of the history: its item ids, and every id of a title it holds (a second listing of an item
-        the user has is no recommendation)."""
-        ids = {h.item_id for h in case.history if h.item_id is not None}
+        """Catalogue ids of what the user has: the history's item ids, on a held-out case also every earlier item
+        (`ENCODER_HISTORY`: the prompt keeps only the latest ones), and every id of a title the history holds (a
+        second listing of an item the user has is no recommendation)."""
+        ids = {h.item_id for h in case.history if h.item_id is not None} | set(case.meta.get(ENCODER_HISTORY, ()))
         return ids | {i for h in case.history for i in self.ids_of.get(h.text, ())}
 
     def retrieve(self, case: Case, n: int) -> list[tuple[str, float]]:
@@ -98,14 +100,18 @@ def recommend(backbone, registry, decision: Decision, case: Case, catalogue: Map
     if candidates is None:
         similarity = dict((retriever or Retriever(catalogue)).retrieve(case, n_retrieve))
         candidates = list(similarity)
-    unknown = [i for i in candidates if i not in catalogue]
-    if unknown:
-        raise AdaptrecError(f"candidate item {unknown[0]!r} is not in the {case.domain} catalogue")
+    check_candidates(candidates, catalogue, case.domain)
     cases = [replace(case, target=catalogue[i], target_id=i, label=None) for i in candidates]
     scores = decision_scores(backbone, registry, decision, cases, mode, **scorer_options)
     ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
     items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
     return RecommendResult(items, tuple(similarity) if similarity else None)
+
+
+def check_candidates(candidates: Sequence[str], catalogue: Mapping[str, str], domain: str) -> None:
+    unknown = [i for i in candidates if i not in catalogue]
+    if unknown:
+        raise AdaptrecError(f"candidate item {unknown[0]!r} is not in the {domain} catalogue")
 
 
 def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
@@ -143,6 +149,8 @@ def recommend_user(load: Callable[[], object], fingerprint, registry, user_id: s
     decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
                                 policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
     items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
+    if items is not None:
+        check_candidates(items, dataset.catalogues[domain], domain)
     result = recommend(load(), registry, decision, case, dataset.catalogues[domain], candidates=items,
                        n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
     return UserRecommendation(decision, case, result)

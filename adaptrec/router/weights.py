@@ -9,6 +9,7 @@ scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW 
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, compose, merge, parse_weights
 from adaptrec.data.records import Case
 from adaptrec.data.sampling import few_shot
@@ -162,6 +164,17 @@ def _names_a_test_split(spec: str) -> bool:
     return "test" in parts or Path(parts[0]).stem == "test"
 
 
+def _check_search(registry, refs: Sequence[str], method: str, l1: float) -> None:
+    """What the weight search would refuse only after the backbone loaded and every case was scored."""
+    if len(refs) < 2:
+        raise CompositionError("weight search needs at least two adapters")
+    if not (math.isfinite(l1) and l1 >= 0):  # NaN made every objective NaN; a negative one rewards large weights
+        raise CompositionError(f"--l1 {l1}: expected a finite penalty of at least 0")
+    nested = [r for r in refs if registry.resolve(r).adapter_type == MIX_TYPE]
+    if method == MIX and nested:
+        raise CompositionError(f"{', '.join(nested)} is itself a mix: mix its sources instead")
+
+
 def search_and_compose(load: Callable[[], object], registry, sources: str | Sequence[str], method: str, *, name: str,
                        domain: str | None = None, weights: str | Sequence[float] | None = None,
                        search_data: str | None = None, shots: int = MAX_SHOTS, budget: int = DEFAULT_BUDGET,
@@ -188,6 +201,7 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         if not 1 <= shots <= MAX_SHOTS:
             raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
         Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method and density, checked now
+        _check_search(registry, refs, method, l1)
         labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
         cases = few_shot(labelled, shots, seed)
         backbone = load()

@@ -74,10 +74,18 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
     _, log, bb = setup
     monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     search = ["compose", "--from", "arts-lora,office-lora", "--name", "x", "--search"]
+    unknown = tmp_path / "candidates.jsonl"
+    unknown.write_text(json.dumps({"user_id": "u2", "domain": "office", "target_id": "o3", "candidates": ["o3", "zz9"]})
+                       + "\n")
     for args, needle in (([*search, "--data", "amazon:office:test"], "keep the test split"),
                          ([*search, "--data", log, "--weights", "1,1"], "not both"),
                          ([*search, "--data", log, "--method", "nope"], "expected one of"),
                          ([*search, "--data", log, "--density", "2", "--method", "ties"], "density 2.0"),
+                         ([*search, "--data", log, "--l1", "nan"], "--l1 nan"),  # was: equal weights, exit 0
+                         (["compose", "--from", "arts-lora", "--name", "x", "--search", "--data", log],
+                          "at least two adapters"),  # was: after the backbone loaded and every case was scored
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
+                           str(unknown)], "candidate item 'zz9' is not in the office catalogue"),
                          (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
                           "template 'x'"),
