@@ -203,6 +203,17 @@ def _environments(envs: dict[str, dict], machine: str) -> str:
     return f"Backbone{'s' if len(backbones) > 1 else ''}: {'; '.join(backbones)}; {machine}."
 
 
+def _shared_users(test: str) -> str:
+    """The sentence on users in both the validation and the test set (their earlier cases are in validation)."""
+    from adaptrec.data.spec import load_spec
+
+    shared = {c.user_id for c in load_spec("movielens:100k:valid").cases} & {c.user_id for c in load_spec(test).cases}
+    if not shared:
+        return "No user is in both sets."
+    return (f"{len(shared)} test user(s) also in validation ({', '.join(sorted(shared))}): those validation cases "
+            "precede the user's first test window, so no test pair is among them, but the stacked rows fit on them.")
+
+
 def render(doc: dict) -> str:
     """docs/collab.md from the JSON document (pure)."""
     p = doc["protocol"]
@@ -221,7 +232,8 @@ def render(doc: dict) -> str:
         f"Test: `{p['test']}`, all {p['cases']} cases of {p['users']} users (TALLRec's movie test set with MovieLens "
         f"ids). CIs and paired differences bootstrap users (1000 resamples); the case-bootstrap CI is shown only to "
         f"say how much narrower it would be. Validation: `movielens:100k:valid` ({p['valid_cases']} cases, "
-        f"{p['valid_users']} users) for the classic rows; the adapters early-stop on 48 of its cases.",
+        f"{p['valid_users']} users) for the classic rows; the adapters early-stop on 48 of its cases. "
+        f"{_shared_users(p['test'])}",
         "",
         f"Classic rows learn from {p['encoder']['ratings']} ML-100K ratings: every validation and test user's ratings "
         "from their first held-out window on are cut, the other ~90K ratings outside the last 10,000 windows are "
