@@ -157,6 +157,7 @@ def run() -> dict:
     backbones = {name: gain(name, name.removeprefix(ON_GEMMA)) for name in adapters if name.startswith(ON_GEMMA)}
     return {"protocol": {"test": "movielens:100k:test", "cases": len(test), "users": len(set(users["test"])),
                          "valid_cases": len(valid), "valid_users": len(set(users["valid"])), "encoder": encoder,
+                         "shared_users": sorted(set(users["valid"]) & set(users["test"])),
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND},
             "rows": rows, "collab_vs_text": gains, "gemma_vs_smollm2": backbones}
 
@@ -203,15 +204,15 @@ def _environments(envs: dict[str, dict], machine: str) -> str:
     return f"Backbone{'s' if len(backbones) > 1 else ''}: {'; '.join(backbones)}; {machine}."
 
 
-def _shared_users(test: str) -> str:
-    """The sentence on users in both the validation and the test set (their earlier cases are in validation)."""
-    from adaptrec.data.spec import load_spec
-
-    shared = {c.user_id for c in load_spec("movielens:100k:valid").cases} & {c.user_id for c in load_spec(test).cases}
+def _shared_users(p: dict) -> str:
+    """The sentence on users in both the validation and the test set (a run before it was recorded: none)."""
+    shared = p.get("shared_users")
+    if shared is None:
+        return ""
     if not shared:
-        return "No user is in both sets."
-    return (f"{len(shared)} test user(s) also in validation ({', '.join(sorted(shared))}): those validation cases "
-            "precede the user's first test window, so no test pair is among them, but the stacked rows fit on them.")
+        return " No user is in both sets."
+    return (f" {len(shared)} test user(s) also in validation ({', '.join(shared)}): those validation cases precede "
+            "the user's first test window, so no test pair is among them, but the stacked rows fit on them.")
 
 
 def render(doc: dict) -> str:
@@ -232,8 +233,8 @@ def render(doc: dict) -> str:
         f"Test: `{p['test']}`, all {p['cases']} cases of {p['users']} users (TALLRec's movie test set with MovieLens "
         f"ids). CIs and paired differences bootstrap users (1000 resamples); the case-bootstrap CI is shown only to "
         f"say how much narrower it would be. Validation: `movielens:100k:valid` ({p['valid_cases']} cases, "
-        f"{p['valid_users']} users) for the classic rows; the adapters early-stop on 48 of its cases. "
-        f"{_shared_users(p['test'])}",
+        f"{p['valid_users']} users) for the classic rows; the adapters early-stop on 48 of its cases."
+        + _shared_users(p),
         "",
         f"Classic rows learn from {p['encoder']['ratings']} ML-100K ratings: every validation and test user's ratings "
         "from their first held-out window on are cut, the other ~90K ratings outside the last 10,000 windows are "
