@@ -259,26 +259,29 @@ def _cached_file_sha256(path: Path) -> str:
     return cache[key]
 
 
-_WEIGHT_FILES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch_model.bin.index.json",
-                                                                          "pytorch_model.bin"))
+# transformers' order of preference (`PreTrainedModel.from_pretrained`): a single file before its sharded index
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def loaded_weight_files(source: Path) -> list[Path]:
-    """The files transformers loads the weights from, in its order of preference: the shards a
-    `model.safetensors.index.json` maps, else `model.safetensors`, else the same for `pytorch_model.bin`. Nothing
-    else in the folder (an `optimizer.pt`, a `consolidated.safetensors` copy, an adapter) is the model."""
-    for index, single in _WEIGHT_FILES:
-        if (source / index).is_file():
-            doc = parse_json(read_user_text(source / index, "weight index", BackboneError),
-                             f"backbone {source}: {index}", BackboneError)
-            weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-            if not shards or not all(isinstance(n, str) and n == Path(n).name and (source / n).is_file()
-                                     for n in shards):
-                raise BackboneError(f"backbone {source}: {index} maps no shards, or names one missing from the folder")
-            return [source / n for n in shards]
-        if (source / single).is_file():
-            return [source / single]
+    """The files transformers loads the weights from, in its order of preference: `model.safetensors`, else the
+    shards its index maps, else the same for `pytorch_model.bin`. Nothing else in the folder (an `optimizer.pt`, a
+    `consolidated.safetensors` copy, an adapter) is the model."""
+    for name in _WEIGHT_FILES:
+        path = source / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [path]
+        doc = parse_json(read_user_text(path, "weight index", BackboneError), f"backbone {source}: {name}",
+                         BackboneError)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        root = source.resolve()
+        if not shards or not all(isinstance(n, str) and (source / n).resolve().is_relative_to(root)
+                                 and (source / n).is_file() for n in shards):
+            raise BackboneError(f"backbone {source}: {name} maps no shards, or names one missing from the folder")
+        return [source / n for n in shards]
     raise BackboneError(f"backbone {source}: no weight files (model.safetensors, pytorch_model.bin or a sharded "
                         "index of either) in the folder")
 

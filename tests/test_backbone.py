@@ -108,6 +108,12 @@ def test_a_sharded_backbone_is_identified_by_the_shards_its_index_maps(tiny_mode
     (sharded / "model.safetensors.index.json").write_text('{"weight_map": ["a list"]}')  # was: AttributeError
     with pytest.raises(BackboneError, match="maps no shards"):
         backbone_fingerprint(str(sharded), "none")
+    (sharded / "model.safetensors.index.json").write_text('{"weight_map": {"w": "../outside.safetensors"}}')
+    (tmp_path / "outside.safetensors").write_bytes(b"x")
+    with pytest.raises(BackboneError, match="names one missing"):  # outside the folder: not the model's
+        backbone_fingerprint(str(sharded), "none")
+    shutil.copy(tiny_model_dir / "model.safetensors", sharded)  # transformers loads the single file first
+    assert loaded_weight_files(sharded) == [sharded / "model.safetensors"]
 
 
 def test_a_model_with_no_causal_lm_head_is_a_one_line_error(tiny_model_dir, tmp_path):
