@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from .adapters.base import AdapterConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataSpecError
 from .fingerprint import digest, text_digest
 from .userfiles import read_user_text
 
@@ -207,23 +207,6 @@ class Recipe(_Strict):
                              "tallrec-items or chat-items")
         return self
 
-    @model_validator(mode="after")
-    def _collab_encoder_never_saw_valid_or_test(self) -> "Recipe":
-        """A collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
-        held-out splits of that source, or their pairs would be in the encoder's training data."""
-        if self.adapter.type != "collab":
-            return self
-        from .cf.fit import HELD_OUT, scores_spec
-        from .data.spec import with_protocol
-
-        source = self.adapter.encoder_data
-        for part in ("valid", "test"):
-            spec = with_protocol(getattr(self.data, part), self.data.protocol, part)
-            if not scores_spec(source, spec):
-                raise ValueError(f"data.{part} {spec!r} is not held out of adapter.encoder_data {source!r} (its "
-                                 f"held-out SPECs match {HELD_OUT[source]}): its pairs would train the encoder")
-        return self
-
 
 def _parse_override(item: str, source: str) -> tuple[list[str], object]:
     key, sep, value = item.partition("=")
@@ -313,20 +296,38 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
         raise ConfigError(f"{path} line {reserved}: comments starting {_SET_PREFIX.strip()!r} are where adaptrec "
                           "records --set overrides; reword it")
     recipe = _validate(text, overrides or [], str(path))
-    check_trainable(recipe)
+    check_new_run(recipe)
     if overrides:
         text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"
     return recipe, text
 
 
-def check_trainable(recipe: Recipe) -> None:
-    """ConfigError for settings that would train nothing: a warm-up gives the first optimizer step learning rate 0,
-    so with one step there is no other. Checked where a run starts (`load_recipe`, `update`), not on stored texts:
-    versions registered before the check still load."""
+def check_new_run(recipe: Recipe) -> None:
+    """ConfigError for settings no new run may start with; checked where a run starts (`load_recipe`, `update`), not
+    on stored texts, so versions registered before a check was added still load and score:
+
+    - a warm-up gives the first optimizer step learning rate 0, so with one step the adapter would not train;
+    - a collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
+      held-out splits of that source, or their pairs would train the encoder.
+    """
     t = recipe.training
     if t.warmup_steps and t.max_steps == 1:
         raise ConfigError(f"{recipe._source}: training: warmup_steps gives the first optimizer step learning rate 0, "
                           "and max_steps 1 has no other: the adapter would not train; set warmup_steps 0")
+    if recipe.adapter.type == "collab":
+        from .cf.fit import HELD_OUT, scores_spec
+        from .data.spec import with_protocol
+
+        source = recipe.adapter.encoder_data
+        for part in ("valid", "test"):
+            try:
+                spec = with_protocol(getattr(recipe.data, part), recipe.data.protocol, part)
+            except DataSpecError as e:
+                raise ConfigError(f"{recipe._source}: data.{part}: {e}") from None
+            if not scores_spec(source, spec):
+                raise ConfigError(f"{recipe._source}: data.{part} {spec!r} is not held out of adapter.encoder_data "
+                                  f"{source!r} (its held-out SPECs match {HELD_OUT[source]}): its pairs would train "
+                                  "the encoder")
 
 
 def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:

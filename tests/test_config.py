@@ -244,6 +244,8 @@ def test_a_collab_adapter_is_refused_an_encoder_whose_data_holds_its_valid_or_te
     with pytest.raises(ConfigError) as e:
         load_recipe(recipe, [f"adapter.encoder_data={source}"])
     assert f"is not held out of adapter.encoder_data '{source}'" in _one_line(e)
+    _, text = load_recipe(recipe)  # a version stored before the check still reads
+    assert recipe_from_text(text + f"# --set adapter.encoder_data={source}\n").adapter.encoder_data == source
 
 
 def test_an_unquoted_no_precision_is_no(tmp_path):

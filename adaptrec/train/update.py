@@ -12,7 +12,7 @@ from pathlib import Path
 from ..adapters.attach import adapter_key
 from ..atomic import write_json
 from ..backbone import load_backbone
-from ..config import Recipe, check_trainable, recipe_from_text, step_budget
+from ..config import Recipe, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
 from ..errors import AdaptrecError, ConfigError, RegistryError
 from ..fingerprint import digest
@@ -82,7 +82,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     sets = [*overrides, *(step_budget(steps, overrides) if steps is not None else [])]
     text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
     recipe: Recipe = recipe_from_text(text, parent.ref)
-    check_trainable(recipe)
+    check_new_run(recipe)
     dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
     new = [c for c in dataset.cases if c.label is not None]
     if not new:
