@@ -238,7 +238,6 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     calibration (reliability, ECE), and AUC beside the like-ratio and popularity rows (docs/online.md); `plot`: also
     draw them to this PNG."""
     from .data.spec import load_spec
-    from .evaluation import select_cases
     from .online.drift import champion_ref, labelled_windows
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
@@ -248,7 +247,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
-    windows = labelled_windows(*(select_cases(load_spec(spec, seed=seed), limit, seed) for spec in (before, after)))
+    windows = labelled_windows(*(load_spec(spec, seed=seed).cases for spec in (before, after)), limit, seed)
     options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))
     report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,

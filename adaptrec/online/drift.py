@@ -9,6 +9,7 @@ import numpy as np
 
 from adaptrec.baselines import like_ratio_scores, popularity_scores
 from adaptrec.data.records import Case
+from adaptrec.data.sampling import stratified_subset
 from adaptrec.data.tallrec import item_popularity
 from adaptrec.metrics import MetricValue, compute_classification
 from adaptrec.metrics.calibration import ks, psi, reliability
@@ -48,14 +49,16 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
     return record.ref
 
 
-def labelled_windows(before: list[Case], after: list[Case]) -> tuple[list[Case], list[Case]]:
-    """Each window's labelled cases, a feedback pair the after window holds (re-labelled since) counted there only;
-    a one-line error for a window without both classes."""
+def labelled_windows(before: list[Case], after: list[Case], limit: int | None = None,
+                     seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Each window's labelled cases (a seeded, label-stratified `limit` of them), a feedback pair the whole after
+    window holds (re-labelled since) counted there only; a one-line error for a window without both classes."""
     later = {c.meta["event"] for c in after if "event" in c.meta}
     before = [c for c in before if c.meta.get("event") not in later]  # its label is the after window's
     windows = []
     for name, cases in (("before", before), ("after", after)):
         labelled = [c for c in cases if c.label is not None]
+        labelled = stratified_subset(labelled, limit, seed) if limit else labelled
         if len({c.label for c in labelled}) < 2:
             raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
         windows.append(labelled)

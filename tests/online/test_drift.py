@@ -127,3 +127,6 @@ def test_a_pair_re_labelled_after_the_before_window_counts_in_the_after_window_o
     before, after = labelled_windows(load_spec("feedback:movie[0:8]").cases, load_spec("feedback:movie:5000").cases)
     assert first.meta["event"] in {c.meta["event"] for c in after}
     assert first.meta["event"] not in {c.meta["event"] for c in before} and len(before) == 7
+    sampled, _ = labelled_windows(load_spec("feedback:movie[0:8]").cases, load_spec("feedback:movie:5000").cases,
+                                  limit=8, seed=0)  # the after window sampled down: the pair is still its
+    assert first.meta["event"] not in {c.meta["event"] for c in sampled}
