@@ -35,6 +35,10 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", seed=-1), "seed -1"),  # was: numpy's
     (lambda: adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out="p.jsonl", seed=-2), "seed -2"),
     (lambda: adaptrec.compose("arts-lora", name="c", weights="1", seed=-3), "seed -3"),
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", budget=0),
+     "budget 0"),  # was: after the backbone loaded and every case was scored
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", l1=-1.0),
+     "--l1 -1.0"),
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template 'bogus'"),
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
@@ -49,6 +53,18 @@ def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     scored nothing), or after minutes of fitting (`train_cf`'s name)."""
     with pytest.raises(AdaptrecError, match=words):
         call()
+
+
+def test_a_mix_of_a_mix_is_refused_before_the_backbone_loads(no_backbone):
+    """(was: refused by the registration, after the backbone loaded)"""
+    from pathlib import Path
+
+    no_backbone.register(lambda folder: (Path(folder) / "mix.json").write_text("{}"), name="mixy", domain="arts",
+                         kind="composed", adapter_type="mix", fingerprint=no_backbone.resolve("arts-lora").fingerprint,
+                         adapter_config={"sources": ["arts-lora:1", "office-lora:1"], "weights": [0.5, 0.5]},
+                         lineage={"parents": ["arts-lora:1", "office-lora:1"], "method": "mix", "weights": [0.5, 0.5]})
+    with pytest.raises(AdaptrecError, match="mixy:1 is itself a mix"):
+        adaptrec.compose("mixy,arts-lora", name="c", method="mix", weights="1,1")
 
 
 def test_write_predictions_checks_the_adapter_and_the_output_before_the_backbone(no_backbone, tmp_path):

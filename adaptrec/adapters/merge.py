@@ -208,11 +208,16 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
         )
 
 
-def _register_mix(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None):
-    records = [registry.load_verified(r, backbone.fingerprint) for r in composition.refs]
+def refuse_nested_mix(records) -> None:
+    """A mix's sources are adapters with weights: a mix among them is refused."""
     nested = [r.ref for r in records if r.adapter_type == MIX_TYPE]
     if nested:
         raise CompositionError(f"{', '.join(nested)} is itself a mix: mix its sources instead")
+
+
+def _register_mix(backbone, registry, composition: Composition, *, name: str, domain: str, metrics: dict | None):
+    records = [registry.load_verified(r, backbone.fingerprint) for r in composition.refs]
+    refuse_nested_mix(records)
     spec = {"sources": [r.ref for r in records], "weights": list(composition.weights)}
     return registry.register(lambda folder: write_json(Path(folder) / MIX_FILE, spec), name=name, domain=domain,
                              kind="composed", adapter_type=MIX_TYPE, adapter_config=spec, fingerprint=backbone.fingerprint,

@@ -37,8 +37,9 @@ def one_source(registry, ref: str | None) -> str | None:
         raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: merge them first "
                          "(adaptrec compose --method cat) and load the composition")
     if refs and registry.resolve(refs[0]).adapter_type == MIX_TYPE:
-        raise RouteError(f"{refs[0]} is a score-level mix; a Recommender scores with one adapter: merge its sources "
-                         "(adaptrec compose --method cat) and load that")
+        raise RouteError(f"{refs[0]} is a score-level mix; a Recommender scores with one adapter: merge LoRA or "
+                         "AdaLoRA sources (adaptrec compose --method cat) and load that, or score the mix with eval, "
+                         "route or serve, which expand it")
     return refs[0] if refs else None
 
 

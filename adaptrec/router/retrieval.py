@@ -33,6 +33,7 @@ class Retriever:
     def __init__(self, catalogue: Mapping[str, str], encoder: TextEncoder | None = None, cache: bool = True):
         self.encoder = encoder or MiniLMEncoder()
         self.ids = list(catalogue)
+        self.position = {item_id: n for n, item_id in enumerate(self.ids)}
         self.texts = [catalogue[i] for i in self.ids]
         self.row = {text: i for i, text in enumerate(self.texts)}
         self.ids_of: dict[str, list[str]] = {}  # a title -> every catalogue id that has it (catalogues repeat titles)
@@ -56,7 +57,8 @@ class Retriever:
         (`ENCODER_HISTORY`: the prompt keeps only the latest ones), and every id of a title the history holds (a
         second listing of an item the user has is no recommendation)."""
         ids = {h.item_id for h in case.history if h.item_id is not None} | set(case.meta.get(ENCODER_HISTORY, ()))
-        return ids | {i for h in case.history for i in self.ids_of.get(h.text, ())}
+        titles = {h.text for h in case.history} | {self.texts[self.position[i]] for i in ids if i in self.position}
+        return ids | {i for text in titles for i in self.ids_of.get(text, ())}
 
     def retrieve(self, case: Case, n: int) -> list[tuple[str, float]]:
         """The `n` most similar unseen items as (item id, cosine similarity), best first."""

@@ -17,8 +17,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.files import MIX_TYPE
-from adaptrec.adapters.merge import MIX, Composition, CompositionError, attached_sources, compose, merge, parse_weights
+from adaptrec.adapters.merge import (
+    MIX,
+    Composition,
+    CompositionError,
+    attached_sources,
+    compose,
+    merge,
+    parse_weights,
+    refuse_nested_mix,
+)
 from adaptrec.data.records import Case
 from adaptrec.data.sampling import few_shot
 from adaptrec.data.spec import load_spec, split_slice
@@ -164,15 +172,14 @@ def _names_a_test_split(spec: str) -> bool:
     return "test" in parts or Path(parts[0]).stem == "test"
 
 
-def _check_search(registry, refs: Sequence[str], method: str, l1: float) -> None:
+def _check_search(refs: Sequence[str], method: str, l1: float, budget: int) -> None:
     """What the weight search would refuse only after the backbone loaded and every case was scored."""
     if len(refs) < 2:
         raise CompositionError("weight search needs at least two adapters")
-    if not (math.isfinite(l1) and l1 >= 0):  # NaN made every objective NaN; a negative one rewards large weights
+    if budget < 1:
+        raise CompositionError(f"budget {budget}: give at least one evaluation")
+    if method != MIX and not (math.isfinite(l1) and l1 >= 0):  # NaN: every objective NaN; < 0 rewards large weights
         raise CompositionError(f"--l1 {l1}: expected a finite penalty of at least 0")
-    nested = [r for r in refs if registry.resolve(r).adapter_type == MIX_TYPE]
-    if method == MIX and nested:
-        raise CompositionError(f"{', '.join(nested)} is itself a mix: mix its sources instead")
 
 
 def search_and_compose(load: Callable[[], object], registry, sources: str | Sequence[str], method: str, *, name: str,
@@ -188,6 +195,8 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
                                "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)
+    if method == MIX:  # before the backbone loads, not after
+        refuse_nested_mix([registry.resolve(r) for r in refs])
     domain = domain or registry.resolve(refs[-1]).domain
     if not name:
         raise CompositionError("compose: pass a name for the composed adapter's registry entry")
@@ -201,7 +210,7 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         if not 1 <= shots <= MAX_SHOTS:
             raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
         Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method and density, checked now
-        _check_search(registry, refs, method, l1)
+        _check_search(refs, method, l1, budget)
         labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
         cases = few_shot(labelled, shots, seed)
         backbone = load()
