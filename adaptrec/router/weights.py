@@ -65,10 +65,7 @@ def search_weights(loss: Callable[[np.ndarray], float], n: int, *, budget: int =
     Equal weights 1/n are evaluated first, then CMA-ES generations while the
     budget allows a whole one; leftover evaluations go to one partial generation.
     """
-    if n < 2:
-        raise CompositionError("weight search needs at least two adapters")
-    if budget < 1:
-        raise CompositionError(f"budget {budget}: give at least one evaluation")
+    _check_size(n, budget)
     with warnings.catch_warnings():  # cma warns at import that matplotlib (plots only) is missing
         warnings.simplefilter("ignore")
         import cma
@@ -172,12 +169,16 @@ def _names_a_test_split(spec: str) -> bool:
     return "test" in parts or Path(parts[0]).stem == "test"
 
 
-def _check_search(refs: Sequence[str], method: str, l1: float, budget: int) -> None:
-    """What the weight search would refuse only after the backbone loaded and every case was scored."""
-    if len(refs) < 2:
+def _check_size(n: int, budget: int) -> None:
+    if n < 2:
         raise CompositionError("weight search needs at least two adapters")
     if budget < 1:
         raise CompositionError(f"budget {budget}: give at least one evaluation")
+
+
+def _check_search(refs: Sequence[str], method: str, l1: float, budget: int) -> None:
+    """What the weight search would refuse only after the backbone loaded and every case was scored."""
+    _check_size(len(refs), budget)
     if method != MIX and not (math.isfinite(l1) and l1 >= 0):  # NaN: every objective NaN; < 0 rewards large weights
         raise CompositionError(f"--l1 {l1}: expected a finite penalty of at least 0")
 
