@@ -169,9 +169,15 @@ class HashEncoder:
 def test_ranking_rows_carry_diversity_and_ndcg_per_user_group(tiny_backbone):
     from adaptrec.evaluation import COLD_GAP, DIVERSITY
 
-    ds = load_spec("amazon:office:test")
-    report = run_rank_eval(tiny_backbone, ds, limit=8, seed=0, negatives=4, progress=False,
+    from dataclasses import replace
+
+    warm, cold = load_spec("amazon:office:test"), load_spec("amazon:office:test:cold")  # office test users are warm
+    users = sorted({c.user_id for c in warm.cases})
+    mixed = [c for c in warm.cases if c.user_id in users[:4]] + [c for c in cold.cases if c.user_id in users[4:8]]
+    ds = replace(warm, cases=mixed)
+    report = run_rank_eval(tiny_backbone, ds, limit=None, seed=0, negatives=4, progress=False,
                            item_encoder=HashEncoder())
+    assert COLD_GAP in report.metric_names  # 4 cold users and 4 warm ones
     assert DIVERSITY in report.metric_names and any(n.startswith("ndcg@10 (history ") for n in report.metric_names)
     for row in report.rows[1:]:
         assert 0 < row.metrics[DIVERSITY].value <= 2
@@ -179,9 +185,9 @@ def test_ranking_rows_carry_diversity_and_ndcg_per_user_group(tiny_backbone):
         n_by_group = sum(row.metrics[g].n for g in groups)
         assert n_by_group == report.n  # every user in exactly one activity bucket
         assert sum(row.metrics[g].n for g in ("ndcg@10 (warm)", "ndcg@10 (cold)") if g in row.metrics) == report.n
-        if COLD_GAP in report.metric_names:
-            gap = row.metrics[COLD_GAP]
-            assert gap.value == pytest.approx(row.metrics["ndcg@10 (cold)"].value - row.metrics["ndcg@10 (warm)"].value)
+        gap = row.metrics[COLD_GAP]
+        assert gap.value == pytest.approx(row.metrics["ndcg@10 (cold)"].value - row.metrics["ndcg@10 (warm)"].value)
+        assert row.metrics["ndcg@10 (cold)"].n == row.metrics["ndcg@10 (warm)"].n == 4
     assert DIVERSITY in report.markdown()
 
 

@@ -84,6 +84,7 @@ def test_the_loop_end_to_end_under_load(trained, tiny_model_dir, monkeypatch):  
         assert server.proc.poll() is None  # the same process throughout: no restart
         answers = load.answers
         assert answers and all(a[1] == 200 for a in answers), [a for a in answers if a[1] != 200][:3]
+        assert any(a[2] == [challenger.ref] for a in answers)  # the challenger served under load, not only resident
         for k in range(len(load.threads)):  # each client's requests in order (another's answer may arrive between)
             served = [a[2][0] for a in answers if a[3] == k]
             switch = served.index(challenger.ref) if challenger.ref in served else len(served)

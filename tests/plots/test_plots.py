@@ -95,6 +95,10 @@ def test_a_ci_on_the_wrong_side_of_its_estimate_draws_no_bar_there_and_no_source
     run = {**_grid_row("movie", "lora", 16, 0), "kind": "lora", "auc": {"value": 0.5, "ci_low": 0.55, "ci_high": 0.6}}
     fig = shots.plot_shots([run], tmp_path / "s.png", reference={})
     assert _is_png(tmp_path / "s.png") and fig.axes
+    from adaptrec.plots.style import ci_yerr
+
+    below, above = ci_yerr([0.5], [0.55], [0.6])  # no bar below the estimate; the one above reaches the CI's top
+    assert list(below) == [0] and list(above) == pytest.approx([0.1])
     with pytest.raises(AdaptrecError, match="name at least one result file"):
         api.plot("curves", [], tmp_path / "c.png")
 

@@ -178,10 +178,15 @@ def test_bpr_folds_in_an_unseen_user_with_the_item_bias_weighed_as_for_known_use
     from adaptrec.cf.implicit_mf import BPRSettings, fit_bpr
 
     encoder = fit_bpr(DATA, BPRSettings(factors=4, iterations=20))
-    known = encoder.user_table[encoder.user_index["u3"]]
-    # a stranger whose fold-in equals u3's vector gets u3's scores: the bias column is not averaged into the factors
-    encoder.user_index["twin"] = len(encoder.user_table)
-    encoder.user_table = np.vstack([encoder.user_table, known])
-    encoder.user_bias = np.append(encoder.user_bias, 0.0)
-    np.testing.assert_allclose(encoder.score_catalogue(["twin"], [[]]), encoder.score_catalogue(["u3"], [[]]))
-    assert encoder.item_table.shape[1] == 4 and np.ptp(encoder.item_bias) > 0
+    assert encoder.item_table.shape[1] == 4 and np.ptp(encoder.item_bias) > 0  # the bias column split off
+    history = encoder.items[:3]
+    assert "stranger" not in encoder.user_index
+    folded = encoder.item_table[[encoder.item_index[i] for i in history]].mean(axis=0)
+    # the stranger's vector is the mean of its history's factors, and the item bias enters with weight 1, as
+    # implicit's constant user column gives it to every known user
+    np.testing.assert_allclose(encoder.score_catalogue(["stranger"], [history])[0],
+                               folded @ encoder.item_table.T + encoder.item_bias, rtol=1e-5, atol=1e-6)
+    known = encoder.user_index["u3"]
+    np.testing.assert_allclose(encoder.score_catalogue(["u3"], [history])[0],  # a known user ignores the history
+                               encoder.user_table[known] @ encoder.item_table.T + encoder.item_bias, rtol=1e-5,
+                               atol=1e-6)

@@ -8,7 +8,7 @@ from router_helpers import fresh_backbone, register_peft
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 
 from adaptrec.adapters.attach import peft_name
-from adaptrec.errors import ConfigError, FingerprintMismatch, IntegrityError
+from adaptrec.errors import ConfigError, FingerprintMismatch, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import component_scores
@@ -103,7 +103,7 @@ def test_spellings_of_one_ref_share_one_alias(tiny_model_dir, registry, quantiza
     engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
     for spelling in ("arts-lora:1", "arts-lora:01", "arts-lora:" + "0" * 50 + "1", "arts-lora", "arts-lora:latest"):
         assert engine.pin(spelling) == "arts-lora:1"
-    with pytest.raises(Exception, match="no-such"):
+    with pytest.raises(RegistryError, match="no adapter named .no-such."):
         engine.pin("no-such:1")
     assert engine._aliases == {"arts-lora:1": "arts-lora:1", "arts-lora": "arts-lora:1"}
 

@@ -448,7 +448,7 @@ def test_distill_teacher_on_the_real_gemma_scores_two_prompts(tiny_model_dir, tm
     assert method.lineage()["teacher_backbone"]["base_model"] == "google/gemma-3-270m"
 
 
-def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_path):
+def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_path, capsys):
     """The text micro-batches are a pure function of the step: a resume replays them exactly."""
     def run(steps: int, run_dir: Path, resume: bool = False):
         recipe = _recipe(tiny_model_dir, {"type": "joint", "text_weight": 0.5}, steps=steps, scheduler="constant")
@@ -457,7 +457,9 @@ def test_a_resumed_joint_run_ends_where_a_straight_one_does(tiny_model_dir, tmp_
 
     straight = run(4, tmp_path / "straight").model
     run(2, tmp_path / "split")
+    capsys.readouterr()
     resumed = run(4, tmp_path / "split", resume=True).model
+    assert "from step 2" in capsys.readouterr().out  # resumed, not restarted: a seeded restart ends alike too
     a = {n: p for n, p in straight.named_parameters() if p.requires_grad}
     b = {n: p for n, p in resumed.named_parameters() if p.requires_grad}
     assert a.keys() == b.keys() and a

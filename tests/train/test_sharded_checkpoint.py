@@ -142,7 +142,7 @@ def _adapter(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_a_sharded_run_resumes_through_load_state(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_sharded_run_resumes_through_load_state(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(loop, "Accelerator", lambda **kw: _ReportsDeepSpeed(Accelerator(**kw)))
     recipe, run_dir, cases = tiny_recipe(str(tiny_model_dir), 4), tmp_path / "run", synthetic_cases(16)
     straight = loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir)
@@ -152,9 +152,14 @@ def test_a_sharded_run_resumes_through_load_state(tiny_model_dir, tmp_path, monk
     assert (step_4 / "accelerate" / "optimizer.bin").is_file()  # Accelerate's own layout
 
     shutil.rmtree(step_4)  # resume from step 2: model, optimizer and RNG from load_state, the scheduler from state.json
+    loaded = []
+    monkeypatch.setattr(Accelerator, "load_state", lambda self, path, _real=Accelerator.load_state, **kw:
+                        (loaded.append(path), _real(self, path, **kw))[1])
+    capsys.readouterr()
     resumed = loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir,
                          resume=True)
-    assert resumed.steps == 4
+    assert resumed.steps == 4 and f"from step 2" in capsys.readouterr().out  # resumed, not restarted from 0
+    assert loaded == [str(run_dir / "checkpoints" / "step_000002" / "accelerate")]
     # A resume that lost the optimizer or RNG state differs by ~1e-3 (see test_loop's SIGKILL test).
     for name, value in _adapter(resumed.model).items():
         torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-5)
