@@ -320,6 +320,7 @@ def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_mode
     assert latest_checkpoint(tmp_path / "cut").step == 2
     out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "cut", 4, "--resume")
     assert out.count("DONE steps=4 world=2") == 2
+    assert "from step 2" in out  # resumed (the main process says so), not restarted: a seeded restart ends alike
     a = load_file(latest_checkpoint(tmp_path / "ddp").path / "adapter.safetensors")
     b = load_file(latest_checkpoint(tmp_path / "cut").path / "adapter.safetensors")
     for key in a:  # the tolerance of the single-process resume test
