@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import AdaptrecError, ConfigError
+from .userfiles import check_output_file
 
 if TYPE_CHECKING:
     from .adapters.vllm import VllmExport
@@ -98,6 +99,8 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
     from .config import load_recipe
     from .train.recipe import run_recipe
 
+    if resume and restart:  # --restart would discard what --resume continues
+        raise AdaptrecError("--resume and --restart exclude each other: continue the run, or start it over")
     parsed, text = load_recipe(str(recipe), list(overrides))
     result = run_recipe(parsed, text, resume=resume, restart=restart)
     if promote:
@@ -301,8 +304,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     if actors is not None and engine != "ray":
         raise AdaptrecError(f"--actors {actors}: only --engine ray runs actors (this run's engine is {engine})")
     _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
-    if Path(out).is_dir():
-        raise AdaptrecError(f"--out {out}: a folder; name the JSONL or Parquet file to write")
+    check_output_file(out, "--out")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk

@@ -75,3 +75,14 @@ def check_keys(obj: dict, allowed: set[str], where: str, error: type[AdaptrecErr
     unknown = sorted(set(obj) - allowed, key=str)
     if unknown:
         raise error(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def check_output_file(path: Path | str, option: str, error: type[AdaptrecError] = AdaptrecError) -> None:
+    """One `error` line, before any work, unless `path` can be written as a file: not a folder, and no part of the
+    way to it an existing file (its missing folders are made when it is written)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{option} {path}: a folder; name the file to write")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise error(f"{option} {path}: {blocked} is a file, so no folder can be made there")

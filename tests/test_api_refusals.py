@@ -46,6 +46,8 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
+    (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
+    (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
 ])
 def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
@@ -72,6 +74,9 @@ def test_write_predictions_checks_the_adapter_and_the_output_before_the_backbone
         adaptrec.write_predictions("typo", data="tallrec:movie:test", out=tmp_path / "p.jsonl")
     with pytest.raises(AdaptrecError, match="a folder"):
         adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(AdaptrecError, match="afile is a file, so no folder can be made there"):  # was: errno, exit 1
+        adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path / "afile" / "p.jsonl")
 
 
 def test_load_scores_with_the_template_the_adapter_was_trained_with(tiny_model_dir, tmp_path):

@@ -9,6 +9,7 @@ import typer
 
 from .. import api
 from ..atomic import write_json
+from ..userfiles import check_output_file
 from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
@@ -47,6 +48,8 @@ def eval_(
 ) -> None:
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines and the
     registered collaborative encoders."""
+    if json_out:
+        check_output_file(json_out, "--json")  # before the evaluation, not after it
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
                           backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder,

@@ -32,7 +32,7 @@ def _title(item: Item) -> str:
 def one_source(registry, ref: str | None) -> str | None:
     """The one adapter `ref` names (NAME[:VERSION], or a domain: its promoted adapter); None for none. Several,
     comma-separated, are refused: a Recommender scores with one adapter (a mix is composed first)."""
-    refs = list(resolve_sources(registry, ref)) if ref else []
+    refs = list(resolve_sources(registry, ref)) if ref is not None else []  # "" is a mistake, not the backbone
     if len(refs) > 1:
         raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: merge them first "
                          "(adaptrec compose --method cat) and load the composition")

@@ -126,6 +126,8 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     (["eval", "--data", "tallrec:movie:test", "--batch-size", "0"], "--batch-size"),
     (["serve", "--max-resident", "0"], "--max-resident"),
     (["eval", "--data", "tallrec:movie:test", "--seed", "-1"], "--seed"),  # was: numpy's traceback
+    (["serve", "--queue-timeout", "-1"], "--queue-timeout"),  # was: served, refusing every request
+    (["serve", "--max-padding", "5"], "--max-padding"),
     (["drift", "movie", "--before", "feedback:movie", "--after", "feedback:movie", "--seed", "-1"], "--seed"),
 ])
 def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
@@ -189,3 +191,12 @@ def test_output_paths_of_the_wrong_kind_are_named_before_any_work(monkeypatch, c
     assert "is a file" in line
     line = _one_line_error(*run_cli(monkeypatch, capsys, "hub", "pull", "")[::2])
     assert "give ORG/NAME[@REVISION]" in line
+
+
+def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evaluation(monkeypatch, capsys, tmp_path):
+    """(was: the whole evaluation ran, then the write failed with exit 1)"""
+    from adaptrec import api
+
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: a folder" in err and "Traceback" not in err
