@@ -382,6 +382,8 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
 
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
         raise RouteError(NO_HISTORY)
+    if data is not None and history is not None:  # the SPEC would be loaded, then ignored
+        raise RouteError("--data and --history both give the user's history: pass one")
     check_cold_options(cold_mix, cold_weights)
     dataset = load_spec(data) if data else None
     decision, _ = route_user(registry(), backbone_fingerprint(backbone, quantization), user, domain, dataset=dataset,
@@ -465,6 +467,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     if exploration and not request_log:  # the server would rank greedily and say nothing
         raise AdaptrecError(f"--explore {', '.join(exploration)}: exploration logs each shown item's propensity for "
                             "its feedback, so it needs the request log; drop --no-request-log")
+    if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
+        raise AdaptrecError(f"--registry {registry_home}: no such folder")
     reg = registry(registry_home)
     for ref in preload:
         reg.resolve(ref)  # a misspelt preload: refused before the backbone loads

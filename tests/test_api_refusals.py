@@ -47,6 +47,9 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
+    (lambda: adaptrec.serve(registry_home="/no/such/registry"), "no such folder"),  # was: an empty one, served
+    (lambda: adaptrec.route("u1", "movie", data="tallrec:movie:test", history="h.json"), "pass one"),
+    (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),
     (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
 ])

@@ -9,6 +9,7 @@ import typer
 
 from .. import api
 from ..atomic import write_json
+from ..errors import AdaptrecError
 from ..userfiles import check_output_file
 from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
 
@@ -50,6 +51,10 @@ def eval_(
     registered collaborative encoders."""
     if json_out:
         check_output_file(json_out, "--json")  # before the evaluation, not after it
+    if encoder and no_encoders:
+        raise AdaptrecError(f"--encoder {encoder[0]} and --no-encoders: name encoder rows, or none")
+    if candidates and candidates_file:
+        raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
                           backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder,

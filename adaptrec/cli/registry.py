@@ -155,7 +155,9 @@ def export(
         record = api.export_lora(adapter, name)
         typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")
         return
-    if to != "vllm" or to_lora or out is None or name is not None:
+    if to != "vllm":
+        raise AdaptrecError(f"export --to {to}: the one target is vllm")
+    if to_lora or out is None or name is not None:
         raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora and --name")
     result = api.export_vllm(adapter, out)
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "

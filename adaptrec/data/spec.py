@@ -209,9 +209,12 @@ def split_slice(spec: str) -> tuple[str, int, float]:
     if _SLICE_RE.match(sliced["base"]):
         raise _bad(spec, "one [start:stop] slice per SPEC; write the cases it keeps as a single slice")
     try:
-        return sliced["base"], int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
+        start, stop = int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
     except ValueError:  # past Python's digit limit for int()
         raise _bad(spec, "a slice bound too long to be a case position") from None
+    if stop < start:  # Python's slice would give nothing without a word
+        raise _bad(spec, f"the slice ends ({stop}) before it starts ({start})")
+    return sliced["base"], start, stop
 
 
 PROTOCOLS = ("leave_one_out", "sliding")

@@ -200,3 +200,18 @@ def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evalua
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", "--json", str(tmp_path))
     assert code == 2 and f"--json {tmp_path}: a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "--data", "tallrec:movie:test", "--encoder", "mf", "--no-encoders"], "--encoder mf and --no-encoders"),
+    (["eval", "--data", "amazon:office:test", "--candidates", "5", "--candidates-file", "c.jsonl"],
+     "--candidates 5 and --candidates-file"),
+    (["export", "x", "--to", "bogus", "--out", "o"], "export --to bogus: the one target is vllm"),
+])
+def test_options_that_contradict_each_other_are_one_line(monkeypatch, capsys, args, words):
+    """(was: accepted, one of them silently dropped; `--to bogus` was not named)"""
+    from adaptrec import api
+
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and words in err and "Traceback" not in err
