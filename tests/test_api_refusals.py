@@ -47,7 +47,6 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
-    (lambda: adaptrec.serve(registry_home="/no/such/registry"), "no such folder"),  # was: an empty one, served
     (lambda: adaptrec.route("u1", "movie", data="tallrec:movie:test", history="h.json"), "pass one"),
     (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),
     (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
@@ -58,6 +57,13 @@ def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     scored nothing), or after minutes of fitting (`train_cf`'s name)."""
     with pytest.raises(AdaptrecError, match=words):
         call()
+
+
+def test_serve_refuses_a_registry_folder_that_does_not_exist(no_backbone, tmp_path):
+    """(was: a new empty registry was made there and served)"""
+    with pytest.raises(AdaptrecError, match="no such folder"):
+        adaptrec.serve(registry_home=tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_mix_of_a_mix_is_refused_before_the_backbone_loads(no_backbone):
