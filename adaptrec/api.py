@@ -150,6 +150,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     _check_choice("score", score, SCORE_MODES)
     _check_choice("template", template, TEMPLATES)
     _at_least(limit=(limit, 0), seed=(seed, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
+    if candidates and candidates_file:  # the file's lists would replace the sampled ones without a word
+        raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
     loaded = {}

@@ -53,8 +53,6 @@ def eval_(
         check_output_file(json_out, "--json")  # before the evaluation, not after it
     if encoder and no_encoders:
         raise AdaptrecError(f"--encoder {encoder[0]} and --no-encoders: name encoder rows, or none")
-    if candidates and candidates_file:
-        raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
                           backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder,

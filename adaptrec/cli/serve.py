@@ -32,12 +32,15 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1,
                                        help="request bodies over this get 413 unread"),
     prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", min=0, help="MiB of shared-prefix KV caches kept"),
-    queue_timeout: float = typer.Option(5.0, "--queue-timeout", min=0.0, help="seconds a request may wait before it is refused"),
+    queue_timeout: float = typer.Option(5.0, "--queue-timeout", min=0.0,
+                                        help="seconds a request may wait before it is refused"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1,
                                             help="rows merged across requests (default: 1 on "
                                             "CPU, 16 on an accelerator)"),
-    max_padding: float = typer.Option(0.1, "--max-padding", min=0.0, max=1.0, help="largest padding share a merged batch may have"),
-    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0, help="how long a request waits for others to merge with"),
+    max_padding: float = typer.Option(0.1, "--max-padding", min=0.0, max=1.0,
+                                      help="largest padding share a merged batch may have"),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0,
+                                      help="how long a request waits for others to merge with"),
     request_log: bool = typer.Option(True, "--request-log/--no-request-log", help="log each answer with a request_id "
                                      "in $ADAPTREC_HOME/online.db and accept POST /v1/feedback"),
     explore: Optional[List[str]] = typer.Option(None, "--explore", help="DOMAIN=EPSILON: share of /v1/recommend "
