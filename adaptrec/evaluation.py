@@ -74,6 +74,7 @@ class EvalReport:
     rows: list[EvalRow] = field(default_factory=list)
     negatives: int | None = None  # ranking protocol: sampled negatives per candidate list (at most, from a file)
     candidates_file: str | None = None  # ranking protocol: the file the candidate lists came from, if any
+    file_lists: int | None = None  # the lists that file holds, when `limit` took only its first ones
     environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
     users: int | None = None  # distinct users among the cases: the CIs resample them
 
@@ -94,9 +95,10 @@ class EvalReport:
     @property
     def protocol(self) -> str:
         if self.candidates_file is not None:
+            first = f"; its first {self.n} of {self.file_lists} lists" if self.file_lists else ""
             return (f"{self.spec}, {self.ranked}, each ranking its held-out item among the candidates of "
-                    f"`{self.candidates_file}` (up to {self.negatives + 1}), score {self.score_mode}, ties count "
-                    f"against the target, {self.ci_text}")
+                    f"`{self.candidates_file}` (up to {self.negatives + 1}{first}), score {self.score_mode}, ties "
+                    f"count against the target, {self.ci_text}")
         if self.negatives is not None:
             subset = f"{self.ranked} (seed {self.seed})" if self.limit else f"all {self.ranked}"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
@@ -120,7 +122,8 @@ class EvalReport:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
-            "candidates_file": self.candidates_file, "metric_names": list(self.metric_names),
+            "candidates_file": self.candidates_file, "file_lists": self.file_lists,
+            "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
                 {"name": r.name, "kind": r.kind, "prompts_per_s": r.prompts_per_s, "note": r.note,
@@ -388,8 +391,11 @@ def run_rank_eval(
     beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group; with
     `full_catalogue`, encoder rows also rank each held-out item in their whole catalogue (`FULL_METRICS`)."""
     positives, lists = ranked_users(dataset, limit, seed, negatives, candidates_file)
+    file_lists = None  # the protocol names the file's size when `limit` cut it
     if candidates_file is not None:
         negatives = max(len(lst.candidates) for lst in lists) - 1
+        held = len(read_candidates(candidates_file)) if len(lists) == limit else 0
+        file_lists = held if held > len(lists) else None
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
     embeddings = item_embeddings(dataset, lists, item_encoder) if item_encoder is not None else None
@@ -400,7 +406,8 @@ def run_rank_eval(
     names += FULL_METRICS if full_catalogue and encoders else ()
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),
-                        candidates_file=None if candidates_file is None else Path(candidates_file).name)
+                        candidates_file=None if candidates_file is None else Path(candidates_file).name,
+                        file_lists=file_lists)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

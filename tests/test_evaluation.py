@@ -108,7 +108,10 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
     assert [r.metrics for r in given.rows] == [r.metrics for r in sampled.rows]
     assert "`candidates.jsonl` (up to 6)" in given.markdown()
     assert given.to_dict()["candidates_file"] == "candidates.jsonl" and sampled.to_dict()["candidates_file"] is None
-    assert given.to_dict()["metric_names"] == list(given.metric_names)
+    assert given.to_dict()["metric_names"] == list(given.metric_names) and given.to_dict()["file_lists"] is None
+    first = run_rank_eval(tiny_backbone, ds, limit=2, seed=1, candidates_file=tmp_path / "candidates.jsonl",
+                          include_untuned=False, progress=False)
+    assert "(up to 6; its first 2 of 3 lists)" in first.protocol and first.to_dict()["file_lists"] == 3  # was: unsaid
 
     (tmp_path / "bad.jsonl").write_text(json.dumps({"user_id": "nobody", "domain": "movie", "target_id": "1",
                                                     "candidates": ["1", "2"]}) + "\n")

@@ -27,7 +27,8 @@ def eval_(
     adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION]; none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC, e.g. tallrec:movie:test (see docs/data.md)"),
     limit: Optional[int] = typer.Option(200, "--limit", min=0,
-                                        help="seeded, label-stratified subset size; 0: all cases"),
+                                        help="seeded, label-stratified subset size (ranking: users; with "
+                                        "--candidates-file: the file's first lists); 0: all cases"),
     seed: int = SeedOpt,
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
     template: str = TemplateOpt,

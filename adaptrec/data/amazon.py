@@ -11,7 +11,6 @@ negatives with `candidates.py`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,8 @@ from pathlib import Path
 
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
-from .interaction_log import get_field, read_jsonl, text_counts
+from ..userfiles import parse_json, read_user_text
+from .interaction_log import get_field, is_id, read_jsonl, text_counts
 from .records import NOUNS, Case, HistoryItem
 
 DOMAINS = ("arts", "office")
@@ -52,19 +52,48 @@ def _load(folder: Path) -> _Raw:
     events: dict[str, list[tuple[int, str, str]]] = {}
     for where, obj in read_jsonl(folder / "interactions.jsonl"):
         bought, positions = get_field(obj, "items", "id_list", where), obj.get("positions")
-        if not isinstance(positions, list) or len(positions) != len(bought):
-            raise DataFormatError(f"{where}: key 'positions' must be a list as long as 'items'")
-        domain = get_field(obj, "domain", "str", where)
+        if not isinstance(positions, list) or len(positions) != len(bought) or \
+                not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+            raise DataFormatError(f"{where}: key 'positions' must be a list of integers as long as 'items'")
+        domain = _known(items, obj, where, bought)
         events.setdefault(get_field(obj, "user_id", "id", where), []).extend(
             (p, domain, item) for p, item in zip(positions, bought))
     for seq in events.values():
         seq.sort()
-    targets = [{"user_id": get_field(obj, "user_id", "id", where), "split": get_field(obj, "split", "str", where),
-                "domain": get_field(obj, "domain", "str", where), "item_id": get_field(obj, "item_id", "id", where),
-                "case": get_field(obj, "case", "int", where)} for where, obj in read_jsonl(folder / "targets.jsonl")]
-    splits = {name: frozenset(users) for name, users in json.loads((folder / "splits.json").read_text()).items()}
+    targets = []
+    for where, obj in read_jsonl(folder / "targets.jsonl"):
+        item = get_field(obj, "item_id", "id", where)
+        targets.append({"user_id": get_field(obj, "user_id", "id", where), "item_id": item,
+                        "split": _one_of(obj, "split", SPLITS, where), "domain": _known(items, obj, where, [item]),
+                        "case": get_field(obj, "case", "int", where)})
+    splits = _read_splits(folder / "splits.json")
     _check_splits(splits, targets, events, folder)
     return _Raw(items, events, targets, splits)
+
+
+def _one_of(obj: dict, key: str, choices: tuple[str, ...], where: str) -> str:
+    value = get_field(obj, key, "str", where)
+    if value not in choices:
+        raise DataFormatError(f"{where}: key {key!r} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _known(items: dict[str, dict[str, str]], obj: dict, where: str, ids: list[str]) -> str:
+    """The row's domain, once every one of `ids` is in that domain's catalogue."""
+    domain = _one_of(obj, "domain", DOMAINS, where)
+    unknown = next((i for i in ids if i not in items[domain]), None)
+    if unknown is not None:
+        raise DataFormatError(f"{where}: item {unknown!r} is not in items_{domain}.jsonl")
+    return domain
+
+
+def _read_splits(path: Path) -> dict[str, frozenset[str]]:
+    """splits.json: {split: [user id, ...]}."""
+    splits = parse_json(read_user_text(path, "file", DataSpecError), str(path), DataFormatError)
+    users = list(splits.values()) if isinstance(splits, dict) else None
+    if users is None or not all(isinstance(u, list) and all(is_id(i) for i in u) for u in users):
+        raise DataFormatError(f"{path}: expected {{split: [user id, ...]}}")
+    return {name: frozenset(str(u) for u in users) for name, users in splits.items()}
 
 
 def _check_splits(splits: dict[str, frozenset[str]], targets: list[dict], events: dict, folder: Path) -> None:

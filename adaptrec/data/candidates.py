@@ -107,20 +107,25 @@ def write_candidates(path: Path, lists: Iterable[CandidateList]) -> None:
 
 def read_candidates(path: Path) -> list[CandidateList]:
     """Read and validate `candidates.jsonl` (or a `.parquet` file); errors name the file, line (row) and key."""
-    lists = []
+    lists, first_at = [], {}
     for where, obj in read_records(path):
         unknown = sorted(set(obj) - _KEYS)
         if unknown:
             raise DataFormatError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")
-        target = get_field(obj, "target_id", "str", where)
+        target = get_field(obj, "target_id", "id", where)
         candidates = get_field(obj, "candidates", "id_list", where)
         history = get_field(obj, "history", "id_list", where, required=False)
         if target not in candidates:
             raise DataFormatError(f"{where}: key 'candidates' does not contain target_id {target!r}")
         if len(set(candidates)) != len(candidates):
             raise DataFormatError(f"{where}: key 'candidates' repeats an item")
-        lists.append(CandidateList(get_field(obj, "user_id", "str", where), get_field(obj, "domain", "str", where),
-                                   target, tuple(candidates), None if history is None else tuple(history)))
+        user, domain = get_field(obj, "user_id", "id", where), get_field(obj, "domain", "str", where)
+        if (user, domain, target) in first_at:  # it would count twice in every mean
+            raise DataFormatError(f"{where}: a second list for user {user!r}, domain {domain}, target {target!r} "
+                                  f"(the first is at {first_at[user, domain, target]})")
+        first_at[user, domain, target] = where
+        lists.append(CandidateList(user, domain, target, tuple(candidates),
+                                   None if history is None else tuple(history)))
     if not lists:
         raise DataFormatError(f"{path}: no candidate lists (the file has no rows)")
     return lists

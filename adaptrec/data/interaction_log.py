@@ -52,7 +52,8 @@ class CatalogueItem:
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield `("file:line", object)` for each non-blank line; bad JSON raises a one-line error."""
     path = Path(path)
-    lines = read_user_text(path, "file", DataSpecError).splitlines()
+    # "\n" only: str.splitlines also breaks at U+2028, U+2029 and U+0085, which JSON strings may hold raw
+    lines = read_user_text(path, "file", DataSpecError).split("\n")
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -87,26 +88,32 @@ def read_records(path: Path) -> Iterator[tuple[str, dict]]:
     return read_parquet_rows(path) if Path(path).suffix == ".parquet" else read_jsonl(path)
 
 
+def is_id(value: Any) -> bool:
+    """A non-empty string or an integer (ids are kept as strings)."""
+    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required: bool = True) -> Any:
-    """`obj[key]` checked against `kind` ("id", "str", "int", "number", "label", "id_list")."""
+    """`obj[key]` checked against `kind` ("id", "str", "int", "number", "label", "id_list"); ids as strings."""
     if key not in obj:
         if required:
             raise DataFormatError(f"{where}: missing key {key!r}")
         return None
     value = obj[key]
     ok = {
-        "id": lambda v: (isinstance(v, str) and v != "") or (isinstance(v, int) and not isinstance(v, bool)),
+        "id": is_id,
         "str": lambda v: isinstance(v, str) and v != "",
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "number": finite_number,
         "label": lambda v: v in (0, 1) and not isinstance(v, bool),
-        "id_list": lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+        "id_list": lambda v: isinstance(v, list) and all(is_id(x) for x in v),
     }[kind](value)
     if not ok:
-        want = {"id": "a non-empty string", "str": "a non-empty string", "int": "an integer",
-                "number": "a finite number", "label": "0 or 1", "id_list": "a list of non-empty strings"}[kind]
+        want = {"id": "a non-empty string or an integer", "str": "a non-empty string", "int": "an integer",
+                "number": "a finite number", "label": "0 or 1",
+                "id_list": "a list of ids (non-empty strings or integers)"}[kind]
         raise DataFormatError(f"{where}: key {key!r} must be {want}, got {value!r}")
-    return str(value) if kind == "id" else value
+    return str(value) if kind == "id" else [str(x) for x in value] if kind == "id_list" else value
 
 
 def read_log(path: Path) -> list[LogRow]:

@@ -28,7 +28,7 @@ from .candidates import with_sampled_negatives
 from .online_log import OnlineLog
 from .records import Case
 
-FORMAT_VERSION = 1  # bump when a loader's output changes, to invalidate score caches
+FORMAT_VERSION = 1  # bump when a loader's output changes: data fingerprints (update runs, result files) change
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|valid|test, "
               "amazon:arts|office:train|valid|test[:cold], feedback:DOMAIN[:SINCE] (Unix seconds), PATH.json (TALLRec-style), "
               "PATH.jsonl|.parquet[:loo:train|valid|test] (interaction log with items.jsonl|.parquet beside it; sliding "

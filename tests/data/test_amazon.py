@@ -95,3 +95,43 @@ def test_split_lists_and_targets_that_disagree_are_refused(tmp_path):
     (folder / "splits.json").write_text(json.dumps(moved))
     with pytest.raises(DataFormatError, match=f"a test target of user '{test_user}', whom splits.json lists under 'train'"):
         _load(folder)
+
+
+def _tiny_amazon(folder, interactions=None, targets=None, splits=None):
+    """A two-domain Amazon folder of one test user (interactions, targets, splits.json overridable)."""
+    folder.mkdir()
+    for domain, prefix in (("arts", "a"), ("office", "o")):
+        (folder / f"items_{domain}.jsonl").write_text("".join(
+            json.dumps({"item_id": f"{prefix}{i}", "title": f"{domain} {i}"}) + "\n" for i in range(3)))
+    rows = interactions or [{"user_id": "u1", "domain": "arts", "items": ["a0", "a1"], "positions": [0, 2]},
+                            {"user_id": "u1", "domain": "office", "items": ["o0"], "positions": [1]}]
+    (folder / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    targets = targets or [{"user_id": "u1", "split": "test", "domain": "arts", "item_id": "a1", "case": 0}]
+    (folder / "targets.jsonl").write_text("".join(json.dumps(t) + "\n" for t in targets))
+    (folder / "splits.json").write_text(splits if splits is not None else
+                                        json.dumps({"train": [], "valid": [], "test": ["u1"]}))
+    return folder
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"interactions": [{"user_id": "u1", "domain": "arts", "items": ["a0", "a1"], "positions": [0, "2"]}]},
+     r"interactions\.jsonl:1: key 'positions' must be a list of integers"),
+    ({"interactions": [{"user_id": "u1", "domain": "books", "items": ["a0"], "positions": [0]}]},
+     r"interactions\.jsonl:1: key 'domain' must be one of arts, office, got 'books'"),
+    ({"interactions": [{"user_id": "u1", "domain": "arts", "items": ["a0", "zz"], "positions": [0, 1]}]},
+     r"interactions\.jsonl:1: item 'zz' is not in items_arts\.jsonl"),
+    ({"targets": [{"user_id": "u1", "split": "test", "domain": "arts", "item_id": "o0", "case": 0}]},
+     r"targets\.jsonl:1: item 'o0' is not in items_arts\.jsonl"),
+    ({"targets": [{"user_id": "u1", "split": "dev", "domain": "arts", "item_id": "a1", "case": 0}]},
+     r"targets\.jsonl:1: key 'split' must be one of train, valid, test, got 'dev'"),
+    ({"splits": json.dumps(["u1"])}, r"splits\.json: expected \{split: \[user id, \.\.\.\]\}"),
+    ({"splits": "{bad"}, r"splits\.json: not valid JSON"),
+])
+def test_a_malformed_amazon_folder_is_one_line_naming_file_and_line(tmp_path, change, words):
+    """(was: TypeError, KeyError, AttributeError or JSONDecodeError tracebacks from a folder under $ADAPTREC_DATA)"""
+    from adaptrec.data.amazon import _load
+    from adaptrec.errors import DataFormatError
+
+    assert _load(_tiny_amazon(tmp_path / "good")).targets[0]["item_id"] == "a1"
+    with pytest.raises(DataFormatError, match=words):
+        _load(_tiny_amazon(tmp_path / "bad", **change))

@@ -49,11 +49,20 @@ def test_round_trip_through_jsonl(tmp_path):
     assert '"history"' not in path.read_text().splitlines()[-1]
 
 
+def test_integer_ids_read_as_strings_as_logs_and_catalogues_read_them(tmp_path):
+    """(was: refused, "key 'target_id' must be a non-empty string", where a log's integer ids load)"""
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"user_id": 8000, "domain": "arts", "target_id": 7, "candidates": [8, 7], "history": [1]}\n')
+    assert read_candidates(path) == [CandidateList("8000", "arts", "7", ("8", "7"), ("1",))]
+
+
 @pytest.mark.parametrize("line,match", [
     ('{"user_id": "u", "domain": "arts", "candidates": ["1"]}', r"c\.jsonl:2: missing key 'target_id'"),
     ('{"user_id": "u", "domain": "arts", "target_id": "9", "candidates": ["1"]}', r":2: key 'candidates' does not contain"),
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1", "1"]}', r":2: key 'candidates' repeats"),
-    ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": [1]}', r":2: key 'candidates' must be"),
+    ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": [true]}', r":2: key 'candidates' must be"),
+    ('{"user_id": "u", "domain": "arts", "target_id": 1, "candidates": [2, 1]}',  # was: counted twice in each mean
+     r"c\.jsonl:2: a second list for user 'u', domain arts, target '1' \(the first is at .*c\.jsonl:1\)"),
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1"], "score": 1}', r":2: unknown key 'score'"),
     ('{"user_id": "u",', r":2: not valid JSON"),
 ])

@@ -56,6 +56,20 @@ def test_log_errors_name_file_line_and_key(tmp_path, bad, match):
         read_log(path)
 
 
+def test_raw_line_separators_inside_json_strings_are_read_and_lines_are_counted_at_newlines(tmp_path):
+    """JSON allows U+2028, U+2029 and U+0085 raw in strings (`ensure_ascii=False` writes them so); str.splitlines
+    breaks lines there (was: a valid catalogue refused as "not valid JSON", and later errors named wrong lines)."""
+    titles = ["a\u2028b", "c\u2029d", "e\u0085f"]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps({"item_id": str(i), "title": t}, ensure_ascii=False) + "\r\n"
+                            for i, t in enumerate(titles)) + '{"item_id": "3"}\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"items\.jsonl:4: missing key 'title'"):
+        read_catalogue(path)
+    path.write_text("".join(json.dumps({"item_id": str(i), "title": t}, ensure_ascii=False) + "\n"
+                            for i, t in enumerate(titles)), encoding="utf-8")
+    assert [read_catalogue(path)[str(i)].title for i in range(3)] == titles
+
+
 def test_catalogue_errors(tmp_path, catalogue):
     path = write_jsonl(tmp_path / "cat.jsonl", [{"item_id": "1", "title": "x"}, {"item_id": "1", "title": "y"}])
     with pytest.raises(DataFormatError, match=r"cat\.jsonl:2: key 'item_id': '1' appears twice"):

@@ -283,8 +283,8 @@ def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_pat
     assert again.teacher_forwards == 0 and again.margins == pytest.approx(first.margins)
     v2 = _teacher(tiny_model_dir, tmp_path, "teacher", seed=1)  # another teacher: other weights, other key
     assert prepared(v2).teacher_forwards == 6
-    _write_tallrec(full, cases[:5] + [replace(cases[5], history=cases[5].history[1:])])  # the data changed
-    assert prepared(v1).teacher_forwards == 6
+    _write_tallrec(full, cases[:5] + [replace(cases[5], history=cases[5].history[1:])])  # one case changed
+    assert prepared(v1).teacher_forwards == 1  # its prompt alone (was: all 6, the file's digest in the key)
 
 
 def test_distill_trains_end_to_end_and_names_its_teacher(tiny_model_dir, tmp_path):

@@ -54,8 +54,7 @@ def _teacher_record(recipe: Recipe, fingerprint):
 def _teacher(recipe: Recipe, backbone) -> Teacher:
     """The distillation teacher: its backbone, its adapter (verified against that backbone) and its view of the data."""
     cfg = recipe.method
-    cases, data = recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
-    data_fp = data.fingerprint
+    cases, _ = recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")
     other = _teacher_backbone(recipe, backbone)
     if other is None:
         fingerprint, base_key = backbone.fingerprint, backbone.score_key
@@ -64,9 +63,9 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
         tokenizer = tokenizer_digest(load_tokenizer(other.name))
         fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend, backbone.device.type, tokenizer)
     if cfg.teacher == "backbone":
-        return Teacher("backbone", None, f"{base_key}:base", cases, data_fp, other)
+        return Teacher("backbone", None, f"{base_key}:base", cases, other)
     record = _teacher_record(recipe, fingerprint)
-    return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, data_fp, other)
+    return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other)
 
 
 MethodBuilder = Callable[[Recipe, Any, Sequence[Case]], Method]

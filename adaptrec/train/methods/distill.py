@@ -46,7 +46,6 @@ class Teacher:
     path: Path | None
     model_key: str  # backbone score key + adapter weights hash
     cases: Sequence[Case]  # the teacher's view of the training cases
-    data_fingerprint: str
     backbone: TeacherBackbone | None = None  # None: the student's backbone
 
 
@@ -74,7 +73,7 @@ class DistillMethod(Method):
         self.teacher_forwards = 0  # prompts the teacher actually ran (0 when the cache had them all)
 
     def cache_key(self) -> str:
-        return f"teacher:{self.teacher.model_key}:{self.teacher.data_fingerprint}"
+        return f"teacher:{self.teacher.model_key}"  # the prompt keys the rest: not the data it came from
 
     def _scorer(self, model: torch.nn.Module, tokenizer, ctx: StepContext) -> Scorer:
         """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings without item
