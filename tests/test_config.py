@@ -155,6 +155,20 @@ def test_reuse_skips_registry_rows_whose_recipe_no_longer_validates():
     assert _settings(SimpleNamespace(recipe_text=old_schema, ref="movie-lora:2")) is None
 
 
+def test_reuse_takes_only_adapters_trained_here():
+    """(was: a pulled adapter of the same name and recipe settings was reused instead of training one here)"""
+    from types import SimpleNamespace
+
+    from adaptrec.fingerprint import Fingerprint
+    from adaptrec.train.recipe import _trained_with
+
+    recipe, text = load_recipe("movie-lora")
+    fp = Fingerprint("e" * 64, "f" * 64, "m")
+    record = SimpleNamespace(kind="trained", recipe_text=text, lineage=None, fingerprint=fp, ref="movie-lora:1")
+    assert _trained_with(record, recipe_digest(recipe), fp)
+    assert not _trained_with(SimpleNamespace(**{**vars(record), "kind": "pulled"}), recipe_digest(recipe), fp)
+
+
 def test_several_mistakes_are_each_named_with_key_and_value(tmp_path):
     """One line per mistake (up to five), never the first one plus a count; an unknown key is always named."""
     def mutate(r):

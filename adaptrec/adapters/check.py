@@ -170,6 +170,10 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
                              f"registered as {adapter_type} ({expected})")
     if expected not in ("LORA", "ADALORA"):
         return
+    if adapter_type == "collab":  # its item table and projector beside the LoRA part (collab imports torch: here)
+        from .collab import read_saved
+
+        read_saved(folder)
     shapes = tensor_shapes(Path(folder) / WEIGHTS_FILE, label)
     modules = _lora_modules(shapes, label)
     targets = config.get("target_modules")

@@ -41,8 +41,9 @@ from pydantic import Field, model_serializer
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
 from adaptrec.data.prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, answer_token_ids
-from adaptrec.errors import ConfigError, MissingOptionalPackage
+from adaptrec.errors import ConfigError, IntegrityError, MissingOptionalPackage
 from adaptrec.fingerprint import digest
+from adaptrec.userfiles import parse_json, read_user_text
 
 from .lora import LoraSettings, LoraTuner
 
@@ -352,10 +353,47 @@ def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor
 
 
 def read_saved(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors of `collab.safetensors` and the metadata a collab adapter folder holds."""
+    """The tensors of `collab.safetensors` and the metadata a collab adapter folder holds, their shapes checked:
+    `IntegrityError` naming the first problem (a pulled folder is its publisher's)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(Path(folder) / TABLE_FILE)), json.loads((Path(folder) / META_FILE).read_text())
+    folder = Path(folder)
+    meta = parse_json(read_user_text(folder / META_FILE, "file", IntegrityError), str(folder / META_FILE),
+                      IntegrityError)
+    try:
+        tensors = load_file(str(folder / TABLE_FILE))
+    except (SafetensorError, OSError) as e:
+        raise IntegrityError(f"{folder / TABLE_FILE}: not a readable safetensors file ({e})") from None
+    problem = _saved_problem(tensors, meta)
+    if problem is not None:
+        raise IntegrityError(f"{folder}: {problem}")
+    return tensors, meta
+
+
+def _saved_problem(tensors: dict[str, torch.Tensor], meta) -> str | None:
+    """What is wrong with a collab adapter's saved files, if anything."""
+    if not isinstance(meta, dict):
+        return f"{META_FILE} is not a JSON object"
+    items, hidden, encoder = meta.get("items"), meta.get("projector_hidden"), meta.get("encoder")
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
+        return f"{META_FILE} 'items' is not a list of item ids"
+    if len(set(items)) != len(items):
+        return f"{META_FILE} lists {len(items)} item ids, {len(set(items))} distinct"
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
+        return f"{META_FILE} 'projector_hidden' is not a whole number >= 0"
+    if not isinstance(encoder, dict) or not isinstance(encoder.get("content", {}), dict):
+        return f"{META_FILE} 'encoder' is not an encoder record"
+    table = tensors.get("table")
+    if table is None or table.dim() != 2 or table.shape[0] != len(items) or not table.is_floating_point():
+        return f"{TABLE_FILE} has no float 'table' of one row per item ({len(items)})"
+    dims = encoder.get("content", {}).get("dims", 0)
+    if not isinstance(dims, int) or isinstance(dims, bool) or not 0 <= dims < table.shape[1]:
+        return f"{META_FILE} 'encoder' says the titles take {dims!r} of the table's {table.shape[1]} columns"
+    for part in ("projector", *(["matcher"] if meta.get("match_token") else [])):
+        if not any(k.startswith(f"{part}.") for k in tensors):
+            return f"{TABLE_FILE} holds no {part} tensors"
+    return None
 
 
 def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | None = None) -> None:
@@ -446,16 +484,17 @@ class CollabTuner(LoraTuner):
         adapter `name`'s (default: the active adapter's; loaded into them in place when it has them), and on a
         backbone the item tokens."""
         tensors, meta = saved or read_saved(folder)
-        if len(meta["items"]) != tensors["table"].shape[0] or len(set(meta["items"])) != len(meta["items"]):
-            raise ConfigError(f"{folder}: collab.json lists {len(meta['items'])} item ids ({len(set(meta['items']))} "
-                              f"distinct) for an item table of {tensors['table'].shape[0]} rows")
         layer = model.get_input_embeddings()
         dim = tensors["table"].shape[1]
         loaded = {"projector": new_projector(dim, layer.weight, meta["projector_hidden"]),
                   **({"matcher": new_projector(dim, layer.weight, 0)} if meta.get("match_token") else {})}
         for part, module in loaded.items():
-            module.load_state_dict({k.removeprefix(f"{part}."): v for k, v in tensors.items()
-                                    if k.startswith(f"{part}.")})
+            try:
+                module.load_state_dict({k.removeprefix(f"{part}."): v for k, v in tensors.items()
+                                        if k.startswith(f"{part}.")})
+            except RuntimeError as e:  # missing, extra or misshapen tensors
+                raise IntegrityError(f"{folder}: its {part} does not fit this backbone "
+                                     f"({str(e).splitlines()[-1].strip()})") from None
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
             layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False),

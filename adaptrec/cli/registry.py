@@ -26,7 +26,7 @@ def _auc_cell(record) -> str:
 
 
 @registry_app.command("list")
-def registry_list(domain: Optional[str] = typer.Option(None, "--domain")) -> None:
+def registry_list(domain: Optional[str] = typer.Option(None, "--domain", help="only adapters of this domain")) -> None:
     """List registered adapters (promoted ones are marked with *)."""
     reg = api.registry()
     promoted = set(reg.aliases().values())
@@ -78,7 +78,8 @@ def registry_promote(
 
 
 @registry_app.command("history")
-def registry_history(domain: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def registry_history(domain: str = typer.Argument(..., help="the domain whose champion decisions to list"),
+                     as_json: bool = typer.Option(False, "--json", help="print the decisions as JSON")) -> None:
     """Every champion decision of DOMAIN, oldest first: promotions, refused challengers, rollbacks, forced removals."""
     decisions = api.registry().history(domain)
     if as_json:
@@ -88,14 +89,15 @@ def registry_history(domain: str, as_json: bool = typer.Option(False, "--json"))
         typer.echo(f"no decisions recorded for domain {domain!r}")
     for d in decisions:
         e = d.evidence
-        test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] on {e['cases']} cases, {e['test']}" \
-            if "diff" in e else ""
+        gated = all(isinstance(e.get(k), (int, float)) for k in ("diff", "ci_low", "ci_high"))  # the gate's test
+        test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] on {e.get('cases')} cases, " \
+            f"{e.get('test')}" if gated else ""
         typer.echo(f"{d.seq:4} {d.at}  {d.action:8} {d.ref:24} (was {d.previous or '-'}) by {d.by}{test}")
 
 
 @registry_app.command("encoders")
-def registry_encoders(name: Optional[str] = typer.Option(None, "--name"),
-                      as_json: bool = typer.Option(False, "--json")) -> None:
+def registry_encoders(name: Optional[str] = typer.Option(None, "--name", help="only versions of this encoder name"),
+                      as_json: bool = typer.Option(False, "--json", help="print the records as JSON")) -> None:
     """Registered collaborative encoders (`adaptrec train-cf`), newest version first."""
     records = api.registry().encoders(name)
     if as_json:

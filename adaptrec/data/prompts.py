@@ -98,13 +98,13 @@ def with_item_tokens(case: Case, tokenizer: Any = None) -> Case:
 
 
 def defused(case: Case) -> Case:
-    """`case` with every title's spelling of a soft token broken ("<user>" -> "< user>"): a title's text never
-    turns into an item, user or match token, and renders alike whatever tokens a tokenizer holds."""
+    """`case` with every title's and the noun's spelling of a soft token broken ("<user>" -> "< user>"): request
+    text never turns into an item, user or match token, and renders alike whatever tokens a tokenizer holds."""
     def plain(text: str) -> str:
         return SOFT_TEXT.sub(lambda m: "< " + m[0][1:], text)
 
     history = tuple(replace(h, text=plain(h.text)) for h in case.history)
-    return replace(case, history=history, target=plain(case.target))
+    return replace(case, history=history, target=plain(case.target), noun=plain(case.noun))
 
 
 def items_template(template: str) -> str:

@@ -56,12 +56,16 @@ def _scalar(v) -> bool:
     return isinstance(v, (str, int, float, bool)) or v is None
 
 
-def _recipe(meta: dict) -> dict:
+def _template(meta: dict) -> str:
+    """The prompt template the adapter's recipe names (`data.template`), else `tallrec`; any recipe text (a pulled
+    one is the publisher's) reads as one."""
     try:
-        parsed = yaml.safe_load(meta.get("recipe") or "") or {}
+        parsed = yaml.safe_load(meta.get("recipe") or "")
     except yaml.YAMLError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+        return "tallrec"
+    data = parsed.get("data") if isinstance(parsed, dict) else None
+    template = data.get("template") if isinstance(data, dict) else None
+    return template if isinstance(template, str) and template else "tallrec"
 
 
 def _identity(meta: dict) -> tuple[str, str, str]:
@@ -211,7 +215,7 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
         "```",
         "",
     ]
-    template = ((_recipe(meta).get("data") or {}).get("template")) or "tallrec"
+    template = _template(meta)
     if template != "tallrec":
         lines += [f"This adapter was trained with the `{template}` prompt template: wrap the prompt text the same way.", ""]
     if adapter_type == "lora":

@@ -209,8 +209,11 @@ def push_to_mirror(
         raise HubError(f"--to {mirror}: is a file; name the mirror folder (created if missing)")
     registry = registry or Registry()
     record = registry.resolve(ref)
-    repo = repo or record.name
     revision = check_mirror_revision(revision or f"v{record.version}")
+    if repo is None and not is_repo_id(f"x/{record.name}"):  # a registry name may hold '+' or start with '_' or '-'
+        raise HubError(f"{record.name} is no mirror repo name (letters, digits and . _ -, starting with a letter or "
+                       f"digit): pass --repo NAME")
+    repo = repo or record.name
     repo_dir = mirror_repo_dir(mirror, repo)
     dest = repo_dir / revision
     taken = HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")

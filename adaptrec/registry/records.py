@@ -15,6 +15,7 @@ from adaptrec.fingerprint import Fingerprint, text_digest
 KINDS = ("trained", "composed", "pulled")
 EXPORT_METHODS = ("adalora_to_lora",)  # lineage methods of a `composed` row that re-expresses one adapter exactly
 _NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
+MAX_VERSION = 2**63 - 1  # the largest SQLite INTEGER
 _NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
 
 
@@ -33,8 +34,10 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     check_name(name)
     if not sep or version == "latest":
         return name, None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:  # not '²', a digit int() refuses
-        raise RegistryError(f"bad adapter ref {ref!r}: the version must be a number >= 1 or 'latest', e.g. '{name}:1'")
+    # not '²', a digit int() refuses; nor past SQLite's integers, which the lookup could not bind
+    if not (version.isascii() and version.isdigit()) or not 1 <= int(version) <= MAX_VERSION:
+        raise RegistryError(f"bad adapter ref {ref!r}: the version must be a number from 1 to {MAX_VERSION} or "
+                            f"'latest', e.g. '{name}:1'")
     return name, int(version)
 
 

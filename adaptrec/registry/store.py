@@ -14,7 +14,7 @@ from types import EllipsisType
 from typing import Any
 
 from adaptrec.adapters.check import changes_base_weights
-from adaptrec.adapters.files import METADATA_FILE, check_base, file_sha256, write_adapter_dir
+from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, check_base, file_sha256, write_adapter_dir
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
@@ -214,7 +214,7 @@ class Registry:
             lineage=check_lineage(lineage, kind),
         )
         check_source(src_dir, adapter_type)
-        written: list[Path] = []  # the folder, once renamed into place
+        written: list[Path] = []  # the folder, from before it is written (a failure after its rename removes it too)
 
         def remove_written() -> None:  # under the write lock: no other writer can have taken this version yet
             for folder in written:
@@ -223,8 +223,9 @@ class Registry:
         with self._write(on_abort=remove_written) as conn:  # the write lock: held from version allocation to commit
             entry, version = self._allocate(conn, entry)
             created = _utc_now()
-            written.append(self._write_folder(src_dir, entry.metadata(version, created), self.path_for(name, version)))
-            folder = written[0]
+            folder = self.path_for(name, version)
+            written.append(folder)
+            self._write_folder(src_dir, entry.metadata(version, created), folder)
             config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
             if changes_base_weights(config):
                 raise RegistryError(f"{name}: init_lora_weights {config['init_lora_weights']!r} makes peft rewrite the "
@@ -246,12 +247,11 @@ class Registry:
         return entry, (row[0] if row else 0) + 1
 
     @staticmethod
-    def _write_folder(src_dir: Any, metadata: dict, dest: Path) -> Path:
+    def _write_folder(src_dir: Any, metadata: dict, dest: Path) -> None:
         """Write the adapter folder `dest` atomically; the caller holds the write lock."""
         if dest.exists():  # left by a process killed between rename and commit
             shutil.rmtree(dest)
         write_adapter_dir(src_dir, dest, metadata)
-        return dest
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, record: AdapterRecord) -> None:
@@ -385,8 +385,9 @@ class Registry:
     def remove(self, ref: str, force: bool = False) -> AdapterRecord:
         """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.
 
-        Refuses an adapter promoted for some domain unless `force`, which also drops those aliases and records a
-        `remove` decision in each domain's trail (the champion it leaves without one).
+        Refuses an adapter promoted for some domain, or a source of a registered score-level mix (which would stop
+        serving), unless `force`, which also drops those aliases and records a `remove` decision in each domain's
+        trail (the champion it leaves without one).
         """
         if isinstance(ref, str) and ":" not in ref:
             check_name(ref)
@@ -399,6 +400,10 @@ class Registry:
                     f"{rec.ref} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
                     "or pass force=True (--force)"
                 )
+            mixes = self._mixes_of(conn, rec.ref)
+            if mixes and not force:
+                raise RegistryError(f"{rec.ref} is a source of the score-level mix(es) {', '.join(mixes)}, which "
+                                    "could not serve without it; remove them first, or pass force=True (--force)")
             now = _utc_now()
             for domain in domains:
                 audit.append(conn, domain, "remove", rec.ref, rec.ref, {"forced": True}, now)
@@ -449,8 +454,8 @@ class Registry:
 
     def _strays(self, versions: Callable[[], dict[str, set[tuple[str, int]]]]) -> list[tuple[Path, str]]:
         """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder no row points to.
-        `versions` (`_versions`) is read after the folders are listed: a registration renames its folder into place
-        before its row commits, so one that finished during the listing is no orphan."""
+        The caller holds the write lock, so no registration is in flight; `versions` (`_versions`) is read after
+        the folders are listed."""
         found: list[tuple[Path, str]] = []
         versioned: list[tuple[str, Path]] = []  # (table, version folder)
         for root, table in ((self.adapters_dir, "adapters"), (self.encoders_dir, "encoders")):
@@ -476,25 +481,30 @@ class Registry:
         """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per
         problem found.
 
-        Reads only (nothing is repaired: `gc` removes orphans, a damaged version is re-registered or removed); rows
-        are read after the folder listing (`_strays`), so a version registered while it ran is no orphan.
+        Repairs nothing (`gc` removes orphans, a damaged version is re-registered or removed). Its folder scan holds
+        the write lock, as `gc`'s does, and writes nothing: a registration in flight (its `.tmp` folder, or its folder
+        renamed into place before its row commits) finishes first and is no problem found.
         """
         problems: list[str] = []
-        for rec in self.list():
+        records = self.list()
+        registered = {rec.ref for rec in records}
+        for rec in records:
             try:
                 verified_files(rec)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
+            sources = (rec.adapter_config or {}).get("sources", ()) if rec.adapter_type == MIX_TYPE else ()
+            missing = [s for s in sources if s not in registered]
+            if missing:  # a forced removal of a source
+                problems.append(f"{rec.ref}: a mix of {', '.join(missing)}, no longer registered; it cannot serve "
+                                "(remove it, or compose it again)")
         for enc in self.encoders():
             try:
                 _load_encoder_checked(enc)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
-        def versions() -> dict[str, set[tuple[str, int]]]:
-            with self._connect() as conn:
-                return self._versions(conn)
-
-        strays = self._strays(versions)
+        with self._write() as conn:
+            strays = self._strays(lambda: self._versions(conn))
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]
 
     # ------------------------------------------------------------ reading
@@ -534,6 +544,11 @@ class Registry:
             rec = self._resolve(conn, ref)
             domains = self._promoted_for(conn, rec)
         return {**rec.to_dict(), "promoted_for": domains}
+
+    def _mixes_of(self, conn: sqlite3.Connection, ref: str) -> list[str]:
+        """The registered score-level mixes naming `ref` among their sources."""
+        rows = conn.execute("SELECT * FROM adapters WHERE adapter_type = ? ORDER BY name, version", (MIX_TYPE,))
+        return [m.ref for m in map(self._record, rows) if ref in (m.adapter_config or {}).get("sources", ())]
 
     @staticmethod
     def _promoted_for(conn: sqlite3.Connection, rec: AdapterRecord) -> list[str]:

@@ -55,13 +55,14 @@ def check_metrics(metrics: dict | None) -> dict:
 
 
 def as_fingerprint(fp: Fingerprint | dict) -> Fingerprint:
-    """`fp` as a `Fingerprint` (a dict needs 'exact' and 'family')."""
+    """`fp` as a `Fingerprint` (a dict needs 'exact' and 'family' strings, and 'base_model' a string if given)."""
     if isinstance(fp, Fingerprint):
         return fp
-    if isinstance(fp, dict) and fp.get("exact") and fp.get("family"):
+    if isinstance(fp, dict) and all(isinstance(fp.get(k), str) and fp[k] for k in ("exact", "family")) \
+            and isinstance(fp.get("base_model", ""), str):
         return Fingerprint.from_dict(fp)
     raise RegistryError("fingerprint must be the backbone's Fingerprint (backbone.fingerprint), "
-                        "or a dict with 'exact' and 'family'")
+                        "or a dict with 'exact' and 'family' strings (and 'base_model', a string)")
 
 
 def check_lineage(lineage: dict | None, kind: str) -> dict | None:
@@ -180,7 +181,11 @@ def written_config(folder: Path, src: Any) -> dict:
         text = (folder / CONFIG_FILE).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise IntegrityError(f"adapter_config.json of {src} is not UTF-8 ({e}); re-save the adapter") from None
-    return parse_json(text, f"adapter_config.json of {src} (re-save the adapter)", IntegrityError)
+    config = parse_json(text, f"adapter_config.json of {src} (re-save the adapter)", IntegrityError)
+    if not isinstance(config, dict):
+        raise IntegrityError(f"adapter_config.json of {src} is not a JSON object (it holds "
+                             f"{json.dumps(config)[:40]}); re-save the adapter")
+    return config
 
 
 def verified_files(rec: AdapterRecord) -> dict:

@@ -131,9 +131,9 @@ def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, 
 
 
 def _trained_with(record: AdapterRecord, digest: str, fingerprint) -> bool:
-    """Whether `record` was trained from a recipe with settings `digest` on exactly this backbone, and not by a
-    continual update (whose recipe text names data it never trained on)."""
-    return (bool(record.recipe_text) and (record.lineage or {}).get("method") != UPDATE
+    """Whether `record` was trained here from a recipe with settings `digest` on exactly this backbone: not pulled
+    (its recipe text is the publisher's word), nor a continual update (whose recipe names data it never trained on)."""
+    return (record.kind == "trained" and bool(record.recipe_text) and (record.lineage or {}).get("method") != UPDATE
             and fingerprint.match(record.fingerprint) == "exact" and _settings(record) == digest)
 
 

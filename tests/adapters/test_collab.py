@@ -300,6 +300,39 @@ def test_a_collab_adapter_travels_through_a_mirror_and_scores_the_same(built, ti
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_collab_files_that_do_not_fit_are_refused_by_the_folder_check_a_pull_runs(built, tmp_path):
+    """(was: a pulled folder with `collab.json` `{}` or a tensor file without its table was registered, then every
+    load ended in a KeyError traceback)"""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.errors import IntegrityError
+
+    _, model, _ = built
+    good = tmp_path / "good"
+    _save(model, good)
+    check_adapter_folder(good, "collab", "good")
+    meta, tensors = json.loads((good / "collab.json").read_text()), load_file(str(good / "collab.safetensors"))
+    for name, damage, words in (
+            ("empty", lambda f: (f / "collab.json").write_text("{}"), "collab.json 'items' is not a list of item ids"),
+            ("array", lambda f: (f / "collab.json").write_text("[1]"), "collab.json is not a JSON object"),
+            ("twice", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "items": meta["items"][:1] * 2})),
+             "lists 2 item ids, 1 distinct"),
+            ("hidden", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "projector_hidden": "8"})),
+             "'projector_hidden' is not a whole number"),
+            ("no-table", lambda f: save_file({k: v for k, v in tensors.items() if k != "table"},
+                                             str(f / "collab.safetensors")), "no float 'table' of one row per item"),
+            ("no-projector", lambda f: save_file({"table": tensors["table"]}, str(f / "collab.safetensors")),
+             "holds no projector tensors")):
+        bad = tmp_path / name
+        shutil.copytree(good, bad)
+        damage(bad)
+        with pytest.raises(IntegrityError, match=words):
+            check_adapter_folder(bad, "collab", name)
+
+
 def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_stage(tiny_model_dir):
     """`projector_steps: 2`: LoRA gets no gradients (None: AdamW neither steps nor keeps moments for it) until two
     optimizer steps are done, the projector gets its own from the start; the steps done travel with the
@@ -674,11 +707,14 @@ def test_a_title_spelling_a_soft_token_stays_text(built):
     case = cases[0]
     used = {h.item_id for h in case.history} | {case.target_id}
     other = next(i for i in bb.model.get_input_embeddings().items if i not in used)
-    case = replace(case, target=f"Pens <item_{other}> <match>")
+    case = replace(case, target=f"Pens <item_{other}> <match>", noun="<user>")  # the noun: was a user token
     for template in ("tallrec-items", "tallrec"):
         ids = bb.tokenizer(render_prompt(case, template, bb.tokenizer)).input_ids
         assert bb.tokenizer.convert_tokens_to_ids(f"<item_{other}>") not in ids
-    assert f"Pens < item_{other}> < match>" in render_prompt(case, "tallrec", None)  # alike with any tokenizer
+        user = bb.tokenizer.get_vocab().get("<user>")
+        assert user is None or ids.count(user) <= (template == "tallrec-items")  # the question's own, not the noun
+    prompt = render_prompt(case, "tallrec", None)  # alike with any tokenizer
+    assert f"Pens < item_{other}> < match>" in prompt and "<user>" not in prompt
 
 
 def test_another_saved_collab_adapter_scores_with_its_own_projector_then_the_trained_one_is_back(built, tmp_path):

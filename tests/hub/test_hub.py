@@ -463,6 +463,16 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     _assert_nothing_left(before)
 
 
+def test_a_registry_name_that_is_no_repo_name_asks_for_repo(lora_src, tmp_path, monkeypatch, capsys):
+    """(was: "bad mirror repo 'movie+lora'", naming no way out)"""
+    rec = _register(lora_src, name="movie+lora")
+    mirror = tmp_path / "adapters_hub"
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert "movie+lora is no mirror repo name" in _one_line_error(code, err) and "pass --repo NAME" in err
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--repo", "movie-lora")
+    assert code == 0 and (mirror / "movie-lora" / "v1" / "adaptrec.json").is_file(), err
+
+
 def test_two_pushes_of_one_mirror_revision_at_once_give_the_second_one_line(lora_src, tmp_path, monkeypatch, capsys):
     """Both passed the exists check; the second's rename failed with a raw OS error (ENOTEMPTY), exit 1."""
     from adaptrec.hub import push

@@ -90,7 +90,8 @@ def test_resolve_grammar(reg, src):
 
 
 @pytest.mark.parametrize("ref", ["", "a/b", "../x", "a..b", ".hidden", "a b", "a:0", "a:-1", "a:x", "a:1:2", "a\\b",
-                                 "a:", "x" * 200, "a:²", "a:١"])  # digits int() refuses, or reads as another number
+                                 "a:", "x" * 200, "a:²", "a:١",  # digits int() refuses, or reads as another number
+                                 "a:9223372036854775808"])  # past SQLite's integers (was: OverflowError, a 500 served)
 def test_bad_refs_raise_registry_error(reg, ref):
     with pytest.raises(RegistryError, match="bad adapter (ref|name)"):
         reg.resolve(ref)
@@ -109,6 +110,23 @@ def test_bad_names_refused_on_register_and_nothing_written(reg, src):
         with pytest.raises(RegistryError):
             reg_one(reg, src, name=name)
     assert row_count(reg) == 0 and not reg.adapters_dir.exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"adapter_config": None, "config_text": "[]"},
+     r"adapter_config\.json of .* is not a JSON object \(it holds \[\]\)"),
+    ({"fingerprint": {"exact": ["x"], "family": "f"}}, "'exact' and 'family' strings"),  # was: "restore the db"
+    ({"fingerprint": {"exact": "e", "family": "f", "base_model": None}}, "'base_model', a string"),  # sqlite's error
+])
+def test_a_config_or_fingerprint_of_the_wrong_type_is_one_line_and_nothing_is_kept(reg, src, change, words):
+    """(was: AttributeError from a list config; a database error telling the user to restore a healthy registry)"""
+    from adaptrec.errors import AdaptrecError
+
+    if "config_text" in change:
+        (src / "adapter_config.json").write_text(change.pop("config_text"))
+    with pytest.raises(AdaptrecError, match=words):
+        reg_one(reg, src, **change)
+    assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
 
 
 def test_list_and_show(reg, src):
@@ -170,6 +188,25 @@ def test_remove_refuses_promoted_unless_force(reg, src):
     with pytest.raises(RegistryError, match="no version 2"):
         reg.resolve("movies-lora:2")
     assert reg.resolve("movies-lora").version == 1
+
+
+def test_remove_refuses_a_source_of_a_mix_unless_force_and_verify_names_the_broken_mix(reg, src):
+    """(was: removed without a word; the mix, even a promoted one, then failed every request and `verify` found
+    nothing wrong)"""
+    arts, office = reg_one(reg, src, name="arts-lora"), reg_one(reg, src, name="office-lora")
+    sources = [arts.ref, office.ref]
+    mix = reg.register(lambda folder: (Path(folder) / "mix.json").write_text("{}"), name="blend", domain="movies",
+                       kind="composed", adapter_type="mix", fingerprint=FP,
+                       adapter_config={"sources": sources, "weights": [0.5, 0.5]},
+                       lineage={"parents": sources, "method": "mix", "weights": [0.5, 0.5]})
+    with pytest.raises(RegistryError, match="arts-lora:1 is a source of the score-level mix\\(es\\) blend:1.*--force"):
+        reg.remove("arts-lora:1")
+    assert reg.resolve("arts-lora:1") and reg.verify() == []
+    reg.remove("arts-lora:1", force=True)
+    assert reg.verify() == [f"{mix.ref}: a mix of arts-lora:1, no longer registered; it cannot serve (remove it, or "
+                            "compose it again)"]
+    reg.remove(mix.ref)
+    assert reg.remove("office-lora:1").ref == "office-lora:1"  # no mix names it any more
 
 
 def test_remove_needs_a_version_and_a_known_ref(reg, src):
@@ -236,6 +273,25 @@ def test_verify_reports_no_orphan_for_a_version_registered_while_it_runs(reg, sr
         return real(rec)
     monkeypatch.setattr(store, "verified_files", hash_then_register)
     assert reg.verify() == [] and registered[0].ref == "movies-lora:2"
+
+
+def test_verify_waits_for_a_registration_in_flight_instead_of_reporting_its_folder(reg, src):
+    """(was: the in-flight registration's `.tmp` folder reported as "an unfinished write", exit status 1)"""
+    import threading
+
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_writer(folder):
+        make_peft_dir(Path(folder))
+        writing.set()
+        assert release.wait(30)
+
+    other = threading.Thread(target=lambda: reg_one(Registry(home=reg.home), slow_writer))
+    other.start()
+    assert writing.wait(30)
+    threading.Timer(0.5, release.set).start()  # verify, started now, waits for the registration to commit
+    assert reg.verify() == [] and reg.resolve("movies-lora:1")
+    other.join(30)
 
 
 # ---------------------------------------------------------------- verification on load
@@ -312,6 +368,26 @@ def test_failure_after_files_written_removes_the_folder(reg, src, monkeypatch):
     assert row_count(reg) == 0
     assert not reg.path_for("movies-lora", 1).exists()
     assert list((reg.adapters_dir / "movies-lora").iterdir()) == []
+
+
+def test_a_failure_after_the_folders_rename_removes_it(reg, src, monkeypatch):
+    """(was: an fsync of the parent failing after the rename, or a Ctrl-C there, left adapters/NAME/VERSION with
+    no row)"""
+    import errno
+
+    from adaptrec import atomic
+
+    real = atomic.fsync_dir
+
+    def failing(folder):
+        if Path(folder) == reg.adapters_dir / "movies-lora":
+            raise OSError(errno.EIO, "Input/output error (simulated)")
+        return real(folder)
+
+    monkeypatch.setattr(atomic, "fsync_dir", failing)
+    with pytest.raises(OSError, match="simulated"):
+        reg_one(reg, src)
+    assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
 
 
 @pytest.mark.parametrize("what", ["registry", "score cache"])
