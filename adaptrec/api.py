@@ -380,8 +380,10 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
+    from .registry.validation import check_domain
     from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
 
+    check_domain(domain)  # an empty one would be blamed on the history
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
         raise RouteError(NO_HISTORY)
     if data is not None and history is not None:  # the SPEC would be loaded, then ignored
@@ -402,9 +404,11 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
+    from .registry.validation import check_domain
     from .router.policy import RoutePolicy, check_cold_options
     from .router.retrieval import recommend_user
 
+    check_domain(domain)
     _check_choice("template", template, TEMPLATES)
     _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
@@ -460,7 +464,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator. The process keeps
     glibc's malloc on one arena afterwards (`serve.app.one_malloc_arena`; glibc cannot read the old setting back)."""
     from .data.prompts import TEMPLATES
-    from .serve.app import ServeOptions
+    from .serve.app import ServeOptions, check_address
     from .serve.app import serve as run_server
     from .serve.engine import Engine, Limits
 
@@ -471,6 +475,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                             "its feedback, so it needs the request log; drop --no-request-log")
     if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
         raise AdaptrecError(f"--registry {registry_home}: no such folder")
+    check_address(host, port)
     reg = registry(registry_home)
     for ref in preload:
         reg.resolve(ref)  # a misspelt preload: refused before the backbone loads
@@ -519,9 +524,7 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
     target = Path(out) if out is not None else Path(f"{kind}.png")
-    if target.is_dir() or any(p.exists() and not p.is_dir() for p in target.parents):
-        raise AdaptrecError(f"--out {target}: expected a PNG file to write, in a folder (it names a folder, or a "
-                            "file stands where its folder should be)")
+    check_output_file(target, "--out")
     if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
         from .scoring.core import SCORING_VERSION
 

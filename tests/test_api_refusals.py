@@ -26,6 +26,12 @@ def no_backbone(tiny_model_dir, monkeypatch):
     return registry
 
 
+def _limits(**sizes):
+    from adaptrec.serve.engine import Limits
+
+    return Limits(**sizes)
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda: adaptrec.load("arts-lora", template="bogus"), "template 'bogus'"),
     (lambda: adaptrec.load("arts-lora", batch_size=0), "batch_size 0"),
@@ -46,8 +52,10 @@ def no_backbone(tiny_model_dir, monkeypatch):
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
+    (lambda: adaptrec.serve(limits=_limits(queue_timeout_s=0.0)), "--queue-timeout 0.0"),  # was: refused every request
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
     (lambda: adaptrec.route("u1", "movie", data="tallrec:movie:test", history="h.json"), "pass one"),
+    (lambda: adaptrec.route("u1", "", history="h.json"), "bad domain ''"),  # was: blamed on the history
     (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),
     (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
@@ -64,6 +72,20 @@ def test_serve_refuses_a_registry_folder_that_does_not_exist(no_backbone, tmp_pa
     with pytest.raises(AdaptrecError, match="no such folder"):
         adaptrec.serve(registry_home=tmp_path / "typo")
     assert not (tmp_path / "typo").exists()
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_the_backbone_loads(no_backbone):
+    """(was: the backbone and preloads loaded first, then uvicorn failed to bind)"""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(AdaptrecError, match=f"--port {port}: cannot listen there"):
+            adaptrec.serve(port=port)
+    with pytest.raises(AdaptrecError, match="--host no-such-host.invalid --port 8000: cannot listen there"):
+        adaptrec.serve(host="no-such-host.invalid")
 
 
 def test_a_mix_of_a_mix_is_refused_before_the_backbone_loads(no_backbone):

@@ -15,8 +15,8 @@ MadeForQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the 
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
 TemplateOpt = typer.Option("tallrec", "--template",
                            help="tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items")
-BatchOpt = typer.Option(8, "--batch-size", min=1)
-SeedOpt = typer.Option(0, "--seed", min=0)
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
+SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
 
 
 def echo_json(obj) -> None:

@@ -15,7 +15,7 @@ ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-lev
 ColdWeightsOpt = typer.Option(None, "--cold-weights", help="weights of --cold-mix (default equal)")
 MinHistoryOpt = typer.Option(3, "--min-target-history", min=0,
                              help="fewer target-domain interactions than this: cold start")
-UserOpt = typer.Option(..., "--user")
+UserOpt = typer.Option(..., "--user", help="the user id (as in --data, or any name with --history)")
 DomainOpt = typer.Option(..., "--domain", help="the target domain")
 
 
@@ -38,11 +38,13 @@ def compose(
     domain: Optional[str] = typer.Option(None, "--domain", help="domain it serves (default: the last source's)"),
     search: bool = typer.Option(False, "--search", help="learn the weights on --shots labelled cases of --data"),
     data: Optional[str] = typer.Option(None, "--data", help="with --search: the target domain's labelled data SPEC"),
-    shots: int = typer.Option(32, "--shots", min=1, max=32, help="with --search: labelled target cases (at most 32)"),
-    budget: int = typer.Option(20, "--budget", min=1,
-                               help="with --search: loss evaluations (LoraHub's inference steps)"),
-    l1: float = typer.Option(0.05, "--l1",
-                             help="with --search: L1 penalty on the weights (ΔW merges; a mix ignores it)"),
+    shots: Optional[int] = typer.Option(None, "--shots", min=1, max=32,
+                                        help="with --search: labelled target cases (default and most: 32)"),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1,
+                                         help="with --search: loss evaluations (LoraHub's inference steps; "
+                                         "default 20)"),
+    l1: Optional[float] = typer.Option(None, "--l1", help="with --search: L1 penalty on the weights (ΔW merges; a mix "
+                                      "ignores it; default 0.05)"),
     seed: int = SeedOpt,
     svd_rank: Optional[int] = typer.Option(None, "--svd-rank", min=1,
                                            help="*svd methods (default: sum of ranks, exact for svd)"),
@@ -56,11 +58,14 @@ def compose(
     """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
     if search and not data:
         raise AdaptrecError("compose --search: pass --data SPEC with the target domain's labelled cases")
-    if data and not search:
-        raise AdaptrecError(f"compose --data {data}: only the weight search reads it; add --search, or drop --data "
-                            "to compose with --weights")
-    res = api.compose(from_, name=name or "", method=method, weights=weights, domain=domain,
-                      search_data=data if search else None, shots=shots, budget=budget, l1=l1, seed=seed,
+    search_options = {"shots": shots, "budget": budget, "l1": l1}  # None: api.compose's default
+    given = [f"--{option}" for option, value in {"data": data, **search_options}.items() if value is not None]
+    if given and not search:  # nothing would read them: the weights would be equal, not learned
+        several = len(given) > 1
+        raise AdaptrecError(f"compose {', '.join(given)}: only the weight search reads {'these' if several else 'this'}"
+                            f"; add --search, or drop {'them' if several else 'it'} to compose with --weights")
+    res = api.compose(from_, name=name or "", method=method, weights=weights, domain=domain, search_data=data,
+                      **{option: value for option, value in search_options.items() if value is not None}, seed=seed,
                       svd_rank=svd_rank, density=density, promote_cold=promote_cold, into_base=into_base,
                       backbone=backbone, quantization=quantization)
     record, composition = res.record, res.composition
@@ -109,7 +114,7 @@ def recommend(
     history: Optional[Path] = typer.Option(None, "--history", help="the user's history file instead of their case in --data"),
     candidates: Optional[Path] = typer.Option(None, "--candidates", help="candidates.jsonl (docs/data.md); default: retrieve"),
     retrieve: int = typer.Option(20, "--retrieve", min=1, help="candidates retrieved with MiniLM when no --candidates"),
-    top_k: int = typer.Option(10, "--top-k", min=1),
+    top_k: int = typer.Option(10, "--top-k", min=1, help="items printed, best first"),
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
     cold_weights: Optional[str] = ColdWeightsOpt,

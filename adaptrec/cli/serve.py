@@ -16,14 +16,15 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="port to listen on (0: any free one)"),
     preload: Optional[List[str]] = typer.Option(None, "--preload", help="adapter refs to load at start (repeatable); "
                                                 "anonymous requests may name these and promoted ones"),
     allow_any_adapter: bool = typer.Option(False, "--allow-any-adapter", help="let anonymous requests name any "
                                            "registered adapter"),
     max_resident: int = typer.Option(8, "--max-resident", min=1, help="LRU cap on adapters held in memory"),
-    max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", min=1),
+    max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", min=1,
+                                          help="longer prompts are refused (413), never cut"),
     max_candidates: int = typer.Option(100, "--max-candidates", min=1,
                                        help="items per /v1/score, candidates per /v1/recommend"),
     max_history: int = typer.Option(200, "--max-history", min=0, help="history items per request"),
@@ -33,7 +34,7 @@ def serve(
                                        help="request bodies over this get 413 unread"),
     prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", min=0, help="MiB of shared-prefix KV caches kept"),
     queue_timeout: float = typer.Option(5.0, "--queue-timeout", min=0.0,
-                                        help="seconds a request may wait before it is refused"),
+                                        help="seconds (above 0) a request may wait before it is refused"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1,
                                             help="rows merged across requests (default: 1 on "
                                             "CPU, 16 on an accelerator)"),

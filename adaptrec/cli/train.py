@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import SetOpt
+from .options import SeedOpt, SetOpt
 
 recipes_app = typer.Typer(no_args_is_help=True, help="The recipes shipped with adaptrec.")
 
@@ -46,7 +46,7 @@ def train_cf(
     name: Optional[str] = typer.Option(None, "--name", help="registry name (default KIND-SOURCE)"),
     dim: Optional[int] = typer.Option(None, "--dim", min=1, help="vector size (default: the encoder's)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als"),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = SeedOpt,
 ) -> None:
     """Fit a collaborative encoder on a source's training interactions, measure it on validation, register it."""
     record = api.train_cf(kind, data=data, name=name, dim=dim, epochs=epochs, seed=seed)
@@ -54,7 +54,8 @@ def train_cf(
     typer.echo(f"registered encoder {record.ref} ({record.kind} on {record.data}: {record.window}); {shown}")
 
 
-def demo(limit: int = typer.Option(200, "--limit", help="test subset size")) -> None:
+def demo(limit: int = typer.Option(200, "--limit", min=2,
+                                   help="test cases, a seeded label-stratified subset (at least 2)")) -> None:
     """The main job on the embedded default: train movie-lora (64 shots), evaluate, register and promote."""
     train(recipe="movie-lora", set_=[f"evaluation.limit={limit}"], resume=False, restart=True, promote=True,
           dry_run=False)

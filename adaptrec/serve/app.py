@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import Executor
@@ -74,19 +75,23 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
     """`/v1/score` and `/v1/recommend`: sizes checked here, planned on the preparation thread, run on the worker,
     logged (with a `request_id`) on a thread of its own."""
 
-    async def scores(request: Request, req, targets) -> tuple[plans.Plan, Any]:
+    @asynccontextmanager
+    async def held(req, targets):
+        """The request counted from arrival to answer (its logging included), refused when the server holds
+        `queue_size` already: an overload costs no routing, tokenizing or logging."""
         plans.check_sizes(engine, req, targets)
-        if state["admitted"] >= options.queue_size:  # before planning: an overload costs no routing or tokenizing
+        if state["admitted"] >= options.queue_size:
             raise QueueFull(f"the server holds {options.queue_size} requests already; retry later")
-        state["admitted"] += 1  # the event loop's own counter: requests from arrival to answer
+        state["admitted"] += 1  # the event loop's own counter
         try:
-            return await admitted(request, req, targets, time.monotonic())
+            yield
         finally:
             state["admitted"] -= 1
 
-    async def admitted(request: Request, req, targets, arrived: float) -> tuple[plans.Plan, Any]:
+    async def scores(request: Request, req, targets) -> tuple[plans.Plan, Any]:
         worker: Worker = state["worker"]
-        admin = request.scope.get(ADMIN_KEY, False)
+        admin, arrived = request.scope.get(ADMIN_KEY, False), time.monotonic()
+
         def make() -> plans.Plan:
             return plans.plan(engine, req, targets, admin, options.allow_any_adapter)
 
@@ -120,17 +125,19 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
     async def score(req: ScoreRequest, request: Request) -> dict:
         """P(yes) of each item for the user, under the requested or routed adapter(s)."""
-        p, s = await scores(request, req, req.items)
-        return {"request_id": await logged("score", req, p, req.items, s), **plans.score_answer(p, s)}
+        async with held(req, req.items):
+            p, s = await scores(request, req, req.items)
+            return {"request_id": await logged("score", req, p, req.items, s), **plans.score_answer(p, s)}
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS)
     async def recommend(req: RecommendRequest, request: Request) -> dict:
         """The top-k candidates by P(yes) (some slots explored when the domain explores), scored from one shared
         history prefix per adapter."""
-        p, s = await scores(request, req, req.candidates)
-        slate = logger.slate(req.domain, s, req.k) if logger is not None else greedy(s, req.k)
-        return {"request_id": await logged("recommend", req, p, req.candidates, s, slate),
-                **plans.recommend_answer(p, s, req.candidates, slate)}
+        async with held(req, req.candidates):
+            p, s = await scores(request, req, req.candidates)
+            slate = logger.slate(req.domain, s, req.k) if logger is not None else greedy(s, req.k)
+            return {"request_id": await logged("recommend", req, p, req.candidates, s, slate),
+                    **plans.recommend_answer(p, s, req.candidates, slate)}
 
     if logger is None:
         return
@@ -237,6 +244,18 @@ def one_malloc_arena() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
     except (OSError, AttributeError):
         pass
+
+
+def check_address(host: str, port: int) -> None:
+    """`ServeError` unless `host`:`port` can be listened on now, bound as uvicorn binds it (so a typo or a busy port
+    is refused before the backbone loads, not after)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except (OSError, OverflowError, UnicodeError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ServeError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: ServeOptions = ServeOptions()) -> None:

@@ -142,6 +142,11 @@ class Limits:
     max_text_chars: int = 2000  # any one string: an item's text, a user id, a domain, an adapter ref
     prefix_cache_bytes: int = 256 << 20  # shared-prefix KV caches kept for reuse (a 1,024-token fp32 entry ≈ 47 MB)
 
+    def __post_init__(self) -> None:
+        if not self.queue_timeout_s > 0:  # every request waits some time in the queue
+            raise ConfigError(f"--queue-timeout {self.queue_timeout_s}: give more than 0 seconds; with "
+                              f"{self.queue_timeout_s} every request would be refused")
+
     def check_sizes(self, strings: Sequence[str], history: int, items: int) -> None:
         """`LimitExceeded` (413) naming the first limit a request's sizes break."""
         if items > self.max_candidates:
@@ -255,13 +260,15 @@ class Engine:
             return resident
 
     def record_for(self, ref: str):
-        """The registry record `ref` is served by: the version pinned at its first load while it is resident, else
-        the one a load would resolve now (its latest, for a bare name)."""
+        """The registry record `ref` is served by: the version pinned at its first load while it is resident or
+        preloaded (the LRU may have evicted it: the next use reloads that version), else the one a load would
+        resolve now (its latest, for a bare name)."""
         with self._lock:
             known = self._aliases.get(_alias(ref))
             if known in self._resident:
                 return self._resident[known].record
-        return self.registry.resolve(ref)
+            kept = known in self.preloaded
+        return self.registry.resolve(known if kept else ref)
 
     def pin(self, ref: str) -> str:
         """The version `ref` is served by (`record_for`, which reads the registry outside the engine lock), kept for

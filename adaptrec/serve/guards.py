@@ -28,6 +28,9 @@ def is_admin(header: str | None, token: str | None) -> bool:
     return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted as such, not as a server error; no one reads it
+
+
 async def send_error(send: Callable, status: int, kind: str, message: str) -> None:
     """Answer with the `{"error": {...}}` envelope straight from the ASGI layer."""
     body = json.dumps({"error": {"type": kind, "message": message}}).encode()
@@ -57,8 +60,9 @@ class Guard:
         body, more = b"", True
         while more:  # buffered up to the cap, then replayed: the app never sees a partial body
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
+            if message["type"] == "http.disconnect":  # answered all the same: returning none is a 500 further out
+                return await send_error(send, CLIENT_CLOSED, "ClientClosedRequest",
+                                        "the client closed the connection before its request body arrived")
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:

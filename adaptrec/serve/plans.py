@@ -84,8 +84,8 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
-        ref = engine.pin(req.adapter)  # the version asked for: checked for access, then served (a mix: by its sources)
-        check_access(engine, ref, admin, allow_any)
+        check_access(engine, req.adapter, admin, allow_any)  # before the pin: a refused request changes nothing
+        ref = engine.pin(req.adapter)  # the version asked for, served (a mix: by its sources)
         refs, weights = serving(engine.record_for(ref))  # a score-level mix: its sources, as routing serves one
         decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested")
     else:

@@ -150,9 +150,12 @@ class PromotionWatcher:
         for old, sources in sources_of.items():
             if old in self.draining and all(self.in_flight[a] <= 0 for a in sources):
                 self.draining.discard(old)
-                idle += [a for a in sources if a not in kept]
-        for ref in idle:
+                idle += [(old, a) for a in sources if a not in kept]
+        for old, ref in idle:
             try:
                 await worker.submit(call=lambda ref=ref: engine.unload(ref))
+            except PASSING as e:  # a full or slow queue: the next poll drains it again
+                self.draining.add(old)
+                log.info("unloading %s waits for the next poll (%s)", ref, e)
             except (ServeError, RegistryError):  # evicted meanwhile (LRU), never loaded, or removed: nothing to unload
                 pass

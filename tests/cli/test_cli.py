@@ -128,6 +128,7 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     (["eval", "--data", "tallrec:movie:test", "--seed", "-1"], "--seed"),  # was: numpy's traceback
     (["serve", "--queue-timeout", "-1"], "--queue-timeout"),  # was: served, refusing every request
     (["serve", "--max-padding", "5"], "--max-padding"),
+    (["demo", "--limit", "0"], "--limit"),  # was: blamed the shipped recipe's evaluation.limit
     (["drift", "movie", "--before", "feedback:movie", "--after", "feedback:movie", "--seed", "-1"], "--seed"),
 ])
 def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
@@ -172,6 +173,16 @@ def test_history_checks_its_domain_and_says_when_there_is_none(monkeypatch, caps
     assert code == 0 and out.strip() == "no decisions recorded for domain 'garden'"
 
 
+def test_history_shows_evidence_the_python_api_recorded_without_a_gate_test(monkeypatch, capsys, tmp_path):
+    """`promote(..., evidence={"diff": 0.1})` (was: a KeyError traceback from `registry history`)"""
+    reg = Registry()
+    reg.register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
+                 adapter_config=None, fingerprint=Fingerprint("e" * 64, "f" * 64, "org/base"))
+    reg.promote("movie-lora:1", "movie", evidence={"diff": 0.1})
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "history", "movie")
+    assert code == 0 and "promote  movie-lora:1" in out and "diff" not in out, err
+
+
 def test_flags_the_command_would_ignore_are_refused(monkeypatch, capsys, tmp_path):
     for args, needle in ((["export", "x", "--to-lora", "--out", str(tmp_path / "o")], "--out goes with --to"),
                          (["export", "x", "--to", "vllm", "--out", str(tmp_path / "o"), "--name", "n"],
@@ -184,9 +195,10 @@ def test_output_paths_of_the_wrong_kind_are_named_before_any_work(monkeypatch, c
     `hub pull ''` read the current folder as a mirror."""
     (tmp_path / "afile").write_text("x")
     bench = Path(__file__).resolve().parents[2] / "bench" / "results" / "swap_latency.json"
-    for out in (tmp_path, tmp_path / "afile" / "x.png"):
+    for out, words in ((tmp_path, "a folder; name the file to write"),
+                       (tmp_path / "afile" / "x.png", f"{tmp_path / 'afile'} is a file, so no folder can be made")):
         line = _one_line_error(*run_cli(monkeypatch, capsys, "plot", "bench", str(bench), "-o", str(out))[::2])
-        assert f"--out {out}: expected a PNG file" in line
+        assert f"--out {out}: {words}" in line
     line = _one_line_error(*run_cli(monkeypatch, capsys, "hub", "push", "x", "--to", str(tmp_path / "afile"))[::2])
     assert "is a file" in line
     line = _one_line_error(*run_cli(monkeypatch, capsys, "hub", "pull", "")[::2])

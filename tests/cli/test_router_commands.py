@@ -87,9 +87,13 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
                            str(unknown)], "candidate item 'zz9' is not in the office catalogue"),
                          (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
+                         (["compose", "--from", "arts-lora,office-lora", "--name", "x", "--shots", "8", "--l1", "0"],
+                          "compose --shots, --l1: only the weight search reads these"),  # was: equal weights, exit 0
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
                           "template 'x'"),
-                         (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue")):
+                         (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue"),
+                         (["route", "--user", "u2", "--domain", "", "--data", log], "bad domain ''"),  # was: blamed
+                         (["recommend", "--user", "u2", "--domain", " ", "--data", log], "bad domain ' '")):  # the user
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert code == 2 and len(errors) == 1 and needle in errors[0], err

@@ -97,6 +97,19 @@ def test_an_lru_eviction_keeps_an_adapter_preloaded(tiny_model_dir, registry, qu
         engine.unload("ada:1")
 
 
+def test_a_preloaded_bare_name_keeps_its_version_after_an_eviction_and_a_newer_registration(tiny_model_dir, tmp_path):
+    """(was: the bare name resolved to the new, unpreloaded version: anonymous requests got 403, and the admin's
+    unload of the name found nothing loaded)"""
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, max_resident=1)
+    engine.preload("arts-lora")
+    engine.load("office-lora")  # evicts arts-lora:1 (LRU)
+    register_peft(tiny_model_dir, registry, "arts-lora", seed=9)
+    assert engine.record_for("arts-lora").ref == "arts-lora:1" and engine.pin("arts-lora") == "arts-lora:1"
+    engine.unload("arts-lora")
+    assert "arts-lora:1" not in engine.preloaded and engine.record_for("arts-lora").ref == "arts-lora:2"
+
+
 def test_spellings_of_one_ref_share_one_alias(tiny_model_dir, registry, quantization):
     """Every spelling a client sent (`arts-lora:01`, `:001`, ...) was kept as an alias for good, before the access
     check: memory grew with each request. Now one alias per name or version; unknown refs add none."""

@@ -344,6 +344,57 @@ def test_requests_past_the_queue_size_are_refused_before_they_are_planned(engine
     assert "waited" in envelope(answers[0], 503, "QueueTimeout")
 
 
+def test_a_request_is_held_until_its_answer_is_logged(engine, monkeypatch):
+    """(was: released once scored, so requests waiting on a slow or locked request log piled up past the queue size,
+    none refused)"""
+    from adaptrec.serve.online import RequestLogger
+
+    logging, release, answers = threading.Event(), threading.Event(), []
+    real = RequestLogger.record
+
+    def slow(*args, **kwargs):
+        logging.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(RequestLogger, "record", slow)
+    with client(engine, queue_size=1) as c:
+        first = threading.Thread(target=lambda: answers.append(c.post("/v1/score", json=body())))
+        first.start()
+        assert logging.wait(30)
+        assert "holds 1 requests already" in envelope(c.post("/v1/score", json=body()), 503, "QueueFull")
+        release.set()
+        first.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["request_id"]
+
+
+def test_a_client_that_leaves_mid_body_is_counted_as_499_not_as_a_server_error(engine):
+    """(was: the Guard returned no response, so the metrics middleware raised "No response returned.": a 500 in
+    the metrics, a server error counted and a traceback logged for the client's own abort)"""
+    import asyncio
+
+    app = create_app(engine, ServeOptions(admin_token=TOKEN))
+    messages, sent = iter([{"type": "http.request", "body": b'{"dom', "more_body": True},
+                           {"type": "http.disconnect"}]), []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/score", "raw_path": b"/v1/score", "query_string": b"", "root_path": "",
+             "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499
+    with TestClient(app, raise_server_exceptions=False) as c:
+        scrape = c.get("/metrics").text
+    assert 'route="/v1/score",status="499"' in scrape and 'status="500"' not in scrape
+    assert "adaptrec_server_errors_total{" not in scrape
+
+
 def test_serve_gives_back_the_callers_signal_handlers(engine):
     """`adaptrec.serve` from a REPL or notebook left its SIGINT/SIGTERM handlers installed after it returned: a
     later Ctrl-C only asked the dead server to stop."""

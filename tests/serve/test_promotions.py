@@ -7,7 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 from adaptrec.errors import RegistryBusy, RegistryError
-from adaptrec.serve.engine import ServeError
+from adaptrec.serve.engine import QueueTimeout, ServeError
 from adaptrec.serve.promotions import PromotionWatcher, ServedRegistry
 
 
@@ -99,6 +99,30 @@ def test_an_old_version_removed_while_it_drains_is_unloaded():
     watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"}, removed=["movie-lora:1"])
     assert watcher.routing.served == {"movie": "movie-lora:2"} and watcher.draining == set()
     assert engine.resident == {"movie-lora:2"}
+
+
+def test_an_unload_the_queue_refuses_is_tried_again_at_the_next_poll():
+    """(was: the old version left the drain before its unload was queued, so a full or slow queue left it resident)"""
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    engine = FakeEngine(registry, {})
+    engine.resident = {"movie-lora:1"}
+    watcher = PromotionWatcher(ServedRegistry(registry))
+    watcher.start()
+    registry.current["movie"] = "movie-lora:2"
+
+    class BusyQueue(InlineWorker):
+        async def submit(self, call):
+            raise QueueTimeout("the request waited 5.1 s in the queue (limit 5.0 s); retry later")
+
+    async def go():
+        for switch in watcher.changes():
+            await watcher.apply(engine, InlineWorker(), switch)
+        await watcher.drain(engine, BusyQueue())
+        assert watcher.draining == {"movie-lora:1"} and "movie-lora:1" in engine.resident
+        await watcher.drain(engine, InlineWorker())
+
+    asyncio.run(go())
+    assert watcher.draining == set() and engine.resident == {"movie-lora:2"}
 
 
 def test_a_champion_removed_by_force_stops_being_routed_to_and_drains():

@@ -225,11 +225,27 @@ def test_validation_picks_the_best_adapter_on_the_score_the_recipe_reports(tiny_
     assert modes == ["tallrec"]
 
 
-def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path):
-    # lr 1e-9: validation AUC cannot improve after the first check, so patience 1 stops at the second
-    recipe = tiny_recipe(str(tiny_backbone.source), 40, lr=1e-9, eval_every=2, patience=1)
+def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path, monkeypatch):
+    """Validation AUC scripted 0.6, 0.9, 0.7, 0.5 at steps 2, 4, 6, 8, the weights moving at a real learning rate:
+    patience 2 stops at step 8, and best/ holds the weights validated at step 4, not the last ones."""
+    from peft import get_peft_model_state_dict
+
+    from adaptrec.train import loop
+
+    aucs, validated = iter([0.6, 0.9, 0.7, 0.5]), []
+
+    def scripted(scorer, cases, mode="pyes"):
+        validated.append({k: v.detach().clone() for k, v in get_peft_model_state_dict(scorer.model).items()})
+        return next(aucs)
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    recipe = tiny_recipe(str(tiny_backbone.source), 40, eval_every=2, patience=2)
     result = train(recipe, tiny_backbone, synthetic_cases(16), synthetic_cases(8, seed=1), tmp_path / "run")
-    assert result.stopped_early and result.steps == 4 and result.best_step == 2
+    assert result.stopped_early and result.steps == 8 and result.best_step == 4 and result.best_val_auc == 0.9
+    best = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert best.keys() == validated[1].keys()
+    assert all(torch.equal(best[k], validated[1][k]) for k in best)
+    assert not all(torch.equal(best[k], validated[3][k]) for k in best)  # the weights moved after step 4
 
 
 def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tmp_path):
