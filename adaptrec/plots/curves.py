@@ -53,11 +53,17 @@ def _number(value) -> float:
 
 
 def _trailing_mean(values: Sequence[float], window: int) -> np.ndarray:
-    """The mean of each value and the `window - 1` before it (fewer at the start)."""
-    sums = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
+    """The mean of each value and the `window - 1` before it (fewer at the start), over the finite ones: a null
+    loss leaves a gap only where a window holds nothing else."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    sums = np.cumsum(np.insert(np.where(finite, values, 0.0), 0, 0.0))
+    counts = np.cumsum(np.insert(finite, 0, False))
     ends = np.arange(1, len(values) + 1)
     starts = np.maximum(ends - window, 0)
-    return (sums[ends] - sums[starts]) / (ends - starts)
+    n = counts[ends] - counts[starts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[ends] - sums[starts]) / n, np.nan)
 
 
 @styled

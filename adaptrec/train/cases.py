@@ -11,10 +11,17 @@ from ..data.records import Case
 from ..data.sampling import few_shot, stratified_subset
 from ..data.spec import DataSet, load_spec, with_protocol
 from ..errors import AdaptrecError, ConfigError
+from ..fingerprint import digest
+
+
+def digest_cases(cases: Sequence[Case]) -> str:
+    """sha256 of `cases` in order (users, histories, targets, labels): what a resumed run must step through again."""
+    return digest([[c.user_id, c.domain, c.noun, [[h.text, h.liked, h.item_id, h.domain] for h in c.history],
+                    c.target, c.label, c.target_id] for c in cases])
 
 
 @contextmanager
-def _naming(recipe: Recipe, key: str) -> Iterator[None]:
+def naming_key(recipe: Recipe, key: str) -> Iterator[None]:
     """Turn a data error into a one-line ConfigError naming the recipe file and `key`."""
     try:
         yield
@@ -27,7 +34,7 @@ def recipe_data(recipe: Recipe, spec: str, key: str, *, seed: int | None = None)
     leave-one-out part named by the key), with `data.history_len`, `data.negatives_per_positive` and `seed`
     (default `data.seed`)."""
     d = recipe.data
-    with _naming(recipe, key):
+    with naming_key(recipe, key):
         if key in ("data.train", "data.valid", "data.test"):  # not --data, teacher or extra data: those stay as given
             spec = with_protocol(spec, d.protocol, key.removeprefix("data."))
         return load_spec(spec, negatives_per_positive=d.negatives_per_positive, seed=d.seed if seed is None else seed,
@@ -41,7 +48,7 @@ def recipe_cases(recipe: Recipe, spec: str, key: str, *, shots: int | None = Non
     seed = recipe.data.seed if seed is None else seed
     data = recipe_data(recipe, spec, key, seed=seed)
     cases = [c for c in data.cases if c.label is not None]
-    with _naming(recipe, key):
+    with naming_key(recipe, key):
         return (few_shot(cases, shots, seed) if shots else cases), data
 
 

@@ -29,7 +29,6 @@ from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
 from ..errors import ConfigError, MissingOptionalPackage
-from ..fingerprint import digest
 from ..metrics.classification import auc
 from .checkpoint import (
     CheckpointData,
@@ -41,6 +40,7 @@ from .checkpoint import (
     save_checkpoint,
     sharded,
 )
+from .cases import digest_cases
 from .early_stopping import EarlyStopping
 from .lineage import with_events
 from .methods import Method, StepContext, build_method, micro_batches
@@ -146,8 +146,12 @@ def _save_adapter(model, dest: Path) -> None:
 
 def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") -> float:
     """AUC of `cases` under the score the recipe reports (`evaluation.score`), so the adapter kept as best is
-    picked on the score its evaluation shows."""
-    return auc(np.array([c.label for c in cases]), scorer.score(cases, mode))
+    picked on the score its evaluation shows; `ConfigError` when the adapter scores NaN (its weights diverged)."""
+    scores = scorer.score(cases, mode)
+    if not np.isfinite(scores).all():
+        raise ConfigError("the adapter's validation scores are not finite: training diverged (its weights hold NaN "
+                          "or inf); lower training.lr")
+    return auc(np.array([c.label for c in cases]), scores)
 
 
 def check_tracker(recipe: Recipe) -> None:
@@ -238,10 +242,14 @@ class Trainer:
         )
         self.method = method or build_method(recipe, self.backbone, self.train_cases)
         self.ctx = StepContext(self.scorer, self.accelerator.device)
-        try:  # the method's checks of its data (a ranking loss's queries, a teacher's cases)
-            self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
-        except ConfigError as e:
-            raise ConfigError(f"{recipe._source}: {e}") from None
+        device = self.accelerator.device
+        # the method's checks of its data (a ranking loss's queries, a teacher's cases); under its own RNG, so what
+        # it draws (a teacher adapter's layers, made only when its scores are not cached) moves no training draw
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            try:
+                self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
+            except ConfigError as e:
+                raise ConfigError(f"{recipe._source}: {e}") from None
 
     def resume(self) -> None:
         """Continue from the newest readable checkpoint, if there is one: adapter weights, optimizer, scheduler, RNG,
@@ -254,13 +262,19 @@ class Trainer:
         if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
             raise ConfigError(f"{data.ckpt.path}: written by a run of {saved} processes, this one has "
                               f"{self.accelerator.num_processes}: resume it with as many, or pass --restart")
-        same = [data.meta["trainer"].get("cases", self.cases_digest) == self.cases_digest]  # absent: older format
+        saved = data.meta["trainer"].get("setup", self.run_setup)  # absent: older format
+        verdict = [data.meta["trainer"].get("cases", self.cases_digest) == self.cases_digest,  # absent: older format
+                   sorted(k for k in set(saved) | set(self.run_setup) if saved.get(k) != self.run_setup.get(k))]
         if self.accelerator.num_processes > 1:
-            broadcast_object_list(same)  # the main process's answer: every rank stops, or none (none waits forever)
-        if not same[0]:
+            broadcast_object_list(verdict)  # the main process's answer: every rank stops, or none (none waits forever)
+        if not verdict[0]:
             raise ConfigError(f"{data.ckpt.path}: written by a run over other training or validation cases (has "
                               f"{self.recipe.data.train} or {self.recipe.data.valid} changed since?): the remaining "
                               "steps would read other batches; pass --restart")
+        if verdict[1]:
+            raise ConfigError(f"{data.ckpt.path}: written by a run with another {', '.join(verdict[1])} (the "
+                              "backbone's weights or kernel, the mixed precision, or a teacher or its cases changed "
+                              "since): its steps and the remaining ones would train different things; pass --restart")
         if sharded(self.accelerator) != (data.state_dir is not None):
             kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
             raise ConfigError(f"{data.ckpt.path}: written by {kind} run: resume it under the same accelerate "
@@ -341,7 +355,10 @@ class Trainer:
         t, acc, step = self.cfg, self.accelerator, self.global_step
         if step % t.eval_every == 0 or step == t.max_steps:
             self.model.eval()
-            row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score)
+            try:
+                row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score)
+            except ConfigError as e:
+                raise ConfigError(f"{self.recipe._source}: step {step}: {e}") from None
             if self.stopper.update(row["val_auc"], step) and acc.is_main_process:
                 _save_adapter(self.unwrapped, self.run_dir / "best")
         if acc.is_main_process:
@@ -355,16 +372,21 @@ class Trainer:
     def cases_digest(self) -> str:
         """sha256 of the training, validation and method's own cases (a ranking loss's partners, other domains'
         data) in order: a resumed run must step through the same batches. Read after `setup` built the method."""
-        cases = (*self.train_cases, *self.val_cases, *self.method.own_cases())
-        return digest([[c.user_id, c.domain, c.noun, [[h.text, h.liked, h.item_id, h.domain] for h in c.history],
-                        c.target, c.label, c.target_id] for c in cases])
+        return digest_cases((*self.train_cases, *self.val_cases, *self.method.own_cases()))
+
+    @cached_property
+    def run_setup(self) -> dict:
+        """What else a resumed run must share with the run it continues: the backbone's weights and kernel, the
+        mixed precision, the method's own inputs (a teacher and its cases)."""
+        return {"backbone": self.backbone.fingerprint.exact, "backend": self.backbone.backend,
+                "mixed_precision": str(self.accelerator.mixed_precision), **self.method.identity()}
 
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
         Accelerate's `save_state`; otherwise the main process writes the safetensors format, with every rank's RNG."""
         acc = self.accelerator
         state = {"early_stopping": self.stopper.state(), "num_processes": acc.num_processes,
-                 "cases": self.cases_digest}
+                 "cases": self.cases_digest, "setup": self.run_setup}
         if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
             state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):

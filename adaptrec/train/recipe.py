@@ -23,7 +23,7 @@ from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from .cases import recipe_data, training_cases, validation_cases
+from .cases import naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
 from .loop import TrainResult, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
@@ -50,7 +50,8 @@ def run_dir_for(recipe: Recipe) -> Path:
 
 def _leave_one_out(recipe: Recipe) -> bool:
     """Whether `recipe` trains on leave-one-out data, whose negatives were once drawn under another rule."""
-    return is_leave_one_out(with_protocol(recipe.data.train, recipe.data.protocol, "train"))
+    with naming_key(recipe, "data.train"):
+        return is_leave_one_out(with_protocol(recipe.data.train, recipe.data.protocol, "train"))
 
 
 def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = False) -> RecipeResult:

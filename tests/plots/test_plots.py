@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_runner import run_cli
 from matplotlib.container import BarContainer, ErrorbarContainer
@@ -234,6 +235,13 @@ def test_a_diverged_run_is_logged_as_json_and_drawn_with_a_gap(monkeypatch, caps
     assert curves.read_run(folder)[1][1]["loss"] != curves.read_run(folder)[1][1]["loss"]  # NaN again
     code, _, err = run_cli(monkeypatch, capsys, "plot", "curves", str(folder), "--out", str(tmp_path / "x.png"))
     assert code == 0, err
+
+
+def test_the_smoothed_loss_steps_over_a_null_loss_instead_of_ending_there():
+    """(was: a cumulative sum, so one NaN made every later window NaN: the thick line ended at the first null)"""
+    smoothed = curves._trailing_mean([1.0, float("nan"), 3.0, 3.0, 3.0], 2)
+    assert smoothed[0] == 1.0 and smoothed[1] == 1.0 and list(smoothed[2:]) == [3.0, 3.0, 3.0]
+    assert np.isnan(curves._trailing_mean([float("nan"), float("nan"), 2.0], 2)[:2]).all()
 
 
 def test_two_run_folders_of_one_name_are_both_drawn(monkeypatch, tmp_path):

@@ -147,6 +147,23 @@ def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path)
         extra.resume()
 
 
+def test_a_checkpoint_resumes_only_on_the_same_backbone_precision_and_teacher(tiny_model_dir, tmp_path):
+    """(was: resumed on other backbone weights in the same folder, under another mixed precision or int8 kernel, or
+    with a newer version of the teacher, without a word: half the steps trained one thing, half another)"""
+    other = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "weights")
+    other.backbone.fingerprint = replace(other.backbone.fingerprint, exact="0" * 64)
+    with pytest.raises(ConfigError, match="another backbone \\(.* pass --restart"):
+        other.resume()
+    kernel = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "kernel")
+    kernel.backbone.backend = "bf16"
+    with pytest.raises(ConfigError, match="another backend "):
+        kernel.resume()
+    teacher = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "teacher")
+    teacher.method.identity = lambda: {"teacher": "teacher:2's key", "teacher_cases": "digest"}
+    with pytest.raises(ConfigError, match="another teacher, teacher_cases "):
+        teacher.resume()
+
+
 def test_the_fp16_loss_scale_resumes_where_it_was(tiny_model_dir, tmp_path):
     """Reset to its initial scale, a resumed fp16 run would skip steps the uninterrupted one took."""
     from router_helpers import fresh_backbone
@@ -246,6 +263,39 @@ def test_early_stopping_keeps_the_best_adapter(tiny_backbone, tmp_path, monkeypa
     assert best.keys() == validated[1].keys()
     assert all(torch.equal(best[k], validated[1][k]) for k in best)
     assert not all(torch.equal(best[k], validated[3][k]) for k in best)  # the weights moved after step 4
+
+
+def test_what_a_method_draws_while_it_prepares_moves_no_training_draw(tiny_model_dir, tmp_path):
+    """A distillation teacher's layers are made (drawing from the RNG) only when its scores are not cached (was: the
+    dropout stream, so the trained adapter, depended on the score cache's state)."""
+    from router_helpers import fresh_backbone
+
+    from adaptrec.train.methods import Method
+
+    class Drawing(Method):
+        def prepare(self, model, ctx, train_cases):
+            torch.rand(1000)
+
+    def trained(method, name):
+        recipe = tiny_recipe(str(tiny_model_dir), 2, eval_every=2)
+        result = train(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8, seed=1),
+                       tmp_path / name, method=method)
+        return load_file(result.adapter_dir / "adapter_model.safetensors")
+
+    plain, drawn = trained(Method(), "plain"), trained(Drawing(), "drawn")
+    assert all(torch.equal(plain[k], drawn[k]) for k in plain)
+
+
+def test_a_diverged_run_stops_in_one_line_naming_the_step(tiny_backbone, tmp_path, monkeypatch):
+    """(was: `ValueError: scores contain NaN` from the AUC, a traceback)"""
+    from adaptrec.scoring.core import Scorer
+
+    monkeypatch.setattr(Scorer, "score", lambda self, cases, mode="pyes": np.full(len(cases), np.nan))
+    recipe = tiny_recipe(str(tiny_backbone.source), 4, eval_every=2)
+    recipe._source = "recipes/tiny.yaml"
+    with pytest.raises(ConfigError, match="^recipes/tiny.yaml: step 2: the adapter's validation scores are not "
+                                          "finite: training diverged .*lower training.lr$"):
+        train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
 
 
 def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tmp_path):

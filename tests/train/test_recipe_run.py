@@ -48,3 +48,15 @@ def test_leave_one_out_recipes_reuse_only_their_run_folders_version(monkeypatch)
     assert recipe_mod.train_or_reuse(registry, None, "movie-lora", [], log=lambda line: None) is found
     loo = ["data.train=movielens:100k:loo:train"]
     assert recipe_mod.train_or_reuse(registry, None, "movie-lora", loo, log=lambda line: None) == "trained"
+
+
+def test_a_protocol_the_training_spec_cannot_take_names_the_recipe_and_key():
+    """(was: "bad data SPEC 'tallrec:movie:train' …" without the file or key, where --dry-run named both)"""
+    import pytest
+
+    from adaptrec.errors import ConfigError
+    from adaptrec.train.recipe import run_dir_for
+
+    loo, _ = load_recipe("movie-lora", ["data.protocol=leave_one_out"])
+    with pytest.raises(ConfigError, match=r"movie-lora\.yaml: data\.train: bad data SPEC 'tallrec:movie:train'"):
+        run_dir_for(loo)

@@ -80,6 +80,10 @@ class Method:
         """Registry lineage of the trained adapter (e.g. its teacher), or None."""
         return None
 
+    def identity(self) -> dict[str, str]:
+        """Inputs besides the cases that decide what the method trains (a teacher): a resumed run must have the same."""
+        return {}
+
     def own_cases(self) -> Sequence[Case]:
         """Cases the method trains on besides the loop's (a ranking loss's partners, other domains): their logged
         feedback events go into the lineage with the loop's."""

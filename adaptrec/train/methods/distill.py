@@ -2,7 +2,7 @@
 Yes/No probabilities; the student, seeing only a cold-start user's view, learns T²·KL(teacher ‖ student) + α·CE.
 
 Teacher answer logits come from the one scoring path, computed once and cached in the score cache under
-(teacher backbone's exact fingerprint, teacher adapter weights hash, teacher data fingerprint, prompt). The
+(teacher backbone's exact fingerprint, teacher adapter weights hash, prompt). The
 teacher runs on the student's backbone, or on another one loaded for the scoring and freed before training."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ...errors import ConfigError
 from ...fingerprint import Fingerprint
 from ...score_cache import ScoreCache
 from ...scoring.core import Scorer
+from ..cases import digest_cases
 from ..losses import distill_loss
 from .base import Method, StepContext, adapter_active
 
@@ -116,6 +117,10 @@ class DistillMethod(Method):
         margin = torch.tensor([self.margins[pair_key(c)] for c in cases], device=ctx.device)
         return distill_loss(ctx.answer_logits(model, cases), margin, ctx.labels(cases), ctx.scorer.yes_id,
                             ctx.scorer.no_id, self.cfg.temperature, self.cfg.alpha)
+
+    def identity(self) -> dict[str, str]:
+        """The teacher's weights (its model key hashes its files) and its view of the cases."""
+        return {"teacher": self.teacher.model_key, "teacher_cases": digest_cases(self.teacher.cases)}
 
     def lineage(self) -> dict:
         parents = [] if self.teacher.path is None else [self.teacher.ref]
