@@ -385,8 +385,10 @@ def _saved_problem(tensors: dict[str, torch.Tensor], meta) -> str | None:
     if not isinstance(encoder, dict) or not isinstance(encoder.get("content", {}), dict):
         return f"{META_FILE} 'encoder' is not an encoder record"
     table = tensors.get("table")
-    if table is None or table.dim() != 2 or table.shape[0] != len(items) or not table.is_floating_point():
-        return f"{TABLE_FILE} has no float 'table' of one row per item ({len(items)})"
+    if table is None or table.dim() != 2 or not table.is_floating_point():
+        return f"{TABLE_FILE} has no float 2-D 'table'"
+    if table.shape[0] != len(items):
+        return f"{META_FILE} lists {len(items)} item ids for a table of {table.shape[0]} rows"
     dims = encoder.get("content", {}).get("dims", 0)
     if not isinstance(dims, int) or isinstance(dims, bool) or not 0 <= dims < table.shape[1]:
         return f"{META_FILE} 'encoder' says the titles take {dims!r} of the table's {table.shape[1]} columns"

@@ -238,6 +238,7 @@ def test_collab_adapters_of_different_tables_score_one_after_another(built, tiny
 
 def test_an_id_map_that_does_not_fit_its_table_is_refused_before_the_backbone_changes(built, tiny_model_dir):
     from adaptrec.adapters.attach import attach
+    from adaptrec.errors import IntegrityError
 
     bb, model, _ = built
     registry = _registered(built)
@@ -247,7 +248,7 @@ def test_an_id_map_that_does_not_fit_its_table_is_refused_before_the_backbone_ch
                           kind="trained", adapter_type="collab", adapter_config=None, fingerprint=bb.fingerprint)
         backbone = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
         size = len(backbone.tokenizer)
-        with pytest.raises(ConfigError, match="item ids"):
+        with pytest.raises(IntegrityError, match="item ids"):
             attach(backbone, registry, [name])
         assert len(backbone.tokenizer) == size  # (was: a crash in the forward, or tokens added before the refusal)
 
@@ -323,7 +324,9 @@ def test_collab_files_that_do_not_fit_are_refused_by_the_folder_check_a_pull_run
             ("hidden", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "projector_hidden": "8"})),
              "'projector_hidden' is not a whole number"),
             ("no-table", lambda f: save_file({k: v for k, v in tensors.items() if k != "table"},
-                                             str(f / "collab.safetensors")), "no float 'table' of one row per item"),
+                                             str(f / "collab.safetensors")), "no float 2-D 'table'"),
+            ("short", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "items": meta["items"][:-1]})),
+             f"lists {len(meta['items']) - 1} item ids for a table of {len(meta['items'])} rows"),
             ("no-projector", lambda f: save_file({"table": tensors["table"]}, str(f / "collab.safetensors")),
              "holds no projector tensors")):
         bad = tmp_path / name
