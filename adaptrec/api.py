@@ -228,8 +228,10 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     record = reg.resolve(ref)
-    cases = select_cases(load_spec(data, seed=seed), limit, seed)
-    plan = plan_gate(reg, record.ref, domain or record.domain, cases, data, margin, limit)  # refusals: no model load
+    dataset = load_spec(data, seed=seed)
+    cases = select_cases(dataset, limit, seed)
+    plan = plan_gate(reg, record.ref, domain or record.domain, cases, data, margin, limit,  # refusals: no model load
+                     dataset.fingerprint)
     # read before the backbone loads; a first promotion scores nothing and needs none
     options = {r.ref: _scoring_options(reg, r.ref) for r in (plan.challenger, plan.champion)} if plan.champion else {}
     bb = _backbone(*_made_for([record.ref], backbone, quantization)) if plan.champion is not None else None
@@ -281,7 +283,7 @@ def _scoring_options(reg: Registry, ref: str | None) -> dict:
 
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
-                      template: str = "tallrec", batch_size: int = 8, backbone: str = EMBEDDED,
+                      template: str | None = None, batch_size: int = 8, backbone: str = EMBEDDED,
                       quantization: str = "8bit", shard: str | None = None, engine: str = "local",
                       actors: int | None = None, chunk_size: int | None = None, cache: bool = True) -> Predictions:
     """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), scored `chunk_size` cases at a
@@ -290,7 +292,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     `shard` "i/n": only the cases at positions i, i+n, i+2n, ... (the n shards together hold every case once).
     `engine` "ray": chunks scored on a Ray Data pool of `actors` actors (default one per CPU; `$RAY_ADDRESS` names
     a cluster; default chunks small enough to give each actor several). The same chunk size gives the same rows
-    on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply."""
+    on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply.
+    `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone)."""
     from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
@@ -299,7 +302,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     from .score_cache import ScoreCache
 
     _check_choice("engine", engine, ENGINES)
-    _check_choice("template", template, TEMPLATES)  # before the backbone loads, in this process or in actors
+    if template is not None:
+        _check_choice("template", template, TEMPLATES)  # before the backbone loads, in this process or in actors
     part = Shard.parse(shard) if shard is not None else WHOLE
     if (chunk_size is not None and chunk_size < 1) or (actors is not None and actors < 1):
         raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
@@ -311,7 +315,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
-    options = dict(template=template, batch_size=batch_size)
+    options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
+               "batch_size": batch_size}
     if engine == "ray":
         return ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors, cache=cache,
                                chunk_size=chunk_size, **options)

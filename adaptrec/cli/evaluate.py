@@ -11,7 +11,7 @@ from .. import api
 from ..atomic import write_json
 from ..errors import AdaptrecError
 from ..userfiles import check_output_file
-from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
+from .options import AdapterTemplateOpt, BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 
@@ -70,7 +70,7 @@ def score(
     out: Path = typer.Option(..., "--out", help="predictions to write: JSONL, or Parquet when it ends in .parquet"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset; 0: all cases"),
     seed: int = SeedOpt,
-    template: str = TemplateOpt,
+    template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,

@@ -13,8 +13,10 @@ QuantOpt = typer.Option("8bit", "--quantization", "-q",
 MadeForBackboneOpt = typer.Option(None, "--backbone", help="default: the backbone the adapter was trained on")
 MadeForQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the adapter's own (8bit | 4bit | none)")
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
-TemplateOpt = typer.Option("tallrec", "--template",
-                           help="tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items")
+_TEMPLATES = "tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items"
+TemplateOpt = typer.Option("tallrec", "--template", help=_TEMPLATES)
+AdapterTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapter's own, as its "
+                                  "prompt length; tallrec for the untuned backbone)")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
 SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
 

@@ -68,8 +68,9 @@ def labelled_windows(before: list[Case], after: list[Case], limit: int | None = 
 def drift(backbone, registry: Registry, domain: str, before: list[Case], after: list[Case], adapter: str | None = None,
           **scorer_options) -> dict:
     """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity counts the
-    `before` window's history items (what its users had seen), for both windows: no case's own target counts
-    towards its score."""
+    `before` window's history items (what its users had seen), for both windows; in the before window a case's own
+    target can be among them (a later case of its user lists it), so that row is transductive there (the window's
+    report names it under `transductive`)."""
     ref = champion_ref(registry, domain, adapter)
     windows = dict(zip(("before", "after"), labelled_windows(before, after)))
     popularity = item_popularity(windows["before"], targets=False)
@@ -79,7 +80,8 @@ def drift(backbone, registry: Registry, domain: str, before: list[Case], after: 
         raw[name] = component_scores(backbone, registry, [ref], cases, **scorer_options)[0]
         baselines = {"like-ratio": like_ratio_scores(cases, popularity),
                      "popularity": popularity_scores(cases, popularity)}
-        report[name] = window_report(labels, users, raw[name], baselines)
+        report[name] = {**window_report(labels, users, raw[name], baselines),
+                        "transductive": ["popularity"] if name == "before" else []}
     report["change"] = compare(report["before"], report["after"], raw["before"], raw["after"])
     return report
 
@@ -88,10 +90,11 @@ def summary(report: dict) -> str:
     """The report as a few lines of text."""
     c = report["change"]
     lines = [f"drift of {report['domain']} ({report['adapter']}): PSI {c['psi']:.3f}, KS {c['ks']:.3f} "
-             f"(p {c['ks_p']:.3g}), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
+             f"(p {c['ks_p']:.3g} over cases, not users), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
     for name in ("before", "after"):
         w = report[name]
         rows = ", ".join(f"{row} {MetricValue(**m).format()}" for row, m in w["auc"].items())
+        transductive = "".join(f" ({row} transductive here)" for row in w.get("transductive", []))
         lines.append(f"  {name}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
-                     f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}")
+                     f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}{transductive}")
     return "\n".join(lines)

@@ -48,9 +48,12 @@ class GateResult:
                 f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}")
 
 
-def describe_test(margin: float) -> str:
+def describe_test(margin: float, clustered: bool = True) -> str:
+    """The test's name; `clustered` False: no user has two cases (TALLRec's files name none), so the bootstrap
+    resamples cases."""
+    unit = "user-clustered paired bootstrap" if clustered else "paired bootstrap over cases (no user has two)"
     return (f"non-inferiority (margin {margin:g})" if margin > 0 else "superiority") + \
-        ": lower 95% bound of the user-clustered paired bootstrap AUC difference"
+        f": lower 95% bound of the {unit} AUC difference"
 
 
 def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champion: np.ndarray, margin: float,
@@ -58,19 +61,43 @@ def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champio
     """The gate's evidence for scores of the same cases; `promote` is the decision."""
     diff = paired_difference("auc", labels, challenger, champion, seed=seed, n_resamples=n_resamples, alpha=ALPHA,
                              clusters=users)
-    return {"test": describe_test(margin), "metric": "auc", "margin": margin, "cases": len(labels),
-            "users": len(set(users)), "challenger_auc": auc(labels, challenger),
+    return {"test": describe_test(margin, len(set(users)) < len(labels)), "metric": "auc", "margin": margin,
+            "cases": len(labels), "users": len(set(users)), "challenger_auc": auc(labels, challenger),
             "champion_auc": auc(labels, champion), "diff": diff.value, "ci_low": diff.ci_low,
             "ci_high": diff.ci_high, "resolution": (diff.ci_high - diff.ci_low) / 2,
             "promote": bool(diff.ci_low > -margin)}
 
 
-def trained_on(record: AdapterRecord, cases: list[Case]) -> int:
-    """How many of `cases` are logged events `record` (or a version it was updated from) was trained on: by
-    (request, item) pair from its lineage's `events`; for versions registered before lineages listed them, by
-    their lineage windows' time ranges (its own, or those passed on as `earlier_windows`)."""
-    lineage, events = record.lineage or {}, record.trained_events
-    windows = [*lineage.get("earlier_windows", []), *([] if events else [lineage.get("window", {})])]
+def ancestry(registry: Registry, record: AdapterRecord) -> list[AdapterRecord]:
+    """`record` and every registered adapter it comes from: the version it was updated from, a composition's or an
+    export's sources, a distillation teacher, and theirs in turn (what they trained on, it learned from)."""
+    found, todo = {}, [record]
+    while todo:
+        current = todo.pop()
+        if current.ref in found:
+            continue
+        found[current.ref] = current
+        lineage = current.lineage or {}
+        parents = [lineage.get("updated_from"), *([] if current.kind == "pulled" else lineage.get("parents", []))]
+        for parent in parents:  # a pulled adapter's parents are its publisher's, not this registry's
+            if isinstance(parent, str):
+                try:
+                    todo.append(registry.resolve(parent))
+                except RegistryError:  # removed since: that branch stops there
+                    pass
+    return list(found.values())
+
+
+def trained_on(records: list[AdapterRecord], cases: list[Case]) -> int:
+    """How many of `cases` are logged events any of `records` (an adapter's `ancestry`) was trained on: by
+    (request, item) pair from their lineages' `events`; for versions registered before lineages listed them, by
+    their lineage windows' time ranges (their own, or those passed on as `earlier_windows`)."""
+    events, windows = set(), []
+    for record in records:
+        lineage = record.lineage or {}
+        events |= record.trained_events
+        windows += lineage.get("earlier_windows", [])
+        windows += [] if record.trained_events else [lineage.get("window", {})]
     windows = [w for w in windows if "until" in w]
 
     def seen(c: Case) -> bool:
@@ -89,31 +116,48 @@ def _spec_range(spec: str, workdir: str | None = None) -> tuple[str, int, float]
     return base, start, stop
 
 
-def trained_specs(registry: Registry, record: AdapterRecord) -> list[tuple[str, int, float]]:
-    """The data (`_spec_range`s) `record` and the versions it was updated from trained on: each recipe's
-    `data.train` in its protocol's form and its `method.extra_train`, and each update's `data`, relative files read
-    from the folder it trained in (its lineage's `workdir`); `feedback:` SPECs are left to the exact per-event
-    check."""
-    specs, current, visited = [], record, set()
-    while current is not None and current.ref not in visited:
-        visited.add(current.ref)
-        lineage = current.lineage or {}
+def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
+    """The data (`_spec_range`s) `records` (an adapter's `ancestry`) trained on: each recipe's `data.train` in its
+    protocol's form, its `method.extra_train` and a teacher's `method.teacher_data`, and each update's `data`,
+    relative files read from the folder it trained in (its lineage's `workdir`); `feedback:` SPECs are left to
+    the exact per-event check."""
+    specs = []
+    for record in records:
+        lineage = record.lineage or {}
         found = [lineage.get("data")]
-        if current.recipe_text:
+        if record.recipe_text and record.kind == "trained":  # a composition or export copies its source's recipe
             try:
-                recipe = recipe_from_text(current.recipe_text, current.ref)
+                recipe = recipe_from_text(record.recipe_text, record.ref)
                 found += [with_protocol(recipe.data.train, recipe.data.protocol, "train"),
-                          *getattr(recipe.method, "extra_train", [])]
+                          *getattr(recipe.method, "extra_train", []), getattr(recipe.method, "teacher_data", None)]
             except AdaptrecError:  # a recipe of an older schema: its update data still counts
                 pass
         specs += [_spec_range(f, lineage.get("workdir")) for f in found
                   if isinstance(f, str) and not f.startswith("feedback:")]
-        parent = lineage.get("updated_from")
-        try:
-            current = registry.resolve(parent) if parent else None
-        except RegistryError:  # removed since: the chain stops there
-            current = None
     return specs
+
+
+def _case_key(case: Case) -> tuple:
+    """What a case shows a model (its history, target and label), whatever SPEC named it."""
+    return tuple((h.text, h.liked) for h in case.history), case.target, case.label
+
+
+def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]]) -> tuple[int, str | None]:
+    """How many of `cases` show a model exactly what a case of the `trained` data did (another name for the same
+    file, another protocol or view of one log, other negatives beside the same positives), and a SPEC they share
+    cases with; `feedback:` data is left to the per-event check."""
+    from ..data.spec import load_spec
+
+    keys = {_case_key(c) for c in cases}
+    for base, start, stop in dict.fromkeys(trained):
+        spec = base if (start, stop) == (0, math.inf) else f"{base}[{start}:{'' if stop == math.inf else int(stop)}]"
+        try:
+            shown = {_case_key(c) for c in load_spec(spec).cases}
+        except AdaptrecError:  # data that no longer loads here: the SPEC comparison is all there is
+            continue
+        if keys & shown:
+            return sum(_case_key(c) in shown for c in cases), spec
+    return 0, None
 
 
 def _overlaps(data: str, trained: list[tuple[str, int, float]]) -> bool:
@@ -134,36 +178,34 @@ class GatePlan:
     data: str
     margin: float
     limit: int | None = None
+    data_fingerprint: str | None = None  # of the data as drawn: an open-ended SPEC holds more cases later
 
     @property
     def source(self) -> dict:
-        """Where the cases came from, for the evidence: enough to draw the same cases again."""
-        return {"data": self.data, **({"limit": self.limit} if self.limit is not None else {})}
+        """Where the cases came from, for the evidence: the SPEC and limit (the seed is added), and the data's
+        fingerprint, which says whether the same SPEC still holds the same cases."""
+        return {"data": self.data, **({"limit": self.limit} if self.limit is not None else {}),
+                **({"data_fingerprint": self.data_fingerprint} if self.data_fingerprint else {})}
 
 
 def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
-              margin: float = 0.005, limit: int | None = None) -> GatePlan:
+              margin: float = 0.005, limit: int | None = None, data_fingerprint: str | None = None) -> GatePlan:
     """Everything the gate refuses, checked before any model loads: a margin that is not a finite number >= 0, a
-    challenger that already is the champion, data it (or a version it was updated from) trained on, logged events
-    it was updated on, fewer than `MIN_USERS` users or one class only. A domain without a champion needs none."""
+    challenger that already is the champion, data it or the champion (or an adapter either comes from) trained on,
+    by SPEC, by case or by logged event, fewer than `MIN_USERS` users or one class only. A domain without a
+    champion needs none."""
     if not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"--margin {margin}: expected a finite margin >= 0")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
     labelled = [c for c in cases if c.label is not None]
-    plan = GatePlan(record, champion, domain, labelled, data, margin, limit)
+    plan = GatePlan(record, champion, domain, labelled, data, margin, limit, data_fingerprint)
     if champion is None:
         return plan
     if champion.ref == record.ref:
         raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
-    if _overlaps(data, trained_specs(registry, record)):
-        raise ConfigError(f"--data {data}: {record.ref} (or a version it was updated from) was trained on this data; "
-                          "gate on data it never saw: a held-out split, or feedback logged after it")
-    seen = trained_on(record, labelled)
-    if seen:
-        raise ConfigError(f"--data {data}: {seen} of its cases are events {record.ref} was trained on (its lineage "
-                          "lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE after its "
-                          "lineage window")
+    for who in (record, champion):  # a champion scored on its own training cases is favoured as unfairly
+        _check_unseen(registry, who, labelled, data, "the champion " if who is champion else "")
     users = {c.user_id for c in labelled}
     if len({c.label for c in labelled}) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
@@ -171,6 +213,24 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         raise ConfigError(f"--data {data}: {len(users)} users; the gate's user-clustered test needs at least "
                           f"{MIN_USERS}")
     return plan
+
+
+def _check_unseen(registry: Registry, record: AdapterRecord, cases: list[Case], data: str, role: str) -> None:
+    """`ConfigError` when `record`, or an adapter it comes from, trained on `data` or on any of its `cases`."""
+    records = ancestry(registry, record)
+    trained = trained_specs(records)
+    if _overlaps(data, trained):
+        raise ConfigError(f"--data {data}: {role}{record.ref} (or an adapter it comes from) was trained on this data; "
+                          "gate on data neither adapter saw: a held-out split, or feedback logged after both")
+    shared, spec = shared_cases(cases, trained)
+    if shared:
+        raise ConfigError(f"--data {data}: {shared} of its cases are cases {role}{record.ref} (or an adapter it comes "
+                          f"from) was trained on, as {spec}; gate on data neither adapter saw")
+    seen = trained_on(records, cases)
+    if seen:
+        raise ConfigError(f"--data {data}: {seen} of its cases are events {role}{record.ref} was trained on (its "
+                          "lineage lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE after "
+                          "its lineage window")
 
 
 def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,

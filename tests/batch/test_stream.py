@@ -16,6 +16,7 @@ from adaptrec.batch import FIELDS, read_predictions
 from adaptrec.batch.formats import partial_path
 from adaptrec.data.spec import load_spec
 from adaptrec.scoring.core import Scorer
+from adaptrec.scoring.logits import to_scores
 
 
 def test_streamed_chunks_equal_the_unchunked_scores(tiny_model_dir, tmp_path):
@@ -223,3 +224,28 @@ def test_a_domain_scores_with_its_champion(tiny_model_dir, tmp_path):
     by_domain = read_predictions(adaptrec.write_predictions("movie", data=data, out=tmp_path / "d.jsonl", **opts).path)
     by_ref = read_predictions(adaptrec.write_predictions(record.ref, data=data, out=tmp_path / "r.jsonl", **opts).path)
     assert row_scores(by_domain).tolist() == row_scores(by_ref).tolist()
+
+
+def test_an_adapter_is_scored_with_its_own_template_unless_one_is_given(tiny_model_dir, tmp_path):
+    """(was: `score ADAPTER` used the tallrec template and 1024 prompt tokens whatever the adapter trained with)"""
+    from router_helpers import register_peft
+
+    from adaptrec.backbone import load_backbone
+    from adaptrec.batch import adapter_scorer
+    from adaptrec.config import RECIPES_DIR
+    from adaptrec.registry import Registry
+
+    registry, data = Registry(), data_file(tmp_path)
+    plain = register_peft(tiny_model_dir, registry, "plain", seed=1, domain="movie")
+    recipe = (RECIPES_DIR / "movie-lora.yaml").read_text().replace("template: tallrec ", "template: tallrec-stats ")
+    assert "template: tallrec-stats" in recipe
+    stats = registry.register(plain.path, name="stats", domain="movie", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=plain.fingerprint, recipe_text=recipe)
+    opts = dict(data=data, cache=False, **engine_options(tiny_model_dir))
+    own = row_scores(read_predictions(adaptrec.write_predictions(stats.ref, out=tmp_path / "own.jsonl", **opts).path))
+    given = row_scores(read_predictions(adaptrec.write_predictions(stats.ref, out=tmp_path / "given.jsonl",
+                                                                   template="tallrec", **opts).path))
+    scorer = adapter_scorer(load_backbone(str(tiny_model_dir), "none"), registry, stats.ref, template="tallrec-stats")
+    expected = to_scores(scorer.logits_for_prompts(scorer.prompts(load_spec(data).cases)), "pyes")
+    np.testing.assert_allclose(own[:, 0], expected, atol=device_atol(1e-5))
+    assert np.abs(own[:, 0] - given[:, 0]).max() > 1e-4  # the template changes the prompts

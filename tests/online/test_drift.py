@@ -61,10 +61,12 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     report = json.loads(out)
     assert report["adapter"] == "arts-lora:1" and report["before"]["cases"] == report["after"]["cases"] == 20
     assert set(report["after"]["auc"]) == {"adapter", "like-ratio", "popularity"}
+    assert (report["before"]["transductive"], report["after"]["transductive"]) == (["popularity"], [])  # was: unsaid
     assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1
     assert (tmp_path / "drift.png").stat().st_size > 10_000
     code, out, _ = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny)
     assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and "before: 20 cases" in out
+    assert "over cases, not users" in out and "(popularity transductive here)" in out.splitlines()[1]
     code, _, err = run_cli(monkeypatch, capsys, "drift", "books", "--before", before, "--after", after, *tiny)
     assert code == 2 and "no promoted adapter" in err
     code, _, err = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny,

@@ -107,10 +107,10 @@ def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update
     from adaptrec.online.gate import trained_on
 
     gate_window = load_spec("feedback:movie:5000").cases
-    assert trained_on(child, gate_window) == 0 and trained_on(child, load_spec("feedback:movie").cases) == 24
+    assert trained_on([child], gate_window) == 0 and trained_on([child], load_spec("feedback:movie").cases) == 24
     relabelled = next(c for c in load_spec("feedback:movie:3000[0:12]").cases)
     log.add_feedback(relabelled.meta["request_id"], relabelled.target, label=1 - relabelled.label, created=6000)
-    assert trained_on(child, load_spec("feedback:movie:5000").cases) == 1  # its newest event is after the window
+    assert trained_on([child], load_spec("feedback:movie:5000").cases) == 1  # its newest event is after the window
 
 
 def test_update_refuses_what_it_cannot_do(trained):
@@ -133,6 +133,9 @@ def test_decide_names_its_test_and_resolves_what_it_can():
     same = decide(labels, users, champion, champion, margin=0.0)
     assert same["test"].startswith("superiority") and not same["promote"]  # equal is not better
     assert decide(labels, users, champion, champion, margin=0.01)["promote"]  # but it is not worse
+    assert "user-clustered paired bootstrap" in up["test"]
+    alone = decide(labels, [f"u{i}" for i in range(400)], better, champion, margin=0.005)  # TALLRec: no user twice
+    assert "paired bootstrap over cases (no user has two)" in alone["test"]  # (was: called user-clustered)
 
 
 def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained, monkeypatch, capsys, tmp_path):
@@ -182,8 +185,36 @@ def test_the_gate_refuses_data_the_challenger_or_its_parents_trained_on(trained,
     for data in (train_file, relative):  # the parent's recipe trained on the whole file
         code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
                                data)
-        assert code == 2 and f"--data {data}: tiny:2 (or a version it was updated from) was trained on this" in err
+        assert code == 2 and f"--data {data}: tiny:2 (or an adapter it comes from) was trained on this" in err
     assert [d.action for d in Registry().history("movie")] == ["promote"]  # nothing decided
+
+
+def test_the_gate_follows_compositions_and_checks_cases_and_the_champion_too(trained, monkeypatch, tmp_path):
+    """(was: a composition or export of an adapter passed a gate on its source's training file; a copy of that file
+    under another name passed too; and a champion scored on its own training cases was never checked)"""
+    import shutil
+
+    import adaptrec
+
+    parent, recipe_path = trained
+    train_file = load_recipe(str(recipe_path))[0].data.train
+    registry = Registry()
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
+    plain = dict(domain="movie", kind="trained", adapter_type="lora", adapter_config=None,
+                 fingerprint=parent.fingerprint)  # no recipe, no lineage: what it trained on is unknown
+    other = registry.register(parent.path, name="other", **plain)
+    registry.promote(other.ref, "movie")
+    composed = registry.register(parent.path, name="composed", **{**plain, "kind": "composed"},
+                                 lineage={"parents": [parent.ref], "method": "linear", "weights": [1.0]})
+    with pytest.raises(ConfigError, match="composed:1 \\(or an adapter it comes from\\) was trained on this data"):
+        adaptrec.promote_if_better(composed.ref, data=train_file)
+    copy = shutil.copy(train_file, tmp_path / "renamed.json")
+    with pytest.raises(ConfigError, match=f"16 of its cases are cases composed:1 .* as {train_file}"):
+        adaptrec.promote_if_better(composed.ref, data=str(copy))
+    registry.promote(parent.ref, "movie")
+    with pytest.raises(ConfigError, match="the champion tiny:1 \\(or an adapter it comes from\\) was trained on"):
+        adaptrec.promote_if_better(other.ref, data=train_file)
+    assert [d.ref for d in registry.history("movie")] == ["other:1", "tiny:1"]  # nothing decided by the gate
 
 
 def test_the_training_data_check_compares_slices_and_protocols():
@@ -206,7 +237,8 @@ def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
     monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
     result = adaptrec.promote_if_better(parent.ref, data="feedback:movie", limit=20, seed=3)
     assert result.promoted and result.evidence == {"test": "none", "reason": "domain 'movie' had no champion",
-                                                   "data": "feedback:movie", "limit": 20}
+                                                   "data": "feedback:movie", "limit": 20,
+                                                   "data_fingerprint": load_spec("feedback:movie").fingerprint}
     with pytest.raises(ConfigError, match="already the champion"):
         adaptrec.promote_if_better(parent.ref, data="feedback:movie")
     challenger = update_adapter(parent.ref, "feedback:movie[0:4]", replay=0.0, steps=1).record
@@ -322,7 +354,7 @@ def test_versions_registered_before_lineages_listed_events_keep_their_windows():
     child = with_events({"updated_from": "old:1"}, [logged(2, 300.0)], old)
     assert child["events"] == ["r2/0"] and child["earlier_windows"] == [old.lineage["window"]]
     record = SimpleNamespace(lineage=child, trained_events=set(child["events"]))
-    assert trained_on(record, [logged(0, 150.0), logged(2, 300.0), logged(3, 400.0)]) == 2
+    assert trained_on([record], [logged(0, 150.0), logged(2, 300.0), logged(3, 400.0)]) == 2
 
 
 def test_feedback_by_a_title_two_shown_items_share_is_refused(tmp_path):
@@ -367,7 +399,7 @@ def test_relative_training_files_are_read_from_the_folder_the_adapter_trained_in
                                                                                  monkeypatch):
     """A recipe's relative `data.train` was resolved against the gate's working directory: gating from another
     folder on the very file it trained on (named by its absolute path) was not refused."""
-    from adaptrec.online.gate import _overlaps, trained_specs
+    from adaptrec.online.gate import _overlaps, ancestry, trained_specs
 
     path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
     train_file = load_recipe(str(path))[0].data.train
@@ -379,7 +411,7 @@ def test_relative_training_files_are_read_from_the_folder_the_adapter_trained_in
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    trained = trained_specs(Registry(), record)
+    trained = trained_specs(ancestry(Registry(), record))
     assert _overlaps(train_file, trained) and _overlaps(f"{train_file}[0:4]", trained)
     assert not _overlaps(Path(train_file).relative_to(tmp_path).as_posix(), trained)  # here: another file
 
