@@ -252,7 +252,12 @@ def _cached_file_sha256(path: Path) -> str:
     cache_path = adaptrec_home() / "file_hashes.json"
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError):  # a damaged cache of hashes: computed again, then rewritten
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
     if key not in cache:
         cache[key] = file_sha256(path)
         write_json(cache_path, cache)
@@ -305,13 +310,13 @@ def compute_fingerprint(source: Path, base_model: str, quantization: str, config
     return Fingerprint(exact=exact, family=family, base_model=base_model)
 
 
-def _quantization_config(quantization: str):
+def _quantization_config(quantization: str, device: str):
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    if quantization == "4bit":
-        compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if quantization == "4bit":  # the load's device, not the host's: the score key names the device
+        compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
     return None
 
@@ -379,6 +384,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     `resolve_backend`). Unquantized weights stay fp32 on CPU (bf16 matmuls are several times slower
     there) and use bf16 on CUDA.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -390,9 +396,12 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=load_dtype(backend),
-            quantization_config=_quantization_config(quantization) if backend == "bitsandbytes" else None,
+            quantization_config=_quantization_config(quantization, device) if backend == "bitsandbytes" else None,
             device_map={"": device},
         )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # a truncated or damaged weight file
+        raise BackboneError(f"backbone {name!r}: its weights do not load from {source} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     finally:
         hf_logging.enable_progress_bar()
     if backend == "torch-int8":

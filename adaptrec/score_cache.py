@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,19 @@ TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
 class ScoreCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        self.path = path
+        with self._one_line():
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+
+    @contextmanager
+    def _one_line(self) -> Iterator[None]:
+        """A database error (a damaged page found only now, a lock held past the timeout) as one line naming the file."""
+        try:
+            yield
         except sqlite3.Error as e:
-            raise AdaptrecError(f"cannot use the score cache {path} ({e}); delete it (scores are recomputed) or "
+            raise AdaptrecError(f"cannot use the score cache {self.path} ({e}); delete it (scores are recomputed) or "
                                 "check its permissions") from None
 
     @classmethod
@@ -47,16 +56,17 @@ class ScoreCache:
         found: dict[str, np.ndarray] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            rows = self._db.execute(
-                f"SELECT key, yes, no, lse FROM {TABLE} WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
+            with self._one_line():
+                rows = self._db.execute(
+                    f"SELECT key, yes, no, lse FROM {TABLE} WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
             found.update({k: np.array([y, n, l], dtype=float) for k, y, n, l in rows if None not in (y, n, l)})
         return found  # a row without a number (SQLite stores NaN as NULL, as older versions wrote them) is recomputed
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         """One transaction per batch: a run killed mid-way keeps every finished batch. Existing rows win. Rows that
         are not finite are not kept: a broken run's NaN would answer every rerun."""
-        with self._db:
+        with self._one_line(), self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 f"INSERT OR IGNORE INTO {TABLE} VALUES (?, ?, ?, ?)",

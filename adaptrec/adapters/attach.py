@@ -14,6 +14,7 @@ from ..errors import AdaptrecError
 from ..fingerprint import digest
 from .collab import TUNER as COLLAB_TUNER
 from .collab import uninstall
+from .check import base_change, read_config
 from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
 _CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
@@ -49,7 +50,12 @@ def adapter_key(adapter_dir: Path) -> str:
 
 
 def load_peft(model, folder: Path | str, name: str) -> PeftModel:
-    """`model` with adapter `name` loaded from `folder` (a bare model is wrapped in a new PeftModel first)."""
+    """`model` with adapter `name` loaded from `folder` (a bare model is wrapped in a new PeftModel first); an adapter
+    whose load would change the base model for good (`check.base_change`: one registered before that was refused)
+    is refused first."""
+    changes = base_change(read_config(Path(folder), str(folder)))
+    if changes is not None:
+        raise AdaptrecError(f"{folder}: {changes}")
     if not isinstance(model, PeftModel):
         return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
     if name not in model.peft_config:

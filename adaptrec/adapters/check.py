@@ -36,6 +36,24 @@ def changes_base_weights(config: dict) -> bool:
     return isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INITS)
 
 
+def base_change(config: dict) -> str | None:
+    """Why loading an adapter of this peft config changes the base model for good (detaching it does not undo it,
+    and every row scored after it, the untuned one included, reads a changed base), or None."""
+    if changes_base_weights(config):
+        return (f"init_lora_weights {config['init_lora_weights']!r} makes peft rewrite the base model's weights "
+                "whenever the adapter loads; convert it to a plain LoRA first (peft's "
+                "path_initial_model_for_weight_conversion)")
+    if config.get("modules_to_save"):
+        return (f"modules_to_save {config['modules_to_save']!r} swaps the adapter's own copies of those modules into "
+                "the base model; retrain it without them")
+    if config.get("bias") not in (None, "none"):
+        return (f"bias {config['bias']!r} writes the adapter's trained biases into the base model's layers; retrain "
+                "it with bias 'none'")
+    if config.get("layer_replication"):
+        return "layer_replication adds layers to the base model; retrain it without them"
+    return None
+
+
 def pattern_value(pattern: dict, module: str, default):
     """peft's `get_pattern_key` rule: the first key that matches the module name's end at a '.' boundary."""
     for key, value in pattern.items():

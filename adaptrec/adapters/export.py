@@ -14,7 +14,8 @@ through `rank_pattern`/`alpha_pattern`; a module with every rank pruned is left 
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -25,9 +26,17 @@ import torch
 from adaptrec.atomic import atomic_dir
 from adaptrec.errors import AdaptrecError, IntegrityError
 
+from .check import read_config
+
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
+
+
+def _adalora_defaults() -> dict[str, Any]:
+    from peft import AdaLoraConfig
+
+    return {f.name: f.default for f in dataclasses.fields(AdaLoraConfig)}
 
 
 def _from_model(peft_model) -> tuple[dict[str, tuple], dict[str, Any]]:
@@ -53,10 +62,15 @@ def _from_dir(folder: Path) -> tuple[dict[str, tuple], dict[str, Any]]:
 
     if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
         raise IntegrityError(f"{folder}: an AdaLoRA adapter folder needs {WEIGHTS} and {CONFIG} (pickle weights are never read)")
-    config = json.loads((folder / CONFIG).read_text())
+    config = read_config(folder, str(folder))
     if config.get("peft_type") != "ADALORA":
         raise AdaptrecError(f"{folder}: adalora_to_lora needs an AdaLoRA adapter, not {config.get('peft_type')}")
-    init_r, alpha = config["init_r"], config["lora_alpha"]
+    defaults = _adalora_defaults()  # what peft builds the layers with when a key is unset
+    init_r, alpha = (config.get(key, defaults[key]) for key in ("init_r", "lora_alpha"))
+    if not (isinstance(init_r, int) and not isinstance(init_r, bool) and init_r > 0 and
+            isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)):
+        raise IntegrityError(f"{folder}: {CONFIG} has init_r {init_r!r} and lora_alpha {alpha!r}; expected a rank "
+                             ">= 1 and a finite number")
     # ranknum is not saved: peft sets it to init_r when it builds the layer and keeps it on resize.
     factor = (alpha if alpha > 0 else float(init_r)) / (torch.tensor(float(init_r)) + 1e-5)
     parts: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)

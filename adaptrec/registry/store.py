@@ -13,7 +13,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from adaptrec.adapters.check import changes_base_weights
+from adaptrec.adapters.check import base_change
 from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, check_base, file_sha256, write_adapter_dir
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
@@ -227,11 +227,9 @@ class Registry:
             written.append(folder)
             self._write_folder(src_dir, entry.metadata(version, created), folder)
             config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
-            if changes_base_weights(config):
-                raise RegistryError(f"{name}: init_lora_weights {config['init_lora_weights']!r} makes peft rewrite the "
-                                    "base model's weights whenever the adapter loads, and detaching it does not undo "
-                                    "that; convert it to a plain LoRA first (peft's "
-                                    "path_initial_model_for_weight_conversion)")
+            changes = base_change(config)
+            if changes is not None:  # detaching it would not undo that: every later row would read a changed base
+                raise RegistryError(f"{name}: {changes}")
             record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
             self._insert(conn, record)
         return self.resolve(record.ref)

@@ -16,7 +16,7 @@ from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
 from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
-from .prefix import PrefixRanker, unpadded
+from .prefix import PrefixRanker, length_batches, pads_shift_window, unpadded
 
 # Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.
 SCORING_VERSION = 2
@@ -48,8 +48,9 @@ class Scorer:
     def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None,
                    by_length: bool = False) -> list[str]:
         """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
-        the shared-prefix length in tokens, which can move a score slightly in 8-bit, and whether its suffixes batched
-        by length, `prefix.unpadded`), and each prompt."""
+        the shared-prefix length in tokens, which can move a score slightly in 8-bit), whether rows batched by length
+        only (the prefix path's suffixes, `prefix.unpadded`; the full path's prompts, `prefix.pads_shift_window`), and
+        each prompt."""
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
         if (path == "prefix") != (split is not None):
@@ -67,7 +68,8 @@ class Scorer:
     def logits_for_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """(N, 3) answer logits; cached rows are read, the rest run in length-sorted batches."""
         self.last_throughput = 0.0
-        keys = self.cache_keys(prompts, "full")
+        equal = pads_shift_window(self.model)  # rows batched by length only: keyed apart from padded ones
+        keys = self.cache_keys(prompts, "full", by_length=equal)
         out = np.full((len(prompts), 3), np.nan)
         cached = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
@@ -83,9 +85,9 @@ class Scorer:
         todo.sort(key=lambda i: len(ids[i]))  # length-sorted batches waste little on padding
         device = next(self.model.parameters()).device
         start = time.perf_counter()
+        lengths = {i: len(ids[i]) for i in todo}
         with torch.inference_mode(), tqdm(total=len(todo), desc="scoring", unit="prompt", disable=not self.progress) as bar:
-            for b in range(0, len(todo), self.batch_size):
-                idx = todo[b : b + self.batch_size]
+            for idx in length_batches(todo, lengths, self.batch_size, equal):
                 batch = pad_ids(self.tokenizer, [ids[i] for i in idx], device)
                 rows = answer_logits(last_token_logits(self.model, batch), self.yes_id, self.no_id).cpu().numpy()
                 out[idx] = rows

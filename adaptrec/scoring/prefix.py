@@ -20,7 +20,7 @@ import copy
 import hashlib
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,26 @@ def unpadded(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> bool:
     """Whether these prompts' suffixes must batch by length (`PrefixRanker.logits`): they outgrow a sliding window."""
     window = sliding_window(model)
     return window is not None and max(map(len, ids)) > window
+
+
+def pads_shift_window(model: torch.nn.Module) -> bool:
+    """Whether left padding can move a full prompt's score: a prefix-tuned adapter's virtual tokens sit before the
+    padding, and a sliding-window layer counts its window in cache slots, padding included, so a padded row loses
+    them sooner than it would alone. Such prompts batch only with prompts of their own length (`length_batches`)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False)) and sliding_window(model) is not None
+
+
+def length_batches(order: Sequence[int], lengths: Mapping[int, int], size: int, equal: bool) -> list[list[int]]:
+    """`order` (sorted by `lengths[i]`) cut into batches of at most `size`; with `equal`, a batch also holds prompts
+    of one token length only (no padding)."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < size and not (equal and lengths[batches[-1][0]] != lengths[i]):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def cache_bytes(cache: DynamicCache) -> int:

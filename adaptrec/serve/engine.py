@@ -47,6 +47,7 @@ from adaptrec.adapters.attach import (
     peft_name,
     peft_type,
 )
+from adaptrec.adapters.check import base_change
 from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
 from adaptrec.adapters.collab import ItemEmbedding, check_table, read_saved
 from adaptrec.adapters.export import adalora_to_lora
@@ -56,7 +57,7 @@ from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
-from adaptrec.scoring.prefix import PrefixRanker, shared_length
+from adaptrec.scoring.prefix import PrefixRanker, length_batches, pads_shift_window, shared_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -231,6 +232,9 @@ class Engine:
             if (record.adapter_config or {}).get("use_dora"):
                 raise Unservable(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the "
                                  "backbone instead")
+            changes = base_change(record.adapter_config or {})
+            if changes is not None:  # registered before such configs were refused: it would change every answer
+                raise Unservable(f"{record.ref}: {changes}")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise Unservable(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA "
                                  "and prefix tuning")
@@ -462,8 +466,10 @@ class Engine:
             groups.setdefault(id(model), (model, []))[1].append(i)
         with torch.inference_mode():
             for model, idx in groups.values():
-                for b in range(0, len(idx), self.batch_size):
-                    chunk = idx[b : b + self.batch_size]
+                equal = pads_shift_window(model)  # a prefix-tuned adapter on sliding-window layers: no padding
+                lengths = {i: len(self.tokenizer(rows[i][1], add_special_tokens=self.special).input_ids) if equal
+                           else 0 for i in idx}
+                for chunk in length_batches(sorted(idx, key=lengths.__getitem__), lengths, self.batch_size, equal):
                     batch = tokenize(self.tokenizer, [rows[i][1] for i in chunk], self.backbone.device, self.special)
                     names = [residents[rows[i][0]].name for i in chunk]
                     out[chunk] = answer_logits(self.forward(model, batch, names), self.yes_id, self.no_id).cpu().numpy()

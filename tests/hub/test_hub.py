@@ -782,6 +782,32 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     assert _lora_modules(lora_bias, "x") == {"m": ((2, 4), (4, 2))}
 
 
+def test_an_adalora_config_without_init_r_exports_with_peft_defaults_and_a_bad_one_is_one_line(tiny_model_dir,
+                                                                                              tmp_path):
+    """(was: `KeyError: 'init_r'` from `export --to-lora`, compose and serving, for a config peft itself loads)"""
+    from router_helpers import register_random
+    from safetensors.torch import load_file
+
+    from adaptrec.adapters.export import adalora_to_lora
+    from adaptrec.errors import IntegrityError
+
+    record = register_random(tiny_model_dir, Registry(), "ada",
+                             {"type": "adalora", "init_r": 12, "target_r": 2, "alpha": 8}, seed=3)  # peft's defaults
+    config = json.loads((record.path / "adapter_config.json").read_text())
+    expected = load_file(str(adalora_to_lora(record.path, tmp_path / "full") / "adapter_model.safetensors"))
+    for name, changed in (("unset", {k: v for k, v in config.items() if k not in ("init_r", "lora_alpha")}),
+                          ("bad", {**config, "init_r": "12"})):
+        folder = tmp_path / name
+        shutil.copytree(record.path, folder)
+        (folder / "adapter_config.json").write_text(json.dumps(changed))
+        if name == "bad":
+            with pytest.raises(IntegrityError, match="init_r '12' and lora_alpha 8.0; expected a rank >= 1"):
+                adalora_to_lora(folder, tmp_path / "out-bad")
+            continue
+        got = load_file(str(adalora_to_lora(folder, tmp_path / f"out-{name}") / "adapter_model.safetensors"))
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+
 SLOW = r"(\w*\.?\w*)+x"  # exponential in Python's `re`: hours per module name
 
 

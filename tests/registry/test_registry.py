@@ -408,6 +408,24 @@ def test_a_damaged_database_is_one_line_naming_it(tmp_path, monkeypatch, capsys,
             ScoreCache.default()
 
 
+def test_a_score_cache_damaged_past_its_first_pages_is_one_line_when_read(tmp_path):
+    """It opens (its schema page is whole); the damage shows at the first read (was: sqlite3's `database disk image
+    is malformed` traceback)."""
+    import os
+
+    from adaptrec.score_cache import ScoreCache
+
+    path, keys = tmp_path / "score_cache.db", [ScoreCache.key("m", str(i)) for i in range(20000)]
+    cache = ScoreCache(path)
+    cache.put_many({k: np.array([0.1, 0.2, 0.3]) for k in keys})
+    cache.close()
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(os.urandom(200_000))
+    with pytest.raises(AdaptrecError, match="cannot use the score cache .*malformed"):
+        ScoreCache(path).get_many(keys)
+
+
 def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write_lock(reg, src, monkeypatch):
     """Removed after the lock is released, the folder could be another writer's: it takes the same version (the
     failed one allocated nothing) and writes its folder at the same path before this one deletes it."""

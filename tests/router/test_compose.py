@@ -370,11 +370,15 @@ def test_into_base_writes_a_standalone_model_with_the_composition_merged(tiny_mo
     assert not np.allclose(with_adapter, untuned, atol=1e-4)
 
 
-def test_what_a_delta_w_merge_would_drop_or_save_unloadable_is_refused(tiny_model_dir, registry):
+def test_what_a_delta_w_merge_would_drop_or_save_unloadable_is_refused(tiny_model_dir, registry, monkeypatch):
     """Compose copied the base module for `modules_to_save` and dropped biases; one source (or a linear merge) with
     per-module ranks was saved under one rank, which no later load could read."""
-    register_peft(tiny_model_dir, registry, "head", seed=1, modules_to_save=["lm_head"])
-    register_peft(tiny_model_dir, registry, "biased", seed=2, bias="lora_only")
+    from adaptrec.registry import store
+
+    with monkeypatch.context() as before_the_check:  # registered by an earlier version: refused at registration now
+        before_the_check.setattr(store, "base_change", lambda config: None)
+        register_peft(tiny_model_dir, registry, "head", seed=1, modules_to_save=["lm_head"])
+        register_peft(tiny_model_dir, registry, "biased", seed=2, bias="lora_only")
     register_peft(tiny_model_dir, registry, "plain", seed=3, r=4)
     register_peft(tiny_model_dir, registry, "patterned", seed=4, r=4, rank_pattern={"v_proj": 2})
     backbone = fresh_backbone(tiny_model_dir)
@@ -416,3 +420,30 @@ def test_an_adapter_whose_load_rewrites_the_base_weights_is_never_registered(tin
     with pytest.raises(RegistryError, match="init_lora_weights 'pissa' makes peft rewrite the base"):
         register_peft(tiny_model_dir, registry, "pissa", seed=1, init_lora_weights="pissa")
     assert registry.list() == [] and not (registry.adapters_dir / "pissa" / "1").exists()
+
+
+@pytest.mark.parametrize("option, words", [({"modules_to_save": ["lm_head"]}, "modules_to_save \\['lm_head'\\] swaps"),
+                                           ({"bias": "all"}, "bias 'all' writes the adapter's trained biases"),
+                                           ({"layer_replication": [[0, 1], [0, 1]]}, "layer_replication adds layers")])
+def test_an_adapter_whose_load_changes_the_base_for_good_is_refused_and_never_attached(tiny_model_dir, registry,
+                                                                                       monkeypatch, option, words):
+    """(was: registered; eval then scored every later row, the untuned one and cached ones included, on the
+    adapter's lm_head copy, its biases or its replicated layers: `unload` keeps them)"""
+    from adaptrec.adapters.attach import attach
+    from adaptrec.errors import AdaptrecError, RegistryError
+    from adaptrec.registry import store
+
+    with pytest.raises(RegistryError, match=words):
+        register_peft(tiny_model_dir, registry, "changes", seed=1, **option)
+    assert registry.list() == []
+    with monkeypatch.context() as before_the_check:  # as one registered by an earlier version
+        before_the_check.setattr(store, "base_change", lambda config: None)
+        register_peft(tiny_model_dir, registry, "changes", seed=1, **option)
+    backbone = fresh_backbone(tiny_model_dir)
+    with pytest.raises(AdaptrecError, match=words):
+        attach(backbone, registry, ["changes"])
+    assert not any("lora_" in name for name, _ in backbone.model.named_modules())
+    from adaptrec.serve.engine import Engine, Unservable
+
+    with pytest.raises(Unservable, match=words):  # a 409 from the server
+        Engine(backbone, registry).load("changes")
