@@ -399,7 +399,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
             quantization_config=_quantization_config(quantization, device) if backend == "bitsandbytes" else None,
             device_map={"": device},
         )
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # a truncated or damaged weight file
+    except (OSError, SafetensorError) as e:  # a truncated or damaged weight file, an unreadable folder
         raise BackboneError(f"backbone {name!r}: its weights do not load from {source} "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     finally:

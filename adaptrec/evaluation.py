@@ -276,27 +276,32 @@ def rank_lists(dataset: DataSet, limit: int | None, seed: int, negatives: int) -
     return positives, make_candidate_lists(positives, dataset.catalogues, dataset.user_items, negatives, seed)
 
 
-def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
-                 candidates_file: Path | None = None) -> tuple[list[Case], list[CandidateList]]:
+def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int, candidates_file: Path | None = None
+                 ) -> tuple[list[Case], list[CandidateList], int | None]:
     """The ranking protocol's held-out cases and candidate lists (`rank_lists`, or `given_lists` from
-    `candidates_file`); DataSpecError when the data has no catalogue or no held-out item to rank."""
+    `candidates_file`, with how many lists the file holds when `limit` took fewer); DataSpecError when the data has
+    no catalogue or no held-out item to rank."""
     if not dataset.catalogues:
         raise DataSpecError(f"{dataset.spec}: ranking needs implicit-feedback data with a catalogue "
                             "(e.g. amazon:office:test)")
+    held = None
     if candidates_file is not None:
-        positives, lists = given_lists(dataset, Path(candidates_file), limit)
+        positives, lists, held = given_lists(dataset, Path(candidates_file), limit)
     else:
         positives, lists = rank_lists(dataset, limit, seed, negatives)
     if not lists:
         raise DataSpecError(f"{dataset.spec}: no held-out item to rank (limit {limit})")
-    return positives, lists
+    return positives, lists, held if held is not None and held > len(lists) else None
 
 
-def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple[list[Case], list[CandidateList]]:
+def given_lists(dataset: DataSet, path: Path, limit: int | None = None
+                ) -> tuple[list[Case], list[CandidateList], int]:
     """Candidate lists read from a file (docs/data.md; as LLMRank and RecBole publish them), each joined to the
-    data set's held-out case of its user, domain and target (for the history); the first `limit` lists."""
+    data set's held-out case of its user, domain and target (for the history); the first `limit` lists, and how
+    many the file holds."""
     held_out = {(c.user_id, c.domain, c.target_id): c for c in dataset.cases if c.held_out_positive}
-    lists = read_candidates(path)[:limit] if limit else read_candidates(path)
+    every = read_candidates(path)
+    lists = every[:limit] if limit else every
     missing = [lst for lst in lists if (lst.user_id, lst.domain, lst.target_id) not in held_out]
     if missing:
         m = missing[0]
@@ -305,7 +310,7 @@ def given_lists(dataset: DataSet, path: Path, limit: int | None = None) -> tuple
     unknown = {i for lst in lists for i in lst.candidates if i not in dataset.catalogues.get(lst.domain, {})}
     if unknown:  # each list against its own domain's catalogue
         raise DataSpecError(f"{path}: {len(unknown)} candidate item(s) not in the catalogue, e.g. {sorted(unknown)[0]!r}")
-    return [held_out[(lst.user_id, lst.domain, lst.target_id)] for lst in lists], lists
+    return [held_out[(lst.user_id, lst.domain, lst.target_id)] for lst in lists], lists, len(every)
 
 
 def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], rows: np.ndarray, k: int = 10,
@@ -390,12 +395,9 @@ def run_rank_eval(
     candidates a file gives (`candidates_file`: then `limit` takes its first lists). Every row also gets the
     beyond-accuracy columns, `diversity@10` with an `item_encoder`, and NDCG@10 per user group; with
     `full_catalogue`, encoder rows also rank each held-out item in their whole catalogue (`FULL_METRICS`)."""
-    positives, lists = ranked_users(dataset, limit, seed, negatives, candidates_file)
-    file_lists = None  # the protocol names the file's size when `limit` cut it
+    positives, lists, file_lists = ranked_users(dataset, limit, seed, negatives, candidates_file)
     if candidates_file is not None:
         negatives = max(len(lst.candidates) for lst in lists) - 1
-        held = len(read_candidates(candidates_file)) if len(lists) == limit else 0
-        file_lists = held if held > len(lists) else None
     candidates = [candidate_cases(lst, case, dataset.catalogues) for lst, case in zip(lists, positives)]
     target_idx = np.array([lst.target_index for lst in lists])
     embeddings = item_embeddings(dataset, lists, item_encoder) if item_encoder is not None else None

@@ -90,8 +90,9 @@ def registry_history(domain: str = typer.Argument(..., help="the domain whose ch
     for d in decisions:
         e = d.evidence
         gated = all(isinstance(e.get(k), (int, float)) for k in ("diff", "ci_low", "ci_high"))  # the gate's test
-        test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}] on {e.get('cases')} cases, " \
-            f"{e.get('test')}" if gated else ""
+        test = f"  diff {e['diff']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]" if gated else ""
+        test += f" on {e['cases']} cases" if gated and "cases" in e else ""
+        test += f", {e['test']}" if gated and "test" in e else ""
         typer.echo(f"{d.seq:4} {d.at}  {d.action:8} {d.ref:24} (was {d.previous or '-'}) by {d.by}{test}")
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import yaml
 
+from ..data.prompts import TEMPLATES
 from .common import is_repo_id
 
 _SLICE_RE = re.compile(r"\[[^\]]*\]$")
@@ -65,7 +66,7 @@ def _template(meta: dict) -> str:
         return "tallrec"
     data = parsed.get("data") if isinstance(parsed, dict) else None
     template = data.get("template") if isinstance(data, dict) else None
-    return template if isinstance(template, str) and template else "tallrec"
+    return template if template in TEMPLATES else "tallrec"  # a publisher's text goes into no card unchecked
 
 
 def _identity(meta: dict) -> tuple[str, str, str]:

@@ -185,9 +185,13 @@ def push_to_hub(
     return PushResult(record.ref, repo_id, branch, info.oid, f"{public_endpoint(endpoint)}/{repo_id}")
 
 
-def mirror_repo_dir(mirror: Path, repo: str) -> Path:
-    """`<mirror>/<repo>`: `repo` is `name` or `org/name` (one folder per adapter)."""
+def mirror_repo_dir(mirror: Path, repo: str, named_for_adapter: bool = False) -> Path:
+    """`<mirror>/<repo>`: `repo` is `name` or `org/name` (one folder per adapter); `named_for_adapter`: `repo` is
+    the adapter's registry name, which may hold what a repo name may not ('+', a leading '_' or '-')."""
     if not (is_repo_id(repo) or is_repo_id(f"x/{repo}")):
+        if named_for_adapter:
+            raise HubError(f"{repo} is no mirror repo name (letters, digits and . _ -, starting with a letter or "
+                           "digit): pass --repo NAME")
         raise HubError(f"bad mirror repo {repo!r}: write NAME or ORG/NAME with letters, digits and . _ -")
     return Path(mirror).expanduser() / repo
 
@@ -210,11 +214,8 @@ def push_to_mirror(
     registry = registry or Registry()
     record = registry.resolve(ref)
     revision = check_mirror_revision(revision or f"v{record.version}")
-    if repo is None and not is_repo_id(f"x/{record.name}"):  # a registry name may hold '+' or start with '_' or '-'
-        raise HubError(f"{record.name} is no mirror repo name (letters, digits and . _ -, starting with a letter or "
-                       f"digit): pass --repo NAME")
+    repo_dir = mirror_repo_dir(mirror, repo or record.name, named_for_adapter=repo is None)
     repo = repo or record.name
-    repo_dir = mirror_repo_dir(mirror, repo)
     dest = repo_dir / revision
     taken = HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
     if dest.exists():

@@ -78,8 +78,8 @@ def ancestry(registry: Registry, record: AdapterRecord) -> list[AdapterRecord]:
             continue
         found[current.ref] = current
         lineage = current.lineage or {}
-        parents = [lineage.get("updated_from"), *([] if current.kind == "pulled" else lineage.get("parents", []))]
-        for parent in parents:  # a pulled adapter's parents are its publisher's, not this registry's
+        parents = [] if current.kind == "pulled" else [lineage.get("updated_from"), *lineage.get("parents", [])]
+        for parent in parents:  # a pulled adapter's lineage names its publisher's versions, not this registry's
             if isinstance(parent, str):
                 try:
                     todo.append(registry.resolve(parent))
@@ -125,7 +125,7 @@ def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
     for record in records:
         lineage = record.lineage or {}
         found = [lineage.get("data")]
-        if record.recipe_text and record.kind == "trained":  # a composition or export copies its source's recipe
+        if record.recipe_text and record.kind != "composed":  # a composition or export copies its source's recipe
             try:
                 recipe = recipe_from_text(record.recipe_text, record.ref)
                 found += [with_protocol(recipe.data.train, recipe.data.protocol, "train"),
@@ -142,21 +142,24 @@ def _case_key(case: Case) -> tuple:
     return tuple((h.text, h.liked) for h in case.history), case.target, case.label
 
 
-def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]]) -> tuple[int, str | None]:
+def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]],
+                 shown: dict[str, set | None]) -> tuple[int, str | None]:
     """How many of `cases` show a model exactly what a case of the `trained` data did (another name for the same
     file, another protocol or view of one log, other negatives beside the same positives), and a SPEC they share
-    cases with; `feedback:` data is left to the per-event check."""
+    cases with; `feedback:` data is left to the per-event check. `shown` keeps each SPEC's case keys once loaded
+    (None: it no longer loads here, and the SPEC comparison is all there is)."""
     from ..data.spec import load_spec
 
     keys = {_case_key(c) for c in cases}
     for base, start, stop in dict.fromkeys(trained):
         spec = base if (start, stop) == (0, math.inf) else f"{base}[{start}:{'' if stop == math.inf else int(stop)}]"
-        try:
-            shown = {_case_key(c) for c in load_spec(spec).cases}
-        except AdaptrecError:  # data that no longer loads here: the SPEC comparison is all there is
-            continue
-        if keys & shown:
-            return sum(_case_key(c) in shown for c in cases), spec
+        if spec not in shown:
+            try:
+                shown[spec] = {_case_key(c) for c in load_spec(spec).cases}
+            except AdaptrecError:
+                shown[spec] = None
+        if shown[spec] and keys & shown[spec]:
+            return sum(_case_key(c) in shown[spec] for c in cases), spec
     return 0, None
 
 
@@ -204,8 +207,9 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         return plan
     if champion.ref == record.ref:
         raise ConfigError(f"{record.ref} is already the champion of {domain!r}")
+    shown: dict[str, set | None] = {}  # each training SPEC loaded once, for both adapters
     for who in (record, champion):  # a champion scored on its own training cases is favoured as unfairly
-        _check_unseen(registry, who, labelled, data, "the champion " if who is champion else "")
+        _check_unseen(registry, who, labelled, data, "the champion " if who is champion else "", shown)
     users = {c.user_id for c in labelled}
     if len({c.label for c in labelled}) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
@@ -215,14 +219,16 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
     return plan
 
 
-def _check_unseen(registry: Registry, record: AdapterRecord, cases: list[Case], data: str, role: str) -> None:
-    """`ConfigError` when `record`, or an adapter it comes from, trained on `data` or on any of its `cases`."""
+def _check_unseen(registry: Registry, record: AdapterRecord, cases: list[Case], data: str, role: str,
+                  shown: dict[str, set | None]) -> None:
+    """`ConfigError` when `record`, or an adapter it comes from, trained on `data` or on any of its `cases`
+    (`shown`: `shared_cases`' loaded SPECs)."""
     records = ancestry(registry, record)
     trained = trained_specs(records)
     if _overlaps(data, trained):
         raise ConfigError(f"--data {data}: {role}{record.ref} (or an adapter it comes from) was trained on this data; "
                           "gate on data neither adapter saw: a held-out split, or feedback logged after both")
-    shared, spec = shared_cases(cases, trained)
+    shared, spec = shared_cases(cases, trained, shown)
     if shared:
         raise ConfigError(f"--data {data}: {shared} of its cases are cases {role}{record.ref} (or an adapter it comes "
                           f"from) was trained on, as {spec}; gate on data neither adapter saw")
@@ -257,7 +263,7 @@ def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
 
 def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
          margin: float = 0.005, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
-         **scorer_options) -> GateResult:
+         limit: int | None = None, data_fingerprint: str | None = None, **scorer_options) -> GateResult:
     """`plan_gate`, then `run_gate` on `backbone`: one call where the backbone is loaded already."""
-    return run_gate(backbone, registry, plan_gate(registry, challenger, domain, cases, data, margin), seed, options,
-                    **scorer_options)
+    plan = plan_gate(registry, challenger, domain, cases, data, margin, limit, data_fingerprint)
+    return run_gate(backbone, registry, plan, seed, options, **scorer_options)

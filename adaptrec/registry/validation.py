@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adaptrec.adapters.files import CONFIG_FILE, METADATA_FILE, file_sha256, required_files, verify_adapter_dir
+from adaptrec.adapters.check import read_config
+from adaptrec.adapters.files import METADATA_FILE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
-from adaptrec.userfiles import finite_number, parse_json
+from adaptrec.userfiles import finite_number
 
 from .records import KINDS, AdapterRecord, parse_ref
 
@@ -176,16 +177,8 @@ def check_source(src: Any, adapter_type: str) -> None:
 
 
 def written_config(folder: Path, src: Any) -> dict:
-    """The peft config in the adapter folder just written from `src`."""
-    try:
-        text = (folder / CONFIG_FILE).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise IntegrityError(f"adapter_config.json of {src} is not UTF-8 ({e}); re-save the adapter") from None
-    config = parse_json(text, f"adapter_config.json of {src} (re-save the adapter)", IntegrityError)
-    if not isinstance(config, dict):
-        raise IntegrityError(f"adapter_config.json of {src} is not a JSON object (it holds "
-                             f"{json.dumps(config)[:40]}); re-save the adapter")
-    return config
+    """The peft config in the adapter folder just written from `src` (errors name `src`: re-save it)."""
+    return read_config(folder, f"{src} (re-save the adapter)")
 
 
 def verified_files(rec: AdapterRecord) -> dict:

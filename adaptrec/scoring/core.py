@@ -16,7 +16,7 @@ from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
 from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
-from .prefix import PrefixRanker, length_batches, pads_shift_window, unpadded
+from .prefix import PrefixRanker, length_batches, pad_room, unpadded
 
 # Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.
 SCORING_VERSION = 2
@@ -49,7 +49,7 @@ class Scorer:
                    by_length: bool = False) -> list[str]:
         """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
         the shared-prefix length in tokens, which can move a score slightly in 8-bit), whether rows batched by length
-        only (the prefix path's suffixes, `prefix.unpadded`; the full path's prompts, `prefix.pads_shift_window`), and
+        only (the prefix path's suffixes, `prefix.unpadded`; the full path's prompts, `prefix.pad_room`), and
         each prompt."""
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
@@ -68,8 +68,8 @@ class Scorer:
     def logits_for_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """(N, 3) answer logits; cached rows are read, the rest run in length-sorted batches."""
         self.last_throughput = 0.0
-        equal = pads_shift_window(self.model)  # rows batched by length only: keyed apart from padded ones
-        keys = self.cache_keys(prompts, "full", by_length=equal)
+        room = pad_room(self.model)  # padding past it moves a score: such rows are keyed apart from older ones
+        keys = self.cache_keys(prompts, "full", by_length=room is not None)
         out = np.full((len(prompts), 3), np.nan)
         cached = self.cache.get_many(keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
@@ -87,7 +87,7 @@ class Scorer:
         start = time.perf_counter()
         lengths = {i: len(ids[i]) for i in todo}
         with torch.inference_mode(), tqdm(total=len(todo), desc="scoring", unit="prompt", disable=not self.progress) as bar:
-            for idx in length_batches(todo, lengths, self.batch_size, equal):
+            for idx in length_batches(todo, lengths, self.batch_size, room):
                 batch = pad_ids(self.tokenizer, [ids[i] for i in idx], device)
                 rows = answer_logits(last_token_logits(self.model, batch), self.yes_id, self.no_id).cpu().numpy()
                 out[idx] = rows

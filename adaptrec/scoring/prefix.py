@@ -65,21 +65,27 @@ def unpadded(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> bool:
     return window is not None and max(map(len, ids)) > window
 
 
-def pads_shift_window(model: torch.nn.Module) -> bool:
-    """Whether left padding can move a full prompt's score: a prefix-tuned adapter's virtual tokens sit before the
-    padding, and a sliding-window layer counts its window in cache slots, padding included, so a padded row loses
-    them sooner than it would alone. Such prompts batch only with prompts of their own length (`length_batches`)."""
+def pad_room(model: torch.nn.Module) -> int | None:
+    """How long a padded batch of full prompts may be before padding moves a score, or None when it never does. A
+    prefix-tuned adapter's virtual tokens sit before the left padding, and a sliding-window layer counts its window
+    in cache slots, padding included: past the window less the virtual tokens, a padded row loses them sooner than
+    it would alone, so such batches hold prompts of one length only (`length_batches`)."""
     config = getattr(model, "active_peft_config", None)
-    return bool(getattr(config, "is_prompt_learning", False)) and sliding_window(model) is not None
+    window = sliding_window(model)
+    if not getattr(config, "is_prompt_learning", False) or window is None:
+        return None
+    return window - int(config.num_virtual_tokens)
 
 
-def length_batches(order: Sequence[int], lengths: Mapping[int, int], size: int, equal: bool) -> list[list[int]]:
-    """`order` (sorted by `lengths[i]`) cut into batches of at most `size`; with `equal`, a batch also holds prompts
-    of one token length only (no padding)."""
+def length_batches(order: Sequence[int], lengths: Mapping[int, int], size: int, room: int | None) -> list[list[int]]:
+    """`order` (sorted by `lengths[i]`) cut into batches of at most `size`; a batch whose prompts outgrow `room`
+    tokens (`pad_room`; None: no limit) holds prompts of one length only (no padding)."""
     batches: list[list[int]] = []
     for i in order:
-        if batches and len(batches[-1]) < size and not (equal and lengths[batches[-1][0]] != lengths[i]):
-            batches[-1].append(i)
+        last = batches[-1] if batches else None
+        if last is not None and len(last) < size and \
+                (room is None or lengths[i] <= room or lengths[last[0]] == lengths[i]):
+            last.append(i)
         else:
             batches.append([i])
     return batches

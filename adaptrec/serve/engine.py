@@ -57,7 +57,7 @@ from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
-from adaptrec.scoring.prefix import PrefixRanker, length_batches, pads_shift_window, shared_length
+from adaptrec.scoring.prefix import PrefixRanker, length_batches, pad_room, shared_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -274,11 +274,11 @@ class Engine:
             kept = known in self.preloaded
         return self.registry.resolve(known if kept else ref)
 
-    def pin(self, ref: str) -> str:
-        """The version `ref` is served by (`record_for`, which reads the registry outside the engine lock), kept for
-        it as its load keeps it: a request that names a bare name is checked, answered, logged and loaded under that
-        version."""
-        served = self.record_for(ref).ref
+    def pin(self, ref: str, served: str | None = None) -> str:
+        """The version `ref` is served by (`served`, default `record_for`'s, which reads the registry outside the
+        engine lock), kept for it as its load keeps it: a request that names a bare name is checked, answered, logged
+        and loaded under that version."""
+        served = served or self.record_for(ref).ref
         with self._lock:
             self._aliases[_alias(ref)] = served
         return served
@@ -466,10 +466,10 @@ class Engine:
             groups.setdefault(id(model), (model, []))[1].append(i)
         with torch.inference_mode():
             for model, idx in groups.values():
-                equal = pads_shift_window(model)  # a prefix-tuned adapter on sliding-window layers: no padding
-                lengths = {i: len(self.tokenizer(rows[i][1], add_special_tokens=self.special).input_ids) if equal
-                           else 0 for i in idx}
-                for chunk in length_batches(sorted(idx, key=lengths.__getitem__), lengths, self.batch_size, equal):
+                room = pad_room(model)  # a prefix-tuned adapter on sliding-window layers: padding past it moves scores
+                lengths = {i: len(self.tokenizer(rows[i][1], add_special_tokens=self.special).input_ids)
+                           if room is not None else 0 for i in idx}
+                for chunk in length_batches(sorted(idx, key=lengths.__getitem__), lengths, self.batch_size, room):
                     batch = tokenize(self.tokenizer, [rows[i][1] for i in chunk], self.backbone.device, self.special)
                     names = [residents[rows[i][0]].name for i in chunk]
                     out[chunk] = answer_logits(self.forward(model, batch, names), self.yes_id, self.no_id).cpu().numpy()

@@ -32,14 +32,14 @@ def check_sizes(engine: Engine, req: UserRequest, targets: list[str | Target]) -
     engine.limits.check_sizes(req.strings(targets), len(req.history), len(targets))
 
 
-def check_access(engine: Engine, ref: str, admin: bool, allow_any: bool) -> None:
-    """Anonymous requests may name promoted adapters (as of now) and preloaded ones; `Forbidden` otherwise."""
+def check_access(engine: Engine, asked: str, served: str, admin: bool, allow_any: bool) -> None:
+    """Anonymous requests may name promoted adapters (as of now) and preloaded ones; `Forbidden` otherwise.
+    `served`: the exact version `asked` is served by (`Engine.record_for`: a bare name stays pinned while resident)."""
     if admin or allow_any:
         return
-    record = engine.record_for(ref)  # the version the engine serves: a bare name stays pinned while resident
-    if record.ref not in engine.preloaded and record.ref not in engine.routing.aliases().values() \
-            and record.ref not in engine.registry.aliases().values():
-        raise Forbidden(f"adapter {ref} is neither promoted nor preloaded; anonymous requests may name only those "
+    if served not in engine.preloaded and served not in engine.routing.aliases().values() \
+            and served not in engine.registry.aliases().values():
+        raise Forbidden(f"adapter {asked} is neither promoted nor preloaded; anonymous requests may name only those "
                         "(an admin can preload it, or start the server with --allow-any-adapter)")
 
 
@@ -84,8 +84,9 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
-        check_access(engine, req.adapter, admin, allow_any)  # before the pin: a refused request changes nothing
-        ref = engine.pin(req.adapter)  # the version asked for, served (a mix: by its sources)
+        ref = engine.record_for(req.adapter).ref  # read once: the version checked is the version served
+        check_access(engine, req.adapter, ref, admin, allow_any)  # before the pin: a refused one changes nothing
+        engine.pin(req.adapter, ref)  # the version asked for, served (a mix: by its sources)
         refs, weights = serving(engine.record_for(ref))  # a score-level mix: its sources, as routing serves one
         decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested")
     else:

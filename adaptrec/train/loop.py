@@ -28,7 +28,7 @@ from ..adapters.base import Tuner, build_peft_model, tuner_for, warm_start
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
-from ..errors import ConfigError, MissingOptionalPackage
+from ..errors import AdaptrecError, ConfigError, MissingOptionalPackage
 from ..metrics.classification import auc
 from .checkpoint import (
     CheckpointData,
@@ -248,7 +248,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             try:
                 self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
-            except ConfigError as e:
+            except AdaptrecError as e:  # a teacher's files too: named with the recipe that asked for it
                 raise ConfigError(f"{recipe._source}: {e}") from None
 
     def resume(self) -> None:

@@ -237,15 +237,17 @@ def test_an_adapter_is_scored_with_its_own_template_unless_one_is_given(tiny_mod
 
     registry, data = Registry(), data_file(tmp_path)
     plain = register_peft(tiny_model_dir, registry, "plain", seed=1, domain="movie")
-    recipe = (RECIPES_DIR / "movie-lora.yaml").read_text().replace("template: tallrec ", "template: tallrec-stats ")
-    assert "template: tallrec-stats" in recipe
+    recipe = ((RECIPES_DIR / "movie-lora.yaml").read_text().replace("template: tallrec ", "template: tallrec-stats ")
+              .replace("max_prompt_tokens: 512 ", "max_prompt_tokens: 140 "))  # cuts history here
+    assert "template: tallrec-stats" in recipe and "max_prompt_tokens: 140 " in recipe
     stats = registry.register(plain.path, name="stats", domain="movie", kind="trained", adapter_type="lora",
                               adapter_config=None, fingerprint=plain.fingerprint, recipe_text=recipe)
     opts = dict(data=data, cache=False, **engine_options(tiny_model_dir))
     own = row_scores(read_predictions(adaptrec.write_predictions(stats.ref, out=tmp_path / "own.jsonl", **opts).path))
     given = row_scores(read_predictions(adaptrec.write_predictions(stats.ref, out=tmp_path / "given.jsonl",
                                                                    template="tallrec", **opts).path))
-    scorer = adapter_scorer(load_backbone(str(tiny_model_dir), "none"), registry, stats.ref, template="tallrec-stats")
+    scorer = adapter_scorer(load_backbone(str(tiny_model_dir), "none"), registry, stats.ref,
+                            template="tallrec-stats", max_prompt_tokens=140)
     expected = to_scores(scorer.logits_for_prompts(scorer.prompts(load_spec(data).cases)), "pyes")
     np.testing.assert_allclose(own[:, 0], expected, atol=device_atol(1e-5))
     assert np.abs(own[:, 0] - given[:, 0]).max() > 1e-4  # the template changes the prompts

@@ -173,14 +173,17 @@ def test_history_checks_its_domain_and_says_when_there_is_none(monkeypatch, caps
     assert code == 0 and out.strip() == "no decisions recorded for domain 'garden'"
 
 
-def test_history_shows_evidence_the_python_api_recorded_without_a_gate_test(monkeypatch, capsys, tmp_path):
+def test_history_lists_promotions_whose_evidence_is_no_whole_gate_test(monkeypatch, capsys, tmp_path):
     """`promote(..., evidence={"diff": 0.1})` (was: a KeyError traceback from `registry history`)"""
     reg = Registry()
     reg.register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained", adapter_type="lora",
                  adapter_config=None, fingerprint=Fingerprint("e" * 64, "f" * 64, "org/base"))
     reg.promote("movie-lora:1", "movie", evidence={"diff": 0.1})
+    reg.promote("movie-lora:1", "books", evidence={"diff": 0.1, "ci_low": 0.0, "ci_high": 0.2})
     code, out, err = run_cli(monkeypatch, capsys, "registry", "history", "movie")
     assert code == 0 and "promote  movie-lora:1" in out and "diff" not in out, err
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "history", "books")
+    assert code == 0 and "diff +0.1000 [+0.0000, +0.2000]" in out and "None" not in out, err
 
 
 def test_flags_the_command_would_ignore_are_refused(monkeypatch, capsys, tmp_path):

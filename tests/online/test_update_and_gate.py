@@ -4,6 +4,7 @@ on the tiny Llama; the CLI faces of both."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,7 @@ def test_the_gate_follows_compositions_and_checks_cases_and_the_champion_too(tra
     with pytest.raises(ConfigError, match="composed:1 \\(or an adapter it comes from\\) was trained on this data"):
         adaptrec.promote_if_better(composed.ref, data=train_file)
     copy = shutil.copy(train_file, tmp_path / "renamed.json")
-    with pytest.raises(ConfigError, match=f"16 of its cases are cases composed:1 .* as {train_file}"):
+    with pytest.raises(ConfigError, match=f"16 of its cases are cases composed:1 .* as {re.escape(str(train_file))}"):
         adaptrec.promote_if_better(composed.ref, data=str(copy))
     registry.promote(parent.ref, "movie")
     with pytest.raises(ConfigError, match="the champion tiny:1 \\(or an adapter it comes from\\) was trained on"):

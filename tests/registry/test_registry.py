@@ -114,7 +114,7 @@ def test_bad_names_refused_on_register_and_nothing_written(reg, src):
 
 @pytest.mark.parametrize("change, words", [
     ({"adapter_config": None, "config_text": "[]"},
-     r"adapter_config\.json of .* is not a JSON object \(it holds \[\]\)"),
+     r"\(re-save the adapter\): adapter_config\.json is not a JSON object"),
     ({"fingerprint": {"exact": ["x"], "family": "f"}}, "'exact' and 'family' strings"),  # was: "restore the db"
     ({"fingerprint": {"exact": "e", "family": "f", "base_model": None}}, "'base_model', a string"),  # sqlite's error
 ])
@@ -122,6 +122,7 @@ def test_a_config_or_fingerprint_of_the_wrong_type_is_one_line_and_nothing_is_ke
     """(was: AttributeError from a list config; a database error telling the user to restore a healthy registry)"""
     from adaptrec.errors import AdaptrecError
 
+    change = dict(change)  # the parameter's own dict stays whole for a rerun
     if "config_text" in change:
         (src / "adapter_config.json").write_text(change.pop("config_text"))
     with pytest.raises(AdaptrecError, match=words):
@@ -289,9 +290,15 @@ def test_verify_waits_for_a_registration_in_flight_instead_of_reporting_its_fold
     other = threading.Thread(target=lambda: reg_one(Registry(home=reg.home), slow_writer))
     other.start()
     assert writing.wait(30)
-    threading.Timer(0.5, release.set).start()  # verify, started now, waits for the registration to commit
-    assert reg.verify() == [] and reg.resolve("movies-lora:1")
+    found = []
+    checker = threading.Thread(target=lambda: found.append(reg.verify()))
+    checker.start()
+    checker.join(0.5)
+    blocked = checker.is_alive()  # verify waits for the registration's write lock
+    release.set()
+    checker.join(30)
     other.join(30)
+    assert blocked and found == [[]] and not other.is_alive() and reg.resolve("movies-lora:1")
 
 
 # ---------------------------------------------------------------- verification on load
@@ -411,8 +418,6 @@ def test_a_damaged_database_is_one_line_naming_it(tmp_path, monkeypatch, capsys,
 def test_a_score_cache_damaged_past_its_first_pages_is_one_line_when_read(tmp_path):
     """It opens (its schema page is whole); the damage shows at the first read (was: sqlite3's `database disk image
     is malformed` traceback)."""
-    import os
-
     from adaptrec.score_cache import ScoreCache
 
     path, keys = tmp_path / "score_cache.db", [ScoreCache.key("m", str(i)) for i in range(20000)]
@@ -421,7 +426,7 @@ def test_a_score_cache_damaged_past_its_first_pages_is_one_line_when_read(tmp_pa
     cache.close()
     with open(path, "r+b") as f:
         f.seek(path.stat().st_size // 2)
-        f.write(os.urandom(200_000))
+        f.write(b"\xa5" * 200_000)
     with pytest.raises(AdaptrecError, match="cannot use the score cache .*malformed"):
         ScoreCache(path).get_many(keys)
 

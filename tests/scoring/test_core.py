@@ -197,3 +197,15 @@ def test_the_shared_prefix_path_matches_the_full_one_past_a_sliding_window(tiny_
     ids, n = scorer.ranker.split(scorer.list_prompts([lst])[0])
     assert max(map(len, ids)) > 16 and cache.get_many(scorer.cache_keys(scorer.list_prompts([lst])[0], "prefix",
                                                                          split=n, by_length=True))
+
+
+def test_length_batches_leave_padding_alone_until_a_batch_outgrows_its_room():
+    """Prompts under the room batch as usual (was: every prefix-tuned row on a sliding-window model batched alone by
+    length, whatever its length); past it, only prompts of one length share a batch."""
+    from adaptrec.scoring.prefix import length_batches
+
+    lengths = {0: 5, 1: 6, 2: 9, 3: 9, 4: 12}
+    assert length_batches(range(5), lengths, 8, None) == [[0, 1, 2, 3, 4]]
+    assert length_batches(range(5), lengths, 8, 8) == [[0, 1], [2, 3], [4]]
+    assert length_batches(range(5), lengths, 2, 8) == [[0, 1], [2, 3], [4]]
+    assert length_batches(range(5), lengths, 8, 20) == [[0, 1, 2, 3, 4]]

@@ -116,6 +116,29 @@ def test_access_is_checked_against_the_version_the_engine_serves(tiny_model_dir,
         envelope(c.post("/v1/score", json=body(adapter="ada")), 403)  # it would be served the unpromoted ada:1
 
 
+def test_the_version_access_is_checked_on_is_the_version_served(tiny_model_dir, tmp_path, monkeypatch):
+    """A newer version registered between the access check and the pin (was: two registry reads, so a request
+    checked against the promoted arts-lora:1 was served the unpromoted arts-lora:2)."""
+    from router_helpers import register_random
+    from serve_helpers import make_registry
+
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    register_random(tiny_model_dir, registry, "arts-lora", {"type": "lora", "r": 4}, seed=11)  # arts-lora:2
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, limits=LIMITS)
+    reads = []
+
+    def record_for(ref):  # the bare name's first read finds arts-lora:1, any later one arts-lora:2
+        if ":" in ref:
+            return registry.resolve(ref)
+        reads.append(ref)
+        return registry.resolve("arts-lora:1" if len(reads) == 1 else "arts-lora:2")
+
+    monkeypatch.setattr(engine, "record_for", record_for)
+    with client(engine) as c:
+        answer = c.post("/v1/score", json=body(adapter="arts-lora"))
+    assert answer.status_code == 200 and answer.json()["adapters"] == ["arts-lora:1"], answer.text
+
+
 def test_a_registry_that_cannot_be_read_is_the_servers_trouble_not_a_missing_adapter(engine, monkeypatch):
     from adaptrec.errors import RegistryUnavailable
 
@@ -361,10 +384,12 @@ def test_a_request_is_held_until_its_answer_is_logged(engine, monkeypatch):
     with client(engine, queue_size=1) as c:
         first = threading.Thread(target=lambda: answers.append(c.post("/v1/score", json=body())))
         first.start()
-        assert logging.wait(30)
-        assert "holds 1 requests already" in envelope(c.post("/v1/score", json=body()), 503, "QueueFull")
-        release.set()
-        first.join(30)
+        try:
+            assert logging.wait(30)
+            assert "holds 1 requests already" in envelope(c.post("/v1/score", json=body()), 503, "QueueFull")
+        finally:
+            release.set()
+            first.join(30)
     assert answers[0].status_code == 200 and answers[0].json()["request_id"]
 
 

@@ -147,7 +147,7 @@ def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path)
         extra.resume()
 
 
-def test_a_checkpoint_resumes_only_on_the_same_backbone_precision_and_teacher(tiny_model_dir, tmp_path):
+def test_a_checkpoint_resumes_only_on_the_same_backbone_precision_and_teacher(tiny_model_dir, tmp_path, monkeypatch):
     """(was: resumed on other backbone weights in the same folder, under another mixed precision or int8 kernel, or
     with a newer version of the teacher, without a word: half the steps trained one thing, half another)"""
     other = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "weights")
@@ -158,6 +158,13 @@ def test_a_checkpoint_resumes_only_on_the_same_backbone_precision_and_teacher(ti
     kernel.backbone.backend = "bf16"
     with pytest.raises(ConfigError, match="another backend "):
         kernel.resume()
+    precision = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "precision")
+    from accelerate import Accelerator
+
+    monkeypatch.setattr(Accelerator, "mixed_precision", property(lambda self: "bf16"))
+    with pytest.raises(ConfigError, match="another mixed_precision "):
+        precision.resume()
+    monkeypatch.undo()
     teacher = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "teacher")
     teacher.method.identity = lambda: {"teacher": "teacher:2's key", "teacher_cases": "digest"}
     with pytest.raises(ConfigError, match="another teacher, teacher_cases "):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...adapters.attach import adapter_key
+from ...adapters.check import base_change
 from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
 from ...data.records import Case
@@ -46,9 +47,13 @@ def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
 def _teacher_record(recipe: Recipe, fingerprint):
     """`method.teacher`'s registered adapter, verified against the backbone `fingerprint` it must be made for."""
     try:
-        return Registry().load_verified(recipe.method.teacher, fingerprint)
+        record = Registry().load_verified(recipe.method.teacher, fingerprint)
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
+    changes = base_change(record.adapter_config or {})  # it loads beside the student: the base must stay the same
+    if changes is not None:
+        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref}: {changes}")
+    return record
 
 
 def _teacher(recipe: Recipe, backbone) -> Teacher:

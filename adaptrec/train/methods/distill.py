@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from ...adapters.attach import adapter_key
 from ...backbone import load_backbone, load_tokenizer
 from ...config import DistillSettings
 from ...data.prompts import plain_template
 from ...data.records import Case
 from ...errors import ConfigError
-from ...fingerprint import Fingerprint
+from ...fingerprint import Fingerprint, digest
 from ...score_cache import ScoreCache
 from ...scoring.core import Scorer
 from ..cases import digest_cases
@@ -119,8 +120,12 @@ class DistillMethod(Method):
                             ctx.scorer.no_id, self.cfg.temperature, self.cfg.alpha)
 
     def identity(self) -> dict[str, str]:
-        """The teacher's weights (its model key hashes its files) and its view of the cases."""
-        return {"teacher": self.teacher.model_key, "teacher_cases": digest_cases(self.teacher.cases)}
+        """The teacher's weights (its adapter's files and config; its backbone's exact fingerprint when that is not
+        the student's) and its view of the cases; not its score key, which also names library versions and device."""
+        t = self.teacher
+        weights = {"adapter": None if t.path is None else adapter_key(t.path),
+                   "backbone": None if t.backbone is None else t.backbone.fingerprint.exact}
+        return {"teacher": digest(weights), "teacher_cases": digest_cases(t.cases)}
 
     def lineage(self) -> dict:
         parents = [] if self.teacher.path is None else [self.teacher.ref]
