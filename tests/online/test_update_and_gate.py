@@ -213,8 +213,8 @@ def test_the_gate_follows_compositions_and_checks_cases_and_the_champion_too(tra
     copy = shutil.copy(train_file, tmp_path / "renamed.json")
     with pytest.raises(ConfigError, match=f"16 of its cases are cases composed:1 .* as {re.escape(str(train_file))}"):
         adaptrec.promote_if_better(composed.ref, data=str(copy))
-    pulled = registry.register(parent.path, name="pulled", **{**plain, "kind": "pulled"}, recipe_text=parent.recipe_text,
-                               origin={"repo": "alice/tiny", "revision": "v1"},
+    pulled = registry.register(parent.path, name="pulled", **{**plain, "kind": "pulled"},
+                               recipe_text=parent.recipe_text, origin={"repo": "alice/tiny", "revision": "v1"},
                                lineage={"parents": ["other:1"], "updated_from": "other:1", "method": "update"})
     with pytest.raises(ConfigError, match="pulled:1 \\(or an adapter it comes from\\) was trained on"):
         adaptrec.promote_if_better(pulled.ref, data=train_file)  # its recipe's data (was: skipped for pulled ones)
