@@ -113,7 +113,7 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     """A Recommender for a registered adapter (NAME[:VERSION], or a domain: its promoted adapter); None: untuned.
 
     `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit),
-    `template` to the one it was trained with (else `tallrec`)."""
+    `template` and the prompt length to those it was trained with (else `tallrec` and 1024 tokens)."""
     from .data.prompts import TEMPLATES
     from .router.recommender import Recommender, one_source
 
@@ -121,10 +121,12 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     _at_least(batch_size=(batch_size, 1))
     reg = registry()
     source = one_source(reg, ref)  # a wrong or multiple ref: refused before the backbone loads
-    template = template or _scoring_options(reg, source).get("template", "tallrec")
+    trained = _scoring_options(reg, source)
+    template = template or trained.get("template", "tallrec")
     _check_choice("template", template, TEMPLATES)
     bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
-    return Recommender(bb, registry(), ref, template=template, batch_size=batch_size, mode=score)
+    return Recommender(bb, registry(), ref, template=template, max_prompt_tokens=trained.get("max_prompt_tokens", 1024),
+                       batch_size=batch_size, mode=score)
 
 
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
@@ -329,9 +331,10 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
             template: str | None = None, backbone: str | None = None, quantization: str | None = None) -> float:
     """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
     `item_id`: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
-    from .data.history_file import parse_history, read_history_file
+    from .data.history_file import checked_text, parse_history, read_history_file
     from .router.recommender import one_source
 
+    checked_text(item, "--item", "the target item's title")
     reg = registry()
     domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
     options = {"template": template, "backbone": backbone, "quantization": quantization}
@@ -389,15 +392,17 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
 
     check_domain(domain)  # an empty one would be blamed on the history
+    _at_least(min_target_history=(min_target_history, 0))
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
         raise RouteError(NO_HISTORY)
     if data is not None and history is not None:  # the SPEC would be loaded, then ignored
         raise RouteError("--data and --history both give the user's history: pass one")
     check_cold_options(cold_mix, cold_weights)
     dataset = load_spec(data) if data else None
-    decision, _ = route_user(registry(), backbone_fingerprint(backbone, quantization), user, domain, dataset=dataset,
-                             history=history, policy=RoutePolicy(min_target_history=min_target_history),
-                             cold_mix=cold_mix, cold_weights=cold_weights)
+    policy = RoutePolicy(min_target_history=min_target_history)
+    decision, _ = route_user(registry(), lambda: backbone_fingerprint(backbone, quantization), user, domain,
+                             dataset=dataset, history=history, policy=policy, cold_mix=cold_mix,
+                             cold_weights=cold_weights)
     return decision
 
 
@@ -415,10 +420,12 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
 
     check_domain(domain)
     _check_choice("template", template, TEMPLATES)
-    _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1))
+    _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1),
+              min_target_history=(min_target_history, 0))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
     dataset = load_spec(data)
-    return recommend_user(lambda: _backbone(backbone, quantization), backbone_fingerprint(backbone, quantization),
+    return recommend_user(lambda: _backbone(backbone, quantization),
+                          lambda: backbone_fingerprint(backbone, quantization),
                           registry(), user, domain, dataset, history=history,
                           candidates_file=candidates, policy=RoutePolicy(min_target_history=min_target_history),
                           cold_mix=cold_mix, cold_weights=cold_weights, n_retrieve=retrieve, top_k=top_k,

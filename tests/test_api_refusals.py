@@ -45,6 +45,10 @@ def _limits(**sizes):
      "budget 0"),  # was: after the backbone loaded and every case was scored
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", l1=-1.0),
      "--l1 -1.0"),
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", budget=20.0),
+     "budget 20.0"),  # was: TypeError after the backbone loaded and 19 evaluations
+    (lambda: adaptrec.compose("pre,arts-lora", name="c", weights="1,1"), "pre:1 is a prefix adapter"),  # was: after
+    (lambda: adaptrec.route("u1", "arts", history="h.json", min_target_history="3"), "min_target_history '3'"),
     (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template 'bogus'"),
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
@@ -124,6 +128,9 @@ def test_load_scores_with_the_template_the_adapter_was_trained_with(tiny_model_d
     assert adaptrec.load("stats", **tiny).scorer.template == "tallrec-stats"
     assert adaptrec.load("stats", template="tallrec", **tiny).scorer.template == "tallrec"
     assert adaptrec.load("arts-lora", **tiny).scorer.template == "tallrec"  # no recipe: the default
+    # the prompt length too, as `score` takes it (was: 1024 tokens whatever the recipe said, 512 for every shipped one)
+    assert adaptrec.load("stats", **tiny).scorer.max_prompt_tokens == 512
+    assert adaptrec.load("arts-lora", **tiny).scorer.max_prompt_tokens == 1024
 
 
 def test_an_encoder_row_of_an_unknown_source_is_no_encoder_of_any_spec(tmp_path):

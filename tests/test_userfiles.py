@@ -90,9 +90,14 @@ def test_json_that_python_cannot_take_as_it_is_is_one_error_line(tmp_path, reade
     ({"history": [{"title": "Heat (1995)", "like": False}]}, "history[0]: unknown key 'like'"),
     ({"history": [], "nun": "movie"}, "unknown key 'nun'"),
     ({"history": [], "noun": ["x"]}, "noun: expected the item kind as text"),
+    # was: accepted, then a tokenizer or score-cache traceback after the backbone loaded
+    ({"history": [{"title": "Heat \ud800"}]}, "history[0].title: 'Heat \\\\ud800' holds a lone UTF-16"),
+    ({"history": [{"title": "   "}]}, "history[0].title: expected the item's title, got '   '"),
+    ({"history": [{"title": "Heat", "domain": "mo\udcffvie"}]}, "history[0].domain: "),
+    ({"history": [], "user_id": {"a": 1}}, "user_id: expected a user id"),
 ])
 def test_a_history_file_refuses_typos_and_a_noun_that_is_not_text(tmp_path, obj, named):
-    """A typo'd `liked` left the item liked; a list noun was rendered into the prompt."""
+    """A typo'd `liked` left the item liked; a list noun was rendered into the prompt; text no tokenizer takes."""
     path = tmp_path / "history.json"
     path.write_text(json.dumps(obj))
     with pytest.raises(AdaptrecError, match=named.replace("[", r"\[").replace("]", r"\]")):

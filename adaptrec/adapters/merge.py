@@ -97,14 +97,10 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
 
 
 # ---------------------------------------------------------------- ΔW merging
-@contextmanager
-def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[object, list, list[str]]]:
-    """Attach the (verified) sources to one PeftModel as LoRA adapters, AdaLoRA ones exported exactly first.
-
-    Yields the model, the records and each source's peft adapter name; detaches them on exit.
-    Prefix adapters are refused.
-    """
-    records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+def check_merge_sources(records: Sequence) -> None:
+    """`CompositionError` for a source a ΔW merge cannot take, read from its registry record alone (before any
+    model loads): a prefix or collaborative adapter, or one whose DoRA magnitudes, biases or whole modules a merge
+    of A and B would drop."""
     for record in records:
         if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
@@ -118,6 +114,17 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
         if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes, biases and whole modules are dropped
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
                                    f"score-level mixing (--method {MIX})")
+
+
+@contextmanager
+def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[object, list, list[str]]]:
+    """Attach the (verified) sources to one PeftModel as LoRA adapters, AdaLoRA ones exported exactly first.
+
+    Yields the model, the records and each source's peft adapter name; detaches them on exit.
+    Sources `check_merge_sources` refuses are refused.
+    """
+    records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+    check_merge_sources(records)
     model, names = backbone.model, []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,7 @@ from .records import NOUNS, Case, HistoryItem
 DOMAINS = ("arts", "office")
 SPLITS = ("train", "valid", "test")
 HISTORY_DOMAINS = ("both", "target", "other")
+HIDDEN_HISTORY = "hidden_history"  # Case.meta: ids of the user's earlier items a view hid from the history
 FILES = ("items_arts.jsonl", "items_office.jsonl", "interactions.jsonl", "targets.jsonl", "splits.json")
 
 
@@ -176,13 +177,16 @@ def load_amazon(domain: str, split: str, *, history_domains: str = "both", max_h
             continue
         seq = raw.events[t["user_id"]]
         last = seq[-1][0]
+        shown = [history_domains == "both" or (d == domain) == (history_domains == "target") for _, d, _ in seq]
         history = [HistoryItem(text=_text(raw.items[d][item]), liked=True, item_id=item, domain=d)
-                   for p, d, item in seq if p < last
-                   and (history_domains == "both" or (d == domain) == (history_domains == "target"))]
+                   for (p, d, item), keep in zip(seq, shown) if p < last and keep]
+        hidden = tuple(item for (p, _, item), keep in zip(seq, shown) if p < last and not keep)
         activity = sum(p < last for p, _, _ in seq)  # every earlier interaction, the hidden domain's too
         if max_history is not None:
-            history = history[-max_history:] if max_history > 0 else []
+            kept = history[-max_history:] if max_history > 0 else []
+            hidden += tuple(h.item_id for h in history[:len(history) - len(kept)])
+            history = kept
         cases.append(Case(user_id=t["user_id"], domain=domain, noun=NOUNS[domain], history=tuple(history),
                           target=_text(raw.items[domain][t["item_id"]]), label=1, target_id=t["item_id"],
-                          meta={"case": t["case"], "activity": activity}))
+                          meta={"case": t["case"], "activity": activity, HIDDEN_HISTORY: hidden}))
     return cases

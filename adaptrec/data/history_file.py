@@ -24,6 +24,18 @@ _ITEM_KEYS = {"title", "liked", "domain", "item_id"}
 _FILE_KEYS = {"user_id", "noun", "history"}
 
 
+def checked_text(value, where: str, what: str) -> str:
+    """`value` if it is non-blank text a tokenizer and the score cache can take (no lone UTF-16 surrogate)."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataFormatError(f"{where}: expected {what}, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataFormatError(f"{where}: {value!r} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
+                              "text") from None
+    return value
+
+
 def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
     """History items from titles (liked), `{"title", "liked", "domain", "item_id"}` objects or HistoryItems, oldest
     first."""
@@ -35,19 +47,18 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
             items.append(entry)
             continue
         entry = {"title": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
+        if not isinstance(entry, dict):
             raise DataFormatError(f'{where}[{i}]: expected {{"title": str, "liked": bool}}')
         check_keys(entry, _ITEM_KEYS, f"{where}[{i}]", DataFormatError)  # a typo ("like": false) would leave the item liked
+        title = checked_text(entry.get("title"), f"{where}[{i}].title", "the item's title")
         liked = entry.get("liked", True)
         if not isinstance(liked, bool):
             raise DataFormatError(f"{where}[{i}].liked: expected true or false, got {liked!r}")
-        item_domain = entry.get("domain", domain)
-        if not isinstance(item_domain, str) or not item_domain:
-            raise DataFormatError(f"{where}[{i}].domain: expected a domain name, got {item_domain!r}")
+        item_domain = checked_text(entry.get("domain", domain), f"{where}[{i}].domain", "a domain name")
         item_id = entry.get("item_id")
-        if item_id is not None and (not isinstance(item_id, str) or not item_id):
-            raise DataFormatError(f"{where}[{i}].item_id: expected a catalogue id string, got {item_id!r}")
-        items.append(HistoryItem(text=f'"{entry["title"]}"', liked=liked, item_id=item_id, domain=item_domain))
+        if item_id is not None:
+            item_id = checked_text(item_id, f"{where}[{i}].item_id", "a catalogue id string")
+        items.append(HistoryItem(text=f'"{title}"', liked=liked, item_id=item_id, domain=item_domain))
     return tuple(items)
 
 
@@ -58,8 +69,8 @@ def read_history_file(path: Path, item: str, domain: str, item_id: str | None = 
         raise DataFormatError(f'{path}: expected an object with a "history" list')
     check_keys(obj, _FILE_KEYS, str(path), DataFormatError)
     items = parse_history(obj["history"], domain, f"{path}: history")
-    noun = obj.get("noun", default_noun(domain))
-    if not isinstance(noun, str) or not noun.strip():
-        raise DataFormatError(f"{path}: noun: expected the item kind as text (e.g. \"movie\"), got {noun!r}")
-    return Case(user_id=str(obj.get("user_id", "anonymous")), domain=domain, noun=noun, history=items,
-                target=f'"{item}"', target_id=item_id)
+    noun = checked_text(obj.get("noun", default_noun(domain)), f"{path}: noun", 'the item kind as text (e.g. "movie")')
+    user = obj.get("user_id", "anonymous")
+    user = str(user) if isinstance(user, int) and not isinstance(user, bool) else user
+    user = checked_text(user, f"{path}: user_id", "a user id (text or an integer)")
+    return Case(user_id=user, domain=domain, noun=noun, history=items, target=f'"{item}"', target_id=item_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, 
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, RegistryError
+from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
 COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
@@ -198,17 +199,18 @@ def check_cold_options(cold_mix, cold_weights: str | None) -> None:
         raise RouteError(f"--cold-weights {cold_weights}: they weigh a --cold-mix, and none is given")
 
 
-def route_user(registry, fingerprint, user_id: str, domain: str, *, dataset=None, history: Path | None = None,
-               policy: RoutePolicy = RoutePolicy(), cold_mix: str | Sequence[str] | None = None,
-               cold_weights: str | None = None) -> tuple[Decision, Case]:
+def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, domain: str, *, dataset=None,
+               history: Path | None = None, policy: RoutePolicy = RoutePolicy(),
+               cold_mix: str | Sequence[str] | None = None, cold_weights: str | None = None) -> tuple[Decision, Case]:
     """The routing decision for one user (history from a file, else their case in `dataset`) and that case.
 
-    `cold_mix`: serve a cold user a score-level mix of these adapters (refs or domains) instead of the
-    promoted cold-start adapter."""
+    `fingerprint` gives the backbone's, read once the user's case and `cold_mix` are checked (its first use may
+    convert or download the model). `cold_mix`: serve a cold user a score-level mix of these adapters (refs or
+    domains) instead of the promoted cold-start adapter."""
     check_cold_options(cold_mix, cold_weights)
     case = user_case(user_id, domain, dataset, history)
     cold = None
     if cold_mix:
         refs = resolve_sources(registry, cold_mix)
         cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs)))
-    return route(registry, fingerprint, case, policy, cold), case
+    return route(registry, fingerprint(), case, policy, cold), case

@@ -51,14 +51,15 @@ class Recommender:
     """
 
     def __init__(self, backbone, registry, ref: str | None = None, *, template: str = "tallrec",
-                 batch_size: int = 8, mode: ScoreMode = "pyes", cache=None):
+                 max_prompt_tokens: int | None = 1024, batch_size: int = 8, mode: ScoreMode = "pyes", cache=None):
         source = one_source(registry, ref)
         refs = [source] if source else []
         self.record = registry.resolve(source) if source else None
         self.ref, key, self.model = next(llm_variants(backbone, registry, refs, include_untuned=not refs))
         self.backbone, self.domain, self.mode = backbone, self.record.domain if self.record else "item", mode
         self.scorer: Scorer = variant_scorer(backbone, registry, self.ref, key, self.model, template=template,
-                                             batch_size=batch_size, cache=cache, progress=False)
+                                             max_prompt_tokens=max_prompt_tokens, batch_size=batch_size, cache=cache,
+                                             progress=False)
 
     def __repr__(self) -> str:
         return f"Recommender({self.ref!r}, domain={self.domain!r})"

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from adaptrec.data.amazon import HIDDEN_HISTORY
 from adaptrec.data.candidates import read_candidates
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import Case
@@ -54,9 +55,11 @@ class Retriever:
 
     def seen(self, case: Case) -> set[str]:
         """Catalogue ids of what the user has: the history's item ids, on a held-out case also every earlier item
-        (`ENCODER_HISTORY`: the prompt keeps only the latest ones), and every id of a title the history holds (a
-        second listing of an item the user has is no recommendation)."""
-        ids = {h.item_id for h in case.history if h.item_id is not None} | set(case.meta.get(ENCODER_HISTORY, ()))
+        (`ENCODER_HISTORY`: the prompt keeps only the latest ones; `HIDDEN_HISTORY`: what a cold or shortened view
+        left out), and every id of a title the history holds (a second listing of an item the user has is no
+        recommendation)."""
+        ids = {h.item_id for h in case.history if h.item_id is not None} | set(case.meta.get(ENCODER_HISTORY, ())) \
+            | set(case.meta.get(HIDDEN_HISTORY, ()))  # a cold view's hidden items: the user has them all the same
         titles = {h.text for h in case.history} | {self.texts[self.position[i]] for i in ids if i in self.position}
         return ids | {i for text in titles for i in self.ids_of.get(text, ())}
 
@@ -94,17 +97,19 @@ class RecommendResult:
     retrieved: tuple[str, ...] | None  # stage one's candidates (None when they were given)
 
 
-def recommend(backbone, registry, decision: Decision, case: Case, catalogue: Mapping[str, str], *,
+def recommend(load: Callable[[], object], registry, decision: Decision, case: Case, catalogue: Mapping[str, str], *,
               candidates: Sequence[str] | None = None, retriever: Retriever | None = None, n_retrieve: int = 20,
               top_k: int = 10, mode: str = "pyes", **scorer_options) -> RecommendResult:
-    """Re-rank `candidates` (default: the retriever's top `n_retrieve`) with the decision's adapters; the top `top_k`."""
+    """Re-rank `candidates` (default: the retriever's top `n_retrieve`) with the decision's adapters; the top `top_k`.
+    `load` gives the backbone, called once the candidates are retrieved and checked (a user without history, or an
+    unknown candidate, costs no model load)."""
     similarity: dict[str, float] = {}
     if candidates is None:
         similarity = dict((retriever or Retriever(catalogue)).retrieve(case, n_retrieve))
         candidates = list(similarity)
     check_candidates(candidates, catalogue, case.domain)
     cases = [replace(case, target=catalogue[i], target_id=i, label=None) for i in candidates]
-    scores = decision_scores(backbone, registry, decision, cases, mode, **scorer_options)
+    scores = decision_scores(load(), registry, decision, cases, mode, **scorer_options)
     ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
     items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
     return RecommendResult(items, tuple(similarity) if similarity else None)
@@ -138,21 +143,21 @@ class UserRecommendation:
         return self.case.target_id in self.result.retrieved
 
 
-def recommend_user(load: Callable[[], object], fingerprint, registry, user_id: str, domain: str, dataset, *,
+def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, user_id: str, domain: str, dataset, *,
                    history: Path | None = None, candidates_file: Path | None = None,
                    policy: RoutePolicy = RoutePolicy(), cold_mix: str | None = None, cold_weights: str | None = None,
                    n_retrieve: int = 20, top_k: int = 10, **scorer_options) -> UserRecommendation:
     """Route the user, take their listed candidates (or retrieve them from `dataset`'s `domain` catalogue), re-rank.
-    `load` returns the backbone (of `fingerprint`); it is called once the catalogue, the routing, the history and
-    the candidates file are checked, so a mistake in any costs no model load."""
+    `load` returns the backbone (of the fingerprint `fingerprint` gives); both are called once the catalogue, the
+    history and the candidates file are checked, so a mistake in any costs no model load or conversion."""
     if domain not in dataset.catalogues:
         raise AdaptrecError(f"{dataset.spec} has no {domain} catalogue; recommending needs implicit-feedback data "
                             f"(e.g. amazon:{domain}:test)")
-    decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
-                                policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
     items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
     if items is not None:
         check_candidates(items, dataset.catalogues[domain], domain)
-    result = recommend(load(), registry, decision, case, dataset.catalogues[domain], candidates=items,
+    decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
+                                policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
+    result = recommend(load, registry, decision, case, dataset.catalogues[domain], candidates=items,
                        n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
     return UserRecommendation(decision, case, result)

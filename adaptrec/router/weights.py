@@ -22,6 +22,7 @@ from adaptrec.adapters.merge import (
     Composition,
     CompositionError,
     attached_sources,
+    check_merge_sources,
     compose,
     merge,
     parse_weights,
@@ -172,14 +173,14 @@ def _names_a_test_split(spec: str) -> bool:
 def _check_size(n: int, budget: int) -> None:
     if n < 2:
         raise CompositionError("weight search needs at least two adapters")
-    if budget < 1:
-        raise CompositionError(f"budget {budget}: give at least one evaluation")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise CompositionError(f"budget {budget!r}: give a whole number of evaluations, at least one")
 
 
 def _check_search(refs: Sequence[str], method: str, l1: float, budget: int) -> None:
     """What the weight search would refuse only after the backbone loaded and every case was scored."""
     _check_size(len(refs), budget)
-    if method != MIX and not (math.isfinite(l1) and l1 >= 0):  # NaN: every objective NaN; < 0 rewards large weights
+    if method != MIX and not (isinstance(l1, (int, float)) and math.isfinite(l1) and l1 >= 0):  # NaN: all NaN
         raise CompositionError(f"--l1 {l1}: expected a finite penalty of at least 0")
 
 
@@ -198,6 +199,8 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     refs = resolve_sources(registry, sources)
     if method == MIX:  # before the backbone loads, not after
         refuse_nested_mix([registry.resolve(r) for r in refs])
+    else:
+        check_merge_sources([registry.resolve(r) for r in refs])
     domain = domain or registry.resolve(refs[-1]).domain
     if not name:
         raise CompositionError("compose: pass a name for the composed adapter's registry entry")
@@ -208,7 +211,7 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     else:
         if weights is not None:
             raise CompositionError("compose: --weights are given or searched (--search), not both")
-        if not 1 <= shots <= MAX_SHOTS:
+        if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
             raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
         Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method and density, checked now
         _check_search(refs, method, l1, budget)

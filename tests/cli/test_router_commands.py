@@ -102,6 +102,15 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
     monkeypatch.setattr(backbone_mod, "backbone_fingerprint", lambda *a: pytest.fail("the backbone was converted"))
     code, _, err = run_cli(monkeypatch, capsys, "route", "--user", "u1", "--domain", "office")
     assert code == 2 and "pass the user's history" in err
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"history": [{"title": "Stapler", "like": False}]}))
+    for args, needle in ((["route", "--user", "u1", "--domain", "office", "--history", str(typo)], "unknown key 'like'"),
+                         (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", "nosuch"],
+                          "nosuch"),  # was: both after the backbone's conversion (a whole download for a Hub id)
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
+                           str(unknown)], "not in the office catalogue")):
+        code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
+        assert code == 2 and needle in err, err
 
 
 def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):

@@ -135,3 +135,18 @@ def test_a_malformed_amazon_folder_is_one_line_naming_file_and_line(tmp_path, ch
     assert _load(_tiny_amazon(tmp_path / "good")).targets[0]["item_id"] == "a1"
     with pytest.raises(DataFormatError, match=words):
         _load(_tiny_amazon(tmp_path / "bad", **change))
+
+
+def test_a_view_records_the_earlier_items_it_hid(tmp_path, monkeypatch):
+    """What a cold or shortened view leaves out of the prompt the user has all the same: retrieval must not offer it
+    (was: recorded nowhere, so `recommend` on a `:cold` SPEC offered the user's own hidden items)."""
+    from adaptrec.data import amazon
+
+    raw = amazon._load(_tiny_amazon(tmp_path / "a"))
+    monkeypatch.setattr(amazon, "_raw", lambda: raw)
+    cold, = amazon.load_amazon("arts", "test", history_domains="other")
+    assert [h.item_id for h in cold.history] == ["o0"] and cold.meta[amazon.HIDDEN_HISTORY] == ("a0",)
+    short, = amazon.load_amazon("arts", "test", max_history=1)
+    assert [h.item_id for h in short.history] == ["o0"] and short.meta[amazon.HIDDEN_HISTORY] == ("a0",)
+    whole, = amazon.load_amazon("arts", "test")
+    assert [h.item_id for h in whole.history] == ["a0", "o0"] and whole.meta[amazon.HIDDEN_HISTORY] == ()

@@ -68,6 +68,11 @@ def test_retrieval_excludes_what_a_held_out_case_had_before_its_prompts_latest_i
     case = replace(_case(["i0", "i1"], target="i7"), meta={ENCODER_HISTORY: ["i2", "i3", "i4", "i0", "i1"]})
     got = {i for i, _ in retriever.retrieve(case, n=len(CATALOGUE))}
     assert not got & {"i0", "i1", "i2", "i2b", "i3", "i4"} and "i7" in got  # the held-out target may come back
+    from adaptrec.data.amazon import HIDDEN_HISTORY
+
+    cold = replace(_case(["i0"], target="i7"), meta={HIDDEN_HISTORY: ("i5", "i6")})  # a cold view hid them
+    got = {i for i, _ in retriever.retrieve(cold, n=len(CATALOGUE))}
+    assert not got & {"i0", "i5", "i6"} and "i7" in got  # (was: the hidden items came back as unseen)
 
 
 def test_catalogue_embeddings_are_cached():
@@ -108,16 +113,16 @@ def test_recommend_retrieves_then_reranks_with_the_decision(tiny_model_dir, monk
     decision = Decision("u", "arts", "warm", (record.ref,), (1.0,), "both", "test")
     retriever = Retriever(CATALOGUE, HashEncoder())
     case = _case(["i0", "i1"])
-    result = recommend(fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, retriever=retriever,
+    result = recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, retriever=retriever,
                        n_retrieve=6, top_k=4, progress=False)
     recs, retrieved = result.items, dict(retriever.retrieve(case, 6))
     assert result.retrieved == tuple(retrieved) and len(recs) == 4 and all(r.item_id in retrieved and r.similarity == retrieved[r.item_id] for r in recs)
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
-    given = recommend(fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, candidates=["i2", "i9"],
+    given = recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, candidates=["i2", "i9"],
                       top_k=5, progress=False).items
     assert {r.item_id for r in given} == {"i2", "i9"} and all(r.similarity is None for r in given)
     with pytest.raises(AdaptrecError, match="not in the arts catalogue"):
-        recommend(None, registry, decision, case, CATALOGUE, candidates=["nope"])
+        recommend(lambda: pytest.fail("loaded"), registry, decision, case, CATALOGUE, candidates=["nope"])
 
 
 def test_recommend_shows_every_candidate_the_same_history_under_the_prompt_cap(tiny_model_dir, monkeypatch):
@@ -133,7 +138,7 @@ def test_recommend_shows_every_candidate_the_same_history_under_the_prompt_cap(t
     seen: list[str] = []
     real = Scorer.logits_for_prompts
     monkeypatch.setattr(Scorer, "logits_for_prompts", lambda self, prompts: (seen.extend(prompts), real(self, prompts))[1])
-    recommend(fresh_backbone(tiny_model_dir), registry, decision, _case([f"i{n}" for n in range(12)]), catalogue,
+    recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, _case([f"i{n}" for n in range(12)]), catalogue,
               candidates=["i0", "long"], max_prompt_tokens=200, progress=False)
     histories = {p.split("Whether the user")[0] for p in seen}
     assert len(seen) == 2 and len(histories) == 1
