@@ -1,8 +1,8 @@
 """Two-stage recommendation: MiniLM candidate retrieval, then re-ranking with the routed LLM adapter(s).
 
 Stage one embeds item titles and the user's history with all-MiniLM-L6-v2 (`adaptrec.text_encoder`).
-The user vector is the normalised mean of the history embeddings; candidates are the top-N catalogue
-items by cosine similarity, items already in the history excluded.
+The user vector is the normalised mean of the liked history items' embeddings (of every item when none is liked);
+candidates are the top-N catalogue items by cosine similarity, items the user has (`Retriever.seen`) excluded.
 Stage two scores each candidate with the routing decision through the one scoring path.
 """
 
