@@ -339,20 +339,26 @@ def test_a_request_naming_a_score_level_mix_is_served_by_its_sources(tiny_model_
                                               409, "Unservable")
 
 
+def _stalled(monkeypatch, owner, name: str) -> tuple[threading.Event, threading.Event]:
+    """`owner.name` made to wait, once reached (the first event is set), until the second event is set."""
+    reached, release = threading.Event(), threading.Event()
+    real = getattr(owner, name)
+
+    def stalled(*args, **kwargs):
+        reached.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, stalled)
+    return reached, release
+
+
 def test_requests_past_the_queue_size_are_refused_before_they_are_planned(engine, monkeypatch):
     """Requests waited for the one preparation thread without bound (no 503 until after planning, memory growing
     with each), and their queue timeout counted only from after planning."""
     from adaptrec.serve import plans
 
-    planning, release, answers = threading.Event(), threading.Event(), []
-    real = plans.plan
-
-    def slow(*args, **kwargs):
-        planning.set()
-        assert release.wait(30)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(plans, "plan", slow)
+    (planning, release), answers = _stalled(monkeypatch, plans, "plan"), []
     with client(engine, queue_size=1) as c:
         first = threading.Thread(target=lambda: answers.append(c.post("/v1/score", json=body())))
         first.start()
@@ -372,15 +378,7 @@ def test_a_request_is_held_until_its_answer_is_logged(engine, monkeypatch):
     none refused)"""
     from adaptrec.serve.online import RequestLogger
 
-    logging, release, answers = threading.Event(), threading.Event(), []
-    real = RequestLogger.record
-
-    def slow(*args, **kwargs):
-        logging.set()
-        assert release.wait(30)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(RequestLogger, "record", slow)
+    (logging, release), answers = _stalled(monkeypatch, RequestLogger, "record"), []
     with client(engine, queue_size=1) as c:
         first = threading.Thread(target=lambda: answers.append(c.post("/v1/score", json=body())))
         first.start()
