@@ -204,8 +204,8 @@ def test_remove_refuses_a_source_of_a_mix_unless_force_and_verify_names_the_brok
         reg.remove("arts-lora:1")
     assert reg.resolve("arts-lora:1") and reg.verify() == []
     reg.remove("arts-lora:1", force=True)
-    assert reg.verify() == [f"{mix.ref}: a mix of arts-lora:1, no longer registered; it cannot serve (remove it, or "
-                            "compose it again)"]
+    assert reg.verify() == [(f"{mix.ref}: a mix of arts-lora:1, no longer registered; it cannot serve (remove it, "
+                             "or compose it again)")]
     reg.remove(mix.ref)
     assert reg.remove("office-lora:1").ref == "office-lora:1"  # no mix names it any more
 
