@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,6 +37,7 @@ class _StubAccelerator:
 
     scaler = None  # no fp16 loss scaling
     num_processes, process_index = 1, 0  # gathering the RNG states needs no collective
+    mixed_precision = "no"
 
     def __init__(self, kind: DistributedType, main: bool = True) -> None:
         self.distributed_type, self.is_main_process = kind, main
@@ -67,7 +69,8 @@ def test_the_checkpoint_writer_follows_the_distributed_type(kind, main, writer, 
     calls: list[str] = []
     monkeypatch.setattr(loop, "save_checkpoint", lambda *a, **k: calls.append("safetensors"))
     monkeypatch.setattr(loop, "save_accelerate_checkpoint", lambda *a, **k: calls.append("accelerate"))
-    trainer = loop.Trainer(tiny_recipe("unused", 2), None, [], [], tmp_path)
+    backbone = SimpleNamespace(fingerprint=SimpleNamespace(exact="e" * 64), backend="fp32")  # the checkpoint names it
+    trainer = loop.Trainer(tiny_recipe("unused", 2), backbone, [], [], tmp_path)
     trainer.accelerator, trainer.tuner = _StubAccelerator(kind, main), _StubTuner()
     trainer.unwrapped = torch.nn.Linear(2, 1)
     trainer.scheduler = _scheduler()
