@@ -165,9 +165,10 @@ class ComposeResult:
 
 
 def _names_a_test_split(spec: str) -> bool:
-    """Whether `spec` (slice aside) names a test split: a `:test` part, or a file named test (TALLRec's test.json)."""
+    """Whether `spec` (slice aside) names a test split: a `:test` part, or a TALLRec-style file named test.json (a
+    log named test.jsonl has its own parts: `test.jsonl:loo:train` is training data)."""
     parts = split_slice(spec)[0].split(":")
-    return "test" in parts or Path(parts[0]).stem == "test"
+    return "test" in parts or Path(parts[0]).name == "test.json"
 
 
 def _check_size(n: int, budget: int) -> None:

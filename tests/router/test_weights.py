@@ -99,6 +99,14 @@ def test_weights_are_never_searched_on_a_test_split(spec):
         search_and_compose(None, registry, [], "cat", name="x", domain="office", search_data=spec)
 
 
+def test_a_log_named_test_is_no_test_split_but_its_test_part_is():
+    """(was: `logs/test.jsonl:loo:train`, training data, refused for its file name)"""
+    from adaptrec.router.weights import _names_a_test_split
+
+    assert not _names_a_test_split("logs/test.jsonl:loo:train") and not _names_a_test_split("x/test.parquet:loo:valid")
+    assert _names_a_test_split("logs/test.jsonl:loo:test") and _names_a_test_split("x/test.json[0:8]")
+
+
 def test_a_test_split_behind_two_slices_is_refused_too():
     """`amazon:office:test[:][0:32]` passed the guard, which looked past one slice only (was: searched on test)."""
     from adaptrec.errors import DataSpecError
