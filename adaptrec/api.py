@@ -269,19 +269,11 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
 
 
 def _scoring_options(reg: Registry, ref: str | None) -> dict:
-    """The prompt template and length the adapter `ref` was trained with (none for an adapter without a recipe);
-    called before a backbone loads, so a stored recipe that no longer validates is refused without that wait."""
-    from .config import recipe_from_text
+    """`scoring.variants.trained_prompt` of the adapter `ref` ({} for none); called before a backbone loads, so a
+    stored recipe that no longer validates is refused without that wait."""
+    from .scoring.variants import trained_prompt
 
-    record = reg.resolve(ref) if ref else None
-    if record is None or not record.recipe_text:
-        return {}
-    try:
-        recipe = recipe_from_text(record.recipe_text, record.ref)
-    except ConfigError as e:
-        raise ConfigError(f"{e} (the recipe stored with the adapter no longer validates, so the prompt template it "
-                          "was trained with is unknown)") from None
-    return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
+    return trained_prompt(reg.resolve(ref)) if ref else {}
 
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
@@ -408,9 +400,10 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
 
 def recommend(user: str, domain: str, *, data: str, history: Path | None = None, candidates: Path | None = None,
               retrieve: int = 20, top_k: int = 10, min_target_history: int = 3, cold_mix: str | None = None,
-              cold_weights: str | None = None, template: str = "tallrec", batch_size: int = 8,
+              cold_weights: str | None = None, template: str | None = None, batch_size: int = 8,
               backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
-    """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank."""
+    """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank;
+    `template` defaults to the one the routed adapters were trained with (their prompt length too)."""
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
@@ -419,7 +412,8 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .router.retrieval import recommend_user
 
     check_domain(domain)
-    _check_choice("template", template, TEMPLATES)
+    if template is not None:
+        _check_choice("template", template, TEMPLATES)
     _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1),
               min_target_history=(min_target_history, 0))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint

@@ -9,7 +9,7 @@ import typer
 
 from .. import api
 from ..errors import AdaptrecError
-from .options import BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt, echo_json
+from .options import AdapterTemplateOpt, BackboneOpt, BatchOpt, QuantOpt, SeedOpt, echo_json
 
 ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-level mix of these adapters (comma-separated)")
 ColdWeightsOpt = typer.Option(None, "--cold-weights", help="weights of --cold-mix (default equal)")
@@ -118,7 +118,7 @@ def recommend(
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
     cold_weights: Optional[str] = ColdWeightsOpt,
-    template: str = TemplateOpt,
+    template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,

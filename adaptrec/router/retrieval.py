@@ -20,6 +20,7 @@ from adaptrec.data.candidates import read_candidates
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError
+from adaptrec.scoring.variants import trained_prompt
 from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of
 
 from .policy import Decision, RoutePolicy, decision_scores, route_user
@@ -129,6 +130,17 @@ def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
     return list(rows[0].candidates)
 
 
+def routed_prompt(registry, decision: Decision) -> dict:
+    """The prompt template and length the adapters serving `decision` were trained with (`trained_prompt`); {}
+    when none has a recipe; `AdaptrecError` when they differ (one prompt is rendered for all of them)."""
+    settings = {tuple(sorted(trained_prompt(registry.resolve(ref)).items())) for ref in decision.adapters} - {()}
+    if len(settings) > 1:
+        seen = "; ".join(", ".join(f"{k} {v}" for k, v in s) for s in sorted(settings))
+        raise AdaptrecError(f"the adapters serving this user ({', '.join(decision.adapters)}) were trained with "
+                            f"different prompts ({seen}); pass --template")
+    return dict(next(iter(settings), ()))
+
+
 @dataclass(frozen=True)
 class UserRecommendation:
     decision: Decision
@@ -158,6 +170,9 @@ def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, 
         check_candidates(items, dataset.catalogues[domain], domain)
     decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
                                 policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
+    if scorer_options.get("template") is None:  # the routed adapters' own prompt settings
+        scorer_options = {**{k: v for k, v in scorer_options.items() if k != "template"},
+                          **routed_prompt(registry, decision)}
     result = recommend(load, registry, decision, case, dataset.catalogues[domain], candidates=items,
                        n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
     return UserRecommendation(decision, case, result)

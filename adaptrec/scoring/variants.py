@@ -21,6 +21,22 @@ from .core import Scorer, backbone_scorer
 UNTUNED = "backbone (untuned)"  # the row name of the backbone without adapters
 
 
+def trained_prompt(record) -> dict:
+    """The prompt template and length a registered adapter was trained with (its stored recipe's), {} without a
+    recipe; `ConfigError` when that recipe no longer validates."""
+    from adaptrec.config import recipe_from_text
+    from adaptrec.errors import ConfigError
+
+    if not record.recipe_text:
+        return {}
+    try:
+        recipe = recipe_from_text(record.recipe_text, record.ref)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (the recipe stored with the adapter no longer validates, so the prompt template it "
+                          "was trained with is unknown)") from None
+    return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
+
+
 def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:
     """Yield (row name, adapter cache key, model) with the right adapter active; the untuned row disables adapters.
 

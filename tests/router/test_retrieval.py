@@ -172,3 +172,31 @@ def test_prompts_name_the_item_kind_a_domains_adapters_trained_on(tiny_model_dir
     assert read_history_file(tmp_path / "h.json", "Pens", "office").noun == "office product"
     assert ScoreRequest(domain="office", items=["x"]).noun == "office product"
     assert ScoreRequest(domain="movie", noun="film", items=["x"]).noun == "film"  # given: kept
+
+
+def test_recommend_scores_with_the_prompt_the_routed_adapters_trained_with(tiny_model_dir):
+    """(was: `tallrec` and 1024 tokens whatever they trained with); adapters trained with different prompts need one
+    named."""
+    from adaptrec.config import RECIPES_DIR
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.registry import Registry
+    from adaptrec.router.policy import Decision
+    from adaptrec.router.retrieval import routed_prompt
+
+    registry = Registry()
+    plain = register_random(tiny_model_dir, registry, "plain", {"type": "lora", "r": 2}, seed=1)
+    recipe = (RECIPES_DIR / "movie-stats.yaml").read_text()
+    stats = registry.register(plain.path, name="stats", domain="arts", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=plain.fingerprint, recipe_text=recipe)
+
+    def serving(*refs):
+        return Decision("u", "arts", "cold", refs, (1.0,) * len(refs), "both", "test")
+
+    assert routed_prompt(registry, serving(plain.ref)) == {}
+    assert routed_prompt(registry, serving(stats.ref, plain.ref)) == {"template": "tallrec-stats",
+                                                                      "max_prompt_tokens": 512}
+    other = registry.register(plain.path, name="other", domain="arts", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=plain.fingerprint,
+                              recipe_text=recipe.replace("template: tallrec-stats", "template: tallrec"))
+    with pytest.raises(AdaptrecError, match="were trained with different prompts .*pass --template"):
+        routed_prompt(registry, serving(stats.ref, other.ref))
