@@ -15,8 +15,8 @@ MadeForQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the 
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
 _TEMPLATES = "tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items"
 TemplateOpt = typer.Option("tallrec", "--template", help=_TEMPLATES)
-AdapterTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapter's own, as its "
-                                  "prompt length; tallrec for the untuned backbone)")
+AdapterTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapter's own, or the "
+                                  "routed adapters' if they agree, with its prompt length; tallrec otherwise)")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
 SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
 

@@ -116,15 +116,16 @@ def registry_rollback(domain: str) -> None:
 
 
 @registry_app.command("remove")
-def registry_remove(ref: str, force: bool = typer.Option(False, "--force", help="also remove a promoted adapter")) -> None:
-    """Remove one adapter version (refused for a promoted one unless --force)."""
+def registry_remove(ref: str, force: bool = typer.Option(False, "--force",
+                                                        help="also remove a promoted adapter or a mix's source")) -> None:
+    """Remove one adapter version (refused for a promoted one, or a source of a score-level mix, unless --force)."""
     typer.echo(f"removed {api.registry().remove(ref, force=force).ref}")
 
 
 @registry_app.command("verify")
 def registry_verify() -> None:
-    """Re-hash every registered adapter and encoder version and report orphan or unfinished folders (reads only;
-    exit 1 on a problem)."""
+    """Re-hash every registered adapter and encoder version, name mixes whose sources are gone, and report orphan or
+    unfinished folders (writes nothing; waits for a registration in flight; exit 1 on a problem)."""
     reg = api.registry()
     problems = reg.verify()
     for line in problems:
