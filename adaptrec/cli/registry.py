@@ -116,8 +116,9 @@ def registry_rollback(domain: str) -> None:
 
 
 @registry_app.command("remove")
-def registry_remove(ref: str, force: bool = typer.Option(False, "--force",
-                                                        help="also remove a promoted adapter or a mix's source")) -> None:
+def registry_remove(ref: str,
+                    force: bool = typer.Option(False, "--force", help="also remove a promoted adapter or a mix's source"),
+                    ) -> None:
     """Remove one adapter version (refused for a promoted one, or a source of a score-level mix, unless --force)."""
     typer.echo(f"removed {api.registry().remove(ref, force=force).ref}")
 
