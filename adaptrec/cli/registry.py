@@ -115,10 +115,11 @@ def registry_rollback(domain: str) -> None:
     typer.echo(f"rolled back {domain}: {api.registry().rollback(domain).ref} serves it again")
 
 
+ForceOpt = typer.Option(False, "--force", help="also remove a promoted adapter or a mix's source")
+
+
 @registry_app.command("remove")
-def registry_remove(ref: str,
-                    force: bool = typer.Option(False, "--force", help="also remove a promoted adapter or a mix's source"),
-                    ) -> None:
+def registry_remove(ref: str, force: bool = ForceOpt) -> None:
     """Remove one adapter version (refused for a promoted one, or a source of a score-level mix, unless --force)."""
     typer.echo(f"removed {api.registry().remove(ref, force=force).ref}")
 
