@@ -130,15 +130,18 @@ def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
     return list(rows[0].candidates)
 
 
-def routed_prompt(registry, decision: Decision) -> dict:
-    """The prompt template and length the adapters serving `decision` were trained with (`trained_prompt`); {}
-    when none has a recipe; `AdaptrecError` when they differ (one prompt is rendered for all of them)."""
-    settings = {tuple(sorted(trained_prompt(registry.resolve(ref)).items())) for ref in decision.adapters} - {()}
-    if len(settings) > 1:
-        seen = "; ".join(", ".join(f"{k} {v}" for k, v in s) for s in sorted(settings))
+def routed_prompt(registry, decision: Decision, template: str | None = None) -> dict:
+    """The prompt settings for the adapters serving `decision` (one prompt is rendered for all of them): `template`,
+    else the template they were trained with (`trained_prompt`; `AdaptrecError` when they differ), and the shortest
+    prompt length any was trained with (none sees more history than it trained on); {} when none has a recipe."""
+    trained = [trained_prompt(registry.resolve(ref)) for ref in decision.adapters]
+    templates = sorted({t["template"] for t in trained if "template" in t})
+    if template is None and len(templates) > 1:
         raise AdaptrecError(f"the adapters serving this user ({', '.join(decision.adapters)}) were trained with "
-                            f"different prompts ({seen}); pass --template")
-    return dict(next(iter(settings), ()))
+                            f"different prompt templates ({', '.join(templates)}); pass --template")
+    lengths = [t["max_prompt_tokens"] for t in trained if "max_prompt_tokens" in t]
+    chosen = template or next(iter(templates), None)
+    return {**({"template": chosen} if chosen else {}), **({"max_prompt_tokens": min(lengths)} if lengths else {})}
 
 
 @dataclass(frozen=True)
@@ -170,9 +173,8 @@ def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, 
         check_candidates(items, dataset.catalogues[domain], domain)
     decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
                                 policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
-    if scorer_options.get("template") is None:  # the routed adapters' own prompt settings
-        scorer_options = {**{k: v for k, v in scorer_options.items() if k != "template"},
-                          **routed_prompt(registry, decision)}
+    given = scorer_options.pop("template", None)  # else the routed adapters' own; their prompt length either way
+    scorer_options = {**scorer_options, **routed_prompt(registry, decision, given)}
     result = recommend(load, registry, decision, case, dataset.catalogues[domain], candidates=items,
                        n_retrieve=n_retrieve, top_k=top_k, progress=False, **scorer_options)
     return UserRecommendation(decision, case, result)

@@ -219,7 +219,7 @@ class Engine:
             if known in self._resident and not refresh:
                 self._resident.move_to_end(known)
                 return self._resident[known]
-            record = self.registry.resolve(ref)
+            record = self.registry.resolve(known if known in self.preloaded and not refresh else ref)
             self._aliases[_alias(ref)] = record.ref
             if record.ref in self._resident:
                 self._resident.move_to_end(record.ref)

@@ -106,6 +106,7 @@ def test_a_preloaded_bare_name_keeps_its_version_after_an_eviction_and_a_newer_r
     engine.load("office-lora")  # evicts arts-lora:1 (LRU)
     register_peft(tiny_model_dir, registry, "arts-lora", seed=9)
     assert engine.record_for("arts-lora").ref == "arts-lora:1" and engine.pin("arts-lora") == "arts-lora:1"
+    assert engine.load("arts-lora").ref == "arts-lora:1" == engine.record_for("arts-lora").ref  # (was: loaded :2)
     engine.unload("arts-lora")
     assert "arts-lora:1" not in engine.preloaded and engine.record_for("arts-lora").ref == "arts-lora:2"
 

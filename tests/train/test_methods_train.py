@@ -254,7 +254,7 @@ def _teacher(tiny_model_dir, tmp_path, name: str, seed: int) -> str:
     return record.ref
 
 
-def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_path):
+def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_path, monkeypatch):
     cases = synthetic_cases(6)
     full = _write_tallrec(tmp_path / "teacher" / "train.json", cases)  # teacher sees the whole history
     student_cases = _cold(read_tallrec_json(full))
@@ -279,7 +279,10 @@ def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_pat
     logits = ref.logits_for_prompts(ref.prompts(teacher_cases))
     np.testing.assert_allclose([first.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases],
                                logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-5)
-    again = prepared(v1)
+    with monkeypatch.context() as cached_only:  # read, never scored (was: scored with the model at hand, the
+        # student, which a prefix-tuned student on sliding-window layers keys apart: its own logits became margins)
+        cached_only.setattr(Scorer, "logits_for_prompts", lambda *a, **k: pytest.fail("scored"))
+        again = prepared(v1)
     assert again.teacher_forwards == 0 and again.margins == pytest.approx(first.margins)
     v2 = _teacher(tiny_model_dir, tmp_path, "teacher", seed=1)  # another teacher: other weights, other key
     assert prepared(v2).teacher_forwards == 6

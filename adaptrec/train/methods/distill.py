@@ -102,10 +102,12 @@ class DistillMethod(Method):
         # on another backbone this scorer only renders prompts and reads cached rows: the student never scores
         scorer = self._scorer(model, ctx.scorer.tokenizer if other is None else load_tokenizer(other.name), ctx)
         prompts = scorer.prompts([by_key[k] for k in keys])
-        self.teacher_forwards = len(prompts) - len(self.cache.get_many(scorer.cache_keys(prompts)))
+        rows = scorer.cache_keys(prompts)  # what the teacher's scorer wrote (its keys do not depend on the student)
+        cached = self.cache.get_many(rows)
+        self.teacher_forwards = len(prompts) - len(cached)
         model.eval()
-        if not self.teacher_forwards:
-            logits = scorer.logits_for_prompts(prompts)
+        if not self.teacher_forwards:  # read from the cache: the model at hand is the student, never the teacher
+            logits = np.array([cached[k] for k in rows])
         elif other is None:
             with adapter_active(model, self.teacher.path, "distill_teacher"):
                 logits = scorer.logits_for_prompts(prompts)
