@@ -36,7 +36,8 @@ class ScoreCache:
 
     @contextmanager
     def _one_line(self) -> Iterator[None]:
-        """A database error (a damaged page found only now, a lock held past the timeout) as one line naming the file."""
+        """A database error (a damaged page found only now, a lock held past the timeout) as one line naming the
+        file."""
         try:
             yield
         except sqlite3.Error as e:

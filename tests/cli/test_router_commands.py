@@ -104,7 +104,8 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
     assert code == 2 and "pass the user's history" in err
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"history": [{"title": "Stapler", "like": False}]}))
-    for args, needle in ((["route", "--user", "u1", "--domain", "office", "--history", str(typo)], "unknown key 'like'"),
+    route = ["route", "--user", "u1", "--domain", "office"]
+    for args, needle in (([*route, "--history", str(typo)], "unknown key 'like'"),
                          (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", "nosuch"],
                           "nosuch"),  # was: both after the backbone's conversion (a whole download for a Hub id)
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",

@@ -118,7 +118,8 @@ def test_recommend_retrieves_then_reranks_with_the_decision(tiny_model_dir, monk
     recs, retrieved = result.items, dict(retriever.retrieve(case, 6))
     assert result.retrieved == tuple(retrieved) and len(recs) == 4 and all(r.item_id in retrieved and r.similarity == retrieved[r.item_id] for r in recs)
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
-    given = recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE, candidates=["i2", "i9"],
+    given = recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, case, CATALOGUE,
+                      candidates=["i2", "i9"],
                       top_k=5, progress=False).items
     assert {r.item_id for r in given} == {"i2", "i9"} and all(r.similarity is None for r in given)
     with pytest.raises(AdaptrecError, match="not in the arts catalogue"):
@@ -138,8 +139,8 @@ def test_recommend_shows_every_candidate_the_same_history_under_the_prompt_cap(t
     seen: list[str] = []
     real = Scorer.logits_for_prompts
     monkeypatch.setattr(Scorer, "logits_for_prompts", lambda self, prompts: (seen.extend(prompts), real(self, prompts))[1])
-    recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, _case([f"i{n}" for n in range(12)]), catalogue,
-              candidates=["i0", "long"], max_prompt_tokens=200, progress=False)
+    recommend(lambda: fresh_backbone(tiny_model_dir), registry, decision, _case([f"i{n}" for n in range(12)]),
+              catalogue, candidates=["i0", "long"], max_prompt_tokens=200, progress=False)
     histories = {p.split("Whether the user")[0] for p in seen}
     assert len(seen) == 2 and len(histories) == 1
 
@@ -200,5 +201,6 @@ def test_recommend_scores_with_the_prompt_the_routed_adapters_trained_with(tiny_
                               recipe_text=recipe.replace("template: tallrec-stats", "template: tallrec"))
     with pytest.raises(AdaptrecError, match="different prompt templates \\(tallrec, tallrec-stats\\); pass --template"):
         routed_prompt(registry, serving(stats.ref, other.ref))
-    assert routed_prompt(registry, serving(stats.ref, other.ref), "chat") == {"template": "chat", "max_prompt_tokens": 512}
+    chat = routed_prompt(registry, serving(stats.ref, other.ref), "chat")
+    assert chat == {"template": "chat", "max_prompt_tokens": 512}
     # (was, with --template: the routed adapters' prompt length dropped for 1024)
