@@ -116,6 +116,7 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     `template` and the prompt length to those it was trained with (else `tallrec` and 1024 tokens)."""
     from .data.prompts import TEMPLATES
     from .router.recommender import Recommender, one_source
+    from .scoring.core import PROMPT_TOKENS
 
     _check_choice("score", score, SCORE_MODES)
     _at_least(batch_size=(batch_size, 1))
@@ -125,8 +126,9 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     template = template or trained.get("template", "tallrec")
     _check_choice("template", template, TEMPLATES)
     bb = _backbone(*_made_for([ref] if ref else [], backbone, quantization))
-    return Recommender(bb, registry(), ref, template=template, max_prompt_tokens=trained.get("max_prompt_tokens", 1024),
-                       batch_size=batch_size, mode=score)
+    return Recommender(bb, registry(), ref, template=template,
+                       max_prompt_tokens=trained.get("max_prompt_tokens", PROMPT_TOKENS), batch_size=batch_size,
+                       mode=score)
 
 
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,

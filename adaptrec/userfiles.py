@@ -77,6 +77,18 @@ def check_keys(obj: dict, allowed: set[str], where: str, error: type[AdaptrecErr
         raise error(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
 
 
+LONE_SURROGATE = "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone UTF-16 surrogate (JSON's "\\ud800"), which no tokenizer or database takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def check_output_file(path: Path | str, option: str, error: type[AdaptrecError] = AdaptrecError) -> None:
     """One `error` line, before any work, unless `path` can be written as a file: not a folder, and no part of the
     way to it an existing file (its missing folders are made when it is written)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from ..errors import DataFormatError
-from ..userfiles import check_keys, parse_json, read_user_text
+from ..userfiles import LONE_SURROGATE, check_keys, has_lone_surrogate, parse_json, read_user_text
 from .records import Case, HistoryItem, default_noun
 
 HistoryEntry = Union[str, dict, HistoryItem]
@@ -28,11 +28,8 @@ def checked_text(value, where: str, what: str) -> str:
     """`value` if it is non-blank text a tokenizer and the score cache can take (no lone UTF-16 surrogate)."""
     if not isinstance(value, str) or not value.strip():
         raise DataFormatError(f"{where}: expected {what}, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DataFormatError(f"{where}: {value!r} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
-                              "text") from None
+    if has_lone_surrogate(value):
+        raise DataFormatError(f"{where}: {value!r} {LONE_SURROGATE}")
     return value
 
 

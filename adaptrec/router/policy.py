@@ -175,13 +175,12 @@ def user_case(user_id: str, domain: str, dataset=None, history: Path | None = No
 
 def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
     """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
-    refs_given = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
-    if not refs_given:
+    named = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
+    if not named:
         raise CompositionError(f"{items!r} names no adapter: give an adapter ref or a domain, or several "
                                "comma-separated, e.g. arts-lora,office-lora")
-    items = refs_given
     refs = []
-    for item in items:
+    for item in named:
         try:
             refs.append(registry.resolve(item).ref)
         except RegistryError:

@@ -12,7 +12,7 @@ from ..adapters.files import MIX_TYPE
 from ..data.history_file import HistoryEntry, parse_history
 from ..data.records import Case, default_noun
 from ..errors import DataFormatError
-from ..scoring.core import Scorer
+from ..scoring.core import PROMPT_TOKENS, Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
 from .policy import RouteError, resolve_sources
@@ -51,7 +51,8 @@ class Recommender:
     """
 
     def __init__(self, backbone, registry, ref: str | None = None, *, template: str = "tallrec",
-                 max_prompt_tokens: int | None = 1024, batch_size: int = 8, mode: ScoreMode = "pyes", cache=None):
+                 max_prompt_tokens: int | None = PROMPT_TOKENS, batch_size: int = 8, mode: ScoreMode = "pyes",
+                 cache=None):
         source = one_source(registry, ref)
         refs = [source] if source else []
         self.record = registry.resolve(source) if source else None

@@ -198,11 +198,12 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
                                "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)
+    records = [registry.resolve(r) for r in refs]
     if method == MIX:  # before the backbone loads, not after
-        refuse_nested_mix([registry.resolve(r) for r in refs])
+        refuse_nested_mix(records)
     else:
-        check_merge_sources([registry.resolve(r) for r in refs])
-    domain = domain or registry.resolve(refs[-1]).domain
+        check_merge_sources(records)
+    domain = domain or records[-1].domain
     if not name:
         raise CompositionError("compose: pass a name for the composed adapter's registry entry")
     if search_data is None:

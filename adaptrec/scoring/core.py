@@ -18,6 +18,7 @@ from adaptrec.score_cache import ScoreCache
 from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
 from .prefix import PrefixRanker, length_batches, pad_room, unpadded
 
+PROMPT_TOKENS = 1024  # the prompt length a scorer cuts to when no recipe names one
 # Bump when a change to the scoring code changes the numbers it produces: cached rows of other versions stay unread.
 SCORING_VERSION = 2
 # How a prompt reached the model: whole (`full`) or as a shared history prefix + its suffix (`prefix`). The two
@@ -34,7 +35,7 @@ class Scorer:
     tokenizer: object
     model_key: str
     template: str = "tallrec"
-    max_prompt_tokens: int | None = 1024
+    max_prompt_tokens: int | None = PROMPT_TOKENS
     batch_size: int = 8
     cache: ScoreCache | None = None
     progress: bool = True

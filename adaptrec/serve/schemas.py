@@ -8,14 +8,13 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from adaptrec.data.online_log import EVENTS
 from adaptrec.data.records import Case, HistoryItem, default_noun
+from adaptrec.userfiles import LONE_SURROGATE, has_lone_surrogate
 
 
 def _encodable(s: str) -> str:
-    """`s`, unless it holds a lone UTF-16 surrogate (JSON's "\\ud800"), which no tokenizer or database takes."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text") from None
+    """`s`, unless it holds a lone UTF-16 surrogate (`has_lone_surrogate`)."""
+    if has_lone_surrogate(s):
+        raise ValueError(LONE_SURROGATE)
     return s
 
 
