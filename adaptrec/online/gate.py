@@ -118,13 +118,14 @@ def _spec_range(spec: str, workdir: str | None = None) -> tuple[str, int, float]
 
 def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
     """The data (`_spec_range`s) `records` (an adapter's `ancestry`) trained on: each recipe's `data.train` in its
-    protocol's form, its `method.extra_train` and a teacher's `method.teacher_data`, and each update's `data`,
-    relative files read from the folder it trained in (its lineage's `workdir`); `feedback:` SPECs are left to
-    the exact per-event check."""
+    protocol's form, its `method.extra_train` and a teacher's `method.teacher_data`, each update's `data` and each
+    weight search's (its weights were selected on those cases), relative files read from the folder it trained
+    in (its lineage's `workdir`); `feedback:` SPECs are left to the exact per-event check."""
     specs = []
     for record in records:
         lineage = record.lineage or {}
-        found = [lineage.get("data")]
+        search = lineage.get("search")
+        found = [lineage.get("data"), search.get("data") if isinstance(search, dict) else None]
         if record.recipe_text and record.kind != "composed":  # a composition or export copies its source's recipe
             try:
                 recipe = recipe_from_text(record.recipe_text, record.ref)

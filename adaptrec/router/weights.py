@@ -153,7 +153,8 @@ def search_composition(backbone, registry, refs: Sequence[str], method: str, cas
     search = {"data": data, "shots": len(cases), "budget": budget, "l1": l1, "seed": seed,
               "log_loss": round(result.loss, 6), "evaluations": result.evaluations}
     weights = tuple(round(w, 6) for w in result.weights)
-    return Composition(base.refs, method, weights, svd_rank, density, seed, extra={"search": search}), result
+    extra = {"search": search, "workdir": str(Path.cwd())}  # a relative `data` resolves there, for the gate
+    return Composition(base.refs, method, weights, svd_rank, density, seed, extra=extra), result
 
 
 @dataclass(frozen=True)

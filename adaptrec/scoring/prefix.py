@@ -69,10 +69,12 @@ def pad_room(model: torch.nn.Module) -> int | None:
     """How long a padded batch of full prompts may be before padding moves a score, or None when it never does. A
     prefix-tuned adapter's virtual tokens sit before the left padding, and a sliding-window layer counts its window
     in cache slots, padding included: past the window less the virtual tokens, a padded row loses them sooner than
-    it would alone, so such batches hold prompts of one length only (`length_batches`)."""
+    it would alone, so such batches hold prompts of one length only (`length_batches`). Under peft's
+    `disable_adapter()` (its `_adapters_disabled` flag) no virtual token is in front."""
     config = getattr(model, "active_peft_config", None)
     window = sliding_window(model)
-    if not getattr(config, "is_prompt_learning", False) or window is None:
+    disabled = getattr(model, "_adapters_disabled", False)
+    if disabled or window is None or not getattr(config, "is_prompt_learning", False):
         return None
     return window - int(config.num_virtual_tokens)
 

@@ -114,7 +114,7 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
         assert code == 2 and needle in err, err
 
 
-def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):
+def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup, tmp_path):
     registry, log, bb = setup
     code, out, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts,office", "--method", "cat", "--search",
                              "--data", log, "--shots", "4", "--budget", "4", "--name", "learned", "--promote-cold", *bb)
@@ -129,6 +129,15 @@ def test_compose_search_learns_and_records_weights(monkeypatch, capsys, setup):
     mixed = registry.resolve("mixed")
     assert (mixed.kind, mixed.adapter_type, mixed.lineage["search"]["shots"]) == ("composed", "mix", 4)
     assert mixed.adapter_config["sources"] == ["arts-lora:1", "office-lora:1"]
+    import adaptrec
+    from adaptrec.errors import ConfigError
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
+    with pytest.raises(ConfigError, match="learned:1 \\(or an adapter it comes from\\) was trained on this data"):
+        adaptrec.promote_if_better("learned:1", data=log)  # (was: gated on the cases its weights were selected on)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="mixed:1 \\(or an adapter it comes from\\) was trained on this data"):
+        adaptrec.promote_if_better("mixed:1", data="log.jsonl")
 
 
 def test_route_from_a_history_file_and_an_explicit_mix(monkeypatch, capsys, setup, tmp_path):

@@ -181,6 +181,26 @@ def test_a_prefix_tuned_row_on_sliding_window_layers_scores_as_it_would_alone(ti
     assert len(cache.get_many(keys)) == len(cases)  # under the by-length key
 
 
+def test_a_disabled_prefix_adapter_keys_its_untuned_rows_as_the_bare_backbones(tiny_model_dir, tmp_path):
+    """Under `disable_adapter()` no virtual token is in front: the untuned rows pad as the bare model's do, under
+    its key (was: keyed `:unpadded` beside a prefix-tuned adapter, so they missed the bare backbone's cached rows)."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    from adaptrec.scoring.prefix import pad_room
+
+    model, tok = _tiny_gemma(tiny_model_dir, window=48)
+    cases = [replace(c, history=c.history * 4) for c in _cases(4)]
+    cache = ScoreCache(tmp_path / "scores.db")
+    bare = Scorer(model, tok, "base", max_prompt_tokens=None, cache=cache, batch_size=4).score(cases)
+    peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)).eval()
+    assert pad_room(peft_model) == 40
+    with peft_model.disable_adapter():
+        assert pad_room(peft_model) is None
+        scorer = Scorer(peft_model, tok, "base", max_prompt_tokens=None, cache=cache, batch_size=4)
+        np.testing.assert_allclose(scorer.score(cases), bare, atol=1e-6)
+        assert (scorer.cached, scorer.fresh) == (len(cases), 0)
+
+
 def test_the_shared_prefix_path_matches_the_full_one_past_a_sliding_window(tiny_model_dir, tmp_path):
     """Gemma-3's sliding-window layers build their window from cache slots: left padding between the cached history
     and a shorter suffix cost that suffix real tokens (was: 0.02 off the full path), and the row depended on its
