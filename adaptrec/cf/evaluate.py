@@ -26,21 +26,24 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
     """1-based rank of each case's target (user `users[n]`, folded in from `histories[n]` when unknown) among every
     item of `catalogue` (default: the encoder's) but `seen[n]` (items the user touched, excluded as RecBole's full
     sort excludes the training ones); ties count against the target. A target the encoder does not know ranks below
-    every eligible item; a non-finite target score is refused."""
+    every eligible item, last among the catalogue items it does not know either (all tied at the bottom); those
+    never outrank a known target. A non-finite target score is refused."""
     scores = encoder.score_catalogue(list(users), [list(h) for h in histories]).astype(np.float64)
     if np.isnan(scores).any():  # a NaN is never >= the target's score: it would rank the target too high
         raise ValueError(f"encoder {encoder.kind}: NaN scores in the catalogue ranking")
     index = encoder.item_index
+    unknown = set() if catalogue is None else {i for i in catalogue if i not in index}
     if catalogue is not None:  # e.g. one domain's items of a two-domain encoder
         outside = np.ones(len(index), dtype=bool)
         outside[[index[i] for i in catalogue if i in index]] = False
         scores[:, outside] = -np.inf
     out = np.empty(len(users), dtype=np.int64)
     for n, target in enumerate(targets):
-        row = scores[n].copy()
-        row[[index[i] for i in seen[n] if i in index and i != target]] = -np.inf
+        row, touched = scores[n].copy(), set(seen[n])
+        row[[index[i] for i in touched if i in index and i != target]] = -np.inf
         if target not in index:
-            out[n] = int((row > -np.inf).sum()) + 1  # below every eligible item, +inf scored ones included
+            tied = len(unknown - touched - {target})  # the other unknown items the user has not touched
+            out[n] = int((row > -np.inf).sum()) + tied + 1  # below every eligible item, +inf scored ones included
             continue
         if not np.isfinite(row[index[target]]):
             raise ValueError(f"encoder {encoder.kind}: a non-finite score for target {target!r} of user {users[n]!r}")

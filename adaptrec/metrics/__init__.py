@@ -90,6 +90,8 @@ def estimate(value: float, metric_fn, *arrays, ci: bool = True, clusters=None, *
     itself, so its interval would have zero width and read as certainty.
     """
     n = len(arrays[0])
+    if clusters is not None and len(clusters) != n:  # else the CI would be dropped (or wrong) without a word
+        raise ValueError(f"clusters: {len(clusters)} labels for {n} rows; give one per row")
     if not ci or resampling_units(n, clusters) < 2:
         return MetricValue(float(value), n=n)
     lo_hi = bootstrap_ci(metric_fn, *arrays, clusters=clusters, **bootstrap)

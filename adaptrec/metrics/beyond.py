@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 TopItems = Sequence[Sequence[str]]
 
 
+def _check_lists(top_items: TopItems, what: str) -> None:
+    """ValueError when there are no lists or one is empty (a mean over it is NaN)."""
+    if not len(top_items) or any(len(row) == 0 for row in top_items):
+        raise ValueError(f"{what} needs at least one list and no empty one")
+
+
 def itemcoverage(top_items: TopItems, num_items: int) -> float:
     """RecBole ItemCoverage@K: distinct recommended items / catalogue size."""
     return _distinct(top_items, num_items) / num_items
@@ -27,6 +33,7 @@ def itemcoverage(top_items: TopItems, num_items: int) -> float:
 
 def _distinct(top_items: TopItems, num_items: int) -> int:
     """How many distinct items the lists recommend; ValueError if more than the catalogue holds."""
+    _check_lists(top_items, "item coverage and the Gini index")
     n = len({i for row in top_items for i in row})
     if n > num_items:
         raise ValueError(f"the lists recommend {n} distinct items, more than the catalogue's {num_items}")
@@ -35,6 +42,7 @@ def _distinct(top_items: TopItems, num_items: int) -> int:
 
 def averagepopularity(top_items: TopItems, counts: Mapping[str, float]) -> float:
     """RecBole AveragePopularity@K: mean over users of the mean training interaction count of their K items."""
+    _check_lists(top_items, "average popularity")
     return float(np.mean([np.mean([counts.get(i, 0.0) for i in row]) for row in top_items]))
 
 
@@ -48,12 +56,16 @@ def giniindex(top_items: TopItems, num_items: int) -> float:
 
 def diversity(top_items: TopItems, embeddings: Mapping[str, np.ndarray]) -> float:
     """Intra-list distance: mean pairwise cosine distance (1 - cos) of each list's item embeddings, averaged
-    over users (Ziegler et al. 2005). Lists shorter than 2 items are skipped."""
+    over users (Ziegler et al. 2005). Lists shorter than 2 items are skipped; ValueError when all are, or an item
+    has no embedding."""
+    missing = next((i for row in top_items for i in row if i not in embeddings), None)
+    if missing is not None:
+        raise ValueError(f"diversity: item {missing!r} has no embedding")
     values = []
     for row in top_items:
-        vecs = np.stack([embeddings[i] for i in row]).astype(float)
-        if len(vecs) < 2:
+        if len(row) < 2:
             continue
+        vecs = np.stack([embeddings[i] for i in row]).astype(float)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         if not norms.all():
             raise ValueError(f"diversity: an item of {list(row)[:5]} has a zero-length embedding (no direction)")
@@ -61,7 +73,9 @@ def diversity(top_items: TopItems, embeddings: Mapping[str, np.ndarray]) -> floa
         sim = vecs @ vecs.T
         k = len(vecs)
         values.append(1.0 - (sim.sum() - k) / (k * (k - 1)))
-    return float(np.mean(values)) if values else float("nan")
+    if not values:
+        raise ValueError("diversity needs a list of at least 2 items")
+    return float(np.mean(values))
 
 
 def top_k(candidates: Sequence[Sequence[str]], scores: Sequence[np.ndarray], k: int) -> list[list[str]]:

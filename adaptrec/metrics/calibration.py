@@ -11,10 +11,20 @@ from .classification import probabilities
 EDGES = np.arange(11) / 10  # ten equal-width bins over [0, 1], edges exactly k/10 (linspace gives 0.30000000000000004)
 
 
+def _checked(scores, what: str) -> np.ndarray:
+    """`scores` as floats; ValueError when a window is empty or holds NaN (np.histogram and scipy pass NaN on)."""
+    scores = np.asarray(scores, float)
+    if scores.size == 0 or np.isnan(scores).any():
+        raise ValueError(f"{what} needs scores in both windows, none of them NaN")
+    return scores
+
+
 def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-    if scores.size == 0 or np.isnan(scores).any():  # np.histogram drops NaN without a word
-        raise ValueError("PSI needs scores in both windows, none of them NaN")
-    counts = np.histogram(np.clip(scores, edges[0], edges[-1]), bins=edges)[0].astype(float)
+    scores = _checked(scores, "PSI")
+    if scores.min() < edges[0] or scores.max() > edges[-1]:  # logits would pile up in the end bins
+        raise ValueError(f"PSI needs scores in [{edges[0]:g}, {edges[-1]:g}] (probabilities); got min "
+                         f"{scores.min():.4g}, max {scores.max():.4g}")
+    counts = np.histogram(scores, bins=edges)[0].astype(float)
     shares = counts / max(counts.sum(), 1.0)
     return np.clip(shares, eps, None)  # an empty bin would make the log infinite
 
@@ -22,7 +32,7 @@ def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndar
 def psi(before, after, edges: np.ndarray = EDGES) -> float:
     """Population stability index of `after` against `before` over fixed bins: sum (a − b) · ln(a / b).
     Rules of thumb: < 0.1 stable, 0.1–0.25 a moderate shift, > 0.25 a large one."""
-    b, a = _shares(np.asarray(before, float), edges), _shares(np.asarray(after, float), edges)
+    b, a = _shares(before, edges), _shares(after, edges)
     return float(np.sum((a - b) * np.log(a / b)))
 
 
@@ -30,7 +40,7 @@ def ks(before, after) -> tuple[float, float]:
     """The two-sample Kolmogorov–Smirnov statistic and its p-value (scipy)."""
     from scipy.stats import ks_2samp
 
-    result = ks_2samp(np.asarray(before, float), np.asarray(after, float))
+    result = ks_2samp(_checked(before, "KS"), _checked(after, "KS"))
     return float(result.statistic), float(result.pvalue)
 
 

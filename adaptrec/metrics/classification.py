@@ -67,8 +67,9 @@ def auc(labels, scores) -> float:
 
 
 def accuracy(labels, scores, threshold: float = 0.5) -> float:
-    """Share of examples where (score >= threshold) equals the label."""
-    y, s = _validate(labels, scores)
+    """Share of examples where (P(yes) >= threshold) equals the label; probabilities in [0, 1] (ValueError
+    otherwise: a logit's threshold is 0, not 0.5)."""
+    y, s = probabilities(labels, scores, "accuracy")
     return float(np.mean((s >= threshold).astype(np.int64) == y))
 
 

@@ -60,6 +60,8 @@ def _matrix_and_targets(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]
         )
     if mat.shape[0] == 0:
         raise ValueError("no cases: score_rows is empty")
+    if tgt.dtype == bool or not np.issubdtype(tgt.dtype, np.number):
+        raise ValueError(f"target_idx must hold integer indices, got {tgt.dtype} values")
     if not np.issubdtype(tgt.dtype, np.integer):
         if not np.all(np.mod(tgt, 1) == 0):
             raise ValueError("target_idx must hold integer indices")

@@ -78,6 +78,10 @@ def test_full_ranks_skip_what_the_user_has_seen():
     assert full_ranks(pop, ["u"], ["d"], [["a"]], [set()], catalogue={"c", "d"}).tolist() == [2]
     # an item the encoder never saw ranks below every eligible one (b, c, d here: a was seen), not below all four
     assert full_ranks(pop, ["u"], ["zzz"], [["a"]], [{"a"}]).tolist() == [4]
+    # ... and last among the catalogue's other unknown items the user has not touched, tied with them at the bottom
+    # (was: 2, above the unknown "y"); a known target is not moved by them
+    assert full_ranks(pop, ["u"], ["x"], [["a"]], [{"a", "z"}], catalogue={"c", "d", "x", "y", "z"}).tolist() == [4]
+    assert full_ranks(pop, ["u"], ["d"], [["a"]], [set()], catalogue={"c", "d", "x", "y"}).tolist() == [2]
 
 
 def test_full_ranks_refuse_nan_and_count_infinite_scores_above_an_unknown_target():

@@ -66,6 +66,18 @@ def test_a_zero_length_embedding_is_refused_not_nan():
         diversity([["a", "b"]], {"a": np.zeros(3), "b": np.ones(3)})
 
 
+@pytest.mark.parametrize("call, needle", [
+    (lambda: averagepopularity([[], ["a"]], {"a": 1}), "no empty one"),  # was: NaN for the whole set
+    (lambda: giniindex([], 10), "at least one list"),  # was: NaN (0 / 0)
+    (lambda: itemcoverage([["a"], []], 10), "no empty one"),
+    (lambda: diversity([["a", "b"]], {"a": np.ones(3)}), "item 'b' has no embedding"),  # was: KeyError: 'b'
+    (lambda: diversity([["a"], ["b"]], {"a": np.ones(3), "b": np.ones(3)}), "at least 2 items"),  # was: NaN
+    (lambda: diversity([[]], {}), "at least 2 items")])  # was: numpy's "need at least one array to stack"
+def test_empty_lists_and_missing_embeddings_are_one_error_not_nan(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
 def test_a_group_of_one_user_has_its_mean_without_a_ci():
     """One user resamples to itself: no interval rather than a zero-width one that reads as certainty."""
     values = np.array([1.0, 0.0, 1.0, 0.5])

@@ -71,6 +71,12 @@ def test_accuracy_threshold_is_inclusive():
     assert accuracy([0, 0, 0, 1], [0.5, 0.49, 0.2, 0.8], threshold=0.9) == pytest.approx(0.75)
 
 
+def test_accuracy_refuses_logits():
+    """A logit's threshold is 0: [2, -3, 0.3, -0.1] scored 0.75 against the 0.5 threshold (1.0 as probabilities)."""
+    with pytest.raises(ValueError, match="accuracy needs probabilities in \\[0, 1\\]"):
+        accuracy([1, 0, 1, 0], [2, -3, 0.3, -0.1])
+
+
 def test_log_loss_hand_computed_and_clipping():
     # -(ln 0.8 + ln(1 - 0.4)) / 2 = (0.2231436 + 0.5108256) / 2 = 0.3669846
     assert log_loss([1, 0], [0.8, 0.4]) == pytest.approx(0.3669846, abs=1e-6)
@@ -165,6 +171,12 @@ def test_ranking_input_validation():
         hit_at_k(ROWS, TARGETS, 0)
     with pytest.raises(ValueError, match="NaN"):
         ranks([[np.nan, 0.2]], [1])
+    with pytest.raises(ValueError, match="integer indices, got bool"):  # was: read as indices 0 and 1
+        ranks([[0.1, 0.2], [0.3, 0.4]], [True, False])
+    with pytest.raises(ValueError, match="integer indices, got <U1"):  # was: numpy's ufunc TypeError
+        ranks([[0.1, 0.2]], ["a"])
+    with pytest.raises(ValueError, match="1 labels for 3 rows"):  # was: the value with no CI, without a word
+        compute_ranking("hit@1", [[0.1, 0.2]] * 3, [0, 1, 1], clusters=["u"])
 
 
 # ----------------------------------------------------------------------------- bootstrap

@@ -47,6 +47,15 @@ def test_psi_refuses_nan_and_empty_windows(before, after):
         psi(before, after)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: psi([-5, -4, -3, 2], [-1, -0.5, 3, 9]), "PSI needs scores in \\[0, 1\\]"),  # was: 0.275, logits binned
+    (lambda: ks([0.1, np.nan, 0.3], [0.2, 0.4]), "KS needs scores"),  # was: (nan, nan)
+    (lambda: ks([], [0.2, 0.4]), "KS needs scores")])
+def test_psi_refuses_logits_and_ks_nan_or_empty_windows(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
 def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import os
 
