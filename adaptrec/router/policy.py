@@ -200,14 +200,17 @@ def check_cold_options(cold_mix, cold_weights: str | None) -> None:
 
 def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, domain: str, *, dataset=None,
                history: Path | None = None, policy: RoutePolicy = RoutePolicy(),
-               cold_mix: str | Sequence[str] | None = None, cold_weights: str | None = None) -> tuple[Decision, Case]:
+               cold_mix: str | Sequence[str] | None = None, cold_weights: str | None = None,
+               check: Callable[[Case], None] | None = None) -> tuple[Decision, Case]:
     """The routing decision for one user (history from a file, else their case in `dataset`) and that case.
 
-    `fingerprint` gives the backbone's, read once the user's case and `cold_mix` are checked (its first use may
-    convert or download the model). `cold_mix`: serve a cold user a score-level mix of these adapters (refs or
-    domains) instead of the promoted cold-start adapter."""
+    `fingerprint` gives the backbone's, read once the user's case (and `check` of it, when given) and `cold_mix` are
+    checked (its first use may convert or download the model). `cold_mix`: serve a cold user a score-level mix of
+    these adapters (refs or domains) instead of the promoted cold-start adapter."""
     check_cold_options(cold_mix, cold_weights)
     case = user_case(user_id, domain, dataset, history)
+    if check is not None:
+        check(case)
     cold = None
     if cold_mix:
         refs = resolve_sources(registry, cold_mix)

@@ -66,8 +66,7 @@ class Retriever:
 
     def retrieve(self, case: Case, n: int) -> list[tuple[str, float]]:
         """The `n` most similar unseen items as (item id, cosine similarity), best first."""
-        if not case.history:
-            raise AdaptrecError(f"user {case.user_id!r} has no history to retrieve candidates from; pass --candidates")
+        check_retrievable(case)
         liked = [h.text for h in case.history if h.liked] or [h.text for h in case.history]
         user = _unit(np.mean([self._embed(t) for t in liked], axis=0))
         sims = self.matrix @ user
@@ -82,6 +81,12 @@ class Retriever:
         if not cases:
             raise AdaptrecError("retrieval recall needs cases with a held-out target_id (implicit-feedback data)")
         return float(np.mean([c.target_id in {i for i, _ in self.retrieve(c, n)} for c in cases]))
+
+
+def check_retrievable(case: Case) -> None:
+    """`AdaptrecError` when the user has no history to retrieve candidates from."""
+    if not case.history:
+        raise AdaptrecError(f"user {case.user_id!r} has no history to retrieve candidates from; pass --candidates")
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,8 @@ def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, 
     if items is not None:
         check_candidates(items, dataset.catalogues[domain], domain)
     decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
-                                policy=policy, cold_mix=cold_mix, cold_weights=cold_weights)
+                                policy=policy, cold_mix=cold_mix, cold_weights=cold_weights,
+                                check=check_retrievable if items is None else None)
     given = scorer_options.pop("template", None)  # else the routed adapters' own; their prompt length either way
     scorer_options = {**scorer_options, **routed_prompt(registry, decision, given)}
     result = recommend(load, registry, decision, case, dataset.catalogues[domain], candidates=items,

@@ -104,8 +104,12 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
     assert code == 2 and "pass the user's history" in err
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"history": [{"title": "Stapler", "like": False}]}))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"history": []}))
     route = ["route", "--user", "u1", "--domain", "office"]
     for args, needle in (([*route, "--history", str(typo)], "unknown key 'like'"),
+                         (["recommend", "--user", "u9", "--domain", "office", "--data", log, "--history", str(empty)],
+                          "no history to retrieve candidates from"),  # was: after the backbone's conversion
                          (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", "nosuch"],
                           "nosuch"),  # was: both after the backbone's conversion (a whole download for a Hub id)
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
