@@ -277,10 +277,13 @@ class Engine:
     def pin(self, ref: str, served: str | None = None) -> str:
         """The version `ref` is served by (`served`, default `record_for`'s, which reads the registry outside the
         engine lock), kept for it as its load keeps it: a request that names a bare name is checked, answered, logged
-        and loaded under that version."""
+        and loaded under that version. A version loaded or preloaded under `ref` since that read (an admin's
+        refresh) keeps the name; the request is still served by `served`."""
         served = served or self.record_for(ref).ref
         with self._lock:
-            self._aliases[_alias(ref)] = served
+            current = self._aliases.get(_alias(ref))
+            if current is None or not (current in self._resident or current in self.preloaded):
+                self._aliases[_alias(ref)] = served
         return served
 
     def preload(self, ref: str) -> Resident:

@@ -151,9 +151,13 @@ class PromotionWatcher:
             if old in self.draining and all(self.in_flight[a] <= 0 for a in sources):
                 self.draining.discard(old)
                 idle += [(old, a) for a in sources if a not in kept]
+        def unload(ref: str) -> None:  # on the worker, after any admin preload queued before it
+            if ref not in engine.preloaded:
+                engine.unload(ref)
+
         for old, ref in idle:
             try:
-                await worker.submit(call=lambda ref=ref: engine.unload(ref))
+                await worker.submit(call=lambda ref=ref: unload(ref))
             except PASSING as e:  # a full or slow queue: the next poll drains it again
                 self.draining.add(old)
                 log.info("unloading %s waits for the next poll (%s)", ref, e)

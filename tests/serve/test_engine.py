@@ -111,6 +111,19 @@ def test_a_preloaded_bare_name_keeps_its_version_after_an_eviction_and_a_newer_r
     assert "arts-lora:1" not in engine.preloaded and engine.record_for("arts-lora").ref == "arts-lora:2"
 
 
+def test_a_request_planned_before_an_admin_refresh_does_not_undo_it(tiny_model_dir, tmp_path):
+    """A request reads the version it is served by, the admin's preload resolves the bare name afresh, then the
+    request pins what it read (was: the pin put the old version back, so later requests went on getting it)."""
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    engine.load("arts-lora")
+    register_peft(tiny_model_dir, registry, "arts-lora", seed=9)
+    served = engine.record_for("arts-lora").ref  # the request's read, on the preparation thread
+    assert engine.preload("arts-lora").ref == "arts-lora:2"  # the admin's refresh, meanwhile
+    assert engine.pin("arts-lora", served) == "arts-lora:1"  # the request is still served by what it read
+    assert engine.record_for("arts-lora").ref == "arts-lora:2" == engine.load("arts-lora").ref
+
+
 def test_spellings_of_one_ref_share_one_alias(tiny_model_dir, registry, quantization):
     """Every spelling a client sent (`arts-lora:01`, `:001`, ...) was kept as an alias for good, before the access
     check: memory grew with each request. Now one alias per name or version; unknown refs add none."""

@@ -125,6 +125,31 @@ def test_an_unload_the_queue_refuses_is_tried_again_at_the_next_poll():
     assert watcher.draining == set() and engine.resident == {"movie-lora:2"}
 
 
+def test_an_admin_preload_between_the_drains_read_and_its_unload_stays_loaded():
+    """The drain read what was preloaded on the preparation thread; an admin preload of the old version queued
+    before its unload (both run on the one worker) was unloaded right after (was: resident no more, its preload
+    ended)."""
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    engine = FakeEngine(registry, {})
+    engine.resident = {"movie-lora:1"}
+    watcher = PromotionWatcher(ServedRegistry(registry))
+    watcher.start()
+    registry.current["movie"] = "movie-lora:2"
+
+    class PreloadFirst(InlineWorker):  # the admin's preload reaches the worker's queue before the unload
+        async def submit(self, call):
+            engine.preloaded.add("movie-lora:1")
+            return call()
+
+    async def go():
+        for switch in watcher.changes():
+            await watcher.apply(engine, InlineWorker(), switch)
+        await watcher.drain(engine, PreloadFirst())
+
+    asyncio.run(go())
+    assert watcher.draining == set() and engine.resident == {"movie-lora:1", "movie-lora:2"}
+
+
 def test_a_champion_removed_by_force_stops_being_routed_to_and_drains():
     """`registry remove X:2 --force` drops the alias; the server kept routing the domain to X:2 (404 for every
     request, never drained) instead of answering it as a domain without a champion."""
