@@ -56,7 +56,7 @@ from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, items_t
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
-from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, to_scores, tokenize
+from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
 from adaptrec.scoring.prefix import PrefixRanker, length_batches, pad_room, shared_length
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
@@ -470,10 +470,11 @@ class Engine:
         with torch.inference_mode():
             for model, idx in groups.values():
                 room = pad_room(model)  # a prefix-tuned adapter on sliding-window layers: padding past it moves scores
-                lengths = {i: len(self.tokenizer(rows[i][1], add_special_tokens=self.special).input_ids)
-                           if room is not None else 0 for i in idx}
+                ids = dict(zip(idx, self.tokenizer([rows[i][1] for i in idx], add_special_tokens=self.special)
+                               .input_ids))  # once: the lengths and the batches read them
+                lengths = {i: len(ids[i]) if room is not None else 0 for i in idx}
                 for chunk in length_batches(sorted(idx, key=lengths.__getitem__), lengths, self.batch_size, room):
-                    batch = tokenize(self.tokenizer, [rows[i][1] for i in chunk], self.backbone.device, self.special)
+                    batch = pad_ids(self.tokenizer, [ids[i] for i in chunk], self.backbone.device)
                     names = [residents[rows[i][0]].name for i in chunk]
                     out[chunk] = answer_logits(self.forward(model, batch, names), self.yes_id, self.no_id).cpu().numpy()
 
