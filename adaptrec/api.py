@@ -83,12 +83,20 @@ def recipe_text(name_or_path: str) -> str:
     return read_user_text(resolve_recipe_path(name_or_path), "recipe", ConfigError)
 
 
-def plan(recipe: str | Path, overrides: Sequence[str] = ()) -> RecipePlan:
-    """What `train` would do, checked without training: the recipe validated, its data and backbone resolved."""
+def plan(recipe: str | Path, overrides: Sequence[str] = (), *, resume: bool = False,
+         restart: bool = False) -> RecipePlan:
+    """What `train` would do, checked without training: the recipe validated, its data and backbone resolved, and
+    the run options as `train` checks them."""
     from .config import load_recipe
     from .train.plan import plan_recipe
 
+    _check_run_options(resume, restart)
     return plan_recipe(load_recipe(str(recipe), list(overrides))[0])
+
+
+def _check_run_options(resume: bool, restart: bool) -> None:
+    if resume and restart:  # --restart would discard what --resume continues
+        raise AdaptrecError("--resume and --restart exclude each other: continue the run, or start it over")
 
 
 def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = False, resume: bool = False,
@@ -99,8 +107,7 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
     from .config import load_recipe
     from .train.recipe import run_recipe
 
-    if resume and restart:  # --restart would discard what --resume continues
-        raise AdaptrecError("--resume and --restart exclude each other: continue the run, or start it over")
+    _check_run_options(resume, restart)
     parsed, text = load_recipe(str(recipe), list(overrides))
     result = run_recipe(parsed, text, resume=resume, restart=restart)
     if promote:
@@ -188,10 +195,10 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     validation part, and register it as the next version of `name` (default `KIND-SOURCE`, `:` as `-`)."""
     from .cf.evaluate import validation_metrics
     from .cf.fit import WINDOWS, fit_encoder
-    from .registry import check_name
+    from .names import check_name
 
     name = name or f"{kind}-{data.replace(':', '-')}"
-    check_name(name)  # before the fit, not after minutes of it
+    check_name(name, "encoder")  # before the fit, not after minutes of it
     _at_least(seed=(seed, 0))
     if kind == "sasrec" and data == "movielens:100k":
         raise ConfigError("sasrec reads a history in time order, and movielens:100k's cases list every liked item "
@@ -382,7 +389,7 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
-    from .registry.validation import check_domain
+    from .names import check_domain
     from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
 
     check_domain(domain)  # an empty one would be blamed on the history
@@ -409,7 +416,7 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
-    from .registry.validation import check_domain
+    from .names import check_domain
     from .router.policy import RoutePolicy, check_cold_options
     from .router.retrieval import recommend_user
 

@@ -183,15 +183,21 @@ def _converted(name: str) -> Path:
     return adaptrec_home() / "backbones" / _embedded(name).folder
 
 
-def load_tokenizer(name: str = EMBEDDED):
-    """Just the tokenizer (left padding), without converting or loading any weights."""
+def load_tokenizer(name: str = EMBEDDED, shown: str | None = None):
+    """Just the tokenizer (left padding), without converting or loading any weights; a folder without a usable
+    one is a one-line `BackboneError` naming the backbone as `shown` (default `name`)."""
     from transformers import AutoTokenizer
 
-    if name in EMBEDDED_MODELS and not (_converted(name) / "model.safetensors").is_file():
-        with _gguf_folder(name) as folder:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_MODELS[name].gguf)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[0])
+    try:
+        if name in EMBEDDED_MODELS and not (_converted(name) / "model.safetensors").is_file():
+            with _gguf_folder(name) as folder:
+                tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_MODELS[name].gguf)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[0])
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e).split())  # transformers' messages run over several lines
+        raise BackboneError(f"backbone {shown or name!r}: no usable tokenizer ({why[:160]}{'…' * (len(why) > 160)})") \
+            from e
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -327,10 +333,7 @@ def _describe(name: str, quantization: str):
         raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
     source, base_model = resolve_source(name)
     config = _config(source, name)
-    try:
-        tokenizer = load_tokenizer(str(source))
-    except (OSError, ValueError) as e:
-        raise BackboneError(f"backbone {name!r}: {str(e).splitlines()[0]}") from e
+    tokenizer = load_tokenizer(str(source), shown=name)
     return source, config, tokenizer, compute_fingerprint(source, base_model, quantization, config, tokenizer)
 
 

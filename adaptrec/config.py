@@ -9,8 +9,6 @@ from typing import Annotated, Literal
 import yaml
 from accelerate.utils import LoggerType
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -22,13 +20,11 @@ from pydantic import (
 from .adapters.base import AdapterConfig
 from .errors import ConfigError, DataSpecError
 from .fingerprint import digest, text_digest
-from .userfiles import read_user_text
+from .names import check_domain, check_name
+from .userfiles import UserSettings, read_user_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipped in the wheel
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `lr: .inf` passed gt=0 and trained on NaN
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -51,14 +47,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-class BackboneSection(_Strict):
+class BackboneSection(UserSettings):
     name: str = "embedded:smollm2"  # embedded default, a Hub id, or a local folder
     quantization: Literal["8bit", "4bit", "none"] = "8bit"  # 8bit: frozen weights in int8
     # 8-bit kernels: auto = bitsandbytes on CUDA, adaptrec's int8 kernel on CPU (2.6x bitsandbytes there)
     int8_backend: Literal["auto", "bitsandbytes", "torch"] | None = None  # null: $ADAPTREC_INT8_BACKEND, else auto
 
 
-class DataSection(_Strict):
+class DataSection(UserSettings):
     train: str  # SPEC of the training cases, e.g. tallrec:movie:train
     valid: str  # SPEC used for early stopping
     test: str  # SPEC of the final evaluation
@@ -83,7 +79,7 @@ class DataSection(_Strict):
         return data
 
 
-class TrainingSection(_Strict):
+class TrainingSection(UserSettings):
     lr: float = Field(1e-3, gt=0)  # higher: faster progress on small budgets, less stable
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_steps: int = Field(0, ge=0)
@@ -131,20 +127,20 @@ class TrainingSection(_Strict):
         return data
 
 
-class EvaluationSection(_Strict):
+class EvaluationSection(UserSettings):
     limit: int | None = Field(200, ge=2)  # seeded, label-stratified test subset; null: the full split
     seed: int = Field(0, ge=0)
     score: Literal["pyes", "tallrec"] = "pyes"  # tallrec: TALLRec's P(Yes)-P(No) over the full vocabulary
     batch_size: int = Field(8, ge=1)
 
 
-class PlainSettings(_Strict):
+class PlainSettings(UserSettings):
     """Today's training: cross-entropy of the Yes/No answer (TALLRec)."""
 
     type: Literal["plain"] = "plain"
 
 
-class JointSettings(_Strict):
+class JointSettings(UserSettings):
     """L = L_rec + text_weight * L_text (causal-LM loss on the domain's item text)."""
 
     type: Literal["joint"]
@@ -154,7 +150,7 @@ class JointSettings(_Strict):
     text_batch_size: int = Field(4, ge=1)  # item texts per micro-batch for L_text
 
 
-class DistillSettings(_Strict):
+class DistillSettings(UserSettings):
     """KL(teacher || student) at a temperature plus alpha * the hard Yes/No loss."""
 
     type: Literal["distill"]
@@ -166,7 +162,7 @@ class DistillSettings(_Strict):
     alpha: float = Field(0.5, ge=0)  # weight of the hard-label loss
 
 
-class MultitaskSettings(_Strict):
+class MultitaskSettings(UserSettings):
     """One adapter on several domains; the noun in each prompt's instruction tags its domain."""
 
     type: Literal["multitask"]
@@ -175,7 +171,7 @@ class MultitaskSettings(_Strict):
     ratios: dict[str, Annotated[float, Field(gt=0)]] = {}  # per-domain sampling ratio (default: by case count)
 
 
-class BlendSettings(_Strict):
+class BlendSettings(UserSettings):
     """Plain training, then a logistic regression on [logit P(yes), like-ratio, log popularity]."""
 
     type: Literal["blend"]
@@ -189,9 +185,9 @@ MethodSection = Annotated[
     PlainSettings | JointSettings | DistillSettings | MultitaskSettings | BlendSettings, Field(discriminator="type")]
 
 
-class Recipe(_Strict):
+class Recipe(UserSettings):
     _source: str = PrivateAttr("recipe")  # the file it was read from, for error messages
-    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # registry name of the adapter
+    name: str  # registry name of the adapter
     domain: str  # the domain this adapter serves
     backbone: BackboneSection = BackboneSection()
     adapter: AdapterConfig
@@ -199,6 +195,16 @@ class Recipe(_Strict):
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()
     method: MethodSection = PlainSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _a_registry_name(cls, name: str) -> str:  # refused when read, not by the registry after the training
+        return check_name(name, error=ValueError)
+
+    @field_validator("domain")
+    @classmethod
+    def _a_registry_domain(cls, domain: str) -> str:
+        return check_domain(domain, error=ValueError)
 
     @model_validator(mode="after")
     def _collab_reads_item_tokens(self) -> "Recipe":
@@ -214,7 +220,7 @@ def _parse_override(item: str, source: str) -> tuple[list[str], object]:
         raise ConfigError(f"{source}: --set {item!r}: expected key=value, e.g. training.lr=1e-4")
     try:
         parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not a YAML value: the text itself
         parsed = value
     return key.split("."), parsed
 
@@ -249,6 +255,7 @@ def resolve_recipe_path(name_or_path: str) -> Path:
 
 
 MAX_ERRORS = 5  # a recipe's mistakes named one per line, up to this many
+MAX_SHOWN = 80  # characters of a refused value echoed back
 
 
 def _describe_error(err: dict, raw: dict) -> str:
@@ -257,8 +264,11 @@ def _describe_error(err: dict, raw: dict) -> str:
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
-    value = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
+    shown = repr(err["input"])
+    shown = shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN] + "…"
     message = err["msg"].removeprefix("Value error, ")
+    named = err["type"] == "missing" or isinstance(err["input"], dict) or repr(err["input"]) in message
+    value = "" if named else f" (got {shown})"
     return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix
 
 
@@ -270,6 +280,8 @@ def _validate(text: str, overrides: list[str], source: str) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{source}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, overrides, source)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import math
 import stat
+import types
+import typing
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .errors import AdaptrecError
 
@@ -44,6 +48,29 @@ def finite_number(x: Any) -> bool:
         return math.isfinite(x)
     except OverflowError:
         return False
+
+
+def _takes_number_not_bool(annotation: Any) -> bool:
+    """Whether a field typed `annotation` takes an int or float (alone or in a union) and no bool."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    options = typing.get_args(annotation) if union else (annotation,)
+    return bool not in options and any(o in (int, float) for o in options)
+
+
+class UserSettings(BaseModel):
+    """Settings a user writes (recipe sections, adapter settings): unknown keys, inf/nan and `true`/`false` where a
+    number goes are errors (pydantic's lax mode reads `lr: yes` as 1.0 and `seed: no` as 0)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, field in cls.model_fields.items():
+                if isinstance(data.get(key), bool) and _takes_number_not_bool(field.annotation):
+                    raise ValueError(f"{key}: expected a number, not {str(data[key]).lower()}")
+        return data
 
 
 def _refuse_constant(name: str) -> Any:

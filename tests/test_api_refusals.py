@@ -58,6 +58,8 @@ def _limits(**sizes):
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
     (lambda: adaptrec.serve(limits=_limits(queue_timeout_s=0.0)), "--queue-timeout 0.0"),  # was: refused every request
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
+    (lambda: adaptrec.plan("movie-lora", resume=True, restart=True), "exclude each other"),  # was: a plan
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="../x"), "bad encoder name '../x'"),
     (lambda: adaptrec.route("u1", "movie", data="tallrec:movie:test", history="h.json"), "pass one"),
     (lambda: adaptrec.route("u1", "", history="h.json"), "bad domain ''"),  # was: blamed on the history
     (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),

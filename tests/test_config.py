@@ -231,6 +231,39 @@ def test_a_gradient_norm_may_not_be_negative():
         assert not load_recipe("movie-lora", [f"training.max_grad_norm={off}"])[0].training.max_grad_norm
 
 
+@pytest.mark.parametrize("setting, needle", [
+    ("name=..", "name: bad adapter name '..'"), ("name=.hidden", "name: bad adapter name '.hidden'"),
+    ("name=" + "x" * 129, "name: bad adapter name"), ("domain=a\tb", "domain: bad domain 'a\\tb'"),
+    ("domain=' '", "domain: bad domain ' '")])
+def test_a_name_or_domain_the_registry_refuses_is_refused_when_the_recipe_is_read(setting, needle):
+    """(was: accepted, refused by the registry only after the model loaded, trained and was evaluated)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [setting])
+    assert needle in _one_line(e) and "(got" not in _one_line(e)  # the message names the value once
+
+
+@pytest.mark.parametrize("setting, key", [("training.lr=yes", "training: lr"), ("data.shots=true", "data: shots"),
+                                          ("training.seed=no", "training: seed"), ("adapter.r=true", "adapter: r")])
+def test_a_boolean_is_no_number(setting, key):
+    """pydantic's lax mode read `lr: yes` as 1.0, `shots: true` as 1 and `seed: no` as 0."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [setting])
+    assert f"{key}: expected a number, not" in _one_line(e)
+
+
+def test_yaml_nested_past_the_parsers_depth_is_one_line_and_long_values_are_cut(tmp_path):
+    """(was: a RecursionError traceback from inside PyYAML; a refused value echoed whole, kilobytes long)"""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("x: " + "[" * 600 + "]" * 600 + "\n")
+    with pytest.raises(ConfigError, match="deep.yaml: not valid YAML \\(nested too deeply\\)"):
+        load_recipe(str(deep))
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", ["foo=" + "[" * 1000 + "]" * 1000])
+    assert "foo: Extra inputs are not permitted" in _one_line(e) and len(_one_line(e)) < 250
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        recipe_from_text("x: " + "[" * 600 + "]" * 600)
+
+
 @pytest.mark.parametrize("key", ["data.seed", "training.seed", "evaluation.seed"])
 def test_a_negative_seed_is_refused(key):
     """(was: accepted, then numpy's traceback: at the few-shot draw, at the first step or at the report)"""

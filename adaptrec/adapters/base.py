@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from adaptrec.errors import AdaptrecError, ConfigError
+from adaptrec.userfiles import UserSettings
 
 if TYPE_CHECKING:  # peft is imported lazily: `import adaptrec.adapters` stays cheap
     from peft import PeftConfig, PeftModel
@@ -39,10 +40,9 @@ if TYPE_CHECKING:  # peft is imported lazily: `import adaptrec.adapters` stays c
 _TYPE_MODULES: tuple[str, ...] = ("lora", "adalora", "prefix", "collab")
 
 
-class AdapterSettings(BaseModel):
+class AdapterSettings(UserSettings):
     """Base of every type's settings: unknown keys are errors, and each type has a `type` discriminator."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str
 
 

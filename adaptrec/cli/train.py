@@ -31,7 +31,7 @@ def train(
 ) -> None:
     """Train an adapter from a recipe, evaluate it beside the baselines, and register it."""
     if dry_run:
-        typer.echo(api.plan(recipe, set_ or []).describe())
+        typer.echo(api.plan(recipe, set_ or [], resume=resume, restart=restart).describe())
         return
     result = api.train(recipe, set_ or [], resume=resume, restart=restart, promote=promote)
     typer.echo(result.report.markdown())

@@ -62,7 +62,7 @@ def _template(meta: dict) -> str:
     one is the publisher's) reads as one."""
     try:
         parsed = yaml.safe_load(meta.get("recipe") or "")
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # a pulled text nested past the parser's depth too
         return "tallrec"
     data = parsed.get("data") if isinstance(parsed, dict) else None
     template = data.get("template") if isinstance(data, dict) else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -11,21 +10,11 @@ from typing import Any
 
 from adaptrec.errors import RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
+from adaptrec.names import check_name
 
 KINDS = ("trained", "composed", "pulled")
 EXPORT_METHODS = ("adalora_to_lora",)  # lineage methods of a `composed` row that re-expresses one adapter exactly
-_NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
 MAX_VERSION = 2**63 - 1  # the largest SQLite INTEGER
-_NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
-
-
-def check_name(name: str) -> str:
-    """Return `name` if it is a valid adapter name, else raise `RegistryError`."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise RegistryError(f"bad adapter name {name!r}: {_NAME_HELP}")
-    return name
-
-
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """`name` / `name:latest` → (name, None); `name:3` → (name, 3)."""
     if not isinstance(ref, str) or not ref:

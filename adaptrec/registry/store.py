@@ -22,6 +22,7 @@ from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
 from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError, RegistryUnavailable
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
+from adaptrec.names import check_domain
 
 from . import audit
 from . import encoders as encoder_rows
@@ -30,7 +31,6 @@ from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, 
 from .schema import migrate, schema_version, stored_version
 from .validation import (
     as_fingerprint,
-    check_domain,
     check_lineage,
     check_metrics,
     check_origin,
@@ -330,7 +330,7 @@ class Registry:
     # ------------------------------------------------------------ collaborative encoders
     def register_encoder(self, name: str, fitted: Fitted, window: str, metrics: dict) -> EncoderRecord:
         """Store a fitted encoder as the next version of `name` (files first, atomically; the row commits last)."""
-        check_name(name)
+        check_name(name, "encoder")
         folder: list[Path] = []  # set once the version is allocated
 
         def remove_written() -> None:  # under the write lock: no folder is left without its row

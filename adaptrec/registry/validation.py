@@ -19,13 +19,6 @@ from .records import KINDS, AdapterRecord, parse_ref
 _LINEAGE_HELP = "{'parents': ['name:version', ...], 'method': ..., 'weights': [...]}"
 
 
-def check_domain(domain: str) -> str:
-    """`domain` if it is a short printable name."""
-    if not isinstance(domain, str) or not domain.strip() or len(domain) > 200 or not domain.isprintable():
-        raise RegistryError(f"bad domain {domain!r}: give a short printable name such as 'movies'")
-    return domain
-
-
 def check_metrics(metrics: dict | None) -> dict:
     """{metric: {"value": number, "data": SPEC, "limit": int | None, ...extra protocol keys}}."""
     if metrics is None:

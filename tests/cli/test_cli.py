@@ -31,6 +31,17 @@ def test_bad_specs_are_one_line_errors(monkeypatch, capsys, spec):
     assert spec.split(":")[0] in line or "nope.json" in line
 
 
+def test_a_backbone_folder_without_a_tokenizer_is_one_line_error(monkeypatch, capsys, tmp_path):
+    """`data inspect --backbone EMPTY_FOLDER` (was: transformers' ValueError traceback)"""
+    from synthetic import write_tallrec_files
+
+    data = write_tallrec_files(tmp_path / "data", {"test": 2})["test"]
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "data", "inspect", str(data), "--backbone",
+                                    str(tmp_path / "empty"))[::2])
+    assert f"backbone '{tmp_path / 'empty'}': no usable tokenizer" in line
+
+
 def test_bad_recipe_is_one_line_error(monkeypatch, capsys, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text((RECIPES_DIR / "movie-lora.yaml").read_text().replace("  lr: 1.0e-3", "  lr: fast"))

@@ -40,7 +40,7 @@ def test_no_metrics_no_data_section():
 def test_any_recipe_text_gives_a_card_and_only_a_named_template_is_said():
     """A pulled adapter's recipe is its publisher's text (was: `data: x` raised AttributeError at the next push)."""
     for recipe in ("data: x\n", "data: [1, 2]\n", "- a\n", "data: {template: 3}\n", "{bad", "",
-                   "data: {template: '`<script>`'}\n"):  # no template adaptrec knows
+                   "data: {template: '`<script>`'}\n", "x: " + "[" * 600 + "]" * 600):  # none adaptrec knows
         assert "prompt template" not in model_card({**META, "recipe": recipe}, "alice/movie-lora", "main")
     card = model_card({**META, "recipe": "data: {template: chat}\n"}, "alice/movie-lora", "main")
     assert "trained with the `chat` prompt template" in card

@@ -1,0 +1,26 @@
+"""The names a user gives what the registry keeps: adapter and encoder names, and domains. The registry checks
+them when it writes; a recipe checks its own when it is read, so a name the registry would refuse stops a run
+before any data or model loads, not after its training."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import RegistryError
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
+_NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
+
+
+def check_name(name: str, what: str = "adapter", error: type[Exception] = RegistryError) -> str:
+    """Return `name` if it is a valid `what` ("adapter", "encoder") name, else raise `error`."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise error(f"bad {what} name {name!r}: {_NAME_HELP}")
+    return name
+
+
+def check_domain(domain: str, error: type[Exception] = RegistryError) -> str:
+    """`domain` if it is a short printable name, else raise `error`."""
+    if not isinstance(domain, str) or not domain.strip() or len(domain) > 200 or not domain.isprintable():
+        raise error(f"bad domain {domain!r}: give a short printable name such as 'movies'")
+    return domain
