@@ -18,10 +18,19 @@ for group in (train, online, evaluate, registry, router, hub, serve, plot):
 
 def main() -> None:
     try:
-        app()
+        code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
+    except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except AdaptrecError as e:
         typer.echo("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), err=True)
         sys.exit(e.exit_code)
     except OSError as e:  # the file system refused (a home under a file, a full disk, no permission): one line
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # a command's `typer.Exit(N)`, `--help`: their exit code

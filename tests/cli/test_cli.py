@@ -143,8 +143,21 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     (["drift", "movie", "--before", "feedback:movie", "--after", "feedback:movie", "--seed", "-1"], "--seed"),
 ])
 def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, capsys, args, option):
-    code, _, err = run_cli(monkeypatch, capsys, *args)
-    assert code == 2 and f"Invalid value for '{option}'" in err and "Traceback" not in err
+    """One `error:` line each (was: click's five-line usage box)."""
+    line = _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
+    assert f"Invalid value for '{option}'" in line and f"(see `adaptrec {args[0]} --help`)" in line
+
+
+@pytest.mark.parametrize("args, words", [(["eval", "--bogus"], "No such option: --bogus"),
+                                         (["evall"], "No such command 'evall'. Did you mean 'eval'?"),
+                                         (["registry", "promote"], "Missing argument 'ref'")])
+def test_usage_errors_are_one_line(monkeypatch, capsys, args, words):
+    assert words in _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
+
+
+def test_help_and_a_commands_own_exit_code_pass_through(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "eval", "--help")
+    assert code == 0 and "Usage: adaptrec eval" in out
 
 
 def test_a_home_that_cannot_be_made_is_one_line(monkeypatch, capsys, tmp_path):
