@@ -137,12 +137,13 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
 def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None,
          history_len: int = leave_one_out.HISTORY_LEN) -> DataSet:
     """An interaction log's sliding windows, or its leave-one-out `part` (every interaction a positive)."""
-    if not path.is_file():
+    if not path.exists():  # a folder or pipe there is named so by its reader
         raise DataSpecError(f"no such interaction log: {path}")
+    rows = interaction_log.read_log(path)
     items_path = path.with_name("items" + path.suffix)  # items.jsonl beside a .jsonl log, items.parquet beside .parquet
-    if not items_path.is_file():
+    if not items_path.exists():
         raise DataSpecError(f"interaction log {path} needs its catalogue {items_path} (item_id, title per row)")
-    rows, catalogue = interaction_log.read_log(path), interaction_log.read_catalogue(items_path)
+    catalogue = interaction_log.read_catalogue(items_path)
     if part is None:
         cases = interaction_log.cases_from_log(rows, catalogue)
         counts = interaction_log.log_item_counts(rows, catalogue)

@@ -171,8 +171,10 @@ class _MirrorSource:
         revisions = self._revisions()
         if len(revisions) == 1:
             return revisions[0]
-        raise HubError(f"mirror {self.repo_dir}: say which revision to pull, e.g. {self.repo_dir}@{revisions[-1] if revisions else 'v1'} "
-                       f"(it has: {', '.join(revisions) or 'none'})")
+        if not revisions:
+            raise HubError(f"mirror {self.repo_dir}: it holds no revision to pull (`adaptrec hub push --to` writes one)")
+        raise HubError(f"mirror {self.repo_dir}: say which revision to pull, e.g. {self.repo_dir}@{revisions[-1]} "
+                       f"(it has: {', '.join(revisions)})")
 
     def listing(self) -> dict[str, int | None]:
         """{file name: size in bytes}; a link or a special file (FIFO, device, socket) is refused."""

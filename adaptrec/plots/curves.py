@@ -34,7 +34,8 @@ def run_folder(source: Path) -> Path:
         if matches:
             raise ResultFileError(f"{source}: {len(matches)} runs have that name under {runs} "
                                   f"({', '.join(p.name for p in matches)}); give the folder")
-    raise ResultFileError(f"{source}: no such run (give a run folder, its metrics.jsonl, or a run name under {runs})")
+    what = "is no run's metrics.jsonl" if source.exists() else "no such run"
+    raise ResultFileError(f"{source}: {what} (give a run folder, its metrics.jsonl, or a run name under {runs})")
 
 
 def read_run(source: Path, metric: str = METRIC) -> tuple[str, list[dict]]:

@@ -192,3 +192,17 @@ def test_a_parquet_log_with_a_nan_timestamp_is_refused(tmp_path):
                              "timestamp": [1.0, float("nan")]}), path)
     with pytest.raises(DataFormatError, match=r"log\.parquet:row 2: key 'timestamp' must be a finite number"):
         read_log(path)
+
+
+@pytest.mark.parametrize("folder", ["log.jsonl", "items.jsonl"])
+def test_a_folder_named_as_a_log_or_its_catalogue_is_called_a_folder(tmp_path, folder):
+    """(was: "no such interaction log" for a folder log; "needs its catalogue" for a folder catalogue)"""
+    from adaptrec.data.spec import load_spec
+    from adaptrec.errors import DataSpecError
+
+    write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": "1", "domain": "movie"}])
+    write_jsonl(tmp_path / "items.jsonl", [{"item_id": "1", "title": "x"}])
+    (tmp_path / folder).unlink()
+    (tmp_path / folder).mkdir()
+    with pytest.raises(DataSpecError, match=f"{folder}: the file is a directory; give a regular file"):
+        load_spec(str(tmp_path / "log.jsonl"))

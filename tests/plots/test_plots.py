@@ -207,6 +207,8 @@ def _one_error_line(code: int, err: str) -> str:
     ("transfer", "[" * 100_000 + "]" * 100_000, "nested too deeply"),  # was: RecursionError's traceback
     ("bench", json.dumps({"benchmark": "mixed_batch", "machine": {}}), "lacks the field"),
     ("shots", json.dumps({"domain": "movie"}) + "\n", "lacks the field 'type'"),
+    ("curves", "{}", "result.json: is no run's metrics.jsonl"),  # was: "no such run" for a file that is there
+    ("curves", None, "result.json: no such run"),
 ])
 def test_cli_missing_or_malformed_file_is_one_error_line(monkeypatch, capsys, tmp_path, kind, content, match):
     path = tmp_path / "result.json"
