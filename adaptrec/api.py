@@ -13,6 +13,7 @@ Imports sit inside the functions so that `import adaptrec` and `adaptrec --help`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -491,6 +492,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
         raise AdaptrecError(f"--registry {registry_home}: no such folder")
     check_address(host, port)
+    options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
+                           allow_any_adapter=allow_any_adapter, request_log=request_log,
+                           exploration=exploration or {}, watch_promotions=watch_promotions)  # checked here
     reg = registry(registry_home)
     for ref in preload:
         reg.resolve(ref)  # a misspelt preload: refused before the backbone loads
@@ -499,10 +503,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     for ref in preload:
         engine.preload(ref)
     if max_batch is None:
-        max_batch = 1 if str(model.device).startswith("cpu") else 16
-    run_server(engine, host, port, ServeOptions(max_batch=max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
-                                                allow_any_adapter=allow_any_adapter, request_log=request_log,
-                                                exploration=exploration or {}, watch_promotions=watch_promotions))
+        options = replace(options, max_batch=1 if str(model.device).startswith("cpu") else 16)
+    run_server(engine, host, port, options)
 
 
 def parse_exploration(items: Sequence[str]) -> dict[str, float]:

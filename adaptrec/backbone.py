@@ -188,16 +188,19 @@ def load_tokenizer(name: str = EMBEDDED, shown: str | None = None):
     one is a one-line `BackboneError` naming the backbone as `shown` (default `name`)."""
     from transformers import AutoTokenizer
 
-    try:
-        if name in EMBEDDED_MODELS and not (_converted(name) / "model.safetensors").is_file():
-            with _gguf_folder(name) as folder:
-                tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_MODELS[name].gguf)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[0])
-    except (OSError, ValueError) as e:
-        why = " ".join(str(e).split())  # transformers' messages run over several lines
-        raise BackboneError(f"backbone {shown or name!r}: no usable tokenizer ({why[:160]}{'…' * (len(why) > 160)})") \
-            from e
+    def read(source, **options):
+        try:
+            return AutoTokenizer.from_pretrained(source, **options)
+        except (OSError, ValueError) as e:
+            why = " ".join(str(e).split())  # transformers' messages run over several lines
+            raise BackboneError(f"backbone {shown or name!r}: no usable tokenizer ({why[:160]}"
+                                f"{'…' * (len(why) > 160)})") from e
+
+    if name in EMBEDDED_MODELS and not (_converted(name) / "model.safetensors").is_file():
+        with _gguf_folder(name) as folder:
+            tokenizer = read(folder, gguf_file=EMBEDDED_MODELS[name].gguf)
+    else:
+        tokenizer = read(resolve_source(name)[0])
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -18,13 +18,12 @@ from pydantic import (
 )
 
 from .adapters.base import AdapterConfig
-from .errors import ConfigError, DataSpecError
+from .errors import ConfigError, DataSpecError, RegistryError
 from .fingerprint import digest, text_digest
 from .names import check_domain, check_name
-from .userfiles import UserSettings, read_user_text
+from .userfiles import NEW_SETTINGS, UserSettings, read_user_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipped in the wheel
-
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -187,7 +186,7 @@ MethodSection = Annotated[
 
 class Recipe(UserSettings):
     _source: str = PrivateAttr("recipe")  # the file it was read from, for error messages
-    name: str  # registry name of the adapter
+    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # registry name of the adapter (new runs: `names.check_name`)
     domain: str  # the domain this adapter serves
     backbone: BackboneSection = BackboneSection()
     adapter: AdapterConfig
@@ -195,16 +194,6 @@ class Recipe(UserSettings):
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()
     method: MethodSection = PlainSettings()
-
-    @field_validator("name")
-    @classmethod
-    def _a_registry_name(cls, name: str) -> str:  # refused when read, not by the registry after the training
-        return check_name(name, error=ValueError)
-
-    @field_validator("domain")
-    @classmethod
-    def _a_registry_domain(cls, domain: str) -> str:
-        return check_domain(domain, error=ValueError)
 
     @model_validator(mode="after")
     def _collab_reads_item_tokens(self) -> "Recipe":
@@ -272,8 +261,9 @@ def _describe_error(err: dict, raw: dict) -> str:
     return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix
 
 
-def _validate(text: str, overrides: list[str], source: str) -> Recipe:
-    """The recipe that YAML `text` with `overrides` applied describes; one-line ConfigError otherwise."""
+def _validate(text: str, overrides: list[str], source: str, new: bool = False) -> Recipe:
+    """The recipe that YAML `text` with `overrides` applied describes; one-line ConfigError otherwise. `new`: a
+    recipe a run starts from now, not a stored text (`UserSettings`)."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
@@ -286,7 +276,7 @@ def _validate(text: str, overrides: list[str], source: str) -> Recipe:
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, overrides, source)
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw, context={NEW_SETTINGS: new})
     except ValidationError as e:
         lines = [f"{source}: {_describe_error(err, raw)}" for err in e.errors()[:MAX_ERRORS]]
         if len(e.errors()) > MAX_ERRORS:
@@ -307,7 +297,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
     if reserved is not None:  # `recipe_from_text` would read it back as an override
         raise ConfigError(f"{path} line {reserved}: comments starting {_SET_PREFIX.strip()!r} are where adaptrec "
                           "records --set overrides; reword it")
-    recipe = _validate(text, overrides or [], str(path))
+    recipe = _validate(text, overrides or [], str(path), new=True)
     check_new_run(recipe)
     if overrides:
         text += "".join(f"\n{_SET_PREFIX}{o}" for o in overrides) + "\n"
@@ -318,10 +308,16 @@ def check_new_run(recipe: Recipe) -> None:
     """ConfigError for settings no new run may start with; checked where a run starts (`load_recipe`, `update`), not
     on stored texts, so versions registered before a check was added still load and score:
 
+    - a `name` or `domain` the registry would refuse only after the run trained;
     - a warm-up gives the first optimizer step learning rate 0, so with one step the adapter would not train;
     - a collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
       held-out splits of that source, or their pairs would train the encoder.
     """
+    try:
+        check_name(recipe.name)
+        check_domain(recipe.domain)
+    except RegistryError as e:
+        raise ConfigError(f"{recipe._source}: {e}") from None
     t = recipe.training
     if t.warmup_steps and t.max_steps == 1:
         raise ConfigError(f"{recipe._source}: training: warmup_steps gives the first optimizer step learning rate 0, "

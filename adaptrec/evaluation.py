@@ -324,7 +324,7 @@ def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], rows: np.n
     out = {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
            f"averagepopularity@{k}": MetricValue(averagepopularity(top, dataset.item_counts), n=n),
            f"giniindex@{k}": MetricValue(giniindex(top, size), n=n)}
-    if embeddings is not None:
+    if embeddings is not None and any(len(t) > 1 for t in top):  # one-item lists have no pairs to differ
         out[f"diversity@{k}"] = MetricValue(diversity(top, embeddings), n=n)
     return out
 

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 
 from .errors import AdaptrecError
 
@@ -57,19 +57,25 @@ def _takes_number_not_bool(annotation: Any) -> bool:
     return bool not in options and any(o in (int, float) for o in options)
 
 
+NEW_SETTINGS = "new"  # validation context key: settings a user writes now, not a stored text read back
+
+
 class UserSettings(BaseModel):
-    """Settings a user writes (recipe sections, adapter settings): unknown keys, inf/nan and `true`/`false` where a
-    number goes are errors (pydantic's lax mode reads `lr: yes` as 1.0 and `seed: no` as 0)."""
+    """Settings a user writes (recipe sections, adapter settings): unknown keys and inf/nan are errors; so is a
+    boolean where a number goes, in new settings (validated with context `{NEW_SETTINGS: True}`): pydantic's lax
+    mode reads `lr: yes` as 1.0 and `seed: no` as 0. Stored texts that relied on that still read."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
-    def _no_bool_for_a_number(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, field in cls.model_fields.items():
-                if isinstance(data.get(key), bool) and _takes_number_not_bool(field.annotation):
-                    raise ValueError(f"{key}: expected a number, not {str(data[key]).lower()}")
+    def _no_bool_for_a_number(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and (info.context or {}).get(NEW_SETTINGS):
+            keys = [k for k, field in cls.model_fields.items()
+                    if isinstance(data.get(k), bool) and _takes_number_not_bool(field.annotation)]
+            if keys:
+                raise ValueError(f"{', '.join(keys)}: {'numbers' if len(keys) > 1 else 'a number'} expected, not "
+                                 "true/false (YAML reads yes/no and on/off as booleans too)")
         return data
 
 

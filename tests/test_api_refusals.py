@@ -56,6 +56,10 @@ def _limits(**sizes):
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
+    (lambda: adaptrec.serve(max_wait_ms=float("inf")), "--max-wait-ms inf"),  # was: a lone request waited for good
+    (lambda: adaptrec.serve(max_padding=float("nan")), "--max-padding nan: give a finite number, 0 to 1"),
+    (lambda: adaptrec.serve(watch_promotions=-1.0), "--watch-promotions -1.0"),
+    (lambda: adaptrec.serve(max_batch=0), "--max-batch 0"),
     (lambda: adaptrec.serve(limits=_limits(queue_timeout_s=0.0)), "--queue-timeout 0.0"),  # was: refused every request
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
     (lambda: adaptrec.plan("movie-lora", resume=True, restart=True), "exclude each other"),  # was: a plan

@@ -64,6 +64,11 @@ def test_beyond_accuracy_of_a_ranking_row():
     assert got["itemcoverage@2"].value == pytest.approx(3 / 10)
     assert got["averagepopularity@2"].value == pytest.approx(((0 + 1) / 2 + (0 + 2) / 2) / 2 / 45)
     assert got["giniindex@2"].value == pytest.approx(np.sum((2 * np.arange(8, 11) - 11) * np.array([1, 1, 2])) / 4 / 10)
+    vectors = {i: np.eye(10)[int(i)] for i in catalogue}
+    assert got["itemcoverage@2"] == beyond_accuracy(ds, lists, rows, k=2, embeddings=vectors)["itemcoverage@2"]
+    assert beyond_accuracy(ds, lists, rows, k=2, embeddings=vectors)["diversity@2"].value == pytest.approx(1.0)
+    single = [CandidateList(f"u{u}", "office", "0", ("0",), None) for u in range(2)]  # one-item lists: no pairs
+    assert "diversity@2" not in beyond_accuracy(ds, single, np.array([[0.5], [0.5]]), k=2, embeddings=vectors)
 
 
 @needs_tallrec

@@ -42,7 +42,7 @@ def full_ranks(encoder: Encoder, users: Sequence[str], targets: Sequence[str], h
         row, touched = scores[n].copy(), set(seen[n])
         row[[index[i] for i in touched if i in index and i != target]] = -np.inf
         if target not in index:
-            tied = len(unknown - touched - {target})  # the other unknown items the user has not touched
+            tied = len(unknown) - len(unknown & (touched | {target}))  # other unknown items the user has not touched
             out[n] = int((row > -np.inf).sum()) + tied + 1  # below every eligible item, +inf scored ones included
             continue
         if not np.isfinite(row[index[target]]):

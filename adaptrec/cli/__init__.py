@@ -20,9 +20,12 @@ def main() -> None:
     try:
         code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
     except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range
-        ctx = getattr(e, "ctx", None)
-        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        message, ctx = e.format_message().strip(), getattr(e, "ctx", None)
+        if "\n" in message:  # a group called bare: its help (unless rich printed it already, leaving no message)
+            typer.echo(message, err=True)
+        elif message:
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
         sys.exit(e.exit_code)
     except typer.Abort:  # end of input at a prompt
         typer.echo("Aborted!", err=True)

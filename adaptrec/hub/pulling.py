@@ -172,7 +172,8 @@ class _MirrorSource:
         if len(revisions) == 1:
             return revisions[0]
         if not revisions:
-            raise HubError(f"mirror {self.repo_dir}: it holds no revision to pull (`adaptrec hub push --to` writes one)")
+            raise HubError(f"mirror {self.repo_dir}: it holds no revision to pull "
+                           "(`adaptrec hub push --to` writes one)")
         raise HubError(f"mirror {self.repo_dir}: say which revision to pull, e.g. {self.repo_dir}@{revisions[-1]} "
                        f"(it has: {', '.join(revisions)})")
 
@@ -375,7 +376,7 @@ def pull(
     limits = limits or PullLimits.from_env()
     src = _open_source(source, endpoint)
     if name is not None:
-        from ..registry import check_name
+        from ..names import check_name
 
         check_name(name)
     local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)

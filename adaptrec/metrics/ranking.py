@@ -60,8 +60,9 @@ def _matrix_and_targets(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]
         )
     if mat.shape[0] == 0:
         raise ValueError("no cases: score_rows is empty")
-    if tgt.dtype == bool or not np.issubdtype(tgt.dtype, np.number):
-        raise ValueError(f"target_idx must hold integer indices, got {tgt.dtype} values")
+    odd = next((t for t in tgt.tolist() if isinstance(t, bool) or not isinstance(t, (int, float))), None)
+    if odd is not None:  # booleans read as indices 0 and 1; an object array of ints is fine
+        raise ValueError(f"target_idx must hold integer indices, got {odd!r}")
     if not np.issubdtype(tgt.dtype, np.integer):
         if not np.all(np.mod(tgt, 1) == 0):
             raise ValueError("target_idx must hold integer indices")

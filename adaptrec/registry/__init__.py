@@ -20,7 +20,8 @@ rollback), `encoders` (registered collaborative encoders).
 import sys
 
 from .. import CallablePackage
-from .records import KINDS, AdapterRecord, check_name, parse_ref
+from ..names import check_name
+from .records import KINDS, AdapterRecord, parse_ref
 from .schema import MIGRATIONS, schema_version
 from .store import Registry
 from .validation import verified_files

@@ -15,6 +15,8 @@ from adaptrec.names import check_name
 KINDS = ("trained", "composed", "pulled")
 EXPORT_METHODS = ("adalora_to_lora",)  # lineage methods of a `composed` row that re-expresses one adapter exactly
 MAX_VERSION = 2**63 - 1  # the largest SQLite INTEGER
+
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """`name` / `name:latest` → (name, None); `name:3` → (name, 3)."""
     if not isinstance(ref, str) or not ref:

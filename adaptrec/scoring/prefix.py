@@ -70,11 +70,10 @@ def pad_room(model: torch.nn.Module) -> int | None:
     prefix-tuned adapter's virtual tokens sit before the left padding, and a sliding-window layer counts its window
     in cache slots, padding included: past the window less the virtual tokens, a padded row loses them sooner than
     it would alone, so such batches hold prompts of one length only (`length_batches`). Under peft's
-    `disable_adapter()` (its `_adapters_disabled` flag) no virtual token is in front."""
+    `disable_adapter()` no virtual token is in front."""
     config = getattr(model, "active_peft_config", None)
     window = sliding_window(model)
-    disabled = getattr(model, "_adapters_disabled", False)
-    if disabled or window is None or not getattr(config, "is_prompt_learning", False):
+    if not getattr(config, "is_prompt_learning", False) or window is None or not model.has_active_enabled_adapter:
         return None
     return window - int(config.num_virtual_tokens)
 

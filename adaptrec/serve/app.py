@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import math
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from adaptrec.data.online_log import OnlineLog
+from adaptrec.errors import ConfigError
 from adaptrec.home import adaptrec_home
 
 from . import plans
@@ -68,6 +70,18 @@ class ServeOptions:
     exploration: dict[str, float] = field(default_factory=dict)  # domain -> ε of /v1/recommend's slots
     exploration_seed: int | None = None
     watch_promotions: float = 1.0  # seconds between polls for new champions to pre-warm and switch to (0: off)
+
+    def __post_init__(self) -> None:
+        """Settings that would stall or refuse every request: one line, before the backbone loads (an infinite
+        `max_wait_ms` held a lone request until `max_batch` rows came)."""
+        for option, value, low, high in (("--max-wait-ms", self.max_wait_ms, 0, math.inf),
+                                         ("--max-padding", self.max_padding, 0, 1),
+                                         ("--watch-promotions", self.watch_promotions, 0, math.inf)):
+            if not (math.isfinite(value) and low <= value <= high):
+                most = f"to {high}" if high < math.inf else "or more"
+                raise ConfigError(f"{option} {value}: give a finite number, {low} {most}")
+        if self.max_batch < 1 or self.queue_size < 1:
+            raise ConfigError(f"--max-batch {self.max_batch}, queue size {self.queue_size}: each needs at least 1")
 
 
 def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,

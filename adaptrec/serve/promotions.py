@@ -151,6 +151,7 @@ class PromotionWatcher:
             if old in self.draining and all(self.in_flight[a] <= 0 for a in sources):
                 self.draining.discard(old)
                 idle += [(old, a) for a in sources if a not in kept]
+
         def unload(ref: str) -> None:  # on the worker, after any admin preload queued before it
             if ref not in engine.preloaded:
                 engine.unload(ref)

@@ -158,6 +158,8 @@ def test_usage_errors_are_one_line(monkeypatch, capsys, args, words):
 def test_help_and_a_commands_own_exit_code_pass_through(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "eval", "--help")
     assert code == 0 and "Usage: adaptrec eval" in out
+    code, out, err = run_cli(monkeypatch, capsys, "registry")  # a group called bare: its help, no error line
+    assert code == 2 and "Usage: adaptrec registry" in out + err and "error:" not in err
 
 
 def test_a_home_that_cannot_be_made_is_one_line(monkeypatch, capsys, tmp_path):

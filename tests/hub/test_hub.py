@@ -453,7 +453,7 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     assert Registry().resolve("movie-lora").origin["revision"] == "v1b"  # refs.json: the latest push
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(tmp_path / "empty")))
-    assert "it holds no revision to pull" in _one_line_error(code, err)  # (was: "say which revision … (it has: none)")
+    assert "it holds no revision to pull" in _one_line_error(code, err)  # was: "say which revision … (it has: none)"
 
     before = [r.ref for r in Registry().list()]
     (rev_dir / "optimizer.pt").write_bytes(b"pickle")

@@ -171,10 +171,11 @@ def test_ranking_input_validation():
         hit_at_k(ROWS, TARGETS, 0)
     with pytest.raises(ValueError, match="NaN"):
         ranks([[np.nan, 0.2]], [1])
-    with pytest.raises(ValueError, match="integer indices, got bool"):  # was: read as indices 0 and 1
+    with pytest.raises(ValueError, match="integer indices, got True"):  # was: read as indices 0 and 1
         ranks([[0.1, 0.2], [0.3, 0.4]], [True, False])
-    with pytest.raises(ValueError, match="integer indices, got <U1"):  # was: numpy's ufunc TypeError
+    with pytest.raises(ValueError, match="integer indices, got 'a'"):  # was: numpy's ufunc TypeError
         ranks([[0.1, 0.2]], ["a"])
+    assert ranks([[0.1, 0.2]], np.array([1], dtype=object)).tolist() == [1]  # an object column of ints
     with pytest.raises(ValueError, match="1 labels for 3 rows"):  # was: the value with no CI, without a word
         compute_ranking("hit@1", [[0.1, 0.2]] * 3, [0, 1, 1], clusters=["u"])
 
