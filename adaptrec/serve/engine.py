@@ -2,8 +2,8 @@
 
 LoRA adapters (AdaLoRA ones exported exactly to LoRA first) live side by side in ONE PeftModel
 over the backbone; every forward names its adapter per row and peft's `LoraLayer._mixed_batch_forward`
-applies each row's adapter, so no request ever calls the global `set_adapter` and rows for different
-adapters share one forward pass. The per-row names reach the LoRA layers through a persistent
+applies each row's adapter (a batch of one adapter's rows skips its row gather: `_one_adapter_forward`), so no
+request ever calls the global `set_adapter` and rows for different adapters share one forward pass. The per-row names reach the LoRA layers through a persistent
 pre-forward hook per layer that reads a context variable set for the duration of one forward: the
 same `adapter_names` kwarg peft's `forward(adapter_names=...)` injects, without re-registering a
 hook on every layer per call (that costs more than peft's `set_adapter` on a 30-layer model).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+import types
 from collections import OrderedDict
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
+from peft.tuners.lora.layer import VARIANT_KWARG_KEYS
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from adaptrec.adapters.attach import (
@@ -69,6 +71,23 @@ def _inject_rows(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tu
     if rows is not None:
         kwargs["adapter_names"] = rows
     return args, kwargs
+
+
+def _one_adapter_forward(layer: LoraLayer, x: torch.Tensor, *args, adapter_names: list[str],
+                         **kwargs) -> torch.Tensor:
+    """peft's `_mixed_batch_forward` for a batch whose rows all name one (vanilla) LoRA adapter of `layer`: the same
+    sums, without gathering those rows into a copy and scattering the result back (our own: peft does that even
+    for one adapter, which across seven projections per layer cost more than its `set_adapter`); any other batch
+    takes peft's."""
+    name = adapter_names[0]
+    if name not in layer.lora_A or name in layer.lora_variant or any(n != name for n in adapter_names):
+        return type(layer)._mixed_batch_forward(layer, x, *args, adapter_names=adapter_names, **kwargs)
+    for key in VARIANT_KWARG_KEYS:  # as peft's: not for the base layer
+        kwargs.pop(key, None)
+    result = layer.base_layer(x, *args, **kwargs)
+    lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
+    delta = lora_b(lora_a(layer.lora_dropout[name](x.to(lora_a.weight.dtype)))) * layer.scaling[name]
+    return result + delta.to(result.dtype)
 
 
 @contextmanager
@@ -348,9 +367,13 @@ class Engine:
                 self._hook(module)
 
     def _hook(self, module: torch.nn.Module) -> None:
-        """Give `module` (a LoRA layer, the item embedding) each forward's per-row adapter names, once."""
+        """Give `module` (a LoRA layer, the item embedding) each forward's per-row adapter names, once; a LoRA
+        layer that takes them through peft's generic mixed-batch forward skips its gather for one-adapter batches
+        (`_one_adapter_forward`)."""
         if id(module) not in self._hooked:
             module.register_forward_pre_hook(_inject_rows, with_kwargs=True)
+            if isinstance(module, LoraLayer) and type(module)._mixed_batch_forward is LoraLayer._mixed_batch_forward:
+                module._mixed_batch_forward = types.MethodType(_one_adapter_forward, module)
             self._hooked.add(id(module))
 
     @property

@@ -327,3 +327,20 @@ def test_a_prefix_tuned_adapter_on_sliding_window_layers_serves_each_row_as_alon
     assert min(len(tok(engine.prompt(c)).input_ids) for c in cases) > 48
     batched = engine.score(cases, "pre")
     np.testing.assert_allclose(batched, [engine.score([c], "pre")[0] for c in cases], atol=1e-6)
+
+
+def test_a_one_adapter_batch_skips_peft_s_row_gather_and_scores_the_same(tiny_model_dir, registry, cases, plain,
+                                                                         quantization, monkeypatch):
+    """peft's mixed-batch forward gathers and scatters rows even when all name one adapter; the engine's LoRA layers
+    skip that for such batches (the same sums) and keep peft's for mixed ones."""
+    from peft.tuners.lora import LoraLayer
+
+    engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry, batch_size=8)
+    calls = []
+    original = LoraLayer._mixed_batch_forward
+    monkeypatch.setattr(LoraLayer, "_mixed_batch_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    np.testing.assert_allclose(engine.score(cases, "arts-lora"), plain[REFS.index("arts-lora")], atol=1e-4)
+    assert calls == []  # one adapter: the engine's own sums
+    rows = [(ref, engine.prompt(cases[0])) for ref in ("arts-lora", "office-lora")]
+    np.testing.assert_allclose(to_scores(engine.logits(rows)), plain[:2, 0], atol=1e-4)
+    assert calls  # two adapters in one batch: peft's mixed forward
