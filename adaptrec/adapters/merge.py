@@ -97,10 +97,11 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
 
 
 # ---------------------------------------------------------------- ΔW merging
-def check_merge_sources(records: Sequence) -> None:
+def check_merge_sources(records: Sequence, method: str | None = None) -> None:
     """`CompositionError` for a source a ΔW merge cannot take, read from its registry record alone (before any
     model loads): a prefix or collaborative adapter, or one whose DoRA magnitudes, biases or whole modules a merge
-    of A and B would drop."""
+    of A and B would drop; with the `method`, LoRA sources whose ranks it cannot merge (`merge` checks again once
+    loaded, AdaLoRA sources' exported ranks included)."""
     for record in records:
         if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
@@ -114,6 +115,25 @@ def check_merge_sources(records: Sequence) -> None:
         if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes, biases and whole modules are dropped
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
                                    f"score-level mixing (--method {MIX})")
+    if method is not None and all(peft_type(r) == "LORA" for r in records):
+        ranks = {r.ref: (int((r.adapter_config or {}).get("r", 8)), dict((r.adapter_config or {}).get("rank_pattern")
+                                                                      or {})) for r in records}
+        _check_ranks(method, ranks)
+
+
+def _check_ranks(method: str, ranks: dict[str, tuple[int, dict]]) -> None:
+    """`CompositionError` when `method` cannot merge sources of these (rank, rank_pattern)s, keyed by name."""
+    patterned = [name for name, (_, pattern) in ranks.items() if pattern]
+    if patterned and (len(ranks) == 1 or method in SEPARATE_AB_METHODS):
+        raise CompositionError(f"{patterned[0]} has per-module ranks (rank_pattern); peft merges "
+                               f"{'one source linearly' if len(ranks) == 1 else f'{method} A and B separately'} and "
+                               "saves the result under one rank, so it would not load again; compose two or more "
+                               "sources with cat or svd")
+    if method in SEPARATE_AB_METHODS and len({str(r) for r in ranks.values()}) > 1:
+        shown = ", ".join(f"{name} r={r}" for name, (r, _) in ranks.items())
+        instead = "cat or svd" if method == "linear" else f"cat, svd or {method}_svd"
+        raise CompositionError(f"{method} merges A and B separately and needs equal ranks in every module ({shown}); "
+                               f"use {instead}")
 
 
 @contextmanager
@@ -158,17 +178,7 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
         raise CompositionError("mix combines scores, not weights; it cannot be merged into one adapter")
     if new_name in model.peft_config:
         raise CompositionError(f"an adapter named {new_name!r} is already attached")
-    patterned = [n for n in names if model.peft_config[n].rank_pattern]
-    if patterned and (len(names) == 1 or method in SEPARATE_AB_METHODS):
-        raise CompositionError(f"{patterned[0]} has per-module ranks (rank_pattern); peft merges "
-                               f"{'one source linearly' if len(names) == 1 else f'{method} A and B separately'} and "
-                               "saves the result under one rank, so it would not load again; compose two or more "
-                               "sources with cat or svd")
-    if method in SEPARATE_AB_METHODS and len({str(_ranks(model.peft_config[n])) for n in names}) > 1:
-        ranks = ", ".join(f"{n} r={_ranks(model.peft_config[n])[0]}" for n in names)
-        instead = "cat or svd" if method == "linear" else f"cat, svd or {method}_svd"
-        raise CompositionError(f"{method} merges A and B separately and needs equal ranks in every module ({ranks}); "
-                               f"use {instead}")
+    _check_ranks(method, {n: _ranks(model.peft_config[n]) for n in names})
     svd_rank = None
     if method in SVD_METHODS:
         total, side = _rank_bounds(model, names)

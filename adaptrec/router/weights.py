@@ -200,10 +200,11 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
                                "split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)
     records = [registry.resolve(r) for r in refs]
+    Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method, rank and density, checked now
     if method == MIX:  # before the backbone loads, not after
         refuse_nested_mix(records)
     else:
-        check_merge_sources(records)
+        check_merge_sources(records, method)
     domain = domain or records[-1].domain
     if not name:
         raise CompositionError("compose: pass a name for the composed adapter's registry entry")
@@ -216,7 +217,6 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
             raise CompositionError("compose: --weights are given or searched (--search), not both")
         if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
             raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
-        Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method and density, checked now
         _check_search(refs, method, l1, budget)
         labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
         cases = few_shot(labelled, shots, seed)
