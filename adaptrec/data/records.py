@@ -46,6 +46,12 @@ class Case:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def shown(self) -> tuple:
+        """What the case shows a model (its history, target and label), whatever SPEC or log event named it: two
+        cases with equal `shown` train or test a model alike."""
+        return tuple((h.text, h.liked) for h in self.history), self.target, self.label
+
+    @property
     def held_out_positive(self) -> bool:
         """A positive the data holds out, not a sampled negative copy of one (`meta["negative_of"]`)."""
         return self.label == 1 and "negative_of" not in self.meta

@@ -138,11 +138,6 @@ def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
     return specs
 
 
-def _case_key(case: Case) -> tuple:
-    """What a case shows a model (its history, target and label), whatever SPEC named it."""
-    return tuple((h.text, h.liked) for h in case.history), case.target, case.label
-
-
 def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]],
                  shown: dict[str, set | None]) -> tuple[int, str | None]:
     """How many of `cases` show a model exactly what a case of the `trained` data did (another name for the same
@@ -151,16 +146,16 @@ def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]],
     (None: it no longer loads here, and the SPEC comparison is all there is)."""
     from ..data.spec import load_spec
 
-    keys = {_case_key(c) for c in cases}
+    keys = {c.shown for c in cases}
     for base, start, stop in dict.fromkeys(trained):
         spec = base if (start, stop) == (0, math.inf) else f"{base}[{start}:{'' if stop == math.inf else int(stop)}]"
         if spec not in shown:
             try:
-                shown[spec] = {_case_key(c) for c in load_spec(spec).cases}
+                shown[spec] = {c.shown for c in load_spec(spec).cases}
             except AdaptrecError:
                 shown[spec] = None
         if shown[spec] and keys & shown[spec]:
-            return sum(_case_key(c) in shown[spec] for c in cases), spec
+            return sum(c.shown in shown[spec] for c in cases), spec
     return 0, None
 
 

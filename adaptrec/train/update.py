@@ -61,11 +61,14 @@ def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
     return [c for c in cases if "event" not in c.meta or not seen or c.meta["event"] in seen]
 
 
-def _logged_by(cases: Sequence[Case], new: Sequence[Case]) -> list[Case]:
-    """Validation `cases` without feedback logged after the newest of the `new` cases: checkpoints are not picked on
-    events the update could not have seen (the window a gate compares on comes later)."""
+def _held_out(cases: Sequence[Case], new: Sequence[Case], mixed: Sequence[Case]) -> list[Case]:
+    """Validation `cases` without feedback logged after the newest of the `new` cases (checkpoints are not picked on
+    events the update could not have seen: the window a gate compares on comes later) and without the cases it
+    trains on, `mixed` (new and replayed), by logged event or by what they show (`Case.shown`)."""
     until = max((c.meta["time"] for c in new if "time" in c.meta), default=None)
-    return [c for c in cases if until is None or c.meta.get("time", until) <= until]
+    events, shown = set(event_keys(mixed)), {c.shown for c in mixed}
+    return [c for c in cases if (until is None or c.meta.get("time", until) <= until)
+            and c.meta.get("event") not in events and c.shown not in shown]
 
 
 def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None = None,
@@ -89,7 +92,11 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         raise ConfigError(f"--data {data}: no labelled cases to update on")
     old = _seen_before(training_cases(recipe), parent) if replay else []
     mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
-    val = validation_cases(recipe, _logged_by(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new))
+    try:
+        val = validation_cases(recipe, _held_out(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new, mixed))
+    except ConfigError as e:
+        raise ConfigError(f"{e} (left once the update's own training cases, new and replayed, and feedback logged "
+                          "after them are set aside)") from None
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     registry.load_verified(parent.ref, backbone.fingerprint)

@@ -100,9 +100,12 @@ def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update
         return real_train(recipe, backbone, cases, val, run_dir, **kw)
 
     monkeypatch.setattr(update_mod, "train", spy)
-    child = update_adapter(root.ref, "feedback:movie:3000[0:12]", replay=0.5, steps=1).record
+    with pytest.raises(ConfigError, match="has no labelled cases; .* .left once the update.s own training cases"):
+        update_adapter(root.ref, "feedback:movie:3000[0:12]", replay=0.5, steps=1)  # it replays all the root saw
+    child = update_adapter(root.ref, "feedback:movie:3000[0:12]", replay=0.25, steps=1).record
     assert sorted({c.meta["time"] // 1000 for c in seen["cases"]}) == [1, 3]  # replayed: only what the root saw
     assert max(c.meta["time"] for c in seen["val"]) < 5000
+    assert not {c.shown for c in seen["val"]} & {c.shown for c in seen["cases"]}  # (was: validated on them too)
     assert child.trained_events > root.trained_events and len(child.trained_events) == 24
     Registry().promote(root.ref, "movie")
     from adaptrec.online.gate import trained_on
