@@ -309,7 +309,8 @@ def check_new_run(recipe: Recipe) -> None:
     on stored texts, so versions registered before a check was added still load and score:
 
     - a `name` or `domain` the registry would refuse only after the run trained;
-    - a warm-up gives the first optimizer step learning rate 0, so with one step the adapter would not train;
+    - a warm-up gives the first optimizer step learning rate 0 and reaches `training.lr` only once it is over: one
+      as long as the run (or longer) never trains at the rate the recipe names, and with one step not at all;
     - a collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
       held-out splits of that source, or their pairs would train the encoder.
     """
@@ -322,6 +323,9 @@ def check_new_run(recipe: Recipe) -> None:
     if t.warmup_steps and t.max_steps == 1:
         raise ConfigError(f"{recipe._source}: training: warmup_steps gives the first optimizer step learning rate 0, "
                           "and max_steps 1 has no other: the adapter would not train; set warmup_steps 0")
+    if t.warmup_steps >= t.max_steps:
+        raise ConfigError(f"{recipe._source}: training: warmup_steps {t.warmup_steps} of max_steps {t.max_steps}: "
+                          "the learning rate would never reach training.lr; set warmup_steps below max_steps (or 0)")
     if recipe.adapter.type == "collab":
         from .cf.fit import HELD_OUT, scores_spec
         from .data.spec import with_protocol
@@ -344,11 +348,12 @@ def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:
     return _validate(text, overrides, source)
 
 
-def step_budget(steps: int, overrides: Sequence[str] = ()) -> list[str]:
-    """`--set` items for a budget of `steps` optimizer steps: `training.max_steps`, and for one step also
-    `training.warmup_steps=0` unless `overrides` sets it (a warm-up's first step has learning rate 0)."""
+def step_budget(steps: int, overrides: Sequence[str] = (), warmup: int = 0) -> list[str]:
+    """`--set` items for a budget of `steps` optimizer steps: `training.max_steps`, and for one step, or no more
+    than the recipe's `warmup` steps, also `training.warmup_steps=0` unless `overrides` sets it (a warm-up's first
+    step has learning rate 0, and the rate reaches `training.lr` only once the warm-up is over)."""
     sets = [f"training.max_steps={steps}"]
-    if steps == 1 and not any(s.startswith("training.warmup_steps=") for s in overrides):
+    if (steps == 1 or steps <= warmup) and not any(s.startswith("training.warmup_steps=") for s in overrides):
         sets.append("training.warmup_steps=0")
     return sets
 

@@ -286,7 +286,10 @@ def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
         load_recipe("movie-lora", ["training.max_steps=1"])
     assert "set warmup_steps 0" in _one_line(e)
     assert load_recipe("movie-lora", ["training.max_steps=1", "training.warmup_steps=0"])
-    assert load_recipe("movie-lora", ["training.max_steps=2"])  # the second step learns
+    with pytest.raises(ConfigError) as e:  # the rate would never reach training.lr (was: accepted)
+        load_recipe("movie-lora", ["training.max_steps=2"])
+    assert "warmup_steps 2 of max_steps 2: the learning rate would never reach training.lr" in _one_line(e)
+    assert load_recipe("movie-lora", ["training.max_steps=3"])
     _, text = load_recipe("movie-lora")  # a version registered before the check, e.g. by `update --steps 1`
     assert recipe_from_text(text + "# --set training.max_steps=1\n").training.max_steps == 1  # still loads
 

@@ -264,9 +264,19 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, hist
             raise DataSpecError(f"{spec}: history_len keeps the latest history items, and TALLRec-style cases list "
                                 "every liked item before every disliked one (their order in time is not recorded)")
         base = _load(spec, negatives_per_positive, seed, history_len)
-        cases = [replace(c, history=c.history[-history_len:]) for c in base.cases]
+        cases = [_latest(c, history_len) for c in base.cases]
         return replace(base, cases=cases, fingerprint=digest({"base": base.fingerprint, "history_len": history_len}))
     return _load(spec, negatives_per_positive, seed, leave_one_out.HISTORY_LEN)
+
+
+def _latest(case: Case, n: int) -> Case:
+    """`case` with its latest `n` history items; the ids of those it drops join `meta[HIDDEN_HISTORY]` (the user
+    has them all the same: retrieval never offers them back)."""
+    dropped = [h.item_id for h in case.history[:-n] if h.item_id is not None]
+    if not dropped:
+        return replace(case, history=case.history[-n:])
+    hidden = [*case.meta.get(amazon.HIDDEN_HISTORY, ()), *dropped]
+    return replace(case, history=case.history[-n:], meta={**case.meta, amazon.HIDDEN_HISTORY: hidden})
 
 
 def _liked_first(spec: str) -> bool:

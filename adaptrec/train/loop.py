@@ -347,6 +347,9 @@ class Trainer:
                 self.optimizer.zero_grad()
             losses.append(loss.item() * len(cases))
         self.global_step += 1
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):  # synced on every rank: all stop alike
+            raise ConfigError(f"{self.recipe._source}: step {self.global_step}: the adapter's weights are not finite "
+                              "after this optimizer step: training diverged; lower training.lr")
         return {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
 
     def validate_and_checkpoint(self, row: dict) -> None:

@@ -82,7 +82,9 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     if not parent.recipe_text:
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
-    sets = [*overrides, *(step_budget(steps, overrides) if steps is not None else [])]
+    warmup = recipe_from_text(parent.recipe_text + "".join(f"\n# --set {s}" for s in overrides) + "\n",
+                              parent.ref).training.warmup_steps
+    sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
     text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
     recipe: Recipe = recipe_from_text(text, parent.ref)
     check_new_run(recipe)

@@ -206,3 +206,20 @@ def test_a_folder_named_as_a_log_or_its_catalogue_is_called_a_folder(tmp_path, f
     (tmp_path / folder).mkdir()
     with pytest.raises(DataSpecError, match=f"{folder}: the file is a directory; give a regular file"):
         load_spec(str(tmp_path / "log.jsonl"))
+
+
+def test_a_history_cut_to_its_latest_items_keeps_the_rest_as_items_the_user_has(tmp_path):
+    """`history_len` dropped the older items without a trace: retrieval could offer them back (was: no
+    `hidden_history`, as a cold view or `load_amazon(max_history=...)` records)."""
+    from adaptrec.data.amazon import HIDDEN_HISTORY
+    from adaptrec.data.spec import load_spec
+    from adaptrec.router.retrieval import Retriever
+
+    write_jsonl(tmp_path / "items.jsonl", [{"item_id": str(i), "title": f"film {i}"} for i in range(20)])
+    log = write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": str(i), "domain": "movie",
+                                                "timestamp": i} for i in range(14)])
+    case = load_spec(str(log), history_len=2, negatives_per_positive=0).cases[-1]  # target 13, history 3..12
+    assert [h.item_id for h in case.history] == ["11", "12"]
+    assert case.meta[HIDDEN_HISTORY] == [str(i) for i in range(3, 11)]
+    catalogue = {str(i): f'"film {i}"' for i in range(20)}
+    assert {str(i) for i in range(3, 13)} <= Retriever(catalogue).seen(case)

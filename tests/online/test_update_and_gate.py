@@ -432,7 +432,7 @@ def test_a_one_step_update_of_a_warmed_up_recipe_trains(tiny_model_dir, tmp_path
     parent's exact weights as a new version)."""
     from safetensors.torch import load_file
 
-    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2,
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 3, {"train": 16, "valid": 8, "test": 8}, eval_every=3,
                             warmup_steps=2)
     parent = run_recipe(*load_recipe(str(path))).record
     log_feedback(synthetic_cases(12, seed=5))
@@ -441,3 +441,6 @@ def test_a_one_step_update_of_a_warmed_up_recipe_trains(tiny_model_dir, tmp_path
     after = load_file(str(child.path / "adapter_model.safetensors"))
     assert any(not np.allclose(after[k].numpy(), before[k].numpy()) for k in before)
     assert "# --set training.warmup_steps=0" in child.recipe_text  # the stored recipe says so
+    # a budget within the warm-up would never train at training.lr (was: 2 steps at rates 0 and lr / 2)
+    two = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=2).record
+    assert "# --set training.max_steps=2\n# --set training.warmup_steps=0" in two.recipe_text

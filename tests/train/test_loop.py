@@ -305,6 +305,21 @@ def test_a_diverged_run_stops_in_one_line_naming_the_step(tiny_backbone, tmp_pat
         train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
 
 
+def test_weights_that_turn_nan_stop_the_run_at_that_step_before_any_checkpoint(tiny_backbone, tmp_path, monkeypatch):
+    """(was: a NaN loss went through clipping into the weights, and a checkpoint of them was written before the next
+    validation stopped the run)"""
+    from adaptrec.adapters.lora import LoraTuner
+
+    monkeypatch.setattr(LoraTuner, "extra_loss", lambda self, model: float("nan") * sum(
+        p.sum() for p in model.parameters() if p.requires_grad))
+    recipe = tiny_recipe(str(tiny_backbone.source), 4, eval_every=2, checkpoint_every=1)
+    recipe._source = "recipes/tiny.yaml"
+    with pytest.raises(ConfigError, match="^recipes/tiny.yaml: step 1: the adapter's weights are not finite after "
+                                          "this optimizer step: training diverged; lower training.lr$"):
+        train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tmp_path):
     recipe = tiny_recipe(str(tiny_backbone.source), 2, adapter={"type": "prefix", "init_text": "movie"})
     recipe._source = "recipes/tiny.yaml"
