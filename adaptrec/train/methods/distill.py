@@ -57,7 +57,7 @@ def pair_key(case: Case) -> tuple:
 
 
 def check_teacher_pairs(teacher_cases: Sequence[Case], train_cases: Sequence[Case], source: str = "") -> None:
-    """ConfigError unless every training case has its teacher case (same user, history and target)."""
+    """ConfigError unless every training case has its teacher case (`pair_key`: same user, domain, target and label)."""
     have = {pair_key(c) for c in teacher_cases}
     missing = [c for c in train_cases if pair_key(c) not in have]
     if missing:
