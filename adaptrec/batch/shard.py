@@ -12,7 +12,7 @@ from ..errors import AdaptrecError
 from ..evaluation import select_cases
 
 T = TypeVar("T")
-_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SHARD_RE = re.compile(r"^\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*$")  # past 4300 digits `int` refuses with a traceback
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def test_a_crash_leaves_no_file_and_a_rerun_reads_the_cache(monkeypatch, tiny_mo
     assert result.n == N_CASES and result.cached == 4  # the first chunk came from the cache
 
 
-@pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2"])
+@pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2", "9" * 5000 + "/" + "9" * 5001])
 def test_bad_shard_is_one_line_error(monkeypatch, capsys, tmp_path, shard):
     data = data_file(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data, "--out", str(tmp_path / "p.jsonl"),
