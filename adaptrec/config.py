@@ -166,8 +166,8 @@ class MultitaskSettings(UserSettings):
 
     type: Literal["multitask"]
     extra_train: list[str] = Field(min_length=1)  # SPECs of the other domains' training data (data.shots each)
-    weights: dict[str, Annotated[float, Field(gt=0)]] = {}  # per-domain loss weight (default 1)
-    ratios: dict[str, Annotated[float, Field(gt=0)]] = {}  # per-domain sampling ratio (default: by case count)
+    weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # per-domain loss weight (1)
+    ratios: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # sampling ratio (by case count)
 
 
 class BlendSettings(UserSettings):

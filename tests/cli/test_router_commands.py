@@ -88,8 +88,8 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                            str(unknown)], "candidate item 'zz9' is not in the office catalogue"),
                          (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
                          (["compose", "--from", "arts-lora,office-lora", "--method", "linear", "--name", "x"],
-                          "linear merges A and B separately and needs equal ranks in every module (arts-lora:1 r=4, "
-                          "office-lora:1 r=2)"),  # was: after the backbone loaded
+                          ("linear merges A and B separately and needs equal ranks in every module (arts-lora:1 r=4, "
+                           "office-lora:1 r=2)")),  # was: after the backbone loaded
                          (["compose", "--from", "arts-lora,office-lora", "--name", "x", "--shots", "8", "--l1", "0"],
                           "compose --shots, --l1: only the weight search reads these"),  # was: equal weights, exit 0
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
