@@ -101,8 +101,8 @@ def test_an_old_version_removed_while_it_drains_is_unloaded():
     assert engine.resident == {"movie-lora:2"}
 
 
-def test_an_unload_the_queue_refuses_is_tried_again_at_the_next_poll():
-    """(was: the old version left the drain before its unload was queued, so a full or slow queue left it resident)"""
+def _movie_switched() -> tuple[FakeEngine, PromotionWatcher]:
+    """A watcher that served movie-lora:1 (resident) and has switched movie to movie-lora:2, before any drain."""
     registry = FakeRegistry({"movie": "movie-lora:1"})
     engine = FakeEngine(registry, {})
     engine.resident = {"movie-lora:1"}
@@ -110,13 +110,23 @@ def test_an_unload_the_queue_refuses_is_tried_again_at_the_next_poll():
     watcher.start()
     registry.current["movie"] = "movie-lora:2"
 
+    async def switch_all():
+        for switch in watcher.changes():
+            await watcher.apply(engine, InlineWorker(), switch)
+
+    asyncio.run(switch_all())
+    return engine, watcher
+
+
+def test_an_unload_the_queue_refuses_is_tried_again_at_the_next_poll():
+    """(was: the old version left the drain before its unload was queued, so a full or slow queue left it resident)"""
+    engine, watcher = _movie_switched()
+
     class BusyQueue(InlineWorker):
         async def submit(self, call):
             raise QueueTimeout("the request waited 5.1 s in the queue (limit 5.0 s); retry later")
 
     async def go():
-        for switch in watcher.changes():
-            await watcher.apply(engine, InlineWorker(), switch)
         await watcher.drain(engine, BusyQueue())
         assert watcher.draining == {"movie-lora:1"} and "movie-lora:1" in engine.resident
         await watcher.drain(engine, InlineWorker())
@@ -129,24 +139,14 @@ def test_an_admin_preload_between_the_drains_read_and_its_unload_stays_loaded():
     """The drain read what was preloaded on the preparation thread; an admin preload of the old version queued
     before its unload (both run on the one worker) was unloaded right after (was: resident no more, its preload
     ended)."""
-    registry = FakeRegistry({"movie": "movie-lora:1"})
-    engine = FakeEngine(registry, {})
-    engine.resident = {"movie-lora:1"}
-    watcher = PromotionWatcher(ServedRegistry(registry))
-    watcher.start()
-    registry.current["movie"] = "movie-lora:2"
+    engine, watcher = _movie_switched()
 
     class PreloadFirst(InlineWorker):  # the admin's preload reaches the worker's queue before the unload
         async def submit(self, call):
             engine.preloaded.add("movie-lora:1")
             return call()
 
-    async def go():
-        for switch in watcher.changes():
-            await watcher.apply(engine, InlineWorker(), switch)
-        await watcher.drain(engine, PreloadFirst())
-
-    asyncio.run(go())
+    asyncio.run(watcher.drain(engine, PreloadFirst()))
     assert watcher.draining == set() and engine.resident == {"movie-lora:1", "movie-lora:2"}
 
 
