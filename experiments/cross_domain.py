@@ -130,7 +130,7 @@ def recipe_overrides(cfg: TransferConfig, recipe_name: str, shots: int | None) -
         sets.append(f"backbone.quantization={cfg.quantization}")
     sets += list(cfg.overrides)
     if cfg.steps is not None:
-        sets += step_budget(cfg.steps, cfg.overrides)
+        sets += step_budget(cfg.steps, cfg.overrides, base.training.warmup_steps)
     if shots is not None:
         sets += [f"data.shots={shots}", f"name={base.name}-{shots}shot"]
     return sets

@@ -347,7 +347,8 @@ class Trainer:
                 self.optimizer.zero_grad()
             losses.append(loss.item() * len(cases))
         self.global_step += 1
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):  # synced on every rank: all stop alike
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):  # one device sync
+            # replicated weights (DDP, the setups docs/training.md supports): every rank sees them and stops alike
             raise ConfigError(f"{self.recipe._source}: step {self.global_step}: the adapter's weights are not finite "
                               "after this optimizer step: training diverged; lower training.lr")
         return {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}

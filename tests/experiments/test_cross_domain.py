@@ -173,3 +173,14 @@ def test_a_mix_searched_with_the_old_penalty_on_its_scale_is_marked_stale():
 
     assert "mix of a, b were searched with an L1 penalty" in cross_domain.mix_stale_note(doc([0.25, 0.53]))[0]
     assert cross_domain.mix_stale_note(doc([0.3, 0.7])) == []
+
+
+def test_a_step_budget_within_the_recipes_warm_up_drops_it():
+    """`--steps 2` beside the shipped `warmup_steps 2`: the rate would never reach training.lr, which a new run
+    refuses (was: the experiment stopped there)."""
+    from adaptrec.config import load_recipe
+
+    cfg = cross_domain.TransferConfig(steps=2, backbone="embedded:smollm2", quantization="8bit")
+    sets = cross_domain.recipe_overrides(cfg, "office-lora", None)
+    assert sets == ["training.max_steps=2", "training.warmup_steps=0"]
+    assert load_recipe("office-lora", sets)[0].training.warmup_steps == 0
