@@ -320,16 +320,19 @@ class Trainer:
     def step(self) -> dict:
         """One optimizer step over `grad_accum` micro-batches (each rank takes its share of each); its metrics row.
         Each micro-batch's mean loss counts in proportion to its cases, so an epoch's short last micro-batch does not
-        weigh its cases more than a full one's."""
+        weigh its cases more than a full one's, on any rank: the weights divide by the cases of every rank's shares
+        (known here without communication), and data-parallel training averages the ranks' gradients."""
         t, acc = self.cfg, self.accelerator
         world, rank = acc.num_processes, acc.process_index
         self.model.train()
         losses = []
         lr = self.scheduler.get_last_lr()[0]  # the rate this step trains at (after it, the scheduler has moved on)
         first = self.global_step * t.grad_accum
-        window = [self.method.share(self.method.batch(self.train_cases, t.batch_size * world, t.seed, index),
-                                    rank, world) for index in range(first, first + t.grad_accum)]
+        batches = [self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)
+                   for index in range(first, first + t.grad_accum)]
+        window = [self.method.share(batch, rank, world) for batch in batches]
         total = sum(map(len, window))
+        every = sum(len(self.method.share(batch, r, world)) for batch in batches for r in range(world))
         for micro, cases in enumerate(window):
             index = first + micro
             with acc.accumulate(self.model):
@@ -337,7 +340,7 @@ class Trainer:
                 extra = self.tuner.extra_loss(self.unwrapped)
                 if extra is not None:
                     loss = loss + extra
-                acc.backward(loss * (len(cases) * t.grad_accum / total))  # accelerate divides by grad_accum
+                acc.backward(loss * (len(cases) * t.grad_accum * world / every))  # accelerate divides by grad_accum
                 if acc.sync_gradients and t.max_grad_norm:
                     acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()

@@ -124,6 +124,33 @@ def _checkpointed_then_resumed(model_dir, run_dir, train_cases: int = 8):
     return second
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_short_micro_batch_weighs_every_case_alike_on_every_rank(tiny_model_dir, tmp_path, monkeypatch, rank):
+    """11 cases, 2 processes, batch 4, 2 micro-batches: 8 cases, then 3 split 2 + 1. Each rank's weights divided by
+    its own cases (6 and 5), so after averaging the ranks a case weighed 1/12 on one and 1/10 on the other; now 1/11
+    on both (a case's weight: its micro-batch's scale / its cases / grad_accum / processes)."""
+    from accelerate import Accelerator
+    from router_helpers import fresh_backbone
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_model_dir), 1, batch_size=4, grad_accum=2)
+    trainer = Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(11), synthetic_cases(8), tmp_path / "r")
+    trainer.setup()
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    monkeypatch.setattr(Accelerator, "process_index", property(lambda self: rank))
+    monkeypatch.setattr(trainer.method, "loss", lambda *args: torch.tensor(1.0))  # backward then gets the scale
+    scales, sizes = [], []
+    monkeypatch.setattr(Accelerator, "backward", lambda self, loss: scales.append(float(loss)))
+    share = trainer.method.share
+    monkeypatch.setattr(trainer.method, "share", lambda batch, r, w: sizes.append(len(share(batch, r, w))) or
+                        share(batch, r, w))
+    trainer.step()
+    mine = sizes[:2]  # this rank's shares of the two micro-batches, then every rank's
+    assert mine == ([4, 2] if rank == 0 else [4, 1])
+    assert [s / n / 2 / 2 for s, n in zip(scales, mine)] == pytest.approx([1 / 11, 1 / 11])
+
+
 def test_a_checkpoint_resumes_only_under_as_many_processes(tiny_model_dir, tmp_path, monkeypatch):
     """Micro-batches are batch_size x processes: resumed in one process, a two-process run halved its batch."""
     from accelerate import Accelerator
