@@ -492,7 +492,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
         raise AdaptrecError(f"--registry {registry_home}: no such folder")
     check_address(host, port)
-    options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding, max_wait_ms=max_wait_ms,
+    options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding,
+                           max_wait_ms=max_wait_ms,
                            allow_any_adapter=allow_any_adapter, request_log=request_log,
                            exploration=exploration or {}, watch_promotions=watch_promotions)  # checked here
     reg = registry(registry_home)

@@ -1,6 +1,6 @@
 """The names a user gives what the registry keeps: adapter and encoder names, and domains. The registry checks
-them when it writes; a recipe checks its own when it is read, so a name the registry would refuse stops a run
-before any data or model loads, not after its training."""
+them when it writes; a run checks its recipe's where it starts (`config.check_new_run`), so a name the registry
+would refuse stops it before any data or model loads, not after its training."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reading a file a user named (recipe, history, interaction log, candidates): a regular file, UTF-8 text, JSON.
+"""What a user hands adaptrec: a file they named (recipe, history, interaction log, candidates: a regular file,
+UTF-8 text, JSON), and the settings base of recipe sections and adapter types (`UserSettings`).
 
 A directory, FIFO, device or socket would block or fail deep inside a parser; bytes that are not UTF-8
 would raise a UnicodeDecodeError; JSON that `json` cannot take raises a ValueError or RecursionError. Each

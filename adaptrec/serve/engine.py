@@ -2,8 +2,9 @@
 
 LoRA adapters (AdaLoRA ones exported exactly to LoRA first) live side by side in ONE PeftModel
 over the backbone; every forward names its adapter per row and peft's `LoraLayer._mixed_batch_forward`
-applies each row's adapter (a batch of one adapter's rows skips its row gather: `_one_adapter_forward`), so no
-request ever calls the global `set_adapter` and rows for different adapters share one forward pass. The per-row names reach the LoRA layers through a persistent
+applies each row's adapter (a batch of one adapter's rows skips its row gather: `_one_adapter_forward`), so
+no request ever calls the global `set_adapter` and rows for different adapters share one forward pass. The
+per-row names reach the LoRA layers through a persistent
 pre-forward hook per layer that reads a context variable set for the duration of one forward: the
 same `adapter_names` kwarg peft's `forward(adapter_names=...)` injects, without re-registering a
 hook on every layer per call (that costs more than peft's `set_adapter` on a 30-layer model).
