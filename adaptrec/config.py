@@ -253,11 +253,9 @@ def _describe_error(err: dict, raw: dict) -> str:
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
-    shown = repr(err["input"])
-    shown = shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN] + "…"
-    message = err["msg"].removeprefix("Value error, ")
-    named = err["type"] == "missing" or isinstance(err["input"], dict) or repr(err["input"]) in message
-    value = "" if named else f" (got {shown})"
+    given, message = repr(err["input"]), err["msg"].removeprefix("Value error, ")
+    named = err["type"] == "missing" or isinstance(err["input"], dict) or given in message  # said already
+    value = "" if named else f" (got {given[:MAX_SHOWN]}{'…' * (len(given) > MAX_SHOWN)})"
     return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix
 
 
