@@ -82,10 +82,13 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     if not parent.recipe_text:
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
-    warmup = recipe_from_text(parent.recipe_text + "".join(f"\n# --set {s}" for s in overrides) + "\n",
-                              parent.ref).training.warmup_steps
+
+    def with_sets(sets: Sequence[str]) -> str:  # the parent's recipe text with these overrides recorded
+        return parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
+
+    warmup = recipe_from_text(with_sets(overrides), parent.ref).training.warmup_steps
     sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
-    text = parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
+    text = with_sets(sets)
     recipe: Recipe = recipe_from_text(text, parent.ref)
     check_new_run(recipe)
     dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
