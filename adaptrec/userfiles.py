@@ -55,7 +55,19 @@ def _takes_number_not_bool(annotation: Any) -> bool:
     """Whether a field typed `annotation` takes an int or float (alone or in a union) and no bool."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     options = typing.get_args(annotation) if union else (annotation,)
+    options = [typing.get_args(o)[0] if typing.get_origin(o) is typing.Annotated else o for o in options]
     return bool not in options and any(o in (int, float) for o in options)
+
+
+def _bool_for_a_number(value: Any, annotation: Any) -> bool:
+    """Whether `value` puts a bool where `annotation` takes a number: itself, or a value of a dict or an item of a
+    list of numbers (`method.weights: {movie: yes}`)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_bool_for_a_number(v, args[1]) for v in value.values())
+    if origin is list and isinstance(value, list) and args:
+        return any(_bool_for_a_number(v, args[0]) for v in value)
+    return isinstance(value, bool) and _takes_number_not_bool(annotation)
 
 
 NEW_SETTINGS = "new"  # validation context key: settings a user writes now, not a stored text read back
@@ -72,8 +84,7 @@ class UserSettings(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and (info.context or {}).get(NEW_SETTINGS):
-            keys = [k for k, field in cls.model_fields.items()
-                    if isinstance(data.get(k), bool) and _takes_number_not_bool(field.annotation)]
+            keys = [k for k, field in cls.model_fields.items() if _bool_for_a_number(data.get(k), field.annotation)]
             if keys:
                 raise ValueError(f"{', '.join(keys)}: {'numbers' if len(keys) > 1 else 'a number'} expected, not "
                                  "true/false (YAML reads yes/no and on/off as booleans too)")

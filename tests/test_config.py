@@ -271,6 +271,15 @@ def test_yaml_nested_past_the_parsers_depth_is_one_line_and_long_values_are_cut(
         recipe_from_text("x: " + "[" * 600 + "]" * 600)
 
 
+def test_a_boolean_inside_a_mapping_of_numbers_is_no_number_either():
+    """`method.weights: {office: yes}` read as a loss weight of 1.0"""
+    multitask = ["method.type=multitask", "method.extra_train=[amazon:arts:train]"]
+    with pytest.raises(ConfigError) as e:
+        load_recipe("office-lora", [*multitask, "method.weights={office: yes}"])
+    assert "method: weights: a number expected, not true/false" in _one_line(e)
+    assert load_recipe("office-lora", [*multitask, "method.weights={office: 2}"])[0].method.weights == {"office": 2.0}
+
+
 @pytest.mark.parametrize("key", ["data.seed", "training.seed", "evaluation.seed"])
 def test_a_negative_seed_is_refused(key):
     """(was: accepted, then numpy's traceback: at the few-shot draw, at the first step or at the report)"""
