@@ -20,12 +20,11 @@ from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
 from ..userfiles import parse_json, read_user_text
 from .interaction_log import get_field, is_id, read_jsonl, text_counts
-from .records import NOUNS, Case, HistoryItem
+from .records import HIDDEN_HISTORY, NOUNS, Case, HistoryItem
 
 DOMAINS = ("arts", "office")
 SPLITS = ("train", "valid", "test")
 HISTORY_DOMAINS = ("both", "target", "other")
-HIDDEN_HISTORY = "hidden_history"  # Case.meta: ids of the user's earlier items a view hid from the history
 FILES = ("items_arts.jsonl", "items_office.jsonl", "interactions.jsonl", "targets.jsonl", "splits.json")
 
 

@@ -26,7 +26,7 @@ from ..fingerprint import digest, file_sha256
 from . import amazon, interaction_log, leave_one_out, movielens, tallrec
 from .candidates import with_sampled_negatives
 from .online_log import OnlineLog
-from .records import Case
+from .records import HIDDEN_HISTORY, Case
 
 FORMAT_VERSION = 1  # bump when a loader's output changes: data fingerprints (update runs, result files) change
 SPEC_FORMS = ("tallrec:movie|book:train|valid|test, movielens:100k[:loo]:train|valid|test, "
@@ -275,8 +275,8 @@ def _latest(case: Case, n: int) -> Case:
     dropped = [h.item_id for h in case.history[:-n] if h.item_id is not None]
     if not dropped:
         return replace(case, history=case.history[-n:])
-    hidden = [*case.meta.get(amazon.HIDDEN_HISTORY, ()), *dropped]
-    return replace(case, history=case.history[-n:], meta={**case.meta, amazon.HIDDEN_HISTORY: hidden})
+    hidden = [*case.meta.get(HIDDEN_HISTORY, ()), *dropped]
+    return replace(case, history=case.history[-n:], meta={**case.meta, HIDDEN_HISTORY: hidden})
 
 
 def _liked_first(spec: str) -> bool:

@@ -15,10 +15,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from adaptrec.data.amazon import HIDDEN_HISTORY
 from adaptrec.data.candidates import read_candidates
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
-from adaptrec.data.records import Case
+from adaptrec.data.records import HIDDEN_HISTORY, Case
 from adaptrec.errors import AdaptrecError
 from adaptrec.scoring.variants import trained_prompt
 from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of

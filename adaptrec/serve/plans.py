@@ -84,10 +84,11 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     until then the plan only names it in `waiting`, and the caller loads it there and plans again."""
     case = req.case(targets[0])
     if req.adapter is not None:
-        ref = engine.record_for(req.adapter).ref  # read once: the version checked is the version served
+        record = engine.record_for(req.adapter)  # read once: the version checked is the version served
+        ref = record.ref
         check_access(engine, req.adapter, ref, admin, allow_any)  # before the pin: a refused one changes nothing
         engine.pin(req.adapter, ref)  # the version asked for, served (a mix: by its sources)
-        refs, weights = serving(engine.record_for(ref))  # a score-level mix: its sources, as routing serves one
+        refs, weights = serving(record)  # a score-level mix: its sources, as routing serves one
         decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested")
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)

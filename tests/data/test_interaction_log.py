@@ -211,7 +211,7 @@ def test_a_folder_named_as_a_log_or_its_catalogue_is_called_a_folder(tmp_path, f
 def test_a_history_cut_to_its_latest_items_keeps_the_rest_as_items_the_user_has(tmp_path):
     """`history_len` dropped the older items without a trace: retrieval could offer them back (was: no
     `hidden_history`, as a cold view or `load_amazon(max_history=...)` records)."""
-    from adaptrec.data.amazon import HIDDEN_HISTORY
+    from adaptrec.data.records import HIDDEN_HISTORY
     from adaptrec.data.spec import load_spec
     from adaptrec.router.retrieval import Retriever
 

@@ -68,7 +68,7 @@ def test_retrieval_excludes_what_a_held_out_case_had_before_its_prompts_latest_i
     case = replace(_case(["i0", "i1"], target="i7"), meta={ENCODER_HISTORY: ["i2", "i3", "i4", "i0", "i1"]})
     got = {i for i, _ in retriever.retrieve(case, n=len(CATALOGUE))}
     assert not got & {"i0", "i1", "i2", "i2b", "i3", "i4"} and "i7" in got  # the held-out target may come back
-    from adaptrec.data.amazon import HIDDEN_HISTORY
+    from adaptrec.data.records import HIDDEN_HISTORY
 
     cold = replace(_case(["i0"], target="i7"), meta={HIDDEN_HISTORY: ("i5", "i6")})  # a cold view hid them
     got = {i for i, _ in retriever.retrieve(cold, n=len(CATALOGUE))}
