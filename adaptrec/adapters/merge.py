@@ -24,7 +24,7 @@ import math
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,6 +34,7 @@ from peft.tuners.lora import LoraLayer
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import AdaptrecError
+from adaptrec.fingerprint import Fingerprint, digest
 
 from .attach import COLLAB_TYPE, attach, load_peft, peft_name, peft_type, restore
 from .export import adalora_to_lora
@@ -221,8 +222,20 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
             lineage["svd_rank"] = model.peft_config[merged].r
         return registry.register(
             Path(tmp) / merged, name=name, domain=domain, kind="composed", adapter_type="lora", adapter_config=None,
-            fingerprint=backbone.fingerprint, metrics=metrics, lineage=lineage,
+            fingerprint=composed_fingerprint(records, backbone.fingerprint), metrics=metrics, lineage=lineage,
         )
+
+
+def composed_fingerprint(records, backbone_fp: Fingerprint) -> Fingerprint:
+    """The base a composition of `records` (verified against `backbone_fp`) records: the backbone's when every source
+    was trained on it, the sources' one build when they share another, else a build of no backbone, so that every
+    later load keeps the family warning its sources gave here."""
+    builds = {r.fingerprint.exact: r.fingerprint for r in records}
+    if set(builds) == {backbone_fp.exact}:
+        return backbone_fp
+    if len(builds) == 1:
+        return next(iter(builds.values()))
+    return replace(backbone_fp, exact=digest({"composed_of": sorted(builds)}))
 
 
 def refuse_nested_mix(records) -> None:
@@ -237,7 +250,8 @@ def _register_mix(backbone, registry, composition: Composition, *, name: str, do
     refuse_nested_mix(records)
     spec = {"sources": [r.ref for r in records], "weights": list(composition.weights)}
     return registry.register(lambda folder: write_json(Path(folder) / MIX_FILE, spec), name=name, domain=domain,
-                             kind="composed", adapter_type=MIX_TYPE, adapter_config=spec, fingerprint=backbone.fingerprint,
+                             kind="composed", adapter_type=MIX_TYPE, adapter_config=spec,
+                             fingerprint=composed_fingerprint(records, backbone.fingerprint),
                              metrics=metrics, lineage=composition.lineage(spec["sources"]))
 
 

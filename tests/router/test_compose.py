@@ -14,6 +14,7 @@ from router_helpers import fresh_backbone, register_peft, register_random
 from synthetic import synthetic_cases, write_film_log
 
 from adaptrec.adapters.attach import attach, peft_name
+from adaptrec.adapters.files import FamilyMatchWarning
 from adaptrec.adapters.merge import (
     Composition,
     CompositionError,
@@ -337,6 +338,28 @@ def test_adapters_of_another_base_family_are_refused(tiny_model_dir, registry, t
         with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "foreign"]):
             pass
     assert "foreign" in _one_line(e)
+
+
+@pytest.mark.parametrize("method", ["cat", "mix"])
+def test_a_composition_keeps_the_family_warning_of_a_source_trained_on_another_build(tiny_model_dir, registry,
+                                                                                     tmp_path, method):
+    backbone = fresh_backbone(tiny_model_dir)
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    src = tmp_path / "other-build"
+    shutil.copytree(register_random(tiny_model_dir, registry, "b", LORA2, seed=2).path, src)
+    other = Fingerprint("e" * 64, backbone.fingerprint.family, "org/other-build")
+    registry.register(src, name="c", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                      fingerprint=other)
+    with pytest.warns(FamilyMatchWarning):
+        same = compose(backbone, registry, Composition(("a", "b"), method, (0.6, 0.4)), name="ab", domain="arts")
+        only_other = compose(backbone, registry, Composition(("c",), method, (1.0,)), name="c2", domain="arts")
+        mixed = compose(backbone, registry, Composition(("a", "c"), method, (0.6, 0.4)), name="ac", domain="arts")
+    assert same.fingerprint == backbone.fingerprint
+    assert only_other.fingerprint == other  # was: the compose-time backbone's, so its own build lost the exact match
+    assert mixed.fingerprint.family == backbone.fingerprint.family
+    assert mixed.fingerprint.exact not in (backbone.fingerprint.exact, other.exact)
+    with pytest.warns(FamilyMatchWarning):  # was: no warning, the composition claimed this exact build
+        registry.load_verified("ac", backbone.fingerprint)
 
 
 def test_composed_adapter_is_registered_and_attaches_like_any_adapter(tiny_model_dir, registry):
