@@ -350,9 +350,10 @@ def test_a_composition_keeps_the_family_warning_of_a_source_trained_on_another_b
     other = Fingerprint("e" * 64, backbone.fingerprint.family, "org/other-build")
     registry.register(src, name="c", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
                       fingerprint=other)
+    same = compose(backbone, registry, Composition(("a", "b"), method, (0.6, 0.4)), name="ab", domain="arts")
     with pytest.warns(FamilyMatchWarning):
-        same = compose(backbone, registry, Composition(("a", "b"), method, (0.6, 0.4)), name="ab", domain="arts")
         only_other = compose(backbone, registry, Composition(("c",), method, (1.0,)), name="c2", domain="arts")
+    with pytest.warns(FamilyMatchWarning):
         mixed = compose(backbone, registry, Composition(("a", "c"), method, (0.6, 0.4)), name="ac", domain="arts")
     assert same.fingerprint == backbone.fingerprint
     assert only_other.fingerprint == other  # was: the compose-time backbone's, so its own build lost the exact match
