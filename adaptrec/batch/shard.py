@@ -44,11 +44,19 @@ WHOLE = Shard(0, 1)
 def batch_cases(dataset: DataSet, limit: int | None, seed: int, shard: Shard = WHOLE) -> list[tuple[int, Case]]:
     """(position, case) to score: every case of `dataset`, or its seeded subset of `limit` (`select_cases`),
     then this shard's part of them. The position is the case's place in that list (the `case` output field).
-    A feedback log still growing (no slice end, or fewer cases than its slice spans) is refused for a shard: the
-    shards' runs would split different case lists."""
+    A feedback log still growing (no slice end, or fewer cases than its slice spans) is refused for a shard, and so
+    is a `limit` of a feedback window: the shards' runs would split different case lists (the subset is drawn per
+    label, and a pair can be re-labelled between the runs)."""
     base, start, stop = split_slice(dataset.spec)
-    if shard != WHOLE and base.startswith("feedback:") and len(dataset.cases) < stop - start:
-        window = f"{base}[{start}:{start + len(dataset.cases)}]"
-        raise AdaptrecError(f"--shard over {dataset.spec}: the feedback log grows between the shards' runs, so they "
-                            f"would split different case lists; name a full window, e.g. {window}")
+    if shard != WHOLE and base.startswith("feedback:"):
+        if not dataset.cases and stop - start > 0:
+            raise AdaptrecError(f"--shard over {dataset.spec}: no feedback is logged from position {start} on yet")
+        if len(dataset.cases) < stop - start:
+            window = f"{base}[{start}:{start + len(dataset.cases)}]"
+            raise AdaptrecError(f"--shard over {dataset.spec}: the feedback log grows between the shards' runs, so "
+                                f"they would split different case lists; name a full window, e.g. {window}")
+        if limit and limit < len(dataset.cases):
+            raise AdaptrecError(f"--shard with --limit {limit} over {dataset.spec}: the subset is drawn per label, so "
+                                "a pair re-labelled between the shards' runs would move them to different subsets; "
+                                f"shard the whole window or a narrower one, e.g. {base}[{start}:{start + limit}]")
     return shard.take(select_cases(dataset, limit, seed) if limit else dataset.cases)

@@ -17,7 +17,7 @@ from typing import Sequence, Union
 
 from ..errors import DataFormatError
 from ..userfiles import LONE_SURROGATE, check_keys, has_lone_surrogate, parse_json, read_user_text
-from .records import Case, HistoryItem, default_noun
+from .records import ANONYMOUS, Case, HistoryItem, default_noun
 
 HistoryEntry = Union[str, dict, HistoryItem]
 _ITEM_KEYS = {"title", "liked", "domain", "item_id"}
@@ -67,7 +67,7 @@ def read_history_file(path: Path, item: str, domain: str, item_id: str | None = 
     check_keys(obj, _FILE_KEYS, str(path), DataFormatError)
     items = parse_history(obj["history"], domain, f"{path}: history")
     noun = checked_text(obj.get("noun", default_noun(domain)), f"{path}: noun", 'the item kind as text (e.g. "movie")')
-    user = obj.get("user_id", "anonymous")
+    user = obj.get("user_id", ANONYMOUS)
     user = str(user) if isinstance(user, int) and not isinstance(user, bool) else user
     user = checked_text(user, f"{path}: user_id", "a user id (text or an integer)")
     return Case(user_id=user, domain=domain, noun=noun, history=items, target=f'"{item}"', target_id=item_id)

@@ -16,6 +16,7 @@ class HistoryItem:
 
 
 LIKED_FIRST = "liked_first"  # Case.meta key: a TALLRec-style history, liked items listed before disliked ones
+ANONYMOUS = "anonymous"  # the user of a request or history file that names none
 HIDDEN_HISTORY = "hidden_history"  # Case.meta key: ids of the user's earlier items a view or a cut left out
 NOUNS = {"arts": "arts product", "office": "office product"}  # the shipped Amazon domains' item kinds
 

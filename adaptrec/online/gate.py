@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptrec.data.records import Case
+from adaptrec.data.records import ANONYMOUS, Case
 from adaptrec.metrics import paired_difference
 from adaptrec.metrics.classification import auc
 from adaptrec.registry import AdapterRecord, Registry
@@ -210,8 +210,10 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
     if len({c.label for c in labelled}) < 2:
         raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
     if len(users) < MIN_USERS:
+        unnamed = f" (requests sent without a user_id all count as the one user {ANONYMOUS!r})" \
+            if ANONYMOUS in users else ""
         raise ConfigError(f"--data {data}: {len(users)} users; the gate's user-clustered test needs at least "
-                          f"{MIN_USERS}")
+                          f"{MIN_USERS}{unnamed}")
     return plan
 
 

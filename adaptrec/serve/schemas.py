@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from adaptrec.data.online_log import EVENTS
-from adaptrec.data.records import Case, HistoryItem, default_noun
+from adaptrec.data.records import ANONYMOUS, Case, HistoryItem, default_noun
 from adaptrec.userfiles import LONE_SURROGATE, has_lone_surrogate
 
 
@@ -34,7 +34,8 @@ class Target(BaseModel):
 
 
 class UserRequest(BaseModel):
-    user_id: Text = "anonymous"
+    user_id: Text = Field(ANONYMOUS, description="the user; feedback's cases are this user's, and the gate and drift "
+                                                 "resample users: requests without one all count as one user")
     domain: Text = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
     noun: Text = Field("", description="the item kind named in the prompt ('movie', 'office product', ...); default: "
                                        "the domain's, as its shipped data names it (`records.default_noun`)")

@@ -210,6 +210,26 @@ def test_a_re_label_between_the_shards_runs_keeps_every_case_of_a_full_window_on
     assert load_spec("feedback:movie[0:1]").cases[0].label == 1 - relabelled.label  # the latest label wins
 
 
+def test_a_limit_of_a_feedback_window_or_a_window_past_the_log_is_refused_for_a_shard(monkeypatch, capsys, tmp_path):
+    """(was: `--limit` drew each shard's subset per label, so a re-label between the shards' runs scored one case
+    twice and lost others; a window past the log was offered as an empty one, e.g. `[500:500]`)"""
+    from synthetic import log_feedback, synthetic_cases
+
+    from adaptrec.batch import Shard, batch_cases
+
+    log_feedback(synthetic_cases(6, seed=1))
+    refusal = "--shard with --limit 3 over feedback:movie[0:6]: the subset is drawn per label"
+    for spec, extra, words in (("feedback:movie[0:6]", ("--limit", "3"), refusal),
+                               ("feedback:movie[0:6]", ("--limit", "3"), "e.g. feedback:movie[0:3]"),
+                               ("feedback:movie[8:12]", (), "no feedback is logged from position 8 on yet")):
+        code, _, err = run_cli(monkeypatch, capsys, "score", "--data", spec, "--out", str(tmp_path / "p.jsonl"),
+                               "--shard", "0/2", *extra)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and words in lines[0], err
+    assert len(batch_cases(load_spec("feedback:movie[0:6]"), 6, 0, Shard(0, 2))) == 3  # a limit holding every case
+    assert len(batch_cases(load_spec("feedback:movie[0:6]"), 3, 0)) == 3  # unsharded: the subset as before
+
+
 def test_a_domain_scores_with_its_champion(tiny_model_dir, tmp_path):
     """`score DOMAIN`, as `eval` and `load` take it (was: accepted by the early check, then "no adapter named
     'movie'" after the backbone loaded)."""

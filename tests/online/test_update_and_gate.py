@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from train_worker import tiny_recipe_file
 
 from adaptrec.config import load_recipe
 from adaptrec.data.online_log import LoggedItem, OnlineLog
+from adaptrec.data.records import ANONYMOUS
 from adaptrec.errors import ConfigError, RegistryError
 from adaptrec.online.gate import decide
 from adaptrec.data.spec import load_spec
@@ -255,8 +257,13 @@ def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
     challenger = update_adapter(parent.ref, "feedback:movie[0:4]", replay=0.0, steps=1).record
     with pytest.raises(ConfigError, match="4 of its cases are events"):
         adaptrec.promote_if_better(challenger.ref, data="feedback:movie")
-    with pytest.raises(ConfigError, match="6 users"):
+    with pytest.raises(ConfigError, match="6 users") as e:
         adaptrec.promote_if_better(challenger.ref, data="feedback:movie[4:10]")
+    assert "anonymous" not in str(e.value)
+    log_feedback([replace(c, user_id=ANONYMOUS) for c in synthetic_cases(12, seed=9)], t0=6000)
+    with pytest.raises(ConfigError, match="1 users; .* at least 10 \\(requests sent without a user_id all count as "
+                                          "the one user 'anonymous'\\)"):  # was: no word on why one user
+        adaptrec.promote_if_better(challenger.ref, data="feedback:movie[24:36]")
 
 
 def test_an_update_killed_before_it_recorded_its_version_registers_no_second_one(trained):
