@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import attach, detach, adapter_key
+from adaptrec.adapters.attach import adapter_key, attach, bare_model, detach
 from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
 from adaptrec.atomic import write_json, write_text
 from adaptrec.backbone import environment_summary, load_backbone
@@ -220,7 +220,7 @@ class ListScores:
     def logits(self, ref: str, lists: Sequence[Sequence[Case]]) -> np.ndarray:
         """(users, candidates, 3) answer logits; each user's list is cached as soon as it is scored."""
         if ref == BASE:
-            return self._run(self.bb.model, "base", lists)
+            return self._run(bare_model(self.bb), "base", lists)
         model, (record,) = attach(self.bb, self.registry, [ref])
         try:
             return self._run(model, adapter_key(record.path), lists)

@@ -13,7 +13,7 @@ from peft import PeftModel
 from ..errors import AdaptrecError
 from ..fingerprint import digest
 from .collab import TUNER as COLLAB_TUNER
-from .collab import uninstall
+from .collab import ItemEmbedding, uninstall
 from .check import base_change, read_config
 from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
@@ -178,6 +178,19 @@ def _strip_tuner_layers(module: torch.nn.Module) -> None:
             _strip_tuner_layers(child)
     if hasattr(module, "peft_config"):
         del module.peft_config
+
+
+def bare_model(backbone) -> torch.nn.Module:
+    """`backbone.model` to score untuned, refused while an adapter's layers or item tokens are still in it (an
+    attach not detached, an open `Recommender`): its rows are cached as the bare backbone's."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = backbone.model
+    if isinstance(model.get_input_embeddings(), ItemEmbedding) or \
+            any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        raise AdaptrecError("the backbone still holds an adapter's layers (a Recommender not closed, or an attach "
+                            "not detached): close it, or load the backbone again, to score it untuned")
+    return model
 
 
 def detach(model) -> None:

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, detach, peft_name, peft_type
+from adaptrec.adapters.attach import COLLAB_TYPE, adapter_key, attach, bare_model, detach, peft_name, peft_type
 from adaptrec.adapters.merge import MIX, Composition, as_mix, check_weights
 from adaptrec.data.prompts import items_template, plain_template
 from adaptrec.data.records import Case
@@ -60,7 +60,7 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
             model.set_adapter(peft_name(record.ref))
             yield record.ref, adapter_key(record.path), model
     if include_untuned:  # no adapters
-        yield UNTUNED, "base", backbone.model
+        yield UNTUNED, "base", bare_model(backbone)
 
 
 def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:

@@ -144,6 +144,22 @@ def _save_adapter(model, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def own_forward(model) -> Iterator[None]:
+    """`model` running its own forward, without the mixed-precision wrapper (autocast, fp32 outputs) that
+    `accelerator.prepare` puts on it: what it scores into the shared score cache is then at the precision the
+    cache key names, not at the run's autocast one."""
+    wrapped, original = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
 def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") -> float:
     """AUC of `cases` under the score the recipe reports (`evaluation.score`), so the adapter kept as best is
     picked on the score its evaluation shows; `ConfigError` when the adapter scores NaN (its weights diverged)."""
@@ -247,7 +263,8 @@ class Trainer:
         # it draws (a teacher adapter's layers, made only when its scores are not cached) moves no training draw
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             try:
-                self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
+                with own_forward(self.unwrapped):  # a teacher's scores go to the shared cache
+                    self.method.prepare(self.unwrapped, self.ctx, self.train_cases)
             except AdaptrecError as e:  # a teacher's files too: named with the recipe that asked for it
                 raise ConfigError(f"{recipe._source}: {e}") from None
 
@@ -439,7 +456,8 @@ class Trainer:
         return TrainResult(
             run_dir=self.run_dir, adapter_dir=best, steps=self.global_step,
             best_val_auc=None if s.best == float("-inf") else s.best, best_step=s.best_step,
-            stopped_early=self.global_step < self.cfg.max_steps, model=self.unwrapped, method_info=info,
+            stopped_early=self.global_step < self.cfg.max_steps, method_info=info,
+            model=self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False),  # it scores into the cache
             lineage=with_events(self.method.lineage(), self.method.own_cases()),
         )
 

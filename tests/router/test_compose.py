@@ -363,6 +363,27 @@ def test_a_composition_keeps_the_family_warning_of_a_source_trained_on_another_b
         registry.load_verified("ac", backbone.fingerprint)
 
 
+def test_the_untuned_row_is_refused_while_an_adapter_is_still_in_the_backbone(tiny_model_dir, registry):
+    """An open Recommender (or an attach never detached) left its LoRA layers active in the backbone: the untuned
+    row scored with them and was cached as the bare backbone's (was: the adapter's scores under the `base` key)."""
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.router.recommender import Recommender
+    from adaptrec.scoring.variants import variant_rows
+
+    def untuned() -> np.ndarray:
+        (_, scorer, _), = variant_rows(backbone, registry, [], progress=False)
+        return scorer.score(synthetic_cases(4))
+
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    backbone = fresh_backbone(tiny_model_dir)
+    bare = untuned()
+    recommender = Recommender(backbone, registry, "a")
+    with pytest.raises(AdaptrecError, match="still holds an adapter's layers .* close it"):
+        untuned()
+    recommender.close()
+    np.testing.assert_allclose(untuned(), bare)
+
+
 def test_composed_adapter_is_registered_and_attaches_like_any_adapter(tiny_model_dir, registry):
     register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
     register_random(tiny_model_dir, registry, "b", LORA2, seed=2)

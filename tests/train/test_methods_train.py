@@ -27,6 +27,7 @@ from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.metrics import log_loss
 from adaptrec.metrics.classification import auc
 from adaptrec.registry import Registry
+from adaptrec.scoring import core
 from adaptrec.scoring.core import Scorer
 from adaptrec.train.loop import train
 from adaptrec.train.losses import rec_loss
@@ -281,7 +282,7 @@ def test_distill_teacher_cache_is_reused_and_invalidated(tiny_model_dir, tmp_pat
                                logits[:, 0] - logits[:, 1], rtol=1e-4, atol=1e-5)
     with monkeypatch.context() as cached_only:  # read, never scored (was: scored with the model at hand, the
         # student, which a prefix-tuned student on sliding-window layers keys apart: its own logits became margins)
-        cached_only.setattr(Scorer, "logits_for_prompts", lambda *a, **k: pytest.fail("scored"))
+        cached_only.setattr(core, "last_token_logits", lambda *a, **k: pytest.fail("a forward ran"))
         again = prepared(v1)
     assert again.teacher_forwards == 0 and again.margins == pytest.approx(first.margins)
     v2 = _teacher(tiny_model_dir, tmp_path, "teacher", seed=1)  # another teacher: other weights, other key
@@ -408,6 +409,44 @@ def test_distill_teacher_adapter_must_match_the_teacher_backbone(tiny_model_dir,
     with pytest.raises(ConfigError, match="method.teacher:"):  # on the student's backbone it is another model
         build_method(_recipe(tiny_model_dir, {"type": "distill", "teacher": ref, "teacher_data": str(full)}),
                      backbone, student_cases)
+
+
+def test_a_prefix_tuned_teacher_on_sliding_window_layers_reads_only_its_own_rows(tiny_model_dir, tmp_path):
+    """Its rows batch by length under the `:unpadded` key, which only its loaded model tells (was: the check before
+    loading it read the older padding-dependent rows, here a sentinel, as its margins)."""
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    gemma = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=24, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, max_position_embeddings=1024))
+    gemma.save_pretrained(tmp_path / "gemma", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "gemma")
+    prefix = get_peft_model(gemma, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8))
+    with torch.no_grad():
+        for p in prefix.parameters():
+            if p.requires_grad:
+                p.normal_(std=1.0)
+    prefix.save_pretrained(tmp_path / "prefix")
+    ref = Registry().register(tmp_path / "prefix", name="gemma-prefix", domain="movie", kind="trained",
+                              adapter_type="prefix", adapter_config=None,
+                              fingerprint=_fresh(tmp_path / "gemma").fingerprint).ref
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    teacher_cases, student_cases = read_tallrec_json(full), _cold(read_tallrec_json(full))
+    backbone, model, ctx = _student(tiny_model_dir)
+    method = build_method(_distill_recipe(tiny_model_dir, full, str(tmp_path / "gemma"), teacher=ref), backbone,
+                          student_cases)
+    scorer = method._scorer(model, tok, ctx)
+    unpadded_keys = scorer.cache_keys(scorer.prompts(teacher_cases))
+    method.cache.put_many({k: np.array([9.0, -9.0, 0.0]) for k in unpadded_keys})  # what padded batches wrote
+    method.prepare(model, ctx, student_cases)
+    margins = [method.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases]
+    assert method.teacher_forwards == 4 and 18.0 not in margins
+    np.testing.assert_allclose(margins, _teacher_margins(tmp_path / "gemma", teacher_cases, tmp_path / "prefix"),
+                               rtol=1e-4, atol=device_atol(1e-5))
 
 
 def test_distill_teacher_backbone_naming_the_students_scores_in_the_student(tiny_model_dir, tmp_path):

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from accelerate.state import AcceleratorState
 from synthetic import synthetic_cases
@@ -126,3 +127,43 @@ def test_a_precision_accelerate_refuses_is_one_line_naming_the_key(fresh_acceler
         loop._build_accelerator(tiny_recipe(str(tiny_model_dir), 2, mixed_precision="bf16"), tmp_path)
     assert "\n" not in str(e.value) and str(e.value).startswith(
         "recipe: accelerate refused this run's setup (training.mixed_precision bf16): ")
+
+
+def test_a_mixed_precision_run_caches_its_report_rows_at_the_precision_their_keys_name(tiny_model_dir, tmp_path,
+                                                                                       fresh_accelerate_state):
+    """accelerate wraps the prepared model's forward in autocast: the report after training scored the untuned and
+    the trained rows in bf16 and cached them under the float32 keys a later `eval` reads (was: 6e-4 off a logit)."""
+    from train_worker import tiny_recipe_file
+
+    from adaptrec.data.tallrec import read_tallrec_json
+    from adaptrec.score_cache import ScoreCache
+    from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.train.recipe import run_recipe
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 8, "valid": 4, "test": 8},
+                            mixed_precision="bf16")
+    run_recipe(*load_recipe(str(path)))
+    cases = read_tallrec_json(tmp_path / "data" / "test.json")
+    backbone = load_backbone(str(tiny_model_dir), "none", device="cpu")
+    options = {"max_prompt_tokens": 256, "batch_size": 4, "progress": False}
+    cached = backbone_scorer(backbone, cache=ScoreCache.default(), **options)
+    from_cache = cached.logits_for_prompts(cached.prompts(cases))
+    assert (cached.cached, cached.fresh) == (len(cases), 0)
+    fresh = backbone_scorer(backbone, **options)
+    np.testing.assert_allclose(from_cache, fresh.logits_for_prompts(fresh.prompts(cases)), atol=1e-6)
+
+
+def test_a_method_prepares_outside_the_runs_autocast(tiny_model_dir, fresh_accelerate_state):
+    """A distillation teacher scored in `prepare` caches its rows under float32 keys too (was: under autocast)."""
+    import torch
+    from accelerate import Accelerator
+
+    backbone = load_backbone(str(tiny_model_dir), "none", device="cpu")
+    ids = backbone.tokenizer(["a film"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = backbone.model(ids).logits
+        model = Accelerator(cpu=True, mixed_precision="bf16").prepare(backbone.model)
+        wrapped = model.forward
+        with loop.own_forward(model):
+            np.testing.assert_allclose(model(ids).logits, plain, atol=1e-6)
+        assert model.forward == wrapped and not torch.allclose(model(ids).logits, plain, atol=1e-6)

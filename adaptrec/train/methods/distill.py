@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from peft import PeftModel
+from peft import PeftConfig, PeftModel
 
 from ...adapters.attach import adapter_key
 from ...backbone import load_backbone, load_tokenizer
@@ -92,7 +92,14 @@ class DistillMethod(Method):
         model = backbone.model if self.teacher.path is None else PeftModel.from_pretrained(
             backbone.model, str(self.teacher.path), is_trainable=False)
         model.eval()
-        return self._scorer(model, backbone.tokenizer, ctx).logits_for_prompts(prompts)
+        scorer = self._scorer(model, backbone.tokenizer, ctx)
+        logits = scorer.logits_for_prompts(prompts)
+        self.teacher_forwards = scorer.fresh
+        return logits
+
+    def _prompt_learning(self) -> bool:
+        """Whether the teacher's adapter puts virtual tokens before the prompt (prefix tuning)."""
+        return self.teacher.path is not None and PeftConfig.from_pretrained(str(self.teacher.path)).is_prompt_learning
 
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
         check_teacher_pairs(self.teacher.cases, train_cases)
@@ -102,18 +109,19 @@ class DistillMethod(Method):
         # on another backbone this scorer only renders prompts and reads cached rows: the student never scores
         scorer = self._scorer(model, ctx.scorer.tokenizer if other is None else load_tokenizer(other.name), ctx)
         prompts = scorer.prompts([by_key[k] for k in keys])
-        rows = scorer.cache_keys(prompts)  # what the teacher's scorer wrote (its keys do not depend on the student)
-        cached = self.cache.get_many(rows)
-        self.teacher_forwards = len(prompts) - len(cached)
         model.eval()
-        if not self.teacher_forwards:  # read from the cache: the model at hand is the student, never the teacher
-            logits = np.array([cached[k] for k in rows])
-        elif other is None:
+        if other is None:  # the teacher attached: its scorer reads the cache under the keys its own padding needs
             with adapter_active(model, self.teacher.path, "distill_teacher"):
                 logits = scorer.logits_for_prompts(prompts)
-        else:
-            logits = self._other_backbone_logits(prompts, ctx)
-            gc.collect()  # the teacher backbone is freed before training starts
+            self.teacher_forwards = scorer.fresh
+        else:  # a prefix-tuned teacher's rows may be keyed by length (`pad_room`), which only its loaded model tells
+            rows = [] if self._prompt_learning() else scorer.cache_keys(prompts)
+            cached = self.cache.get_many(rows)
+            if rows and len(cached) == len(rows):  # read from the cache: the teacher backbone is not loaded
+                logits, self.teacher_forwards = np.array([cached[k] for k in rows]), 0
+            else:
+                logits = self._other_backbone_logits(prompts, ctx)
+                gc.collect()  # the teacher backbone is freed before training starts
         self.margins = {k: float(row[0] - row[1]) for k, row in zip(keys, logits)}
 
     def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
