@@ -17,6 +17,25 @@ def fresh_backbone(model_dir, quantization: str = "none"):
     return load_backbone(str(model_dir), quantization=quantization, device="cpu")
 
 
+def tiny_gemma(tokenizer_dir, window: int, out=None):
+    """A tiny random Gemma-3 (one sliding-window layer of `window` tokens, one full-attention layer) in eval mode
+    over `tokenizer_dir`'s tokenizer (left padding, as `load_backbone` sets it), and that tokenizer; both saved to
+    the folder `out` when given."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, max_position_embeddings=1024)).eval()
+    if out is not None:
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+    return model, tok
+
+
 def _random(model, seed: int, std: float):
     """`model` with every trainable parameter seeded noise of scale `std`."""
     gen = torch.Generator().manual_seed(seed)

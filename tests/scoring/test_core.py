@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from router_helpers import tiny_gemma
 
 from adaptrec.data.prompts import answer_token_ids
 from adaptrec.data.records import Case, HistoryItem
@@ -144,26 +145,13 @@ def test_an_empty_candidate_list_scores_as_an_empty_row(tiny_backbone, shared_pr
     assert empty.shape == (0,) and full.shape == (2,)
 
 
-def _tiny_gemma(tiny_model_dir, window: int):
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.padding_side = "left"  # as `load_backbone` sets it
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, max_position_embeddings=1024)).eval()
-    return model, tok
-
-
 def test_a_prefix_tuned_row_on_sliding_window_layers_scores_as_it_would_alone(tiny_model_dir, tmp_path):
     """Left padding sits between a prefix-tuned adapter's virtual tokens and the prompt, and a sliding-window layer
     counts padding slots: a padded row lost its virtual tokens sooner (was: up to 6e-3 off its score alone, the
     cached value depending on its batch-mates). Such rows now batch by length only, under their own key."""
     from peft import PrefixTuningConfig, get_peft_model
 
-    model, tok = _tiny_gemma(tiny_model_dir, window=48)
+    model, tok = tiny_gemma(tiny_model_dir, window=48)
     torch.manual_seed(1)
     model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)).eval()
     with torch.no_grad():
@@ -188,7 +176,7 @@ def test_a_disabled_prefix_adapter_keys_its_untuned_rows_as_the_bare_backbones(t
 
     from adaptrec.scoring.prefix import pad_room
 
-    model, tok = _tiny_gemma(tiny_model_dir, window=48)
+    model, tok = tiny_gemma(tiny_model_dir, window=48)
     cases = [replace(c, history=c.history * 4) for c in _cases(4)]
     cache = ScoreCache(tmp_path / "scores.db")
     bare = Scorer(model, tok, "base", max_prompt_tokens=None, cache=cache, batch_size=4).score(cases)
@@ -205,7 +193,7 @@ def test_the_shared_prefix_path_matches_the_full_one_past_a_sliding_window(tiny_
     """Gemma-3's sliding-window layers build their window from cache slots: left padding between the cached history
     and a shorter suffix cost that suffix real tokens (was: 0.02 off the full path), and the row depended on its
     batch-mates. Suffixes now batch by length once the prompts outgrow the window, under their own cache key."""
-    model, tok = _tiny_gemma(tiny_model_dir, window=16)
+    model, tok = tiny_gemma(tiny_model_dir, window=16)
     history = tuple(HistoryItem(f'"Film number {i} ({1980 + i})"', liked=i % 3 > 0) for i in range(12))
     titles = ['"A"', '"A much longer title of a film (1999)"', '"Medium title (2001)"']
     lst = [Case("u", "movie", "movie", history, t, label=1) for t in titles]

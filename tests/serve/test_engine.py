@@ -306,19 +306,11 @@ def test_loads_and_unloads_in_any_order_keep_every_score(tiny_model_dir, tmp_pat
 def test_a_prefix_tuned_adapter_on_sliding_window_layers_serves_each_row_as_alone(tiny_model_dir, tmp_path):
     """Past the window less its virtual tokens, a padded row lost them sooner than alone: the engine batches such
     rows by length, as the Scorer does."""
-    from router_helpers import register_random
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    from router_helpers import register_random, tiny_gemma
 
     from adaptrec.registry import Registry
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, sliding_window=48, layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, max_position_embeddings=1024))
-    model.save_pretrained(tmp_path / "gemma")
-    tok.save_pretrained(tmp_path / "gemma")
+    _, tok = tiny_gemma(tiny_model_dir, 48, tmp_path / "gemma")
     registry = Registry(tmp_path / "home")
     register_random(tmp_path / "gemma", registry, "pre", {"type": "prefix", "num_virtual_tokens": 8}, seed=1, std=1.0)
     engine = Engine(fresh_backbone(tmp_path / "gemma"), registry, batch_size=6)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from peft import PeftModel
 from persistent_home import PERSISTENT_HOME
-from router_helpers import device_atol
+from router_helpers import device_atol, register_random, tiny_gemma
 from synthetic import synthetic_cases
 from train_worker import tiny_recipe
 
@@ -414,26 +414,11 @@ def test_distill_teacher_adapter_must_match_the_teacher_backbone(tiny_model_dir,
 def test_a_prefix_tuned_teacher_on_sliding_window_layers_reads_only_its_own_rows(tiny_model_dir, tmp_path):
     """Its rows batch by length under the `:unpadded` key, which only its loaded model tells (was: the check before
     loading it read the older padding-dependent rows, here a sentinel, as its margins)."""
-    from peft import PrefixTuningConfig, get_peft_model
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    gemma = Gemma3ForCausalLM(Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, sliding_window=24, layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, max_position_embeddings=1024))
-    gemma.save_pretrained(tmp_path / "gemma", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "gemma")
-    prefix = get_peft_model(gemma, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8))
-    with torch.no_grad():
-        for p in prefix.parameters():
-            if p.requires_grad:
-                p.normal_(std=1.0)
-    prefix.save_pretrained(tmp_path / "prefix")
-    ref = Registry().register(tmp_path / "prefix", name="gemma-prefix", domain="movie", kind="trained",
-                              adapter_type="prefix", adapter_config=None,
-                              fingerprint=_fresh(tmp_path / "gemma").fingerprint).ref
+    _, tok = tiny_gemma(tiny_model_dir, 24, tmp_path / "gemma")
+    record = register_random(tmp_path / "gemma", Registry(), "gemma-prefix", {"type": "prefix", "num_virtual_tokens": 8},
+                             seed=1, domain="movie", std=1.0)
+    ref = record.ref
     full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
     teacher_cases, student_cases = read_tallrec_json(full), _cold(read_tallrec_json(full))
     backbone, model, ctx = _student(tiny_model_dir)
@@ -445,7 +430,7 @@ def test_a_prefix_tuned_teacher_on_sliding_window_layers_reads_only_its_own_rows
     method.prepare(model, ctx, student_cases)
     margins = [method.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases]
     assert method.teacher_forwards == 4 and 18.0 not in margins
-    np.testing.assert_allclose(margins, _teacher_margins(tmp_path / "gemma", teacher_cases, tmp_path / "prefix"),
+    np.testing.assert_allclose(margins, _teacher_margins(tmp_path / "gemma", teacher_cases, record.path),
                                rtol=1e-4, atol=device_atol(1e-5))
 
 
