@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from router_helpers import fresh_backbone, register_peft
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 
