@@ -299,11 +299,12 @@ def render() -> list[str]:
     above = sum(a.vs_best["ci_low"] > 0 for a in arenas)
     lines = ["## Collaborative signal: the goals", "",
              "The bar in each arena is its best non-LLM row on the same users: on MovieLens-100K the encoder best "
-             "on validation (the one the adapter re-ranks), on Amazon the highest point estimate on test, whether or "
-             "not its lead over the others is resolved (a pick on test favours the bar, not the adapter"
-             + (f"; the rows include the titles through MiniLM, alone and stacked with "
-                f"{amazon['protocol']['encoder']}" if _block_stacks(amazon, adapter=False) else "")
-             + "), on TALLRec movie the feature regression; the collaborative adapter (LoRA plus one soft token per "
+             "on validation (the one the adapter re-ranks), on Amazon the highest point estimate on test among the rows "
+             "scored beside the adapter, whether or not its lead over the others is resolved (a pick on test favours "
+             f"the bar, not the adapter; the rows are popularity and {amazon['protocol']['encoder']}"
+             + (f", and the titles through MiniLM, alone and stacked with {amazon['protocol']['encoder']}"
+                if _block_stacks(amazon, adapter=False) else "")
+             + "; the other encoders alone are on docs/amazon_encoders.md), on TALLRec movie the feature regression; the collaborative adapter (LoRA plus one soft token per "
              "item from a collaborative encoder, "
              "docs/adapters.md) re-ranks that encoder's top "
              "candidates (ranking arenas, NDCG@10) or scores every case (TALLRec movie, AUC). The adapter is the "

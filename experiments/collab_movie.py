@@ -157,7 +157,7 @@ def run() -> dict:
     backbones = {name: gain(name, name.removeprefix(ON_GEMMA)) for name in adapters if name.startswith(ON_GEMMA)}
     return {"protocol": {"test": "movielens:100k:test", "cases": len(test), "users": len(set(users["test"])),
                          "valid_cases": len(valid), "valid_users": len(set(users["valid"])), "encoder": encoder,
-                         "shared_users": sorted(set(users["valid"]) & set(users["test"])),
+                         "shared_users": shared_users(valid, test),
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND},
             "rows": rows, "collab_vs_text": gains, "gemma_vs_smollm2": backbones}
 
@@ -204,11 +204,17 @@ def _environments(envs: dict[str, dict], machine: str) -> str:
     return f"Backbone{'s' if len(backbones) > 1 else ''}: {'; '.join(backbones)}; {machine}."
 
 
+def shared_users(valid, test) -> list[str]:
+    """The test users also in the validation set: a fact of the data's splits, not of a run."""
+    return sorted({c.user_id for c in valid} & {c.user_id for c in test})
+
+
 def _shared_users(p: dict) -> str:
-    """The sentence on users in both the validation and the test set (a run before it was recorded: none)."""
+    """The sentence on users in both the validation and the test set (read from the splits for a run from before
+    the results recorded them)."""
     shared = p.get("shared_users")
     if shared is None:
-        return ""
+        shared = shared_users(load_movielens("valid"), load_movielens("test"))
     if not shared:
         return " No user is in both sets."
     return (f" {len(shared)} test user(s) also in validation ({', '.join(shared)}): those validation cases precede "

@@ -322,7 +322,7 @@ def test_collab_page_verdicts_follow_the_paired_cis():
                 "vs_bar": {"value": vs[0], "ci_low": vs[1], "ci_high": vs[2]}, "valid": {"value": 0.7},
                 "best_val_auc": 0.7}
     doc = {"protocol": {"test": "t", "cases": 10, "users": 4, "valid_cases": 5, "valid_users": 2, "machine": "m",
-                        "encoder": {"ratings": 1, "feature_weights": [1, 2, 3]}},
+                        "encoder": {"ratings": 1, "feature_weights": [1, 2, 3]}, "shared_users": []},
            "rows": [row(cm.BAR, 0.77, (0, 0, 0)), row("MF with biases (encoder alone)", 0.69, (-0.08, -0.1, -0.01)),
                     row("LoRA, text only", 0.69, (-0.08, -0.13, -0.03)),
                     row("collab (LoRA + MF item tokens)", 0.80, (0.03, 0.01, 0.06)),
