@@ -52,9 +52,10 @@ def recipe_cases(recipe: Recipe, spec: str, key: str, *, shots: int | None = Non
         return (few_shot(cases, shots, seed) if shots else cases), data
 
 
-def training_cases(recipe: Recipe) -> list[Case]:
-    """The labelled cases `recipe` trains on: `data.train`, `data.shots` of them when set; none is a ConfigError."""
-    cases = recipe_cases(recipe, recipe.data.train, "data.train", shots=recipe.data.shots)[0]
+def training_cases(recipe: Recipe, draw: bool = True) -> list[Case]:
+    """The labelled cases `recipe` trains on: `data.train`, `data.shots` of them when set (and `draw`); none is a
+    ConfigError."""
+    cases = recipe_cases(recipe, recipe.data.train, "data.train", shots=recipe.data.shots if draw else None)[0]
     if not cases:
         raise ConfigError(f"{recipe._source}: data.train: {recipe.data.train} has no labelled cases to train on")
     return cases

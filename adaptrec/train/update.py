@@ -14,11 +14,12 @@ from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
+from ..data.sampling import few_shot
 from ..errors import AdaptrecError, ConfigError, RegistryError
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
-from .cases import recipe_cases, recipe_data, training_cases, validation_cases
+from .cases import naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, run_folder_held, train
 
@@ -61,6 +62,18 @@ def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
     return [c for c in cases if "event" not in c.meta or not seen or c.meta["event"] in seen]
 
 
+def _replay_pool(recipe: Recipe, parent: AdapterRecord) -> list[Case]:
+    """`parent`'s training cases: `_seen_before` over all of `data.train`, then its `data.shots` draw unless its
+    lineage lists the events it trained on (drawn again over a log grown since, the shots would be another sample,
+    and few of the parent's)."""
+    pool = _seen_before(training_cases(recipe, draw=False), parent)
+    shots = recipe.data.shots
+    if parent.trained_events or not shots or shots >= len(pool):
+        return pool
+    with naming_key(recipe, "data.shots"):
+        return few_shot(pool, shots, recipe.data.seed)
+
+
 def _held_out(cases: Sequence[Case], new: Sequence[Case], mixed: Sequence[Case]) -> list[Case]:
     """Validation `cases` without feedback logged after the newest of the `new` cases (checkpoints are not picked on
     events the update could not have seen: the window a gate compares on comes later) and without the cases it
@@ -95,7 +108,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     new = [c for c in dataset.cases if c.label is not None]
     if not new:
         raise ConfigError(f"--data {data}: no labelled cases to update on")
-    old = _seen_before(training_cases(recipe), parent) if replay else []
+    old = _replay_pool(recipe, parent) if replay else []
     mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
     try:
         val = validation_cases(recipe, _held_out(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new, mixed))

@@ -119,6 +119,30 @@ def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update
     assert trained_on([child], load_spec("feedback:movie:5000").cases) == 1  # its newest event is after the window
 
 
+def test_an_update_replays_the_shots_its_parent_drew_from_a_log_grown_since(tiny_model_dir, tmp_path, monkeypatch):
+    """(was: the parent's `data.shots` drawn again over the grown log, another sample: 1 of its 8 shots replayed)"""
+    import adaptrec.train.update as update_mod
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+    log = OnlineLog()
+    log_feedback(synthetic_cases(16, seed=5), log, t0=1000)
+    sets = ["data.train=feedback:movie", "data.valid=feedback:movie", "data.shots=8"]
+    root = run_recipe(*load_recipe(str(path), sets)).record
+    assert len(root.trained_events) == 8
+    log_feedback(synthetic_cases(64, seed=6), log, t0=3000)
+    seen = {}
+    real_train = update_mod.train
+
+    def spy(recipe, backbone, cases, val, run_dir, **kw):
+        seen["cases"] = list(cases)
+        return real_train(recipe, backbone, cases, val, run_dir, **kw)
+
+    monkeypatch.setattr(update_mod, "train", spy)
+    result = update_adapter(root.ref, "feedback:movie:3000[0:8]", replay=0.5, steps=1)
+    assert result.replay_cases == 8 and {c.meta["event"] for c in seen["cases"] if c.meta["time"] < 3000} == set(
+        root.trained_events)
+
+
 def test_update_refuses_what_it_cannot_do(trained):
     parent, _ = trained
     with pytest.raises(ConfigError, match="no labelled cases"):
