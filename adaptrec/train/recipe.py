@@ -119,16 +119,15 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
 
 def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, adapter_dir: Path
                 ) -> AdapterRecord | None:
-    """The record a finished run in `run_dir` registered (its report.json, written last, names it), while it is
-    still registered, trained with these settings for this exact backbone, and holds the files of `adapter_dir`
-    (the run's best adapter now): resuming a finished run trains nothing new, so it registers no new version."""
-    record = recorded_version(registry, run_dir / "report.json")
-    if record is None:
-        return None
-    same = (record.name == recipe.name and record.kind == "trained"
-            and _trained_with(record, recipe_digest(recipe), fingerprint)
-            and adapter_key(record.path) == adapter_key(adapter_dir))
-    return record if same else None
+    """The record a finished run in `run_dir` registered (its report.json, written last, names it; without one, a
+    crash between registering and writing it, any version of the name), while it is still registered, trained with
+    these settings for this exact backbone, and holds the files of `adapter_dir` (the run's best adapter now):
+    resuming a finished run trains nothing new, so it registers no new version."""
+    named = recorded_version(registry, run_dir / "report.json")
+    candidates = [named] if named is not None else registry.list(name=recipe.name)
+    settings, key = recipe_digest(recipe), adapter_key(adapter_dir)
+    return next((r for r in candidates if r.name == recipe.name and _trained_with(r, settings, fingerprint)
+                 and adapter_key(r.path) == key), None)
 
 
 def _trained_with(record: AdapterRecord, digest: str, fingerprint) -> bool:

@@ -60,3 +60,21 @@ def test_a_protocol_the_training_spec_cannot_take_names_the_recipe_and_key():
     loo, _ = load_recipe("movie-lora", ["data.protocol=leave_one_out"])
     with pytest.raises(ConfigError, match=r"movie-lora\.yaml: data\.train: bad data SPEC 'tallrec:movie:train'"):
         run_dir_for(loo)
+
+
+def test_a_run_killed_between_registering_and_its_report_registers_no_second_version(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    """(was: the resume found no report.json naming the version, so it registered the same files again)"""
+    import pytest
+
+    from adaptrec.train import recipe as recipe_mod
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 1, {"train": 8, "valid": 4, "test": 4}, eval_every=1)
+    parsed, text = load_recipe(str(path))
+    with monkeypatch.context() as killed:
+        killed.setattr(recipe_mod, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            run_recipe(parsed, text, resume=True)
+    (first,) = Registry().list(name=parsed.name)
+    assert run_recipe(parsed, text, resume=True).record.ref == first.ref
+    assert [r.ref for r in Registry().list(name=parsed.name)] == [first.ref]
