@@ -166,6 +166,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
+    _check_collab_sources(reg, refs, data)
     loaded = {}
     if encoders is None:
         encoders = [r.ref for r in reg.encoders_for(data)]
@@ -208,13 +209,32 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     return registry().register_encoder(name, fitted, WINDOWS[data], validation_metrics(fitted.encoder, data, seed))
 
 
-def _check_encoder_source(source: str, spec: str) -> None:
+def _check_encoder_source(source: str, spec: str, what: str = "the encoder") -> None:
     """An encoder scores only the held-out splits of the source it learned from (`cf.fit.HELD_OUT`)."""
     from .cf.fit import HELD_OUT, scores_spec
 
+    if source not in HELD_OUT:
+        raise AdaptrecError(f"{what} learned from {source!r}, not a source adaptrec knows the held-out splits of "
+                            f"({', '.join(HELD_OUT)}): it cannot be scored on {spec}")
     if not scores_spec(source, spec):
-        raise AdaptrecError(f"the encoder learned from {source}; it scores only that source's held-out splits "
+        raise AdaptrecError(f"{what} learned from {source}; it scores only that source's held-out splits "
                             f"({HELD_OUT[source]}), not {spec} (its pairs may be in the encoder's training data)")
+
+
+def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
+    """A collaborative adapter (alone or among a mix's sources) scores only the held-out splits of the source its
+    encoder learned from: on any other SPEC its item table may hold the very pairs it is scored on."""
+    from .adapters.attach import COLLAB_TYPE
+    from .adapters.collab import encoder_of
+    from .adapters.merge import as_mix
+
+    for ref in refs:
+        record = reg.resolve(ref)
+        composition = as_mix(record)
+        for r in [reg.resolve(s) for s in composition.refs] if composition else [record]:
+            encoder = encoder_of(r.path) if r.adapter_type == COLLAB_TYPE else None
+            if encoder is not None:
+                _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,

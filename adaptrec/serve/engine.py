@@ -55,7 +55,8 @@ from adaptrec.adapters.collab import TUNER as COLLAB_TUNER
 from adaptrec.adapters.collab import ItemEmbedding, check_table, read_saved
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
-from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, items_template, render_prompt, unknown_items
+from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, items_template, plain_template, render_prompt,
+                                   unknown_items)
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
@@ -436,8 +437,9 @@ class Engine:
 
     # ------------------------------------------------------------ prompts and limits
     def template_of(self, record) -> str:
-        """The template a registered adapter reads: the `-items` form of the engine's for a collaborative one."""
-        return items_template(self.template) if record.adapter_type == COLLAB_TYPE else self.template
+        """The template a registered adapter reads: the `-items` form of the engine's for a collaborative one, the
+        plain form for every other (as eval scores them: item tokens of a loaded item table reach no other row)."""
+        return items_template(self.template) if record.adapter_type == COLLAB_TYPE else plain_template(self.template)
 
     def prompt(self, case: Case, template: str | None = None) -> str:
         """The case's prompt, refused (`LimitExceeded`) when longer than `limits.max_prompt_tokens`."""

@@ -28,6 +28,10 @@ class Item(BaseModel):
     item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
 
+UNKNOWN_ITEMS = ("item ids outside a collaborative adapter's item table (its encoder's catalogue): those items were "
+                 "scored by their text alone")
+
+
 class Target(BaseModel):
     text: Text = Field(..., description="the item as the prompt lists it")
     item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
@@ -88,8 +92,7 @@ class ScoreResponse(BaseModel):
     scores: list[float]
     adapters: list[str]
     reason: str
-    unknown_items: list[str] = Field(default_factory=list, description="item ids a collaborative adapter's encoder "
-                                     "does not know: those items were scored by their text alone")
+    unknown_items: list[str] = Field(default_factory=list, description=UNKNOWN_ITEMS)
 
 
 class Ranked(BaseModel):
@@ -104,8 +107,7 @@ class RecommendResponse(BaseModel):
     items: list[Ranked]
     adapters: list[str]
     reason: str
-    unknown_items: list[str] = Field(default_factory=list, description="item ids a collaborative adapter's encoder "
-                                     "does not know: those items were scored by their text alone")
+    unknown_items: list[str] = Field(default_factory=list, description=UNKNOWN_ITEMS)
 
 
 class FeedbackRequest(BaseModel):

@@ -72,6 +72,19 @@ def test_the_engine_scores_collab_adapters_as_eval_does_in_mixed_batches_and_sha
                                _eval_scores(tiny_model_dir, registry, "collab-a", targets), atol=1e-4)
 
 
+def test_an_items_template_reaches_only_collab_rows(setup, tiny_model_dir):
+    """`serve --template tallrec-items` (the collab recipes' template): plain adapters read the plain prompts, as eval
+    scores them (was: once a collab adapter loaded, their prompts carried item tokens no projector of theirs reads)."""
+    home, cases = setup
+    registry = Registry(home)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, template="tallrec-items")
+    engine.load("collab-a")
+    assert "<item_" in engine.prompt(cases[0], engine.template_of(registry.resolve("collab-a")))
+    assert "<item_" not in engine.prompt(cases[0], engine.template_of(registry.resolve("plain")))
+    np.testing.assert_allclose(engine.score(cases, "plain"), _eval_scores(tiny_model_dir, registry, "plain", cases),
+                               atol=1e-5)
+
+
 def test_another_item_table_is_refused_and_eviction_drops_the_projector(setup, tiny_model_dir):
     home, cases = setup
     registry = Registry(home)
@@ -209,3 +222,28 @@ def test_a_match_token_adapter_serves_as_eval_scores_it_and_eviction_drops_its_m
     np.testing.assert_allclose(to_scores(engine.shared_prefix_logits("matched", prompts), "pyes"), loud, atol=1e-4)
     engine.load("plain")
     assert set(engine.items.projectors) == set(engine.items.matchers) == set()
+
+
+def test_eval_refuses_a_collab_adapter_on_data_its_encoder_may_have_trained_on(setup, tiny_model_dir, monkeypatch):
+    """Its item table learned from `movielens:100k`, whose ratings hold the leave-one-out test pairs (was: scored
+    there without a word, as registered encoder rows are not); before any model loads, a mix's sources too."""
+    import adaptrec
+    import adaptrec.api
+    from adaptrec.adapters.merge import Composition, compose
+    from adaptrec.errors import AdaptrecError
+
+    home, _ = setup
+    monkeypatch.setenv("ADAPTREC_HOME", str(home))
+    compose(fresh_backbone(tiny_model_dir), Registry(home), Composition(("collab-a", "plain"), "mix", (0.5, 0.5)),
+            name="collab-mix", domain="movie")
+
+    class Loaded(Exception):
+        pass
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: (_ for _ in ()).throw(Loaded()))
+    for refs in (["collab-a"], ["plain", "collab-mix"]):
+        with pytest.raises(AdaptrecError, match="collab-a:1's encoder learned from movielens:100k; it scores only "
+                                                ".* not movielens:100k:loo:test"):
+            adaptrec.evaluate(refs, data="movielens:100k:loo:test", encoders=())
+    with pytest.raises(Loaded):  # its own source's test split passes the check
+        adaptrec.evaluate(["collab-mix"], data="movielens:100k:test", encoders=(), limit=2)
