@@ -748,6 +748,47 @@ def test_another_saved_collab_adapter_scores_with_its_own_projector_then_the_tra
             pass
 
 
+def test_a_collab_distillation_teacher_scores_with_its_item_tokens(built, tmp_path):
+    """Its margins are its own `-items` scores (was: plain prompts, so its projector read nothing and the margins
+    were its LoRA's alone)."""
+    from adaptrec.config import DistillSettings
+    from adaptrec.score_cache import ScoreCache
+    from adaptrec.train.methods import StepContext
+    from adaptrec.train.methods.distill import DistillMethod, Teacher, pair_key
+
+    bb, model, cases = built
+    _save(model, tmp_path / "teacher")
+    items = Scorer(model, bb.tokenizer, "", template="tallrec-items", progress=False)
+    expected = items.logits_for_prompts(items.prompts(cases))
+    with torch.no_grad():
+        model.get_input_embeddings().projector.weight.normal_(std=1.0)  # the student moves on
+    teacher = Teacher("teacher:1", tmp_path / "teacher", "teacher-key", cases, collab=True)
+    settings = DistillSettings(type="distill", teacher="teacher:1", teacher_data="x")
+    method = DistillMethod(settings, teacher, ScoreCache(tmp_path / "scores.db"))
+    method.prepare(model, StepContext(items, torch.device("cpu")), cases)
+    np.testing.assert_allclose([method.margins[pair_key(c)] for c in cases], expected[:, 0] - expected[:, 1],
+                               atol=1e-5)
+
+    from train_worker import tiny_recipe
+
+    from adaptrec.config import Recipe
+    from adaptrec.train.methods import build_method
+
+    _registered(built)
+    raw = tiny_recipe(str(bb.source), 2).model_dump()
+    distill = {"type": "distill", "teacher": "movie-collab", "teacher_data": "movielens:100k:test"}
+    assert build_method(Recipe.model_validate({**raw, "method": distill}), bb, cases).teacher.collab
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(5)  # another build of the same family: the teacher's own weights
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(bb.source)).save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(bb.source).save_pretrained(tmp_path / "other")  # without the item tokens
+    other = Recipe.model_validate({**raw, "method": {**distill, "teacher_backbone": str(tmp_path / "other")}})
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="is a collaborative adapter: it teaches on the "
+                                                                       "student's backbone only"):
+        build_method(other, bb, cases)
+
+
 def test_a_first_adapter_that_fails_to_load_leaves_the_backbone_as_it_was(built, tiny_model_dir, monkeypatch):
     """peft injects its layers before it loads the weights: a failure there left them in the backbone (was: the
     untuned row then scored with random LoRA layers, and no adapter could be built on it)."""

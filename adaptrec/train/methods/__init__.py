@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...adapters.attach import adapter_key
+from ...adapters.attach import COLLAB_TYPE, adapter_key
 from ...adapters.check import base_change
 from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
@@ -70,7 +70,11 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
     if cfg.teacher == "backbone":
         return Teacher("backbone", None, f"{base_key}:base", cases, other)
     record = _teacher_record(recipe, fingerprint)
-    return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other)
+    collab = record.adapter_type == COLLAB_TYPE
+    if collab and other is not None:  # loaded there by peft alone, its projector and item tokens would be left out
+        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a collaborative adapter: it teaches on "
+                          "the student's backbone only, where its item tokens are read")
+    return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other, collab)
 
 
 MethodBuilder = Callable[[Recipe, Any, Sequence[Case]], Method]

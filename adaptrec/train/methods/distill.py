@@ -19,7 +19,7 @@ from peft import PeftConfig, PeftModel
 from ...adapters.attach import adapter_key
 from ...backbone import load_backbone, load_tokenizer
 from ...config import DistillSettings
-from ...data.prompts import plain_template
+from ...data.prompts import items_template, plain_template
 from ...data.records import Case
 from ...errors import ConfigError
 from ...fingerprint import Fingerprint, digest
@@ -49,6 +49,7 @@ class Teacher:
     model_key: str  # backbone score key + adapter weights hash
     cases: Sequence[Case]  # the teacher's view of the training cases
     backbone: TeacherBackbone | None = None  # None: the student's backbone
+    collab: bool = False  # a collaborative adapter: it reads the `-items` prompts, through the student's item table
 
 
 def pair_key(case: Case) -> tuple:
@@ -78,10 +79,11 @@ class DistillMethod(Method):
         return f"teacher:{self.teacher.model_key}"  # the prompt keys the rest: not the data it came from
 
     def _scorer(self, model: torch.nn.Module, tokenizer, ctx: StepContext) -> Scorer:
-        """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings without item
-        tokens (a collaborative student's projector is not the teacher's)."""
+        """The teacher's scorer: its own tokenizer and answer tokens, the student's prompt settings, with item tokens
+        only for a collaborative teacher (a collaborative student's projector is not any other teacher's)."""
         s = ctx.scorer
-        return Scorer(model, tokenizer, self.cache_key(), template=plain_template(s.template),
+        template = items_template(s.template) if self.teacher.collab else plain_template(s.template)
+        return Scorer(model, tokenizer, self.cache_key(), template=template,
                       max_prompt_tokens=s.max_prompt_tokens,
                       batch_size=s.batch_size, cache=self.cache, progress=False)
 
