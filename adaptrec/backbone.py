@@ -80,6 +80,8 @@ _FILE_SUFFIXES = {".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".ckp
 log = logging.getLogger(__name__)
 # bitsandbytes warns on every int8 matmul that fp32 inputs are cast to fp16 on CPU; once is enough.
 warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
+# peft's PeftModel calls a transformers method transformers 5 deprecated: not the user's to act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @dataclass

@@ -11,7 +11,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def adaptrec_home() -> Path:
     """`$ADAPTREC_HOME`, default `~/.cache/adaptrec`; created on first use."""
     home = Path(os.environ.get("ADAPTREC_HOME") or Path.home() / ".cache" / "adaptrec").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        from .errors import AdaptrecError
+
+        named = "$ADAPTREC_HOME " if os.environ.get("ADAPTREC_HOME") else "adaptrec's home "
+        raise AdaptrecError(f"{named}{home}: a file is in the way (the home is a folder); point it at a folder")
     return home
 
 

@@ -175,3 +175,18 @@ def test_4bit_computes_in_the_dtype_of_the_device_it_loads_on(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _quantization_config("4bit", "cpu").bnb_4bit_compute_dtype == torch.float32
     assert _quantization_config("4bit", "cuda:0").bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_building_an_adapter_prints_no_library_deprecation_warning(tiny_model_dir):
+    """peft calls transformers' deprecated `is_gradient_checkpointing`: its FutureWarning reached every
+    `train --dry-run` (was: two lines on stderr the user cannot act on)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('default');"
+            "from adaptrec.backbone import load_backbone; from adaptrec.adapters import build_peft_model;"
+            f"bb = load_backbone({str(tiny_model_dir)!r}, quantization='none', device='cpu');"
+            "build_peft_model(bb.model, {'type': 'lora', 'r': 4}, total_steps=2)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "is_gradient_checkpointing" not in run.stderr

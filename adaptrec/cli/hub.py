@@ -38,7 +38,7 @@ def hub_push(
 
 @hub_app.command("pull")
 def hub_pull(
-    source: str = typer.Argument(..., help="ORG/NAME\\[@REVISION] on the Hub, or a mirror PATH[@REVISION]"),
+    source: str = typer.Argument(..., help="ORG/NAME\\[@REVISION] on the Hub, or a mirror PATH\\[@REVISION]"),
     name: Optional[str] = typer.Option(None, "--name", help="registry name (default: the published name)"),
     force: bool = typer.Option(False, "--force", help="register even if made for another base-model family"),
     backbone: str = BackboneOpt,

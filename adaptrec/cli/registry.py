@@ -30,7 +30,10 @@ def registry_list(domain: Optional[str] = typer.Option(None, "--domain", help="o
     """List registered adapters (promoted ones are marked with *)."""
     reg = api.registry()
     promoted = set(reg.aliases().values())
-    for r in reg.list(domain=domain):
+    records = reg.list(domain=domain)
+    if not records:
+        typer.echo("no adapters registered" + (f" for domain {domain!r}" if domain is not None else ""))
+    for r in records:
         mark = "*" if r.ref in promoted else " "
         typer.echo(f"{mark} {r.ref:28} {r.domain:10} {r.kind:9} {r.adapter_type:8} {_auc_cell(r)}  {r.created}")
 
@@ -104,6 +107,8 @@ def registry_encoders(name: Optional[str] = typer.Option(None, "--name", help="o
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
+    if not records:
+        typer.echo("no encoders registered" + (f" named {name!r}" if name is not None else ""))
     for r in records:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in r.metrics.items() if isinstance(v, float))
         typer.echo(f"{r.ref:28} {r.kind:9} {r.data:20} {r.created_at}  {shown}")

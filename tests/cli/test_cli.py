@@ -160,15 +160,27 @@ def test_help_and_a_commands_own_exit_code_pass_through(monkeypatch, capsys):
     assert code == 0 and "Usage: adaptrec eval" in out
     code, out, err = run_cli(monkeypatch, capsys, "registry")  # a group called bare: its help, no error line
     assert code == 2 and "Usage: adaptrec registry" in out + err and "error:" not in err
+    code, out, _ = run_cli(monkeypatch, capsys, "hub", "pull", "--help")
+    assert code == 0 and "PATH[@REVISION]" in " ".join(out.split())  # (was: rich read `[@REVISION]` as markup)
 
 
-def test_a_home_that_cannot_be_made_is_one_line(monkeypatch, capsys, tmp_path):
-    """`$ADAPTREC_HOME` under a file: the file system's refusal in one line (was: a NotADirectoryError traceback)."""
+@pytest.mark.parametrize("under", [False, True])
+def test_a_home_that_cannot_be_made_is_one_line_naming_the_variable(monkeypatch, capsys, tmp_path, under):
+    """`$ADAPTREC_HOME` a file or under one (was: a NotADirectoryError traceback, then "[Errno 17] File exists" or
+    "Not a directory" without naming the variable)."""
     (tmp_path / "file").write_text("")
-    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "file" / "home"))
-    code, _, err = run_cli(monkeypatch, capsys, "registry", "list")
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "Not a directory" in lines[0], err
+    home = tmp_path / "file" / "home" if under else tmp_path / "file"
+    monkeypatch.setenv("ADAPTREC_HOME", str(home))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "list")[::2])
+    assert line == f"error: $ADAPTREC_HOME {home}: a file is in the way (the home is a folder); point it at a folder"
+
+
+def test_an_empty_registry_says_so(monkeypatch, capsys):
+    """(was: nothing printed, as if the command had not run)"""
+    for args, words in ((("list",), "no adapters registered"), (("list", "--domain", "movie"), "for domain 'movie'"),
+                        (("encoders",), "no encoders registered")):
+        code, out, _ = run_cli(monkeypatch, capsys, "registry", *args)
+        assert code == 0 and words in out
 
 
 def test_serve_refuses_an_unknown_template_before_the_backbone_loads(monkeypatch, capsys):
