@@ -13,11 +13,10 @@ def adaptrec_home() -> Path:
     home = Path(os.environ.get("ADAPTREC_HOME") or Path.home() / ".cache" / "adaptrec").expanduser()
     try:
         home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        from .errors import AdaptrecError
-
+    except (FileExistsError, NotADirectoryError):  # the file system's refusal, as the CLI shows it (exit 1)
         named = "$ADAPTREC_HOME " if os.environ.get("ADAPTREC_HOME") else "adaptrec's home "
-        raise AdaptrecError(f"{named}{home}: a file is in the way (the home is a folder); point it at a folder")
+        raise NotADirectoryError(f"{named}{home}: a file is in the way (the home is a folder); point it at a "
+                                 "folder") from None
     return home
 
 

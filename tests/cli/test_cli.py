@@ -171,8 +171,9 @@ def test_a_home_that_cannot_be_made_is_one_line_naming_the_variable(monkeypatch,
     (tmp_path / "file").write_text("")
     home = tmp_path / "file" / "home" if under else tmp_path / "file"
     monkeypatch.setenv("ADAPTREC_HOME", str(home))
-    line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "list")[::2])
-    assert line == f"error: $ADAPTREC_HOME {home}: a file is in the way (the home is a folder); point it at a folder"
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "list")
+    assert code == 1 and err.strip() == (f"error: $ADAPTREC_HOME {home}: a file is in the way (the home is a "
+                                         "folder); point it at a folder"), err
 
 
 def test_an_empty_registry_says_so(monkeypatch, capsys):
