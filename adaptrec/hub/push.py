@@ -17,7 +17,7 @@ from pathlib import Path
 from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, published_files
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, IntegrityError
 from ..fingerprint import text_digest
 from ..registry import AdapterRecord, Registry, verified_files
 from .card import model_card
@@ -119,6 +119,9 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
         dst = folder / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(record.path / rel, dst)
+        if file_sha256(dst) != meta["files"][rel]:  # changed since it was verified: never published as registered
+            raise IntegrityError(f"{record.path / rel} changed while it was being published; run "
+                                 "`adaptrec registry verify` and push again")
         copied.append(rel)
     base_model = (meta.get("base") or {}).get("base_model") or ""
     config_path = folder / CONFIG_FILE

@@ -305,12 +305,16 @@ class Registry:
         return rec
 
     def rollback(self, domain: str) -> AdapterRecord:
-        """Restore the champion `domain` had before the current one (skipping versions removed since)."""
+        """Restore the champion `domain` had before the current one (skipping versions removed since, and the current
+        one where it was champion before too)."""
         check_domain(domain)
         with self._write() as conn:
             stack = audit.champions(audit.history(conn, domain))
             current, skipped = stack.pop() if stack else None, []
             while stack:
+                if stack[-1] == current:  # promoted again after a champion removed since: no earlier one there
+                    stack.pop()
+                    continue
                 try:
                     rec = self._resolve(conn, stack[-1])
                 except RegistryError:
@@ -473,7 +477,7 @@ class Registry:
                     found.append((entry, "a work folder a killed process left (a pull's download)"))
         rows = versions()
         return found + [(sub, "an orphan folder no registry row points to") for table, sub in versioned
-                        if (sub.parent.name, int(sub.name)) not in rows[table]]
+                        if sub.name != str(int(sub.name)) or (sub.parent.name, int(sub.name)) not in rows[table]]
 
     def verify(self) -> list[str]:
         """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per

@@ -68,10 +68,10 @@ def _replay_pool(recipe: Recipe, parent: AdapterRecord) -> list[Case]:
     and few of the parent's)."""
     pool = _seen_before(training_cases(recipe, draw=False), parent)
     shots = recipe.data.shots
-    if parent.trained_events or not shots or shots >= len(pool):
+    if parent.trained_events or not shots:
         return pool
-    with naming_key(recipe, "data.shots"):
-        return few_shot(pool, shots, recipe.data.seed)
+    with naming_key(recipe, "data.train"):  # data that does not grow: the parent's very draw
+        return few_shot(pool, min(shots, len(pool)), recipe.data.seed)
 
 
 def _held_out(cases: Sequence[Case], new: Sequence[Case], mixed: Sequence[Case]) -> list[Case]:

@@ -466,6 +466,24 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     _assert_nothing_left(before)
 
 
+def test_a_file_changed_after_its_check_is_never_published(lora_src, tmp_path, monkeypatch, capsys):
+    """(was: the copy's own hash went into the published manifest, so a pull accepted the changed weights)"""
+    from adaptrec.hub import push
+
+    rec = _register(lora_src)
+    mirror = tmp_path / "adapters_hub"
+    copy = shutil.copyfile
+
+    def changed_meanwhile(src, dst):
+        copy(src, dst)
+        if Path(dst).name == "adapter_model.safetensors":
+            Path(dst).write_bytes(Path(dst).read_bytes() + b" ")
+    monkeypatch.setattr(push.shutil, "copyfile", changed_meanwhile)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+    assert "adapter_model.safetensors changed while it was being published" in _one_line_error(code, err)
+    assert not (mirror / "movie-lora" / "v1").exists()
+
+
 def test_a_registry_name_that_is_no_repo_name_asks_for_repo(lora_src, tmp_path, monkeypatch, capsys):
     """(was: "bad mirror repo 'movie+lora'", naming no way out)"""
     rec = _register(lora_src, name="movie+lora")

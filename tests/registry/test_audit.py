@@ -60,6 +60,18 @@ def test_rollback_skips_a_removed_champion_and_remembers_it(reg, versions):
     assert reg.rollback("movies").ref == v1
 
 
+def test_a_rollback_never_restores_the_champion_that_serves(reg, versions):
+    """Promote v1, v2; remove v2; promote v1 again (was: the rollback "restored" v1 over v1)."""
+    v1, v2, _ = versions
+    reg.promote(v1, "movies")
+    reg.promote(v2, "movies")
+    reg.remove(v2, force=True)
+    reg.promote(v1, "movies")
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback("movies")
+    assert reg.promoted("movies").ref == v1 and reg.history("movies")[-1].action == "promote"
+
+
 def test_promoting_the_champion_again_does_not_stack_it(reg, versions):
     v1, v2, _ = versions
     reg.promote(v1, "movies")

@@ -91,7 +91,8 @@ def test_resolve_grammar(reg, src):
 
 @pytest.mark.parametrize("ref", ["", "a/b", "../x", "a..b", ".hidden", "a b", "a:0", "a:-1", "a:x", "a:1:2", "a\\b",
                                  "a:", "x" * 200, "a:²", "a:١",  # digits int() refuses, or reads as another number
-                                 "a:9223372036854775808"])  # past SQLite's integers (was: OverflowError, a 500 served)
+                                 "a:9223372036854775808",  # past SQLite's integers (was: OverflowError, a 500 served)
+                                 "a:007"])  # (was: version 7, so `remove a:007` removed a:7)
 def test_bad_refs_raise_registry_error(reg, ref):
     with pytest.raises(RegistryError, match="bad adapter (ref|name)"):
         reg.resolve(ref)
@@ -225,9 +226,10 @@ def test_gc_removes_orphans_and_stale_tmp_only(reg, src):
     orphan = make_peft_dir(reg.adapters_dir / "movies-lora" / "9")
     orphan_name = make_peft_dir(reg.adapters_dir / "deleted-lora" / "1")
     stale = make_peft_dir(reg.adapters_dir / "movies-lora" / ".2.abc123.tmp")
+    padded = make_peft_dir(reg.adapters_dir / "movies-lora" / f"0{keep.version}")  # (was: taken for the row's folder)
     (reg.adapters_dir / "README.txt").write_text("not ours")
     removed = reg.gc()
-    assert sorted(removed) == sorted([orphan, orphan_name, stale])
+    assert sorted(removed) == sorted([orphan, orphan_name, stale, padded])
     assert not orphan.exists() and not stale.exists() and not (reg.adapters_dir / "deleted-lora").exists()
     assert keep.path.is_dir() and (reg.adapters_dir / "README.txt").exists()
     reg.load_verified(keep.ref, FP)
