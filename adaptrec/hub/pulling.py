@@ -347,7 +347,7 @@ def _register(registry: Registry, stage: Path, meta: dict, name: str | None, ada
         stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
         adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
         recipe_text=meta.get("recipe"), claimed_metrics=meta.get("metrics") or None, lineage=meta.get("lineage"),
-        origin=origin,
+        origin=origin, expect_files=meta["files"],
     )
 
 

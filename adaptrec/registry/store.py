@@ -14,12 +14,13 @@ from types import EllipsisType
 from typing import Any
 
 from adaptrec.adapters.check import base_change
-from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, check_base, file_sha256, write_adapter_dir
+from adaptrec.adapters.files import (METADATA_FILE, MIX_TYPE, check_base, file_sha256, read_metadata,
+                                    write_adapter_dir)
 from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
-from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError, RegistryUnavailable
+from adaptrec.errors import AdaptrecError, IntegrityError, RegistryBusy, RegistryError, RegistryUnavailable
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 from adaptrec.names import check_domain
@@ -195,11 +196,13 @@ class Registry:
         lineage: dict | None = None,
         origin: dict | None = None,
         claimed_metrics: dict | None = None,
+        expect_files: dict[str, str] | None = None,
     ) -> AdapterRecord:
         """Store a new version of adapter `name` and return its record.
 
         `src_dir` is a folder with peft files (or a callable `writer(folder)` / a peft model, see
-        `write_adapter_dir`). `adapter_config=None` reads the folder's adapter_config.json.
+        `write_adapter_dir`). `adapter_config=None` reads the folder's adapter_config.json. `expect_files`: the
+        sha256 each of these files was checked to have (a pull's manifest); a written copy that differs is refused.
         Everything is checked first; then the version is allocated, the folder written and the row inserted
         in one transaction, and a failure there leaves neither row nor folder.
         """
@@ -226,6 +229,10 @@ class Registry:
             folder = self.path_for(name, version)
             written.append(folder)
             self._write_folder(src_dir, entry.metadata(version, created), folder)
+            written_files = read_metadata(folder)["files"]
+            changed = sorted(rel for rel, sha in (expect_files or {}).items() if written_files.get(rel) != sha)
+            if changed:  # the source folder changed between its check and this copy
+                raise IntegrityError(f"{name}: {changed[0]} is not the file that was checked; nothing was registered")
             config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
             changes = base_change(config)
             if changes is not None:  # detaching it would not undo that: every later row would read a changed base

@@ -484,6 +484,28 @@ def test_a_file_changed_after_its_check_is_never_published(lora_src, tmp_path, m
     assert not (mirror / "movie-lora" / "v1").exists()
 
 
+def test_a_pulled_file_changed_after_its_check_is_never_registered(lora_src, tiny_model_dir, tmp_path, monkeypatch,
+                                                                   capsys):
+    """(was: the registry copied the staged folder again and recorded the copy's hashes as verified)"""
+    from adaptrec.hub import pulling
+
+    rec = _register(lora_src)
+    mirror = tmp_path / "adapters_hub"
+    assert run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))[0] == 0
+    check = pulling.check_adapter_folder
+
+    def changed_after_the_check(stage, *args):
+        check(stage, *args)
+        weights = Path(stage) / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes() + b" ")
+    monkeypatch.setattr(pulling, "check_adapter_folder", changed_after_the_check)
+    before = [r.ref for r in Registry().list()]
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull",
+                           *_pull_args(tiny_model_dir, f"{mirror / 'movie-lora'}@v1", "--name", "changed"))
+    assert "adapter_model.safetensors is not the file that was checked" in _one_line_error(code, err)
+    _assert_nothing_left(before)
+
+
 def test_a_registry_name_that_is_no_repo_name_asks_for_repo(lora_src, tmp_path, monkeypatch, capsys):
     """(was: "bad mirror repo 'movie+lora'", naming no way out)"""
     rec = _register(lora_src, name="movie+lora")
