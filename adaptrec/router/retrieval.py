@@ -19,7 +19,7 @@ from adaptrec.data.candidates import read_candidates
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import HIDDEN_HISTORY, Case
 from adaptrec.errors import AdaptrecError
-from adaptrec.scoring.variants import trained_prompt
+from adaptrec.scoring.variants import sources_prompt
 from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of
 
 from .policy import Decision, RoutePolicy, decision_scores, route_user
@@ -135,17 +135,9 @@ def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
 
 
 def routed_prompt(registry, decision: Decision, template: str | None = None) -> dict:
-    """The prompt settings for the adapters serving `decision` (one prompt is rendered for all of them): `template`,
-    else the template they were trained with (`trained_prompt`; `AdaptrecError` when they differ), and the shortest
-    prompt length any was trained with (none sees more history than it trained on); {} when none has a recipe."""
-    trained = [trained_prompt(registry.resolve(ref)) for ref in decision.adapters]
-    templates = sorted({t["template"] for t in trained if "template" in t})
-    if template is None and len(templates) > 1:
-        raise AdaptrecError(f"the adapters serving this user ({', '.join(decision.adapters)}) were trained with "
-                            f"different prompt templates ({', '.join(templates)}); pass --template")
-    lengths = [t["max_prompt_tokens"] for t in trained if "max_prompt_tokens" in t]
-    chosen = template or next(iter(templates), None)
-    return {**({"template": chosen} if chosen else {}), **({"max_prompt_tokens": min(lengths)} if lengths else {})}
+    """The prompt settings for the adapters serving `decision` (one prompt is rendered for all of them):
+    `variants.sources_prompt`."""
+    return sources_prompt([registry.resolve(ref) for ref in decision.adapters], template)
 
 
 @dataclass(frozen=True)

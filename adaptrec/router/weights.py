@@ -33,7 +33,7 @@ from adaptrec.data.sampling import few_shot
 from adaptrec.data.spec import load_spec, split_slice
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
-from adaptrec.scoring.variants import component_scores, mix
+from adaptrec.scoring.variants import component_scores, mix, sources_prompt
 
 from .policy import resolve_sources
 
@@ -208,6 +208,8 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     domain = domain or records[-1].domain
     if not name:
         raise CompositionError("compose: pass a name for the composed adapter's registry entry")
+    # the search scores, and the composition is served, in the prompt its sources trained with
+    prompt = sources_prompt(records, remedy="a composition reads one prompt: compose adapters of one template")
     if search_data is None:
         parsed = parse_weights(weights, len(refs)) if weights is None or isinstance(weights, str) else tuple(weights)
         composition, result, cases = Composition(refs, method, parsed, svd_rank, density, seed), None, []
@@ -222,6 +224,9 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         cases = few_shot(labelled, shots, seed)
         backbone = load()
         composition, result = search_composition(backbone, registry, refs, method, cases, budget=budget, l1=l1,
-                                                 seed=seed, svd_rank=svd_rank, density=density, data=search_data)
+                                                 seed=seed, svd_rank=svd_rank, density=density, data=search_data,
+                                                 **prompt)
+    if prompt:
+        composition = replace(composition, extra={**composition.extra, "prompt": prompt})
     record = compose(backbone, registry, composition, name=name, domain=domain)
     return ComposeResult(record, composition, result, len(cases))

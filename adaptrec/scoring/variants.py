@@ -22,19 +22,42 @@ UNTUNED = "backbone (untuned)"  # the row name of the backbone without adapters
 
 
 def trained_prompt(record) -> dict:
-    """The prompt template and length a registered adapter was trained with (its stored recipe's), {} without a
-    recipe; `ConfigError` when that recipe no longer validates."""
+    """The prompt template and length a registered adapter was trained with (its stored recipe's; a composition's:
+    its sources', as its lineage's `prompt` records them), {} without either; `ConfigError` when that recipe no
+    longer validates."""
     from adaptrec.config import recipe_from_text
+    from adaptrec.data.prompts import TEMPLATES
     from adaptrec.errors import ConfigError
 
     if not record.recipe_text:
-        return {}
+        recorded = (record.lineage or {}).get("prompt")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        length = recorded.get("max_prompt_tokens")
+        return {**({"template": recorded["template"]} if recorded.get("template") in TEMPLATES else {}),
+                **({"max_prompt_tokens": length} if type(length) is int and length >= 1 else {})}
     try:
         recipe = recipe_from_text(record.recipe_text, record.ref)
     except ConfigError as e:
         raise ConfigError(f"{e} (the recipe stored with the adapter no longer validates, so the prompt template it "
                           "was trained with is unknown)") from None
     return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
+
+
+def sources_prompt(records, template: str | None = None, remedy: str = "pass --template") -> dict:
+    """The prompt settings for adapters read through one prompt (a routed mix, a composition's sources): `template`,
+    else the template they were trained with (`trained_prompt`; `AdaptrecError` naming `remedy` when they differ),
+    and the shortest prompt length any was trained with (none sees more history than it trained on); {} when none
+    has a recipe."""
+    from adaptrec.errors import AdaptrecError
+
+    trained = [trained_prompt(r) for r in records]
+    templates = sorted({t["template"] for t in trained if "template" in t})
+    if template is None and len(templates) > 1:
+        raise AdaptrecError(f"{', '.join(r.ref for r in records)} were trained with different prompt templates "
+                            f"({', '.join(templates)}); {remedy}")
+    lengths = [t["max_prompt_tokens"] for t in trained if "max_prompt_tokens" in t]
+    chosen = template or next(iter(templates), None)
+    return {**({"template": chosen} if chosen else {}), **({"max_prompt_tokens": min(lengths)} if lengths else {})}
 
 
 def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: bool = True) -> Iterator[tuple[str, str, object]]:

@@ -47,12 +47,13 @@ def _random(model, seed: int, std: float):
 
 
 def register_random(model_dir, registry, name: str, settings: dict, seed: int, domain: str = "arts", std: float = 0.3,
-                    quantization: str = "none"):
-    """Train nothing: fill a fresh adapter's parameters with seeded noise and register it."""
+                    quantization: str = "none", recipe_text: str | None = None):
+    """Train nothing: fill a fresh adapter's parameters with seeded noise and register it (with `recipe_text`, as
+    if trained from that recipe)."""
     backbone = fresh_backbone(model_dir, quantization)
     model = _random(build_peft_model(backbone.model, settings, total_steps=10, tokenizer=backbone.tokenizer), seed, std)
     return registry.register(model, name=name, domain=domain, kind="trained", adapter_type=settings["type"],
-                             adapter_config=None, fingerprint=backbone.fingerprint)
+                             adapter_config=None, fingerprint=backbone.fingerprint, recipe_text=recipe_text)
 
 
 def register_peft(model_dir, registry, name: str, seed: int, domain: str = "arts", **lora):

@@ -115,3 +115,38 @@ def test_a_test_split_behind_two_slices_is_refused_too():
     with pytest.raises(DataSpecError, match="one \\[start:stop\\] slice per SPEC"):
         search_and_compose(None, Registry(), [], "cat", name="x", domain="office",
                            search_data="amazon:office:test[:][0:32]")
+
+
+def test_a_composition_is_searched_and_served_in_the_prompt_its_sources_trained_with(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    """(was: the search scored `tallrec` prompts of 1024 tokens whatever the sources trained with, and a ΔW
+    composition, with no recipe of its own, was served that way too)"""
+    from synthetic import write_tallrec_files
+
+    from adaptrec.config import load_recipe
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.router import weights
+    from adaptrec.scoring.variants import trained_prompt
+
+    registry = Registry()
+    sets = {"a": ["data.max_prompt_tokens=320"], "b": [], "s": ["data.template=tallrec-stats"]}
+    for seed, (name, overrides) in enumerate(sets.items()):
+        register_random(tiny_model_dir, registry, name, {"type": "lora", "r": 4}, seed=seed,
+                        recipe_text=load_recipe("movie-lora", overrides)[1])
+    seen = {}
+
+    def scores(backbone, registry, refs, cases, **options):
+        seen.update(options)
+        return np.full((len(refs), len(cases)), 0.5)
+    monkeypatch.setattr(weights, "component_scores", scores)
+    train = write_tallrec_files(tmp_path / "data", {"train": 8})["train"]
+    result = weights.search_and_compose(lambda: fresh_backbone(tiny_model_dir), registry, ["a", "b"], "mix",
+                                        name="ab", search_data=str(train), shots=4, budget=2)
+    assert (seen["template"], seen["max_prompt_tokens"]) == ("tallrec", 320)
+    merged = weights.search_and_compose(lambda: fresh_backbone(tiny_model_dir), registry, ["a", "b"], "cat",
+                                        name="ab-cat", weights="0.5,0.5")
+    for record in (result.record, merged.record):
+        assert trained_prompt(record) == {"template": "tallrec", "max_prompt_tokens": 320}
+    with pytest.raises(AdaptrecError, match="different prompt templates .*compose adapters of one template"):
+        weights.search_and_compose(lambda: pytest.fail("the backbone loaded"), registry, ["a", "s"], "mix",
+                                   name="as", weights="0.5,0.5")
