@@ -64,22 +64,29 @@ class Retriever:
         return ids | {i for text in titles for i in self.ids_of.get(text, ())}
 
     def retrieve(self, case: Case, n: int) -> list[tuple[str, float]]:
-        """The `n` most similar unseen items as (item id, cosine similarity), best first."""
+        """The `n` most similar unseen items as (item id, cosine similarity), best first; one id per title (a title
+        listed under several ids is one recommendation)."""
         check_retrievable(case)
         liked = [h.text for h in case.history if h.liked] or [h.text for h in case.history]
         user = _unit(np.mean([self._embed(t) for t in liked], axis=0))
         sims = self.matrix @ user
-        seen = self.seen(case)
-        order = (i for i in np.argsort(-sims, kind="stable") if self.ids[i] not in seen)
-        return [(self.ids[i], float(sims[i])) for _, i in zip(range(n), order)]
+        seen, titles, out = self.seen(case), set(), []
+        for i in np.argsort(-sims, kind="stable"):
+            if len(out) == n:
+                break
+            if self.ids[i] not in seen and self.texts[i] not in titles:
+                titles.add(self.texts[i])
+                out.append((self.ids[i], float(sims[i])))
+        return out
 
     def recall(self, cases: Sequence[Case], n: int) -> float:
-        """Recall@n of the retrieval stage: the share of held-out positives whose target is retrieved (a sampled
-        negative's target is a random item, not something to recall)."""
+        """Recall@n of the retrieval stage: the share of held-out positives whose target is retrieved, by its id or
+        by another id of its title (a sampled negative's target is a random item, not something to recall)."""
         cases = [c for c in cases if c.target_id is not None and c.held_out_positive]
         if not cases:
             raise AdaptrecError("retrieval recall needs cases with a held-out target_id (implicit-feedback data)")
-        return float(np.mean([c.target_id in {i for i, _ in self.retrieve(c, n)} for c in cases]))
+        return float(np.mean([bool(set(self.ids_of.get(c.target, [c.target_id])) & {i for i, _ in self.retrieve(c, n)})
+                              for c in cases]))
 
 
 def check_retrievable(case: Case) -> None:
@@ -100,6 +107,7 @@ class Recommendation:
 class RecommendResult:
     items: list[Recommendation]  # best first, at most top_k
     retrieved: tuple[str, ...] | None  # stage one's candidates (None when they were given)
+    retrieved_titles: tuple[str, ...] = ()  # their catalogue texts
 
 
 def recommend(load: Callable[[], object], registry, decision: Decision, case: Case, catalogue: Mapping[str, str], *,
@@ -117,7 +125,7 @@ def recommend(load: Callable[[], object], registry, decision: Decision, case: Ca
     scores = decision_scores(load(), registry, decision, cases, mode, **scorer_options)
     ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
     items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
-    return RecommendResult(items, tuple(similarity) if similarity else None)
+    return RecommendResult(items, tuple(similarity) if similarity else None, tuple(catalogue[i] for i in similarity))
 
 
 def check_candidates(candidates: Sequence[str], catalogue: Mapping[str, str], domain: str) -> None:
@@ -150,8 +158,8 @@ class UserRecommendation:
     def retrieval_hit(self) -> bool | None:
         """Whether stage one retrieved the held-out target; None without retrieval or a known target."""
         if self.result.retrieved is None or self.case.target_id is None:
-            return None
-        return self.case.target_id in self.result.retrieved
+            return None  # by its id, or another id of its title (retrieval offers one per title)
+        return self.case.target_id in self.result.retrieved or self.case.target in self.result.retrieved_titles
 
 
 def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, user_id: str, domain: str, dataset, *,

@@ -155,6 +155,18 @@ def test_a_title_listed_under_two_ids_is_seen_under_both():
         assert [i for i, _ in retriever.retrieve(case, 3)] == ["i3"]
 
 
+def test_a_title_listed_under_two_ids_is_retrieved_once_and_recalled_by_either():
+    """(was: both ids came back, one title twice in the top k, and recall missed a target whose twin was retrieved)"""
+    catalogue = {"i1": '"gel pens blue"', "i2": '"gel pens blue"', "i3": '"heavy duty stapler"',
+                 "i4": '"ballpoint pens black"'}
+    retriever = Retriever(catalogue, HashEncoder())
+    case = Case("u", "office", "office product", (HistoryItem('"ballpoint pens black"', item_id="i4", domain="office"),),
+                '"gel pens blue"', target_id="i2", label=1)
+    retrieved = [i for i, _ in retriever.retrieve(case, 3)]
+    assert sorted(retrieved) in (["i1", "i3"], ["i2", "i3"])
+    assert retriever.recall([case], 3) == 1.0
+
+
 def test_prompts_name_the_item_kind_a_domains_adapters_trained_on(tiny_model_dir, tmp_path, monkeypatch):
     """Amazon adapters train on "the target office product"; the Python API and history files named "office", the
     server "item" (was: three defaults, none of them the trained one)."""
