@@ -14,9 +14,11 @@ def adaptrec_home() -> Path:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # the file system's refusal, as the CLI shows it (exit 1)
-        named = "$ADAPTREC_HOME " if os.environ.get("ADAPTREC_HOME") else "adaptrec's home "
-        raise NotADirectoryError(f"{named}{home}: a file is in the way (the home is a folder); point it at a "
-                                 "folder") from None
+        if os.environ.get("ADAPTREC_HOME"):
+            raise NotADirectoryError(f"$ADAPTREC_HOME {home}: a file is in the way (the home is a folder); point "
+                                     "it at a folder") from None
+        raise NotADirectoryError(f"adaptrec's home {home}: a file is in the way (the home is a folder); move the "
+                                 "file, or set $ADAPTREC_HOME to a folder") from None
     return home
 
 

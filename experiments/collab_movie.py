@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,7 @@ def run() -> dict:
     backbones = {name: gain(name, name.removeprefix(ON_GEMMA)) for name in adapters if name.startswith(ON_GEMMA)}
     return {"protocol": {"test": "movielens:100k:test", "cases": len(test), "users": len(set(users["test"])),
                          "valid_cases": len(valid), "valid_users": len(set(users["valid"])), "encoder": encoder,
-                         "shared_users": shared_users(valid, test),
+                         "shared_users": shared_users(users["valid"], users["test"]),
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND},
             "rows": rows, "collab_vs_text": gains, "gemma_vs_smollm2": backbones}
 
@@ -204,9 +205,9 @@ def _environments(envs: dict[str, dict], machine: str) -> str:
     return f"Backbone{'s' if len(backbones) > 1 else ''}: {'; '.join(backbones)}; {machine}."
 
 
-def shared_users(valid, test) -> list[str]:
-    """The test users also in the validation set: a fact of the data's splits, not of a run."""
-    return sorted({c.user_id for c in valid} & {c.user_id for c in test})
+def shared_users(valid: Iterable[str], test: Iterable[str]) -> list[str]:
+    """The test users (ids) also in the validation set: a fact of the data's splits, not of a run."""
+    return sorted(set(valid) & set(test))
 
 
 def _shared_users(p: dict) -> str:
@@ -214,7 +215,7 @@ def _shared_users(p: dict) -> str:
     the results recorded them)."""
     shared = p.get("shared_users")
     if shared is None:
-        shared = shared_users(load_movielens("valid"), load_movielens("test"))
+        shared = shared_users(*([c.user_id for c in load_movielens(s)] for s in ("valid", "test")))
     if not shared:
         return " No user is in both sets."
     return (f" {len(shared)} test user(s) also in validation ({', '.join(shared)}): those validation cases precede "

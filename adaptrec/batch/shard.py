@@ -55,7 +55,7 @@ def batch_cases(dataset: DataSet, limit: int | None, seed: int, shard: Shard = W
             window = f"{base}[{start}:{start + len(dataset.cases)}]"
             raise AdaptrecError(f"--shard over {dataset.spec}: the feedback log grows between the shards' runs, so "
                                 f"they would split different case lists; name a full window, e.g. {window}")
-        if limit and limit < len(dataset.cases):
+        if limit and limit < sum(c.label is not None for c in dataset.cases):  # what `select_cases` draws from
             raise AdaptrecError(f"--shard with --limit {limit} over {dataset.spec}: the subset is drawn per label, so "
                                 "a pair re-labelled between the shards' runs would move them to different subsets; "
                                 f"shard the whole window or a narrower one, e.g. {base}[{start}:{start + limit}]")

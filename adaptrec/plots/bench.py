@@ -89,13 +89,8 @@ def _prefix_ranking(r: dict) -> list[BarPanel]:
                      f"target: ≥ {ratio:g}× faster than full prompts")]
 
 
-def _ratio(served: float | None, direct: float | None) -> float | None:
-    """served ÷ direct within one repeat, as the targets are set; None where either was not measured."""
-    return None if served is None or not direct else served / direct
-
-
 def _serve_load(r: dict) -> list[BarPanel]:
-    c, t, repeats = r["config"], r["target"], r["repeats"]
+    c, t, repeats = r["config"], r["target"], r["repeats"]  # each repeat's ratios: served ÷ direct, as targeted
     many = [rep[f"{c['clients']}_clients"] for rep in repeats]
     one = [rep["1_client"] for rep in repeats]
     labels = tuple(f"repeat {i}" for i in range(1, len(repeats) + 1))
@@ -103,11 +98,11 @@ def _serve_load(r: dict) -> list[BarPanel]:
     return [BarPanel(f"Throughput: {c['requests']} requests a repeat from {c['clients']} clients at once, "
                      f"{sum(m['errors'] for m in many)} errors", "adaptrec serve ÷ the engine called directly, "
                      "requests/s (higher is better)", labels,
-                     {"": tuple(_ratio(m["served_requests_per_s"], m["direct_requests_per_s"]) for m in many)},
+                     {"": tuple(rep["throughput_ratio"] for rep in repeats)},
                      low, f"target: each repeat ≥ {low:g}×, their median ≥ {median:g}×"),
             BarPanel(f"Latency, one client: {c['requests']} requests a repeat, {sum(o['errors'] for o in one)} errors",
                      "adaptrec serve ÷ the engine called directly, mean seconds per request (lower is better)",
-                     labels, {"": tuple(_ratio(o["served_mean_s"], o["direct_mean_s"]) for o in one)},
+                     labels, {"": tuple(rep["latency_ratio_1_client"] for rep in repeats)},
                      cap, f"target: each repeat ≤ {cap:g}×")]
 
 
@@ -136,7 +131,7 @@ PANELS: dict[str, Callable[[dict], list[BarPanel]]] = {
 
 def machine_line(m: Mapping) -> str:
     """`2 CPU cores, torch 2.13.0+cpu, 2 threads`, led by the GPU and processor when recorded."""
-    return ", ".join(str(p) for p in (m.get("cuda"), m.get("cpu"), f"{m['cpu_count']} CPU cores",
+    return ", ".join(str(p) for p in (m.get("cuda"), m.get("cpu", m.get("processor")), f"{m['cpu_count']} CPU cores",
                                       f"torch {m['torch']}", f"{m['threads']} threads") if p)
 
 

@@ -26,8 +26,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     if not sep or version == "latest":
         return name, None
     # not '²', a digit int() refuses; nor past SQLite's integers, which the lookup could not bind
-    if not (version.isascii() and version.isdigit()) or version != str(int(version)) or \
-            not 1 <= int(version) <= MAX_VERSION:
+    if not (version.isascii() and version.isdigit()) or not 1 <= int(version) <= MAX_VERSION:
         raise RegistryError(f"bad adapter ref {ref!r}: the version must be a number from 1 to {MAX_VERSION} or "
                             f"'latest', e.g. '{name}:1'")
     return name, int(version)

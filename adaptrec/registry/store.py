@@ -320,7 +320,7 @@ class Registry:
             current, skipped = stack.pop() if stack else None, []
             while stack:
                 if stack[-1] == current:  # promoted again after a champion removed since: no earlier one there
-                    stack.pop()
+                    skipped.append(stack.pop())  # skipped as the removed ones are, so the trail replays the stack
                     continue
                 try:
                     rec = self._resolve(conn, stack[-1])

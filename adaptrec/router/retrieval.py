@@ -85,7 +85,7 @@ class Retriever:
         cases = [c for c in cases if c.target_id is not None and c.held_out_positive]
         if not cases:
             raise AdaptrecError("retrieval recall needs cases with a held-out target_id (implicit-feedback data)")
-        return float(np.mean([bool(set(self.ids_of.get(c.target, [c.target_id])) & {i for i, _ in self.retrieve(c, n)})
+        return float(np.mean([bool({c.target_id, *self.ids_of.get(c.target, ())} & {i for i, _ in self.retrieve(c, n)})
                               for c in cases]))
 
 
@@ -158,7 +158,8 @@ class UserRecommendation:
     def retrieval_hit(self) -> bool | None:
         """Whether stage one retrieved the held-out target; None without retrieval or a known target."""
         if self.result.retrieved is None or self.case.target_id is None:
-            return None  # by its id, or another id of its title (retrieval offers one per title)
+            return None
+        # by its id, or another id of its title (retrieval offers one per title)
         return self.case.target_id in self.result.retrieved or self.case.target in self.result.retrieved_titles
 
 

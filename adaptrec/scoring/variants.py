@@ -45,13 +45,13 @@ def trained_prompt(record) -> dict:
 
 def sources_prompt(records, template: str | None = None, remedy: str = "pass --template") -> dict:
     """The prompt settings for adapters read through one prompt (a routed mix, a composition's sources): `template`,
-    else the template they were trained with (`trained_prompt`; `AdaptrecError` naming `remedy` when they differ),
-    and the shortest prompt length any was trained with (none sees more history than it trained on); {} when none
-    has a recipe."""
+    else the template they were trained with, in its plain form (`trained_prompt`; each row reads its own form,
+    `variant_scorer`; `AdaptrecError` naming `remedy` when they differ), and the shortest prompt length any was
+    trained with (none sees more history than it trained on); {} when none has a recipe."""
     from adaptrec.errors import AdaptrecError
 
     trained = [trained_prompt(r) for r in records]
-    templates = sorted({t["template"] for t in trained if "template" in t})
+    templates = sorted({plain_template(t["template"]) for t in trained if "template" in t})
     if template is None and len(templates) > 1:
         raise AdaptrecError(f"{', '.join(r.ref for r in records)} were trained with different prompt templates "
                             f"({', '.join(templates)}); {remedy}")

@@ -302,7 +302,8 @@ def _load_run(direct: float, served: float | None) -> dict:
 
 def _serve_load_doc() -> dict:
     """bench/serve_load.py's shape: 3 repeats with 4 clients; the last repeat's 1-client run answered nothing."""
-    repeats = [{"4_clients": _load_run(d, s), "1_client": _load_run(2.0, one)}
+    repeats = [{"4_clients": _load_run(d, s), "1_client": _load_run(2.0, one), "throughput_ratio": s / d,
+                "latency_ratio_1_client": one and 2.0 / one}
                for d, s, one in ((3.0, 3.1, 1.9), (2.0, 2.2, 2.0), (4.0, 3.8, None))]
     return {"benchmark": "serve_load", "machine": MACHINE,
             "config": {"backbone": "b", "clients": 4, "requests": 8, "repeats": 3}, "repeats": repeats,

@@ -72,6 +72,20 @@ def test_a_rollback_never_restores_the_champion_that_serves(reg, versions):
     assert reg.promoted("movies").ref == v1 and reg.history("movies")[-1].action == "promote"
 
 
+def test_a_rollback_past_the_serving_champion_leaves_a_trail_that_replays(reg, versions):
+    """Promote v3, v1, v2; remove v2; promote v1; roll back to v3 (was: the replayed stack kept v1, so a second
+    rollback "restored" v3 over v3)."""
+    v1, v2, v3 = versions
+    for v in (v3, v1, v2):
+        reg.promote(v, "movies")
+    reg.remove(v2, force=True)
+    reg.promote(v1, "movies")
+    assert reg.rollback("movies").ref == v3
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback("movies")
+    assert reg.promoted("movies").ref == v3
+
+
 def test_promoting_the_champion_again_does_not_stack_it(reg, versions):
     v1, v2, _ = versions
     reg.promote(v1, "movies")

@@ -117,10 +117,10 @@ def test_a_test_split_behind_two_slices_is_refused_too():
                            search_data="amazon:office:test[:][0:32]")
 
 
-def test_a_composition_is_searched_and_served_in_the_prompt_its_sources_trained_with(tiny_model_dir, tmp_path,
-                                                                                      monkeypatch):
+def test_a_composition_is_searched_in_the_prompt_its_sources_trained_with_and_records_it(tiny_model_dir, tmp_path,
+                                                                                          monkeypatch):
     """(was: the search scored `tallrec` prompts of 1024 tokens whatever the sources trained with, and a ΔW
-    composition, with no recipe of its own, was served that way too)"""
+    composition, with no recipe of its own, was loaded, routed and gated that way too)"""
     from synthetic import write_tallrec_files
 
     from adaptrec.config import load_recipe
@@ -129,10 +129,11 @@ def test_a_composition_is_searched_and_served_in_the_prompt_its_sources_trained_
     from adaptrec.scoring.variants import trained_prompt
 
     registry = Registry()
-    sets = {"a": ["data.max_prompt_tokens=320"], "b": [], "s": ["data.template=tallrec-stats"]}
-    for seed, (name, overrides) in enumerate(sets.items()):
+    sets = {"a": ("movie-lora", ["data.max_prompt_tokens=320"]), "b": ("movie-lora", []),
+            "s": ("movie-lora", ["data.template=tallrec-stats"]), "c": ("movie-collab", [])}
+    for seed, (name, (recipe, overrides)) in enumerate(sets.items()):
         register_random(tiny_model_dir, registry, name, {"type": "lora", "r": 4}, seed=seed,
-                        recipe_text=load_recipe("movie-lora", overrides)[1])
+                        recipe_text=load_recipe(recipe, overrides)[1])
     seen = {}
 
     def scores(backbone, registry, refs, cases, **options):
@@ -150,3 +151,6 @@ def test_a_composition_is_searched_and_served_in_the_prompt_its_sources_trained_
     with pytest.raises(AdaptrecError, match="different prompt templates .*compose adapters of one template"):
         weights.search_and_compose(lambda: pytest.fail("the backbone loaded"), registry, ["a", "s"], "mix",
                                    name="as", weights="0.5,0.5")
+    with_items = weights.search_and_compose(lambda: fresh_backbone(tiny_model_dir), registry, ["c", "b"], "mix",
+                                            name="cb", weights="0.5,0.5")  # each row reads its own form of tallrec
+    assert trained_prompt(with_items.record)["template"] == "tallrec"

@@ -425,8 +425,8 @@ def test_a_prefix_tuned_teacher_on_sliding_window_layers_reads_only_its_own_rows
     method = build_method(_distill_recipe(tiny_model_dir, full, str(tmp_path / "gemma"), teacher=ref), backbone,
                           student_cases)
     scorer = method._scorer(model, tok, ctx)
-    unpadded_keys = scorer.cache_keys(scorer.prompts(teacher_cases))
-    method.cache.put_many({k: np.array([9.0, -9.0, 0.0]) for k in unpadded_keys})  # what padded batches wrote
+    padded_keys = scorer.cache_keys(scorer.prompts(teacher_cases))
+    method.cache.put_many({k: np.array([9.0, -9.0, 0.0]) for k in padded_keys})  # what padded batches wrote
     method.prepare(model, ctx, student_cases)
     margins = [method.margins[(c.user_id, c.domain, c.target, c.label)] for c in teacher_cases]
     assert method.teacher_forwards == 4 and 18.0 not in margins

@@ -153,10 +153,22 @@ def test_a_mixed_precision_run_caches_its_report_rows_at_the_precision_their_key
     np.testing.assert_allclose(from_cache, fresh.logits_for_prompts(fresh.prompts(cases)), atol=1e-6)
 
 
-def test_a_method_prepares_outside_the_runs_autocast(tiny_model_dir, fresh_accelerate_state):
+def test_a_method_prepares_outside_the_runs_autocast(tiny_model_dir, tmp_path, fresh_accelerate_state):
     """A distillation teacher scored in `prepare` caches its rows under float32 keys too (was: under autocast)."""
     import torch
     from accelerate import Accelerator
+
+    from adaptrec.train.methods import Method
+
+    class Spy(Method):
+        def prepare(self, model, ctx, train_cases):
+            self.own_forward = "forward" not in vars(model) or vars(model)["forward"] == vars(model)["_original_forward"]
+
+    spy = Spy()
+    backbone = load_backbone(str(tiny_model_dir), "none", device="cpu")
+    loop.train(tiny_recipe(str(tiny_model_dir), 1, mixed_precision="bf16"), backbone, synthetic_cases(4),
+               synthetic_cases(4, seed=1), tmp_path / "run", method=spy)
+    assert spy.own_forward
 
     backbone = load_backbone(str(tiny_model_dir), "none", device="cpu")
     ids = backbone.tokenizer(["a film"], return_tensors="pt").input_ids
