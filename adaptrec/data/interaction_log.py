@@ -113,6 +113,8 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
                 "number": "a finite number", "label": "0 or 1",
                 "id_list": "a list of ids (non-empty strings or integers)"}[kind]
         raise DataFormatError(f"{where}: key {key!r} must be {want}, got {value!r}")
+    if kind == "label":
+        return int(value)  # a JSON 1.0 or a float Parquet column: the label 1
     return str(value) if kind == "id" else [str(x) for x in value] if kind == "id_list" else value
 
 

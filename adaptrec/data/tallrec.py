@@ -68,9 +68,12 @@ def parse_record(record: dict, *, domain: str, user_id: str) -> Case:
     unpreferences, each in file order (which `render_input` reproduces exactly).
     `target` is kept verbatim (book targets carry an extra pair of quotes).
     """
+    if not isinstance(record, dict):
+        raise DataFormatError(f"record {user_id}: expected an object with input, output and instruction, got "
+                              f"{type(record).__name__}")
     try:
         text, answer, instr = record["input"], record["output"], record["instruction"]
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise DataFormatError(f"record {user_id}: missing key {exc}") from None
     for key, value in (("input", text), ("output", answer), ("instruction", instr)):
         if not isinstance(value, str):

@@ -37,6 +37,8 @@ def test_labels_position_and_implicit_rows(tmp_path, catalogue):
     rows = read_log(write_jsonl(tmp_path / "i.jsonl", implicit))
     cases = cases_from_log(rows, catalogue, history_len=2)
     assert [h.item_id for h in cases[0].history] == ["3", "1"] and cases[0].label == 1  # file order kept
+    floats = [{**row, "label": float(row["label"])} for row in labelled]  # a float column's 1.0 is the label 1
+    assert [type(r.label) for r in read_log(write_jsonl(tmp_path / "f.jsonl", floats))] == [int] * 3
     assert text_counts(log_item_counts(rows, catalogue), lambda i: catalogue[i].text) == {
         '"film 3"': 1.0, '"film 1"': 1.0, '"film 2"': 1.0}
 

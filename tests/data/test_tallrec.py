@@ -61,6 +61,8 @@ def test_history_is_preferences_then_unpreferences():
     (record('User Preference: \nUser Unpreference: \nWhether the user will like the target book "X"?', "Maybe"), "output"),
     (record('User Preference: \nUser Unpreference: \nWhether the user will like the target movie "X"?'), "instruction"),
     ({"input": "x"}, "missing key"),
+    (["input", "output"], "expected an object with input, output and instruction, got list"),  # (was: "missing key
+    # list indices must be integers")
 ])
 def test_bad_records_raise_format_errors(bad, match):
     with pytest.raises(DataFormatError, match=match):
