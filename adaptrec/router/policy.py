@@ -20,7 +20,7 @@ import numpy as np
 from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, parse_weights
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case
-from adaptrec.errors import AdaptrecError, RegistryError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
@@ -65,10 +65,11 @@ def _in_domain(item_domain: str | None, domain: str) -> bool:
 
 
 def _usable(record, fingerprint, role: str) -> list[str]:
-    """[] for an exact base match, [warning] for a family match; RouteError for another base model."""
+    """[] for an exact base match, [warning] for a family match; `FingerprintMismatch` for another base model (a 409
+    from the server, as for a request naming the adapter)."""
     match = fingerprint.match(record.fingerprint)
     if match == "none":
-        raise RouteError(f"the {role} adapter {record.ref} was trained on {record.base_model or 'another base model'}, "
+        raise FingerprintMismatch(f"the {role} adapter {record.ref} was trained on {record.base_model or 'another base model'}, "
                          f"not the loaded backbone {fingerprint.base_model}; promote one trained on this backbone")
     if match == "family":
         return [f"{record.ref} was trained on another build of this base family ({record.base_model}); scores may shift"]

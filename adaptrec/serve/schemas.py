@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from adaptrec.data.online_log import EVENTS
 from adaptrec.data.records import ANONYMOUS, Case, HistoryItem, default_noun
@@ -43,10 +43,16 @@ class UserRequest(BaseModel):
     domain: Text = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
     noun: Text = Field("", description="the item kind named in the prompt ('movie', 'office product', ...); default: "
                                        "the domain's, as its shipped data names it (`records.default_noun`)")
-    history: list[Item] = Field(default_factory=list, description="oldest first")
+    history: list[Item | Text] = Field(default_factory=list, description="oldest first: texts (liked), or {text, "
+                                                                          "liked, domain, item_id} objects")
     adapter: Text | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
                                                    "promoted or preloaded adapters only")
     mode: Literal["pyes", "tallrec"] = "pyes"
+
+    @field_validator("history")
+    @classmethod
+    def _items(cls, history: list[Item | str]) -> list[Item]:
+        return [Item(text=h) if isinstance(h, str) else h for h in history]
 
     @model_validator(mode="after")
     def _noun_of_the_domain(self) -> UserRequest:

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from adaptrec.adapters.merge import Composition
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case, HistoryItem
+from adaptrec.errors import FingerprintMismatch
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 from adaptrec.router.policy import RouteError, RoutePolicy, route
@@ -99,7 +100,7 @@ def test_an_explicit_cold_mix_is_checked_against_the_backbone(registry):
                       adapter_config=None, fingerprint=OTHER)
     registry.register(registry.src, name="cousin", domain="arts", kind="trained", adapter_type="lora",
                       adapter_config=None, fingerprint=SAME_FAMILY)
-    with pytest.raises(RouteError, match="cold-start adapter foreign:1"):
+    with pytest.raises(FingerprintMismatch, match="cold-start adapter foreign:1"):
         route(registry, FP, _case(0, 3), cold=Composition(("foreign",), "mix", (1.0,)))
     d = route(registry, FP, _case(0, 3), cold=Composition(("cousin",), "mix", (1.0,)))
     assert len(d.warnings) == 1 and d.warnings[0].startswith("cousin:1 was trained on another build")
@@ -120,7 +121,7 @@ def test_warm_history_target_hides_other_domains(registry):
 def test_fingerprints_family_warns_other_refused(registry):
     d = route(registry, SAME_FAMILY, _case(4, 0))
     assert d.mode == "warm" and "another build" in d.warnings[0]
-    with pytest.raises(RouteError) as e:
+    with pytest.raises(FingerprintMismatch) as e:  # a 409 from the server, as when a request names it (was: a 404)
         route(registry, OTHER, _case(4, 0))
     assert "office-lora:1" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(RouteError, match="registry promote"):

@@ -434,3 +434,12 @@ def test_serve_gives_back_the_callers_signal_handlers(engine):
         with pytest.raises(ServeError, match="could not start"):
             serve(engine, port=taken.getsockname()[1])
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_history_items_may_be_plain_texts(engine):
+    """As docs/serving.md says of every item list (was: 422, a history item had to be an object)."""
+    with client(engine) as c:
+        texts = c.post("/v1/score", json=body(history=['"Heat (1995)"', '"Fargo (1996)"']))
+        objects = c.post("/v1/score", json=body(history=[{"text": '"Heat (1995)"'}, {"text": '"Fargo (1996)"'}]))
+    assert texts.status_code == objects.status_code == 200, texts.text
+    assert texts.json()["scores"] == objects.json()["scores"]
