@@ -131,8 +131,9 @@ PANELS: dict[str, Callable[[dict], list[BarPanel]]] = {
 
 def machine_line(m: Mapping) -> str:
     """`2 CPU cores, torch 2.13.0+cpu, 2 threads`, led by the GPU and processor when recorded."""
-    return ", ".join(str(p) for p in (m.get("cuda"), m.get("cpu", m.get("processor")), f"{m['cpu_count']} CPU cores",
-                                      f"torch {m['torch']}", f"{m['threads']} threads") if p)
+    cpu = m.get("cpu", m.get("processor"))  # older result files name it `processor`
+    return ", ".join(str(p) for p in (m.get("cuda"), cpu, f"{m['cpu_count']} CPU cores", f"torch {m['torch']}",
+                                      f"{m['threads']} threads") if p)
 
 
 def read_bench(sources: Sequence[Path]) -> tuple[list[BarPanel], list[str], list[str]]:

@@ -69,8 +69,9 @@ def _usable(record, fingerprint, role: str) -> list[str]:
     from the server, as for a request naming the adapter)."""
     match = fingerprint.match(record.fingerprint)
     if match == "none":
-        raise FingerprintMismatch(f"the {role} adapter {record.ref} was trained on {record.base_model or 'another base model'}, "
-                         f"not the loaded backbone {fingerprint.base_model}; promote one trained on this backbone")
+        raise FingerprintMismatch(f"the {role} adapter {record.ref} was trained on "
+                                  f"{record.base_model or 'another base model'}, not the loaded backbone "
+                                  f"{fingerprint.base_model}; promote one trained on this backbone")
     if match == "family":
         return [f"{record.ref} was trained on another build of this base family ({record.base_model}); scores may shift"]
     return []

@@ -37,8 +37,8 @@ class Metrics:
                                      registry=self.registry)
         self.latency = Histogram("adaptrec_request_seconds", "Time to answer", ["route"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        self.batch_rows = Histogram("adaptrec_batch_rows", "Rows per merged full-prompt batch (one-item requests; shared-prefix ranking runs apart)", buckets=BATCH_BUCKETS,
-                                    registry=self.registry)
+        self.batch_rows = Histogram("adaptrec_batch_rows", "Rows per merged full-prompt batch (one-item requests; "
+                                    "shared-prefix ranking runs apart)", buckets=BATCH_BUCKETS, registry=self.registry)
         self.pyes = Histogram("adaptrec_pyes", "Scores answered (P(yes)), by domain", ["domain"],
                               buckets=SCORE_BUCKETS, registry=self.registry)
         self.known_domains: Callable[[], Iterable[str]] = lambda: ()
