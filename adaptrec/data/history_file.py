@@ -53,8 +53,6 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
             raise DataFormatError(f"{where}[{i}].liked: expected true or false, got {liked!r}")
         item_domain = checked_text(entry.get("domain", domain), f"{where}[{i}].domain", "a domain name")
         item_id = entry.get("item_id")
-        if isinstance(item_id, int) and not isinstance(item_id, bool):  # ids read as strings, as in logs and catalogues
-            item_id = str(item_id)
         if item_id is not None:
             item_id = checked_text(item_id, f"{where}[{i}].item_id", "a catalogue id string")
         items.append(HistoryItem(text=f'"{title}"', liked=liked, item_id=item_id, domain=item_domain))
