@@ -27,7 +27,7 @@ from .cases import naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
 from .loop import TrainResult, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
-from .update import UPDATE, recorded_version
+from .update import UPDATE, registered_before
 
 
 @dataclass
@@ -119,15 +119,12 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
 
 def _registered(registry: Registry, run_dir: Path, recipe: Recipe, fingerprint, adapter_dir: Path
                 ) -> AdapterRecord | None:
-    """The record a finished run in `run_dir` registered (its report.json, written last, names it; without one, a
-    crash between registering and writing it, any version of the name), while it is still registered, trained with
-    these settings for this exact backbone, and holds the files of `adapter_dir` (the run's best adapter now):
-    resuming a finished run trains nothing new, so it registers no new version."""
-    named = recorded_version(registry, run_dir / "report.json")
-    candidates = [named] if named is not None else registry.list(name=recipe.name)
-    settings, key = recipe_digest(recipe), adapter_key(adapter_dir)
-    return next((r for r in candidates if r.name == recipe.name and _trained_with(r, settings, fingerprint)
-                 and adapter_key(r.path) == key), None)
+    """The record a finished run in `run_dir` registered (`registered_before`: its report.json, written last, names
+    it), trained with these settings for this exact backbone and holding `adapter_dir`'s files (the run's best
+    adapter now): resuming a finished run trains nothing new, so it registers no new version."""
+    settings = recipe_digest(recipe)
+    return registered_before(registry, run_dir / "report.json", recipe.name, adapter_dir,
+                             lambda r: _trained_with(r, settings, fingerprint))
 
 
 def _trained_with(record: AdapterRecord, digest: str, fingerprint) -> bool:

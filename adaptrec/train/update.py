@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,12 +146,18 @@ def recorded_version(registry: Registry, path: Path) -> AdapterRecord | None:
         return None
 
 
-def _registered(registry: Registry, run_dir: Path, parent: AdapterRecord, adapter_dir: Path) -> AdapterRecord | None:
-    """The version this finished run registered before, while it is still registered, updated from `parent` and
-    holds the run's adapter files: the one its `REGISTERED` file names, else (a crash between registering and
-    writing that file) any such version of the name. Running the same update again registers no duplicate."""
-    named = recorded_version(registry, run_dir / REGISTERED)
-    candidates = [named] if named is not None else registry.list(name=parent.name)
+def registered_before(registry: Registry, path: Path, name: str, adapter_dir: Path,
+                      same: Callable[[AdapterRecord], bool]) -> AdapterRecord | None:
+    """The version of `name` a finished run registered, while it is still registered, `same` and holding the files
+    of `adapter_dir`: the one its JSON file `path` names, else (a crash between registering and writing that file)
+    any such version of the name. Running the same job again registers no duplicate."""
+    named = recorded_version(registry, path)
+    candidates = [named] if named is not None else registry.list(name=name)
     key = adapter_key(adapter_dir)
-    return next((r for r in candidates if (r.lineage or {}).get("updated_from") == parent.ref
-                 and adapter_key(r.path) == key), None)
+    return next((r for r in candidates if r.name == name and same(r) and adapter_key(r.path) == key), None)
+
+
+def _registered(registry: Registry, run_dir: Path, parent: AdapterRecord, adapter_dir: Path) -> AdapterRecord | None:
+    """The version this finished update registered before: `registered_before`, updated from `parent`."""
+    return registered_before(registry, run_dir / REGISTERED, parent.name, adapter_dir,
+                             lambda r: (r.lineage or {}).get("updated_from") == parent.ref)
