@@ -65,6 +65,13 @@ def answer_token_ids(tokenizer: Any) -> tuple[int, int]:
     return yes, no
 
 
+def answers_marked_alone(tokenizer: Any) -> bool:
+    """Whether the answers written alone start with other tokens than after the prompt's newline (Llama's `▁Yes`
+    against `Yes`): scorers once read the former, so their cached rows are keyed apart (`Scorer.cache_keys`)."""
+    alone = tuple(tokenizer(ANSWERS[label], add_special_tokens=False).input_ids[0] for label in (1, 0))
+    return alone != answer_token_ids(tokenizer)
+
+
 def has_token(tokenizer: Any, token: str) -> bool:
     """Whether `tokenizer` holds `token` as one token (a collaborative adapter added it; `None`: assume so)."""
     if tokenizer is None:

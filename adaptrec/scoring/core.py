@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptrec.data.prompts import adds_special_tokens, answer_token_ids, render_prompt, shared_history
+from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, answers_marked_alone, render_prompt,
+                                   shared_history)
 from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
@@ -42,16 +43,18 @@ class Scorer:
     last_throughput: float = field(default=0.0, init=False)  # prompts/s of the last uncached forward work
     fresh: int = field(default=0, init=False)  # prompts scored by a forward so far
     cached: int = field(default=0, init=False)  # prompts read from the cache so far
+    answers_keyed_apart: bool = field(default=False, init=False)  # see `answers_marked_alone`
 
     def __post_init__(self) -> None:
         self.yes_id, self.no_id = answer_token_ids(self.tokenizer)
+        self.answers_keyed_apart = answers_marked_alone(self.tokenizer)
 
     def cache_keys(self, prompts: Sequence[str], path: str = "full", split: int | None = None,
                    by_length: bool = False) -> list[str]:
         """Score-cache keys: the model key, the scoring path and code version (on the prefix path also the `split`,
         the shared-prefix length in tokens, which can move a score slightly in 8-bit), whether rows batched by length
-        only (the prefix path's suffixes, `prefix.unpadded`; the full path's prompts, `prefix.pad_room`), and
-        each prompt."""
+        only (the prefix path's suffixes, `prefix.unpadded`; the full path's prompts, `prefix.pad_room`), marks of
+        older scoring that moved some templates' or tokenizers' rows, and each prompt."""
         if path not in PATHS:
             raise ValueError(f"scoring path {path!r}: expected one of {', '.join(PATHS)}")
         if (path == "prefix") != (split is not None):
@@ -61,6 +64,8 @@ class Scorer:
             model += ":unpadded"
         if self.template in ("chat-stats", "chat-items"):  # once tokenized with a second BOS: those rows stay unread
             model += ":chat-bos"
+        if self.answers_keyed_apart:  # once scored on the answers' start-of-text tokens: those rows stay unread
+            model += ":newline-answers"
         return [ScoreCache.key(model, p) for p in prompts]
 
     def prompts(self, cases: Sequence[Case]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from router_helpers import tiny_gemma
 from adaptrec.data.prompts import answer_token_ids
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.score_cache import ScoreCache
-from adaptrec.scoring.core import Scorer
+from adaptrec.scoring.core import SCORING_VERSION, Scorer
 from adaptrec.scoring.logits import to_scores
 
 
@@ -31,18 +32,27 @@ def test_answer_tokens_come_from_the_tokenizer(tiny_backbone):
     assert tok.decode([yes]).strip() == "Yes" and tok.decode([no]).strip() == "No"
 
 
+def _llama_like(text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+    """A Llama-style SentencePiece tokenizer: `▁Yes` 1, `.` 2, `▁` 3, newline 4, `Yes` 5, `▁No` 6, `No` 7."""
+    pieces = {"Yes.": [1, 2], "No.": [6, 2], "\n": [3, 4], "\nYes.": [3, 4, 5, 2], "\nNo.": [3, 4, 7, 2]}
+    return SimpleNamespace(input_ids=pieces[text])
+
+
 def test_answer_tokens_are_those_that_follow_the_prompts_newline():
     """A Llama-style SentencePiece tokenizer marks a word that starts a text (`▁Yes`) but not one after a newline
     (`Yes`, the token TALLRec scores); the answer tokens were read from "Yes." alone, so the marked ones."""
-    from types import SimpleNamespace
+    assert answer_token_ids(_llama_like) == (5, 7)
 
-    # ids: ▁Yes 1, . 2, ▁ 3, <0x0A> 4, Yes 5, ▁No 6, No 7 (a text starting with a newline gets a bare ▁ first)
-    pieces = {"Yes.": [1, 2], "No.": [6, 2], "\n": [3, 4], "\nYes.": [3, 4, 5, 2], "\nNo.": [3, 4, 7, 2]}
 
-    def llama_like(text: str, add_special_tokens: bool = False) -> SimpleNamespace:
-        return SimpleNamespace(input_ids=pieces[text])
-
-    assert answer_token_ids(llama_like) == (5, 7)
+def test_rows_cached_on_the_answers_start_of_text_tokens_stay_unread(tiny_backbone):
+    """Scorers once read the answers' tokens from "Yes." alone (Llama's `▁Yes`): a tokenizer whose tokens after the
+    prompt's newline differ keys its rows apart, so a cache filled then is not read as the newline reading's rows. A
+    tokenizer whose two readings agree (SmolLM2's, Gemma's) keeps its keys."""
+    plain = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
+    llama = Scorer(tiny_backbone.model, _llama_like, "m", progress=False)
+    assert (llama.yes_id, llama.no_id) == (5, 7)
+    assert llama.cache_keys(["p"]) != plain.cache_keys(["p"])
+    assert plain.cache_keys(["p"]) == [ScoreCache.key(f"m:full:v{SCORING_VERSION}", "p")]
 
 
 def test_score_does_not_depend_on_batch_mates(tiny_backbone):

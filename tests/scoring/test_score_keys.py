@@ -149,7 +149,7 @@ def test_chat_variant_rows_scored_with_a_second_bos_are_never_read():
     """chat-stats and chat-items prompts were once tokenized with the tokenizer's BOS added to the chat template's
     own; their rows moved to new keys, while the other templates' rows keep theirs."""
     def key(template: str) -> list[str]:
-        return Scorer.cache_keys(SimpleNamespace(model_key="m", template=template), ["p"])
+        return Scorer.cache_keys(SimpleNamespace(model_key="m", template=template, answers_keyed_apart=False), ["p"])
 
     old = [ScoreCache.key(f"m:full:v{SCORING_VERSION}", "p")]
     assert key("tallrec") == key("chat") == key("tallrec-items") == old
