@@ -516,6 +516,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                            max_wait_ms=max_wait_ms,
                            allow_any_adapter=allow_any_adapter, request_log=request_log,
                            exploration=exploration or {}, watch_promotions=watch_promotions)  # checked here
+    options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
     for ref in preload:
         reg.resolve(ref)  # a misspelt preload: refused before the backbone loads

@@ -83,6 +83,15 @@ class ServeOptions:
         if self.max_batch < 1 or self.queue_size < 1:
             raise ConfigError(f"--max-batch {self.max_batch}, queue size {self.queue_size}: each needs at least 1")
 
+    def token(self) -> str | None:
+        """The admin token: `admin_token`, else $ADAPTREC_ADMIN_TOKEN. One that an HTTP header cannot carry (not
+        ASCII) is refused: no request could ever present it, so the admin endpoints would be off unannounced."""
+        token = self.admin_token if self.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+        if token is not None and not token.isascii():
+            source = "the admin token" if self.admin_token is not None else f"${ADMIN_TOKEN_ENV}"
+            raise ConfigError(f"{source} has non-ASCII characters, which an HTTP header cannot carry")
+        return token
+
 
 def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], options: ServeOptions,
                         metrics: Metrics, logger: RequestLogger | None, watcher: PromotionWatcher | None) -> None:
@@ -203,7 +212,7 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     state: dict[str, Any] = {"admitted": 0}  # "worker" while the app runs; scoring requests between arrival and answer
     metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].queue.qsize() if "worker" in state else 0,
                       lambda: engine.loads)
-    token = options.admin_token if options.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    token = options.token()
     watcher = None
     if options.watch_promotions > 0:
         engine.routing = ServedRegistry(engine.registry)

@@ -28,6 +28,13 @@ def is_admin(header: str | None, token: str | None) -> bool:
     return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app's routes match: under a root path (`uvicorn --root-path /api`, a mount in a parent app) the
+    scope's path still starts with it (Starlette's own helper for this is private)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root + "/") else path
+
+
 CLIENT_CLOSED = 499  # nginx's "client closed request": counted as such, not as a server error; no one reads it
 
 
@@ -51,11 +58,11 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         scope[ADMIN_KEY] = is_admin(headers.get("authorization"), self.token)
-        if scope["path"] in self.admin_paths and not scope[ADMIN_KEY]:
+        if route_path(scope) in self.admin_paths and not scope[ADMIN_KEY]:
             return await send_error(send, 401, "Unauthorized", "admin endpoints need 'Authorization: Bearer <token>' "
                                     "matching $ADAPTREC_ADMIN_TOKEN (unset: admin endpoints are off)")
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:  # "²" is a digit to isdigit
             return await self._too_large(send, int(declared))
         body, more = b"", True
         while more:  # buffered up to the cap, then replayed: the app never sees a partial body

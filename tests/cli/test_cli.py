@@ -193,6 +193,16 @@ def test_serve_refuses_an_unknown_template_before_the_backbone_loads(monkeypatch
     assert "template 'bogus'" in line and "tallrec" in line
 
 
+def test_serve_refuses_an_admin_token_no_header_can_carry_before_the_backbone_loads(monkeypatch, capsys):
+    """(was: it served, and the admin endpoints refused every request: an HTTP client cannot send that token)"""
+    import adaptrec.api
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    monkeypatch.setenv("ADAPTREC_ADMIN_TOKEN", "clé-secrète")
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "serve", "--port", "0")[::2])
+    assert "$ADAPTREC_ADMIN_TOKEN has non-ASCII characters" in line
+
+
 def test_gate_options_without_if_better_are_refused_not_ignored(monkeypatch, capsys, tmp_path):
     """`promote REF --data S --margin M` without --if-better promoted REF ungated, ignoring both."""
     reg = Registry()

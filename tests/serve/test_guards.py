@@ -3,6 +3,7 @@ envelope without paths, a scrape that stays valid, health that never waits on th
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import replace
@@ -18,6 +19,7 @@ from adaptrec.adapters.attach import peft_name
 from adaptrec.registry import Registry
 from adaptrec.serve.app import ServeOptions, create_app
 from adaptrec.serve.engine import AdapterLoadFailed, Engine, Limits
+from adaptrec.serve.guards import Guard
 
 TOKEN = "guard-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -74,6 +76,34 @@ def test_admin_auth_is_bearer_only_and_comes_before_the_body(engine):
         envelope(c.post("/v1/adapters/load", content=b"{not json", headers=ADMIN), 422)
         ok = c.post("/v1/adapters/load", json={"ref": "ada"}, headers={"Authorization": f"bEaReR   {TOKEN}  "})
         assert ok.status_code == 200 and ok.json()["loaded"]["ref"] == "ada:1"
+
+
+def test_admin_endpoints_need_the_token_under_a_root_path_too(engine):
+    """Behind a proxy (`uvicorn --root-path /api`) or mounted in a parent app, the scope's path keeps the root path:
+    the admin check compared it whole with the admin paths, so a load without the token passed."""
+    app = create_app(engine, ServeOptions(admin_token=TOKEN))
+    with TestClient(app, root_path="/api", raise_server_exceptions=False) as c:
+        envelope(c.post("/api/v1/adapters/load", json={"ref": "ada"}), 401, "Unauthorized")
+        ok = c.post("/api/v1/adapters/load", json={"ref": "ada"}, headers=ADMIN)
+        assert ok.status_code == 200 and ok.json()["loaded"]["ref"] == "ada:1"
+
+
+def test_a_content_length_of_other_digits_than_ascii_is_read_as_no_length():
+    """`str.isdigit` takes "²" for a digit, which `int` refuses: the cap check raised inside the middleware."""
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/v1/score", "headers": [(b"content-length", "²".encode("latin-1"))]}
+    asyncio.run(Guard(app, token=None, admin_paths=frozenset(), max_bytes=10)(scope, receive, send))
+    assert sent[0]["status"] == 204
 
 
 def test_without_a_configured_token_admin_endpoints_refuse_everyone(engine, monkeypatch):
