@@ -362,7 +362,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     options = {"template": template, "backbone": backbone, "quantization": quantization}
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
         case = read_history_file(Path(history), item, domain, item_id)
-        return float(load(ref, **options).scorer.score([case])[0])
+        return float(load(ref, **options).score_cases([case])[0])
     parse_history(history, domain)  # refused before the backbone loads
     target = item if item_id is None else {"title": item, "item_id": item_id}
     return float(load(ref, **options).score(history, [target])[0])

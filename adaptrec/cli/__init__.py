@@ -4,6 +4,7 @@ and prints. User errors: one `error:` line each, exit 2."""
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -16,7 +17,18 @@ for group in (train, online, evaluate, registry, router, hub, serve, plot):
     group.register(app)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one `warning:` line on stderr (Python's own format adds the source file and line)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main() -> None:
+    with warnings.catch_warnings():  # restored after: a caller's (or a test's) own warning display stays theirs
+        warnings.showwarning = _warning_line
+        _run()
+
+
+def _run() -> None:
     try:
         code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
     except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range

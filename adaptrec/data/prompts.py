@@ -84,6 +84,10 @@ def has_item_token(tokenizer: Any, item_id: str) -> bool:
     return has_token(tokenizer, ITEM_TOKEN.format(item_id))
 
 
+class UnknownItemsWarning(UserWarning):
+    """Items whose ids a collaborative adapter's item table lacks were scored by their titles alone."""
+
+
 def unknown_items(case: Case, tokenizer: Any) -> list[str]:
     """The item ids of `case` (history, then target) that `tokenizer` holds no item token for."""
     ids = [h.item_id for h in case.history] + [case.target_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Sequence, Union
 
@@ -10,6 +11,7 @@ import numpy as np
 from ..adapters.attach import detach
 from ..adapters.files import MIX_TYPE
 from ..data.history_file import HistoryEntry, parse_history
+from ..data.prompts import UnknownItemsWarning, plain_template, unknown_items
 from ..data.records import Case, default_noun
 from ..errors import DataFormatError
 from ..scoring.core import PROMPT_TOKENS, Scorer
@@ -74,15 +76,32 @@ class Recommender:
 
     def score(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> np.ndarray:
         """P(yes) (or the chosen score) that the user with `history` likes each item."""
-        return self.scorer.score(self.cases(history, items), self.mode)
+        return self.score_cases(self.cases(history, items))
+
+    def score_cases(self, cases: Sequence[Case]) -> np.ndarray:
+        """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`)."""
+        self._say_unknown(cases)
+        return self.scorer.score(cases, self.mode)
 
     def rank(self, history: Sequence[HistoryEntry], candidates: Sequence[Item], k: int = 10) -> list[tuple[str, float]]:
         """The `k` best candidates as (title, score), best first."""
         if not candidates:
             return []
-        scores = self.scorer.score_lists([self.cases(history, candidates)], self.mode, shared_prefix=True)[0]
+        cases = self.cases(history, candidates)
+        self._say_unknown(cases)
+        scores = self.scorer.score_lists([cases], self.mode, shared_prefix=True)[0]
         order = np.argsort(-scores, kind="stable")[:k]
         return [(_title(candidates[i]), float(scores[i])) for i in order]
+
+    def _say_unknown(self, cases: Sequence[Case]) -> None:
+        """An `UnknownItemsWarning` naming the item ids of `cases` a collaborative adapter's item table lacks (their
+        items are scored by their titles alone; the server's answers list them in `unknown_items`)."""
+        if self.scorer.template != plain_template(self.scorer.template):
+            unknown = list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.scorer.tokenizer)))
+            if unknown:
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                warnings.warn(f"{self.ref}: item ids outside its item table, scored by their titles alone: "
+                              f"{', '.join(unknown[:5])}{more}", UnknownItemsWarning, stacklevel=3)
 
     def close(self) -> None:
         """Detach the adapter from the backbone (the backbone stays loaded)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 from data_markers import needs_ml100k
 
 from adaptrec.adapters.attach import adapter_key
@@ -440,6 +441,42 @@ def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(buil
     history.write_text(json.dumps({"history": [{"title": "x", "item_id": 7}]}))
     with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id string, got 7"):
         api.predict("movie-collab", history, title, **common)
+
+
+def test_the_recommender_and_predict_say_which_item_ids_their_item_table_lacks(built, tiny_model_dir, tmp_path,
+                                                                            monkeypatch, capsys):
+    """An id outside the item table is scored by its title alone: the server's answers list it in `unknown_items`;
+    in-process, `score`, `rank` and `predict` gave no sign of it."""
+    import warnings
+
+    import adaptrec
+    from adaptrec import api
+    from adaptrec.data.prompts import UnknownItemsWarning
+
+    _, _, cases = built
+    _registered(built)
+    common = dict(backbone=str(tiny_model_dir), quantization="none")
+    recommender = adaptrec.load("movie-collab", **common)
+    history = [{"title": "Heat (1995)", "item_id": "no-such-item"}]
+    known = {"title": "Fargo (1996)", "item_id": cases[0].target_id}
+    with pytest.warns(UnknownItemsWarning, match=r"movie-collab:1: .* titles alone: no-such-item, also-new$"):
+        recommender.score(history, [known, {"title": "x", "item_id": "also-new"}])
+    with pytest.warns(UnknownItemsWarning, match="no-such-item"):
+        recommender.rank(history, [known, "y"])
+    file = tmp_path / "history.json"
+    file.write_text(json.dumps({"history": history}))
+    with pytest.warns(UnknownItemsWarning, match="no-such-item"):
+        api.predict("movie-collab", file, "Fargo (1996)", item_id=cases[0].target_id, **common)
+    code, out, err = run_cli(monkeypatch, capsys, "predict", "movie-collab", "--history", str(file), "--item", "x",
+                             "--backbone", str(tiny_model_dir), "--quantization", "none")
+    assert code == 0 and float(out) > 0  # the warning is one line of its own on stderr
+    assert "warning: movie-collab:1: item ids outside its item table, scored by their titles alone: no-such-item" \
+        in err.splitlines()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownItemsWarning)
+        recommender.score([{"title": "Heat (1995)", "item_id": cases[1].target_id}], [known, "y"])  # all known
+        untuned = adaptrec.load(None, **common)  # no item table: ids play no part, nothing to say
+        untuned.score(history, [known])
 
 
 def _prefix_and_reload_agree(model, tokenizer, case, model_dir, folder: Path):
