@@ -222,8 +222,10 @@ PROTOCOLS = ("leave_one_out", "sliding")
 
 
 def is_leave_one_out(spec: str) -> bool:
-    parts = split_slice(spec)[0].split(":")
-    return parts[:3] == ["movielens", "100k", "loo"] or (len(parts) >= 3 and parts[-2] == "loo")
+    """Whether `spec` names leave-one-out data: `movielens:100k:loo:PART` or `PATH.jsonl|.parquet:loo:PART` (not,
+    say, the feedback of a domain called `loo`)."""
+    base = split_slice(spec)[0]
+    return base.split(":")[:3] == ["movielens", "100k", "loo"] or _LOO_LOG_RE.match(base) is not None
 
 
 def with_protocol(spec: str, protocol: str | None, part: str | None = None) -> str:

@@ -163,12 +163,15 @@ def test_recipe_protocol_and_history_len_turn_a_log_into_its_leave_one_out_parts
     ("amazon:office:test", None, None, "amazon:office:test"),
     ("amazon:office:test", "leave_one_out", None, "its splits are fixed"),
     ("log.jsonl", "leave_one_out", None, "name its leave-one-out part"),
+    ("log.parquet:loo:test[0:9]", "sliding", None, "a leave-one-out SPEC"),
+    ("feedback:loo:1700000000", "sliding", None, "feedback:loo:1700000000"),  # a domain called loo: was refused
+    ("feedback:loo:1700000000", "leave_one_out", None, "its splits are fixed"),  # was: kept, as if leave-one-out
 ])
 def test_with_protocol(spec, protocol, part, expected):
     from adaptrec.data.spec import with_protocol
     from adaptrec.errors import DataSpecError
 
-    if expected.startswith(("its", "name")):
+    if expected.startswith(("its", "name", "a ")):
         with pytest.raises(DataSpecError, match=expected):
             with_protocol(spec, protocol, part)
     else:
