@@ -63,12 +63,13 @@ def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
 
 
 def _replay_pool(recipe: Recipe, parent: AdapterRecord) -> list[Case]:
-    """`parent`'s training cases: `_seen_before` over all of `data.train`, then its `data.shots` draw unless its
-    lineage lists the events it trained on (drawn again over a log grown since, the shots would be another sample,
-    and few of the parent's)."""
+    """`parent`'s training cases: `_seen_before` over all of `data.train`, then its `data.shots` draw unless
+    `data.train` is a feedback log whose events its lineage lists (drawn again over a log grown since, the shots
+    would be another sample, and few of the parent's). Events an update trained on say nothing of data without
+    events (a TALLRec file): its shots are drawn as the first run drew them."""
     pool = _seen_before(training_cases(recipe, draw=False), parent)
     shots = recipe.data.shots
-    if parent.trained_events or not shots:
+    if not shots or (parent.trained_events and any("event" in c.meta for c in pool)):
         return pool
     with naming_key(recipe, "data.train"):  # data that does not grow: the parent's very draw
         return few_shot(pool, min(shots, len(pool)), recipe.data.seed)

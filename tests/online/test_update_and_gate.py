@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -141,6 +142,19 @@ def test_an_update_replays_the_shots_its_parent_drew_from_a_log_grown_since(tiny
     result = update_adapter(root.ref, "feedback:movie:3000[0:8]", replay=0.5, steps=1)
     assert result.replay_cases == 8 and {c.meta["event"] for c in seen["cases"] if c.meta["time"] < 3000} == set(
         root.trained_events)
+
+
+def test_an_update_of_an_update_replays_the_shots_of_a_recipe_without_events(tiny_model_dir, tmp_path):
+    """The events an update trained on are in its lineage; they made its own update take every case of a TALLRec
+    `data.train` (16) for the parent's training data, not the recipe's 4 shots."""
+    from adaptrec.train.update import _replay_pool
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+    recipe, _ = load_recipe(str(path), ["data.shots=4"])
+    root = SimpleNamespace(trained_events=set(), lineage={})
+    updated = SimpleNamespace(trained_events={"r1:i1", "r2:i2"}, lineage={"events": ["r1:i1", "r2:i2"]})
+    shots = _replay_pool(recipe, root)
+    assert len(shots) == 4 and _replay_pool(recipe, updated) == shots
 
 
 def test_update_refuses_what_it_cannot_do(trained):
