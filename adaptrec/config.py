@@ -346,6 +346,13 @@ def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:
     return _validate(text, overrides, source)
 
 
+def check_new_overrides(recipe: Recipe, overrides: Sequence[str], source: str) -> None:
+    """`overrides` checked as settings written now (`UserSettings`: no true/false for a number) over `recipe`, read
+    from a stored text whose own values are not held to that (an update's `--set` over its parent's recipe)."""
+    if overrides:
+        _validate(yaml.safe_dump(recipe.model_dump(mode="json")), list(overrides), source, new=True)
+
+
 def step_budget(steps: int, overrides: Sequence[str] = (), warmup: int = 0) -> list[str]:
     """`--set` items for a budget of `steps` optimizer steps: `training.max_steps`, and for one step, or no more
     than the recipe's `warmup` steps, also `training.warmup_steps=0` unless `overrides` sets it (a warm-up's first

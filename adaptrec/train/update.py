@@ -12,7 +12,7 @@ from pathlib import Path
 from ..adapters.attach import adapter_key
 from ..atomic import write_json
 from ..backbone import load_backbone
-from ..config import Recipe, check_new_run, recipe_from_text, step_budget
+from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
 from ..data.sampling import few_shot
 from ..errors import AdaptrecError, ConfigError, RegistryError
@@ -100,6 +100,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     def with_sets(sets: Sequence[str]) -> str:  # the parent's recipe text with these overrides recorded
         return parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
 
+    check_new_overrides(recipe_from_text(parent.recipe_text, parent.ref), overrides, "--set")
     warmup = recipe_from_text(with_sets(overrides), parent.ref).training.warmup_steps
     sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
     text = with_sets(sets)

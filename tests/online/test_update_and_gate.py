@@ -161,6 +161,9 @@ def test_update_refuses_what_it_cannot_do(trained):
     parent, _ = trained
     with pytest.raises(ConfigError, match="no labelled cases"):
         update_adapter(parent.ref, "feedback:movie")
+    # a --set is written now, as train's are: true/false is no number (was: lr 1.0, as a stored text may read)
+    with pytest.raises(ConfigError, match="--set: training: lr: a number expected, not true/false"):
+        update_adapter(parent.ref, "feedback:movie", overrides=["training.lr=yes"])
 
 
 def test_decide_names_its_test_and_resolves_what_it_can():
