@@ -12,6 +12,8 @@ worst rank instead. (No random tie-breaking, so results are deterministic.)
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 __all__ = [
@@ -60,7 +62,7 @@ def _matrix_and_targets(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]
         )
     if mat.shape[0] == 0:
         raise ValueError("no cases: score_rows is empty")
-    odd = next((t for t in tgt.tolist() if isinstance(t, bool) or not isinstance(t, (int, float))), None)
+    odd = next((t for t in tgt.tolist() if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real)), None)
     if odd is not None:  # booleans read as indices 0 and 1; an object array of ints is fine
         raise ValueError(f"target_idx must hold integer indices, got {odd!r}")
     if not np.issubdtype(tgt.dtype, np.integer):

@@ -176,6 +176,9 @@ def test_ranking_input_validation():
     with pytest.raises(ValueError, match="integer indices, got 'a'"):  # was: numpy's ufunc TypeError
         ranks([[0.1, 0.2]], ["a"])
     assert ranks([[0.1, 0.2]], np.array([1], dtype=object)).tolist() == [1]  # an object column of ints
+    assert ranks([[0.1, 0.2]], np.array([np.int64(1)], dtype=object)).tolist() == [1]  # of numpy's (was: refused)
+    with pytest.raises(ValueError, match="integer indices"):
+        ranks([[0.1, 0.2]], np.array([np.True_], dtype=object))
     with pytest.raises(ValueError, match="1 labels for 3 rows"):  # was: the value with no CI, without a word
         compute_ranking("hit@1", [[0.1, 0.2]] * 3, [0, 1, 1], clusters=["u"])
 
