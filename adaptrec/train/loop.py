@@ -260,7 +260,7 @@ class Trainer:
         self.ctx = StepContext(self.scorer, self.accelerator.device)
         device = self.accelerator.device
         # the method's checks of its data (a ranking loss's queries, a teacher's cases); under its own RNG, so what
-        # it draws (a teacher adapter's layers, made only when its scores are not cached) moves no training draw
+        # it draws (a teacher adapter's layers) moves no training draw
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             try:
                 with own_forward(self.unwrapped):  # a teacher's scores go to the shared cache

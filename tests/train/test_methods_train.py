@@ -434,6 +434,19 @@ def test_a_prefix_tuned_teacher_on_sliding_window_layers_reads_only_its_own_rows
                                rtol=1e-4, atol=device_atol(1e-5))
 
 
+def test_a_teacher_of_another_peft_type_on_the_students_backbone_is_one_line(tiny_model_dir, tmp_path):
+    """It loads beside the student, and peft holds one adapter type per model (was: peft's "Cannot combine
+    adapters with different peft types" as a traceback, once training had set up)."""
+    ref = register_random(tiny_model_dir, Registry(), "movie-prefix", {"type": "prefix", "num_virtual_tokens": 4},
+                          seed=1, domain="movie").ref
+    full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
+    backbone, _, _ = _student(tiny_model_dir)
+    recipe = _recipe(tiny_model_dir, {"type": "distill", "teacher": ref, "teacher_data": str(full)})
+    with pytest.raises(ConfigError, match=rf"method.teacher: {ref} is a prefix adapter \(PREFIX_TUNING\); on the "
+                                          r"student's backbone .* must be the student's \(LORA\)"):
+        build_method(recipe, backbone, _cold(read_tallrec_json(full)))
+
+
 def test_distill_teacher_backbone_naming_the_students_scores_in_the_student(tiny_model_dir, tmp_path):
     full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
     method = build_method(_distill_recipe(tiny_model_dir, full, str(tiny_model_dir)), _fresh(tiny_model_dir), [])

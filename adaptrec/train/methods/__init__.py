@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...adapters.attach import COLLAB_TYPE, adapter_key
+from ...adapters.attach import COLLAB_TYPE, adapter_key, peft_type
+from ...adapters.base import TUNERS
 from ...adapters.check import base_change
 from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
@@ -74,6 +75,11 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
     if collab and other is not None:  # loaded there by peft alone, its projector and item tokens would be left out
         raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a collaborative adapter: it teaches on "
                           "the student's backbone only, where its item tokens are read")
+    student = TUNERS[recipe.adapter.type].peft_type
+    if other is None and peft_type(record) != student:  # peft refuses a second adapter type in one model
+        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a {record.adapter_type} adapter "
+                          f"({peft_type(record)}); on the student's backbone a teacher loads beside the student, so "
+                          f"its peft type must be the student's ({student})")
     return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other, collab)
 
 
