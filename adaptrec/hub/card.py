@@ -58,13 +58,17 @@ def _scalar(v) -> bool:
 
 
 def _template(meta: dict) -> str:
-    """The prompt template the adapter's recipe names (`data.template`), else `tallrec`; any recipe text (a pulled
-    one is the publisher's) reads as one."""
-    try:
-        parsed = yaml.safe_load(meta.get("recipe") or "")
-    except (yaml.YAMLError, RecursionError):  # a pulled text nested past the parser's depth too
-        return "tallrec"
-    data = parsed.get("data") if isinstance(parsed, dict) else None
+    """The prompt template the adapter's recipe names (`data.template`), else the one a composition's lineage records
+    of its sources (`prompt`), else `tallrec`; any recipe text (a pulled one is the publisher's) reads as one."""
+    if meta.get("recipe"):
+        try:
+            parsed = yaml.safe_load(meta["recipe"])
+        except (yaml.YAMLError, RecursionError):  # a pulled text nested past the parser's depth too
+            parsed = None
+        data = parsed.get("data") if isinstance(parsed, dict) else None
+    else:
+        lineage = meta.get("lineage")
+        data = lineage.get("prompt") if isinstance(lineage, dict) else None
     template = data.get("template") if isinstance(data, dict) else None
     return template if template in TEMPLATES else "tallrec"  # a publisher's text goes into no card unchecked
 

@@ -62,6 +62,7 @@ from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
 from adaptrec.scoring.prefix import PrefixRanker, length_batches, pad_room, shared_length
+from adaptrec.scoring.variants import trained_prompt
 
 BASE = "__base__"  # peft's adapter name for "no adapter" in `adapter_names`
 _ROWS: ContextVar[list[str] | None] = ContextVar("adaptrec_adapter_rows", default=None)
@@ -117,6 +118,15 @@ class ServeError(AdaptrecError):
     """A request the engine refuses; `status` is the HTTP status the app answers with."""
 
     status = 422
+
+
+def _trained_template(record) -> str | None:
+    """The template `record` was trained with (its recipe's; a composition's: its sources'), None when unknown: no
+    recipe or lineage says, or its stored recipe no longer validates."""
+    try:
+        return trained_prompt(record).get("template")
+    except ConfigError:
+        return None
 
 
 class Unservable(ServeError):
@@ -259,6 +269,10 @@ class Engine:
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise Unservable(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA "
                                  "and prefix tuning")
+            trained = _trained_template(record)
+            if trained is not None and plain_template(trained) != plain_template(self.template):
+                raise Unservable(f"{record.ref} was trained with the {trained} prompt template and this server renders "
+                                 f"{self.template}: serve it from a server started with --template {trained}")
             saved = None
             if record.adapter_type == COLLAB_TYPE:
                 try:  # before anything is evicted for it

@@ -44,3 +44,12 @@ def test_any_recipe_text_gives_a_card_and_only_a_named_template_is_said():
         assert "prompt template" not in model_card({**META, "recipe": recipe}, "alice/movie-lora", "main")
     card = model_card({**META, "recipe": "data: {template: chat}\n"}, "alice/movie-lora", "main")
     assert "trained with the `chat` prompt template" in card
+
+
+def test_a_compositions_card_names_the_template_its_lineage_records_of_its_sources():
+    """A composition has no recipe; it is served in its sources' prompt (was: the card always said `tallrec`)."""
+    lineage = {"method": "cat", "parents": ["a:1", "b:1"], "prompt": {"template": "chat", "max_prompt_tokens": 512}}
+    card = model_card({**META, "lineage": lineage}, "alice/movie-cat", "main")
+    assert "trained with the `chat` prompt template" in card
+    for odd in ({"prompt": {"template": "`x`"}}, {"prompt": "chat"}, ["chat"]):  # a publisher's lineage, unchecked
+        assert "prompt template" not in model_card({**META, "lineage": odd}, "alice/movie-cat", "main")

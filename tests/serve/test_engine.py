@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_helpers import fresh_backbone, register_peft
+from router_helpers import fresh_backbone, register_peft, register_random
 from serve_helpers import ADAPTERS, candidates, make_registry, user_case
 
 from adaptrec.adapters.attach import peft_name
@@ -147,6 +147,25 @@ def test_an_adalora_adapter_is_served_from_its_verified_files_not_a_stored_expor
 def test_an_engine_holds_at_least_one_adapter(tiny_model_dir, registry):
     with pytest.raises(ConfigError, match="max_resident must be at least 1"):
         Engine(fresh_backbone(tiny_model_dir), registry, max_resident=0)
+
+
+def test_an_adapter_trained_with_another_template_is_refused_not_served_in_the_servers(tiny_model_dir, tmp_path):
+    """(was: rendered in the server's template, prompts the adapter never trained on, without a word)"""
+    from adaptrec.config import load_recipe
+    from adaptrec.registry import Registry
+    from adaptrec.serve.engine import Unservable
+
+    registry = Registry(tmp_path / "home")
+    _, stats = load_recipe("movie-lora", ["data.template=tallrec-stats"])
+    ref = register_random(tiny_model_dir, registry, "stats", {"type": "lora", "r": 4}, seed=0, recipe_text=stats).ref
+    plain = register_random(tiny_model_dir, registry, "plain", {"type": "lora", "r": 4}, seed=1,
+                            recipe_text=load_recipe("movie-lora")[1]).ref
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    with pytest.raises(Unservable, match=f"{ref} was trained with the tallrec-stats prompt template and this server "
+                                         "renders tallrec: serve it from a server started with --template tallrec-stats"):
+        engine.load(ref)
+    engine.load(plain)  # its own template
+    assert Engine(fresh_backbone(tiny_model_dir), registry, template="tallrec-stats").load(ref).record.ref == ref
 
 
 def test_corrupt_or_foreign_adapters_are_refused_while_others_keep_serving(tiny_model_dir, registry, cases, plain, tmp_path, quantization):
