@@ -358,7 +358,8 @@ def backbone_config(name: str = EMBEDDED):
 
 
 def backbone_fingerprint(name: str = EMBEDDED, quantization: str = "8bit") -> Fingerprint:
-    """The fingerprint `load_backbone(name, quantization)` would give, without loading the weights."""
+    """The fingerprint `load_backbone(name, quantization)` would give, without loading the weights (an embedded
+    backbone's first use converts it into the home once, as any first use does)."""
     return _describe(name, quantization)[3]
 
 

@@ -367,7 +367,8 @@ def pull(
     """Pull `ORG/NAME[@REVISION]` (Hub) or `PATH[@REVISION]` (mirror), verify it, register it as kind "pulled".
 
     The base check uses `backbone_fp`, else the fingerprint of `backbone` (default: the embedded one)
-    at `quantization`, computed without loading weights. `force` registers an adapter of another
+    at `quantization`, computed without loading weights (an embedded backbone's first use converts it once), after the
+    manifest is read. `force` registers an adapter of another
     base family anyway (every later load still checks the fingerprint and refuses it on this backbone).
     """
     from ..backbone import EMBEDDED, backbone_config, backbone_fingerprint
@@ -379,13 +380,14 @@ def pull(
         from ..names import check_name
 
         check_name(name)
-    local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
-    # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
-    base_config = backbone_config(backbone or EMBEDDED) if backbone_fp is None or backbone else None
     with _scratch(registry.scratch_dir) as work:
         src.workdir = work / "download"
         sizes = src.listing()
         meta = _fetch_manifest(src, sizes, limits, work / METADATA_FILE)
+        # after the manifest: an embedded backbone's first use converts it, which a broken source should not wait on
+        local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
+        # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
+        base_config = backbone_config(backbone or EMBEDDED) if backbone_fp is None or backbone else None
         adapter_fp, match = _base_match(meta, local_fp, force, src.label)
         stage = work / "stage"
         _download(src, meta, sizes, limits, stage)

@@ -681,6 +681,17 @@ def test_a_manifest_python_cannot_take_as_it_is_gets_one_line(edit, named, lora_
     _assert_nothing_left(before)
 
 
+def test_a_source_without_a_readable_manifest_is_refused_before_the_backbone_is_read(lora_src, tiny_model_dir, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """An embedded backbone's first use converts it (minutes, 517 MB): a broken source waited on that first."""
+    rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
+    (rev_dir / "adaptrec.json").write_text("{not json")
+    for slow in ("backbone_fingerprint", "backbone_config"):
+        monkeypatch.setattr(f"adaptrec.backbone.{slow}", lambda *a, **k: pytest.fail("the backbone was read first"))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
+    assert "not valid JSON" in _one_line_error(code, err)
+
+
 def test_pull_refuses_a_base_model_that_is_not_text_and_names_an_unreadable_refs_file(
         lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
     rev_dir = _mirror_of(_register(lora_src), tmp_path, monkeypatch, capsys)
