@@ -17,14 +17,19 @@ for group in (train, online, evaluate, registry, router, hub, serve, plot):
     group.register(app)
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one `warning:` line on stderr (Python's own format adds the source file and line)."""
-    typer.echo(f"warning: {message}", err=True)
-
-
 def main() -> None:
     with warnings.catch_warnings():  # restored after: a caller's (or a test's) own warning display stays theirs
-        warnings.showwarning = _warning_line
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            """adaptrec's own warnings as one `warning:` line on stderr (Python's format adds the source file and
+            line); other packages' as they show them."""
+            if category.__module__.split(".")[0] == "adaptrec":
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         _run()
 
 

@@ -97,17 +97,19 @@ def score(
 
 
 def predict(
-    adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION]"),
+    adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION], or a domain (its promoted one)"),
     history: Path = typer.Option(..., "--history",
                                  help='JSON: {"history": [{"title": ..., "liked": true, "item_id": ...}, ...]}'),
     item: str = typer.Option(..., "--item", help="the target item's title"),
     item_id: Optional[str] = typer.Option(None, "--item-id", help="the target's catalogue id (a collaborative "
                                           "adapter embeds it; history items take theirs as \"item_id\")"),
+    template: Optional[str] = AdapterTemplateOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
 ) -> None:
     """Print P(yes) that the user with this history likes ITEM."""
-    p = api.predict(adapter, history, item, item_id=item_id, backbone=backbone, quantization=quantization)
+    p = api.predict(adapter, history, item, item_id=item_id, template=template, backbone=backbone,
+                    quantization=quantization)
     typer.echo(f"{p:.4f}")
 
 

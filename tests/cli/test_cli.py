@@ -203,6 +203,20 @@ def test_serve_refuses_an_admin_token_no_header_can_carry_before_the_backbone_lo
     assert "$ADAPTREC_ADMIN_TOKEN has non-ASCII characters" in line
 
 
+def test_predict_takes_a_template_and_refuses_an_unknown_one_before_the_backbone_loads(monkeypatch, capsys, tmp_path):
+    """(was: no --template on predict, though the Python API takes one)"""
+    import adaptrec.api
+
+    Registry().register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained",
+                        adapter_type="lora", adapter_config=None, fingerprint=Fingerprint("e" * 64, "f" * 64, "o/b"))
+    history = tmp_path / "h.json"
+    history.write_text(json.dumps({"history": ["Heat (1995)"]}))
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded"))
+    line = _one_line_error(*run_cli(monkeypatch, capsys, "predict", "movie-lora", "--history", str(history), "--item",
+                                    "Fargo (1996)", "--template", "bogus")[::2])
+    assert "template 'bogus'" in line
+
+
 def test_gate_options_without_if_better_are_refused_not_ignored(monkeypatch, capsys, tmp_path):
     """`promote REF --data S --margin M` without --if-better promoted REF ungated, ignoring both."""
     reg = Registry()
