@@ -368,7 +368,7 @@ class Trainer:
             losses.append(loss.item() * len(cases))
         self.global_step += 1
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):  # one device sync
-            # replicated weights (DDP, the setups docs/training.md supports): every rank sees them and stops alike
+            # whole weights on every rank (DDP, ZeRO 1-2: the setups docs/training.md supports): all ranks stop alike
             raise ConfigError(f"{self.recipe._source}: step {self.global_step}: the adapter's weights are not finite "
                               "after this optimizer step: training diverged; lower training.lr")
         return {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
