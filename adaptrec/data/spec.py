@@ -154,9 +154,10 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
     popularity = interaction_log.text_counts(counts, lambda item: catalogue[item].text)
     if not cases:
+        need = ("2 interactions before their last two, other than repeats of those two" if part == "train"
+                else "3 interactions")
         raise DataSpecError(f"{path}: no user has more than 10 interactions, so no cases can be built" if part is None
-                            else f"{path}: no user has {4 if part == 'train' else 3} interactions, so leave-one-out has "
-                                 f"no {part} case")
+                            else f"{path}: no user has {need}, so leave-one-out has no {part} case")
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([path, items_path])}
     catalogues: dict[str, dict[str, str]] = {}
     user_items: dict[str, frozenset[str]] = {}

@@ -122,8 +122,13 @@ def test_leave_one_out_spec_of_a_log_gives_every_user_with_three_interactions_a_
         load_spec(f"{log}:loo:holdout")
     short = write_jsonl(tmp_path / "short.jsonl", [r for r in rows if r["user_id"] == "b"])  # 3 interactions
     assert [c.target_id for c in load_spec(f"{short}:loo:valid").cases if c.label == 1] == ["4"]
-    with pytest.raises(DataSpecError, match="no user has 4 interactions, so leave-one-out has no train case"):
+    train_words = "no user has 2 interactions before their last two, other than repeats of those two, so leave-one-out"
+    with pytest.raises(DataSpecError, match=f"{train_words} has no train case"):
         load_spec(f"{short}:loo:train")  # (was: "no user has 3", which b has)
+    b = [r for r in rows if r["user_id"] == "b"]
+    again = write_jsonl(tmp_path / "again.jsonl", [*b[1:], *[{**r, "position": r["position"] + 100} for r in b[1:]]])
+    with pytest.raises(DataSpecError, match=f"{train_words} has no train case"):  # 4 interactions, 2 items
+        load_spec(f"{again}:loo:train")  # (was: "no user has 4 interactions", which b now has)
 
 
 def test_recipe_protocol_and_history_len_turn_a_log_into_its_leave_one_out_parts(tmp_path):
