@@ -19,9 +19,12 @@ def no_backbone(tiny_model_dir, monkeypatch):
     import os
 
     import adaptrec.cf.fit
+    import adaptrec.train.recipe
 
     registry = make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("a backbone loaded before the refusal"))
+    monkeypatch.setattr(adaptrec.train.recipe, "load_backbone",  # `train` loads its own
+                        lambda *a, **k: pytest.fail("a backbone loaded before the refusal"))
     monkeypatch.setattr(adaptrec.cf.fit, "fit_encoder", lambda *a: pytest.fail("an encoder was fitted first"))
     return registry
 

@@ -26,7 +26,8 @@ def test_exact_fingerprint_follows_weights_and_quantization(tiny_model_dir, tmp_
 
     retrained = tmp_path / "retrained"
     shutil.copytree(tiny_model_dir, retrained)
-    torch.manual_seed(1)
+    assert load_backbone(str(retrained), "none", device="cpu").fingerprint.exact == a.exact  # its hashes now kept
+    torch.manual_seed(1)  # weights of the same shapes rewritten in place: same path, same size
     LlamaForCausalLM(AutoConfig.from_pretrained(tiny_model_dir)).save_pretrained(retrained)
     c = load_backbone(str(retrained), "none", device="cpu").fingerprint
     assert c.exact != a.exact and c.family == a.family

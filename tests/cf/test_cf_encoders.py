@@ -143,6 +143,14 @@ def test_a_fit_is_kept_and_loaded_again_with_its_scores(monkeypatch):
     assert len(calls) == 4
     fit_encoder("bpr", "movielens:100k", dim=8, epochs=20, cache=False)
     assert len(calls) == 5
+    import adaptrec.cf.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_CODE_DIGESTS", {**cache_module._CODE_DIGESTS, "implicit_mf.py": "0" * 64})
+    fit_encoder("bpr", "movielens:100k", dim=8, epochs=20)  # the encoder's code changed: fitted anew
+    assert len(calls) == 6
+    key = cache_module.fit_key("bpr", {"dim": 8}, rows, list(data.items))
+    assert key != cache_module.fit_key("als", {"dim": 8}, rows, list(data.items))  # another kind, same settings
+    assert key != cache_module.fit_key("bpr", {"dim": 8}, rows, list(data.items)[::-1])  # another catalogue order
 
 
 def test_loading_a_kept_sasrec_leaves_the_callers_random_state_alone(tmp_path):

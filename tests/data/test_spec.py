@@ -68,6 +68,11 @@ def test_path_specs(tmp_path):
     (tmp_path / "test.json").write_text(json.dumps([rec]))
     ds = load_spec(str(tmp_path / "test.json"))
     assert len(ds.cases) == 1 and ds.item_popularity == {'"A"': 2.0, '"B"': 2.0}  # from train.json
+    # the fingerprint follows the files' contents, under the same SPEC: the test file's label, the popularity file
+    (tmp_path / "test.json").write_text(json.dumps([{**rec, "output": "No."}]))
+    relabelled = load_spec(str(tmp_path / "test.json")).fingerprint
+    (tmp_path / "train.json").write_text(json.dumps([rec]))
+    assert len({ds.fingerprint, relabelled, load_spec(str(tmp_path / "test.json")).fingerprint}) == 3
 
     items = [{"item_id": str(i), "title": f"t{i}", "domain": "movie"} for i in range(40)]
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))

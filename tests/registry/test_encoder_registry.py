@@ -73,6 +73,7 @@ def test_verify_and_gc_cover_encoders(tmp_path):
     (first.path / "encoder.safetensors").write_bytes(b"not what was registered")
     problems = reg.verify()
     assert len(problems) == 3 and problems[0].startswith("encoder pop:1: ")
+    assert any("unfinished write" in p for p in problems) and any("orphan" in p and "/7" in p for p in problems)
     assert sorted(reg.gc()) == sorted([unfinished, orphan]) and first.path.is_dir()
 
 

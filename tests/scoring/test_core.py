@@ -55,12 +55,19 @@ def test_rows_cached_on_the_answers_start_of_text_tokens_stay_unread(tiny_backbo
     assert plain.cache_keys(["p"]) == [ScoreCache.key(f"m:full:v{SCORING_VERSION}", "p")]
 
 
-def test_score_does_not_depend_on_batch_mates(tiny_backbone):
-    """Left padding + padding-aware position ids: one prompt alone or in a mixed-length batch scores the same."""
-    cases = _cases(6)
-    alone = [Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", batch_size=1, progress=False).score([c])[0] for c in cases]
-    batched = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", batch_size=6, progress=False).score(cases)
-    assert len({len(p) for p in Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k").prompts(cases)}) > 1
+@pytest.mark.parametrize("positions", ["rotary", "absolute"])
+def test_score_does_not_depend_on_batch_mates(tiny_backbone, positions):
+    """Left padding + padding-aware position ids: one prompt alone or in a mixed-length batch scores the same. Llama's
+    rotary positions see only offsets, which the padding shifts alike; GPT-2's learned absolute ones see each."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok, cases = tiny_backbone.tokenizer, _cases(6)
+    torch.manual_seed(0)
+    model = tiny_backbone.model if positions == "rotary" else GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=1024)).eval()
+    alone = [Scorer(model, tok, "k", batch_size=1, progress=False).score([c])[0] for c in cases]
+    batched = Scorer(model, tok, "k", batch_size=6, progress=False).score(cases)
+    assert len({len(p) for p in Scorer(model, tok, "k").prompts(cases)}) > 1
     np.testing.assert_allclose(batched, alone, atol=1e-5)
 
 

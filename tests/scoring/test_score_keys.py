@@ -106,8 +106,9 @@ def test_backbone_key_holds_device_dtype_backend_and_tokenizer(tiny_model_dir):
     fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
     assert bb.score_key == base_score_key(fp, "fp32", "cpu", tok)
     others = [base_score_key(fp, "bf16", "cuda", tok), base_score_key(fp, "fp32", "cuda", tok),
-              base_score_key(fp, "fp32", "cpu", "another tokenizer")]
-    assert len({bb.score_key, *others}) == 4
+              base_score_key(fp, "fp32", "cpu", "another tokenizer"),
+              base_score_key(replace(fp, exact="0" * 64), "fp32", "cpu", tok)]  # other weights of the family
+    assert len({bb.score_key, *others}) == 5
 
 
 def test_backbone_key_holds_the_int8_kernel_and_library_versions(tiny_model_dir, monkeypatch):
@@ -139,10 +140,14 @@ def test_the_bitsandbytes_key_holds_its_version_and_no_other_backend_key_reads_i
     assert after["torch-int8"] == before["torch-int8"] and after["fp32"] == before["fp32"]
 
 
-def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone):
+def test_scoring_keys_hold_the_path_and_code_version(tiny_backbone, monkeypatch):
+    from adaptrec.scoring import core
+
     scorer = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "m", progress=False)
     full, prefix = scorer.cache_keys(["p"], "full"), scorer.cache_keys(["p"], "prefix", split=3)
     assert full != prefix and full != [ScoreCache.key("m", "p")]
+    monkeypatch.setattr(core, "SCORING_VERSION", SCORING_VERSION + 1)  # a bump leaves every older row unread
+    assert scorer.cache_keys(["p"], "full") != full and scorer.cache_keys(["p"], "prefix", split=3) != prefix
 
 
 def test_chat_variant_rows_scored_with_a_second_bos_are_never_read():
