@@ -217,6 +217,15 @@ def encoder_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
     return np.array([r[0] for r in rows])
 
 
+def encoder_list_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
+    """`encoder_scores` of one candidate list, whose cases share their user and history: the encoder scores that user
+    once, not once per candidate (the same numbers: its catalogue row repeated gives the same floor)."""
+    first = cases[0]
+    if any(c.user_id != first.user_id or encoder_history(c) != encoder_history(first) for c in cases):
+        return encoder_scores(encoder, cases)
+    return encoder.score_lists([first.user_id], [encoder_history(first)], [[c.target_id or "" for c in cases]])[0]
+
+
 def encoder_rows(encoders: Mapping[str, Encoder], cases: Sequence[Case], metric_names: Sequence[str],
                  seed: int) -> list[EvalRow]:
     """A labelled report's row per collaborative encoder (name -> encoder), scoring each case alone."""
@@ -426,7 +435,7 @@ def run_rank_eval(
         else:
             add(baseline_name(name, dataset), "baseline", scores)
     for name, encoder in (encoders or {}).items():
-        add(name, "baseline", [encoder_scores(encoder, cases) for cases in candidates],
+        add(name, "baseline", [encoder_list_scores(encoder, cases) for cases in candidates],
             full=full_catalogue_metrics(encoder, positives, dataset, seed) if full_catalogue else None)
     for name, scorer, composition in variant_rows(backbone, registry, adapters, include_untuned, **scorer_options):
         if composition is None:

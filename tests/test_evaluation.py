@@ -338,3 +338,27 @@ def test_a_ranking_protocol_counts_held_out_items_and_users_apart():
 
     assert "all 1050 held-out items of 1000 users, each ranking" in protocol(1050, 1000)
     assert "all 1000 users, each ranking" in protocol(1000, 1000)
+
+
+def test_an_encoder_scores_a_candidate_lists_user_once_with_the_same_numbers():
+    """Every case of a candidate list repeats its user and history: scoring the list's user once gives the per-case
+    numbers (unknown items at the same floor) without a catalogue row per candidate (was: C rows per list)."""
+    from adaptrec.cf.base import Encoder
+    from adaptrec.data.records import Case, HistoryItem
+    from adaptrec.evaluation import encoder_list_scores, encoder_scores
+
+    class Counting(Encoder):
+        items = ["a", "b", "c", "d"]
+        rows: list[int] = []
+
+        def score_catalogue(self, users, histories):
+            self.rows.append(len(users))
+            return np.array([[len(h) + 0.1 * k * (1 + len(u)) for k in range(4)] for u, h in zip(users, histories)])
+
+    history = (HistoryItem('"a"', True, "a"), HistoryItem('"b"', True, "b"))
+    one = [Case("u1", "movie", "movie", history, f'"{i}"', int(i == "c"), i) for i in ("c", "d", "zzz", "a")]
+    encoder = Counting()
+    np.testing.assert_array_equal(encoder_list_scores(encoder, one), encoder_scores(encoder, one))
+    assert encoder.rows == [1, 4]
+    mixed = [one[0], Case("u2", "movie", "movie", history[:1], '"d"', 0, "d")]  # not one user's list: per case
+    np.testing.assert_array_equal(encoder_list_scores(encoder, mixed), encoder_scores(encoder, mixed))
