@@ -71,6 +71,21 @@ def _cluster_rows(clusters, n: int) -> list[np.ndarray] | None:
     return [np.asarray(r) for r in rows.values()]
 
 
+def _cluster_draw(groups: list[np.ndarray], rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """A resample's row indices: as many clusters as there are, drawn with replacement, each cluster's rows in order
+    (the concatenation of the drawn groups, built without a Python loop over them)."""
+    rows = np.concatenate(groups)
+    sizes = np.array([len(g) for g in groups])
+    starts = np.cumsum(sizes) - sizes
+
+    def draw() -> np.ndarray:
+        chosen = rng.integers(0, len(groups), size=len(groups))
+        lengths = sizes[chosen]
+        return rows[np.repeat(starts[chosen] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())]
+
+    return draw
+
+
 def resampling_units(n: int, clusters=None) -> int:
     """What a bootstrap of `n` rows resamples: the distinct clusters (users) when given, else the rows."""
     return n if clusters is None else len(set(clusters))
@@ -118,13 +133,11 @@ def bootstrap_ci(
         raise ValueError(f"a bootstrap CI needs at least 2 {'clusters' if groups else 'rows'} to resample, got 1: "
                          "every resample would be the same sample")
     rng = np.random.default_rng(seed)
+    draw = (lambda: rng.integers(0, n, size=n)) if groups is None else _cluster_draw(groups, rng)
     values: list[float] = []
     skipped = 0
     for _ in range(int(n_resamples)):
-        if groups is None:
-            idx = rng.integers(0, n, size=n)
-        else:
-            idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), size=len(groups))])
+        idx = draw()
         try:
             v = float(metric_fn(*(_take(r, idx) for r in rows)))
         except ValueError:

@@ -433,3 +433,15 @@ def test_user_auc_of_rows_of_different_lengths_counts_only_each_rows_candidates(
         user_auc([[0.5, 0.1, 0.9], [0.7, 0.2]], [1, 2])
     with pytest.raises(ValueError, match="target alone"):
         user_auc([[0.5], [0.5, 0.1]], [0, 0])
+
+
+def test_a_clustered_resample_is_the_drawn_clusters_rows_in_order():
+    """The vectorised draw gives the indices the plain one did: each drawn cluster's rows, in the order drawn."""
+    from adaptrec.metrics.bootstrap import _cluster_draw, _cluster_rows
+
+    labels = ["b", "a", "b", "c", "a", "a", "d"]
+    groups = _cluster_rows(labels, len(labels))
+    draw, rng = _cluster_draw(groups, np.random.default_rng(3)), np.random.default_rng(3)
+    for _ in range(20):
+        expected = np.concatenate([groups[g] for g in rng.integers(0, len(groups), size=len(groups))])
+        np.testing.assert_array_equal(draw(), expected)
