@@ -307,8 +307,8 @@ def _scoring_options(reg: Registry, ref: str | None) -> dict:
 
 
 def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | None = None, seed: int = 0,
-                      template: str | None = None, batch_size: int = 8, backbone: str = EMBEDDED,
-                      quantization: str = "8bit", shard: str | None = None, engine: str = "local",
+                      template: str | None = None, batch_size: int = 8, backbone: str | None = None,
+                      quantization: str | None = None, shard: str | None = None, engine: str = "local",
                       actors: int | None = None, chunk_size: int | None = None, cache: bool = True) -> Predictions:
     """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), scored `chunk_size` cases at a
     time (default 256) and streamed to `out`: JSONL, or Parquet when it ends in `.parquet`; complete or absent.
@@ -317,7 +317,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     `engine` "ray": chunks scored on a Ray Data pool of `actors` actors (default one per CPU; `$RAY_ADDRESS` names
     a cluster; default chunks small enough to give each actor several). The same chunk size gives the same rows
     on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply.
-    `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone)."""
+    `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
+    `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
     from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
@@ -338,6 +339,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
+    backbone, quantization = _made_for([ref] if ref else [], backbone, quantization)
     cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
     options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
                "batch_size": batch_size}

@@ -11,7 +11,7 @@ from .. import api
 from ..atomic import write_json
 from ..errors import AdaptrecError
 from ..userfiles import check_output_file
-from .options import AdapterTemplateOpt, BackboneOpt, BatchOpt, QuantOpt, SeedOpt, TemplateOpt
+from .options import AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, TemplateOpt
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 
@@ -33,8 +33,8 @@ def eval_(
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
     template: str = TemplateOpt,
     batch_size: int = BatchOpt,
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = MadeForBackboneOpt,
+    quantization: Optional[str] = MadeForQuantOpt,
     candidates: int = typer.Option(0, "--candidates", min=0,
                                    help="ranking protocol for implicit data: rank each held-out "
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
@@ -72,8 +72,8 @@ def score(
     seed: int = SeedOpt,
     template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = MadeForBackboneOpt,
+    quantization: Optional[str] = MadeForQuantOpt,
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: only the cases at positions I, I+N, I+2N, ... "
                                         "(the N shards together hold every case once)"),
     engine: str = typer.Option("local", "--engine", help="local (this process) | ray (a Ray Data actor pool; "
@@ -104,8 +104,8 @@ def predict(
     item_id: Optional[str] = typer.Option(None, "--item-id", help="the target's catalogue id (a collaborative "
                                           "adapter embeds it; history items take theirs as \"item_id\")"),
     template: Optional[str] = AdapterTemplateOpt,
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = MadeForBackboneOpt,
+    quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:
     """Print P(yes) that the user with this history likes ITEM."""
     p = api.predict(adapter, history, item, item_id=item_id, template=template, backbone=backbone,

@@ -13,6 +13,7 @@ from cli_runner import run_cli
 from safetensors.torch import save_file
 
 from adaptrec.config import RECIPES_DIR
+from adaptrec.errors import AdaptrecError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 
@@ -215,6 +216,34 @@ def test_predict_takes_a_template_and_refuses_an_unknown_one_before_the_backbone
     line = _one_line_error(*run_cli(monkeypatch, capsys, "predict", "movie-lora", "--history", str(history), "--item",
                                     "Fargo (1996)", "--template", "bogus")[::2])
     assert "template 'bogus'" in line
+
+
+def test_eval_score_and_predict_load_the_backbone_the_adapter_was_trained_on(monkeypatch, capsys, tmp_path):
+    """As the Python functions do (was: the CLI passed the embedded 8-bit default, so an adapter trained on another
+    backbone was refused, or loaded on another build with shifted scores)."""
+    import adaptrec.api
+    from adaptrec.config import load_recipe
+    from adaptrec.data.prompts import instruction
+
+    _, text = load_recipe("movie-lora", [f"backbone.name={tmp_path}", "backbone.quantization=none"])
+    Registry().register(_fake_adapter(tmp_path), name="movie-lora", domain="movie", kind="trained",
+                        adapter_type="lora", adapter_config=None, fingerprint=Fingerprint("e" * 64, "f" * 64, "o/b"),
+                        recipe_text=text)
+
+    def loaded(name, quantization):
+        raise AdaptrecError(f"loads {name} {quantization}")
+
+    monkeypatch.setattr(adaptrec.api, "_backbone", loaded)
+    rec = {"instruction": instruction("movie"), "output": "Yes.",
+           "input": 'User Preference: "A"\nUser Unpreference: \nWhether the user will like the target movie "B"?'}
+    (tmp_path / "test.json").write_text(json.dumps([rec, {**rec, "output": "No."}]))
+    (tmp_path / "h.json").write_text(json.dumps({"history": ["A"]}))
+    data = str(tmp_path / "test.json")
+    for args in (("eval", "movie-lora", "--data", data), ("score", "movie-lora", "--data", data, "--out",
+                 str(tmp_path / "p.jsonl")), ("predict", "movie-lora", "--history", str(tmp_path / "h.json"),
+                 "--item", "B")):
+        line = _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
+        assert line == f"error: loads {tmp_path} none", args
 
 
 def test_gate_options_without_if_better_are_refused_not_ignored(monkeypatch, capsys, tmp_path):
