@@ -12,6 +12,7 @@ refused, at the top or in an item: a typo such as `"like": false` would leave th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -20,7 +21,9 @@ from ..userfiles import LONE_SURROGATE, check_keys, has_lone_surrogate, parse_js
 from .records import ANONYMOUS, Case, HistoryItem, default_noun
 
 HistoryEntry = Union[str, dict, HistoryItem]
+Item = Union[str, dict]  # an item to score: a title, or {"title": ..., "item_id": ...}
 _ITEM_KEYS = {"title", "liked", "domain", "item_id"}
+_TARGET_KEYS = {"title", "item_id"}
 _FILE_KEYS = {"user_id", "noun", "history"}
 
 
@@ -46,7 +49,7 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
         entry = {"title": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             raise DataFormatError(f'{where}[{i}]: expected {{"title": str, "liked": bool}}')
-        check_keys(entry, _ITEM_KEYS, f"{where}[{i}]", DataFormatError)  # a typo ("like": false) would leave the item liked
+        check_keys(entry, _ITEM_KEYS, f"{where}[{i}]", DataFormatError)  # "like": false would leave the item liked
         title = checked_text(entry.get("title"), f"{where}[{i}].title", "the item's title")
         liked = entry.get("liked", True)
         if not isinstance(liked, bool):
@@ -57,6 +60,24 @@ def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "hi
             item_id = checked_text(item_id, f"{where}[{i}].item_id", "a catalogue id string")
         items.append(HistoryItem(text=f'"{title}"', liked=liked, item_id=item_id, domain=item_domain))
     return tuple(items)
+
+
+def parse_items(items: Iterable[Item], where: str = "items") -> list[tuple[str, str | None]]:
+    """(title, item id or None) of each item to score: a title, or `{"title", "item_id"}`; any iterable of them but
+    a lone string (whose letters would be read as titles) or a single object."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise DataFormatError(f"{where}: expected a list of items, got {type(items).__name__}")
+    out = []
+    for i, item in enumerate(items):
+        item = {"title": item} if isinstance(item, str) else item
+        if not isinstance(item, dict):
+            raise DataFormatError(f'{where}[{i}]: expected a title or {{"title": str, "item_id": str}}, got {item!r}')
+        check_keys(item, _TARGET_KEYS, f"{where}[{i}]", DataFormatError)  # "id" for "item_id" would drop the id
+        title = checked_text(item.get("title"), f"{where}[{i}].title", "the item's title")
+        item_id = item.get("item_id")
+        out.append((title, None if item_id is None else
+                    checked_text(item_id, f"{where}[{i}].item_id", "a catalogue id string")))
+    return out
 
 
 def read_history_file(path: Path, item: str, domain: str, item_id: str | None = None) -> Case:

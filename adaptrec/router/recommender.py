@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
 from ..adapters.attach import detach
 from ..adapters.files import MIX_TYPE
-from ..data.history_file import HistoryEntry, parse_history
+from ..data.history_file import HistoryEntry, Item, parse_history, parse_items
 from ..data.prompts import UnknownItemsWarning, plain_template, unknown_items
 from ..data.records import Case, default_noun
 from ..errors import DataFormatError
@@ -18,17 +20,6 @@ from ..scoring.core import PROMPT_TOKENS, Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
 from .policy import RouteError, resolve_sources
-
-Item = Union[str, dict]  # a title, or {"title": ..., "item_id": ...}
-
-
-def _title(item: Item) -> str:
-    if isinstance(item, str):
-        return item
-    if not isinstance(item, dict) or not isinstance(item.get("title"), str) \
-            or not isinstance(item.get("item_id", ""), str):
-        raise DataFormatError(f'an item is a title or {{"title": str, "item_id": str}}, got {item!r}')
-    return item["title"]
 
 
 def one_source(registry, ref: str | None) -> str | None:
@@ -67,14 +58,13 @@ class Recommender:
     def __repr__(self) -> str:
         return f"Recommender({self.ref!r}, domain={self.domain!r})"
 
-    def cases(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> list[Case]:
+    def cases(self, history: Sequence[HistoryEntry], items: Iterable[Item]) -> list[Case]:
         """One Case per item (a title, or {"title", "item_id"}) for this history (titles, or {"title", "liked",
         "domain", "item_id"} objects, oldest first)."""
         base = Case("api", self.domain, default_noun(self.domain), parse_history(history, self.domain), "")
-        return [replace(base, target=f'"{_title(item)}"',
-                        target_id=None if isinstance(item, str) else item.get("item_id")) for item in items]
+        return [replace(base, target=f'"{title}"', target_id=item_id) for title, item_id in parse_items(items)]
 
-    def score(self, history: Sequence[HistoryEntry], items: Sequence[Item]) -> np.ndarray:
+    def score(self, history: Sequence[HistoryEntry], items: Iterable[Item]) -> np.ndarray:
         """P(yes) (or the chosen score) that the user with `history` likes each item."""
         return self.score_cases(self.cases(history, items))
 
@@ -83,15 +73,19 @@ class Recommender:
         self._say_unknown(cases)
         return self.scorer.score(cases, self.mode)
 
-    def rank(self, history: Sequence[HistoryEntry], candidates: Sequence[Item], k: int = 10) -> list[tuple[str, float]]:
-        """The `k` best candidates as (title, score), best first."""
-        if not candidates:
+    def rank(self, history: Sequence[HistoryEntry], candidates: Iterable[Item],
+             k: int = 10) -> list[tuple[Item, float]]:
+        """The `k` best candidates as (the candidate as given: its title, or its {"title", "item_id"}, score), best
+        first."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise DataFormatError(f"k {k!r}: expected an integer >= 1")
+        given = candidates if isinstance(candidates, (str, bytes, dict)) else list(candidates)  # refused by `cases`
+        cases = self.cases(history, given)
+        if not cases:
             return []
-        cases = self.cases(history, candidates)
         self._say_unknown(cases)
         scores = self.scorer.score_lists([cases], self.mode, shared_prefix=True)[0]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(_title(candidates[i]), float(scores[i])) for i in order]
+        return [(given[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
     def _say_unknown(self, cases: Sequence[Case]) -> None:
         """An `UnknownItemsWarning` naming the item ids of `cases` a collaborative adapter's item table lacks (their
