@@ -13,6 +13,8 @@ Imports sit inside the functions so that `import adaptrec` and `adaptrec --help`
 
 from __future__ import annotations
 
+import numbers
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -159,6 +161,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     from .score_cache import ScoreCache
     from .text_encoder import minilm_if_installed
 
+    data = _spec_text(data, "data")
     _check_choice("score", score, SCORE_MODES)
     _check_choice("template", template, TEMPLATES)
     _at_least(limit=(limit, 0), seed=(seed, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
@@ -199,6 +202,7 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     from .cf.fit import WINDOWS, fit_encoder
     from .names import check_name
 
+    data = _spec_text(data, "data")
     name = name or f"{kind}-{data.replace(':', '-')}"
     check_name(name, "encoder")  # before the fit, not after minutes of it
     _at_least(seed=(seed, 0))
@@ -243,6 +247,7 @@ def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None
     training data for `steps` steps, register the next version of its name with lineage `updated_from`."""
     from .train.update import update_adapter
 
+    data = _spec_text(data, "data")
     return update_adapter(ref, data, replay=replay, steps=steps, overrides=overrides, registry=registry())
 
 
@@ -257,6 +262,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     from .online.gate import plan_gate, run_gate
     from .score_cache import ScoreCache
 
+    data = _spec_text(data, "data")
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     record = reg.resolve(ref)
@@ -281,6 +287,8 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
+    before = _spec_text(before, "before")
+    after = _spec_text(after, "after")
     if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
         raise ConfigError(f"--plot {plot}: expected a PNG file to write in an existing folder")
     _at_least(limit=(limit, 0), seed=(seed, 0))
@@ -326,6 +334,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     from .router.recommender import one_source
     from .score_cache import ScoreCache
 
+    data = _spec_text(data, "data")
     _check_choice("engine", engine, ENGINES)
     if template is not None:
         _check_choice("template", template, TEMPLATES)  # before the backbone loads, in this process or in actors
@@ -378,17 +387,24 @@ def export_lora(ref: str, name: str | None = None) -> AdapterRecord:
 
 
 def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", weights: str | Sequence[float] | None = None,
-            domain: str | None = None, search_data: str | None = None, shots: int = 32, budget: int = 20,
-            l1: float = 0.05, seed: int = 0, svd_rank: int | None = None, density: float | None = None,
+            domain: str | None = None, search_data: str | None = None, shots: int | None = None,
+            budget: int | None = None, l1: float | None = None, seed: int = 0, svd_rank: int | None = None,
+            density: float | None = None,
             promote_cold: bool = False, into_base: Path | None = None, backbone: str = EMBEDDED,
             quantization: str = "8bit") -> ComposeResult:
     """Combine adapters (peft ΔW merge, or score-level `mix`) with given weights, or weights learned on `shots`
     labelled cases of `search_data`; register the result, optionally serve cold users of its domain with it, and
-    optionally write a standalone full-precision model with it merged in (`into_base`)."""
+    optionally write a standalone full-precision model with it merged in (`into_base`). The search's own settings
+    (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`."""
     from .adapters.merge import MIX, merge_into_base
     from .router.policy import resolve_sources
-    from .router.weights import search_and_compose
+    from .router.weights import DEFAULT_L1, search_and_compose
 
+    search_data = _spec_text(search_data, "search_data")
+    given = [option for option, value in (("shots", shots), ("budget", budget), ("l1", l1)) if value is not None]
+    if given and search_data is None:  # nothing would read them: the weights would be given or equal, not learned
+        raise AdaptrecError(f"compose {', '.join(given)}: only the weight search reads "
+                            f"{'these' if len(given) > 1 else 'this'}; give search_data, or drop them")
     _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
@@ -397,7 +413,8 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     if into_base and (method == MIX or Path(into_base).exists()):
         raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
     result = search_and_compose(lambda: _backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
-                                weights=weights, search_data=search_data, shots=shots, budget=budget, l1=l1, seed=seed,
+                                weights=weights, search_data=search_data, shots=32 if shots is None else shots,
+                                budget=20 if budget is None else budget, l1=DEFAULT_L1 if l1 is None else l1, seed=seed,
                                 svd_rank=svd_rank, density=density)
     if promote_cold:
         reg.promote(result.record.ref, f"{result.record.domain}:cold")
@@ -415,6 +432,7 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     from .names import check_domain
     from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
 
+    data = _spec_text(data, "data")
     check_domain(domain)  # an empty one would be blamed on the history
     _at_least(min_target_history=(min_target_history, 0))
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
@@ -443,6 +461,7 @@ def recommend(user: str, domain: str, *, data: str, history: Path | None = None,
     from .router.policy import RoutePolicy, check_cold_options
     from .router.retrieval import recommend_user
 
+    data = _spec_text(data, "data")
     check_domain(domain)
     if template is not None:
         _check_choice("template", template, TEMPLATES)
@@ -488,6 +507,7 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
     from .data.inspect import check_soft_tokens, inspect_spec
     from .data.spec import load_spec
 
+    spec = _spec_text(spec, "spec")
     check_soft_tokens(template, user_token, match_token)
     dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
     return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show, user_token, match_token)
@@ -555,13 +575,15 @@ def export_vllm(ref: str, out: str | Path) -> VllmExport:
     return write_vllm_export(registry(), ref, out)
 
 
-def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None, **options) -> Path:
+def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path | None = None, **options) -> Path:
     """Draw a PNG from result files and return its path (default ./KIND.png): `curves` (run folders or run names),
     `shots` (the TALLRec grid's JSONL), `transfer` (the cross-domain JSON), `bench` (bench/results JSONs or their
-    folder). `options` go to that kind's `adaptrec.plots.<kind>.from_files` (`title`, …)."""
+    folder); one source or a list of them. `options` go to that kind's `adaptrec.plots.<kind>.from_files` (`title`,
+    …)."""
     from .plots import FIGURES
 
     _check_choice("plot", kind, tuple(FIGURES))
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources  # not its letters, one by one
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
     target = Path(out) if out is not None else Path(f"{kind}.png")
@@ -573,10 +595,20 @@ def plot(kind: str, sources: Sequence[str | Path], out: str | Path | None = None
     return FIGURES[kind]([Path(s) for s in sources], target, **options)
 
 
+def _spec_text(value, name: str):
+    """A data SPEC argument as text: a path (`PATH.json` is a SPEC) as its string; None stays None; anything else is
+    one AdaptrecError line."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise AdaptrecError(f"{name} {value!r}: expected a data SPEC (text, or a path)")
+
+
 def _at_least(**values: tuple[int | None, int]) -> None:
     """One AdaptrecError line for the first count that is not an integer >= its minimum (None: not given)."""
     for name, (value, low) in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low):
             raise AdaptrecError(f"{name} {value!r}: expected an integer >= {low}")
 
 

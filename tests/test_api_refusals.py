@@ -3,6 +3,7 @@ template when none is given."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from serve_helpers import make_registry
 
@@ -72,6 +73,9 @@ def _limits(**sizes):
     (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),
     (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", weights="1,1", shots=8, l1=0.1),
+     "compose shots, l1: only the weight search reads these"),  # was: ignored, as if searched
+    (lambda: adaptrec.evaluate([], data=3), "data 3: expected a data SPEC"),  # was: TypeError deep in the SPEC parser
 ])
 def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     """Each was refused after the backbone loaded (or never: a negative limit dropped users, a negative batch size
@@ -152,3 +156,12 @@ def test_an_encoder_row_of_an_unknown_source_is_no_encoder_of_any_spec(tmp_path)
     rows = [SimpleNamespace(name="old", data="movielens:1m"), SimpleNamespace(name="ok", data="movielens:100k:loo")]
     registry.encoders = lambda: rows
     assert [r.name for r in registry.encoders_for("movielens:100k:loo:test")] == ["ok"]
+
+
+def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp_path):
+    """`PATH.json` is a SPEC: a `Path` to it is one too (was: TypeError inside the SPEC parser); a numpy integer is a
+    count; `plot(kind, "run")` drew the runs "r", "u", "n"."""
+    assert api._spec_text(tmp_path / "test.json", "data") == str(tmp_path / "test.json")
+    api._at_least(limit=(np.int64(5), 0))  # numpy's integers are counts too (was: "expected an integer")
+    with pytest.raises(AdaptrecError, match="^no-such-run: no such run"):  # was: "n: no such run"
+        adaptrec.plot("curves", "no-such-run", out=tmp_path / "c.png")
