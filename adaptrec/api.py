@@ -142,14 +142,16 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
 
 
 def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, seed: int = 0, candidates: int = 0,
-             candidates_file: Path | None = None, score: str = "pyes", template: str = "tallrec", batch_size: int = 8,
+             candidates_file: Path | None = None, score: str = "pyes", template: str | None = None, batch_size: int = 8,
              backbone: str | None = None, quantization: str | None = None, cache: bool = True,
              encoders: Sequence[str] | None = None, full_catalogue: bool = False) -> EvalReport:
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
     users); `candidates_file`: rank each held-out item among the candidates a file gives instead (docs/data.md).
-    `backbone`: default the one the first adapter was trained on. `cache`: read and write the score cache
+    `backbone`: default the one the first adapter was trained on; `template` and the prompt length: those the adapters
+    were trained with (`variants.sources_prompt`: templates that differ are refused unless `template` names one; the
+    shortest length), else `tallrec` and 1024 tokens. `cache`: read and write the score cache
     under `$ADAPTREC_HOME`. `encoders`: registered collaborative encoders (`adaptrec train-cf`) to add as rows; each
     must have learned from the SPEC's own source (its held-out pairs are then outside the encoder's training data).
     None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
@@ -159,17 +161,21 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
     from .router.policy import resolve_sources
     from .score_cache import ScoreCache
+    from .scoring.variants import sources_prompt
     from .text_encoder import minilm_if_installed
 
     data = _spec_text(data, "data")
     _check_choice("score", score, SCORE_MODES)
-    _check_choice("template", template, TEMPLATES)
+    if template is not None:
+        _check_choice("template", template, TEMPLATES)
     _at_least(limit=(limit, 0), seed=(seed, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
     if candidates and candidates_file:  # the file's lists would replace the sampled ones without a word
         raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
     _check_collab_sources(reg, refs, data)
+    prompt = {"template": "tallrec", **sources_prompt([reg.resolve(r) for r in refs], template,
+                                                      remedy="pass --template to read them through one")}
     loaded = {}
     if encoders is None:
         encoders = [r.ref for r in reg.encoders_for(data)]
@@ -186,7 +192,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     else:
         labelled_cases(dataset, limit or None, seed)
     common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
-                  template=template, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
+                  **prompt, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
         return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,

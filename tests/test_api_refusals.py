@@ -146,6 +146,35 @@ def test_load_scores_with_the_template_the_adapter_was_trained_with(tiny_model_d
     assert adaptrec.load("arts-lora", **tiny).scorer.max_prompt_tokens == 1024
 
 
+def test_evaluate_scores_in_the_prompt_the_adapters_were_trained_with(tiny_model_dir, monkeypatch):
+    """As `load` does (was: `tallrec` and 1024 tokens, whatever the recipes said); templates that differ are refused
+    unless one is named."""
+    import os
+
+    import adaptrec.evaluation
+
+    registry = make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
+    arts = registry.resolve("arts-lora")
+    registry.register(arts.path, name="stats", domain="movie", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=arts.fingerprint,
+                      recipe_text=(RECIPES_DIR / "movie-stats.yaml").read_text())
+    seen = {}
+    monkeypatch.setattr(api, "_backbone", lambda *a: None)
+    monkeypatch.setattr(adaptrec.evaluation, "run_eval", lambda backbone, dataset, **kw: (seen.clear(), seen.update(kw)))
+    tiny, data = {"backbone": str(tiny_model_dir), "quantization": "none"}, "tallrec:movie:test"
+    adaptrec.evaluate(["stats"], data=data, **tiny)
+    assert (seen["template"], seen["max_prompt_tokens"]) == ("tallrec-stats", 512)
+    adaptrec.evaluate([], data=data, **tiny)  # the untuned backbone alone: the default
+    assert seen["template"] == "tallrec" and "max_prompt_tokens" not in seen
+    registry.register(arts.path, name="plain", domain="movie", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=arts.fingerprint,
+                      recipe_text=(RECIPES_DIR / "movie-lora.yaml").read_text())
+    with pytest.raises(AdaptrecError, match="trained with different prompt templates .* pass --template"):
+        adaptrec.evaluate(["stats", "plain"], data=data, **tiny)
+    adaptrec.evaluate(["stats", "plain"], data=data, template="tallrec", **tiny)
+    assert (seen["template"], seen["max_prompt_tokens"]) == ("tallrec", 512)
+
+
 def test_an_encoder_row_of_an_unknown_source_is_no_encoder_of_any_spec(tmp_path):
     """A row naming a source this version does not know made every `eval` fail with a KeyError traceback."""
     from types import SimpleNamespace

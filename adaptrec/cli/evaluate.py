@@ -31,7 +31,7 @@ def eval_(
                                         "--candidates-file: the file's first lists); 0: all cases"),
     seed: int = SeedOpt,
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
-    template: str = TemplateOpt,
+    template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
