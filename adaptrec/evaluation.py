@@ -133,8 +133,14 @@ class EvalReport:
         }
 
 
+    def _repr_markdown_(self) -> str:
+        """A notebook shows the report as its Markdown table."""
+        return self.markdown()
+
     def to_pandas(self):
-        """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s."""
+        """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s;
+        `attrs` hold what the rows were measured on (`spec`, `n`, `limit`, `seed`, `score_mode`, the ranking
+        protocol's `negatives` and `candidates_file`)."""
         import pandas as pd  # pandas comes with `datasets`; imported here so the CLI never pays for it
 
         records = []
@@ -145,7 +151,10 @@ class EvalReport:
                 cells = (None, None, None) if v is None else (v.value, v.ci_low, v.ci_high)
                 rec.update(zip((m, f"{m}_low", f"{m}_high"), cells))
             records.append({**rec, "prompts_per_s": r.prompts_per_s, "note": r.note})
-        return pd.DataFrame.from_records(records)
+        frame = pd.DataFrame.from_records(records)
+        frame.attrs.update(spec=self.spec, n=self.n, limit=self.limit, seed=self.seed, score_mode=self.score_mode,
+                           negatives=self.negatives, candidates_file=self.candidates_file)
+        return frame
 
 
 def select_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:

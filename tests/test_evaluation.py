@@ -31,6 +31,9 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     assert "seeded label-stratified subset of 12 (seed 3)" in md and "| like_ratio |" in md
     env = report.to_dict()["environment"]  # what produced the scores travels with them (eval --json, grids)
     assert (env["backend"], env["dtype"], env["device"]) == ("fp32", "float32", "cpu") and env["adaptrec"]
+    frame = report.to_pandas()  # a table alone would not say what it was measured on (was: attrs empty)
+    assert frame.attrs["spec"] == report.spec and (frame.attrs["n"], frame.attrs["seed"]) == (12, 3)
+    assert list(frame["model"]) == [r.name for r in report.rows] and report._repr_markdown_() == md
 
 
 @needs_amazon
