@@ -429,10 +429,11 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     return result
 
 
-def route(user: str, domain: str, *, data: str | None = None, history: Path | None = None, min_target_history: int = 3,
-          cold_mix: str | None = None, cold_weights: str | None = None, backbone: str = EMBEDDED,
-          quantization: str = "8bit") -> Decision:
-    """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why."""
+def route(user: str, domain: str, *, data: str | None = None, history: Path | Sequence[HistoryEntry] | None = None,
+          min_target_history: int = 3, cold_mix: str | None = None, cold_weights: str | None = None,
+          backbone: str = EMBEDDED, quantization: str = "8bit") -> Decision:
+    """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why.
+    `history`: a history file, or a list of items as `predict` takes them."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
     from .names import check_domain
@@ -454,12 +455,14 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | No
     return decision
 
 
-def recommend(user: str, domain: str, *, data: str, history: Path | None = None, candidates: Path | None = None,
+def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[HistoryEntry] | None = None,
+              candidates: Path | None = None,
               retrieve: int = 20, top_k: int = 10, min_target_history: int = 3, cold_mix: str | None = None,
               cold_weights: str | None = None, template: str | None = None, batch_size: int = 8,
               backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
     """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank;
-    `template` defaults to the one the routed adapters were trained with (their prompt length too)."""
+    `template` defaults to the one the routed adapters were trained with (their prompt length too). `history`: a
+    history file, or a list of items as `predict` takes them; default the user's case in `data`."""
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec

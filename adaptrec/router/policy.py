@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from os import PathLike
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
 from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, parse_weights
-from adaptrec.data.history_file import read_history_file
-from adaptrec.data.records import Case
+from adaptrec.data.history_file import HistoryEntry, parse_history, read_history_file
+from adaptrec.data.records import Case, default_noun
 from adaptrec.errors import AdaptrecError, FingerprintMismatch, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
@@ -166,10 +167,14 @@ def spec_case(dataset, user_id: str, domain: str) -> Case:
 NO_HISTORY = "pass the user's history: --data SPEC (the user's case in it) or --history FILE"
 
 
-def user_case(user_id: str, domain: str, dataset=None, history: Path | None = None) -> Case:
-    """The user's history as a Case: from a history file if given, else their case in a loaded SPEC."""
+def user_case(user_id: str, domain: str, dataset=None,
+              history: str | PathLike | Sequence[HistoryEntry] | None = None) -> Case:
+    """The user's history as a Case: from a history file (a path) or a list of items (as `Recommender.score` takes
+    them) if given, else their case in a loaded SPEC."""
+    if isinstance(history, (str, PathLike)):
+        return replace(read_history_file(Path(history), "", domain), user_id=user_id)
     if history is not None:
-        return replace(read_history_file(history, "", domain), user_id=user_id)
+        return Case(user_id, domain, default_noun(domain), parse_history(history, domain), "")
     if dataset is not None:
         return spec_case(dataset, user_id, domain)
     raise RouteError(NO_HISTORY)
@@ -201,10 +206,11 @@ def check_cold_options(cold_mix, cold_weights: str | None) -> None:
 
 
 def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, domain: str, *, dataset=None,
-               history: Path | None = None, policy: RoutePolicy = RoutePolicy(),
+               history: str | PathLike | Sequence[HistoryEntry] | None = None, policy: RoutePolicy = RoutePolicy(),
                cold_mix: str | Sequence[str] | None = None, cold_weights: str | None = None,
                check: Callable[[Case], None] | None = None) -> tuple[Decision, Case]:
-    """The routing decision for one user (history from a file, else their case in `dataset`) and that case.
+    """The routing decision for one user (history from a file or a list of items, else their case in `dataset`)
+    and that case.
 
     `fingerprint` gives the backbone's, read once the user's case (and `check` of it, when given) and `cold_mix` are
     checked (its first use may convert or download the model). `cold_mix`: serve a cold user a score-level mix of

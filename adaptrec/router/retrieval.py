@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from os import PathLike
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from adaptrec.data.candidates import read_candidates
+from adaptrec.data.history_file import HistoryEntry
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import HIDDEN_HISTORY, Case
 from adaptrec.errors import AdaptrecError
@@ -164,7 +166,8 @@ class UserRecommendation:
 
 
 def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, user_id: str, domain: str, dataset, *,
-                   history: Path | None = None, candidates_file: Path | None = None,
+                   history: str | PathLike | Sequence[HistoryEntry] | None = None,
+                   candidates_file: Path | None = None,
                    policy: RoutePolicy = RoutePolicy(), cold_mix: str | None = None, cold_weights: str | None = None,
                    n_retrieve: int = 20, top_k: int = 10, **scorer_options) -> UserRecommendation:
     """Route the user, take their listed candidates (or retrieve them from `dataset`'s `domain` catalogue), re-rank.

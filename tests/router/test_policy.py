@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from adaptrec.adapters.merge import Composition
 from adaptrec.data.history_file import read_history_file
 from adaptrec.data.records import Case, HistoryItem
-from adaptrec.errors import FingerprintMismatch
+from adaptrec.errors import DataFormatError, FingerprintMismatch
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 from adaptrec.router.policy import RouteError, RoutePolicy, route
@@ -165,3 +165,18 @@ def test_a_recommender_of_several_adapters_is_refused_before_the_backbone_loads(
                             lineage={"parents": ["arts-lora:1", "office-lora:1"], "method": "mix", "weights": [0.5, 0.5]})
     with pytest.raises(RouteError, match="mixy:1 is a score-level mix"):
         adaptrec.load(mix.ref)
+
+
+def test_a_users_history_may_be_a_file_or_a_list_of_items(tmp_path):
+    """As `predict` and `Recommender.score` take it (was: route and recommend took a file only: a list raised
+    TypeError inside the path handling)."""
+    from adaptrec.router.policy import user_case
+
+    items = ["Heat (1995)", {"title": "Ran (1985)", "liked": False, "domain": "arts"}]
+    (tmp_path / "h.json").write_text(json.dumps({"history": items}))
+    from_file = user_case("u7", "office", history=tmp_path / "h.json")
+    from_list = user_case("u7", "office", history=items)
+    assert from_list.history == from_file.history and from_list.user_id == from_file.user_id == "u7"
+    assert user_case("u7", "office", history=str(tmp_path / "h.json")).history == from_file.history
+    with pytest.raises(DataFormatError, match="expected a list of items, got dict"):
+        user_case("u7", "office", history={"history": items})
