@@ -4,7 +4,7 @@
     result = adaptrec.train("movie-lora", overrides=["training.max_steps=16"], promote=True)
     rec = adaptrec.load("movie")            # the adapter promoted for a domain, or NAME[:VERSION]
     rec.score(["Heat (1995)", {"title": "Jumanji (1995)", "liked": False}], ["Casino (1995)"])
-    rec.rank(history, candidates, k=5)      # [(title, score), ...], best first
+    rec.rank(history, candidates, k=5)      # [(candidate as given, score), ...], best first
     report = adaptrec.evaluate(["movie-lora"], data="tallrec:movie:test", limit=200)
     report.to_pandas()
 
@@ -13,7 +13,6 @@ Imports sit inside the functions so that `import adaptrec` and `adaptrec --help`
 
 from __future__ import annotations
 
-import numbers
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -49,8 +48,9 @@ def _backbone(name: str, quantization: str):
 
 
 def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | None) -> tuple[str, str]:
-    """The backbone to load: as given, else the one the first adapter's recipe trained on, else the embedded default."""
-    if backbone is not None or not refs:
+    """The backbone to load: as given, else the one the first adapter's recipe trained on, else the embedded default;
+    the quantization: as given, else the recipe's when that is its backbone, else 8bit."""
+    if not refs or (backbone is not None and quantization is not None):
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
     from .router.policy import resolve_sources
@@ -61,7 +61,9 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
         section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
     except ConfigError:  # a recipe of an older schema: no usable backbone setting
         section = None
-    return (section.name, quantization or section.quantization) if section else (EMBEDDED, quantization or "8bit")
+    name = backbone or (section.name if section else EMBEDDED)
+    own = section is not None and section.name == name  # another backbone named: the recipe's build says nothing
+    return name, quantization or (section.quantization if own else "8bit")
 
 
 def registry(home: str | Path | None = None) -> Registry:
@@ -379,7 +381,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     options = {"template": template, "backbone": backbone, "quantization": quantization}
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
         case = read_history_file(Path(history), item, domain, item_id)
-        return float(load(ref, **options).score_cases([case])[0])
+        return float(load(ref, **options).score_cases([case], _depth=2)[0])
     parse_history(history, domain)  # refused before the backbone loads
     target = item if item_id is None else {"title": item, "item_id": item_id}
     return float(load(ref, **options).score(history, [target])[0])
@@ -404,13 +406,15 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`."""
     from .adapters.merge import MIX, merge_into_base
     from .router.policy import resolve_sources
-    from .router.weights import DEFAULT_L1, search_and_compose
+    from .router.weights import search_and_compose
 
     search_data = _spec_text(search_data, "search_data")
-    given = [option for option, value in (("shots", shots), ("budget", budget), ("l1", l1)) if value is not None]
-    if given and search_data is None:  # nothing would read them: the weights would be given or equal, not learned
-        raise AdaptrecError(f"compose {', '.join(given)}: only the weight search reads "
-                            f"{'these' if len(given) > 1 else 'this'}; give search_data, or drop them")
+    search = {option: value for option, value in (("shots", shots), ("budget", budget), ("l1", l1))
+              if value is not None}  # the others: the search's own defaults
+    if search and search_data is None:  # nothing would read them: the weights would be given or equal, not learned
+        several = len(search) > 1
+        raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads {'these' if several else 'this'}"
+                            f"; give search_data, or drop {'them' if several else 'it'}")
     _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
@@ -419,9 +423,8 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     if into_base and (method == MIX or Path(into_base).exists()):
         raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
     result = search_and_compose(lambda: _backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
-                                weights=weights, search_data=search_data, shots=32 if shots is None else shots,
-                                budget=20 if budget is None else budget, l1=DEFAULT_L1 if l1 is None else l1, seed=seed,
-                                svd_rank=svd_rank, density=density)
+                                weights=weights, search_data=search_data, **search, seed=seed, svd_rank=svd_rank,
+                                density=density)
     if promote_cold:
         reg.promote(result.record.ref, f"{result.record.domain}:cold")
     if into_base:
@@ -617,7 +620,7 @@ def _spec_text(value, name: str):
 def _at_least(**values: tuple[int | None, int]) -> None:
     """One AdaptrecError line for the first count that is not an integer >= its minimum (None: not given)."""
     for name, (value, low) in values.items():
-        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise AdaptrecError(f"{name} {value!r}: expected an integer >= {low}")
 
 

@@ -31,7 +31,7 @@ from .metrics.beyond import (
     top_k,
 )
 from .metrics.ranking import hit_per_case, ndcg_per_case, ranks
-from .scoring.core import Scorer
+from .scoring.core import PROMPT_TOKENS, Scorer
 from .scoring.variants import mixed_lists, mixed_scores, variant_rows
 from .text_encoder import TextEncoder, catalogue_embeddings
 
@@ -77,6 +77,7 @@ class EvalReport:
     file_lists: int | None = None  # the lists that file holds, when `limit` took only its first ones
     environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
     users: int | None = None  # distinct users among the cases: the CIs resample them
+    prompt: dict = field(default_factory=dict)  # the LLM rows' prompts: {"template", "max_prompt_tokens"}
 
     @property
     def ci_text(self) -> str:
@@ -116,13 +117,15 @@ class EvalReport:
             speed = f"{row.prompts_per_s:.2f}" if row.prompts_per_s else "–"
             lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {speed} |")
         notes = [f"{row.name}: {row.note}." for row in self.rows if row.note]
-        return f"Protocol: {self.protocol}\n\n" + "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)
+        prompts = (f"; LLM prompts: template {self.prompt['template']}, at most {self.prompt['max_prompt_tokens']} "
+                   "tokens" if self.prompt else "")
+        return f"Protocol: {self.protocol}{prompts}\n\n" + "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)
 
     def to_dict(self) -> dict:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
-            "candidates_file": self.candidates_file, "file_lists": self.file_lists,
+            "candidates_file": self.candidates_file, "file_lists": self.file_lists, "prompt": self.prompt,
             "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
@@ -140,7 +143,7 @@ class EvalReport:
     def to_pandas(self):
         """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s;
         `attrs` hold what the rows were measured on (`spec`, `n`, `limit`, `seed`, `score_mode`, the ranking
-        protocol's `negatives` and `candidates_file`)."""
+        protocol's `negatives` and `candidates_file`, the LLM rows' `template` and `max_prompt_tokens`)."""
         import pandas as pd  # pandas comes with `datasets`; imported here so the CLI never pays for it
 
         records = []
@@ -153,7 +156,7 @@ class EvalReport:
             records.append({**rec, "prompts_per_s": r.prompts_per_s, "note": r.note})
         frame = pd.DataFrame.from_records(records)
         frame.attrs.update(spec=self.spec, n=self.n, limit=self.limit, seed=self.seed, score_mode=self.score_mode,
-                           negatives=self.negatives, candidates_file=self.candidates_file)
+                           negatives=self.negatives, candidates_file=self.candidates_file, **self.prompt)
         return frame
 
 
@@ -248,11 +251,17 @@ def llm_row(name: str, scorer: Scorer, cases: Sequence[Case], mode: str, metric_
     return row
 
 
+def prompt_of(scorer_options: Mapping) -> dict:
+    """The template and prompt length the LLM rows of a report read (a Scorer's defaults where not given)."""
+    return {"template": scorer_options.get("template", "tallrec"),
+            "max_prompt_tokens": scorer_options.get("max_prompt_tokens", PROMPT_TOKENS)}
+
+
 def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | None, seed: int, mode: str,
-               metric_names: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
+               metric_names: Sequence[str] = DEFAULT_METRICS, prompt: dict | None = None) -> EvalReport:
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
-                      environment=backbone.environment(), users=len({c.user_id for c in cases}))
+                      environment=backbone.environment(), users=len({c.user_id for c in cases}), prompt=prompt or {})
 
 
 def run_eval(
@@ -271,7 +280,7 @@ def run_eval(
     """Baselines, registered `encoders` (name -> encoder), the untuned backbone and each adapter, all on the same
     seeded subset."""
     cases = labelled_cases(dataset, limit, seed)
-    report = new_report(backbone, dataset, cases, limit, seed, mode)
+    report = new_report(backbone, dataset, cases, limit, seed, mode, prompt=prompt_of(scorer_options))
     report.rows.extend(baseline_rows(dataset, cases, report.metric_names, seed))
     report.rows.extend(encoder_rows(encoders or {}, cases, report.metric_names, seed))
     for name, scorer, composition in variant_rows(backbone, registry, adapters, include_untuned, **scorer_options):
@@ -427,7 +436,7 @@ def run_rank_eval(
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name,
-                        file_lists=file_lists)
+                        file_lists=file_lists, prompt=prompt_of(scorer_options))
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

@@ -34,6 +34,11 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     frame = report.to_pandas()  # a table alone would not say what it was measured on (was: attrs empty)
     assert frame.attrs["spec"] == report.spec and (frame.attrs["n"], frame.attrs["seed"]) == (12, 3)
     assert list(frame["model"]) == [r.name for r in report.rows] and report._repr_markdown_() == md
+    # the prompts the LLM rows read, which eval takes from the adapters' recipes
+    assert frame.attrs["template"] == "tallrec" and report.to_dict()["prompt"]["max_prompt_tokens"] == 1024
+    assert "LLM prompts: template tallrec, at most 1024 tokens" in md
+    stats = run_eval(tiny_backbone, ds, limit=12, seed=3, progress=False, template="tallrec-stats", max_prompt_tokens=512)
+    assert stats.prompt == {"template": "tallrec-stats", "max_prompt_tokens": 512}
 
 
 @needs_amazon

@@ -66,11 +66,12 @@ class Recommender:
 
     def score(self, history: Sequence[HistoryEntry], items: Iterable[Item]) -> np.ndarray:
         """P(yes) (or the chosen score) that the user with `history` likes each item."""
-        return self.score_cases(self.cases(history, items))
+        return self.score_cases(self.cases(history, items), _depth=2)
 
-    def score_cases(self, cases: Sequence[Case]) -> np.ndarray:
-        """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`)."""
-        self._say_unknown(cases)
+    def score_cases(self, cases: Sequence[Case], _depth: int = 1) -> np.ndarray:
+        """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`); `_depth`:
+        the calls of this package in front of this one (its warnings point past them)."""
+        self._say_unknown(cases, _depth + 1)
         return self.scorer.score(cases, self.mode)
 
     def rank(self, history: Sequence[HistoryEntry], candidates: Iterable[Item],
@@ -79,23 +80,25 @@ class Recommender:
         first."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise DataFormatError(f"k {k!r}: expected an integer >= 1")
-        given = candidates if isinstance(candidates, (str, bytes, dict)) else list(candidates)  # refused by `cases`
+        listed = isinstance(candidates, Iterable) and not isinstance(candidates, (str, bytes, dict))
+        given = list(candidates) if listed else candidates  # anything else is refused by `cases`, in one line
         cases = self.cases(history, given)
         if not cases:
             return []
-        self._say_unknown(cases)
+        self._say_unknown(cases, 2)
         scores = self.scorer.score_lists([cases], self.mode, shared_prefix=True)[0]
         return [(given[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
-    def _say_unknown(self, cases: Sequence[Case]) -> None:
+    def _say_unknown(self, cases: Sequence[Case], depth: int) -> None:
         """An `UnknownItemsWarning` naming the item ids of `cases` a collaborative adapter's item table lacks (their
-        items are scored by their titles alone; the server's answers list them in `unknown_items`)."""
+        items are scored by their titles alone; the server's answers list them in `unknown_items`); `depth`: the frames from this
+        one up to the public call, so the warning points at the line that made that call."""
         if self.scorer.template != plain_template(self.scorer.template):
             unknown = list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.scorer.tokenizer)))
             if unknown:
                 more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
                 warnings.warn(f"{self.ref}: item ids outside its item table, scored by their titles alone: "
-                              f"{', '.join(unknown[:5])}{more}", UnknownItemsWarning, stacklevel=3)
+                              f"{', '.join(unknown[:5])}{more}", UnknownItemsWarning, stacklevel=depth + 1)
 
     def close(self) -> None:
         """Detach the adapter from the backbone (the backbone stays loaded)."""

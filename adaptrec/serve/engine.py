@@ -120,15 +120,6 @@ class ServeError(AdaptrecError):
     status = 422
 
 
-def _trained_template(record) -> str | None:
-    """The template `record` was trained with (its recipe's; a composition's: its sources'), None when unknown: no
-    recipe or lineage says, or its stored recipe no longer validates."""
-    try:
-        return trained_prompt(record).get("template")
-    except ConfigError:
-        return None
-
-
 class Unservable(ServeError):
     """An adapter this engine cannot serve (a score-level mix as one adapter, DoRA, an unsupported type)."""
 
@@ -269,7 +260,10 @@ class Engine:
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise Unservable(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA "
                                  "and prefix tuning")
-            trained = _trained_template(record)
+            try:  # its recipe's template (a composition's: its sources'); a recipe that no longer reads says none
+                trained = trained_prompt(record).get("template")
+            except ConfigError as e:  # as `load` refuses it: scored in any template, it might be scored wrongly
+                raise Unservable(str(e)) from None
             if trained is not None and plain_template(trained) != plain_template(self.template):
                 raise Unservable(f"{record.ref} was trained with the {trained} prompt template and this server renders "
                                  f"{self.template}: serve it from a server started with --template {trained}")

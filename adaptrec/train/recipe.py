@@ -76,7 +76,8 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
-    report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score)
+    report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score,
+                        prompt={"template": d.template, "max_prompt_tokens": d.max_prompt_tokens})
     report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
     report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))
     model = result.model

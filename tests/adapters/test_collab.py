@@ -459,14 +459,17 @@ def test_the_recommender_and_predict_say_which_item_ids_their_item_table_lacks(b
     recommender = adaptrec.load("movie-collab", **common)
     history = [{"title": "Heat (1995)", "item_id": "no-such-item"}]
     known = {"title": "Fargo (1996)", "item_id": cases[0].target_id}
-    with pytest.warns(UnknownItemsWarning, match=r"movie-collab:1: .* titles alone: no-such-item, also-new$"):
+    with pytest.warns(UnknownItemsWarning, match=r"movie-collab:1: .* titles alone: no-such-item, also-new$") as said:
         recommender.score(history, [known, {"title": "x", "item_id": "also-new"}])
-    with pytest.warns(UnknownItemsWarning, match="no-such-item"):
+    with pytest.warns(UnknownItemsWarning, match="no-such-item") as ranked:
         recommender.rank(history, [known, "y"])
+    ours = [w for w in [*said, *ranked] if w.category is UnknownItemsWarning]
+    assert {w.filename for w in ours} == {__file__}  # pointing at the caller's line, not into adaptrec
     file = tmp_path / "history.json"
     file.write_text(json.dumps({"history": history}))
-    with pytest.warns(UnknownItemsWarning, match="no-such-item"):
+    with pytest.warns(UnknownItemsWarning, match="no-such-item") as predicted:
         api.predict("movie-collab", file, "Fargo (1996)", item_id=cases[0].target_id, **common)
+    assert [w.filename for w in predicted if w.category is UnknownItemsWarning] == [__file__]
     code, out, err = run_cli(monkeypatch, capsys, "predict", "movie-collab", "--history", str(file), "--item", "x",
                              "--backbone", str(tiny_model_dir), "--quantization", "none")
     assert code == 0 and float(out) > 0  # the warning is one line of its own on stderr

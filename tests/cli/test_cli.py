@@ -244,6 +244,11 @@ def test_eval_score_and_predict_load_the_backbone_the_adapter_was_trained_on(mon
                  "--item", "B")):
         line = _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
         assert line == f"error: loads {tmp_path} none", args
+    # its own backbone named: still its own build; another backbone: the default build, 8bit
+    for named, build in ((str(tmp_path), "none"), ("embedded:gemma3-270m", "8bit")):
+        line = _one_line_error(*run_cli(monkeypatch, capsys, "eval", "movie-lora", "--data", data, "--backbone",
+                                        named)[::2])
+        assert line == f"error: loads {named} {build}"
 
 
 def test_gate_options_without_if_better_are_refused_not_ignored(monkeypatch, capsys, tmp_path):

@@ -157,6 +157,12 @@ def test_route_from_a_history_file_and_an_explicit_mix(monkeypatch, capsys, setu
     code, out, _ = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", "--history", str(history),
                            "--min-target-history", "1", *bb)
     assert "warm" in out and "1 office interactions >= 1" in out
+    import adaptrec  # the Python API takes the history as a list too (was: TypeError inside the path handling)
+
+    items = json.loads(history.read_text())["history"]
+    listed = adaptrec.route("new", "office", history=items, min_target_history=1, backbone=bb[1], quantization="none")
+    assert listed.mode == "warm" and listed.reason == adaptrec.route(
+        "new", "office", history=history, min_target_history=1, backbone=bb[1], quantization="none").reason
     code, _, err = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", *bb)
     assert code == 2 and "error: pass the user's history" in err
     code, out, err = run_cli(monkeypatch, capsys, "route", "--user", "new", "--domain", "office", "--history",

@@ -166,6 +166,10 @@ def test_an_adapter_trained_with_another_template_is_refused_not_served_in_the_s
                                          "tallrec-stats"):
         engine.load(ref)
     engine.load(plain)  # its own template
+    odd = register_random(tiny_model_dir, registry, "odd", {"type": "lora", "r": 4}, seed=2,
+                          recipe_text=stats + "bogus_section: 1\n").ref  # a recipe this version no longer reads
+    with pytest.raises(Unservable, match=f"{odd}.*no longer validates, so the prompt template it was trained with"):
+        engine.load(odd)  # as `load` refuses it (was: served in the server's template)
     assert Engine(fresh_backbone(tiny_model_dir), registry, template="tallrec-stats").load(ref).record.ref == ref
 
 
