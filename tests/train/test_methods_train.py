@@ -442,9 +442,14 @@ def test_a_teacher_of_another_peft_type_on_the_students_backbone_is_one_line(tin
     full = _write_tallrec(tmp_path / "teacher" / "train.json", synthetic_cases(4))
     backbone, _, _ = _student(tiny_model_dir)
     recipe = _recipe(tiny_model_dir, {"type": "distill", "teacher": ref, "teacher_data": str(full)})
-    with pytest.raises(ConfigError, match=rf"method.teacher: {ref} is a prefix adapter \(PREFIX_TUNING\); on the "
-                                          r"student's backbone .* must be the student's \(LORA\)"):
+    words = rf"method.teacher: {ref} is a prefix adapter \(PREFIX_TUNING\); on the student's backbone .* must be the " \
+            r"student's \(LORA\)"
+    with pytest.raises(ConfigError, match=words):
         build_method(recipe, backbone, _cold(read_tallrec_json(full)))
+    from adaptrec.train.methods import check_method
+
+    with pytest.raises(ConfigError, match=words):  # `train --dry-run` too (was: a plan)
+        check_method(recipe, read_tallrec_json(full), backbone.fingerprint)
 
 
 def test_distill_teacher_backbone_naming_the_students_scores_in_the_student(tiny_model_dir, tmp_path):

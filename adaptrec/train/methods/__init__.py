@@ -45,8 +45,9 @@ def _teacher_backbone(recipe: Recipe, backbone) -> TeacherBackbone | None:
     return TeacherBackbone(name, b.quantization, b.int8_backend, fingerprint)
 
 
-def _teacher_record(recipe: Recipe, fingerprint):
-    """`method.teacher`'s registered adapter, verified against the backbone `fingerprint` it must be made for."""
+def _teacher_record(recipe: Recipe, fingerprint, beside_student: bool):
+    """`method.teacher`'s registered adapter, verified against the backbone `fingerprint` it must be made for, and
+    of a kind that can teach there (`beside_student`: on the student's backbone, loaded into the student's model)."""
     try:
         record = Registry().load_verified(recipe.method.teacher, fingerprint)
     except AdaptrecError as e:
@@ -54,6 +55,14 @@ def _teacher_record(recipe: Recipe, fingerprint):
     changes = base_change(record.adapter_config or {})  # it loads beside the student: the base must stay the same
     if changes is not None:
         raise ConfigError(f"{recipe._source}: method.teacher: {record.ref}: {changes}")
+    if record.adapter_type == COLLAB_TYPE and not beside_student:  # peft alone would leave its item tokens out
+        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a collaborative adapter: it teaches on "
+                          "the student's backbone only, where its item tokens are read")
+    student = TUNERS[recipe.adapter.type].peft_type
+    if beside_student and peft_type(record) != student:  # peft refuses a second adapter type in one model
+        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a {record.adapter_type} adapter "
+                          f"({peft_type(record)}); on the student's backbone a teacher loads beside the student, so "
+                          f"its peft type must be the student's ({student})")
     return record
 
 
@@ -70,16 +79,8 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
         fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend, backbone.device.type, tokenizer)
     if cfg.teacher == "backbone":
         return Teacher("backbone", None, f"{base_key}:base", cases, other)
-    record = _teacher_record(recipe, fingerprint)
+    record = _teacher_record(recipe, fingerprint, beside_student=other is None)
     collab = record.adapter_type == COLLAB_TYPE
-    if collab and other is not None:  # loaded there by peft alone, its projector and item tokens would be left out
-        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a collaborative adapter: it teaches on "
-                          "the student's backbone only, where its item tokens are read")
-    student = TUNERS[recipe.adapter.type].peft_type
-    if other is None and peft_type(record) != student:  # peft refuses a second adapter type in one model
-        raise ConfigError(f"{recipe._source}: method.teacher: {record.ref} is a {record.adapter_type} adapter "
-                          f"({peft_type(record)}); on the student's backbone a teacher loads beside the student, so "
-                          f"its peft type must be the student's ({student})")
     return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other, collab)
 
 
@@ -152,4 +153,5 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> No
                         recipe._source)
     teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
-        _teacher_record(recipe, teacher_fingerprint or fingerprint)
+        beside = teacher_fingerprint is None or teacher_fingerprint.exact == fingerprint.exact  # as `_teacher_backbone`
+        _teacher_record(recipe, teacher_fingerprint or fingerprint, beside)
