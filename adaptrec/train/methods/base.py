@@ -73,7 +73,8 @@ class Method:
         return rec_loss(ctx.answer_logits(model, cases), ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id)
 
     def finish(self, scorer: Scorer, train_cases: Sequence[Case], val_cases: Sequence[Case], run_dir: Path) -> dict:
-        """After training, with `scorer` on the best adapter: JSON-able facts to record (e.g. a fitted blend)."""
+        """After training, with `scorer` on the model as its last step left it (`run_dir/best` holds the best
+        adapter): JSON-able facts to record (e.g. a fitted blend)."""
         return {}
 
     def lineage(self) -> dict | None:
