@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 from ..errors import DataFormatError
 from ..userfiles import LONE_SURROGATE, check_keys, has_lone_surrogate, parse_json, read_user_text
@@ -36,10 +36,10 @@ def checked_text(value, where: str, what: str) -> str:
     return value
 
 
-def parse_history(entries: Sequence[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
+def parse_history(entries: Iterable[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
     """History items from titles (liked), `{"title", "liked", "domain", "item_id"}` objects or HistoryItems, oldest
-    first."""
-    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+    first; any iterable of them but a lone string or a single object (as `parse_items` takes items)."""
+    if isinstance(entries, (str, bytes, dict)) or not isinstance(entries, Iterable):
         raise DataFormatError(f"{where}: expected a list of items, got {type(entries).__name__}")
     items = []
     for i, entry in enumerate(entries):

@@ -46,6 +46,8 @@ def test_items_that_would_be_misread_are_refused_in_one_line(recommender):
     array = np.array(["Babe (1995)", "Ran (1985)"])
     assert sorted(str(item) for item, _ in recommender.rank(HISTORY, array, k=np.int64(2))) == list(array)
     assert recommender.rank(HISTORY, []) == []
+    titles = ["Heat (1995)", "Fargo (1996)"]  # a history takes what items take (was: a numpy array refused)
+    np.testing.assert_allclose(recommender.score(np.array(titles), array), recommender.score(titles, array))
     for odd in (5, None):  # was: TypeError from list()
         with pytest.raises(DataFormatError, match="items: expected a list of items"):
             recommender.rank(HISTORY, odd)
