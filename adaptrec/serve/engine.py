@@ -56,7 +56,7 @@ from adaptrec.adapters.collab import ItemEmbedding, check_table, read_saved
 from adaptrec.adapters.export import adalora_to_lora
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, items_template, plain_template, render_prompt,
-                                   unknown_items)
+                                   shared_history, unknown_items)
 from adaptrec.data.records import Case
 from adaptrec.errors import AdaptrecError, ConfigError
 from adaptrec.registry import parse_ref
@@ -218,6 +218,7 @@ class Engine:
     loads: int = field(default=0, init=False)  # adapters loaded from disk so far
     preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
     routing: object = field(default=None, init=False)  # what routing reads the champions from (`promotions.py`)
+    _trained: dict[str, dict] = field(default_factory=dict, init=False)  # name:version -> its trained prompt
 
     def __post_init__(self) -> None:
         if self.max_resident < 1:
@@ -260,10 +261,7 @@ class Engine:
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):
                 raise Unservable(f"{record.ref} is a {record.adapter_type} adapter; the engine serves LoRA, AdaLoRA "
                                  "and prefix tuning")
-            try:  # its recipe's template (a composition's: its sources'); a recipe that no longer reads says none
-                trained = trained_prompt(record).get("template")
-            except ConfigError as e:  # as `load` refuses it: scored in any template, it might be scored wrongly
-                raise Unservable(str(e)) from None
+            trained = self.trained(record).get("template")
             if trained is not None and plain_template(trained) != plain_template(self.template):
                 raise Unservable(f"{record.ref} was trained with the {trained} prompt template and this server renders "
                                  f"{self.template}: serve it from a server started with --template {trained}")
@@ -444,6 +442,27 @@ class Engine:
         return self._lora.base_model.model if self._lora is not None else self.backbone.model
 
     # ------------------------------------------------------------ prompts and limits
+    def trained(self, record) -> dict:
+        """The template and prompt length `record` was trained with (its recipe's; a composition's: its sources',
+        `variants.trained_prompt`), read once per version; `Unservable` when its stored recipe no longer validates:
+        `load` refuses it too, since in any template it might be scored wrongly."""
+        if record.ref not in self._trained:
+            try:
+                self._trained[record.ref] = trained_prompt(record)
+            except ConfigError as e:
+                raise Unservable(str(e)) from None
+        return self._trained[record.ref]
+
+    def measured_prompts(self, cases: Sequence[Case], template: str,
+                         length: int | None = None) -> list[tuple[str, list[int]]]:
+        """`measured_prompt` of one user's `cases` (one per target), their history first cut, with `length` (the
+        prompt length an adapter trained with), to the newest items that fit it beside the longest target, as
+        `load`'s scoring cuts it (`data.prompts.shared_history`)."""
+        if length is not None:
+            with self._lock:  # the tokenizer: a collaborative adapter's load adds its item tokens
+                cases = shared_history(cases, template, self.tokenizer, length)
+        return [self.measured_prompt(c, template) for c in cases]
+
     def template_of(self, record) -> str:
         """The template a registered adapter reads: the `-items` form of the engine's for a collaborative one, the
         plain form for every other (as eval scores them: item tokens of a loaded item table reach no other row)."""
@@ -514,16 +533,19 @@ class Engine:
 
     def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) per case under `adapter` (a registry ref), full prompts."""
-        template = self.template_of(self.load(adapter).record)
-        prompts = [self.prompt(c, template) for c in cases]
+        record = self.load(adapter).record
+        template, length = self.template_of(record), self.trained(record).get("max_prompt_tokens")
+        prompts = [self.measured_prompts([c], template, length)[0][0] for c in cases]
         return finite(to_scores(self.logits([(adapter, p) for p in prompts]), mode), adapter)
 
     def rank(self, case: Case, candidates: Sequence[str], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`: the
         shared-prefix path (one history forward per adapter) that `/v1/score` and `/v1/recommend` use."""
         self.check_candidates(len(candidates))
-        template = self.template_of(self.load(adapter).record)
-        prompts = [self.prompt(replace(case, target=c), template) for c in candidates]
+        record = self.load(adapter).record
+        template, length = self.template_of(record), self.trained(record).get("max_prompt_tokens")
+        cases = [replace(case, target=c) for c in candidates]
+        prompts = [prompt for prompt, _ in self.measured_prompts(cases, template, length)]
         return finite(to_scores(self.shared_prefix_logits(adapter, prompts), mode), adapter)
 
     def shared_prefix_logits(self, adapter: str, prompts: Sequence[str],

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from router_helpers import fresh_backbone
+from router_helpers import fresh_backbone, register_random
 from serve_helpers import user_case
 
 from adaptrec.adapters.attach import peft_name
@@ -473,3 +473,26 @@ def test_history_items_may_be_plain_texts(engine):
         objects = c.post("/v1/score", json=body(history=[{"text": '"Heat (1995)"'}, {"text": '"Fargo (1996)"'}]))
     assert texts.status_code == objects.status_code == 200, texts.text
     assert texts.json()["scores"] == objects.json()["scores"]
+
+
+def test_a_long_history_is_cut_to_the_prompt_length_the_adapter_trained_with(engine, tiny_model_dir):
+    """As `adaptrec.load(...)` cuts it (was: the whole history, so the server and the Python API scored one request
+    differently)."""
+    from adaptrec.config import load_recipe
+    from adaptrec.router.recommender import Recommender
+
+    _, text = load_recipe("movie-lora", ["data.max_prompt_tokens=160"])
+    ref = register_random(tiny_model_dir, engine.registry, "short", {"type": "lora", "r": 4}, seed=3,
+                          domain="arts", recipe_text=text).ref
+    history = [f'"Item {i} ({1990 + i})"' for i in range(20)]
+    with client(engine) as c:
+        served = c.post("/v1/score", json=body(history=history, items=['"x"'], adapter=ref), headers=ADMIN)
+        ranked = c.post("/v1/score", json=body(history=history, items=['"x"', '"y"'], adapter=ref), headers=ADMIN)
+    assert served.status_code == ranked.status_code == 200, served.text
+    titles = [h.strip('"') for h in history]
+    cut, whole = (Recommender(fresh_backbone(tiny_model_dir), engine.registry, ref, max_prompt_tokens=n)
+                  .score(titles, ["x"]) for n in (160, 1024))
+    assert served.json()["scores"] == pytest.approx(list(cut), abs=1e-4) and abs(cut[0] - whole[0]) > 1e-3
+    shared = dict(Recommender(fresh_backbone(tiny_model_dir), engine.registry, ref, max_prompt_tokens=160)
+                  .rank(titles, ["x", "y"], k=2))  # several items: one history for all, cut beside the longest
+    assert ranked.json()["scores"] == pytest.approx([shared["x"], shared["y"]], abs=1e-4)
