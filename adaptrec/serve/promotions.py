@@ -64,7 +64,7 @@ class PromotionWatcher:
     event loop, so counts never race."""
 
     routing: ServedRegistry
-    failed: set[str] = field(default_factory=set)  # champions that cannot load: not retried
+    failed: set[str] = field(default_factory=set)  # champions that cannot load: not retried while still promoted
     draining: set[str] = field(default_factory=set)  # old champions to unload once nothing holds them
     in_flight: Counter = field(default_factory=Counter)
     switches: int = 0
@@ -81,6 +81,7 @@ class PromotionWatcher:
 
     def changes(self) -> list[Switch]:
         current = self.routing.registry.aliases()
+        self.failed &= set(current.values())  # one promoted again later (after a rollback, say) is tried again
         return [Switch(domain, self.routing.served.get(domain), ref) for domain, ref in current.items()
                 if self.routing.served.get(domain) != ref and ref not in self.failed] + \
             [Switch(domain, ref, None) for domain, ref in self.routing.served.items() if domain not in current]

@@ -71,6 +71,18 @@ def test_a_champion_the_engine_refuses_is_not_retried_and_other_domains_switch()
     assert watcher.routing.served == {"books": "books-lora:1", "movie": "movie-lora:2"}
     assert watcher.failed == {"books-dora:1"} and watcher.switches == 1
     assert engine.resident == {"books-lora:1", "movie-lora:2"}  # the old movie version drained
+    registry.current["books"] = "books-lora:1"  # rolled back, then promoted again once it can serve (was: never tried)
+    watcher.changes()
+    del engine.refuse["books-dora:1"]
+    registry.current["books"] = "books-dora:1"
+
+    async def again():
+        task = asyncio.create_task(watcher.run(engine, InlineWorker(), 0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(again())
+    assert watcher.routing.served["books"] == "books-dora:1" and watcher.failed == set()
 
 
 def test_a_busy_registry_is_retried_not_marked_failed():
