@@ -413,8 +413,8 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
               if value is not None}  # the others: the search's own defaults
     if search and search_data is None:  # nothing would read them: the weights would be given or equal, not learned
         several = len(search) > 1
-        raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads {'these' if several else 'this'}"
-                            f"; give search_data, or drop {'them' if several else 'it'}")
+        raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads "
+                            f"{'these' if several else 'this'}; give search_data, or drop {'them' if several else 'it'}")
     _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
@@ -459,10 +459,9 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
 
 
 def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[HistoryEntry] | None = None,
-              candidates: Path | None = None,
-              retrieve: int = 20, top_k: int = 10, min_target_history: int = 3, cold_mix: str | None = None,
-              cold_weights: str | None = None, template: str | None = None, batch_size: int = 8,
-              backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
+              candidates: Path | None = None, retrieve: int = 20, top_k: int = 10, min_target_history: int = 3,
+              cold_mix: str | None = None, cold_weights: str | None = None, template: str | None = None,
+              batch_size: int = 8, backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
     """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank;
     `template` defaults to the one the routed adapters were trained with (their prompt length too). `history`: a
     history file, or a list of items as `predict` takes them; default the user's case in `data`."""

@@ -91,8 +91,8 @@ class Recommender:
 
     def _say_unknown(self, cases: Sequence[Case], depth: int) -> None:
         """An `UnknownItemsWarning` naming the item ids of `cases` a collaborative adapter's item table lacks (their
-        items are scored by their titles alone; the server's answers list them in `unknown_items`); `depth`: the frames from this
-        one up to the public call, so the warning points at the line that made that call."""
+        items are scored by their titles alone; the server's answers list them in `unknown_items`). `depth`: the
+        frames from this one up to the public call, so the warning points at the line that made that call."""
         if self.scorer.template != plain_template(self.scorer.template):
             unknown = list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.scorer.tokenizer)))
             if unknown:
