@@ -412,9 +412,9 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     search = {option: value for option, value in (("shots", shots), ("budget", budget), ("l1", l1))
               if value is not None}  # the others: the search's own defaults
     if search and search_data is None:  # nothing would read them: the weights would be given or equal, not learned
-        several = len(search) > 1
-        raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads "
-                            f"{'these' if several else 'this'}; give search_data, or drop {'them' if several else 'it'}")
+        these, them = ("these", "them") if len(search) > 1 else ("this", "it")
+        raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads {these}; give search_data, or "
+                            f"drop {them}")
     _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
