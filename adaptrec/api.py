@@ -382,7 +382,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     if isinstance(history, (str, Path)):  # read (and refused) before the backbone loads
         case = read_history_file(Path(history), item, domain, item_id)
         return float(load(ref, **options).score_cases([case], _depth=2)[0])
-    parse_history(history, domain)  # refused before the backbone loads
+    history = parse_history(history, domain)  # refused before the backbone loads; read once (a generator too)
     target = item if item_id is None else {"title": item, "item_id": item_id}
     return float(load(ref, **options).score(history, [target])[0])
 

@@ -12,7 +12,7 @@ refused, at the top or in an item: a typo such as `"like": false` would leave th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MappingView, Set
 from pathlib import Path
 from typing import Union
 
@@ -36,11 +36,17 @@ def checked_text(value, where: str, what: str) -> str:
     return value
 
 
+def _check_listed(items, where: str) -> None:
+    """One line unless `items` is an ordered collection of items: not a lone string (its letters), a single object,
+    or a set or mapping view (an order of their own, where a history's order says which items are oldest)."""
+    if isinstance(items, (str, bytes, Mapping, Set, MappingView)) or not isinstance(items, Iterable):
+        raise DataFormatError(f"{where}: expected a list of items, got {type(items).__name__}")
+
+
 def parse_history(entries: Iterable[HistoryEntry], domain: str, where: str = "history") -> tuple[HistoryItem, ...]:
     """History items from titles (liked), `{"title", "liked", "domain", "item_id"}` objects or HistoryItems, oldest
-    first; any iterable of them but a lone string or a single object (as `parse_items` takes items)."""
-    if isinstance(entries, (str, bytes, dict)) or not isinstance(entries, Iterable):
-        raise DataFormatError(f"{where}: expected a list of items, got {type(entries).__name__}")
+    first: a list, tuple, array or generator of them (`_check_listed`), as `parse_items` takes items."""
+    _check_listed(entries, where)
     items = []
     for i, entry in enumerate(entries):
         if isinstance(entry, HistoryItem):
@@ -63,10 +69,9 @@ def parse_history(entries: Iterable[HistoryEntry], domain: str, where: str = "hi
 
 
 def parse_items(items: Iterable[Item], where: str = "items") -> list[tuple[str, str | None]]:
-    """(title, item id or None) of each item to score: a title, or `{"title", "item_id"}`; any iterable of them but
-    a lone string (whose letters would be read as titles) or a single object."""
-    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
-        raise DataFormatError(f"{where}: expected a list of items, got {type(items).__name__}")
+    """(title, item id or None) of each item to score: a title, or `{"title", "item_id"}`, in a list, tuple, array
+    or generator (`_check_listed`)."""
+    _check_listed(items, where)
     out = []
     for i, item in enumerate(items):
         item = {"title": item} if isinstance(item, str) else item

@@ -98,8 +98,11 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     if collab and engine.items is None:
         return Plan(decision, {}, {}, req.mode, False, waiting=tuple(collab))
     cases = [replace(case, target=text_of(t), target_id=id_of(t)) for t in targets]
-    # each adapter's template, and the prompt length it trained with (the history cut to it, as `load` cuts it)
-    templates = {ref: (engine.template_of(r), engine.trained(r).get("max_prompt_tokens")) for ref, r in records.items()}
+    # each adapter's template, and the prompt length it trained with: the history cut to it, as `load` cuts it; the
+    # sources of a mix or cold-start composition all to the shortest of theirs, as `variants.sources_prompt` does
+    lengths = [n for n in (engine.trained(r).get("max_prompt_tokens") for r in records.values()) if n is not None]
+    length = min(lengths) if lengths else None
+    templates = {ref: (engine.template_of(r), length) for ref, r in records.items()}
     measured = {t: engine.measured_prompts(cases, *t) for t in set(templates.values())}
     shared = len(targets) > 1 and all(peft_type(r) != "PREFIX_TUNING" for r in records.values())
     return Plan(decision, {ref: [m[0] for m in measured[t]] for ref, t in templates.items()},

@@ -64,7 +64,8 @@ class PromotionWatcher:
     event loop, so counts never race."""
 
     routing: ServedRegistry
-    failed: set[str] = field(default_factory=set)  # champions that cannot load: not retried while still promoted
+    failed: set[tuple[str, str]] = field(default_factory=set)  # (domain, champion) that could not load: not retried
+    # while that domain still names it
     draining: set[str] = field(default_factory=set)  # old champions to unload once nothing holds them
     in_flight: Counter = field(default_factory=Counter)
     switches: int = 0
@@ -81,9 +82,10 @@ class PromotionWatcher:
 
     def changes(self) -> list[Switch]:
         current = self.routing.registry.aliases()
-        self.failed &= set(current.values())  # one promoted again later (after a rollback, say) is tried again
+        # promoted again later (after a rollback seen by a poll), or for another domain: tried again
+        self.failed = {(domain, ref) for domain, ref in self.failed if current.get(domain) == ref}
         return [Switch(domain, self.routing.served.get(domain), ref) for domain, ref in current.items()
-                if self.routing.served.get(domain) != ref and ref not in self.failed] + \
+                if self.routing.served.get(domain) != ref and (domain, ref) not in self.failed] + \
             [Switch(domain, ref, None) for domain, ref in self.routing.served.items() if domain not in current]
 
     async def run(self, engine, worker, interval: float) -> None:
@@ -118,7 +120,7 @@ class PromotionWatcher:
         except PASSING:
             raise
         except NOT_SERVABLE as e:
-            self.failed.add(switch.new)
+            self.failed.add((switch.domain, switch.new))
             log.warning("not switching %s to %s, which cannot serve (%s); %s keeps serving", switch.domain,
                         switch.new, e, switch.old or "the registry's alias")
             return

@@ -180,3 +180,6 @@ def test_a_users_history_may_be_a_file_or_a_list_of_items(tmp_path):
     assert user_case("u7", "office", history=str(tmp_path / "h.json")).history == from_file.history
     with pytest.raises(DataFormatError, match="expected a list of items, got dict"):
         user_case("u7", "office", history={"history": items})
+    for unordered in ({"Heat (1995)", "Ran (1985)"}, {"Heat (1995)": 1}.keys()):  # no oldest item to drop first
+        with pytest.raises(DataFormatError, match="expected a list of items, got"):
+            user_case("u7", "office", history=unordered)

@@ -492,7 +492,21 @@ def test_a_long_history_is_cut_to_the_prompt_length_the_adapter_trained_with(eng
     titles = [h.strip('"') for h in history]
     cut, whole = (Recommender(fresh_backbone(tiny_model_dir), engine.registry, ref, max_prompt_tokens=n)
                   .score(titles, ["x"]) for n in (160, 1024))
-    assert served.json()["scores"] == pytest.approx(list(cut), abs=1e-4) and abs(cut[0] - whole[0]) > 1e-3
+    assert served.json()["scores"] == pytest.approx(list(cut), abs=1e-5) and abs(cut[0] - whole[0]) > 1e-3
     shared = dict(Recommender(fresh_backbone(tiny_model_dir), engine.registry, ref, max_prompt_tokens=160)
                   .rank(titles, ["x", "y"], k=2))  # several items: one history for all, cut beside the longest
-    assert ranked.json()["scores"] == pytest.approx([shared["x"], shared["y"]], abs=1e-4)
+    assert ranked.json()["scores"] == pytest.approx([shared["x"], shared["y"]], abs=1e-5)
+    # a mix's sources all read the shortest of their lengths, as eval, routing and the gate cut them
+    from adaptrec.adapters.merge import Composition, compose
+
+    _, long_text = load_recipe("movie-lora", ["data.max_prompt_tokens=1000"])
+    other = register_random(tiny_model_dir, engine.registry, "long", {"type": "lora", "r": 4}, seed=4,
+                            domain="arts", recipe_text=long_text).ref
+    mixed = compose(fresh_backbone(tiny_model_dir), engine.registry, Composition((ref, other), "mix", (0.5, 0.5)),
+                    name="both", domain="arts").ref
+    with client(engine) as c:
+        parts = [c.post("/v1/score", json=body(history=history, items=['"x"'], adapter=a), headers=ADMIN).json()
+                 for a in (mixed, ref)]
+    alone = Recommender(fresh_backbone(tiny_model_dir), engine.registry, other, max_prompt_tokens=160)
+    expected = 0.5 * parts[1]["scores"][0] + 0.5 * alone.score(titles, ["x"])[0]
+    assert parts[0]["scores"] == pytest.approx([expected], abs=1e-5)  # was: the long source read the whole history

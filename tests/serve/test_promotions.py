@@ -46,6 +46,16 @@ class InlineWorker:
         return call()
 
 
+def _poll(watcher: PromotionWatcher, engine: FakeEngine) -> None:
+    """Let `watcher` poll for 0.2 s."""
+    async def go():
+        task = asyncio.create_task(watcher.run(engine, InlineWorker(), 0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(go())
+
+
 def _polls(registry: FakeRegistry, refuse: dict[str, Exception], promote: dict[str, str], removed=()):
     """Serve `registry`'s champions, then promote `promote` (and remove `removed`), and let the watcher poll."""
     engine = FakeEngine(registry, refuse)
@@ -54,13 +64,7 @@ def _polls(registry: FakeRegistry, refuse: dict[str, Exception], promote: dict[s
     watcher.start()
     registry.current.update(promote)
     registry.removed |= set(removed)
-
-    async def go():
-        task = asyncio.create_task(watcher.run(engine, InlineWorker(), 0.01))
-        await asyncio.sleep(0.2)
-        task.cancel()
-
-    asyncio.run(go())
+    _poll(watcher, engine)
     return watcher, engine
 
 
@@ -69,20 +73,27 @@ def test_a_champion_the_engine_refuses_is_not_retried_and_other_domains_switch()
     dora = ServeError("books-dora:1 is a DoRA adapter: peft cannot batch DoRA per row")
     watcher, engine = _polls(registry, {"books-dora:1": dora}, {"books": "books-dora:1", "movie": "movie-lora:2"})
     assert watcher.routing.served == {"books": "books-lora:1", "movie": "movie-lora:2"}
-    assert watcher.failed == {"books-dora:1"} and watcher.switches == 1
+    assert watcher.failed == {("books", "books-dora:1")} and watcher.switches == 1
     assert engine.resident == {"books-lora:1", "movie-lora:2"}  # the old movie version drained
     registry.current["books"] = "books-lora:1"  # rolled back, then promoted again once it can serve (was: never tried)
     watcher.changes()
     del engine.refuse["books-dora:1"]
     registry.current["books"] = "books-dora:1"
 
-    async def again():
-        task = asyncio.create_task(watcher.run(engine, InlineWorker(), 0.01))
-        await asyncio.sleep(0.2)
-        task.cancel()
-
-    asyncio.run(again())
+    _poll(watcher, engine)
     assert watcher.routing.served["books"] == "books-dora:1" and watcher.failed == set()
+
+
+def test_a_version_that_failed_for_one_domain_is_tried_when_promoted_for_another():
+    """Failures are kept per (domain, version) (was: per version, so its promotion elsewhere was never tried)."""
+    registry = FakeRegistry({"books": "books-lora:1", "movie": "movie-lora:1"})
+    watcher, engine = _polls(registry, {"shared:1": ServeError("a load failed")}, {"books": "shared:1"})
+    assert watcher.failed == {("books", "shared:1")}
+    del engine.refuse["shared:1"]
+    registry.current["movie"] = "shared:1"
+
+    _poll(watcher, engine)
+    assert watcher.routing.served == {"books": "books-lora:1", "movie": "shared:1"}
 
 
 def test_a_busy_registry_is_retried_not_marked_failed():
