@@ -463,6 +463,11 @@ class Engine:
                 cases = shared_history(cases, template, self.tokenizer, length)
         return [self.measured_prompt(c, template) for c in cases]
 
+    def _reading(self, adapter: str) -> tuple[str, int | None]:
+        """The template `adapter` (loaded now if it is not) reads, and the prompt length it trained with."""
+        record = self.load(adapter).record
+        return self.template_of(record), self.trained(record).get("max_prompt_tokens")
+
     def template_of(self, record) -> str:
         """The template a registered adapter reads: the `-items` form of the engine's for a collaborative one, the
         plain form for every other (as eval scores them: item tokens of a loaded item table reach no other row)."""
@@ -533,8 +538,7 @@ class Engine:
 
     def score(self, cases: Sequence[Case], adapter: str, mode: ScoreMode = "pyes") -> np.ndarray:
         """P(yes) per case under `adapter` (a registry ref), full prompts."""
-        record = self.load(adapter).record
-        template, length = self.template_of(record), self.trained(record).get("max_prompt_tokens")
+        template, length = self._reading(adapter)
         prompts = [self.measured_prompts([c], template, length)[0][0] for c in cases]
         return finite(to_scores(self.logits([(adapter, p) for p in prompts]), mode), adapter)
 
@@ -542,8 +546,7 @@ class Engine:
         """P(yes) of each candidate (the target text, as prompts list items) for the user of `case`: the
         shared-prefix path (one history forward per adapter) that `/v1/score` and `/v1/recommend` use."""
         self.check_candidates(len(candidates))
-        record = self.load(adapter).record
-        template, length = self.template_of(record), self.trained(record).get("max_prompt_tokens")
+        template, length = self._reading(adapter)
         cases = [replace(case, target=c) for c in candidates]
         prompts = [prompt for prompt, _ in self.measured_prompts(cases, template, length)]
         return finite(to_scores(self.shared_prefix_logits(adapter, prompts), mode), adapter)

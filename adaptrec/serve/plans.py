@@ -102,11 +102,11 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     # sources of a mix or cold-start composition all to the shortest of theirs, as `variants.sources_prompt` does
     lengths = [n for n in (engine.trained(r).get("max_prompt_tokens") for r in records.values()) if n is not None]
     length = min(lengths) if lengths else None
-    templates = {ref: (engine.template_of(r), length) for ref, r in records.items()}
-    measured = {t: engine.measured_prompts(cases, *t) for t in set(templates.values())}
+    readings = {ref: (engine.template_of(r), length) for ref, r in records.items()}
+    measured = {reading: engine.measured_prompts(cases, *reading) for reading in set(readings.values())}
     shared = len(targets) > 1 and all(peft_type(r) != "PREFIX_TUNING" for r in records.values())
-    return Plan(decision, {ref: [m[0] for m in measured[t]] for ref, t in templates.items()},
-                {ref: [m[1] for m in measured[t]] for ref, t in templates.items()}, req.mode, shared,
+    return Plan(decision, {ref: [m[0] for m in measured[r]] for ref, r in readings.items()},
+                {ref: [m[1] for m in measured[r]] for ref, r in readings.items()}, req.mode, shared,
                 unknown=engine.unknown_items(cases) if collab else [])
 
 
