@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import AdaptrecError, ConfigError
+from .errors import AdaptrecError, ConfigError, option
 from .userfiles import check_output_file
 
 if TYPE_CHECKING:
@@ -100,8 +100,9 @@ def plan(recipe: str | Path, overrides: Sequence[str] = (), *, resume: bool = Fa
 
 
 def _check_run_options(resume: bool, restart: bool) -> None:
-    if resume and restart:  # --restart would discard what --resume continues
-        raise AdaptrecError("--resume and --restart exclude each other: continue the run, or start it over")
+    if resume and restart:  # a restart would discard what the resume continues
+        raise AdaptrecError(f"{option('resume')} and {option('restart')} exclude each other: continue the run, or "
+                            "start it over")
 
 
 def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = False, resume: bool = False,
@@ -172,18 +173,20 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         _check_choice("template", template, TEMPLATES)
     _at_least(limit=(limit, 0), seed=(seed, 0), candidates=(candidates, 0), batch_size=(batch_size, 1))
     if candidates and candidates_file:  # the file's lists would replace the sampled ones without a word
-        raise AdaptrecError(f"--candidates {candidates} and --candidates-file: sampled lists, or given ones")
+        raise AdaptrecError(f"{option('candidates', candidates)} and {option('candidates_file')}: sampled lists, or "
+                            "given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
     _check_collab_sources(reg, refs, data)
     prompt = {"template": "tallrec", **sources_prompt([reg.resolve(r) for r in refs], template,
-                                                      remedy="pass --template to read them through one")}
+                                                      remedy=f"pass {option('template')} to read them through one")}
     loaded = {}
     if encoders is None:
         encoders = [r.ref for r in reg.encoders_for(data)]
     if full_catalogue and not ((candidates or candidates_file) and encoders):
-        raise AdaptrecError("--full-catalogue ranks encoder rows: use it with --candidates N or --candidates-file, "
-                            "and a registered encoder (`adaptrec train-cf`) that may score this SPEC")
+        raise AdaptrecError(f"{option('full_catalogue')} ranks encoder rows: use it with {option('candidates')} or "
+                            f"{option('candidates_file')}, and a registered encoder (`adaptrec train-cf`) that may "
+                            "score this SPEC")
     for ref in encoders:  # checked before any data or backbone loads
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)
@@ -289,7 +292,8 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
           quantization: str | None = None) -> dict:
     """Compare two windows (SPECs) of `domain` under its champion (or `adapter`): score distribution (PSI, KS),
     calibration (reliability, ECE), and AUC beside the like-ratio and popularity rows (docs/online.md); `plot`: also
-    draw them to this PNG."""
+    draw them to this PNG. The report is a JSON-ready dict; each window's entry names its `spec`, and `limit` and
+    `seed` say which subset of each was scored."""
     from .data.spec import load_spec
     from .online.drift import champion_ref, labelled_windows
     from .online.drift import drift as compare_windows
@@ -298,7 +302,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     before = _spec_text(before, "before")
     after = _spec_text(after, "after")
     if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
-        raise ConfigError(f"--plot {plot}: expected a PNG file to write in an existing folder")
+        raise ConfigError(f"{option('plot', plot)}: expected a PNG file to write in an existing folder")
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
@@ -307,6 +311,8 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     bb = _backbone(*_made_for([ref], backbone, quantization))
     report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
                              **options)
+    report["before"]["spec"], report["after"]["spec"] = before, after
+    report.update(limit=limit, seed=seed)
     if plot is not None:
         from .plots.drift import plot_drift
 
@@ -347,12 +353,12 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     if template is not None:
         _check_choice("template", template, TEMPLATES)  # before the backbone loads, in this process or in actors
     part = Shard.parse(shard) if shard is not None else WHOLE
-    if (chunk_size is not None and chunk_size < 1) or (actors is not None and actors < 1):
-        raise AdaptrecError(f"--chunk-size {chunk_size}, --actors {actors}: both must be at least 1")
+    _at_least(chunk_size=(chunk_size, 1), actors=(actors, 1))
     if actors is not None and engine != "ray":
-        raise AdaptrecError(f"--actors {actors}: only --engine ray runs actors (this run's engine is {engine})")
+        raise AdaptrecError(f"{option('actors', actors)}: only {option('engine', 'ray')} runs actors (this run's "
+                            f"engine is {engine})")
     _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
-    check_output_file(out, "--out")
+    check_output_file(out, option("out", out))
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
@@ -375,7 +381,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     from .data.history_file import checked_text, parse_history, read_history_file
     from .router.recommender import one_source
 
-    checked_text(item, "--item", "the target item's title")
+    checked_text(item, option("item"), "the target item's title")
     reg = registry()
     domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
     options = {"template": template, "backbone": backbone, "quantization": quantization}
@@ -419,9 +425,10 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
     if not name:
-        raise AdaptrecError("compose: pass --name for the composed adapter's registry entry")
+        raise AdaptrecError(f"compose: pass {option('name')} for the composed adapter's registry entry")
     if into_base and (method == MIX or Path(into_base).exists()):
-        raise AdaptrecError(f"--into-base {into_base}: needs a ΔW method and a folder that does not exist yet")
+        raise AdaptrecError(f"{option('into_base', into_base)}: needs a ΔW method and a folder that does not exist "
+                            "yet")
     result = search_and_compose(lambda: _backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
                                 weights=weights, search_data=search_data, **search, seed=seed, svd_rank=svd_rank,
                                 density=density)
@@ -440,15 +447,15 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
     from .names import check_domain
-    from .router.policy import NO_HISTORY, RouteError, RoutePolicy, check_cold_options, route_user
+    from .router.policy import RouteError, RoutePolicy, check_cold_options, no_history, route_user
 
     data = _spec_text(data, "data")
     check_domain(domain)  # an empty one would be blamed on the history
     _at_least(min_target_history=(min_target_history, 0))
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
-        raise RouteError(NO_HISTORY)
+        raise no_history()
     if data is not None and history is not None:  # the SPEC would be loaded, then ignored
-        raise RouteError("--data and --history both give the user's history: pass one")
+        raise RouteError(f"{option('data')} and {option('history')} both give the user's history: pass one")
     check_cold_options(cold_mix, cold_weights)
     dataset = load_spec(data) if data else None
     policy = RoutePolicy(min_target_history=min_target_history)
@@ -459,7 +466,7 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
 
 
 def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[HistoryEntry] | None = None,
-              candidates: Path | None = None, retrieve: int = 20, top_k: int = 10, min_target_history: int = 3,
+              candidates_file: Path | None = None, retrieve: int = 20, top_k: int = 10, min_target_history: int = 3,
               cold_mix: str | None = None, cold_weights: str | None = None, template: str | None = None,
               batch_size: int = 8, backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
     """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank;
@@ -483,7 +490,7 @@ def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[His
     return recommend_user(lambda: _backbone(backbone, quantization),
                           lambda: backbone_fingerprint(backbone, quantization),
                           registry(), user, domain, dataset, history=history,
-                          candidates_file=candidates, policy=RoutePolicy(min_target_history=min_target_history),
+                          candidates_file=candidates_file, policy=RoutePolicy(min_target_history=min_target_history),
                           cold_mix=cold_mix, cold_weights=cold_weights, n_retrieve=retrieve, top_k=top_k,
                           template=template, batch_size=batch_size)
 
@@ -495,10 +502,12 @@ def push(ref: str, *, repo: str | None = None, to: Path | None = None, public: b
 
     if to is not None:
         if public:
-            raise AdaptrecError("hub push: --public applies to Hub repos; a mirror folder's access is its file permissions")
+            raise AdaptrecError(f"hub push: {option('public', True)} applies to Hub repos; a mirror folder's access is "
+                                "its file permissions")
         return push_to_mirror(ref, Path(to), repo=repo, revision=revision)
     if not repo:
-        raise AdaptrecError("hub push: pass --repo ORG/NAME (the Hub repo), or --to PATH for an offline mirror folder")
+        raise AdaptrecError(f"hub push: name the Hub repo ({option('repo')}, ORG/NAME) or an offline mirror folder "
+                            f"({option('to')})")
     return push_to_hub(ref, repo, private=not public, revision=revision)
 
 
@@ -540,10 +549,11 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
     _at_least(max_resident=(max_resident, 1))
     if exploration and not request_log:  # the server would rank greedily and say nothing
-        raise AdaptrecError(f"--explore {', '.join(exploration)}: exploration logs each shown item's propensity for "
-                            "its feedback, so it needs the request log; drop --no-request-log")
+        raise AdaptrecError(f"exploration of {', '.join(exploration)} ({option('exploration', flag='--explore')}) logs "
+                            "each shown item's propensity for its feedback, so it needs the request log: "
+                            f"{option('request_log', True)}")
     if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
-        raise AdaptrecError(f"--registry {registry_home}: no such folder")
+        raise AdaptrecError(f"{option('registry_home', str(registry_home), flag='--registry')}: no such folder")
     check_address(host, port)
     options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding,
                            max_wait_ms=max_wait_ms,
@@ -593,12 +603,12 @@ def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path 
     …)."""
     from .plots import FIGURES
 
-    _check_choice("plot", kind, tuple(FIGURES))
+    _check_choice("kind", kind, tuple(FIGURES))
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources  # not its letters, one by one
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
     target = Path(out) if out is not None else Path(f"{kind}.png")
-    check_output_file(target, "--out")
+    check_output_file(target, option("out", target) if out is not None else str(target))  # the default: its path
     if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
         from .scoring.core import SCORING_VERSION
 
@@ -613,16 +623,16 @@ def _spec_text(value, name: str):
         return value
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    raise AdaptrecError(f"{name} {value!r}: expected a data SPEC (text, or a path)")
+    raise AdaptrecError(f"{option(name, value)}: expected a data SPEC (text, or a path)")
 
 
 def _at_least(**values: tuple[int | None, int]) -> None:
     """One AdaptrecError line for the first count that is not an integer >= its minimum (None: not given)."""
     for name, (value, low) in values.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise AdaptrecError(f"{name} {value!r}: expected an integer >= {low}")
+            raise AdaptrecError(f"{option(name, value)}: expected an integer >= {low}")
 
 
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise AdaptrecError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+        raise AdaptrecError(f"{option(name, value)}: expected one of {', '.join(choices)}")

@@ -381,7 +381,8 @@ def resolve_backend(quantization: str, device: str, int8_backend: str | None = N
     if cuda:
         raise BackboneError("int8 backend 'torch' runs on CPU only; use bitsandbytes (or auto) on CUDA")
     if device.split(":")[0] != "cpu":
-        raise BackboneError(f"adaptrec's int8 kernel runs on CPU only, not {device}; use --quantization none there")
+        raise BackboneError(f"adaptrec's int8 kernel runs on CPU only, not {device}; load the backbone unquantized "
+                            "there (quantization none)")
     return "torch-int8"
 
 

@@ -1,4 +1,49 @@
-"""One exception class per failure kind; the CLI turns any of them into a one-line message and exit 2."""
+"""One exception class per failure kind; the CLI turns any of them into a one-line message and exit 2. Messages name
+an option as the caller wrote it (`option`): a flag on the command line, a keyword in Python."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_ON_COMMAND_LINE: ContextVar[bool] = ContextVar("adaptrec_on_command_line", default=False)
+_UNSET = object()
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """Within it, `option` spells options as the `adaptrec` command takes them."""
+    token = _ON_COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _ON_COMMAND_LINE.reset(token)
+
+
+def on_command_line() -> bool:
+    """Whether messages now spell options as the `adaptrec` command takes them (for work handed to other processes)."""
+    return _ON_COMMAND_LINE.get()
+
+
+def option(name: str, value: object = _UNSET, *, flag: str | None = None) -> str:
+    """Option `name` (its Python keyword), with `value` when given, as the caller wrote it: `top_k=0` in Python,
+    `--top-k 0` on the command line (`flag`: the option's flag where it is not `--` and `name` with dashes; a boolean
+    value reads as the flag, or its `--no-` form; empty text, or text with spaces, in shell quotes). A path reads as its
+    text."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not _ON_COMMAND_LINE.get():
+        return name if value is _UNSET else f"{name}={value!r}"
+    flag = flag or "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag.removeprefix("--")
+    if value is _UNSET:
+        return flag
+    bare = not isinstance(value, str) or (value and not any(c.isspace() for c in value))
+    return f"{flag} {value if bare else shlex.quote(value)}"
 
 
 class AdaptrecError(Exception):

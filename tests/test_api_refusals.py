@@ -36,34 +36,34 @@ def _limits(**sizes):
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda: adaptrec.load("arts-lora", template="bogus"), "template 'bogus'"),
-    (lambda: adaptrec.load("arts-lora", batch_size=0), "batch_size 0"),
+    (lambda: adaptrec.load("arts-lora", template="bogus"), "template='bogus'"),
+    (lambda: adaptrec.load("arts-lora", batch_size=0), "batch_size=0"),
     (lambda: adaptrec.evaluate(["arts-lora", "typo"], data="tallrec:movie:test"), "typo"),
-    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", limit=-5), "limit -5"),
-    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", candidates=-3), "candidates -3"),
-    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", seed=-1), "seed -1"),  # was: numpy's
-    (lambda: adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out="p.jsonl", seed=-2), "seed -2"),
-    (lambda: adaptrec.compose("arts-lora", name="c", weights="1", seed=-3), "seed -3"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", limit=-5), "limit=-5"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", candidates=-3), "candidates=-3"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", seed=-1), "seed=-1"),  # was: numpy's
+    (lambda: adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out="p.jsonl", seed=-2), "seed=-2"),
+    (lambda: adaptrec.compose("arts-lora", name="c", weights="1", seed=-3), "seed=-3"),
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", budget=0),
-     "budget 0"),  # was: after the backbone loaded and every case was scored
+     "budget=0"),  # was: after the backbone loaded and every case was scored
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", l1=-1.0),
-     "--l1 -1.0"),
+     "l1=-1.0"),
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:valid", budget=20.0),
-     "budget 20.0"),  # was: TypeError after the backbone loaded and 19 evaluations
+     "budget=20.0"),  # was: TypeError after the backbone loaded and 19 evaluations
     (lambda: adaptrec.compose("pre,arts-lora", name="c", weights="1,1"), "pre:1 is a prefix adapter"),  # was: after
-    (lambda: adaptrec.route("u1", "arts", history="h.json", min_target_history="3"), "min_target_history '3'"),
-    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template 'bogus'"),
+    (lambda: adaptrec.route("u1", "arts", history="h.json", min_target_history="3"), "min_target_history='3'"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", template="bogus"), "template='bogus'"),
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
-    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=-1), "seed -1"),
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=-1), "seed=-1"),
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
-    (lambda: adaptrec.serve(max_resident=0), "max_resident 0"),
-    (lambda: adaptrec.serve(max_wait_ms=float("inf")), "--max-wait-ms inf"),  # was: a lone request waited for good
-    (lambda: adaptrec.serve(max_padding=float("nan")), "--max-padding nan: give a finite number, 0 to 1"),
-    (lambda: adaptrec.serve(watch_promotions=-1.0), "--watch-promotions -1.0"),
-    (lambda: adaptrec.serve(max_batch=0), "--max-batch 0"),
-    (lambda: adaptrec.serve(limits=_limits(queue_timeout_s=0.0)), "--queue-timeout 0.0"),  # was: refused every request
+    (lambda: adaptrec.serve(max_resident=0), "max_resident=0"),
+    (lambda: adaptrec.serve(max_wait_ms=float("inf")), "max_wait_ms=inf"),  # was: a lone request waited for good
+    (lambda: adaptrec.serve(max_padding=float("nan")), "max_padding=nan: give a finite number, 0 to 1"),
+    (lambda: adaptrec.serve(watch_promotions=-1.0), "watch_promotions=-1.0"),
+    (lambda: adaptrec.serve(max_batch=0), "max_batch=0"),
+    (lambda: adaptrec.serve(limits=_limits(queue_timeout_s=0.0)), "queue_timeout_s=0.0"),  # was: refused every request
     (lambda: adaptrec.train("movie-lora", resume=True, restart=True), "exclude each other"),  # was: it trained
     (lambda: adaptrec.plan("movie-lora", resume=True, restart=True), "exclude each other"),  # was: a plan
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="../x"), "bad encoder name '../x'"),
@@ -74,7 +74,7 @@ def _limits(**sizes):
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", weights="1,1", shots=8, l1=0.1),
      "compose shots, l1: only the weight search reads these"),  # was: ignored, as if searched
-    (lambda: adaptrec.evaluate([], data=3), "data 3: expected a data SPEC"),  # was: TypeError deep in the SPEC parser
+    (lambda: adaptrec.evaluate([], data=3), "data=3: expected a data SPEC"),  # was: TypeError deep in the SPEC parser
 ])
 def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     """Each was refused after the backbone loaded (or never: a negative limit dropped users, a negative batch size
@@ -98,9 +98,9 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_the_backbone_loads(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(AdaptrecError, match=f"--port {port}: cannot listen there"):
+        with pytest.raises(AdaptrecError, match=f"port={port}: cannot listen there"):
             adaptrec.serve(port=port)
-    with pytest.raises(AdaptrecError, match="--host no-such-host.invalid --port 8000: cannot listen there"):
+    with pytest.raises(AdaptrecError, match="host='no-such-host.invalid', port=8000: cannot listen there"):
         adaptrec.serve(host="no-such-host.invalid")
 
 
@@ -168,7 +168,7 @@ def test_evaluate_scores_in_the_prompt_the_adapters_were_trained_with(tiny_model
     registry.register(arts.path, name="plain", domain="movie", kind="trained", adapter_type="lora",
                       adapter_config=None, fingerprint=arts.fingerprint,
                       recipe_text=(RECIPES_DIR / "movie-lora.yaml").read_text())
-    with pytest.raises(AdaptrecError, match="trained with different prompt templates .* pass --template"):
+    with pytest.raises(AdaptrecError, match="trained with different prompt templates .* pass template to"):
         adaptrec.evaluate(["stats", "plain"], data=data, **tiny)
     adaptrec.evaluate(["stats", "plain"], data=data, template="tallrec", **tiny)
     assert (seen["template"], seen["max_prompt_tokens"]) == ("tallrec", 512)
@@ -192,3 +192,38 @@ def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp
     assert api._spec_text(tmp_path / "test.json", "data") == str(tmp_path / "test.json")
     with pytest.raises(AdaptrecError, match="^no-such-run: no such run"):  # was: "n: no such run"
         adaptrec.plot("curves", "no-such-run", out=tmp_path / "c.png")
+
+
+@pytest.mark.parametrize("call, python, flags", [
+    (lambda: adaptrec.evaluate([], data="amazon:office:test", candidates=5, candidates_file="c.jsonl"),
+     "candidates=5 and candidates_file:", "--candidates 5 and --candidates-file:"),
+    (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False),
+     "exploration of movie (exploration) logs", "exploration of movie \\(--explore\\) logs"),
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:test"),
+     "search_data='tallrec:movie:test': the weight search", "--data tallrec:movie:test: the weight search"),
+    (lambda: adaptrec.route("u1", "arts", history=["Heat (1995)"], cold_mix="arts-lora,office-lora",
+                            cold_weights="a,b"),  # was: `weights`, which route does not take
+     "cold_weights='a,b': expected comma-separated numbers", "--cold-weights a,b: expected comma-separated numbers"),
+])
+def test_a_refusal_names_the_option_as_the_caller_wrote_it(no_backbone, call, python, flags):
+    """From Python a refusal names the keyword (`candidates=5`), under the command line the flag (`--candidates 5`):
+    it named the flag from Python too."""
+    from adaptrec.errors import command_line
+
+    with pytest.raises(AdaptrecError) as refused:
+        call()
+    assert python in str(refused.value) and "--" not in str(refused.value)
+    with command_line(), pytest.raises(AdaptrecError, match=flags):
+        call()
+
+
+def test_option_spells_values_flags_and_booleans_for_each_caller():
+    from adaptrec.errors import command_line, option
+
+    assert [option("top_k"), option("top_k", 0), option("out", "p.jsonl"), option("force", True)] == \
+        ["top_k", "top_k=0", "out='p.jsonl'", "force=True"]
+    with command_line():
+        assert [option("top_k"), option("top_k", 0), option("out", "p.jsonl"), option("force", True),
+                option("request_log", False), option("registry_home", "r", flag="--registry")] == \
+            ["--top-k", "--top-k 0", "--out p.jsonl", "--force", "--no-request-log", "--registry r"]
+    assert option("top_k") == "top_k"  # the command line's spelling ends with it

@@ -120,7 +120,7 @@ def test_a_dora_adapter_is_refused_on_the_int8_kernel(tiny_model_dir, tmp_path):
     model.unload()
     detach(attach(load_backbone(str(tiny_model_dir), "none", device="cpu"), registry, ["dora"])[0])
     int8 = load_backbone(str(tiny_model_dir), "8bit", device="cpu")
-    with pytest.raises(AdaptrecError, match="DoRA adapter.*--quantization none"):
+    with pytest.raises(AdaptrecError, match="DoRA adapter.*quantization='none'"):
         attach(int8, registry, ["dora"])
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from peft import PeftModel
 
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, option
 from ..fingerprint import digest
 from .collab import TUNER as COLLAB_TUNER
 from .collab import ItemEmbedding, uninstall
@@ -140,7 +140,8 @@ def attach(backbone, registry, refs: Sequence[str]) -> tuple[PeftModel, list]:
     dora = next((r.ref for r in records if (r.adapter_config or {}).get("use_dora")), None)
     if dora is not None and getattr(backbone, "backend", None) == "torch-int8":
         raise AdaptrecError(f"{dora} is a DoRA adapter: its weight norm reads the base weights, which adaptrec's CPU "
-                            "int8 kernel keeps as raw codes; load the backbone with --quantization none (or on CUDA)")
+                            "int8 kernel keeps as raw codes; load the backbone with "
+                            f"{option('quantization', 'none')} (or on CUDA)")
     collab = [r.ref for r in records if r.adapter_type == COLLAB_TYPE]
     if len(collab) > 1:
         raise AdaptrecError(f"{', '.join(collab)} are collaborative adapters: their item tokens wrap the backbone's "

@@ -33,7 +33,7 @@ from peft.tuners.lora import LoraLayer
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, option
 from adaptrec.fingerprint import Fingerprint, digest
 
 from .attach import COLLAB_TYPE, attach, load_peft, peft_name, peft_type, restore
@@ -70,11 +70,11 @@ class Composition:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         check_weights(self.method, self.weights, len(self.refs))
         if self.svd_rank is not None and (self.method not in SVD_METHODS or self.svd_rank < 1):
-            raise CompositionError(f"--svd-rank {self.svd_rank}: a rank of at least 1, for {', '.join(SVD_METHODS)} "
-                                   f"(this method is {self.method})")
+            raise CompositionError(f"{option('svd_rank', self.svd_rank)}: a rank of at least 1, for "
+                                   f"{', '.join(SVD_METHODS)} (this method is {self.method})")
         if self.density is not None and (self.method not in _DENSITY_METHODS or not 0 < self.density <= 1):
-            raise CompositionError(f"--density {self.density}: a share in (0, 1], for {', '.join(_DENSITY_METHODS)} "
-                                   f"(this method is {self.method})")
+            raise CompositionError(f"{option('density', self.density)}: a share in (0, 1], for "
+                                   f"{', '.join(_DENSITY_METHODS)} (this method is {self.method})")
         if self.density is None and self.method in _DENSITY_METHODS:
             object.__setattr__(self, "density", 1.0 if self.method.startswith("magnitude") else 0.5)
 
@@ -106,16 +106,16 @@ def check_merge_sources(records: Sequence, method: str | None = None) -> None:
     for record in records:
         if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
-                                   f"combine it by score-level mixing (--method {MIX})")
+                                   f"combine it by score-level mixing ({option('method', MIX)})")
         if record.adapter_type == COLLAB_TYPE:
             raise CompositionError(f"{record.ref} is a collaborative adapter: a merged LoRA would lose its item "
-                                   f"tokens; combine it by score-level mixing (--method {MIX})")
+                                   f"tokens; combine it by score-level mixing ({option('method', MIX)})")
         config = record.adapter_config or {}
         extra = [k for k in ("use_dora", "lora_bias", "modules_to_save") if config.get(k)]
         extra += ["bias"] if config.get("bias", "none") != "none" else []
         if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes, biases and whole modules are dropped
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
-                                   f"score-level mixing (--method {MIX})")
+                                   f"score-level mixing ({option('method', MIX)})")
     if method is not None and all(peft_type(r) == "LORA" for r in records):
         ranks = {r.ref: (int((r.adapter_config or {}).get("r", 8)), dict((r.adapter_config or {}).get("rank_pattern")
                                                                       or {})) for r in records}
@@ -184,7 +184,8 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
     if method in SVD_METHODS:
         total, side = _rank_bounds(model, names)
         if composition.svd_rank is not None and composition.svd_rank > side:  # peft slices the factors to the side
-            raise CompositionError(f"--svd-rank {composition.svd_rank}: above the smallest targeted matrix side "
+            raise CompositionError(f"{option('svd_rank', composition.svd_rank)}: above the smallest targeted matrix "
+                                   "side "
                                    f"({side}), so the saved adapter would not load again; use at most {side}")
         svd_rank = composition.svd_rank or min(total, side)
     with torch.random.fork_rng(devices=[]):
@@ -292,11 +293,11 @@ def delta_weights(model, adapter: str) -> dict[str, torch.Tensor]:
             if isinstance(m, LoraLayer) and adapter in m.lora_A}
 
 
-def parse_weights(text: str | None, n: int) -> tuple[float, ...]:
-    """`"0.6,0.4"` -> (0.6, 0.4); None -> equal weights 1/n."""
+def parse_weights(text: str | None, n: int, name: str = "weights") -> tuple[float, ...]:
+    """`"0.6,0.4"` -> (0.6, 0.4); None -> equal weights 1/n; `name`: the option that gave them."""
     if text is None:
         return (1.0 / n,) * n
     try:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise CompositionError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
+        raise CompositionError(f"{option(name, text)}: expected comma-separated numbers, e.g. 0.6,0.4") from None

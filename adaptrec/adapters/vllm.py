@@ -207,9 +207,9 @@ def export_vllm_lora(folder: str | os.PathLike, adapter_type: str, out: str | os
     """
     folder, out, label = Path(folder), Path(out), label or str(folder)
     if adapter_type in _REFUSED:
-        raise AdaptrecError(f"export --to vllm: {label} is {_REFUSED[adapter_type]}")
+        raise AdaptrecError(f"vLLM export: {label} is {_REFUSED[adapter_type]}")
     if adapter_type not in ("lora", "adalora"):
-        raise AdaptrecError(f"export --to vllm: {label} is a {adapter_type} adapter; vLLM loads LoRA (and AdaLoRA "
+        raise AdaptrecError(f"vLLM export: {label} is a {adapter_type} adapter; vLLM loads LoRA (and AdaLoRA "
                             "through its LoRA export) only")
     if out.exists():
         raise AdaptrecError(f"{out} already exists; remove it or choose another folder")
@@ -221,6 +221,6 @@ def export_vllm_lora(folder: str | os.PathLike, adapter_type: str, out: str | os
         problems = check_vllm_lora(tmp)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise AdaptrecError(f"export --to vllm: vLLM would not load {label}: {problems[0]}{more}")
+            raise AdaptrecError(f"vLLM export: vLLM would not load {label}: {problems[0]}{more}")
         rank = read_config(tmp, label)["r"]
     return VllmExport(out, rank)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import fsync_dir
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, option
 
 SCHEMA = pa.schema([("case", pa.int64()), ("user_id", pa.string()), ("domain", pa.string()), ("target", pa.string()),
                     ("label", pa.int64()), ("p_yes", pa.float64()), ("tallrec_score", pa.float64())])
@@ -44,7 +44,7 @@ class PredictionWriter:
 
     def __enter__(self) -> PredictionWriter:
         if self.path.is_dir():  # refused now, not at the rename after every case is scored
-            raise AdaptrecError(f"{self.path}: is a folder; --out names the prediction file to write")
+            raise AdaptrecError(f"{self.path}: is a folder; {option('out')} names the prediction file to write")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o644), "wb")  # no O_TRUNC before the lock
         try:
@@ -54,7 +54,8 @@ class PredictionWriter:
             except (BlockingIOError, FileNotFoundError):
                 current = None
             if current != os.fstat(self._file.fileno()).st_ino:  # locked, or renamed away by its writer meanwhile
-                raise AdaptrecError(f"{self.path}: another run is writing this output now; give each run its own --out")
+                raise AdaptrecError(f"{self.path}: another run is writing this output now; give each run its own "
+                                    f"output file ({option('out')})")
             self._file.truncate(0)  # what a crashed run left
             if is_parquet(self.path):
                 self._parquet = pq.ParquetWriter(self._file, SCHEMA)

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -23,7 +24,7 @@ import torch
 
 from ..backbone import backbone_fingerprint, load_backbone
 from ..data.records import Case
-from ..errors import AdaptrecError, MissingOptionalPackage
+from ..errors import AdaptrecError, MissingOptionalPackage, command_line, on_command_line, option
 from ..evaluation import Predictions
 from ..registry import Registry
 from ..score_cache import ScoreCache
@@ -39,7 +40,7 @@ def require_ray() -> ModuleType:
         import ray
         import ray.data  # noqa: F401  (ray without its `data` extra lacks it)
     except ImportError:
-        raise MissingOptionalPackage("--engine ray needs Ray Data: pip install 'adaptrec[ray]'") from None
+        raise MissingOptionalPackage(f"{option('engine', 'ray')} needs Ray Data: pip install 'adaptrec[ray]'") from None
     return ray
 
 
@@ -50,27 +51,31 @@ class ScoreActor:
     """One Ray actor: the backbone with the adapter active, scoring pickled chunks of (position, case) pairs.
 
     An `AdaptrecError` (in setting up or scoring) comes back as a row with its message in `error`: raised, Ray
-    would wrap it in its own exceptions (with a remote traceback) and lose its type on the way to the driver."""
+    would wrap it in its own exceptions (with a remote traceback) and lose its type on the way to the driver. `flags`:
+    the driver runs under the command line, so messages spell options as its flags."""
 
     def __init__(self, backbone: str, quantization: str, home: str, adapter: str | None, cache: bool,
-                 scorer_options: dict):
+                 scorer_options: dict, flags: bool = False):
         os.environ["ADAPTREC_HOME"] = home  # the driver's registry, score cache and converted backbones
         torch.set_num_threads(1)
+        self.spelling = command_line if flags else nullcontext
         self.failure: str | None = None
         try:
-            self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
-                                         cache=ScoreCache.default() if cache else None, progress=False,
-                                         **scorer_options)
+            with self.spelling():
+                self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
+                                             cache=ScoreCache.default() if cache else None, progress=False,
+                                             **scorer_options)
         except AdaptrecError as e:
             self.failure = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
         try:
-            for blob in batch["chunk"].to_pylist() if self.failure is None else ():
-                chunk = pickle.loads(blob)
-                logits = self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk]))
-                rows += prediction_rows(chunk, logits)
+            with self.spelling():
+                for blob in batch["chunk"].to_pylist() if self.failure is None else ():
+                    chunk = pickle.loads(blob)
+                    logits = self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk]))
+                    rows += prediction_rows(chunk, logits)
         except AdaptrecError as e:
             self.failure = str(e)
         if self.failure is not None:
@@ -119,7 +124,7 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
         chunks = [{"chunk": pickle.dumps(cases[b : b + chunk_size])} for b in range(0, len(cases), chunk_size)]
         pool = ray.data.ActorPoolStrategy(size=min(actors, len(chunks)))  # an actor per chunk at most
         setup = dict(backbone=backbone, quantization=quantization, home=str(registry.home), adapter=adapter,
-                     cache=cache, scorer_options=scorer_options)
+                     cache=cache, scorer_options=scorer_options, flags=on_command_line())
         scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
         with PredictionWriter(Path(out)) as writer:

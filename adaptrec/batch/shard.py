@@ -8,7 +8,7 @@ from typing import Sequence, TypeVar
 
 from ..data.records import Case
 from ..data.spec import DataSet, split_slice
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, option
 from ..evaluation import select_cases
 
 T = TypeVar("T")
@@ -30,7 +30,7 @@ class Shard:
         """`"i/n"` with 0 <= i < n; anything else is a one-line error."""
         match = _SHARD_RE.match(text)
         if not match or int(match[2]) == 0 or int(match[1]) >= int(match[2]):
-            raise AdaptrecError(f"--shard {text!r}: expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4)")
+            raise AdaptrecError(f"{option('shard', text)}: expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4)")
         return cls(int(match[1]), int(match[2]))
 
     def take(self, items: Sequence[T]) -> list[tuple[int, T]]:
@@ -50,13 +50,16 @@ def batch_cases(dataset: DataSet, limit: int | None, seed: int, shard: Shard = W
     base, start, stop = split_slice(dataset.spec)
     if shard != WHOLE and base.startswith("feedback:"):
         if not dataset.cases and stop - start > 0:
-            raise AdaptrecError(f"--shard over {dataset.spec}: no feedback is logged from position {start} on yet")
+            raise AdaptrecError(f"{option('shard')} over {dataset.spec}: no feedback is logged from position {start} "
+                                "on yet")
         if len(dataset.cases) < stop - start:
             window = f"{base}[{start}:{start + len(dataset.cases)}]"
-            raise AdaptrecError(f"--shard over {dataset.spec}: the feedback log grows between the shards' runs, so "
-                                f"they would split different case lists; name a full window, e.g. {window}")
+            raise AdaptrecError(f"{option('shard')} over {dataset.spec}: the feedback log grows between the shards' "
+                                "runs, so they would split different case lists; name a full window, e.g. "
+                                f"{window}")
         if limit and limit < sum(c.label is not None for c in dataset.cases):  # what `select_cases` draws from
-            raise AdaptrecError(f"--shard with --limit {limit} over {dataset.spec}: the subset is drawn per label, so "
-                                "a pair re-labelled between the shards' runs would move them to different subsets; "
-                                f"shard the whole window or a narrower one, e.g. {base}[{start}:{start + limit}]")
+            raise AdaptrecError(f"{option('shard')} with {option('limit', limit)} over {dataset.spec}: the subset is "
+                                "drawn per label, so a pair re-labelled between the shards' runs would move them to "
+                                "different subsets; shard the whole window or a narrower one, e.g. "
+                                f"{base}[{start}:{start + limit}]")
     return shard.take(select_cases(dataset, limit, seed) if limit else dataset.cases)

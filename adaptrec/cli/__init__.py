@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from ..errors import AdaptrecError
+from ..errors import AdaptrecError, command_line
 from . import evaluate, hub, online, plot, registry, router, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,7 +35,8 @@ def main() -> None:
 
 def _run() -> None:
     try:
-        code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
+        with command_line():  # errors name flags, not keywords
+            code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
     except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range
         message, ctx = e.format_message().strip(), getattr(e, "ctx", None)
         if "\n" in message:  # a group called bare: its help (unless rich printed it already, leaving no message)

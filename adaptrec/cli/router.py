@@ -112,8 +112,9 @@ def recommend(
     domain: str = DomainOpt,
     data: str = typer.Option(..., "--data", help="implicit-feedback SPEC: the catalogue (and the user's history)"),
     history: Optional[Path] = typer.Option(None, "--history", help="the user's history file instead of their case in --data"),
-    candidates: Optional[Path] = typer.Option(None, "--candidates", help="candidates.jsonl (docs/data.md); default: retrieve"),
-    retrieve: int = typer.Option(20, "--retrieve", min=1, help="candidates retrieved with MiniLM when no --candidates"),
+    candidates_file: Optional[Path] = typer.Option(None, "--candidates-file",
+                                                   help="candidates.jsonl (docs/data.md); default: retrieve"),
+    retrieve: int = typer.Option(20, "--retrieve", min=1, help="candidates retrieved with MiniLM when no --candidates-file"),
     top_k: int = typer.Option(10, "--top-k", min=1, help="items printed, best first"),
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
@@ -124,8 +125,8 @@ def recommend(
     quantization: str = QuantOpt,
 ) -> None:
     """Recommend: retrieve candidates (MiniLM) or read them, re-rank with the routed adapter(s); titles and scores."""
-    rec = api.recommend(user, domain, data=data, history=history, candidates=candidates, retrieve=retrieve,
-                        top_k=top_k, min_target_history=min_target_history, cold_mix=cold_mix,
+    rec = api.recommend(user, domain, data=data, history=history, candidates_file=candidates_file,
+                        retrieve=retrieve, top_k=top_k, min_target_history=min_target_history, cold_mix=cold_mix,
                         cold_weights=cold_weights, template=template, batch_size=batch_size, backbone=backbone,
                         quantization=quantization)
     _echo_decision(rec.decision)

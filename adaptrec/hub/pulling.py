@@ -34,7 +34,7 @@ from pathlib import Path
 from ..adapters.check import check_adapter_folder
 from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
 from ..atomic import temp_dir_in
-from ..errors import FingerprintMismatch, IntegrityError
+from ..errors import FingerprintMismatch, IntegrityError, option
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
 from ..userfiles import parse_json
@@ -320,7 +320,8 @@ def _base_match(meta: dict, local_fp: Fingerprint, force: bool, label: str) -> t
         raise FingerprintMismatch(
             f"{label} was made for base model {adapter_fp.base_model or '?'} (family {adapter_fp.family[:12]}), "
             f"not the local backbone {local_fp.base_model or '?'} (family {local_fp.family[:12]}); "
-            "pull with --backbone set to that model, or pass --force to register it anyway. Nothing was registered"
+            f"pull with {option('backbone')} set to that model, or pass {option('force', True)} to register it anyway. "
+            "Nothing was registered"
         )
     return adapter_fp, match
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, published_files
 from ..atomic import atomic_dir, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
-from ..errors import AdaptrecError, IntegrityError
+from ..errors import AdaptrecError, IntegrityError, option
 from ..fingerprint import text_digest
 from ..registry import AdapterRecord, Registry, verified_files
 from .card import model_card
@@ -194,7 +194,7 @@ def mirror_repo_dir(mirror: Path, repo: str, named_for_adapter: bool = False) ->
     if not (is_repo_id(repo) or is_repo_id(f"x/{repo}")):
         if named_for_adapter:
             raise HubError(f"{repo} is no mirror repo name (letters, digits and . _ -, starting with a letter or "
-                           "digit): pass --repo NAME")
+                           f"digit): name one with {option('repo')}")
         raise HubError(f"bad mirror repo {repo!r}: write NAME or ORG/NAME with letters, digits and . _ -")
     return Path(mirror).expanduser() / repo
 
@@ -213,14 +213,15 @@ def push_to_mirror(
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
     """
     if mirror.exists() and not mirror.is_dir():
-        raise HubError(f"--to {mirror}: is a file; name the mirror folder (created if missing)")
+        raise HubError(f"{option('to', str(mirror))}: is a file; name the mirror folder (created if missing)")
     registry = registry or Registry()
     record = registry.resolve(ref)
     revision = check_mirror_revision(revision or f"v{record.version}")
     repo_dir = mirror_repo_dir(mirror, repo or record.name, named_for_adapter=repo is None)
     repo = repo or record.name
     dest = repo_dir / revision
-    taken = HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another --revision")
+    taken = HubError(f"{dest} already exists: revisions in a mirror are never overwritten; choose another "
+                     f"{option('revision')}")
     if dest.exists():
         raise taken
     try:

@@ -16,7 +16,7 @@ from adaptrec.metrics.calibration import ks, psi, reliability
 from adaptrec.registry import Registry
 from adaptrec.scoring.variants import component_scores
 
-from ..errors import ConfigError
+from ..errors import ConfigError, option
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
@@ -45,7 +45,7 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
     """The exact `name:version` drift scores with: `adapter` resolved once, else the domain's champion."""
     record = registry.resolve(adapter) if adapter else registry.promoted(domain)
     if record is None:
-        raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with --adapter")
+        raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with {option('adapter')}")
     return record.ref
 
 
@@ -60,7 +60,7 @@ def labelled_windows(before: list[Case], after: list[Case], limit: int | None = 
         labelled = [c for c in cases if c.label is not None]
         labelled = stratified_subset(labelled, limit, seed) if limit else labelled
         if len({c.label for c in labelled}) < 2:
-            raise ConfigError(f"--{name}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
+            raise ConfigError(f"{option(name)}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
         windows.append(labelled)
     return windows[0], windows[1]
 
@@ -95,6 +95,7 @@ def summary(report: dict) -> str:
         w = report[name]
         rows = ", ".join(f"{row} {MetricValue(**m).format()}" for row, m in w["auc"].items())
         transductive = "".join(f" ({row} transductive here)" for row in w.get("transductive", []))
-        lines.append(f"  {name}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
+        spec = f" ({w['spec']})" if "spec" in w else ""
+        lines.append(f"  {name}{spec}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "
                      f"like rate {w['like_rate']:.3f}, ECE {w['reliability']['ece']:.3f}; AUC {rows}{transductive}")
     return "\n".join(lines)

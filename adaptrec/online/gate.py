@@ -24,7 +24,7 @@ from adaptrec.scoring.variants import component_scores
 
 from ..config import recipe_from_text
 from ..data.spec import split_slice, with_protocol
-from ..errors import AdaptrecError, ConfigError, RegistryError
+from ..errors import AdaptrecError, ConfigError, RegistryError, option
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
@@ -194,7 +194,7 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
     by SPEC, by case or by logged event, fewer than `MIN_USERS` users or one class only. A domain without a
     champion needs none."""
     if not (math.isfinite(margin) and margin >= 0):
-        raise ConfigError(f"--margin {margin}: expected a finite margin >= 0")
+        raise ConfigError(f"{option('margin', margin)}: expected a finite margin >= 0")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
     labelled = [c for c in cases if c.label is not None]
@@ -208,11 +208,12 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         _check_unseen(registry, who, labelled, data, "the champion " if who is champion else "", shown)
     users = {c.user_id for c in labelled}
     if len({c.label for c in labelled}) < 2:
-        raise ConfigError(f"--data {data}: the gate needs labelled cases of both classes ({len(labelled)} labelled)")
+        raise ConfigError(f"{option('data', data)}: the gate needs labelled cases of both classes "
+                          f"({len(labelled)} labelled)")
     if len(users) < MIN_USERS:
         unnamed = f" (requests sent without a user_id all count as the one user {ANONYMOUS!r})" \
             if ANONYMOUS in users else ""
-        raise ConfigError(f"--data {data}: {len(users)} users; the gate's user-clustered test needs at least "
+        raise ConfigError(f"{option('data', data)}: {len(users)} users; the gate's user-clustered test needs at least "
                           f"{MIN_USERS}{unnamed}")
     return plan
 
@@ -224,17 +225,18 @@ def _check_unseen(registry: Registry, record: AdapterRecord, cases: list[Case], 
     records = ancestry(registry, record)
     trained = trained_specs(records)
     if _overlaps(data, trained):
-        raise ConfigError(f"--data {data}: {role}{record.ref} (or an adapter it comes from) was trained on this data; "
+        raise ConfigError(f"{option('data', data)}: {role}{record.ref} (or an adapter it comes from) was trained on "
+                          "this data; "
                           "gate on data neither adapter saw: a held-out split, or feedback logged after both")
     shared, spec = shared_cases(cases, trained, shown)
     if shared:
-        raise ConfigError(f"--data {data}: {shared} of its cases are cases {role}{record.ref} (or an adapter it comes "
-                          f"from) was trained on, as {spec}; gate on data neither adapter saw")
+        raise ConfigError(f"{option('data', data)}: {shared} of its cases are cases {role}{record.ref} (or an "
+                          f"adapter it comes from) was trained on, as {spec}; gate on data neither adapter saw")
     seen = trained_on(records, cases)
     if seen:
-        raise ConfigError(f"--data {data}: {seen} of its cases are events {role}{record.ref} was trained on (its "
-                          "lineage lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE after "
-                          "its lineage window")
+        raise ConfigError(f"{option('data', data)}: {seen} of its cases are events {role}{record.ref} was trained "
+                          "on (its lineage lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE "
+                          "after its lineage window")
 
 
 def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,

@@ -18,7 +18,7 @@ def register_lora_export(registry, ref: str, name: str | None = None):
     `name` (default NAME-lora)."""
     record = registry.resolve(ref)
     if record.adapter_type != "adalora":
-        raise AdaptrecError(f"export --to-lora: {record.ref} is a {record.adapter_type} adapter, not adalora")
+        raise AdaptrecError(f"LoRA export: {record.ref} is a {record.adapter_type} adapter, not adalora")
     verified_files(record)
     with tempfile.TemporaryDirectory() as tmp:
         adalora_to_lora(record.path, Path(tmp) / "lora")

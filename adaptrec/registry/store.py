@@ -20,7 +20,7 @@ from adaptrec.atomic import atomic_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
-from adaptrec.errors import AdaptrecError, IntegrityError, RegistryBusy, RegistryError, RegistryUnavailable
+from adaptrec.errors import AdaptrecError, IntegrityError, RegistryBusy, RegistryError, RegistryUnavailable, option
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.home import adaptrec_home
 from adaptrec.names import check_domain
@@ -407,12 +407,12 @@ class Registry:
             if domains and not force:
                 raise RegistryError(
                     f"{rec.ref} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
-                    "or pass force=True (--force)"
+                    f"or pass {option('force', True)}"
                 )
             mixes = self._mixes_of(conn, rec.ref)
             if mixes and not force:
                 raise RegistryError(f"{rec.ref} is a source of the score-level mix(es) {', '.join(mixes)}, which "
-                                    "could not serve without it; remove them first, or pass force=True (--force)")
+                                    f"could not serve without it; remove them first, or pass {option('force', True)}")
             now = _utc_now()
             for domain in domains:
                 audit.append(conn, domain, "remove", rec.ref, rec.ref, {"forced": True}, now)

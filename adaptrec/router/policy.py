@@ -21,7 +21,7 @@ import numpy as np
 from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, parse_weights
 from adaptrec.data.history_file import HistoryEntry, parse_history, read_history_file
 from adaptrec.data.records import Case, default_noun
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, RegistryError
+from adaptrec.errors import AdaptrecError, FingerprintMismatch, RegistryError, option
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
@@ -164,7 +164,10 @@ def spec_case(dataset, user_id: str, domain: str) -> Case:
     raise RouteError(f"user {user_id!r} has no positive {domain} case in {dataset.spec}{held}")
 
 
-NO_HISTORY = "pass the user's history: --data SPEC (the user's case in it) or --history FILE"
+def no_history() -> RouteError:
+    """The refusal of a route that names no history."""
+    return RouteError(f"pass the user's history: {option('data')} (a SPEC holding the user's case) or "
+                      f"{option('history')} (their items)")
 
 
 def user_case(user_id: str, domain: str, dataset=None,
@@ -177,7 +180,7 @@ def user_case(user_id: str, domain: str, dataset=None,
         return Case(user_id, domain, default_noun(domain), parse_history(history, domain), "")
     if dataset is not None:
         return spec_case(dataset, user_id, domain)
-    raise RouteError(NO_HISTORY)
+    raise no_history()
 
 
 def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
@@ -202,7 +205,8 @@ def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
 def check_cold_options(cold_mix, cold_weights: str | None) -> None:
     """`cold_weights` weigh a `cold_mix`: without one they would be dropped without a word."""
     if cold_weights and not cold_mix:
-        raise RouteError(f"--cold-weights {cold_weights}: they weigh a --cold-mix, and none is given")
+        raise RouteError(f"{option('cold_weights', cold_weights)}: they weigh a {option('cold_mix')}, and none is "
+                         "given")
 
 
 def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, domain: str, *, dataset=None,
@@ -222,5 +226,5 @@ def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, d
     cold = None
     if cold_mix:
         refs = resolve_sources(registry, cold_mix)
-        cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs)))
+        cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs), "cold_weights"))
     return route(registry, fingerprint(), case, policy, cold), case

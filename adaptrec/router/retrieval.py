@@ -20,7 +20,7 @@ from adaptrec.data.candidates import read_candidates
 from adaptrec.data.history_file import HistoryEntry
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import HIDDEN_HISTORY, Case
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, option
 from adaptrec.scoring.variants import sources_prompt
 from adaptrec.text_encoder import MiniLMEncoder, TextEncoder, catalogue_embeddings, title_of
 
@@ -94,7 +94,8 @@ class Retriever:
 def check_retrievable(case: Case) -> None:
     """`AdaptrecError` when the user has no history to retrieve candidates from."""
     if not case.history:
-        raise AdaptrecError(f"user {case.user_id!r} has no history to retrieve candidates from; pass --candidates")
+        raise AdaptrecError(f"user {case.user_id!r} has no history to retrieve candidates from; pass "
+                            f"{option('candidates_file')}")
 
 
 @dataclass(frozen=True)

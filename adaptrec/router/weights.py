@@ -31,6 +31,7 @@ from adaptrec.adapters.merge import (
 from adaptrec.data.records import Case
 from adaptrec.data.sampling import few_shot
 from adaptrec.data.spec import load_spec, split_slice
+from adaptrec.errors import option
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import component_scores, mix, sources_prompt
@@ -176,14 +177,14 @@ def _check_size(n: int, budget: int) -> None:
     if n < 2:
         raise CompositionError("weight search needs at least two adapters")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise CompositionError(f"budget {budget!r}: give a whole number of evaluations, at least one")
+        raise CompositionError(f"{option('budget', budget)}: give a whole number of evaluations, at least one")
 
 
 def _check_search(refs: Sequence[str], method: str, l1: float, budget: int) -> None:
     """What the weight search would refuse only after the backbone loaded and every case was scored."""
     _check_size(len(refs), budget)
     if method != MIX and not (isinstance(l1, (int, float)) and math.isfinite(l1) and l1 >= 0):  # NaN: all NaN
-        raise CompositionError(f"--l1 {l1}: expected a finite penalty of at least 0")
+        raise CompositionError(f"{option('l1', l1)}: expected a finite penalty of at least 0")
 
 
 def search_and_compose(load: Callable[[], object], registry, sources: str | Sequence[str], method: str, *, name: str,
@@ -196,8 +197,8 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
     source's). `load` returns the backbone; it is called only once every input is checked (names, weights, method,
     density, shots, the data and its split), so a mistake costs no model load."""
     if search_data is not None and _names_a_test_split(search_data):
-        raise CompositionError(f"--data {search_data}: the weight search selects on its cases; give a train or valid "
-                               "split, and keep the test split for the evaluation")
+        raise CompositionError(f"{option('search_data', search_data, flag='--data')}: the weight search selects on "
+                               "its cases; give a train or valid split, and keep the test split for the evaluation")
     refs = resolve_sources(registry, sources)
     records = [registry.resolve(r) for r in refs]
     Composition(refs, method, (1.0,) * len(refs), svd_rank, density, seed)  # method, rank and density, checked now
@@ -216,9 +217,11 @@ def search_and_compose(load: Callable[[], object], registry, sources: str | Sequ
         backbone = load()
     else:
         if weights is not None:
-            raise CompositionError("compose: --weights are given or searched (--search), not both")
+            raise CompositionError(f"compose: {option('weights')} and a weight search "
+                                   f"({option('search_data', flag='--search')}) exclude each other")
         if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
-            raise CompositionError(f"--shots {shots}: the weight search takes 1..{MAX_SHOTS} labelled target cases")
+            raise CompositionError(f"{option('shots', shots)}: the weight search takes 1..{MAX_SHOTS} labelled target "
+                                   "cases")
         _check_search(refs, method, l1, budget)
         labelled = [c for c in load_spec(search_data, seed=seed).cases if c.label is not None]
         cases = few_shot(labelled, shots, seed)

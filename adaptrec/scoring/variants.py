@@ -43,18 +43,18 @@ def trained_prompt(record) -> dict:
     return {"template": recipe.data.template, "max_prompt_tokens": recipe.data.max_prompt_tokens}
 
 
-def sources_prompt(records, template: str | None = None, remedy: str = "pass --template") -> dict:
+def sources_prompt(records, template: str | None = None, remedy: str | None = None) -> dict:
     """The prompt settings for adapters read through one prompt (a routed mix, a composition's sources): `template`,
     else the template they were trained with, in its plain form (`trained_prompt`; each row reads its own form,
     `variant_scorer`; `AdaptrecError` naming `remedy` when they differ), and the shortest prompt length any was
     trained with (none sees more history than it trained on); {} when none has a recipe."""
-    from adaptrec.errors import AdaptrecError
+    from adaptrec.errors import AdaptrecError, option
 
     trained = [trained_prompt(r) for r in records]
     templates = sorted({plain_template(t["template"]) for t in trained if "template" in t})
     if template is None and len(templates) > 1:
         raise AdaptrecError(f"{', '.join(r.ref for r in records)} were trained with different prompt templates "
-                            f"({', '.join(templates)}); {remedy}")
+                            f"({', '.join(templates)}); {remedy or 'pass ' + option('template')}")
     lengths = [t["max_prompt_tokens"] for t in trained if "max_prompt_tokens" in t]
     chosen = template or next(iter(templates), None)
     return {**({"template": chosen} if chosen else {}), **({"max_prompt_tokens": min(lengths)} if lengths else {})}

@@ -10,6 +10,7 @@ in-flight requests finish, then the worker drains.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import math
 import os
@@ -30,7 +31,7 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from adaptrec.data.online_log import OnlineLog
-from adaptrec.errors import ConfigError
+from adaptrec.errors import ConfigError, option
 from adaptrec.home import adaptrec_home
 
 from . import plans
@@ -74,14 +75,15 @@ class ServeOptions:
     def __post_init__(self) -> None:
         """Settings that would stall or refuse every request: one line, before the backbone loads (an infinite
         `max_wait_ms` held a lone request until `max_batch` rows came)."""
-        for option, value, low, high in (("--max-wait-ms", self.max_wait_ms, 0, math.inf),
-                                         ("--max-padding", self.max_padding, 0, 1),
-                                         ("--watch-promotions", self.watch_promotions, 0, math.inf)):
+        for name, value, low, high in (("max_wait_ms", self.max_wait_ms, 0, math.inf),
+                                       ("max_padding", self.max_padding, 0, 1),
+                                       ("watch_promotions", self.watch_promotions, 0, math.inf)):
             if not (math.isfinite(value) and low <= value <= high):
                 most = f"to {high}" if high < math.inf else "or more"
-                raise ConfigError(f"{option} {value}: give a finite number, {low} {most}")
+                raise ConfigError(f"{option(name, value)}: give a finite number, {low} {most}")
         if self.max_batch < 1 or self.queue_size < 1:
-            raise ConfigError(f"--max-batch {self.max_batch}, queue size {self.queue_size}: each needs at least 1")
+            raise ConfigError(f"{option('max_batch', self.max_batch)}, queue size {self.queue_size}: each needs at "
+                              "least 1")
 
     def token(self) -> str | None:
         """The admin token: `admin_token`, else $ADAPTREC_ADMIN_TOKEN. One that an HTTP header cannot carry (not
@@ -278,7 +280,7 @@ def check_address(host: str, port: int) -> None:
             sock.bind((host, port))
     except (OSError, OverflowError, UnicodeError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ServeError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
+        raise ServeError(f"{option('host', host)}, {option('port', port)}: cannot listen there ({reason})") from None
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: ServeOptions = ServeOptions()) -> None:
@@ -305,7 +307,8 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, options: Se
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        thread = threading.Thread(target=run_server, name="adaptrec-http")
+        # in this context: messages spell options as the caller of `serve` does (flags under `adaptrec serve`)
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run_server,), name="adaptrec-http")
         thread.start()
         forwards.run()
         thread.join()

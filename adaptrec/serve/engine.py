@@ -58,7 +58,7 @@ from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, items_template, plain_template, render_prompt,
                                    shared_history, unknown_items)
 from adaptrec.data.records import Case
-from adaptrec.errors import AdaptrecError, ConfigError
+from adaptrec.errors import AdaptrecError, ConfigError, option
 from adaptrec.registry import parse_ref
 from adaptrec.scoring.logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
 from adaptrec.scoring.prefix import PrefixRanker, length_batches, pad_room, shared_length
@@ -167,7 +167,8 @@ class Limits:
 
     def __post_init__(self) -> None:
         if not self.queue_timeout_s > 0:  # every request waits some time in the queue
-            raise ConfigError(f"--queue-timeout {self.queue_timeout_s}: give more than 0 seconds; with "
+            raise ConfigError(f"{option('queue_timeout_s', self.queue_timeout_s, flag='--queue-timeout')}: give more "
+                              "than 0 seconds; with "
                               f"{self.queue_timeout_s} every request would be refused")
 
     def check_sizes(self, strings: Sequence[str], history: int, items: int) -> None:
@@ -264,7 +265,7 @@ class Engine:
             trained = self.trained(record).get("template")
             if trained is not None and plain_template(trained) != plain_template(self.template):
                 raise Unservable(f"{record.ref} was trained with the {trained} prompt template and this server renders "
-                                 f"{self.template}: serve it from a server started with --template {trained}")
+                                 f"{self.template}: serve it from a server started with {option('template', trained)}")
             saved = None
             if record.adapter_type == COLLAB_TYPE:
                 try:  # before anything is evicted for it

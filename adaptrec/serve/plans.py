@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, peft_type
+from adaptrec.errors import option
 from adaptrec.router.policy import Decision, route, serving
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
@@ -40,7 +41,7 @@ def check_access(engine: Engine, asked: str, served: str, admin: bool, allow_any
     if served not in engine.preloaded and served not in engine.routing.aliases().values() \
             and served not in engine.registry.aliases().values():
         raise Forbidden(f"adapter {asked} is neither promoted nor preloaded; anonymous requests may name only those "
-                        "(an admin can preload it, or start the server with --allow-any-adapter)")
+                        f"(an admin can preload it, or start the server with {option('allow_any_adapter', True)})")
 
 
 @dataclass

@@ -14,6 +14,7 @@ A full queue answers 503 at once; a job that waited past the queue timeout is re
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import time
@@ -136,8 +137,9 @@ class Worker:
         self.task: asyncio.Task | None = None
 
     async def prepare(self, fn: Callable[[], Any]) -> Any:
-        """Run request preparation (routing, rendering, tokenizing) off the event loop and the forward thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.prep, fn)
+        """Run request preparation (routing, rendering, tokenizing) off the event loop and the forward thread, in the
+        caller's context (as `asyncio.to_thread`: its messages spell options as the server's starter does)."""
+        return await asyncio.get_running_loop().run_in_executor(self.prep, contextvars.copy_context().run, fn)
 
     async def submit(self, rows: list[tuple[str, str]] | None = None, tokens: list[int] | None = None,
                      call: Callable[[], Any] | None = None, since: float | None = None) -> Any:

@@ -28,7 +28,7 @@ from ..adapters.base import Tuner, build_peft_model, tuner_for, warm_start
 from ..atomic import atomic_dir, write_text
 from ..config import Recipe
 from ..data.records import Case
-from ..errors import AdaptrecError, ConfigError, MissingOptionalPackage
+from ..errors import AdaptrecError, ConfigError, MissingOptionalPackage, option
 from ..metrics.classification import auc
 from .checkpoint import (
     CheckpointData,
@@ -73,9 +73,9 @@ def _append_jsonl(path: Path, row: dict) -> None:
         f.write(json.dumps(row, allow_nan=False) + "\n")
 
 
-def _trim_metrics(path: Path, up_to_step: int) -> None:
+def _trim_metrics(path: Path, up_to_step: int, start_over: str) -> None:
     """On resume, forget metric lines written after the checkpoint we continue from, and a last line a crash
-    cut short (it never held a whole row); any other unreadable line is one error naming it."""
+    cut short (it never held a whole row); any other unreadable line is one error naming it (and `start_over`)."""
     if path.is_file():
         lines = path.read_text(errors="replace").splitlines()
         rows = []
@@ -88,7 +88,7 @@ def _trim_metrics(path: Path, up_to_step: int) -> None:
                 row = None
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
                 raise ConfigError(f"{path} line {n + 1}: not a metrics row with a step; fix or remove the line, "
-                                  "or pass --restart")
+                                  f"or {start_over}")
             if row["step"] <= up_to_step:
                 rows.append(line)
         write_text(path, "".join(r + "\n" for r in rows))
@@ -220,7 +220,9 @@ class Trainer:
     ctx: StepContext
 
     def __init__(self, recipe: Recipe, backbone, train_cases: Sequence[Case], val_cases: Sequence[Case],
-                 run_dir: Path) -> None:
+                 run_dir: Path, start_over: str | None = None) -> None:
+        """`start_over`: how the caller starts a run over that cannot resume (default: the `restart` option)."""
+        self.start_over = start_over or f"pass {option('restart', True)}"
         self.recipe, self.cfg, self.backbone = recipe, recipe.training, backbone
         self.train_cases, self.val_cases = train_cases, val_cases
         self.run_dir, self.metrics_path = run_dir, run_dir / "metrics.jsonl"
@@ -233,8 +235,8 @@ class Trainer:
         its optimizer and scheduler, the validation scorer and the method (default: the one `recipe.method` names)."""
         t, recipe = self.cfg, self.recipe
         if latest_checkpoint(self.run_dir) and not resume:
-            raise ConfigError(f"{self.run_dir}: holds checkpoints of an earlier run: pass --resume to continue it, "
-                              "or --restart")
+            raise ConfigError(f"{self.run_dir}: holds checkpoints of an earlier run: pass {option('resume', True)} to "
+                              f"continue it, or {self.start_over}")
         self.accelerator = _build_accelerator(recipe, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)
@@ -273,12 +275,12 @@ class Trainer:
         the tuner's and the early stopping's state; metric lines after it (without one: every line) are dropped."""
         data = newest_readable(self.run_dir, log=self.accelerator.print)
         if data is None:  # from step 0: rows an attempt stopped before its first checkpoint wrote are dropped
-            _trim_metrics(self.metrics_path, 0)
+            _trim_metrics(self.metrics_path, 0, self.start_over)
             return
         saved = data.meta["trainer"].get("num_processes", self.accelerator.num_processes)  # absent: older format
         if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
             raise ConfigError(f"{data.ckpt.path}: written by a run of {saved} processes, this one has "
-                              f"{self.accelerator.num_processes}: resume it with as many, or pass --restart")
+                              f"{self.accelerator.num_processes}: resume it with as many, or {self.start_over}")
         saved = data.meta["trainer"].get("setup", self.run_setup)  # absent: older format
         verdict = [data.meta["trainer"].get("cases", self.cases_digest) == self.cases_digest,  # absent: older format
                    sorted(k for k in set(saved) | set(self.run_setup) if saved.get(k) != self.run_setup.get(k))]
@@ -287,15 +289,16 @@ class Trainer:
         if not verdict[0]:
             raise ConfigError(f"{data.ckpt.path}: written by a run over other training or validation cases (has "
                               f"{self.recipe.data.train} or {self.recipe.data.valid} changed since?): the remaining "
-                              "steps would read other batches; pass --restart")
+                              f"steps would read other batches; {self.start_over}")
         if verdict[1]:
             raise ConfigError(f"{data.ckpt.path}: written by a run with another {', '.join(verdict[1])} (the "
                               "backbone's weights or kernel, the mixed precision, or a teacher or its cases changed "
-                              "since): its steps and the remaining ones would train different things; pass --restart")
+                              "since): its steps and the remaining ones would train different things; "
+                              f"{self.start_over}")
         if sharded(self.accelerator) != (data.state_dir is not None):
             kind = "a sharded (DeepSpeed, FSDP)" if data.state_dir else "an unsharded"
             raise ConfigError(f"{data.ckpt.path}: written by {kind} run: resume it under the same accelerate "
-                              "setup, or pass --restart")
+                              f"setup, or {self.start_over}")
         if data.state_dir is not None:
             self.accelerator.load_state(str(data.state_dir))  # model (adapter included), optimizer shards, RNG
             self.scheduler.load_state_dict(data.meta["scheduler"])
@@ -306,7 +309,7 @@ class Trainer:
         self.tuner.load_state_tensors(self.unwrapped, data.tuner)
         self.stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
         self.global_step = data.ckpt.step
-        _trim_metrics(self.metrics_path, self.global_step)
+        _trim_metrics(self.metrics_path, self.global_step, self.start_over)
         self.accelerator.print(f"resuming {self.run_dir} from step {self.global_step}")
 
     def _load_adapter_and_optimizer(self, data: CheckpointData) -> None:
@@ -471,12 +474,14 @@ def train(
     resume: bool = False,
     method: Method | None = None,
     init_from: Path | None = None,
+    start_over: str | None = None,
 ) -> TrainResult:
     """Train one adapter on `backbone` per `recipe`; the best adapter (validation AUC) ends in run_dir/best.
 
     The loss and the micro-batches come from `method` (default: the one `recipe.method` names); `init_from`: an
-    adapter folder to start from (a continual update) instead of the tuner's initialisation."""
-    trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir)
+    adapter folder to start from (a continual update) instead of the tuner's initialisation; `start_over`: how the
+    caller starts over a run that cannot resume (default: the `restart` option)."""
+    trainer = Trainer(recipe, backbone, train_cases, val_cases, run_dir, start_over)
     trainer.setup(resume=resume, method=method, init_from=init_from)
     trainer.resume()
     return trainer.run()

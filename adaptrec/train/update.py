@@ -15,7 +15,7 @@ from ..backbone import load_backbone
 from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
 from ..data.sampling import few_shot
-from ..errors import AdaptrecError, ConfigError, RegistryError
+from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
@@ -39,7 +39,7 @@ def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int
     """`new` plus enough of `old` (a seeded draw, without replacement, at most all of it) that old cases make up
     `share` of the mix, shuffled; and how many old ones went in."""
     if not 0 <= share < 1:
-        raise ConfigError(f"--replay {share}: expected a share in [0, 1)")
+        raise ConfigError(f"{option('replay', share)}: expected a share in [0, 1)")
     rng = random.Random(seed)
     n_old = min(len(old), round(len(new) * share / (1 - share)))
     mixed = list(new) + rng.sample(list(old), n_old)
@@ -90,7 +90,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     """Warm-start from `ref`'s weights, train on `data`'s labelled cases plus a `replay` share of `ref`'s original
     training cases for `steps` optimizer steps (default: its recipe's), register the next version of its name."""
     if steps is not None and steps < 1:
-        raise ConfigError(f"--steps {steps}: expected at least 1 optimizer step")
+        raise ConfigError(f"{option('steps', steps)}: expected at least 1 optimizer step")
     registry = registry or Registry()
     parent = registry.resolve(ref)
     if not parent.recipe_text:
@@ -106,10 +106,10 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     text = with_sets(sets)
     recipe: Recipe = recipe_from_text(text, parent.ref)
     check_new_run(recipe)
-    dataset = recipe_data(recipe, data, "--data")  # read once: feedback may arrive meanwhile
+    dataset = recipe_data(recipe, data, option("data"))  # read once: feedback may arrive meanwhile
     new = [c for c in dataset.cases if c.label is not None]
     if not new:
-        raise ConfigError(f"--data {data}: no labelled cases to update on")
+        raise ConfigError(f"{option('data', data)}: no labelled cases to update on")
     old = _replay_pool(recipe, parent) if replay else []
     mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
     try:
@@ -124,7 +124,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                   "settings": recipe.model_dump(mode="json"), "replayed": event_keys(old), "valid": event_keys(val)})
     run_dir = adaptrec_home() / "runs" / f"{parent.name}-update-{key[:10]}"
     with run_folder_held(run_dir):  # through registering: a second run of the same update waits its turn
-        result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path)
+        result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path,
+                       start_over=f"remove {run_dir} to start the update over")
         record = _registered(registry, run_dir, parent, result.adapter_dir)
         if record is None:
             lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,

@@ -10,7 +10,7 @@ from router_helpers import register_random
 
 import adaptrec
 from adaptrec.batch import ray_engine
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, command_line, option
 from adaptrec.registry import Registry
 
 ray = pytest.importorskip("ray")
@@ -23,7 +23,7 @@ def no_ray_start(monkeypatch):
     monkeypatch.setattr(ray_engine, "_init_ray", lambda ray: pytest.fail("Ray started before the checks failed"))
 
 
-@pytest.mark.parametrize("bad, match", [({"template": "tallrecc"}, "template 'tallrecc'"),
+@pytest.mark.parametrize("bad, match", [({"template": "tallrecc"}, "template='tallrecc'"),
                                         ({"backbone": "no/such-model"}, "no/such-model"),
                                         ({"quantization": "3bit"}, "quantization '3bit'")])
 def test_bad_options_fail_before_ray_starts(tiny_model_dir, tmp_path, no_ray_start, bad, match):
@@ -59,7 +59,11 @@ def test_actors_load_the_version_the_driver_resolved(monkeypatch, tiny_model_dir
     monkeypatch.setattr(ray.data, "from_items", lambda items, **kwargs: Plan())
     adaptrec.write_predictions("movie-lora", data=data_file(tmp_path), out=tmp_path / "p.jsonl", engine="ray",
                                **engine_options(tiny_model_dir))
-    assert handed["adapter"] == "movie-lora:2"
+    assert handed["adapter"] == "movie-lora:2" and handed["flags"] is False
+    with command_line():  # `adaptrec score --engine ray`: the actors' messages name flags too
+        adaptrec.write_predictions("movie-lora", data=data_file(tmp_path), out=tmp_path / "p.jsonl", engine="ray",
+                                   **engine_options(tiny_model_dir))
+    assert handed["flags"] is True
 
 
 def test_an_actor_sends_its_error_back_as_its_one_line(monkeypatch, tiny_model_dir, tmp_path):
@@ -75,3 +79,18 @@ def test_an_actor_sends_its_error_back_as_its_one_line(monkeypatch, tiny_model_d
     with pytest.raises(AdaptrecError, match="gone-lora") as e:
         ray_engine.checked_rows(table)
     assert len(str(e.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, spelled", [(False, "quantization='none'"), (True, "--quantization none")])
+def test_an_actor_spells_options_as_its_driver(monkeypatch, tmp_path, flags, spelled):
+    """An actor is another process: under `adaptrec score --engine ray` its messages named Python keywords."""
+    def refuse(*args, **kwargs):
+        raise AdaptrecError(f"load the backbone with {option('quantization', 'none')}")
+
+    monkeypatch.setattr(ray_engine, "load_backbone", refuse)
+    threads = torch.get_num_threads()
+    try:
+        actor = ray_engine.ScoreActor("bb", "8bit", str(tmp_path), None, False, {}, flags=flags)
+    finally:
+        torch.set_num_threads(threads)
+    assert actor.failure == f"load the backbone with {spelled}"

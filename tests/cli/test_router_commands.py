@@ -78,13 +78,13 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
     unknown.write_text(json.dumps({"user_id": "u2", "domain": "office", "target_id": "o3", "candidates": ["o3", "zz9"]})
                        + "\n")
     for args, needle in (([*search, "--data", "amazon:office:test"], "keep the test split"),
-                         ([*search, "--data", log, "--weights", "1,1"], "not both"),
+                         ([*search, "--data", log, "--weights", "1,1"], "exclude each other"),
                          ([*search, "--data", log, "--method", "nope"], "expected one of"),
                          ([*search, "--data", log, "--density", "2", "--method", "ties"], "density 2.0"),
                          ([*search, "--data", log, "--l1", "nan"], "--l1 nan"),  # was: equal weights, exit 0
                          (["compose", "--from", "arts-lora", "--name", "x", "--search", "--data", log],
                           "at least two adapters"),  # was: after the backbone loaded and every case was scored
-                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates-file",
                            str(unknown)], "candidate item 'zz9' is not in the office catalogue"),
                          (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
                          (["compose", "--from", "arts-lora,office-lora", "--method", "linear", "--name", "x"],
@@ -93,7 +93,7 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                          (["compose", "--from", "arts-lora,office-lora", "--name", "x", "--shots", "8", "--l1", "0"],
                           "compose --shots, --l1: only the weight search reads these"),  # was: equal weights, exit 0
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
-                          "template 'x'"),
+                          "--template x"),
                          (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue"),
                          (["route", "--user", "u2", "--domain", "", "--data", log], "bad domain ''"),  # was: blamed
                          (["recommend", "--user", "u2", "--domain", " ", "--data", log], "bad domain ' '")):  # the user
@@ -115,7 +115,7 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                           "no history to retrieve candidates from"),  # was: after the backbone's conversion
                          (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", "nosuch"],
                           "nosuch"),  # was: both after the backbone's conversion (a whole download for a Hub id)
-                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates",
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates-file",
                            str(unknown)], "not in the office catalogue")):
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
         assert code == 2 and needle in err, err
@@ -176,7 +176,7 @@ def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup
     cands.write_text(json.dumps({"user_id": "u2", "domain": "office", "target_id": "o3",
                                  "candidates": ["o3", "o0", "o5"]}) + "\n")
     code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
-                             "--candidates", str(cands), "--top-k", "2", *bb)
+                             "--candidates-file", str(cands), "--top-k", "2", *bb)
     assert code == 0, err
     ranked = [line for line in out.splitlines() if line.strip()[:2] in ("1.", "2.")]
     assert len(ranked) == 2 and "warm" in out

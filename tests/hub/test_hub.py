@@ -511,7 +511,7 @@ def test_a_registry_name_that_is_no_repo_name_asks_for_repo(lora_src, tmp_path, 
     rec = _register(lora_src, name="movie+lora")
     mirror = tmp_path / "adapters_hub"
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
-    assert "movie+lora is no mirror repo name" in _one_line_error(code, err) and "pass --repo NAME" in err
+    assert "movie+lora is no mirror repo name" in _one_line_error(code, err) and "name one with --repo" in err
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--repo", "movie-lora")
     assert code == 0 and (mirror / "movie-lora" / "v1" / "adaptrec.json").is_file(), err
 

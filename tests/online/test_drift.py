@@ -74,7 +74,7 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1
     assert (tmp_path / "drift.png").stat().st_size > 10_000
     code, out, _ = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny)
-    assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and "before: 20 cases" in out
+    assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and f"before ({before}): 20 cases" in out
     assert "over cases, not users" in out and "(popularity transductive here)" in out.splitlines()[1]
     code, _, err = run_cli(monkeypatch, capsys, "drift", "books", "--before", before, "--after", after, *tiny)
     assert code == 2 and "no promoted adapter" in err
@@ -91,6 +91,7 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
     import adaptrec
     import adaptrec.online.drift as drift_mod
     from adaptrec.errors import ConfigError
+    from adaptrec.online.drift import summary
 
     make_registry(tiny_model_dir, os.environ["ADAPTREC_HOME"])
     log_feedback(synthetic_cases(20, seed=1, domain="arts"), t0=1000)
@@ -99,9 +100,9 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
     monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     with pytest.raises(ConfigError, match="no promoted adapter"):
         adaptrec.drift("books", **windows)
-    with pytest.raises(ConfigError, match="--after: drift needs labelled cases of both classes"):
+    with pytest.raises(ConfigError, match="^after: drift needs labelled cases of both classes"):
         adaptrec.drift("arts", before=windows["before"], after="feedback:arts[0:1]")
-    with pytest.raises(ConfigError, match="--plot"):
+    with pytest.raises(ConfigError, match=f"^plot='{tmp_path}': expected a PNG file"):
         adaptrec.drift("arts", **windows, plot=tmp_path)
     monkeypatch.setattr(adaptrec.api, "_backbone", real_backbone)
     scored = []
@@ -110,6 +111,8 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
                         real_scores(bb, reg, refs, *a, **k))
     report = adaptrec.drift("arts", **windows, adapter="arts-lora", backbone=str(tiny_model_dir), quantization="none")
     assert scored == [["arts-lora:1"], ["arts-lora:1"]] and report["adapter"] == "arts-lora:1"
+    assert (report["before"]["spec"], report["after"]["spec"], report["seed"]) == (*windows.values(), 0)
+    assert "before (feedback:arts[0:10]): " in summary(report)  # the report says which windows it compared
 
 
 def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():

@@ -41,7 +41,7 @@ def test_replay_mix_keeps_the_share_and_is_seeded():
     assert replay_mix(new, old, 0.2, seed=1)[0] == mixed
     assert replay_mix(new, old[:3], 0.5, seed=1)[1] == 3  # never more than the old data holds
     assert replay_mix(new, old, 0.0, seed=1)[1] == 0
-    with pytest.raises(ConfigError, match="--replay"):
+    with pytest.raises(ConfigError, match="^replay=1.0: expected a share"):
         replay_mix(new, old, 1.0, seed=1)
 
 
@@ -318,6 +318,21 @@ def test_an_update_killed_before_it_recorded_its_version_registers_no_second_one
     (first.train.run_dir / REGISTERED).unlink()  # as if killed right after registering
     again = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1)
     assert again.record.ref == first.record.ref and [r.version for r in Registry().list(name="tiny")] == [1, 2]
+
+
+def test_an_update_that_cannot_resume_says_how_to_start_it_over(trained):
+    """An update has no restart option: its refusal to resume named `restart=True` (`--restart`), which `update`
+    does not take."""
+    from adaptrec.train.update import REGISTERED
+
+    parent, _ = trained
+    log_feedback(synthetic_cases(12, seed=5))
+    first = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1)
+    run_dir = first.train.run_dir
+    (run_dir / REGISTERED).unlink()  # so the rerun trains (resumes) in the same folder
+    (run_dir / "metrics.jsonl").write_text("not json\n{}\n")
+    with pytest.raises(ConfigError, match=f"or remove {run_dir} to start the update over$"):
+        update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=1)
 
 
 def test_a_decision_against_a_champion_that_changed_meanwhile_is_not_recorded(trained, tiny_model_dir, monkeypatch):

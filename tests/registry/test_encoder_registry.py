@@ -119,7 +119,7 @@ def test_registered_encoders_are_rows_of_eval_reports_on_their_own_source_only(t
     r = full_ranks(encoder, [c.user_id for c in positives], [c.target_id for c in positives],
                    [[h.item_id for h in c.history] for c in positives], [ds.user_items[c.user_id] for c in positives])
     assert row.metrics["full_hit@10"].value == pytest.approx(float(np.mean(r <= 10)))
-    with pytest.raises(AdaptrecError, match="--full-catalogue ranks encoder rows"):
+    with pytest.raises(AdaptrecError, match="^full_catalogue ranks encoder rows"):
         adaptrec.evaluate(data="movielens:100k:loo:test", full_catalogue=True, **common)
     adaptrec.api.train_cf("als", data="movielens:100k:loo", dim=8, epochs=2)  # a second version: the latest counts
     by_default = {**common, "encoders": None}

@@ -211,7 +211,7 @@ def test_recommend_scores_with_the_prompt_the_routed_adapters_trained_with(tiny_
     other = registry.register(plain.path, name="other", domain="arts", kind="trained", adapter_type="lora",
                               adapter_config=None, fingerprint=plain.fingerprint,
                               recipe_text=recipe.replace("template: tallrec-stats", "template: tallrec"))
-    with pytest.raises(AdaptrecError, match="different prompt templates \\(tallrec, tallrec-stats\\); pass --template"):
+    with pytest.raises(AdaptrecError, match="different prompt templates \\(tallrec, tallrec-stats\\); pass template$"):
         routed_prompt(registry, serving(stats.ref, other.ref))
     chat = routed_prompt(registry, serving(stats.ref, other.ref), "chat")
     assert chat == {"template": "chat", "max_prompt_tokens": 512}

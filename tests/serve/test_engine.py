@@ -162,8 +162,8 @@ def test_an_adapter_trained_with_another_template_is_refused_not_served_in_the_s
                             recipe_text=load_recipe("movie-lora")[1]).ref
     engine = Engine(fresh_backbone(tiny_model_dir), registry)
     with pytest.raises(Unservable, match=f"{ref} was trained with the tallrec-stats prompt template and this "
-                                         "server renders tallrec: serve it from a server started with --template "
-                                         "tallrec-stats"):
+                                         "server renders tallrec: serve it from a server started with "
+                                         "template='tallrec-stats'"):
         engine.load(ref)
     engine.load(plain)  # its own template
     odd = register_random(tiny_model_dir, registry, "odd", {"type": "lora", "r": 4}, seed=2,

@@ -193,3 +193,16 @@ def test_a_stop_that_arrives_while_a_batch_gathers_still_stops_the_worker():
 
     np.testing.assert_array_equal(_run(go()), [[0, 1, 2]])
     assert engine.batches == [[("a", "p1")]]
+
+
+def test_request_preparation_runs_in_the_context_of_the_server_s_starter():
+    """Under `adaptrec serve` a refusal prepared off the event loop (an adapter an anonymous request may not name)
+    named the Python keyword: the preparation thread ran without the command line's context."""
+    from adaptrec.errors import command_line, option
+
+    async def spelled() -> str:
+        return await _worker(FakeEngine()).prepare(lambda: option("allow_any_adapter", True))
+
+    with command_line():
+        assert _run(spelled()) == "--allow-any-adapter"
+    assert _run(spelled()) == "allow_any_adapter=True"

@@ -166,7 +166,7 @@ def test_a_checkpoint_resumes_only_over_the_same_cases(tiny_model_dir, tmp_path)
     read other batches, mixing two data sets, unlike the uninterrupted run it claims to equal)"""
     _checkpointed_then_resumed(tiny_model_dir, tmp_path / "same").resume()
     grown = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "grown", train_cases=9)
-    with pytest.raises(ConfigError, match="other training or validation cases .* pass --restart"):
+    with pytest.raises(ConfigError, match="other training or validation cases .* pass restart=True$"):
         grown.resume()
     extra = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "extra")
     extra.method.own_cases = lambda: synthetic_cases(3)  # e.g. a multi-task run's other domain, logged meanwhile
@@ -179,7 +179,7 @@ def test_a_checkpoint_resumes_only_on_the_same_backbone_precision_and_teacher(ti
     with a newer version of the teacher, without a word: half the steps trained one thing, half another)"""
     other = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "weights")
     other.backbone.fingerprint = replace(other.backbone.fingerprint, exact="0" * 64)
-    with pytest.raises(ConfigError, match="another backbone \\(.* pass --restart"):
+    with pytest.raises(ConfigError, match="another backbone \\(.* pass restart=True$"):
         other.resume()
     kernel = _checkpointed_then_resumed(tiny_model_dir, tmp_path / "kernel")
     kernel.backbone.backend = "bf16"
@@ -358,7 +358,7 @@ def test_adapter_settings_the_backbone_refutes_name_the_recipe(tiny_backbone, tm
 def test_existing_checkpoints_need_resume(tiny_backbone, tmp_path):
     recipe = tiny_recipe(str(tiny_backbone.source), 2)
     train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="pass resume=True to continue it, or pass restart=True$"):
         train(recipe, tiny_backbone, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
 
 
