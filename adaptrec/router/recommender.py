@@ -15,7 +15,7 @@ from ..adapters.files import MIX_TYPE
 from ..data.history_file import HistoryEntry, Item, parse_history, parse_items
 from ..data.prompts import UnknownItemsWarning, plain_template, unknown_items
 from ..data.records import Case, default_noun
-from ..errors import DataFormatError
+from ..errors import DataFormatError, option
 from ..scoring.core import PROMPT_TOKENS, Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
@@ -79,7 +79,7 @@ class Recommender:
         """The `k` best candidates as (the candidate as given: its title, or its {"title", "item_id"}, score), best
         first."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise DataFormatError(f"k {k!r}: expected an integer >= 1")
+            raise DataFormatError(f"{option('k', k)}: expected an integer >= 1")
         listed = isinstance(candidates, Iterable) and not isinstance(candidates, (str, bytes, dict))
         given = list(candidates) if listed else candidates  # anything else is refused by `cases`, in one line
         cases = self.cases(history, given)

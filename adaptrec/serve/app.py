@@ -39,7 +39,7 @@ from .engine import Engine, ServeError
 from .envelope import add_error_handlers
 from .explore import greedy
 from .guards import ADMIN_KEY, Guard
-from .metrics import OTHER_DOMAIN, Metrics
+from .metrics import Metrics, pyes_series
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
@@ -141,8 +141,8 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
         whose logging fails is not observed: it gets an error, not these scores."""
         def work() -> str | None:
             request_id = logger.record(endpoint, req, p, targets, s, slate) if logger is not None else None
-            if req.mode == "pyes":  # a named adapter (a challenger, say) is not the domain's own: `<other>`
-                metrics.observe_scores(req.domain if req.adapter is None else OTHER_DOMAIN,
+            if req.mode == "pyes":
+                metrics.observe_scores(pyes_series(req.domain, req.adapter, p.decision.mode),
                                        s if slate is None else np.asarray(s)[slate.order])
             return request_id
         return await asyncio.to_thread(work)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 
 from adaptrec.errors import AdaptrecError
+from adaptrec.router.policy import COLD_SUFFIX
 
 UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -16,6 +17,16 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other token: `other`
 OTHER_DOMAIN = "<other>"  # domains without a promoted adapter share one series: a label never grows unbounded
+
+
+def pyes_series(domain: str, named_adapter: str | None, mode: str) -> str:
+    """The `adaptrec_pyes` series an answer feeds: a routed warm user's, its domain's (the champion's drift signal);
+    a cold-start user's, `<domain>:cold` (another adapter, on other-domain history); a request naming its own
+    adapter (a challenger, say), `OTHER_DOMAIN`. A series no promoted alias names goes to `OTHER_DOMAIN` when
+    observed."""
+    if named_adapter is not None:
+        return OTHER_DOMAIN
+    return domain + COLD_SUFFIX if mode == "cold" else domain
 
 
 def route_of(request: Request) -> str:

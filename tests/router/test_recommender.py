@@ -41,7 +41,7 @@ def test_items_that_would_be_misread_are_refused_in_one_line(recommender):
     with pytest.raises(DataFormatError, match=r"items\[1\]\.item_id: expected a catalogue id string, got 7"):
         recommender.score(HISTORY, ["Babe (1995)", {"title": "Ran (1985)", "item_id": 7}])
     for k in (0, -1, 2.0, True):
-        with pytest.raises(DataFormatError, match=f"k {k!r}: expected an integer >= 1"):
+        with pytest.raises(DataFormatError, match=f"^k={k!r}: expected an integer >= 1"):
             recommender.rank(HISTORY, ["Babe (1995)"], k=k)
     array = np.array(["Babe (1995)", "Ran (1985)"])
     assert sorted(str(item) for item, _ in recommender.rank(HISTORY, array, k=np.int64(2))) == list(array)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from router_helpers import fresh_backbone
-from serve_helpers import user_case
+from serve_helpers import make_registry, user_case
 
 from adaptrec.data.online_log import OnlineLog, OnlineLogError
 from adaptrec.data.spec import load_spec
@@ -186,6 +186,34 @@ def test_pyes_histogram_by_promoted_domain_and_one_series_for_the_rest(app_clien
     counts = {s.labels["domain"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "adaptrec_pyes_count"}
     assert counts == {"arts": 3, "<other>": 3}
+
+
+def test_cold_start_answers_feed_the_cold_series_not_the_champion_s(tiny_model_dir, tmp_path, monkeypatch):
+    """A cold-start user is served by another adapter on other-domain history: counted under the domain, their
+    scores blurred the champion's drift signal. Under `<domain>:cold` when a cold-start adapter is promoted there,
+    else under `<other>`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from adaptrec.serve.metrics import pyes_series
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path))
+    registry = make_registry(tiny_model_dir, tmp_path)
+    cold = {**body(items=['"x"']), "history": [{"text": '"Pen"', "liked": True, "domain": "office"}]}
+
+    def counts(client) -> dict:
+        with client as c:
+            assert c.post("/v1/score", json=body(items=['"x"', '"y"'])).status_code == 200  # warm: 3 arts items
+            r = c.post("/v1/score", json=cold)
+            assert r.status_code == 200 and "cold start" in r.json()["reason"], r.text
+            text = c.get("/metrics").text
+        return {s.labels["domain"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "adaptrec_pyes_count"}
+
+    engine = Engine(fresh_backbone(tiny_model_dir), Registry(tmp_path))
+    assert counts(TestClient(create_app(engine, ServeOptions()))) == {"arts": 2, "<other>": 1}
+    registry.promote("office-lora", "arts:cold")
+    assert counts(TestClient(create_app(engine, ServeOptions()))) == {"arts": 2, "arts:cold": 1}
+    assert pyes_series("arts", "arts-lora", "warm") == "<other>"
 
 
 def test_the_feedback_spec_grammar():

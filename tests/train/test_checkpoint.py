@@ -70,7 +70,7 @@ def test_checkpoint_files_and_folder_are_fsynced_before_the_rename(tmp_path, mon
 def test_a_truncated_last_metrics_line_is_dropped_not_fatal(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"step": 1, "loss": 0.7}) + "\n" + json.dumps({"step": 2, "loss": 0.6}) + "\n{\"step\": 3, \"lo")
-    _trim_metrics(path, 5)
+    _trim_metrics(path, 5, "pass restart=True")
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
