@@ -573,6 +573,11 @@ class Registry:
 
     def aliases(self) -> dict[str, str]:
         """{domain: "name:version"} for every promoted domain."""
+        return {domain: ref for domain, (ref, _) in self.promotions().items()}
+
+    def promotions(self) -> dict[str, tuple[str, str]]:
+        """{domain: ("name:version", when it was made champion)} for every promoted domain: a version promoted
+        again (after a rollback, say) has a later time."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT domain, name, version FROM aliases ORDER BY domain")
-            return {r[0]: f"{r[1]}:{r[2]}" for r in rows}
+            rows = conn.execute("SELECT domain, name, version, promoted FROM aliases ORDER BY domain")
+            return {r[0]: (f"{r[1]}:{r[2]}", r[3]) for r in rows}

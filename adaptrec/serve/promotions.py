@@ -5,8 +5,9 @@ it is still in flight (the drain).
 
 Until the first poll after a domain's first promotion, that domain routes straight to the registry's alias (loaded on
 first use), so a fresh promotion serves at once. A new champion that cannot load (corrupt files, another base model,
-a failed load) is not switched to: the old one keeps serving, and the failure is logged once. A poll that fails for a
-passing reason (a busy registry, a full queue) is logged and retried at the next one.
+a failed load) is not switched to: the old one keeps serving, and the failure is logged once; promoted anew (a
+rollback and a re-promotion between two polls included) it is tried again. A poll that fails for a passing reason
+(a busy registry, a full queue) is logged and retried at the next one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Switch:
     domain: str
     old: str | None
     new: str | None  # None: the domain lost its champion (`registry remove --force`); it is routed as unpromoted
+    promoted: str = ""  # when `new` was made champion
 
 
 @dataclass
@@ -64,8 +66,8 @@ class PromotionWatcher:
     event loop, so counts never race."""
 
     routing: ServedRegistry
-    failed: set[tuple[str, str]] = field(default_factory=set)  # (domain, champion) that could not load: not retried
-    # while that domain still names it
+    # (domain, champion, when promoted) that could not load: not retried until promoted anew (after a rollback, say)
+    failed: set[tuple[str, str, str]] = field(default_factory=set)
     draining: set[str] = field(default_factory=set)  # old champions to unload once nothing holds them
     in_flight: Counter = field(default_factory=Counter)
     switches: int = 0
@@ -81,11 +83,12 @@ class PromotionWatcher:
         self.in_flight.subtract(refs)
 
     def changes(self) -> list[Switch]:
-        current = self.routing.registry.aliases()
-        # promoted again later (after a rollback seen by a poll), or for another domain: tried again
-        self.failed = {(domain, ref) for domain, ref in self.failed if current.get(domain) == ref}
-        return [Switch(domain, self.routing.served.get(domain), ref) for domain, ref in current.items()
-                if self.routing.served.get(domain) != ref and (domain, ref) not in self.failed] + \
+        current = self.routing.registry.promotions()
+        # promoted again later (even within one poll), or for another domain: tried again
+        self.failed = {failure for failure in self.failed if current.get(failure[0]) == failure[1:]}
+        return [Switch(domain, self.routing.served.get(domain), ref, when)
+                for domain, (ref, when) in current.items()
+                if self.routing.served.get(domain) != ref and (domain, ref, when) not in self.failed] + \
             [Switch(domain, ref, None) for domain, ref in self.routing.served.items() if domain not in current]
 
     async def run(self, engine, worker, interval: float) -> None:
@@ -120,7 +123,7 @@ class PromotionWatcher:
         except PASSING:
             raise
         except NOT_SERVABLE as e:
-            self.failed.add((switch.domain, switch.new))
+            self.failed.add((switch.domain, switch.new, switch.promoted))
             log.warning("not switching %s to %s, which cannot serve (%s); %s keeps serving", switch.domain,
                         switch.new, e, switch.old or "the registry's alias")
             return

@@ -173,6 +173,19 @@ def test_promote_and_promoted(reg, src):
         reg.promote("ghost", "movies")
 
 
+def test_promotions_tell_a_version_promoted_again_from_one_never_demoted(reg, src):
+    """A server's watcher compares these: the same version promoted again after a rollback has a later time."""
+    reg_one(reg, src), reg_one(reg, src)
+    reg.promote("movies-lora:1", "movies")
+    reg.promote("movies-lora:2", "movies")
+    first = reg.promotions()["movies"]
+    reg.rollback("movies")
+    reg.promote("movies-lora:2", "movies")
+    again = reg.promotions()["movies"]
+    assert first[0] == again[0] == "movies-lora:2" and again[1] > first[1]
+    assert reg.aliases() == {"movies": "movies-lora:2"}
+
+
 def test_remove_refuses_promoted_unless_force(reg, src):
     reg_one(reg, src)
     rec = reg_one(reg, src)

@@ -14,9 +14,13 @@ from adaptrec.serve.promotions import PromotionWatcher, ServedRegistry
 class FakeRegistry:
     def __init__(self, aliases: dict[str, str]):
         self.current, self.removed = dict(aliases), set()
+        self.promoted_at: dict[str, str] = {}  # domain -> when its champion was promoted (default "")
 
     def aliases(self) -> dict[str, str]:
         return dict(self.current)
+
+    def promotions(self) -> dict[str, tuple[str, str]]:
+        return {domain: (ref, self.promoted_at.get(domain, "")) for domain, ref in self.current.items()}
 
     def resolve(self, ref: str):
         if ref in self.removed:
@@ -73,7 +77,7 @@ def test_a_champion_the_engine_refuses_is_not_retried_and_other_domains_switch()
     dora = ServeError("books-dora:1 is a DoRA adapter: peft cannot batch DoRA per row")
     watcher, engine = _polls(registry, {"books-dora:1": dora}, {"books": "books-dora:1", "movie": "movie-lora:2"})
     assert watcher.routing.served == {"books": "books-lora:1", "movie": "movie-lora:2"}
-    assert watcher.failed == {("books", "books-dora:1")} and watcher.switches == 1
+    assert watcher.failed == {("books", "books-dora:1", "")} and watcher.switches == 1
     assert engine.resident == {"books-lora:1", "movie-lora:2"}  # the old movie version drained
     registry.current["books"] = "books-lora:1"  # rolled back, then promoted again once it can serve (was: never tried)
     watcher.changes()
@@ -88,12 +92,24 @@ def test_a_version_that_failed_for_one_domain_is_tried_when_promoted_for_another
     """Failures are kept per (domain, version) (was: per version, so its promotion elsewhere was never tried)."""
     registry = FakeRegistry({"books": "books-lora:1", "movie": "movie-lora:1"})
     watcher, engine = _polls(registry, {"shared:1": ServeError("a load failed")}, {"books": "shared:1"})
-    assert watcher.failed == {("books", "shared:1")}
+    assert watcher.failed == {("books", "shared:1", "")}
     del engine.refuse["shared:1"]
     registry.current["movie"] = "shared:1"
 
     _poll(watcher, engine)
     assert watcher.routing.served == {"books": "books-lora:1", "movie": "shared:1"}
+
+
+def test_a_champion_rolled_back_and_promoted_again_between_two_polls_is_tried_again():
+    """The watcher saw the same alias before and after, so the failure stood and the re-promotion was never tried."""
+    registry = FakeRegistry({"books": "books-lora:1"})
+    watcher, engine = _polls(registry, {"books-dora:1": ServeError("a load failed")}, {"books": "books-dora:1"})
+    assert watcher.routing.served == {"books": "books-lora:1"}
+    del engine.refuse["books-dora:1"]  # fixed, then rolled back and promoted again before the next poll
+    registry.promoted_at["books"] = "2026-12-07T01:00:00.000001+00:00"
+
+    _poll(watcher, engine)
+    assert watcher.routing.served == {"books": "books-dora:1"} and watcher.failed == set()
 
 
 def test_a_busy_registry_is_retried_not_marked_failed():
