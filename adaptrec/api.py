@@ -553,7 +553,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                             "each shown item's propensity for its feedback, so it needs the request log: "
                             f"{option('request_log', True)}")
     if registry_home is not None and not Path(registry_home).is_dir():  # a typo would serve an empty new registry
-        raise AdaptrecError(f"{option('registry_home', str(registry_home), flag='--registry')}: no such folder")
+        raise AdaptrecError(f"{option('registry_home', registry_home, flag='--registry')}: no such folder")
     check_address(host, port)
     options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding,
                            max_wait_ms=max_wait_ms,

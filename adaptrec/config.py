@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from .adapters.base import AdapterConfig
-from .errors import ConfigError, DataSpecError, RegistryError
+from .errors import ConfigError, DataSpecError, RegistryError, option
 from .fingerprint import digest, text_digest
 from .names import check_domain, check_name
 from .userfiles import NEW_SETTINGS, UserSettings, read_user_text
@@ -203,10 +203,15 @@ class Recipe(UserSettings):
         return self
 
 
+def _named(item: str) -> str:
+    """An override as the caller gave it: a `--set` item, or an item of `overrides`."""
+    return f"{option('overrides', flag='--set')} {item!r}"
+
+
 def _parse_override(item: str, source: str) -> tuple[list[str], object]:
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise ConfigError(f"{source}: --set {item!r}: expected key=value, e.g. training.lr=1e-4")
+        raise ConfigError(f"{source}: {_named(item)}: expected key=value, e.g. training.lr=1e-4")
     try:
         parsed = yaml.safe_load(value) if value else ""
     except (yaml.YAMLError, RecursionError):  # not a YAML value: the text itself
@@ -221,7 +226,7 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
         node = raw
         for part in path[:-1]:
             if not isinstance(node.setdefault(part, {}), dict):
-                raise ConfigError(f"{source}: --set {item!r}: {part!r} is not a section")
+                raise ConfigError(f"{source}: {_named(item)}: {part!r} is not a section")
             node = node[part]
         node[path[-1]] = value
     return raw

@@ -31,7 +31,8 @@ def on_command_line() -> bool:
 def option(name: str, value: object = _UNSET, *, flag: str | None = None) -> str:
     """Option `name` (its Python keyword), with `value` when given, as the caller wrote it: `top_k=0` in Python,
     `--top-k 0` on the command line (`flag`: the option's flag where it is not `--` and `name` with dashes; a boolean
-    value reads as the flag, or its `--no-` form; empty text, or text with spaces, in shell quotes). A path reads as its
+    value reads as the flag, or its `--no-` form; empty text or text with spaces in shell quotes, text with a line
+    break or another unprintable character as Python writes it, so the message stays one line). A path reads as its
     text."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -42,8 +43,10 @@ def option(name: str, value: object = _UNSET, *, flag: str | None = None) -> str
         return flag if value else "--no-" + flag.removeprefix("--")
     if value is _UNSET:
         return flag
-    bare = not isinstance(value, str) or (value and not any(c.isspace() for c in value))
-    return f"{flag} {value if bare else shlex.quote(value)}"
+    text = str(value)
+    if not text.isprintable():
+        return f"{flag} {text!r}"
+    return f"{flag} {text if text and not any(c.isspace() for c in text) else shlex.quote(text)}"
 
 
 class AdaptrecError(Exception):

@@ -278,7 +278,9 @@ def trained(plan: Plan, best: str, encoder, variant: str, seed: int) -> tuple:
         val_cases = hard_cases(encoder, "valid", [valid_users[i] for i in chosen], plan.rerank_k, seed)
         backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                                  int8_backend=recipe.backbone.int8_backend)
-        result = train(recipe, backbone, train_cases, val_cases, run_dir_for(recipe), resume=True)
+        run_dir = run_dir_for(recipe)
+        result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=True,
+                       start_over=f"remove {run_dir} to train this variant again")
         model = result.model
         model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
         model.set_adapter("best")

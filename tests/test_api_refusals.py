@@ -204,6 +204,8 @@ def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp
     (lambda: adaptrec.route("u1", "arts", history=["Heat (1995)"], cold_mix="arts-lora,office-lora",
                             cold_weights="a,b"),  # was: `weights`, which route does not take
      "cold_weights='a,b': expected comma-separated numbers", "--cold-weights a,b: expected comma-separated numbers"),
+    (lambda: adaptrec.plan("movie-lora", overrides=["nokey"]), "overrides 'nokey': expected key=value",
+     "--set 'nokey': expected key=value"),
 ])
 def test_a_refusal_names_the_option_as_the_caller_wrote_it(no_backbone, call, python, flags):
     """From Python a refusal names the keyword (`candidates=5`), under the command line the flag (`--candidates 5`):
@@ -226,4 +228,6 @@ def test_option_spells_values_flags_and_booleans_for_each_caller():
         assert [option("top_k"), option("top_k", 0), option("out", "p.jsonl"), option("force", True),
                 option("request_log", False), option("registry_home", "r", flag="--registry")] == \
             ["--top-k", "--top-k 0", "--out p.jsonl", "--force", "--no-request-log", "--registry r"]
+        assert [option("data", "a b"), option("data", ""), option("data", "a\nb")] == \
+            ["--data 'a b'", "--data ''", "--data 'a\\nb'"]  # one line, pasteable where it can be
     assert option("top_k") == "top_k"  # the command line's spelling ends with it

@@ -88,7 +88,7 @@ class Composition:
 def check_weights(method: str, weights: Sequence[float], n: int) -> None:
     """One finite weight per adapter; `mix` needs non-negative weights with a positive sum."""
     if method not in METHODS:
-        raise CompositionError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+        raise CompositionError(f"{option('method', method)}: expected one of {', '.join(METHODS)}")
     if n < 1:
         raise CompositionError("compose needs at least one adapter")
     if len(weights) != n or not all(math.isfinite(w) for w in weights):

@@ -136,7 +136,7 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         yield
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # before the HTTP ones: both are OSErrors
         raise HubError(f"{what}: cannot reach {where} (offline, or HF_HUB_OFFLINE is set); "
-                       f"use an offline mirror folder instead (push with {option('to')} FOLDER, pull from "
+                       f"use an offline mirror folder instead (push with {option('to', 'FOLDER')}, pull from "
                        "FOLDER)") from None
     except RevisionNotFoundError:
         raise HubError(f"{what}: {repo_id} has no revision {revision!r} at {where}; check the branch, tag or commit") from None

@@ -213,7 +213,7 @@ def push_to_mirror(
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
     """
     if mirror.exists() and not mirror.is_dir():
-        raise HubError(f"{option('to', str(mirror))}: is a file; name the mirror folder (created if missing)")
+        raise HubError(f"{option('to', mirror)}: is a file; name the mirror folder (created if missing)")
     registry = registry or Registry()
     record = registry.resolve(ref)
     revision = check_mirror_revision(revision or f"v{record.version}")

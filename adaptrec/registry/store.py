@@ -576,8 +576,12 @@ class Registry:
         return {domain: ref for domain, (ref, _) in self.promotions().items()}
 
     def promotions(self) -> dict[str, tuple[str, str]]:
-        """{domain: ("name:version", when it was made champion)} for every promoted domain: a version promoted
-        again (after a rollback, say) has a later time."""
+        """{domain: ("name:version", a mark of the promotion that made it champion)} for every promoted domain. The
+        mark changes with every promotion or rollback of the domain, the same version promoted again included, and
+        with nothing else: the audit trail's sequence number of that decision, and its time (the time alone for an
+        alias set before the trail)."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT domain, name, version, promoted FROM aliases ORDER BY domain")
-            return {r[0]: (f"{r[1]}:{r[2]}", r[3]) for r in rows}
+            rows = conn.execute(
+                "SELECT a.domain, a.name, a.version, a.promoted, (SELECT MAX(d.seq) FROM decisions d "
+                "WHERE d.domain = a.domain AND d.action IN ('promote', 'rollback')) FROM aliases a ORDER BY a.domain")
+            return {r[0]: (f"{r[1]}:{r[2]}", r[3] if r[4] is None else f"{r[3]} #{r[4]}") for r in rows}

@@ -21,7 +21,7 @@ OTHER_DOMAIN = "<other>"  # domains without a promoted adapter share one series:
 
 def pyes_series(domain: str, named_adapter: str | None, mode: str) -> str:
     """The `adaptrec_pyes` series an answer feeds: a routed warm user's, its domain's (the champion's drift signal);
-    a cold-start user's, `<domain>:cold` (another adapter, on other-domain history); a request naming its own
+    a cold-start user's, `<domain>:cold` (other-domain history, most often another adapter); a request naming its own
     adapter (a challenger, say), `OTHER_DOMAIN`. A series no promoted alias names goes to `OTHER_DOMAIN` when
     observed."""
     if named_adapter is not None:

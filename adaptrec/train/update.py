@@ -100,7 +100,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     def with_sets(sets: Sequence[str]) -> str:  # the parent's recipe text with these overrides recorded
         return parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
 
-    check_new_overrides(recipe_from_text(parent.recipe_text, parent.ref), overrides, "--set")
+    check_new_overrides(recipe_from_text(parent.recipe_text, parent.ref), overrides, option("overrides", flag="--set"))
     warmup = recipe_from_text(with_sets(overrides), parent.ref).training.warmup_steps
     sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
     text = with_sets(sets)

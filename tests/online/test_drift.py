@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -102,16 +103,18 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
         adaptrec.drift("books", **windows)
     with pytest.raises(ConfigError, match="^after: drift needs labelled cases of both classes"):
         adaptrec.drift("arts", before=windows["before"], after="feedback:arts[0:1]")
-    with pytest.raises(ConfigError, match=f"^plot='{tmp_path}': expected a PNG file"):
+    with pytest.raises(ConfigError, match=f"^plot='{re.escape(str(tmp_path))}': expected a PNG file"):
         adaptrec.drift("arts", **windows, plot=tmp_path)
     monkeypatch.setattr(adaptrec.api, "_backbone", real_backbone)
     scored = []
     real_scores = drift_mod.component_scores
     monkeypatch.setattr(drift_mod, "component_scores", lambda bb, reg, refs, *a, **k: scored.append(refs) or
                         real_scores(bb, reg, refs, *a, **k))
-    report = adaptrec.drift("arts", **windows, adapter="arts-lora", backbone=str(tiny_model_dir), quantization="none")
+    report = adaptrec.drift("arts", **windows, adapter="arts-lora", limit=8, backbone=str(tiny_model_dir),
+                            quantization="none")
     assert scored == [["arts-lora:1"], ["arts-lora:1"]] and report["adapter"] == "arts-lora:1"
-    assert (report["before"]["spec"], report["after"]["spec"], report["seed"]) == (*windows.values(), 0)
+    assert (report["before"]["spec"], report["after"]["spec"], report["limit"], report["seed"]) == \
+        (*windows.values(), 8, 0)
     assert "before (feedback:arts[0:10]): " in summary(report)  # the report says which windows it compared
 
 

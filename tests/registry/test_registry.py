@@ -173,8 +173,12 @@ def test_promote_and_promoted(reg, src):
         reg.promote("ghost", "movies")
 
 
-def test_promotions_tell_a_version_promoted_again_from_one_never_demoted(reg, src):
-    """A server's watcher compares these: the same version promoted again after a rollback has a later time."""
+def test_promotions_tell_a_version_promoted_again_from_one_never_demoted(reg, src, monkeypatch):
+    """A server's watcher compares these: the same version promoted again after a rollback is marked apart, even
+    within one clock tick, and the mark stays put through other domains' decisions."""
+    import adaptrec.registry.store as store
+
+    monkeypatch.setattr(store, "_utc_now", lambda: "2026-12-07T00:00:00.000000+00:00")  # one tick for all
     reg_one(reg, src), reg_one(reg, src)
     reg.promote("movies-lora:1", "movies")
     reg.promote("movies-lora:2", "movies")
@@ -182,8 +186,11 @@ def test_promotions_tell_a_version_promoted_again_from_one_never_demoted(reg, sr
     reg.rollback("movies")
     reg.promote("movies-lora:2", "movies")
     again = reg.promotions()["movies"]
-    assert first[0] == again[0] == "movies-lora:2" and again[1] > first[1]
-    assert reg.aliases() == {"movies": "movies-lora:2"}
+    assert first[0] == again[0] == "movies-lora:2" and again[1] != first[1]
+    reg.promote("movies-lora:1", "books")
+    reg.refuse("movies-lora:1", "movies", {"reason": "worse"})
+    assert reg.promotions()["movies"] == again
+    assert reg.aliases() == {"books": "movies-lora:1", "movies": "movies-lora:2"}
 
 
 def test_remove_refuses_promoted_unless_force(reg, src):

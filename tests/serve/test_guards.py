@@ -466,6 +466,22 @@ def test_serve_gives_back_the_callers_signal_handlers(engine):
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
+def test_the_http_thread_runs_in_the_context_of_serve_s_caller(engine, monkeypatch):
+    """Under `adaptrec serve` the event loop's thread started with an empty context, so messages prepared there
+    named Python keywords, not the command's flags."""
+    import uvicorn
+
+    from adaptrec.errors import command_line, on_command_line
+    from adaptrec.serve.app import serve
+    from adaptrec.serve.engine import ServeError
+
+    seen = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(on_command_line()))
+    with command_line(), pytest.raises(ServeError, match="could not start"):  # the fake server never started
+        serve(engine, port=0)
+    assert seen == [True]
+
+
 def test_history_items_may_be_plain_texts(engine):
     """As docs/serving.md says of every item list (was: 422, a history item had to be an object)."""
     with client(engine) as c:
