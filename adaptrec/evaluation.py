@@ -117,6 +117,11 @@ class EvalReport:
             speed = f"{row.prompts_per_s:.2f}" if row.prompts_per_s else "–"
             lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {speed} |")
         notes = [f"{row.name}: {row.note}." for row in self.rows if row.note]
+        skipped = [f"{row.name}, {m}: {row.metrics[m].ci_skipped}" for row in self.rows for m in self.metric_names
+                   if m in row.metrics and row.metrics[m].ci_skipped]
+        if skipped:  # such a CI holds only for resamples that drew both classes (or both groups)
+            notes.append("Bootstrap resamples left out of a CI, the metric being undefined on them (one class, or one "
+                         f"group, drawn): {'; '.join(skipped)}.")
         prompts = (f"; LLM prompts: template {self.prompt['template']}, at most {self.prompt['max_prompt_tokens']} "
                    "tokens" if self.prompt else "")
         return f"Protocol: {self.protocol}{prompts}\n\n" + "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from amazon_encoders import VIEWS, arena
 from collab_goals import CONTENT, content_rows, picked, stack_row
-from ml100k_loo import as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
+from ml100k_loo import TIES, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
 from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
 
 from adaptrec.adapters.attach import adapter_key
@@ -434,7 +434,7 @@ def intro(doc: dict) -> str:
                      f"{p['valid_users']} validation users' top {p['rerank_k']})"
                      + (f"; {CONTENT} is stacked with the encoder the same way: the content signal a re-ranker "
                         "reading titles could add to the encoder." if content else "."))
-    parts.append("95% CIs and paired differences bootstrap users.")
+    parts.append(f"95% CIs and paired differences bootstrap users. {TIES}")
     if any("groups" in r for b in doc["blocks"] for r in b["rows"]):
         parts.append(f"Under each table, RecBole's beyond-accuracy metrics of each row's top {BEYOND_K} (re-ordering "
                      f"the top {p['rerank_k']} leaves every top-{p['rerank_k']} set as the encoder's): item coverage "

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ml100k_loo import mean_ci, paired
+from ml100k_loo import TIES, mean_ci, paired
 from report import ROOT, banner, cell, run_and_render, signed, table
 
 from adaptrec.cf.base import Interactions, PopularityEncoder
@@ -109,8 +109,9 @@ def render(doc: dict) -> str:
              "Encoders learn from every interaction of the 8000 train users (both domains, one catalogue); test users "
              "are unseen and folded in from their history. Each test user's target among 19 sampled items of the "
              "target domain; cold hides the target domain's history. Each encoder keeps its defaults (BPR and ALS "
-             "tuned on MovieLens), except SASRec at 30 epochs. 95% CIs bootstrap users: a user whose two targets are "
-             "both in the domain moves as one. Machine: "
+             "tuned on MovieLens), except SASRec at 30 epochs. Per-user AUC: each case's target against its own "
+             "list, averaged over cases (a user with two targets in the domain counts twice). 95% CIs bootstrap "
+             f"users: a user whose two targets are both in the domain moves as one. {TIES} Machine: "
              f"{doc['protocol']['machine']}.", ""]
     for block in doc["blocks"]:
         lines += [f"## {block['domain'].title()} targets, {block['view']} ({block['cases']} cases of {block['users']} "

@@ -370,3 +370,18 @@ def test_an_encoder_scores_a_candidate_lists_user_once_with_the_same_numbers():
     assert encoder.rows == [1, 4]
     mixed = [one[0], Case("u2", "movie", "movie", history[:1], '"d"', 0, "d")]  # not one user's list: per case
     np.testing.assert_array_equal(encoder_list_scores(encoder, mixed), encoder_scores(encoder, mixed))
+
+
+def test_a_table_names_the_resamples_its_cis_left_out():
+    """A cold − warm gap with few cold users leaves out the resamples that drew none of them: the interval is
+    conditional on both groups appearing, which the table did not say (the count was kept, never shown)."""
+    from adaptrec.evaluation import EvalReport, EvalRow
+    from adaptrec.metrics import MetricValue
+
+    report = EvalReport("amazon:office:test", 100, 100, 0, 0.05, "pyes", ("ndcg@10", "ndcg@10 cold−warm"))
+    report.rows.append(EvalRow("popularity", "baseline", {"ndcg@10": MetricValue(0.5, 0.4, 0.6, 100),
+                                                          "ndcg@10 cold−warm": MetricValue(0.1, -0.2, 0.3, 100,
+                                                                                           ci_skipped=129)}))
+    assert "left out of a CI" in report.markdown() and "popularity, ndcg@10 cold−warm: 129." in report.markdown()
+    report.rows[0].metrics["ndcg@10 cold−warm"] = MetricValue(0.1, -0.2, 0.3, 100)
+    assert "left out" not in report.markdown()

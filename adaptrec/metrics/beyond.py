@@ -126,6 +126,6 @@ def group_gap(per_case: np.ndarray, first: np.ndarray, second: np.ndarray, clust
             raise ValueError("a resample without one of the groups")
         return v[a_].mean() - v[b_].mean()
 
-    # resamples missing a group are skipped: the report says how many
+    # resamples missing a group are skipped: `ci_skipped` counts them, and a report's table names them
     return estimate(values[a].mean() - values[b].mean(), gap, values, a, b, seed=seed, n_resamples=n_resamples,
                     clusters=clusters)

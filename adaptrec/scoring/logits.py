@@ -34,7 +34,10 @@ def answer_logits(logits: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor
 
 
 def to_scores(logits3: np.ndarray, mode: ScoreMode = "pyes") -> np.ndarray:
-    """`pyes`: softmax over the Yes/No logits. `tallrec`: TALLRec's sigmoid(P(Yes) - P(No)) over the full vocabulary."""
+    """`pyes`: softmax over the Yes/No logits. `tallrec`: TALLRec's sigmoid(P(Yes) - P(No)) over the full vocabulary.
+    In float64 whatever the logits' type: in float32 every margin above about 17 gave P(yes) 1.0, ties a ranking
+    counts against the target."""
+    logits3 = np.asarray(logits3, dtype=np.float64)
     yes, no, lse = logits3[:, 0], logits3[:, 1], logits3[:, 2]
     if mode == "pyes":
         return 1.0 / (1.0 + np.exp(no - yes))

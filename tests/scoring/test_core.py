@@ -98,6 +98,14 @@ def test_score_modes_match_their_definitions(tiny_backbone):
         to_scores(logits3, "bogus")
 
 
+def test_confident_answers_keep_their_order_in_float32_logits():
+    """The shared-prefix path and the server hand float32 logits over: above a margin of about 17 every P(yes) was
+    1.0, ties that ranking metrics count against the target."""
+    logits3 = np.array([[17.0, 0.0, 0.0], [18.0, 0.0, 0.0], [25.0, 0.0, 0.0], [16.0, 0.0, 0.0]], dtype=np.float32)
+    scores = to_scores(logits3, "pyes")
+    assert len(set(scores.tolist())) == 4 and list(np.argsort(-scores)) == [2, 1, 0, 3]
+
+
 class _CountingModel(torch.nn.Module):
     """Wraps a model and counts the prompts it is asked to score."""
 
