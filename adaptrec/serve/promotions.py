@@ -56,7 +56,7 @@ class Switch:
     domain: str
     old: str | None
     new: str | None  # None: the domain lost its champion (`registry remove --force`); it is routed as unpromoted
-    promoted: str = ""  # when `new` was made champion
+    promoted: str = ""  # the mark of the promotion that made `new` champion (`Registry.promotions`)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class PromotionWatcher:
     event loop, so counts never race."""
 
     routing: ServedRegistry
-    # (domain, champion, when promoted) that could not load: not retried until promoted anew (after a rollback, say)
+    # (domain, champion, promotion mark) that could not load: not retried until promoted anew (after a rollback, say)
     failed: set[tuple[str, str, str]] = field(default_factory=set)
     draining: set[str] = field(default_factory=set)  # old champions to unload once nothing holds them
     in_flight: Counter = field(default_factory=Counter)
