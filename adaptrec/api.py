@@ -367,11 +367,13 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
                "batch_size": batch_size}
     if engine == "ray":
-        return ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors, cache=cache,
-                               chunk_size=chunk_size, **options)
-    scorer = adapter_scorer(_backbone(backbone, quantization), registry(), ref,
-                            cache=ScoreCache.default() if cache else None, **options)
-    return stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE)
+        written = ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors,
+                                  cache=cache, chunk_size=chunk_size, **options)
+    else:
+        scorer = adapter_scorer(_backbone(backbone, quantization), registry(), ref,
+                                cache=ScoreCache.default() if cache else None, **options)
+        written = stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE)
+    return replace(written, adapter=ref)
 
 
 def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | None = None,

@@ -477,3 +477,4 @@ class Predictions:
     prompts_per_s: float | None  # uncached forward work in this process; None when Ray actors ran the forward
     rows_per_s: float = 0.0  # rows written per second of wall time, cached rows included
     cached: int | None = None  # rows read from the score cache; None when not counted (Ray actors)
+    adapter: str | None = None  # the exact name:version that scored (None: the untuned backbone)

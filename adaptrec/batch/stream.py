@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.records import Case
+from ..errors import AdaptrecError
 from ..evaluation import Predictions
 from ..scoring.core import Scorer
 from ..scoring.logits import to_scores
@@ -30,7 +31,14 @@ def adapter_scorer(backbone, registry, adapter: str | None, **scorer_options) ->
 
 
 def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> list[dict]:
-    """One output row per (position, case): its identity, label, P(yes) and TALLRec's score."""
+    """One output row per (position, case): its identity, label, P(yes) and TALLRec's score. Answer logits that are
+    no numbers (a diverged adapter) are refused in one line: the output file is never completed with them."""
+    bad = ~np.isfinite(np.asarray(logits, dtype=float)[:, :2]).all(axis=1)
+    if bad.any():
+        i, case = chunk[int(np.argmax(bad))]
+        raise AdaptrecError(f"case {i} (user {case.user_id!r}): the model's answer logits are not finite numbers "
+                            f"({int(bad.sum())} of {len(chunk)} cases in its chunk), so no score can be written; a "
+                            "diverged adapter? Nothing was written to the output")
     pyes, tall = to_scores(logits, "pyes"), to_scores(logits, "tallrec")
     return [{"case": i, "user_id": c.user_id, "domain": c.domain, "target": c.target, "label": c.label,
              "p_yes": float(p), "tallrec_score": float(t)} for (i, c), p, t in zip(chunk, pyes, tall)]

@@ -93,7 +93,7 @@ def score(
     speed = f"{result.rows_per_s:.2f} rows/s"
     if result.prompts_per_s is not None:
         speed += f", {result.prompts_per_s:.2f} prompts/s uncached, {result.cached} from the score cache"
-    typer.echo(f"wrote {result.n} predictions to {result.path} ({speed})")
+    typer.echo(f"wrote {result.n} predictions of {result.adapter or 'the untuned backbone'} to {result.path} ({speed})")
 
 
 def predict(

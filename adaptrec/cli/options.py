@@ -21,6 +21,13 @@ BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass
 SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
 
 
+def _jsonable(value):
+    """numpy numbers and arrays as JSON numbers and lists (not their text); anything else (a path, a date) as text."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
+    typer.echo(json.dumps(obj, indent=2, default=_jsonable))
 

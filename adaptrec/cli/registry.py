@@ -26,11 +26,19 @@ def _auc_cell(record) -> str:
 
 
 @registry_app.command("list")
-def registry_list(domain: Optional[str] = typer.Option(None, "--domain", help="only adapters of this domain")) -> None:
+def registry_list(domain: Optional[str] = typer.Option(None, "--domain", help="only adapters of this domain"),
+                  as_json: bool = typer.Option(False, "--json", help="print the records as JSON (without their "
+                                               "recipe text; `registry show` has it), with the domains each serves")
+                  ) -> None:
     """List registered adapters (promoted ones are marked with *)."""
     reg = api.registry()
-    promoted = set(reg.aliases().values())
+    aliases = reg.aliases()
+    promoted = set(aliases.values())
     records = reg.list(domain=domain)
+    if as_json:
+        echo_json([{**{k: v for k, v in r.to_dict().items() if k != "recipe_text"},
+                    "promoted_for": sorted(d for d, ref in aliases.items() if ref == r.ref)} for r in records])
+        return
     if not records:
         typer.echo("no adapters registered" + (f" for domain {domain!r}" if domain is not None else ""))
     for r in records:

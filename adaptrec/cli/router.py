@@ -85,8 +85,8 @@ def _echo_decision(decision) -> None:
     typer.echo(f"user {decision.user_id}, domain {decision.domain}: {decision.mode}")
     typer.echo(f"adapters: {', '.join(decision.adapters)}{weights}; prompt history: {decision.history_domains}")
     typer.echo(f"reason: {decision.reason}")
-    for warning in decision.warnings:
-        typer.echo(f"warning: {warning}")
+    for warning in decision.warnings:  # on stderr, as adaptrec's other warnings
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def route(

@@ -52,7 +52,8 @@ def test_parquet_output_round_trips(monkeypatch, capsys, tiny_model_dir, tmp_pat
     code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "p.jsonl"))
     assert code == 0, err
     code, out, err = run_cli(monkeypatch, capsys, *common, "--out", str(tmp_path / "p.parquet"))
-    assert code == 0 and f"wrote {N_CASES} predictions" in out and f"{N_CASES} from the score cache" in out, err
+    assert code == 0 and f"wrote {N_CASES} predictions of the untuned backbone" in out, err
+    assert f"{N_CASES} from the score cache" in out
     assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 3  # one per chunk
     assert read_predictions(tmp_path / "p.parquet") == read_predictions(tmp_path / "p.jsonl")
 
@@ -75,6 +76,24 @@ def test_a_crash_leaves_no_file_and_a_rerun_reads_the_cache(monkeypatch, tiny_mo
     monkeypatch.setattr(Scorer, "logits_for_prompts", original)
     result = adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
     assert result.n == N_CASES and result.cached == 4  # the first chunk came from the cache
+
+
+def test_non_finite_answer_logits_are_refused_and_leave_no_file(monkeypatch, tiny_model_dir, tmp_path):
+    """A diverged adapter's NaN logits were written as `"p_yes": NaN` (not JSON) into a finished output file."""
+    from adaptrec.errors import AdaptrecError
+
+    data, out = data_file(tmp_path), tmp_path / "pred.jsonl"
+    original = Scorer.logits_for_prompts
+
+    def diverged(self, prompts):
+        logits = original(self, prompts)
+        logits[-1, 0] = np.nan
+        return logits
+
+    monkeypatch.setattr(Scorer, "logits_for_prompts", diverged)
+    with pytest.raises(AdaptrecError, match="answer logits are not finite numbers .*Nothing was written"):
+        adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
+    assert not out.exists() and not partial_path(out).exists()
 
 
 @pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2", "9" * 5000 + "/" + "9" * 5001])

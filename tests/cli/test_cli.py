@@ -72,6 +72,11 @@ def test_registry_commands(monkeypatch, capsys, tmp_path):
     assert code == 0 and "promoted movie-lora:1" in out
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "list")
     assert "* movie-lora:1" in out and "auc=0.610" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "list", "--json")  # was: no machine-readable list
+    (listed,) = json.loads(out)
+    assert (listed["ref"], listed["promoted_for"]) == ("movie-lora:1", ["movie"])
+    assert listed["metrics"]["auc"]["value"] == 0.61
+    assert "recipe_text" not in listed
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "show", "movie-lora")
     assert json.loads(out)["metrics"]["auc"]["data"] == "tallrec:movie:test"
     line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1")[::2])
@@ -327,3 +332,13 @@ def test_options_that_contradict_each_other_are_one_line(monkeypatch, capsys, ar
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_json_output_writes_numpy_values_as_numbers(capsys):
+    """numpy values were written as their text (`"0.5"`, `"[0 1 2]"`), which no reader takes for numbers."""
+    import numpy as np
+
+    from adaptrec.cli.options import echo_json
+
+    echo_json({"score": np.float32(0.5), "ids": np.arange(3), "path": Path("a/b")})
+    assert json.loads(capsys.readouterr().out) == {"score": 0.5, "ids": [0, 1, 2], "path": "a/b"}

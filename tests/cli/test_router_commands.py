@@ -193,3 +193,14 @@ def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup
     assert code == 0, err
     ranked = [line.split("  ")[-1] for line in out.splitlines() if " sim " in line]
     assert sorted(ranked) == ["ballpoint pens", "whiteboard"] and "retrieval recall@5: 1" in out
+
+
+def test_a_decision_s_warnings_go_to_stderr(capsys):
+    """They were printed on stdout among the decision, unlike adaptrec's other warnings."""
+    from adaptrec.cli.router import _echo_decision
+    from adaptrec.router.policy import Decision
+
+    _echo_decision(Decision("u1", "office", "warm", ("office-lora:1",), (1.0,), "target", "4 office interactions",
+                            ("office-lora:1 was trained on another build",)))
+    out, err = capsys.readouterr()
+    assert "another build" not in out and err == "warning: office-lora:1 was trained on another build\n"
