@@ -333,7 +333,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
                       quantization: str | None = None, shard: str | None = None, engine: str = "local",
                       actors: int | None = None, chunk_size: int | None = None, cache: bool = True) -> Predictions:
     """P(yes) and TALLRec's score for every case of a SPEC (or a seeded subset), scored `chunk_size` cases at a
-    time (default 256) and streamed to `out`: JSONL, or Parquet when it ends in `.parquet`; complete or absent.
+    time (default 256) and streamed to `out`: JSONL, or Parquet when it ends in `.parquet`; complete or absent, and
+    `<out>.meta.json` beside it records what produced the rows (`batch.meta_path`).
 
     `shard` "i/n": only the cases at positions i, i+n, i+2n, ... (the n shards together hold every case once).
     `engine` "ray": chunks scored on a Ray Data pool of `actors` actors (default one per CPU; `$RAY_ADDRESS` names
@@ -341,6 +342,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply.
     `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
+    from .backbone import library_versions
     from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
@@ -363,16 +365,20 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     backbone, quantization = _made_for([ref] if ref else [], backbone, quantization)
-    cases = batch_cases(load_spec(data, seed=seed), limit, seed, part)
+    dataset = load_spec(data, seed=seed)
+    cases = batch_cases(dataset, limit, seed, part)
     options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
                "batch_size": batch_size}
+    meta = {"adapter": ref, "data": data, "data_fingerprint": dataset.fingerprint, "limit": limit, "seed": seed,
+            "shard": shard, "backbone": backbone, "quantization": quantization, "engine": engine,
+            "scoring": options, "versions": library_versions()}  # beside the rows: what produced them
     if engine == "ray":
         written = ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors,
-                                  cache=cache, chunk_size=chunk_size, **options)
+                                  cache=cache, chunk_size=chunk_size, meta=meta, **options)
     else:
         scorer = adapter_scorer(_backbone(backbone, quantization), registry(), ref,
                                 cache=ScoreCache.default() if cache else None, **options)
-        written = stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE)
+        written = stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE, meta)
     return replace(written, adapter=ref)
 
 

@@ -14,12 +14,18 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import fsync_dir
+from ..atomic import fsync_dir, write_json
 from ..errors import AdaptrecError, option
 
 SCHEMA = pa.schema([("case", pa.int64()), ("user_id", pa.string()), ("domain", pa.string()), ("target", pa.string()),
                     ("label", pa.int64()), ("p_yes", pa.float64()), ("tallrec_score", pa.float64())])
 FIELDS = tuple(SCHEMA.names)  # the keys of every prediction row, in file order
+
+
+def meta_path(path: Path) -> Path:
+    """Where a prediction file's provenance goes: `<file>.meta.json` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
 
 
 def is_parquet(path: Path) -> bool:
@@ -33,10 +39,13 @@ def partial_path(path: Path) -> Path:
 
 class PredictionWriter:
     """`with PredictionWriter(path) as w: w.write(rows)`: rows appended (and flushed) per call; on a clean exit
-    the file is fsynced and renamed onto `path`, on an exception the partial file is removed."""
+    the file is fsynced and renamed onto `path`, on an exception the partial file is removed. `meta`: what produced
+    the rows (adapter, data, settings), written with the row count to `meta_path(path)` once the file is in place;
+    an older run's is removed first, so it never describes the new rows."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, meta: dict | None = None):
         self.path = Path(path)
+        self.meta = meta
         self.n = 0
         self._tmp = partial_path(self.path)
         self._file = None
@@ -80,6 +89,7 @@ class PredictionWriter:
                 self._parquet.close()
             if kind is None:
                 os.fsync(self._file.fileno())
+                meta_path(self.path).unlink(missing_ok=True)
                 os.replace(self._tmp, self.path)
                 renamed = True
         finally:
@@ -88,6 +98,8 @@ class PredictionWriter:
             self._file.close()
         if kind is None:
             fsync_dir(self.path.parent)
+            if self.meta is not None:
+                write_json(meta_path(self.path), {**self.meta, "rows": self.n})
 
 
 def read_predictions(path: Path) -> list[dict]:

@@ -101,7 +101,7 @@ def _init_ray(ray: ModuleType) -> bool:
 
 def ray_predictions(backbone: str, quantization: str, registry: Registry, adapter: str | None,
                     cases: Sequence[tuple[int, Case]], out: Path, *, actors: int | None = None, cache: bool = True,
-                    chunk_size: int | None = None, **scorer_options) -> Predictions:
+                    chunk_size: int | None = None, meta: dict | None = None, **scorer_options) -> Predictions:
     """Score (position, case) pairs on `actors` Ray actors (default: one per CPU Ray sees) and write them to `out`
     in case order. `chunk_size`: cases per unit of work (default: `CHUNK_SIZE`, smaller when needed
     for about `CHUNKS_PER_ACTOR` chunks per actor). A Ray started here is shut down at the end; one already running is
@@ -111,7 +111,7 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
     if adapter:  # so do an unknown ref, changed files and another base; every actor loads this exact version
         adapter = registry.load_verified(adapter, fingerprint).ref
     if not cases:  # e.g. a shard past the last case: an empty file, no Ray needed
-        with PredictionWriter(Path(out)):
+        with PredictionWriter(Path(out), meta):
             return Predictions(Path(out), 0, None)
     started = _init_ray(ray)
     context = ray.data.DataContext.get_current()
@@ -127,7 +127,7 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
                      cache=cache, scorer_options=scorer_options, flags=on_command_line())
         scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
-        with PredictionWriter(Path(out)) as writer:
+        with PredictionWriter(Path(out), meta) as writer:
             for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
                 writer.write(checked_rows(table))
         return Predictions(Path(out), writer.n, None, rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9))

@@ -45,12 +45,13 @@ def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> li
 
 
 def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: Path,
-                       chunk_size: int = CHUNK_SIZE) -> Predictions:
-    """Score `cases` ((position, case) pairs) `chunk_size` at a time, appending each chunk's rows to `out`."""
+                       chunk_size: int = CHUNK_SIZE, meta: dict | None = None) -> Predictions:
+    """Score `cases` ((position, case) pairs) `chunk_size` at a time, appending each chunk's rows to `out`
+    (`meta`: its provenance, `PredictionWriter`)."""
     start, forward_s = time.perf_counter(), 0.0
     fresh0, cached0 = scorer.fresh, scorer.cached
     scorer.progress = False  # one bar over all chunks instead of one per chunk
-    with PredictionWriter(Path(out)) as writer, tqdm(total=len(cases), desc="scoring", unit="case") as bar:
+    with PredictionWriter(Path(out), meta) as writer, tqdm(total=len(cases), desc="scoring", unit="case") as bar:
         for b in range(0, len(cases), chunk_size):
             chunk = cases[b : b + chunk_size]
             before = scorer.fresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ from cli_runner import run_cli
 from router_helpers import device_atol
 
 import adaptrec
-from adaptrec.batch import FIELDS, read_predictions
+from adaptrec.batch import FIELDS, meta_path, read_predictions
 from adaptrec.batch.formats import partial_path
 from adaptrec.data.spec import load_spec
 from adaptrec.scoring.core import Scorer
@@ -56,6 +57,9 @@ def test_parquet_output_round_trips(monkeypatch, capsys, tiny_model_dir, tmp_pat
     assert f"{N_CASES} from the score cache" in out
     assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 3  # one per chunk
     assert read_predictions(tmp_path / "p.parquet") == read_predictions(tmp_path / "p.jsonl")
+    meta = json.loads(meta_path(tmp_path / "p.parquet").read_text())  # was: the rows alone, no word of their source
+    assert (meta["adapter"], meta["data"], meta["rows"], meta["seed"]) == (None, data, N_CASES, 0)
+    assert meta["data_fingerprint"] == load_spec(data).fingerprint and meta["versions"]["adaptrec"]
 
 
 def test_a_crash_leaves_no_file_and_a_rerun_reads_the_cache(monkeypatch, tiny_model_dir, tmp_path):
@@ -93,7 +97,7 @@ def test_non_finite_answer_logits_are_refused_and_leave_no_file(monkeypatch, tin
     monkeypatch.setattr(Scorer, "logits_for_prompts", diverged)
     with pytest.raises(AdaptrecError, match="answer logits are not finite numbers .*Nothing was written"):
         adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
-    assert not out.exists() and not partial_path(out).exists()
+    assert not out.exists() and not partial_path(out).exists() and not meta_path(out).exists()
 
 
 @pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2", "9" * 5000 + "/" + "9" * 5001])
@@ -142,6 +146,22 @@ def test_a_second_writer_of_the_same_output_is_refused_while_the_first_writes(tm
 
 
 ROW = {"case": 0, "user_id": "u", "domain": "d", "target": "t", "label": 1, "p_yes": 0.5, "tallrec_score": 0.5}
+
+
+def test_a_file_s_provenance_always_describes_its_rows(tmp_path):
+    """Written once the rows are in place; a failed rerun keeps the old file and its own record."""
+    from adaptrec.batch.formats import PredictionWriter
+
+    out = tmp_path / "p.jsonl"
+    with PredictionWriter(out, {"adapter": "a:1"}) as first:
+        first.write([ROW])
+    with pytest.raises(RuntimeError), PredictionWriter(out, {"adapter": "a:2"}) as failed:
+        failed.write([ROW, ROW])
+        raise RuntimeError("killed")
+    assert json.loads(meta_path(out).read_text()) == {"adapter": "a:1", "rows": 1} and len(read_predictions(out)) == 1
+    with PredictionWriter(out, {"adapter": "a:2"}) as second:
+        second.write([ROW, ROW])
+    assert json.loads(meta_path(out).read_text()) == {"adapter": "a:2", "rows": 2} and len(read_predictions(out)) == 2
 
 
 def test_an_output_that_is_a_folder_is_refused_before_scoring(tmp_path):
