@@ -292,8 +292,9 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
           quantization: str | None = None) -> dict:
     """Compare two windows (SPECs) of `domain` under its champion (or `adapter`): score distribution (PSI, KS),
     calibration (reliability, ECE), and AUC beside the like-ratio and popularity rows (docs/online.md); `plot`: also
-    draw them to this PNG. The report is a JSON-ready dict; each window's entry names its `spec`, and `limit` and
-    `seed` say which subset of each was scored."""
+    draw them to this PNG. The report is a JSON-ready dict; each window's entry names its `spec`, `limit` and
+    `seed` say which subset of each was scored, `scoring` the adapter's prompt settings and `environment` the
+    backbone's build (backend, dtype, device, versions)."""
     from .data.spec import load_spec
     from .online.drift import champion_ref, labelled_windows
     from .online.drift import drift as compare_windows
@@ -312,7 +313,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
                              **options)
     report["before"]["spec"], report["after"]["spec"] = before, after
-    report.update(limit=limit, seed=seed)
+    report.update(limit=limit, seed=seed, scoring=options, environment=bb.environment())
     if plot is not None:
         from .plots.drift import plot_drift
 

@@ -115,6 +115,7 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
     assert scored == [["arts-lora:1"], ["arts-lora:1"]] and report["adapter"] == "arts-lora:1"
     assert (report["before"]["spec"], report["after"]["spec"], report["limit"], report["seed"]) == \
         (*windows.values(), 8, 0)
+    assert report["environment"]["backend"] == "fp32" and report["environment"]["adaptrec"]  # which build scored
     assert "before (feedback:arts[0:10]): " in summary(report)  # the report says which windows it compared
 
 
