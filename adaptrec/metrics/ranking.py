@@ -7,7 +7,9 @@ item inside row i. Higher score = ranked higher.
 Ties are PESSIMISTIC: every other candidate whose score equals the target's is ranked ahead
 of it, so rank = 1 + #(score > target) + #(score == target, other candidates). Optimistic
 tie-breaking would hand a constant scorer a perfect HR@1; with pessimistic ties it gets the
-worst rank instead. (No random tie-breaking, so results are deterministic.)
+worst rank instead. (No random tie-breaking, so results are deterministic.) `random_tie_per_case` gives a
+per-case metric's expected value when ties are broken at random instead (as in RecBole's sampled lists, where the
+target's place is random): for rows whose scores tie often (integer counts) the two differ.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "ndcg_per_case",
     "mrr_per_case",
     "user_auc",
+    "random_tie_per_case",
 ]
 
 
@@ -83,6 +86,19 @@ def ranks(score_rows, target_idx) -> np.ndarray:
     target_scores = mat[np.arange(mat.shape[0]), tgt][:, None]
     # >= counts the target itself once (and every tied candidate), so it is already 1-based.
     return (mat >= target_scores).sum(axis=1).astype(np.int64)
+
+
+def random_tie_per_case(metric, score_rows, target_idx, k: int) -> np.ndarray:
+    """`metric` (`hit_per_case`, `ndcg_per_case`, `mrr_per_case`) of each case averaged over every rank its target
+    could take among the candidates scored level with it: the metric's expected value under a random tie order."""
+    mat, tgt = _matrix_and_targets(score_rows, target_idx)
+    target_scores = mat[np.arange(mat.shape[0]), tgt][:, None]
+    above = (mat > target_scores).sum(axis=1)
+    tied = (mat == target_scores).sum(axis=1) - 1  # the other candidates level with the target
+    total = np.zeros(mat.shape[0])
+    for offset in range(int(tied.max()) + 1):
+        total += np.where(offset <= tied, metric(above + 1 + np.minimum(offset, tied), k), 0.0)
+    return total / (tied + 1)
 
 
 def _check_k(k) -> int:

@@ -445,3 +445,26 @@ def test_a_clustered_resample_is_the_drawn_clusters_rows_in_order():
     for _ in range(20):
         expected = np.concatenate([groups[g] for g in rng.integers(0, len(groups), size=len(groups))])
         np.testing.assert_array_equal(draw(), expected)
+
+
+def test_random_tie_metrics_are_the_mean_over_every_tie_order():
+    """The expected HR/NDCG/MRR when ties are broken at random: brute force over every order of each row's
+    tied candidates (`ranks` counts every tie against the target, a lower bound for rows that tie often)."""
+    import itertools
+
+    from adaptrec.metrics.ranking import hit_per_case, mrr_per_case, ndcg_per_case, random_tie_per_case, ranks
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 3, size=(30, 6)).astype(float)  # integer scores: many ties
+    target = rng.integers(0, 6, size=30)
+    for metric in (hit_per_case, ndcg_per_case, mrr_per_case):
+        for k in (1, 3, 10):
+            expected = []
+            for row, t in zip(rows, target):
+                values = []
+                for order in itertools.permutations(range(6)):  # a random tie order: break ties by this order
+                    better = [j for j in range(6) if row[j] > row[t] or (row[j] == row[t] and order[j] < order[t])]
+                    values.append(metric(np.array([len(better) + 1]), k)[0])
+                expected.append(np.mean(values))
+            np.testing.assert_allclose(random_tie_per_case(metric, rows, target, k), expected)
+            assert (random_tie_per_case(metric, rows, target, k) >= metric(ranks(rows, target), k) - 1e-12).all()
