@@ -80,22 +80,25 @@ def _matrix_and_targets(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]
     return mat, tgt
 
 
-def ranks(score_rows, target_idx) -> np.ndarray:
-    """1-based rank of each target among its candidates, ties counted against the target."""
+def _standing(score_rows, target_idx) -> tuple[np.ndarray, np.ndarray]:
+    """Per case: the candidates scored above the target, and the other candidates scored level with it (NaN
+    padding compares neither way)."""
     mat, tgt = _matrix_and_targets(score_rows, target_idx)
     target_scores = mat[np.arange(mat.shape[0]), tgt][:, None]
-    # >= counts the target itself once (and every tied candidate), so it is already 1-based.
-    return (mat >= target_scores).sum(axis=1).astype(np.int64)
+    return (mat > target_scores).sum(axis=1), (mat == target_scores).sum(axis=1) - 1
+
+
+def ranks(score_rows, target_idx) -> np.ndarray:
+    """1-based rank of each target among its candidates, ties counted against the target."""
+    above, tied = _standing(score_rows, target_idx)
+    return (above + tied + 1).astype(np.int64)
 
 
 def random_tie_per_case(metric, score_rows, target_idx, k: int) -> np.ndarray:
     """`metric` (`hit_per_case`, `ndcg_per_case`, `mrr_per_case`) of each case averaged over every rank its target
     could take among the candidates scored level with it: the metric's expected value under a random tie order."""
-    mat, tgt = _matrix_and_targets(score_rows, target_idx)
-    target_scores = mat[np.arange(mat.shape[0]), tgt][:, None]
-    above = (mat > target_scores).sum(axis=1)
-    tied = (mat == target_scores).sum(axis=1) - 1  # the other candidates level with the target
-    total = np.zeros(mat.shape[0])
+    above, tied = _standing(score_rows, target_idx)
+    total = np.zeros(len(above))
     for offset in range(int(tied.max()) + 1):
         total += np.where(offset <= tied, metric(above + 1 + np.minimum(offset, tied), k), 0.0)
     return total / (tied + 1)
