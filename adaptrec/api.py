@@ -582,18 +582,18 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 
 
 def parse_exploration(items: Sequence[str]) -> dict[str, float]:
-    """`["movie=0.1", ...]` -> {"movie": 0.1}; a one-line error for anything else."""
-
+    """`["movie=0.1", ...]` -> {"movie": 0.1}; a one-line error for anything else (the rate's range is `serve`'s
+    to check)."""
     out = {}
     for item in items:
         domain, sep, value = item.partition("=")
         try:
-            epsilon = float(value)
+            out[domain] = float(value)
         except ValueError:
-            epsilon = -1.0
-        if not sep or not domain or not 0 <= epsilon <= 1:
-            raise ConfigError(f"--explore {item!r}: expected DOMAIN=EPSILON with EPSILON in [0, 1], e.g. movie=0.1")
-        out[domain] = epsilon
+            sep = ""
+        if not sep or not domain:
+            raise ConfigError(f"{option('exploration', item, flag='--explore')}: expected DOMAIN=EPSILON with "
+                              "EPSILON in [0, 1], e.g. movie=0.1")
     return out
 
 

@@ -199,6 +199,10 @@ def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp
      "candidates=5 and candidates_file:", "--candidates 5 and --candidates-file:"),
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False),
      "exploration of movie (exploration) logs", "exploration of movie \\(--explore\\) logs"),
+    (lambda: adaptrec.serve(exploration={"movie": 2.0}),  # was: served, with negative propensities logged
+     "exploration['movie']=2.0: expected a domain's exploration rate", "--explore movie=2.0: expected a domain's"),
+    (lambda: adaptrec.serve(exploration=api.parse_exploration(["movie=x"])),
+     "exploration='movie=x': expected DOMAIN=EPSILON", "--explore movie=x: expected DOMAIN=EPSILON"),
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:test"),
      "search_data='tallrec:movie:test': the weight search", "--data tallrec:movie:test: the weight search"),
     (lambda: adaptrec.route("u1", "arts", history=["Heat (1995)"], cold_mix="arts-lora,office-lora",

@@ -31,7 +31,7 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from adaptrec.data.online_log import OnlineLog
-from adaptrec.errors import ConfigError, option
+from adaptrec.errors import ConfigError, on_command_line, option
 from adaptrec.home import adaptrec_home
 
 from . import plans
@@ -84,6 +84,12 @@ class ServeOptions:
         if self.max_batch < 1 or self.queue_size < 1:
             raise ConfigError(f"{option('max_batch', self.max_batch)}, queue size {self.queue_size}: each needs at "
                               "least 1")
+        for domain, epsilon in self.exploration.items():  # ε above 1 made propensities negative
+            if not (isinstance(domain, str) and domain and isinstance(epsilon, (int, float))
+                    and 0 <= epsilon <= 1):
+                named = option("exploration", f"{domain}={epsilon}", flag="--explore") if on_command_line() \
+                    else f"exploration[{domain!r}]={epsilon!r}"
+                raise ConfigError(f"{named}: expected a domain's exploration rate, a number from 0 to 1")
 
     def token(self) -> str | None:
         """The admin token: `admin_token`, else $ADAPTREC_ADMIN_TOKEN. One that an HTTP header cannot carry (not
