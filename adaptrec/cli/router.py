@@ -123,12 +123,15 @@ def recommend(
     batch_size: int = BatchOpt,
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the decision and the ranked items as JSON"),
 ) -> None:
     """Recommend: retrieve candidates (MiniLM) or read them, re-rank with the routed adapter(s); titles and scores."""
     rec = api.recommend(user, domain, data=data, history=history, candidates_file=candidates_file,
                         retrieve=retrieve, top_k=top_k, min_target_history=min_target_history, cold_mix=cold_mix,
                         cold_weights=cold_weights, template=template, batch_size=batch_size, backbone=backbone,
                         quantization=quantization)
+    if as_json:
+        return echo_json(rec.to_dict())
     _echo_decision(rec.decision)
     if rec.retrieval_hit is not None:
         typer.echo(f"retrieval recall@{retrieve}: {int(rec.retrieval_hit)} (held-out item {rec.case.target_id} "

