@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -66,6 +67,8 @@ def registry_promote(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="the subset's and the bootstrap's seed (default 0)"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON: promoted, challenger (REF), the "
+                                 "champion it was compared with or replaced, the gate's evidence"),
 ) -> None:
     """Make REF the adapter that serves its domain (the router's default); with --if-better only if it passes the
     gate. Every decision is recorded: `adaptrec registry history DOMAIN`."""
@@ -76,7 +79,7 @@ def registry_promote(
             raise ConfigError("--if-better needs --data SPEC (the recent cases to compare on)")
         result = api.promote_if_better(ref, data=data, domain=domain, margin=0.005 if margin is None else margin,
                                        limit=limit, seed=seed or 0, backbone=backbone, quantization=quantization)
-        typer.echo(result.summary())
+        echo_json(asdict(result)) if as_json else typer.echo(result.summary())
         raise typer.Exit(0 if result.promoted else 1)
     given = [option for option, value in gate_options.items() if value is not None]
     if given:  # without --if-better nothing reads them: REF would be promoted ungated
@@ -85,7 +88,12 @@ def registry_promote(
     reg = api.registry()
     record = reg.resolve(ref)
     target = record.domain if domain is None else domain
-    typer.echo(f"promoted {reg.promote(record.ref, target).ref} for domain {target}")
+    before = reg.promoted(target)
+    promoted = reg.promote(record.ref, target).ref
+    if as_json:
+        return echo_json({"promoted": True, "challenger": promoted, "champion": before and before.ref,
+                          "evidence": None})
+    typer.echo(f"promoted {promoted} for domain {target}")
 
 
 @registry_app.command("history")

@@ -205,18 +205,26 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
                            recent, "--margin", "0")
     assert code == 1 and out.startswith("not promoted tiny:1 over tiny:2: superiority")  # equal or worse: refused
     assert registry.promoted("movie").ref == challenger.ref
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
+                           recent, "--margin", "0", "--json")  # was: text only
+    outcome = json.loads(out)
+    assert code == 1 and [outcome[k] for k in ("promoted", "challenger", "champion")] == [False, "tiny:1", "tiny:2"]
+    assert outcome["evidence"]["test"].startswith("superiority") and outcome["evidence"]["cases"] == 24
     code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
                            f"{recent}[0:6]")
     assert code == 2 and "6 users; the gate's user-clustered test needs at least 10" in err
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "history", "movie", "--json")
     trail = json.loads(out)
     assert [(d["action"], d["ref"]) for d in trail] == [("promote", "tiny:1"), ("promote", "tiny:2"),
-                                                       ("refuse", "tiny:1")]
+                                                       ("refuse", "tiny:1"), ("refuse", "tiny:1")]
     assert trail[1]["evidence"]["data"] == recent and trail[1]["evidence"]["cases"] == 24
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 0 and "tiny:1 serves it again" in out and registry.promoted("movie").ref == "tiny:1"
     code, _, err = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 2 and err.startswith("error: domain 'movie' has no earlier champion")
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--json")
+    assert code == 0 and json.loads(out) == {"promoted": True, "challenger": "tiny:2", "champion": "tiny:1",
+                                             "evidence": None}
 
 
 def test_the_gate_refuses_data_the_challenger_or_its_parents_trained_on(trained, monkeypatch, capsys, tmp_path):
