@@ -19,6 +19,7 @@ from .data.records import Case
 from .data.sampling import stratified_subset
 from .data.spec import DataSet
 from .errors import DataSpecError
+from .fingerprint import file_sha256
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .metrics.beyond import (
     activity_buckets,
@@ -78,6 +79,8 @@ class EvalReport:
     environment: dict = field(default_factory=dict)  # backend, dtype, device, package versions (`Backbone.environment`)
     users: int | None = None  # distinct users among the cases: the CIs resample them
     prompt: dict = field(default_factory=dict)  # the LLM rows' prompts: {"template", "max_prompt_tokens"}
+    data_fingerprint: str | None = None  # of the data SPEC's cases: whether the same SPEC still holds the same data
+    candidates_sha256: str | None = None  # of `candidates_file`'s contents
 
     @property
     def ci_text(self) -> str:
@@ -130,7 +133,8 @@ class EvalReport:
         return {
             "spec": self.spec, "n": self.n, "limit": self.limit, "seed": self.seed, "yes_share": self.yes_share,
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
-            "candidates_file": self.candidates_file, "file_lists": self.file_lists, "prompt": self.prompt,
+            "data_fingerprint": self.data_fingerprint, "candidates_file": self.candidates_file,
+            "candidates_sha256": self.candidates_sha256, "file_lists": self.file_lists, "prompt": self.prompt,
             "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
@@ -266,7 +270,8 @@ def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | N
                metric_names: Sequence[str] = DEFAULT_METRICS, prompt: dict | None = None) -> EvalReport:
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
-                      environment=backbone.environment(), users=len({c.user_id for c in cases}), prompt=prompt or {})
+                      environment=backbone.environment(), users=len({c.user_id for c in cases}), prompt=prompt or {},
+                      data_fingerprint=dataset.fingerprint)
 
 
 def run_eval(
@@ -441,7 +446,8 @@ def run_rank_eval(
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name,
-                        file_lists=file_lists, prompt=prompt_of(scorer_options))
+                        candidates_sha256=None if candidates_file is None else file_sha256(Path(candidates_file)),
+                        file_lists=file_lists, prompt=prompt_of(scorer_options), data_fingerprint=dataset.fingerprint)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

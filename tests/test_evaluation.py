@@ -31,6 +31,7 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
     assert "seeded label-stratified subset of 12 (seed 3)" in md and "| like_ratio |" in md
     env = report.to_dict()["environment"]  # what produced the scores travels with them (eval --json, grids)
     assert (env["backend"], env["dtype"], env["device"]) == ("fp32", "float32", "cpu") and env["adaptrec"]
+    assert report.to_dict()["data_fingerprint"] == ds.fingerprint  # which data the SPEC held (was: not recorded)
     frame = report.to_pandas()  # a table alone would not say what it was measured on (was: attrs empty)
     assert frame.attrs["spec"] == report.spec and (frame.attrs["n"], frame.attrs["seed"]) == (12, 3)
     assert list(frame["model"]) == [r.name for r in report.rows] and report._repr_markdown_() == md
@@ -112,6 +113,7 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
     import json
 
     from adaptrec.data.candidates import write_candidates
+    from adaptrec.fingerprint import file_sha256
 
     ds = load_spec(str(write_film_log(tmp_path, "movie", [12] * 4)[0]))
     sampled = run_rank_eval(tiny_backbone, ds, limit=3, seed=1, negatives=5, progress=False)
@@ -121,6 +123,8 @@ def test_given_candidate_lists_rank_like_the_sampled_ones_they_were_written_from
     assert [r.metrics for r in given.rows] == [r.metrics for r in sampled.rows]
     assert "`candidates.jsonl` (up to 6)" in given.markdown()
     assert given.to_dict()["candidates_file"] == "candidates.jsonl" and sampled.to_dict()["candidates_file"] is None
+    assert given.to_dict()["candidates_sha256"] == file_sha256(tmp_path / "candidates.jsonl")  # (was: the name only)
+    assert sampled.to_dict()["candidates_sha256"] is None and given.data_fingerprint == ds.fingerprint
     assert given.to_dict()["metric_names"] == list(given.metric_names) and given.to_dict()["file_lists"] is None
     first = run_rank_eval(tiny_backbone, ds, limit=2, seed=1, candidates_file=tmp_path / "candidates.jsonl",
                           include_untuned=False, progress=False)

@@ -40,7 +40,8 @@ def eval_(
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report to this JSON file (rows "
+                                            "with CIs, the data's fingerprint, the environment)"),
     encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="a registered collaborative encoder "
                                                 "(`adaptrec train-cf`) to add as a row; repeatable (default: every "
                                                 "registered encoder that may score the SPEC)"),
