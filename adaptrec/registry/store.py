@@ -124,13 +124,18 @@ class Registry:
     @contextmanager
     def _write(self, on_abort: Callable[[], None] | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction holding the database's write lock from its first statement; on failure `on_abort`
-        runs before the rollback releases the lock (unless SQLite already rolled back a failed COMMIT)."""
+        runs before the rollback releases the lock (unless SQLite already rolled back a failed COMMIT). An interrupt
+        that arrives once COMMIT has returned undoes nothing: the row is in, so are its files."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
+            committing = False
             try:
                 yield conn
+                committing = True
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as e:
+                if committing and not isinstance(e, sqlite3.Error):  # was: on_abort removed a committed row's folder
+                    raise  # (interrupted before COMMIT ran: closing the connection rolls back; an orphan folder stays)
                 if on_abort is not None:
                     on_abort()
                 if conn.in_transaction:

@@ -387,6 +387,26 @@ def test_crash_mid_copy_leaves_no_row_no_folder(reg, src, monkeypatch):
     assert reg_one(reg, src).version == 1  # the version was not consumed
 
 
+def test_an_interrupt_once_commit_returned_keeps_the_committed_adapter_s_files(reg, src, monkeypatch):
+    """A Ctrl-C handled just after COMMIT removed the folder of the row it had committed: `resolve` found a version
+    whose files were gone, and `gc` cannot mend that (it removes folders without rows, not rows without folders)."""
+    real_connect = sqlite3.connect
+
+    class InterruptedAfterCommit(sqlite3.Connection):
+        def execute(self, sql, *args):
+            out = super().execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return out
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=InterruptedAfterCommit, **k))
+    with pytest.raises(KeyboardInterrupt):
+        reg_one(reg, src)
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    assert row_count(reg) == 1
+    assert reg.load_verified("movies-lora:1", FP).path.is_dir()  # hashes checked: the files are whole
+
+
 def test_failure_after_files_written_removes_the_folder(reg, src, monkeypatch):
     def failing_insert(conn, values):
         raise sqlite3.OperationalError("disk I/O error (simulated)")
