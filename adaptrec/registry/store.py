@@ -38,8 +38,8 @@ from .validation import (
     check_recipe,
     check_source,
     check_type,
+    registered_config,
     verified_files,
-    written_config,
 )
 
 
@@ -238,7 +238,7 @@ class Registry:
             changed = sorted(rel for rel, sha in (expect_files or {}).items() if written_files.get(rel) != sha)
             if changed:  # the source folder changed between its check and this copy
                 raise IntegrityError(f"{name}: {changed[0]} is not the file that was checked; nothing was registered")
-            config = entry.adapter_config if entry.adapter_config is not None else written_config(folder, src_dir)
+            config = registered_config(entry.adapter_type, entry.adapter_config, folder, src_dir)
             changes = base_change(config)
             if changes is not None:  # detaching it would not undo that: every later row would read a changed base
                 raise RegistryError(f"{name}: {changes}")

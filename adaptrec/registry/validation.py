@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptrec.adapters.check import read_config
-from adaptrec.adapters.files import METADATA_FILE, file_sha256, required_files, verify_adapter_dir
+from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.userfiles import finite_number
@@ -169,9 +169,19 @@ def check_source(src: Any, adapter_type: str) -> None:
                             "pass a folder, a callable writer(folder), or a peft model")
 
 
-def written_config(folder: Path, src: Any) -> dict:
-    """The peft config in the adapter folder just written from `src` (errors name `src`: re-save it)."""
-    return read_config(folder, f"{src} (re-save the adapter)")
+def registered_config(adapter_type: str, stated: dict | None, folder: Path, src: Any) -> dict:
+    """The config a row records: a mix's spec as given; a peft adapter's `adapter_config.json` in the folder just
+    written from `src` (errors name `src`: re-save it), which each key the caller `stated` must match (the DoRA,
+    base-change and load-path checks read the row: a stated config that left out `use_dora` passed them)."""
+    if adapter_type == MIX_TYPE and stated is not None:
+        return stated
+    config = read_config(folder, f"{src} (re-save the adapter)")
+    differs = [key for key, value in (stated or {}).items() if config.get(key) != value]
+    if differs:
+        key = differs[0]
+        raise RegistryError(f"adapter_config {key}={stated[key]!r} contradicts the adapter's adapter_config.json "
+                            f"({key}={config.get(key)!r}); pass adapter_config=None to read the file")
+    return config
 
 
 def verified_files(rec: AdapterRecord) -> dict:

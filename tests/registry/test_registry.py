@@ -140,7 +140,7 @@ def test_list_and_show(reg, src):
     reg.promote("movies-lora:1", "movies")
     shown = reg.show("movies-lora:1")
     assert shown["ref"] == "movies-lora:1" and shown["promoted_for"] == ["movies"]
-    assert shown["path"] == str(reg.path_for("movies-lora", 1)) and shown["adapter_config"] == {"r": 2}
+    assert shown["path"] == str(reg.path_for("movies-lora", 1)) and shown["adapter_config"] == {"peft_type": "LORA", "r": 2}
     assert reg.show("movies-lora")["promoted_for"] == []
     json.dumps(shown)  # printable as JSON
 
@@ -148,6 +148,17 @@ def test_list_and_show(reg, src):
 def test_adapter_config_none_reads_the_folder(reg, src):
     rec = reg_one(reg, src, adapter_config=None)
     assert rec.adapter_config == {"peft_type": "LORA", "r": 2}
+
+
+def test_a_stated_config_must_agree_with_the_adapter_s_own_file(reg, src):
+    """A stated `adapter_config` was recorded instead of the file's: a DoRA adapter stated as plain LoRA passed the
+    checks that read the row (the engine's, int8 attach's and merge's DoRA refusals) and the base-change check."""
+    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "use_dora": True}))
+    with pytest.raises(RegistryError, match=r"adapter_config use_dora=False contradicts .* \(use_dora=True\)"):
+        reg_one(reg, src, adapter_config={"peft_type": "LORA", "r": 2, "use_dora": False})
+    assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
+    rec = reg_one(reg, src, adapter_config={"r": 2})  # what it states agrees: the row records the whole file
+    assert rec.adapter_config == {"peft_type": "LORA", "r": 2, "use_dora": True}
 
 
 def test_home_defaults_to_adaptrec_home(tmp_path, monkeypatch, src):
