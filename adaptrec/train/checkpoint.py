@@ -31,6 +31,7 @@ from ..errors import AdaptrecError
 
 _PREFIX = "step_"
 ACCELERATE_STATE = "accelerate"  # the subfolder `Accelerator.save_state` writes, and the `format` in its state.json
+BEST = "best"  # the subfolder holding a copy of the run's best adapter as of the checkpoint's step
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)  # optimizer state split across ranks
 
 
@@ -51,6 +52,7 @@ class CheckpointData:
     rng: dict[str, torch.Tensor]
     meta: dict
     state_dir: Path | None = None  # Accelerate's save_state folder (sharded optimizers; adapter/optimizer/rng empty)
+    best: Path | None = None  # the run's best adapter as of this step (None: none saved yet, or an older format)
 
 
 class CheckpointError(AdaptrecError):
@@ -118,9 +120,10 @@ def save_checkpoint(
     trainer_state: dict,
     keep: int = 2,
     rng: dict[str, torch.Tensor] | None = None,
+    best: Path | None = None,
 ) -> Path:
     """Write `checkpoints/step_N` atomically, then drop all but the newest `keep`. `rng`: every rank's generator
-    states (`gathered_rng`); default this process's."""
+    states (`gathered_rng`); default this process's. `best`: the run's best adapter folder, copied in."""
     final = _step_dir(run_dir, step)
     if final.exists():
         _discard(final)
@@ -133,6 +136,7 @@ def save_checkpoint(
         save_file(rng, tmp / "rng.safetensors")
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        _copy_best(best, tmp)
     _prune(run_dir, keep, step)
     return final
 
@@ -150,10 +154,11 @@ def save_accelerate_checkpoint(
     tuner_state: dict[str, torch.Tensor],
     trainer_state: dict,
     keep: int = 2,
+    best: Path | None = None,
 ) -> Path:
     """`save_checkpoint` for sharded optimizers, called on every rank: each writes its shards with
     `accelerator.save_state` into one hidden `.step_N.tmp` folder; the main process adds the tuner, scheduler and
-    trainer state, fsyncs it all, renames it to `checkpoints/step_N` and prunes."""
+    trainer state and the best adapter, fsyncs it all, renames it to `checkpoints/step_N` and prunes."""
     final = _step_dir(run_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")  # one name that every rank knows
     if accelerator.is_main_process:
@@ -166,6 +171,7 @@ def save_accelerate_checkpoint(
         save_file({k: v.detach().cpu().contiguous() for k, v in tuner_state.items()}, tmp / "tuner.safetensors")
         meta = {"step": step, "format": ACCELERATE_STATE, "scheduler": scheduler.state_dict(), "trainer": trainer_state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        _copy_best(best, tmp)
         fsync_tree(tmp)
         if final.exists():
             _discard(final)
@@ -174,6 +180,13 @@ def save_accelerate_checkpoint(
         _prune(run_dir, keep, step)
     accelerator.wait_for_everyone()
     return final
+
+
+def _copy_best(best: Path | None, checkpoint: Path) -> None:
+    """The best adapter into a checkpoint being written: a resumed run then starts from the best its checkpoint's
+    early stopping knows, not one an abandoned attempt saved after it."""
+    if best is not None:
+        shutil.copytree(best, checkpoint / BEST)
 
 
 def _step_dir(run_dir: Path, step: int) -> Path:
@@ -220,13 +233,14 @@ def read_checkpoint(ckpt: Checkpoint) -> CheckpointData:
     needed = {"scheduler", "trainer"} if accelerate else {"optimizer", "scheduler", "trainer"}
     if not isinstance(meta, dict) or not needed <= meta.keys():
         raise CheckpointError(f"{ckpt.path}: state.json lacks the optimizer, scheduler or trainer state")
+    best = ckpt.path / BEST if (ckpt.path / BEST).is_dir() else None
     if accelerate:
         state_dir = ckpt.path / ACCELERATE_STATE
         if not state_dir.is_dir() or not any(state_dir.iterdir()):
             raise CheckpointError(f"{ckpt.path}: {ACCELERATE_STATE}/ is missing or empty")
-        return CheckpointData(ckpt, {}, read("tuner.safetensors", load_file), {}, {}, meta, state_dir)
+        return CheckpointData(ckpt, {}, read("tuner.safetensors", load_file), {}, {}, meta, state_dir, best)
     t = {k: read(f"{k}.safetensors", load_file) for k in ("adapter", "tuner", "optimizer", "rng")}
-    return CheckpointData(ckpt, t["adapter"], t["tuner"], t["optimizer"], t["rng"], meta)
+    return CheckpointData(ckpt, t["adapter"], t["tuner"], t["optimizer"], t["rng"], meta, best=best)
 
 
 def newest_readable(run_dir: Path, log=print) -> CheckpointData | None:

@@ -7,7 +7,7 @@ import fcntl
 import json
 import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -129,15 +129,23 @@ def _recovered(dest: Path) -> bool:
 
 
 def _save_adapter(model, dest: Path) -> None:
-    """Replace `dest` with the model's current adapter (safetensors), atomically; `.new`/`.old` folders a crash
+    """Replace `dest` with the model's current adapter (safetensors), atomically (`_replace_dir`)."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tuner_for(model).save_extra(model, tmp)
+
+    _replace_dir(dest, write)
+
+
+def _replace_dir(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Replace folder `dest` with what `fill` writes into an empty one, atomically; `.new`/`.old` folders a crash
     left behind are cleared first (`_recovered`)."""
     _recovered(dest)
     old, new = dest.with_name(dest.name + ".old"), dest.with_name(dest.name + ".new")
     for stale in (old, new):
         shutil.rmtree(stale, ignore_errors=True)
     with atomic_dir(new) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tuner_for(model).save_extra(model, tmp)
+        fill(tmp)
     if dest.exists():
         dest.rename(old)
     new.rename(dest)
@@ -308,6 +316,8 @@ class Trainer:
                 self.accelerator.scaler.load_state_dict(data.meta["trainer"]["grad_scaler"])
         self.tuner.load_state_tensors(self.unwrapped, data.tuner)
         self.stopper = EarlyStopping(**data.meta["trainer"]["early_stopping"])
+        if data.best is not None and self.accelerator.is_main_process:  # was: a best the abandoned attempt saved
+            _replace_dir(self.run_dir / "best", lambda tmp: shutil.copytree(data.best, tmp, dirs_exist_ok=True))
         self.global_step = data.ckpt.step
         _trim_metrics(self.metrics_path, self.global_step, self.start_over)
         self.accelerator.print(f"resuming {self.run_dir} from step {self.global_step}")
@@ -411,19 +421,20 @@ class Trainer:
     def checkpoint(self) -> None:
         """Write checkpoints/step_N: with a sharded optimizer (DeepSpeed, FSDP) every rank saves its shards through
         Accelerate's `save_state`; otherwise the main process writes the safetensors format, with every rank's RNG."""
-        acc = self.accelerator
+        acc, best = self.accelerator, self.run_dir / "best"
+        best = best if acc.is_main_process and _recovered(best) else None  # the best as of this step travels along
         state = {"early_stopping": self.stopper.state(), "num_processes": acc.num_processes,
                  "cases": self.cases_digest, "setup": self.run_setup}
         if acc.scaler is not None:  # fp16: the loss scale it reached (save_state keeps it on the sharded path)
             state["grad_scaler"] = acc.scaler.state_dict()
         if sharded(acc):
             save_accelerate_checkpoint(acc, self.run_dir, self.global_step, self.scheduler,
-                                       self.tuner.state_tensors(self.unwrapped), state)
+                                       self.tuner.state_tensors(self.unwrapped), state, best=best)
         else:
             rng = gathered_rng(acc)  # every rank's, so each resumes its own dropout stream
             if acc.is_main_process:
                 save_checkpoint(self.run_dir, self.global_step, _trainable_state(self.unwrapped), self.optimizer,
-                                self.scheduler, self.tuner.state_tensors(self.unwrapped), state, rng=rng)
+                                self.scheduler, self.tuner.state_tensors(self.unwrapped), state, rng=rng, best=best)
 
     def run(self) -> TrainResult:
         """Start tracking, step until `max_steps` or early stopping with a progress bar (main process only), then

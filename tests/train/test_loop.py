@@ -124,6 +124,30 @@ def _checkpointed_then_resumed(model_dir, run_dir, train_cases: int = 8):
     return second
 
 
+def test_a_resume_puts_back_the_best_adapter_its_checkpoint_knows(tiny_model_dir, tmp_path, monkeypatch):
+    """A new best saved after the newest checkpoint by an attempt that then died stayed in `best/` (was): where
+    steps do not repeat bit for bit (CUDA), the resumed run could end with those weights under another best step."""
+    from router_helpers import fresh_backbone
+
+    import adaptrec.train.loop as loop
+
+    recipe = tiny_recipe(str(tiny_model_dir), 4, eval_every=1, checkpoint_every=2)
+    aucs = iter([0.5, 0.6, 0.9, 0.1])
+    monkeypatch.setattr(loop, "validate", lambda *args: next(aucs))
+    first = loop.Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path)
+    first.setup()
+    best, saved = tmp_path / "best" / "adapter_model.safetensors", []
+    for _ in range(3):  # a checkpoint at step 2 (its best: step 2), a new best at step 3, then the attempt dies
+        first.validate_and_checkpoint(first.step())
+        saved.append(load_file(best))
+    assert any(not torch.equal(saved[1][k], saved[2][k]) for k in saved[1])
+    second = loop.Trainer(recipe, fresh_backbone(tiny_model_dir), synthetic_cases(8), synthetic_cases(8), tmp_path)
+    second.setup(resume=True)
+    second.resume()
+    assert (second.global_step, second.stopper.best_step) == (2, 2)
+    assert all(torch.equal(load_file(best)[k], saved[1][k]) for k in saved[1])  # step 2's, as its stopper says
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_short_micro_batch_weighs_every_case_alike_on_every_rank(tiny_model_dir, tmp_path, monkeypatch, rank):
     """11 cases, 2 processes, batch 4, 2 micro-batches: 8 cases, then 3 split 2 + 1. Each rank's weights divided by

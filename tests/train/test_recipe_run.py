@@ -8,6 +8,7 @@ from train_worker import tiny_recipe_file
 
 from adaptrec.config import load_recipe
 from adaptrec.registry import Registry
+from adaptrec.train.checkpoint import latest_checkpoint
 from adaptrec.train.recipe import run_recipe
 
 
@@ -18,8 +19,9 @@ def test_resuming_a_finished_run_registers_no_new_version(tiny_model_dir, tmp_pa
     again = run_recipe(parsed, text, resume=True)
     assert again.record.ref == first.ref and again.report.rows[-1].name.startswith(first.ref)
     assert [r.ref for r in Registry().list(name=first.name)] == [first.ref]
-    config = again.train.adapter_dir / "adapter_config.json"  # the run's best adapter now differs from the record's
-    config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 3}))
+    newest = latest_checkpoint(again.train.run_dir).path / "best"  # the best a resume puts back
+    for config in (again.train.adapter_dir / "adapter_config.json", newest / "adapter_config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 3}))  # now not the record's
     assert run_recipe(parsed, text, resume=True).record.version == first.version + 1
     assert run_recipe(parsed, text, restart=True).record.version == first.version + 2
 

@@ -151,7 +151,7 @@ def test_a_sharded_run_resumes_through_load_state(tiny_model_dir, tmp_path, monk
     straight = loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir)
     expected = _adapter(straight.model)
     step_4 = run_dir / "checkpoints" / "step_000004"
-    assert sorted(p.name for p in step_4.iterdir()) == ["accelerate", "state.json", "tuner.safetensors"]
+    assert sorted(p.name for p in step_4.iterdir()) == ["accelerate", "best", "state.json", "tuner.safetensors"]
     assert (step_4 / "accelerate" / "optimizer.bin").is_file()  # Accelerate's own layout
 
     shutil.rmtree(step_4)  # resume from step 2: model, optimizer and RNG from load_state, the scheduler from state.json
