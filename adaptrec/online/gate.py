@@ -253,7 +253,8 @@ def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
     labels, users = np.array([c.label for c in plan.cases]), [c.user_id for c in plan.cases]
     scores = [component_scores(backbone, registry, [ref], plan.cases, **{**scorer_options, **options(ref)})[0]
               for ref in (record.ref, champion.ref)]
-    evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed), **plan.source, "seed": seed}
+    evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed), **plan.source, "seed": seed,
+                "environment": backbone.environment()}  # the backbone's build both were scored on
     if evidence["promote"]:
         registry.promote(record.ref, domain, evidence=evidence, expect=champion.ref)
     else:

@@ -218,6 +218,7 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
     assert [(d["action"], d["ref"]) for d in trail] == [("promote", "tiny:1"), ("promote", "tiny:2"),
                                                        ("refuse", "tiny:1"), ("refuse", "tiny:1")]
     assert trail[1]["evidence"]["data"] == recent and trail[1]["evidence"]["cases"] == 24
+    assert trail[1]["evidence"]["environment"]["backend"] == "fp32"  # the build it scored on (was: not recorded)
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
     assert code == 0 and "tiny:1 serves it again" in out and registry.promoted("movie").ref == "tiny:1"
     code, _, err = run_cli(monkeypatch, capsys, "registry", "rollback", "movie")
