@@ -5,9 +5,10 @@ it is still in flight (the drain).
 
 Until the first poll after a domain's first promotion, that domain routes straight to the registry's alias (loaded on
 first use), so a fresh promotion serves at once. A new champion that cannot load (corrupt files, another base model,
-a failed load) is not switched to: the old one keeps serving, and the failure is logged once; promoted anew (a
-rollback and a re-promotion between two polls included) it is tried again. A poll that fails for a passing reason
-(a busy registry, a full queue) is logged and retried at the next one.
+a failed load, any other error of its pre-warm) is not switched to: the old one keeps serving, the other domains
+switch, and the failure is logged once; promoted anew (a rollback and a re-promotion between two polls included) it
+is tried again. A poll that fails for a passing reason (a busy registry, a full queue) is logged and retried at the
+next one; so is one that fails for an unforeseen reason, with its traceback: the watcher never stops.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ class ServedRegistry:
 
     def promoted(self, domain: str):
         ref = self.served.get(domain)
-        return self.registry.resolve(ref) if ref is not None else self.registry.promoted(domain)
+        if ref is not None:
+            try:
+                return self.registry.resolve(ref)
+            except RegistryBusy:
+                raise
+            except RegistryError:  # removed since (no longer the registry's champion): routed as the registry says
+                pass
+        return self.registry.promoted(domain)
 
     def aliases(self) -> dict[str, str]:
         return {**self.registry.aliases(), **self.served}
@@ -95,15 +103,18 @@ class PromotionWatcher:
         """Poll every `interval` seconds until cancelled; a failed poll is logged and the next one retries."""
         while True:
             await asyncio.sleep(interval)
-            try:
-                for switch in await worker.prepare(self.changes):
-                    await self.apply(engine, worker, switch)
-            except AdaptrecError as e:  # a passing failure: what was not switched is found again next poll
-                log.warning("checking for new champions failed (%s); retrying in %g s", e, interval)
-            try:
-                await self.drain(engine, worker)
-            except AdaptrecError as e:
-                log.warning("unloading old champions failed (%s); retrying in %g s", e, interval)
+            for step, what in ((self.switch_all, "checking for new champions"), (self.drain, "unloading old champions")):
+                try:
+                    await step(engine, worker)
+                except AdaptrecError as e:  # a passing failure: what was not done is found again next poll
+                    log.warning("%s failed (%s); retrying in %g s", what, e, interval)
+                except Exception:  # was: ended the watcher unannounced, so no later promotion was ever switched to
+                    log.exception("%s failed; retrying in %g s", what, interval)
+
+    async def switch_all(self, engine, worker) -> None:
+        """Apply each changed alias (`changes`); a passing failure leaves the rest to the next poll."""
+        for switch in await worker.prepare(self.changes):
+            await self.apply(engine, worker, switch)
 
     async def apply(self, engine, worker, switch: Switch) -> None:
         """Pre-warm `switch.new` (a mix: its sources), then route to it; the old version starts draining. A domain
@@ -122,10 +133,11 @@ class PromotionWatcher:
             await worker.submit(call=prewarm)
         except PASSING:
             raise
-        except NOT_SERVABLE as e:
+        except Exception as e:  # NOT_SERVABLE, or anything else (was: skipped every later domain, at every poll)
             self.failed.add((switch.domain, switch.new, switch.promoted))
-            log.warning("not switching %s to %s, which cannot serve (%s); %s keeps serving", switch.domain,
-                        switch.new, e, switch.old or "the registry's alias")
+            log.warning("not switching %s to %s, which cannot serve (%s: %s); %s keeps serving", switch.domain,
+                        switch.new, type(e).__name__, e, switch.old or "the registry's alias",
+                        exc_info=not isinstance(e, NOT_SERVABLE))
             return
         self.routing.served[switch.domain] = switch.new
         self.switches += 1
@@ -170,3 +182,6 @@ class PromotionWatcher:
                 log.info("unloading %s waits for the next poll (%s)", ref, e)
             except (ServeError, RegistryError):  # evicted meanwhile (LRU), never loaded, or removed: nothing to unload
                 pass
+            except Exception:  # the next poll tries again; the others still unload (was: left resident for good)
+                self.draining.add(old)
+                log.exception("unloading %s failed; retrying at the next poll", ref)

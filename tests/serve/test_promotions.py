@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from adaptrec.errors import RegistryBusy, RegistryError
+from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError
 from adaptrec.serve.engine import QueueTimeout, ServeError
 from adaptrec.serve.promotions import PromotionWatcher, ServedRegistry
 
@@ -110,6 +110,50 @@ def test_a_champion_rolled_back_and_promoted_again_between_two_polls_is_tried_ag
 
     _poll(watcher, engine)
     assert watcher.routing.served == {"books": "books-dora:1"} and watcher.failed == set()
+
+
+def test_an_unforeseen_prewarm_error_is_one_failure_and_the_watcher_goes_on():
+    """A pre-warm error that was no AdaptrecError (files removed mid-read) ended the watcher unannounced: no later
+    promotion was switched to; another AdaptrecError skipped every later domain, at every poll."""
+    registry = FakeRegistry({"art": "art-lora:1", "books": "books-lora:1", "movie": "movie-lora:1"})
+    refuse = {"art-lora:2": FileNotFoundError("adapter_model.safetensors"), "books-lora:2": AdaptrecError("odd")}
+    watcher, engine = _polls(registry, refuse, {"art": "art-lora:2", "books": "books-lora:2", "movie": "movie-lora:2"})
+    assert watcher.routing.served == {"art": "art-lora:1", "books": "books-lora:1", "movie": "movie-lora:2"}
+    assert watcher.failed == {("art", "art-lora:2", ""), ("books", "books-lora:2", "")}
+    registry.current["movie"] = "movie-lora:3"  # a later promotion still switches
+    _poll(watcher, engine)
+    assert watcher.routing.served["movie"] == "movie-lora:3"
+
+
+def test_the_watcher_outlives_an_unforeseen_error_of_a_poll_or_a_drain():
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    watcher, engine = _polls(registry, {}, {"movie": "movie-lora:2"})
+    calls = {"n": 0}
+    real = registry.promotions
+
+    def promotions():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a row of another shape")
+        return real()
+
+    registry.promotions, registry.current["movie"] = promotions, "movie-lora:3"
+    unload = engine.unload
+    engine.unload = lambda ref: (_ for _ in ()).throw(OSError("EIO")) if calls["n"] < 3 else unload(ref)
+    _poll(watcher, engine)
+    assert watcher.routing.served["movie"] == "movie-lora:3" and calls["n"] > 3
+    assert engine.resident == {"movie-lora:3"} and watcher.draining == set()  # the failed unloads were retried
+
+
+def test_a_served_version_removed_from_the_registry_routes_to_the_registry_s_champion():
+    """A champion whose successor could not load keeps serving, but is no longer the registry's champion, so
+    `registry remove` took it without --force: every request of its domain then got a 404 (was)."""
+    registry = FakeRegistry({"movie": "movie-lora:1"})
+    watcher, _ = _polls(registry, {"movie-lora:2": ServeError("a load failed")}, {"movie": "movie-lora:2"})
+    assert watcher.routing.served == {"movie": "movie-lora:1"}
+    registry.removed.add("movie-lora:1")
+    registry.promoted = lambda domain: registry.resolve(registry.current[domain])
+    assert watcher.routing.promoted("movie").ref == "movie-lora:2"
 
 
 def test_a_busy_registry_is_retried_not_marked_failed():
