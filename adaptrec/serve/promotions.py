@@ -103,7 +103,8 @@ class PromotionWatcher:
         """Poll every `interval` seconds until cancelled; a failed poll is logged and the next one retries."""
         while True:
             await asyncio.sleep(interval)
-            for step, what in ((self.switch_all, "checking for new champions"), (self.drain, "unloading old champions")):
+            for step, what in ((self.switch_all, "checking for new champions"),
+                               (self.drain, "unloading old champions")):
                 try:
                     await step(engine, worker)
                 except AdaptrecError as e:  # a passing failure: what was not done is found again next poll
