@@ -367,6 +367,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     backbone, quantization = _made_for([ref] if ref else [], backbone, quantization)
     dataset = load_spec(data, seed=seed)
+    check_output_file(out, option("out", out), inputs=dataset.sources)  # was: the data file replaced by its scores
     cases = batch_cases(dataset, limit, seed, part)
     options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
                "batch_size": batch_size}
@@ -617,7 +618,10 @@ def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path 
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")
     target = Path(out) if out is not None else Path(f"{kind}.png")
-    check_output_file(target, option("out", target) if out is not None else str(target))  # the default: its path
+    named = option("out", target) if out is not None else str(target)  # the default: its path
+    check_output_file(target, named, inputs=sources)
+    if target.suffix.lower() != ".png":  # the figure is a PNG whatever the name says
+        raise AdaptrecError(f"{named}: name a .png file")
     if kind == "transfer":  # scores cached by older scoring code are flagged on the figure
         from .scoring.core import SCORING_VERSION
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import stat
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +136,19 @@ def has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def check_output_file(path: Path | str, named: str, error: type[AdaptrecError] = AdaptrecError) -> None:
+def check_output_file(path: Path | str, named: str, error: type[AdaptrecError] = AdaptrecError,
+                      inputs: Iterable[Path | str | None] = ()) -> None:
     """One `error` line starting with `named` (how the caller gave `path`, e.g. `--out p.json`), before any work,
-    unless `path` can be written as a file: not a folder, and no part of the way to it an existing file (its missing
-    folders are made when it is written)."""
+    unless `path` can be written as a file: not a folder, none of the run's `inputs` (it would replace the data it
+    was made from), and no part of the way to it an existing file (its missing folders are made when it is
+    written)."""
     path = Path(path)
     if path.is_dir():
         raise error(f"{named}: a folder; name the file to write")
+    if path.exists():
+        same = next((s for s in inputs if s is not None and Path(s).exists() and os.path.samefile(path, s)), None)
+        if same is not None:
+            raise error(f"{named}: the input {same} itself; write the output to another file")
     blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise error(f"{named}: {blocked} is a file, so no folder can be made there")

@@ -52,7 +52,7 @@ def eval_(
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines and the
     registered collaborative encoders."""
     if json_out:
-        check_output_file(json_out, f"--json {json_out}")  # before the evaluation, not after it
+        check_output_file(json_out, f"--json {json_out}", inputs=(candidates_file, data))  # before the evaluation
     if encoder and no_encoders:
         raise AdaptrecError(f"--encoder {encoder[0]} and --no-encoders: name encoder rows, or none")
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,

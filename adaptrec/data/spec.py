@@ -60,6 +60,7 @@ class DataSet:
     user_items: dict[str, frozenset[str]] = field(default_factory=dict)
     transductive: bool = False
     item_counts: dict[str, float] = field(default_factory=dict)
+    sources: tuple[Path, ...] = ()  # the files it was read from (no output may replace them)
 
 
 @lru_cache(maxsize=64)
@@ -95,7 +96,7 @@ def _tallrec_file(spec: str, path: Path, cases: list[Case]) -> DataSet:
     files = [path] + ([pop_file] if pop_file and pop_file != path else [])
     return DataSet(spec, cases, tallrec.item_popularity(pop_cases),
                    digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}),
-                   transductive=pop_file == path)
+                   transductive=pop_file == path, sources=tuple(files))
 
 
 def _movielens(spec: str, split: str) -> DataSet:
@@ -103,7 +104,7 @@ def _movielens(spec: str, split: str) -> DataSet:
     files = [folder / "ml-100k.inter", folder / "ml-100k.item"]
     return DataSet(spec, movielens.load_movielens(split), tallrec.item_popularity(movielens.load_movielens("train")),
                    digest({"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files)}),
-                   transductive=split == "train")  # the train split's popularity counts its own targets
+                   transductive=split == "train", sources=tuple(files))  # train: popularity counts its targets
 
 
 def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len: int) -> DataSet:
@@ -113,13 +114,13 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
     catalogues = {"movie": texts}
     user_items = leave_one_out.seen_items(timelines, part)
     counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
-    files = _file_hashes([folder / "ml-100k.inter", folder / "ml-100k.item"])
-    key = {"v": FORMAT_VERSION, "spec": spec, "files": files,
+    files = (folder / "ml-100k.inter", folder / "ml-100k.item")
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(list(files)),
            "negatives_per_positive": negatives, "seed": seed, "negatives_avoid": NEGATIVES_AVOID}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     return DataSet(spec, cases, interaction_log.text_counts(counts, texts.__getitem__), digest(key), catalogues,
                    user_items, transductive=part == "train",  # the training interactions hold its own targets
-                   item_counts=_floats(counts))
+                   item_counts=_floats(counts), sources=files)
 
 
 def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed: int) -> DataSet:
@@ -127,11 +128,12 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     positives = amazon.load_amazon(domain, split, history_domains="other" if cold else "both")
     catalogues, user_items = {domain: amazon.amazon_items(domain)}, amazon.amazon_user_items()
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
-    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes([folder / f for f in amazon.FILES]),
+    files = tuple(folder / f for f in amazon.FILES)
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(list(files)),
            "negatives_per_positive": negatives, "seed": seed}
     return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items,
                    transductive=split == "train",  # the training users' interactions hold its own targets
-                   item_counts=_floats(amazon.amazon_item_counts(domain)))
+                   item_counts=_floats(amazon.amazon_item_counts(domain)), sources=files)
 
 
 def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = None,
@@ -177,7 +179,7 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         key.update(negatives_per_positive=negatives, seed=seed)
     return DataSet(spec, cases, popularity, digest(key), catalogues, user_items,
                    transductive=part in (None, "train"),  # popularity counts these cases' own targets
-                   item_counts=_floats(counts))
+                   item_counts=_floats(counts), sources=(path, items_path))
 
 
 def _feedback(spec: str, parts: list[str]) -> DataSet:

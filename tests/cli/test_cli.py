@@ -319,6 +319,31 @@ def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evalua
     assert code == 2 and f"--json {tmp_path}: a folder" in err and "Traceback" not in err
 
 
+def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path):
+    """`score --out` naming its data file wrote the scores over it, exit 0; `eval --json` naming its candidates file,
+    and `plot -o` one of the files it draws, did the same (was); a plot named .txt got PNG bytes."""
+    from synthetic import write_tallrec_files
+
+    from adaptrec import api
+
+    monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
+    test = write_tallrec_files(tmp_path / "data", {"train": 4, "valid": 4, "test": 4})["test"]
+    before = test.read_bytes()
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", str(test), "--out", str(tmp_path / "data" / "."
+                                                                                       / test.name))
+    assert code == 2 and f"the input {test} itself" in err and test.read_bytes() == before
+    candidates = tmp_path / "c.jsonl"
+    candidates.write_text("{}\n")
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "amazon:office:test", "--candidates-file",
+                           str(candidates), "--json", str(candidates))
+    assert code == 2 and "the input" in err and candidates.read_text() == "{}\n"
+    grid = tmp_path / "grid.jsonl"
+    grid.write_text("{}\n")
+    for out, words in ((grid, "the input"), (tmp_path / "shots.txt", "name a .png file")):
+        code, _, err = run_cli(monkeypatch, capsys, "plot", "shots", str(grid), "-o", str(out))
+        assert code == 2 and words in err and grid.read_text() == "{}\n" and not (tmp_path / "shots.txt").exists()
+
+
 @pytest.mark.parametrize("args, words", [
     (["eval", "--data", "tallrec:movie:test", "--encoder", "mf", "--no-encoders"], "--encoder mf and --no-encoders"),
     (["eval", "--data", "amazon:office:test", "--candidates", "5", "--candidates-file", "c.jsonl"],
