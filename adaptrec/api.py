@@ -436,16 +436,20 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
     if not name:
         raise AdaptrecError(f"compose: pass {option('name')} for the composed adapter's registry entry")
-    if into_base and (method == MIX or Path(into_base).exists()):
-        raise AdaptrecError(f"{option('into_base', into_base)}: needs a ΔW method and a folder that does not exist "
-                            "yet")
+    if into_base:  # checked before anything is registered (was: registered and promoted, then refused)
+        named = option("into_base", into_base)
+        if method == MIX:
+            raise AdaptrecError(f"{named}: a score-level mix has no weights to merge into the base; use a ΔW method")
+        if Path(into_base).exists():
+            raise AdaptrecError(f"{named}: already exists; name a folder that does not exist yet")
+        check_output_file(into_base, named)
     result = search_and_compose(lambda: _backbone(backbone, quantization), reg, refs, method, name=name, domain=domain,
                                 weights=weights, search_data=search_data, **search, seed=seed, svd_rank=svd_rank,
                                 density=density)
-    if promote_cold:
-        reg.promote(result.record.ref, f"{result.record.domain}:cold")
     if into_base:
         merge_into_base(backbone, reg, result.record.ref, Path(into_base))
+    if promote_cold:  # once everything asked for is done
+        reg.promote(result.record.ref, f"{result.record.domain}:cold")
     return result
 
 

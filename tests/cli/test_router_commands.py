@@ -87,6 +87,11 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates-file",
                            str(unknown)], "candidate item 'zz9' is not in the office catalogue"),
                          (["compose", "--from", "arts-lora", "--name", "x", "--data", log], "add --search"),
+                         (["compose", "--from", "arts-lora,office-lora", "--name", "x", "--into-base",
+                           str(tmp_path / "candidates.jsonl" / "m")],  # was: x registered, then errno 17, exit 1
+                          "candidates.jsonl is a file, so no folder can be made there"),
+                         (["compose", "--from", "arts-lora,office-lora", "--name", "x", "--method", "mix",
+                           "--into-base", str(tmp_path / "m")], "a score-level mix has no weights to merge"),
                          (["compose", "--from", "arts-lora,office-lora", "--method", "linear", "--name", "x"],
                           ("linear merges A and B separately and needs equal ranks in every module (arts-lora:1 r=4, "
                            "office-lora:1 r=2)")),  # was: after the backbone loaded
@@ -100,6 +105,7 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert code == 2 and len(errors) == 1 and needle in errors[0], err
+    assert adaptrec.registry().list(name="x") == []  # nothing registered by any refused command
     code, _, err = run_cli(monkeypatch, capsys, *search, "--data", log, "--shots", "40", *bb)
     assert code == 2 and "--shots" in err  # a usage error: at most 32
     monkeypatch.setattr(backbone_mod, "backbone_fingerprint", lambda *a: pytest.fail("the backbone was converted"))
