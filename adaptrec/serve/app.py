@@ -38,7 +38,7 @@ from . import plans
 from .engine import Engine, ServeError
 from .envelope import add_error_handlers
 from .explore import greedy
-from .guards import ADMIN_KEY, Guard
+from .guards import ADMIN_KEY, CLIENT_GONE, ClientClosed, Guard, client_gone
 from .metrics import Metrics, pyes_series
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
@@ -132,10 +132,15 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
             p, arrived = plans.after_load(await worker.prepare(make)), time.monotonic()  # the load was no queueing
         if watcher is not None:  # the adapters this request was routed to are in flight until it is answered
             watcher.hold(p.decision.adapters)
+        gone = request.scope.get(CLIENT_GONE)
         try:  # the queue timeout counts from arrival: time spent waiting to be planned is waiting too
             if p.shared:
-                return p, p.scores(await worker.submit(call=lambda: p.run(engine), since=arrived))
-            return p, p.scores(await worker.submit(rows=p.rows, tokens=p.tokens, since=arrived))
+                logits = await worker.submit(call=lambda: p.run(engine), since=arrived, gone=gone)
+            else:
+                logits = await worker.submit(rows=p.rows, tokens=p.tokens, since=arrived, gone=gone)
+            if client_gone(request.scope):  # an answer no one receives is not logged (was: nor its slate shown)
+                raise ClientClosed("the client closed the connection before its answer")
+            return p, p.scores(logits)
         finally:
             if watcher is not None:
                 watcher.release(p.decision.adapters)

@@ -7,11 +7,15 @@ a 20 MB body from being read and parsed on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Awaitable, Callable
 
+from adaptrec.errors import AdaptrecError
+
 ADMIN_KEY = "adaptrec.admin"  # scope key: True when the request carried the admin token
+CLIENT_GONE = "adaptrec.client_gone"  # scope key: an `asyncio.Event` set once the client has disconnected
 Scope = dict
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
@@ -36,6 +40,18 @@ def route_path(scope: Scope) -> str:
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": counted as such, not as a server error; no one reads it
+
+
+class ClientClosed(AdaptrecError):
+    """The client disconnected before its answer: its forward is skipped and its answer neither logged nor sent."""
+
+    status = CLIENT_CLOSED
+
+
+def client_gone(scope: Scope) -> bool:
+    """Whether the request's client has disconnected (known once its body was read)."""
+    gone = scope.get(CLIENT_GONE)
+    return gone is not None and gone.is_set()
 
 
 async def send_error(send: Callable, status: int, kind: str, message: str) -> None:
@@ -74,20 +90,33 @@ class Guard:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 return await self._too_large(send, len(body))
-        await self.app(scope, _replay(body, receive), send)
+        gone = scope[CLIENT_GONE] = asyncio.Event()  # uvicorn cancels no handler whose client left: the app asks
+        listening = asyncio.ensure_future(_listen(receive, gone))
+        try:
+            await self.app(scope, _replay(body, gone), send)
+        finally:
+            listening.cancel()
 
     async def _too_large(self, send: Callable, size: int) -> None:
         await send_error(send, 413, "LimitExceeded",
                          f"the request body has {size} bytes, over the limit of {self.max_bytes}")
 
 
-def _replay(body: bytes, receive: Callable) -> Callable:
+async def _listen(receive: Callable, gone: asyncio.Event) -> None:
+    """Set `gone` when the client disconnects (after the body, the only message left to receive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+def _replay(body: bytes, gone: asyncio.Event) -> Callable:
     sent = False
 
     async def replay() -> dict:
         nonlocal sent
-        if sent:
-            return await receive()  # after the body: wait for the client's disconnect as usual
+        if sent:  # after the body: the client's disconnect, as `_listen` receives it
+            await gone.wait()
+            return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .engine import Engine, ServeError, wait_or_refuse
+from .guards import ClientClosed
 from .metrics import Metrics
 
 
@@ -142,9 +143,13 @@ class Worker:
         return await asyncio.get_running_loop().run_in_executor(self.prep, contextvars.copy_context().run, fn)
 
     async def submit(self, rows: list[tuple[str, str]] | None = None, tokens: list[int] | None = None,
-                     call: Callable[[], Any] | None = None, since: float | None = None) -> Any:
+                     call: Callable[[], Any] | None = None, since: float | None = None,
+                     gone: asyncio.Event | None = None) -> Any:
         """Queue a job and await its result; `since` (`time.monotonic()`, default now): when its request arrived,
-        from which the queue timeout counts."""
+        from which the queue timeout counts. `gone` set (the client disconnected) before the answer: the job is
+        dropped (not run if it has not started) and `ClientClosed` raised."""
+        if gone is not None and gone.is_set():
+            raise ClientClosed("the client closed the connection before its answer")
         job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
         if since is not None:
             job.enqueued = since
@@ -152,7 +157,18 @@ class Worker:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFull(f"the server queue is full ({self.queue.maxsize} jobs); retry later") from None
-        return await job.future
+        leaving = asyncio.ensure_future(gone.wait()) if gone is not None else None
+        try:
+            if leaving is not None:
+                await asyncio.wait((job.future, leaving), return_when=asyncio.FIRST_COMPLETED)
+                if not job.future.done():
+                    raise ClientClosed("the client closed the connection before its answer")
+            return await job.future
+        finally:
+            if leaving is not None:
+                leaving.cancel()
+            if not job.future.done():  # cancelled or left: the worker skips the job, or drops its answer
+                job.future.cancel()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop())

@@ -448,6 +448,60 @@ def test_a_client_that_leaves_mid_body_is_counted_as_499_not_as_a_server_error(e
     assert "adaptrec_server_errors_total{" not in scrape
 
 
+def recommend_body() -> dict:
+    payload = body()
+    return {**payload, "candidates": payload.pop("items"), "k": 1}
+
+
+def _raw_post(c: TestClient, path: str, payload: dict, leave: asyncio.Event | None) -> list[dict]:
+    """POST `payload` straight to the app on `c`'s event loop, the client disconnecting once `leave` is set (None:
+    at once, after the body); the ASGI messages sent back."""
+    import json
+
+    data, sent, messages = json.dumps(payload).encode(), [], []
+
+    async def receive() -> dict:
+        messages.append(1)
+        if len(messages) == 1:
+            return {"type": "http.request", "body": data, "more_body": False}
+        if leave is not None:
+            await asyncio.to_thread(leave.wait)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-length", str(len(data)).encode()), (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    c.portal.call(c.app, scope, receive, send)
+    return sent
+
+
+def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_path, monkeypatch):
+    """uvicorn cancels no handler whose client disconnected: its forward ran and its answer was logged, a
+    recommendation's slate (with exploration's propensities) as if shown (was)."""
+    from adaptrec.data.online_log import OnlineLog
+
+    forwards, started = [], threading.Event()
+    real = engine.shared_prefix_logits
+    monkeypatch.setattr(engine, "shared_prefix_logits",  # a forward long enough for the client to leave during it
+                        lambda *a, **k: (forwards.append(1), started.set(), time.sleep(0.3), real(*a, **k))[-1])
+    with client(engine, online_log=tmp_path / "online.db") as c:
+        answers = []
+        first = threading.Thread(target=lambda: answers.append(c.post("/v1/recommend", json=recommend_body())))
+        first.start()
+        assert started.wait(30)
+        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None)  # queued behind it, its client gone
+        first.join(30)
+        assert answers[0].status_code == 200 and sent[0]["status"] == 499 and len(forwards) == 1  # never run
+        started.clear()
+        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=started)  # leaves while its forward runs
+        assert sent[0]["status"] == 499 and len(forwards) == 2
+    assert len(OnlineLog(tmp_path / "online.db").requests("arts")) == 1  # the first request only
+
+
 def test_serve_gives_back_the_callers_signal_handlers(engine):
     """`adaptrec.serve` from a REPL or notebook left its SIGINT/SIGTERM handlers installed after it returned: a
     later Ctrl-C only asked the dead server to stop."""
