@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 EMBEDDED = "embedded:smollm2"  # the default backbone (`backbone.EMBEDDED`, spelled here to keep imports light)
 SCORE_MODES = ("pyes", "tallrec")
+RETRIEVE = 20  # candidates `recommend` retrieves by default
 
 
 def _backbone(name: str, quantization: str):
@@ -480,12 +481,13 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
 
 
 def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[HistoryEntry] | None = None,
-              candidates_file: Path | None = None, retrieve: int = 20, top_k: int = 10, min_target_history: int = 3,
-              cold_mix: str | None = None, cold_weights: str | None = None, template: str | None = None,
-              batch_size: int = 8, backbone: str = EMBEDDED, quantization: str = "8bit") -> UserRecommendation:
-    """Route the user, retrieve `retrieve` candidates with MiniLM (or read them from a candidates file), re-rank;
-    `template` defaults to the one the routed adapters were trained with (their prompt length too). `history`: a
-    history file, or a list of items as `predict` takes them; default the user's case in `data`."""
+              candidates_file: Path | None = None, retrieve: int | None = None, top_k: int = 10,
+              min_target_history: int = 3, cold_mix: str | None = None, cold_weights: str | None = None,
+              template: str | None = None, batch_size: int = 8, backbone: str = EMBEDDED,
+              quantization: str = "8bit") -> UserRecommendation:
+    """Route the user, retrieve `retrieve` candidates (default 20) with MiniLM (or read them from a candidates file),
+    re-rank; `template` defaults to the one the routed adapters were trained with (their prompt length too).
+    `history`: a history file, or a list of items as `predict` takes them; default the user's case in `data`."""
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
@@ -497,6 +499,10 @@ def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[His
     check_domain(domain)
     if template is not None:
         _check_choice("template", template, TEMPLATES)
+    if retrieve is not None and candidates_file is not None:  # was: `retrieve` ignored without a word
+        raise AdaptrecError(f"{option('retrieve', retrieve)} and {option('candidates_file')}: retrieve candidates, "
+                            "or read them from the file")
+    retrieve = RETRIEVE if retrieve is None else retrieve
     _at_least(retrieve=(retrieve, 1), top_k=(top_k, 1), batch_size=(batch_size, 1),
               min_target_history=(min_target_history, 0))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
@@ -562,6 +568,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
     _at_least(max_resident=(max_resident, 1))
+    if len(set(preload)) > max_resident:  # was: the first ones evicted as the last loaded
+        raise AdaptrecError(f"{option('preload')} names {len(set(preload))} adapters, more than "
+                            f"{option('max_resident', max_resident)} keeps loaded: raise it, or preload fewer")
     if exploration and not request_log:  # the server would rank greedily and say nothing
         raise AdaptrecError(f"exploration of {', '.join(exploration)} ({option('exploration', flag='--explore')}) logs "
                             "each shown item's propensity for its feedback, so it needs the request log: "
@@ -592,6 +601,8 @@ def parse_exploration(items: Sequence[str]) -> dict[str, float]:
     out = {}
     for item in items:
         domain, sep, value = item.partition("=")
+        if domain in out:  # was: the last one kept without a word
+            raise ConfigError(f"{option('exploration', item, flag='--explore')}: {domain} is given a rate twice")
         try:
             out[domain] = float(value)
         except ValueError:

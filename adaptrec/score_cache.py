@@ -30,7 +30,8 @@ class ScoreCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         with self._one_line():
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            # a Ray actor runs its calls on another thread than its constructor; one call at a time (was: refused)
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
 

@@ -203,6 +203,11 @@ def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp
      "exploration['movie']=2.0: expected a domain's exploration rate", "--explore movie=2.0: expected a domain's"),
     (lambda: adaptrec.serve(exploration=api.parse_exploration(["movie=x"])),
      "exploration='movie=x': expected DOMAIN=EPSILON", "--explore movie=x: expected DOMAIN=EPSILON"),
+    (lambda: api.parse_exploration(["movie=0.1", "movie=0.2"]),  # was: the last one kept
+     "exploration='movie=0.2': movie is given a rate twice", "--explore movie=0.2: movie is given a rate twice"),
+    (lambda: adaptrec.serve(preload=["arts-lora", "office-lora"], max_resident=1),  # was: the first one evicted
+     "preload names 2 adapters, more than max_resident=1 keeps", "--preload names 2 adapters, more than "
+     "--max-resident 1 keeps"),
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", search_data="tallrec:movie:test"),
      "search_data='tallrec:movie:test': the weight search", "--data tallrec:movie:test: the weight search"),
     (lambda: adaptrec.route("u1", "arts", history=["Heat (1995)"], cold_mix="arts-lora,office-lora",

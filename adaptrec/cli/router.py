@@ -114,7 +114,8 @@ def recommend(
     history: Optional[Path] = typer.Option(None, "--history", help="the user's history file instead of their case in --data"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file",
                                                    help="candidates.jsonl (docs/data.md); default: retrieve"),
-    retrieve: int = typer.Option(20, "--retrieve", min=1, help="candidates retrieved with MiniLM when no --candidates-file"),
+    retrieve: Optional[int] = typer.Option(None, "--retrieve", min=1, help="candidates retrieved with MiniLM when no "
+                                           "--candidates-file (default 20)"),
     top_k: int = typer.Option(10, "--top-k", min=1, help="items printed, best first"),
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
@@ -134,7 +135,7 @@ def recommend(
         return echo_json(rec.to_dict())
     _echo_decision(rec.decision)
     if rec.retrieval_hit is not None:
-        typer.echo(f"retrieval recall@{retrieve}: {int(rec.retrieval_hit)} (held-out item {rec.case.target_id} "
+        typer.echo(f"retrieval recall@{retrieve or api.RETRIEVE}: {int(rec.retrieval_hit)} (held-out item {rec.case.target_id} "
                    f"{'' if rec.retrieval_hit else 'not '}retrieved)")
     for rank, r in enumerate(rec.result.items, 1):
         sim = "" if r.similarity is None else f"  sim {r.similarity:.3f}"

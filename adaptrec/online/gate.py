@@ -189,12 +189,12 @@ class GatePlan:
 
 def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
               margin: float = 0.005, limit: int | None = None, data_fingerprint: str | None = None) -> GatePlan:
-    """Everything the gate refuses, checked before any model loads: a margin that is not a finite number >= 0, a
+    """Everything the gate refuses, checked before any model loads: a margin that is not a number in [0, 1), a
     challenger that already is the champion, data it or the champion (or an adapter either comes from) trained on,
     by SPEC, by case or by logged event, fewer than `MIN_USERS` users or one class only. A domain without a
     champion needs none."""
-    if not (math.isfinite(margin) and margin >= 0):
-        raise ConfigError(f"{option('margin', margin)}: expected a finite margin >= 0")
+    if not (math.isfinite(margin) and 0 <= margin < 1):  # an AUC difference lies in [-1, 1]: 1 passes anything
+        raise ConfigError(f"{option('margin', margin)}: expected a margin in AUC from 0 to below 1 (e.g. 0.005)")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
     labelled = [c for c in cases if c.label is not None]

@@ -18,10 +18,10 @@ LORA = {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj
 def test_ray_actors_score_like_one_process(tiny_model_dir, tmp_path):
     data = data_file(tmp_path)
     ref = register_random(tiny_model_dir, Registry(), "movie-lora", LORA, seed=3, domain="movie").ref
-    opts = dict(data=data, cache=False, chunk_size=4, **engine_options(tiny_model_dir))
-    local = read_predictions(adaptrec.write_predictions(ref, out=tmp_path / "local.jsonl", **opts).path)
+    opts = dict(data=data, chunk_size=4, **engine_options(tiny_model_dir))
+    local = read_predictions(adaptrec.write_predictions(ref, out=tmp_path / "local.jsonl", cache=False, **opts).path)
     ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    try:  # the score cache on (was: refused, its connection made on the actor's constructor thread)
         result = adaptrec.write_predictions(ref, out=tmp_path / "ray.parquet", engine="ray", actors=2, **opts)
         assert ray.is_initialized()  # a Ray the caller started is left running
     finally:

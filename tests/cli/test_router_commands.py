@@ -99,6 +99,8 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                           "compose --shots, --l1: only the weight search reads these"),  # was: equal weights, exit 0
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--template", "x"],
                           "--template x"),
+                         (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--retrieve", "5",
+                           "--candidates-file", str(unknown)], "--retrieve 5 and --candidates-file"),  # was: ignored
                          (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue"),
                          (["route", "--user", "u2", "--domain", "", "--data", log], "bad domain ''"),  # was: blamed
                          (["recommend", "--user", "u2", "--domain", " ", "--data", log], "bad domain ' '")):  # the user
