@@ -345,7 +345,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
     from .backbone import library_versions
-    from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, stream_predictions
+    from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, meta_path, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
@@ -363,6 +363,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
                             f"engine is {engine})")
     _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
     check_output_file(out, option("out", out))
+    check_output_file(meta_path(Path(out)), f"{option('out', out)}: its record {meta_path(Path(out))}")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk

@@ -149,6 +149,19 @@ def check_output_file(path: Path | str, named: str, error: type[AdaptrecError] =
         same = next((s for s in inputs if s is not None and Path(s).exists() and os.path.samefile(path, s)), None)
         if same is not None:
             raise error(f"{named}: the input {same} itself; write the output to another file")
+    _check_way(path, named, error)
+
+
+def check_output_folder(path: Path | str, named: str, error: type[AdaptrecError] = AdaptrecError) -> None:
+    """`check_output_file` for a folder a run writes into (made if missing): not a file, no file on the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{named}: a file; name a folder")
+    _check_way(path, named, error)
+
+
+def _check_way(path: Path, named: str, error: type[AdaptrecError]) -> None:
+    """`error` when a folder on the way to `path` exists as a file (no folder can be made there)."""
     blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise error(f"{named}: {blocked} is a file, so no folder can be made there")

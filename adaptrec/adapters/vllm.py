@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptrec.atomic import atomic_dir
-from adaptrec.errors import AdaptrecError, IntegrityError
+from adaptrec.errors import AdaptrecError, IntegrityError, option
+from adaptrec.userfiles import check_output_file
 
 from .check import changes_base_weights, pattern_value, read_config, tensor_shapes
 from .export import adalora_to_lora
@@ -213,6 +214,7 @@ def export_vllm_lora(folder: str | os.PathLike, adapter_type: str, out: str | os
                             "through its LoRA export) only")
     if out.exists():
         raise AdaptrecError(f"{out} already exists; remove it or choose another folder")
+    check_output_file(out, option("out", out))  # no file on the way (was: errno 17)
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="adaptrec-vllm-") as work:
         src = folder
         if adapter_type == "adalora":

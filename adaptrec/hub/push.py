@@ -20,6 +20,7 @@ from ..backbone import EMBEDDED_MODELS
 from ..errors import AdaptrecError, IntegrityError, option
 from ..fingerprint import text_digest
 from ..registry import AdapterRecord, Registry, verified_files
+from ..userfiles import check_output_folder
 from .card import model_card
 from .common import (
     CARD_FILE,
@@ -212,8 +213,7 @@ def push_to_mirror(
     Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
     """
-    if mirror.exists() and not mirror.is_dir():
-        raise HubError(f"{option('to', mirror)}: is a file; name the mirror folder (created if missing)")
+    check_output_folder(mirror, option("to", mirror), HubError)  # made if missing
     registry = registry or Registry()
     record = registry.resolve(ref)
     revision = check_mirror_revision(revision or f"v{record.version}")
@@ -224,12 +224,18 @@ def push_to_mirror(
                      f"{option('revision')}")
     if dest.exists():
         raise taken
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # the folders this push creates
     try:
         with atomic_dir(dest) as tmp:
             stage(record, tmp, repo, revision, registry=registry, mirror=True)
-    except OSError as e:
-        if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():  # another push of it renamed first
-            raise taken from None
+    except BaseException as e:
+        for folder in made:  # deepest first; a refused push leaves no empty folders (was: `<mirror>/<repo>/`)
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: another push's, or not made here
+                break
+        if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():
+            raise taken from None  # another push of it renamed first
         raise
     write_json(repo_dir / MIRROR_REFS, {"latest": revision})
     return PushResult(record.ref, str(repo_dir), revision, None, str(dest))

@@ -107,6 +107,12 @@ def test_other_adapter_types_are_refused_in_one_line(tmp_path, adapter_type, rea
     assert not (tmp_path / "out").exists()
 
 
+def test_an_export_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")  # was: errno 17, exit 1
+    with pytest.raises(AdaptrecError, match=f"{tmp_path / 'file'} is a file, so no folder can be made there"):
+        export_vllm_lora(lora_dir(tmp_path / "src"), "lora", tmp_path / "file" / "out", label="movie:1")
+
+
 def test_a_folder_vllm_would_refuse_is_not_written(tmp_path):
     with pytest.raises(AdaptrecError, match="vLLM would not load movie:1: bias: "):
         export_vllm_lora(lora_dir(tmp_path / "src", bias="lora_only"), "lora", tmp_path / "out", label="movie:1")

@@ -332,6 +332,9 @@ def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "score", "--data", str(test), "--out", str(tmp_path / "data" / "."
                                                                                        / test.name))
     assert code == 2 and f"the input {test} itself" in err and test.read_bytes() == before
+    (tmp_path / "p.jsonl.meta.json").mkdir()  # was: refused only once every case was scored, with errno 21
+    code, _, err = run_cli(monkeypatch, capsys, "score", "--data", str(test), "--out", str(tmp_path / "p.jsonl"))
+    assert code == 2 and "its record" in err and "p.jsonl.meta.json: a folder" in err
     candidates = tmp_path / "c.jsonl"
     candidates.write_text("{}\n")
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "amazon:office:test", "--candidates-file",

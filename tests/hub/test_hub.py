@@ -562,9 +562,12 @@ def test_push_refuses_a_score_level_mix(hub, lora_src, monkeypatch, capsys, tmp_
                                 lineage={"parents": [source.ref], "method": "mix", "weights": [1.0]})
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--repo", "alice/mix")
     assert "score-level mix of movie-lora:1" in _one_line_error(code, err)
-    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--to", str(tmp_path / "mirror"))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", mixed.ref, "--to", str(tmp_path / "mirror" / "deep"))
     assert "push its sources" in _one_line_error(code, err)
-    assert "alice/mix" not in hub.repos
+    assert "alice/mix" not in hub.repos and not (tmp_path / "mirror").exists()  # was: mirror/deep/movie-mix/ left
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", source.ref, "--to", str(tmp_path / "file" / "m"))
+    assert f"{tmp_path / 'file'} is a file, so no folder can be made there" in _one_line_error(code, err)  # errno
 
 
 def test_models_derived_from_gemma_carry_its_terms_and_notice(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
