@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 EMBEDDED = "embedded:smollm2"  # the default backbone (`backbone.EMBEDDED`, spelled here to keep imports light)
 SCORE_MODES = ("pyes", "tallrec")
 RETRIEVE = 20  # candidates `recommend` retrieves by default
+MAX_ENCODER_DIM = 4096  # an encoder's vector size: its tables grow with it times users and items
 
 
 def _backbone(name: str, quantization: str):
@@ -217,7 +218,9 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     data = _spec_text(data, "data")
     name = name or f"{kind}-{data.replace(':', '-')}"
     check_name(name, "encoder")  # before the fit, not after minutes of it
-    _at_least(seed=(seed, 0))
+    _at_least(seed=(seed, 0), dim=(dim, 1), epochs=(epochs, 1))
+    if dim is not None and dim > MAX_ENCODER_DIM:  # was: numpy's allocation error as a traceback
+        raise ConfigError(f"{option('dim', dim)}: at most {MAX_ENCODER_DIM} (the encoders default to 32 or 64)")
     if kind == "sasrec" and data == "movielens:100k":
         raise ConfigError("sasrec reads a history in time order, and movielens:100k's cases list every liked item "
                           "before every disliked one; fit it on movielens:100k:loo")

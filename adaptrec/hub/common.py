@@ -72,12 +72,19 @@ def is_pickle_name(rel: str) -> bool:
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
-    """`endpoint`, else `$HF_ENDPOINT` read now (huggingface_hub reads it only at import), else the library default."""
-    if endpoint:
-        return endpoint.rstrip("/")
-    env = os.environ.get("HF_ENDPOINT")
-    if env:
-        return env.rstrip("/")
+    """`endpoint`, else `$HF_ENDPOINT` read now (huggingface_hub reads it only at import), else the library default;
+    one that is no http(s) URL with a host (and a port from 0 to 65535) is one line naming where it came from."""
+    given = (endpoint, "endpoint") if endpoint else (os.environ.get("HF_ENDPOINT"), "$HF_ENDPOINT")
+    if given[0]:
+        url = given[0].rstrip("/")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as e:  # was: urllib's traceback
+            raise HubError(f"{given[1]} {url!r} is no URL ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HubError(f"{given[1]} {url!r} is no http(s) URL with a host, e.g. https://huggingface.co")
+        return url
     from huggingface_hub import constants
 
     return constants.ENDPOINT.rstrip("/")

@@ -541,6 +541,14 @@ def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, mon
     assert "bad Hub repo" in _one_line_error(code, err)
 
 
+@pytest.mark.parametrize("endpoint, words", [("http://127.0.0.1:99999", "is no URL (Port out of range"),
+                                             ("http://[::1", "is no URL"), ("127.0.0.1:8000", "is no http(s) URL")])
+def test_a_malformed_endpoint_is_one_line(monkeypatch, capsys, endpoint, words):
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)  # was: urllib's ValueError as a traceback
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", "alice/movie-lora")
+    assert f"$HF_ENDPOINT {endpoint!r} {words}" in _one_line_error(code, err)
+
+
 def test_push_refuses_a_modified_adapter_folder(hub, lora_src, monkeypatch, capsys):
     rec = _register(lora_src)
     weights = rec.path / "adapter_model.safetensors"
