@@ -156,7 +156,7 @@ def check_output_folder(path: Path | str, named: str, error: type[AdaptrecError]
     """`check_output_file` for a folder a run writes into (made if missing): not a file, no file on the way."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise error(f"{named}: a file; name a folder")
+        raise error(f"{named}: is a file; name a folder (made if missing)")
     _check_way(path, named, error)
 
 

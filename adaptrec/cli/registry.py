@@ -20,10 +20,16 @@ def register(app: typer.Typer) -> None:
     app.command()(export)
 
 
+def _auc(metrics: dict | None):
+    entry = (metrics or {}).get("auc")
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
 def _auc_cell(record) -> str:
-    auc = record.metrics.get("auc", {}).get("value")
-    claimed = (record.claimed_metrics or {}).get("auc", {}).get("value")
-    return f"auc={auc:.3f}" if auc is not None else f"claimed auc={claimed:.3f}" if claimed is not None else "auc=None"
+    for label, value in (("auc", _auc(record.metrics)), ("claimed auc", _auc(record.claimed_metrics))):
+        if value is not None:  # a number, or as stored (was: a format error halfway through the list)
+            return f"{label}={value:.3f}" if isinstance(value, (int, float)) else f"{label}={value!r}"
+    return "auc=None"
 
 
 @registry_app.command("list")

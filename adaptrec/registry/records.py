@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from adaptrec.errors import RegistryError
+from adaptrec.errors import IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint, text_digest
 from adaptrec.names import check_name
 
@@ -100,7 +100,11 @@ def row_fields(row: sqlite3.Row) -> dict[str, Any]:
     to show up)."""
     d = {f: row[f] for f in _ROW_FIELDS}
     for col in _JSON_COLUMNS:
-        d[col] = json.loads(d[col]) if d[col] is not None else None
+        try:
+            d[col] = json.loads(d[col]) if d[col] is not None else None
+        except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
+            raise IntegrityError(f"the registry row of {d['name']}:{d['version']} has an unreadable {col} column; "
+                                 "restore registry.db from a copy, or remove the version") from None
     d["metrics"] = d["metrics"] or {}
     return d
 

@@ -79,6 +79,19 @@ def test_registry_commands(monkeypatch, capsys, tmp_path):
     assert "recipe_text" not in listed
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "show", "movie-lora")
     assert json.loads(out)["metrics"]["auc"]["data"] == "tallrec:movie:test"
+    import sqlite3
+
+    with sqlite3.connect(reg.db_path) as db:  # rows edited by hand: a metric that is no number, then no JSON
+        db.execute("""UPDATE adapters SET metrics = '{"auc": {"value": "high"}}'""")
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "list")
+    assert code == 0 and "auc='high'" in out  # was: a format error's traceback halfway through the list
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("UPDATE adapters SET metrics = '{bad'")
+    for command in (["list"], ["show", "movie-lora:1"], ["list", "--json"]):  # was: JSONDecodeError's traceback
+        line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", *command)[::2])
+        assert "registry row of movie-lora:1 has an unreadable metrics column" in line
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("""UPDATE adapters SET metrics = '{}'""")
     line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1")[::2])
     assert "--force" in line or "promoted" in line
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1", "--force")
