@@ -18,7 +18,7 @@ from typing import Iterator, Literal
 import torch
 
 from .atomic import atomic_dir, write_json
-from .errors import BackboneError, MissingOptionalPackage
+from .errors import BackboneError, MissingOptionalPackage, option
 from .fingerprint import Fingerprint, digest, file_sha256, text_digest
 from .home import adaptrec_home
 from .int8_cpu import KERNEL_VERSION, quantize_linears
@@ -335,7 +335,7 @@ def _quantization_config(quantization: str, device: str):
 def _describe(name: str, quantization: str):
     """(source folder, Hub id, config, tokenizer, fingerprint) of a backbone, without loading its weights."""
     if quantization not in QUANTIZATIONS:
-        raise BackboneError(f"quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
+        raise BackboneError(f"{option('quantization', quantization)}: expected one of {', '.join(QUANTIZATIONS)}")
     source, base_model = resolve_source(name)
     config = _config(source, name)
     tokenizer = load_tokenizer(str(source), shown=name)

@@ -18,7 +18,7 @@ from .data.leave_one_out import ENCODER_HISTORY
 from .data.records import Case
 from .data.sampling import stratified_subset
 from .data.spec import DataSet
-from .errors import DataSpecError
+from .errors import DataSpecError, option
 from .fingerprint import file_sha256
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .metrics.beyond import (
@@ -181,7 +181,8 @@ def labelled_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]
     labels = {c.label for c in cases}
     if len(labels) < 2:
         what = "no labelled cases" if not cases else f"all {len(cases)} cases labelled {labels.pop()}"
-        raise DataSpecError(f"{dataset.spec}: {what} (limit {limit}); AUC needs liked and disliked cases")
+        raise DataSpecError(f"{dataset.spec}: {what} ({option('limit', limit)}); AUC needs liked and disliked "
+                           "cases")
     return cases
 
 
@@ -327,7 +328,7 @@ def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
     else:
         positives, lists = rank_lists(dataset, limit, seed, negatives)
     if not lists:
-        raise DataSpecError(f"{dataset.spec}: no held-out item to rank (limit {limit})")
+        raise DataSpecError(f"{dataset.spec}: no held-out item to rank ({option('limit', limit)})")
     return positives, lists, held if held is not None and held > len(lists) else None
 
 

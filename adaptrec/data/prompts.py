@@ -193,7 +193,7 @@ def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int)
     bare = length(n)
     if bare > max_tokens:
         raise DataFormatError(
-            f"case of user {case.user_id!r} does not fit max_tokens={max_tokens}: "
+            f"case of user {case.user_id!r} does not fit the {max_tokens}-token prompt: "
             f"{full} tokens with its {n} history items, {bare} with none"
         )
     lo, hi = 0, n  # length(lo) > max_tokens >= length(hi)

@@ -184,7 +184,7 @@ def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, 
     history and the candidates file are checked, so a mistake in any costs no model load or conversion."""
     if domain not in dataset.catalogues:
         raise AdaptrecError(f"{dataset.spec} has no {domain} catalogue; recommending needs implicit-feedback data "
-                            f"(e.g. amazon:{domain}:test)")
+                            "(e.g. amazon:office:test, movielens:100k:loo:test or an interaction log)")
     items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
     if items is not None:
         check_candidates(items, dataset.catalogues[domain], domain)

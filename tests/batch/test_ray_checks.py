@@ -25,7 +25,7 @@ def no_ray_start(monkeypatch):
 
 @pytest.mark.parametrize("bad, match", [({"template": "tallrecc"}, "template='tallrecc'"),
                                         ({"backbone": "no/such-model"}, "no/such-model"),
-                                        ({"quantization": "3bit"}, "quantization '3bit'")])
+                                        ({"quantization": "3bit"}, "quantization='3bit'")])
 def test_bad_options_fail_before_ray_starts(tiny_model_dir, tmp_path, no_ray_start, bad, match):
     options = {**engine_options(tiny_model_dir), **bad}
     with pytest.raises(AdaptrecError, match=match):

@@ -122,7 +122,7 @@ def test_a_tallrec_style_history_is_cut_from_both_lists_keeping_its_like_share()
 
 
 def test_truncation_fails_clearly_when_nothing_fits():
-    with pytest.raises(DataFormatError, match="'u1'.*max_tokens=5"):
+    with pytest.raises(DataFormatError, match="'u1'.*the 5-token prompt"):
         render_prompt(make_case(), tokenizer=WhitespaceTokenizer(), max_tokens=5)
 
 
