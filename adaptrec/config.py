@@ -277,6 +277,9 @@ def _validate(text: str, overrides: list[str], source: str, new: bool = False) -
         raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    if not raw and not overrides:  # was: one error line per missing section
+        raise ConfigError(f"{source}: the recipe is empty; start from a shipped one (`adaptrec recipes show "
+                          "movie-lora`)")
     raw = apply_overrides(raw, overrides, source)
     try:
         recipe = Recipe.model_validate(raw, context={NEW_SETTINGS: new})

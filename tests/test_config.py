@@ -271,6 +271,14 @@ def test_yaml_nested_past_the_parsers_depth_is_one_line_and_long_values_are_cut(
         recipe_from_text("x: " + "[" * 600 + "]" * 600)
 
 
+def test_an_empty_recipe_is_one_line(tmp_path):
+    empty = tmp_path / "empty.yaml"  # was: one error line per missing section
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(empty))
+    assert "empty.yaml: the recipe is empty" in _one_line(e)
+
+
 def test_a_boolean_inside_a_mapping_of_numbers_is_no_number_either():
     """`method.weights: {office: yes}` read as a loss weight of 1.0"""
     multitask = ["method.type=multitask", "method.extra_train=[amazon:arts:train]"]

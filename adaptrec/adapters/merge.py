@@ -95,6 +95,8 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
         raise CompositionError(f"give {n} finite weights, one per adapter (got {list(weights)})")
     if method == MIX and (min(weights) < 0 or sum(weights) <= 0):
         raise CompositionError(f"mix weights must be >= 0 with a positive sum (got {list(weights)})")
+    if not any(weights):  # was: registered an adapter that changes nothing, the untuned backbone under a name
+        raise CompositionError(f"every weight is 0 (got {list(weights)}): the composition would be no adapter")
 
 
 # ---------------------------------------------------------------- ΔW merging

@@ -230,12 +230,13 @@ def _check_names(names, label: str, what: str) -> None:
     for rel in names:
         reason = unsafe_path_reason(rel)
         if reason:
-            raise HubError(f"{label}: {what} {rel!r} has {reason}, so it could be written outside the target folder; "
-                           "refusing this repo. Nothing was registered")
+            raise HubError(f"{label}: {what} {rel!r} ({reason}), a name that could be written outside the target "
+                           "folder; refusing this repo. Nothing was registered")
     for rel in names:
         if is_pickle_name(rel):
-            raise HubError(f"{label}: {what} '{rel}' is a pickle-format file (it can run code when loaded); adaptrec only "
-                           "pulls safetensors adapters: ask the publisher to re-save with safetensors. Nothing was registered")
+            raise HubError(f"{label}: {what} {rel!r}, a pickle-format file (it can run code when loaded); adaptrec "
+                           "only pulls safetensors adapters: ask the publisher to re-save with safetensors. Nothing was "
+                           "registered")
 
 
 def _read_manifest(path: Path, listing: list[str], label: str) -> dict:

@@ -57,7 +57,8 @@ def test_compose_errors_are_one_line(monkeypatch, capsys, setup):
     for args, needle in ((["--method", "linear", "--name", "x"], "equal ranks"),
                          (["--method", "cat"], "--name"),
                          (["--method", "nope", "--name", "x"], "expected one of"),
-                         (["--weights", "1,2,3", "--name", "x"], "2 finite weights")):
+                         (["--weights", "1,2,3", "--name", "x"], "2 finite weights"),
+                         (["--weights", "0,0", "--name", "x"], "every weight is 0")):  # was: registered, exit 0
         code, _, err = run_cli(monkeypatch, capsys, "compose", "--from", "arts-lora,office-lora", *args, *bb)
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert code == 2 and len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err

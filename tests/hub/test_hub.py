@@ -294,10 +294,10 @@ def _tamper(files: dict[str, bytes], case: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case, expect", [
-    ("pickle", "pickle-format"),
+    ("pickle", "the repo holds 'adapter_model.bin', a pickle-format file"),  # was: "holds '…' is a pickle-format"
     ("dotdot", "outside the target folder"),
     ("manifest-dotdot", "outside the target folder"),
-    ("pickle-in-manifest", "pickle-format"),
+    ("pickle-in-manifest", "'extra.pt', a pickle-format file"),
     ("tampered-weights", "sha256"),
 ])
 def test_unsafe_repos_are_refused_and_leave_nothing(hub, lora_src, tiny_model_dir, monkeypatch, capsys, case, expect):
