@@ -470,6 +470,7 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
 
     data = _spec_text(data, "data")
     check_domain(domain)  # an empty one would be blamed on the history
+    _check_user(user)
     _at_least(min_target_history=(min_target_history, 0))
     if data is None and history is None:  # before the backbone's fingerprint (its first use converts it)
         raise no_history()
@@ -501,6 +502,7 @@ def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[His
 
     data = _spec_text(data, "data")
     check_domain(domain)
+    _check_user(user)
     if template is not None:
         _check_choice("template", template, TEMPLATES)
     if retrieve is not None and candidates_file is not None:  # was: `retrieve` ignored without a word
@@ -524,6 +526,8 @@ def push(ref: str, *, repo: str | None = None, to: Path | None = None, public: b
     """Publish an adapter to the Hub (`repo`, private unless `public`) or to an offline mirror folder (`to`)."""
     from .hub import push_to_hub, push_to_mirror
 
+    if revision is not None and not revision.strip():  # was: the default revision, without a word
+        raise AdaptrecError(f"{option('revision', revision)}: name a revision, or leave it out for the default")
     if to is not None:
         if public:
             raise AdaptrecError(f"hub push: {option('public', True)} applies to Hub repos; a mirror folder's access is "
@@ -663,6 +667,12 @@ def _at_least(**values: tuple[int | None, int]) -> None:
     for name, (value, low) in values.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise AdaptrecError(f"{option(name, value)}: expected an integer >= {low}")
+
+
+def _check_user(user: str) -> None:
+    """A user id with a printable character (was: '' accepted, routed as a user no data holds)."""
+    if not isinstance(user, str) or not user.strip():
+        raise AdaptrecError(f"{option('user', user)}: name the user (an id in the data, or any name with a history)")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -104,6 +104,7 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                            "--candidates-file", str(unknown)], "--retrieve 5 and --candidates-file"),  # was: ignored
                          (["recommend", "--user", "u2", "--domain", "garden", "--data", log], "no garden catalogue"),
                          (["route", "--user", "u2", "--domain", "", "--data", log], "bad domain ''"),  # was: blamed
+                         (["route", "--user", "", "--domain", "office", "--data", log], "--user '': name the user"),
                          (["recommend", "--user", "u2", "--domain", " ", "--data", log], "bad domain ' '")):  # the user
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
