@@ -366,7 +366,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
                             f"engine is {engine})")
     _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
     check_output_file(out, option("out", out))
-    check_output_file(meta_path(Path(out)), f"{option('out', out)}: its record {meta_path(Path(out))}")
+    check_output_file(meta_path(Path(out)), f"{option('out', out)} (its record {meta_path(Path(out))})")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
     ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
@@ -576,9 +576,6 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
 
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
     _at_least(max_resident=(max_resident, 1))
-    if len(set(preload)) > max_resident:  # was: the first ones evicted as the last loaded
-        raise AdaptrecError(f"{option('preload')} names {len(set(preload))} adapters, more than "
-                            f"{option('max_resident', max_resident)} keeps loaded: raise it, or preload fewer")
     if exploration and not request_log:  # the server would rank greedily and say nothing
         raise AdaptrecError(f"exploration of {', '.join(exploration)} ({option('exploration', flag='--explore')}) logs "
                             "each shown item's propensity for its feedback, so it needs the request log: "
@@ -592,8 +589,10 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                            exploration=exploration or {}, watch_promotions=watch_promotions)  # checked here
     options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
-    for ref in preload:
-        reg.resolve(ref)  # a misspelt preload: refused before the backbone loads
+    preloaded = {reg.resolve(ref).ref for ref in preload}  # a misspelt preload: refused before the backbone loads
+    if len(preloaded) > max_resident:  # was: the first ones evicted as the last loaded
+        raise AdaptrecError(f"{option('preload')} names {len(preloaded)} adapters, more than "
+                            f"{option('max_resident', max_resident)} keeps loaded: raise it, or preload fewer")
     model = _backbone(backbone, quantization)
     engine = Engine(model, reg, max_resident=max_resident, template=template, limits=limits or Limits())
     for ref in preload:
@@ -609,15 +608,16 @@ def parse_exploration(items: Sequence[str]) -> dict[str, float]:
     out = {}
     for item in items:
         domain, sep, value = item.partition("=")
-        if domain in out:  # was: the last one kept without a word
-            raise ConfigError(f"{option('exploration', item, flag='--explore')}: {domain} is given a rate twice")
+        named = option("exploration", item, flag="--explore")
         try:
-            out[domain] = float(value)
+            epsilon = float(value) if sep and domain else None
         except ValueError:
-            sep = ""
-        if not sep or not domain:
-            raise ConfigError(f"{option('exploration', item, flag='--explore')}: expected DOMAIN=EPSILON with "
-                              "EPSILON in [0, 1], e.g. movie=0.1")
+            epsilon = None
+        if epsilon is None:
+            raise ConfigError(f"{named}: expected DOMAIN=EPSILON with EPSILON in [0, 1], e.g. movie=0.1")
+        if domain in out:  # was: the last one kept without a word
+            raise ConfigError(f"{named}: {domain} is given a rate twice")
+        out[domain] = epsilon
     return out
 
 

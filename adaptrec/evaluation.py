@@ -18,7 +18,7 @@ from .data.leave_one_out import ENCODER_HISTORY
 from .data.records import Case
 from .data.sampling import stratified_subset
 from .data.spec import DataSet
-from .errors import DataSpecError, option
+from .errors import DataSpecError
 from .fingerprint import file_sha256
 from .metrics import MetricValue, compute_classification, compute_ranking
 from .metrics.beyond import (
@@ -81,6 +81,7 @@ class EvalReport:
     prompt: dict = field(default_factory=dict)  # the LLM rows' prompts: {"template", "max_prompt_tokens"}
     data_fingerprint: str | None = None  # of the data SPEC's cases: whether the same SPEC still holds the same data
     candidates_sha256: str | None = None  # of `candidates_file`'s contents
+    sources: tuple[Path, ...] = field(default=(), repr=False)  # the data's files (`DataSet.sources`), not reported
 
     @property
     def ci_text(self) -> str:
@@ -181,8 +182,7 @@ def labelled_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]
     labels = {c.label for c in cases}
     if len(labels) < 2:
         what = "no labelled cases" if not cases else f"all {len(cases)} cases labelled {labels.pop()}"
-        raise DataSpecError(f"{dataset.spec}: {what} ({option('limit', limit)}); AUC needs liked and disliked "
-                           "cases")
+        raise DataSpecError(f"{dataset.spec}: {what} (limit {limit}); AUC needs liked and disliked cases")
     return cases
 
 
@@ -272,7 +272,7 @@ def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | N
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
                       environment=backbone.environment(), users=len({c.user_id for c in cases}), prompt=prompt or {},
-                      data_fingerprint=dataset.fingerprint)
+                      data_fingerprint=dataset.fingerprint, sources=dataset.sources)
 
 
 def run_eval(
@@ -328,7 +328,7 @@ def ranked_users(dataset: DataSet, limit: int | None, seed: int, negatives: int,
     else:
         positives, lists = rank_lists(dataset, limit, seed, negatives)
     if not lists:
-        raise DataSpecError(f"{dataset.spec}: no held-out item to rank ({option('limit', limit)})")
+        raise DataSpecError(f"{dataset.spec}: no held-out item to rank (limit {limit})")
     return positives, lists, held if held is not None and held > len(lists) else None
 
 
@@ -448,7 +448,8 @@ def run_rank_eval(
                         environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name,
                         candidates_sha256=None if candidates_file is None else file_sha256(Path(candidates_file)),
-                        file_lists=file_lists, prompt=prompt_of(scorer_options), data_fingerprint=dataset.fingerprint)
+                        file_lists=file_lists, prompt=prompt_of(scorer_options), data_fingerprint=dataset.fingerprint,
+                        sources=dataset.sources)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

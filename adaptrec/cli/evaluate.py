@@ -61,6 +61,7 @@ def eval_(
                           full_catalogue=full_catalogue)
     typer.echo(report.markdown())
     if json_out:
+        check_output_file(json_out, f"--json {json_out}", inputs=report.sources)  # a data file the SPEC named
         write_json(json_out, report.to_dict())
 
 

@@ -104,7 +104,7 @@ def row_fields(row: sqlite3.Row) -> dict[str, Any]:
             d[col] = json.loads(d[col]) if d[col] is not None else None
         except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
             raise IntegrityError(f"the registry row of {d['name']}:{d['version']} has an unreadable {col} column; "
-                                 "restore registry.db from a copy, or remove the version") from None
+                                 "restore registry.db from a copy") from None
     d["metrics"] = d["metrics"] or {}
     return d
 

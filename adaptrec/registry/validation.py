@@ -176,12 +176,24 @@ def registered_config(adapter_type: str, stated: dict | None, folder: Path, src:
     if adapter_type == MIX_TYPE and stated is not None:
         return stated
     config = read_config(folder, f"{src} (re-save the adapter)")
-    differs = [key for key, value in (stated or {}).items() if config.get(key) != value]
+    differs = [key for key, value in (stated or {}).items() if _as_written(config.get(key)) != _as_written(value)]
     if differs:
         key = differs[0]
         raise RegistryError(f"adapter_config {key}={stated[key]!r} contradicts the adapter's adapter_config.json "
                             f"({key}={config.get(key)!r}); pass adapter_config=None to read the file")
     return config
+
+
+def _as_written(value: Any) -> Any:
+    """A config value as its JSON file holds it, order aside: peft's `to_dict()` gives sets (`target_modules`)
+    where the file has lists."""
+    if isinstance(value, (set, frozenset, list, tuple)):
+        items = [_as_written(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) or all(
+            isinstance(v, str) for v in items) else items
+    if isinstance(value, dict):
+        return {k: _as_written(v) for k, v in value.items()}
+    return value
 
 
 def verified_files(rec: AdapterRecord) -> dict:

@@ -139,7 +139,7 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
             else:
                 logits = await worker.submit(rows=p.rows, tokens=p.tokens, since=arrived, gone=gone)
             if client_gone(request.scope):  # an answer no one receives is not logged (was: nor its slate shown)
-                raise ClientClosed("the client closed the connection before its answer")
+                raise ClientClosed()
             return p, p.scores(logits)
         finally:
             if watcher is not None:

@@ -47,6 +47,9 @@ class ClientClosed(AdaptrecError):
 
     status = CLIENT_CLOSED
 
+    def __init__(self, message: str = "the client closed the connection before its answer"):
+        super().__init__(message)
+
 
 def client_gone(scope: Scope) -> bool:
     """Whether the request's client has disconnected (known once its body was read)."""

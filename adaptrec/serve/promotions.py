@@ -43,14 +43,7 @@ class ServedRegistry:
 
     def promoted(self, domain: str):
         ref = self.served.get(domain)
-        if ref is not None:
-            try:
-                return self.registry.resolve(ref)
-            except RegistryBusy:
-                raise
-            except RegistryError:  # removed since (no longer the registry's champion): routed as the registry says
-                pass
-        return self.registry.promoted(domain)
+        return self.registry.resolve(ref) if ref is not None else self.registry.promoted(domain)
 
     def aliases(self) -> dict[str, str]:
         return {**self.registry.aliases(), **self.served}

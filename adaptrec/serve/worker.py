@@ -149,7 +149,7 @@ class Worker:
         from which the queue timeout counts. `gone` set (the client disconnected) before the answer: the job is
         dropped (not run if it has not started) and `ClientClosed` raised."""
         if gone is not None and gone.is_set():
-            raise ClientClosed("the client closed the connection before its answer")
+            raise ClientClosed()
         job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
         if since is not None:
             job.enqueued = since
@@ -162,7 +162,7 @@ class Worker:
             if leaving is not None:
                 await asyncio.wait((job.future, leaving), return_when=asyncio.FIRST_COMPLETED)
                 if not job.future.done():
-                    raise ClientClosed("the client closed the connection before its answer")
+                    raise ClientClosed()
             return await job.future
         finally:
             if leaving is not None:

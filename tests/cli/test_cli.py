@@ -332,13 +332,14 @@ def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evalua
     assert code == 2 and f"--json {tmp_path}: a folder" in err and "Traceback" not in err
 
 
-def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path):
+def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path, tiny_model_dir):
     """`score --out` naming its data file wrote the scores over it, exit 0; `eval --json` naming its candidates file,
     and `plot -o` one of the files it draws, did the same (was); a plot named .txt got PNG bytes."""
     from synthetic import write_tallrec_files
 
     from adaptrec import api
 
+    load = api._backbone
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     test = write_tallrec_files(tmp_path / "data", {"train": 4, "valid": 4, "test": 4})["test"]
     before = test.read_bytes()
@@ -347,12 +348,16 @@ def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path)
     assert code == 2 and f"the input {test} itself" in err and test.read_bytes() == before
     (tmp_path / "p.jsonl.meta.json").mkdir()  # was: refused only once every case was scored, with errno 21
     code, _, err = run_cli(monkeypatch, capsys, "score", "--data", str(test), "--out", str(tmp_path / "p.jsonl"))
-    assert code == 2 and "its record" in err and "p.jsonl.meta.json: a folder" in err
+    assert code == 2 and "(its record" in err and "p.jsonl.meta.json): a folder" in err
     candidates = tmp_path / "c.jsonl"
     candidates.write_text("{}\n")
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "amazon:office:test", "--candidates-file",
                            str(candidates), "--json", str(candidates))
     assert code == 2 and "the input" in err and candidates.read_text() == "{}\n"
+    monkeypatch.setattr(api, "_backbone", load)
+    sliced = ["eval", "--data", f"{test}[0:4]", "--json", str(test), "--backbone", str(tiny_model_dir), "-q", "none"]
+    code, _, err = run_cli(monkeypatch, capsys, *sliced)  # the SPEC names the file only with a slice after it
+    assert code == 2 and f"the input {test} itself" in err and test.read_bytes() == before
     grid = tmp_path / "grid.jsonl"
     grid.write_text("{}\n")
     for out, words in ((grid, "the input"), (tmp_path / "shots.txt", "name a .png file")):

@@ -140,7 +140,8 @@ def test_list_and_show(reg, src):
     reg.promote("movies-lora:1", "movies")
     shown = reg.show("movies-lora:1")
     assert shown["ref"] == "movies-lora:1" and shown["promoted_for"] == ["movies"]
-    assert shown["path"] == str(reg.path_for("movies-lora", 1)) and shown["adapter_config"] == {"peft_type": "LORA", "r": 2}
+    assert shown["path"] == str(reg.path_for("movies-lora", 1))
+    assert shown["adapter_config"] == {"peft_type": "LORA", "r": 2}  # the file's, whatever the caller stated
     assert reg.show("movies-lora")["promoted_for"] == []
     json.dumps(shown)  # printable as JSON
 
@@ -153,12 +154,14 @@ def test_adapter_config_none_reads_the_folder(reg, src):
 def test_a_stated_config_must_agree_with_the_adapter_s_own_file(reg, src):
     """A stated `adapter_config` was recorded instead of the file's: a DoRA adapter stated as plain LoRA passed the
     checks that read the row (the engine's, int8 attach's and merge's DoRA refusals) and the base-change check."""
-    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "use_dora": True}))
+    written = {"peft_type": "LORA", "r": 2, "use_dora": True, "target_modules": ["q_proj", "v_proj"]}
+    (src / "adapter_config.json").write_text(json.dumps(written))
     with pytest.raises(RegistryError, match=r"adapter_config use_dora=False contradicts .* \(use_dora=True\)"):
         reg_one(reg, src, adapter_config={"peft_type": "LORA", "r": 2, "use_dora": False})
     assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
-    rec = reg_one(reg, src, adapter_config={"r": 2})  # what it states agrees: the row records the whole file
-    assert rec.adapter_config == {"peft_type": "LORA", "r": 2, "use_dora": True}
+    stated = {"r": 2, "target_modules": {"v_proj", "q_proj"}}  # as peft's to_dict() gives them: a set
+    rec = reg_one(reg, src, adapter_config=stated)  # what it states agrees: the row records the whole file
+    assert rec.adapter_config == written
 
 
 def test_home_defaults_to_adaptrec_home(tmp_path, monkeypatch, src):

@@ -453,7 +453,7 @@ def recommend_body() -> dict:
     return {**payload, "candidates": payload.pop("items"), "k": 1}
 
 
-def _raw_post(c: TestClient, path: str, payload: dict, leave: asyncio.Event | None) -> list[dict]:
+def _raw_post(c: TestClient, path: str, payload: dict, leave: threading.Event | None) -> list[dict]:
     """POST `payload` straight to the app on `c`'s event loop, the client disconnecting once `leave` is set (None:
     at once, after the body); the ASGI messages sent back."""
     import json
@@ -488,14 +488,27 @@ def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_p
     real = engine.shared_prefix_logits
     monkeypatch.setattr(engine, "shared_prefix_logits",  # a forward long enough for the client to leave during it
                         lambda *a, **k: (forwards.append(1), started.set(), time.sleep(0.3), real(*a, **k))[-1])
+    import adaptrec.serve.worker as worker_mod
+
+    queued = threading.Event()
+
+    class Noted(worker_mod.Job):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            queued.set()
+
+    monkeypatch.setattr(worker_mod, "Job", Noted)
     with client(engine, online_log=tmp_path / "online.db") as c:
         answers = []
         first = threading.Thread(target=lambda: answers.append(c.post("/v1/recommend", json=recommend_body())))
         first.start()
         assert started.wait(30)
-        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None)  # queued behind it, its client gone
+        queued.clear()
+        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=queued)  # gone once queued behind the first
         first.join(30)
         assert answers[0].status_code == 200 and sent[0]["status"] == 499 and len(forwards) == 1  # never run
+        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None)  # gone before its job is queued
+        assert sent[0]["status"] == 499 and len(forwards) == 1
         started.clear()
         sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=started)  # leaves while its forward runs
         assert sent[0]["status"] == 499 and len(forwards) == 2

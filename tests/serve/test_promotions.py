@@ -145,17 +145,6 @@ def test_the_watcher_outlives_an_unforeseen_error_of_a_poll_or_a_drain():
     assert engine.resident == {"movie-lora:3"} and watcher.draining == set()  # the failed unloads were retried
 
 
-def test_a_served_version_removed_from_the_registry_routes_to_the_registry_s_champion():
-    """A champion whose successor could not load keeps serving, but is no longer the registry's champion, so
-    `registry remove` took it without --force: every request of its domain then got a 404 (was)."""
-    registry = FakeRegistry({"movie": "movie-lora:1"})
-    watcher, _ = _polls(registry, {"movie-lora:2": ServeError("a load failed")}, {"movie": "movie-lora:2"})
-    assert watcher.routing.served == {"movie": "movie-lora:1"}
-    registry.removed.add("movie-lora:1")
-    registry.promoted = lambda domain: registry.resolve(registry.current[domain])
-    assert watcher.routing.promoted("movie").ref == "movie-lora:2"
-
-
 def test_a_busy_registry_is_retried_not_marked_failed():
     registry = FakeRegistry({"movie": "movie-lora:1"})
     busy = {"movie-lora:2": RegistryBusy("the registry stayed busy")}
