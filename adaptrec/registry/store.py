@@ -206,7 +206,8 @@ class Registry:
         """Store a new version of adapter `name` and return its record.
 
         `src_dir` is a folder with peft files (or a callable `writer(folder)` / a peft model, see
-        `write_adapter_dir`). `adapter_config=None` reads the folder's adapter_config.json. `expect_files`: the
+        `write_adapter_dir`). The row records the written folder's adapter_config.json (a mix: `adapter_config`,
+        its spec); a given `adapter_config` must agree with it (`registered_config`). `expect_files`: the
         sha256 each of these files was checked to have (a pull's manifest); a written copy that differs is refused.
         Everything is checked first; then the version is allocated, the folder written and the row inserted
         in one transaction, and a failure there leaves neither row nor folder.
