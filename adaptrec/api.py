@@ -397,6 +397,8 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     from .router.recommender import one_source
 
     checked_text(item, option("item"), "the target item's title")
+    if item_id is not None:  # was: '' accepted, as no id at all
+        checked_text(item_id, option("item_id"), "the target item's catalogue id")
     reg = registry()
     domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
     options = {"template": template, "backbone": backbone, "quantization": quantization}

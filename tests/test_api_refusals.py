@@ -59,6 +59,7 @@ def _limits(**sizes):
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=99999999999), "dim=99999999999: at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=0), "dim=0: expected an integer >= 1"),
     (lambda: adaptrec.push("arts-lora", repo="alice/arts", revision=""), "revision='': name a revision"),
+    (lambda: adaptrec.predict("arts-lora", [], "Heat (1995)", item_id=""), "item_id: expected the target item's"),
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
     (lambda: adaptrec.serve(max_resident=0), "max_resident=0"),
