@@ -34,9 +34,10 @@ from pathlib import Path
 from ..adapters.check import check_adapter_folder
 from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
 from ..atomic import temp_dir_in
-from ..errors import FingerprintMismatch, IntegrityError, option
+from ..errors import FingerprintMismatch, IntegrityError, RegistryError, option
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
+from ..registry.validation import check_lineage, check_metrics
 from ..userfiles import parse_json
 from .common import (
     DEFAULT_BRANCH,
@@ -282,6 +283,11 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
     derived = meta.setdefault("derived_from", [])  # a manifest pushed before it was published: none listed
     if not isinstance(derived, list) or not all(isinstance(b, str) for b in derived):
         raise IntegrityError(f"{label}: {METADATA_FILE}'s 'derived_from' is not a list of base model names")
+    try:  # what registering checks again, named here with the file (was: the bare check, after the download)
+        check_metrics(meta.get("metrics") or None)
+        check_lineage(meta.get("lineage"), "pulled")
+    except RegistryError as e:
+        raise IntegrityError(f"{label}: {METADATA_FILE}: {e}") from None
     return meta
 
 

@@ -688,7 +688,8 @@ def test_a_manifest_python_cannot_take_as_it_is_gets_one_line(edit, named, lora_
     before = [r.ref for r in Registry().list()]
     (rev_dir / "adaptrec.json").write_text(edit(json.loads((rev_dir / "adaptrec.json").read_text())))
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
-    assert named in _one_line_error(code, err)
+    line = _one_line_error(code, err)
+    assert named in line and "adaptrec.json" in line  # the file named (was: not for metrics and lineages)
     _assert_nothing_left(before)
 
 
