@@ -47,6 +47,8 @@ class Job:
     tokens: list[int] | None = None  # each row's prompt length
     call: Callable[[], Any] | None = None
     enqueued: float = field(default_factory=time.monotonic)
+    running: bool = False  # admitted to the forward thread
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # its forward has ended, answered or not
 
     @property
     def refs(self) -> set[str]:
@@ -146,8 +148,9 @@ class Worker:
                      call: Callable[[], Any] | None = None, since: float | None = None,
                      gone: asyncio.Event | None = None) -> Any:
         """Queue a job and await its result; `since` (`time.monotonic()`, default now): when its request arrived,
-        from which the queue timeout counts. `gone` set (the client disconnected) before the answer: the job is
-        dropped (not run if it has not started) and `ClientClosed` raised."""
+        from which the queue timeout counts. `gone` set (the client disconnected) before the answer: `ClientClosed`
+        is raised, at once for a job still queued (it is not run), once its forward ends for a running one (its
+        answer dropped; until then the request still counts against the queue size)."""
         if gone is not None and gone.is_set():
             raise ClientClosed()
         job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
@@ -162,6 +165,8 @@ class Worker:
             if leaving is not None:
                 await asyncio.wait((job.future, leaving), return_when=asyncio.FIRST_COMPLETED)
                 if not job.future.done():
+                    if job.running:  # its forward holds the thread: the request counts as admitted until it ends
+                        await job.finished.wait()
                     raise ClientClosed()
             return await job.future
         finally:
@@ -231,6 +236,7 @@ class Worker:
             return False
         try:
             wait_or_refuse(job.enqueued, self.engine.limits)
+            job.running = True
             return True
         except ServeError as e:
             job.future.set_exception(e)
@@ -242,6 +248,8 @@ class Worker:
             answers = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
         except Exception as e:  # noqa: BLE001 - handed to the waiting requests
             answers = [e] * len(jobs)
+        for job in jobs:
+            job.finished.set()
         for job, answer in zip(jobs, answers):
             if job.future.done():  # a client that went away cancelled its future
                 continue

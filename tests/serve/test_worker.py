@@ -206,3 +206,48 @@ def test_request_preparation_runs_in_the_context_of_the_server_s_starter():
     with command_line():
         assert _run(spelled()) == "--allow-any-adapter"
     assert _run(spelled()) == "allow_any_adapter=True"
+
+
+def test_a_client_that_left_drops_a_queued_job_and_holds_a_running_one_until_its_forward_ends():
+    """A queued job whose client left is never run; a running one's request waits for its forward (was: it left at
+    once, no longer counted against the queue size while the forward still held the thread)."""
+    import threading
+
+    from adaptrec.serve.guards import ClientClosed
+
+    engine, started, ended = FakeEngine(), threading.Event(), []
+    real = engine.logits
+
+    def slow(rows):
+        started.set()
+        time.sleep(0.3)
+        ended.append(time.monotonic())
+        return real(rows)
+
+    engine.logits = slow
+
+    async def go():
+        worker = _worker(engine, max_batch=1, max_wait_ms=0.0)
+        worker.start()
+        gone = asyncio.Event()
+        finished = {}
+
+        async def request(name, pair):
+            try:
+                return await worker.submit(**_rows(pair), gone=gone)
+            finally:
+                finished[name] = time.monotonic()
+
+        running = asyncio.ensure_future(request("running", ("a", "p1")))
+        queued = asyncio.ensure_future(request("queued", ("b", "p2")))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        gone.set()  # both clients leave while the first one's forward runs
+        outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+        await worker.stop()
+        return outcomes, finished
+
+    outcomes, finished = _run(go())
+    assert all(isinstance(o, ClientClosed) for o in outcomes)
+    assert engine.batches == [[("a", "p1")]]  # the queued job never ran
+    assert finished["running"] >= ended[0] > finished["queued"]
