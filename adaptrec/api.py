@@ -306,8 +306,9 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
 
     before = _spec_text(before, "before")
     after = _spec_text(after, "after")
-    if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()):  # before scoring, not after
-        raise ConfigError(f"{option('plot', plot)}: expected a PNG file to write in an existing folder")
+    if plot is not None and (not Path(plot).parent.is_dir() or Path(plot).is_dir()
+                             or Path(plot).suffix.lower() != ".png"):  # before scoring, not after
+        raise ConfigError(f"{option('plot', plot)}: expected a .png file to write in an existing folder")
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window

@@ -103,8 +103,10 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
         adaptrec.drift("books", **windows)
     with pytest.raises(ConfigError, match="^after: drift needs labelled cases of both classes"):
         adaptrec.drift("arts", before=windows["before"], after="feedback:arts[0:1]")
-    with pytest.raises(ConfigError, match=f"^plot='{re.escape(str(tmp_path))}': expected a PNG file"):
+    with pytest.raises(ConfigError, match=f"^plot='{re.escape(str(tmp_path))}': expected a .png file"):
         adaptrec.drift("arts", **windows, plot=tmp_path)
+    with pytest.raises(ConfigError, match="expected a .png file"):  # was: PNG bytes under that name
+        adaptrec.drift("arts", **windows, plot=tmp_path / "drift.txt")
     monkeypatch.setattr(adaptrec.api, "_backbone", real_backbone)
     scored = []
     real_scores = drift_mod.component_scores
