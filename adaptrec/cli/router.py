@@ -135,8 +135,8 @@ def recommend(
         return echo_json(rec.to_dict())
     _echo_decision(rec.decision)
     if rec.retrieval_hit is not None:
-        typer.echo(f"retrieval recall@{retrieve or api.RETRIEVE}: {int(rec.retrieval_hit)} (held-out item {rec.case.target_id} "
-                   f"{'' if rec.retrieval_hit else 'not '}retrieved)")
+        typer.echo(f"retrieval recall@{retrieve or api.RETRIEVE}: {int(rec.retrieval_hit)} (held-out item "
+                   f"{rec.case.target_id} {'' if rec.retrieval_hit else 'not '}retrieved)")
     for rank, r in enumerate(rec.result.items, 1):
         sim = "" if r.similarity is None else f"  sim {r.similarity:.3f}"
         typer.echo(f"{rank:3}. {r.score:.4f}{sim}  {r.title}")
