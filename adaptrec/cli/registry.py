@@ -177,6 +177,8 @@ def export(
     to: Optional[str] = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
     out: Optional[Path] = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
     name: Optional[str] = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON: the registered ref and its "
+                                 "source (--to-lora), or the folder, rank and vLLM's --max-lora-rank (--to vllm)"),
 ) -> None:
     """Convert a registered adapter: AdaLoRA to an exact plain LoRA in the registry (--to-lora), or a LoRA folder
     that vLLM loads (--to vllm --out DIR; see docs/serving.md)."""
@@ -186,12 +188,17 @@ def export(
         if out is not None:
             raise AdaptrecError(f"export --to-lora --out {out}: --to-lora registers its result; --out goes with --to")
         record = api.export_lora(adapter, name)
-        typer.echo(f"registered {record.ref} (plain LoRA, exact export of {record.lineage['parents'][0]})")
+        source = record.lineage["parents"][0]
+        if as_json:
+            return echo_json({"ref": record.ref, "exported_from": source})
+        typer.echo(f"registered {record.ref} (plain LoRA, exact export of {source})")
         return
     if to != "vllm":
         raise AdaptrecError(f"export --to {to}: the one target is vllm")
     if to_lora or out is None or name is not None:
         raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora and --name")
     result = api.export_vllm(adapter, out)
+    if as_json:
+        return echo_json({"path": str(result.path), "rank": result.rank, "max_lora_rank": result.max_lora_rank})
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "
                f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}")

@@ -137,6 +137,8 @@ def test_export_to_lora_registers_an_exact_lora(monkeypatch, capsys, tiny_backbo
     assert json.loads((new.path / "adapter_config.json").read_text())["peft_type"] == "LORA"
     line = _one_line_error(*run_cli(monkeypatch, capsys, "export", "movie-ada-lora", "--to-lora")[::2])
     assert "not adalora" in line
+    code, out, err = run_cli(monkeypatch, capsys, "export", "movie-ada", "--to-lora", "--name", "again", "--json")
+    assert code == 0 and json.loads(out) == {"ref": "again:1", "exported_from": "movie-ada:1"}  # was: text only
 
 
 def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, capsys, tiny_backbone, tmp_path):

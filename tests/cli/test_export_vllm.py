@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cli_runner import run_cli
 from router_helpers import register_random
@@ -32,6 +34,9 @@ def test_a_registered_lora_is_copied_after_checking(tiny_model_dir, tmp_path, mo
         assert (out / name).read_bytes() == (rec.path / name).read_bytes()
     line = _one_line_error(*_export(monkeypatch, capsys, "movie-lora", out)[::2])
     assert "already exists" in line
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "movie-lora", "--to", "vllm", "--out",
+                                str(tmp_path / "again"), "--json")  # was: text only
+    assert code == 0 and json.loads(stdout) == {"path": str(tmp_path / "again"), "rank": 4, "max_lora_rank": 8}
 
 
 def test_prefix_tuning_is_refused_in_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
