@@ -47,8 +47,7 @@ class Job:
     tokens: list[int] | None = None  # each row's prompt length
     call: Callable[[], Any] | None = None
     enqueued: float = field(default_factory=time.monotonic)
-    running: bool = False  # admitted to the forward thread
-    finished: asyncio.Event = field(default_factory=asyncio.Event)  # its forward has ended, answered or not
+    running: bool = False  # admitted to the forward thread: its future is settled once the forward ends
 
     @property
     def refs(self) -> set[str]:
@@ -166,7 +165,9 @@ class Worker:
                 await asyncio.wait((job.future, leaving), return_when=asyncio.FIRST_COMPLETED)
                 if not job.future.done():
                     if job.running:  # its forward holds the thread: the request counts as admitted until it ends
-                        await job.finished.wait()
+                        await asyncio.wait((job.future,))
+                        if not job.future.cancelled():
+                            job.future.exception()  # its answer, or its error, dropped: retrieved, not reported
                     raise ClientClosed()
             return await job.future
         finally:
@@ -248,8 +249,6 @@ class Worker:
             answers = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
         except Exception as e:  # noqa: BLE001 - handed to the waiting requests
             answers = [e] * len(jobs)
-        for job in jobs:
-            job.finished.set()
         for job, answer in zip(jobs, answers):
             if job.future.done():  # a client that went away cancelled its future
                 continue
