@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256
@@ -69,7 +69,7 @@ def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     return file_sha256(path)
 
 
-def _file_hashes(paths: list[Path]) -> dict[str, str]:
+def _file_hashes(paths: Sequence[Path]) -> dict[str, str]:
     out = {}
     for p in paths:
         stat = p.stat()
@@ -115,7 +115,7 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
     user_items = leave_one_out.seen_items(timelines, part)
     counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
     files = (folder / "ml-100k.inter", folder / "ml-100k.item")
-    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(list(files)),
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files),
            "negatives_per_positive": negatives, "seed": seed, "negatives_avoid": NEGATIVES_AVOID}
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     return DataSet(spec, cases, interaction_log.text_counts(counts, texts.__getitem__), digest(key), catalogues,
@@ -129,7 +129,7 @@ def _amazon(spec: str, domain: str, split: str, cold: bool, negatives: int, seed
     catalogues, user_items = {domain: amazon.amazon_items(domain)}, amazon.amazon_user_items()
     cases = with_sampled_negatives(positives, catalogues, user_items, negatives, seed)
     files = tuple(folder / f for f in amazon.FILES)
-    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(list(files)),
+    key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files),
            "negatives_per_positive": negatives, "seed": seed}
     return DataSet(spec, cases, amazon.amazon_popularity(domain), digest(key), catalogues, user_items,
                    transductive=split == "train",  # the training users' interactions hold its own targets
