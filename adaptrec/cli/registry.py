@@ -148,7 +148,7 @@ ForceOpt = typer.Option(False, "--force", help="also remove a promoted adapter o
 @registry_app.command("remove")
 def registry_remove(ref: str, force: bool = ForceOpt) -> None:
     """Remove one adapter version (refused for a promoted one, or a source of a score-level mix, unless --force)."""
-    typer.echo(f"removed {api.registry().remove(ref, force=force).ref}")
+    typer.echo(f"removed {api.registry().remove(ref, force=force)}")
 
 
 @registry_app.command("verify")
@@ -159,7 +159,8 @@ def registry_verify() -> None:
     problems = reg.verify()
     for line in problems:
         typer.echo(f"problem: {line}", err=True)
-    typer.echo(f"checked {len(reg.list())} version(s) and {len(reg.encoders())} encoder(s): "
+    versions, encoders = reg.counts()
+    typer.echo(f"checked {versions} version(s) and {encoders} encoder(s): "
                + (f"{len(problems)} problem(s)" if problems else "all intact"))
     if problems:
         raise typer.Exit(1)

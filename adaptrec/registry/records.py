@@ -103,8 +103,9 @@ def row_fields(row: sqlite3.Row) -> dict[str, Any]:
         try:
             d[col] = json.loads(d[col]) if d[col] is not None else None
         except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
-            raise IntegrityError(f"the registry row of {d['name']}:{d['version']} has an unreadable {col} column; "
-                                 "restore registry.db from a copy") from None
+            ref = f"{d['name']}:{d['version']}"
+            raise IntegrityError(f"the registry row of {ref} has an unreadable {col} column; restore registry.db from "
+                                 f"a copy, or remove the version with `adaptrec registry remove {ref}`") from None
     d["metrics"] = d["metrics"] or {}
     return d
 

@@ -165,6 +165,10 @@ class Registry:
         return AdapterRecord(**d, path=self.path_for(d["name"], d["version"]))
 
     def _resolve(self, conn: sqlite3.Connection, ref: str) -> AdapterRecord:
+        return self._record(self._find_row(conn, ref))
+
+    def _find_row(self, conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
+        """The `adapters` row `ref` names, unparsed (so an unreadable row can still be removed)."""
         name, version = parse_ref(ref)
         unknown = f"no adapter named '{name}' in {self.home}; see `adaptrec registry list` for the names"
         if version is None:
@@ -172,7 +176,7 @@ class Registry:
             row = conn.execute(sql, (name,)).fetchone()
             if row is None:
                 raise RegistryError(unknown)
-            return self._record(row)
+            return row
         row = conn.execute("SELECT * FROM adapters WHERE name = ? AND version = ?", (name, version)).fetchone()
         if row is None:
             sql = "SELECT version FROM adapters WHERE name = ? ORDER BY version"
@@ -183,7 +187,7 @@ class Registry:
                 f"adapter '{name}' has no version {version} (it has {', '.join(map(str, versions))}); "
                 f"use one of those or '{name}:latest'"
             )
-        return self._record(row)
+        return row
 
     # ------------------------------------------------------------ writing
     def register(
@@ -397,8 +401,9 @@ class Registry:
         record = found[0]
         return _load_encoder_checked(record), record
 
-    def remove(self, ref: str, force: bool = False) -> AdapterRecord:
-        """Delete one version (row, then folder). Needs an explicit `name:<version>` or `name:latest`.
+    def remove(self, ref: str, force: bool = False) -> str:
+        """Delete one version (row, then folder) and return its `name:version`. Needs an explicit `name:<version>`
+        or `name:latest`; a row whose JSON columns are unreadable (edited by hand) is removed too.
 
         Refuses an adapter promoted for some domain, or a source of a registered score-level mix (which would stop
         serving), unless `force`, which also drops those aliases and records a `remove` decision in each domain's
@@ -408,29 +413,32 @@ class Registry:
             check_name(ref)
             raise RegistryError(f"remove deletes one version: write '{ref}:<version>' or '{ref}:latest'")
         with self._write() as conn:
-            rec = self._resolve(conn, ref)
-            domains = self._promoted_for(conn, rec)
+            row = self._find_row(conn, ref)
+            name, version = row["name"], row["version"]
+            removed = f"{name}:{version}"
+            domains = self._promoted_for(conn, name, version)
             if domains and not force:
                 raise RegistryError(
-                    f"{rec.ref} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
+                    f"{removed} is promoted for domain(s) {', '.join(domains)}; promote another adapter there first, "
                     f"or pass {option('force', True)}"
                 )
-            mixes = self._mixes_of(conn, rec.ref)
+            mixes = self._mixes_of(conn, removed, skip=removed)
             if mixes and not force:
-                raise RegistryError(f"{rec.ref} is a source of the score-level mix(es) {', '.join(mixes)}, which "
+                raise RegistryError(f"{removed} is a source of the score-level mix(es) {', '.join(mixes)}, which "
                                     f"could not serve without it; remove them first, or pass {option('force', True)}")
             now = _utc_now()
             for domain in domains:
-                audit.append(conn, domain, "remove", rec.ref, rec.ref, {"forced": True}, now)
-            conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (rec.name, rec.version))
-            conn.execute("DELETE FROM adapters WHERE name = ? AND version = ?", (rec.name, rec.version))
+                audit.append(conn, domain, "remove", removed, removed, {"forced": True}, now)
+            conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, version))
+            conn.execute("DELETE FROM adapters WHERE name = ? AND version = ?", (name, version))
         # after the commit: a crash here leaves an orphan folder, which gc() removes
-        shutil.rmtree(rec.path, ignore_errors=True)
+        path = self.path_for(name, version)
+        shutil.rmtree(path, ignore_errors=True)
         try:
-            rec.path.parent.rmdir()
+            path.parent.rmdir()
         except OSError:
             pass
-        return rec
+        return removed
 
     def update_metrics(self, ref: str, metrics: dict) -> AdapterRecord:
         """Merge `metrics` into the row's metrics (same names are replaced); adaptrec.json keeps the
@@ -501,8 +509,15 @@ class Registry:
         renamed into place before its row commits) finishes first and is no problem found.
         """
         problems: list[str] = []
-        records = self.list()
-        registered = {rec.ref for rec in records}
+        records: list[AdapterRecord] = []
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM adapters ORDER BY name, version").fetchall()
+        for row in rows:
+            try:
+                records.append(self._record(row))
+            except IntegrityError as e:  # a row edited by hand: its files cannot be checked against it
+                problems.append(str(e))
+        registered = {f"{row['name']}:{row['version']}" for row in rows}
         for rec in records:
             try:
                 verified_files(rec)
@@ -553,23 +568,31 @@ class Registry:
         with self._connect() as conn:
             return [self._record(r) for r in conn.execute(sql + " ORDER BY name, version", args)]
 
+    def counts(self) -> tuple[int, int]:
+        """How many adapter versions and encoder versions are registered (rows, read or not)."""
+        with self._connect() as conn:
+            adapters, encoders = (conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                                  for t in ("adapters", "encoders"))
+        return adapters, encoders
+
     def show(self, ref: str) -> dict:
         """The record as a plain dict plus `ref`, `path` and `promoted_for` (domains it is the default of)."""
         with self._connect() as conn:
             rec = self._resolve(conn, ref)
-            domains = self._promoted_for(conn, rec)
+            domains = self._promoted_for(conn, rec.name, rec.version)
         return {**rec.to_dict(), "promoted_for": domains}
 
-    def _mixes_of(self, conn: sqlite3.Connection, ref: str) -> list[str]:
-        """The registered score-level mixes naming `ref` among their sources."""
+    def _mixes_of(self, conn: sqlite3.Connection, ref: str, skip: str | None = None) -> list[str]:
+        """The registered score-level mixes naming `ref` among their sources; the mix `skip` is not read."""
         rows = conn.execute("SELECT * FROM adapters WHERE adapter_type = ? ORDER BY name, version", (MIX_TYPE,))
-        return [m.ref for m in map(self._record, rows) if ref in (m.adapter_config or {}).get("sources", ())]
+        mixes = (self._record(r) for r in rows if f"{r['name']}:{r['version']}" != skip)
+        return [m.ref for m in mixes if ref in (m.adapter_config or {}).get("sources", ())]
 
     @staticmethod
-    def _promoted_for(conn: sqlite3.Connection, rec: AdapterRecord) -> list[str]:
-        """The domains `rec` is promoted for, sorted."""
+    def _promoted_for(conn: sqlite3.Connection, name: str, version: int) -> list[str]:
+        """The domains `name:version` is promoted for, sorted."""
         sql = "SELECT domain FROM aliases WHERE name = ? AND version = ? ORDER BY domain"
-        return [r[0] for r in conn.execute(sql, (rec.name, rec.version))]
+        return [r[0] for r in conn.execute(sql, (name, version))]
 
     def promoted(self, domain: str) -> AdapterRecord | None:
         """The adapter promoted for `domain`, or None."""

@@ -90,12 +90,14 @@ def test_registry_commands(monkeypatch, capsys, tmp_path):
     for command in (["list"], ["show", "movie-lora:1"], ["list", "--json"]):  # was: JSONDecodeError's traceback
         line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", *command)[::2])
         assert "registry row of movie-lora:1 has an unreadable metrics column" in line
-    with sqlite3.connect(reg.db_path) as db:
-        db.execute("""UPDATE adapters SET metrics = '{}'""")
+        assert "`adaptrec registry remove movie-lora:1`" in line
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "verify")  # was: the same error, and no other problem
+    assert code == 1 and "problem: the registry row of movie-lora:1 has an unreadable metrics column" in err
     line = _one_line_error(*run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1")[::2])
     assert "--force" in line or "promoted" in line
-    code, out, _ = run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1", "--force")
-    assert code == 0 and reg.list() == []
+    folder = reg.path_for("movie-lora", 1)
+    code, out, _ = run_cli(monkeypatch, capsys, "registry", "remove", "movie-lora:1", "--force")  # the damaged row
+    assert code == 0 and out.strip() == "removed movie-lora:1" and reg.list() == [] and not folder.exists()
 
 
 def test_console_script_exit_code(tmp_path):
