@@ -118,7 +118,7 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
     _check_run_options(resume, restart)
     parsed, text = load_recipe(str(recipe), list(overrides))
     result = run_recipe(parsed, text, resume=resume, restart=restart)
-    if promote:
+    if promote and result.report is not None:  # once, by the main process of a multi-process launch
         registry().promote(result.record.ref, parsed.domain)
     return result
 

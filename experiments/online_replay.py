@@ -11,7 +11,9 @@ refuses, and every row's champion is scored on window 0's gate cases (forgetting
 * static: the window-0 adapter, never updated;
 * update + replay: `adaptrec update CHAMPION --data WINDOW --replay 0.2 --steps 32`;
 * update, no replay: the same with `--replay 0`;
-* retrain on all so far: a fresh adapter on windows 0..t (the same recipe, 32 steps).
+* retrain on all so far: a fresh adapter on windows 0..t (the same recipe, 32 steps), validated on window t-1's
+  gate cases (the gate refuses data a checkpoint was chosen on; the stored results validated on window t's own,
+  which chose nothing: one validation, at the last step).
 
 The like-ratio and popularity rows (popularity counted over the earlier windows) score each window beside them.
 
@@ -216,8 +218,8 @@ def run(resume_doc: dict | None) -> dict:
             ref, cpu, wall = update(champions[row], spec, replay)
             step["updates"][row] = {"ref": ref, "cpu_s": cpu, "wall_s": wall,
                                     "gate": scoring.gate(ref, ROWS[row], gates[t], gate_spec)}
-        ref, cpu, wall = train_fresh("online-retrain", f"feedback:{LOG}[0:{WINDOW * (t + 1)}]",
-                                     window_spec(GATE_LOG, windows[t], GATE))
+        ref, cpu, wall = train_fresh("online-retrain", f"feedback:{LOG}[0:{WINDOW * (t + 1)}]",  # validated on the
+                                     window_spec(GATE_LOG, windows[t - 1], GATE))  # last window's gate cases
         step["updates"]["retrain on all so far"] = {
             "ref": ref, "cpu_s": cpu, "wall_s": wall, "gate": scoring.gate(ref, ROWS["retrain on all so far"], gates[t],
                                                                           gate_spec)}
@@ -286,17 +288,25 @@ def _resolved(d: dict) -> str:
     return "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not resolved"
 
 
+def _against_static(step: dict, row: str) -> str:
+    """How `row`'s champion compared with static's on a window: the paired CI's side of 0, or the same adapter."""
+    if step["served_by"][row] == step["served_by"]["static"]:
+        return "same"
+    return _resolved(step["scored"]["auc"][row]["vs_static"])
+
+
 def verdicts(steps: list[dict]) -> list[str]:
     """What the windows say, computed from the paired differences: against static, and against the better
     non-LLM row."""
     later = steps[1:]
     lines = []
     for row in list(ROWS)[1:]:
-        calls = [_resolved(s["scored"]["auc"][row]["vs_static"]) for s in later]
+        calls = [_against_static(s, row) for s in later]
         mean = np.mean([s["scored"]["auc"][row]["vs_static"]["value"] for s in later])
+        same = f"; static's own adapter served it in {calls.count('same')}" if "same" in calls else ""
         lines.append(f"* {row} vs static: mean difference {mean:+.3f} over {len(later)} windows; the paired CI is "
                      f"above 0 in {calls.count('above')}, below in {calls.count('below')}, spans 0 in "
-                     f"{calls.count('not resolved')}.")
+                     f"{calls.count('not resolved')}{same}.")
     gates = [u["gate"] for s in later for u in s["updates"].values()]
     lines.append(f"* The gate's {later[0]['updates'][next(iter(later[0]['updates']))]['gate']['cases']}-case windows "
                  f"resolve about ±{np.mean([g['resolution'] for g in gates]):.3f} AUC (mean CI half-width); "
@@ -356,7 +366,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render-only", action="store_true", help="re-render docs/online.md from the JSON")
     parser.add_argument("--smoke", type=Path, metavar="DIR", help="a minutes-long run of the whole path (12-case "
-                        "windows, 1 step) with its results, figure and page in DIR, not in docs/")
+                        "windows, 1 step) with its results, figure, page and $ADAPTREC_HOME in DIR, not in "
+                        "docs/ or experiments/home")
     args = parser.parse_args()
     if args.smoke:
         global WINDOW, GATE, STEPS, RESULTS, DOC, FIGURE, BASE_SETS
@@ -365,6 +376,7 @@ def main() -> None:
 
         BASE_SETS = [*step_budget(STEPS), *(s.replace("=32", "=1").replace("=8", "=1") for s in BASE_SETS[1:])]
         RESULTS, DOC, FIGURE = args.smoke / "online_replay.json", args.smoke / "online.md", args.smoke / "online.png"
+        os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")  # its log and adapters too (was: experiments/home)
         DOC.write_text("<!-- online-replay:start -->\n<!-- online-replay:end -->\n")
     if not args.render_only:
         os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))

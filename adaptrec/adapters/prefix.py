@@ -80,10 +80,7 @@ class PrefixTuner(Tuner):
 
         if tokenizer is None:
             raise AdaptrecError("prefix init: text needs the backbone's tokenizer (build_peft_model(..., tokenizer=...))")
-        ids = tokenizer(cfg.init_text).input_ids  # with the special tokens a prompt starts with
-        n = cfg.num_virtual_tokens
-        if len(ids) < n:
-            raise ConfigError(f"adapter.init_text: {len(ids)} tokens, fewer than adapter.num_virtual_tokens ({n})")
+        ids, n = init_text_ids(cfg, tokenizer), cfg.num_virtual_tokens
         embedding = model.prompt_encoder[model.active_adapter].embedding.weight  # (n, layers * 2 * kv width)
         base = model.get_base_model()
         was_training = base.training
@@ -100,5 +97,15 @@ class PrefixTuner(Tuner):
         kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in layers])  # (L, 2, H, n, d)
         with torch.no_grad():
             embedding.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(embedding))
+
+def init_text_ids(cfg: PrefixSettings, tokenizer) -> list[int]:
+    """`init_text`'s token ids (with the special tokens a prompt starts with); a one-line `ConfigError` when they are
+    fewer than the virtual tokens they start (also what `train --dry-run` checks)."""
+    ids = tokenizer(cfg.init_text).input_ids
+    if len(ids) < cfg.num_virtual_tokens:
+        raise ConfigError(f"adapter.init_text: {len(ids)} tokens, fewer than adapter.num_virtual_tokens "
+                          f"({cfg.num_virtual_tokens})")
+    return ids
+
 
 TUNER = PrefixTuner()

@@ -34,6 +34,8 @@ def train(
         typer.echo(api.plan(recipe, set_ or [], resume=resume, restart=restart).describe())
         return
     result = api.train(recipe, set_ or [], resume=resume, restart=restart, promote=promote)
+    if result.report is None:  # another process of a multi-process launch: the main one reports
+        return
     typer.echo(result.report.markdown())
     typer.echo(f"\nregistered {result.record.ref} (run folder {result.train.run_dir})")
     if promote:

@@ -54,7 +54,8 @@ class BadFeedback(AdaptrecError):
 @dataclass(frozen=True)
 class LoggedItem:
     """One item of a logged request: its score, the slot it was shown in (None: a candidate not shown), whether
-    exploration put it there and the probability the logging policy had of putting it there."""
+    exploration put it there, the probability the logging policy had of putting it there given the earlier slots, and
+    of showing it in any slot (`shown`; None: logged before that was recorded)."""
 
     text: str
     item_id: str | None = None
@@ -62,6 +63,7 @@ class LoggedItem:
     explored: bool = False
     propensity: float | None = 1.0
     slot: int | None = 0
+    shown: float | None = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class OnlineLog:
         request_id = request_id or uuid.uuid4().hex
         row = (request_id, domain, user_id, noun,
                json.dumps([[h.text, h.liked, h.item_id, h.domain] for h in history]),
-               json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot] for i in items]),
+               json.dumps([[i.text, i.item_id, i.score, i.explored, i.propensity, i.slot, i.shown] for i in items]),
                json.dumps(list(adapters)), endpoint, time.time() if created is None else created)
         with self._sql("NORMAL") as db:  # in the WAL now, on disk with the next feedback's fsync
             db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -176,8 +178,8 @@ class OnlineLog:
     def cases(self, domain: str, since: float | None = None, until: float | None = None) -> list[Case]:
         """Labelled Cases of `domain`'s feedback (created in [since, until)), the last event per (request, item)
         winning, in order of each pair's first event: a re-label changes a pair's label, not its place, so a full
-        `[start:stop]` window keeps its cases. `meta` holds the request id, event time, score, explored and
-        propensity."""
+        `[start:stop]` window keeps its cases. `meta` holds the request id, endpoint, event time, score, explored,
+        propensity and probability of being shown."""
         query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f "
                  "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
@@ -206,7 +208,8 @@ def _request(row: tuple) -> LoggedRequest:
     request_id, domain, user_id, noun, history, items, adapters, endpoint, created = row[:9]
     return LoggedRequest(request_id, domain, user_id, noun,
                          tuple(HistoryItem(t, bool(liked), i, d) for t, liked, i, d in json.loads(history)),
-                         tuple(LoggedItem(*i) for i in json.loads(items)), tuple(json.loads(adapters)), endpoint,
+                         tuple(LoggedItem(*i, *[None] * (7 - len(i))) for i in json.loads(items)),  # older: no `shown`
+                         tuple(json.loads(adapters)), endpoint,
                          created)
 
 
@@ -216,5 +219,6 @@ def _case(row: tuple) -> Case:
     item = logged.items[index]
     return Case(logged.user_id, logged.domain, logged.noun, logged.history, item.text, label, item.item_id,
                 meta={"request_id": logged.request_id, "event": f"{logged.request_id}/{index}", "time": at,
-                      "score": item.score, "explored": item.explored,
-                      "propensity": item.propensity, "slot": item.slot, "adapters": logged.adapters})
+                      "score": item.score, "explored": item.explored, "propensity": item.propensity,
+                      "shown": item.shown, "slot": item.slot, "adapters": logged.adapters,
+                      "endpoint": logged.endpoint})

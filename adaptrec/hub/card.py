@@ -263,8 +263,9 @@ def _provenance(meta: dict, licences: Sequence[str]) -> list[str]:
         lines += ["## Licence", "", "This adapter derives from " + ", ".join(licences) + " (its base model, a distillation "
                   "teacher, or a parent's). Those terms apply to it: their text and `NOTICE` are published with it.", ""]
     lineage = meta.get("lineage")
-    if lineage:  # the logged events it trained on are in the metadata file; the card counts them
-        shown = {**lineage, "events": len(lineage["events"])} if "events" in lineage else lineage
+    if lineage:  # the logged events it trained and validated on are in the metadata file; the card counts them
+        counted = {k: len(lineage[k]) for k in ("events", "valid_events") if k in lineage}
+        shown = {**lineage, **counted} if counted else lineage
         lines += ["## Lineage", "", f"`{json.dumps(shown, sort_keys=True)}`", ""]
     if meta.get("recipe"):
         lines += ["## Training recipe", "", "```yaml", meta["recipe"].rstrip("\n"), "```", ""]

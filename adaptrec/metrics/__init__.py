@@ -163,17 +163,25 @@ def _classification_base(name: str) -> str:
 
 
 def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_resamples: int = 1000,
-                      alpha: float = 0.05, clusters=None) -> MetricValue:
+                      alpha: float = 0.05, clusters=None, weights=None) -> MetricValue:
     """metric(a) - metric(b) on the same cases, with a paired bootstrap CI (both scored on each resample).
 
     Pairing removes the case-sampling noise the two rows share, so a difference can be clear while the
-    rows' own CIs overlap. `clusters` (e.g. user ids): resample users, not cases.
+    rows' own CIs overlap. `clusters` (e.g. user ids): resample users, not cases. `weights` (AUC only): each case's
+    weight, resampled with it.
     """
-    fn = CLASSIFICATION_METRICS[_classification_base(name)]
+    base = _classification_base(name)
+    fn = CLASSIFICATION_METRICS[base]
     y, a, b = np.asarray(labels), np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
-    value = fn(y, a) - fn(y, b)  # first: bad input is the metric's own clear error, not the bootstrap's
-    return estimate(value, lambda y_, a_, b_: fn(y_, a_) - fn(y_, b_), y, a, b, clusters=clusters,
-                    n_resamples=n_resamples, alpha=alpha, seed=seed)
+    if weights is not None and base != "auc":
+        raise ValueError(f"weights are supported for auc only, not {name!r}")
+    w = () if weights is None else (np.asarray(weights, dtype=np.float64),)
+
+    def diff(y_, a_, b_, *w_) -> float:
+        return fn(y_, a_, *w_) - fn(y_, b_, *w_)
+
+    value = diff(y, a, b, *w)  # first: bad input is the metric's own clear error, not the bootstrap's
+    return estimate(value, diff, y, a, b, *w, clusters=clusters, n_resamples=n_resamples, alpha=alpha, seed=seed)
 
 
 def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:

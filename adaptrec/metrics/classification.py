@@ -42,12 +42,13 @@ def probabilities(labels, probs, what: str = "calibration") -> tuple[np.ndarray,
     return y, p
 
 
-def auc(labels, scores) -> float:
+def auc(labels, scores, weights=None) -> float:
     """Area under the ROC curve (Mann-Whitney U / (n_pos * n_neg)).
 
     A positive-negative pair scores 1 when the positive has the higher score and 1/2 on a tie,
     so a constant scorer gets exactly 0.5. Raises ValueError when only one class is present
-    (AUC is undefined then).
+    (AUC is undefined then). `weights` (positive, one per example, e.g. inverse propensities): each pair counts
+    with the product of its two weights (sklearn's `roc_auc_score(sample_weight=...)`).
     """
     y, s = _validate(labels, scores)
     n_pos = int(y.sum())
@@ -57,8 +58,16 @@ def auc(labels, scores) -> float:
         raise ValueError(
             f"AUC is undefined when only one class is present: all {y.shape[0]} labels are {only}"
         )
-    # Average (mid) ranks, 1-based: a tied group occupying positions a+1..a+c gets a + (c+1)/2.
     _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != y.shape or not (np.isfinite(w) & (w > 0)).all():
+            raise ValueError(f"weights must be {y.shape[0]} positive finite numbers, one per example")
+        pos = np.bincount(inverse, weights=w * y)  # per distinct score, ascending
+        neg = np.bincount(inverse, weights=w * (1 - y))
+        below = np.cumsum(neg) - neg  # negative weight scored strictly lower
+        return float((pos * (below + neg / 2)).sum() / (pos.sum() * neg.sum()))
+    # Average (mid) ranks, 1-based: a tied group occupying positions a+1..a+c gets a + (c+1)/2.
     before = np.cumsum(counts) - counts
     mid_rank = before + (counts + 1) / 2.0
     rank_sum_pos = mid_rank[inverse][y == 1].sum()

@@ -5,11 +5,17 @@ The test is named for what it is: with `margin` > 0 it is a non-inferiority test
 worse and still pass), with `margin` = 0 a superiority test. The decision compares the lower end of a 95% bootstrap
 CI of AUC(challenger) − AUC(champion), resampling users (a user's cases move together), with −margin. The CI's
 half-width is recorded as the smallest difference the window can resolve.
+
+Feedback on served slates is a sample the serving policy chose: only what it showed gets feedback. Where the log
+holds each item's probability of being shown (exploration on), every case counts with the inverse of it, so the AUCs
+estimate those over all candidates (Yang et al., RecSys 2018: an inverse-propensity-weighted AUC); slates served
+without exploration cannot be corrected, and the evidence says so.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,28 @@ from ..errors import AdaptrecError, ConfigError, RegistryError, option
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
+IPS = "inverse probability of being shown (exploration was on when they were served)"
+UNCORRECTED = ("none: the slates were served without exploration, so the cases are the items the serving adapter "
+               "ranked first, and the AUCs are measured on them, not on the candidates: the comparison is biased (when "
+               "one of the two served them, toward the other); serve with --explore DOMAIN=EPS to gate on feedback")
+
+
+class SelectionBiasWarning(UserWarning):
+    """The gate's cases are feedback on slates served without exploration: a sample the serving adapter chose."""
+
+
+def case_weights(cases: list[Case]) -> tuple[np.ndarray | None, str]:
+    """The gate's weight of each case and what it is: the inverse of a served item's logged probability of being
+    shown, where every case has one and some is below 1; else none, saying why."""
+    logged = [c.meta.get("shown") for c in cases if "event" in c.meta]
+    if not logged:
+        return None, "none: labelled data, not feedback on served items"
+    if len(logged) < len(cases) or not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in logged):
+        return None, "none: some feedback was logged before each item's probability of being shown was recorded"
+    if all(p == 1 for p in logged):
+        served = any(c.meta.get("endpoint") == "recommend" for c in cases)
+        return None, UNCORRECTED if served else "none: every item was shown (scored on request)"
+    return 1 / np.array(logged, dtype=np.float64), IPS
 
 
 @dataclass(frozen=True)
@@ -42,8 +70,9 @@ class GateResult:
         verdict = "promoted" if self.promoted else "not promoted"
         if self.champion is None:
             return f"{verdict} {self.challenger}: {e['reason']}"
+        weighted = " (weighted by the inverse probability of being shown)" if e.get("weighting") == IPS else ""
         return (f"{verdict} {self.challenger} over {self.champion}: {e['test']} on {e['cases']} cases of "
-                f"{e['users']} users, AUC {e['challenger_auc']:.4f} vs {e['champion_auc']:.4f}, "
+                f"{e['users']} users{weighted}, AUC {e['challenger_auc']:.4f} vs {e['champion_auc']:.4f}, "
                 f"difference {e['diff']:+.4f} [95% CI {e['ci_low']:+.4f}, {e['ci_high']:+.4f}], "
                 f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}")
 
@@ -57,15 +86,20 @@ def describe_test(margin: float, clustered: bool = True) -> str:
 
 
 def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champion: np.ndarray, margin: float,
-           seed: int = 0, n_resamples: int = 1000) -> dict:
-    """The gate's evidence for scores of the same cases; `promote` is the decision."""
+           seed: int = 0, n_resamples: int = 1000, weights: np.ndarray | None = None,
+           weighting: str = "none") -> dict:
+    """The gate's evidence for scores of the same cases (`weights`: each case's, described by `weighting`);
+    `promote` is the decision."""
+    units = len(set(users))
+    if units < 2:  # one user (or case) resamples to itself: no interval
+        raise ValueError(f"the gate's test needs at least 2 users to resample, got {units}")
     diff = paired_difference("auc", labels, challenger, champion, seed=seed, n_resamples=n_resamples, alpha=ALPHA,
-                             clusters=users)
-    return {"test": describe_test(margin, len(set(users)) < len(labels)), "metric": "auc", "margin": margin,
-            "cases": len(labels), "users": len(set(users)), "challenger_auc": auc(labels, challenger),
-            "champion_auc": auc(labels, champion), "diff": diff.value, "ci_low": diff.ci_low,
-            "ci_high": diff.ci_high, "resolution": (diff.ci_high - diff.ci_low) / 2,
-            "promote": bool(diff.ci_low > -margin)}
+                             clusters=users, weights=weights)
+    return {"test": describe_test(margin, units < len(labels)), "metric": "auc", "margin": margin,
+            "cases": len(labels), "users": units, "weighting": weighting,
+            "challenger_auc": auc(labels, challenger, weights), "champion_auc": auc(labels, champion, weights),
+            "diff": diff.value, "ci_low": diff.ci_low, "ci_high": diff.ci_high, "ci_skipped": diff.ci_skipped,
+            "resolution": (diff.ci_high - diff.ci_low) / 2, "promote": bool(diff.ci_low > -margin)}
 
 
 def ancestry(registry: Registry, record: AdapterRecord) -> list[AdapterRecord]:
@@ -89,13 +123,14 @@ def ancestry(registry: Registry, record: AdapterRecord) -> list[AdapterRecord]:
 
 
 def trained_on(records: list[AdapterRecord], cases: list[Case]) -> int:
-    """How many of `cases` are logged events any of `records` (an adapter's `ancestry`) was trained on: by
-    (request, item) pair from their lineages' `events`; for versions registered before lineages listed them, by
-    their lineage windows' time ranges (their own, or those passed on as `earlier_windows`)."""
+    """How many of `cases` are logged events any of `records` (an adapter's `ancestry`) was trained on or had its
+    checkpoint chosen on: by (request, item) pair from their lineages' `events` and `valid_events`; for versions
+    registered before lineages listed them, by their lineage windows' time ranges (their own, or those passed on as
+    `earlier_windows`)."""
     events, windows = set(), []
     for record in records:
         lineage = record.lineage or {}
-        events |= record.trained_events
+        events |= record.trained_events | record.validated_events
         windows += lineage.get("earlier_windows", [])
         windows += [] if record.trained_events else [lineage.get("window", {})]
     windows = [w for w in windows if "until" in w]
@@ -117,10 +152,11 @@ def _spec_range(spec: str, workdir: str | None = None) -> tuple[str, int, float]
 
 
 def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
-    """The data (`_spec_range`s) `records` (an adapter's `ancestry`) trained on: each recipe's `data.train` in its
-    protocol's form, its `method.extra_train` and a teacher's `method.teacher_data`, each update's `data` and each
-    weight search's (its weights were selected on those cases), relative files read from the folder it trained
-    in (its lineage's `workdir`); `feedback:` SPECs are left to the exact per-event check."""
+    """The data (`_spec_range`s) `records` (an adapter's `ancestry`) trained on or were selected on: each recipe's
+    `data.train` and `data.valid` (early stopping chose its checkpoint there) in its protocol's form, its
+    `method.extra_train` and a teacher's `method.teacher_data`, each update's `data` and each weight search's (its
+    weights were selected on those cases), relative files read from the folder it trained in (its lineage's
+    `workdir`); `feedback:` SPECs are left to the exact per-event check."""
     specs = []
     for record in records:
         lineage = record.lineage or {}
@@ -130,6 +166,7 @@ def trained_specs(records: list[AdapterRecord]) -> list[tuple[str, int, float]]:
             try:
                 recipe = recipe_from_text(record.recipe_text, record.ref)
                 found += [with_protocol(recipe.data.train, recipe.data.protocol, "train"),
+                          with_protocol(recipe.data.valid, recipe.data.protocol, "valid"),
                           *getattr(recipe.method, "extra_train", []), getattr(recipe.method, "teacher_data", None)]
             except AdaptrecError:  # a recipe of an older schema: its update data still counts
                 pass
@@ -226,17 +263,18 @@ def _check_unseen(registry: Registry, record: AdapterRecord, cases: list[Case], 
     trained = trained_specs(records)
     if _overlaps(data, trained):
         raise ConfigError(f"{option('data', data)}: {role}{record.ref} (or an adapter it comes from) was trained on "
-                          "this data; "
+                          "this data, or had its checkpoint chosen on it (data.valid); "
                           "gate on data neither adapter saw: a held-out split, or feedback logged after both")
     shared, spec = shared_cases(cases, trained, shown)
     if shared:
         raise ConfigError(f"{option('data', data)}: {shared} of its cases are cases {role}{record.ref} (or an "
-                          f"adapter it comes from) was trained on, as {spec}; gate on data neither adapter saw")
+                          f"adapter it comes from) was trained or validated on, as {spec}; gate on data neither "
+                          "adapter saw")
     seen = trained_on(records, cases)
     if seen:
         raise ConfigError(f"{option('data', data)}: {seen} of its cases are events {role}{record.ref} was trained "
-                          "on (its lineage lists them); gate on later feedback, e.g. feedback:DOMAIN:SINCE with SINCE "
-                          "after its lineage window")
+                          "or validated on (its lineage lists them); gate on later feedback, e.g. "
+                          "feedback:DOMAIN:SINCE with SINCE after its lineage window")
 
 
 def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
@@ -251,9 +289,13 @@ def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
         registry.promote(record.ref, domain, evidence=evidence, expect=None)
         return GateResult(True, record.ref, None, evidence)
     labels, users = np.array([c.label for c in plan.cases]), [c.user_id for c in plan.cases]
+    weights, weighting = case_weights(plan.cases)
+    if weighting == UNCORRECTED:
+        warnings.warn(SelectionBiasWarning(f"the gate's cases: {weighting}"), stacklevel=2)
     scores = [component_scores(backbone, registry, [ref], plan.cases, **{**scorer_options, **options(ref)})[0]
               for ref in (record.ref, champion.ref)]
-    evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed), **plan.source, "seed": seed,
+    evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed, weights=weights, weighting=weighting),
+                **plan.source, "seed": seed,
                 "environment": backbone.environment()}  # the backbone's build both were scored on
     if evidence["promote"]:
         registry.promote(record.ref, domain, evidence=evidence, expect=champion.ref)

@@ -74,6 +74,12 @@ class AdapterRecord:
         was trained on: its lineage's cumulative `events`."""
         return set((self.lineage or {}).get("events", []))
 
+    @property
+    def validated_events(self) -> set[str]:
+        """The logged feedback events this version's checkpoints, and those of every version it was updated from,
+        were chosen on (early stopping's validation cases): its lineage's cumulative `valid_events`."""
+        return set((self.lineage or {}).get("valid_events", []))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["path"] = str(self.path)

@@ -1,5 +1,5 @@
 """What a trained adapter's registry lineage says beyond its method: the collaborative encoder it was built on and
-the logged feedback events it was trained on."""
+the logged feedback events it was trained and validated on."""
 
 from __future__ import annotations
 
@@ -36,30 +36,36 @@ def event_keys(cases: Sequence[Case]) -> list[str]:
     return sorted({c.meta["event"] for c in cases if "event" in c.meta})
 
 
-def with_events(lineage: dict | None, cases: Sequence[Case], parent: AdapterRecord | None = None) -> dict | None:
+def with_events(lineage: dict | None, cases: Sequence[Case], parent: AdapterRecord | None = None,
+                valid: Sequence[Case] = ()) -> dict | None:
     """`lineage`, listing the logged feedback events among the training `cases`, those it lists already and those
     the `parent` it was updated from had seen (when there are any), so the gate and later updates can tell them
-    apart from events the adapter never saw. The list is cumulative: it survives the removal of an earlier version.
+    apart from events the adapter never saw; likewise `valid_events`, those among the `valid` cases its checkpoint
+    was chosen on (and its parent's). The lists are cumulative: they survive the removal of an earlier version.
     A parent registered before lineages listed events passes on its time window instead (`earlier_windows`)."""
     lineage = dict(lineage or {})
     events = set(event_keys(cases)) | set(lineage.get("events", []))
+    validated = set(event_keys(valid)) | set(lineage.get("valid_events", []))
     if parent is not None:
         events |= parent.trained_events
+        validated |= parent.validated_events
         earlier = list((parent.lineage or {}).get("earlier_windows", []))
         window = (parent.lineage or {}).get("window", {})
         if not parent.trained_events and "until" in window:
             earlier.append(window)
         if earlier:
             lineage["earlier_windows"] = earlier
-    lineage.pop("events", None)
-    if events:
-        lineage["events"] = sorted(events)
+    for key, found in (("events", events), ("valid_events", validated)):
+        lineage.pop(key, None)
+        if found:
+            lineage[key] = sorted(found)
     return lineage or None
 
 
 
 def registered_lineage(lineage: dict | None, cases: Sequence[Case], adapter_dir: Path, registry: Registry,
-                       parent: AdapterRecord | None = None) -> dict:
+                       parent: AdapterRecord | None = None, valid: Sequence[Case] = ()) -> dict:
     """The lineage a trained (or updated: `parent`) adapter is registered with: the method's own, with the working
-    directory, the logged events among its training `cases` and its collaborative encoder."""
-    return with_encoder(with_events(with_workdir(lineage), cases, parent), adapter_dir, registry)
+    directory, the logged events among its training `cases` and its `valid`ation cases, and its collaborative
+    encoder."""
+    return with_encoder(with_events(with_workdir(lineage), cases, parent, valid), adapter_dir, registry)

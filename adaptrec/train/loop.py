@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -94,13 +95,33 @@ def _trim_metrics(path: Path, up_to_step: int, start_over: str) -> None:
         write_text(path, "".join(r + "\n" for r in rows))
 
 
+T = TypeVar("T")
+
+
+def _process_state() -> PartialState:
+    """This process's place in a launch, set up as the training run's `Accelerator` sets it (the state is shared by
+    the whole process and fixed by its first use: without `cpu`, ranks on a host without CUDA each took themselves
+    for the only one)."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def on_main_process(work: Callable[[], T]) -> T | None:
+    """`work()` on the main process only, the others waiting until it is done (evaluating and registering happen
+    once per run, not once per rank); None on the others. A single process is the main one."""
+    state = _process_state()
+    try:
+        return work() if state.is_main_process else None
+    finally:
+        state.wait_for_everyone()
+
+
 @contextmanager
 def run_folder_held(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` for one run, from before `--restart` clears it to after its version is registered: the main
     process locks `<run_dir>.lock` beside the folder (so clearing the folder cannot drop the lock; the lock goes
     with the process). A one-line error if another run holds it: both would clear, append to one metrics file,
     race on `best/` and register twice."""
-    if not PartialState().is_main_process:
+    if not _process_state().is_main_process:
         yield
         return
     run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.base import check_fits
-from ..backbone import backbone_config, backbone_fingerprint, default_device, resolve_backend
+from ..adapters.prefix import init_text_ids
+from ..backbone import backbone_config, backbone_fingerprint, default_device, load_tokenizer, resolve_backend
 from ..config import Recipe
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
@@ -58,6 +59,8 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
     try:  # target modules the backbone lacks: found on a weightless copy of it
         check_fits(recipe.adapter, backbone_config(b.name), recipe.training.max_steps)
+        if getattr(recipe.adapter, "init", None) == "text":  # prefix tuning started from the backbone's key/values
+            init_text_ids(recipe.adapter, load_tokenizer(b.name))
     except ConfigError as e:
         raise ConfigError(f"{recipe._source}: {e}") from None
     check_method(recipe, train, fingerprint)

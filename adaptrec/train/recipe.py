@@ -25,7 +25,7 @@ from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
 from .cases import naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
-from .loop import TrainResult, run_folder_held, train
+from .loop import TrainResult, on_main_process, run_folder_held, train
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE, registered_before
 
@@ -33,7 +33,7 @@ from .update import UPDATE, registered_before
 @dataclass
 class RecipeResult:
     train: TrainResult
-    report: EvalReport
+    report: EvalReport | None  # None on the other processes of a multi-process launch: the main one evaluated
     record: AdapterRecord
     backbone: object  # the loaded backbone the adapter was trained on (its tokenizer holds any added tokens)
 
@@ -76,45 +76,56 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
-    report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score,
-                        prompt={"template": d.template, "max_prompt_tokens": d.max_prompt_tokens})
-    report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
-    report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))
-    model = result.model
-    model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
-    model.set_adapter("best")
-    tuner_for(model).load_extra(model, result.adapter_dir, backbone.tokenizer)
-    model.eval()
-    cache = ScoreCache.default()
+    def evaluate_and_register() -> tuple[EvalReport, AdapterRecord]:
+        report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score,
+                            prompt={"template": d.template, "max_prompt_tokens": d.max_prompt_tokens})
+        report.rows.extend(baseline_rows(test, cases, report.metric_names, ev.seed))
+        report.rows.extend(encoder_rows(encoders, cases, report.metric_names, ev.seed))
+        model = result.model
+        model.load_adapter(str(result.adapter_dir), adapter_name="best", is_trainable=False)
+        model.set_adapter("best")
+        tuner_for(model).load_extra(model, result.adapter_dir, backbone.tokenizer)
+        model.eval()
+        cache = ScoreCache.default()
 
-    def scorer(tag: str, template: str = d.template) -> Scorer:
-        return backbone_scorer(backbone, model, tag, template=template, max_prompt_tokens=d.max_prompt_tokens,
-                               batch_size=ev.batch_size, cache=cache)
+        def scorer(tag: str, template: str = d.template) -> Scorer:
+            return backbone_scorer(backbone, model, tag, template=template, max_prompt_tokens=d.max_prompt_tokens,
+                                   batch_size=ev.batch_size, cache=cache)
 
-    with model.disable_adapter():  # the untuned backbone has no item tokens: its prompts name items by title only
-        untuned = scorer("base", plain_template(d.template))
-        report.rows.append(llm_row(UNTUNED, untuned, cases, ev.score, report.metric_names, ev.seed))
-    adapter_scorer = scorer(adapter_key(result.adapter_dir))
-    adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
-    report.rows.append(adapter_row)
-    blend = result.method_info.get("blend")
-    if blend:  # the `blend` method: the LLM score calibrated with the like-ratio/popularity features
-        report.rows.append(blend_row(f"{recipe.name} + feature blend", FeatureBlend(**blend), adapter_scorer, cases,
-                                     test.item_popularity, report.metric_names, ev.seed))
+        with model.disable_adapter():  # the untuned backbone has no item tokens: its prompts name items by title only
+            untuned = scorer("base", plain_template(d.template))
+            report.rows.append(llm_row(UNTUNED, untuned, cases, ev.score, report.metric_names, ev.seed))
+        adapter_scorer = scorer(adapter_key(result.adapter_dir))
+        adapter_row = llm_row(recipe.name, adapter_scorer, cases, ev.score, report.metric_names, ev.seed)
+        report.rows.append(adapter_row)
+        blend = result.method_info.get("blend")
+        if blend:  # the `blend` method: the LLM score calibrated with the like-ratio/popularity features
+            report.rows.append(blend_row(f"{recipe.name} + feature blend", FeatureBlend(**blend), adapter_scorer, cases,
+                                         test.item_popularity, report.metric_names, ev.seed))
 
-    metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": test.spec, "limit": ev.limit,
-                      "seed": ev.seed, "score": ev.score} for name, v in adapter_row.metrics.items()}
-    finished = _registered(registry, run_dir, recipe, backbone.fingerprint, result.adapter_dir) if resume else None
-    record = (finished if finished is not None
-              else registry.register(
-                  result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
-                  adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
-                  recipe_text=text, metrics=metrics,
-                  lineage=registered_lineage(result.lineage, train_cases, result.adapter_dir, registry)))
-    adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
-    write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
-                                         "eval": report.to_dict()})
-    return RecipeResult(result, report, record, backbone)
+        metrics = {name: {"value": v.value, "ci": [v.ci_low, v.ci_high], "data": test.spec, "limit": ev.limit,
+                          "seed": ev.seed, "score": ev.score} for name, v in adapter_row.metrics.items()}
+        finished = _registered(registry, run_dir, recipe, backbone.fingerprint, result.adapter_dir) if resume else None
+        record = (finished if finished is not None
+                  else registry.register(
+                      result.adapter_dir, name=recipe.name, domain=recipe.domain, kind="trained",
+                      adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
+                      recipe_text=text, metrics=metrics,
+                      lineage=registered_lineage(result.lineage, train_cases, result.adapter_dir, registry,
+                                                 valid=val_cases)))
+        adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
+        write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
+                                             "eval": report.to_dict()})
+        return report, record
+
+    done = on_main_process(evaluate_and_register)
+    if done is not None:
+        return RecipeResult(result, *done, backbone)
+    # another process of a multi-process launch: the main one evaluated and registered (or failed, and said why)
+    record = _registered(registry, run_dir, recipe, backbone.fingerprint, result.adapter_dir)
+    if record is None:
+        raise ConfigError(f"{run_dir}: the main process registered no version; its error says why")
+    return RecipeResult(result, None, record, backbone)
 
 
 

@@ -21,7 +21,7 @@ from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from .cases import naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
-from .loop import TrainResult, run_folder_held, train
+from .loop import TrainResult, on_main_process, run_folder_held, train
 
 UPDATE = "update"  # the lineage method of an updated version
 REGISTERED = "registered.json"  # in a finished update's run folder: the version it registered
@@ -106,6 +106,10 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     text = with_sets(sets)
     recipe: Recipe = recipe_from_text(text, parent.ref)
     check_new_run(recipe)
+    if recipe.method.type == "distill":  # the teacher scores its own view of each training case: none is new feedback
+        raise ConfigError(f"{parent.ref} was distilled (method: distill), and its teacher's view of the cases "
+                          f"({recipe.method.teacher_data}) holds none of the new feedback; update it without the "
+                          f"teacher: {option('overrides', flag='--set')} 'method={{type: plain}}'")
     dataset = recipe_data(recipe, data, option("data"))  # read once: feedback may arrive meanwhile
     new = [c for c in dataset.cases if c.label is not None]
     if not new:
@@ -126,17 +130,25 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     with run_folder_held(run_dir):  # through registering: a second run of the same update waits its turn
         result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path,
                        start_over=f"remove {run_dir} to start the update over")
-        record = _registered(registry, run_dir, parent, result.adapter_dir)
+
+        def register() -> AdapterRecord:
+            record = _registered(registry, run_dir, parent, result.adapter_dir)
+            if record is None:
+                lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
+                           "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
+                           "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
+                record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain,
+                                           kind="trained", adapter_type=recipe.adapter.type, adapter_config=None,
+                                           fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
+                                           lineage=registered_lineage(lineage, mixed, result.adapter_dir, registry,
+                                                                      parent, val))
+            write_json(run_dir / REGISTERED, {"record": record.ref})
+            return record
+
+        # other processes of a multi-process launch take the version the main one registered
+        record = on_main_process(register) or _registered(registry, run_dir, parent, result.adapter_dir)
         if record is None:
-            lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
-                       "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
-                       "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
-            record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain, kind="trained",
-                                       adapter_type=recipe.adapter.type, adapter_config=None,
-                                       fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
-                                       lineage=registered_lineage(lineage, mixed, result.adapter_dir, registry,
-                                                                  parent))
-        write_json(run_dir / REGISTERED, {"record": record.ref})
+            raise ConfigError(f"{run_dir}: the main process registered no version; its error says why")
     return UpdateResult(record, result, len(new), n_old)
 
 

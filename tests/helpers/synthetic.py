@@ -37,15 +37,15 @@ def write_tallrec_files(folder: Path, sizes: dict[str, int], domain: str = "movi
     return paths
 
 
-def log_feedback(cases, log=None, t0: float = 1000.0) -> None:
+def log_feedback(cases, log=None, t0: float = 1000.0, endpoint: str = "score", shown=None) -> None:
     """Log each case as a served request and its label as feedback (at times t0, t0 + 1, ...) in `log` (default:
-    the `OnlineLog` under `$ADAPTREC_HOME`)."""
+    the `OnlineLog` under `$ADAPTREC_HOME`); `shown`: each item's logged probability of being shown (default 1)."""
     from adaptrec.data.online_log import LoggedItem, OnlineLog
 
     log = log or OnlineLog()
     for n, c in enumerate(cases):
-        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [LoggedItem(c.target)], ["tiny:1"], "score",
-                              created=t0 + n)
+        item = LoggedItem(c.target, shown=1.0 if shown is None else shown[n])
+        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [item], ["tiny:1"], endpoint, created=t0 + n)
         log.add_feedback(rid, c.target, label=c.label, created=t0 + n)
 
 

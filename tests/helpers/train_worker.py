@@ -1,8 +1,10 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
 usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
+                                           [--recipe]
 
 --stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
+--recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[s
 
 def main() -> None:
     model_dir, run_dir, max_steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    if "--recipe" in sys.argv:
+        from adaptrec.config import load_recipe
+        from adaptrec.train.recipe import run_recipe
+
+        os.environ["ADAPTREC_HOME"] = str(run_dir / "home")
+        path = tiny_recipe_file(run_dir, model_dir, max_steps, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+        result = run_recipe(*load_recipe(str(path)))
+        print(f"REGISTERED {result.record.ref} reported={result.report is not None}", flush=True)
+        return
     if "--slow" in sys.argv:  # widen the window in which the parent can kill us mid-run
         save = loop.save_checkpoint
         loop.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(0.4))[0]

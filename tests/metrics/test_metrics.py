@@ -416,6 +416,26 @@ def test_paired_difference_is_the_metric_gap_with_a_paired_ci():
     assert same.value == same.ci_low == same.ci_high == 0.0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_weighted_auc_matches_sklearn_and_weights_resample_with_their_cases(seed):
+    """Inverse-propensity weights (the gate's on explored feedback): each pair counts with its weights' product."""
+    from adaptrec.metrics import auc, paired_difference
+
+    rng = np.random.default_rng(seed)
+    labels, scores = rng.integers(0, 2, 60), rng.integers(0, 6, 60).astype(float)  # ties
+    weights = 1 / rng.uniform(0.02, 1.0, 60)
+    assert auc(labels, scores, weights) == pytest.approx(roc_auc_score(labels, scores, sample_weight=weights))
+    assert auc(labels, scores, np.full(60, 3.0)) == pytest.approx(auc(labels, scores))
+    other = scores + rng.normal(size=60)
+    d = paired_difference("auc", labels, scores, other, weights=weights, clusters=[i // 3 for i in range(60)])
+    assert d.value == pytest.approx(auc(labels, scores, weights) - auc(labels, other, weights))
+    assert d.ci_low < d.value < d.ci_high
+    with pytest.raises(ValueError, match="weights must be 60 positive finite numbers"):
+        auc(labels, scores, np.zeros(60))
+    with pytest.raises(ValueError, match="weights are supported for auc only"):
+        paired_difference("log_loss", labels, scores / 6, other / 6, weights=weights)
+
+
 def test_paired_difference_refuses_what_it_cannot_compute_in_the_metrics_own_words():
     from adaptrec.metrics import paired_difference
 

@@ -19,6 +19,7 @@ from adaptrec.config import load_recipe
 from adaptrec.data.online_log import LoggedItem, OnlineLog
 from adaptrec.data.records import ANONYMOUS
 from adaptrec.errors import ConfigError, RegistryError
+from adaptrec.metrics import auc
 from adaptrec.online.gate import decide
 from adaptrec.data.spec import load_spec
 from adaptrec.registry import Registry
@@ -157,6 +158,27 @@ def test_an_update_of_an_update_replays_the_shots_of_a_recipe_without_events(tin
     assert len(shots) == 4 and _replay_pool(recipe, updated) == shots
 
 
+def test_a_distilled_adapter_updates_without_its_teacher_when_told_to(tiny_model_dir, tmp_path, monkeypatch):
+    """(was: the teacher-pair check failed after the backbone loaded, whatever the feedback: such an adapter could
+    never be updated, and nothing said how)"""
+    import yaml
+
+    import adaptrec
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 8, "valid": 8, "test": 8}, eval_every=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["method"] = {"type": "distill", "teacher": "backbone", "teacher_data": raw["data"]["train"]}
+    path.write_text(yaml.safe_dump(raw))
+    parent = run_recipe(*load_recipe(str(path))).record
+    log_feedback(synthetic_cases(12, seed=5))
+    with monkeypatch.context() as no_model:
+        no_model.setattr(adaptrec.train.update, "load_backbone", lambda *a, **k: pytest.fail("a backbone loaded"))
+        with pytest.raises(ConfigError, match="tiny:1 was distilled .* overrides 'method=\\{type: plain\\}'"):
+            update_adapter(parent.ref, "feedback:movie", replay=0.2, steps=1)
+    updated = update_adapter(parent.ref, "feedback:movie", replay=0.2, steps=1, overrides=["method={type: plain}"])
+    assert updated.record.ref == "tiny:2" and "method={type: plain}" in updated.record.recipe_text
+
+
 def test_update_refuses_what_it_cannot_do(trained):
     parent, _ = trained
     with pytest.raises(ConfigError, match="no labelled cases"):
@@ -183,6 +205,12 @@ def test_decide_names_its_test_and_resolves_what_it_can():
     assert "user-clustered paired bootstrap" in up["test"]
     alone = decide(labels, [f"u{i}" for i in range(400)], better, champion, margin=0.005)  # TALLRec: no user twice
     assert "paired bootstrap over cases (no user has two)" in alone["test"]  # (was: called user-clustered)
+    weights = np.linspace(1.0, 20.0, 400)  # inverse probabilities of being shown
+    weighted = decide(labels, users, better, champion, 0.005, weights=weights, weighting="ips")
+    assert weighted["challenger_auc"] == pytest.approx(auc(labels, better, weights)) and weighted["weighting"] == "ips"
+    assert weighted["diff"] == pytest.approx(auc(labels, better, weights) - auc(labels, champion, weights))
+    with pytest.raises(ValueError, match="at least 2 users to resample, got 1"):  # (was: a TypeError)
+        decide(labels, ["u0"] * 400, better, champion, margin=0.005)
 
 
 def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained, monkeypatch, capsys, tmp_path):
@@ -196,7 +224,7 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
     challenger = update_adapter(parent.ref, "feedback:movie[0:24]", replay=0.0, steps=1).record
     code, _, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
                            "feedback:movie")
-    assert code == 2 and "24 of its cases are events tiny:2 was trained on" in err  # never gate on training data
+    assert code == 2 and "24 of its cases are events tiny:2 was trained or validated on" in err  # its training data
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
                            recent, "--margin", "0.5")
     assert code == 0 and "non-inferiority (margin 0.5)" in out and "on 24 cases of 24 users" in out
@@ -226,6 +254,51 @@ def test_gate_cli_promotes_or_refuses_and_the_trail_and_rollback_follow(trained,
     code, out, _ = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--json")
     assert code == 0 and json.loads(out) == {"promoted": True, "challenger": "tiny:2", "champion": "tiny:1",
                                              "evidence": None}
+
+
+def test_the_gate_weights_feedback_on_explored_slates_and_warns_on_greedy_ones(trained, monkeypatch, capsys):
+    """Feedback on served slates is what the serving adapter chose to show; scored unweighted, the comparison favoured
+    the adapter that did not choose them (was: no weighting, no word)."""
+    from adaptrec.online.gate import IPS
+
+    parent, _ = trained
+    log_feedback(synthetic_cases(24, seed=7), t0=1000)
+    challenger = update_adapter(parent.ref, "feedback:movie[0:24]", replay=0.0, steps=1).record
+    Registry().promote(parent.ref, "movie")
+    shown = [0.05 + 0.9 * (i % 5) / 4 for i in range(24)]  # explored: some items were unlikely to be shown
+    log_feedback(synthetic_cases(24, seed=8), t0=5000, endpoint="recommend", shown=shown)
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
+                             "feedback:movie:5000[0:24]", "--margin", "0.9", "--json")
+    evidence = json.loads(out)["evidence"]
+    assert code == 0 and evidence["weighting"] == IPS and "warning" not in err and evidence["ci_skipped"] == 0
+    log_feedback(synthetic_cases(24, seed=9), t0=9000, endpoint="recommend")  # greedy slates: shown for sure
+    code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
+                             "feedback:movie:9000", "--margin", "0.9")
+    assert code == 0 and "(weighted by" not in out
+    assert "warning: the gate's cases: none: the slates were served without exploration" in err
+    assert Registry().history("movie")[-1].evidence["weighting"].startswith("none: the slates were served")
+
+
+def test_the_gate_refuses_the_data_a_checkpoint_was_chosen_on(trained, tiny_model_dir, monkeypatch, tmp_path):
+    """Early stopping picks the checkpoint best on data.valid: gated there, the adapter is favoured as on its
+    training data (was: accepted, by SPEC and by logged event)."""
+    import adaptrec
+
+    parent, recipe_path = trained
+    registry = Registry()
+    other = registry.register(parent.path, name="other", domain="movie", kind="trained", adapter_type="lora",
+                              adapter_config=None, fingerprint=parent.fingerprint)
+    registry.promote(other.ref, "movie")
+    monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("a backbone loaded"))
+    valid_file = load_recipe(str(recipe_path))[0].data.valid
+    with pytest.raises(ConfigError, match="tiny:1 .* had its checkpoint chosen on it \\(data.valid\\)"):
+        adaptrec.promote_if_better(parent.ref, data=valid_file)
+    log_feedback(synthetic_cases(24, seed=7), t0=3000)
+    recipe, text = load_recipe(str(recipe_path), ["name=picked", "data.valid=feedback:movie:3000"])
+    picked = run_recipe(recipe, text).record
+    assert len(picked.validated_events) == 8 and not picked.trained_events  # the val_limit subset
+    with pytest.raises(ConfigError, match="8 of its cases are events picked:1 was trained or validated on"):
+        adaptrec.promote_if_better(picked.ref, data="feedback:movie:3000")
 
 
 def test_the_gate_refuses_data_the_challenger_or_its_parents_trained_on(trained, monkeypatch, capsys, tmp_path):
@@ -433,12 +506,13 @@ def test_versions_registered_before_lineages_listed_events_keep_their_windows():
     def logged(n: int, time: float) -> Case:
         return Case("u", "movie", "movie", (), f'"m{n}"', 1, meta={"event": f"r{n}/0", "time": time})
 
-    old = SimpleNamespace(lineage={"window": {"cases": 2, "since": 100.0, "until": 200.0}}, trained_events=set())
+    old = SimpleNamespace(lineage={"window": {"cases": 2, "since": 100.0, "until": 200.0}}, trained_events=set(),
+                          validated_events=set())
     cases = [logged(0, 150.0), logged(1, 250.0)]
     assert _seen_before(cases, old) == cases[:1]  # not the event logged after it trained
     child = with_events({"updated_from": "old:1"}, [logged(2, 300.0)], old)
     assert child["events"] == ["r2/0"] and child["earlier_windows"] == [old.lineage["window"]]
-    record = SimpleNamespace(lineage=child, trained_events=set(child["events"]))
+    record = SimpleNamespace(lineage=child, trained_events=set(child["events"]), validated_events=set())
     assert trained_on([record], [logged(0, 150.0), logged(2, 300.0), logged(3, 400.0)]) == 2
 
 

@@ -17,7 +17,7 @@ from adaptrec.errors import DataSpecError
 from adaptrec.registry import Registry
 from adaptrec.serve.app import ServeOptions, create_app
 from adaptrec.serve.engine import Engine
-from adaptrec.serve.explore import epsilon_greedy
+from adaptrec.serve.explore import epsilon_greedy, shown_probabilities
 
 
 @pytest.fixture()
@@ -151,6 +151,40 @@ def test_exploration_logs_what_it_explored_with_its_propensity(app_client, home)
     first = shown[0]
     assert first.propensity == pytest.approx(1 / 6)  # ε = 1: uniform over the 6 candidates
     assert first.explored == (first.text != cands[best_first[0]])
+    assert [i.shown for i in logged.items] == pytest.approx([0.5] * 6)  # 3 of 6 drawn uniformly (was: not logged)
+    with app_client(exploration={"arts": 0.2}) as c:
+        answer = c.post("/v1/recommend", json=body(candidates=cands, k=2)).json()
+        c.post("/v1/feedback", json={"request_id": answer["request_id"], "item": answer["items"][0]["item"],
+                                     "label": 1})
+    items = OnlineLog(home / "online.db").request(answer["request_id"]).items
+    assert sum(i.shown for i in items) == pytest.approx(2) and all(0 < i.shown < 1 for i in items)
+    (case,) = [c for c in load_spec("feedback:arts").cases if c.meta["request_id"] == answer["request_id"]]
+    assert case.meta["endpoint"] == "recommend" and 0 < case.meta["shown"] < 1  # what the gate weights it by
+
+
+def _slate_marginals(scores: np.ndarray, k: int, eps: float) -> np.ndarray:
+    """Every slate `epsilon_greedy` can draw, with its probability, summed into each candidate's P(shown)."""
+    out = np.zeros(len(scores))
+
+    def walk(remaining: list[int], p: float, slots: int) -> None:
+        for pick in remaining if slots else ():
+            q = (1 - eps) * (pick == remaining[0]) + eps / len(remaining)
+            out[pick] += p * q
+            walk([i for i in remaining if i != pick], p * q, slots - 1)
+    walk([int(i) for i in np.argsort(-scores, kind="stable")], 1.0, min(k, len(scores)))
+    return out
+
+
+@pytest.mark.parametrize("scores, k, eps", [([0.9, 0.7, 0.5, 0.3, 0.1], 3, 0.3), ([0.2, 0.2, 0.9, 0.2], 2, 0.1),
+                                            ([0.4, 0.8, 0.1], 5, 0.5), ([0.5, 0.1, 0.3, 0.7, 0.2, 0.6], 4, 1.0),
+                                            ([0.5, 0.1, 0.3], 2, 0.0), ([0.3], 1, 0.2)])
+def test_each_candidates_probability_of_being_shown_is_exact(scores, k, eps):
+    """The inverse-propensity weight of an item's feedback needs P(shown in any slot), not the slot's propensity,
+    which is conditional on the earlier slots (was: only that was logged, and documented as the marginal)."""
+    scores = np.array(scores)
+    np.testing.assert_allclose(shown_probabilities(scores, k, eps), _slate_marginals(scores, k, eps), atol=1e-12)
+    assert epsilon_greedy(scores, k, eps, np.random.default_rng(0)).shown == pytest.approx(
+        list(_slate_marginals(scores, k, eps)))
 
 
 def test_epsilon_greedy_propensities_match_the_draw_frequencies():

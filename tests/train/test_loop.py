@@ -20,6 +20,7 @@ from train_worker import tiny_recipe
 
 from adaptrec.errors import ConfigError
 from adaptrec.metrics import log_loss
+from adaptrec.registry import Registry
 from adaptrec.scoring.core import Scorer
 from adaptrec.train.checkpoint import latest_checkpoint
 from adaptrec.train.loop import micro_batches, train
@@ -445,6 +446,15 @@ def _launch_two_cpu_ranks(tiny_model_dir, run_dir, steps, *flags) -> str:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
+
+
+def test_a_recipe_under_accelerate_launch_registers_one_version_from_the_main_process(tiny_model_dir, tmp_path):
+    """(was: on a host without CUDA every rank took itself for the main one, and the second stopped on the run
+    folder's lock; where ranks knew their place, each evaluated and registered its own version)"""
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path, 2, "--recipe")
+    assert sorted(line for line in out.splitlines() if line.startswith("REGISTERED")) == [
+        "REGISTERED tiny:1 reported=False", "REGISTERED tiny:1 reported=True"]
+    assert [r.ref for r in Registry(tmp_path / "home").list()] == ["tiny:1"]
 
 
 def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_model_dir, tmp_path):

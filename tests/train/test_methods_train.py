@@ -558,6 +558,7 @@ def test_a_ranking_method_built_by_hand_still_needs_a_ranked_query():
 def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path, monkeypatch):
     """A ranking loss without a ranked query, a teacher file missing training pairs, target modules the backbone
     lacks and an uninstalled tracker were refused only after the backbone loaded: the dry run printed a plan."""
+    from adaptrec.adapters.base import parse_adapter_settings
     from adaptrec.train import loop
     from adaptrec.train.plan import plan_recipe
 
@@ -580,6 +581,10 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     misspelt.adapter.target_modules = ["q_projj"]
     with pytest.raises(ConfigError, match=r"^mine.yaml: adapter \(lora\) does not fit this backbone: .*q_projj"):
         plan_recipe(misspelt)
+    prefixed = recipe({"type": "plain"})  # more virtual tokens than the words that start them
+    prefixed.adapter = parse_adapter_settings({"type": "prefix", "num_virtual_tokens": 10, "init_text": "Hello there"})
+    with pytest.raises(ConfigError, match=r"^mine.yaml: adapter.init_text: \d tokens, fewer than .*\(10\)"):
+        plan_recipe(prefixed)
     monkeypatch.setattr(loop, "get_available_trackers", list)
     with pytest.raises(AdaptrecError, match="^mine.yaml: training.report_to: tensorboard is not installed"):
         plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
