@@ -24,7 +24,8 @@ from .errors import AdaptrecError
 
 
 def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = AdaptrecError) -> str:
-    """The UTF-8 text of the regular file `path` (`what` names it in errors: "recipe", "history file" …)."""
+    """The UTF-8 text of the regular file `path` (`what` names it in errors: "recipe", "history file" …), without
+    the byte-order mark some editors write first."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -36,7 +37,7 @@ def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = Ada
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
         raise error(f"{path}: the {what} is {kind}; give a regular file")
     try:
-        return path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise error(f"{path}: the {what} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:

@@ -53,7 +53,7 @@ def load_peft(model, folder: Path | str, name: str) -> PeftModel:
     """`model` with adapter `name` loaded from `folder` (a bare model is wrapped in a new PeftModel first); an adapter
     whose load would change the base model for good (`check.base_change`: one registered before that was refused)
     is refused first."""
-    changes = base_change(read_config(Path(folder), str(folder)))
+    changes = base_change(read_config(Path(folder), str(folder)), folder)
     if changes is not None:
         raise AdaptrecError(f"{folder}: {changes}")
     if not isinstance(model, PeftModel):

@@ -36,9 +36,10 @@ def changes_base_weights(config: dict) -> bool:
     return isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INITS)
 
 
-def base_change(config: dict) -> str | None:
-    """Why loading an adapter of this peft config changes the base model for good (detaching it does not undo it,
-    and every row scored after it, the untuned one included, reads a changed base), or None."""
+def base_change(config: dict, folder: Path | None = None) -> str | None:
+    """Why loading an adapter of this peft config (and, given its `folder`, these weights) changes the base model for
+    good (detaching it does not undo it, and every row scored after it, the untuned one included, reads a changed
+    base), or None."""
     if changes_base_weights(config):
         return (f"init_lora_weights {config['init_lora_weights']!r} makes peft rewrite the base model's weights "
                 "whenever the adapter loads; convert it to a plain LoRA first (peft's "
@@ -51,6 +52,13 @@ def base_change(config: dict) -> str | None:
                 "it with bias 'none'")
     if config.get("layer_replication"):
         return "layer_replication adds layers to the base model; retrain it without them"
+    weights = Path(folder) / WEIGHTS_FILE if folder is not None else None
+    saved = sorted(k for k in tensor_shapes(weights, str(folder)) if ".base_layer." in k) if weights and \
+        weights.is_file() else []
+    if saved:
+        return (f"{WEIGHTS_FILE} holds the base model's own weights ({saved[0]}: peft saves an embedding layer it "
+                "targets whole), which every load writes into the base model; save it with "
+                "save_embedding_layers=False")
     return None
 
 
@@ -214,13 +222,24 @@ def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_confi
             if (a[1], b[0]) != linears[module]:
                 raise IntegrityError(f"{label}: {module} is {linears[module][0]}→{linears[module][1]} in the base model "
                                      f"but {a[1]}→{b[0]} in {WEIGHTS_FILE}")
-    narrowed = any(config.get(k) not in (None, [], "") for k in ("layers_to_transform", "layers_pattern",
-                                                                 "exclude_modules"))  # layers_to_transform: 0 narrows
-    if linears is not None and isinstance(targets, list) and not narrowed:
-        bare = sorted(m for m in linears if targets_module(targets, m) and m not in modules)
+    if linears is not None and targets not in (None, "all-linear"):  # all-linear: peft names the layers itself
+        bare = sorted(m for m in linears if _peft_targets(config, m) and m not in modules)
         if bare:  # peft would give these layers fresh (with init_lora_weights false: random) weights at every load
             raise IntegrityError(f"{label}: target_modules {targets} names {bare[0]}, but {WEIGHTS_FILE} holds no "
                                  f"tensors for it ({len(bare)} such layer(s))")
+
+
+def _peft_targets(config: dict, module: str) -> bool:
+    """Whether peft puts a LoRA layer on the base model's `module` under this config: its own rule
+    (`check_target_module_exists`: a list or a regex, `exclude_modules`, `layers_to_transform`, `layers_pattern`).
+    Called after `_check_patterns` timed every pattern on these names."""
+    from types import SimpleNamespace
+
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    keys = ("target_modules", "exclude_modules", "modules_to_save", "target_parameters", "layers_to_transform",
+            "layers_pattern")
+    return bool(check_target_module_exists(SimpleNamespace(**{k: config.get(k) for k in keys}), module))
 
 
 def _lora_modules(shapes: dict[str, tuple[int, ...]], label: str) -> dict[str, tuple[tuple, tuple]]:

@@ -20,6 +20,7 @@ only `mix.json` (`as_mix` reads it back); `scoring.variants` computes a mix's sc
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import warnings
@@ -100,11 +101,24 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
 
 
 # ---------------------------------------------------------------- ΔW merging
+_DROPPED = ("alora_invocation_tokens", "trainable_token_indices")  # an activation rule, token deltas: not in A and B
+_FIRST_SOURCES = ("exclude_modules", "layers_to_transform", "layers_pattern")  # which modules a LoRA reaches
+
+
+def _normal(value):
+    """A config value as it compares across sources: lists and sets as sorted lists, one integer as a list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return sorted(value, key=str) if isinstance(value, (list, tuple, set)) else value
+
+
 def check_merge_sources(records: Sequence, method: str | None = None) -> None:
     """`CompositionError` for a source a ΔW merge cannot take, read from its registry record alone (before any
-    model loads): a prefix or collaborative adapter, or one whose DoRA magnitudes, biases or whole modules a merge
-    of A and B would drop; with the `method`, LoRA sources whose ranks it cannot merge (`merge` checks again once
-    loaded, AdaLoRA sources' exported ranks included)."""
+    model loads): a prefix or collaborative adapter, or one whose DoRA magnitudes, biases, whole modules, token
+    deltas or activation rule (aLoRA) a merge of A and B would drop; sources that differ in which modules they reach
+    (`exclude_modules`, `layers_to_transform`, `layers_pattern`: the merge keeps the first's); with the `method`,
+    LoRA sources whose ranks it cannot merge (`merge` checks again once loaded, AdaLoRA sources' exported ranks
+    included)."""
     for record in records:
         if peft_type(record) not in _LORA_TYPES:
             raise CompositionError(f"{record.ref} is a {record.adapter_type} adapter: it has no ΔW to merge; "
@@ -113,10 +127,16 @@ def check_merge_sources(records: Sequence, method: str | None = None) -> None:
             raise CompositionError(f"{record.ref} is a collaborative adapter: a merged LoRA would lose its item "
                                    f"tokens; combine it by score-level mixing ({option('method', MIX)})")
         config = record.adapter_config or {}
-        extra = [k for k in ("use_dora", "lora_bias", "modules_to_save") if config.get(k)]
+        extra = [k for k in ("use_dora", "lora_bias", "modules_to_save", *_DROPPED) if config.get(k)]
         extra += ["bias"] if config.get("bias", "none") != "none" else []
         if extra:  # peft's weighted merge reads A and B only: DoRA's magnitudes, biases and whole modules are dropped
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
+                                   f"score-level mixing ({option('method', MIX)})")
+    for key in _FIRST_SOURCES:  # peft's merged config copies these from the first source
+        values = {json.dumps(_normal((r.adapter_config or {}).get(key)), default=str) for r in records}
+        if len(values) > 1:
+            raise CompositionError(f"{', '.join(r.ref for r in records)} differ in {key}; a ΔW merge takes the first "
+                                   "source's, so another source's ΔW outside it would be lost; combine them by "
                                    f"score-level mixing ({option('method', MIX)})")
     if method is not None and all(peft_type(r) == "LORA" for r in records):
         ranks = {r.ref: (int((r.adapter_config or {}).get("r", 8)), dict((r.adapter_config or {}).get("rank_pattern")

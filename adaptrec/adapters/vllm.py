@@ -8,7 +8,9 @@ named by `--lora-modules NAME=PATH` (or a `LoRARequest`):
   adapter, `lora_alpha / r` (`/ sqrt(r)` with `use_rslora`); `_validate_features`: `modules_to_save` must be
   empty and `use_dora` false; `validate_legal`: `r` <= `max_lora_rank` and `bias == "none"`. Newer versions
   of the same file also refuse `lora_bias`, `layer_replication` and PiSSA/OLoRA/CorDA/LoftQ initialisations
-  (they change the base weights peft loads), and read `rank_pattern`/`alpha_pattern`; releases whose
+  (they change the base weights peft loads), and read `rank_pattern`/`alpha_pattern`; `alora_invocation_tokens`,
+  `use_qalora` and `use_bdlora` change what the adapter computes, and a release that does not know them drops them
+  (refused here either way); releases whose
   `PEFTHelper` has no such fields drop the patterns and scale every module by `lora_alpha / r`, so a folder
   with patterns means different things to different vLLM versions and is refused here.
 - `vllm/config/lora.py`, `LoRAConfig.max_lora_rank`: one of `MaxLoRARanks` (1, 8, 16, ..., 512), default 16.
@@ -83,6 +85,12 @@ def vllm_max_lora_rank(rank: int) -> int:
     raise AdaptrecError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank {VLLM_MAX_LORA_RANKS[-1]}")
 
 
+# peft settings that change what the adapter computes beyond r, alpha and A·B (PEFTHelper drops keys it does not know)
+_CHANGES_THE_FUNCTION = {"alora_invocation_tokens": "activated LoRA applies only after its invocation tokens",
+                         "use_qalora": "QA-LoRA pools the input before lora_A",
+                         "use_bdlora": "BD-LoRA's A and B are block-diagonal"}
+
+
 def _config_problems(config: dict, max_lora_rank: int) -> list[str]:
     """What PEFTHelper (from_dict, __post_init__, _validate_features, validate_legal) refuses in the config."""
     problems = []
@@ -105,6 +113,8 @@ def _config_problems(config: dict, max_lora_rank: int) -> list[str]:
         ("layer_replication", bool(config.get("layer_replication")), "vLLM does not support layer_replication"),
         ("init_lora_weights", changes_base_weights(config),
          f"{init!r} changes the base weights when peft loads the adapter; vLLM serves the base as is"),
+        *((key, bool(config.get(key)), f"{why}; a PEFTHelper without the field drops it and serves another function")
+          for key, why in _CHANGES_THE_FUNCTION.items()),
     ]
     problems += [f"{name}: {why}" for name, bad, why in checks if bad]
     for name in ("rank_pattern", "alpha_pattern"):

@@ -47,7 +47,7 @@ def amazon_dir() -> Path:
 
 @lru_cache(maxsize=2)
 def _load(folder: Path) -> _Raw:
-    items = {domain: {get_field(obj, "item_id", "id", where): get_field(obj, "title", "str", where)
+    items = {domain: {get_field(obj, "item_id", "id", where): get_field(obj, "title", "title", where)
                       for where, obj in read_jsonl(folder / f"items_{domain}.jsonl")} for domain in DOMAINS}
     events: dict[str, list[tuple[int, str, str]]] = {}
     for where, obj in read_jsonl(folder / "interactions.jsonl"):

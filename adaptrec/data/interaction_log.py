@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataFormatError, DataSpecError
-from ..userfiles import check_keys, finite_number, parse_json, read_user_text
+from ..userfiles import check_keys, finite_number, has_lone_surrogate, parse_json, read_user_text
 from .leave_one_out import Event
 from .records import Case, HistoryItem
 
@@ -94,7 +94,8 @@ def is_id(value: Any) -> bool:
 
 
 def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required: bool = True) -> Any:
-    """`obj[key]` checked against `kind` ("id", "str", "int", "number", "label", "id_list"); ids as strings."""
+    """`obj[key]` checked against `kind` ("id", "str", "title", "int", "number", "label", "id_list"); ids as
+    strings; a title is one line of text a tokenizer and the score cache take (no lone UTF-16 surrogate)."""
     if key not in obj:
         if required:
             raise DataFormatError(f"{where}: missing key {key!r}")
@@ -103,13 +104,16 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
     ok = {
         "id": is_id,
         "str": lambda v: isinstance(v, str) and v != "",
+        "title": lambda v: (isinstance(v, str) and v.strip() != "" and "\n" not in v and "\r" not in v
+                            and not has_lone_surrogate(v)),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "number": finite_number,
         "label": lambda v: v in (0, 1) and not isinstance(v, bool),
         "id_list": lambda v: isinstance(v, list) and all(is_id(x) for x in v),
     }[kind](value)
     if not ok:
-        want = {"id": "a non-empty string or an integer", "str": "a non-empty string", "int": "an integer",
+        want = {"id": "a non-empty string or an integer", "str": "a non-empty string",
+                "title": "one non-blank line of text, without a lone UTF-16 surrogate", "int": "an integer",
                 "number": "a finite number", "label": "0 or 1",
                 "id_list": "a list of ids (non-empty strings or integers)"}[kind]
         raise DataFormatError(f"{where}: key {key!r} must be {want}, got {value!r}")
@@ -156,7 +160,7 @@ def read_catalogue(path: Path) -> dict[str, CatalogueItem]:
         item_id = get_field(obj, "item_id", "id", where)
         if item_id in items:
             raise DataFormatError(f"{where}: key 'item_id': {item_id!r} appears twice")
-        items[item_id] = CatalogueItem(get_field(obj, "title", "str", where),
+        items[item_id] = CatalogueItem(get_field(obj, "title", "title", where),
                                        get_field(obj, "domain", "str", where, required=False))
     return items
 

@@ -64,16 +64,16 @@ class DataSet:
 
 
 @lru_cache(maxsize=64)
-def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    """`file_sha256`, remembered per process while the file's mtime and size stay the same."""
+def _sha256(path: Path, identity: tuple[int, ...]) -> str:
+    """`file_sha256`, remembered per process while the file's `stat` identity stays the same."""
     return file_sha256(path)
 
 
 def _file_hashes(paths: Sequence[Path]) -> dict[str, str]:
     out = {}
     for p in paths:
-        stat = p.stat()
-        out[p.name] = _sha256(p, stat.st_mtime_ns, stat.st_size)
+        stat = p.stat()  # ctime too: a rewrite that restores mtime and size (`cp -p`, `touch -r`) still moves it
+        out[p.name] = _sha256(p, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
     return out
 
 

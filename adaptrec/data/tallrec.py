@@ -14,7 +14,7 @@ from typing import Iterable
 
 from ..errors import DataFormatError, DataSpecError
 from ..home import data_root
-from ..userfiles import parse_json, read_user_text
+from ..userfiles import LONE_SURROGATE, has_lone_surrogate, parse_json, read_user_text
 from .prompts import ANSWERS, instruction
 from .records import LIKED_FIRST, Case, HistoryItem
 
@@ -78,6 +78,8 @@ def parse_record(record: dict, *, domain: str, user_id: str) -> Case:
     for key, value in (("input", text), ("output", answer), ("instruction", instr)):
         if not isinstance(value, str):
             raise DataFormatError(f"record {user_id}: {key!r} is {type(value).__name__}, expected text")
+        if has_lone_surrogate(value):
+            raise DataFormatError(f"record {user_id}: {key!r} {LONE_SURROGATE}")
     m = _INPUT.fullmatch(text)
     if m is None:
         raise DataFormatError(f"record {user_id}: 'input' is not TALLRec's three-line form")

@@ -244,7 +244,7 @@ class Registry:
             if changed:  # the source folder changed between its check and this copy
                 raise IntegrityError(f"{name}: {changed[0]} is not the file that was checked; nothing was registered")
             config = registered_config(entry.adapter_type, entry.adapter_config, folder, src_dir)
-            changes = base_change(config)
+            changes = base_change(config, folder)
             if changes is not None:  # detaching it would not undo that: every later row would read a changed base
                 raise RegistryError(f"{name}: {changes}")
             record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)

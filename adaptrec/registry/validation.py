@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adaptrec.adapters.check import read_config
+from adaptrec.adapters.check import PEFT_TYPES, read_config
 from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
@@ -102,7 +102,8 @@ def _check_read_keys(lineage: dict) -> None:
         bounds = ("since", "until") if "until" in w or "since" in w else ()
         return all(isinstance(w.get(k), (int, float)) and not isinstance(w.get(k), bool) for k in bounds)
 
-    shapes = {"events": (lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v), "a list of event keys"),
+    keys = (lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v), "a list of event keys")
+    shapes = {"events": keys, "valid_events": keys,
               "teacher_backbone": (lambda v: v is None or (isinstance(v, dict)
                                                            and isinstance(v.get("base_model", ""), str)),
                                    "a mapping with a 'base_model' string"),
@@ -176,6 +177,10 @@ def registered_config(adapter_type: str, stated: dict | None, folder: Path, src:
     if adapter_type == MIX_TYPE and stated is not None:
         return stated
     config = read_config(folder, f"{src} (re-save the adapter)")
+    expected = PEFT_TYPES.get(adapter_type)
+    if expected is not None and config.get("peft_type") != expected:  # a pull refuses it, a push would publish it
+        raise RegistryError(f"{src}: its adapter_config.json says peft_type {config.get('peft_type')!r}, but it is "
+                            f"registered as {adapter_type} ({expected}); register it as the type it is")
     differs = [key for key, value in (stated or {}).items() if _as_written(config.get(key)) != _as_written(value)]
     if differs:
         key = differs[0]

@@ -256,7 +256,7 @@ class Engine:
             if (record.adapter_config or {}).get("use_dora"):
                 raise Unservable(f"{record.ref} is a DoRA adapter: peft cannot batch DoRA per row; merge it into the "
                                  "backbone instead")
-            changes = base_change(record.adapter_config or {})
+            changes = base_change(record.adapter_config or {}, record.path)
             if changes is not None:  # registered before such configs were refused: it would change every answer
                 raise Unservable(f"{record.ref}: {changes}")
             if ptype not in ("LORA", "ADALORA", "PREFIX_TUNING"):

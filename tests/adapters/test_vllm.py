@@ -56,11 +56,14 @@ def test_a_plain_lora_folder_passes(tmp_path):
     ("dora_magnitude", "tensor name: "),
     ("rank_over_max", "r: "),
     ("adalora", "peft_type: "),
+    ("alora", "alora_invocation_tokens: activated LoRA applies only after"),  # (was: passed; an always-on adapter)
+    ("qalora", "use_qalora: "),
 ])
 def test_bad_folders_fail_with_a_named_problem(tmp_path, case, problem):
     """Each rule of vLLM's loader that a folder breaks is reported under its own name."""
     config = {"bias": {"bias": "all"}, "use_dora": {"use_dora": True}, "rank_pattern": {"rank_pattern": {"q_proj": 1}},
-              "modules_to_save": {"modules_to_save": ["lm_head"]}, "adalora": {"peft_type": "ADALORA"}}.get(case, {})
+              "modules_to_save": {"modules_to_save": ["lm_head"]}, "adalora": {"peft_type": "ADALORA"},
+              "alora": {"alora_invocation_tokens": [5, 6]}, "qalora": {"use_qalora": True}}.get(case, {})
     folder = lora_dir(tmp_path / case, r=2 if case != "rank_over_max" else 20, **config)
     if case == "pickle":
         torch.save({}, folder / "adapter_model.bin")

@@ -72,6 +72,23 @@ def test_raw_line_separators_inside_json_strings_are_read_and_lines_are_counted_
     assert [read_catalogue(path)[str(i)].title for i in range(3)] == titles
 
 
+@pytest.mark.parametrize("title", ["A\ud800", "   ", "Heat\n(1995)", 7])
+def test_a_title_no_prompt_can_hold_is_refused_in_one_line(tmp_path, title):
+    """(was: a lone surrogate loaded, then failed `data inspect` and scoring with a tokenizer's traceback; a blank
+    title or one with a line break went into prompts, splitting TALLRec's three-line input)"""
+    path = write_jsonl(tmp_path / "items.jsonl", [{"item_id": "1", "title": "x"}, {"item_id": "2", "title": title}])
+    with pytest.raises(DataFormatError, match=r"items\.jsonl:2: key 'title' must be one non-blank line of text"):
+        read_catalogue(path)
+
+
+def test_a_file_saved_with_a_byte_order_mark_reads_as_without(tmp_path, catalogue):
+    """Editors on Windows write UTF-8 with a BOM (was: 'line 1: not valid JSON (Unexpected UTF-8 BOM)')."""
+    rows = [{"user_id": "a", "item_id": str(i), "domain": "movie"} for i in range(3)]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [r.item_id for r in read_log(path)] == ["0", "1", "2"]
+
+
 def test_catalogue_errors(tmp_path, catalogue):
     path = write_jsonl(tmp_path / "cat.jsonl", [{"item_id": "1", "title": "x"}, {"item_id": "1", "title": "y"}])
     with pytest.raises(DataFormatError, match=r"cat\.jsonl:2: key 'item_id': '1' appears twice"):

@@ -72,7 +72,14 @@ def test_path_specs(tmp_path):
     (tmp_path / "test.json").write_text(json.dumps([{**rec, "output": "No."}]))
     relabelled = load_spec(str(tmp_path / "test.json")).fingerprint
     (tmp_path / "train.json").write_text(json.dumps([rec]))
-    assert len({ds.fingerprint, relabelled, load_spec(str(tmp_path / "test.json")).fingerprint}) == 3
+    current = load_spec(str(tmp_path / "test.json")).fingerprint
+    assert len({ds.fingerprint, relabelled, current}) == 3
+    import os
+
+    test, before = tmp_path / "test.json", (tmp_path / "test.json").stat()  # a rewrite keeping mtime and size
+    test.write_text(test.read_text().replace('\\"A\\"', '\\"C\\"'))  # (`cp -p`, `rsync -t`): was the cached hash
+    os.utime(test, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert test.stat().st_size == before.st_size and load_spec(str(test)).fingerprint != current
 
     items = [{"item_id": str(i), "title": f"t{i}", "domain": "movie"} for i in range(40)]
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))

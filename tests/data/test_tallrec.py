@@ -63,6 +63,8 @@ def test_history_is_preferences_then_unpreferences():
     ({"input": "x"}, "missing key"),
     (["input", "output"], "expected an object with input, output and instruction, got list"),  # (was: "missing key
     # list indices must be integers")
+    (record('User Preference: "A\ud800"\nUser Unpreference: \nWhether the user will like the target movie "X"?',
+           noun="movie"), "'input' holds a lone UTF-16 surrogate"),  # (was: a tokenizer's traceback)
 ])
 def test_bad_records_raise_format_errors(bad, match):
     with pytest.raises(DataFormatError, match=match):

@@ -62,6 +62,7 @@ def register_peft(model_dir, registry, name: str, seed: int, domain: str = "arts
     from peft import LoraConfig, get_peft_model
 
     backbone = fresh_backbone(model_dir)
-    model = _random(get_peft_model(backbone.model, LoraConfig(target_modules=["q_proj", "v_proj"], **lora)), seed, 0.3)
+    config = LoraConfig(**{"target_modules": ["q_proj", "v_proj"], **lora})
+    model = _random(get_peft_model(backbone.model, config), seed, 0.3)
     return registry.register(model, name=name, domain=domain, kind="trained", adapter_type="lora", adapter_config=None,
                              fingerprint=backbone.fingerprint)

@@ -848,6 +848,36 @@ def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(ti
     assert _lora_modules(lora_bias, "x") == {"m": ((2, 4), (4, 2))}
 
 
+@pytest.mark.parametrize("options", [{"target_modules": r".*\.(q_proj|v_proj)"},
+                                     {"target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]},
+                                     {"target_modules": ["q_proj", "v_proj"],
+                                      "exclude_modules": ["model.layers.0.self_attn.v_proj"]}])
+def test_a_targeted_layer_without_tensors_is_refused_however_the_targets_are_written(tiny_model_dir, tmp_path,
+                                                                                   options):
+    """peft gives such a layer fresh weights at every load (with init_lora_weights false: random ones, so two loads
+    of one registered version scored apart under one cache key); only a plain list of targets was checked (was:
+    a regex, layers_to_transform or exclude_modules turned the check off)."""
+    from peft import LoraConfig, get_peft_model
+    from router_helpers import fresh_backbone
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig
+
+    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.errors import IntegrityError
+
+    model = get_peft_model(fresh_backbone(tiny_model_dir).model, LoraConfig(r=4, init_lora_weights=False, **options))
+    model.save_pretrained(tmp_path / "whole")
+    base = AutoConfig.from_pretrained(tiny_model_dir)
+    check_adapter_folder(tmp_path / "whole", "lora", "whole", base)  # what peft targets has its tensors
+    tensors = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    layer = sorted(k for k in tensors if "lora_A" in k)[-1].split(".lora_A")[0]
+    shutil.copytree(tmp_path / "whole", tmp_path / "short")
+    save_file({k: v for k, v in tensors.items() if not k.startswith(layer + ".")},
+              str(tmp_path / "short" / "adapter_model.safetensors"))
+    with pytest.raises(IntegrityError, match="holds no tensors for it"):
+        check_adapter_folder(tmp_path / "short", "lora", "short", base)
+
+
 def test_an_adalora_config_without_init_r_exports_with_peft_defaults_and_a_bad_one_is_one_line(tiny_model_dir,
                                                                                               tmp_path):
     """(was: `KeyError: 'init_r'` from `export --to-lora`, compose and serving, for a config peft itself loads)"""

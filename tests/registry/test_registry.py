@@ -162,6 +162,10 @@ def test_a_stated_config_must_agree_with_the_adapter_s_own_file(reg, src):
     stated = {"r": 2, "target_modules": {"v_proj", "q_proj"}}  # as peft's to_dict() gives them: a set
     rec = reg_one(reg, src, adapter_config=stated)  # what it states agrees: the row records the whole file
     assert rec.adapter_config == written
+    (src / "adapter_config.json").write_text(json.dumps({**written, "peft_type": "ADALORA"}))
+    with pytest.raises(RegistryError, match="says peft_type 'ADALORA', but it is registered as lora \\(LORA\\)"):
+        reg_one(reg, src)  # (was: registered; a push published it as LoRA, and every pull of it then failed)
+    assert row_count(reg) == 1
 
 
 def test_home_defaults_to_adaptrec_home(tmp_path, monkeypatch, src):

@@ -421,16 +421,24 @@ def test_what_a_delta_w_merge_would_drop_or_save_unloadable_is_refused(tiny_mode
     from adaptrec.registry import store
 
     with monkeypatch.context() as before_the_check:  # registered by an earlier version: refused at registration now
-        before_the_check.setattr(store, "base_change", lambda config: None)
+        before_the_check.setattr(store, "base_change", lambda *args: None)
         register_peft(tiny_model_dir, registry, "head", seed=1, modules_to_save=["lm_head"])
         register_peft(tiny_model_dir, registry, "biased", seed=2, bias="lora_only")
     register_peft(tiny_model_dir, registry, "plain", seed=3, r=4)
     register_peft(tiny_model_dir, registry, "patterned", seed=4, r=4, rank_pattern={"v_proj": 2})
+    register_peft(tiny_model_dir, registry, "layer1", seed=5, r=4, layers_to_transform=[1])
+    register_peft(tiny_model_dir, registry, "noq0", seed=6, r=4, exclude_modules=["model.layers.0.self_attn.q_proj"])
+    register_peft(tiny_model_dir, registry, "tokens", seed=7, r=4, trainable_token_indices=[1, 2])
     backbone = fresh_backbone(tiny_model_dir)
     for refs, method, why in ((("head", "plain"), "cat", "head:1 has modules_to_save"),
                               (("biased", "plain"), "cat", "biased:1 has bias"),
                               (("patterned",), "cat", "merges one source linearly"),
-                              (("patterned", "plain"), "linear", "merges linear A and B separately")):
+                              (("patterned", "plain"), "linear", "merges linear A and B separately"),
+                              # (was: merged with the first source's reach, the other's ΔW outside it lost, or its
+                              # token deltas dropped, and registered)
+                              (("layer1", "plain"), "cat", "layer1:1, plain:1 differ in layers_to_transform"),
+                              (("plain", "noq0"), "svd", "plain:1, noq0:1 differ in exclude_modules"),
+                              (("plain", "tokens"), "cat", "tokens:1 has trainable_token_indices")):
         with pytest.raises(CompositionError, match=why):
             compose(backbone, registry, Composition(refs, method, (1.0,) * len(refs)), name="x", domain="arts")
     assert "x" not in {r.name for r in registry.list()}
@@ -469,7 +477,9 @@ def test_an_adapter_whose_load_rewrites_the_base_weights_is_never_registered(tin
 
 @pytest.mark.parametrize("option, words", [({"modules_to_save": ["lm_head"]}, "modules_to_save \\['lm_head'\\] swaps"),
                                            ({"bias": "all"}, "bias 'all' writes the adapter's trained biases"),
-                                           ({"layer_replication": [[0, 1], [0, 1]]}, "layer_replication adds layers")])
+                                           ({"layer_replication": [[0, 1], [0, 1]]}, "layer_replication adds layers"),
+                                           ({"target_modules": ["q_proj", "embed_tokens"]},  # peft saves it whole
+                                            "holds the base model's own weights \\(.*embed_tokens.base_layer.weight")])
 def test_an_adapter_whose_load_changes_the_base_for_good_is_refused_and_never_attached(tiny_model_dir, registry,
                                                                                        monkeypatch, option, words):
     """(was: registered; eval then scored every later row, the untuned one and cached ones included, on the
@@ -482,7 +492,7 @@ def test_an_adapter_whose_load_changes_the_base_for_good_is_refused_and_never_at
         register_peft(tiny_model_dir, registry, "changes", seed=1, **option)
     assert registry.list() == []
     with monkeypatch.context() as before_the_check:  # as one registered by an earlier version
-        before_the_check.setattr(store, "base_change", lambda config: None)
+        before_the_check.setattr(store, "base_change", lambda *args: None)
         register_peft(tiny_model_dir, registry, "changes", seed=1, **option)
     backbone = fresh_backbone(tiny_model_dir)
     with pytest.raises(AdaptrecError, match=words):

@@ -52,7 +52,8 @@ def _teacher_record(recipe: Recipe, fingerprint, beside_student: bool):
         record = Registry().load_verified(recipe.method.teacher, fingerprint)
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: method.teacher: {e}") from None
-    changes = base_change(record.adapter_config or {})  # it loads beside the student: the base must stay the same
+    # it loads beside the student: the base must stay the same
+    changes = base_change(record.adapter_config or {}, record.path)
     if changes is not None:
         raise ConfigError(f"{recipe._source}: method.teacher: {record.ref}: {changes}")
     if record.adapter_type == COLLAB_TYPE and not beside_student:  # peft alone would leave its item tokens out
