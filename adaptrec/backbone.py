@@ -244,8 +244,8 @@ def resolve_source(name: str) -> tuple[Path, str]:
         path = embedded_dir(name)
         return path, json.loads((path / "adaptrec_source.json").read_text())["base_model"]
     path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve(), name
+    if path.is_dir():  # its absolute path for the fingerprint: `models/tiny` typed here is no Hub id `models/tiny`
+        return path.resolve(), str(path.absolute())
     if path.exists():
         raise BackboneError(f"backbone {name!r} is a file: pass the folder that holds the model")
     if path.suffix.lower() in _FILE_SUFFIXES or name.startswith((".", "/", "~")) or name.count("/") != 1:

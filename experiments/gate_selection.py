@@ -48,7 +48,8 @@ def replicate(sigma: float, eps: float, seed: int) -> dict:
             champion, challenger = z + rng.normal(size=CANDIDATES), z + rng.normal(scale=sigma, size=CANDIDATES)
             every.append((labels, challenger, champion))
             slate = epsilon_greedy(champion, K, eps, rng)
-            shown_rows += [(labels[i], challenger[i], champion[i], f"u{u}", 1 / slate.shown[i]) for i in slate.order]
+            shown_rows += [(labels[i], challenger[i], champion[i], f"u{u}", 1 / p) for i, p in zip(slate.order,
+                                                                                               slate.shown)]
     y, a, b, users, w = zip(*shown_rows)
     y, a, b, w = np.array(y), np.array(a), np.array(b), np.array(w)
     ally, alla, allb = (np.concatenate(x) for x in zip(*every))

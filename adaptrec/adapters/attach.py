@@ -59,7 +59,11 @@ def load_peft(model, folder: Path | str, name: str) -> PeftModel:
     if not isinstance(model, PeftModel):
         return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
     if name not in model.peft_config:
-        model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        try:
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        except KeyError as e:  # peft builds on the adapters attached first (one with trainable token deltas)
+            raise AdaptrecError(f"{folder}: peft cannot load it beside the adapters attached before it (it looked "
+                                f"for {e} there); score it alone") from None
     return model
 
 

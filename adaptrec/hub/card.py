@@ -197,7 +197,7 @@ def _evaluation(metrics: dict) -> list[str]:
 
 def _peft_usage(meta: dict, src: str) -> list[str]:
     """A plain-peft snippet that prints P(yes) for an example prompt, then notes on the template and layout."""
-    _, domain, adapter_type = _identity(meta)
+    name, domain, adapter_type = _identity(meta)
     lines = [
         "## Use it with plain peft",
         "",
@@ -225,7 +225,9 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
         lines += [f"This adapter was trained with the `{template}` prompt template: wrap the prompt text the same way.", ""]
     if adapter_type == "lora":
         lines += ["The folder is the standard peft LoRA layout (`adapter_config.json`, `adapter_model.safetensors`), "
-                  "which multi-LoRA servers such as vLLM and LoRAX load as is.", ""]
+                  "which peft loads as is. Multi-LoRA servers such as vLLM and LoRAX take one rank and one scaling per "
+                  f"adapter: `adaptrec export {name} --to vllm` writes a folder they load (per-module ranks folded "
+                  "in), or names what they would refuse.", ""]
     if adapter_type == "collab":
         lines += ["**A collaborative adapter:** besides its LoRA weights it carries one soft token per item "
                   "(`collab.safetensors`: the collaborative encoder's item table, its rows continued by the items' "

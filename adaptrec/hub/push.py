@@ -107,8 +107,9 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
         raise HubError(f"{record.ref} is a score-level mix of {', '.join(record.adapter_config['sources'])}: "
                        "push its sources, and register the mix again where they are pulled")
     if record.adapter_type == "adalora":  # peft-only loaders (vLLM, LoRAX) read plain LoRA, never AdaLoRA's SVD form
-        raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which every LoRA "
-                       f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export)")
+        raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which peft's LoRA "
+                       f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export; "
+                       "`--to vllm` writes the folder vLLM and LoRAX take)")
     meta = verified_files(record)  # every file matches its sha256, adaptrec.json the registry row
     allowed = published_files(record.adapter_type)
     if allowed is None:

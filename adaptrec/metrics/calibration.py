@@ -36,6 +36,18 @@ def psi(before, after, edges: np.ndarray = EDGES) -> float:
     return float(np.sum((a - b) * np.log(a / b)))
 
 
+def psi_null(before, after, n_permutations: int = 1000, seed: int = 0,
+             edges: np.ndarray = EDGES) -> tuple[float, float]:
+    """What PSI reads when nothing moved, at these window sizes: both windows' scores pooled and split at random into
+    windows of their sizes, `n_permutations` times. Returns the 95th percentile of those PSIs and the share at least
+    as large as the observed one (a permutation p-value; over cases, as KS's). Small windows read large PSIs by chance
+    alone, past the 0.25 rule of thumb."""
+    b, a = _checked(before, "PSI"), _checked(after, "PSI")
+    observed, pooled, rng = psi(b, a, edges), np.concatenate([b, a]), np.random.default_rng(seed)
+    null = np.array([psi(*np.split(rng.permutation(pooled), [len(b)]), edges) for _ in range(n_permutations)])
+    return float(np.quantile(null, 0.95)), float((1 + np.sum(null >= observed - 1e-12)) / (n_permutations + 1))
+
+
 def ks(before, after) -> tuple[float, float]:
     """The two-sample Kolmogorov–Smirnov statistic and its p-value (scipy)."""
     from scipy.stats import ks_2samp

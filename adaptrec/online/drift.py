@@ -12,7 +12,7 @@ from adaptrec.data.records import Case
 from adaptrec.data.sampling import stratified_subset
 from adaptrec.data.tallrec import item_popularity
 from adaptrec.metrics import MetricValue, compute_classification
-from adaptrec.metrics.calibration import ks, psi, reliability
+from adaptrec.metrics.calibration import ks, psi, psi_null, reliability
 from adaptrec.registry import Registry
 from adaptrec.scoring.variants import component_scores
 
@@ -36,7 +36,9 @@ def window_report(labels: np.ndarray, users: list[str], scores: np.ndarray, base
 
 def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: np.ndarray) -> dict:
     statistic, p_value = ks(scores_before, scores_after)
-    return {"psi": psi(scores_before, scores_after), "ks": statistic, "ks_p": p_value,
+    chance, psi_p = psi_null(scores_before, scores_after)
+    return {"psi": psi(scores_before, scores_after), "psi_chance_95": chance, "psi_p": psi_p, "ks": statistic,
+            "ks_p": p_value,
             "ece_change": after["reliability"]["ece"] - before["reliability"]["ece"],
             "auc_change": after["auc"]["adapter"]["value"] - before["auc"]["adapter"]["value"]}
 
@@ -89,8 +91,9 @@ def drift(backbone, registry: Registry, domain: str, before: list[Case], after: 
 def summary(report: dict) -> str:
     """The report as a few lines of text."""
     c = report["change"]
-    lines = [f"drift of {report['domain']} ({report['adapter']}): PSI {c['psi']:.3f}, KS {c['ks']:.3f} "
-             f"(p {c['ks_p']:.3g} over cases, not users), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
+    lines = [f"drift of {report['domain']} ({report['adapter']}): PSI {c['psi']:.3f} (p {c['psi_p']:.3g}; "
+             f"{c['psi_chance_95']:.3f} by chance at these sizes), KS {c['ks']:.3f} (p {c['ks_p']:.3g}; both over "
+             f"cases, not users), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
     for name in ("before", "after"):
         w = report[name]
         rows = ", ".join(f"{row} {MetricValue(**m).format()}" for row, m in w["auc"].items())

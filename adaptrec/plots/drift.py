@@ -19,8 +19,8 @@ def plot_drift(report: dict, out: Path) -> Figure:
     c = report["change"]
     fig, axes = new_figure(
         3.3, 1, 2, title=f"Drift of {report['domain']} under {report['adapter']}",
-        subtitle=f"PSI {c['psi']:.3f}, KS {c['ks']:.3f} (p {c['ks_p']:.3g} over cases), ECE change "
-                 f"{c['ece_change']:+.3f}, AUC change {c['auc_change']:+.3f}",
+        subtitle=f"PSI {c['psi']:.3f} (p {c['psi_p']:.3g}), KS {c['ks']:.3f} (p {c['ks_p']:.3g}; both over cases), "
+                 f"ECE change {c['ece_change']:+.3f}, AUC change {c['auc_change']:+.3f}",
         caption="Left: like rate against mean score per score bin (marker area: cases); on the diagonal a score is "
                 "calibrated. Right: AUC per window with user-clustered 95% CIs; dotted: chance. Popularity counts "
                 "the before window's histories, so it is transductive in that window.")

@@ -1,9 +1,10 @@
 """Which candidates `/v1/recommend` shows: the top k, or ε-greedy exploration with each slot's propensity and each
-candidate's probability of being shown at all logged, so feedback also reaches items the model does not already rank
+shown item's probability of being shown at all logged, so feedback also reaches items the model does not already rank
 first and a later comparison can weight it by how likely it was to be seen."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Slate:
     """The items shown, best slot first: candidate indices, whether exploration picked each, its propensity given the
-    earlier slots; `shown`: every candidate's probability (candidate order) that the policy showed it in any slot."""
+    earlier slots, and its probability of being shown in any slot."""
 
     order: list[int]
     explored: list[bool]
@@ -22,32 +23,32 @@ class Slate:
 
 def greedy(scores: np.ndarray, k: int) -> Slate:
     order = [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
-    shown = np.zeros(len(scores))
-    shown[order] = 1.0
-    return Slate(order, [False] * len(order), [1.0] * len(order), shown.tolist())
+    return Slate(order, [False] * len(order), [1.0] * len(order), [1.0] * len(order))
 
 
-def shown_probabilities(scores: np.ndarray, k: int, epsilon: float) -> np.ndarray:
-    """Each candidate's exact probability of being shown in any of the `k` slots `epsilon_greedy` fills.
+def shown_probabilities(scores: np.ndarray, k: int, epsilon: float, items: Sequence[int] | None = None) -> np.ndarray:
+    """The exact probability that `epsilon_greedy` shows each of `items` (candidate indices; default: all) in any of
+    its `k` slots.
 
     What a per-item inverse-propensity weight needs (a slot's propensity is conditional on the earlier slots). For
     the candidate ranked r-th the state is how many of the r ranked above it are still unplaced (a): a greedy slot
     takes the best of those, or it when none is left; an explored slot takes it with probability 1/(remaining), one
-    above with a/(remaining), one below otherwise. All candidates at once: O(k·m²).
+    above with a/(remaining), one below otherwise. O(k · items · m).
     """
     m = len(scores)
-    state = np.eye(m)  # state[r, a]: P(the r-th ranked is unplaced and a of the r above it are too)
-    above = np.arange(m)
-    shown = np.zeros(m)
+    rank = np.empty(m, dtype=int)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(m)
+    ranks = rank if items is None else rank[np.asarray(items, dtype=int)]
+    above = np.arange(ranks.max() + 1)
+    state = (above == ranks[:, None]).astype(float)  # state[i, a]: P(item i is unplaced, a of those above it too)
+    shown = np.zeros(len(ranks))
     for step in range(min(k, m)):
         remaining = m - step
         shown += (1 - epsilon) * state[:, 0] + epsilon * state.sum(axis=1) / remaining
         moved = state * ((1 - epsilon) * (above > 0) + epsilon * above / remaining)  # one above it placed
         stays = state * (epsilon * np.maximum(remaining - 1 - above, 0) / remaining)  # one below it placed
         state = stays + np.pad(moved[:, 1:], ((0, 0), (0, 1)))
-    out = np.empty(m)
-    out[np.argsort(-scores, kind="stable")] = np.minimum(shown, 1.0)
-    return out
+    return np.minimum(shown, 1.0)
 
 
 def epsilon_greedy(scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator) -> Slate:
@@ -65,4 +66,4 @@ def epsilon_greedy(scores: np.ndarray, k: int, epsilon: float, rng: np.random.Ge
         explored.append(pick != best)
         propensity.append((1 - epsilon) + epsilon / m if pick == best else epsilon / m)
         remaining.remove(pick)
-    return Slate(order, explored, propensity, shown_probabilities(scores, k, epsilon).tolist())
+    return Slate(order, explored, propensity, shown_probabilities(scores, k, epsilon, order).tolist())

@@ -33,14 +33,15 @@ class RequestLogger:
     def record(self, endpoint: str, req: UserRequest, p: Plan, targets: Sequence[str | Target], scores: np.ndarray,
                slate: Slate | None = None) -> str:
         """Log one answer: every target in request order with its score; `/v1/score` shows them all (slot = its
-        place, each shown for sure), `/v1/recommend` its `slate` (slot, explored, propensity; candidates not shown
-        have no slot; every candidate's probability of being shown)."""
+        place, each shown for sure), `/v1/recommend` its `slate` (slot, explored, propensity, probability of being
+        shown; candidates not shown have no slot)."""
         n = len(targets)
         shown = slate or Slate(list(range(n)), [False] * n, [1.0] * n, [1.0] * n)
-        shown_as = {i: (explored, propensity, slot)  # LoggedItem's explored, propensity and slot
-                    for slot, (i, explored, propensity) in enumerate(zip(shown.order, shown.explored, shown.propensity))}
+        shown_as = {i: (explored, propensity, slot, p)  # LoggedItem's explored, propensity, slot and shown
+                    for slot, (i, explored, propensity, p) in enumerate(zip(shown.order, shown.explored,
+                                                                            shown.propensity, shown.shown))}
         items = [LoggedItem(text_of(t), None if isinstance(t, str) else t.item_id, float(scores[i]),
-                            *shown_as.get(i, (False, None, None)), shown=float(shown.shown[i]))
+                            *shown_as.get(i, (False, None, None, None)))
                  for i, t in enumerate(targets)]
         history = list(req.case(targets[0]).history)
         return self.log.log_request(req.domain, req.user_id, req.noun, history, items, p.decision.adapters, endpoint)

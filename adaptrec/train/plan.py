@@ -31,6 +31,8 @@ class RecipePlan:
 
     def describe(self) -> str:
         r, t = self.recipe, self.recipe.training
+        ranks = getattr(r.method, "rec_loss", "yesno") != "yesno"  # a ranking loss batches users' candidate lists
+        unit = "users (each with their candidates)" if ranks else "prompts"
         lines = [
             f"recipe {r.name} ({r._source}): a {r.adapter.type} adapter for domain {r.domain}, method {r.method.type}",
             f"backbone {r.backbone.name} ({r.backbone.quantization}, {self.backend}): {self.fingerprint.base_model}, "
@@ -38,7 +40,7 @@ class RecipePlan:
             f"train {r.data.train}: {self.train_cases} labelled cases" + (f" ({r.data.shots} shots)" if r.data.shots else ""),
             f"valid {r.data.valid}: {self.valid_cases} cases, validated every {t.eval_every} steps",
             f"test {r.data.test}: {self.test_cases} cases (seed {r.evaluation.seed})",
-            f"training: up to {t.max_steps} steps of {t.batch_size} x {t.grad_accum} prompts, lr {t.lr:g} "
+            f"training: up to {t.max_steps} steps of {t.batch_size} x {t.grad_accum} {unit} per process, lr {t.lr:g} "
             f"({t.scheduler}), checkpoint every {t.checkpoint_every}",
             f"run folder {self.run_dir}",
             "dry run: nothing trained, nothing registered",

@@ -53,3 +53,18 @@ def test_a_compositions_card_names_the_template_its_lineage_records_of_its_sourc
     assert "trained with the `chat` prompt template" in card
     for odd in ({"prompt": {"template": "`x`"}}, {"prompt": "chat"}, ["chat"]):  # a publisher's lineage, unchecked
         assert "prompt template" not in model_card({**META, "lineage": odd}, "alice/movie-cat", "main")
+
+
+def test_a_backbone_typed_as_a_relative_folder_is_not_published_as_a_hub_id(tiny_model_dir, tmp_path, monkeypatch):
+    """`--backbone models/tiny` (a local folder) was recorded as `models/tiny`, which reads as a Hub id: the card's
+    `base_model` and the pushed `base_model_name_or_path` pointed at a repo that is not the base."""
+    from adaptrec.backbone import resolve_source
+    from adaptrec.hub.common import is_repo_id
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_model_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    folder, base_model = resolve_source("models/tiny")
+    assert folder == tiny_model_dir.resolve() and base_model == str(tmp_path / "models" / "tiny")
+    assert not is_repo_id(base_model)
+    assert "base_model" not in card_metadata({**META, "base": {**META["base"], "base_model": base_model}})

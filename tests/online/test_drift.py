@@ -11,7 +11,7 @@ from cli_runner import run_cli
 from serve_helpers import make_registry
 from synthetic import log_feedback, synthetic_cases
 
-from adaptrec.metrics.calibration import ks, psi, reliability
+from adaptrec.metrics.calibration import ks, psi, psi_null, reliability
 
 
 def test_psi_and_ks_see_a_shift_and_not_its_absence():
@@ -19,6 +19,17 @@ def test_psi_and_ks_see_a_shift_and_not_its_absence():
     a, b, shifted = rng.beta(2, 5, 2000), rng.beta(2, 5, 2000), rng.beta(5, 2, 2000)
     assert psi(a, b) < 0.05 < 0.25 < psi(a, shifted)
     assert ks(a, b)[1] > 0.01 and ks(a, shifted)[1] < 1e-6
+
+
+def test_what_psi_reads_by_chance_is_reported_beside_it():
+    """Two windows of twenty cases from one distribution pass the 0.25 "large shift" rule of thumb by chance alone
+    (was: reported as PSI alone); the permutation null says so, and still finds a real shift."""
+    rng = np.random.default_rng(1)
+    a, b = rng.beta(2, 5, 20), rng.beta(2, 5, 20)
+    chance, p = psi_null(a, b)
+    assert psi(a, b) > 0.25 and chance > psi(a, b) and p > 0.05
+    chance, p = psi_null(rng.beta(2, 5, 200), rng.beta(5, 2, 200))
+    assert chance < 0.25 and p < 0.01
 
 
 def test_reliability_and_ece():
@@ -72,7 +83,7 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     assert report["adapter"] == "arts-lora:1" and report["before"]["cases"] == report["after"]["cases"] == 20
     assert set(report["after"]["auc"]) == {"adapter", "like-ratio", "popularity"}
     assert (report["before"]["transductive"], report["after"]["transductive"]) == (["popularity"], [])  # was: unsaid
-    assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1
+    assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1 and 0 < report["change"]["psi_p"] <= 1
     assert (tmp_path / "drift.png").stat().st_size > 10_000
     code, out, _ = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny)
     assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and f"before ({before}): 20 cases" in out
@@ -129,7 +140,8 @@ def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():
     window = window_report(labels, ["u1"] * 4, scores, {"popularity": np.array([0.5, 0.4, 0.6, 0.5])})
     assert window["auc"]["adapter"] == {"value": 1.0, "ci_low": None, "ci_high": None}
     report = {"adapter": "arts-lora:1", "domain": "arts", "before": window, "after": window,
-              "change": {"psi": 0.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0, "auc_change": 0.0}}
+              "change": {"psi": 0.0, "psi_chance_95": 0.0, "psi_p": 1.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0,
+                         "auc_change": 0.0}}
     assert "AUC adapter 1.000, popularity 0.125" in summary(report)
 
 

@@ -465,6 +465,19 @@ def test_a_first_source_that_fails_half_loaded_leaves_no_layers_behind(tiny_mode
     assert not any("lora_" in name for name, _ in backbone.model.named_modules())
 
 
+def test_an_adapter_peft_cannot_attach_beside_another_is_one_error(tiny_model_dir, registry):
+    """After an adapter with trainable token deltas, peft's load of a second raised a bare KeyError (eval of several
+    adapters, compose)."""
+    from adaptrec.adapters.attach import attach
+    from adaptrec.errors import AdaptrecError
+
+    register_peft(tiny_model_dir, registry, "tokens", seed=1, r=4, trainable_token_indices=[1, 2])
+    register_peft(tiny_model_dir, registry, "plain", seed=2, r=4)
+    backbone = fresh_backbone(tiny_model_dir)
+    with pytest.raises(AdaptrecError, match="peft cannot load it beside the adapters attached before it"):
+        attach(backbone, registry, ["tokens", "plain"])
+
+
 def test_an_adapter_whose_load_rewrites_the_base_weights_is_never_registered(tiny_model_dir, registry):
     """A PiSSA-initialised config makes peft rewrite the base weights at every load, and detaching does not undo
     it: every later row (the untuned backbone included) scored on a changed base."""

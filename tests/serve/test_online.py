@@ -151,13 +151,14 @@ def test_exploration_logs_what_it_explored_with_its_propensity(app_client, home)
     first = shown[0]
     assert first.propensity == pytest.approx(1 / 6)  # ε = 1: uniform over the 6 candidates
     assert first.explored == (first.text != cands[best_first[0]])
-    assert [i.shown for i in logged.items] == pytest.approx([0.5] * 6)  # 3 of 6 drawn uniformly (was: not logged)
+    assert [i.shown for i in shown] == pytest.approx([0.5] * 3)  # 3 of 6 drawn uniformly (was: not logged)
+    assert all(i.shown is None for i in logged.items if i.slot is None)
     with app_client(exploration={"arts": 0.2}) as c:
         answer = c.post("/v1/recommend", json=body(candidates=cands, k=2)).json()
         c.post("/v1/feedback", json={"request_id": answer["request_id"], "item": answer["items"][0]["item"],
                                      "label": 1})
-    items = OnlineLog(home / "online.db").request(answer["request_id"]).items
-    assert sum(i.shown for i in items) == pytest.approx(2) and all(0 < i.shown < 1 for i in items)
+    items = [i for i in OnlineLog(home / "online.db").request(answer["request_id"]).items if i.slot is not None]
+    assert len(items) == 2 and all(0 < i.shown < 1 for i in items)
     (case,) = [c for c in load_spec("feedback:arts").cases if c.meta["request_id"] == answer["request_id"]]
     assert case.meta["endpoint"] == "recommend" and 0 < case.meta["shown"] < 1  # what the gate weights it by
 
@@ -182,9 +183,11 @@ def test_each_candidates_probability_of_being_shown_is_exact(scores, k, eps):
     """The inverse-propensity weight of an item's feedback needs P(shown in any slot), not the slot's propensity,
     which is conditional on the earlier slots (was: only that was logged, and documented as the marginal)."""
     scores = np.array(scores)
-    np.testing.assert_allclose(shown_probabilities(scores, k, eps), _slate_marginals(scores, k, eps), atol=1e-12)
-    assert epsilon_greedy(scores, k, eps, np.random.default_rng(0)).shown == pytest.approx(
-        list(_slate_marginals(scores, k, eps)))
+    exact = _slate_marginals(scores, k, eps)
+    np.testing.assert_allclose(shown_probabilities(scores, k, eps), exact, atol=1e-12)
+    assert exact.sum() == pytest.approx(min(k, len(scores)))  # a slate shows min(k, m) items
+    slate = epsilon_greedy(scores, k, eps, np.random.default_rng(0))
+    assert slate.shown == pytest.approx([exact[i] for i in slate.order])
 
 
 def test_epsilon_greedy_propensities_match_the_draw_frequencies():
