@@ -348,13 +348,15 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply.
     `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
-    from .backbone import library_versions
+    from .backbone import default_device, library_versions, resolve_backend
     from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, meta_path, stream_predictions
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .router.recommender import one_source
     from .score_cache import ScoreCache
+    from .scoring.core import PROMPT_TOKENS
+    from .scoring.variants import row_template
 
     data = _spec_text(data, "data")
     _check_choice("engine", engine, ENGINES)
@@ -377,9 +379,13 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     cases = batch_cases(dataset, limit, seed, part)
     options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
                "batch_size": batch_size}
+    scored = {"template": row_template(registry(), ref, options.get("template", "tallrec")),  # what the rows read
+              "max_prompt_tokens": options.get("max_prompt_tokens", PROMPT_TOKENS), "batch_size": batch_size}
     meta = {"adapter": ref, "data": data, "data_fingerprint": dataset.fingerprint, "limit": limit, "seed": seed,
             "shard": shard, "backbone": backbone, "quantization": quantization, "engine": engine,
-            "scoring": options, "versions": library_versions()}  # beside the rows: what produced them
+            "scoring": scored, "chunk_size": chunk_size or (None if engine == "ray" else CHUNK_SIZE), "cache": cache,
+            "environment": {"backend": resolve_backend(quantization, default_device()), "device": default_device()},
+            "versions": library_versions()}  # beside the rows: what produced them
     if engine == "ray":
         written = ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors,
                                   cache=cache, chunk_size=chunk_size, meta=meta, **options)

@@ -186,14 +186,23 @@ def base_modules(base_config) -> tuple[list[str], dict[str, tuple[int, int]]]:
                                          if isinstance(m, torch.nn.Linear)}
 
 
+def peft_type_problem(config: dict, adapter_type: str) -> str | None:
+    """Why a folder of this config is not an adapter of `adapter_type` (its peft_type is another's), or None."""
+    expected = PEFT_TYPES.get(adapter_type)
+    if expected is not None and config.get("peft_type") != expected:
+        return (f"{CONFIG_FILE} says peft_type {config.get('peft_type')!r}, but the adapter is registered as "
+                f"{adapter_type} ({expected})")
+    return None
+
+
 def check_adapter_folder(folder: Path, adapter_type: str, label: str, base_config=None) -> None:
     """IntegrityError (one line naming `label` and the first mismatch) unless the folder's config, tensors and
     the base architecture (`base_config`, a transformers config; None: skip that part) agree."""
     config = read_config(folder, label)
+    problem = peft_type_problem(config, adapter_type)
+    if problem is not None:
+        raise IntegrityError(f"{label}: {problem}")
     expected = PEFT_TYPES.get(adapter_type)
-    if expected is not None and config.get("peft_type") != expected:
-        raise IntegrityError(f"{label}: {CONFIG_FILE} says peft_type {config.get('peft_type')!r}, but the adapter is "
-                             f"registered as {adapter_type} ({expected})")
     if expected not in ("LORA", "ADALORA"):
         return
     if adapter_type == "collab":  # its item table and projector beside the LoRA part (collab imports torch: here)

@@ -101,22 +101,31 @@ def check_weights(method: str, weights: Sequence[float], n: int) -> None:
 
 
 # ---------------------------------------------------------------- ΔW merging
-_DROPPED = ("alora_invocation_tokens", "trainable_token_indices")  # an activation rule, token deltas: not in A and B
+# an activation rule, token deltas, a pooled or block-diagonal A: what A·B of a ΔW merge does not carry
+_DROPPED = ("alora_invocation_tokens", "trainable_token_indices", "use_qalora", "use_bdlora")
 _FIRST_SOURCES = ("exclude_modules", "layers_to_transform", "layers_pattern")  # which modules a LoRA reaches
 
 
-def _normal(value):
-    """A config value as it compares across sources: lists and sets as sorted lists, one integer as a list."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    return sorted(value, key=str) if isinstance(value, (list, tuple, set)) else value
+def _reach(config: dict) -> dict:
+    """What decides which modules a LoRA reaches, as peft reads it: empty is unset, one name or index is a list of
+    one, and `layers_pattern` only counts beside `layers_to_transform`."""
+    def normal(value):
+        if value in (None, [], (), "", set()):
+            return None
+        return sorted(value, key=str) if isinstance(value, (list, tuple, set)) else [value]
+
+    reach = {key: normal(config.get(key)) for key in _FIRST_SOURCES}
+    if reach["layers_to_transform"] is None:
+        reach["layers_pattern"] = None
+    return reach
 
 
 def check_merge_sources(records: Sequence, method: str | None = None) -> None:
     """`CompositionError` for a source a ΔW merge cannot take, read from its registry record alone (before any
     model loads): a prefix or collaborative adapter, or one whose DoRA magnitudes, biases, whole modules, token
-    deltas or activation rule (aLoRA) a merge of A and B would drop; sources that differ in which modules they reach
-    (`exclude_modules`, `layers_to_transform`, `layers_pattern`: the merge keeps the first's); with the `method`,
+    deltas, activation rule (aLoRA) or pooled or block-diagonal A (QA-LoRA, BD-LoRA) a merge of A and B would drop;
+    sources that differ in which modules they reach (`exclude_modules`, `layers_to_transform`, `layers_pattern`: the
+    merge keeps the first's); with the `method`,
     LoRA sources whose ranks it cannot merge (`merge` checks again once loaded, AdaLoRA sources' exported ranks
     included)."""
     for record in records:
@@ -133,7 +142,7 @@ def check_merge_sources(records: Sequence, method: str | None = None) -> None:
             raise CompositionError(f"{record.ref} has {extra[0]}, which a ΔW merge of A and B drops; combine it by "
                                    f"score-level mixing ({option('method', MIX)})")
     for key in _FIRST_SOURCES:  # peft's merged config copies these from the first source
-        values = {json.dumps(_normal((r.adapter_config or {}).get(key)), default=str) for r in records}
+        values = {json.dumps(_reach(r.adapter_config or {})[key], default=str) for r in records}
         if len(values) > 1:
             raise CompositionError(f"{', '.join(r.ref for r in records)} differ in {key}; a ΔW merge takes the first "
                                    "source's, so another source's ΔW outside it would be lost; combine them by "

@@ -98,6 +98,7 @@ class PrefixTuner(Tuner):
         with torch.no_grad():
             embedding.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(embedding))
 
+
 def init_text_ids(cfg: PrefixSettings, tokenizer) -> list[int]:
     """`init_text`'s token ids (with the special tokens a prompt starts with); a one-line `ConfigError` when they are
     fewer than the virtual tokens they start (also what `train --dry-run` checks)."""

@@ -22,7 +22,7 @@ from typing import Sequence
 import pyarrow as pa
 import torch
 
-from ..backbone import backbone_fingerprint, load_backbone
+from ..backbone import INT8_BACKEND_ENV, backbone_fingerprint, load_backbone
 from ..data.records import Case
 from ..errors import AdaptrecError, MissingOptionalPackage, command_line, on_command_line, option
 from ..evaluation import Predictions
@@ -55,14 +55,15 @@ class ScoreActor:
     the driver runs under the command line, so messages spell options as its flags."""
 
     def __init__(self, backbone: str, quantization: str, home: str, adapter: str | None, cache: bool,
-                 scorer_options: dict, flags: bool = False):
+                 scorer_options: dict, flags: bool = False, int8_backend: str | None = None):
         os.environ["ADAPTREC_HOME"] = home  # the driver's registry, score cache and converted backbones
         torch.set_num_threads(1)
         self.spelling = command_line if flags else nullcontext
         self.failure: str | None = None
         try:
             with self.spelling():
-                self.scorer = adapter_scorer(load_backbone(backbone, quantization), Registry(Path(home)), adapter,
+                self.scorer = adapter_scorer(load_backbone(backbone, quantization, int8_backend=int8_backend),
+                                             Registry(Path(home)), adapter,
                                              cache=ScoreCache.default() if cache else None, progress=False,
                                              **scorer_options)
         except AdaptrecError as e:
@@ -124,7 +125,8 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
         chunks = [{"chunk": pickle.dumps(cases[b : b + chunk_size])} for b in range(0, len(cases), chunk_size)]
         pool = ray.data.ActorPoolStrategy(size=min(actors, len(chunks)))  # an actor per chunk at most
         setup = dict(backbone=backbone, quantization=quantization, home=str(registry.home), adapter=adapter,
-                     cache=cache, scorer_options=scorer_options, flags=on_command_line())
+                     cache=cache, scorer_options=scorer_options, flags=on_command_line(),
+                     int8_backend=os.environ.get(INT8_BACKEND_ENV))  # a cluster's actors: the driver's kernels
         scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
         with PredictionWriter(Path(out), meta) as writer:

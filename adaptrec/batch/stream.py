@@ -31,9 +31,10 @@ def adapter_scorer(backbone, registry, adapter: str | None, **scorer_options) ->
 
 
 def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> list[dict]:
-    """One output row per (position, case): its identity, label, P(yes) and TALLRec's score. Answer logits that are
-    no numbers (a diverged adapter) are refused in one line: the output file is never completed with them."""
-    bad = ~np.isfinite(np.asarray(logits, dtype=float)[:, :2]).all(axis=1)
+    """One output row per (position, case): its identity, label, P(yes) and TALLRec's score. Logits that are no
+    numbers (a diverged adapter: the Yes and No logits, or the log-sum-exp over the vocabulary TALLRec's score reads)
+    are refused in one line: the output file is never completed with them."""
+    bad = ~np.isfinite(np.asarray(logits, dtype=float)).all(axis=1)
     if bad.any():
         i, case = chunk[int(np.argmax(bad))]
         raise AdaptrecError(f"case {i} (user {case.user_id!r}): the model's answer logits are not finite numbers "

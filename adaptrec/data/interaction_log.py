@@ -102,8 +102,8 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
         return None
     value = obj[key]
     ok = {
-        "id": is_id,
-        "str": lambda v: isinstance(v, str) and v != "",
+        "id": lambda v: is_id(v) and not (isinstance(v, str) and has_lone_surrogate(v)),
+        "str": lambda v: isinstance(v, str) and v != "" and not has_lone_surrogate(v),
         "title": lambda v: (isinstance(v, str) and v.strip() != "" and "\n" not in v and "\r" not in v
                             and not has_lone_surrogate(v)),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -112,7 +112,8 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
         "id_list": lambda v: isinstance(v, list) and all(is_id(x) for x in v),
     }[kind](value)
     if not ok:
-        want = {"id": "a non-empty string or an integer", "str": "a non-empty string",
+        want = {"id": "a non-empty string (without a lone UTF-16 surrogate) or an integer",
+                "str": "a non-empty string without a lone UTF-16 surrogate",
                 "title": "one non-blank line of text, without a lone UTF-16 surrogate", "int": "an integer",
                 "number": "a finite number", "label": "0 or 1",
                 "id_list": "a list of ids (non-empty strings or integers)"}[kind]

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -179,7 +179,7 @@ class OnlineLog:
         """Labelled Cases of `domain`'s feedback (created in [since, until)), the last event per (request, item)
         winning, in order of each pair's first event: a re-label changes a pair's label, not its place, so a full
         `[start:stop]` window keeps its cases. `meta` holds the request id, endpoint, event time, score, explored,
-        propensity and probability of being shown."""
+        propensity, probability of being shown, and whether the request showed every candidate it held."""
         query = ("SELECT r.*, f.item, f.label, f.created AS at, f.seq FROM feedback f "
                  "JOIN requests r USING (request_id) "
                  "WHERE r.domain = ? AND f.created >= ? AND f.created < ? ORDER BY f.seq")
@@ -208,9 +208,16 @@ def _request(row: tuple) -> LoggedRequest:
     request_id, domain, user_id, noun, history, items, adapters, endpoint, created = row[:9]
     return LoggedRequest(request_id, domain, user_id, noun,
                          tuple(HistoryItem(t, bool(liked), i, d) for t, liked, i, d in json.loads(history)),
-                         tuple(LoggedItem(*i, *[None] * (7 - len(i))) for i in json.loads(items)),  # older: no `shown`
+                         tuple(_item(i) for i in json.loads(items)),
                          tuple(json.loads(adapters)), endpoint,
                          created)
+
+
+def _item(fields: list) -> LoggedItem:
+    """A logged item from its stored fields; one logged before `shown` was recorded has None there (its earlier
+    fields keep the defaults they were logged with)."""
+    item = LoggedItem(*fields)
+    return item if len(fields) >= 7 else replace(item, shown=None)
 
 
 def _case(row: tuple) -> Case:
@@ -221,4 +228,4 @@ def _case(row: tuple) -> Case:
                 meta={"request_id": logged.request_id, "event": f"{logged.request_id}/{index}", "time": at,
                       "score": item.score, "explored": item.explored, "propensity": item.propensity,
                       "shown": item.shown, "slot": item.slot, "adapters": logged.adapters,
-                      "endpoint": logged.endpoint})
+                      "endpoint": logged.endpoint, "all_shown": all(i.slot is not None for i in logged.items)})

@@ -35,7 +35,7 @@ from ..errors import AdaptrecError, ConfigError, RegistryError, option
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
 IPS = "inverse probability of being shown (exploration was on when they were served)"
-UNCORRECTED = ("none: the slates were served without exploration, so the cases are the items the serving adapter "
+UNCORRECTED = ("none: slates were served without exploration, so their cases are the items the serving adapter "
                "ranked first, and the AUCs are measured on them, not on the candidates: the comparison is biased (when "
                "one of the two served them, toward the other); serve with --explore DOMAIN=EPS to gate on feedback")
 
@@ -46,15 +46,18 @@ class SelectionBiasWarning(UserWarning):
 
 def case_weights(cases: list[Case]) -> tuple[np.ndarray | None, str]:
     """The gate's weight of each case and what it is: the inverse of a served item's logged probability of being
-    shown, where every case has one and some is below 1; else none, saying why."""
+    shown, where every case has one, some is below 1 and no slate was served greedily (its candidates not shown had
+    probability 0: nothing corrects for them); else none, saying why."""
     logged = [c.meta.get("shown") for c in cases if "event" in c.meta]
     if not logged:
         return None, "none: labelled data, not feedback on served items"
     if len(logged) < len(cases) or not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in logged):
         return None, "none: some feedback was logged before each item's probability of being shown was recorded"
+    if any(c.meta.get("shown") == 1 and c.meta.get("endpoint") == "recommend" and not c.meta.get("all_shown")
+           for c in cases):
+        return None, UNCORRECTED
     if all(p == 1 for p in logged):
-        served = any(c.meta.get("endpoint") == "recommend" for c in cases)
-        return None, UNCORRECTED if served else "none: every item was shown (scored on request)"
+        return None, "none: every item was shown"
     return 1 / np.array(logged, dtype=np.float64), IPS
 
 

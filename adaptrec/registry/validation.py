@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adaptrec.adapters.check import PEFT_TYPES, read_config
+from adaptrec.adapters.check import peft_type_problem, read_config
 from adaptrec.adapters.files import METADATA_FILE, MIX_TYPE, file_sha256, required_files, verify_adapter_dir
 from adaptrec.errors import AdaptrecError, IntegrityError, RegistryError
 from adaptrec.fingerprint import Fingerprint
@@ -177,10 +177,9 @@ def registered_config(adapter_type: str, stated: dict | None, folder: Path, src:
     if adapter_type == MIX_TYPE and stated is not None:
         return stated
     config = read_config(folder, f"{src} (re-save the adapter)")
-    expected = PEFT_TYPES.get(adapter_type)
-    if expected is not None and config.get("peft_type") != expected:  # a pull refuses it, a push would publish it
-        raise RegistryError(f"{src}: its adapter_config.json says peft_type {config.get('peft_type')!r}, but it is "
-                            f"registered as {adapter_type} ({expected}); register it as the type it is")
+    problem = peft_type_problem(config, adapter_type)
+    if problem is not None:  # a pull refuses it, a push would publish it
+        raise RegistryError(f"{src}: {problem}; register it as the type it is")
     differs = [key for key, value in (stated or {}).items() if _as_written(config.get(key)) != _as_written(value)]
     if differs:
         key = differs[0]

@@ -183,14 +183,19 @@ def user_case(user_id: str, domain: str, dataset=None,
     raise no_history()
 
 
-def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
-    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
+def named_sources(items: str | Iterable[str]) -> tuple[str, ...]:
+    """The adapter refs or domains `items` names (comma-separated, or a list); one line when it names none."""
     named = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
     if not named:
         raise CompositionError(f"{items!r} names no adapter: give an adapter ref or a domain, or several "
                                "comma-separated, e.g. arts-lora,office-lora")
+    return named
+
+
+def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
+    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
     refs = []
-    for item in named:
+    for item in named_sources(items):
         try:
             refs.append(registry.resolve(item).ref)
         except RegistryError:
@@ -203,7 +208,10 @@ def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def check_cold_options(cold_mix, cold_weights: str | None) -> None:
-    """`cold_weights` weigh a `cold_mix`: without one they would be dropped without a word."""
+    """`cold_weights` weigh a `cold_mix`: without one they would be dropped without a word. An empty `cold_mix` is
+    refused as a blank list is (it served the default cold adapter without a word)."""
+    if cold_mix is not None:
+        named_sources(cold_mix)
     if cold_weights and not cold_mix:
         raise RouteError(f"{option('cold_weights', cold_weights)}: they weigh a {option('cold_mix')}, and none is "
                          "given")
@@ -224,7 +232,7 @@ def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, d
     if check is not None:
         check(case)
     cold = None
-    if cold_mix:
+    if cold_mix is not None:
         refs = resolve_sources(registry, cold_mix)
         cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs), "cold_weights"))
     return route(registry, fingerprint(), case, policy, cold), case

@@ -71,8 +71,9 @@ class Recommender:
     def score_cases(self, cases: Sequence[Case], _depth: int = 1) -> np.ndarray:
         """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`); `_depth`:
         the calls of this package in front of this one (its warnings point past them)."""
-        self._say_unknown(cases, _depth + 1)
-        return self.scorer.score(cases, self.mode)
+        fitted = self.scorer.fitted(cases)  # an item the cut leaves out is not scored at all
+        self._say_unknown(fitted, _depth + 1)
+        return self.scorer.score(fitted, self.mode)
 
     def rank(self, history: Sequence[HistoryEntry], candidates: Iterable[Item],
              k: int = 10) -> list[tuple[Item, float]]:
@@ -85,8 +86,9 @@ class Recommender:
         cases = self.cases(history, given)
         if not cases:
             return []
-        self._say_unknown(cases, 2)
-        scores = self.scorer.score_lists([cases], self.mode, shared_prefix=True)[0]
+        fitted = self.scorer.fitted(cases, shared=True)  # an item the cut leaves out is not scored at all
+        self._say_unknown(fitted, 2)
+        scores = self.scorer.score_lists([fitted], self.mode, shared_prefix=True)[0]
         return [(given[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
     def _say_unknown(self, cases: Sequence[Case], depth: int) -> None:

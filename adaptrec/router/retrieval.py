@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from adaptrec.data.candidates import read_candidates
+from adaptrec.data.candidates import CandidateList, read_candidates
 from adaptrec.data.history_file import HistoryEntry
 from adaptrec.data.leave_one_out import ENCODER_HISTORY
 from adaptrec.data.records import HIDDEN_HISTORY, Case
@@ -109,7 +109,7 @@ class Recommendation:
 @dataclass(frozen=True)
 class RecommendResult:
     items: list[Recommendation]  # best first, at most top_k
-    retrieved: tuple[str, ...] | None  # stage one's candidates (None when they were given)
+    retrieved: tuple[str, ...] | None  # stage one's candidates, perhaps none (None when they were given)
     retrieved_titles: tuple[str, ...] = ()  # their catalogue texts
 
 
@@ -118,17 +118,20 @@ def recommend(load: Callable[[], object], registry, decision: Decision, case: Ca
               top_k: int = 10, mode: str = "pyes", **scorer_options) -> RecommendResult:
     """Re-rank `candidates` (default: the retriever's top `n_retrieve`) with the decision's adapters; the top `top_k`.
     `load` gives the backbone, called once the candidates are retrieved and checked (a user without history, or an
-    unknown candidate, costs no model load)."""
+    unknown candidate, costs no model load; nor does a retrieval that found nothing new to the user)."""
+    retrieved = candidates is None
     similarity: dict[str, float] = {}
-    if candidates is None:
+    if retrieved:
         similarity = dict((retriever or Retriever(catalogue)).retrieve(case, n_retrieve))
         candidates = list(similarity)
     check_candidates(candidates, catalogue, case.domain)
-    cases = [replace(case, target=catalogue[i], target_id=i, label=None) for i in candidates]
-    scores = decision_scores(load(), registry, decision, cases, mode, **scorer_options)
-    ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
-    items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
-    return RecommendResult(items, tuple(similarity) if similarity else None, tuple(catalogue[i] for i in similarity))
+    items = []
+    if candidates:
+        cases = [replace(case, target=catalogue[i], target_id=i, label=None) for i in candidates]
+        scores = decision_scores(load(), registry, decision, cases, mode, **scorer_options)
+        ranked = sorted(zip(candidates, scores), key=lambda t: -t[1])[:top_k]
+        items = [Recommendation(i, title_of(catalogue[i]), float(s), similarity.get(i)) for i, s in ranked]
+    return RecommendResult(items, tuple(similarity) if retrieved else None, tuple(catalogue[i] for i in similarity))
 
 
 def check_candidates(candidates: Sequence[str], catalogue: Mapping[str, str], domain: str) -> None:
@@ -137,12 +140,18 @@ def check_candidates(candidates: Sequence[str], catalogue: Mapping[str, str], do
         raise AdaptrecError(f"candidate item {unknown[0]!r} is not in the {domain} catalogue")
 
 
-def listed_candidates(path: Path, user_id: str, domain: str) -> list[str]:
-    """The user's candidate list for `domain` from a candidates.jsonl file (docs/data.md)."""
+def listed_candidates(path: Path, user_id: str, domain: str) -> list[CandidateList]:
+    """The user's candidate lists for `domain` from a candidates.jsonl file (docs/data.md): one per target."""
     rows = [c for c in read_candidates(path) if c.user_id == user_id and c.domain == domain]
     if not rows:
         raise AdaptrecError(f"{path}: no candidate list for user {user_id!r} in domain {domain}")
-    return list(rows[0].candidates)
+    return rows
+
+
+def list_for(rows: Sequence[CandidateList], case: Case) -> CandidateList:
+    """The user's list built around `case`'s held-out item, when the file has one (as `eval --candidates-file` joins
+    them: a user may have a list per target); else their first."""
+    return next((r for r in rows if case.target_id is not None and r.target_id == case.target_id), rows[0])
 
 
 def routed_prompt(registry, decision: Decision, template: str | None = None) -> dict:
@@ -185,12 +194,18 @@ def recommend_user(load: Callable[[], object], fingerprint: Callable, registry, 
     if domain not in dataset.catalogues:
         raise AdaptrecError(f"{dataset.spec} has no {domain} catalogue; recommending needs implicit-feedback data "
                             "(e.g. amazon:office:test, movielens:100k:loo:test or an interaction log)")
-    items = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
-    if items is not None:
-        check_candidates(items, dataset.catalogues[domain], domain)
+    rows = listed_candidates(candidates_file, user_id, domain) if candidates_file else None
+    listed: list[str] = []
+
+    def take_listed(case: Case) -> None:  # the user's list, checked before the backbone's fingerprint is read
+        row = list_for(rows, case)
+        check_candidates(row.candidates, dataset.catalogues[domain], domain)
+        listed.extend(row.candidates)
+
     decision, case = route_user(registry, fingerprint, user_id, domain, dataset=dataset, history=history,
                                 policy=policy, cold_mix=cold_mix, cold_weights=cold_weights,
-                                check=check_retrievable if items is None else None)
+                                check=check_retrievable if rows is None else take_listed)
+    items = listed if rows is not None else None
     given = scorer_options.pop("template", None)  # else the routed adapters' own; their prompt length either way
     scorer_options = {**scorer_options, **routed_prompt(registry, decision, given)}
     result = recommend(load, registry, decision, case, dataset.catalogues[domain], candidates=items,

@@ -1,10 +1,10 @@
 """LoraHub-style learned composition weights: gradient-free search (CMA-ES, `cma`) on a few labelled target cases.
 
-The objective is the target log-loss of the composed scores plus `l1` · Σ|wᵢ| (LoraHub's penalty,
-which keeps weights small and sparse). `budget` counts objective evaluations (LoraHub's inference
-steps): each ΔW evaluation merges the sources with peft and scores the k cases; a score-level mix
-scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW merges (LoraHub's),
-[0, 1] for mixes (a weighted average needs non-negative weights; only their ratios matter).
+The objective is the target log-loss of the composed scores plus `l1` · Σ|wᵢ| (LoraHub's kind of penalty,
+which keeps weights small and sparse; LoraHub's own divides the sum by the number of sources). `budget` counts
+objective evaluations (LoraHub's inference steps): each ΔW evaluation merges the sources with peft and scores the
+k cases; a score-level mix scores each source once and then searches in numpy. Bounds: [-1.5, 1.5] for ΔW
+merges (LoraHub's), [0, 1] for mixes (a weighted average needs non-negative weights; only their ratios matter).
 """
 
 from __future__ import annotations

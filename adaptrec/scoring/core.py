@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, answers_marked_alone, render_prompt,
-                                   shared_history)
+                                   shared_history, truncate_history)
 from adaptrec.data.records import Case
 from adaptrec.score_cache import ScoreCache
 
@@ -69,7 +69,16 @@ class Scorer:
         return [ScoreCache.key(model, p) for p in prompts]
 
     def prompts(self, cases: Sequence[Case]) -> list[str]:
-        return [render_prompt(c, self.template, self.tokenizer, self.max_prompt_tokens) for c in cases]
+        return [render_prompt(c, self.template, self.tokenizer) for c in self.fitted(cases)]
+
+    def fitted(self, cases: Sequence[Case], shared: bool = False) -> list[Case]:
+        """`cases` with their histories cut as this scorer's prompts cut them to `max_prompt_tokens`: each on its own
+        (`score`), or, `shared`, one user's candidate list to one history (`score_lists`, `shared_history`)."""
+        if shared:
+            return shared_history(cases, self.template, self.tokenizer, self.max_prompt_tokens)
+        if self.tokenizer is None or self.max_prompt_tokens is None:
+            return list(cases)
+        return [truncate_history(c, self.template, self.tokenizer, self.max_prompt_tokens) for c in cases]
 
     def logits_for_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """(N, 3) answer logits; cached rows are read, the rest run in length-sorted batches."""
@@ -109,8 +118,7 @@ class Scorer:
 
     def list_prompts(self, lists: Sequence[Sequence[Case]]) -> list[list[str]]:
         """Each user's candidate prompts, sharing one history fitted to `max_prompt_tokens` (`shared_history`)."""
-        return [[render_prompt(c, self.template, self.tokenizer)  # fitted already: no second truncation
-                 for c in shared_history(cases, self.template, self.tokenizer, self.max_prompt_tokens)]
+        return [[render_prompt(c, self.template, self.tokenizer) for c in self.fitted(cases, shared=True)]
                 for cases in lists]
 
     def list_logits(self, lists: Sequence[Sequence[Case]], shared_prefix: bool = False) -> list[np.ndarray]:

@@ -86,13 +86,18 @@ def llm_variants(backbone, registry, adapters: Sequence[str], include_untuned: b
         yield UNTUNED, "base", bare_model(backbone)
 
 
+def row_template(registry, name: str | None, template: str = "tallrec") -> str:
+    """The template the row `name` (a registered adapter; None or `UNTUNED`: the untuned backbone) scores with, given
+    `template`: a collaborative adapter reads its item tokens, so its `items_template` form; every other row its
+    `plain_template` form (under a collaborative adapter's item table, item tokens would reach the untuned row and
+    plain adapters through its projector)."""
+    collab = name not in (None, UNTUNED) and registry.resolve(name).adapter_type == COLLAB_TYPE
+    return items_template(template) if collab else plain_template(template)
+
+
 def variant_scorer(backbone, registry, name: str, key: str, model, **options) -> Scorer:
-    """The Scorer of one `llm_variants` row. A collaborative adapter reads its item tokens, so its prompts take the
-    `items_template` form of the template; every other row its `plain_template` form (under a collaborative
-    adapter's item table, item tokens would reach the untuned row and plain adapters through its projector)."""
-    template = options.get("template", "tallrec")
-    collab = name != UNTUNED and registry.resolve(name).adapter_type == COLLAB_TYPE
-    options = {**options, "template": items_template(template) if collab else plain_template(template)}
+    """The Scorer of one `llm_variants` row, with the template that row reads (`row_template`)."""
+    options = {**options, "template": row_template(registry, name, options.get("template", "tallrec"))}
     return backbone_scorer(backbone, model, key, **options)
 
 

@@ -456,13 +456,17 @@ class Engine:
 
     def measured_prompts(self, cases: Sequence[Case], template: str,
                          length: int | None = None) -> list[tuple[str, list[int]]]:
-        """`measured_prompt` of one user's `cases` (one per target), their history first cut, with `length` (the
-        prompt length an adapter trained with), to the newest items that fit it beside the longest target, as
-        `load`'s scoring cuts it (`data.prompts.shared_history`)."""
-        if length is not None:
-            with self._lock:  # the tokenizer: a collaborative adapter's load adds its item tokens
-                cases = shared_history(cases, template, self.tokenizer, length)
-        return [self.measured_prompt(c, template) for c in cases]
+        """`measured_prompt` of one user's `cases` (one per target), their history first `cut` to `length`."""
+        return [self.measured_prompt(c, template) for c in self.cut(cases, template, length)]
+
+    def cut(self, cases: Sequence[Case], template: str, length: int | None = None) -> list[Case]:
+        """One user's `cases` (one per target) with their history cut, with `length` (the prompt length an adapter
+        trained with), to the newest items that fit it beside the longest target, as `load`'s scoring cuts it
+        (`data.prompts.shared_history`); as given without a length."""
+        if length is None:
+            return list(cases)
+        with self._lock:  # the tokenizer: a collaborative adapter's load adds its item tokens
+            return shared_history(cases, template, self.tokenizer, length)
 
     def _reading(self, adapter: str) -> tuple[str, int | None]:
         """The template `adapter` (loaded now if it is not) reads, and the prompt length it trained with."""
@@ -490,7 +494,8 @@ class Engine:
         return text, ids
 
     def unknown_items(self, cases: Sequence[Case]) -> list[str]:
-        """The item ids of `cases` the engine's item table lacks: their items are scored by their text alone."""
+        """The item ids of `cases` (as cut to their prompts) the engine's item table lacks: their items are scored by
+        their text alone."""
         with self._lock:
             return list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.tokenizer)))
 
@@ -548,7 +553,7 @@ class Engine:
         shared-prefix path (one history forward per adapter) that `/v1/score` and `/v1/recommend` use."""
         self.check_candidates(len(candidates))
         template, length = self._reading(adapter)
-        cases = [replace(case, target=c) for c in candidates]
+        cases = [replace(case, target=c, target_id=None) for c in candidates]  # titles: no item's token
         prompts = [prompt for prompt, _ in self.measured_prompts(cases, template, length)]
         return finite(to_scores(self.shared_prefix_logits(adapter, prompts), mode), adapter)
 

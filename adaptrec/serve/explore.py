@@ -48,7 +48,7 @@ def shown_probabilities(scores: np.ndarray, k: int, epsilon: float, items: Seque
         moved = state * ((1 - epsilon) * (above > 0) + epsilon * above / remaining)  # one above it placed
         stays = state * (epsilon * np.maximum(remaining - 1 - above, 0) / remaining)  # one below it placed
         state = stays + np.pad(moved[:, 1:], ((0, 0), (0, 1)))
-    return np.minimum(shown, 1.0)
+    return np.where(shown > 1 - 1e-9, 1.0, shown)  # shown for sure (k >= m) reads 1, not 1 - rounding
 
 
 def epsilon_greedy(scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator) -> Slate:

@@ -104,11 +104,13 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
     lengths = [n for n in (engine.trained(r).get("max_prompt_tokens") for r in records.values()) if n is not None]
     length = min(lengths) if lengths else None
     readings = {ref: (engine.template_of(r), length) for ref, r in records.items()}
-    measured = {reading: engine.measured_prompts(cases, *reading) for reading in set(readings.values())}
+    cut = {reading: engine.cut(cases, *reading) for reading in set(readings.values())}
+    measured = {reading: engine.measured_prompts(cut[reading], reading[0]) for reading in cut}
     shared = len(targets) > 1 and all(peft_type(r) != "PREFIX_TUNING" for r in records.values())
+    shown = [c for ref in collab for c in cut[readings[ref]]]  # an item the cut left out was not scored at all
     return Plan(decision, {ref: [m[0] for m in measured[r]] for ref, r in readings.items()},
                 {ref: [m[1] for m in measured[r]] for ref, r in readings.items()}, req.mode, shared,
-                unknown=engine.unknown_items(cases) if collab else [])
+                unknown=engine.unknown_items(shown))
 
 
 def after_load(p: Plan) -> Plan:

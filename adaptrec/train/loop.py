@@ -150,9 +150,11 @@ def _recovered(dest: Path) -> bool:
 
 
 def _save_adapter(model, dest: Path) -> None:
-    """Replace `dest` with the model's current adapter (safetensors), atomically (`_replace_dir`)."""
+    """Replace `dest` with the model's current adapter (safetensors), atomically (`_replace_dir`); a targeted
+    embedding layer's LoRA matrices only: the frozen base embedding, which peft would save whole (and every load
+    write into the base), stays out."""
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
         tuner_for(model).save_extra(model, tmp)
 
     _replace_dir(dest, write)

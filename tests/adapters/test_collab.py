@@ -468,6 +468,16 @@ def test_the_recommender_and_predict_say_which_item_ids_their_item_table_lacks(b
         recommender.rank(history, [known, "y"])
     ours = [w for w in [*said, *ranked] if w.category is UnknownItemsWarning]
     assert {w.filename for w in ours} == {__file__}  # pointing at the caller's line, not into adaptrec
+    from adaptrec.data.prompts import render_prompt
+
+    scorer = recommender.scorer  # a history cut to the prompt: its oldest item, the unknown one, is not scored at all
+    long = history + [{"title": f"Film {i} (1990)"} for i in range(12)]
+    whole = render_prompt(recommender.cases(long, [known])[0], scorer.template, scorer.tokenizer)
+    scorer.max_prompt_tokens = len(scorer.tokenizer.encode(whole)) - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownItemsWarning)  # (was: named, though the cut had left it out)
+        recommender.score(long, [known])
+        recommender.rank(long, [known, "y"])
     file = tmp_path / "history.json"
     file.write_text(json.dumps({"history": history}))
     with pytest.warns(UnknownItemsWarning, match="no-such-item") as predicted:

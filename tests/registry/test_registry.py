@@ -163,7 +163,7 @@ def test_a_stated_config_must_agree_with_the_adapter_s_own_file(reg, src):
     rec = reg_one(reg, src, adapter_config=stated)  # what it states agrees: the row records the whole file
     assert rec.adapter_config == written
     (src / "adapter_config.json").write_text(json.dumps({**written, "peft_type": "ADALORA"}))
-    with pytest.raises(RegistryError, match="says peft_type 'ADALORA', but it is registered as lora \\(LORA\\)"):
+    with pytest.raises(RegistryError, match="says peft_type 'ADALORA', but the adapter is registered as lora \\(LORA"):
         reg_one(reg, src)  # (was: registered; a push published it as LoRA, and every pull of it then failed)
     assert row_count(reg) == 1
 

@@ -167,6 +167,19 @@ def test_a_title_listed_under_two_ids_is_retrieved_once_and_recalled_by_either()
     assert retriever.recall([case], 3) == 1.0
 
 
+def test_a_retrieval_that_finds_nothing_new_says_so_and_loads_no_model():
+    """A user who has every catalogue item: stage one gives nothing (was: `retrieved` None, read as "candidates were
+    given", so no recall line for a known held-out item, and the backbone loaded to score no candidate)."""
+    from adaptrec.router.retrieval import UserRecommendation
+
+    case = _case(list(CATALOGUE), target="i99")
+    decision = Decision("u", "arts", "warm", ("x:1",), (1.0,), "both", "test")
+    result = recommend(lambda: pytest.fail("a backbone loaded"), None, decision, case, CATALOGUE,
+                       retriever=Retriever(CATALOGUE, HashEncoder()))
+    assert (result.items, result.retrieved) == ([], ())
+    assert UserRecommendation(decision, case, result).retrieval_hit is False
+
+
 def test_prompts_name_the_item_kind_a_domains_adapters_trained_on(tiny_model_dir, tmp_path, monkeypatch):
     """Amazon adapters train on "the target office product"; the Python API and history files named "office", the
     server "item" (was: three defaults, none of them the trained one)."""

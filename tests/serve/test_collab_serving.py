@@ -66,7 +66,9 @@ def test_the_engine_scores_collab_adapters_as_eval_does_in_mixed_batches_and_sha
     user = cases[0]
     targets = [replace(user, target=c.target, target_id=c.target_id) for c in cases]
     ranked = engine.rank(user, [c.target for c in cases], "collab-a")  # shared prefix, targets without ids
-    assert ranked.shape == (len(cases),)
+    titles = [replace(user, target=c.target, target_id=None) for c in cases]  # (was: each with the user case's token)
+    np.testing.assert_allclose(ranked, to_scores(engine.shared_prefix_logits(
+        "collab-a", [engine.prompt(t, "tallrec-items") for t in titles]), "pyes"), atol=1e-6)
     shared = engine.shared_prefix_logits("collab-a", [engine.prompt(t, "tallrec-items") for t in targets])
     np.testing.assert_allclose(to_scores(shared, "pyes"),
                                _eval_scores(tiny_model_dir, registry, "collab-a", targets), atol=1e-4)

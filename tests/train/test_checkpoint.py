@@ -77,7 +77,7 @@ def test_a_truncated_last_metrics_line_is_dropped_not_fatal(tmp_path):
 class _FakeModel:
     adaptrec_tuner = "lora"
 
-    def save_pretrained(self, folder, safe_serialization=True):
+    def save_pretrained(self, folder, safe_serialization=True, save_embedding_layers=False):
         (folder / "adapter_model.safetensors").write_bytes(b"weights")
 
 

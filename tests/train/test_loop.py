@@ -474,3 +474,25 @@ def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_mode
     b = load_file(latest_checkpoint(tmp_path / "cut").path / "adapter.safetensors")
     for key in a:  # the tolerance of the single-process resume test
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_an_adapter_on_the_embedding_layer_saves_its_lora_matrices_only_and_registers(tiny_model_dir, tmp_path):
+    """peft saves a targeted embedding layer's frozen base weights whole unless told not to, and the registry refuses
+    weights a load would write into the base (was: trained, then refused at registration)."""
+    from router_helpers import fresh_backbone
+    from safetensors import safe_open
+
+    from adaptrec.adapters.base import build_peft_model
+    from adaptrec.train.loop import _save_adapter
+
+    backbone = fresh_backbone(tiny_model_dir)
+    model = build_peft_model(backbone.model, {"type": "lora", "r": 4, "target_modules": ["q_proj", "embed_tokens"]},
+                             1)
+    _save_adapter(model, tmp_path / "best")
+    with safe_open(str(tmp_path / "best" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any("embed_tokens.lora_embedding_A" in k for k in keys) and not any(".base_layer." in k for k in keys)
+    record = Registry(tmp_path / "home").register(tmp_path / "best", name="emb", domain="movie", kind="trained",
+                                                  adapter_type="lora", adapter_config=None,
+                                                  fingerprint=backbone.fingerprint)
+    assert record.ref == "emb:1"
