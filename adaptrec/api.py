@@ -383,8 +383,9 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
               "max_prompt_tokens": options.get("max_prompt_tokens", PROMPT_TOKENS), "batch_size": batch_size}
     meta = {"adapter": ref, "data": data, "data_fingerprint": dataset.fingerprint, "limit": limit, "seed": seed,
             "shard": shard, "backbone": backbone, "quantization": quantization, "engine": engine,
-            "scoring": scored, "chunk_size": chunk_size or (None if engine == "ray" else CHUNK_SIZE), "cache": cache,
-            "environment": {"backend": resolve_backend(quantization, default_device()), "device": default_device()},
+            "scoring": scored, "chunk_size": chunk_size or CHUNK_SIZE, "cache": cache,  # Ray: its own, below
+            "environment": None if engine == "ray" else {"backend": resolve_backend(quantization, default_device()),
+                                                         "device": default_device()},  # Ray: each actor's
             "versions": library_versions()}  # beside the rows: what produced them
     if engine == "ray":
         written = ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors,

@@ -86,6 +86,8 @@ class EvalReport:
     @property
     def ci_text(self) -> str:
         """How the CIs were drawn: users move with all their cases; data naming no users resamples its cases."""
+        if self.users is not None and self.users < 2:
+            return "no CIs: one user (requests sent without a user_id are all the one user 'anonymous')"
         if self.users is not None and self.users < self.n:
             return f"95% bootstrap CIs over users ({self.users})"
         return "95% bootstrap CIs over cases (the data names no user with more than one case)"
@@ -196,12 +198,24 @@ def case_row(name: str, kind: str, cases: Sequence[Case], scores: np.ndarray, me
 
 
 FEATURE_ROW = "feature regression"  # cf/features.py: the bar on TALLRec movie
-CONSTANT = "not applicable: it gives every candidate the same score (on implicit feedback every history item is liked)"
+CONSTANT = ("not applicable: it gives every candidate of a user the same score (it reads the history alone, and "
+            "each held-out item shares its history with its sampled negatives, or every history item is liked)")
 
 
 def constant_within(groups: Sequence[np.ndarray]) -> bool:
     """True when every group of scores (all cases, or each user's candidate list) holds one value: nothing to rank."""
     return all(np.ptp(g) == 0 for g in groups)
+
+
+def held_out_groups(cases: Sequence[Case], scores: np.ndarray) -> list[np.ndarray]:
+    """The scores of each held-out item with its sampled negatives (`meta["negative_of"]`), when the cases have
+    them (a row that scores a group alike ranks nothing, whatever it gives other groups); else of all cases."""
+    if not any("negative_of" in c.meta for c in cases):
+        return [scores]
+    groups: dict[tuple, list[float]] = {}
+    for case, score in zip(cases, scores):
+        groups.setdefault((case.user_id, case.meta.get("negative_of", case.target_id)), []).append(score)
+    return [np.array(g) for g in groups.values()]
 
 
 def baseline_name(name: str, dataset: DataSet) -> str:
@@ -217,7 +231,8 @@ def baseline_rows(dataset: DataSet, cases: Sequence[Case], metric_names: Sequenc
     for name, fn in BASELINES.items():
         scores = fn(cases, dataset.item_popularity)
         label = baseline_name(name, dataset)
-        rows.append(EvalRow(label, "baseline", {}, note=CONSTANT) if constant_within([scores]) else
+        constant = constant_within(held_out_groups(cases, scores))
+        rows.append(EvalRow(label, "baseline", {}, note=CONSTANT) if constant else
                     case_row(label, "baseline", cases, scores, metric_names, seed, name in _PROBABILISTIC_BASELINES))
     for source in TRAINING_CASES:
         if scores_spec(source, dataset.spec):
@@ -357,7 +372,7 @@ def beyond_accuracy(dataset: DataSet, lists: Sequence[CandidateList], rows: np.n
     and with item `embeddings` the intra-list diversity. Popularity is each item id's training interaction count
     (`DataSet.item_counts`, as RecBole counts them)."""
     top = top_k([lst.candidates for lst in lists], rows, k)
-    size = sum(len(dataset.catalogues[d]) for d in {lst.domain for lst in lists})
+    size = len(set().union(*(dataset.catalogues[d] for d in {lst.domain for lst in lists})))  # a shared one, once
     n = len(lists)
     out = {f"itemcoverage@{k}": MetricValue(itemcoverage(top, size), n=n),
            f"averagepopularity@{k}": MetricValue(averagepopularity(top, dataset.item_counts), n=n),

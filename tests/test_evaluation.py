@@ -78,6 +78,18 @@ def test_beyond_accuracy_of_a_ranking_row():
     assert beyond_accuracy(ds, lists, rows, k=2, embeddings=vectors)["diversity@2"].value == pytest.approx(1.0)
     single = [CandidateList(f"u{u}", "office", "0", ("0",), None) for u in range(2)]  # one-item lists: no pairs
     assert "diversity@2" not in beyond_accuracy(ds, single, np.array([[0.5], [0.5]]), k=2, embeddings=vectors)
+    both = DataSet("x", [], title_counts, "fp", {"office": catalogue, "arts": catalogue}, {}, item_counts=counts)
+    two = [CandidateList("u0", "office", "0", ("0", "1", "2", "3"), None),
+           CandidateList("u1", "arts", "0", ("0", "1", "2", "3"), None)]  # one catalogue listed under two domains
+    assert beyond_accuracy(both, two, rows, k=2)["itemcoverage@2"].value == pytest.approx(3 / 10)  # (was: 3 / 20)
+
+
+def test_a_report_of_one_user_says_it_has_no_intervals():
+    """Feedback sent without user ids is all the one user "anonymous" (was: "95% bootstrap CIs over users (1)")."""
+    from adaptrec.evaluation import EvalReport
+
+    report = EvalReport("feedback:movie", 12, None, 0, 0.5, "pyes", ("auc",), users=1)
+    assert "no CIs: one user" in report.protocol and "over users" not in report.protocol
 
 
 @needs_tallrec
@@ -106,6 +118,13 @@ def test_a_baseline_constant_over_the_cases_is_not_applicable():
     like, popularity = baseline_rows(dataset, cases, ("auc",), seed=0)
     assert like.metrics == {} and "same score" in like.note  # every history all liked: one value for all
     assert popularity.metrics["auc"].value == pytest.approx(0.667, abs=1e-3) and popularity.note is None
+    # leave-one-out: a held-out item and its sampled negatives share one history, which differs between users
+    # (was: a pooled AUC of users' like-ratios, 0.46 on movielens:100k:loo:test, shown as a number)
+    loo = [Case(f"u{u}", "movie", "movie", (HistoryItem('"a"', liked=u % 2 == 0), HistoryItem('"b"')), f'"t{u}{k}"',
+                label=int(k == 0), meta={} if k == 0 else {"negative_of": f"t{u}0"}, target_id=f"t{u}{k}")
+           for u in range(4) for k in range(3)]
+    like, _ = baseline_rows(DataSet("loo", loo, {}, "fp"), loo, ("auc",), seed=0)
+    assert like.metrics == {} and "same score" in like.note
 
 
 

@@ -107,14 +107,17 @@ _FIRST_SOURCES = ("exclude_modules", "layers_to_transform", "layers_pattern")  #
 
 
 def _reach(config: dict) -> dict:
-    """What decides which modules a LoRA reaches, as peft reads it: empty is unset, one name or index is a list of
-    one, and `layers_pattern` only counts beside `layers_to_transform`."""
-    def normal(value):
+    """What decides which modules a LoRA reaches, as peft reads it: empty is unset; one layer index or layer pattern
+    is a list of one; an `exclude_modules` string is a regex, a list are names (kept apart); `layers_pattern` only
+    counts beside `layers_to_transform`."""
+    def normal(value, one_is_a_list: bool):
         if value in (None, [], (), "", set()):
             return None
-        return sorted(value, key=str) if isinstance(value, (list, tuple, set)) else [value]
+        if isinstance(value, (list, tuple, set)):
+            return sorted(value, key=str)
+        return [value] if one_is_a_list else value
 
-    reach = {key: normal(config.get(key)) for key in _FIRST_SOURCES}
+    reach = {key: normal(config.get(key), key != "exclude_modules") for key in _FIRST_SOURCES}
     if reach["layers_to_transform"] is None:
         reach["layers_pattern"] = None
     return reach
@@ -248,7 +251,8 @@ def compose(backbone, registry, composition: Composition, *, name: str, domain: 
     with attached_sources(backbone, registry, composition.refs) as (model, records, names), \
             tempfile.TemporaryDirectory() as tmp:
         merged = merge(model, names, composition, peft_name(f"{name}+composed"))
-        model.save_pretrained(tmp, selected_adapters=[merged])  # peft writes a named adapter into tmp/<name>/
+        # peft writes a named adapter into tmp/<name>/; a merged embedding layer's LoRA matrices only, not the base's
+        model.save_pretrained(tmp, selected_adapters=[merged], save_embedding_layers=False)
         lineage = composition.lineage([r.ref for r in records])
         if composition.method in SVD_METHODS:  # the rank applied, the default one included
             lineage["svd_rank"] = model.peft_config[merged].r

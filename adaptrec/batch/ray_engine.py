@@ -121,6 +121,7 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
         context.execution_options.preserve_order = True  # rows come back in case order, as the local engine's
         actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         chunk_size = chunk_size or max(1, min(CHUNK_SIZE, math.ceil(len(cases) / (actors * CHUNKS_PER_ACTOR))))
+        meta = {**(meta or {}), "chunk_size": chunk_size}  # the size the chunks were cut to
         start = time.perf_counter()
         chunks = [{"chunk": pickle.dumps(cases[b : b + chunk_size])} for b in range(0, len(cases), chunk_size)]
         pool = ray.data.ActorPoolStrategy(size=min(actors, len(chunks)))  # an actor per chunk at most

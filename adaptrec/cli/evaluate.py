@@ -27,7 +27,8 @@ def eval_(
     adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION]; none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC, e.g. tallrec:movie:test (see docs/data.md)"),
     limit: Optional[int] = typer.Option(200, "--limit", min=0,
-                                        help="seeded, label-stratified subset size (ranking: users; with "
+                                        help="seeded, label-stratified subset size (ranking: held-out items, a "
+                                        "list each; with "
                                         "--candidates-file: the file's first lists); 0: all cases"),
     seed: int = SeedOpt,
     score: str = typer.Option("pyes", "--score", help="pyes | tallrec (TALLRec's P(Yes)-P(No))"),
@@ -37,7 +38,7 @@ def eval_(
     quantization: Optional[str] = MadeForQuantOpt,
     candidates: int = typer.Option(0, "--candidates", min=0,
                                    help="ranking protocol for implicit data: rank each held-out "
-                                   "item among N sampled negatives (HR/NDCG/MRR); --limit then counts users"),
+                                   "item among N sampled negatives (HR/NDCG/MRR); --limit then counts held-out items"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report to this JSON file (rows "

@@ -226,8 +226,8 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
     if adapter_type == "lora":
         lines += ["The folder is the standard peft LoRA layout (`adapter_config.json`, `adapter_model.safetensors`), "
                   "which peft loads as is. Multi-LoRA servers such as vLLM and LoRAX take one rank and one scaling per "
-                  f"adapter: `adaptrec export {name} --to vllm` writes a folder they load (per-module ranks folded "
-                  "in), or names what they would refuse.", ""]
+                  f"adapter: `adaptrec export {name} --to vllm --out DIR` writes a folder they load (per-module "
+                  "ranks folded in), or names what they would refuse.", ""]
     if adapter_type == "collab":
         lines += ["**A collaborative adapter:** besides its LoRA weights it carries one soft token per item "
                   "(`collab.safetensors`: the collaborative encoder's item table, its rows continued by the items' "

@@ -109,7 +109,7 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     if record.adapter_type == "adalora":  # peft-only loaders (vLLM, LoRAX) read plain LoRA, never AdaLoRA's SVD form
         raise HubError(f"{record.ref} is an AdaLoRA adapter: publish its exact LoRA export instead, which peft's LoRA "
                        f"loader reads (`adaptrec export {record.ref} --to-lora`, then push the registered export; "
-                       "`--to vllm` writes the folder vLLM and LoRAX take)")
+                       "`--to vllm --out DIR` writes the folder vLLM and LoRAX take)")
     meta = verified_files(record)  # every file matches its sha256, adaptrec.json the registry row
     allowed = published_files(record.adapter_type)
     if allowed is None:

@@ -53,8 +53,8 @@ def case_weights(cases: list[Case]) -> tuple[np.ndarray | None, str]:
         return None, "none: labelled data, not feedback on served items"
     if len(logged) < len(cases) or not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in logged):
         return None, "none: some feedback was logged before each item's probability of being shown was recorded"
-    if any(c.meta.get("shown") == 1 and c.meta.get("endpoint") == "recommend" and not c.meta.get("all_shown")
-           for c in cases):
+    if any(c.meta.get("endpoint") == "recommend" and c.meta.get("propensity") == 1 and not c.meta.get("all_shown")
+           for c in cases):  # a greedy slate: an explored slot's propensity is below 1 while two or more remain
         return None, UNCORRECTED
     if all(p == 1 for p in logged):
         return None, "none: every item was shown"

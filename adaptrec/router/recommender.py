@@ -71,9 +71,7 @@ class Recommender:
     def score_cases(self, cases: Sequence[Case], _depth: int = 1) -> np.ndarray:
         """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`); `_depth`:
         the calls of this package in front of this one (its warnings point past them)."""
-        fitted = self.scorer.fitted(cases)  # an item the cut leaves out is not scored at all
-        self._say_unknown(fitted, _depth + 1)
-        return self.scorer.score(fitted, self.mode)
+        return self.scorer.score(self._say_unknown(cases, False, _depth + 1), self.mode)
 
     def rank(self, history: Sequence[HistoryEntry], candidates: Iterable[Item],
              k: int = 10) -> list[tuple[Item, float]]:
@@ -86,21 +84,24 @@ class Recommender:
         cases = self.cases(history, given)
         if not cases:
             return []
-        fitted = self.scorer.fitted(cases, shared=True)  # an item the cut leaves out is not scored at all
-        self._say_unknown(fitted, 2)
-        scores = self.scorer.score_lists([fitted], self.mode, shared_prefix=True)[0]
+        scores = self.scorer.score_lists([self._say_unknown(cases, True, 2)], self.mode, shared_prefix=True)[0]
         return [(given[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
-    def _say_unknown(self, cases: Sequence[Case], depth: int) -> None:
-        """An `UnknownItemsWarning` naming the item ids of `cases` a collaborative adapter's item table lacks (their
-        items are scored by their titles alone; the server's answers list them in `unknown_items`). `depth`: the
-        frames from this one up to the public call, so the warning points at the line that made that call."""
-        if self.scorer.template != plain_template(self.scorer.template):
-            unknown = list(dict.fromkeys(i for c in cases for i in unknown_items(c, self.scorer.tokenizer)))
-            if unknown:
-                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-                warnings.warn(f"{self.ref}: item ids outside its item table, scored by their titles alone: "
-                              f"{', '.join(unknown[:5])}{more}", UnknownItemsWarning, stacklevel=depth + 1)
+    def _say_unknown(self, cases: Sequence[Case], shared: bool, depth: int) -> list[Case]:
+        """`cases`, for a collaborative adapter cut to its prompts (`Scorer.fitted`; `shared`: one history for the
+        list) after an `UnknownItemsWarning` naming the item ids they show that its item table lacks (scored by their
+        titles alone; the server's answers list them in `unknown_items`; an item the cut left out is not scored at
+        all). `depth`: the frames from this one up to the public call, so the warning points at the line that made
+        that call."""
+        if self.scorer.template == plain_template(self.scorer.template):  # no item tokens: nothing to say
+            return list(cases)
+        fitted = self.scorer.fitted(cases, shared)
+        unknown = list(dict.fromkeys(i for c in fitted for i in unknown_items(c, self.scorer.tokenizer)))
+        if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            warnings.warn(f"{self.ref}: item ids outside its item table, scored by their titles alone: "
+                          f"{', '.join(unknown[:5])}{more}", UnknownItemsWarning, stacklevel=depth + 1)
+        return fitted
 
     def close(self) -> None:
         """Detach the adapter from the backbone (the backbone stays loaded)."""

@@ -36,6 +36,8 @@ def shown_probabilities(scores: np.ndarray, k: int, epsilon: float, items: Seque
     above with a/(remaining), one below otherwise. O(k · items · m).
     """
     m = len(scores)
+    if m == 0 or (items is not None and len(items) == 0):
+        return np.zeros(0)
     rank = np.empty(m, dtype=int)
     rank[np.argsort(-scores, kind="stable")] = np.arange(m)
     ranks = rank if items is None else rank[np.asarray(items, dtype=int)]
@@ -48,7 +50,7 @@ def shown_probabilities(scores: np.ndarray, k: int, epsilon: float, items: Seque
         moved = state * ((1 - epsilon) * (above > 0) + epsilon * above / remaining)  # one above it placed
         stays = state * (epsilon * np.maximum(remaining - 1 - above, 0) / remaining)  # one below it placed
         state = stays + np.pad(moved[:, 1:], ((0, 0), (0, 1)))
-    return np.where(shown > 1 - 1e-9, 1.0, shown)  # shown for sure (k >= m) reads 1, not 1 - rounding
+    return np.minimum(shown, 1.0)
 
 
 def epsilon_greedy(scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator) -> Slate:

@@ -39,13 +39,15 @@ def write_tallrec_files(folder: Path, sizes: dict[str, int], domain: str = "movi
 
 def log_feedback(cases, log=None, t0: float = 1000.0, endpoint: str = "score", shown=None, hidden: int = 0) -> None:
     """Log each case as a served request and its label as feedback (at times t0, t0 + 1, ...) in `log` (default:
-    the `OnlineLog` under `$ADAPTREC_HOME`); `shown`: each item's logged probability of being shown (default 1);
+    the `OnlineLog` under `$ADAPTREC_HOME`); `shown`: each item's logged probability of being shown, and its slot's
+    propensity (default 1: greedy);
     `hidden`: candidates each request held and did not show."""
     from adaptrec.data.online_log import LoggedItem, OnlineLog
 
     log = log or OnlineLog()
     for n, c in enumerate(cases):
-        item = LoggedItem(c.target, shown=1.0 if shown is None else shown[n])
+        p = 1.0 if shown is None else shown[n]  # explored (p < 1): its slot's propensity below 1 as well
+        item = LoggedItem(c.target, propensity=p, shown=p)
         unshown = [LoggedItem(f'"other {i}"', propensity=None, slot=None, shown=None) for i in range(hidden)]
         rid = log.log_request(c.domain, c.user_id, c.noun, c.history, [item, *unshown], ["tiny:1"], endpoint,
                               created=t0 + n)

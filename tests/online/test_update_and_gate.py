@@ -550,14 +550,17 @@ def test_the_gate_weighs_only_windows_whose_every_slate_could_be_corrected():
     from adaptrec.data.records import Case
     from adaptrec.online.gate import IPS, UNCORRECTED, case_weights
 
-    def served(shown, all_shown=False, endpoint="recommend"):
+    def served(shown, propensity=0.9, all_shown=False, endpoint="recommend"):
         return Case("u", "movie", "movie", (), '"x"', 1, meta={"event": "r/0", "shown": shown, "endpoint": endpoint,
-                                                                "all_shown": all_shown})
+                                                                "propensity": propensity, "all_shown": all_shown})
 
-    weights, how = case_weights([served(0.4), served(0.8), served(1.0, all_shown=True)])
+    weights, how = case_weights([served(0.4), served(0.8), served(1.0, 1.0, all_shown=True)])
     assert how == IPS and weights.tolist() == [2.5, 1.25, 1.0]  # a slate that showed every candidate: weight 1
-    assert case_weights([served(0.4), served(1.0)]) == (None, UNCORRECTED)  # a greedy slate among them
-    assert case_weights([served(1.0, endpoint="score"), served(1.0, all_shown=True)])[1] == "none: every item was shown"
+    # an explored slate's top item, shown for sure in floating point (small ε, many slots): still explored
+    assert case_weights([served(0.4), served(1.0, propensity=0.99)])[1] == IPS
+    assert case_weights([served(0.4), served(1.0, propensity=1.0)]) == (None, UNCORRECTED)  # a greedy slate
+    assert case_weights([served(1.0, endpoint="score"), served(1.0, 1.0, all_shown=True)])[1] == \
+        "none: every item was shown"
 
 
 def test_feedback_from_any_time_is_in_an_open_ended_spec():

@@ -19,6 +19,7 @@ from adaptrec.adapters.merge import (
     Composition,
     CompositionError,
     attached_sources,
+    check_merge_sources,
     compose,
     delta_weights,
     merge,
@@ -463,6 +464,28 @@ def test_a_first_source_that_fails_half_loaded_leaves_no_layers_behind(tiny_mode
     with pytest.raises(RuntimeError, match="disk"), merge_module.attached_sources(backbone, registry, ["plain"]):
         pass
     assert not any("lora_" in name for name, _ in backbone.model.named_modules())
+
+
+def test_embedding_adapters_compose_and_reach_settings_compare_as_peft_reads_them(tiny_model_dir, registry, tmp_path):
+    """(was: a cat merge of two adapters on embed_tokens saved the base embedding whole and its registration was
+    refused; an `exclude_modules` regex string and a list of names read as equal, so one source's ΔW was lost)"""
+    from peft import LoraConfig, get_peft_model
+    from router_helpers import _random
+
+    for seed in (1, 2):
+        backbone = fresh_backbone(tiny_model_dir)
+        model = _random(get_peft_model(backbone.model, LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"])),
+                        seed, 0.3)
+        model.save_pretrained(tmp_path / f"emb{seed}", save_embedding_layers=False)
+        registry.register(tmp_path / f"emb{seed}", name=f"emb{seed}", domain="arts", kind="trained",
+                          adapter_type="lora", adapter_config=None, fingerprint=backbone.fingerprint)
+    composed = compose(fresh_backbone(tiny_model_dir), registry, Composition(("emb1", "emb2"), "cat", (0.5, 0.5)),
+                       name="emb-cat", domain="arts")
+    assert composed.ref == "emb-cat:1"
+    register_peft(tiny_model_dir, registry, "regex", seed=3, r=4, exclude_modules="q_proj")  # excludes nothing
+    register_peft(tiny_model_dir, registry, "names", seed=4, r=4, exclude_modules=["q_proj"])  # every q_proj
+    with pytest.raises(CompositionError, match="differ in exclude_modules"):
+        check_merge_sources([registry.resolve("regex"), registry.resolve("names")], "cat")
 
 
 def test_an_adapter_peft_cannot_attach_beside_another_is_one_error(tiny_model_dir, registry):

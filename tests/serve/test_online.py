@@ -188,6 +188,7 @@ def test_each_candidates_probability_of_being_shown_is_exact(scores, k, eps):
     assert exact.sum() == pytest.approx(min(k, len(scores)))  # a slate shows min(k, m) items
     slate = epsilon_greedy(scores, k, eps, np.random.default_rng(0))
     assert slate.shown == pytest.approx([exact[i] for i in slate.order])
+    assert shown_probabilities(scores, k, eps, items=[]).shape == (0,)  # (was: ValueError from an empty max)
 
 
 def test_epsilon_greedy_propensities_match_the_draw_frequencies():
