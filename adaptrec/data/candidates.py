@@ -11,6 +11,7 @@ target), so a case's list does not change when other cases are added or dropped.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AbstractSet, Iterable, Mapping
@@ -101,7 +102,16 @@ def candidate_cases(candidates: CandidateList, case: Case, catalogues: Catalogue
 
 
 def write_candidates(path: Path, lists: Iterable[CandidateList]) -> None:
-    """Write `candidates.jsonl` atomically."""
+    """Write `candidates.jsonl` atomically; a `DataFormatError` for two lists of one (user, domain, target), which
+    the file format cannot tell apart (an item a user consumed twice): `read_candidates` would refuse the file."""
+    lists = list(lists)
+    keys = Counter((c.user_id, c.domain, c.target_id) for c in lists)
+    twice = next((key for key, n in keys.items() if n > 1), None)
+    if twice is not None:
+        user, domain, target = twice
+        raise DataFormatError(f"{path}: user {user!r} has two held-out lists for item {target!r} in {domain} (an item "
+                              "consumed twice); a candidates file keys its lists by user, domain and target, so it "
+                              "cannot hold both: nothing was written")
     write_text(Path(path), "".join(json.dumps(c.to_json()) + "\n" for c in lists))
 
 

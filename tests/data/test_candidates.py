@@ -47,6 +47,10 @@ def test_round_trip_through_jsonl(tmp_path):
     write_candidates(path, lists)
     assert read_candidates(path) == lists
     assert '"history"' not in path.read_text().splitlines()[-1]
+    twice = [*lists, CandidateList("u99", "arts", "7", ("7", "9"))]  # the item consumed again: one key, two lists
+    with pytest.raises(DataFormatError, match="user 'u99' has two held-out lists for item '7' in arts"):
+        write_candidates(tmp_path / "twice.jsonl", twice)  # (was: written, and every read of it refused)
+    assert not (tmp_path / "twice.jsonl").exists()
 
 
 def test_integer_ids_read_as_strings_as_logs_and_catalogues_read_them(tmp_path):
