@@ -164,6 +164,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
+    from .online.gate import saw_data
     from .router.policy import resolve_sources
     from .score_cache import ScoreCache
     from .scoring.variants import sources_prompt
@@ -200,11 +201,17 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         labelled_cases(dataset, limit or None, seed)
     common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
                   **prompt, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
+    seen = {ref for ref in refs if saw_data(reg, reg.resolve(ref), data)}  # its numbers are not held-out ones
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
-        return run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
-                             item_encoder=minilm_if_installed(), full_catalogue=full_catalogue, **common)
-    return run_eval(bb, dataset, **common)
+        report = run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
+                               item_encoder=minilm_if_installed(), full_catalogue=full_catalogue, **common)
+    else:
+        report = run_eval(bb, dataset, **common)
+    for row in report.rows:
+        if row.name in seen:
+            row.name = f"{row.name} (trained or selected on this data)"
+    return report
 
 
 def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None = None, epochs: int | None = None,

@@ -199,6 +199,12 @@ def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]],
     return 0, None
 
 
+def saw_data(registry: Registry, record: AdapterRecord, data: str) -> bool:
+    """Whether `record`, or an adapter it comes from, trained or was selected on the SPEC `data` (by SPEC and slice;
+    the gate also compares cases and logged events)."""
+    return _overlaps(data, trained_specs(ancestry(registry, record)))
+
+
 def _overlaps(data: str, trained: list[tuple[str, int, float]]) -> bool:
     """Whether `data` shares cases with any of `trained`: the same base SPEC and overlapping slices."""
     base, start, stop = _spec_range(data)

@@ -279,6 +279,18 @@ def test_the_gate_weights_feedback_on_explored_slates_and_warns_on_greedy_ones(t
     assert Registry().history("movie")[-1].evidence["weighting"].startswith("none: slates were served")
 
 
+def test_eval_labels_an_adapter_scored_on_data_it_trained_or_was_selected_on(trained, tiny_model_dir):
+    """(was: a plain adapter row, as if held out, where the gate refuses the same data)"""
+    import adaptrec
+
+    parent, recipe_path = trained
+    data = load_recipe(str(recipe_path))[0].data
+    common = dict(backbone=str(tiny_model_dir), quantization="none", limit=0)
+    for spec, seen in ((data.train, True), (data.valid, True), (data.test, False)):
+        names = [r.name for r in adaptrec.evaluate([parent.ref], data=spec, **common).rows]
+        assert (f"{parent.ref} (trained or selected on this data)" in names) is seen and (parent.ref in names) is not seen
+
+
 def test_the_gate_refuses_the_data_a_checkpoint_was_chosen_on(trained, tiny_model_dir, monkeypatch, tmp_path):
     """Early stopping picks the checkpoint best on data.valid: gated there, the adapter is favoured as on its
     training data (was: accepted, by SPEC and by logged event)."""
