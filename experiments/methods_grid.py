@@ -90,13 +90,22 @@ def plain_on(spec: str, plain: dict) -> dict:
     return {"recipe": plain["recipe"], "record": plain["record"], "test": spec, "eval": report.to_dict()}
 
 
+def _shared_cell(row: dict) -> str:
+    """A baseline's or the untuned row's AUC; n/a where it has none, or where every bootstrap resample read exactly
+    0.5 (a baseline that scores every case alike: reports from before such rows were shown as not applicable)."""
+    auc = row["metrics"].get("auc")
+    if auc is None or (row["kind"] == "baseline" and auc["value"] == auc["ci_low"] == auc["ci_high"] == 0.5):
+        return "n/a (it scores every case alike)" if auc is not None else "n/a"
+    return cell(auc)
+
+
 def _table(reports: list[dict]) -> list[str]:
     """Rows of every report on one test SPEC: baselines and untuned once, then each adapter (and blend) row."""
     first = reports[0]["eval"]
     lines = [f"`{first['spec']}`, seeded label-stratified subset of {first['n']} (seed {first['seed']}), score "
              f"{first['score_mode']}, AUC with 95% bootstrap CIs:", ""]
     shared = [r for r in first["rows"] if r["kind"] == "baseline" or r["name"] == "backbone (untuned)"]
-    rows = [[r["name"], "–", cell(r["metrics"]["auc"]) if "auc" in r["metrics"] else "n/a", "–", "–"] for r in shared]
+    rows = [[r["name"], "–", _shared_cell(r), "–", "–"] for r in shared]
     plain_auc = None
     for rep in reports:
         for r in rep["eval"]["rows"]:

@@ -430,3 +430,14 @@ def test_the_batch_scoring_table_is_rendered_from_its_results():
     assert lines[2] == "| single process (baseline) | 2 | 18.0 s | 5.56 | 1.00 | — |"
     assert lines[3] == "| Ray, 2 actors | 1 | 30.5 s | 3.27 | 0.59 | 0 |"
     assert "`ray.init` 2.9 s" in lines[-1] and "chunks of 32" in lines[-1]
+
+
+def test_a_stored_baseline_that_scored_every_case_alike_renders_as_not_applicable():
+    """The methods grid's Amazon reports predate n/a rows: their like-ratio read 0.500 [0.500, 0.500]."""
+    from experiment_modules import methods_grid
+
+    flat = {"name": "like_ratio", "kind": "baseline", "metrics": {"auc": {"value": 0.5, "ci_low": 0.5, "ci_high": 0.5}}}
+    real = {**flat, "metrics": {"auc": {"value": 0.5, "ci_low": 0.41, "ci_high": 0.59}}}
+    assert methods_grid._shared_cell(flat) == "n/a (it scores every case alike)"
+    assert methods_grid._shared_cell(real) == "0.500 [0.410, 0.590]"
+    assert methods_grid._shared_cell({**flat, "metrics": {}}) == "n/a"
