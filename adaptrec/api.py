@@ -208,7 +208,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
                                item_encoder=minilm_if_installed(), full_catalogue=full_catalogue, **common)
     else:
         report = run_eval(bb, dataset, **common)
-    for row in report.rows:
+    for row in report.rows if seen else ():
         if row.name in seen:
             row.name = f"{row.name} (trained or selected on this data)"
     return report

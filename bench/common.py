@@ -28,6 +28,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def sync() -> None:
+    """Wait for the CUDA work queued so far, so a timed block ends when its kernels do (a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def backend(quantization: str) -> str:
     """The kernels a default load of `quantization` runs on this machine (bitsandbytes, torch-int8, fp32...)."""
     return resolve_backend(quantization, default_device())
@@ -74,18 +82,23 @@ def code_version() -> dict:
             "git_dirty": None if status is None else bool(status)}
 
 
-def report(name: str, payload: dict, device: str | None = None) -> Path:
+STARTED = code_version()  # when the benchmark started, and on which code: a long run's checkout may change meanwhile
+
+
+def report(name: str, payload: dict, device: str | None = None, quick: bool = False) -> Path:
     """Print the payload and write it to bench/results/<name>.json with the machine, device, dtype and package
-    versions it ran on (the dtype from `config.backend`, which every benchmark names), when and on which commit.
-    `device`: where it ran, for a benchmark that pins one (default: where a load goes when none is named)."""
+    versions it ran on (the dtype from `config.backend`, which every benchmark names), when and on which commit it
+    started. `device`: where it ran, for a benchmark that pins one (default: where a load goes when none is named).
+    `quick`: a smoke run (`--quick`), written to <name>.quick.json and marked so: never the result docs render."""
     config = payload.get("config", {})
     if "backend" not in config:
         raise ValueError(f"bench {name}: config names no backend, so its results could not say what ran")
     machine = {**environment_summary(), "cpu": cpu_model(), "arch": platform.machine(),
                "device": device or default_device()}
-    payload = {"benchmark": name, **code_version(), "machine": machine, "software": software(),
-               "dtype": str(load_dtype(config["backend"])).removeprefix("torch."), **payload}
-    out = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, **STARTED, "machine": machine, "software": software(),
+               "dtype": str(load_dtype(config["backend"])).removeprefix("torch."), **({"quick": True} if quick else {}),
+               **payload}
+    out = RESULTS / f"{name}{'.quick' if quick else ''}.json"
     write_json(out, payload)
     print(json.dumps(payload, indent=2))
     return out

@@ -238,7 +238,7 @@ def main() -> None:
         "ratio": many / one if one else None, "target_ratio": 0.8,
         "block_ratios": [m / o if o else None for m, o in zip(runs["many_adapters"]["block_requests_per_s"],
                                                               runs["one_adapter"]["block_requests_per_s"])],
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

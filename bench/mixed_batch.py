@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, report  # noqa: E402
+from common import backend, report, sync  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
@@ -30,9 +30,11 @@ from adaptrec.serve.engine import Engine  # noqa: E402
 
 def throughput(fn, batches: list[list[str]]) -> float:
     """Prompts/s of `fn` over every batch once."""
+    sync()
     start = time.perf_counter()
     for b in batches:
         fn(b)
+    sync()  # on CUDA, an arm returning unsynced tensors would hand its last kernels to the next arm's clock
     return sum(map(len, batches)) / (time.perf_counter() - start)
 
 
@@ -75,7 +77,7 @@ def main() -> None:
         "single_adapter_prompts_per_s": statistics.median(run["single"] for run in runs),
         "mixed_4_adapter_prompts_per_s": statistics.median(run["mixed"] for run in runs),
         "runs": runs, "ratios": ratios, "ratio": statistics.median(ratios), "target_ratio": 0.9,
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def main() -> None:
         "prefix_forwards": runs, "order": "alternating per user, both paths warmed up on another user",
         "full_prompts_s": full_s, "shared_prefix_s": prefix_s, "max_abs_score_diff": max(diffs),
         "ratio": full_s / prefix_s, "target_ratio": 5.0,
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

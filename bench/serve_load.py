@@ -134,7 +134,7 @@ def main() -> None:
         "min_throughput_ratio": min(ratios), "latency_ratios_1_client": latency,
         "oversized_body_413_s": {"announced_bytes": 21_800_000, "median": refuse_s[2], "max": refuse_s[-1]},
         "target": {"min_throughput_ratio": 0.95, "median_throughput_ratio": 1.0, "max_latency_ratio_1_client": 1.1},
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def main() -> None:
     result = soak(args, registry, refs, amazon_cases(200), args.seconds)
     report("serve_soak", {"config": {"backbone": args.backbone, "quantization": args.quantization,
                                      "backend": backend(args.quantization), "adapters": 4, "adapter": QV,
-                                     "data": "amazon:office:test", "seconds": args.seconds}, **result})
+                                     "data": "amazon:office:test", "seconds": args.seconds}, **result},
+           quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, report  # noqa: E402
+from common import backend, report, sync  # noqa: E402
 from serve_setup import ALL, QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
@@ -32,9 +32,11 @@ REQUEST_BATCH = 2  # prompts per timed request: enough for a real forward, few e
 
 
 def per_call_ms(fn, args: list, repeats: int) -> float:
+    sync()
     start = time.perf_counter()
     for i in range(repeats):
         fn(args[i % len(args)])
+    sync()  # on CUDA, an arm returning unsynced tensors would hand its last kernels to the next arm's clock
     return (time.perf_counter() - start) / repeats * 1000
 
 
@@ -92,7 +94,7 @@ def main() -> None:
                    "request_data": f"amazon:office:test, first {REQUEST_BATCH} cases"},
         "rows": rows, "ratio": min(r["speedup"] for r in rows), "target_ratio": 15.0, "target_engine_switch_ms": 1.0,
         "request_ratio": min(r["request_ratio"] for r in rows), "target_request_ratio": 1.0,
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -165,8 +165,9 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
                         user_token=items and tokenizer is not None and has_token(tokenizer, USER_TOKEN))
     if wrapper == "tallrec":
         return TALLREC_WRAPPER.format(instruction=instruction(case.noun), input=text)
-    if tokenizer is None:
-        raise ConfigError(f"template {template!r} needs a tokenizer with a chat template")
+    if tokenizer is None or getattr(tokenizer, "chat_template", "") is None:  # a Hub tokenizer that has none
+        raise ConfigError(f"template {template!r} needs a tokenizer with a chat template, and this backbone's has "
+                          "none: use a tallrec template")
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": instruction(case.noun) + "\n\n" + text}], add_generation_prompt=True, tokenize=False
     )

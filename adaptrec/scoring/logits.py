@@ -13,7 +13,7 @@ SCORE_MODES: tuple[str, ...] = ("pyes", "tallrec")
 
 def pad_ids(tokenizer, ids: Sequence[Sequence[int]], device: torch.device) -> dict:
     """Left-padded batch of token ids with position ids that ignore padding (so a score never depends on its batch-mates)."""
-    batch = tokenizer.pad({"input_ids": [list(x) for x in ids]}, return_tensors="pt")
+    batch = tokenizer.pad({"input_ids": [list(x) for x in ids]}, padding_side="left", return_tensors="pt")
     batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     return {k: v.to(device) for k, v in batch.items()}
 

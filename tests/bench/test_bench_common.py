@@ -35,6 +35,15 @@ def test_a_benchmark_that_pins_its_device_records_that_device(tmp_path, monkeypa
     assert json.loads(common.report("y", {"config": {"backend": "torch-int8"}}).read_text())["machine"]["device"] == "cuda"
 
 
+def test_a_smoke_run_never_replaces_the_result_the_docs_render(tmp_path, monkeypatch, capsys):
+    """(was: `--quick` wrote bench/results/<name>.json like a full run, unmarked)"""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    full = common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 2.0})
+    quick = common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 9.0}, quick=True)
+    assert quick.name == "x.quick.json" and json.loads(quick.read_text())["quick"] is True
+    assert json.loads(full.read_text())["ratio"] == 2.0 and "quick" not in json.loads(full.read_text())
+
+
 def test_counts_are_at_least_one():
     assert common.positive_int("3") == 3
     for bad in ("0", "-2", "x"):

@@ -161,3 +161,13 @@ def test_shared_history_gives_every_candidate_the_history_that_fits_the_longest(
     huge = replace(short, target='"' + "word " * budget + '"')
     cut = shared_history([short, huge], "tallrec", tok, budget)
     assert cut[1].history == () and len(cut[0].history) > 0
+
+
+def test_the_chat_template_on_a_tokenizer_without_one_is_one_line(tiny_model_dir):
+    """(was: transformers' ValueError traceback; the Gemma-3 GGUF has no chat template)"""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = None
+    with pytest.raises(ConfigError, match="'chat' needs a tokenizer with a chat template, and this backbone's has"):
+        render_prompt(make_case(), "chat", tokenizer)

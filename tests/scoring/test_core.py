@@ -242,3 +242,17 @@ def test_length_batches_leave_padding_alone_until_a_batch_outgrows_its_room():
     assert length_batches(range(5), lengths, 8, 8) == [[0, 1], [2, 3], [4]]
     assert length_batches(range(5), lengths, 2, 8) == [[0, 1], [2, 3], [4]]
     assert length_batches(range(5), lengths, 8, 20) == [[0, 1, 2, 3, 4]]
+
+
+def test_batches_are_left_padded_whatever_the_tokenizer_says(tiny_model_dir):
+    """A tokenizer loaded outside `load_backbone` pads on the right: the last position of a short row was a pad
+    token, and its score came from it."""
+    from transformers import AutoTokenizer
+
+    from adaptrec.scoring.logits import pad_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.padding_side = "right"
+    batch = pad_ids(tokenizer, [[5, 6, 7], [8]], torch.device("cpu"))
+    assert batch["input_ids"][1, -1].item() == 8 and batch["attention_mask"][1].tolist() == [0, 0, 1]
+    assert batch["position_ids"][1, -1].item() == 0
