@@ -379,14 +379,15 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     check_output_file(meta_path(Path(out)), f"{option('out', out)} (its record {meta_path(Path(out))})")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
-    ref = one_source(registry(), ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
+    reg = registry()
+    ref = one_source(reg, ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     backbone, quantization = _made_for([ref] if ref else [], backbone, quantization)
     dataset = load_spec(data, seed=seed)
     check_output_file(out, option("out", out), inputs=dataset.sources)  # was: the data file replaced by its scores
     cases = batch_cases(dataset, limit, seed, part)
-    options = {**_scoring_options(registry(), ref), **({"template": template} if template else {}),
+    options = {**_scoring_options(reg, ref), **({"template": template} if template else {}),
                "batch_size": batch_size}
-    scored = {"template": row_template(registry(), ref, options.get("template", "tallrec")),  # what the rows read
+    scored = {"template": row_template(reg, ref, options.get("template", "tallrec")),  # what the rows read
               "max_prompt_tokens": options.get("max_prompt_tokens", PROMPT_TOKENS), "batch_size": batch_size}
     meta = {"adapter": ref, "data": data, "data_fingerprint": dataset.fingerprint, "limit": limit, "seed": seed,
             "shard": shard, "backbone": backbone, "quantization": quantization, "engine": engine,
@@ -395,10 +396,10 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
                                                          "device": default_device()},  # Ray: each actor's
             "versions": library_versions()}  # beside the rows: what produced them
     if engine == "ray":
-        written = ray_predictions(backbone, quantization, registry(), ref, cases, Path(out), actors=actors,
+        written = ray_predictions(backbone, quantization, reg, ref, cases, Path(out), actors=actors,
                                   cache=cache, chunk_size=chunk_size, meta=meta, **options)
     else:
-        scorer = adapter_scorer(_backbone(backbone, quantization), registry(), ref,
+        scorer = adapter_scorer(_backbone(backbone, quantization), reg, ref,
                                 cache=ScoreCache.default() if cache else None, **options)
         written = stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE, meta)
     return replace(written, adapter=ref)

@@ -101,6 +101,11 @@ def row_values(record: AdapterRecord) -> dict[str, Any]:
     return {f: dumps(getattr(record, f)) if f in _JSON_COLUMNS else getattr(record, f) for f in _ROW_FIELDS}
 
 
+def row_ref(row: sqlite3.Row | dict) -> str:
+    """The `name:version` of an `adapters` row, read or not (`AdapterRecord.ref` of a parsed one)."""
+    return f"{row['name']}:{row['version']}"
+
+
 def row_fields(row: sqlite3.Row) -> dict[str, Any]:
     """The `AdapterRecord` fields but `path` of an `adapters` row (a column a later migration adds needs a field
     to show up)."""
@@ -109,7 +114,7 @@ def row_fields(row: sqlite3.Row) -> dict[str, Any]:
         try:
             d[col] = json.loads(d[col]) if d[col] is not None else None
         except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
-            ref = f"{d['name']}:{d['version']}"
+            ref = row_ref(d)
             raise IntegrityError(f"the registry row of {ref} has an unreadable {col} column; restore registry.db from "
                                  f"a copy, or remove the version with `adaptrec registry remove {ref}`") from None
     d["metrics"] = d["metrics"] or {}

@@ -28,7 +28,7 @@ from adaptrec.names import check_domain
 from . import audit
 from . import encoders as encoder_rows
 from .encoders import EncoderRecord
-from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, row_fields, row_values
+from .records import AdapterRecord, Registration, check_name, dumps, parse_ref, row_fields, row_ref, row_values
 from .schema import migrate, schema_version, stored_version
 from .validation import (
     as_fingerprint,
@@ -414,8 +414,7 @@ class Registry:
             raise RegistryError(f"remove deletes one version: write '{ref}:<version>' or '{ref}:latest'")
         with self._write() as conn:
             row = self._find_row(conn, ref)
-            name, version = row["name"], row["version"]
-            removed = f"{name}:{version}"
+            name, version, removed = row["name"], row["version"], row_ref(row)
             domains = self._promoted_for(conn, name, version)
             if domains and not force:
                 raise RegistryError(
@@ -517,7 +516,7 @@ class Registry:
                 records.append(self._record(row))
             except IntegrityError as e:  # a row edited by hand: its files cannot be checked against it
                 problems.append(str(e))
-        registered = {f"{row['name']}:{row['version']}" for row in rows}
+        registered = {row_ref(row) for row in rows}
         for rec in records:
             try:
                 verified_files(rec)
@@ -585,7 +584,7 @@ class Registry:
     def _mixes_of(self, conn: sqlite3.Connection, ref: str, skip: str | None = None) -> list[str]:
         """The registered score-level mixes naming `ref` among their sources; the mix `skip` is not read."""
         rows = conn.execute("SELECT * FROM adapters WHERE adapter_type = ? ORDER BY name, version", (MIX_TYPE,))
-        mixes = (self._record(r) for r in rows if f"{r['name']}:{r['version']}" != skip)
+        mixes = (self._record(r) for r in rows if row_ref(r) != skip)
         return [m.ref for m in mixes if ref in (m.adapter_config or {}).get("sources", ())]
 
     @staticmethod

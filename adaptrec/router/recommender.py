@@ -71,7 +71,7 @@ class Recommender:
     def score_cases(self, cases: Sequence[Case], _depth: int = 1) -> np.ndarray:
         """The scores of ready-made cases (e.g. a history file's, `data.history_file.read_history_file`); `_depth`:
         the calls of this package in front of this one (its warnings point past them)."""
-        return self.scorer.score(self._say_unknown(cases, False, _depth + 1), self.mode)
+        return self.scorer.score(self._shown_cases(cases, False, _depth + 1), self.mode)
 
     def rank(self, history: Sequence[HistoryEntry], candidates: Iterable[Item],
              k: int = 10) -> list[tuple[Item, float]]:
@@ -84,10 +84,10 @@ class Recommender:
         cases = self.cases(history, given)
         if not cases:
             return []
-        scores = self.scorer.score_lists([self._say_unknown(cases, True, 2)], self.mode, shared_prefix=True)[0]
+        scores = self.scorer.score_lists([self._shown_cases(cases, True, 2)], self.mode, shared_prefix=True)[0]
         return [(given[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
-    def _say_unknown(self, cases: Sequence[Case], shared: bool, depth: int) -> list[Case]:
+    def _shown_cases(self, cases: Sequence[Case], shared: bool, depth: int) -> list[Case]:
         """`cases`, for a collaborative adapter cut to its prompts (`Scorer.fitted`; `shared`: one history for the
         list) after an `UnknownItemsWarning` naming the item ids they show that its item table lacks (scored by their
         titles alone; the server's answers list them in `unknown_items`; an item the cut left out is not scored at
