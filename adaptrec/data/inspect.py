@@ -7,7 +7,7 @@ from statistics import median
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from .prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, render_prompt
+from .prompts import ITEM_TOKEN, MATCH_TOKEN, USER_TOKEN, prompt_tokens, render_prompt
 from .spec import DataSet, load_spec
 
 
@@ -47,7 +47,7 @@ def inspect_spec(spec: str | DataSet, tokenizer: Any = None, template: str = "ta
         tokenizer.add_tokens([ITEM_TOKEN.format(i) for i in sorted(ids)]
                              + [USER_TOKEN] * user_token + [MATCH_TOKEN] * match_token)
     if tokenizer is not None:
-        lengths = [len(tokenizer.encode(render_prompt(c, template, tokenizer))) for c in cases]
+        lengths = [prompt_tokens(tokenizer, render_prompt(c, template, tokenizer), template) for c in cases]
         lines.append(f"prompt tokens ({template}): {_stats(lengths)}")
     for case in cases[:n_show]:
         lines.append(f"--- prompt for user {case.user_id} (label {case.label}) ---")

@@ -173,8 +173,9 @@ def _render(case: Case, template: str, tokenizer: Any) -> str:
     )
 
 
-def _n_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer.encode(text))
+def prompt_tokens(tokenizer: Any, text: str, template: str) -> int:
+    """Tokens in a `template` prompt as scored: a chat prompt's BOS is in its text, so the tokenizer adds none."""
+    return len(tokenizer.encode(text, add_special_tokens=adds_special_tokens(template)))
 
 
 def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int) -> Case:
@@ -185,7 +186,7 @@ def truncate_history(case: Case, template: str, tokenizer: Any, max_tokens: int)
     the answer slot are never cut; leave room for the answer tokens in `max_tokens` yourself.
     """
     def length(drop: int) -> int:
-        return _n_tokens(tokenizer, _render(case.without_oldest(drop), template, tokenizer))
+        return prompt_tokens(tokenizer, _render(case.without_oldest(drop), template, tokenizer), template)
 
     full = length(0)
     if full <= max_tokens:
@@ -219,7 +220,7 @@ def shared_history(cases: Sequence[Case], template: str, tokenizer: Any, max_tok
         return list(cases)
 
     def length(c: Case, history: tuple = ()) -> int:
-        return _n_tokens(tokenizer, _render(replace(c, history=history), template, tokenizer))
+        return prompt_tokens(tokenizer, _render(replace(c, history=history), template, tokenizer), template)
 
     full = [length(c, c.history) for c in cases]
     if max(full) <= max_tokens:  # the usual case: every prompt fits whole
@@ -236,7 +237,8 @@ def render_prompt(case: Case, template: str = "tallrec", tokenizer: Any = None, 
     """The full prompt for `case`, ending where the answer ("Yes." / "No.") goes.
 
     With `tokenizer` and `max_tokens`, the oldest history items are dropped until the prompt
-    is at most `max_tokens` tokens (`len(tokenizer.encode(prompt))`).
+    is at most `max_tokens` tokens as scored (with the BOS a tallrec template's tokenizer adds; a chat prompt's
+    is in its text).
     """
     if tokenizer is not None and max_tokens is not None:
         case = truncate_history(case, template, tokenizer, max_tokens)

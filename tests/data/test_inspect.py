@@ -5,7 +5,7 @@ from adaptrec.data.prompts import instruction
 
 
 class WhitespaceTokenizer:
-    def encode(self, text):
+    def encode(self, text, add_special_tokens=True):
         return text.split()
 
 

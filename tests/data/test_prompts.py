@@ -11,7 +11,7 @@ class WhitespaceTokenizer:
     def __init__(self):
         self.calls = 0
 
-    def encode(self, text):
+    def encode(self, text, add_special_tokens=True):
         self.calls += 1
         return text.split()
 
@@ -124,6 +124,25 @@ def test_a_tallrec_style_history_is_cut_from_both_lists_keeping_its_like_share()
 def test_truncation_fails_clearly_when_nothing_fits():
     with pytest.raises(DataFormatError, match="'u1'.*the 5-token prompt"):
         render_prompt(make_case(), tokenizer=WhitespaceTokenizer(), max_tokens=5)
+
+
+def test_a_chat_prompt_is_counted_as_scored_without_a_second_bos():
+    """A tokenizer that adds a BOS adds none to a chat prompt (its template wrote one): a prompt that fits as scored
+    keeps its whole history, and a tallrec prompt counts the BOS it is scored with."""
+    class BosChatTokenizer(WhitespaceTokenizer):
+        chat_template = "stand-in"
+
+        def encode(self, text, add_special_tokens=True):
+            return ["<s>"] * add_special_tokens + text.split()
+
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            return "<s> " + messages[0]["content"] + " assistant:\n"
+
+    tok, case = BosChatTokenizer(), make_case(n_history=8)
+    chat = render_prompt(case, "chat", tok)
+    assert render_prompt(case, "chat", tok, max_tokens=len(chat.split())) == chat
+    tallrec = render_prompt(case, "tallrec", tok)
+    assert render_prompt(case, "tallrec", tok, max_tokens=len(tallrec.split())) != tallrec
 
 
 def test_real_tokenizer_chat_template_and_truncation(smollm2_tokenizer_dir):
