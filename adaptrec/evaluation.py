@@ -93,6 +93,11 @@ class EvalReport:
         return "95% bootstrap CIs over cases (the data names no user with more than one case)"
 
     @property
+    def drawn(self) -> bool:
+        """Whether `limit` drew a seeded subset: fewer cases than it allows means the data held no more."""
+        return bool(self.limit) and self.n >= self.limit
+
+    @property
     def ranked(self) -> str:
         """Who ranks (ranking protocol): a list per user, or more held-out items (lists, averaged alike) than users."""
         if self.users is None or self.users == self.n:
@@ -107,11 +112,11 @@ class EvalReport:
                     f"`{self.candidates_file}` (up to {self.negatives + 1}{first}), score {self.score_mode}, ties "
                     f"count against the target, {self.ci_text}")
         if self.negatives is not None:
-            subset = f"{self.ranked} (seed {self.seed})" if self.limit else f"all {self.ranked}"
+            subset = f"{self.ranked} (seed {self.seed})" if self.drawn else f"all {self.ranked}"
             return (f"{self.spec}, {subset}, each ranking 1 held-out item + {self.negatives} sampled negatives "
                     f"(never items the user touched), score {self.score_mode}, ties count against the target, "
                     f"{self.ci_text}")
-        subset = f"seeded label-stratified subset of {self.n} (seed {self.seed})" if self.limit else f"all {self.n} cases"
+        subset = f"seeded label-stratified subset of {self.n} (seed {self.seed})" if self.drawn else f"all {self.n} cases"
         return f"{self.spec}, {subset}, Yes share {self.yes_share:.1%}, score {self.score_mode}, {self.ci_text}"
 
     def markdown(self) -> str:
@@ -154,7 +159,7 @@ class EvalReport:
 
     def to_pandas(self):
         """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s;
-        `attrs` hold what the rows were measured on (`spec`, `n`, `limit`, `seed`, `score_mode`, the ranking
+        `attrs` hold what the rows were measured on (`spec`, `n`, `users`, `limit`, `seed`, `score_mode`, the ranking
         protocol's `negatives` and `candidates_file`, the LLM rows' `template` and `max_prompt_tokens`)."""
         import pandas as pd  # pandas comes with `datasets`; imported here so the CLI never pays for it
 
@@ -167,8 +172,9 @@ class EvalReport:
                 rec.update(zip((m, f"{m}_low", f"{m}_high"), cells))
             records.append({**rec, "prompts_per_s": r.prompts_per_s, "note": r.note})
         frame = pd.DataFrame.from_records(records)
-        frame.attrs.update(spec=self.spec, n=self.n, limit=self.limit, seed=self.seed, score_mode=self.score_mode,
-                           negatives=self.negatives, candidates_file=self.candidates_file, **self.prompt)
+        frame.attrs.update(spec=self.spec, n=self.n, users=self.users, limit=self.limit, seed=self.seed,
+                           score_mode=self.score_mode, negatives=self.negatives, candidates_file=self.candidates_file,
+                           **self.prompt)
         return frame
 
 
