@@ -74,6 +74,10 @@ def test_a_ranking_loss_ranks_each_query_not_all_of_a_users_cases():
     for index in range(4):
         batch = method.batch(first + second[:1], 1, seed=0, index=index)
         assert len({query_key(c) for c in batch}) == 1 and len(batch) == 2  # one query, both its candidates
+    # a query of one label forms no pair: it is never batched (its forward would teach nothing)
+    lonely = [Case("v", "office", "office product", (HistoryItem('"c"'),), '"p3"', 1)]
+    for index in range(4):
+        assert "v" not in {c.user_id for c in method.batch(first + second[:1] + lonely, 1, seed=0, index=index)}
     # the partners are trained on too: their logged events go into the lineage beside the shots'
     from dataclasses import replace
 

@@ -57,9 +57,16 @@ def _query_groups(cases: Sequence[Case]) -> list[list[Case]]:
     return list(groups.values())
 
 
+def ranked_queries(cases: Sequence[Case]) -> list[list[Case]]:
+    """The queries a ranking loss learns from: those holding a Yes and a No case (a query of one label forms no
+    pair, so its forward would teach nothing)."""
+    return [g for g in _query_groups(cases) if len({c.label for c in g}) == 2]
+
+
 class JointMethod(Method):
-    """With a ranking `rec_loss`, a micro-batch holds all candidates of `batch_size` queries: the training cases
-    plus `partners`, the same queries' other candidates (e.g. the sampled negatives the few-shot draw left out)."""
+    """With a ranking `rec_loss`, a micro-batch holds all candidates of `batch_size` queries of both labels: the
+    training cases plus `partners`, the same queries' other candidates (e.g. the sampled negatives the few-shot draw
+    left out)."""
 
     name = "joint"
 
@@ -67,8 +74,7 @@ class JointMethod(Method):
         self.cfg, self.texts, self.seed, self.partners = cfg, list(texts), seed, list(partners)
 
     def prepare(self, model: torch.nn.Module, ctx: StepContext, train_cases: Sequence[Case]) -> None:
-        if self.cfg.rec_loss != "yesno" and not any(
-                len({c.label for c in g}) == 2 for g in _query_groups([*train_cases, *self.partners])):
+        if self.cfg.rec_loss != "yesno" and not ranked_queries([*train_cases, *self.partners]):
             raise ConfigError(f"method.rec_loss: {self.cfg.rec_loss} ranks a query's candidates, but no training "
                               "history has both a Yes and a No case (TALLRec files: one case per user); use "
                               "rec_loss: yesno")
@@ -76,7 +82,7 @@ class JointMethod(Method):
     def batch(self, cases: Sequence[Case], batch_size: int, seed: int, index: int) -> list[Case]:
         if self.cfg.rec_loss == "yesno":
             return micro_batches(cases, batch_size, seed, index)
-        groups = _query_groups([*cases, *self.partners])
+        groups = ranked_queries([*cases, *self.partners])
         return [c for group in micro_batches(groups, batch_size, seed, index) for c in group]
 
     def own_cases(self) -> Sequence[Case]:
