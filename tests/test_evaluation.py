@@ -68,6 +68,7 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
     assert pop["itemcoverage@10"].value == llm["itemcoverage@10"].value  # both show every candidate
     assert 0 < pop["itemcoverage@10"].value <= 15 / len(ds.catalogues["office"])
     assert 0 <= pop["giniindex@10"].value < 1 and pop["averagepopularity@10"].ci_low is None
+    assert "itemcoverage@10, averagepopularity@10, giniindex@10: one number for the whole set" in report.markdown()
 
 
 def test_beyond_accuracy_of_a_ranking_row():
