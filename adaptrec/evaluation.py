@@ -133,8 +133,7 @@ class EvalReport:
                    if m in row.metrics and row.metrics[m].ci_skipped]
         whole = [m for m in self.metric_names if m.split("@")[0] in SET_LEVEL]
         if whole:
-            notes.append(f"{', '.join(whole)}: one number for the whole set of lists (how they spread over the "
-                         "catalogue), so no CI.")
+            notes.append(f"{', '.join(whole)}: one number for the whole set of ranked lists, so no CI.")
         if skipped:  # such a CI holds only for resamples that drew both classes (or both groups)
             notes.append("Bootstrap resamples left out of a CI, the metric being undefined on them (one class, or one "
                          f"group, drawn): {'; '.join(skipped)}.")
