@@ -219,6 +219,24 @@ def _parse_override(item: str, source: str) -> tuple[list[str], object]:
     return key.split("."), parsed
 
 
+def _check_written_values(overrides: Sequence[str], source: str) -> None:
+    """ConfigError for an override written now whose value YAML would read other than as written: a `#` after a
+    space starts a comment (the rest of the value dropped), a key repeated in a mapping (the last kept)."""
+    for item in overrides:
+        value = item.partition("=")[2]
+        try:
+            node = yaml.compose(value, Loader=_UniqueKeyLoader)
+            yaml.load(value, Loader=_UniqueKeyLoader)
+        except yaml.constructor.ConstructorError as e:
+            raise ConfigError(f"{source}: {_named(item)}: {e.problem}") from None
+        except (yaml.YAMLError, RecursionError):  # not a YAML value: read as the text itself
+            continue
+        dropped = (value if node is None else value[node.end_mark.index:]).strip()
+        if dropped:
+            raise ConfigError(f"{source}: {_named(item)}: YAML reads {dropped!r} as a comment and drops it; quote "
+                              "the value (key=\"…\")")
+
+
 def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     """Set dotted keys (`training.lr=1e-4`); values are read as YAML scalars or lists."""
     for item in overrides:
@@ -280,6 +298,8 @@ def _validate(text: str, overrides: list[str], source: str, new: bool = False) -
     if not raw and not overrides:  # was: one error line per missing section
         raise ConfigError(f"{source}: the recipe is empty; start from a shipped one (`adaptrec recipes show "
                           "movie-lora`)")
+    if new:
+        _check_written_values(overrides, source)
     raw = apply_overrides(raw, overrides, source)
     try:
         recipe = Recipe.model_validate(raw, context={NEW_SETTINGS: new})
@@ -318,7 +338,8 @@ def check_new_run(recipe: Recipe) -> None:
     - a warm-up gives the first optimizer step learning rate 0 and reaches `training.lr` only once it is over: one
       as long as the run (or longer) never trains at the rate the recipe names, and with one step not at all;
     - a collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
-      held-out splits of that source, or their pairs would train the encoder.
+      held-out splits of that source, or their pairs would train the encoder; its projector trains alone for
+      `adapter.projector_steps`, which must leave the LoRA part steps of its own.
     """
     try:
         check_name(recipe.name)
@@ -332,6 +353,10 @@ def check_new_run(recipe: Recipe) -> None:
     if t.warmup_steps >= t.max_steps:
         raise ConfigError(f"{recipe._source}: training: warmup_steps {t.warmup_steps} of max_steps {t.max_steps}: "
                           "the learning rate would never reach training.lr; set warmup_steps below max_steps (or 0)")
+    if recipe.adapter.type == "collab" and recipe.adapter.projector_steps >= t.max_steps:
+        raise ConfigError(f"{recipe._source}: adapter.projector_steps {recipe.adapter.projector_steps} of "
+                          f"training.max_steps {t.max_steps}: the LoRA part would never train; set projector_steps "
+                          "below max_steps (0: both train from the start)")
     if recipe.adapter.type == "collab":
         from .cf.fit import HELD_OUT, scores_spec
         from .data.spec import with_protocol

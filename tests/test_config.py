@@ -9,6 +9,7 @@ import yaml
 
 from adaptrec.config import RECIPES_DIR, load_recipe, recipe_digest, recipe_from_text
 from adaptrec.errors import ConfigError
+from adaptrec.home import data_root
 
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
 
@@ -79,6 +80,56 @@ def test_set_overrides_are_typed_and_recorded():
     assert "# --set training.lr=2e-4" in text
     with pytest.raises(ConfigError, match="key=value"):
         load_recipe("movie-lora", ["training.lr"])
+
+
+def test_an_override_yaml_would_read_otherwise_is_refused_and_a_stored_one_still_reads():
+    """`--set 'adapter.init_text=Movies you liked #watchlist'` trained on "Movies you liked" without a word."""
+    from adaptrec.config import recipe_from_text
+
+    for item, said in [("adapter.init_text=Movies you liked #watchlist", "'#watchlist' as a comment"),
+                       ("adapter.init_text=#all of it", "'#all of it' as a comment"),
+                       ("method={type: plain, type: joint}", "key 'type' appears twice")]:
+        with pytest.raises(ConfigError) as e:
+            load_recipe("movie-prefix", [item])
+        assert said in _one_line(e) and repr(item) in _one_line(e)
+    quoted, _ = load_recipe("movie-prefix", ['adapter.init_text="Movies you liked #watchlist and more"'])
+    assert quoted.adapter.init_text == "Movies you liked #watchlist and more"
+    plain, _ = load_recipe("movie-prefix", ["adapter.init_text=Movies#1 you liked", "training.lr=1e-4 "])
+    assert plain.adapter.init_text == "Movies#1 you liked"  # no space before the #: no comment
+    stored = (RECIPES_DIR / "movie-lora.yaml").read_text() + "\n# --set training.lr=2e-4 # an old comment\n"
+    assert recipe_from_text(stored).training.lr == pytest.approx(2e-4)  # a registered version still loads
+
+
+def test_a_collab_projector_stage_as_long_as_the_run_is_refused():
+    """The LoRA part's gradients are dropped for `projector_steps` steps: as many as the run has, it never trained."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-collab", ["adapter.projector_steps=96", "training.max_steps=96"])
+    assert "adapter.projector_steps 96 of training.max_steps 96: the LoRA part would never train" in _one_line(e)
+    staged, _ = load_recipe("movie-collab", ["adapter.projector_steps=95", "training.max_steps=96"])
+    assert staged.adapter.projector_steps == 95
+
+
+def test_an_implicit_encoder_source_under_the_label_encoder_is_refused_with_the_recipe():
+    """`fit_encoder` refused it only once the backbone had loaded, without naming `adapter.encoder`."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("office-collab", ["adapter.encoder=mf-bias"])
+    assert "office-collab.yaml: adapter: encoder mf-bias (the default) learns like/dislike labels" in _one_line(e)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_the_override_each_recipe_shows_loads(path: Path):
+    """Each header's `# Override:` example is a run a user can start (movie-joint's once set a ranking loss on one
+    case per user, which every run refused)."""
+    line = next(x for x in path.read_text().splitlines() if x.startswith("# Override:"))
+    sets = line.split("--set ")[1:]
+    assert sets and line.startswith(f"# Override:  adaptrec train {path.stem} --set ")
+    recipe, _ = load_recipe(str(path), [s.strip() for s in sets])
+    tallrec = recipe.data.train.startswith("tallrec:") and (data_root() / "tallrec").is_dir()
+    if recipe.method.type == "joint" and tallrec:
+        from adaptrec.train.cases import training_cases
+        from adaptrec.train.methods import check_method
+
+        check_method(recipe, training_cases(recipe))  # the method's own data rules, as a run checks them first
 
 
 def _refusal_of_movie_lora_plus(tmp_path: Path, tail: str) -> str:

@@ -24,6 +24,7 @@ Training-loop contract (what the trainer does with a `Tuner`):
 from __future__ import annotations
 
 import importlib
+from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
@@ -156,7 +157,26 @@ def _injected(model: torch.nn.Module, settings: AdapterSettings, peft_config) ->
             peft_model.base_model.unload()
         raise ConfigError(f"adapter ({settings.type}) has no trainable parameters on this backbone; check "
                           "target_modules")
+    unmatched = _unmatched_targets(peft_model, peft_config)
+    if unmatched:  # peft refuses a list only when no entry matches, so a misspelled one beside a right one went unseen
+        peft_model.base_model.unload()
+        leaves = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if not list(module.children())})
+        hints = [f"{t!r}" + (f" (did you mean {close[0]!r}?)" if (close := get_close_matches(t, leaves, 1)) else "")
+                 for t in unmatched]
+        raise ConfigError(f"adapter ({settings.type}).target_modules: {', '.join(hints)} matches no module of this "
+                          "backbone")
     return peft_model
+
+
+def _unmatched_targets(peft_model: "PeftModel", peft_config) -> list[str]:
+    """The entries of a list of `target_modules` that name no module peft targeted (a regex string or `all-linear`
+    is peft's to read): peft's rule for a list, an entry equal to a module's name or ending it at a '.'."""
+    targets = getattr(peft_config, "target_modules", None)
+    if peft_config.is_prompt_learning or not isinstance(targets, (list, set, tuple)):
+        return []
+    targeted = peft_model.targeted_module_names
+    return sorted(t for t in targets if not any(name == t or name.endswith(f".{t}") for name in targeted))
 
 
 def check_fits(cfg: AdapterSettings | dict, config, total_steps: int) -> None:

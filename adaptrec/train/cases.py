@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 from ..config import Recipe
+from ..data.prompts import prompt_tokens, render_prompt
 from ..data.records import Case
 from ..data.sampling import few_shot, stratified_subset
 from ..data.spec import DataSet, load_spec, with_protocol
@@ -73,3 +75,15 @@ def validation_cases(recipe: Recipe, cases: Sequence[Case] | None = None) -> lis
         raise ConfigError(f"{recipe._source}: data.valid: the validation subset of {recipe.data.valid} (training."
                           f"val_limit {recipe.training.val_limit}) has {what}; AUC needs liked and disliked cases")
     return subset
+
+
+def check_prompts_fit(recipe: Recipe, tokenizer, **parts: Sequence[Case]) -> None:
+    """ConfigError naming `data.max_prompt_tokens` when a case of `parts` (name -> cases) exceeds it without any
+    history (instruction, question and target title alone): scoring would refuse that case mid-run, after training."""
+    d = recipe.data
+    for part, cases in parts.items():
+        for case in cases:
+            bare = prompt_tokens(tokenizer, render_prompt(replace(case, history=()), d.template, tokenizer), d.template)
+            if bare > d.max_prompt_tokens:
+                raise ConfigError(f"{recipe._source}: data.max_prompt_tokens {d.max_prompt_tokens}: a {part} case of "
+                                  f"user {case.user_id!r} takes {bare} tokens with no history at all; raise it")

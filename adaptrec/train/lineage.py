@@ -64,8 +64,11 @@ def with_events(lineage: dict | None, cases: Sequence[Case], parent: AdapterReco
 
 
 def registered_lineage(lineage: dict | None, cases: Sequence[Case], adapter_dir: Path, registry: Registry,
-                       parent: AdapterRecord | None = None, valid: Sequence[Case] = ()) -> dict:
+                       parent: AdapterRecord | None = None, valid: Sequence[Case] = (), setup: dict | None = None
+                       ) -> dict:
     """The lineage a trained (or updated: `parent`) adapter is registered with: the method's own, with the working
-    directory, the logged events among its training `cases` and its `valid`ation cases, and its collaborative
-    encoder."""
+    directory, the logged events among its training `cases` and its `valid`ation cases, its collaborative encoder,
+    and the `setup` it trained under that its recipe does not say (`TrainResult.setup`: the int8 kernel, the mixed
+    precision an environment chose, the number of processes, which multiplies the batch)."""
+    lineage = {**(lineage or {}), **({"setup": setup} if setup else {})}
     return with_encoder(with_events(with_workdir(lineage), cases, parent, valid), adapter_dir, registry)

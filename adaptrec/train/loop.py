@@ -60,11 +60,12 @@ class TrainResult:
     model: torch.nn.Module  # the peft model (adapter weights of the last step)
     method_info: dict = field(default_factory=dict)  # what the method recorded (also run_dir/method.json)
     lineage: dict | None = None  # registry lineage of the adapter (e.g. a distillation teacher)
+    setup: dict = field(default_factory=dict)  # what trained it beyond the recipe: `Trainer.run_setup`, processes
 
     def summary(self) -> dict:
         return {"run_dir": str(self.run_dir), "adapter_dir": str(self.adapter_dir), "steps": self.steps,
                 "best_val_auc": self.best_val_auc, "best_step": self.best_step, "stopped_early": self.stopped_early,
-                "method": self.method_info}
+                "method": self.method_info, "setup": self.setup}
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
@@ -496,6 +497,7 @@ class Trainer:
             stopped_early=self.global_step < self.cfg.max_steps, method_info=info,
             model=self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False),  # it scores into the cache
             lineage=with_events(self.method.lineage(), self.method.own_cases()),
+            setup={**self.run_setup, "num_processes": self.accelerator.num_processes},
         )
 
 

@@ -13,7 +13,7 @@ from ..config import Recipe
 from ..errors import AdaptrecError, ConfigError
 from ..evaluation import labelled_cases
 from ..fingerprint import Fingerprint
-from .cases import recipe_data, training_cases, validation_cases
+from .cases import check_prompts_fit, recipe_data, training_cases, validation_cases
 from .loop import check_tracker
 from .methods import check_method
 from .recipe import run_dir_for
@@ -61,11 +61,13 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
     try:  # target modules the backbone lacks: found on a weightless copy of it
         check_fits(recipe.adapter, backbone_config(b.name), recipe.training.max_steps)
+        tokenizer = load_tokenizer(b.name)
         if getattr(recipe.adapter, "init", None) == "text":  # prefix tuning started from the backbone's key/values
-            init_text_ids(recipe.adapter, load_tokenizer(b.name))
+            init_text_ids(recipe.adapter, tokenizer)
     except ConfigError as e:
         raise ConfigError(f"{recipe._source}: {e}") from None
+    tested = labelled_cases(test, ev.limit, ev.seed)
+    check_prompts_fit(recipe, tokenizer, training=train, validation=valid, test=tested)
     check_method(recipe, train, fingerprint)
     check_tracker(recipe)
-    return RecipePlan(recipe, fingerprint, backend, len(train), len(valid),
-                      len(labelled_cases(test, ev.limit, ev.seed)), run_dir_for(recipe))
+    return RecipePlan(recipe, fingerprint, backend, len(train), len(valid), len(tested), run_dir_for(recipe))

@@ -23,9 +23,10 @@ from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
 from ..score_cache import ScoreCache
-from .cases import naming_key, recipe_data, training_cases, validation_cases
+from .cases import check_prompts_fit, naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
+from .methods import check_method
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE, registered_before
 
@@ -67,6 +68,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
+    check_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: refused before the backbone loads
     val_cases = validation_cases(recipe)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
@@ -74,6 +76,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(test.spec)}
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
+    check_prompts_fit(recipe, backbone.tokenizer, training=train_cases, validation=val_cases, test=cases)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
     def evaluate_and_register() -> tuple[EvalReport, AdapterRecord]:
@@ -112,7 +115,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
                       adapter_type=recipe.adapter.type, adapter_config=None, fingerprint=backbone.fingerprint,
                       recipe_text=text, metrics=metrics,
                       lineage=registered_lineage(result.lineage, train_cases, result.adapter_dir, registry,
-                                                 valid=val_cases)))
+                                                 valid=val_cases, setup=result.setup)))
         adapter_row.name = f"{record.ref} ({recipe.adapter.type}, {len(train_cases)} shots, {result.steps} steps)"
         write_json(run_dir / "report.json", {"record": record.ref, "train": result.summary(),
                                              "eval": report.to_dict()})

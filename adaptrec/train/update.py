@@ -22,6 +22,7 @@ from ..registry import AdapterRecord, Registry
 from .cases import naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
+from .methods import check_method
 
 UPDATE = "update"  # the lineage method of an updated version
 REGISTERED = "registered.json"  # in a finished update's run folder: the version it registered
@@ -121,6 +122,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     except ConfigError as e:
         raise ConfigError(f"{e} (left once the update's own training cases, new and replayed, and feedback logged "
                           "after them are set aside)") from None
+    check_method(recipe, mixed)  # e.g. a ranking loss on feedback of one label per request: before the backbone loads
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     registry.load_verified(parent.ref, backbone.fingerprint)
@@ -141,7 +143,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                                            kind="trained", adapter_type=recipe.adapter.type, adapter_config=None,
                                            fingerprint=backbone.fingerprint, recipe_text=text, metrics={},
                                            lineage=registered_lineage(lineage, mixed, result.adapter_dir, registry,
-                                                                      parent, val))
+                                                                      parent, val, result.setup))
             write_json(run_dir / REGISTERED, {"record": record.ref})
             return record
 

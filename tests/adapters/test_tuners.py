@@ -180,6 +180,10 @@ def test_bad_settings_raise():
 def test_build_refuses_bad_targets_schedules_and_reuse(tiny_backbone):
     with pytest.raises(ConfigError, match="does not fit"):
         build_peft_model(tiny_backbone.model, LoraSettings(target_modules=["nope_proj"]), total_steps=5)
+    for settings in (LoraSettings(target_modules=["q_proj", "v_prj"]),
+                     AdaLoraSettings(target_modules=["q_proj", "v_prj"])):
+        with pytest.raises(ConfigError, match=r"target_modules: 'v_prj' \(did you mean 'v_proj'\?\) matches no module"):
+            build_peft_model(tiny_backbone.model, settings, total_steps=5)  # peft trained q_proj alone, unsaid
     with pytest.raises(ConfigError, match="no pruning phase"):
         build_peft_model(tiny_backbone.model, AdaLoraSettings(tinit=3, tfinal=2), total_steps=5)
     with pytest.raises(ConfigError, match="total_steps"):

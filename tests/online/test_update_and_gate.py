@@ -610,9 +610,14 @@ def test_relative_training_files_are_read_from_the_folder_the_adapter_trained_in
     train_file = load_recipe(str(path))[0].data.train
     path.write_text(path.read_text().replace(str(tmp_path / "data"), "data"))
     monkeypatch.chdir(tmp_path)
-    record = run_recipe(*load_recipe(str(path))).record
+    done = run_recipe(*load_recipe(str(path)))
+    record = done.record
     assert load_recipe(str(path))[0].data.train.startswith("data/")
     assert record.lineage["workdir"] == str(tmp_path.resolve())
+    # what trained it beyond its recipe text: the kernel, a mixed precision an environment chose, the processes
+    setup = record.lineage["setup"]
+    assert {"backbone", "backend", "mixed_precision"} <= set(setup) and setup["num_processes"] == 1
+    assert json.loads((done.train.run_dir / "report.json").read_text())["train"]["setup"] == setup
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

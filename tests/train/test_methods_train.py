@@ -581,6 +581,15 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     misspelt.adapter.target_modules = ["q_projj"]
     with pytest.raises(ConfigError, match=r"^mine.yaml: adapter \(lora\) does not fit this backbone: .*q_projj"):
         plan_recipe(misspelt)
+    one_misspelt = recipe({"type": "plain"})  # peft trains q_proj alone and says nothing of v_prj
+    one_misspelt.adapter.target_modules = ["q_proj", "v_prj"]
+    with pytest.raises(ConfigError, match=r"^mine.yaml: adapter \(lora\).target_modules: 'v_prj' \(did you mean"):
+        plan_recipe(one_misspelt)
+    short = recipe({"type": "plain"})  # no case fits 40 tokens even without history: scoring refused it mid-run
+    short.data.max_prompt_tokens = 40
+    with pytest.raises(ConfigError, match=r"^mine.yaml: data.max_prompt_tokens 40: a training case of user .* takes "
+                                          r"\d+ tokens with no history at all"):
+        plan_recipe(short)
     prefixed = recipe({"type": "plain"})  # more virtual tokens than the words that start them
     prefixed.adapter = parse_adapter_settings({"type": "prefix", "num_virtual_tokens": 10, "init_text": "Hello there"})
     with pytest.raises(ConfigError, match=r"^mine.yaml: adapter.init_text: \d tokens, fewer than .*\(10\)"):
@@ -588,6 +597,15 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     monkeypatch.setattr(loop, "get_available_trackers", list)
     with pytest.raises(AdaptrecError, match="^mine.yaml: training.report_to: tensorboard is not installed"):
         plan_recipe(recipe({"type": "plain"}, report_to="tensorboard"))
+    # a run refuses them before it trains: the ranking loss before its backbone loads, the prompts once it has
+    from adaptrec.train import recipe as recipe_module
+
+    monkeypatch.setattr(recipe_module, "train", lambda *a, **k: pytest.fail("trained first"))
+    with pytest.raises(ConfigError, match="data.max_prompt_tokens 40"):
+        recipe_module.run_recipe(short, "text")
+    monkeypatch.setattr(recipe_module, "load_backbone", lambda *a, **k: pytest.fail("the backbone loaded first"))
+    with pytest.raises(ConfigError, match=r"^mine.yaml: method.rec_loss: pairwise ranks"):
+        recipe_module.run_recipe(recipe({"type": "joint", "rec_loss": "pairwise"}), "text")
 
 
 def test_a_dry_run_refuses_an_empty_training_set_and_a_validation_subset_of_one_label(tiny_model_dir, tmp_path,

@@ -139,9 +139,10 @@ def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Metho
     return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases)
 
 
-def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> None:
-    """What `build_method` loads, checked without loading a backbone (`train --dry-run`): the method's data, and a
-    distillation teacher registered and made for its backbone (`fingerprint`: the student's)."""
+def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None) -> None:
+    """What `build_method` loads, checked without loading a backbone (`train --dry-run`, and a run before its
+    backbone loads): the method's data, and with `fingerprint` (the student's backbone's) a distillation teacher
+    registered and made for that backbone."""
     cfg = recipe.method
     if cfg.type != "distill":  # the other builders, and their `prepare`, need no backbone
         method = _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
@@ -152,6 +153,8 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint) -> No
         return
     check_teacher_pairs(recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")[0], train_cases,
                         recipe._source)
+    if fingerprint is None:
+        return
     teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
         beside = teacher_fingerprint is None or teacher_fingerprint.exact == fingerprint.exact  # as `_teacher_backbone`
