@@ -175,15 +175,18 @@ def tensor_shapes(path: Path, label: str) -> dict[str, tuple[int, ...]]:
 
 def base_modules(base_config) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """Every module name of the base architecture (built on the meta device: no weights), and (in_features,
-    out_features) of each linear layer by name."""
+    out_features) of each linear layer by name: `nn.Linear`, and GPT-2's `Conv1D` (weight in × out), which peft
+    adapts alike."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(base_config)
     named = [(name, m) for name, m in skeleton.named_modules() if name]
-    return [name for name, _ in named], {name: (m.in_features, m.out_features) for name, m in named
-                                         if isinstance(m, torch.nn.Linear)}
+    linears = {name: (m.in_features, m.out_features) for name, m in named if isinstance(m, torch.nn.Linear)}
+    linears |= {name: tuple(m.weight.shape) for name, m in named if isinstance(m, Conv1D)}
+    return [name for name, _ in named], linears
 
 
 def peft_type_problem(config: dict, adapter_type: str) -> str | None:

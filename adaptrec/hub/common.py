@@ -7,6 +7,7 @@ from status codes and repo names, and any text taken from an exception is scrubb
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from contextlib import contextmanager
@@ -31,8 +32,17 @@ class HubError(AdaptrecError):
 
 
 def is_repo_id(value: str | None) -> bool:
-    """`org/name` as the Hub spells repo ids (no `..`, no leading `.` or `-`)."""
-    return isinstance(value, str) and bool(_REPO_ID_RE.fullmatch(value)) and ".." not in value
+    """`org/name` as the Hub spells repo ids: adaptrec's shape, and what `huggingface_hub` accepts (no `--` or `..`,
+    each part ending in a letter or digit, no `.git`), which it checks before any request."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not (isinstance(value, str) and _REPO_ID_RE.fullmatch(value) and ".." not in value):
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -163,6 +173,10 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
             if has_token:
                 raise HubError(f"{what}: {where} refused the token (401 Unauthorized: invalid or expired); {login}") from None
             raise HubError(f"{what}: {where} needs a token and none is set; {login}") from None
+        if status == 403 and what.startswith("pull"):
+            raise HubError(f"{what}: {where} refused {repo_id} (403 Forbidden): the token may not read it (a gated "
+                           f"repo whose terms are not accepted, or an organisation's); {login} with read "
+                           "access") from None
         if status == 403:
             raise HubError(f"{what}: {where} refused {repo_id} (403 Forbidden): the token lacks write access to it; "
                            "use a token with write permission for that namespace") from None
@@ -173,6 +187,9 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         detail = f" ({scrub(server_msg)[:200]})" if server_msg else ""
         raise HubError(f"{what}: {where} answered HTTP {status}{detail} for {repo_id}; retry later or check the repo") from None
     except OSError as e:  # httpx connection errors are OSErrors in huggingface_hub 2.x, as are disk errors
+        if e.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):  # the local disk, not the network
+            raise HubError(f"{what}: cannot write the download here ({scrub(str(e)).splitlines()[0][:200]}); free "
+                           "space or fix the permissions of $ADAPTREC_HOME") from None
         raise HubError(f"{what}: cannot talk to {where} ({type(e).__name__}: {scrub(str(e)).splitlines()[0][:200] if str(e) else ''}); "
                        "check the network and HF_ENDPOINT") from None
     except Exception as e:

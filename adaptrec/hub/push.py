@@ -143,6 +143,11 @@ def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, r
     published["format"] = meta.get("format")
     published["derived_from"] = redact_local_paths(sorted(derived_from(record, registry)))  # licences, for re-pushes
     published["files"] = {rel: file_sha256(folder / rel) for rel in copied}
+    try:
+        json.dumps(published, allow_nan=False)  # every pull reads it as strict JSON
+    except ValueError:
+        raise HubError(f"{record.ref}: its metrics or lineage hold NaN or infinity, which every pull would refuse; "
+                       "registered before such values were refused, it cannot be published as it is") from None
     write_json(folder / METADATA_FILE, published)
     licences = stage_licences(record, registry, folder)
     write_text(folder / CARD_FILE, model_card(published, repo_id, revision, mirror=mirror, licences=licences))

@@ -14,6 +14,9 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 
+from ..errors import IntegrityError
+
+
 @dataclass(frozen=True)
 class Decision:
     seq: int
@@ -47,7 +50,15 @@ def append(conn: sqlite3.Connection, domain: str, action: str, ref: str, previou
 def history(conn: sqlite3.Connection, domain: str) -> list[Decision]:
     rows = conn.execute("SELECT seq, domain, action, ref, previous, evidence, by_whom, at FROM decisions "
                         "WHERE domain = ? ORDER BY seq", (domain,)).fetchall()
-    return [Decision(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+    return [Decision(r[0], r[1], r[2], r[3], r[4], _evidence(r), r[6], r[7]) for r in rows]
+
+
+def _evidence(row: tuple) -> dict:
+    try:
+        return json.loads(row[5])
+    except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
+        raise IntegrityError(f"the registry's decision {row[0]} ({row[2]} {row[3]} in {row[1]}) has unreadable "
+                             "evidence; restore registry.db from a copy") from None
 
 
 def champions(decisions: list[Decision]) -> list[str]:

@@ -8,6 +8,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import IntegrityError
+
 
 @dataclass(frozen=True)
 class EncoderRecord:
@@ -43,8 +45,10 @@ def insert(conn: sqlite3.Connection, record: EncoderRecord) -> None:
     conn.execute(f"INSERT INTO encoders ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
 
-def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None = None) -> list[dict]:
-    """Matching rows as dicts (JSON columns parsed), newest version first."""
+def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None = None,
+         damaged: list[str] | None = None) -> list[dict]:
+    """Matching rows as dicts (JSON columns parsed), newest version first. A row whose JSON no longer parses (edited
+    by hand, a damaged page) is an IntegrityError naming it, or with `damaged` a line appended there instead."""
     where, args = [], []
     for column, value in (("name", name), ("version", version)):
         if value is not None:
@@ -54,5 +58,12 @@ def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None 
     out = []
     for row in conn.execute(sql + " ORDER BY name, version DESC", args).fetchall():
         d = dict(zip(COLUMNS, row))
-        out.append({k: json.loads(v) if k in _JSON else v for k, v in d.items()})
+        try:
+            out.append({k: json.loads(v) if k in _JSON else v for k, v in d.items()})
+        except (TypeError, ValueError):  # was: JSONDecodeError's traceback from every command reading encoders
+            problem = (f"the registry row of encoder {d['name']}:{d['version']} has an unreadable column; restore "
+                       "registry.db from a copy")
+            if damaged is None:
+                raise IntegrityError(problem) from None
+            damaged.append(problem)
     return out

@@ -373,10 +373,11 @@ class Registry:
             encoder_rows.insert(conn, record)
         return record
 
-    def encoders(self, name: str | None = None) -> list[EncoderRecord]:
-        """Registered encoders (of `name`), newest version first within each name."""
+    def encoders(self, name: str | None = None, damaged: list[str] | None = None) -> list[EncoderRecord]:
+        """Registered encoders (of `name`), newest version first within each name; a row that no longer parses is
+        an IntegrityError, or with `damaged` a line there (`encoders.rows`)."""
         with self._connect() as conn:
-            found = encoder_rows.rows(conn, name)
+            found = encoder_rows.rows(conn, name, damaged=damaged)
         return [EncoderRecord(**r, path=self.encoders_dir / r["name"] / str(r["version"])) for r in found]
 
     def encoders_for(self, spec: str) -> list[EncoderRecord]:
@@ -527,11 +528,13 @@ class Registry:
             if missing:  # a forced removal of a source
                 problems.append(f"{rec.ref}: a mix of {', '.join(missing)}, no longer registered; it cannot serve "
                                 "(remove it, or compose it again)")
-        for enc in self.encoders():
+        damaged: list[str] = []
+        for enc in self.encoders(damaged=damaged):
             try:
                 _load_encoder_checked(enc)
             except (AdaptrecError, OSError) as e:
                 problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
+        problems += damaged
         with self._write() as conn:
             strays = self._strays(lambda: self._versions(conn))
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]

@@ -41,9 +41,9 @@ def check_metrics(metrics: dict | None) -> dict:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise RegistryError(f"metric '{key}': 'limit' must be a positive int or None (all cases), e.g. {example}")
         try:
-            json.dumps(m)
-        except TypeError:
-            raise RegistryError(f"metric '{key}' holds values that are not JSON-serialisable") from None
+            json.dumps(m, allow_nan=False)  # a NaN would push, and every pull refuse its adaptrec.json
+        except (TypeError, ValueError):
+            raise RegistryError(f"metric '{key}' holds values that are not JSON (NaN or infinity included)") from None
         out[key] = {**m, "limit": limit}
     return out
 
@@ -87,9 +87,9 @@ def check_lineage(lineage: dict | None, kind: str) -> dict | None:
     _check_weights(lineage.get("weights"), len(parents))
     _check_read_keys(lineage)
     try:
-        json.dumps(lineage)
-    except TypeError:
-        raise RegistryError("lineage holds values that are not JSON-serialisable") from None
+        json.dumps(lineage, allow_nan=False)
+    except (TypeError, ValueError):
+        raise RegistryError("lineage holds values that are not JSON (NaN or infinity included)") from None
     return {**lineage, "parents": parents}
 
 

@@ -539,6 +539,29 @@ def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, mon
     rec = _register(lora_src)
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "../evil")
     assert "bad Hub repo" in _one_line_error(code, err)
+    for repo in ("alice/movie--lora", "alice/movie-lora-", "alice./movie", "alice/movie.git"):  # huggingface_hub's
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", repo)  # own refusals were
+        assert "bad Hub repo" in _one_line_error(code, err)  # tracebacks (HFValidationError, before any request)
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, repo))
+        assert "neither a mirror folder nor a Hub repo" in _one_line_error(code, err)
+
+
+def test_a_forbidden_pull_and_a_full_disk_say_what_to_fix():
+    """(was: a 403 on a pull said the token lacked write access; a full disk read as a network failure)"""
+    import errno
+
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from adaptrec.hub.common import HubError, hub_errors
+
+    response = httpx.Response(403, request=httpx.Request("GET", "http://127.0.0.1:1/api/models/alice/x"))
+    for what, words in (("pull alice/x", "may not read it"), ("push a:1 to alice/x", "lacks write access")):
+        with pytest.raises(HubError, match=words), hub_errors(what, "alice/x", "http://127.0.0.1:1"):
+            raise HfHubHTTPError("forbidden", response=response)
+    with pytest.raises(HubError, match="cannot write the download here"), \
+            hub_errors("pull alice/x", "alice/x", "http://127.0.0.1:1"):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 @pytest.mark.parametrize("endpoint, words", [("http://127.0.0.1:99999", "is no URL (Port out of range"),
@@ -558,6 +581,17 @@ def test_push_refuses_a_modified_adapter_folder(hub, lora_src, monkeypatch, caps
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/modified")
     assert "adapter_model.safetensors" in _one_line_error(code, err)
     assert "alice/modified" not in hub.repos  # checked before anything is sent
+
+
+def test_push_refuses_a_row_holding_nan_which_every_pull_would_refuse(hub, lora_src, monkeypatch, capsys, tmp_path):
+    import sqlite3
+
+    rec = _register(lora_src)  # a row written before registration refused NaN
+    with sqlite3.connect(Registry().db_path) as db:
+        db.execute("UPDATE adapters SET metrics = ? WHERE name = ?",
+                   ('{"auc": {"value": 0.7, "data": "movies:test", "limit": null, "std": NaN}}', rec.name))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(tmp_path / "mirror"))
+    assert "its metrics or lineage hold NaN or infinity" in _one_line_error(code, err)
 
 
 def test_push_refuses_a_score_level_mix(hub, lora_src, monkeypatch, capsys, tmp_path):
@@ -824,6 +858,23 @@ def test_adalora_is_published_as_its_exact_lora_export_only(tiny_model_dir, tmp_
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(
         tiny_model_dir, str(tmp_path / "mirror" / "movie-adalora-lora"), "--name", "pulled-export"))
     assert code == 0, err
+
+
+def test_the_static_check_reads_gpt2_conv1d_layers_as_the_linear_layers_peft_adapts(tmp_path):
+    """GPT-2's c_attn is a transformers Conv1D, not an nn.Linear (was: "is not a linear layer of the base model" at
+    every pull of a LoRA on it, so it pushed and never pulled)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.errors import IntegrityError
+
+    config = GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32)
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True)
+    get_peft_model(GPT2LMHeadModel(config), lora).save_pretrained(tmp_path / "a")
+    check_adapter_folder(tmp_path / "a", "lora", "gpt2-lora", config)
+    with pytest.raises(IntegrityError, match=r"c_attn is 32→96 in the base model but 16→48"):
+        check_adapter_folder(tmp_path / "a", "lora", "gpt2-lora", GPT2Config(**{**config.to_dict(), "n_embd": 32}))
 
 
 def test_the_static_check_reads_adalora_tensors_and_pruned_ranks_as_peft_does(tiny_model_dir, tmp_path):

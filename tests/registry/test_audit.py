@@ -37,6 +37,19 @@ def test_every_decision_is_recorded_with_its_evidence(reg, versions, monkeypatch
     assert reg.history("books") == []
 
 
+def test_a_decision_with_damaged_evidence_is_one_line(reg, versions):
+    import sqlite3
+
+    from adaptrec.errors import IntegrityError
+
+    reg.promote(versions[0], "movies", evidence={"diff": 0.01})
+    with sqlite3.connect(reg.db_path) as db:  # edited by hand (was: JSONDecodeError's traceback)
+        db.execute("UPDATE decisions SET evidence = '{'")
+    for call in (lambda: reg.history("movies"), lambda: reg.rollback("movies")):
+        with pytest.raises(IntegrityError, match=r"decision 1 \(promote movies-lora:1 in movies\) has unreadable "):
+            call()
+
+
 def test_rollback_walks_back_through_earlier_champions(reg, versions):
     v1, v2, v3 = versions
     for v in versions:

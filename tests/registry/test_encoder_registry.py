@@ -77,6 +77,24 @@ def test_verify_and_gc_cover_encoders(tmp_path):
     assert sorted(reg.gc()) == sorted([unfinished, orphan]) and first.path.is_dir()
 
 
+def test_a_damaged_encoder_or_decision_row_is_one_line_and_verify_names_it(tmp_path):
+    """(was: JSONDecodeError's traceback from `registry verify`, `registry encoders`, every eval reading encoders,
+    `registry history` and `rollback`)"""
+    import sqlite3
+
+    reg = Registry(home=tmp_path / "home")
+    reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    good = reg.register_encoder("other", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("UPDATE encoders SET metrics = '{' WHERE name = 'pop'")
+    with pytest.raises(IntegrityError, match="row of encoder pop:1 has an unreadable column; restore registry.db"):
+        reg.encoders()
+    problems = reg.verify()  # the other encoder is still checked
+    assert problems == ["the registry row of encoder pop:1 has an unreadable column; restore registry.db from a copy"]
+    (good.path / "encoder.safetensors").write_bytes(b"changed")
+    assert [p.split(":")[0] for p in reg.verify()] == ["encoder other", "the registry row of encoder pop"]
+
+
 @needs_ml100k
 def test_train_cf_registers_a_measured_encoder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))

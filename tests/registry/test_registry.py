@@ -586,6 +586,11 @@ def test_metrics_must_carry_their_protocol_and_update_merges(reg, src):
         reg_one(reg, src, metrics={"auc": {"value": float("nan"), "data": "movies:test"}})
     with pytest.raises(RegistryError, match="'limit' must be a positive int"):
         reg_one(reg, src, metrics={"auc": {"value": 0.7, "data": "movies:test", "limit": 0}})
+    # a NaN elsewhere was kept, pushed, and refused by every pull (adaptrec.json is strict JSON)
+    with pytest.raises(RegistryError, match="metric 'auc' holds values that are not JSON \\(NaN"):
+        reg_one(reg, src, metrics={"auc": {**metric(0.7), "std": float("nan")}})
+    with pytest.raises(RegistryError, match="lineage holds values that are not JSON \\(NaN"):
+        reg_one(reg, src, lineage={"log_loss": float("inf")})
     assert row_count(reg) == 0
 
     rec = reg_one(reg, src, metrics={"auc": metric(0.7), "ndcg@10": metric(0.3)})
