@@ -108,14 +108,17 @@ def label_of(label: int | None, event: str | None) -> int:
 
 
 class OnlineLog:
-    """The request and feedback log of `$ADAPTREC_HOME/online.db` (or `path`); safe to share across threads."""
+    """The request and feedback log of `$ADAPTREC_HOME/online.db` (or `path`); safe to share across threads.
 
-    def __init__(self, path: Path | None = None):
+    `busy_s`: how long a statement waits for a lock another thread or process holds before it is an
+    `OnlineLogError` (the server's is short: each wait would hold a request, and the threads logging the others)."""
+
+    def __init__(self, path: Path | None = None, busy_s: float = 60.0):
         self.path = Path(path) if path is not None else adaptrec_home() / "online.db"
-        self._lock = threading.Lock()
+        self._lock, self.busy_s = threading.Lock(), busy_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, timeout=busy_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 self._db.execute(statement)
@@ -126,13 +129,17 @@ class OnlineLog:
     def _sql(self, synchronous: str | None = None) -> Iterator[sqlite3.Connection]:
         """The connection under the lock (with `synchronous` set for the statements that follow); a database error
         becomes one `OnlineLogError` line."""
-        with self._lock:
-            try:
-                if synchronous:
-                    self._db.execute(f"PRAGMA synchronous={synchronous}")
-                yield self._db
-            except sqlite3.Error as e:
-                raise OnlineLogError(f"the request log {self.path}: {e}") from None
+        if not self._lock.acquire(timeout=self.busy_s):
+            raise OnlineLogError(f"the request log {self.path}: busy for {self.busy_s:g} s (another thread or process "
+                                 "holds it)")
+        try:
+            if synchronous:
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+            yield self._db
+        except sqlite3.Error as e:
+            raise OnlineLogError(f"the request log {self.path}: {e}") from None
+        finally:
+            self._lock.release()
 
     def log_request(self, domain: str, user_id: str, noun: str, history: Sequence[HistoryItem],
                     items: Sequence[LoggedItem], adapters: Sequence[str], endpoint: str,

@@ -56,6 +56,8 @@ from .worker import CallingThreadExecutor, QueueFull, Worker, background_priorit
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
 ADMIN_PATHS = frozenset({"/v1/adapters/load", "/v1/adapters/unload"})
+LOG_BUSY_S = 5.0  # a request log statement waits this long for each lock (the log's, then SQLite's: another
+# server, a VACUUM) before its 503
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     """The app over `engine`: its worker starts with the app and drains on shutdown; every request is measured.
     `executor`: where forwards run (default: one thread of their own)."""
     state: dict[str, Any] = {"admitted": 0}  # "worker" while the app runs; scoring requests between arrival and answer
-    metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].queue.qsize() if "worker" in state else 0,
+    metrics = Metrics(lambda: len(engine.resident()), lambda: state["worker"].waiting if "worker" in state else 0,
                       lambda: engine.loads)
     token = options.token()
     watcher = None
@@ -250,8 +252,8 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
                   lifespan=lifespan)
 
     add_error_handlers(app, (adaptrec_home(), engine.registry.home))
-    logger = RequestLogger(OnlineLog(options.online_log), options.exploration, options.exploration_seed) \
-        if options.request_log else None
+    logger = RequestLogger(OnlineLog(options.online_log, busy_s=LOG_BUSY_S), options.exploration,
+                           options.exploration_seed) if options.request_log else None
     metrics.known_domains = (lambda: engine.routing.served) if watcher is not None else engine.registry.aliases
     app.state.promotions = watcher
     _add_scoring_routes(app, engine, state, options, metrics, logger, watcher)

@@ -36,6 +36,7 @@ class QueueFull(ServeError):
 
 
 _STOP = object()  # queued by `stop`: the worker ends once it reaches it
+ENTRIES_PER_PLACE = 8  # entries the queue may hold per place, those of requests whose clients left included
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Job:
     call: Callable[[], Any] | None = None
     enqueued: float = field(default_factory=time.monotonic)
     running: bool = False  # admitted to the forward thread: its future is settled once the forward ends
+    waiting: bool = True  # in the queue, counted against its size, until the worker takes it or its client leaves
 
     @property
     def refs(self) -> set[str]:
@@ -132,7 +134,10 @@ class Worker:
                  max_padding: float, executor: Executor | None = None):
         self.engine, self.metrics = engine, metrics
         self.max_batch, self.max_wait, self.max_padding = max_batch, max_wait_ms / 1000, max_padding
-        self.queue: asyncio.Queue[Job | object] = asyncio.Queue(maxsize=queue_size)  # jobs, then `_STOP`
+        # jobs, then `_STOP`; bounded by the jobs still waiting (`waiting`), not by its entries: a job whose client
+        # left stays an entry until the worker passes it, and must not refuse the requests that come after
+        self.queue: asyncio.Queue[Job | object] = asyncio.Queue()
+        self.queue_size, self.waiting = queue_size, 0
         self.pool = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-forward")
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptrec-prepare",
                                        initializer=background_priority)
@@ -152,13 +157,13 @@ class Worker:
         answer dropped; until then the request still counts against the queue size)."""
         if gone is not None and gone.is_set():
             raise ClientClosed()
+        if self.waiting >= self.queue_size or self.queue.qsize() >= ENTRIES_PER_PLACE * self.queue_size:
+            raise QueueFull(f"the server queue is full ({self.queue_size} jobs); retry later")
         job = Job(asyncio.get_running_loop().create_future(), rows, tokens, call)
         if since is not None:
             job.enqueued = since
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise QueueFull(f"the server queue is full ({self.queue.maxsize} jobs); retry later") from None
+        self.queue.put_nowait(job)
+        self.waiting += 1
         leaving = asyncio.ensure_future(gone.wait()) if gone is not None else None
         try:
             if leaving is not None:
@@ -175,6 +180,9 @@ class Worker:
                 leaving.cancel()
             if not job.future.done():  # cancelled or left: the worker skips the job, or drops its answer
                 job.future.cancel()
+            if not job.running:  # no longer waiting, though the worker has yet to pass its entry: an empty one
+                self._taken(job)
+                job.rows = job.tokens = job.call = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop())
@@ -219,6 +227,9 @@ class Worker:
                     nxt = await asyncio.wait_for(self.queue.get(), left)
                 except asyncio.TimeoutError:
                     return batch, None
+            if nxt is not _STOP and nxt.future.done():  # its client left: passed, never batched
+                self._taken(nxt)
+                continue
             if nxt is _STOP or nxt.call is not None or not self._fits(batch, nxt):
                 return batch, nxt
             if self._admit(nxt):
@@ -231,8 +242,15 @@ class Worker:
                 and len(set().union(*(j.refs for j in merged))) <= self.engine.max_resident
                 and padding_share(merged) <= self.max_padding)
 
+    def _taken(self, job: Job) -> None:
+        """`job` no longer counts against the queue size: the worker took it, or its client left."""
+        if job.waiting:
+            job.waiting = False
+            self.waiting -= 1
+
     def _admit(self, job: Job) -> bool:
         """Whether `job` runs: not if its client went away (its future cancelled) or it waited past the timeout."""
+        self._taken(job)
         if job.future.done():
             return False
         try:

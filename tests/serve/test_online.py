@@ -124,6 +124,39 @@ def test_a_request_log_that_cannot_be_written_is_the_servers_trouble(app_client,
         assert 'adaptrec_server_errors_total{route="/v1/feedback"} 1.0' in c.get("/metrics").text
 
 
+def test_a_lock_held_elsewhere_refuses_each_log_write_within_its_wait_not_after_the_others(tmp_path):
+    """Each write waited up to 60 s in SQLite while holding the log's thread lock, so the k-th request got its 503
+    after about k x 60 s (another server on the same home, a VACUUM); the server's log waits `LOG_BUSY_S`."""
+    import sqlite3
+    import threading
+    import time
+
+    from adaptrec.serve.app import LOG_BUSY_S
+
+    log = OnlineLog(tmp_path / "online.db", busy_s=0.5)
+    holder = sqlite3.connect(tmp_path / "online.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write, held
+    took: list[float] = []
+
+    def write() -> None:
+        start = time.monotonic()
+        with pytest.raises(OnlineLogError):
+            log.log_request("movie", "u", "movie", [], [], ["a:1"], "/v1/score")
+        took.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=write) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    holder.rollback()
+    # at most a wait for the thread lock and one in SQLite (was: one SQLite wait after another, 0.5 s to 3 s in
+    # turn, and minutes under the 60 s wait)
+    assert len(took) == 6 and max(took) < 1.6
+    assert log.log_request("movie", "u", "movie", [], [], ["a:1"], "/v1/score")  # free again
+    assert 0 < LOG_BUSY_S < 30  # well inside the server's graceful shutdown
+
+
 def test_without_the_request_log_there_is_no_id_and_no_feedback_endpoint(app_client):
     with app_client(request_log=False) as c:
         assert c.post("/v1/score", json=body(items=['"x"'])).json()["request_id"] is None

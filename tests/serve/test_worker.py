@@ -143,6 +143,38 @@ def test_a_full_queue_refuses_at_once():
     _run(go())
 
 
+def test_jobs_whose_clients_left_free_their_places_in_the_queue_at_once():
+    """A job whose client left stayed an entry of the bounded queue until the forward thread passed it: retries
+    behind a long forward got 503 "queue full" after being prepared, and the depth gauge counted the dead."""
+    from adaptrec.serve.guards import ClientClosed
+
+    engine = FakeEngine()
+
+    async def go():
+        worker = _worker(engine, max_wait_ms=1, queue_size=2)
+        worker.start()
+        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))  # holds the forward thread
+        await asyncio.sleep(0.05)
+        events = [asyncio.Event(), asyncio.Event()]
+        left = [asyncio.ensure_future(worker.submit(**_rows(("a", f"p{i}")), gone=e)) for i, e in enumerate(events)]
+        await asyncio.sleep(0.01)
+        depth = [worker.waiting]
+        for event in events:
+            event.set()
+        for request in left:
+            with pytest.raises(ClientClosed):
+                await request
+        depth.append(worker.waiting)
+        fresh = asyncio.ensure_future(worker.submit(**_rows(("a", "q"))))  # was: QueueFull
+        await slow
+        answer = await fresh
+        await worker.stop()
+        return depth, answer
+
+    depth, answer = _run(go())
+    assert depth == [2, 0] and answer.shape == (1, 3) and engine.batches == [[("a", "q")]]
+
+
 def test_jobs_already_waiting_merge_at_max_wait_zero():
     """The default `--max-wait-ms 0` waits for nothing new but still merges what queued behind a running job."""
     engine = FakeEngine()
