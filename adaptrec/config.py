@@ -26,6 +26,10 @@ from .userfiles import NEW_SETTINGS, UserSettings, read_user_text
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipped in the wheel
 
 
+class _RepeatedKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last copy silently, so a
     second `training:` section reset the first one's keys to their defaults)."""
@@ -40,8 +44,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                                         key_node.start_mark)
             key = self.construct_object(key_node)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
-                                                        key_node.start_mark)
+                raise _RepeatedKey(None, None, f"key {key!r} appears twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -227,9 +230,9 @@ def _check_written_values(overrides: Sequence[str], source: str) -> None:
         try:
             node = yaml.compose(value, Loader=_UniqueKeyLoader)
             yaml.load(value, Loader=_UniqueKeyLoader)
-        except yaml.constructor.ConstructorError as e:
+        except _RepeatedKey as e:
             raise ConfigError(f"{source}: {_named(item)}: {e.problem}") from None
-        except (yaml.YAMLError, RecursionError):  # not a YAML value: read as the text itself
+        except (yaml.YAMLError, RecursionError):  # not a YAML value (`!Top picks`): read as the text itself
             continue
         dropped = (value if node is None else value[node.end_mark.index:]).strip()
         if dropped:

@@ -83,6 +83,7 @@ class EvalReport:
     data_fingerprint: str | None = None  # of the data SPEC's cases: whether the same SPEC still holds the same data
     candidates_sha256: str | None = None  # of `candidates_file`'s contents
     sources: tuple[Path, ...] = field(default=(), repr=False)  # the data's files (`DataSet.sources`), not reported
+    available: int | None = None  # the cases (held-out items) the data held, of which `limit` drew `n`
 
     @property
     def ci_text(self) -> str:
@@ -95,8 +96,10 @@ class EvalReport:
 
     @property
     def drawn(self) -> bool:
-        """Whether `limit` drew a seeded subset: fewer cases than it allows means the data held no more."""
-        return bool(self.limit) and self.n >= self.limit
+        """Whether `limit` drew a seeded subset: fewer cases than the data held (unrecorded: as many as it allows)."""
+        if not self.limit:
+            return False
+        return self.n < self.available if self.available is not None else self.n >= self.limit
 
     @property
     def ranked(self) -> str:
@@ -147,6 +150,7 @@ class EvalReport:
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
             "data_fingerprint": self.data_fingerprint, "candidates_file": self.candidates_file,
             "candidates_sha256": self.candidates_sha256, "file_lists": self.file_lists, "prompt": self.prompt,
+            "available": self.available,
             "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
@@ -297,7 +301,8 @@ def new_report(backbone, dataset: DataSet, cases: Sequence[Case], limit: int | N
     yes = float(np.mean([c.label for c in cases])) if cases else 0.0
     return EvalReport(dataset.spec, len(cases), limit, seed, yes, mode, tuple(metric_names),
                       environment=backbone.environment(), users=len({c.user_id for c in cases}), prompt=prompt or {},
-                      data_fingerprint=dataset.fingerprint, sources=dataset.sources)
+                      data_fingerprint=dataset.fingerprint, sources=dataset.sources,
+                      available=sum(c.label is not None for c in dataset.cases))
 
 
 def run_eval(
@@ -474,7 +479,7 @@ def run_rank_eval(
                         candidates_file=None if candidates_file is None else Path(candidates_file).name,
                         candidates_sha256=None if candidates_file is None else file_sha256(Path(candidates_file)),
                         file_lists=file_lists, prompt=prompt_of(scorer_options), data_fingerprint=dataset.fingerprint,
-                        sources=dataset.sources)
+                        sources=dataset.sources, available=sum(c.held_out_positive for c in dataset.cases))
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

@@ -96,6 +96,8 @@ def test_an_override_yaml_would_read_otherwise_is_refused_and_a_stored_one_still
     assert quoted.adapter.init_text == "Movies you liked #watchlist and more"
     plain, _ = load_recipe("movie-prefix", ["adapter.init_text=Movies#1 you liked", "training.lr=1e-4 "])
     assert plain.adapter.init_text == "Movies#1 you liked"  # no space before the #: no comment
+    tagged, _ = load_recipe("movie-prefix", ["adapter.init_text=!Top picks for you"])  # no YAML: the text itself
+    assert tagged.adapter.init_text == "!Top picks for you"
     stored = (RECIPES_DIR / "movie-lora.yaml").read_text() + "\n# --set training.lr=2e-4 # an old comment\n"
     assert recipe_from_text(stored).training.lr == pytest.approx(2e-4)  # a registered version still loads
 
@@ -124,8 +126,9 @@ def test_the_override_each_recipe_shows_loads(path: Path):
     sets = line.split("--set ")[1:]
     assert sets and line.startswith(f"# Override:  adaptrec train {path.stem} --set ")
     recipe, _ = load_recipe(str(path), [s.strip() for s in sets])
-    tallrec = recipe.data.train.startswith("tallrec:") and (data_root() / "tallrec").is_dir()
-    if recipe.method.type == "joint" and tallrec:
+    if recipe.method.type == "joint" and recipe.data.train.startswith("tallrec:"):
+        if not (data_root() / "tallrec").is_dir():
+            pytest.skip(f"no TALLRec data under {data_root()}: the method's own rules are not checked")
         from adaptrec.train.cases import training_cases
         from adaptrec.train.methods import check_method
 

@@ -45,13 +45,15 @@ def test_auc_table_has_baselines_and_the_backbone_on_one_subset(tiny_backbone):
 def test_a_limit_above_the_data_reads_as_all_of_it_and_the_frame_names_its_users():
     from adaptrec.evaluation import EvalReport
 
-    def report(n, limit, negatives=None):
-        return EvalReport("x:y:test", n, limit, 0, 0.5, "pyes", ("auc",), negatives=negatives, users=3)
+    def report(n, limit, negatives=None, available=None):
+        return EvalReport("x:y:test", n, limit, 0, 0.5, "pyes", ("auc",), negatives=negatives, users=3,
+                          available=available)
 
     assert "all 40 cases" in report(40, 200).protocol and "subset" not in report(40, 200).protocol
-    assert "subset of 40 (seed 0)" in report(40, 40).protocol and "all 40 cases" in report(40, None).protocol
+    assert "subset of 40 (seed 0)" in report(40, 40, available=90).protocol and "all 40 cases" in report(40, None).protocol
+    assert "all 40 cases" in report(40, 40, available=40).protocol  # the limit took every case there was
     assert "all 40 held-out items of 3 users," in report(40, 200, negatives=9).protocol
-    assert "40 held-out items of 3 users (seed 0)" in report(40, 40, negatives=9).protocol
+    assert "40 held-out items of 3 users (seed 0)" in report(40, 40, negatives=9, available=41).protocol
     assert report(40, 40).to_pandas().attrs["users"] == 3
 
 

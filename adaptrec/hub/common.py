@@ -31,13 +31,15 @@ class HubError(AdaptrecError):
     """A push or pull failed: the Hub refused (token, permissions, unknown repo) or a repo is unsafe."""
 
 
-def is_repo_id(value: str | None) -> bool:
-    """`org/name` as the Hub spells repo ids: adaptrec's shape, and what `huggingface_hub` accepts (no `--` or `..`,
-    each part ending in a letter or digit, no `.git`), which it checks before any request."""
+def is_repo_id(value: str | None, hub: bool = True) -> bool:
+    """`org/name` as the Hub spells repo ids: adaptrec's shape, and with `hub` what `huggingface_hub` accepts too
+    (HUB_RULES), which it checks before any request (a mirror's folder names need only the shape)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not (isinstance(value, str) and _REPO_ID_RE.fullmatch(value) and ".." not in value):
         return False
+    if not hub:
+        return True
     try:
         validate_repo_id(value)
     except HFValidationError:
@@ -45,9 +47,13 @@ def is_repo_id(value: str | None) -> bool:
     return True
 
 
+HUB_RULES = "no '--' or '..', each part starting and ending with a letter or digit, no '.git' ending"
+
+
 def check_repo_id(repo_id: str) -> str:
     if not is_repo_id(repo_id):
-        raise HubError(f"bad Hub repo {repo_id!r}: write ORG/NAME with letters, digits and . _ -, e.g. 'my-team/movie-lora'")
+        raise HubError(f"bad Hub repo {repo_id!r}: write ORG/NAME with letters, digits and . _ - ({HUB_RULES}), e.g. "
+                       "'my-team/movie-lora'")
     return repo_id
 
 

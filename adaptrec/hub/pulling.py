@@ -41,6 +41,7 @@ from ..registry.validation import check_lineage, check_metrics
 from ..userfiles import parse_json
 from .common import (
     DEFAULT_BRANCH,
+    HUB_RULES,
     HubError,
     check_branch,
     check_mirror_revision,
@@ -223,7 +224,8 @@ def _open_source(source: str, endpoint: str | None):
             return _HubSource(base, rev, endpoint)
     elif is_repo_id(source):
         return _HubSource(source, None, endpoint)
-    raise HubError(f"{source!r} is neither a mirror folder nor a Hub repo: write ORG/NAME[@REVISION] or a mirror PATH[@REVISION]")
+    raise HubError(f"{source!r} is neither a mirror folder nor a Hub repo: write ORG/NAME[@REVISION] ({HUB_RULES}) "
+                   "or a mirror PATH[@REVISION]")
 
 
 # ---------------------------------------------------------------- checks

@@ -198,7 +198,7 @@ def push_to_hub(
 def mirror_repo_dir(mirror: Path, repo: str, named_for_adapter: bool = False) -> Path:
     """`<mirror>/<repo>`: `repo` is `name` or `org/name` (one folder per adapter); `named_for_adapter`: `repo` is
     the adapter's registry name, which may hold what a repo name may not ('+', a leading '_' or '-')."""
-    if not (is_repo_id(repo) or is_repo_id(f"x/{repo}")):
+    if not (is_repo_id(repo, hub=False) or is_repo_id(f"x/{repo}", hub=False)):
         if named_for_adapter:
             raise HubError(f"{repo} is no mirror repo name (letters, digits and . _ -, starting with a letter or "
                            f"digit): name one with {option('repo')}")

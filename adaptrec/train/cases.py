@@ -8,12 +8,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from ..config import Recipe
-from ..data.prompts import prompt_tokens, render_prompt
+from ..data.prompts import has_item_token, prompt_tokens, render_prompt
 from ..data.records import Case
 from ..data.sampling import few_shot, stratified_subset
 from ..data.spec import DataSet, load_spec, with_protocol
 from ..errors import AdaptrecError, ConfigError
 from ..fingerprint import digest
+
+SOFT_TOKEN_ROOM = 6  # the target's item token, the match and user tokens, each with its space: tokens a bare -items
+# prompt holds once a collab adapter has added them to the tokenizer
 
 
 def digest_cases(cases: Sequence[Case]) -> str:
@@ -79,11 +82,14 @@ def validation_cases(recipe: Recipe, cases: Sequence[Case] | None = None) -> lis
 
 def check_prompts_fit(recipe: Recipe, tokenizer, **parts: Sequence[Case]) -> None:
     """ConfigError naming `data.max_prompt_tokens` when a case of `parts` (name -> cases) exceeds it without any
-    history (instruction, question and target title alone): scoring would refuse that case mid-run, after training."""
+    history (instruction, question and target title alone): scoring would refuse that case mid-run, after training.
+    An `-items` prompt is counted with room for the soft tokens a collab adapter adds once it is built."""
     d = recipe.data
+    room = SOFT_TOKEN_ROOM if d.template.endswith("-items") else 0
     for part, cases in parts.items():
         for case in cases:
             bare = prompt_tokens(tokenizer, render_prompt(replace(case, history=()), d.template, tokenizer), d.template)
+            bare += room if case.target_id is not None and not has_item_token(tokenizer, case.target_id) else 0
             if bare > d.max_prompt_tokens:
                 raise ConfigError(f"{recipe._source}: data.max_prompt_tokens {d.max_prompt_tokens}: a {part} case of "
                                   f"user {case.user_id!r} takes {bare} tokens with no history at all; raise it")

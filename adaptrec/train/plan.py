@@ -66,8 +66,8 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
             init_text_ids(recipe.adapter, tokenizer)
     except ConfigError as e:
         raise ConfigError(f"{recipe._source}: {e}") from None
+    own = check_method(recipe, train, fingerprint)
     tested = labelled_cases(test, ev.limit, ev.seed)
-    check_prompts_fit(recipe, tokenizer, training=train, validation=valid, test=tested)
-    check_method(recipe, train, fingerprint)
+    check_prompts_fit(recipe, tokenizer, training=[*train, *own], validation=valid, test=tested)
     check_tracker(recipe)
     return RecipePlan(recipe, fingerprint, backend, len(train), len(valid), len(tested), run_dir_for(recipe))

@@ -68,7 +68,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
-    check_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: refused before the backbone loads
+    own = check_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone loads
     val_cases = validation_cases(recipe)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
@@ -76,7 +76,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0] for r in registry.encoders_for(test.spec)}
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
-    check_prompts_fit(recipe, backbone.tokenizer, training=train_cases, validation=val_cases, test=cases)
+    check_prompts_fit(recipe, backbone.tokenizer, training=[*train_cases, *own], validation=val_cases, test=cases)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
 
     def evaluate_and_register() -> tuple[EvalReport, AdapterRecord]:

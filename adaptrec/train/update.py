@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.attach import adapter_key
+from ..adapters.base import check_fits
 from ..atomic import write_json
-from ..backbone import load_backbone
+from ..backbone import backbone_config, load_backbone
 from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
 from ..data.sampling import few_shot
@@ -19,7 +20,7 @@ from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
-from .cases import naming_key, recipe_cases, recipe_data, training_cases, validation_cases
+from .cases import check_prompts_fit, naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
 from .methods import check_method
@@ -122,9 +123,15 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     except ConfigError as e:
         raise ConfigError(f"{e} (left once the update's own training cases, new and replayed, and feedback logged "
                           "after them are set aside)") from None
-    check_method(recipe, mixed)  # e.g. a ranking loss on feedback of one label per request: before the backbone loads
+    own = check_method(recipe, mixed)  # e.g. a ranking loss on feedback of one label per request: before the backbone
+    try:  # loads, and target modules the parent's recipe misspelled beside a right one (peft trained the right one)
+        check_fits(recipe.adapter, backbone_config(recipe.backbone.name), recipe.training.max_steps)
+    except ConfigError as e:
+        raise ConfigError(f"{parent.ref}: {e}; update it with {option('overrides', flag='--set')} "
+                          "'adapter.target_modules=[...]' naming the modules it trained") from None
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
+    check_prompts_fit(recipe, backbone.tokenizer, training=[*mixed, *own], validation=val)
     registry.load_verified(parent.ref, backbone.fingerprint)
     key = digest({"parent": parent.ref, "data": dataset.fingerprint, "replay": replay,
                   "settings": recipe.model_dump(mode="json"), "replayed": event_keys(old), "valid": event_keys(val)})

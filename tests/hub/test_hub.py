@@ -546,6 +546,14 @@ def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, mon
         assert "neither a mirror folder nor a Hub repo" in _one_line_error(code, err)
 
 
+def test_a_mirror_takes_a_registry_name_the_hub_would_refuse(lora_src, tmp_path, monkeypatch, capsys):
+    """A mirror is folders: `movie--lora` (a valid registry name) mirrors as it did before the Hub's own rules were
+    checked for Hub repos."""
+    rec = _register(lora_src, name="movie--lora")
+    assert run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(tmp_path / "mirror"))[0] == 0
+    assert (tmp_path / "mirror" / "movie--lora").is_dir()
+
+
 def test_a_forbidden_pull_and_a_full_disk_say_what_to_fix():
     """(was: a 403 on a pull said the token lacked write access; a full disk read as a network failure)"""
     import errno

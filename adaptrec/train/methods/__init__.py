@@ -139,10 +139,11 @@ def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Metho
     return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases)
 
 
-def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None) -> None:
+def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None) -> Sequence[Case]:
     """What `build_method` loads, checked without loading a backbone (`train --dry-run`, and a run before its
     backbone loads): the method's data, and with `fingerprint` (the student's backbone's) a distillation teacher
-    registered and made for that backbone."""
+    registered and made for that backbone. Returns the cases the method trains on besides `train_cases`
+    (`Method.own_cases`: a ranking loss's partners, other domains)."""
     cfg = recipe.method
     if cfg.type != "distill":  # the other builders, and their `prepare`, need no backbone
         method = _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
@@ -150,12 +151,13 @@ def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None) 
             method.prepare(None, None, train_cases)
         except ConfigError as e:
             raise ConfigError(f"{recipe._source}: {e}") from None
-        return
+        return method.own_cases()
     check_teacher_pairs(recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")[0], train_cases,
                         recipe._source)
     if fingerprint is None:
-        return
+        return ()
     teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
         beside = teacher_fingerprint is None or teacher_fingerprint.exact == fingerprint.exact  # as `_teacher_backbone`
         _teacher_record(recipe, teacher_fingerprint or fingerprint, beside)
+    return ()
