@@ -650,11 +650,18 @@ def export_vllm(ref: str, out: str | Path) -> VllmExport:
 def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path | None = None, **options) -> Path:
     """Draw a PNG from result files and return its path (default ./KIND.png): `curves` (run folders or run names),
     `shots` (the TALLRec grid's JSONL), `transfer` (the cross-domain JSON), `bench` (bench/results JSONs or their
-    folder); one source or a list of them. `options` go to that kind's `adaptrec.plots.<kind>.from_files` (`title`,
-    …)."""
+    folder), `drift` (an `adaptrec drift --json` report); one source or a list of them. `options` go to that kind's
+    `adaptrec.plots.<kind>.from_files` (`title`, …); one it does not take is one error line."""
+    import inspect
+
     from .plots import FIGURES
 
     _check_choice("kind", kind, tuple(FIGURES))
+    takes = [n for n, p in inspect.signature(FIGURES[kind]).parameters.items() if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:  # was: a TypeError traceback, or (drift) taken and ignored
+        raise AdaptrecError(f"plot {kind}: no option {', '.join(map(repr, unknown))} (it takes: "
+                            f"{', '.join(takes) or 'none'})")
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources  # not its letters, one by one
     if not sources:
         raise AdaptrecError(f"plot {kind}: name at least one result file or folder to draw")

@@ -404,8 +404,8 @@ def beyond_table(block: dict) -> list[str]:
             *(f"NDCG@10, {g}" + ("" if g == "cold − warm" else f" (n={sizes[g]})") for g in groups)]
     body = [[r["name"], *(f"{r['beyond'][m]:.{1 if m.startswith('average') else 3}f}" if m in r.get("beyond", {})
                           else "–" for m in metrics),
-             *(f"{r['groups'][g]['value']:+.3f} [{r['groups'][g]['ci_low']:+.3f}, {r['groups'][g]['ci_high']:+.3f}]"
-               if g == "cold − warm" else f"{r['groups'][g]['value']:.3f}" for g in groups)] for r in rows]
+             *(signed(r["groups"][g]) if g == "cold − warm" else f"{r['groups'][g]['value']:.3f}" for g in groups)]
+            for r in rows]
     return [*table(head, "l" + "r" * (len(head) - 1), body), ""]
 
 

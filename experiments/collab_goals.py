@@ -263,7 +263,7 @@ def _goals() -> tuple[dict, dict, dict, list[Arena]]:
 def figure(out: Path) -> None:
     """The goals as a forest plot: per arena the adapter against its bar, and its score stacked with its encoder
     against the encoder alone (TALLRec movie: with the bar's features, against the bar), paired 95% CIs."""
-    from adaptrec.plots.style import COLORS, NEUTRAL, legend_below, new_figure, save_png, styled
+    from adaptrec.plots.style import COLORS, NEUTRAL, ci_yerr, legend_below, new_figure, save_png, styled
 
     *_, arenas = _goals()
 
@@ -282,7 +282,7 @@ def figure(out: Path) -> None:
                                            "the bar's features − the bar)", lambda a: a.stacked))):
             marks = [(y + (0.15 if i == 0 else -0.15), diff(a)) for y, a in zip(ys, arenas) if diff(a)]
             ax.errorbar([d["value"] for _, d in marks], [y for y, _ in marks],
-                        xerr=[[d["value"] - d["ci_low"] for _, d in marks], [d["ci_high"] - d["value"] for _, d in marks]],
+                        xerr=ci_yerr(*([d[k] for _, d in marks] for k in ("value", "ci_low", "ci_high"))),
                         fmt="os"[i], ms=4, capsize=2, lw=1.1, color=COLORS[i], label=label)
         ax.axvline(0, color=NEUTRAL, lw=0.8, ls=":")
         ax.set_yticks(ys, [a.name for a in arenas])

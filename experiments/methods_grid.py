@@ -106,6 +106,13 @@ def _table(reports: list[dict]) -> list[str]:
              f"{first['score_mode']}, AUC with 95% bootstrap CIs:", ""]
     shared = [r for r in first["rows"] if r["kind"] == "baseline" or r["name"] == "backbone (untuned)"]
     rows = [[r["name"], "–", _shared_cell(r), "–", "–"] for r in shared]
+    templates = {reports[0].get("template", "tallrec")}
+    for rep in reports:  # the untuned backbone reads each template's own prompts: a row per template
+        template = rep.get("template", "tallrec")
+        untuned = [r for r in rep["eval"]["rows"] if r["name"] == "backbone (untuned)"]
+        if template not in templates and untuned:
+            templates.add(template)
+            rows.append([f"backbone (untuned), `{template}` prompt", "–", _shared_cell(untuned[0]), "–", "–"])
     plain_auc = None
     for rep in reports:
         for r in rep["eval"]["rows"]:
@@ -130,12 +137,21 @@ def _table(reports: list[dict]) -> list[str]:
 
 
 def _run_on(results: dict, group: str) -> dict:
-    """The backend and machine a group's reports ran on (results from before groups recorded their own: the
-    file's one, stamped by the last run)."""
-    return results.get("run_on", {}).get(group) or {"backend": results["backend"], "machine": results["machine"]}
+    """The backend and machine a group's reports ran on: its own record, else the file's (stamped by the last run,
+    which also recorded each report's environment), for a group whose reports all record theirs; {} for reports
+    from before either was recorded."""
+    own = results.get("run_on", {}).get(group)
+    if own:
+        return own
+    if all("environment" in rep["eval"] for rep in results["groups"][group]):
+        return {"backend": results["backend"], "machine": results["machine"]}
+    return {}
 
 
 def _backbone_line(run_on: dict) -> str:
+    if not run_on:
+        return ("Backbone: embedded SmolLM2-135M-Instruct, 8-bit; these reports predate recording their backend, "
+                "machine and package versions.")
     return f"Backbone: embedded SmolLM2-135M-Instruct, 8-bit ({run_on['backend']}), {run_on['machine']}."
 
 

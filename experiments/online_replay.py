@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, read_json, table, write_regions
+from report import ROOT, banner, cell, read_json, signed, table, write_regions
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "online_replay.json"
@@ -331,7 +331,7 @@ def render(doc: dict) -> str:
         for row, u in s["updates"].items():
             g = u["gate"]
             upd.append([s["window"], row, f"`{u['ref']}`", f"{u['cpu_s']:.0f}", f"{u['wall_s']:.0f}",
-                        f"{g['diff']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]",
+                        signed({**g, "value": g["diff"]}),
                         "promoted" if g["promoted"] else "refused"])
     taken = {row: sum(s["updates"][row]["gate"]["promoted"] for s in steps[1:]) for row in list(ROWS)[1:]}
     vs_static = {row: [s["scored"]["auc"][row]["vs_static"] for s in steps[1:]] for row in list(ROWS)[1:]}
@@ -354,7 +354,7 @@ def render(doc: dict) -> str:
         *table(upd_head, "llllrrl", upd), "",
         "Promotions taken: " + ", ".join(f"{row} {n} of {len(steps) - 1}" for row, n in taken.items()) + ".", "",
         "Each row against static on the same window (paired, user-clustered): " + "; ".join(
-            f"{row}: " + ", ".join(f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in ds)
+            f"{row}: " + ", ".join(signed(d) for d in ds)
             for row, ds in vs_static.items()) + ".", "",
         *verdicts(steps), "",
         "![AUC per window and on window 0](figures/online_replay.png)",

@@ -73,8 +73,15 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 
 # ---------------------------------------------------------------- writing pages
 def signed(d: dict) -> str:
-    """A paired difference with its CI, signs shown: "+0.012 [-0.004, +0.030]"."""
-    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+    """A paired difference with its CI, signs shown: "+0.012 [-0.004, +0.030]"; a bound that is not 0 but rounds to
+    it gets the digits that show its side ("[+0.0002, +0.017]"), which `side_of_zero` reads unrounded."""
+    def bound(x: float) -> str:
+        digits = 3
+        while x != 0 and round(x, digits) == 0 and digits < 8:
+            digits += 1
+        return f"{x:+.{digits}f}"
+
+    return f"{d['value']:+.3f} [{bound(d['ci_low'])}, {bound(d['ci_high'])}]"
 
 
 def side_of_zero(d: dict) -> str:

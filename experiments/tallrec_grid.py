@@ -330,6 +330,18 @@ def _render_longer(rows: list[dict]) -> list[str]:
                           "best val AUC", "time (s)"], "lrrrrrrrr", cells) + [""]
 
 
+def _recorded_environment(rows: list[dict]) -> list[str]:
+    """What the stored runs record of where they ran: the grid's rows their machine and backend, its whole-test
+    scores (once `full_test` records it) their environment; earlier rows predate the dtype, device and versions."""
+    machines = sorted({r["machine"] for r in rows if "machine" in r})
+    full = [e for e in read_json(FULL_RESULTS).values() if on_grid_backend(e)]
+    missing = sum("environment" not in e for e in full)
+    return [f"Recorded with the runs: machine {', '.join(f'`{m}`' for m in machines) or 'not recorded'}, backend "
+            f"`{GRID_BACKEND}` (adaptrec's int8 kernel); not their dtype, device or package versions, which the grid "
+            "rows predate" + (f"; the whole-test scores ({missing} of {len(full)} sets) record none of it" if missing
+                              else "") + "."]
+
+
 def render() -> str:
     rows = _done()
     lines = ["# Results", "",
@@ -338,6 +350,7 @@ def render() -> str:
              "Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
              "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart); the goals'",
              "TALLRec movie adapters also run on Gemma-3-270M (docs/collab.md).", "",
+             *_recorded_environment(rows), "",
              "![Test AUC by shots per adapter type with 95% CIs, the baselines and TALLRec's published AUCs]"
              "(figures/tallrec_auc_by_shots.png)", "",
              "The figure: `python experiments/report.py figures`.", ""]
@@ -380,20 +393,24 @@ def render() -> str:
              for a in e["adapters"]]
     apart = [f"{d} {adapter_kind(a)} {a['shots']} shots ({a.get('budget', BUDGET)} steps)" for d, a, u in whole
              if a["auc"]["ci_low"] > u["ci_high"]]
-    paired_whole = sum(a["paired_vs_untuned"]["ci_low"] > 0 for _, a, _ in whole)
+    paired_whole = {d: f"{sum(a['paired_vs_untuned']['ci_low'] > 0 for e, a, _ in whole if e == d)} of "
+                       f"{sum(e == d for e, _, _ in whole)}" for d in dict.fromkeys(d for d, _, _ in whole)}
     lines += ["## Reading these numbers", "",
               f"On the 200-case subsets, {n_like} of {len(rows)} adapter runs score above the like-ratio baseline, and "
               f"{n_apart} of {len(rows)} are above the untuned backbone with the two 95% CIs apart (overlapping intervals "
               f"are a conservative check). The paired check (both scored on every bootstrap resample of the same cases) "
               f"puts {n_paired} of {len(paired)} runs above the untuned backbone with the whole 95% CI of the difference "
               f"above 0. Mean test AUC minus the untuned backbone's, per type: {gains}.", "",
-              f"On the whole test sets, {paired_whole} of {len(whole)} scored runs are above the untuned backbone by the "
-              f"paired check, and {len(apart)} with the two CIs apart: {', '.join(apart) or 'none'}.", "",
+              f"On the whole test sets, scored runs above the untuned backbone by the paired check: "
+              f"{', '.join(f'{d} {n}' for d, n in paired_whole.items())}; with the two CIs apart: "
+              f"{', '.join(apart) or 'none'}. The movie verdicts resample cases, not its 16 users, so they are "
+              "optimistic (\"Whole test sets\").", "",
               "What we think this means (hypotheses, not measured):", "",
               "- LoRA and AdaLoRA learn a small, real signal in 24 optimizer steps of batch 8 (192 training prompts) on a "
               "135M-parameter model: a few AUC points, which the CIs of 200 cases cannot separate from the untuned "
               "backbone and whole test sets separate only sometimes. Four times the budget (96 steps, \"Longer "
-              "budgets\") raises the gain and separates it from the untuned backbone on both whole test sets; TALLRec trained LLaMA-7B "
+              "budgets\") raises the gain and separates it from the untuned backbone on both whole test sets (movie's "
+              "by case-resampled CIs); TALLRec trained LLaMA-7B "
               "for up to 200 epochs, so the budget, not the adapter, is the first limit here.",
               f"- {'No run reaches' if n_like == 0 else f'Only {n_like} runs reach'} the like-ratio baseline: the signal it uses is a count over the history's two lists, "
               "which the prompt states only implicitly and a small LM has to learn to count (the `blend` method, "
@@ -410,7 +427,8 @@ def render() -> str:
                  f"random start's {sum(by_type['prefix (random init)']) / len(by_type['prefix (random init)']):+.3f}): in "
                  "those steps it passes through a phase that ranks users against their like-ratio (docs/adapters.md "
                  "measures it). " if {"prefix", "prefix (random init)"} <= set(by_type) else "")
-              + "At 96 steps it is above the untuned backbone on both whole test sets; the random start at 96 steps "
+              + "At 96 steps it is above the untuned backbone on both whole test sets (movie's by case-resampled CIs); "
+              "the random start at 96 steps "
               "(run on movie only) was not: more than LoRA, prefix tuning needs the longer budget.",
               ""]
     return "\n".join(lines) + "\n"

@@ -49,7 +49,7 @@ def plot_drift(report: dict, out: Path) -> Figure:
     return fig
 
 
-def from_files(sources: Sequence[Path], out: Path, **_options) -> Path:
+def from_files(sources: Sequence[Path], out: Path) -> Path:
     """The figure of one `adaptrec drift --json` report file."""
     if len(sources) != 1:
         raise ResultFileError(f"a drift figure draws one {WHAT}, got {len(sources)} files")

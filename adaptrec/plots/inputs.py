@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ def fields_of(path: Path, what: str) -> Iterator[None]:
 
 
 def metric_value(m: dict) -> dict[str, float]:
-    """A stored metric (`value`, `ci_low`, `ci_high`, …) as floats; a CI not computed spans the value alone."""
-    value = float(m["value"])
-    return {"value": value, **{k: value if m.get(k) is None else float(m[k]) for k in ("ci_low", "ci_high")}}
+    """A stored metric (`value`, `ci_low`, `ci_high`, …) as floats; a CI not computed (one user) is NaN, which draws
+    no bar and lies apart from nothing (as its value alone it read as a certain one)."""
+    bounds = {k: math.nan if m.get(k) is None else float(m[k]) for k in ("ci_low", "ci_high")}
+    return {"value": float(m["value"]), **bounds}

@@ -60,7 +60,7 @@ def _panel(ax: Axes, runs: Sequence[Mapping], kinds: Sequence[str], reference: M
                  if any(r["shots"] == s for r in mine)]
         ax.plot(*zip(*means), color=color, lw=1.8, label=kind)
     base = runs[0]["baselines"]
-    if "backbone" in base:
+    if "backbone" in base and np.isfinite(base["backbone"]["ci_low"] + base["backbone"]["ci_high"]):
         ax.axhspan(base["backbone"]["ci_low"], base["backbone"]["ci_high"], color=NEUTRAL, alpha=0.15, lw=0)
     for name, text, style in BASELINES:
         if name in base:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
+import matplotlib.style
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -33,11 +34,13 @@ R = TypeVar("R")
 
 
 def styled(draw: Callable[P, R]) -> Callable[P, R]:
-    """Run a drawing function under the shared rcParams (artists read them when they are made)."""
+    """Run a drawing function under the shared rcParams (artists read them when they are made), over matplotlib's
+    own defaults: a user's matplotlibrc (a serif font, locale decimal commas, usetex, a transparent save) would
+    otherwise change the figures, which the same data must draw to the same bytes anywhere."""
 
     @functools.wraps(draw)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(RC):
+        with matplotlib.style.context(["default", RC]):
             return draw(*args, **kwargs)
 
     return wrapper

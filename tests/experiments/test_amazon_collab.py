@@ -165,3 +165,15 @@ def test_the_goals_say_whether_the_titles_carry_signal_the_encoder_lacks():
     doc["blocks"][0]["rows"][0]["vs_encoder"] = level
     assert collab_goals._content(doc).endswith("the titles add nothing resolvable either")
     assert collab_goals._content({"blocks": []}) == ""
+
+
+def test_the_goals_figure_draws_a_ci_bound_on_the_wrong_side_of_its_estimate(monkeypatch, tmp_path):
+    """A percentile bootstrap can put a bound past its estimate: matplotlib refused the negative error bar, and
+    `report.py figures` stopped with a traceback."""
+    import collab_goals
+
+    odd = {"value": 0.01, "ci_low": 0.02, "ci_high": 0.05}
+    arena = collab_goals.Arena(("a",), odd, "arena", {"value": -0.001, "ci_low": -0.002, "ci_high": 0.0})
+    monkeypatch.setattr(collab_goals, "_goals", lambda: ({}, {}, {}, [arena]))
+    collab_goals.figure(tmp_path / "goals.png")
+    assert (tmp_path / "goals.png").read_bytes()[:4] == b"\x89PNG"

@@ -441,3 +441,47 @@ def test_a_stored_baseline_that_scored_every_case_alike_renders_as_not_applicabl
     assert methods_grid._shared_cell(flat) == "n/a (it scores every case alike)"
     assert methods_grid._shared_cell(real) == "0.500 [0.410, 0.590]"
     assert methods_grid._shared_cell({**flat, "metrics": {}}) == "n/a"
+
+
+def test_a_ci_bound_that_rounds_to_zero_shows_the_side_its_label_reads():
+    """"above, CI above 0 (+0.009 [+0.000, +0.017])": the label read the unrounded +0.0002."""
+    from report import side_of_zero, signed
+
+    d = {"value": 0.009, "ci_low": 0.000193, "ci_high": 0.017}
+    assert signed(d) == "+0.009 [+0.0002, +0.017]" and side_of_zero(d) == "above, CI above 0"
+    assert signed({"value": -0.001, "ci_low": -0.002, "ci_high": -0.00004}) == "-0.001 [-0.002, -0.00004]"
+    assert signed({"value": 0.0, "ci_low": 0.0, "ci_high": 0.0123}) == "+0.000 [+0.000, +0.012]"
+
+
+def test_a_methods_table_gives_each_prompt_template_its_own_untuned_row():
+    """The untuned row came from the first report only, so a `tallrec-stats` adapter was read against the untuned
+    backbone on other prompts (0.518, where its own report's read 0.541)."""
+    import methods_grid
+
+    def rep(template: str, untuned: float, name: str) -> dict:
+        auc = [{"value": v, "ci_low": v - 0.05, "ci_high": v + 0.05} for v in (0.6, untuned, 0.55)]
+        rows = [{"name": "popularity", "kind": "baseline", "metrics": {"auc": auc[0]}},
+                {"name": "backbone (untuned)", "kind": "llm", "metrics": {"auc": auc[1]}},
+                {"name": name, "kind": "llm", "metrics": {"auc": auc[2]}}]
+        return {"template": template, "eval": {"spec": "s", "n": 10, "seed": 0, "score_mode": "pyes", "rows": rows}}
+
+    text = "\n".join(methods_grid._table([rep("tallrec", 0.518, "a"), rep("tallrec-stats", 0.541, "b"),
+                                          rep("tallrec", 0.518, "c")]))
+    assert text.count("backbone (untuned)") == 2 and "| backbone (untuned), `tallrec-stats` prompt | – | 0.541" in text
+
+
+def test_a_methods_group_run_before_environments_were_recorded_says_so():
+    """The file's stamp (the office re-run's) was printed for the movie group too, whose reports record none."""
+    import methods_grid
+
+    auc = {"value": 0.5, "ci_low": 0.45, "ci_high": 0.55}
+
+    def rep(environment: bool) -> dict:
+        ev = {"spec": "s", "n": 10, "seed": 0, "score_mode": "pyes",
+              "rows": [{"name": "backbone (untuned)", "kind": "llm", "metrics": {"auc": auc}}]}
+        return {"test": "s", "eval": {**ev, **({"environment": {"backend": "torch-int8"}} if environment else {})}}
+
+    text = methods_grid.render({"backend": "torch-int8", "machine": "x86_64, 2 cores",
+                                "groups": {"movie": [rep(False)], "office": [rep(True)]}})
+    movie, office = text.split("### office")
+    assert "predate recording their backend" in movie and "(torch-int8), x86_64, 2 cores" in office
