@@ -65,7 +65,7 @@ def _in_domain(item_domain: str | None, domain: str) -> bool:
     return item_domain is None or item_domain == domain  # single-domain data leaves item domains unset
 
 
-def _usable(record, fingerprint, role: str) -> list[str]:
+def usable(record, fingerprint, role: str) -> list[str]:
     """[] for an exact base match, [warning] for a family match; `FingerprintMismatch` for another base model (a 409
     from the server, as for a request naming the adapter)."""
     match = fingerprint.match(record.fingerprint)
@@ -83,7 +83,7 @@ def target_adapter(registry, domain: str, fingerprint):
     record = registry.promoted(domain)
     if record is None:
         raise RouteError(f"no adapter is promoted for domain {domain!r}; run `adaptrec registry promote NAME --domain {domain}`")
-    return record, _usable(record, fingerprint, "target")
+    return record, usable(record, fingerprint, "target")
 
 
 def cold_adapter(registry, domain: str, fingerprint):
@@ -94,7 +94,7 @@ def cold_adapter(registry, domain: str, fingerprint):
         composed = [r for r in registry.list(domain=domain)
                     if r.is_composition and fingerprint.match(r.fingerprint) != "none"]
         record = max(composed, key=lambda r: r.created, default=None)  # registration times, to the microsecond
-    return (record, _usable(record, fingerprint, "cold-start")) if record is not None else None
+    return (record, usable(record, fingerprint, "cold-start")) if record is not None else None
 
 
 def serving(record) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -116,7 +116,7 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
     others = len(case.history) - n
 
     def domain_adapter():  # needed by warm users, and by cold ones only when nothing composed serves them
-        return (target, _usable(target, fingerprint, "target")) if target is not None else \
+        return (target, usable(target, fingerprint, "target")) if target is not None else \
             target_adapter(registry, domain, fingerprint)
 
     if n >= policy.min_target_history:
@@ -129,7 +129,7 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
         if cold.method != MIX and len(cold.refs) > 1:
             raise RouteError(f"register the {cold.method} composition first (`adaptrec compose`) and route with its name")
         records = [registry.resolve(r) for r in cold.refs]
-        warns = [w for r in records for w in _usable(r, fingerprint, "cold-start")]
+        warns = [w for r in records for w in usable(r, fingerprint, "cold-start")]
         refs = tuple(r.ref for r in records)
         weights = cold.weights if cold.method == MIX else (1.0,)
         return Decision(case.user_id, domain, "cold", refs, weights, "both",

@@ -43,14 +43,20 @@ from .metrics import Metrics, pyes_series
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
-    ERRORS,
+    ADMIN_ERRORS,
+    FEEDBACK_ERRORS,
+    READ_ERRORS,
+    SCORING_ERRORS,
+    AdaptersResponse,
     FeedbackRequest,
     FeedbackResponse,
+    LoadResponse,
     RecommendRequest,
     RecommendResponse,
     RefRequest,
     ScoreRequest,
     ScoreResponse,
+    UnloadResponse,
 )
 from .worker import CallingThreadExecutor, QueueFull, Worker, background_priority
 
@@ -160,14 +166,14 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
             return request_id
         return await asyncio.to_thread(work)
 
-    @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
+    @app.post("/v1/score", response_model=ScoreResponse, responses=SCORING_ERRORS)
     async def score(req: ScoreRequest, request: Request) -> dict:
         """P(yes) of each item for the user, under the requested or routed adapter(s)."""
         async with held(req, req.items):
             p, s = await scores(request, req, req.items)
             return {"request_id": await logged("score", req, p, req.items, s), **plans.score_answer(p, s)}
 
-    @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS)
+    @app.post("/v1/recommend", response_model=RecommendResponse, responses=SCORING_ERRORS)
     async def recommend(req: RecommendRequest, request: Request) -> dict:
         """The top-k candidates by P(yes) (some slots explored when the domain explores), scored from one shared
         history prefix per adapter."""
@@ -180,7 +186,7 @@ def _add_scoring_routes(app: FastAPI, engine: Engine, state: dict[str, Any], opt
     if logger is None:
         return
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=FEEDBACK_ERRORS)
     async def feedback(req: FeedbackRequest) -> dict:
         """A label or event for one item of a logged request; answered only once it is on disk."""
         # a thread of its own, not the preparation thread: the event's fsync must not delay planning
@@ -192,17 +198,18 @@ def _add_adapter_routes(app: FastAPI, engine: Engine, state: dict[str, Any]) -> 
     """`/v1/adapters` for anyone; loading and unloading for the admin (the `Guard` checks the token)."""
     bearer = [Depends(HTTPBearer(auto_error=False))]  # documents the scheme in the OpenAPI schema; the Guard enforces it
 
-    @app.get("/v1/adapters")
+    @app.get("/v1/adapters", response_model=AdaptersResponse, responses=READ_ERRORS)
     async def adapters() -> dict:
+        # a thread of the loop's own, not the preparation thread: listing the registry must not delay planning
         return {"resident": engine.resident(), "max_resident": engine.max_resident,
-                "registered": [r.ref for r in await state["worker"].prepare(engine.registry.list)]}
+                "registered": [r.ref for r in await asyncio.to_thread(engine.registry.list)]}
 
-    @app.post("/v1/adapters/load", dependencies=bearer, responses=ERRORS)
+    @app.post("/v1/adapters/load", response_model=LoadResponse, dependencies=bearer, responses=ADMIN_ERRORS)
     async def load(req: RefRequest) -> dict:
         resident = await state["worker"].submit(call=lambda: engine.preload(req.ref))
         return {"loaded": resident.to_dict()}
 
-    @app.post("/v1/adapters/unload", dependencies=bearer, responses=ERRORS)
+    @app.post("/v1/adapters/unload", response_model=UnloadResponse, dependencies=bearer, responses=ADMIN_ERRORS)
     async def unload(req: RefRequest) -> dict:
         await state["worker"].submit(call=lambda: engine.unload(req.ref))
         return {"unloaded": req.ref}

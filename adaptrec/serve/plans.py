@@ -15,7 +15,7 @@ import numpy as np
 
 from adaptrec.adapters.attach import COLLAB_TYPE, peft_type
 from adaptrec.errors import option
-from adaptrec.router.policy import Decision, route, serving
+from adaptrec.router.policy import Decision, route, serving, usable
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
@@ -90,7 +90,10 @@ def plan(engine: Engine, req: UserRequest, targets: list[str | Target], admin: b
         check_access(engine, req.adapter, ref, admin, allow_any)  # before the pin: a refused one changes nothing
         engine.pin(req.adapter, ref)  # the version asked for, served (a mix: by its sources)
         refs, weights = serving(record)  # a score-level mix: its sources, as routing serves one
-        decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested")
+        fingerprint = engine.backbone.fingerprint  # another base model: refused as its load refuses it
+        warned = usable(record, fingerprint, "requested") if fingerprint.match(record.fingerprint) != "none" else []
+        decision = Decision(req.user_id, req.domain, "warm", refs, weights, "both", f"adapter {ref} requested",
+                            tuple(warned))
     else:
         decision = route(engine.routing, engine.backbone.fingerprint, case)
         case = decision.prompt_case(case)
@@ -121,8 +124,10 @@ def after_load(p: Plan) -> Plan:
 
 
 def _said(p: Plan) -> dict:
-    """What every answer says of its plan: the adapters, the routing reason, items scored by their text alone."""
-    return {"adapters": list(p.decision.adapters), "reason": p.decision.reason, "unknown_items": p.unknown}
+    """What every answer says of its plan: the adapters, the routing reason and its warnings, items scored by their
+    text alone."""
+    return {"adapters": list(p.decision.adapters), "reason": p.decision.reason, "warnings": list(p.decision.warnings),
+            "unknown_items": p.unknown}
 
 
 def score_answer(p: Plan, scores: np.ndarray) -> dict:

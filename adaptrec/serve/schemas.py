@@ -28,6 +28,7 @@ class Item(BaseModel):
     item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
 
+WARNINGS = "what the decision warns of: an adapter made on another build of this base family, whose scores may shift"
 UNKNOWN_ITEMS = ("item ids outside a collaborative adapter's item table (its encoder's catalogue): those items were "
                  "scored by their text alone")
 
@@ -98,6 +99,7 @@ class ScoreResponse(BaseModel):
     scores: list[float]
     adapters: list[str]
     reason: str
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
     unknown_items: list[str] = Field(default_factory=list, description=UNKNOWN_ITEMS)
 
 
@@ -113,6 +115,7 @@ class RecommendResponse(BaseModel):
     items: list[Ranked]
     adapters: list[str]
     reason: str
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
     unknown_items: list[str] = Field(default_factory=list, description=UNKNOWN_ITEMS)
 
 
@@ -139,4 +142,34 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422, 500, 503)}
+class ResidentAdapter(BaseModel):
+    ref: str
+    name: str = Field(..., description="its name inside the model")
+    kind: str = Field(..., description="lora or prefix")
+    domain: str
+    uses: int
+
+
+class AdaptersResponse(BaseModel):
+    resident: list[ResidentAdapter] = Field(..., description="least recently used first")
+    max_resident: int
+    registered: list[str] = Field(..., description="every registered ref")
+
+
+class LoadResponse(BaseModel):
+    loaded: ResidentAdapter
+
+
+class UnloadResponse(BaseModel):
+    unloaded: str
+
+
+def errors(*statuses: int) -> dict:
+    """The error answers a route can give, for its OpenAPI `responses`."""
+    return {s: {"model": ErrorBody} for s in statuses}
+
+
+SCORING_ERRORS = errors(403, 404, 409, 413, 422, 500, 503)  # 403: an adapter anonymous requests may not name
+FEEDBACK_ERRORS = errors(404, 413, 422, 500, 503)
+ADMIN_ERRORS = errors(401, 404, 409, 413, 422, 500, 503)  # 401 before the body is read
+READ_ERRORS = errors(500, 503)  # a registry that cannot be read, or stayed locked

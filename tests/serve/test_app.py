@@ -74,6 +74,14 @@ def test_adapters_health_metrics_and_openapi(server):
     assert samples[("adaptrec_adapters_resident", ())] == len(adapters["resident"])
     status, schema = server.request("GET", "/openapi.json")
     assert {"/v1/score", "/v1/recommend", "/v1/adapters/load"} <= set(schema["paths"])
+    # every answer has its schema, and each route lists the errors it gives (was: the adapter routes' bodies empty,
+    # /v1/adapters without its 503, a 401 listed for routes that never ask for a token)
+    ops = {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()}
+    for path in ("/v1/score", "/v1/recommend", "/v1/adapters", "/v1/adapters/load", "/v1/adapters/unload"):
+        op = next(op for (p, _), op in ops.items() if p == path)
+        assert op["responses"]["200"]["content"]["application/json"]["schema"], path
+    assert "503" in ops[("/v1/adapters", "get")]["responses"] and "401" not in ops[("/v1/score", "post")]["responses"]
+    assert "401" in ops[("/v1/adapters/load", "post")]["responses"]
 
 
 def test_admin_needs_the_bearer_token(server):

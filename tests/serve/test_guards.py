@@ -593,3 +593,48 @@ def test_a_long_history_is_cut_to_the_prompt_length_the_adapter_trained_with(eng
     alone = Recommender(fresh_backbone(tiny_model_dir), engine.registry, other, max_prompt_tokens=160)
     expected = 0.5 * parts[1]["scores"][0] + 0.5 * alone.score(titles, ["x"])[0]
     assert parts[0]["scores"] == pytest.approx([expected], abs=1e-5)  # was: the long source read the whole history
+
+
+def test_an_adapter_of_another_build_of_the_base_family_is_served_with_its_warning_in_the_answer(tiny_model_dir,
+                                                                                                  tmp_path):
+    """docs/router.md: "served, with a warning in the decision"; the answers carried no warnings, and a request
+    naming the adapter made none."""
+    from dataclasses import replace as with_fields
+
+    registry = Registry(tmp_path / "home")
+    made = register_random(tiny_model_dir, registry, "made", {"type": "lora", "r": 4}, seed=3)
+    engine = Engine(fresh_backbone(tiny_model_dir), registry, limits=LIMITS)
+    other_build = with_fields(engine.backbone.fingerprint, exact="0" * 64)
+    registry.register(made.path, name="fam", domain="arts", kind="trained", adapter_type="lora", adapter_config=None,
+                      fingerprint=other_build)
+    registry.promote("fam", "arts")
+    with client(engine) as c:
+        routed = c.post("/v1/score", json=body(user_id="u1")).json()
+        named = c.post("/v1/score", json=body(user_id="u1", adapter="fam:1"), headers=ADMIN).json()
+        exact = c.post("/v1/score", json=body(user_id="u1", adapter="made:1"), headers=ADMIN).json()
+    for answer in (routed, named):
+        assert answer["adapters"] == ["fam:1"] and len(answer["warnings"]) == 1
+        assert "fam:1 was trained on another build of this base family" in answer["warnings"][0]
+    assert exact["warnings"] == []
+
+
+def test_listing_the_adapters_does_not_hold_up_planning(engine, monkeypatch):
+    """`GET /v1/adapters` read the registry on the one preparation thread: a slow listing (or many) held every
+    scoring request's planning behind it."""
+    entered, gate, released = threading.Event(), threading.Event(), []
+    real = engine.registry.list
+
+    def slow(*args, **kwargs):
+        entered.set()
+        released.append(gate.wait(10))  # False: nothing set it, as planning waited for this listing to give up
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.registry, "list", slow)
+    with client(engine) as c:
+        listing = threading.Thread(target=lambda: c.get("/v1/adapters"))
+        listing.start()
+        assert entered.wait(10)
+        answered = c.post("/v1/score", json=body(user_id="u1")).status_code
+        gate.set()
+        listing.join(15)
+    assert answered == 200 and released == [True]
