@@ -190,9 +190,12 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         raise AdaptrecError(f"{option('full_catalogue')} ranks encoder rows: use it with {option('candidates')} or "
                             f"{option('candidates_file')}, and a registered encoder (`adaptrec train-cf`) that may "
                             "score this SPEC")
+    from .registry.encoders import check_same_ratings
+
     for ref in encoders:  # checked before any data or backbone loads
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)
+        check_same_ratings(record.data, record.data_fingerprint, f"the encoder {record.ref}")
         loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
     if candidates or candidates_file:  # the data is checked before the backbone loads
@@ -253,6 +256,7 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
     from .adapters.attach import COLLAB_TYPE
     from .adapters.collab import encoder_of
     from .adapters.merge import as_mix
+    from .registry.encoders import check_same_ratings
 
     for ref in refs:
         record = reg.resolve(ref)
@@ -261,6 +265,8 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
             encoder = encoder_of(r.path) if r.adapter_type == COLLAB_TYPE else None
             if encoder is not None:
                 _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
+                if "ratings" in encoder:
+                    check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder")
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,

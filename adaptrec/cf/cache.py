@@ -13,8 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
+
 from adaptrec.atomic import atomic_dir, write_json
-from adaptrec.errors import IntegrityError
+from adaptrec.errors import AdaptrecError, IntegrityError
 from adaptrec.fingerprint import digest
 from adaptrec.home import adaptrec_home
 
@@ -44,14 +47,22 @@ def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
 
 
 def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
-    """The encoder kept under `key`, or `fit()` kept there now. A damaged entry is fitted again."""
+    """The encoder kept under `key`, or `fit()` kept there now. A damaged entry is fitted again.
+
+    The fit runs with every random generator restored after it (the fits seed torch, which seeds CUDA's too and
+    restores only the CPU's): a collab recipe trains on the same draws whether its encoder was fitted or kept. A fit
+    with non-finite item vectors is refused, not kept."""
     folder = adaptrec_home() / "cache" / "encoders" / key
     if folder.is_dir():
         try:
             return load_checked(folder, json.loads((folder / HASHES).read_text()), "the fit kept in the cache")
         except (IntegrityError, OSError, ValueError):  # damaged: files or their hashes unreadable or changed
             shutil.rmtree(folder, ignore_errors=True)
-    encoder = fit()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        encoder = fit()
+    if not np.isfinite(encoder.item_table).all():
+        raise AdaptrecError(f"the encoder fit with {settings} gave non-finite item vectors (it diverged); not kept: "
+                            "try fewer epochs or another seed")
     try:
         with atomic_dir(folder) as tmp:
             save_encoder(encoder, tmp, settings)

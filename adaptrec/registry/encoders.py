@@ -35,6 +35,18 @@ class EncoderRecord:
                 "created_at": self.created_at}
 
 
+def check_same_ratings(source: str, ratings: str, what: str) -> None:
+    """IntegrityError unless `source`'s training interactions are still those `what` learned from (their digest
+    `ratings`): a source whose files changed since the fit may hold out pairs the encoder learned."""
+    from ..cf.fit import source_ratings
+
+    now = source_ratings(source).fingerprint
+    if now != ratings:
+        raise IntegrityError(f"{what} learned from {source} when it held other training interactions ({ratings[:12]}; "
+                             f"now {now[:12]}): pairs held out now may be among them; fit it again (`adaptrec "
+                             "train-cf`)")
+
+
 COLUMNS = ("name", "version", "kind", "data", "data_fingerprint", "window", "settings", "metrics", "files",
            "created_at")
 _JSON = ("settings", "metrics", "files")

@@ -167,3 +167,36 @@ def test_loading_a_kept_sasrec_leaves_the_callers_random_state_alone(tmp_path):
     torch.manual_seed(0)
     load_encoder(tmp_path)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_kept_fit_leaves_every_random_generator_as_it_found_it_and_a_diverged_one_is_not_kept(tmp_path, monkeypatch):
+    """The torch fits seed inside `fork_rng(devices=[])`, which restores the CPU's generator only: on CUDA a fresh
+    fit left the GPU's seeded with the encoder's seed, a cache hit did not, so a collab recipe's dropout drew
+    otherwise. A fit that diverged was kept, and every later run trained on its NaN table."""
+    import torch
+
+    from adaptrec.cf.cache import cached_fit
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.home import adaptrec_home
+
+    data, _, _ = _two_tastes()
+    settings = SASRecSettings(dim=8, epochs=1, max_len=4)
+    states = [torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None]
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+
+    def fit():
+        torch.manual_seed(0)  # what the fits do: on CUDA this seeds the GPUs too
+        return fit_sasrec(data, settings)
+
+    cached_fit("k" * 64, vars(settings), fit)
+    assert torch.equal(torch.rand(2), expected)
+    if torch.cuda.is_available():
+        states.append(torch.cuda.get_rng_state_all())
+        assert all(torch.equal(a, b) for a, b in zip(*states))
+    diverged = fit_sasrec(data, settings)
+    diverged.item_table[0, 0] = np.nan
+    with pytest.raises(AdaptrecError, match="non-finite item vectors"):
+        cached_fit("n" * 64, vars(settings), lambda: diverged)
+    assert not (adaptrec_home() / "cache" / "encoders" / ("n" * 64)).exists()

@@ -123,6 +123,16 @@ def test_registered_encoders_are_rows_of_eval_reports_on_their_own_source_only(t
         assert 0 <= row.metrics[metric].value <= 1 and "log_loss" not in row.metrics  # scores, not probabilities
     with pytest.raises(AdaptrecError, match="scores only that source's held-out splits"):
         adaptrec.evaluate(data="movielens:100k:test", **common)
+    # the source's files changed since the fit: pairs held out now may be among what it learned
+    from adaptrec.cf import fit as fit_module
+
+    real = fit_module.source_ratings
+    monkeypatch.setattr(fit_module, "source_ratings",
+                        lambda source: fit_module.Ratings(real(source).rows[:-1], real(source).items))
+    with pytest.raises(IntegrityError, match=f"the encoder {record.ref} learned from movielens:100k:loo when it held "
+                                             "other training interactions"):
+        adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, **common)
+    monkeypatch.setattr(fit_module, "source_ratings", real)
     full = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9, full_catalogue=True, **common)
     row = next(r for r in full.rows if r.name == f"encoder {record.ref}")
     untuned = next(r for r in full.rows if r.kind == "llm")
