@@ -10,7 +10,7 @@ import numpy as np
 
 from .baselines import BASELINES
 from .cf.base import Encoder
-from .cf.evaluate import full_ranks
+from .cf.evaluate import full_ranks, labelled_scores
 from .cf.features import TRAINING_CASES, source_feature_model
 from .cf.fit import scores_spec
 from .data.candidates import CandidateList, candidate_cases, make_candidate_lists, read_candidates
@@ -279,8 +279,13 @@ def encoder_list_scores(encoder: Encoder, cases: Sequence[Case]) -> np.ndarray:
 
 def encoder_rows(encoders: Mapping[str, Encoder], cases: Sequence[Case], metric_names: Sequence[str],
                  seed: int) -> list[EvalRow]:
-    """A labelled report's row per collaborative encoder (name -> encoder), scoring each case alone."""
-    return [case_row(name, "baseline", cases, encoder_scores(encoder, cases), metric_names, seed, probabilistic=False)
+    """A labelled report's row per collaborative encoder (name -> encoder), scoring each case alone (a target it
+    never saw: neutral, `labelled_scores`)."""
+    def scores(encoder: Encoder) -> np.ndarray:
+        return labelled_scores(encoder, [c.user_id for c in cases], [encoder_history(c) for c in cases],
+                               [c.target_id for c in cases])
+
+    return [case_row(name, "baseline", cases, scores(encoder), metric_names, seed, probabilistic=False)
             for name, encoder in encoders.items()]
 
 

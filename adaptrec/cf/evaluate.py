@@ -13,6 +13,16 @@ from adaptrec.metrics.ranking import ranks
 from .base import Encoder
 
 
+def labelled_scores(encoder: Encoder, users: Sequence[str], histories: Sequence[Sequence[str]],
+                    targets: Sequence[str | None]) -> np.ndarray:
+    """Each case's target score for a like/dislike AUC: a target the encoder never saw scores its user's catalogue
+    mean, a neutral guess (`score_lists` puts it below every known item, as ranking must, which here reads as a
+    certain dislike: MF's own `score` gives such an item no item term either)."""
+    full = encoder.score_catalogue(users, histories)
+    index = encoder.item_index
+    return np.array([full[n, index[t]] if t in index else full[n].mean() for n, t in enumerate(targets)])
+
+
 def sampled_ranks(encoder: Encoder, lists: Sequence[CandidateList],
                   histories: Mapping[str, Sequence[str]]) -> np.ndarray:
     """1-based rank of each list's target among its candidates (ties against the target)."""
@@ -70,9 +80,8 @@ def validation_metrics(encoder: Encoder, source: str, seed: int = 0) -> dict:
 
     if source == "movielens:100k":
         cases = movielens.load_movielens("valid")
-        scores = [row[0] for row in encoder.score_lists([c.user_id for c in cases],
-                                                        [[h.item_id for h in c.history] for c in cases],
-                                                        [[c.target_id] for c in cases])]
+        scores = labelled_scores(encoder, [c.user_id for c in cases], [[h.item_id for h in c.history] for c in cases],
+                                 [c.target_id for c in cases])
         return {"auc": auc([c.label for c in cases], scores), "cases": len(cases), "data": "movielens:100k:valid"}
     if source == "amazon":
         out = {}

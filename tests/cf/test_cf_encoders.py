@@ -200,3 +200,18 @@ def test_a_kept_fit_leaves_every_random_generator_as_it_found_it_and_a_diverged_
     with pytest.raises(AdaptrecError, match="non-finite item vectors"):
         cached_fit("n" * 64, vars(settings), lambda: diverged)
     assert not (adaptrec_home() / "cache" / "encoders" / ("n" * 64)).exists()
+
+
+def test_a_target_the_encoder_never_saw_is_a_neutral_guess_on_a_like_dislike_auc():
+    """`score_lists` puts an unknown item below every known one (right for ranking); on a pooled like/dislike AUC
+    that read as a certain dislike, while MF's own `score` gives such an item no item term at all."""
+    from adaptrec.cf.evaluate import labelled_scores
+
+    encoder = FactorEncoder("mf-bias", ["u0", "u1"], ["a", "b", "c"], np.array([[1.0], [-1.0]]),
+                            np.array([[0.5], [0.0], [-0.5]]), item_bias=np.array([0.2, 0.0, -0.2]),
+                            user_bias=np.array([0.3, -0.3]))
+    scores = labelled_scores(encoder, ["u0", "u1", "u1"], [[], [], []], ["a", "new", None])
+    full = encoder.score_catalogue(["u0", "u1"], [[], []])
+    assert scores[0] == pytest.approx(full[0, 0])
+    assert scores[1] == pytest.approx(full[1].mean()) and scores[2] == pytest.approx(full[1].mean())
+    assert encoder.score_lists(["u1"], [[]], [["new"]])[0][0] < full[1].min()  # ranking keeps its floor
