@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 from adaptrec.atomic import write_json, write_text
+from adaptrec.errors import AdaptrecError
 from adaptrec.metrics import MetricValue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -479,12 +480,22 @@ def learning_curves(out: Path) -> str:
     return f"wrote {os.path.relpath(out, ROOT)} from {', '.join(p[-1].name for p in folders.values())}"
 
 
+def _absent(out: Path, sources: Sequence[Path]) -> str | None:
+    """The line saying `out` is kept as it is because a results file it is drawn from is not there yet, or None."""
+    absent = [s for s in sources if not Path(s).is_file()]
+    if not absent:
+        return None
+    return f"kept {os.path.relpath(out, ROOT)}: no {', '.join(os.path.relpath(s, ROOT) for s in absent)} yet"
+
+
 def auc_by_shots(out: Path) -> str:
     """docs/results.md's figure: the grid's rows (its backend and step budget) beside TALLRec's published AUCs."""
     import tallrec_grid as grid
 
     from adaptrec.plots import shots
 
+    if kept := _absent(out, [grid.RESULTS]):
+        return kept
     published: dict[str, dict[int, float]] = {}
     for (domain, n), auc in grid.TALLREC_LLAMA7B.items():
         published.setdefault(domain, {})[n] = auc / 100
@@ -498,6 +509,8 @@ def cross_domain_heatmap(out: Path) -> str:
     from adaptrec.api import plot
 
     source = EXPERIMENTS / "results" / "cross_domain.json"
+    if kept := _absent(out, [source]):
+        return kept
     plot("transfer", [source], out, title="Cross-domain transfer, Amazon Arts ↔ Office: every row by metric")
     return f"wrote {os.path.relpath(out, ROOT)} from {source.relative_to(ROOT)}"
 
@@ -525,6 +538,8 @@ def online_replay_figure(out: Path) -> str:
     """docs/online.md's figure, from the replay simulation's JSON."""
     import online_replay
 
+    if kept := _absent(out, [online_replay.RESULTS]):
+        return kept
     online_replay.figure(read_json(online_replay.RESULTS), out)
     return f"wrote {os.path.relpath(out, ROOT)} from {online_replay.RESULTS.relative_to(ROOT)}"
 
@@ -534,6 +549,8 @@ def goals_figure() -> str:
     import collab_goals
 
     out = FIGURES / Path(collab_goals.FIGURE).name
+    if kept := _absent(out, collab_goals.SOURCES):
+        return kept
     collab_goals.figure(out)
     return f"wrote {os.path.relpath(out, ROOT)} from {', '.join(s.name for s in collab_goals.SOURCES)}"
 
@@ -551,7 +568,10 @@ def main() -> None:
     p.add_argument("page", choices=["performance", "figures"],
                    help="performance: docs/performance.md from bench/results/*.json; figures: docs/figures/*.png")
     if p.parse_args().page == "figures":
-        print("\n".join(figures()))
+        try:
+            print("\n".join(figures()))
+        except AdaptrecError as e:  # a malformed results file: one line naming it
+            sys.exit(f"error: {str(e).splitlines()[0]}")
         return
     for name, paths in missing_results().items():
         print(f"kept region {name} of {PERFORMANCE.relative_to(ROOT)} as it is: no "

@@ -485,3 +485,16 @@ def test_a_methods_group_run_before_environments_were_recorded_says_so():
                                 "groups": {"movie": [rep(False)], "office": [rep(True)]}})
     movie, office = text.split("### office")
     assert "predate recording their backend" in movie and "(torch-int8), x86_64, 2 cores" in office
+
+
+def test_a_figure_whose_results_are_not_there_yet_is_kept_with_a_line(monkeypatch, tmp_path):
+    """(was: a KeyError from the online-replay figure, which stopped `report.py figures` before the later ones)"""
+    import collab_goals
+    import online_replay
+
+    monkeypatch.setattr(online_replay, "RESULTS", tmp_path / "online_replay.json")
+    line = report.online_replay_figure(tmp_path / "o.png")
+    assert line.startswith("kept ") and line.endswith("online_replay.json yet") and not (tmp_path / "o.png").exists()
+    monkeypatch.setattr(collab_goals, "SOURCES", [tmp_path / "ml100k_loo.json"])
+    monkeypatch.setattr(report, "FIGURES", tmp_path)
+    assert report.goals_figure().endswith("ml100k_loo.json yet")
