@@ -50,8 +50,9 @@ def _backbone(name: str, quantization: str):
 
 
 def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | None) -> tuple[str, str]:
-    """The backbone to load: as given, else the one the first adapter's recipe trained on, else the embedded default;
-    the quantization: as given, else the recipe's when that is its backbone, else 8bit."""
+    """The backbone to load: as given, else the one the first adapter's recipe trained on (a pulled one: the one its
+    pull was checked against), else the embedded default; the quantization: as given, else the recipe's (the pull's)
+    when that is its backbone, else 8bit."""
     if not refs or (backbone is not None and quantization is not None):
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
@@ -59,6 +60,10 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
 
     reg = registry()
     record = reg.resolve(resolve_sources(reg, refs[:1])[0])
+    pulled = record.pulled_backbone(EMBEDDED)
+    if pulled is not None:
+        name = backbone or pulled[0]
+        return name, quantization or (pulled[1] if name == pulled[0] else "8bit")
     try:
         section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
     except ConfigError:  # a recipe of an older schema: no usable backbone setting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -271,6 +272,10 @@ def resolve_recipe_path(name_or_path: str) -> Path:
 
 MAX_ERRORS = 5  # a recipe's mistakes named one per line, up to this many
 MAX_SHOWN = 80  # characters of a refused value echoed back
+# the refused value's repr, bounded as it is built: YAML aliases nested ten deep (a few hundred bytes of a stored
+# or pulled recipe) spell a value whose whole repr would take gigabytes and minutes
+_SHOWN = reprlib.Repr()  # keyword arguments from Python 3.12 on
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 6, 6, MAX_SHOWN, MAX_SHOWN
 
 
 def _describe_error(err: dict, raw: dict) -> str:
@@ -279,7 +284,7 @@ def _describe_error(err: dict, raw: dict) -> str:
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
-    given, message = repr(err["input"]), err["msg"].removeprefix("Value error, ")
+    given, message = _SHOWN.repr(err["input"]), err["msg"].removeprefix("Value error, ")
     named = err["type"] == "missing" or isinstance(err["input"], dict) or given in message  # said already
     value = "" if named else f" (got {given[:MAX_SHOWN]}{'…' * (len(given) > MAX_SHOWN)})"
     return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix

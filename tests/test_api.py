@@ -75,16 +75,31 @@ def test_load_defaults_to_the_backbone_the_adapter_was_trained_on(tiny_model_dir
     assert api._made_for([], None, None) == (EMBEDDED, "8bit")
 
 
+def test_a_pulled_adapters_recipe_never_chooses_the_backbone_a_command_downloads(monkeypatch):
+    """A publisher's recipe naming `attacker/model` made `eval`, `load`, `score`, `drift` and the gate download and run
+    that model (a family-mates's build, the adapter then an exact match): the backbone its pull was checked against."""
+    recipe = yaml.safe_dump({"backbone": {"name": "attacker/model", "quantization": "none"}})
+    checked = {"checked_on": {"backbone": "embedded:gemma3-270m", "quantization": "4bit"}}
+    monkeypatch.setattr(api, "registry", lambda home=None: _Registry(recipe, kind="pulled", origin=checked))
+    assert api._made_for(["x"], None, None) == ("embedded:gemma3-270m", "4bit")
+    assert api._made_for(["x"], "other", None) == ("other", "8bit")
+    monkeypatch.setattr(api, "registry", lambda home=None: _Registry(recipe, kind="pulled", origin={}))
+    assert api._made_for(["x"], None, None) == (EMBEDDED, "8bit")  # pulled before the pull recorded it
+
+
 class _Registry:
     """Just enough registry for `_made_for`: one record whose recipe names a backbone section only."""
 
-    def __init__(self, recipe_backbone: str):
+    def __init__(self, recipe_backbone: str, kind: str = "trained", origin: dict | None = None):
         base = (RECIPES_DIR / "movie-lora.yaml").read_text().split("backbone:")[0]
         rest = (RECIPES_DIR / "movie-lora.yaml").read_text().split("adapter:", 1)[1]
-        self.text = base + recipe_backbone + "adapter:" + rest
+        self.text, self.kind, self.origin = base + recipe_backbone + "adapter:" + rest, kind, origin
 
     def resolve(self, ref):
-        return type("R", (), {"ref": "x:1", "recipe_text": self.text})()
+        from adaptrec.registry.records import AdapterRecord
+
+        return type("R", (), {"ref": "x:1", "recipe_text": self.text, "kind": self.kind, "origin": self.origin,
+                              "pulled_backbone": AdapterRecord.pulled_backbone})()
 
     def promoted(self, domain):
         return None

@@ -403,3 +403,22 @@ def test_anchors_and_merge_keys_still_read_with_overrides():
         {"a": {"lr": 1, "seed": 3}, "b": {"lr": 2, "seed": 3}}
     with pytest.raises(yaml.YAMLError, match="key 'lr' appears twice"):
         yaml.load("b:\n  lr: 1\n  lr: 2\n", Loader=_UniqueKeyLoader)
+
+
+def test_a_refused_value_of_nested_yaml_aliases_is_named_without_being_spelt_out():
+    """A few hundred bytes of aliases nested N deep spell a value of 9^N items: its whole repr, built for the error
+    line, took minutes and gigabytes at 10 levels (a pulled recipe is read whenever its adapter is scored)."""
+    import tracemalloc
+
+    levels = ["- &a0 [x, x, x, x, x, x, x, x, x]"] + [f"- &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+                                                     for i in range(1, 8)]
+    text = "anchors:\n" + "".join(f"  {line}\n" for line in levels) + (RECIPES_DIR / "movie-lora.yaml").read_text()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as e:
+            recipe_from_text(text.replace("name: movie-lora", "name: *a7", 1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "name: Input should be a valid string (got [[[[" in str(e.value) and len(str(e.value)) < 1000
+    assert peak < 20 * 2**20  # was: the whole repr, about 200 MB here, cut to 80 characters afterwards

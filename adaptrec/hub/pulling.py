@@ -350,6 +350,18 @@ def _download(src: _HubSource | _MirrorSource, meta: dict, sizes: dict[str, int 
                                  "tampered with); nothing was registered")
 
 
+def _check_published_name(registry: Registry, published: str, src) -> None:
+    """A pull under the name its publisher gave joins that name's versions only when every one came from the same
+    repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
+    elsewhere, which every bare reference, a promotion or an update would then take."""
+    repo = src.origin()["repo"]
+    others = [r for r in registry.list(name=published) if r.kind != "pulled" or (r.origin or {}).get("repo") != repo]
+    if others:
+        where = "trained or made here" if others[-1].kind != "pulled" else f"pulled from {others[-1].origin['repo']}"
+        raise HubError(f"{src.label} publishes the name {published!r}, which already names {others[-1].ref} "
+                       f"({where}); pull it under another name with {option('name')}")
+
+
 def _register(registry: Registry, stage: Path, meta: dict, name: str | None, adapter_fp: Fingerprint,
               origin: dict) -> AdapterRecord:
     """Register the verified `stage` folder as kind "pulled", under `name` or the published one."""
@@ -404,6 +416,11 @@ def pull(
         # a forced adapter of another family fits its own base, not this one: config against tensors only
         check_adapter_folder(stage, meta["adapter_type"], src.label, None if match == "none" else base_config)
         origin = {**src.origin(), "published_as": f"{meta.get('name')}:{meta.get('version')}",
-                  "adaptrec_json_sha256": file_sha256(work / METADATA_FILE), "derived_from": meta["derived_from"]}
+                  "adaptrec_json_sha256": file_sha256(work / METADATA_FILE), "derived_from": meta["derived_from"],
+                  # what later commands load it on: its recipe's backbone is the publisher's word, never fetched
+                  "checked_on": {"quantization": quantization,
+                                 **({"backbone": backbone or EMBEDDED} if backbone or backbone_fp is None else {})}}
+        if name is None:
+            _check_published_name(registry, meta.get("name"), src)
         record = _register(registry, stage, meta, name, adapter_fp, origin)
     return PullResult(record, match, origin)

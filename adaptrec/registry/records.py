@@ -68,6 +68,15 @@ class AdapterRecord:
         """A `composed` row that combines adapters (not an exact export of one, which is also kind `composed`)."""
         return self.kind == "composed" and (self.lineage or {}).get("method") not in EXPORT_METHODS
 
+    def pulled_backbone(self, default: str) -> tuple[str, str] | None:
+        """For a pulled adapter, the backbone (`default` where unrecorded) and quantization its pull was checked
+        against, which later commands load it on: its recipe's `backbone` is the publisher's word, which a command
+        must not download and run. None for an adapter of another kind."""
+        if self.kind != "pulled":
+            return None
+        checked = (self.origin or {}).get("checked_on") or {}
+        return checked.get("backbone", default), checked.get("quantization", "8bit")
+
     @property
     def trained_events(self) -> set[str]:
         """The logged feedback events (`Case.meta["event"]`) this version, and every version it was updated from,

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..adapters.attach import adapter_key
 from ..adapters.base import check_fits
 from ..atomic import write_json
-from ..backbone import backbone_config, load_backbone
+from ..backbone import EMBEDDED, backbone_config, load_backbone
 from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
 from ..data.records import Case
 from ..data.sampling import few_shot
@@ -103,6 +103,9 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         return parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
 
     check_new_overrides(recipe_from_text(parent.recipe_text, parent.ref), overrides, option("overrides", flag="--set"))
+    pulled = parent.pulled_backbone(EMBEDDED)
+    if pulled is not None:  # its recipe's backbone is the publisher's word: the one its pull was checked against
+        overrides = [f"backbone.name={pulled[0]}", f"backbone.quantization={pulled[1]}", *overrides]
     warmup = recipe_from_text(with_sets(overrides), parent.ref).training.warmup_steps
     sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
     text = with_sets(sets)

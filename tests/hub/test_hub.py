@@ -140,6 +140,8 @@ def test_push_pull_round_trip_identical_weights_and_scores(hub, lora_src, tiny_m
     assert pulled.kind == "pulled" and pulled.domain == "movie" and pulled.adapter_type == "lora"
     assert pulled.origin["repo"] == "alice/movie-lora" and pulled.origin["revision"] == commit  # pinned to the commit
     assert pulled.origin["published_as"] == "movie-lora:1" and pulled.origin["source"] == "hub"
+    # later commands load it on the backbone it was checked against, never on its recipe's (the publisher's word)
+    assert pulled.origin["checked_on"] == {"backbone": str(tiny_model_dir), "quantization": "none"}
     assert original.metrics and pulled.claimed_metrics == original.metrics  # the publisher's claim, kept as such
     assert pulled.metrics == {}  # nothing measured here yet
     pulled_fp, original_fp = pulled.fingerprint, original.fingerprint
@@ -311,7 +313,7 @@ def test_unsafe_repos_are_refused_and_leave_nothing(hub, lora_src, tiny_model_di
     assert expect in line and "alice/bad" in line
     _assert_nothing_left([rec.ref])
     # the untouched repo still pulls: the refusal is about the repo, not the set-up
-    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/good"))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/good", "--name", "good"))
     assert code == 0, err
 
 
@@ -344,7 +346,8 @@ def test_other_family_refused_unless_forced(hub, lora_src, tiny_model_dir, monke
                for k, v in load_file(wide / "adapter_model.safetensors").items()}
     save_file(tensors, wide / "adapter_model.safetensors")
     push_to_hub(_register((wide, FOREIGN_FP), name="wide").ref, "alice/wide")
-    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/wide", "--force"))
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull",
+                           *_pull_args(tiny_model_dir, "alice/wide", "--force", "--name", "wide-pulled"))
     assert code == 0, err
 
 
@@ -354,7 +357,7 @@ def test_same_family_other_build_is_accepted(hub, lora_src, tiny_model_dir, monk
     from adaptrec.hub import push_to_hub
 
     push_to_hub(rec.ref, "alice/family")
-    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/family"))
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "alice/family", "--name", "fam"))
     assert code == 0, err
     assert "same base family" in out
 
@@ -424,7 +427,7 @@ def test_files_come_from_the_resolved_commit(hub, lora_src, monkeypatch):
         return out
 
     monkeypatch.setattr(pull_mod._HubSource, "listing", listing_then_push)
-    res = pull("alice/race", backbone_fp=lora_src[1])
+    res = pull("alice/race", name="raced", backbone_fp=lora_src[1])
     assert hub.repos["alice/race"].branches["main"] != first
     assert res.record.origin["revision"] == first and res.record.domain == "movie"
 
@@ -448,9 +451,22 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     pulled = Registry().resolve("from-mirror")
     assert pulled.kind == "pulled" and pulled.origin["source"] == "mirror" and pulled.origin["revision"] == "v1"
     assert (pulled.path / "adapter_model.safetensors").read_bytes() == (rec.path / "adapter_model.safetensors").read_bytes()
+    # its published name already names the adapter trained here: never taken over without a word (was: the pull
+    # became movie-lora:2, which every bare `movie-lora` then meant)
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(mirror / "movie-lora")))
+    assert "publishes the name 'movie-lora', which already names movie-lora:1 (trained or made here)" in \
+        _one_line_error(code, err)
+    assert Registry().resolve("movie-lora").kind == "trained"
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull",
+                           *_pull_args(tiny_model_dir, str(mirror / "movie-lora"), "--name", "mirrored"))
     assert code == 0, err
-    assert Registry().resolve("movie-lora").origin["revision"] == "v1b"  # refs.json: the latest push
+    assert Registry().resolve("mirrored").origin["revision"] == "v1b"  # refs.json: the latest push
+    Registry().remove("movie-lora:1")  # the name free of local versions: a pull takes it, and a second joins it
+    for _ in range(2):
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "pull",
+                               *_pull_args(tiny_model_dir, f"{mirror / 'movie-lora'}@v1b"))
+        assert code == 0, err
+    assert [r.version for r in Registry().list(name="movie-lora")] == [2, 3]
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(tmp_path / "empty")))
     assert "it holds no revision to pull" in _one_line_error(code, err)  # was: "say which revision … (it has: none)"

@@ -35,6 +35,31 @@ def trained(tiny_model_dir, tmp_path):
     return run_recipe(parsed, text).record, path
 
 
+def test_an_update_of_a_pulled_adapter_loads_the_backbone_its_pull_was_checked_against(trained, tiny_model_dir,
+                                                                                       monkeypatch):
+    """Its recipe's backbone is the publisher's word: an update downloaded and trained on whatever it named."""
+    import adaptrec.train.update as update_mod
+
+    parent, _ = trained
+    text = parent.recipe_text.replace(str(tiny_model_dir), "attacker/model")
+    origin = {"source": "mirror", "repo": "/mirror/tiny", "revision": "v1",
+              "checked_on": {"backbone": str(tiny_model_dir), "quantization": "none"}}
+    pulled = Registry().register(parent.path, name="tiny-pulled", domain=parent.domain, kind="pulled",
+                                 adapter_type="lora", adapter_config=None, fingerprint=parent.fingerprint,
+                                 recipe_text=text, origin=origin)
+    log_feedback(synthetic_cases(12, seed=5))
+    loaded = []
+
+    def load(name, quantization, **kw):
+        loaded.append((name, quantization))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(update_mod, "load_backbone", load)
+    with pytest.raises(RuntimeError, match="stop here"):
+        update_adapter(pulled.ref, "feedback:movie", replay=0.0, steps=1)
+    assert loaded == [(str(tiny_model_dir), "none")]
+
+
 def test_replay_mix_keeps_the_share_and_is_seeded():
     new, old = synthetic_cases(40), synthetic_cases(100, seed=9)
     mixed, n_old = replay_mix(new, old, 0.2, seed=1)
