@@ -252,8 +252,11 @@ def resolve_source(name: str) -> tuple[Path, str]:
         raise BackboneError(f"backbone {name!r}: no such folder, and not a Hub id of the form org/name")
     from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(name)), name
+    try:  # the model's files only, not a repo's other formats (ONNX, GGUF, a .bin beside the safetensors)
+        folder = Path(snapshot_download(name, allow_patterns=HUB_FILES))
+        if not any((folder / f).is_file() for f in _WEIGHT_FILES[:2]):  # a checkpoint in PyTorch's format only
+            folder = Path(snapshot_download(name, allow_patterns=[*HUB_FILES, "*.bin"]))
+        return folder, name
     except Exception as e:  # offline, unknown repo, gated...: one line, not a traceback
         raise BackboneError(f"backbone {name!r}: cannot fetch from the Hub ({type(e).__name__}); pass a local folder") from e
 
@@ -275,6 +278,8 @@ def _cached_file_sha256(path: Path) -> str:
     return cache[key]
 
 
+# what a Hub backbone is downloaded as: config, weights and tokenizer files (SentencePiece models, merges, templates)
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 # transformers' order of preference (`PreTrainedModel.from_pretrained`): a single file before its sharded index
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -337,7 +342,15 @@ def _describe(name: str, quantization: str):
     if quantization not in QUANTIZATIONS:
         raise BackboneError(f"{option('quantization', quantization)}: expected one of {', '.join(QUANTIZATIONS)}")
     source, base_model = resolve_source(name)
+    if (source / "adapter_config.json").is_file():  # transformers would load the base it names and attach it
+        raise BackboneError(f"backbone {name!r} holds a peft adapter (adapter_config.json): pass its base model's "
+                            "folder (and register the adapter), or merge it into the base first")
     config = _config(source, name)
+    packed = getattr(config, "quantization_config", None)
+    if packed is not None:  # transformers keeps a checkpoint's own quantization whatever the request
+        method = packed.get("quant_method") if isinstance(packed, dict) else getattr(packed, "quant_method", packed)
+        raise BackboneError(f"backbone {name!r} is stored quantized ({method}); adaptrec quantizes a full-precision "
+                            "checkpoint itself: pass that one")
     tokenizer = load_tokenizer(str(source), shown=name)
     return source, config, tokenizer, compute_fingerprint(source, base_model, quantization, config, tokenizer)
 
@@ -398,9 +411,9 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    source, config, tokenizer, fingerprint = _describe(name, quantization)
     device = device or default_device()
-    backend = resolve_backend(quantization, device, int8_backend)
+    backend = resolve_backend(quantization, device, int8_backend)  # a bad kernel: refused before any download
+    source, config, tokenizer, fingerprint = _describe(name, quantization)
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -71,8 +71,9 @@ class Int8Linear(nn.Linear):
 def quantize_linears(model: nn.Module, skip: tuple[str, ...] = SKIP_MODULES) -> int:
     """Replace every `nn.Linear` of `model` (except names ending in `skip`) by an `Int8Linear`; returns the count.
 
-    ValueError, before any change, for a model with GPT-2-style `Conv1D` projections: the kernel would leave them
-    in fp32 while the model was labelled 8-bit."""
+    ValueError, before any change, for a model with weight matrices outside `nn.Linear` and `nn.Embedding` layers
+    (GPT-2-style `Conv1D` projections, the fused experts of a mixture-of-experts): the kernel would leave them in fp32
+    while the model was labelled 8-bit."""
     from transformers.pytorch_utils import Conv1D
 
     conv = [name for name, m in model.named_modules() if isinstance(m, Conv1D)]
@@ -80,6 +81,12 @@ def quantize_linears(model: nn.Module, skip: tuple[str, ...] = SKIP_MODULES) -> 
         raise ValueError(f"its {len(conv)} Conv1D projections (GPT-2 style, e.g. {conv[0]}) are not nn.Linear, so "
                          "adaptrec's int8 kernel cannot quantize them; load it with quantization none, or with "
                          "$ADAPTREC_INT8_BACKEND=bitsandbytes")
+    other = [f"{name}.{p_name}" if name else p_name for name, m in model.named_modules()
+             if not isinstance(m, (nn.Linear, nn.Embedding))
+             for p_name, p in m.named_parameters(recurse=False) if p.is_floating_point() and p.dim() >= 2]
+    if other:
+        raise ValueError(f"its {len(other)} weight matrices outside linear layers (e.g. {other[0]}: fused experts?) "
+                         "would stay in fp32 under adaptrec's int8 kernel; load it with quantization none")
     targets = [(name, m) for name, m in model.named_modules()
                if type(m) is nn.Linear and name.split(".")[-1] not in skip]
     for name, module in targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -67,7 +68,8 @@ def test_hub_ids_may_hold_dots_and_files_are_named_as_files(tmp_path, monkeypatc
 
     from adaptrec.backbone import resolve_source
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name: str(tmp_path / name.replace("/", "--")))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda name, allow_patterns=None: str(tmp_path / name.replace("/", "--")))
     for hub_id in ("Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.2-1B", "HuggingFaceTB/SmolLM2-135M-Instruct"):
         assert resolve_source(hub_id) == (tmp_path / hub_id.replace("/", "--"), hub_id)
     with pytest.raises(BackboneError, match="no such folder"):
@@ -191,3 +193,45 @@ def test_building_an_adapter_prints_no_library_deprecation_warning(tiny_model_di
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "is_gradient_checkpointing" not in run.stderr
+
+
+def test_a_hub_backbone_downloads_its_model_files_only(tmp_path, monkeypatch):
+    """(was: the whole repo: ONNX exports, GGUF files, a .bin beside the safetensors, often several times the model)"""
+    import huggingface_hub
+
+    from adaptrec.backbone import resolve_source
+
+    calls = []
+
+    def snapshot(name, allow_patterns=None):
+        calls.append(allow_patterns)
+        return str(tmp_path / name.replace("/", "--"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    (tmp_path / "org--safe").mkdir()
+    (tmp_path / "org--safe" / "model.safetensors").write_bytes(b"")
+    resolve_source("org/safe")
+    assert len(calls) == 1 and "*.safetensors" in calls[0] and not {"*.bin", "*.onnx", "*.gguf", "*"} & set(calls[0])
+    calls.clear()
+    resolve_source("org/old")  # no safetensors: PyTorch's format is fetched too
+    assert len(calls) == 2 and "*.bin" in calls[1]
+
+
+def test_a_folder_holding_an_adapter_or_a_quantized_checkpoint_is_refused_as_a_backbone(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    """transformers loads the base an `adapter_config.json` names and attaches the adapter, and keeps a checkpoint's
+    own quantization whatever the request: the "untuned" rows ran with the adapter, or another quantization, under
+    the bare backbone's fingerprint and keys. A bad int8 kernel is refused before the folder is read."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(BackboneError, match="holds a peft adapter \\(adapter_config.json\\)"):
+        load_backbone(str(folder), "none", device="cpu")
+    (folder / "adapter_config.json").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gptq"}}))
+    with pytest.raises(BackboneError, match="is stored quantized \\(gptq\\)"):
+        load_backbone(str(folder), "8bit", device="cpu")
+    monkeypatch.setenv("ADAPTREC_INT8_BACKEND", "fbgemm")
+    with pytest.raises(BackboneError, match="int8 backend 'fbgemm'"):
+        load_backbone(str(tmp_path / "missing-too"), "8bit", device="cpu")  # named before the missing folder

@@ -140,3 +140,24 @@ def test_a_gpt2_style_model_is_refused_by_the_int8_kernel_instead_of_running_in_
     with pytest.raises(BackboneError, match=r"Conv1D projections \(GPT-2 style, e.g. transformer.h.0.attn.c_attn\)"):
         load_backbone(str(tmp_path), "8bit", device="cpu")
     assert load_backbone(str(tmp_path), "none", device="cpu").backend == "fp32"
+
+
+def test_a_mixture_of_experts_is_refused_by_the_int8_kernel_instead_of_keeping_its_experts_in_fp32(tiny_model_dir,
+                                                                                                   tmp_path,
+                                                                                                   monkeypatch):
+    """transformers fuses a MoE's experts into 3-D parameters, not nn.Linear: the kernel quantized the attention and
+    the router and left the experts, most of the weights, in fp32 under an 8-bit label."""
+    from transformers import AutoTokenizer, MixtralConfig, MixtralForCausalLM
+
+    from adaptrec.errors import BackboneError
+
+    monkeypatch.delenv(INT8_BACKEND_ENV, raising=False)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = MixtralConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2, num_experts_per_tok=1,
+                           max_position_embeddings=64)
+    MixtralForCausalLM(config).save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(BackboneError, match=r"its 3 weight matrices outside linear layers \(e.g. model.layers.0.mlp"):
+        load_backbone(str(tmp_path), "8bit", device="cpu")
+    assert load_backbone(str(tmp_path), "none", device="cpu").backend == "fp32"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -212,13 +212,16 @@ def check_tracker(recipe: Recipe) -> None:
 
 def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     """The run's Accelerator: CPU without CUDA; the recipe's `mixed_precision`, or when null what the accelerate
-    config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`."""
+    config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`. Under DDP the buffers
+    are not broadcast at every forward: they are the frozen int8 backbone's weights (the int8 kernel keeps them as
+    buffers), the same on every rank, which rank 0 would otherwise send whole at each step."""
     t = recipe.training
     check_tracker(recipe)
     try:
         return Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
                            mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
-                           project_dir=run_dir)
+                           project_dir=run_dir,
+                           kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     except ValueError as e:  # e.g. bf16 on a GPU without it, or another precision than this process's first run's
         raise ConfigError(f"{recipe._source}: accelerate refused this run's setup (training.mixed_precision "
                           f"{t.mixed_precision}): {str(e).splitlines()[0]}") from None

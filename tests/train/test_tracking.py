@@ -116,7 +116,10 @@ def test_mixed_precision_comes_from_the_recipe_or_accelerate(env, setting, expec
     else:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env)
     recipe = tiny_recipe("unused", 2, mixed_precision=setting)
-    assert loop._build_accelerator(recipe, tmp_path).mixed_precision == expected
+    accelerator = loop._build_accelerator(recipe, tmp_path)
+    assert accelerator.mixed_precision == expected
+    # DDP does not send the frozen int8 weights (buffers) from rank 0 at every forward: they are alike on every rank
+    assert accelerator.ddp_handler.to_kwargs() == {"broadcast_buffers": False}
 
 
 def test_a_precision_accelerate_refuses_is_one_line_naming_the_key(fresh_accelerate_state, tmp_path, monkeypatch,
