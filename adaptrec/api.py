@@ -188,19 +188,20 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     _check_collab_sources(reg, refs, data)
     prompt = {"template": "tallrec", **sources_prompt([reg.resolve(r) for r in refs], template,
                                                       remedy=f"pass {option('template')} to read them through one")}
-    loaded = {}
-    if encoders is None:
-        encoders = [r.ref for r in reg.encoders_for(data)]
+    from .registry.encoders import check_same_ratings, current_encoders
+
+    loaded, named = {}, encoders is not None
+    if not named:  # those registered for this source, a stale one left out with a warning; one named is refused
+        encoders = [r.ref for r in current_encoders(reg.encoders_for(data))]
     if full_catalogue and not ((candidates or candidates_file) and encoders):
         raise AdaptrecError(f"{option('full_catalogue')} ranks encoder rows: use it with {option('candidates')} or "
                             f"{option('candidates_file')}, and a registered encoder (`adaptrec train-cf`) that may "
                             "score this SPEC")
-    from .registry.encoders import check_same_ratings
-
     for ref in encoders:  # checked before any data or backbone loads
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)
-        check_same_ratings(record.data, record.data_fingerprint, f"the encoder {record.ref}")
+        if named:
+            check_same_ratings(record.data, record.data_fingerprint, f"the encoder {record.ref}")
         loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
     if candidates or candidates_file:  # the data is checked before the backbone loads

@@ -279,7 +279,7 @@ def _cached_file_sha256(path: Path) -> str:
 
 
 # what a Hub backbone is downloaded as: config, weights and tokenizer files (SentencePiece models, merges, templates)
-HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+HUB_FILES = ["*.json", "model*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # not consolidated.*
 # transformers' order of preference (`PreTrainedModel.from_pretrained`): a single file before its sharded index
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 

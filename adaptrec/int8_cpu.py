@@ -20,6 +20,7 @@ KERNEL_VERSION = 1  # bump when a change here changes the numbers the kernel com
 
 # The output embedding stays fp32 (as bitsandbytes leaves it): it runs on one position per prompt.
 SKIP_MODULES: tuple[str, ...] = ("lm_head",)
+MAX_FP32_SHARE = 0.1  # of the weight matrices: left outside linear layers, a model is refused as not 8-bit
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,12 +82,15 @@ def quantize_linears(model: nn.Module, skip: tuple[str, ...] = SKIP_MODULES) -> 
         raise ValueError(f"its {len(conv)} Conv1D projections (GPT-2 style, e.g. {conv[0]}) are not nn.Linear, so "
                          "adaptrec's int8 kernel cannot quantize them; load it with quantization none, or with "
                          "$ADAPTREC_INT8_BACKEND=bitsandbytes")
-    other = [f"{name}.{p_name}" if name else p_name for name, m in model.named_modules()
+    other = [(f"{name}.{p_name}" if name else p_name, p.numel()) for name, m in model.named_modules()
              if not isinstance(m, (nn.Linear, nn.Embedding))
              for p_name, p in m.named_parameters(recurse=False) if p.is_floating_point() and p.dim() >= 2]
-    if other:
-        raise ValueError(f"its {len(other)} weight matrices outside linear layers (e.g. {other[0]}: fused experts?) "
-                         "would stay in fp32 under adaptrec's int8 kernel; load it with quantization none")
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    share = sum(n for _, n in other) / max(1, linear + sum(n for _, n in other))
+    if share > MAX_FP32_SHARE:  # a patch embedding or a small projection may stay; fused experts are most weights
+        raise ValueError(f"{share:.0%} of its weight matrices lie outside linear layers (e.g. {other[0][0]}: fused "
+                         "experts?) and would stay in fp32 under adaptrec's int8 kernel; load it with quantization "
+                         "none")
     targets = [(name, m) for name, m in model.named_modules()
                if type(m) is nn.Linear and name.split(".")[-1] not in skip]
     for name, module in targets:

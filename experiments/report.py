@@ -570,8 +570,8 @@ def main() -> None:
     if p.parse_args().page == "figures":
         try:
             print("\n".join(figures()))
-        except AdaptrecError as e:  # a malformed results file: one line naming it
-            sys.exit(f"error: {str(e).splitlines()[0]}")
+        except (AdaptrecError, ValueError, KeyError) as e:  # a malformed results file (JSON, or a field it lacks)
+            sys.exit(f"error: a results file could not be drawn ({type(e).__name__}: {str(e).splitlines()[0]})")
         return
     for name, paths in missing_results().items():
         print(f"kept region {name} of {PERFORMANCE.relative_to(ROOT)} as it is: no "

@@ -99,7 +99,7 @@ class _Registry:
         from adaptrec.registry.records import AdapterRecord
 
         return type("R", (), {"ref": "x:1", "recipe_text": self.text, "kind": self.kind, "origin": self.origin,
-                              "pulled_backbone": AdapterRecord.pulled_backbone})()
+                              "lineage": None, "pulled_backbone": AdapterRecord.pulled_backbone})()
 
     def promoted(self, domain):
         return None
@@ -111,3 +111,27 @@ def test_subpackages_named_like_api_functions_stay_callable(tmp_path):
 
     assert callable(adaptrec.train) and adaptrec.train.loop.Trainer
     assert isinstance(adaptrec.registry(tmp_path / "reg"), adaptrec.registry.Registry)
+
+
+def test_a_pulled_backbone_is_recorded_as_any_folder_loads_it_and_passes_to_an_export(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch):
+    """`--backbone models/tiny` was recorded as typed, which another folder reads as the Hub id `models/tiny`; the
+    LoRA export of a pulled AdaLoRA adapter (kind composed) read its publisher's recipe for the backbone again."""
+    from router_helpers import register_random
+
+    from adaptrec.hub.pulling import _as_loaded
+    from adaptrec.registry import Registry
+    from adaptrec.registry.derive import register_lora_export
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    assert _as_loaded("models/tiny") == str(tmp_path / "models" / "tiny") and _as_loaded("org/name") == "org/name"
+    registry = Registry(tmp_path / "home")
+    made = register_random(tiny_model_dir, registry, "ada", {"type": "adalora", "init_r": 4, "target_r": 2}, seed=1)
+    checked = {"backbone": str(tiny_model_dir), "quantization": "none"}
+    pulled = registry.register(made.path, name="ada-pulled", domain="arts", kind="pulled", adapter_type="adalora",
+                               adapter_config=None, fingerprint=made.fingerprint,
+                               origin={"source": "mirror", "repo": "/m/ada", "revision": "v1", "checked_on": checked})
+    exported = register_lora_export(registry, pulled.ref)
+    assert exported.kind == "composed" and exported.pulled_backbone(EMBEDDED) == (str(tiny_model_dir), "none")
+    assert made.pulled_backbone(EMBEDDED) is None

@@ -153,11 +153,24 @@ def test_a_mixture_of_experts_is_refused_by_the_int8_kernel_instead_of_keeping_i
 
     monkeypatch.delenv(INT8_BACKEND_ENV, raising=False)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = MixtralConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2, num_experts_per_tok=1,
-                           max_position_embeddings=64)
+    config = MixtralConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=512, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=1,
+                           max_position_embeddings=64)  # the experts: 60% of the weight matrices
     MixtralForCausalLM(config).save_pretrained(tmp_path, safe_serialization=True)
     tok.save_pretrained(tmp_path)
-    with pytest.raises(BackboneError, match=r"its 3 weight matrices outside linear layers \(e.g. model.layers.0.mlp"):
+    with pytest.raises(BackboneError, match=r"\d+% of its weight matrices lie outside linear layers \(e.g. model.layers.0.mlp"):
         load_backbone(str(tmp_path), "8bit", device="cpu")
     assert load_backbone(str(tmp_path), "none", device="cpu").backend == "fp32"
+    # a small matrix outside linear layers (a vision tower's patch embedding, a projection) stays, as the share says
+    from torch import nn
+
+    from adaptrec.int8_cpu import quantize_linears
+
+    class Projection(nn.Module):
+        def __init__(self, *shape):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(*shape))
+
+    assert quantize_linears(nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), Projection(8, 64))) == 2
+    with pytest.raises(ValueError, match="lie outside linear layers"):
+        quantize_linears(nn.Sequential(nn.Linear(64, 64), Projection(4, 64, 64)))

@@ -55,9 +55,12 @@ def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
     folder = adaptrec_home() / "cache" / "encoders" / key
     if folder.is_dir():
         try:
-            return load_checked(folder, json.loads((folder / HASHES).read_text()), "the fit kept in the cache")
+            kept = load_checked(folder, json.loads((folder / HASHES).read_text()), "the fit kept in the cache")
+            if np.isfinite(kept.item_table).all():  # a diverged fit kept before they were refused: fitted again
+                return kept
         except (IntegrityError, OSError, ValueError):  # damaged: files or their hashes unreadable or changed
-            shutil.rmtree(folder, ignore_errors=True)
+            pass
+        shutil.rmtree(folder, ignore_errors=True)
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         encoder = fit()
     if not np.isfinite(encoder.item_table).all():

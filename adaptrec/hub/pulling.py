@@ -350,6 +350,13 @@ def _download(src: _HubSource | _MirrorSource, meta: dict, sizes: dict[str, int 
                                  "tampered with); nothing was registered")
 
 
+def _as_loaded(backbone: str) -> str:
+    """A backbone name as a later command in any folder loads it: a local folder by its absolute path (`models/tiny`
+    typed here would read there as the Hub id `models/tiny`)."""
+    folder = Path(backbone).expanduser()
+    return str(folder.absolute()) if folder.is_dir() else backbone
+
+
 def _check_published_name(registry: Registry, published: str, src) -> None:
     """A pull under the name its publisher gave joins that name's versions only when every one came from the same
     repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
@@ -419,7 +426,8 @@ def pull(
                   "adaptrec_json_sha256": file_sha256(work / METADATA_FILE), "derived_from": meta["derived_from"],
                   # what later commands load it on: its recipe's backbone is the publisher's word, never fetched
                   "checked_on": {"quantization": quantization,
-                                 **({"backbone": backbone or EMBEDDED} if backbone or backbone_fp is None else {})}}
+                                 **({"backbone": _as_loaded(backbone or EMBEDDED)}
+                                    if backbone or backbone_fp is None else {})}}
         if name is None:
             _check_published_name(registry, meta.get("name"), src)
         record = _register(registry, stage, meta, name, adapter_fp, origin)

@@ -25,7 +25,8 @@ def register_lora_export(registry, ref: str, name: str | None = None):
         return registry.register(
             Path(tmp) / "lora", name=name or f"{record.name}-lora", domain=record.domain, kind="composed",
             adapter_type="lora", adapter_config=None, fingerprint=record.fingerprint, recipe_text=record.recipe_text,
-            metrics=record.metrics, lineage={"parents": [record.ref], "method": EXPORT_METHODS[0], "weights": [1.0]},
+            metrics=record.metrics, lineage={"parents": [record.ref], "method": EXPORT_METHODS[0], "weights": [1.0],
+                                             **({} if record.checked_on is None else {"checked_on": record.checked_on})},
         )
 
 

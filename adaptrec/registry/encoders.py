@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +36,36 @@ class EncoderRecord:
                 "created_at": self.created_at}
 
 
+def _ratings_now(source: str, memo: dict[str, str]) -> str:
+    """The digest of `source`'s training interactions as its files hold them now (read once per `memo`)."""
+    from ..cf.fit import source_ratings
+
+    if source not in memo:
+        memo[source] = source_ratings(source).fingerprint
+    return memo[source]
+
+
+class StaleEncoderWarning(UserWarning):
+    """A registered encoder left out of a report: its source no longer holds the interactions it learned."""
+
+
+def current_encoders(records: list[EncoderRecord]) -> list[EncoderRecord]:
+    """The `records` whose source still holds the interactions they learned; the others are left out with a
+    `StaleEncoderWarning` (a report's automatic encoder rows: one stale encoder must not stop every run)."""
+    memo: dict[str, str] = {}
+    current = [r for r in records if _ratings_now(r.data, memo) == r.data_fingerprint]
+    stale = [r.ref for r in records if r not in current]
+    if stale:
+        warnings.warn(StaleEncoderWarning(f"left out {', '.join(stale)}: their sources hold other training "
+                                          "interactions than they learned (fit them again with `adaptrec train-cf`)"),
+                      stacklevel=2)
+    return current
+
+
 def check_same_ratings(source: str, ratings: str, what: str) -> None:
     """IntegrityError unless `source`'s training interactions are still those `what` learned from (their digest
     `ratings`): a source whose files changed since the fit may hold out pairs the encoder learned."""
-    from ..cf.fit import source_ratings
-
-    now = source_ratings(source).fingerprint
+    now = _ratings_now(source, {})
     if now != ratings:
         raise IntegrityError(f"{what} learned from {source} when it held other training interactions ({ratings[:12]}; "
                              f"now {now[:12]}): pairs held out now may be among them; fit it again (`adaptrec "

@@ -69,13 +69,24 @@ class AdapterRecord:
         return self.kind == "composed" and (self.lineage or {}).get("method") not in EXPORT_METHODS
 
     def pulled_backbone(self, default: str) -> tuple[str, str] | None:
-        """For a pulled adapter, the backbone (`default` where unrecorded) and quantization its pull was checked
-        against, which later commands load it on: its recipe's `backbone` is the publisher's word, which a command
-        must not download and run. None for an adapter of another kind."""
-        if self.kind != "pulled":
+        """For a pulled adapter (or one exported from it: its lineage carries `checked_on`), the backbone (`default`
+        where unrecorded) and quantization its pull was checked against, which later commands load it on: its
+        recipe's `backbone` is the publisher's word, which a command must not download and run. None otherwise."""
+        if self.kind == "pulled":
+            checked = (self.origin or {}).get("checked_on") or {}
+        elif "checked_on" in (self.lineage or {}):
+            checked = self.lineage["checked_on"] or {}
+        else:
             return None
-        checked = (self.origin or {}).get("checked_on") or {}
         return checked.get("backbone", default), checked.get("quantization", "8bit")
+
+    @property
+    def checked_on(self) -> dict | None:
+        """What `pulled_backbone` reads (the pull's record of its backbone; {} before pulls recorded it), passed on
+        to what is derived from this version; None for an adapter neither pulled nor derived from a pulled one."""
+        if self.kind == "pulled":
+            return (self.origin or {}).get("checked_on") or {}
+        return (self.lineage or {}).get("checked_on")
 
     @property
     def trained_events(self) -> set[str]:

@@ -62,6 +62,7 @@ from .worker import CallingThreadExecutor, QueueFull, Worker, background_priorit
 
 ADMIN_TOKEN_ENV = "ADAPTREC_ADMIN_TOKEN"
 ADMIN_PATHS = frozenset({"/v1/adapters/load", "/v1/adapters/unload"})
+LISTING_S = 1.0  # `/v1/adapters` reads the registry at most this often
 LOG_BUSY_S = 5.0  # a request log statement waits this long for each lock (the log's, then SQLite's: another
 # server, a VACUUM) before its 503
 
@@ -198,11 +199,17 @@ def _add_adapter_routes(app: FastAPI, engine: Engine, state: dict[str, Any]) -> 
     """`/v1/adapters` for anyone; loading and unloading for the admin (the `Guard` checks the token)."""
     bearer = [Depends(HTTPBearer(auto_error=False))]  # documents the scheme in the OpenAPI schema; the Guard enforces it
 
+    listing: dict[str, Any] = {"at": -LISTING_S, "refs": [], "lock": asyncio.Lock()}
+
     @app.get("/v1/adapters", response_model=AdaptersResponse, responses=READ_ERRORS)
     async def adapters() -> dict:
-        # a thread of the loop's own, not the preparation thread: listing the registry must not delay planning
-        return {"resident": engine.resident(), "max_resident": engine.max_resident,
-                "registered": [r.ref for r in await asyncio.to_thread(engine.registry.list)]}
+        # not on the preparation thread, which plans every scoring request; one listing at a time, at most one a
+        # LISTING_S (the others read it): many or slow listings hold neither planning nor the threads that log
+        async with listing["lock"]:
+            if time.monotonic() - listing["at"] >= LISTING_S:
+                listing["refs"] = [r.ref for r in await asyncio.to_thread(engine.registry.list)]
+                listing["at"] = time.monotonic()
+        return {"resident": engine.resident(), "max_resident": engine.max_resident, "registered": listing["refs"]}
 
     @app.post("/v1/adapters/load", response_model=LoadResponse, dependencies=bearer, responses=ADMIN_ERRORS)
     async def load(req: RefRequest) -> dict:

@@ -20,6 +20,7 @@ from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 
 from .engine import AdapterLoadFailed, Engine, ServeError, finite
+from .envelope import scrub
 from .explore import Slate
 from .schemas import ScoreRequest, Target, UserRequest, id_of, text_of
 
@@ -126,7 +127,8 @@ def after_load(p: Plan) -> Plan:
 def _said(p: Plan) -> dict:
     """What every answer says of its plan: the adapters, the routing reason and its warnings, items scored by their
     text alone."""
-    return {"adapters": list(p.decision.adapters), "reason": p.decision.reason, "warnings": list(p.decision.warnings),
+    return {"adapters": list(p.decision.adapters), "reason": p.decision.reason,
+            "warnings": [scrub(w, ()) for w in p.decision.warnings],  # a local base's path stays on the server
             "unknown_items": p.unknown}
 
 

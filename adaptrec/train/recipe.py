@@ -22,7 +22,7 @@ from ..evaluation import EvalReport, baseline_rows, encoder_rows, labelled_cases
 from ..fingerprint import digest
 from ..home import adaptrec_home
 from ..registry import AdapterRecord, Registry
-from ..registry.encoders import check_same_ratings
+from ..registry.encoders import current_encoders
 from ..score_cache import ScoreCache
 from .cases import check_prompts_fit, naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
@@ -74,10 +74,8 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
     registry = Registry()  # the encoder rows of the report: loaded (hashes checked) before any training
-    encoders = {}
-    for r in registry.encoders_for(test.spec):
-        check_same_ratings(r.data, r.data_fingerprint, f"the encoder {r.ref}, a row of this run's report,")
-        encoders[f"encoder {r.ref}"] = registry.load_encoder(r.ref)[0]
+    encoders = {f"encoder {r.ref}": registry.load_encoder(r.ref)[0]
+                for r in current_encoders(registry.encoders_for(test.spec))}  # a stale one: left out, with a warning
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     check_prompts_fit(recipe, backbone.tokenizer, training=[*train_cases, *own], validation=val_cases, test=cases)

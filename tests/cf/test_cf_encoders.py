@@ -200,6 +200,15 @@ def test_a_kept_fit_leaves_every_random_generator_as_it_found_it_and_a_diverged_
     with pytest.raises(AdaptrecError, match="non-finite item vectors"):
         cached_fit("n" * 64, vars(settings), lambda: diverged)
     assert not (adaptrec_home() / "cache" / "encoders" / ("n" * 64)).exists()
+    from adaptrec.atomic import write_json
+    from adaptrec.cf.cache import HASHES
+    from adaptrec.cf.files import file_hashes, save_encoder
+
+    kept = adaptrec_home() / "cache" / "encoders" / ("n" * 64)  # one kept before diverged fits were refused
+    kept.mkdir(parents=True)
+    save_encoder(diverged, kept, vars(settings))
+    write_json(kept / HASHES, file_hashes(kept))
+    assert np.isfinite(cached_fit("n" * 64, vars(settings), lambda: fit_sasrec(data, settings)).item_table).all()
 
 
 def test_a_target_the_encoder_never_saw_is_a_neutral_guess_on_a_like_dislike_auc():

@@ -498,3 +498,17 @@ def test_a_figure_whose_results_are_not_there_yet_is_kept_with_a_line(monkeypatc
     monkeypatch.setattr(collab_goals, "SOURCES", [tmp_path / "ml100k_loo.json"])
     monkeypatch.setattr(report, "FIGURES", tmp_path)
     assert report.goals_figure().endswith("ml100k_loo.json yet")
+
+
+def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, tmp_path):
+    """(was: json's JSONDecodeError or a KeyError as a traceback)"""
+    import online_replay
+
+    (tmp_path / "online_replay.json").write_text("{not json")
+    monkeypatch.setattr(online_replay, "RESULTS", tmp_path / "online_replay.json")
+    monkeypatch.setattr(report, "figures", lambda: [report.online_replay_figure(tmp_path / "o.png")])
+    monkeypatch.setattr(sys, "argv", ["report.py", "figures"])
+    with pytest.raises(SystemExit) as e:
+        report.main()
+    assert str(e.value).startswith("error: a results file could not be drawn (JSONDecodeError: ")
+    assert "\n" not in str(e.value)

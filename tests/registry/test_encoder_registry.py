@@ -132,6 +132,12 @@ def test_registered_encoders_are_rows_of_eval_reports_on_their_own_source_only(t
     with pytest.raises(IntegrityError, match=f"the encoder {record.ref} learned from movielens:100k:loo when it held "
                                              "other training interactions"):
         adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, **common)
+    from adaptrec.registry.encoders import StaleEncoderWarning
+
+    with pytest.warns(StaleEncoderWarning, match=f"left out {record.ref}"):  # picked by itself: left out, not fatal
+        auto = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, backbone=str(tiny_model_dir),
+                                 quantization="none", cache=False)
+    assert not any(r.name.startswith("encoder ") for r in auto.rows)
     monkeypatch.setattr(fit_module, "source_ratings", real)
     full = adaptrec.evaluate(data="movielens:100k:loo:test", limit=12, candidates=9, full_catalogue=True, **common)
     row = next(r for r in full.rows if r.name == f"encoder {record.ref}")

@@ -615,6 +615,7 @@ def test_an_adapter_of_another_build_of_the_base_family_is_served_with_its_warni
     for answer in (routed, named):
         assert answer["adapters"] == ["fam:1"] and len(answer["warnings"]) == 1
         assert "fam:1 was trained on another build of this base family" in answer["warnings"][0]
+        assert str(tiny_model_dir) not in answer["warnings"][0] and "<path>" in answer["warnings"][0]  # server-side
     assert exact["warnings"] == []
 
 
