@@ -99,7 +99,8 @@ class _Registry:
         from adaptrec.registry.records import AdapterRecord
 
         return type("R", (), {"ref": "x:1", "recipe_text": self.text, "kind": self.kind, "origin": self.origin,
-                              "lineage": None, "pulled_backbone": AdapterRecord.pulled_backbone})()
+                              "lineage": None, "pulled_backbone": AdapterRecord.pulled_backbone,
+                              "checked_on": AdapterRecord.checked_on})()
 
     def promoted(self, domain):
         return None

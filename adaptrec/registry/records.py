@@ -72,13 +72,8 @@ class AdapterRecord:
         """For a pulled adapter (or one exported from it: its lineage carries `checked_on`), the backbone (`default`
         where unrecorded) and quantization its pull was checked against, which later commands load it on: its
         recipe's `backbone` is the publisher's word, which a command must not download and run. None otherwise."""
-        if self.kind == "pulled":
-            checked = (self.origin or {}).get("checked_on") or {}
-        elif "checked_on" in (self.lineage or {}):
-            checked = self.lineage["checked_on"] or {}
-        else:
-            return None
-        return checked.get("backbone", default), checked.get("quantization", "8bit")
+        checked = self.checked_on
+        return None if checked is None else (checked.get("backbone", default), checked.get("quantization", "8bit"))
 
     @property
     def checked_on(self) -> dict | None:
