@@ -55,6 +55,7 @@ from .common import (
 )
 from .push import MIRROR_REFS
 
+COPY_CHUNK = 1 << 20  # bytes a mirror file is copied in
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -122,7 +123,7 @@ class _HubSource:
         self.label = f"{self.repo_id}@{self.commit[:12]}"
         return {s.rfilename: s.size for s in info.siblings or []}
 
-    def fetch(self, rel: str, dest: Path) -> None:
+    def fetch(self, rel: str, dest: Path, listed: int | None = None) -> None:
         from huggingface_hub import hf_hub_download
 
         from .. import __version__
@@ -197,12 +198,23 @@ class _MirrorSource:
                     out[rel] = full.lstat().st_size
         return out
 
-    def fetch(self, rel: str, dest: Path) -> None:
+    def fetch(self, rel: str, dest: Path, listed: int | None = None) -> None:
+        """Copy `rel` into `dest`: a regular file, opened without following a link, no more bytes than `listed` (its
+        size when listed: a file that grew or was swapped since is refused before it fills the disk)."""
         src = (self.rev_dir / rel).resolve()
         if self.rev_dir.resolve() not in src.parents:
             raise HubError(f"{self.label}: '{rel}' resolves outside the revision folder. Nothing was registered")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f, open(dest, "wb") as out:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HubError(f"{self.label}: '{rel}' is no longer a regular file. Nothing was registered")
+            limit = None if listed is None else listed + 1
+            while chunk := f.read(COPY_CHUNK if limit is None else min(COPY_CHUNK, limit - out.tell())):
+                out.write(chunk)
+            if limit is not None and out.tell() >= limit:
+                raise HubError(f"{self.label}: '{rel}' grew past the {listed} bytes it had when listed (changed "
+                               "during the pull). Nothing was registered")
 
     def origin(self) -> dict:
         return {"source": "mirror", "repo": str(self.repo_dir.resolve()), "revision": self.revision}
@@ -342,7 +354,7 @@ def _download(src: _HubSource | _MirrorSource, meta: dict, sizes: dict[str, int 
     stage.mkdir()
     fetched: dict[str, int | None] = {}
     for rel, expected in sorted(meta["files"].items()):
-        src.fetch(rel, stage / rel)
+        src.fetch(rel, stage / rel, sizes.get(rel))
         fetched[rel] = (stage / rel).stat().st_size
         limits.check(fetched, src.label, "nothing was registered")  # sizes the Hub did not tell, and their sum
         if file_sha256(stage / rel) != expected:

@@ -802,7 +802,9 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     weights, manifest = ((rev_dir / f).stat().st_size for f in ("adapter_model.safetensors", "adaptrec.json"))
     assert weights > manifest + 2
     copied: list[str] = []
-    monkeypatch.setattr(shutil, "copyfile", lambda src, dst: copied.append(Path(src).name) or Path(dst).write_bytes(Path(src).read_bytes()))
+    fetch = pulling._MirrorSource.fetch
+    monkeypatch.setattr(pulling._MirrorSource, "fetch",
+                        lambda self, rel, dest, listed=None: copied.append(Path(rel).name) or fetch(self, rel, dest, listed))
     monkeypatch.setenv("ADAPTREC_PULL_MAX_FILE_MB", "1")
     monkeypatch.setattr(pulling, "MIB", (weights + manifest) // 2)  # 1 "MiB": more than the manifest, less than the weights
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
@@ -825,6 +827,15 @@ def test_pull_size_limits_are_checked_before_copying(lora_src, tiny_model_dir, t
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     line = _one_line_error(code, err)
     assert "MiB limit ($ADAPTREC_PULL_MAX_TOTAL_MB)" in line and "nothing was registered" in line
+    _assert_nothing_left(before)
+    # a file that grew after it was listed is cut at its listed size, not copied whole (was: copied, then checked)
+    monkeypatch.delenv("ADAPTREC_PULL_MAX_FILE_MB")
+    monkeypatch.delenv("ADAPTREC_PULL_MAX_TOTAL_MB")
+    sizes = {f.name: f.stat().st_size for f in rev_dir.iterdir()}
+    monkeypatch.setattr(pulling._MirrorSource, "listing",
+                        lambda self: {**sizes, "adapter_model.safetensors": sizes["adapter_model.safetensors"] - 10})
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir), "--name", "g"))
+    assert "'adapter_model.safetensors' grew past the" in _one_line_error(code, err)
     _assert_nothing_left(before)
 
 
