@@ -60,17 +60,16 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
 
     reg = registry()
     record = reg.resolve(resolve_sources(reg, refs[:1])[0])
-    pulled = record.pulled_backbone(EMBEDDED)
-    if pulled is not None:
-        name = backbone or pulled[0]
-        return name, quantization or (pulled[1] if name == pulled[0] else "8bit")
-    try:
-        section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
-    except ConfigError:  # a recipe of an older schema: no usable backbone setting
-        section = None
-    name = backbone or (section.name if section else EMBEDDED)
-    own = section is not None and section.name == name  # another backbone named: the recipe's build says nothing
-    return name, quantization or (section.quantization if own else "8bit")
+    made = record.pulled_backbone(EMBEDDED)  # (name, quantization) it was made on, or None
+    if made is None:
+        try:
+            section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
+        except ConfigError:  # a recipe of an older schema: no usable backbone setting
+            section = None
+        made = (section.name, section.quantization) if section is not None else None
+    name = backbone or (made[0] if made else EMBEDDED)
+    own = made is not None and made[0] == name  # another backbone named: the build it was made on says nothing
+    return name, quantization or (made[1] if own else "8bit")
 
 
 def registry(home: str | Path | None = None) -> Registry:
@@ -190,7 +189,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
                                                       remedy=f"pass {option('template')} to read them through one")}
     from .registry.encoders import check_same_ratings, current_encoders
 
-    loaded, named = {}, encoders is not None
+    loaded, named, read = {}, encoders is not None, {}
     if not named:  # those registered for this source, a stale one left out with a warning; one named is refused
         encoders = [r.ref for r in current_encoders(reg.encoders_for(data))]
     if full_catalogue and not ((candidates or candidates_file) and encoders):
@@ -201,7 +200,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         encoder, record = reg.load_encoder(ref)
         _check_encoder_source(record.data, data)
         if named:
-            check_same_ratings(record.data, record.data_fingerprint, f"the encoder {record.ref}")
+            check_same_ratings(record.data, record.data_fingerprint, f"the encoder {record.ref}", read)
         loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
     if candidates or candidates_file:  # the data is checked before the backbone loads
@@ -264,6 +263,7 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
     from .adapters.merge import as_mix
     from .registry.encoders import check_same_ratings
 
+    read: dict[str, str] = {}  # each source's interactions read once
     for ref in refs:
         record = reg.resolve(ref)
         composition = as_mix(record)
@@ -272,7 +272,7 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
             if encoder is not None:
                 _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
                 if "ratings" in encoder:
-                    check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder")
+                    check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder", read)
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,

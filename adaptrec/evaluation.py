@@ -40,7 +40,6 @@ DEFAULT_METRICS = ("auc", "accuracy", "log_loss")
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "ndcg@10", "mrr@10")
 # RecBole's beyond-accuracy names, over each row's top 10 of its candidate lists (system-level: no CIs)
 BEYOND_METRICS = ("itemcoverage@10", "averagepopularity@10", "giniindex@10")
-SET_LEVEL = ("itemcoverage", "averagepopularity", "giniindex", "diversity")  # `beyond_accuracy`: no CIs
 DIVERSITY = "diversity@10"  # intra-list distance of the top 10 on MiniLM title embeddings (with an item encoder)
 GROUP_METRIC = "ndcg@10"  # the accuracy reported per user group
 COLD_GAP = f"{GROUP_METRIC} cold−warm"
@@ -134,7 +133,7 @@ class EvalReport:
         notes = [f"{row.name}: {row.note}." for row in self.rows if row.note]
         skipped = [f"{row.name}, {m}: {row.metrics[m].ci_skipped}" for row in self.rows for m in self.metric_names
                    if m in row.metrics and row.metrics[m].ci_skipped]
-        whole = [m for m in self.metric_names if m.split("@")[0] in SET_LEVEL]
+        whole = [m for m in self.metric_names if m in (*BEYOND_METRICS, DIVERSITY)]  # `beyond_accuracy`: no CIs
         if whole:
             notes.append(f"{', '.join(whole)}: one number for the whole set of ranked lists, so no CI.")
         if skipped:  # such a CI holds only for resamples that drew both classes (or both groups)
