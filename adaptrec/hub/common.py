@@ -204,15 +204,29 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         raise
 
 
-# An absolute local path (or ~/…) not inside a URL or a relative path: "/home/me/data/x.json", "~/runs/a".
-_LOCAL_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s'\"`,;()\[\]{}/]+/)*[^\s'\"`,;()\[\]{}/]+")
+# Absolute local paths (or ~/…), tried in this order: a file:// URL ("file:///home/me/x.json"); a quoted one, which
+# may hold spaces ("'/home/me/my data/x.json'"); a YAML line's plain value, which runs to the line's end or comment
+# ("train: /home/me/my data/x.json"); any other one not inside a URL or a relative path ("/home/me/x", "~/runs/a"),
+# which ends at a space.
+_LOCAL_PATHS = (re.compile(r"file://(?:localhost)?~?/[^\s'\"`]*"),
+                re.compile(r"""(?<=(?P<q>['"]))~?/[^'"\n]*(?=(?P=q))"""),
+                re.compile(r"(?m)^(?P<key>[ \t]*(?:-[ \t]+(?:[\w.-]+:[ \t]+)?|[\w.-]+:[ \t]+))~?/.*?(?=[ \t]+#|[ \t]*$)"),
+                re.compile(r"(?<![\w.:/~>-])~?/(?:[^\s'\"`,;()\[\]{}/]+/)*[^\s'\"`,;()\[\]{}/]+"))
+
+
+def _local(match: re.Match) -> str:
+    key = match.groupdict().get("key") or ""
+    path = match.group(0)[len(key):].removeprefix("file://").removeprefix("localhost")
+    return f"{key}<local>/{Path(path.rstrip('/')).name}"
 
 
 def redact_local_paths(obj):
     """`obj` (str, or dicts/lists of them) with every absolute local path replaced by `<local>/<its last part>`:
     a published file must not tell the world how the publisher's disk is laid out."""
     if isinstance(obj, str):
-        return _LOCAL_PATH.sub(lambda m: f"<local>/{Path(m.group(0).rstrip('/')).name}", obj)
+        for pattern in _LOCAL_PATHS:
+            obj = pattern.sub(_local, obj)
+        return obj
     if isinstance(obj, dict):
         return {k: redact_local_paths(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -27,7 +27,9 @@ log = logging.getLogger("adaptrec.serve")
 # (503) is its trouble, worth a retry
 _STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryBusy: 503, RegistryError: 404, RouteError: 404,
            OnlineLogError: 503, RegistryUnavailable: 503}
-_PATH = re.compile(r"(?<![\w$])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
+# an absolute path of two parts or more; quoted, it may hold spaces ('/srv/my models/x')
+_PATHS = (re.compile(r"""(?<=(?P<q>['"]))(?:[A-Za-z]:)?/[^'"\n/]+/[^'"\n]*(?=(?P=q))"""),
+          re.compile(r"(?<![\w$<>])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?"))
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 
 
@@ -40,7 +42,9 @@ def scrub(message: str, homes: tuple[Path, ...]) -> str:
     home is matched as the absolute path it stands for, never as a bare substring of the words)."""
     for home in homes:
         message = message.replace(str(Path(home).absolute()), "$ADAPTREC_HOME")
-    return _PATH.sub("<path>", message)
+    for pattern in _PATHS:
+        message = pattern.sub("<path>", message)
+    return message
 
 
 def add_error_handlers(app: FastAPI, homes: tuple[Path, ...]) -> None:

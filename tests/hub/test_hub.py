@@ -1053,3 +1053,19 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(rev_dir)))
     assert expect in _one_line_error(code, err)
     _assert_nothing_left(before)
+
+
+@pytest.mark.parametrize("text, published", [
+    ("file:///home/me/x.json and more", "<local>/x.json and more"),
+    ("path '/home/me/my data/x.json' ok", "path '<local>/x.json' ok"),
+    ("data:\n  train: /home/me/my data/x.json  # mine\n  - /home/me/b c/d.json\n",
+     "data:\n  train: <local>/x.json  # mine\n  - <local>/d.json\n"),
+    ("see https://h.co/a/b, a/b/c and 1/2", "see https://h.co/a/b, a/b/c and 1/2"),
+    ("<local>/x.json", "<local>/x.json"),
+], ids=["file-url", "quoted-with-space", "yaml-values-with-space", "not-local", "redacted-once"])
+def test_local_paths_are_redacted_whole(text, published):
+    """A file:// URL, and a quoted or YAML-valued path with a space, kept their folders (was: `file:///home/me/x` whole,
+    `'<local>/my data/x.json'`)."""
+    from adaptrec.hub.common import redact_local_paths
+
+    assert redact_local_paths(text) == published

@@ -218,6 +218,14 @@ def test_a_relative_home_is_scrubbed_as_a_path_not_as_letters(tmp_path, monkeypa
     assert scrub(f"{tmp_path}/a/adapters/x/1 is damaged", (Path("a"),)) == "$ADAPTREC_HOME/adapters/x/1 is damaged"
 
 
+def test_a_quoted_path_with_spaces_is_scrubbed_whole():
+    """Only its first word went (was: "'<path> models/x/config.json'")."""
+    from adaptrec.serve.envelope import scrub
+
+    assert scrub("cannot read '/srv/my models/x/config.json': no", ()) == "cannot read '<path>': no"
+    assert scrub('1/2 of "/srv/a b/c" and \'/x\'', ()) == '1/2 of "<path>" and \'/x\''
+
+
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
     with client(engine) as c:
         assert envelope(c.get("/nope"), 404, "NotFound") == "no such endpoint"
