@@ -218,6 +218,7 @@ class Engine:
     _snapshot: tuple[Resident, ...] = field(default=(), init=False)  # what `resident()` reads without the lock
     loads: int = field(default=0, init=False)  # adapters loaded from disk so far
     preloaded: set[str] = field(default_factory=set, init=False)  # refs an admin loaded (anonymous callers may name)
+    _preloaded_as: dict[str, str] = field(default_factory=dict, init=False)  # the admin's ref's alias -> its version
     routing: object = field(default=None, init=False)  # what routing reads the champions from (`promotions.py`)
     _trained: dict[str, dict] = field(default_factory=dict, init=False)  # name:version -> its trained prompt
 
@@ -315,9 +316,16 @@ class Engine:
         return served
 
     def preload(self, ref: str) -> Resident:
-        """Load `ref` afresh (its latest version for a bare name) and let anonymous requests name it."""
+        """Load `ref` afresh (its latest version for a bare name) and let anonymous requests name it. A bare name
+        preloaded again at a newer version ends the older one's preload (unless the admin preloaded that one under
+        another ref too); it stays resident for the requests pinned to it until the LRU evicts it."""
         resident = self.load(ref, refresh=True)
-        self.preloaded.add(resident.ref)
+        with self._lock:
+            before = self._preloaded_as.get(_alias(ref))
+            self._preloaded_as[_alias(ref)] = resident.ref
+            if before is not None and before not in self._preloaded_as.values():
+                self.preloaded.discard(before)
+            self.preloaded.add(resident.ref)
         return resident
 
     def _attach(self, record, name: str, ptype: str, saved: tuple[dict, dict] | None = None) -> Resident:
@@ -400,7 +408,7 @@ class Engine:
             if key in self._resident:
                 self._evict(self._resident[key], keep_slot=False)
             elif key in self.preloaded:  # evicted by the LRU, still open to anonymous callers until now
-                self.preloaded.discard(key)
+                self._end_preload(key)
             else:
                 raise AdapterNotLoaded(f"{ref} is not loaded")
 
@@ -414,8 +422,12 @@ class Engine:
             self._delete_lora(resident.name)
         self.ranker.forget(resident.name)
         if not keep_slot:  # an LRU eviction keeps it preloaded: it loads again on its next request
-            self.preloaded.discard(resident.ref)
+            self._end_preload(resident.ref)
         self._publish()
+
+    def _end_preload(self, ref: str) -> None:
+        self.preloaded.discard(ref)
+        self._preloaded_as = {alias: v for alias, v in self._preloaded_as.items() if v != ref}
 
     def _free_slots(self) -> None:
         """Delete the layers of evicted adapters that no load took (a prefix adapter or a new shape came in)."""

@@ -111,6 +111,25 @@ def test_a_preloaded_bare_name_keeps_its_version_after_an_eviction_and_a_newer_r
     assert "arts-lora:1" not in engine.preloaded and engine.record_for("arts-lora").ref == "arts-lora:2"
 
 
+def test_a_bare_name_preloaded_again_ends_the_older_versions_preload(tiny_model_dir, tmp_path):
+    """The admin's refresh to a newer version left the older one preloaded for good: anonymous requests could go on
+    naming it. One the admin preloaded by its own version stays preloaded."""
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    engine.preload("arts-lora")
+    register_peft(tiny_model_dir, registry, "arts-lora", seed=9)
+    assert engine.preload("arts-lora").ref == "arts-lora:2"
+    assert engine.preloaded == {"arts-lora:2"}
+    assert [r["ref"] for r in engine.resident()][-2:] == ["arts-lora:1", "arts-lora:2"]  # pinned requests still run
+    engine.preload("office-lora:1")
+    engine.preload("office-lora")
+    register_peft(tiny_model_dir, registry, "office-lora", seed=9)
+    engine.preload("office-lora")
+    assert engine.preloaded == {"arts-lora:2", "office-lora:1", "office-lora:2"}
+    engine.unload("office-lora:1")
+    assert engine.preloaded == {"arts-lora:2", "office-lora:2"}
+
+
 def test_a_request_planned_before_an_admin_refresh_does_not_undo_it(tiny_model_dir, tmp_path):
     """A request reads the version it is served by, the admin's preload resolves the bare name afresh, then the
     request pins what it read (was: the pin put the old version back, so later requests went on getting it)."""
