@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 
 import torch
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
@@ -313,6 +314,7 @@ def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FamilyMatchWarning)  # expected: the adapter was made on the quantized build
         model, (record,) = attach(base, registry, [ref])
+    _untie_what_it_changes(model)
     merged = model.merge_and_unload()
     with atomic_dir(Path(out_dir)) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
@@ -320,6 +322,20 @@ def merge_into_base(backbone_name: str, registry, ref: str, out_dir: Path) -> Pa
         write_json(tmp / "adaptrec_merge.json", {"base_model": base.fingerprint.base_model, "adapter": record.ref,
                                                  "adapter_base": record.fingerprint.to_dict(), "lineage": record.lineage})
     return Path(out_dir)
+
+
+def _untie_what_it_changes(model) -> None:
+    """Give a tied output head (SmolLM2, Gemma-3: one tensor with the input embedding) a copy of its own when the
+    adapter changes either: peft merges in place, which would change both where the adapter changes one."""
+    inner = model.get_base_model()
+    layers = [inner.get_input_embeddings(), inner.get_output_embeddings()]
+    if layers[1] is None or not any(isinstance(m, BaseTunerLayer) for m in layers):
+        return
+    embedding, head = (m.get_base_layer() if isinstance(m, BaseTunerLayer) else m for m in layers)
+    if head.weight is embedding.weight:
+        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+        for config in {id(c): c for c in (inner.config, inner.config.get_text_config())}.values():
+            config.tie_word_embeddings = False  # or a load of the merged model would tie them again
 
 
 def delta_weights(model, adapter: str) -> dict[str, torch.Tensor]:

@@ -416,6 +416,30 @@ def test_into_base_writes_a_standalone_model_with_the_composition_merged(tiny_mo
     assert not np.allclose(with_adapter, untuned, atol=1e-4)
 
 
+@pytest.mark.parametrize("target", ["embed_tokens", "lm_head"])
+def test_into_base_keeps_a_tied_heads_other_half_as_it_was(tiny_model_dir, registry, tmp_path, target):
+    """SmolLM2 and Gemma-3 tie the output head to the input embedding: peft merged an adapter on either in place,
+    so the merged model changed both (was: logits off by tens)."""
+    from peft import LoraConfig, get_peft_model
+    from router_helpers import _random
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    tied = tmp_path / "tied"
+    torch.manual_seed(0)
+    LlamaForCausalLM(AutoConfig.from_pretrained(tiny_model_dir, tie_word_embeddings=True)).save_pretrained(tied)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tied)
+    backbone = fresh_backbone(tied)
+    model = _random(get_peft_model(backbone.model, LoraConfig(r=4, target_modules=["q_proj", target])), 1, 0.3)
+    model.save_pretrained(tmp_path / "emb", save_embedding_layers=False)
+    registry.register(tmp_path / "emb", name="emb", domain="arts", kind="trained", adapter_type="lora",
+                      adapter_config=None, fingerprint=backbone.fingerprint)
+    out = merge_into_base(str(tied), registry, "emb", tmp_path / "merged")
+    cases = synthetic_cases(4)
+    with_adapter = component_scores(fresh_backbone(tied), registry, ["emb"], cases, progress=False)[0]
+    np.testing.assert_allclose(backbone_scorer(fresh_backbone(out), progress=False).score(cases), with_adapter,
+                               atol=1e-5)
+
+
 def test_what_a_delta_w_merge_would_drop_or_save_unloadable_is_refused(tiny_model_dir, registry, monkeypatch):
     """Compose copied the base module for `modules_to_save` and dropped biases; one source (or a linear merge) with
     per-module ranks was saved under one rank, which no later load could read."""
