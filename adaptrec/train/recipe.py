@@ -27,7 +27,7 @@ from ..score_cache import ScoreCache
 from .cases import check_prompts_fit, naming_key, recipe_data, training_cases, validation_cases
 from .lineage import registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
-from .methods import check_method
+from .methods import checked_method
 from .methods.features import FeatureBlend, blend_row
 from .update import UPDATE, registered_before
 
@@ -69,7 +69,8 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
-    own = check_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone loads
+    method = checked_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone
+    own = method.own_cases() if method is not None else ()  # loads; its data read once, for training too
     val_cases = validation_cases(recipe)
     test = recipe_data(recipe, d.test, "data.test", seed=ev.seed)
     cases = labelled_cases(test, ev.limit, ev.seed)  # refused before training when AUC cannot be measured on it
@@ -79,7 +80,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     check_prompts_fit(recipe, backbone.tokenizer, training=[*train_cases, *own], validation=val_cases, test=cases)
-    result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume)
+    result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume, method=method)
 
     def evaluate_and_register() -> tuple[EvalReport, AdapterRecord]:
         report = new_report(backbone, test, cases, ev.limit, ev.seed, ev.score,

@@ -23,7 +23,7 @@ from ..registry import AdapterRecord, Registry
 from .cases import check_prompts_fit, naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
-from .methods import check_method
+from .methods import checked_method
 
 UPDATE = "update"  # the lineage method of an updated version
 REGISTERED = "registered.json"  # in a finished update's run folder: the version it registered
@@ -77,12 +77,17 @@ def _replay_pool(recipe: Recipe, parent: AdapterRecord) -> list[Case]:
         return few_shot(pool, min(shots, len(pool)), recipe.data.seed)
 
 
-def _held_out(cases: Sequence[Case], new: Sequence[Case], mixed: Sequence[Case]) -> list[Case]:
+def _until(new: Sequence[Case]) -> float | None:
+    """When the newest of the `new` cases was logged (None: no case has a time)."""
+    return max((c.meta["time"] for c in new if "time" in c.meta), default=None)
+
+
+def _held_out(cases: Sequence[Case], new: Sequence[Case], trained: Sequence[Case]) -> list[Case]:
     """Validation `cases` without feedback logged after the newest of the `new` cases (checkpoints are not picked on
     events the update could not have seen: the window a gate compares on comes later) and without the cases it
-    trains on, `mixed` (new and replayed), by logged event or by what they show (`Case.shown`)."""
-    until = max((c.meta["time"] for c in new if "time" in c.meta), default=None)
-    events, shown = set(event_keys(mixed)), {c.shown for c in mixed}
+    trains on, `trained` (new, replayed and the method's own), by logged event or by what they show (`Case.shown`)."""
+    until = _until(new)
+    events, shown = set(event_keys(trained)), {c.shown for c in trained}
     return [c for c in cases if (until is None or c.meta.get("time", until) <= until)
             and c.meta.get("event") not in events and c.shown not in shown]
 
@@ -121,13 +126,17 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         raise ConfigError(f"{option('data', data)}: no labelled cases to update on")
     old = _replay_pool(recipe, parent) if replay else []
     mixed, n_old = replay_mix(new, old, replay, recipe.training.seed)
+    # e.g. a ranking loss on feedback of one label per request, refused before the backbone loads; its partners are
+    # read once, logged no later than the new cases, and trained on: none validates
+    method = checked_method(recipe, mixed, until=_until(new))
+    own = method.own_cases()
     try:
-        val = validation_cases(recipe, _held_out(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new, mixed))
+        val = validation_cases(recipe, _held_out(recipe_cases(recipe, recipe.data.valid, "data.valid")[0], new,
+                                                 [*mixed, *own]))
     except ConfigError as e:
-        raise ConfigError(f"{e} (left once the update's own training cases, new and replayed, and feedback logged "
-                          "after them are set aside)") from None
-    own = check_method(recipe, mixed)  # e.g. a ranking loss on feedback of one label per request: before the backbone
-    try:  # loads, and target modules the parent's recipe misspelled beside a right one (peft trained the right one)
+        raise ConfigError(f"{e} (left once the update's own training cases, new, replayed and the method's, and "
+                          "feedback logged after them are set aside)") from None
+    try:  # target modules the parent's recipe misspelled beside a right one (peft trained the right one)
         check_fits(recipe.adapter, backbone_config(recipe.backbone.name), recipe.training.max_steps)
     except ConfigError as e:
         raise ConfigError(f"{parent.ref}: {e}; update it with {option('overrides', flag='--set')} "
@@ -140,7 +149,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                   "settings": recipe.model_dump(mode="json"), "replayed": event_keys(old), "valid": event_keys(val)})
     run_dir = adaptrec_home() / "runs" / f"{parent.name}-update-{key[:10]}"
     with run_folder_held(run_dir):  # through registering: a second run of the same update waits its turn
-        result = train(recipe, backbone, mixed, val, run_dir, resume=True, init_from=parent.path,
+        result = train(recipe, backbone, mixed, val, run_dir, resume=True, method=method, init_from=parent.path,
                        start_over=f"remove {run_dir} to start the update over")
 
         def register() -> AdapterRecord:

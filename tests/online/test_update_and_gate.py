@@ -146,6 +146,44 @@ def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update
     assert trained_on([child], load_spec("feedback:movie:5000").cases) == 1  # its newest event is after the window
 
 
+def test_a_ranking_updates_partners_are_logged_by_its_window_and_none_validates(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """A pairwise update completes each new case's request with its other labelled items (partners): those were also
+    validation cases, so checkpoints were chosen on cases trained on, and partners logged after the update's window
+    were read from the grown log and trained on."""
+    import adaptrec.train.update as update_mod
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
+    log = OnlineLog()
+
+    def requests(users, t0: float, labelled: dict[str, tuple[int, float]]):  # item -> (label, time offset)
+        rids = [log.log_request(c.domain, c.user_id, c.noun, c.history, [LoggedItem(f'"{i}"') for i in labelled],
+                                ["tiny:1"], "score", created=t0 + n) for n, c in enumerate(users)]
+        for item, (label, dt) in labelled.items():  # logged in time order
+            for n, rid in enumerate(rids):
+                log.add_feedback(rid, f'"{item}"', label=label, created=t0 + dt + n)
+
+    requests(synthetic_cases(12, seed=5), 1000, {"a": (1, 0), "b": (0, 100)})
+    sets = ["data.train=feedback:movie", "data.valid=feedback:movie", "method={type: joint, rec_loss: pairwise}"]
+    root = run_recipe(*load_recipe(str(path), sets)).record
+    requests(synthetic_cases(12, seed=6), 2900, {"b": (0, 0), "a": (1, 100), "c": (1, 2000)})
+    seen = {}
+    real_train = update_mod.train
+
+    def spy(recipe, backbone, cases, val, run_dir, **kw):
+        from adaptrec.train.methods import build_method  # (was: built in train, from the log as it is then)
+
+        method = kw.get("method") or build_method(recipe, None, cases)
+        seen.update(cases=list(cases), val=list(val), own=list(method.own_cases()))
+        return real_train(recipe, backbone, cases, val, run_dir, **kw)
+
+    monkeypatch.setattr(update_mod, "train", spy)
+    update_adapter(root.ref, "feedback:movie:3000[0:12]", replay=0, steps=1)  # the a's (their b's came first)
+    assert {c.target for c in seen["cases"]} == {'"a"'} and len(seen["own"]) == 12
+    assert {c.target for c in seen["own"]} == {'"b"'}  # (was: the c's too, logged after the window)
+    assert not {c.meta["event"] for c in seen["val"]} & {c.meta["event"] for c in seen["own"]}  # (was: all 12)
+
+
 def test_an_update_replays_the_shots_its_parent_drew_from_a_log_grown_since(tiny_model_dir, tmp_path, monkeypatch):
     """(was: the parent's `data.shots` drawn again over the grown log, another sample: 1 of its 8 shots replayed)"""
     import adaptrec.train.update as update_mod

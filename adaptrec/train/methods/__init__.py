@@ -85,14 +85,21 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
     return Teacher(record.ref, record.path, f"{base_key}:{adapter_key(record.path)}", cases, other, collab)
 
 
-MethodBuilder = Callable[[Recipe, Any, Sequence[Case]], Method]
+# (recipe, backbone, training cases, until): `until` bounds the time of logged feedback a method reads besides the
+# training cases (an update's window; None: all of it)
+MethodBuilder = Callable[[Recipe, Any, Sequence[Case], "float | None"], Method]
 
 
-def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
+def _logged_by(cases: Sequence[Case], until: float | None) -> list[Case]:
+    """`cases` without feedback logged after `until` (cases without a time are kept)."""
+    return [c for c in cases if until is None or c.meta.get("time", until) <= until]
+
+
+def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> Method:
     return Method()
 
 
-def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod:
+def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> JointMethod:
     cfg = recipe.method
     if cfg.text_source == "attributes" and not recipe.data.train.startswith("amazon:"):
         raise ConfigError(f"{recipe._source}: method.text_source: attributes are the Amazon items' category and "
@@ -100,19 +107,20 @@ def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> JointMethod
     partners: list[Case] = []
     if cfg.rec_loss != "yesno":  # complete each shot query's candidate list from the full training split
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
-        partners = [c for c in recipe_cases(recipe, recipe.data.train, "data.train")[0]
+        partners = [c for c in _logged_by(recipe_cases(recipe, recipe.data.train, "data.train")[0], until)
                     if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 
-def _blend(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> BlendMethod:
+def _blend(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> BlendMethod:
     return BlendMethod(recipe.method, recipe_cases(recipe, recipe.data.train, "data.train")[1].item_popularity)
 
 
-def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> MultitaskMethod:
+def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> MultitaskMethod:
     cfg = recipe.method
     extra = [c for i, spec in enumerate(cfg.extra_train)
-             for c in recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0]]
+             for c in _logged_by(recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0],
+                                 until)]
     domains = sorted({c.domain for c in [*train_cases, *extra]})
     for key, given in (("weights", cfg.weights), ("ratios", cfg.ratios)):
         unknown = sorted(set(given) - set(domains))
@@ -125,7 +133,7 @@ def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Multita
     return MultitaskMethod(extra, cfg.weights, cfg.ratios)
 
 
-def _distill(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> DistillMethod:
+def _distill(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> DistillMethod:
     return DistillMethod(recipe.method, _teacher(recipe, backbone), ScoreCache.default())
 
 
@@ -136,28 +144,36 @@ _METHOD_BUILDERS: dict[str, MethodBuilder] = {
 
 def build_method(recipe: Recipe, backbone, train_cases: Sequence[Case]) -> Method:
     """The method object `recipe.method` names, with the data and teacher it needs loaded."""
-    return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases)
+    return _METHOD_BUILDERS[recipe.method.type](recipe, backbone, train_cases, None)
 
 
 def check_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None) -> Sequence[Case]:
+    """`checked_method`'s own cases: those the method trains on besides `train_cases` (`Method.own_cases`: a ranking
+    loss's partners, other domains)."""
+    method = checked_method(recipe, train_cases, fingerprint)
+    return () if method is None else method.own_cases()
+
+
+def checked_method(recipe: Recipe, train_cases: Sequence[Case], fingerprint=None,
+                   until: float | None = None) -> Method | None:
     """What `build_method` loads, checked without loading a backbone (`train --dry-run`, and a run before its
     backbone loads): the method's data, and with `fingerprint` (the student's backbone's) a distillation teacher
-    registered and made for that backbone. Returns the cases the method trains on besides `train_cases`
-    (`Method.own_cases`: a ranking loss's partners, other domains)."""
+    registered and made for that backbone. Returns the method, built (for `train`: its data is read once), except
+    a distillation, which builds with the backbone: None. `until`: as `MethodBuilder`'s."""
     cfg = recipe.method
     if cfg.type != "distill":  # the other builders, and their `prepare`, need no backbone
-        method = _METHOD_BUILDERS[cfg.type](recipe, None, train_cases)
+        method = _METHOD_BUILDERS[cfg.type](recipe, None, train_cases, until)
         try:
             method.prepare(None, None, train_cases)
         except ConfigError as e:
             raise ConfigError(f"{recipe._source}: {e}") from None
-        return method.own_cases()
+        return method
     check_teacher_pairs(recipe_cases(recipe, cfg.teacher_data, "method.teacher_data")[0], train_cases,
                         recipe._source)
     if fingerprint is None:
-        return ()
+        return None
     teacher_fingerprint = _teacher_fingerprint(recipe)
     if cfg.teacher != "backbone":
         beside = teacher_fingerprint is None or teacher_fingerprint.exact == fingerprint.exact  # as `_teacher_backbone`
         _teacher_record(recipe, teacher_fingerprint or fingerprint, beside)
-    return ()
+    return None
