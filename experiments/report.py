@@ -92,15 +92,18 @@ def side_of_zero(d: dict) -> str:
 
 
 def experiment_main(module: ModuleType) -> None:
-    """An experiment's `main`: parse `--render-only` (and `--smoke DIR` when the module has a `SMOKE` plan), then
-    `run_and_render` its `run` (given the plan: `Plan()`, or `SMOKE`) and `render`. `--smoke` writes results, page
+    """An experiment's `main`: parse `--render-only` (and `--smoke DIR` when the module has a `SMOKE` plan, and its
+    `REFRESH` flag: (flag, help, a function of the stored results and the plan)), then `run_and_render` its `run`
+    (given the plan: `Plan()`, or `SMOKE`) or refresh, and `render`. `--smoke` writes results, page
     and $ADAPTREC_HOME into DIR, rebinding the module's `RESULTS` and `DOC` (its `render` names them in its
     banner); the home defaults to the module's `HERE / "home"`."""
-    smoke = getattr(module, "SMOKE", None)
+    smoke, refresh = getattr(module, "SMOKE", None), getattr(module, "REFRESH", None)
     parser = argparse.ArgumentParser(description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render-only", action="store_true")
     if smoke is not None:
         parser.add_argument("--smoke", type=Path, metavar="DIR", help="the whole path in minutes; writes into DIR")
+    if refresh is not None:
+        parser.add_argument(refresh[0], dest="refresh", action="store_true", help=refresh[1])
     args = parser.parse_args()
     plan = module.Plan() if smoke is not None else None
     if getattr(args, "smoke", None):
@@ -108,6 +111,8 @@ def experiment_main(module: ModuleType) -> None:
         os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
     os.environ.setdefault("ADAPTREC_HOME", str(module.HERE / "home"))
     run = None if args.render_only else module.run if plan is None else lambda: module.run(plan)
+    if getattr(args, "refresh", False) and not args.render_only:  # part of the stored results measured anew
+        run = lambda: refresh[2](read_json(module.RESULTS), plan)
     run_and_render(module.RESULTS, module.DOC, module.render, run)
 
 

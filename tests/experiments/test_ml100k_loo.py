@@ -85,3 +85,26 @@ def test_a_second_score_stacks_as_it_is_when_it_is_no_probability():
     scores, weights = ml100k_loo.stack_scores(v_enc, v_second, tops, list(targets), [np.array([3.0, 2.0, 1.0])],
                                               [np.array([-0.5, -0.4, 0.5])], logit=False)
     assert np.isfinite(scores[0]).all() and weights[1] > abs(weights[0]) and int(np.argmax(scores[0])) == 2
+
+
+def test_every_encoder_row_counts_coverage_over_the_whole_catalogue(monkeypatch):
+    """An encoder's catalogue leaves out the movies no training interaction touched: its coverage and Gini were
+    over its own items while popularity's were over every movie, and its full ranking left those movies out."""
+    from types import SimpleNamespace
+
+    from adaptrec.cf.base import Interactions, PopularityEncoder
+    from adaptrec.data.candidates import CandidateList
+
+    monkeypatch.setattr(ml100k_loo, "movie_vectors", lambda: None)
+    movies = {f"m{i}": f"movie {i}" for i in range(12)}
+    pairs = [(f"u{u}", f"m{i}") for u in range(4) for i in range(u, u + 6)]  # m9-m11 never touched
+    lists = [CandidateList(f"u{u}", "movie", "m10", ("m10", "m0", "m1")) for u in range(4)]
+    arena = SimpleNamespace(texts=movies, users=[f"u{u}" for u in range(4)], lists=lists,
+                            histories={f"u{u}": [f"m{i}" for i in range(u, u + 6)] for u in range(4)})
+    seen_only = PopularityEncoder(Interactions.of(pairs))
+    whole = PopularityEncoder(Interactions.of(pairs, items=list(movies)))
+    rows = [ml100k_loo.encoder_row(name, e, arena, {"m0": 1.0}, 0)
+            for name, e in (("seen", seen_only), ("whole", whole))]
+    assert rows[0]["beyond_full"]["coverage@10"] == 9 / 12  # m0-m8 in some top 10 (was: 9 / 9)
+    # the untouched target m10 ranks 6th for u0 in both, tied with m9 and m11 below m6-m8 (was: 4th for "seen")
+    assert rows[0]["metrics"]["full_ndcg@10"] == rows[1]["metrics"]["full_ndcg@10"]
