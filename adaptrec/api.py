@@ -117,10 +117,12 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
 
     `overrides`: dotted `key=value` settings (`training.lr=1e-4`); `promote`: make it serve its domain."""
     from .config import load_recipe
-    from .train.recipe import run_recipe
+    from .train.recipe import check_resumable, run_recipe
 
     _check_run_options(resume, restart)
     parsed, text = load_recipe(str(recipe), list(overrides))
+    if resume:
+        check_resumable(parsed)
     result = run_recipe(parsed, text, resume=resume, restart=restart)
     if promote and result.report is not None:  # once, by the main process of a multi-process launch
         registry().promote(result.record.ref, parsed.domain)
@@ -319,7 +321,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     `seed` say which subset of each was scored, `scoring` the adapter's prompt settings and `environment` the
     backbone's build (backend, dtype, device, versions)."""
     from .data.spec import load_spec
-    from .online.drift import champion_ref, labelled_windows
+    from .online.drift import champion_ref, check_domain, labelled_windows
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
@@ -331,11 +333,14 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
-    windows = labelled_windows(*(load_spec(spec, seed=seed).cases for spec in (before, after)), limit, seed)
+    loaded = {flag: load_spec(spec, seed=seed).cases for flag, spec in (("before", before), ("after", after))}
+    for flag, cases in loaded.items():
+        check_domain(cases, domain, before if flag == "before" else after, flag)
+    windows = labelled_windows(loaded["before"], loaded["after"], limit, seed)
     options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))
-    report = compare_windows(bb, reg, domain, *windows, adapter=ref, cache=ScoreCache.default() if cache else None,
-                             **options)
+    report = compare_windows(bb, reg, domain, *windows, adapter=ref, seed=seed,
+                             cache=ScoreCache.default() if cache else None, **options)
     report["before"]["spec"], report["after"]["spec"] = before, after
     report.update(limit=limit, seed=seed, scoring=options, environment=bb.environment())
     if plot is not None:
@@ -368,7 +373,17 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
     from .backbone import default_device, library_versions, resolve_backend
-    from .batch import CHUNK_SIZE, ENGINES, WHOLE, Shard, adapter_scorer, batch_cases, meta_path, stream_predictions
+    from .batch import (
+        CHUNK_SIZE,
+        ENGINES,
+        WHOLE,
+        Shard,
+        adapter_scorer,
+        batch_cases,
+        check_format,
+        meta_path,
+        stream_predictions,
+    )
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
@@ -388,6 +403,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
                             f"engine is {engine})")
     _at_least(limit=(limit, 0), seed=(seed, 0), batch_size=(batch_size, 1))
     check_output_file(out, option("out", out))
+    check_format(out, option("out", out))
     check_output_file(meta_path(Path(out)), f"{option('out', out)} (its record {meta_path(Path(out))})")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
@@ -616,7 +632,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     options = ServeOptions(max_batch=1 if max_batch is None else max_batch, max_padding=max_padding,
                            max_wait_ms=max_wait_ms,
                            allow_any_adapter=allow_any_adapter, request_log=request_log,
-                           exploration=exploration or {}, watch_promotions=watch_promotions)  # checked here
+                           exploration=exploration or {}, watch_promotions=watch_promotions,  # checked here
+                           # beside the registry served: `ADAPTREC_HOME=DIR adaptrec update …` reads its feedback
+                           online_log=None if registry_home is None else Path(registry_home) / "online.db")
     options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
     preloaded = {reg.resolve(ref).ref for ref in preload}  # a misspelt preload: refused before the backbone loads
@@ -656,7 +674,9 @@ def export_vllm(ref: str, out: str | Path) -> VllmExport:
     vLLM's loading rules; prefix-tuning and collaborative adapters are refused). See docs/serving.md."""
     from .registry.derive import write_vllm_export
 
-    return write_vllm_export(registry(), ref, out)
+    reg = registry()
+    prompt = _scoring_options(reg, ref)  # before writing: a stored recipe that no longer validates is refused
+    return replace(write_vllm_export(reg, ref, out), prompt=prompt)
 
 
 def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path | None = None, **options) -> Path:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from accelerate.utils import LoggerType
 from pydantic import (
+    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
@@ -266,8 +268,9 @@ def resolve_recipe_path(name_or_path: str) -> Path:
         return path
     if shipped.is_file():
         return shipped
-    known = ", ".join(shipped_recipes())
-    raise ConfigError(f"{name_or_path}: no such recipe file (shipped recipes: {known})")
+    close = get_close_matches(name_or_path, shipped_recipes(), 1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"{name_or_path}: no such recipe file ({hint}shipped recipes: {', '.join(shipped_recipes())})")
 
 
 MAX_ERRORS = 5  # a recipe's mistakes named one per line, up to this many
@@ -278,15 +281,40 @@ _SHOWN = reprlib.Repr()  # keyword arguments from Python 3.12 on
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 6, 6, MAX_SHOWN, MAX_SHOWN
 
 
-def _describe_error(err: dict, raw: dict) -> str:
-    """`key: message (got value)` for one pydantic error, keys spelled as the recipe spells them."""
+def _shown(value) -> str:
+    """`value`'s repr, bounded (`_SHOWN`) and cut to `MAX_SHOWN` characters."""
+    given = _SHOWN.repr(value)
+    return f"{given[:MAX_SHOWN]}{'…' * (len(given) > MAX_SHOWN)}"
+
+
+def _known_keys(loc: Sequence) -> list[str]:
+    """The keys the section at pydantic's `loc` (a union member named by its `type` tag) takes; [] if not a section."""
+    model = Recipe
+    for part in loc:
+        members = [m for m in get_args(model) if isinstance(m, type) and issubclass(m, BaseModel)] or [model]
+        tagged = [m for m in members if part in get_args(m.model_fields.get("type", Field()).annotation or object)]
+        model = tagged[0] if tagged else next((m.model_fields[part].annotation for m in members
+                                               if isinstance(m, type) and part in getattr(m, "model_fields", {})), None)
+    members = [m for m in get_args(model) if isinstance(m, type) and issubclass(m, BaseModel)] or [model]
+    return sorted({k for m in members if isinstance(m, type) and issubclass(m, BaseModel) for k in m.model_fields})
+
+
+def _describe_error(err: dict, raw: dict, set_keys: Collection[str] = ()) -> str:
+    """`key: message (got value)` for one pydantic error, keys spelled as the recipe spells them; an unknown key
+    with the closest known one, and said to come from `--set` when an override (`set_keys`) wrote it."""
     loc = list(err["loc"])
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        close = get_close_matches(str(loc[-1]), _known_keys(err["loc"][:-1]), 1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        written = [k for k in set_keys if k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.")]
+        where = f"; from --set {written[0]}=…" if written else ""
+        return f"{key}: unknown key (got {_shown(err['input'])}{where}){hint}"
     given, message = _SHOWN.repr(err["input"]), err["msg"].removeprefix("Value error, ")
     named = err["type"] == "missing" or isinstance(err["input"], dict) or given in message  # said already
-    value = "" if named else f" (got {given[:MAX_SHOWN]}{'…' * (len(given) > MAX_SHOWN)})"
+    value = "" if named else f" (got {_shown(err['input'])})"
     return f"{key}: {message}{value}" if key else message  # a validator's own message without pydantic's prefix
 
 
@@ -312,7 +340,8 @@ def _validate(text: str, overrides: list[str], source: str, new: bool = False) -
     try:
         recipe = Recipe.model_validate(raw, context={NEW_SETTINGS: new})
     except ValidationError as e:
-        lines = [f"{source}: {_describe_error(err, raw)}" for err in e.errors()[:MAX_ERRORS]]
+        set_keys = {o.partition("=")[0].strip() for o in overrides}
+        lines = [f"{source}: {_describe_error(err, raw, set_keys)}" for err in e.errors()[:MAX_ERRORS]]
         if len(e.errors()) > MAX_ERRORS:
             lines[-1] += f" (+{len(e.errors()) - MAX_ERRORS} more)"
         raise ConfigError("\n".join(lines)) from None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from synthetic import write_tallrec_files
 
@@ -136,3 +137,20 @@ def test_a_pulled_backbone_is_recorded_as_any_folder_loads_it_and_passes_to_an_e
     exported = register_lora_export(registry, pulled.ref)
     assert exported.kind == "composed" and exported.pulled_backbone(EMBEDDED) == (str(tiny_model_dir), "none")
     assert made.pulled_backbone(EMBEDDED) is None
+
+
+def test_a_resume_with_nothing_to_resume_says_so(tiny_model_dir, tmp_path):
+    """A resume without the overrides of the run it meant to continue trained another run from step 0 without a
+    word."""
+    import warnings
+
+    from train_worker import tiny_recipe_file
+
+    from adaptrec.train.recipe import NothingToResumeWarning
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 1, {"train": 8, "valid": 8, "test": 8})
+    with pytest.warns(NothingToResumeWarning, match="nothing to resume in .*training from step 0"):
+        adaptrec.train(str(path), resume=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NothingToResumeWarning)
+        assert adaptrec.train(str(path), resume=True).record.ref == "tiny:1"  # the finished run: nothing said

@@ -94,6 +94,23 @@ def test_serve_refuses_a_registry_folder_that_does_not_exist(no_backbone, tmp_pa
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_server_of_another_registry_logs_beside_it(no_backbone, tmp_path, monkeypatch):
+    """With `--registry DIR` the request log went to $ADAPTREC_HOME/online.db, so no command could run the loop on
+    DIR: `ADAPTREC_HOME=DIR adaptrec update` read an empty log, the default home promoted into a registry the
+    server never saw."""
+    from types import SimpleNamespace
+
+    import adaptrec.serve.app
+
+    served = {}
+    monkeypatch.setattr(api, "_backbone", lambda *a: SimpleNamespace(device="cpu"))
+    monkeypatch.setattr(adaptrec.serve.engine.Engine, "__post_init__", lambda self: None)
+    monkeypatch.setattr(adaptrec.serve.app, "serve", lambda engine, host, port, options: served.update(o=options))
+    (tmp_path / "other").mkdir()
+    adaptrec.serve(registry_home=tmp_path / "other")
+    assert served["o"].online_log == tmp_path / "other" / "online.db"
+
+
 def test_serve_refuses_an_address_it_cannot_listen_on_before_the_backbone_loads(no_backbone):
     """(was: the backbone and preloads loaded first, then uvicorn failed to bind)"""
     import socket
@@ -125,6 +142,8 @@ def test_write_predictions_checks_the_adapter_and_the_output_before_the_backbone
         adaptrec.write_predictions("typo", data="tallrec:movie:test", out=tmp_path / "p.jsonl")
     with pytest.raises(AdaptrecError, match="a folder"):
         adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path)
+    with pytest.raises(AdaptrecError, match="written as JSON lines or Parquet; name the file .jsonl or .parquet"):
+        adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path / "p.csv")  # (was: JSON)
     (tmp_path / "afile").write_text("")
     with pytest.raises(AdaptrecError, match="afile is a file, so no folder can be made there"):  # was: errno, exit 1
         adaptrec.write_predictions("arts-lora", data="tallrec:movie:test", out=tmp_path / "afile" / "p.jsonl")

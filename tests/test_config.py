@@ -320,9 +320,31 @@ def test_yaml_nested_past_the_parsers_depth_is_one_line_and_long_values_are_cut(
         load_recipe(str(deep))
     with pytest.raises(ConfigError) as e:
         load_recipe("movie-lora", ["foo=" + "[" * 1000 + "]" * 1000])
-    assert "foo: Extra inputs are not permitted" in _one_line(e) and len(_one_line(e)) < 250
+    assert "foo: unknown key (got '[[[[" in _one_line(e) and "; from --set foo=…)" in _one_line(e)
+    assert len(_one_line(e)) < 250
     with pytest.raises(ConfigError, match="not valid YAML"):
         recipe_from_text("x: " + "[" * 600 + "]" * 600)
+
+
+@pytest.mark.parametrize("sets, said", [
+    (["training.max_step=16"], ("training.max_step: unknown key (got 16; from --set training.max_step=…); did you "
+                                "mean 'max_steps'?")),
+    (["adapter.rr=3"], "adapter.rr: unknown key (got 3; from --set adapter.rr=…); did you mean 'r'?"),
+    (["method={type: joint, rec_los: pairwise}"], ("method.rec_los: unknown key (got 'pairwise'; from --set "
+                                                   "method=…); did you mean 'rec_loss'?")),
+    (["traning.lr=1"], ("traning: unknown key (got {'lr': 1}; from --set traning.lr=…); did you mean "
+                        "'training'?")),
+])
+def test_a_misspelt_key_names_the_override_and_the_closest_key(sets, said):
+    """(was: "Extra inputs are not permitted" after the shipped recipe's path, as if the file held the typo)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", sets)
+    assert _one_line(e).endswith(said)
+
+
+def test_a_misspelt_recipe_name_gets_the_closest_shipped_one():
+    with pytest.raises(ConfigError, match="^movie-lor: no such recipe file \\(did you mean 'movie-lora'\\? shipped"):
+        load_recipe("movie-lor")
 
 
 def test_an_empty_recipe_is_one_line(tmp_path):

@@ -102,3 +102,12 @@ def test_a_history_file_refuses_typos_and_a_noun_that_is_not_text(tmp_path, obj,
     path.write_text(json.dumps(obj))
     with pytest.raises(AdaptrecError, match=named.replace("[", r"\[").replace("]", r"\]")):
         read_history_file(path, "Heat (1995)", "movie")
+
+
+def test_a_history_file_reads_integer_ids_as_text(tmp_path):
+    """Catalogues number their items: `"item_id": 6` was refused while an integer `user_id` was read (the README's
+    `--item-id 6` example names the history's ids)."""
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"user_id": 12, "history": [{"title": "Heat (1995)", "item_id": 6}]}))
+    case = read_history_file(path, "Ran (1985)", "movie", item_id="7")
+    assert (case.user_id, case.history[0].item_id) == ("12", "6")

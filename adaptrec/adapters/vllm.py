@@ -40,7 +40,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptrec.atomic import atomic_dir
@@ -67,10 +67,12 @@ _REFUSED = {
 
 @dataclass(frozen=True)
 class VllmExport:
-    """A folder written for vLLM and the smallest `--max-lora-rank` that loads it."""
+    """A folder written for vLLM and the smallest `--max-lora-rank` that loads it; `prompt`: the template and
+    length the adapter was trained with, which requests to vLLM should render (`data.prompts.render_prompt`)."""
 
     path: Path
     rank: int
+    prompt: dict = field(default_factory=dict)
 
     @property
     def max_lora_rank(self) -> int:
@@ -172,13 +174,30 @@ def check_vllm_lora(folder: str | os.PathLike, *, max_lora_rank: int = VLLM_MAX_
     return problems + _config_problems(config, max_lora_rank) + _tensor_problems(shapes, config.get("r"), modules)
 
 
+def _lora_defaults() -> dict:
+    """What peft builds a LoRA with when its config leaves a key out (`r`, `lora_alpha`, ...)."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    return {f.name: f.default for f in dataclasses.fields(LoraConfig) if f.default is not dataclasses.MISSING}
+
+
+def _positive(value, what: str, module: re.Match, src: Path) -> float:
+    """`value` (a module's rank or alpha), or an `IntegrityError` naming it unless it is a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise IntegrityError(f"{src}: {CONFIG_FILE} gives {module['module']} the {what} {value!r}; expected a positive "
+                             "number")
+    return value
+
+
 def _fold_patterns(src: Path, dst: Path) -> None:
     """Write `src` (a LoRA folder with rank_pattern/alpha_pattern) to `dst` with one rank and scaling 1: each
     module's lora_B takes its own peft scaling, and lower ranks get zero rows in lora_A and zero columns in lora_B."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    config = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = {**_lora_defaults(), **json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))}
     tensors = load_file(str(src / WEIGHTS_FILE))
     rank = max((t.shape[0] for k, t in tensors.items() if k.endswith(".lora_A.weight")), default=0)
     out = {}
@@ -190,8 +209,9 @@ def _fold_patterns(src: Path, dst: Path) -> None:
         if m["side"] == "A":
             out[key] = torch.cat([t, t.new_zeros(rank - k, t.shape[1])])
             continue
-        r = pattern_value(config.get("rank_pattern") or {}, m["module"], config["r"])
-        alpha = pattern_value(config.get("alpha_pattern") or {}, m["module"], config["lora_alpha"])
+        r = _positive(pattern_value(config.get("rank_pattern") or {}, m["module"], config["r"]), "rank", m, src)
+        alpha = _positive(pattern_value(config.get("alpha_pattern") or {}, m["module"], config["lora_alpha"]), "alpha",
+                          m, src)
         scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
         out[key] = torch.cat([t * scale, t.new_zeros(t.shape[0], rank - k)], dim=1).contiguous()
     config.update(r=rank, lora_alpha=rank, use_rslora=False, rank_pattern={}, alpha_pattern={})

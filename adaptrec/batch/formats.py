@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import fsync_dir, write_json
-from ..errors import AdaptrecError, option
+from ..errors import AdaptrecError, ConfigError, option
 
 SCHEMA = pa.schema([("case", pa.int64()), ("user_id", pa.string()), ("domain", pa.string()), ("target", pa.string()),
                     ("label", pa.int64()), ("p_yes", pa.float64()), ("tallrec_score", pa.float64())])
@@ -30,6 +30,16 @@ def meta_path(path: Path) -> Path:
 
 def is_parquet(path: Path) -> bool:
     return Path(path).suffix.lower() == ".parquet"
+
+
+FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")  # the rows as JSON lines, or Parquet
+
+
+def check_format(path: Path, what: str) -> None:
+    """A one-line error unless `path` names a format the rows are written in (was: `.csv` got JSON lines)."""
+    if Path(path).suffix.lower() not in FORMATS:
+        raise ConfigError(f"{what}: predictions are written as JSON lines or Parquet; name the file "
+                          f"{' or '.join(FORMATS[::3])} (or .ndjson, .json)")
 
 
 def partial_path(path: Path) -> Path:

@@ -55,15 +55,20 @@ class ScoreActor:
     the driver runs under the command line, so messages spell options as its flags."""
 
     def __init__(self, backbone: str, quantization: str, home: str, adapter: str | None, cache: bool,
-                 scorer_options: dict, flags: bool = False, int8_backend: str | None = None):
+                 scorer_options: dict, flags: bool = False, int8_backend: str | None = None,
+                 expected: str | None = None):
         os.environ["ADAPTREC_HOME"] = home  # the driver's registry, score cache and converted backbones
         torch.set_num_threads(1)
         self.spelling = command_line if flags else nullcontext
         self.failure: str | None = None
         try:
             with self.spelling():
-                self.scorer = adapter_scorer(load_backbone(backbone, quantization, int8_backend=int8_backend),
-                                             Registry(Path(home)), adapter,
+                loaded = load_backbone(backbone, quantization, int8_backend=int8_backend)
+                if expected is not None and loaded.fingerprint.exact != expected:
+                    raise AdaptrecError(f"a Ray actor loaded {backbone} as another build than the one the driver "
+                                        "checked (a Hub id's newer revision, or a folder that differs on its node): "
+                                        f"give {option('backbone', flag='--backbone')} a folder every node shares")
+                self.scorer = adapter_scorer(loaded, Registry(Path(home)), adapter,
                                              cache=ScoreCache.default() if cache else None, progress=False,
                                              **scorer_options)
         except AdaptrecError as e:
@@ -125,9 +130,11 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
         start = time.perf_counter()
         chunks = [{"chunk": pickle.dumps(cases[b : b + chunk_size])} for b in range(0, len(cases), chunk_size)]
         pool = ray.data.ActorPoolStrategy(size=min(actors, len(chunks)))  # an actor per chunk at most
-        setup = dict(backbone=backbone, quantization=quantization, home=str(registry.home), adapter=adapter,
-                     cache=cache, scorer_options=scorer_options, flags=on_command_line(),
-                     int8_backend=os.environ.get(INT8_BACKEND_ENV))  # a cluster's actors: the driver's kernels
+        local = Path(backbone).expanduser()  # a relative folder names the driver's, not an actor's working folder
+        setup = dict(backbone=str(local.resolve()) if local.is_dir() else backbone, quantization=quantization,
+                     home=str(registry.home), adapter=adapter, cache=cache, scorer_options=scorer_options,
+                     flags=on_command_line(), int8_backend=os.environ.get(INT8_BACKEND_ENV),  # the driver's kernels
+                     expected=fingerprint.exact)  # every actor scores on the build the driver checked
         scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
         with PredictionWriter(Path(out), meta) as writer:

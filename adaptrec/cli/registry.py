@@ -53,15 +53,18 @@ def registry_list(domain: Optional[str] = typer.Option(None, "--domain", help="o
         typer.echo(f"{mark} {r.ref:28} {r.domain:10} {r.kind:9} {r.adapter_type:8} {_auc_cell(r)}  {r.created}")
 
 
+RefArg = typer.Argument(..., metavar="REF", help="an adapter version: NAME (its latest), NAME:VERSION or NAME:latest")
+
+
 @registry_app.command("show")
-def registry_show(ref: str) -> None:
+def registry_show(ref: str = RefArg) -> None:
     """Everything recorded about one adapter version."""
     echo_json(api.registry().show(ref))
 
 
 @registry_app.command("promote")
 def registry_promote(
-    ref: str,
+    ref: str = RefArg,
     domain: Optional[str] = typer.Option(None, "--domain", help="default: REF's own domain"),
     if_better: bool = typer.Option(False, "--if-better", help="promote only if REF passes the gate against the "
                                    "domain's champion on --data (docs/online.md)"),
@@ -137,17 +140,21 @@ def registry_encoders(name: Optional[str] = typer.Option(None, "--name", help="o
 
 
 @registry_app.command("rollback")
-def registry_rollback(domain: str) -> None:
+def registry_rollback(domain: str = typer.Argument(..., help="the domain whose champion to roll back")) -> None:
     """Restore DOMAIN's previous champion (repeat to go further back)."""
     typer.echo(f"rolled back {domain}: {api.registry().rollback(domain).ref} serves it again")
 
 
-ForceOpt = typer.Option(False, "--force", help="also remove a promoted adapter or a mix's source")
+ForceOpt = typer.Option(False, "--force", help="also remove a promoted adapter, a mix's source, or a version "
+                        "others came from")
 
 
 @registry_app.command("remove")
-def registry_remove(ref: str, force: bool = ForceOpt) -> None:
-    """Remove one adapter version (refused for a promoted one, or a source of a score-level mix, unless --force)."""
+def registry_remove(ref: str = typer.Argument(..., metavar="REF", help="the version to remove: NAME:VERSION or "
+                                              "NAME:latest"),
+                    force: bool = ForceOpt) -> None:
+    """Remove one adapter version (refused for a promoted one, a source of a score-level mix, or one other versions
+    were updated, exported, composed or distilled from, unless --force)."""
     typer.echo(f"removed {api.registry().remove(ref, force=force)}")
 
 
@@ -168,7 +175,8 @@ def registry_verify() -> None:
 
 @registry_app.command("gc")
 def registry_gc() -> None:
-    """Delete adapter folders that no registry row points to."""
+    """Delete adapter and encoder folders no registry row points to, unfinished `.tmp` folders, and pulls' work
+    folders under $ADAPTREC_HOME/tmp over a day old."""
     typer.echo(f"removed {len(api.registry().gc())} unreferenced folder(s)")
 
 
@@ -200,6 +208,10 @@ def export(
         raise AdaptrecError("export: --to takes vllm, needs --out DIR, and goes without --to-lora and --name")
     result = api.export_vllm(adapter, out)
     if as_json:
-        return echo_json({"path": str(result.path), "rank": result.rank, "max_lora_rank": result.max_lora_rank})
+        return echo_json({"path": str(result.path), "rank": result.rank, "max_lora_rank": result.max_lora_rank,
+                          "prompt": result.prompt})
+    prompt = result.prompt
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "
-               f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}")
+               f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}; "
+               f"render its requests' prompts with template {prompt.get('template', 'tallrec')!r}, cut to "
+               f"{prompt.get('max_prompt_tokens', 'the model’s')} tokens (docs/serving.md)")

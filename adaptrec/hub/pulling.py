@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import stat
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -220,6 +221,20 @@ class _MirrorSource:
         return {"source": "mirror", "repo": str(self.repo_dir.resolve()), "revision": self.revision}
 
 
+class ReadAsHubRepoWarning(UserWarning):
+    """A source spelt like a mirror folder whose first part is a local folder is read as a Hub repo."""
+
+
+def _hub_source(repo_id: str, revision: str | None, endpoint: str | None) -> _HubSource:
+    """The Hub repo `repo_id`, with a warning when its first part is a local folder: a mistyped mirror path
+    (`adapters_hub/movie-lora` run from elsewhere) would otherwise fail as a network error."""
+    owner = repo_id.split("/", 1)[0]
+    if Path(owner).expanduser().is_dir():
+        warnings.warn(f"there is no folder {repo_id} here ({owner} is a local folder), so {repo_id} is read as a Hub "
+                      "repo", ReadAsHubRepoWarning, stacklevel=4)
+    return _HubSource(repo_id, revision, endpoint)
+
+
 def _open_source(source: str, endpoint: str | None):
     if not source.strip():  # Path("") is the current folder
         raise HubError("hub pull: give ORG/NAME[@REVISION] (a Hub repo) or the PATH of a mirror folder")
@@ -233,9 +248,9 @@ def _open_source(source: str, endpoint: str | None):
         if Path(base).expanduser().is_dir():
             return _MirrorSource(Path(base), rev)
         if is_repo_id(base):
-            return _HubSource(base, rev, endpoint)
+            return _hub_source(base, rev, endpoint)
     elif is_repo_id(source):
-        return _HubSource(source, None, endpoint)
+        return _hub_source(source, None, endpoint)
     raise HubError(f"{source!r} is neither a mirror folder nor a Hub repo: write ORG/NAME[@REVISION] ({HUB_RULES}) "
                    "or a mirror PATH[@REVISION]")
 

@@ -19,24 +19,25 @@ from adaptrec.scoring.variants import component_scores
 from ..errors import ConfigError, option
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray, users: list[str]) -> dict:
-    m = compute_classification(["auc"], labels, scores, clusters=users)["auc"]
+def _auc(labels: np.ndarray, scores: np.ndarray, users: list[str], seed: int = 0) -> dict:
+    m = compute_classification(["auc"], labels, scores, seed=seed, clusters=users)["auc"]
     return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
 
 
-def window_report(labels: np.ndarray, users: list[str], scores: np.ndarray, baselines: dict[str, np.ndarray]) -> dict:
-    """One window: size, mean score, like rate, reliability, and AUC (user-clustered CI) of the adapter and each
-    baseline row."""
+def window_report(labels: np.ndarray, users: list[str], scores: np.ndarray, baselines: dict[str, np.ndarray],
+                  seed: int = 0) -> dict:
+    """One window: size, mean score, like rate, reliability, and AUC (user-clustered CI, bootstrap `seed`) of the
+    adapter and each baseline row."""
     curve = reliability(labels, scores)
     return {"cases": int(len(labels)), "users": len(set(users)), "mean_score": float(np.mean(scores)),
             "like_rate": float(np.mean(labels)), "reliability": asdict(curve),
-            "auc": {"adapter": _auc(labels, scores, users),
-                    **{name: _auc(labels, s, users) for name, s in baselines.items()}}}
+            "auc": {"adapter": _auc(labels, scores, users, seed),
+                    **{name: _auc(labels, s, users, seed) for name, s in baselines.items()}}}
 
 
-def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: np.ndarray) -> dict:
+def compare(before: dict, after: dict, scores_before: np.ndarray, scores_after: np.ndarray, seed: int = 0) -> dict:
     statistic, p_value = ks(scores_before, scores_after)
-    chance, psi_p = psi_null(scores_before, scores_after)
+    chance, psi_p = psi_null(scores_before, scores_after, seed=seed)
     return {"psi": psi(scores_before, scores_after), "psi_chance_95": chance, "psi_p": psi_p, "ks": statistic,
             "ks_p": p_value,
             "ece_change": after["reliability"]["ece"] - before["reliability"]["ece"],
@@ -49,6 +50,15 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
     if record is None:
         raise ConfigError(f"domain {domain!r} has no promoted adapter; name one with {option('adapter')}")
     return record.ref
+
+
+def check_domain(cases: list[Case], domain: str, data: str, flag: str = "data") -> None:
+    """A one-line error when none of `cases` is of `domain`: a decision about one domain's adapter on another's
+    data (a cold slice's cases keep their domain)."""
+    found = sorted({c.domain for c in cases})
+    if found and domain not in found:
+        raise ConfigError(f"{option(flag, data)}: its cases are of domain {', '.join(map(repr, found))}, not "
+                          f"{domain!r}; give {domain}'s data")
 
 
 def labelled_windows(before: list[Case], after: list[Case], limit: int | None = None,
@@ -68,11 +78,11 @@ def labelled_windows(before: list[Case], after: list[Case], limit: int | None = 
 
 
 def drift(backbone, registry: Registry, domain: str, before: list[Case], after: list[Case], adapter: str | None = None,
-          **scorer_options) -> dict:
+          seed: int = 0, **scorer_options) -> dict:
     """Score both windows with `adapter` (default: the domain's champion) and compare them. Popularity counts the
     `before` window's history items (what its users had seen), for both windows; in the before window a case's own
     target can be among them (a later case of its user lists it), so that row is transductive there (the window's
-    report names it under `transductive`)."""
+    report names it under `transductive`). `seed`: the bootstrap's and the PSI permutations'."""
     ref = champion_ref(registry, domain, adapter)
     windows = dict(zip(("before", "after"), labelled_windows(before, after)))
     popularity = item_popularity(windows["before"], targets=False)
@@ -82,9 +92,9 @@ def drift(backbone, registry: Registry, domain: str, before: list[Case], after: 
         raw[name] = component_scores(backbone, registry, [ref], cases, **scorer_options)[0]
         baselines = {"like-ratio": like_ratio_scores(cases, popularity),
                      "popularity": popularity_scores(cases, popularity)}
-        report[name] = {**window_report(labels, users, raw[name], baselines),
+        report[name] = {**window_report(labels, users, raw[name], baselines, seed),
                         "transductive": ["popularity"] if name == "before" else []}
-    report["change"] = compare(report["before"], report["after"], raw["before"], raw["after"])
+    report["change"] = compare(report["before"], report["after"], raw["before"], raw["after"], seed)
     return report
 
 

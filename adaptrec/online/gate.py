@@ -31,6 +31,7 @@ from adaptrec.scoring.variants import component_scores
 from ..config import recipe_from_text
 from ..data.spec import split_slice, with_protocol
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
+from .drift import check_domain
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
@@ -51,11 +52,11 @@ def case_weights(cases: list[Case]) -> tuple[np.ndarray | None, str]:
     logged = [c.meta.get("shown") for c in cases if "event" in c.meta]
     if not logged:
         return None, "none: labelled data, not feedback on served items"
-    if len(logged) < len(cases) or not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in logged):
-        return None, "none: some feedback was logged before each item's probability of being shown was recorded"
     if any(c.meta.get("endpoint") == "recommend" and c.meta.get("propensity") == 1 and not c.meta.get("all_shown")
            for c in cases):  # a greedy slate: an explored slot's propensity is below 1 while two or more remain
-        return None, UNCORRECTED
+        return None, UNCORRECTED  # (first: also where some feedback predates the recorded probabilities)
+    if len(logged) < len(cases) or not all(isinstance(p, (int, float)) and 0 < p <= 1 for p in logged):
+        return None, "none: some feedback was logged before each item's probability of being shown was recorded"
     if all(p == 1 for p in logged):
         return None, "none: every item was shown"
     return 1 / np.array(logged, dtype=np.float64), IPS
@@ -243,6 +244,7 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         raise ConfigError(f"{option('margin', margin)}: expected a margin in AUC from 0 to below 1 (e.g. 0.005)")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
+    check_domain(cases, domain, data)
     labelled = [c for c in cases if c.label is not None]
     plan = GatePlan(record, champion, domain, labelled, data, margin, limit, data_fingerprint)
     if champion is None:
@@ -300,7 +302,8 @@ def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
     labels, users = np.array([c.label for c in plan.cases]), [c.user_id for c in plan.cases]
     weights, weighting = case_weights(plan.cases)
     if weighting == UNCORRECTED:
-        warnings.warn(SelectionBiasWarning(f"the gate's cases: {weighting}"), stacklevel=2)
+        warnings.warn(SelectionBiasWarning(f"the gate's {len(plan.cases)} cases of {plan.data}: {weighting}"),
+                      stacklevel=2)  # names the data: Python shows a warning once per text and line
     scores = [component_scores(backbone, registry, [ref], plan.cases, **{**scorer_options, **options(ref)})[0]
               for ref in (record.ref, champion.ref)]
     evidence = {**decide(labels, users, scores[0], scores[1], plan.margin, seed, weights=weights, weighting=weighting),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -406,9 +407,10 @@ class Registry:
         """Delete one version (row, then folder) and return its `name:version`. Needs an explicit `name:<version>`
         or `name:latest`; a row whose JSON columns are unreadable (edited by hand) is removed too.
 
-        Refuses an adapter promoted for some domain, or a source of a registered score-level mix (which would stop
-        serving), unless `force`, which also drops those aliases and records a `remove` decision in each domain's
-        trail (the champion it leaves without one).
+        Refuses an adapter promoted for some domain, a source of a registered score-level mix (which would stop
+        serving), or one that other versions came from (the gate reads what they trained on through it), unless
+        `force`, which also drops those aliases and records a `remove` decision in each domain's trail (the champion
+        it leaves without one).
         """
         if isinstance(ref, str) and ":" not in ref:
             check_name(ref)
@@ -426,6 +428,12 @@ class Registry:
             if mixes and not force:
                 raise RegistryError(f"{removed} is a source of the score-level mix(es) {', '.join(mixes)}, which "
                                     f"could not serve without it; remove them first, or pass {option('force', True)}")
+            derived = self._derived_from(conn, removed)
+            if derived and not force:
+                raise RegistryError(f"{', '.join(derived)} came from {removed} (updated, exported, composed or "
+                                    "distilled from it): the promotion gate reads through it what they trained on, and "
+                                    f"would take that data for new to them; remove them first, or pass "
+                                    f"{option('force', True)}")
             now = _utc_now()
             for domain in domains:
                 audit.append(conn, domain, "remove", removed, removed, {"forced": True}, now)
@@ -583,6 +591,19 @@ class Registry:
             rec = self._resolve(conn, ref)
             domains = self._promoted_for(conn, rec.name, rec.version)
         return {**rec.to_dict(), "promoted_for": domains}
+
+    @staticmethod
+    def _derived_from(conn: sqlite3.Connection, ref: str) -> list[str]:
+        """The versions registered here whose lineage names `ref` as what they were updated from or a parent; a row
+        whose lineage no longer parses names none."""
+        out = []
+        for row in conn.execute("SELECT name, version, kind, lineage FROM adapters ORDER BY name, version"):
+            with suppress(TypeError, ValueError):
+                lineage = json.loads(row["lineage"] or "{}")
+                if row["kind"] != "pulled" and isinstance(lineage, dict) and (
+                        lineage.get("updated_from") == ref or ref in (lineage.get("parents") or ())):
+                    out.append(f"{row['name']}:{row['version']}")
+        return out
 
     def _mixes_of(self, conn: sqlite3.Connection, ref: str, skip: str | None = None) -> list[str]:
         """The registered score-level mixes naming `ref` among their sources; the mix `skip` is not read."""

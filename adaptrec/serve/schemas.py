@@ -21,11 +21,28 @@ def _encodable(s: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]  # every string a request carries
 
 
-class Item(BaseModel):
-    text: Text = Field(..., description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'")
+class Named(BaseModel):
+    """An item given by its prompt text or by its title, which is quoted as the CLI and the Python API quote titles
+    (a bare title in `text` renders another prompt than the adapter trained on)."""
+
+    text: Text | None = Field(None, description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'; or give "
+                                                "`title`")
+    title: Text | None = Field(None, description="the item's title, e.g. 'Heat (1995)': quoted into `text` as the "
+                                                 "prompts list titles")
+    item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+
+    @model_validator(mode="after")
+    def _text_or_title(self) -> Named:
+        if (self.text is None) == (self.title is None):
+            raise ValueError("give the item's text or its title (one of them)")
+        if self.text is None:
+            self.text = f'"{self.title}"'
+        return self
+
+
+class Item(Named):
     liked: bool = True
     domain: Text | None = None
-    item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
 
 WARNINGS = "what the decision warns of: an adapter made on another build of this base family, whose scores may shift"
@@ -33,9 +50,8 @@ UNKNOWN_ITEMS = ("item ids outside a collaborative adapter's item table (its enc
                  "scored by their text alone")
 
 
-class Target(BaseModel):
-    text: Text = Field(..., description="the item as the prompt lists it")
-    item_id: Text | None = Field(None, description="the catalogue id, for adapters that embed items by id")
+class Target(Named):
+    pass
 
 
 class UserRequest(BaseModel):
@@ -44,8 +60,8 @@ class UserRequest(BaseModel):
     domain: Text = Field(..., description="the target domain; routes to its promoted adapter unless `adapter` is given")
     noun: Text = Field("", description="the item kind named in the prompt ('movie', 'office product', ...); default: "
                                        "the domain's, as its shipped data names it (`records.default_noun`)")
-    history: list[Item | Text] = Field(default_factory=list, description="oldest first: texts (liked), or {text, "
-                                                                          "liked, domain, item_id} objects")
+    history: list[Item | Text] = Field(default_factory=list, description="oldest first: texts (liked), or {text or "
+                                                                          "title, liked, domain, item_id} objects")
     adapter: Text | None = Field(None, description="a registry ref that overrides routing: anonymous callers may name "
                                                    "promoted or preloaded adapters only")
     mode: Literal["pyes", "tallrec"] = "pyes"
@@ -74,7 +90,7 @@ class UserRequest(BaseModel):
 
 class ScoreRequest(UserRequest):
     items: list[Text | Target] = Field(..., min_length=1, description="target items to score: texts, or "
-                                                                     "{text, item_id} objects")
+                                                                     "{text or title, item_id} objects")
 
 
 class RecommendRequest(UserRequest):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +26,7 @@ from ..registry import AdapterRecord, Registry
 from ..registry.encoders import current_encoders
 from ..score_cache import ScoreCache
 from .cases import check_prompts_fit, naming_key, recipe_data, training_cases, validation_cases
+from .checkpoint import latest_checkpoint
 from .lineage import registered_lineage
 from .loop import TrainResult, on_main_process, run_folder_held, train
 from .methods import checked_method
@@ -38,6 +40,19 @@ class RecipeResult:
     report: EvalReport | None  # None on the other processes of a multi-process launch: the main one evaluated
     record: AdapterRecord
     backbone: object  # the loaded backbone the adapter was trained on (its tokenizer holds any added tokens)
+
+
+class NothingToResumeWarning(UserWarning):
+    """A resume found no checkpoint of these settings: the run trains from step 0."""
+
+
+def check_resumable(recipe: Recipe) -> None:
+    """`NothingToResumeWarning` when the run folder of `recipe`'s settings holds neither a checkpoint nor a finished
+    run: a resume with other overrides than the run it means to continue trains another run from scratch."""
+    run_dir = run_dir_for(recipe)
+    if latest_checkpoint(run_dir) is None and not (run_dir / "report.json").is_file():
+        warnings.warn(f"nothing to resume in {run_dir}: training from step 0 (a run resumes only with the recipe "
+                      "and --set overrides it was started with)", NothingToResumeWarning, stacklevel=3)
 
 
 def run_dir_for(recipe: Recipe) -> Path:

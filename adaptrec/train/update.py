@@ -36,6 +36,11 @@ class UpdateResult:
     new_cases: int
     replay_cases: int
 
+    @property
+    def replay_share(self) -> float:
+        """The share of the training mix replayed: below `--replay` when the parent's training data ran out."""
+        return self.replay_cases / (self.new_cases + self.replay_cases)
+
 
 def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int) -> tuple[list[Case], int]:
     """`new` plus enough of `old` (a seeded draw, without replacement, at most all of it) that old cases make up
@@ -156,7 +161,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
             record = _registered(registry, run_dir, parent, result.adapter_dir)
             if record is None:
                 lineage = {"parents": [parent.ref], "method": UPDATE, "updated_from": parent.ref, "data": data,
-                           "window": _window(new), "replay": replay, "replay_cases": n_old, "steps": result.steps,
+                           "window": _window(new), "replay": replay, "replay_cases": n_old,
+                           "replay_share": round(n_old / len(mixed), 4), "steps": result.steps,
                            "events": (result.lineage or {}).get("events", [])}  # the method's own cases' events
                 record = registry.register(result.adapter_dir, name=parent.name, domain=parent.domain,
                                            kind="trained", adapter_type=recipe.adapter.type, adapter_config=None,

@@ -441,8 +441,9 @@ def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(buil
     entries = json.loads(history.read_text())["history"]  # a generator is read once (was: checked, then empty)
     assert api.predict("movie-collab", iter(entries), title, item_id=case.target_id, **common) == pytest.approx(
         api.predict("movie-collab", entries, title, item_id=case.target_id, **common), abs=1e-6)
-    history.write_text(json.dumps({"history": [{"title": "x", "item_id": 7}]}))
-    with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id string, got 7"):
+    history.write_text(json.dumps({"history": [{"title": "x", "item_id": [7]}]}))
+    with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id \(text or an "
+                                              r"integer\), got \[7\]"):
         api.predict("movie-collab", history, title, **common)
 
 

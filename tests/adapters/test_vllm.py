@@ -181,3 +181,22 @@ def test_per_module_ranks_and_alphas_fold_into_one_rank_exactly(tiny_model_dir, 
     folded = PeftModel.from_pretrained(load_backbone(str(tiny_model_dir), "none", "cpu").model, str(result.path)).eval()
     with torch.no_grad():
         assert (last_token_logits(folded, batch) - last_token_logits(model, batch)).abs().max().item() < 1e-5
+
+
+def test_folding_reads_peft_defaults_and_refuses_a_rank_that_is_no_number(tiny_model_dir, tmp_path):
+    """A config without `lora_alpha` (peft's default, 8) gave a KeyError traceback, a rank written as text a
+    TypeError."""
+    from peft import LoraConfig, get_peft_model
+
+    backbone = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    model = get_peft_model(backbone.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                      rank_pattern={"v_proj": 2}))
+    model.save_pretrained(str(tmp_path / "lora"), safe_serialization=True)
+    config_path = tmp_path / "lora" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({k: v for k, v in config.items() if k != "lora_alpha"}))
+    assert export_vllm_lora(tmp_path / "lora", "lora", tmp_path / "vllm").rank == 4
+    config_path.write_text(json.dumps({**config, "rank_pattern": {"v_proj": "2"}}))
+    with pytest.raises(AdaptrecError, match="gives .*v_proj the rank '2'; expected a positive number"):
+        export_vllm_lora(tmp_path / "lora", "lora", tmp_path / "vllm2")
+    assert not (tmp_path / "vllm2").exists()

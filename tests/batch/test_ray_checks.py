@@ -94,3 +94,16 @@ def test_an_actor_spells_options_as_its_driver(monkeypatch, tmp_path, flags, spe
     finally:
         torch.set_num_threads(threads)
     assert actor.failure == f"load the backbone with {spelled}"
+
+
+def test_an_actor_refuses_a_backbone_other_than_the_one_the_driver_checked(monkeypatch, tiny_model_dir, tmp_path):
+    """Each actor loads the backbone by name again: a Hub id's newer revision, or a relative folder read against the
+    actor's own working folder, scored on another build with nothing checking it."""
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    try:
+        actor = ray_engine.ScoreActor(str(tiny_model_dir), "none", str(tmp_path / "home"), None, False,
+                                      {"template": "tallrec", "batch_size": 8}, expected="0" * 64)
+    finally:
+        torch.set_num_threads(threads)
+    assert "a Ray actor loaded" in actor.failure and "another build than the one the driver checked" in actor.failure

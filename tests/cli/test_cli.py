@@ -173,7 +173,7 @@ def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, caps
 
 @pytest.mark.parametrize("args, words", [(["eval", "--bogus"], "No such option: --bogus"),
                                          (["evall"], "No such command 'evall'. Did you mean 'eval'?"),
-                                         (["registry", "promote"], "Missing argument 'ref'")])
+                                         (["registry", "promote"], "Missing argument 'REF'")])
 def test_usage_errors_are_one_line(monkeypatch, capsys, args, words):
     assert words in _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
 

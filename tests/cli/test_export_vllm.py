@@ -24,11 +24,16 @@ def _one_line_error(code: int, err: str) -> str:
 
 
 def test_a_registered_lora_is_copied_after_checking(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    rec = register_random(tiny_model_dir, Registry(), "movie-lora", {"type": "lora", "r": 4}, seed=1)
+    from adaptrec.config import RECIPES_DIR
+
+    recipe = (RECIPES_DIR / "movie-lora.yaml").read_text() + "# --set data.max_prompt_tokens=300\n"
+    rec = register_random(tiny_model_dir, Registry(), "movie-lora", {"type": "lora", "r": 4}, seed=1,
+                          recipe_text=recipe)
     out = tmp_path / "vllm" / "movie"
     code, stdout, err = _export(monkeypatch, capsys, "movie-lora", out)
     assert code == 0, err
     assert "--max-lora-rank 8" in stdout and f"--lora-modules movie-lora={out}" in stdout
+    assert "render its requests' prompts with template 'tallrec', cut to 300 tokens" in stdout  # (was: unsaid)
     assert check_vllm_lora(out) == [] and check_vllm_lora(rec.path) == []  # the registry folder already is one
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (out / name).read_bytes() == (rec.path / name).read_bytes()
@@ -36,7 +41,8 @@ def test_a_registered_lora_is_copied_after_checking(tiny_model_dir, tmp_path, mo
     assert "already exists" in line
     code, stdout, err = run_cli(monkeypatch, capsys, "export", "movie-lora", "--to", "vllm", "--out",
                                 str(tmp_path / "again"), "--json")  # was: text only
-    assert code == 0 and json.loads(stdout) == {"path": str(tmp_path / "again"), "rank": 4, "max_lora_rank": 8}
+    assert code == 0 and json.loads(stdout) == {"path": str(tmp_path / "again"), "rank": 4, "max_lora_rank": 8,
+                                                "prompt": {"template": "tallrec", "max_prompt_tokens": 300}}
 
 
 def test_prefix_tuning_is_refused_in_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):

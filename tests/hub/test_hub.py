@@ -1069,3 +1069,13 @@ def test_local_paths_are_redacted_whole(text, published):
     from adaptrec.hub.common import redact_local_paths
 
     assert redact_local_paths(text) == published
+
+
+def test_a_missing_mirror_folder_read_as_a_hub_repo_says_so(hub, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """`hub pull adapters_hub/movie-lora` run from another folder failed as a network or no-repo error, with no
+    word that the path was not there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adapters_hub").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "adapters_hub/movie-lora"))
+    assert code != 0 and err.startswith("warning: there is no folder adapters_hub/movie-lora here (adapters_hub is a "
+                                        "local folder), so adapters_hub/movie-lora is read as a Hub repo\n")

@@ -112,6 +112,9 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
     monkeypatch.setattr(adaptrec.api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
     with pytest.raises(ConfigError, match="no promoted adapter"):
         adaptrec.drift("books", **windows)
+    log_feedback(synthetic_cases(4, seed=3, domain="books"), t0=5000)
+    with pytest.raises(ConfigError, match="^before='feedback:books': its cases are of domain 'books', not 'arts'"):
+        adaptrec.drift("arts", before="feedback:books", after=windows["after"])  # (was: compared without a word)
     with pytest.raises(ConfigError, match="^after: drift needs labelled cases of both classes"):
         adaptrec.drift("arts", before=windows["before"], after="feedback:arts[0:1]")
     with pytest.raises(ConfigError, match=f"^plot='{re.escape(str(tmp_path))}': expected a .png file"):
@@ -130,6 +133,19 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
         (*windows.values(), 8, 0)
     assert report["environment"]["backend"] == "fp32" and report["environment"]["adaptrec"]  # which build scored
     assert "before (feedback:arts[0:10]): " in summary(report)  # the report says which windows it compared
+
+
+def test_the_seed_reaches_the_bootstrap_and_the_permutations():
+    """`drift --seed` says it seeds every sampled choice (was: the CIs and the PSI null always drew with seed 0)."""
+    from adaptrec.online.drift import compare, window_report
+
+    rng = np.random.default_rng(0)
+    labels, scores = rng.integers(0, 2, 60), rng.random(60)
+    users = [f"u{i % 15}" for i in range(60)]
+    reports = [window_report(labels, users, scores, {}, seed) for seed in (0, 1)]
+    assert reports[0]["auc"]["adapter"]["ci_low"] != reports[1]["auc"]["adapter"]["ci_low"]
+    nulls = [compare(reports[0], reports[0], scores[:30], scores[30:], seed)["psi_chance_95"] for seed in (0, 1)]
+    assert nulls[0] != nulls[1]
 
 
 def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():

@@ -107,6 +107,19 @@ def test_update_warm_starts_registers_the_next_version_with_lineage(trained, tin
     assert again.record.ref == "tiny:2" and len(Registry().list(name="tiny")) == versions
 
 
+
+def test_an_update_says_when_its_replay_falls_short_of_the_share_asked(trained, monkeypatch, capsys):
+    """The parent trained on 16 cases: 12 new ones at --replay 0.8 replay all 16, 57% of the mix (was: the lineage
+    said 0.8 and nothing said otherwise)."""
+    parent, _ = trained
+    log_feedback(synthetic_cases(12, seed=5))
+    code, out, err = run_cli(monkeypatch, capsys, "update", parent.ref, "--data", "feedback:movie", "--replay", "0.8",
+                             "--steps", "1")
+    assert code == 0 and "on 12 new + 16 replayed cases" in out
+    assert "note: 16 replayed cases are 57% of the mix, not the 80% asked" in err
+    assert Registry().resolve("tiny:2").lineage["replay_share"] == round(16 / 28, 4)
+
+
 def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update_or_its_gate(
         tiny_model_dir, tmp_path, monkeypatch):
     """A recipe trained on open-ended feedback lists the events it saw; an update replays and validates on those
@@ -338,7 +351,7 @@ def test_the_gate_weights_feedback_on_explored_slates_and_warns_on_greedy_ones(t
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
                              "feedback:movie:9000", "--margin", "0.9")
     assert code == 0 and "(weighted by" not in out
-    assert "warning: the gate's cases: none: slates were served without exploration" in err
+    assert "warning: the gate's 24 cases of feedback:movie:9000: none: slates were served without exploration" in err
     assert Registry().history("movie")[-1].evidence["weighting"].startswith("none: slates were served")
 
 
@@ -452,6 +465,9 @@ def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
                                                    "data_fingerprint": load_spec("feedback:movie").fingerprint}
     with pytest.raises(ConfigError, match="already the champion"):
         adaptrec.promote_if_better(parent.ref, data="feedback:movie")
+    log_feedback(synthetic_cases(24, seed=8, domain="book"), t0=5500)
+    with pytest.raises(ConfigError, match="its cases are of domain 'book', not 'movie'"):  # (was: decided on them)
+        adaptrec.promote_if_better(parent.ref, data="feedback:book", domain="movie")
     challenger = update_adapter(parent.ref, "feedback:movie[0:4]", replay=0.0, steps=1).record
     with pytest.raises(ConfigError, match="4 of its cases are events"):
         adaptrec.promote_if_better(challenger.ref, data="feedback:movie")
@@ -636,6 +652,8 @@ def test_the_gate_weighs_only_windows_whose_every_slate_could_be_corrected():
     assert case_weights([served(0.4), served(1.0, propensity=1.0)]) == (None, UNCORRECTED)  # a greedy slate
     assert case_weights([served(1.0, endpoint="score"), served(1.0, 1.0, all_shown=True)])[1] == \
         "none: every item was shown"
+    # a greedy slate beside feedback logged before probabilities were recorded (was: no warning, for the latter)
+    assert case_weights([served(None), served(1.0, propensity=1.0)]) == (None, UNCORRECTED)
 
 
 def test_feedback_from_any_time_is_in_an_open_ended_spec():

@@ -253,6 +253,22 @@ def test_remove_refuses_a_source_of_a_mix_unless_force_and_verify_names_the_brok
     assert reg.remove("office-lora:1") == "office-lora:1"  # no mix names it any more
 
 
+def test_remove_refuses_what_other_versions_came_from_unless_force(reg, src):
+    """The gate finds what a challenger trained on through the versions it came from: removing one of them (an
+    update's parent, an export's source) made it take that data for new (was: removed without a word)."""
+    root = reg_one(reg, src, lineage={"parents": [], "method": "trained", "events": ["r1/0"]})
+    update = reg_one(reg, src, lineage={"parents": [root.ref], "method": "update", "updated_from": root.ref})
+    export = reg_one(reg, src, name="movies-lora-export", lineage={"parents": [update.ref], "method": "export"})
+    reg_one(reg, src, name="pulled-one", kind="pulled", lineage={"parents": ["movies-lora-export:1"]},
+            origin={"repo": "alice/movies", "revision": "a" * 40})
+    with pytest.raises(RegistryError, match="movies-lora:2 came from movies-lora:1 .*remove them first.*force=True"):
+        reg.remove(root.ref)
+    with pytest.raises(RegistryError, match="movies-lora-export:1 came from movies-lora:2"):
+        reg.remove(update.ref)
+    assert reg.remove(export.ref) == export.ref  # a pulled adapter's parents are its publisher's versions
+    assert reg.remove(root.ref, force=True) == root.ref and reg.resolve(update.ref)
+
+
 def test_remove_needs_a_version_and_a_known_ref(reg, src):
     reg_one(reg, src)
     with pytest.raises(RegistryError, match="movies-lora:<version>"):

@@ -38,8 +38,9 @@ def test_items_that_would_be_misread_are_refused_in_one_line(recommender):
         recommender.score(HISTORY, "Casino (1995)")
     with pytest.raises(DataFormatError, match=r"items\[0\]: unknown key 'id'"):
         recommender.rank(HISTORY, [{"title": "Casino (1995)", "id": "x"}])
-    with pytest.raises(DataFormatError, match=r"items\[1\]\.item_id: expected a catalogue id string, got 7"):
-        recommender.score(HISTORY, ["Babe (1995)", {"title": "Ran (1985)", "item_id": 7}])
+    with pytest.raises(DataFormatError, match=r"items\[1\]\.item_id: expected a catalogue id \(text or an integer\), "
+                                              "got 7.5"):
+        recommender.score(HISTORY, ["Babe (1995)", {"title": "Ran (1985)", "item_id": 7.5}])
     for k in (0, -1, 2.0, True):
         with pytest.raises(DataFormatError, match=f"^k={k!r}: expected an integer >= 1"):
             recommender.rank(HISTORY, ["Babe (1995)"], k=k)

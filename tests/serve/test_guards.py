@@ -647,3 +647,17 @@ def test_listing_the_adapters_does_not_hold_up_planning(engine, monkeypatch):
         gate.set()
         listing.join(15)
     assert answered == 200 and released == [True]
+
+
+def test_an_item_given_by_its_title_is_quoted_as_the_prompts_list_titles(engine):
+    """A client sending plain titles as `text` got an unquoted prompt without a word; `title` quotes them."""
+    with client(engine, allow_any_adapter=True) as c:
+        by_text = c.post("/v1/score", json=body(items=['"x"', {"text": '"y"'}]))
+        by_title = c.post("/v1/score", json=body(items=[{"title": "x"}, {"title": "y", "item_id": "7"}],
+                                                 history=[{"title": h["text"].strip('"'), "liked": h["liked"], "domain": h["domain"]}
+                                                          for h in body()["history"]]))
+        assert by_text.status_code == by_title.status_code == 200, by_title.text
+        np.testing.assert_allclose(by_title.json()["scores"], by_text.json()["scores"], atol=1e-6)
+        for item in ({}, {"text": '"x"', "title": "x"}):
+            message = envelope(c.post("/v1/score", json=body(items=[item])), 422, "RequestValidationError")
+            assert "give the item's text or its title" in message
