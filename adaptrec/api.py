@@ -321,7 +321,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     `seed` say which subset of each was scored, `scoring` the adapter's prompt settings and `environment` the
     backbone's build (backend, dtype, device, versions)."""
     from .data.spec import load_spec
-    from .online.drift import champion_ref, check_domain, labelled_windows
+    from .online.drift import champion_ref, check_cases_domain, labelled_windows
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
@@ -335,7 +335,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     loaded = {flag: load_spec(spec, seed=seed).cases for flag, spec in (("before", before), ("after", after))}
     for flag, cases in loaded.items():
-        check_domain(cases, domain, before if flag == "before" else after, flag)
+        check_cases_domain(cases, domain, before if flag == "before" else after, flag)
     windows = labelled_windows(loaded["before"], loaded["after"], limit, seed)
     options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))
@@ -675,7 +675,10 @@ def export_vllm(ref: str, out: str | Path) -> VllmExport:
     from .registry.derive import write_vllm_export
 
     reg = registry()
-    prompt = _scoring_options(reg, ref)  # before writing: a stored recipe that no longer validates is refused
+    try:  # the template and length its requests should render; unknown for a recipe of an older schema
+        prompt = _scoring_options(reg, ref)
+    except ConfigError:
+        prompt = {}
     return replace(write_vllm_export(reg, ref, out), prompt=prompt)
 
 

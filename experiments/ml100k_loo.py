@@ -371,12 +371,16 @@ def compared_with_best(rows: list[dict], best: str, seed: int) -> list[dict]:
 
 def refresh_encoders(doc: dict, plan: Plan) -> dict:
     """The stored results with every encoder row fitted and measured anew and the adapter rows kept; refused when
-    the best encoder or its sampled test ranking changed, which the adapter rows re-rank and are compared with."""
+    the best encoder, its sampled test ranking or its validation metrics changed, which the adapter rows re-rank,
+    are compared with and were stacked on."""
+    if not doc:
+        sys.exit(f"no results at {RESULTS} to refresh: run without --refresh-encoders first")
     valid, test = Arena("valid", plan), Arena("test", plan)
     rows, _, best = encoder_rows(plan, fit_all(plan), valid, test)
     stored = next(r for r in doc["rows"] if r["kind"] == "encoder" and r["name"] == doc["protocol"]["best"])
-    fresh = next(r for r in rows if r["name"] == best)
-    if best != stored["name"] or fresh["per_user_ndcg"] != stored["per_user_ndcg"]:
+    fresh = next(r for r in rows if r["name"] == best)  # its test ranking and its validation metrics (which the
+    # stacked rows' regressions and the re-ranker's pick read) as they were
+    if best != stored["name"] or (fresh["per_user_ndcg"], fresh["valid"]) != (stored["per_user_ndcg"], stored["valid"]):
         sys.exit(f"the encoders no longer reproduce the stored {stored['name']} ranking the adapter rows re-rank: "
                  f"run {COMMAND} without --refresh-encoders")
     return {**doc, "protocol": {**doc["protocol"], "encoders_refreshed": time.strftime("%Y-%m-%d")},

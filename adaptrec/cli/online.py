@@ -26,7 +26,7 @@ def update(
 ) -> None:
     """Warm-start from REF, train on --data mixed with replay, register the next version of REF's name."""
     result = api.update(ref, data=data, replay=replay, steps=steps, overrides=set_ or [])
-    if replay and result.replay_share < replay - 0.01:  # round() of one case aside
+    if result.replay_short:
         typer.echo(f"note: {result.replay_cases} replayed cases are {result.replay_share:.0%} of the mix, not the "
                    f"{replay:.0%} asked: {ref}'s training data holds no more", err=True)
     typer.echo(f"registered {result.record.ref} (updated from {result.record.lineage['updated_from']} on "

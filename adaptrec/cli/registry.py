@@ -211,7 +211,9 @@ def export(
         return echo_json({"path": str(result.path), "rank": result.rank, "max_lora_rank": result.max_lora_rank,
                           "prompt": result.prompt})
     prompt = result.prompt
+    length = f"cut to {prompt['max_prompt_tokens']} tokens" if "max_prompt_tokens" in prompt else "its trained length unknown"
+    rendered = (f"render its requests' prompts with template {prompt['template']!r}, {length}" if "template" in prompt
+                else "the prompt it trained with is unknown: render the one its publisher names")
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "
                f"--max-lora-rank {result.max_lora_rank} --lora-modules {adapter.split(':')[0]}={result.path}; "
-               f"render its requests' prompts with template {prompt.get('template', 'tallrec')!r}, cut to "
-               f"{prompt.get('max_prompt_tokens', 'the model’s')} tokens (docs/serving.md)")
+               f"{rendered} (docs/serving.md)")

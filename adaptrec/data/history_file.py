@@ -12,6 +12,7 @@ refused, at the top or in an item: a typo such as `"like": false` would leave th
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, MappingView, Set
 from pathlib import Path
 from typing import Union
@@ -87,7 +88,8 @@ def parse_items(items: Iterable[Item], where: str = "items") -> list[tuple[str, 
 
 def _id_text(value, where: str, what: str) -> str:
     """An id as text: an integer (`6`, as catalogues number their items) is read as its digits."""
-    return checked_text(str(value) if isinstance(value, int) and not isinstance(value, bool) else value, where, what)
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy's integers too
+    return checked_text(str(int(value)) if whole else value, where, what)
 
 
 def read_history_file(path: Path, item: str, domain: str, item_id: str | None = None) -> Case:

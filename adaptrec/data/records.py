@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 
@@ -83,3 +84,8 @@ class Case:
         if not self.history:
             return None
         return sum(h.liked for h in self.history) / len(self.history)
+
+
+def logged_by(cases: Sequence[Case], until: float | None) -> list[Case]:
+    """`cases` without feedback logged after `until` (cases without a time, and all of them for None, are kept)."""
+    return [c for c in cases if until is None or c.meta.get("time", until) <= until]

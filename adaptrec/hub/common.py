@@ -204,20 +204,31 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
         raise
 
 
-# Absolute local paths (or ~/…), tried in this order: a file:// URL ("file:///home/me/x.json"); a quoted one, which
-# may hold spaces ("'/home/me/my data/x.json'"); a YAML line's plain value, which runs to the line's end or comment
-# ("train: /home/me/my data/x.json"); any other one not inside a URL or a relative path ("/home/me/x", "~/runs/a"),
-# which ends at a space.
-_LOCAL_PATHS = (re.compile(r"file://(?:localhost)?~?/[^\s'\"`]*"),
-                re.compile(r"""(?<=(?P<q>['"]))~?/[^'"\n]*(?=(?P=q))"""),
-                re.compile(r"(?m)^(?P<key>[ \t]*(?:-[ \t]+(?:[\w.-]+:[ \t]+)?|[\w.-]+:[ \t]+))~?/.*?(?=[ \t]+#|[ \t]*$)"),
-                re.compile(r"(?<![\w.:/~>-])~?/(?:[^\s'\"`,;()\[\]{}/]+/)*[^\s'\"`,;()\[\]{}/]+"))
+# Absolute local paths (or ~/…, or file:// URLs of them), tried in this order: a whole string that is one (a lineage
+# or metric value: "/home/me/my data/x.json"); a quoted one ("'/home/me/my data/x.json'"); the value of a YAML line or
+# of a recipe's `# --set KEY=` line, which runs to the line's end or its comment ("train: /home/me/my data/x.json");
+# any other one not inside a URL or a relative path ("/home/me/x", "~/runs/a", "file:///x"), which ends at a space.
+_PATH = r"(?:file://(?:localhost)?)?~?/"
+_LOCAL_PATHS = (re.compile(rf"\A{_PATH}[^\n]*\Z"),
+                re.compile(rf"""(?<=(?P<q>['"])){_PATH}[^'"\n]*(?=(?P=q))"""),
+                re.compile(rf"(?m)^(?P<key>[ \t]*(?:-[ \t]+(?:[\w.-]+:[ \t]+)?|[\w.-]+:[ \t]+|#[ \t]*--set[ \t]+[\w.]+=))"
+                           rf"{_PATH}[^\n]*"),
+                re.compile(r"(?<![\w.:/~<-])(?<!<local>)(?:file://(?:localhost)?)?~?/(?:[^\s'\"`,;()\[\]{}<>/]+/)*"
+                           r"[^\s'\"`,;()\[\]{}<>/]+"))
+_COMMENT = re.compile(r"(?<=[ \t])#")  # a YAML comment's start (linear: no run of spaces is rescanned)
 
 
 def _local(match: re.Match) -> str:
+    """The match with its path written `<local>/<last part>` (a YAML value's comment and the spaces before it kept)."""
     key = match.groupdict().get("key") or ""
-    path = match.group(0)[len(key):].removeprefix("file://").removeprefix("localhost")
-    return f"{key}<local>/{Path(path.rstrip('/')).name}"
+    path, rest = match.group(0)[len(key):], ""
+    if key:  # a YAML value: up to its comment
+        comment = _COMMENT.search(path)
+        value = path[:comment.start()] if comment else path
+        stripped = value.rstrip(" \t")
+        path, rest = stripped, path[len(stripped):]
+    path = path.removeprefix("file://").removeprefix("localhost")
+    return f"{key}<local>/{Path(path.rstrip('/')).name}{rest}"
 
 
 def redact_local_paths(obj):

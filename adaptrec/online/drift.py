@@ -52,7 +52,7 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
     return record.ref
 
 
-def check_domain(cases: list[Case], domain: str, data: str, flag: str = "data") -> None:
+def check_cases_domain(cases: list[Case], domain: str, data: str, flag: str = "data") -> None:
     """A one-line error when none of `cases` is of `domain`: a decision about one domain's adapter on another's
     data (a cold slice's cases keep their domain)."""
     found = sorted({c.domain for c in cases})

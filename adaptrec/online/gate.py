@@ -31,7 +31,7 @@ from adaptrec.scoring.variants import component_scores
 from ..config import recipe_from_text
 from ..data.spec import split_slice, with_protocol
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
-from .drift import check_domain
+from .drift import check_cases_domain
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
@@ -244,7 +244,7 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
         raise ConfigError(f"{option('margin', margin)}: expected a margin in AUC from 0 to below 1 (e.g. 0.005)")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
-    check_domain(cases, domain, data)
+    check_cases_domain(cases, domain, data)
     labelled = [c for c in cases if c.label is not None]
     plan = GatePlan(record, champion, domain, labelled, data, margin, limit, data_fingerprint)
     if champion is None:

@@ -29,7 +29,7 @@ _STATUS = {IntegrityError: 409, FingerprintMismatch: 409, RegistryBusy: 503, Reg
            OnlineLogError: 503, RegistryUnavailable: 503}
 # an absolute path of two parts or more; quoted, it may hold spaces ('/srv/my models/x')
 _PATHS = (re.compile(r"""(?<=(?P<q>['"]))(?:[A-Za-z]:)?/[^'"\n/]+/[^'"\n]*(?=(?P=q))"""),
-          re.compile(r"(?<![\w$<>])(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?"))
+          re.compile(r"(?<![\w$])(?<!<path>)(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?"))
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 
 

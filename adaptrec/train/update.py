@@ -14,7 +14,7 @@ from ..adapters.base import check_fits
 from ..atomic import write_json
 from ..backbone import EMBEDDED, backbone_config, load_backbone
 from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
-from ..data.records import Case
+from ..data.records import Case, logged_by
 from ..data.sampling import few_shot
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from ..fingerprint import digest
@@ -35,11 +35,17 @@ class UpdateResult:
     train: TrainResult
     new_cases: int
     replay_cases: int
+    replay_short: bool = False  # the parent's training data held fewer cases than the share asked for
 
     @property
     def replay_share(self) -> float:
-        """The share of the training mix replayed: below `--replay` when the parent's training data ran out."""
+        """The share of the training mix replayed."""
         return self.replay_cases / (self.new_cases + self.replay_cases)
+
+
+def replay_count(new: int, share: float) -> int:
+    """How many old cases make up `share` of a mix with `new` new ones (rounded)."""
+    return round(new * share / (1 - share))
 
 
 def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int) -> tuple[list[Case], int]:
@@ -48,7 +54,7 @@ def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int
     if not 0 <= share < 1:
         raise ConfigError(f"{option('replay', share)}: expected a share in [0, 1)")
     rng = random.Random(seed)
-    n_old = min(len(old), round(len(new) * share / (1 - share)))
+    n_old = min(len(old), replay_count(len(new), share))
     mixed = list(new) + rng.sample(list(old), n_old)
     rng.shuffle(mixed)
     return mixed, n_old
@@ -56,7 +62,7 @@ def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int
 
 def _window(cases: Sequence[Case]) -> dict:
     times = [c.meta["time"] for c in cases if "time" in c.meta]
-    return {"cases": len(cases), **({"since": min(times), "until": max(times)} if times else {})}
+    return {"cases": len(cases), **({"since": min(times), "until": _until(cases)} if times else {})}
 
 
 def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
@@ -65,7 +71,7 @@ def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
     listed events bounds them by its lineage window's end instead, when it has one."""
     seen, until = parent.trained_events, (parent.lineage or {}).get("window", {}).get("until")
     if not seen and until is not None:
-        return [c for c in cases if "time" not in c.meta or c.meta["time"] <= until]
+        return logged_by(cases, until)
     return [c for c in cases if "event" not in c.meta or not seen or c.meta["event"] in seen]
 
 
@@ -91,10 +97,8 @@ def _held_out(cases: Sequence[Case], new: Sequence[Case], trained: Sequence[Case
     """Validation `cases` without feedback logged after the newest of the `new` cases (checkpoints are not picked on
     events the update could not have seen: the window a gate compares on comes later) and without the cases it
     trains on, `trained` (new, replayed and the method's own), by logged event or by what they show (`Case.shown`)."""
-    until = _until(new)
     events, shown = set(event_keys(trained)), {c.shown for c in trained}
-    return [c for c in cases if (until is None or c.meta.get("time", until) <= until)
-            and c.meta.get("event") not in events and c.shown not in shown]
+    return [c for c in logged_by(cases, _until(new)) if c.meta.get("event") not in events and c.shown not in shown]
 
 
 def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None = None,
@@ -176,7 +180,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
         record = on_main_process(register) or _registered(registry, run_dir, parent, result.adapter_dir)
         if record is None:
             raise ConfigError(f"{run_dir}: the main process registered no version; its error says why")
-    return UpdateResult(record, result, len(new), n_old)
+    return UpdateResult(record, result, len(new), n_old, n_old < replay_count(len(new), replay))
 
 
 def recorded_version(registry: Registry, path: Path) -> AdapterRecord | None:

@@ -1062,13 +1062,19 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
      "data:\n  train: <local>/x.json  # mine\n  - <local>/d.json\n"),
     ("see https://h.co/a/b, a/b/c and 1/2", "see https://h.co/a/b, a/b/c and 1/2"),
     ("<local>/x.json", "<local>/x.json"),
-], ids=["file-url", "quoted-with-space", "yaml-values-with-space", "not-local", "redacted-once"])
+    ("/home/me/my data/fb.jsonl", "<local>/fb.jsonl"),
+    ("# --set data.train=/home/me/my data/x.json\n", "# --set data.train=<local>/x.json\n"),
+    ("'file:///home/me/my data/x.json'", "'<local>/x.json'"),
+    ("<b>/home/me/secret/x</b> and x->/home/me/y", "<b><local>/x</b> and x-><local>/y"),
+], ids=["file-url", "quoted-with-space", "yaml-values-with-space", "not-local", "redacted-once", "whole-value",
+        "set-line", "quoted-file-url", "after-a-bracket"])
 def test_local_paths_are_redacted_whole(text, published):
-    """A file:// URL, and a quoted or YAML-valued path with a space, kept their folders (was: `file:///home/me/x` whole,
-    `'<local>/my data/x.json'`)."""
+    """A file:// URL, and a path with a space (quoted, a YAML or `--set` value, a whole value), kept their folders
+    (was: `file:///home/me/x` whole, `'<local>/my data/x.json'`); a long run of spaces takes linear time."""
     from adaptrec.hub.common import redact_local_paths
 
     assert redact_local_paths(text) == published
+    assert redact_local_paths("k: /a" + " " * 50_000 + "x").endswith("x")  # (was: seconds, quadratic)
 
 
 def test_a_missing_mirror_folder_read_as_a_hub_repo_says_so(hub, tiny_model_dir, tmp_path, monkeypatch, capsys):

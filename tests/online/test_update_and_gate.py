@@ -60,6 +60,15 @@ def test_an_update_of_a_pulled_adapter_loads_the_backbone_its_pull_was_checked_a
     assert loaded == [(str(tiny_model_dir), "none")]
 
 
+def test_a_replay_is_short_only_when_the_old_cases_run_out():
+    """(was: judged by the share reached, so 1 new case at --replay 0.2, which rounds to 0 replayed, said the
+    parent's data ran out)"""
+    from adaptrec.train.update import replay_count
+
+    assert [replay_count(n, 0.2) for n in (1, 2, 5, 12)] == [0, 0, 1, 3]
+    assert replay_mix(synthetic_cases(1), synthetic_cases(100, seed=1), 0.2, 0)[1] == 0 == replay_count(1, 0.2)
+
+
 def test_replay_mix_keeps_the_share_and_is_seeded():
     new, old = synthetic_cases(40), synthetic_cases(100, seed=9)
     mixed, n_old = replay_mix(new, old, 0.2, seed=1)
@@ -92,6 +101,7 @@ def test_update_warm_starts_registers_the_next_version_with_lineage(trained, tin
     assert record.lineage["updated_from"] == "tiny:1" and record.lineage["parents"] == ["tiny:1"]
     assert record.lineage["window"] == {"cases": 12, "since": 1000.0, "until": 1011.0}
     assert record.lineage["replay_cases"] == 4 and result.new_cases == 12 and len(seen["cases"]) == 16
+    assert not result.replay_short  # 4 of the parent's 16 cases: the share asked
     assert seen["init_from"] == parent.path and seen["steps"] == 1
     before = load_file(str(parent.path / "adapter_model.safetensors"))
     after = load_file(str(record.path / "adapter_model.safetensors"))
@@ -195,6 +205,20 @@ def test_a_ranking_updates_partners_are_logged_by_its_window_and_none_validates(
     assert {c.target for c in seen["cases"]} == {'"a"'} and len(seen["own"]) == 12
     assert {c.target for c in seen["own"]} == {'"b"'}  # (was: the c's too, logged after the window)
     assert not {c.meta["event"] for c in seen["val"]} & {c.meta["event"] for c in seen["own"]}  # (was: all 12)
+
+
+def test_a_blend_updates_popularity_counts_only_feedback_logged_by_its_window(tiny_model_dir, tmp_path):
+    """(was: counted over the whole grown log, the gate's later window included)"""
+    from adaptrec.data.tallrec import item_popularity
+    from adaptrec.train.methods import checked_method
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8})
+    early, late = synthetic_cases(8, seed=5), synthetic_cases(8, seed=6)
+    log_feedback(early, t0=1000)
+    log_feedback(late, t0=5000)
+    recipe, _ = load_recipe(str(path), ["data.train=feedback:movie", "method={type: blend}"])
+    assert checked_method(recipe, [], until=2000).popularity == item_popularity(load_spec("feedback:movie[0:8]").cases)
+    assert checked_method(recipe, []).popularity == load_spec("feedback:movie").item_popularity
 
 
 def test_an_update_replays_the_shots_its_parent_drew_from_a_log_grown_since(tiny_model_dir, tmp_path, monkeypatch):

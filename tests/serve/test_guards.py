@@ -224,6 +224,7 @@ def test_a_quoted_path_with_spaces_is_scrubbed_whole():
 
     assert scrub("cannot read '/srv/my models/x/config.json': no", ()) == "cannot read '<path>': no"
     assert scrub('1/2 of "/srv/a b/c" and \'/x\'', ()) == '1/2 of "<path>" and \'/x\''
+    assert scrub("link x->/srv/secret/x", ()) == "link x-><path>"  # after a bracket too
 
 
 def test_errors_share_the_envelope_and_carry_no_paths_or_internals(engine, home, monkeypatch):
@@ -653,11 +654,12 @@ def test_an_item_given_by_its_title_is_quoted_as_the_prompts_list_titles(engine)
     """A client sending plain titles as `text` got an unquoted prompt without a word; `title` quotes them."""
     with client(engine, allow_any_adapter=True) as c:
         by_text = c.post("/v1/score", json=body(items=['"x"', {"text": '"y"'}]))
-        by_title = c.post("/v1/score", json=body(items=[{"title": "x"}, {"title": "y", "item_id": "7"}],
+        by_title = c.post("/v1/score", json=body(items=[{"title": "x"}, {"title": "y", "item_id": 7}],
                                                  history=[{"title": h["text"].strip('"'), "liked": h["liked"], "domain": h["domain"]}
                                                           for h in body()["history"]]))
         assert by_text.status_code == by_title.status_code == 200, by_title.text
         np.testing.assert_allclose(by_title.json()["scores"], by_text.json()["scores"], atol=1e-6)
+        envelope(c.post("/v1/score", json=body(items=[{"title": None}])), 422, "RequestValidationError")
         for item in ({}, {"text": '"x"', "title": "x"}):
             message = envelope(c.post("/v1/score", json=body(items=[item])), 422, "RequestValidationError")
             assert "give the item's text or its title" in message

@@ -10,7 +10,8 @@ from ...adapters.base import TUNERS
 from ...adapters.check import base_change
 from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
 from ...config import Recipe
-from ...data.records import Case
+from ...data.records import Case, logged_by
+from ...data.tallrec import item_popularity
 from ...errors import AdaptrecError, ConfigError
 from ...registry import Registry
 from ...score_cache import ScoreCache
@@ -90,11 +91,6 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
 MethodBuilder = Callable[[Recipe, Any, Sequence[Case], "float | None"], Method]
 
 
-def _logged_by(cases: Sequence[Case], until: float | None) -> list[Case]:
-    """`cases` without feedback logged after `until` (cases without a time are kept)."""
-    return [c for c in cases if until is None or c.meta.get("time", until) <= until]
-
-
 def _plain(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> Method:
     return Method()
 
@@ -107,19 +103,21 @@ def _joint(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float |
     partners: list[Case] = []
     if cfg.rec_loss != "yesno":  # complete each shot query's candidate list from the full training split
         queries, have = {query_key(c) for c in train_cases}, {(query_key(c), pair_key(c)) for c in train_cases}
-        partners = [c for c in _logged_by(recipe_cases(recipe, recipe.data.train, "data.train")[0], until)
+        partners = [c for c in logged_by(recipe_cases(recipe, recipe.data.train, "data.train")[0], until)
                     if query_key(c) in queries and (query_key(c), pair_key(c)) not in have]
     return JointMethod(cfg, item_texts(train_cases, cfg.text_source), recipe.training.seed, partners)
 
 
 def _blend(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> BlendMethod:
-    return BlendMethod(recipe.method, recipe_cases(recipe, recipe.data.train, "data.train")[1].item_popularity)
+    cases, data = recipe_cases(recipe, recipe.data.train, "data.train")
+    kept = logged_by(cases, until)  # a feedback log counts its items as its SPEC does, over what was logged by then
+    return BlendMethod(recipe.method, data.item_popularity if len(kept) == len(cases) else item_popularity(kept))
 
 
 def _multitask(recipe: Recipe, backbone, train_cases: Sequence[Case], until: float | None = None) -> MultitaskMethod:
     cfg = recipe.method
     extra = [c for i, spec in enumerate(cfg.extra_train)
-             for c in _logged_by(recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0],
+             for c in logged_by(recipe_cases(recipe, spec, f"method.extra_train[{i}]", shots=recipe.data.shots)[0],
                                  until)]
     domains = sorted({c.domain for c in [*train_cases, *extra]})
     for key, given in (("weights", cfg.weights), ("ratios", cfg.ratios)):
