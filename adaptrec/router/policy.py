@@ -78,12 +78,25 @@ def usable(record, fingerprint, role: str) -> list[str]:
     return []
 
 
+def _none_promoted(domain: str) -> RouteError:
+    return RouteError(f"no adapter is promoted for domain {domain!r}; run `adaptrec registry promote NAME --domain "
+                      f"{domain}`")
+
+
 def target_adapter(registry, domain: str, fingerprint):
     """The adapter promoted for `domain` and its warnings; RouteError if none can serve this backbone."""
     record = registry.promoted(domain)
     if record is None:
-        raise RouteError(f"no adapter is promoted for domain {domain!r}; run `adaptrec registry promote NAME --domain {domain}`")
+        raise _none_promoted(domain)
     return record, usable(record, fingerprint, "target")
+
+
+def check_servable(registry, domain: str) -> None:
+    """`route`'s RouteError for a domain nothing could serve (no promoted adapter, no cold-start one, no composition),
+    raised before any backbone is read: its fingerprint's first read may convert or download the model."""
+    if registry.promoted(domain) is None and registry.promoted(domain + COLD_SUFFIX) is None and \
+            not any(r.is_composition for r in registry.list(domain=domain)):
+        raise _none_promoted(domain)
 
 
 def cold_adapter(registry, domain: str, fingerprint):
@@ -235,4 +248,6 @@ def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, d
     if cold_mix is not None:
         refs = resolve_sources(registry, cold_mix)
         cold = Composition(refs, MIX, parse_weights(cold_weights, len(refs), "cold_weights"))
+    else:
+        check_servable(registry, case.domain)
     return route(registry, fingerprint(), case, policy, cold), case

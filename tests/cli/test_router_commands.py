@@ -128,7 +128,9 @@ def test_compose_route_and_recommend_refuse_before_the_backbone_loads(monkeypatc
                          (["route", "--user", "u2", "--domain", "office", "--data", log, "--cold-mix", ""],
                           "'' names no adapter"),  # was: the default cold adapter, without a word
                          (["recommend", "--user", "u2", "--domain", "office", "--data", log, "--candidates-file",
-                           str(unknown)], "not in the office catalogue")):
+                           str(unknown)], "not in the office catalogue"),
+                         (["route", "--user", "u1", "--domain", "garden", "--history", str(empty)],
+                          "no adapter is promoted for domain 'garden'")):  # was: after the backbone's conversion
         code, _, err = run_cli(monkeypatch, capsys, *args, *bb)
         assert code == 2 and needle in err, err
 
