@@ -94,6 +94,13 @@ def unknown_items(case: Case, tokenizer: Any) -> list[str]:
     return [i for i in dict.fromkeys(ids) if i is not None and not has_item_token(tokenizer, i)]
 
 
+def items_without_tokens(cases: Sequence[Case], tokenizer: Any) -> tuple[int, int]:
+    """(items shown without an item token, items shown) over `cases`' histories and targets: an item without an id,
+    or with one `tokenizer` holds no token for, is read by its title alone."""
+    ids = [i for c in cases for i in (*(h.item_id for h in c.history), c.target_id)]
+    return sum(i is None or not has_item_token(tokenizer, i) for i in ids), len(ids)
+
+
 def with_item_tokens(case: Case, tokenizer: Any = None) -> Case:
     """`case` with `ITEM_TOKEN` after every history item and target whose id has a token in `tokenizer`, and
     `MATCH_TOKEN` after the target's when `tokenizer` holds it; an item the encoder never listed keeps its title

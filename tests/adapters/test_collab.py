@@ -861,3 +861,26 @@ def test_a_first_adapter_that_fails_to_load_leaves_the_backbone_as_it_was(built,
         attach(backbone, registry, ["movie-collab"])
     assert not any(isinstance(m, BaseTunerLayer) for m in backbone.model.modules())
     assert not hasattr(backbone.model, "peft_config")
+
+
+def test_batch_scoring_says_how_many_items_it_read_by_title_alone(built, tiny_model_dir, tmp_path):
+    """`score` of data without item ids (a TALLRec file) under a collaborative adapter wrote title-only rows without a
+    word; the meta named the item template as if every item had its token."""
+    import warnings
+
+    from synthetic import write_tallrec_files
+
+    import adaptrec
+    from adaptrec.data.prompts import UnknownItemsWarning
+
+    _registered(built)
+    data = write_tallrec_files(tmp_path / "data", {"test": 3})["test"]
+    common = dict(backbone=str(tiny_model_dir), quantization="none", cache=False)
+    with pytest.warns(UnknownItemsWarning, match="movie-collab:1: .* items the prompts show have no id in its item"):
+        adaptrec.write_predictions("movie-collab", data=str(data), out=tmp_path / "p.jsonl", **common)
+    missing, shown = json.loads((tmp_path / "p.jsonl.meta.json").read_text())["items_without_tokens"]
+    assert missing == shown > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownItemsWarning)  # the encoder's own ids: every item has its token
+        adaptrec.write_predictions("movie-collab", data="movielens:100k:test[0:3]", out=tmp_path / "q.jsonl", **common)
+    assert json.loads((tmp_path / "q.jsonl.meta.json").read_text())["items_without_tokens"][0] == 0
