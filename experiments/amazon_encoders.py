@@ -120,7 +120,8 @@ def render(doc: dict) -> str:
              f"users: a user whose two targets are both in the domain moves as one. {TIES} The \"random ties\" "
              "columns break ties in a random order instead (each case's expected value over the orders, as RecBole's "
              "sampled lists, where the target's place is random, break them): they put popularity on the footing of "
-             f"the rows whose scores rarely tie. Machine: {doc['protocol']['machine']}.", ""]
+             f"the rows whose scores rarely tie. Machine: {doc['protocol']['machine']}"
+             + "".join(f"; {k} {v}" for k, v in sorted((doc["protocol"].get("environment") or {}).items())) + ".", ""]
     for block in doc["blocks"]:
         lines += [f"## {block['domain'].title()} targets, {block['view']} ({block['cases']} cases of {block['users']} "
                   "test users)", "",

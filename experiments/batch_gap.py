@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, render_region
+from report import ROOT, banner, machine, render_region
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "batch_gap.json"
@@ -41,7 +41,8 @@ def run(n_cases: int, batch_size: int) -> dict:
 
     cases = select_cases(load_spec("tallrec:movie:test"), n_cases, 0)
     rows = {q: measure(q, cases, batch_size) for q in ("none", "8bit")}
-    return {"spec": "tallrec:movie:test", "cases": len(cases), "seed": 0, "batch_size": batch_size, "rows": rows}
+    return {"spec": "tallrec:movie:test", "cases": len(cases), "seed": 0, "batch_size": batch_size, "rows": rows,
+            "machine": machine()}
 
 
 def render(doc: dict) -> str:
@@ -52,6 +53,8 @@ def render(doc: dict) -> str:
     for q, r in doc["rows"].items():
         lines.append(f"| {r['environment'].get('backend', q)} | {r['max_abs_dp']:.2g} | {r['mean_abs_dp']:.2g} | "
                      f"{r['auc_batched']:.3f} | {r['auc_alone']:.3f} |")
+    machine = doc.get("machine")
+    lines += ["", f"Machine: {machine}." if machine else "The stored run records no machine (cores, threads)."]
     return "\n".join(lines)
 
 

@@ -244,8 +244,8 @@ def render(doc: dict) -> str:
         + _shared_users(p),
         "",
         f"Classic rows learn from {p['encoder']['ratings']} ML-100K ratings: every validation and test user's ratings "
-        "from their first held-out window on are cut, the other ~90K ratings outside the last 10,000 windows are "
-        "used. The feature regression (like-ratio, the target's like-rate among those ratings, its log popularity; "
+        "from their first held-out window on are cut, and all other ratings are used (the ~90K outside TALLRec's "
+        "last 10,000 windows included). The feature regression (like-ratio, the target's like-rate among those ratings, its log popularity; "
         f"weights {p['encoder']['feature_weights']}) fits on the 8000 training cases, each case's own rating left "
         "out of its target's statistics. The adapters train on 256 shots for up to 96 steps (validation every 12, "
         "patience 3), LoRA r 8 on q/v: `adaptrec/recipes/movie-collab.yaml` (with `adapter.match_token: true` for "

@@ -415,7 +415,9 @@ def mix_stale_note(doc: dict) -> list[str]:
 def render(doc: dict) -> str:
     """docs/cross_domain.md from the JSON document (pure: the same JSON gives the same page)."""
     p = doc["protocol"]
-    env = ", ".join(f"{k} {v}" for k, v in sorted(p["environment"].items()))
+    built = p.get("backbone_environment")  # the backbone's backend, dtype, device and versions (later runs)
+    env = ", ".join(f"{k} {v}" for k, v in sorted({**p["environment"], **(built or {})}.items()))
+    env += "" if built else "; its int8 backend, dtype, device and package versions were not recorded"
     prompts = sum(d.get("lists", d["users"]) * (p["negatives"] + 1) * sum(len(r.get("adapters", [1])) for r in d["rows"]
                                                          if r["group"] != "b") for d in doc["directions"])
     lines = [

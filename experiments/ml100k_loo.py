@@ -325,10 +325,12 @@ def adapter_rows(plan: Plan, best: str, valid: Arena, test: Arena, enc_valid: li
         v_llm, t_llm = llm_scores(scorer, valid, vi, v_tops), llm_scores(scorer, test, ti, t_tops)
         info["score_seconds"] = round(time.perf_counter() - start, 1)
         info["prompts"] = int(sum(len(t) for t in v_tops) + sum(len(t) for t in t_tops))
-        stacked, info["stack_weights"] = stack_scores(v_enc, v_llm, v_tops, [valid.lists[i].target_index for i in vi],
-                                                      t_enc, t_llm)  # 100 validation users: some target is in a top k
-        for name, new in ((f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm),
-                          (stack_row(best, f"collab adapter ({variant})"), stacked)):
+        fit = stack_scores(v_enc, v_llm, v_tops, [valid.lists[i].target_index for i in vi], t_enc, t_llm)
+        rows = [(f"collab adapter ({variant}) re-ranks {best}'s top {k}", t_llm)]
+        if fit is not None:  # no validation target in a top k (a smoke run's few users): no stacked row
+            stacked, info["stack_weights"] = fit
+            rows.append((stack_row(best, f"collab adapter ({variant})"), stacked))
+        for name, new in rows:
             r = reranked_ranks(base, new, t_tops, targets)
             per_user = ndcg_per_case(r, 10)
             out.append({"name": name, "kind": "llm", "variant": variant, "users": len(ti),
@@ -355,7 +357,7 @@ def encoder_rows(plan: Plan, encoders: dict, valid: Arena, test: Arena) -> tuple
         row = encoder_row(name, encoder, test, counts, plan.seed)
         row["fit_seconds"], row["valid"] = seconds, valid_rows[name]["metrics"]
         rows.append(row)
-    best = max(ENCODERS + ("popularity",), key=lambda n: valid_rows[n]["metrics"]["sampled_ndcg@10"]["value"])
+    best = max(ENCODERS, key=lambda n: valid_rows[n]["metrics"]["sampled_ndcg@10"]["value"])  # one with item vectors
     return rows, valid_rows, best
 
 
@@ -464,10 +466,12 @@ def _llm_rows(p: dict, llm: list[dict]) -> list[str]:
                           [(f"{p['best']} alone", llm[0].get("best_groups") if llm else None),
                            *((r["name"], r.get("groups")) for r in llm)]),
              *verdicts({"protocol": p, "rows": llm}), ""]
-    for r in llm[::2]:
+    for r in [r for r in llm if r["name"].startswith("collab adapter")]:  # one per variant, beside its stacked row
         variant = f"{r['negatives']}{', match token' if r.get('match_token') else ''}"
-        lines += [f"* {variant}: stacked weights (encoder, adapter logit; each standardised within a user's "
-                  f"top {p['rerank_k']}) {r['stack_weights']}; adapter {r['record']}."]
+        weights = (f"stacked weights (encoder, adapter logit; each standardised within a user's top {p['rerank_k']}) "
+                   f"{r['stack_weights']}" if "stack_weights" in r else "no stacked row (no validation target in a top "
+                   f"{p['rerank_k']})")
+        lines += [f"* {variant}: {weights}; adapter {r['record']}."]
     return [*lines, ""]
 
 
@@ -523,7 +527,8 @@ def render(doc: dict) -> str:
                   "negatives validate on harder pairs) re-ranks them; the stacked row's regression is "
                   f"fit on the same {p['llm_valid_users']} validation users.", "", *_llm_rows(p, final)]
     if llm:
-        lines += ["Environment: " + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items()) + ".", ""]
+        lines += ["Environment of the adapter rows: " + ", ".join(f"{k} {v}" for k, v in llm[0]["environment"].items())
+                  + ". The encoder rows record the machine only.", ""]
     return "\n".join(lines)
 
 

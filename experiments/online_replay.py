@@ -337,19 +337,21 @@ def render(doc: dict) -> str:
     vs_static = {row: [s["scored"]["auc"][row]["vs_static"] for s in steps[1:]] for row in list(ROWS)[1:]}
     first = steps[0]["updates"]["static"]
     env = p["environment"]
+    gate = p["windows"][0]["gate"]  # each window's held-out gate cases
+    limit = next((x.split("=", 1)[1] for x in p["sets"] if x.startswith("evaluation.limit=")), "the recipe's")
     lines = [
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
         "",
         f"Machine: {p['machine']}, adaptrec {env['adaptrec']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
         f"`{env['base_model']}` {env['quantization']} ({env['backend']}, {env['dtype']}), "
         f"transformers {env['transformers']}, peft {env['peft']}. "
-        f"The window-0 adapter took {first['cpu_s']:.0f} CPU s ({first['wall_s']:.0f} s wall) with its 16-case "
+        f"The window-0 adapter took {first['cpu_s']:.0f} CPU s ({first['wall_s']:.0f} s wall) with its {limit}-case "
         "evaluation.", "",
         "**AUC on each new window, scored by the row's champion before it trains on it** (user-clustered 95% CI):", "",
         *table(head, "l" + "r" * (len(head) - 1), scored), "",
-        "**Forgetting: AUC on window 0's 150 held-out gate cases**, by the champion after each window:", "",
+        f"**Forgetting: AUC on window 0's {gate} held-out gate cases**, by the champion after each window:", "",
         *table(["after window", *ROWS], "l" + "r" * len(ROWS), forget), "",
-        "**Updates and gate decisions** (gate: challenger − champion AUC on the window's 150 gate cases, "
+        f"**Updates and gate decisions** (gate: challenger − champion AUC on the window's {gate} gate cases, "
         f"non-inferiority with margin {p['margin']}):", "",
         *table(upd_head, "llllrrl", upd), "",
         "Promotions taken: " + ", ".join(f"{row} {n} of {len(steps) - 1}" for row, n in taken.items()) + ".", "",

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, render_region, table
+from report import ROOT, banner, machine, render_region, table
 
 from adaptrec.atomic import write_json
 from adaptrec.backbone import load_backbone
@@ -55,7 +55,7 @@ def run(users: int, negatives: int, adapter: str, max_tokens: int, seed: int = 0
                      "diff": float((a_full - a_prefix).mean()), "diff_ci": [ci.low, ci.high],
                      "mean_abs_dp": float(np.abs(full - prefix).mean()), "max_abs_dp": float(np.abs(full - prefix).max())})
     return {"spec": dataset.spec, "users": len(lists), "negatives": negatives, "max_prompt_tokens": max_tokens,
-            "environment": bb.environment(), "rows": rows}
+            "environment": bb.environment(), "machine": machine(), "rows": rows}
 
 
 def render(doc: dict) -> str:
@@ -69,7 +69,9 @@ def render(doc: dict) -> str:
         banner(f"{COMMAND} --render-only", [RESULTS]), "",
         f"`{doc['spec']}`, {doc['users']} users, 1 held-out item + {doc['negatives']} sampled negatives each, prompts "
         f"capped at {doc['max_prompt_tokens']} tokens with one history per user; {env['base_model']} "
-        f"({env['quantization']}, {env['backend']}, {env['device']}), adaptrec {env['adaptrec']}.", "",
+        f"({env['quantization']}, {env['backend']}, {env['device']}), adaptrec {env['adaptrec']}; "
+        + (f"machine: {doc['machine']}." if doc.get("machine") else "the stored run records no machine (cores, "
+           "threads)."), "",
         *table(head, "lrrrr", body),
     ])
 

@@ -116,6 +116,15 @@ def experiment_main(module: ModuleType) -> None:
     run_and_render(module.RESULTS, module.DOC, module.render, run)
 
 
+def machine() -> str:
+    """Where a run ran, as the result files record it: architecture, cores and torch's threads."""
+    import platform
+
+    import torch
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
 def run_and_render(results: Path, page: Path, render: Callable[[dict], str],
                    run: Callable[[], dict] | None) -> None:
     """An experiment's main job: write `run()`'s results (None: re-render only), then the page rendered from them."""

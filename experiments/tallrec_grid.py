@@ -237,9 +237,9 @@ def _render_lr_selection() -> list[str]:
     if not rows:
         return []
     lines = ["## Learning rates", "",
-             "AdaLoRA did not move off the untuned backbone at LoRA's learning rate (1e-3) in 24 steps "
-             "(it starts with its singular values at 0 and P, Q at N(0, 0.02), so Adam's per-step moves of size lr "
-             "leave the update P·diag(E)·Q tiny), nor did prefix tuning at 1e-2 on the earlier bitsandbytes grid. Prefix "
+             "On the earlier bitsandbytes grid (its rows are not shown and record no learning rate), AdaLoRA did "
+             "not move off the untuned backbone at LoRA's learning rate (1e-3) in 24 steps (it starts with its singular values at 0 and P, Q at N(0, 0.02), so Adam's per-step moves of size lr "
+             "leave the update P·diag(E)·Q tiny), nor did prefix tuning at 1e-2. Prefix "
              "tuning's lr was chosen twice: for its random start (those rows are kept, labelled) and again for `init: text`. AdaLoRA's and prefix tuning's learning rates were chosen by validation AUC (48 "
              "cases of `tallrec:movie:valid`) on the movie, 64-shot, seed-0 run and then used for every domain, shot "
              "count and seed (LoRA's 1e-3 was not searched); the test AUC is shown for completeness, it played no part "
@@ -336,10 +336,12 @@ def _recorded_environment(rows: list[dict]) -> list[str]:
     machines = sorted({r["machine"] for r in rows if "machine" in r})
     full = [e for e in read_json(FULL_RESULTS).values() if on_grid_backend(e)]
     missing = sum("environment" not in e for e in full)
+    bare = sum("environment" not in r for r in rows)
     return [f"Recorded with the runs: machine {', '.join(f'`{m}`' for m in machines) or 'not recorded'}, backend "
-            f"`{GRID_BACKEND}` (adaptrec's int8 kernel); not their dtype, device or package versions, which the grid "
-            "rows predate" + (f"; the whole-test scores ({missing} of {len(full)} sets) record none of it" if missing
-                              else "") + "."]
+            f"`{GRID_BACKEND}` (adaptrec's int8 kernel)"
+            + (f"; {bare} of the {len(rows)} grid rows record no model, dtype, device or package versions (they "
+               "predate those fields)" if bare else "; each row its environment")
+            + (f"; the whole-test scores ({missing} of {len(full)} sets) record none of it" if missing else "") + "."]
 
 
 def render() -> str:
