@@ -224,7 +224,7 @@ def test_a_data_spec_may_be_a_path_and_one_source_to_plot_is_not_its_letters(tmp
      "exploration of movie (exploration) logs", "exploration of movie \\(--explore\\) logs"),
     (lambda: adaptrec.serve(exploration={"movie": 2.0}),  # was: served, with negative propensities logged
      "exploration['movie']=2.0: expected a domain's exploration rate", "--explore movie=2.0: expected a domain's"),
-    (lambda: adaptrec.serve(exploration=api.parse_exploration(["movie=x"])),
+    (lambda: api.parse_exploration(["movie=x"]),
      "exploration='movie=x': expected DOMAIN=EPSILON", "--explore movie=x: expected DOMAIN=EPSILON"),
     (lambda: api.parse_exploration(["movie=0.1", "movie=0.2"]),  # was: the last one kept
      "exploration='movie=0.2': movie is given a rate twice", "--explore movie=0.2: movie is given a rate twice"),

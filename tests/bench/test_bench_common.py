@@ -34,6 +34,13 @@ def test_a_benchmark_that_pins_its_device_records_that_device(tmp_path, monkeypa
     assert pinned["machine"]["device"] == "cpu"
     assert json.loads(common.report("y", {"config": {"backend": "torch-int8"}}).read_text())["machine"]["device"] == "cuda"
 
+    import ast  # and the CPU-only benchmark pins it (was: the keyword could go without a test noticing)
+
+    source = (Path(common.__file__).parent / "quant_backends.py").read_text()
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "report"]
+    assert calls and all(any(k.arg == "device" and getattr(k.value, "value", None) == "cpu" for k in c.keywords)
+                         for c in calls)
+
 
 def test_a_smoke_run_never_replaces_the_result_the_docs_render(tmp_path, monkeypatch, capsys):
     """(was: `--quick` wrote bench/results/<name>.json like a full run, unmarked)"""

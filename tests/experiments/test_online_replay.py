@@ -14,3 +14,13 @@ def test_a_results_file_resumes_only_under_its_own_settings():
     online_replay.check_resumable(done, {**done, "machine": "here"})  # where it runs is not a setting
     with pytest.raises(SystemExit, match="other steps, sets; move the file away"):
         online_replay.check_resumable(done, {**done, "steps": 16, "sets": ["training.max_steps=16"]})
+
+
+
+@pytest.mark.parametrize("key", online_replay.RESUMED_SETTINGS)
+def test_every_resumed_setting_is_checked(key):
+    """Each setting a later window would train or gate under: changed, it is named and the resume refused."""
+    done = {"windows": [{"start": 0}], "steps": 32, "replay": 0.2, "margin": 0.005, "seed": 0, "recipe": "movie-lora",
+            "sets": ["training.max_steps=32"]}
+    with pytest.raises(SystemExit, match=f"other {key};"):
+        online_replay.check_resumable(done, {**done, key: "changed"})

@@ -1070,11 +1070,10 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
         "set-line", "quoted-file-url", "after-a-bracket"])
 def test_local_paths_are_redacted_whole(text, published):
     """A file:// URL, and a path with a space (quoted, a YAML or `--set` value, a whole value), kept their folders
-    (was: `file:///home/me/x` whole, `'<local>/my data/x.json'`); a long run of spaces takes linear time."""
+    (was: `file:///home/me/x` whole, `'<local>/my data/x.json'`)."""
     from adaptrec.hub.common import redact_local_paths
 
     assert redact_local_paths(text) == published
-    assert redact_local_paths("k: /a" + " " * 50_000 + "x").endswith("x")  # (was: seconds, quadratic)
 
 
 def test_a_missing_mirror_folder_read_as_a_hub_repo_says_so(hub, tiny_model_dir, tmp_path, monkeypatch, capsys):

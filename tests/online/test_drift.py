@@ -121,6 +121,8 @@ def test_drift_refuses_before_loading_a_model_and_pins_the_adapter(tiny_model_di
         adaptrec.drift("arts", **windows, plot=tmp_path)
     with pytest.raises(ConfigError, match="expected a .png file"):  # was: PNG bytes under that name
         adaptrec.drift("arts", **windows, plot=tmp_path / "drift.txt")
+    with pytest.raises(ConfigError, match="expected a .png file to write in an existing folder"):  # before scoring
+        adaptrec.drift("arts", **windows, plot=tmp_path / "missing" / "drift.png")
     monkeypatch.setattr(adaptrec.api, "_backbone", real_backbone)
     scored = []
     real_scores = drift_mod.component_scores

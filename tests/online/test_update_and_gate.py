@@ -367,10 +367,16 @@ def test_the_gate_weights_feedback_on_explored_slates_and_warns_on_greedy_ones(t
     Registry().promote(parent.ref, "movie")
     shown = [0.05 + 0.9 * (i % 5) / 4 for i in range(24)]  # explored: some items were unlikely to be shown
     log_feedback(synthetic_cases(24, seed=8), t0=5000, endpoint="recommend", shown=shown, hidden=2)
+    import adaptrec.online.gate as gate_mod
+
+    weighed = []
+    real_decide = gate_mod.decide
+    monkeypatch.setattr(gate_mod, "decide", lambda *a, **k: weighed.append(k["weights"]) or real_decide(*a, **k))
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", challenger.ref, "--if-better", "--data",
                              "feedback:movie:5000[0:24]", "--margin", "0.9", "--json")
     evidence = json.loads(out)["evidence"]
     assert code == 0 and evidence["weighting"] == IPS and "warning" not in err and evidence["ci_skipped"] == 0
+    np.testing.assert_allclose(weighed[0], 1 / np.array(shown))  # each case counts 1 / its probability of being shown
     log_feedback(synthetic_cases(24, seed=9), t0=9000, endpoint="recommend", hidden=2)  # greedy: shown for sure
     code, out, err = run_cli(monkeypatch, capsys, "registry", "promote", parent.ref, "--if-better", "--data",
                              "feedback:movie:9000", "--margin", "0.9")

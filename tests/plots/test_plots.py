@@ -421,6 +421,16 @@ def test_a_metric_without_a_ci_is_apart_from_nothing():
     direction = {"rows": [{"role": "untuned", "metrics": {"auc": base}}, {"role": "lora", "metrics": {"auc": lone}}]}
     diff, apart = transfer._differences(direction, ["auc"])
     assert diff[1, 0] == pytest.approx(0.2) and apart[1, 0] == 0
+    from matplotlib.figure import Figure
+
+    from adaptrec.plots.style import ci_yerr
+
+    bars = Figure().subplots().errorbar([0], [lone["value"]], yerr=ci_yerr([lone["value"]], [lone["ci_low"]],
+                                                                             [lone["ci_high"]]))
+    segments = bars.lines[2][0].get_segments()  # no drawable bar: empty, or with NaN ends
+    assert not any(seg.size and np.isfinite(seg).all() for seg in segments)
+    assert any(seg.size for seg in Figure().subplots().errorbar([0], [base["value"]], yerr=ci_yerr(
+        [base["value"]], [base["ci_low"]], [base["ci_high"]])).lines[2][0].get_segments())  # one with a CI: drawn
 
 
 def test_api_plot_refuses_an_option_its_figure_does_not_take(tmp_path):

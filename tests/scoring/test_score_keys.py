@@ -81,9 +81,10 @@ def test_rows_of_the_old_format_are_never_read(tiny_backbone, tmp_path):
     scorer = backbone_scorer(tiny_backbone, progress=False)
     case = _lists()[0][0]
     old_key = ScoreCache.key(scorer.model_key, scorer.prompts([case])[0])
-    with sqlite3.connect(path) as db:
+    now_key = scorer.cache_keys(scorer.prompts([case]), "full")[0]  # under the key looked up today too: only the
+    with sqlite3.connect(path) as db:  # table keeps the old rows unread
         db.execute("CREATE TABLE answer_logits (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
-        db.execute("INSERT INTO answer_logits VALUES (?, 50.0, -50.0, 60.0)", (old_key,))
+        db.executemany("INSERT INTO answer_logits VALUES (?, 50.0, -50.0, 60.0)", [(old_key,), (now_key,)])
     scorer.cache = ScoreCache(path)
     assert scorer.score([case])[0] < 0.999 and scorer.fresh == 1
 

@@ -155,11 +155,20 @@ def test_spellings_of_one_ref_share_one_alias(tiny_model_dir, registry, quantiza
 
 
 def test_an_adalora_adapter_is_served_from_its_verified_files_not_a_stored_export(tiny_model_dir, registry, cases,
-                                                                                  plain, quantization):
+                                                                                  plain, quantization, monkeypatch):
+    import adaptrec.serve.engine as engine_module
     from adaptrec.home import adaptrec_home
 
+    exports = []
+    real = engine_module.adalora_to_lora
+    monkeypatch.setattr(engine_module, "adalora_to_lora", lambda src, out: exports.append((src, out)) or real(src, out))
     engine = Engine(fresh_backbone(tiny_model_dir, quantization), registry)
     np.testing.assert_allclose(engine.score(cases, "ada"), plain[REFS.index("ada")], atol=1e-4)
+    engine.unload("ada")
+    np.testing.assert_allclose(engine.score(cases, "ada"), plain[REFS.index("ada")], atol=1e-4)
+    record = registry.resolve("ada")
+    assert [src for src, _ in exports] == [record.path] * 2  # made afresh from the verified files at each load
+    assert not any(out.exists() for _, out in exports)  # and gone once loaded
     assert not list(adaptrec_home().rglob("*adalora-as-lora*"))  # nothing left that a later load would trust
 
 
