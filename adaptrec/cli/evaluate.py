@@ -41,8 +41,9 @@ def eval_(
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts held-out items"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report to this JSON file (rows "
-                                            "with CIs, the data's fingerprint, the environment)"),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", "--json", help="also write the report to this JSON "
+                                            "file (rows with CIs, the data's fingerprint, the environment); `--json` "
+                                            "is the older name of this option"),
     encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="a registered collaborative encoder "
                                                 "(`adaptrec train-cf`) to add as a row; repeatable (default: every "
                                                 "registered encoder that may score the SPEC)"),
@@ -53,7 +54,7 @@ def eval_(
     """Evaluate adapters (and the untuned backbone) beside the like-ratio and popularity baselines and the
     registered collaborative encoders."""
     if json_out:
-        check_output_file(json_out, f"--json {json_out}", inputs=(candidates_file, data))  # before the evaluation
+        check_output_file(json_out, f"--json-out {json_out}", inputs=(candidates_file, data))  # before the evaluation
     if encoder and no_encoders:
         raise AdaptrecError(f"--encoder {encoder[0]} and --no-encoders: name encoder rows, or none")
     report = api.evaluate(adapters or [], data=data, limit=limit, seed=seed, candidates=candidates,
@@ -62,7 +63,7 @@ def eval_(
                           full_catalogue=full_catalogue)
     typer.echo(report.markdown())
     if json_out:
-        check_output_file(json_out, f"--json {json_out}", inputs=report.sources)  # a data file the SPEC named
+        check_output_file(json_out, f"--json-out {json_out}", inputs=report.sources)  # a data file the SPEC named
         write_json(json_out, report.to_dict())
 
 

@@ -332,8 +332,9 @@ def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evalua
     from adaptrec import api
 
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
-    code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", "--json", str(tmp_path))
-    assert code == 2 and f"--json {tmp_path}: a folder" in err and "Traceback" not in err
+    for flag in ("--json-out", "--json"):  # the one name other commands share, and the older one
+        code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", flag, str(tmp_path))
+        assert code == 2 and f"--json-out {tmp_path}: a folder" in err and "Traceback" not in err
 
 
 def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path, tiny_model_dir):
