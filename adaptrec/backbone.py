@@ -19,7 +19,7 @@ import torch
 
 from .atomic import atomic_dir, write_json
 from .errors import BackboneError, MissingOptionalPackage, option
-from .fingerprint import Fingerprint, digest, file_sha256, text_digest
+from .fingerprint import Fingerprint, digest, file_sha256, stat_identity, text_digest
 from .home import adaptrec_home
 from .int8_cpu import KERNEL_VERSION, quantize_linears
 from .userfiles import parse_json, read_user_text
@@ -262,10 +262,10 @@ def resolve_source(name: str) -> tuple[Path, str]:
 
 
 def _cached_file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by (path, size, mtime)."""
+    """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by its path and `stat_identity` (was: size
+    and mtime only, which a swap by `cp -p` keeps)."""
     cache_path = adaptrec_home() / "file_hashes.json"
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{path.resolve()}|{'|'.join(map(str, stat_identity(path)))}"
     try:
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     except (OSError, UnicodeDecodeError, ValueError):  # a damaged cache of hashes: computed again, then rewritten

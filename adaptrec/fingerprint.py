@@ -44,6 +44,13 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def stat_identity(path: Path) -> tuple[int, ...]:
+    """What a remembered hash of `path` is keyed by: its device, inode, size, mtime and ctime. ctime too: a rewrite
+    that restores mtime and size (`cp -p`, `touch -r`) still moves it."""
+    stat = Path(path).stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 
@@ -32,6 +33,11 @@ def test_exact_fingerprint_follows_weights_and_quantization(tiny_model_dir, tmp_
     LlamaForCausalLM(AutoConfig.from_pretrained(tiny_model_dir)).save_pretrained(retrained)
     c = load_backbone(str(retrained), "none", device="cpu").fingerprint
     assert c.exact != a.exact and c.family == a.family
+    weights, stamp = retrained / "model.safetensors", (retrained / "model.safetensors").stat()
+    shutil.copyfile(tiny_model_dir / "model.safetensors", weights)  # the first weights again, of the same size,
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # their mtime set back as `touch -r` sets it
+    assert weights.stat().st_size == stamp.st_size
+    assert load_backbone(str(retrained), "none", device="cpu").fingerprint.exact == a.exact  # (was: c's, remembered)
 
 
 def test_family_fingerprint_follows_shapes(tiny_model_dir, tmp_path):

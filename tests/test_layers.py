@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_contracts_are_kept():
-    """Layers (every module placed), data/metrics free of model code, no cycles between siblings."""
+    """Layers (every module placed), data/metrics free of model code, plots free of torch, no cycles between
+    siblings."""
     run = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
                           "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)

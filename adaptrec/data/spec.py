@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import DataSpecError
-from ..fingerprint import digest, file_sha256
+from ..fingerprint import digest, file_sha256, stat_identity
 from . import amazon, interaction_log, leave_one_out, movielens, tallrec
 from .candidates import with_sampled_negatives
 from .online_log import OnlineLog
@@ -72,8 +72,7 @@ def _sha256(path: Path, identity: tuple[int, ...]) -> str:
 def _file_hashes(paths: Sequence[Path]) -> dict[str, str]:
     out = {}
     for p in paths:
-        stat = p.stat()  # ctime too: a rewrite that restores mtime and size (`cp -p`, `touch -r`) still moves it
-        out[p.name] = _sha256(p, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        out[p.name] = _sha256(p, stat_identity(p))
     return out
 
 

@@ -9,7 +9,7 @@ and inserts its row inside one `BEGIN IMMEDIATE` transaction, so concurrent writ
 never collide and a failure leaves neither row nor folder; every `load_verified` recomputes the files' hashes
 and checks the base-model fingerprint. See docs/registry.md.
 
-Modules: `schema` (tables and the append-only migrations), `records` (names, refs, `AdapterRecord`),
+Modules: `schema` (tables and the append-only migrations), `records` (refs, `AdapterRecord`, its rows),
 `validation` (checks of input and of a version's files), `store` (`Registry`), `derive` (versions made from a
 registered one without training: the exact LoRA export of an AdaLoRA adapter), `audit` (the champion decisions and
 rollback), `encoders` (registered collaborative encoders).
