@@ -425,7 +425,7 @@ def user_groups(cases: Sequence[Case]) -> dict[str, np.ndarray]:
     however many the prompt shows: `history <5`, `5-19`, `>=20`) and by whether the history holds any item of the
     target domain (`warm`) or none (`cold`; items without a domain count as the target's)."""
     buckets = np.array(activity_buckets([c.activity for c in cases]))
-    warm = np.array([any(h.domain in (None, c.domain) for h in c.history) for c in cases], dtype=bool)
+    warm = np.array([any(h.in_domain(c.domain) for h in c.history) for c in cases], dtype=bool)
     groups = {f"history {b}": buckets == b for b in dict.fromkeys(buckets.tolist())}
     return {**groups, "cold": ~warm, "warm": warm}
 

@@ -15,6 +15,10 @@ class HistoryItem:
     item_id: str | None = None
     domain: str | None = None
 
+    def in_domain(self, domain: str) -> bool:
+        """Whether the item is of `domain`; single-domain data leaves item domains unset, so such an item is."""
+        return self.domain in (None, domain)
+
 
 LIKED_FIRST = "liked_first"  # Case.meta key: a TALLRec-style history, liked items listed before disliked ones
 ANONYMOUS = "anonymous"  # the user of a request or history file that names none

@@ -55,14 +55,10 @@ class Decision:
         """`case` with the history this decision puts in the prompt."""
         if self.history_domains == "both":
             return case
-        return replace(case, history=tuple(h for h in case.history if _in_domain(h.domain, self.domain)))
+        return replace(case, history=tuple(h for h in case.history if h.in_domain(self.domain)))
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _in_domain(item_domain: str | None, domain: str) -> bool:
-    return item_domain is None or item_domain == domain  # single-domain data leaves item domains unset
 
 
 def usable(record, fingerprint, role: str) -> list[str]:
@@ -117,7 +113,7 @@ def serving(record) -> tuple[tuple[str, ...], tuple[float, ...]]:
 
 
 def target_history_count(case: Case) -> int:
-    return sum(_in_domain(h.domain, case.domain) for h in case.history)
+    return sum(h.in_domain(case.domain) for h in case.history)
 
 
 def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy(),

@@ -34,7 +34,7 @@ def item_texts(cases: Sequence[Case], source: str = "titles") -> list[str]:
     words (items without attributes keep the bare title)."""
     seen: dict[tuple[str, str | None], str] = {}
     for case in cases:
-        items = [(h.text, h.item_id) for h in case.history if h.domain in (None, case.domain)]
+        items = [(h.text, h.item_id) for h in case.history if h.in_domain(case.domain)]
         for text, item_id in items + [(case.target, case.target_id)]:
             seen.setdefault((case.domain, item_id) if item_id else (case.domain, text), text)
     if source == "titles":
