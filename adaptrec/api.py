@@ -385,7 +385,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
         stream_predictions,
     )
     from .batch.ray_engine import ray_predictions, require_ray
-    from .data.prompts import TEMPLATES, plain_template
+    from .data.prompts import TEMPLATES
     from .data.spec import load_spec
     from .router.recommender import one_source
     from .score_cache import ScoreCache
@@ -429,24 +429,8 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     else:
         scorer = adapter_scorer(_backbone(backbone, quantization), reg, ref,
                                 cache=ScoreCache.default() if cache else None, **options)
-        if scorer.template != plain_template(scorer.template):  # a collaborative adapter reads item ids
-            meta["items_without_tokens"] = _items_without_tokens(scorer, ref, [c for _, c in cases])
         written = stream_predictions(scorer, cases, Path(out), chunk_size or CHUNK_SIZE, meta)
     return replace(written, adapter=ref)
-
-
-def _items_without_tokens(scorer, ref: str, cases) -> list[int]:
-    """[items shown without an item token, items shown] in `cases` as `scorer` cuts them, with an
-    `UnknownItemsWarning` when some are (data without ids, or ids its encoder never listed)."""
-    import warnings
-
-    from .data.prompts import UnknownItemsWarning, items_without_tokens
-
-    missing, shown = items_without_tokens(scorer.fitted(cases), scorer.tokenizer)
-    if missing:
-        warnings.warn(f"{ref}: {missing} of the {shown} items the prompts show have no id in its item table (or "
-                      "none at all): they are read by their titles alone", UnknownItemsWarning, stacklevel=3)
-    return [missing, shown]
 
 
 def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | None = None,

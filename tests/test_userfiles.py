@@ -111,3 +111,8 @@ def test_a_history_file_reads_integer_ids_as_text(tmp_path):
     path.write_text(json.dumps({"user_id": 12, "history": [{"title": "Heat (1995)", "item_id": 6}]}))
     case = read_history_file(path, "Ran (1985)", "movie", item_id="7")
     assert (case.user_id, case.history[0].item_id) == ("12", "6")
+    import numpy as np
+
+    from adaptrec.data.history_file import parse_items
+
+    assert parse_items([{"title": "x", "item_id": np.int64(6)}, {"title": "y", "item_id": 7}]) == [("x", "6"), ("y", "7")]

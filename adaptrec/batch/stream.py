@@ -6,12 +6,14 @@ so a rerun after a crash reads every finished batch back instead of recomputing 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data.prompts import UnknownItemsWarning, items_without_tokens, plain_template
 from ..data.records import Case
 from ..errors import AdaptrecError
 from ..evaluation import Predictions
@@ -48,19 +50,28 @@ def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> li
 def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: Path,
                        chunk_size: int = CHUNK_SIZE, meta: dict | None = None) -> Predictions:
     """Score `cases` ((position, case) pairs) `chunk_size` at a time, appending each chunk's rows to `out`
-    (`meta`: its provenance, `PredictionWriter`)."""
+    (`meta`: its provenance, `PredictionWriter`). Under an item template (a collaborative adapter) the meta also
+    counts `items_without_tokens`: [items its prompts read by their titles alone, items shown]."""
     start, forward_s = time.perf_counter(), 0.0
     fresh0, cached0 = scorer.fresh, scorer.cached
     scorer.progress = False  # one bar over all chunks instead of one per chunk
+    counted = [0, 0] if scorer.template != plain_template(scorer.template) else None
+    meta = None if meta is None else {**meta, **({"items_without_tokens": counted} if counted else {})}
     with PredictionWriter(Path(out), meta) as writer, tqdm(total=len(cases), desc="scoring", unit="case") as bar:
         for b in range(0, len(cases), chunk_size):
             chunk = cases[b : b + chunk_size]
             before = scorer.fresh
-            logits = scorer.logits_for_prompts(scorer.prompts([c for _, c in chunk]))
+            shown = scorer.fitted([c for _, c in chunk])
+            if counted is not None:
+                counted[:] = np.add(counted, items_without_tokens(shown, scorer.tokenizer)).tolist()
+            logits = scorer.logits_for_prompts(scorer.rendered(shown))
             if scorer.last_throughput:
                 forward_s += (scorer.fresh - before) / scorer.last_throughput
             writer.write(prediction_rows(chunk, logits))
             bar.update(len(chunk))
     fresh = scorer.fresh - fresh0
+    if counted and counted[0]:
+        warnings.warn(f"{counted[0]} of the {counted[1]} items the prompts showed have no id in the adapter's item "
+                      "table (or none at all): they were read by their titles alone", UnknownItemsWarning, stacklevel=3)
     return Predictions(Path(out), writer.n, fresh / forward_s if forward_s else 0.0,
                        rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9), cached=scorer.cached - cached0)

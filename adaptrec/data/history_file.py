@@ -86,10 +86,14 @@ def parse_items(items: Iterable[Item], where: str = "items") -> list[tuple[str, 
     return out
 
 
+def id_as_text(value):
+    """An id given as an integer (`6`, as catalogues number their items; numpy's integers too) as its digits; any
+    other value as it is (for the caller's check)."""
+    return str(int(value)) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+
 def _id_text(value, where: str, what: str) -> str:
-    """An id as text: an integer (`6`, as catalogues number their items) is read as its digits."""
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy's integers too
-    return checked_text(str(int(value)) if whole else value, where, what)
+    return checked_text(id_as_text(value), where, what)
 
 
 def read_history_file(path: Path, item: str, domain: str, item_id: str | None = None) -> Case:

@@ -125,9 +125,11 @@ def get_field(obj: Mapping[str, Any], key: str, kind: str, where: str, required:
 
 def read_log(path: Path) -> list[LogRow]:
     """Validated log rows in file order. Within one file every row uses the same feedback key
-    (`label`, `rating` or none) and the same order key (`position`, `timestamp` or none)."""
+    (`label`, `rating` or none) and the same order key (`position`, `timestamp` or none); with an order key, one
+    (user, item, position or timestamp) is one interaction: a repeat is refused."""
     rows: list[LogRow] = []
     kinds: tuple[str | None, str | None] | None = None
+    first: dict[tuple, str] = {}  # (user, item, position or timestamp) -> the row that logged it
     for where, obj in read_records(path):
         check_keys(obj, _ROW_KEYS, where, DataFormatError)
         for a, b in (("label", "rating"), ("position", "timestamp")):
@@ -147,6 +149,12 @@ def read_log(path: Path) -> list[LogRow]:
         if row_kinds != kinds:
             key = next(k for k, a, b in zip(("feedback", "order"), row_kinds, kinds) if a != b)
             raise DataFormatError(f"{where}: {key} key is {row_kinds} but earlier rows use {kinds}; be consistent")
+        if kinds[1] is not None:  # an event repeated (a concatenation, a retried export) would put a held-out
+            event = (row.user_id, row.item_id, obj[kinds[1]])  # target into its own history
+            if event in first:
+                raise DataFormatError(f"{where}: the same interaction as {first[event]} (user {row.user_id!r}, item "
+                                      f"{row.item_id!r}, {kinds[1]} {obj[kinds[1]]!r}); drop the repeat")
+            first[event] = where
         rows.append(row)
     if not rows:
         raise DataFormatError(f"{path}: no rows")

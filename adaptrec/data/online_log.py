@@ -197,6 +197,11 @@ class OnlineLog:
             last[(row[0], row[9])] = row  # a dict keeps a key where it was first inserted
         return [_case(row) for row in last.values()]
 
+    def domains(self) -> list[str]:
+        """The domains of the logged requests, sorted."""
+        with self._sql() as db:
+            return [row[0] for row in db.execute("SELECT DISTINCT domain FROM requests ORDER BY domain")]
+
     def requests(self, domain: str, since: float | None = None, until: float | None = None) -> list[LoggedRequest]:
         """`domain`'s logged requests created in [since, until), oldest first."""
         with self._sql() as db:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -185,31 +186,48 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
     """`feedback:DOMAIN[:SINCE]`: the domain's logged feedback; DOMAIN has no ':', SINCE is a number."""
     since = None
     if len(parts) == 3:
-        if not re.fullmatch(r"\d+(\.\d+)?", parts[2]):  # float() would take nan, inf and 1_5_0
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", parts[2]):  # float() would take nan, inf, 1_5_0 and other digits
             raise _bad(spec, f"SINCE must be Unix seconds, got {parts[2]!r}")
         since = float(parts[2])
         if not math.isfinite(since):  # 400 digits read as inf
             raise _bad(spec, f"SINCE {parts[2][:20]}...: past any time")
     if not parts[1]:
         raise _bad(spec, "no domain")
-    cases = OnlineLog().cases(parts[1], since)
+    log = OnlineLog()
+    cases = log.cases(parts[1], since)
+    if not cases and parts[1] not in (logged := log.domains()):  # a typo: no request of that domain was ever served
+        raise _bad(spec, f"no request of domain {parts[1]!r} is logged (domains logged: {', '.join(logged) or 'none'})")
     key = {"v": FORMAT_VERSION, "spec": spec,
            "events": digest([[c.meta["request_id"], c.target, c.label, c.meta["time"]] for c in cases])}
     return DataSet(spec, cases, tallrec.item_popularity(cases), digest(key), transductive=True)  # counts its targets
 
 
 SCHEMES = ("tallrec", "movielens", "amazon", "feedback")
-_SLICE_RE = re.compile(r"^(?P<base>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
-_LOO_LOG_RE = re.compile(r"^(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|valid|test)$")
+_SLICE_RE = re.compile(r"(?P<base>.+)\[(?P<start>[0-9]*):(?P<stop>[0-9]*)\]")  # fullmatch: ASCII digits, no newline
+_LOO_LOG_RE = re.compile(r"(?P<path>.+\.(?:jsonl|parquet)):loo:(?P<part>train|valid|test)")
+FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def spec_file(base: str) -> tuple[str, str] | None:
+    """(the data file, the rest of the SPEC after it: `:loo:PART` or "") when `base` (a SPEC without its slice)
+    reads a file, as loading it does: a path ending in .json, .jsonl or .parquet, or a log's `PATH:loo:PART`; one
+    spelt like a built-in SPEC (`feedback:x/test.json`) when that file exists. None: a built-in SPEC."""
+    builtin = base.split(":")[0] in SCHEMES
+    if base.endswith(FILE_SUFFIXES) and (not builtin or Path(base).expanduser().is_file()):
+        return base, ""
+    loo = _LOO_LOG_RE.fullmatch(base)
+    if loo and (not builtin or Path(loo["path"]).expanduser().is_file()):
+        return loo["path"], base[len(loo["path"]):]
+    return None
 
 
 def split_slice(spec: str) -> tuple[str, int, float]:
     """(base SPEC, start, stop) of `spec`'s `[start:stop]` slice, open ends as 0 and inf; the whole: (spec, 0, inf).
     A slice of a slice is refused: every reader of a SPEC (the gate's overlap check, the history rule) sees one."""
-    sliced = _SLICE_RE.match(spec)
+    sliced = _SLICE_RE.fullmatch(spec)
     if sliced is None:
         return spec, 0, math.inf
-    if _SLICE_RE.match(sliced["base"]):
+    if _SLICE_RE.fullmatch(sliced["base"]):
         raise _bad(spec, "one [start:stop] slice per SPEC; write the cases it keeps as a single slice")
     try:
         start, stop = int(sliced["start"] or 0), int(sliced["stop"]) if sliced["stop"] else math.inf
@@ -227,7 +245,8 @@ def is_leave_one_out(spec: str) -> bool:
     """Whether `spec` names leave-one-out data: `movielens:100k:loo:PART` or `PATH.jsonl|.parquet:loo:PART` (not,
     say, the feedback of a domain called `loo`)."""
     base = split_slice(spec)[0]
-    return base.split(":")[:3] == ["movielens", "100k", "loo"] or _LOO_LOG_RE.match(base) is not None
+    named = spec_file(base)
+    return base.split(":")[:3] == ["movielens", "100k", "loo"] if named is None else bool(named[1])
 
 
 def with_protocol(spec: str, protocol: str | None, part: str | None = None) -> str:
@@ -241,7 +260,7 @@ def with_protocol(spec: str, protocol: str | None, part: str | None = None) -> s
         raise _bad(spec, f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if protocol == "sliding":
         raise _bad(spec, "a leave-one-out SPEC, but the protocol is sliding")
-    sliced = _SLICE_RE.match(spec)
+    sliced = _SLICE_RE.fullmatch(spec)
     if sliced:
         return with_protocol(sliced["base"], protocol, part) + spec[len(sliced["base"]):]
     parts = spec.split(":")
@@ -261,6 +280,10 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, hist
     A trailing `[start:stop]` keeps that slice of the cases (e.g. disjoint train/valid slices of one file).
     `history_len`: each case keeps at most that many latest history items (leave-one-out cases are built with
     that many; windowed data holds 10 at most)."""
+    if isinstance(spec, os.PathLike):  # a data file given as a Path
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise DataSpecError(f"expected a data SPEC (text, or a path to a data file), got {type(spec).__name__}")
     if history_len is not None:
         if history_len < 1:
             raise DataSpecError(f"{spec}: history_len {history_len}: keep at least 1 history item")
@@ -297,18 +320,19 @@ def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -
     if whole != spec:
         base = _load(whole, negatives_per_positive, seed, history_len)
         stop = None if end == math.inf else int(end)
+        if not base.cases[start:stop] and not whole.startswith("feedback:"):  # a log that grows may fill it later
+            raise _bad(spec, f"the slice keeps none of its {len(base.cases)} cases")
         return replace(base, spec=spec, cases=base.cases[start:stop],
                        fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
     parts = spec.split(":")
-    if spec.endswith(".json") and parts[0] not in SCHEMES:
-        path = Path(spec).expanduser()
-        return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
-    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in SCHEMES:
-        return _log(spec, Path(spec).expanduser(), negatives_per_positive, seed)
-    loo_log = _LOO_LOG_RE.match(spec)
-    if loo_log and parts[0] not in SCHEMES:
-        return _log(spec, Path(loo_log["path"]).expanduser(), negatives_per_positive, seed, loo_log["part"],
-                    history_len)
+    named = spec_file(spec)
+    if named is not None:
+        path, rest = Path(named[0]).expanduser(), named[1]
+        if rest:
+            return _log(spec, path, negatives_per_positive, seed, rest.rsplit(":", 1)[1], history_len)
+        if spec.endswith(".json"):
+            return _tallrec_file(spec, path, tallrec.read_tallrec_json(path))
+        return _log(spec, path, negatives_per_positive, seed)
     if parts[0] == "feedback" and len(parts) in (2, 3):
         return _feedback(spec, parts)
     if parts[0] == "tallrec" and len(parts) == 3 and parts[1] in tallrec.DOMAINS and parts[2] in tallrec.SPLITS:

@@ -29,7 +29,7 @@ from adaptrec.registry import AdapterRecord, Registry
 from adaptrec.scoring.variants import component_scores
 
 from ..config import recipe_from_text
-from ..data.spec import split_slice, with_protocol
+from ..data.spec import spec_file, split_slice, with_protocol
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from .drift import check_cases_domain
 
@@ -149,9 +149,9 @@ def _spec_range(spec: str, workdir: str | None = None) -> tuple[str, int, float]
     """(base SPEC, start, stop) with a data file in the base named by its absolute path (`~` expanded; a relative
     one resolved against `workdir`, default the current one)."""
     base, start, stop = split_slice(spec.strip())
-    head, sep, tail = base.partition(":")
-    if Path(head).suffix in (".json", ".jsonl", ".parquet"):
-        base = str((Path(workdir or ".") / Path(head).expanduser()).resolve()) + sep + tail
+    named = spec_file(base)  # the file a SPEC reads, a `:` in its path included
+    if named is not None:
+        base = str((Path(workdir or ".") / Path(named[0]).expanduser()).resolve()) + named[1]
     return base, start, stop
 
 

@@ -30,7 +30,7 @@ from adaptrec.adapters.merge import (
 )
 from adaptrec.data.records import Case
 from adaptrec.data.sampling import few_shot
-from adaptrec.data.spec import load_spec, split_slice
+from adaptrec.data.spec import load_spec, spec_file, split_slice
 from adaptrec.errors import option
 from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
@@ -169,8 +169,12 @@ class ComposeResult:
 def _names_a_test_split(spec: str) -> bool:
     """Whether `spec` (slice aside) names a test split: a `:test` part, or a TALLRec-style file named test.json (a
     log named test.jsonl has its own parts: `test.jsonl:loo:train` is training data)."""
-    parts = split_slice(spec)[0].split(":")
-    return "test" in parts or Path(parts[0]).name == "test.json"
+    base = split_slice(spec)[0]
+    named = spec_file(base)  # a file's path may hold ':' (`runs/10:00/test.json`)
+    if named is None:
+        return "test" in base.split(":")
+    path, rest = named
+    return rest.endswith(":test") if rest else Path(path).name == "test.json"
 
 
 def _check_size(n: int, budget: int) -> None:

@@ -69,7 +69,11 @@ class Scorer:
         return [ScoreCache.key(model, p) for p in prompts]
 
     def prompts(self, cases: Sequence[Case]) -> list[str]:
-        return [render_prompt(c, self.template, self.tokenizer) for c in self.fitted(cases)]
+        return self.rendered(self.fitted(cases))
+
+    def rendered(self, fitted: Sequence[Case]) -> list[str]:
+        """The prompts of cases already cut to this scorer's length (`fitted`)."""
+        return [render_prompt(c, self.template, self.tokenizer) for c in fitted]
 
     def fitted(self, cases: Sequence[Case], shared: bool = False) -> list[Case]:
         """`cases` with their histories cut as this scorer's prompts cut them to `max_prompt_tokens`: each on its own

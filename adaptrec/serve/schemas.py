@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from adaptrec.data.history_file import id_as_text
 from adaptrec.data.online_log import EVENTS
 from adaptrec.data.records import ANONYMOUS, Case, HistoryItem, default_noun
 from adaptrec.userfiles import LONE_SURROGATE, has_lone_surrogate
@@ -21,23 +31,22 @@ def _encodable(s: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]  # every string a request carries
 
 
-def _id_text(value):
-    """An item id given as an integer (`6`, as catalogues number items) read as its digits, as history files read it."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-Id = Annotated[Text, BeforeValidator(_id_text)]
+# an item id: text, or an integer read as its digits, as history files read it
+Id = Annotated[Text, BeforeValidator(id_as_text), WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]})]
+_EXACTLY_ONE = {"oneOf": [{"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
+                          for given, other in (("text", "title"), ("title", "text"))]}
 
 
 class Named(BaseModel):
     """An item given by its prompt text or by its title, which is quoted as the CLI and the Python API quote titles
     (a bare title in `text` renders another prompt than the adapter trained on)."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["title"]}]})
+    model_config = ConfigDict(json_schema_extra=_EXACTLY_ONE)
 
-    text: Text = Field(None, description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'; or give `title`")
-    title: Text = Field(None, description="the item's title, e.g. 'Heat (1995)': quoted into `text` as the prompts "
-                                          "list titles")
+    text: Text | None = Field(None, description="the item as the prompt lists it, e.g. '\"Heat (1995)\"'; or give "
+                                                "`title`")
+    title: Text | None = Field(None, description="the item's title, e.g. 'Heat (1995)': quoted into `text` as the "
+                                                 "prompts list titles")
     item_id: Id | None = Field(None, description="the catalogue id, for adapters that embed items by id")
 
     @model_validator(mode="after")

@@ -876,7 +876,7 @@ def test_batch_scoring_says_how_many_items_it_read_by_title_alone(built, tiny_mo
     _registered(built)
     data = write_tallrec_files(tmp_path / "data", {"test": 3})["test"]
     common = {"backbone": str(tiny_model_dir), "quantization": "none", "cache": False}
-    with pytest.warns(UnknownItemsWarning, match="movie-collab:1: .* items the prompts show have no id in its item"):
+    with pytest.warns(UnknownItemsWarning, match="of the .* items the prompts showed have no id in the adapter's item"):
         adaptrec.write_predictions("movie-collab", data=str(data), out=tmp_path / "p.jsonl", **common)
     missing, shown = json.loads((tmp_path / "p.jsonl.meta.json").read_text())["items_without_tokens"]
     assert missing == shown > 0

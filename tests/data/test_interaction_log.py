@@ -252,3 +252,13 @@ def test_a_history_cut_to_its_latest_items_keeps_the_rest_as_items_the_user_has(
     assert case.meta[HIDDEN_HISTORY] == [str(i) for i in range(3, 11)]
     catalogue = {str(i): f'"film {i}"' for i in range(20)}
     assert {str(i) for i in range(3, 13)} <= Retriever(catalogue).seen(case)
+
+
+def test_a_repeated_interaction_is_refused_naming_both_lines(tmp_path):
+    """A row logged twice (a concatenated or retried export) put the held-out target into its own history."""
+    rows = [{"user_id": "u", "item_id": str(i), "domain": "movie", "position": i} for i in range(5)]
+    with pytest.raises(DataFormatError, match=r"log.jsonl:6: the same interaction as .*log.jsonl:5 .*item '4', "
+                                              "position 4"):
+        read_log(write_jsonl(tmp_path / "log.jsonl", [*rows, rows[-1]]))
+    again = [{"user_id": "u", "item_id": "1", "domain": "movie"}] * 2  # no order key: a second purchase, kept
+    assert len(read_log(write_jsonl(tmp_path / "implicit.jsonl", again))) == 2

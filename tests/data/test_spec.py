@@ -133,3 +133,45 @@ def test_train_parts_count_their_own_targets_in_popularity():
     assert load_spec("amazon:office:train").transductive and not load_spec("amazon:office:test").transductive
     assert load_spec("movielens:100k:loo:train").transductive
     assert not load_spec("movielens:100k:loo:valid").transductive
+
+
+def _tallrec_file(path):
+    rec = {"instruction": instruction("movie"), "output": "Yes.",
+           "input": 'User Preference: "A"\nUser Unpreference: \nWhether the user will like the target movie "B"?'}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([rec, rec]))
+    return path
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("x.json[0:0]", "the slice keeps none of its 2 cases"),  # was: 0 cases, and a later "no labelled cases"
+    ("x.json[5:]", "the slice keeps none of its 2 cases"),
+    ("x.json[٠:١]", "not recognised"),  # was: Arabic-Indic digits read as a slice
+    ("x.json[0:1]\n", "not recognised"),  # was: a trailing newline taken by `$`
+    ("feedback:moive", "no request of domain 'moive' is logged"),  # was: 0 cases, a typo unnoticed
+])
+def test_slices_that_keep_nothing_and_spellings_the_grammar_does_not_hold_are_refused(spec, why, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _tallrec_file(tmp_path / "x.json")
+    with pytest.raises(DataSpecError, match=why):
+        load_spec(spec)
+
+
+def test_a_data_file_is_read_as_a_file_whatever_its_path_holds(tmp_path, monkeypatch):
+    """A `:` in its path defeated the test-split and overlap checks (`runs/10:00/test.json` was not a test split);
+    an existing `feedback:x/test.json` read as a domain's feedback; a Path was a TypeError."""
+    from pathlib import Path
+
+    from adaptrec.online.gate import _spec_range
+    from adaptrec.router.weights import _names_a_test_split
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("runs/10:00/test.json", "feedback:x/test.json"):
+        _tallrec_file(tmp_path / name)
+        assert len(load_spec(name).cases) == 2 and len(load_spec(Path(name)).cases) == 2
+        assert _names_a_test_split(f"{name}[0:1]")
+    assert _spec_range("runs/10:00/test.json[0:1]", str(tmp_path)) == (str(tmp_path / "runs/10:00/test.json"), 0, 1)
+    assert not _names_a_test_split("test.jsonl:loo:train") and _names_a_test_split("runs/a:b.jsonl:loo:test")
+    with pytest.raises(DataSpecError, match="expected a data SPEC .* got int"):
+        load_spec(3)

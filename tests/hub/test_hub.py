@@ -1066,8 +1066,9 @@ def test_pull_checks_the_config_against_tensors_and_base(lora_src, tiny_model_di
     ("# --set data.train=/home/me/my data/x.json\n", "# --set data.train=<local>/x.json\n"),
     ("'file:///home/me/my data/x.json'", "'<local>/x.json'"),
     ("<b>/home/me/secret/x</b> and x->/home/me/y", "<b><local>/x</b> and x-><local>/y"),
+    ("/home/a/x.json and /home/b/y.json", "<local>/x.json and <local>/y.json"),
 ], ids=["file-url", "quoted-with-space", "yaml-values-with-space", "not-local", "redacted-once", "whole-value",
-        "set-line", "quoted-file-url", "after-a-bracket"])
+        "set-line", "quoted-file-url", "after-a-bracket", "two-paths-in-a-value"])
 def test_local_paths_are_redacted_whole(text, published):
     """A file:// URL, and a path with a space (quoted, a YAML or `--set` value, a whole value), kept their folders
     (was: `file:///home/me/x` whole, `'<local>/my data/x.json'`)."""

@@ -128,6 +128,9 @@ def test_an_update_says_when_its_replay_falls_short_of_the_share_asked(trained, 
     assert code == 0 and "on 12 new + 16 replayed cases" in out
     assert "note: 16 replayed cases are 57% of the mix, not the 80% asked" in err
     assert Registry().resolve("tiny:2").lineage["replay_share"] == round(16 / 28, 4)
+    code, out, err = run_cli(monkeypatch, capsys, "update", parent.ref, "--data", "feedback:movie[0:1]", "--replay",
+                             "0.2", "--steps", "1")  # 1 new case: 0.25 of a case rounds to none, none ran out
+    assert code == 0 and "on 1 new + 0 replayed cases" in out and "note:" not in err  # (was: "0% ... not the 20%")
 
 
 def test_trained_events_follow_the_lineage_so_nothing_later_leaks_into_an_update_or_its_gate(
@@ -281,7 +284,10 @@ def test_a_distilled_adapter_updates_without_its_teacher_when_told_to(tiny_model
 
 def test_update_refuses_what_it_cannot_do(trained):
     parent, _ = trained
-    with pytest.raises(ConfigError, match="no labelled cases"):
+    with pytest.raises(ConfigError, match="no request of domain 'movie' is logged"):  # nothing served yet
+        update_adapter(parent.ref, "feedback:movie")
+    OnlineLog().log_request("movie", "u", "movie", (), [LoggedItem('"x"')], ["tiny:1"], "score")
+    with pytest.raises(ConfigError, match="no labelled cases"):  # served, no feedback yet
         update_adapter(parent.ref, "feedback:movie")
     # a --set is written now, as train's are: true/false is no number (was: lr 1.0, as a stored text may read)
     with pytest.raises(ConfigError, match="^overrides: training: lr: a number expected, not true/false"):
