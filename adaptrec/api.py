@@ -333,9 +333,10 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
-    loaded = {flag: load_spec(spec, seed=seed).cases for flag, spec in (("before", before), ("after", after))}
+    specs = {"before": before, "after": after}
+    loaded = {flag: load_spec(spec, seed=seed).cases for flag, spec in specs.items()}
     for flag, cases in loaded.items():
-        check_cases_domain(cases, domain, before if flag == "before" else after, flag)
+        check_cases_domain(cases, domain, specs[flag], flag)
     windows = labelled_windows(loaded["before"], loaded["after"], limit, seed)
     options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))
