@@ -192,7 +192,7 @@ def test_each_given_list_is_checked_against_its_own_domains_catalogue(tmp_path):
 
 
 @pytest.mark.parametrize("spec, kwargs, match", [
-    pytest.param("tallrec:movie:test[5:5]", {}, "no labelled cases", marks=needs_tallrec),
+    pytest.param("tallrec:movie:test[5:5]", {}, "the slice keeps none of its 1000 cases", marks=needs_tallrec),
     pytest.param("tallrec:movie:test", {"limit": 1}, "all 1 cases labelled", marks=needs_tallrec),
     pytest.param("amazon:office:test", {"candidates_file": "empty"}, "no candidate lists", marks=needs_amazon),
 ])

@@ -622,7 +622,7 @@ def test_a_dry_run_refuses_an_empty_training_set_and_a_validation_subset_of_one_
         made.data.valid, made.data.test, made._source = valid, data, "mine.yaml"
         return made
 
-    with pytest.raises(ConfigError, match=r"^mine.yaml: data.train: .*\[0:0\] has no labelled cases to train on"):
+    with pytest.raises(ConfigError, match=r"^mine.yaml: data.train: .*\[0:0\]' \(the slice keeps none of its 6 cases\)"):
         plan_recipe(recipe(f"{data}[0:0]", data))
     one_label = recipe(data, liked)
     with pytest.raises(ConfigError, match=r"^mine.yaml: data.valid: the validation subset .* all 6 cases labelled 1"):
