@@ -29,8 +29,6 @@ Runs in $ADAPTREC_HOME (default experiments/home), whose encoder cache shares Li
 from __future__ import annotations
 
 import functools
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import numpy as np
 from amazon_encoders import VIEWS, arena
 from collab_goals import CONTENT, content_rows, picked, stack_row
 from ml100k_loo import TIES, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
-from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
+from report import ROOT, banner, cell, experiment_main, machine, side_of_zero, signed, table
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.backbone import EMBEDDED, load_backbone
@@ -333,7 +331,7 @@ def run(plan: Plan) -> dict:
                 "projector_steps": plan.projector_steps,
                 "encoder": plan.encoder, "encoder_record": encoder.record, "seed": plan.seed, "command": COMMAND,
                 "encoder_seconds": round(time.perf_counter() - start, 1),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "groups_by": "activity"}
+                "machine": machine(), "groups_by": "activity"}
     blocks, adapters = [], {}
     for domain in DIRECTIONS:
         views = [View(domain, view, encoders, plan, plan.users) for view in VIEWS.values()]

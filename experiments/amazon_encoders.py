@@ -13,14 +13,12 @@ the other domain's items). 95% CIs bootstrap users (a user with two targets in t
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 from ml100k_loo import TIES, mean_ci, paired
-from report import ROOT, banner, cell, run_and_render, signed, table
+from report import ROOT, banner, cell, machine, run_and_render, signed, table
 
 from adaptrec.cf.base import Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
@@ -89,7 +87,7 @@ def run(seed: int = 0) -> dict:
             blocks.append({"domain": domain, "view": view_name, "cases": len(test[0]),
                            "users": len({c.user_id for c in test[0]}), "best_on_valid": best["name"], "rows": rows})
     return {"protocol": {"data": "amazon", "negatives": 19, "seed": seed, "command": COMMAND,
-                         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "environment": _environment()},
+                         "machine": machine(), "environment": _environment()},
             "blocks": blocks}
 
 

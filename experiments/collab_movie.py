@@ -17,8 +17,6 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 from collections.abc import Iterable
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import ON_GEMMA, SECOND_BACKBONE, in_row_order, second_backbone
-from report import ROOT, banner, cell, experiment_main, read_json, side_of_zero, signed, table
+from report import ROOT, banner, cell, experiment_main, machine, read_json, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -159,7 +157,7 @@ def run() -> dict:
     return {"protocol": {"test": "movielens:100k:test", "cases": len(test), "users": len(set(users["test"])),
                          "valid_cases": len(valid), "valid_users": len(set(users["valid"])), "encoder": encoder,
                          "shared_users": shared_users(users["valid"], users["test"]),
-                         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND},
+                         "machine": machine(), "command": COMMAND},
             "rows": rows, "collab_vs_text": gains, "gemma_vs_smollm2": backbones}
 
 

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from report import banner, cell, read_json, table, write_regions
+from report import banner, cell, machine, read_json, table, write_regions
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "methods.json"
@@ -179,16 +179,12 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
     if not args.render_only:
-        import platform
-
-        import torch
-
         from adaptrec.atomic import write_json
         from adaptrec.backbone import default_device, resolve_backend
 
         results = {"groups": {}, "run_on": {}, **read_json(RESULTS)}
         run_on = {"backend": resolve_backend("8bit", default_device()),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
+                  "machine": machine()}
         for group in args.groups.split(","):
             results.setdefault("run_on", {})[group] = run_on  # this run's groups only: the others keep theirs
             plain_name, methods, sets = GROUPS[group]

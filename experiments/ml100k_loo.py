@@ -25,8 +25,6 @@ Runs in $ADAPTREC_HOME (default experiments/home).
 from __future__ import annotations
 
 import functools
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import picked_reranker, stack_row
-from report import ROOT, banner, cell, experiment_main, side_of_zero, signed, table
+from report import ROOT, banner, cell, experiment_main, machine, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -412,7 +410,7 @@ def run(plan: Plan) -> dict:
     return {"protocol": {"data": "movielens:100k:loo", "users": len(test.cases), "negatives": plan.negatives,
                          "rerank_k": plan.rerank_k, "llm_test_users": llm_rows[0]["users"],
                          "llm_final_users": final_rows[0]["users"], "llm_valid_users": plan.valid_users,
-                         "seed": plan.seed, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                         "seed": plan.seed, "best": best, "machine": machine(),
                          "command": COMMAND, "negatives_avoid": NEGATIVES_AVOID},
             "rows": rows + llm_rows + final_rows}
 

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, read_json, signed, table, write_regions
+from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "online_replay.json"
@@ -189,7 +188,7 @@ def run(resume_doc: dict | None) -> dict:
     gates = [[c for _, c in w["gate"]] for w in windows]
     protocol = {"windows": [{"start": w["start"], "end": w["end"], "cases": WINDOW, "gate": GATE} for w in windows],
                 "steps": STEPS, "replay": REPLAY, "margin": MARGIN, "seed": SEED, "recipe": "movie-lora",
-                "sets": BASE_SETS, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "command": COMMAND}
+                "sets": BASE_SETS, "machine": machine(), "command": COMMAND}
     if resume_doc is not None:
         check_resumable(resume_doc["protocol"], protocol)
     doc = resume_doc or {"protocol": protocol, "steps": []}

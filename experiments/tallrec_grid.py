@@ -21,14 +21,13 @@ import argparse
 import functools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 import collab_goals
-from report import banner, cell, read_json, read_jsonl, table
+from report import banner, cell, machine, read_json, read_jsonl, table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tallrec_grid.jsonl"
@@ -132,7 +131,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
         "seconds": round(time.perf_counter() - start, 1), "record": result.record.ref,
         "auc": vars(adapter_row.metrics["auc"]),
         "baselines": {name: vars(rows[name].metrics["auc"]) for name in ("like_ratio", "popularity", "backbone")},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}",
+        "machine": machine(),
         "environment": result.report.environment,
     }
 
