@@ -33,10 +33,10 @@ CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
 
 
-def _adalora_defaults() -> dict[str, Any]:
-    from peft import AdaLoraConfig
-
-    return {f.name: f.default for f in dataclasses.fields(AdaLoraConfig)}
+def config_defaults(config_class) -> dict[str, Any]:
+    """What peft builds an adapter of `config_class` (`LoraConfig`, `AdaLoraConfig`) with when its config file leaves
+    a key out."""
+    return {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
 
 
 def _from_model(peft_model) -> tuple[dict[str, tuple], dict[str, Any]]:
@@ -65,7 +65,9 @@ def _from_dir(folder: Path) -> tuple[dict[str, tuple], dict[str, Any]]:
     config = read_config(folder, str(folder))
     if config.get("peft_type") != "ADALORA":
         raise AdaptrecError(f"{folder}: adalora_to_lora needs an AdaLoRA adapter, not {config.get('peft_type')}")
-    defaults = _adalora_defaults()  # what peft builds the layers with when a key is unset
+    from peft import AdaLoraConfig
+
+    defaults = config_defaults(AdaLoraConfig)  # what peft builds the layers with when a key is unset
     init_r, alpha = (config.get(key, defaults[key]) for key in ("init_r", "lora_alpha"))
     if not (isinstance(init_r, int) and not isinstance(init_r, bool) and init_r > 0 and
             isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)):

@@ -48,7 +48,7 @@ from adaptrec.errors import AdaptrecError, IntegrityError, option
 from adaptrec.userfiles import check_output_file
 
 from .check import changes_base_weights, pattern_value, read_config, tensor_shapes
-from .export import adalora_to_lora
+from .export import adalora_to_lora, config_defaults
 from .files import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 
 # `MaxLoRARanks` of vllm/config/lora.py: the values `--max-lora-rank` takes
@@ -174,15 +174,6 @@ def check_vllm_lora(folder: str | os.PathLike, *, max_lora_rank: int = VLLM_MAX_
     return problems + _config_problems(config, max_lora_rank) + _tensor_problems(shapes, config.get("r"), modules)
 
 
-def _lora_defaults() -> dict:
-    """What peft builds a LoRA with when its config leaves a key out (`r`, `lora_alpha`, ...)."""
-    import dataclasses
-
-    from peft import LoraConfig
-
-    return {f.name: f.default for f in dataclasses.fields(LoraConfig) if f.default is not dataclasses.MISSING}
-
-
 def _positive(value, what: str, module: re.Match, src: Path) -> float:
     """`value` (a module's rank or alpha), or an `IntegrityError` naming it unless it is a positive finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -195,9 +186,10 @@ def _fold_patterns(src: Path, dst: Path) -> None:
     """Write `src` (a LoRA folder with rank_pattern/alpha_pattern) to `dst` with one rank and scaling 1: each
     module's lora_B takes its own peft scaling, and lower ranks get zero rows in lora_A and zero columns in lora_B."""
     import torch
+    from peft import LoraConfig
     from safetensors.torch import load_file, save_file
 
-    config = {**_lora_defaults(), **json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))}
+    config = {**config_defaults(LoraConfig), **json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))}
     tensors = load_file(str(src / WEIGHTS_FILE))
     rank = max((t.shape[0] for k, t in tensors.items() if k.endswith(".lora_A.weight")), default=0)
     out = {}

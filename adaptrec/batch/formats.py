@@ -38,8 +38,8 @@ FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")  # the rows as JSON lines, 
 def check_format(path: Path, what: str) -> None:
     """A one-line error unless `path` names a format the rows are written in (was: `.csv` got JSON lines)."""
     if Path(path).suffix.lower() not in FORMATS:
-        raise ConfigError(f"{what}: predictions are written as JSON lines or Parquet; name the file "
-                          f"{' or '.join(FORMATS[::3])} (or .ndjson, .json)")
+        raise ConfigError(f"{what}: predictions are written as JSON lines or Parquet; name the file .jsonl or "
+                          ".parquet (or .ndjson, .json)")
 
 
 def partial_path(path: Path) -> Path:

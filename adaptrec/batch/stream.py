@@ -62,8 +62,9 @@ def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: P
             chunk = cases[b : b + chunk_size]
             before = scorer.fresh
             shown = scorer.fitted([c for _, c in chunk])
-            if counted is not None:
-                counted[:] = np.add(counted, items_without_tokens(shown, scorer.tokenizer)).tolist()
+            if counted is not None:  # the list the meta holds, written when the file is complete
+                missing, items = items_without_tokens(shown, scorer.tokenizer)
+                counted[0], counted[1] = counted[0] + missing, counted[1] + items
             logits = scorer.logits_for_prompts(scorer.rendered(shown))
             if scorer.last_throughput:
                 forward_s += (scorer.fresh - before) / scorer.last_throughput

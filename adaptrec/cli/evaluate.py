@@ -71,7 +71,8 @@ def score(
     adapter: Optional[str] = typer.Argument(
         None, help="a registered adapter (NAME[:VERSION]) or a domain (its champion); none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC"),
-    out: Path = typer.Option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or Parquet (.parquet)"),
+    out: Path = typer.Option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or "
+                             "Parquet (.parquet)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset; 0: all cases"),
     seed: int = SeedOpt,
     template: Optional[str] = AdapterTemplateOpt,

@@ -211,7 +211,8 @@ def export(
         return echo_json({"path": str(result.path), "rank": result.rank, "max_lora_rank": result.max_lora_rank,
                           "prompt": result.prompt})
     prompt = result.prompt
-    length = f"cut to {prompt['max_prompt_tokens']} tokens" if "max_prompt_tokens" in prompt else "its trained length unknown"
+    length = (f"cut to {prompt['max_prompt_tokens']} tokens" if "max_prompt_tokens" in prompt
+              else "its trained length unknown")
     rendered = (f"render its requests' prompts with template {prompt['template']!r}, {length}" if "template" in prompt
                 else "the prompt it trained with is unknown: render the one its publisher names")
     typer.echo(f"wrote {result.path} (LoRA rank {result.rank}); serve it with vllm serve BASE --enable-lora "

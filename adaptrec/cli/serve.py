@@ -49,8 +49,8 @@ def serve(
     watch_promotions: float = typer.Option(1.0, "--watch-promotions", min=0.0, help="seconds between checks for a new "
                                            "champion, which is loaded before routing switches to it (0: off)"),
     template: str = TemplateOpt,
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME); the request log goes "
-                                            "beside it (DIR/online.db), where commands run with ADAPTREC_HOME=DIR "
+    registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME); the "
+                                            "request log goes beside it (DIR/online.db), where commands run with ADAPTREC_HOME=DIR "
                                             "read it"),
     backbone: str = BackboneOpt,
     quantization: str = QuantOpt,

@@ -205,15 +205,15 @@ def hub_errors(what: str, repo_id: str, endpoint: str, revision: str | None = No
 
 
 # Absolute local paths (or ~/…, or file:// URLs of them), tried in this order: a whole string that is one, spaces
-# and all, unless a second path starts in it (a lineage or metric value: "/home/me/my data/x.json"); a quoted one ("'/home/me/my data/x.json'"); the value of a YAML line or
-# of a recipe's `# --set KEY=` line, which runs to the line's end or its comment ("train: /home/me/my data/x.json");
+# and all, unless a second path starts in it (a lineage or metric value: "/home/me/my data/x.json"); a quoted one
+# ("'/home/me/my data/x.json'"); the value of a YAML line or of a recipe's `# --set KEY=` line, which runs to the line's end or its comment ("train: /home/me/my data/x.json");
 # any other one not inside a URL or a relative path ("/home/me/x", "~/runs/a", "file:///x"), which ends at a space.
 _PATH = r"(?:file://(?:localhost)?)?~?/"
 _LOCAL_PATHS = (re.compile(rf"\A{_PATH}(?:[^\s]|[ \t](?![~/]|file:))*\Z"),  # no second path in it
                 re.compile(rf"""(?<=(?P<q>['"])){_PATH}[^'"\n]*(?=(?P=q))"""),
                 re.compile(rf"(?m)^(?P<key>[ \t]*(?:-[ \t]+(?:[\w.-]+:[ \t]+)?|[\w.-]+:[ \t]+|#[ \t]*--set[ \t]+[\w.]+=))"
                            rf"{_PATH}[^\n]*"),
-                re.compile(r"(?<![\w.:/~<-])(?<!<local>)(?:file://(?:localhost)?)?~?/(?:[^\s'\"`,;()\[\]{}<>/]+/)*"
+                re.compile(rf"(?<![\w.:/~<-])(?<!<local>){_PATH}(?:[^\s'\"`,;()\[\]{{}}<>/]+/)*"
                            r"[^\s'\"`,;()\[\]{}<>/]+"))
 _COMMENT = re.compile(r"(?<=[ \t])#")  # a YAML comment's start (linear: no run of spaces is rescanned)
 
