@@ -493,10 +493,12 @@ def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_p
     recommendation's slate (with exploration's propensities) as if shown (was)."""
     from adaptrec.data.online_log import OnlineLog
 
-    forwards, started = [], threading.Event()
+    forwards, started, release = [], threading.Event(), threading.Event()
     real = engine.shared_prefix_logits
-    monkeypatch.setattr(engine, "shared_prefix_logits",  # a forward long enough for the client to leave during it
-                        lambda *a, **k: (forwards.append(1), started.set(), time.sleep(0.3), real(*a, **k))[-1])
+    # the first forward holds the thread until the test releases it (a timed one could end, under load, before the
+    # second request is queued behind it); later ones last long enough for the client to leave during them
+    monkeypatch.setattr(engine, "shared_prefix_logits", lambda *a, **k: (
+        forwards.append(1), started.set(), release.wait(30), time.sleep(0.3), real(*a, **k))[-1])
     import adaptrec.serve.worker as worker_mod
 
     queued = threading.Event()
@@ -514,6 +516,7 @@ def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_p
         assert started.wait(30)
         queued.clear()
         sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=queued)  # gone once queued behind the first
+        release.set()
         first.join(30)
         assert answers[0].status_code == 200 and sent[0]["status"] == 499 and len(forwards) == 1  # never run
         sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None)  # gone before its job is queued
