@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -39,7 +41,7 @@ class EmbeddedModel:
     wheel: str  # the wheel's package; found with find_spec, imported only to assemble a split GGUF
     gguf: str  # GGUF file name
     hub_id: str  # Hub id of the base model (the fingerprint's base_model)
-    folder: str  # the safetensors copy: $ADAPTREC_HOME/backbones/<folder>
+    folder: str  # the safetensors copy: $ADAPTREC_HOME/backbones/<folder>-<the wheel's version>
     install: str  # what installs the wheels
     assembled: bool = False  # True: the wheel's assemble(path) joins its part wheels; else the GGUF is in its folder
     terms: str | None = None  # licence text in the wheel that must go with any shared model derived from it
@@ -51,6 +53,13 @@ class EmbeddedModel:
         if spec is None or not spec.submodule_search_locations:
             return None
         return Path(list(spec.submodule_search_locations)[0])
+
+    def version(self) -> str | None:
+        """The installed wheel's version (None: not installed)."""
+        try:
+            return importlib.metadata.version(self.wheel)
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
     def terms_file(self) -> Path | None:
         """The licence text's path in the installed wheel (None: no such file, or the wheel is not installed)."""
@@ -182,7 +191,16 @@ def _gguf_folder(name: str) -> Iterator[Path]:
 
 
 def _converted(name: str) -> Path:
-    return adaptrec_home() / "backbones" / _embedded(name).folder
+    """The safetensors copy of the installed wheel's version: another version of the wheel is converted anew. With
+    the wheel uninstalled, the copy converted last (if any) stands."""
+    model = _embedded(name)
+    backbones, version = adaptrec_home() / "backbones", model.version()
+    if version is None:
+        copies = sorted(backbones.glob(f"{glob.escape(model.folder)}-[0-9]*/model.safetensors"),
+                        key=lambda p: p.stat().st_mtime)
+        if copies:
+            return copies[-1].parent
+    return backbones / f"{model.folder}-{version}"
 
 
 def load_tokenizer(name: str = EMBEDDED, shown: str | None = None):
@@ -233,6 +251,10 @@ def embedded_dir(name: str = EMBEDDED) -> Path:
     except OSError:
         if not (target / "model.safetensors").is_file():  # another process may have won the rename
             raise
+    folder = _embedded(name).folder  # other wheel versions' copies go (a process reading one keeps its open files)
+    for older in [target.parent / folder, *target.parent.glob(f"{glob.escape(folder)}-[0-9]*")]:
+        if older != target:
+            shutil.rmtree(older, ignore_errors=True)
     return target
 
 

