@@ -29,7 +29,7 @@ from ..evaluation import Predictions
 from ..registry import Registry
 from ..score_cache import ScoreCache
 from .formats import SCHEMA, PredictionWriter
-from .stream import CHUNK_SIZE, adapter_scorer, prediction_rows
+from .stream import CHUNK_SIZE, adapter_scorer, add_counts, note_title_only, prediction_rows, title_only_items
 
 CHUNKS_PER_ACTOR = 4  # the automatic chunk size gives each actor about this many chunks, to keep all busy
 
@@ -44,7 +44,8 @@ def require_ray() -> ModuleType:
     return ray
 
 
-ACTOR_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))  # rows, or one row naming the actor's AdaptrecError
+# rows, or one row naming the actor's AdaptrecError; a chunk's first row carries its `title_only_items`
+ACTOR_SCHEMA = SCHEMA.append(pa.field("error", pa.string())).append(pa.field("title_only", pa.list_(pa.int64())))
 
 
 class ScoreActor:
@@ -80,8 +81,11 @@ class ScoreActor:
             with self.spelling():
                 for blob in batch["chunk"].to_pylist() if self.failure is None else ():
                     chunk = pickle.loads(blob)
-                    logits = self.scorer.logits_for_prompts(self.scorer.prompts([c for _, c in chunk]))
-                    rows += prediction_rows(chunk, logits)
+                    shown = self.scorer.fitted([c for _, c in chunk])
+                    scored = prediction_rows(chunk, self.scorer.logits_for_prompts(self.scorer.rendered(shown)))
+                    if scored:
+                        scored[0]["title_only"] = title_only_items(self.scorer, shown)
+                    rows += scored
         except AdaptrecError as e:
             self.failure = str(e)
         if self.failure is not None:
@@ -89,12 +93,16 @@ class ScoreActor:
         return pa.Table.from_pylist(rows, schema=ACTOR_SCHEMA)
 
 
-def checked_rows(table: pa.Table) -> list[dict]:
-    """The prediction rows of an actor's table; the actor's error, raised here, if it sent one."""
+def checked_rows(table: pa.Table) -> tuple[list[dict], list[int] | None]:
+    """The prediction rows of an actor's table and their `title_only_items` summed; the actor's error, raised here,
+    if it sent one."""
     failures = [e for e in table.column("error").to_pylist() if e is not None]
     if failures:
         raise AdaptrecError(failures[0])
-    return table.drop_columns(["error"]).to_pylist()
+    counted = None
+    for counts in table.column("title_only").to_pylist():
+        counted = add_counts(counted, counts)
+    return table.drop_columns(["error", "title_only"]).to_pylist(), counted
 
 
 def _init_ray(ray: ModuleType) -> bool:
@@ -137,9 +145,13 @@ def ray_predictions(backbone: str, quantization: str, registry: Registry, adapte
                      expected=fingerprint.exact)  # every actor scores on the build the driver checked
         scored = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             ScoreActor, batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=1, fn_constructor_kwargs=setup)
+        counted = None
         with PredictionWriter(Path(out), meta) as writer:
             for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-                writer.write(checked_rows(table))
+                rows, counts = checked_rows(table)
+                writer.write(rows)
+                counted = add_counts(counted, counts)
+            note_title_only(writer, counted)  # in the meta, written when the file is complete
         return Predictions(Path(out), writer.n, None, rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9))
     finally:
         context.execution_options.preserve_order = preserve

@@ -47,6 +47,33 @@ def prediction_rows(chunk: Sequence[tuple[int, Case]], logits: np.ndarray) -> li
              "p_yes": float(p), "tallrec_score": float(t)} for (i, c), p, t in zip(chunk, pyes, tall)]
 
 
+def title_only_items(scorer: Scorer, shown: Sequence[Case]) -> list[int] | None:
+    """Under an item template (a collaborative adapter): [items the prompts of `shown` (cases already `fitted`) read
+    by their titles alone, items they show]; None under a plain template."""
+    if scorer.template == plain_template(scorer.template):
+        return None
+    return list(items_without_tokens(shown, scorer.tokenizer))
+
+
+def add_counts(total: list[int] | None, counts: list[int] | None) -> list[int] | None:
+    """Two `title_only_items` counts summed (None: none counted)."""
+    if counts is None:
+        return total
+    return counts if total is None else [total[0] + counts[0], total[1] + counts[1]]
+
+
+def note_title_only(writer: PredictionWriter, counted: list[int] | None) -> None:
+    """Record `counted` (`title_only_items` summed over the output) as the meta's `items_without_tokens`; warn when
+    some items had no token."""
+    if counted is None:
+        return
+    if writer.meta is not None:
+        writer.meta["items_without_tokens"] = counted
+    if counted[0]:
+        warnings.warn(f"{counted[0]} of the {counted[1]} items the prompts showed have no id in the adapter's item "
+                      "table (or none at all): they were read by their titles alone", UnknownItemsWarning, stacklevel=4)
+
+
 def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: Path,
                        chunk_size: int = CHUNK_SIZE, meta: dict | None = None) -> Predictions:
     """Score `cases` ((position, case) pairs) `chunk_size` at a time, appending each chunk's rows to `out`
@@ -55,24 +82,20 @@ def stream_predictions(scorer: Scorer, cases: Sequence[tuple[int, Case]], out: P
     start, forward_s = time.perf_counter(), 0.0
     fresh0, cached0 = scorer.fresh, scorer.cached
     scorer.progress = False  # one bar over all chunks instead of one per chunk
-    counted = [0, 0] if scorer.template != plain_template(scorer.template) else None
-    meta = None if meta is None else {**meta, **({"items_without_tokens": counted} if counted else {})}
+    counted = title_only_items(scorer, [])
+    meta = None if meta is None else dict(meta)
     with PredictionWriter(Path(out), meta) as writer, tqdm(total=len(cases), desc="scoring", unit="case") as bar:
         for b in range(0, len(cases), chunk_size):
             chunk = cases[b : b + chunk_size]
             before = scorer.fresh
             shown = scorer.fitted([c for _, c in chunk])
-            if counted is not None:  # the list the meta holds, written when the file is complete
-                missing, items = items_without_tokens(shown, scorer.tokenizer)
-                counted[0], counted[1] = counted[0] + missing, counted[1] + items
+            counted = add_counts(counted, title_only_items(scorer, shown))
             logits = scorer.logits_for_prompts(scorer.rendered(shown))
             if scorer.last_throughput:
                 forward_s += (scorer.fresh - before) / scorer.last_throughput
             writer.write(prediction_rows(chunk, logits))
             bar.update(len(chunk))
+        note_title_only(writer, counted)  # in the meta, written when the file is complete
     fresh = scorer.fresh - fresh0
-    if counted and counted[0]:
-        warnings.warn(f"{counted[0]} of the {counted[1]} items the prompts showed have no id in the adapter's item "
-                      "table (or none at all): they were read by their titles alone", UnknownItemsWarning, stacklevel=3)
     return Predictions(Path(out), writer.n, fresh / forward_s if forward_s else 0.0,
                        rows_per_s=writer.n / max(time.perf_counter() - start, 1e-9), cached=scorer.cached - cached0)

@@ -884,3 +884,29 @@ def test_batch_scoring_says_how_many_items_it_read_by_title_alone(built, tiny_mo
         warnings.simplefilter("error", UnknownItemsWarning)  # the encoder's own ids: every item has its token
         adaptrec.write_predictions("movie-collab", data="movielens:100k:test[0:3]", out=tmp_path / "q.jsonl", **common)
     assert json.loads((tmp_path / "q.jsonl.meta.json").read_text())["items_without_tokens"][0] == 0
+
+
+def test_ray_actors_count_the_items_they_read_by_title_alone(built, tiny_model_dir, tmp_path):
+    """The Ray engine's actors scored title-only items without counting them: its meta held no
+    `items_without_tokens` and no warning was given, unlike the local engine's."""
+    import os
+    import pickle
+
+    pytest.importorskip("ray")
+    from synthetic import write_tallrec_files
+
+    from adaptrec.batch import ray_engine
+    from adaptrec.data.spec import load_spec
+
+    _registered(built)
+    cases = load_spec(str(write_tallrec_files(tmp_path / "data", {"test": 3})["test"])).cases
+    threads = torch.get_num_threads()
+    try:
+        actor = ray_engine.ScoreActor(str(tiny_model_dir), "none", os.environ["ADAPTREC_HOME"], "movie-collab:1",
+                                      False, {"batch_size": 8})
+    finally:
+        torch.set_num_threads(threads)
+    chunks = [pickle.dumps(list(enumerate(cases))[b : b + 2]) for b in (0, 2)]
+    rows, counted = ray_engine.checked_rows(actor(ray_engine.pa.table({"chunk": chunks})))
+    assert len(rows) == len(cases) and "title_only" not in rows[0]
+    assert counted[0] == counted[1] == sum(len(c.history) + 1 for c in cases)  # no item has an id: titles alone
