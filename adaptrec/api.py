@@ -321,7 +321,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     `seed` say which subset of each was scored, `scoring` the adapter's prompt settings and `environment` the
     backbone's build (backend, dtype, device, versions)."""
     from .data.spec import load_spec
-    from .online.drift import champion_ref, check_cases_domain, labelled_windows
+    from .online.drift import champion_ref, domain_cases, labelled_windows
     from .online.drift import drift as compare_windows
     from .score_cache import ScoreCache
 
@@ -334,9 +334,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
     reg = registry()
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     specs = {"before": before, "after": after}
-    loaded = {flag: load_spec(spec, seed=seed).cases for flag, spec in specs.items()}
-    for flag, cases in loaded.items():
-        check_cases_domain(cases, domain, specs[flag], flag)
+    loaded = {flag: domain_cases(load_spec(spec, seed=seed).cases, domain, spec, flag) for flag, spec in specs.items()}
     windows = labelled_windows(loaded["before"], loaded["after"], limit, seed)
     options = _scoring_options(reg, ref)
     bb = _backbone(*_made_for([ref], backbone, quantization))

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .bootstrap import BootstrapCI, bootstrap_ci, resampling_units
+from .bootstrap import BootstrapCI, bootstrap_ci, class_units, resampling_units
 from .classification import accuracy, auc, log_loss
 from .ranking import (
     hit_at_k,
@@ -52,6 +52,7 @@ __all__ = [
     "mrr_per_case",
     "bootstrap_ci",
     "BootstrapCI",
+    "class_units",
     "estimate",
 ]
 
@@ -141,7 +142,8 @@ def compute_classification(
     """Classification metrics of P(yes) `scores` against 0/1 `labels`, keyed by the names given.
 
     `accuracy` thresholds at 0.5; `log_loss` needs probabilities. Ranking names here raise
-    ValueError pointing to `compute_ranking`. `clusters` (e.g. user ids): CIs resample users, not cases.
+    ValueError pointing to `compute_ranking`. `clusters` (e.g. user ids): CIs resample users, not cases. AUC gets no
+    CI when one class is held by a single user (`class_units`).
     """
     parsed = {name: _classification_base(name) for name in _names(names)}
     y = np.asarray(labels)
@@ -149,8 +151,9 @@ def compute_classification(
     out: dict[str, MetricValue] = {}
     for name, base in parsed.items():
         fn = CLASSIFICATION_METRICS[base]
-        out[name] = estimate(fn(y, s), fn, y, s, ci=ci, clusters=clusters, n_resamples=n_resamples, alpha=alpha,
-                             seed=seed)
+        defined = base != "auc" or class_units(y, clusters) >= 2
+        out[name] = estimate(fn(y, s), fn, y, s, ci=ci and defined, clusters=clusters, n_resamples=n_resamples,
+                             alpha=alpha, seed=seed)
     return out
 
 

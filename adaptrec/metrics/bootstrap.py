@@ -91,6 +91,15 @@ def resampling_units(n: int, clusters=None) -> int:
     return n if clusters is None else len(set(clusters))
 
 
+def class_units(labels, clusters=None) -> int:
+    """The fewest resampling units (distinct clusters, or rows without clusters) that hold a case of one class of
+    0/1 `labels` (0: a class is absent). Below 2, every resample on which AUC is defined holds that one unit's cases
+    of the class: its interval ignores how units vary, and reads narrower than the data allow."""
+    y = np.asarray(labels)
+    units = np.arange(len(y)) if clusters is None else np.asarray(clusters, dtype=object)
+    return min(len(set(units[y == label].tolist())) for label in (0, 1))
+
+
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays,

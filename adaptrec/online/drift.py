@@ -21,7 +21,7 @@ from ..errors import ConfigError, option
 
 def _auc(labels: np.ndarray, scores: np.ndarray, users: list[str], seed: int = 0) -> dict:
     m = compute_classification(["auc"], labels, scores, seed=seed, clusters=users)["auc"]
-    return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
+    return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "ci_skipped": m.ci_skipped}
 
 
 def window_report(labels: np.ndarray, users: list[str], scores: np.ndarray, baselines: dict[str, np.ndarray],
@@ -52,13 +52,15 @@ def champion_ref(registry: Registry, domain: str, adapter: str | None = None) ->
     return record.ref
 
 
-def check_cases_domain(cases: list[Case], domain: str, data: str, flag: str = "data") -> None:
-    """A one-line error when none of `cases` is of `domain`: a decision about one domain's adapter on another's
-    data (a cold slice's cases keep their domain)."""
+def domain_cases(cases: list[Case], domain: str, data: str, flag: str = "data") -> list[Case]:
+    """The cases of `domain` among `cases` (a log may hold several domains; a cold slice's cases keep their domain);
+    a one-line error when there are cases but none of `domain`: a decision about one domain's adapter on another's
+    data."""
     found = sorted({c.domain for c in cases})
     if found and domain not in found:
         raise ConfigError(f"{option(flag, data)}: its cases are of domain {', '.join(map(repr, found))}, not "
                           f"{domain!r}; give {domain}'s data")
+    return [c for c in cases if c.domain == domain]
 
 
 def labelled_windows(before: list[Case], after: list[Case], limit: int | None = None,
@@ -66,13 +68,16 @@ def labelled_windows(before: list[Case], after: list[Case], limit: int | None = 
     """Each window's labelled cases (a seeded, label-stratified `limit` of them), a feedback pair the whole after
     window holds (re-labelled since) counted there only; a one-line error for a window without both classes."""
     later = {c.meta["event"] for c in after if "event" in c.meta}
-    before = [c for c in before if c.meta.get("event") not in later]  # its label is the after window's
+    kept = [c for c in before if c.meta.get("event") not in later]  # its label is the after window's
+    also = (f"; {len(before) - len(kept)} of its cases are events {option('after')} holds too, counted there only"
+            if len(kept) < len(before) else "")
     windows = []
-    for name, cases in (("before", before), ("after", after)):
+    for name, cases in (("before", kept), ("after", after)):
         labelled = [c for c in cases if c.label is not None]
         labelled = stratified_subset(labelled, limit, seed) if limit else labelled
         if len({c.label for c in labelled}) < 2:
-            raise ConfigError(f"{option(name)}: drift needs labelled cases of both classes ({len(labelled)} labelled)")
+            raise ConfigError(f"{option(name)}: drift needs labelled cases of both classes ({len(labelled)} labelled"
+                              f"{also if name == 'before' else ''})")
         windows.append(labelled)
     return windows[0], windows[1]
 
@@ -106,7 +111,9 @@ def summary(report: dict) -> str:
              f"cases, not users), ECE {c['ece_change']:+.3f}, AUC {c['auc_change']:+.3f}"]
     for name in ("before", "after"):
         w = report[name]
-        rows = ", ".join(f"{row} {MetricValue(**m).format()}" for row, m in w["auc"].items())
+        rows = ", ".join(f"{row} {MetricValue(**m).format()}" + (
+            f" ({m['ci_skipped']} resamples with one class skipped)" if m.get("ci_skipped") else "")
+            for row, m in w["auc"].items())
         transductive = "".join(f" ({row} transductive here)" for row in w.get("transductive", []))
         spec = f" ({w['spec']})" if "spec" in w else ""
         lines.append(f"  {name}{spec}: {w['cases']} cases of {w['users']} users, mean score {w['mean_score']:.3f}, "

@@ -31,10 +31,13 @@ from adaptrec.scoring.variants import component_scores
 from ..config import recipe_from_text
 from ..data.spec import spec_file, split_slice, with_protocol
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
-from .drift import check_cases_domain
+from .drift import domain_cases
 
 ALPHA = 0.05
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
+# fewer users holding one class: AUC is undefined on resamples without them (about e^-k of them, k such users), and
+# the interval, from the rest, always holds the same few users' cases of it: too narrow
+MIN_CLASS_USERS = 3
 IPS = "inverse probability of being shown (exploration was on when they were served)"
 UNCORRECTED = ("none: slates were served without exploration, so their cases are the items the serving adapter "
                "ranked first, and the AUCs are measured on them, not on the candidates: the comparison is biased (when "
@@ -78,7 +81,9 @@ class GateResult:
         return (f"{verdict} {self.challenger} over {self.champion}: {e['test']} on {e['cases']} cases of "
                 f"{e['users']} users{weighted}, AUC {e['challenger_auc']:.4f} vs {e['champion_auc']:.4f}, "
                 f"difference {e['diff']:+.4f} [95% CI {e['ci_low']:+.4f}, {e['ci_high']:+.4f}], "
-                f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}")
+                f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}"
+                + (f"; {e['ci_skipped']} resamples held one class only and were skipped" if e.get("ci_skipped")
+                   else ""))
 
 
 def describe_test(margin: float, clustered: bool = True) -> str:
@@ -238,14 +243,13 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
               margin: float = 0.005, limit: int | None = None, data_fingerprint: str | None = None) -> GatePlan:
     """Everything the gate refuses, checked before any model loads: a margin that is not a number in [0, 1), a
     challenger that already is the champion, data it or the champion (or an adapter either comes from) trained on,
-    by SPEC, by case or by logged event, fewer than `MIN_USERS` users or one class only. A domain without a
-    champion needs none."""
+    by SPEC, by case or by logged event, fewer than `MIN_USERS` users or fewer than `MIN_CLASS_USERS` holding either
+    class. Cases of other domains (a log of several) are left out. A domain without a champion needs none."""
     if not (math.isfinite(margin) and 0 <= margin < 1):  # an AUC difference lies in [-1, 1]: 1 passes anything
         raise ConfigError(f"{option('margin', margin)}: expected a margin in AUC from 0 to below 1 (e.g. 0.005)")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
-    check_cases_domain(cases, domain, data)
-    labelled = [c for c in cases if c.label is not None]
+    labelled = [c for c in domain_cases(cases, domain, data) if c.label is not None]
     plan = GatePlan(record, champion, domain, labelled, data, margin, limit, data_fingerprint)
     if champion is None:
         return plan
@@ -263,6 +267,12 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
             if ANONYMOUS in users else ""
         raise ConfigError(f"{option('data', data)}: {len(users)} users; the gate's user-clustered test needs at least "
                           f"{MIN_USERS}{unnamed}")
+    holders = {label: len({c.user_id for c in labelled if c.label == label}) for label in (1, 0)}
+    fewest = min(holders, key=holders.__getitem__)
+    if holders[fewest] < MIN_CLASS_USERS:
+        raise ConfigError(f"{option('data', data)}: its {'liked' if fewest else 'disliked'} cases are held by "
+                          f"{holders[fewest]} user{'s' * (holders[fewest] != 1)}; the gate's user-clustered test "
+                          f"needs at least {MIN_CLASS_USERS} users holding each class")
     return plan
 
 

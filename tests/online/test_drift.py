@@ -156,7 +156,7 @@ def test_the_summary_of_a_one_user_window_shows_its_auc_without_an_interval():
 
     labels, scores = np.array([0, 1, 0, 1]), np.array([0.2, 0.8, 0.3, 0.6])
     window = window_report(labels, ["u1"] * 4, scores, {"popularity": np.array([0.5, 0.4, 0.6, 0.5])})
-    assert window["auc"]["adapter"] == {"value": 1.0, "ci_low": None, "ci_high": None}
+    assert window["auc"]["adapter"] == {"value": 1.0, "ci_low": None, "ci_high": None, "ci_skipped": 0}
     report = {"adapter": "arts-lora:1", "domain": "arts", "before": window, "after": window,
               "change": {"psi": 0.0, "psi_chance_95": 0.0, "psi_p": 1.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0,
                          "auc_change": 0.0}}
@@ -180,3 +180,33 @@ def test_a_pair_re_labelled_after_the_before_window_counts_in_the_after_window_o
     sampled, _ = labelled_windows(load_spec("feedback:movie[0:8]").cases, load_spec("feedback:movie:5000").cases,
                                   limit=8, seed=0)  # the after window sampled down: the pair is still its
     assert first.meta["event"] not in {c.meta["event"] for c in sampled}
+
+
+def test_an_auc_whose_likes_are_one_users_has_no_interval_and_skipped_resamples_are_said():
+    """Both liked cases of one user gave AUC 1.000 [1.000, 1.000]: every resample on which AUC is defined held that
+    user, an interval reading as certainty; the resamples skipped for holding one class were never reported."""
+    from adaptrec.online.drift import summary, window_report
+
+    users = [f"u{i % 10}" for i in range(40)]
+    one = np.array([int(i in (0, 10)) for i in range(40)])  # u0's two cases are the likes
+    assert window_report(one, users, one * 0.5 + 0.2, {})["auc"]["adapter"]["ci_low"] is None
+    two = np.array([int(i in (0, 1)) for i in range(40)])  # u0 and u1 like: ~(8/10)^10 of resamples hold neither
+    window = window_report(two, users, two * 0.5 + 0.2, {})
+    assert window["auc"]["adapter"]["ci_low"] == 1.0 and window["auc"]["adapter"]["ci_skipped"] > 50
+    report = {"adapter": "arts-lora:1", "domain": "arts", "before": window, "after": window,
+              "change": {"psi": 0.0, "psi_chance_95": 0.0, "psi_p": 1.0, "ks": 0.0, "ks_p": 1.0, "ece_change": 0.0,
+                         "auc_change": 0.0}}
+    skipped = window["auc"]["adapter"]["ci_skipped"]
+    assert f"AUC adapter 1.000 [1.000, 1.000] ({skipped} resamples with one class skipped)" in summary(report)
+
+
+def test_the_same_window_twice_says_its_cases_count_as_after_only():
+    """`--before` and `--after` naming the same feedback said "0 labelled" of a window holding 8 labelled cases."""
+    from adaptrec.data.spec import load_spec
+    from adaptrec.errors import ConfigError
+    from adaptrec.online.drift import labelled_windows
+
+    log_feedback(synthetic_cases(8, seed=1), t0=1000)
+    cases = load_spec("feedback:movie").cases
+    with pytest.raises(ConfigError, match="^before: .*0 labelled; 8 of its cases are events after holds too"):
+        labelled_windows(cases, cases)

@@ -516,6 +516,24 @@ def test_the_gates_refusals_come_before_any_model_loads(trained, monkeypatch):
         adaptrec.promote_if_better(challenger.ref, data="feedback:movie[24:36]")
 
 
+def test_the_gate_leaves_other_domains_out_and_needs_users_holding_each_class():
+    """A log of several domains had all its cases scored and counted by one domain's adapters; liked cases all of one
+    user passed a superiority test on that user's cases alone (every resample defining AUC held them)."""
+    from adaptrec.online.gate import plan_gate
+
+    def record(ref: str) -> SimpleNamespace:
+        return SimpleNamespace(ref=ref, lineage={}, kind="trained", recipe_text=None, trained_events=set(),
+                               validated_events=set())
+
+    registry = SimpleNamespace(resolve=record, promoted=lambda domain: record("champ:1"))
+    movie = synthetic_cases(24, seed=1)
+    plan = plan_gate(registry, "chall:1", "movie", movie + synthetic_cases(30, seed=2, domain="book"), "log.jsonl")
+    assert plan.cases == movie
+    one_liker = [replace(c, label=int(c.user_id == "u1")) for c in movie]
+    with pytest.raises(ConfigError, match="its liked cases are held by 1 user; .* at least 3 users holding each"):
+        plan_gate(registry, "chall:1", "movie", one_liker, "log.jsonl")
+
+
 def test_an_update_killed_before_it_recorded_its_version_registers_no_second_one(trained):
     """The run folder's `registered.json` is written after the version is registered: a kill in between made the
     rerun register a duplicate."""
