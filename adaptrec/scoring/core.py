@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from adaptrec.data.prompts import (adds_special_tokens, answer_token_ids, answers_marked_alone, render_prompt,
                                    shared_history, truncate_history)
 from adaptrec.data.records import Case
+from adaptrec.errors import AdaptrecError
 from adaptrec.score_cache import ScoreCache
 
 from .logits import ScoreMode, answer_logits, last_token_logits, pad_ids, to_scores
@@ -117,8 +118,8 @@ class Scorer:
         return out
 
     def score(self, cases: Sequence[Case], mode: ScoreMode = "pyes") -> np.ndarray:
-        """One score per case (higher = more likely "Yes.")."""
-        return to_scores(self.logits_for_prompts(self.prompts(cases)), mode)
+        """One score per case (higher = more likely "Yes."); non-finite ones are refused (`finite_scores`)."""
+        return finite_scores(to_scores(self.logits_for_prompts(self.prompts(cases)), mode))
 
     def list_prompts(self, lists: Sequence[Sequence[Case]]) -> list[list[str]]:
         """Each user's candidate prompts, sharing one history fitted to `max_prompt_tokens` (`shared_history`)."""
@@ -153,8 +154,8 @@ class Scorer:
 
     def score_lists(self, lists: Sequence[Sequence[Case]], mode: ScoreMode = "pyes", shared_prefix: bool = False
                     ) -> list[np.ndarray]:
-        """One score per candidate of each list (see `list_logits`)."""
-        return [to_scores(rows, mode) for rows in self.list_logits(lists, shared_prefix)]
+        """One score per candidate of each list (see `list_logits`); non-finite ones are refused (`finite_scores`)."""
+        return [finite_scores(to_scores(rows, mode)) for rows in self.list_logits(lists, shared_prefix)]
 
     @functools.cached_property
     def ranker(self) -> PrefixRanker:
@@ -165,6 +166,16 @@ class Scorer:
         """False when a prompt-learning adapter (prefix tuning) is active: its virtual tokens own the KV cache."""
         config = getattr(self.model, "active_peft_config", None)
         return not getattr(config, "is_prompt_learning", False)
+
+
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """`scores`, or a one-line `AdaptrecError` when any is NaN or infinite (a diverged adapter's): the metrics and
+    tests they would feed fail on them with no word of why."""
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        raise AdaptrecError(f"the model gave {bad} of {len(scores)} scores that are not finite numbers (NaN or inf): "
+                            "its adapter's weights are broken (a diverged training?); retrain or replace it")
+    return scores
 
 
 def backbone_scorer(backbone, model: torch.nn.Module | None = None, adapter_key: str = "base", **options) -> Scorer:

@@ -79,6 +79,19 @@ def test_scores_follow_input_order_despite_length_sorting(tiny_backbone):
     np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
 
 
+def test_non_finite_scores_are_one_line_refusals(tiny_backbone):
+    """A diverged adapter's NaN scores reached eval, the gate and drift, whose metrics failed on them with a
+    traceback ("scores contain NaN")."""
+    from adaptrec.errors import AdaptrecError
+
+    s = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", progress=False)
+    s.logits_for_prompts = lambda prompts: np.array([[np.nan, 0.0, 0.0]] + [[1.0, 0.0, 0.0]] * (len(prompts) - 1))
+    for call in (lambda: s.score(_cases(3)), lambda: s.score_lists([_cases(3)])):
+        with pytest.raises(AdaptrecError, match="^the model gave 1 of 3 scores that are not finite numbers") as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
 def test_score_modes_match_their_definitions(tiny_backbone):
     s = Scorer(tiny_backbone.model, tiny_backbone.tokenizer, "k", progress=False)
     cases = _cases(3)
