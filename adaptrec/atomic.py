@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import stat
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -109,3 +110,45 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+LOCK_SUFFIX = ".lock"  # beside a `work_dir` folder: held by the process working in it
+
+
+@contextmanager
+def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder in `parent` for in-flight work, removed on exit (and `parent` with it when left empty), with
+    `<folder>.lock` beside it held (`flock`) until then: the kernel releases a killed process's lock, so `abandoned`
+    tells its folder from a live one's. The lock file is locked under a temporary name first and renamed into place,
+    so it never appears unheld."""
+    folder = temp_dir_in(parent, prefix)
+    lock_path = folder.with_name(folder.name + LOCK_SUFFIX)
+    fd, pending = tempfile.mkstemp(dir=parent, prefix=f".{folder.name}.", suffix=".lock.tmp")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(pending, lock_path)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in (pending, lock_path):
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(fd)
+        with suppress(OSError):  # other work's folders are in it
+            Path(parent).rmdir()
+
+
+def abandoned(folder: Path) -> bool | None:
+    """Whether `work_dir` `folder`'s process is gone: True (its lock is free), False (held), None (no lock file: a
+    folder made otherwise, or by a process that has yet to lock it)."""
+    try:
+        fd = os.open(folder.with_name(folder.name + LOCK_SUFFIX), os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

@@ -197,6 +197,31 @@ def _hash_written(tmp: Path, dest: Path, adapter_type: str | None, fsync: bool) 
     return files
 
 
+def stage_adapter_files(src_dir_or_writer: Source, folder: Path, adapter_type: str | None,
+                        shown: Path | None = None) -> dict[str, str]:
+    """Write the peft files of `src_dir_or_writer` (see `write_adapter_dir`) into the empty `folder`, fsynced, and
+    return {relpath: sha256}, checked as `_hash_written` checks them (errors name `shown`, default `folder`); an
+    `adaptrec.json` in the source is left out (`finish_adapter_dir` writes the folder's own)."""
+    src_dir = _source_dir(src_dir_or_writer)
+    _fill(folder, src_dir_or_writer, src_dir)
+    (folder / METADATA_FILE).unlink(missing_ok=True)
+    # files copied from a folder are already fsynced
+    return _hash_written(folder, shown or folder, adapter_type, fsync=src_dir is None)
+
+
+def finish_adapter_dir(folder: Path, metadata: dict, files: dict[str, str]) -> dict:
+    """Write `folder`'s `adaptrec.json` (`metadata` with `format` and the staged `files`), fsync the folder and return
+    the metadata written."""
+    try:
+        json.dumps(metadata)
+    except TypeError as e:
+        raise AdaptrecError(f"adapter metadata is not JSON-serialisable: {e}") from None
+    meta = {**metadata, "format": FORMAT_VERSION, "files": files}
+    write_json(folder / METADATA_FILE, meta)
+    _fsync_dir(folder)
+    return meta
+
+
 def write_adapter_dir(src_dir_or_writer: Source, dest: Path, metadata: dict) -> dict:
     """Write an adapter folder at `dest` atomically and return the metadata written (with `files`).
 
@@ -208,19 +233,9 @@ def write_adapter_dir(src_dir_or_writer: Source, dest: Path, metadata: dict) -> 
     dest = Path(dest)
     if dest.exists():
         raise AdaptrecError(f"{dest} already exists; remove it or choose another folder")
-    try:
-        json.dumps(metadata)
-    except TypeError as e:
-        raise AdaptrecError(f"adapter metadata is not JSON-serialisable: {e}") from None
-    src_dir = _source_dir(src_dir_or_writer)
     with atomic_dir(dest) as tmp:
-        _fill(tmp, src_dir_or_writer, src_dir)
-        (tmp / METADATA_FILE).unlink(missing_ok=True)
-        # files copied from a folder are already fsynced
-        files = _hash_written(tmp, dest, metadata.get("adapter_type"), fsync=src_dir is None)
-        meta = {**metadata, "format": FORMAT_VERSION, "files": files}
-        write_json(tmp / METADATA_FILE, meta)
-        _fsync_dir(tmp)
+        files = stage_adapter_files(src_dir_or_writer, tmp, metadata.get("adapter_type"), shown=dest)
+        meta = finish_adapter_dir(tmp, metadata, files)
     _fsync_dir(dest.parent)
     return meta
 

@@ -27,17 +27,16 @@ import re
 import shutil
 import stat
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.check import check_adapter_folder
 from ..adapters.files import FORMAT_VERSION, METADATA_FILE, MIX_TYPE, file_sha256, published_files, required_files
-from ..atomic import temp_dir_in
+from ..atomic import work_dir
 from ..errors import FingerprintMismatch, IntegrityError, RegistryError, option
 from ..fingerprint import Fingerprint
 from ..registry import AdapterRecord, Registry
+from ..registry.store import describe_version, foreign_versions
 from ..registry.validation import check_lineage, check_metrics
 from ..userfiles import parse_json
 from .common import (
@@ -321,19 +320,6 @@ def _read_manifest(path: Path, listing: list[str], label: str) -> dict:
 
 
 # ---------------------------------------------------------------- pull steps
-@contextmanager
-def _scratch(tmp_root: Path) -> Iterator[Path]:
-    """A temporary folder in `tmp_root` (`Registry.scratch_dir`), removed on exit; so is `tmp_root` itself when no
-    other pull is using it. A killed pull's folder is left to `registry gc`."""
-    tmp = temp_dir_in(tmp_root, "pull-")  # another pull may remove the empty tmp_root at any time
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        with suppress(OSError):
-            tmp_root.rmdir()
-
-
 def _fetch_manifest(src: _HubSource | _MirrorSource, sizes: dict[str, int | None], limits: PullLimits,
                     dest: Path) -> dict:
     """Check the repo's file names, download `adaptrec.json` to `dest` and return it, checked."""
@@ -388,12 +374,10 @@ def _check_published_name(registry: Registry, published: str, src) -> None:
     """A pull under the name its publisher gave joins that name's versions only when every one came from the same
     repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
     elsewhere, which every bare reference, a promotion or an update would then take."""
-    repo = src.origin()["repo"]
-    others = [r for r in registry.list(name=published) if r.kind != "pulled" or (r.origin or {}).get("repo") != repo]
+    others = foreign_versions(registry.list(name=published), src.origin()["repo"])
     if others:
-        where = "trained or made here" if others[-1].kind != "pulled" else f"pulled from {others[-1].origin['repo']}"
-        raise HubError(f"{src.label} publishes the name {published!r}, which already names {others[-1].ref} "
-                       f"({where}); pull it under another name with {option('name')}")
+        raise HubError(f"{src.label} publishes the name {published!r}, which already names "
+                       f"{describe_version(others[-1])}; pull it under another name with {option('name')}")
 
 
 def _register(registry: Registry, stage: Path, meta: dict, name: str | None, adapter_fp: Fingerprint,
@@ -403,7 +387,7 @@ def _register(registry: Registry, stage: Path, meta: dict, name: str | None, ada
         stage, name=name or meta.get("name"), domain=meta["domain"], kind="pulled",
         adapter_type=meta["adapter_type"], adapter_config=None, fingerprint=adapter_fp,
         recipe_text=meta.get("recipe"), claimed_metrics=meta.get("metrics") or None, lineage=meta.get("lineage"),
-        origin=origin, expect_files=meta["files"],
+        origin=origin, expect_files=meta["files"], joins_repo=None if name else origin["repo"],
     )
 
 
@@ -436,7 +420,7 @@ def pull(
         from ..names import check_name
 
         check_name(name)
-    with _scratch(registry.scratch_dir) as work:
+    with work_dir(registry.scratch_dir, "pull-") as work:  # a killed pull's: `registry gc` knows it by its free lock
         src.workdir = work / "download"
         sizes = src.listing()
         meta = _fetch_manifest(src, sizes, limits, work / METADATA_FILE)

@@ -4,9 +4,10 @@
 Refs: `name` (latest version), `name:latest`, `name:<version>` (versions start at 1 and are never
 reused, even after a removal). Names use `[A-Za-z0-9._+-]`, do not start with a dot and hold no `..`.
 
-Guarantees: a registration checks its input first, then allocates its version, writes the folder atomically
-and inserts its row inside one `BEGIN IMMEDIATE` transaction, so concurrent writers (threads or processes)
-never collide and a failure leaves neither row nor folder; every `load_verified` recomputes the files' hashes
+Guarantees: a registration checks its input and copies its files into a locked work folder first, then
+allocates its version, renames the folder into place and inserts its row inside one `BEGIN IMMEDIATE`
+transaction, so concurrent writers (threads or processes) never collide, wait on no copy, and a failure leaves
+neither row nor folder; every `load_verified` recomputes the files' hashes
 and checks the base-model fingerprint. See docs/registry.md.
 
 Modules: `schema` (tables and the append-only migrations), `records` (refs, `AdapterRecord`, its rows),

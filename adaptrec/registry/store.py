@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -15,9 +16,15 @@ from types import EllipsisType
 from typing import Any
 
 from adaptrec.adapters.check import base_change
-from adaptrec.adapters.files import (METADATA_FILE, MIX_TYPE, check_base, file_sha256, read_metadata,
-                                    write_adapter_dir)
-from adaptrec.atomic import atomic_dir
+from adaptrec.adapters.files import (
+    METADATA_FILE,
+    MIX_TYPE,
+    check_base,
+    file_sha256,
+    finish_adapter_dir,
+    stage_adapter_files,
+)
+from adaptrec.atomic import LOCK_SUFFIX, abandoned, atomic_dir, fsync_dir, work_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
@@ -67,6 +74,28 @@ def _delete(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def foreign_versions(records: list[AdapterRecord], repo: str) -> list[AdapterRecord]:
+    """Those of `records` (one name's versions) not pulled from `repo`: made here, or pulled from elsewhere."""
+    return [r for r in records if r.kind != "pulled" or (r.origin or {}).get("repo") != repo]
+
+
+def describe_version(record: AdapterRecord) -> str:
+    """`record`'s ref and where it came from, e.g. "m:1 (trained or made here)"."""
+    where = "trained or made here" if record.kind != "pulled" else f"pulled from {record.origin['repo']}"
+    return f"{record.ref} ({where})"
+
+
+def _move_into_place(stage: Path, folder: Path) -> None:
+    """Rename the finished `stage` to `folder` (a leftover of a process killed between rename and commit is
+    replaced), durably; the caller holds the write lock."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fsync_dir(folder.parent.parent)  # a name's first version: its new folder survives a power loss too
+    os.rename(stage, folder)
+    fsync_dir(folder.parent)
 
 
 def _refuse_case_clash(conn: sqlite3.Connection, table: str, name: str, what: str) -> None:
@@ -207,6 +236,7 @@ class Registry:
         origin: dict | None = None,
         claimed_metrics: dict | None = None,
         expect_files: dict[str, str] | None = None,
+        joins_repo: str | None = None,
     ) -> AdapterRecord:
         """Store a new version of adapter `name` and return its record.
 
@@ -214,8 +244,11 @@ class Registry:
         `write_adapter_dir`). The row records the written folder's adapter_config.json (a mix: `adapter_config`,
         its spec); a given `adapter_config` must agree with it (`registered_config`). `expect_files`: the
         sha256 each of these files was checked to have (a pull's manifest); a written copy that differs is refused.
-        Everything is checked first; then the version is allocated, the folder written and the row inserted
-        in one transaction, and a failure there leaves neither row nor folder.
+        `joins_repo`: a pull under its published name, which joins only versions pulled from that repo
+        (`foreign_versions`, checked under the write lock: of two pulls from two repos, one takes the name).
+        The files are copied and checked into a work folder first, without the write lock (other writers wait only
+        for the rename); then the version is allocated, the folder renamed into place and the row inserted in one
+        transaction, and a failure there leaves neither row nor folder.
         """
         check_name(name)
         check_domain(domain)
@@ -228,46 +261,49 @@ class Registry:
             lineage=check_lineage(lineage, kind),
         )
         check_source(src_dir, adapter_type)
-        written: list[Path] = []  # the folder, from before it is written (a failure after its rename removes it too)
+        written: list[Path] = []  # the folder, from before it is renamed (a failure after its rename removes it too)
 
         def remove_written() -> None:  # under the write lock: no other writer can have taken this version yet
             for folder in written:
                 shutil.rmtree(folder, ignore_errors=True)
 
-        with self._write(on_abort=remove_written) as conn:  # the write lock: held from version allocation to commit
-            entry, version = self._allocate(conn, entry)
-            created = _utc_now()
-            folder = self.path_for(name, version)
-            written.append(folder)
-            self._write_folder(src_dir, entry.metadata(version, created), folder)
-            written_files = read_metadata(folder)["files"]
-            changed = sorted(rel for rel, sha in (expect_files or {}).items() if written_files.get(rel) != sha)
+        with work_dir(self.scratch_dir, f"register-{name}-") as stage:
+            files = stage_adapter_files(src_dir, stage, adapter_type, shown=self.adapters_dir / name)
+            changed = sorted(rel for rel, sha in (expect_files or {}).items() if files.get(rel) != sha)
             if changed:  # the source folder changed between its check and this copy
                 raise IntegrityError(f"{name}: {changed[0]} is not the file that was checked; nothing was registered")
-            config = registered_config(entry.adapter_type, entry.adapter_config, folder, src_dir)
-            changes = base_change(config, folder)
+            config = registered_config(entry.adapter_type, entry.adapter_config, stage, src_dir)
+            changes = base_change(config, stage)
             if changes is not None:  # detaching it would not undo that: every later row would read a changed base
                 raise RegistryError(f"{name}: {changes}")
-            record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
-            self._insert(conn, record)
+            with self._write(on_abort=remove_written) as conn:  # the write lock: from version allocation to commit
+                entry, version = self._allocate(conn, entry, joins_repo)
+                created = _utc_now()
+                folder = self.path_for(name, version)
+                written.append(folder)
+                finish_adapter_dir(stage, entry.metadata(version, created), files)
+                _move_into_place(stage, folder)
+                record = entry.record(version, created, config, file_sha256(folder / METADATA_FILE), folder)
+                self._insert(conn, record)
         return self.resolve(record.ref)
 
-    def _allocate(self, conn: sqlite3.Connection, entry: Registration) -> tuple[Registration, int]:
+    def _allocate(self, conn: sqlite3.Connection, entry: Registration,
+                  joins_repo: str | None = None) -> tuple[Registration, int]:
         """`entry` with its lineage parents resolved, and its version; refuses a name differing from a registered
-        one only in letter case (one folder on a case-insensitive file system)."""
+        one only in letter case (one folder on a case-insensitive file system), and, with `joins_repo`, a name
+        that has versions not pulled from that repo."""
         if entry.lineage is not None and entry.kind != "pulled":  # a pulled adapter's parents are its publisher's
             parents = [self._resolve(conn, p).ref for p in entry.lineage["parents"]]
             entry = replace(entry, lineage={**entry.lineage, "parents": parents})
         _refuse_case_clash(conn, "name_versions", entry.name, "adapter")
+        if joins_repo is not None:
+            rows = conn.execute("SELECT * FROM adapters WHERE name = ? ORDER BY version", (entry.name,)).fetchall()
+            others = foreign_versions([self._record(row) for row in rows], joins_repo)
+            if others:
+                raise RegistryError(f"{joins_repo} publishes the name {entry.name!r}, which already names "
+                                    f"{describe_version(others[-1])}; pull it under another name")
         row = conn.execute("SELECT last_version FROM name_versions WHERE name = ?", (entry.name,)).fetchone()
         return entry, (row[0] if row else 0) + 1
-
-    @staticmethod
-    def _write_folder(src_dir: Any, metadata: dict, dest: Path) -> None:
-        """Write the adapter folder `dest` atomically; the caller holds the write lock."""
-        if dest.exists():  # left by a process killed between rename and commit
-            shutil.rmtree(dest)
-        write_adapter_dir(src_dir, dest, metadata)
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, record: AdapterRecord) -> None:
@@ -460,14 +496,18 @@ class Registry:
         return self.resolve(rec.ref)
 
     def gc(self) -> list[Path]:
-        """Delete adapter and encoder folders no row points to and leftover `.tmp` folders; return what was deleted.
+        """Delete adapter and encoder folders no row points to, leftover `.tmp` folders and dead processes' work
+        folders; return what was deleted.
 
-        Holds the write lock, so no registration is in flight: any `.tmp` folder is from a dead process.
+        Holds the write lock, so no folder is being renamed into place: any `.tmp` folder is from a dead process; a
+        work folder (`Registry.scratch_dir`: a pull's download, a registration's copy) is dead once its lock is free.
         """
         removed: list[Path] = []
         with self._write() as conn:
             for path, _ in self._strays(lambda: self._versions(conn)):
                 _delete(path)
+                if path.parent == self.scratch_dir:  # a dead work folder's lock, free since its process ended
+                    path.with_name(path.name + LOCK_SUFFIX).unlink(missing_ok=True)
                 removed.append(path)
             for root in (self.adapters_dir, self.encoders_dir):
                 for entry in root.iterdir() if root.is_dir() else ():
@@ -484,9 +524,10 @@ class Registry:
                 for table in ("adapters", "encoders")}
 
     def _strays(self, versions: Callable[[], dict[str, set[tuple[str, int]]]]) -> list[tuple[Path, str]]:
-        """(folder, why) for every `.tmp` leftover and every adapter or encoder version folder no row points to.
-        The caller holds the write lock, so no registration is in flight; `versions` (`_versions`) is read after
-        the folders are listed."""
+        """(folder, why) for every `.tmp` leftover, every adapter or encoder version folder no row points to and every
+        work folder whose process is gone (`atomic.abandoned`; one made without a lock: a day old). The caller holds
+        the write lock, so no folder is being renamed into place; `versions` (`_versions`) is read after the folders
+        are listed."""
         found: list[tuple[Path, str]] = []
         versioned: list[tuple[str, Path]] = []  # (table, version folder)
         for root, table in ((self.adapters_dir, "adapters"), (self.encoders_dir, "encoders")):
@@ -502,8 +543,15 @@ class Registry:
         now = time.time()
         for entry in sorted(self.scratch_dir.iterdir()) if self.scratch_dir.is_dir() else ():
             with suppress(OSError):  # its own work just removed it
-                if now - entry.lstat().st_mtime > STALE_SCRATCH_S:
-                    found.append((entry, "a work folder a killed process left (a pull's download)"))
+                if entry.name.endswith(LOCK_SUFFIX):  # a work folder's lock: it goes with its folder
+                    folder = entry.with_name(entry.name.removesuffix(LOCK_SUFFIX))
+                    if not folder.exists() and abandoned(folder):  # its process died once the folder had moved
+                        found.append((entry, "the lock file of a killed process's work"))
+                    continue
+                dead = abandoned(entry)  # its lock free: the process is gone; no lock: told by the folder's age
+                if dead or (dead is None and now - entry.lstat().st_mtime > STALE_SCRATCH_S):
+                    found.append((entry, ("a work folder a killed process left (a pull's download or a "
+                                          "registration's copy)")))
         rows = versions()
         return found + [(sub, "an orphan folder no registry row points to") for table, sub in versioned
                         if sub.name != str(int(sub.name)) or (sub.parent.name, int(sub.name)) not in rows[table]]
@@ -513,8 +561,8 @@ class Registry:
         problem found.
 
         Repairs nothing (`gc` removes orphans, a damaged version is re-registered or removed). Its folder scan holds
-        the write lock, as `gc`'s does, and writes nothing: a registration in flight (its `.tmp` folder, or its folder
-        renamed into place before its row commits) finishes first and is no problem found.
+        the write lock, as `gc`'s does, and writes nothing: a registration in flight (its work folder, locked by its
+        process, or its folder renamed into place before its row commits) is no problem found.
         """
         problems: list[str] = []
         records: list[AdapterRecord] = []

@@ -457,6 +457,12 @@ def test_mirror_round_trip_and_refusals(lora_src, tiny_model_dir, tmp_path, monk
     assert "publishes the name 'movie-lora', which already names movie-lora:1 (trained or made here)" in \
         _one_line_error(code, err)
     assert Registry().resolve("movie-lora").kind == "trained"
+    with monkeypatch.context() as m:  # the name taken after the early check (another pull's): refused under the lock
+        m.setattr(pulling, "_check_published_name", lambda *a: None)
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, str(mirror / "movie-lora")))
+    assert "publishes the name 'movie-lora', which already names movie-lora:1 (trained or made here)" in \
+        _one_line_error(code, err)  # (was: both pulls passed the early check, and the second took the name)
+    assert [r.kind for r in Registry().list(name="movie-lora")] == ["trained"]
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull",
                            *_pull_args(tiny_model_dir, str(mirror / "movie-lora"), "--name", "mirrored"))
     assert code == 0, err
@@ -782,6 +788,8 @@ def test_pull_refuses_a_base_model_that_is_not_text_and_names_an_unreadable_refs
 def test_a_pull_whose_scratch_root_another_pull_just_removed_makes_it_again(tmp_path, monkeypatch):
     import tempfile
 
+    from adaptrec.atomic import work_dir
+
     real, calls = tempfile.mkdtemp, []
 
     def raced(*args, dir, **kwargs):
@@ -791,7 +799,7 @@ def test_a_pull_whose_scratch_root_another_pull_just_removed_makes_it_again(tmp_
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkdtemp", raced)
-    with pulling._scratch(tmp_path / "tmp") as scratch:
+    with work_dir(tmp_path / "tmp", "pull-") as scratch:
         assert scratch.is_dir() and scratch.parent == tmp_path / "tmp"
     assert len(calls) == 2 and not (tmp_path / "tmp").exists()
 

@@ -309,8 +309,44 @@ def test_a_killed_pulls_download_is_reported_and_removed_once_stale(reg, src):
     old = time.time() - STALE_SCRATCH_S - 60
     os.utime(killed, (old, old))
     assert [line for line in reg.verify() if "pull-" in line] == \
-        [f"{killed}: a work folder a killed process left (a pull's download) (remove it with `adaptrec registry gc`)"]
+        [(f"{killed}: a work folder a killed process left (a pull's download or a registration's copy) (remove it "
+          "with `adaptrec registry gc`)")]
     assert reg.gc() == [killed] and not killed.exists() and running.is_dir()
+
+
+def test_a_dead_processs_work_folder_goes_at_once_and_a_live_ones_stays(reg, src):
+    """A killed pull's download (up to the pull's size limit) waited a day before `gc` removed it; a work folder
+    whose lock is held stays however old it is."""
+    import os
+
+    from adaptrec.atomic import work_dir
+
+    dead = reg.scratch_dir / "pull-dead"
+    dead.mkdir(parents=True)
+    (reg.scratch_dir / "pull-dead.lock").touch()  # its process gone: nothing holds the lock
+    with work_dir(reg.scratch_dir, "pull-") as live:
+        os.utime(live, (0, 0))  # however old
+        assert [line.split(":")[0] for line in reg.verify()] == [str(dead)]
+        assert reg.gc() == [dead] and live.is_dir()
+    assert not reg.scratch_dir.exists() or list(reg.scratch_dir.iterdir()) == []
+
+
+def test_a_registration_copies_its_files_without_the_write_lock(reg, src, monkeypatch):
+    """The whole copy (fsync and hashes included) ran under the write lock: on a slow disk every promote, gc and
+    other registration waited on it, and timed out behind a large pull."""
+    import adaptrec.adapters.files as files_mod
+
+    first = reg_one(reg, src)
+    promoted = []
+    real = files_mod._copy_file
+
+    def copy(a, b):  # another writer, mid-copy
+        promoted.append(Registry(reg.home, timeout=0.1).promote(first.ref, "movies").ref)
+        real(a, b)
+
+    monkeypatch.setattr(files_mod, "_copy_file", copy)
+    second = reg_one(reg, src)
+    assert promoted and set(promoted) == {first.ref} and reg.resolve(second.ref).version == 2
 
 
 def test_gc_and_verify_pass_over_a_folder_named_with_a_non_ascii_digit(reg, src):
@@ -336,8 +372,9 @@ def test_verify_reports_no_orphan_for_a_version_registered_while_it_runs(reg, sr
     assert reg.verify() == [] and registered[0].ref == "movies-lora:2"
 
 
-def test_verify_waits_for_a_registration_in_flight_instead_of_reporting_its_folder(reg, src):
-    """(was: the in-flight registration's `.tmp` folder reported as "an unfinished write", exit status 1)"""
+def test_verify_passes_over_a_registration_in_flight(reg, src):
+    """(was: the in-flight registration's `.tmp` folder reported as "an unfinished write", exit status 1; then
+    verify waited for the registration's copy, which held the write lock)"""
     import threading
 
     writing, release = threading.Event(), threading.Event()
@@ -353,12 +390,11 @@ def test_verify_waits_for_a_registration_in_flight_instead_of_reporting_its_fold
     found = []
     checker = threading.Thread(target=lambda: found.append(reg.verify()))
     checker.start()
-    checker.join(0.5)
-    blocked = checker.is_alive()  # verify waits for the registration's write lock
-    release.set()
     checker.join(30)
+    done = not checker.is_alive()  # the copy holds no write lock: verify does not wait for it
+    release.set()
     other.join(30)
-    assert blocked and found == [[]] and not other.is_alive() and reg.resolve("movies-lora:1")
+    assert done and found == [[]] and not other.is_alive() and reg.resolve("movies-lora:1")
 
 
 # ---------------------------------------------------------------- verification on load
@@ -420,7 +456,7 @@ def test_crash_mid_copy_leaves_no_row_no_folder(reg, src, monkeypatch):
         reg_one(reg, src)
     assert len(calls) == 2
     assert row_count(reg) == 0
-    assert list((reg.adapters_dir / "movies-lora").iterdir()) == []  # no folder, no .tmp
+    assert not (reg.adapters_dir / "movies-lora").exists() and not reg.scratch_dir.exists()  # no folder, no copy
     monkeypatch.setattr(files, "_copy_file", real)
     assert reg_one(reg, src).version == 1  # the version was not consumed
 
@@ -462,16 +498,16 @@ def test_a_failure_after_the_folders_rename_removes_it(reg, src, monkeypatch):
     no row)"""
     import errno
 
-    from adaptrec import atomic
+    from adaptrec.registry import store
 
-    real = atomic.fsync_dir
+    real = store.fsync_dir
 
     def failing(folder):
         if Path(folder) == reg.adapters_dir / "movies-lora":
             raise OSError(errno.EIO, "Input/output error (simulated)")
         return real(folder)
 
-    monkeypatch.setattr(atomic, "fsync_dir", failing)
+    monkeypatch.setattr(store, "fsync_dir", failing)
     with pytest.raises(OSError, match="simulated"):
         reg_one(reg, src)
     assert row_count(reg) == 0 and not reg.path_for("movies-lora", 1).exists()
@@ -519,13 +555,17 @@ def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write
     def failing_insert(conn, values):
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
+    removed = []
+
     def rmtree_checking_the_lock(path, *args, **kwargs):
-        other = sqlite3.connect(reg.db_path, timeout=0, isolation_level=None)
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                other.execute("BEGIN IMMEDIATE")
-        finally:
-            other.close()
+        if Path(path) == reg.path_for("movies-lora", 1):  # (not the work folder, gone after the lock)
+            other = sqlite3.connect(reg.db_path, timeout=0, isolation_level=None)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+            removed.append(path)
         real_rmtree(path, *args, **kwargs)
 
     real_rmtree = store.shutil.rmtree
@@ -533,7 +573,7 @@ def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write
     monkeypatch.setattr(store.shutil, "rmtree", rmtree_checking_the_lock)
     with pytest.raises(RegistryUnavailable, match="simulated"):
         reg_one(reg, src)
-    assert not reg.path_for("movies-lora", 1).exists()
+    assert removed and not reg.path_for("movies-lora", 1).exists()
 
 
 def test_pickle_refused_on_register_leaves_nothing(reg, src):
