@@ -576,7 +576,9 @@ class Registry:
         registered = {row_ref(row) for row in rows}
         for rec in records:
             try:
-                verified_files(rec)
+                self._files_of(rec)
+            except RegistryError:  # removed while it was checked: no longer registered, so no problem
+                continue
             except (AdaptrecError, OSError) as e:
                 problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
             sources = (rec.adapter_config or {}).get("sources", ()) if rec.adapter_type == MIX_TYPE else ()
@@ -608,8 +610,24 @@ class Registry:
         warns `FamilyMatchWarning` when only the base family matches.
         """
         rec = self.resolve(ref)
-        check_base(verified_files(rec), backbone_fp)
+        check_base(self._files_of(rec), backbone_fp)
         return rec
+
+    def _files_of(self, rec: AdapterRecord) -> dict:
+        """`verified_files(rec)`; a version removed meanwhile (its folder went after its row) is a `RegistryError`
+        saying so, not an `IntegrityError` calling its files modified."""
+        try:
+            return verified_files(rec)
+        except (AdaptrecError, OSError):
+            if not self._registered(rec):
+                raise RegistryError(f"{rec.ref} was removed while its files were being checked") from None
+            raise
+
+    def _registered(self, rec: AdapterRecord) -> bool:
+        """Whether `rec`'s row is still registered."""
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM adapters WHERE name = ? AND version = ?",
+                                (rec.name, rec.version)).fetchone() is not None
 
     def list(self, domain: str | None = None, name: str | None = None) -> list[AdapterRecord]:
         """All adapter versions, ordered by name then version; optionally of one domain and/or name."""

@@ -798,3 +798,27 @@ def test_pulled_metrics_are_claims_and_an_old_registry_moves_them(tmp_path, src)
     pulled = reg_one(fresh, src, kind="pulled", origin={"repo": "a/b", "revision": "c" * 40},
                      claimed_metrics={"auc": metric(0.8)})
     assert pulled.metrics == {} and pulled.claimed_metrics["auc"]["value"] == 0.8
+
+
+def test_a_version_removed_while_it_is_checked_is_no_tampering(reg, src, monkeypatch):
+    """A `remove` by another process while `verify` or a load hashed the version said its folder "was modified,
+    re-register the adapter": `registry verify` failed on a healthy registry."""
+    from adaptrec.registry import store
+
+    first = reg_one(reg, src)
+    reg_one(reg, src)
+    real = store.verified_files
+
+    def removed_meanwhile(rec):
+        if rec.ref != first.ref:  # the latest, removed as it is checked
+            Registry(reg.home).remove(rec.ref)
+        return real(rec)
+
+    monkeypatch.setattr(store, "verified_files", removed_meanwhile)
+    assert reg.verify() == []
+    third = reg_one(reg, src)
+    with pytest.raises(RegistryError, match=f"^{third.ref} was removed while its files were being checked$"):
+        reg.load_verified(third.ref, FP)
+    (first.path / "adapter_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError):  # still registered: a change is still a change
+        reg.load_verified(first.ref, FP)
