@@ -11,7 +11,8 @@ from .. import api
 from ..atomic import write_json
 from ..errors import AdaptrecError
 from ..userfiles import check_output_file
-from .options import AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, TemplateOpt
+from .options import (AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, TemplateOpt,
+                      echo_json)
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 
@@ -41,9 +42,10 @@ def eval_(
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts held-out items"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", "--json", help="also write the report to this JSON "
-                                            "file (rows with CIs, the data's fingerprint, the environment); `--json` "
-                                            "is the older name of this option"),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the report to this JSON file "
+                                            "(rows with CIs, the data's fingerprint, the environment)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (as --json-out writes it) instead "
+                                 "of its table"),
     encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="a registered collaborative encoder "
                                                 "(`adaptrec train-cf`) to add as a row; repeatable (default: every "
                                                 "registered encoder that may score the SPEC)"),
@@ -61,7 +63,7 @@ def eval_(
                           candidates_file=candidates_file, score=score, template=template, batch_size=batch_size,
                           backbone=backbone, quantization=quantization, encoders=[] if no_encoders else encoder,
                           full_catalogue=full_catalogue)
-    typer.echo(report.markdown())
+    echo_json(report.to_dict()) if as_json else typer.echo(report.markdown())
     if json_out:
         check_output_file(json_out, f"--json-out {json_out}", inputs=report.sources)  # a data file the SPEC named
         write_json(json_out, report.to_dict())

@@ -332,13 +332,28 @@ def test_an_eval_report_path_that_cannot_be_written_is_refused_before_the_evalua
     from adaptrec import api
 
     monkeypatch.setattr(api, "_backbone", lambda *a: pytest.fail("the backbone loaded before the refusal"))
-    for flag in ("--json-out", "--json"):  # the one name other commands share, and the older one
-        code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", flag, str(tmp_path))
-        assert code == 2 and f"--json-out {tmp_path}: a folder" in err and "Traceback" not in err
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", "--json-out", str(tmp_path))
+    assert code == 2 and f"--json-out {tmp_path}: a folder" in err and "Traceback" not in err
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "tallrec:movie:test", "--json", str(tmp_path))
+    assert code == 2 and "is neither a registered adapter" in err  # `--json` prints, as every command's does
+
+
+def test_eval_json_prints_the_report_as_every_commands_json_prints(monkeypatch, capsys, tmp_path, tiny_model_dir):
+    """`eval --json` took a path (the report's file) where every other command's `--json` prints JSON."""
+    import json
+
+    from synthetic import write_tallrec_files
+
+    test = write_tallrec_files(tmp_path / "data", {"test": 6})["test"]
+    code, out, err = run_cli(monkeypatch, capsys, "eval", "--data", str(test), "--json", "--backbone",
+                             str(tiny_model_dir), "-q", "none", "--limit", "0")
+    report = json.loads(out)
+    assert code == 0, err
+    assert report["spec"] == str(test) and report["n"] == 6 and len(report["rows"]) >= 3  # baselines and backbone
 
 
 def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path, tiny_model_dir):
-    """`score --out` naming its data file wrote the scores over it, exit 0; `eval --json` naming its candidates file,
+    """`score --out` naming its data file wrote the scores over it, exit 0; `eval --json-out` naming its candidates file,
     and `plot -o` one of the files it draws, did the same (was); a plot named .txt got PNG bytes."""
     from synthetic import write_tallrec_files
 
@@ -357,10 +372,11 @@ def test_an_output_is_never_written_over_an_input(monkeypatch, capsys, tmp_path,
     candidates = tmp_path / "c.jsonl"
     candidates.write_text("{}\n")
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--data", "amazon:office:test", "--candidates-file",
-                           str(candidates), "--json", str(candidates))
+                           str(candidates), "--json-out", str(candidates))
     assert code == 2 and "the input" in err and candidates.read_text() == "{}\n"
     monkeypatch.setattr(api, "_backbone", load)
-    sliced = ["eval", "--data", f"{test}[0:4]", "--json", str(test), "--backbone", str(tiny_model_dir), "-q", "none"]
+    sliced = ["eval", "--data", f"{test}[0:4]", "--json-out", str(test), "--backbone", str(tiny_model_dir), "-q",
+              "none"]
     code, _, err = run_cli(monkeypatch, capsys, *sliced)  # the SPEC names the file only with a slice after it
     assert code == 2 and f"the input {test} itself" in err and test.read_bytes() == before
     grid = tmp_path / "grid.jsonl"
