@@ -42,8 +42,8 @@ def _run() -> None:
         if "\n" in message:  # a group called bare: its help (unless rich printed it already, leaving no message)
             typer.echo(message, err=True)
         elif message:
-            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            typer.echo(f"error: {message}{hint}", err=True)
+            path = ctx.command_path if ctx is not None else _command_path(sys.argv[1:])
+            typer.echo(f"error: {message} (see `{path} --help`)", err=True)
         sys.exit(e.exit_code)
     except typer.Abort:  # end of input at a prompt
         typer.echo("Aborted!", err=True)
@@ -55,3 +55,18 @@ def _run() -> None:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)  # a command's `typer.Exit(N)`, `--help`: their exit code
+
+
+def _command_path(args: list[str]) -> str:
+    """The command a command line names (`adaptrec registry promote`), read from its words: click gives no context
+    with some usage errors (an option missing its value)."""
+    import typer.main
+
+    command, path = typer.main.get_command(app), ["adaptrec"]
+    for word in args:
+        sub = getattr(command, "commands", {}).get(word) if not word.startswith("-") else None
+        if sub is None:
+            break
+        command = sub
+        path.append(word)
+    return " ".join(path)

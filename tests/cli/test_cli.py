@@ -171,6 +171,14 @@ def test_numbers_out_of_range_are_usage_errors_before_any_work(monkeypatch, caps
     assert f"Invalid value for '{option}'" in line and f"(see `adaptrec {args[0]} --help`)" in line
 
 
+@pytest.mark.parametrize("args, path", [(["score", "--shard"], "adaptrec score"),
+                                        (["registry", "promote", "x:1", "--margin"], "adaptrec registry promote")])
+def test_an_option_missing_its_value_points_to_its_commands_help(monkeypatch, capsys, args, path):
+    """Click gives that usage error no context: the line lacked the `(see … --help)` every other one ends with."""
+    line = _one_line_error(*run_cli(monkeypatch, capsys, *args)[::2])
+    assert line.endswith(f"requires an argument. (see `{path} --help`)")
+
+
 @pytest.mark.parametrize("args, words", [(["eval", "--bogus"], "No such option: --bogus"),
                                          (["evall"], "No such command 'evall'. Did you mean 'eval'?"),
                                          (["registry", "promote"], "Missing argument 'REF'")])
