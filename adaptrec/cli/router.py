@@ -9,7 +9,15 @@ import typer
 
 from .. import api
 from ..errors import AdaptrecError
-from .options import AdapterTemplateOpt, BackboneOpt, BatchOpt, QuantOpt, SeedOpt, echo_json
+from .options import (
+    AdapterTemplateOpt,
+    BatchOpt,
+    ChampionBackboneOpt,
+    ChampionQuantOpt,
+    MadeForQuantOpt,
+    SeedOpt,
+    echo_json,
+)
 
 ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-level mix of these adapters (comma-separated)")
 ColdWeightsOpt = typer.Option(None, "--cold-weights", help="weights of --cold-mix (default equal)")
@@ -52,8 +60,9 @@ def compose(
     promote_cold: bool = typer.Option(False, "--promote-cold", help="serve cold-start users of DOMAIN with it"),
     into_base: Optional[Path] = typer.Option(None, "--into-base", help="also write a standalone full-precision model "
                                              "with the composition merged in (safetensors) to this new folder"),
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="default: the backbone the first adapter was "
+                                           "trained on"),
+    quantization: Optional[str] = MadeForQuantOpt,
 ) -> None:
     """Combine adapters (peft ΔW merge, or score-level mix) with given or learned weights; register the result."""
     if search and not data:
@@ -97,8 +106,8 @@ def route(
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
     cold_weights: Optional[str] = ColdWeightsOpt,
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = ChampionBackboneOpt,
+    quantization: Optional[str] = ChampionQuantOpt,
     json_out: bool = typer.Option(False, "--json", help="print the decision as JSON"),
 ) -> None:
     """Print which adapter(s) serve USER in DOMAIN (warm: the domain's adapter; cold: the composed one) and why."""
@@ -122,8 +131,8 @@ def recommend(
     cold_weights: Optional[str] = ColdWeightsOpt,
     template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
-    backbone: str = BackboneOpt,
-    quantization: str = QuantOpt,
+    backbone: Optional[str] = ChampionBackboneOpt,
+    quantization: Optional[str] = ChampionQuantOpt,
     as_json: bool = typer.Option(False, "--json", help="print the decision and the ranked items as JSON"),
 ) -> None:
     """Recommend: retrieve candidates (MiniLM) or read them, re-rank with the routed adapter(s); titles and scores."""
