@@ -11,8 +11,8 @@ from .. import api
 from ..atomic import write_json
 from ..errors import AdaptrecError
 from ..userfiles import check_output_file
-from .options import (AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, TemplateOpt,
-                      echo_json)
+from .options import (HISTORY_FILE, AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt,
+                      TemplateOpt, echo_json)
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 
@@ -75,7 +75,7 @@ def score(
     data: str = typer.Option(..., "--data", help="data SPEC"),
     out: Path = typer.Option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or "
                              "Parquet (.parquet)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset; 0: all cases"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset (default: all cases; 0: all cases)"),
     seed: int = SeedOpt,
     template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,
@@ -105,8 +105,7 @@ def score(
 
 def predict(
     adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION], or a domain (its promoted one)"),
-    history: Path = typer.Option(..., "--history",
-                                 help='JSON: {"history": [{"title": ..., "liked": true, "item_id": ...}, ...]}'),
+    history: Path = typer.Option(..., "--history", help=HISTORY_FILE),
     item: str = typer.Option(..., "--item", help="the target item's title"),
     item_id: Optional[str] = typer.Option(None, "--item-id", help="the target's catalogue id (a collaborative "
                                           "adapter embeds it; history items take theirs as \"item_id\")"),

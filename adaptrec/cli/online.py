@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, SetOpt, echo_json
+from .options import MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, SetOpt, echo_json, strictly
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
 def update(
     ref: str = typer.Argument(..., help="the registered adapter to start from (name or name:version)"),
     data: str = typer.Option(..., "--data", help="SPEC of the new labelled cases, e.g. feedback:movie:1733300000"),
-    replay: float = typer.Option(0.2, "--replay", help="share of the training mix drawn from REF's original "
-                                 "training data (0: none)"),
+    replay: float = typer.Option(0.2, "--replay", min=0.0, max=1.0, callback=strictly(below=1.0),
+                                 help="share of the training mix drawn from REF's original training data, from 0 "
+                                 "(none) to below 1"),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="optimizer steps (default: REF's recipe's)"),
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
@@ -41,7 +42,8 @@ def drift(
     after: str = typer.Option(..., "--after", help="SPEC of the later window"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
-                                        help="a seeded, label-stratified subset of each window; 0: all cases"),
+                                        help="a seeded, label-stratified subset of each window (default: all cases; 0: all "
+                                        "cases)"),
     seed: int = SeedOpt,
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the reliability curves and the AUC of "

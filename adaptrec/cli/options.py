@@ -22,8 +22,22 @@ _TEMPLATES = "tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat
 TemplateOpt = typer.Option("tallrec", "--template", help=_TEMPLATES)
 AdapterTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapter's own, or the "
                                   "routed adapters' if they agree, with its prompt length; tallrec otherwise)")
+HISTORY_FILE = ('a history JSON file: {"history": [TITLE | {"title", "liked", "domain", "item_id"}, ...], "user_id", '
+                '"noun"} (docs/data.md)')
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
 SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
+
+
+def strictly(above: float | None = None, below: float | None = None):
+    """An option callback refusing, as a usage error, a value not strictly above `above` or below `below` (typer's
+    `min` and `max` include their bound)."""
+    def check(value: float | None) -> float | None:
+        if value is not None and above is not None and not value > above:
+            raise typer.BadParameter(f"{value} is not above {above:g}")
+        if value is not None and below is not None and not value < below:
+            raise typer.BadParameter(f"{value} is not below {below:g}")
+        return value
+    return check
 
 
 def _jsonable(value):

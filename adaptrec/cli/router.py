@@ -10,6 +10,7 @@ import typer
 from .. import api
 from ..errors import AdaptrecError
 from .options import (
+    HISTORY_FILE,
     AdapterTemplateOpt,
     BatchOpt,
     ChampionBackboneOpt,
@@ -42,7 +43,7 @@ def compose(
     method: str = typer.Option("cat", "--method", help="cat | svd | ties_svd | dare_linear_svd | dare_ties_svd | "
                                "magnitude_prune_svd | linear | ties | dare_linear | dare_ties | magnitude_prune | mix"),
     weights: Optional[str] = typer.Option(None, "--weights", help="one per adapter, e.g. 0.6,0.4 (default equal)"),
-    name: Optional[str] = typer.Option(None, "--name", help="registry name of the composed adapter (required)"),
+    name: str = typer.Option(..., "--name", help="registry name of the composed adapter"),
     domain: Optional[str] = typer.Option(None, "--domain", help="domain it serves (default: the last source's)"),
     search: bool = typer.Option(False, "--search", help="learn the weights on --shots labelled cases of --data"),
     data: Optional[str] = typer.Option(None, "--data", help="with --search: the target domain's labelled data SPEC"),
@@ -56,7 +57,8 @@ def compose(
     seed: int = SeedOpt,
     svd_rank: Optional[int] = typer.Option(None, "--svd-rank", min=1,
                                            help="*svd methods (default: sum of ranks, exact for svd)"),
-    density: Optional[float] = typer.Option(None, "--density", help="ties/dare/magnitude_prune: share of values kept"),
+    density: Optional[float] = typer.Option(None, "--density", help="ties/dare/magnitude_prune: share of values kept, "
+                                            "above 0 to 1 (default 0.5; 1.0 for magnitude_prune*)"),
     promote_cold: bool = typer.Option(False, "--promote-cold", help="serve cold-start users of DOMAIN with it"),
     into_base: Optional[Path] = typer.Option(None, "--into-base", help="also write a standalone full-precision model "
                                              "with the composition merged in (safetensors) to this new folder"),
@@ -73,7 +75,7 @@ def compose(
         several = len(given) > 1
         raise AdaptrecError(f"compose {', '.join(given)}: only the weight search reads {'these' if several else 'this'}"
                             f"; add --search, or drop {'them' if several else 'it'} to compose with --weights")
-    res = api.compose(from_, name=name or "", method=method, weights=weights, domain=domain, search_data=data,
+    res = api.compose(from_, name=name, method=method, weights=weights, domain=domain, search_data=data,
                       **{option: value for option, value in search_options.items() if value is not None}, seed=seed,
                       svd_rank=svd_rank, density=density, promote_cold=promote_cold, into_base=into_base,
                       backbone=backbone, quantization=quantization)
@@ -102,7 +104,7 @@ def route(
     user: str = UserOpt,
     domain: str = DomainOpt,
     data: Optional[str] = typer.Option(None, "--data", help="a data SPEC holding the user's history"),
-    history: Optional[Path] = typer.Option(None, "--history", help='JSON: {"history": [{"title", "liked", "domain"}, ...]}'),
+    history: Optional[Path] = typer.Option(None, "--history", help=HISTORY_FILE),
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
     cold_weights: Optional[str] = ColdWeightsOpt,
@@ -120,9 +122,11 @@ def recommend(
     user: str = UserOpt,
     domain: str = DomainOpt,
     data: str = typer.Option(..., "--data", help="implicit-feedback SPEC: the catalogue (and the user's history)"),
-    history: Optional[Path] = typer.Option(None, "--history", help="the user's history file instead of their case in --data"),
+    history: Optional[Path] = typer.Option(None, "--history", help=f"{HISTORY_FILE}; instead of the user's case in "
+                                           "--data"),
     candidates_file: Optional[Path] = typer.Option(None, "--candidates-file",
-                                                   help="candidates.jsonl (docs/data.md); default: retrieve"),
+                                                   help="candidate lists (candidates.jsonl or .parquet, docs/data.md); "
+                                                   "default: retrieve"),
     retrieve: Optional[int] = typer.Option(None, "--retrieve", min=1, help="candidates retrieved with MiniLM when no "
                                            "--candidates-file (default 20)"),
     top_k: int = typer.Option(10, "--top-k", min=1, help="items printed, best first"),

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import BackboneOpt, QuantOpt, TemplateOpt
+from .options import BackboneOpt, QuantOpt, TemplateOpt, strictly
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1,
                                        help="request bodies over this get 413 unread"),
     prefix_cache_mb: int = typer.Option(256, "--prefix-cache-mb", min=0, help="MiB of shared-prefix KV caches kept"),
-    queue_timeout: float = typer.Option(5.0, "--queue-timeout", min=0.0,
+    queue_timeout: float = typer.Option(5.0, "--queue-timeout", callback=strictly(above=0.0),
                                         help="seconds (above 0) a request may wait before it is refused"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1,
                                             help="rows merged across requests (default: 1 on "

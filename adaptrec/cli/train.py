@@ -47,7 +47,8 @@ def train_cf(
     data: str = typer.Option(..., "--data", help="interaction source: movielens:100k, movielens:100k:loo or amazon"),
     name: Optional[str] = typer.Option(None, "--name", help="registry name (default KIND-SOURCE)"),
     dim: Optional[int] = typer.Option(None, "--dim", min=1, help="vector size (default: the encoder's)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs, or iterations for bpr/als (default: "
+                                        "the encoder's)"),
     seed: int = SeedOpt,
 ) -> None:
     """Fit a collaborative encoder on a source's training interactions, measure it on validation, register it."""

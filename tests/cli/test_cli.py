@@ -161,6 +161,8 @@ def test_export_to_lora_refuses_an_adapter_whose_files_changed(monkeypatch, caps
     (["serve", "--max-resident", "0"], "--max-resident"),
     (["eval", "--data", "tallrec:movie:test", "--seed", "-1"], "--seed"),  # was: numpy's traceback
     (["serve", "--queue-timeout", "-1"], "--queue-timeout"),  # was: served, refusing every request
+    (["serve", "--queue-timeout", "0"], "--queue-timeout"),  # was: help said x>=0, the API then refused it
+    (["update", "x:1", "--data", "feedback:movie", "--replay", "1"], "--replay"),  # was: after both data sets loaded
     (["serve", "--max-padding", "5"], "--max-padding"),
     (["demo", "--limit", "0"], "--limit"),  # was: blamed the shipped recipe's evaluation.limit
     (["drift", "movie", "--before", "feedback:movie", "--after", "feedback:movie", "--seed", "-1"], "--seed"),
