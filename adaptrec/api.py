@@ -56,7 +56,7 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
     if not refs or (backbone is not None and quantization is not None):
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
-    from .router.policy import resolve_sources
+    from .router.sources import resolve_sources
 
     reg = registry()
     record = reg.resolve(resolve_sources(reg, refs[:1])[0])
@@ -125,10 +125,11 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
 
     `overrides`: dotted `key=value` settings (`training.lr=1e-4`); `promote`: make it serve its domain."""
     from .config import load_recipe
-    from .train.recipe import check_resumable, run_recipe
 
     _check_run_options(resume, restart)
-    parsed, text = load_recipe(str(recipe), list(overrides))
+    parsed, text = load_recipe(str(recipe), list(overrides))  # a bad name or key: refused before torch is imported
+    from .train.recipe import check_resumable, run_recipe
+
     if resume:
         check_resumable(parsed)
     result = run_recipe(parsed, text, resume=resume, restart=restart)
@@ -144,7 +145,8 @@ def load(ref: str | None = None, *, backbone: str | None = None, quantization: s
     `backbone`/`quantization` default to those the adapter was trained on (else the embedded default, 8bit),
     `template` and the prompt length to those it was trained with (else `tallrec` and 1024 tokens)."""
     from .data.prompts import TEMPLATES
-    from .router.recommender import Recommender, one_source
+    from .router.recommender import Recommender
+    from .router.sources import one_source
     from .scoring.core import PROMPT_TOKENS
 
     _check_choice("score", score, SCORE_MODES)
@@ -176,13 +178,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
     encoder rows also rank each held-out item among every item of their catalogue (ranking protocol only)."""
     from .data.prompts import TEMPLATES
-    from .data.spec import load_spec
-    from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
-    from .online.gate import saw_data
-    from .router.policy import resolve_sources
-    from .score_cache import ScoreCache
-    from .scoring.variants import sources_prompt
-    from .text_encoder import minilm_if_installed
+    from .router.sources import resolve_sources
 
     data = _spec_text(data, "data")
     _check_choice("score", score, SCORE_MODES)
@@ -193,7 +189,14 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         raise AdaptrecError(f"{option('candidates', candidates)} and {option('candidates_file')}: sampled lists, or "
                             "given ones")
     reg = registry()
-    refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before data or backbone load
+    refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before torch, data or backbone
+    from .data.spec import load_spec
+    from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
+    from .online.gate import saw_data
+    from .score_cache import ScoreCache
+    from .scoring.variants import sources_prompt
+    from .text_encoder import minilm_if_installed
+
     _check_collab_sources(reg, refs, data)
     prompt = {"template": "tallrec", **sources_prompt([reg.resolve(r) for r in refs], template,
                                                       remedy=f"pass {option('template')} to read them through one")}
@@ -379,6 +382,10 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     on both engines. `cache`: read and write the score cache under `$ADAPTREC_HOME`, so a rerun resumes cheaply.
     `template` defaults to the adapter's own, as its prompt length does (`tallrec` for the untuned backbone);
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
+    from .router.sources import one_source
+
+    reg = registry()  # the cheapest check first, before torch is imported:
+    ref = one_source(reg, ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     from .backbone import default_device, library_versions, resolve_backend
     from .batch import (
         CHUNK_SIZE,
@@ -394,7 +401,6 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     from .batch.ray_engine import ray_predictions, require_ray
     from .data.prompts import TEMPLATES
     from .data.spec import load_spec
-    from .router.recommender import one_source
     from .score_cache import ScoreCache
     from .scoring.core import PROMPT_TOKENS
     from .scoring.variants import row_template
@@ -414,8 +420,6 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     check_output_file(meta_path(Path(out)), f"{option('out', out)} (its record {meta_path(Path(out))})")
     if engine == "ray":
         require_ray()  # missing Ray fails before the data loads
-    reg = registry()
-    ref = one_source(reg, ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     backbone, quantization = _made_for([ref] if ref else [], backbone, quantization)
     dataset = load_spec(data, seed=seed)
     check_output_file(out, option("out", out), inputs=dataset.sources)  # was: the data file replaced by its scores
@@ -445,7 +449,7 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
     """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
     `item_id`: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
     from .data.history_file import checked_text, parse_history, read_history_file
-    from .router.recommender import one_source
+    from .router.sources import one_source
 
     checked_text(item, option("item"), "the target item's title")
     if item_id is not None:  # was: '' accepted, as no id at all
@@ -480,7 +484,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`. `backbone`
     and `quantization` default to the first source's own (`_made_for`)."""
     from .adapters.merge import MIX, merge_into_base
-    from .router.policy import resolve_sources
+    from .router.sources import resolve_sources
     from .router.weights import search_and_compose
 
     search_data = _spec_text(search_data, "search_data")
@@ -522,7 +526,8 @@ def route(user: str, domain: str, *, data: str | None = None, history: Path | Se
     from .backbone import backbone_fingerprint
     from .data.spec import load_spec
     from .names import check_domain
-    from .router.policy import RouteError, RoutePolicy, check_cold_options, no_history, route_user
+    from .router.policy import RoutePolicy, check_cold_options, no_history, route_user
+    from .router.sources import RouteError
 
     data = _spec_text(data, "data")
     check_domain(domain)  # an empty one would be blamed on the history

@@ -79,6 +79,11 @@ class ConfigError(AdaptrecError):
     """A recipe is invalid (unknown key, wrong type, missing file)."""
 
 
+class CompositionError(AdaptrecError):
+    """Adapters that cannot be combined this way (method, ranks, adapter types, weights), or named sources that
+    name none."""
+
+
 class RegistryError(AdaptrecError):
     """A registry lookup or update failed (unknown adapter, refused removal, ...)."""
 

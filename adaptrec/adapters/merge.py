@@ -35,7 +35,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
-from adaptrec.errors import AdaptrecError, option
+from adaptrec.errors import CompositionError, option
 from adaptrec.fingerprint import Fingerprint, digest
 
 from .attach import COLLAB_TYPE, attach, load_peft, peft_name, peft_type, restore
@@ -49,10 +49,6 @@ MIX = "mix"  # score-level: weighted average of each adapter's P(yes)
 METHODS = MERGE_METHODS + (MIX,)
 _DENSITY_METHODS = tuple(m for m in MERGE_METHODS if m not in ("cat", "svd", "linear"))
 _LORA_TYPES = ("LORA", "ADALORA")
-
-
-class CompositionError(AdaptrecError):
-    """Adapters that cannot be combined this way (method, ranks, adapter types, weights)."""
 
 
 @dataclass(frozen=True)

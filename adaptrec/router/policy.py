@@ -14,22 +14,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from adaptrec.adapters.merge import MIX, Composition, CompositionError, as_mix, parse_weights
+from adaptrec.adapters.merge import MIX, Composition, as_mix, parse_weights
 from adaptrec.data.history_file import HistoryEntry, parse_history, read_history_file
 from adaptrec.data.records import Case, default_noun
-from adaptrec.errors import AdaptrecError, FingerprintMismatch, RegistryError, option
+from adaptrec.errors import FingerprintMismatch, option
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
+from .sources import RouteError, named_sources, resolve_sources
+
 COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
-
-
-class RouteError(AdaptrecError):
-    """No adapter can serve the request (none promoted, or made for another base model)."""
 
 
 @dataclass(frozen=True)
@@ -190,30 +188,6 @@ def user_case(user_id: str, domain: str, dataset=None,
     if dataset is not None:
         return spec_case(dataset, user_id, domain)
     raise no_history()
-
-
-def named_sources(items: str | Iterable[str]) -> tuple[str, ...]:
-    """The adapter refs or domains `items` names (comma-separated, or a list); one line when it names none."""
-    named = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
-    if not named:
-        raise CompositionError(f"{items!r} names no adapter: give an adapter ref or a domain, or several "
-                               "comma-separated, e.g. arts-lora,office-lora")
-    return named
-
-
-def resolve_sources(registry, items: str | Iterable[str]) -> tuple[str, ...]:
-    """`"arts,office-lora:2"` -> refs: each item is an adapter ref, else a domain (its promoted adapter)."""
-    refs = []
-    for item in named_sources(items):
-        try:
-            refs.append(registry.resolve(item).ref)
-        except RegistryError:
-            promoted = registry.promoted(item)
-            if promoted is None:
-                raise CompositionError(f"{item!r} is neither a registered adapter nor a domain with a promoted adapter; "
-                                       "see `adaptrec registry list`") from None
-            refs.append(promoted.ref)
-    return tuple(refs)
 
 
 def check_cold_options(cold_mix, cold_weights: str | None) -> None:

@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 
 from ..adapters.attach import detach
-from ..adapters.files import MIX_TYPE
 from ..data.history_file import HistoryEntry, Item, parse_history, parse_items
 from ..data.prompts import UnknownItemsWarning, plain_template, unknown_items
 from ..data.records import Case, default_noun
@@ -19,21 +18,7 @@ from ..errors import DataFormatError, option
 from ..scoring.core import PROMPT_TOKENS, Scorer
 from ..scoring.logits import ScoreMode
 from ..scoring.variants import llm_variants, variant_scorer
-from .policy import RouteError, resolve_sources
-
-
-def one_source(registry, ref: str | None) -> str | None:
-    """The one adapter `ref` names (NAME[:VERSION], or a domain: its promoted adapter); None for none. Several,
-    comma-separated, are refused: a Recommender scores with one adapter (a mix is composed first)."""
-    refs = list(resolve_sources(registry, ref)) if ref is not None else []  # "" is a mistake, not the backbone
-    if len(refs) > 1:
-        raise RouteError(f"{ref!r} names {len(refs)} adapters; a Recommender scores with one: merge them first "
-                         "(adaptrec compose --method cat) and load the composition")
-    if refs and registry.resolve(refs[0]).adapter_type == MIX_TYPE:
-        raise RouteError(f"{refs[0]} is a score-level mix; a Recommender scores with one adapter: merge LoRA or "
-                         "AdaLoRA sources (adaptrec compose --method cat) and load that, or score the mix with eval, "
-                         "route or serve, which expand it")
-    return refs[0] if refs else None
+from .sources import one_source
 
 
 class Recommender:

@@ -36,7 +36,7 @@ from adaptrec.metrics.classification import log_loss
 from adaptrec.scoring.core import backbone_scorer
 from adaptrec.scoring.variants import component_scores, mix, sources_prompt
 
-from .policy import resolve_sources
+from .sources import resolve_sources
 
 DEFAULT_BUDGET = 20
 DEFAULT_L1 = 0.05

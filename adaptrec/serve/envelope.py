@@ -20,7 +20,7 @@ from adaptrec.errors import (
     RegistryError,
     RegistryUnavailable,
 )
-from adaptrec.router.policy import RouteError
+from adaptrec.router.sources import RouteError
 
 log = logging.getLogger("adaptrec.serve")
 # the first class an error is an instance of decides (RegistryBusy before RegistryError); the server's storage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -419,3 +420,16 @@ def test_json_output_writes_numpy_values_as_numbers(capsys):
 
     echo_json({"score": np.float32(0.5), "ids": np.arange(3), "path": Path("a/b")})
     assert json.loads(capsys.readouterr().out) == {"score": 0.5, "ids": [0, 1, 2], "path": "a/b"}
+
+
+@pytest.mark.parametrize("args", [["train", "no-such-recipe"], ["eval", "nope", "--data", "tallrec:movie:test"],
+                                  ["score", "nope", "--data", "tallrec:movie:test", "--out", "p.jsonl"],
+                                  ["predict", "nope", "--history", "h.json", "--item", "x"]])
+def test_a_wrong_recipe_or_adapter_name_is_refused_before_peft_is_imported(tmp_path, args):
+    """These imported peft and transformers (5-10 s) before looking the name up."""
+    code = ("import sys\nfrom adaptrec.cli import main\nsys.argv = ['adaptrec', *sys.argv[1:]]\ntry:\n    main()\n"
+            "except SystemExit as e:\n    print(e.code, 'peft' in sys.modules or 'transformers' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "ADAPTREC_HOME": str(tmp_path / "home")}, timeout=120)
+    assert run.stdout.split() == ["2", "False"], run.stderr
+    assert "no such recipe" in run.stderr or "neither a registered adapter" in run.stderr

@@ -16,7 +16,8 @@ from adaptrec.data.records import Case, HistoryItem
 from adaptrec.errors import DataFormatError, FingerprintMismatch
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
-from adaptrec.router.policy import RouteError, RoutePolicy, route
+from adaptrec.router.policy import RoutePolicy, route
+from adaptrec.router.sources import RouteError
 
 FP = Fingerprint("e" * 64, "f" * 64, "org/base")
 SAME_FAMILY = Fingerprint("d" * 64, "f" * 64, "org/base-4bit")
