@@ -1,5 +1,5 @@
 """`adaptrec plot …`: PNG figures of result files (learning curves, AUC against shots, the cross-domain heat map,
-benchmark bars); each command prints the path it wrote."""
+benchmark bars, drift between two windows); each command prints the path it wrote."""
 
 from __future__ import annotations
 
@@ -62,3 +62,12 @@ def plot_bench(
 ) -> None:
     """Latency and throughput bars: adaptrec beside the same run's baseline, with each benchmark's target."""
     typer.echo(api.plot("bench", results, out, title=title))
+
+
+@plot_app.command("drift")
+def plot_drift(
+    report: Annotated[Path, typer.Argument(help="a drift report (`adaptrec drift --json > drift.json`)")],
+    out: Out = None,
+) -> None:
+    """Two windows' reliability curves and AUCs from a saved drift report (as `drift --plot` draws them)."""
+    typer.echo(api.plot("drift", [report], out))

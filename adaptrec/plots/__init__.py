@@ -8,8 +8,8 @@ Each module draws one kind from plain data (`plot_*`: lists and dicts, returns t
     shots     test AUC against shots per adapter type, from the TALLRec grid's JSONL
     transfer  the cross-domain matrix as a heat map, from the cross-domain experiment's JSON
     bench     latency and throughput bars from bench/results/*.json
-    drift     two windows' reliability curves and AUCs, from `adaptrec drift --json`'s report (drawn by
-              `adaptrec drift --plot`, or `adaptrec.plot("drift", …)`; `adaptrec plot` has no drift command)
+    drift     two windows' reliability curves and AUCs, from `adaptrec drift --json`'s report (also drawn by
+              `adaptrec drift --plot`)
 """
 
 from __future__ import annotations

@@ -85,6 +85,11 @@ def test_drift_cli_reports_both_windows_and_draws_them(tiny_model_dir, tmp_path,
     assert (report["before"]["transductive"], report["after"]["transductive"]) == (["popularity"], [])  # was: unsaid
     assert report["change"]["psi"] >= 0 and 0 <= report["change"]["ks_p"] <= 1 and 0 < report["change"]["psi_p"] <= 1
     assert (tmp_path / "drift.png").stat().st_size > 10_000
+    (tmp_path / "drift.json").write_text(out)  # the saved report, drawn again without scoring (was: no command)
+    code, drawn, err = run_cli(monkeypatch, capsys, "plot", "drift", str(tmp_path / "drift.json"), "-o",
+                               str(tmp_path / "again.png"))
+    assert code == 0 and drawn.strip() == str(tmp_path / "again.png"), err
+    assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, out, _ = run_cli(monkeypatch, capsys, "drift", "arts", "--before", before, "--after", after, *tiny)
     assert code == 0 and out.startswith("drift of arts (arts-lora:1): PSI") and f"before ({before}): 20 cases" in out
     assert "over cases, not users" in out and "(popularity transductive here)" in out.splitlines()[1]
