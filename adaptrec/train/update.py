@@ -48,11 +48,16 @@ def replay_count(new: int, share: float) -> int:
     return round(new * share / (1 - share))
 
 
+def check_share(share: float) -> None:
+    """A one-line `ConfigError` for a replay share outside [0, 1)."""
+    if not 0 <= share < 1:  # NaN too
+        raise ConfigError(f"{option('replay', share)}: expected a share in [0, 1)")
+
+
 def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int) -> tuple[list[Case], int]:
     """`new` plus enough of `old` (a seeded draw, without replacement, at most all of it) that old cases make up
     `share` of the mix, shuffled; and how many old ones went in."""
-    if not 0 <= share < 1:
-        raise ConfigError(f"{option('replay', share)}: expected a share in [0, 1)")
+    check_share(share)
     rng = random.Random(seed)
     n_old = min(len(old), replay_count(len(new), share))
     mixed = list(new) + rng.sample(list(old), n_old)
@@ -107,6 +112,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     training cases for `steps` optimizer steps (default: its recipe's), register the next version of its name."""
     if steps is not None and steps < 1:
         raise ConfigError(f"{option('steps', steps)}: expected at least 1 optimizer step")
+    check_share(replay)  # before any data is read
     registry = registry or Registry()
     parent = registry.resolve(ref)
     if not parent.recipe_text:

@@ -292,6 +292,8 @@ def test_update_refuses_what_it_cannot_do(trained):
     # a --set is written now, as train's are: true/false is no number (was: lr 1.0, as a stored text may read)
     with pytest.raises(ConfigError, match="^overrides: training: lr: a number expected, not true/false"):
         update_adapter(parent.ref, "feedback:movie", overrides=["training.lr=yes"])
+    with pytest.raises(ConfigError, match="^replay=nan: expected a share"):  # before any data is read (was: after)
+        update_adapter(parent.ref, "no-such-file.jsonl", replay=float("nan"))
 
 
 def test_decide_names_its_test_and_resolves_what_it_can():
