@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: write to a temporary sibling, fsync, then rename into place."""
+"""Atomic file and folder writes (write to a temporary sibling, fsync, then rename into place), locked work folders,
+and the write-ahead-log mode of the SQLite stores."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import tempfile
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
@@ -152,3 +155,19 @@ def abandoned(folder: Path) -> bool | None:
         return False
     finally:
         os.close(fd)
+
+
+def use_wal(db: sqlite3.Connection, timeout_s: float) -> None:
+    """Put `db`'s file in write-ahead-log mode (a file already in it is left as is), retrying while another connection
+    holds the lock, up to `timeout_s`: SQLite's busy timeout does not cover the switch, so several processes opening
+    a new file at once were refused "database is locked" within milliseconds, all but one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

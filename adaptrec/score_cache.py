@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import use_wal
 from .errors import AdaptrecError
 from .home import adaptrec_home
 
 FILE_NAME = "score_cache.db"
+TIMEOUT_S = 60  # how long a statement waits for another process's lock
 TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
 
 
@@ -31,8 +33,8 @@ class ScoreCache:
         self.path = path
         with self._one_line():
             # a Ray actor runs its calls on another thread than its constructor; one call at a time (was: refused)
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(path, timeout=TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            use_wal(self._db, TIMEOUT_S)
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
 
     @contextmanager
