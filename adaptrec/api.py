@@ -127,7 +127,7 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
     from .config import load_recipe
 
     _check_run_options(resume, restart)
-    parsed, text = load_recipe(str(recipe), list(overrides))  # a bad name or key: refused before torch is imported
+    parsed, text = load_recipe(str(recipe), list(overrides))  # a bad name or key: refused before peft is imported
     from .train.recipe import check_resumable, run_recipe
 
     if resume:
@@ -189,7 +189,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         raise AdaptrecError(f"{option('candidates', candidates)} and {option('candidates_file')}: sampled lists, or "
                             "given ones")
     reg = registry()
-    refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before torch, data or backbone
+    refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before peft, data or backbone
     from .data.spec import load_spec
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
     from .online.gate import saw_data
@@ -306,6 +306,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     record the decision either way."""
     from .data.spec import load_spec
     from .evaluation import select_cases
+    from .online.drift import domain_cases
     from .online.gate import plan_gate, run_gate
     from .score_cache import ScoreCache
 
@@ -313,10 +314,11 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
     record = reg.resolve(ref)
+    domain = domain or record.domain
     dataset = load_spec(data, seed=seed)
-    cases = select_cases(dataset, limit, seed)
-    plan = plan_gate(reg, record.ref, domain or record.domain, cases, data, margin, limit,  # refusals: no model load
-                     dataset.fingerprint)
+    domain_cases(dataset.cases, domain, data)  # refused when none is of `domain`, naming theirs
+    cases = select_cases(dataset, limit, seed, domain)  # the limit counts the domain's own (a log may hold several)
+    plan = plan_gate(reg, record.ref, domain, cases, data, margin, limit, dataset.fingerprint)  # no model loads
     # read before the backbone loads; a first promotion scores nothing and needs none
     options = {r.ref: _scoring_options(reg, r.ref) for r in (plan.challenger, plan.champion)} if plan.champion else {}
     bb = _backbone(*_made_for([record.ref], backbone, quantization)) if plan.champion is not None else None
@@ -384,7 +386,7 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     `backbone`/`quantization` to those it was trained on (else the embedded default, 8bit)."""
     from .router.sources import one_source
 
-    reg = registry()  # the cheapest check first, before torch is imported:
+    reg = registry()  # the cheapest check first, before peft and transformers are imported:
     ref = one_source(reg, ref)  # NAME[:VERSION], or a domain's champion: one adapter, pinned for every chunk
     from .backbone import default_device, library_versions, resolve_backend
     from .batch import (

@@ -142,17 +142,24 @@ def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
 
 
 def abandoned(folder: Path) -> bool | None:
-    """Whether `work_dir` `folder`'s process is gone: True (its lock is free), False (held), None (no lock file: a
-    folder made otherwise, or by a process that has yet to lock it)."""
+    """Whether `work_dir` `folder`'s process is gone: True (its lock is free), False (held), None (no lock file, or
+    one this process may not open: a folder made otherwise, by a process that has yet to lock it or has just
+    finished, or another user's)."""
+    lock_path = folder.with_name(folder.name + LOCK_SUFFIX)
     try:
-        fd = os.open(folder.with_name(folder.name + LOCK_SUFFIX), os.O_RDWR)
-    except FileNotFoundError:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
     except BlockingIOError:
         return False
+    else:  # free: its owner died, or unlinked the file after this opened it (work done; the path names no file now)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        return True if same else None
     finally:
         os.close(fd)
 

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -251,11 +250,7 @@ def embedded_dir(name: str = EMBEDDED) -> Path:
     except OSError:
         if not (target / "model.safetensors").is_file():  # another process may have won the rename
             raise
-    folder = _embedded(name).folder  # other wheel versions' copies go (a process reading one keeps its open files)
-    for older in [target.parent / folder, *target.parent.glob(f"{glob.escape(folder)}-[0-9]*")]:
-        if older != target:
-            shutil.rmtree(older, ignore_errors=True)
-    return target
+    return target  # other wheel versions' copies stay: another environment sharing this home may load them
 
 
 def resolve_source(name: str) -> tuple[Path, str]:

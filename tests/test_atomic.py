@@ -33,6 +33,44 @@ def test_new_files_and_folders_get_the_umasks_modes(tmp_path, umask_022):
     assert _mode(tmp_path / "folder" / "inside.txt") == 0o644
 
 
+def test_a_registered_adapters_folder_gets_the_umasks_mode_across_file_systems(tmp_path, umask_022, monkeypatch):
+    """Registered from an owner-only work folder, renamed into place as it was (0700): other users of a shared home
+    could not read it; a work folder on another file system could not be renamed at all."""
+    import errno
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from adaptrec.fingerprint import Fingerprint
+    from adaptrec.registry import Registry
+
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"base_model.model.q_proj.lora_A.weight": np.ones((2, 4), np.float32)},
+              str(src / "adapter_model.safetensors"))
+    (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    reg = Registry(home=tmp_path / "home")
+    fp = Fingerprint(exact="e" * 64, family="f" * 64, base_model="m")
+
+    def register():
+        return reg.register(src, name="a", domain="d", kind="trained", adapter_type="lora", adapter_config=None,
+                            fingerprint=fp)
+
+    record = register()
+    assert _mode(record.path) == 0o755 and _mode(record.path / "adapter_model.safetensors") == 0o644
+    real = os.rename
+
+    def across(a, b):
+        if Path(a).parent == reg.scratch_dir and Path(a).is_dir():  # the work folder, not its lock
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "rename", across)
+    record = register()
+    assert _mode(record.path) == 0o755 and reg.load_verified(record.ref, fp).version == 2
+
+
 def test_a_replaced_file_keeps_its_mode(tmp_path, umask_022):
     path = tmp_path / "secret.json"
     write_json(path, {"token": 1})

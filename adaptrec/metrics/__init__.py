@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .bootstrap import BootstrapCI, bootstrap_ci, class_units, resampling_units
+from .bootstrap import BootstrapCI, bootstrap_ci, class_holders, class_units, resampling_units
 from .classification import accuracy, auc, log_loss
 from .ranking import (
     hit_at_k,
@@ -52,6 +52,7 @@ __all__ = [
     "mrr_per_case",
     "bootstrap_ci",
     "BootstrapCI",
+    "class_holders",
     "class_units",
     "estimate",
 ]

@@ -91,13 +91,21 @@ def resampling_units(n: int, clusters=None) -> int:
     return n if clusters is None else len(set(clusters))
 
 
-def class_units(labels, clusters=None) -> int:
-    """The fewest resampling units (distinct clusters, or rows without clusters) that hold a case of one class of
-    0/1 `labels` (0: a class is absent). Below 2, every resample on which AUC is defined holds that one unit's cases
-    of the class: its interval ignores how units vary, and reads narrower than the data allow."""
+def class_holders(labels, clusters=None) -> dict[int, int]:
+    """How many resampling units (distinct clusters, or rows without clusters) hold a case of each class of 0/1
+    `labels`, {1: …, 0: …}."""
     y = np.asarray(labels)
+    if clusters is not None and len(clusters) != len(y):
+        raise ValueError(f"clusters: {len(clusters)} labels for {len(y)} rows; give one per row")
     units = np.arange(len(y)) if clusters is None else np.asarray(clusters, dtype=object)
-    return min(len(set(units[y == label].tolist())) for label in (0, 1))
+    return {label: len(set(units[y == label].tolist())) for label in (1, 0)}
+
+
+def class_units(labels, clusters=None) -> int:
+    """The fewest resampling units that hold a case of one class (`class_holders`; 0: a class is absent). Below 2,
+    every resample on which AUC is defined holds that one unit's cases of the class: its interval ignores how units
+    vary, and reads narrower than the data allow."""
+    return min(class_holders(labels, clusters).values())
 
 
 def bootstrap_ci(

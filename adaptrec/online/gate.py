@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptrec.data.records import ANONYMOUS, Case
-from adaptrec.metrics import paired_difference
+from adaptrec.metrics import class_holders, paired_difference
 from adaptrec.metrics.classification import auc
 from adaptrec.registry import AdapterRecord, Registry
 from adaptrec.scoring.variants import component_scores
@@ -267,7 +267,7 @@ def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case
             if ANONYMOUS in users else ""
         raise ConfigError(f"{option('data', data)}: {len(users)} users; the gate's user-clustered test needs at least "
                           f"{MIN_USERS}{unnamed}")
-    holders = {label: len({c.user_id for c in labelled if c.label == label}) for label in (1, 0)}
+    holders = class_holders([c.label for c in labelled], [c.user_id for c in labelled])
     fewest = min(holders, key=holders.__getitem__)
     if holders[fewest] < MIN_CLASS_USERS:
         raise ConfigError(f"{option('data', data)}: its {'liked' if fewest else 'disliked'} cases are held by "

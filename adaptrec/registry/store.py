@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from adaptrec.adapters.files import (
     finish_adapter_dir,
     stage_adapter_files,
 )
-from adaptrec.atomic import LOCK_SUFFIX, abandoned, atomic_dir, fsync_dir, work_dir
+from adaptrec.atomic import LOCK_SUFFIX, abandoned, atomic_dir, fsync_dir, fsync_tree, umask, work_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
@@ -76,6 +77,10 @@ def _delete(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class VersionRemoved(RegistryError):
+    """A version was removed (by another process) while its files were being checked."""
+
+
 def foreign_versions(records: list[AdapterRecord], repo: str) -> list[AdapterRecord]:
     """Those of `records` (one name's versions) not pulled from `repo`: made here, or pulled from elsewhere."""
     return [r for r in records if r.kind != "pulled" or (r.origin or {}).get("repo") != repo]
@@ -89,12 +94,21 @@ def describe_version(record: AdapterRecord) -> str:
 
 def _move_into_place(stage: Path, folder: Path) -> None:
     """Rename the finished `stage` to `folder` (a leftover of a process killed between rename and commit is
-    replaced), durably; the caller holds the write lock."""
+    replaced), durably, with a new folder's mode under the umask (the work folder's is owner-only); the caller holds
+    the write lock. A work folder on another file system is copied beside `folder` first."""
     if folder.exists():
         shutil.rmtree(folder)
+    os.chmod(stage, 0o777 & ~umask())
+    fsync_tree(stage)
     folder.parent.mkdir(parents=True, exist_ok=True)
     fsync_dir(folder.parent.parent)  # a name's first version: its new folder survives a power loss too
-    os.rename(stage, folder)
+    try:
+        os.rename(stage, folder)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        with atomic_dir(folder) as copy:  # ($ADAPTREC_HOME/tmp mounted apart)
+            shutil.copytree(stage, copy, dirs_exist_ok=True)
     fsync_dir(folder.parent)
 
 
@@ -541,7 +555,11 @@ class Registry:
                         elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit():
                             versioned.append((table, sub))
         now = time.time()
-        for entry in sorted(self.scratch_dir.iterdir()) if self.scratch_dir.is_dir() else ():
+        try:  # a registration that just finished removes the emptied folder
+            scratch = sorted(self.scratch_dir.iterdir())
+        except FileNotFoundError:
+            scratch = []
+        for entry in scratch:
             with suppress(OSError):  # its own work just removed it
                 if entry.name.endswith(LOCK_SUFFIX):  # a work folder's lock: it goes with its folder
                     folder = entry.with_name(entry.name.removesuffix(LOCK_SUFFIX))
@@ -577,7 +595,7 @@ class Registry:
         for rec in records:
             try:
                 self._files_of(rec)
-            except RegistryError:  # removed while it was checked: no longer registered, so no problem
+            except VersionRemoved:  # removed while it was checked: no longer registered, so no problem
                 continue
             except (AdaptrecError, OSError) as e:
                 problems.append(f"{rec.ref}: {str(e).splitlines()[0]}")
@@ -615,12 +633,12 @@ class Registry:
 
     def _files_of(self, rec: AdapterRecord) -> dict:
         """`verified_files(rec)`; a version removed meanwhile (its folder went after its row) is a `RegistryError`
-        saying so, not an `IntegrityError` calling its files modified."""
+        (`VersionRemoved`) saying so, not an `IntegrityError` calling its files modified."""
         try:
             return verified_files(rec)
         except (AdaptrecError, OSError):
             if not self._registered(rec):
-                raise RegistryError(f"{rec.ref} was removed while its files were being checked") from None
+                raise VersionRemoved(f"{rec.ref} was removed while its files were being checked") from None
             raise
 
     def _registered(self, rec: AdapterRecord) -> bool:

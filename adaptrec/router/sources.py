@@ -1,5 +1,5 @@
 """Which adapters a command names: refs or domains (their promoted adapter), resolved on the registry alone, so a
-wrong name is refused before torch or peft is imported."""
+wrong name is refused before peft and transformers are imported."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from adaptrec.scoring.core import Scorer
-from adaptrec.scoring.logits import ScoreMode
+from adaptrec.scoring.logits import ScoreMode, to_scores
 
 from ..adapters.base import Tuner, build_peft_model, tuner_for, warm_start
 from ..atomic import atomic_dir, write_text
@@ -194,8 +194,9 @@ def own_forward(model) -> Iterator[None]:
 
 def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") -> float:
     """AUC of `cases` under the score the recipe reports (`evaluation.score`), so the adapter kept as best is
-    picked on the score its evaluation shows; `ConfigError` when the adapter scores NaN (its weights diverged)."""
-    scores = scorer.score(cases, mode)
+    picked on the score its evaluation shows; `ConfigError` when the adapter scores NaN (its weights diverged),
+    which the training loop names with its step (read here, not through `Scorer.score`'s general refusal)."""
+    scores = to_scores(scorer.logits_for_prompts(scorer.prompts(cases)), mode)
     if not np.isfinite(scores).all():
         raise ConfigError("the adapter's validation scores are not finite: training diverged (its weights hold NaN "
                           "or inf); lower training.lr")

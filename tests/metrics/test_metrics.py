@@ -181,6 +181,8 @@ def test_ranking_input_validation():
         ranks([[0.1, 0.2]], np.array([np.True_], dtype=object))
     with pytest.raises(ValueError, match="1 labels for 3 rows"):  # was: the value with no CI, without a word
         compute_ranking("hit@1", [[0.1, 0.2]] * 3, [0, 1, 1], clusters=["u"])
+    with pytest.raises(ValueError, match="1 labels for 3 rows"):  # AUC too (was: numpy's IndexError)
+        compute_classification("auc", [0, 1, 1], [0.1, 0.2, 0.3], clusters=["u"])
 
 
 # ----------------------------------------------------------------------------- bootstrap

@@ -536,6 +536,24 @@ def test_the_gate_leaves_other_domains_out_and_needs_users_holding_each_class():
         plan_gate(registry, "chall:1", "movie", one_liker, "log.jsonl")
 
 
+def test_the_gates_limit_counts_the_domains_own_cases(monkeypatch):
+    """The seeded `limit` was drawn from every domain's cases before the other domains' were left out: 10 of a log
+    holding 24 movie and 300 book cases left about one movie case."""
+    import adaptrec.data.spec as spec_mod
+    import adaptrec.online.gate as gate_mod
+    from adaptrec import api
+
+    mixed = synthetic_cases(24, seed=1) + synthetic_cases(300, seed=2, domain="book")
+    monkeypatch.setattr(spec_mod, "load_spec", lambda data, seed=0: SimpleNamespace(cases=mixed, fingerprint="f"))
+    monkeypatch.setattr(api, "registry", lambda home=None: SimpleNamespace(
+        resolve=lambda ref: SimpleNamespace(ref="x:1", domain="movie")))
+    seen = []
+    monkeypatch.setattr(gate_mod, "plan_gate", lambda reg, ref, domain, cases, *a: seen.append(cases) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        api.promote_if_better("x:1", data="log.jsonl", limit=10)
+    assert len(seen[0]) == 10 and {c.domain for c in seen[0]} == {"movie"}
+
+
 def test_an_update_killed_before_it_recorded_its_version_registers_no_second_one(trained):
     """The run folder's `registered.json` is written after the version is registered: a kill in between made the
     rerun register a duplicate."""

@@ -822,3 +822,28 @@ def test_a_version_removed_while_it_is_checked_is_no_tampering(reg, src, monkeyp
     (first.path / "adapter_model.safetensors").write_bytes(b"tampered")
     with pytest.raises(IntegrityError):  # still registered: a change is still a change
         reg.load_verified(first.ref, FP)
+
+
+def test_a_work_folder_whose_process_finished_as_it_was_checked_is_not_dead(reg, monkeypatch):
+    """The owner unlinked and released its lock between gc's open and flock of it: the free lock of a file no longer
+    at that path read as a dead process, so verify reported a healthy registration's folder."""
+    import os
+
+    from adaptrec import atomic
+
+    folder = reg.scratch_dir / "pull-done"
+    folder.mkdir(parents=True)
+    lock = reg.scratch_dir / "pull-done.lock"
+    lock.touch()
+    real_open = os.open
+
+    def open_then_finish(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        os.unlink(path)  # the owner's work ends just then
+        return fd
+
+    monkeypatch.setattr(atomic.os, "open", open_then_finish)
+    assert atomic.abandoned(folder) is None
+    monkeypatch.setattr(atomic.os, "open", real_open)
+    lock.touch()
+    assert atomic.abandoned(folder) is True  # a lock file still there and free: its process is gone

@@ -289,14 +289,14 @@ def test_a_short_micro_batch_weighs_its_cases_like_a_full_ones(tiny_backbone, tm
 
 
 def test_validation_picks_the_best_adapter_on_the_score_the_recipe_reports(tiny_backbone, tmp_path, monkeypatch):
-    from adaptrec.train.loop import Trainer
+    from adaptrec.train import loop
 
     recipe = tiny_recipe(str(tiny_backbone.source), 1, eval_every=1)
     recipe = recipe.model_copy(update={"evaluation": recipe.evaluation.model_copy(update={"score": "tallrec"})})
-    trainer = Trainer(recipe, tiny_backbone, synthetic_cases(4), synthetic_cases(8, seed=1), tmp_path / "run")
+    trainer = loop.Trainer(recipe, tiny_backbone, synthetic_cases(4), synthetic_cases(8, seed=1), tmp_path / "run")
     trainer.setup()
-    modes, real = [], trainer.scorer.score
-    monkeypatch.setattr(trainer.scorer, "score", lambda cases, mode="pyes": modes.append(mode) or real(cases, mode))
+    modes, real = [], loop.to_scores
+    monkeypatch.setattr(loop, "to_scores", lambda logits, mode="pyes": modes.append(mode) or real(logits, mode))
     trainer.validate_and_checkpoint(trainer.step())
     assert modes == ["tallrec"]
 
@@ -349,7 +349,7 @@ def test_a_diverged_run_stops_in_one_line_naming_the_step(tiny_backbone, tmp_pat
     """(was: `ValueError: scores contain NaN` from the AUC, a traceback)"""
     from adaptrec.scoring.core import Scorer
 
-    monkeypatch.setattr(Scorer, "score", lambda self, cases, mode="pyes": np.full(len(cases), np.nan))
+    monkeypatch.setattr(Scorer, "logits_for_prompts", lambda self, prompts: np.full((len(prompts), 3), np.nan))
     recipe = tiny_recipe(str(tiny_backbone.source), 4, eval_every=2)
     recipe._source = "recipes/tiny.yaml"
     with pytest.raises(ConfigError, match="^recipes/tiny.yaml: step 2: the adapter's validation scores are not "
