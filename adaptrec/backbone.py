@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import importlib
 import importlib.metadata
@@ -278,21 +279,35 @@ def resolve_source(name: str) -> tuple[Path, str]:
         raise BackboneError(f"backbone {name!r}: cannot fetch from the Hub ({type(e).__name__}); pass a local folder") from e
 
 
-def _cached_file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by its path and `stat_identity` (was: size
-    and mtime only, which a swap by `cp -p` keeps)."""
-    cache_path = adaptrec_home() / "file_hashes.json"
-    key = f"{path.resolve()}|{'|'.join(map(str, stat_identity(path)))}"
+def _read_hashes(cache_path: Path) -> dict:
+    """The remembered hashes ({} when there are none, or the file is damaged: computed again, then rewritten)."""
     try:
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError):  # a damaged cache of hashes: computed again, then rewritten
+    except (OSError, UnicodeDecodeError, ValueError):
         cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
-    if key not in cache:
-        cache[key] = file_sha256(path)
-        write_json(cache_path, cache)
-    return cache[key]
+    return cache if isinstance(cache, dict) else {}
+
+
+def _cached_file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in $ADAPTREC_HOME/file_hashes.json by its path and `stat_identity` (was: size
+    and mtime only, which a swap by `cp -p` keeps). The file is re-read and written under a lock (`flock` on
+    `file_hashes.json.lock`), so processes hashing other files at once keep each other's entries; entries of that
+    path's earlier identities are dropped; a home that cannot be written keeps the hash unremembered."""
+    cache_path = adaptrec_home() / "file_hashes.json"
+    prefix = f"{path.resolve()}|"
+    key = prefix + "|".join(map(str, stat_identity(path)))
+    found = _read_hashes(cache_path).get(key)
+    if found is not None:
+        return found
+    digest_ = file_sha256(path)  # seconds for a large file: outside the lock
+    try:
+        with open(cache_path.with_name(cache_path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cache = {k: v for k, v in _read_hashes(cache_path).items() if not k.startswith(prefix)}
+            write_json(cache_path, {**cache, key: digest_})
+    except OSError as e:  # a read-only or full home: hashed again next time
+        log.debug("file hashes not remembered in %s: %s", cache_path, e)
+    return digest_
 
 
 # what a Hub backbone is downloaded as: config, weights and tokenizer files (SentencePiece models, merges, templates)

@@ -27,6 +27,16 @@ TIMEOUT_S = 60  # how long a statement waits for another process's lock
 TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
 
 
+def _remedy(error: str) -> str:
+    """What to do about a database error: deleting a file another process writes loses its rows and breaks it."""
+    if "locked" in error:
+        return f"another process held it over {TIMEOUT_S} s: retry once it is done"
+    if "full" in error:
+        return "free disk space under $ADAPTREC_HOME"
+    return ("while no adaptrec process uses it, delete it with its -wal and -shm files (scores are recomputed), or "
+            "check its permissions")
+
+
 class ScoreCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,8 +54,7 @@ class ScoreCache:
         try:
             yield
         except sqlite3.Error as e:
-            raise AdaptrecError(f"cannot use the score cache {self.path} ({e}); delete it (scores are recomputed) or "
-                                "check its permissions") from None
+            raise AdaptrecError(f"cannot use the score cache {self.path} ({e}); {_remedy(str(e))}") from None
 
     @classmethod
     def default(cls) -> "ScoreCache":
@@ -79,7 +88,8 @@ class ScoreCache:
             )
 
     def __len__(self) -> int:
-        return self._db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+        with self._one_line():
+            return self._db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -269,3 +269,41 @@ def test_an_embedded_model_is_converted_anew_when_its_wheel_changes(tiny_model_d
     assert upgraded.name == f"{model.folder}-9.9.9" and (upgraded / "model.safetensors").is_file()
     monkeypatch.setattr(type(model), "version", lambda self: None)  # the wheel uninstalled: the last copy stands
     assert backbone.embedded_dir() == upgraded
+
+
+def test_the_hash_memo_keeps_other_processes_entries_drops_stale_ones_and_survives_a_read_only_home(tmp_path,
+                                                                                                  monkeypatch):
+    """A process hashing one file for seconds wrote back the memo it had read before, dropping the entry another
+    process added meanwhile (each load of a sharded backbone re-hashed); every earlier identity of a file stayed; a
+    home that could not be written failed the load after the hash was made."""
+    import json
+    import os
+
+    from adaptrec import backbone
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))
+    memo = tmp_path / "home" / "file_hashes.json"
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    real = backbone.file_sha256
+
+    def hashing(path):  # while a is hashed, another process remembers b
+        if path == a:
+            backbone._cached_file_sha256(b)
+        return real(path)
+
+    monkeypatch.setattr(backbone, "file_sha256", hashing)
+    backbone._cached_file_sha256(a)
+    assert len(json.loads(memo.read_text())) == 2
+    a.write_bytes(b"aa")  # a new identity of a: its old entry goes
+    os.utime(a, (1, 1))
+    assert backbone._cached_file_sha256(a) == real(a) and len(json.loads(memo.read_text())) == 2
+
+    def refused(path, obj):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(backbone, "write_json", refused)
+    c = tmp_path / "c.bin"
+    c.write_bytes(b"c")
+    assert backbone._cached_file_sha256(c) == real(c)  # hashed, not remembered

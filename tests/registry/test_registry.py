@@ -543,8 +543,26 @@ def test_a_score_cache_damaged_past_its_first_pages_is_one_line_when_read(tmp_pa
     with open(path, "r+b") as f:
         f.seek(path.stat().st_size // 2)
         f.write(b"\xa5" * 200_000)
-    with pytest.raises(AdaptrecError, match="cannot use the score cache .*malformed"):
+    with pytest.raises(AdaptrecError, match="cannot use the score cache .*malformed.*while no adaptrec process uses "
+                                            "it, delete it with its -wal and -shm files"):
         ScoreCache(path).get_many(keys)
+
+
+def test_a_score_cache_held_by_another_process_is_not_to_be_deleted(tmp_path, monkeypatch):
+    """Every database error advised deleting the cache, "database is locked" too: deleting a file another process
+    writes loses its rows and breaks its connection."""
+    from adaptrec import score_cache
+
+    monkeypatch.setattr(score_cache, "TIMEOUT_S", 0.1)
+    held = sqlite3.connect(tmp_path / "score_cache.db", isolation_level=None)
+    cache = score_cache.ScoreCache(tmp_path / "score_cache.db")
+    held.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(AdaptrecError, match="locked\\); another process held it over 0.1 s: retry") as e:
+            cache.put_many({"k": np.array([0.1, 0.2, 0.3])})
+        assert "delete" not in str(e.value)
+    finally:
+        held.execute("ROLLBACK")
 
 
 def test_a_failed_registration_removes_its_folder_while_it_still_holds_the_write_lock(reg, src, monkeypatch):
