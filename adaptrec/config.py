@@ -64,7 +64,7 @@ class DataSection(UserSettings):
     valid: str  # SPEC used for early stopping
     test: str  # SPEC of the final evaluation
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
-    seed: int = Field(0, ge=0)  # few-shot sample seed
+    seed: int = Field(0, ge=0)  # seed of the few-shot sample, the validation subset and the training negatives
     # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
     template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items

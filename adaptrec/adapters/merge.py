@@ -219,7 +219,7 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
                                    "side "
                                    f"({side}), so the saved adapter would not load again; use at most {side}")
         svd_rank = composition.svd_rank or min(total, side)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # manual_seed seeds CUDA's too
         torch.manual_seed(composition.seed)
         try:
             model.add_weighted_adapter(list(names), list(composition.weights), new_name, combination_type=method,

@@ -146,7 +146,7 @@ def amazon_item_counts(domain: str) -> Counter[str]:
     """Interaction counts of the domain's items among TRAIN users, keyed by item id."""
     _check(domain)
     raw = _raw()
-    return Counter(item for user in raw.splits["train"] for _, d, item in raw.events[user] if d == domain)
+    return Counter(item for user in sorted(raw.splits["train"]) for _, d, item in raw.events[user] if d == domain)
 
 
 def amazon_popularity(domain: str) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import AbstractSet, Sequence
 
@@ -10,7 +11,11 @@ from ..errors import DataSpecError
 
 def case_rng(seed: int, purpose: str, user_id: str, target_id: str | None) -> random.Random:
     """A generator private to one case, so a case's draws do not depend on which other cases are
-    sampled or in what order (string seeds are hashed with SHA-512: stable across runs)."""
+    sampled or in what order (string seeds are hashed with SHA-512: stable across runs). Ids holding a ':' are
+    keyed as a JSON list, so user `a:1` with target `2` and user `a` with target `1:2` draw apart; other ids keep
+    the key every recorded draw was made with."""
+    if ":" in f"{user_id}{target_id}":
+        return random.Random(json.dumps([purpose, seed, user_id, target_id]))
     return random.Random(f"{purpose}:{seed}:{user_id}:{target_id}")
 
 

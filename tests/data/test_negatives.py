@@ -37,3 +37,12 @@ def test_roughly_uniform():
 def test_catalogue_too_small_is_a_clear_error():
     with pytest.raises(DataSpecError, match="cannot draw 3 negatives.*only 2 items"):
         sample_negatives({"a"}, ["a", "b", "c"], 3, random.Random(0))
+
+
+def test_ids_holding_a_colon_draw_apart_and_others_keep_their_draws():
+    """User `shop:42` with target `7` and user `shop` with target `42:7` were keyed alike, so drew the same
+    negatives; ids without a ':' keep the key every recorded draw was made with."""
+    import random
+
+    assert case_rng(0, "auc", "shop:42", "7").random() != case_rng(0, "auc", "shop", "42:7").random()
+    assert case_rng(3, "loo", "u1", "i9").random() == random.Random("loo:3:u1:i9").random()
