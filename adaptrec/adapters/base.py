@@ -58,6 +58,10 @@ class Tuner:
         """The peft config (task_type CAUSAL_LM) for `cfg` on a run of `total_steps` optimizer steps."""
         raise NotImplementedError
 
+    def check_installed(self, cfg: AdapterSettings) -> None:
+        """A one-line `MissingOptionalPackage` when a package the start of `cfg` needs beyond the backbone is not
+        installed (default: none needed), found before any model loads (`train --dry-run` too)."""
+
     def initialise(self, model: "PeftModel", cfg: AdapterSettings, tokenizer) -> None:
         """Set the fresh adapter's starting weights where peft's own initialisation does not suit (default: keep it)."""
 
@@ -141,6 +145,12 @@ def parse_adapter_settings(data: Any, where: str = "adapter") -> AdapterSettings
         return tuners[data["type"]].settings_cls.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_friendly(e, where)) from None
+
+
+def check_installed(cfg: AdapterSettings | dict) -> None:
+    """`Tuner.check_installed` of `cfg`'s type: what its start needs is installed."""
+    settings = parse_adapter_settings(cfg)
+    _types()[0][settings.type].check_installed(settings)
 
 
 def _injected(model: torch.nn.Module, settings: AdapterSettings, peft_config) -> "PeftModel":

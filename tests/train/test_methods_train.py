@@ -606,6 +606,18 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
     monkeypatch.setattr(recipe_module, "load_backbone", lambda *a, **k: pytest.fail("the backbone loaded first"))
     with pytest.raises(ConfigError, match=r"^mine.yaml: method.rec_loss: pairwise ranks"):
         recipe_module.run_recipe(recipe({"type": "joint", "rec_loss": "pairwise"}), "text")
+    # a collab adapter's encoder library not installed: the encoder fit failed after the backbone loaded
+    import importlib.util
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch_geometric"
+                        else real_find(name, *a))
+    graph = recipe({"type": "plain"})
+    graph.adapter = parse_adapter_settings({"type": "collab", "encoder": "lightgcn", "encoder_data": "amazon"})
+    for call in (plan_recipe, lambda made: recipe_module.run_recipe(made, "text")):
+        with pytest.raises(AdaptrecError, match="^adapter.encoder: lightgcn is fitted with torch_geometric, which is "
+                                                "not installed"):
+            call(graph)
 
 
 def test_a_dry_run_refuses_an_empty_training_set_and_a_validation_subset_of_one_label(tiny_model_dir, tmp_path,
