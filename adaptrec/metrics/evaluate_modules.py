@@ -34,7 +34,7 @@ try:
     import evaluate
 except ImportError:
     raise MissingOptionalPackage("adaptrec.metrics.evaluate_modules needs the evaluate package: "
-                                 "run `pip install adaptrec[metrics]`") from None
+                                 "run `pip install -e '.[metrics]'` in the checkout") from None
 
 __all__ = ["AdaptrecAUC", "AdaptrecRanking"]
 
