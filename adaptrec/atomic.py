@@ -150,8 +150,8 @@ def abandoned(folder: Path) -> bool | None:
         fd = os.open(lock_path, os.O_RDONLY)
     except (FileNotFoundError, PermissionError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:  # shared: a read-only descriptor may take it on NFS too (an exclusive one needs write access there)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     else:  # free: its owner died, or unlinked the file after this opened it (work done; the path names no file now)
@@ -165,9 +165,9 @@ def abandoned(folder: Path) -> bool | None:
 
 
 def use_wal(db: sqlite3.Connection, timeout_s: float) -> None:
-    """Put `db`'s file in write-ahead-log mode (a file already in it is left as is), retrying while another connection
-    holds the lock, up to `timeout_s`: SQLite's busy timeout does not cover the switch, so several processes opening
-    a new file at once were refused "database is locked" within milliseconds, all but one."""
+    """Put `db`'s file in write-ahead-log mode (a file already in it is left as is), retrying "database is locked" up
+    to `timeout_s`: when several processes open a new file together SQLite can refuse the switch at once, without
+    waiting out its busy timeout (it would deadlock), so all but one were refused within milliseconds."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:

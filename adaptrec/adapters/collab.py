@@ -448,14 +448,17 @@ class CollabTuner(LoraTuner):
         MiniLM wheel: else the encoder fit failed after the backbone loaded."""
         import importlib.util
 
-        from adaptrec.text_encoder import MINILM_WHEEL
+        from adaptrec.text_encoder import minilm_dir
 
         library = ENCODER_LIBRARIES.get(cfg.encoder)
         if library is not None and importlib.util.find_spec(library) is None:
             raise MissingOptionalPackage(f"adapter.encoder: {cfg.encoder} is fitted with {library}, which is not "
                                          "installed: run `make install` (or `pip install -e '.[cf]'`)")
-        if cfg.content == "titles" and importlib.util.find_spec(MINILM_WHEEL) is None:
-            raise MissingOptionalPackage(TITLES_WHEEL)
+        if cfg.content == "titles":
+            try:
+                minilm_dir()  # its package and its model file
+            except MissingOptionalPackage:
+                raise MissingOptionalPackage(TITLES_WHEEL) from None
 
     def initialise(self, model: "PeftModel", cfg: CollabSettings, tokenizer) -> None:
         if tokenizer is None:

@@ -38,9 +38,9 @@ def require_ray() -> ModuleType:
     """The `ray` module, or a one-line error naming the extra that installs it."""
     try:
         import ray
-        import ray.data  # noqa: F401  (ray without its `data` extra lacks it)
+        import ray.data  # noqa: F401
     except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "ray":
+        if isinstance(e, ModuleNotFoundError) and e.name in ("ray", "ray.data"):  # not installed, or without `data`
             raise MissingOptionalPackage(f"{option('engine', 'ray')} needs Ray Data: "
                                          "pip install -e '.[ray]'") from None
         why = str(e).splitlines()[0] if str(e) else type(e).__name__  # (a library it needs, built for another one)

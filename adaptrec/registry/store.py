@@ -93,13 +93,11 @@ def describe_version(record: AdapterRecord) -> str:
 
 
 def _move_into_place(stage: Path, folder: Path) -> None:
-    """Rename the finished `stage` to `folder` (a leftover of a process killed between rename and commit is
-    replaced), durably, with a new folder's mode under the umask (the work folder's is owner-only); the caller holds
-    the write lock. A work folder on another file system is copied beside `folder` first."""
+    """Rename the finished, fsynced `stage` to `folder` (a leftover of a process killed between rename and commit is
+    replaced), durably; the caller holds the write lock. A work folder on another file system is copied beside
+    `folder` first (under the lock, then)."""
     if folder.exists():
         shutil.rmtree(folder)
-    os.chmod(stage, 0o777 & ~umask())
-    fsync_tree(stage)
     folder.parent.mkdir(parents=True, exist_ok=True)
     fsync_dir(folder.parent.parent)  # a name's first version: its new folder survives a power loss too
     try:
@@ -290,6 +288,8 @@ class Registry:
             changes = base_change(config, stage)
             if changes is not None:  # detaching it would not undo that: every later row would read a changed base
                 raise RegistryError(f"{name}: {changes}")
+            os.chmod(stage, 0o777 & ~umask())  # a new folder's mode under the umask (the work folder's: owner-only)
+            fsync_tree(stage)
             with self._write(on_abort=remove_written) as conn:  # the write lock: from version allocation to commit
                 entry, version = self._allocate(conn, entry, joins_repo)
                 created = _utc_now()

@@ -80,10 +80,10 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 
 def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart: bool) -> RecipeResult:
-    if restart and run_dir.exists():
+    check_installed(recipe.adapter)  # an encoder's library: not found after the backbone loaded, nor after a restart
+    if restart and run_dir.exists():  # deleted the run it would not train again
         shutil.rmtree(run_dir)
     d, ev = recipe.data, recipe.evaluation
-    check_installed(recipe.adapter)  # an encoder's library: not found after the backbone loaded
     train_cases = training_cases(recipe)
     method = checked_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone
     own = method.own_cases() if method is not None else ()  # loads; its data read once, for training too

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.attach import adapter_key
-from ..adapters.base import check_fits
+from ..adapters.base import check_fits, check_installed
 from ..atomic import write_json
 from ..backbone import EMBEDDED, backbone_config, load_backbone
 from ..config import Recipe, check_new_overrides, check_new_run, recipe_from_text, step_budget
@@ -156,6 +156,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     except ConfigError as e:
         raise ConfigError(f"{parent.ref}: {e}; update it with {option('overrides', flag='--set')} "
                           "'adapter.target_modules=[...]' naming the modules it trained") from None
+    check_installed(recipe.adapter)  # a collab adapter's encoder library, before the backbone loads
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization,
                              int8_backend=recipe.backbone.int8_backend)
     check_prompts_fit(recipe, backbone.tokenizer, training=[*mixed, *own], validation=val)

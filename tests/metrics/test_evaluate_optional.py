@@ -16,7 +16,7 @@ WRAPPERS = "adaptrec.metrics.evaluate_modules"
 def test_the_wrappers_name_the_extra_when_evaluate_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "evaluate", None)  # `import evaluate` now fails as if it were not installed
     monkeypatch.delitem(sys.modules, WRAPPERS, raising=False)
-    with pytest.raises(MissingOptionalPackage, match=r"pip install adaptrec\[metrics\]") as e:
+    with pytest.raises(MissingOptionalPackage, match=r"pip install -e '\.\[metrics\]'") as e:
         __import__(WRAPPERS)
     assert "\n" not in str(e.value)
 
@@ -27,7 +27,8 @@ def test_no_other_module_needs_evaluate_to_import():
         import importlib, pkgutil, sys
         sys.modules["evaluate"] = None
         import adaptrec
-        for info in pkgutil.walk_packages(adaptrec.__path__, "adaptrec."):
+        for info in pkgutil.walk_packages(adaptrec.__path__, "adaptrec.",
+                                          onerror=lambda name: print(name, "did not import")):
             if info.name != {WRAPPERS!r}:
                 try:
                     importlib.import_module(info.name)

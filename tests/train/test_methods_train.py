@@ -614,10 +614,13 @@ def test_a_dry_run_refuses_what_the_first_step_refused(tiny_model_dir, tmp_path,
                         else real_find(name, *a))
     graph = recipe({"type": "plain"})
     graph.adapter = parse_adapter_settings({"type": "collab", "encoder": "lightgcn", "encoder_data": "amazon"})
-    for call in (plan_recipe, lambda made: recipe_module.run_recipe(made, "text")):
+    kept = recipe_module.run_dir_for(graph) / "checkpoints"
+    kept.mkdir(parents=True)
+    for call in (plan_recipe, lambda made: recipe_module.run_recipe(made, "text", restart=True)):
         with pytest.raises(AdaptrecError, match="^adapter.encoder: lightgcn is fitted with torch_geometric, which is "
                                                 "not installed"):
             call(graph)
+    assert kept.is_dir()  # a restart refused keeps the run it would have replaced
 
 
 def test_a_dry_run_refuses_an_empty_training_set_and_a_validation_subset_of_one_label(tiny_model_dir, tmp_path,
