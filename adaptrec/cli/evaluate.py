@@ -11,8 +11,16 @@ from .. import api
 from ..atomic import write_json
 from ..errors import AdaptrecError
 from ..userfiles import check_output_file
-from .options import (HISTORY_FILE, AdapterTemplateOpt, BatchOpt, MadeForBackboneOpt, MadeForQuantOpt, SeedOpt,
-                      TemplateOpt, echo_json)
+from .options import (
+    HISTORY_FILE,
+    AdapterTemplateOpt,
+    BatchOpt,
+    MadeForBackboneOpt,
+    MadeForQuantOpt,
+    SeedOpt,
+    TemplateOpt,
+    echo_json,
+)
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
 

@@ -3,7 +3,7 @@ wrong name is refused before peft and transformers are imported."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.errors import AdaptrecError, CompositionError, RegistryError
