@@ -31,6 +31,7 @@ from ..errors import AdaptrecError
 from ..home import adaptrec_home
 from .records import Case, HistoryItem
 
+LOG_FILE = "online.db"  # under $ADAPTREC_HOME (or a server's --registry folder)
 POSITIVE_EVENTS = ("click", "like", "purchase")  # label 1
 NEGATIVE_EVENTS = ("dislike", "skip")  # label 0
 EVENTS = POSITIVE_EVENTS + NEGATIVE_EVENTS
@@ -115,7 +116,7 @@ class OnlineLog:
     `OnlineLogError` (the server's is short: each wait would hold a request, and the threads logging the others)."""
 
     def __init__(self, path: Path | None = None, busy_s: float = 60.0):
-        self.path = Path(path) if path is not None else adaptrec_home() / "online.db"
+        self.path = Path(path) if path is not None else adaptrec_home() / LOG_FILE
         self._lock, self.busy_s = threading.Lock(), busy_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

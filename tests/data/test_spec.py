@@ -175,3 +175,14 @@ def test_a_data_file_is_read_as_a_file_whatever_its_path_holds(tmp_path, monkeyp
     assert not _names_a_test_split("test.jsonl:loo:train") and _names_a_test_split("runs/a:b.jsonl:loo:test")
     with pytest.raises(DataSpecError, match="expected a data SPEC .* got int"):
         load_spec(3)
+
+
+def test_reading_feedback_on_a_home_that_served_nothing_makes_no_log():
+    """`feedback:DOMAIN` created an empty online.db (and could not be read on a read-only home) before saying that
+    nothing was logged."""
+    import os
+    from pathlib import Path
+
+    with pytest.raises(DataSpecError, match="no request of domain 'movie' is logged .*no request log yet"):
+        load_spec("feedback:movie")
+    assert not (Path(os.environ["ADAPTREC_HOME"]) / "online.db").exists()
