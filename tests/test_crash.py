@@ -22,7 +22,7 @@ from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
 from adaptrec.train import checkpoint as ck
 
-KILLS = 3  # kills per operation, at seeded delays after the child starts working
+KILLS = 3  # kills per operation, at seeded delays after the child finished its first one
 FP = Fingerprint(exact="e" * 64, family="f" * 64, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
 PRELUDE = f"""
 import json, sys
@@ -30,6 +30,11 @@ from pathlib import Path
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.registry import Registry
 FP = Fingerprint.from_dict({json.dumps(FP.to_dict())})
+
+
+def done(n):  # the first operation finished: the parent's kill clock starts (a slow disk cannot beat it)
+    if n == 1:
+        print("DONE", flush=True)
 """
 
 
@@ -44,7 +49,8 @@ def _adapter(folder: Path) -> Path:
 
 def _kill_during(code: str, home: Path, seed: int, after_each=lambda: None) -> None:
     """Run `code` in child processes (cwd and $ADAPTREC_HOME: `home`) and SIGKILL each at a seeded moment after it
-    prints READY; `after_each()` checks the state each kill left."""
+    prints READY and then DONE (its first operation finished: a timer from READY alone could fire before a slow disk
+    finished one); `after_each()` checks the state each kill left."""
     rng = random.Random(seed)
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ADAPTREC_HOME": str(home), "PYTHONUNBUFFERED": "1"}
@@ -52,6 +58,7 @@ def _kill_during(code: str, home: Path, seed: int, after_each=lambda: None) -> N
         child = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, cwd=home,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "READY", child.stderr.read()
+        assert child.stdout.readline().strip() == "DONE", child.stderr.read()
         time.sleep(rng.uniform(0.05, 0.6))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
@@ -83,6 +90,7 @@ def test_kill_during_register_remove_and_gc(tmp_path):
         if i % 5 == 0:
             reg.gc()
         i += 1
+        done(i)
     """
     _kill_during(code, tmp_path / "home", seed=1)
     reg = _registry_intact(tmp_path / "home")
@@ -111,6 +119,7 @@ def test_kill_during_pull_from_a_mirror(tmp_path):
     while True:
         pull({str(mirror)!r}, name=f"p{{i}}", registry=reg, backbone_fp=FP)
         i += 1
+        done(i)
     """
     _kill_during(code, home, seed=2)
     reg = _registry_intact(home)
@@ -131,6 +140,7 @@ def test_kill_during_checkpoint_saves(tmp_path):
         step += 1
         save_checkpoint(Path("run"), step, {n: p.detach() for n, p in model.named_parameters()}, opt, sched, {},
                         {"early_stopping": {}})
+        done(step)
     """
     run = tmp_path / "home" / "run"
 
@@ -154,6 +164,7 @@ def test_kill_during_score_cache_writes(tmp_path):
     while True:
         cache.put_many({f"k{j}": np.array([j, -j, 2.0 * j]) for j in range(i, i + 50)})
         i += 50
+        done(i // 50)
     """
     home = tmp_path / "home"
     _kill_during(code, home, seed=4)
