@@ -176,8 +176,8 @@ def registry_verify() -> None:
 
 @registry_app.command("gc")
 def registry_gc() -> None:
-    """Delete adapter and encoder folders no registry row points to, unfinished `.tmp` folders, and pulls' work
-    folders under $ADAPTREC_HOME/tmp over a day old."""
+    """Delete adapter and encoder folders no registry row points to, unfinished `.tmp` folders, and the work folders
+    under $ADAPTREC_HOME/tmp (pulls', registrations') whose process is gone (one without a lock: once a day old)."""
     typer.echo(f"removed {len(api.registry().gc())} unreferenced folder(s)")
 
 

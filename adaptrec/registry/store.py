@@ -128,7 +128,7 @@ class Registry:
         self.db_path = self.home / "registry.db"
         self.adapters_dir = self.home / "adapters"
         self.encoders_dir = self.home / "encoders"
-        self.scratch_dir = self.home / "tmp"  # in-flight work (a pull's download), removed when it ends
+        self.scratch_dir = self.home / "tmp"  # in-flight work (a pull's download, a registration's copy)
         self.timeout = float(timeout)
         self._migrate()
 
