@@ -110,7 +110,7 @@ def plan(recipe: str | Path, overrides: Sequence[str] = (), *, resume: bool = Fa
     from .train.plan import plan_recipe
 
     _check_run_options(resume, restart)
-    return plan_recipe(load_recipe(str(recipe), list(overrides))[0])
+    return plan_recipe(load_recipe(str(recipe), _as_list(overrides))[0])
 
 
 def _check_run_options(resume: bool, restart: bool) -> None:
@@ -127,7 +127,7 @@ def train(recipe: str | Path, overrides: Sequence[str] = (), *, promote: bool = 
     from .config import load_recipe
 
     _check_run_options(resume, restart)
-    parsed, text = load_recipe(str(recipe), list(overrides))  # a bad name or key: refused before peft is imported
+    parsed, text = load_recipe(str(recipe), _as_list(overrides))  # refused before peft imports
     from .train.recipe import check_resumable, run_recipe
 
     if resume:
@@ -169,7 +169,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     """Adapters (and the untuned backbone) beside the non-LLM baselines on one seeded subset of a data SPEC.
 
     `candidates` > 0: the ranking protocol (each held-out item among that many sampled negatives; `limit` counts
-    users); `candidates_file`: rank each held-out item among the candidates a file gives instead (docs/data.md).
+    held-out items, a seeded subset); `candidates_file`: rank each held-out item among the candidates a file gives
+    instead (docs/data.md; `limit`: the file's first lists).
     `backbone`: default the one the first adapter was trained on; `template` and the prompt length: those the adapters
     were trained with (`variants.sources_prompt`: templates that differ are refused unless `template` names one; the
     shortest length), else `tallrec` and 1024 tokens. `cache`: read and write the score cache
@@ -203,6 +204,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     from .registry.encoders import check_same_ratings, current_encoders
 
     loaded, named, read = {}, encoders is not None, {}
+    encoders = None if encoders is None else _as_list(encoders)
     if not named:  # those registered for this source, a stale one left out with a warning; one named is refused
         encoders = [r.ref for r in current_encoders(reg.encoders_for(data))]
     if full_catalogue and not ((candidates or candidates_file) and encoders):
@@ -296,23 +298,26 @@ def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None
     from .train.update import update_adapter
 
     data = _spec_text(data, "data")
-    return update_adapter(ref, data, replay=replay, steps=steps, overrides=overrides, registry=registry())
+    _at_least(steps=(steps, 1))
+    return update_adapter(ref, data, replay=replay, steps=steps, overrides=_as_list(overrides),
+                          registry=registry())
 
 
-def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin: float = 0.005,
+def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin: float | None = None,
                       limit: int | None = None, seed: int = 0, cache: bool = True, backbone: str | None = None,
                       quantization: str | None = None) -> GateResult:
     """The promotion gate (docs/online.md): score `ref` and the champion of `domain` (default: `ref`'s domain) on the
     same cases of `data` (a seeded `limit` of them), promote `ref` when the paired user-clustered test passes,
-    record the decision either way."""
+    record the decision either way. `margin`: default `online.gate.MARGIN` (0.005)."""
     from .data.spec import load_spec
     from .evaluation import select_cases
     from .online.drift import domain_cases
-    from .online.gate import plan_gate, run_gate
+    from .online.gate import MARGIN, plan_gate, run_gate
     from .score_cache import ScoreCache
 
     data = _spec_text(data, "data")
     _at_least(limit=(limit, 0), seed=(seed, 0))
+    margin = MARGIN if margin is None else margin
     reg = registry()
     record = reg.resolve(ref)
     domain = domain or record.domain
@@ -624,7 +629,11 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
     from .data.inspect import check_soft_tokens, inspect_spec
     from .data.spec import load_spec
 
+    from .data.prompts import TEMPLATES
+
     spec = _spec_text(spec, "spec")
+    _check_choice("template", template, TEMPLATES)
+    _at_least(show=(show, 0))
     check_soft_tokens(template, user_token, match_token)
     dataset = load_spec(spec)  # a bad SPEC fails here, before any tokenizer is loaded
     return inspect_spec(dataset, load_tokenizer(backbone or EMBEDDED), template, show, user_token, match_token)
@@ -644,7 +653,9 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     from .serve.engine import Engine, Limits
 
     _check_choice("template", template, TEMPLATES)  # before the backbone loads (every request would be refused)
-    _at_least(max_resident=(max_resident, 1))
+    _at_least(max_resident=(max_resident, 1), port=(port, 0))
+    if limits is not None and not isinstance(limits, Limits):
+        raise AdaptrecError(f"{option('limits', limits)}: expected an adaptrec.serve.engine.Limits")
     if exploration and not request_log:  # the server would rank greedily and say nothing
         raise AdaptrecError(f"exploration of {', '.join(exploration)} ({option('exploration', flag='--explore')}) logs "
                             "each shown item's propensity for its feedback, so it needs the request log: "
@@ -660,6 +671,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                            online_log=None if registry_home is None else Path(registry_home) / "online.db")
     options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
+    preload = _as_list(preload)
     preloaded = {reg.resolve(ref).ref for ref in preload}  # a misspelt preload: refused before the backbone loads
     if len(preloaded) > max_resident:  # was: the first ones evicted as the last loaded
         raise AdaptrecError(f"{option('preload')} names {len(preloaded)} adapters, more than "
@@ -745,11 +757,23 @@ def _spec_text(value, name: str):
     raise AdaptrecError(f"{option(name, value)}: expected a data SPEC (text, or a path)")
 
 
+_MAY_BE_NONE = frozenset({"limit", "dim", "epochs", "chunk_size", "actors", "steps"})  # None: all, or
+# the default; any other count None (a seed, a batch size) would draw unseeded or fail after the backbone loaded
+
+
 def _at_least(**values: tuple[int | None, int]) -> None:
-    """One AdaptrecError line for the first count that is not an integer >= its minimum (None: not given)."""
+    """One AdaptrecError line for the first count that is not an integer >= its minimum (None only for the counts
+    where it means all, or the default: `_MAY_BE_NONE`)."""
     for name, (value, low) in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        if value is None and name in _MAY_BE_NONE:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise AdaptrecError(f"{option(name, value)}: expected an integer >= {low}")
+
+
+def _as_list(values: str | Sequence[str]) -> list[str]:
+    """`values` as a list: one text is one item (was: split into its letters)."""
+    return [values] if isinstance(values, str) else list(values)
 
 
 def _check_user(user: str) -> None:

@@ -79,6 +79,20 @@ def _limits(**sizes):
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", weights="1,1", shots=8, l1=0.1),
      "compose shots, l1: only the weight search reads these"),  # was: ignored, as if searched
     (lambda: adaptrec.evaluate([], data=3), "data=3: expected a data SPEC"),  # was: TypeError deep in the SPEC parser
+    # the Python API refuses what only the CLI's option types refused (was: an unseeded draw, a TypeError after the
+    # backbone loaded, a server refusing every request, a string split into its letters)
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", seed=None), "seed=None: expected an int"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", batch_size=None), "batch_size=None"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", encoders="bpr-x"), "no encoder 'bpr-x'"),
+    (lambda: adaptrec.inspect_data("tallrec:movie:test", show=-1), "show=-1: expected an integer >= 0"),
+    (lambda: adaptrec.inspect_data("tallrec:movie:test", template="bogus"), "template='bogus'"),
+    (lambda: adaptrec.update("arts-lora", data="tallrec:movie:test", steps=True), "steps=True"),
+    (lambda: adaptrec.update("arts-lora", data="tallrec:movie:test", replay="0.2"), "replay='0.2'"),
+    (lambda: _limits(max_candidates=0), "max_candidates=0: expected an integer >= 1"),
+    (lambda: adaptrec.serve(limits={"max_candidates": 5}), "limits=.*expected an adaptrec.serve.engine.Limits"),
+    (lambda: adaptrec.serve(port="8000"), "port='8000'"),
+    (lambda: adaptrec.serve(preload="arts-typo"), "arts-typo"),
+    (lambda: adaptrec.train("movie-lora", overrides="training.lr=yes"), "training.lr.*not true/false|a number"),
 ])
 def test_bad_input_is_refused_before_any_model_loads(no_backbone, call, words):
     """Each was refused after the backbone loaded (or never: a negative limit dropped users, a negative batch size

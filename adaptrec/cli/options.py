@@ -22,6 +22,9 @@ _TEMPLATES = "tallrec | chat | tallrec-stats | chat-stats | tallrec-items | chat
 TemplateOpt = typer.Option("tallrec", "--template", help=_TEMPLATES)
 AdapterTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapter's own, or the "
                                   "routed adapters' if they agree, with its prompt length; tallrec otherwise)")
+EvalTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default: the adapters' own, with the shortest "
+                               "of their prompt lengths; adapters trained with different templates need one named; "
+                               "tallrec for the untuned backbone alone)")
 HISTORY_FILE = ('a history JSON file: {"history": [TITLE | {"title", "liked", "domain", "item_id"}, ...], "user_id", '
                 '"noun"} (docs/data.md)')
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")

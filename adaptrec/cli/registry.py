@@ -87,8 +87,8 @@ def registry_promote(
     if if_better:
         if data is None:
             raise ConfigError("--if-better needs --data SPEC (the recent cases to compare on)")
-        result = api.promote_if_better(ref, data=data, domain=domain, margin=0.005 if margin is None else margin,
-                                       limit=limit, seed=seed or 0, backbone=backbone, quantization=quantization)
+        result = api.promote_if_better(ref, data=data, domain=domain, margin=margin, limit=limit, seed=seed or 0,
+                                       backbone=backbone, quantization=quantization)
         echo_json(asdict(result)) if as_json else typer.echo(result.summary())
         raise typer.Exit(0 if result.promoted else 1)
     given = [option for option, value in gate_options.items() if value is not None]

@@ -34,6 +34,7 @@ from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from .drift import domain_cases
 
 ALPHA = 0.05
+MARGIN = 0.005  # the default non-inferiority margin in AUC
 MIN_USERS = 10  # fewer users: a user-clustered CI means nothing (one user resamples to itself)
 # fewer users holding one class: AUC is undefined on resamples without them (about e^-k of them, k such users), and
 # the interval, from the rest, always holds the same few users' cases of it: too narrow
@@ -240,12 +241,13 @@ class GatePlan:
 
 
 def plan_gate(registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
-              margin: float = 0.005, limit: int | None = None, data_fingerprint: str | None = None) -> GatePlan:
+              margin: float = MARGIN, limit: int | None = None, data_fingerprint: str | None = None) -> GatePlan:
     """Everything the gate refuses, checked before any model loads: a margin that is not a number in [0, 1), a
     challenger that already is the champion, data it or the champion (or an adapter either comes from) trained on,
     by SPEC, by case or by logged event, fewer than `MIN_USERS` users or fewer than `MIN_CLASS_USERS` holding either
     class. Cases of other domains (a log of several) are left out. A domain without a champion needs none."""
-    if not (math.isfinite(margin) and 0 <= margin < 1):  # an AUC difference lies in [-1, 1]: 1 passes anything
+    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and math.isfinite(margin)
+            and 0 <= margin < 1):  # an AUC difference lies in [-1, 1]: 1 passes anything
         raise ConfigError(f"{option('margin', margin)}: expected a margin in AUC from 0 to below 1 (e.g. 0.005)")
     record: AdapterRecord = registry.resolve(challenger)
     champion = registry.promoted(domain)
@@ -327,7 +329,7 @@ def run_gate(backbone, registry: Registry, plan: GatePlan, seed: int = 0,
 
 
 def gate(backbone, registry: Registry, challenger: str, domain: str, cases: list[Case], data: str,
-         margin: float = 0.005, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
+         margin: float = MARGIN, seed: int = 0, options: Callable[[str], dict] = lambda ref: {},
          limit: int | None = None, data_fingerprint: str | None = None, **scorer_options) -> GateResult:
     """`plan_gate`, then `run_gate` on `backbone`: one call where the backbone is loaded already."""
     plan = plan_gate(registry, challenger, domain, cases, data, margin, limit, data_fingerprint)

@@ -166,6 +166,15 @@ class Limits:
     prefix_cache_bytes: int = 256 << 20  # shared-prefix KV caches kept for reuse (a 1,024-token fp32 entry ≈ 47 MB)
 
     def __post_init__(self) -> None:
+        counts = {"max_prompt_tokens": 1, "max_candidates": 1, "max_body_bytes": 1, "max_history": 0,
+                  "max_text_chars": 1, "prefix_cache_bytes": 0}  # (was: checked by the CLI only; 0 refused all)
+        for name, low in counts.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{option(name, value)}: expected an integer >= {low}")
+        if not isinstance(self.queue_timeout_s, (int, float)) or isinstance(self.queue_timeout_s, bool):
+            raise ConfigError(f"{option('queue_timeout_s', self.queue_timeout_s, flag='--queue-timeout')}: expected "
+                              "a number of seconds")
         if not self.queue_timeout_s > 0:  # every request waits some time in the queue
             raise ConfigError(f"{option('queue_timeout_s', self.queue_timeout_s, flag='--queue-timeout')}: give more "
                               "than 0 seconds; with "

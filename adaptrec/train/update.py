@@ -50,7 +50,7 @@ def replay_count(new: int, share: float) -> int:
 
 def check_share(share: float) -> None:
     """A one-line `ConfigError` for a replay share outside [0, 1)."""
-    if not 0 <= share < 1:  # NaN too
+    if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share < 1):  # NaN too
         raise ConfigError(f"{option('replay', share)}: expected a share in [0, 1)")
 
 
