@@ -627,9 +627,8 @@ def inspect_data(spec: str, *, template: str = "tallrec", show: int = 1, backbon
     a collab adapter with those settings renders it)."""
     from .backbone import load_tokenizer
     from .data.inspect import check_soft_tokens, inspect_spec
-    from .data.spec import load_spec
-
     from .data.prompts import TEMPLATES
+    from .data.spec import load_spec
 
     spec = _spec_text(spec, "spec")
     _check_choice("template", template, TEMPLATES)
