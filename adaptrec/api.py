@@ -76,7 +76,9 @@ def _champion_made_for(reg: Registry, domain: str, backbone: str | None,
                        quantization: str | None) -> tuple[str, str]:
     """`_made_for` the domain's promoted adapter (its cold-start one when it has none): the backbone routing serves
     it on unless another is named."""
-    champion = reg.promoted(domain) or reg.promoted(f"{domain}:cold")
+    from .router.sources import COLD_SUFFIX
+
+    champion = reg.promoted(domain) or reg.promoted(domain + COLD_SUFFIX)
     return _made_for([champion.ref] if champion else [], backbone, quantization)
 
 
@@ -298,7 +300,6 @@ def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None
     from .train.update import update_adapter
 
     data = _spec_text(data, "data")
-    _at_least(steps=(steps, 1))
     return update_adapter(ref, data, replay=replay, steps=steps, overrides=_as_list(overrides),
                           registry=registry())
 
@@ -322,8 +323,8 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     record = reg.resolve(ref)
     domain = domain or record.domain
     dataset = load_spec(data, seed=seed)
-    domain_cases(dataset.cases, domain, data)  # refused when none is of `domain`, naming theirs
-    cases = select_cases(dataset, limit, seed, domain)  # the limit counts the domain's own (a log may hold several)
+    own = replace(dataset, cases=domain_cases(dataset.cases, domain, data))  # a log may hold several domains:
+    cases = select_cases(own, limit, seed)  # the limit counts this one's
     plan = plan_gate(reg, record.ref, domain, cases, data, margin, limit, dataset.fingerprint)  # no model loads
     # read before the backbone loads; a first promotion scores nothing and needs none
     options = {r.ref: _scoring_options(reg, r.ref) for r in (plan.challenger, plan.champion)} if plan.champion else {}
@@ -492,7 +493,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`. `backbone`
     and `quantization` default to the first source's own (`_made_for`)."""
     from .adapters.merge import MIX, merge_into_base
-    from .router.sources import resolve_sources
+    from .router.sources import COLD_SUFFIX, resolve_sources
     from .router.weights import search_and_compose
 
     search_data = _spec_text(search_data, "search_data")
@@ -521,7 +522,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     if into_base:
         merge_into_base(backbone, reg, result.record.ref, Path(into_base))
     if promote_cold:  # once everything asked for is done
-        reg.promote(result.record.ref, f"{result.record.domain}:cold")
+        reg.promote(result.record.ref, result.record.domain + COLD_SUFFIX)
     return result
 
 
@@ -646,6 +647,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     """Serve every registered adapter over HTTP on one backbone (docs/serving.md); blocks until stopped.
     `max_batch` None: 1 on CPU (merging requests does not pay there), 16 on an accelerator. The process keeps
     glibc's malloc on one arena afterwards (`serve.app.one_malloc_arena`; glibc cannot read the old setting back)."""
+    from .data.online_log import LOG_FILE
     from .data.prompts import TEMPLATES
     from .serve.app import ServeOptions, check_address
     from .serve.app import serve as run_server
@@ -667,7 +669,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                            allow_any_adapter=allow_any_adapter, request_log=request_log,
                            exploration=exploration or {}, watch_promotions=watch_promotions,  # checked here
                            # beside the registry served: `ADAPTREC_HOME=DIR adaptrec update …` reads its feedback
-                           online_log=None if registry_home is None else Path(registry_home) / "online.db")
+                           online_log=None if registry_home is None else Path(registry_home) / LOG_FILE)
     options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
     preload = _as_list(preload)
@@ -756,8 +758,9 @@ def _spec_text(value, name: str):
     raise AdaptrecError(f"{option(name, value)}: expected a data SPEC (text, or a path)")
 
 
-_MAY_BE_NONE = frozenset({"limit", "dim", "epochs", "chunk_size", "actors", "steps"})  # None: all, or
-# the default; any other count None (a seed, a batch size) would draw unseeded or fail after the backbone loaded
+# counts whose None means all, or the default; any other count None (a seed, a batch size) would draw unseeded or
+# fail after the backbone loaded
+_MAY_BE_NONE = frozenset({"limit", "dim", "epochs", "chunk_size", "actors"})
 
 
 def _at_least(**values: tuple[int | None, int]) -> None:

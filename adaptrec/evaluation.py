@@ -186,10 +186,9 @@ class EvalReport:
         return frame
 
 
-def select_cases(dataset: DataSet, limit: int | None, seed: int, domain: str | None = None) -> list[Case]:
-    """The evaluation subset: seeded and label-stratified, so every configuration sees the same cases; `domain`:
-    drawn from that domain's cases only (a log may hold several)."""
-    cases = [c for c in dataset.cases if c.label is not None and domain in (None, c.domain)]
+def select_cases(dataset: DataSet, limit: int | None, seed: int) -> list[Case]:
+    """The evaluation subset: seeded and label-stratified, so every configuration sees the same cases."""
+    cases = [c for c in dataset.cases if c.label is not None]
     return stratified_subset(cases, limit, seed) if limit else cases
 
 

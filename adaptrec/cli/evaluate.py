@@ -84,7 +84,8 @@ def score(
     data: str = typer.Option(..., "--data", help="data SPEC"),
     out: Path = typer.Option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or "
                              "Parquet (.parquet)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="a seeded, label-stratified subset (default: all cases; 0: all cases)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0,
+                                        help="a seeded, label-stratified subset (default, or 0: all cases)"),
     seed: int = SeedOpt,
     template: Optional[str] = AdapterTemplateOpt,
     batch_size: int = BatchOpt,

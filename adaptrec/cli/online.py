@@ -42,7 +42,7 @@ def drift(
     after: str = typer.Option(..., "--after", help="SPEC of the later window"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="score with this ref instead of the champion"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
-                                        help="a seeded, label-stratified subset of each window (default: all cases; 0: all "
+                                        help="a seeded, label-stratified subset of each window (default, or 0: all "
                                         "cases)"),
     seed: int = SeedOpt,
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),

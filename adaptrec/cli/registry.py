@@ -72,7 +72,7 @@ def registry_promote(
     margin: Optional[float] = typer.Option(None, "--margin", help="non-inferiority margin in AUC (0: superiority; "
                                            "default 0.005)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
-                                        help="a seeded, label-stratified subset of --data (default: all cases; 0: all "
+                                        help="a seeded, label-stratified subset of --data (default, or 0: all "
                                         "cases)"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="the subset's and the bootstrap's seed (default 0)"),
     backbone: Optional[str] = MadeForBackboneOpt,

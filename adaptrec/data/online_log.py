@@ -109,6 +109,11 @@ def label_of(label: int | None, event: str | None) -> int:
     return int(label)
 
 
+def default_log_path() -> Path:
+    """`$ADAPTREC_HOME/online.db`, the log `OnlineLog()` opens."""
+    return adaptrec_home() / LOG_FILE
+
+
 class OnlineLog:
     """The request and feedback log of `$ADAPTREC_HOME/online.db` (or `path`); safe to share across threads.
 
@@ -116,7 +121,7 @@ class OnlineLog:
     `OnlineLogError` (the server's is short: each wait would hold a request, and the threads logging the others)."""
 
     def __init__(self, path: Path | None = None, busy_s: float = 60.0):
-        self.path = Path(path) if path is not None else adaptrec_home() / LOG_FILE
+        self.path = Path(path) if path is not None else default_log_path()
         self._lock, self.busy_s = threading.Lock(), busy_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,9 @@ from typing import Mapping, Sequence
 
 from ..errors import DataSpecError
 from ..fingerprint import digest, file_sha256, stat_identity
-from ..home import adaptrec_home
 from . import amazon, interaction_log, leave_one_out, movielens, tallrec
 from .candidates import with_sampled_negatives
-from .online_log import LOG_FILE, OnlineLog
+from .online_log import OnlineLog, default_log_path
 from .records import HIDDEN_HISTORY, Case
 
 FORMAT_VERSION = 1  # bump when a loader's output changes: data fingerprints (update runs, result files) change
@@ -194,7 +193,7 @@ def _feedback(spec: str, parts: list[str]) -> DataSet:
             raise _bad(spec, f"SINCE {parts[2][:20]}...: past any time")
     if not parts[1]:
         raise _bad(spec, "no domain")
-    if not (adaptrec_home() / LOG_FILE).is_file():  # nothing served here yet: no log is made by reading it
+    if not default_log_path().is_file():  # nothing served here yet: no log is made by reading it
         raise _bad(spec, f"no request of domain {parts[1]!r} is logged (domains logged: none; no request log yet)")
     log = OnlineLog()
     cases = log.cases(parts[1], since)

@@ -25,9 +25,7 @@ from adaptrec.errors import FingerprintMismatch, option
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
-from .sources import RouteError, named_sources, resolve_sources
-
-COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
+from .sources import COLD_SUFFIX, RouteError, named_sources, resolve_sources
 
 
 @dataclass(frozen=True)

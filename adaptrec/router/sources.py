@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.errors import AdaptrecError, CompositionError, RegistryError
 
+COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
+
 
 class RouteError(AdaptrecError):
     """No adapter can serve the request (none promoted, or made for another base model)."""

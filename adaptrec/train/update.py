@@ -67,7 +67,7 @@ def replay_mix(new: Sequence[Case], old: Sequence[Case], share: float, seed: int
 
 def _window(cases: Sequence[Case]) -> dict:
     times = [c.meta["time"] for c in cases if "time" in c.meta]
-    return {"cases": len(cases), **({"since": min(times), "until": _until(cases)} if times else {})}
+    return {"cases": len(cases), **({"since": min(times), "until": max(times)} if times else {})}
 
 
 def _seen_before(cases: Sequence[Case], parent: AdapterRecord) -> list[Case]:
@@ -110,7 +110,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                    overrides: Sequence[str] = (), registry: Registry | None = None) -> UpdateResult:
     """Warm-start from `ref`'s weights, train on `data`'s labelled cases plus a `replay` share of `ref`'s original
     training cases for `steps` optimizer steps (default: its recipe's), register the next version of its name."""
-    if steps is not None and steps < 1:
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise ConfigError(f"{option('steps', steps)}: expected at least 1 optimizer step")
     check_share(replay)  # before any data is read
     registry = registry or Registry()

@@ -544,7 +544,7 @@ def test_the_gates_limit_counts_the_domains_own_cases(monkeypatch):
     from adaptrec import api
 
     mixed = synthetic_cases(24, seed=1) + synthetic_cases(300, seed=2, domain="book")
-    monkeypatch.setattr(spec_mod, "load_spec", lambda data, seed=0: SimpleNamespace(cases=mixed, fingerprint="f"))
+    monkeypatch.setattr(spec_mod, "load_spec", lambda data, seed=0: spec_mod.DataSet("log.jsonl", mixed, {}, "f"))
     monkeypatch.setattr(api, "registry", lambda home=None: SimpleNamespace(
         resolve=lambda ref: SimpleNamespace(ref="x:1", domain="movie")))
     seen = []
