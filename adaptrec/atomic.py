@@ -11,7 +11,7 @@ import sqlite3
 import stat
 import tempfile
 import time
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -98,21 +98,25 @@ def temp_dir_in(parent: Path, prefix: str, suffix: str = "") -> Path:
 
 
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, *, locked: bool = False) -> Iterator[Path]:
     """Yield a temporary folder; on success fsync its contents and rename it to `final` (which must not exist
     yet), then fsync the parent: once this returns, the folder is complete on disk. It gets a new folder's mode
-    under the umask, so a shared home or mirror stays readable to whom the umask lets read it."""
+    under the umask, so a shared home or mirror stays readable to whom the umask lets read it. `locked`: the
+    temporary folder is a `work_dir`, so `dead_work` tells a killed writer's from a live one's."""
     final = Path(final)
-    tmp = temp_dir_in(final.parent, f".{final.name}.", ".tmp")
-    try:
-        os.chmod(tmp, 0o777 & ~umask())
-        yield tmp
-        fsync_tree(tmp)
-        os.rename(tmp, final)
-        fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with ExitStack() as stack:
+        prefix = f".{final.name}."
+        tmp = (stack.enter_context(work_dir(final.parent, prefix)) if locked else
+               temp_dir_in(final.parent, prefix, ".tmp"))
+        try:
+            os.chmod(tmp, 0o777 & ~umask())
+            yield tmp
+            fsync_tree(tmp)
+            os.rename(tmp, final)
+            fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 LOCK_SUFFIX = ".lock"  # beside a `work_dir` folder: held by the process working in it
@@ -162,6 +166,37 @@ def abandoned(folder: Path) -> bool | None:
         return True if same else None
     finally:
         os.close(fd)
+
+
+def dead_work(parent: Path, *, prefix: str = "", stale_s: float | None = None) -> list[Path]:
+    """The work a killed process left in `parent` (entries named `prefix`...): `work_dir` folders whose lock is free
+    (`abandoned`), lock files whose folder is gone and whose lock is free, and, given `stale_s`, folders without a
+    lock file (made otherwise, or a file) untouched that many seconds. A live process's work is never listed."""
+    try:
+        entries = sorted(e for e in Path(parent).iterdir() if e.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+    now = time.time()
+    dead: list[Path] = []
+    for entry in entries:
+        with suppress(OSError):  # its own work just removed it
+            if entry.name.endswith(LOCK_SUFFIX):  # a work folder's lock: it goes with its folder
+                folder = entry.with_name(entry.name.removesuffix(LOCK_SUFFIX))
+                if not folder.exists() and abandoned(folder):  # its process died once the folder had moved
+                    dead.append(entry)
+            else:
+                gone = abandoned(entry)  # its lock free: the process is gone; no lock: told by the folder's age
+                if gone or (gone is None and stale_s is not None and now - entry.lstat().st_mtime > stale_s):
+                    dead.append(entry)
+    return dead
+
+
+def remove_work(path: Path) -> None:
+    """Delete a `dead_work` entry: a folder with its lock file, or a file."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        path = path.with_name(path.name + LOCK_SUFFIX)
+    path.unlink(missing_ok=True)
 
 
 def use_wal(db: sqlite3.Connection, timeout_s: float) -> None:

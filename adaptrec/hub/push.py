@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adapters.files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256, published_files
-from ..atomic import atomic_dir, write_json, write_text
+from ..atomic import atomic_dir, dead_work, remove_work, write_json, write_text
 from ..backbone import EMBEDDED_MODELS
 from ..errors import AdaptrecError, IntegrityError, option
 from ..fingerprint import text_digest
@@ -38,6 +38,7 @@ from .common import (
 )
 
 MIRROR_REFS = "refs.json"  # <mirror>/<repo>/refs.json: {"latest": "<revision folder>"}
+STALE_PUSH_S = 24 * 3600  # a `.name` entry of a mirror repo without a lock (an older push's) this old is a leftover
 # what adaptrec.json carries from the registered one (plus kind, current metrics, files); `origin` stays home:
 # for an adapter pulled from a mirror it names a local folder
 _PUBLISHED_KEYS = ("name", "version", "domain", "adapter_type", "base", "recipe", "recipe_hash", "lineage", "created")
@@ -231,13 +232,17 @@ def push_to_mirror(
     if dest.exists():
         raise taken
     made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # the folders this push creates
+    for leftover in dead_work(repo_dir, prefix=".", stale_s=STALE_PUSH_S):  # a killed push's staging folder
+        remove_work(leftover)
     try:
-        with atomic_dir(dest) as tmp:
+        with atomic_dir(dest, locked=True) as tmp:  # locked: the next push knows a killed one's from a live one's
             stage(record, tmp, repo, revision, registry=registry, mirror=True)
     except BaseException as e:
         for folder in made:  # deepest first; a refused push leaves no empty folders (was: `<mirror>/<repo>/`)
             try:
                 folder.rmdir()
+            except FileNotFoundError:  # the work folder's exit removed it
+                continue
             except OSError:  # not empty: another push's, or not made here
                 break
         if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -25,7 +24,7 @@ from adaptrec.adapters.files import (
     finish_adapter_dir,
     stage_adapter_files,
 )
-from adaptrec.atomic import LOCK_SUFFIX, abandoned, atomic_dir, fsync_dir, fsync_tree, umask, work_dir
+from adaptrec.atomic import LOCK_SUFFIX, atomic_dir, dead_work, fsync_dir, fsync_tree, remove_work, umask, work_dir
 from adaptrec.cf.base import Encoder
 from adaptrec.cf.files import file_hashes, load_checked, save_encoder
 from adaptrec.cf.fit import SOURCES, Fitted, scores_spec
@@ -519,9 +518,7 @@ class Registry:
         removed: list[Path] = []
         with self._write() as conn:
             for path, _ in self._strays(lambda: self._versions(conn)):
-                _delete(path)
-                if path.parent == self.scratch_dir:  # a dead work folder's lock, free since its process ended
-                    path.with_name(path.name + LOCK_SUFFIX).unlink(missing_ok=True)
+                (remove_work if path.parent == self.scratch_dir else _delete)(path)  # a work folder: its lock too
                 removed.append(path)
             for root in (self.adapters_dir, self.encoders_dir):
                 for entry in root.iterdir() if root.is_dir() else ():
@@ -539,7 +536,7 @@ class Registry:
 
     def _strays(self, versions: Callable[[], dict[str, set[tuple[str, int]]]]) -> list[tuple[Path, str]]:
         """(folder, why) for every `.tmp` leftover, every adapter or encoder version folder no row points to and every
-        work folder whose process is gone (`atomic.abandoned`; one made without a lock: a day old). The caller holds
+        work folder whose process is gone (`atomic.dead_work`; one made without a lock: a day old). The caller holds
         the write lock, so no folder is being renamed into place; `versions` (`_versions`) is read after the folders
         are listed."""
         found: list[tuple[Path, str]] = []
@@ -554,22 +551,9 @@ class Registry:
                             found.append((sub, "an unfinished write"))
                         elif sub.is_dir() and sub.name.isascii() and sub.name.isdigit():
                             versioned.append((table, sub))
-        now = time.time()
-        try:  # a registration that just finished removes the emptied folder
-            scratch = sorted(self.scratch_dir.iterdir())
-        except FileNotFoundError:
-            scratch = []
-        for entry in scratch:
-            with suppress(OSError):  # its own work just removed it
-                if entry.name.endswith(LOCK_SUFFIX):  # a work folder's lock: it goes with its folder
-                    folder = entry.with_name(entry.name.removesuffix(LOCK_SUFFIX))
-                    if not folder.exists() and abandoned(folder):  # its process died once the folder had moved
-                        found.append((entry, "the lock file of a killed process's work"))
-                    continue
-                dead = abandoned(entry)  # its lock free: the process is gone; no lock: told by the folder's age
-                if dead or (dead is None and now - entry.lstat().st_mtime > STALE_SCRATCH_S):
-                    found.append((entry, ("a work folder a killed process left (a pull's download or a "
-                                          "registration's copy)")))
+        for entry in dead_work(self.scratch_dir, stale_s=STALE_SCRATCH_S):
+            found.append((entry, "the lock file of a killed process's work" if entry.name.endswith(LOCK_SUFFIX) else
+                          "a work folder a killed process left (a pull's download or a registration's copy)"))
         rows = versions()
         return found + [(sub, "an orphan folder no registry row points to") for table, sub in versioned
                         if sub.name != str(int(sub.name)) or (sub.parent.name, int(sub.name)) not in rows[table]]

@@ -553,6 +553,44 @@ def test_two_pushes_of_one_mirror_revision_at_once_give_the_second_one_line(lora
     assert [p.name for p in (mirror / "movie-lora").iterdir()] == ["v1"]  # the other push's folder, no leftovers
 
 
+def _push_held_in_stage(ref: str, mirror: Path) -> subprocess.Popen:
+    """A child process pushing `ref` to `mirror`, held in its staging (one file written) until it is killed."""
+    code = f"""
+    import time
+    from adaptrec.hub import push
+    def held(record, folder, *args, **kwargs):
+        (folder / "adapter_model.safetensors").write_bytes(b"half")
+        print("STAGING", flush=True)
+        time.sleep(120)
+    push.stage = held
+    push.push_to_mirror({ref!r}, {str(mirror)!r})
+    """
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "STAGING"
+    return child
+
+
+def test_the_next_push_removes_a_killed_mirror_push_s_staging_folder(lora_src, tmp_path, monkeypatch, capsys):
+    """A push killed while staging left its `.v1.*.tmp` folder in the mirror repo for good; now the next push to the
+    repo removes a dead push's folder and lock, and leaves a live push's alone."""
+    rec, mirror = _register(lora_src), tmp_path / "mirror"
+    repo_dir = mirror / "movie-lora"
+    killed = _push_held_in_stage(rec.ref, mirror)
+    killed.kill()
+    killed.wait()
+    dead = sorted(p.name for p in repo_dir.iterdir())
+    assert dead and all(name.startswith(".v1.") for name in dead)  # its staging folder (and lock)
+    live = _push_held_in_stage(rec.ref, mirror)
+    try:
+        staging = {p.name for p in repo_dir.iterdir()} - set(dead)
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--revision", "v2")
+        assert code == 0, err
+        assert {p.name for p in repo_dir.iterdir()} == {"v2", "refs.json", *staging}  # the live push's untouched
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_bad_sources_are_one_line_errors(lora_src, tiny_model_dir, tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", *_pull_args(tiny_model_dir, "not a repo"))
     assert "neither a mirror folder nor a Hub repo" in _one_line_error(code, err)
