@@ -95,6 +95,20 @@ _SCHEMA = (
 )
 
 
+SCHEMA_VERSION = 1  # online.db's `PRAGMA user_version`: a log a newer adaptrec wrote is refused, not misread
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a log of a newer schema; record the version in a new one (or one written before it was recorded: 0,
+    with the same tables)."""
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise OnlineLogError(f"the request log {path} has schema version {found}, newer than this adaptrec's "
+                             f"({SCHEMA_VERSION}): upgrade adaptrec to read it")
+    if found < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def label_of(label: int | None, event: str | None) -> int:
     """The 0/1 label of a feedback event: `label` itself, or what `event` means; exactly one must be given."""
     if (label is None) == (event is None):
@@ -127,6 +141,7 @@ class OnlineLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=busy_s, isolation_level=None, check_same_thread=False)
             use_wal(self._db, busy_s)
+            _check_schema(self._db, self.path)
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except (OSError, sqlite3.Error) as e:

@@ -157,6 +157,20 @@ def test_a_lock_held_elsewhere_refuses_each_log_write_within_its_wait_not_after_
     assert 0 < LOG_BUSY_S < 30  # well inside the server's graceful shutdown
 
 
+def test_the_request_log_records_its_schema_and_refuses_a_newer_one(tmp_path):
+    """(was: no version recorded, so a log a later adaptrec changed would be misread, not refused)"""
+    import sqlite3
+
+    path = tmp_path / "online.db"
+    OnlineLog(path).log_request("movie", "u", "movie", [], [], ["a:1"], "/v1/score")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # a new log, and one written before (0), get it
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+    with pytest.raises(OnlineLogError, match="schema version 2, newer than this adaptrec's .1.: upgrade adaptrec"):
+        OnlineLog(path)
+
+
 def test_without_the_request_log_there_is_no_id_and_no_feedback_endpoint(app_client):
     with app_client(request_log=False) as c:
         assert c.post("/v1/score", json=body(items=['"x"'])).json()["request_id"] is None
