@@ -39,7 +39,7 @@ from .engine import Engine, ServeError
 from .envelope import add_error_handlers
 from .explore import greedy
 from .guards import ADMIN_KEY, CLIENT_GONE, ClientClosed, Guard, client_gone
-from .metrics import Metrics, pyes_series
+from .metrics import Metrics, pyes_series, route_of
 from .online import RequestLogger
 from .promotions import PromotionWatcher, ServedRegistry
 from .schemas import (
@@ -278,11 +278,12 @@ def create_app(engine: Engine, options: ServeOptions = ServeOptions(), executor:
     @app.middleware("http")  # added last: outermost, so it also counts the Guard's 401 and 413 answers
     async def _observe(request: Request, call_next):
         start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # the 500 itself is answered further out (Starlette's ServerErrorMiddleware)
-            metrics.record(request, 500, time.perf_counter() - start)
-            raise
+        with metrics.in_progress.labels(route_of(request)).track_inprogress():
+            try:
+                response = await call_next(request)
+            except Exception:  # the 500 itself is answered further out (Starlette's ServerErrorMiddleware)
+                metrics.record(request, 500, time.perf_counter() - start)
+                raise
         metrics.record(request, response.status_code, time.perf_counter() - start)
         return response
 

@@ -38,7 +38,8 @@ def route_of(request: Request) -> str:
 
 
 class Metrics:
-    """Request counts and latency by route and status class, batch sizes, residency, queue depth, adapter loads."""
+    """Request counts, requests in progress and latency by route (counts by status too), batch sizes, residency,
+    queue depth, adapter loads."""
 
     def __init__(self, resident: Callable[[], int], queued: Callable[[], int], loads: Callable[[], int]):
         self.registry = CollectorRegistry()
@@ -46,6 +47,8 @@ class Metrics:
                                 registry=self.registry)
         self.server_errors = Counter("adaptrec_server_errors", "HTTP answers with a 5xx status", ["route"],
                                      registry=self.registry)
+        self.in_progress = Gauge("adaptrec_requests_in_progress", "HTTP requests received and not yet answered",
+                                 ["route"], registry=self.registry)
         self.latency = Histogram("adaptrec_request_seconds", "Time to answer", ["route"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
         self.batch_rows = Histogram("adaptrec_batch_rows", "Rows per merged full-prompt batch (one-item requests; "

@@ -32,6 +32,14 @@ def scrape(server) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def _received(server, route: str) -> float:
+    """The requests to `route` the server has received: answered, or in progress."""
+    samples = scrape(server)
+    answered = sum(v for (name, labels), v in samples.items()
+                   if name == "adaptrec_requests_total" and ("route", route) in labels)
+    return answered + samples.get(("adaptrec_requests_in_progress", (("route", route),)), 0)
+
+
 def _body(case, **extra) -> dict:
     history = [{"text": h.text, "liked": h.liked, "domain": h.domain} for h in case.history]
     return {"user_id": case.user_id, "domain": case.domain, "noun": case.noun, "history": history, **extra}
@@ -72,6 +80,8 @@ def test_adapters_health_metrics_and_openapi(server):
     assert samples[("adaptrec_request_seconds_count", (("route", "/v1/score"),))] >= 1
     assert samples[("adaptrec_batch_rows_count", ())] >= 1
     assert samples[("adaptrec_adapters_resident", ())] == len(adapters["resident"])
+    assert samples[("adaptrec_requests_in_progress", (("route", "/metrics"),))] == 1  # the scrape itself
+    assert samples[("adaptrec_requests_in_progress", (("route", "/v1/score"),))] == 0
     status, schema = server.request("GET", "/openapi.json")
     assert {"/v1/score", "/v1/recommend", "/v1/adapters/load"} <= set(schema["paths"])
     # every answer has its schema, and each route lists the errors it gives (was: the adapter routes' bodies empty,
@@ -120,7 +130,10 @@ def test_graceful_shutdown_finishes_accepted_requests(tiny_model_dir, home):
     threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while _received(srv, "/v1/score") < 6:  # every request in (was: a 0.3 s sleep, short on a loaded machine)
+        assert time.monotonic() < deadline, "the server never received the six requests"
+        time.sleep(0.02)
     srv.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(60)
