@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -30,6 +31,21 @@ class FakeEngine:
     def logits(self, rows):
         self.batches.append(list(rows))
         return np.arange(len(rows) * 3, dtype=float).reshape(len(rows), 3)
+
+
+class Hold:
+    """A call that holds the forward thread until `release` is set: jobs submitted once `started` queue behind it
+    whatever the machine's load (was: a 0.3 s sleep, raced by the submissions)."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        self.started.set()
+        assert self.release.wait(30), "never released"
+
+    async def running(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, 30), "the worker never took the held call"
 
 
 def _run(coro):
@@ -115,11 +131,13 @@ def test_a_request_that_waited_past_the_timeout_is_refused_before_it_runs():
     engine = FakeEngine(queue_timeout_s=0.2)
 
     async def go():
-        worker = _worker(engine, max_wait_ms=1)
+        worker, hold = _worker(engine, max_wait_ms=1), Hold()
         worker.start()
-        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.5)))  # occupies the worker
-        await asyncio.sleep(0.05)
+        slow = asyncio.ensure_future(worker.submit(call=hold))  # occupies the worker
+        await hold.running()
         late = asyncio.ensure_future(worker.submit(**_rows(("a", "p"))))
+        await asyncio.sleep(0.3)  # past its queue timeout
+        hold.release.set()
         await slow
         with pytest.raises(QueueTimeout, match="waited"):
             await late
@@ -151,10 +169,10 @@ def test_jobs_whose_clients_left_free_their_places_in_the_queue_at_once():
     engine = FakeEngine()
 
     async def go():
-        worker = _worker(engine, max_wait_ms=1, queue_size=2)
+        worker, hold = _worker(engine, max_wait_ms=1, queue_size=2), Hold()
         worker.start()
-        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))  # holds the forward thread
-        await asyncio.sleep(0.05)
+        slow = asyncio.ensure_future(worker.submit(call=hold))  # holds the forward thread
+        await hold.running()
         events = [asyncio.Event(), asyncio.Event()]
         left = [asyncio.ensure_future(worker.submit(**_rows(("a", f"p{i}")), gone=e)) for i, e in enumerate(events)]
         await asyncio.sleep(0.01)
@@ -166,6 +184,7 @@ def test_jobs_whose_clients_left_free_their_places_in_the_queue_at_once():
                 await request
         depth.append(worker.waiting)
         fresh = asyncio.ensure_future(worker.submit(**_rows(("a", "q"))))  # was: QueueFull
+        hold.release.set()
         await slow
         answer = await fresh
         await worker.stop()
@@ -180,11 +199,15 @@ def test_jobs_already_waiting_merge_at_max_wait_zero():
     engine = FakeEngine()
 
     async def go():
-        worker = _worker(engine, max_wait_ms=0)
+        worker, hold = _worker(engine, max_wait_ms=0), Hold()
         worker.start()
-        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))  # occupies the worker
-        await asyncio.sleep(0.05)
-        await asyncio.gather(slow, *(worker.submit(**_rows((ref, "p"))) for ref in "abcd"))
+        slow = asyncio.ensure_future(worker.submit(call=hold))  # occupies the worker
+        await hold.running()
+        queued = [asyncio.ensure_future(worker.submit(**_rows((ref, "p")))) for ref in "abcd"]
+        while worker.waiting < 4:
+            await asyncio.sleep(0.001)
+        hold.release.set()
+        await asyncio.gather(slow, *queued)
         await worker.stop()
 
     _run(go())
@@ -196,13 +219,15 @@ def test_a_cancelled_request_that_waited_past_the_timeout_does_not_stop_the_work
     engine = FakeEngine(queue_timeout_s=0.1)
 
     async def go():
-        worker = _worker(engine, max_wait_ms=1)
+        worker, hold = _worker(engine, max_wait_ms=1), Hold()
         worker.start()
-        slow = asyncio.ensure_future(worker.submit(call=lambda: time.sleep(0.3)))
-        await asyncio.sleep(0.05)
+        slow = asyncio.ensure_future(worker.submit(call=hold))
+        await hold.running()
         gone = asyncio.ensure_future(worker.submit(**_rows(("a", "p"))))
         await asyncio.sleep(0.01)
         gone.cancel()
+        await asyncio.sleep(0.2)  # past its queue timeout
+        hold.release.set()
         await slow
         fresh = await asyncio.wait_for(worker.submit(**_rows(("a", "q"))), 2)
         await worker.stop()
@@ -243,16 +268,13 @@ def test_request_preparation_runs_in_the_context_of_the_server_s_starter():
 def test_a_client_that_left_drops_a_queued_job_and_holds_a_running_one_until_its_forward_ends():
     """A queued job whose client left is never run; a running one's request waits for its forward (was: it left at
     once, no longer counted against the queue size while the forward still held the thread)."""
-    import threading
-
     from adaptrec.serve.guards import ClientClosed
 
-    engine, started, ended = FakeEngine(), threading.Event(), []
+    engine, hold, ended = FakeEngine(), Hold(), []
     real = engine.logits
 
     def slow(rows):
-        started.set()
-        time.sleep(0.3)
+        hold()
         ended.append(time.monotonic())
         return real(rows)
 
@@ -272,9 +294,11 @@ def test_a_client_that_left_drops_a_queued_job_and_holds_a_running_one_until_its
 
         running = asyncio.ensure_future(request("running", ("a", "p1")))
         queued = asyncio.ensure_future(request("queued", ("b", "p2")))
-        while not started.is_set():
-            await asyncio.sleep(0.005)
+        await hold.running()
         gone.set()  # both clients leave while the first one's forward runs
+        await asyncio.wait([queued])  # the queued one leaves at once, the forward still held
+        assert "running" not in finished
+        hold.release.set()
         outcomes = await asyncio.gather(running, queued, return_exceptions=True)
         await worker.stop()
         return outcomes, finished
