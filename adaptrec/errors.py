@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,6 +54,20 @@ class AdaptrecError(Exception):
     """Base class for user-facing errors (bad input, missing files, refused operations)."""
 
     exit_code = 2
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """An `AdaptrecError` (exit 2) or a file system refusal (exit 1: a full disk, no permission) raised within it
+    ends the process with `error: ` lines on stderr, not a traceback: the CLI's and the repository scripts' way."""
+    try:
+        yield
+    except AdaptrecError as e:
+        print("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 class DataSpecError(AdaptrecError):

@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, positive_int, report  # noqa: E402
+from common import backend, report  # noqa: E402
 
 import adaptrec  # noqa: E402
+from adaptrec import scripts
 from adaptrec.backbone import EMBEDDED, library_versions, load_backbone  # noqa: E402
 from adaptrec.batch import read_predictions  # noqa: E402
 
@@ -52,10 +53,10 @@ def main() -> None:
     p.add_argument("--backbone", default=EMBEDDED, help="embedded:smollm2 (8-bit) or a model folder")
     p.add_argument("--quantization", default="8bit", help="8bit | none")
     p.add_argument("--data", default="tallrec:movie:test")
-    p.add_argument("--cases", type=positive_int, default=100, help="seeded label-stratified subset of --data")
-    p.add_argument("--actors", type=positive_int, nargs="+", default=[1, 2])
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--chunk-size", type=positive_int, default=32)
+    p.add_argument("--cases", type=scripts.positive_int, default=100, help="seeded label-stratified subset of --data")
+    p.add_argument("--actors", type=scripts.positive_int, nargs="+", default=[1, 2])
+    p.add_argument("--batch-size", type=scripts.positive_int, default=8)
+    p.add_argument("--chunk-size", type=scripts.positive_int, default=32)
     args = p.parse_args()
     options = dict(data=args.data, limit=args.cases, backbone=args.backbone, quantization=args.quantization,
                    batch_size=args.batch_size, chunk_size=args.chunk_size)
@@ -88,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

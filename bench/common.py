@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import platform
@@ -15,17 +14,6 @@ from adaptrec.backbone import default_device, environment_summary, library_versi
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONAL = ("bitsandbytes", "torchao", "ray", "accelerate")  # recorded when installed: some benchmarks run on them
-
-
-def positive_int(text: str) -> int:
-    """argparse type of a count: an integer >= 1 (0 or fewer would time nothing, or fail deep inside the run)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
-    return value
 
 
 def sync() -> None:

@@ -32,11 +32,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, positive_int, report  # noqa: E402
+from common import backend, report  # noqa: E402
 from load_client import LoadResult, free_port, run_load, server_rss_mb, start_server, stop_server  # noqa: E402
 from serve_load import body, within_limit  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.adapters import build_peft_model  # noqa: E402
 from adaptrec.registry import Registry  # noqa: E402
 from adaptrec.serve.engine import Engine  # noqa: E402
@@ -193,14 +194,14 @@ def served_runs(args, home: Path, refs: list[str], cases: list, warmup: list, or
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--adapters", type=positive_int, default=1000)
-    p.add_argument("--resident", type=positive_int, default=64, help="the server's LRU cap (--max-resident); this many of the "
+    p.add_argument("--adapters", type=scripts.positive_int, default=1000)
+    p.add_argument("--resident", type=scripts.positive_int, default=64, help="the server's LRU cap (--max-resident); this many of the "
                    "most popular adapters are preloaded before the Zipf run")
     p.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent of adapter popularity")
-    p.add_argument("--clients", type=positive_int, default=4)
-    p.add_argument("--requests", type=positive_int, default=200, help="per arm")
-    p.add_argument("--seconds", type=float, default=300.0, help="cap per arm (split over its blocks)")
-    p.add_argument("--blocks", type=positive_int, default=4, help="interleaved blocks per arm (ABBA order)")
+    p.add_argument("--clients", type=scripts.positive_int, default=4)
+    p.add_argument("--requests", type=scripts.positive_int, default=200, help="per arm")
+    p.add_argument("--seconds", type=scripts.positive_float, default=300.0, help="cap per arm (split over its blocks)")
+    p.add_argument("--blocks", type=scripts.positive_int, default=4, help="interleaved blocks per arm (ABBA order)")
     args = p.parse_args()
     if args.quick:
         args.requests, args.seconds = min(args.requests, 12), min(args.seconds, 20.0)
@@ -242,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

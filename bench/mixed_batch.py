@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import backend, report, sync  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
 from adaptrec.serve.engine import Engine  # noqa: E402
 
@@ -40,7 +41,7 @@ def throughput(fn, batches: list[list[str]]) -> float:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=scripts.positive_int, default=8)
     args = p.parse_args()
     backbone, registry = backbone_and_registry(args)
     refs = random_adapters(backbone, registry, 4, QV)
@@ -81,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

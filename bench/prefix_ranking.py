@@ -21,18 +21,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, positive_int, report  # noqa: E402
+from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.scoring.prefix import common_prefix_length  # noqa: E402
 from adaptrec.serve.engine import Engine, Limits  # noqa: E402
 
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--candidates", type=positive_int, default=20)
-    p.add_argument("--users", type=positive_int, default=3)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--candidates", type=scripts.positive_int, default=20)
+    p.add_argument("--users", type=scripts.positive_int, default=3)
+    p.add_argument("--batch-size", type=scripts.positive_int, default=8)
     args = p.parse_args()
     backbone, registry = backbone_and_registry(args)
     (ref,) = random_adapters(backbone, registry, 1, QV)
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 from serve_setup import QV, random_adapters  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.adapters.attach import attach  # noqa: E402
 from adaptrec.adapters.files import FamilyMatchWarning  # noqa: E402
 from adaptrec.backbone import EMBEDDED, Backbone, load_backbone  # noqa: E402
@@ -107,10 +108,10 @@ def scores(model: torch.nn.Module, backbone: Backbone, cases: list, batch_size: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default=EMBEDDED)
-    p.add_argument("--limit", type=int, default=200, help="seeded test cases for the agreement/AUC part")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--batches", type=int, default=2, help="batches per timed pass")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--limit", type=scripts.positive_int, default=200, help="seeded test cases for the agreement/AUC part")
+    p.add_argument("--batch-size", type=scripts.positive_int, default=8)
+    p.add_argument("--batches", type=scripts.positive_int, default=2, help="batches per timed pass")
+    p.add_argument("--repeats", type=scripts.positive_int, default=3)
     p.add_argument("--adapter", help="registry ref of a trained adapter (default: a random r 8 q/v LoRA)")
     p.add_argument("--registry", type=Path, help="registry folder of --adapter (default: a throwaway one)")
     args = p.parse_args()
@@ -189,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -26,10 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, positive_int, report  # noqa: E402
+from common import backend, report  # noqa: E402
 from load_client import free_port, run_load, seconds_to_413, start_server, stop_server  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.serve.engine import Engine, LimitExceeded  # noqa: E402
 from adaptrec.serve.plans import answer_directly  # noqa: E402
 from adaptrec.serve.schemas import ScoreRequest  # noqa: E402
@@ -93,10 +94,10 @@ def one_repeat(engine: Engine, url: str, plan_a: list[dict], plan_b: list[dict],
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--clients", type=positive_int, default=4)
-    p.add_argument("--requests", type=positive_int, default=24)
-    p.add_argument("--repeats", type=positive_int, default=3)
-    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--clients", type=scripts.positive_int, default=4)
+    p.add_argument("--requests", type=scripts.positive_int, default=24)
+    p.add_argument("--repeats", type=scripts.positive_int, default=3)
+    p.add_argument("--seconds", type=scripts.positive_float, default=120.0)
     args = p.parse_args()
     if args.quick:
         args.requests, args.repeats, args.seconds = min(args.requests, 8), 1, min(args.seconds, 30.0)
@@ -138,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from adaptrec import scripts
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_client import free_port, server_rss_mb, start_server, stop_server  # noqa: E402
@@ -182,7 +184,7 @@ def main() -> None:
     from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters
 
     p = parser(__doc__)
-    p.add_argument("--seconds", type=float, default=600.0)
+    p.add_argument("--seconds", type=scripts.positive_float, default=600.0)
     args = p.parse_args()
     if args.quick:
         args.seconds = min(args.seconds, 60.0)
@@ -199,4 +201,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import backend, report, sync  # noqa: E402
 from serve_setup import ALL, QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.scoring.logits import last_token_logits, tokenize  # noqa: E402
 from adaptrec.serve.engine import Engine, adapter_rows  # noqa: E402
 
@@ -98,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

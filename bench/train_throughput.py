@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import backend, positive_int, report  # noqa: E402
+from common import backend, report  # noqa: E402
 
+from adaptrec import scripts
 from adaptrec.backbone import EMBEDDED, load_backbone  # noqa: E402
 from adaptrec.config import Recipe  # noqa: E402
 from adaptrec.data.prompts import ANSWERS, render_prompt  # noqa: E402
@@ -96,11 +97,11 @@ def run_trainer(args, seen) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=positive_int, default=8)
-    parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument("--steps", type=scripts.positive_int, default=8)
+    parser.add_argument("--batch-size", type=scripts.positive_int, default=4)
     parser.add_argument("--backbone", default=EMBEDDED)
     parser.add_argument("--quantization", default="8bit")
-    parser.add_argument("--repeats", type=positive_int, default=3,
+    parser.add_argument("--repeats", type=scripts.positive_int, default=3,
                         help="runs of both arms, in turns (ABBA): this VM's speed drifts within minutes")
     args = parser.parse_args()
     cases = few_shot([c for c in load_spec("tallrec:movie:train").cases], 64, 0)
@@ -127,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -20,6 +20,7 @@ import numpy as np
 from ml100k_loo import TIES, mean_ci, paired
 from report import ROOT, banner, cell, machine, run_and_render, signed, table
 
+from adaptrec import scripts
 from adaptrec.cf.base import Interactions, PopularityEncoder
 from adaptrec.cf.fit import fit_encoder, source_ratings
 from adaptrec.data import amazon
@@ -147,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from report import ROOT, banner, machine, render_region
 
+from adaptrec import scripts
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "batch_gap.json"
 DOC = ROOT / "docs" / "serving.md"
@@ -62,8 +64,8 @@ def main() -> None:
     from adaptrec.atomic import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--cases", type=scripts.positive_int, default=32)
+    ap.add_argument("--batch-size", type=scripts.positive_int, default=8)
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
@@ -72,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from report import banner, cell, table
 
+from adaptrec import scripts
 from adaptrec.adapters.attach import adapter_key, attach, bare_model, detach
 from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
 from adaptrec.atomic import write_json, write_text
@@ -50,8 +52,6 @@ from adaptrec.scoring.core import SCORING_VERSION, backbone_scorer
 from adaptrec.scoring.logits import to_scores
 from adaptrec.scoring.variants import mix
 from adaptrec.train.recipe import train_or_reuse, training_cases
-
-from report import banner, cell, table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -485,18 +485,18 @@ def check_rows(doc: dict) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--directions", default="arts:office,office:arts", help="SOURCE:TARGET pairs, comma-separated")
-    ap.add_argument("--users", type=int, default=200, help="seeded subset of target-domain test users")
-    ap.add_argument("--negatives", type=int, default=19, help="sampled negatives per held-out item")
+    ap.add_argument("--users", type=scripts.positive_int, default=200, help="seeded subset of target-domain test users")
+    ap.add_argument("--negatives", type=scripts.positive_int, default=19, help="sampled negatives per held-out item")
     ap.add_argument("--shots", default="16,32", help="few-shot target adapters; the largest (<= 32) feeds the weight search")
-    ap.add_argument("--steps", type=int, default=None, help="training.max_steps of every trained adapter (default: the recipes')")
-    ap.add_argument("--search-budget", type=int, default=20, help="CMA-ES loss evaluations per composition")
+    ap.add_argument("--steps", type=scripts.positive_int, default=None, help="training.max_steps of every trained adapter (default: the recipes')")
+    ap.add_argument("--search-budget", type=scripts.positive_int, default=20, help="CMA-ES loss evaluations per composition")
     ap.add_argument("--methods", default="cat,ties_svd,mix", help="composition methods")
-    ap.add_argument("--max-prompt-tokens", type=int, default=320, help="prompts drop their oldest history beyond this")
+    ap.add_argument("--max-prompt-tokens", type=scripts.positive_int, default=320, help="prompts drop their oldest history beyond this")
     ap.add_argument("--seed", type=int, default=0,
                     help="the test subset's, negatives', weight search's and bootstrap's seed; adapters train with their "
                          "recipes' seeds (--set data.seed=N --set training.seed=N changes those)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override key=value (repeatable)")
-    ap.add_argument("--batch-size", type=int, default=20)
+    ap.add_argument("--batch-size", type=scripts.positive_int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "cross_domain.md", help="the rendered report")
     ap.add_argument("--json-out", type=Path, default=RESULTS_JSON)
     ap.add_argument("--render-only", action="store_true", help="re-render --out from --json-out; score nothing")

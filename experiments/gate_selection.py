@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from report import ROOT, banner, render_region, table
 
+from adaptrec import scripts
 from adaptrec.atomic import write_json
 from adaptrec.metrics import auc
 from adaptrec.online.gate import decide
@@ -114,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from report import banner, cell, machine, read_json, table, write_regions
 
+from adaptrec import scripts
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "methods.json"
 DOC = HERE.parent / "docs" / "methods.md"
@@ -205,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions
 
+from adaptrec import scripts
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "online_replay.json"
 DOC = ROOT / "docs" / "online.md"
@@ -391,4 +393,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from report import ROOT, banner, machine, render_region, table
 
+from adaptrec import scripts
 from adaptrec.atomic import write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.data.candidates import candidate_cases
@@ -78,10 +79,10 @@ def render(doc: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=50)
-    ap.add_argument("--negatives", type=int, default=19)
+    ap.add_argument("--users", type=scripts.positive_int, default=50)
+    ap.add_argument("--negatives", type=scripts.positive_int, default=19)
     ap.add_argument("--adapter", default="office-lora")
-    ap.add_argument("--max-prompt-tokens", type=int, default=320)
+    ap.add_argument("--max-prompt-tokens", type=scripts.positive_int, default=320)
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
@@ -91,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

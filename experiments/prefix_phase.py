@@ -14,9 +14,10 @@ import argparse
 import os
 
 import numpy as np
-
 from report import EXPERIMENTS, read_jsonl, table
 from tallrec_grid import RESULTS, adapter_kind, grid_backbone, llm_scores, on_grid_backend
+
+from adaptrec import scripts
 
 OUT = EXPERIMENTS / "results" / "prefix_phase.json"
 
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

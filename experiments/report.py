@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from adaptrec import scripts
 from adaptrec.atomic import write_json, write_text
-from adaptrec.errors import AdaptrecError
+from adaptrec.errors import AdaptrecError, one_line_errors
 from adaptrec.metrics import MetricValue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,8 @@ def experiment_main(module: ModuleType) -> None:
     run = None if args.render_only else module.run if plan is None else lambda: module.run(plan)
     if getattr(args, "refresh", False) and not args.render_only:  # part of the stored results measured anew
         run = lambda: refresh[2](read_json(module.RESULTS), plan)
-    run_and_render(module.RESULTS, module.DOC, module.render, run)
+    with one_line_errors():
+        run_and_render(module.RESULTS, module.DOC, module.render, run)
 
 
 def machine() -> str:
@@ -595,4 +597,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -20,6 +20,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from adaptrec import scripts
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "requantize_merged.json"
 
@@ -28,20 +30,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--adapter", default="movie-lora:1")
     p.add_argument("--spec", default="tallrec:movie:test")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=scripts.positive_int, default=200)
     p.add_argument("--int8-backend", default=None, help="auto (default) | bitsandbytes | torch")
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
 
-    from adaptrec.adapters.attach import attach, adapter_key
+    from adaptrec.adapters.attach import adapter_key, attach
     from adaptrec.adapters.files import FamilyMatchWarning
+    from adaptrec.adapters.merge import merge_into_base
     from adaptrec.atomic import write_json
     from adaptrec.backbone import EMBEDDED, environment_summary, load_backbone
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import select_cases
     from adaptrec.metrics import compute_classification, paired_difference
     from adaptrec.registry import Registry
-    from adaptrec.adapters.merge import merge_into_base
     from adaptrec.score_cache import ScoreCache
     from adaptrec.scoring.core import backbone_scorer
 
@@ -75,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

@@ -24,10 +24,11 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 import collab_goals
+import numpy as np
 from report import banner, cell, machine, read_json, read_jsonl, table
+
+from adaptrec import scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tallrec_grid.jsonl"
@@ -146,11 +147,11 @@ def grid_backbone():
 
 def llm_scores(refs: list[str], cases) -> dict[str, np.ndarray]:
     """P(yes) of the untuned backbone ("base") and of each registered adapter on `cases`, through the score cache."""
-    from adaptrec.scoring.variants import llm_variants
-    from adaptrec.registry import Registry
     from adaptrec.adapters.attach import detach
+    from adaptrec.registry import Registry
     from adaptrec.score_cache import ScoreCache
     from adaptrec.scoring.core import backbone_scorer
+    from adaptrec.scoring.variants import llm_variants
 
     backbone, cache, out = grid_backbone(), ScoreCache.default(), {}
     for name, key, model in llm_variants(backbone, Registry(), refs):
@@ -444,8 +445,8 @@ def main() -> None:
     p.add_argument("--types", help="run the grid over these adapter types (comma-separated)")
     p.add_argument("--shots", default="64")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--budget", type=int, default=BUDGET, help="optimizer steps per grid run (other than 24: shown apart)")
+    p.add_argument("--limit", type=scripts.positive_int, default=200)
+    p.add_argument("--budget", type=scripts.positive_int, default=BUDGET, help="optimizer steps per grid run (other than 24: shown apart)")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--paired", action="store_true", help="add paired AUC differences vs untuned (from the score cache)")
     p.add_argument("--select-lr", action="append", default=[], metavar="TYPE=LR,LR",
@@ -480,4 +481,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    scripts.run(main)

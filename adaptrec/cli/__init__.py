@@ -8,7 +8,7 @@ import warnings
 
 import typer
 
-from ..errors import AdaptrecError, command_line
+from ..errors import command_line, one_line_errors
 from . import evaluate, hub, online, plot, registry, router, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,26 +34,21 @@ def main() -> None:
 
 
 def _run() -> None:
-    try:
-        with command_line():  # errors name flags, not keywords
-            code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
-    except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range
-        message, ctx = e.format_message().strip(), getattr(e, "ctx", None)
-        if "\n" in message:  # a group called bare: its help (unless rich printed it already, leaving no message)
-            typer.echo(message, err=True)
-        elif message:
-            path = ctx.command_path if ctx is not None else _command_path(sys.argv[1:])
-            typer.echo(f"error: {message} (see `{path} --help`)", err=True)
-        sys.exit(e.exit_code)
-    except typer.Abort:  # end of input at a prompt
-        typer.echo("Aborted!", err=True)
-        sys.exit(1)
-    except AdaptrecError as e:
-        typer.echo("\n".join(f"error: {line}" for line in str(e).splitlines() or [""]), err=True)
-        sys.exit(e.exit_code)
-    except OSError as e:  # the file system refused (a home under a file, a full disk, no permission): one line
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    with one_line_errors():  # an AdaptrecError or a file system refusal (a home under a file, a full disk): one line
+        try:
+            with command_line():  # errors name flags, not keywords
+                code = app(prog_name="adaptrec", standalone_mode=False)  # usage errors come back: one line
+        except typer.TyperException as e:  # click's usage errors: an unknown option or command, a value out of range
+            message, ctx = e.format_message().strip(), getattr(e, "ctx", None)
+            if "\n" in message:  # a group called bare: its help (unless rich printed it already, leaving no message)
+                typer.echo(message, err=True)
+            elif message:
+                path = ctx.command_path if ctx is not None else _command_path(sys.argv[1:])
+                typer.echo(f"error: {message} (see `{path} --help`)", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)  # a command's `typer.Exit(N)`, `--help`: their exit code
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -49,13 +48,6 @@ def test_a_smoke_run_never_replaces_the_result_the_docs_render(tmp_path, monkeyp
     quick = common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 9.0}, quick=True)
     assert quick.name == "x.quick.json" and json.loads(quick.read_text())["quick"] is True
     assert json.loads(full.read_text())["ratio"] == 2.0 and "quick" not in json.loads(full.read_text())
-
-
-def test_counts_are_at_least_one():
-    assert common.positive_int("3") == 3
-    for bad in ("0", "-2", "x"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            common.positive_int(bad)
 
 
 def test_only_code_changes_make_a_result_dirty(tmp_path):

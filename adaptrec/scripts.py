@@ -1,0 +1,39 @@
+"""What the repository's experiment and benchmark scripts share with the CLI: argparse counts and durations that refuse 0, and
+`run`, their entry point, whose errors are one line as the `adaptrec` command's are."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from .errors import one_line_errors
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (0 or fewer would time nothing, fail deep inside the run, or mean
+    "every case" to `select_cases`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a duration: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: expected a finite number above 0")
+    return value
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Call a script's `main` with `one_line_errors`."""
+    with one_line_errors():
+        main()
