@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import one_line_errors
@@ -31,6 +31,26 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{value}: expected a finite number above 0")
     return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type of comma-separated integers (`64,128`)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+
+
+def names_from(choices: Iterable[str]) -> Callable[[str], list[str]]:
+    """argparse type of comma-separated names, each one of `choices`."""
+    known = list(choices)
+
+    def parse(text: str) -> list[str]:
+        if unknown := [name for name in text.split(",") if name not in known]:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}; expected some of "
+                                             f"{', '.join(known)}")
+        return text.split(",")
+    return parse
 
 
 def run(main: Callable[[], Any]) -> None:

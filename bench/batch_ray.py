@@ -51,7 +51,7 @@ def row(engine: str, actors: int | None, threads: int, seconds: float, p_yes: np
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default=EMBEDDED, help="embedded:smollm2 (8-bit) or a model folder")
-    p.add_argument("--quantization", default="8bit", help="8bit | none")
+    p.add_argument("--quantization", choices=("8bit", "none"), default="8bit")
     p.add_argument("--data", default="tallrec:movie:test")
     p.add_argument("--cases", type=scripts.positive_int, default=100, help="seeded label-stratified subset of --data")
     p.add_argument("--actors", type=scripts.positive_int, nargs="+", default=[1, 2])

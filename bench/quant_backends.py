@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import report  # noqa: E402
-from serve_setup import QV, random_adapters  # noqa: E402
+from serve_setup import QV, random_adapters, throwaway_registry  # noqa: E402
 
 from adaptrec import scripts
 from adaptrec.adapters.attach import attach  # noqa: E402
@@ -132,9 +132,7 @@ def main() -> None:
     if args.adapter:
         registry, ref = Registry(args.registry), args.adapter
     else:
-        import tempfile
-
-        registry = Registry(Path(tempfile.mkdtemp(prefix="adaptrec-bench-")))
+        registry = throwaway_registry()
         ref = random_adapters(loaders["torch-int8"](), registry, 1, QV)[0]
     # attaching injects LoRA layers into the model it wraps: the "lora" variants get their own load
     models = {name: {"bare": bb.model} for name, bb in backbones.items()}

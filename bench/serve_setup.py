@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,15 +23,21 @@ ALL = {"type": "lora", "r": 8, "alpha": 16,
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--backbone", default=EMBEDDED, help="embedded:smollm2 (8-bit) or a model folder")
-    p.add_argument("--quantization", default="8bit", help="8bit | none")
+    p.add_argument("--quantization", choices=("8bit", "none"), default="8bit")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run; numbers are noisy)")
     return p
 
 
-def backbone_and_registry(args) -> tuple[object, Registry]:
-    """The backbone and an empty registry in a temporary folder (removed at exit)."""
+def throwaway_registry() -> Registry:
+    """An empty registry in a temporary folder, removed when the process exits."""
     home = Path(tempfile.mkdtemp(prefix="adaptrec-bench-"))
-    return load_backbone(args.backbone, args.quantization), Registry(home)
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return Registry(home)
+
+
+def backbone_and_registry(args) -> tuple[object, Registry]:
+    """The backbone and a `throwaway_registry`."""
+    return load_backbone(args.backbone, args.quantization), throwaway_registry()
 
 
 def random_adapters(backbone, registry: Registry, n: int, settings: dict, prefix: str = "bench") -> list[str]:

@@ -294,7 +294,10 @@ def figure(out: Path) -> None:
 
 
 def render() -> list[str]:
-    """The goals section of docs/results.md."""
+    """The goals section of docs/results.md (a line naming what is missing while an experiment has no results)."""
+    if missing := [str(s.relative_to(ROOT)) for s in SOURCES if not s.is_file()]:
+        return ["## Collaborative signal: the goals", "",
+                f"Not rendered: no {', '.join(missing)} yet (run the experiments that write them).", ""]
     ml100k, amazon, movie, arenas = _goals()
     above = sum(a.vs_best["ci_low"] > 0 for a in arenas)
     lines = ["## Collaborative signal: the goals", "",

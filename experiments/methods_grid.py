@@ -176,7 +176,7 @@ def render(results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--groups", default=",".join(GROUPS))
+    p.add_argument("--groups", type=scripts.names_from(GROUPS), default=list(GROUPS))
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
@@ -187,7 +187,7 @@ def main() -> None:
         results = {"groups": {}, "run_on": {}, **read_json(RESULTS)}
         run_on = {"backend": resolve_backend("8bit", default_device()),
                   "machine": machine()}
-        for group in args.groups.split(","):
+        for group in args.groups:
             results.setdefault("run_on", {})[group] = run_on  # this run's groups only: the others keep theirs
             plain_name, methods, sets = GROUPS[group]
             plain = recipe_report(plain_name, sets)

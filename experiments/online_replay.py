@@ -42,7 +42,7 @@ RESULTS = HERE / "results" / "online_replay.json"
 DOC = ROOT / "docs" / "online.md"
 FIGURE = ROOT / "docs" / "figures" / "online_replay.png"
 COMMAND = "python experiments/online_replay.py"
-WINDOWS, WINDOW, GATE, STEPS, REPLAY, MARGIN, SEED = 4, 300, 150, 32, 0.2, 0.005, 0
+WINDOWS, WINDOW, GATE, STEPS, REPLAY, SEED = 4, 300, 150, 32, 0.2, 0  # the gate's margin: its default (MARGIN)
 LOG, GATE_LOG = "ml-sim", "ml-sim-gate"  # the log's domains: window cases, gate cases
 ROWS = {"static": "ml-sim-static", "update + replay": "ml-sim-replay", "update, no replay": "ml-sim-noreplay",
         "retrain on all so far": "ml-sim-retrain"}  # row -> the registry domain whose champion it follows
@@ -141,7 +141,7 @@ class Scoring:
         return dict(zip(unique, rows))
 
     def gate(self, challenger: str, domain: str, cases, spec: str) -> dict:
-        from adaptrec.online.gate import gate
+        from adaptrec.online.gate import MARGIN, gate
 
         result = gate(self.backbone, self.registry, challenger, domain, cases, spec, MARGIN, SEED, template="tallrec",
                       max_prompt_tokens=512, batch_size=8, cache=self.cache, progress=False)
@@ -183,6 +183,7 @@ def check_resumable(done: dict, now: dict) -> None:
 def run(resume_doc: dict | None) -> dict:
     from adaptrec.backbone import environment_summary
     from adaptrec.data.tallrec import item_popularity
+    from adaptrec.online.gate import MARGIN
 
     windows = draw_windows()
     log_windows(windows)
@@ -387,6 +388,8 @@ def main() -> None:
         doc = run(previous if previous and len(previous.get("steps", ())) < WINDOWS else None)
     else:
         doc = read_json(RESULTS)
+        if not doc:
+            sys.exit(f"error: no results at {RESULTS}: run without --render-only first")
     figure(doc, FIGURE)
     write_regions(DOC, {"online-replay": render(doc)})
     print(render(doc))

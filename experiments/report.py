@@ -413,10 +413,11 @@ def serve_soak(r: dict) -> list[str]:
 
 def batch_ray(r: dict) -> list[str]:
     """bench/batch_ray.py: `adaptrec score` in one process against the Ray engine, rows/s and score agreement."""
-    rows = [[("single process" + (" (baseline)" if row["ratio"] == 1.0 and row["threads"] == 2 else ""))
+    base = r["rows"][0]  # torch's default threads: every ratio's baseline (bench/batch_ray.py)
+    rows = [[("single process" + (" (baseline)" if row is base else ""))
              if row["engine"] != "ray" else f"Ray, {row['actors']} actor{'s' if row['actors'] != 1 else ''}",
              row["threads"], f"{row['seconds']:.1f} s", f"{row['rows_per_s']:.2f}", f"{row['ratio']:.2f}",
-             "—" if row["ratio"] == 1.0 and row["engine"] != "ray" else f"{row['max_abs_p_yes_diff']:.3g}"]
+             "—" if row is base else f"{row['max_abs_p_yes_diff']:.3g}"]
             for row in r["rows"]]
     lines = table(["engine", "threads per process", "wall time", "rows/s", "× single process",
                    "max \\|ΔP(yes)\\| vs single process"], "lrrrrr", rows)

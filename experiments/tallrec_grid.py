@@ -49,6 +49,8 @@ BASELINE_LABELS = {"like_ratio": "like-ratio baseline (no LLM)", "popularity": "
                    "backbone": "untuned 8-bit SmolLM2"}
 RECIPE = {("movie", "lora"): "movie-lora", ("movie", "adalora"): "movie-adalora", ("movie", "prefix"): "movie-prefix",
           ("book", "lora"): "book-lora"}
+DOMAINS = ("movie", "book")
+TYPES = ("lora", "adalora", "prefix")  # a domain without its own recipe of a type trains movie's
 
 
 def adapter_kind(row: dict) -> str:
@@ -94,8 +96,10 @@ def _longer() -> list[dict]:
 
 
 def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    """Add `row` to the JSONL file at `path` atomically: a run killed while writing leaves the file as it was."""
+    from adaptrec.atomic import write_text
+
+    write_text(path, (path.read_text() if path.is_file() else "") + json.dumps(row) + "\n")
 
 
 def _step_overrides(budget: int) -> list[str]:
@@ -222,12 +226,22 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         write_json(FULL_RESULTS, out)
 
 
-def select_lr(candidates: list[str], limit: int) -> None:
+def _lr_candidates(text: str) -> tuple[str, list[float]]:
+    """argparse type of `--select-lr TYPE=LR,LR`."""
+    adapter_type, _, lrs = text.partition("=")
+    try:
+        if adapter_type not in TYPES:
+            raise ValueError
+        return adapter_type, [float(lr) for lr in lrs.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TYPE=LR,LR with TYPE one of {', '.join(TYPES)}") from None
+
+
+def select_lr(candidates: list[tuple[str, list[float]]], limit: int) -> None:
     """Train movie, 64 shots, seed 0 at each candidate lr of each type; the rows record validation (and test) AUC."""
     done = {(adapter_kind(r), r["lr"]) for r in read_jsonl(LR_RESULTS) if on_grid_backend(r)}
-    for item in candidates:
-        adapter_type, _, lrs = item.partition("=")
-        for lr in map(float, lrs.split(",")):
+    for adapter_type, lrs in candidates:
+        for lr in lrs:
             if (adapter_type, lr) not in done:  # rows of a type's earlier settings carry another adapter_kind
                 _append(LR_RESULTS, run("movie", adapter_type, 64, 0, limit, (f"training.lr={lr}",)))
 
@@ -441,15 +455,16 @@ def render() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--domains", default="movie,book")
-    p.add_argument("--types", help="run the grid over these adapter types (comma-separated)")
-    p.add_argument("--shots", default="64")
-    p.add_argument("--seeds", default="0")
+    p.add_argument("--domains", type=scripts.names_from(DOMAINS), default=list(DOMAINS))
+    p.add_argument("--types", type=scripts.names_from(TYPES), default=[],
+                   help="run the grid over these adapter types (comma-separated)")
+    p.add_argument("--shots", type=scripts.int_list, default=[64])
+    p.add_argument("--seeds", type=scripts.int_list, default=[0])
     p.add_argument("--limit", type=scripts.positive_int, default=200)
     p.add_argument("--budget", type=scripts.positive_int, default=BUDGET, help="optimizer steps per grid run (other than 24: shown apart)")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--paired", action="store_true", help="add paired AUC differences vs untuned (from the score cache)")
-    p.add_argument("--select-lr", action="append", default=[], metavar="TYPE=LR,LR",
+    p.add_argument("--select-lr", type=_lr_candidates, action="append", default=[], metavar="TYPE=LR,LR",
                    help="train movie/64 shots/seed 0 at each learning rate and record the validation AUC")
     p.add_argument("--full-test", action="store_true", help="score each domain's best run per type on the whole test set")
     args = p.parse_args()
@@ -457,16 +472,16 @@ def main() -> None:
     from adaptrec.atomic import write_text
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    domains = args.domains.split(",")
+    domains = args.domains
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
         # a run at the recipe's present lr (`--select-lr` may have moved it) is done; one at an earlier lr is not
         done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"], r["lr"]) for r in _done(args.budget)}
-        for domain in domains if args.types else ():
-            for adapter_type in args.types.split(","):
+        for domain in domains:
+            for adapter_type in args.types:
                 lr = _recipe_lr(domain, adapter_type)
-                for shots in map(int, args.shots.split(",")):
-                    for seed in map(int, args.seeds.split(",")):
+                for shots in args.shots:
+                    for seed in args.seeds:
                         if (domain, adapter_type, shots, seed, args.limit, lr) not in done:
                             _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit, budget=args.budget))
                             write_text(DOC, render())

@@ -512,3 +512,43 @@ def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, 
         report.main()
     assert str(e.value).startswith("error: a results file could not be drawn (JSONDecodeError: ")
     assert "\n" not in str(e.value)
+
+
+def test_the_goals_section_without_an_experiment_s_results_says_which_are_missing(monkeypatch, tmp_path):
+    """(was: KeyError 'rows', failing every grid render and the grid's own runs after their first row)"""
+    import collab_goals
+
+    monkeypatch.setattr(collab_goals, "SOURCES", (*collab_goals.SOURCES[:2], collab_goals.ROOT / "none.json"))
+    assert "Not rendered: no none.json yet" in "\n".join(collab_goals.render())
+
+
+def test_a_grid_row_is_appended_whole(tmp_path, monkeypatch):
+    """(was: an append without rename, so a run killed while writing left a torn line every later render refused)"""
+    import tallrec_grid
+
+    path = tmp_path / "grid.jsonl"
+    tallrec_grid._append(path, {"a": 1})
+    from adaptrec import atomic
+
+    def killed(p, text):  # the process dies while writing the new file: the old one stays whole
+        raise KeyboardInterrupt
+    monkeypatch.setattr(atomic, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tallrec_grid._append(path, {"b": 2})
+    assert report.read_jsonl(path) == [{"a": 1}]
+
+
+@pytest.mark.parametrize("script, args, words", [
+    ("tallrec_grid.py", ["--types", "foo"], "unknown 'foo'"),
+    ("tallrec_grid.py", ["--shots", "a"], "expected comma-separated integers"),
+    ("tallrec_grid.py", ["--select-lr", "lora"], "expected TYPE=LR,LR"),
+    ("methods_grid.py", ["--groups", "foo"], "unknown 'foo'"),
+    ("batch_gap.py", ["--cases", "0"], "expected at least 1"),
+])
+def test_experiment_arguments_are_checked_before_any_work(script, args, words):
+    """(was: a ValueError, KeyError or FileNotFoundError traceback, for --select-lr after its training runs)"""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / script), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and words in done.stderr.splitlines()[-1], done.stderr
