@@ -86,8 +86,10 @@ def _recipe_lr(domain: str, adapter_type: str) -> float:
 
 
 def _done(budget: int = BUDGET) -> list[dict]:
-    """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget."""
-    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) == budget]
+    """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget, at their recipe's
+    present learning rate: a run at an earlier one is neither done nor averaged with the present ones."""
+    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) == budget
+            and r["lr"] == _recipe_lr(r["domain"], r["type"])]
 
 
 def _longer() -> list[dict]:
@@ -476,13 +478,12 @@ def main() -> None:
     if not args.render_only:
         select_lr(args.select_lr, args.limit)
         # a run at the recipe's present lr (`--select-lr` may have moved it) is done; one at an earlier lr is not
-        done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"], r["lr"]) for r in _done(args.budget)}
+        done = {(r["domain"], adapter_kind(r), r["shots"], r["seed"], r["limit"]) for r in _done(args.budget)}
         for domain in domains:
             for adapter_type in args.types:
-                lr = _recipe_lr(domain, adapter_type)
                 for shots in args.shots:
                     for seed in args.seeds:
-                        if (domain, adapter_type, shots, seed, args.limit, lr) not in done:
+                        if (domain, adapter_type, shots, seed, args.limit) not in done:
                             _append(RESULTS, run(domain, adapter_type, shots, seed, args.limit, budget=args.budget))
                             write_text(DOC, render())
         if args.paired:
