@@ -12,6 +12,7 @@ the end of their part, so no later interaction shapes them either.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -68,6 +69,11 @@ def seen_items(timelines: Mapping[str, Sequence[Event]], part: str) -> dict[str,
 def train_interactions(timelines: Mapping[str, Sequence[Event]]) -> list[tuple[str, str, bool]]:
     """(user, item, liked) of every training interaction, users in timeline order: what encoders may learn from."""
     return [(user, e.item, e.liked) for user, events in split_timelines(timelines)["train"].items() for e in events]
+
+
+def train_counts(timelines: Mapping[str, Sequence[Event]]) -> Counter[str]:
+    """Interaction counts per item id among the training interactions: popularity without a valid or test target."""
+    return Counter(item for _, item, _ in train_interactions(timelines))
 
 
 def loo_cases(timelines: Mapping[str, Sequence[Event]], part: str, text: Callable[[str], str], domain: str,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -113,7 +112,7 @@ def _movielens_loo(spec: str, part: str, negatives: int, seed: int, history_len:
     positives = leave_one_out.loo_cases(timelines, part, texts.__getitem__, "movie", history_len)
     catalogues = {"movie": texts}
     user_items = leave_one_out.seen_items(timelines, part)
-    counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
+    counts = leave_one_out.train_counts(timelines)
     files = (folder / "ml-100k.inter", folder / "ml-100k.item")
     key = {"v": FORMAT_VERSION, "spec": spec, "files": _file_hashes(files),
            "negatives_per_positive": negatives, "seed": seed, "negatives_avoid": NEGATIVES_AVOID}
@@ -153,7 +152,7 @@ def _log(spec: str, path: Path, negatives: int, seed: int, part: str | None = No
         timelines = interaction_log.log_timelines(rows, catalogue)
         cases = leave_one_out.loo_cases(timelines, part, lambda item: catalogue[item].text, rows[0].domain,
                                         history_len)
-        counts = Counter(item for _, item, _ in leave_one_out.train_interactions(timelines))
+        counts = leave_one_out.train_counts(timelines)
     popularity = interaction_log.text_counts(counts, lambda item: catalogue[item].text)
     if not cases:
         need = ("2 interactions before their last two, other than repeats of those two" if part == "train"
