@@ -59,6 +59,10 @@ class Load:
             t.join()
 
 
+def _resident(server: Server) -> list[str]:
+    return [r["ref"] for r in server.request("GET", "/v1/adapters")[1]["resident"]]
+
+
 def test_the_loop_end_to_end_under_load(trained, tiny_model_dir, monkeypatch):  # noqa: F811
     parent, _ = trained
     home = os.environ["ADAPTREC_HOME"]
@@ -78,7 +82,8 @@ def test_the_loop_end_to_end_under_load(trained, tiny_model_dir, monkeypatch):  
             deadline = promoted_at + 60
             while time.monotonic() < deadline and not any(a[2] == [challenger.ref] for a in load.answers):
                 time.sleep(0.1)
-            time.sleep(1.0)
+            while time.monotonic() < deadline and _resident(server) != [challenger.ref]:  # the old one unloading,
+                time.sleep(0.1)  # under load (was: a fixed 1 s, short on a loaded machine)
         finally:
             load.stop()
         assert server.proc.poll() is None  # the same process throughout: no restart
@@ -90,8 +95,7 @@ def test_the_loop_end_to_end_under_load(trained, tiny_model_dir, monkeypatch):  
             switch = served.index(challenger.ref) if challenger.ref in served else len(served)
             assert set(served[:switch]) == {parent.ref} and set(served[switch:]) <= {challenger.ref}  # one switch
         assert any(t < promoted_at and a[0] == parent.ref for t, _, a, _ in answers)  # load ran before the promotion
-        _, adapters = server.request("GET", "/v1/adapters")
-        assert [r["ref"] for r in adapters["resident"]] == [challenger.ref]  # the old one drained and evicted
+        assert _resident(server) == [challenger.ref]  # the old one drained and evicted
         assert [d.action for d in api.registry().history("movie")] == ["promote", "promote"]
     finally:
         server.stop()
