@@ -171,10 +171,10 @@ def score_window(scoring: Scoring, champions: dict[str, str], cases, popularity)
 RESUMED_SETTINGS = ("windows", "steps", "replay", "margin", "seed", "recipe", "sets")
 
 
-def check_resumable(done: dict, now: dict) -> None:
-    """SystemExit (one line) unless a results file's finished windows ran with this run's settings: the later
-    windows would be trained or gated otherwise, under the file's protocol."""
-    changed = [k for k in RESUMED_SETTINGS if done.get(k) != now[k]]
+def check_resumable(done: dict, now: dict, keys: tuple[str, ...] = RESUMED_SETTINGS) -> None:
+    """SystemExit (one line) unless a results file's finished windows ran with this run's settings (`keys`): the
+    later windows would be trained or gated otherwise, under the file's protocol."""
+    changed = [k for k in keys if done.get(k) != now[k]]
     if changed:
         raise SystemExit(f"{RESULTS}: its finished windows ran with other {', '.join(changed)}; move the file away "
                          "to start over")
@@ -196,7 +196,10 @@ def run(resume_doc: dict | None) -> dict:
         check_resumable(resume_doc["protocol"], protocol)
     doc = resume_doc or {"protocol": protocol, "steps": []}
     scoring = Scoring()
-    doc["protocol"]["environment"] = {**scoring.backbone.environment(), **environment_summary()}
+    environment = {**scoring.backbone.environment(), **environment_summary()}
+    if resume_doc is not None:  # one backend and set of library versions for every window the page reports
+        check_resumable(resume_doc["protocol"], {**protocol, "environment": environment}, ("environment",))
+    doc["protocol"]["environment"] = environment
     if not doc["steps"]:
         static, cpu, wall = train_fresh("online-static", window_spec(LOG, windows[0], WINDOW),
                                         window_spec(GATE_LOG, windows[0], GATE))

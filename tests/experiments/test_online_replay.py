@@ -24,3 +24,13 @@ def test_every_resumed_setting_is_checked(key):
             "sets": ["training.max_steps=32"]}
     with pytest.raises(SystemExit, match=f"other {key};"):
         online_replay.check_resumable(done, {**done, key: "changed"})
+
+
+def test_a_results_file_resumes_only_in_its_own_environment():
+    """(was: the resume overwrote the recorded backend and library versions, so windows scored under two torch
+    versions shared one table naming the last)"""
+    done = {"environment": {"backend": "torch-int8", "torch": "2.13.0+cpu"}}
+    online_replay.check_resumable(done, dict(done), ("environment",))
+    with pytest.raises(SystemExit, match="other environment;"):
+        online_replay.check_resumable(done, {"environment": {"backend": "bitsandbytes", "torch": "2.13.0+cpu"}},
+                                      ("environment",))
