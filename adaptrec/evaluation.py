@@ -169,7 +169,7 @@ class EvalReport:
         """One row per model: `model`, `kind`, then each metric's value, CI bounds (`<metric>_low/_high`), prompts/s;
         `attrs` hold what the rows were measured on (`spec`, `n`, `users`, `limit`, `seed`, `score_mode`, the ranking
         protocol's `negatives` and `candidates_file`, the LLM rows' `template` and `max_prompt_tokens`)."""
-        import pandas as pd  # pandas comes with `datasets`; imported here so the CLI never pays for it
+        import pandas as pd  # imported here so the CLI never pays for it
 
         records = []
         for r in self.rows:

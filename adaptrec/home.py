@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout's root, or site-packages when installed
 
 
 def adaptrec_home() -> Path:
@@ -23,11 +23,11 @@ def adaptrec_home() -> Path:
 
 
 def data_root() -> Path:
-    """`$ADAPTREC_DATA`, else the `shared/data` folder beside the repository checkout."""
+    """`$ADAPTREC_DATA`; else, in a repository checkout, the `shared/data` folder beside it; else (an installed
+    wheel) `$ADAPTREC_HOME/data`. Never a folder found from the working directory."""
     env = os.environ.get("ADAPTREC_DATA")
     if env:
         return Path(env).expanduser()
-    for candidate in (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    return REPO_ROOT.parent / "shared" / "data"
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "adaptrec").is_dir():
+        return REPO_ROOT.parent / "shared" / "data"
+    return adaptrec_home() / "data"

@@ -64,6 +64,7 @@ def test_dry_run_from_the_wheel_resolves_data_and_backbone_and_names_what_to_set
     assert missing.returncode == 2 and missing.stdout == ""
     (line,) = missing.stderr.splitlines()
     assert line.startswith("error: ") and "data.train: missing TALLRec file" in line and "$ADAPTREC_DATA" in line
+    assert str(PERSISTENT_HOME / "data" / "tallrec") in line  # the wheel's default, not a guess from the cwd
 
     write_tallrec_files(tmp_path / "data" / "tallrec" / "movie", {"train": 80, "valid": 60, "test": 220})
     env = _env(ADAPTREC_HOME=str(PERSISTENT_HOME), ADAPTREC_DATA=str(tmp_path / "data"))

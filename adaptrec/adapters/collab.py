@@ -453,7 +453,7 @@ class CollabTuner(LoraTuner):
         library = ENCODER_LIBRARIES.get(cfg.encoder)
         if library is not None and importlib.util.find_spec(library) is None:
             raise MissingOptionalPackage(f"adapter.encoder: {cfg.encoder} is fitted with {library}, which is not "
-                                         "installed: run `make install` (or `pip install -e '.[cf]'`)")
+                                         "installed: run `make install` (or `pip install 'adaptrec[cf]'`)")
         if cfg.content == "titles":
             try:
                 minilm_dir()  # its package and its model file

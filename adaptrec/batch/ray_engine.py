@@ -42,7 +42,7 @@ def require_ray() -> ModuleType:
     except ImportError as e:
         if isinstance(e, ModuleNotFoundError) and e.name in ("ray", "ray.data"):  # not installed, or without `data`
             raise MissingOptionalPackage(f"{option('engine', 'ray')} needs Ray Data: "
-                                         "pip install -e '.[ray]'") from None
+                                         "pip install 'adaptrec[ray]' (in a checkout: make install)") from None
         why = str(e).splitlines()[0] if str(e) else type(e).__name__  # (a library it needs, built for another one)
         raise MissingOptionalPackage(f"{option('engine', 'ray')}: Ray is installed but does not import ({why})") from None
     return ray

@@ -16,7 +16,7 @@ as in any evaluate metric. By default the modules keep their buffer in memory
 (`keep_in_memory=True`); evaluate still creates an empty folder under `cache_dir`, which
 defaults to `$ADAPTREC_HOME/evaluate` rather than the Hugging Face cache.
 
-`evaluate` is the optional extra `metrics` (`pip install -e '.[metrics]'`); without it importing this module
+`evaluate` is the optional extra `metrics` (`pip install 'adaptrec[metrics]'`); without it importing this module
 raises `MissingOptionalPackage`. Nothing else in adaptrec imports it.
 """
 
@@ -34,7 +34,7 @@ try:
     import evaluate
 except ImportError:
     raise MissingOptionalPackage("adaptrec.metrics.evaluate_modules needs the evaluate package: "
-                                 "run `pip install -e '.[metrics]'` in the checkout") from None
+                                 "run `pip install 'adaptrec[metrics]'` (in a checkout: `make install`)") from None
 
 __all__ = ["AdaptrecAUC", "AdaptrecRanking"]
 

@@ -129,7 +129,7 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "score", "--data", data, "--out", str(tmp_path / "p.jsonl"),
                            "--engine", "ray")
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "pip install -e '.[ray]'" in lines[0], err
+    assert code == 2 and len(lines) == 1 and "pip install 'adaptrec[ray]'" in lines[0], err
 
 
 def test_a_ray_that_fails_to_import_says_so_not_that_it_is_missing(monkeypatch):

@@ -16,7 +16,7 @@ WRAPPERS = "adaptrec.metrics.evaluate_modules"
 def test_the_wrappers_name_the_extra_when_evaluate_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "evaluate", None)  # `import evaluate` now fails as if it were not installed
     monkeypatch.delitem(sys.modules, WRAPPERS, raising=False)
-    with pytest.raises(MissingOptionalPackage, match=r"pip install -e '\.\[metrics\]'") as e:
+    with pytest.raises(MissingOptionalPackage, match=r"pip install 'adaptrec\[metrics\]'") as e:
         __import__(WRAPPERS)
     assert "\n" not in str(e.value)
 
