@@ -243,6 +243,7 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
              seed: int = 0) -> EncoderRecord:
     """Fit a collaborative encoder on `data`'s training interactions (cf/fit.py), measure it alone on the source's
     validation part, and register it as the next version of `name` (default `KIND-SOURCE`, `:` as `-`)."""
+    from .cf import unfit_pairing
     from .cf.evaluate import validation_metrics
     from .cf.fit import WINDOWS, fit_encoder
     from .names import check_name
@@ -253,9 +254,8 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     _at_least(seed=(seed, 0), dim=(dim, 1), epochs=(epochs, 1))
     if dim is not None and dim > MAX_ENCODER_DIM:  # was: numpy's allocation error as a traceback
         raise ConfigError(f"{option('dim', dim)}: at most {MAX_ENCODER_DIM} (the encoders default to 32 or 64)")
-    if kind == "sasrec" and data == "movielens:100k":
-        raise ConfigError("sasrec reads a history in time order, and movielens:100k's cases list every liked item "
-                          "before every disliked one; fit it on movielens:100k:loo")
+    if why := unfit_pairing(kind, data):  # before the fit
+        raise ConfigError(why)
     fitted = fit_encoder(kind, data, dim, epochs, seed)
     # validated on the same candidate lists (seed 0) whatever the fit's seed: fits at two seeds compare on one draw
     return registry().register_encoder(name, fitted, WINDOWS[data], validation_metrics(fitted.encoder, data))

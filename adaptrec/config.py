@@ -374,7 +374,8 @@ def check_new_run(recipe: Recipe) -> None:
     - a `name` or `domain` the registry would refuse only after the run trained;
     - a warm-up gives the first optimizer step learning rate 0 and reaches `training.lr` only once it is over: one
       as long as the run (or longer) never trains at the rate the recipe names, and with one step not at all;
-    - a collab adapter's encoder trains on `adapter.encoder_data`: the recipe's valid and test data must be
+    - a collab adapter's encoder must be able to learn what `adapter.encoder_data` holds (`cf.unfit_pairing`), and
+      trains on it: the recipe's valid and test data must be
       held-out splits of that source, or their pairs would train the encoder; its projector trains alone for
       `adapter.projector_steps`, which must leave the LoRA part steps of its own.
     """
@@ -395,10 +396,14 @@ def check_new_run(recipe: Recipe) -> None:
                           f"training.max_steps {t.max_steps}: the LoRA part would never train; set projector_steps "
                           "below max_steps (0: both train from the start)")
     if recipe.adapter.type == "collab":
+        from .cf import unfit_pairing
         from .cf.fit import HELD_OUT, scores_spec
         from .data.spec import with_protocol
 
-        source = recipe.adapter.encoder_data
+        source, encoder = recipe.adapter.encoder_data, recipe.adapter.encoder
+        if why := unfit_pairing(encoder, source):  # as `train-cf` refuses it (a stored version may hold it)
+            default = " (the default)" if encoder == type(recipe.adapter).model_fields["encoder"].default else ""
+            raise ConfigError(f"{recipe._source}: adapter: encoder {encoder}{default} on encoder_data {source}: {why}")
         for part in ("valid", "test"):
             try:
                 spec = with_protocol(getattr(recipe.data, part), recipe.data.protocol, part)

@@ -115,7 +115,18 @@ def test_an_implicit_encoder_source_under_the_label_encoder_is_refused_with_the_
     """`fit_encoder` refused it only once the backbone had loaded, without naming `adapter.encoder`."""
     with pytest.raises(ConfigError) as e:
         load_recipe("office-collab", ["adapter.encoder=mf-bias"])
-    assert "office-collab.yaml: adapter: encoder mf-bias (the default) learns like/dislike labels" in _one_line(e)
+    assert ("office-collab.yaml: adapter: encoder mf-bias (the default) on encoder_data amazon: mf-bias learns "
+            "like/dislike labels") in _one_line(e)
+
+
+def test_sasrec_on_the_label_ordered_movielens_cases_is_refused_with_the_recipe():
+    """(was: accepted by a collab recipe, though `train-cf` refused the pair: its cases are not in time order)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-collab", ["adapter.encoder=sasrec", "adapter.encoder_data=movielens:100k"])
+    assert "encoder sasrec on encoder_data movielens:100k: sasrec reads a history in time order" in _one_line(e)
+    _, text = load_recipe("movie-collab")  # a version trained before the check still reads
+    stored = recipe_from_text(text + "# --set adapter.encoder=sasrec\n# --set adapter.encoder_data=movielens:100k\n")
+    assert stored.adapter.encoder == "sasrec"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -391,11 +402,13 @@ def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
 def test_a_collab_adapter_is_refused_an_encoder_whose_data_holds_its_valid_or_test_pairs(recipe, source):
     """(was: accepted; 914 of the 943 leave-one-out test pairs, or 968 of the 1000 TALLRec-window ones, were in the
     encoder's training data)"""
+    sets = [f"adapter.encoder_data={source}", "adapter.encoder=als"]  # (sasrec reads movielens:100k in no time order)
     with pytest.raises(ConfigError) as e:
-        load_recipe(recipe, [f"adapter.encoder_data={source}"])
+        load_recipe(recipe, sets)
     assert f"is not held out of adapter.encoder_data '{source}'" in _one_line(e)
     _, text = load_recipe(recipe)  # a version stored before the check still reads
-    assert recipe_from_text(text + f"# --set adapter.encoder_data={source}\n").adapter.encoder_data == source
+    stored = recipe_from_text(text + "".join(f"# --set {s}\n" for s in sets))
+    assert stored.adapter.encoder_data == source
 
 
 def test_an_unquoted_no_precision_is_no(tmp_path):

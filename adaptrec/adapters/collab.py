@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_serializer
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
@@ -69,14 +69,6 @@ class CollabSettings(LoraSettings):
     # (element-wise; it sums to the factor encoder's score) through a linear matcher
     content: Literal["titles"] | None = None  # titles: each item's vector also carries its MiniLM title embedding
     # (text and collaborative signal in one soft token; `with_titles`)
-
-    @model_validator(mode="after")
-    def _encoder_learns_its_data(self) -> "CollabSettings":
-        if self.encoder == "mf-bias" and self.encoder_data == "amazon":  # as `fit_encoder`, before a backbone loads
-            raise ValueError("encoder mf-bias (the default) learns like/dislike labels, and encoder_data amazon holds "
-                             "implicit interactions only (every one a like): set encoder to bpr, als, lightgcn or "
-                             "sasrec")
-        return self
 
     @model_serializer(mode="wrap")
     def _settings(self, handler) -> dict:

@@ -7,3 +7,14 @@ BCE on explicit like/dislike labels: CoLLM's setting) · `implicit_mf` (BPR, ALS
 source's catalogue) · `features` (a logistic regression on like-ratio, the target's like-rate and popularity).
 Each encoder also scores cases alone, as a non-LLM row beside the adapters.
 """
+
+
+def unfit_pairing(kind: str, source: str) -> str | None:
+    """Why encoder `kind` cannot learn what `source` holds (refused before anything is fitted or loaded), or None."""
+    if kind == "mf-bias" and source == "amazon":
+        return ("mf-bias learns like/dislike labels, and amazon holds implicit interactions only (every one a like): "
+                "use bpr, als, lightgcn or sasrec")
+    if kind == "sasrec" and source == "movielens:100k":
+        return ("sasrec reads a history in time order, and movielens:100k's cases list every liked item before every "
+                "disliked one: use movielens:100k:loo")
+    return None

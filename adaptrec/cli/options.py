@@ -26,7 +26,7 @@ EvalTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default:
                                "of their prompt lengths; adapters trained with different templates need one named; "
                                "tallrec for the untuned backbone alone)")
 HISTORY_FILE = ('a history JSON file: {"history": [TITLE | {"title", "liked", "domain", "item_id"}, ...], "user_id", '
-                '"noun"} (docs/data.md)')
+                '"noun"} (docs/data.md, "History files")')
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
 SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
 
