@@ -340,9 +340,7 @@ def adapter_rows(plan: Plan, best: str, valid: Arena, test: Arena, enc_valid: li
 
 def paired(a: list[float], b: list[float], seed: int, users: list[str] | None = None) -> dict:
     """Mean of a − b with a 95% bootstrap CI over users (one pair per user, or `users` naming each pair's user)."""
-    diff = np.asarray(a) - np.asarray(b)
-    ci = bootstrap_ci(np.mean, diff, seed=seed, clusters=users)
-    return {"value": float(diff.mean()), "ci_low": ci.low, "ci_high": ci.high, "n": len(diff)}
+    return mean_ci(np.asarray(a) - np.asarray(b), seed, users)
 
 
 def encoder_rows(plan: Plan, encoders: dict, valid: Arena, test: Arena) -> tuple[list[dict], dict, str]:
