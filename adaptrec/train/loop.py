@@ -8,7 +8,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -120,18 +120,22 @@ def on_main_process(work: Callable[[], T]) -> T | None:
 def run_folder_held(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` for one run, from before `--restart` clears it to after its version is registered: the main
     process locks `<run_dir>.lock` beside the folder (so clearing the folder cannot drop the lock; the lock goes
-    with the process). A one-line error if another run holds it: both would clear, append to one metrics file,
-    race on `best/` and register twice."""
-    if not _process_state().is_main_process:
-        yield
-        return
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with the process). A one-line error if another run holds it, on every rank of a launch (the main process's
+    verdict is broadcast): both runs would clear, append to one metrics file, race on `best/` and register twice."""
+    state, busy = _process_state(), [False]
+    with ExitStack() as held:
+        if state.is_main_process:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            lock = held.enter_context(open(run_dir.with_name(run_dir.name + ".lock"), "a"))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy = [True]
+        if state.num_processes > 1:
+            broadcast_object_list(busy)  # was: the other ranks went on, and a --restart deleted the live run's folder
+        if busy[0]:
             raise ConfigError(f"{run_dir}: another run is using this folder now; wait for it to finish, or give "
-                              "this one other settings") from None
+                              "this one other settings")
         yield
 
 

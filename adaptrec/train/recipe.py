@@ -81,8 +81,8 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart: bool) -> RecipeResult:
     check_installed(recipe.adapter)  # an encoder's library: not found after the backbone loaded, nor after a restart
-    if restart and run_dir.exists():  # deleted the run it would not train again
-        shutil.rmtree(run_dir)
+    if restart:  # deletes the run it will not train again: once, by the main process, every rank waiting (was: by
+        on_main_process(lambda: shutil.rmtree(run_dir) if run_dir.exists() else None)  # every rank, one failing)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
     method = checked_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone

@@ -1,10 +1,11 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
 usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
-                                           [--recipe]
+                                           [--recipe [--restart]]
 
 --stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
---recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there.
+--recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there;
+--restart: clearing its run folder first.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> None:
 
         os.environ["ADAPTREC_HOME"] = str(run_dir / "home")
         path = tiny_recipe_file(run_dir, model_dir, max_steps, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
-        result = run_recipe(*load_recipe(str(path)))
+        result = run_recipe(*load_recipe(str(path)), restart="--restart" in sys.argv)
         print(f"REGISTERED {result.record.ref} reported={result.report is not None}", flush=True)
         return
     if "--slow" in sys.argv:  # widen the window in which the parent can kill us mid-run

@@ -438,14 +438,18 @@ def _launch_two_cpu_ranks(tiny_model_dir, run_dir, steps, *flags) -> str:
     """`accelerate launch` of the worker on two data-parallel CPU processes (gloo); their stdout. accelerate 1.x's
     `--cpu` flag picks its single-process launcher whatever --num_processes says; `--multi_gpu` on a machine
     without CUDA starts real CPU ranks."""
+    proc = _launch(tiny_model_dir, run_dir, steps, *flags)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _launch(tiny_model_dir, run_dir, steps, *flags) -> subprocess.CompletedProcess:
     launcher = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
+    return subprocess.run(
         [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", str(WORKER), str(tiny_model_dir), str(run_dir), str(steps), *flags],
         capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_a_recipe_under_accelerate_launch_registers_one_version_from_the_main_process(tiny_model_dir, tmp_path):
@@ -455,6 +459,32 @@ def test_a_recipe_under_accelerate_launch_registers_one_version_from_the_main_pr
     assert sorted(line for line in out.splitlines() if line.startswith("REGISTERED")) == [
         "REGISTERED tiny:1 reported=False", "REGISTERED tiny:1 reported=True"]
     assert [r.ref for r in Registry(tmp_path / "home").list()] == ["tiny:1"]
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path, 2, "--recipe", "--restart")  # (was: both ranks deleted the
+    assert "REGISTERED tiny:2 reported=True" in out  # run folder at once, one failing with FileNotFoundError)
+
+
+def test_a_launch_on_a_run_folder_another_run_holds_stops_every_rank_and_deletes_nothing(tiny_model_dir, tmp_path,
+                                                                                         monkeypatch):
+    """(was: only the main process checked the lock; the other rank went on, and a --restart deleted the live run's
+    folder before the launcher stopped it)"""
+    import fcntl
+
+    from train_worker import tiny_recipe_file
+
+    from adaptrec.config import load_recipe
+    from adaptrec.train.recipe import run_dir_for
+
+    monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))  # as the worker's recipe job sets it
+    recipe, _ = load_recipe(str(tiny_recipe_file(tmp_path, str(tiny_model_dir), 2, {"train": 16, "valid": 8, "test": 8},
+                                                 eval_every=2)))
+    run_dir = run_dir_for(recipe)
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("{}\n")  # the live run's
+    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = _launch(tiny_model_dir, tmp_path, 2, "--recipe", "--restart")
+    assert proc.returncode != 0 and "another run is using this folder now" in proc.stderr, proc.stderr[-3000:]
+    assert (run_dir / "metrics.jsonl").read_text() == "{}\n"
 
 
 def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_model_dir, tmp_path):
