@@ -13,7 +13,7 @@ import tempfile
 import time
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def umask() -> int:
@@ -106,7 +106,7 @@ def atomic_dir(final: Path, *, locked: bool = False) -> Iterator[Path]:
     final = Path(final)
     with ExitStack() as stack:
         prefix = f".{final.name}."
-        tmp = (stack.enter_context(work_dir(final.parent, prefix)) if locked else
+        tmp = (stack.enter_context(work_dir(final.parent, prefix, keep_parent=True)) if locked else
                temp_dir_in(final.parent, prefix, ".tmp"))
         try:
             os.chmod(tmp, 0o777 & ~umask())
@@ -123,8 +123,9 @@ LOCK_SUFFIX = ".lock"  # beside a `work_dir` folder: held by the process working
 
 
 @contextmanager
-def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """A new folder in `parent` for in-flight work, removed on exit (and `parent` with it when left empty), with
+def work_dir(parent: Path, prefix: str, keep_parent: bool = False) -> Iterator[Path]:
+    """A new folder in `parent` for in-flight work, removed on exit (and `parent` with it when left empty, unless
+    `keep_parent`), with
     `<folder>.lock` beside it held (`flock`) until then: the kernel releases a killed process's lock, so `abandoned`
     tells its folder from a live one's. The lock file is locked under a temporary name first and renamed into place,
     so it never appears unheld."""
@@ -141,8 +142,9 @@ def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
             with suppress(FileNotFoundError):
                 os.unlink(path)
         os.close(fd)
-        with suppress(OSError):  # other work's folders are in it
-            Path(parent).rmdir()
+        if not keep_parent:
+            with suppress(OSError):  # other work's folders are in it
+                Path(parent).rmdir()
 
 
 def abandoned(folder: Path) -> bool | None:
@@ -168,12 +170,13 @@ def abandoned(folder: Path) -> bool | None:
         os.close(fd)
 
 
-def dead_work(parent: Path, *, prefix: str = "", stale_s: float | None = None) -> list[Path]:
-    """The work a killed process left in `parent` (entries named `prefix`...): `work_dir` folders whose lock is free
-    (`abandoned`), lock files whose folder is gone and whose lock is free, and, given `stale_s`, folders without a
-    lock file (made otherwise, or a file) untouched that many seconds. A live process's work is never listed."""
+def dead_work(parent: Path, *, named: Callable[[str], object] = bool, stale_s: float | None = None) -> list[Path]:
+    """The work a killed process left in `parent` (among the entries whose name `named` accepts): `work_dir` folders
+    whose lock is free (`abandoned`), lock files whose folder is gone and whose lock is free, and, given `stale_s`,
+    folders without a lock file (made otherwise, or a file) untouched that many seconds. A live process's work is
+    never listed."""
     try:
-        entries = sorted(e for e in Path(parent).iterdir() if e.name.startswith(prefix))
+        entries = sorted(e for e in Path(parent).iterdir() if named(e.name))
     except FileNotFoundError:
         return []
     now = time.time()
@@ -192,7 +195,7 @@ def dead_work(parent: Path, *, prefix: str = "", stale_s: float | None = None) -
 
 
 def remove_work(path: Path) -> None:
-    """Delete a `dead_work` entry: a folder with its lock file, or a file."""
+    """Delete a folder (and the `work_dir` lock file beside it, if any) or a file."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
         path = path.with_name(path.name + LOCK_SUFFIX)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ from .common import (
 )
 
 MIRROR_REFS = "refs.json"  # <mirror>/<repo>/refs.json: {"latest": "<revision folder>"}
-STALE_PUSH_S = 24 * 3600  # a `.name` entry of a mirror repo without a lock (an older push's) this old is a leftover
+# a push's staging folder in <mirror>/<repo>/, `.<revision>.<8 random characters>`, and its `.lock` (`atomic.work_dir`):
+# only these are a killed push's leftovers; a user's own hidden files (.git, .gitattributes) never match
+PUSH_WORK = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*\.[a-z0-9_]{8}(\.lock)?")
 # what adaptrec.json carries from the registered one (plus kind, current metrics, files); `origin` stays home:
 # for an adapter pulled from a mirror it names a local folder
 _PUBLISHED_KEYS = ("name", "version", "domain", "adapter_type", "base", "recipe", "recipe_hash", "lineage", "created")
@@ -232,7 +235,7 @@ def push_to_mirror(
     if dest.exists():
         raise taken
     made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # the folders this push creates
-    for leftover in dead_work(repo_dir, prefix=".", stale_s=STALE_PUSH_S):  # a killed push's staging folder
+    for leftover in dead_work(repo_dir, named=PUSH_WORK.fullmatch):  # a killed push's staging folder (its lock free)
         remove_work(leftover)
     try:
         with atomic_dir(dest, locked=True) as tmp:  # locked: the next push knows a killed one's from a live one's
@@ -241,8 +244,6 @@ def push_to_mirror(
         for folder in made:  # deepest first; a refused push leaves no empty folders (was: `<mirror>/<repo>/`)
             try:
                 folder.rmdir()
-            except FileNotFoundError:  # the work folder's exit removed it
-                continue
             except OSError:  # not empty: another push's, or not made here
                 break
         if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():

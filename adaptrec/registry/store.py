@@ -69,13 +69,6 @@ def _load_encoder_checked(record: EncoderRecord) -> Encoder:
     return load_checked(record.path, record.files, what)
 
 
-def _delete(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 class VersionRemoved(RegistryError):
     """A version was removed (by another process) while its files were being checked."""
 
@@ -406,14 +399,14 @@ class Registry:
 
         def remove_written() -> None:  # under the write lock: no folder is left without its row
             for path in folder:
-                _delete(path)
+                remove_work(path)
 
         with self._write(on_abort=remove_written) as conn:
             _refuse_case_clash(conn, "encoders", name, "encoder")  # writing it would delete the other's files
             (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM encoders WHERE name = ?", (name,)).fetchone()
             dest = self.encoders_dir / name / str(last + 1)
             if dest.exists():  # a folder no row points to: a process killed before its row committed
-                _delete(dest)
+                remove_work(dest)
             folder.append(dest)
             with atomic_dir(dest) as tmp:
                 save_encoder(fitted.encoder, tmp, fitted.record["settings"])
@@ -518,7 +511,7 @@ class Registry:
         removed: list[Path] = []
         with self._write() as conn:
             for path, _ in self._strays(lambda: self._versions(conn)):
-                (remove_work if path.parent == self.scratch_dir else _delete)(path)  # a work folder: its lock too
+                remove_work(path)  # a work folder: its lock too
                 removed.append(path)
             for root in (self.adapters_dir, self.encoders_dir):
                 for entry in root.iterdir() if root.is_dir() else ():

@@ -553,6 +553,21 @@ def test_two_pushes_of_one_mirror_revision_at_once_give_the_second_one_line(lora
     assert [p.name for p in (mirror / "movie-lora").iterdir()] == ["v1"]  # the other push's folder, no leftovers
 
 
+def test_a_refused_push_keeps_the_repo_folder_it_did_not_make(lora_src, tmp_path, monkeypatch, capsys):
+    """(was: the staging folder's exit removed an empty `<mirror>/<repo>/` the user had made)"""
+    from adaptrec.hub import push
+
+    rec, repo_dir = _register(lora_src), tmp_path / "mirror" / "org" / "movie-lora"
+    repo_dir.mkdir(parents=True)
+
+    def refused(*args, **kwargs):
+        raise push.HubError("refused while staging")
+    monkeypatch.setattr(push, "stage", refused)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(tmp_path / "mirror"), "--repo",
+                           "org/movie-lora")
+    assert "refused while staging" in _one_line_error(code, err) and repo_dir.is_dir() and not any(repo_dir.iterdir())
+
+
 def _push_held_in_stage(ref: str, mirror: Path) -> subprocess.Popen:
     """A child process pushing `ref` to `mirror`, held in its staging (one file written) until it is killed."""
     code = f"""
@@ -575,17 +590,21 @@ def test_the_next_push_removes_a_killed_mirror_push_s_staging_folder(lora_src, t
     repo removes a dead push's folder and lock, and leaves a live push's alone."""
     rec, mirror = _register(lora_src), tmp_path / "mirror"
     repo_dir = mirror / "movie-lora"
+    (repo_dir / ".git").mkdir(parents=True)  # a mirror kept in git: its hidden files are no push's leftovers
+    (repo_dir / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    for own in (repo_dir / ".git", repo_dir / ".gitattributes"):
+        os.utime(own, (0, 0))
     killed = _push_held_in_stage(rec.ref, mirror)
     killed.kill()
     killed.wait()
-    dead = sorted(p.name for p in repo_dir.iterdir())
-    assert dead and all(name.startswith(".v1.") for name in dead)  # its staging folder (and lock)
+    dead = sorted(p.name for p in repo_dir.iterdir() if p.name.startswith(".v1."))
+    assert dead  # its staging folder (and lock)
     live = _push_held_in_stage(rec.ref, mirror)
     try:
         staging = {p.name for p in repo_dir.iterdir()} - set(dead)
         code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--revision", "v2")
         assert code == 0, err
-        assert {p.name for p in repo_dir.iterdir()} == {"v2", "refs.json", *staging}  # the live push's untouched
+        assert {p.name for p in repo_dir.iterdir()} == {"v2", "refs.json", ".git", ".gitattributes", *staging}
     finally:
         live.kill()
         live.wait()
