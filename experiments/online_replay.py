@@ -171,13 +171,21 @@ def score_window(scoring: Scoring, champions: dict[str, str], cases, popularity)
 RESUMED_SETTINGS = ("windows", "steps", "replay", "margin", "seed", "recipe", "sets")
 
 
-def check_resumable(done: dict, now: dict, keys: tuple[str, ...] = RESUMED_SETTINGS) -> None:
-    """SystemExit (one line) unless a results file's finished windows ran with this run's settings (`keys`): the
-    later windows would be trained or gated otherwise, under the file's protocol."""
-    changed = [k for k in keys if done.get(k) != now[k]]
+def check_resumable(done: dict, now: dict) -> None:
+    """SystemExit (one line) unless a results file's finished windows ran with this run's settings: the later
+    windows would be trained or gated otherwise, under the file's protocol."""
+    changed = [k for k in RESUMED_SETTINGS if done.get(k) != now[k]]
     if changed:
         raise SystemExit(f"{RESULTS}: its finished windows ran with other {', '.join(changed)}; move the file away "
                          "to start over")
+
+
+def check_same_scoring(done: dict, now: dict) -> None:
+    """SystemExit (one line) unless a results file's finished windows were scored with this run's model, backend,
+    dtype, device and library versions (`now`: `Backbone.environment()`); its cores and threads may differ."""
+    if changed := sorted(k for k, v in now.items() if done.get(k) != v):
+        raise SystemExit(f"{RESULTS}: its finished windows were scored with another {', '.join(changed)}; move the "
+                         "file away to start over")
 
 
 def run(resume_doc: dict | None) -> dict:
@@ -196,10 +204,9 @@ def run(resume_doc: dict | None) -> dict:
         check_resumable(resume_doc["protocol"], protocol)
     doc = resume_doc or {"protocol": protocol, "steps": []}
     scoring = Scoring()
-    environment = {**scoring.backbone.environment(), **environment_summary()}
-    if resume_doc is not None:  # one backend and set of library versions for every window the page reports
-        check_resumable(resume_doc["protocol"], {**protocol, "environment": environment}, ("environment",))
-    doc["protocol"]["environment"] = environment
+    if resume_doc is not None:  # one model, backend and set of library versions for every window the page reports
+        check_same_scoring(resume_doc["protocol"].get("environment", {}), scoring.backbone.environment())
+    doc["protocol"]["environment"] = {**scoring.backbone.environment(), **environment_summary()}
     if not doc["steps"]:
         static, cpu, wall = train_fresh("online-static", window_spec(LOG, windows[0], WINDOW),
                                         window_spec(GATE_LOG, windows[0], GATE))

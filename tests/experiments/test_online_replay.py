@@ -26,11 +26,11 @@ def test_every_resumed_setting_is_checked(key):
         online_replay.check_resumable(done, {**done, key: "changed"})
 
 
-def test_a_results_file_resumes_only_in_its_own_environment():
+
+def test_a_results_file_resumes_only_under_the_scoring_its_windows_had():
     """(was: the resume overwrote the recorded backend and library versions, so windows scored under two torch
     versions shared one table naming the last)"""
-    done = {"environment": {"backend": "torch-int8", "torch": "2.13.0+cpu"}}
-    online_replay.check_resumable(done, dict(done), ("environment",))
-    with pytest.raises(SystemExit, match="other environment;"):
-        online_replay.check_resumable(done, {"environment": {"backend": "bitsandbytes", "torch": "2.13.0+cpu"}},
-                                      ("environment",))
+    done = {"backend": "torch-int8", "torch": "2.13.0+cpu", "threads": 2, "cpu_count": 2}
+    online_replay.check_same_scoring(done, {"backend": "torch-int8", "torch": "2.13.0+cpu"})  # more cores: fine
+    with pytest.raises(SystemExit, match="another backend, torch; move the file away"):
+        online_replay.check_same_scoring(done, {"backend": "bitsandbytes", "torch": "2.14.0+cpu"})
