@@ -33,12 +33,17 @@ def positive_float(text: str) -> float:
     return value
 
 
-def int_list(text: str) -> list[int]:
-    """argparse type of comma-separated integers (`64,128`)."""
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+def int_list(minimum: int) -> Callable[[str], list[int]]:
+    """argparse type of comma-separated integers of at least `minimum` (`64,128`)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+        if too_small := [v for v in values if v < minimum]:
+            raise argparse.ArgumentTypeError(f"{too_small[0]}: expected at least {minimum}")
+        return values
+    return parse
 
 
 def names_from(choices: Iterable[str]) -> Callable[[str], list[str]]:

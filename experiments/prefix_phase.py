@@ -14,8 +14,8 @@ import argparse
 import os
 
 import numpy as np
-from report import EXPERIMENTS, read_jsonl, table
-from tallrec_grid import RESULTS, adapter_kind, grid_backbone, llm_scores, on_grid_backend
+from report import EXPERIMENTS, table
+from tallrec_grid import RESULTS, adapter_kind, grid_backbone, grid_rows, llm_scores
 
 from adaptrec import scripts
 
@@ -42,8 +42,7 @@ def main() -> None:
     from adaptrec.metrics.classification import auc
     from adaptrec.scoring.core import backbone_scorer
 
-    runs = [r for r in read_jsonl(RESULTS)
-            if on_grid_backend(r) and r["domain"] == args.domain and adapter_kind(r) == "prefix"]
+    runs = [r for r in grid_rows() if r["domain"] == args.domain and adapter_kind(r) == "prefix"]
     if not runs:
         raise SystemExit(f"no text-init prefix runs for {args.domain} in {RESULTS}")
     cases = select_cases(load_spec(runs[0]["spec"]), runs[0]["limit"], seed=0)

@@ -106,15 +106,15 @@ def experiment_main(module: ModuleType) -> None:
     if refresh is not None:
         parser.add_argument(refresh[0], dest="refresh", action="store_true", help=refresh[1])
     args = parser.parse_args()
-    plan = module.Plan() if smoke is not None else None
-    if getattr(args, "smoke", None):
-        plan, module.RESULTS, module.DOC = smoke, args.smoke / module.RESULTS.name, args.smoke / module.DOC.name
-        os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
-    os.environ.setdefault("ADAPTREC_HOME", str(module.HERE / "home"))
-    run = None if args.render_only else module.run if plan is None else lambda: module.run(plan)
-    if getattr(args, "refresh", False) and not args.render_only:  # part of the stored results measured anew
-        run = lambda: refresh[2](read_json(module.RESULTS), plan)
     with one_line_errors():
+        plan = module.Plan() if smoke is not None else None
+        if getattr(args, "smoke", None):
+            plan, module.RESULTS, module.DOC = smoke, args.smoke / module.RESULTS.name, args.smoke / module.DOC.name
+            os.environ["ADAPTREC_HOME"] = str(args.smoke / "home")
+        os.environ.setdefault("ADAPTREC_HOME", str(module.HERE / "home"))
+        run = None if args.render_only else module.run if plan is None else lambda: module.run(plan)
+        if getattr(args, "refresh", False) and not args.render_only:  # part of the stored results measured anew
+            run = lambda: refresh[2](read_json(module.RESULTS), plan)
         run_and_render(module.RESULTS, module.DOC, module.render, run)
 
 

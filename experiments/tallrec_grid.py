@@ -85,16 +85,20 @@ def _recipe_lr(domain: str, adapter_type: str) -> float:
     return float(_shipped_recipe(RECIPE.get((domain, adapter_type), f"movie-{adapter_type}"))["training"]["lr"])
 
 
+def grid_rows() -> list[dict]:
+    """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) at their recipe's present learning rate:
+    a run at an earlier one is neither done nor shown beside the present ones."""
+    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r["lr"] == _recipe_lr(r["domain"], r["type"])]
+
+
 def _done(budget: int = BUDGET) -> list[dict]:
-    """The rows measured on GRID_BACKEND (untagged rows ran on bitsandbytes) with this step budget, at their recipe's
-    present learning rate: a run at an earlier one is neither done nor averaged with the present ones."""
-    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) == budget
-            and r["lr"] == _recipe_lr(r["domain"], r["type"])]
+    """The `grid_rows` with this step budget."""
+    return [r for r in grid_rows() if r.get("budget", BUDGET) == budget]
 
 
 def _longer() -> list[dict]:
-    """The rows measured on GRID_BACKEND with a budget other than the grid's (`--budget N`), shown apart."""
-    return [r for r in read_jsonl(RESULTS) if on_grid_backend(r) and r.get("budget", BUDGET) != BUDGET]
+    """The `grid_rows` with a budget other than the grid's (`--budget N`), shown apart."""
+    return [r for r in grid_rows() if r.get("budget", BUDGET) != BUDGET]
 
 
 def _append(path: Path, row: dict) -> None:
@@ -232,11 +236,13 @@ def _lr_candidates(text: str) -> tuple[str, list[float]]:
     """argparse type of `--select-lr TYPE=LR,LR`."""
     adapter_type, _, lrs = text.partition("=")
     try:
-        if adapter_type not in TYPES:
+        rates = [float(lr) for lr in lrs.split(",")]
+        if adapter_type not in TYPES or not all(0 < lr < float("inf") for lr in rates):
             raise ValueError
-        return adapter_type, [float(lr) for lr in lrs.split(",")]
+        return adapter_type, rates
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected TYPE=LR,LR with TYPE one of {', '.join(TYPES)}") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TYPE=LR,LR with TYPE one of {', '.join(TYPES)} and "
+                                         "each LR above 0") from None
 
 
 def select_lr(candidates: list[tuple[str, list[float]]], limit: int) -> None:
@@ -460,8 +466,8 @@ def main() -> None:
     p.add_argument("--domains", type=scripts.names_from(DOMAINS), default=list(DOMAINS))
     p.add_argument("--types", type=scripts.names_from(TYPES), default=[],
                    help="run the grid over these adapter types (comma-separated)")
-    p.add_argument("--shots", type=scripts.int_list, default=[64])
-    p.add_argument("--seeds", type=scripts.int_list, default=[0])
+    p.add_argument("--shots", type=scripts.int_list(1), default=[64])
+    p.add_argument("--seeds", type=scripts.int_list(0), default=[0])
     p.add_argument("--limit", type=scripts.positive_int, default=200)
     p.add_argument("--budget", type=scripts.positive_int, default=BUDGET, help="optimizer steps per grid run (other than 24: shown apart)")
     p.add_argument("--render-only", action="store_true")

@@ -522,7 +522,7 @@ def test_the_goals_section_without_an_experiment_s_results_says_which_are_missin
     assert "Not rendered: no none.json yet" in "\n".join(collab_goals.render())
 
 
-def test_a_grid_row_is_appended_whole(tmp_path, monkeypatch):
+def test_a_grid_row_is_appended_through_an_atomic_rewrite(tmp_path, monkeypatch):
     """(was: an append without rename, so a run killed while writing left a torn line every later render refused)"""
     import tallrec_grid
 
@@ -542,6 +542,9 @@ def test_a_grid_row_is_appended_whole(tmp_path, monkeypatch):
     ("tallrec_grid.py", ["--types", "foo"], "unknown 'foo'"),
     ("tallrec_grid.py", ["--shots", "a"], "expected comma-separated integers"),
     ("tallrec_grid.py", ["--select-lr", "lora"], "expected TYPE=LR,LR"),
+    ("tallrec_grid.py", ["--select-lr", "lora=-1"], "each LR above 0"),
+    ("tallrec_grid.py", ["--shots", "64,0"], "0: expected at least 1"),
+    ("tallrec_grid.py", ["--seeds", "-1"], "-1: expected at least 0"),
     ("methods_grid.py", ["--groups", "foo"], "unknown 'foo'"),
     ("batch_gap.py", ["--cases", "0"], "expected at least 1"),
 ])

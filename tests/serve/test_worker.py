@@ -204,7 +204,9 @@ def test_jobs_already_waiting_merge_at_max_wait_zero():
         slow = asyncio.ensure_future(worker.submit(call=hold))  # occupies the worker
         await hold.running()
         queued = [asyncio.ensure_future(worker.submit(**_rows((ref, "p")))) for ref in "abcd"]
+        deadline = time.monotonic() + 30
         while worker.waiting < 4:
+            assert time.monotonic() < deadline, "the four jobs never queued"
             await asyncio.sleep(0.001)
         hold.release.set()
         await asyncio.gather(slow, *queued)
