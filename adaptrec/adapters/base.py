@@ -14,6 +14,7 @@ Training-loop contract (what the trainer does with a `Tuner`):
         loss = rec_loss(...)
         extra = tuner.extra_loss(peft_model)                               # None for most types
         (loss + extra if extra is not None else loss).backward()
+        tuner.before_optimizer_step(peft_model)                            # gradients whole (all-reduced), unclipped
         optimizer.step()
         tuner.after_optimizer_step(peft_model, step)                       # before zero_grad()
         optimizer.zero_grad()
@@ -64,6 +65,10 @@ class Tuner:
 
     def initialise(self, model: "PeftModel", cfg: AdapterSettings, tokenizer) -> None:
         """Set the fresh adapter's starting weights where peft's own initialisation does not suit (default: keep it)."""
+
+    def before_optimizer_step(self, model: "PeftModel") -> None:
+        """Called once the step's gradients are whole (accumulated and, across processes, all-reduced), before they
+        are clipped and the optimizer steps (default: nothing)."""
 
     def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
         """Called after `optimizer.step()` and before `zero_grad()`, with the 1-based optimizer step."""

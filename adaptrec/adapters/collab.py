@@ -327,20 +327,13 @@ def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
 
 
 def _freeze_lora(model: "PeftModel", steps: int) -> None:
-    """Drop the LoRA gradients until `steps` optimizer steps are done (the projector trains alone meanwhile).
-    A post-accumulate hook sets them to None, so AdamW takes no step for LoRA and keeps no moments: its first
-    real step is a fresh Adam step. Not `requires_grad`: the optimizer and checkpoints are built once over every
-    trainable parameter. The learning-rate schedule runs on (a warmup is spent in the first stage)."""
-    stage = {"done": 0, "until": steps}
-    model.adaptrec_collab_stage = stage
-
-    def drop(param: torch.Tensor) -> None:
-        if stage["done"] < stage["until"]:
-            param.grad = None
-
-    for name, param in model.named_parameters():
-        if param.requires_grad and "lora_" in name:
-            param.register_post_accumulate_grad_hook(drop)
+    """Train the projector alone until `steps` optimizer steps are done: `CollabTuner.before_optimizer_step` drops the
+    LoRA gradients meanwhile (sets them to None, so AdamW takes no step for LoRA and keeps no moments: its first real
+    step is a fresh Adam step). Dropped once the step's gradients are whole, not as each is accumulated: data-parallel
+    training's all-reduce writes zeros back into a gradient dropped earlier, which AdamW steps (its step count, its
+    weight decay). Not `requires_grad`: the optimizer and checkpoints are built once over every trainable parameter.
+    The learning-rate schedule runs on (a warmup is spent in the first stage)."""
+    model.adaptrec_collab_stage = {"done": 0, "until": steps}
 
 
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, user_token: bool = False,
@@ -473,6 +466,13 @@ class CollabTuner(LoraTuner):
                                  **{k: True for k in ("user_token", "match_token") if getattr(cfg, k)}}
         if cfg.projector_steps:
             _freeze_lora(model, cfg.projector_steps)
+
+    def before_optimizer_step(self, model: "PeftModel") -> None:
+        stage = getattr(model, "adaptrec_collab_stage", None)
+        if stage is not None and stage["done"] < stage["until"]:  # the projector's stage (`_freeze_lora`)
+            for name, param in model.named_parameters():
+                if param.requires_grad and "lora_" in name:
+                    param.grad = None
 
     def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
         stage = getattr(model, "adaptrec_collab_stage", None)

@@ -403,6 +403,8 @@ class Trainer:
                 if extra is not None:
                     loss = loss + extra
                 acc.backward(loss * (len(cases) * t.grad_accum * world / every))  # accelerate divides by grad_accum
+                if acc.sync_gradients:
+                    self.tuner.before_optimizer_step(self.unwrapped)
                 if acc.sync_gradients and t.max_grad_norm:
                     acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -356,6 +358,7 @@ def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_sta
     def grads() -> tuple[float, float]:
         model.zero_grad()
         rec_loss(last_token_logits(model, batch), labels, scorer.yes_id, scorer.no_id).backward()
+        tuner.before_optimizer_step(model)
         lora = sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0
                    for n, p in model.named_parameters() if "lora_B" in n)
         assert (lora == 0) == all(p.grad is None for n, p in model.named_parameters() if "lora_" in n)
@@ -373,6 +376,40 @@ def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_sta
     assert grads()[0] > 0
     with pytest.raises(ConfigError, match="projector_steps changed"):
         tuner.load_state_tensors(model, {})
+
+
+def test_the_projector_stage_holds_under_data_parallel_training(tiny_model_dir, tmp_path):
+    """(was: LoRA's gradients were dropped as each was accumulated, and data-parallel training's all-reduce wrote
+    zeros back, which AdamW stepped: its step count, its weight decay) A one-process DDP, in a child process: its
+    reducer writes gradients back as a launch's does."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, torch, torch.distributed as dist
+        from adaptrec.adapters import build_peft_model, tuner_for
+        from adaptrec.backbone import load_backbone
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        bb = load_backbone({str(tiny_model_dir)!r}, quantization="none", device="cpu")
+        model = build_peft_model(bb.model, {{**{SETTINGS!r}, "projector_steps": 2}}, total_steps=4,
+                                 tokenizer=bb.tokenizer)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        ids = torch.tensor([bb.tokenizer.encode("a <item_1> b")])
+        ddp(input_ids=ids).logits.sum().backward()
+        tuner_for(model).before_optimizer_step(model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=0.01)
+        optimizer.step()
+        print(sum(bool(optimizer.state.get(p)) for n, p in model.named_parameters() if "lora_" in n),
+              sum(bool(optimizer.state.get(p)) for n, p in model.named_parameters() if "projector" in n))
+        dist.destroy_process_group()
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ADAPTREC_HOME": os.environ.get("ADAPTREC_HOME", str(tmp_path))})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lora, projector = map(int, done.stdout.split()[-2:])
+    assert lora == 0 and projector > 0  # AdamW stepped the projector alone
 
 
 def test_registering_a_collab_model_writes_its_item_table_and_a_folder_without_it_is_refused(built, tmp_path):
