@@ -223,13 +223,27 @@ def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     t = recipe.training
     check_tracker(recipe)
     try:
-        return Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
-                           mixed_precision=t.mixed_precision, log_with=None if t.report_to == "none" else t.report_to,
-                           project_dir=run_dir,
-                           kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+        accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
+                                  mixed_precision=t.mixed_precision, project_dir=run_dir,
+                                  log_with=None if t.report_to == "none" else t.report_to,
+                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     except ValueError as e:  # e.g. bf16 on a GPU without it, or another precision than this process's first run's
         raise ConfigError(f"{recipe._source}: accelerate refused this run's setup (training.mixed_precision "
                           f"{t.mixed_precision}): {str(e).splitlines()[0]}") from None
+    if accelerator.state.deepspeed_plugin is not None:
+        fit_deepspeed(recipe, accelerator.state.deepspeed_plugin)
+    return accelerator
+
+
+def fit_deepspeed(recipe: Recipe, plugin) -> None:
+    """Give a DeepSpeed launch what it cannot read from a dataloader (the loop has none, so `prepare` refused an
+    `auto` micro-batch): each rank's micro-batch is `training.batch_size`. AdaLoRA is refused: DeepSpeed's engine
+    zeroes the gradients at its own step, before AdaLoRA's rank allocation reads them."""
+    if recipe.adapter.type == "adalora":
+        raise ConfigError(f"{recipe._source}: adapter.type adalora under DeepSpeed: its rank allocation reads the "
+                          "gradients, which DeepSpeed's engine zeroes at its step; use lora, or launch without DeepSpeed")
+    if plugin.is_auto("train_micro_batch_size_per_gpu"):
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.training.batch_size
 
 
 def _flat_settings(settings: dict, prefix: str = "") -> dict[str, str | int | float | bool | None]:

@@ -171,3 +171,29 @@ def test_a_sharded_run_resumes_through_load_state(tiny_model_dir, tmp_path, monk
     with pytest.raises(ConfigError, match=r"step_000004: written by a sharded \(DeepSpeed, FSDP\) run"):
         loop.train(recipe, load_backbone(str(tiny_model_dir), "none", device="cpu"), cases, cases, run_dir,
                    resume=True)
+
+
+class _StubDeepSpeedPlugin:
+    """What `fit_deepspeed` uses of accelerate's DeepSpeedPlugin: its config and which values are `auto`."""
+
+    def __init__(self, **config) -> None:
+        self.deepspeed_config = config
+
+    def is_auto(self, key: str) -> bool:
+        return self.deepspeed_config.get(key) == "auto"
+
+
+def test_a_deepspeed_launch_gets_the_recipe_s_micro_batch_and_refuses_adalora(tiny_model_dir):
+    """(was: accelerate's `prepare` refused an `auto` micro-batch with a raw ValueError, the loop passing no
+    dataloader; AdaLoRA failed at its first step, DeepSpeed having zeroed the gradients it reads) No DeepSpeed here:
+    a stub plugin."""
+    recipe = tiny_recipe(str(tiny_model_dir), 4)
+    plugin = _StubDeepSpeedPlugin(train_micro_batch_size_per_gpu="auto")
+    loop.fit_deepspeed(recipe, plugin)
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == recipe.training.batch_size
+    fixed = _StubDeepSpeedPlugin(train_micro_batch_size_per_gpu=3)
+    loop.fit_deepspeed(recipe, fixed)
+    assert fixed.deepspeed_config["train_micro_batch_size_per_gpu"] == 3  # the config's own value stands
+    adalora = tiny_recipe(str(tiny_model_dir), 4, adapter={"type": "adalora"})
+    with pytest.raises(ConfigError, match="adalora under DeepSpeed"):
+        loop.fit_deepspeed(adalora, _StubDeepSpeedPlugin(train_micro_batch_size_per_gpu="auto"))
