@@ -329,7 +329,8 @@ class Trainer:
         the tuner's and the early stopping's state; metric lines after it (without one: every line) are dropped."""
         data = newest_readable(self.run_dir, log=self.accelerator.print)
         if data is None:  # from step 0: rows an attempt stopped before its first checkpoint wrote are dropped
-            _trim_metrics(self.metrics_path, 0, self.start_over)
+            if self.accelerator.is_main_process:  # the one writer of metrics.jsonl
+                _trim_metrics(self.metrics_path, 0, self.start_over)
             return
         saved = data.meta["trainer"].get("num_processes", self.accelerator.num_processes)  # absent: older format
         if saved != self.accelerator.num_processes:  # micro-batches are batch_size x processes: another run
@@ -365,7 +366,8 @@ class Trainer:
         if data.best is not None and self.accelerator.is_main_process:  # was: a best the abandoned attempt saved
             _replace_dir(self.run_dir / "best", lambda tmp: shutil.copytree(data.best, tmp, dirs_exist_ok=True))
         self.global_step = data.ckpt.step
-        _trim_metrics(self.metrics_path, self.global_step, self.start_over)
+        if self.accelerator.is_main_process:
+            _trim_metrics(self.metrics_path, self.global_step, self.start_over)
         self.accelerator.print(f"resuming {self.run_dir} from step {self.global_step}")
 
     def _load_adapter_and_optimizer(self, data: CheckpointData) -> None:
@@ -444,6 +446,10 @@ class Trainer:
                 row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score)
             except ConfigError as e:
                 raise ConfigError(f"{self.recipe._source}: step {step}: {e}") from None
+            if acc.num_processes > 1:  # the main process's AUC on every rank: a last-bit difference between ranks
+                shared = [row["val_auc"]]  # would stop one early, the others waiting for it forever
+                broadcast_object_list(shared)
+                row["val_auc"] = shared[0]
             if self.stopper.update(row["val_auc"], step) and acc.is_main_process:
                 _save_adapter(self.unwrapped, self.run_dir / "best")
         if acc.is_main_process:

@@ -1,11 +1,12 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
 usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
-                                           [--recipe [--restart]]
+                                           [--recipe [--restart]] [--skewed-validation]
 
 --stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
 --recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there;
 --restart: clearing its run folder first.
+--skewed-validation: validation AUC falls on rank 0 and rises on the others, every step (patience 1).
 """
 
 from __future__ import annotations
@@ -75,10 +76,19 @@ def main() -> None:
                 print("STOPPED", flush=True)
                 os._exit(0)
         loop.Trainer.checkpoint = checkpoint_then_stop
+    settings = {}
+    if "--skewed-validation" in sys.argv:  # each rank's AUC falls after the first on rank 0 alone (patience 1)
+        calls, rank = [], int(os.environ.get("RANK", "0"))
+
+        def skewed(*args, **kwargs) -> float:
+            calls.append(1)
+            return 0.6 + (len(calls) * 0.01 if rank else -len(calls) * 0.01)
+        loop.validate = skewed
+        settings = {"patience": 1, "eval_every": 1}
     backbone = load_backbone(model_dir, "none", device="cpu")
     # histories of 1-4 items: two ranks' batches differ in shape, so their dropout draws move their RNGs apart
     train_cases = [replace(c, history=c.history[:1 + i % 4]) for i, c in enumerate(synthetic_cases(16))]
-    result = loop.train(tiny_recipe(model_dir, max_steps), backbone, train_cases, synthetic_cases(8, seed=1),
+    result = loop.train(tiny_recipe(model_dir, max_steps, **settings), backbone, train_cases, synthetic_cases(8, seed=1),
                         run_dir, resume="--resume" in sys.argv)
     print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
 

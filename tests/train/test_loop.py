@@ -506,6 +506,13 @@ def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_mode
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
+def test_ranks_whose_validation_aucs_differ_stop_together_on_the_main_process_s(tiny_model_dir, tmp_path):
+    """(was: each rank's early stopping read its own AUC: one whose AUC differed in the last bit stopped alone, the
+    others waiting for it in the next step's all-reduce until the process group's timeout)"""
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "run", 6, "--skewed-validation")
+    assert out.count("DONE steps=2 world=2") == 2  # rank 0's AUC fell at step 2: both stopped there
+
+
 def test_an_adapter_on_the_embedding_layer_saves_its_lora_matrices_only_and_registers(tiny_model_dir, tmp_path):
     """peft saves a targeted embedding layer's frozen base weights whole unless told not to, and the registry refuses
     weights a load would write into the base (was: trained, then refused at registration)."""
