@@ -125,10 +125,9 @@ LOCK_SUFFIX = ".lock"  # beside a `work_dir` folder: held by the process working
 @contextmanager
 def work_dir(parent: Path, prefix: str, keep_parent: bool = False) -> Iterator[Path]:
     """A new folder in `parent` for in-flight work, removed on exit (and `parent` with it when left empty, unless
-    `keep_parent`), with
-    `<folder>.lock` beside it held (`flock`) until then: the kernel releases a killed process's lock, so `abandoned`
-    tells its folder from a live one's. The lock file is locked under a temporary name first and renamed into place,
-    so it never appears unheld."""
+    `keep_parent`), with `<folder>.lock` beside it held (`flock`) until then: the kernel releases a killed process's
+    lock, so `abandoned` tells its folder from a live one's. The lock file is locked under a temporary name first and
+    renamed into place, so it never appears unheld."""
     folder = temp_dir_in(parent, prefix)
     lock_path = folder.with_name(folder.name + LOCK_SUFFIX)
     fd, pending = tempfile.mkstemp(dir=parent, prefix=f".{folder.name}.", suffix=".lock.tmp")

@@ -1,5 +1,5 @@
-"""What the repository's experiment and benchmark scripts share with the CLI: argparse counts and durations that refuse 0, and
-`run`, their entry point, whose errors are one line as the `adaptrec` command's are."""
+"""What the repository's experiment and benchmark scripts share: argparse types that check counts, durations and
+names before any work, and `run`, their entry point, whose errors are one line as the `adaptrec` command's are."""
 
 from __future__ import annotations
 

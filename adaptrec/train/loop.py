@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
+from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs, broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -235,13 +235,14 @@ def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     return accelerator
 
 
-def fit_deepspeed(recipe: Recipe, plugin) -> None:
+def fit_deepspeed(recipe: Recipe, plugin: DeepSpeedPlugin) -> None:
     """Give a DeepSpeed launch what it cannot read from a dataloader (the loop has none, so `prepare` refused an
     `auto` micro-batch): each rank's micro-batch is `training.batch_size`. AdaLoRA is refused: DeepSpeed's engine
     zeroes the gradients at its own step, before AdaLoRA's rank allocation reads them."""
     if recipe.adapter.type == "adalora":
         raise ConfigError(f"{recipe._source}: adapter.type adalora under DeepSpeed: its rank allocation reads the "
-                          "gradients, which DeepSpeed's engine zeroes at its step; use lora, or launch without DeepSpeed")
+                          "gradients, which DeepSpeed's engine zeroes at its step; use lora, or launch without "
+                          "DeepSpeed")
     if plugin.is_auto("train_micro_batch_size_per_gpu"):
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.training.batch_size
 
