@@ -219,14 +219,18 @@ def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     """The run's Accelerator: CPU without CUDA; the recipe's `mixed_precision`, or when null what the accelerate
     config or $ACCELERATE_MIXED_PRECISION says; the recipe's tracker logging under `run_dir`. Under DDP the buffers
     are not broadcast at every forward: they are the frozen int8 backbone's weights (the int8 kernel keeps them as
-    buffers), the same on every rank, which rank 0 would otherwise send whole at each step."""
+    buffers), the same on every rank, which rank 0 would otherwise send whole at each step; a collab adapter's
+    parameters may go unused in a backward (a micro-batch without item tokens skips the projector), which DDP is
+    told to look for."""
     t = recipe.training
     check_tracker(recipe)
     try:
         accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, cpu=not torch.cuda.is_available(),
                                   mixed_precision=t.mixed_precision, project_dir=run_dir,
                                   log_with=None if t.report_to == "none" else t.report_to,
-                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+                                  kwargs_handlers=[DistributedDataParallelKwargs(
+                                      broadcast_buffers=False,  # a collab micro-batch without an item token leaves
+                                      find_unused_parameters=recipe.adapter.type == "collab")])  # the projector out
     except ValueError as e:  # e.g. bf16 on a GPU without it, or another precision than this process's first run's
         raise ConfigError(f"{recipe._source}: accelerate refused this run's setup (training.mixed_precision "
                           f"{t.mixed_precision}): {str(e).splitlines()[0]}") from None

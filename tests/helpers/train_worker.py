@@ -1,12 +1,13 @@
 """Runs one tiny training job in its own process (for the SIGKILL-resume and `accelerate launch` tests).
 
 usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
-                                           [--recipe [--restart]] [--skewed-validation]
+                                           [--recipe [--restart]] [--skewed-validation] [--collab]
 
 --stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
 --recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there;
 --restart: clearing its run folder first.
 --skewed-validation: validation AUC falls on rank 0 and rises on the others, every step (patience 1).
+--collab: a collab adapter (on cases without item ids, so its projector is never used).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from adaptrec.backbone import load_backbone  # noqa: E402
 from adaptrec.config import Recipe  # noqa: E402
 
 
-def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, **training) -> Recipe:
+def tiny_recipe(model_dir: str, max_steps: int, adapter: dict | None = None, template: str = "tallrec",
+                **training) -> Recipe:
     return Recipe.model_validate({
         "name": "tiny", "domain": "movie",
         "backbone": {"name": model_dir, "quantization": "none"},
         "adapter": adapter or {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1},
-        "data": {"train": "x", "valid": "x", "test": "x", "max_prompt_tokens": 256},
+        "data": {"train": "x", "valid": "x", "test": "x", "max_prompt_tokens": 256, "template": template},
         "training": {"lr": 5e-3, "batch_size": 2, "grad_accum": 2, "max_steps": max_steps, "eval_every": 4,
                      "val_limit": 8, "checkpoint_every": 2, "patience": None, **training},
     })
@@ -85,11 +87,15 @@ def main() -> None:
             return 0.6 + (len(calls) * 0.01 if rank else -len(calls) * 0.01)
         loop.validate = skewed
         settings = {"patience": 1, "eval_every": 1}
+    adapter = None
+    if "--collab" in sys.argv:  # the synthetic cases carry no item ids: no micro-batch uses the projector
+        adapter = {"type": "collab", "r": 4, "encoder_epochs": 3, "encoder_dim": 8}
+        settings["template"] = "tallrec-items"
     backbone = load_backbone(model_dir, "none", device="cpu")
     # histories of 1-4 items: two ranks' batches differ in shape, so their dropout draws move their RNGs apart
     train_cases = [replace(c, history=c.history[:1 + i % 4]) for i, c in enumerate(synthetic_cases(16))]
-    result = loop.train(tiny_recipe(model_dir, max_steps, **settings), backbone, train_cases, synthetic_cases(8, seed=1),
-                        run_dir, resume="--resume" in sys.argv)
+    result = loop.train(tiny_recipe(model_dir, max_steps, adapter, **settings), backbone, train_cases,
+                        synthetic_cases(8, seed=1), run_dir, resume="--resume" in sys.argv)
     print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
 
 

@@ -513,6 +513,13 @@ def test_ranks_whose_validation_aucs_differ_stop_together_on_the_main_process_s(
     assert out.count("DONE steps=2 world=2") == 2  # rank 0's AUC fell at step 2: both stopped there
 
 
+def test_a_collab_adapter_trains_under_a_launch_when_a_micro_batch_uses_no_projector(tiny_model_dir, tmp_path):
+    """(was: DDP expected every trainable parameter in every backward; a rank whose micro-batch held no item token
+    left the projector out, and the next step failed "Expected to have finished reduction in the prior iteration")"""
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "run", 3, "--collab")
+    assert out.count("DONE steps=3 world=2") == 2
+
+
 def test_an_adapter_on_the_embedding_layer_saves_its_lora_matrices_only_and_registers(tiny_model_dir, tmp_path):
     """peft saves a targeted embedding layer's frozen base weights whole unless told not to, and the registry refuses
     weights a load would write into the base (was: trained, then refused at registration)."""
