@@ -370,10 +370,14 @@ def _as_loaded(backbone: str) -> str:
     return str(folder.absolute()) if folder.is_dir() else backbone
 
 
-def _check_published_name(registry: Registry, published: str, src) -> None:
+def _check_published_name(registry: Registry, published: object, src) -> None:
     """A pull under the name its publisher gave joins that name's versions only when every one came from the same
     repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
-    elsewhere, which every bare reference, a promotion or an update would then take."""
+    elsewhere, which every bare reference, a promotion or an update would then take. A manifest without a name
+    needs one given."""
+    if not isinstance(published, str) or not published:  # was: "publishes the name None", or every adapter listed
+        raise IntegrityError(f"{src.label}: {METADATA_FILE} publishes no 'name'; pull it under one with "
+                             f"{option('name')}")
     others = foreign_versions(registry.list(name=published), src.origin()["repo"])
     if others:
         raise HubError(f"{src.label} publishes the name {published!r}, which already names "

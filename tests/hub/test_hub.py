@@ -800,7 +800,8 @@ def test_pull_refuses_a_mix_and_special_files(lora_src, tiny_model_dir, tmp_path
      "lineage 'teacher_backbone' must be a mapping"),
     (lambda meta: json.dumps({**meta, "lineage": {"parents": [], "window": {"since": "0"}}}),
      "lineage 'window' must be a mapping with numeric"),
-], ids=["type-not-text", "huge-metric", "huge-int", "deep-nesting", "events", "teacher", "window"])
+    (lambda meta: json.dumps({k: v for k, v in meta.items() if k != "name"}), "publishes no 'name'"),
+], ids=["type-not-text", "huge-metric", "huge-int", "deep-nesting", "events", "teacher", "window", "no-name"])
 def test_a_manifest_python_cannot_take_as_it_is_gets_one_line(edit, named, lora_src, tiny_model_dir, tmp_path,
                                                                monkeypatch, capsys):
     """Manifests that made `json`, `math.isfinite` or a dict lookup raise (was: a traceback), and lineages that
