@@ -519,26 +519,21 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
     return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run (or re-render) the experiment; a bad option is one `error:` line and exit status 2."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run (or re-render) the experiment; a bad option is one `error:` line and exit status 2 (`scripts.run`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
-        if args.render_only:
-            if not args.json_out.is_file():
-                raise TransferError(f"--render-only: no {args.json_out}; run without it first")
-            doc = json.loads(args.json_out.read_text())
-        else:
-            doc = run_transfer(config_from(args), command_line(argv))
-            write_json(args.json_out, doc)
-        check_rows(doc)
-    except AdaptrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.render_only:
+        if not args.json_out.is_file():
+            raise TransferError(f"--render-only: no {args.json_out}; run without it first")
+        doc = json.loads(args.json_out.read_text())
+    else:
+        doc = run_transfer(config_from(args), command_line(argv))
+        write_json(args.json_out, doc)
+    check_rows(doc)
     write_text(args.out, render(doc))
     print(f"re-rendered {args.out} from {args.json_out}" if args.render_only else f"wrote {args.out} and {args.json_out}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    scripts.run(main)

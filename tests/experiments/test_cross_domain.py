@@ -11,6 +11,7 @@ from router_helpers import fresh_backbone, register_random
 from serve_helpers import candidates, user_case
 from transformers import LlamaForCausalLM
 
+from adaptrec import scripts
 from adaptrec.metrics.ranking import user_auc
 from adaptrec.registry import Registry
 from adaptrec.score_cache import ScoreCache
@@ -22,7 +23,11 @@ render, verdicts = cross_domain.render, cross_domain.verdicts
 
 def run_experiment(capsys, *argv: str) -> tuple[int, str, str]:
     """`python experiments/cross_domain.py ARGV` in-process: (exit status, stdout, stderr)."""
-    code = cross_domain.main(list(argv))
+    code = 0
+    try:
+        scripts.run(lambda: cross_domain.main(list(argv)))
+    except SystemExit as e:
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
