@@ -76,7 +76,7 @@ def _champion_made_for(reg: Registry, domain: str, backbone: str | None,
                        quantization: str | None) -> tuple[str, str]:
     """`_made_for` the domain's promoted adapter (its cold-start one when it has none): the backbone routing serves
     it on unless another is named."""
-    from .router.sources import COLD_SUFFIX
+    from .names import COLD_SUFFIX
 
     champion = reg.promoted(domain) or reg.promoted(domain + COLD_SUFFIX)
     return _made_for([champion.ref] if champion else [], backbone, quantization)
@@ -493,7 +493,8 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
     (`shots`, default 32; `budget`, default 20 loss evaluations; `l1`, default 0.05) need `search_data`. `backbone`
     and `quantization` default to the first source's own (`_made_for`)."""
     from .adapters.merge import MIX, merge_into_base
-    from .router.sources import COLD_SUFFIX, resolve_sources
+    from .names import COLD_SUFFIX
+    from .router.sources import resolve_sources
     from .router.weights import search_and_compose
 
     search_data = _spec_text(search_data, "search_data")

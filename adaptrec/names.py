@@ -8,6 +8,7 @@ import re
 
 from .errors import RegistryError
 
+COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
 _NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
 _NAME_HELP = "use 1-128 of letters, digits and . _ + - (not starting with '.', no '/' or '..'), e.g. 'movies-lora'"
 
@@ -24,3 +25,9 @@ def check_domain(domain: str, error: type[Exception] = RegistryError) -> str:
     if not isinstance(domain, str) or not domain.strip() or len(domain) > 200 or not domain.isprintable():
         raise error(f"bad domain {domain!r}: give a short printable name such as 'movies'")
     return domain
+
+
+def served_domain(alias: str) -> str:
+    """The domain of the cases an alias serves: `office` for `office` and for its cold-start alias `office:cold`
+    (a cold slice's cases keep their domain)."""
+    return alias.removesuffix(COLD_SUFFIX)

@@ -13,6 +13,7 @@ from adaptrec.data.sampling import stratified_subset
 from adaptrec.data.tallrec import item_popularity
 from adaptrec.metrics import MetricValue, compute_classification
 from adaptrec.metrics.calibration import ks, psi, psi_null, reliability
+from adaptrec.names import served_domain
 from adaptrec.registry import Registry
 from adaptrec.scoring.variants import component_scores
 
@@ -56,11 +57,11 @@ def domain_cases(cases: list[Case], domain: str, data: str, flag: str = "data") 
     """The cases of `domain` among `cases` (a log may hold several domains; a cold slice's cases keep their domain);
     a one-line error when there are cases but none of `domain`: a decision about one domain's adapter on another's
     data."""
-    found = sorted({c.domain for c in cases})
-    if found and domain not in found:
+    found, served = sorted({c.domain for c in cases}), served_domain(domain)  # a cold alias serves its domain's
+    if found and served not in found:
         raise ConfigError(f"{option(flag, data)}: its cases are of domain {', '.join(map(repr, found))}, not "
-                          f"{domain!r}; give {domain}'s data")
-    return [c for c in cases if c.domain == domain]
+                          f"{served!r}; give {served}'s data")
+    return [c for c in cases if c.domain == served]
 
 
 def labelled_windows(before: list[Case], after: list[Case], limit: int | None = None,

@@ -25,7 +25,8 @@ from adaptrec.errors import FingerprintMismatch, option
 from adaptrec.fingerprint import Fingerprint
 from adaptrec.scoring.variants import component_scores, mix
 
-from .sources import COLD_SUFFIX, RouteError, named_sources, resolve_sources
+from ..names import COLD_SUFFIX
+from .sources import RouteError, named_sources, resolve_sources
 
 
 @dataclass(frozen=True)

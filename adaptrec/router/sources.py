@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.errors import AdaptrecError, CompositionError, RegistryError
 
-COLD_SUFFIX = ":cold"  # `registry promote NAME --domain office:cold` names the cold-start adapter of office
 
 
 class RouteError(AdaptrecError):

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 
 from adaptrec.errors import AdaptrecError
-from adaptrec.router.sources import COLD_SUFFIX
+from adaptrec.names import COLD_SUFFIX
 
 UNMATCHED = "<unmatched>"  # every path no route matches: one series, whatever the path
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

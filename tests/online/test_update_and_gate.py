@@ -534,6 +534,8 @@ def test_the_gate_leaves_other_domains_out_and_needs_users_holding_each_class():
     one_liker = [replace(c, label=int(c.user_id == "u1")) for c in movie]
     with pytest.raises(ConfigError, match="its liked cases are held by 1 user; .* at least 3 users holding each"):
         plan_gate(registry, "chall:1", "movie", one_liker, "log.jsonl")
+    # a cold-start alias gates on its domain's cases (a cold slice's keep their domain; was: always refused)
+    assert plan_gate(registry, "chall:1", "movie:cold", movie, "movielens:100k:test:cold").cases == movie
 
 
 def test_the_gates_limit_counts_the_domains_own_cases(monkeypatch):
