@@ -5,7 +5,8 @@ it is still in flight (the drain).
 
 Until the first poll after a domain's first promotion, that domain routes straight to the registry's alias (loaded on
 first use), so a fresh promotion serves at once. A new champion that cannot load (corrupt files, another base model,
-a failed load, any other error of its pre-warm) is not switched to: the old one keeps serving, the other domains
+a failed load, any other error of its pre-warm) is not switched to: the old one keeps serving (until it is removed:
+then the domain routes to the registry's champion, as a domain without a switch does), the other domains
 switch, and the failure is logged once; promoted anew (a rollback and a re-promotion between two polls included) it
 is tried again. A poll that fails for a passing reason (a busy registry, a full queue) is logged and retried at the
 next one; so is one that fails for an unforeseen reason, with its traceback: the watcher never stops.
@@ -90,7 +91,17 @@ class PromotionWatcher:
         return [Switch(domain, self.routing.served.get(domain), ref, when)
                 for domain, (ref, when) in current.items()
                 if self.routing.served.get(domain) != ref and (domain, ref, when) not in self.failed] + \
-            [Switch(domain, ref, None) for domain, ref in self.routing.served.items() if domain not in current]
+            [Switch(domain, ref, None) for domain, ref in self.routing.served.items()
+             if domain not in current or (current[domain][0] != ref and not self._registered(ref))]
+
+    def _registered(self, ref: str) -> bool:
+        """Whether `ref` is still registered: an old champion kept serving because its successor could not load is
+        no longer served once removed (was: every request failed "no adapter", at every poll)."""
+        try:
+            self.routing.registry.resolve(ref)
+        except RegistryError:
+            return False
+        return True
 
     async def run(self, engine, worker, interval: float) -> None:
         """Poll every `interval` seconds until cancelled; a failed poll is logged and the next one retries."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from adaptrec.errors import AdaptrecError, RegistryBusy, RegistryError
+from adaptrec.errors import AdaptrecError, IntegrityError, RegistryBusy, RegistryError
 from adaptrec.serve.engine import QueueTimeout, ServeError
 from adaptrec.serve.promotions import PromotionWatcher, ServedRegistry
 
@@ -86,6 +86,18 @@ def test_a_champion_the_engine_refuses_is_not_retried_and_other_domains_switch()
 
     _poll(watcher, engine)
     assert watcher.routing.served["books"] == "books-dora:1" and watcher.failed == set()
+
+
+def test_an_old_champion_kept_for_a_successor_that_cannot_load_is_no_longer_served_once_removed():
+    """(was: the watcher kept routing the domain to the removed version: every request failed "no adapter", and
+    nothing noticed at any poll)"""
+    registry = FakeRegistry({"books": "books-lora:1"})
+    tampered = {"books-lora:2": IntegrityError("tampered")}
+    watcher, engine = _polls(registry, tampered, {"books": "books-lora:2"})
+    assert watcher.routing.served == {"books": "books-lora:1"}  # kept while it is registered
+    registry.removed.add("books-lora:1")
+    _poll(watcher, engine)
+    assert watcher.routing.served == {} and "books-lora:1" not in engine.resident  # drained; routed as unswitched
 
 
 def test_a_version_that_failed_for_one_domain_is_tried_when_promoted_for_another():
