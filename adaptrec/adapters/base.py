@@ -14,7 +14,7 @@ Training-loop contract (what the trainer does with a `Tuner`):
         loss = rec_loss(...)
         extra = tuner.extra_loss(peft_model)                               # None for most types
         (loss + extra if extra is not None else loss).backward()
-        tuner.before_optimizer_step(peft_model)                            # gradients whole (all-reduced), unclipped
+        tuner.before_optimizer_step(peft_model)                            # gradients whole, not yet clipped
         optimizer.step()
         tuner.after_optimizer_step(peft_model, step)                       # before zero_grad()
         optimizer.zero_grad()
@@ -68,7 +68,7 @@ class Tuner:
 
     def before_optimizer_step(self, model: "PeftModel") -> None:
         """Called once the step's gradients are whole (accumulated and, across processes, all-reduced), before they
-        are clipped and the optimizer steps (default: nothing)."""
+        are clipped and the optimizer steps (default: nothing). Under fp16 they are still loss-scaled there."""
 
     def after_optimizer_step(self, model: "PeftModel", step: int) -> None:
         """Called after `optimizer.step()` and before `zero_grad()`, with the 1-based optimizer step."""

@@ -370,14 +370,20 @@ def _as_loaded(backbone: str) -> str:
     return str(folder.absolute()) if folder.is_dir() else backbone
 
 
-def _check_published_name(registry: Registry, published: object, src) -> None:
-    """A pull under the name its publisher gave joins that name's versions only when every one came from the same
-    repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
-    elsewhere, which every bare reference, a promotion or an update would then take. A manifest without a name
-    needs one given."""
-    if not isinstance(published, str) or not published:  # was: "publishes the name None", or every adapter listed
+def _published_name(meta: dict, src) -> str:
+    """The name the manifest publishes, for a pull given none (was: "publishes the name None", or every adapter
+    listed as its versions)."""
+    published = meta.get("name")
+    if not isinstance(published, str) or not published:
         raise IntegrityError(f"{src.label}: {METADATA_FILE} publishes no 'name'; pull it under one with "
                              f"{option('name')}")
+    return published
+
+
+def _check_published_name(registry: Registry, published: str, src) -> None:
+    """A pull under the name its publisher gave joins that name's versions only when every one came from the same
+    repo: the publisher's name must not become the newest version of an adapter trained here or pulled from
+    elsewhere, which every bare reference, a promotion or an update would then take."""
     others = foreign_versions(registry.list(name=published), src.origin()["repo"])
     if others:
         raise HubError(f"{src.label} publishes the name {published!r}, which already names "
@@ -428,6 +434,7 @@ def pull(
         src.workdir = work / "download"
         sizes = src.listing()
         meta = _fetch_manifest(src, sizes, limits, work / METADATA_FILE)
+        published = _published_name(meta, src) if name is None else None  # before the download and the backbone
         # after the manifest: an embedded backbone's first use converts it, which a broken source should not wait on
         local_fp = backbone_fp or backbone_fingerprint(backbone or EMBEDDED, quantization)
         # the architecture the tensors must fit; a caller that passes only a fingerprint checks config vs tensors only
@@ -443,7 +450,7 @@ def pull(
                   "checked_on": {"quantization": quantization,
                                  **({"backbone": _as_loaded(backbone or EMBEDDED)}
                                     if backbone or backbone_fp is None else {})}}
-        if name is None:
-            _check_published_name(registry, meta.get("name"), src)
+        if published is not None:
+            _check_published_name(registry, published, src)
         record = _register(registry, stage, meta, name, adapter_fp, origin)
     return PullResult(record, match, origin)

@@ -242,11 +242,16 @@ def _build_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
 def fit_deepspeed(recipe: Recipe, plugin: DeepSpeedPlugin) -> None:
     """Give a DeepSpeed launch what it cannot read from a dataloader (the loop has none, so `prepare` refused an
     `auto` micro-batch): each rank's micro-batch is `training.batch_size`. AdaLoRA is refused: DeepSpeed's engine
-    zeroes the gradients at its own step, before AdaLoRA's rank allocation reads them."""
+    zeroes the gradients at its own step, before AdaLoRA's rank allocation reads them; so is a collab projector
+    stage: that step comes inside the backward, before `Tuner.before_optimizer_step` could drop LoRA's gradients."""
     if recipe.adapter.type == "adalora":
         raise ConfigError(f"{recipe._source}: adapter.type adalora under DeepSpeed: its rank allocation reads the "
                           "gradients, which DeepSpeed's engine zeroes at its step; use lora, or launch without "
                           "DeepSpeed")
+    if getattr(recipe.adapter, "projector_steps", 0):
+        raise ConfigError(f"{recipe._source}: adapter.projector_steps under DeepSpeed: its engine steps inside the "
+                          "backward, before the stage can drop LoRA's gradients; set projector_steps 0 (joint), or "
+                          "launch without DeepSpeed")
     if plugin.is_auto("train_micro_batch_size_per_gpu"):
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.training.batch_size
 
@@ -426,8 +431,8 @@ class Trainer:
                 acc.backward(loss * (len(cases) * t.grad_accum * world / every))  # accelerate divides by grad_accum
                 if acc.sync_gradients:
                     self.tuner.before_optimizer_step(self.unwrapped)
-                if acc.sync_gradients and t.max_grad_norm:
-                    acc.clip_grad_norm_(self.params, t.max_grad_norm)
+                    if t.max_grad_norm:
+                        acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()
                 if acc.sync_gradients and not acc.optimizer_step_was_skipped:  # fp16: inf gradients skip a step
                     self.tuner.after_optimizer_step(self.unwrapped, self.global_step + 1)  # 1-based optimizer step

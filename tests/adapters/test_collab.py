@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -378,6 +377,29 @@ def test_staged_training_trains_the_projector_alone_first_and_resumes_in_its_sta
         tuner.load_state_tensors(model, {})
 
 
+def test_the_training_loop_holds_the_projector_stage(tiny_model_dir, tmp_path):
+    """The loop calls the stage's hook: LoRA's B matrices (peft starts them at 0) stay 0 through the projector's
+    two steps, and train after them."""
+    from safetensors.torch import load_file
+    from synthetic import synthetic_cases
+    from train_worker import tiny_recipe
+
+    from adaptrec.train.checkpoint import latest_checkpoint
+    from adaptrec.train.loop import train
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    recipe = tiny_recipe(str(tiny_model_dir), 3, {**SETTINGS, "projector_steps": 2}, template="tallrec-items",
+                         checkpoint_every=1)
+    train(recipe, bb, synthetic_cases(8), synthetic_cases(8, seed=1), tmp_path / "run")
+
+    def lora_b(folder: Path) -> float:
+        return sum(float(v.abs().sum()) for k, v in load_file(folder / "adapter.safetensors").items() if "lora_B" in k)
+
+    last = latest_checkpoint(tmp_path / "run").path
+    assert last.name.endswith("3") and lora_b(last) > 0
+    assert lora_b(last.with_name(last.name[:-1] + "2")) == 0
+
+
 def test_the_projector_stage_holds_under_data_parallel_training(tiny_model_dir, tmp_path):
     """(was: LoRA's gradients were dropped as each was accumulated, and data-parallel training's all-reduce wrote
     zeros back, which AdamW stepped: its step count, its weight decay) A one-process DDP, in a child process: its
@@ -390,8 +412,7 @@ def test_the_projector_stage_holds_under_data_parallel_training(tiny_model_dir, 
         import os, torch, torch.distributed as dist
         from adaptrec.adapters import build_peft_model, tuner_for
         from adaptrec.backbone import load_backbone
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000))
-        dist.init_process_group("gloo", rank=0, world_size=1)
+        dist.init_process_group("gloo", init_method={(tmp_path / "store").as_uri()!r}, rank=0, world_size=1)
         bb = load_backbone({str(tiny_model_dir)!r}, quantization="none", device="cpu")
         model = build_peft_model(bb.model, {{**{SETTINGS!r}, "projector_steps": 2}}, total_steps=4,
                                  tokenizer=bb.tokenizer)

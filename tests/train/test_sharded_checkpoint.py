@@ -197,3 +197,7 @@ def test_a_deepspeed_launch_gets_the_recipe_s_micro_batch_and_refuses_adalora(ti
     adalora = tiny_recipe(str(tiny_model_dir), 4, adapter={"type": "adalora"})
     with pytest.raises(ConfigError, match="adalora under DeepSpeed"):
         loop.fit_deepspeed(adalora, _StubDeepSpeedPlugin(train_micro_batch_size_per_gpu="auto"))
+    staged = tiny_recipe(str(tiny_model_dir), 4, adapter={"type": "collab", "projector_steps": 2},
+                         template="tallrec-items")
+    with pytest.raises(ConfigError, match="projector_steps under DeepSpeed"):
+        loop.fit_deepspeed(staged, _StubDeepSpeedPlugin(train_micro_batch_size_per_gpu="auto"))
