@@ -365,8 +365,8 @@ class Registry:
         return rec
 
     def rollback(self, domain: str) -> AdapterRecord:
-        """Restore the champion `domain` had before the current one (skipping versions removed since, and the current
-        one where it was champion before too)."""
+        """Restore the champion `domain` had before the current one (skipping versions removed since or whose files
+        changed, and the current one where it was champion before too)."""
         check_domain(domain)
         with self._write() as conn:
             stack = audit.champions(audit.history(conn, domain))
@@ -377,7 +377,8 @@ class Registry:
                     continue
                 try:
                     rec = self._resolve(conn, stack[-1])
-                except RegistryError:
+                    verified_files(rec)  # a version whose files changed cannot serve: skipped as a removed one is
+                except (RegistryError, IntegrityError, OSError):  # (was: restored, the server refusing it)
                     skipped.append(stack.pop())
                     continue
                 self._set_alias(conn, domain, rec, "rollback", {"rolled_back": current, "skipped": skipped})

@@ -116,3 +116,14 @@ def test_a_decision_names_the_champion_it_was_made_against(reg, versions):
         reg.refuse(v2, "movies", {}, expect=None)
     reg.promote(v2, "movies", expect=v1)
     assert [d.ref for d in reg.history("movies")] == [v1, v2]
+
+
+def test_rollback_skips_a_champion_whose_files_changed(reg, versions):
+    """(was: restored, and reported as serving again, though its hashes no longer matched: a server refused it)"""
+    v1, v2, v3 = versions
+    for v in versions:
+        reg.promote(v, "movies")
+    weights = reg.resolve(v2).path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    assert reg.rollback("movies").ref == v1
+    assert reg.history("movies")[-1].evidence == {"rolled_back": v3, "skipped": [v2]}
