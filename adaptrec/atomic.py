@@ -11,9 +11,10 @@ import sqlite3
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 def umask() -> int:

@@ -9,7 +9,6 @@ from adaptrec.adapters.files import MIX_TYPE
 from adaptrec.errors import AdaptrecError, CompositionError, RegistryError
 
 
-
 class RouteError(AdaptrecError):
     """No adapter can serve the request (none promoted, or made for another base model)."""
 

@@ -426,7 +426,7 @@ def test_the_projector_stage_holds_under_data_parallel_training(tiny_model_dir, 
               sum(bool(optimizer.state.get(p)) for n, p in model.named_parameters() if "projector" in n))
         dist.destroy_process_group()
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "ADAPTREC_HOME": os.environ.get("ADAPTREC_HOME", str(tmp_path))})
     assert done.returncode == 0, done.stderr[-3000:]
     lora, projector = map(int, done.stdout.split()[-2:])
