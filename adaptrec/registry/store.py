@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -67,6 +68,19 @@ def _load_encoder_checked(record: EncoderRecord) -> Encoder:
     """The encoder `record` names, its files' hashes checked against its row."""
     what = f"what was registered as encoder {record.ref}; train it again with `adaptrec train-cf`"
     return load_checked(record.path, record.files, what)
+
+
+class OtherBaseWarning(UserWarning):
+    """A promotion whose version was made for another base model than the champion it replaced."""
+
+
+def _warn_other_base(rec: AdapterRecord, champion: AdapterRecord, domain: str) -> None:
+    """Warn when `rec` replaced a `champion` made for another base model: a server on the champion's backbone
+    refuses it (a move to another backbone is the one reason to do it)."""
+    if rec.fingerprint.match(champion.fingerprint) == "none":
+        warnings.warn(f"{rec.ref} was made for {rec.fingerprint.base_model or 'another base model'}, the champion it "
+                      f"replaced for {domain!r} ({champion.ref}) for {champion.fingerprint.base_model or 'another'}: "
+                      "a server on the old backbone will not serve it", OtherBaseWarning, stacklevel=3)
 
 
 class VersionRemoved(RegistryError):
@@ -332,7 +346,11 @@ class Registry:
         with self._write() as conn:
             rec = self._resolve(conn, ref)
             self._check_champion(conn, domain, expect)
+            champion = self._champion(conn, domain)
+            replaced = self._resolve(conn, champion) if champion is not None else None
             self._set_alias(conn, domain, rec, "promote", evidence or {})
+        if replaced is not None:
+            _warn_other_base(rec, replaced, domain)
         return rec
 
     @staticmethod

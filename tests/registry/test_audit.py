@@ -127,3 +127,24 @@ def test_rollback_skips_a_champion_whose_files_changed(reg, versions):
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     assert reg.rollback("movies").ref == v1
     assert reg.history("movies")[-1].evidence == {"rolled_back": v3, "skipped": [v2]}
+
+
+def test_a_promotion_over_a_champion_of_another_base_model_warns(reg, versions, tmp_path):
+    """(was: silent; a server on the champion's backbone then refused the new one)"""
+    import warnings
+
+    from test_registry import make_peft_dir
+
+    from adaptrec.fingerprint import Fingerprint
+    from adaptrec.registry.store import OtherBaseWarning
+
+    reg.promote(versions[0], "movies")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg.promote(versions[1], "movies")  # the same base: no word
+    other = reg_one(reg, make_peft_dir(tmp_path / "other"), name="movies-big",
+                    fingerprint=Fingerprint("c" * 64, "d" * 64, "meta-llama/Llama-3-8B"))
+    with pytest.warns(OtherBaseWarning, match="movies-big:1 was made for meta-llama/Llama-3-8B, the champion it "
+                                              "replaced for 'movies' \\(movies-lora:2\\)"):
+        reg.promote(other.ref, "movies")
+    assert reg.promoted("movies").ref == other.ref  # a move to another backbone stays possible
