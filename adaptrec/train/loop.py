@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs, broadcast_object_list
+from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -196,11 +196,17 @@ def own_forward(model) -> Iterator[None]:
         model.forward = wrapped
 
 
-def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes") -> float:
+def validate(scorer: Scorer, cases: Sequence[Case], mode: ScoreMode = "pyes", rank: int = 0, world: int = 1) -> float:
     """AUC of `cases` under the score the recipe reports (`evaluation.score`), so the adapter kept as best is
     picked on the score its evaluation shows; `ConfigError` when the adapter scores NaN (its weights diverged),
-    which the training loop names with its step (read here, not through `Scorer.score`'s general refusal)."""
-    scores = to_scores(scorer.logits_for_prompts(scorer.prompts(cases)), mode)
+    which the training loop names with its step (read here, not through `Scorer.score`'s general refusal). Under a
+    launch (`world` processes) each rank scores every `world`-th case from its `rank` and the scores are gathered:
+    every rank reads the same AUC, for a `world`-th of the forwards."""
+    mine = cases[rank::world]
+    scores = to_scores(scorer.logits_for_prompts(scorer.prompts(mine)), mode) if mine else np.zeros(0)
+    if world > 1:
+        parts = gather_object([scores.tolist()])  # one list per rank, in rank order
+        scores = np.array([parts[i % world][i // world] for i in range(len(cases))])
     if not np.isfinite(scores).all():
         raise ConfigError("the adapter's validation scores are not finite: training diverged (its weights hold NaN "
                           "or inf); lower training.lr")
@@ -453,11 +459,12 @@ class Trainer:
         if step % t.eval_every == 0 or step == t.max_steps:
             self.model.eval()
             try:
-                row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score)
+                row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score,
+                                          acc.process_index, acc.num_processes)
             except ConfigError as e:
                 raise ConfigError(f"{self.recipe._source}: step {step}: {e}") from None
-            if acc.num_processes > 1:  # the main process's AUC on every rank: a last-bit difference between ranks
-                shared = [row["val_auc"]]  # would stop one early, the others waiting for it forever
+            if acc.num_processes > 1:  # the main process's AUC on every rank: a difference between ranks (their
+                shared = [row["val_auc"]]  # AUC's last bit) would stop one early, the others waiting for it forever
                 broadcast_object_list(shared)
                 row["val_auc"] = shared[0]
             if self.stopper.update(row["val_auc"], step) and acc.is_main_process:

@@ -2,12 +2,14 @@
 
 usage: python tests/helpers/train_worker.py TINY_MODEL_DIR RUN_DIR MAX_STEPS [--resume] [--slow] [--stop-at N]
                                            [--recipe [--restart]] [--skewed-validation] [--collab]
+                                           [--check-validation]
 
 --stop-at N: every rank exits (status 0, "STOPPED") right after the checkpoint of step N, as a crash there would.
 --recipe: the whole recipe job (train, evaluate, register) on synthetic files in RUN_DIR, with $ADAPTREC_HOME there;
 --restart: clearing its run folder first.
 --skewed-validation: validation AUC falls on rank 0 and rises on the others, every step (patience 1).
 --collab: a collab adapter (on cases without item ids, so its projector is never used).
+--check-validation: after training, prints each rank's validation AUC from the shared scoring and from every case.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ def main() -> None:
     result = loop.train(tiny_recipe(model_dir, max_steps, adapter, **settings), backbone, train_cases,
                         synthetic_cases(8, seed=1), run_dir, resume="--resume" in sys.argv)
     print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
+    if "--check-validation" in sys.argv:  # the ranks' shares, gathered, against every case scored on each rank
+        from adaptrec.scoring.core import Scorer
+
+        scorer = Scorer(result.model, backbone.tokenizer, "", progress=False)
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        val = synthetic_cases(8, seed=1)
+        print(f"VALIDATION shared={loop.validate(scorer, val, 'pyes', rank, world):.6f} "
+              f"whole={loop.validate(scorer, val):.6f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -490,8 +490,10 @@ def test_a_launch_on_a_run_folder_another_run_holds_stops_every_rank_and_deletes
 def test_accelerate_launch_two_cpu_processes_and_resume_each_ranks_rng(tiny_model_dir, tmp_path):
     """Two ranks train 4 steps straight; two more stop after step 2's checkpoint and resume: the same adapter, which
     needs each rank's own dropout stream back (rank 0's on both ranks drifts ~1e-3)."""
-    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "ddp", 4)
+    out = _launch_two_cpu_ranks(tiny_model_dir, tmp_path / "ddp", 4, "--check-validation")
     assert out.count("DONE steps=4 world=2") == 2  # both ranks took the same number of optimizer steps
+    checks = [line.split() for line in out.splitlines() if line.startswith("VALIDATION")]
+    assert len(checks) == 2 and all(shared[7:] == whole[6:] for _, shared, whole in checks)  # each rank scores half
     assert (tmp_path / "ddp" / "best" / "adapter_model.safetensors").is_file()
     assert [r["step"] for r in _metrics(tmp_path / "ddp")] == [1, 2, 3, 4]  # only rank 0 writes
 
