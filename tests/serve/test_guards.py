@@ -462,9 +462,10 @@ def recommend_body() -> dict:
     return {**payload, "candidates": payload.pop("items"), "k": 1}
 
 
-def _raw_post(c: TestClient, path: str, payload: dict, leave: threading.Event | None) -> list[dict]:
+def _raw_post(c: TestClient, path: str, payload: dict, leave: threading.Event | None,
+              left: threading.Event | None = None) -> list[dict]:
     """POST `payload` straight to the app on `c`'s event loop, the client disconnecting once `leave` is set (None:
-    at once, after the body); the ASGI messages sent back."""
+    at once, after the body), and `left` set as the server receives that disconnect; the ASGI messages sent back."""
     import json
 
     data, sent, messages = json.dumps(payload).encode(), [], []
@@ -475,6 +476,8 @@ def _raw_post(c: TestClient, path: str, payload: dict, leave: threading.Event | 
             return {"type": "http.request", "body": data, "more_body": False}
         while leave is not None and not leave.is_set():  # polled: the forward may hold the executor's threads
             await asyncio.sleep(0.005)
+        if left is not None:
+            left.set()
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
@@ -492,6 +495,7 @@ def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_p
     """uvicorn cancels no handler whose client disconnected: its forward ran and its answer was logged, a
     recommendation's slate (with exploration's propensities) as if shown (was)."""
     from adaptrec.data.online_log import OnlineLog
+    from adaptrec.serve import plans
 
     forwards, started, release = [], threading.Event(), threading.Event()
     real = engine.shared_prefix_logits
@@ -519,7 +523,9 @@ def test_a_client_gone_before_its_answer_is_neither_run_nor_logged(engine, tmp_p
         release.set()
         first.join(30)
         assert answers[0].status_code == 200 and sent[0]["status"] == 499 and len(forwards) == 1  # never run
-        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None)  # gone before its job is queued
+        left, plan = threading.Event(), plans.plan  # planned once the server knows the client left (was: a race)
+        monkeypatch.setattr(plans, "plan", lambda *a, **k: (left.wait(30), plan(*a, **k))[1])
+        sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=None, left=left)  # gone before it is queued
         assert sent[0]["status"] == 499 and len(forwards) == 1
         started.clear()
         sent = _raw_post(c, "/v1/recommend", recommend_body(), leave=started)  # leaves while its forward runs
