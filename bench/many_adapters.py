@@ -39,6 +39,7 @@ from serve_setup import QV, amazon_cases, backbone_and_registry, parser  # noqa:
 
 from adaptrec import scripts
 from adaptrec.adapters import build_peft_model  # noqa: E402
+from adaptrec.errors import AdaptrecError
 from adaptrec.registry import Registry  # noqa: E402
 from adaptrec.serve.engine import Engine  # noqa: E402
 
@@ -219,7 +220,7 @@ def main() -> None:
         # prefix cache where the Zipf run (another adapter each time) cannot
         cases = [c for c in amazon_cases(2 * args.requests + WARMUP, distinct_users=True) if within_limit(engine, c)]
         if len(cases) < args.requests + WARMUP:
-            raise SystemExit(f"error: {len(cases)} usable cases, fewer than --requests {args.requests} + {WARMUP}")
+            raise AdaptrecError(f"{len(cases)} usable cases, fewer than --requests {args.requests} + {WARMUP}")
         cases, warmup = cases[: args.requests], cases[-WARMUP:]
         runs = served_runs(args, registry.home, refs, cases, warmup, order, flags)
     finally:

@@ -25,6 +25,7 @@ from common import backend, report  # noqa: E402
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
 from adaptrec.scoring.prefix import common_prefix_length  # noqa: E402
 from adaptrec.serve.engine import Engine, Limits  # noqa: E402
 
@@ -45,7 +46,7 @@ def main() -> None:
     timed_users = {u.user_id for u in users}
     warm = next((c for c in amazon_cases(200, min_history=20) if c.user_id not in timed_users), None)
     if warm is None:
-        raise SystemExit(f"--users {args.users}: no user with >= 20 history items is left to warm up on; take fewer")
+        raise AdaptrecError(f"--users {args.users}: no user with >= 20 history items is left to warm up on; take fewer")
     engine.logits([(ref, engine.prompt(warm))])  # warm-up of both paths (loads the adapter) on a user not timed
     engine.rank(warm, pool[:2], ref)
     warm_runs = engine.ranker.prefix_runs
@@ -74,7 +75,7 @@ def main() -> None:
         prefix_tokens.append(common_prefix_length(ids))
     runs = engine.ranker.prefix_runs - warm_runs
     if runs != len(users):  # each user's prefix computed once: no reuse inflates the ratio
-        raise SystemExit(f"{runs} prefix forwards for {len(users)} users: a prefix was reused")
+        raise AdaptrecError(f"{runs} prefix forwards for {len(users)} users: a prefix was reused")
     report("prefix_ranking", {
         "config": {"backbone": args.backbone, "quantization": args.quantization,
                    "backend": backend(args.quantization), "candidates": args.candidates,

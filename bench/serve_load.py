@@ -31,6 +31,7 @@ from load_client import free_port, run_load, seconds_to_413, start_server, stop_
 from serve_setup import QV, amazon_cases, backbone_and_registry, parser, random_adapters  # noqa: E402
 
 from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
 from adaptrec.serve.engine import Engine, LimitExceeded  # noqa: E402
 from adaptrec.serve.plans import answer_directly  # noqa: E402
 from adaptrec.serve.schemas import ScoreRequest  # noqa: E402
@@ -107,8 +108,8 @@ def main() -> None:
     engine = Engine(backbone, registry)
     cases = [c for c in amazon_cases(2 * (n * 2 * args.repeats + warm)) if within_limit(engine, c)][: n * 2 * args.repeats + warm]
     if len(cases) < n * 2 * args.repeats + warm:  # a short plan would time fewer requests than the config records
-        raise SystemExit(f"only {len(cases)} amazon:office test cases fit the prompt limit; lower --requests or "
-                         f"--repeats (they need {n * 2 * args.repeats + warm})")
+        raise AdaptrecError(f"only {len(cases)} amazon:office test cases fit the prompt limit; lower --requests or "
+                            f"--repeats (they need {n * 2 * args.repeats + warm})")
     bodies = [body(case, refs[i % len(refs)]) for i, case in enumerate(cases)]
     warm_up, plans = bodies[:warm], [bodies[warm + k * n : warm + (k + 1) * n] for k in range(2 * args.repeats)]
     for ref in refs:  # loaded before timing, as the server preloads them

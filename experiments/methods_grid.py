@@ -22,6 +22,7 @@ from pathlib import Path
 from report import banner, cell, machine, read_json, table, write_regions
 
 from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "methods.json"
@@ -68,12 +69,12 @@ def current_environment(recipe) -> dict:
 
 
 def check_environment(path: Path, report: dict, current: dict) -> None:
-    """Refuse (SystemExit with one line) a stored report whose recorded environment differs from `current`."""
+    """Refuse (one line, exit 2) a stored report whose recorded environment differs from `current`."""
     recorded = report.get("environment") or {}
     diff = {k: (recorded.get(k), v) for k, v in current.items() if recorded.get(k) != v}
     if diff:
         what = ", ".join(f"{k} {old!r} here {new!r}" for k, (old, new) in sorted(diff.items()))
-        raise SystemExit(f"error: {path} was made with {what}; delete its run folder to re-run it here")
+        raise AdaptrecError(f"{path} was made with {what}; delete its run folder to re-run it here")
 
 
 def plain_on(spec: str, plain: dict) -> dict:
@@ -201,7 +202,7 @@ def main() -> None:
                 write_json(RESULTS, results)
     results = read_json(RESULTS)
     if not results:
-        raise SystemExit(f"{RESULTS}: no results yet; run without --render-only first")
+        raise AdaptrecError(f"{RESULTS}: no results yet; run without --render-only first")
     write_regions(DOC, {REGION: render(results)})
     print(DOC.read_text())
 

@@ -46,6 +46,7 @@ from adaptrec.data import leave_one_out, movielens
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.records import Case
 from adaptrec.data.spec import NEGATIVES_AVOID
+from adaptrec.errors import AdaptrecError
 from adaptrec.metrics.beyond import activity_buckets, averagepopularity, diversity, giniindex, group_means, itemcoverage
 from adaptrec.metrics.bootstrap import bootstrap_ci
 from adaptrec.metrics.ranking import hit_per_case, ndcg_per_case, ranks, user_auc
@@ -372,7 +373,7 @@ def refresh_encoders(doc: dict, plan: Plan) -> dict:
     the best encoder, its sampled test ranking or its sampled validation NDCG changed, which the adapter rows
     re-rank, are compared with and were picked by."""
     if not doc:
-        sys.exit(f"no results at {RESULTS} to refresh: run without --refresh-encoders first")
+        raise AdaptrecError(f"no results at {RESULTS} to refresh: run without --refresh-encoders first")
     valid, test = Arena("valid", plan), Arena("test", plan)
     rows, _, best = encoder_rows(plan, fit_all(plan), valid, test)
     stored = next(r for r in doc["rows"] if r["kind"] == "encoder" and r["name"] == doc["protocol"]["best"])
@@ -380,8 +381,8 @@ def refresh_encoders(doc: dict, plan: Plan) -> dict:
     # rows re-rank and the pick reads, as they were (full-catalogue metrics may change: that is what a refresh is for)
     picked = [(r["per_user_ndcg"], r["valid"]["sampled_ndcg@10"]) for r in (fresh, stored)]
     if best != stored["name"] or picked[0] != picked[1]:
-        sys.exit(f"the encoders no longer reproduce the stored {stored['name']} ranking the adapter rows re-rank: "
-                 f"run {COMMAND} without --refresh-encoders")
+        raise AdaptrecError(f"the encoders no longer reproduce the stored {stored['name']} ranking the adapter rows "
+                            f"re-rank: run {COMMAND} without --refresh-encoders")
     return {**doc, "protocol": {**doc["protocol"], "encoders_refreshed": time.strftime("%Y-%m-%d")},
             "rows": compared_with_best(rows, best, plan.seed) + [r for r in doc["rows"] if r["kind"] != "encoder"]}
 

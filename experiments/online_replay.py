@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions
 
 from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "online_replay.json"
@@ -77,7 +77,7 @@ def log_windows(windows: list[dict]) -> None:
     if have == expected:
         return
     if any(any(n) for n in have.values()):
-        sys.exit(f"error: {log.path} holds a partial log ({have}); remove it and run again")
+        raise AdaptrecError(f"{log.path} holds a partial log ({have}); remove it and run again")
     for w in windows:
         for domain, key in ((LOG, "cases"), (GATE_LOG, "gate")):
             for t, c in w[key]:
@@ -172,20 +172,20 @@ RESUMED_SETTINGS = ("windows", "steps", "replay", "margin", "seed", "recipe", "s
 
 
 def check_resumable(done: dict, now: dict) -> None:
-    """SystemExit (one line) unless a results file's finished windows ran with this run's settings: the later
+    """Refuse (one line, exit 2) unless a results file's finished windows ran with this run's settings: the later
     windows would be trained or gated otherwise, under the file's protocol."""
     changed = [k for k in RESUMED_SETTINGS if done.get(k) != now[k]]
     if changed:
-        raise SystemExit(f"{RESULTS}: its finished windows ran with other {', '.join(changed)}; move the file away "
-                         "to start over")
+        raise AdaptrecError(f"{RESULTS}: its finished windows ran with other {', '.join(changed)}; move the file away "
+                            "to start over")
 
 
 def check_same_scoring(done: dict, now: dict) -> None:
-    """SystemExit (one line) unless a results file's finished windows were scored with this run's model, backend,
+    """Refuse (one line, exit 2) unless a results file's finished windows were scored with this run's model, backend,
     dtype, device and library versions (`now`: `Backbone.environment()`); its cores and threads may differ."""
     if changed := sorted(k for k, v in now.items() if done.get(k) != v):
-        raise SystemExit(f"{RESULTS}: its finished windows were scored with another {', '.join(changed)}; move the "
-                         "file away to start over")
+        raise AdaptrecError(f"{RESULTS}: its finished windows were scored with another {', '.join(changed)}; move the "
+                            "file away to start over")
 
 
 def run(resume_doc: dict | None) -> dict:
@@ -399,7 +399,7 @@ def main() -> None:
     else:
         doc = read_json(RESULTS)
         if not doc:
-            sys.exit(f"error: no results at {RESULTS}: run without --render-only first")
+            raise AdaptrecError(f"no results at {RESULTS}: run without --render-only first")
     figure(doc, FIGURE)
     write_regions(DOC, {"online-replay": render(doc)})
     print(render(doc))

@@ -18,6 +18,7 @@ from report import EXPERIMENTS, table
 from tallrec_grid import RESULTS, adapter_kind, grid_backbone, grid_rows, llm_scores
 
 from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
 
 OUT = EXPERIMENTS / "results" / "prefix_phase.json"
 
@@ -44,7 +45,7 @@ def main() -> None:
 
     runs = [r for r in grid_rows() if r["domain"] == args.domain and adapter_kind(r) == "prefix"]
     if not runs:
-        raise SystemExit(f"no text-init prefix runs for {args.domain} in {RESULTS}")
+        raise AdaptrecError(f"no text-init prefix runs for {args.domain} in {RESULTS}")
     cases = select_cases(load_spec(runs[0]["spec"]), runs[0]["limit"], seed=0)
     labels = np.array([c.label for c in cases])
     scorer = backbone_scorer(grid_backbone(), max_prompt_tokens=512, progress=False)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import statistics
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -134,7 +133,7 @@ def run_and_render(results: Path, page: Path, render: Callable[[dict], str],
         write_json(results, run())
     doc = read_json(results)
     if not doc:
-        sys.exit(f"no results at {results}: run without --render-only first")
+        raise AdaptrecError(f"no results at {results}: run without --render-only first")
     write_text(page, render(doc))
     print(f"wrote {page}")
 
@@ -165,7 +164,7 @@ def render_region(results: Path, page: Path, region: str, render: Callable[[dict
     """Render the result document at `results` into `region` of `page` and print it; one error line without it."""
     doc = read_json(results)
     if not doc:
-        raise SystemExit(f"error: {results}: no results yet; run without --render-only first")
+        raise AdaptrecError(f"{results}: no results yet; run without --render-only first")
     text = render(doc)
     write_regions(page, {region: text})
     print(text)
@@ -588,7 +587,7 @@ def main() -> None:
         try:
             print("\n".join(figures()))
         except (AdaptrecError, ValueError, KeyError) as e:  # a malformed results file (JSON, or a field it lacks)
-            sys.exit(f"error: a results file could not be drawn ({type(e).__name__}: {str(e).splitlines()[0]})")
+            raise AdaptrecError(f"a results file could not be drawn ({type(e).__name__}: {str(e).splitlines()[0]})")
         return
     for name, paths in missing_results().items():
         print(f"kept region {name} of {PERFORMANCE.relative_to(ROOT)} as it is: no "

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from adaptrec import scripts
+from adaptrec.errors import AdaptrecError
+
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 
@@ -308,9 +311,9 @@ def test_methods_grid_refuses_a_report_made_elsewhere(tmp_path):
 
     here = {"backend": "torch-int8", "dtype": "float32", "device": "cpu", "adaptrec": "0.1.0"}
     methods_grid.check_environment(tmp_path / "r.json", {"environment": dict(here)}, here)
-    with pytest.raises(SystemExit, match="device 'cuda' here 'cpu'"):
+    with pytest.raises(AdaptrecError, match="device 'cuda' here 'cpu'"):
         methods_grid.check_environment(tmp_path / "r.json", {"environment": {**here, "device": "cuda"}}, here)
-    with pytest.raises(SystemExit, match="backend None"):
+    with pytest.raises(AdaptrecError, match="backend None"):
         methods_grid.check_environment(tmp_path / "r.json", {}, here)  # made before reports recorded it
 
 
@@ -359,7 +362,7 @@ def test_collab_movie_pairs_each_row_with_its_backbones_text_only_row_and_skips_
     assert list(cm.runnable()) == [name for name in cm.ADAPTERS if not name.startswith(cm.ON_GEMMA)]
     # results that hold Gemma rows are not silently rewritten without them
     cm.RESULTS.write_text(json.dumps({"rows": [{"name": cm.TEXT_ONLY}, {"name": gemma}]}))
-    with pytest.raises(SystemExit, match="holds Gemma-3-270M rows this run cannot reproduce"):
+    with pytest.raises(AdaptrecError, match="holds Gemma-3-270M rows this run cannot reproduce"):
         cm.runnable()
     monkeypatch.setattr(type(cm.EMBEDDED_MODELS[cm.GEMMA]), "package_dir", lambda self: "here")
     assert list(cm.runnable()) == list(cm.ADAPTERS)
@@ -500,7 +503,7 @@ def test_a_figure_whose_results_are_not_there_yet_is_kept_with_a_line(monkeypatc
     assert report.goals_figure().endswith("ml100k_loo.json yet")
 
 
-def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, tmp_path):
+def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, tmp_path, capsys):
     """(was: json's JSONDecodeError or a KeyError as a traceback)"""
     import online_replay
 
@@ -509,9 +512,10 @@ def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, 
     monkeypatch.setattr(report, "figures", lambda: [report.online_replay_figure(tmp_path / "o.png")])
     monkeypatch.setattr(sys, "argv", ["report.py", "figures"])
     with pytest.raises(SystemExit) as e:
-        report.main()
-    assert str(e.value).startswith("error: a results file could not be drawn (JSONDecodeError: ")
-    assert "\n" not in str(e.value)
+        scripts.run(report.main)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: a results file could not be drawn (JSONDecodeError: ")
+    assert err.count("\n") == 1
 
 
 def test_the_goals_section_without_an_experiment_s_results_says_which_are_missing(monkeypatch, tmp_path):
