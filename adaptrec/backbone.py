@@ -468,13 +468,3 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     model.requires_grad_(False)
     return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization,
                     source=source, backend=backend)
-
-
-def environment_summary() -> dict:
-    """What the run used (for benchmark and result JSON)."""
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "cpu_count": os.cpu_count(),
-    }

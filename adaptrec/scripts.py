@@ -1,13 +1,25 @@
 """What the repository's experiment and benchmark scripts share: argparse types that check counts, durations and
-names before any work, and `run`, their entry point, whose errors are one line as the `adaptrec` command's are."""
+names before any work; `run`, their entry point, whose errors are one line as the `adaptrec` command's are; and
+what their result files record about the run (`machine`, `software`, `code_version`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import platform
+import subprocess
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from .backbone import default_device, library_versions
 from .errors import one_line_errors
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # the repository, when the package runs from a checkout
+OPTIONAL = ("bitsandbytes", "torchao", "ray", "accelerate")  # recorded when installed: some runs use them
+RESULT_PATHS = ("bench/results", "experiments/results", "docs")  # what a run writes: never makes its code "dirty"
 
 
 def positive_int(text: str) -> int:
@@ -62,3 +74,60 @@ def run(main: Callable[[], Any]) -> None:
     """Call a script's `main` with `one_line_errors`."""
     with one_line_errors():
         main()
+
+
+# ---------------------------------------------------------------- what a result file records about its run
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str | None = None) -> dict:
+    """The hardware a run used: CPU model, architecture, cores, torch's threads, the GPU if any, and `device`, where
+    its models ran (default: where a load goes when none is named)."""
+    import torch
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cpu_count": os.cpu_count(), "cpu": cpu_model(), "arch": platform.machine(),
+            "device": device or default_device()}
+
+
+def software() -> dict[str, str]:
+    """The versions of the packages that can change a result: those that change a score, and the optional ones
+    installed."""
+    optional = {}
+    for package in OPTIONAL:
+        try:
+            optional[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {**library_versions(), **optional}
+
+
+def code_version(root: Path = CHECKOUT) -> dict:
+    """When, and on which commit of the checkout at `root` (and whether it had uncommitted changes), a result was
+    measured: what tells a number from before a change from one after it. Changes to results and docs
+    (`RESULT_PATHS`) do not count: a run after another has that one's result file to commit, not different code.
+    Outside a git checkout (an installed wheel) the commit is None."""
+    def git(*args: str) -> str | None:
+        if not (root / ".git").exists():  # a wheel under some other repository must not record that one's commit
+            return None
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 *(f":(exclude){path}" for path in RESULT_PATHS))
+    return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit,
+            "git_dirty": None if status is None else bool(status)}

@@ -96,7 +96,6 @@ def _environment() -> dict:
     """What fitted and scored the encoders: device, dtype (float32 tables) and the packages that compute them."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from adaptrec.backbone import environment_summary
 
     def installed(package: str) -> str | None:
         try:
@@ -104,7 +103,7 @@ def _environment() -> dict:
         except PackageNotFoundError:
             return None
 
-    return {**environment_summary(), "device": "cpu", "dtype": "float32", "adaptrec": installed("adaptrec"),
+    return {**scripts.machine("cpu"), "dtype": "float32", "adaptrec": installed("adaptrec"),
             "implicit": installed("implicit"), "torch_geometric": installed("torch_geometric")}
 
 

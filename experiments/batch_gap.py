@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, machine, render_region
+from report import ROOT, banner, machine, render_region, write_results
 
 from adaptrec import scripts
 
@@ -61,7 +61,6 @@ def render(doc: dict) -> str:
 
 
 def main() -> None:
-    from adaptrec.atomic import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=scripts.positive_int, default=32)
@@ -69,7 +68,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
-        write_json(RESULTS, run(args.cases, args.batch_size))
+        write_results(RESULTS, run(args.cases, args.batch_size))
     render_region(RESULTS, DOC, REGION, render)
 
 

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from report import banner, cell, table
+from report import banner, cell, table, write_results
 
 from adaptrec import scripts
 from adaptrec.adapters.attach import adapter_key, attach, bare_model, detach
 from adaptrec.adapters.merge import METHODS, MIX, Composition, compose
-from adaptrec.atomic import write_json, write_text
-from adaptrec.backbone import environment_summary, load_backbone
+from adaptrec.atomic import write_text
+from adaptrec.backbone import load_backbone
 from adaptrec.baselines import BASELINES
 from adaptrec.config import load_recipe, step_budget
 from adaptrec.data.candidates import candidate_cases
@@ -337,7 +337,7 @@ def run_transfer(cfg: TransferConfig, command: str, log: Log = print) -> dict:
     plans = [prepare(bb, registry, cache, cfg, s, t, log) for s, t in cfg.directions]
     scorer = ListScores(bb, registry, cache, cfg)
     directions = [evaluate(scorer, registry, cfg, plan, log) for plan in plans]
-    protocol = {**asdict(cfg), "directions": [list(d) for d in cfg.directions], "environment": environment_summary(),
+    protocol = {**asdict(cfg), "directions": [list(d) for d in cfg.directions], "environment": scripts.machine(),
                 "base_model": bb.fingerprint.base_model, "score_key": bb.score_key, "command": command,
                 "primary": PRIMARY, "scoring_version": SCORING_VERSION, "backbone_environment": bb.environment()}
     return {"version": VERSION, "protocol": protocol, "directions": directions,
@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         doc = json.loads(args.json_out.read_text())
     else:
         doc = run_transfer(config_from(args), command_line(argv))
-        write_json(args.json_out, doc)
+        write_results(args.json_out, doc)
     check_rows(doc)
     write_text(args.out, render(doc))
     print(f"re-rendered {args.out} from {args.json_out}" if args.render_only else f"wrote {args.out} and {args.json_out}")

@@ -20,10 +20,9 @@ import platform
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, render_region, table
+from report import ROOT, banner, render_region, table, write_results
 
 from adaptrec import scripts
-from adaptrec.atomic import write_json
 from adaptrec.metrics import auc
 from adaptrec.online.gate import MARGIN, decide
 from adaptrec.serve.explore import epsilon_greedy
@@ -110,7 +109,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
-        write_json(RESULTS, run())
+        write_results(RESULTS, run())
     render_region(RESULTS, DOC, REGION, render)
 
 

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from report import banner, cell, machine, read_json, table, write_regions
+from report import banner, cell, machine, read_json, table, write_regions, write_results
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -182,7 +182,6 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
     if not args.render_only:
-        from adaptrec.atomic import write_json
         from adaptrec.backbone import default_device, resolve_backend
 
         results = {"groups": {}, "run_on": {}, **read_json(RESULTS)}
@@ -199,7 +198,7 @@ def main() -> None:
                     reports.append(plain_on(rep["test"], plain))
                 reports.append(rep)
                 results["groups"][group] = reports
-                write_json(RESULTS, results)
+                write_results(RESULTS, results)
     results = read_json(RESULTS)
     if not results:
         raise AdaptrecError(f"{RESULTS}: no results yet; run without --render-only first")

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions
+from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions, write_results
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -189,7 +189,6 @@ def check_same_scoring(done: dict, now: dict) -> None:
 
 
 def run(resume_doc: dict | None) -> dict:
-    from adaptrec.backbone import environment_summary
     from adaptrec.data.tallrec import item_popularity
     from adaptrec.online.gate import MARGIN
 
@@ -206,7 +205,7 @@ def run(resume_doc: dict | None) -> dict:
     scoring = Scoring()
     if resume_doc is not None:  # one model, backend and set of library versions for every window the page reports
         check_same_scoring(resume_doc["protocol"].get("environment", {}), scoring.backbone.environment())
-    doc["protocol"]["environment"] = {**scoring.backbone.environment(), **environment_summary()}
+    doc["protocol"]["environment"] = {**scripts.machine(), **scoring.backbone.environment()}
     if not doc["steps"]:
         static, cpu, wall = train_fresh("online-static", window_spec(LOG, windows[0], WINDOW),
                                         window_spec(GATE_LOG, windows[0], GATE))
@@ -243,9 +242,8 @@ def run(resume_doc: dict | None) -> dict:
 
 
 def write(doc: dict) -> None:
-    from adaptrec.atomic import write_json
 
-    write_json(RESULTS, doc)
+    write_results(RESULTS, doc)
 
 
 # ---------------------------------------------------------------- rendering

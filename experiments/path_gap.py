@@ -18,10 +18,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, machine, render_region, table
+from report import ROOT, banner, machine, render_region, table, write_results
 
 from adaptrec import scripts
-from adaptrec.atomic import write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.data.candidates import candidate_cases
 from adaptrec.data.spec import load_spec
@@ -87,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(HERE / "home"))
     if not args.render_only:
-        write_json(RESULTS, run(args.users, args.negatives, args.adapter, args.max_prompt_tokens))
+        write_results(RESULTS, run(args.users, args.negatives, args.adapter, args.max_prompt_tokens))
     render_region(RESULTS, DOC, REGION, render)
 
 

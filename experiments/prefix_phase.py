@@ -14,7 +14,7 @@ import argparse
 import os
 
 import numpy as np
-from report import EXPERIMENTS, table
+from report import EXPERIMENTS, table, write_results
 from tallrec_grid import RESULTS, adapter_kind, grid_backbone, grid_rows, llm_scores
 
 from adaptrec import scripts
@@ -35,8 +35,6 @@ def main() -> None:
     p.add_argument("--domain", default="movie")
     args = p.parse_args()
     os.environ.setdefault("ADAPTREC_HOME", str(EXPERIMENTS / "home"))
-    from adaptrec.atomic import write_json
-    from adaptrec.backbone import environment_summary
     from adaptrec.baselines import like_ratio_scores
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import select_cases
@@ -61,8 +59,8 @@ def main() -> None:
             describe("untuned", scores["base"])]
     for r in sorted(runs, key=lambda r: (r["budget"], r["shots"], r["seed"])):
         rows.append(describe(r["record"], scores[r["record"]], shots=r["shots"], seed=r["seed"], budget=r["budget"]))
-    write_json(OUT, {"domain": args.domain, "spec": runs[0]["spec"], "n": len(cases), "rows": rows,
-                     "environment": {**grid_backbone().environment(), **environment_summary()}})
+    write_results(OUT, {"domain": args.domain, "spec": runs[0]["spec"], "n": len(cases), "rows": rows,
+                     "environment": {**scripts.machine(), **grid_backbone().environment()}})
     cells = [[r["name"], r.get("shots", "–"), r.get("seed", "–"), r.get("budget", "–"),
               f"{r['auc']:.3f}" if "auc" in r else "–", f"{r['rho_length']:+.3f}", f"{r['rho_like_ratio']:+.3f}",
               f"{r['mean_pyes']:.3f}" if "mean_pyes" in r else "–"] for r in rows]

@@ -34,6 +34,7 @@ BENCH_RESULTS = ROOT / "bench" / "results"
 PERFORMANCE = ROOT / "docs" / "performance.md"
 PERFORMANCE_COMMAND = "python experiments/report.py performance"
 ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
+STARTED = scripts.code_version()  # when this run started, and on which code (a long run's checkout may change)
 
 
 class MarkerError(ValueError):
@@ -49,6 +50,13 @@ def read_json(path: Path) -> dict:
 def read_jsonl(path: Path) -> list[dict]:
     """The rows of a results JSONL file; [] when it does not exist yet."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def write_results(path: Path, doc: dict) -> None:
+    """Write a results document atomically with its `provenance`: the machine (CPU, cores, threads, GPU, device),
+    the packages, and when and on which commit this run started. A resumed document records the run that wrote
+    it last (its earlier parts may predate it)."""
+    write_json(path, {**doc, "provenance": {**STARTED, "machine": scripts.machine(), "software": scripts.software()}})
 
 
 # ---------------------------------------------------------------- cells, tables, banner
@@ -128,9 +136,10 @@ def machine() -> str:
 
 def run_and_render(results: Path, page: Path, render: Callable[[dict], str],
                    run: Callable[[], dict] | None) -> None:
-    """An experiment's main job: write `run()`'s results (None: re-render only), then the page rendered from them."""
+    """An experiment's main job: write `run()`'s results (`write_results`; None: re-render only), then the page
+    rendered from them."""
     if run is not None:
-        write_json(results, run())
+        write_results(results, run())
     doc = read_json(results)
     if not doc:
         raise AdaptrecError(f"no results at {results}: run without --render-only first")

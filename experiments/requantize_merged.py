@@ -20,6 +20,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from report import write_results
+
 from adaptrec import scripts
 
 HERE = Path(__file__).resolve().parent
@@ -38,8 +40,7 @@ def main() -> None:
     from adaptrec.adapters.attach import adapter_key, attach
     from adaptrec.adapters.files import FamilyMatchWarning
     from adaptrec.adapters.merge import merge_into_base
-    from adaptrec.atomic import write_json
-    from adaptrec.backbone import EMBEDDED, environment_summary, load_backbone
+    from adaptrec.backbone import EMBEDDED, load_backbone
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import select_cases
     from adaptrec.metrics import compute_classification, paired_difference
@@ -71,8 +72,8 @@ def main() -> None:
             rows[name]["auc_minus_served"] = vars(paired_difference("auc", labels, s, scores[served]))
             rows[name]["mean_abs_score_diff_vs_served"] = float(abs(s - scores[served]).mean())
     doc = {"adapter": record.ref, "spec": args.spec, "limit": args.limit, "backend": base8.backend,
-           "environment": {**base8.environment(), **environment_summary()}, "rows": rows}
-    write_json(OUT, doc)
+           "environment": {**scripts.machine(), **base8.environment()}, "rows": rows}
+    write_results(OUT, doc)
     print(json.dumps(doc, indent=2))
 
 

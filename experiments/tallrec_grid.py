@@ -26,7 +26,7 @@ from pathlib import Path
 
 import collab_goals
 import numpy as np
-from report import banner, cell, machine, read_json, read_jsonl, table
+from report import STARTED, banner, cell, machine, read_json, read_jsonl, table, write_results
 
 from adaptrec import scripts
 
@@ -144,6 +144,7 @@ def run(domain: str, adapter_type: str, shots: int, seed: int, limit: int, extra
         "baselines": {name: vars(rows[name].metrics["auc"]) for name in ("like_ratio", "popularity", "backbone")},
         "machine": machine(),
         "environment": result.report.environment,
+        **STARTED,  # when the grid started, on which commit
     }
 
 
@@ -200,8 +201,6 @@ def best_runs(rows: list[dict]) -> dict[tuple[str, str], dict]:
 def full_test(rows: list[dict], domains: list[str]) -> None:
     """Score each domain's best run per adapter type, every longer-budget run and the untuned backbone on the whole
     test set."""
-    from adaptrec.atomic import write_json
-    from adaptrec.backbone import environment_summary
     from adaptrec.data.spec import load_spec
     from adaptrec.evaluation import baseline_rows, select_cases
     from adaptrec.metrics import compute_classification, paired_difference
@@ -217,7 +216,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
         labels = [c.label for c in cases]
         scores = llm_scores([r["record"] for r in picks], cases)
         entry = {"spec": picks[0]["spec"], "n": len(cases), "backend": GRID_BACKEND,
-                 "environment": {**grid_backbone().environment(), **environment_summary()},
+                 "environment": {**scripts.machine(), **grid_backbone().environment()},
                  "selected_from": {"runs": sum(r["domain"] == domain for r in rows),
                                    "seeds": sorted({r["seed"] for r in rows if r["domain"] == domain})},
                  "baselines": {row.name: vars(row.metrics["auc"]) for row in baseline_rows(dataset, cases, ["auc"], 0)},
@@ -229,7 +228,7 @@ def full_test(rows: list[dict], domains: list[str]) -> None:
                 "best_val_auc": r["best_val_auc"], "auc": vars(compute_classification(["auc"], labels, s, seed=0)["auc"]),
                 "paired_vs_untuned": vars(paired_difference("auc", labels, s, scores["base"]))})
         out[domain] = entry
-        write_json(FULL_RESULTS, out)
+        write_results(FULL_RESULTS, out)
 
 
 def _lr_candidates(text: str) -> tuple[str, list[float]]:

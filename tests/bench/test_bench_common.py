@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from adaptrec import scripts
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import common  # noqa: E402
@@ -28,7 +30,7 @@ def test_a_results_file_records_the_machine_device_dtype_and_package_versions(tm
 def test_a_benchmark_that_pins_its_device_records_that_device(tmp_path, monkeypatch, capsys):
     """(was: `default_device()`, so CPU-only kernels timed on a GPU host were recorded as run on cuda)"""
     monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(common, "default_device", lambda: "cuda")
+    monkeypatch.setattr(scripts, "default_device", lambda: "cuda")
     pinned = json.loads(common.report("x", {"config": {"backend": "torch-int8"}}, device="cpu").read_text())
     assert pinned["machine"]["device"] == "cpu"
     assert json.loads(common.report("y", {"config": {"backend": "torch-int8"}}).read_text())["machine"]["device"] == "cuda"
@@ -48,30 +50,3 @@ def test_a_smoke_run_never_replaces_the_result_the_docs_render(tmp_path, monkeyp
     quick = common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 9.0}, quick=True)
     assert quick.name == "x.quick.json" and json.loads(quick.read_text())["quick"] is True
     assert json.loads(full.read_text())["ratio"] == 2.0 and "quick" not in json.loads(full.read_text())
-
-
-def test_only_code_changes_make_a_result_dirty(tmp_path):
-    """A benchmark run after another found that one's result file uncommitted and marked its own result dirty,
-    though the code was the commit's."""
-    import importlib.util
-    import shutil
-    import subprocess
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
-
-    for rel in ("bench/common.py", "bench/results/x.json", "docs/a.md", "adaptrec_code.py"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("0\n")
-    shutil.copy(common.__file__, tmp_path / "bench" / "common.py")
-    git("init", "-q")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    spec = importlib.util.spec_from_file_location("copied_common", tmp_path / "bench" / "common.py")
-    copied = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copied)
-    (tmp_path / "bench/results/x.json").write_text("1\n")
-    (tmp_path / "docs/a.md").write_text("1\n")
-    assert copied.code_version()["git_dirty"] is False
-    (tmp_path / "adaptrec_code.py").write_text("1\n")
-    assert copied.code_version()["git_dirty"] is True
