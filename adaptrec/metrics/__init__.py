@@ -172,7 +172,8 @@ def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_re
 
     Pairing removes the case-sampling noise the two rows share, so a difference can be clear while the
     rows' own CIs overlap. `clusters` (e.g. user ids): resample users, not cases. `weights` (AUC only): each case's
-    weight, resampled with it.
+    weight, resampled with it. AUC gets no CI when one class is held by a single user (`class_units`), as in
+    `compute_classification`.
     """
     base = _classification_base(name)
     fn = CLASSIFICATION_METRICS[base]
@@ -185,7 +186,9 @@ def paired_difference(name: str, labels, scores_a, scores_b, seed: int = 0, n_re
         return fn(y_, a_, *w_) - fn(y_, b_, *w_)
 
     value = diff(y, a, b, *w)  # first: bad input is the metric's own clear error, not the bootstrap's
-    return estimate(value, diff, y, a, b, *w, clusters=clusters, n_resamples=n_resamples, alpha=alpha, seed=seed)
+    defined = base != "auc" or class_units(y, clusters) >= 2  # else every usable resample holds that one user
+    return estimate(value, diff, y, a, b, *w, ci=defined, clusters=clusters, n_resamples=n_resamples, alpha=alpha,
+                    seed=seed)
 
 
 def parse_ranking_names(names: Iterable[str]) -> dict[str, tuple[str, int]]:

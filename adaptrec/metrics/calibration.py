@@ -19,11 +19,16 @@ def _checked(scores, what: str) -> np.ndarray:
     return scores
 
 
+def _within(scores: np.ndarray, edges: np.ndarray, what: str) -> None:
+    """Refuse scores outside the bins: they would pile up in the end bins (logits; edges that do not span them)."""
+    if scores.min() < edges[0] or scores.max() > edges[-1]:
+        raise ValueError(f"{what} needs scores in [{edges[0]:g}, {edges[-1]:g}] (its bins); got min "
+                         f"{scores.min():.4g}, max {scores.max():.4g}")
+
+
 def _shares(scores: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     scores = _checked(scores, "PSI")
-    if scores.min() < edges[0] or scores.max() > edges[-1]:  # logits would pile up in the end bins
-        raise ValueError(f"PSI needs scores in [{edges[0]:g}, {edges[-1]:g}] (probabilities); got min "
-                         f"{scores.min():.4g}, max {scores.max():.4g}")
+    _within(scores, edges, "PSI")
     counts = np.histogram(scores, bins=edges)[0].astype(float)
     shares = counts / max(counts.sum(), 1.0)
     return np.clip(shares, eps, None)  # an empty bin would make the log infinite
@@ -68,8 +73,9 @@ class Reliability:
 
 def reliability(labels, scores, edges: np.ndarray = EDGES) -> Reliability:
     """The reliability curve over fixed bins and ECE = Σ (n_bin / n) · |like rate − mean score|; labels 0/1 and
-    probabilities in [0, 1] (logits would clip to the end bins and read as calibrated)."""
+    probabilities in [0, 1] within `edges` (scores outside would clip to the end bins and read as calibrated)."""
     y, s = probabilities(labels, scores)
+    _within(s, np.asarray(edges, dtype=float), "a reliability curve")
     bins = np.clip(np.digitize(s, edges[1:-1]), 0, len(edges) - 2)
     mean, rate, count, ece = [], [], [], 0.0
     for b in range(len(edges) - 1):

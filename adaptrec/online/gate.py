@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptrec.data.records import ANONYMOUS, Case
-from adaptrec.metrics import class_holders, paired_difference
+from adaptrec.metrics import class_holders, class_units, paired_difference
 from adaptrec.metrics.classification import auc
 from adaptrec.registry import AdapterRecord, Registry
 from adaptrec.scoring.variants import component_scores
@@ -82,7 +82,7 @@ class GateResult:
         return (f"{verdict} {self.challenger} over {self.champion}: {e['test']} on {e['cases']} cases of "
                 f"{e['users']} users{weighted}, AUC {e['challenger_auc']:.4f} vs {e['champion_auc']:.4f}, "
                 f"difference {e['diff']:+.4f} [95% CI {e['ci_low']:+.4f}, {e['ci_high']:+.4f}], "
-                f"passes when the lower bound > {-e['margin']:+.4f}; resolves about ±{e['resolution']:.4f}"
+                f"passes when the lower bound > {-e['margin'] + 0.0:+.4f}; resolves about ±{e['resolution']:.4f}"
                 + (f"; {e['ci_skipped']} resamples held one class only and were skipped" if e.get("ci_skipped")
                    else ""))
 
@@ -103,6 +103,8 @@ def decide(labels: np.ndarray, users: list[str], challenger: np.ndarray, champio
     units = len(set(users))
     if units < 2:  # one user (or case) resamples to itself: no interval
         raise ValueError(f"the gate's test needs at least 2 users to resample, got {units}")
+    if (holders := class_units(labels, users)) < 2:  # every resample with both classes holds that user's cases
+        raise ValueError(f"the gate's test needs each class held by at least 2 users, got {holders}")
     diff = paired_difference("auc", labels, challenger, champion, seed=seed, n_resamples=n_resamples, alpha=ALPHA,
                              clusters=users, weights=weights)
     return {"test": describe_test(margin, units < len(labels)), "metric": "auc", "margin": margin,

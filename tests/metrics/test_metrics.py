@@ -490,3 +490,33 @@ def test_random_tie_metrics_are_the_mean_over_every_tie_order():
                 expected.append(np.mean(values))
             np.testing.assert_allclose(random_tie_per_case(metric, rows, target, k), expected)
             assert (random_tie_per_case(metric, rows, target, k) >= metric(ranks(rows, target), k) - 1e-12).all()
+
+
+def test_a_paired_auc_difference_has_no_ci_when_one_user_holds_a_class():
+    """(was: an interval from resamples that all held that user's one liked case, as the gate's superiority test
+    read when called directly)"""
+    from adaptrec.metrics import paired_difference
+    from adaptrec.online.gate import decide
+
+    users = [u for u in range(12) for _ in range(5)]
+    labels = np.zeros(60, dtype=int)
+    labels[7] = 1
+    rng = np.random.default_rng(0)
+    challenger, champion = rng.random(60), rng.random(60)
+    challenger[7] = 0.99
+    d = paired_difference("auc", labels, challenger, champion, clusters=users)
+    assert d.ci_low is None and d.ci_high is None and d.value > 0
+    labels[12] = 1  # a second user likes one
+    assert paired_difference("auc", labels, challenger, champion, clusters=users).ci_low is not None
+    labels[12] = 0
+    with pytest.raises(ValueError, match="each class held by at least 2 users, got 1"):
+        decide(labels, [str(u) for u in users], challenger, champion, margin=0.0)
+
+
+def test_a_reliability_curve_refuses_scores_outside_its_bins():
+    """(was: clipped into the end bins, reading as calibrated; PSI refused them)"""
+    from adaptrec.metrics.calibration import reliability
+
+    with pytest.raises(ValueError, match=r"reliability curve needs scores in \[0.4, 0.6\]"):
+        reliability([0, 1, 0, 1], [0.0, 1.0, 0.45, 0.55], edges=np.array([0.4, 0.5, 0.6]))
+    assert reliability([0, 1], [0.45, 0.55], edges=np.array([0.4, 0.5, 0.6])).count == [1, 1]

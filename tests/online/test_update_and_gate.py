@@ -800,3 +800,12 @@ def test_a_one_step_update_of_a_warmed_up_recipe_trains(tiny_model_dir, tmp_path
     # a budget within the warm-up would never train at training.lr (was: 2 steps at rates 0 and lr / 2)
     two = update_adapter(parent.ref, "feedback:movie", replay=0.0, steps=2).record
     assert "# --set training.max_steps=2\n# --set training.warmup_steps=0" in two.recipe_text
+
+
+def test_a_superiority_summary_says_the_bound_passes_above_zero():
+    """(was: "passes when the lower bound > -0.0000" for --margin 0)"""
+    from adaptrec.online.gate import GateResult
+
+    evidence = {"test": "superiority", "cases": 40, "users": 10, "challenger_auc": 0.7, "champion_auc": 0.6,
+                "diff": 0.1, "ci_low": 0.01, "ci_high": 0.2, "margin": 0.0, "resolution": 0.095}
+    assert "passes when the lower bound > +0.0000;" in GateResult(True, "a:2", "a:1", evidence).summary()
