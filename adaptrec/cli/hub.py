@@ -33,7 +33,8 @@ def hub_push(
     if to is not None:
         typer.echo(f"wrote {res.ref} to {res.url}")
     else:
-        typer.echo(f"pushed {res.ref} to {res.url} (branch {res.revision}, commit {res.commit})")
+        kept = f"; kept {len(res.kept)} file(s) no adaptrec push wrote: {', '.join(res.kept)}" if res.kept else ""
+        typer.echo(f"pushed {res.ref} to {res.url} (branch {res.revision}, commit {res.commit}){kept}")
 
 
 @hub_app.command("pull")

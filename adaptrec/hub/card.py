@@ -16,8 +16,11 @@ from typing import Sequence
 
 import yaml
 
+from ..backbone import EMBEDDED, EMBEDDED_MODELS
 from ..data.prompts import TEMPLATES
 from .common import is_repo_id
+
+BINDING_LICENSES = {"google/gemma-3-270m": "gemma"}  # the Hub's licence id of a base whose terms bind derivatives
 
 _SLICE_RE = re.compile(r"\[[^\]]*\]$")
 PIPELINE_TAG = "text-generation"  # a causal LM answering "Yes."/"No."; the model-index task type says the same
@@ -86,9 +89,13 @@ def card_metadata(meta: dict) -> dict:
     data: dict = {}
     if is_repo_id(base_model):
         data["base_model"] = base_model
+    derived = meta.get("derived_from") if isinstance(meta.get("derived_from"), list) else [base_model]
+    if licenses := sorted({BINDING_LICENSES[b] for b in derived if b in BINDING_LICENSES}):
+        data["license"] = licenses[0] if len(licenses) == 1 else "other"
     data["library_name"] = "peft"
     data["pipeline_tag"] = PIPELINE_TAG
-    tags = ["adaptrec", "peft", adapter_type, "recommendation", "tallrec", f"domain-{re.sub(r'[^a-z0-9-]+', '-', domain.lower()).strip('-')}"]
+    domain_tag = re.sub(r"[^a-z0-9-]+", "-", domain.lower()).strip("-")  # empty for a domain of other scripts
+    tags = ["adaptrec", "peft", adapter_type, "recommendation", "tallrec", f"domain-{domain_tag}" if domain_tag else ""]
     data["tags"] = list(dict.fromkeys(t for t in tags if t))
     by_spec: dict[str, list[tuple[str, dict]]] = {}
     for key, m in sorted(metrics.items()):
@@ -239,6 +246,16 @@ def _peft_usage(meta: dict, src: str) -> list[str]:
     return lines
 
 
+def _pull_backbone(meta: dict) -> str:
+    """The `--backbone` a pull of the adapter needs: none for the embedded default, else its embedded alias, its Hub
+    id, or a placeholder for a base loaded from a local folder."""
+    base = (meta.get("base") or {}).get("base_model") or ""
+    alias = next((a for a, m in EMBEDDED_MODELS.items() if m.hub_id == base), None)
+    if alias is not None:
+        return "" if alias == EMBEDDED else f" --backbone {alias}"
+    return f" --backbone {base}" if is_repo_id(base) else " --backbone PATH_TO_THE_BASE_MODEL"
+
+
 def _adaptrec_usage(name: str, pull: str, adapter_type: str | None = None) -> list[str]:
     """The `adaptrec hub pull` and `adaptrec predict` commands for the adapter (with item ids for a collab one)."""
     ids = adapter_type == "collab"
@@ -279,7 +296,8 @@ def model_card(meta: dict, repo_id: str, revision: str, *, mirror: bool = False,
     that reach it, whose texts and NOTICE are published beside it)."""
     front = yaml.safe_dump(card_metadata(meta), sort_keys=False, allow_unicode=True, width=1000)
     src = f'"{repo_id}", revision="{revision}"' if not mirror else f'"<mirror>/{repo_id}/{revision}"'
-    pull = "adaptrec hub pull " + (f"{repo_id}@{revision}" if not mirror else f"<mirror>/{repo_id}@{revision}")
+    pull = ("adaptrec hub pull " + (f"{repo_id}@{revision}" if not mirror else f"<mirror>/{repo_id}@{revision}")
+            + _pull_backbone(meta))
     sections = [
         ["---", front.rstrip("\n"), "---", ""],
         _about(meta),

@@ -57,9 +57,12 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def check_branch(revision: str) -> str:
+def check_branch(revision: str, pull: bool = False) -> str:
+    """A branch name a push may commit to, or (`pull`) a branch, tag or commit a pull may read."""
     if not _BRANCH_RE.fullmatch(revision) or ".." in revision or revision.endswith(("/", ".lock")):
-        raise HubError(f"bad revision {revision!r}: push to a branch name such as 'main' or 'movie-v2'")
+        takes = ("pull a branch, tag or commit such as 'main' or a commit sha" if pull
+                 else "push to a branch name such as 'main' or 'movie-v2'")
+        raise HubError(f"bad revision {revision!r}: {takes}")
     return revision
 
 

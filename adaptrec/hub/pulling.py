@@ -104,7 +104,7 @@ class PullResult:
 class _HubSource:
     def __init__(self, repo_id: str, revision: str | None, endpoint: str | None):
         self.repo_id = repo_id
-        self.requested = check_branch(revision) if revision else DEFAULT_BRANCH
+        self.requested = check_branch(revision, pull=True) if revision else DEFAULT_BRANCH
         self.endpoint = resolve_endpoint(endpoint)
         self.commit: str | None = None
         self.workdir: Path | None = None
@@ -152,12 +152,20 @@ class _MirrorSource:
         self.revision = check_mirror_revision(revision)
         self.rev_dir = self.repo_dir / self.revision
         self.label = f"{self.repo_dir}@{self.revision}"
-        if not self.rev_dir.is_dir() or self.rev_dir.is_symlink():
-            raise HubError(f"mirror {self.repo_dir} has no revision folder {self.revision!r} (it has: {', '.join(self._revisions()) or 'none'})")
+        if self.rev_dir.is_symlink():
+            raise HubError(f"mirror {self.repo_dir}: revision {self.revision!r} is a symbolic link, which a pull never "
+                           "follows; copy the folder there")
+        if not self.rev_dir.is_dir():
+            raise HubError(f"mirror {self.repo_dir} has no revision folder {self.revision!r} (it has: "
+                           f"{', '.join(self._revisions()) or 'none'})")
         self.workdir: Path | None = None
 
     def _revisions(self) -> list[str]:
-        return sorted(p.name for p in self.repo_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.repo_dir.is_dir() else []
+        """The revision folders a pull may read (no hidden staging folder, no link)."""
+        if not self.repo_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.repo_dir.iterdir()
+                      if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
     def _latest(self) -> str:
         refs = self.repo_dir / MIRROR_REFS

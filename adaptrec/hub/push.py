@@ -102,6 +102,7 @@ class PushResult:
     revision: str  # branch (Hub) or revision folder name (mirror)
     commit: str | None  # the Hub commit sha (None for a mirror)
     url: str  # where it is
+    kept: tuple[str, ...] = ()  # files in the branch that no adaptrec push wrote, left as they were
 
 
 def stage(record: AdapterRecord, folder: Path, repo_id: str, revision: str, *, registry: Registry,
@@ -169,8 +170,8 @@ def push_to_hub(
 ) -> PushResult:
     """Create `repo_id` if needed (private if asked) and commit the adapter to branch `revision` (default main).
 
-    The branch ends up holding exactly the published files (plus `.gitattributes`): files left
-    there by an earlier push of another adapter are deleted in the same commit.
+    Files an earlier adaptrec push wrote there and this one does not are deleted in the same commit (`_pushed_before`);
+    other files (the owner's licence, notes, data) are kept, and named in the result's `kept`.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
@@ -181,7 +182,8 @@ def push_to_hub(
     endpoint = resolve_endpoint(endpoint)
     api = hf_api(endpoint)
     with tempfile.TemporaryDirectory(prefix="adaptrec-push-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "publish"
+        folder.mkdir()
         stage(record, folder, repo_id, branch, registry=registry)
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         with hub_errors(f"push {record.ref} to {repo_id}", repo_id, endpoint, branch):
@@ -190,13 +192,29 @@ def push_to_hub(
                 api.create_branch(repo_id, branch=branch, exist_ok=True)
             head = api.repo_info(repo_id, revision=branch).sha  # the files to delete are this commit's
             existing = api.list_repo_files(repo_id, revision=head)
-            ops = [CommitOperationDelete(path_in_repo=p) for p in existing if p not in files and p != ".gitattributes"]
+            ours = _pushed_before(api, repo_id, head, existing, Path(tmp) / "before")
+            ops = [CommitOperationDelete(path_in_repo=p) for p in sorted(ours - set(files))]
             ops += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(folder / rel)) for rel in files]
             info = api.create_commit(  # refused (412) if another commit landed since: its files would be left over
                 repo_id, operations=ops, revision=branch, parent_commit=head,
                 commit_message=f"adaptrec: {record.ref} ({record.adapter_type} adapter for {record.domain})",
             )
-    return PushResult(record.ref, repo_id, branch, info.oid, f"{public_endpoint(endpoint)}/{repo_id}")
+    kept = tuple(sorted(set(existing) - ours - set(files) - {".gitattributes"}))
+    return PushResult(record.ref, repo_id, branch, info.oid, f"{public_endpoint(endpoint)}/{repo_id}", kept)
+
+
+def _pushed_before(api, repo_id: str, head: str, existing: list[str], scratch: Path) -> set[str]:
+    """The files of `existing` an earlier adaptrec push wrote: those its `adaptrec.json` lists, that manifest, the
+    card, `NOTICE` and the licence texts a push copies. Without a readable manifest, only those fixed names."""
+    ours = {CARD_FILE, METADATA_FILE, NOTICE_FILE, *(Path(m.terms).name for m in EMBEDDED_MODELS.values() if m.terms)}
+    listed: object = None
+    if METADATA_FILE in existing:
+        path = api.hf_hub_download(repo_id, METADATA_FILE, revision=head, local_dir=scratch)
+        try:
+            listed = json.loads(Path(path).read_text(encoding="utf-8")).get("files")
+        except (ValueError, AttributeError):  # not a manifest a push wrote: its files are no push's to delete
+            listed = None
+    return (ours | (set(listed) if isinstance(listed, dict) else set())) & set(existing)
 
 
 def mirror_repo_dir(mirror: Path, repo: str, named_for_adapter: bool = False) -> Path:
@@ -221,7 +239,8 @@ def push_to_mirror(
     """Write the adapter to `<mirror>/<repo>/<revision>/` (default repo: its name; revision: `v<version>`).
 
     Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
-    latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given.
+    latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given: the one pushed last, unless
+    it is an earlier version of the adapter the latest revision holds.
     """
     check_output_folder(mirror, option("to", mirror), HubError)  # made if missing
     registry = registry or Registry()
@@ -249,5 +268,18 @@ def push_to_mirror(
         if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():
             raise taken from None  # another push of it renamed first
         raise
-    write_json(repo_dir / MIRROR_REFS, {"latest": revision})
+    if not _latest_is_newer(repo_dir, record):
+        write_json(repo_dir / MIRROR_REFS, {"latest": revision})
     return PushResult(record.ref, str(repo_dir), revision, None, str(dest))
+
+
+def _latest_is_newer(repo_dir: Path, record: AdapterRecord) -> bool:
+    """Whether the mirror's latest revision holds a later version of `record`'s adapter: then a push of an earlier
+    version (a backfill) leaves `latest` where it is."""
+    try:
+        latest = json.loads((repo_dir / MIRROR_REFS).read_text(encoding="utf-8"))["latest"]
+        meta = json.loads((repo_dir / latest / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: the push names the latest
+        return False
+    version = meta.get("version") if isinstance(meta, dict) else None
+    return meta.get("name") == record.name and isinstance(version, int) and version > record.version

@@ -68,3 +68,32 @@ def test_a_backbone_typed_as_a_relative_folder_is_not_published_as_a_hub_id(tiny
     assert folder == tiny_model_dir.resolve() and base_model == str(tmp_path / "models" / "tiny")
     assert not is_repo_id(base_model)
     assert "base_model" not in card_metadata({**META, "base": {**META["base"], "base_model": base_model}})
+
+
+def _pull_line(card: str) -> str:
+    return next(line for line in card.splitlines() if line.startswith("adaptrec hub pull "))
+
+
+def test_the_card_s_pull_command_names_the_backbone_the_adapter_was_made_for():
+    """(was: no --backbone, so the card's own command was refused for any base but the embedded SmolLM2)"""
+    def card(base: str) -> str:
+        return model_card({**META, "base": {**META["base"], "base_model": base}}, "alice/m", "main")
+
+    assert _pull_line(card("HuggingFaceTB/SmolLM2-135M-Instruct")).startswith("adaptrec hub pull alice/m@main   ")
+    assert "adaptrec hub pull alice/m@main --backbone Qwen/Qwen2.5-0.5B-Instruct " in card("Qwen/Qwen2.5-0.5B-Instruct")
+    assert "--backbone embedded:gemma3-270m " in _pull_line(card("google/gemma-3-270m"))
+    assert "--backbone PATH_TO_THE_BASE_MODEL " in _pull_line(card("<local>/tiny"))
+
+
+def test_a_gemma_derivative_s_card_carries_the_gemma_license_id():
+    """(was: no `license` in the front matter, though the body says the Gemma terms apply)"""
+    assert "license" not in card_metadata(META)
+    gemma = {**META, "base": {**META["base"], "base_model": "google/gemma-3-270m"}}
+    assert card_metadata(gemma)["license"] == "gemma"
+    distilled = {**META, "derived_from": ["HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"]}
+    assert card_metadata(distilled)["license"] == "gemma"  # a student of a Gemma teacher
+
+
+def test_a_domain_in_another_script_gets_no_empty_domain_tag():
+    assert not any(t.startswith("domain") for t in card_metadata({**META, "domain": "映画"})["tags"])
+    assert "domain-movie" in card_metadata(META)["tags"]

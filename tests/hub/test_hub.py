@@ -186,6 +186,21 @@ def test_a_commit_landing_during_a_push_is_never_left_half_replaced(hub, lora_sr
     assert hub.files("alice/movie")["collab.safetensors"] == b"from another push"  # its commit stands, untouched
 
 
+def test_a_push_replaces_an_earlier_push_s_files_and_keeps_the_owner_s(hub, lora_src, monkeypatch, capsys):
+    """(was: every file in the branch but `.gitattributes` deleted: the owner's licence, notes and data went too)"""
+    hub.plant("alice/movie", {"adaptrec.json": json.dumps({"files": {"old.safetensors": "0" * 64}}).encode(),
+                              "old.safetensors": b"an earlier push's weights", "NOTICE": b"an earlier base's notice",
+                              "README.md": b"an earlier card", "LICENSE": b"mine", "data/train.csv": b"u,i\n"})
+    rec = _register(lora_src)
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/movie")
+    assert code == 0, err
+    assert out.strip().endswith("; kept 2 file(s) no adaptrec push wrote: LICENSE, data/train.csv")
+    files = hub.files("alice/movie")
+    assert files["LICENSE"] == b"mine" and files["data/train.csv"] == b"u,i\n"
+    assert not {"old.safetensors", "NOTICE"} & set(files) and files["README.md"] != b"an earlier card"
+    assert set(json.loads(files["adaptrec.json"])["files"]) <= set(files)
+
+
 def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsys):
     """A Hub base id goes to base_model (card) and base_model_name_or_path (peft config); metrics come from the registry row."""
     from adaptrec.hub import push_to_hub
@@ -536,6 +551,31 @@ def test_a_registry_name_that_is_no_repo_name_asks_for_repo(lora_src, tmp_path, 
     assert "movie+lora is no mirror repo name" in _one_line_error(code, err) and "name one with --repo" in err
     code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror), "--repo", "movie-lora")
     assert code == 0 and (mirror / "movie-lora" / "v1" / "adaptrec.json").is_file(), err
+
+
+def test_a_mirror_s_latest_never_moves_back_to_an_earlier_version(lora_src, tmp_path, monkeypatch, capsys):
+    """(was: a backfill push of version 1 after version 2 made v1 the revision `hub pull MIRROR/NAME` takes)"""
+    first, second = _register(lora_src), _register(lora_src)
+    mirror = tmp_path / "mirror"
+    for rec in (second, first):
+        code, _, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--to", str(mirror))
+        assert code == 0, err
+    assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "v2"}
+    third = _register(lora_src)
+    assert run_cli(monkeypatch, capsys, "hub", "push", third.ref, "--to", str(mirror))[0] == 0
+    assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "v3"}
+
+
+def test_a_linked_revision_and_a_bad_pull_revision_say_what_is_wrong(hub, lora_src, tmp_path, monkeypatch, capsys):
+    """(was: "has no revision folder 'v1' (it has: v1)" for a link; "push to a branch name" on a pull)"""
+    mirror = tmp_path / "mirror"
+    assert run_cli(monkeypatch, capsys, "hub", "push", _register(lora_src).ref, "--to", str(mirror))[0] == 0
+    (mirror / "linked").mkdir()
+    (mirror / "linked" / "v1").symlink_to(mirror / "movie-lora" / "v1", target_is_directory=True)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", f"{mirror / 'linked'}@v1")
+    assert "revision 'v1' is a symbolic link, which a pull never follows" in _one_line_error(code, err)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "pull", "alice/m@bad..rev")
+    assert "bad revision 'bad..rev': pull a branch, tag or commit" in _one_line_error(code, err)
 
 
 def test_two_pushes_of_one_mirror_revision_at_once_give_the_second_one_line(lora_src, tmp_path, monkeypatch, capsys):
