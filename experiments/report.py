@@ -563,9 +563,13 @@ def online_replay_figure(out: Path) -> str:
     """docs/online.md's figure, from the replay simulation's JSON."""
     import online_replay
 
+    from adaptrec.plots.inputs import fields_of
+
     if kept := _absent(out, [online_replay.RESULTS]):
         return kept
-    online_replay.figure(read_json(online_replay.RESULTS), out)
+    doc = read_json(online_replay.RESULTS)
+    with fields_of(online_replay.RESULTS, "replay result"):  # a field missing or null: one line naming the file
+        online_replay.figure(doc, out)
     return f"wrote {os.path.relpath(out, ROOT)} from {online_replay.RESULTS.relative_to(ROOT)}"
 
 
@@ -573,10 +577,13 @@ def goals_figure() -> str:
     """docs/results.md's collaborative-signal goals as a forest plot, from the three experiments' JSON."""
     import collab_goals
 
+    from adaptrec.plots.inputs import fields_of
+
     out = FIGURES / Path(collab_goals.FIGURE).name
     if kept := _absent(out, collab_goals.SOURCES):
         return kept
-    collab_goals.figure(out)
+    with fields_of(", ".join(os.path.relpath(s, ROOT) for s in collab_goals.SOURCES), "collaborative-signal results"):
+        collab_goals.figure(out)
     return f"wrote {os.path.relpath(out, ROOT)} from {', '.join(s.name for s in collab_goals.SOURCES)}"
 
 
@@ -595,7 +602,7 @@ def main() -> None:
     if p.parse_args().page == "figures":
         try:
             print("\n".join(figures()))
-        except (AdaptrecError, ValueError, KeyError) as e:  # a malformed results file (JSON, or a field it lacks)
+        except (AdaptrecError, ValueError, KeyError, TypeError) as e:  # a malformed results file (JSON, a field)
             raise AdaptrecError(f"a results file could not be drawn ({type(e).__name__}: {str(e).splitlines()[0]})")
         return
     for name, paths in missing_results().items():

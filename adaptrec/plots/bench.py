@@ -18,6 +18,7 @@ from .style import COLORS, new_figure, save_png, styled
 
 WHAT = "benchmark result"
 TITLE_CHARS = 72  # a panel title's line beside the category labels
+LEGEND_CHARS = 88  # a legend line (smaller type) as wide as a title's
 BACKEND_NAMES = {"fp32": "fp32", "bitsandbytes": "bitsandbytes int8", "torch-int8": "adaptrec int8",
                  "torchao": "torchao int8", "quantize_dynamic": "quantize_dynamic"}
 
@@ -167,6 +168,16 @@ def read_bench(sources: Sequence[Path]) -> tuple[list[BarPanel], list[str], list
     return panels, list(dict.fromkeys(machines)), skipped
 
 
+def _target_label(panel: BarPanel) -> str:
+    """The target's legend entry, wrapped to the panel's width (was: one line running off the figure)."""
+    return textwrap.fill(panel.target_label, LEGEND_CHARS)
+
+
+def _legend_lines(panel: BarPanel) -> int:
+    """How many lines the panel's legend row takes."""
+    return _target_label(panel).count("\n") + 1 if panel.target is not None else 1
+
+
 def _bars(ax: Axes, panel: BarPanel) -> None:
     """Horizontal bars, a group per category, each labelled with its value."""
     height = 0.8 / len(panel.series)
@@ -177,7 +188,7 @@ def _bars(ax: Axes, panel: BarPanel) -> None:
         bars = ax.barh(*zip(*shown), height=0.9 * height, color=COLORS[k % len(COLORS)], label=name or "_values")
         ax.bar_label(bars, fmt="%.3g", padding=2, fontsize=7)
     if panel.target is not None:
-        ax.axvline(panel.target, color="black", ls="--", lw=1.1, label=panel.target_label)
+        ax.axvline(panel.target, color="black", ls="--", lw=1.1, label=_target_label(panel))
     ax.set_yticks(range(len(panel.categories)), panel.categories)
     ax.invert_yaxis()
     ax.set_xscale("log" if panel.log else "linear")
@@ -189,7 +200,8 @@ def _bars(ax: Axes, panel: BarPanel) -> None:
     labelled = len(ax.get_legend_handles_labels()[0])
     if labelled:  # a row between the title and the bars
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=labelled, fontsize=7, borderaxespad=0.1)
-    ax.set_title(textwrap.fill(panel.title, TITLE_CHARS), loc="left", pad=14 if labelled else 6)
+    ax.set_title(textwrap.fill(panel.title, TITLE_CHARS), loc="left",
+                 pad=14 + 9 * (_legend_lines(panel) - 1) if labelled else 6)
 
 
 @styled
@@ -197,7 +209,7 @@ def plot_bench(panels: Sequence[BarPanel], out: Path, *, title: str | None = Non
                caption: str = "") -> Figure:
     """The panels stacked, each as tall as its bars need."""
     heights = [0.8 + 0.2 * p.bars + 0.1 * len(p.categories) + 0.15 * (p.target is not None or len(p.series) > 1)
-               for p in panels]
+               + 0.13 * (_legend_lines(p) - 1) for p in panels]
     fig, axes = new_figure(1.1 + sum(heights), len(panels), 1, gridspec_kw={"height_ratios": heights},
                            title=title or "Benchmarks: adaptrec against the baseline of the same run",
                            subtitle=subtitle, caption=caption)

@@ -87,8 +87,10 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping]], out: Path, *, metric: str
         val = [(r["step"], r[metric]) for r in rows if metric in r]
         if val:
             val_ax.plot(*zip(*val), color=color, lw=1.4, marker="o", ms=3.5, label=name)
-            best = max(val, key=lambda sv: sv[1])
-            val_ax.plot(*best, marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none")
+            measured = [sv for sv in val if np.isfinite(sv[1])]  # a missing value (NaN) is never the best
+            if measured:
+                best = max(measured, key=lambda sv: sv[1])
+                val_ax.plot(*best, marker="*", ms=12, color=color, mec="black", mew=0.6, ls="none")
     if metric.endswith("auc"):
         val_ax.axhline(0.5, color=NEUTRAL, lw=0.8, ls=":")
     loss_ax.set_ylabel("train loss")

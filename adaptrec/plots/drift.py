@@ -21,16 +21,20 @@ def plot_drift(report: dict, out: Path) -> Figure:
         3.3, 1, 2, title=f"Drift of {report['domain']} under {report['adapter']}",
         subtitle=f"PSI {c['psi']:.3f} (p {c['psi_p']:.3g}), KS {c['ks']:.3f} (p {c['ks_p']:.3g}; both over cases), "
                  f"ECE change {c['ece_change']:+.3f}, AUC change {c['auc_change']:+.3f}",
-        caption="Left: like rate against mean score per score bin (marker area: cases); on the diagonal a score is "
-                "calibrated. Right: AUC per window with user-clustered 95% CIs; dotted: chance. Popularity counts "
-                "the before window's histories, so it is transductive in that window.")
+        caption="Left: like rate against mean score per score bin (marker area: cases, relative to the fullest "
+                "bin); on the diagonal a score is calibrated. Right: AUC per window with user-clustered 95% CIs; "
+                "dotted: chance. Popularity counts the before window's histories, so it is transductive in that "
+                "window.")
     rel, auc_ax = axes[0][0], axes[0][1]
     rel.plot([0, 1], [0, 1], color=NEUTRAL, lw=0.8, ls=":")
     windows = ("before", "after")
+    largest = max((n for name in windows for n in report[name]["reliability"]["count"]), default=1) or 1
     for color, name in zip(COLORS, windows):
         r = report[name]["reliability"]
         rel.plot(r["mean_score"], r["like_rate"], color=color, lw=1.2, label=f"{name} (ECE {r['ece']:.3f})")
-        rel.scatter(r["mean_score"], r["like_rate"], s=[8 + 2 * n for n in r["count"]], color=color, alpha=0.6)
+        # area relative to the fullest bin (was: 2 points² a case, inch-wide blobs over a window of thousands)
+        rel.scatter(r["mean_score"], r["like_rate"], s=[8 + 120 * n / largest for n in r["count"]], color=color,
+                    alpha=0.6)
     rel.set_xlabel("mean score in bin")
     rel.set_ylabel("like rate in bin")
     rows = list(report["before"]["auc"])

@@ -31,8 +31,9 @@ def load_jsonl(path: Path, what: str) -> list[dict]:
 
 
 @contextmanager
-def fields_of(path: Path, what: str) -> Iterator[None]:
-    """Turn a missing key or a value of the wrong type, met while reading `path`'s data, into one ResultFileError."""
+def fields_of(path: Path | str, what: str) -> Iterator[None]:
+    """Turn a missing key or a value of the wrong type, met while reading `path`'s data (or the data of the files
+    `path` names), into one ResultFileError."""
     where = f"{path}: the {what}"
     try:
         yield

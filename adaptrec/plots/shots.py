@@ -34,6 +34,8 @@ def read_grid(path: Path, *, backend: str | None = None, budget: int | None = No
                  "baselines": {name: metric_value(m) for name, m in r["baselines"].items()},
                  "backend": str(r.get("backend", UNTAGGED[0])), "budget": int(r.get("budget", UNTAGGED[1]))}
                 for r in load_jsonl(path, "grid result")]
+    if bad := sorted({r["shots"] for r in runs if r["shots"] < 1}):
+        raise ResultFileError(f"{path}: shots must be at least 1 (the axis is logarithmic); got {bad[0]}")
     pairs = Counter((r["backend"], r["budget"]) for r in runs
                     if backend in (None, r["backend"]) and budget in (None, r["budget"]))
     if not pairs:
@@ -48,10 +50,12 @@ def _panel(ax: Axes, runs: Sequence[Mapping], kinds: Sequence[str], reference: M
     """One domain: each run's AUC and CI beside its type's mean over seeds, the baselines, the published points."""
     shots = sorted({r["shots"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
+    at = {s: float(np.log2(s)) for s in shots}  # a log axis: 16, 32 and 256 shots are not evenly spaced
+    gap = min(np.diff(list(at.values())), default=1.0)  # the offsets of types and seeds, in the closest pair's units
     for i, kind in enumerate(kinds):
         mine = [r for r in runs if r["kind"] == kind]
-        centre = {s: shots.index(s) + (i - (len(kinds) - 1) / 2) * KIND_STEP for s in shots}
-        x = [centre[r["shots"]] + (seeds.index(r["seed"]) - (len(seeds) - 1) / 2) * SEED_STEP for r in mine]
+        centre = {s: at[s] + (i - (len(kinds) - 1) / 2) * KIND_STEP * gap for s in shots}
+        x = [centre[r["shots"]] + (seeds.index(r["seed"]) - (len(seeds) - 1) / 2) * SEED_STEP * gap for r in mine]
         auc = np.array([[r["auc"]["value"], r["auc"]["ci_low"], r["auc"]["ci_high"]] for r in mine]).reshape(-1, 3)
         color = COLORS[i % len(COLORS)]
         ax.errorbar(x, auc[:, 0], yerr=ci_yerr(auc[:, 0], auc[:, 1], auc[:, 2]), fmt="o", ms=3, color=color,
@@ -67,11 +71,11 @@ def _panel(ax: Axes, runs: Sequence[Mapping], kinds: Sequence[str], reference: M
             ax.axhline(base[name]["value"], color=NEUTRAL if name == "backbone" else "black", lw=1, ls=style,
                        label=text)
     if reference:
-        points = [(shots.index(s), auc) for s, auc in sorted(reference.items()) if s in shots]
+        points = [(at[s], auc) for s, auc in sorted(reference.items()) if s in shots]
         ax.plot(*zip(*points), ls="none", marker="x", ms=7, mew=1.8, color="black",
                 label="TALLRec LLaMA-7B (published)")
-    ax.set_xticks(range(len(shots)), [str(s) for s in shots])
-    ax.set_xlim(-0.5, len(shots) - 0.5)
+    ax.set_xticks(list(at.values()), [str(s) for s in shots])
+    ax.set_xlim(at[shots[0]] - gap / 2, at[shots[-1]] + gap / 2)
     ax.set_xlabel("few-shot training cases (log scale)")
     ax.set_title(f"{runs[0]['domain']}: {runs[0]['spec']}, {runs[0]['limit']} cases")
 

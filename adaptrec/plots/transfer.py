@@ -77,7 +77,8 @@ def plot_transfer(directions: Sequence[Mapping], out: Path, *, metrics: Sequence
                   title: str | None = None, subtitle: str = "", warning: str = "") -> Figure:
     """A heat map per direction: rows × metrics, cells print the value (* where its 95% CI and the untuned
     backbone's do not overlap) and are coloured by the value minus the untuned backbone's."""
-    limit = max(float(np.abs(_differences(d, metrics)[0]).max()) for d in directions) or 1.0
+    limit = max(float(np.nanmax(np.abs(_differences(d, metrics)[0]), initial=0.0)) for d in directions)
+    limit = limit if np.isfinite(limit) and limit > 0 else 1.0  # all missing, or all equal: any scale
     rows = max(len(d["rows"]) for d in directions)
     fig, axes = new_figure(
         2.6 + 0.26 * rows, 1, len(directions), title=title or "Cross-domain transfer: every row by metric",

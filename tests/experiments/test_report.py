@@ -518,6 +518,23 @@ def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, 
     assert err.count("\n") == 1
 
 
+def test_report_figures_names_a_results_file_with_a_null_value(monkeypatch, tmp_path, capsys):
+    """(was: matplotlib's TypeError as a traceback; a missing key named without its file)"""
+    import online_replay
+
+    doc = report.read_json(online_replay.RESULTS)
+    doc["steps"][1]["scored"]["auc"]["static"]["value"] = None
+    (tmp_path / "online_replay.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(online_replay, "RESULTS", tmp_path / "online_replay.json")
+    monkeypatch.setattr(report, "figures", lambda: [report.online_replay_figure(tmp_path / "o.png")])
+    monkeypatch.setattr(sys, "argv", ["report.py", "figures"])
+    with pytest.raises(SystemExit) as e:
+        scripts.run(report.main)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'online_replay.json'}: the replay result has a field" in err
+    assert err.count("\n") == 1 and not (tmp_path / "o.png").exists()
+
+
 def test_the_goals_section_without_an_experiment_s_results_says_which_are_missing(monkeypatch, tmp_path):
     """(was: KeyError 'rows', failing every grid render and the grid's own runs after their first row)"""
     import collab_goals

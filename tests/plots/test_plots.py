@@ -442,3 +442,56 @@ def test_api_plot_refuses_an_option_its_figure_does_not_take(tmp_path):
         api.plot("drift", [tmp_path / "r.json"], tmp_path / "d.png", title="X")
     with pytest.raises(AdaptrecError, match=r"^plot bench: no option 'bogus' \(it takes: title, subtitle\)$"):
         api.plot("bench", [tmp_path / "b.json"], tmp_path / "b.png", bogus=1)
+
+
+def test_a_long_target_label_wraps_inside_the_figure(tmp_path):
+    """(was: one legend line running off the right edge of docs/figures/performance_serving.png)"""
+    label = "target: the median of the repeats' paired ratios >= 0.9x one adapter (it is 0.973: met); the bars are " \
+            "each arm's median"
+    fig = bench.plot_bench([bench.BarPanel("mixed", "prompts/s", ("one", "mixed"), {"": (1.16, 1.17)}, target=1.0,
+                                           target_label=label)], tmp_path / "b.png")
+    shown = fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert shown.replace("\n", " ") == label and max(map(len, shown.splitlines())) <= bench.LEGEND_CHARS
+
+
+def test_drift_markers_are_sized_relative_to_the_fullest_bin(tmp_path):
+    """(was: 2 points² a case: a window of thousands drew inch-wide blobs over the curves)"""
+    from adaptrec.plots.drift import plot_drift
+
+    def window(counts: list[int]) -> dict:
+        k = len(counts)
+        return {"reliability": {"mean_score": [(i + 0.5) / k for i in range(k)], "like_rate": [0.5] * k,
+                                "count": counts, "ece": 0.1}, "auc": {"adapter": _metric(0.6)}}
+
+    report = {"domain": "movie", "adapter": "movie-lora:1", "before": window([500, 2000]), "after": window([1000, 4]),
+              "change": {"psi": 0.1, "psi_p": 0.2, "ks": 0.1, "ks_p": 0.3, "ece_change": 0.0, "auc_change": 0.0}}
+    fig = plot_drift(report, tmp_path / "d.png")
+    sizes = [s for c in fig.axes[0].collections for s in c.get_sizes()]
+    assert max(sizes) == pytest.approx(128) and min(sizes) == pytest.approx(8 + 120 * 4 / 2000)
+
+
+def test_the_best_validation_star_skips_a_missing_value(tmp_path):
+    """(was: a NaN first value won `max`, so the star was drawn nowhere and the best step went unmarked)"""
+    rows = [{"step": s, "loss": 1.0, "val_auc": v} for s, v in ((1, float("nan")), (2, 0.6), (3, 0.7))]
+    fig = curves.plot_curves({"run": rows}, tmp_path / "c.png")
+    stars = [line for line in fig.axes[1].get_lines() if line.get_marker() == "*"]
+    assert [(s.get_xdata()[0], s.get_ydata()[0]) for s in stars] == [(3, 0.7)]
+
+
+def test_one_missing_cell_keeps_the_heat_map_s_colour_scale(tmp_path):
+    """(was: a NaN made the limit NaN, so every colour fell back to ±0.1 and saturated)"""
+    direction = _direction("arts", "office")
+    direction["rows"][2]["metrics"]["auc"] = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    fig = transfer.plot_transfer([direction], tmp_path / "t.png")
+    assert fig.axes[0].get_images()[0].get_clim() == pytest.approx((-0.3, 0.3))
+
+
+def test_shots_sit_on_a_log_axis(tmp_path):
+    """(was: evenly spaced categories under a "log scale" label: 16, 32 and 256 one step apart each)"""
+    runs = [{**_grid_row("movie", "lora", n, 0), "kind": "lora"} for n in (16, 32, 256)]
+    fig = shots.plot_shots(runs, tmp_path / "s.png", reference={})
+    assert list(fig.axes[0].get_xticks()) == [4, 5, 8]
+    bad = tmp_path / "g.jsonl"
+    bad.write_text(json.dumps(_grid_row("movie", "lora", 0, 0)) + "\n")
+    with pytest.raises(ResultFileError, match="shots must be at least 1"):
+        shots.read_grid(bad)
