@@ -1,16 +1,18 @@
 """Composing registered adapters: ΔW merging through peft's `add_weighted_adapter`, merging into the base.
 
 What each peft method computes (peft 0.21, `tuners/lora/model.py`; checked on a tiny model in
-tests/router/test_compose.py), with sᵢ = alphaᵢ/rᵢ the source's LoRA scaling:
+tests/router/test_compose.py), with sᵢ the source's LoRA scaling (alphaᵢ/rᵢ; alphaᵢ/√rᵢ for rsLoRA):
 
 * `cat`: stacks wᵢ·sᵢ·Aᵢ and Bᵢ into one adapter of rank Σrᵢ: ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ exactly.
 * `svd`: the same Σ wᵢ ΔWᵢ, then truncated by SVD to `svd_rank` (peft's default: the largest
-  source rank, which is lossy). We default to Σrᵢ, which keeps it exact.
+  source rank, which is lossy). We default to Σrᵢ, which keeps it exact; when Σrᵢ exceeds the smallest targeted
+  matrix side, one rank for every module would truncate the larger ones, so that is refused without `svd_rank`.
 * `ties_svd`, `dare_linear_svd`, `dare_ties_svd`, `magnitude_prune_svd`: the named merge applied
   to the ΔWᵢ, then SVD (rank `svd_rank`, same default): true ΔW merging.
 * `linear`, `ties`, `dare_linear`, `dare_ties`, `magnitude_prune`: merge the A's and the B's
-  *separately* (weights √(wᵢsᵢ) on each side), so ΔW = (Σ√(wᵢsᵢ)Bᵢ)(Σ√(wᵢsᵢ)Aᵢ) has cross terms
-  BᵢAⱼ; they need equal ranks in every module and are refused otherwise.
+  *separately* (weights √|wᵢsᵢ| on each side, the sign on A), so ΔW = (Σ√|wᵢsᵢ|Bᵢ)(Σ sign(wᵢ)√|wᵢsᵢ|Aᵢ) has
+  cross terms BᵢAⱼ; they need equal ranks in every module and are refused otherwise. With one source peft merges
+  linearly whatever the method, so those methods need two sources or more.
 * `dare_*` draw random masks: the merge runs under `torch.manual_seed(seed)`, so it is reproducible.
 
 AdaLoRA sources are first exported exactly to LoRA (`export.adalora_to_lora`). Prefix adapters
@@ -67,6 +69,12 @@ class Composition:
         object.__setattr__(self, "refs", tuple(self.refs))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         check_weights(self.method, self.weights, len(self.refs))
+        check_distinct(self.refs)
+        if len(self.refs) == 1 and (self.method not in ("cat", "svd", "linear", MIX) or self.svd_rank is not None):
+            raise CompositionError(f"{option('method', self.method)}"
+                                   + (f" with {option('svd_rank', self.svd_rank)}" if self.svd_rank else "")
+                                   + ": one adapter is merged linearly whatever the method (peft), which the lineage "
+                                   "would not say; compose two or more, or scale one with cat")
         if self.svd_rank is not None and (self.method not in SVD_METHODS or self.svd_rank < 1):
             raise CompositionError(f"{option('svd_rank', self.svd_rank)}: a rank of at least 1, for "
                                    f"{', '.join(SVD_METHODS)} (this method is {self.method})")
@@ -81,6 +89,12 @@ class Composition:
         knobs = {"svd_rank": self.svd_rank, "density": self.density, "seed": self.seed}
         return {"parents": list(parents), "method": self.method, "weights": list(self.weights),
                 **{k: v for k, v in knobs.items() if v is not None}, **self.extra}
+
+
+def check_distinct(refs: Sequence[str]) -> None:
+    """Refuse an adapter named twice: its weights would add up (to nothing at w and -w), which no lineage says."""
+    if twice := sorted({r for r in refs if list(refs).count(r) > 1}):
+        raise CompositionError(f"{twice[0]} is named twice: compose distinct adapters, one weight each")
 
 
 def check_weights(method: str, weights: Sequence[float], n: int) -> None:
@@ -176,6 +190,7 @@ def attached_sources(backbone, registry, refs: Sequence[str]) -> Iterator[tuple[
     Sources `check_merge_sources` refuses are refused.
     """
     records = [registry.load_verified(ref, backbone.fingerprint) for ref in refs]
+    check_distinct([r.ref for r in records])  # `a` and `a:1` may name one version
     check_merge_sources(records)
     model, names = backbone.model, []
     try:
@@ -218,7 +233,12 @@ def merge(model, names: Sequence[str], composition: Composition, new_name: str) 
             raise CompositionError(f"{option('svd_rank', composition.svd_rank)}: above the smallest targeted matrix "
                                    "side "
                                    f"({side}), so the saved adapter would not load again; use at most {side}")
-        svd_rank = composition.svd_rank or min(total, side)
+        if composition.svd_rank is None and total > side:  # one rank for every module: the larger ones truncated
+            raise CompositionError(f"the sources' ranks add up to {total}, above the smallest targeted matrix side "
+                                   f"({side}): an {method} merge has one rank for every module, so the larger ones "
+                                   f"would be truncated; use {option('method', 'cat')} (exact at any rank), or give "
+                                   f"{option('svd_rank', side)} to accept the truncation")
+        svd_rank = composition.svd_rank or total
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # manual_seed seeds CUDA's too
         torch.manual_seed(composition.seed)
         try:

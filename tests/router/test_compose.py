@@ -106,6 +106,33 @@ def test_a_dora_source_has_no_delta_w_to_merge(tiny_model_dir, registry):
         pass
 
 
+def test_an_svd_merge_that_would_truncate_a_larger_module_is_refused_without_a_rank(tiny_model_dir, registry):
+    """peft applies one SVD rank to every module: Σrᵢ = 24 capped at v_proj's side 16 truncated q_proj (32 × 32)
+    without a word (was: registered as an exact merge, 11% off)."""
+    register_random(tiny_model_dir, registry, "a", {**LORA4, "r": 12}, seed=1)
+    register_random(tiny_model_dir, registry, "b", {**LORA4, "r": 12}, seed=2)
+    with attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "b"]) as (model, _, names):
+        with pytest.raises(CompositionError, match="add up to 24, above the smallest targeted matrix side \\(16\\)"):
+            merge(model, names, Composition(("a", "b"), "svd", (0.7, -0.4)), "m")
+        merged = merge(model, names, Composition(("a", "b"), "svd", (0.7, -0.4), svd_rank=16), "m")  # accepted
+        assert model.peft_config[merged].r == 16
+
+
+def test_one_adapter_named_twice_or_merged_alone_by_a_two_source_method_is_refused(tiny_model_dir, registry):
+    """(was: `a` and `a` at 1 and -1 registered an adapter that changes nothing; `ties` of one source was peft's
+    linear merge under a lineage saying ties)"""
+    with pytest.raises(CompositionError, match="a is named twice"):
+        Composition(("a", "a"), "cat", (1.0, -1.0))
+    for method, knobs in (("ties", {}), ("dare_linear_svd", {}), ("svd", {"svd_rank": 1})):
+        with pytest.raises(CompositionError, match="one adapter is merged linearly"):
+            Composition(("a",), method, (0.8,), **knobs)
+    Composition(("a",), "cat", (0.8,))  # a scaled copy: what peft computes
+    register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
+    with pytest.raises(CompositionError, match="a:1 is named twice"), \
+            attached_sources(fresh_backbone(tiny_model_dir), registry, ["a", "a:1"]):
+        pass
+
+
 def test_peft_default_svd_rank_truncates(tiny_model_dir, registry):
     register_random(tiny_model_dir, registry, "a", LORA4, seed=1)
     register_random(tiny_model_dir, registry, "b", LORA4, seed=2)
