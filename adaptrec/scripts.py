@@ -14,10 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .backbone import default_device, library_versions
 from .errors import one_line_errors
 
-CHECKOUT = Path(__file__).resolve().parents[1]  # the repository, when the package runs from a checkout
 OPTIONAL = ("bitsandbytes", "torchao", "ray", "accelerate")  # recorded when installed: some runs use them
 RESULT_PATHS = ("bench/results", "experiments/results", "docs")  # what a run writes: never makes its code "dirty"
 
@@ -93,6 +91,8 @@ def machine(device: str | None = None) -> dict:
     its models ran (default: where a load goes when none is named)."""
     import torch
 
+    from .backbone import default_device  # here: a script's --help and argument errors load no torch
+
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cpu_count": os.cpu_count(), "cpu": cpu_model(), "arch": platform.machine(),
@@ -102,6 +102,8 @@ def machine(device: str | None = None) -> dict:
 def software() -> dict[str, str]:
     """The versions of the packages that can change a result: those that change a score, and the optional ones
     installed."""
+    from .backbone import library_versions
+
     optional = {}
     for package in OPTIONAL:
         try:
@@ -111,9 +113,10 @@ def software() -> dict[str, str]:
     return {**library_versions(), **optional}
 
 
-def code_version(root: Path = CHECKOUT) -> dict:
-    """When, and on which commit of the checkout at `root` (and whether it had uncommitted changes), a result was
-    measured: what tells a number from before a change from one after it. Changes to results and docs
+def code_version(root: Path) -> dict:
+    """When, and on which commit of the checkout at `root` (the script's own: another clone or worktree may share the
+    installed package) and whether it had uncommitted changes, a result was measured: what tells a number from before
+    a change from one after it. Changes to results and docs
     (`RESULT_PATHS`) do not count: a run after another has that one's result file to commit, not different code.
     Outside a git checkout (an installed wheel) the commit is None."""
     def git(*args: str) -> str | None:

@@ -25,7 +25,7 @@ def backend(quantization: str) -> str:
     return resolve_backend(quantization, default_device())
 
 
-STARTED = scripts.code_version()  # when the benchmark started, and on which code (a long run's checkout may change)
+STARTED = scripts.code_version(Path(__file__).resolve().parents[1])  # when the benchmark started, on which code
 
 
 def report(name: str, payload: dict, device: str | None = None, quick: bool = False) -> Path:

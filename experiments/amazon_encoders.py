@@ -96,7 +96,6 @@ def _environment() -> dict:
     """What fitted and scored the encoders: device, dtype (float32 tables) and the packages that compute them."""
     from importlib.metadata import PackageNotFoundError, version
 
-
     def installed(package: str) -> str | None:
         try:
             return version(package)

@@ -61,7 +61,6 @@ def render(doc: dict) -> str:
 
 
 def main() -> None:
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=scripts.positive_int, default=32)
     ap.add_argument("--batch-size", type=scripts.positive_int, default=8)

@@ -215,7 +215,7 @@ def run(resume_doc: dict | None) -> dict:
         forgetting = score_window(scoring, champions, gates[0], item_popularity(cases[0]))
         doc["steps"].append({"window": 0, "champions": champions, "forgetting": forgetting,
                              "updates": {"static": {"ref": static, "cpu_s": cpu, "wall_s": wall}}})
-        write(doc)
+        write_results(RESULTS, doc)
     for t in range(len(doc["steps"]), WINDOWS):
         champions = dict(doc["steps"][-1]["champions"])
         for row, domain in ROWS.items():  # a run stopped mid-window may have promoted since the last write: undo it
@@ -237,13 +237,8 @@ def run(resume_doc: dict | None) -> dict:
         step["champions"] = {row: scoring.registry.promoted(domain).ref for row, domain in ROWS.items()}
         step["forgetting"] = score_window(scoring, step["champions"], gates[0], item_popularity(cases[0]))
         doc["steps"].append(step)
-        write(doc)
+        write_results(RESULTS, doc)
     return doc
-
-
-def write(doc: dict) -> None:
-
-    write_results(RESULTS, doc)
 
 
 # ---------------------------------------------------------------- rendering

@@ -34,7 +34,7 @@ BENCH_RESULTS = ROOT / "bench" / "results"
 PERFORMANCE = ROOT / "docs" / "performance.md"
 PERFORMANCE_COMMAND = "python experiments/report.py performance"
 ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
-STARTED = scripts.code_version()  # when this run started, and on which code (a long run's checkout may change)
+STARTED = scripts.code_version(ROOT)  # when this run started, and on which code (a long run's checkout may change)
 
 
 class MarkerError(ValueError):
@@ -84,6 +84,9 @@ def banner(command: str, sources: Sequence[Path]) -> str:
 def signed(d: dict) -> str:
     """A paired difference with its CI, signs shown: "+0.012 [-0.004, +0.030]"; a bound that is not 0 but rounds to
     it gets the digits that show its side ("[+0.0002, +0.017]"), which `side_of_zero` reads unrounded."""
+    if d.get("ci_low") is None or d.get("ci_high") is None:  # one user holds a class: no interval
+        return f"{d['value']:+.3f} (no interval)"
+
     def bound(x: float) -> str:
         digits = 3
         while x != 0 and round(x, digits) == 0 and digits < 8:
@@ -94,7 +97,9 @@ def signed(d: dict) -> str:
 
 
 def side_of_zero(d: dict) -> str:
-    """Where a paired difference's CI lies: above 0, below 0, or across it."""
+    """Where a paired difference's CI lies: above 0, below 0, or across it (or that it has none)."""
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return "not resolved, no interval (one user holds a class)"
     return ("above, CI above 0" if d["ci_low"] > 0 else "below, CI below 0" if d["ci_high"] < 0
             else "not resolved, CI spans 0")
 

@@ -73,7 +73,7 @@ def test_outside_a_checkout_no_commit_is_recorded(tmp_path):
 
 
 def test_an_experiment_s_results_record_their_machine_packages_and_commit(tmp_path, monkeypatch):
-    sys.path.insert(0, str(REPO / "experiments"))
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
     import report
 
     page = tmp_path / "page.md"

@@ -205,16 +205,18 @@ def push_to_hub(
 
 def _pushed_before(api, repo_id: str, head: str, existing: list[str], scratch: Path) -> set[str]:
     """The files of `existing` an earlier adaptrec push wrote: those its `adaptrec.json` lists, that manifest, the
-    card, `NOTICE` and the licence texts a push copies. Without a readable manifest, only those fixed names."""
-    ours = {CARD_FILE, METADATA_FILE, NOTICE_FILE, *(Path(m.terms).name for m in EMBEDDED_MODELS.values() if m.terms)}
-    listed: object = None
-    if METADATA_FILE in existing:
-        path = api.hf_hub_download(repo_id, METADATA_FILE, revision=head, local_dir=scratch)
-        try:
-            listed = json.loads(Path(path).read_text(encoding="utf-8")).get("files")
-        except (ValueError, AttributeError):  # not a manifest a push wrote: its files are no push's to delete
-            listed = None
-    return (ours | (set(listed) if isinstance(listed, dict) else set())) & set(existing)
+    card, `NOTICE` and the licence texts a push copies. None without that manifest: the owner's `NOTICE` or
+    `README.md` are theirs. `.gitattributes` never counts."""
+    if METADATA_FILE not in existing:
+        return set()
+    path = api.hf_hub_download(repo_id, METADATA_FILE, revision=head, local_dir=scratch)
+    try:
+        listed = json.loads(Path(path).read_text(encoding="utf-8")).get("files")
+    except (ValueError, AttributeError):  # not a manifest a push wrote: the files it names are no push's to delete
+        listed = None
+    ours = {CARD_FILE, METADATA_FILE, NOTICE_FILE, *(Path(m.terms).name for m in EMBEDDED_MODELS.values() if m.terms),
+            *(listed if isinstance(listed, dict) else ())}
+    return (ours & set(existing)) - {".gitattributes"}
 
 
 def mirror_repo_dir(mirror: Path, repo: str, named_for_adapter: bool = False) -> Path:
@@ -240,7 +242,7 @@ def push_to_mirror(
 
     Revision folders are immutable: an existing one is refused. `<mirror>/<repo>/refs.json` names the
     latest revision, which `hub pull <mirror>/<repo>` takes when no `@REVISION` is given: the one pushed last, unless
-    it is an earlier version of the adapter the latest revision holds.
+    the repo holds a later version of its adapter.
     """
     check_output_folder(mirror, option("to", mirror), HubError)  # made if missing
     registry = registry or Registry()
@@ -268,18 +270,22 @@ def push_to_mirror(
         if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and dest.exists():
             raise taken from None  # another push of it renamed first
         raise
-    if not _latest_is_newer(repo_dir, record):
+    if not _later_version_held(repo_dir, record):
         write_json(repo_dir / MIRROR_REFS, {"latest": revision})
     return PushResult(record.ref, str(repo_dir), revision, None, str(dest))
 
 
-def _latest_is_newer(repo_dir: Path, record: AdapterRecord) -> bool:
-    """Whether the mirror's latest revision holds a later version of `record`'s adapter: then a push of an earlier
-    version (a backfill) leaves `latest` where it is."""
-    try:
-        latest = json.loads((repo_dir / MIRROR_REFS).read_text(encoding="utf-8"))["latest"]
-        meta = json.loads((repo_dir / latest / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: the push names the latest
-        return False
-    version = meta.get("version") if isinstance(meta, dict) else None
-    return meta.get("name") == record.name and isinstance(version, int) and version > record.version
+def _later_version_held(repo_dir: Path, record: AdapterRecord) -> bool:
+    """Whether a revision folder of the mirror repo holds a later version of `record`'s adapter: then a push of an
+    earlier version (a backfill) leaves `latest` where it is."""
+    for folder in repo_dir.iterdir():
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # not a revision a push wrote
+            continue
+        if isinstance(meta, dict) and meta.get("name") == record.name and isinstance(meta.get("version"), int) \
+                and meta["version"] > record.version:
+            return True
+    return False

@@ -169,8 +169,10 @@ def read_bench(sources: Sequence[Path]) -> tuple[list[BarPanel], list[str], list
 
 
 def _target_label(panel: BarPanel) -> str:
-    """The target's legend entry, wrapped to the panel's width (was: one line running off the figure)."""
-    return textwrap.fill(panel.target_label, LEGEND_CHARS)
+    """The target's legend entry, wrapped to what the series' entries beside it leave of the panel's width (was: one
+    line running off the figure)."""
+    beside = sum(len(name) + 8 for name in panel.series if name)  # an entry: its handle, its text, the gap
+    return textwrap.fill(panel.target_label, max(LEGEND_CHARS - beside, 32))
 
 
 def _legend_lines(panel: BarPanel) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptrec import scripts
+from adaptrec import backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -30,7 +30,7 @@ def test_a_results_file_records_the_machine_device_dtype_and_package_versions(tm
 def test_a_benchmark_that_pins_its_device_records_that_device(tmp_path, monkeypatch, capsys):
     """(was: `default_device()`, so CPU-only kernels timed on a GPU host were recorded as run on cuda)"""
     monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(scripts, "default_device", lambda: "cuda")
+    monkeypatch.setattr(backbone, "default_device", lambda: "cuda")
     pinned = json.loads(common.report("x", {"config": {"backend": "torch-int8"}}, device="cpu").read_text())
     assert pinned["machine"]["device"] == "cpu"
     assert json.loads(common.report("y", {"config": {"backend": "torch-int8"}}).read_text())["machine"]["device"] == "cuda"

@@ -199,6 +199,10 @@ def test_a_push_replaces_an_earlier_push_s_files_and_keeps_the_owner_s(hub, lora
     assert files["LICENSE"] == b"mine" and files["data/train.csv"] == b"u,i\n"
     assert not {"old.safetensors", "NOTICE"} & set(files) and files["README.md"] != b"an earlier card"
     assert set(json.loads(files["adaptrec.json"])["files"]) <= set(files)
+    hub.plant("alice/theirs", {"NOTICE": b"the owner's", "README.md": b"the owner's card"})  # no adaptrec push yet
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "push", rec.ref, "--repo", "alice/theirs")
+    assert code == 0 and out.strip().endswith("kept 1 file(s) no adaptrec push wrote: NOTICE"), err
+    assert hub.files("alice/theirs")["NOTICE"] == b"the owner's"  # the card replaces README.md
 
 
 def test_model_card_metadata_and_adaptrec_json(hub, lora_src, monkeypatch, capsys):
@@ -564,6 +568,13 @@ def test_a_mirror_s_latest_never_moves_back_to_an_earlier_version(lora_src, tmp_
     third = _register(lora_src)
     assert run_cli(monkeypatch, capsys, "hub", "push", third.ref, "--to", str(mirror))[0] == 0
     assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "v3"}
+    other = _register(lora_src, name="book-lora")  # another adapter in the same repo folder moves it
+    args = ("--to", str(mirror), "--repo", "movie-lora")
+    assert run_cli(monkeypatch, capsys, "hub", "push", other.ref, *args, "--revision", "book-v1")[0] == 0
+    assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "book-v1"}
+    (mirror / "movie-lora" / "v3").rename(mirror / "movie-lora" / "renamed")  # v2 is still held: a later version
+    assert run_cli(monkeypatch, capsys, "hub", "push", first.ref, *args, "--revision", "again")[0] == 0
+    assert json.loads((mirror / "movie-lora" / "refs.json").read_text()) == {"latest": "book-v1"}
 
 
 def test_a_linked_revision_and_a_bad_pull_revision_say_what_is_wrong(hub, lora_src, tmp_path, monkeypatch, capsys):
