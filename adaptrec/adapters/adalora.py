@@ -127,6 +127,15 @@ class AdaLoraTuner(Tuner):
                 )
         ada.update_and_allocate(step)
 
+    def before_validation(self, model) -> None:
+        """Zero the ranks the allocation pruned: between its masks (every `deltaT` steps) AdamW moves them off zero,
+        and a save drops them (peft resizes by the rank pattern), so the best adapter validated was not the one kept
+        (was: up to 7e-4 apart in P(yes) with `deltaT` 3)."""
+        ada = _adalora_model(model)
+        pattern = ada.peft_config[ada.trainable_adapter_name].rank_pattern
+        if pattern:
+            ada.rankallocator.mask_using_rank_pattern(ada.model, pattern)
+
     def extra_loss(self, model) -> torch.Tensor | None:
         # peft's AdaLoraModel.forward, which only runs it when the model computes a loss from labels
         ada = _adalora_model(model)

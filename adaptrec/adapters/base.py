@@ -77,6 +77,10 @@ class Tuner:
         """A regulariser to add to the training loss (None: nothing to add)."""
         return None
 
+    def before_validation(self, model: "PeftModel") -> None:
+        """Called before each validation, so that the adapter validated is the one a save would write (default:
+        nothing)."""
+
     def save_extra(self, model: "PeftModel", folder: Path) -> None:
         """Write what peft's `save_pretrained` leaves out into the adapter folder (default: nothing)."""
 

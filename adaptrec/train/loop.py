@@ -419,7 +419,7 @@ class Trainer:
         t, acc = self.cfg, self.accelerator
         world, rank = acc.num_processes, acc.process_index
         self.model.train()
-        losses = []
+        losses, aux = [], []
         lr = self.scheduler.get_last_lr()[0]  # the rate this step trains at (after it, the scheduler has moved on)
         first = self.global_step * t.grad_accum
         batches = [self.method.batch(self.train_cases, t.batch_size * world, t.seed, index)
@@ -431,10 +431,12 @@ class Trainer:
             index = first + micro
             with acc.accumulate(self.model):
                 loss = self.method.loss(self.model, cases, self.ctx, index)
-                extra = self.tuner.extra_loss(self.unwrapped)
-                if extra is not None:
-                    loss = loss + extra
-                acc.backward(loss * (len(cases) * t.grad_accum * world / every))  # accelerate divides by grad_accum
+                # a micro-batch's text loss and regulariser count alike whatever its number of cases (was: scaled with
+                # the case loss below, so a short last micro-batch shrank them)
+                terms = [self.method.aux_loss(self.model, self.ctx, index), self.tuner.extra_loss(self.unwrapped)]
+                extra = sum((term for term in terms if term is not None), torch.zeros((), device=loss.device))
+                # accelerate divides by grad_accum
+                acc.backward(loss * (len(cases) * t.grad_accum * world / every) + extra)
                 if acc.sync_gradients:
                     self.tuner.before_optimizer_step(self.unwrapped)
                     if t.max_grad_norm:
@@ -445,12 +447,14 @@ class Trainer:
                     self.scheduler.step()
                 self.optimizer.zero_grad()
             losses.append(loss.item() * len(cases))
+            aux.append(extra.item())
         self.global_step += 1
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):  # one device sync
             # whole weights on every rank (DDP, ZeRO 1-2: the setups docs/training.md supports): all ranks stop alike
             raise ConfigError(f"{self.recipe._source}: step {self.global_step}: the adapter's weights are not finite "
                               "after this optimizer step: training diverged; lower training.lr")
-        return {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
+        row = {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
+        return {**row, "aux_loss": sum(aux) / len(aux)} if any(aux) else row
 
     def validate_and_checkpoint(self, row: dict) -> None:
         """Every `eval_every` steps and at the last: validation AUC into `row`, a new best adapter to run_dir/best.
@@ -458,6 +462,7 @@ class Trainer:
         t, acc, step = self.cfg, self.accelerator, self.global_step
         if step % t.eval_every == 0 or step == t.max_steps:
             self.model.eval()
+            self.tuner.before_validation(self.unwrapped)
             try:
                 row["val_auc"] = validate(self.scorer, self.val_cases, self.recipe.evaluation.score,
                                           acc.process_index, acc.num_processes)

@@ -253,6 +253,26 @@ def test_adalora_budget_reaches_target_after_tfinal(tiny_backbone, monkeypatch):
     assert min(sum(mask) for mask in config.rank_pattern.values()) < settings.init_r  # some module was pruned
 
 
+def test_adalora_ranks_pruned_between_masks_are_zeroed_before_validation(tiny_backbone):
+    """With deltaT 3 AdamW moved pruned singular values off zero between masks, and a save dropped them: the best
+    adapter validated was not the one kept (was: up to 7e-4 apart in P(yes))."""
+    settings = AdaLoraSettings(init_r=4, target_r=2, tinit=1, tfinal=2, deltaT=3, dropout=0.0)
+    model = build_peft_model(tiny_backbone.model, settings, total_steps=12)
+    train(model, tiny_backbone.tokenizer, steps=5, lr=2e-2)  # pruned at step 3, trained on through steps 4 and 5
+    pattern = model.peft_config["default"].rank_pattern
+    assert pattern and not all(all(mask) for mask in pattern.values())
+
+    def pruned() -> list[float]:
+        values = {n: p for n, p in model.named_parameters() if "lora_E" in n}
+        return [float(values[n].detach().flatten()[i].abs()) for key, mask in pattern.items()
+                for n in values if key in n for i, keep in enumerate(mask) if not keep]
+
+    assert max(pruned()) > 0  # moved off zero since the last mask
+    TUNERS["adalora"].before_validation(model)
+    assert max(pruned()) == 0.0
+    TUNERS["lora"].before_validation(model)  # nothing to do for other types
+
+
 def test_adalora_step_must_follow_optimizer_step_before_zero_grad(tiny_backbone):
     model = build_peft_model(tiny_backbone.model, AdaLoraSettings(), total_steps=10)
     with pytest.raises(RuntimeError, match="before optimizer.zero_grad"):

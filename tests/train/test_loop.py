@@ -288,6 +288,28 @@ def test_a_short_micro_batch_weighs_its_cases_like_a_full_ones(tiny_backbone, tm
     assert row["loss"] == pytest.approx((means[0] * 4 + means[1] * 2) / 6, rel=1e-6)  # the mean over the 6 cases
 
 
+def test_terms_apart_from_the_cases_count_alike_in_a_short_micro_batch(tiny_backbone, tmp_path, monkeypatch):
+    """A text loss or regulariser was scaled with the case loss: over a (4, 2) window it weighed 2/3 and 1/3; now each
+    micro-batch's counts alike, logged apart from the case loss; and the tuner readies the adapter to validate."""
+    from accelerate import Accelerator
+
+    from adaptrec.train.loop import Trainer
+
+    recipe = tiny_recipe(str(tiny_backbone.source), 1, batch_size=4, grad_accum=2, eval_every=1)
+    trainer = Trainer(recipe, tiny_backbone, synthetic_cases(6), synthetic_cases(8, seed=1), tmp_path / "run")
+    trainer.setup()
+    given, calls = [], []
+    monkeypatch.setattr(trainer.method, "loss", lambda *args: torch.tensor(0.0))
+    monkeypatch.setattr(trainer.method, "aux_loss", lambda *args: torch.tensor(1.0))
+    monkeypatch.setattr(trainer.tuner, "extra_loss", lambda model: torch.tensor(0.5))
+    monkeypatch.setattr(Accelerator, "backward", lambda self, x, **kw: given.append(x.item()))
+    row = trainer.step()
+    assert given == pytest.approx([1.5, 1.5]) and row["aux_loss"] == pytest.approx(1.5) and row["loss"] == 0.0
+    monkeypatch.setattr(trainer.tuner, "before_validation", lambda model: calls.append(model))
+    trainer.validate_and_checkpoint(row)
+    assert calls == [trainer.unwrapped] and "val_auc" in row
+
+
 def test_validation_picks_the_best_adapter_on_the_score_the_recipe_reports(tiny_backbone, tmp_path, monkeypatch):
     from adaptrec.train import loop
 

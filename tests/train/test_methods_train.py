@@ -107,7 +107,7 @@ def test_gradients_reach_only_adapter_parameters(tiny_model_dir, kind):
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
 
 
-def test_joint_loss_is_rec_plus_lambda_text(tiny_model_dir):
+def test_joint_loss_is_rec_plus_lambda_text_apart(tiny_model_dir):
     _, model, ctx = _student(tiny_model_dir)
     model.eval()
     cases = synthetic_cases(4)
@@ -118,8 +118,9 @@ def test_joint_loss_is_rec_plus_lambda_text(tiny_model_dir):
     with torch.no_grad():
         text = joint.text(model, ctx, 3)
         assert text.item() > 0
-        assert joint.loss(model, cases, ctx, 3).item() == pytest.approx(plain.loss(model, cases, ctx, 3).item()
-                                                                         + 0.7 * text.item(), rel=1e-5)
+        assert joint.loss(model, cases, ctx, 3).item() == plain.loss(model, cases, ctx, 3).item()  # the case loss
+        assert joint.aux_loss(model, ctx, 3).item() == pytest.approx(0.7 * text.item(), rel=1e-6)
+        assert plain.aux_loss(model, ctx, 3) is None
 
 
 def test_ranking_batches_keep_users_whole_and_are_pure():

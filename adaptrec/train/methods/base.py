@@ -70,7 +70,13 @@ class Method:
         return shard(batch, rank, world)
 
     def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
+        """The mean loss over `cases` (the loop weighs it by their number: a short micro-batch counts less)."""
         return rec_loss(ctx.answer_logits(model, cases), ctx.labels(cases), ctx.scorer.yes_id, ctx.scorer.no_id)
+
+    def aux_loss(self, model: torch.nn.Module, ctx: StepContext, index: int) -> torch.Tensor | None:
+        """A term of the `index`-th micro-batch that does not depend on its cases' number (a weighted text loss), or
+        None: each micro-batch's counts the same."""
+        return None
 
     def finish(self, scorer: Scorer, train_cases: Sequence[Case], val_cases: Sequence[Case], run_dir: Path) -> dict:
         """After training, with `scorer` on the model as its last step left it (`run_dir/best` holds the best

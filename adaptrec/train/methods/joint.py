@@ -111,7 +111,11 @@ class JointMethod(Method):
         return causal_lm_loss(model(**batch).logits, batch["input_ids"], batch["attention_mask"])
 
     def loss(self, model: torch.nn.Module, cases: Sequence[Case], ctx: StepContext, index: int) -> torch.Tensor:
-        rec = self.rec(ctx.answer_logits(model, cases), cases, ctx)
+        return self.rec(ctx.answer_logits(model, cases), cases, ctx)
+
+    def aux_loss(self, model: torch.nn.Module, ctx: StepContext, index: int) -> torch.Tensor | None:
+        """The weighted text loss: its batch is `text_batch_size` texts whatever the micro-batch's cases (was: scaled
+        with the Yes/No part, so a short last micro-batch shrank its text batch's weight)."""
         if self.cfg.text_weight == 0 or not self.texts:
-            return rec
-        return rec + self.cfg.text_weight * self.text(model, ctx, index)
+            return None
+        return self.cfg.text_weight * self.text(model, ctx, index)
