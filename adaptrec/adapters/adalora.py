@@ -125,6 +125,9 @@ class AdaLoraTuner(Tuner):
                     "AdaLoRA's update_and_allocate needs the adapter gradients: call after_optimizer_step "
                     "after optimizer.step() and before optimizer.zero_grad()"
                 )
+        final = cfg.total_step - cfg.tfinal
+        if step > final and ada.rankallocator.ipt:  # fp16 skipped step `final`: its one-time budget cut never ran
+            ada.update_and_allocate(final)  # (it empties the importance scores; the budget phase keeps filling them)
         ada.update_and_allocate(step)
 
     def before_validation(self, model) -> None:

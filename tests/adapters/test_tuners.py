@@ -273,6 +273,22 @@ def test_adalora_ranks_pruned_between_masks_are_zeroed_before_validation(tiny_ba
     TUNERS["lora"].before_validation(model)  # nothing to do for other types
 
 
+def test_adalora_makes_its_final_budget_cut_when_fp16_skipped_that_step(tiny_backbone):
+    """An inf gradient skips an optimizer step, and the loop skips the tuner's call: at `total - tfinal` peft's one-time
+    cut to the target budget never ran, and the run kept the larger rank pattern to its end."""
+    settings = AdaLoraSettings(init_r=12, target_r=8, tinit=1, tfinal=2, deltaT=4, dropout=0.0)
+    model = build_peft_model(tiny_backbone.model, settings, total_steps=8)
+    opt = train(model, tiny_backbone.tokenizer, steps=5, lr=2e-2)  # masked at step 4; step 6 (= 8 - 2) is skipped
+    tuner, real = TUNERS["adalora"], TUNERS["adalora"].after_optimizer_step
+    try:
+        tuner.after_optimizer_step = lambda m, step: None if step == 6 else real(m, step)
+        train(model, tiny_backbone.tokenizer, steps=2, lr=2e-2, first_step=6, opt=opt)
+    finally:
+        del tuner.after_optimizer_step
+    n_modules = sum(1 for n, _ in model.named_parameters() if "lora_E" in n)
+    assert sum(sum(mask) for mask in model.peft_config["default"].rank_pattern.values()) == 8 * n_modules
+
+
 def test_adalora_step_must_follow_optimizer_step_before_zero_grad(tiny_backbone):
     model = build_peft_model(tiny_backbone.model, AdaLoraSettings(), total_steps=10)
     with pytest.raises(RuntimeError, match="before optimizer.zero_grad"):
