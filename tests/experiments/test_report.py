@@ -503,36 +503,28 @@ def test_a_figure_whose_results_are_not_there_yet_is_kept_with_a_line(monkeypatc
     assert report.goals_figure().endswith("ml100k_loo.json yet")
 
 
-def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, tmp_path, capsys):
-    """(was: json's JSONDecodeError or a KeyError as a traceback)"""
-    import online_replay
-
-    (tmp_path / "online_replay.json").write_text("{not json")
-    monkeypatch.setattr(online_replay, "RESULTS", tmp_path / "online_replay.json")
-    monkeypatch.setattr(report, "figures", lambda: [report.online_replay_figure(tmp_path / "o.png")])
-    monkeypatch.setattr(sys, "argv", ["report.py", "figures"])
-    with pytest.raises(SystemExit) as e:
-        scripts.run(report.main)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("error: a results file could not be drawn (JSONDecodeError: ")
-    assert err.count("\n") == 1
-
-
-def test_report_figures_names_a_results_file_with_a_null_value(monkeypatch, tmp_path, capsys):
-    """(was: matplotlib's TypeError as a traceback; a missing key named without its file)"""
-    import online_replay
-
-    doc = report.read_json(online_replay.RESULTS)
+def _null_value(text: str) -> str:
+    doc = json.loads(text)
     doc["steps"][1]["scored"]["auc"]["static"]["value"] = None
-    (tmp_path / "online_replay.json").write_text(json.dumps(doc))
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lambda text: "{not json", "error: a results file could not be drawn (JSONDecodeError: "),
+    (_null_value, "online_replay.json: the replay result has a field"),
+])
+def test_report_figures_names_a_malformed_results_file_in_one_line(monkeypatch, tmp_path, capsys, spoil, says):
+    """(was: json's JSONDecodeError, a KeyError or matplotlib's TypeError on a null value as a traceback)"""
+    import online_replay
+
+    (tmp_path / "online_replay.json").write_text(spoil(online_replay.RESULTS.read_text()))
     monkeypatch.setattr(online_replay, "RESULTS", tmp_path / "online_replay.json")
     monkeypatch.setattr(report, "figures", lambda: [report.online_replay_figure(tmp_path / "o.png")])
     monkeypatch.setattr(sys, "argv", ["report.py", "figures"])
     with pytest.raises(SystemExit) as e:
         scripts.run(report.main)
     err = capsys.readouterr().err
-    assert e.value.code == 2 and f"{tmp_path / 'online_replay.json'}: the replay result has a field" in err
-    assert err.count("\n") == 1 and not (tmp_path / "o.png").exists()
+    assert e.value.code == 2 and says in err and err.count("\n") == 1 and not (tmp_path / "o.png").exists()
 
 
 def test_the_goals_section_without_an_experiment_s_results_says_which_are_missing(monkeypatch, tmp_path):
