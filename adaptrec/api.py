@@ -226,7 +226,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         labelled_cases(dataset, limit or None, seed)
     common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
                   **prompt, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
-    seen = {ref for ref in refs if saw_data(reg, reg.resolve(ref), data)}  # its numbers are not held-out ones
+    seen = {ref for ref in refs if saw_data(reg, reg.resolve(ref), data, dataset.cases)}  # its numbers: not held out
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
         report = run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,

@@ -129,6 +129,8 @@ def read_candidates(path: Path) -> list[CandidateList]:
             raise DataFormatError(f"{where}: key 'candidates' does not contain target_id {target!r}")
         if len(set(candidates)) != len(candidates):
             raise DataFormatError(f"{where}: key 'candidates' repeats an item")
+        if len(candidates) < 2:  # ranked first by every row: HR@1 = 1 for all of them
+            raise DataFormatError(f"{where}: key 'candidates' holds the target alone; a list ranks 2 items or more")
         user, domain = get_field(obj, "user_id", "id", where), get_field(obj, "domain", "str", where)
         if (user, domain, target) in first_at:  # it would count twice in every mean
             raise DataFormatError(f"{where}: a second list for user {user!r}, domain {domain}, target {target!r} "

@@ -67,7 +67,10 @@ def test_integer_ids_read_as_strings_as_logs_and_catalogues_read_them(tmp_path):
     ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": [true]}', r":2: key 'candidates' must be"),
     ('{"user_id": "u", "domain": "arts", "target_id": 1, "candidates": [2, 1]}',  # was: counted twice in each mean
      r"c\.jsonl:2: a second list for user 'u', domain arts, target '1' \(the first is at .*c\.jsonl:1\)"),
-    ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1"], "score": 1}', r":2: unknown key 'score'"),
+    ('{"user_id": "u", "domain": "arts", "target_id": "1", "candidates": ["1", "2"], "score": 1}',
+     r":2: unknown key 'score'"),
+    ('{"user_id": "v", "domain": "arts", "target_id": "1", "candidates": ["1"]}',  # was: HR@1 = 1 for every row
+     r":2: key 'candidates' holds the target alone"),
     ('{"user_id": "u",', r":2: not valid JSON"),
 ])
 def test_read_errors_name_file_line_and_key(tmp_path, line, match):
