@@ -290,7 +290,8 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
             if encoder is not None:
                 _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
                 if "ratings" in encoder:
-                    check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder", read)
+                    check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder", read,
+                                       remedy=f"train {r.ref.split(':')[0]} again (its item table is in its folder)")
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,
@@ -457,12 +458,12 @@ def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item
             template: str | None = None, backbone: str | None = None, quantization: str | None = None) -> float:
     """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
     `item_id`: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
-    from .data.history_file import checked_text, parse_history, read_history_file
+    from .data.history_file import checked_text, id_text, parse_history, read_history_file
     from .router.sources import one_source
 
     checked_text(item, option("item"), "the target item's title")
-    if item_id is not None:  # was: '' accepted, as no id at all
-        checked_text(item_id, option("item_id"), "the target item's catalogue id")
+    if item_id is not None:  # was: '' accepted, as no id at all; an integer refused, as history items take it
+        item_id = id_text(item_id, option("item_id"), "the target item's catalogue id")
     reg = registry()
     domain = reg.resolve(one_source(reg, ref)).domain  # a ref or a domain, as `load` takes it
     options = {"template": template, "backbone": backbone, "quantization": quantization}

@@ -382,8 +382,8 @@ def _saved_problem(tensors: dict[str, torch.Tensor], meta) -> str | None:
     if not isinstance(encoder, dict) or not isinstance(encoder.get("content", {}), dict):
         return f"{META_FILE} 'encoder' is not an encoder record"
     table = tensors.get("table")
-    if table is None or table.dim() != 2 or not table.is_floating_point():
-        return f"{TABLE_FILE} has no float 2-D 'table'"
+    if table is None or table.dim() != 2 or table.dtype != torch.float32:  # what a save writes; another dtype
+        return f"{TABLE_FILE} has no float32 2-D 'table'"  # would install as float32 and then differ from itself
     if table.shape[0] != len(items):
         return f"{META_FILE} lists {len(items)} item ids for a table of {table.shape[0]} rows"
     dims = encoder.get("content", {}).get("dims", 0)

@@ -64,7 +64,7 @@ def parse_history(entries: Iterable[HistoryEntry], domain: str, where: str = "hi
         item_domain = checked_text(entry.get("domain", domain), f"{where}[{i}].domain", "a domain name")
         item_id = entry.get("item_id")
         if item_id is not None:
-            item_id = _id_text(item_id, f"{where}[{i}].item_id", "a catalogue id (text or an integer)")
+            item_id = id_text(item_id, f"{where}[{i}].item_id", "a catalogue id (text or an integer)")
         items.append(HistoryItem(text=f'"{title}"', liked=liked, item_id=item_id, domain=item_domain))
     return tuple(items)
 
@@ -82,7 +82,7 @@ def parse_items(items: Iterable[Item], where: str = "items") -> list[tuple[str, 
         title = checked_text(item.get("title"), f"{where}[{i}].title", "the item's title")
         item_id = item.get("item_id")
         out.append((title, None if item_id is None else
-                    _id_text(item_id, f"{where}[{i}].item_id", "a catalogue id (text or an integer)")))
+                    id_text(item_id, f"{where}[{i}].item_id", "a catalogue id (text or an integer)")))
     return out
 
 
@@ -92,7 +92,8 @@ def id_as_text(value):
     return str(int(value)) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
-def _id_text(value, where: str, what: str) -> str:
+def id_text(value, where: str, what: str) -> str:
+    """An item id as text: an integer read as its digits, as history files read it; empty text refused."""
     return checked_text(id_as_text(value), where, what)
 
 
@@ -104,5 +105,5 @@ def read_history_file(path: Path, item: str, domain: str, item_id: str | None = 
     check_keys(obj, _FILE_KEYS, str(path), DataFormatError)
     items = parse_history(obj["history"], domain, f"{path}: history")
     noun = checked_text(obj.get("noun", default_noun(domain)), f"{path}: noun", 'the item kind as text (e.g. "movie")')
-    user = _id_text(obj.get("user_id", ANONYMOUS), f"{path}: user_id", "a user id (text or an integer)")
+    user = id_text(obj.get("user_id", ANONYMOUS), f"{path}: user_id", "a user id (text or an integer)")
     return Case(user_id=user, domain=domain, noun=noun, history=items, target=f'"{item}"', target_id=item_id)

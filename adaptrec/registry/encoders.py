@@ -62,15 +62,15 @@ def current_encoders(records: list[EncoderRecord]) -> list[EncoderRecord]:
     return current
 
 
-def check_same_ratings(source: str, ratings: str, what: str, memo: dict[str, str] | None = None) -> None:
+def check_same_ratings(source: str, ratings: str, what: str, memo: dict[str, str] | None = None,
+                       remedy: str = "fit it again (`adaptrec train-cf`)") -> None:
     """IntegrityError unless `source`'s training interactions are still those `what` learned from (their digest
     `ratings`): a source whose files changed since the fit may hold out pairs the encoder learned. `memo`: digests
-    already read, shared by the checks of one command (each source read once)."""
+    already read, shared by the checks of one command (each source read once); `remedy`: what to do about it."""
     now = _ratings_now(source, {} if memo is None else memo)
     if now != ratings:
         raise IntegrityError(f"{what} learned from {source} when it held other training interactions ({ratings[:12]}; "
-                             f"now {now[:12]}): pairs held out now may be among them; fit it again (`adaptrec "
-                             "train-cf`)")
+                             f"now {now[:12]}): pairs held out now may be among them; {remedy}")
 
 
 COLUMNS = ("name", "version", "kind", "data", "data_fingerprint", "window", "settings", "metrics", "files",

@@ -10,6 +10,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -32,7 +33,8 @@ Text = Annotated[str, AfterValidator(_encodable)]  # every string a request carr
 
 
 # an item id: text, or an integer read as its digits, as history files read it
-Id = Annotated[Text, BeforeValidator(id_as_text), WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]})]
+Id = Annotated[Text, BeforeValidator(id_as_text), StringConstraints(min_length=1),  # was: "" kept, then "unknown"
+               WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]})]
 _EXACTLY_ONE = {"oneOf": [{"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
                           for given, other in (("text", "title"), ("title", "text"))]}
 

@@ -18,7 +18,7 @@ from adaptrec.adapters.base import build_peft_model, tuner_for
 from adaptrec.adapters.collab import ItemEmbedding
 from adaptrec.backbone import load_backbone
 from adaptrec.data.prompts import render_prompt
-from adaptrec.errors import ConfigError
+from adaptrec.errors import ConfigError, IntegrityError
 from adaptrec.scoring.core import Scorer
 
 pytestmark = needs_ml100k
@@ -240,7 +240,6 @@ def test_collab_adapters_of_different_tables_score_one_after_another(built, tiny
 
 def test_an_id_map_that_does_not_fit_its_table_is_refused_before_the_backbone_changes(built, tiny_model_dir):
     from adaptrec.adapters.attach import attach
-    from adaptrec.errors import IntegrityError
 
     bb, model, _ = built
     registry = _registered(built)
@@ -499,10 +498,28 @@ def test_predict_reads_item_ids_from_the_history_file_and_the_target_option(buil
     entries = json.loads(history.read_text())["history"]  # a generator is read once (was: checked, then empty)
     assert api.predict("movie-collab", iter(entries), title, item_id=case.target_id, **common) == pytest.approx(
         api.predict("movie-collab", entries, title, item_id=case.target_id, **common), abs=1e-6)
+    assert str(int(case.target_id)) == case.target_id  # MovieLens ids: an integer, as history items take it
+    assert api.predict("movie-collab", history, title, item_id=int(case.target_id), **common) == with_id
     history.write_text(json.dumps({"history": [{"title": "x", "item_id": [7]}]}))
     with pytest.raises(DataFormatError, match=r"history\[0\]\.item_id: expected a catalogue id \(text or an "
                                               r"integer\), got \[7\]"):
         api.predict("movie-collab", history, title, **common)
+
+
+def test_a_saved_item_table_of_another_dtype_is_refused_before_the_backbone_changes(built, tmp_path):
+    """(was: accepted, installed as float32, then refused as differing from itself, the item tokens left behind)"""
+    from safetensors.torch import load_file, save_file
+
+    from adaptrec.adapters.collab import TABLE_FILE, read_saved
+
+    _, model, _ = built
+    folder = tmp_path / "a"
+    model.save_pretrained(str(folder))
+    tuner_for(model).save_extra(model, folder)
+    tensors = load_file(str(folder / TABLE_FILE))
+    save_file({**tensors, "table": tensors["table"].double()}, str(folder / TABLE_FILE))
+    with pytest.raises(IntegrityError, match="has no float32 2-D 'table'"):
+        read_saved(folder)
 
 
 def test_the_recommender_and_predict_say_which_item_ids_their_item_table_lacks(built, tiny_model_dir, tmp_path,

@@ -249,3 +249,27 @@ def test_eval_refuses_a_collab_adapter_on_data_its_encoder_may_have_trained_on(s
             adaptrec.evaluate(refs, data="movielens:100k:loo:test", encoders=())
     with pytest.raises(Loaded):  # its own source's test split passes the check
         adaptrec.evaluate(["collab-mix"], data="movielens:100k:test", encoders=(), limit=2)
+
+
+def test_a_collab_adapter_whose_source_changed_is_told_to_train_again(setup, tiny_model_dir, monkeypatch):
+    """Its item table is in its own folder: fitting the encoder again (was the advice) changes nothing of it."""
+    import adaptrec
+    from adaptrec.errors import IntegrityError
+    from adaptrec.registry import encoders
+
+    home, _ = setup
+    monkeypatch.setenv("ADAPTREC_HOME", str(home))
+    monkeypatch.setattr(encoders, "_ratings_now", lambda source, memo: "0" * 64)
+    with pytest.raises(IntegrityError, match="other training interactions .*; train collab-a again \\(its item table"):
+        adaptrec.evaluate(["collab-a"], data="movielens:100k:test", encoders=(), limit=2)
+
+
+def test_a_request_s_empty_item_id_is_refused():
+    """(was: kept as '', then listed among the unknown items; the Python API refuses it)"""
+    from pydantic import ValidationError
+
+    from adaptrec.serve.schemas import ScoreRequest
+
+    with pytest.raises(ValidationError):
+        ScoreRequest(domain="movie", items=[{"title": "x", "item_id": ""}])
+    assert ScoreRequest(domain="movie", items=[{"title": "x", "item_id": 7}]).items[0].item_id == "7"
