@@ -13,8 +13,11 @@ user token in the question ("Whether the user <user> will like ..."), projected 
 encoder vectors (those the encoder saw: how the factor encoders fold in an unseen user) by the same projector.
 With `match_token: true` the target's item token is followed by a match token `<match>`, embedded from the
 element-wise product of that user vector and the target's vector by a second, linear projector (the "matcher"):
-the product's sum is the factor encoder's score, so one token hands the model the encoder's judgement of the pair
-(it starts as a lean along the "Yes" - "No" token direction in proportion to that score, `init_matcher`).
+the product's sum is the factor encoder's user x item term, so one token hands the model the encoder's judgement of
+the pair (it starts as a lean along the "Yes" - "No" token direction in proportion to that sum, `init_matcher`).
+That term leaves out the item bias of MF with biases and BPR, most of their signal on unseen users; with
+`item_bias: true` each item's row ends with its bias and the user side reads 1 there, so the sum is the encoder's
+score (its user and global biases aside, which do not rank one user's items).
 With `content: titles` each item's row continues with its MiniLM title embedding (`with_titles`): the projector
 and the matcher read text and collaborative signal together.
 
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_serializer
+from pydantic import Field, model_serializer, model_validator
 
 from adaptrec.atomic import write_json
 from adaptrec.cf.fit import Kind, Source
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 TABLE_FILE = "collab.safetensors"
 META_FILE = "collab.json"
+BIASED = ("mf-bias", "bpr")  # the encoders that learn an item bias
 
 
 class CollabSettings(LoraSettings):
@@ -69,12 +73,21 @@ class CollabSettings(LoraSettings):
     # (element-wise; it sums to the factor encoder's score) through a linear matcher
     content: Literal["titles"] | None = None  # titles: each item's vector also carries its MiniLM title embedding
     # (text and collaborative signal in one soft token; `with_titles`)
+    item_bias: bool = False  # true: each item's vector ends with the encoder's item bias (mf-bias, bpr), and the match
+    # token's user side reads 1 there: its sum is then the encoder's score, not its user x item term alone
+
+    @model_validator(mode="after")
+    def _bias_learned(self) -> "CollabSettings":
+        if self.item_bias and self.encoder not in BIASED:
+            raise ValueError(f"item_bias: the {self.encoder} encoder learns no item bias ({', '.join(BIASED)} do)")
+        return self
 
     @model_serializer(mode="wrap")
     def _settings(self, handler) -> dict:
-        """Without unset `user_token`/`match_token`/`content`: the settings digest of a recipe without them stays."""
+        """Without unset `user_token`/`match_token`/`content`/`item_bias`: the settings digest of a recipe without
+        them stays."""
         data = handler(self)
-        for key in ("user_token", "match_token", "content"):
+        for key in ("user_token", "match_token", "content", "item_bias"):
             if not getattr(self, key):
                 data.pop(key, None)
         return data
@@ -131,12 +144,14 @@ class ItemEmbedding(torch.nn.Module):
     a match token in the suffix reads the history items in the prefix."""
 
     def __init__(self, base: torch.nn.Embedding, first_id: int, items: list[str], table: torch.Tensor,
-                 user_token: bool = False, match_token: bool = False, encoder_dims: int | None = None):
+                 user_token: bool = False, match_token: bool = False, encoder_dims: int | None = None,
+                 item_bias: bool = False):
         super().__init__()
         self.base, self.first_id, self.items = base, first_id, tuple(items)
         self.user_token, self.match_token = user_token, match_token
         self.register_buffer("table", table.float().to(base.weight.device), persistent=False)
         dims = self.table.shape[1] if encoder_dims is None else encoder_dims
+        self.bias_column = dims - 1 if item_bias else None  # the encoder part's last column: the item bias
         # each column's part (0: the encoder's, 1: the titles'), and per item whether each part holds a vector
         # (zero: never seen by the encoder, or no title); the user means count each part over its own items
         self.register_buffer("part", (torch.arange(self.table.shape[1], device=self.table.device) >= dims).long(),
@@ -217,6 +232,8 @@ class ItemEmbedding(torch.nn.Module):
                 before = total[row, at] - target
                 count = (seen[row, at] - known[row, at].long()).clamp(min=1)[:, self.part]
                 vectors[row, col] = before / count * target
+                if self.bias_column is not None:  # the user side reads 1 there: the target's own bias
+                    vectors[row, col, self.bias_column] = target[:, self.bias_column]
         return is_item | is_user, is_match, vectors
 
     def forward(self, input_ids: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
@@ -320,6 +337,10 @@ def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
     titled = source_title_vectors(cfg.encoder_data) if cfg.content == "titles" else None  # before a long fit
     fitted = fit_encoder(cfg.encoder, cfg.encoder_data, cfg.encoder_dim, cfg.encoder_epochs)
     table, record = torch.from_numpy(fitted.table), fitted.record
+    if cfg.item_bias:  # one more encoder column: the bias (an item the encoder never saw keeps a zero row)
+        known, bias = fitted.encoder.item_index, fitted.encoder.item_bias
+        column = torch.tensor([float(bias[known[i]]) if i in known else 0.0 for i in fitted.items])
+        table, record = torch.cat([table, column[:, None]], dim=1), {**record, "item_bias": True}
     if titled is not None:
         table, content = with_titles(fitted.items, table, *titled)
         record = {**record, "content": content}
@@ -337,14 +358,15 @@ def _freeze_lora(model: "PeftModel", steps: int) -> None:
 
 
 def install(model: "PeftModel", tokenizer, items: list[str], table: torch.Tensor, user_token: bool = False,
-            match_token: bool = False, encoder_dims: int | None = None) -> ItemEmbedding:
+            match_token: bool = False, encoder_dims: int | None = None, item_bias: bool = False) -> ItemEmbedding:
     """Wrap `model`'s input embedding with item tokens (and the user and match tokens; added to `tokenizer`), no
-    projector yet; `encoder_dims`: the encoder's columns of `table` (None: all)."""
+    projector yet; `encoder_dims`: the encoder's columns of `table` (None: all), the last of them the item bias with
+    `item_bias`."""
     base = model.get_input_embeddings()
     if isinstance(base, ItemEmbedding):
         raise ConfigError("this backbone already carries a collaborative adapter; load a fresh backbone")
     first = add_item_tokens(tokenizer, items, user_token, match_token)
-    layer = ItemEmbedding(base, first, items, table, user_token, match_token, encoder_dims)
+    layer = ItemEmbedding(base, first, items, table, user_token, match_token, encoder_dims, item_bias)
     model.get_base_model().set_input_embeddings(layer)
     return layer
 
@@ -403,6 +425,10 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's, or with titles where it has none or the other way round); load it on a fresh "
                           "backbone (or another server)")
+    if (layer.bias_column is not None) != (meta["encoder"].get("item_bias") is True):
+        ends = "ends" if layer.bias_column is None else "does not end"
+        raise ConfigError(f"{Path(folder).name}: its item table {ends} with the encoder's item bias, unlike the one "
+                          "this backbone carries; load it on a fresh backbone (or another server)")
     for token in ("user_token", "match_token"):
         if getattr(layer, token) != meta.get(token, False):
             raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "
@@ -451,7 +477,7 @@ class CollabTuner(LoraTuner):
         items, table, record = encoder_table(cfg)
         dims = encoder_dims(table, record)
         yes_no = answer_token_ids(tokenizer) if cfg.match_token else None  # checked before the backbone changes
-        layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token, dims)
+        layer = install(model, tokenizer, items, table, cfg.user_token, cfg.match_token, dims, cfg.item_bias)
         try:
             layer.add_projector(model.active_adapter, cfg.projector_hidden)
             layer.match_scale()
@@ -521,7 +547,8 @@ class CollabTuner(LoraTuner):
         # the files read and fit: only now the backbone changes (a failed load leaves no item table behind)
         if not isinstance(layer, ItemEmbedding):
             layer = install(model, tokenizer, meta["items"], tensors["table"], meta.get("user_token", False),
-                            meta.get("match_token", False), encoder_dims(tensors["table"], meta["encoder"]))
+                            meta.get("match_token", False), encoder_dims(tensors["table"], meta["encoder"]),
+                            meta["encoder"].get("item_bias") is True)
         check_table(layer, folder, (tensors, meta))
         name = name or model.active_adapter
         for part, module in loaded.items():

@@ -15,7 +15,7 @@ from data_markers import needs_ml100k
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.base import build_peft_model, tuner_for
-from adaptrec.adapters.collab import ItemEmbedding
+from adaptrec.adapters.collab import CollabSettings, ItemEmbedding
 from adaptrec.backbone import load_backbone
 from adaptrec.data.prompts import render_prompt
 from adaptrec.errors import ConfigError, IntegrityError
@@ -325,7 +325,7 @@ def test_collab_files_that_do_not_fit_are_refused_by_the_folder_check_a_pull_run
             ("hidden", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "projector_hidden": "8"})),
              "'projector_hidden' is not a whole number"),
             ("no-table", lambda f: save_file({k: v for k, v in tensors.items() if k != "table"},
-                                             str(f / "collab.safetensors")), "no float 2-D 'table'"),
+                                             str(f / "collab.safetensors")), "no float32 2-D 'table'"),
             ("short", lambda f: (f / "collab.json").write_text(json.dumps({**meta, "items": meta["items"][:-1]})),
              f"lists {len(meta['items']) - 1} item ids for a table of {len(meta['items'])} rows"),
             ("no-projector", lambda f: save_file({"table": tensors["table"]}, str(f / "collab.safetensors")),
@@ -985,3 +985,42 @@ def test_ray_actors_count_the_items_they_read_by_title_alone(built, tiny_model_d
     rows, counted = ray_engine.checked_rows(actor(ray_engine.pa.table({"chunk": chunks})))
     assert len(rows) == len(cases) and "title_only" not in rows[0]
     assert counted[0] == counted[1] == sum(len(c.history) + 1 for c in cases)  # no item has an id: titles alone
+
+
+def test_with_item_bias_the_match_token_sums_to_the_encoders_score():
+    """A match token read the user x item term alone: MF with biases' item bias, most of its signal on unseen
+    users, never reached it. With `item_bias` the row's last encoder column is the bias and the user side reads 1
+    there, so the vector's sum is the encoder's score of the folded-in user (its global bias aside)."""
+    torch.manual_seed(0)
+    table = torch.randn(5, 4)  # 3 factor columns, then the item bias
+    layer = ItemEmbedding(torch.nn.Embedding(10, 4), 10, [str(i) for i in range(5)], table, match_token=True,
+                          encoder_dims=4, item_bias=True)
+    layer.add_projector("a", 0)
+    vectors = layer.soft_vectors(torch.tensor([[11, 13, 14, 15]]))[2][0, 3]
+    user = table[[1, 3], :3].mean(dim=0)
+    torch.testing.assert_close(vectors, torch.cat([user * table[4, :3], table[4, 3:]]))
+    torch.testing.assert_close(vectors.sum(), user @ table[4, :3] + table[4, 3])
+    with pytest.raises(ValueError, match="item_bias: the lightgcn encoder learns no item bias"):
+        CollabSettings(encoder="lightgcn", item_bias=True)
+    assert "item_bias" not in CollabSettings().model_dump()  # a recipe without it keeps its digest
+
+
+def test_an_item_bias_table_is_built_saved_and_read_back(tiny_model_dir, tmp_path):
+    from adaptrec.adapters.attach import load_peft
+    from adaptrec.cf.fit import fit_encoder
+
+    bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    settings = {**SETTINGS, "match_token": True, "item_bias": True}
+    model = build_peft_model(bb.model, settings, total_steps=2, tokenizer=bb.tokenizer)
+    layer = model.get_input_embeddings()
+    fitted = fit_encoder("mf-bias", "movielens:100k", 8, 3)
+    index = fitted.encoder.item_index
+    bias = [float(fitted.encoder.item_bias[index[i]]) if i in index else 0.0 for i in fitted.items]
+    assert layer.bias_column == 8 and layer.table.shape[1] == 9
+    np.testing.assert_allclose(layer.table[:, 8].numpy(), bias, rtol=1e-6)
+    model.save_pretrained(tmp_path)
+    tuner_for(model).save_extra(model, tmp_path)
+    fresh = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    loaded = load_peft(fresh.model, tmp_path, "collab")
+    tuner_for(model).load_extra(loaded, tmp_path, fresh.tokenizer)
+    assert loaded.get_input_embeddings().bias_column == 8
