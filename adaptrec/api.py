@@ -221,12 +221,13 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
         loaded[f"encoder {record.ref}"] = encoder
     dataset = load_spec(data, seed=seed)
     if candidates or candidates_file:  # the data is checked before the backbone loads
-        ranked_users(dataset, limit or None, seed, candidates, candidates_file)
+        scored = ranked_users(dataset, limit or None, seed, candidates, candidates_file)[0]
     else:
-        labelled_cases(dataset, limit or None, seed)
+        scored = labelled_cases(dataset, limit or None, seed)
     common = dict(registry=reg, adapters=list(refs), limit=limit or None, seed=seed, mode=score, encoders=loaded,
                   **prompt, batch_size=batch_size, cache=ScoreCache.default() if cache else None)
-    seen = {ref for ref in refs if saw_data(reg, reg.resolve(ref), data, dataset.cases)}  # its numbers: not held out
+    shown: dict = {}  # each training SPEC's cases loaded once for all refs
+    seen = {ref for ref in refs if saw_data(reg, reg.resolve(ref), data, scored, shown)}  # its numbers: not held out
     bb = _backbone(*_made_for(list(refs), backbone, quantization))
     if candidates or candidates_file:
         report = run_rank_eval(bb, dataset, negatives=candidates, candidates_file=candidates_file,
@@ -291,7 +292,8 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
                 _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
                 if "ratings" in encoder:
                     check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder", read,
-                                       remedy=f"train {r.ref.split(':')[0]} again (its item table is in its folder)")
+                                       remedy=f"train {r.ref.split(':')[0]} again with --restart (its item table "
+                                       "is in its folder)")
 
 
 def update(ref: str, *, data: str, replay: float = 0.2, steps: int | None = None,
@@ -454,10 +456,10 @@ def write_predictions(ref: str | None, *, data: str, out: Path, limit: int | Non
     return replace(written, adapter=ref)
 
 
-def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | None = None,
+def predict(ref: str, history: Path | Sequence[HistoryEntry], item: str, *, item_id: str | int | None = None,
             template: str | None = None, backbone: str | None = None, quantization: str | None = None) -> float:
     """P(yes) that a user with `history` (a history JSON file, or a list of items) likes `item` (catalogue id
-    `item_id`: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
+    `item_id`, text or an integer: a collaborative adapter embeds it); `template` defaults to the adapter's own."""
     from .data.history_file import checked_text, id_text, parse_history, read_history_file
     from .router.sources import one_source
 

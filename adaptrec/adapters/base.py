@@ -11,13 +11,14 @@ Training-loop contract (what the trainer does with a `Tuner`):
     # total_steps = optimizer steps; build_peft_model calls tuner.initialise(peft_model, settings, tokenizer)
     tuner = tuner_for(peft_model)
     for step in range(1, total_steps + 1):                                 # steps count from 1
-        loss = rec_loss(...)
-        extra = tuner.extra_loss(peft_model)                               # None for most types
-        (loss + extra if extra is not None else loss).backward()
+        loss = rec_loss(...)                                               # weighed by its micro-batch's cases
+        extra = tuner.extra_loss(peft_model)                               # None for most types; counts alike
+        (loss + extra if extra is not None else loss).backward()           # in every micro-batch
         tuner.before_optimizer_step(peft_model)                            # gradients whole, not yet clipped
         optimizer.step()
         tuner.after_optimizer_step(peft_model, step)                       # before zero_grad()
         optimizer.zero_grad()
+        tuner.before_validation(peft_model)                                # before each validation
     checkpoint: trainable parameters + optimizer state + tuner.state_tensors(peft_model) (safetensors)
     adapter folder: peft's save_pretrained + tuner.save_extra(peft_model, folder); read back with tuner.load_extra
 """

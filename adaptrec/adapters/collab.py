@@ -70,7 +70,8 @@ class CollabSettings(LoraSettings):
     user_token: bool = False  # true: the question names the user by a soft token, the projected mean of the
     # history items' encoder vectors (how the factor encoders fold in an unseen user), next to the target's token
     match_token: bool = False  # true: a soft token after the target's, the history's mean vector times the target's
-    # (element-wise; it sums to the factor encoder's score) through a linear matcher
+    # (element-wise; it sums to the factor encoder's user x item term, its score with `item_bias`) through a linear
+    # matcher
     content: Literal["titles"] | None = None  # titles: each item's vector also carries its MiniLM title embedding
     # (text and collaborative signal in one soft token; `with_titles`)
     item_bias: bool = False  # true: each item's vector ends with the encoder's item bias (mf-bias, bpr), and the match
@@ -102,25 +103,30 @@ def new_projector(dim: int, token_weight: torch.Tensor, hidden: int) -> torch.nn
     return layers.to(token_weight.device)
 
 
-def pair_spread(table: torch.Tensor, seed: int = 0) -> float:
+def pair_spread(table: torch.Tensor, seed: int = 0, bias_column: int | None = None) -> float:
     """The standard deviation of the dot products of random pairs of `table`'s rows: a stand-in for the spread of
-    a factor encoder's user x item scores."""
+    a factor encoder's scores. `bias_column`: the item bias's, where the user side reads 1 (a pair scores the
+    second row's bias there, as a match token does)."""
     rows = torch.randint(len(table), (2, 512), generator=torch.Generator().manual_seed(seed))
-    return float((table[rows[0]] * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8))
+    first = table[rows[0]].clone()
+    if bias_column is not None:
+        first[:, bias_column] = 1.0
+    return float((first * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8))
 
 
 @torch.no_grad()
 def init_matcher(matcher: torch.nn.Linear, table: torch.Tensor, token_weight: torch.Tensor, yes_no: tuple[int, int],
-                 dims: int | None = None, embed_scale: float = 1.0) -> None:
+                 dims: int | None = None, embed_scale: float = 1.0, bias_column: int | None = None) -> None:
     """Start the matcher as a lean along the "Yes" - "No" token direction, in proportion to the encoder's score
     (the sum of its input's first `dims` columns, default all), from the mean token embedding: scores one standard
     deviation apart (`pair_spread`) sit one mean token norm apart. Columns past `dims` (an item's title part) start
     at zero: the shots teach the matcher what they add. `embed_scale`: what the embedding multiplies `token_weight`
-    by in forward (`ItemEmbedding.embed_scale`)."""
+    by in forward (`ItemEmbedding.embed_scale`); `bias_column`: the item bias's (`pair_spread`)."""
     weight = token_weight.float()
     direction = (weight[yes_no[0]] - weight[yes_no[1]]) * embed_scale
     dims = table.shape[1] if dims is None else dims
-    scale = weight.norm(dim=-1).mean() * embed_scale / pair_spread(table[:, :dims]) / direction.norm().clamp(min=1e-8)
+    spread = pair_spread(table[:, :dims], bias_column=bias_column)
+    scale = weight.norm(dim=-1).mean() * embed_scale / spread / direction.norm().clamp(min=1e-8)
     matcher.weight.zero_()
     matcher.weight[:, :dims] = (direction * scale)[:, None]
     matcher.bias.copy_(weight.mean(dim=0) * embed_scale)
@@ -315,7 +321,7 @@ def source_title_vectors(source: str) -> tuple[dict[str, np.ndarray], str]:
 
 
 def with_titles(items: list[str], table: torch.Tensor, vectors: dict[str, np.ndarray],
-                titles: str) -> tuple[torch.Tensor, dict]:
+                titles: str, bias_column: int | None = None) -> tuple[torch.Tensor, dict]:
     """`table` with each item's title embedding from `vectors` appended (zeros for an item without one), scaled so
     the title part's `pair_spread` equals the encoder part's (the matcher learns both on one scale), and its record
     (`titles`: the titles' digest)."""
@@ -323,7 +329,7 @@ def with_titles(items: list[str], table: torch.Tensor, vectors: dict[str, np.nda
 
     width = len(next(iter(vectors.values())))
     text = torch.from_numpy(np.stack([vectors.get(i, np.zeros(width, np.float32)) for i in items]))
-    scale = (pair_spread(table) / pair_spread(text)) ** 0.5
+    scale = (pair_spread(table, bias_column=bias_column) / pair_spread(text)) ** 0.5
     return torch.cat([table, text * scale], dim=1), {"model": MiniLMEncoder.name, "dims": width,
                                                      "scale": round(scale, 6), "titles": titles}
 
@@ -342,7 +348,8 @@ def encoder_table(cfg: CollabSettings) -> tuple[list[str], torch.Tensor, dict]:
         column = torch.tensor([float(bias[known[i]]) if i in known else 0.0 for i in fitted.items])
         table, record = torch.cat([table, column[:, None]], dim=1), {**record, "item_bias": True}
     if titled is not None:
-        table, content = with_titles(fitted.items, table, *titled)
+        table, content = with_titles(fitted.items, table, *titled,
+                                     bias_column=table.shape[1] - 1 if cfg.item_bias else None)
         record = {**record, "content": content}
     return fitted.items, table, record
 
@@ -421,14 +428,14 @@ def check_table(layer: ItemEmbedding, folder: Path, saved: tuple[dict, dict] | N
     """`ConfigError` unless the adapter in `folder` reads the item table `layer` carries (same ids, same vectors,
     the user token or not: prompts render it for every adapter of the backbone)."""
     tensors, meta = saved or read_saved(folder)
+    if (layer.bias_column is not None) != (meta["encoder"].get("item_bias") is True):  # before the tables' widths
+        ends = "ends" if layer.bias_column is None else "does not end"
+        raise ConfigError(f"{Path(folder).name}: its item table {ends} with the encoder's item bias, unlike the one "
+                          "this backbone carries; load it on a fresh backbone (or another server)")
     if layer.items != tuple(meta["items"]) or not torch.equal(layer.table.cpu(), tensors["table"]):
         raise ConfigError(f"{Path(folder).name}: its item table differs from the one this backbone carries (another "
                           "encoder's, or with titles where it has none or the other way round); load it on a fresh "
                           "backbone (or another server)")
-    if (layer.bias_column is not None) != (meta["encoder"].get("item_bias") is True):
-        ends = "ends" if layer.bias_column is None else "does not end"
-        raise ConfigError(f"{Path(folder).name}: its item table {ends} with the encoder's item bias, unlike the one "
-                          "this backbone carries; load it on a fresh backbone (or another server)")
     for token in ("user_token", "match_token"):
         if getattr(layer, token) != meta.get(token, False):
             raise ConfigError(f"{Path(folder).name}: it {'reads' if meta.get(token) else 'has no'} a "
@@ -483,7 +490,8 @@ class CollabTuner(LoraTuner):
             layer.match_scale()
             layer.projector.requires_grad_(True)
             if yes_no is not None:
-                init_matcher(layer.matcher, layer.table, layer.weight, yes_no, dims, layer.embed_scale)
+                init_matcher(layer.matcher, layer.table, layer.weight, yes_no, dims, layer.embed_scale,
+                             layer.bias_column)
                 layer.matcher.requires_grad_(True)
         except BaseException:  # the backbone's own embedding back (the tokenizer keeps the item tokens)
             model.get_base_model().set_input_embeddings(layer.base)

@@ -208,12 +208,15 @@ def shared_cases(cases: list[Case], trained: list[tuple[str, int, float]],
     return 0, None
 
 
-def saw_data(registry: Registry, record: AdapterRecord, data: str, cases: list[Case] | None = None) -> bool:
+def saw_data(registry: Registry, record: AdapterRecord, data: str, cases: list[Case] | None = None,
+             shown: dict[str, set | None] | None = None) -> bool:
     """Whether `record`, or an adapter it comes from, trained or was selected on the SPEC `data`: by SPEC and slice,
-    then, given the `cases` it holds, by the cases themselves (another name for the same file, another protocol of
-    the same log: `movielens:100k:valid` is `tallrec:movie:valid`); the gate also compares logged events."""
+    then, given the `cases` scored from it, by the cases themselves (another name for the same file, another protocol
+    of the same log: `movielens:100k:valid` is `tallrec:movie:valid`); the gate also compares logged events.
+    `shown`: the training SPECs' case keys loaded so far (`shared_cases`), shared by the checks of one command."""
     trained = trained_specs(ancestry(registry, record))
-    return _overlaps(data, trained) or (cases is not None and shared_cases(cases, trained, {})[0] > 0)
+    return _overlaps(data, trained) or (cases is not None and shared_cases(cases, trained, {} if shown is None
+                                                                           else shown)[0] > 0)
 
 
 def _overlaps(data: str, trained: list[tuple[str, int, float]]) -> bool:

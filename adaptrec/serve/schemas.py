@@ -10,7 +10,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -33,8 +32,15 @@ Text = Annotated[str, AfterValidator(_encodable)]  # every string a request carr
 
 
 # an item id: text, or an integer read as its digits, as history files read it
-Id = Annotated[Text, BeforeValidator(id_as_text), StringConstraints(min_length=1),  # was: "" kept, then "unknown"
-               WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]})]
+def _not_blank(s: str) -> str:
+    """`s`, unless it is empty or white space (was: kept, then listed among the unknown items; Python refused it)."""
+    if not s.strip():
+        raise ValueError("an item id must not be empty or blank")
+    return s
+
+
+Id = Annotated[Text, BeforeValidator(id_as_text), AfterValidator(_not_blank),
+               WithJsonSchema({"anyOf": [{"type": "string", "pattern": "\\S"}, {"type": "integer"}]})]
 _EXACTLY_ONE = {"oneOf": [{"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
                           for given, other in (("text", "title"), ("title", "text"))]}
 

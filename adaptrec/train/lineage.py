@@ -21,7 +21,7 @@ def with_encoder(lineage: dict | None, adapter_dir: Path, registry: Registry) ->
     registered = registry.matching_encoders(encoder["kind"], encoder["ratings"], encoder["settings"])
     named = {"kind": encoder["kind"], "data": encoder["data"], "settings": encoder["settings"],
              "data_fingerprint": encoder["ratings"], "registered": registered,
-             **({"content": encoder["content"]} if "content" in encoder else {})}
+             **{key: encoder[key] for key in ("content", "item_bias") if key in encoder}}
     return {**(lineage or {}), "encoder": named}
 
 

@@ -433,8 +433,9 @@ class Trainer:
                 loss = self.method.loss(self.model, cases, self.ctx, index)
                 # a micro-batch's text loss and regulariser count alike whatever its number of cases (was: scaled with
                 # the case loss below, so a short last micro-batch shrank them)
-                terms = [self.method.aux_loss(self.model, self.ctx, index), self.tuner.extra_loss(self.unwrapped)]
-                extra = sum((term for term in terms if term is not None), torch.zeros((), device=loss.device))
+                terms = [term for term in (self.method.aux_loss(self.model, self.ctx, index),
+                                           self.tuner.extra_loss(self.unwrapped)) if term is not None]
+                extra = sum(terms, torch.zeros((), device=loss.device))
                 # accelerate divides by grad_accum
                 acc.backward(loss * (len(cases) * t.grad_accum * world / every) + extra)
                 if acc.sync_gradients:
@@ -447,14 +448,15 @@ class Trainer:
                     self.scheduler.step()
                 self.optimizer.zero_grad()
             losses.append(loss.item() * len(cases))
-            aux.append(extra.item())
+            if terms:  # (one more device sync only where there are such terms)
+                aux.append(extra.item())
         self.global_step += 1
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):  # one device sync
             # whole weights on every rank (DDP, ZeRO 1-2: the setups docs/training.md supports): all ranks stop alike
             raise ConfigError(f"{self.recipe._source}: step {self.global_step}: the adapter's weights are not finite "
                               "after this optimizer step: training diverged; lower training.lr")
         row = {"step": self.global_step, "loss": sum(losses) / total, "lr": lr}
-        return {**row, "aux_loss": sum(aux) / len(aux)} if any(aux) else row
+        return {**row, "aux_loss": sum(aux) / len(aux)} if aux else row
 
     def validate_and_checkpoint(self, row: dict) -> None:
         """Every `eval_every` steps and at the last: validation AUC into `row`, a new best adapter to run_dir/best.

@@ -15,7 +15,7 @@ from data_markers import needs_ml100k
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.base import build_peft_model, tuner_for
-from adaptrec.adapters.collab import CollabSettings, ItemEmbedding
+from adaptrec.adapters.collab import CollabSettings, ItemEmbedding, pair_spread
 from adaptrec.backbone import load_backbone
 from adaptrec.data.prompts import render_prompt
 from adaptrec.errors import ConfigError, IntegrityError
@@ -720,7 +720,7 @@ def test_soft_tokens_start_on_the_scale_at_which_the_model_reads_its_token_embed
     vectors it reads, and the matcher leans from those, not from the raw table."""
     from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
 
-    from adaptrec.adapters.collab import init_matcher, pair_spread
+    from adaptrec.adapters.collab import init_matcher
 
     torch.manual_seed(0)
     base = Gemma3TextScaledWordEmbedding(10, 16, padding_idx=0, embed_scale=16 ** 0.5)
@@ -751,7 +751,6 @@ def test_title_vectors_continue_each_items_row_on_the_encoders_scale_and_the_mat
     """With `content: titles` each row is the encoder's vector then the title's, scaled so random pairs' products
     spread alike; the matcher leans on the encoder's columns only; the folder and the lineage name the text model;
     a fresh backbone gets the same table back."""
-    from adaptrec.adapters.collab import pair_spread
     from adaptrec.registry import Registry
     from adaptrec.train.lineage import with_encoder
 
@@ -1000,6 +999,9 @@ def test_with_item_bias_the_match_token_sums_to_the_encoders_score():
     user = table[[1, 3], :3].mean(dim=0)
     torch.testing.assert_close(vectors, torch.cat([user * table[4, :3], table[4, 3:]]))
     torch.testing.assert_close(vectors.sum(), user @ table[4, :3] + table[4, 3])
+    rows = torch.randint(5, (2, 512), generator=torch.Generator().manual_seed(0))  # the matcher's lean is sized on
+    pairs = (table[rows[0], :3] * table[rows[1], :3]).sum(dim=1) + table[rows[1], 3]  # such sums, not b_i * b_j
+    assert pair_spread(table, bias_column=3) == pytest.approx(float(pairs.std()), rel=1e-5)
     with pytest.raises(ValueError, match="item_bias: the lightgcn encoder learns no item bias"):
         CollabSettings(encoder="lightgcn", item_bias=True)
     assert "item_bias" not in CollabSettings().model_dump()  # a recipe without it keeps its digest

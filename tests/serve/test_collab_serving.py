@@ -260,7 +260,8 @@ def test_a_collab_adapter_whose_source_changed_is_told_to_train_again(setup, tin
     home, _ = setup
     monkeypatch.setenv("ADAPTREC_HOME", str(home))
     monkeypatch.setattr(encoders, "_ratings_now", lambda source, memo: "0" * 64)
-    with pytest.raises(IntegrityError, match="other training interactions .*; train collab-a again \\(its item table"):
+    with pytest.raises(IntegrityError, match="other training interactions .*; train collab-a again with "
+                                             "--restart \\(its item table"):
         adaptrec.evaluate(["collab-a"], data="movielens:100k:test", encoders=(), limit=2)
 
 
@@ -270,6 +271,7 @@ def test_a_request_s_empty_item_id_is_refused():
 
     from adaptrec.serve.schemas import ScoreRequest
 
-    with pytest.raises(ValidationError):
-        ScoreRequest(domain="movie", items=[{"title": "x", "item_id": ""}])
+    for blank in ("", " ", "\t"):
+        with pytest.raises(ValidationError, match="an item id must not be empty or blank"):
+            ScoreRequest(domain="movie", items=[{"title": "x", "item_id": blank}])
     assert ScoreRequest(domain="movie", items=[{"title": "x", "item_id": 7}]).items[0].item_id == "7"
