@@ -116,9 +116,9 @@ def software() -> dict[str, str]:
 def code_version(root: Path) -> dict:
     """When, and on which commit of the checkout at `root` (the script's own: another clone or worktree may share the
     installed package) and whether it had uncommitted changes, a result was measured: what tells a number from before
-    a change from one after it. Changes to results and docs
-    (`RESULT_PATHS`) do not count: a run after another has that one's result file to commit, not different code.
-    Outside a git checkout (an installed wheel) the commit is None."""
+    a change from one after it. Changes to results and docs (`RESULT_PATHS`) do not count: a run after another has
+    that one's result file to commit, not different code. Outside a git checkout (an installed wheel) the commit is
+    None."""
     def git(*args: str) -> str | None:
         if not (root / ".git").exists():  # a wheel under some other repository must not record that one's commit
             return None
