@@ -166,8 +166,8 @@ def llm_scores(scorer, cases: list, lists: list, domain: str, tops: list[list[in
     return [flat[a:b] for a, b in pairwise(cuts)]
 
 
-BEYOND_COLUMNS = {"coverage": "coverage", "averagepopularity": "avg. popularity", "gini": "Gini",
-                  "diversity": "diversity"}  # metric: column head
+BEYOND_COLUMNS = {"coverage": "itemcoverage", "averagepopularity": "averagepopularity", "gini": "giniindex",
+                  "diversity": "diversity"}  # stored key: column head (RecBole's names; diversity is adaptrec's)
 BEYOND_K = 5  # re-ordering the top 10 keeps every top-10 set as the encoder's: the top 5 shows what a re-ranker moves
 
 
@@ -436,7 +436,9 @@ def intro(doc: dict) -> str:
     if any("groups" in r for b in doc["blocks"] for r in b["rows"]):
         parts.append(f"Under each table, RecBole's beyond-accuracy metrics of each row's top {BEYOND_K} (re-ordering "
                      f"the top {p['rerank_k']} leaves every top-{p['rerank_k']} set as the encoder's): item coverage "
-                     "and Gini index against the domain's catalogue, average popularity in training interactions, "
+                     "and Gini index against the domain's catalogue (of lists of 1 + 19 sampled items, so coverage "
+                     "stays near the share of the catalogue the samples show, whatever the row), average popularity "
+                     "in training interactions, "
                      "intra-list diversity of MiniLM title embeddings (1 − cosine); and NDCG@10 per user group: "
                      + ("history length (every interaction before the target, the hidden domain's too in the cold "
                         "views)" if p.get("groups_by") == "activity" else "history length (as run: the items the "

@@ -489,7 +489,7 @@ def render(doc: dict) -> str:
         f"95% CIs bootstrap users (one case each). {TIES} Machine: " + p["machine"] + ".", "",
         "## Encoders alone (every user)", "",
         *table(["row", f"HR@10 (1+{n})", f"NDCG@10 (1+{n})", "per-user AUC", "HR@10 (full)", "NDCG@10 (full)",
-                "coverage@10", "avg. popularity@10", "Gini@10", *(["diversity@10"] if diverse else []),
+                "itemcoverage@10", "averagepopularity@10", "giniindex@10", *(["diversity@10"] if diverse else []),
                 f"valid NDCG@10 (1+{n})", "fit s"], "l" + "r" * (10 + diverse),
                [[r["name"], *(cell(r["metrics"][m]) for m in metric_names),
                  f"{r['beyond_full']['coverage@10']:.3f}", f"{r['beyond_full']['averagepopularity@10']:.1f}",
