@@ -113,7 +113,8 @@ class Backbone:
     @property
     def score_key(self) -> str:
         """Score-cache key of the untuned model (`base_score_key` on this load's backend, device and tokenizer)."""
-        return base_score_key(self.fingerprint, self.backend, self.device.type, tokenizer_digest(self.tokenizer))
+        return base_score_key(self.fingerprint, self.backend, self.device.type, tokenizer_digest(self.tokenizer),
+                              config_digest(self.source))
 
     def environment(self) -> dict:
         """What a report records about the model that produced its scores."""
@@ -149,16 +150,24 @@ def tokenizer_digest(tokenizer) -> str:
     return cached
 
 
-def base_score_key(fingerprint: Fingerprint, backend: str, device: str, tokenizer: str) -> str:
+def config_digest(source: Path) -> str:
+    """Hash of a model folder's config.json but where it was saved from and by which transformers: the settings
+    (norm epsilon, rope, activation, …) that change scores while the weights, and so the fingerprint, stay the same."""
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))  # transformers has read it already
+    return digest({k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")})
+
+
+def base_score_key(fingerprint: Fingerprint, backend: str, device: str, tokenizer: str, config: str) -> str:
     """Score-cache key of an untuned model: everything that changes its scores.
 
-    The exact fingerprint (weights + quantization), the kernels (adapters move between the 8-bit backends, one
-    fingerprint for the same fp32 weights and row-wise absmax int8 quantization, though the two round a few codes
-    apart, ~1 in 100, and their activations differently; adaptrec's int8 kernel version, or bitsandbytes' version,
-    whose kernels run that backend), the device type and dtype, the tokenizer's digest and the library versions.
+    The exact fingerprint (weights + quantization), the model's config (`config_digest`), the kernels (adapters
+    move between the 8-bit backends, one fingerprint for the same fp32 weights and row-wise absmax int8
+    quantization, though the two round a few codes apart, ~1 in 100, and their activations differently;
+    adaptrec's int8 kernel version, or bitsandbytes' version, whose kernels run that backend), the device type and
+    dtype, the tokenizer's digest and the library versions.
     """
     kernels = {"bitsandbytes": importlib.metadata.version("bitsandbytes")} if backend == "bitsandbytes" else {}
-    return digest({"exact": fingerprint.exact, "backend": backend, "device": device,
+    return digest({"exact": fingerprint.exact, "config": config, "backend": backend, "device": device,
                    "dtype": str(load_dtype(backend)), "tokenizer": tokenizer,
                    "int8_kernel": KERNEL_VERSION if backend == "torch-int8" else None, **library_versions(), **kernels})
 

@@ -1,7 +1,7 @@
 """A resumable SQLite cache of answer logits, so interrupted or split evaluations never recompute.
 
 Keyed by sha256(model key, prompt): the model key (built by `scoring.core.Scorer`) holds everything that
-changes a score — the backbone's exact fingerprint, kernels, device, dtype, tokenizer and library versions
+changes a score — the backbone's exact fingerprint, config, kernels, device, dtype, tokenizer and library versions
 (`backbone.base_score_key`), the adapter's weights and config (`adapters.attach.adapter_key`), the scoring
 path (full prompts or shared prefix) and the scoring code's version — and the prompt text holds what the
 data spec, template and truncation put in it. A row, once written, is never replaced. Rows of the earlier

@@ -14,7 +14,7 @@ from router_helpers import register_random
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.adapters.files import CONFIG_FILE
-from adaptrec.backbone import base_score_key, load_backbone, tokenizer_digest
+from adaptrec.backbone import base_score_key, config_digest, load_backbone, tokenizer_digest
 from adaptrec.data.records import Case, HistoryItem
 from adaptrec.registry import Registry
 from adaptrec.score_cache import TABLE, ScoreCache
@@ -104,12 +104,29 @@ def test_adapter_key_covers_the_config_not_only_the_weights(tiny_model_dir, tmp_
 
 def test_backbone_key_holds_device_dtype_backend_and_tokenizer(tiny_model_dir):
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
-    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
-    assert bb.score_key == base_score_key(fp, "fp32", "cpu", tok)
-    others = [base_score_key(fp, "bf16", "cuda", tok), base_score_key(fp, "fp32", "cuda", tok),
-              base_score_key(fp, "fp32", "cpu", "another tokenizer"),
-              base_score_key(replace(fp, exact="0" * 64), "fp32", "cpu", tok)]  # other weights of the family
+    fp, tok, cfg = bb.fingerprint, tokenizer_digest(bb.tokenizer), config_digest(bb.source)
+    assert bb.score_key == base_score_key(fp, "fp32", "cpu", tok, cfg)
+    others = [base_score_key(fp, "bf16", "cuda", tok, cfg), base_score_key(fp, "fp32", "cuda", tok, cfg),
+              base_score_key(fp, "fp32", "cpu", "another tokenizer", cfg),
+              base_score_key(replace(fp, exact="0" * 64), "fp32", "cpu", tok, cfg)]  # other weights of the family
     assert len({bb.score_key, *others}) == 5
+
+
+def test_the_same_weights_under_another_config_score_under_another_key(tiny_model_dir, tmp_path):
+    """An edited config.json (here the norm epsilon) changes every score while the weights, and so the fingerprint,
+    stay the same: a cached row of the first config must not answer for the second."""
+    copy = tmp_path / "edited"
+    shutil.copytree(tiny_model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["rms_norm_eps"] = 0.1
+    (copy / "config.json").write_text(json.dumps(config))
+    first = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
+    edited = load_backbone(str(copy), quantization="none", device="cpu")
+    assert first.fingerprint.exact == edited.fingerprint.exact
+    assert first.score_key != edited.score_key
+    same = tmp_path / "moved"  # where the folder lies and which transformers wrote it are no part of the key
+    shutil.copytree(tiny_model_dir, same)
+    assert load_backbone(str(same), quantization="none", device="cpu").score_key == first.score_key
 
 
 def test_backbone_key_holds_the_int8_kernel_and_library_versions(tiny_model_dir, monkeypatch):
@@ -118,13 +135,13 @@ def test_backbone_key_holds_the_int8_kernel_and_library_versions(tiny_model_dir,
     import adaptrec.backbone as backbone_mod
 
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
-    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
-    int8, fp32 = base_score_key(fp, "torch-int8", "cpu", tok), base_score_key(fp, "fp32", "cpu", tok)
+    fp, tok, cfg = bb.fingerprint, tokenizer_digest(bb.tokenizer), config_digest(bb.source)
+    int8, fp32 = base_score_key(fp, "torch-int8", "cpu", tok, cfg), base_score_key(fp, "fp32", "cpu", tok, cfg)
     monkeypatch.setattr(backbone_mod, "KERNEL_VERSION", backbone_mod.KERNEL_VERSION + 1)
-    assert base_score_key(fp, "torch-int8", "cpu", tok) != int8  # a kernel change re-keys its rows
-    assert base_score_key(fp, "fp32", "cpu", tok) == fp32  # and only those
+    assert base_score_key(fp, "torch-int8", "cpu", tok, cfg) != int8  # a kernel change re-keys its rows
+    assert base_score_key(fp, "fp32", "cpu", tok, cfg) == fp32  # and only those
     monkeypatch.setattr(transformers, "__version__", "0.0.1")
-    assert base_score_key(fp, "fp32", "cpu", tok) != fp32
+    assert base_score_key(fp, "fp32", "cpu", tok, cfg) != fp32
     assert bb.environment()["dtype"] == "float32" and bb.environment()["device"] == "cpu"
 
 
@@ -132,11 +149,11 @@ def test_the_bitsandbytes_key_holds_its_version_and_no_other_backend_key_reads_i
     import importlib.metadata
 
     bb = load_backbone(str(tiny_model_dir), quantization="none", device="cpu")
-    fp, tok = bb.fingerprint, tokenizer_digest(bb.tokenizer)
-    before = {b: base_score_key(fp, b, "cuda", tok) for b in ("bitsandbytes", "torch-int8", "fp32")}
+    fp, tok, cfg = bb.fingerprint, tokenizer_digest(bb.tokenizer), config_digest(bb.source)
+    before = {b: base_score_key(fp, b, "cuda", tok, cfg) for b in ("bitsandbytes", "torch-int8", "fp32")}
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda p: "9.9.9" if p == "bitsandbytes" else real(p))
-    after = {b: base_score_key(fp, b, "cuda", tok) for b in before}
+    after = {b: base_score_key(fp, b, "cuda", tok, cfg) for b in before}
     assert after["bitsandbytes"] != before["bitsandbytes"]  # its kernels compute that backend's scores
     assert after["torch-int8"] == before["torch-int8"] and after["fp32"] == before["fp32"]
 

@@ -8,7 +8,15 @@ from typing import Any
 from ...adapters.attach import COLLAB_TYPE, adapter_key, peft_type
 from ...adapters.base import TUNERS
 from ...adapters.check import base_change
-from ...backbone import backbone_fingerprint, base_score_key, load_tokenizer, resolve_backend, tokenizer_digest
+from ...backbone import (
+    backbone_fingerprint,
+    base_score_key,
+    config_digest,
+    load_tokenizer,
+    resolve_backend,
+    resolve_source,
+    tokenizer_digest,
+)
 from ...config import Recipe
 from ...data.records import Case, logged_by
 from ...data.tallrec import item_popularity
@@ -78,7 +86,9 @@ def _teacher(recipe: Recipe, backbone) -> Teacher:
     else:
         backend = resolve_backend(other.quantization, str(backbone.device), other.int8_backend)
         tokenizer = tokenizer_digest(load_tokenizer(other.name))
-        fingerprint, base_key = other.fingerprint, base_score_key(other.fingerprint, backend, backbone.device.type, tokenizer)
+        config = config_digest(resolve_source(other.name)[0])
+        fingerprint = other.fingerprint
+        base_key = base_score_key(fingerprint, backend, backbone.device.type, tokenizer, config)
     if cfg.teacher == "backbone":
         return Teacher("backbone", None, f"{base_key}:base", cases, other)
     record = _teacher_record(recipe, fingerprint, beside_student=other is None)
