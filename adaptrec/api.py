@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import AdaptrecError, ConfigError, option
-from .userfiles import check_output_file
+from .errors import AdaptrecError, ConfigError, RegistryError, option
+from .userfiles import MAX_SEED, check_output_file
 
 if TYPE_CHECKING:
     from .adapters.vllm import VllmExport
@@ -51,8 +51,8 @@ def _backbone(name: str, quantization: str):
 
 def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | None) -> tuple[str, str]:
     """The backbone to load: as given, else the one the first adapter's recipe trained on (a pulled one: the one its
-    pull was checked against), else the embedded default; the quantization: as given, else the recipe's (the pull's)
-    when that is its backbone, else 8bit."""
+    pull was checked against; a composition or mix: its first source's), else the embedded default; the
+    quantization: as given, else the recipe's (the pull's) when that is its backbone, else 8bit."""
     if not refs or (backbone is not None and quantization is not None):
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
@@ -60,16 +60,30 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
 
     reg = registry()
     record = reg.resolve(resolve_sources(reg, refs[:1])[0])
-    made = record.pulled_backbone(EMBEDDED)  # (name, quantization) it was made on, or None
-    if made is None:
-        try:
-            section = recipe_from_text(record.recipe_text, record.ref).backbone if record.recipe_text else None
-        except ConfigError:  # a recipe of an older schema: no usable backbone setting
-            section = None
-        made = (section.name, section.quantization) if section is not None else None
+    made, seen = None, set()
+    while made is None and record is not None and record.ref not in seen:
+        seen.add(record.ref)
+        made = record.pulled_backbone(EMBEDDED)  # (name, quantization) it was made on, or None
+        if made is None and record.recipe_text:
+            try:
+                section = recipe_from_text(record.recipe_text, record.ref).backbone
+                made = section.name, section.quantization
+            except ConfigError:  # a recipe of an older schema: no usable backbone setting
+                break
+        elif made is None:  # a composition or mix: its first source's (whose build its fingerprint names)
+            record = _first_parent(reg, record)
     name = backbone or (made[0] if made else EMBEDDED)
     own = made is not None and made[0] == name  # another backbone named: the build it was made on says nothing
     return name, quantization or (made[1] if own else "8bit")
+
+
+def _first_parent(reg: Registry, record):
+    """The version `record` was composed from first; None when it has none or that one was removed."""
+    parents = (record.lineage or {}).get("parents") or []
+    try:
+        return reg.resolve(parents[0]) if parents else None
+    except RegistryError:
+        return None
 
 
 def _champion_made_for(reg: Registry, domain: str, backbone: str | None,
@@ -769,12 +783,14 @@ _MAY_BE_NONE = frozenset({"limit", "dim", "epochs", "chunk_size", "actors"})
 
 def _at_least(**values: tuple[int | None, int]) -> None:
     """One AdaptrecError line for the first count that is not an integer >= its minimum (None only for the counts
-    where it means all, or the default: `_MAY_BE_NONE`)."""
+    where it means all, or the default: `_MAY_BE_NONE`), or a seed past `MAX_SEED`."""
     for name, (value, low) in values.items():
         if value is None and name in _MAY_BE_NONE:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise AdaptrecError(f"{option(name, value)}: expected an integer >= {low}")
+        if name == "seed" and value > MAX_SEED:
+            raise AdaptrecError(f"{option(name, value)}: expected at most {MAX_SEED} (2**32 - 1)")
 
 
 def _as_list(values: str | Sequence[str]) -> list[str]:

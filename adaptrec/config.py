@@ -24,7 +24,7 @@ from .adapters.base import AdapterConfig
 from .errors import ConfigError, DataSpecError, RegistryError, option
 from .fingerprint import digest, text_digest
 from .names import check_domain, check_name
-from .userfiles import NEW_SETTINGS, UserSettings, read_user_text
+from .userfiles import MAX_SEED, NEW_SETTINGS, UserSettings, read_user_text
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: shipped in the wheel
 
@@ -64,7 +64,7 @@ class DataSection(UserSettings):
     valid: str  # SPEC used for early stopping
     test: str  # SPEC of the final evaluation
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
-    seed: int = Field(0, ge=0)  # seed of the few-shot sample, the validation subset and the training negatives
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the few-shot sample, the validation subset, training negatives
     # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
     template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
@@ -95,7 +95,7 @@ class TrainingSection(UserSettings):
     val_limit: int = Field(64, ge=2)  # validation subset size (seeded, label-stratified)
     patience: int | None = Field(3, ge=1)  # stop after N validations without AUC gain; null: never
     checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, ge=0)  # 0 or null: no clipping (a negative norm reversed the gradients)
     # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
@@ -134,7 +134,7 @@ class TrainingSection(UserSettings):
 
 class EvaluationSection(UserSettings):
     limit: int | None = Field(200, ge=2)  # seeded, label-stratified test subset; null: the full split
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     score: Literal["pyes", "tallrec"] = "pyes"  # tallrec: TALLRec's P(Yes)-P(No) over the full vocabulary
     batch_size: int = Field(8, ge=1)
 
@@ -230,6 +230,9 @@ def _check_written_values(overrides: Sequence[str], source: str) -> None:
     space starts a comment (the rest of the value dropped), a key repeated in a mapping (the last kept)."""
     for item in overrides:
         value = item.partition("=")[2]
+        if "\n" in item or "\r" in item:  # the recorded recipe keeps each override on one comment line
+            raise ConfigError(f"{source}: {_named(item)}: holds a line break, which the recipe adaptrec records "
+                              "cannot keep on its one --set line; write the value into the recipe file instead")
         try:
             node = yaml.compose(value, Loader=_UniqueKeyLoader)
             yaml.load(value, Loader=_UniqueKeyLoader)
@@ -299,6 +302,12 @@ def _known_keys(loc: Sequence) -> list[str]:
     return sorted({k for m in members if isinstance(m, type) and issubclass(m, BaseModel) for k in m.model_fields})
 
 
+def _types_of(section: str) -> list[str]:
+    """The `type` values a discriminated section (`adapter`, `method`) takes."""
+    members = get_args(Recipe.model_fields[section].annotation)
+    return [get_args(member.model_fields["type"].annotation)[0] for member in members]
+
+
 def _describe_error(err: dict, raw: dict, set_keys: Collection[str] = ()) -> str:
     """`key: message (got value)` for one pydantic error, keys spelled as the recipe spells them; an unknown key
     with the closest known one, and said to come from `--set` when an override (`set_keys`) wrote it."""
@@ -306,6 +315,8 @@ def _describe_error(err: dict, raw: dict, set_keys: Collection[str] = ()) -> str
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
+    if err["type"] == "union_tag_not_found":  # pydantic: "Unable to extract tag using discriminator 'type'"
+        return f"{key}: name its type first ({key}.type: one of {', '.join(_types_of(key))})"
     if err["type"] == "extra_forbidden":
         close = get_close_matches(str(loc[-1]), _known_keys(err["loc"][:-1]), 1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -372,6 +383,7 @@ def check_new_run(recipe: Recipe) -> None:
     on stored texts, so versions registered before a check was added still load and score:
 
     - a `name` or `domain` the registry would refuse only after the run trained;
+    - a setting nothing reads under the others (`_ignored_setting`): it would change the run folder, not the run;
     - a warm-up gives the first optimizer step learning rate 0 and reaches `training.lr` only once it is over: one
       as long as the run (or longer) never trains at the rate the recipe names, and with one step not at all;
     - a collab adapter's encoder must be able to learn what `adapter.encoder_data` holds (`cf.unfit_pairing`), and
@@ -384,6 +396,8 @@ def check_new_run(recipe: Recipe) -> None:
         check_domain(recipe.domain)
     except RegistryError as e:
         raise ConfigError(f"{recipe._source}: {e}") from None
+    if why := _ignored_setting(recipe):
+        raise ConfigError(f"{recipe._source}: {why}")
     t = recipe.training
     if t.warmup_steps and t.max_steps == 1:
         raise ConfigError(f"{recipe._source}: training: warmup_steps gives the first optimizer step learning rate 0, "
@@ -413,6 +427,39 @@ def check_new_run(recipe: Recipe) -> None:
                 raise ConfigError(f"{recipe._source}: data.{part} {spec!r} is not held out of adapter.encoder_data "
                                   f"{source!r} (its held-out SPECs match {HELD_OUT[source]}): its pairs would train "
                                   "the encoder")
+
+
+def _specs(recipe: Recipe) -> list[str]:
+    """Every data SPEC the recipe trains, validates and tests on, each under `data.protocol`."""
+    from .data.spec import with_protocol
+
+    d, m = recipe.data, recipe.method
+    given = [("train", d.train), ("valid", d.valid), ("test", d.test)]
+    given += [("train", spec) for spec in (m.extra_train if isinstance(m, MultitaskSettings) else [])]
+    try:
+        return [with_protocol(spec, d.protocol, part) for part, spec in given]
+    except DataSpecError as e:
+        raise ConfigError(f"{recipe._source}: data: {e}") from None
+
+
+def _ignored_setting(recipe: Recipe) -> str | None:
+    """Why a setting the recipe names does nothing under its other settings; None when each is read."""
+    from .data.spec import draws_negatives
+
+    b, a, d = recipe.backbone, recipe.adapter, recipe.data
+    if b.int8_backend is not None and b.quantization != "8bit":
+        return (f"backbone.int8_backend {b.int8_backend!r} picks the 8-bit kernels, and quantization "
+                f"{b.quantization!r} runs none; drop it or quantize 8bit")
+    if a.type == "prefix" and a.init == "random" and "init_text" in a.model_fields_set:
+        return "adapter.init_text is read with init: text only; drop it or set init: text"
+    if d.negatives_per_positive != 1 and not any(map(draws_negatives, _specs(recipe))):
+        return ("data.negatives_per_positive is read by implicit data (Amazon, interaction logs, leave-one-out), and "
+                "this recipe's data is labelled (TALLRec-style cases or feedback); drop it")
+    if d.template.endswith("-items") and a.type != "collab":
+        return (f"data.template {d.template!r} puts a collaborative adapter's item tokens in the prompt, and a "
+                f"{a.type} adapter has none (it would read {d.template.removesuffix('-items')!r} prompts); use "
+                f"{d.template.removesuffix('-items')!r}")
+    return None
 
 
 def recipe_from_text(text: str, source: str = "<recipe text>") -> Recipe:

@@ -33,6 +33,8 @@ def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = Ada
         raise error(f"{path}: no such {what}") from None
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
+    except ValueError:  # os.stat's refusal of an embedded NUL byte; repr shows it
+        raise error(f"{str(path)!r}: no such {what} (a path cannot hold a NUL byte)") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
         raise error(f"{path}: the {what} is {kind}; give a regular file")
@@ -74,6 +76,7 @@ def _bool_for_a_number(value: Any, annotation: Any) -> bool:
 
 
 NEW_SETTINGS = "new"  # validation context key: settings a user writes now, not a stored text read back
+MAX_SEED = 2**32 - 1  # the largest seed every generator takes (numpy's RandomState, which `implicit` seeds, the least)
 
 
 class UserSettings(BaseModel):

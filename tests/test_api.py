@@ -177,6 +177,32 @@ def test_route_recommend_and_compose_load_the_backbone_their_adapters_were_train
     assert result.record.fingerprint == reg.resolve("arts-lora:1").fingerprint
 
 
+def test_a_composition_loads_on_the_backbone_its_sources_were_trained_on(tiny_model_dir, monkeypatch):
+    """A composition records no recipe: routing to it, loading it and composing from it loaded embedded:smollm2 at
+    8bit, which then refused it as made for another model (was)."""
+    from router_helpers import register_random
+
+    recipe = _Registry(yaml.safe_dump({"backbone": {"name": str(tiny_model_dir), "quantization": "none"}})).text
+    reg = adaptrec.registry()
+    lora = {"type": "lora", "r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+    for name, domain in (("arts-lora", "arts"), ("office-lora", "office")):
+        register_random(tiny_model_dir, reg, name, lora, seed=1, domain=domain, recipe_text=recipe)
+    adaptrec.compose("arts-lora,office-lora", name="ao", method="cat", domain="garden", promote_cold=True)
+    adaptrec.compose("arts-lora,office-lora", name="ao-mix", method="mix", domain="garden")
+    made = (str(tiny_model_dir), "none")
+    for ref in ("ao", "ao-mix"):
+        assert api._made_for([ref], None, None) == made
+    assert api._champion_made_for(reg, "garden", None, None) == made
+    decision = adaptrec.route("u1", "garden", history=["Heat (1995)"])
+    assert decision.adapters == ("ao:1",)
+    again = adaptrec.compose("ao,arts-lora", name="ao-arts", method="cat", domain="garden")
+    assert api._made_for([again.record.ref], None, None) == made  # a composition of a composition
+    reg.remove("ao-arts:1")
+    reg.remove("ao:1", force=True)
+    reg.remove("arts-lora:1", force=True)
+    assert api._made_for(["ao-mix"], None, None) == (EMBEDDED, "8bit")  # its first source is gone: the default
+
+
 def test_train_cf_validates_every_seed_on_the_same_candidate_lists(monkeypatch):
     """`train-cf --seed` drew the validation candidates with the fit's seed: fits at two seeds were compared on two
     draws of negatives (NDCG@10 0.304 against 0.307 for one and the same BPR fit)."""

@@ -56,6 +56,8 @@ def _limits(**sizes):
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=-1), "seed=-1"),
+    # (was: numpy's RandomState traceback inside implicit, after the interactions loaded)
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=2**32), "seed=4294967296: expected at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=99999999999), "dim=99999999999: at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=0), "dim=0: expected an integer >= 1"),
     (lambda: adaptrec.push("arts-lora", repo="alice/arts", revision=""), "revision='': name a revision"),

@@ -383,6 +383,56 @@ def test_a_negative_seed_is_refused(key):
     assert f"{key}: Input should be greater than or equal to 0" in _one_line(e)
 
 
+@pytest.mark.parametrize("key", ["data.seed", "training.seed", "evaluation.seed"])
+def test_a_seed_past_what_every_generator_takes_is_refused(key):
+    """(was: training.seed 2**64 accepted, then torch's overflow traceback once the backbone had loaded)"""
+    assert load_recipe("movie-lora", [f"{key}={2**32 - 1}"])
+    with pytest.raises(ConfigError) as e:
+        load_recipe("movie-lora", [f"{key}={2**64}"])
+    assert f"{key}: Input should be less than or equal to 4294967295" in _one_line(e)
+
+
+def test_an_override_with_a_line_break_is_refused():
+    """Overrides are recorded one per `# --set` line: a line break wrote a YAML line of its own into the stored
+    recipe (was: `method: {type: blend}` read back from a plain run's record)."""
+    for item in ["adapter.init_text=Judge\nmethod: {type: blend}", "adapter.init_text=a\rb"]:
+        with pytest.raises(ConfigError) as e:
+            load_recipe("movie-prefix", [item])
+        assert "holds a line break" in _one_line(e)
+
+
+@pytest.mark.parametrize("recipe, sets, said", [
+    ("movie-lora", ["backbone.quantization=4bit", "backbone.int8_backend=torch"],
+     "backbone.int8_backend 'torch' picks the 8-bit kernels, and quantization '4bit' runs none"),
+    ("movie-prefix", ["adapter.init=random", "adapter.init_text=Movies"],
+     "adapter.init_text is read with init: text only"),
+    ("movie-lora", ["data.negatives_per_positive=5"], "data.negatives_per_positive is read by implicit data"),
+    ("movie-lora", ["data.template=tallrec-items"], "a lora adapter has none (it would read 'tallrec' prompts)"),
+])
+def test_a_setting_nothing_reads_is_refused(recipe, sets, said):
+    """(was: accepted, changing the run folder and the record but not the run)"""
+    with pytest.raises(ConfigError) as e:
+        load_recipe(recipe, sets)
+    assert said in _one_line(e)
+
+
+@pytest.mark.parametrize("sets", [["backbone.quantization=none"], ["adapter.init=random"],
+                                  ["data.negatives_per_positive=3"], ["data.negatives_per_positive=1"]])
+def test_the_same_settings_where_they_are_read_still_load(sets):
+    recipe = "office-lora" if "data.negatives_per_positive=3" in sets else "movie-prefix"
+    assert load_recipe(recipe, sets)
+
+
+@pytest.mark.parametrize("section, types", [("method", "plain, joint, distill, multitask, blend"),
+                                            ("adapter", "lora, adalora, prefix, collab")])
+def test_a_section_without_its_type_says_to_name_one(tmp_path, section, types):
+    """(was: "Unable to extract tag using discriminator 'type'")"""
+    path = _write(tmp_path, lambda r: r.update({section: {"r" if section == "adapter" else "text_weight": 4}}))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(path))
+    assert _one_line(e).endswith(f"{section}: name its type first ({section}.type: one of {types})")
+
+
 def test_a_warm_up_that_leaves_no_step_with_a_learning_rate_is_refused():
     """The schedule's first step has learning rate 0 (was: `max_steps 1` with the shipped `warmup_steps 2` trained
     nothing and registered the untrained adapter)."""

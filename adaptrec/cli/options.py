@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from ..userfiles import MAX_SEED
+
 BackboneOpt = typer.Option("embedded:smollm2", "--backbone", help="the backbone the adapters were trained on: "
                            "embedded:smollm2 (default), embedded:gemma3-270m (make install-gemma), a Hub id or a "
                            "local folder")
@@ -28,7 +30,7 @@ EvalTemplateOpt = typer.Option(None, "--template", help=f"{_TEMPLATES} (default:
 HISTORY_FILE = ('a history JSON file: {"history": [TITLE | {"title", "liked", "domain", "item_id"}, ...], "user_id", '
                 '"noun"} (docs/data.md, "History files")')
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
-SeedOpt = typer.Option(0, "--seed", min=0, help="seed of every sampled choice (subsets, negatives)")
+SeedOpt = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="seed of every sampled choice (subsets, negatives)")
 
 
 def strictly(above: float | None = None, below: float | None = None):

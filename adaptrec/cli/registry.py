@@ -10,6 +10,7 @@ import typer
 
 from .. import api
 from ..errors import AdaptrecError, ConfigError
+from ..userfiles import MAX_SEED
 from .options import MadeForBackboneOpt, MadeForQuantOpt, echo_json
 
 registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
@@ -74,7 +75,8 @@ def registry_promote(
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
                                         help="a seeded, label-stratified subset of --data (default, or 0: all "
                                         "cases)"),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="the subset's and the bootstrap's seed (default 0)"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=MAX_SEED,
+                                       help="the subset's and the bootstrap's seed (default 0)"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,
     as_json: bool = typer.Option(False, "--json", help="print the outcome as JSON: promoted, challenger (REF), the "

@@ -17,15 +17,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DataFormatError, DataSpecError
+from ..fingerprint import stat_identity
 from ..home import data_root
-from ..userfiles import parse_json, read_user_text
-from .interaction_log import get_field, is_id, read_jsonl, text_counts
+from ..userfiles import check_keys, parse_json, read_user_text
+from .interaction_log import get_field, is_id, read_catalogue, read_jsonl, text_counts
 from .records import HIDDEN_HISTORY, NOUNS, Case, HistoryItem
 
 DOMAINS = ("arts", "office")
 SPLITS = ("train", "valid", "test")
 HISTORY_DOMAINS = ("both", "target", "other")
 FILES = ("items_arts.jsonl", "items_office.jsonl", "interactions.jsonl", "targets.jsonl", "splits.json")
+_INTERACTION_KEYS = {"user_id", "domain", "items", "positions"}
+_TARGET_KEYS = {"user_id", "split", "case", "domain", "item_id"}
 
 
 @dataclass(frozen=True)
@@ -45,27 +48,48 @@ def amazon_dir() -> Path:
     return folder
 
 
-@lru_cache(maxsize=2)
 def _load(folder: Path) -> _Raw:
-    items = {domain: {get_field(obj, "item_id", "id", where): get_field(obj, "title", "title", where)
-                      for where, obj in read_jsonl(folder / f"items_{domain}.jsonl")} for domain in DOMAINS}
+    """The folder's files parsed, read again once any of them changes (the `stat_identity` the data fingerprint's
+    hashes are remembered by), so cases never lag behind the fingerprint."""
+    return _parse(folder, tuple(stat_identity(folder / name) for name in FILES))
+
+
+@lru_cache(maxsize=2)
+def _parse(folder: Path, identities: tuple[tuple[int, ...], ...]) -> _Raw:
+    """`_load`'s work, remembered per folder and file identities. A repeated item id, target (user and case) or
+    interaction (user, position and item) is refused: each would count twice or leave one of its copies unread."""
+    items = {domain: {item: it.title for item, it in read_catalogue(folder / f"items_{domain}.jsonl").items()}
+             for domain in DOMAINS}
     events: dict[str, list[tuple[int, str, str]]] = {}
+    first: dict[tuple[str, int, str], str] = {}  # (user, position, item) -> the line that logged it
     for where, obj in read_jsonl(folder / "interactions.jsonl"):
-        bought, positions = get_field(obj, "items", "id_list", where), obj.get("positions")
+        check_keys(obj, _INTERACTION_KEYS, where, DataFormatError)
+        user, bought = get_field(obj, "user_id", "id", where), get_field(obj, "items", "id_list", where)
+        positions = obj.get("positions")
         if not isinstance(positions, list) or len(positions) != len(bought) or \
                 not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
             raise DataFormatError(f"{where}: key 'positions' must be a list of integers as long as 'items'")
         domain = _known(items, obj, where, bought)
-        events.setdefault(get_field(obj, "user_id", "id", where), []).extend(
-            (p, domain, item) for p, item in zip(positions, bought))
+        for p, item in zip(positions, bought):  # one item bought again later is two interactions, not a repeat
+            if (user, p, item) in first:
+                raise DataFormatError(f"{where}: the same interaction as {first[user, p, item]} (user {user!r}, "
+                                      f"item {item!r}, position {p}); drop the repeat")
+            first[user, p, item] = where
+        events.setdefault(user, []).extend((p, domain, item) for p, item in zip(positions, bought))
     for seq in events.values():
         seq.sort()
     targets = []
+    seen: dict[tuple[str, int], str] = {}  # (user, case) -> the line that set it
     for where, obj in read_jsonl(folder / "targets.jsonl"):
-        item = get_field(obj, "item_id", "id", where)
-        targets.append({"user_id": get_field(obj, "user_id", "id", where), "item_id": item,
-                        "split": _one_of(obj, "split", SPLITS, where), "domain": _known(items, obj, where, [item]),
-                        "case": get_field(obj, "case", "int", where)})
+        check_keys(obj, _TARGET_KEYS, where, DataFormatError)
+        user, item, case = (get_field(obj, "user_id", "id", where), get_field(obj, "item_id", "id", where),
+                            get_field(obj, "case", "int", where))
+        if (user, case) in seen:
+            raise DataFormatError(f"{where}: a second target for user {user!r}, case {case} (first at "
+                                  f"{seen[user, case]}); drop the repeat")
+        seen[user, case] = where
+        targets.append({"user_id": user, "item_id": item, "split": _one_of(obj, "split", SPLITS, where),
+                        "domain": _known(items, obj, where, [item]), "case": case})
     splits = _read_splits(folder / "splits.json")
     _check_splits(splits, targets, events, folder)
     return _Raw(items, events, targets, splits)

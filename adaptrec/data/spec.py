@@ -267,7 +267,7 @@ def with_protocol(spec: str, protocol: str | None, part: str | None = None) -> s
     parts = spec.split(":")
     if parts[:2] == ["movielens", "100k"] and len(parts) == 3 and parts[2] in leave_one_out.PARTS:
         return f"movielens:100k:loo:{parts[2]}"
-    if spec.endswith((".jsonl", ".parquet")) and parts[0] not in SCHEMES:
+    if spec.endswith((".jsonl", ".parquet")) and spec_file(spec) is not None:
         if part not in leave_one_out.PARTS:
             raise _bad(spec, f"name its leave-one-out part: {spec}:loo:train|valid|test")
         return f"{spec}:loo:{part}"
@@ -285,6 +285,9 @@ def load_spec(spec: str, *, negatives_per_positive: int = 1, seed: int = 0, hist
         spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise DataSpecError(f"expected a data SPEC (text, or a path to a data file), got {type(spec).__name__}")
+    n = negatives_per_positive
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:  # -1 failed deep in sampling; 1.5 drew 2
+        raise DataSpecError(f"{spec}: negatives_per_positive {n!r}: give a whole number, 0 or more")
     if history_len is not None:
         if history_len < 1:
             raise DataSpecError(f"{spec}: history_len {history_len}: keep at least 1 history item")
@@ -307,13 +310,20 @@ def _latest(case: Case, n: int) -> Case:
     return replace(case, history=case.history[-n:], meta={**case.meta, HIDDEN_HISTORY: hidden})
 
 
+def draws_negatives(spec: str) -> bool:
+    """Whether `negatives_per_positive` can change `spec`'s cases: not for TALLRec-style cases (labelled) nor for
+    `feedback:` (each served item with its feedback)."""
+    base = split_slice(spec)[0]
+    return not _liked_first(base) and not (spec_file(base) is None and base.startswith("feedback:"))
+
+
 def _liked_first(spec: str) -> bool:
     """Whether `spec` names TALLRec-style cases (TALLRec files, a PATH.json, movielens:100k's windows)."""
     base = split_slice(spec)[0]
+    if spec_file(base) is not None:
+        return base.endswith(".json")
     parts = base.split(":")
-    if parts[0] in SCHEMES:
-        return parts[0] == "tallrec" or (parts[:2] == ["movielens", "100k"] and parts[2:3] != ["loo"])
-    return base.endswith(".json")
+    return parts[0] == "tallrec" or (parts[:2] == ["movielens", "100k"] and parts[2:3] != ["loo"])
 
 
 def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -> DataSet:
@@ -321,14 +331,18 @@ def _load(spec: str, negatives_per_positive: int, seed: int, history_len: int) -
     if whole != spec:
         base = _load(whole, negatives_per_positive, seed, history_len)
         stop = None if end == math.inf else int(end)
-        if not base.cases[start:stop] and not whole.startswith("feedback:"):  # a log that grows may fill it later
+        growing = spec_file(whole) is None and whole.startswith("feedback:")  # a log that grows may fill it later
+        if not base.cases[start:stop] and not growing:
             raise _bad(spec, f"the slice keeps none of its {len(base.cases)} cases")
         return replace(base, spec=spec, cases=base.cases[start:stop],
                        fingerprint=digest({"base": base.fingerprint, "slice": [start, stop]}))
     parts = spec.split(":")
     named = spec_file(spec)
     if named is not None:
-        path, rest = Path(named[0]).expanduser(), named[1]
+        try:
+            path, rest = Path(named[0]).expanduser(), named[1]
+        except (RuntimeError, ValueError):  # pathlib's words for `~nobody/x.json` and for a NUL in the user name
+            raise _bad(spec, f"no home folder for {named[0].split('/')[0]!r}") from None
         if rest:
             return _log(spec, path, negatives_per_positive, seed, rest.rsplit(":", 1)[1], history_len)
         if spec.endswith(".json"):

@@ -254,8 +254,8 @@ class Engine:
                 self._resident.move_to_end(known)
                 return self._resident[known]
             record = self.registry.resolve(known if known in self.preloaded and not refresh else ref)
-            self._aliases[_alias(ref)] = record.ref
             if record.ref in self._resident:
+                self._aliases[_alias(ref)] = record.ref
                 self._resident.move_to_end(record.ref)
                 return self._resident[record.ref]
             record = self.registry.load_verified(record.ref, self.backbone.fingerprint)
@@ -297,6 +297,7 @@ class Engine:
             finally:
                 self._free_slots()
             self._resident[record.ref] = resident
+            self._aliases[_alias(ref)] = record.ref  # once it serves: a failed load leaves the name where it was
             self.loads += 1
             self._publish()
             return resident

@@ -150,3 +150,61 @@ def test_a_view_records_the_earlier_items_it_hid(tmp_path, monkeypatch):
     assert [h.item_id for h in short.history] == ["o0"] and short.meta[amazon.HIDDEN_HISTORY] == ("a0",)
     whole, = amazon.load_amazon("arts", "test")
     assert [h.item_id for h in whole.history] == ["a0", "o0"] and whole.meta[amazon.HIDDEN_HISTORY] == ()
+
+
+def _append(path, *rows):
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+_ARTS = {"user_id": "u1", "domain": "arts", "items": ["a0", "a1"], "positions": [0, 2]}
+_OFFICE = {"user_id": "u1", "domain": "office", "items": ["o0"], "positions": [1]}
+_TARGET = {"user_id": "u1", "split": "test", "domain": "arts", "item_id": "a1", "case": 0}
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"items_arts.jsonl": {"item_id": "a0", "title": "another title"}},
+     r"items_arts\.jsonl:4: key 'item_id': 'a0' appears twice"),
+    ({"items_office.jsonl": {"item_id": "o9", "title": "t", "brand": "b"}},
+     r"items_office\.jsonl:4: unknown key 'brand'"),
+    ({"interactions.jsonl": _ARTS},
+     r"interactions\.jsonl:3: the same interaction as .*interactions\.jsonl:1 \(user 'u1', item 'a0', position 0\)"),
+    ({"interactions.jsonl": {**_OFFICE, "user_id": "u2", "rating": 5}}, r"interactions\.jsonl:3: unknown key 'rating'"),
+    ({"targets.jsonl": {**_TARGET, "item_id": "a0"}},
+     r"targets\.jsonl:2: a second target for user 'u1', case 0 \(first at .*targets\.jsonl:1\)"),
+    ({"targets.jsonl": {**_TARGET, "case": 1, "note": "x"}}, r"targets\.jsonl:2: unknown key 'note'"),
+])
+def test_repeated_ids_rows_and_unknown_keys_are_refused(tmp_path, change, words):
+    """(was: read silently: the last title of an item won, a repeated target counted its user twice, a repeated
+    interaction row repeated the history, an unknown key was ignored)"""
+    from adaptrec.data.amazon import _load
+    from adaptrec.errors import DataFormatError
+
+    folder = _tiny_amazon(tmp_path / "a")
+    for name, row in change.items():
+        _append(folder / name, row)
+    with pytest.raises(DataFormatError, match=words):
+        _load(folder)
+
+
+def test_an_item_bought_again_later_is_two_interactions(tmp_path):
+    """The real data repeats items inside 1,271 (user, domain) lines, at different positions: those stay."""
+    from adaptrec.data.amazon import _load
+
+    again = {**_ARTS, "items": ["a0", "a2", "a0", "a1"], "positions": [0, 2, 3, 4]}
+    raw = _load(_tiny_amazon(tmp_path / "a", interactions=[again, _OFFICE]))
+    assert [item for _, _, item in raw.events["u1"]] == ["a0", "o0", "a2", "a0", "a1"]
+
+
+def test_an_edited_file_is_read_again(tmp_path, monkeypatch):
+    """(was: the parsed folder was remembered by its path alone, so cases stayed stale under a new fingerprint)"""
+    from adaptrec.data.spec import load_spec
+
+    folder = _tiny_amazon(tmp_path / "amazon_arts_office")
+    monkeypatch.setenv("ADAPTREC_DATA", str(tmp_path))
+    before = load_spec("amazon:arts:test", negatives_per_positive=0)
+    assert [c.target for c in before.cases] == ['"arts 1"']
+    items = folder / "items_arts.jsonl"
+    items.write_text(items.read_text().replace('"arts 1"', '"arts one, renamed"'))
+    after = load_spec("amazon:arts:test", negatives_per_positive=0)
+    assert after.fingerprint != before.fingerprint and [c.target for c in after.cases] == ['"arts one, renamed"']

@@ -177,6 +177,45 @@ def test_a_data_file_is_read_as_a_file_whatever_its_path_holds(tmp_path, monkeyp
         load_spec(3)
 
 
+def test_a_file_spelt_like_a_builtin_spec_is_checked_as_that_file(tmp_path, monkeypatch):
+    """The slice, history_len and protocol checks took an existing `feedback:x/test.json` for feedback (was: a slice
+    keeping none of its cases gave 0 cases, history_len was taken, leave_one_out called its splits fixed)."""
+    from adaptrec.data.spec import with_protocol
+
+    monkeypatch.chdir(tmp_path)
+    _tallrec_file(tmp_path / "feedback:x/test.json")
+    with pytest.raises(DataSpecError, match="the slice keeps none of its 2 cases"):
+        load_spec("feedback:x/test.json[5000:]")
+    with pytest.raises(DataSpecError, match="list every liked item before every disliked one"):
+        load_spec("feedback:x/test.json", history_len=3)
+    (tmp_path / "feedback:x/log.jsonl").write_text("")
+    assert with_protocol("feedback:x/log.jsonl", "leave_one_out", "test") == "feedback:x/log.jsonl:loo:test"
+    with pytest.raises(DataSpecError, match="its splits are fixed"):  # no such file: the feedback of a domain
+        with_protocol("feedback:y/log.jsonl", "leave_one_out", "test")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("a\x00.json", r"'a\\x00\.json': no such TALLRec file \(a path cannot hold a NUL byte\)"),
+    ("~a\x00/x.json", r"no home folder for '~a\\x00'"),
+    ("~no-such-user-here/x.json", r"no home folder for '~no-such-user-here'"),
+])
+def test_a_path_pathlib_cannot_take_is_one_line(spec, words):
+    """(was: ValueError: embedded null byte, or RuntimeError: Could not determine home directory)"""
+    with pytest.raises(DataSpecError, match=words):
+        load_spec(spec)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, True, "2"])
+def test_negatives_per_positive_is_a_whole_number(n, tmp_path):
+    """(was: -1 a bare ValueError from the sampler, 1.5 drew 2 negatives a positive)"""
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": str(i), "title": f"t{i}"}) + "\n"
+                                                  for i in range(14)))
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"user_id": "u", "item_id": str(i), "domain": "movie",
+                                                            "position": i}) + "\n" for i in range(12)))
+    with pytest.raises(DataSpecError, match=f"negatives_per_positive {n!r}: give a whole number, 0 or more"):
+        load_spec(f"{tmp_path / 'log.jsonl'}:loo:test", negatives_per_positive=n)
+
+
 def test_reading_feedback_on_a_home_that_served_nothing_makes_no_log():
     """`feedback:DOMAIN` created an empty online.db (and could not be read on a read-only home) before saying that
     nothing was logged."""

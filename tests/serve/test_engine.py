@@ -130,6 +130,24 @@ def test_a_bare_name_preloaded_again_ends_the_older_versions_preload(tiny_model_
     assert engine.preloaded == {"arts-lora:2", "office-lora:2"}
 
 
+def test_a_failed_refresh_leaves_the_name_with_the_version_that_serves_it(tiny_model_dir, tmp_path):
+    """The admin's refresh of a bare name to a newer version whose files are damaged pointed the name at that version
+    before loading it (was: anonymous requests then got 403, admins the integrity error, and the name's unload found
+    nothing loaded, while arts-lora:1 stayed resident)."""
+    registry = make_registry(tiny_model_dir, tmp_path / "home")
+    engine = Engine(fresh_backbone(tiny_model_dir), registry)
+    engine.preload("arts-lora")
+    broken = register_peft(tiny_model_dir, registry, "arts-lora", seed=9)
+    weights = broken.path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(IntegrityError):
+        engine.preload("arts-lora")
+    assert engine.record_for("arts-lora").ref == "arts-lora:1" == engine.pin("arts-lora")
+    assert engine.load("arts-lora").ref == "arts-lora:1" and engine.preloaded == {"arts-lora:1"}
+    engine.unload("arts-lora")
+    assert not engine.resident() and not engine.preloaded
+
+
 def test_a_request_planned_before_an_admin_refresh_does_not_undo_it(tiny_model_dir, tmp_path):
     """A request reads the version it is served by, the admin's preload resolves the bare name afresh, then the
     request pins what it read (was: the pin put the old version back, so later requests went on getting it)."""
