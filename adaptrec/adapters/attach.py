@@ -96,8 +96,9 @@ def attach_beside(model: PeftModel, layers: dict, folder: Path | str, name: str)
 
     config, state = _lora_weights(folder, layers)
     for path, layer in layers.items():
-        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern, path), config.r)  # as peft's own load
-        alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern, path), config.lora_alpha)
+        key = path.removeprefix("base_model.model.")  # the name peft's own load matches patterns against (`^…`)
+        r = config.rank_pattern.get(get_pattern_key(config.rank_pattern, key), config.r)
+        alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern, key), config.lora_alpha)
         layer.update_layer(name, r, lora_alpha=alpha, target_name=path, config=config)
         for ab in "AB":
             getattr(layer, f"lora_{ab}")[name].weight.data.copy_(state[f"{path}.lora_{ab}.weight"])

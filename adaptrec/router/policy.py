@@ -84,6 +84,15 @@ def target_adapter(registry, domain: str, fingerprint):
     return record, usable(record, fingerprint, "target")
 
 
+def check_routable(domain: str) -> None:
+    """RouteError for a cold-start alias given as the domain: routing reads the domain's own adapter for warm users
+    (was: `office:cold` served its cold-start adapter to every user, warm ones too)."""
+    if domain.endswith(COLD_SUFFIX):
+        served = domain.removesuffix(COLD_SUFFIX)
+        raise RouteError(f"{domain!r} names the cold-start adapter of {served!r}, not a domain: route {served!r}, "
+                         f"whose cold users {domain} serves")
+
+
 def check_servable(registry, domain: str) -> None:
     """`route`'s RouteError for a domain nothing could serve (no promoted adapter, no cold-start one, no composition),
     raised before any backbone is read: its fingerprint's first read may convert or download the model."""
@@ -118,6 +127,7 @@ def route(registry, fingerprint, case: Case, policy: RoutePolicy = RoutePolicy()
     """Decide warm or cold for `case.user_id` in `case.domain` from the case's history.
 
     `target`: the domain's adapter record (default: the one promoted for the domain)."""
+    check_routable(case.domain)
     domain, n = case.domain, target_history_count(case)
     others = len(case.history) - n
 
@@ -209,6 +219,7 @@ def route_user(registry, fingerprint: Callable[[], Fingerprint], user_id: str, d
     `fingerprint` gives the backbone's, read once the user's case (and `check` of it, when given) and `cold_mix` are
     checked (its first use may convert or download the model). `cold_mix`: serve a cold user a score-level mix of
     these adapters (refs or domains) instead of the promoted cold-start adapter."""
+    check_routable(domain)
     check_cold_options(cold_mix, cold_weights)
     case = user_case(user_id, domain, dataset, history)
     if check is not None:

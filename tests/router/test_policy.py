@@ -95,6 +95,21 @@ def test_a_cold_user_of_a_domain_without_its_own_adapter_is_served_by_a_composit
         route(registry, FP, replace(garden, history=(HistoryItem('"g"', domain="garden"),) * 3))
 
 
+def test_a_cold_start_alias_is_no_domain_to_route(registry):
+    """(was: `route --domain garden:cold` served the cold-start adapter to warm users too)"""
+    from adaptrec.router.policy import route_user
+
+    registry.register(registry.src, name="garden-cold", domain="garden", kind="composed", adapter_type="lora",
+                      adapter_config=None, fingerprint=FP, lineage={"parents": ["arts-lora"], "method": "cat"})
+    registry.promote("garden-cold", "garden:cold")
+    warm = Case("u1", "garden:cold", "garden product", (HistoryItem('"g"', domain="garden"),) * 3, '"x"')
+    said = "'garden:cold' names the cold-start adapter of 'garden', not a domain: route 'garden'"
+    with pytest.raises(RouteError, match=said):
+        route(registry, FP, warm)
+    with pytest.raises(RouteError, match=said):  # before the backbone's fingerprint is read
+        route_user(registry, lambda: 1 / 0, "u1", "garden:cold", history=["g"])
+
+
 def test_an_explicit_cold_mix_is_checked_against_the_backbone(registry):
     """(was: any base accepted, and the target adapter's warnings shown instead of the mix's)"""
     registry.register(registry.src, name="foreign", domain="arts", kind="trained", adapter_type="lora",

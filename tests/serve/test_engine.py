@@ -272,13 +272,17 @@ def test_refs_differing_only_in_punctuation_are_served_apart(tiny_model_dir, tmp
     assert np.abs(alone[0] - alone[1]).max() > 1e-5
 
 
-@pytest.mark.parametrize("patterns", [{}, {"alpha_pattern": {"v_proj": 32}}, {"rank_pattern": {"v_proj": 2}}],
-                         ids=["plain", "alpha-pattern", "rank-pattern"])
+@pytest.mark.parametrize("patterns", [{}, {"alpha_pattern": {"v_proj": 32}}, {"rank_pattern": {"v_proj": 2}},
+                                      {"alpha_pattern": {"^model.layers.0.self_attn.v_proj": 32}},
+                                      {"rank_pattern": {"^model.layers.0.self_attn.q_proj": 2}}],
+                         ids=["plain", "alpha-pattern", "rank-pattern", "anchored-alpha", "anchored-rank"])
 def test_same_shaped_lora_adapters_load_beside_each_other_with_peft_s_scores(tiny_model_dir, tmp_path, monkeypatch,
                                                                             patterns):
     """The layer-by-layer load of an adapter shaped like a resident one (dropout 0.05 included: it must be off),
     and the load into an evicted one's slot, score as peft's own load does; rank and alpha patterns included (was:
-    the config's r and alpha in every layer, so a pattern's scale was lost or its weights did not fit)."""
+    the config's r and alpha in every layer, so a pattern's scale was lost or its weights did not fit), and those
+    anchored at the start of the module name as peft names it, without `base_model.model.` (was: matched against
+    the PeftModel's names, so the second adapter scored at the default scale, or failed to load)."""
     import adaptrec.serve.engine as engine_module
     from adaptrec.registry import Registry
 
