@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _API = ("train", "load", "evaluate", "compose", "registry", "recipes", "recipe_text", "plan", "predict",
         "write_predictions", "export_lora", "export_vllm", "route", "recommend", "push", "pull", "inspect_data", "plot",
-        "train_cf", "update", "promote_if_better", "drift", "serve")
+        "train_cf", "update", "promote_if_better", "drift", "serve", "stores", "clear_cache")
 __all__ = ["__version__", *_API]
 
 # bitsandbytes (imported by peft, often before our backbone module) logs a missing optional CPU 4-bit

@@ -23,6 +23,7 @@ from .userfiles import MAX_SEED, check_output_file
 
 if TYPE_CHECKING:
     from .adapters.vllm import VllmExport
+    from .caches import Store
     from .data.history_file import HistoryEntry
     from .evaluation import EvalReport, Predictions
     from .hub import PullResult, PushResult
@@ -734,6 +735,22 @@ def export_vllm(ref: str, out: str | Path) -> VllmExport:
     except ConfigError:
         prompt = {}
     return replace(write_vllm_export(reg, ref, out), prompt=prompt)
+
+
+def stores() -> list[Store]:
+    """What `$ADAPTREC_HOME` holds, store by store (entries, bytes, whether it is a cache `clear_cache` clears)."""
+    from .caches import stores
+
+    return stores()
+
+
+def clear_cache(name: str, earlier_only: bool = False) -> tuple[int, int]:
+    """Clear one cache of `$ADAPTREC_HOME`: `scores`, `encoders` or `embeddings` (what it held is recomputed when
+    next needed); `earlier_only`: only the score rows earlier key formats wrote, which nothing reads. Returns
+    (entries removed, bytes freed)."""
+    from .caches import clear
+
+    return clear(name, earlier_only)
 
 
 def plot(kind: str, sources: str | Path | Sequence[str | Path], out: str | Path | None = None, **options) -> Path:

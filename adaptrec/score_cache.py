@@ -87,6 +87,29 @@ class ScoreCache:
                  if np.all(np.isfinite(np.asarray(v, dtype=float)))],
             )
 
+    def earlier_rows(self) -> int:
+        """Rows of the tables earlier key formats wrote, which no version reads."""
+        with self._one_line():
+            return sum(self._db.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in self._earlier())
+
+    def clear(self, earlier_only: bool = False) -> int:
+        """Delete every row (`earlier_only`: the earlier formats' tables), give the space back to the file system
+        (VACUUM), and return how many rows went. Another process's batch waits for it, or it for them, up to the
+        lock timeout; a row deleted under a run that read it is recomputed at that run's next read."""
+        with self._one_line():
+            removed = self.earlier_rows()
+            for name in self._earlier():
+                self._db.execute(f'DROP TABLE "{name}"')
+            if not earlier_only:
+                removed += len(self)
+                self._db.execute(f"DELETE FROM {TABLE}")
+            self._db.execute("VACUUM")
+        return removed
+
+    def _earlier(self) -> list[str]:
+        return [name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if name != TABLE]
+
     def __len__(self) -> int:
         with self._one_line():
             return self._db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]

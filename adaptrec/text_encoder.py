@@ -77,14 +77,22 @@ def title_of(prompt_text: str) -> str:
     return prompt_text.strip('"')
 
 
+def embeddings_folder() -> Path:
+    """Where catalogue embeddings are cached, one safetensors file per (encoder, texts)."""
+    return adaptrec_home() / "embeddings"
+
+
 def catalogue_embeddings(texts: Sequence[str], encoder: TextEncoder, cache: bool = True) -> np.ndarray:
     """(len(texts), dim) float32 unit rows of the items' titles, cached per (encoder, texts) when `cache`."""
     from safetensors.numpy import load_file, save
 
     key = digest({"encoder": encoder.name, "texts": list(texts)})[:24]
-    path = adaptrec_home() / "embeddings" / f"{key}.safetensors"
+    path = embeddings_folder() / f"{key}.safetensors"
     if cache and path.is_file():
-        return load_file(str(path))["embeddings"]
+        try:
+            return load_file(str(path))["embeddings"]
+        except FileNotFoundError:  # `adaptrec cache clear embeddings` took it meanwhile: computed again
+            pass
     matrix = encoder.encode([title_of(t) for t in texts]).astype(np.float32)
     if cache:
         write_bytes(path, save({"embeddings": matrix}))

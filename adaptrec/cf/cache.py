@@ -31,6 +31,11 @@ _LIBRARIES = ("torch", "numpy", "scipy", "implicit", "torch_geometric")
 _CODE_DIGESTS = {name: hashlib.sha256((Path(__file__).parent / name).read_bytes()).hexdigest() for name in _CODE}
 
 
+def fits_folder() -> Path:
+    """Where every fit is kept, one folder per `fit_key`."""
+    return adaptrec_home() / "cache" / "encoders"
+
+
 def fit_key(kind: str, settings: dict, rows: list, items: list[str]) -> str:
     """The cache key of fitting `kind` with `settings` on training `rows` (in their order: SASRec reads each
     user's sequence, the others index users and items as they come) over catalogue `items`."""
@@ -52,7 +57,7 @@ def cached_fit(key: str, settings: dict, fit: Callable[[], Encoder]) -> Encoder:
     The fit runs with every random generator restored after it (the fits seed torch, which seeds CUDA's too and
     restores only the CPU's): a collab recipe trains on the same draws whether its encoder was fitted or kept. A fit
     with non-finite item vectors is refused, not kept."""
-    folder = adaptrec_home() / "cache" / "encoders" / key
+    folder = fits_folder() / key
     if folder.is_dir():
         try:
             kept = load_checked(folder, json.loads((folder / HASHES).read_text()), "the fit kept in the cache")

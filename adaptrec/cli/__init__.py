@@ -9,11 +9,11 @@ import warnings
 import typer
 
 from ..errors import command_line, one_line_errors
-from . import evaluate, hub, online, plot, registry, router, serve, train
+from . import cache, evaluate, hub, online, plot, registry, router, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Per-domain adapters on one frozen 8-bit LLM for recommendation.")
-for group in (train, online, evaluate, registry, router, hub, serve, plot):
+for group in (train, online, evaluate, registry, router, hub, serve, plot, cache):
     group.register(app)
 
 
