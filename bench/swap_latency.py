@@ -93,7 +93,7 @@ def main() -> None:
                    "backend": backend(args.quantization), "adapters": 4, "repeats": repeats,
                    "request_repeats": request_repeats, "request_batch": REQUEST_BATCH,
                    "request_data": f"amazon:office:test, first {REQUEST_BATCH} cases"},
-        "rows": rows, "ratio": min(r["speedup"] for r in rows), "target_ratio": 15.0, "target_engine_switch_ms": 1.0,
+        "rows": rows, "ratio": min(r["speedup"] for r in rows), "target_ratio": 15.0,
         "request_ratio": min(r["request_ratio"] for r in rows), "target_request_ratio": 1.0,
     }, quick=args.quick)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import ON_GEMMA, SECOND_BACKBONE, in_row_order, second_backbone
-from report import ROOT, banner, cell, experiment_main, machine, read_json, side_of_zero, signed, table
+from report import (ROOT, banner, cell, experiment_main, machine, read_json, scored_before, side_of_zero, signed,
+                    table)
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -236,6 +237,7 @@ def render(doc: dict) -> str:
     envs = {r["environment"]["base_model"]: r["environment"] for r in doc["rows"] if "environment" in r}
     lines = [
         "# Collaborative signal on TALLRec movie", "", banner(f"{COMMAND} --render-only", [RESULTS]), "",
+        *scored_before(doc, RESULTS),
         f"Test: `{p['test']}`, all {p['cases']} cases of {p['users']} users (TALLRec's movie test set with MovieLens "
         f"ids). CIs and paired differences bootstrap users (1000 resamples); the case-bootstrap CI is shown only to "
         f"say how much narrower it would be. Validation: `movielens:100k:valid` ({p['valid_cases']} cases, "

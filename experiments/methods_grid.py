@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from report import banner, cell, machine, read_json, table, write_regions, write_results
+from report import banner, cell, machine, read_json, scored_before, table, write_regions, write_results
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -162,7 +162,8 @@ def render(results: dict) -> str:
     """The methods-grid region of DOC: the banner, the backbone, then each group's tables per test SPEC."""
     runs = {group: _run_on(results, group) for group in results["groups"]}
     shared = len({tuple(r.items()) for r in runs.values()}) == 1
-    lines = [banner("python experiments/methods_grid.py --render-only", [RESULTS]), ""]
+    lines = [banner("python experiments/methods_grid.py --render-only", [RESULTS]), "",
+             *scored_before(results, RESULTS)]
     if shared:
         lines += [_backbone_line(next(iter(runs.values()))), ""]
     for group, reports in results["groups"].items():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import picked_reranker, stack_row
-from report import ROOT, banner, cell, experiment_main, machine, side_of_zero, signed, table
+from report import ROOT, STARTED, banner, cell, experiment_main, machine, scored_before, side_of_zero, signed, table
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -410,7 +410,8 @@ def run(plan: Plan) -> dict:
                          "rerank_k": plan.rerank_k, "llm_test_users": llm_rows[0]["users"],
                          "llm_final_users": final_rows[0]["users"], "llm_valid_users": plan.valid_users,
                          "seed": plan.seed, "best": best, "machine": machine(),
-                         "command": COMMAND, "negatives_avoid": NEGATIVES_AVOID},
+                         "command": COMMAND, "negatives_avoid": NEGATIVES_AVOID,
+                         "llm_rows_commit": STARTED["git_commit"]},  # `--refresh-encoders` keeps it with the rows
             "rows": rows + llm_rows + final_rows}
 
 
@@ -483,6 +484,7 @@ def render(doc: dict) -> str:
     lines = [
         "# MovieLens-100K leave-one-out", "",
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})", "",
+        *scored_before(doc, RESULTS, [p.get("llm_rows_commit")]),
         f"{p['users']} users; each one's last interaction is the test target, its second last the validation "
         f"target, the rest trains the encoders. Sampled: the target among {p['negatives']} movies the user never "
         "rated (seeded per user); full: among every movie the user has not rated before the target. "

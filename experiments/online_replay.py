@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, machine, read_json, signed, table, write_regions, write_results
+from report import ROOT, banner, cell, machine, read_json, scored_before, signed, table, write_regions, write_results
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -346,7 +346,7 @@ def render(doc: dict) -> str:
     limit = next((x.split("=", 1)[1] for x in p["sets"] if x.startswith("evaluation.limit=")), "the recipe's")
     lines = [
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
-        "",
+        "", *scored_before(doc, RESULTS),
         f"Machine: {p['machine']}, adaptrec {env['adaptrec']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
         f"`{env['base_model']}` {env['quantization']} ({env['backend']}, {env['dtype']}), "
         f"transformers {env['transformers']}, peft {env['peft']}. "

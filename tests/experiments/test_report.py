@@ -94,6 +94,22 @@ def _need(*paths: Path) -> None:
         pytest.skip(f"results not present: {', '.join(missing)}")
 
 
+def test_rows_scored_before_a_change_to_what_a_score_means_are_marked_until_scored_again(tmp_path):
+    import subprocess
+
+    change = report.SCORE_CHANGES[0][0]
+    if subprocess.run(["git", "-C", str(report.ROOT), "cat-file", "-e", change], check=False).returncode:
+        pytest.skip("not a checkout holding the project's history")
+    before = subprocess.run(["git", "-C", str(report.ROOT), "rev-parse", f"{change}~1"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    after = {"provenance": {"git_commit": change}}
+    assert report.scored_before(after, tmp_path / "r.json") == []
+    assert report.scored_before({"provenance": {"git_commit": before}}, tmp_path / "r.json")[0].startswith(
+        f"**Scored before {change}:** P(yes) was computed in float32")
+    assert report.scored_before({}, tmp_path / "never-committed.json")  # unknown: counted as before
+    assert report.scored_before(after, tmp_path / "r.json", [change, None])  # one row of unknown age is enough
+
+
 def test_results_page_is_the_render_of_the_committed_results():
     import tallrec_grid
 
