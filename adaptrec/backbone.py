@@ -152,7 +152,8 @@ def tokenizer_digest(tokenizer) -> str:
 
 def config_digest(source: Path) -> str:
     """Hash of a model folder's config.json but where it was saved from and by which transformers: the settings
-    (norm epsilon, rope, activation, …) that change scores while the weights, and so the fingerprint, stay the same."""
+    (norm epsilon, rope, activation, …) that change scores while the weights, and so the fingerprint, stay the
+    same."""
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))  # transformers has read it already
     return digest({k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")})
 

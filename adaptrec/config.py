@@ -315,7 +315,7 @@ def _describe_error(err: dict, raw: dict, set_keys: Collection[str] = ()) -> str
     if loc[:1] in (["adapter"], ["method"]) and len(loc) > 1 and loc[1] == (raw.get(loc[0]) or {}).get("type"):
         del loc[1]  # pydantic names the union member ("adapter.lora.r", "adapter.prefix"); users wrote "adapter.r"
     key = ".".join(str(p) for p in loc)
-    if err["type"] == "union_tag_not_found":  # pydantic: "Unable to extract tag using discriminator 'type'"
+    if err["type"] == "union_tag_not_found" and key in ("adapter", "method"):  # pydantic: "Unable to extract tag"
         return f"{key}: name its type first ({key}.type: one of {', '.join(_types_of(key))})"
     if err["type"] == "extra_forbidden":
         close = get_close_matches(str(loc[-1]), _known_keys(err["loc"][:-1]), 1)
