@@ -54,6 +54,7 @@ def _made_for(refs: Sequence[str], backbone: str | None, quantization: str | Non
     """The backbone to load: as given, else the one the first adapter's recipe trained on (a pulled one: the one its
     pull was checked against; a composition or mix: its first source's), else the embedded default; the
     quantization: as given, else the recipe's (the pull's) when that is its backbone, else 8bit."""
+    _not_empty(backbone=backbone, quantization=quantization)
     if not refs or (backbone is not None and quantization is not None):
         return backbone or EMBEDDED, quantization or "8bit"
     from .config import recipe_from_text
@@ -208,6 +209,8 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
                             "given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before peft, data or backbone
+    if twice := sorted({r for r in refs if refs.count(r) > 1}):  # (was: scored twice, two identical rows)
+        raise AdaptrecError(f"{twice[0]} is named twice (a name, its version or its domain): name each adapter once")
     from .data.spec import load_spec
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
     from .online.gate import saw_data
@@ -265,6 +268,7 @@ def train_cf(kind: str, *, data: str, name: str | None = None, dim: int | None =
     from .names import check_name
 
     data = _spec_text(data, "data")
+    _not_empty(name=name)
     name = name or f"{kind}-{data.replace(':', '-')}"
     check_name(name, "encoder")  # before the fit, not after minutes of it
     _at_least(seed=(seed, 0), dim=(dim, 1), epochs=(epochs, 1))
@@ -339,6 +343,7 @@ def promote_if_better(ref: str, *, data: str, domain: str | None = None, margin:
     margin = MARGIN if margin is None else margin
     reg = registry()
     record = reg.resolve(ref)
+    _not_empty(domain=domain)
     domain = domain or record.domain
     dataset = load_spec(data, seed=seed)
     own = replace(dataset, cases=domain_cases(dataset.cases, domain, data))  # a log may hold several domains:
@@ -370,6 +375,7 @@ def drift(domain: str, *, before: str, after: str, adapter: str | None = None, l
         raise ConfigError(f"{option('plot', plot)}: expected a .png file to write in an existing folder")
     _at_least(limit=(limit, 0), seed=(seed, 0))
     reg = registry()
+    _not_empty(adapter=adapter)
     ref = champion_ref(reg, domain, adapter)  # pinned: an update registered meanwhile scores neither window
     specs = {"before": before, "after": after}
     loaded = {flag: domain_cases(load_spec(spec, seed=seed).cases, domain, spec, flag) for flag, spec in specs.items()}
@@ -523,6 +529,7 @@ def compose(sources: str | Sequence[str], *, name: str, method: str = "cat", wei
         raise AdaptrecError(f"compose {', '.join(search)}: only the weight search reads {these}; give search_data, or "
                             f"drop {them}")
     _at_least(seed=(seed, 0))
+    _not_empty(domain=domain)
     reg = registry()
     refs = resolve_sources(reg, sources)  # bad names, input mistakes: refused before the backbone loads
     backbone, quantization = _made_for(refs, backbone, quantization)
@@ -620,6 +627,7 @@ def push(ref: str, *, repo: str | None = None, to: Path | None = None, public: b
     """Publish an adapter to the Hub (`repo`, private unless `public`) or to an offline mirror folder (`to`)."""
     from .hub import push_to_hub, push_to_mirror
 
+    _not_empty(repo=repo)
     if revision is not None and not revision.strip():  # was: the default revision, without a word
         raise AdaptrecError(f"{option('revision', revision)}: name a revision, or leave it out for the default")
     if to is not None:
@@ -796,6 +804,14 @@ def _spec_text(value, name: str):
 # counts whose None means all, or the default; any other count None (a seed, a batch size) would draw unseeded or
 # fail after the backbone loaded
 _MAY_BE_NONE = frozenset({"limit", "dim", "epochs", "chunk_size", "actors"})
+
+
+def _not_empty(**values: str | None) -> None:
+    """One AdaptrecError line for an option given as blank text: a default stands only for an option left out
+    (was: `--backbone ''` loaded the embedded default, `--domain ''` registered for the first source's domain)."""
+    for name, value in values.items():
+        if isinstance(value, str) and not value.strip():
+            raise AdaptrecError(f"{option(name, value)}: blank; leave it out for the default")
 
 
 def _at_least(**values: tuple[int | None, int]) -> None:

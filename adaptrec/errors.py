@@ -58,8 +58,9 @@ class AdaptrecError(Exception):
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """An `AdaptrecError` (exit 2) or a file system refusal (exit 1: a full disk, no permission) raised within it
-    ends the process with `error: ` lines on stderr, not a traceback: the CLI's and the repository scripts' way."""
+    """An `AdaptrecError` (exit 2), a file system refusal (exit 1: a full disk, no permission) or text that is not
+    UTF-8 (exit 2) raised within it ends the process with `error: ` lines on stderr, not a traceback: the CLI's and
+    the repository scripts' way."""
     try:
         yield
     except AdaptrecError as e:
@@ -68,6 +69,10 @@ def one_line_errors() -> Iterator[None]:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except UnicodeError as e:  # a name or path of bytes that are not UTF-8 (the shell's surrogates), met by a query
+        shown = repr(e.object[e.start:e.end]) if isinstance(e, (UnicodeEncodeError, UnicodeDecodeError)) else ""
+        print(f"error: a name or text given is not valid UTF-8 {shown}".rstrip(), file=sys.stderr)
+        sys.exit(2)
 
 
 class DataSpecError(AdaptrecError):

@@ -56,6 +56,16 @@ def _limits(**sizes):
     (lambda: adaptrec.predict("arts-lora", [{"title": "Heat", "like": False}], "Casino"), "like"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name="a b"), "a b"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=-1), "seed=-1"),
+    # a blank option is no default (was: the embedded backbone, 8bit, the first source's domain, KIND-SOURCE, …)
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", backbone=""), "backbone='': blank"),
+    (lambda: adaptrec.evaluate(["arts-lora"], data="tallrec:movie:test", quantization=" "), "quantization=' '"),
+    (lambda: adaptrec.compose("arts-lora,office-lora", name="c", domain=""), "domain='': blank"),
+    (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", name=""), "name='': blank"),
+    (lambda: adaptrec.drift("arts", before="a.json", after="b.json", adapter=""), "adapter='': blank"),
+    (lambda: adaptrec.push("arts-lora", to="/nonexistent/m", repo=""), "repo='': blank"),
+    (lambda: adaptrec.promote_if_better("arts-lora", data="tallrec:movie:valid", domain=""), "domain='': blank"),
+    (lambda: adaptrec.evaluate(["arts-lora", "arts-lora:1"], data="tallrec:movie:test"),
+     "arts-lora:1 is named twice"),  # (was: two identical rows)
     # (was: numpy's RandomState traceback inside implicit, after the interactions loaded)
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=2**32), "seed=4294967296: expected at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=99999999999), "dim=99999999999: at most"),
@@ -139,6 +149,8 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_the_backbone_loads(
             adaptrec.serve(port=port)
     with pytest.raises(AdaptrecError, match="host='no-such-host.invalid', port=8000: cannot listen there"):
         adaptrec.serve(host="no-such-host.invalid")
+    with pytest.raises(AdaptrecError, match="host='': blank; give an address"):  # (was: every interface)
+        adaptrec.serve(host="")
 
 
 def test_a_mix_of_a_mix_is_refused_before_the_backbone_loads(no_backbone):

@@ -301,7 +301,10 @@ def one_malloc_arena() -> None:
 
 def check_address(host: str, port: int) -> None:
     """`ServeError` unless `host`:`port` can be listened on now, bound as uvicorn binds it (so a typo or a busy port
-    is refused before the backbone loads, not after)."""
+    is refused before the backbone loads, not after). A blank host is refused: bound, it listens on every interface."""
+    if not host.strip():
+        raise ServeError(f"{option('host', host)}: blank; give an address (127.0.0.1: this machine only, 0.0.0.0: "
+                         "every interface)")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -64,6 +64,15 @@ def _fake_adapter(tmp_path: Path) -> Path:
     return src
 
 
+@pytest.mark.parametrize("args", [["registry", "list", "--domain", "\udcff"],
+                                  ["registry", "encoders", "--name", "\udcff"],
+                                  ["eval", "\udcff", "--data", "tallrec:movie:test"]])
+def test_a_name_of_bytes_that_are_not_utf8_is_one_line(monkeypatch, capsys, args):
+    """A shell passes such bytes as surrogates, which SQLite cannot take (was: UnicodeEncodeError's traceback)."""
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert _one_line_error(code, err) == "error: a name or text given is not valid UTF-8 '\\udcff'"
+
+
 def test_registry_commands(monkeypatch, capsys, tmp_path):
     fp = Fingerprint("e" * 64, "f" * 64, "org/base")
     reg = Registry()
