@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_(
-    adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION]; none: the untuned backbone"),
+    adapters: Optional[List[str]] = typer.Argument(None, help="registered adapters NAME[:VERSION], or domains (their "
+                                                   "champions); none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC, e.g. tallrec:movie:test (see docs/data.md)"),
     limit: Optional[int] = typer.Option(200, "--limit", min=0,
                                         help="seeded, label-stratified subset size (ranking: held-out items, a "
