@@ -1,8 +1,8 @@
 """What `$ADAPTREC_HOME` holds, and clearing its caches: the score cache, the encoder fits kept for reuse and the
-catalogue title embeddings are rebuilt on demand, so clearing one costs only recomputation. The registry, run
-folders (checkpoints, learning curves), the request log and converted backbones hold what nothing recomputes: they
-are listed, never cleared here (`registry remove` and `registry gc` manage the registry's). Own code: huggingface_hub's
-cache commands know the Hub's download cache, not these stores."""
+catalogue title embeddings are rebuilt on demand, so clearing one costs only recomputation. Run folders
+(checkpoints, learning curves), the request log and converted backbones hold what nothing recomputes: they are
+listed, never cleared; the registry is neither (`registry list`, `registry remove`, `registry gc`). Own code:
+huggingface_hub's cache commands know the Hub's download cache, not these stores."""
 
 from __future__ import annotations
 
@@ -90,9 +90,11 @@ def clear(name: str, earlier_only: bool = False) -> tuple[int, int]:
     """Clear cache `name` (one of `CACHES`); `earlier_only`: the score rows no version reads. Returns (entries
     removed, bytes freed)."""
     if name not in CACHES:
-        kept = "" if name not in {"runs", "backbones", "requests"} else (
-            f" ({name} holds what nothing recomputes; it is listed, not cleared)")
-        raise AdaptrecError(f"cache {name!r}: expected one of {', '.join(CACHES)}{kept}")
+        why = dict.fromkeys(("runs", "backbones", "requests"), f"{name} holds what nothing recomputes; it is listed, "
+                            "not cleared")
+        why["registry"] = "registered versions go with `registry remove`, unreferenced folders with `registry gc`"
+        said = f" ({why[name]})" if name in why else ""
+        raise AdaptrecError(f"cache {name!r}: expected one of {', '.join(CACHES)}{said}")
     if earlier_only and name != "scores":
         raise AdaptrecError(f"{option('earlier_only', True)}: only the score cache keeps rows of earlier formats")
     before = {s.name: s for s in stores()}[name]

@@ -64,7 +64,7 @@ class DataSection(UserSettings):
     valid: str  # SPEC used for early stopping
     test: str  # SPEC of the final evaluation
     shots: int | None = Field(64, ge=1)  # few-shot training cases (TALLRec's sampling); null: all
-    seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the few-shot sample, the validation subset, training negatives
+    seed: int = Field(0, ge=0)  # seed of the few-shot sample, the validation subset, training negatives
     # prompt wrapper; "-stats" adds a line stating the history's like-ratio ("liked 7 of the 10 items above (70%)")
     template: Literal["tallrec", "chat", "tallrec-stats", "chat-stats", "tallrec-items", "chat-items"] = "tallrec"
     max_prompt_tokens: int = Field(512, ge=32)  # longer prompts drop their oldest history items
@@ -95,7 +95,7 @@ class TrainingSection(UserSettings):
     val_limit: int = Field(64, ge=2)  # validation subset size (seeded, label-stratified)
     patience: int | None = Field(3, ge=1)  # stop after N validations without AUC gain; null: never
     checkpoint_every: int = Field(8, ge=1)  # resumable checkpoint every N optimizer steps
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, ge=0)  # 0 or null: no clipping (a negative norm reversed the gradients)
     # none, or an experiment tracker accelerate supports (tensorboard, mlflow, wandb, …) that also gets the metrics
@@ -134,7 +134,7 @@ class TrainingSection(UserSettings):
 
 class EvaluationSection(UserSettings):
     limit: int | None = Field(200, ge=2)  # seeded, label-stratified test subset; null: the full split
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: int = Field(0, ge=0)
     score: Literal["pyes", "tallrec"] = "pyes"  # tallrec: TALLRec's P(Yes)-P(No) over the full vocabulary
     batch_size: int = Field(8, ge=1)
 
@@ -230,7 +230,8 @@ def _check_written_values(overrides: Sequence[str], source: str) -> None:
     space starts a comment (the rest of the value dropped), a key repeated in a mapping (the last kept)."""
     for item in overrides:
         value = item.partition("=")[2]
-        if "\n" in item or "\r" in item:  # the recorded recipe keeps each override on one comment line
+        if item.splitlines() != [item]:  # the recorded recipe keeps each override on one comment line (any break
+            # `str.splitlines` makes: \n, \r, \x0c, \x1c, \x85, U+2028 …, as `recipe_from_text` splits it)
             raise ConfigError(f"{source}: {_named(item)}: holds a line break, which the recipe adaptrec records "
                               "cannot keep on its one --set line; write the value into the recipe file instead")
         try:
@@ -378,12 +379,16 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> tuple[
     return recipe, text
 
 
-def check_new_run(recipe: Recipe) -> None:
+def check_new_run(recipe: Recipe, stored: bool = False) -> None:
     """ConfigError for settings no new run may start with; checked where a run starts (`load_recipe`, `update`), not
     on stored texts, so versions registered before a check was added still load and score:
 
     - a `name` or `domain` the registry would refuse only after the run trained;
     - a setting nothing reads under the others (`_ignored_setting`): it would change the run folder, not the run;
+    - a seed past `MAX_SEED`, which numpy's `RandomState` refuses (earlier versions took up to 2**64 - 1);
+
+    the last two only for settings written now: with `stored` (an update of a registered version) the settings it
+    was trained with stand;
     - a warm-up gives the first optimizer step learning rate 0 and reaches `training.lr` only once it is over: one
       as long as the run (or longer) never trains at the rate the recipe names, and with one step not at all;
     - a collab adapter's encoder must be able to learn what `adapter.encoder_data` holds (`cf.unfit_pairing`), and
@@ -396,7 +401,7 @@ def check_new_run(recipe: Recipe) -> None:
         check_domain(recipe.domain)
     except RegistryError as e:
         raise ConfigError(f"{recipe._source}: {e}") from None
-    if why := _ignored_setting(recipe):
+    if not stored and (why := _ignored_setting(recipe) or _seed_too_large(recipe)):
         raise ConfigError(f"{recipe._source}: {why}")
     t = recipe.training
     if t.warmup_steps and t.max_steps == 1:
@@ -430,16 +435,24 @@ def check_new_run(recipe: Recipe) -> None:
 
 
 def _specs(recipe: Recipe) -> list[str]:
-    """Every data SPEC the recipe trains, validates and tests on, each under `data.protocol`."""
+    """Every data SPEC the recipe trains, validates and tests on: its own under `data.protocol`, a multitask
+    method's other domains as given (as they load)."""
     from .data.spec import with_protocol
 
     d, m = recipe.data, recipe.method
-    given = [("train", d.train), ("valid", d.valid), ("test", d.test)]
-    given += [("train", spec) for spec in (m.extra_train if isinstance(m, MultitaskSettings) else [])]
     try:
-        return [with_protocol(spec, d.protocol, part) for part, spec in given]
+        own = [with_protocol(spec, d.protocol, part) for part, spec in (("train", d.train), ("valid", d.valid),
+                                                                        ("test", d.test))]
     except DataSpecError as e:
         raise ConfigError(f"{recipe._source}: data: {e}") from None
+    return own + list(m.extra_train if isinstance(m, MultitaskSettings) else [])  # read as given
+
+
+def _seed_too_large(recipe: Recipe) -> str | None:
+    """Why a seed of the recipe is past `MAX_SEED`; None when none is."""
+    seeds = {f"{section}.seed": getattr(recipe, section).seed for section in ("data", "training", "evaluation")}
+    return next((f"{key} {value}: at most {MAX_SEED} (2**32 - 1), the largest seed every random generator takes"
+                 for key, value in seeds.items() if value > MAX_SEED), None)
 
 
 def _ignored_setting(recipe: Recipe) -> str | None:

@@ -104,6 +104,7 @@ class ScoreCache:
                 removed += len(self)
                 self._db.execute(f"DELETE FROM {TABLE}")
             self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # in WAL mode the vacuumed pages land in -wal first
         return removed
 
     def _earlier(self) -> list[str]:

@@ -33,8 +33,9 @@ def read_user_text(path: Path | str, what: str, error: type[AdaptrecError] = Ada
         raise error(f"{path}: no such {what}") from None
     except OSError as e:
         raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
-    except ValueError:  # os.stat's refusal of an embedded NUL byte; repr shows it
-        raise error(f"{str(path)!r}: no such {what} (a path cannot hold a NUL byte)") from None
+    except ValueError:  # os.stat's refusal of an embedded NUL byte, or of text it cannot encode; repr shows either
+        why = "a path cannot hold a NUL byte" if "\0" in str(path) else "not a path the file system can take"
+        raise error(f"{str(path)!r}: no such {what} ({why})") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
         raise error(f"{path}: the {what} is {kind}; give a regular file")

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from report import banner, cell, machine, read_json, scored_before, table, write_regions, write_results
+from report import STARTED, banner, cell, machine, read_json, scored_before, table, write_regions, write_results
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -161,9 +161,10 @@ def _backbone_line(run_on: dict) -> str:
 def render(results: dict) -> str:
     """The methods-grid region of DOC: the banner, the backbone, then each group's tables per test SPEC."""
     runs = {group: _run_on(results, group) for group in results["groups"]}
-    shared = len({tuple(r.items()) for r in runs.values()}) == 1
+    shared = len({(r.get("backend"), r.get("machine")) for r in runs.values()}) == 1
     lines = [banner("python experiments/methods_grid.py --render-only", [RESULTS]), "",
-             *scored_before(results, RESULTS)]
+             *scored_before(results, RESULTS, [results.get("run_on", {}).get(g, {}).get("git_commit")
+                                               for g in results["groups"]])]
     if shared:
         lines += [_backbone_line(next(iter(runs.values()))), ""]
     for group, reports in results["groups"].items():
@@ -187,7 +188,7 @@ def main() -> None:
 
         results = {"groups": {}, "run_on": {}, **read_json(RESULTS)}
         run_on = {"backend": resolve_backend("8bit", default_device()),
-                  "machine": machine()}
+                  "machine": machine(), "git_commit": STARTED["git_commit"]}
         for group in args.groups:
             results.setdefault("run_on", {})[group] = run_on  # this run's groups only: the others keep theirs
             plain_name, methods, sets = GROUPS[group]

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, cell, machine, read_json, scored_before, signed, table, write_regions, write_results
+from report import (ROOT, STARTED, banner, cell, machine, read_json, scored_before, signed, table, write_regions,
+                    write_results)
 
 from adaptrec import scripts
 from adaptrec.errors import AdaptrecError
@@ -214,7 +215,8 @@ def run(resume_doc: dict | None) -> dict:
         champions = dict.fromkeys(ROWS, static)
         forgetting = score_window(scoring, champions, gates[0], item_popularity(cases[0]))
         doc["steps"].append({"window": 0, "champions": champions, "forgetting": forgetting,
-                             "updates": {"static": {"ref": static, "cpu_s": cpu, "wall_s": wall}}})
+                             "updates": {"static": {"ref": static, "cpu_s": cpu, "wall_s": wall}},
+                             "git_commit": STARTED["git_commit"]})  # a resumed run keeps each step's own
         write_results(RESULTS, doc)
     for t in range(len(doc["steps"]), WINDOWS):
         champions = dict(doc["steps"][-1]["champions"])
@@ -236,7 +238,7 @@ def run(resume_doc: dict | None) -> dict:
                                                                           gate_spec)}
         step["champions"] = {row: scoring.registry.promoted(domain).ref for row, domain in ROWS.items()}
         step["forgetting"] = score_window(scoring, step["champions"], gates[0], item_popularity(cases[0]))
-        doc["steps"].append(step)
+        doc["steps"].append({**step, "git_commit": STARTED["git_commit"]})
         write_results(RESULTS, doc)
     return doc
 
@@ -346,7 +348,7 @@ def render(doc: dict) -> str:
     limit = next((x.split("=", 1)[1] for x in p["sets"] if x.startswith("evaluation.limit=")), "the recipe's")
     lines = [
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
-        "", *scored_before(doc, RESULTS),
+        "", *scored_before(doc, RESULTS, [s.get("git_commit") for s in steps]),
         f"Machine: {p['machine']}, adaptrec {env['adaptrec']}, torch {env['torch']}, {env['threads']} threads, device {env['device']}, "
         f"`{env['base_model']}` {env['quantization']} ({env['backend']}, {env['dtype']}), "
         f"transformers {env['transformers']}, peft {env['peft']}. "

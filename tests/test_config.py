@@ -389,13 +389,16 @@ def test_a_seed_past_what_every_generator_takes_is_refused(key):
     assert load_recipe("movie-lora", [f"{key}={2**32 - 1}"])
     with pytest.raises(ConfigError) as e:
         load_recipe("movie-lora", [f"{key}={2**64}"])
-    assert f"{key}: Input should be less than or equal to 4294967295" in _one_line(e)
+    assert f"{key} {2**64}: at most 4294967295 (2**32 - 1)" in _one_line(e)
+    stored = (RECIPES_DIR / "movie-lora.yaml").read_text() + f"\n# --set {key}={2**40}\n"
+    assert recipe_from_text(stored)  # a version trained before the bound still loads, scores and updates
 
 
 def test_an_override_with_a_line_break_is_refused():
     """Overrides are recorded one per `# --set` line: a line break wrote a YAML line of its own into the stored
     recipe (was: `method: {type: blend}` read back from a plain run's record)."""
-    for item in ["adapter.init_text=Judge\nmethod: {type: blend}", "adapter.init_text=a\rb"]:
+    for item in ["adapter.init_text=Judge\nmethod: {type: blend}", "adapter.init_text=a\rb",
+                 "adapter.init_text=Judge\u2028method: {type: blend}", "adapter.init_text=a\x85b", "a=b\x0c"]:
         with pytest.raises(ConfigError) as e:
             load_recipe("movie-prefix", [item])
         assert "holds a line break" in _one_line(e)
@@ -414,6 +417,18 @@ def test_a_setting_nothing_reads_is_refused(recipe, sets, said):
     with pytest.raises(ConfigError) as e:
         load_recipe(recipe, sets)
     assert said in _one_line(e)
+
+
+def test_an_update_keeps_the_settings_its_parent_was_trained_with():
+    """A version registered before these refusals updates as it was trained (was: refused, "drop it", which an
+    update cannot do to its parent's recipe)."""
+    from adaptrec.config import check_new_run
+
+    stored = recipe_from_text((RECIPES_DIR / "movie-lora.yaml").read_text()
+                              + "\n# --set data.negatives_per_positive=3\n# --set training.seed=1099511627776\n")
+    check_new_run(stored, stored=True)
+    with pytest.raises(ConfigError, match="data.negatives_per_positive is read by implicit data"):
+        check_new_run(stored)
 
 
 @pytest.mark.parametrize("sets", [["backbone.quantization=none"], ["adapter.init=random"],

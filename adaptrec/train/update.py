@@ -130,7 +130,7 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     sets = [*overrides, *(step_budget(steps, overrides, warmup) if steps is not None else [])]
     text = with_sets(sets)
     recipe: Recipe = recipe_from_text(text, parent.ref)
-    check_new_run(recipe)
+    check_new_run(recipe, stored=True)
     if recipe.method.type == "distill":  # the teacher scores its own view of each training case: none is new feedback
         raise ConfigError(f"{parent.ref} was distilled (method: distill), and its teacher's view of the cases "
                           f"({recipe.method.teacher_data}) holds none of the new feedback; update it without the "

@@ -198,6 +198,7 @@ def test_a_file_spelt_like_a_builtin_spec_is_checked_as_that_file(tmp_path, monk
     ("a\x00.json", r"'a\\x00\.json': no such TALLRec file \(a path cannot hold a NUL byte\)"),
     ("~a\x00/x.json", r"no home folder for '~a\\x00'"),
     ("~no-such-user-here/x.json", r"no home folder for '~no-such-user-here'"),
+    ("a\ud800.json", r"'a\\ud800\.json': no such TALLRec file \(not a path the file system can take\)"),
 ])
 def test_a_path_pathlib_cannot_take_is_one_line(spec, words):
     """(was: ValueError: embedded null byte, or RuntimeError: Could not determine home directory)"""
