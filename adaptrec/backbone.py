@@ -105,6 +105,7 @@ class Backbone:
     quantization: str
     source: Path
     backend: str = "bitsandbytes"  # the kernels that run it: bitsandbytes | torch-int8 | fp32 | bf16
+    config_key: str | None = None  # `config_digest` of the config it was loaded with (None: read from `source` now)
 
     @property
     def device(self) -> torch.device:
@@ -114,7 +115,7 @@ class Backbone:
     def score_key(self) -> str:
         """Score-cache key of the untuned model (`base_score_key` on this load's backend, device and tokenizer)."""
         return base_score_key(self.fingerprint, self.backend, self.device.type, tokenizer_digest(self.tokenizer),
-                              config_digest(self.source))
+                              self.config_key or config_digest(self.source))
 
     def environment(self) -> dict:
         """What a report records about the model that produced its scores."""
@@ -458,6 +459,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     device = device or default_device()
     backend = resolve_backend(quantization, device, int8_backend)  # a bad kernel: refused before any download
     source, config, tokenizer, fingerprint = _describe(name, quantization)
+    loaded_config = config_digest(source)  # what the model is built from now, whatever edits the file later
     hf_logging.disable_progress_bar()  # a per-tensor bar for a load that takes seconds is noise
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -479,4 +481,4 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
     model.eval()
     model.requires_grad_(False)
     return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization,
-                    source=source, backend=backend)
+                    source=source, backend=backend, config_key=loaded_config)
