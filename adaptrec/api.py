@@ -676,7 +676,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
     glibc's malloc on one arena afterwards (`serve.app.one_malloc_arena`; glibc cannot read the old setting back)."""
     from .data.online_log import LOG_FILE
     from .data.prompts import TEMPLATES
-    from .serve.app import ServeOptions, check_address
+    from .serve.app import ServeOptions, UnservedExplorationWarning, check_address
     from .serve.app import serve as run_server
     from .serve.engine import Engine, Limits
 
@@ -699,6 +699,12 @@ def serve(*, host: str = "127.0.0.1", port: int = 8000, preload: Sequence[str] =
                            online_log=None if registry_home is None else Path(registry_home) / LOG_FILE)
     options.token()  # one no request could present: refused before the backbone loads
     reg = registry(registry_home)
+    if unserved := sorted(d for d in options.exploration if not reg.list(domain=d)):
+        import warnings
+
+        warnings.warn(f"{option('exploration', flag='--explore')}: no adapter is registered for "
+                      f"{', '.join(map(repr, unserved))}; nothing is explored there until one is promoted",
+                      UnservedExplorationWarning, stacklevel=2)
     preload = _as_list(preload)
     preloaded = {reg.resolve(ref).ref for ref in preload}  # a misspelt preload: refused before the backbone loads
     if len(preloaded) > max_resident:  # was: the first ones evicted as the last loaded

@@ -87,6 +87,7 @@ def _limits(**sizes):
     (lambda: adaptrec.route("u1", "", history="h.json"), "bad domain ''"),  # was: blamed on the history
     (lambda: adaptrec.evaluate([], data="tallrec:movie:test[5:0]"), "ends \\(0\\) before it starts \\(5\\)"),
     (lambda: adaptrec.write_predictions("", data="tallrec:movie:test", out="p.jsonl"), "'' names no adapter"),
+    (lambda: adaptrec.evaluate([" "], data="tallrec:movie:test"), "^' ' names no adapter"),  # (was: "[' '] names")
     (lambda: adaptrec.serve(exploration={"movie": 0.1}, request_log=False), "needs the request log"),  # was: greedy
     (lambda: adaptrec.compose("arts-lora,office-lora", name="c", weights="1,1", shots=8, l1=0.1),
      "compose shots, l1: only the weight search reads these"),  # was: ignored, as if searched
@@ -151,6 +152,17 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_the_backbone_loads(
         adaptrec.serve(host="no-such-host.invalid")
     with pytest.raises(AdaptrecError, match="host='': blank; give an address"):  # (was: every interface)
         adaptrec.serve(host="")
+
+
+def test_exploring_a_domain_nothing_serves_is_said_before_the_backbone_loads(no_backbone):
+    """A misspelt `--explore offce=0.1` explored nothing, without a word (was); a name that is no text refused."""
+    from adaptrec.serve.app import UnservedExplorationWarning
+
+    with pytest.warns(UnservedExplorationWarning, match="no adapter is registered for 'offce'"), \
+            pytest.raises(pytest.fail.Exception, match="a backbone loaded"):
+        adaptrec.serve(exploration={"offce": 0.1, "arts": 0.1})
+    with pytest.raises(AdaptrecError, match="expected a domain's exploration rate"):
+        adaptrec.serve(exploration={"\udcff": 0.1})
 
 
 def test_a_mix_of_a_mix_is_refused_before_the_backbone_loads(no_backbone):

@@ -17,7 +17,8 @@ def named_sources(items: str | Iterable[str]) -> tuple[str, ...]:
     """The adapter refs or domains `items` names (comma-separated, or a list); one line when it names none."""
     named = tuple(r.strip() for r in (items.split(",") if isinstance(items, str) else items) if r.strip())
     if not named:
-        raise CompositionError(f"{items!r} names no adapter: give an adapter ref or a domain, or several "
+        shown = repr(items) if isinstance(items, str) else ", ".join(map(repr, items)) or "nothing"
+        raise CompositionError(f"{shown} names no adapter: give an adapter ref or a domain, or several "
                                "comma-separated, e.g. arts-lora,office-lora")
     return named
 

@@ -94,8 +94,8 @@ class ServeOptions:
             raise ConfigError(f"{option('max_batch', self.max_batch)}, queue size {self.queue_size}: each needs at "
                               "least 1")
         for domain, epsilon in self.exploration.items():  # ε above 1 made propensities negative
-            if not (isinstance(domain, str) and domain and isinstance(epsilon, (int, float))
-                    and 0 <= epsilon <= 1):
+            if not (isinstance(domain, str) and domain.strip() and domain.isprintable()
+                    and isinstance(epsilon, (int, float)) and 0 <= epsilon <= 1):
                 named = option("exploration", f"{domain}={epsilon}", flag="--explore") if on_command_line() \
                     else f"exploration[{domain!r}]={epsilon!r}"
                 raise ConfigError(f"{named}: expected a domain's exploration rate, a number from 0 to 1")
@@ -297,6 +297,10 @@ def one_malloc_arena() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
     except (OSError, AttributeError):
         pass
+
+
+class UnservedExplorationWarning(UserWarning):
+    """An exploration rate for a domain no registered adapter serves (yet): a misspelt one explores nothing."""
 
 
 def check_address(host: str, port: int) -> None:
