@@ -622,12 +622,12 @@ def recommend(user: str, domain: str, *, data: str, history: Path | Sequence[His
                           template=template, batch_size=batch_size)
 
 
-def push(ref: str, *, repo: str | None = None, to: Path | None = None, public: bool = False,
+def push(ref: str, *, repo: str | None = None, to: str | Path | None = None, public: bool = False,
          revision: str | None = None) -> PushResult:
     """Publish an adapter to the Hub (`repo`, private unless `public`) or to an offline mirror folder (`to`)."""
     from .hub import push_to_hub, push_to_mirror
 
-    _not_empty(repo=repo)
+    _not_empty(repo=repo, to=None if to is None else str(to))
     if revision is not None and not revision.strip():  # was: the default revision, without a word
         raise AdaptrecError(f"{option('revision', revision)}: name a revision, or leave it out for the default")
     if to is not None:

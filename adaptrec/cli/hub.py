@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -24,7 +23,8 @@ def register(app: typer.Typer) -> None:
 def hub_push(
     adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION]"),
     repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo ORG/NAME (with --to: the mirror folder name, default NAME)"),
-    to: Optional[Path] = typer.Option(None, "--to", help="write to an offline mirror folder (adapters_hub/ layout) instead of the Hub"),
+    to: Optional[str] = typer.Option(None, "--to", help="write to an offline mirror folder (adapters_hub/ layout) "
+                                     "instead of the Hub"),  # text: typer reads '' as the path '.
     public: bool = typer.Option(False, "--public", help="create the Hub repo public (default: private)"),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch (default main); mirror revision folder (default vVERSION)"),
 ) -> None:

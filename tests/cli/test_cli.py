@@ -73,6 +73,14 @@ def test_a_name_of_bytes_that_are_not_utf8_is_one_line(monkeypatch, capsys, args
     assert _one_line_error(code, err) == "error: a name or text given is not valid UTF-8 '\\udcff'"
 
 
+def test_a_blank_mirror_folder_is_refused_not_read_as_the_current_one(monkeypatch, capsys, tmp_path):
+    """(was: `hub push movie-lora --to ''` wrote the mirror into the current folder: typer reads '' as the path .)"""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "hub", "push", "movie-lora", "--to", "")
+    assert "--to '': blank" in _one_line_error(code, err)
+    assert not list(tmp_path.iterdir())
+
+
 def test_registry_commands(monkeypatch, capsys, tmp_path):
     fp = Fingerprint("e" * 64, "f" * 64, "org/base")
     reg = Registry()
