@@ -197,6 +197,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
     None: the latest version of every registered encoder that may score the SPEC; (): none. `full_catalogue`:
     encoder rows also rank each held-out item among every item of their catalogue (ranking protocol only)."""
     from .data.prompts import TEMPLATES
+    from .names import check_distinct
     from .router.sources import resolve_sources
 
     data = _spec_text(data, "data")
@@ -209,8 +210,7 @@ def evaluate(refs: Sequence[str] = (), *, data: str, limit: int | None = 200, se
                             "given ones")
     reg = registry()
     refs = list(resolve_sources(reg, refs)) if refs else []  # every ref (or domain), before peft, data or backbone
-    if twice := sorted({r for r in refs if refs.count(r) > 1}):  # (was: scored twice, two identical rows)
-        raise AdaptrecError(f"{twice[0]} is named twice (a name, its version or its domain): name each adapter once")
+    check_distinct(refs, "name each adapter once (a name, its version or its domain)")  # (was: two identical rows)
     from .data.spec import load_spec
     from .evaluation import labelled_cases, ranked_users, run_eval, run_rank_eval
     from .online.gate import saw_data

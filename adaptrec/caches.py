@@ -14,6 +14,7 @@ from .errors import AdaptrecError, option
 from .home import adaptrec_home
 
 CACHES = ("scores", "encoders", "embeddings")
+STORES = (*CACHES, "runs", "backbones", "requests")  # in the order `stores` lists them
 
 
 @dataclass(frozen=True)
@@ -44,60 +45,59 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
-def _score_files() -> list[Path]:
-    from .score_cache import FILE_NAME
-
-    base = adaptrec_home() / FILE_NAME
-    return [base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")]
+def _with_wal(db: Path) -> list[Path]:
+    """An SQLite file in WAL mode with the files beside it."""
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
 
 
-def _folders() -> dict[str, Path]:
+def _path(name: str) -> Path:
+    """Where store `name` lives."""
     from .cf.cache import fits_folder
+    from .data.online_log import default_log_path
+    from .score_cache import FILE_NAME
     from .text_encoder import embeddings_folder
 
     home = adaptrec_home()
-    return {"encoders": fits_folder(), "embeddings": embeddings_folder(), "runs": home / "runs",
-            "backbones": home / "backbones"}
+    return {"scores": home / FILE_NAME, "encoders": fits_folder(), "embeddings": embeddings_folder(),
+            "runs": home / "runs", "backbones": home / "backbones", "requests": default_log_path()}[name]
+
+
+def _store(name: str) -> Store:
+    """Store `name` (one of `STORES`) as it is now; one not made yet has 0 entries."""
+    path = _path(name)
+    if name == "requests":
+        return Store(name, path, int(path.is_file()), sum(map(_size, _with_wal(path))), False)
+    if name == "scores":
+        from .score_cache import ScoreCache
+
+        rows = unread = 0
+        if path.is_file():  # opening would create it
+            cache = ScoreCache(path)
+            try:
+                rows, unread = len(cache), cache.earlier_rows()
+            finally:
+                cache.close()
+        return Store(name, path, rows, sum(map(_size, _with_wal(path))), True, unread)
+    entries = [p for p in _entries(path) if name != "runs" or p.is_dir()]
+    return Store(name, path, len(entries), _size(path), name in CACHES)
 
 
 def stores() -> list[Store]:
-    """Every store of the home, caches first; a store not made yet has 0 entries."""
-    from .data.online_log import default_log_path
-    from .score_cache import ScoreCache
-
-    files, rows, unread = _score_files(), 0, 0
-    if files[0].is_file():  # opening would create it
-        cache = ScoreCache(files[0])
-        try:
-            rows, unread = len(cache), cache.earlier_rows()
-        finally:
-            cache.close()
-    folders = _folders()
-    out = [Store("scores", files[0], rows, sum(_size(f) for f in files), True, unread)]
-    out += [Store(name, folders[name], len(_entries(folders[name])), _size(folders[name]), True)
-            for name in ("encoders", "embeddings")]
-    runs = [p for p in _entries(folders["runs"]) if p.is_dir()]
-    out.append(Store("runs", folders["runs"], len(runs), _size(folders["runs"]), False))
-    out.append(Store("backbones", folders["backbones"], len(_entries(folders["backbones"])),
-                     _size(folders["backbones"]), False))
-    log = default_log_path()
-    out.append(Store("requests", log, int(log.is_file()), sum(_size(log.with_name(log.name + s))
-                                                               for s in ("", "-wal", "-shm")), False))
-    return out
+    """Every store of the home, caches first."""
+    return [_store(name) for name in STORES]
 
 
 def clear(name: str, earlier_only: bool = False) -> tuple[int, int]:
     """Clear cache `name` (one of `CACHES`); `earlier_only`: the score rows no version reads. Returns (entries
     removed, bytes freed)."""
     if name not in CACHES:
-        why = dict.fromkeys(("runs", "backbones", "requests"), f"{name} holds what nothing recomputes; it is listed, "
-                            "not cleared")
+        why = dict.fromkeys(STORES[len(CACHES):], f"{name} holds what nothing recomputes; it is listed, not cleared")
         why["registry"] = "registered versions go with `registry remove`, unreferenced folders with `registry gc`"
         said = f" ({why[name]})" if name in why else ""
         raise AdaptrecError(f"cache {name!r}: expected one of {', '.join(CACHES)}{said}")
     if earlier_only and name != "scores":
         raise AdaptrecError(f"{option('earlier_only', True)}: only the score cache keeps rows of earlier formats")
-    before = {s.name: s for s in stores()}[name]
+    before = _store(name)
     if name == "scores":
         from .score_cache import ScoreCache
 
@@ -113,5 +113,5 @@ def clear(name: str, earlier_only: bool = False) -> tuple[int, int]:
         for entry in entries:  # a reader that finds it gone computes it again (`cached_fit`, `catalogue_embeddings`)
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         removed = len(entries)
-    after = {s.name: s for s in stores()}[name]
+    after = _store(name)
     return removed, max(before.bytes - after.bytes, 0)

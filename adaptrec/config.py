@@ -417,34 +417,34 @@ def check_new_run(recipe: Recipe, stored: bool = False) -> None:
     if recipe.adapter.type == "collab":
         from .cf import unfit_pairing
         from .cf.fit import HELD_OUT, scores_spec
-        from .data.spec import with_protocol
 
         source, encoder = recipe.adapter.encoder_data, recipe.adapter.encoder
         if why := unfit_pairing(encoder, source):  # as `train-cf` refuses it (a stored version may hold it)
             default = " (the default)" if encoder == type(recipe.adapter).model_fields["encoder"].default else ""
             raise ConfigError(f"{recipe._source}: adapter: encoder {encoder}{default} on encoder_data {source}: {why}")
         for part in ("valid", "test"):
-            try:
-                spec = with_protocol(getattr(recipe.data, part), recipe.data.protocol, part)
-            except DataSpecError as e:
-                raise ConfigError(f"{recipe._source}: data.{part}: {e}") from None
+            spec = _under_protocol(recipe, part)
             if not scores_spec(source, spec):
                 raise ConfigError(f"{recipe._source}: data.{part} {spec!r} is not held out of adapter.encoder_data "
                                   f"{source!r} (its held-out SPECs match {HELD_OUT[source]}): its pairs would train "
                                   "the encoder")
 
 
+def _under_protocol(recipe: Recipe, part: str) -> str:
+    """`data.<part>`'s SPEC under `data.protocol`; a ConfigError naming the key when it has no such form."""
+    from .data.spec import with_protocol
+
+    try:
+        return with_protocol(getattr(recipe.data, part), recipe.data.protocol, part)
+    except DataSpecError as e:
+        raise ConfigError(f"{recipe._source}: data.{part}: {e}") from None
+
+
 def _specs(recipe: Recipe) -> list[str]:
     """Every data SPEC the recipe trains, validates and tests on: its own under `data.protocol`, a multitask
     method's other domains as given (as they load)."""
-    from .data.spec import with_protocol
-
-    d, m = recipe.data, recipe.method
-    try:
-        own = [with_protocol(spec, d.protocol, part) for part, spec in (("train", d.train), ("valid", d.valid),
-                                                                        ("test", d.test))]
-    except DataSpecError as e:
-        raise ConfigError(f"{recipe._source}: data: {e}") from None
+    m = recipe.method
+    own = [_under_protocol(recipe, part) for part in ("train", "valid", "test")]
     return own + list(m.extra_train if isinstance(m, MultitaskSettings) else [])  # read as given
 
 

@@ -113,24 +113,25 @@ def software() -> dict[str, str]:
     return {**library_versions(), **optional}
 
 
+def git(root: Path, *args: str) -> str | None:
+    """What `git -C root ARGS` prints, stripped; None outside a git checkout, or when git fails or is missing."""
+    if not (root / ".git").exists():  # a wheel under some other repository must not record that one's commit
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def code_version(root: Path) -> dict:
     """When, and on which commit of the checkout at `root` (the script's own: another clone or worktree may share the
     installed package) and whether it had uncommitted changes, a result was measured: what tells a number from before
     a change from one after it. Changes to results and docs (`RESULT_PATHS`) do not count: a run after another has
     that one's result file to commit, not different code. Outside a git checkout (an installed wheel) the commit is
     None."""
-    def git(*args: str) -> str | None:
-        if not (root / ".git").exists():  # a wheel under some other repository must not record that one's commit
-            return None
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+    commit = git(root, "rev-parse", "HEAD")
+    status = git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
                  *(f":(exclude){path}" for path in RESULT_PATHS))
     return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit,
             "git_dirty": None if status is None else bool(status)}

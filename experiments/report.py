@@ -44,19 +44,12 @@ SCORE_CHANGES = (("a0e96b1", "P(yes) was computed in float32, which rounds a Yes
 
 def _commit_of(results: Path) -> str | None:
     """The commit that last wrote `results`; None outside a checkout or for a file never committed."""
-    import subprocess
-
-    done = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", str(results)],
-                          capture_output=True, text=True, check=False)
-    return done.stdout.strip() or None
+    return scripts.git(ROOT, "log", "-1", "--format=%H", "--", str(results)) or None
 
 
 def _includes(commit: str | None, change: str) -> bool:
     """Whether code at `commit` has `change` (git ancestry); an unknown commit has not."""
-    import subprocess
-
-    return commit is not None and subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", change,
-                                                  commit], capture_output=True, check=False).returncode == 0
+    return commit is not None and scripts.git(ROOT, "merge-base", "--is-ancestor", change, commit) is not None
 
 
 def scored_before(doc: dict, results: Path, commits: Sequence[str | None] | None = None) -> list[str]:

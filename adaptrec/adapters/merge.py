@@ -39,6 +39,7 @@ from adaptrec.atomic import atomic_dir, write_json
 from adaptrec.backbone import load_backbone
 from adaptrec.errors import CompositionError, option
 from adaptrec.fingerprint import Fingerprint, digest
+from adaptrec.names import check_distinct
 
 from .attach import COLLAB_TYPE, attach, load_peft, peft_name, peft_type, restore
 from .export import adalora_to_lora
@@ -90,12 +91,6 @@ class Composition:
         knobs = {"svd_rank": self.svd_rank, "density": self.density, "seed": self.seed}
         return {"parents": list(parents), "method": self.method, "weights": list(self.weights),
                 **{k: v for k, v in knobs.items() if v is not None}, **self.extra}
-
-
-def check_distinct(refs: Sequence[str]) -> None:
-    """Refuse an adapter named twice: its weights would add up (to nothing at w and -w), which no lineage says."""
-    if twice := sorted({r for r in refs if list(refs).count(r) > 1}):
-        raise CompositionError(f"{twice[0]} is named twice: compose distinct adapters, one weight each")
 
 
 def check_weights(method: str, weights: Sequence[float], n: int) -> None:
