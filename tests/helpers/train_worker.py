@@ -56,6 +56,12 @@ def tiny_recipe_file(folder: Path, model_dir: str, max_steps: int, sizes: dict[s
     return path
 
 
+def say(line: str) -> None:
+    """One line to stdout in a single write: ranks share the launcher's pipe, and `print` under unbuffered output
+    writes the text and its newline apart, so another rank's line could land between them."""
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
+
+
 def main() -> None:
     model_dir, run_dir, max_steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     if "--recipe" in sys.argv:
@@ -65,7 +71,7 @@ def main() -> None:
         os.environ["ADAPTREC_HOME"] = str(run_dir / "home")
         path = tiny_recipe_file(run_dir, model_dir, max_steps, {"train": 16, "valid": 8, "test": 8}, eval_every=2)
         result = run_recipe(*load_recipe(str(path)), restart="--restart" in sys.argv)
-        print(f"REGISTERED {result.record.ref} reported={result.report is not None}", flush=True)
+        say(f"REGISTERED {result.record.ref} reported={result.report is not None}")
         return
     if "--slow" in sys.argv:  # widen the window in which the parent can kill us mid-run
         save = loop.save_checkpoint
@@ -77,7 +83,7 @@ def main() -> None:
             checkpoint(self)
             if self.global_step == stop_at:
                 self.accelerator.wait_for_everyone()  # rank 0 has written it
-                print("STOPPED", flush=True)
+                say("STOPPED")
                 os._exit(0)
         loop.Trainer.checkpoint = checkpoint_then_stop
     settings = {}
@@ -98,15 +104,15 @@ def main() -> None:
     train_cases = [replace(c, history=c.history[:1 + i % 4]) for i, c in enumerate(synthetic_cases(16))]
     result = loop.train(tiny_recipe(model_dir, max_steps, adapter, **settings), backbone, train_cases,
                         synthetic_cases(8, seed=1), run_dir, resume="--resume" in sys.argv)
-    print(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
+    say(f"DONE steps={result.steps} world={os.environ.get('WORLD_SIZE', '1')}")
     if "--check-validation" in sys.argv:  # the ranks' shares, gathered, against every case scored on each rank
         from adaptrec.scoring.core import Scorer
 
         scorer = Scorer(result.model, backbone.tokenizer, "", progress=False)
         world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
         val = synthetic_cases(8, seed=1)
-        print(f"VALIDATION shared={loop.validate(scorer, val, 'pyes', rank, world):.6f} "
-              f"whole={loop.validate(scorer, val):.6f}", flush=True)
+        say(f"VALIDATION shared={loop.validate(scorer, val, 'pyes', rank, world):.6f} "
+            f"whole={loop.validate(scorer, val):.6f}")
 
 
 if __name__ == "__main__":
