@@ -75,6 +75,15 @@ DIRECTIONS = {"office": (), "arts": ("name=arts-collab", "domain=arts", "data.tr
                                      "data.valid=amazon:arts:valid", "data.test=amazon:arts:test")}
 
 
+def at_chance(encoder: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expected NDCG@10 and HR@10 per case of a re-ranker at chance: a target the encoder ranks within the top `k`
+    is equally likely at each of its k places; one below keeps the encoder's rank (was: right for k = 10 only)."""
+    places = np.arange(1, k + 1)
+    inside = np.asarray(encoder) <= k
+    return (np.where(inside, ndcg_per_case(places, 10).mean(), ndcg_per_case(encoder, 10)),
+            np.where(inside, hit_per_case(places, 10).mean(), hit_per_case(encoder, 10)))
+
+
 @dataclass(frozen=True)
 class Plan:
     rerank_k: int = 10  # the adapter re-orders LightGCN's top K of the 1 + 19 sampled list
@@ -283,10 +292,8 @@ class View:
         """Every row's HR/NDCG@10 and paired NDCG@10 differences, plus a re-ranker at chance."""
         plan, encoder = self.plan, self.rank_of[self.plan.encoder]
         ndcg = {name: ndcg_per_case(r, 10) for name, r in self.rank_of.items()}
-        # a re-ranker at chance: the target, when in the top K, equally likely at each of its K places
-        chance = float(np.mean(1 / np.log2(np.arange(plan.rerank_k) + 2)))
-        ndcg[RANDOM_ROW] = np.asarray(encoder <= plan.rerank_k, float) * chance
-        hits = {name: hit_per_case(r, 10) for name, r in self.rank_of.items()} | {RANDOM_ROW: hit_per_case(encoder, 10)}
+        ndcg[RANDOM_ROW], random_hits = at_chance(encoder, plan.rerank_k)
+        hits = {name: hit_per_case(r, 10) for name, r in self.rank_of.items()} | {RANDOM_ROW: random_hits}
         text = [name for name in ndcg if name.endswith(TEXT_ONLY)]
         content = [name for name in content_rows(plan.encoder) if name in ndcg]  # non-LLM rows beyond the two
         rows = [{"name": name, "hr@10": mean_ci(hits[name], plan.seed), "ndcg@10": mean_ci(ndcg[name], plan.seed),

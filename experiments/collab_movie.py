@@ -124,9 +124,11 @@ def adapter_scores(recipe_name: str, sets: list[str], valid, test) -> tuple[np.n
 
 def stacked(features: FeatureModel, llm_valid: np.ndarray, llm_test: np.ndarray, valid, test,
             labels_valid: np.ndarray) -> np.ndarray:
-    """The bar's three features plus the adapter's logit, a logistic regression fit on the validation set."""
+    """The bar's three features plus the adapter's logit, a logistic regression fit on the validation set. P(yes)
+    is clipped 1e-12 from 0 and 1 (was: a margin above ~37 logits is exactly 1.0 in float64, an infinite logit)."""
     def x(cases, llm):
-        return np.column_stack([feature_matrix(cases, features.stats), np.log(llm / (1 - llm))])
+        p = np.clip(llm, 1e-12, 1 - 1e-12)
+        return np.column_stack([feature_matrix(cases, features.stats), np.log(p / (1 - p))])
 
     return LogisticRegression(max_iter=1000).fit(x(valid, llm_valid), labels_valid).predict_proba(x(test, llm_test))[:, 1]
 

@@ -185,14 +185,17 @@ def rerank(scores: list[np.ndarray], idx: list[int], k: int) -> list[list[int]]:
 
 def reranked_ranks(base: list[np.ndarray], new: list[np.ndarray], tops: list[list[int]],
                    targets: list[int]) -> np.ndarray:
-    """Target rank when the top k are re-ordered by `new` (ties against the target) and the rest keep `base`'s order."""
+    """Target rank when the top k are re-ordered by `new` (ties against the target) and the rest keep `base`'s order.
+    A target that `base` ties with candidates across the cut counts as outside it (was: inside whenever the stable
+    sort listed it first, in the re-ranker's favour); its every tie is inside when its own rank is within k."""
     out = []
     for b, n, top, t in zip(base, new, tops, targets):
-        if t in top:
+        at = int(ranks([b], [t])[0])
+        if at <= len(top):
             mine = n[top.index(t)]
             out.append(int((n >= mine).sum()))
         else:
-            out.append(int(ranks([b], [t])[0]))
+            out.append(at)
     return np.array(out)
 
 

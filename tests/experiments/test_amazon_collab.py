@@ -177,3 +177,13 @@ def test_the_goals_figure_draws_a_ci_bound_on_the_wrong_side_of_its_estimate(mon
     monkeypatch.setattr(collab_goals, "_goals", lambda: ({}, {}, {}, [arena]))
     collab_goals.figure(tmp_path / "goals.png")
     assert (tmp_path / "goals.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_chance_row_counts_only_the_places_within_ten_and_keeps_the_encoder_s_rank_below_k():
+    """(was: right for a top 10 only: a top 3 zeroed the targets ranked 4-10, a top 20 counted places 11-20)"""
+    ndcg, hits = amazon_collab.at_chance(np.array([1, 5, 11]), 3)
+    np.testing.assert_allclose(ndcg, [np.mean(1 / np.log2(np.arange(2, 5))), 1 / np.log2(6), 0.0])
+    assert hits.tolist() == [1.0, 1.0, 0.0]
+    ndcg, hits = amazon_collab.at_chance(np.array([15]), 20)
+    np.testing.assert_allclose(ndcg, [np.sum(1 / np.log2(np.arange(2, 12))) / 20])
+    assert hits.tolist() == [0.5]

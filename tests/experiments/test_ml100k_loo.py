@@ -16,6 +16,17 @@ def test_reranking_reorders_the_top_k_and_keeps_the_rest():
     assert ranks.tolist() == [1, 3, 5]  # moved up, moved down, outside the top 3: the encoder's rank
 
 
+def test_a_target_tied_across_the_cut_keeps_the_encoder_s_rank_wherever_it_is_listed():
+    """(was: the stable top k took the target in when it was listed before its ties, and re-ranking then lifted a
+    case the encoder ranks below the cut, in the re-ranker's favour)"""
+    for target in (0, 2):
+        base = [np.array([1.0, 1.0, 1.0, 0.0])]
+        tops = ml100k_loo.rerank(base, [0], 2)
+        assert ml100k_loo.reranked_ranks(base, [np.array([0.5, 0.5])], tops, [target]).tolist() == [3]
+    base = [np.array([2.0, 1.0, 1.0, 0.0])]  # its tie is inside the top 3 too: re-ranked
+    assert ml100k_loo.reranked_ranks(base, [np.array([0.1, 0.2, 0.9])], ml100k_loo.rerank(base, [0], 3), [2]).tolist() == [1]
+
+
 def test_verdicts_name_the_side_of_zero():
     doc = {"protocol": {"best": "als"}, "rows": [
         {"kind": "encoder", "name": "bpr"},
