@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from report import ROOT, read_json, side_of_zero, signed
+from report import ROOT, read_json, run_commit, side_of_zero, signed
 
 RESULTS = ROOT / "experiments" / "results"
 SECOND_BACKBONE = "Gemma-3-270M"  # TALLRec movie's rows on it are named "<it>: <row>" (collab_movie.py)
@@ -252,6 +252,16 @@ def _movie(doc: dict) -> list[Arena]:
              f"{gap:+.3f} (point estimates; MF with biases {encoder['test']['value']:.3f})", "docs/collab.md")
     stacked = rows.get(f"feature regression + {adapter['name']} (stacked on validation)")
     return [Arena(cells, adapter["vs_bar"], "TALLRec movie (AUC)", stacked and stacked["vs_bar"])]
+
+
+def row_commits() -> tuple[list[str | None], list[str | None]]:
+    """The commits the goals' LLM rows were scored at (MovieLens-100K, Amazon, TALLRec movie; each as its page reads
+    it), and those of the re-ranked ones (the first two); none while no experiment has results."""
+    ml100k, amazon, movie = (read_json(s) for s in SOURCES)
+    commits = [ml100k["protocol"].get("llm_rows_commit") if ml100k else None,
+               run_commit(amazon, SOURCES[1]) if amazon else None, run_commit(movie, SOURCES[2]) if movie else None]
+    present = [c for c, s in zip(commits, SOURCES) if s.is_file()]
+    return present, [c for c, s in zip(commits[:2], SOURCES[:2]) if s.is_file()]
 
 
 def _goals() -> tuple[dict, dict, dict, list[Arena]]:

@@ -38,8 +38,13 @@ STARTED = scripts.code_version(ROOT)  # when this run started, and on which code
 
 
 # Changes to what a stored LLM score means, oldest first: (commit, what a row scored before it may hold)
-SCORE_CHANGES = (("a0e96b1", "P(yes) was computed in float32, which rounds a Yes/No margin above about 17 logits to "
-                  "1.0: such scores tie, and a ranking counts a tie against the target"),)
+# (commit, what changed, which rows it touches, what they may be since): changes to what a stored score means
+SCORE_CHANGES = (("a0e96b1", ("P(yes) was computed in float32, which rounds a Yes/No margin above about 17 logits "
+                              "to 1.0: such scores tie, and a ranking counts a tie against the target"), "LLM rows",
+                  "may hold such ties"),)
+RERANK_CHANGES = (("5ec9eaa", ("a target that the encoder ties with candidates across the cut of its top K counted "
+                               "as inside the top K when listed before them, which favours the re-ranker"),
+                   "re-ranked rows", "may be optimistic"),)
 
 
 def _commit_of(results: Path) -> str | None:
@@ -52,15 +57,21 @@ def _includes(commit: str | None, change: str) -> bool:
     return commit is not None and scripts.git(ROOT, "merge-base", "--is-ancestor", change, commit) is not None
 
 
-def scored_before(doc: dict, results: Path, commits: Sequence[str | None] | None = None) -> list[str]:
-    """A '**Scored before …**' paragraph for each of SCORE_CHANGES that some of a page's LLM rows may predate, the
-    rows scored at `commits` (default: the commit the run recorded, else the one that last wrote `results`; an
-    unknown one counts as before). Re-scoring the rows on later code clears it."""
+def run_commit(doc: dict, results: Path) -> str | None:
+    """The commit a run recorded, else the one that last wrote `results`."""
+    return (doc.get("provenance") or {}).get("git_commit") or _commit_of(results)
+
+
+def scored_before(doc: dict, results: Path, commits: Sequence[str | None] | None = None,
+                  changes: Sequence[tuple[str, str, str, str]] = SCORE_CHANGES) -> list[str]:
+    """A '**Scored before …**' paragraph for each of `changes` that some of a page's rows may predate, the rows
+    scored at `commits` (default: `run_commit`; an unknown one counts as before). Re-scoring the rows on later code
+    clears it."""
     if commits is None:
-        commits = [(doc.get("provenance") or {}).get("git_commit") or _commit_of(results)]
-    return [line for change, what in SCORE_CHANGES if not all(_includes(c, change) for c in commits)
-            for line in (f"**Scored before {change}:** {what}. The LLM rows here were not re-scored since, so they "
-                         "may hold such ties (not checked: their scores are not stored).", "")]
+        commits = [run_commit(doc, results)]
+    return [line for change, what, rows, since in changes if not all(_includes(c, change) for c in commits)
+            for line in (f"**Scored before {change}:** {what}. The {rows} here were not re-scored since, so they "
+                         f"{since} (not checked: their scores are not stored).", "")]
 
 
 class MarkerError(ValueError):

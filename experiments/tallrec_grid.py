@@ -26,7 +26,18 @@ from pathlib import Path
 
 import collab_goals
 import numpy as np
-from report import STARTED, banner, cell, machine, read_json, read_jsonl, scored_before, table, write_results
+from report import (
+    RERANK_CHANGES,
+    STARTED,
+    banner,
+    cell,
+    machine,
+    read_json,
+    read_jsonl,
+    scored_before,
+    table,
+    write_results,
+)
 
 from adaptrec import scripts
 
@@ -366,11 +377,12 @@ def _recorded_environment(rows: list[dict]) -> list[str]:
 
 
 def render() -> str:
-    rows = _done()
+    rows, (llm_commits, reranked_commits) = _done(), collab_goals.row_commits()
     lines = ["# Results", "",
              banner("python experiments/tallrec_grid.py --render-only",
                     [RESULTS, LR_RESULTS, FULL_RESULTS, *collab_goals.SOURCES]), "",
-             *scored_before({}, RESULTS, [r.get("git_commit") for r in rows]),
+             *scored_before({}, RESULTS, [r.get("git_commit") for r in rows] + llm_commits),
+             *scored_before({}, RESULTS, reranked_commits, RERANK_CHANGES),
              "Backbone: the embedded SmolLM2-135M-Instruct, 8-bit (adaptrec's CPU int8 kernel, the default",
              "on CPU), every grid run 24 optimizer steps of batch 8 (longer budgets are shown apart); the goals'",
              "TALLRec movie adapters also run on Gemma-3-270M (docs/collab.md).", "",
