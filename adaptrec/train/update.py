@@ -19,6 +19,7 @@ from ..data.sampling import few_shot
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from ..fingerprint import digest
 from ..home import adaptrec_home
+from ..online.drift import domain_cases
 from ..registry import AdapterRecord, Registry
 from .cases import check_prompts_fit, naming_key, recipe_cases, recipe_data, training_cases, validation_cases
 from .lineage import event_keys, registered_lineage
@@ -118,6 +119,10 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
     if not parent.recipe_text:
         raise RegistryError(f"{parent.ref} was not trained here (kind {parent.kind}): only an adapter with its recipe "
                             "can be updated")
+    if parent.kind == "composed":  # an export keeps its source's recipe, which builds the source's adapter type
+        source = ", ".join((parent.lineage or {}).get("parents") or ["its source"])
+        raise RegistryError(f"{parent.ref} was derived from {source} ({(parent.lineage or {}).get('method')}), not "
+                            f"trained: update {source}, then derive it again")
 
     def with_sets(sets: Sequence[str]) -> str:  # the parent's recipe text with these overrides recorded
         return parent.recipe_text + "".join(f"\n# --set {s}" for s in sets) + ("\n" if sets else "")
@@ -136,7 +141,8 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                           f"({recipe.method.teacher_data}) holds none of the new feedback; update it without the "
                           f"teacher: {option('overrides', flag='--set')} 'method={{type: plain}}'")
     dataset = recipe_data(recipe, data, option("data"))  # read once: feedback may arrive meanwhile
-    new = [c for c in dataset.cases if c.label is not None]
+    # a log may hold several domains: the parent's only, as its gate reads (was: another domain's, trained on unsaid)
+    new = [c for c in domain_cases(dataset.cases, parent.domain, data) if c.label is not None]
     if not new:
         raise ConfigError(f"{option('data', data)}: no labelled cases to update on")
     old = _replay_pool(recipe, parent) if replay else []

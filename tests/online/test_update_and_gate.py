@@ -296,6 +296,28 @@ def test_update_refuses_what_it_cannot_do(trained):
         update_adapter(parent.ref, "no-such-file.jsonl", replay=float("nan"))
 
 
+def test_an_update_trains_on_its_parents_domain_only(trained):
+    """(was: every labelled case of --data, another domain's feedback too, registered as the parent's domain)"""
+    parent, _ = trained
+    log_feedback(synthetic_cases(12, seed=7, domain="book"))
+    with pytest.raises(ConfigError, match="^data='feedback:book': its cases are of domain 'book', not 'movie'"):
+        update_adapter(parent.ref, "feedback:book", steps=1)
+
+
+def test_an_export_is_not_updated_from_the_recipe_of_its_source(trained):
+    """(was: the export, a plain LoRA keeping its AdaLoRA source's recipe, got past the recipe check and was refused
+    after the backbone loaded: 'its weights do not fit the adapter its recipe builds')"""
+    parent, _ = trained
+    log_feedback(synthetic_cases(12, seed=7))
+    registry = Registry()
+    export = registry.register(parent.path, name="tiny-lora", domain="movie", kind="composed", adapter_type="lora",
+                               adapter_config=None, fingerprint=parent.fingerprint, recipe_text=parent.recipe_text,
+                               lineage={"parents": [parent.ref], "method": "adalora_to_lora", "weights": [1.0]})
+    with pytest.raises(RegistryError, match=r"^tiny-lora:1 was derived from tiny:1 \(adalora_to_lora\), not trained: "
+                                            "update tiny:1, then derive it again"):
+        update_adapter(export.ref, "feedback:movie", steps=1)
+
+
 def test_decide_names_its_test_and_resolves_what_it_can():
     rng = np.random.default_rng(0)
     labels = np.tile([0, 1], 200)
