@@ -295,10 +295,12 @@ def _check_encoder_source(source: str, spec: str, what: str = "the encoder") -> 
 
 def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
     """A collaborative adapter (alone or among a mix's sources) scores only the held-out splits of the source its
-    encoder learned from: on any other SPEC its item table may hold the very pairs it is scored on."""
+    encoder learned from: on any other SPEC its item table may hold the very pairs it is scored on. Its files are
+    checked against their hashes first (a changed `collab.json` is an `IntegrityError` naming it)."""
     from .adapters.attach import COLLAB_TYPE
     from .adapters.collab import encoder_of
     from .adapters.merge import as_mix
+    from .registry import verified_files
     from .registry.encoders import check_same_ratings
 
     read: dict[str, str] = {}  # each source's interactions read once
@@ -306,9 +308,12 @@ def _check_collab_sources(reg, refs: Sequence[str], spec: str) -> None:
         record = reg.resolve(ref)
         composition = as_mix(record)
         for r in [reg.resolve(s) for s in composition.refs] if composition else [record]:
-            encoder = encoder_of(r.path) if r.adapter_type == COLLAB_TYPE else None
+            if r.adapter_type != COLLAB_TYPE:
+                continue
+            verified_files(r)  # (was: a damaged collab.json read unchecked, a JSONDecodeError traceback)
+            encoder = encoder_of(r.path)
             if encoder is not None:
-                _check_encoder_source(encoder.get("data", "?"), spec, f"{r.ref}'s encoder")
+                _check_encoder_source(encoder["data"], spec, f"{r.ref}'s encoder")
                 if "ratings" in encoder:
                     check_same_ratings(encoder["data"], encoder["ratings"], f"{r.ref}'s encoder", read,
                                        remedy=f"train {r.ref.split(':')[0]} again with --restart (its item table "

@@ -31,7 +31,6 @@ adapter over it (training and eval load one adapter; the serving engine several,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -385,8 +384,7 @@ def read_saved(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    meta = parse_json(read_user_text(folder / META_FILE, "file", IntegrityError), str(folder / META_FILE),
-                      IntegrityError)
+    meta = _read_meta(folder)
     try:
         tensors = load_file(str(folder / TABLE_FILE))
     except (SafetensorError, OSError) as e:
@@ -408,8 +406,8 @@ def _saved_problem(tensors: dict[str, torch.Tensor], meta) -> str | None:
         return f"{META_FILE} lists {len(items)} item ids, {len(set(items))} distinct"
     if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
         return f"{META_FILE} 'projector_hidden' is not a whole number >= 0"
-    if not isinstance(encoder, dict) or not isinstance(encoder.get("content", {}), dict):
-        return f"{META_FILE} 'encoder' is not an encoder record"
+    if (problem := _encoder_problem(encoder)) is not None:
+        return problem
     table = tensors.get("table")
     if table is None or table.dim() != 2 or table.dtype != torch.float32:  # what a save writes; another dtype
         return f"{TABLE_FILE} has no float32 2-D 'table'"  # would install as float32 and then differ from itself
@@ -421,6 +419,27 @@ def _saved_problem(tensors: dict[str, torch.Tensor], meta) -> str | None:
     for part in ("projector", *(["matcher"] if meta.get("match_token") else [])):
         if not any(k.startswith(f"{part}.") for k in tensors):
             return f"{TABLE_FILE} holds no {part} tensors"
+    return None
+
+
+def _read_meta(folder: Path) -> object:
+    """The parsed `collab.json` of `folder`: `IntegrityError` naming it when it is unreadable or not JSON."""
+    path = Path(folder) / META_FILE
+    return parse_json(read_user_text(path, "file", IntegrityError), str(path), IntegrityError)
+
+
+def _encoder_problem(encoder: object) -> str | None:
+    """What is wrong with the encoder record of `collab.json` (as `cf.fit.fit_encoder` writes it: the encoder's
+    `kind`, its `data` source, its `settings`, the `ratings` fingerprint, and `content` with titles), if anything."""
+    if not isinstance(encoder, dict) or not isinstance(encoder.get("content", {}), dict):
+        return f"{META_FILE} 'encoder' is not an encoder record"
+    for key, what in (("kind", "an encoder kind"), ("data", "a source name")):
+        if not isinstance(encoder.get(key), str) or not encoder[key]:
+            return f"{META_FILE} 'encoder' {key!r} is not {what} (text)"
+    if not isinstance(encoder.get("settings"), dict):
+        return f"{META_FILE} 'encoder' 'settings' is not a JSON object"
+    if not isinstance(encoder.get("ratings", ""), str):
+        return f"{META_FILE} 'encoder' 'ratings' is not a fingerprint (text)"
     return None
 
 
@@ -450,9 +469,16 @@ def encoder_dims(table: torch.Tensor, record: dict) -> int:
 
 def encoder_of(folder: Path) -> dict | None:
     """The encoder record (kind, data, settings, `ratings` fingerprint) a collab adapter folder was built on; None
-    for other adapters."""
-    meta = Path(folder) / META_FILE
-    return json.loads(meta.read_text())["encoder"] if meta.is_file() else None
+    for other adapters. `IntegrityError` naming the file when it is unreadable or holds no such record."""
+    if not (Path(folder) / META_FILE).is_file():
+        return None
+    meta = _read_meta(folder)
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"{folder}: {META_FILE} is not a JSON object")
+    problem = _encoder_problem(meta.get("encoder"))
+    if problem is not None:
+        raise IntegrityError(f"{folder}: {problem}")
+    return meta["encoder"]
 
 
 class CollabTuner(LoraTuner):

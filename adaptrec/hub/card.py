@@ -18,6 +18,7 @@ import yaml
 
 from ..backbone import EMBEDDED, EMBEDDED_MODELS
 from ..data.prompts import TEMPLATES
+from ..registry.records import EXPORT_METHODS
 from .common import is_repo_id
 
 _SLICE_RE = re.compile(r"\[[^\]]*\]$")
@@ -162,6 +163,25 @@ def _base_model(meta: dict) -> str:
     return (meta.get("base") or {}).get("base_model") or "<the base model's Hub id or folder>"
 
 
+def _made(meta: dict) -> str:
+    """How the adapter came to be, from its kind: trained, composed from its lineage's parents (or an exact export of
+    one), or pulled and published again."""
+    kind, lineage = meta.get("kind"), meta.get("lineage")
+    lineage = lineage if isinstance(lineage, dict) else {}
+    parents = lineage.get("parents")
+    named = (", ".join(f"`{p}`" for p in parents) if isinstance(parents, list) and parents
+             and all(isinstance(p, str) for p in parents) else "registered adapters")
+    method = lineage.get("method")
+    if kind == "composed" and method in EXPORT_METHODS:
+        return f"the exact plain-LoRA form of {named} (`{method}`), exported by adaptrec"
+    if kind == "composed":
+        how = f" (method `{method}`)" if isinstance(method, str) and re.fullmatch(r"[\w.-]+", method) else ""
+        return f"composed by adaptrec from {named}{how} on a frozen base model, without training of its own"
+    if kind == "pulled":
+        return "made by another publisher, pulled with adaptrec and published again unchanged"
+    return "trained with adaptrec on a frozen base model"
+
+
 def _about(meta: dict) -> list[str]:
     """Title, what the adapter does, and the base model it needs."""
     name, domain, adapter_type = _identity(meta)
@@ -169,7 +189,7 @@ def _about(meta: dict) -> list[str]:
     return [
         f"# {name}: a {adapter_type} adapter for {domain} recommendation",
         "",
-        f"A `{adapter_type}` adapter (peft) for **{domain}** recommendation, trained with adaptrec on a frozen base model. "
+        f"A `{adapter_type}` adapter (peft) for **{domain}** recommendation, {_made(meta)}. "
         "Given a user's liked and disliked items, the model answers whether the user will like a target item "
         "(\"Yes.\" or \"No.\"); the score is P(Yes) at the answer position (TALLRec's protocol).",
         "",

@@ -53,12 +53,27 @@ def history(conn: sqlite3.Connection, domain: str) -> list[Decision]:
     return [Decision(r[0], r[1], r[2], r[3], r[4], _evidence(r), r[6], r[7]) for r in rows]
 
 
+def damaged(conn: sqlite3.Connection) -> list[str]:
+    """One line for each decision, of any domain, whose evidence `history` cannot read (for `verify`)."""
+    problems = []
+    for row in conn.execute("SELECT seq, domain, action, ref, previous, evidence FROM decisions ORDER BY seq"):
+        try:
+            _evidence(row)
+        except IntegrityError as e:
+            problems.append(str(e))
+    return problems
+
+
 def _evidence(row: tuple) -> dict:
+    """The evidence of a `decisions` row: `IntegrityError` naming the decision unless it is a JSON object."""
     try:
-        return json.loads(row[5])
+        evidence = json.loads(row[5])
     except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
+        evidence = None
+    if not isinstance(evidence, dict):  # nor JSON of another shape (was: `[1]`, an AttributeError traceback)
         raise IntegrityError(f"the registry's decision {row[0]} ({row[2]} {row[3]} in {row[1]}) has unreadable "
-                             "evidence; restore registry.db from a copy") from None
+                             "evidence; restore registry.db from a copy")
+    return evidence
 
 
 def champions(decisions: list[Decision]) -> list[str]:

@@ -85,8 +85,9 @@ def insert(conn: sqlite3.Connection, record: EncoderRecord) -> None:
 
 def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None = None,
          damaged: list[str] | None = None) -> list[dict]:
-    """Matching rows as dicts (JSON columns parsed), newest version first. A row whose JSON no longer parses (edited
-    by hand, a damaged page) is an IntegrityError naming it, or with `damaged` a line appended there instead."""
+    """Matching rows as dicts (JSON columns parsed), newest version first. A row whose JSON no longer parses or is
+    not a JSON object (edited by hand, a damaged page) is an IntegrityError naming it, or with `damaged` a line
+    appended there instead."""
     where, args = [], []
     for column, value in (("name", name), ("version", version)):
         if value is not None:
@@ -97,7 +98,10 @@ def rows(conn: sqlite3.Connection, name: str | None = None, version: int | None 
     for row in conn.execute(sql + " ORDER BY name, version DESC", args).fetchall():
         d = dict(zip(COLUMNS, row))
         try:
-            out.append({k: json.loads(v) if k in _JSON else v for k, v in d.items()})
+            parsed = {k: json.loads(v) if k in _JSON else v for k, v in d.items()}
+            if not all(isinstance(parsed[k], dict) for k in _JSON):  # (was: `[1]`, an AttributeError traceback)
+                raise ValueError("not a JSON object")
+            out.append(parsed)
         except (TypeError, ValueError):  # was: JSONDecodeError's traceback from every command reading encoders
             problem = (f"the registry row of encoder {d['name']}:{d['version']} has an unreadable column; restore "
                        "registry.db from a copy")

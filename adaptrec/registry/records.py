@@ -103,6 +103,7 @@ class AdapterRecord:
 
 
 _JSON_COLUMNS = ("adapter_config", "metrics", "lineage", "origin", "claimed_metrics")
+_NULLABLE = ("metrics", "lineage", "origin", "claimed_metrics")  # JSON objects all, these also null (metrics: {})
 _ROW_FIELDS = tuple(f.name for f in fields(AdapterRecord) if f.name != "path")
 
 
@@ -121,17 +122,23 @@ def row_ref(row: sqlite3.Row | dict) -> str:
     return f"{row['name']}:{row['version']}"
 
 
+_UNREADABLE = object()  # a JSON column that does not parse
+
+
 def row_fields(row: sqlite3.Row) -> dict[str, Any]:
     """The `AdapterRecord` fields but `path` of an `adapters` row (a column a later migration adds needs a field
-    to show up)."""
+    to show up); `IntegrityError` naming the row when a JSON column does not parse or is not a JSON object (or
+    null, where the column may be)."""
     d = {f: row[f] for f in _ROW_FIELDS}
     for col in _JSON_COLUMNS:
         try:
             d[col] = json.loads(d[col]) if d[col] is not None else None
         except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
-            ref = row_ref(d)
+            d[col] = _UNREADABLE
+        if not isinstance(d[col], dict) and not (d[col] is None and col in _NULLABLE):  # JSON of another shape
+            ref = row_ref(d)  # (was: `[1]` read as metrics, an AttributeError traceback in `registry list`)
             raise IntegrityError(f"the registry row of {ref} has an unreadable {col} column; restore registry.db from "
-                                 f"a copy, or remove the version with `adaptrec registry remove {ref}`") from None
+                                 f"a copy, or remove the version with `adaptrec registry remove {ref}`")
     d["metrics"] = d["metrics"] or {}
     return d
 

@@ -571,8 +571,8 @@ class Registry:
                         if sub.name != str(int(sub.name)) or (sub.parent.name, int(sub.name)) not in rows[table]]
 
     def verify(self) -> list[str]:
-        """Re-hash every registered adapter and encoder version and look for folders no row points to; one line per
-        problem found.
+        """Re-hash every registered adapter and encoder version, read every decision's evidence and look for folders
+        no row points to; one line per problem found.
 
         Repairs nothing (`gc` removes orphans, a damaged version is re-registered or removed). Its folder scan holds
         the write lock, as `gc`'s does, and writes nothing: a registration in flight (its work folder, locked by its
@@ -607,6 +607,8 @@ class Registry:
             except (AdaptrecError, OSError) as e:
                 problems.append(f"encoder {enc.ref}: {str(e).splitlines()[0]}")
         problems += damaged
+        with self._connect() as conn:  # decisions whose evidence `history` cannot read
+            problems += audit.damaged(conn)
         with self._write() as conn:
             strays = self._strays(lambda: self._versions(conn))
         return problems + [f"{path}: {why} (remove it with `adaptrec registry gc`)" for path, why in strays]

@@ -522,6 +522,53 @@ def test_a_saved_item_table_of_another_dtype_is_refused_before_the_backbone_chan
         read_saved(folder)
 
 
+def test_eval_of_a_collab_adapter_whose_collab_json_was_damaged_says_so_in_one_line(built, monkeypatch, capsys):
+    """(was: `adaptrec eval` read `collab.json` before any hash check: a JSONDecodeError traceback)"""
+    from adaptrec.adapters.collab import encoder_of
+    from adaptrec.train.lineage import with_encoder
+
+    registry = _registered(built)
+    folder = registry.resolve("movie-collab").path
+    (folder / "collab.json").write_text("{not json")
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "movie-collab", "--data", "movielens:100k:test", "--limit",
+                           "5")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "file 'collab.json' does not match its recorded sha256" in err
+    for read in (lambda: encoder_of(folder), lambda: with_encoder(None, folder, registry)):  # unchecked folders too
+        with pytest.raises(IntegrityError, match=r"collab\.json: not valid JSON"):
+            read()
+
+
+def test_an_encoder_record_of_the_wrong_types_is_refused_by_the_pull_check_and_by_eval(built, tmp_path):
+    """A publisher's `collab.json` whose encoder record names its source as a list (was: pulled, then eval failed
+    with `TypeError: unhashable type: 'list'`) or its fingerprint as a number (was: a TypeError slicing it)."""
+    import shutil
+
+    import adaptrec
+    from adaptrec.adapters.check import check_adapter_folder
+    from adaptrec.registry import Registry
+
+    bb, model, _ = built
+    good = tmp_path / "good"
+    _save(model, good)
+    meta = json.loads((good / "collab.json").read_text())
+    assert isinstance(meta["encoder"]["ratings"], str)  # as the encoder fit writes it
+    registry = Registry()
+    for key, value, words in (("data", ["movielens:100k"], "'data' is not a source name"),
+                              ("kind", 3, "'kind' is not an encoder kind"),
+                              ("settings", [8], "'settings' is not a JSON object"),
+                              ("ratings", 7, "'ratings' is not a fingerprint")):
+        bad = tmp_path / key
+        shutil.copytree(good, bad)
+        (bad / "collab.json").write_text(json.dumps({**meta, "encoder": {**meta["encoder"], key: value}}))
+        with pytest.raises(IntegrityError, match=words):
+            check_adapter_folder(bad, "collab", key)
+        registry.register(bad, name=f"bad-{key}", domain="movie", kind="trained", adapter_type="collab",
+                          adapter_config=None, fingerprint=bb.fingerprint)  # as a pull before the check did
+        with pytest.raises(IntegrityError, match=f"collab.json 'encoder' {words}"):
+            adaptrec.evaluate([f"bad-{key}"], data="movielens:100k:test", limit=5, encoders=())
+
+
 def test_the_recommender_and_predict_say_which_item_ids_their_item_table_lacks(built, tiny_model_dir, tmp_path,
                                                                             monkeypatch, capsys):
     """An id outside the item table is scored by its title alone: the server's answers list it in `unknown_items`;

@@ -55,6 +55,26 @@ def test_a_compositions_card_names_the_template_its_lineage_records_of_its_sourc
         assert "prompt template" not in model_card({**META, "lineage": odd}, "alice/movie-cat", "main")
 
 
+def test_the_card_says_how_the_adapter_came_to_be_from_its_kind():
+    """(was: "trained with adaptrec on a frozen base model" for every adapter, a composition and an export too)"""
+    def said(**meta) -> str:
+        return model_card({**META, **meta}, "alice/m", "main").split("## Base model")[0]
+
+    assert "recommendation, trained with adaptrec on a frozen base model." in said(kind="trained")
+    assert "trained with adaptrec" in said()  # an adaptrec.json without a kind: as before
+    composed = said(kind="composed", lineage={"parents": ["a:1", "b:2"], "method": "linear", "weights": [0.5, 0.5]})
+    assert ("recommendation, composed by adaptrec from `a:1`, `b:2` (method `linear`) on a frozen base model, "
+            "without training of its own.") in composed
+    export = said(kind="composed", lineage={"parents": ["movie-adalora:1"], "method": "adalora_to_lora"})
+    assert "the exact plain-LoRA form of `movie-adalora:1` (`adalora_to_lora`), exported by adaptrec." in export
+    pulled = said(kind="pulled", lineage={"parents": ["theirs:3"], "method": "linear"})
+    assert "made by another publisher, pulled with adaptrec and published again unchanged." in pulled
+    for text in (composed, export, pulled):
+        assert "trained with adaptrec" not in text
+    for odd in (["a:1"], {"parents": "a:1", "method": "`x`"}, {"parents": [1]}):  # no lineage adaptrec writes
+        assert "composed by adaptrec from registered adapters on" in said(kind="composed", lineage=odd)
+
+
 def test_a_backbone_typed_as_a_relative_folder_is_not_published_as_a_hub_id(tiny_model_dir, tmp_path, monkeypatch):
     """`--backbone models/tiny` (a local folder) was recorded as `models/tiny`, which reads as a Hub id: the card's
     `base_model` and the pushed `base_model_name_or_path` pointed at a repo that is not the base."""

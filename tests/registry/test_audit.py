@@ -50,6 +50,32 @@ def test_a_decision_with_damaged_evidence_is_one_line(reg, versions):
             call()
 
 
+def test_evidence_edited_into_json_of_another_shape_is_one_line(reg, versions, monkeypatch, capsys):
+    """(was: `[1]` read as the evidence, an AttributeError traceback in `registry history` and `rollback`)"""
+    import sqlite3
+
+    from cli_runner import run_cli
+
+    from adaptrec.errors import IntegrityError
+    from adaptrec.registry import audit
+
+    reg.promote(versions[0], "movies", evidence={"diff": 0.01})
+    reg.promote(versions[1], "books")
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("UPDATE decisions SET evidence = '[1]' WHERE domain = 'movies'")
+    words = r"decision 1 \(promote movies-lora:1 in movies\) has unreadable evidence"
+    for call in (lambda: reg.history("movies"), lambda: reg.rollback("movies")):
+        with pytest.raises(IntegrityError, match=words):
+            call()
+    monkeypatch.setenv("ADAPTREC_HOME", str(reg.home))
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "history", "movies")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "has unreadable evidence" in err
+    with sqlite3.connect(reg.db_path) as db:  # the damaged decision alone
+        assert audit.damaged(db) == [("the registry's decision 1 (promote movies-lora:1 in movies) has unreadable "
+                                      "evidence; restore registry.db from a copy")]
+    assert [p for p in reg.verify() if "decision" in p] == audit.damaged(sqlite3.connect(reg.db_path))  # (was: intact)
+
+
 def test_rollback_walks_back_through_earlier_champions(reg, versions):
     v1, v2, v3 = versions
     for v in versions:

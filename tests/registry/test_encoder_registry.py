@@ -95,6 +95,22 @@ def test_a_damaged_encoder_or_decision_row_is_one_line_and_verify_names_it(tmp_p
     assert [p.split(":")[0] for p in reg.verify()] == ["encoder other", "the registry row of encoder pop"]
 
 
+def test_an_encoder_row_edited_into_json_of_another_shape_is_one_line_and_verify_names_it(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """(was: `metrics` edited to `[1]` gave an AttributeError traceback in `registry encoders`)"""
+    import sqlite3
+
+    reg = Registry(home=tmp_path / "home")
+    reg.register_encoder("pop", _fitted(PopularityEncoder(DATA), {}), "w", {})
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute("UPDATE encoders SET metrics = '[1]' WHERE name = 'pop'")
+    monkeypatch.setenv("ADAPTREC_HOME", str(reg.home))
+    problem = "the registry row of encoder pop:1 has an unreadable column; restore registry.db from a copy"
+    code, _, err = run_cli(monkeypatch, capsys, "registry", "encoders")
+    assert code == 2 and err == f"error: {problem}\n"
+    assert reg.verify() == [problem]
+
+
 @needs_ml100k
 def test_train_cf_registers_a_measured_encoder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ADAPTREC_HOME", str(tmp_path / "home"))

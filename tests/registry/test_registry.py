@@ -776,6 +776,27 @@ def test_verify_rehashes_every_version_and_reports_orphans(reg, src, monkeypatch
     assert code == 1 and "3 problem(s)" in out and err.count("problem: ") == 3
 
 
+@pytest.mark.parametrize("column, value", [("metrics", "[1]"), ("adapter_config", "null"), ("lineage", "[1]"),
+                                           ("origin", "3"), ("claimed_metrics", "\"x\"")])
+def test_a_row_edited_into_json_of_another_shape_is_one_line_naming_it_and_verify_reports_it(reg, src, monkeypatch,
+                                                                                            capsys, column, value):
+    """(was: `metrics` edited to `[1]` gave an AttributeError traceback in `registry list`, and `verify` said all
+    intact)"""
+    from cli_runner import run_cli
+
+    reg_one(reg, src, metrics={"auc": metric(0.7)})
+    reg_one(reg, src, name="books-lora", domain="books")
+    with sqlite3.connect(reg.db_path) as db:
+        db.execute(f"UPDATE adapters SET {column} = ? WHERE name = 'movies-lora'", (value,))
+    words = f"the registry row of movies-lora:1 has an unreadable {column} column"
+    monkeypatch.setenv("ADAPTREC_HOME", str(reg.home))
+    for args in (["registry", "list"], ["registry", "show", "movies-lora:1"]):
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2 and err.startswith(f"error: {words}") and len(err.strip().splitlines()) == 1
+    assert [p.split(";")[0] for p in reg.verify()] == [words]
+    assert reg.remove("movies-lora:1") == "movies-lora:1" and reg.verify() == []
+
+
 def test_a_schema_4_trail_moves_whole_and_then_records_removals(tmp_path, src):
     """Migration 5 rebuilds `decisions` so that a forced removal can be recorded: rows and numbering are kept."""
     from adaptrec.registry import schema
