@@ -632,9 +632,7 @@ def push(ref: str, *, repo: str | None = None, to: str | Path | None = None, pub
     """Publish an adapter to the Hub (`repo`, private unless `public`) or to an offline mirror folder (`to`)."""
     from .hub import push_to_hub, push_to_mirror
 
-    _not_empty(repo=repo, to=None if to is None else str(to))
-    if revision is not None and not revision.strip():  # was: the default revision, without a word
-        raise AdaptrecError(f"{option('revision', revision)}: name a revision, or leave it out for the default")
+    _not_empty(repo=repo, to=None if to is None else str(to), revision=revision)
     if to is not None:
         if public:
             raise AdaptrecError(f"hub push: {option('public', True)} applies to Hub repos; a mirror folder's access is "

@@ -70,7 +70,7 @@ def _limits(**sizes):
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", seed=2**32), "seed=4294967296: expected at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=99999999999), "dim=99999999999: at most"),
     (lambda: adaptrec.train_cf("bpr", data="movielens:100k:loo", dim=0), "dim=0: expected an integer >= 1"),
-    (lambda: adaptrec.push("arts-lora", repo="alice/arts", revision=""), "revision='': name a revision"),
+    (lambda: adaptrec.push("arts-lora", repo="alice/arts", revision=""), "revision='': blank; leave it out"),
     (lambda: adaptrec.predict("arts-lora", [], "Heat (1995)", item_id=""), "item_id: expected the target item's"),
     (lambda: adaptrec.train_cf("sasrec", data="movielens:100k"), "liked item before every disliked"),
     (lambda: adaptrec.serve(preload=["typo"]), "typo"),
