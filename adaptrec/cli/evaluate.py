@@ -21,6 +21,7 @@ from .options import (
     SeedOpt,
     TemplateOpt,
     echo_json,
+    path_option,
 )
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data SPECs.")
@@ -50,9 +51,9 @@ def eval_(
     candidates: int = typer.Option(0, "--candidates", min=0,
                                    help="ranking protocol for implicit data: rank each held-out "
                                    "item among N sampled negatives (HR/NDCG/MRR); --limit then counts held-out items"),
-    candidates_file: Optional[Path] = typer.Option(None, "--candidates-file", help="ranking protocol on given "
+    candidates_file: Optional[Path] = path_option(None, "--candidates-file", help="ranking protocol on given "
                                                    "candidate lists (candidates.jsonl or .parquet, docs/data.md)"),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the report to this JSON file "
+    json_out: Optional[Path] = path_option(None, "--json-out", help="also write the report to this JSON file "
                                             "(rows with CIs, the data's fingerprint, the environment)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (as --json-out writes it) instead "
                                  "of its table"),
@@ -83,7 +84,7 @@ def score(
     adapter: Optional[str] = typer.Argument(
         None, help="a registered adapter (NAME[:VERSION]) or a domain (its champion); none: the untuned backbone"),
     data: str = typer.Option(..., "--data", help="data SPEC"),
-    out: Path = typer.Option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or "
+    out: Path = path_option(..., "--out", help="predictions to write: JSON lines (.jsonl, .ndjson, .json), or "
                              "Parquet (.parquet)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=0,
                                         help="a seeded, label-stratified subset (default, or 0: all cases)"),
@@ -116,7 +117,7 @@ def score(
 
 def predict(
     adapter: str = typer.Argument(..., help="a registered adapter NAME[:VERSION], or a domain (its promoted one)"),
-    history: Path = typer.Option(..., "--history", help=HISTORY_FILE),
+    history: Path = path_option(..., "--history", help=HISTORY_FILE),
     item: str = typer.Option(..., "--item", help="the target item's title"),
     item_id: Optional[str] = typer.Option(None, "--item-id", help="the target's catalogue id (a collaborative "
                                           "adapter embeds it; history items take theirs as \"item_id\")"),

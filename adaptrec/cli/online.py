@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, SetOpt, echo_json, strictly
+from .options import MadeForBackboneOpt, MadeForQuantOpt, SeedOpt, SetOpt, echo_json, path_option, strictly
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +46,7 @@ def drift(
                                         "cases)"),
     seed: int = SeedOpt,
     as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the reliability curves and the AUC of "
+    plot: Optional[Path] = path_option(None, "--plot", help="also draw the reliability curves and the AUC of "
                                         "each window to this PNG"),
     backbone: Optional[str] = MadeForBackboneOpt,
     quantization: Optional[str] = MadeForQuantOpt,

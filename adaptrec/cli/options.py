@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -31,6 +32,19 @@ HISTORY_FILE = ('a history JSON file: {"history": [TITLE | {"title", "liked", "d
                 '"noun"} (docs/data.md, "History files")')
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="prompts per forward pass")
 SeedOpt = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="seed of every sampled choice (subsets, negatives)")
+
+
+def _given_path(value: str) -> Path:
+    """A path option's text, refused as a usage error when blank: `Path('')` is `.`, the current folder, which no
+    one meant (was: `--plot ''` drew into it, `--registry ''` served it)."""
+    if not value.strip():
+        raise typer.BadParameter("blank; give a path")
+    return Path(value)
+
+
+def path_option(default, *flags: str, **settings):
+    """`typer.Option` of a path that may not be blank."""
+    return typer.Option(default, *flags, parser=_given_path, metavar="PATH", **settings)
 
 
 def strictly(above: float | None = None, below: float | None = None):

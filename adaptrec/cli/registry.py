@@ -11,7 +11,7 @@ import typer
 from .. import api
 from ..errors import AdaptrecError, ConfigError
 from ..userfiles import MAX_SEED
-from .options import MadeForBackboneOpt, MadeForQuantOpt, echo_json
+from .options import MadeForBackboneOpt, MadeForQuantOpt, echo_json, path_option
 
 registry_app = typer.Typer(no_args_is_help=True, help="The adapter registry under $ADAPTREC_HOME.")
 
@@ -187,7 +187,7 @@ def export(
     adapter: str = typer.Argument(..., help="a registered adapter: AdaLoRA (--to-lora), LoRA or AdaLoRA (--to vllm)"),
     to_lora: bool = typer.Option(False, "--to-lora", help="register the exact plain-LoRA form of an AdaLoRA adapter"),
     to: Optional[str] = typer.Option(None, "--to", help="write a folder for a serving engine: vllm"),
-    out: Optional[Path] = typer.Option(None, "--out", help="the folder --to writes (must not exist)"),
+    out: Optional[Path] = path_option(None, "--out", help="the folder --to writes (must not exist)"),
     name: Optional[str] = typer.Option(None, "--name", help="registry name of the --to-lora result (NAME-lora)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON: the registered ref and its "
                                  "source (--to-lora), or the folder, rank and vLLM's --max-lora-rank (--to vllm)"),

@@ -18,6 +18,7 @@ from .options import (
     MadeForQuantOpt,
     SeedOpt,
     echo_json,
+    path_option,
 )
 
 ColdMixOpt = typer.Option(None, "--cold-mix", help="serve cold users a score-level mix of these adapters (comma-separated)")
@@ -60,7 +61,7 @@ def compose(
     density: Optional[float] = typer.Option(None, "--density", help="ties/dare/magnitude_prune: share of values kept, "
                                             "above 0 to 1 (default 0.5; 1.0 for magnitude_prune*)"),
     promote_cold: bool = typer.Option(False, "--promote-cold", help="serve cold-start users of DOMAIN with it"),
-    into_base: Optional[Path] = typer.Option(None, "--into-base", help="also write a standalone full-precision model "
+    into_base: Optional[Path] = path_option(None, "--into-base", help="also write a standalone full-precision model "
                                              "with the composition merged in (safetensors) to this new folder"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="default: the backbone the first adapter was "
                                            "trained on"),
@@ -104,7 +105,7 @@ def route(
     user: str = UserOpt,
     domain: str = DomainOpt,
     data: Optional[str] = typer.Option(None, "--data", help="a data SPEC holding the user's history"),
-    history: Optional[Path] = typer.Option(None, "--history", help=HISTORY_FILE),
+    history: Optional[Path] = path_option(None, "--history", help=HISTORY_FILE),
     min_target_history: int = MinHistoryOpt,
     cold_mix: Optional[str] = ColdMixOpt,
     cold_weights: Optional[str] = ColdWeightsOpt,
@@ -122,9 +123,9 @@ def recommend(
     user: str = UserOpt,
     domain: str = DomainOpt,
     data: str = typer.Option(..., "--data", help="implicit-feedback SPEC: the catalogue (and the user's history)"),
-    history: Optional[Path] = typer.Option(None, "--history", help=f"{HISTORY_FILE}; instead of the user's case in "
+    history: Optional[Path] = path_option(None, "--history", help=f"{HISTORY_FILE}; instead of the user's case in "
                                            "--data"),
-    candidates_file: Optional[Path] = typer.Option(None, "--candidates-file",
+    candidates_file: Optional[Path] = path_option(None, "--candidates-file",
                                                    help="candidate lists (candidates.jsonl or .parquet, docs/data.md); "
                                                    "default: retrieve"),
     retrieve: Optional[int] = typer.Option(None, "--retrieve", min=1, help="candidates retrieved with MiniLM when no "

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import api
-from .options import BackboneOpt, QuantOpt, TemplateOpt, strictly
+from .options import BackboneOpt, QuantOpt, TemplateOpt, path_option, strictly
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +49,7 @@ def serve(
     watch_promotions: float = typer.Option(1.0, "--watch-promotions", min=0.0, help="seconds between checks for a new "
                                            "champion, which is loaded before routing switches to it (0: off)"),
     template: str = TemplateOpt,
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME); the "
+    registry: Optional[Path] = path_option(None, "--registry", help="registry folder (default: $ADAPTREC_HOME); the "
                                             "request log goes beside it (DIR/online.db), where commands run with ADAPTREC_HOME=DIR "
                                             "read it"),
     backbone: str = BackboneOpt,

@@ -81,6 +81,19 @@ def test_a_blank_mirror_folder_is_refused_not_read_as_the_current_one(monkeypatc
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args", [["eval", "x", "--json-out"], ["eval", "x", "--candidates-file"], ["score", "--out"],
+                                  ["predict", "x", "--history"], ["drift", "movie", "--plot"], ["export", "x", "--out"],
+                                  ["compose", "x", "--into-base"], ["route", "--history"], ["recommend", "--history"],
+                                  ["recommend", "--candidates-file"], ["serve", "--registry"]])
+def test_a_blank_path_is_a_usage_error_not_the_current_folder(monkeypatch, capsys, tmp_path, args):
+    """(was: typer read '' as the path `.`: `drift --plot ''` drew into the current folder, `serve --registry ''`
+    served it)"""
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(*run_cli(monkeypatch, capsys, *args, "")[::2])
+    assert f"Invalid value for '{args[-1]}': blank; give a path" in line
+    assert not list(tmp_path.iterdir())
+
+
 def test_registry_commands(monkeypatch, capsys, tmp_path):
     fp = Fingerprint("e" * 64, "f" * 64, "org/base")
     reg = Registry()
