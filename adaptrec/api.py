@@ -105,11 +105,11 @@ def registry(home: str | Path | None = None) -> Registry:
     return Registry(Path(home) if home is not None else None)
 
 
-def recipes() -> list[str]:
-    """Names of the recipes shipped with the package."""
-    from .config import shipped_recipes
+def recipes() -> dict[str, str]:
+    """The recipes shipped with the package: name -> one-line description."""
+    from .config import recipe_summaries
 
-    return shipped_recipes()
+    return recipe_summaries()
 
 
 def recipe_text(name_or_path: str) -> str:

@@ -265,6 +265,15 @@ def shipped_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def recipe_summaries() -> dict[str, str]:
+    """Each shipped recipe's one-line description: its first comment line, after `NAME — `."""
+    out = {}
+    for name in shipped_recipes():
+        first = (RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8").partition("\n")[0]
+        out[name] = first.removeprefix("#").strip().removeprefix(name).strip().removeprefix("—").strip()
+    return out
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
     """A path, or the name of a shipped recipe (`movie-lora` means the package's recipes/movie-lora.yaml)."""
     path, shipped = Path(name_or_path), RECIPES_DIR / f"{name_or_path}.yaml"

@@ -522,3 +522,14 @@ def test_a_refused_value_of_nested_yaml_aliases_is_named_without_being_spelt_out
         tracemalloc.stop()
     assert "name: Input should be a valid string (got [[[[" in str(e.value) and len(str(e.value)) < 1000
     assert peak < 20 * 2**20  # was: the whole repr, about 200 MB here, cut to 80 characters afterwards
+
+
+def test_every_shipped_recipe_has_a_description_and_a_row_in_the_training_guide():
+    """`adaptrec recipes list` prints each recipe's first comment line; docs/training.md's table names each."""
+    from adaptrec.config import recipe_summaries, shipped_recipes
+
+    summaries = recipe_summaries()
+    assert list(summaries) == shipped_recipes() and all(summaries.values())
+    assert summaries["movie-lora"] == "a LoRA adapter for TALLRec's MovieLens-100K task on the frozen 8-bit SmolLM2."
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert [name for name in summaries if f"`{name}`" not in guide] == []

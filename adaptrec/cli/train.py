@@ -66,9 +66,11 @@ def demo(limit: int = typer.Option(200, "--limit", min=2,
 
 @recipes_app.command("list")
 def recipes_list() -> None:
-    """Names of the shipped recipes (`adaptrec train NAME` runs one)."""
-    for name in api.recipes():
-        typer.echo(name)
+    """The shipped recipes, each with what it trains (`adaptrec train NAME` runs one)."""
+    shipped = api.recipes()
+    width = max(map(len, shipped), default=0)
+    for name, summary in shipped.items():
+        typer.echo(f"{name:<{width}}  {summary}")
 
 
 @recipes_app.command("show")
