@@ -7,7 +7,7 @@ loads its own backbone and scores with one thread. Rows/s = rows over the wall t
 and actor start-up included; `ray.init` is timed apart, once). Also reports the largest |ΔP(yes)| between each
 run and the baseline (0: the same chunks give the same batches on every engine).
 
-    python bench/batch_ray.py [--cases 100] [--actors 1 2] [--backbone PATH --quantization none]
+    python bench/batch_ray.py [--cases 100] [--actors 1 2] [--quick] [--backbone PATH --quantization none]
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ def main() -> None:
     p.add_argument("--actors", type=scripts.positive_int, nargs="+", default=[1, 2])
     p.add_argument("--batch-size", type=scripts.positive_int, default=8)
     p.add_argument("--chunk-size", type=scripts.positive_int, default=32)
+    p.add_argument("--quick", action="store_true", help="a smoke run (16 cases, 1 actor), written to bench/results/batch_ray.quick.json, never the file docs render")
     args = p.parse_args()
+    if args.quick:
+        args.cases, args.actors = min(args.cases, 16), [1]
     options = dict(data=args.data, limit=args.cases, backbone=args.backbone, quantization=args.quantization,
                    batch_size=args.batch_size, chunk_size=args.chunk_size)
     out = Path(tempfile.mkdtemp(prefix="adaptrec-bench-"))
@@ -85,7 +88,7 @@ def main() -> None:
                    "batch_size": args.batch_size, "chunk_size": args.chunk_size, "score_cache": False},
         "versions": {**library_versions(), "ray": ray.__version__, "pyarrow": pyarrow.__version__},
         "backbone_load_s": load_s, "ray_init_s": init_s, "rows": rows,
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

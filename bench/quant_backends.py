@@ -11,7 +11,7 @@ position, each backend timed in turn within every repeat (so drift hits them ali
 Agreement: P(yes) on a seeded `--limit` subset of tallrec:movie:test, bare and with the adapter,
 against fp32's scores: max and mean |Δ|, and each backend's AUC with its bootstrap CI.
 
-    python bench/quant_backends.py [--limit 200] [--adapter movie-lora:1 --registry experiments/home]
+    python bench/quant_backends.py [--limit 200] [--adapter movie-lora:1 --registry experiments/home] [--quick]
 """
 
 from __future__ import annotations
@@ -114,7 +114,10 @@ def main() -> None:
     p.add_argument("--repeats", type=scripts.positive_int, default=3)
     p.add_argument("--adapter", help="registry ref of a trained adapter (default: a random r 8 q/v LoRA)")
     p.add_argument("--registry", type=Path, help="registry folder of --adapter (default: a throwaway one)")
+    p.add_argument("--quick", action="store_true", help="a smoke run (16 cases, 1 batch, 1 repeat), written to bench/results/quant_backends.quick.json, never the file docs render")
     args = p.parse_args()
+    if args.quick:
+        args.limit, args.batches, args.repeats = min(args.limit, 16), 1, 1
 
     loaders = {
         "fp32": lambda: load_backbone(args.backbone, "none", device="cpu"),
@@ -184,7 +187,7 @@ def main() -> None:
                    "torchao": torchao.__version__ if torchao else None},
         "backends": results,
         "ratio": results["torch-int8"]["lora"]["speed_ratio_vs_fp32"], "target_ratio": 1.5,
-    }, device="cpu")  # every backend here is a CPU kernel, whatever else the machine holds
+    }, device="cpu", quick=args.quick)  # every backend here is a CPU kernel, whatever else the machine holds
 
 
 if __name__ == "__main__":

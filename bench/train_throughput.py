@@ -9,7 +9,7 @@ both timings start after the backbone is loaded and include building the peft mo
 processed per second of training wall time; adaptrec's run also includes one validation pass over 2 prompts at
 the last step, a checkpoint and saving the best adapter (its loop always does them before finishing).
 
-    python bench/train_throughput.py [--steps 8] [--batch-size 4] [--quantization 8bit] [--repeats 3]
+    python bench/train_throughput.py [--steps 8] [--batch-size 4] [--quantization 8bit] [--repeats 3] [--quick]
 
 Both arms run `--repeats` times in turns (ABBA); the result is the repeat with the median ratio, every ratio listed.
 """
@@ -103,7 +103,10 @@ def main() -> None:
     parser.add_argument("--quantization", default="8bit")
     parser.add_argument("--repeats", type=scripts.positive_int, default=3,
                         help="runs of both arms, in turns (ABBA): this VM's speed drifts within minutes")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (2 steps, 1 repeat), written to bench/results/train_throughput.quick.json, never the file docs render")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats = min(args.steps, 2), 1
     cases = few_shot([c for c in load_spec("tallrec:movie:train").cases], 64, 0)
     val_cases = stratified_subset(load_spec("tallrec:movie:valid").cases, 2, 0)
     seen = [c for i in range(args.steps) for c in micro_batches(cases, args.batch_size, 0, i)]
@@ -124,7 +127,7 @@ def main() -> None:
                    "backend": backend(args.quantization), "adapter": LORA, "data": "tallrec:movie:train, 64 shots, seed 0"},
         "adaptrec": median["adaptrec"], "transformers_trainer": median["transformers_trainer"],
         "ratio_tokens_per_s": median["ratio"], "ratios": [run["ratio"] for run in runs], "target_ratio": 1.0,
-    })
+    }, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -471,7 +471,7 @@ def batch_ray(r: dict) -> list[str]:
             for row in r["rows"]]
     lines = table(["engine", "threads per process", "wall time", "rows/s", "× single process",
                    "max \\|ΔP(yes)\\| vs single process"], "lrrrrr", rows)
-    return lines + ["", f"`ray.init` {r['ray_init_s']:.1f} s (once, timed apart); a backbone load "
+    return lines + ["", f"{backbone(r)}; `ray.init` {r['ray_init_s']:.1f} s (once, timed apart); a backbone load "
                         f"{r['backbone_load_s']:.1f} s; {r['config']['data']}, chunks of {r['config']['chunk_size']}."]
 
 

@@ -50,3 +50,16 @@ def test_a_smoke_run_never_replaces_the_result_the_docs_render(tmp_path, monkeyp
     quick = common.report("x", {"config": {"backend": "torch-int8"}, "ratio": 9.0}, quick=True)
     assert quick.name == "x.quick.json" and json.loads(quick.read_text())["quick"] is True
     assert json.loads(full.read_text())["ratio"] == 2.0 and "quick" not in json.loads(full.read_text())
+
+
+def test_every_benchmark_takes_quick_and_passes_it_on():
+    """A smoke run (a tiny `--backbone`, `--quick`) never lands where the docs read (was: batch_ray, quant_backends
+    and train_throughput had no `--quick`, so a smoke run overwrote the rendered result)."""
+    import ast
+
+    for script in sorted(Path(common.__file__).parent.glob("*.py")):
+        tree = ast.parse(script.read_text())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "report"]
+        if not calls or script.name == "common.py":
+            continue
+        assert all(any(k.arg == "quick" for k in c.keywords) for c in calls), script.name
