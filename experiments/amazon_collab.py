@@ -39,19 +39,8 @@ import numpy as np
 from amazon_encoders import VIEWS, arena
 from collab_goals import CONTENT, content_rows, picked, stack_row
 from ml100k_loo import TIES, as_dict, group_order, mean_ci, paired, reranked_ranks, stack_scores
-from report import (
-    RERANK_CHANGES,
-    ROOT,
-    SCORE_CHANGES,
-    banner,
-    cell,
-    experiment_main,
-    machine,
-    scored_before,
-    side_of_zero,
-    signed,
-    table,
-)
+from report import (RERANKED_CHANGES, ROOT, banner, cell, experiment_main, machine, scored_before, side_of_zero,
+                    signed, table)
 
 from adaptrec.adapters.attach import adapter_key
 from adaptrec.backbone import EMBEDDED, load_backbone
@@ -470,7 +459,7 @@ def render(doc: dict) -> str:
     p, enc = doc["protocol"], doc["protocol"]["encoder"]
     lines = ["# Amazon Arts↔Office: the collaborative adapter against the encoders", "",
              banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})",
-             "", *scored_before(doc, RESULTS, changes=SCORE_CHANGES + RERANK_CHANGES),
+             "", *scored_before(doc, RESULTS, changes=RERANKED_CHANGES),
              intro(doc), "",
              "## Adapters", "",
              (f"Staged: the projector alone for the first {p['projector_steps']} optimizer steps (LoRA's gradients "

@@ -32,20 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from collab_goals import picked_reranker, stack_row
-from report import (
-    RERANK_CHANGES,
-    ROOT,
-    SCORE_CHANGES,
-    STARTED,
-    banner,
-    cell,
-    experiment_main,
-    machine,
-    scored_before,
-    side_of_zero,
-    signed,
-    table,
-)
+from report import (RERANKED_CHANGES, ROOT, STARTED, banner, cell, experiment_main, machine, scored_before,
+                    side_of_zero, signed, table)
 from sklearn.linear_model import LogisticRegression
 
 from adaptrec.adapters.attach import adapter_key
@@ -500,7 +488,7 @@ def render(doc: dict) -> str:
     lines = [
         "# MovieLens-100K leave-one-out", "",
         banner(f"{COMMAND} --render-only", [RESULTS]) if RESULTS.is_relative_to(ROOT) else f"(smoke: {RESULTS})", "",
-        *scored_before(doc, RESULTS, [p.get("llm_rows_commit")], SCORE_CHANGES + RERANK_CHANGES),
+        *scored_before(doc, RESULTS, [p.get("llm_rows_commit")], RERANKED_CHANGES),
         f"{p['users']} users; each one's last interaction is the test target, its second last the validation "
         f"target, the rest trains the encoders. Sampled: the target among {p['negatives']} movies the user never "
         "rated (seeded per user); full: among every movie the user has not rated before the target. "

@@ -45,6 +45,7 @@ SCORE_CHANGES = (("a0e96b1", ("P(yes) was computed in float32, which rounds a Ye
 RERANK_CHANGES = (("5ec9eaa", ("a target that the encoder ties with candidates across the cut of its top K counted "
                                "as inside the top K when listed before them, which favours the re-ranker"),
                    "re-ranked rows", "may be optimistic"),)
+RERANKED_CHANGES = SCORE_CHANGES + RERANK_CHANGES  # what a page of re-ranked LLM rows may predate
 
 
 def _commit_of(results: Path) -> str | None:
@@ -325,20 +326,17 @@ def quant_backends(r: dict) -> list[str]:
 
 
 def switch_rows(r: dict) -> list[list[str]]:
-    """bench/swap_latency.py: the engine's per-request adapter choice vs peft's `set_adapter`, per target set: the
-    selection alone (outside any forward), and, where the run measured it, a whole request (switch + forward)."""
+    """bench/swap_latency.py: the engine's per-request adapter choice vs peft's `set_adapter`, per target set: a
+    whole request (switch + forward; the target), and the selection alone (outside any forward; no target)."""
     c = r["config"]
-    rows = [[f"adapter selection outside the forward, {c['adapters']} adapters, {targets(s['targets'])} targets",
-             backbone(r), f"peft `set_adapter` {s['peft_set_adapter_ms']:.2f} ms", f"{s['engine_switch_ms']:.4f} ms",
-             f"{s['speedup']:.0f}×", f"≥ {r['target_ratio']:g}×"]
-            for s in r["rows"]]
-    if "request_batch" in c:
-        rows += [[f"switch + forward of {c['request_batch']} prompts, {targets(s['targets'])} targets, "
-                  f"{c['request_repeats']} repeats ({c['request_data']})", backbone(r),
-                  f"peft `set_adapter` + forward {s['peft_request_ms']:.0f} ms (median)",
-                  f"{s['engine_request_ms']:.0f} ms (median)", f"{s['request_ratio']:.2f}× (median of the repeats' ratios)",
-                  f"≥ {r['target_request_ratio']:g}×"] for s in r["rows"]]
-    return rows
+    return [*([f"switch + forward of {c['request_batch']} prompts, {targets(s['targets'])} targets, "
+               f"{c['request_repeats']} repeats ({c['request_data']})", backbone(r),
+               f"peft `set_adapter` + forward {s['peft_request_ms']:.0f} ms (median)",
+               f"{s['engine_request_ms']:.0f} ms (median)", f"{s['request_ratio']:.2f}× (median of the repeats' ratios)",
+               f"≥ {r['target_ratio']:g}×"] for s in r["rows"]),
+            *([f"adapter selection outside the forward, {c['adapters']} adapters, {targets(s['targets'])} targets",
+               backbone(r), f"peft `set_adapter` {s['peft_set_adapter_ms']:.2f} ms", f"{s['engine_switch_ms']:.4f} ms",
+               f"{s['speedup']:.0f}×", "none (a lookup: for information)"] for s in r["rows"])]
 
 
 def mixed_batch_row(r: dict) -> list[str]:

@@ -26,18 +26,8 @@ from pathlib import Path
 
 import collab_goals
 import numpy as np
-from report import (
-    RERANK_CHANGES,
-    STARTED,
-    banner,
-    cell,
-    machine,
-    read_json,
-    read_jsonl,
-    scored_before,
-    table,
-    write_results,
-)
+from report import (RERANK_CHANGES, STARTED, banner, cell, machine, read_json, read_jsonl, scored_before,
+                    table, write_results)
 
 from adaptrec import scripts
 
