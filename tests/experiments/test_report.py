@@ -444,11 +444,13 @@ def test_the_batch_scoring_table_is_rendered_from_its_results():
             {"engine": "ray", "threads": 1, "seconds": 30.5, "rows_per_s": 3.27, "ratio": 0.588,
              "max_abs_p_yes_diff": 0.0, "actors": 2}]
     doc = {"rows": rows, "ray_init_s": 2.86, "backbone_load_s": 1.03,
-           "config": {"data": "tallrec:movie:test, 100 cases", "chunk_size": 32}}
+           "config": {"data": "tallrec:movie:test, 100 cases", "chunk_size": 32, "backbone": "/tmp/tiny",
+                      "quantization": "none", "backend": "fp32"}}
     lines = report.batch_ray(doc)
     assert lines[2] == "| single process (baseline) | 2 | 18.0 s | 5.56 | 1.00 | — |"
     assert lines[3] == "| Ray, 2 actors | 1 | 30.5 s | 3.27 | 0.59 | 0 |"
     assert "`ray.init` 2.9 s" in lines[-1] and "chunks of 32" in lines[-1]
+    assert lines[-1].startswith("`/tmp/tiny` none (fp32)")  # what ran (was: not shown, a smoke run looked real)
 
 
 def test_a_stored_baseline_that_scored_every_case_alike_renders_as_not_applicable():
