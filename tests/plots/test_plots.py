@@ -372,6 +372,17 @@ def test_the_mixed_batch_panel_judges_the_median_paired_ratio_the_benchmark_judg
     assert panel.series[""] == (1.0, 0.95) and "(it is 0.880: missed)" in panel.target_label
 
 
+def test_the_switch_panels_judge_the_request_and_show_the_selection_without_a_target():
+    """(was: the target, ≥ 15×, was on the selection alone: a dict lookup against peft's walk over every layer, a
+    ratio no change could bring under it)"""
+    row = {"targets": ["q_proj", "v_proj"], "peft_request_ms": 536.0, "engine_request_ms": 552.0,
+           "peft_set_adapter_ms": 4.4, "engine_switch_ms": 0.003, "request_ratio": 0.97}
+    doc = {"config": {"adapters": 4, "request_batch": 2}, "rows": [row], "ratio": 0.97, "target_ratio": 1.0}
+    request, selection = bench.PANELS["swap_latency"](doc)
+    assert request.series["adaptrec engine"] == (552.0,) and "it is 0.97×: missed" in request.title
+    assert selection.log and "no target" in selection.title and selection.target is None
+
+
 def test_many_adapters_panels_draw_throughput_latency_and_log_scale_costs(tmp_path):
     panels = bench.PANELS["many_adapters"](_many_adapters_doc())
     assert [p.bars for p in panels] == [2, 4, 4] and panels[0].target == pytest.approx(1.6)
