@@ -81,8 +81,6 @@ def run_recipe(recipe: Recipe, text: str, resume: bool = False, restart: bool = 
 
 def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart: bool) -> RecipeResult:
     check_installed(recipe.adapter)  # an encoder's library: not found after the backbone loaded, nor after a restart
-    if restart:  # deletes the run it will not train again: once, by the main process, every rank waiting (was: by
-        on_main_process(lambda: shutil.rmtree(run_dir) if run_dir.exists() else None)  # every rank, one failing)
     d, ev = recipe.data, recipe.evaluation
     train_cases = training_cases(recipe)
     method = checked_method(recipe, train_cases)  # e.g. a ranking loss on one case per user: before the backbone
@@ -96,6 +94,9 @@ def _run_recipe(recipe: Recipe, text: str, run_dir: Path, resume: bool, restart:
 
     backbone = load_backbone(recipe.backbone.name, recipe.backbone.quantization, int8_backend=recipe.backbone.int8_backend)
     check_prompts_fit(recipe, backbone.tokenizer, training=[*train_cases, *own], validation=val_cases, test=cases)
+    if restart:  # deletes the run it will not train again, once all else passed (was: first, so a refusal left none):
+        # once, by the main process, every rank waiting (was: by every rank, one failing)
+        on_main_process(lambda: shutil.rmtree(run_dir) if run_dir.exists() else None)
     result = train(recipe, backbone, train_cases, val_cases, run_dir, resume=resume, method=method)
 
     def evaluate_and_register() -> tuple[EvalReport, AdapterRecord]:

@@ -80,3 +80,22 @@ def test_a_run_killed_between_registering_and_its_report_registers_no_second_ver
     (first,) = Registry().list(name=parsed.name)
     assert run_recipe(parsed, text, resume=True).record.ref == first.ref
     assert [r.ref for r in Registry().list(name=parsed.name)] == [first.ref]
+
+
+def test_a_restart_refused_before_training_keeps_the_run_it_would_replace(tiny_model_dir, tmp_path):
+    """(was: the run folder was deleted first, so a restart then refused, a data file missing, left no run at all)"""
+    from pathlib import Path
+
+    import pytest
+
+    from adaptrec.errors import AdaptrecError
+    from adaptrec.train.recipe import run_dir_for
+
+    path = tiny_recipe_file(tmp_path, str(tiny_model_dir), 1, {"train": 8, "valid": 4, "test": 4}, eval_every=1)
+    parsed, text = load_recipe(str(path))
+    run_recipe(parsed, text)
+    kept = sorted(p.name for p in run_dir_for(parsed).iterdir())
+    Path(parsed.data.valid).rename(tmp_path / "elsewhere.json")
+    with pytest.raises(AdaptrecError, match="data.valid"):
+        run_recipe(parsed, text, restart=True)
+    assert sorted(p.name for p in run_dir_for(parsed).iterdir()) == kept and "metrics.jsonl" in kept
