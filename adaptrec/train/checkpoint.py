@@ -233,6 +233,9 @@ def read_checkpoint(ckpt: Checkpoint) -> CheckpointData:
     needed = {"scheduler", "trainer"} if accelerate else {"optimizer", "scheduler", "trainer"}
     if not isinstance(meta, dict) or not needed <= meta.keys():
         raise CheckpointError(f"{ckpt.path}: state.json lacks the optimizer, scheduler or trainer state")
+    if not all(isinstance(meta[k], dict) for k in needed) or not isinstance(meta["trainer"].get("early_stopping"),
+                                                                          dict):  # (was: read on, a traceback)
+        raise CheckpointError(f"{ckpt.path}: state.json holds another shape than a save writes")
     best = ckpt.path / BEST if (ckpt.path / BEST).is_dir() else None
     if accelerate:
         state_dir = ckpt.path / ACCELERATE_STATE

@@ -43,6 +43,18 @@ def test_a_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
     assert ck.newest_readable(tmp_path, log=lines.append) is None and len(lines) == 3
 
 
+@pytest.mark.parametrize("edit", [{"trainer": []}, {"trainer": {}}, {"scheduler": 3}])
+def test_a_state_file_of_another_shape_falls_back_with_one_line(tmp_path, edit):
+    """(was: valid JSON of another shape passed the read, then the resume failed with an AttributeError or a
+    KeyError traceback)"""
+    _save(tmp_path, 4)
+    state = _save(tmp_path, 8)[0] / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), **edit}))
+    lines: list[str] = []
+    assert ck.newest_readable(tmp_path, log=lines.append).ckpt.step == 4
+    assert len(lines) == 1 and "holds another shape than a save writes" in lines[0]
+
+
 def test_a_run_resumed_before_unreadable_checkpoints_keeps_its_own(tmp_path):
     """(was: the two highest steps were kept, readable or not, so the resumed run's step 8 was deleted as it was
     written, and a second crash restarted from step 0)"""
