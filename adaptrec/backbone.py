@@ -480,5 +480,7 @@ def load_backbone(name: str = EMBEDDED, quantization: str = "8bit", device: str 
             raise BackboneError(f"backbone {name!r}: {e}") from None
     model.eval()
     model.requires_grad_(False)
+    tokenizer_digest(tokenizer)  # of the tokenizer as loaded: a collab adapter's item tokens join it later, and a
+    # first digest taken after them made the untuned model's key depend on what was attached first (was)
     return Backbone(model=model, tokenizer=tokenizer, fingerprint=fingerprint, quantization=quantization,
                     source=source, backend=backend, config_key=loaded_config)

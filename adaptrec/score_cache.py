@@ -25,6 +25,7 @@ from .home import adaptrec_home
 FILE_NAME = "score_cache.db"
 TIMEOUT_S = 60  # how long a statement waits for another process's lock
 TABLE = "logits_v2"  # the key format of this module; earlier tables stay unread
+EARLIER_TABLES = ("answer_logits",)  # the tables earlier key formats wrote, which no version reads
 
 
 def _remedy(error: str) -> str:
@@ -73,8 +74,10 @@ class ScoreCache:
                 rows = self._db.execute(
                     f"SELECT key, yes, no, lse FROM {TABLE} WHERE key IN ({','.join('?' * len(chunk))})", chunk
                 ).fetchall()
-            found.update({k: np.array([y, n, l], dtype=float) for k, y, n, l in rows if None not in (y, n, l)})
-        return found  # a row without a number (SQLite stores NaN as NULL, as older versions wrote them) is recomputed
+            found.update({k: v for k, *values in rows if None not in values
+                          and np.all(np.isfinite(v := np.array(values, dtype=float)))})
+        # a row without a finite number (SQLite stores NaN as NULL; older versions wrote NaN and inf) is recomputed
+        return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         """One transaction per batch: a run killed mid-way keeps every finished batch. Existing rows win. Rows that
@@ -108,8 +111,9 @@ class ScoreCache:
         return removed
 
     def _earlier(self) -> list[str]:
+        """The tables of EARLIER_TABLES this file holds (was: every other table, a newer version's too)."""
         return [name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                if name != TABLE]
+                if name in EARLIER_TABLES]
 
     def __len__(self) -> int:
         with self._one_line():

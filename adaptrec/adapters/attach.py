@@ -15,7 +15,7 @@ from ..fingerprint import digest
 from .collab import TUNER as COLLAB_TUNER
 from .collab import ItemEmbedding, uninstall
 from .check import base_change, read_config
-from .files import CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
+from .files import CARD_FILES, CONFIG_FILE, METADATA_FILE, MIX_TYPE, file_sha256
 
 _CONFIG_LOCATIONS = ("base_model_name_or_path", "revision")
 _NOT_STRUCTURE = (*_CONFIG_LOCATIONS, "peft_version")  # config keys two same-shaped LoRA adapters may differ in
@@ -45,7 +45,7 @@ def adapter_key(adapter_dir: Path) -> str:
     for where in _CONFIG_LOCATIONS:  # where the folder came from, not what it computes
         config.pop(where, None)
     files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
-             if p.is_file() and p.name not in (CONFIG_FILE, METADATA_FILE, "README.md")}
+             if p.is_file() and p.name not in (CONFIG_FILE, METADATA_FILE, *CARD_FILES)}  # (was: .gitattributes in)
     return digest({"files": files, "config": config})
 
 

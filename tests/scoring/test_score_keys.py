@@ -75,6 +75,31 @@ def test_a_score_that_is_no_number_is_never_kept_nor_read(tmp_path):
     assert cache.get_many(["ok"])["ok"].dtype == np.float64
 
 
+def test_an_infinite_row_an_older_version_wrote_is_recomputed_and_only_earlier_tables_count_as_earlier(tmp_path):
+    """(was: a row of inf, written before non-finite rows were refused, read back as P(yes) 1.0 on every rerun; and
+    `cache clear scores --earlier-formats` dropped any other table, a newer version's too)"""
+    cache = ScoreCache(tmp_path / "c.db")
+    cache._db.execute(f"INSERT INTO {TABLE} VALUES ('old', 1e999, 1.0, 1e999)")  # SQLite's inf
+    assert cache.get_many(["old"]) == {}
+    with cache._db:
+        cache._db.execute("CREATE TABLE logits_v9 (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        cache._db.execute("INSERT INTO logits_v9 VALUES ('newer', 1.0, 2.0, 3.0)")
+        cache._db.execute("CREATE TABLE answer_logits (key TEXT PRIMARY KEY, yes REAL, no REAL, lse REAL)")
+        cache._db.execute("INSERT INTO answer_logits VALUES ('older', 1.0, 2.0, 3.0)")
+    assert cache.earlier_rows() == 1 and cache.clear(earlier_only=True) == 1
+    assert cache._db.execute("SELECT COUNT(*) FROM logits_v9").fetchone()[0] == 1
+
+
+def test_the_untuned_key_is_the_loaded_tokenizers_whatever_joins_it_later(tiny_model_dir):
+    """(was: the tokenizer's digest was taken on first use, so a collab adapter's item tokens added before it gave
+    the untuned model another key, and its cached rows were scored again)"""
+    from adaptrec.backbone import load_backbone
+
+    grown = load_backbone(str(tiny_model_dir), "none", device="cpu")
+    grown.tokenizer.add_tokens(["<item_1>", "<item_2>"])  # as a collab adapter's attach adds them
+    assert grown.score_key == load_backbone(str(tiny_model_dir), "none", device="cpu").score_key
+
+
 def test_rows_of_the_old_format_are_never_read(tiny_backbone, tmp_path):
     """A cache file written before the exact keys (table `answer_logits`) is ignored, not misread."""
     path = tmp_path / "old.db"
@@ -97,6 +122,9 @@ def test_adapter_key_covers_the_config_not_only_the_weights(tiny_model_dir, tmp_
     config = json.loads((copy / CONFIG_FILE).read_text())
     (copy / CONFIG_FILE).write_text(json.dumps({**config, "base_model_name_or_path": "/elsewhere"}))
     assert adapter_key(copy) == adapter_key(record.path)  # where it came from does not change scores
+    for card in ("README.md", ".gitattributes"):  # a Hub clone's card files (was: .gitattributes changed the key)
+        (copy / card).write_text("from the Hub")
+    assert adapter_key(copy) == adapter_key(record.path)
     for change in ({"lora_alpha": config["lora_alpha"] * 2}, {"use_rslora": True}, {"rank_pattern": {"q_proj": 2}}):
         (copy / CONFIG_FILE).write_text(json.dumps({**config, **change}))
         assert adapter_key(copy) != adapter_key(record.path), change
