@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from report import banner, cell, table, write_results
+from report import banner, cell, scored_before, table, write_results
 
 from adaptrec import scripts
 from adaptrec.adapters.attach import adapter_key, attach, bare_model, detach
@@ -380,7 +380,8 @@ def verdicts(direction: dict) -> list[str]:
     llms = [r for r in direction["rows"] if r["group"] in ("a", "c", "d", "e") and not r["role"].startswith("baseline:")]
     if baselines and llms:
         best_llm, best_base = max(llms, key=_value), max(baselines, key=_value)
-        out.append(f"The best LLM row beats the best non-LLM baseline: {_beats(best_llm, [best_base])}.")
+        out.append(f"The LLM row with the best test AUC ({best_llm['name']}, picked on test among {len(llms)}, which "
+                   f"favours the LLM side) beats the best non-LLM baseline: {_beats(best_llm, [best_base])}.")
     return out
 
 
@@ -425,6 +426,7 @@ def render(doc: dict) -> str:
         banner("python experiments/cross_domain.py --render-only", [RESULTS_JSON]), "",
         *stale_note(p),
         *mix_stale_note(doc),
+        *scored_before(doc, RESULTS_JSON),
         "![Heat map of every row by metric per direction, against the untuned backbone]"
         "(figures/cross_domain_heatmap.png)", "",
         "## Protocol", "",
@@ -528,8 +530,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise TransferError(f"--render-only: no {args.json_out}; run without it first")
         doc = json.loads(args.json_out.read_text())
     else:
-        doc = run_transfer(config_from(args), command_line(argv))
-        write_results(args.json_out, doc)
+        write_results(args.json_out, run_transfer(config_from(args), command_line(argv)))
+        doc = json.loads(args.json_out.read_text())  # with the provenance the page reads (the commit it was scored at)
     check_rows(doc)
     write_text(args.out, render(doc))
     print(f"re-rendered {args.out} from {args.json_out}" if args.render_only else f"wrote {args.out} and {args.json_out}")

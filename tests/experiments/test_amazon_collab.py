@@ -129,10 +129,10 @@ def test_the_goals_bar_is_the_best_non_llm_row_the_content_row_included():
         row(adapter, 0.56, vs_encoder=diff(-0.02), vs_popularity=diff(0.05), vs_non_llm=vs)]}
     doc = {"protocol": {"encoder": "lightgcn", "negatives": 19}, "blocks": [block],
            "adapters": {f"office, {adapter}": {"best_val_auc": 0.7}}}
-    (cells, vs_best, _, _), = collab_goals._amazon(doc)
+    (cells, vs_best, *_), = collab_goals._amazon(doc)
     assert cells[1] == f"{stacked} 0.600" and vs_best is vs[stacked]  # the content row stacked with the encoder
     block["rows"][3] = row(stacked, 0.55)
-    (cells, vs_best, _, _), = collab_goals._amazon(doc)
+    (cells, vs_best, *_), = collab_goals._amazon(doc)
     assert cells[1] == "lightgcn 0.580" and vs_best is block["rows"][4]["vs_encoder"]
 
 
@@ -187,3 +187,17 @@ def test_the_chance_row_counts_only_the_places_within_ten_and_keeps_the_encoder_
     ndcg, hits = amazon_collab.at_chance(np.array([15]), 20)
     np.testing.assert_allclose(ndcg, [np.sum(1 / np.log2(np.arange(2, 12))) / 20])
     assert hits.tolist() == [0.5]
+
+
+def test_the_goals_say_the_adapter_reads_the_tokens_worse_than_its_encoder_only_where_a_test_shows_it():
+    """(was: said of every arena, TALLRec movie's too, where the adapter is above its encoder by point estimate and
+    no paired test was run)"""
+    import collab_goals
+
+    def arena(name, d):
+        return collab_goals.Arena((), {}, name, None, d)
+
+    below, level = {"value": -0.02, "ci_low": -0.03, "ci_high": -0.01}, {"value": 0.0, "ci_low": -0.01, "ci_high": 0.01}
+    clause = collab_goals.below_encoder([arena("A", below), arena("B", level), arena("TALLRec movie", None)])
+    assert "CI below 0 (A of the 2 arenas with a paired test" in clause
+    assert collab_goals.below_encoder([arena("B", level), arena("TALLRec movie", None)]) == ""

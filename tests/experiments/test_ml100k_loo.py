@@ -79,7 +79,7 @@ def test_the_goals_read_the_picked_variant_on_every_user_when_the_results_have_i
     assert collab_goals._ml100k(doc)[0][0][0].startswith("MovieLens-100K leave-one-out, 3 test users")
     final = [_row("match token", 0.99, 9, final=True), _row("match token", 0.99, 9, stacked=True, final=True)]
     doc["rows"] = rows + final
-    cells, diff, _, _ = collab_goals._ml100k(doc)[0]
+    cells, diff, *_ = collab_goals._ml100k(doc)[0]
     assert cells[0].startswith("MovieLens-100K leave-one-out, 9 test users") and diff is final[0]["vs_best"]
     assert collab_goals.picked_reranker(doc["rows"]) is rows[4]  # the final rows never pick
     assert collab_goals._stacked(doc, {"blocks": []}) == [("MovieLens-100K", final[1]["vs_best"])]
