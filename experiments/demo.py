@@ -8,13 +8,12 @@ it) in a fresh, empty $ADAPTREC_HOME, timed end to end (the one-time backbone co
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from report import ROOT, banner, machine, render_region, write_results
+from report import ROOT, banner, machine, region_main
 
 from adaptrec import scripts
 
@@ -58,12 +57,7 @@ def render(doc: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--render-only", action="store_true")
-    args = ap.parse_args()
-    if not args.render_only:
-        write_results(RESULTS, run())
-    render_region(RESULTS, DOC, REGION, render)
+    region_main(__doc__, RESULTS, DOC, REGION, render, run)
 
 
 if __name__ == "__main__":

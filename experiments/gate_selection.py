@@ -14,13 +14,12 @@ every candidate of every request, the quantity the weights aim at.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 from pathlib import Path
 
 import numpy as np
-from report import ROOT, banner, render_region, table, write_results
+from report import ROOT, banner, region_main, table
 
 from adaptrec import scripts
 from adaptrec.metrics import auc
@@ -105,12 +104,7 @@ def render(doc: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--render-only", action="store_true")
-    args = ap.parse_args()
-    if not args.render_only:
-        write_results(RESULTS, run())
-    render_region(RESULTS, DOC, REGION, render)
+    region_main(__doc__, RESULTS, DOC, REGION, render, run)
 
 
 if __name__ == "__main__":

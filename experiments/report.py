@@ -212,6 +212,17 @@ def write_regions(path: Path, bodies: dict[str, str]) -> None:
     write_text(path, text)
 
 
+def region_main(description: str, results: Path, page: Path, region: str, render: Callable[[dict], str],
+                run: Callable[[], dict]) -> None:
+    """The `main` of an experiment that fills one region of a page: `run` it and write `results` (unless
+    `--render-only`), then `render_region`."""
+    ap = argparse.ArgumentParser(description=description.splitlines()[0])
+    ap.add_argument("--render-only", action="store_true")
+    if not ap.parse_args().render_only:
+        write_results(results, run())
+    render_region(results, page, region, render)
+
+
 def render_region(results: Path, page: Path, region: str, render: Callable[[dict], str]) -> None:
     """Render the result document at `results` into `region` of `page` and print it; one error line without it."""
     doc = read_json(results)
