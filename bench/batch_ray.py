@@ -57,7 +57,9 @@ def main() -> None:
     p.add_argument("--actors", type=scripts.positive_int, nargs="+", default=[1, 2])
     p.add_argument("--batch-size", type=scripts.positive_int, default=8)
     p.add_argument("--chunk-size", type=scripts.positive_int, default=32)
-    p.add_argument("--quick", action="store_true", help="a smoke run (16 cases, 1 actor), written to bench/results/batch_ray.quick.json, never the file docs render")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run (16 cases, 1 actor), written to bench/results/"
+                   "batch_ray.quick.json, never the file docs render")
     args = p.parse_args()
     if args.quick:
         args.cases, args.actors = min(args.cases, 16), [1]

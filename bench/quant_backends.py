@@ -114,7 +114,9 @@ def main() -> None:
     p.add_argument("--repeats", type=scripts.positive_int, default=3)
     p.add_argument("--adapter", help="registry ref of a trained adapter (default: a random r 8 q/v LoRA)")
     p.add_argument("--registry", type=Path, help="registry folder of --adapter (default: a throwaway one)")
-    p.add_argument("--quick", action="store_true", help="a smoke run (16 cases, 1 batch, 1 repeat), written to bench/results/quant_backends.quick.json, never the file docs render")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run (16 cases, 1 batch, 1 repeat), written to bench/results/"
+                   "quant_backends.quick.json, never the file docs render")
     args = p.parse_args()
     if args.quick:
         args.limit, args.batches, args.repeats = min(args.limit, 16), 1, 1

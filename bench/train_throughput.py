@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--quantization", default="8bit")
     parser.add_argument("--repeats", type=scripts.positive_int, default=3,
                         help="runs of both arms, in turns (ABBA): this VM's speed drifts within minutes")
-    parser.add_argument("--quick", action="store_true", help="a smoke run (2 steps, 1 repeat), written to bench/results/train_throughput.quick.json, never the file docs render")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run (2 steps, 1 repeat), written to bench/results/"
+                        "train_throughput.quick.json, never the file docs render")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.repeats = min(args.steps, 2), 1

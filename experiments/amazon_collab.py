@@ -428,7 +428,8 @@ def intro(doc: dict) -> str:
         + (f"Re-ordering the top {p['rerank_k']} leaves HR@10 as {enc}'s; " if p["rerank_k"] <= 10 else "")
         + f"a re-ranker at chance gets the last row's NDCG@10 and HR@10 ({enc}'s hits in the top {p['rerank_k']}, "
         "each at a random place of it). Cold: the target domain's history is hidden (encoder and prompt see the "
-        "other domain's items only); there the text-only rows (the untuned backbone, and the domain's text-only LoRA adapter where "
+        "other domain's items only); there the text-only rows (the untuned backbone, and the domain's text-only "
+        "LoRA adapter where "
         f"one is registered) read the same prompts without item tokens and re-rank the same top {p['rerank_k']}."]
     content = any(r["name"] == CONTENT for b in doc["blocks"] for r in b["rows"])
     if content:

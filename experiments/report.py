@@ -343,7 +343,8 @@ def switch_rows(r: dict) -> list[list[str]]:
     return [*([f"switch + forward of {c['request_batch']} prompts, {targets(s['targets'])} targets, "
                f"{c['request_repeats']} repeats ({c['request_data']})", backbone(r),
                f"peft `set_adapter` + forward {s['peft_request_ms']:.0f} ms (median)",
-               f"{s['engine_request_ms']:.0f} ms (median)", f"{s['request_ratio']:.2f}× (median of the repeats' ratios)",
+               f"{s['engine_request_ms']:.0f} ms (median)",
+               f"{s['request_ratio']:.2f}× (median of the repeats' ratios)",
                f"≥ {r['target_ratio']:g}×"] for s in r["rows"]),
             *([f"adapter selection outside the forward, {c['adapters']} adapters, {targets(s['targets'])} targets",
                backbone(r), f"peft `set_adapter` {s['peft_set_adapter_ms']:.2f} ms", f"{s['engine_switch_ms']:.4f} ms",

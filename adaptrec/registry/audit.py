@@ -65,15 +65,15 @@ def damaged(conn: sqlite3.Connection) -> list[str]:
 
 
 def _evidence(row: tuple) -> dict:
-    """The evidence of a `decisions` row: `IntegrityError` naming the decision unless it is a JSON object."""
+    """The evidence of a `decisions` row: `IntegrityError` naming the decision unless it is JSON; JSON of another
+    shape than an object (the API stored what a caller gave) is read as `{"evidence": value}` (was: `[1]`, an
+    AttributeError traceback)."""
     try:
         evidence = json.loads(row[5])
     except (TypeError, ValueError):  # edited by hand, or a damaged page (was: JSONDecodeError's traceback)
-        evidence = None
-    if not isinstance(evidence, dict):  # nor JSON of another shape (was: `[1]`, an AttributeError traceback)
         raise IntegrityError(f"the registry's decision {row[0]} ({row[2]} {row[3]} in {row[1]}) has unreadable "
-                             "evidence; restore registry.db from a copy")
-    return evidence
+                             "evidence; restore registry.db from a copy") from None
+    return evidence if isinstance(evidence, dict) else {"evidence": evidence}
 
 
 def champions(decisions: list[Decision]) -> list[str]:

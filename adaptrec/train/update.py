@@ -19,6 +19,7 @@ from ..data.sampling import few_shot
 from ..errors import AdaptrecError, ConfigError, RegistryError, option
 from ..fingerprint import digest
 from ..home import adaptrec_home
+from ..names import served_domain
 from ..online.drift import domain_cases
 from ..registry import AdapterRecord, Registry
 from .cases import check_prompts_fit, naming_key, recipe_cases, recipe_data, training_cases, validation_cases
@@ -141,8 +142,12 @@ def update_adapter(ref: str, data: str, replay: float = 0.2, steps: int | None =
                           f"({recipe.method.teacher_data}) holds none of the new feedback; update it without the "
                           f"teacher: {option('overrides', flag='--set')} 'method={{type: plain}}'")
     dataset = recipe_data(recipe, data, option("data"))  # read once: feedback may arrive meanwhile
-    # a log may hold several domains: the parent's only, as its gate reads (was: another domain's, trained on unsaid)
-    new = [c for c in domain_cases(dataset.cases, parent.domain, data) if c.label is not None]
+    # a log may hold several domains: the parent's only, as its gate reads (was: another domain's, trained on unsaid);
+    # labelled files name their cases' domain themselves, which a recipe's `domain:` need not match
+    cases = dataset.cases
+    if data.startswith("feedback:") or any(c.domain == served_domain(parent.domain) for c in cases):
+        cases = domain_cases(cases, parent.domain, data)
+    new = [c for c in cases if c.label is not None]
     if not new:
         raise ConfigError(f"{option('data', data)}: no labelled cases to update on")
     old = _replay_pool(recipe, parent) if replay else []

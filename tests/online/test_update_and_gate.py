@@ -304,6 +304,16 @@ def test_an_update_trains_on_its_parents_domain_only(trained):
         update_adapter(parent.ref, "feedback:book", steps=1)
 
 
+def test_an_adapter_named_for_another_domain_than_its_files_still_updates_on_them(trained):
+    """A recipe's `domain:` is a free name; TALLRec files name their cases' domain themselves (was, with the domain
+    filter: refused, "its cases are of domain 'movie', not 'drama'", on the very data it trained on)."""
+    parent, path = trained
+    drama = Registry().register(parent.path, name="drama-tiny", domain="drama", kind="trained", adapter_type="lora",
+                                adapter_config=None, fingerprint=parent.fingerprint, recipe_text=parent.recipe_text)
+    train_file = load_recipe(str(path))[0].data.train
+    assert update_adapter(drama.ref, train_file, steps=1).record.ref == "drama-tiny:2"
+
+
 def test_an_export_is_not_updated_from_the_recipe_of_its_source(trained):
     """(was: the export, a plain LoRA keeping its AdaLoRA source's recipe, got past the recipe check and was refused
     after the backbone loaded: 'its weights do not fit the adapter its recipe builds')"""
